@@ -1,0 +1,361 @@
+#include "base/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+
+typedef enum { T_STR, T_BOOL, T_INT, T_DUR, T_SIZE, T_RATE } setting_type;
+
+typedef struct setting {
+  const char *name;  /* file key; flag and env are derived from it */
+  setting_type type; /* how to parse */
+  size_t off;        /* offset in tern_config */
+  const char *def;   /* default, in the same spelling a user would write */
+  double min, max;   /* bounds for numbers (after unit conversion) */
+  const char *help;  /* one line for --help */
+} setting;
+
+#define OFF(f) offsetof(tern_config, f)
+#define BIG 9.0e15
+
+static const setting g_settings[] = {
+    {"listen", T_STR, OFF(listen), "127.0.0.1:8080", 0, 0, "HOST:PORT to serve HTTP and WebSocket on"},
+    {"data_dir", T_STR, OFF(data_dir), "./data", 0, 0, "directory for the store (created if missing)"},
+    {"log_level", T_STR, OFF(log_level), "info", 0, 0, "debug|info|warn|error"},
+    {"web_dir", T_STR, OFF(web_dir), "", 0, 0, "directory of the static web client (empty: built-in path)"},
+    {"allow_insecure_test_settings", T_BOOL, OFF(allow_insecure_test), "false", 0, 0,
+     "permit settings meant only for test suites and benchmarks"},
+    {"ws.ping_interval", T_DUR, OFF(ws_ping_interval_ms), "30s", 10, BIG, "server WebSocket ping period"},
+    {"ws.idle_timeout", T_DUR, OFF(ws_idle_timeout_ms), "90s", 10, BIG, "close a silent connection (4000)"},
+    {"ws.auth_timeout", T_DUR, OFF(ws_auth_timeout_ms), "10s", 10, BIG, "close if no auth frame by then (4001)"},
+    {"ws.max_message", T_SIZE, OFF(ws_max_message), "1MiB", 1024, 1 << 30, "largest WebSocket message (1009)"},
+    {"ws.max_outbound", T_SIZE, OFF(ws_max_outbound), "8MiB", 4096, 1ll << 34,
+     "bytes queued to a client that does not read before closing it (1008)"},
+    {"http.max_body", T_SIZE, OFF(http_max_body), "64KiB", 1024, 1 << 30, "largest JSON request body (413)"},
+    {"http.max_header", T_SIZE, OFF(http_max_header), "16KiB", 1024, 1 << 20, "largest request head (431)"},
+    {"http.request_timeout", T_DUR, OFF(http_request_timeout_ms), "30s", 10, BIG,
+     "time allowed to send one HTTP request"},
+    {"http.max_connections", T_INT, OFF(http_max_connections), "19000", 1, 1000000,
+     "connections accepted at once; above it new ones are closed"},
+    {"limits.send_rate", T_RATE, OFF(limits_send_rate), "20/s", 0.001, 1e9, "sustained sends per user per second"},
+    {"limits.send_burst", T_INT, OFF(limits_send_burst), "1000", 1, 1e9, "sends a user may make in a burst"},
+    {"limits.watch_max", T_INT, OFF(limits_watch_max), "5000", 1, 1e7, "users one connection may watch"},
+    {"inbox.max_envelopes", T_INT, OFF(inbox_max_envelopes), "100000", 1, 1e12, "envelopes one device may hold"},
+    {"inbox.ttl", T_DUR, OFF(inbox_ttl_ms), "30d", 10, BIG, "unacked envelopes expire after this"},
+    {"inbox.drain_batch", T_SIZE, OFF(inbox_drain_batch), "256KiB", 1024, 1 << 30,
+     "bytes read from the store per drain step"},
+    {"dedup.ttl", T_DUR, OFF(dedup_ttl_ms), "48h", 10, BIG, "client message ids are remembered this long"},
+    {"devices.max_per_user", T_INT, OFF(devices_max_per_user), "16", 1, 100000, "devices one user may log in"},
+    {"devices.idle_expiry", T_DUR, OFF(devices_idle_expiry_ms), "30d", 10, BIG,
+     "a device with no connection for this long is deleted"},
+    {"auth.hash_cost", T_STR, OFF(auth_hash_cost), "interactive", 0, 0,
+     "Argon2id cost: interactive|moderate|sensitive (test needs --allow-insecure-test-settings)"},
+    {"presence.persist_interval", T_DUR, OFF(presence_persist_interval_ms), "60s", 10, BIG,
+     "how often last seen of connected users is written"},
+    {"store.max_open_files", T_INT, OFF(store_max_open_files), "512", 16, 100000, "RocksDB file descriptor cap"},
+    {"store.group_max", T_INT, OFF(store_group_max), "4096", 1, 1e7, "operations per group commit"},
+    {"store.sweep_interval", T_DUR, OFF(store_sweep_interval_ms), "60s", 10, BIG,
+     "how often expired envelopes, ids and devices are swept"},
+};
+
+int tern_parse_duration_ms(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || errno || v < 0 || !isfinite(v)) return -EINVAL;
+  while (*end == ' ') end++;
+  double mul;
+  if (strcmp(end, "ms") == 0) mul = 1;
+  else if (strcmp(end, "s") == 0) mul = 1000;
+  else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0) mul = 60000;
+  else if (strcmp(end, "h") == 0) mul = 3600000;
+  else if (strcmp(end, "d") == 0) mul = 86400000;
+  else return -EINVAL; /* a duration must carry its unit */
+  double ms = v * mul;
+  if (ms > BIG) return -EINVAL;
+  *out = (int64_t)llround(ms);
+  return 0;
+}
+
+int tern_parse_size(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || errno || v < 0 || !isfinite(v)) return -EINVAL;
+  while (*end == ' ') end++;
+  double mul;
+  if (*end == '\0' || strcmp(end, "B") == 0) mul = 1;
+  else if (strcmp(end, "KiB") == 0) mul = 1024.0;
+  else if (strcmp(end, "MiB") == 0) mul = 1024.0 * 1024;
+  else if (strcmp(end, "GiB") == 0) mul = 1024.0 * 1024 * 1024;
+  else if (strcmp(end, "KB") == 0 || strcmp(end, "kB") == 0) mul = 1e3;
+  else if (strcmp(end, "MB") == 0) mul = 1e6;
+  else if (strcmp(end, "GB") == 0) mul = 1e9;
+  else return -EINVAL;
+  double b = v * mul;
+  if (b > BIG) return -EINVAL;
+  *out = (int64_t)llround(b);
+  return 0;
+}
+
+static void flag_name(const setting *s, char *out, size_t n) {
+  size_t i = 0;
+  for (const char *p = s->name; *p && i + 1 < n; p++) out[i++] = (*p == '.' || *p == '_') ? '-' : *p;
+  out[i] = '\0';
+}
+
+static void env_name(const setting *s, char *out, size_t n) {
+  size_t i = 0;
+  const char *pre = "TERN_";
+  for (; *pre && i + 1 < n; pre++) out[i++] = *pre;
+  for (const char *p = s->name; *p && i + 1 < n; p++)
+    out[i++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+  out[i] = '\0';
+}
+
+static int apply(tern_config *cfg, const setting *s, const char *val, const char *origin, char *err,
+                 size_t errlen) {
+  void *field = (char *)cfg + s->off;
+  double num = 0;
+  int64_t i64 = 0;
+  switch (s->type) {
+    case T_STR:
+      tern_free(*(char **)field);
+      *(char **)field = tern_strdup(val);
+      return 0;
+    case T_BOOL:
+      if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "yes") || !strcmp(val, "on")) {
+        *(bool *)field = true;
+      } else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "no") || !strcmp(val, "off")) {
+        *(bool *)field = false;
+      } else {
+        snprintf(err, errlen, "%s: %s must be true or false, not \"%s\"", origin, s->name, val);
+        return -EINVAL;
+      }
+      return 0;
+    case T_INT: {
+      char *end;
+      errno = 0;
+      long long v = strtoll(val, &end, 10);
+      if (end == val || *end || errno) {
+        snprintf(err, errlen, "%s: %s must be an integer, not \"%s\"", origin, s->name, val);
+        return -EINVAL;
+      }
+      i64 = v;
+      num = (double)v;
+      break;
+    }
+    case T_DUR:
+      if (tern_parse_duration_ms(val, &i64) < 0) {
+        snprintf(err, errlen, "%s: %s must be a duration with a unit (500ms, 90s, 30d), not \"%s\"", origin,
+                 s->name, val);
+        return -EINVAL;
+      }
+      num = (double)i64;
+      break;
+    case T_SIZE:
+      if (tern_parse_size(val, &i64) < 0) {
+        snprintf(err, errlen, "%s: %s must be a size (64KiB, 16MiB), not \"%s\"", origin, s->name, val);
+        return -EINVAL;
+      }
+      num = (double)i64;
+      break;
+    case T_RATE: {
+      char *end;
+      errno = 0;
+      num = strtod(val, &end);
+      if (end == val || errno || !isfinite(num) || (*end && strcmp(end, "/s") != 0)) {
+        snprintf(err, errlen, "%s: %s must be a rate such as 20/s, not \"%s\"", origin, s->name, val);
+        return -EINVAL;
+      }
+      break;
+    }
+  }
+  if (num < s->min || num > s->max) {
+    snprintf(err, errlen, "%s: %s = %s is out of range", origin, s->name, val);
+    return -EINVAL;
+  }
+  if (s->type == T_RATE) *(double *)field = num;
+  else *(int64_t *)field = i64;
+  return 0;
+}
+
+void tern_config_defaults(tern_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  char err[256];
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    if (apply(cfg, &g_settings[i], g_settings[i].def, "default", err, sizeof err) < 0) abort();
+  }
+}
+
+static const setting *by_key(const char *key) {
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    if (!strcmp(g_settings[i].name, key)) return &g_settings[i];
+  }
+  return NULL;
+}
+
+static const setting *by_flag(const char *flag) {
+  char f[96];
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    flag_name(&g_settings[i], f, sizeof f);
+    if (!strcmp(f, flag)) return &g_settings[i];
+  }
+  return NULL;
+}
+
+static char *trim(char *s) {
+  while (isspace((unsigned char)*s)) s++;
+  char *e = s + strlen(s);
+  while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+  return s;
+}
+
+static int load_file(tern_config *cfg, const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+    return -EINVAL;
+  }
+  char line[4096];
+  int lineno = 0, rc = 0;
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    char *hash = strchr(line, '#');
+    if (hash) *hash = '\0';
+    char *s = trim(line);
+    if (!*s) continue;
+    char *eq = strchr(s, '=');
+    char origin[300];
+    snprintf(origin, sizeof origin, "%s:%d", path, lineno);
+    if (!eq) {
+      snprintf(err, errlen, "%s: expected key = value", origin);
+      rc = -EINVAL;
+      break;
+    }
+    *eq = '\0';
+    char *key = trim(s), *val = trim(eq + 1);
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+      val[vl - 1] = '\0';
+      val++;
+    }
+    const setting *st = by_key(key);
+    if (!st) {
+      snprintf(err, errlen, "%s: unknown setting \"%s\"", origin, key);
+      rc = -EINVAL;
+      break;
+    }
+    if ((rc = apply(cfg, st, val, origin, err, errlen)) < 0) break;
+  }
+  fclose(f);
+  return rc;
+}
+
+int tern_config_load(tern_config *cfg, int argc, char **argv, bool *want_help, char *err, size_t errlen) {
+  *want_help = false;
+  const char *file = getenv("TERN_CONFIG");
+  /* First pass: find --config and --help, and check every flag is known. */
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *want_help = true;
+      return 0;
+    }
+    if (strncmp(a, "--", 2) != 0) {
+      snprintf(err, errlen, "unexpected argument \"%s\" (see --help)", a);
+      return -EINVAL;
+    }
+    char name[96];
+    const char *eq = strchr(a + 2, '=');
+    size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+    if (nl >= sizeof name) nl = sizeof name - 1;
+    memcpy(name, a + 2, nl);
+    name[nl] = '\0';
+    bool is_config = !strcmp(name, "config");
+    const setting *st = is_config ? NULL : by_flag(name);
+    if (!is_config && !st) {
+      snprintf(err, errlen, "unknown flag --%s (see --help)", name);
+      return -EINVAL;
+    }
+    bool takes_value = is_config || st->type != T_BOOL;
+    if (takes_value && !eq) {
+      if (i + 1 >= argc) {
+        snprintf(err, errlen, "flag --%s needs a value", name);
+        return -EINVAL;
+      }
+      if (is_config) file = argv[i + 1];
+      i++;
+    } else if (is_config) {
+      file = eq + 1;
+    }
+  }
+  if (file && *file) {
+    if (load_file(cfg, file, err, errlen) < 0) return -EINVAL;
+  }
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    char env[128];
+    env_name(&g_settings[i], env, sizeof env);
+    const char *v = getenv(env);
+    if (v && apply(cfg, &g_settings[i], v, env, err, errlen) < 0) return -EINVAL;
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i] + 2;
+    const char *eq = strchr(a, '=');
+    char name[96];
+    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+    if (nl >= sizeof name) nl = sizeof name - 1;
+    memcpy(name, a, nl);
+    name[nl] = '\0';
+    if (!strcmp(name, "config")) {
+      if (!eq) i++;
+      continue;
+    }
+    const setting *st = by_flag(name);
+    char origin[110];
+    snprintf(origin, sizeof origin, "--%s", name);
+    const char *val;
+    if (eq) val = eq + 1;
+    else if (st->type == T_BOOL) val = "true";
+    else val = argv[++i];
+    if (apply(cfg, st, val, origin, err, errlen) < 0) return -EINVAL;
+  }
+  return 0;
+}
+
+void tern_config_help(FILE *out, const char *prog) {
+  fprintf(out,
+          "Usage: %s [--listen HOST:PORT] [--data-dir DIR] [--config FILE] [--log-level LEVEL] [--SETTING VALUE...]\n"
+          "\n"
+          "tern messaging server. Every setting below can be given as a flag (--inbox-max-envelopes 10),\n"
+          "an environment variable (TERN_INBOX_MAX_ENVELOPES=10) or a config file line\n"
+          "(inbox.max_envelopes = 10), in that order of precedence. Durations take a unit (500ms, 90s,\n"
+          "30d); sizes too (64KiB, 16MiB).\n"
+          "\n"
+          "  --config FILE   read settings from FILE (key = value lines, # comments); env TERN_CONFIG\n"
+          "  --help          show this help\n\n",
+          prog);
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    const setting *s = &g_settings[i];
+    char flag[96];
+    flag_name(s, flag, sizeof flag);
+    char left[160];
+    snprintf(left, sizeof left, "--%s%s", flag, s->type == T_BOOL ? "" : " V");
+    fprintf(out, "  %-34s %s (default: %s)\n", left, s->help, *s->def ? s->def : "\"\"");
+  }
+}
+
+void tern_config_free(tern_config *cfg) {
+  for (size_t i = 0; i < sizeof g_settings / sizeof g_settings[0]; i++) {
+    if (g_settings[i].type == T_STR) {
+      char **f = (char **)((char *)cfg + g_settings[i].off);
+      tern_free(*f);
+      *f = NULL;
+    }
+  }
+}

@@ -1,0 +1,67 @@
+/* config: every setting of ternd, described once in a table (name, type, bounds, default,
+ * help) that drives the config file, the flags, the environment and --help.
+ * Precedence: flag > environment > file > default.
+ *   file key  inbox.max_envelopes
+ *   flag      --inbox-max-envelopes VALUE  (or --inbox-max-envelopes=VALUE)
+ *   env       TERN_INBOX_MAX_ENVELOPES
+ * Durations take a unit (ms, s, m, h, d), sizes one too (B, KiB, MiB, GiB; KB/MB too). */
+#ifndef TERN_BASE_CONFIG_H
+#define TERN_BASE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct tern_config {
+  /* process */
+  char *listen;              /* HOST:PORT */
+  char *data_dir;            /* store and media live here */
+  char *log_level;           /* debug|info|warn|error */
+  char *web_dir;             /* static web client; "" disables */
+  bool allow_insecure_test;  /* --allow-insecure-test-settings */
+  /* websocket */
+  int64_t ws_ping_interval_ms;
+  int64_t ws_idle_timeout_ms;
+  int64_t ws_auth_timeout_ms;
+  int64_t ws_max_message;    /* bytes, reassembled */
+  int64_t ws_max_outbound;   /* bytes queued to one client before 1008 */
+  /* http */
+  int64_t http_max_body;     /* JSON endpoints */
+  int64_t http_max_header;   /* request line + headers */
+  int64_t http_request_timeout_ms;
+  int64_t http_max_connections;
+  /* limits */
+  double limits_send_rate;   /* sends per second per user, sustained */
+  int64_t limits_send_burst; /* bucket size */
+  int64_t limits_watch_max;  /* users one connection may watch */
+  /* inbox */
+  int64_t inbox_max_envelopes;
+  int64_t inbox_ttl_ms;
+  int64_t inbox_drain_batch; /* bytes read from the store per drain step */
+  int64_t dedup_ttl_ms;      /* how long client ids are remembered */
+  /* devices / auth */
+  int64_t devices_max_per_user;
+  int64_t devices_idle_expiry_ms;
+  char *auth_hash_cost;      /* interactive|moderate|sensitive|test */
+  /* presence */
+  int64_t presence_persist_interval_ms;
+  /* store */
+  int64_t store_max_open_files;
+  int64_t store_group_max;   /* operations per group commit */
+  int64_t store_sweep_interval_ms;
+} tern_config;
+
+/* Fills cfg with defaults. */
+void tern_config_defaults(tern_config *cfg);
+/* Applies the file named by --config (if any), then env, then flags. On error writes a
+ * one-line reason into err and returns -EINVAL. Sets *want_help when --help was given. */
+int tern_config_load(tern_config *cfg, int argc, char **argv, bool *want_help, char *err, size_t errlen);
+/* Prints usage and every setting with its default. */
+void tern_config_help(FILE *out, const char *prog);
+void tern_config_free(tern_config *cfg);
+
+/* Parsers shared with tests and other programs. Return 0 or -EINVAL. */
+int tern_parse_duration_ms(const char *s, int64_t *out);
+int tern_parse_size(const char *s, int64_t *out);
+
+#endif
