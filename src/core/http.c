@@ -1,0 +1,444 @@
+/* http: the JSON API of PROTOCOL.md sections 1, 2 and 6 (accounts, devices, users), plus
+ * /healthz and /metrics. Password hashing runs in the libuv threadpool, never on the loop. */
+#include <cjson/cJSON.h>
+#include <sodium.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/core.h"
+#include "net/ws.h"
+
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 1024
+#define LABEL_MAX 64
+
+/* A request waiting for the threadpool or the store. */
+typedef struct pending {
+  uv_work_t work;         /* threadpool job */
+  tern_app *app;          /* owner */
+  tern_http_req *req;     /* answered when done */
+  tern_conn *conn;        /* referenced while pending */
+  char user[TERN_USERNAME_MAX + 1];
+  char *password;         /* wiped and freed after hashing */
+  char *label;
+  char *hash;             /* register: the new hash; login: a copy of the stored one */
+  char token[48];         /* the new device's bearer token */
+  char device_id[TERN_DEVICE_ID_LEN + 1];
+  bool ok;                /* threadpool result */
+} pending;
+
+static void pending_free(pending *p) {
+  if (p->password) {
+    sodium_memzero(p->password, strlen(p->password));
+    tern_free(p->password);
+  }
+  tern_free(p->label);
+  tern_free(p->hash);
+  sodium_memzero(p->token, sizeof p->token);
+  tern_conn_unref(p->conn);
+  tern_free(p);
+}
+
+static pending *pending_new(tern_app *a, tern_http_req *req) {
+  pending *p = TERN_NEW(pending);
+  p->app = a;
+  p->req = req;
+  p->conn = req->conn;
+  tern_conn_ref(p->conn);
+  p->work.data = p;
+  return p;
+}
+
+int64_t tern_http_body_limit(tern_app *a, tern_http_req *req) { return a->cfg->http_max_body; }
+
+/* Returns the device for the request's bearer token, or answers 401 and returns NULL. */
+static tern_device *authenticate(tern_app *a, tern_http_req *req) {
+  const char *h = req->authorization;
+  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+    const char *t = h + 7;
+    while (*t == ' ') t++;
+    tern_device *d = tern_dir_by_token(a, t, strlen(t));
+    if (d) return d;
+  }
+  tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+  return NULL;
+}
+
+/* Parses the body as a JSON object, or answers 400 and returns NULL. */
+static cJSON *json_body(tern_http_req *req) {
+  cJSON *j = NULL;
+  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len))
+    j = cJSON_ParseWithLength(req->body.data, req->body.len);
+  if (!j || !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
+    return NULL;
+  }
+  return j;
+}
+
+static void credentials_body(tern_buf *b, const char *user, const char *device_id, const char *token) {
+  tern_buf_puts(b, "{\"user\":");
+  tern_buf_put_json_str(b, user, strlen(user));
+  tern_buf_puts(b, ",\"device_id\":");
+  tern_buf_put_json_str(b, device_id, strlen(device_id));
+  tern_buf_puts(b, ",\"token\":");
+  tern_buf_put_json_str(b, token, strlen(token));
+  tern_buf_puts(b, "}");
+}
+
+/* Reads username/password/device from a register or login body. Returns false after
+ * answering when they are malformed (register: 400; login: 401, same as wrong credentials). */
+static bool read_credentials(tern_http_req *req, cJSON *j, bool login, char user[TERN_USERNAME_MAX + 1],
+                             const char **password, const char **label) {
+  const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "username");
+  const cJSON *pw = cJSON_GetObjectItemCaseSensitive(j, "password");
+  const cJSON *dv = cJSON_GetObjectItemCaseSensitive(j, "device");
+  if (!cJSON_IsString(u) || !cJSON_IsString(pw) || (dv && !cJSON_IsString(dv) && !cJSON_IsNull(dv))) {
+    tern_http_error(req, 400, "bad_request", "username and password must be strings, device an optional string");
+    return false;
+  }
+  *label = cJSON_IsString(dv) ? dv->valuestring : "";
+  if (strlen(*label) > LABEL_MAX) {
+    tern_http_error(req, 400, "bad_request", "the device label is longer than 64 characters");
+    return false;
+  }
+  size_t pl = strlen(pw->valuestring);
+  bool name_ok = tern_username_normalize(u->valuestring, strlen(u->valuestring), user);
+  if (login) {
+    if (!name_ok || pl < 1 || pl > PASSWORD_MAX) {
+      tern_http_error(req, 401, "bad_credentials", "wrong username or password");
+      return false;
+    }
+  } else {
+    if (!name_ok) {
+      tern_http_error(req, 400, "bad_request", "a username is 3 to 32 characters of a-z, 0-9, _ . -");
+      return false;
+    }
+    if (pl < PASSWORD_MIN || pl > PASSWORD_MAX) {
+      tern_http_error(req, 400, "bad_request", "a password is 8 to 1024 bytes");
+      return false;
+    }
+  }
+  *password = pw->valuestring;
+  return true;
+}
+
+/* ---- register ---- */
+
+static void hash_work(uv_work_t *w) {
+  pending *p = w->data;
+  char out[crypto_pwhash_STRBYTES];
+  p->ok = crypto_pwhash_str(out, p->password, strlen(p->password), p->app->pwhash_ops, p->app->pwhash_mem) == 0;
+  if (p->ok) p->hash = tern_strdup(out);
+}
+
+static void put_device_op(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg) {
+  tern_store_op *op = tern_store_op_new(TERN_OP_PUT_DEVICE, done, arg);
+  tern_store_op_set_str((char **)&op->device.device_id, d->id);
+  tern_store_op_set_str((char **)&op->device.user, d->user->name);
+  tern_store_op_set_str((char **)&op->device.label, d->label);
+  memcpy(op->device.token_hash, d->token_hash, 32);
+  op->device.created = d->created;
+  op->device.last_seen = d->last_seen;
+  tern_app_submit(a, op);
+}
+
+static void put_user_op(tern_app *a, tern_user *u, tern_store_done_cb done, void *arg) {
+  tern_store_op *op = tern_store_op_new(TERN_OP_PUT_USER, done, arg);
+  tern_store_op_set_str((char **)&op->user.user, u->name);
+  tern_store_op_set_str((char **)&op->user.pwhash, u->pwhash);
+  op->user.created = u->created;
+  op->user.last_seen = u->last_seen;
+  tern_app_submit(a, op);
+}
+
+static void on_op_counted(tern_store_op *op) { tern_app_op_done(op->arg); }
+
+static void on_register_stored(tern_store_op *op) {
+  pending *p = op->arg;
+  tern_app *a = p->app;
+  tern_user *u = tern_dir_user(a, p->user);
+  if (op->status != TERN_STORE_OK) {
+    tern_http_error(p->req, 500, "internal", "the account could not be stored");
+  } else {
+    if (u) u->pending = false;
+    tern_buf b = {0};
+    credentials_body(&b, p->user, p->device_id, p->token);
+    tern_http_json(p->req, 201, &b);
+    tern_buf_free(&b);
+    TERN_INFO("registered", "user=%s device=%s", p->user, p->device_id);
+  }
+  pending_free(p);
+  tern_app_op_done(a);
+}
+
+static void after_hash(uv_work_t *w, int status) {
+  pending *p = w->data;
+  tern_app *a = p->app;
+  tern_user *u = tern_dir_user(a, p->user);
+  if (!p->ok || status < 0 || !u) {
+    if (u) tern_dir_remove_user(a, u);
+    tern_http_error(p->req, 500, "internal", "the password could not be hashed");
+    pending_free(p);
+    return;
+  }
+  u->pwhash = p->hash;
+  p->hash = NULL;
+  u->created = tern_now_ms();
+  tern_device *d = tern_dir_add_device(a, u, p->label, p->token);
+  snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
+  put_user_op(a, u, on_op_counted, a);
+  put_device_op(a, d, on_register_stored, p);
+}
+
+static void do_register(tern_app *a, tern_http_req *req) {
+  cJSON *j = json_body(req);
+  if (!j) return;
+  char user[TERN_USERNAME_MAX + 1];
+  const char *password, *label;
+  if (!read_credentials(req, j, false, user, &password, &label)) {
+    cJSON_Delete(j);
+    return;
+  }
+  if (tern_dir_user(a, user)) {
+    cJSON_Delete(j);
+    tern_http_error(req, 409, "username_taken", "that username is taken");
+    return;
+  }
+  tern_user *u = tern_dir_add_user(a, user);
+  u->pending = true; /* reserves the name while the hash is computed */
+  pending *p = pending_new(a, req);
+  snprintf(p->user, sizeof p->user, "%s", user);
+  p->password = tern_strdup(password);
+  p->label = tern_strdup(label);
+  cJSON_Delete(j);
+  uv_queue_work(a->loop, &p->work, hash_work, after_hash);
+}
+
+/* ---- login ---- */
+
+static void verify_work(uv_work_t *w) {
+  pending *p = w->data;
+  p->ok = p->hash && crypto_pwhash_str_verify(p->hash, p->password, strlen(p->password)) == 0;
+}
+
+static void on_login_stored(tern_store_op *op) {
+  pending *p = op->arg;
+  tern_app *a = p->app;
+  if (op->status != TERN_STORE_OK) {
+    tern_http_error(p->req, 500, "internal", "the device could not be stored");
+  } else {
+    tern_buf b = {0};
+    credentials_body(&b, p->user, p->device_id, p->token);
+    tern_http_json(p->req, 200, &b);
+    tern_buf_free(&b);
+    TERN_INFO("logged in", "user=%s device=%s", p->user, p->device_id);
+  }
+  pending_free(p);
+  tern_app_op_done(a);
+}
+
+static void after_verify(uv_work_t *w, int status) {
+  pending *p = w->data;
+  tern_app *a = p->app;
+  tern_user *u = tern_dir_user(a, p->user);
+  if (!p->ok || status < 0 || !u || u->pending) {
+    tern_http_error(p->req, 401, "bad_credentials", "wrong username or password");
+    pending_free(p);
+    return;
+  }
+  if (u->ndevices >= a->cfg->devices_max_per_user) {
+    tern_http_error(p->req, 403, "too_many_devices", "this user has reached devices.max_per_user; log out a device first");
+    pending_free(p);
+    return;
+  }
+  bool first = u->ndevices == 0;
+  tern_device *d = tern_dir_add_device(a, u, p->label, p->token);
+  snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
+  if (first) {
+    /* Messages that waited in the user-level inbox go to this first device. The move is
+     * queued before any send can target the device, so their seqs come first. */
+    put_device_op(a, d, on_op_counted, a);
+    tern_store_op *op = tern_store_op_new(TERN_OP_MOVE_INBOX, on_login_stored, p);
+    char inbox[TERN_USERNAME_MAX + 2];
+    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    tern_store_op_set_str(&op->inbox, inbox);
+    tern_store_op_set_str(&op->inbox2, d->id);
+    tern_app_submit(a, op);
+  } else {
+    put_device_op(a, d, on_login_stored, p);
+  }
+}
+
+/* A hash of a random password, so that logins for unknown users cost the same time. */
+static char g_dummy_hash[crypto_pwhash_STRBYTES];
+
+static void do_login(tern_app *a, tern_http_req *req) {
+  cJSON *j = json_body(req);
+  if (!j) return;
+  char user[TERN_USERNAME_MAX + 1];
+  const char *password, *label;
+  if (!read_credentials(req, j, true, user, &password, &label)) {
+    cJSON_Delete(j);
+    return;
+  }
+  tern_user *u = tern_dir_user(a, user);
+  pending *p = pending_new(a, req);
+  snprintf(p->user, sizeof p->user, "%s", user);
+  p->password = tern_strdup(password);
+  p->label = tern_strdup(label);
+  if (u && u->pwhash && !u->pending) {
+    p->hash = tern_strdup(u->pwhash);
+  } else {
+    if (!g_dummy_hash[0]) {
+      crypto_pwhash_str(g_dummy_hash, "not a password", 14, a->pwhash_ops, a->pwhash_mem);
+    }
+    p->hash = tern_strdup(g_dummy_hash);
+    p->user[0] = '\0'; /* no such user: verification result is ignored */
+  }
+  cJSON_Delete(j);
+  uv_queue_work(a->loop, &p->work, verify_work, after_verify);
+}
+
+/* ---- logout, me, users ---- */
+
+typedef struct logout_ctx {
+  tern_app *app;        /* owner */
+  tern_http_req *req;   /* answered with 204 */
+  tern_conn *conn;      /* referenced */
+} logout_ctx;
+
+static void on_logout_stored(tern_store_op *op) {
+  logout_ctx *c = op->arg;
+  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
+  else tern_http_error(c->req, 500, "internal", "the device could not be deleted");
+  tern_conn_unref(c->conn);
+  tern_app_op_done(c->app);
+  tern_free(c);
+}
+
+void tern_app_delete_device(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg) {
+  if (d->session && d->session->conn) tern_conn_ws_close(d->session->conn, 4002, "device logged out");
+  if (d->session) { /* closing detached it; be safe if it was already gone */
+    d->session->dev = NULL;
+    d->session = NULL;
+  }
+  tern_store_op *op = tern_store_op_new(TERN_OP_DEL_DEVICE, done, arg);
+  tern_store_op_set_str((char **)&op->device.device_id, d->id);
+  TERN_INFO("device deleted", "user=%s device=%s", d->user->name, d->id);
+  tern_dir_remove_device(a, d);
+  tern_app_submit(a, op);
+}
+
+static void do_logout(tern_app *a, tern_http_req *req) {
+  tern_device *d = authenticate(a, req);
+  if (!d) return;
+  logout_ctx *c = TERN_NEW(logout_ctx);
+  c->app = a;
+  c->req = req;
+  c->conn = req->conn;
+  tern_conn_ref(c->conn);
+  tern_app_delete_device(a, d, on_logout_stored, c);
+}
+
+static void put_ms_or_null(tern_buf *b, int64_t ms) {
+  if (ms > 0) tern_buf_put_i64(b, ms);
+  else tern_buf_puts(b, "null");
+}
+
+static void do_me(tern_app *a, tern_http_req *req) {
+  tern_device *me = authenticate(a, req);
+  if (!me) return;
+  tern_buf b = {0};
+  tern_buf_puts(&b, "{\"user\":");
+  tern_buf_put_json_str(&b, me->user->name, strlen(me->user->name));
+  tern_buf_puts(&b, ",\"device_id\":");
+  tern_buf_put_json_str(&b, me->id, strlen(me->id));
+  tern_buf_puts(&b, ",\"devices\":[");
+  for (tern_device *d = me->user->devices; d; d = d->next_in_user) {
+    if (d != me->user->devices) tern_buf_putc(&b, ',');
+    tern_buf_puts(&b, "{\"device_id\":");
+    tern_buf_put_json_str(&b, d->id, strlen(d->id));
+    tern_buf_puts(&b, ",\"label\":");
+    tern_buf_put_json_str(&b, d->label, strlen(d->label));
+    tern_buf_puts(&b, ",\"last_seen\":");
+    int64_t ls = d->last_seen;
+    if (d->session && d->session->conn) ls = tern_conn_last_rx(d->session->conn);
+    put_ms_or_null(&b, ls);
+    tern_buf_puts(&b, "}");
+  }
+  tern_buf_puts(&b, "]}");
+  tern_http_json(req, 200, &b);
+  tern_buf_free(&b);
+}
+
+static void do_user(tern_app *a, tern_http_req *req, const char *raw) {
+  if (!authenticate(a, req)) return;
+  char name[TERN_USERNAME_MAX + 1];
+  tern_user *u = NULL;
+  if (tern_username_normalize(raw, strlen(raw), name)) u = tern_dir_user(a, name);
+  if (!u || u->pending) {
+    tern_http_error(req, 404, "not_found", "there is no user by that name");
+    return;
+  }
+  tern_buf b = {0};
+  tern_buf_puts(&b, "{\"user\":");
+  tern_buf_put_json_str(&b, u->name, strlen(u->name));
+  tern_buf_puts(&b, u->online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
+  put_ms_or_null(&b, tern_user_last_seen(a, u));
+  tern_buf_puts(&b, "}");
+  tern_http_json(req, 200, &b);
+  tern_buf_free(&b);
+}
+
+static void do_metrics(tern_app *a, tern_http_req *req) {
+  tern_buf b = {0};
+  tern_metrics_render(a, &b);
+  tern_http_respond(req, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+  tern_buf_free(&b);
+}
+
+static bool is(const tern_http_req *req, const char *method) { return strcmp(req->method, method) == 0; }
+
+static void method_not_allowed(tern_http_req *req) {
+  tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
+}
+
+void tern_http_route(tern_app *a, tern_http_req *req) {
+  const char *p = req->path;
+  if (a->stopping) {
+    tern_http_error(req, 503, "unavailable", "the server is shutting down");
+    return;
+  }
+  if (!strcmp(p, "/healthz")) {
+    if (!is(req, "GET") && !is(req, "HEAD")) return method_not_allowed(req);
+    static const char ok[] = "{\"status\":\"ok\"}";
+    tern_http_respond(req, 200, NULL, "application/json", ok, sizeof ok - 1);
+  } else if (!strcmp(p, "/metrics")) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    do_metrics(a, req);
+  } else if (!strcmp(p, "/v1/register")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    do_register(a, req);
+  } else if (!strcmp(p, "/v1/login")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    do_login(a, req);
+  } else if (!strcmp(p, "/v1/logout")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    do_logout(a, req);
+  } else if (!strcmp(p, "/v1/me")) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    do_me(a, req);
+  } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    do_user(a, req, p + 10);
+  } else if (!strcmp(p, "/v1/ws")) {
+    tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
+  } else {
+    tern_http_error(req, 404, "not_found", "no such endpoint");
+  }
+}

@@ -1,0 +1,65 @@
+/* metrics: Prometheus text exposition of PROTOCOL.md section 9. */
+#include <string.h>
+
+#include "core/core.h"
+
+const double tern_hist_bounds[TERN_HIST_NBUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                     0.005,   0.01,   0.025,   0.05,   0.1,   0.25};
+
+void tern_hist_observe(tern_hist *h, double seconds) {
+  size_t i = 0;
+  while (i < TERN_HIST_NBUCKETS && seconds > tern_hist_bounds[i]) i++;
+  h->buckets[i]++;
+  h->count++;
+  h->sum += seconds;
+}
+
+static void counter(tern_buf *b, const char *name, const char *help, uint64_t v) {
+  tern_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s ", name, help, name, name);
+  tern_buf_put_u64(b, v);
+  tern_buf_putc(b, '\n');
+}
+
+static void gauge(tern_buf *b, const char *name, const char *help, int64_t v) {
+  tern_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s ", name, help, name, name);
+  tern_buf_put_i64(b, v);
+  tern_buf_putc(b, '\n');
+}
+
+static void histogram(tern_buf *b, const char *name, const char *help, const double *bounds, size_t nb,
+                      const uint64_t *buckets, uint64_t count, double sum) {
+  tern_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  uint64_t cum = 0;
+  for (size_t i = 0; i < nb; i++) {
+    cum += buckets[i];
+    tern_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+  }
+  cum += buckets[nb];
+  tern_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+  tern_buf_printf(b, "%s_sum %.9f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+}
+
+void tern_metrics_render(tern_app *a, tern_buf *b) {
+  const tern_metrics *m = &a->metrics;
+  gauge(b, "tern_connections", "Open WebSocket connections.", (int64_t)tern_net_ws_connections(a->net));
+  gauge(b, "tern_http_connections", "Open TCP connections (HTTP and WebSocket).",
+        (int64_t)tern_net_connections(a->net));
+  counter(b, "tern_messages_sent_total", "Messages made durable and answered with sent.", m->messages_sent);
+  counter(b, "tern_envelopes_delivered_total", "Envelopes written to a device's connection.",
+          m->envelopes_delivered);
+  gauge(b, "tern_inbox_envelopes", "Envelopes stored right now, waiting for an ack.",
+        tern_store_inbox_total(a->store));
+  tern_buf_puts(b, "# HELP tern_receipts_total Receipts made, by status.\n# TYPE tern_receipts_total counter\n");
+  tern_buf_printf(b, "tern_receipts_total{status=\"delivered\"} %llu\n", (unsigned long long)m->receipts_delivered);
+  tern_buf_printf(b, "tern_receipts_total{status=\"read\"} %llu\n", (unsigned long long)m->receipts_read);
+  gauge(b, "tern_media_bytes", "Bytes of media stored.", 0);
+  tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
+  gauge(b, "tern_users", "Registered users.", (int64_t)a->users.count);
+  gauge(b, "tern_devices", "Devices (logins) that exist.", (int64_t)a->devices.count);
+  tern_store_commit_hist ch;
+  tern_store_commit_hist_read(a->store, &ch);
+  histogram(b, "tern_store_commit_seconds", "Duration of one synced group commit.", tern_store_commit_buckets,
+            TERN_STORE_COMMIT_NBUCKETS, ch.buckets, ch.count, ch.sum);
+  histogram(b, "tern_send_to_sent_seconds", "From a send frame's arrival to its sent answer.", tern_hist_bounds,
+            TERN_HIST_NBUCKETS, m->send_to_sent.buckets, m->send_to_sent.count, m->send_to_sent.sum);
+}

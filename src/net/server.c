@@ -1,0 +1,926 @@
+#include "net/server.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "net/ws.h"
+
+#define READ_BUF_SIZE (64 * 1024) /* one shared read buffer per loop */
+#define LINGER_MS 2000            /* how long a closing connection is drained before close */
+
+typedef enum {
+  ST_HTTP = 0, /* parsing HTTP requests */
+  ST_WS,       /* WebSocket frames */
+  ST_LINGER,   /* answer written or being written; reading and discarding until EOF */
+  ST_CLOSED,   /* uv_close called */
+} conn_state;
+
+typedef struct http_state {
+  llhttp_t parser;       /* llhttp state machine */
+  tern_http_req *req;    /* request being parsed or handled, NULL between requests */
+  tern_buf field;        /* header name being read */
+  tern_buf value;        /* header value being read */
+  tern_buf url;          /* request target being read */
+  char *ws_key;          /* Sec-WebSocket-Key */
+  int64_t head_bytes;    /* bytes of request line + headers so far */
+  int64_t body_limit;    /* largest body accepted for the current request */
+  int refuse_status;     /* 413/431 decided inside a callback, 0 otherwise */
+  bool in_value;         /* last header callback was a value */
+  bool ready;            /* a complete request waits to be dispatched */
+  bool handling;         /* the handler holds req; parsing is paused */
+  bool ws_upgrade;       /* Upgrade: websocket */
+  bool ws_version_ok;    /* Sec-WebSocket-Version: 13 */
+} http_state;
+
+struct tern_conn {
+  uv_tcp_t tcp;           /* the socket; tcp.data points back here */
+  tern_net *net;          /* owner */
+  uint64_t id;            /* for logs */
+  void *data;             /* the core layer's session */
+  http_state *http;       /* HTTP parser state; NULL once upgraded */
+  tern_ws_reader ws;      /* frame reader in ST_WS */
+  tern_buf in;            /* unparsed tail of what was read */
+  tern_buf out;           /* queued, not yet handed to uv_write */
+  tern_buf inflight;      /* handed to uv_write, not yet completed */
+  uv_write_t wreq;        /* the write in flight */
+  tern_conn *prev, *next; /* every connection, for the timer sweep */
+  tern_conn *dirty_next;  /* connections with output or a resume to handle this iteration */
+  int64_t last_rx;        /* ms: last frame/pong (WS) or request bytes (HTTP) */
+  int64_t opened;         /* ms: accept or upgrade time */
+  int64_t last_ping;      /* ms: last ping we sent */
+  int64_t linger_until;   /* ms: ST_LINGER deadline */
+  uint32_t refs;          /* references held by the core layer */
+  uint8_t state;          /* conn_state */
+  bool writing;           /* a uv_write is in flight */
+  bool dirty;             /* on the dirty list */
+  bool resume;            /* HTTP parsing should continue from `in` */
+  bool close_after_flush; /* enter linger once output is written */
+  bool shut;              /* uv_shutdown issued */
+  bool authed;            /* WS: core accepted the auth frame */
+  bool reading;           /* uv_read_start active */
+  bool handle_closed;     /* uv_close callback ran */
+  char peer[48];          /* "ip:port" */
+};
+
+struct tern_net {
+  uv_loop_t *loop;          /* the loop everything runs on */
+  uv_tcp_t listener;        /* accepting socket */
+  uv_timer_t sweep;         /* timeouts and pings */
+  uv_check_t flush;         /* writes queued output once per loop iteration */
+  tern_net_options opts;    /* copy of the options */
+  tern_net_handlers h;      /* the core layer's callbacks */
+  llhttp_settings_t settings; /* llhttp callbacks */
+  tern_conn *conns;         /* list of every connection */
+  tern_conn *dirty;         /* list of connections to flush */
+  size_t nconns, nws;       /* counts */
+  uint64_t next_id;         /* connection ids */
+  char addr[64];            /* bound address */
+  char *rbuf;               /* the shared read buffer */
+  bool rbuf_busy;           /* handed to a read that has not completed */
+  bool listening;
+};
+
+static void conn_close(tern_conn *c);
+static void conn_linger(tern_conn *c);
+static void http_process(tern_conn *c);
+static void mark_dirty(tern_conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifetime */
+
+static void maybe_free(tern_conn *c) {
+  if (!c->handle_closed || c->refs) return;
+  tern_buf_free(&c->in);
+  tern_buf_free(&c->out);
+  tern_buf_free(&c->inflight);
+  tern_ws_reader_free(&c->ws);
+  tern_free(c);
+}
+
+void tern_conn_ref(tern_conn *c) { c->refs++; }
+
+void tern_conn_unref(tern_conn *c) {
+  c->refs--;
+  maybe_free(c);
+}
+
+bool tern_conn_is_open(const tern_conn *c) { return c->state == ST_HTTP || c->state == ST_WS; }
+void *tern_conn_data(const tern_conn *c) { return c->data; }
+void tern_conn_set_data(tern_conn *c, void *data) { c->data = data; }
+const char *tern_conn_peer(const tern_conn *c) { return c->peer; }
+uint64_t tern_conn_id(const tern_conn *c) { return c->id; }
+void tern_conn_set_authed(tern_conn *c) { c->authed = true; }
+size_t tern_conn_outbound(const tern_conn *c) { return c->out.len + c->inflight.len; }
+int64_t tern_conn_last_rx(const tern_conn *c) { return c->last_rx; }
+
+static void free_req(tern_http_req *r) {
+  if (!r) return;
+  tern_free(r->path);
+  tern_free(r->query);
+  tern_free(r->authorization);
+  tern_free(r->content_type);
+  tern_free(r->if_none_match);
+  tern_free(r->range);
+  tern_free(r->accept_encoding);
+  tern_buf_free(&r->body);
+  tern_free(r);
+}
+
+static void free_http(http_state *h) {
+  if (!h) return;
+  tern_buf_free(&h->field);
+  tern_buf_free(&h->value);
+  tern_buf_free(&h->url);
+  tern_free(h->ws_key);
+  /* a request still held by a handler is freed by tern_http_respond */
+  if (h->req && !h->handling) free_req(h->req);
+  else if (h->req) h->req->conn = NULL;
+  tern_free(h);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  tern_conn *c = h->data;
+  c->handle_closed = true;
+  maybe_free(c);
+}
+
+static void notify_gone(tern_conn *c) {
+  if (c->state != ST_WS) return;
+  c->net->nws--;
+  if (c->net->h.on_ws_gone) c->net->h.on_ws_gone(c, c->net->h.arg);
+}
+
+static void unlink_conn(tern_conn *c) {
+  tern_net *n = c->net;
+  if (c->prev) c->prev->next = c->next;
+  else n->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  n->nconns--;
+}
+
+/* Closes at once: no more reads or writes. */
+static void conn_close(tern_conn *c) {
+  if (c->state == ST_CLOSED) return;
+  notify_gone(c);
+  c->state = ST_CLOSED;
+  unlink_conn(c);
+  free_http(c->http);
+  c->http = NULL;
+  /* the handle stays valid until its close callback, so a write in flight completes safely */
+  uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+/* Stop taking input; once queued output is written, shut the write side down and drain
+ * what the peer still sends for a moment, so the peer reads our answer instead of a reset. */
+static void conn_linger(tern_conn *c) {
+  if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
+  notify_gone(c);
+  c->state = ST_LINGER;
+  c->linger_until = tern_now_ms() + LINGER_MS;
+  c->close_after_flush = true;
+  tern_buf_free(&c->in);
+  if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+  mark_dirty(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* writing */
+
+static void mark_dirty(tern_conn *c) {
+  if (c->dirty || c->state == ST_CLOSED) return;
+  c->dirty = true;
+  c->dirty_next = c->net->dirty;
+  c->net->dirty = c;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  tern_free(req); /* the linger deadline or EOF closes the handle */
+}
+
+static void start_write(tern_conn *c);
+
+static void on_write(uv_write_t *req, int status) {
+  tern_conn *c = req->data;
+  c->writing = false;
+  tern_buf_free(&c->inflight);
+  if (c->state == ST_CLOSED) {
+    tern_conn_unref(c);
+    return;
+  }
+  if (status < 0) {
+    TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(status));
+    conn_close(c);
+  } else if (c->out.len) {
+    start_write(c);
+  } else if (c->close_after_flush) {
+    mark_dirty(c);
+  }
+  tern_conn_unref(c);
+}
+
+static void start_write(tern_conn *c) {
+  tern_buf tmp = c->inflight;
+  c->inflight = c->out;
+  c->out = tmp;
+  c->out.len = 0;
+  uv_buf_t b = uv_buf_init(c->inflight.data, (unsigned)c->inflight.len);
+  c->wreq.data = c;
+  tern_conn_ref(c); /* the write callback may run after the connection closed */
+  int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (rc < 0) {
+    tern_conn_unref(c);
+    tern_buf_free(&c->inflight);
+    conn_close(c);
+    return;
+  }
+  c->writing = true;
+}
+
+static void flush_conn(tern_conn *c) {
+  if (c->state == ST_CLOSED) return;
+  if (!c->writing && c->out.len) start_write(c);
+  if (c->close_after_flush && !c->writing && !c->out.len && !c->shut) {
+    c->shut = true;
+    uv_shutdown_t *sr = tern_malloc(sizeof *sr);
+    if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+      tern_free(sr);
+      conn_close(c);
+    }
+  }
+}
+
+static void on_check(uv_check_t *h) {
+  tern_net *n = h->data;
+  /* resumes may queue more output and more dirty connections: loop until the list is empty */
+  while (n->dirty) {
+    tern_conn *list = n->dirty;
+    n->dirty = NULL;
+    while (list) {
+      tern_conn *c = list;
+      list = c->dirty_next;
+      c->dirty = false;
+      c->dirty_next = NULL;
+      if (c->resume && c->state == ST_HTTP) {
+        c->resume = false;
+        http_process(c);
+      }
+      flush_conn(c);
+    }
+  }
+}
+
+/* Appends to the outbound buffer, enforcing ws.max_outbound for WebSockets. Returns false
+ * when the connection was closed for it. */
+static bool out_room(tern_conn *c, size_t more) {
+  if (c->state != ST_WS) return true;
+  if (c->out.len + c->inflight.len + more <= (size_t)c->net->opts.ws_max_outbound) return true;
+  TERN_WARN("closing slow client", "conn=%llu peer=%s queued=%zu", (unsigned long long)c->id, c->peer,
+            c->out.len + c->inflight.len);
+  /* It does not read, so a close frame queued behind the backlog would never arrive: try to
+   * put one on the wire directly, then drop the connection. Its inbox keeps everything. */
+  tern_buf cf = {0};
+  tern_ws_append_close(&cf, TERN_WS_CLOSE_POLICY, "outbound backlog overflow", NULL);
+  if (!c->writing) {
+    uv_buf_t b = uv_buf_init(cf.data, (unsigned)cf.len);
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  }
+  tern_buf_free(&cf);
+  tern_buf_free(&c->out);
+  conn_close(c);
+  return false;
+}
+
+void tern_conn_ws_text_parts(tern_conn *c, const tern_part *parts, size_t nparts) {
+  if (c->state != ST_WS) return;
+  size_t len = 0;
+  for (size_t i = 0; i < nparts; i++) len += parts[i].n;
+  if (!out_room(c, len + 10)) return;
+  uint8_t hdr[14];
+  size_t hl = tern_ws_frame_header(hdr, TERN_WS_OP_TEXT, true, len, NULL);
+  tern_buf_reserve(&c->out, hl + len);
+  tern_buf_append(&c->out, hdr, hl);
+  for (size_t i = 0; i < nparts; i++) tern_buf_append(&c->out, parts[i].p, parts[i].n);
+  mark_dirty(c);
+}
+
+void tern_conn_ws_text(tern_conn *c, const void *data, size_t len) {
+  tern_part p = {data, len};
+  tern_conn_ws_text_parts(c, &p, 1);
+}
+
+static void ws_control(tern_conn *c, uint8_t op, const void *data, size_t len) {
+  if (!out_room(c, len + 2)) return;
+  tern_ws_append_frame(&c->out, op, true, data, len, NULL);
+  mark_dirty(c);
+}
+
+void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason) {
+  if (c->state != ST_WS) return;
+  TERN_DEBUG("ws close", "conn=%llu code=%u reason=%s", (unsigned long long)c->id, code, tern_log_quote(reason));
+  tern_ws_append_close(&c->out, code, reason, NULL);
+  conn_linger(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* HTTP responses */
+
+static const char *status_text(int status) {
+  switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+static void write_response(tern_conn *c, int status, const char *headers, const char *ctype, const void *body,
+                           size_t len, bool keep_alive) {
+  tern_buf *o = &c->out;
+  tern_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+  if (ctype) tern_buf_printf(o, "Content-Type: %s\r\n", ctype);
+  if (status != 204 && status != 304) tern_buf_printf(o, "Content-Length: %zu\r\n", len);
+  if (headers) tern_buf_puts(o, headers);
+  if (!keep_alive) tern_buf_puts(o, "Connection: close\r\n");
+  tern_buf_puts(o, "\r\n");
+  if (status != 204 && status != 304) tern_buf_append(o, body, len);
+  mark_dirty(c);
+}
+
+static void error_body(tern_buf *b, const char *code, const char *message) {
+  tern_buf_puts(b, "{\"error\":{\"code\":");
+  tern_buf_put_json_str(b, code, strlen(code));
+  tern_buf_puts(b, ",\"message\":");
+  tern_buf_put_json_str(b, message, strlen(message));
+  tern_buf_puts(b, "}}");
+}
+
+/* An answer decided by the net layer itself (malformed request, too large, timeout): the
+ * connection is closed after it, with a lingering close. */
+static void refuse(tern_conn *c, int status, const char *code, const char *message) {
+  if (c->state != ST_HTTP) return;
+  tern_buf b = {0};
+  error_body(&b, code, message);
+  write_response(c, status, NULL, "application/json", b.data, b.len, false);
+  tern_buf_free(&b);
+  conn_linger(c);
+}
+
+void tern_http_respond(tern_http_req *req, int status, const char *headers, const char *content_type,
+                       const void *body, size_t len) {
+  tern_conn *c = req->conn;
+  if (c && c->http && c->http->req == req) {
+    c->http->req = NULL;
+    c->http->handling = false;
+    if (c->state == ST_HTTP) {
+      bool ka = req->keep_alive;
+      write_response(c, status, headers, content_type, body, len, ka);
+      if (!ka) {
+        conn_linger(c);
+      } else {
+        c->last_rx = tern_now_ms();
+        llhttp_resume(&c->http->parser);
+        c->resume = true; /* pipelined requests are parsed in the check phase, not re-entrantly */
+        if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+        mark_dirty(c);
+      }
+    }
+  }
+  free_req(req);
+}
+
+void tern_http_error(tern_http_req *req, int status, const char *code, const char *message) {
+  tern_buf b = {0};
+  error_body(&b, code, message);
+  tern_http_respond(req, status, NULL, "application/json", b.data, b.len);
+  tern_buf_free(&b);
+}
+
+void tern_http_json(tern_http_req *req, int status, const tern_buf *json) {
+  tern_http_respond(req, status, NULL, "application/json", json->data, json->len);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* HTTP parsing (llhttp callbacks) */
+
+static tern_conn *conn_of(llhttp_t *p) { return p->data; }
+
+static int head_grow(tern_conn *c, size_t n) {
+  c->http->head_bytes += (int64_t)n;
+  if (c->http->head_bytes > c->net->opts.max_header) {
+    c->http->refuse_status = 431;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  tern_conn *c = conn_of(p);
+  http_state *h = c->http;
+  h->req = TERN_NEW(tern_http_req);
+  h->req->conn = c;
+  h->req->content_length = -1;
+  h->head_bytes = 0;
+  h->in_value = false;
+  h->ws_upgrade = h->ws_version_ok = false;
+  tern_free(h->ws_key);
+  h->ws_key = NULL;
+  tern_buf_reset(&h->url);
+  tern_buf_reset(&h->field);
+  tern_buf_reset(&h->value);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  tern_conn *c = conn_of(p);
+  if (head_grow(c, len)) return HPE_USER;
+  tern_buf_append(&c->http->url, at, len);
+  return 0;
+}
+
+static bool hdr_is(const tern_buf *b, const char *name) {
+  return b->len == strlen(name) && strncasecmp(b->data, name, b->len) == 0;
+}
+
+static void header_done(tern_conn *c) {
+  http_state *h = c->http;
+  tern_http_req *r = h->req;
+  char *v = tern_strndup(h->value.data ? h->value.data : "", h->value.len);
+  char **slot = NULL;
+  if (hdr_is(&h->field, "authorization")) slot = &r->authorization;
+  else if (hdr_is(&h->field, "content-type")) slot = &r->content_type;
+  else if (hdr_is(&h->field, "if-none-match")) slot = &r->if_none_match;
+  else if (hdr_is(&h->field, "range")) slot = &r->range;
+  else if (hdr_is(&h->field, "accept-encoding")) slot = &r->accept_encoding;
+  else if (hdr_is(&h->field, "sec-websocket-key")) slot = &h->ws_key;
+  else if (hdr_is(&h->field, "upgrade")) h->ws_upgrade = strcasecmp(v, "websocket") == 0;
+  else if (hdr_is(&h->field, "sec-websocket-version")) h->ws_version_ok = strcmp(v, "13") == 0;
+  if (slot && !*slot) {
+    *slot = v;
+  } else {
+    tern_free(v);
+  }
+  tern_buf_reset(&h->field);
+  tern_buf_reset(&h->value);
+  h->in_value = false;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  tern_conn *c = conn_of(p);
+  if (head_grow(c, len + 4)) return HPE_USER;
+  if (c->http->in_value) header_done(c);
+  tern_buf_append(&c->http->field, at, len);
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  tern_conn *c = conn_of(p);
+  if (head_grow(c, len)) return HPE_USER;
+  c->http->in_value = true;
+  tern_buf_append(&c->http->value, at, len);
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  tern_conn *c = conn_of(p);
+  http_state *h = c->http;
+  tern_http_req *r = h->req;
+  if (h->in_value || h->field.len) header_done(c);
+  r->method = llhttp_method_name((llhttp_method_t)p->method);
+  char *url = tern_buf_cstr(&h->url);
+  char *q = strchr(url, '?');
+  if (q) {
+    r->query = tern_strdup(q + 1);
+    r->path = tern_strndup(url, (size_t)(q - url));
+  } else {
+    r->path = tern_strdup(url);
+  }
+  r->keep_alive = llhttp_should_keep_alive(p);
+  if (p->flags & F_CONTENT_LENGTH) r->content_length = (int64_t)p->content_length;
+  h->body_limit = c->net->h.body_limit ? c->net->h.body_limit(r, c->net->h.arg) : c->net->opts.max_body;
+  if (r->content_length > h->body_limit) {
+    h->refuse_status = 413;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  tern_conn *c = conn_of(p);
+  http_state *h = c->http;
+  if ((int64_t)(h->req->body.len + len) > h->body_limit) {
+    h->refuse_status = 413;
+    return HPE_USER;
+  }
+  tern_buf_append(&h->req->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  tern_conn *c = conn_of(p);
+  if (llhttp_get_upgrade(p)) return 0; /* execute returns HPE_PAUSED_UPGRADE next */
+  c->http->ready = true;
+  return HPE_PAUSED; /* one request at a time: the next is parsed after the answer */
+}
+
+static void upgrade_ws(tern_conn *c, const uint8_t *rest, size_t rest_len) {
+  http_state *h = c->http;
+  tern_http_req *r = h->req;
+  if (strcmp(r->method, "GET") != 0 || strcmp(r->path, "/v1/ws") != 0) {
+    refuse(c, 404, "not_found", "no WebSocket endpoint here; use GET /v1/ws");
+    return;
+  }
+  if (!h->ws_upgrade || !h->ws_key || !h->ws_version_ok) {
+    refuse(c, 400, "bad_request", "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
+    return;
+  }
+  char accept[29];
+  tern_ws_accept_key(h->ws_key, strlen(h->ws_key), accept);
+  tern_buf_printf(&c->out,
+                  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Accept: %s\r\n\r\n",
+                  accept);
+  free_http(c->http);
+  c->http = NULL;
+  c->state = ST_WS;
+  c->net->nws++;
+  c->opened = c->last_rx = c->last_ping = tern_now_ms();
+  tern_ws_reader_init(&c->ws, true, (uint64_t)c->net->opts.ws_max_message);
+  mark_dirty(c);
+  /* frames that came in the same packet as the handshake */
+  tern_buf tail = {0};
+  tern_buf_append(&tail, rest, rest_len);
+  tern_buf_free(&c->in);
+  c->in = tail;
+  if (c->net->h.on_ws_open) c->net->h.on_ws_open(c, c->net->h.arg);
+}
+
+static void ws_process(tern_conn *c);
+
+/* Parses c->in as HTTP until a request is ready (dispatched, parsing pauses), more bytes are
+ * needed, or the connection upgrades or fails. */
+static void http_process(tern_conn *c) {
+  http_state *h = c->http;
+  if (!h || h->handling || !c->in.len) return;
+  const char *start = c->in.data;
+  llhttp_errno_t err = llhttp_execute(&h->parser, start, c->in.len);
+  size_t used = c->in.len;
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    const char *pos = llhttp_get_error_pos(&h->parser);
+    used = pos ? (size_t)(pos - start) : c->in.len;
+  }
+  if (err == HPE_PAUSED_UPGRADE) {
+    tern_buf rest = c->in;
+    c->in = (tern_buf){0};
+    upgrade_ws(c, (const uint8_t *)rest.data + used, rest.len - used);
+    tern_buf_free(&rest);
+    if (c->state == ST_WS) ws_process(c);
+    return;
+  }
+  if (err != HPE_OK && err != HPE_PAUSED) {
+    int st = h->refuse_status;
+    if (st == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
+    else if (st == 431) refuse(c, 431, "too_large", "the request head is too large");
+    else refuse(c, 400, "bad_request", "malformed HTTP request");
+    return;
+  }
+  tern_buf_consume(&c->in, used);
+  if (!c->in.len) tern_buf_free(&c->in);
+  if (h->ready) {
+    h->ready = false;
+    h->handling = true;
+    tern_http_req *r = h->req;
+    c->net->h.on_request(r, c->net->h.arg);
+  } else if (c->in.len > (size_t)c->net->opts.max_header + (size_t)h->body_limit + 65536) {
+    refuse(c, 400, "bad_request", "request too large");
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* WebSocket frames */
+
+static void ws_process(tern_conn *c) {
+  size_t off = 0;
+  uint8_t *data = (uint8_t *)c->in.data;
+  size_t len = c->in.len;
+  while (c->state == ST_WS && off < len) {
+    tern_ws_event ev;
+    size_t used = tern_ws_read(&c->ws, data + off, len - off, &ev);
+    off += used;
+    if (ev.type == TERN_WS_EV_NONE) break;
+    c->last_rx = tern_now_ms();
+    switch (ev.type) {
+      case TERN_WS_EV_MESSAGE:
+        if (ev.opcode != TERN_WS_OP_TEXT) {
+          tern_conn_ws_close(c, TERN_WS_CLOSE_UNSUPPORTED, "binary frames are not supported");
+        } else if (c->net->h.on_ws_text) {
+          c->net->h.on_ws_text(c, (const char *)ev.data, ev.len, c->net->h.arg);
+        }
+        break;
+      case TERN_WS_EV_PING:
+        ws_control(c, TERN_WS_OP_PONG, ev.data, ev.len);
+        break;
+      case TERN_WS_EV_PONG:
+        break;
+      case TERN_WS_EV_CLOSE: {
+        uint16_t code = ev.close_code == TERN_WS_CLOSE_NO_STATUS ? TERN_WS_CLOSE_NORMAL : ev.close_code;
+        tern_conn_ws_close(c, code, "");
+        break;
+      }
+      case TERN_WS_EV_ERROR:
+        TERN_DEBUG("ws protocol error", "conn=%llu code=%u reason=%s", (unsigned long long)c->id, ev.close_code,
+                   tern_log_quote(ev.reason));
+        tern_conn_ws_close(c, ev.close_code, ev.reason ? ev.reason : "protocol error");
+        break;
+      default:
+        break;
+    }
+  }
+  if (c->state != ST_WS) return;
+  /* keep only the unparsed tail (callbacks never touch c->in while the connection is open) */
+  tern_buf_consume(&c->in, off);
+  if (!c->in.len) tern_buf_free(&c->in);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* reading */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tern_conn *c = h->data;
+  tern_net *n = c->net;
+  if (n->rbuf_busy) { /* cannot happen with libuv's read loop, but never hand it out twice */
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  n->rbuf_busy = true;
+  buf->base = n->rbuf;
+  buf->len = READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  tern_conn *c = s->data;
+  tern_net *n = c->net;
+  if (buf->base == n->rbuf) n->rbuf_busy = false;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread != UV_EOF) TERN_DEBUG("read error", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror((int)nread));
+    conn_close(c);
+    return;
+  }
+  if (c->state == ST_LINGER) return; /* draining: discard */
+  if (c->state == ST_CLOSED) return;
+  /* Append to the tail (usually empty). Copying only what is left unparsed would save a copy
+   * for whole frames; with frames this small the copy costs less than the bookkeeping. */
+  tern_buf_append(&c->in, buf->base, (size_t)nread);
+  if (c->state == ST_HTTP) {
+    c->last_rx = tern_now_ms();
+    if (c->http->handling) {
+      /* a handler is working on the previous request: hold the bytes, but stop reading if
+       * the client keeps pushing, so one client cannot make us buffer without bound */
+      if (c->in.len > (size_t)n->opts.max_header + (size_t)n->opts.max_body) {
+        uv_read_stop(s);
+        c->reading = false;
+      }
+      return;
+    }
+    http_process(c);
+  } else if (c->state == ST_WS) {
+    ws_process(c);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* accepting and timers */
+
+static void on_connection(uv_stream_t *server, int status) {
+  tern_net *n = server->data;
+  if (status < 0) {
+    TERN_WARN("accept failed", "err=%s", uv_strerror(status));
+    return;
+  }
+  tern_conn *c = TERN_NEW(tern_conn);
+  c->net = n;
+  c->id = ++n->next_id;
+  uv_tcp_init(n->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    c->state = ST_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    return;
+  }
+  c->next = n->conns;
+  if (n->conns) n->conns->prev = c;
+  n->conns = c;
+  n->nconns++;
+  if ((int64_t)n->nconns > n->opts.max_connections) {
+    TERN_WARN("connection limit reached", "limit=%lld", (long long)n->opts.max_connections);
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    char ip[46] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+  }
+  c->http = TERN_NEW(http_state);
+  llhttp_init(&c->http->parser, HTTP_REQUEST, &n->settings);
+  c->http->parser.data = c;
+  c->opened = c->last_rx = tern_now_ms();
+  c->state = ST_HTTP;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+}
+
+static void on_sweep(uv_timer_t *t) {
+  tern_net *n = t->data;
+  int64_t now = tern_now_ms();
+  const tern_net_options *o = &n->opts;
+  tern_conn *c = n->conns;
+  while (c) {
+    tern_conn *next = c->next; /* c may close below */
+    switch (c->state) {
+      case ST_HTTP:
+        if (c->http && !c->http->handling && now - c->last_rx > o->request_timeout_ms) {
+          if (c->in.len) refuse(c, 408, "bad_request", "request timed out");
+          else conn_close(c);
+        }
+        break;
+      case ST_WS:
+        if (!c->authed && now - c->opened > o->ws_auth_timeout_ms) {
+          tern_conn_ws_close(c, 4001, "not authenticated");
+        } else if (now - c->last_rx > o->ws_idle_timeout_ms) {
+          tern_conn_ws_close(c, 4000, "idle timeout");
+        } else if (now - c->last_ping >= o->ws_ping_interval_ms) {
+          c->last_ping = now;
+          ws_control(c, TERN_WS_OP_PING, NULL, 0);
+        }
+        break;
+      case ST_LINGER:
+        if (now > c->linger_until) conn_close(c);
+        break;
+      default:
+        break;
+    }
+    c = next;
+  }
+}
+
+int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net_handlers *h, tern_net **out,
+                   char *err, size_t errlen) {
+  char host[64];
+  const char *colon = strrchr(opts->listen, ':');
+  if (!colon || colon == opts->listen || (size_t)(colon - opts->listen) >= sizeof host) {
+    snprintf(err, errlen, "--listen must be HOST:PORT, not \"%s\"", opts->listen);
+    return -EINVAL;
+  }
+  memcpy(host, opts->listen, (size_t)(colon - opts->listen));
+  host[colon - opts->listen] = '\0';
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) {
+    snprintf(err, errlen, "--listen has a bad port: \"%s\"", opts->listen);
+    return -EINVAL;
+  }
+  /* strip [] around IPv6 literals */
+  char *hp = host;
+  if (hp[0] == '[') {
+    hp++;
+    char *rb = strchr(hp, ']');
+    if (rb) *rb = '\0';
+  }
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(hp, (int)port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(hp, (int)port, (struct sockaddr_in6 *)&ss) != 0) {
+    if (strcmp(hp, "localhost") == 0) {
+      uv_ip4_addr("127.0.0.1", (int)port, (struct sockaddr_in *)&ss);
+    } else {
+      snprintf(err, errlen, "--listen needs an IP address, not \"%s\"", hp);
+      return -EINVAL;
+    }
+  }
+  tern_net *n = TERN_NEW(tern_net);
+  n->loop = loop;
+  n->opts = *opts;
+  n->h = *h;
+  n->rbuf = tern_malloc(READ_BUF_SIZE);
+  llhttp_settings_init(&n->settings);
+  n->settings.on_message_begin = on_message_begin;
+  n->settings.on_url = on_url;
+  n->settings.on_header_field = on_header_field;
+  n->settings.on_header_value = on_header_value;
+  n->settings.on_headers_complete = on_headers_complete;
+  n->settings.on_body = on_body;
+  n->settings.on_message_complete = on_message_complete;
+  uv_tcp_init(loop, &n->listener);
+  n->listener.data = n;
+  int rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot listen on %s: %s", opts->listen, uv_strerror(rc));
+    uv_close((uv_handle_t *)&n->listener, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    tern_free(n->rbuf);
+    tern_free(n);
+    return rc;
+  }
+  n->listening = true;
+  struct sockaddr_storage bound;
+  int bl = sizeof bound;
+  uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &bl);
+  char ip[46];
+  if (bound.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof ip);
+    snprintf(n->addr, sizeof n->addr, "[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof ip);
+    snprintf(n->addr, sizeof n->addr, "%s:%d", ip, ntohs(((struct sockaddr_in *)&bound)->sin_port));
+  }
+  int64_t tick = opts->ws_ping_interval_ms;
+  if (opts->ws_idle_timeout_ms < tick) tick = opts->ws_idle_timeout_ms;
+  if (opts->ws_auth_timeout_ms < tick) tick = opts->ws_auth_timeout_ms;
+  tick /= 4;
+  if (tick < 10) tick = 10;
+  if (tick > 1000) tick = 1000;
+  uv_timer_init(loop, &n->sweep);
+  n->sweep.data = n;
+  uv_timer_start(&n->sweep, on_sweep, (uint64_t)tick, (uint64_t)tick);
+  uv_check_init(loop, &n->flush);
+  n->flush.data = n;
+  uv_check_start(&n->flush, on_check);
+  *out = n;
+  return 0;
+}
+
+const char *tern_net_addr(const tern_net *n) { return n->addr; }
+size_t tern_net_connections(const tern_net *n) { return n->nconns; }
+size_t tern_net_ws_connections(const tern_net *n) { return n->nws; }
+
+void tern_net_stop_listening(tern_net *n) {
+  if (!n->listening) return;
+  n->listening = false;
+  uv_close((uv_handle_t *)&n->listener, NULL);
+}
+
+void tern_net_close_all(tern_net *n, uint16_t code, const char *reason) {
+  tern_conn *c = n->conns;
+  while (c) {
+    tern_conn *next = c->next;
+    if (c->state == ST_WS) tern_conn_ws_close(c, code, reason);
+    else if (c->state == ST_HTTP && !(c->http && c->http->handling)) conn_close(c);
+    c = next;
+  }
+}
+
+bool tern_net_idle(const tern_net *n) { return n->conns == NULL; }
+
+void tern_net_free(tern_net *n) {
+  if (!n) return;
+  tern_conn *c = n->conns;
+  while (c) {
+    tern_conn *next = c->next;
+    conn_close(c);
+    c = next;
+  }
+  tern_net_stop_listening(n);
+  if (!uv_is_closing((uv_handle_t *)&n->sweep)) uv_close((uv_handle_t *)&n->sweep, NULL);
+  if (!uv_is_closing((uv_handle_t *)&n->flush)) uv_close((uv_handle_t *)&n->flush, NULL);
+  uv_run(n->loop, UV_RUN_NOWAIT);
+  tern_free(n->rbuf);
+  tern_free(n);
+}

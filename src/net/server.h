@@ -1,0 +1,130 @@
+/* server: the TCP listener and every client connection: HTTP/1.1 (llhttp) on the same port as
+ * the WebSocket endpoint, the upgrade, WebSocket framing (src/net/ws.h), outbound buffering,
+ * heartbeats and timeouts. It knows nothing of tern's messages: complete HTTP requests and
+ * WebSocket text messages go up to the handlers given by the core layer.
+ *
+ * Threads: everything here runs on the loop thread.
+ *
+ * Lifetimes. A tern_conn lives from accept until it is closed and nobody holds a reference.
+ * Handlers that answer later (after a store commit or a password hash) take a reference with
+ * tern_conn_ref and drop it with tern_conn_unref; writing to a connection that has closed in
+ * the meantime is a harmless no-op. A connection is never freed inside one of its callbacks.
+ *
+ * Writing. Frames and responses are appended to the connection's outbound buffer and written
+ * with one uv_write per connection per loop iteration. A WebSocket client that lets more than
+ * ws.max_outbound bytes pile up is closed with 1008.
+ */
+#ifndef TERN_NET_SERVER_H
+#define TERN_NET_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/buf.h"
+
+typedef struct tern_net tern_net;
+typedef struct tern_conn tern_conn;
+
+typedef struct tern_http_req {
+  tern_conn *conn;        /* the connection it arrived on */
+  const char *method;     /* "GET", "POST", ... (static) */
+  char *path;             /* the raw path, without the query (owned by the request) */
+  char *query;            /* after '?', or NULL */
+  char *authorization;    /* header values, or NULL when absent (owned by the request) */
+  char *content_type;
+  char *if_none_match;
+  char *range;
+  char *accept_encoding;
+  int64_t content_length; /* -1 when absent */
+  tern_buf body;          /* the whole body (at most the limit set by on_head) */
+  bool keep_alive;        /* the client keeps the connection after this request */
+  void *data;             /* the handler's */
+} tern_http_req;
+
+typedef struct tern_net_handlers {
+  /* A request's head is complete: return the largest body accepted for it (bytes). A body
+   * announced or grown beyond it is refused with 413 before it is read. May be NULL. */
+  int64_t (*body_limit)(tern_http_req *req, void *arg);
+  /* A complete request. The handler answers exactly once with tern_http_respond, now or
+   * later; the request stays valid until then. Parsing of further pipelined requests on the
+   * connection waits for that answer. */
+  void (*on_request)(tern_http_req *req, void *arg);
+  /* A WebSocket handshake on GET /v1/ws completed. */
+  void (*on_ws_open)(tern_conn *c, void *arg);
+  /* A complete text message (valid UTF-8). data is valid during the call only. */
+  void (*on_ws_text)(tern_conn *c, const char *data, size_t len, void *arg);
+  /* The WebSocket is closing: nothing more will be read; writes are dropped. Called once. */
+  void (*on_ws_gone)(tern_conn *c, void *arg);
+  void *arg;
+} tern_net_handlers;
+
+typedef struct tern_net_options {
+  const char *listen;        /* HOST:PORT; port 0 picks a free port */
+  int64_t max_header;        /* request line + headers */
+  int64_t max_body;          /* default body limit when body_limit is NULL */
+  int64_t request_timeout_ms;/* an HTTP request (or idle keep-alive) may take this long */
+  int64_t ws_max_message;
+  int64_t ws_max_outbound;
+  int64_t ws_ping_interval_ms;
+  int64_t ws_idle_timeout_ms;
+  int64_t ws_auth_timeout_ms;/* close 4001 when tern_conn_set_authed has not been called by then */
+  int64_t max_connections;
+} tern_net_options;
+
+/* Binds and listens. On failure returns a negative errno-style code and a reason. */
+int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net_handlers *h, tern_net **out,
+                   char *err, size_t errlen);
+/* The address actually bound ("127.0.0.1:41234"). */
+const char *tern_net_addr(const tern_net *n);
+/* Stops accepting new connections (existing ones go on). */
+void tern_net_stop_listening(tern_net *n);
+/* Closes every WebSocket with code/reason and every HTTP connection; calls on_ws_gone. */
+void tern_net_close_all(tern_net *n, uint16_t code, const char *reason);
+/* True once every connection is fully closed. */
+bool tern_net_idle(const tern_net *n);
+/* Frees the listener; call after the loop has closed every handle. */
+void tern_net_free(tern_net *n);
+
+size_t tern_net_connections(const tern_net *n);   /* open TCP connections */
+size_t tern_net_ws_connections(const tern_net *n);/* open WebSocket connections */
+
+/* ---- HTTP responses ---- */
+/* Answers req with status, extra header lines ("Name: value\r\n"..., or NULL), a content
+ * type and a body. Frees req. A no-op write (but still frees) if the connection is gone. */
+void tern_http_respond(tern_http_req *req, int status, const char *headers, const char *content_type,
+                       const void *body, size_t len);
+/* {"error":{"code":..,"message":..}} with status. */
+void tern_http_error(tern_http_req *req, int status, const char *code, const char *message);
+/* A JSON body (already encoded). */
+void tern_http_json(tern_http_req *req, int status, const tern_buf *json);
+
+/* ---- connections ---- */
+void tern_conn_ref(tern_conn *c);
+void tern_conn_unref(tern_conn *c);
+bool tern_conn_is_open(const tern_conn *c);    /* not closing or closed */
+void *tern_conn_data(const tern_conn *c);
+void tern_conn_set_data(tern_conn *c, void *data);
+const char *tern_conn_peer(const tern_conn *c); /* "ip:port" for logs */
+uint64_t tern_conn_id(const tern_conn *c);       /* unique per process, for logs */
+
+/* WebSocket: queues one text frame. */
+void tern_conn_ws_text(tern_conn *c, const void *data, size_t len);
+/* Queues one text frame made of several parts (written back to back, no copy in between). */
+typedef struct tern_part {
+  const void *p; /* bytes */
+  size_t n;      /* length */
+} tern_part;
+void tern_conn_ws_text_parts(tern_conn *c, const tern_part *parts, size_t nparts);
+/* Sends a close frame with code and reason, then closes. on_ws_gone is called. */
+void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason);
+/* Marks the WebSocket as authenticated (stops the auth deadline). */
+void tern_conn_set_authed(tern_conn *c);
+/* Bytes queued for this connection and not yet written. */
+size_t tern_conn_outbound(const tern_conn *c);
+/* Milliseconds (tern_now_ms) when a frame or pong was last received. */
+int64_t tern_conn_last_rx(const tern_conn *c);
+
+#endif
