@@ -1,0 +1,197 @@
+// Spawns a real ternd on a free port with a temp data dir, for the integration tests.
+//
+//   const srv = await startServer({ args: ['--inbox-ttl', '1s'] });
+//   after(() => srv.close());
+//
+// srv.port/url/wsUrl are updated in place by restart(), so tests may keep the object.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const TERND = process.env.TERND || path.join(REPO_ROOT, 'build', 'ternd');
+
+const STDERR_KEEP = 1 << 20; // keep the last 1 MiB of each server's log
+const live = new Set(); // servers not yet closed, killed on process exit
+const tempDirs = new Set();
+
+process.on('exit', () => {
+  for (const s of live) {
+    try { s.proc?.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+  for (const d of tempDirs) {
+    try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
+  }
+});
+
+/** The flags every test server gets: fast password hashing. */
+export const BASE_ARGS = ['--auth-hash-cost', 'test', '--allow-insecure-test-settings'];
+
+/** Generous send limits, for tests that are not about rate limiting. */
+export const FAST_LIMITS = ['--limits-send-rate', '1000000/s', '--limits-send-burst', '1000000'];
+
+export function makeTempDir(prefix = 'tern-integ-') {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+function spawnTernd(srv, startTimeoutMs) {
+  if (!existsSync(TERND)) {
+    throw new Error(`ternd binary not found at ${TERND} (build it, or set TERND)`);
+  }
+  const argv = ['--listen', '127.0.0.1:0', '--data-dir', srv.dataDir, ...BASE_ARGS, ...srv.args];
+  const proc = spawn(TERND, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  srv.proc = proc;
+  srv.exited = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  let buf = '';
+  let resolved = false;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      if (resolved) return;
+      resolved = true;
+      try { proc.kill('SIGKILL'); } catch { /* gone */ }
+      reject(new Error(`ternd did not log msg="listening" within ${startTimeoutMs} ms\n` +
+        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`));
+    }, startTimeoutMs);
+    proc.on('error', (err) => {
+      if (resolved) return;
+      resolved = true;
+      clearTimeout(timer);
+      reject(new Error(`cannot spawn ${TERND}: ${err.message}`));
+    });
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      srv._log += chunk;
+      if (srv._log.length > STDERR_KEEP) srv._log = srv._log.slice(-STDERR_KEEP);
+      if (resolved) return;
+      buf += chunk;
+      const m = /msg="?listening"?.*?\baddr="?([0-9.]+):(\d+)/.exec(buf);
+      if (m && buf.slice(m.index).includes('\n')) {
+        resolved = true;
+        clearTimeout(timer);
+        srv.port = Number(m[2]);
+        srv.host = m[1];
+        srv.url = `http://${m[1]}:${m[2]}`;
+        srv.wsUrl = `ws://${m[1]}:${m[2]}/v1/ws`;
+        resolve(srv);
+      }
+    });
+    proc.on('exit', (code, signal) => {
+      if (resolved) return;
+      resolved = true;
+      clearTimeout(timer);
+      reject(new Error(`ternd exited (code ${code}, signal ${signal}) before listening\n` +
+        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`));
+    });
+  });
+}
+
+/**
+ * Starts ternd. Options: args (extra flags), dataDir (reuse a directory; default a new temp
+ * dir removed by close()), startTimeoutMs.
+ */
+export async function startServer({ args = [], dataDir, startTimeoutMs = 15000 } = {}) {
+  const srv = {
+    args: [...args],
+    dataDir: dataDir || makeTempDir(),
+    port: 0, host: '127.0.0.1', url: '', wsUrl: '',
+    proc: null,
+    exited: null,
+    _log: '',
+    closed: false,
+    /** Everything the server logged so far (the last MiB). */
+    stderr() { return this._log; },
+    /** SIGTERM, then waits for the exit; returns the exit code (null if killed by a signal). */
+    async stop(timeoutMs = 10000) {
+      if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) {
+        return this.proc?.exitCode ?? null;
+      }
+      this.proc.kill('SIGTERM');
+      let timer;
+      const res = await Promise.race([
+        this.exited,
+        new Promise((resolve) => { timer = setTimeout(() => resolve(null), timeoutMs); }),
+      ]);
+      clearTimeout(timer);
+      if (res === null) {
+        this.proc.kill('SIGKILL');
+        await this.exited;
+        throw new Error(`ternd did not exit within ${timeoutMs} ms of SIGTERM\nstderr:\n${this.stderr()}`);
+      }
+      return res.code;
+    },
+    /** kill -9 and wait for the process to be gone. */
+    async kill9() {
+      if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    },
+    /** Starts a new ternd on the same data dir (a new port); extraArgs replace nothing, they append. */
+    async restart({ extraArgs = [] } = {}) {
+      if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+        throw new Error('restart() while the server is still running: stop() or kill9() it first');
+      }
+      this._log += '\n----- restart -----\n';
+      const args = this.args;
+      this.args = [...args, ...extraArgs];
+      try {
+        await spawnTernd(this, startTimeoutMs);
+      } finally {
+        this.args = args;
+      }
+      return this;
+    },
+    /** Stops the server (SIGKILL if SIGTERM does not work) and removes its temp dir. */
+    async close() {
+      if (this.closed) return;
+      this.closed = true;
+      try {
+        if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+          this.proc.kill('SIGTERM');
+          let timer;
+          const r = await Promise.race([this.exited,
+            new Promise((resolve) => { timer = setTimeout(() => resolve(null), 5000); })]);
+          clearTimeout(timer);
+          if (r === null) { this.proc.kill('SIGKILL'); await this.exited; }
+        }
+      } finally {
+        live.delete(this);
+        if (!dataDir) {
+          try { rmSync(this.dataDir, { recursive: true, force: true }); } catch { /* best effort */ }
+          tempDirs.delete(this.dataDir);
+        }
+      }
+    },
+  };
+  live.add(srv);
+  try {
+    await spawnTernd(srv, startTimeoutMs);
+  } catch (err) {
+    live.delete(srv);
+    if (!dataDir) rmSync(srv.dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return srv;
+}
+
+/** Waits ms milliseconds (only for timers the protocol defines: ttl, expiry, intervals). */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls fn until it returns a truthy value; throws with message (and the last value) on timeout. */
+export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message} (last value: ${JSON.stringify(last)})`);
+    }
+    await sleep(intervalMs);
+  }
+}
