@@ -1,0 +1,301 @@
+// PROTOCOL.md section 2: accounts and devices, checked over HTTP with fetch and `ws`.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, sleep, waitFor } from './lib/server.mjs';
+import {
+  request, register, login, logout, me, uniqueName, newUser, newDevice, metric, PASSWORD,
+} from './lib/api.mjs';
+import { connect, online, closeAll } from './lib/client.mjs';
+
+function assertError(res, status, code) {
+  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status} ${res.text}`);
+  assert.equal(typeof res.body, 'object', `error body is not JSON: ${res.text}`);
+  assert.ok(res.body && res.body.error, `error body lacks "error": ${res.text}`);
+  assert.equal(res.body.error.code, code, `error code: ${res.text}`);
+  assert.equal(typeof res.body.error.message, 'string');
+  assert.ok(res.body.error.message.length > 0, 'error message is empty');
+}
+
+describe('accounts', () => {
+  let srv;
+  before(async () => { srv = await startServer(); });
+  after(async () => { await srv?.close(); });
+
+  test('register → 201 with user, device_id and token', async () => {
+    const name = uniqueName('reg');
+    const r = await register(srv, name, PASSWORD, 'laptop');
+    assert.equal(r.status, 201, r.text);
+    assert.match(r.headers.get('content-type') || '', /application\/json/);
+    assert.equal(r.body.user, name);
+    assert.equal(typeof r.body.device_id, 'string');
+    assert.ok(r.body.device_id.length > 0);
+    assert.equal(typeof r.body.token, 'string');
+    // ≥ 256 random bits: no printable encoding fits that in fewer than 40 characters
+    assert.ok(r.body.token.length >= 40, `token too short for 256 bits: ${r.body.token.length} chars`);
+    const r2 = await register(srv, uniqueName('reg'), PASSWORD);
+    assert.equal(r2.status, 201, r2.text);
+    assert.notEqual(r2.body.token, r.body.token);
+    assert.notEqual(r2.body.device_id, r.body.device_id);
+  });
+
+  test('the device label is optional', async () => {
+    const r = await register(srv, uniqueName('nolabel'), PASSWORD);
+    assert.equal(r.status, 201, r.text);
+    const m = await me(srv, r.body.token);
+    assert.equal(m.status, 200, m.text);
+    assert.equal(m.body.devices.length, 1);
+  });
+
+  test('usernames are lower-cased: "Alice…" registers as "alice…"', async () => {
+    const lower = uniqueName('alice');
+    const mixed = 'Alice' + lower.slice(5).toUpperCase();
+    const r = await register(srv, mixed, PASSWORD);
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.body.user, lower);
+    const again = await register(srv, lower, PASSWORD);
+    assertError(again, 409, 'username_taken');
+    const l = await login(srv, lower.toUpperCase(), PASSWORD);
+    assert.equal(l.status, 200, l.text);
+    assert.equal(l.body.user, lower);
+  });
+
+  test('a taken username → 409 username_taken', async () => {
+    const name = uniqueName('taken');
+    assert.equal((await register(srv, name, PASSWORD)).status, 201);
+    assertError(await register(srv, name, 'another password'), 409, 'username_taken');
+  });
+
+  test('usernames of 3 and 32 characters of [a-z0-9_.-] are valid', async () => {
+    const three = 'x' + Math.random().toString(36).slice(2, 4).padEnd(2, '0');
+    const r3 = await register(srv, three, PASSWORD);
+    assert.equal(r3.status, 201, `${three}: ${r3.text}`);
+    const long = uniqueName('a.b-c').padEnd(32, '9');
+    assert.equal(long.length, 32);
+    const r32 = await register(srv, long, PASSWORD);
+    assert.equal(r32.status, 201, `${long}: ${r32.text}`);
+  });
+
+  test('invalid usernames → 400 bad_request', async () => {
+    const bad = ['ab', 'a', '', 'x'.repeat(33), 'b@d!', 'with space', 'ålice', 'tab\tname', 'slash/name', 'emoji😀x'];
+    for (const name of bad) {
+      const r = await register(srv, name, PASSWORD);
+      assert.equal(r.status, 400, `username ${JSON.stringify(name)} → ${r.status} ${r.text}`);
+      assertError(r, 400, 'bad_request');
+    }
+    const missing = await request(srv, 'POST', '/v1/register', { body: { password: PASSWORD } });
+    assertError(missing, 400, 'bad_request');
+    const notString = await request(srv, 'POST', '/v1/register', { body: { username: 12345, password: PASSWORD } });
+    assertError(notString, 400, 'bad_request');
+  });
+
+  test('password length is counted in bytes: 7 → 400, 8 → 201, 1024 → 201, 1025 → 400', async () => {
+    assertError(await register(srv, uniqueName('pw'), '1234567'), 400, 'bad_request');
+    assert.equal((await register(srv, uniqueName('pw'), '12345678')).status, 201);
+    assert.equal((await register(srv, uniqueName('pw'), 'p'.repeat(1024))).status, 201);
+    assertError(await register(srv, uniqueName('pw'), 'p'.repeat(1025)), 400, 'bad_request');
+    // "é" is 2 bytes: 4 of them are 8 bytes (valid) although only 4 characters
+    const u = uniqueName('pwutf');
+    const r = await register(srv, u, 'éééé');
+    assert.equal(r.status, 201, `8-byte password of 4 characters: ${r.text}`);
+    assert.equal((await login(srv, u, 'éééé')).status, 200);
+    // 3 × "é" + "a" = 7 bytes → too short
+    assertError(await register(srv, uniqueName('pwutf'), 'ééé' + 'a'), 400, 'bad_request');
+    // 512 × "é" = 1024 bytes (valid); 512 × "é" + "a" = 1025 bytes (too long)
+    assert.equal((await register(srv, uniqueName('pwutf'), 'é'.repeat(512))).status, 201);
+    assertError(await register(srv, uniqueName('pwutf'), 'é'.repeat(512) + 'a'), 400, 'bad_request');
+    // a missing or non-string password
+    assertError(await request(srv, 'POST', '/v1/register', { body: { username: uniqueName('pw') } }), 400, 'bad_request');
+  });
+
+  test('a device label over 64 characters → 400 bad_request; 64 is fine', async () => {
+    assert.equal((await register(srv, uniqueName('lbl'), PASSWORD, 'd'.repeat(64))).status, 201);
+    assertError(await register(srv, uniqueName('lbl'), PASSWORD, 'd'.repeat(65)), 400, 'bad_request');
+  });
+
+  test('login creates a new device every time, with its own token', async () => {
+    const a = await newUser(srv, 'login', 'phone');
+    const l1 = await login(srv, a.user, PASSWORD, 'laptop');
+    assert.equal(l1.status, 200, l1.text);
+    assert.equal(l1.body.user, a.user);
+    assert.equal(typeof l1.body.device_id, 'string');
+    assert.equal(typeof l1.body.token, 'string');
+    const l2 = await login(srv, a.user, PASSWORD, 'tablet');
+    assert.equal(l2.status, 200, l2.text);
+    const ids = new Set([a.device_id, l1.body.device_id, l2.body.device_id]);
+    assert.equal(ids.size, 3, 'each login must create a distinct device');
+    const tokens = new Set([a.token, l1.body.token, l2.body.token]);
+    assert.equal(tokens.size, 3, 'each device must have its own token');
+    // every token still works, and knows its own device
+    for (const [tok, dev] of [[a.token, a.device_id], [l1.body.token, l1.body.device_id], [l2.body.token, l2.body.device_id]]) {
+      const m = await me(srv, tok);
+      assert.equal(m.status, 200, m.text);
+      assert.equal(m.body.device_id, dev);
+    }
+  });
+
+  test('wrong user and wrong password → the same 401 bad_credentials', async () => {
+    const a = await newUser(srv, 'cred');
+    const wrongPw = await login(srv, a.user, 'not the password');
+    assertError(wrongPw, 401, 'bad_credentials');
+    const wrongUser = await login(srv, uniqueName('ghost'), PASSWORD);
+    assertError(wrongUser, 401, 'bad_credentials');
+    assert.deepEqual(wrongUser.body, wrongPw.body, 'wrong user and wrong password must get the same answer');
+    // an invalid username gets the same answer as well (no hint about validity vs existence)
+    const invalid = await login(srv, 'b@d!', PASSWORD);
+    assert.equal(invalid.status === 401 || invalid.status === 400, true, invalid.text);
+  });
+
+  test('GET /v1/me lists the devices with device_id, label and last_seen', async () => {
+    const a = await newUser(srv, 'me', 'phone');
+    const b = await newDevice(srv, a, 'laptop');
+    const m = await me(srv, b.token);
+    assert.equal(m.status, 200, m.text);
+    assert.equal(m.body.user, a.user);
+    assert.equal(m.body.device_id, b.device_id);
+    assert.ok(Array.isArray(m.body.devices), 'devices must be an array');
+    assert.equal(m.body.devices.length, 2);
+    const byId = Object.fromEntries(m.body.devices.map((d) => [d.device_id, d]));
+    assert.deepEqual(Object.keys(byId).sort(), [a.device_id, b.device_id].sort());
+    assert.equal(byId[a.device_id].label, 'phone');
+    assert.equal(byId[b.device_id].label, 'laptop');
+    for (const d of m.body.devices) {
+      assert.ok('last_seen' in d, `device without last_seen: ${JSON.stringify(d)}`);
+      assert.ok(d.last_seen === null || typeof d.last_seen === 'number', `last_seen: ${JSON.stringify(d)}`);
+    }
+    // after a connection, that device's last_seen is a recent time
+    const t0 = Date.now();
+    const c = await online(srv, a);
+    await c.roundTrip();
+    await c.close();
+    const m2 = await waitFor(async () => {
+      const r = await me(srv, a.token);
+      const d = r.body.devices.find((x) => x.device_id === a.device_id);
+      return typeof d.last_seen === 'number' ? r : null;
+    }, { message: 'a numeric last_seen for the device that connected' });
+    const d = m2.body.devices.find((x) => x.device_id === a.device_id);
+    assert.ok(d.last_seen >= t0 - 2000 && d.last_seen <= Date.now() + 2000, `last_seen ${d.last_seen} not near now ${Date.now()}`);
+  });
+
+  test('GET /v1/me without a token or with a bad token → 401 unauthorized', async () => {
+    assertError(await request(srv, 'GET', '/v1/me'), 401, 'unauthorized');
+    assertError(await me(srv, 'not-a-token'), 401, 'unauthorized');
+    assertError(await request(srv, 'GET', '/v1/me', { headers: { authorization: 'Basic Zm9vOmJhcg==' } }), 401, 'unauthorized');
+  });
+
+  test('logout → 204; the token then gets 401 and the WebSocket is closed with 4002', async () => {
+    const a = await newUser(srv, 'logout');
+    const other = await newDevice(srv, a, 'other');
+    const c = await online(srv, a);
+    const out = await logout(srv, a.token);
+    assert.equal(out.status, 204, out.text);
+    assert.equal(out.text, '', '204 must have no body');
+    const closed = await Promise.race([c.closed, sleep(3000).then(() => null)]);
+    assert.ok(closed, 'the logged-out device\'s WebSocket was not closed within 3 s');
+    assert.equal(closed.code, 4002);
+    assertError(await me(srv, a.token), 401, 'unauthorized');
+    assertError(await logout(srv, a.token), 401, 'unauthorized');
+    // the token can no longer open a session
+    const c2 = await connect(srv);
+    c2.send({ type: 'auth', token: a.token });
+    const err = await c2.next('error');
+    assert.equal(err.code, 'unauthorized');
+    assert.equal((await c2.closed).code, 4001);
+    // the other device is untouched and no longer lists the removed one
+    const m = await me(srv, other.token);
+    assert.equal(m.status, 200, m.text);
+    assert.deepEqual(m.body.devices.map((d) => d.device_id), [other.device_id]);
+  });
+
+  test('logout deletes the device\'s inbox; the user\'s other device keeps its copies', async () => {
+    const alice = await newUser(srv, 'inbsend');
+    const bob = await newUser(srv, 'inbrecv');
+    const bob2 = await newDevice(srv, bob, 'second');
+    const before0 = await metric(srv, 'tern_inbox_envelopes');
+    const ca = await online(srv, alice);
+    for (let i = 0; i < 3; i++) {
+      ca.send({ type: 'send', id: `m${i}`, to: bob.user, body: `hello ${i}` });
+      await ca.next({ type: 'sent', id: `m${i}` });
+    }
+    // 3 messages × 2 offline devices of bob
+    await waitFor(async () => (await metric(srv, 'tern_inbox_envelopes')) === before0 + 6,
+      { message: `tern_inbox_envelopes == ${before0 + 6}` });
+    assert.equal((await logout(srv, bob2.token)).status, 204);
+    await waitFor(async () => (await metric(srv, 'tern_inbox_envelopes')) === before0 + 3,
+      { message: `tern_inbox_envelopes back to ${before0 + 3} after logout` });
+    const cb = await online(srv, bob);
+    assert.deepEqual(cb.initial.map((e) => e.body), ['hello 0', 'hello 1', 'hello 2']);
+    cb.ack(cb.initial.at(-1).seq);
+    await cb.roundTrip();
+    await waitFor(async () => (await metric(srv, 'tern_inbox_envelopes')) <= before0 + 1,
+      { message: 'bob\'s inbox emptied by the ack (a delivered receipt to alice may remain)' });
+    await closeAll(ca, cb);
+  });
+
+  test('a user with no device keeps messages for the first device that logs in', async () => {
+    const alice = await newUser(srv, 'nodsend');
+    const bob = await newUser(srv, 'nodrecv');
+    assert.equal((await logout(srv, bob.token)).status, 204);
+    const ca = await online(srv, alice);
+    for (let i = 0; i < 2; i++) {
+      ca.send({ type: 'send', id: `w${i}`, to: bob.user, body: `waiting ${i}` });
+      const ans = await ca.next((f) => f.id === `w${i}`);
+      assert.equal(ans.type, 'sent', `send to a user without devices: ${JSON.stringify(ans)}`);
+    }
+    const first = await newDevice(srv, bob, 'first');
+    const second = await newDevice(srv, bob, 'second');
+    const c2 = await online(srv, second);
+    assert.equal(c2.initial.length, 0, `a later device must not get the waiting messages: ${JSON.stringify(c2.initial)}`);
+    const c1 = await online(srv, first);
+    assert.deepEqual(c1.initial.map((e) => [e.type, e.body, e.from, e.to]),
+      [['msg', 'waiting 0', alice.user, bob.user], ['msg', 'waiting 1', alice.user, bob.user]]);
+    assert.deepEqual(c1.initial.map((e) => e.seq), [1, 2]);
+    await closeAll(ca, c1, c2);
+  });
+});
+
+describe('device limits', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ args: ['--devices-max-per-user', '3'] });
+  });
+  after(async () => { await srv?.close(); });
+
+  test('a login past devices.max_per_user → 403 too_many_devices; a logout frees a slot', async () => {
+    const a = await newUser(srv, 'max'); // device 1
+    await newDevice(srv, a); // 2
+    const third = await newDevice(srv, a); // 3
+    const r = await login(srv, a.user, PASSWORD, 'fourth');
+    assertError(r, 403, 'too_many_devices');
+    const m = await me(srv, a.token);
+    assert.equal(m.body.devices.length, 3, 'the refused login must not create a device');
+    assert.equal((await logout(srv, third.token)).status, 204);
+    const again = await login(srv, a.user, PASSWORD, 'fourth');
+    assert.equal(again.status, 200, again.text);
+  });
+});
+
+describe('device idle expiry', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ args: ['--devices-idle-expiry', '1s', '--store-sweep-interval', '100ms'] });
+  });
+  after(async () => { await srv?.close(); });
+
+  test('a device does not expire while connected, and expires idle_expiry after its last connection', async () => {
+    const a = await newUser(srv, 'exp');
+    const c = await online(srv, a);
+    // connected for longer than the expiry: still valid
+    for (let i = 0; i < 8; i++) { await sleep(200); await c.roundTrip(); }
+    const m = await me(srv, a.token);
+    assert.equal(m.status, 200, `a connected device expired although it had a live connection: ${m.text}`);
+    await c.close();
+    // idle now (no connection): after expiry + sweeps it is gone
+    await sleep(2500);
+    const r = await me(srv, a.token);
+    assertError(r, 401, 'unauthorized');
+    const c2 = await connect(srv);
+    c2.send({ type: 'auth', token: a.token });
+    assert.equal((await c2.next('error')).code, 'unauthorized');
+    assert.equal((await c2.closed).code, 4001);
+  });
+});
