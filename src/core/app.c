@@ -279,6 +279,14 @@ int tern_app_run(const tern_config *cfg) {
   TERN_INFO("store opened", "dir=%s users=%zu devices=%zu envelopes=%lld", tern_log_quote(store_dir), a->users.count,
             a->devices.count, (long long)tern_store_inbox_total(a->store));
 
+  const char *web_dir = cfg->web_dir && *cfg->web_dir ? cfg->web_dir : TERN_WEB_DIR;
+  if (tern_web_load(web_dir, &a->web, err, sizeof err) < 0) {
+    fprintf(stderr, "ternd: cannot load the web client from %s: %s\n", web_dir, err);
+    tern_store_close(a->store);
+    tern_dir_free(a);
+    return 2;
+  }
+
   tern_net_options no = {
       .listen = cfg->listen,
       .max_header = cfg->http_max_header,
@@ -296,6 +304,7 @@ int tern_app_run(const tern_config *cfg) {
   if (rc < 0) {
     fprintf(stderr, "ternd: %s\n", err);
     tern_store_close(a->store);
+    tern_web_free(a->web);
     tern_dir_free(a);
     return 2;
   }
@@ -325,6 +334,7 @@ int tern_app_run(const tern_config *cfg) {
   tern_store_close(a->store);
   uv_run(loop, UV_RUN_NOWAIT);
   tern_dir_free(a);
+  tern_web_free(a->web);
   uv_loop_close(loop);
   TERN_INFO("stopped", "%s", "");
   return a->exit_code;

@@ -18,6 +18,7 @@
 #include "net/server.h"
 #include "proto/frame.h"
 #include "store/store.h"
+#include "core/web.h"
 
 #define TERN_DEVICE_ID_LEN 24 /* hex chars of 96 random bits */
 
@@ -102,6 +103,7 @@ struct tern_app {
   tern_map devices;        /* device id → tern_device */
   tern_map tokens;         /* 32-byte token hash → tern_device */
   tern_metrics metrics;    /* counters */
+  tern_web *web;           /* the static web client (may serve nothing) */
   uv_timer_t persist_timer;/* last seen persistence */
   uv_timer_t sweep_timer;  /* store sweep and device expiry */
   uv_timer_t pace_timer;   /* resumes drains waiting for outbound space */

@@ -438,6 +438,8 @@ void tern_http_route(tern_app *a, tern_http_req *req) {
     do_user(a, req, p + 10);
   } else if (!strcmp(p, "/v1/ws")) {
     tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
+  } else if (strncmp(p, "/v1/", 4) != 0 && tern_web_handle(a->web, req)) {
+    /* the static web client answered */
   } else {
     tern_http_error(req, 404, "not_found", "no such endpoint");
   }

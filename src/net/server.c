@@ -361,7 +361,7 @@ static const char *status_text(int status) {
 }
 
 static void write_response(tern_conn *c, int status, const char *headers, const char *ctype, const void *body,
-                           size_t len, bool keep_alive) {
+                           size_t len, bool keep_alive, bool head_only) {
   tern_buf *o = &c->out;
   tern_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, status_text(status));
   if (ctype) tern_buf_printf(o, "Content-Type: %s\r\n", ctype);
@@ -369,7 +369,7 @@ static void write_response(tern_conn *c, int status, const char *headers, const 
   if (headers) tern_buf_puts(o, headers);
   if (!keep_alive) tern_buf_puts(o, "Connection: close\r\n");
   tern_buf_puts(o, "\r\n");
-  if (status != 204 && status != 304) tern_buf_append(o, body, len);
+  if (status != 204 && status != 304 && !head_only) tern_buf_append(o, body, len);
   mark_dirty(c);
 }
 
@@ -387,7 +387,7 @@ static void refuse(tern_conn *c, int status, const char *code, const char *messa
   if (c->state != ST_HTTP) return;
   tern_buf b = {0};
   error_body(&b, code, message);
-  write_response(c, status, NULL, "application/json", b.data, b.len, false);
+  write_response(c, status, NULL, "application/json", b.data, b.len, false, false);
   tern_buf_free(&b);
   conn_linger(c);
 }
@@ -400,7 +400,7 @@ void tern_http_respond(tern_http_req *req, int status, const char *headers, cons
     c->http->handling = false;
     if (c->state == ST_HTTP) {
       bool ka = req->keep_alive;
-      write_response(c, status, headers, content_type, body, len, ka);
+      write_response(c, status, headers, content_type, body, len, ka, strcmp(req->method, "HEAD") == 0);
       if (!ka) {
         conn_linger(c);
       } else {
