@@ -8,6 +8,12 @@
  * The loop thread never blocks on the store, except in tern_store_open/load/close, which run
  * before the loop starts and after it stops.
  *
+ * Ordering. Each op sees the effect of every op submitted before it (also when they share a
+ * group) and none submitted after it. An op's done runs only after everything it wrote, and
+ * everything it read (DRAIN items), is durable. So when a DRAIN result arrives, the APPENDs
+ * whose envelopes it holds have completed before it, and the APPENDs it does not hold
+ * complete after it. If a group commit fails, every op of that group completes with ERROR.
+ *
  * Ownership. An operation is allocated by tern_store_op_new and belongs to the store from
  * tern_store_submit on; the store frees it (and everything attached with the op's helpers)
  * right after op->done returns. Strings passed to op helpers are copied.
@@ -56,7 +62,8 @@ typedef struct tern_env_view {
   size_t tail_len;
 } tern_env_view;
 
-/* Packs an envelope value; the caller frees it with tern_free. msg_id and from are at most 255 bytes. */
+/* Packs an envelope value; the caller frees it with tern_free. msg_id and from (NULL = empty)
+ * are at most 255 bytes each: longer ones make it return NULL (and *out_len = 0). */
 uint8_t *tern_env_pack(uint8_t kind, uint8_t flags, int64_t ts, const char *msg_id, const char *from,
                        const char *tail, size_t tail_len, size_t *out_len);
 /* Parses a packed value (pointers into v); returns 0 or -EINVAL when malformed. */
@@ -92,16 +99,24 @@ typedef enum {
   TERN_OP_SET_LAST_SEEN,/* in: user.user, user.last_seen; devices: device.device_id + device.last_seen
                            when device.device_id is set (both optional, at least one) */
   TERN_OP_DEL_DEVICE,   /* in: device.device_id; deletes the device record, its inbox, counters
-                           and remembered client ids */
+                           and remembered client ids (dedup keys "<device_id>/..."); its seqs
+                           restart at 1 if the id were ever used again (ids are never reused) */
   TERN_OP_MOVE_INBOX,   /* in: inbox (the "@user" inbox), inbox2 (a device id): moves every
-                           envelope of inbox into inbox2 with new seqs, in order */
+                           envelope of inbox into inbox2 with new seqs, in order, then forgets
+                           inbox (its own seqs restart at 1: they never reach a client) */
   TERN_OP_APPEND,       /* in: targets[], optional dedup, optional delivery token; out: status,
                            targets[i].seq, or the remembered msg_id/ts on duplicate */
-  TERN_OP_ACK,          /* in: inbox, seq (cumulative); out: delivered[] newly delivered msgs */
-  TERN_OP_DRAIN,        /* in: inbox, seq (read envelopes with seq > this), max_bytes;
-                           out: items[] (committed envelopes only), more */
-  TERN_OP_SWEEP,        /* in: now; expires envelopes (inbox_ttl), client ids (dedup_ttl) and
-                           delivery tokens (inbox_ttl) in bounded steps; out: expired count */
+  TERN_OP_ACK,          /* in: inbox, seq (cumulative, clamped to the highest stored; acking
+                           again is harmless); out: delivered[] newly delivered msgs, in seq
+                           order: the copies with TERN_ENV_F_RECEIPT whose token this ack consumed */
+  TERN_OP_DRAIN,        /* in: inbox, seq (read envelopes with seq > this), max_bytes (0 = 1 MiB);
+                           out: items[] in seq order, at least one if any, until their values
+                           would pass max_bytes (durable by the time done runs), more */
+  TERN_OP_SWEEP,        /* in: now (0 = the clock); expires envelopes (inbox_ttl, by their ts,
+                           from the head of each inbox, consuming no token), client ids
+                           (dedup_ttl) and delivery tokens (inbox_ttl). Examines at most about
+                           10,000 keys per op and resumes there next time: submit it
+                           periodically. out: expired = envelopes removed */
   TERN_OP_SYNC,         /* no-op write: done is called once everything before it is durable */
 } tern_store_op_type;
 
@@ -147,12 +162,12 @@ struct tern_store_op {
   char *inbox2;            /* MOVE_INBOX */
   uint64_t seq;            /* ACK, DRAIN */
   size_t max_bytes;        /* DRAIN */
-  int64_t now;             /* SWEEP, APPEND (the dedup record's time) */
+  int64_t now;             /* SWEEP, APPEND (the dedup record's and token's time); 0 = the clock */
   char *dedup_key;         /* APPEND: "<device_id>/<client id>", or NULL */
   char *msg_id;            /* APPEND: the new message id (remembered under dedup_key) */
   char *token_from;        /* APPEND: when set, create the delivery token for msg_id, sent by this user */
   tern_store_target *targets; size_t ntargets, targets_cap;
-  uint8_t **values; size_t nvalues, values_cap;
+  uint8_t **values; size_t nvalues, values_cap; /* filled only by tern_store_op_add_value */
   /* outputs */
   char *dup_msg_id;        /* APPEND DUPLICATE */
   int64_t dup_ts;
@@ -166,9 +181,14 @@ struct tern_store_op {
 tern_store_op *tern_store_op_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
 /* Adds an envelope value (copied) shared by the targets added after it; returns its index. */
 size_t tern_store_op_add_value(tern_store_op *op, const uint8_t *value, size_t len);
-/* Adds a target inbox receiving values[value_index]. */
+/* Adds a target inbox receiving values[value_index]. An op should not name the same inbox twice
+ * (it would get two envelopes). */
 void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value_index, bool check_cap);
 void tern_store_op_set_str(char **field, const char *s); /* copies s into an op string field */
+/* Copies rec (and its strings) into op->user / op->device, replacing what was there: the way to
+ * fill the const char * fields of those records without casts. */
+void tern_store_op_set_user(tern_store_op *op, const tern_user_rec *rec);
+void tern_store_op_set_device(tern_store_op *op, const tern_device_rec *rec);
 void tern_store_op_free(tern_store_op *op); /* the store calls this; callers only on ops never submitted */
 
 /* ---- the store and its backends ------------------------------------------------------------ */
@@ -189,7 +209,9 @@ typedef struct tern_store_vtable {
   /* Envelopes stored right now, all inboxes (for tern_inbox_envelopes); any thread. */
   int64_t (*inbox_total)(void *self);
   /* Finishes every submitted op (their done callbacks run on the next loop turns, or not at
-   * all if the loop has stopped), flushes, and frees the backend. */
+   * all if the loop has stopped), flushes, and frees the backend. Loop thread only. Callbacks
+   * that run after close must not submit. Run the loop once more after close (uv_run) so the
+   * backend's uv handle closes; until then the ops not yet completed stay allocated. */
   void (*close)(void *self);
 } tern_store_vtable;
 
@@ -198,8 +220,10 @@ typedef struct tern_store {
   void *self;                  /* backend state */
 } tern_store;
 
-/* Opens the embedded RocksDB backend in opts->dir (created if missing). Completions are
- * delivered on loop. On failure returns a negative errno-style code and a reason in err. */
+/* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).
+ * Completions are delivered on loop. group_max <= 0 and max_open_files <= 0 take defaults (1024,
+ * 256); inbox_max_envelopes <= 0 means no cap; a ttl <= 0 disables that expiry. On failure
+ * returns a negative errno-style code and a reason in err. */
 int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, tern_store **out, char *err,
                             size_t errlen);
 
@@ -210,7 +234,8 @@ void tern_store_close(tern_store *s); /* calls vt->close and frees s */
 
 /* ---- metrics the store keeps (any thread) ---------------------------------------------------- */
 /* Histogram of group commit durations: bucket upper bounds in seconds are
- * tern_store_commit_buckets[]; counts are cumulative-free (per bucket), plus sum and count. */
+ * tern_store_commit_buckets[]; counts are cumulative-free (per bucket), plus sum and count.
+ * One sample per synced write; groups with nothing to write (only reads or SYNCs) add none. */
 #define TERN_STORE_COMMIT_NBUCKETS 12
 extern const double tern_store_commit_buckets[TERN_STORE_COMMIT_NBUCKETS];
 typedef struct tern_store_commit_hist {

@@ -1,0 +1,1182 @@
+/* rocksdb.c: the embedded store backend, RocksDB through its C API.
+ *
+ * Threads. One store thread owns every write. tern_store_submit (loop thread) pushes the op on
+ * a mutex-protected queue and signals a condvar; the store thread takes up to group_max ops,
+ * applies them in order into ONE write batch with index, commits that batch with one synced
+ * write, then hands the ops to a completion queue and wakes the loop with uv_async_send. The
+ * async callback (loop thread) runs op->done in submission order and frees each op. So there is
+ * one fsync per group, never one per op, and at most one durable batch in flight.
+ *
+ * Read-your-writes inside a group. The batch is a rocksdb_writebatch_wi (write batch with index)
+ * and every read an op makes goes through it (get_from_batch_and_db, or an iterator with the DB
+ * as base). So an op sees what the ops before it in the same group did: a resend with the same
+ * dedup key is DUPLICATE of the first, a delivery token consumed by one ack is gone for the next.
+ *
+ * DRAIN. A drain reads through the batch too, so it sees every op before it in its group, and
+ * nothing after. Its completion, like all others, is posted only after its group committed,
+ * and in op order. So when the loop receives a drain result every item in it is durable, every
+ * APPEND whose envelope the drain included completed before it, and every APPEND it did not
+ * include completes after it. If the commit fails, the drain fails with the group (ERROR), so
+ * the loop never sees an envelope that was not committed. (Committing the batch before each
+ * drain would give the same guarantee at the cost of an extra fsync per drain.)
+ *
+ * Key layout (one keyspace; the first byte is the record type):
+ *   "u/<user>"                 → user record    [1 ver][8 created][8 last_seen][2 n][pwhash]
+ *   "d/<device_id>"            → device record  [1 ver][8 created][8 last_seen][32 token hash]
+ *                                               [2 n][user][2 n][label]
+ *   "q/<inbox>"                → inbox meta     [1 ver][8 next_seq][8 first_seq]
+ *   "e/<inbox>\0<seq>"         → packed envelope (store.h); seq is a big-endian u64, so a
+ *                                prefix iterator walks an inbox in seq order ('\0' separates:
+ *                                inbox names never hold NUL, and "a" sorts before "ab")
+ *   "i/<device_id>/<client id>"→ dedup record   [1 ver][8 ts][msg_id]
+ *   "r/<msg_id>"               → delivery token [1 ver][8 ts][from]
+ * Integers are big-endian; ver is 1. Meta and envelopes change in the same batch, so they agree
+ * after any crash.
+ *
+ * Inboxes in memory. The store thread keeps {next_seq, first_seq} of every inbox in a map,
+ * loaded from "q/" at open. The envelopes of an inbox are exactly the seqs [first_seq,
+ * next_seq): appends add at the end, acks and expiry remove from the head, moves and deletes
+ * empty it. So counts need no scans, and acks and drains know which keys to read. The meta of
+ * an inbox touched by a group is written once per group, just before the commit.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "store/store.h"
+#include "store/store_int.h"
+
+enum {
+  REC_VERSION = 1,
+  DEFAULT_GROUP_MAX = 1024,
+  DEFAULT_MAX_OPEN_FILES = 256,  /* fds are the scarcest resource here (DESIGN.md) */
+  BLOCK_CACHE_BYTES = 32 << 20,  /* modest: acked envelopes die in the memtable */
+  POINT_READ_MAX = 8,            /* ranges up to this many seqs use point reads, not an iterator */
+  MOVE_CHUNK = 1024,             /* envelopes read per step of a MOVE_INBOX */
+  SWEEP_BUDGET = 10000,          /* keys a SWEEP examines at most */
+  DONE_PER_CALLBACK = 4096,      /* completions run per loop wake-up, then yield */
+  DRAIN_DEFAULT_BYTES = 1 << 20, /* max_bytes == 0 */
+};
+
+/* ---- a FIFO of ops (ring buffer) ----------------------------------------------------------- */
+
+typedef struct opq {
+  tern_store_op **v; /* ring storage */
+  size_t head;       /* index of the oldest op */
+  size_t len;        /* ops queued */
+  size_t cap;        /* slots in v (a power of two, or 0) */
+} opq;
+
+static void opq_push(opq *q, tern_store_op *op) {
+  if (q->len == q->cap) {
+    size_t ncap = q->cap ? q->cap * 2 : 64;
+    tern_store_op **nv = tern_malloc(ncap * sizeof *nv);
+    for (size_t i = 0; i < q->len; i++) nv[i] = q->v[(q->head + i) & (q->cap - 1)];
+    tern_free(q->v);
+    q->v = nv;
+    q->cap = ncap;
+    q->head = 0;
+  }
+  q->v[(q->head + q->len) & (q->cap - 1)] = op;
+  q->len++;
+}
+
+static tern_store_op *opq_pop(opq *q) {
+  if (!q->len) return NULL;
+  tern_store_op *op = q->v[q->head];
+  q->head = (q->head + 1) & (q->cap - 1);
+  q->len--;
+  return op;
+}
+
+static void opq_swap(opq *a, opq *b) {
+  opq t = *a;
+  *a = *b;
+  *b = t;
+}
+
+/* ---- state --------------------------------------------------------------------------------- */
+
+typedef struct inbox {
+  uint64_t next_seq;  /* seq the next envelope gets (starts at 1) */
+  uint64_t first_seq; /* lowest stored seq; == next_seq when empty */
+  bool dirty;         /* in the group's dirty list: meta to write before the commit */
+  bool dead;          /* dropped from the map during this group; freed at the commit */
+  size_t nlen;        /* name length */
+  char name[];        /* inbox name, NUL-terminated */
+} inbox;
+
+/* The loop side lives apart from the backend, because at close it must outlive it: the async
+ * handle closes asynchronously and the completions left in it run in its close callback. */
+typedef struct loopside {
+  uv_async_t async;   /* wakes the loop; data = this */
+  pthread_mutex_t mu; /* guards done */
+  opq done;           /* completed ops, in submission order (store thread → loop) */
+  opq ready;          /* completions taken from done, still to run (loop thread only) */
+} loopside;
+
+typedef struct rdb {
+  tern_store *pub;         /* the public handle (for the commit histogram) */
+  tern_store_options opts; /* copy; opts.dir points at dir */
+  char *dir;               /* data directory */
+  rocksdb_t *db;
+  rocksdb_options_t *dbopts;
+  rocksdb_block_based_table_options_t *bbto;
+  rocksdb_cache_t *cache;
+  rocksdb_writeoptions_t *wsync; /* sync=true: the one fsync per group */
+  rocksdb_readoptions_t *ropts;  /* plain reads */
+  loopside *ls;                  /* completion side */
+  pthread_t thread;              /* the store thread */
+  bool thread_started;
+  pthread_mutex_t mu;        /* guards pending and stopping */
+  pthread_cond_t cv;         /* signalled on submit and on close */
+  opq pending;               /* submitted, not yet taken by the store thread */
+  bool stopping;             /* close asked: finish pending, then exit */
+  atomic_int_fast64_t total; /* envelopes stored, all inboxes (any thread reads) */
+  /* Everything below belongs to the store thread (and to open/close, before/after it runs). */
+  rocksdb_writebatch_wi_t *wb; /* the group's batch */
+  tern_map inboxes;            /* name → inbox* */
+  inbox **dirty;               /* inboxes whose meta the group changed */
+  size_t ndirty, dirty_cap;
+  tern_store_op **group; /* ops of the current group */
+  size_t group_cap;
+  bool group_failed;     /* a read or the commit failed: the whole group is ERROR */
+  char group_err[128];   /* why */
+  tern_buf key, key2;    /* scratch keys */
+  tern_buf val;          /* scratch value */
+  int sweep_phase;       /* 0 envelopes ("q/"), 1 client ids ("i/"), 2 tokens ("r/") */
+  tern_buf sweep_cursor; /* key to resume the phase at; empty = its start */
+} rdb;
+
+/* ---- small encoders ------------------------------------------------------------------------ */
+
+static void put_be64(tern_buf *b, uint64_t v) {
+  uint8_t x[8];
+  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (56 - 8 * i));
+  tern_buf_append(b, x, 8);
+}
+
+static void put_be16(tern_buf *b, size_t v) {
+  uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+  tern_buf_append(b, x, 2);
+}
+
+static uint64_t get_be64(const void *p) {
+  const uint8_t *x = p;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | x[i];
+  return v;
+}
+
+static size_t get_be16(const void *p) {
+  const uint8_t *x = p;
+  return (size_t)x[0] << 8 | x[1];
+}
+
+/* "<tag>/<s>" */
+static void key_tag(tern_buf *b, char tag, const char *s, size_t n) {
+  tern_buf_reset(b);
+  tern_buf_putc(b, tag);
+  tern_buf_putc(b, '/');
+  tern_buf_append(b, s, n);
+}
+
+/* "e/<inbox>\0<seq>" */
+static void key_env(tern_buf *b, const char *name, size_t n, uint64_t seq) {
+  key_tag(b, 'e', name, n);
+  tern_buf_putc(b, '\0');
+  put_be64(b, seq);
+}
+
+/* ---- errors and reads through the batch ---------------------------------------------------- */
+
+static void op_error(tern_store_op *op, const char *why) {
+  op->status = TERN_STORE_ERROR;
+  snprintf(op->err, sizeof op->err, "%s", why);
+}
+
+/* dst = "a: b", cut to fit (snprintf would do, but GCC's truncation warning objects). */
+static void join_trunc(char *dst, size_t cap, const char *a, const char *b) {
+  size_t n = 0;
+  for (const char *parts[3] = {a, ": ", b}, **p = parts; p < parts + 3; p++) {
+    size_t l = TERN_MIN(strlen(*p), cap - 1 - n);
+    memcpy(dst + n, *p, l);
+    n += l;
+  }
+  dst[n] = '\0';
+}
+
+/* A failed read leaves the group half-applied, so the whole group is abandoned. */
+static void fail_group(rdb *st, const char *what, const char *err) {
+  if (!st->group_failed) {
+    st->group_failed = true;
+    join_trunc(st->group_err, sizeof st->group_err, what, err ? err : "?"); /* run_group logs it */
+  }
+}
+
+/* Reads key through the batch. Returns 1 (*val set; free it with rocksdb_free), 0 when absent,
+ * -EIO after failing the group. */
+static int wb_get(rdb *st, const char *k, size_t klen, char **val, size_t *vlen) {
+  char *e = NULL;
+  *val = rocksdb_writebatch_wi_get_from_batch_and_db(st->wb, st->db, st->ropts, k, klen, vlen, &e);
+  if (e) {
+    fail_group(st, "read", e);
+    rocksdb_free(e);
+    if (*val) rocksdb_free(*val);
+    *val = NULL;
+    return -EIO;
+  }
+  return *val ? 1 : 0;
+}
+
+static void wb_put(rdb *st, const tern_buf *k, const void *v, size_t vlen) {
+  rocksdb_writebatch_wi_put(st->wb, k->data, k->len, v, vlen);
+}
+
+static void wb_del(rdb *st, const char *k, size_t klen) { rocksdb_writebatch_wi_delete(st->wb, k, klen); }
+
+/* ---- a plain DB iterator over one record type (committed data only) ------------------------ */
+
+typedef struct prefix_iter {
+  rocksdb_readoptions_t *ro; /* carries the upper bound */
+  rocksdb_iterator_t *it;
+  char upper[2]; /* "<tag>0": '0' follows '/' */
+} prefix_iter;
+
+/* pi must not move while open: the read options point at pi->upper. */
+static void pit_open(rdb *st, prefix_iter *pi, char tag, bool fill_cache) {
+  pi->upper[0] = tag;
+  pi->upper[1] = '0';
+  pi->ro = rocksdb_readoptions_create();
+  rocksdb_readoptions_set_iterate_upper_bound(pi->ro, pi->upper, 2);
+  rocksdb_readoptions_set_fill_cache(pi->ro, fill_cache);
+  pi->it = rocksdb_create_iterator(st->db, pi->ro);
+}
+
+/* Returns 0, or -EIO with the iterator's error in err. */
+static int pit_close(prefix_iter *pi, char *err, size_t errlen) {
+  char *e = NULL;
+  rocksdb_iter_get_error(pi->it, &e);
+  rocksdb_iter_destroy(pi->it);
+  rocksdb_readoptions_destroy(pi->ro);
+  if (e) {
+    snprintf(err, errlen, "%s", e);
+    rocksdb_free(e);
+    return -EIO;
+  }
+  return 0;
+}
+
+/* ---- inboxes ------------------------------------------------------------------------------- */
+
+static inbox *inbox_find(rdb *st, const char *name) { return tern_map_gets(&st->inboxes, name); }
+
+static inbox *inbox_new(rdb *st, const char *name, size_t n, uint64_t next, uint64_t first) {
+  inbox *ib = tern_malloc(sizeof *ib + n + 1);
+  ib->next_seq = next;
+  ib->first_seq = first;
+  ib->dirty = ib->dead = false;
+  ib->nlen = n;
+  memcpy(ib->name, name, n);
+  ib->name[n] = '\0';
+  tern_map_put(&st->inboxes, name, n, ib);
+  return ib;
+}
+
+static inbox *inbox_get(rdb *st, const char *name) {
+  inbox *ib = inbox_find(st, name);
+  return ib ? ib : inbox_new(st, name, strlen(name), 1, 1);
+}
+
+static void inbox_touch(rdb *st, inbox *ib) {
+  if (ib->dirty) return;
+  ib->dirty = true;
+  if (st->ndirty == st->dirty_cap) {
+    st->dirty_cap = st->dirty_cap ? st->dirty_cap * 2 : 64;
+    st->dirty = tern_realloc(st->dirty, st->dirty_cap * sizeof *st->dirty);
+  }
+  st->dirty[st->ndirty++] = ib;
+}
+
+/* Forgets an inbox (its envelopes must be gone): deletes its meta now, in batch order, so an
+ * inbox of the same name re-created later in the group writes its meta after this delete. */
+static void inbox_drop(rdb *st, inbox *ib) {
+  tern_map_del(&st->inboxes, ib->name, ib->nlen);
+  key_tag(&st->key, 'q', ib->name, ib->nlen);
+  wb_del(st, st->key.data, st->key.len);
+  if (ib->dirty) {
+    ib->dead = true; /* still in the dirty list: freed there */
+  } else {
+    tern_free(ib);
+  }
+}
+
+/* Ends the group's dirty list: writes the metas (write) or just forgets them (after failure). */
+static void dirty_end(rdb *st, bool write) {
+  for (size_t i = 0; i < st->ndirty; i++) {
+    inbox *ib = st->dirty[i];
+    if (ib->dead) {
+      tern_free(ib);
+      continue;
+    }
+    ib->dirty = false;
+    if (!write) continue;
+    key_tag(&st->key, 'q', ib->name, ib->nlen);
+    tern_buf_reset(&st->val);
+    tern_buf_putc(&st->val, REC_VERSION);
+    put_be64(&st->val, ib->next_seq);
+    put_be64(&st->val, ib->first_seq);
+    wb_put(st, &st->key, st->val.data, st->val.len);
+  }
+  st->ndirty = 0;
+}
+
+static bool free_inbox_cb(const char *key, size_t klen, void *value, void *arg) {
+  tern_free(value);
+  return true;
+}
+
+static void inboxes_clear(rdb *st) {
+  tern_map_each(&st->inboxes, free_inbox_cb, NULL);
+  tern_map_free(&st->inboxes);
+  memset(&st->inboxes, 0, sizeof st->inboxes);
+}
+
+/* (Re)loads every inbox meta from the DB and recounts the total. Returns 0 or -EIO. */
+static int inboxes_load(rdb *st, char *err, size_t errlen) {
+  inboxes_clear(st);
+  int64_t total = 0;
+  prefix_iter pi;
+  pit_open(st, &pi, 'q', false);
+  for (rocksdb_iter_seek(pi.it, "q/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(pi.it, &kl);
+    const char *v = rocksdb_iter_value(pi.it, &vl);
+    if (vl < 17 || v[0] != REC_VERSION) {
+      TERN_WARN("store: bad inbox meta", "key=%s", tern_log_quote(k + 2));
+      continue;
+    }
+    uint64_t next = get_be64(v + 1), first = get_be64(v + 9);
+    if (first > next || next == 0) continue;
+    inbox_new(st, k + 2, kl - 2, next, first);
+    total += (int64_t)(next - first);
+  }
+  int r = pit_close(&pi, err, errlen);
+  atomic_store(&st->total, total);
+  return r;
+}
+
+/* ---- envelope ranges ----------------------------------------------------------------------- */
+
+/* Visits stored envelopes of ib with seq in [from, to], in order, reading through the batch;
+ * stops when fn returns false. fn must not write to the batch (an open batch iterator does not
+ * survive that) nor use st->key2: it collects, and the caller writes afterwards. */
+typedef bool (*env_visit)(uint64_t seq, const uint8_t *v, size_t len, void *arg);
+
+static int env_range(rdb *st, const inbox *ib, uint64_t from, uint64_t to, env_visit fn, void *arg) {
+  if (from > to) return 0;
+  if (to - from < POINT_READ_MAX) {
+    /* Short ranges (the common ack of a few live envelopes): point reads beat an iterator. */
+    for (uint64_t s = from; s <= to; s++) {
+      key_env(&st->key2, ib->name, ib->nlen, s);
+      char *v;
+      size_t n;
+      int r = wb_get(st, st->key2.data, st->key2.len, &v, &n);
+      if (r < 0) return r;
+      if (r == 0) continue;
+      bool go = fn(s, (const uint8_t *)v, n, arg);
+      rocksdb_free(v);
+      if (!go) break;
+    }
+    return 0;
+  }
+  key_env(&st->key2, ib->name, ib->nlen, from);
+  size_t plen = st->key2.len - 8;
+  rocksdb_iterator_t *it =
+      rocksdb_writebatch_wi_create_iterator_with_base(st->wb, rocksdb_create_iterator(st->db, st->ropts));
+  for (rocksdb_iter_seek(it, st->key2.data, st->key2.len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(it, &kl);
+    if (kl != plen + 8 || memcmp(k, st->key2.data, plen) != 0) break;
+    uint64_t s = get_be64(k + plen);
+    if (s > to) break;
+    if (s < from) continue;
+    const char *v = rocksdb_iter_value(it, &vl);
+    /* Stop without stepping past `to`: beyond it lie only tombstones of other inboxes. */
+    if (!fn(s, (const uint8_t *)v, vl, arg) || s == to) break;
+  }
+  char *e = NULL;
+  rocksdb_iter_get_error(it, &e);
+  rocksdb_iter_destroy(it);
+  if (e) {
+    fail_group(st, "scan", e);
+    rocksdb_free(e);
+    return -EIO;
+  }
+  return 0;
+}
+
+/* ---- operations ---------------------------------------------------------------------------- */
+
+static int64_t op_now(const tern_store_op *op) { return op->now ? op->now : tern_now_ms(); }
+
+/* [ver][8 ts][s] */
+static void ts_rec(tern_buf *b, int64_t ts, const char *s) {
+  tern_buf_reset(b);
+  tern_buf_putc(b, REC_VERSION);
+  put_be64(b, (uint64_t)ts);
+  if (s) tern_buf_puts(b, s);
+}
+
+static void do_append(rdb *st, tern_store_op *op) {
+  int64_t now = op_now(op);
+  for (size_t i = 0; i < op->ntargets; i++) {
+    if (!op->targets[i].inbox || !op->targets[i].value) {
+      op_error(op, "append: target without value");
+      return;
+    }
+  }
+  if (op->dedup_key) {
+    key_tag(&st->key, 'i', op->dedup_key, strlen(op->dedup_key));
+    char *v;
+    size_t n;
+    int r = wb_get(st, st->key.data, st->key.len, &v, &n);
+    if (r < 0) return;
+    if (r == 1) {
+      op->status = TERN_STORE_DUPLICATE;
+      if (n >= 9 && v[0] == REC_VERSION) {
+        op->dup_ts = (int64_t)get_be64(v + 1);
+        op->dup_msg_id = tern_strndup(v + 9, n - 9);
+      } else {
+        op->dup_msg_id = tern_strdup("");
+      }
+      rocksdb_free(v);
+      return;
+    }
+  }
+  if (st->opts.inbox_max_envelopes > 0) {
+    for (size_t i = 0; i < op->ntargets; i++) {
+      if (!op->targets[i].check_cap) continue;
+      inbox *ib = inbox_find(st, op->targets[i].inbox);
+      if (ib && (int64_t)(ib->next_seq - ib->first_seq) >= st->opts.inbox_max_envelopes) {
+        op->status = TERN_STORE_FULL;
+        return;
+      }
+    }
+  }
+  for (size_t i = 0; i < op->ntargets; i++) {
+    tern_store_target *t = &op->targets[i];
+    inbox *ib = inbox_get(st, t->inbox);
+    t->seq = ib->next_seq++;
+    key_env(&st->key, ib->name, ib->nlen, t->seq);
+    wb_put(st, &st->key, t->value, t->value_len);
+    inbox_touch(st, ib);
+  }
+  atomic_fetch_add(&st->total, (int64_t)op->ntargets);
+  if (op->dedup_key) {
+    key_tag(&st->key, 'i', op->dedup_key, strlen(op->dedup_key));
+    ts_rec(&st->val, now, op->msg_id);
+    wb_put(st, &st->key, st->val.data, st->val.len);
+  }
+  if (op->token_from && op->msg_id) {
+    key_tag(&st->key, 'r', op->msg_id, strlen(op->msg_id));
+    ts_rec(&st->val, now, op->token_from);
+    wb_put(st, &st->key, st->val.data, st->val.len);
+  }
+  op->status = TERN_STORE_OK;
+}
+
+/* ACK's visitor: collects the msg_ids of receipt-bearing copies as [1 len][id]. */
+static bool ack_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  tern_env_view ev;
+  if (tern_env_unpack(v, len, &ev) == 0 && (ev.flags & TERN_ENV_F_RECEIPT) && ev.msg_id_len) {
+    uint8_t n = (uint8_t)ev.msg_id_len;
+    tern_buf_append(arg, &n, 1);
+    tern_buf_append(arg, ev.msg_id, ev.msg_id_len);
+  }
+  return true;
+}
+
+static void add_delivered(tern_store_op *op, const char *id, size_t idlen, const char *from, size_t fromlen) {
+  if (op->ndelivered == op->delivered_cap) {
+    op->delivered_cap = op->delivered_cap ? op->delivered_cap * 2 : 4;
+    op->delivered = tern_realloc(op->delivered, op->delivered_cap * sizeof *op->delivered);
+  }
+  tern_store_delivered *d = &op->delivered[op->ndelivered++];
+  d->msg_id = tern_strndup(id, idlen);
+  d->from = tern_strndup(from, fromlen);
+}
+
+static void do_ack(rdb *st, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  inbox *ib = op->inbox ? inbox_find(st, op->inbox) : NULL;
+  if (!ib || ib->first_seq == ib->next_seq) return;
+  uint64_t to = TERN_MIN(op->seq, ib->next_seq - 1);
+  if (to < ib->first_seq) return; /* already acked: harmless */
+  tern_buf ids = {0};
+  if (env_range(st, ib, ib->first_seq, to, ack_visit, &ids) < 0) goto out;
+  for (uint64_t s = ib->first_seq; s <= to; s++) {
+    key_env(&st->key, ib->name, ib->nlen, s);
+    wb_del(st, st->key.data, st->key.len);
+  }
+  atomic_fetch_sub(&st->total, (int64_t)(to - ib->first_seq + 1));
+  ib->first_seq = to + 1;
+  inbox_touch(st, ib);
+  /* The first ack of any copy consumes the token; a later one (even in this group, since the
+   * read goes through the batch) finds it gone. That makes "delivered" at most once. */
+  for (size_t off = 0; off < ids.len;) {
+    size_t n = (uint8_t)ids.data[off++];
+    const char *id = ids.data + off;
+    off += n;
+    key_tag(&st->key, 'r', id, n);
+    char *v;
+    size_t vl;
+    int r = wb_get(st, st->key.data, st->key.len, &v, &vl);
+    if (r < 0) break;
+    if (r == 0) continue;
+    if (vl >= 9 && v[0] == REC_VERSION) add_delivered(op, id, n, v + 9, vl - 9);
+    rocksdb_free(v);
+    wb_del(st, st->key.data, st->key.len);
+  }
+out:
+  tern_buf_free(&ids);
+}
+
+typedef struct drain_ctx {
+  tern_store_op *op; /* receives items */
+  size_t bytes;      /* value bytes so far */
+  size_t max;        /* budget */
+  uint64_t last;     /* seq of the last item taken */
+} drain_ctx;
+
+static bool drain_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  drain_ctx *c = arg;
+  tern_store_op *op = c->op;
+  if (op->nitems && c->bytes + len > c->max) return false; /* always at least one item */
+  if (op->nitems == op->items_cap) {
+    op->items_cap = op->items_cap ? op->items_cap * 2 : 16;
+    op->items = tern_realloc(op->items, op->items_cap * sizeof *op->items);
+  }
+  tern_store_item *it = &op->items[op->nitems++];
+  it->seq = seq;
+  it->value = tern_memdup(v, len);
+  it->len = len;
+  c->bytes += len;
+  c->last = seq;
+  return true;
+}
+
+static void do_drain(rdb *st, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  op->more = false;
+  inbox *ib = op->inbox ? inbox_find(st, op->inbox) : NULL;
+  if (!ib) return;
+  uint64_t from = TERN_MAX(op->seq, ib->first_seq - 1) + 1, to = ib->next_seq - 1;
+  if (from > to) return;
+  drain_ctx c = {.op = op, .max = op->max_bytes ? op->max_bytes : DRAIN_DEFAULT_BYTES, .last = from - 1};
+  if (env_range(st, ib, from, to, drain_visit, &c) < 0) return;
+  op->more = c.last < to;
+}
+
+/* MOVE's visitor: collects values as [8 len][bytes]. */
+static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  put_be64(arg, len);
+  tern_buf_append(arg, v, len);
+  return true;
+}
+
+static void do_move(rdb *st, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  if (!op->inbox || !op->inbox2) {
+    op_error(op, "move: inbox and inbox2 required");
+    return;
+  }
+  if (strcmp(op->inbox, op->inbox2) == 0) return;
+  inbox *src = inbox_find(st, op->inbox);
+  if (!src) return;
+  if (src->first_seq < src->next_seq) {
+    inbox *dst = inbox_get(st, op->inbox2);
+    uint64_t had = src->next_seq - src->first_seq, moved = 0;
+    tern_buf vals = {0};
+    /* In chunks, so a large user inbox never sits in memory twice at once. */
+    for (uint64_t from = src->first_seq; from < src->next_seq; from += MOVE_CHUNK) {
+      uint64_t to = TERN_MIN(from + MOVE_CHUNK - 1, src->next_seq - 1);
+      tern_buf_reset(&vals);
+      if (env_range(st, src, from, to, move_visit, &vals) < 0) break;
+      for (size_t off = 0; off + 8 <= vals.len;) {
+        size_t n = (size_t)get_be64(vals.data + off);
+        off += 8;
+        key_env(&st->key, dst->name, dst->nlen, dst->next_seq++);
+        rocksdb_writebatch_wi_put(st->wb, st->key.data, st->key.len, vals.data + off, n);
+        off += n;
+        moved++;
+      }
+      for (uint64_t s = from; s <= to; s++) {
+        key_env(&st->key, src->name, src->nlen, s);
+        wb_del(st, st->key.data, st->key.len);
+      }
+    }
+    tern_buf_free(&vals);
+    if (st->group_failed) return;
+    inbox_touch(st, dst);
+    /* Keys missing from the range (none expected) were counted but not moved. */
+    if (moved < had) atomic_fetch_sub(&st->total, (int64_t)(had - moved));
+    src->first_seq = src->next_seq;
+  }
+  /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its counter
+   * is fine, and it keeps "q/" holding live inboxes only. */
+  inbox_drop(st, src);
+}
+
+static bool rec_ok(const char *v, size_t n, size_t min) { return n >= min && v[0] == REC_VERSION; }
+
+static void do_put_user(rdb *st, tern_store_op *op) {
+  const tern_user_rec *u = &op->user;
+  if (!u->user) {
+    op_error(op, "put_user: user required");
+    return;
+  }
+  size_t hl = u->pwhash ? strlen(u->pwhash) : 0;
+  if (hl > 0xffff) {
+    op_error(op, "put_user: pwhash too long");
+    return;
+  }
+  key_tag(&st->key, 'u', u->user, strlen(u->user));
+  tern_buf_reset(&st->val);
+  tern_buf_putc(&st->val, REC_VERSION);
+  put_be64(&st->val, (uint64_t)u->created);
+  put_be64(&st->val, (uint64_t)u->last_seen);
+  put_be16(&st->val, hl);
+  tern_buf_append(&st->val, u->pwhash, hl);
+  wb_put(st, &st->key, st->val.data, st->val.len);
+  op->status = TERN_STORE_OK;
+}
+
+static void do_put_device(rdb *st, tern_store_op *op) {
+  const tern_device_rec *d = &op->device;
+  if (!d->device_id || !d->user) {
+    op_error(op, "put_device: device_id and user required");
+    return;
+  }
+  size_t ul = strlen(d->user), ll = d->label ? strlen(d->label) : 0;
+  if (ul > 0xffff || ll > 0xffff) {
+    op_error(op, "put_device: field too long");
+    return;
+  }
+  key_tag(&st->key, 'd', d->device_id, strlen(d->device_id));
+  tern_buf_reset(&st->val);
+  tern_buf_putc(&st->val, REC_VERSION);
+  put_be64(&st->val, (uint64_t)d->created);
+  put_be64(&st->val, (uint64_t)d->last_seen);
+  tern_buf_append(&st->val, d->token_hash, sizeof d->token_hash);
+  put_be16(&st->val, ul);
+  tern_buf_append(&st->val, d->user, ul);
+  put_be16(&st->val, ll);
+  tern_buf_append(&st->val, d->label, ll);
+  wb_put(st, &st->key, st->val.data, st->val.len);
+  op->status = TERN_STORE_OK;
+}
+
+/* Both records keep last_seen at bytes 9..16, so it is patched in place. */
+static void patch_last_seen(rdb *st, char tag, const char *name, int64_t last_seen) {
+  key_tag(&st->key, tag, name, strlen(name));
+  char *v;
+  size_t n;
+  if (wb_get(st, st->key.data, st->key.len, &v, &n) != 1) return; /* unknown: nothing to do */
+  if (rec_ok(v, n, 17)) {
+    tern_buf_reset(&st->val);
+    tern_buf_append(&st->val, v, n);
+    uint64_t x = (uint64_t)last_seen;
+    for (int i = 0; i < 8; i++) st->val.data[9 + i] = (char)(x >> (56 - 8 * i));
+    wb_put(st, &st->key, st->val.data, st->val.len);
+  }
+  rocksdb_free(v);
+}
+
+static void do_set_last_seen(rdb *st, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  if (op->user.user) patch_last_seen(st, 'u', op->user.user, op->user.last_seen);
+  if (op->device.device_id) patch_last_seen(st, 'd', op->device.device_id, op->device.last_seen);
+}
+
+static void do_del_device(rdb *st, tern_store_op *op) {
+  const char *id = op->device.device_id;
+  if (!id) {
+    op_error(op, "del_device: device_id required");
+    return;
+  }
+  op->status = TERN_STORE_OK;
+  size_t idlen = strlen(id);
+  key_tag(&st->key, 'd', id, idlen);
+  wb_del(st, st->key.data, st->key.len);
+  inbox *ib = inbox_find(st, id);
+  if (ib) {
+    for (uint64_t s = ib->first_seq; s < ib->next_seq; s++) {
+      key_env(&st->key, ib->name, ib->nlen, s);
+      wb_del(st, st->key.data, st->key.len);
+    }
+    atomic_fetch_sub(&st->total, (int64_t)(ib->next_seq - ib->first_seq));
+    ib->first_seq = ib->next_seq;
+    inbox_drop(st, ib);
+  }
+  /* Remembered client ids "i/<id>/...": through the batch, so ids of this group go too. The
+   * keys are collected first, since the batch must not change under its iterator. */
+  key_tag(&st->key2, 'i', id, idlen);
+  tern_buf_putc(&st->key2, '/');
+  tern_buf keys = {0};
+  rocksdb_iterator_t *it =
+      rocksdb_writebatch_wi_create_iterator_with_base(st->wb, rocksdb_create_iterator(st->db, st->ropts));
+  for (rocksdb_iter_seek(it, st->key2.data, st->key2.len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t kl;
+    const char *k = rocksdb_iter_key(it, &kl);
+    if (kl < st->key2.len || memcmp(k, st->key2.data, st->key2.len) != 0) break;
+    put_be64(&keys, kl);
+    tern_buf_append(&keys, k, kl);
+  }
+  char *e = NULL;
+  rocksdb_iter_get_error(it, &e);
+  rocksdb_iter_destroy(it);
+  if (e) {
+    fail_group(st, "scan", e);
+    rocksdb_free(e);
+  } else {
+    for (size_t off = 0; off + 8 <= keys.len;) {
+      size_t n = (size_t)get_be64(keys.data + off);
+      off += 8;
+      wb_del(st, keys.data + off, n);
+      off += n;
+    }
+  }
+  tern_buf_free(&keys);
+}
+
+/* ---- sweep --------------------------------------------------------------------------------- */
+
+/* Expires envelopes from the head of ib while older than cutoff. Returns false when the budget
+ * ran out before the first live envelope was found. */
+static bool sweep_inbox(rdb *st, tern_store_op *op, inbox *ib, int64_t cutoff, long *budget) {
+  while (ib->first_seq < ib->next_seq) {
+    if (*budget <= 0) return false;
+    (*budget)--;
+    key_env(&st->key2, ib->name, ib->nlen, ib->first_seq);
+    char *v;
+    size_t n;
+    int r = wb_get(st, st->key2.data, st->key2.len, &v, &n);
+    if (r < 0) return true;
+    if (r == 1) {
+      tern_env_view ev;
+      bool expired = tern_env_unpack((const uint8_t *)v, n, &ev) != 0 || ev.ts < cutoff;
+      rocksdb_free(v);
+      if (!expired) return true; /* envelopes are in time order: the rest are younger */
+      wb_del(st, st->key2.data, st->key2.len);
+      op->expired++;
+    }
+    /* Expiry consumes no delivery token: an expired message was never delivered. */
+    ib->first_seq++;
+    atomic_fetch_sub(&st->total, 1);
+    inbox_touch(st, ib);
+  }
+  return true;
+}
+
+/* Runs the current phase from the cursor. Returns true when the phase reached its end. */
+static bool sweep_phase_run(rdb *st, tern_store_op *op, int64_t now, long *budget) {
+  static const char tags[3] = {'q', 'i', 'r'};
+  char tag = tags[st->sweep_phase];
+  int64_t ttl = st->sweep_phase == 1 ? st->opts.dedup_ttl_ms : st->opts.inbox_ttl_ms;
+  if (ttl <= 0) return true; /* this kind never expires */
+  int64_t cutoff = now - ttl;
+  prefix_iter pi;
+  /* The scan reads committed keys only; per-key decisions go through the batch (inbox state)
+   * or are harmless when repeated (deleting a key this group already deleted). */
+  pit_open(st, &pi, tag, false);
+  char start[2] = {tag, '/'};
+  if (st->sweep_cursor.len) {
+    rocksdb_iter_seek(pi.it, st->sweep_cursor.data, st->sweep_cursor.len);
+  } else {
+    rocksdb_iter_seek(pi.it, start, 2);
+  }
+  bool finished = true;
+  for (; rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+    if (*budget <= 0 || st->group_failed) {
+      finished = false;
+      break;
+    }
+    (*budget)--;
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(pi.it, &kl);
+    tern_buf_reset(&st->sweep_cursor);
+    tern_buf_append(&st->sweep_cursor, k, kl);
+    if (tag == 'q') {
+      inbox *ib = tern_map_get(&st->inboxes, k + 2, kl - 2);
+      if (ib && !sweep_inbox(st, op, ib, cutoff, budget)) {
+        finished = false; /* resume at this same inbox */
+        break;
+      }
+    } else {
+      const char *v = rocksdb_iter_value(pi.it, &vl);
+      if (!rec_ok(v, vl, 9) || (int64_t)get_be64(v + 1) < cutoff) wb_del(st, k, kl);
+    }
+    tern_buf_putc(&st->sweep_cursor, '\0'); /* the smallest key after this one */
+  }
+  char err[128];
+  if (pit_close(&pi, err, sizeof err) < 0) fail_group(st, "sweep scan", err);
+  if (finished) tern_buf_reset(&st->sweep_cursor);
+  return finished;
+}
+
+static void do_sweep(rdb *st, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  int64_t now = op_now(op);
+  long budget = SWEEP_BUDGET;
+  /* At most the three phases per call; the next call resumes where this one stopped. */
+  for (int step = 0; step < 3 && !st->group_failed; step++) {
+    if (!sweep_phase_run(st, op, now, &budget)) break;
+    st->sweep_phase = (st->sweep_phase + 1) % 3;
+    if (budget <= 0) break;
+  }
+}
+
+/* ---- the store thread ---------------------------------------------------------------------- */
+
+static void apply(rdb *st, tern_store_op *op) {
+  switch (op->type) {
+    case TERN_OP_PUT_USER: do_put_user(st, op); return;
+    case TERN_OP_PUT_DEVICE: do_put_device(st, op); return;
+    case TERN_OP_SET_LAST_SEEN: do_set_last_seen(st, op); return;
+    case TERN_OP_DEL_DEVICE: do_del_device(st, op); return;
+    case TERN_OP_MOVE_INBOX: do_move(st, op); return;
+    case TERN_OP_APPEND: do_append(st, op); return;
+    case TERN_OP_ACK: do_ack(st, op); return;
+    case TERN_OP_DRAIN: do_drain(st, op); return;
+    case TERN_OP_SWEEP: do_sweep(st, op); return;
+    case TERN_OP_SYNC: op->status = TERN_STORE_OK; return;
+  }
+  op_error(op, "unknown op type");
+}
+
+/* Turns an op of a failed group into an ERROR with no outputs. */
+static void op_fail(tern_store_op *op, const char *why) {
+  op_error(op, why);
+  for (size_t i = 0; i < op->ntargets; i++) op->targets[i].seq = 0;
+  tern_free(op->dup_msg_id);
+  op->dup_msg_id = NULL;
+  op->dup_ts = 0;
+  for (size_t i = 0; i < op->nitems; i++) tern_free(op->items[i].value);
+  op->nitems = 0;
+  op->more = false;
+  for (size_t i = 0; i < op->ndelivered; i++) {
+    tern_free(op->delivered[i].msg_id);
+    tern_free(op->delivered[i].from);
+  }
+  op->ndelivered = 0;
+  op->expired = 0;
+}
+
+static void run_group(rdb *st, tern_store_op **ops, size_t n) {
+  st->group_failed = false;
+  for (size_t i = 0; i < n && !st->group_failed; i++) apply(st, ops[i]);
+  dirty_end(st, !st->group_failed);
+  uint64_t ns = 0;
+  if (!st->group_failed && rocksdb_writebatch_wi_count(st->wb) > 0) {
+    char *e = NULL;
+    uint64_t t0 = tern_mono_ns();
+    rocksdb_write_writebatch_wi(st->db, st->wsync, st->wb, &e);
+    ns = tern_mono_ns() - t0;
+    if (e) {
+      fail_group(st, "commit", e);
+      rocksdb_free(e);
+    } else {
+      tern_store_commit_record(st->pub, ns);
+    }
+  }
+  rocksdb_writebatch_wi_clear(st->wb);
+  if (st->group_failed) {
+    TERN_ERROR("store group failed", "ops=%zu err=%s", n, tern_log_quote(st->group_err));
+    for (size_t i = 0; i < n; i++) op_fail(ops[i], st->group_err);
+    /* The in-memory counters ran ahead of the DB: reload them from what is committed. */
+    char err[128];
+    if (inboxes_load(st, err, sizeof err) < 0) TERN_ERROR("store reload failed", "err=%s", tern_log_quote(err));
+  }
+  for (size_t i = 0; i < n; i++) ops[i]->commit_ns = ns;
+  loopside *ls = st->ls;
+  pthread_mutex_lock(&ls->mu);
+  for (size_t i = 0; i < n; i++) opq_push(&ls->done, ops[i]);
+  pthread_mutex_unlock(&ls->mu);
+  uv_async_send(&ls->async);
+}
+
+static void *store_thread(void *arg) {
+  rdb *st = arg;
+  size_t gmax = (size_t)st->opts.group_max;
+  for (;;) {
+    pthread_mutex_lock(&st->mu);
+    while (!st->pending.len && !st->stopping) pthread_cond_wait(&st->cv, &st->mu);
+    if (!st->pending.len) { /* stopping, and everything submitted is done */
+      pthread_mutex_unlock(&st->mu);
+      break;
+    }
+    size_t n = TERN_MIN(st->pending.len, gmax);
+    if (n > st->group_cap) {
+      st->group_cap = n;
+      st->group = tern_realloc(st->group, st->group_cap * sizeof *st->group);
+    }
+    for (size_t i = 0; i < n; i++) st->group[i] = opq_pop(&st->pending);
+    pthread_mutex_unlock(&st->mu);
+    run_group(st, st->group, n);
+  }
+  return NULL;
+}
+
+/* ---- the loop side ------------------------------------------------------------------------- */
+
+/* Runs up to max completions in order; returns true when some remain. */
+static bool run_completions(loopside *ls, size_t max) {
+  for (size_t i = 0; i < max; i++) {
+    if (!ls->ready.len) {
+      pthread_mutex_lock(&ls->mu);
+      opq_swap(&ls->ready, &ls->done);
+      pthread_mutex_unlock(&ls->mu);
+      if (!ls->ready.len) return false;
+    }
+    tern_store_op *op = opq_pop(&ls->ready);
+    if (op->done) op->done(op);
+    tern_store_op_free(op);
+  }
+  if (ls->ready.len) return true;
+  pthread_mutex_lock(&ls->mu);
+  bool more = ls->done.len > 0;
+  pthread_mutex_unlock(&ls->mu);
+  return more;
+}
+
+static void on_async(uv_async_t *h) {
+  /* Bounded work per wake-up; the rest runs on the next loop turn. */
+  if (run_completions(h->data, DONE_PER_CALLBACK)) uv_async_send(h);
+}
+
+static void on_loopside_closed(uv_handle_t *h) {
+  loopside *ls = h->data;
+  while (run_completions(ls, SIZE_MAX)) {
+  }
+  tern_free(ls->done.v);
+  tern_free(ls->ready.v);
+  pthread_mutex_destroy(&ls->mu);
+  tern_free(ls);
+}
+
+/* ---- vtable -------------------------------------------------------------------------------- */
+
+static void rdb_submit(void *self, tern_store_op *op) {
+  rdb *st = self;
+  pthread_mutex_lock(&st->mu);
+  opq_push(&st->pending, op);
+  pthread_cond_signal(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+}
+
+static int64_t rdb_inbox_total(void *self) {
+  rdb *st = self;
+  return (int64_t)atomic_load(&st->total);
+}
+
+static char *dup_field(const char *p, size_t n) { return tern_strndup(p, n); }
+
+static int rdb_load(void *self, const tern_store_load_cbs *cbs) {
+  rdb *st = self;
+  char err[128];
+  prefix_iter pi;
+  pit_open(st, &pi, 'u', false);
+  for (rocksdb_iter_seek(pi.it, "u/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(pi.it, &kl);
+    const char *v = rocksdb_iter_value(pi.it, &vl);
+    if (!rec_ok(v, vl, 19) || 19 + get_be16(v + 17) > vl) {
+      TERN_WARN("store: bad user record", "key=%s", tern_log_quote(k + 2));
+      continue;
+    }
+    char *user = dup_field(k + 2, kl - 2), *pw = dup_field(v + 19, get_be16(v + 17));
+    tern_user_rec rec = {
+        .user = user, .pwhash = pw, .created = (int64_t)get_be64(v + 1), .last_seen = (int64_t)get_be64(v + 9)};
+    if (cbs->user) cbs->user(&rec, cbs->arg);
+    tern_free(user);
+    tern_free(pw);
+  }
+  if (pit_close(&pi, err, sizeof err) < 0) {
+    TERN_ERROR("store load failed", "err=%s", tern_log_quote(err));
+    return -EIO;
+  }
+  pit_open(st, &pi, 'd', false);
+  for (rocksdb_iter_seek(pi.it, "d/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(pi.it, &kl);
+    const char *v = rocksdb_iter_value(pi.it, &vl);
+    size_t ul = 0, ll = 0;
+    bool ok = rec_ok(v, vl, 17 + 32 + 2);
+    if (ok) {
+      ul = get_be16(v + 49);
+      ok = 51 + ul + 2 <= vl;
+    }
+    if (ok) {
+      ll = get_be16(v + 51 + ul);
+      ok = 53 + ul + ll <= vl;
+    }
+    if (!ok) {
+      TERN_WARN("store: bad device record", "key=%s", tern_log_quote(k + 2));
+      continue;
+    }
+    char *id = dup_field(k + 2, kl - 2), *user = dup_field(v + 51, ul), *label = dup_field(v + 53 + ul, ll);
+    tern_device_rec rec = {.device_id = id,
+                           .user = user,
+                           .label = label,
+                           .created = (int64_t)get_be64(v + 1),
+                           .last_seen = (int64_t)get_be64(v + 9)};
+    memcpy(rec.token_hash, v + 17, 32);
+    if (cbs->device) cbs->device(&rec, cbs->arg);
+    tern_free(id);
+    tern_free(user);
+    tern_free(label);
+  }
+  if (pit_close(&pi, err, sizeof err) < 0) {
+    TERN_ERROR("store load failed", "err=%s", tern_log_quote(err));
+    return -EIO;
+  }
+  return 0;
+}
+
+/* Frees what open created; safe on a partly opened st. */
+static void rdb_destroy(rdb *st) {
+  if (st->db) rocksdb_close(st->db);
+  if (st->wb) rocksdb_writebatch_wi_destroy(st->wb);
+  if (st->wsync) rocksdb_writeoptions_destroy(st->wsync);
+  if (st->ropts) rocksdb_readoptions_destroy(st->ropts);
+  if (st->dbopts) rocksdb_options_destroy(st->dbopts);
+  if (st->bbto) rocksdb_block_based_options_destroy(st->bbto);
+  if (st->cache) rocksdb_cache_destroy(st->cache);
+  inboxes_clear(st);
+  tern_free(st->dirty);
+  tern_free(st->group);
+  tern_free(st->pending.v);
+  tern_buf_free(&st->key);
+  tern_buf_free(&st->key2);
+  tern_buf_free(&st->val);
+  tern_buf_free(&st->sweep_cursor);
+  pthread_mutex_destroy(&st->mu);
+  pthread_cond_destroy(&st->cv);
+  tern_free(st->dir);
+  tern_free(st);
+}
+
+static void rdb_close(void *self) {
+  rdb *st = self;
+  pthread_mutex_lock(&st->mu);
+  st->stopping = true;
+  pthread_cond_signal(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+  if (st->thread_started) pthread_join(st->thread, NULL);
+  /* Everything is in the WAL already; the flush only makes the next open replay nothing. */
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, 1);
+  char *e = NULL;
+  rocksdb_flush(st->db, fo, &e);
+  rocksdb_flushoptions_destroy(fo);
+  if (e) {
+    TERN_ERROR("store flush failed", "err=%s", tern_log_quote(e));
+    rocksdb_free(e);
+  }
+  TERN_INFO("store closed", "backend=rocksdb dir=%s envelopes=%lld", tern_log_quote(st->dir),
+            (long long)atomic_load(&st->total));
+  /* Completions not yet run stay with the async handle; they run in its close callback, on the
+   * loop's next turn (or never, if the loop is not run again). */
+  uv_close((uv_handle_t *)&st->ls->async, on_loopside_closed);
+  st->ls = NULL;
+  rdb_destroy(st);
+}
+
+static const tern_store_vtable rdb_vtable = {
+    .name = "rocksdb",
+    .load = rdb_load,
+    .submit = rdb_submit,
+    .inbox_total = rdb_inbox_total,
+    .close = rdb_close,
+};
+
+int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, tern_store **out, char *err,
+                            size_t errlen) {
+  *out = NULL;
+  if (!opts || !opts->dir || !*opts->dir) {
+    snprintf(err, errlen, "no data directory");
+    return -EINVAL;
+  }
+  rdb *st = TERN_NEW(rdb);
+  pthread_mutex_init(&st->mu, NULL);
+  pthread_cond_init(&st->cv, NULL);
+  st->opts = *opts;
+  st->dir = tern_strdup(opts->dir);
+  st->opts.dir = st->dir;
+  if (st->opts.group_max <= 0) st->opts.group_max = DEFAULT_GROUP_MAX;
+  if (st->opts.max_open_files <= 0) st->opts.max_open_files = DEFAULT_MAX_OPEN_FILES;
+
+  st->cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
+  st->bbto = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(st->bbto, st->cache);
+  st->dbopts = rocksdb_options_create();
+  rocksdb_options_set_create_if_missing(st->dbopts, 1);
+  rocksdb_options_set_max_open_files(st->dbopts, st->opts.max_open_files);
+  rocksdb_options_set_block_based_table_factory(st->dbopts, st->bbto);
+  rocksdb_options_set_keep_log_file_num(st->dbopts, 4); /* RocksDB's own LOG files */
+  st->wsync = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_set_sync(st->wsync, 1);
+  st->ropts = rocksdb_readoptions_create();
+  st->wb = rocksdb_writebatch_wi_create(0, 1); /* overwrite_keys: a key's latest write wins */
+
+  char *e = NULL;
+  st->db = rocksdb_open(st->dbopts, st->dir, &e);
+  if (e) {
+    snprintf(err, errlen, "rocksdb open %s: %s", st->dir, e);
+    rocksdb_free(e);
+    st->db = NULL;
+    rdb_destroy(st);
+    return -EIO;
+  }
+  if (inboxes_load(st, err, errlen) < 0) {
+    rdb_destroy(st);
+    return -EIO;
+  }
+
+  loopside *ls = TERN_NEW(loopside);
+  pthread_mutex_init(&ls->mu, NULL);
+  int r = uv_async_init(loop, &ls->async, on_async);
+  if (r < 0) {
+    snprintf(err, errlen, "uv_async_init: %s", uv_strerror(r));
+    pthread_mutex_destroy(&ls->mu);
+    tern_free(ls);
+    rdb_destroy(st);
+    return r;
+  }
+  ls->async.data = ls;
+  st->ls = ls;
+  *out = tern_store_wrap(&rdb_vtable, st);
+  st->pub = *out;
+  r = pthread_create(&st->thread, NULL, store_thread, st);
+  if (r != 0) {
+    snprintf(err, errlen, "pthread_create: %s", strerror(r));
+    tern_store_close(*out); /* closes the async handle and frees st */
+    *out = NULL;
+    return -r;
+  }
+  st->thread_started = true;
+  TERN_DEBUG("rocksdb opened", "dir=%s inboxes=%zu envelopes=%lld group_max=%d max_open_files=%d",
+             tern_log_quote(st->dir), st->inboxes.count, (long long)atomic_load(&st->total), st->opts.group_max,
+             st->opts.max_open_files);
+  return 0;
+}
