@@ -49,6 +49,31 @@ typedef struct tern_config {
   int64_t store_max_open_files;
   int64_t store_group_max;   /* operations per group commit */
   int64_t store_sweep_interval_ms;
+  /* push (src/push, PROTOCOL.md section 8) */
+  int64_t push_coalesce_ms;        /* one notification per device per window */
+  bool push_previews;              /* message text in notifications */
+  int64_t push_max_inflight;       /* concurrent requests per provider */
+  int64_t push_max_attempts;       /* tries per notification, the first included */
+  int64_t push_queue_max;          /* notifications waiting or in flight, all providers */
+  int64_t push_queue_per_device;   /* of those, for one device */
+  int64_t push_retry_base_ms;      /* first backoff; doubles per attempt, with jitter */
+  int64_t push_retry_max_ms;       /* backoff cap; a longer Retry-After gives up */
+  int64_t push_request_timeout_ms; /* one HTTP request to a provider */
+  int64_t push_ttl_ms;             /* how long a provider may hold a notification */
+  char *push_ca_file;              /* "" = system CAs */
+  char *push_fcm_service_account;  /* service-account JSON; "" = FCM off */
+  char *push_fcm_url;
+  char *push_fcm_token_url;        /* "" = the service account's token_uri */
+  char *push_apns_key_file;        /* .p8; "" = APNs off */
+  char *push_apns_key_id;
+  char *push_apns_team_id;
+  char *push_apns_topic;
+  char *push_apns_url;
+  char *push_webpush_vapid_key_file; /* PEM P-256 private key; "" = Web Push off */
+  char *push_webpush_subject;      /* VAPID sub: mailto: or https: */
+  char *push_webpush_allowed_hosts; /* comma list; "*.x" matches subdomains of x */
+  char *push_webhook_url;          /* "" = webhook off */
+  char *push_webhook_secret;       /* HMAC-SHA256 key */
 } tern_config;
 
 /* Fills cfg with defaults. */
