@@ -9,6 +9,9 @@
  * soon as a frame header announces it (event ERROR with close code 1009), before its payload
  * arrives. Text messages (and close reasons) are checked for valid UTF-8 once complete (1007).
  * Control frames may arrive between the fragments of a message and are reported at once.
+ * After an ERROR the reader is dead: every later call reports the same ERROR and consumes
+ * nothing. The reader does not track the close handshake: what to do with frames after a
+ * CLOSE is the caller's business.
  *
  * Writing. tern_ws_append_frame appends one whole frame (header + payload) to a buffer; the
  * client side passes a 4-byte mask, the server passes NULL.
@@ -63,36 +66,55 @@ typedef struct tern_ws_event {
   const char *reason;      /* ERROR: why, for logs */
 } tern_ws_event;
 
+/* About 48 bytes while idle: msg owns memory only while a fragmented message is in progress
+ * (or until the next call after it was delivered). Treat the fields as private except failed. */
 typedef struct tern_ws_reader {
-  tern_buf msg;        /* reassembly of a fragmented message; empty otherwise */
-  uint64_t max_message;/* largest message (all fragments together) accepted */
-  uint8_t msg_opcode;  /* opcode of the fragmented message in progress, 0 if none */
-  bool server;         /* true: frames must be masked (client → server); false: must not be */
-  bool failed;         /* an ERROR was reported; every later call reports it again */
+  tern_buf msg;           /* reassembly of a fragmented message; freed at the next call after
+                             it is delivered, so it costs nothing between messages */
+  uint64_t max_message;   /* largest message (all fragments together) accepted; 0 allows only
+                             empty messages, UINT64_MAX means no limit */
+  const char *err_reason; /* the ERROR's static reason, repeated by later calls */
+  uint16_t err_code;      /* the ERROR's close code, repeated by later calls */
+  uint8_t msg_opcode;     /* opcode of the fragmented message in progress, 0 if none */
+  bool server;            /* true: frames must be masked (client → server); false: must not be */
+  bool failed;            /* an ERROR was reported; every later call reports it again */
 } tern_ws_reader;
 
 void tern_ws_reader_init(tern_ws_reader *r, bool server, uint64_t max_message);
 void tern_ws_reader_free(tern_ws_reader *r);
 
 /* Consumes bytes from data[0..len) and fills *ev with at most one event. Returns the number of
- * bytes consumed, which the caller drops from its buffer; it may be 0 with ev->type NONE when
- * a frame is incomplete (the caller keeps the bytes and calls again when more arrive). A frame
- * whose header is complete but whose payload is not is left unconsumed. Call again while it
- * returns an event, since a buffer may hold several frames. data is modified (unmasked). */
+ * bytes consumed, which the caller drops from its buffer. A frame is consumed whole or not at
+ * all: a frame whose header or payload is incomplete is left for the next call, with the
+ * bytes before it. Non-final fragments produce no event, so one call consumes every complete
+ * fragment it finds until it has an event or runs out of whole frames; ev->type NONE therefore
+ * always means "nothing more can be done with these bytes, call again when more arrive" (the
+ * count may still be > 0: fragments went into reader->msg). Call again while it returns an
+ * event, since a buffer may hold several frames. On ERROR the count is the bytes consumed
+ * before the offending frame; the caller should send a close with ev->close_code and stop.
+ * The payload of a consumed masked frame is unmasked in place (data is modified); bytes left
+ * unconsumed are never modified, so the caller may keep them as they are. */
 size_t tern_ws_read(tern_ws_reader *r, uint8_t *data, size_t len, tern_ws_event *ev);
 
 /* How many bytes the frame starting at data needs in total (header + payload), or 0 when
- * not even the header is complete yet. Lets the caller size its tail buffer. */
+ * not even the header (mask key included) is complete yet. Lets the caller size its tail
+ * buffer. Does not validate the frame; a length that does not fit a size_t gives SIZE_MAX. */
 size_t tern_ws_frame_need(const uint8_t *data, size_t len);
 
-/* Appends one frame. mask is NULL for server frames, else 4 bytes (client frames). */
+/* Appends one frame. mask is NULL for server frames, else 4 bytes (client frames); the
+ * payload is copied, then masked inside out, so the caller's payload is left untouched. */
 void tern_ws_append_frame(tern_buf *out, uint8_t opcode, bool fin, const void *payload, size_t len,
                           const uint8_t *mask);
-/* Writes the frame header for a payload of len bytes into out (at most 14 bytes); returns its size. */
+/* Writes the frame header for a payload of len bytes (len < 2^63) into out (at most 14 bytes,
+ * mask key included); returns its size. Uses the shortest length encoding. The caller writes
+ * the payload after it, masked with the same key when mask is not NULL. */
 size_t tern_ws_frame_header(uint8_t out[14], uint8_t opcode, bool fin, uint64_t len, const uint8_t *mask);
-/* Appends a close frame with code and a reason (truncated to fit 125 bytes). */
+/* Appends a close frame with code and a reason (NULL or a NUL-terminated UTF-8 string),
+ * truncated to 123 bytes at a character boundary so the payload fits 125 bytes. Code 0 writes
+ * a close frame with no payload at all (the peer sees 1005); reason is ignored then. */
 void tern_ws_append_close(tern_buf *out, uint16_t code, const char *reason, const uint8_t *mask);
-/* XORs data with mask, where data starts at byte offset `offset` of the payload. */
+/* XORs data with mask, where data starts at byte offset `offset` of the payload (so a payload
+ * may be masked in pieces). Its own inverse. Works a machine word at a time. */
 void tern_ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + GUID)). out gets 28 chars + NUL. */
