@@ -1,7 +1,7 @@
 // PROTOCOL.md section 2: accounts and devices, checked over HTTP with fetch and `ws`.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep, waitFor } from './lib/server.mjs';
+import { startServer, sleep, waitFor, within } from './lib/server.mjs';
 import {
   request, register, login, logout, me, uniqueName, newUser, newDevice, metric, PASSWORD,
 } from './lib/api.mjs';
@@ -189,7 +189,7 @@ describe('accounts', () => {
     const out = await logout(srv, a.token);
     assert.equal(out.status, 204, out.text);
     assert.equal(out.text, '', '204 must have no body');
-    const closed = await Promise.race([c.closed, sleep(3000).then(() => null)]);
+    const closed = await within(c.closed, 3000);
     assert.ok(closed, 'the logged-out device\'s WebSocket was not closed within 3 s');
     assert.equal(closed.code, 4002);
     assertError(await me(srv, a.token), 401, 'unauthorized');

@@ -2,14 +2,14 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startServer, FAST_LIMITS } from './lib/server.mjs';
-import { newUser } from './lib/api.mjs';
+import { startServer, FAST_LIMITS, within } from './lib/server.mjs';
+import { newUser, request } from './lib/api.mjs';
 import { connect, online, closeAll } from './lib/client.mjs';
 import { rawWs } from './lib/rawws.mjs';
 
 /** Proof of service: a fresh register, a send and its delivery, an ack, /healthz. */
 async function proveServes(srv) {
-  const h = await fetch(srv.url + '/healthz');
+  const h = await request(srv, 'GET', '/healthz');
   assert.equal(h.status, 200, 'GET /healthz after the bad input');
   const a = await newUser(srv, 'proof');
   const b = await newUser(srv, 'proof');
@@ -142,7 +142,7 @@ describe('bad input on the WebSocket', () => {
     await r.sendJson({ type: 'auth', token: a.token });
     assert.equal((await r.next((f) => f.json?.type === 'ready')).json.user, a.user);
     await r.send(1, Buffer.from('{"type":"ping"'), { declaredLength: 2 ** 62 });
-    const cf = await Promise.race([r.closeFrame, new Promise((res) => setTimeout(() => res('timeout'), 5000))]);
+    const cf = await within(r.closeFrame, 5000, 'timeout');
     assert.notEqual(cf, 'timeout', 'the server waited for 2^62 bytes');
     assert.ok(cf, 'the connection was dropped without a close frame');
     assert.equal(cf.code, 1009);
@@ -259,12 +259,12 @@ describe('slow consumer', () => {
     const alice = await newUser(srv, 'fast');
     const bob = await newUser(srv, 'slow');
     const w = await newUser(srv, 'watch');
-    const cb = await online(srv, bob);
+    const cb = await online(srv, bob, { name: 'bob (paused, never reads)' });
     const cw = await online(srv, w);
     cw.send({ type: 'watch', users: [bob.user] });
     assert.equal((await cw.next('presence')).online, true);
     cb.ws.pause(); // stop reading: the kernel buffers fill, then the server's queue grows
-    const ca = await online(srv, alice);
+    const ca = await online(srv, alice, { name: 'alice (the sender, reads everything)' });
     const body = 'x'.repeat(8000);
     let sentCount = 0;
     let bobGone = false;
@@ -272,7 +272,7 @@ describe('slow consumer', () => {
       .then(() => { bobGone = true; }, () => {});
     const MAX = 20000; // 160 MB: far more than any socket buffer
     while (!bobGone && sentCount < MAX) {
-      const batch = 50;
+      const batch = 4; // 32 KB per round trip: below ws.max_outbound even for a reading client
       for (let i = 0; i < batch; i++) ca.send({ type: 'send', id: `s${sentCount + i}`, to: bob.user, body: `${sentCount + i}:${body}` });
       const answers = await ca.collect(batch, (f) => f.type === 'sent' || f.type === 'error', 20000);
       for (const x of answers) assert.equal(x.type, 'sent', JSON.stringify(x));

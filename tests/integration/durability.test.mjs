@@ -3,7 +3,7 @@
 // SIGTERM shutdown: 1001 closes, every send answered, exit 0.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, waitFor, FAST_LIMITS } from './lib/server.mjs';
+import { startServer, waitFor, within, FAST_LIMITS } from './lib/server.mjs';
 import { newUser, metric } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 
@@ -187,9 +187,9 @@ describe('SIGTERM shutdown', () => {
       if (answers.length === 100 && !signalled) { signalled = true; srv.proc.kill('SIGTERM'); }
       return true;
     };
-    const N = 3000;
+    const N = 20000;
     for (let i = 0; i < N; i++) ca.send({ type: 'send', id: `t${i}`, to: bob.user, body: `term ${i}` });
-    const exit = await Promise.race([srv.exited, new Promise((r) => setTimeout(() => r('timeout'), 15000))]);
+    const exit = await within(srv.exited, 15000, 'timeout');
     assert.notEqual(exit, 'timeout', 'ternd did not exit within 15 s of SIGTERM');
     assert.ok(signalled, `the server answered only ${answers.length} sends before it was signalled`);
     assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}\n${srv.stderr().slice(-2000)}`);

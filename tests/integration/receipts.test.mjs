@@ -139,7 +139,11 @@ describe('receipts', () => {
     await cb.close();
     const ca2 = await online(srv, alice);
     assert.equal(ca2.initial.length, 2, `alice's drain: ${JSON.stringify(ca2.initial)}`);
-    const [d, r] = ca2.initial;
+    const d = ca2.initial.find((e) => e.type === 'receipt' && e.status === 'delivered');
+    const r = ca2.initial.find((e) => e.type === 'receipt' && e.status === 'read');
+    assert.ok(d && r, `alice's drain must hold a delivered and a read receipt: ${JSON.stringify(ca2.initial)}`);
+    assert.ok(d.seq < r.seq, `bob acked before he read, so the delivered receipt must come first: ` +
+      `delivered seq ${d.seq}, read seq ${r.seq}`);
     assertReceipt(d, { status: 'delivered', from: alice.user, by: bob.user, msgIds: [m1.msg_id, m2.msg_id] });
     assertReceipt(r, { status: 'read', from: alice.user, by: bob.user, msgIds: [m1.msg_id, m2.msg_id] });
     assert.equal(r.seq, d.seq + 1);

@@ -1,6 +1,7 @@
 // The HTTP API of PROTOCOL.md sections 1, 2, 6 and 9, via fetch.
 // Every call returns { status, body, text, headers }; body is parsed JSON or null.
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 
 /** A unique valid username: prefix + random suffix, at most 32 chars of [a-z0-9_.-]. */
 export function uniqueName(prefix = 'u') {
@@ -13,22 +14,38 @@ export const PASSWORD = 'correct horse battery';
 function baseOf(srv) { return typeof srv === 'string' ? srv : srv.url; }
 
 /**
- * One HTTP request. opts: body (object → JSON; string/Buffer sent as is), token, headers.
+ * One HTTP request, on a fresh connection (no keep-alive races with short server timeouts;
+ * keep-alive itself is tested in http.test.mjs). opts: body (object → JSON; string/Buffer sent
+ * as is), token, headers.
  */
-export async function request(srv, method, path, { body, token, headers = {} } = {}) {
+export function request(srv, method, path, { body, token, headers = {} } = {}) {
   const h = { ...headers };
   let payload;
   if (body !== undefined) {
     if (typeof body === 'string' || Buffer.isBuffer(body)) payload = body;
     else payload = JSON.stringify(body);
     if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['content-type'] = 'application/json';
+    h['content-length'] = Buffer.byteLength(payload);
   }
   if (token) h.authorization = `Bearer ${token}`;
-  const res = await fetch(baseOf(srv) + path, { method, headers: h, body: payload });
-  const text = await res.text();
-  let parsed = null;
-  try { parsed = text.length ? JSON.parse(text) : null; } catch { parsed = null; }
-  return { status: res.status, body: parsed, text, headers: res.headers };
+  const url = new URL(baseOf(srv) + path);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: url.hostname, port: url.port, method, path: url.pathname + url.search, headers: h, agent: false }, (res) => {
+      const parts = [];
+      res.on('data', (d) => parts.push(d));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8');
+        let parsed = null;
+        try { parsed = text.length ? JSON.parse(text) : null; } catch { parsed = null; }
+        const hdrs = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) hdrs.set(k, Array.isArray(v) ? v.join(', ') : String(v));
+        resolve({ status: res.statusCode, body: parsed, text, headers: hdrs });
+      });
+    });
+    req.on('error', (e) => reject(new Error(`${method} ${path}: ${e.message}`)));
+    req.end(payload);
+  });
 }
 
 export const register = (srv, username, password = PASSWORD, device) =>
@@ -56,10 +73,9 @@ export async function newDevice(srv, user, device = 'dev') {
 
 /** GET /metrics as text. */
 export async function metricsText(srv) {
-  const r = await fetch(baseOf(srv) + '/metrics');
-  const t = await r.text();
-  if (r.status !== 200) throw new Error(`/metrics → ${r.status} ${t}`);
-  return t;
+  const r = await request(srv, 'GET', '/metrics');
+  if (r.status !== 200) throw new Error(`/metrics → ${r.status} ${r.text}`);
+  return r.text;
 }
 
 /** The value of one sample (name with labels as written, e.g. 'tern_receipts_total{status="read"}'), or undefined. */

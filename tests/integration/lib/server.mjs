@@ -195,3 +195,13 @@ export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, message =
     await sleep(intervalMs);
   }
 }
+
+/** Resolves with promise's value, or with fallback after ms (the timer is cleared either way). */
+export async function within(promise, ms, fallback = null) {
+  let timer;
+  try {
+    return await Promise.race([promise, new Promise((r) => { timer = setTimeout(() => r(fallback), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
