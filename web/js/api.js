@@ -1,0 +1,80 @@
+// api: the HTTP half of PROTOCOL.md (sections 1, 2, 6, 7, 8). Same origin, JSON bodies,
+// errors as {"error":{"code","message"}} turned into ApiError.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code || `HTTP ${status}`);
+    this.status = status; // 0: the network failed
+    this.code = code;
+  }
+}
+
+async function errorOf(res) {
+  let code = 'http_' + res.status;
+  let message = `The server answered ${res.status}`;
+  try {
+    const j = await res.json();
+    if (j && j.error) ({ code, message } = j.error);
+  } catch { /* not JSON */ }
+  return new ApiError(res.status, code, message);
+}
+
+export async function call(method, path, { token, body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (body !== undefined) h['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection.');
+  }
+  if (!res.ok) throw await errorOf(res);
+  if (res.status === 204) return null;
+  const ct = res.headers.get('Content-Type') || '';
+  return ct.includes('json') ? res.json() : res;
+}
+
+export const register = (username, password, device) => call('POST', '/v1/register', { body: { username, password, device } });
+export const login = (username, password, device) => call('POST', '/v1/login', { body: { username, password, device } });
+export const logout = (token) => call('POST', '/v1/logout', { token });
+export const me = (token) => call('GET', '/v1/me', { token });
+export const user = (token, name) => call('GET', `/v1/users/${encodeURIComponent(name)}`, { token });
+export const vapidKey = () => call('GET', '/v1/push/vapid');
+export const pushRegister = (token, sub) => call('PUT', '/v1/push', { token, body: { provider: 'webpush', ...sub } });
+export const pushUnregister = (token) => call('DELETE', '/v1/push', { token });
+
+/** GET of a media object (or its thumbnail) with the token: a Blob. */
+export async function mediaBlob(token, mediaId, thumb) {
+  let res;
+  try {
+    res = await fetch(`/v1/media/${encodeURIComponent(mediaId)}${thumb ? '/thumb' : ''}`, { headers: { Authorization: `Bearer ${token}` } });
+  } catch {
+    throw new ApiError(0, 'network', 'Cannot reach the server.');
+  }
+  if (!res.ok) throw await errorOf(res);
+  return res.blob();
+}
+
+/** POST /v1/media with upload progress (fetch has none): resolves to the media object.
+ *  onProgress(fraction); the returned promise has .abort(). */
+export function uploadMedia(token, blob, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const p = new Promise((resolve, reject) => {
+    xhr.open('POST', '/v1/media');
+    xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+    xhr.setRequestHeader('Content-Type', blob.type);
+    xhr.responseType = 'json';
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total); };
+    xhr.onload = () => {
+      if (xhr.status === 201 || xhr.status === 200) return resolve(xhr.response);
+      const err = xhr.response && xhr.response.error;
+      reject(new ApiError(xhr.status, err ? err.code : 'http_' + xhr.status, err ? err.message : `The server answered ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'Cannot reach the server.'));
+    xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled.'));
+    xhr.send(blob);
+  });
+  p.abort = () => xhr.abort();
+  return p;
+}

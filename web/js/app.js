@@ -1,0 +1,671 @@
+// app: the signed-in screens: chat list, conversation, dialogs (new chat, log out, image
+// preview and viewer), the connection bar and the notification banner. All text goes in with
+// textContent (via el()); nothing user-supplied is ever parsed as HTML.
+import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText } from './util.js';
+import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
+import * as notify from './notify.js';
+import * as api from './api.js';
+
+const PAGE = 200; // messages shown per conversation, more on request
+const MAX_BODY_BYTES = 65536;
+const THUMB_BOX = 260; // the longest side of a thumbnail in a bubble, CSS px
+
+const TICK = {
+  queued: { icon: 'clock', label: 'Pending' },
+  sent: { icon: 'check', label: 'Sent' },
+  delivered: { icon: 'dcheck', label: 'Delivered' },
+  read: { icon: 'dcheck', label: 'Read' },
+  failed: { icon: 'alert', label: 'Not sent' },
+};
+
+function avatar(name, extra = '') {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return el('span', { class: `avatar c${h % 8} ${extra}`.trim(), 'aria-hidden': 'true' }, (name[0] || '?').toUpperCase());
+}
+
+function ticks(status) {
+  const t = TICK[status] || TICK.queued;
+  const s = el('span', { class: `ticks tick-${status}`, role: 'img', 'aria-label': t.label, title: t.label });
+  s.append(icon(t.icon));
+  return s;
+}
+
+export function renderApp(root, client, { onLogout }) {
+  const me = client.user;
+  const media = new Media(client);
+  let active = null; // peer on screen
+  let limit = PAGE;
+  const bubbles = new Map(); // message key -> {node, sig}
+  let chatsCache = [];
+
+  // ---- skeleton ---------------------------------------------------------------------------
+  const connText = el('span', { class: 'conn-text' }, 'Connecting…');
+  const connBtn = el('button', { type: 'button', class: 'link conn-retry' }, 'Retry now');
+  const connBar = el('div', { class: 'conn-bar', id: 'conn-bar', role: 'status', 'aria-live': 'polite', hidden: true }, connText, ' ', connBtn);
+
+  const notifBtn = el('button', { type: 'button', class: 'link', id: 'notif-enable' }, 'Turn on desktop notifications');
+  const notifDismiss = el('button', { type: 'button', class: 'icon-btn small', 'aria-label': 'Dismiss' }, icon('close'));
+  const notifBanner = el('div', { class: 'notif-banner', hidden: true },
+    el('span', { class: 'notif-icon' }, icon('bell')),
+    el('div', {}, el('p', { class: 'notif-title' }, 'Get notified of new messages'), notifBtn),
+    notifDismiss);
+
+  const chatList = el('ul', { class: 'chat-list', id: 'chat-list', 'aria-label': 'Chats' });
+  const emptyList = el('p', { class: 'empty-list', hidden: true }, 'No chats yet. Use “New chat” to message someone by their username.');
+  const newChatBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-chat', 'aria-label': 'New chat', title: 'New chat' }, icon('newchat'));
+  const logoutBtn = el('button', { type: 'button', class: 'icon-btn', id: 'logout', 'aria-label': 'Log out', title: 'Log out' }, icon('logout'));
+  const sidebar = el('nav', { class: 'sidebar', 'aria-label': 'Chats' },
+    el('header', { class: 'side-head' }, avatar(me), el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, newChatBtn, logoutBtn)),
+    notifBanner,
+    emptyList,
+    chatList);
+
+  // conversation pane
+  const backBtn = el('button', { type: 'button', class: 'icon-btn back', id: 'back', 'aria-label': 'Back to chats' }, icon('back'));
+  const convAvatar = el('span', { class: 'avatar-slot' });
+  const convTitle = el('h2', { id: 'conv-title' });
+  const convStatus = el('p', { id: 'conv-status', class: 'status', 'aria-live': 'polite' });
+  const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus));
+  const earlierBtn = el('button', { type: 'button', class: 'earlier' }, 'Show earlier messages');
+  const msgList = el('div', { class: 'messages', id: 'messages', role: 'log', tabindex: '0', 'aria-labelledby': 'conv-title' });
+  const fileIn = el('input', { type: 'file', accept: ACCEPT_ATTR, class: 'visually-hidden', id: 'file', tabindex: '-1', 'aria-hidden': 'true' });
+  const attachBtn = el('button', { type: 'button', class: 'icon-btn attach', id: 'attach', 'aria-label': 'Attach an image', title: 'Attach an image' }, icon('clip'));
+  const textIn = el('textarea', { id: 'composer-text', rows: 1, placeholder: 'Type a message', 'aria-label': 'Type a message', autocomplete: 'off' });
+  const sendBtn = el('button', { type: 'submit', class: 'icon-btn send', id: 'send', 'aria-label': 'Send', title: 'Send' }, icon('send'));
+  const composer = el('form', { class: 'composer', id: 'composer' }, attachBtn, fileIn, textIn, sendBtn);
+  const dropHint = el('div', { class: 'drop-hint', 'aria-hidden': 'true' }, 'Drop an image to send it');
+  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, composer, dropHint);
+  const welcome = el('div', { class: 'welcome' },
+    el('img', { src: 'icon.svg', alt: '', width: 72, height: 72 }),
+    el('h2', {}, 'tern for the web'),
+    el('p', {}, 'Send and receive messages from your browser. Pick a chat on the left, or start a new one.'),
+    el('p', { class: 'fine' }, 'History is kept in this browser only.'));
+  const main = el('main', { class: 'conv', id: 'conv' }, welcome, convBody);
+  convBody.hidden = true;
+
+  // dialogs
+  const ncInput = el('input', { id: 'new-chat-user', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', required: true, maxlength: '32' });
+  const ncError = el('p', { class: 'form-error', role: 'alert' });
+  const ncGo = el('button', { type: 'submit', class: 'primary', id: 'new-chat-go' }, 'Start chat');
+  const ncCancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+  const ncForm = el('form', { class: 'dialog-form' },
+    el('h2', { id: 'nc-title' }, 'New chat'),
+    el('label', { for: 'new-chat-user' }, 'Username'),
+    ncInput, ncError,
+    el('div', { class: 'buttons' }, ncCancel, ncGo));
+  const ncDialog = el('dialog', { class: 'dialog', id: 'new-chat-dialog', 'aria-labelledby': 'nc-title' }, ncForm);
+
+  const loDialogGo = el('button', { type: 'button', class: 'danger', id: 'logout-confirm' }, 'Log out');
+  const loDialogCancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+  const loNote = el('p', {});
+  const loDialog = el('dialog', { class: 'dialog', id: 'logout-dialog', 'aria-labelledby': 'lo-title' },
+    el('div', { class: 'dialog-form' }, el('h2', { id: 'lo-title' }, 'Log out?'), loNote, el('div', { class: 'buttons' }, loDialogCancel, loDialogGo)));
+
+  const pvImg = el('img', { class: 'preview-img', alt: 'The image to send' });
+  const pvCaption = el('input', { id: 'preview-caption', autocomplete: 'off', placeholder: 'Add a caption' });
+  const pvSend = el('button', { type: 'submit', class: 'primary', id: 'preview-send' }, 'Send');
+  const pvCancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+  const pvTitle = el('h2', { id: 'pv-title' }, 'Send an image');
+  const pvDialog = el('dialog', { class: 'dialog preview', id: 'preview-dialog', 'aria-labelledby': 'pv-title' },
+    el('form', { class: 'dialog-form' }, pvTitle, pvImg,
+      el('label', { for: 'preview-caption' }, 'Caption (optional)'), pvCaption,
+      el('div', { class: 'buttons' }, pvCancel, pvSend)));
+  let pvFile = null;
+  let pvUrl = null;
+
+  const vwImg = el('img', { class: 'viewer-img', alt: '' });
+  const vwClose = el('button', { type: 'button', class: 'icon-btn viewer-close', 'aria-label': 'Close' }, icon('close'));
+  const vwDialog = el('dialog', { class: 'viewer', id: 'viewer', 'aria-label': 'Photo' }, vwClose, vwImg);
+
+  const app = el('div', { class: 'app', id: 'app' }, connBar, el('div', { class: 'panes' }, sidebar, main));
+  root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog);
+
+  // ---- connection bar ---------------------------------------------------------------------
+  let barTimer = null;
+  let replaced = false;
+  function updateBar() {
+    const st = client.state;
+    if (replaced) {
+      connText.textContent = 'tern is open in another window.';
+      connBtn.textContent = 'Use here';
+      connBar.hidden = false;
+      connBar.classList.add('warn');
+      return;
+    }
+    connBar.classList.remove('warn');
+    connBtn.textContent = 'Retry now';
+    if (st === 'ready' || st === 'synced') {
+      clearTimeout(barTimer);
+      barTimer = null;
+      connBar.hidden = true;
+      return;
+    }
+    connText.textContent = navigator.onLine === false ? 'Connecting… You are offline; messages will be sent when you are back.' : 'Connecting…';
+    // A short grace period, so a quick reconnect does not flash the bar.
+    if (connBar.hidden && !barTimer) barTimer = setTimeout(() => {
+      barTimer = null;
+      if (client.state !== 'ready' && client.state !== 'synced') connBar.hidden = false;
+    }, 400);
+  }
+  connBtn.addEventListener('click', () => {
+    if (replaced) {
+      replaced = false;
+      client.conn.start();
+    } else client.conn.retryNow();
+    updateBar();
+  });
+  client.addEventListener('state', updateBar);
+  addEventListener('online', updateBar);
+  addEventListener('offline', updateBar);
+  updateBar();
+
+  // ---- notifications ----------------------------------------------------------------------
+  function updateNotifBanner() {
+    notifBanner.hidden = !notify.supported() || notify.permission() !== 'default' || sessionStorage.getItem('tern.notif.dismissed') === '1';
+  }
+  notifBtn.addEventListener('click', async () => {
+    const p = await notify.ask();
+    updateNotifBanner();
+    if (p === 'granted') notify.setupPush(client.session.token);
+  });
+  notifDismiss.addEventListener('click', () => {
+    sessionStorage.setItem('tern.notif.dismissed', '1');
+    updateNotifBanner();
+  });
+  updateNotifBanner();
+  client.addEventListener('notify', (e) => notify.messageArrived(e.detail.msg, (peer) => openChat(peer)));
+
+  // ---- chat list --------------------------------------------------------------------------
+  async function refreshChats() {
+    const chats = (await client.chats()).filter((c) => c.last_key);
+    chatsCache = chats;
+    const focusedPeer = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.peer : null;
+    const items = chats.map((c) => {
+      const name = c.peer === me ? `${me} (you)` : c.peer;
+      const preview = el('span', { class: 'chat-preview' });
+      if (c.last_dir === 'out') preview.append(ticks(c.last_status || 'sent'), ' ');
+      preview.append(el('span', { class: 'preview-text', dir: 'auto' }, c.preview || ''));
+      const btn = el('button', { type: 'button', class: 'chat', dataset: { peer: c.peer }, 'aria-current': c.peer === active ? 'true' : null },
+        avatar(c.peer),
+        el('span', { class: 'chat-main' },
+          el('span', { class: 'chat-top' }, el('span', { class: 'chat-name' }, name), el('time', { class: 'chat-time', datetime: new Date(c.last_ts).toISOString() }, listTime(c.last_ts))),
+          el('span', { class: 'chat-bottom' }, preview,
+            c.unread ? el('span', { class: 'badge', 'aria-label': `${c.unread} unread message${c.unread === 1 ? '' : 's'}` }, String(c.unread)) : null)));
+      if (c.unread) btn.classList.add('has-unread');
+      btn.addEventListener('click', () => openChat(c.peer));
+      return el('li', {}, btn);
+    });
+    chatList.replaceChildren(...items);
+    emptyList.hidden = items.length > 0;
+    if (focusedPeer) {
+      const b = chatList.querySelector(`button[data-peer="${CSS.escape(focusedPeer)}"]`);
+      if (b) b.focus();
+    }
+    const unread = chats.reduce((n, c) => n + (c.unread || 0), 0);
+    document.title = unread ? `(${unread}) tern` : 'tern';
+  }
+  client.addEventListener('chats', () => refreshChats());
+
+  // ---- conversation -----------------------------------------------------------------------
+  function statusText(peer) {
+    if (peer === me) return 'Message yourself';
+    if (client.isTyping(peer)) return 'typing…';
+    const p = client.presence.get(peer);
+    if (!p) return '';
+    if (p.unknown) return 'not on this server';
+    if (p.online) return 'online';
+    return lastSeenText(p.last_seen);
+  }
+
+  function updateHeader() {
+    if (!active) return;
+    const t = statusText(active);
+    if (convStatus.textContent !== t) convStatus.textContent = t;
+    convStatus.classList.toggle('typing', t === 'typing…');
+  }
+  client.addEventListener('presence', (e) => { if (e.detail.user === active) updateHeader(); });
+  client.addEventListener('typing', (e) => { if (e.detail.user === active) updateHeader(); });
+  // "last seen today" becomes "yesterday" at midnight.
+  const headerTimer = setInterval(updateHeader, 60000);
+
+  function bubbleSig(m) {
+    return JSON.stringify([m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts]);
+  }
+
+  function buildBubble(m) {
+    const node = el('div', { class: `msg ${m.dir}`, dataset: { key: m.key, status: m.status || '' } });
+    fillBubble(node, m);
+    return node;
+  }
+
+  function fillBubble(node, m) {
+    node.className = `msg ${m.dir}${m.media ? ' has-media' : ''}`;
+    node.dataset.status = m.status || '';
+    if (m.msg_id) node.dataset.msgId = m.msg_id;
+    const bubble = el('div', { class: 'bubble' });
+    bubble.append(el('span', { class: 'visually-hidden' }, m.dir === 'out' ? 'You: ' : `${m.from}: `));
+    if (m.media) bubble.append(mediaBox(m));
+    const meta = el('span', { class: 'meta' }, el('time', { datetime: new Date(m.ts).toISOString() }, hhmm(m.ts)));
+    let withTicks = false;
+    if (m.dir === 'out' && m.from === me && m.peer !== me) meta.append(ticks(m.status || 'sent'));
+    else if (m.dir === 'out' && m.status === 'queued') meta.append(ticks('queued'));
+    withTicks = meta.childElementCount > 1;
+    // The time sits at the bubble's bottom right; an invisible spacer of its width ends the
+    // text, so the last line wraps only when the time would not fit beside it.
+    if (m.body) bubble.append(el('p', { class: 'text', dir: 'auto' }, m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
+    bubble.append(meta);
+    if (m.status === 'failed') {
+      const retry = el('button', { type: 'button', class: 'link retry' }, 'Retry');
+      retry.addEventListener('click', () => client.retry(m.key));
+      bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry));
+    }
+    node.replaceChildren(bubble);
+  }
+
+  function fitBox(w, h) {
+    if (!w || !h) return { width: THUMB_BOX, height: Math.round(THUMB_BOX * 0.75) };
+    const s = Math.min(1, THUMB_BOX / Math.max(w, h));
+    return { width: Math.max(40, Math.round(w * s)), height: Math.max(40, Math.round(h * s)) };
+  }
+
+  function mediaBox(m) {
+    const md = m.media;
+    const box = fitBox(md.width, md.height);
+    const img = el('img', { class: 'thumb', alt: m.body ? `Photo: ${m.body}` : 'Photo', width: box.width, height: box.height });
+    const btn = el('button', { type: 'button', class: 'thumb-btn', 'aria-label': 'Open photo' }, img);
+    btn.addEventListener('click', () => openViewer(m));
+    const wrap = el('div', { class: 'media' }, btn);
+    const frac = client.progress.get(m.key);
+    if (frac !== undefined) wrap.append(progressBar(frac));
+    else if (m.status === 'queued' && !md.media_id) wrap.append(progressBar(0));
+    media.thumb(m).then((url) => {
+      if (url) img.src = url;
+      else wrap.classList.add('missing');
+    }).catch((e) => {
+      wrap.classList.add('missing');
+      img.alt = e.status === 404 ? 'Photo (no longer on the server)' : 'Photo (could not be loaded)';
+    });
+    return wrap;
+  }
+
+  function progressBar(frac) {
+    const pct = Math.round((frac || 0) * 100);
+    const bar = el('div', { class: 'progress', role: 'progressbar', 'aria-label': 'Uploading', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(pct) },
+      el('span', { class: 'progress-fill' }));
+    bar.firstChild.style.width = `${pct}%`; // CSSOM, allowed under style-src 'self'
+    return bar;
+  }
+
+  client.addEventListener('progress', (e) => {
+    const { key, fraction } = e.detail;
+    const b = bubbles.get(key);
+    if (!b) return;
+    const wrap = b.node.querySelector('.media');
+    if (!wrap) return;
+    const old = wrap.querySelector('.progress');
+    if (fraction === null) {
+      if (old) old.remove();
+      return;
+    }
+    const pct = Math.round(fraction * 100);
+    if (old) {
+      old.setAttribute('aria-valuenow', String(pct));
+      old.firstChild.style.width = `${pct}%`;
+    } else wrap.append(progressBar(fraction));
+  });
+
+  function daySep(ts) {
+    return el('div', { class: 'day', role: 'separator' }, el('span', {}, dayLabel(ts)));
+  }
+
+  let renderSeq = 0;
+  async function refreshMessages(scrollToEnd = false) {
+    const peer = active;
+    if (!peer) return;
+    const mySeq = ++renderSeq;
+    const { messages, more } = await client.messages(peer, limit);
+    if (peer !== active || mySeq !== renderSeq) return;
+    const nearBottom = msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < 120;
+    const nodes = [];
+    if (more) nodes.push(earlierBtn);
+    let lastDay = null;
+    const seen = new Set();
+    for (const m of messages) {
+      const dk = dayKey(m.ts);
+      if (dk !== lastDay) {
+        nodes.push(daySep(m.ts));
+        lastDay = dk;
+      }
+      seen.add(m.key);
+      const sig = bubbleSig(m);
+      let b = bubbles.get(m.key);
+      if (!b) {
+        b = { node: buildBubble(m), sig };
+        bubbles.set(m.key, b);
+      } else if (b.sig !== sig) {
+        fillBubble(b.node, m);
+        b.sig = sig;
+      }
+      nodes.push(b.node);
+    }
+    for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
+    // Reconcile without moving nodes that are already in place (a moved node loses focus).
+    const kids = msgList.children;
+    nodes.forEach((n, i) => {
+      if (kids[i] !== n) msgList.insertBefore(n, kids[i] || null);
+    });
+    while (msgList.children.length > nodes.length) msgList.lastElementChild.remove();
+    if (scrollToEnd || nearBottom) msgList.scrollTop = msgList.scrollHeight;
+  }
+  client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });
+
+  earlierBtn.addEventListener('click', async () => {
+    const before = msgList.scrollHeight - msgList.scrollTop;
+    limit += PAGE;
+    await refreshMessages(false);
+    msgList.scrollTop = msgList.scrollHeight - before;
+  });
+
+  function openChat(peer, { focus = true } = {}) {
+    peer = peer.toLowerCase();
+    if (active && active !== peer) {
+      client.stoppedTyping();
+      if (active !== me) client.unwatch(active);
+    }
+    if (active !== peer) {
+      active = peer;
+      limit = PAGE;
+      bubbles.clear();
+      msgList.replaceChildren();
+      textIn.value = drafts.get(peer) || '';
+      autosize();
+    }
+    client.activePeer = peer;
+    welcome.hidden = true;
+    convBody.hidden = false;
+    app.classList.add('in-chat');
+    convAvatar.replaceChildren(avatar(peer));
+    convTitle.textContent = peer === me ? `${me} (you)` : peer;
+    if (peer !== me) client.watch(peer);
+    updateHeader();
+    if (location.hash !== `#chat=${encodeURIComponent(peer)}`) history.replaceState(null, '', `#chat=${encodeURIComponent(peer)}`);
+    for (const b of chatList.querySelectorAll('button.chat')) {
+      if (b.dataset.peer === peer) b.setAttribute('aria-current', 'true');
+      else b.removeAttribute('aria-current');
+    }
+    refreshMessages(true).then(() => client.markSeen(peer));
+    if (focus) textIn.focus();
+  }
+
+  function closeChat() {
+    const was = active;
+    if (active) {
+      client.stoppedTyping();
+      if (active !== me) client.unwatch(active);
+      drafts.set(active, textIn.value);
+    }
+    active = null;
+    client.activePeer = null;
+    app.classList.remove('in-chat');
+    convBody.hidden = true;
+    welcome.hidden = false;
+    history.replaceState(null, '', location.pathname);
+    refreshChats().then(() => {
+      const b = was && chatList.querySelector(`button[data-peer="${CSS.escape(was)}"]`);
+      (b || newChatBtn).focus();
+    });
+  }
+  backBtn.addEventListener('click', closeChat);
+
+  // Reading: the conversation counts as read only while it is visible and the window focused.
+  const seenCheck = () => { if (active) client.markSeen(active); };
+  addEventListener('focus', seenCheck);
+  document.addEventListener('visibilitychange', seenCheck);
+  client.addEventListener('state', (e) => { if (e.detail === 'synced') seenCheck(); });
+
+  // ---- composer ---------------------------------------------------------------------------
+  const drafts = new Map();
+  function autosize() {
+    textIn.style.height = 'auto';
+    textIn.style.height = `${Math.min(textIn.scrollHeight, 160)}px`;
+  }
+  textIn.addEventListener('input', () => {
+    autosize();
+    if (active && active !== me && textIn.value) client.typed(active);
+    else if (!textIn.value) client.stoppedTyping();
+  });
+  textIn.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  textIn.addEventListener('blur', () => client.stoppedTyping());
+  composer.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = textIn.value.replace(/^\s+|\s+$/g, '');
+    if (!active || !body) return;
+    if (new TextEncoder().encode(body).length > MAX_BODY_BYTES) {
+      toast('That message is too long (64 KiB at most).');
+      return;
+    }
+    textIn.value = '';
+    drafts.delete(active);
+    autosize();
+    client.stoppedTyping();
+    await client.sendText(active, body);
+    msgList.scrollTop = msgList.scrollHeight;
+  });
+
+  // ---- images: pick, paste, drop ----------------------------------------------------------
+  attachBtn.addEventListener('click', () => fileIn.click());
+  fileIn.addEventListener('change', () => {
+    const f = fileIn.files && fileIn.files[0];
+    fileIn.value = '';
+    if (f) offerImage(f);
+  });
+  textIn.addEventListener('paste', (e) => {
+    const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+    const img = files.find((f) => f.type.startsWith('image/'));
+    if (img) {
+      e.preventDefault();
+      offerImage(img);
+    }
+  });
+  let dragDepth = 0;
+  convBody.addEventListener('dragenter', (e) => {
+    if (!e.dataTransfer || ![...e.dataTransfer.types].includes('Files')) return;
+    dragDepth++;
+    convBody.classList.add('dropping');
+  });
+  convBody.addEventListener('dragleave', () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) convBody.classList.remove('dropping');
+  });
+  convBody.addEventListener('dragover', (e) => {
+    if (e.dataTransfer && [...e.dataTransfer.types].includes('Files')) e.preventDefault();
+  });
+  convBody.addEventListener('drop', (e) => {
+    dragDepth = 0;
+    convBody.classList.remove('dropping');
+    const f = e.dataTransfer && [...e.dataTransfer.files].find((x) => x.type.startsWith('image/'));
+    if (!f) return;
+    e.preventDefault();
+    offerImage(f);
+  });
+
+  function offerImage(file) {
+    if (!active) return;
+    if (!acceptable(file)) {
+      toast('Only JPEG, PNG, WebP and GIF images can be sent.');
+      return;
+    }
+    if (file.size > 16 * 1024 * 1024) {
+      toast('That image is too large (16 MiB at most).');
+      return;
+    }
+    pvFile = file;
+    if (pvUrl) URL.revokeObjectURL(pvUrl);
+    pvUrl = URL.createObjectURL(file);
+    pvImg.src = pvUrl;
+    pvTitle.textContent = `Send an image to ${active}`;
+    pvCaption.value = textIn.value;
+    pvDialog.showModal();
+    pvSend.focus();
+  }
+  pvCancel.addEventListener('click', () => pvDialog.close());
+  pvDialog.addEventListener('close', () => {
+    pvFile = null;
+    if (pvUrl) URL.revokeObjectURL(pvUrl);
+    pvUrl = null;
+    pvImg.removeAttribute('src');
+    if (active) textIn.focus();
+  });
+  pvDialog.querySelector('form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const file = pvFile;
+    const caption = pvCaption.value.trim();
+    if (!file || !active) return pvDialog.close();
+    const peer = active;
+    pvDialog.close();
+    if (caption && caption === textIn.value.trim()) {
+      textIn.value = '';
+      autosize();
+    }
+    const dims = await dimensions(file);
+    if (!dims) {
+      toast('That file is not an image this browser can read.');
+      return;
+    }
+    await client.sendImage(peer, file, caption, dims);
+    msgList.scrollTop = msgList.scrollHeight;
+  });
+
+  async function openViewer(m) {
+    vwImg.removeAttribute('src');
+    vwImg.alt = m.body ? `Photo: ${m.body}` : 'Photo';
+    vwDialog.showModal();
+    vwClose.focus();
+    try {
+      const url = await media.full(m);
+      if (url) vwImg.src = url;
+    } catch (e) {
+      vwDialog.close();
+      toast(e.status === 404 ? 'This photo is no longer available on the server.' : `Could not open the photo: ${e.message}`);
+    }
+  }
+  vwClose.addEventListener('click', () => vwDialog.close());
+  vwDialog.addEventListener('click', (e) => { if (e.target === vwDialog) vwDialog.close(); });
+
+  // ---- new chat ---------------------------------------------------------------------------
+  newChatBtn.addEventListener('click', () => {
+    ncInput.value = '';
+    ncError.textContent = '';
+    ncInput.removeAttribute('aria-invalid');
+    ncGo.disabled = false;
+    ncDialog.showModal();
+    ncInput.focus();
+  });
+  ncCancel.addEventListener('click', () => ncDialog.close());
+  ncForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = ncInput.value.trim().toLowerCase();
+    if (!/^[a-z0-9_.-]{3,32}$/.test(name)) {
+      ncError.textContent = 'A username is 3 to 32 characters: letters, digits, dot, underscore or dash.';
+      ncInput.setAttribute('aria-invalid', 'true');
+      return;
+    }
+    ncGo.disabled = true;
+    try {
+      if (name !== me) {
+        const u = await api.user(client.session.token, name);
+        client.presence.set(name, { online: !!u.online, last_seen: u.last_seen ?? null });
+      }
+    } catch (err) {
+      ncGo.disabled = false;
+      if (err.status === 404) {
+        ncError.textContent = `There is no user named “${name}”.`;
+        ncInput.setAttribute('aria-invalid', 'true');
+        ncInput.focus();
+        return;
+      }
+      if (err.status === 401) return endSession('Your session has ended. Please log in again.');
+      // Offline: let the user write anyway; the outbox sends it later (or reports no_such_user).
+    }
+    ncDialog.close();
+    openChat(name);
+  });
+
+  // ---- logout -----------------------------------------------------------------------------
+  logoutBtn.addEventListener('click', async () => {
+    const n = await client.outboxSize().catch(() => 0);
+    loNote.textContent = `Your chat history in this browser will be deleted.${n ? ` ${n} message${n === 1 ? ' has' : 's have'} not been sent yet and will be lost.` : ''}`;
+    loDialog.showModal();
+    loDialogCancel.focus();
+  });
+  loDialogCancel.addEventListener('click', () => loDialog.close());
+  loDialogGo.addEventListener('click', async () => {
+    loDialogGo.disabled = true;
+    loDialog.close();
+    await onLogout();
+  });
+
+  // ---- misc -------------------------------------------------------------------------------
+  function toast(text) {
+    const box = document.getElementById('toasts');
+    const t = el('div', { class: 'toast' }, text);
+    box.append(t);
+    setTimeout(() => t.remove(), 6000);
+  }
+  client.addEventListener('toast', (e) => toast(e.detail.text));
+
+  let ended = false;
+  function endSession(text) {
+    if (ended) return;
+    ended = true;
+    onLogout({ local: true, notice: text });
+  }
+  client.addEventListener('ended', (e) => {
+    const code = e.detail.code;
+    if (code === 4003) {
+      replaced = true;
+      updateBar();
+    } else if (code === 'db') {
+      endSession('You were logged out in another window.');
+    } else endSession(code === 4002 ? 'This browser was logged out.' : 'Your session has ended. Please log in again.');
+  });
+
+  // Escape leaves a conversation on a phone-width screen, where the list is hidden behind it.
+  const onKey = (e) => {
+    if (e.key === 'Escape' && active && !document.querySelector('dialog[open]') && matchMedia('(max-width: 720px)').matches) closeChat();
+  };
+  document.addEventListener('keydown', onKey);
+
+  // Deep links (#chat=bob) from a reload or a notification click.
+  function fromHash() {
+    const m = /^#chat=(.+)$/.exec(location.hash);
+    if (m) openChat(decodeURIComponent(m[1]), { focus: true });
+  }
+  addEventListener('hashchange', fromHash);
+  if (navigator.serviceWorker) navigator.serviceWorker.addEventListener('message', (e) => {
+    if (e.data && e.data.type === 'open' && e.data.peer) openChat(e.data.peer);
+  });
+
+  refreshChats().then(fromHash);
+
+  return {
+    destroy() {
+      media.revokeAll();
+      clearInterval(headerTimer);
+      clearTimeout(barTimer);
+      document.removeEventListener('keydown', onKey);
+      removeEventListener('focus', seenCheck);
+      removeEventListener('online', updateBar);
+      removeEventListener('offline', updateBar);
+      document.removeEventListener('visibilitychange', seenCheck);
+      removeEventListener('hashchange', fromHash);
+    },
+    toast,
+  };
+}
