@@ -121,7 +121,15 @@ describe('http', () => {
     ca.send({ type: 'send', id: 'm2', to: bob.user, body: 'count me too' });
     await ca.next('sent');
     assert.equal(metricValue(await metricsText(srv), 'tern_messages_sent_total'), sent0 + 1);
+    const conns = metricValue(text, 'tern_connections');
     await closeAll(ca, cb);
+    let now;
+    for (let i = 0; i < 50; i++) {
+      now = metricValue(await metricsText(srv), 'tern_connections');
+      if (now <= conns - 2) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(now <= conns - 2, `tern_connections ${conns} → ${now} after two WebSockets closed`);
   });
 
   test('error bodies are {"error":{"code","message"}} with 400/401/404/405/413', async () => {

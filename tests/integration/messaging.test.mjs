@@ -1,7 +1,7 @@
 // PROTOCOL.md sections 4 and 5: send, envelopes, acks, fan-out, idempotency, order, limits.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep, waitFor, FAST_LIMITS } from './lib/server.mjs';
+import { startServer, sleep, waitFor, within, FAST_LIMITS } from './lib/server.mjs';
 import { newUser, newDevice, metric, uniqueName } from './lib/api.mjs';
 import { connect, online, closeAll } from './lib/client.mjs';
 
@@ -308,6 +308,46 @@ describe('messaging', () => {
     await closeAll(ca, cb);
   });
 
+  test('a large inbox drains in order, and live messages arriving during the drain follow it without gap or duplicate', async () => {
+    const OFFLINE = 3000;
+    const LIVE = 300;
+    const alice = await newUser(srv, 'drain');
+    const bob = await newUser(srv, 'drain');
+    const ca = await online(srv, alice);
+    const body = 'd'.repeat(200); // 3000 × ~450 bytes: well over one drain batch
+    for (let i = 0; i < OFFLINE; i++) ca.send({ type: 'send', id: `d${i}`, to: bob.user, body: `${i}:${body}` });
+    const answers = await ca.collect(OFFLINE, (f) => f.type === 'sent' || f.type === 'error', 30000);
+    assert.ok(answers.every((a) => a.type === 'sent'));
+    const cb = await connect(srv, { name: 'bob' });
+    const stream = [];
+    let done;
+    const finished = new Promise((r) => { done = r; });
+    cb.tap = (f) => {
+      if (f.type !== 'msg' && f.type !== 'synced') return false;
+      stream.push(f);
+      if (stream.filter((x) => x.type === 'msg').length === OFFLINE + LIVE) done();
+      return true;
+    };
+    await cb.auth(bob.token);
+    for (let i = OFFLINE; i < OFFLINE + LIVE; i++) ca.send({ type: 'send', id: `d${i}`, to: bob.user, body: `${i}:${body}` });
+    await within(finished, 30000);
+    const msgs = stream.filter((f) => f.type === 'msg');
+    assert.equal(msgs.length, OFFLINE + LIVE, `bob got ${msgs.length} of ${OFFLINE + LIVE}`);
+    msgs.forEach((m, i) => {
+      if (m.seq !== i + 1) assert.fail(`envelope ${i} has seq ${m.seq}`);
+      if (!m.body.startsWith(`${i}:`)) assert.fail(`envelope ${i} is message ${m.body.split(':')[0]}`);
+    });
+    const syncs = stream.map((f, i) => [f, i]).filter(([f]) => f.type === 'synced');
+    assert.equal(syncs.length, 1, 'exactly one synced');
+    const [synced, at] = syncs[0];
+    assert.ok(synced.seq >= OFFLINE, `synced ${synced.seq} came before the stored inbox was drained`);
+    assert.equal(stream[at - 1]?.seq, synced.seq, 'synced.seq is the seq of the last envelope before it');
+    assert.ok(stream.slice(at + 1).every((f) => f.seq > synced.seq), 'envelopes after synced have higher seqs');
+    cb.ack(msgs.at(-1).seq);
+    await cb.roundTrip();
+    await closeAll(ca, cb);
+  });
+
   test('send to an unknown or invalid username → error no_such_user with the id', async () => {
     const alice = await newUser(srv, 'nsu');
     const ca = await online(srv, alice);
@@ -436,7 +476,7 @@ describe('sequence numbers across restarts', () => {
     const bob = await newUser(srv, 'seqr');
     let ca = await online(srv, alice);
     let cb = await online(srv, bob);
-    await sendOk(ca, 's1', bob.user, 'one');
+    const s1 = await sendOk(ca, 's1', bob.user, 'one');
     await sendOk(ca, 's2', bob.user, 'two');
     const got = await cb.collect(2, 'msg');
     assert.deepEqual(got.map((m) => m.seq), [1, 2]);
@@ -447,8 +487,12 @@ describe('sequence numbers across restarts', () => {
     await srv.restart();
     ca = await online(srv, alice);
     cb = await online(srv, bob);
+    // ids are remembered across a restart: a resend of an acked message is not redelivered
+    const resent = await sendOk(ca, 's1', bob.user, 'one, resent after the restart');
+    assert.equal(resent.msg_id, s1.msg_id, 'a resend after a restart must get the same msg_id');
     await sendOk(ca, 's3', bob.user, 'three');
     const m3 = await cb.next('msg');
+    assert.equal(m3.body, 'three', 'the resent s1 must not be delivered again');
     assert.equal(m3.seq, 3, 'seq must continue after a restart, even with an empty inbox');
     cb.ack(3);
     await cb.roundTrip();

@@ -168,7 +168,7 @@ describe('receipts', () => {
     cb1.ack(got[1].seq);
     await ca1.next(isReceipt('delivered'));
     await ca2.next(isReceipt('delivered'));
-    cb1.send({ type: 'read', peer: alice.user, msg_ids: [s1.msg_id, s2.msg_id] });
+    cb1.send({ type: 'read', peer: alice.user.toUpperCase(), msg_ids: [s1.msg_id, s2.msg_id] }); // peer is lower-cased
     const want = { status: 'read', from: alice.user, by: bob.user, msgIds: [s1.msg_id, s2.msg_id] };
     assertReceipt(await ca1.next(isReceipt('read')), want);
     assertReceipt(await ca2.next(isReceipt('read')), want);

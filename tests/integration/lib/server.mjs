@@ -42,8 +42,9 @@ function spawnTernd(srv, startTimeoutMs) {
   if (!existsSync(TERND)) {
     throw new Error(`ternd binary not found at ${TERND} (build it, or set TERND)`);
   }
-  const argv = ['--listen', '127.0.0.1:0', '--data-dir', srv.dataDir, ...BASE_ARGS, ...srv.args];
-  const proc = spawn(TERND, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const argv = ['--listen', '127.0.0.1:0', '--data-dir', srv.dataDir, ...srv.baseArgs, ...srv.args];
+  const env = srv.env ? { ...process.env, ...srv.env } : process.env;
+  const proc = spawn(TERND, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
   srv.proc = proc;
   srv.exited = new Promise((resolve) => {
     proc.on('exit', (code, signal) => resolve({ code, signal }));
@@ -93,11 +94,14 @@ function spawnTernd(srv, startTimeoutMs) {
 
 /**
  * Starts ternd. Options: args (extra flags), dataDir (reuse a directory; default a new temp
- * dir removed by close()), startTimeoutMs.
+ * dir removed by close()), env (extra environment variables), baseArgs (default BASE_ARGS),
+ * startTimeoutMs.
  */
-export async function startServer({ args = [], dataDir, startTimeoutMs = 15000 } = {}) {
+export async function startServer({ args = [], dataDir, env, baseArgs = BASE_ARGS, startTimeoutMs = 15000 } = {}) {
   const srv = {
     args: [...args],
+    baseArgs: [...baseArgs],
+    env,
     dataDir: dataDir || makeTempDir(),
     port: 0, host: '127.0.0.1', url: '', wsUrl: '',
     proc: null,
@@ -204,4 +208,23 @@ export async function within(promise, ms, fallback = null) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Runs ternd with exactly these arguments until it exits (or timeoutMs, then SIGKILL).
+ * Resolves with { code, signal, stdout, stderr, timedOut }.
+ */
+export function runTernd(argv, { env, timeoutMs = 10000 } = {}) {
+  return new Promise((resolve, reject) => {
+    if (!existsSync(TERND)) { reject(new Error(`ternd binary not found at ${TERND}`)); return; }
+    const proc = spawn(TERND, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    proc.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    proc.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
+    proc.on('error', (e) => { clearTimeout(timer); reject(e); });
+    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr, timedOut }); });
+  });
 }
