@@ -1,0 +1,193 @@
+/* libFuzzer target for the client-frame decoder. Any input must decode or fail cleanly; a
+ * failure must carry a known code and a printable message; a success must hold fields that
+ * keep the decoder's promises (lengths, printable ids, valid usernames and UTF-8), and the
+ * server frames built from them must be JSON that cJSON reads back to the same values. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/util.h"
+#include "proto/frame.h"
+
+/* abort() so libFuzzer records a crash with the input that caused it. */
+#define REQUIRE(cond)                                                          \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "fuzz_frame: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
+      abort();                                                                 \
+    }                                                                          \
+  } while (0)
+
+static bool printable(const char *s, size_t min, size_t max) {
+  size_t n = strlen(s);
+  if (n < min || n > max) return false;
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7E) return false;
+  }
+  return true;
+}
+
+static bool valid_username(const char *s) {
+  char norm[TERN_USERNAME_MAX + 1];
+  return s && tern_username_normalize(s, strlen(s), norm) && strcmp(norm, s) == 0;
+}
+
+/* Parses out as exactly one JSON object and returns it (caller deletes). */
+static cJSON *reparse(tern_buf *out) {
+  const char *end = NULL;
+  cJSON *j = cJSON_ParseWithLengthOpts(out->data, out->len, &end, 0);
+  REQUIRE(j && cJSON_IsObject(j));
+  REQUIRE(end == out->data + out->len);
+  return j;
+}
+
+static void require_str(const cJSON *obj, const char *key, const char *want) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  REQUIRE(cJSON_IsString(v));
+  REQUIRE(strcmp(v->valuestring, want) == 0);
+}
+
+/* The to/peer promise: a valid lower-case name, or to_invalid with a UTF-8 to_raw. */
+static void check_name(const tern_frame *f, const char *name) {
+  REQUIRE(f->to_raw && tern_utf8_valid(f->to_raw, strlen(f->to_raw)));
+  if (f->to_invalid) {
+    REQUIRE(name == NULL);
+  } else {
+    REQUIRE(valid_username(name));
+    REQUIRE(strcmp(name, f->to_raw) == 0);
+  }
+}
+
+static void check_send(const tern_frame *f, tern_buf *out) {
+  REQUIRE(printable(f->id, 1, TERN_CLIENT_ID_MAX));
+  check_name(f, f->to);
+  REQUIRE(f->body || f->media_id);
+  if (f->body) {
+    REQUIRE(f->body_len > 0 && f->body_len <= TERN_BODY_MAX && strlen(f->body) == f->body_len);
+    REQUIRE(tern_utf8_valid(f->body, f->body_len));
+  }
+  if (f->media_id) REQUIRE(printable(f->media_id, 1, TERN_MSG_ID_MAX));
+
+  /* The frames the server answers a send with. */
+  tern_buf_reset(out);
+  tern_enc_sent(out, f->id, "m-1", 1);
+  cJSON *j = reparse(out);
+  require_str(j, "id", f->id);
+  cJSON_Delete(j);
+
+  tern_buf_reset(out);
+  tern_buf media = {0};
+  if (f->media_id) {
+    tern_buf_puts(&media, "{\"media_id\":");
+    tern_buf_put_json_str(&media, f->media_id, strlen(f->media_id));
+    tern_buf_putc(&media, '}');
+  }
+  tern_enc_envelope_head(out, false, 1);
+  tern_enc_msg_tail(out, "m-1", "alice", "d-1", f->to ? f->to : f->to_raw, 2, f->body, f->body_len,
+                    f->media_id ? tern_buf_cstr(&media) : NULL);
+  j = reparse(out);
+  require_str(j, "to", f->to ? f->to : f->to_raw);
+  if (f->body) require_str(j, "body", f->body);
+  if (f->media_id) require_str(cJSON_GetObjectItemCaseSensitive(j, "media"), "media_id", f->media_id);
+  cJSON_Delete(j);
+  tern_buf_free(&media);
+
+  if (f->to_invalid) {
+    tern_buf_reset(out);
+    tern_enc_error(out, f->id, "no_such_user", "no such user", f->to_raw);
+    j = reparse(out);
+    require_str(j, "user", f->to_raw);
+    cJSON_Delete(j);
+  }
+}
+
+static void check_frame(const tern_frame *f, tern_buf *out) {
+  cJSON *j;
+  switch (f->type) {
+    case TERN_FRAME_AUTH:
+      REQUIRE(f->token && strlen(f->token) >= 1 && strlen(f->token) <= TERN_TOKEN_MAX);
+      break;
+    case TERN_FRAME_SEND:
+      check_send(f, out);
+      break;
+    case TERN_FRAME_ACK:
+      REQUIRE(f->seq <= (1ull << 53));
+      tern_buf_reset(out);
+      tern_enc_synced(out, f->seq);
+      cJSON_Delete(reparse(out));
+      break;
+    case TERN_FRAME_READ:
+      check_name(f, f->peer);
+      REQUIRE(f->nids >= 1 && f->nids <= TERN_READ_IDS_MAX);
+      for (size_t i = 0; i < f->nids; i++) REQUIRE(printable(f->ids[i], 1, TERN_MSG_ID_MAX));
+      tern_buf_reset(out);
+      tern_enc_envelope_head(out, true, 3);
+      tern_enc_receipt_tail(out, true, f->peer ? f->peer : f->to_raw, "bob", (const char *const *)f->ids, f->nids, 4);
+      j = reparse(out);
+      REQUIRE((size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "msg_ids")) == f->nids);
+      cJSON_Delete(j);
+      break;
+    case TERN_FRAME_WATCH:
+    case TERN_FRAME_UNWATCH:
+      REQUIRE(f->nusers + f->nbad_users <= TERN_WATCH_MAX);
+      for (size_t i = 0; i < f->nusers; i++) {
+        REQUIRE(valid_username(f->users[i]));
+        for (size_t k = 0; k < i && f->nusers < 64; k++) REQUIRE(strcmp(f->users[i], f->users[k]) != 0);
+        tern_buf_reset(out);
+        tern_enc_presence(out, f->users[i], false, -1);
+        cJSON_Delete(reparse(out));
+      }
+      for (size_t i = 0; i < f->nbad_users; i++) {
+        REQUIRE(!valid_username(f->bad_users[i]));
+        tern_buf_reset(out);
+        tern_enc_error(out, NULL, "no_such_user", "no such user", f->bad_users[i]);
+        j = reparse(out);
+        require_str(j, "user", f->bad_users[i]);
+        cJSON_Delete(j);
+      }
+      break;
+    case TERN_FRAME_TYPING:
+      check_name(f, f->to);
+      tern_buf_reset(out);
+      tern_enc_typing(out, f->to ? f->to : f->to_raw, f->composing);
+      cJSON_Delete(reparse(out));
+      break;
+    case TERN_FRAME_PING:
+      break;
+    default:
+      REQUIRE(!"unknown frame type decoded");
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* A private copy with no NUL after it, so ASan sees any read past size. */
+  char *json = tern_memdup(data, size);
+  tern_frame f;
+  tern_frame_error err;
+  tern_buf out = {0};
+  int rc = tern_frame_decode(json, size, &f, &err);
+  if (rc == 0) {
+    REQUIRE(err.code == NULL);
+    check_frame(&f, &out);
+    tern_frame_free(&f);
+  } else {
+    REQUIRE(rc == -EINVAL);
+    REQUIRE(err.code && (strcmp(err.code, "bad_request") == 0 || strcmp(err.code, "unknown_type") == 0 ||
+                         strcmp(err.code, "too_large") == 0));
+    REQUIRE(printable(err.message, 1, sizeof err.message - 1));
+    REQUIRE(err.id[0] == '\0' || printable(err.id, 1, TERN_CLIENT_ID_MAX));
+    /* The error frame the server would send must be JSON too. */
+    tern_enc_error(&out, err.id[0] ? err.id : NULL, err.code, err.message, NULL);
+    cJSON *j = reparse(&out);
+    require_str(j, "message", err.message);
+    cJSON_Delete(j);
+  }
+  tern_buf_free(&out);
+  tern_free(json);
+  return 0;
+}
