@@ -241,6 +241,13 @@ int tern_app_run(const tern_config *cfg) {
   memset(a, 0, sizeof *a);
   a->cfg = cfg;
   if (set_hash_cost(a, cfg) < 0) return 2;
+  /* computed before the loop runs: hashing never happens on the loop thread */
+  char pw[32];
+  tern_random(pw, sizeof pw);
+  if (crypto_pwhash_str(a->dummy_hash, pw, sizeof pw, a->pwhash_ops, a->pwhash_mem) != 0) {
+    fprintf(stderr, "ternd: cannot compute an Argon2id hash (out of memory?)\n");
+    return 2;
+  }
 
   int rc = mkdir_p(cfg->data_dir);
   if (rc < 0) {

@@ -74,6 +74,9 @@ struct tern_session {
   tern_user **watching;    /* users this session watches */
   size_t nwatching, watching_cap;
   tern_session *wait_next; /* app's list of sessions waiting for outbound space */
+  uint32_t acks_inflight;  /* ACK ops out for this session */
+  tern_frame *reads;       /* read frames held until the acks before them made their receipts */
+  size_t nreads, reads_cap;
 };
 
 /* Histogram with fixed buckets (seconds). */
@@ -111,6 +114,7 @@ struct tern_app {
   tern_session *waiting;   /* sessions whose drain waits for outbound space */
   uint64_t pwhash_ops;     /* Argon2id opslimit */
   size_t pwhash_mem;       /* Argon2id memlimit */
+  char dummy_hash[128];    /* hash of a random password: unknown users cost a real verify */
   int64_t ops_pending;     /* store ops in flight (shutdown waits for these) */
   bool stopping;           /* a signal arrived */
   int exit_code;

@@ -194,12 +194,16 @@ static void make_receipt(tern_app *a, bool read, tern_user *sender, tern_user *b
 
 typedef struct ack_ctx {
   tern_app *app;    /* owner */
+  tern_session *s;  /* the acking session (referenced) */
   char user[TERN_USERNAME_MAX + 1]; /* who acked */
 } ack_ctx;
+
+static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f);
 
 static void on_ack_done(tern_store_op *op) {
   ack_ctx *c = op->arg;
   tern_app *a = c->app;
+  tern_session *s = c->s;
   tern_user *by = tern_dir_user(a, c->user);
   if (op->status != TERN_STORE_OK) {
     TERN_ERROR("ack failed", "err=%s", tern_log_quote(op->err));
@@ -222,6 +226,16 @@ static void on_ack_done(tern_store_op *op) {
     tern_free(ids);
     tern_free(done);
   }
+  /* reads that arrived behind this ack go out now, so a sender sees delivered before read */
+  if (--s->acks_inflight == 0 && s->nreads) {
+    size_t n = s->nreads;
+    s->nreads = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (by) do_read(a, s, by, &s->reads[i]);
+      tern_frame_free(&s->reads[i]);
+    }
+  }
+  tern_session_unref(s);
   tern_free(c);
   tern_app_op_done(a);
 }
@@ -232,6 +246,9 @@ void tern_router_ack(tern_app *a, tern_session *s, uint64_t seq) {
   s->acked_seq = seq;
   ack_ctx *c = TERN_NEW(ack_ctx);
   c->app = a;
+  c->s = s;
+  tern_session_ref(s);
+  s->acks_inflight++;
   snprintf(c->user, sizeof c->user, "%s", s->dev->user->name);
   tern_store_op *op = tern_store_op_new(TERN_OP_ACK, on_ack_done, c);
   tern_store_op_set_str(&op->inbox, s->dev->id);
@@ -239,18 +256,34 @@ void tern_router_ack(tern_app *a, tern_session *s, uint64_t seq) {
   tern_app_submit(a, op);
 }
 
-void tern_router_read(tern_app *a, tern_session *s, tern_frame *f) {
+static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f) {
   if (f->to_invalid || !f->peer) {
     send_error(s, NULL, "no_such_user", "there is no user by that name");
     return;
   }
   tern_user *peer = tern_dir_user(a, f->peer);
   if (!peer || peer->pending) {
-    tern_buf b = {0};
-    tern_enc_error(&b, NULL, "no_such_user", "there is no user by that name", f->peer);
-    tern_conn_ws_text(s->conn, b.data, b.len);
-    tern_buf_free(&b);
+    if (s->conn) {
+      tern_buf b = {0};
+      tern_enc_error(&b, NULL, "no_such_user", "there is no user by that name", f->peer);
+      tern_conn_ws_text(s->conn, b.data, b.len);
+      tern_buf_free(&b);
+    }
     return;
   }
-  make_receipt(a, true, peer, s->dev->user, s->dev, (const char *const *)f->ids, f->nids);
+  make_receipt(a, true, peer, reader, s->dev, (const char *const *)f->ids, f->nids);
+}
+
+void tern_router_read(tern_app *a, tern_session *s, tern_frame *f) {
+  if (s->acks_inflight) {
+    /* keep the frame (moving its strings) until the acks before it have made their receipts */
+    if (s->nreads == s->reads_cap) {
+      s->reads_cap = s->reads_cap ? s->reads_cap * 2 : 4;
+      s->reads = tern_realloc(s->reads, s->reads_cap * sizeof *s->reads);
+    }
+    s->reads[s->nreads++] = *f;
+    memset(f, 0, sizeof *f);
+    return;
+  }
+  do_read(a, s, s->dev->user, f);
 }

@@ -13,6 +13,8 @@ void tern_session_ref(tern_session *s) { s->refs++; }
 
 void tern_session_unref(tern_session *s) {
   if (--s->refs == 0) {
+    for (size_t i = 0; i < s->nreads; i++) tern_frame_free(&s->reads[i]);
+    tern_free(s->reads);
     tern_free(s->watching);
     tern_free(s);
   }
@@ -93,8 +95,10 @@ static void on_drain_done(tern_store_op *op) {
 static void drain_step(tern_session *s) {
   tern_app *a = s->app;
   if (s->drain_inflight || !s->conn || !s->dev) return;
-  /* pace: don't read more from the store than the client is taking */
-  if (tern_conn_outbound(s->conn) > (size_t)a->cfg->ws_max_outbound / 2) {
+  /* pace: don't read more from the store than the client is taking; a step reads at most
+   * what fits in half of ws.max_outbound, so a reading client is never closed for it */
+  size_t half = (size_t)a->cfg->ws_max_outbound / 2, queued = tern_conn_outbound(s->conn);
+  if (queued > half / 2) {
     if (!s->drain_waiting) {
       s->drain_waiting = true;
       tern_session_ref(s);
@@ -108,7 +112,7 @@ static void drain_step(tern_session *s) {
   tern_store_op *op = tern_store_op_new(TERN_OP_DRAIN, on_drain_done, s);
   tern_store_op_set_str(&op->inbox, s->dev->id);
   op->seq = s->sent_seq;
-  op->max_bytes = (size_t)a->cfg->inbox_drain_batch;
+  op->max_bytes = TERN_MIN((size_t)a->cfg->inbox_drain_batch, half - queued);
   tern_session_ref(s);
   tern_app_submit(a, op);
 }

@@ -14,6 +14,7 @@
 
 #define READ_BUF_SIZE (64 * 1024) /* one shared read buffer per loop */
 #define LINGER_MS 2000            /* how long a closing connection is drained before close */
+#define OVERFLOW_LINGER_MS 10000  /* how long a client over ws.max_outbound has to read again */
 
 typedef enum {
   ST_HTTP = 0, /* parsing HTTP requests */
@@ -65,8 +66,9 @@ struct tern_conn {
   bool shut;              /* uv_shutdown issued */
   bool authed;            /* WS: core accepted the auth frame */
   bool reading;           /* uv_read_start active */
+  bool overflow;          /* over ws.max_outbound: writes dropped, closed in the check phase */
   bool handle_closed;     /* uv_close callback ran */
-  char peer[48];          /* "ip:port" */
+  char peer[56];          /* "ip:port" (IPv6 + port fits) */
 };
 
 struct tern_net {
@@ -91,6 +93,7 @@ static void conn_close(tern_conn *c);
 static void conn_linger(tern_conn *c);
 static void http_process(tern_conn *c);
 static void mark_dirty(tern_conn *c);
+static void close_overflowed(tern_conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
@@ -248,6 +251,7 @@ static void start_write(tern_conn *c) {
 
 static void flush_conn(tern_conn *c) {
   if (c->state == ST_CLOSED) return;
+  if (c->overflow) close_overflowed(c);
   if (!c->writing && c->out.len) start_write(c);
   if (c->close_after_flush && !c->writing && !c->out.len && !c->shut) {
     c->shut = true;
@@ -279,25 +283,29 @@ static void on_check(uv_check_t *h) {
   }
 }
 
-/* Appends to the outbound buffer, enforcing ws.max_outbound for WebSockets. Returns false
- * when the connection was closed for it. */
+/* Checks ws.max_outbound before more bytes are queued. Returns false when the connection is
+ * over it: it is then marked and closed in the check phase (never inside the caller's
+ * callback, which may be iterating over sessions), and every later write is dropped. */
 static bool out_room(tern_conn *c, size_t more) {
-  if (c->state != ST_WS) return true;
+  if (c->state != ST_WS || c->overflow) return !c->overflow;
   if (c->out.len + c->inflight.len + more <= (size_t)c->net->opts.ws_max_outbound) return true;
   TERN_WARN("closing slow client", "conn=%llu peer=%s queued=%zu", (unsigned long long)c->id, c->peer,
             c->out.len + c->inflight.len);
-  /* It does not read, so a close frame queued behind the backlog would never arrive: try to
-   * put one on the wire directly, then drop the connection. Its inbox keeps everything. */
-  tern_buf cf = {0};
-  tern_ws_append_close(&cf, TERN_WS_CLOSE_POLICY, "outbound backlog overflow", NULL);
-  if (!c->writing) {
-    uv_buf_t b = uv_buf_init(cf.data, (unsigned)cf.len);
-    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-  }
-  tern_buf_free(&cf);
+  c->overflow = true;
   tern_buf_free(&c->out);
-  conn_close(c);
+  mark_dirty(c);
   return false;
+}
+
+/* The client does not read. What is already handed to the socket ends on a frame boundary,
+ * so the close frame goes right behind it, and the connection lingers: a client that reads
+ * again within the linger time gets everything written so far and then the 1008; one that
+ * never reads is dropped when the linger time is over. Its inbox keeps everything. */
+static void close_overflowed(tern_conn *c) {
+  c->overflow = false;
+  tern_ws_append_close(&c->out, TERN_WS_CLOSE_POLICY, "outbound backlog overflow", NULL);
+  conn_linger(c);
+  c->linger_until = tern_now_ms() + OVERFLOW_LINGER_MS;
 }
 
 void tern_conn_ws_text_parts(tern_conn *c, const tern_part *parts, size_t nparts) {
@@ -325,7 +333,7 @@ static void ws_control(tern_conn *c, uint8_t op, const void *data, size_t len) {
 }
 
 void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason) {
-  if (c->state != ST_WS) return;
+  if (c->state != ST_WS || c->overflow) return;
   TERN_DEBUG("ws close", "conn=%llu code=%u reason=%s", (unsigned long long)c->id, code, tern_log_quote(reason));
   tern_ws_append_close(&c->out, code, reason, NULL);
   conn_linger(c);
