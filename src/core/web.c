@@ -246,7 +246,7 @@ static int add_file(tern_web *w, const char *fs, const char *url, size_t size, c
              WEB_MAX_FILE_BYTES, WEB_MAX_TOTAL_BYTES);
     return -EFBIG;
   }
-  unsigned char *data;
+  unsigned char *data = NULL;
   int rc = read_file(fs, size, &data, err, errlen);
   if (rc < 0) return rc;
   if (w->n == w->cap) {

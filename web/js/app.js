@@ -516,6 +516,8 @@ export function renderApp(root, client, { onLogout }) {
   }
   pvCancel.addEventListener('click', () => pvDialog.close());
   pvDialog.addEventListener('close', () => {
+    // 'close' is dispatched later, as a task: the dialog may already show the next image.
+    if (pvDialog.open) return;
     pvFile = null;
     if (pvUrl) URL.revokeObjectURL(pvUrl);
     pvUrl = null;
