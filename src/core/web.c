@@ -396,8 +396,7 @@ int tern_web_prepare(const tern_web *w, const char *method, const char *path, co
                      tern_web_reply *r) {
   memset(r, 0, sizeof *r);
   if (!w || !w->n || !method || !path) return 0;
-  bool head = strcmp(method, "HEAD") == 0;
-  if (!head && strcmp(method, "GET") != 0) return 0;
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) return 0;
   char dec[WEB_MAX_PATH + 1];
   long n = decode_path(path, dec, sizeof dec);
   if (n < 0 || !tern_web_path_ok(dec, (size_t)n)) return 0;
@@ -435,20 +434,16 @@ int tern_web_prepare(const tern_web *w, const char *method, const char *path, co
   }
   r->status = 200;
   r->gzip = gz;
-  r->full_len = gz ? f->gzlen : f->len;
-  if (!head) {
-    r->body = gz ? f->gz : f->data;
-    r->len = r->full_len;
-  }
+  r->body = gz ? f->gz : f->data;
+  r->len = gz ? f->gzlen : f->len;
   return r->status;
 }
 
 bool tern_web_handle(tern_web *w, tern_http_req *req) {
   tern_web_reply r;
   if (!tern_web_prepare(w, req->method, req->path, req->if_none_match, req->accept_encoding, &r)) return false;
-  /* HEAD: tern_http_respond writes Content-Length from len and then len body bytes, so a HEAD
-   * answer goes out with no body and "Content-Length: 0" rather than a body the client would
-   * not expect. (r.full_len is the length a GET would have.) */
+  /* HEAD gets the GET's body too: tern_http_respond writes its Content-Length and, for HEAD,
+   * not its bytes. */
   tern_http_respond(req, r.status, r.headers, r.content_type, r.body, r.len);
   return true;
 }

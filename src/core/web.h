@@ -68,9 +68,9 @@ bool tern_web_etag_matches(const char *if_none_match, const char *etag);
 typedef struct tern_web_reply {
   int status;                /* 200 or 304; 0 when the request is not the web client's */
   const char *content_type;  /* static */
-  const void *body;          /* owned by the tern_web; NULL for 304 and HEAD */
+  const void *body;          /* owned by the tern_web; NULL for 304. Also set for HEAD: the
+                                net layer sends its Content-Length but not its bytes */
   size_t len;                /* bytes of body */
-  size_t full_len;           /* bytes the representation has (what HEAD would send) */
   bool gzip;                 /* body is the gzip copy */
   char headers[768];         /* extra header lines, "Name: value\r\n"... */
 } tern_web_reply;
