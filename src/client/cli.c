@@ -1,0 +1,1138 @@
+/* cli.c: the commands of the `tern` CLI. Each runs its own uv loop: the account commands
+ * with one synchronous HTTP call, send/listen/chat with one WebSocket session. */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/util.h"
+#include "client/cli.h"
+#include "client/client_int.h"
+
+#define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
+#define PASSWORD_MAX 1024     /* PROTOCOL.md: passwords are 8-1024 bytes */
+#define READ_BATCH 1000       /* ids in one read frame (PROTOCOL.md 5) */
+
+/* ---- usage ---- */
+
+static const struct {
+  const char *name;
+  const char *text;
+} usages[] = {
+    {"register",
+     "usage: tern register USER [--password P] [--device LABEL] [--server URL]\n"
+     "\n"
+     "Creates the account USER and logs this machine in as its first device. The token is\n"
+     "kept in $XDG_CONFIG_HOME/tern (or ~/.config/tern), one file per server, mode 0600.\n"
+     "The password comes from --password, else $TERN_PASSWORD, else a prompt (a line of\n"
+     "stdin when it is not a terminal).\n"},
+    {"login",
+     "usage: tern login USER [--password P] [--device LABEL] [--server URL]\n"
+     "\n"
+     "Logs in as USER, creating a new device (each login is a device with its own inbox).\n"
+     "Replaces the credentials kept for this server. Password as for register.\n"},
+    {"logout",
+     "usage: tern logout [--server URL]\n"
+     "\n"
+     "Logs this device out: the server deletes it and its inbox; the local token is removed.\n"},
+    {"me",
+     "usage: tern me [--server URL]\n"
+     "\n"
+     "Shows who you are logged in as on this server, and your devices.\n"},
+    {"whois",
+     "usage: tern whois USER [--server URL]\n"
+     "\n"
+     "Shows whether USER is online, or when they were last seen.\n"},
+    {"send",
+     "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
+     "\n"
+     "Sends TEXT to USER (TEXT \"-\" reads it from stdin) and prints the message id once the\n"
+     "server has stored it (the single tick). Gives up after --timeout (default 30s).\n"},
+    {"listen",
+     "usage: tern listen [--count N] [--timeout DURATION] [--server URL]\n"
+     "\n"
+     "Prints messages and receipts as they arrive (first those waiting on the server), and\n"
+     "acknowledges them. Stops after N messages with --count, after DURATION with --timeout\n"
+     "(an error when --count was not reached), or on Ctrl-C.\n"},
+    {"chat",
+     "usage: tern chat USER [--timeout DURATION] [--server URL]\n"
+     "\n"
+     "Talks with USER: each line typed on stdin is sent; each sent message shows its ticks:\n"
+     "… waiting, ✓ stored, ✓✓ delivered, blue ✓✓ (\"read\" when not on a terminal) read.\n"
+     "Incoming messages are printed, acknowledged and marked read. Ends on Ctrl-C or Ctrl-D\n"
+     "(end of input: once every message has its tick; with --timeout, once every message\n"
+     "is read or DURATION has passed).\n"},
+};
+
+static const char common_help[] =
+    "\n"
+    "  --server URL   the server, http://HOST:PORT (default $TERN_SERVER, else " TERN_CLIENT_DEFAULT_SERVER ")\n"
+    "  --help         this text\n";
+
+const char *tern_client_cmd_usage(const char *cmd) {
+  for (size_t i = 0; i < TERN_ARRAY_LEN(usages); i++)
+    if (strcmp(usages[i].name, cmd) == 0) return usages[i].text;
+  return NULL;
+}
+
+const char *tern_client_cli_usage(void) {
+  return "usage: tern COMMAND [ARGS] [--server URL]\n"
+         "\n"
+         "commands:\n"
+         "  register USER     create an account and log in\n"
+         "  login USER        log in (a new device)\n"
+         "  logout            log this device out\n"
+         "  me                show the account and its devices\n"
+         "  whois USER        online, or last seen\n"
+         "  send USER TEXT    send one message\n"
+         "  listen            print arriving messages and receipts\n"
+         "  chat USER         interactive conversation\n"
+         "\n"
+         "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
+         "network error, 2 usage error.\n";
+}
+
+/* ---- arguments ---- */
+
+enum {
+  OPT_PASSWORD = 1 << 0,
+  OPT_DEVICE = 1 << 1,
+  OPT_COUNT = 1 << 2,
+  OPT_TIMEOUT = 1 << 3,
+};
+
+typedef struct cli {
+  const char *cmd;                 /* the command, for messages */
+  tern_client_url url;             /* the server */
+  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
+  const char *password;            /* --password */
+  const char *device;              /* --device */
+  long count;                      /* --count, 0 when absent */
+  int64_t timeout_ms;              /* --timeout, 0 when absent */
+  const char *pos[3];              /* positional arguments */
+  int npos;
+  char creds_path[4096];           /* this server's credentials file */
+  tern_client_creds creds;         /* loaded by need_login */
+} cli;
+
+static int complain(const cli *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int complain(const cli *c, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "tern: %s: ", c->cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return status;
+}
+
+/* Returns 0 to go on, or the exit status (0 after --help). */
+static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos) {
+  memset(c, 0, sizeof *c);
+  c->cmd = argv[0];
+  const char *server = getenv("TERN_SERVER");
+  bool only_pos = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+      if (c->npos >= max_pos) return complain(c, 2, "unexpected argument '%s' (see tern %s --help)", a, c->cmd);
+      c->pos[c->npos++] = a;
+      continue;
+    }
+    if (strcmp(a, "--") == 0) {
+      only_pos = true;
+      continue;
+    }
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      printf("%s%s", tern_client_cmd_usage(c->cmd), common_help);
+      return -1;
+    }
+    /* --name value or --name=value */
+    char name[32];
+    const char *val = NULL;
+    const char *eq = strchr(a, '=');
+    size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+    if (nlen >= sizeof name) return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    memcpy(name, a, nlen);
+    name[nlen] = '\0';
+    unsigned bit;
+    if (strcmp(name, "--server") == 0) bit = 0;
+    else if (strcmp(name, "--password") == 0) bit = OPT_PASSWORD;
+    else if (strcmp(name, "--device") == 0) bit = OPT_DEVICE;
+    else if (strcmp(name, "--count") == 0) bit = OPT_COUNT;
+    else if (strcmp(name, "--timeout") == 0) bit = OPT_TIMEOUT;
+    else return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    if (bit && !(allowed & bit)) return complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
+    if (eq) val = eq + 1;
+    else if (i + 1 < argc) val = argv[++i];
+    else return complain(c, 2, "option %s needs a value", name);
+    if (bit == 0) {
+      server = val;
+    } else if (bit == OPT_PASSWORD) {
+      c->password = val;
+    } else if (bit == OPT_DEVICE) {
+      if (strlen(val) > 64) return complain(c, 2, "--device: at most 64 characters");
+      c->device = val;
+    } else if (bit == OPT_COUNT) {
+      char *end;
+      errno = 0;
+      long n = strtol(val, &end, 10);
+      if (errno || *end || n <= 0) return complain(c, 2, "--count: expected a positive number, got '%s'", val);
+      c->count = n;
+    } else if (bit == OPT_TIMEOUT) {
+      if (tern_client_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
+        return complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
+    }
+  }
+  if (c->npos < min_pos) return complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
+  if (!server || !*server) server = TERN_CLIENT_DEFAULT_SERVER;
+  int rc = tern_client_url_parse(server, &c->url);
+  if (rc == -EPROTONOSUPPORT)
+    return complain(c, 2, "--server '%s': only http:// servers are supported", server);
+  if (rc < 0) return complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
+  snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
+  rc = tern_client_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
+  if (rc < 0) return complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
+  return 0;
+}
+
+/* The credentials for this server, or an error status. */
+static int need_login(cli *c) {
+  int rc = tern_client_creds_load(c->creds_path, &c->creds);
+  if (rc == -ENOENT) return complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
+  if (rc < 0)
+    return complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
+                    rc == -EBADMSG ? "not a tern credentials file" : strerror(-rc));
+  return 0;
+}
+
+static const char *errstr(int err) {
+  const char *s = uv_strerror(err);
+  if (strncmp(s, "Unknown", 7) == 0) s = strerror(-err);
+  return s;
+}
+
+/* ---- synchronous HTTP ---- */
+
+typedef struct sync_http {
+  uv_loop_t loop;           /* private loop */
+  tern_client *c;           /* context on it */
+  tern_client_response r;   /* the answer */
+  bool done;                /* r is filled */
+} sync_http;
+
+static void sync_begin(sync_http *s) {
+  memset(s, 0, sizeof *s);
+  uv_loop_init(&s->loop);
+  s->c = tern_client_new(&s->loop, NULL);
+}
+
+static void sync_cb(tern_client_response *r, void *arg) {
+  sync_http *s = arg;
+  tern_client_response_move(&s->r, r);
+  s->done = true;
+}
+
+/* rc: what starting the request returned. */
+static void sync_end(sync_http *s, int rc) {
+  if (rc == 0) uv_run(&s->loop, UV_RUN_DEFAULT);
+  tern_client_free(s->c);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&s->loop);
+  if (!s->done) tern_client_response_fail(&s->r, rc < 0 ? rc : UV_ECANCELED, "request");
+}
+
+static int http_failed(const cli *c, const tern_client_response *r) {
+  if (r->err && r->status == 0) {
+    if (r->err == -EBADMSG) return complain(c, 1, "%s did not answer like a tern server", c->server);
+    return complain(c, 1, "cannot reach %s: %s", c->server, errstr(r->err));
+  }
+  return complain(c, 1, "%s (%s)", r->message, r->code);
+}
+
+/* ---- passwords ---- */
+
+/* Reads one line from fd 0 without its newline. Returns its length or -1 at EOF/error. */
+static ssize_t read_line_fd0(char *out, size_t cap) {
+  size_t n = 0;
+  for (;;) {
+    char ch;
+    ssize_t r = read(0, &ch, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (n == 0) return -1;
+      break;
+    }
+    if (ch == '\n') break;
+    if (n + 1 < cap) out[n++] = ch;
+  }
+  if (n && out[n - 1] == '\r') n--;
+  out[n] = '\0';
+  return (ssize_t)n;
+}
+
+static ssize_t prompt_hidden(const char *prompt, char *out, size_t cap) {
+  struct termios old, quiet;
+  fputs(prompt, stderr);
+  fflush(stderr);
+  bool restore = tcgetattr(0, &old) == 0;
+  if (restore) {
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    quiet.c_lflag |= ECHONL;
+    tcsetattr(0, TCSAFLUSH, &quiet);
+  }
+  ssize_t n = read_line_fd0(out, cap);
+  if (restore) tcsetattr(0, TCSAFLUSH, &old);
+  return n;
+}
+
+/* Fills out with the password; returns 0 or an exit status. */
+static int get_password(cli *c, const char *user, bool confirm, char *out, size_t cap) {
+  const char *p = c->password ? c->password : getenv("TERN_PASSWORD");
+  if (p) {
+    if (strlen(p) >= cap) return complain(c, 2, "password too long");
+    snprintf(out, cap, "%s", p);
+  } else if (isatty(0)) {
+    char prompt[80];
+    snprintf(prompt, sizeof prompt, "Password for %s: ", user);
+    if (prompt_hidden(prompt, out, cap) < 0) return complain(c, 2, "no password given");
+    if (confirm) {
+      char again[PASSWORD_MAX + 2];
+      if (prompt_hidden("Repeat the password: ", again, sizeof again) < 0 || strcmp(again, out) != 0) {
+        memset(again, 0, sizeof again);
+        return complain(c, 2, "the passwords differ");
+      }
+      memset(again, 0, sizeof again);
+    }
+  } else if (read_line_fd0(out, cap) < 0) {
+    return complain(c, 2, "no password given (use --password, TERN_PASSWORD or stdin)");
+  }
+  if (!out[0]) return complain(c, 2, "empty password");
+  return 0;
+}
+
+/* ---- register, login ---- */
+
+static int account_cmd(int argc, char **argv, bool reg) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, OPT_PASSWORD | OPT_DEVICE, 1, 1);
+  if (rc) return rc < 0 ? 0 : rc;
+  const char *user = c.pos[0];
+  char password[PASSWORD_MAX + 2];
+  rc = get_password(&c, user, reg, password, sizeof password);
+  if (rc) return rc;
+  char device[80];
+  if (c.device) {
+    snprintf(device, sizeof device, "%s", c.device);
+  } else {
+    char host[52] = ""; /* "tern CLI on " + host fits the 64-char label limit */
+    gethostname(host, sizeof host - 1);
+    snprintf(device, sizeof device, "tern CLI on %s", host[0] ? host : "this machine");
+  }
+  sync_http s;
+  sync_begin(&s);
+  rc = reg ? tern_client_register(s.c, &c.url, user, password, device, sync_cb, &s)
+           : tern_client_login(s.c, &c.url, user, password, device, sync_cb, &s);
+  memset(password, 0, sizeof password);
+  sync_end(&s, rc);
+  if (!s.r.ok) {
+    int st = http_failed(&c, &s.r);
+    tern_client_response_free(&s.r);
+    return st;
+  }
+  tern_client_account acct;
+  rc = tern_client_parse_account(&s.r, &acct);
+  tern_client_response_free(&s.r);
+  if (rc < 0) return complain(&c, 1, "%s answered without a user, device_id and token", c.server);
+  tern_client_creds cr;
+  memset(&cr, 0, sizeof cr);
+  snprintf(cr.server, sizeof cr.server, "%s", c.server);
+  memcpy(cr.user, acct.user, sizeof cr.user);
+  memcpy(cr.device_id, acct.device_id, sizeof cr.device_id);
+  memcpy(cr.token, acct.token, sizeof cr.token);
+  rc = tern_client_creds_save(c.creds_path, &cr);
+  memset(&cr, 0, sizeof cr);
+  if (rc < 0) {
+    memset(&acct, 0, sizeof acct);
+    return complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
+  }
+  printf("%s %s on %s (device %s)\n", reg ? "registered" : "logged in as", acct.user, c.server, acct.device_id);
+  memset(&acct, 0, sizeof acct);
+  return 0;
+}
+
+int tern_client_cmd_register(int argc, char **argv) { return account_cmd(argc, argv, true); }
+int tern_client_cmd_login(int argc, char **argv) { return account_cmd(argc, argv, false); }
+
+/* ---- logout, me, whois ---- */
+
+int tern_client_cmd_logout(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((rc = need_login(&c))) return rc;
+  sync_http s;
+  sync_begin(&s);
+  rc = tern_client_logout(s.c, &c.url, c.creds.token, sync_cb, &s);
+  sync_end(&s, rc);
+  /* A token the server no longer knows (401) is as good as logged out. */
+  bool gone = s.r.ok || s.r.status == 401;
+  int st = 0;
+  if (!gone) st = http_failed(&c, &s.r);
+  tern_client_response_free(&s.r);
+  if (!gone) return st;
+  rc = tern_client_creds_remove(c.creds_path);
+  if (rc < 0 && rc != -ENOENT) return complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
+  printf("logged out %s from %s\n", c.creds.user, c.server);
+  return 0;
+}
+
+int tern_client_cmd_me(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((rc = need_login(&c))) return rc;
+  sync_http s;
+  sync_begin(&s);
+  rc = tern_client_me(s.c, &c.url, c.creds.token, sync_cb, &s);
+  sync_end(&s, rc);
+  if (!s.r.ok) {
+    int st = http_failed(&c, &s.r);
+    tern_client_response_free(&s.r);
+    return st;
+  }
+  const cJSON *user = cJSON_GetObjectItemCaseSensitive(s.r.json, "user");
+  const cJSON *dev = cJSON_GetObjectItemCaseSensitive(s.r.json, "device_id");
+  const cJSON *devices = cJSON_GetObjectItemCaseSensitive(s.r.json, "devices");
+  const char *self = cJSON_IsString(dev) ? dev->valuestring : "";
+  printf("%s on %s\n", cJSON_IsString(user) ? user->valuestring : "?", c.server);
+  printf("devices:\n");
+  int64_t now = tern_now_ms();
+  const cJSON *d;
+  cJSON_ArrayForEach(d, devices) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(d, "device_id");
+    const cJSON *label = cJSON_GetObjectItemCaseSensitive(d, "label");
+    const cJSON *seen = cJSON_GetObjectItemCaseSensitive(d, "last_seen");
+    const char *ids = cJSON_IsString(id) ? id->valuestring : "?";
+    char when[64] = "never connected";
+    if (cJSON_IsNumber(seen)) {
+      char ago[48];
+      tern_client_humanize_ago(now, (int64_t)seen->valuedouble, ago, sizeof ago);
+      snprintf(when, sizeof when, "last seen %s", ago);
+    }
+    printf("  %s%s  %s  (%s)\n", ids, strcmp(ids, self) == 0 ? " (this device)" : "",
+           cJSON_IsString(label) && label->valuestring[0] ? label->valuestring : "-", when);
+  }
+  tern_client_response_free(&s.r);
+  return 0;
+}
+
+int tern_client_cmd_whois(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, 0, 1, 1);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((rc = need_login(&c))) return rc;
+  sync_http s;
+  sync_begin(&s);
+  rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], sync_cb, &s);
+  sync_end(&s, rc);
+  if (s.r.status == 404) {
+    tern_client_response_free(&s.r);
+    return complain(&c, 1, "no such user: %s", c.pos[0]);
+  }
+  if (!s.r.ok) {
+    int st = http_failed(&c, &s.r);
+    tern_client_response_free(&s.r);
+    return st;
+  }
+  tern_client_user_status us;
+  rc = tern_client_parse_user_status(&s.r, &us);
+  tern_client_response_free(&s.r);
+  if (rc < 0) return complain(&c, 1, "%s answered without a user", c.server);
+  if (us.online) {
+    printf("%s is online\n", us.user);
+  } else if (us.last_seen < 0) {
+    printf("%s has never been online\n", us.user);
+  } else {
+    char ago[48], when[32];
+    tern_client_humanize_ago(tern_now_ms(), us.last_seen, ago, sizeof ago);
+    tern_client_format_time(us.last_seen, true, when, sizeof when);
+    printf("%s was last seen %s (%s)\n", us.user, ago, when);
+  }
+  return 0;
+}
+
+/* ---- WebSocket sessions: send, listen, chat ---- */
+
+typedef struct session session;
+typedef void (*session_event_fn)(session *s, const tern_client_event *ev);
+
+struct session {
+  cli *c;                    /* arguments and credentials */
+  uv_loop_t loop;            /* private loop */
+  tern_client *client;       /* context */
+  tern_client_conn *conn;    /* the WebSocket, until CLOSED */
+  uv_timer_t timer;          /* --timeout (or the default for send) */
+  uv_signal_t sigint;        /* Ctrl-C: close cleanly */
+  uv_signal_t sigterm;
+  session_event_fn on_event; /* the command's events (READY and later; not CLOSED) */
+  void (*on_timeout)(session *s);
+  void (*on_closed)(session *s); /* the command closes its own handles here */
+  void *data;                /* the command's state */
+  int status;                /* exit status */
+  bool quitting;             /* we asked to close: CLOSED is expected */
+  bool ready;                /* READY arrived */
+  bool stopped;              /* session handles closed */
+};
+
+static void session_quit(session *s, int status) {
+  if (!s->quitting) s->status = status;
+  s->quitting = true;
+  if (s->conn) tern_client_close(s->conn, 0);
+}
+
+static void session_stop(session *s) {
+  if (s->stopped) return;
+  s->stopped = true;
+  uv_close((uv_handle_t *)&s->timer, NULL);
+  uv_close((uv_handle_t *)&s->sigint, NULL);
+  uv_close((uv_handle_t *)&s->sigterm, NULL);
+  if (s->on_closed) s->on_closed(s);
+}
+
+static void session_event(tern_client_conn *conn, const tern_client_event *ev, void *arg) {
+  session *s = arg;
+  switch (ev->type) {
+    case TERN_CLIENT_EV_CLOSED: {
+      s->conn = NULL;
+      if (!s->quitting) {
+        s->status = 1;
+        if (ev->close_code == 0 && ev->err == UV_ETIMEDOUT)
+          complain(s->c, 1, "timed out connecting to %s", s->c->server);
+        else if (ev->close_code == 0 && ev->err == -EPROTO)
+          complain(s->c, 1, "%s: %s", s->c->server, ev->message);
+        else if (ev->close_code == 0)
+          complain(s->c, 1, "cannot reach %s: %s", s->c->server, errstr(ev->err));
+        else if (ev->close_code == 4001)
+          complain(s->c, 1, "the server did not accept our token (4001): run tern login again");
+        else if (ev->close_code == 4002)
+          complain(s->c, 1, "this device was logged out (4002); run tern login again");
+        else
+          complain(s->c, 1, "connection closed by the server: %u (%s)%s%s", ev->close_code,
+                   tern_client_close_code_name(ev->close_code)[0] ? tern_client_close_code_name(ev->close_code)
+                                                                  : "unknown",
+                   ev->message[0] ? ": " : "", ev->message);
+      }
+      session_stop(s);
+      return;
+    }
+    case TERN_CLIENT_EV_ERROR:
+      if (strcmp(ev->code, "unauthorized") == 0) {
+        complain(s->c, 1, "the server did not accept our token (%s); run tern login again", ev->message);
+        s->status = 1;
+        s->quitting = true; /* the server closes with 4001 */
+        return;
+      }
+      break;
+    case TERN_CLIENT_EV_READY:
+      s->ready = true;
+      break;
+    case TERN_CLIENT_EV_OPEN:
+      return;
+    default:
+      break;
+  }
+  s->on_event(s, ev);
+}
+
+static void session_on_timer(uv_timer_t *t) {
+  session *s = t->data;
+  if (s->on_timeout) s->on_timeout(s);
+  else session_quit(s, 0);
+}
+
+static void session_on_signal(uv_signal_t *sig, int signum) {
+  session *s = sig->data;
+  if (s->quitting && s->conn) {
+    tern_client_abort(s->conn); /* a second Ctrl-C: do not wait for the server */
+    return;
+  }
+  session_quit(s, 0);
+}
+
+/* Creates the loop, the context, the timer and the signal handlers. */
+static void session_setup(session *s) {
+  uv_loop_init(&s->loop);
+  s->client = tern_client_new(&s->loop, NULL);
+  uv_timer_init(&s->loop, &s->timer);
+  uv_signal_init(&s->loop, &s->sigint);
+  uv_signal_init(&s->loop, &s->sigterm);
+  s->timer.data = s->sigint.data = s->sigterm.data = s;
+}
+
+/* Connects, runs the loop until everything is closed, and cleans up; returns the exit status. */
+static int session_go(session *s, int64_t timeout_ms) {
+  tern_client_conn_options o = {
+      .url = &s->c->url, .token = s->c->creds.token, .on_event = session_event, .arg = s};
+  int rc = tern_client_connect(s->client, &o, &s->conn);
+  if (rc < 0) {
+    s->status = complain(s->c, 1, "cannot connect to %s: %s", s->c->server, errstr(rc));
+    session_stop(s);
+  } else {
+    uv_signal_start(&s->sigint, session_on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, session_on_signal, SIGTERM);
+    if (timeout_ms > 0) uv_timer_start(&s->timer, session_on_timer, (uint64_t)timeout_ms, 0);
+  }
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  tern_client_free(s->client);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&s->loop);
+  return s->status;
+}
+
+static int session_run(session *s, int64_t timeout_ms) {
+  session_setup(s);
+  return session_go(s, timeout_ms);
+}
+
+/* ---- send ---- */
+
+typedef struct send_state {
+  const char *to;            /* recipient */
+  const char *text;          /* body */
+  size_t len;
+  char id[TERN_CLIENT_ID_SIZE]; /* our client id */
+  bool sent;                 /* the answer arrived */
+} send_state;
+
+static void send_event(session *s, const tern_client_event *ev) {
+  send_state *st = s->data;
+  if (ev->type == TERN_CLIENT_EV_READY) {
+    tern_client_new_id(st->id);
+    int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, NULL);
+    if (rc < 0) {
+      complain(s->c, 1, "cannot send: %s", errstr(rc));
+      session_quit(s, 1);
+    }
+  } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
+    st->sent = true;
+    printf("%s\n", ev->msg_id ? ev->msg_id : "");
+    if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
+    session_quit(s, 0);
+  } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
+    if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+    else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+    if (ev->id || !s->ready) session_quit(s, 1);
+    else if (strcmp(ev->code, "bad_request") == 0) session_quit(s, 1);
+  }
+}
+
+static void send_timeout(session *s) {
+  complain(s->c, 1, "no answer from %s in time", s->c->server);
+  session_quit(s, 1);
+}
+
+int tern_client_cmd_send(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 2, 2);
+  if (rc) return rc < 0 ? 0 : rc;
+  send_state st = {.to = c.pos[0], .text = c.pos[1]};
+  tern_buf in = {0};
+  if (strcmp(st.text, "-") == 0) {
+    char chunk[4096];
+    ssize_t r;
+    while ((r = read(0, chunk, sizeof chunk)) != 0) {
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        tern_buf_free(&in);
+        return complain(&c, 1, "cannot read stdin: %s", strerror(errno));
+      }
+      tern_buf_append(&in, chunk, (size_t)r);
+      if (in.len > 1u << 20) {
+        tern_buf_free(&in);
+        return complain(&c, 2, "the message on stdin is too long");
+      }
+    }
+    while (in.len && (in.data[in.len - 1] == '\n' || in.data[in.len - 1] == '\r')) in.len--;
+    st.text = tern_buf_cstr(&in);
+  }
+  st.len = strlen(st.text);
+  if (!st.len) {
+    tern_buf_free(&in);
+    return complain(&c, 2, "empty message");
+  }
+  if ((rc = need_login(&c))) {
+    tern_buf_free(&in);
+    return rc;
+  }
+  session s = {.c = &c, .on_event = send_event, .on_timeout = send_timeout, .data = &st};
+  rc = session_run(&s, c.timeout_ms ? c.timeout_ms : SEND_TIMEOUT_MS);
+  tern_buf_free(&in);
+  if (rc == 0 && !st.sent) rc = 1;
+  return rc;
+}
+
+/* ---- listen ---- */
+
+typedef struct listen_state {
+  long got;           /* messages printed */
+  uint64_t last_seq;  /* highest envelope seq seen: envelopes at or below are repeats */
+} listen_state;
+
+static void print_ids(const tern_client_event *ev) {
+  for (size_t i = 0; i < ev->n_msg_ids; i++) printf("%s%s", i ? " " : "", ev->msg_ids[i]);
+}
+
+static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date) {
+  char when[32];
+  tern_client_format_time(ev->ts, with_date, when, sizeof when);
+  const char *from = ev->from ? ev->from : "?";
+  if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
+  else printf("[%s] %s: ", when, from);
+  if (ev->media_id) printf("[image %s]%s", ev->media_id, ev->body ? " " : "");
+  if (ev->body) fwrite(ev->body, 1, ev->body_len, stdout);
+}
+
+static void listen_event(session *s, const tern_client_event *ev) {
+  listen_state *st = s->data;
+  const char *me = s->c->creds.user;
+  switch (ev->type) {
+    case TERN_CLIENT_EV_READY:
+      if (isatty(2)) fprintf(stderr, "listening as %s on %s (Ctrl-C to stop)\n", ev->user, s->c->server);
+      break;
+    case TERN_CLIENT_EV_MSG:
+    case TERN_CLIENT_EV_RECEIPT: {
+      if (s->quitting) return; /* past --count: leave the rest for next time */
+      bool repeat = ev->seq && ev->seq <= st->last_seq;
+      if (ev->seq > st->last_seq) st->last_seq = ev->seq;
+      if (!repeat) {
+        if (ev->type == TERN_CLIENT_EV_MSG) {
+          print_msg_line(ev, me, true);
+          printf(" (msg_id %s)\n", ev->msg_id ? ev->msg_id : "?");
+          st->got++;
+        } else if (ev->by && strcmp(ev->by, me) == 0) {
+          printf("read on another device of yours (from %s): ", ev->from ? ev->from : "?");
+          print_ids(ev);
+          printf("\n");
+        } else {
+          printf(ev->read ? "read by %s: " : "✓✓ delivered to %s: ", ev->by ? ev->by : "?");
+          print_ids(ev);
+          printf("\n");
+        }
+        fflush(stdout);
+      }
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
+      if (s->c->count && st->got >= s->c->count) session_quit(s, 0);
+      break;
+    }
+    case TERN_CLIENT_EV_ERROR:
+      complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
+      break;
+    default:
+      break;
+  }
+}
+
+static void listen_timeout(session *s) {
+  listen_state *st = s->data;
+  if (s->c->count && st->got < s->c->count) {
+    complain(s->c, 1, "timed out after %ld of %ld messages", st->got, s->c->count);
+    session_quit(s, 1);
+  } else {
+    session_quit(s, 0);
+  }
+}
+
+int tern_client_cmd_listen(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, OPT_COUNT | OPT_TIMEOUT, 0, 0);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((rc = need_login(&c))) return rc;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  listen_state st = {0};
+  session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
+  return session_run(&s, c.timeout_ms);
+}
+
+/* ---- chat ---- */
+
+enum { TICK_FAILED = -1, TICK_PENDING = 0, TICK_SENT, TICK_DELIVERED, TICK_READ };
+
+typedef struct outgoing {
+  char id[TERN_CLIENT_ID_SIZE]; /* client id */
+  char *msg_id;                 /* from sent, or NULL */
+  char *text;                   /* what was typed */
+  int64_t ts;                   /* when typed, then the server's ts */
+  uint64_t line;                /* the number of the output line showing it (TTY) */
+  int tick;                     /* TICK_* */
+  bool sent_frame;              /* the send frame was queued */
+} outgoing;
+
+typedef struct chat_state {
+  char peer[TERN_CLIENT_USER_MAX + 1]; /* lower-cased */
+  bool tty;                 /* stdin and stdout are terminals: redraw ticks in place */
+  outgoing *out;            /* every message typed */
+  size_t nout, capout;
+  uint64_t lines;           /* output lines printed (TTY bookkeeping) */
+  tern_buf line;            /* partial input line */
+  uv_tty_t tty_in;          /* stdin when a terminal */
+  uv_pipe_t pipe_in;        /* stdin when a pipe or socket */
+  uv_stream_t *in;          /* whichever is open, NULL once closed */
+  bool in_eof;              /* no more input */
+  uv_timer_t reads;         /* sends the pending read receipts once per loop turn */
+  char **unread;            /* msg_ids displayed but not yet marked read */
+  size_t nunread, capunread;
+  uint64_t last_seq;        /* highest envelope seq seen */
+  bool has_timeout;         /* --timeout given: at EOF, wait for read ticks */
+} chat_state;
+
+static void chat_check_done(session *s);
+
+static size_t cols_of_terminal(void) {
+  struct winsize ws;
+  if (ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
+
+/* The text of an outgoing message's line; color adds the ANSI blue of read ticks. */
+static void render_outgoing(chat_state *ch, const outgoing *o, bool color, tern_buf *b) {
+  char when[16];
+  tern_client_format_time(o->ts, false, when, sizeof when);
+  tern_buf_printf(b, "[%s] you: %s ", when, o->text);
+  switch (o->tick) {
+    case TICK_PENDING: tern_buf_puts(b, "…"); break;
+    case TICK_SENT: tern_buf_puts(b, "✓"); break;
+    case TICK_DELIVERED: tern_buf_puts(b, "✓✓"); break;
+    case TICK_READ: tern_buf_puts(b, color ? "\033[34m✓✓\033[0m" : "✓✓ read"); break;
+    default: tern_buf_puts(b, "✗ not sent"); break;
+  }
+  if (!ch->tty && o->msg_id) tern_buf_printf(b, " (msg_id %s)", o->msg_id);
+}
+
+static void chat_println(chat_state *ch, const char *text) {
+  fputs(text, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+  ch->lines++;
+}
+
+/* Shows an outgoing message's current tick. On a terminal the message's own line is
+ * redrawn when it is still the last one and fits one row; otherwise a line is printed. */
+static void show_outgoing(chat_state *ch, outgoing *o, bool first) {
+  tern_buf b = {0};
+  if (ch->tty) {
+    tern_buf plain = {0};
+    render_outgoing(ch, o, false, &plain);
+    bool fits = tern_client_text_width(tern_buf_cstr(&plain)) < cols_of_terminal();
+    tern_buf_free(&plain);
+    render_outgoing(ch, o, true, &b);
+    if (!first && fits && o->line == ch->lines) {
+      /* Save the cursor, go up to the line, rewrite it, come back: the user's half-typed
+       * input below stays where it is. */
+      printf("\0337\033[1A\r\033[2K%s\0338", tern_buf_cstr(&b));
+      fflush(stdout);
+    } else {
+      chat_println(ch, tern_buf_cstr(&b));
+      o->line = ch->lines;
+    }
+  } else if (o->tick == TICK_SENT || o->tick == TICK_FAILED) {
+    render_outgoing(ch, o, false, &b);
+    chat_println(ch, tern_buf_cstr(&b));
+  } else if (o->tick == TICK_DELIVERED || o->tick == TICK_READ) {
+    tern_buf_printf(&b, "%s: %s (msg_id %s)", o->tick == TICK_READ ? "read" : "✓✓ delivered", o->text,
+                    o->msg_id ? o->msg_id : "?");
+    chat_println(ch, tern_buf_cstr(&b));
+  }
+  tern_buf_free(&b);
+}
+
+static void set_tick(session *s, outgoing *o, int tick) {
+  chat_state *ch = s->data;
+  if (tick <= o->tick && tick != TICK_FAILED) return;
+  /* Without a terminal every step gets its line, so a jump (read before delivered) shows
+   * the skipped step too: read implies delivered. */
+  if (!ch->tty && tick == TICK_READ && o->tick == TICK_SENT) {
+    o->tick = TICK_DELIVERED;
+    show_outgoing(ch, o, false);
+  }
+  o->tick = tick;
+  show_outgoing(ch, o, false);
+}
+
+static void chat_send_one(session *s, outgoing *o) {
+  chat_state *ch = s->data;
+  if (tern_client_send(s->conn, o->id, ch->peer, o->text, strlen(o->text), NULL) == 0) o->sent_frame = true;
+}
+
+static void chat_line(session *s, const char *text, size_t len) {
+  chat_state *ch = s->data;
+  while (len && (text[len - 1] == '\r' || text[len - 1] == '\n')) len--;
+  if (ch->tty) {
+    /* Replace the terminal's echo of the typed line with our own line. */
+    size_t cols = cols_of_terminal();
+    char *tmp = tern_strndup(text, len);
+    size_t rows = tern_client_text_width(tmp) / cols + 1;
+    tern_free(tmp);
+    printf("\033[%zuA\r\033[J", rows);
+  }
+  if (len == 0) return;
+  if (ch->nout == ch->capout) {
+    ch->capout = ch->capout ? ch->capout * 2 : 16;
+    ch->out = tern_realloc(ch->out, ch->capout * sizeof *ch->out);
+  }
+  outgoing *o = &ch->out[ch->nout++];
+  memset(o, 0, sizeof *o);
+  tern_client_new_id(o->id);
+  o->text = tern_strndup(text, len);
+  o->ts = tern_now_ms();
+  if (ch->tty) show_outgoing(ch, o, true);
+  if (s->ready) chat_send_one(s, o);
+}
+
+static void chat_close_input(session *s) {
+  chat_state *ch = s->data;
+  if (ch->in) {
+    uv_close((uv_handle_t *)ch->in, NULL);
+    ch->in = NULL;
+  }
+}
+
+static void chat_on_input(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  session *s = st->data;
+  chat_state *ch = s->data;
+  if (nread > 0) {
+    tern_buf_append(&ch->line, buf->base, (size_t)nread);
+    char *nl;
+    while (ch->line.len && (nl = memchr(ch->line.data, '\n', ch->line.len))) {
+      size_t n = (size_t)(nl - ch->line.data);
+      chat_line(s, ch->line.data, n);
+      tern_buf_consume(&ch->line, n + 1);
+    }
+  } else if (nread < 0) {
+    if (ch->line.len) chat_line(s, ch->line.data, ch->line.len);
+    tern_buf_reset(&ch->line);
+    ch->in_eof = true;
+    chat_close_input(s);
+    chat_check_done(s);
+  }
+  tern_free(buf->base);
+}
+
+static void chat_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  buf->base = tern_malloc(4096);
+  buf->len = 4096;
+}
+
+/* At end of input: done once every message has its tick (or, with --timeout, is read). */
+static void chat_check_done(session *s) {
+  chat_state *ch = s->data;
+  if (!ch->in_eof || s->quitting || !s->ready) return;
+  for (size_t i = 0; i < ch->nout; i++) {
+    int t = ch->out[i].tick;
+    if (t == TICK_FAILED) continue;
+    if (t < (ch->has_timeout ? TICK_READ : TICK_SENT)) return;
+  }
+  session_quit(s, 0);
+}
+
+static void chat_flush_reads(uv_timer_t *t) {
+  session *s = t->data;
+  chat_state *ch = s->data;
+  for (size_t off = 0; off < ch->nunread; off += READ_BATCH) {
+    size_t n = TERN_MIN(ch->nunread - off, (size_t)READ_BATCH);
+    if (s->conn) tern_client_read(s->conn, ch->peer, (const char *const *)ch->unread + off, n);
+  }
+  for (size_t i = 0; i < ch->nunread; i++) tern_free(ch->unread[i]);
+  ch->nunread = 0;
+}
+
+static outgoing *find_outgoing(chat_state *ch, const char *msg_id) {
+  for (size_t i = ch->nout; i-- > 0;)
+    if (ch->out[i].msg_id && strcmp(ch->out[i].msg_id, msg_id) == 0) return &ch->out[i];
+  return NULL;
+}
+
+static void chat_event(session *s, const tern_client_event *ev) {
+  chat_state *ch = s->data;
+  const char *me = s->c->creds.user;
+  switch (ev->type) {
+    case TERN_CLIENT_EV_READY: {
+      if (isatty(2))
+        fprintf(stderr, "chatting with %s as %s; type a line and press Enter, Ctrl-D to end\n", ch->peer, ev->user);
+      const char *peer = ch->peer;
+      tern_client_watch(s->conn, &peer, 1);
+      for (size_t i = 0; i < ch->nout; i++)
+        if (!ch->out[i].sent_frame) chat_send_one(s, &ch->out[i]);
+      chat_check_done(s);
+      break;
+    }
+    case TERN_CLIENT_EV_SENT: {
+      for (size_t i = 0; i < ch->nout; i++) {
+        outgoing *o = &ch->out[i];
+        if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
+        o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
+        if (ev->ts) o->ts = ev->ts;
+        set_tick(s, o, TICK_SENT);
+        break;
+      }
+      chat_check_done(s);
+      break;
+    }
+    case TERN_CLIENT_EV_ERROR: {
+      outgoing *o = NULL;
+      for (size_t i = 0; ev->id && i < ch->nout; i++)
+        if (strcmp(ch->out[i].id, ev->id) == 0) o = &ch->out[i];
+      if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+      else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+      if (o) {
+        set_tick(s, o, TICK_FAILED);
+        chat_check_done(s);
+      }
+      if (ev->user && strcmp(ev->code, "no_such_user") == 0 && strcmp(ev->user, ch->peer) == 0) session_quit(s, 1);
+      break;
+    }
+    case TERN_CLIENT_EV_MSG: {
+      bool repeat = ev->seq && ev->seq <= ch->last_seq;
+      if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
+      if (!repeat) {
+        const char *from = ev->from ? ev->from : "?";
+        tern_buf b = {0};
+        char when[32];
+        tern_client_format_time(ev->ts, !ch->tty, when, sizeof when);
+        if (strcmp(from, me) == 0)
+          tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
+        else if (strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
+        else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
+        if (ev->media_id) tern_buf_printf(&b, "[image %s]%s", ev->media_id, ev->body ? " " : "");
+        if (ev->body) tern_buf_append(&b, ev->body, ev->body_len);
+        if (!ch->tty) tern_buf_printf(&b, " (msg_id %s)", ev->msg_id ? ev->msg_id : "?");
+        chat_println(ch, tern_buf_cstr(&b));
+        tern_buf_free(&b);
+        /* Displayed means read, for the peer's messages to us. */
+        if (strcmp(from, ch->peer) == 0 && ev->msg_id) {
+          if (ch->nunread == ch->capunread) {
+            ch->capunread = ch->capunread ? ch->capunread * 2 : 16;
+            ch->unread = tern_realloc(ch->unread, ch->capunread * sizeof *ch->unread);
+          }
+          ch->unread[ch->nunread++] = tern_strdup(ev->msg_id);
+          if (!uv_is_active((uv_handle_t *)&ch->reads)) uv_timer_start(&ch->reads, chat_flush_reads, 0, 0);
+        }
+      }
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
+      break;
+    }
+    case TERN_CLIENT_EV_RECEIPT: {
+      if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
+      if (ev->from && strcmp(ev->from, me) == 0 && ev->by && strcmp(ev->by, me) != 0) {
+        for (size_t i = 0; i < ev->n_msg_ids; i++) {
+          outgoing *o = find_outgoing(ch, ev->msg_ids[i]);
+          if (o) set_tick(s, o, ev->read ? TICK_READ : TICK_DELIVERED);
+        }
+      }
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
+      chat_check_done(s);
+      break;
+    }
+    case TERN_CLIENT_EV_PRESENCE: {
+      if (!ev->user || strcmp(ev->user, ch->peer) != 0) break;
+      tern_buf b = {0};
+      if (ev->online) {
+        tern_buf_printf(&b, "%s is online", ev->user);
+      } else if (ev->last_seen < 0) {
+        tern_buf_printf(&b, "%s is offline (never seen)", ev->user);
+      } else {
+        char ago[48];
+        tern_client_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
+        tern_buf_printf(&b, "%s is offline (last seen %s)", ev->user, ago);
+      }
+      if (ch->tty) {
+        tern_buf c2 = {0};
+        tern_buf_printf(&c2, "\033[2m%s\033[0m", tern_buf_cstr(&b));
+        chat_println(ch, tern_buf_cstr(&c2));
+        tern_buf_free(&c2);
+      } else {
+        chat_println(ch, tern_buf_cstr(&b));
+      }
+      tern_buf_free(&b);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+static void chat_closed(session *s) {
+  chat_state *ch = s->data;
+  chat_close_input(s);
+  uv_close((uv_handle_t *)&ch->reads, NULL);
+}
+
+static void chat_timeout(session *s) { session_quit(s, 0); }
+
+int tern_client_cmd_chat(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 1, 1);
+  if (rc) return rc < 0 ? 0 : rc;
+  chat_state ch;
+  memset(&ch, 0, sizeof ch);
+  size_t plen = strlen(c.pos[0]);
+  if (plen > TERN_CLIENT_USER_MAX) return complain(&c, 2, "'%s' is not a username", c.pos[0]);
+  for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
+  if ((rc = need_login(&c))) return rc;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  ch.has_timeout = c.timeout_ms > 0;
+  session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
+
+  /* stdin and the read-receipt timer join the session's loop. */
+  session_setup(&s);
+  uv_timer_init(&s.loop, &ch.reads);
+  ch.reads.data = &s;
+  uv_handle_type t = uv_guess_handle(0);
+  ch.tty = t == UV_TTY && isatty(1);
+  if (t == UV_TTY && uv_tty_init(&s.loop, &ch.tty_in, 0, 1) == 0) {
+    ch.in = (uv_stream_t *)&ch.tty_in;
+  } else if ((t == UV_NAMED_PIPE || t == UV_TCP) && uv_pipe_init(&s.loop, &ch.pipe_in, 0) == 0) {
+    if (uv_pipe_open(&ch.pipe_in, 0) == 0) ch.in = (uv_stream_t *)&ch.pipe_in;
+    else uv_close((uv_handle_t *)&ch.pipe_in, NULL);
+  }
+  if (ch.in) {
+    ch.in->data = &s;
+    uv_read_start(ch.in, chat_alloc, chat_on_input);
+  } else {
+    /* A file (or /dev/null): read it all now; it cannot block for long. */
+    char chunk[4096];
+    ssize_t r;
+    while ((r = read(0, chunk, sizeof chunk)) > 0 || (r < 0 && errno == EINTR)) {
+      if (r < 0) continue;
+      tern_buf_append(&ch.line, chunk, (size_t)r);
+      char *nl;
+      while (ch.line.len && (nl = memchr(ch.line.data, '\n', ch.line.len))) {
+        size_t n = (size_t)(nl - ch.line.data);
+        chat_line(&s, ch.line.data, n);
+        tern_buf_consume(&ch.line, n + 1);
+      }
+    }
+    if (ch.line.len) chat_line(&s, ch.line.data, ch.line.len);
+    ch.in_eof = true;
+  }
+  rc = session_go(&s, c.timeout_ms);
+
+  for (size_t i = 0; i < ch.nout; i++) {
+    tern_free(ch.out[i].text);
+    tern_free(ch.out[i].msg_id);
+  }
+  tern_free(ch.out);
+  for (size_t i = 0; i < ch.nunread; i++) tern_free(ch.unread[i]);
+  tern_free(ch.unread);
+  tern_buf_free(&ch.line);
+  return rc;
+}

@@ -1,0 +1,254 @@
+/* libtern-client: an asynchronous tern client on libuv, for the `tern` CLI and for tern-bench.
+ *
+ * Shape. A tern_client is a per-loop context: it owns one read buffer shared by all of its
+ * connections (only the unparsed tail of a frame is kept per connection) and the hook that
+ * flushes every connection's outbound frames once per loop iteration. On it run
+ *   - one-shot HTTP/1.1 requests for the JSON API (register, login, logout, me, users/{name}),
+ *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6.
+ * Nothing blocks and nothing runs on another thread, except host name resolution when a URL
+ * names a host rather than an IP address (uv_getaddrinfo in libuv's threadpool).
+ *
+ * Threads: every function must be called on the loop's thread.
+ *
+ * Errors: functions return 0 or a negative errno-style code (libuv's UV_E* codes are the
+ * same numbers on Unix). A callback is never called when the function that took it returned
+ * an error. Every request that was accepted gets exactly one callback; every connection that
+ * was accepted gets exactly one TERN_CLIENT_EV_CLOSED event, its last (unless the whole
+ * context is freed first, which drops callbacks silently).
+ *
+ * Memory: connections are freed by the library right after their CLOSED event returns;
+ * never inside any other callback of theirs. Strings given to the library are copied;
+ * strings and JSON handed to callbacks belong to the library and are valid during the
+ * callback only (copy what you keep).
+ *
+ * Writing: the send helpers append one frame to the connection's outbound buffer and return;
+ * all frames appended during one loop iteration go out in a single uv_write.
+ */
+#ifndef TERN_CLIENT_CLIENT_H
+#define TERN_CLIENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct cJSON;
+
+#define TERN_CLIENT_DEFAULT_SERVER "http://127.0.0.1:8080"
+#define TERN_CLIENT_HOST_MAX 255       /* longest host name accepted in a URL */
+#define TERN_CLIENT_USER_MAX 32        /* usernames are 3-32 chars (PROTOCOL.md 2) */
+#define TERN_CLIENT_DEVICE_ID_MAX 128  /* longest device id we keep (the server's are shorter) */
+#define TERN_CLIENT_TOKEN_MAX 512      /* longest token we keep */
+#define TERN_CLIENT_ID_SIZE 40         /* buffer size for tern_client_new_id */
+
+/* ---- URLs ---------------------------------------------------------------------------- */
+
+typedef struct tern_client_url {
+  char host[TERN_CLIENT_HOST_MAX + 1];  /* host name or IP literal, IPv6 without brackets */
+  uint16_t port;                        /* 80 when the URL has none */
+  char hostport[TERN_CLIENT_HOST_MAX + 9]; /* "host:port" as the Host header wants it */
+} tern_client_url;
+
+/* Parses "http://HOST[:PORT][/]" (the scheme may be omitted: "HOST:PORT"). IPv6 literals are
+ * written in brackets. Returns 0, -EINVAL for a malformed URL, or -EPROTONOSUPPORT for a
+ * scheme other than http (TLS is not supported by this client). */
+int tern_client_url_parse(const char *s, tern_client_url *out);
+
+/* ---- the context --------------------------------------------------------------------- */
+
+typedef struct tern_client tern_client;
+
+typedef struct tern_client_options {
+  int64_t http_timeout_ms;     /* a whole HTTP request may take this long (0: 30 s) */
+  int64_t connect_timeout_ms;  /* WebSocket: TCP connect + upgrade (0: 30 s) */
+  int64_t close_timeout_ms;    /* wait for the server's close frame after ours (0: 2 s) */
+  uint64_t max_message;        /* largest WebSocket message accepted (0: 16 MiB) */
+} tern_client_options;
+
+/* Creates a context on loop. opts may be NULL (defaults). Never fails (aborts on OOM). */
+tern_client *tern_client_new(uv_loop_t *loop, const tern_client_options *opts);
+/* Closes every connection and request still running without calling their callbacks, and
+ * frees the context once libuv has closed its handles: run the loop until it returns (or
+ * until uv_loop_alive is false) afterwards. */
+void tern_client_free(tern_client *c);
+uv_loop_t *tern_client_loop(const tern_client *c);
+
+/* Writes a fresh client message id, "c-<ms>-<16 hex>", unique per device in practice. */
+void tern_client_new_id(char out[TERN_CLIENT_ID_SIZE]);
+
+/* ---- HTTP: the JSON API -------------------------------------------------------------- */
+
+typedef struct tern_client_response {
+  int status;             /* HTTP status; 0 when no response arrived (err says why) */
+  int err;                /* 0, or a negative code: UV_ECONNREFUSED, UV_ETIMEDOUT, -EBADMSG
+                             (unparseable response), ... */
+  bool ok;                /* status is 2xx */
+  char code[64];          /* when !ok: the protocol's error code ("username_taken"), or
+                             "network" (err set) or "bad_response"; "" when ok */
+  char message[256];      /* when !ok: a human sentence; "" when ok */
+  char retry_after[32];   /* the Retry-After header, "" when absent */
+  char *body;             /* the body, NUL-terminated (never NULL) */
+  size_t body_len;        /* bytes in body, without the NUL */
+  struct cJSON *json;     /* the body parsed as JSON, or NULL */
+} tern_client_response;
+
+/* Called once per request. r and what it points to belong to the library and are freed after
+ * the call, unless the callback moves them out with tern_client_response_move. */
+typedef void (*tern_client_http_cb)(tern_client_response *r, void *arg);
+
+typedef struct tern_client_request {
+  const char *method;       /* "GET", "POST", ... */
+  const char *path;         /* "/v1/login" (already escaped) */
+  const char *token;        /* sent as "Authorization: Bearer TOKEN", or NULL */
+  const char *content_type; /* NULL: application/json when there is a body */
+  const void *body;         /* request body, or NULL */
+  size_t body_len;
+} tern_client_request;
+
+/* Sends one request on a fresh TCP connection. Everything in url and req is copied. */
+int tern_client_http(tern_client *c, const tern_client_url *url, const tern_client_request *req,
+                     tern_client_http_cb cb, void *arg);
+
+/* Moves src's body and JSON into dst (which the caller then frees with
+ * tern_client_response_free); src is left empty. */
+void tern_client_response_move(tern_client_response *dst, tern_client_response *src);
+void tern_client_response_free(tern_client_response *r); /* frees body and json, not r */
+
+/* The API calls of PROTOCOL.md section 2 and 6. device may be NULL. */
+int tern_client_register(tern_client *c, const tern_client_url *url, const char *user, const char *password,
+                         const char *device, tern_client_http_cb cb, void *arg);
+int tern_client_login(tern_client *c, const tern_client_url *url, const char *user, const char *password,
+                      const char *device, tern_client_http_cb cb, void *arg);
+int tern_client_logout(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                       void *arg);
+int tern_client_me(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb, void *arg);
+/* GET /v1/users/{user}; the name is percent-escaped as needed. */
+int tern_client_whois(tern_client *c, const tern_client_url *url, const char *token, const char *user,
+                      tern_client_http_cb cb, void *arg);
+
+/* What register and login answer. */
+typedef struct tern_client_account {
+  char user[TERN_CLIENT_USER_MAX + 1];
+  char device_id[TERN_CLIENT_DEVICE_ID_MAX + 1];
+  char token[TERN_CLIENT_TOKEN_MAX + 1];
+} tern_client_account;
+/* Reads an account from a successful register/login response: 0 or -EBADMSG. */
+int tern_client_parse_account(const tern_client_response *r, tern_client_account *out);
+
+/* What GET /v1/users/{name} answers. */
+typedef struct tern_client_user_status {
+  char user[TERN_CLIENT_USER_MAX + 1];
+  bool online;
+  int64_t last_seen; /* ms, or -1 when the user never connected (null) */
+} tern_client_user_status;
+int tern_client_parse_user_status(const tern_client_response *r, tern_client_user_status *out);
+
+/* Runs a private loop until the request is answered or timeout_ms passes (0: 30 s). *out is
+ * always filled (ok false on failure); free it with tern_client_response_free. Returns 0 when
+ * a 2xx answer arrived, else -1. For command-line tools; never call it on a loop thread. */
+int tern_client_http_sync(const tern_client_url *url, const tern_client_request *req, int64_t timeout_ms,
+                          tern_client_response *out);
+
+/* ---- WebSocket connections ----------------------------------------------------------- */
+
+typedef struct tern_client_conn tern_client_conn;
+
+typedef enum tern_client_event_type {
+  TERN_CLIENT_EV_OPEN = 1, /* the upgrade succeeded; the auth frame (if any) is queued */
+  TERN_CLIENT_EV_READY,    /* user, device_id, server_time */
+  TERN_CLIENT_EV_SYNCED,   /* seq: every stored envelope has been sent */
+  TERN_CLIENT_EV_MSG,      /* seq, msg_id, from, from_device, to, ts, body/body_len, media */
+  TERN_CLIENT_EV_RECEIPT,  /* seq, read, from, by, msg_ids/n_msg_ids, ts */
+  TERN_CLIENT_EV_SENT,     /* id, msg_id, ts */
+  TERN_CLIENT_EV_ERROR,    /* id (may be NULL), code, message, user (may be NULL) */
+  TERN_CLIENT_EV_PRESENCE, /* user, online, last_seen */
+  TERN_CLIENT_EV_TYPING,   /* from, composing */
+  TERN_CLIENT_EV_PONG,     /* server_time */
+  TERN_CLIENT_EV_UNKNOWN,  /* a frame of another type, or not a JSON object: see raw/json */
+  TERN_CLIENT_EV_CLOSED,   /* the last event: close_code, err, http_status, message */
+} tern_client_event_type;
+
+/* One server frame, parsed. Pointers are valid during the callback only. Fields that do not
+ * belong to the event's type are zero/NULL; so are missing optional fields. */
+typedef struct tern_client_event {
+  tern_client_event_type type;
+  const char *raw;           /* the frame's JSON text (not NUL-terminated), NULL for CLOSED */
+  size_t raw_len;
+  struct cJSON *json;        /* the parsed frame, NULL for CLOSED (and unparseable frames) */
+  uint64_t seq;              /* MSG, RECEIPT, SYNCED */
+  const char *id;            /* SENT, ERROR: the client id */
+  const char *msg_id;        /* MSG, SENT */
+  const char *from;          /* MSG, RECEIPT, TYPING */
+  const char *from_device;   /* MSG */
+  const char *to;            /* MSG */
+  const char *by;            /* RECEIPT */
+  const char *user;          /* READY, PRESENCE, ERROR (no_such_user on watch) */
+  const char *device_id;     /* READY */
+  const char *body;          /* MSG, or NULL when it carries media only */
+  size_t body_len;
+  const char *media_id;      /* MSG: media.media_id, or NULL */
+  const char *const *msg_ids;/* RECEIPT */
+  size_t n_msg_ids;
+  bool read;                 /* RECEIPT: "read" (true) or "delivered" (false) */
+  bool online;               /* PRESENCE */
+  bool composing;            /* TYPING: "composing" (true) or "paused" (false) */
+  int64_t ts;                /* MSG, RECEIPT, SENT: ms */
+  int64_t server_time;       /* READY, PONG: ms */
+  int64_t last_seen;         /* PRESENCE: ms, -1 when null or online */
+  const char *code;          /* ERROR: protocol error code */
+  const char *message;       /* ERROR, CLOSED: human text ("" when none) */
+  uint16_t close_code;       /* CLOSED: the server's close code; 1005 when its close frame had
+                                none, 1006 when the connection ended without a close frame,
+                                0 when the WebSocket never opened */
+  int err;                   /* CLOSED: 0, or why the connection failed (UV_ECONNREFUSED,
+                                UV_ETIMEDOUT, -EPROTO for a refused upgrade, ...) */
+  int http_status;           /* CLOSED: the status when the upgrade was refused, else 0 */
+} tern_client_event;
+
+typedef void (*tern_client_event_cb)(tern_client_conn *conn, const tern_client_event *ev, void *arg);
+
+typedef struct tern_client_conn_options {
+  const tern_client_url *url; /* the server */
+  const char *token;          /* sent as the first frame ({"type":"auth"}); NULL: send nothing
+                                 (the caller authenticates with tern_client_send_raw) */
+  const char *bind_ip;        /* local source address ("127.0.0.7"), or NULL for any; lets a
+                                 load generator get past one address pair's 64 K ports */
+  tern_client_event_cb on_event; /* required */
+  void *arg;                  /* passed to on_event */
+} tern_client_conn_options;
+
+/* Starts connecting. Events arrive on o->on_event, starting with OPEN (or CLOSED). */
+int tern_client_connect(tern_client *c, const tern_client_conn_options *o, tern_client_conn **out);
+
+/* Sends a close frame with code (0: 1000) and closes once the server answers (or after
+ * close_timeout_ms). Safe inside a callback; idempotent. CLOSED follows, later. */
+void tern_client_close(tern_client_conn *conn, uint16_t code);
+/* Closes the TCP connection now, without a close handshake. CLOSED follows, later. */
+void tern_client_abort(tern_client_conn *conn);
+
+/* True between OPEN and the start of closing: the send helpers work. */
+bool tern_client_is_open(const tern_client_conn *conn);
+/* Bytes queued or being written (backpressure for load generators). */
+size_t tern_client_outbound(const tern_client_conn *conn);
+void *tern_client_conn_arg(const tern_client_conn *conn);
+void tern_client_conn_set_arg(tern_client_conn *conn, void *arg);
+
+/* Frame helpers. Each appends one frame and returns 0, or -ENOTCONN when the connection is
+ * not open, or -EINVAL for a NULL argument. Values are JSON-escaped here; the server
+ * validates them. Send only after READY: the server refuses frames before auth. */
+int tern_client_send(tern_client_conn *conn, const char *id, const char *to, const char *body, size_t body_len,
+                     const char *media_id); /* body may be NULL when media_id is set */
+int tern_client_ack(tern_client_conn *conn, uint64_t seq);
+int tern_client_read(tern_client_conn *conn, const char *peer, const char *const *msg_ids, size_t n);
+int tern_client_watch(tern_client_conn *conn, const char *const *users, size_t n);
+int tern_client_unwatch(tern_client_conn *conn, const char *const *users, size_t n);
+int tern_client_typing(tern_client_conn *conn, const char *to, bool composing);
+int tern_client_ping(tern_client_conn *conn); /* the app-level {"type":"ping"} */
+/* Any text frame (tests, benchmarks, new frame types). */
+int tern_client_send_raw(tern_client_conn *conn, const void *data, size_t len);
+
+/* Short name of a close code for messages: "device logged out" for 4002, ... ("" if none). */
+const char *tern_client_close_code_name(uint16_t code);
+
+#endif

@@ -1,0 +1,472 @@
+/* http.c: the HTTP/1.1 side of the client: a response parser on llhttp (also used for the
+ * WebSocket upgrade), one-shot requests on a fresh TCP connection each, the JSON API calls
+ * and a synchronous wrapper for command-line tools. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/util.h"
+#include "client/client_int.h"
+
+#define HP_MAX_HEAD (64 * 1024)      /* a response head larger than this is not a tern server */
+#define HP_MAX_FIELD 64              /* we only look at short header names */
+#define HP_MAX_VALUE 1024            /* and at short values */
+#define HTTP_MAX_BODY (16u << 20)    /* largest response body accepted */
+
+/* ---- the response parser ---- */
+
+static tern_client_http_parser *hp_of(llhttp_t *p) { return p->data; }
+
+static int hp_count(tern_client_http_parser *hp, size_t n) {
+  hp->head_bytes += n;
+  return hp->head_bytes > hp->max_head ? -1 : 0;
+}
+
+static int hp_on_field(llhttp_t *p, const char *at, size_t len) {
+  tern_client_http_parser *hp = hp_of(p);
+  if (hp_count(hp, len) < 0) return -1;
+  if (hp->field.len + len <= HP_MAX_FIELD) tern_buf_append(&hp->field, at, len);
+  return 0;
+}
+
+static int hp_on_value(llhttp_t *p, const char *at, size_t len) {
+  tern_client_http_parser *hp = hp_of(p);
+  if (hp_count(hp, len) < 0) return -1;
+  if (hp->value.len + len <= HP_MAX_VALUE) tern_buf_append(&hp->value, at, len);
+  return 0;
+}
+
+static void copy_value(char *dst, size_t cap, const tern_buf *v) {
+  size_t n = TERN_MIN(v->len, cap - 1);
+  if (n) memcpy(dst, v->data, n);
+  dst[n] = '\0';
+}
+
+/* True when the comma-separated list v holds token (case-insensitive). */
+static bool list_has(const char *v, const char *token) {
+  size_t tl = strlen(token);
+  while (*v) {
+    while (*v == ' ' || *v == '\t' || *v == ',') v++;
+    const char *e = v;
+    while (*e && *e != ',') e++;
+    const char *t = e;
+    while (t > v && (t[-1] == ' ' || t[-1] == '\t')) t--;
+    if ((size_t)(t - v) == tl && strncasecmp(v, token, tl) == 0) return true;
+    v = e;
+  }
+  return false;
+}
+
+static int hp_on_value_complete(llhttp_t *p) {
+  tern_client_http_parser *hp = hp_of(p);
+  const char *f = tern_buf_cstr(&hp->field);
+  char v[HP_MAX_VALUE + 1];
+  copy_value(v, sizeof v, &hp->value);
+  if (strcasecmp(f, "sec-websocket-accept") == 0) {
+    copy_value(hp->accept, sizeof hp->accept, &hp->value);
+  } else if (strcasecmp(f, "retry-after") == 0) {
+    copy_value(hp->retry_after, sizeof hp->retry_after, &hp->value);
+  } else if (strcasecmp(f, "connection") == 0) {
+    if (list_has(v, "upgrade")) hp->conn_upgrade = true;
+  } else if (strcasecmp(f, "upgrade") == 0) {
+    if (list_has(v, "websocket")) hp->upgrade_ws = true;
+  }
+  tern_buf_reset(&hp->field);
+  tern_buf_reset(&hp->value);
+  return 0;
+}
+
+static int hp_on_headers_complete(llhttp_t *p) {
+  tern_client_http_parser *hp = hp_of(p);
+  hp->status = p->status_code;
+  hp->head_done = true;
+  /* Refuse a body that cannot fit before reading any of it. */
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hp->max_body) return -1;
+  return 0;
+}
+
+static int hp_on_body(llhttp_t *p, const char *at, size_t len) {
+  tern_client_http_parser *hp = hp_of(p);
+  if (hp->body.len + len > hp->max_body) return -1;
+  tern_buf_append(&hp->body, at, len);
+  return 0;
+}
+
+static int hp_on_message_complete(llhttp_t *p) {
+  tern_client_http_parser *hp = hp_of(p);
+  hp->done = true;
+  if (hp->status == 101) hp->upgrade = true;
+  /* Whatever follows is not ours to parse (an upgraded stream, or nothing). */
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t *hp_settings(void) {
+  static llhttp_settings_t s;
+  static bool init;
+  if (!init) {
+    llhttp_settings_init(&s);
+    s.on_header_field = hp_on_field;
+    s.on_header_value = hp_on_value;
+    s.on_header_value_complete = hp_on_value_complete;
+    s.on_headers_complete = hp_on_headers_complete;
+    s.on_body = hp_on_body;
+    s.on_message_complete = hp_on_message_complete;
+    init = true;
+  }
+  return &s;
+}
+
+void tern_client_hp_init(tern_client_http_parser *hp, size_t max_body) {
+  memset(hp, 0, sizeof *hp);
+  llhttp_init(&hp->p, HTTP_RESPONSE, hp_settings());
+  hp->p.data = hp;
+  hp->max_head = HP_MAX_HEAD;
+  hp->max_body = max_body;
+}
+
+void tern_client_hp_free(tern_client_http_parser *hp) {
+  tern_buf_free(&hp->field);
+  tern_buf_free(&hp->value);
+  tern_buf_free(&hp->body);
+}
+
+ssize_t tern_client_hp_feed(tern_client_http_parser *hp, const char *data, size_t len) {
+  if (hp->done) return 0;
+  llhttp_errno_t e = llhttp_execute(&hp->p, data, len);
+  if (e == HPE_OK) return (ssize_t)len;
+  if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && hp->done) {
+    const char *pos = llhttp_get_error_pos(&hp->p);
+    if (!pos || pos < data || pos > data + len) return (ssize_t)len;
+    return pos - data;
+  }
+  return -EBADMSG;
+}
+
+int tern_client_hp_eof(tern_client_http_parser *hp) {
+  if (hp->done) return 0;
+  if (!hp->head_done) return -EBADMSG;
+  llhttp_errno_t e = llhttp_finish(&hp->p);
+  if ((e == HPE_OK || e == HPE_PAUSED) && hp->done) return 0;
+  return -EBADMSG;
+}
+
+/* ---- responses ---- */
+
+static void set_str(char *dst, size_t cap, const char *s) { snprintf(dst, cap, "%s", s); }
+
+void tern_client_response_from_parser(tern_client_response *r, tern_client_http_parser *hp) {
+  memset(r, 0, sizeof *r);
+  r->status = hp->status;
+  r->ok = hp->status >= 200 && hp->status < 300;
+  set_str(r->retry_after, sizeof r->retry_after, hp->retry_after);
+  tern_client_json_hooks();
+  tern_buf_cstr(&hp->body);
+  r->body = tern_buf_steal(&hp->body, &r->body_len);
+  if (r->body_len) r->json = cJSON_ParseWithLength(r->body, r->body_len);
+  if (r->ok) return;
+  const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
+  const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+  const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+  if (cJSON_IsString(code) && cJSON_IsString(msg)) {
+    set_str(r->code, sizeof r->code, code->valuestring);
+    set_str(r->message, sizeof r->message, msg->valuestring);
+  } else {
+    set_str(r->code, sizeof r->code, "bad_response");
+    snprintf(r->message, sizeof r->message, "HTTP status %d without a tern error body", r->status);
+  }
+}
+
+void tern_client_response_fail(tern_client_response *r, int err, const char *what) {
+  memset(r, 0, sizeof *r);
+  r->err = err;
+  r->body = tern_strdup("");
+  if (err == -EBADMSG) {
+    set_str(r->code, sizeof r->code, "bad_response");
+    snprintf(r->message, sizeof r->message, "%s: the server's answer is not valid HTTP", what);
+  } else {
+    set_str(r->code, sizeof r->code, "network");
+    snprintf(r->message, sizeof r->message, "%s: %s", what, uv_strerror(err));
+  }
+}
+
+void tern_client_response_move(tern_client_response *dst, tern_client_response *src) {
+  *dst = *src;
+  src->body = NULL;
+  src->body_len = 0;
+  src->json = NULL;
+}
+
+void tern_client_response_free(tern_client_response *r) {
+  tern_free(r->body);
+  cJSON_Delete(r->json);
+  r->body = NULL;
+  r->body_len = 0;
+  r->json = NULL;
+}
+
+/* ---- requests ---- */
+
+typedef struct tern_client_http_req {
+  tern_client *c;                      /* the context */
+  struct tern_client_http_req *prev;   /* in c->reqs */
+  struct tern_client_http_req *next;
+  uv_tcp_t tcp;                        /* the connection */
+  uv_timer_t timer;                    /* the request's deadline */
+  uv_write_t write;                    /* writes out */
+  tern_client_dial *dial;              /* while connecting */
+  tern_buf out;                        /* the request's bytes */
+  tern_client_http_parser hp;          /* the response */
+  tern_client_http_cb cb;              /* called once */
+  void *arg;
+  char what[64];                       /* "POST /v1/login", for error messages */
+  int open_handles;                    /* tcp and timer until their close callbacks ran */
+  bool finished;                       /* the callback was called (or dropped) */
+} tern_client_http_req;
+
+static void req_closed(uv_handle_t *h) {
+  tern_client_http_req *q = h->data;
+  if (--q->open_handles > 0) return;
+  tern_client *c = q->c;
+  if (q->prev) q->prev->next = q->next;
+  else c->reqs = q->next;
+  if (q->next) q->next->prev = q->prev;
+  tern_buf_free(&q->out);
+  tern_client_hp_free(&q->hp);
+  tern_free(q);
+  tern_client_maybe_done(c);
+}
+
+/* Ends the request: calls back (unless silent), then closes its handles. */
+static void req_finish(tern_client_http_req *q, int err, bool silent) {
+  if (q->finished) return;
+  q->finished = true;
+  if (q->dial) {
+    tern_client_dial_cancel(q->dial);
+    q->dial = NULL;
+  }
+  if (!silent && !q->c->freeing) {
+    tern_client_response r;
+    if (err) tern_client_response_fail(&r, err, q->what);
+    else tern_client_response_from_parser(&r, &q->hp);
+    q->cb(&r, q->arg);
+    tern_client_response_free(&r);
+  }
+  uv_close((uv_handle_t *)&q->tcp, req_closed);
+  uv_close((uv_handle_t *)&q->timer, req_closed);
+}
+
+static void req_on_timeout(uv_timer_t *t) { req_finish(t->data, UV_ETIMEDOUT, false); }
+
+static void req_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  tern_client_http_req *q = s->data;
+  if (q->finished) return;
+  if (nread > 0) {
+    ssize_t used = tern_client_hp_feed(&q->hp, buf->base, (size_t)nread);
+    if (used < 0) req_finish(q, -EBADMSG, false);
+    else if (q->hp.done) req_finish(q, 0, false);
+  } else if (nread == UV_EOF) {
+    req_finish(q, tern_client_hp_eof(&q->hp) == 0 ? 0 : (q->hp.head_done ? -EBADMSG : UV_ECONNRESET), false);
+  } else if (nread < 0) {
+    req_finish(q, (int)nread, false);
+  }
+}
+
+static void req_on_write(uv_write_t *w, int status) {
+  tern_client_http_req *q = w->data;
+  if (status < 0 && status != UV_ECANCELED) req_finish(q, status, false);
+}
+
+static void req_on_connect(void *owner, int status) {
+  tern_client_http_req *q = owner;
+  q->dial = NULL;
+  if (status < 0) {
+    req_finish(q, status, false);
+    return;
+  }
+  uv_buf_t b = uv_buf_init(q->out.data, (unsigned)q->out.len);
+  q->write.data = q;
+  int rc = uv_write(&q->write, (uv_stream_t *)&q->tcp, &b, 1, req_on_write);
+  if (rc == 0) rc = uv_read_start((uv_stream_t *)&q->tcp, tern_client_alloc_cb, req_on_read);
+  if (rc < 0) req_finish(q, rc, false);
+}
+
+int tern_client_http(tern_client *c, const tern_client_url *url, const tern_client_request *req,
+                     tern_client_http_cb cb, void *arg) {
+  if (!c || !url || !req || !req->method || !req->path || !cb || req->path[0] != '/') return -EINVAL;
+  if (c->freeing) return -ECANCELED;
+  if (strpbrk(req->path, " \r\n") || strpbrk(req->method, " \r\n") ||
+      (req->token && strpbrk(req->token, "\r\n")) || (req->content_type && strpbrk(req->content_type, "\r\n")))
+    return -EINVAL;
+  tern_client_http_req *q = TERN_NEW(tern_client_http_req);
+  q->c = c;
+  q->cb = cb;
+  q->arg = arg;
+  snprintf(q->what, sizeof q->what, "%s %s", req->method, req->path);
+  tern_client_hp_init(&q->hp, HTTP_MAX_BODY);
+  tern_buf *o = &q->out;
+  tern_buf_printf(o, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tern-client\r\nAccept: application/json\r\n",
+                  req->method, req->path, url->hostport);
+  if (req->token) tern_buf_printf(o, "Authorization: Bearer %s\r\n", req->token);
+  if (req->body || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
+    if (req->body)
+      tern_buf_printf(o, "Content-Type: %s\r\n", req->content_type ? req->content_type : "application/json");
+    tern_buf_printf(o, "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
+  }
+  /* One request per connection: the server closes after answering, so nothing lingers. */
+  tern_buf_puts(o, "Connection: close\r\n\r\n");
+  if (req->body) tern_buf_append(o, req->body, req->body_len);
+
+  uv_tcp_init(c->loop, &q->tcp);
+  uv_timer_init(c->loop, &q->timer);
+  q->tcp.data = q->timer.data = q;
+  q->open_handles = 2;
+  q->next = c->reqs;
+  if (c->reqs) c->reqs->prev = q;
+  c->reqs = q;
+  int err = 0;
+  q->dial = tern_client_dial_start(&q->tcp, url->host, url->port, NULL, req_on_connect, q, &err);
+  if (!q->dial) {
+    req_finish(q, err, true);
+    return err;
+  }
+  uv_timer_start(&q->timer, req_on_timeout, (uint64_t)c->opts.http_timeout_ms, 0);
+  return 0;
+}
+
+void tern_client_http_abort_all(tern_client *c) {
+  for (tern_client_http_req *q = c->reqs; q; q = q->next) req_finish(q, 0, true);
+}
+
+/* ---- the API calls ---- */
+
+static int post_credentials(tern_client *c, const tern_client_url *url, const char *path, const char *user,
+                            const char *password, const char *device, tern_client_http_cb cb, void *arg) {
+  if (!user || !password) return -EINVAL;
+  tern_buf b = {0};
+  tern_buf_puts(&b, "{\"username\":");
+  tern_buf_put_json_str(&b, user, strlen(user));
+  tern_buf_puts(&b, ",\"password\":");
+  tern_buf_put_json_str(&b, password, strlen(password));
+  if (device) {
+    tern_buf_puts(&b, ",\"device\":");
+    tern_buf_put_json_str(&b, device, strlen(device));
+  }
+  tern_buf_putc(&b, '}');
+  tern_client_request req = {.method = "POST", .path = path, .body = b.data, .body_len = b.len};
+  int rc = tern_client_http(c, url, &req, cb, arg);
+  /* The password was copied into the request; do not leave it in freed memory. */
+  memset(b.data, 0, b.len);
+  tern_buf_free(&b);
+  return rc;
+}
+
+int tern_client_register(tern_client *c, const tern_client_url *url, const char *user, const char *password,
+                         const char *device, tern_client_http_cb cb, void *arg) {
+  return post_credentials(c, url, "/v1/register", user, password, device, cb, arg);
+}
+
+int tern_client_login(tern_client *c, const tern_client_url *url, const char *user, const char *password,
+                      const char *device, tern_client_http_cb cb, void *arg) {
+  return post_credentials(c, url, "/v1/login", user, password, device, cb, arg);
+}
+
+int tern_client_logout(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                       void *arg) {
+  if (!token) return -EINVAL;
+  tern_client_request req = {.method = "POST", .path = "/v1/logout", .token = token};
+  return tern_client_http(c, url, &req, cb, arg);
+}
+
+int tern_client_me(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb, void *arg) {
+  if (!token) return -EINVAL;
+  tern_client_request req = {.method = "GET", .path = "/v1/me", .token = token};
+  return tern_client_http(c, url, &req, cb, arg);
+}
+
+int tern_client_whois(tern_client *c, const tern_client_url *url, const char *token, const char *user,
+                      tern_client_http_cb cb, void *arg) {
+  if (!token || !user || !*user || strlen(user) > 256) return -EINVAL;
+  static const char hex[] = "0123456789ABCDEF";
+  tern_buf path = {0};
+  tern_buf_puts(&path, "/v1/users/");
+  for (const unsigned char *p = (const unsigned char *)user; *p; p++) {
+    bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                 *p == '.' || *p == '_' || *p == '~';
+    if (plain) {
+      tern_buf_putc(&path, (char)*p);
+    } else {
+      char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+      tern_buf_append(&path, e, 3);
+    }
+  }
+  tern_client_request req = {.method = "GET", .path = tern_buf_cstr(&path), .token = token};
+  int rc = tern_client_http(c, url, &req, cb, arg);
+  tern_buf_free(&path);
+  return rc;
+}
+
+static int copy_field(char *dst, size_t cap, const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap || !v->valuestring[0]) return -EBADMSG;
+  memcpy(dst, v->valuestring, strlen(v->valuestring) + 1);
+  return 0;
+}
+
+int tern_client_parse_account(const tern_client_response *r, tern_client_account *out) {
+  memset(out, 0, sizeof *out);
+  if (!r->ok || !cJSON_IsObject(r->json)) return -EBADMSG;
+  if (copy_field(out->user, sizeof out->user, r->json, "user") < 0 ||
+      copy_field(out->device_id, sizeof out->device_id, r->json, "device_id") < 0 ||
+      copy_field(out->token, sizeof out->token, r->json, "token") < 0)
+    return -EBADMSG;
+  return 0;
+}
+
+int tern_client_parse_user_status(const tern_client_response *r, tern_client_user_status *out) {
+  memset(out, 0, sizeof *out);
+  out->last_seen = -1;
+  if (!r->ok || !cJSON_IsObject(r->json)) return -EBADMSG;
+  if (copy_field(out->user, sizeof out->user, r->json, "user") < 0) return -EBADMSG;
+  out->online = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "online"));
+  const cJSON *ls = cJSON_GetObjectItemCaseSensitive(r->json, "last_seen");
+  if (cJSON_IsNumber(ls)) out->last_seen = (int64_t)ls->valuedouble;
+  return 0;
+}
+
+/* ---- synchronous wrapper ---- */
+
+typedef struct sync_state {
+  tern_client_response *out; /* where the answer goes */
+  bool done;                 /* the callback ran */
+} sync_state;
+
+static void sync_cb(tern_client_response *r, void *arg) {
+  sync_state *st = arg;
+  tern_client_response_move(st->out, r);
+  st->done = true;
+}
+
+int tern_client_http_sync(const tern_client_url *url, const tern_client_request *req, int64_t timeout_ms,
+                          tern_client_response *out) {
+  memset(out, 0, sizeof *out);
+  uv_loop_t loop;
+  int rc = uv_loop_init(&loop);
+  if (rc < 0) {
+    tern_client_response_fail(out, rc, "event loop");
+    return -1;
+  }
+  tern_client_options o = {.http_timeout_ms = timeout_ms};
+  tern_client *c = tern_client_new(&loop, &o);
+  sync_state st = {.out = out};
+  rc = tern_client_http(c, url, req, sync_cb, &st);
+  if (rc < 0) tern_client_response_fail(out, rc, req->path ? req->path : "request");
+  else uv_run(&loop, UV_RUN_DEFAULT);
+  tern_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  if (rc == 0 && !st.done) tern_client_response_fail(out, UV_ECANCELED, "request");
+  return out->ok ? 0 : -1;
+}

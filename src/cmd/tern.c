@@ -1,0 +1,32 @@
+/* tern: the command-line client. Only dispatch lives here; the commands are in
+ * src/client/cli.c, on libtern-client. */
+#include <stdio.h>
+#include <string.h>
+
+#include "client/cli.h"
+
+static const struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+} commands[] = {
+    {"register", tern_client_cmd_register}, {"login", tern_client_cmd_login}, {"logout", tern_client_cmd_logout},
+    {"me", tern_client_cmd_me},             {"whois", tern_client_cmd_whois}, {"send", tern_client_cmd_send},
+    {"listen", tern_client_cmd_listen},     {"chat", tern_client_cmd_chat},
+};
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(tern_client_cli_usage(), stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    const char *usage = argc > 2 ? tern_client_cmd_usage(argv[2]) : NULL;
+    fputs(usage ? usage : tern_client_cli_usage(), stdout);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(commands[i].name, cmd) == 0) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "tern: unknown command '%s' (see tern --help)\n", cmd);
+  return 2;
+}

@@ -1,0 +1,927 @@
+/* test_client: libtern-client without a tern server: URLs, credentials files, frame building
+ * and parsing, HTTP response parsing from canned bytes, and the WebSocket and HTTP state
+ * machines against a small scripted server on loopback. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/util.h"
+#include "client/cli.h"
+#include "client/client_int.h"
+#include "net/ws.h"
+#include "t.h"
+
+/* ---- URLs ---- */
+
+TEST(url_parse) {
+  tern_client_url u;
+  CHECK_EQ_INT(tern_client_url_parse("http://127.0.0.1:8080", &u), 0);
+  CHECK_EQ_STR(u.host, "127.0.0.1");
+  CHECK_EQ_INT(u.port, 8080);
+  CHECK_EQ_STR(u.hostport, "127.0.0.1:8080");
+  CHECK_EQ_INT(tern_client_url_parse("http://example.com/", &u), 0);
+  CHECK_EQ_STR(u.host, "example.com");
+  CHECK_EQ_INT(u.port, 80);
+  CHECK_EQ_INT(tern_client_url_parse("localhost:9000", &u), 0);
+  CHECK_EQ_STR(u.host, "localhost");
+  CHECK_EQ_INT(u.port, 9000);
+  CHECK_EQ_INT(tern_client_url_parse("HTTP://[::1]:8080/", &u), 0);
+  CHECK_EQ_STR(u.host, "::1");
+  CHECK_EQ_STR(u.hostport, "[::1]:8080");
+  CHECK_EQ_INT(tern_client_url_parse("ws://h:1", &u), 0);
+  CHECK_EQ_INT(tern_client_url_parse("https://example.com", &u), -EPROTONOSUPPORT);
+  CHECK_EQ_INT(tern_client_url_parse("ftp://example.com", &u), -EPROTONOSUPPORT);
+  CHECK_EQ_INT(tern_client_url_parse("", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://h:0", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://h:65536", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://h:80x", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://h:", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://h/v1", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://a b:80", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://a\r\nX: y", &u), -EINVAL);
+  CHECK_EQ_INT(tern_client_url_parse("http://[::1", &u), -EINVAL);
+}
+
+TEST(new_id_unique) {
+  char a[TERN_CLIENT_ID_SIZE], b[TERN_CLIENT_ID_SIZE];
+  tern_client_new_id(a);
+  tern_client_new_id(b);
+  CHECK(strncmp(a, "c-", 2) == 0);
+  CHECK(strcmp(a, b) != 0);
+  CHECK(strlen(a) < TERN_CLIENT_ID_SIZE && strlen(a) <= 64);
+  for (const char *p = a; *p; p++) CHECK(*p > 0x20 && *p < 0x7f);
+}
+
+/* ---- credentials ---- */
+
+static char tmpdir[256];
+
+static void make_tmpdir(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_client.XXXXXX");
+  CHECK(mkdtemp(tmpdir) != NULL);
+}
+
+TEST(creds_paths) {
+  make_tmpdir();
+  tern_client_url u;
+  tern_client_url_parse("http://127.0.0.1:8080", &u);
+  char path[512], want[512];
+  char xdg[300];
+  snprintf(xdg, sizeof xdg, "%s/cfg", tmpdir);
+  setenv("XDG_CONFIG_HOME", xdg, 1);
+  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
+  snprintf(want, sizeof want, "%s/cfg/tern/127.0.0.1-8080.json", tmpdir);
+  CHECK_EQ_STR(path, want);
+  /* A relative XDG_CONFIG_HOME is ignored (XDG spec): fall back to HOME. */
+  setenv("XDG_CONFIG_HOME", "relative", 1);
+  setenv("HOME", tmpdir, 1);
+  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
+  snprintf(want, sizeof want, "%s/.config/tern/127.0.0.1-8080.json", tmpdir);
+  CHECK_EQ_STR(path, want);
+  tern_client_url_parse("http://[::1]:9", &u);
+  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
+  snprintf(want, sizeof want, "%s/.config/tern/__1-9.json", tmpdir);
+  CHECK_EQ_STR(path, want);
+  unsetenv("XDG_CONFIG_HOME");
+  unsetenv("HOME");
+  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), -ENOENT);
+}
+
+TEST(creds_save_load) {
+  make_tmpdir();
+  char xdg[300], path[512];
+  snprintf(xdg, sizeof xdg, "%s/deep/cfg", tmpdir);
+  setenv("XDG_CONFIG_HOME", xdg, 1);
+  tern_client_url u;
+  tern_client_url_parse("http://127.0.0.1:8080", &u);
+  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
+  tern_client_creds in, out;
+  CHECK_EQ_INT(tern_client_creds_load(path, &out), -ENOENT);
+  memset(&in, 0, sizeof in);
+  strcpy(in.server, "http://127.0.0.1:8080");
+  strcpy(in.user, "alice");
+  strcpy(in.device_id, "dev-1");
+  strcpy(in.token, "tok\"en\\with\nodd chars");
+  umask(022);
+  CHECK_EQ_INT(tern_client_creds_save(path, &in), 0);
+  struct stat st;
+  CHECK_EQ_INT(stat(path, &st), 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0600);
+  char dir[400];
+  snprintf(dir, sizeof dir, "%s/tern", xdg);
+  CHECK_EQ_INT(stat(dir, &st), 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0700);
+  CHECK_EQ_INT(tern_client_creds_load(path, &out), 0);
+  CHECK_EQ_STR(out.server, in.server);
+  CHECK_EQ_STR(out.user, "alice");
+  CHECK_EQ_STR(out.device_id, "dev-1");
+  CHECK_EQ_STR(out.token, in.token);
+  /* Overwrite (a new login) keeps the mode; a loosened directory is tightened again. */
+  chmod(dir, 0755);
+  strcpy(in.user, "bob");
+  CHECK_EQ_INT(tern_client_creds_save(path, &in), 0);
+  CHECK_EQ_INT(stat(path, &st), 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0600);
+  CHECK_EQ_INT(stat(dir, &st), 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0700);
+  CHECK_EQ_INT(tern_client_creds_load(path, &out), 0);
+  CHECK_EQ_STR(out.user, "bob");
+  /* A damaged file is reported, not half-read. */
+  FILE *f = fopen(path, "w");
+  fputs("{\"user\":\"x\"", f);
+  fclose(f);
+  CHECK_EQ_INT(tern_client_creds_load(path, &out), -EBADMSG);
+  CHECK_EQ_STR(out.user, "");
+  CHECK_EQ_INT(tern_client_creds_remove(path), 0);
+  CHECK_EQ_INT(tern_client_creds_remove(path), -ENOENT);
+  unsetenv("XDG_CONFIG_HOME");
+}
+
+/* ---- helpers ---- */
+
+TEST(durations_and_times) {
+  int64_t ms;
+  CHECK_EQ_INT(tern_client_parse_duration("500ms", &ms), 0);
+  CHECK_EQ_INT(ms, 500);
+  CHECK_EQ_INT(tern_client_parse_duration("90s", &ms), 0);
+  CHECK_EQ_INT(ms, 90000);
+  CHECK_EQ_INT(tern_client_parse_duration("2", &ms), 0);
+  CHECK_EQ_INT(ms, 2000);
+  CHECK_EQ_INT(tern_client_parse_duration("1.5m", &ms), 0);
+  CHECK_EQ_INT(ms, 90000);
+  CHECK_EQ_INT(tern_client_parse_duration("2h", &ms), 0);
+  CHECK_EQ_INT(ms, 7200000);
+  CHECK_EQ_INT(tern_client_parse_duration("1d", &ms), 0);
+  CHECK_EQ_INT(ms, 86400000);
+  CHECK_EQ_INT(tern_client_parse_duration("", &ms), -EINVAL);
+  CHECK_EQ_INT(tern_client_parse_duration("5x", &ms), -EINVAL);
+  CHECK_EQ_INT(tern_client_parse_duration("-1s", &ms), -EINVAL);
+  char b[64];
+  int64_t now = 1800000000000;
+  tern_client_humanize_ago(now, now - 1000, b, sizeof b);
+  CHECK_EQ_STR(b, "just now");
+  tern_client_humanize_ago(now, now + 3000, b, sizeof b);
+  CHECK_EQ_STR(b, "just now");
+  tern_client_humanize_ago(now, now - 30000, b, sizeof b);
+  CHECK_EQ_STR(b, "30 seconds ago");
+  tern_client_humanize_ago(now, now - 60000, b, sizeof b);
+  CHECK_EQ_STR(b, "1 minute ago");
+  tern_client_humanize_ago(now, now - 3 * 3600000 - 5, b, sizeof b);
+  CHECK_EQ_STR(b, "3 hours ago");
+  tern_client_humanize_ago(now, now - 2 * 86400000LL, b, sizeof b);
+  CHECK_EQ_STR(b, "2 days ago");
+  setenv("TZ", "UTC", 1);
+  tern_client_format_time(1795468495000, true, b, sizeof b);
+  CHECK_EQ_STR(b, "2026-11-23 21:14:55");
+  tern_client_format_time(1795468495000, false, b, sizeof b);
+  CHECK_EQ_STR(b, "21:14:55");
+  CHECK_EQ_INT(tern_client_text_width("héllo ✓✓"), 8);
+}
+
+/* ---- frames ---- */
+
+static cJSON *parse_buf(tern_buf *b) {
+  cJSON *o = cJSON_ParseWithLength(b->data, b->len);
+  tern_buf_reset(b);
+  return o;
+}
+
+static const char *jstr(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+TEST(frames_build) {
+  tern_buf b = {0};
+  tern_client_frame_auth(&b, "tok");
+  cJSON *o = parse_buf(&b);
+  CHECK_EQ_STR(jstr(o, "type"), "auth");
+  CHECK_EQ_STR(jstr(o, "token"), "tok");
+  cJSON_Delete(o);
+
+  const char body[] = "he said \"hi\"\n\\ ✓";
+  tern_client_frame_send(&b, "c-1", "bob", body, strlen(body), NULL);
+  o = parse_buf(&b);
+  CHECK_EQ_STR(jstr(o, "type"), "send");
+  CHECK_EQ_STR(jstr(o, "id"), "c-1");
+  CHECK_EQ_STR(jstr(o, "to"), "bob");
+  CHECK_EQ_STR(jstr(o, "body"), body);
+  CHECK(cJSON_GetObjectItem(o, "media") == NULL);
+  cJSON_Delete(o);
+
+  tern_client_frame_send(&b, "c-2", "bob", NULL, 0, "m1");
+  o = parse_buf(&b);
+  CHECK(cJSON_GetObjectItem(o, "body") == NULL);
+  CHECK_EQ_STR(jstr(cJSON_GetObjectItem(o, "media"), "media_id"), "m1");
+  cJSON_Delete(o);
+
+  tern_client_frame_ack(&b, 18446744073709551615ull);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"ack\",\"seq\":18446744073709551615}");
+  tern_buf_reset(&b);
+
+  const char *ids[] = {"m1", "m2"};
+  tern_client_frame_read(&b, "alice", ids, 2);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"read\",\"peer\":\"alice\",\"msg_ids\":[\"m1\",\"m2\"]}");
+  tern_buf_reset(&b);
+
+  const char *users[] = {"bob", "carol"};
+  tern_client_frame_users(&b, "watch", users, 2);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"watch\",\"users\":[\"bob\",\"carol\"]}");
+  tern_buf_reset(&b);
+  tern_client_frame_users(&b, "unwatch", users, 0);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"unwatch\",\"users\":[]}");
+  tern_buf_reset(&b);
+
+  tern_client_frame_typing(&b, "bob", true);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"typing\",\"to\":\"bob\",\"state\":\"composing\"}");
+  tern_buf_reset(&b);
+  tern_client_frame_typing(&b, "bob", false);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"typing\",\"to\":\"bob\",\"state\":\"paused\"}");
+  tern_buf_reset(&b);
+  tern_client_frame_ping(&b);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "{\"type\":\"ping\"}");
+  tern_buf_free(&b);
+}
+
+static void parse_str(const char *s, tern_client_event *ev) { tern_client_event_parse(s, strlen(s), ev); }
+
+TEST(frames_parse) {
+  tern_client_event ev;
+  parse_str("{\"type\":\"ready\",\"user\":\"alice\",\"device_id\":\"d1\",\"server_time\":1795468495123}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_READY);
+  CHECK_EQ_STR(ev.user, "alice");
+  CHECK_EQ_STR(ev.device_id, "d1");
+  CHECK_EQ_INT(ev.server_time, 1795468495123);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"synced\",\"seq\":42}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_SYNCED);
+  CHECK_EQ_INT(ev.seq, 42);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m7\",\"from\":\"alice\",\"from_device\":\"d1\",\"to\":\"bob\","
+            "\"ts\":1795468495000,\"body\":\"hi \\u2713\",\"media\":{\"media_id\":\"x9\",\"mime\":\"image/png\"}}",
+            &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_MSG);
+  CHECK_EQ_INT(ev.seq, 7);
+  CHECK_EQ_STR(ev.msg_id, "m7");
+  CHECK_EQ_STR(ev.from, "alice");
+  CHECK_EQ_STR(ev.from_device, "d1");
+  CHECK_EQ_STR(ev.to, "bob");
+  CHECK_EQ_INT(ev.ts, 1795468495000);
+  CHECK_EQ_STR(ev.body, "hi ✓");
+  CHECK_EQ_INT(ev.body_len, strlen("hi ✓"));
+  CHECK_EQ_STR(ev.media_id, "x9");
+  CHECK(ev.json != NULL);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"receipt\",\"seq\":8,\"status\":\"delivered\",\"from\":\"alice\",\"by\":\"bob\","
+            "\"msg_ids\":[\"a\",\"b\",\"c\"],\"ts\":5}",
+            &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_RECEIPT);
+  CHECK(!ev.read);
+  CHECK_EQ_STR(ev.from, "alice");
+  CHECK_EQ_STR(ev.by, "bob");
+  CHECK_EQ_INT(ev.n_msg_ids, 3);
+  if (ev.n_msg_ids == 3) CHECK_EQ_STR(ev.msg_ids[2], "c");
+  tern_client_event_clear(&ev);
+  parse_str("{\"type\":\"receipt\",\"seq\":9,\"status\":\"read\",\"from\":\"alice\",\"by\":\"bob\",\"msg_ids\":[]}",
+            &ev);
+  CHECK(ev.read);
+  CHECK_EQ_INT(ev.n_msg_ids, 0);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"sent\",\"id\":\"c-1\",\"msg_id\":\"m1\",\"ts\":3}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_SENT);
+  CHECK_EQ_STR(ev.id, "c-1");
+  CHECK_EQ_STR(ev.msg_id, "m1");
+  CHECK_EQ_INT(ev.ts, 3);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"error\",\"id\":\"c-1\",\"code\":\"no_such_user\",\"message\":\"nobody\"}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_ERROR);
+  CHECK_EQ_STR(ev.id, "c-1");
+  CHECK_EQ_STR(ev.code, "no_such_user");
+  CHECK_EQ_STR(ev.message, "nobody");
+  tern_client_event_clear(&ev);
+  parse_str("{\"type\":\"error\",\"code\":\"no_such_user\",\"user\":\"zed\"}", &ev);
+  CHECK(ev.id == NULL);
+  CHECK_EQ_STR(ev.user, "zed");
+  CHECK_EQ_STR(ev.message, "");
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"presence\",\"user\":\"bob\",\"online\":true}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_PRESENCE);
+  CHECK(ev.online);
+  CHECK_EQ_INT(ev.last_seen, -1);
+  tern_client_event_clear(&ev);
+  parse_str("{\"type\":\"presence\",\"user\":\"bob\",\"online\":false,\"last_seen\":99}", &ev);
+  CHECK(!ev.online);
+  CHECK_EQ_INT(ev.last_seen, 99);
+  tern_client_event_clear(&ev);
+  parse_str("{\"type\":\"presence\",\"user\":\"bob\",\"online\":false,\"last_seen\":null}", &ev);
+  CHECK_EQ_INT(ev.last_seen, -1);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"typing\",\"from\":\"alice\",\"state\":\"composing\"}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_TYPING);
+  CHECK(ev.composing);
+  CHECK_EQ_STR(ev.from, "alice");
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"pong\",\"server_time\":12}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_PONG);
+  CHECK_EQ_INT(ev.server_time, 12);
+  tern_client_event_clear(&ev);
+
+  parse_str("{\"type\":\"future\",\"x\":1}", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_UNKNOWN);
+  CHECK(ev.json != NULL);
+  tern_client_event_clear(&ev);
+  parse_str("not json", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_UNKNOWN);
+  CHECK(ev.json == NULL);
+  CHECK_EQ_INT(ev.raw_len, 8);
+  tern_client_event_clear(&ev);
+  parse_str("[1,2]", &ev);
+  CHECK_EQ_INT(ev.type, TERN_CLIENT_EV_UNKNOWN);
+  tern_client_event_clear(&ev);
+}
+
+/* ---- HTTP response parsing ---- */
+
+static ssize_t feed_bytewise(tern_client_http_parser *hp, const char *s, size_t n) {
+  size_t total = 0;
+  for (size_t i = 0; i < n && !hp->done; i++) {
+    ssize_t r = tern_client_hp_feed(hp, s + i, 1);
+    if (r < 0) return r;
+    total += (size_t)r;
+  }
+  return (ssize_t)total;
+}
+
+TEST(http_response_ok) {
+  const char body[] = "{\"user\":\"alice\",\"device_id\":\"d1\",\"token\":\"t0k\"}";
+  char resp[512];
+  snprintf(resp, sizeof resp,
+           "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
+           body);
+  tern_client_http_parser hp;
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(feed_bytewise(&hp, resp, strlen(resp)), strlen(resp));
+  CHECK(hp.done);
+  CHECK_EQ_INT(hp.status, 201);
+  tern_client_response r;
+  tern_client_response_from_parser(&r, &hp);
+  CHECK(r.ok);
+  CHECK_EQ_STR(r.code, "");
+  CHECK_EQ_STR(r.body, body);
+  tern_client_account a;
+  CHECK_EQ_INT(tern_client_parse_account(&r, &a), 0);
+  CHECK_EQ_STR(a.user, "alice");
+  CHECK_EQ_STR(a.device_id, "d1");
+  CHECK_EQ_STR(a.token, "t0k");
+  tern_client_response moved;
+  tern_client_response_move(&moved, &r);
+  CHECK(r.body == NULL && r.json == NULL);
+  tern_client_response_free(&r);
+  CHECK_EQ_STR(moved.body, body);
+  tern_client_response_free(&moved);
+  tern_client_hp_free(&hp);
+}
+
+TEST(http_response_error) {
+  const char body[] = "{\"error\":{\"code\":\"rate_limited\",\"message\":\"slow down, please.....\"}}";
+  char resp[256];
+  snprintf(resp, sizeof resp, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: %zu\r\n\r\n%s",
+           strlen(body), body);
+  tern_client_http_parser hp;
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, resp, strlen(resp)), strlen(resp));
+  CHECK(hp.done);
+  tern_client_response r;
+  tern_client_response_from_parser(&r, &hp);
+  CHECK(!r.ok);
+  CHECK_EQ_INT(r.status, 429);
+  CHECK_EQ_STR(r.code, "rate_limited");
+  CHECK_EQ_STR(r.message, "slow down, please.....");
+  CHECK_EQ_STR(r.retry_after, "3");
+  tern_client_response_free(&r);
+  tern_client_hp_free(&hp);
+
+  /* Not a tern error body. */
+  const char resp2[] = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops";
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, resp2, strlen(resp2)), strlen(resp2));
+  tern_client_response_from_parser(&r, &hp);
+  CHECK(!r.ok);
+  CHECK_EQ_STR(r.code, "bad_response");
+  CHECK(r.json == NULL);
+  tern_client_response_free(&r);
+  tern_client_hp_free(&hp);
+
+  /* 204: no body at all. */
+  const char resp3[] = "HTTP/1.1 204 No Content\r\n\r\n";
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, resp3, strlen(resp3)), strlen(resp3));
+  CHECK(hp.done);
+  tern_client_response_from_parser(&r, &hp);
+  CHECK(r.ok);
+  CHECK_EQ_INT(r.body_len, 0);
+  CHECK(r.body != NULL);
+  tern_client_response_free(&r);
+  tern_client_hp_free(&hp);
+}
+
+TEST(http_response_eof_and_garbage) {
+  /* A body delimited by the end of the connection. */
+  const char resp[] = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\":\"ok\"}";
+  tern_client_http_parser hp;
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, resp, strlen(resp)), strlen(resp));
+  CHECK(!hp.done);
+  CHECK_EQ_INT(tern_client_hp_eof(&hp), 0);
+  CHECK(hp.done);
+  CHECK_EQ_INT(hp.body.len, 15);
+  tern_client_hp_free(&hp);
+
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, "SSH-2.0-OpenSSH\r\n", 17), -EBADMSG);
+  tern_client_hp_free(&hp);
+
+  /* Cut off in the head. */
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, "HTTP/1.1 200 OK\r\nConte", 22), 22);
+  CHECK_EQ_INT(tern_client_hp_eof(&hp), -EBADMSG);
+  tern_client_hp_free(&hp);
+
+  /* A body larger than allowed is refused from its Content-Length. */
+  tern_client_hp_init(&hp, 10);
+  const char big[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n";
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, big, strlen(big)), -EBADMSG);
+  tern_client_hp_free(&hp);
+}
+
+TEST(http_upgrade_answer) {
+  char key[25];
+  tern_buf req = {0};
+  tern_client_upgrade_request(&req, "127.0.0.1:8080", key);
+  CHECK_EQ_INT(strlen(key), 24);
+  CHECK(strstr(tern_buf_cstr(&req), "GET /v1/ws HTTP/1.1\r\n") == req.data);
+  CHECK(strstr(req.data, "Host: 127.0.0.1:8080\r\n") != NULL);
+  CHECK(strstr(req.data, "Sec-WebSocket-Version: 13\r\n") != NULL);
+  CHECK(strstr(req.data, key) != NULL);
+  CHECK(req.len > 4 && memcmp(req.data + req.len - 4, "\r\n\r\n", 4) == 0);
+  tern_buf_free(&req);
+
+  char accept[29];
+  tern_ws_accept_key(key, strlen(key), accept);
+  char resp[512];
+  /* The answer is followed at once by a server frame, which must be left unparsed. */
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\n\r\n\x81\x02{}",
+                   accept);
+  tern_client_http_parser hp;
+  tern_client_hp_init(&hp, 4096);
+  ssize_t used = tern_client_hp_feed(&hp, resp, (size_t)n);
+  CHECK(hp.done);
+  CHECK(hp.upgrade);
+  CHECK_EQ_INT(used, n - 4);
+  const char *why = NULL;
+  CHECK_EQ_INT(tern_client_upgrade_check(&hp, key, &why), 0);
+  CHECK_EQ_INT(tern_client_upgrade_check(&hp, "AAAAAAAAAAAAAAAAAAAAAA==", &why), -EPROTO);
+  tern_client_hp_free(&hp);
+
+  const char refused[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\n{}";
+  tern_client_hp_init(&hp, 4096);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, refused, strlen(refused)), strlen(refused));
+  CHECK_EQ_INT(tern_client_upgrade_check(&hp, key, &why), -EPROTO);
+  tern_client_hp_free(&hp);
+}
+
+/* ---- a scripted server on loopback ---- */
+
+typedef enum { SCRIPT_CHAT, SCRIPT_SERVER_CLOSE, SCRIPT_REFUSE, SCRIPT_HTTP } script_kind;
+
+typedef struct fake {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  uv_tcp_t *peer;         /* the latest client (one at a time); freed when closed */
+  script_kind kind;
+  uint16_t port;
+  tern_buf in;            /* bytes from the client */
+  bool upgraded;
+  tern_ws_reader reader;  /* client frames (must be masked) */
+  char frames[16][256];   /* text messages received, "pong:<payload>", "close:<code>" */
+  int nframes;
+  char request[2048];     /* the HTTP request head */
+} fake;
+
+static void fake_write(fake *f, const void *p, size_t n) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  uv_try_write((uv_stream_t *)f->peer, &b, 1); /* loopback, small: it fits */
+}
+
+static void fake_frame(fake *f, uint8_t op, bool fin, const char *s) {
+  tern_buf b = {0};
+  tern_ws_append_frame(&b, op, fin, s, strlen(s), NULL);
+  fake_write(f, b.data, b.len);
+  tern_buf_free(&b);
+}
+
+static void fake_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  buf->base = tern_malloc(65536);
+  buf->len = 65536;
+}
+
+static void fake_handshake(fake *f) {
+  char *end = strstr(tern_buf_cstr(&f->in), "\r\n\r\n");
+  if (!end) return;
+  size_t head = (size_t)(end - f->in.data) + 4;
+  snprintf(f->request, sizeof f->request, "%.*s", (int)head, f->in.data);
+  if (f->kind == SCRIPT_HTTP) {
+    const char *b = "{\"error\":{\"code\":\"username_taken\",\"message\":\"that name is taken\"}}";
+    char resp[256];
+    int n = snprintf(resp, sizeof resp, "HTTP/1.1 409 Conflict\r\nContent-Length: %zu\r\n\r\n%s", strlen(b), b);
+    fake_write(f, resp, (size_t)n);
+    tern_buf_consume(&f->in, head);
+    return;
+  }
+  if (f->kind == SCRIPT_REFUSE) {
+    const char *b = "{\"error\":{\"code\":\"bad_request\",\"message\":\"no\"}}";
+    char resp[256];
+    int n = snprintf(resp, sizeof resp, "HTTP/1.1 400 Bad Request\r\nContent-Length: %zu\r\n\r\n%s", strlen(b), b);
+    fake_write(f, resp, (size_t)n);
+    tern_buf_consume(&f->in, head);
+    return;
+  }
+  const char *k = strstr(f->request, "Sec-WebSocket-Key: ");
+  char key[25] = "";
+  if (k) snprintf(key, sizeof key, "%.24s", k + 19);
+  char accept[29];
+  tern_ws_accept_key(key, strlen(key), accept);
+  char resp[256];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\n\r\n",
+                   accept);
+  /* The 101 and the first frames in one write: the client must split them itself. */
+  tern_buf out = {0};
+  tern_buf_append(&out, resp, (size_t)n);
+  const char *ready = "{\"type\":\"ready\",\"user\":\"alice\",\"device_id\":\"d1\"}";
+  tern_ws_append_frame(&out, TERN_WS_OP_TEXT, true, ready, strlen(ready), NULL);
+  fake_write(f, out.data, out.len);
+  tern_buf_free(&out);
+  tern_buf_consume(&f->in, head);
+  f->upgraded = true;
+  if (f->kind == SCRIPT_CHAT) {
+    fake_frame(f, TERN_WS_OP_PING, true, "hi");
+    /* A message in two fragments with a ping between them. */
+    fake_frame(f, TERN_WS_OP_TEXT, false, "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m5\",");
+    fake_frame(f, TERN_WS_OP_PING, true, "x");
+    fake_frame(f, TERN_WS_OP_CONT, true, "\"from\":\"bob\",\"to\":\"alice\",\"ts\":1,\"body\":\"yo\"}");
+  } else if (f->kind == SCRIPT_SERVER_CLOSE) {
+    tern_buf c = {0};
+    tern_ws_append_close(&c, 4002, "logged out", NULL);
+    fake_write(f, c.data, c.len);
+    tern_buf_free(&c);
+  }
+}
+
+static void fake_peer_closed(uv_handle_t *h) {
+  fake *f = h->data;
+  if (f->peer == (uv_tcp_t *)h) f->peer = NULL;
+  tern_free(h);
+}
+
+static void fake_close_peer(uv_stream_t *s) {
+  if (!uv_is_closing((uv_handle_t *)s)) uv_close((uv_handle_t *)s, fake_peer_closed);
+}
+
+static void fake_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  fake *f = s->data;
+  if (nread > 0) tern_buf_append(&f->in, buf->base, (size_t)nread);
+  tern_free(buf->base);
+  if (nread < 0) {
+    fake_close_peer(s);
+    return;
+  }
+  if (!f->upgraded) fake_handshake(f);
+  if (!f->upgraded) return;
+  for (;;) {
+    tern_ws_event ev;
+    size_t used = tern_ws_read(&f->reader, (uint8_t *)f->in.data, f->in.len, &ev);
+    if (ev.type == TERN_WS_EV_NONE) {
+      tern_buf_consume(&f->in, used);
+      if (!used) break;
+      continue;
+    }
+    if (f->nframes >= 16) break;
+    char *slot = f->frames[f->nframes++];
+    if (ev.type == TERN_WS_EV_MESSAGE) {
+      snprintf(slot, 256, "%.*s", (int)ev.len, (const char *)ev.data);
+    } else if (ev.type == TERN_WS_EV_PONG) {
+      snprintf(slot, 256, "pong:%.*s", (int)ev.len, (const char *)ev.data);
+    } else if (ev.type == TERN_WS_EV_CLOSE) {
+      snprintf(slot, 256, "close:%u", ev.close_code);
+      if (f->kind == SCRIPT_CHAT) {
+        tern_buf c = {0};
+        tern_ws_append_close(&c, ev.close_code, "", NULL);
+        fake_write(f, c.data, c.len);
+        tern_buf_free(&c);
+      }
+      fake_close_peer(s);
+      tern_buf_consume(&f->in, used);
+      break;
+    } else {
+      snprintf(slot, 256, "event:%d", ev.type);
+    }
+    /* ev.data points into f->in: consume only after copying it. */
+    tern_buf_consume(&f->in, used);
+  }
+}
+
+static void fake_on_conn(uv_stream_t *l, int status) {
+  fake *f = l->data;
+  f->peer = TERN_NEW(uv_tcp_t);
+  uv_tcp_init(f->loop, f->peer);
+  f->peer->data = f;
+  uv_accept(l, (uv_stream_t *)f->peer);
+  uv_read_start((uv_stream_t *)f->peer, fake_alloc, fake_on_read);
+}
+
+static void fake_start(fake *f, uv_loop_t *loop, script_kind kind) {
+  memset(f, 0, sizeof *f);
+  f->loop = loop;
+  f->kind = kind;
+  tern_ws_reader_init(&f->reader, true, 1 << 20);
+  uv_tcp_init(loop, &f->listener);
+  f->listener.data = f;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  uv_tcp_bind(&f->listener, (const struct sockaddr *)&a, 0);
+  uv_listen((uv_stream_t *)&f->listener, 8, fake_on_conn);
+  struct sockaddr_in got;
+  int len = sizeof got;
+  uv_tcp_getsockname(&f->listener, (struct sockaddr *)&got, &len);
+  f->port = ntohs(got.sin_port);
+}
+
+static void fake_stop(fake *f) {
+  uv_close((uv_handle_t *)&f->listener, NULL);
+  if (f->peer) fake_close_peer((uv_stream_t *)f->peer);
+  tern_ws_reader_free(&f->reader);
+  tern_buf_free(&f->in);
+}
+
+typedef struct observer {
+  tern_client_event_type types[32]; /* events seen, in order */
+  int n;
+  char msg_body[64];
+  uint64_t msg_seq;
+  tern_client_event closed;         /* copy of the CLOSED event (pointers not kept) */
+  char closed_message[256];
+  bool send_rc_checked;
+  int send_rc;
+} observer;
+
+static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *arg) {
+  observer *o = arg;
+  if (o->n < 32) o->types[o->n++] = ev->type;
+  if (ev->type == TERN_CLIENT_EV_MSG) {
+    snprintf(o->msg_body, sizeof o->msg_body, "%s", ev->body ? ev->body : "");
+    o->msg_seq = ev->seq;
+    /* Three frames from one callback: they leave in one write, after the pong. */
+    tern_client_ack(conn, ev->seq);
+    o->send_rc = tern_client_send(conn, "c-1", "bob", "back", 4, NULL);
+    tern_client_close(conn, 0);
+    /* Closing: further frames are refused. */
+    o->send_rc_checked = tern_client_ping(conn) == -ENOTCONN;
+  } else if (ev->type == TERN_CLIENT_EV_CLOSED) {
+    o->closed = *ev;
+    snprintf(o->closed_message, sizeof o->closed_message, "%s", ev->message);
+  }
+}
+
+static void run_conn(script_kind kind, observer *o, fake *f, const char *token) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(f, &loop, kind);
+  tern_client *c = tern_client_new(&loop, NULL);
+  tern_client_url url;
+  char s[64];
+  snprintf(s, sizeof s, "http://127.0.0.1:%u", f->port);
+  tern_client_url_parse(s, &url);
+  memset(o, 0, sizeof *o);
+  tern_client_conn_options opts = {.url = &url, .token = token, .on_event = on_event, .arg = o};
+  tern_client_conn *conn = NULL;
+  CHECK_EQ_INT(tern_client_connect(c, &opts, &conn), 0);
+  CHECK(!tern_client_is_open(conn));
+  CHECK_EQ_INT(tern_client_ack(conn, 1), -ENOTCONN);
+  /* Run until the connection is gone (the CLOSED event is the last). */
+  while (o->n == 0 || o->types[o->n - 1] != TERN_CLIENT_EV_CLOSED) uv_run(&loop, UV_RUN_ONCE);
+  fake_stop(f);
+  tern_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+TEST(ws_conn_chat) {
+  observer o;
+  fake f;
+  run_conn(SCRIPT_CHAT, &o, &f, "secret-token");
+  CHECK(strstr(f.request, "GET /v1/ws HTTP/1.1\r\n") == f.request);
+  CHECK(strstr(f.request, "Upgrade: websocket") != NULL);
+  CHECK_EQ_INT(o.n, 4);
+  CHECK_EQ_INT(o.types[0], TERN_CLIENT_EV_OPEN);
+  CHECK_EQ_INT(o.types[1], TERN_CLIENT_EV_READY);
+  CHECK_EQ_INT(o.types[2], TERN_CLIENT_EV_MSG);
+  CHECK_EQ_INT(o.types[3], TERN_CLIENT_EV_CLOSED);
+  CHECK_EQ_STR(o.msg_body, "yo");
+  CHECK_EQ_INT(o.msg_seq, 5);
+  CHECK_EQ_INT(o.send_rc, 0);
+  CHECK(o.send_rc_checked);
+  CHECK_EQ_INT(o.closed.close_code, 1000);
+  CHECK_EQ_INT(o.closed.err, 0);
+  /* What the server read: auth first, pongs echoing the pings, then ack, send, close. */
+  CHECK_EQ_INT(f.nframes, 6);
+  CHECK_EQ_STR(f.frames[0], "{\"type\":\"auth\",\"token\":\"secret-token\"}");
+  CHECK_EQ_STR(f.frames[1], "pong:hi");
+  CHECK_EQ_STR(f.frames[2], "pong:x");
+  CHECK_EQ_STR(f.frames[3], "{\"type\":\"ack\",\"seq\":5}");
+  CHECK_EQ_STR(f.frames[4], "{\"type\":\"send\",\"id\":\"c-1\",\"to\":\"bob\",\"body\":\"back\"}");
+  CHECK_EQ_STR(f.frames[5], "close:1000");
+}
+
+TEST(ws_conn_server_close) {
+  observer o;
+  fake f;
+  run_conn(SCRIPT_SERVER_CLOSE, &o, &f, NULL);
+  CHECK_EQ_INT(o.n, 3);
+  CHECK_EQ_INT(o.types[0], TERN_CLIENT_EV_OPEN);
+  CHECK_EQ_INT(o.types[1], TERN_CLIENT_EV_READY);
+  CHECK_EQ_INT(o.types[2], TERN_CLIENT_EV_CLOSED);
+  CHECK_EQ_INT(o.closed.close_code, 4002);
+  CHECK_EQ_STR(o.closed_message, "logged out");
+  CHECK_EQ_STR(tern_client_close_code_name(4002), "device logged out");
+  /* No token: nothing before the echo of the close. */
+  CHECK(f.nframes >= 1);
+  CHECK_EQ_STR(f.frames[0], "close:4002");
+}
+
+TEST(ws_conn_refused_upgrade) {
+  observer o;
+  fake f;
+  run_conn(SCRIPT_REFUSE, &o, &f, "t");
+  CHECK_EQ_INT(o.n, 1);
+  CHECK_EQ_INT(o.types[0], TERN_CLIENT_EV_CLOSED);
+  CHECK_EQ_INT(o.closed.err, -EPROTO);
+  CHECK_EQ_INT(o.closed.http_status, 400);
+  CHECK_EQ_INT(o.closed.close_code, 0);
+  CHECK(strstr(o.closed_message, "bad_request") != NULL);
+}
+
+TEST(ws_conn_connection_refused) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  /* A port nobody listens on: bind one, note it, close it. */
+  fake f;
+  fake_start(&f, &loop, SCRIPT_CHAT);
+  uint16_t port = f.port;
+  fake_stop(&f);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  tern_client *c = tern_client_new(&loop, NULL);
+  char s[64];
+  snprintf(s, sizeof s, "127.0.0.1:%u", port);
+  tern_client_url url;
+  tern_client_url_parse(s, &url);
+  observer o;
+  memset(&o, 0, sizeof o);
+  tern_client_conn_options opts = {.url = &url, .token = "t", .on_event = on_event, .arg = &o};
+  tern_client_conn *conn;
+  CHECK_EQ_INT(tern_client_connect(c, &opts, &conn), 0);
+  CHECK_EQ_INT(o.n, 0); /* never a callback from inside the call */
+  while (o.n == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_INT(o.types[0], TERN_CLIENT_EV_CLOSED);
+  CHECK_EQ_INT(o.closed.err, UV_ECONNREFUSED);
+  CHECK_EQ_INT(o.closed.close_code, 0);
+  /* Bad arguments fail at once, with no callback. */
+  tern_client_conn_options bad = {.url = &url, .on_event = NULL};
+  CHECK_EQ_INT(tern_client_connect(c, &bad, &conn), -EINVAL);
+  tern_client_conn_options badip = {.url = &url, .on_event = on_event, .arg = &o, .bind_ip = "not-an-ip"};
+  CHECK_EQ_INT(tern_client_connect(c, &badip, &conn), -EINVAL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ_INT(o.n, 1);
+  tern_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+typedef struct http_obs {
+  bool called;
+  tern_client_response r;
+} http_obs;
+
+static void on_http(tern_client_response *r, void *arg) {
+  http_obs *h = arg;
+  h->called = true;
+  tern_client_response_move(&h->r, r);
+}
+
+TEST(http_request_roundtrip) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake f;
+  fake_start(&f, &loop, SCRIPT_HTTP);
+  tern_client *c = tern_client_new(&loop, NULL);
+  char s[64];
+  snprintf(s, sizeof s, "http://127.0.0.1:%u", f.port);
+  tern_client_url url;
+  tern_client_url_parse(s, &url);
+  http_obs h;
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_register(c, &url, "alice", "pass\"word", "lap", on_http, &h), 0);
+  CHECK(!h.called);
+  while (!h.called) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(!h.r.ok);
+  CHECK_EQ_INT(h.r.status, 409);
+  CHECK_EQ_STR(h.r.code, "username_taken");
+  CHECK_EQ_STR(h.r.message, "that name is taken");
+  tern_client_response_free(&h.r);
+  CHECK(strstr(f.request, "POST /v1/register HTTP/1.1\r\n") == f.request);
+  CHECK(strstr(f.request, "Content-Type: application/json\r\n") != NULL);
+  const char *cl = strstr(f.request, "Content-Length: ");
+  CHECK(cl != NULL);
+  /* The body that followed the head. */
+  tern_buf_cstr(&f.in);
+  CHECK_EQ_STR(f.in.data, "{\"username\":\"alice\",\"password\":\"pass\\\"word\",\"device\":\"lap\"}");
+  if (cl) CHECK_EQ_INT(atoi(cl + 16), f.in.len);
+
+  /* whois escapes the name into the path, and sends the token. */
+  tern_buf_reset(&f.in);
+  f.request[0] = '\0';
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_whois(c, &url, "tok", "a b/c", on_http, &h), 0);
+  while (!h.called) uv_run(&loop, UV_RUN_ONCE);
+  tern_client_response_free(&h.r);
+  CHECK(strstr(f.request, "GET /v1/users/a%20b%2Fc HTTP/1.1\r\n") == f.request);
+  CHECK(strstr(f.request, "Authorization: Bearer tok\r\n") != NULL);
+  CHECK_EQ_INT(tern_client_whois(c, &url, "tok\r\nX: y", "bob", on_http, &h), -EINVAL);
+
+  fake_stop(&f);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  /* Nobody listens now: a network error with code "network". */
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_me(c, &url, "tok", on_http, &h), 0);
+  while (!h.called) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(!h.r.ok);
+  CHECK_EQ_INT(h.r.status, 0);
+  CHECK_EQ_INT(h.r.err, UV_ECONNREFUSED);
+  CHECK_EQ_STR(h.r.code, "network");
+  tern_client_response_free(&h.r);
+
+  /* A request still running when the context is freed gets no callback. */
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_me(c, &url, "tok", on_http, &h), 0);
+  tern_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(!h.called);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+TEST(http_sync_unreachable) {
+  tern_client_url url;
+  tern_client_url_parse("http://127.0.0.1:1", &url);
+  tern_client_request req = {.method = "GET", .path = "/healthz"};
+  tern_client_response r;
+  CHECK_EQ_INT(tern_client_http_sync(&url, &req, 5000, &r), -1);
+  CHECK(!r.ok);
+  CHECK_EQ_STR(r.code, "network");
+  tern_client_response_free(&r);
+}
+
+int main(void) {
+  RUN(url_parse);
+  RUN(new_id_unique);
+  RUN(creds_paths);
+  RUN(creds_save_load);
+  RUN(durations_and_times);
+  RUN(frames_build);
+  RUN(frames_parse);
+  RUN(http_response_ok);
+  RUN(http_response_error);
+  RUN(http_response_eof_and_garbage);
+  RUN(http_upgrade_answer);
+  RUN(ws_conn_chat);
+  RUN(ws_conn_server_close);
+  RUN(ws_conn_refused_upgrade);
+  RUN(ws_conn_connection_refused);
+  RUN(http_request_roundtrip);
+  RUN(http_sync_unreachable);
+  DONE();
+}
