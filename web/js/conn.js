@@ -7,8 +7,10 @@
 // States: 'connecting' (socket or auth under way, or waiting to retry), 'ready' (after
 // {"type":"ready"}), 'synced' (after {"type":"synced"}), 'stopped'.
 
-const PING_EVERY_MS = 25000; // well inside ws.idle_timeout (90s by default)
-const PONG_WAIT_MS = 10000; // no answer by then: the connection is dead, start over
+const PING_EVERY_MS = 25000; // a ping after this much silence: well inside ws.idle_timeout (90s)
+const PONG_WAIT_MS = 10000; // a ping unanswered this long: the connection is dead, start over
+const TICK_MS = 5000; // how often the heartbeat looks (background tabs may stretch it to 1 min)
+const CONNECT_TIMEOUT_MS = 15000; // socket + auth must reach "ready" within this
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 
@@ -21,11 +23,14 @@ export class Conn extends EventTarget {
     this.attempt = 0;
     this.retryAt = 0; // when the next attempt starts (for "retrying in 5s")
     this.timer = null;
-    this.pingTimer = null;
-    this.deadTimer = null;
+    this.tickTimer = null;
+    this.connectTimer = null;
+    this.lastRx = 0; // when the server was last heard (ms)
+    this.pingAt = 0; // when our unanswered ping went out, 0 when none is
+    this.lastPing = 0; // when the last ping went out
     this.stopped = false;
     this.onOnline = () => this.retryNow();
-    this.onOffline = () => { if (this.ws) this.drop('offline'); };
+    this.onOffline = () => { if (this.ws) this.drop(); };
     this.onVisible = () => { if (document.visibilityState === 'visible' && !this.ws) this.retryNow(); };
     addEventListener('online', this.onOnline);
     addEventListener('offline', this.onOffline);
@@ -52,10 +57,7 @@ export class Conn extends EventTarget {
     this.timer = null;
     if (this.stopped || this.ws) return;
     this.setState('connecting');
-    if (navigator.onLine === false) {
-      this.schedule();
-      return;
-    }
+    // navigator.onLine is only a hint (it can say offline on a LAN-only machine), so try anyway.
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v1/ws';
     let ws;
     try {
@@ -65,12 +67,13 @@ export class Conn extends EventTarget {
       return;
     }
     this.ws = ws;
+    this.connectTimer = setTimeout(() => { if (!this.open) this.drop(); }, CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
       ws.send(JSON.stringify({ type: 'auth', token: this.token }));
-      this.armDeadline();
     };
     ws.onmessage = (ev) => {
-      this.armDeadline();
+      this.lastRx = Date.now();
+      this.pingAt = 0;
       let f;
       try {
         f = JSON.parse(ev.data);
@@ -79,8 +82,9 @@ export class Conn extends EventTarget {
       }
       if (f.type === 'ready') {
         this.attempt = 0;
+        clearTimeout(this.connectTimer);
         this.setState('ready');
-        this.startPings();
+        this.startHeartbeat();
       } else if (f.type === 'synced') {
         this.setState('synced');
       } else if (f.type === 'pong') {
@@ -111,23 +115,32 @@ export class Conn extends EventTarget {
     return true;
   }
 
-  startPings() {
-    clearInterval(this.pingTimer);
-    this.pingTimer = setInterval(() => this.send({ type: 'ping' }), PING_EVERY_MS);
+  // Browsers cannot send WebSocket pings, and cannot see the server's: a {"type":"ping"} every
+  // PING_EVERY_MS keeps the server's idle timer happy, and one left unanswered (no frame at all) for
+  // PONG_WAIT_MS means the connection is gone even if the browser has not noticed (a laptop
+  // that slept, a network that vanished without a FIN). Timers only ever fire late (background
+  // tabs are throttled), so the check compares clock times instead of trusting timer order.
+  startHeartbeat() {
+    clearInterval(this.tickTimer);
+    this.lastRx = this.lastPing = Date.now();
+    this.pingAt = 0;
+    this.tickTimer = setInterval(() => this.beat(), TICK_MS);
   }
 
-  // Any frame from the server proves the connection alive; silence longer than a ping period
-  // plus the pong wait means it is gone even if the browser has not noticed (e.g. a laptop
-  // that slept, or a network that dropped without a FIN).
-  armDeadline() {
-    clearTimeout(this.deadTimer);
-    this.deadTimer = setTimeout(() => this.drop('timeout'), PING_EVERY_MS + PONG_WAIT_MS);
+  beat() {
+    const now = Date.now();
+    if (this.pingAt && now - this.pingAt > PONG_WAIT_MS) {
+      this.drop();
+      return;
+    }
+    if (!this.pingAt && now - this.lastPing >= PING_EVERY_MS && this.send({ type: 'ping' })) this.pingAt = this.lastPing = now;
   }
 
   cleanup() {
-    clearInterval(this.pingTimer);
-    clearTimeout(this.deadTimer);
-    this.pingTimer = this.deadTimer = null;
+    clearInterval(this.tickTimer);
+    clearTimeout(this.connectTimer);
+    this.tickTimer = this.connectTimer = null;
+    this.pingAt = 0;
     const ws = this.ws;
     this.ws = null;
     if (ws) {
