@@ -805,8 +805,8 @@ static size_t cols_of_terminal(void) {
 
 /* The text of an outgoing message's line; color adds the ANSI blue of read ticks. */
 static void render_outgoing(chat_state *ch, const outgoing *o, bool color, tern_buf *b) {
-  char when[16];
-  tern_client_format_time(o->ts, false, when, sizeof when);
+  char when[32];
+  tern_client_format_time(o->ts, !ch->tty, when, sizeof when);
   tern_buf_printf(b, "[%s] you: %s ", when, o->text);
   switch (o->tick) {
     case TICK_PENDING: tern_buf_puts(b, "…"); break;

@@ -1,0 +1,248 @@
+// The `tern` CLI (built on libtern-client) against a real spawned ternd: accounts, send,
+// listen, chat with its ticks, whois, logout, and the exit statuses.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, statSync, readFileSync, mkdtempSync, rmSync, mkdirSync, copyFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startServer, REPO_ROOT } from './lib/server.mjs';
+
+const TERN = process.env.TERN_CLI || path.join(REPO_ROOT, 'build', 'tern');
+const PASSWORD = 'correct horse battery';
+
+/** Runs tern to its end. Resolves with { code, signal, stdout, stderr }. */
+function tern(args, { home, input, env = {}, timeoutMs = 30000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const e = { ...process.env, ...env };
+    delete e.XDG_CONFIG_HOME;
+    if (!('TERN_SERVER' in env)) delete e.TERN_SERVER;
+    if (!('TERN_PASSWORD' in env)) delete e.TERN_PASSWORD;
+    if (home) e.HOME = home;
+    e.TZ = 'UTC';
+    const proc = spawn(TERN, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    proc.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.on('error', (err) => { clearTimeout(timer); reject(err); });
+    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    if (input !== undefined) proc.stdin.end(input);
+    else proc.stdin.end();
+  });
+}
+
+/** Starts tern and returns the process plus a live view of its output (for listen/chat). */
+function ternLive(args, { home, timeoutMs = 30000 } = {}) {
+  const e = { ...process.env, HOME: home, TZ: 'UTC' };
+  delete e.XDG_CONFIG_HOME;
+  delete e.TERN_SERVER;
+  const proc = spawn(TERN, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '', proc };
+  proc.stdout.setEncoding('utf8').on('data', (d) => { out.stdout += d; });
+  proc.stderr.setEncoding('utf8').on('data', (d) => { out.stderr += d; });
+  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+  out.done = new Promise((resolve) => {
+    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal }); });
+  });
+  return out;
+}
+
+async function until(fn, what, timeoutMs = 10000) {
+  const end = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const uniq = (p) => `${p}${process.pid % 10000}${Math.floor(Math.random() * 1e6)}`;
+
+describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` }, () => {
+  let srv;
+  const homes = [];
+  const newHome = () => {
+    const h = mkdtempSync(path.join(os.tmpdir(), 'tern-cli-home-'));
+    homes.push(h);
+    return h;
+  };
+  let alice, bob, aliceHome, bobHome, server;
+
+  before(async () => {
+    srv = await startServer();
+    server = ['--server', srv.url];
+    aliceHome = newHome();
+    bobHome = newHome();
+    alice = uniq('alice');
+    bob = uniq('bob');
+  });
+  after(async () => {
+    await srv?.close();
+    for (const h of homes) rmSync(h, { recursive: true, force: true });
+  });
+
+  test('usage errors exit 2; --help exits 0', async () => {
+    let r = await tern([]);
+    assert.equal(r.code, 2);
+    r = await tern(['frobnicate']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown command/);
+    r = await tern(['send', 'bob']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^tern: send: /);
+    r = await tern(['listen', '--count', 'many']);
+    assert.equal(r.code, 2);
+    r = await tern(['whois', 'bob', '--server', 'https://example.com']);
+    assert.equal(r.code, 2);
+    for (const cmd of ['register', 'login', 'logout', 'me', 'whois', 'send', 'listen', 'chat']) {
+      r = await tern([cmd, '--help']);
+      assert.equal(r.code, 0, cmd);
+      assert.match(r.stdout, new RegExp(`usage: tern ${cmd}`));
+      assert.match(r.stdout, /--server URL/);
+    }
+  });
+
+  test('register keeps the token in ~/.config/tern, 0600 in a 0700 directory', async () => {
+    let r = await tern(['register', alice, '--password', PASSWORD, '--device', 'laptop', ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`registered ${alice}`));
+    const dir = path.join(aliceHome, '.config', 'tern');
+    const file = path.join(dir, `127.0.0.1-${srv.port}.json`);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const creds = JSON.parse(readFileSync(file, 'utf8'));
+    assert.equal(creds.user, alice);
+    assert.ok(creds.token.length >= 40);
+    assert.ok(creds.device_id);
+
+    // The password from stdin (not a terminal), the server from TERN_SERVER.
+    r = await tern(['register', bob], { home: bobHome, input: `${PASSWORD}\n`, env: { TERN_SERVER: srv.url } });
+    assert.equal(r.code, 0, r.stderr);
+
+    // Taken: a server error, exit 1, one line with the protocol's code.
+    r = await tern(['register', bob, ...server], { home: newHome(), env: { TERN_PASSWORD: PASSWORD } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /username_taken/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+
+    r = await tern(['login', bob, '--password', 'wrong password', ...server], { home: newHome() });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad_credentials/);
+  });
+
+  test('send → listen: the message arrives, the sender sees delivered', async () => {
+    const listen = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: bobHome });
+    const sent = await tern(['send', bob, 'hi', ...server], { home: aliceHome });
+    assert.equal(sent.code, 0, sent.stderr);
+    const msgId = sent.stdout.trim();
+    assert.match(msgId, /^\S+$/);
+    const { code } = await listen.done;
+    assert.equal(code, 0, listen.stderr);
+    const line = listen.stdout.split('\n').find((l) => l.includes(`${alice}: hi`));
+    assert.ok(line, `no message line in: ${listen.stdout}`);
+    assert.match(line, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /);
+    assert.ok(line.endsWith(`(msg_id ${msgId})`), line);
+
+    // listen acked it, which made a delivered receipt for alice.
+    const a = await tern(['listen', '--timeout', '1500ms', ...server], { home: aliceHome });
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stdout, new RegExp(`✓✓ delivered to ${bob}: ${msgId}`));
+
+    // Acked means gone: bob's next listen sees nothing, and times out short of --count.
+    const again = await tern(['listen', '--count', '1', '--timeout', '1s', ...server], { home: bobHome });
+    assert.equal(again.code, 1);
+    assert.doesNotMatch(again.stdout, /: hi/);
+    assert.match(again.stderr, /timed out/);
+  });
+
+  test('a message waits for an offline recipient', async () => {
+    const sent = await tern(['send', bob, 'while you were away', ...server], { home: aliceHome });
+    assert.equal(sent.code, 0, sent.stderr);
+    const r = await tern(['listen', '--count', '1', '--timeout', '10s', ...server], { home: bobHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`${alice}: while you were away \\(msg_id ${sent.stdout.trim()}\\)`));
+  });
+
+  test('send errors: unknown user, not logged in, unreachable server', async () => {
+    let r = await tern(['send', uniq('nobody'), 'hello', ...server], { home: aliceHome });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no_such_user/);
+    r = await tern(['send', bob, 'hello', ...server], { home: newHome() });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not logged in/);
+    // Credentials for a server where nothing listens: a network error, exit 1.
+    const home = newHome();
+    const dir = path.join(home, '.config', 'tern');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    copyFileSync(path.join(aliceHome, '.config', 'tern', `127.0.0.1-${srv.port}.json`), path.join(dir, '127.0.0.1-1.json'));
+    for (const args of [['whois', bob], ['send', bob, 'x'], ['listen']]) {
+      r = await tern([...args, '--server', 'http://127.0.0.1:1'], { home });
+      assert.equal(r.code, 1, args.join(' '));
+      assert.match(r.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
+    }
+  });
+
+  test('chat: ticks go ✓ → ✓✓ delivered → read; incoming lines are shown', async () => {
+    const bobChat = ternLive(['chat', alice, ...server], { home: bobHome });
+    // alice's chat ends at end of input once every message is read (or after --timeout).
+    const a = await tern(['chat', bob, '--timeout', '20s', ...server], { home: aliceHome, input: 'hello chat\n' });
+    assert.equal(a.code, 0, a.stderr);
+    const lines = a.stdout.split('\n');
+    const sentLine = lines.find((l) => /you: hello chat ✓ \(msg_id \S+\)$/.test(l));
+    assert.ok(sentLine, a.stdout);
+    const msgId = /\(msg_id (\S+)\)$/.exec(sentLine)[1];
+    const iSent = lines.indexOf(sentLine);
+    const iDelivered = lines.indexOf(`✓✓ delivered: hello chat (msg_id ${msgId})`);
+    const iRead = lines.indexOf(`read: hello chat (msg_id ${msgId})`);
+    assert.ok(iSent >= 0 && iDelivered > iSent && iRead > iDelivered, a.stdout);
+
+    await until(() => bobChat.stdout.includes(`${alice}: hello chat (msg_id ${msgId})`), 'bob to show the message');
+    bobChat.proc.stdin.end(); // Ctrl-D: bob has nothing outstanding, so chat ends
+    const b = await bobChat.done;
+    assert.equal(b.code, 0, bobChat.stderr);
+  });
+
+  test('whois: online, last seen, unknown', async () => {
+    const listen = ternLive(['listen', '--timeout', '20s', ...server], { home: bobHome });
+    let r;
+    const end = Date.now() + 10000;
+    for (;;) {
+      r = await tern(['whois', bob, ...server], { home: aliceHome });
+      if (r.stdout.includes('online') || Date.now() > end) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `${bob} is online`);
+    listen.proc.kill('SIGINT'); // Ctrl-C: a clean close, exit 0
+    const l = await listen.done;
+    assert.equal(l.code, 0, listen.stderr);
+    r = await tern(['whois', bob.toUpperCase(), ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${bob} was last seen (just now|\\d+ seconds? ago) \\(\\d{4}-`));
+    r = await tern(['whois', uniq('ghost'), ...server], { home: aliceHome });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no such user/);
+  });
+
+  test('me lists the devices; logout removes the token', async () => {
+    let r = await tern(['me', ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${alice} on `));
+    assert.match(r.stdout, /\(this device\)\s+laptop/);
+
+    r = await tern(['logout', ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`logged out ${alice}`));
+    assert.equal(existsSync(path.join(aliceHome, '.config', 'tern', `127.0.0.1-${srv.port}.json`)), false);
+    r = await tern(['send', bob, 'after logout', ...server], { home: aliceHome });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not logged in/);
+
+    // Logging in again makes a new device that works.
+    r = await tern(['login', alice, '--password', PASSWORD, ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    r = await tern(['send', bob, 'back again', ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+  });
+});
