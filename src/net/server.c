@@ -1,7 +1,6 @@
 #include "net/server.h"
 
 #include <errno.h>
-#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,29 +22,13 @@ typedef enum {
   ST_CLOSED,   /* uv_close called */
 } conn_state;
 
-typedef struct http_state {
-  llhttp_t parser;       /* llhttp state machine */
-  tern_http_req *req;    /* request being parsed or handled, NULL between requests */
-  tern_buf field;        /* header name being read */
-  tern_buf value;        /* header value being read */
-  tern_buf url;          /* request target being read */
-  char *ws_key;          /* Sec-WebSocket-Key */
-  int64_t head_bytes;    /* bytes of request line + headers so far */
-  int64_t body_limit;    /* largest body accepted for the current request */
-  int refuse_status;     /* 413/431 decided inside a callback, 0 otherwise */
-  bool in_value;         /* last header callback was a value */
-  bool ready;            /* a complete request waits to be dispatched */
-  bool handling;         /* the handler holds req; parsing is paused */
-  bool ws_upgrade;       /* Upgrade: websocket */
-  bool ws_version_ok;    /* Sec-WebSocket-Version: 13 */
-} http_state;
-
 struct tern_conn {
   uv_tcp_t tcp;           /* the socket; tcp.data points back here */
   tern_net *net;          /* owner */
   uint64_t id;            /* for logs */
   void *data;             /* the core layer's session */
-  http_state *http;       /* HTTP parser state; NULL once upgraded */
+  tern_http_parser *http; /* HTTP parser; NULL once upgraded */
+  tern_http_req *req;     /* the request a handler is answering, or NULL */
   tern_ws_reader ws;      /* frame reader in ST_WS */
   tern_buf in;            /* unparsed tail of what was read */
   tern_buf out;           /* queued, not yet handed to uv_write */
@@ -78,7 +61,6 @@ struct tern_net {
   uv_check_t flush;         /* writes queued output once per loop iteration */
   tern_net_options opts;    /* copy of the options */
   tern_net_handlers h;      /* the core layer's callbacks */
-  llhttp_settings_t settings; /* llhttp callbacks */
   tern_conn *conns;         /* list of every connection */
   tern_conn *dirty;         /* list of connections to flush */
   size_t nconns, nws;       /* counts */
@@ -125,29 +107,12 @@ void tern_conn_set_authed(tern_conn *c) { c->authed = true; }
 size_t tern_conn_outbound(const tern_conn *c) { return c->out.len + c->inflight.len; }
 int64_t tern_conn_last_rx(const tern_conn *c) { return c->last_rx; }
 
-static void free_req(tern_http_req *r) {
-  if (!r) return;
-  tern_free(r->path);
-  tern_free(r->query);
-  tern_free(r->authorization);
-  tern_free(r->content_type);
-  tern_free(r->if_none_match);
-  tern_free(r->range);
-  tern_free(r->accept_encoding);
-  tern_buf_free(&r->body);
-  tern_free(r);
-}
-
-static void free_http(http_state *h) {
-  if (!h) return;
-  tern_buf_free(&h->field);
-  tern_buf_free(&h->value);
-  tern_buf_free(&h->url);
-  tern_free(h->ws_key);
-  /* a request still held by a handler is freed by tern_http_respond */
-  if (h->req && !h->handling) free_req(h->req);
-  else if (h->req) h->req->conn = NULL;
-  tern_free(h);
+/* Drops the HTTP state; a request still held by a handler is freed by tern_http_respond. */
+static void free_http(tern_conn *c) {
+  tern_http_parser_free(c->http);
+  c->http = NULL;
+  if (c->req) c->req->conn = NULL;
+  c->req = NULL;
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -177,8 +142,7 @@ static void conn_close(tern_conn *c) {
   notify_gone(c);
   c->state = ST_CLOSED;
   unlink_conn(c);
-  free_http(c->http);
-  c->http = NULL;
+  free_http(c);
   /* the handle stays valid until its close callback, so a write in flight completes safely */
   uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
@@ -403,9 +367,8 @@ static void refuse(tern_conn *c, int status, const char *code, const char *messa
 void tern_http_respond(tern_http_req *req, int status, const char *headers, const char *content_type,
                        const void *body, size_t len) {
   tern_conn *c = req->conn;
-  if (c && c->http && c->http->req == req) {
-    c->http->req = NULL;
-    c->http->handling = false;
+  if (c && c->req == req) {
+    c->req = NULL;
     if (c->state == ST_HTTP) {
       bool ka = req->keep_alive;
       write_response(c, status, headers, content_type, body, len, ka, strcmp(req->method, "HEAD") == 0);
@@ -413,14 +376,14 @@ void tern_http_respond(tern_http_req *req, int status, const char *headers, cons
         conn_linger(c);
       } else {
         c->last_rx = tern_now_ms();
-        llhttp_resume(&c->http->parser);
+        tern_http_parser_resume(c->http);
         c->resume = true; /* pipelined requests are parsed in the check phase, not re-entrantly */
         if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
         mark_dirty(c);
       }
     }
   }
-  free_req(req);
+  tern_http_req_free(req);
 }
 
 void tern_http_error(tern_http_req *req, int status, const char *code, const char *message) {
@@ -435,147 +398,25 @@ void tern_http_json(tern_http_req *req, int status, const tern_buf *json) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* HTTP parsing (llhttp callbacks) */
+/* HTTP requests */
 
-static tern_conn *conn_of(llhttp_t *p) { return p->data; }
-
-static int head_grow(tern_conn *c, size_t n) {
-  c->http->head_bytes += (int64_t)n;
-  if (c->http->head_bytes > c->net->opts.max_header) {
-    c->http->refuse_status = 431;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-static int on_message_begin(llhttp_t *p) {
-  tern_conn *c = conn_of(p);
-  http_state *h = c->http;
-  h->req = TERN_NEW(tern_http_req);
-  h->req->conn = c;
-  h->req->content_length = -1;
-  h->head_bytes = 0;
-  h->in_value = false;
-  h->ws_upgrade = h->ws_version_ok = false;
-  tern_free(h->ws_key);
-  h->ws_key = NULL;
-  tern_buf_reset(&h->url);
-  tern_buf_reset(&h->field);
-  tern_buf_reset(&h->value);
-  return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len) {
-  tern_conn *c = conn_of(p);
-  if (head_grow(c, len)) return HPE_USER;
-  tern_buf_append(&c->http->url, at, len);
-  return 0;
-}
-
-static bool hdr_is(const tern_buf *b, const char *name) {
-  return b->len == strlen(name) && strncasecmp(b->data, name, b->len) == 0;
-}
-
-static void header_done(tern_conn *c) {
-  http_state *h = c->http;
-  tern_http_req *r = h->req;
-  char *v = tern_strndup(h->value.data ? h->value.data : "", h->value.len);
-  char **slot = NULL;
-  if (hdr_is(&h->field, "authorization")) slot = &r->authorization;
-  else if (hdr_is(&h->field, "content-type")) slot = &r->content_type;
-  else if (hdr_is(&h->field, "if-none-match")) slot = &r->if_none_match;
-  else if (hdr_is(&h->field, "range")) slot = &r->range;
-  else if (hdr_is(&h->field, "accept-encoding")) slot = &r->accept_encoding;
-  else if (hdr_is(&h->field, "sec-websocket-key")) slot = &h->ws_key;
-  else if (hdr_is(&h->field, "upgrade")) h->ws_upgrade = strcasecmp(v, "websocket") == 0;
-  else if (hdr_is(&h->field, "sec-websocket-version")) h->ws_version_ok = strcmp(v, "13") == 0;
-  if (slot && !*slot) {
-    *slot = v;
-  } else {
-    tern_free(v);
-  }
-  tern_buf_reset(&h->field);
-  tern_buf_reset(&h->value);
-  h->in_value = false;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  tern_conn *c = conn_of(p);
-  if (head_grow(c, len + 4)) return HPE_USER;
-  if (c->http->in_value) header_done(c);
-  tern_buf_append(&c->http->field, at, len);
-  return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  tern_conn *c = conn_of(p);
-  if (head_grow(c, len)) return HPE_USER;
-  c->http->in_value = true;
-  tern_buf_append(&c->http->value, at, len);
-  return 0;
-}
-
-static int on_headers_complete(llhttp_t *p) {
-  tern_conn *c = conn_of(p);
-  http_state *h = c->http;
-  tern_http_req *r = h->req;
-  if (h->in_value || h->field.len) header_done(c);
-  r->method = llhttp_method_name((llhttp_method_t)p->method);
-  char *url = tern_buf_cstr(&h->url);
-  char *q = strchr(url, '?');
-  if (q) {
-    r->query = tern_strdup(q + 1);
-    r->path = tern_strndup(url, (size_t)(q - url));
-  } else {
-    r->path = tern_strdup(url);
-  }
-  r->keep_alive = llhttp_should_keep_alive(p);
-  if (p->flags & F_CONTENT_LENGTH) r->content_length = (int64_t)p->content_length;
-  h->body_limit = c->net->h.body_limit ? c->net->h.body_limit(r, c->net->h.arg) : c->net->opts.max_body;
-  if (r->content_length > h->body_limit) {
-    h->refuse_status = 413;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-  tern_conn *c = conn_of(p);
-  http_state *h = c->http;
-  if ((int64_t)(h->req->body.len + len) > h->body_limit) {
-    h->refuse_status = 413;
-    return HPE_USER;
-  }
-  tern_buf_append(&h->req->body, at, len);
-  return 0;
-}
-
-static int on_message_complete(llhttp_t *p) {
-  tern_conn *c = conn_of(p);
-  if (llhttp_get_upgrade(p)) return 0; /* execute returns HPE_PAUSED_UPGRADE next */
-  c->http->ready = true;
-  return HPE_PAUSED; /* one request at a time: the next is parsed after the answer */
-}
-
-static void upgrade_ws(tern_conn *c, const uint8_t *rest, size_t rest_len) {
-  http_state *h = c->http;
-  tern_http_req *r = h->req;
+static void upgrade_ws(tern_conn *c, tern_http_req *r, const uint8_t *rest, size_t rest_len) {
   if (strcmp(r->method, "GET") != 0 || strcmp(r->path, "/v1/ws") != 0) {
     refuse(c, 404, "not_found", "no WebSocket endpoint here; use GET /v1/ws");
     return;
   }
-  if (!h->ws_upgrade || !h->ws_key || !h->ws_version_ok) {
+  const char *key = tern_http_parser_ws_key(c->http);
+  if (!tern_http_parser_ws_ok(c->http)) {
     refuse(c, 400, "bad_request", "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
     return;
   }
   char accept[29];
-  tern_ws_accept_key(h->ws_key, strlen(h->ws_key), accept);
+  tern_ws_accept_key(key, strlen(key), accept);
   tern_buf_printf(&c->out,
                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Sec-WebSocket-Accept: %s\r\n\r\n",
                   accept);
-  free_http(c->http);
-  c->http = NULL;
+  free_http(c);
   c->state = ST_WS;
   c->net->nws++;
   c->opened = c->last_rx = c->last_ping = tern_now_ms();
@@ -591,42 +432,38 @@ static void upgrade_ws(tern_conn *c, const uint8_t *rest, size_t rest_len) {
 
 static void ws_process(tern_conn *c);
 
-/* Parses c->in as HTTP until a request is ready (dispatched, parsing pauses), more bytes are
- * needed, or the connection upgrades or fails. */
+/* Parses c->in as HTTP until a request is ready (dispatched; parsing waits for its answer),
+ * more bytes are needed, or the connection upgrades or fails. */
 static void http_process(tern_conn *c) {
-  http_state *h = c->http;
-  if (!h || h->handling || !c->in.len) return;
-  const char *start = c->in.data;
-  llhttp_errno_t err = llhttp_execute(&h->parser, start, c->in.len);
-  size_t used = c->in.len;
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    const char *pos = llhttp_get_error_pos(&h->parser);
-    used = pos ? (size_t)(pos - start) : c->in.len;
-  }
-  if (err == HPE_PAUSED_UPGRADE) {
-    tern_buf rest = c->in;
-    c->in = (tern_buf){0};
-    upgrade_ws(c, (const uint8_t *)rest.data + used, rest.len - used);
-    tern_buf_free(&rest);
-    if (c->state == ST_WS) ws_process(c);
-    return;
-  }
-  if (err != HPE_OK && err != HPE_PAUSED) {
-    int st = h->refuse_status;
-    if (st == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
-    else if (st == 431) refuse(c, 431, "too_large", "the request head is too large");
-    else refuse(c, 400, "bad_request", "malformed HTTP request");
-    return;
+  if (!c->http || c->req || !c->in.len) return;
+  size_t used;
+  int status;
+  tern_http_status st = tern_http_parser_execute(c->http, c->in.data, c->in.len, &used, &status);
+  switch (st) {
+    case TERN_HTTP_BAD:
+      if (status == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
+      else if (status == 431) refuse(c, 431, "too_large", "the request head is too large");
+      else refuse(c, 400, "bad_request", "malformed HTTP request");
+      return;
+    case TERN_HTTP_UPGRADE: {
+      tern_http_req *r = tern_http_parser_take(c->http);
+      tern_buf rest = c->in;
+      c->in = (tern_buf){0};
+      upgrade_ws(c, r, (const uint8_t *)rest.data + used, rest.len - used);
+      tern_http_req_free(r);
+      tern_buf_free(&rest);
+      if (c->state == ST_WS) ws_process(c);
+      return;
+    }
+    case TERN_HTTP_REQUEST:
+    case TERN_HTTP_MORE:
+      break;
   }
   tern_buf_consume(&c->in, used);
   if (!c->in.len) tern_buf_free(&c->in);
-  if (h->ready) {
-    h->ready = false;
-    h->handling = true;
-    tern_http_req *r = h->req;
-    c->net->h.on_request(r, c->net->h.arg);
-  } else if (c->in.len > (size_t)c->net->opts.max_header + (size_t)h->body_limit + 65536) {
-    refuse(c, 400, "bad_request", "request too large");
+  if (st == TERN_HTTP_REQUEST) {
+    c->req = tern_http_parser_take(c->http);
+    c->net->h.on_request(c->req, c->net->h.arg);
   }
 }
 
@@ -709,7 +546,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tern_buf_append(&c->in, buf->base, (size_t)nread);
   if (c->state == ST_HTTP) {
     c->last_rx = tern_now_ms();
-    if (c->http->handling) {
+    if (c->req) {
       /* a handler is working on the previous request: hold the bytes, but stop reading if
        * the client keeps pushing, so one client cannot make us buffer without bound */
       if (c->in.len > (size_t)n->opts.max_header + (size_t)n->opts.max_body) {
@@ -767,9 +604,7 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
   }
-  c->http = TERN_NEW(http_state);
-  llhttp_init(&c->http->parser, HTTP_REQUEST, &n->settings);
-  c->http->parser.data = c;
+  c->http = tern_http_parser_new(n->opts.max_header, n->opts.max_body, n->h.body_limit, n->h.arg, c);
   c->opened = c->last_rx = tern_now_ms();
   c->state = ST_HTTP;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
@@ -784,7 +619,7 @@ static void on_sweep(uv_timer_t *t) {
     tern_conn *next = c->next; /* c may close below */
     switch (c->state) {
       case ST_HTTP:
-        if (c->http && !c->http->handling && now - c->last_rx > o->request_timeout_ms) {
+        if (c->http && !c->req && now - c->last_rx > o->request_timeout_ms) {
           if (c->in.len) refuse(c, 408, "bad_request", "request timed out");
           else conn_close(c);
         }
@@ -847,14 +682,6 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
   n->opts = *opts;
   n->h = *h;
   n->rbuf = tern_malloc(READ_BUF_SIZE);
-  llhttp_settings_init(&n->settings);
-  n->settings.on_message_begin = on_message_begin;
-  n->settings.on_url = on_url;
-  n->settings.on_header_field = on_header_field;
-  n->settings.on_header_value = on_header_value;
-  n->settings.on_headers_complete = on_headers_complete;
-  n->settings.on_body = on_body;
-  n->settings.on_message_complete = on_message_complete;
   uv_tcp_init(loop, &n->listener);
   n->listener.data = n;
   int rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
@@ -910,7 +737,7 @@ void tern_net_close_all(tern_net *n, uint16_t code, const char *reason) {
   while (c) {
     tern_conn *next = c->next;
     if (c->state == ST_WS) tern_conn_ws_close(c, code, reason);
-    else if (c->state == ST_HTTP && !(c->http && c->http->handling)) conn_close(c);
+    else if (c->state == ST_HTTP && !c->req) conn_close(c);
     c = next;
   }
 }

@@ -24,25 +24,10 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "net/http.h"
 
 typedef struct tern_net tern_net;
-typedef struct tern_conn tern_conn;
 
-typedef struct tern_http_req {
-  tern_conn *conn;        /* the connection it arrived on */
-  const char *method;     /* "GET", "POST", ... (static) */
-  char *path;             /* the raw path, without the query (owned by the request) */
-  char *query;            /* after '?', or NULL */
-  char *authorization;    /* header values, or NULL when absent (owned by the request) */
-  char *content_type;
-  char *if_none_match;
-  char *range;
-  char *accept_encoding;
-  int64_t content_length; /* -1 when absent */
-  tern_buf body;          /* the whole body (at most the limit set by on_head) */
-  bool keep_alive;        /* the client keeps the connection after this request */
-  void *data;             /* the handler's */
-} tern_http_req;
 
 typedef struct tern_net_handlers {
   /* A request's head is complete: return the largest body accepted for it (bytes). A body
