@@ -255,6 +255,8 @@ static int http_failed(const cli *c, const tern_client_response *r) {
     if (r->err == -EBADMSG) return complain(c, 1, "%s did not answer like a tern server", c->server);
     return complain(c, 1, "cannot reach %s: %s", c->server, errstr(r->err));
   }
+  if (r->status == 401 && strcmp(r->code, "unauthorized") == 0)
+    return complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
   return complain(c, 1, "%s (%s)", r->message, r->code);
 }
 
