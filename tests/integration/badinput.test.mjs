@@ -286,14 +286,24 @@ describe('slow consumer', () => {
     const c2 = await connect(srv);
     await c2.auth(bob.token);
     const got = [];
+    const seqs = [];
     c2.tap = (f) => {
       if (f.type !== 'msg') return false;
       got.push(Number(f.body.slice(0, f.body.indexOf(':'))));
+      seqs.push(f.seq);
       if (got.length % 200 === 0) c2.ack(f.seq);
       return true;
     };
-    await c2.next('synced', 60000);
-    assert.equal(got.length, sentCount, `the inbox lost messages: ${got.length} of ${sentCount}`);
+    const synced = await c2.next('synced', 60000);
+    assert.equal(seqs[0], 1, 'bob never acked: the drain must start at seq 1');
+    const atSync = got.length;
+    const late = await c2.quiet('msg', 300); // nothing should follow: no one sends any more
+    const missing = [];
+    for (let i = 0, have = new Set(got); i < sentCount; i++) if (!have.has(i)) missing.push(i);
+    assert.equal(atSync, sentCount, `the drain before synced (seq ${synced.seq}) had ${atSync} of ${sentCount} messages; ` +
+      `missing ${JSON.stringify(missing.slice(0, 20))}; after synced came ` +
+      `${JSON.stringify(seqs.slice(atSync).map((q, k) => `seq ${q} = message ${got[atSync + k]}`).slice(0, 10))}; ` +
+      `seqs before synced ${seqs[0]}..${seqs[atSync - 1]}`);
     got.forEach((v, i) => { if (v !== i) assert.fail(`message ${i} is ${v}`); });
     await closeAll(c2, ca, cw);
     await proveServes(srv);

@@ -125,18 +125,22 @@ describe('receipts', () => {
   });
 
   test('delivered and read receipts reach an offline sender later, as envelopes in seq order', async () => {
-    const alice = await newUser(srv, 'offs');
+    const alice = await newUser(srv, 'offs', 'a1');
     const bob = await newUser(srv, 'offs');
     const ca = await online(srv, alice);
     const m1 = await sendOk(ca, 'o1', bob.user, 'while you were out 1');
     const m2 = await sendOk(ca, 'o2', bob.user, 'while you were out 2');
     await ca.close();
+    // an observer device of alice, created after the sends: it sees the receipts live, which
+    // tells us they exist (acks have no answer) before a1 comes back
+    const observer = await online(srv, await newDevice(srv, alice, 'observer'), { name: 'observer' });
     const cb = await online(srv, bob);
     assert.deepEqual(cb.initial.map((m) => m.msg_id), [m1.msg_id, m2.msg_id]);
     cb.ack(cb.initial.at(-1).seq);
     cb.send({ type: 'read', peer: alice.user, msg_ids: [m1.msg_id, m2.msg_id] });
-    await cb.roundTrip();
-    await cb.close();
+    await observer.next(isReceipt('delivered'));
+    await observer.next(isReceipt('read'));
+    await closeAll(cb, observer);
     const ca2 = await online(srv, alice);
     assert.equal(ca2.initial.length, 2, `alice's drain: ${JSON.stringify(ca2.initial)}`);
     const d = ca2.initial.find((e) => e.type === 'receipt' && e.status === 'delivered');

@@ -48,7 +48,7 @@ export class Client {
     this.waiters = []; // { pred, resolve, reject, timer }
     this.all = 0; // frames received in total
     this.pings = []; // arrival times of server WebSocket pings
-    this.tap = null; // optional (frame) => boolean: true consumes the frame (bulk tests)
+    this._tap = null; // optional (frame) => boolean: true consumes the frame (bulk tests)
     this.closeInfo = null;
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
@@ -70,7 +70,7 @@ export class Client {
         try { f = JSON.parse(data.toString('utf8')); } catch { f = { type: '__invalid_json__', raw: data.toString('utf8') }; }
       }
       this.all++;
-      if (this.tap && this.tap(f)) return;
+      if (this._tap && this._tap(f)) return;
       for (let i = 0; i < this.waiters.length; i++) {
         const w = this.waiters[i];
         if (w.pred(f)) {
@@ -82,6 +82,18 @@ export class Client {
       }
       this.frames.push(f);
     });
+  }
+
+  /** The bulk-consumer hook: (frame) => true consumes it. Setting it replays buffered frames. */
+  get tap() { return this._tap; }
+
+  set tap(fn) {
+    this._tap = fn;
+    if (fn && this.frames.length) {
+      const keep = [];
+      for (const f of this.frames) if (!fn(f)) keep.push(f);
+      this.frames = keep;
+    }
   }
 
   get isOpen() { return this.ws.readyState === WebSocket.OPEN; }
