@@ -688,6 +688,7 @@ typedef struct observer {
   char closed_message[256];
   bool send_rc_checked;
   int send_rc;
+  size_t queued;                    /* outbound bytes right after queuing ack + send */
 } observer;
 
 static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *arg) {
@@ -699,6 +700,8 @@ static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *
     /* Three frames from one callback: they leave in one write, after the pong. */
     tern_client_ack(conn, ev->seq);
     o->send_rc = tern_client_send(conn, "c-1", "bob", "back", 4, NULL);
+    /* Queued, not written yet: the flush happens once per loop iteration. */
+    o->queued = tern_client_outbound(conn);
     tern_client_close(conn, 0);
     /* Closing: further frames are refused. */
     o->send_rc_checked = tern_client_ping(conn) == -ENOTCONN;
@@ -746,6 +749,7 @@ TEST(ws_conn_chat) {
   CHECK_EQ_INT(o.msg_seq, 5);
   CHECK_EQ_INT(o.send_rc, 0);
   CHECK(o.send_rc_checked);
+  CHECK(o.queued > 80); /* at least the ack (28 bytes) and the send (58), still queued */
   CHECK_EQ_INT(o.closed.close_code, 1000);
   CHECK_EQ_INT(o.closed.err, 0);
   /* What the server read: auth first, pongs echoing the pings, then ack, send, close. */
