@@ -1,6 +1,8 @@
 // PROTOCOL.md section 2: accounts and devices, checked over HTTP with fetch and `ws`.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { startServer, sleep, waitFor, within } from './lib/server.mjs';
 import {
   request, register, login, logout, me, uniqueName, newUser, newDevice, metric, PASSWORD,
@@ -250,6 +252,39 @@ describe('accounts', () => {
       [['msg', 'waiting 0', alice.user, bob.user], ['msg', 'waiting 1', alice.user, bob.user]]);
     assert.deepEqual(c1.initial.map((e) => e.seq), [1, 2]);
     await closeAll(ca, c1, c2);
+  });
+});
+
+describe('secrets at rest', () => {
+  let srv;
+  before(async () => { srv = await startServer(); });
+  after(async () => { await srv?.close(); });
+
+  test('neither the password nor the token is stored in clear in the data dir', async () => {
+    const password = 'Pw-' + uniqueName('secret') + '-PLAINTEXT';
+    const r = await register(srv, uniqueName('sec'), password);
+    assert.equal(r.status, 201, r.text);
+    const l = await login(srv, r.body.user, password);
+    assert.equal(l.status, 200, l.text);
+    assert.equal(await srv.stop(), 0); // flushed
+    const needles = [password, r.body.token, l.body.token].map((x) => Buffer.from(x));
+    const files = [];
+    const walk = (d) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p); else if (e.isFile()) files.push(p);
+      }
+    };
+    walk(srv.dataDir);
+    assert.ok(files.length > 0, 'the data dir is empty');
+    let sawUser = false; // proves the scan can see what is stored in clear
+    for (const f of files) {
+      const data = readFileSync(f);
+      if (data.indexOf(Buffer.from(r.body.user)) >= 0) sawUser = true;
+      needles.forEach((n, i) => assert.equal(data.indexOf(n), -1,
+        `${['the password', 'the register token', 'the login token'][i]} is stored in clear in ${path.relative(srv.dataDir, f)}`));
+    }
+    if (!sawUser) console.log('# the store is not plain text (the username is not visible either): this check proves little');
   });
 });
 

@@ -406,6 +406,25 @@ describe('messaging', () => {
     await closeAll(ca, cb);
   });
 
+  test('send with an unknown media_id → no_such_media; a malformed media field → bad_request', async () => {
+    const alice = await newUser(srv, 'media');
+    const bob = await newUser(srv, 'media');
+    const ca = await online(srv, alice);
+    let a = await sendOne(ca, 'm1', bob.user, undefined, { media: { media_id: 'no-such-media-0123456789' } });
+    assert.equal(a.type, 'error', JSON.stringify(a));
+    assert.equal(a.code, 'no_such_media', JSON.stringify(a));
+    assert.equal(a.id, 'm1');
+    a = await sendOne(ca, 'm2', bob.user, 'caption', { media: { media_id: 'no-such-media-0123456789' } });
+    assert.equal(a.code, 'no_such_media', `with a body too: ${JSON.stringify(a)}`);
+    a = await sendOne(ca, 'm3', bob.user, undefined, { media: 'not-an-object' });
+    assert.equal(a.code, 'bad_request', `media as a string: ${JSON.stringify(a)}`);
+    a = await sendOne(ca, 'm4', bob.user, undefined, { media: {} });
+    assert.ok(['bad_request', 'no_such_media'].includes(a.code), `media without media_id: ${JSON.stringify(a)}`);
+    const cb = await online(srv, bob);
+    assert.deepEqual(cb.initial, [], 'refused sends are not delivered');
+    await closeAll(ca, cb);
+  });
+
   test('body size: 65536 bytes → sent; 65537 bytes → too_large; bytes, not characters', async () => {
     const alice = await newUser(srv, 'tl');
     const bob = await newUser(srv, 'tl');
