@@ -20,11 +20,13 @@ struct tern_http_parser {
   char *ws_key;          /* Sec-WebSocket-Key */
   int64_t head_bytes;    /* bytes of request line + headers so far */
   int64_t body_limit;    /* largest body accepted for the current request */
+  int64_t body_seen;     /* body bytes of the current request so far */
   int refuse_status;     /* 413/431 decided inside a callback, 0 otherwise */
   bool in_value;         /* last header callback was a value */
   bool ready;            /* a complete request is waiting */
   bool ws_upgrade;       /* Upgrade: websocket */
   bool ws_version_ok;    /* Sec-WebSocket-Version: 13 */
+  bool pause;            /* a sink asked to stop reading */
 };
 
 static llhttp_settings_t g_settings;
@@ -54,13 +56,21 @@ static int head_grow(tern_http_parser *h, size_t n) {
   return 0;
 }
 
+/* Frees a request the parser still owns, telling its sink it will never complete. */
+static void drop_req(tern_http_parser *h) {
+  if (h->req && h->req->sink && !h->ready) h->req->sink->abort(h->req);
+  tern_http_req_free(h->req);
+  h->req = NULL;
+}
+
 static int on_message_begin(llhttp_t *p) {
   tern_http_parser *h = parser_of(p);
-  tern_http_req_free(h->req); /* only a request nobody took */
+  drop_req(h); /* only a request nobody took */
   h->req = TERN_NEW(tern_http_req);
   h->req->conn = h->conn;
   h->req->content_length = -1;
   h->head_bytes = 0;
+  h->body_seen = 0;
   h->in_value = false;
   h->ws_upgrade = h->ws_version_ok = false;
   tern_free(h->ws_key);
@@ -146,11 +156,22 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   tern_http_parser *h = parser_of(p);
-  if ((int64_t)(h->req->body.len + len) > h->body_limit) {
+  tern_http_req *r = h->req;
+  h->body_seen += (int64_t)len;
+  if (h->body_seen > h->body_limit) {
     h->refuse_status = 413; /* chunked bodies are refused as soon as they pass the limit */
     return HPE_USER;
   }
-  tern_buf_append(&h->req->body, at, len);
+  if (r->sink) {
+    int rc = r->sink->data(r, at, len);
+    if (rc < 0) {
+      h->refuse_status = -rc;
+      return HPE_USER;
+    }
+    if (rc == 1) h->pause = true;
+    return 0;
+  }
+  tern_buf_append(&r->body, at, len);
   return 0;
 }
 
@@ -187,7 +208,7 @@ tern_http_parser *tern_http_parser_new(int64_t max_header, int64_t max_body, ter
 
 void tern_http_parser_free(tern_http_parser *h) {
   if (!h) return;
-  tern_http_req_free(h->req);
+  drop_req(h);
   tern_buf_free(&h->field);
   tern_buf_free(&h->value);
   tern_buf_free(&h->url);
@@ -229,3 +250,9 @@ void tern_http_parser_resume(tern_http_parser *h) {
 const char *tern_http_parser_ws_key(const tern_http_parser *h) { return h->ws_key; }
 bool tern_http_parser_ws_ok(const tern_http_parser *h) { return h->ws_upgrade && h->ws_version_ok && h->ws_key; }
 int64_t tern_http_parser_body_limit(const tern_http_parser *h) { return h->body_limit; }
+
+bool tern_http_parser_take_pause(tern_http_parser *h) {
+  bool p = h->pause;
+  h->pause = false;
+  return p;
+}

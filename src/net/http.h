@@ -32,10 +32,25 @@ typedef struct tern_http_req {
   char *range;
   char *accept_encoding;
   int64_t content_length; /* -1 when absent */
-  tern_buf body;          /* the whole body (at most the limit set by on_head) */
+  tern_buf body;          /* the whole body (at most the limit), unless a sink takes it */
+  const struct tern_http_sink *sink; /* set by the limit callback to stream the body instead */
+  void *sink_ctx;         /* the sink's state for this request */
   bool keep_alive;        /* the client keeps the connection after this request */
   void *data;             /* the handler's */
 } tern_http_req;
+
+/* A body sink streams a large body (a media upload) instead of buffering it in req->body.
+ * The limit callback installs it on the request (req->sink, req->sink_ctx) when the head is
+ * complete. The limit still applies: a body passing it is refused with 413. */
+typedef struct tern_http_sink {
+  /* Body bytes as they arrive. Returns 0 to go on, 1 to ask the connection to stop reading
+   * until the sink calls tern_conn_resume_read (its write is behind), or a negative HTTP
+   * status (-413, -415, -500...) to refuse the request (the connection then closes). */
+  int (*data)(tern_http_req *req, const char *p, size_t n);
+  /* The request will never complete (the connection closed or the request was refused):
+   * release everything (remove temp files). Not called for a request that completed. */
+  void (*abort)(tern_http_req *req);
+} tern_http_sink;
 
 /* Returns the largest body accepted for a request whose head is complete. */
 typedef int64_t (*tern_http_limit_cb)(tern_http_req *req, void *arg);
@@ -46,7 +61,7 @@ typedef enum {
   TERN_HTTP_MORE = 0, /* everything consumed; no complete request yet */
   TERN_HTTP_REQUEST,  /* a complete request: take it; parsing is paused until resume */
   TERN_HTTP_UPGRADE,  /* a complete upgrade request: bytes after *used belong to the new protocol */
-  TERN_HTTP_BAD,      /* refused: *status is 400, 413 or 431; the connection must close */
+  TERN_HTTP_BAD,      /* refused: *status is 400, 413, 431 or a sink's status; the connection must close */
 } tern_http_status;
 
 /* conn is stored in every request (req->conn). limit may be NULL (max_body applies). */
@@ -66,6 +81,8 @@ void tern_http_parser_resume(tern_http_parser *p);
  * Sec-WebSocket-Version: 13 were present. Valid until the parser is freed. */
 const char *tern_http_parser_ws_key(const tern_http_parser *p);
 bool tern_http_parser_ws_ok(const tern_http_parser *p);
+/* True once (and until resume_read is handled) a sink asked to stop reading. Clears the flag. */
+bool tern_http_parser_take_pause(tern_http_parser *p);
 /* The largest body accepted for the current request. */
 int64_t tern_http_parser_body_limit(const tern_http_parser *p);
 

@@ -104,6 +104,12 @@ void tern_conn_set_data(tern_conn *c, void *data) { c->data = data; }
 const char *tern_conn_peer(const tern_conn *c) { return c->peer; }
 uint64_t tern_conn_id(const tern_conn *c) { return c->id; }
 void tern_conn_set_authed(tern_conn *c) { c->authed = true; }
+
+void tern_conn_resume_read(tern_conn *c) {
+  if (c->state != ST_HTTP || c->reading) return;
+  c->last_rx = tern_now_ms();
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+}
 size_t tern_conn_outbound(const tern_conn *c) { return c->out.len + c->inflight.len; }
 int64_t tern_conn_last_rx(const tern_conn *c) { return c->last_rx; }
 
@@ -443,6 +449,9 @@ static void http_process(tern_conn *c) {
     case TERN_HTTP_BAD:
       if (status == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
       else if (status == 431) refuse(c, 431, "too_large", "the request head is too large");
+      else if (status == 415) refuse(c, 415, "unsupported_media_type", "the body is not of an accepted type");
+      else if (status == 429) refuse(c, 429, "rate_limited", "too many requests; try again later");
+      else if (status == 500) refuse(c, 500, "internal", "the request could not be processed");
       else refuse(c, 400, "bad_request", "malformed HTTP request");
       return;
     case TERN_HTTP_UPGRADE: {
@@ -461,6 +470,11 @@ static void http_process(tern_conn *c) {
   }
   tern_buf_consume(&c->in, used);
   if (!c->in.len) tern_buf_free(&c->in);
+  if (tern_http_parser_take_pause(c->http) && c->reading) {
+    /* a body sink is behind (its disk write): read no more until it calls resume */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+  }
   if (st == TERN_HTTP_REQUEST) {
     c->req = tern_http_parser_take(c->http);
     c->net->h.on_request(c->req, c->net->h.arg);

@@ -105,6 +105,8 @@ typedef struct tern_part {
 void tern_conn_ws_text_parts(tern_conn *c, const tern_part *parts, size_t nparts);
 /* Sends a close frame with code and reason, then closes. on_ws_gone is called. */
 void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason);
+/* Starts reading again after a body sink asked to stop (see tern_http_sink). */
+void tern_conn_resume_read(tern_conn *c);
 /* Marks the WebSocket as authenticated (stops the auth deadline). */
 void tern_conn_set_authed(tern_conn *c);
 /* Bytes queued for this connection and not yet written. */

@@ -151,11 +151,77 @@ TEST(keep_alive) {
   tern_http_parser_free(p);
 }
 
+/* ---- body sinks ---- */
+typedef struct sink_state {
+  tern_buf got;   /* bytes received */
+  int aborted;    /* abort calls */
+  int answer;     /* what data returns */
+} sink_state;
+static sink_state g_sink;
+
+static int sink_data(tern_http_req *req, const char *p, size_t n) {
+  tern_buf_append(&g_sink.got, p, n);
+  return g_sink.answer;
+}
+static void sink_abort(tern_http_req *req) { g_sink.aborted++; }
+static const tern_http_sink test_sink = {sink_data, sink_abort};
+
+static int64_t limit_with_sink(tern_http_req *req, void *arg) {
+  req->sink = &test_sink;
+  return 1000;
+}
+
+TEST(sink_streams_body) {
+  size_t used;
+  int status;
+  memset(&g_sink, 0, sizeof g_sink);
+  tern_http_parser *p = tern_http_parser_new(4096, 10, limit_with_sink, NULL, NULL);
+  char buf[1200];
+  snprintf(buf, sizeof buf, "POST /v1/media HTTP/1.1\r\nContent-Length: 500\r\n\r\n%0500d", 7);
+  CHECK_EQ_INT(feed(p, buf, 13, &used, &status), TERN_HTTP_REQUEST);
+  CHECK_EQ_INT(g_sink.got.len, 500); /* streamed, over the default limit of 10, under the sink's 1000 */
+  tern_http_req *r = tern_http_parser_take(p);
+  CHECK_EQ_INT(r->body.len, 0);
+  tern_http_req_free(r);
+  tern_http_parser_free(p);
+  CHECK_EQ_INT(g_sink.aborted, 0); /* completed requests are not aborted */
+  tern_buf_free(&g_sink.got);
+
+  /* asking to pause is reported once */
+  memset(&g_sink, 0, sizeof g_sink);
+  g_sink.answer = 1;
+  p = tern_http_parser_new(4096, 10, limit_with_sink, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", 0, &used, &status), TERN_HTTP_MORE);
+  CHECK(tern_http_parser_take_pause(p));
+  CHECK(!tern_http_parser_take_pause(p));
+  tern_http_parser_free(p); /* mid-body: the sink hears it will never complete */
+  CHECK_EQ_INT(g_sink.aborted, 1);
+  tern_buf_free(&g_sink.got);
+
+  /* a sink's refusal becomes the status; over the limit is 413 and aborts */
+  memset(&g_sink, 0, sizeof g_sink);
+  g_sink.answer = -415;
+  p = tern_http_parser_new(4096, 10, limit_with_sink, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 0, &used, &status), TERN_HTTP_BAD);
+  CHECK_EQ_INT(status, 415);
+  tern_http_parser_free(p);
+  CHECK_EQ_INT(g_sink.aborted, 1);
+  tern_buf_free(&g_sink.got);
+  memset(&g_sink, 0, sizeof g_sink);
+  p = tern_http_parser_new(4096, 10, limit_with_sink, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 0, &used, &status), TERN_HTTP_BAD);
+  CHECK_EQ_INT(status, 413);
+  tern_http_parser_free(p);
+  CHECK_EQ_INT(g_sink.aborted, 1);
+  tern_buf_free(&g_sink.got);
+}
+
 int main(void) {
   RUN(simple_get);
   RUN(byte_at_a_time_and_pipelining);
   RUN(upgrade_leaves_frames);
   RUN(limits);
   RUN(keep_alive);
+  RUN(sink_streams_body);
   DONE();
 }
