@@ -127,6 +127,7 @@ static void close_handles(tern_app *a) {
   uv_close((uv_handle_t *)&a->sigterm, NULL);
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&g_stop_timer, NULL);
+  tern_push_close(a->push);
 }
 
 static void on_stop_tick(uv_timer_t *t) {
@@ -181,8 +182,11 @@ static void load_device(const tern_device_rec *r, void *arg) {
     TERN_WARN("device without user ignored", "device=%s user=%s", r->device_id, r->user);
     return;
   }
-  tern_dir_load_device(a, u, r->device_id, r->label, r->token_hash, r->created, r->last_seen);
+  tern_device *d = tern_dir_load_device(a, u, r->device_id, r->label, r->token_hash, r->created, r->last_seen);
+  tern_pushglue_load(a, d, r->push);
 }
+
+
 
 static int set_hash_cost(tern_app *a, const tern_config *cfg) {
   const char *c = cfg->auth_hash_cost;
@@ -294,6 +298,20 @@ int tern_app_run(const tern_config *cfg) {
     return 2;
   }
 
+  rc = tern_push_open(loop, cfg, &a->push, err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "ternd: %s\n", err);
+    tern_store_close(a->store);
+    tern_web_free(a->web);
+    tern_dir_free(a);
+    return 2;
+  }
+  tern_push_set_result_cb(a->push, tern_pushglue_result, a);
+  for (int i = 0; i < TERN_PUSH_NPROVIDERS; i++) {
+    if (tern_push_configured(a->push, (tern_push_provider)i))
+      TERN_INFO("push provider on", "provider=%s", tern_push_provider_name((tern_push_provider)i));
+  }
+
   tern_net_options no = {
       .listen = cfg->listen,
       .max_header = cfg->http_max_header,
@@ -310,6 +328,8 @@ int tern_app_run(const tern_config *cfg) {
   rc = tern_net_start(loop, &no, &nh, &a->net, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "ternd: %s\n", err);
+    tern_push_close(a->push);
+    uv_run(loop, UV_RUN_NOWAIT);
     tern_store_close(a->store);
     tern_web_free(a->web);
     tern_dir_free(a);

@@ -19,6 +19,7 @@
 #include "proto/frame.h"
 #include "store/store.h"
 #include "core/web.h"
+#include "push/push.h"
 
 #define TERN_DEVICE_ID_LEN 24 /* hex chars of 96 random bits */
 
@@ -51,6 +52,7 @@ struct tern_device {
   int64_t created;                 /* ms */
   int64_t last_seen;               /* ms of the last activity (connection), 0 = never */
   tern_session *session;           /* the live WebSocket session, or NULL */
+  tern_push_reg *push;             /* push registration (owned), or NULL */
   tern_device *next_in_user;       /* user's device list */
 };
 
@@ -107,6 +109,7 @@ struct tern_app {
   tern_map tokens;         /* 32-byte token hash → tern_device */
   tern_metrics metrics;    /* counters */
   tern_web *web;           /* the static web client (may serve nothing) */
+  tern_push *push;         /* push providers (those configured) */
   uv_timer_t persist_timer;/* last seen persistence */
   uv_timer_t sweep_timer;  /* store sweep and device expiry */
   uv_timer_t pace_timer;   /* resumes drains waiting for outbound space */
@@ -188,6 +191,18 @@ void tern_presence_drop_session(tern_app *a, tern_session *s); /* unwatch everyt
 /* Tells u's watchers about a change of u's online state. */
 void tern_presence_changed(tern_app *a, tern_user *u);
 void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f);
+
+/* ---- pushglue.c: PROTOCOL.md section 8 on top of src/push ---- */
+/* Handles /v1/push and /v1/push/vapid; returns false for other paths. */
+bool tern_pushglue_route(tern_app *a, tern_http_req *req);
+/* A msg envelope from another user reached d while it has no live connection. */
+void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *body, size_t body_len);
+/* d connected or is going away: no notification for what it will see anyway. */
+void tern_pushglue_online(tern_app *a, tern_device *d);
+/* Result of a coalesced notification (installed with tern_push_set_result_cb). */
+void tern_pushglue_result(void *arg, const char *device_id, const tern_push_reg *reg, tern_push_result result);
+/* Sets d's registration from its stored form (start-up). */
+void tern_pushglue_load(tern_app *a, tern_device *d, const char *stored);
 
 /* ---- metrics.c ---- */
 void tern_metrics_render(tern_app *a, tern_buf *out);

@@ -6,6 +6,15 @@
 #include "base/util.h"
 #include "core/core.h"
 
+static void free_device(tern_device *d) {
+  if (d->push) {
+    tern_push_reg_free(d->push);
+    tern_free(d->push);
+  }
+  tern_free(d->label);
+  tern_free(d);
+}
+
 tern_user *tern_dir_user(tern_app *a, const char *name) { return tern_map_gets(&a->users, name); }
 
 tern_user *tern_dir_add_user(tern_app *a, const char *name) {
@@ -75,8 +84,7 @@ void tern_dir_remove_device(tern_app *a, tern_device *d) {
   }
   tern_map_dels(&a->devices, d->id);
   tern_map_del(&a->tokens, (const char *)d->token_hash, 32);
-  tern_free(d->label);
-  tern_free(d);
+  free_device(d);
 }
 
 static bool free_user(const char *k, size_t kl, void *v, void *arg) {
@@ -84,8 +92,7 @@ static bool free_user(const char *k, size_t kl, void *v, void *arg) {
   tern_device *d = u->devices;
   while (d) {
     tern_device *next = d->next_in_user;
-    tern_free(d->label);
-    tern_free(d);
+    free_device(d);
     d = next;
   }
   tern_free(u->pwhash);

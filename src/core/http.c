@@ -316,6 +316,7 @@ static void on_logout_stored(tern_store_op *op) {
 }
 
 void tern_app_delete_device(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg) {
+  tern_pushglue_online(a, d); /* cancel a pending notification window */
   if (d->session && d->session->conn) tern_conn_ws_close(d->session->conn, 4002, "device logged out");
   if (d->session) { /* closing detached it; be safe if it was already gone */
     d->session->dev = NULL;
@@ -430,6 +431,8 @@ void tern_http_route(tern_app *a, tern_http_req *req) {
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
     if (!is(req, "GET")) return method_not_allowed(req);
     do_user(a, req, p + 10);
+  } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
+    /* push registration answered */
   } else if (!strcmp(p, "/v1/ws")) {
     tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
   } else if (strncmp(p, "/v1/", 4) != 0 && tern_web_handle(a->web, req)) {

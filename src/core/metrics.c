@@ -54,6 +54,7 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
   tern_buf_printf(b, "tern_receipts_total{status=\"read\"} %llu\n", (unsigned long long)m->receipts_read);
   gauge(b, "tern_media_bytes", "Bytes of media stored.", 0);
   tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
+  if (a->push) tern_push_metrics_render(a->push, b);
   gauge(b, "tern_users", "Registered users.", (int64_t)a->users.count);
   gauge(b, "tern_devices", "Devices (logins) that exist.", (int64_t)a->devices.count);
   tern_store_commit_hist ch;

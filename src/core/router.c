@@ -16,6 +16,10 @@ typedef struct send_ctx {
   tern_session *s;        /* the sender's session (referenced) */
   char id[TERN_CLIENT_ID_MAX + 1]; /* the client's id */
   char msg_id[40];        /* the id we made */
+  char from[TERN_USERNAME_MAX + 1]; /* sender */
+  char to[TERN_USERNAME_MAX + 1];   /* recipient */
+  char *body;             /* a copy for push previews, or NULL */
+  size_t body_len;
   int64_t ts;             /* message time */
   uint64_t received_ns;   /* when the frame arrived, for tern_send_to_sent_seconds */
 } send_ctx;
@@ -86,8 +90,16 @@ static void on_send_done(tern_store_op *op) {
   if (op->status == TERN_STORE_OK) {
     tern_hist_observe(&a->metrics.send_to_sent, (double)(tern_mono_ns() - c->received_ns) / 1e9);
     tern_router_deliver_appended(a, op);
+    if (strcmp(c->from, c->to) != 0) {
+      /* only a message from another user wakes a device that has no connection */
+      for (size_t i = 0; i < op->ntargets; i++) {
+        tern_device *d = tern_dir_device(a, op->targets[i].inbox);
+        if (d && !d->session && !strcmp(d->user->name, c->to)) tern_pushglue_offline(a, d, c->from, c->body, c->body_len);
+      }
+    }
   }
   tern_session_unref(s);
+  tern_free(c->body);
   tern_free(c);
   tern_app_op_done(a);
 }
@@ -132,6 +144,12 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   c->ts = tern_now_ms();
   c->received_ns = received_ns;
   make_msg_id(c->msg_id, c->ts);
+  snprintf(c->from, sizeof c->from, "%s", from->name);
+  snprintf(c->to, sizeof c->to, "%s", to->name);
+  if (a->cfg->push_previews && f->body) {
+    c->body = tern_memdup(f->body, f->body_len);
+    c->body_len = f->body_len;
+  }
 
   tern_buf tail = {0};
   tern_enc_msg_tail(&tail, c->msg_id, from->name, dev->id, to->name, c->ts, f->body, f->body_len, NULL);

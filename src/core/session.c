@@ -170,6 +170,7 @@ static void do_auth(tern_app *a, tern_session *s, tern_frame *f) {
   }
   s->dev = d;
   d->session = s;
+  tern_pushglue_online(a, d);
   tern_conn_set_authed(s->conn);
   tern_user *u = d->user;
   u->online++;

@@ -667,8 +667,8 @@ static void do_put_device(rdb *st, tern_store_op *op) {
     op_error(op, "put_device: device_id and user required");
     return;
   }
-  size_t ul = strlen(d->user), ll = d->label ? strlen(d->label) : 0;
-  if (ul > 0xffff || ll > 0xffff) {
+  size_t ul = strlen(d->user), ll = d->label ? strlen(d->label) : 0, pl = d->push ? strlen(d->push) : 0;
+  if (ul > 0xffff || ll > 0xffff || pl > 0xffff) {
     op_error(op, "put_device: field too long");
     return;
   }
@@ -682,6 +682,9 @@ static void do_put_device(rdb *st, tern_store_op *op) {
   tern_buf_append(&st->val, d->user, ul);
   put_be16(&st->val, ll);
   tern_buf_append(&st->val, d->label, ll);
+  /* the push registration came later: records without it end after the label */
+  put_be16(&st->val, pl);
+  tern_buf_append(&st->val, d->push, pl);
   wb_put(st, &st->key, st->val.data, st->val.len);
   op->status = TERN_STORE_OK;
 }
@@ -1035,9 +1038,14 @@ static int rdb_load(void *self, const tern_store_load_cbs *cbs) {
       continue;
     }
     char *id = dup_field(k + 2, kl - 2), *user = dup_field(v + 51, ul), *label = dup_field(v + 53 + ul, ll);
+    char *push = NULL;
+    size_t at = 53 + ul + ll;
+    if (at + 2 <= vl && get_be16(v + at) > 0 && at + 2 + get_be16(v + at) <= vl)
+      push = dup_field(v + at + 2, get_be16(v + at));
     tern_device_rec rec = {.device_id = id,
                            .user = user,
                            .label = label,
+                           .push = push,
                            .created = (int64_t)get_be64(v + 1),
                            .last_seen = (int64_t)get_be64(v + 9)};
     memcpy(rec.token_hash, v + 17, 32);
@@ -1045,6 +1053,7 @@ static int rdb_load(void *self, const tern_store_load_cbs *cbs) {
     tern_free(id);
     tern_free(user);
     tern_free(label);
+    tern_free(push);
   }
   if (pit_close(&pi, err, sizeof err) < 0) {
     TERN_ERROR("store load failed", "err=%s", tern_log_quote(err));

@@ -120,10 +120,12 @@ void tern_store_op_set_device(tern_store_op *op, const tern_device_rec *rec) {
   tern_free((char *)op->device.device_id);
   tern_free((char *)op->device.user);
   tern_free((char *)op->device.label);
+  tern_free((char *)op->device.push);
   op->device = *rec;
   op->device.device_id = rec->device_id ? tern_strdup(rec->device_id) : NULL;
   op->device.user = rec->user ? tern_strdup(rec->user) : NULL;
   op->device.label = rec->label ? tern_strdup(rec->label) : NULL;
+  op->device.push = rec->push ? tern_strdup(rec->push) : NULL;
 }
 
 void tern_store_op_free(tern_store_op *op) {
@@ -133,6 +135,7 @@ void tern_store_op_free(tern_store_op *op) {
   tern_free((char *)op->device.device_id);
   tern_free((char *)op->device.user);
   tern_free((char *)op->device.label);
+  tern_free((char *)op->device.push);
   tern_free(op->inbox);
   tern_free(op->inbox2);
   tern_free(op->dedup_key);

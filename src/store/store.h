@@ -81,6 +81,7 @@ typedef struct tern_device_rec {
   const char *device_id;
   const char *user;
   const char *label;
+  const char *push;        /* the device's push registration (serialized by src/push), or NULL */
   uint8_t token_hash[32];  /* BLAKE2b-256 of the bearer token */
   int64_t created;         /* ms */
   int64_t last_seen;       /* ms of the last connection activity, 0 if never */

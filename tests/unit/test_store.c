@@ -633,6 +633,7 @@ typedef struct loaded {
   char devices[8][32];
   char dev_user[8][32];
   char dev_label[8][32];
+  char dev_push[8][32];
   int64_t dev_last_seen[8];
   uint8_t hash0[8];
 } loaded;
@@ -651,13 +652,15 @@ static void load_device(const tern_device_rec *d, void *arg) {
   snprintf(l->devices[l->ndevices], 32, "%s", d->device_id);
   snprintf(l->dev_user[l->ndevices], 32, "%s", d->user);
   snprintf(l->dev_label[l->ndevices], 32, "%s", d->label);
+  snprintf(l->dev_push[l->ndevices], 32, "%s", d->push ? d->push : "(none)");
   l->hash0[l->ndevices] = d->token_hash[0];
   l->dev_last_seen[l->ndevices++] = d->last_seen;
 }
 
 static void put_device(tern_store *s, res *r, const char *id, const char *user, const char *label) {
   tern_store_op *op = new_op(TERN_OP_PUT_DEVICE, r);
-  tern_device_rec d = {.device_id = id, .user = user, .label = label, .created = 5};
+  tern_device_rec d = {.device_id = id, .user = user, .label = label, .created = 5,
+                       .push = strcmp(id, "d1") == 0 ? "fcm:TOKEN-1" : NULL};
   d.token_hash[0] = (uint8_t)id[strlen(id) - 1];
   tern_store_op_set_device(op, &d);
   tern_store_submit(s, op);
@@ -706,6 +709,8 @@ TEST(load_records) {
   CHECK_EQ_INT(l.dev_last_seen[0], 777);
   CHECK_EQ_INT(l.hash0[0], '1');
   CHECK_EQ_STR(l.dev_label[1], "");
+  CHECK_EQ_STR(l.dev_push[0], "fcm:TOKEN-1"); /* and SET_LAST_SEEN's patch kept it */
+  CHECK_EQ_STR(l.dev_push[1], "(none)");
   CHECK_EQ_INT(l.hash0[1], '2');
   close_store(s);
 }

@@ -1,0 +1,161 @@
+/* pushglue: push registration endpoints, the trigger for offline devices and the handling of
+ * dead tokens, on top of the provider library in src/push. A device's registration is stored
+ * in its device record, so it goes away with the device. */
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/core.h"
+
+static tern_device *bearer(tern_app *a, tern_http_req *req) {
+  const char *h = req->authorization;
+  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+    const char *t = h + 7;
+    while (*t == ' ') t++;
+    tern_device *d = tern_dir_by_token(a, t, strlen(t));
+    if (d) return d;
+  }
+  tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+  return NULL;
+}
+
+typedef struct put_ctx {
+  tern_app *app;        /* owner */
+  tern_http_req *req;   /* answered with 204 once durable */
+  tern_conn *conn;      /* referenced */
+} put_ctx;
+
+static void on_stored(tern_store_op *op) {
+  put_ctx *c = op->arg;
+  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
+  else tern_http_error(c->req, 500, "internal", "the registration could not be stored");
+  tern_conn_unref(c->conn);
+  tern_app_op_done(c->app);
+  tern_free(c);
+}
+
+static void on_stored_quiet(tern_store_op *op) { tern_app_op_done(op->arg); }
+
+/* Writes d's record (with its registration) to the store; answers req when it is durable. */
+static void store_device(tern_app *a, tern_device *d, tern_http_req *req) {
+  tern_store_op *op;
+  if (req) {
+    put_ctx *c = TERN_NEW(put_ctx);
+    c->app = a;
+    c->req = req;
+    c->conn = req->conn;
+    tern_conn_ref(c->conn);
+    op = tern_store_op_new(TERN_OP_PUT_DEVICE, on_stored, c);
+  } else {
+    op = tern_store_op_new(TERN_OP_PUT_DEVICE, on_stored_quiet, a);
+  }
+  char *ser = d->push ? tern_push_reg_serialize(d->push, NULL) : NULL;
+  tern_device_rec rec = {.device_id = d->id,
+                         .user = d->user->name,
+                         .label = d->label,
+                         .push = ser,
+                         .created = d->created,
+                         .last_seen = d->last_seen};
+  memcpy(rec.token_hash, d->token_hash, 32);
+  tern_store_op_set_device(op, &rec);
+  tern_free(ser);
+  tern_app_submit(a, op);
+}
+
+static void set_reg(tern_device *d, tern_push_reg *reg) {
+  if (d->push) {
+    tern_push_reg_free(d->push);
+    tern_free(d->push);
+  }
+  d->push = reg;
+}
+
+void tern_pushglue_load(tern_app *a, tern_device *d, const char *stored) {
+  if (!stored || !*stored) return;
+  tern_push_reg *reg = TERN_NEW(tern_push_reg);
+  if (tern_push_reg_deserialize(stored, strlen(stored), reg) < 0) {
+    TERN_WARN("stored push registration ignored", "device=%s", d->id);
+    tern_free(reg);
+    return;
+  }
+  set_reg(d, reg);
+}
+
+bool tern_pushglue_route(tern_app *a, tern_http_req *req) {
+  if (!strcmp(req->path, "/v1/push/vapid")) {
+    if (strcmp(req->method, "GET") != 0) {
+      tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
+      return true;
+    }
+    const char *key = a->push ? tern_push_vapid_public_key(a->push) : NULL;
+    if (!key) {
+      tern_http_error(req, 404, "not_found", "Web Push is not configured on this server");
+      return true;
+    }
+    tern_buf b = {0};
+    tern_buf_puts(&b, "{\"public_key\":");
+    tern_buf_put_json_str(&b, key, strlen(key));
+    tern_buf_puts(&b, "}");
+    tern_http_json(req, 200, &b);
+    tern_buf_free(&b);
+    return true;
+  }
+  if (strcmp(req->path, "/v1/push") != 0) return false;
+  bool put = !strcmp(req->method, "PUT"), del = !strcmp(req->method, "DELETE");
+  if (!put && !del) {
+    tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
+    return true;
+  }
+  tern_device *d = bearer(a, req);
+  if (!d) return true;
+  if (del) {
+    tern_pushglue_online(a, d); /* no window may fire for a registration that is gone */
+    set_reg(d, NULL);
+    store_device(a, d, req);
+    return true;
+  }
+  tern_push_reg *reg = TERN_NEW(tern_push_reg);
+  char err[256];
+  if (!a->push || tern_push_reg_parse(a->push, req->body.data ? req->body.data : "", req->body.len, reg, err,
+                                      sizeof err) < 0) {
+    tern_free(reg);
+    tern_http_error(req, 400, "bad_request", a->push ? err : "push is not configured on this server");
+    return true;
+  }
+  set_reg(d, reg);
+  TERN_INFO("push registered", "user=%s device=%s provider=%s", d->user->name, d->id,
+            tern_push_provider_name(reg->provider));
+  store_device(a, d, req);
+  return true;
+}
+
+void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *body, size_t body_len) {
+  if (!a->push || !d->push) return;
+  /* the preview is copied (and cut) by the library, and sent only with push.previews on */
+  char preview[TERN_PUSH_PREVIEW_MAX * 4 + 1];
+  const char *pv = NULL;
+  if (a->cfg->push_previews && body) {
+    size_t n = body_len < sizeof preview - 1 ? body_len : sizeof preview - 1;
+    memcpy(preview, body, n);
+    preview[n] = '\0';
+    pv = preview;
+  }
+  tern_push_offline_message(a->push, d->id, d->push, sender, pv);
+}
+
+void tern_pushglue_online(tern_app *a, tern_device *d) {
+  if (a->push) tern_push_device_online(a->push, d->id);
+}
+
+void tern_pushglue_result(void *arg, const char *device_id, const tern_push_reg *reg, tern_push_result result) {
+  tern_app *a = arg;
+  if (result != TERN_PUSH_INVALID_TOKEN) return;
+  tern_device *d = tern_dir_device(a, device_id);
+  /* only if the device still has the registration that failed: it may have registered anew */
+  if (!d || !d->push || !tern_push_reg_equal(d->push, reg)) return;
+  TERN_INFO("push registration removed: the provider says the token is no longer valid", "device=%s provider=%s",
+            d->id, tern_push_provider_name(reg->provider));
+  set_reg(d, NULL);
+  store_device(a, d, NULL);
+}

@@ -1,0 +1,159 @@
+// Push notifications through ternd (PROTOCOL.md section 8), end to end with the webhook
+// provider against a local stand-in gateway: registration, coalescing, no push for connected
+// devices or receipts, dead tokens, and refused registrations.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import crypto from 'node:crypto';
+import { startServer, sleep, FAST_LIMITS } from './lib/server.mjs';
+import { newUser, request, metricValue, metricsText } from './lib/api.mjs';
+import { online, closeAll } from './lib/client.mjs';
+
+const SECRET = 'an operator secret of some length';
+
+/** A webhook gateway on a free loopback port that records every POST and answers `status`. */
+async function gateway() {
+  const g = { hits: [], status: 200 };
+  g.server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      const mac = crypto.createHmac('sha256', SECRET).update(body).digest('hex');
+      g.hits.push({ headers: req.headers, body: JSON.parse(body), signed: req.headers['x-tern-signature'] === `sha256=${mac}` });
+      res.writeHead(g.status).end();
+    });
+  });
+  await new Promise((r) => g.server.listen(0, '127.0.0.1', r));
+  g.url = `http://127.0.0.1:${g.server.address().port}/hook`;
+  return g;
+}
+
+describe('push (webhook provider, end to end)', () => {
+  let srv;
+  let gw;
+  before(async () => {
+    gw = await gateway();
+    srv = await startServer({
+      args: [...FAST_LIMITS, '--push-webhook-url', gw.url, '--push-webhook-secret', SECRET, '--push-coalesce', '1500ms',
+        '--push-retry-base', '50ms'],
+    });
+  });
+  after(async () => {
+    await srv?.close();
+    gw?.server.close();
+  });
+
+  const register = (acct, body) => request(srv, 'PUT', '/v1/push', { token: acct.token, body });
+
+  test('5 messages to an offline device in 2 s make one push with the count, signed, without text', async () => {
+    const alice = await newUser(srv, 'pa');
+    const bob = await newUser(srv, 'pb');
+    const r = await register(bob, { provider: 'webhook', token: 'bob-phone' });
+    assert.equal(r.status, 204, r.text);
+    gw.hits.length = 0;
+    const ca = await online(srv, alice);
+    for (let i = 0; i < 5; i++) {
+      ca.send({ type: 'send', id: `m${i}`, to: bob.user, body: `secret text ${i}` });
+      await ca.next('sent');
+      await sleep(300);
+    }
+    await sleep(2500);
+    const mine = gw.hits.filter((h) => h.body.token === 'bob-phone');
+    assert.equal(mine.length, 1, JSON.stringify(gw.hits));
+    assert.equal(mine[0].body.count, 5);
+    assert.equal(mine[0].body.from, alice.user);
+    assert.ok(mine[0].signed, 'X-Tern-Signature is the HMAC of the body');
+    assert.ok(!JSON.stringify(mine[0].body).includes('secret text'), 'no message text without push.previews');
+    assert.ok((await metricValue(await metricsText(srv), 'tern_push_total{provider="webhook",result="ok"}')) >= 1);
+    await closeAll(ca);
+  });
+
+  test('no push for a connected device, nor for receipts or copies to the sender', async () => {
+    const alice = await newUser(srv, 'qa');
+    const bob = await newUser(srv, 'qb');
+    assert.equal((await register(bob, { provider: 'webhook', token: 'bob-online' })).status, 204);
+    assert.equal((await register(alice, { provider: 'webhook', token: 'alice-sender' })).status, 204);
+    gw.hits.length = 0;
+    const cb = await online(srv, bob);
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'x1', to: bob.user, body: 'hi' });
+    await ca.next('sent');
+    const m = await cb.next('msg');
+    cb.ack(m.seq); // a delivered receipt goes to alice, who then disconnects before it arrives
+    await ca.close();
+    await sleep(2500);
+    assert.deepEqual(gw.hits.filter((h) => ['bob-online', 'alice-sender'].includes(h.body.token)), []);
+    await closeAll(cb);
+  });
+
+  test('a device that connects during the window cancels it', async () => {
+    const alice = await newUser(srv, 'ra');
+    const bob = await newUser(srv, 'rb');
+    assert.equal((await register(bob, { provider: 'webhook', token: 'bob-wakes' })).status, 204);
+    gw.hits.length = 0;
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'w1', to: bob.user, body: 'hi' });
+    await ca.next('sent');
+    const cb = await online(srv, bob);
+    await sleep(2500);
+    assert.deepEqual(gw.hits.filter((h) => h.body.token === 'bob-wakes'), []);
+    await closeAll(ca, cb);
+  });
+
+  test('a dead token (410) removes the registration', async () => {
+    const alice = await newUser(srv, 'sa');
+    const bob = await newUser(srv, 'sb');
+    assert.equal((await register(bob, { provider: 'webhook', token: 'bob-dead' })).status, 204);
+    gw.hits.length = 0;
+    gw.status = 410;
+    const ca = await online(srv, alice);
+    try {
+      ca.send({ type: 'send', id: 'd1', to: bob.user, body: 'one' });
+      await ca.next('sent');
+      await sleep(2500);
+      assert.equal(gw.hits.filter((h) => h.body.token === 'bob-dead').length, 1);
+      gw.status = 200;
+      ca.send({ type: 'send', id: 'd2', to: bob.user, body: 'two' });
+      await ca.next('sent');
+      await sleep(2500);
+      assert.equal(gw.hits.filter((h) => h.body.token === 'bob-dead').length, 1, 'no push after the token died');
+    } finally {
+      gw.status = 200;
+      await closeAll(ca);
+    }
+  });
+
+  test('registration errors: unconfigured provider, bad body, no token; DELETE works', async () => {
+    const bob = await newUser(srv, 'tb');
+    let r = await register(bob, { provider: 'fcm', token: 'x' });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.code, 'bad_request');
+    r = await register(bob, { provider: 'carrier-pigeon', token: 'x' });
+    assert.equal(r.status, 400);
+    r = await request(srv, 'PUT', '/v1/push', { token: bob.token, body: 'not json' });
+    assert.equal(r.status, 400);
+    r = await request(srv, 'PUT', '/v1/push', { body: { provider: 'webhook', token: 'x' } });
+    assert.equal(r.status, 401);
+    r = await register(bob, { provider: 'webhook', token: 'tb' });
+    assert.equal(r.status, 204);
+    r = await request(srv, 'DELETE', '/v1/push', { token: bob.token });
+    assert.equal(r.status, 204);
+    r = await request(srv, 'GET', '/v1/push/vapid', { token: bob.token });
+    assert.equal(r.status, 404, 'no VAPID key when Web Push is not configured');
+  });
+
+  test('a registration survives a restart', async () => {
+    const alice = await newUser(srv, 'ua');
+    const bob = await newUser(srv, 'ub');
+    assert.equal((await register(bob, { provider: 'webhook', token: 'bob-restart' })).status, 204);
+    assert.equal(await srv.stop(), 0);
+    await srv.restart();
+    gw.hits.length = 0;
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'r1', to: bob.user, body: 'after restart' });
+    await ca.next('sent');
+    await sleep(2500);
+    assert.equal(gw.hits.filter((h) => h.body.token === 'bob-restart').length, 1);
+    await closeAll(ca);
+  });
+});
