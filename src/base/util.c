@@ -28,6 +28,7 @@ void tern_hex(char *out, const void *in, size_t n) {
 }
 
 bool tern_utf8_valid(const void *s, size_t n) {
+  if (n == 0) return true; /* also keeps NULL + 0 away from pointer arithmetic */
   const unsigned char *p = s, *end = p + n;
   while (p < end) {
     unsigned char c = *p;

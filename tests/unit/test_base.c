@@ -1,0 +1,141 @@
+/* test_base: the base layer: buffers and JSON string escaping, the hash map, UTF-8 validation,
+ * and the config table (units, bounds, precedence flag > env > file > default). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "t.h"
+
+TEST(buf_basics) {
+  tern_buf b = {0};
+  tern_buf_puts(&b, "ab");
+  tern_buf_printf(&b, "%d-%s", 42, "x");
+  tern_buf_put_u64(&b, 18446744073709551615ull);
+  tern_buf_put_i64(&b, -9223372036854775807ll - 1);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "ab42-x18446744073709551615-9223372036854775808");
+  tern_buf_consume(&b, 2);
+  CHECK(strncmp(b.data, "42-x", 4) == 0);
+  tern_buf_reset(&b);
+  char big[1000];
+  memset(big, 'q', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  tern_buf_printf(&b, "%s", big); /* longer than the printf fast path */
+  CHECK_EQ_INT(b.len, 999);
+  size_t n;
+  char *stolen = tern_buf_steal(&b, &n);
+  CHECK_EQ_INT(n, 999);
+  CHECK(b.data == NULL && b.len == 0);
+  tern_free(stolen);
+}
+
+TEST(json_escaping) {
+  tern_buf b = {0};
+  const char s[] = "q\"b\\n\n\t\x01\x1f é";
+  tern_buf_put_json_str(&b, s, sizeof s - 1);
+  CHECK_EQ_STR(tern_buf_cstr(&b), "\"q\\\"b\\\\n\\n\\t\\u0001\\u001f é\"");
+  tern_buf_free(&b);
+}
+
+TEST(map_put_get_del) {
+  tern_map m = {0};
+  char key[16];
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    CHECK(tern_map_puts(&m, key, (void *)(intptr_t)(i + 1)) == NULL);
+  }
+  CHECK_EQ_INT(m.count, 1000);
+  CHECK((intptr_t)tern_map_gets(&m, "k500") == 501);
+  CHECK((intptr_t)tern_map_puts(&m, "k500", (void *)7) == 501); /* replace returns the old value */
+  CHECK((intptr_t)tern_map_dels(&m, "k500") == 7);
+  CHECK(tern_map_gets(&m, "k500") == NULL);
+  CHECK_EQ_INT(m.count, 999);
+  /* binary keys with NULs */
+  CHECK(tern_map_put(&m, "a\0b", 3, (void *)1) == NULL);
+  CHECK(tern_map_get(&m, "a\0c", 3) == NULL);
+  CHECK(tern_map_get(&m, "a\0b", 3) == (void *)1);
+  tern_map_free(&m);
+}
+
+TEST(utf8) {
+  CHECK(tern_utf8_valid("", 0));
+  CHECK(tern_utf8_valid("héllo €𝄞", strlen("héllo €𝄞")));
+  CHECK(!tern_utf8_valid("\xc0\xaf", 2));         /* overlong */
+  CHECK(!tern_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+  CHECK(!tern_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+  CHECK(!tern_utf8_valid("\xe2\x82", 2));         /* truncated */
+  CHECK(!tern_utf8_valid("\x80", 1));             /* stray continuation */
+  CHECK(!tern_utf8_valid("\xff", 1));
+}
+
+TEST(units) {
+  int64_t v;
+  CHECK(tern_parse_duration_ms("500ms", &v) == 0 && v == 500);
+  CHECK(tern_parse_duration_ms("90s", &v) == 0 && v == 90000);
+  CHECK(tern_parse_duration_ms("30d", &v) == 0 && v == 30LL * 86400000);
+  CHECK(tern_parse_duration_ms("1.5h", &v) == 0 && v == 5400000);
+  CHECK(tern_parse_duration_ms("90", &v) < 0); /* a duration needs its unit */
+  CHECK(tern_parse_duration_ms("-1s", &v) < 0);
+  CHECK(tern_parse_size("64KiB", &v) == 0 && v == 65536);
+  CHECK(tern_parse_size("16MiB", &v) == 0 && v == 16 << 20);
+  CHECK(tern_parse_size("1000", &v) == 0 && v == 1000);
+  CHECK(tern_parse_size("3 furlongs", &v) < 0);
+}
+
+TEST(config_precedence) {
+  char path[] = "/tmp/tern-cfg-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  const char *text = "# a comment\ninbox.max_envelopes = 7\nws.ping_interval = 5s # trailing\n"
+                     "listen = \"127.0.0.1:9\"\nauth.hash_cost = test\n";
+  CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+  close(fd);
+  setenv("TERN_WS_PING_INTERVAL", "6s", 1);
+  setenv("TERN_LIMITS_SEND_RATE", "3/s", 1);
+  char *argv[] = {"ternd", "--config", path, "--limits-send-rate", "4/s", "--allow-insecure-test-settings", NULL};
+  tern_config c;
+  tern_config_defaults(&c);
+  bool help;
+  char err[256];
+  CHECK_EQ_INT(tern_config_load(&c, 6, argv, &help, err, sizeof err), 0);
+  CHECK(!help);
+  CHECK_EQ_INT(c.inbox_max_envelopes, 7);      /* file */
+  CHECK_EQ_INT(c.ws_ping_interval_ms, 6000);   /* env beats file */
+  CHECK(c.limits_send_rate == 4.0);            /* flag beats env */
+  CHECK_EQ_STR(c.listen, "127.0.0.1:9");       /* quotes stripped */
+  CHECK(c.allow_insecure_test);                /* bare boolean flag */
+  CHECK_EQ_INT(c.ws_idle_timeout_ms, 90000);   /* default */
+  tern_config_free(&c);
+  unsetenv("TERN_WS_PING_INTERVAL");
+  unsetenv("TERN_LIMITS_SEND_RATE");
+
+  char *bad1[] = {"ternd", "--no-such-flag", "1", NULL};
+  tern_config_defaults(&c);
+  CHECK(tern_config_load(&c, 3, bad1, &help, err, sizeof err) < 0);
+  CHECK(strstr(err, "no-such-flag") != NULL);
+  tern_config_free(&c);
+  char *bad2[] = {"ternd", "--inbox-max-envelopes", "0", NULL}; /* below its bound */
+  tern_config_defaults(&c);
+  CHECK(tern_config_load(&c, 3, bad2, &help, err, sizeof err) < 0);
+  tern_config_free(&c);
+  char *bad3[] = {"ternd", "--ws-idle-timeout", "90", NULL}; /* no unit */
+  tern_config_defaults(&c);
+  CHECK(tern_config_load(&c, 3, bad3, &help, err, sizeof err) < 0);
+  CHECK(strstr(err, "ws.idle_timeout") != NULL);
+  tern_config_free(&c);
+  unlink(path);
+}
+
+int main(void) {
+  RUN(buf_basics);
+  RUN(json_escaping);
+  RUN(map_put_get_del);
+  RUN(utf8);
+  RUN(units);
+  RUN(config_precedence);
+  DONE();
+}
