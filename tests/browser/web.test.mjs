@@ -149,13 +149,12 @@ test("alice's ticks go ✓ → ✓✓ → blue", async () => {
   // bob opens the conversation with the window focused: read (blue)
   await focus(bob);
   await openChat(bob, 'alice');
-  const got = await bubbles(bob);
-  assert.deepEqual(got.map((b) => [b.dir, b.text]), [['in', 'Hi Bob, are you there?']]);
+  await until('bob sees the message', async () => JSON.stringify((await bubbles(bob)).map((b) => [b.dir, b.text])) === JSON.stringify([['in', 'Hi Bob, are you there?']]));
   await until('read', async () => (await statusOf(alice, 'Hi Bob, are you there?')) === 'read');
   assert.equal(await alice.getAttribute('#messages .msg.out .ticks', 'aria-label'), 'Read');
   const color = await alice.$eval('#messages .msg.out .ticks', (e) => getComputedStyle(e).color);
   assert.equal(color, 'rgb(10, 124, 191)'); // the blue of read ticks
-  assert.equal(await bob.locator('#chat-list button[data-peer="alice"] .badge').count(), 0);
+  await until('unread badge gone', async () => (await bob.locator('#chat-list button[data-peer="alice"] .badge').count()) === 0);
 
   // a live one: ✓✓ then blue at once, since bob is looking
   await focus(bob);
@@ -246,14 +245,17 @@ test('a message sent while offline goes out once on reconnect', async () => {
   await openChat(alice, 'bob');
   await until('connected', async () => (await alice.isHidden('#conn-bar')));
   await context.setOffline(true);
-  await until('connecting bar', async () => (await alice.isVisible('#conn-bar')) && /Connecting…/.test(await alice.textContent('#conn-bar')));
-  await send(alice, 'sent while offline');
-  await send(alice, 'and a second one');
-  assert.equal(await statusOf(alice, 'sent while offline'), 'queued');
-  assert.equal(await alice.getAttribute('#messages .msg.out:last-child .ticks', 'aria-label'), 'Pending');
-  await new Promise((r) => setTimeout(r, 1500));
-  assert.equal(await statusOf(alice, 'sent while offline'), 'queued');
-  await context.setOffline(false);
+  try {
+    await until('connecting bar', async () => (await alice.isVisible('#conn-bar')) && /Connecting…/.test(await alice.textContent('#conn-bar')));
+    await send(alice, 'sent while offline');
+    await send(alice, 'and a second one');
+    await until('both queued', async () => (await statusOf(alice, 'sent while offline')) === 'queued' && (await statusOf(alice, 'and a second one')) === 'queued');
+    assert.equal(await alice.getAttribute('#messages .msg.out:last-child .ticks', 'aria-label'), 'Pending');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await statusOf(alice, 'sent while offline'), 'queued');
+  } finally {
+    await context.setOffline(false);
+  }
   await until('sent after reconnect', async () => (await statusOf(alice, 'and a second one')) !== 'queued', 20000);
   await until('bar gone', async () => alice.isHidden('#conn-bar'));
   await focus(bob);
@@ -263,8 +265,11 @@ test('a message sent while offline goes out once on reconnect', async () => {
   }, 20000);
   // a reconnect more: the outbox is empty, nothing goes again
   await context.setOffline(true);
-  await until('offline', async () => alice.isVisible('#conn-bar'));
-  await context.setOffline(false);
+  try {
+    await until('offline', async () => alice.isVisible('#conn-bar'));
+  } finally {
+    await context.setOffline(false);
+  }
   await until('online', async () => alice.isHidden('#conn-bar'), 20000);
   await new Promise((r) => setTimeout(r, 1000));
   const t = (await bubbles(bob)).map((b) => b.text);

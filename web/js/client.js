@@ -12,7 +12,7 @@
 //
 // Events: 'state' (connection), 'chats', 'messages' {peer}, 'presence' {user}, 'typing' {user},
 // 'progress' {key, peer, fraction}, 'toast' {text}, 'notify' {msg}, 'ended' {code}.
-import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, putBlob } from './db.js';
+import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, putBlob, nextOrder } from './db.js';
 import { Conn } from './conn.js';
 import * as api from './api.js';
 import { newClientId } from './util.js';
@@ -50,6 +50,7 @@ export class Client extends EventTarget {
     this.typingTimers = new Map();
     this.watched = new Set();
     this.activePeer = null; // the conversation on screen
+    this.skew = 0; // server clock - local clock (ms), from "ready"
     this.myTyping = { peer: null, sentAt: 0, timer: null };
   }
 
@@ -96,6 +97,8 @@ export class Client extends EventTarget {
   async handle(f) {
     switch (f.type) {
       case 'ready':
+        // Queued messages are stamped with the server's clock, so they sort among the others.
+        if (Number.isFinite(f.server_time)) this.skew = f.server_time - Date.now();
         this.inflight.clear();
         for (const u of this.watched) this.conn.send({ type: 'watch', users: [u] });
         this.pump();
@@ -141,7 +144,7 @@ export class Client extends EventTarget {
       s.meta.put({ k: seqKey, v: f.seq });
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
       if (have !== undefined) return null; // at-least-once delivery: a repeat
-      const m = { key: f.msg_id, msg_id: f.msg_id, peer, from: f.from, to: f.to, dir: mine ? 'out' : 'in', ts: f.ts, body: f.body || '' };
+      const m = { key: f.msg_id, n: nextOrder(), msg_id: f.msg_id, peer, from: f.from, to: f.to, dir: mine ? 'out' : 'in', ts: f.ts, body: f.body || '' };
       if (f.media && f.media.media_id) m.media = f.media;
       if (mine) m.status = 'sent';
       else m.unread = 1;
@@ -358,7 +361,7 @@ export class Client extends EventTarget {
 
   async sendText(peer, body) {
     const id = newClientId();
-    const m = { key: id, id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now(), body, status: 'queued' };
+    const m = { key: id, n: nextOrder(), id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now() + this.skew, body, status: 'queued' };
     await write(this.db, ['messages', 'outbox', 'chats'], async (s) => {
       s.messages.put(m);
       s.outbox.put({ id, to: peer, body });
@@ -374,7 +377,7 @@ export class Client extends EventTarget {
     const local = `up:${id}`;
     const media = { mime: blob.type, size: blob.size, local };
     if (dims) Object.assign(media, dims);
-    const m = { key: id, id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now(), body: caption || '', media, status: 'queued' };
+    const m = { key: id, n: nextOrder(), id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now() + this.skew, body: caption || '', media, status: 'queued' };
     await write(this.db, ['messages', 'outbox', 'chats', 'blobs'], async (s) => {
       s.blobs.put({ key: local, blob });
       s.messages.put(m);

@@ -4,10 +4,11 @@
 //
 // Object stores:
 //   messages  key 'key' (client id for what we sent from here, else the server's msg_id)
-//             { key, id?, msg_id?, peer, from, to, dir:'in'|'out', ts, body, media?,
+//             { key, n, id?, msg_id?, peer, from, to, dir:'in'|'out', ts, body, media?,
 //               status?: 'queued'|'sent'|'delivered'|'read'|'failed' (outgoing),
 //               unread?: 1 (incoming, not yet seen), rr?: peer (read receipt owed), error? }
-//             indexes: peer_ts [peer, ts, key]; msg_id (unique); unread [peer, unread]; rr
+//             indexes: peer_ts [peer, ts, n] (n: local arrival order, see nextOrder);
+//             msg_id (unique); unread [peer, unread]; rr
 //   chats     key 'peer' { peer, last_ts, last_key, preview, last_dir, last_status, unread }
 //   outbox    autoincrement key 'n' { n, id, to, body?, media_id?, upload?: true }: sent in n order
 //   pending   key 'msg_id' { msg_id, status, at }: receipts for messages not here yet
@@ -15,7 +16,17 @@
 //             'full:<media_id>' (fetched once: the server deletes media after delivery)
 //   meta      key 'k' { k, v }: 'seq:<device_id>' the highest seq stored
 
-const VERSION = 1;
+const VERSION = 2;
+
+let lastOrder = 0;
+/** A local, increasing number stored with each message as `n`: it orders messages with the same
+ *  ts (the server's clock has millisecond resolution) by when they were sent or arrived, which
+ *  PROTOCOL keeps in order per pair. Microseconds since the epoch, so it keeps increasing
+ *  across reloads too. */
+export function nextOrder() {
+  lastOrder = Math.max(lastOrder + 1, Date.now() * 1000);
+  return lastOrder;
+}
 
 export function dbName(user) {
   return `tern:${user}`;
@@ -38,18 +49,33 @@ export function txDone(tx) {
 
 export async function openDb(user) {
   const req = indexedDB.open(dbName(user), VERSION);
-  req.onupgradeneeded = () => {
+  req.onupgradeneeded = (ev) => {
     const db = req.result;
-    const m = db.createObjectStore('messages', { keyPath: 'key' });
-    m.createIndex('peer_ts', ['peer', 'ts', 'key']);
-    m.createIndex('msg_id', 'msg_id', { unique: true });
-    m.createIndex('unread', ['peer', 'unread']);
-    m.createIndex('rr', 'rr');
-    db.createObjectStore('chats', { keyPath: 'peer' });
-    db.createObjectStore('outbox', { keyPath: 'n', autoIncrement: true });
-    db.createObjectStore('pending', { keyPath: 'msg_id' });
-    db.createObjectStore('blobs', { keyPath: 'key' });
-    db.createObjectStore('meta', { keyPath: 'k' });
+    if (ev.oldVersion < 1) {
+      const m = db.createObjectStore('messages', { keyPath: 'key' });
+      m.createIndex('msg_id', 'msg_id', { unique: true });
+      m.createIndex('unread', ['peer', 'unread']);
+      m.createIndex('rr', 'rr');
+      db.createObjectStore('chats', { keyPath: 'peer' });
+      db.createObjectStore('outbox', { keyPath: 'n', autoIncrement: true });
+      db.createObjectStore('pending', { keyPath: 'msg_id' });
+      db.createObjectStore('blobs', { keyPath: 'key' });
+      db.createObjectStore('meta', { keyPath: 'k' });
+    }
+    const m = req.transaction.objectStore('messages');
+    if (ev.oldVersion === 1) {
+      // v1 ordered equal timestamps by key (random); v2 by arrival: number what is there.
+      m.deleteIndex('peer_ts');
+      const c = m.openCursor();
+      let i = 0;
+      c.onsuccess = () => {
+        const cur = c.result;
+        if (!cur) return;
+        cur.update({ ...cur.value, n: cur.value.ts * 1000 + (i++ % 1000) });
+        cur.continue();
+      };
+    }
+    if (ev.oldVersion < 2) m.createIndex('peer_ts', ['peer', 'ts', 'n']);
   };
   const db = await reqP(req);
   // Another tab deleting this database (logout there) must not be blocked by us.
@@ -96,7 +122,7 @@ export async function getMeta(db, k, dflt = undefined) {
 export async function loadMessages(db, peer, limit) {
   return read(db, ['messages'], (s) => new Promise((resolve, reject) => {
     const out = [];
-    const range = IDBKeyRange.bound([peer, -Infinity, ''], [peer, Infinity, '\uffff']);
+    const range = IDBKeyRange.bound([peer, -Infinity, -Infinity], [peer, Infinity, Infinity]);
     const c = s.messages.index('peer_ts').openCursor(range, 'prev');
     c.onsuccess = () => {
       const cur = c.result;
