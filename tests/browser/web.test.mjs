@@ -20,6 +20,7 @@ async function openAs(name) {
     d.dismiss().catch(() => {});
   });
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) errors.push(m.text()); });
   ctx[name] = { context, page, dialogs, errors };
   await page.goto('/');
   return ctx[name];
@@ -194,6 +195,7 @@ test('"typing…" and "online" / "last seen" in the header', async () => {
   ctx.bob.page = await ctx.bob.context.newPage();
   ctx.bob.page.on('dialog', (d) => { ctx.bob.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   ctx.bob.page.on('pageerror', (e) => ctx.bob.errors.push(e.message));
+  ctx.bob.page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) ctx.bob.errors.push(m.text()); });
   await ctx.bob.page.goto('/#chat=alice');
   await until('online again', async () => (await headerStatus(alice)) === 'online');
 });
@@ -328,7 +330,7 @@ test('chat list with several conversations (screenshot)', async () => {
   ws.close();
 });
 
-test('no script errors', () => {
+test('no script errors and no CSP violations', () => {
   assert.deepEqual(ctx.alice.errors, []);
   assert.deepEqual(ctx.bob.errors, []);
 });

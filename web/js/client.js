@@ -41,6 +41,7 @@ export class Client extends EventTarget {
     this.ackSeq = 0; // highest seq stored, to ack
     this.ackTimer = null;
     this.q = Promise.resolve();
+    this.gen = 0; // connection generation: bumped when a connection ends
     this.inflight = new Set(); // client ids sent on this connection, awaiting 'sent'
     this.pumping = false;
     this.pumpAgain = false;
@@ -65,13 +66,30 @@ export class Client extends EventTarget {
     this.purgeOldPending().catch(() => {});
     this.conn = new Conn(this.session.token);
     this.conn.addEventListener('state', (e) => {
-      if (e.detail === 'connecting') this.inflight.clear();
+      if (e.detail === 'connecting') {
+        this.inflight.clear();
+        this.gen++;
+      }
       this.emit('state', e.detail);
     });
     this.conn.addEventListener('ended', (e) => this.emit('ended', e.detail));
     this.conn.addEventListener('frame', (e) => {
       const f = e.detail;
-      this.q = this.q.then(() => this.handle(f)).catch((err) => console.error('tern: frame', f.type, err));
+      const gen = this.gen;
+      this.q = this.q.then(() => {
+        // Frames of a connection that has been dropped are not handled: an ack of a later seq
+        // would also acknowledge one that failed to store.
+        if (gen === this.gen) return this.handle(f);
+      }).catch((err) => {
+        console.error('tern: frame', f.type, err);
+        if (f.seq !== undefined && gen === this.gen) {
+          // Not stored, so not acked: drop the connection, and the server sends it again.
+          this.gen++;
+          this.conn.attempt = Math.max(this.conn.attempt, 4); // retry in seconds, not at once
+          this.conn.drop();
+          this.emit('toast', { text: 'A message could not be saved in this browser (is its storage full?). Retrying.' });
+        }
+      });
     });
     this.conn.start();
   }
