@@ -11,6 +11,8 @@
  *   --sender NAME     default "alice"
  *   --count N         the count a notification carries; default 1
  *   --preview TEXT    message text (carried only with --push-previews)
+ *   --times N         notify every device N times (default 1)
+ *   --parse-only      only parse the registrations, send nothing
  *   --offline N       coalescing mode: N offline messages per device instead of one notify
  *   --every MS        ... spaced MS apart (default 100)
  *   --online-at MS    ... and the device connects MS after the first message
@@ -49,6 +51,8 @@ static uint64_t g_start_ns, g_last_ns;
 static int g_offline, g_every_ms = 100, g_online_at = -1, g_sent_offline;
 static const char *g_sender = "alice", *g_preview;
 static uint32_t g_count = 1;
+static int g_times = 1;
+static bool g_parse_only;
 static uv_timer_t g_tick, g_deadline, g_offline_timer, g_online_timer;
 static bool g_finished;
 
@@ -150,7 +154,7 @@ static char *expand(const char *tmpl, int i) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: push_probe [--reg JSON]... [--repeat N] [--sender S] [--count N] [--preview T]\n"
+  fprintf(stderr, "usage: push_probe [--reg JSON]... [--repeat N] [--sender S] [--count N] [--preview T] [--times N]\n"
                   "                  [--offline N [--every MS] [--online-at MS]] [--timeout MS] -- [ternd settings]\n");
   exit(64);
 }
@@ -161,6 +165,10 @@ int main(int argc, char **argv) {
   int i = 1;
   for (; i < argc && strcmp(argv[i], "--"); i++) {
     const char *a = argv[i];
+    if (!strcmp(a, "--parse-only")) {
+      g_parse_only = true;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
     if (!strcmp(a, "--reg") && nregs < 64) regs[nregs++] = v;
@@ -168,6 +176,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--sender")) g_sender = v;
     else if (!strcmp(a, "--count")) g_count = (uint32_t)atoi(v);
     else if (!strcmp(a, "--preview")) g_preview = v;
+    else if (!strcmp(a, "--times")) g_times = atoi(v);
     else if (!strcmp(a, "--offline")) g_offline = atoi(v);
     else if (!strcmp(a, "--every")) g_every_ms = atoi(v);
     else if (!strcmp(a, "--online-at")) g_online_at = atoi(v);
@@ -262,20 +271,24 @@ int main(int argc, char **argv) {
   uv_timer_start(&g_tick, tick, 20, 20);
   uv_timer_start(&g_deadline, deadline, (uint64_t)timeout_ms, 0);
   g_start_ns = tern_mono_ns();
-  if (g_offline > 0) {
+  if (g_parse_only) {
+    /* nothing to send: the first tick finds nothing pending and closes */
+  } else if (g_offline > 0) {
     uv_timer_start(&g_offline_timer, offline_step, 0, (uint64_t)g_every_ms);
     if (g_online_at >= 0) uv_timer_start(&g_online_timer, online_now, (uint64_t)g_online_at, 0);
   } else {
     tern_push_note note = {.sender = g_sender, .count = g_count, .preview = g_preview};
-    for (int k = 0; k < g_ndevs; k++) {
-      if (!g_devs[k].ok) continue;
-      int rc = tern_push_notify(g_push, g_devs[k].id, &g_devs[k].reg, &note, on_result, NULL);
-      if (rc < 0) {
-        g_counts[TERN_PUSH_DROPPED]++;
-        tern_buf_puts(&b, "{\"event\":\"refused\"");
-        put_kv_str(&b, "device", g_devs[k].id);
-        tern_buf_printf(&b, ",\"error\":%d}", rc);
-        out_line(&b);
+    for (int n = 0; n < g_times; n++) {
+      for (int k = 0; k < g_ndevs; k++) {
+        if (!g_devs[k].ok) continue;
+        int rc = tern_push_notify(g_push, g_devs[k].id, &g_devs[k].reg, &note, on_result, NULL);
+        if (rc < 0) {
+          g_counts[TERN_PUSH_DROPPED]++;
+          tern_buf_puts(&b, "{\"event\":\"refused\"");
+          put_kv_str(&b, "device", g_devs[k].id);
+          tern_buf_printf(&b, ",\"error\":%d}", rc);
+          out_line(&b);
+        }
       }
     }
   }
