@@ -330,6 +330,50 @@ test('chat list with several conversations (screenshot)', async () => {
   ws.close();
 });
 
+test('phone width, keyboard only: log in, new chat, send, back to the list', async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 760 }, baseURL: server.url, isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto('/');
+  await page.waitForSelector('#username');
+  // the username field has focus on load; everything below is keys only
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'username');
+  await page.keyboard.type('carol');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#me-name');
+  assert.ok(await page.isVisible('#chat-list'));
+  assert.ok(await page.isHidden('#conv'), 'one pane at a time');
+  const focusable = [];
+  for (let i = 0; i < 6 && !focusable.includes('new-chat'); i++) {
+    await page.keyboard.press('Tab');
+    focusable.push(await page.evaluate(() => document.activeElement.id));
+  }
+  assert.ok(focusable.includes('new-chat'), `tab order: ${focusable}`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#new-chat-dialog[open]');
+  await page.keyboard.type('alice');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'alice');
+  assert.ok(await page.isHidden('#chat-list'), 'the conversation takes the whole width');
+  assert.ok(await page.isVisible('#back'));
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'composer-text');
+  await page.keyboard.type('Typed on a phone, with keys only');
+  await page.keyboard.press('Enter');
+  await until('sent', async () => ['sent', 'delivered', 'read'].includes(await statusOf(page, 'Typed on a phone, with keys only')));
+  const box = await page.$eval('#messages .msg.out .bubble', (e) => e.getBoundingClientRect().right);
+  assert.ok(box <= 390, 'bubbles fit the screen');
+  await screenshot(page, 'phone.png');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#chat-list button[data-peer="alice"]');
+  assert.ok(await page.isVisible('#chat-list'));
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.peer), 'alice', 'focus returns to the chat');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('no script errors and no CSP violations', () => {
   assert.deepEqual(ctx.alice.errors, []);
   assert.deepEqual(ctx.bob.errors, []);
