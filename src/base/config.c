@@ -95,6 +95,22 @@ static const setting g_settings[] = {
      "Web Push endpoint hosts clients may register (comma list, *.domain for subdomains)"},
     {"push.webhook.url", T_STR, OFF(push_webhook_url), "", 0, 0, "operator push gateway URL (empty: webhook off)"},
     {"push.webhook.secret", T_STR, OFF(push_webhook_secret), "", 0, 0, "HMAC-SHA256 key for X-Tern-Signature"},
+    {"media.max_bytes", T_SIZE, OFF(media_max_bytes), "16MiB", 1, 1ll << 34, "largest media upload (413)"},
+    {"media.ttl", T_DUR, OFF(media_ttl_ms), "30d", 10, BIG, "media are deleted this long after upload"},
+    {"media.unsent_ttl", T_DUR, OFF(media_unsent_ttl_ms), "24h", 10, BIG,
+     "media never sent in a message are deleted after this"},
+    {"media.max_dimension", T_INT, OFF(media_max_dimension), "16384", 1, 1 << 24,
+     "largest image side in pixels (checked on the header, before decoding)"},
+    {"media.max_pixels", T_INT, OFF(media_max_pixels), "50000000", 1, 1e12, "largest image area in pixels"},
+    {"media.thumb_size", T_INT, OFF(media_thumb_size), "320", 16, 4096, "thumbnail size on the longer side (px)"},
+    {"media.upload_timeout", T_DUR, OFF(media_upload_timeout_ms), "60s", 10, BIG,
+     "an upload that sends no bytes for this long fails and its temp file is removed"},
+    {"media.quota_bytes_per_hour", T_SIZE, OFF(media_quota_bytes_per_hour), "256MiB", 1, 1ll << 50,
+     "upload bytes per user per hour (429 with Retry-After past it)"},
+    {"media.sweep_batch", T_INT, OFF(media_sweep_batch), "200", 1, 1e6, "expired media removed per sweep step"},
+    {"media.sweep_interval", T_DUR, OFF(media_sweep_interval_ms), "60s", 10, BIG, "how often expired media are swept"},
+    {"media.decode_jobs", T_INT, OFF(media_decode_jobs), "2", 1, 64,
+     "images validated and thumbnailed at once (threadpool threads they may occupy)"},
 };
 
 int tern_parse_duration_ms(const char *s, int64_t *out) {

@@ -74,6 +74,18 @@ typedef struct tern_config {
   char *push_webpush_allowed_hosts; /* comma list; "*.x" matches subdomains of x */
   char *push_webhook_url;          /* "" = webhook off */
   char *push_webhook_secret;       /* HMAC-SHA256 key */
+  /* media (src/media, PROTOCOL.md section 7) */
+  int64_t media_max_bytes;          /* largest upload (413) */
+  int64_t media_ttl_ms;             /* deleted this long after upload */
+  int64_t media_unsent_ttl_ms;      /* never-sent uploads deleted after this */
+  int64_t media_max_dimension;      /* px a side, checked on the header before decoding */
+  int64_t media_max_pixels;         /* width x height, likewise */
+  int64_t media_thumb_size;         /* thumbnail px on the longer side */
+  int64_t media_upload_timeout_ms;  /* an upload that sends nothing this long fails */
+  int64_t media_quota_bytes_per_hour; /* upload bytes per user per hour (429 past it) */
+  int64_t media_sweep_batch;        /* records removed per sweep step */
+  int64_t media_sweep_interval_ms;  /* how often expired media are swept */
+  int64_t media_decode_jobs;        /* images decoded at once in the threadpool */
 } tern_config;
 
 /* Fills cfg with defaults. */
