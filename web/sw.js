@@ -54,7 +54,8 @@ self.addEventListener('push', (e) => {
   const from = data.from || data.sender || '';
   const count = data.count || 1;
   const title = data.title || (from ? `${from}` : 'tern');
-  const body = data.body || (count > 1 ? `${count} new messages` : 'New message');
+  // ternd's payload: {"type":"msg","from":"alice","count":N,"preview"?:"text"} (src/push/push.c).
+  const body = data.preview || data.body || (count > 1 ? `${count} new messages` : 'New message');
   e.waitUntil((async () => {
     // Nothing to show when the app is open and focused: it shows the message itself. (A
     // push must still show something, but the server only pushes to devices without a live
