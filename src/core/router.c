@@ -40,13 +40,24 @@ void tern_router_fanout(tern_store_op *op, tern_user *from_user, tern_device *fr
   }
 }
 
-/* msg ids sort by time: 12 hex digits of ms, then 16 random hex digits. */
+/* msg ids sort in the order this process made them: 12 hex digits of ms, 4 of a counter within
+ * the ms (so two messages of one ms keep their order), then 12 random hex digits. A clock that
+ * steps back keeps using the last ms, so the order holds across that too. */
 static void make_msg_id(char out[40], int64_t ts) {
-  uint8_t r[8];
+  static int64_t last_ms;
+  static unsigned counter;
+  if (ts > last_ms) {
+    last_ms = ts;
+    counter = 0;
+  } else if (++counter > 0xffff) {
+    last_ms++; /* over 65,536 in one ms: borrow the next ms */
+    counter = 0;
+  }
+  uint8_t r[6];
   tern_random(r, sizeof r);
-  char rh[17];
+  char rh[13];
   tern_hex(rh, r, sizeof r);
-  snprintf(out, 40, "%012llx%s", (unsigned long long)ts, rh);
+  snprintf(out, 40, "%012llx%04x%s", (unsigned long long)last_ms, counter, rh);
 }
 
 static void send_error(tern_session *s, const char *id, const char *code, const char *message) {
