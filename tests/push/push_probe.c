@@ -196,6 +196,8 @@ int main(int argc, char **argv) {
   char err[512];
   if (tern_config_load(&cfg, cargc, cargv, &help, err, sizeof err) < 0) {
     fprintf(stderr, "push_probe: %s\n", err);
+    tern_free(cargv);
+    tern_config_free(&cfg);
     return 64;
   }
   tern_log_level lvl;
@@ -209,6 +211,7 @@ int main(int argc, char **argv) {
     tern_buf_putc(&b, '}');
     out_line(&b);
     tern_config_free(&cfg);
+    tern_free(cargv);
     return 2;
   }
   tern_push_set_result_cb(g_push, on_result, NULL);
