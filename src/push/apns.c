@@ -117,7 +117,10 @@ static tern_push_outcome apns_classify(tern_push_pv *pv, tern_push_job *job, lon
   if (status == 400 && (!strcmp(reason, "BadDeviceToken") || !strcmp(reason, "DeviceTokenNotForTopic")))
     return TERN_PUSH_OUT_INVALID;
   if (status == 403 && !strcmp(reason, "ExpiredProviderToken")) {
-    tern_buf_reset(&a->jwt); /* sign a new one for the retry */
+    /* Sign a new one for the retry, unless one was made a moment ago: a burst of requests sent
+     * with the old token all come back with this, and Apple refuses tokens that change too
+     * often (TooManyProviderTokenUpdates). */
+    if (tern_push_now_s() - a->jwt_iat > 60) tern_buf_reset(&a->jwt);
     return TERN_PUSH_OUT_RETRY;
   }
   if (status == 403) /* the key, key id, team or topic is wrong: every send will fail */

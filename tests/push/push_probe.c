@@ -48,6 +48,7 @@ static dev *g_devs;
 static int g_ndevs, g_valid, g_results;
 static uint64_t g_counts[TERN_PUSH_NRESULTS];
 static uint64_t g_start_ns, g_last_ns;
+static double g_start_cpu; /* process CPU seconds when sending began */
 static int g_offline, g_every_ms = 100, g_online_at = -1, g_sent_offline;
 static const char *g_sender = "alice", *g_preview;
 static uint32_t g_count = 1;
@@ -81,6 +82,13 @@ static void on_result(void *arg, const char *device_id, const tern_push_reg *reg
   out_line(&b);
 }
 
+static double cpu_seconds(void) {
+  uv_rusage_t ru;
+  if (uv_getrusage(&ru) < 0) return 0;
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+         ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void close_all(void) {
   if (g_finished) return;
   g_finished = true;
@@ -97,6 +105,12 @@ static void close_all(void) {
     tern_buf_printf(&b, "%s\"%s\":%llu", i ? "," : "", tern_push_provider_name((tern_push_provider)i),
                     (unsigned long long)st.max_inflight[i]);
   tern_buf_puts(&b, "}");
+  { /* the probe's own CPU while sending: what pushing costs the server (one loop thread, plus
+     * curl's resolver threads) */
+    double cpu = cpu_seconds() - g_start_cpu;
+    tern_buf_printf(&b, ",\"cpu_ms\":%.1f,\"cpu_us_per_result\":%.1f", cpu * 1e3,
+                    g_results ? cpu * 1e6 / g_results : 0.0);
+  }
   tern_buf m = {0};
   tern_push_metrics_render(g_push, &m);
   put_kv_str(&b, "metrics", tern_buf_cstr(&m));
@@ -274,6 +288,7 @@ int main(int argc, char **argv) {
   uv_timer_start(&g_tick, tick, 20, 20);
   uv_timer_start(&g_deadline, deadline, (uint64_t)timeout_ms, 0);
   g_start_ns = tern_mono_ns();
+  g_start_cpu = cpu_seconds();
   if (g_parse_only) {
     /* nothing to send: the first tick finds nothing pending and closes */
   } else if (g_offline > 0) {

@@ -17,6 +17,7 @@ export const PUSH_PROBE = process.env.PUSH_PROBE ||
  * opts.regs: PUT /v1/push bodies (objects or strings; "{i}" is the device index)
  * opts.parseOnly (only parse the registrations), opts.repeat, opts.times, opts.sender, opts.count, opts.preview, opts.offline, opts.every, opts.onlineAt
  * opts.settings: ternd flags for the push library (--push-...)
+ * opts.wrap: a command to run the probe under (e.g. ['taskset', '-c', '0'])
  */
 export function runProbe(opts) {
   if (!existsSync(PUSH_PROBE)) throw new Error(`push_probe not found at ${PUSH_PROBE} (build it, or set PUSH_PROBE)`);
@@ -34,7 +35,9 @@ export function runProbe(opts) {
   opt('--timeout', opts.timeout ?? 60000);
   if (opts.parseOnly) args.push('--parse-only');
   args.push('--', '--log-level', opts.logLevel ?? 'warn', ...(opts.settings ?? []));
-  const proc = spawn(PUSH_PROBE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const wrap = opts.wrap ?? []; // e.g. ['taskset', '-c', '0']
+  const proc = wrap.length ? spawn(wrap[0], [...wrap.slice(1), PUSH_PROBE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(PUSH_PROBE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout.on('data', (d) => { out += d; });

@@ -8,6 +8,8 @@
 //   contains "retry"  → the first request for that token gets 503 with Retry-After: 1
 //   contains "down"   → (webhook) every request gets 503, without Retry-After
 //   anything else     → success, after opts.delayMs (default 0), so a burst builds concurrency
+// opts.fast (benchmarks only) skips the signature checks and the decryption, so that node's
+// crypto, not the library under test, is not what gets measured.
 // Only node built-ins are used (http, https, http2, crypto).
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -131,6 +133,7 @@ class Recorder {
     this.active = 0;
     this.maxActive = 0;
     this.delayMs = opts.delayMs ?? 0;
+    this.fast = opts.fast ?? false;
     this.retried = new Set();
   }
   begin() { this.active++; if (this.active > this.maxActive) this.maxActive = this.active; }
@@ -200,8 +203,8 @@ function handler(rec, fn) {
  * FCM: the OAuth2 token endpoint (POST /token) and POST /v1/projects/{id}/messages:send, over
  * TLS with HTTP/2 (HTTP/1.1 allowed too, as Google's front ends do).
  */
-export async function startFcm({ tls, keys, delayMs, tokenLifetime = 3600 }) {
-  const rec = new Recorder({ delayMs });
+export async function startFcm({ tls, keys, delayMs, fast, tokenLifetime = 3600 }) {
+  const rec = new Recorder({ delayMs, fast });
   rec.tokenRequests = [];
   let issued = 0;
   const valid = new Set();
@@ -244,15 +247,15 @@ export async function startFcm({ tls, keys, delayMs, tokenLifetime = 3600 }) {
 }
 
 /** APNs: HTTP/2 over TLS only, like Apple's. */
-export async function startApns({ tls, keys, delayMs }) {
-  const rec = new Recorder({ delayMs });
+export async function startApns({ tls, keys, delayMs, fast }) {
+  const rec = new Recorder({ delayMs, fast });
   const server = http2.createSecureServer({ key: tls.key, cert: tls.cert });
   trackSessions(server);
   server.on('request', handler(rec, async (req, e) => {
     const m = /^\/3\/device\/([0-9a-f]+)$/.exec(req.url);
     if (req.method !== 'POST' || !m) return { status: 404, body: JSON.stringify({ reason: 'BadPath' }) };
     e.token = m[1];
-    e.jwt = verifyJwt((req.headers.authorization ?? '').replace(/^bearer /, ''), keys.apns.publicKey, 'ES256');
+    e.jwt = rec.fast ? { ok: true } : verifyJwt((req.headers.authorization ?? '').replace(/^bearer /, ''), keys.apns.publicKey, 'ES256');
     if (!e.jwt.ok) return { status: 403, body: JSON.stringify({ reason: 'InvalidProviderToken' }) };
     e.json = JSON.parse(e.body.toString());
     // behaviour markers must be hex: "dead" → 410, "bad0" → 400 BadDeviceToken, "5030" → one 503
@@ -273,8 +276,8 @@ export async function startApns({ tls, keys, delayMs }) {
  * live at /push/<id>; subs maps id → makeSubscription(). Every request is decrypted and its
  * VAPID JWT verified with the k= key.
  */
-export async function startWebPush({ subs, delayMs }) {
-  const rec = new Recorder({ delayMs });
+export async function startWebPush({ subs, delayMs, fast }) {
+  const rec = new Recorder({ delayMs, fast });
   let port;
   const server = http.createServer(handler(rec, async (req, e) => {
     const m = /^\/push\/([A-Za-z0-9_-]+)$/.exec(req.url);
@@ -286,6 +289,7 @@ export async function startWebPush({ subs, delayMs }) {
     const auth = req.headers.authorization ?? '';
     const am = /^vapid t=([^,\s]+),\s*k=([A-Za-z0-9_-]+)$/.exec(auth);
     if (!am) return { status: 401, body: 'no vapid' };
+    if (rec.fast) return { status: 201 };
     e.vapidK = am[2];
     e.jwt = verifyJwt(am[1], p256FromRaw(am[2]), 'ES256');
     e.expectedAud = `http://127.0.0.1:${port}`;
@@ -302,9 +306,10 @@ export async function startWebPush({ subs, delayMs }) {
 }
 
 /** The operator's webhook gateway: checks X-Tern-Signature against the shared secret. */
-export async function startWebhook({ secret, delayMs }) {
-  const rec = new Recorder({ delayMs });
+export async function startWebhook({ secret, delayMs, fast }) {
+  const rec = new Recorder({ delayMs, fast });
   const server = http.createServer(handler(rec, async (req, e) => {
+    if (rec.fast) return { status: 204 };
     const want = 'sha256=' + crypto.createHmac('sha256', secret).update(e.body).digest('hex');
     e.signatureOk = req.headers['x-tern-signature'] === want;
     if (!e.signatureOk) return { status: 401 };
