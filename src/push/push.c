@@ -140,6 +140,9 @@ CURL *tern_push_easy_get(tern_push *p) {
   /* Never follow redirects (curl's default) and speak only HTTP(S): a client-chosen endpoint
    * must not be able to point us at file:// or gopher://. */
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  /* No proxy, not even one from the environment (https_proxy...): requests go where the
+   * allow-list and the connect guard say, and nowhere else. */
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L); /* wait to multiplex on a connecting h2 conn */
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
