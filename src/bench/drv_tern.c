@@ -137,7 +137,9 @@ static void on_account(tern_client_response *r, void *arg) {
   char code[80];
   snprintf(code, sizeof code, "%s:%.60s", k->login ? "login" : "register", r->code[0] ? r->code : "failed");
   tern_bench_count_error(b, code);
-  bool transient = r->status == 0 || r->status == 429 || r->status >= 500;
+  /* A refused connection before anything worked means no server: say so at once. */
+  bool no_server = r->err == UV_ECONNREFUSED && t->devs_done == 0;
+  bool transient = !no_server && (r->status == 0 || r->status == 429 || r->status >= 500);
   if (transient && ++k->attempts < MAX_ATTEMPTS) {
     uv_timer_start(&k->timer, on_retry, (uint64_t)RETRY_BASE_MS << k->attempts, 0);
     return;
