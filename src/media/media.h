@@ -278,6 +278,10 @@ int tern_media_upload_write(tern_media_upload *up, const void *data, size_t n);
 /* Returns 0 (done follows) or an error (the upload is over; done is not called). */
 int tern_media_upload_finish(tern_media_upload *up);
 void tern_media_upload_abort(tern_media_upload *up);
+/* Where the upload is, for logs and tests: "opening", "writing" (a write in flight), "open"
+ * (idle, waiting for the client), "waiting" (for an unlink of the same bytes), "queued" (for a
+ * decode slot), "decoding", "cleanup". Static string. */
+const char *tern_media_upload_state(const tern_media_upload *up);
 
 /* ---- lookups, access and lifetime ----------------------------------------------------------- */
 /* The record for id, or NULL (unknown or malformed id). */

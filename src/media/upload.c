@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -310,6 +311,19 @@ void tern_media_upload_abort(tern_media_upload *up) {
   to_cleanup(up);
 }
 
+const char *tern_media_upload_state(const tern_media_upload *up) {
+  switch (up->state) {
+    case U_OPENING: return "opening";
+    case U_OPEN: return up->op ? "writing" : "open";
+    case U_FINISHING: return "finishing";
+    case U_WAITING: return "waiting";
+    case U_QUEUED: return "queued";
+    case U_DECODING: return "decoding";
+    case U_CLEANUP: return "cleanup";
+  }
+  return "?";
+}
+
 void media_upload_abort_all(tern_media *m) {
   for (tern_media_upload *up = m->uploads; up; up = up->next) tern_media_upload_abort(up);
 }
@@ -395,6 +409,15 @@ static void vips_reason(tern_media_upload *up) {
   vips_error_clear();
 }
 
+/* libvips's loader class names contain the format ("VipsForeignLoadJpegFile",
+ * "VipsForeignLoadNsgifFile", ...); matched without regard to case. */
+static bool contains_nocase(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (; *hay; hay++)
+    if (strncasecmp(hay, needle, n) == 0) return true;
+  return false;
+}
+
 static const char *loader_word(tern_media_type t) {
   switch (t) {
     case TERN_MEDIA_JPEG: return "Jpeg";
@@ -419,7 +442,7 @@ static int decode_image(tern_media_upload *up) {
   /* Which loader libvips would pick must be the one for the declared type; then that loader
    * alone opens the file, so no other format's parser ever sees user bytes. */
   const char *loader = vips_foreign_find_load(up->path);
-  if (!loader || !strstr(loader, loader_word(up->type))) {
+  if (!loader || !contains_nocase(loader, loader_word(up->type))) {
     vips_reason(up);
     return TERN_MEDIA_ERR_UNSUPPORTED;
   }

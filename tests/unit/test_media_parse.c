@@ -5,6 +5,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/config.h"
 #include "base/util.h"
 #include "media/media.h"
 #include "t.h"
@@ -518,6 +519,35 @@ TEST(test_record_codec) {
   tern_media_rec_free(r);
 }
 
+TEST(test_options_from_config) {
+  tern_config cfg;
+  tern_config_defaults(&cfg);
+  tern_media_options o;
+  tern_media_options_from_config(&o, &cfg);
+  CHECK_EQ_STR(o.data_dir, "./data");
+  CHECK_EQ_INT(o.max_bytes, 16 << 20);
+  CHECK_EQ_INT(o.ttl_ms, 30ll * 86400000);
+  CHECK_EQ_INT(o.unsent_ttl_ms, 86400000);
+  CHECK_EQ_INT(o.max_dimension, 16384);
+  CHECK_EQ_INT(o.max_pixels, 50000000);
+  CHECK_EQ_INT(o.thumb_size, 320);
+  CHECK_EQ_INT(o.upload_timeout_ms, 60000);
+  CHECK_EQ_INT(o.quota_bytes_per_hour, 256 << 20);
+  CHECK_EQ_INT(o.sweep_batch, 200);
+  CHECK_EQ_INT(o.sweep_interval_ms, 60000);
+  CHECK_EQ_INT(o.decode_jobs, 2);
+  CHECK(o.persist.put == NULL && o.now_ms == NULL);
+  tern_config_free(&cfg);
+  for (int e = 0; e >= -10; e--) CHECK(tern_media_strerror(e) && *tern_media_strerror(e));
+  int status;
+  const char *code;
+  tern_media_err_http(TERN_MEDIA_ERR_IO, &status, &code);
+  CHECK_EQ_INT(status, 500);
+  CHECK_EQ_STR(code, "internal");
+  tern_media_err_http(TERN_MEDIA_ERR_TIMEOUT, &status, &code);
+  CHECK_EQ_INT(status, 408);
+}
+
 int main(void) {
   RUN(test_sniff_types);
   RUN(test_sniff_partial_and_bad);
@@ -527,5 +557,6 @@ int main(void) {
   RUN(test_ids_and_paths);
   RUN(test_etag);
   RUN(test_record_codec);
+  RUN(test_options_from_config);
   DONE();
 }
