@@ -188,6 +188,11 @@ static void load_device(const tern_device_rec *r, void *arg) {
 
 
 
+/* KV records belong to the modules that wrote them; nothing is stored there yet but media. */
+static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
+  TERN_DEBUG("kv record", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+}
+
 static int set_hash_cost(tern_app *a, const tern_config *cfg) {
   const char *c = cfg->auth_hash_cost;
   if (!strcmp(c, "interactive")) {
@@ -281,7 +286,7 @@ int tern_app_run(const tern_config *cfg) {
     fprintf(stderr, "ternd: cannot open the store in %s: %s\n", store_dir, err);
     return 2;
   }
-  tern_store_load_cbs cbs = {load_user, load_device, a};
+  tern_store_load_cbs cbs = {.user = load_user, .device = load_device, .kv = load_kv, .arg = a};
   if (tern_store_load(a->store, &cbs) < 0) {
     fprintf(stderr, "ternd: cannot read the store in %s\n", store_dir);
     tern_store_close(a->store);

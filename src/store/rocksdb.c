@@ -849,6 +849,18 @@ static void do_sweep(rdb *st, tern_store_op *op) {
   }
 }
 
+/* KV records ("k/<key>"): small records of other modules (media metadata), loaded at start-up. */
+static void do_kv(rdb *st, tern_store_op *op, bool put) {
+  if (!op->kv_key || (put && op->nvalues != 1)) {
+    op_error(op, "kv: kv_key and one value required");
+    return;
+  }
+  key_tag(&st->key, 'k', op->kv_key, strlen(op->kv_key));
+  if (put) wb_put(st, &st->key, op->values[0], tern_store_value_len(op->values[0]));
+  else wb_del(st, st->key.data, st->key.len);
+  op->status = TERN_STORE_OK;
+}
+
 /* ---- the store thread ---------------------------------------------------------------------- */
 
 static void apply(rdb *st, tern_store_op *op) {
@@ -863,6 +875,8 @@ static void apply(rdb *st, tern_store_op *op) {
     case TERN_OP_DRAIN: do_drain(st, op); return;
     case TERN_OP_SWEEP: do_sweep(st, op); return;
     case TERN_OP_SYNC: op->status = TERN_STORE_OK; return;
+    case TERN_OP_KV_PUT: do_kv(st, op, true); return;
+    case TERN_OP_KV_DEL: do_kv(st, op, false); return;
   }
   op_error(op, "unknown op type");
 }
@@ -1058,6 +1072,19 @@ static int rdb_load(void *self, const tern_store_load_cbs *cbs) {
   if (pit_close(&pi, err, sizeof err) < 0) {
     TERN_ERROR("store load failed", "err=%s", tern_log_quote(err));
     return -EIO;
+  }
+  if (cbs->kv) {
+    pit_open(st, &pi, 'k', false);
+    for (rocksdb_iter_seek(pi.it, "k/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+      size_t kl, vl;
+      const char *k = rocksdb_iter_key(pi.it, &kl);
+      const char *v = rocksdb_iter_value(pi.it, &vl);
+      cbs->kv(k + 2, kl - 2, (const uint8_t *)v, vl, cbs->arg);
+    }
+    if (pit_close(&pi, err, sizeof err) < 0) {
+      TERN_ERROR("store load failed", "err=%s", tern_log_quote(err));
+      return -EIO;
+    }
   }
   return 0;
 }

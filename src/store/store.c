@@ -88,6 +88,8 @@ size_t tern_store_op_add_value(tern_store_op *op, const uint8_t *value, size_t l
   return op->nvalues++;
 }
 
+size_t tern_store_value_len(const uint8_t *value) { return ((const size_t *)(const void *)value)[-1]; }
+
 void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value_index, bool check_cap) {
   if (op->ntargets == op->targets_cap) {
     op->targets_cap = op->targets_cap ? op->targets_cap * 2 : 4;
@@ -98,7 +100,7 @@ void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value
   t->inbox = tern_strdup(inbox);
   if (value_index < op->nvalues) {
     t->value = op->values[value_index];
-    t->value_len = ((const size_t *)(const void *)t->value)[-1];
+    t->value_len = tern_store_value_len(t->value);
   }
   t->check_cap = check_cap;
 }
@@ -136,6 +138,7 @@ void tern_store_op_free(tern_store_op *op) {
   tern_free((char *)op->device.user);
   tern_free((char *)op->device.label);
   tern_free((char *)op->device.push);
+  tern_free(op->kv_key);
   tern_free(op->inbox);
   tern_free(op->inbox2);
   tern_free(op->dedup_key);

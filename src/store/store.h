@@ -90,6 +90,8 @@ typedef struct tern_device_rec {
 typedef struct tern_store_load_cbs {
   void (*user)(const tern_user_rec *rec, void *arg);     /* called for every stored user */
   void (*device)(const tern_device_rec *rec, void *arg); /* called for every stored device */
+  /* called for every KV_PUT record (key as given to KV_PUT, value bytes); may be NULL */
+  void (*kv)(const char *key, size_t klen, const uint8_t *value, size_t vlen, void *arg);
   void *arg;
 } tern_store_load_cbs;
 
@@ -119,6 +121,9 @@ typedef enum {
                            10,000 keys per op and resumes there next time: submit it
                            periodically. out: expired = envelopes removed */
   TERN_OP_SYNC,         /* no-op write: done is called once everything before it is durable */
+  TERN_OP_KV_PUT,       /* in: kv_key, values[0]: a small record other modules keep (media
+                           metadata), read back by load's kv callback */
+  TERN_OP_KV_DEL,       /* in: kv_key */
 } tern_store_op_type;
 
 typedef enum {
@@ -167,6 +172,7 @@ struct tern_store_op {
   char *dedup_key;         /* APPEND: "<device_id>/<client id>", or NULL */
   char *msg_id;            /* APPEND: the new message id (remembered under dedup_key) */
   char *token_from;        /* APPEND: when set, create the delivery token for msg_id, sent by this user */
+  char *kv_key;            /* KV_PUT, KV_DEL: "<namespace>/<id>" */
   tern_store_target *targets; size_t ntargets, targets_cap;
   uint8_t **values; size_t nvalues, values_cap; /* filled only by tern_store_op_add_value */
   /* outputs */
@@ -185,6 +191,8 @@ size_t tern_store_op_add_value(tern_store_op *op, const uint8_t *value, size_t l
 /* Adds a target inbox receiving values[value_index]. An op should not name the same inbox twice
  * (it would get two envelopes). */
 void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value_index, bool check_cap);
+/* The length of op->values[i] (values are only added with tern_store_op_add_value). */
+size_t tern_store_value_len(const uint8_t *value);
 void tern_store_op_set_str(char **field, const char *s); /* copies s into an op string field */
 /* Copies rec (and its strings) into op->user / op->device, replacing what was there: the way to
  * fill the const char * fields of those records without casts. */

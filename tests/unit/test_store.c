@@ -1082,6 +1082,54 @@ TEST(open_errors) {
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
 
+/* ---- KV records (media metadata) ---- */
+typedef struct kv_seen {
+  int n;           /* records loaded */
+  char keys[4][32];
+  char vals[4][32];
+} kv_seen;
+
+static void load_kv(const char *k, size_t kl, const uint8_t *v, size_t vl, void *arg) {
+  kv_seen *ks = arg;
+  if (ks->n >= 4) return;
+  snprintf(ks->keys[ks->n], 32, "%.*s", (int)kl, k);
+  snprintf(ks->vals[ks->n++], 32, "%.*s", (int)vl, (const char *)v);
+}
+
+TEST(kv_records) {
+  use_dir("kv");
+  tern_store *s = open_store();
+  const char *keys[3] = {"media/aaa", "media/bbb", "media/ccc"};
+  for (int i = 0; i < 3; i++) {
+    tern_store_op *op = new_op(TERN_OP_KV_PUT, &R[i]);
+    tern_store_op_set_str(&op->kv_key, keys[i]);
+    char v[16];
+    snprintf(v, sizeof v, "value-%d", i);
+    tern_store_op_add_value(op, (const uint8_t *)v, strlen(v));
+    tern_store_submit(s, op);
+  }
+  tern_store_op *op = new_op(TERN_OP_KV_DEL, &R[3]);
+  tern_store_op_set_str(&op->kv_key, "media/bbb");
+  tern_store_submit(s, op);
+  op = new_op(TERN_OP_KV_PUT, &R[4]); /* no value: refused, nothing written */
+  tern_store_op_set_str(&op->kv_key, "media/ddd");
+  tern_store_submit(s, op);
+  wait_all();
+  for (int i = 0; i < 4; i++) CHECK_EQ_INT(R[i].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[4].status, TERN_STORE_ERROR);
+  close_store(s);
+  s = open_store();
+  kv_seen ks = {0};
+  tern_store_load_cbs cbs = {.kv = load_kv, .arg = &ks};
+  CHECK_EQ_INT(tern_store_load(s, &cbs), 0);
+  CHECK_EQ_INT(ks.n, 2);
+  CHECK_EQ_STR(ks.keys[0], "media/aaa");
+  CHECK_EQ_STR(ks.vals[0], "value-0");
+  CHECK_EQ_STR(ks.keys[1], "media/ccc");
+  CHECK_EQ_STR(ks.vals[1], "value-2");
+  close_store(s);
+}
+
 int main(int argc, char **argv) {
   tern_log_set_level(TERN_LOG_WARN);
   if (argc == 3 && strcmp(argv[1], "kill-child") == 0) return kill_child(argv[2]);
@@ -1118,6 +1166,7 @@ int main(int argc, char **argv) {
   RUN(many_appends_group_commit);
   RUN(commit_error);
   RUN(open_errors);
+  RUN(kv_records);
   CHECK_EQ_INT(order_errors, 0);
   uv_loop_close(&loop);
   nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
