@@ -147,6 +147,10 @@ static int on_headers_complete(llhttp_t *p) {
   r->keep_alive = llhttp_should_keep_alive(p);
   if (p->flags & F_CONTENT_LENGTH) r->content_length = (int64_t)p->content_length;
   h->body_limit = h->limit ? h->limit(r, h->limit_arg) : h->max_body;
+  if (r->refuse_status) {
+    h->refuse_status = r->refuse_status; /* refused by the handler from the head alone */
+    return HPE_USER;
+  }
   if (r->content_length > h->body_limit) {
     h->refuse_status = 413; /* refused before a byte of the body is read */
     return HPE_USER;
@@ -250,6 +254,8 @@ void tern_http_parser_resume(tern_http_parser *h) {
 const char *tern_http_parser_ws_key(const tern_http_parser *h) { return h->ws_key; }
 bool tern_http_parser_ws_ok(const tern_http_parser *h) { return h->ws_upgrade && h->ws_version_ok && h->ws_key; }
 int64_t tern_http_parser_body_limit(const tern_http_parser *h) { return h->body_limit; }
+
+tern_http_req *tern_http_parser_current(const tern_http_parser *h) { return h->req; }
 
 bool tern_http_parser_take_pause(tern_http_parser *h) {
   bool p = h->pause;

@@ -35,6 +35,10 @@ typedef struct tern_http_req {
   tern_buf body;          /* the whole body (at most the limit), unless a sink takes it */
   const struct tern_http_sink *sink; /* set by the limit callback to stream the body instead */
   void *sink_ctx;         /* the sink's state for this request */
+  int refuse_status;      /* set by the limit callback to refuse at once (before the body) */
+  const char *refuse_code;/* its error code (static), e.g. "unauthorized" */
+  const char *refuse_message; /* its sentence (static) */
+  char refuse_headers[64];/* extra header lines for it, e.g. "Retry-After: 30\r\n" */
   bool keep_alive;        /* the client keeps the connection after this request */
   void *data;             /* the handler's */
 } tern_http_req;
@@ -83,6 +87,8 @@ const char *tern_http_parser_ws_key(const tern_http_parser *p);
 bool tern_http_parser_ws_ok(const tern_http_parser *p);
 /* True once (and until resume_read is handled) a sink asked to stop reading. Clears the flag. */
 bool tern_http_parser_take_pause(tern_http_parser *p);
+/* The request being parsed (after BAD: the one refused, with its refuse_* fields), or NULL. */
+tern_http_req *tern_http_parser_current(const tern_http_parser *p);
 /* The largest body accepted for the current request. */
 int64_t tern_http_parser_body_limit(const tern_http_parser *p);
 

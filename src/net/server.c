@@ -14,6 +14,18 @@
 #define READ_BUF_SIZE (64 * 1024) /* one shared read buffer per loop */
 #define LINGER_MS 2000            /* how long a closing connection is drained before close */
 #define OVERFLOW_LINGER_MS 10000  /* how long a client over ws.max_outbound has to read again */
+#define STREAM_LOW_WATER (64 * 1024) /* a streamed body is asked for more below this backlog */
+
+struct tern_http_stream {
+  tern_conn *conn;        /* where it goes; NULL once gone */
+  tern_http_req *req;     /* the request it answers (owned) */
+  tern_http_stream_cb cb; /* the producer */
+  void *arg;
+  bool asked;             /* WANT was called and nothing was written since */
+  bool ended;             /* the producer wrote everything */
+  bool aborted;           /* the producer gave up */
+  bool head_only;         /* HEAD: no body */
+};
 
 typedef enum {
   ST_HTTP = 0, /* parsing HTTP requests */
@@ -29,6 +41,7 @@ struct tern_conn {
   void *data;             /* the core layer's session */
   tern_http_parser *http; /* HTTP parser; NULL once upgraded */
   tern_http_req *req;     /* the request a handler is answering, or NULL */
+  tern_http_stream *stream; /* a response body being streamed, or NULL */
   tern_ws_reader ws;      /* frame reader in ST_WS */
   tern_buf in;            /* unparsed tail of what was read */
   tern_buf out;           /* queued, not yet handed to uv_write */
@@ -73,6 +86,8 @@ struct tern_net {
 
 static void conn_close(tern_conn *c);
 static void conn_linger(tern_conn *c);
+static void stream_gone(tern_conn *c);
+static const char *status_text(int status);
 static void http_process(tern_conn *c);
 static void mark_dirty(tern_conn *c);
 static void close_overflowed(tern_conn *c);
@@ -145,6 +160,7 @@ static void unlink_conn(tern_conn *c) {
 /* Closes at once: no more reads or writes. */
 static void conn_close(tern_conn *c) {
   if (c->state == ST_CLOSED) return;
+  stream_gone(c);
   notify_gone(c);
   c->state = ST_CLOSED;
   unlink_conn(c);
@@ -157,6 +173,7 @@ static void conn_close(tern_conn *c) {
  * what the peer still sends for a moment, so the peer reads our answer instead of a reset. */
 static void conn_linger(tern_conn *c) {
   if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
+  stream_gone(c);
   notify_gone(c);
   c->state = ST_LINGER;
   c->linger_until = tern_now_ms() + LINGER_MS;
@@ -198,6 +215,7 @@ static void on_write(uv_write_t *req, int status) {
   } else if (c->close_after_flush) {
     mark_dirty(c);
   }
+  if (c->stream) mark_dirty(c); /* room for more of a streamed body, or its end */
   tern_conn_unref(c);
 }
 
@@ -233,6 +251,100 @@ static void flush_conn(tern_conn *c) {
   }
 }
 
+/* Called on every dirty connection in the check phase: asks the producer for more, or
+ * finishes the stream once everything is written. */
+static void stream_pump(tern_conn *c) {
+  tern_http_stream *s = c->stream;
+  if (!s || c->state != ST_HTTP) return;
+  if (s->aborted) {
+    conn_close(c); /* reports GONE and frees the stream */
+    return;
+  }
+  if (s->ended || s->head_only) {
+    if (c->writing || c->out.len) return; /* DONE once the kernel has it all */
+    c->stream = NULL;
+    tern_http_req *req = s->req;
+    s->cb(s, TERN_STREAM_DONE, s->arg);
+    tern_free(s);
+    /* as tern_http_respond does once an answer is complete */
+    c->req = NULL;
+    if (!req->keep_alive) {
+      conn_linger(c);
+    } else {
+      c->last_rx = tern_now_ms();
+      tern_http_parser_resume(c->http);
+      c->resume = true;
+      if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+      mark_dirty(c);
+    }
+    tern_http_req_free(req);
+    return;
+  }
+  if (!s->asked && c->out.len + c->inflight.len < STREAM_LOW_WATER) {
+    s->asked = true;
+    s->cb(s, TERN_STREAM_WANT, s->arg);
+  }
+}
+
+/* The connection is going away while a body streams: tell the producer, free the stream. */
+static void stream_gone(tern_conn *c) {
+  tern_http_stream *s = c->stream;
+  if (!s) return;
+  c->stream = NULL;
+  if (c->req == s->req) c->req = NULL;
+  s->conn = NULL;
+  s->cb(s, TERN_STREAM_GONE, s->arg);
+  tern_http_req_free(s->req);
+  tern_free(s);
+}
+
+tern_http_stream *tern_http_stream_start(tern_http_req *req, int status, const char *headers, const char *content_type,
+                                         int64_t length, tern_http_stream_cb cb, void *arg) {
+  tern_conn *c = req->conn;
+  tern_http_stream *s = TERN_NEW(tern_http_stream);
+  s->req = req;
+  s->cb = cb;
+  s->arg = arg;
+  s->head_only = strcmp(req->method, "HEAD") == 0;
+  if (!c || c->state != ST_HTTP || c->req != req || c->stream) {
+    /* the connection went away while the handler worked: nothing to stream to */
+    if (c && c->req == req) c->req = NULL;
+    tern_http_req_free(req);
+    tern_free(s);
+    return NULL;
+  }
+  s->conn = c;
+  tern_buf *o = &c->out;
+  tern_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+  if (content_type) tern_buf_printf(o, "Content-Type: %s\r\n", content_type);
+  tern_buf_printf(o, "Content-Length: %lld\r\n", (long long)length);
+  if (headers) tern_buf_puts(o, headers);
+  if (!req->keep_alive) tern_buf_puts(o, "Connection: close\r\n");
+  tern_buf_puts(o, "\r\n");
+  c->stream = s;
+  mark_dirty(c);
+  return s;
+}
+
+void tern_http_stream_write(tern_http_stream *s, const void *p, size_t n) {
+  if (!s || !s->conn || s->ended || s->head_only) return;
+  tern_buf_append(&s->conn->out, p, n);
+  s->asked = false;
+  mark_dirty(s->conn);
+}
+
+void tern_http_stream_end(tern_http_stream *s) {
+  if (!s || !s->conn) return;
+  s->ended = true;
+  mark_dirty(s->conn);
+}
+
+void tern_http_stream_abort(tern_http_stream *s) {
+  if (!s || !s->conn) return;
+  s->aborted = true;
+  mark_dirty(s->conn);
+}
+
 static void on_check(uv_check_t *h) {
   tern_net *n = h->data;
   /* resumes may queue more output and more dirty connections: loop until the list is empty */
@@ -249,6 +361,7 @@ static void on_check(uv_check_t *h) {
         http_process(c);
       }
       flush_conn(c);
+      stream_pump(c);
     }
   }
 }
@@ -309,6 +422,15 @@ void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason) {
   conn_linger(c);
 }
 
+static void refuse_with(tern_conn *c, int status, const char *headers, const char *code, const char *message);
+static void refuse(tern_conn *c, int status, const char *code, const char *message) {
+  refuse_with(c, status, NULL, code, message);
+}
+
+void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message) {
+  if (c->state == ST_HTTP && !c->req) refuse(c, status, code, message);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* HTTP responses */
 
@@ -361,11 +483,11 @@ static void error_body(tern_buf *b, const char *code, const char *message) {
 
 /* An answer decided by the net layer itself (malformed request, too large, timeout): the
  * connection is closed after it, with a lingering close. */
-static void refuse(tern_conn *c, int status, const char *code, const char *message) {
+static void refuse_with(tern_conn *c, int status, const char *headers, const char *code, const char *message) {
   if (c->state != ST_HTTP) return;
   tern_buf b = {0};
   error_body(&b, code, message);
-  write_response(c, status, NULL, "application/json", b.data, b.len, false, false);
+  write_response(c, status, headers, "application/json", b.data, b.len, false, false);
   tern_buf_free(&b);
   conn_linger(c);
 }
@@ -446,7 +568,14 @@ static void http_process(tern_conn *c) {
   int status;
   tern_http_status st = tern_http_parser_execute(c->http, c->in.data, c->in.len, &used, &status);
   switch (st) {
-    case TERN_HTTP_BAD:
+    case TERN_HTTP_BAD: {
+      tern_http_req *cur = tern_http_parser_current(c->http);
+      if (cur && cur->refuse_status && cur->refuse_status == status) {
+        refuse_with(c, status, cur->refuse_headers[0] ? cur->refuse_headers : NULL,
+                    cur->refuse_code ? cur->refuse_code : "bad_request",
+                    cur->refuse_message ? cur->refuse_message : "the request was refused");
+        return;
+      }
       if (status == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
       else if (status == 431) refuse(c, 431, "too_large", "the request head is too large");
       else if (status == 415) refuse(c, 415, "unsupported_media_type", "the body is not of an accepted type");
@@ -454,6 +583,7 @@ static void http_process(tern_conn *c) {
       else if (status == 500) refuse(c, 500, "internal", "the request could not be processed");
       else refuse(c, 400, "bad_request", "malformed HTTP request");
       return;
+    }
     case TERN_HTTP_UPGRADE: {
       tern_http_req *r = tern_http_parser_take(c->http);
       tern_buf rest = c->in;

@@ -86,6 +86,30 @@ void tern_http_error(tern_http_req *req, int status, const char *code, const cha
 /* A JSON body (already encoded). */
 void tern_http_json(tern_http_req *req, int status, const tern_buf *json);
 
+/* A response whose body is produced piece by piece (a media file read in chunks), so that a
+ * large body is never held in memory. The net layer asks for more (WANT) whenever less than
+ * 64 KiB waits to be written; the producer answers with tern_http_stream_write, later, as its
+ * reads complete, and finally tern_http_stream_end. DONE comes once every byte has been handed
+ * to the kernel; GONE if the connection went away first (stop producing; nothing is written
+ * after it). After DONE or GONE the stream and its request are freed. */
+typedef struct tern_http_stream tern_http_stream;
+typedef enum { TERN_STREAM_WANT = 0, TERN_STREAM_DONE, TERN_STREAM_GONE } tern_stream_event;
+typedef void (*tern_http_stream_cb)(tern_http_stream *s, tern_stream_event ev, void *arg);
+/* Writes the status line and headers (Content-Length = length) and takes over req. For HEAD
+ * requests no body is written: DONE follows without WANT. Returns NULL (req freed, no callback
+ * ever) when the connection has gone away already. */
+tern_http_stream *tern_http_stream_start(tern_http_req *req, int status, const char *headers, const char *content_type,
+                                         int64_t length, tern_http_stream_cb cb, void *arg);
+void tern_http_stream_write(tern_http_stream *s, const void *p, size_t n);
+/* Every body byte has been written with tern_http_stream_write. */
+void tern_http_stream_end(tern_http_stream *s);
+/* The body cannot be completed (a read failed): the connection is closed; GONE follows. */
+void tern_http_stream_abort(tern_http_stream *s);
+
+/* Refuses the request being received on c (e.g. an upload that timed out in its sink) with a
+ * JSON error, and closes the connection after it. A no-op once a handler holds the request. */
+void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message);
+
 /* ---- connections ---- */
 void tern_conn_ref(tern_conn *c);
 void tern_conn_unref(tern_conn *c);
