@@ -512,7 +512,9 @@ static int decode_image(tern_media_upload *up) {
 
 /* In the threadpool: move thumbnail then original into the content-addressed layout. The
  * original goes last, so a crash in between leaves at most an orphan thumbnail (removed by
- * recovery), and a record is only ever made after both are durable. */
+ * recovery), and a record is only ever made after both are durable. An original already there
+ * has the very same bytes (same hash), so ours is dropped; the thumbnail is replaced (atomically),
+ * so the file always matches the thumb_size recorded now, even over a stale orphan. */
 static int install(tern_media_upload *up) {
   tern_media *m = up->m;
   char dir[MEDIA_PATH_MAX], orig[MEDIA_PATH_MAX], thumb[MEDIA_PATH_MAX];
@@ -521,13 +523,9 @@ static int install(tern_media_upload *up) {
   media_obj_path(m, hex, false, orig);
   media_obj_path(m, hex, true, thumb);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) return TERN_MEDIA_ERR_IO;
-  if (access(orig, F_OK) == 0 && access(thumb, F_OK) == 0) {
-    /* Another upload of the same bytes got here first: identical content, keep theirs. */
-    unlink(up->thumb_path);
-    unlink(up->path);
-    return 0;
-  }
-  if (rename(up->thumb_path, thumb) != 0 || rename(up->path, orig) != 0) return TERN_MEDIA_ERR_IO;
+  if (rename(up->thumb_path, thumb) != 0) return TERN_MEDIA_ERR_IO;
+  if (access(orig, F_OK) == 0) unlink(up->path);
+  else if (rename(up->path, orig) != 0) return TERN_MEDIA_ERR_IO;
   if (fsync_path(dir, true) != 0) return TERN_MEDIA_ERR_IO;
   return 0;
 }
