@@ -40,6 +40,7 @@ static const char usage[] =
     "  --connect-concurrency K   connects in flight (default 256)\n"
     "Traffic\n"
     "  --peers pairs|random   who talks to whom (default pairs: users 2i and 2i+1)\n"
+    "  --one-way              pairs: only user 2i sends, 2i+1 receives\n"
     "  --rate R               messages/s per sending user, open loop\n"
     "  --total-rate R         messages/s in total, open loop\n"
     "                         (neither: closed loop at saturation, --window per device)\n"
@@ -142,7 +143,7 @@ enum {
   O_PROTOCOL = 256, O_SERVER, O_DOMAIN, O_SERVER_PID, O_USERS, O_DEVICES, O_CONNECTIONS, O_SOURCE_IPS,
   O_PREFIX, O_PASSWORD, O_REG_CONC, O_CONN_CONC, O_PEERS, O_RATE, O_TOTAL_RATE, O_WINDOW, O_MESSAGES,
   O_BODY, O_OFFLINE, O_RECEIPTS, O_DURATION, O_WARMUP, O_SETTLE, O_MAX_OUTBOUND, O_SEED, O_IDLE, O_JSON,
-  O_QUIET, O_HELP,
+  O_QUIET, O_HELP, O_ONE_WAY,
 };
 
 static const struct option options[] = {
@@ -159,6 +160,7 @@ static const struct option options[] = {
     {"register-concurrency", required_argument, NULL, O_REG_CONC},
     {"connect-concurrency", required_argument, NULL, O_CONN_CONC},
     {"peers", required_argument, NULL, O_PEERS},
+    {"one-way", no_argument, NULL, O_ONE_WAY},
     {"rate", required_argument, NULL, O_RATE},
     {"total-rate", required_argument, NULL, O_TOTAL_RATE},
     {"window", required_argument, NULL, O_WINDOW},
@@ -262,6 +264,9 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
         else if (strcmp(v, "random") == 0) cfg->peers = TERN_BENCH_PEERS_RANDOM;
         else return fail(err, errlen, "--peers: pairs or random, not '%s'", v);
         break;
+      case O_ONE_WAY:
+        cfg->one_way = true;
+        break;
       case O_RATE:
         if (tern_bench_parse_rate(v, &cfg->rate) < 0 || cfg->rate <= 0)
           return fail(err, errlen, "--rate: a positive number of messages/s per user");
@@ -347,6 +352,7 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
   if (all > TERN_BENCH_MAX_DEVS) return fail(err, errlen, "users × devices: at most %u", TERN_BENCH_MAX_DEVS);
   if (cfg->connections == 0) cfg->connections = (uint32_t)all;
   if (cfg->connections > all) return fail(err, errlen, "--connections: at most users × devices (%llu)", (unsigned long long)all);
+  if (cfg->one_way && cfg->peers != TERN_BENCH_PEERS_PAIRS) return fail(err, errlen, "--one-way: only with --peers pairs");
   if (cfg->rate > 0 && cfg->total_rate > 0) return fail(err, errlen, "--rate and --total-rate: one or the other");
   if (!cfg->idle && cfg->users < 2) return fail(err, errlen, "--users: at least 2 to send messages");
   if (cfg->max_messages && !duration_set) cfg->duration_ms = 0; /* the window ends with the last message */

@@ -44,6 +44,7 @@ typedef struct tern_bench_config {
   uint32_t devices;           /* --devices D per user */
   uint32_t connections;       /* --connections C (0: users × devices) */
   tern_bench_peers peers;     /* --peers pairs|random */
+  bool one_way;               /* --one-way: in pairs, only user 2i sends (to 2i+1) */
   double rate;                /* --rate R messages/s per sending user (0: not given) */
   double total_rate;          /* --total-rate R messages/s in total (0: not given) */
   uint32_t window;            /* --window W: closed loop, messages in flight per sending device */

@@ -1084,7 +1084,7 @@ static void build_population(tern_bench *b) {
     tern_bench_user *usr = &b->users[u];
     if (usr->offline || !usr->live_mask) continue;
     if (c->peers == TERN_BENCH_PEERS_PAIRS) {
-      if (usr->peer == NONE) continue;
+      if (usr->peer == NONE || (c->one_way && (u & 1u))) continue;
       const tern_bench_user *p = &b->users[usr->peer];
       if (!(p->live_mask | p->late_mask)) continue;
     } else if (e->n_recipients < 2) {

@@ -24,7 +24,7 @@ static void lat_row(FILE *out, const char *name, const tern_bench_lat_summary *s
 void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, FILE *out) {
   const tern_bench_config *c = &b->cfg;
   fprintf(out, "\ntern-bench %s @ %s: %u users × %u devices, %u connections, %s\n", b->drv->name, c->server,
-          c->users, c->devices, c->connections, c->idle ? "idle" : c->peers == TERN_BENCH_PEERS_PAIRS ? "pairs" : "random peers");
+          c->users, c->devices, c->connections, c->idle ? "idle" : c->peers == TERN_BENCH_PEERS_RANDOM ? "random peers" : c->one_way ? "one-way pairs" : "pairs");
   if (c->idle) {
     fprintf(out, "  connected %" PRIu64 " (failed %" PRIu64 ") in %.2f s: %.0f connections/s\n", r->idle_connected,
             r->idle_failed, r->connect_s, r->connect_rate);
@@ -132,6 +132,7 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   cJSON_AddNumberToObject(sc, "devices", c->devices);
   cJSON_AddNumberToObject(sc, "connections", c->connections);
   cJSON_AddStringToObject(sc, "peers", c->peers == TERN_BENCH_PEERS_PAIRS ? "pairs" : "random");
+  cJSON_AddBoolToObject(sc, "one_way", c->one_way);
   cJSON_AddStringToObject(sc, "loop", r->target_rate > 0 ? "open" : "closed");
   cJSON_AddNumberToObject(sc, "target_rate", r->target_rate);
   cJSON_AddNumberToObject(sc, "window", c->window);
