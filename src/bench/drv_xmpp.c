@@ -1,18 +1,475 @@
-/* drv_xmpp.c: the XMPP driver. Not written yet: --protocol xmpp fails at provisioning. */
+/* drv_xmpp.c: the XMPP driver: the session logic of xmpp.c on libuv TCP connections, so that
+ * the same scenario (same engine, same verification, same report) runs against ejabberd and
+ * Prosody.
+ *
+ * Mapping onto the engine's stages:
+ *   - sent:      the server's XEP-0198 <a h=/> covering the message stanza (the server has
+ *                taken responsibility for it: routed it, or stored it offline);
+ *   - msg:       the <message/> at the recipient; the stanza id "g<gidx>" is the id a client
+ *                de-duplicates by;
+ *   - delivered: the XEP-0184 <received/> the recipient's client sends back on reading it,
+ *                routed by the server to the sender.
+ * Provisioning is XEP-0077 in-band registration, one short connection per user (a user that
+ * exists already answers "conflict", which is fine: the password is the run's).
+ *
+ * Writing: whatever a session queues is written once per loop iteration per connection, from
+ * a prepare hook, in one uv_write (the same discipline as libtern-client). Reading uses one
+ * buffer shared by every connection; the tokenizer keeps its own partial state. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "base/alloc.h"
 #include "bench/bench_int.h"
+#include "bench/xmpp.h"
 
-static void drv_provision(tern_bench *b) { tern_bench_provision_done(b, -ENOSYS, "--protocol xmpp is not built yet"); }
-static int drv_connect(tern_bench *b, tern_bench_dev *d, const char *bind_ip) { return -ENOSYS; }
+#define RBUF_SIZE (64 * 1024)
+#define MAX_ATTEMPTS 5
+#define RETRY_BASE_MS 100
+#define CONNECT_TIMEOUT_MS 60000
+
+typedef struct xmpp_drv xmpp_drv;
+typedef struct reg_task reg_task;
+
+typedef struct xconn {
+  xmpp_drv *t;
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  tern_buf wbuf;          /* bytes being written */
+  tern_bench_xmpp sess;
+  tern_bench_dev *d;      /* the device, or NULL for a registration connection */
+  reg_task *task;         /* the registration it serves */
+  struct xconn *dirty_next;
+  bool dirty;             /* in t->dirty */
+  bool writing;           /* a write is in flight */
+  bool connected;
+  bool closing;           /* uv_close called */
+  bool close_after_write; /* close once out is written */
+  char why[64];           /* why it closed, for the engine */
+} xconn;
+
+struct reg_task {
+  xmpp_drv *t;
+  uv_timer_t timer;       /* retry backoff */
+  uint32_t user;
+  uint32_t attempts;
+  bool busy;
+};
+
+struct xmpp_drv {
+  tern_bench *b;
+  struct sockaddr_storage addr; /* the server */
+  char *rbuf;
+  uv_prepare_t prep;      /* writes every dirty connection once per iteration */
+  xconn *dirty;
+  reg_task *tasks;
+  uint32_t n_tasks;
+  uint32_t next_user, users_total, users_done;
+  uv_timer_t progress;
+  bool failed;
+  char why[256];
+};
+
+static xmpp_drv *X(tern_bench *b) { return b->drv_ctx; }
+
+/* ---- writing ---- */
+
+static void mark_dirty(xconn *c) {
+  if (c->dirty || c->closing) return;
+  c->dirty = true;
+  c->dirty_next = c->t->dirty;
+  c->t->dirty = c;
+}
+
+static void conn_close(xconn *c, const char *why);
+
+static void on_write(uv_write_t *w, int status) {
+  xconn *c = w->data;
+  c->writing = false;
+  tern_buf_free(&c->wbuf); /* idle connections keep no write buffer */
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c, uv_err_name(status));
+    return;
+  }
+  if (c->sess.out.len) mark_dirty(c);
+  else if (c->close_after_write) conn_close(c, "closed");
+}
+
+static void conn_write(xconn *c) {
+  if (c->writing || c->closing || !c->connected) return;
+  if (!c->sess.out.len) {
+    if (c->close_after_write) conn_close(c, "closed");
+    return;
+  }
+  tern_buf t = c->wbuf;
+  c->wbuf = c->sess.out;
+  c->sess.out = t;
+  uv_buf_t buf = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+  c->wreq.data = c;
+  int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+  if (rc < 0) {
+    conn_close(c, uv_err_name(rc));
+    return;
+  }
+  c->writing = true;
+}
+
+static void on_prepare(uv_prepare_t *p) {
+  xmpp_drv *t = p->data;
+  while (t->dirty) {
+    xconn *c = t->dirty;
+    t->dirty = c->dirty_next;
+    c->dirty = false;
+    conn_write(c);
+  }
+}
+
+/* ---- connections ---- */
+
+static void task_done(reg_task *k, bool ok, const char *why);
+
+static void on_closed(uv_handle_t *h) {
+  xconn *c = h->data;
+  xmpp_drv *t = c->t;
+  if (c->d) {
+    tern_bench_dev *d = c->d;
+    d->conn = NULL;
+    if (t->b) tern_bench_on_closed(t->b, d, c->why);
+  } else if (c->task && c->sess.state != TERN_BENCH_XS_DONE) {
+    task_done(c->task, false, c->why[0] ? c->why : "closed");
+  }
+  tern_bench_xmpp_free(&c->sess);
+  tern_buf_free(&c->wbuf);
+  tern_free(c);
+}
+
+static void conn_close(xconn *c, const char *why) {
+  if (c->closing) return;
+  c->closing = true;
+  if (!c->why[0]) snprintf(c->why, sizeof c->why, "%s", why);
+  /* Drop it from the dirty list lazily: on_prepare skips closing connections. */
+  if (c->dirty) {
+    xconn **pp = &c->t->dirty;
+    while (*pp && *pp != c) pp = &(*pp)->dirty_next;
+    if (*pp) *pp = c->dirty_next;
+    c->dirty = false;
+  }
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  xconn *c = h->data;
+  buf->base = c->t->rbuf;
+  buf->len = RBUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  xconn *c = s->data;
+  if (c->closing) return;
+  if (nread < 0) {
+    conn_close(c, nread == UV_EOF ? "eof" : uv_err_name((int)nread));
+    return;
+  }
+  if (nread == 0) return;
+  tern_bench_xmpp_feed(&c->sess, buf->base, (size_t)nread);
+  if (c->closing) return;
+  if (c->sess.out.len) mark_dirty(c);
+  if (c->sess.state == TERN_BENCH_XS_DONE && !c->close_after_write) {
+    c->close_after_write = true;
+    mark_dirty(c);
+  }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  xconn *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c, uv_err_name(status));
+    return;
+  }
+  c->connected = true;
+  uv_tcp_nodelay(&c->tcp, 1);
+  int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+  if (rc < 0) {
+    conn_close(c, uv_err_name(rc));
+    return;
+  }
+  mark_dirty(c);
+}
+
+/* Session events for device connections. */
+static void on_sess(void *arg, const tern_bench_xmpp_event *ev) {
+  xconn *c = arg;
+  tern_bench *b = c->t->b;
+  tern_bench_dev *d = c->d;
+  if (!d || !b) return;
+  switch (ev->type) {
+    case TERN_BENCH_XMPP_EV_READY:
+      tern_bench_on_ready(b, d);
+      tern_bench_on_synced(b, d);
+      break;
+    case TERN_BENCH_XMPP_EV_SENT:
+      tern_bench_on_sent(b, d, ev->gidx, ev->gidx + 1);
+      break;
+    case TERN_BENCH_XMPP_EV_MSG: {
+      uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
+      tern_bench_on_msg(b, d, ev->from, ev->from_len, g == UINT64_MAX ? 0 : g + 1, ev->body, ev->body_len);
+      break;
+    }
+    case TERN_BENCH_XMPP_EV_RECEIPT: {
+      uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
+      if (g == UINT64_MAX) tern_bench_count_error(b, "receipt_for_unknown_id");
+      else tern_bench_on_receipt(b, d, g, false);
+      break;
+    }
+    case TERN_BENCH_XMPP_EV_ERROR: {
+      uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
+      tern_bench_on_error(b, d, g, ev->cond);
+      break;
+    }
+    case TERN_BENCH_XMPP_EV_FAILED:
+      snprintf(c->why, sizeof c->why, "%s", ev->cond ? ev->cond : "failed");
+      break;
+    case TERN_BENCH_XMPP_EV_CLOSED:
+      snprintf(c->why, sizeof c->why, "stream-closed");
+      break;
+    default:
+      break;
+  }
+}
+
+static int conn_start(xmpp_drv *t, xconn *c, const char *bind_ip) {
+  tern_bench *b = t->b;
+  uv_tcp_init(b->loop, &c->tcp);
+  c->tcp.data = c;
+  c->creq.data = c;
+  int rc = 0;
+  if (bind_ip) {
+    struct sockaddr_in local;
+    rc = uv_ip4_addr(bind_ip, 0, &local);
+    if (rc == 0) rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&local, 0);
+  }
+  if (rc == 0) rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&t->addr, on_connect);
+  if (rc < 0) {
+    /* No callback for a refused start: close quietly. */
+    c->d = NULL;
+    c->task = NULL;
+    c->closing = true;
+    c->sess.state = TERN_BENCH_XS_DONE;
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return rc;
+  }
+  return 0;
+}
+
+/* ---- provisioning ---- */
+
+static void task_next(reg_task *k);
+static void on_reg_sess(void *arg, const tern_bench_xmpp_event *ev);
+
+static void check_all_done(xmpp_drv *t) {
+  for (uint32_t i = 0; i < t->n_tasks; i++)
+    if (t->tasks[i].busy) return;
+  uv_timer_stop(&t->progress);
+  tern_bench_provision_done(t->b, t->failed ? -EIO : 0, t->failed ? t->why : NULL);
+}
+
+static void task_start(reg_task *k) {
+  xmpp_drv *t = k->t;
+  tern_bench *b = t->b;
+  xconn *c = TERN_NEW(xconn);
+  c->t = t;
+  c->task = k;
+  tern_bench_xmpp_init(&c->sess, TERN_BENCH_XMPP_REGISTER, b->users[k->user].name, b->cfg.password, b->cfg.domain,
+                       false, on_reg_sess, c);
+  int rc = conn_start(t, c, NULL);
+  if (rc < 0) task_done(k, false, uv_err_name(rc));
+}
+
+static void on_retry(uv_timer_t *h) { task_start(h->data); }
+
+static void task_done(reg_task *k, bool ok, const char *why) {
+  xmpp_drv *t = k->t;
+  if (ok) {
+    for (uint32_t i = 0; i < t->b->cfg.devices; i++) t->b->devs[t->b->users[k->user].first_dev + i].state = TERN_BENCH_DEV_IDLE;
+    t->users_done++;
+    task_next(k);
+    if (!k->busy) check_all_done(t);
+    return;
+  }
+  char code[80];
+  snprintf(code, sizeof code, "register:%.60s", why);
+  tern_bench_count_error(t->b, code);
+  bool refused = strcmp(why, "ECONNREFUSED") == 0 && t->users_done == 0;
+  if (!refused && ++k->attempts < MAX_ATTEMPTS) {
+    uv_timer_start(&k->timer, on_retry, (uint64_t)RETRY_BASE_MS << k->attempts, 0);
+    return;
+  }
+  snprintf(t->why, sizeof t->why, "register %s: %s", t->b->users[k->user].name, why);
+  t->failed = true;
+  k->busy = false;
+  check_all_done(t);
+}
+
+static void on_reg_sess(void *arg, const tern_bench_xmpp_event *ev) {
+  xconn *c = arg;
+  reg_task *k = c->task;
+  if (!k) return;
+  if (ev->type == TERN_BENCH_XMPP_EV_REGISTERED) {
+    c->task = NULL;
+    tern_bench_xmpp_close(&c->sess);
+    c->close_after_write = true;
+    mark_dirty(c);
+    task_done(k, true, NULL);
+  } else if (ev->type == TERN_BENCH_XMPP_EV_FAILED || ev->type == TERN_BENCH_XMPP_EV_CLOSED) {
+    c->task = NULL;
+    conn_close(c, ev->cond ? ev->cond : "closed");
+    task_done(k, false, ev->cond ? ev->cond : "stream closed");
+  }
+}
+
+static void task_next(reg_task *k) {
+  xmpp_drv *t = k->t;
+  tern_bench *b = t->b;
+  while (t->next_user < b->n_users && !b->devs[b->users[t->next_user].first_dev].mine) t->next_user++;
+  if (t->next_user >= b->n_users || t->failed) {
+    k->busy = false;
+    return;
+  }
+  k->user = t->next_user++;
+  k->attempts = 0;
+  k->busy = true;
+  task_start(k);
+}
+
+static void on_progress(uv_timer_t *h) {
+  xmpp_drv *t = h->data;
+  tern_bench_provision_progress(t->b, t->users_done, t->users_total);
+}
+
+static int parse_hostport(const char *s, struct sockaddr_storage *out) {
+  char host[256];
+  const char *colon = strrchr(s, ':');
+  if (!colon || colon == s || (size_t)(colon - s) >= sizeof host) return -EINVAL;
+  memcpy(host, s, (size_t)(colon - s));
+  host[colon - s] = '\0';
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port <= 0 || port > 65535) return -EINVAL;
+  if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  memset(out, 0, sizeof *out);
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0) return 0;
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) == 0) return 0;
+  return -EINVAL;
+}
+
+static void drv_provision(tern_bench *b) {
+  xmpp_drv *t = TERN_NEW(xmpp_drv);
+  b->drv_ctx = t;
+  t->b = b;
+  t->rbuf = tern_malloc(RBUF_SIZE);
+  uv_prepare_init(b->loop, &t->prep);
+  t->prep.data = t;
+  uv_prepare_start(&t->prep, on_prepare);
+  uv_timer_init(b->loop, &t->progress);
+  t->progress.data = t;
+  t->n_tasks = b->cfg.register_concurrency;
+  t->tasks = tern_calloc(t->n_tasks, sizeof *t->tasks);
+  for (uint32_t i = 0; i < t->n_tasks; i++) {
+    t->tasks[i].t = t;
+    uv_timer_init(b->loop, &t->tasks[i].timer);
+    t->tasks[i].timer.data = &t->tasks[i];
+  }
+  if (parse_hostport(b->cfg.server, &t->addr) < 0) {
+    tern_bench_provision_done(b, -EINVAL, "--server must be HOST:PORT (an IP address) for --protocol xmpp");
+    return;
+  }
+  for (uint32_t u = 0; u < b->n_users; u++)
+    if (b->devs[b->users[u].first_dev].mine) t->users_total++;
+  uv_timer_start(&t->progress, on_progress, 1000, 1000);
+  for (uint32_t i = 0; i < t->n_tasks; i++) task_next(&t->tasks[i]);
+  check_all_done(t);
+}
+
+/* ---- the driver interface ---- */
+
+static int drv_connect(tern_bench *b, tern_bench_dev *d, const char *bind_ip) {
+  xmpp_drv *t = X(b);
+  xconn *c = TERN_NEW(xconn);
+  c->t = t;
+  c->d = d;
+  tern_bench_xmpp_init(&c->sess, TERN_BENCH_XMPP_LOGIN, b->users[d->user].name, b->cfg.password, b->cfg.domain,
+                       b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF, on_sess, c);
+  int rc = conn_start(t, c, bind_ip);
+  if (rc < 0) return rc;
+  d->conn = c;
+  return 0;
+}
+
 static int drv_send(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_bench_user *to, const char *body,
                     size_t len) {
-  return -ENOSYS;
+  xconn *c = d->conn;
+  if (!c || c->closing) return -ENOTCONN;
+  int rc = tern_bench_xmpp_send_msg(&c->sess, to->name, gidx, body, len);
+  if (rc < 0) return rc;
+  mark_dirty(c);
+  tern_bench_mark_dirty(b, d); /* the flush asks for an ack (<r/>) after this batch */
+  return 0;
 }
-static void drv_flush(tern_bench *b, tern_bench_dev *d) {}
-static size_t drv_outbound(const tern_bench_dev *d) { return 0; }
-static void drv_disconnect(tern_bench *b, tern_bench_dev *d) {}
-static void drv_nop(tern_bench *b) {}
+
+static void drv_flush(tern_bench *b, tern_bench_dev *d) {
+  xconn *c = d->conn;
+  if (!c || c->closing) return;
+  tern_bench_xmpp_flush(&c->sess);
+  if (c->sess.out.len) mark_dirty(c);
+}
+
+static size_t drv_outbound(const tern_bench_dev *d) {
+  const xconn *c = d->conn;
+  return c ? c->sess.out.len + c->wbuf.len : 0;
+}
+
+static void drv_disconnect(tern_bench *b, tern_bench_dev *d) {
+  xconn *c = d->conn;
+  if (!c || c->closing) return;
+  if (!c->connected) {
+    conn_close(c, "closed");
+    return;
+  }
+  tern_bench_xmpp_close(&c->sess);
+  c->close_after_write = true;
+  mark_dirty(c);
+}
+
+static void drv_free(tern_bench *b) {
+  xmpp_drv *t = X(b);
+  if (!t) return;
+  /* Whatever is still open closes without telling the engine. */
+  for (uint32_t i = 0; i < b->n_devs; i++) {
+    xconn *c = b->devs[i].conn;
+    if (!c) continue;
+    c->d = NULL;
+    b->devs[i].conn = NULL;
+    conn_close(c, "shutdown");
+  }
+  t->b = NULL;
+  uv_close((uv_handle_t *)&t->prep, NULL);
+  uv_close((uv_handle_t *)&t->progress, NULL);
+  for (uint32_t i = 0; i < t->n_tasks; i++) uv_close((uv_handle_t *)&t->tasks[i].timer, NULL);
+}
+
+static void drv_release(tern_bench *b) {
+  xmpp_drv *t = X(b);
+  if (!t) return;
+  tern_free(t->tasks);
+  tern_free(t->rbuf);
+  tern_free(t);
+  b->drv_ctx = NULL;
+}
 
 const tern_bench_driver tern_bench_driver_xmpp = {
     .name = "xmpp",
@@ -22,6 +479,6 @@ const tern_bench_driver tern_bench_driver_xmpp = {
     .flush = drv_flush,
     .outbound = drv_outbound,
     .disconnect = drv_disconnect,
-    .free = drv_nop,
-    .release = drv_nop,
+    .free = drv_free,
+    .release = drv_release,
 };
