@@ -209,6 +209,7 @@ static void on_write(uv_write_t *req, int status) {
   }
   if (status < 0) {
     TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(status));
+    if (c->stream) c->stream->aborted = true; /* what was in flight never arrived: GONE */
     conn_close(c);
   } else if (c->out.len) {
     start_write(c);
@@ -293,7 +294,11 @@ static void stream_gone(tern_conn *c) {
   c->stream = NULL;
   if (c->req == s->req) c->req = NULL;
   s->conn = NULL;
-  s->cb(s, TERN_STREAM_GONE, s->arg);
+  /* A client that has read the whole body may close before the check phase reports DONE
+   * (its EOF and our write completion arrive in the same loop turn): the body was complete,
+   * so that is DONE, not GONE. A failed write marks the stream aborted first. */
+  bool complete = (s->ended || s->head_only) && !s->aborted && !c->writing && c->out.len == 0;
+  s->cb(s, complete ? TERN_STREAM_DONE : TERN_STREAM_GONE, s->arg);
   tern_http_req_free(s->req);
   tern_free(s);
 }
