@@ -128,6 +128,7 @@ static void close_handles(tern_app *a) {
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&g_stop_timer, NULL);
   tern_push_close(a->push);
+  tern_mediaglue_close(a);
 }
 
 static void on_stop_tick(uv_timer_t *t) {
@@ -188,9 +189,25 @@ static void load_device(const tern_device_rec *r, void *arg) {
 
 
 
-/* KV records belong to the modules that wrote them; nothing is stored there yet but media. */
+/* KV keys of records the media store refused at load: deleted once the store takes ops. */
+static tern_buf g_kv_doomed; /* NUL-separated keys */
+
+/* KV records belong to the modules that wrote them; so far only media keeps its records there. */
 static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
+  tern_app *a = arg;
+  if (tern_mediaglue_is_kv(key, klen)) {
+    if (tern_media_load_record(a->media, v, vlen) == 0) return;
+    TERN_WARN("media record refused, deleting it", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+    tern_buf_append(&g_kv_doomed, key, klen);
+    tern_buf_putc(&g_kv_doomed, '\0');
+    return;
+  }
   TERN_DEBUG("kv record", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+}
+
+static void on_media_recovered(tern_media *m, const tern_media_recover_stats *st, void *arg) {
+  tern_app *a = arg;
+  if (a->media) tern_media_start_sweeper(a->media);
 }
 
 static int set_hash_cost(tern_app *a, const tern_config *cfg) {
@@ -286,9 +303,20 @@ int tern_app_run(const tern_config *cfg) {
     fprintf(stderr, "ternd: cannot open the store in %s: %s\n", store_dir, err);
     return 2;
   }
+  /* The media store opens first: the store's load hands it the media records. */
+  tern_media_options mo;
+  tern_media_options_from_config(&mo, cfg);
+  mo.persist = tern_mediaglue_persist(a);
+  rc = tern_media_open(loop, &mo, &a->media, err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "ternd: %s\n", err);
+    tern_store_close(a->store);
+    return 2;
+  }
   tern_store_load_cbs cbs = {.user = load_user, .device = load_device, .kv = load_kv, .arg = a};
   if (tern_store_load(a->store, &cbs) < 0) {
     fprintf(stderr, "ternd: cannot read the store in %s\n", store_dir);
+    tern_mediaglue_close(a);
     tern_store_close(a->store);
     return 2;
   }
@@ -298,6 +326,7 @@ int tern_app_run(const tern_config *cfg) {
   const char *web_dir = cfg->web_dir && *cfg->web_dir ? cfg->web_dir : TERN_WEB_DIR;
   if (tern_web_load(web_dir, &a->web, err, sizeof err) < 0) {
     fprintf(stderr, "ternd: cannot load the web client from %s: %s\n", web_dir, err);
+    tern_mediaglue_close(a);
     tern_store_close(a->store);
     tern_dir_free(a);
     return 2;
@@ -306,6 +335,7 @@ int tern_app_run(const tern_config *cfg) {
   rc = tern_push_open(loop, cfg, &a->push, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "ternd: %s\n", err);
+    tern_mediaglue_close(a);
     tern_store_close(a->store);
     tern_web_free(a->web);
     tern_dir_free(a);
@@ -334,6 +364,7 @@ int tern_app_run(const tern_config *cfg) {
   if (rc < 0) {
     fprintf(stderr, "ternd: %s\n", err);
     tern_push_close(a->push);
+    tern_mediaglue_close(a);
     uv_run(loop, UV_RUN_NOWAIT);
     tern_store_close(a->store);
     tern_web_free(a->web);
@@ -358,6 +389,17 @@ int tern_app_run(const tern_config *cfg) {
   a->sigterm.data = a->sigint.data = a;
   uv_signal_start(&a->sigterm, on_signal, SIGTERM);
   uv_signal_start(&a->sigint, on_signal, SIGINT);
+
+  /* Records the media store refused at load go; then disk and records are made to agree
+   * (uploads may already run meanwhile), and the sweeper starts once they do. */
+  for (size_t i = 0; i < g_kv_doomed.len;) {
+    const char *k = g_kv_doomed.data + i;
+    size_t kl = strlen(k);
+    tern_mediaglue_drop_kv(a, k, kl);
+    i += kl + 1;
+  }
+  tern_buf_free(&g_kv_doomed);
+  if (tern_media_recover(a->media, on_media_recovered, a) != 0) tern_media_start_sweeper(a->media);
 
   TERN_INFO("listening", "addr=%s data_dir=%s", tern_net_addr(a->net), tern_log_quote(cfg->data_dir));
   uv_run(loop, UV_RUN_DEFAULT);

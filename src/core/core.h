@@ -20,6 +20,7 @@
 #include "store/store.h"
 #include "core/web.h"
 #include "push/push.h"
+#include "media/media.h"
 
 #define TERN_DEVICE_ID_LEN 24 /* hex chars of 96 random bits */
 
@@ -27,6 +28,7 @@ typedef struct tern_app tern_app;
 typedef struct tern_user tern_user;
 typedef struct tern_device tern_device;
 typedef struct tern_session tern_session;
+typedef struct tern_mediaglue_upload tern_mediaglue_upload;
 
 struct tern_user {
   char name[TERN_USERNAME_MAX + 1]; /* lower-case username */
@@ -110,6 +112,8 @@ struct tern_app {
   tern_metrics metrics;    /* counters */
   tern_web *web;           /* the static web client (may serve nothing) */
   tern_push *push;         /* push providers (those configured) */
+  tern_media *media;       /* the media store (image sharing); NULL once closed */
+  tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
   uv_timer_t persist_timer;/* last seen persistence */
   uv_timer_t sweep_timer;  /* store sweep and device expiry */
   uv_timer_t pace_timer;   /* resumes drains waiting for outbound space */
@@ -203,6 +207,21 @@ void tern_pushglue_online(tern_app *a, tern_device *d);
 void tern_pushglue_result(void *arg, const char *device_id, const tern_push_reg *reg, tern_push_result result);
 /* Sets d's registration from its stored form (start-up). */
 void tern_pushglue_load(tern_app *a, tern_device *d, const char *stored);
+
+/* ---- mediaglue.c: PROTOCOL.md section 7 on top of src/media ---- */
+/* The persistence hooks for tern_media_options: records as KV records "media/<id>". */
+tern_media_persist tern_mediaglue_persist(tern_app *a);
+/* True for a KV key that holds a media record (start-up feeds those to tern_media_load_record). */
+bool tern_mediaglue_is_kv(const char *key, size_t klen);
+/* Deletes a stored KV record (one tern_media_load_record refused). */
+void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen);
+/* The limit callback for POST /v1/media: authenticates, starts the upload from the head (or
+ * sets the request's refuse_* fields) and installs the body sink; returns media.max_bytes. */
+int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req);
+/* Answers /v1/media (a completed upload) and /v1/media/{id}[/thumb]; false for other paths. */
+bool tern_mediaglue_route(tern_app *a, tern_http_req *req);
+/* Shutdown: answers uploads still waiting (503), forgets the others and closes the store. */
+void tern_mediaglue_close(tern_app *a);
 
 /* ---- metrics.c ---- */
 void tern_metrics_render(tern_app *a, tern_buf *out);

@@ -52,7 +52,11 @@ static pending *pending_new(tern_app *a, tern_http_req *req) {
   return p;
 }
 
-int64_t tern_http_body_limit(tern_app *a, tern_http_req *req) { return a->cfg->http_max_body; }
+/* JSON endpoints take http.max_body; an image upload streams to the media sink instead. */
+int64_t tern_http_body_limit(tern_app *a, tern_http_req *req) {
+  if (strcmp(req->method, "POST") == 0 && strcmp(req->path, "/v1/media") == 0) return tern_mediaglue_body_limit(a, req);
+  return a->cfg->http_max_body;
+}
 
 /* Returns the device for the request's bearer token, or answers 401 and returns NULL. */
 static tern_device *authenticate(tern_app *a, tern_http_req *req) {
@@ -405,6 +409,10 @@ static void method_not_allowed(tern_http_req *req) {
 
 void tern_http_route(tern_app *a, tern_http_req *req) {
   const char *p = req->path;
+  if (req->sink) { /* a streamed upload: its body went to the media sink, which answers */
+    tern_mediaglue_route(a, req);
+    return;
+  }
   if (a->stopping) {
     tern_http_error(req, 503, "unavailable", "the server is shutting down");
     return;
@@ -433,6 +441,8 @@ void tern_http_route(tern_app *a, tern_http_req *req) {
     do_user(a, req, p + 10);
   } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
     /* push registration answered */
+  } else if (!strncmp(p, "/v1/media", 9) && tern_mediaglue_route(a, req)) {
+    /* media answered (or will) */
   } else if (!strcmp(p, "/v1/ws")) {
     tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
   } else if (strncmp(p, "/v1/", 4) != 0 && tern_web_handle(a->web, req)) {

@@ -52,7 +52,8 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
   tern_buf_puts(b, "# HELP tern_receipts_total Receipts made, by status.\n# TYPE tern_receipts_total counter\n");
   tern_buf_printf(b, "tern_receipts_total{status=\"delivered\"} %llu\n", (unsigned long long)m->receipts_delivered);
   tern_buf_printf(b, "tern_receipts_total{status=\"read\"} %llu\n", (unsigned long long)m->receipts_read);
-  gauge(b, "tern_media_bytes", "Bytes of media stored.", 0);
+  gauge(b, "tern_media_bytes", "Bytes of media stored (originals and thumbnails, each content once).",
+        a->media ? tern_media_bytes(a->media) : 0);
   tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
   if (a->push) tern_push_metrics_render(a->push, b);
   gauge(b, "tern_users", "Registered users.", (int64_t)a->users.count);

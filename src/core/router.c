@@ -139,14 +139,28 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     send_error(s, f->id, "no_such_user", "there is no user by that name");
     return;
   }
+  /* The sender must own the media or have been sent it (forwarding); anything else is the
+   * same answer as an unknown id, so existence is never revealed. */
+  const tern_media_rec *mrec = NULL;
   if (f->media_id) {
-    /* The media store (image sharing) is not part of this server yet: no media id exists. */
-    send_error(s, f->id, "no_such_media", "no media with that id is available to you");
-    return;
+    mrec = a->media ? tern_media_get(a->media, f->media_id) : NULL;
+    if (!mrec || !tern_media_can_read(mrec, from->name)) {
+      send_error(s, f->id, "no_such_media", "no media with that id is available to you");
+      return;
+    }
   }
   if (!rate_ok(a, from)) {
     send_error(s, f->id, "rate_limited", "you are sending too fast; slow down");
     return;
+  }
+  tern_buf media_json = {0};
+  if (mrec) {
+    /* The envelope carries the metadata; the recipient may read the media from now on. The
+     * grant's KV_PUT is submitted before the APPEND below, and store ops complete in order,
+     * so `sent` (written when the APPEND completes) implies both are durable. Copy the JSON
+     * first: the grant may touch the record. */
+    tern_media_rec_json(mrec, &media_json);
+    tern_media_grant(a->media, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
   }
   send_ctx *c = TERN_NEW(send_ctx);
   c->app = a;
@@ -163,7 +177,9 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   }
 
   tern_buf tail = {0};
-  tern_enc_msg_tail(&tail, c->msg_id, from->name, dev->id, to->name, c->ts, f->body, f->body_len, NULL);
+  tern_enc_msg_tail(&tail, c->msg_id, from->name, dev->id, to->name, c->ts, f->body, f->body_len,
+                    mrec ? tern_buf_cstr(&media_json) : NULL);
+  tern_buf_free(&media_json);
   tern_store_op *op = tern_store_op_new(TERN_OP_APPEND, on_send_done, c);
   size_t vlen;
   uint8_t *v = tern_env_pack(TERN_ENV_MSG, to != from ? TERN_ENV_F_RECEIPT : 0, c->ts, c->msg_id, from->name,
