@@ -50,6 +50,18 @@ tern_device *tern_dir_by_token(tern_app *a, const char *token, size_t len) {
   return d;
 }
 
+/* Links d (id, token hash and times already set) into u's list and the lookup maps. */
+static tern_device *link_device(tern_app *a, tern_user *u, tern_device *d, const char *label) {
+  d->user = u;
+  d->label = tern_strdup(label ? label : "");
+  d->next_in_user = u->devices;
+  u->devices = d;
+  u->ndevices++;
+  tern_map_puts(&a->devices, d->id, d);
+  tern_map_put(&a->tokens, (const char *)d->token_hash, 32, d);
+  return d;
+}
+
 tern_device *tern_dir_add_device(tern_app *a, tern_user *u, const char *label, char token_out[48]) {
   tern_device *d = TERN_NEW(tern_device);
   do {
@@ -62,15 +74,8 @@ tern_device *tern_dir_add_device(tern_app *a, tern_user *u, const char *label, c
   sodium_bin2base64(token_out, 48, tok, sizeof tok, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   tern_token_hash(token_out, strlen(token_out), d->token_hash);
   sodium_memzero(tok, sizeof tok);
-  d->user = u;
-  d->label = tern_strdup(label ? label : "");
   d->created = tern_now_ms();
-  d->next_in_user = u->devices;
-  u->devices = d;
-  u->ndevices++;
-  tern_map_puts(&a->devices, d->id, d);
-  tern_map_put(&a->tokens, (const char *)d->token_hash, 32, d);
-  return d;
+  return link_device(a, u, d, label);
 }
 
 void tern_dir_remove_device(tern_app *a, tern_device *d) {
@@ -113,14 +118,7 @@ tern_device *tern_dir_load_device(tern_app *a, tern_user *u, const char *id, con
   tern_device *d = TERN_NEW(tern_device);
   snprintf(d->id, sizeof d->id, "%s", id);
   memcpy(d->token_hash, token_hash, 32);
-  d->user = u;
-  d->label = tern_strdup(label ? label : "");
   d->created = created;
   d->last_seen = last_seen;
-  d->next_in_user = u->devices;
-  u->devices = d;
-  u->ndevices++;
-  tern_map_puts(&a->devices, d->id, d);
-  tern_map_put(&a->tokens, (const char *)d->token_hash, 32, d);
-  return d;
+  return link_device(a, u, d, label);
 }
