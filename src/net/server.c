@@ -72,6 +72,8 @@ struct tern_net {
   uv_tcp_t listener;        /* accepting socket */
   uv_timer_t sweep;         /* timeouts and pings */
   uv_check_t flush;         /* writes queued output once per loop iteration */
+  uv_idle_t kick;           /* active while connections are dirty: the poll must not block */
+  bool kick_on;             /* kick is started */
   tern_net_options opts;    /* copy of the options */
   tern_net_handlers h;      /* the core layer's callbacks */
   tern_conn *conns;         /* list of every connection */
@@ -186,11 +188,21 @@ static void conn_linger(tern_conn *c) {
 /* ------------------------------------------------------------------------------------------ */
 /* writing */
 
+static void on_kick(uv_idle_t *h) { (void)h; /* its being active is all it is for */ }
+
 static void mark_dirty(tern_conn *c) {
   if (c->dirty || c->state == ST_CLOSED) return;
   c->dirty = true;
   c->dirty_next = c->net->dirty;
   c->net->dirty = c;
+  /* A connection marked outside the poll phase (a write completion runs in the pending
+   * phase) would otherwise wait for the poll's timeout, up to a sweep tick, before the check
+   * phase flushes it: a streamed body stalled a second per chunk. An active idle handle
+   * makes that poll return at once. */
+  if (!c->net->kick_on) {
+    c->net->kick_on = true;
+    uv_idle_start(&c->net->kick, on_kick);
+  }
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -368,6 +380,10 @@ static void on_check(uv_check_t *h) {
       flush_conn(c);
       stream_pump(c);
     }
+  }
+  if (n->kick_on) {
+    n->kick_on = false;
+    uv_idle_stop(&n->kick);
   }
 }
 
@@ -864,6 +880,8 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
   uv_timer_init(loop, &n->sweep);
   n->sweep.data = n;
   uv_timer_start(&n->sweep, on_sweep, (uint64_t)tick, (uint64_t)tick);
+  uv_idle_init(loop, &n->kick);
+  n->kick.data = n;
   uv_check_init(loop, &n->flush);
   n->flush.data = n;
   uv_check_start(&n->flush, on_check);
@@ -904,6 +922,7 @@ void tern_net_free(tern_net *n) {
   tern_net_stop_listening(n);
   if (!uv_is_closing((uv_handle_t *)&n->sweep)) uv_close((uv_handle_t *)&n->sweep, NULL);
   if (!uv_is_closing((uv_handle_t *)&n->flush)) uv_close((uv_handle_t *)&n->flush, NULL);
+  if (!uv_is_closing((uv_handle_t *)&n->kick)) uv_close((uv_handle_t *)&n->kick, NULL);
   uv_run(n->loop, UV_RUN_NOWAIT);
   tern_free(n->rbuf);
   tern_free(n);
