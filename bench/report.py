@@ -57,6 +57,9 @@ def verdict(j):
     v = j["verification"]
     if v["ok"]:
         return "OK"
+    if v.get("settle_timed_out"):
+        return (f"incomplete: {v.get('outstanding_at_end', '?'):,} messages still outstanding when the settle "
+                "wait ended (server behind the offered rate)")
     bad = [k for k in ("lost", "duplicates", "reordered", "unanswered", "receipts_missing", "receipt_duplicates",
                        "misrouted", "corrupt", "msgid_mismatch") if v.get(k)]
     return "FAILED: " + ", ".join(f"{k} {v[k]}" for k in bad)

@@ -319,6 +319,10 @@ typedef struct tern_bench_results {
   uint64_t corrupt;            /* body not ours, or not matching its record */
   uint64_t msgid_mismatch;     /* the sent answer and the delivery disagree on the id */
   bool verified_ok;
+  bool settle_timed_out;       /* the wait for outstanding answers ended on --settle: what was
+                                  still missing then is counted above (a server far behind the
+                                  offered rate shows up here, not as a crash) */
+  uint64_t outstanding_at_end; /* messages incomplete when the run ended */
   /* offline recipients */
   uint64_t stored;             /* messages sent to offline users */
   uint64_t drained;            /* envelopes delivered to them after reconnecting */

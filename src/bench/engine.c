@@ -803,10 +803,12 @@ static void on_phase_timer(uv_timer_t *t) {
     case P_HOLD: enter_phase(b, P_CLOSING); break;
     case P_SETTLE:
       say(b, "settle: gave up waiting after %.1f s", (double)b->cfg.settle_ms / 1000);
+      e->res.settle_timed_out = true;
       enter_phase(b, P_DRAIN);
       break;
     case P_DRAIN:
       say(b, "drain: gave up waiting after %.1f s", (double)b->cfg.settle_ms / 1000);
+      e->res.settle_timed_out = true;
       enter_phase(b, P_CLOSING);
       break;
     case P_CONNECT:
@@ -1161,6 +1163,7 @@ static void finish_results(tern_bench *b) {
     r->reads_per_s = e->w_reads / r->window_s;
   }
   r->messages = e->issued;
+  r->outstanding_at_end = e->issued - e->complete;
   r->answered = e->answered;
   r->errored = e->errored;
   r->deliveries = e->deliveries;

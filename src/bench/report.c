@@ -74,6 +74,10 @@ void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, F
       fprintf(out, ", misrouted %" PRIu64 ", corrupt %" PRIu64 ", id mismatch %" PRIu64, r->misrouted, r->corrupt,
               r->msgid_mismatch);
     fprintf(out, "; redelivered and dropped by id %" PRIu64 ")\n", r->redelivered);
+    if (r->settle_timed_out)
+      fprintf(out, "  incomplete: the wait for outstanding answers timed out (--settle) with %" PRIu64
+                   " messages incomplete; the server was behind the offered load\n",
+              r->outstanding_at_end);
   }
   if (r->srv_start.ok && r->srv_end.ok) {
     double util = r->window_s > 0 ? r->srv_cpu_s / r->window_s * 100 : 0;
@@ -195,6 +199,8 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   cJSON_AddNumberToObject(v, "corrupt", (double)r->corrupt);
   cJSON_AddNumberToObject(v, "msgid_mismatch", (double)r->msgid_mismatch);
   cJSON_AddNumberToObject(v, "redelivered", (double)r->redelivered);
+  cJSON_AddBoolToObject(v, "settle_timed_out", r->settle_timed_out);
+  cJSON_AddNumberToObject(v, "outstanding_at_end", (double)r->outstanding_at_end);
 
   cJSON *off = cJSON_AddObjectToObject(root, "offline");
   cJSON_AddNumberToObject(off, "stored", (double)r->stored);
