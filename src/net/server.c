@@ -785,6 +785,11 @@ static void on_sweep(uv_timer_t *t) {
     switch (c->state) {
       case ST_HTTP:
         if (c->http && !c->req && now - c->last_rx > o->request_timeout_ms) {
+          /* A body streaming to a sink is timed by the sink (media.upload_timeout, which
+           * answers 408 itself and does not count while the sink has paused reading):
+           * closing it here would cut a slow upload silently at http.request_timeout. */
+          tern_http_req *cur = tern_http_parser_current(c->http);
+          if (cur && cur->sink) break;
           if (c->in.len) refuse(c, 408, "bad_request", "request timed out");
           else conn_close(c);
         }
