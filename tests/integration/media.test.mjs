@@ -385,7 +385,8 @@ describe('media', () => {
 
 describe('media: slow uploads and timeouts', () => {
   let srv;
-  before(async () => { srv = await startServer({ args: [...FAST_LIMITS, '--media-upload-timeout', '700ms'] }); });
+  // http.request_timeout shorter than media.upload_timeout: an upload is timed by the latter
+  before(async () => { srv = await startServer({ args: [...FAST_LIMITS, '--media-upload-timeout', '700ms', '--http-request-timeout', '300ms'] }); });
   after(async () => { await srv?.close(); });
 
   test('an upload that stops sending times out: 408, closed, temp file removed', async () => {
@@ -414,7 +415,8 @@ describe('media: slow uploads and timeouts', () => {
     const head = `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${img.length}\r\nConnection: close\r\n\r\n`;
     const parts = [];
     for (let i = 0; i < img.length; i += Math.ceil(img.length / 6)) parts.push(img.subarray(i, i + Math.ceil(img.length / 6)));
-    const r = await rawUpload(srv, head, parts, { gapMs: 300, timeoutMs: 15000 }); // 1.8 s in all, never 700 ms idle
+    // 3 s in all, idle 500 ms at a time: over http.request_timeout, under media.upload_timeout
+    const r = await rawUpload(srv, head, parts, { gapMs: 500, timeoutMs: 15000 });
     assert.equal(r.status, 201, r.text);
   });
 
