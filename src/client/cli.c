@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -53,9 +56,20 @@ static const struct {
      "Shows whether USER is online, or when they were last seen.\n"},
     {"send",
      "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
+     "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "\n"
      "Sends TEXT to USER (TEXT \"-\" reads it from stdin) and prints the message id once the\n"
-     "server has stored it (the single tick). Gives up after --timeout (default 30s).\n"},
+     "server has stored it (the single tick). With --image, FILE (a JPEG, PNG, WebP or GIF)\n"
+     "is uploaded first and the message carries it, with TEXT as an optional caption. Gives up\n"
+     "after --timeout (default 30s for the message; an upload gets at least 2m).\n"},
+    {"fetch",
+     "usage: tern fetch MEDIA_ID -o FILE [--thumb] [--timeout DURATION] [--server URL]\n"
+     "\n"
+     "Downloads an image you uploaded or were sent into FILE (\"-\": stdout), written to a\n"
+     "temporary file and renamed into place once complete; the original is checked against\n"
+     "its SHA-256 (the ETag). --thumb fetches the JPEG thumbnail (at most 320 px) instead.\n"
+     "Note: the server deletes an image once every device it was sent to has fetched the\n"
+     "original, so fetch it once per device and keep the file.\n"},
     {"listen",
      "usage: tern listen [--count N] [--timeout DURATION] [--server URL]\n"
      "\n"
@@ -92,7 +106,8 @@ const char *tern_client_cli_usage(void) {
          "  logout            log this device out\n"
          "  me                show the account and its devices\n"
          "  whois USER        online, or last seen\n"
-         "  send USER TEXT    send one message\n"
+         "  send USER TEXT    send one message (--image FILE: with an image)\n"
+         "  fetch MEDIA_ID    download an image (-o FILE)\n"
          "  listen            print arriving messages and receipts\n"
          "  chat USER         interactive conversation\n"
          "\n"
@@ -107,6 +122,9 @@ enum {
   OPT_DEVICE = 1 << 1,
   OPT_COUNT = 1 << 2,
   OPT_TIMEOUT = 1 << 3,
+  OPT_IMAGE = 1 << 4,
+  OPT_OUTPUT = 1 << 5,
+  OPT_THUMB = 1 << 6, /* a flag: takes no value */
 };
 
 typedef struct cli {
@@ -117,6 +135,9 @@ typedef struct cli {
   const char *device;              /* --device */
   long count;                      /* --count, 0 when absent */
   int64_t timeout_ms;              /* --timeout, 0 when absent */
+  const char *image;               /* --image */
+  const char *output;              /* -o / --output */
+  bool thumb;                      /* --thumb */
   const char *pos[3];              /* positional arguments */
   int npos;
   char creds_path[4096];           /* this server's credentials file */
@@ -169,8 +190,16 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
     else if (strcmp(name, "--device") == 0) bit = OPT_DEVICE;
     else if (strcmp(name, "--count") == 0) bit = OPT_COUNT;
     else if (strcmp(name, "--timeout") == 0) bit = OPT_TIMEOUT;
+    else if (strcmp(name, "--image") == 0) bit = OPT_IMAGE;
+    else if (strcmp(name, "--output") == 0 || strcmp(name, "-o") == 0) bit = OPT_OUTPUT;
+    else if (strcmp(name, "--thumb") == 0) bit = OPT_THUMB;
     else return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     if (bit && !(allowed & bit)) return complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
+    if (bit == OPT_THUMB) {
+      if (eq) return complain(c, 2, "option %s takes no value", name);
+      c->thumb = true;
+      continue;
+    }
     if (eq) val = eq + 1;
     else if (i + 1 < argc) val = argv[++i];
     else return complain(c, 2, "option %s needs a value", name);
@@ -190,6 +219,10 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
     } else if (bit == OPT_TIMEOUT) {
       if (tern_client_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
         return complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
+    } else if (bit == OPT_IMAGE) {
+      c->image = val;
+    } else if (bit == OPT_OUTPUT) {
+      c->output = val;
     }
   }
   if (c->npos < min_pos) return complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
@@ -229,11 +262,15 @@ typedef struct sync_http {
   bool done;                /* r is filled */
 } sync_http;
 
-static void sync_begin(sync_http *s) {
+/* timeout_ms 0: the library's default (30 s). */
+static void sync_begin_timeout(sync_http *s, int64_t timeout_ms) {
   memset(s, 0, sizeof *s);
   uv_loop_init(&s->loop);
-  s->c = tern_client_new(&s->loop, NULL);
+  tern_client_options o = {.http_timeout_ms = timeout_ms};
+  s->c = tern_client_new(&s->loop, &o);
 }
+
+static void sync_begin(sync_http *s) { sync_begin_timeout(s, 0); }
 
 static void sync_cb(tern_client_response *r, void *arg) {
   sync_http *s = arg;
@@ -257,6 +294,8 @@ static int http_failed(const cli *c, const tern_client_response *r) {
   }
   if (r->status == 401 && strcmp(r->code, "unauthorized") == 0)
     return complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
+  if (r->status == 429 && r->retry_after[0])
+    return complain(c, 1, "%s (%s); retry after %s s", r->message, r->code, r->retry_after);
   return complain(c, 1, "%s (%s)", r->message, r->code);
 }
 
@@ -610,9 +649,10 @@ static int session_run(session *s, int64_t timeout_ms) {
 
 typedef struct send_state {
   const char *to;            /* recipient */
-  const char *text;          /* body */
+  const char *text;          /* body, or NULL (an image without a caption) */
   size_t len;
   char id[TERN_CLIENT_ID_SIZE]; /* our client id */
+  char media_id[64];         /* the uploaded image, "" when none */
   bool sent;                 /* the answer arrived */
 } send_state;
 
@@ -620,7 +660,7 @@ static void send_event(session *s, const tern_client_event *ev) {
   send_state *st = s->data;
   if (ev->type == TERN_CLIENT_EV_READY) {
     tern_client_new_id(st->id);
-    int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, NULL);
+    int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, st->media_id[0] ? st->media_id : NULL);
     if (rc < 0) {
       complain(s->c, 1, "cannot send: %s", errstr(rc));
       session_quit(s, 1);
@@ -643,13 +683,70 @@ static void send_timeout(session *s) {
   session_quit(s, 1);
 }
 
+#define UPLOAD_MAX (256u << 20) /* larger files are refused before reading them */
+#define UPLOAD_TIMEOUT_MS 120000 /* an upload gets at least this long */
+
+/* Reads the image file, uploads it and fills st->media_id. Returns 0 or an exit status. */
+static int upload_image(cli *c, send_state *st) {
+  int fd = open(c->image, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+    close(fd);
+    return complain(c, 2, "%s is not a regular file", c->image);
+  }
+  if (sb.st_size == 0 || (uint64_t)sb.st_size > UPLOAD_MAX) {
+    close(fd);
+    return complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
+  }
+  size_t len = (size_t)sb.st_size, got = 0;
+  char *bytes = tern_malloc(len);
+  while (got < len) {
+    ssize_t r = read(fd, bytes + got, len - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (got != len) {
+    tern_free(bytes);
+    return complain(c, 1, "cannot read %s", c->image);
+  }
+  /* The type comes from the bytes, not the name: the server checks them against it anyway. */
+  const char *mime = tern_client_sniff_image(bytes, len);
+  if (!mime) {
+    tern_free(bytes);
+    return complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
+  }
+  sync_http s;
+  sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
+  int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, sync_cb, &s);
+  sync_end(&s, rc);
+  tern_free(bytes);
+  tern_client_media md;
+  if (!s.r.ok) {
+    int st2 = http_failed(c, &s.r);
+    tern_client_response_free(&s.r);
+    return st2;
+  }
+  rc = tern_client_parse_media(&s.r, &md);
+  tern_client_response_free(&s.r);
+  if (rc < 0) return complain(c, 1, "%s answered the upload without a media object", c->server);
+  snprintf(st->media_id, sizeof st->media_id, "%s", md.media_id);
+  if (isatty(2))
+    fprintf(stderr, "uploaded %s: %s %lld×%lld, %lld bytes (media_id %s)\n", c->image, md.mime, (long long)md.width,
+            (long long)md.height, (long long)md.size, md.media_id);
+  return 0;
+}
+
 int tern_client_cmd_send(int argc, char **argv) {
   cli c;
-  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 2, 2);
+  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT | OPT_IMAGE, 1, 2);
   if (rc) return rc < 0 ? 0 : rc;
-  send_state st = {.to = c.pos[0], .text = c.pos[1]};
+  if (!c.image && c.npos < 2) return complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
+  send_state st = {.to = c.pos[0], .text = c.npos > 1 ? c.pos[1] : NULL};
   tern_buf in = {0};
-  if (strcmp(st.text, "-") == 0) {
+  if (st.text && strcmp(st.text, "-") == 0) {
     char chunk[4096];
     ssize_t r;
     while ((r = read(0, chunk, sizeof chunk)) != 0) {
@@ -667,12 +764,13 @@ int tern_client_cmd_send(int argc, char **argv) {
     while (in.len && (in.data[in.len - 1] == '\n' || in.data[in.len - 1] == '\r')) in.len--;
     st.text = tern_buf_cstr(&in);
   }
-  st.len = strlen(st.text);
-  if (!st.len) {
+  st.len = st.text ? strlen(st.text) : 0;
+  if (!st.len && !c.image) {
     tern_buf_free(&in);
     return complain(&c, 2, "empty message");
   }
-  if ((rc = need_login(&c))) {
+  if (!st.len) st.text = NULL; /* an image without a caption */
+  if ((rc = need_login(&c)) || (c.image && (rc = upload_image(&c, &st)))) {
     tern_buf_free(&in);
     return rc;
   }
@@ -681,6 +779,97 @@ int tern_client_cmd_send(int argc, char **argv) {
   tern_buf_free(&in);
   if (rc == 0 && !st.sent) rc = 1;
   return rc;
+}
+
+/* ---- fetch ---- */
+
+typedef struct fetch_state {
+  int fd;              /* where the bytes go */
+  EVP_MD_CTX *sha;     /* SHA-256 of what was written */
+  uint64_t bytes;      /* written so far */
+  int err;             /* errno of a failed write */
+} fetch_state;
+
+/* The CLI's loop is its own: a blocking write to a local file holds up nothing else. */
+static int fetch_body(const char *p, size_t n, void *arg) {
+  fetch_state *f = arg;
+  EVP_DigestUpdate(f->sha, p, n);
+  f->bytes += n;
+  while (n) {
+    ssize_t w = write(f->fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      f->err = errno;
+      return -EIO;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int tern_client_cmd_fetch(int argc, char **argv) {
+  cli c;
+  int rc = parse_args(&c, argc, argv, OPT_OUTPUT | OPT_THUMB | OPT_TIMEOUT, 1, 1);
+  if (rc) return rc < 0 ? 0 : rc;
+  const char *id = c.pos[0];
+  size_t idl = strlen(id);
+  bool id_ok = idl > 0 && idl < 64;
+  for (size_t i = 0; i < idl; i++)
+    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9'))) id_ok = false;
+  if (!id_ok) return complain(&c, 2, "'%s' is not a media id", id);
+  if (!c.output || !*c.output) return complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
+  if ((rc = need_login(&c))) return rc;
+
+  /* Into a temporary file beside FILE, renamed once complete: never a half image at FILE. */
+  bool to_stdout = strcmp(c.output, "-") == 0;
+  char tmp[4200] = "";
+  fetch_state f = {.fd = 1};
+  if (!to_stdout) {
+    if (strlen(c.output) > 4000) return complain(&c, 2, "-o: path too long");
+    snprintf(tmp, sizeof tmp, "%s.tern-XXXXXX", c.output);
+    f.fd = mkstemp(tmp);
+    if (f.fd < 0) return complain(&c, 1, "cannot create %s: %s", tmp, strerror(errno));
+    mode_t um = umask(0);
+    umask(um);
+    fchmod(f.fd, 0666 & ~um);
+  }
+  f.sha = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(f.sha, EVP_sha256(), NULL);
+  char path[128];
+  snprintf(path, sizeof path, "/v1/media/%s%s", id, c.thumb ? "/thumb" : "");
+  tern_client_request req = {.method = "GET", .path = path, .token = c.creds.token, .on_body = fetch_body, .body_arg = &f};
+  sync_http s;
+  sync_begin_timeout(&s, c.timeout_ms > UPLOAD_TIMEOUT_MS ? c.timeout_ms : UPLOAD_TIMEOUT_MS);
+  rc = tern_client_http(s.c, &c.url, &req, sync_cb, &s);
+  sync_end(&s, rc);
+  uint8_t md[32];
+  unsigned mdlen = 0;
+  EVP_DigestFinal_ex(f.sha, md, &mdlen);
+  EVP_MD_CTX_free(f.sha);
+  int status = 0;
+  if (f.err) {
+    status = complain(&c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(f.err));
+  } else if (s.r.status == 404) {
+    status = complain(&c, 1, "no media %s for you (unknown, expired, deleted once fetched, or not shared with you)", id);
+  } else if (!s.r.ok) {
+    status = http_failed(&c, &s.r);
+  } else if (!c.thumb && strlen(s.r.etag) == 66) {
+    /* The original's ETag is its SHA-256: check that every byte arrived intact. */
+    char hex[65];
+    tern_hex(hex, md, sizeof md);
+    if (strncmp(s.r.etag + 1, hex, 64) != 0) status = complain(&c, 1, "the download does not match its SHA-256");
+  }
+  tern_client_response_free(&s.r);
+  if (!to_stdout) {
+    if (status == 0 && fsync(f.fd) < 0) status = complain(&c, 1, "cannot write %s: %s", tmp, strerror(errno));
+    close(f.fd);
+    if (status == 0 && rename(tmp, c.output) < 0) status = complain(&c, 1, "cannot rename %s to %s: %s", tmp, c.output, strerror(errno));
+    if (status != 0) unlink(tmp);
+  }
+  if (status == 0 && isatty(2) && !to_stdout)
+    fprintf(stderr, "saved %llu bytes to %s\n", (unsigned long long)f.bytes, c.output);
+  return status;
 }
 
 /* ---- listen ---- */
@@ -700,7 +889,11 @@ static void print_msg_line(const tern_client_event *ev, const char *me, bool wit
   const char *from = ev->from ? ev->from : "?";
   if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
   else printf("[%s] %s: ", when, from);
-  if (ev->media_id) printf("[image %s]%s", ev->media_id, ev->body ? " " : "");
+  if (ev->media_id) {
+    char img[160];
+    tern_client_format_media(ev, img, sizeof img);
+    printf("%s%s", img, ev->body ? " " : "");
+  }
   if (ev->body) fwrite(ev->body, 1, ev->body_len, stdout);
 }
 
@@ -1014,7 +1207,11 @@ static void chat_event(session *s, const tern_client_event *ev) {
           tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
         else if (strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
-        if (ev->media_id) tern_buf_printf(&b, "[image %s]%s", ev->media_id, ev->body ? " " : "");
+        if (ev->media_id) {
+          char img[160];
+          tern_client_format_media(ev, img, sizeof img);
+          tern_buf_printf(&b, "%s%s", img, ev->body ? " " : "");
+        }
         if (ev->body) tern_buf_append(&b, ev->body, ev->body_len);
         if (!ch->tty) tern_buf_printf(&b, " (msg_id %s)", ev->msg_id ? ev->msg_id : "?");
         chat_println(ch, tern_buf_cstr(&b));

@@ -21,6 +21,7 @@ int tern_client_cmd_logout(int argc, char **argv);
 int tern_client_cmd_me(int argc, char **argv);
 int tern_client_cmd_whois(int argc, char **argv);
 int tern_client_cmd_send(int argc, char **argv);
+int tern_client_cmd_fetch(int argc, char **argv);
 int tern_client_cmd_listen(int argc, char **argv);
 int tern_client_cmd_chat(int argc, char **argv);
 

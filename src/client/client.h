@@ -88,6 +88,7 @@ typedef struct tern_client_response {
                              "network" (err set) or "bad_response"; "" when ok */
   char message[256];      /* when !ok: a human sentence; "" when ok */
   char retry_after[32];   /* the Retry-After header, "" when absent */
+  char etag[80];          /* the ETag header, "" when absent */
   char *body;             /* the body, NUL-terminated (never NULL) */
   size_t body_len;        /* bytes in body, without the NUL */
   struct cJSON *json;     /* the body parsed as JSON, or NULL */
@@ -104,6 +105,11 @@ typedef struct tern_client_request {
   const char *content_type; /* NULL: application/json when there is a body */
   const void *body;         /* request body, or NULL */
   size_t body_len;
+  /* Optional: the body of a 2xx response goes here as it arrives instead of into
+   * response.body (a media download is not held in memory), with no size limit. A negative
+   * return fails the request with that code. Error answers are still buffered. */
+  int (*on_body)(const char *p, size_t n, void *arg);
+  void *body_arg;           /* passed to on_body */
 } tern_client_request;
 
 /* Sends one request on a fresh TCP connection. Everything in url and req is copied. */
@@ -135,6 +141,26 @@ typedef struct tern_client_account {
 } tern_client_account;
 /* Reads an account from a successful register/login response: 0 or -EBADMSG. */
 int tern_client_parse_account(const tern_client_response *r, tern_client_account *out);
+
+/* POST /v1/media: uploads an image (mime "image/jpeg", "image/png", "image/webp" or
+ * "image/gif"); the bytes are copied. The answer is 201 with the media's metadata. */
+int tern_client_upload_media(tern_client *c, const tern_client_url *url, const char *token, const char *mime,
+                             const void *bytes, size_t len, tern_client_http_cb cb, void *arg);
+
+/* What POST /v1/media answers (and a msg's "media" object). */
+typedef struct tern_client_media {
+  char media_id[64];
+  char mime[32];
+  char sha256[65];
+  int64_t size;
+  int64_t width, height;
+} tern_client_media;
+/* Reads the media object of a successful upload response: 0 or -EBADMSG. */
+int tern_client_parse_media(const tern_client_response *r, tern_client_media *out);
+
+/* The image type of a file from its first bytes (JPEG, PNG, GIF, WebP magic numbers):
+ * "image/jpeg" etc., or NULL when it is none of the four. */
+const char *tern_client_sniff_image(const void *p, size_t n);
 
 /* What GET /v1/users/{name} answers. */
 typedef struct tern_client_user_status {
@@ -188,6 +214,10 @@ typedef struct tern_client_event {
   const char *body;          /* MSG, or NULL when it carries media only */
   size_t body_len;
   const char *media_id;      /* MSG: media.media_id, or NULL */
+  const char *media_mime;    /* MSG: media.mime, or NULL */
+  int64_t media_size;        /* MSG: media.size in bytes, -1 when absent */
+  int64_t media_width;       /* MSG: media.width in px, -1 when absent */
+  int64_t media_height;      /* MSG: media.height in px, -1 when absent */
   const char *const *msg_ids;/* RECEIPT */
   size_t n_msg_ids;
   bool read;                 /* RECEIPT: "read" (true) or "delivered" (false) */
@@ -247,6 +277,9 @@ int tern_client_typing(tern_client_conn *conn, const char *to, bool composing);
 int tern_client_ping(tern_client_conn *conn); /* the app-level {"type":"ping"} */
 /* Any text frame (tests, benchmarks, new frame types). */
 int tern_client_send_raw(tern_client_conn *conn, const void *data, size_t len);
+
+/* Formats "[image 1280×720, 210 KiB] MEDIA_ID" for a msg carrying media (the CLI's line). */
+void tern_client_format_media(const tern_client_event *ev, char *out, size_t cap);
 
 /* Short name of a close code for messages: "device logged out" for 4002, ... ("" if none). */
 const char *tern_client_close_code_name(uint16_t code);

@@ -67,8 +67,13 @@ typedef struct tern_client_http_parser {
   tern_buf body;            /* the body */
   char accept[64];          /* Sec-WebSocket-Accept */
   char retry_after[32];     /* Retry-After */
+  char etag[80];            /* ETag */
   bool conn_upgrade;        /* Connection: upgrade */
   bool upgrade_ws;          /* Upgrade: websocket */
+  int (*sink)(const char *p, size_t n, void *arg); /* optional: a 2xx body goes here, unbuffered */
+  void *sink_arg;
+  bool sinking;             /* the head was 2xx and sink is set: the body goes to sink */
+  int sink_err;             /* the sink's negative answer, which ended the parse */
 } tern_client_http_parser;
 
 void tern_client_hp_init(tern_client_http_parser *hp, size_t max_body);
@@ -79,7 +84,7 @@ ssize_t tern_client_hp_feed(tern_client_http_parser *hp, const char *data, size_
 /* The peer closed: completes a body delimited by EOF. Returns 0 or -EBADMSG. */
 int tern_client_hp_eof(tern_client_http_parser *hp);
 
-/* Fills r (status, ok, code, message, retry_after, body, json) from a finished parser; takes
+/* Fills r (status, ok, code, message, retry_after, etag, body, json) from a finished parser; takes
  * hp's body. */
 void tern_client_response_from_parser(tern_client_response *r, tern_client_http_parser *hp);
 /* Fills r for a request that got no (usable) answer. */

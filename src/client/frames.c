@@ -1,6 +1,7 @@
 /* frames.c: client → server frames (written directly as JSON text, no tree) and server →
  * client frames parsed with cJSON into tern_client_event. */
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -121,7 +122,14 @@ void tern_client_event_parse(const char *json, size_t len, tern_client_event *ev
     ev->body = get_str(o, "body");
     ev->body_len = ev->body ? strlen(ev->body) : 0;
     const cJSON *media = cJSON_GetObjectItemCaseSensitive(o, "media");
-    if (cJSON_IsObject(media)) ev->media_id = get_str(media, "media_id");
+    ev->media_size = ev->media_width = ev->media_height = -1;
+    if (cJSON_IsObject(media)) {
+      ev->media_id = get_str(media, "media_id");
+      ev->media_mime = get_str(media, "mime");
+      ev->media_size = get_i64(media, "size", -1);
+      ev->media_width = get_i64(media, "width", -1);
+      ev->media_height = get_i64(media, "height", -1);
+    }
   } else if (strcmp(type, "receipt") == 0) {
     ev->type = TERN_CLIENT_EV_RECEIPT;
     ev->seq = (uint64_t)get_i64(o, "seq", 0);
@@ -183,4 +191,15 @@ void tern_client_event_clear(tern_client_event *ev) {
   cJSON_Delete(ev->json);
   tern_free((void *)ev->msg_ids);
   memset(ev, 0, sizeof *ev);
+}
+
+void tern_client_format_media(const tern_client_event *ev, char *out, size_t cap) {
+  char dims[48] = "", size[32] = "";
+  if (ev->media_width > 0 && ev->media_height > 0)
+    snprintf(dims, sizeof dims, " %lld×%lld", (long long)ev->media_width, (long long)ev->media_height);
+  int64_t n = ev->media_size;
+  if (n >= 1 << 20) snprintf(size, sizeof size, "%s%.1f MiB", dims[0] ? ", " : " ", (double)n / (1 << 20));
+  else if (n >= 1024) snprintf(size, sizeof size, "%s%lld KiB", dims[0] ? ", " : " ", (long long)((n + 512) / 1024));
+  else if (n >= 0) snprintf(size, sizeof size, "%s%lld B", dims[0] ? ", " : " ", (long long)n);
+  snprintf(out, cap, "[image%s%s] %s", dims, size, ev->media_id ? ev->media_id : "?");
 }

@@ -69,6 +69,8 @@ static int hp_on_value_complete(llhttp_t *p) {
     copy_value(hp->accept, sizeof hp->accept, &hp->value);
   } else if (strcasecmp(f, "retry-after") == 0) {
     copy_value(hp->retry_after, sizeof hp->retry_after, &hp->value);
+  } else if (strcasecmp(f, "etag") == 0) {
+    copy_value(hp->etag, sizeof hp->etag, &hp->value);
   } else if (strcasecmp(f, "connection") == 0) {
     if (list_has(v, "upgrade")) hp->conn_upgrade = true;
   } else if (strcasecmp(f, "upgrade") == 0) {
@@ -83,13 +85,22 @@ static int hp_on_headers_complete(llhttp_t *p) {
   tern_client_http_parser *hp = hp_of(p);
   hp->status = p->status_code;
   hp->head_done = true;
+  hp->sinking = hp->sink && hp->status >= 200 && hp->status < 300;
   /* Refuse a body that cannot fit before reading any of it. */
-  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hp->max_body) return -1;
+  if (!hp->sinking && (p->flags & F_CONTENT_LENGTH) && p->content_length > hp->max_body) return -1;
   return 0;
 }
 
 static int hp_on_body(llhttp_t *p, const char *at, size_t len) {
   tern_client_http_parser *hp = hp_of(p);
+  if (hp->sinking) {
+    int rc = hp->sink(at, len, hp->sink_arg);
+    if (rc < 0) {
+      hp->sink_err = rc;
+      return -1;
+    }
+    return 0;
+  }
   if (hp->body.len + len > hp->max_body) return -1;
   tern_buf_append(&hp->body, at, len);
   return 0;
@@ -162,6 +173,7 @@ void tern_client_response_from_parser(tern_client_response *r, tern_client_http_
   r->status = hp->status;
   r->ok = hp->status >= 200 && hp->status < 300;
   set_str(r->retry_after, sizeof r->retry_after, hp->retry_after);
+  set_str(r->etag, sizeof r->etag, hp->etag);
   tern_client_json_hooks();
   tern_buf_cstr(&hp->body);
   r->body = tern_buf_steal(&hp->body, &r->body_len);
@@ -265,7 +277,7 @@ static void req_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (q->finished) return;
   if (nread > 0) {
     ssize_t used = tern_client_hp_feed(&q->hp, buf->base, (size_t)nread);
-    if (used < 0) req_finish(q, -EBADMSG, false);
+    if (used < 0) req_finish(q, q->hp.sink_err ? q->hp.sink_err : -EBADMSG, false);
     else if (q->hp.done) req_finish(q, 0, false);
   } else if (nread == UV_EOF) {
     req_finish(q, tern_client_hp_eof(&q->hp) == 0 ? 0 : (q->hp.head_done ? -EBADMSG : UV_ECONNRESET), false);
@@ -306,6 +318,8 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
   q->arg = arg;
   snprintf(q->what, sizeof q->what, "%s %s", req->method, req->path);
   tern_client_hp_init(&q->hp, HTTP_MAX_BODY);
+  q->hp.sink = req->on_body;
+  q->hp.sink_arg = req->body_arg;
   tern_buf *o = &q->out;
   tern_buf_printf(o, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tern-client\r\nAccept: application/json\r\n",
                   req->method, req->path, url->hostport);
@@ -408,6 +422,23 @@ int tern_client_whois(tern_client *c, const tern_client_url *url, const char *to
   return rc;
 }
 
+int tern_client_upload_media(tern_client *c, const tern_client_url *url, const char *token, const char *mime,
+                             const void *bytes, size_t len, tern_client_http_cb cb, void *arg) {
+  if (!token || !mime || !bytes || !len) return -EINVAL;
+  tern_client_request req = {.method = "POST", .path = "/v1/media", .token = token, .content_type = mime,
+                             .body = bytes, .body_len = len};
+  return tern_client_http(c, url, &req, cb, arg);
+}
+
+const char *tern_client_sniff_image(const void *p, size_t n) {
+  const unsigned char *b = p;
+  if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return "image/jpeg";
+  if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return "image/png";
+  if (n >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return "image/gif";
+  if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return "image/webp";
+  return NULL;
+}
+
 static int copy_field(char *dst, size_t cap, const cJSON *o, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
   if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap || !v->valuestring[0]) return -EBADMSG;
@@ -422,6 +453,24 @@ int tern_client_parse_account(const tern_client_response *r, tern_client_account
       copy_field(out->device_id, sizeof out->device_id, r->json, "device_id") < 0 ||
       copy_field(out->token, sizeof out->token, r->json, "token") < 0)
     return -EBADMSG;
+  return 0;
+}
+
+int tern_client_parse_media(const tern_client_response *r, tern_client_media *out) {
+  memset(out, 0, sizeof *out);
+  if (!r->ok || !cJSON_IsObject(r->json)) return -EBADMSG;
+  if (copy_field(out->media_id, sizeof out->media_id, r->json, "media_id") < 0 ||
+      copy_field(out->mime, sizeof out->mime, r->json, "mime") < 0)
+    return -EBADMSG;
+  const cJSON *sha = cJSON_GetObjectItemCaseSensitive(r->json, "sha256");
+  if (cJSON_IsString(sha) && strlen(sha->valuestring) < sizeof out->sha256) strcpy(out->sha256, sha->valuestring);
+  const char *keys[] = {"size", "width", "height"};
+  int64_t *vals[] = {&out->size, &out->width, &out->height};
+  for (int i = 0; i < 3; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->json, keys[i]);
+    if (!cJSON_IsNumber(v)) return -EBADMSG;
+    *vals[i] = (int64_t)v->valuedouble;
+  }
   return 0;
 }
 

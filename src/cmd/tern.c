@@ -11,7 +11,7 @@ static const struct {
 } commands[] = {
     {"register", tern_client_cmd_register}, {"login", tern_client_cmd_login}, {"logout", tern_client_cmd_logout},
     {"me", tern_client_cmd_me},             {"whois", tern_client_cmd_whois}, {"send", tern_client_cmd_send},
-    {"listen", tern_client_cmd_listen},     {"chat", tern_client_cmd_chat},
+    {"listen", tern_client_cmd_listen},     {"chat", tern_client_cmd_chat},   {"fetch", tern_client_cmd_fetch},
 };
 
 int main(int argc, char **argv) {

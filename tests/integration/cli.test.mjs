@@ -3,10 +3,11 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, statSync, readFileSync, mkdtempSync, rmSync, mkdirSync, copyFileSync } from 'node:fs';
+import { existsSync, statSync, readFileSync, mkdtempSync, rmSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, REPO_ROOT } from './lib/server.mjs';
+import { jpegSize } from './lib/media.mjs';
 
 const TERN = process.env.TERN_CLI || path.join(REPO_ROOT, 'build', 'tern');
 const PASSWORD = 'correct horse battery';
@@ -95,7 +96,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     assert.equal(r.code, 2);
     r = await tern(['whois', 'bob', '--server', 'https://example.com']);
     assert.equal(r.code, 2);
-    for (const cmd of ['register', 'login', 'logout', 'me', 'whois', 'send', 'listen', 'chat']) {
+    for (const cmd of ['register', 'login', 'logout', 'me', 'whois', 'send', 'listen', 'chat', 'fetch']) {
       r = await tern([cmd, '--help']);
       assert.equal(r.code, 0, cmd);
       assert.match(r.stdout, new RegExp(`usage: tern ${cmd}`));
@@ -223,6 +224,66 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     r = await tern(['whois', uniq('ghost'), ...server], { home: aliceHome });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /no such user/);
+  });
+
+  test('send --image → listen shows [image W×H, SIZE] media_id → fetch -o FILE, --thumb', async () => {
+    const samples = path.join(REPO_ROOT, 'tests', 'media', 'samples');
+    const jpg = path.join(samples, 'sample.jpg');
+    const listen = ternLive(['listen', '--count', '2', '--timeout', '20s', ...server], { home: bobHome });
+    let r = await tern(['send', bob, '--image', jpg, 'a gradient', ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    const withCaption = r.stdout.trim();
+    // the image alone, no caption; the option may come first
+    r = await tern(['send', '--image', path.join(samples, 'sample.gif'), bob, ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    const alone = r.stdout.trim();
+    const { code } = await listen.done;
+    assert.equal(code, 0, listen.stderr);
+    const lines = listen.stdout.split('\n');
+    const l1 = lines.find((l) => l.endsWith(`(msg_id ${withCaption})`));
+    assert.match(l1 ?? '', new RegExp(`^\\[[^\\]]+\\] ${alice}: \\[image 640×480, 19 KiB\\] ([a-z2-7]{26}) a gradient \\(msg_id `), listen.stdout);
+    const jpgId = /\] ([a-z2-7]{26}) a gradient/.exec(l1)[1];
+    const l2 = lines.find((l) => l.endsWith(`(msg_id ${alone})`));
+    assert.match(l2 ?? '', new RegExp(`${alice}: \\[image 400×300, 48 KiB\\] [a-z2-7]{26} \\(msg_id `), listen.stdout);
+    const gifId = /\] ([a-z2-7]{26}) \(msg_id/.exec(l2)[1];
+
+    const dir = newHome();
+    // the thumbnail (does not count as a fetch), then the original, byte for byte
+    r = await tern(['fetch', jpgId, '--thumb', '-o', path.join(dir, 'thumb.jpg'), ...server], { home: bobHome });
+    assert.equal(r.code, 0, r.stderr);
+    const dims = jpegSize(readFileSync(path.join(dir, 'thumb.jpg')));
+    assert.deepEqual(dims, { width: 320, height: 240 });
+    r = await tern(['fetch', jpgId, '-o', path.join(dir, 'full.jpg'), ...server], { home: bobHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(readFileSync(path.join(dir, 'full.jpg')).equals(readFileSync(jpg)));
+    // bob's only device has fetched it: the server deleted it; no file, no temp file left
+    r = await tern(['fetch', jpgId, '-o', path.join(dir, 'again.jpg'), ...server], { home: bobHome });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^tern: fetch: no media /);
+    assert.deepEqual(readdirSync(dir).sort(), ['full.jpg', 'thumb.jpg']);
+    // the owner reads the GIF (never counted)
+    r = await tern(['fetch', gifId, '--output', path.join(dir, 'a.gif'), ...server], { home: aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(readFileSync(path.join(dir, 'a.gif')).equals(readFileSync(path.join(samples, 'sample.gif'))));
+
+    // usage errors: exit 2, nothing sent
+    r = await tern(['send', bob, '--image', path.join(REPO_ROOT, 'CMakeLists.txt'), ...server], { home: aliceHome });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /is not a JPEG, PNG, WebP or GIF image/);
+    r = await tern(['send', bob, '--image', path.join(dir, 'missing.png'), ...server], { home: aliceHome });
+    assert.equal(r.code, 2);
+    r = await tern(['fetch', jpgId, ...server], { home: bobHome });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /-o FILE is required/);
+    r = await tern(['fetch', '../../etc/passwd', '-o', path.join(dir, 'x'), ...server], { home: bobHome });
+    assert.equal(r.code, 2);
+    r = await tern(['fetch', jpgId, '--thumb=yes', '-o', path.join(dir, 'x'), ...server], { home: bobHome });
+    assert.equal(r.code, 2);
+    // someone else's media, or one never shared: 404, exit 1
+    r = await tern(['fetch', 'aaaaaaaaaaaaaaaaaaaaaaaaaa', '-o', path.join(dir, 'x'), ...server], { home: bobHome });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no media/);
+    assert.deepEqual(readdirSync(dir).sort(), ['a.gif', 'full.jpg', 'thumb.jpg']);
   });
 
   test('me lists the devices; logout removes the token', async () => {

@@ -466,6 +466,116 @@ TEST(http_response_eof_and_garbage) {
   tern_client_hp_free(&hp);
 }
 
+/* ---- media: sniffing, the 201 body, msg media fields, the listen line, streamed bodies ---- */
+
+typedef struct sink_rec {
+  tern_buf got;  /* bytes the sink received */
+  int calls;
+  int fail_at;   /* return an error on this call (1-based), 0 never */
+} sink_rec;
+
+static int rec_sink(const char *p, size_t n, void *arg) {
+  sink_rec *r = arg;
+  if (++r->calls == r->fail_at) return -EIO;
+  tern_buf_append(&r->got, p, n);
+  return 0;
+}
+
+TEST(media_client) {
+  static const unsigned char jpg[] = {0xff, 0xd8, 0xff, 0xe0}, png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  CHECK_EQ_STR(tern_client_sniff_image(jpg, sizeof jpg), "image/jpeg");
+  CHECK_EQ_STR(tern_client_sniff_image(png, sizeof png), "image/png");
+  CHECK_EQ_STR(tern_client_sniff_image("GIF89a..", 8), "image/gif");
+  CHECK_EQ_STR(tern_client_sniff_image("GIF87a", 6), "image/gif");
+  CHECK_EQ_STR(tern_client_sniff_image("RIFF\x10\0\0\0WEBPVP8 ", 16), "image/webp");
+  CHECK(tern_client_sniff_image("RIFF\x10\0\0\0WAVE", 12) == NULL);
+  CHECK(tern_client_sniff_image(png, 7) == NULL);
+  CHECK(tern_client_sniff_image("<svg", 4) == NULL);
+  CHECK(tern_client_sniff_image("", 0) == NULL);
+
+  const char body[] = "{\"media_id\":\"abcdefghijklmnopqrstuvwxyz\",\"mime\":\"image/png\",\"size\":215040,"
+                      "\"sha256\":\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\",\"width\":1280,\"height\":720}";
+  char resp[512];
+  snprintf(resp, sizeof resp, "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+  tern_client_http_parser hp;
+  tern_client_hp_init(&hp, 1 << 20);
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, resp, strlen(resp)), strlen(resp));
+  tern_client_response r;
+  tern_client_response_from_parser(&r, &hp);
+  tern_client_media md;
+  CHECK_EQ_INT(tern_client_parse_media(&r, &md), 0);
+  CHECK_EQ_STR(md.media_id, "abcdefghijklmnopqrstuvwxyz");
+  CHECK_EQ_STR(md.mime, "image/png");
+  CHECK_EQ_INT(md.size, 215040);
+  CHECK_EQ_INT(md.width, 1280);
+  CHECK_EQ_INT(md.height, 720);
+  CHECK_EQ_INT(strlen(md.sha256), 64);
+  tern_client_response_free(&r);
+  tern_client_hp_free(&hp);
+
+  tern_client_event ev;
+  parse_str("{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m\",\"from\":\"a\",\"to\":\"b\",\"ts\":1,\"media\":"
+            "{\"media_id\":\"abcdefghijklmnopqrstuvwxyz\",\"mime\":\"image/jpeg\",\"size\":215040,\"sha256\":\"x\","
+            "\"width\":1280,\"height\":720}}",
+            &ev);
+  CHECK(ev.body == NULL);
+  CHECK_EQ_STR(ev.media_mime, "image/jpeg");
+  CHECK_EQ_INT(ev.media_size, 215040);
+  CHECK_EQ_INT(ev.media_width, 1280);
+  CHECK_EQ_INT(ev.media_height, 720);
+  char line[160];
+  tern_client_format_media(&ev, line, sizeof line);
+  CHECK_EQ_STR(line, "[image 1280×720, 210 KiB] abcdefghijklmnopqrstuvwxyz");
+  ev.media_size = 3 << 20;
+  tern_client_format_media(&ev, line, sizeof line);
+  CHECK_EQ_STR(line, "[image 1280×720, 3.0 MiB] abcdefghijklmnopqrstuvwxyz");
+  ev.media_size = 900;
+  ev.media_width = -1;
+  tern_client_format_media(&ev, line, sizeof line);
+  CHECK_EQ_STR(line, "[image 900 B] abcdefghijklmnopqrstuvwxyz");
+  tern_client_event_clear(&ev);
+  parse_str("{\"type\":\"msg\",\"seq\":2,\"body\":\"hi\"}", &ev);
+  CHECK(ev.media_id == NULL && ev.media_mime == NULL);
+  CHECK_EQ_INT(ev.media_size, -1);
+  tern_client_event_clear(&ev);
+
+  /* A 2xx body goes to the sink, byte for byte, however it is split and however large. */
+  sink_rec sr = {0};
+  tern_client_hp_init(&hp, 4);
+  hp.sink = rec_sink;
+  hp.sink_arg = &sr;
+  const char ok[] = "HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 11\r\n\r\nhello world";
+  CHECK_EQ_INT(feed_bytewise(&hp, ok, strlen(ok)), strlen(ok));
+  CHECK(hp.done);
+  CHECK_EQ_INT(sr.got.len, 11);
+  CHECK(memcmp(sr.got.data, "hello world", 11) == 0);
+  CHECK_EQ_INT(hp.body.len, 0);
+  tern_client_response_from_parser(&r, &hp);
+  CHECK_EQ_STR(r.etag, "\"abc\"");
+  tern_client_response_free(&r);
+  tern_client_hp_free(&hp);
+  tern_buf_free(&sr.got);
+  /* An error answer is buffered as usual, never handed to the sink. */
+  sr = (sink_rec){0};
+  tern_client_hp_init(&hp, 1 << 20);
+  hp.sink = rec_sink;
+  hp.sink_arg = &sr;
+  const char nf[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+  CHECK_EQ_INT(tern_client_hp_feed(&hp, nf, strlen(nf)), strlen(nf));
+  CHECK_EQ_INT(sr.calls, 0);
+  CHECK_EQ_INT(hp.body.len, 2);
+  tern_client_hp_free(&hp);
+  /* A sink that fails stops the parse with its code. */
+  sr = (sink_rec){.fail_at = 2};
+  tern_client_hp_init(&hp, 1 << 20);
+  hp.sink = rec_sink;
+  hp.sink_arg = &sr;
+  CHECK_EQ_INT(feed_bytewise(&hp, ok, strlen(ok)), -EBADMSG);
+  CHECK_EQ_INT(hp.sink_err, -EIO);
+  tern_client_hp_free(&hp);
+  tern_buf_free(&sr.got);
+}
+
 TEST(http_upgrade_answer) {
   char key[25];
   tern_buf req = {0};
@@ -921,6 +1031,7 @@ int main(void) {
   RUN(http_response_error);
   RUN(http_response_eof_and_garbage);
   RUN(http_upgrade_answer);
+  RUN(media_client);
   RUN(ws_conn_chat);
   RUN(ws_conn_server_close);
   RUN(ws_conn_refused_upgrade);
