@@ -253,6 +253,32 @@ describe('media', () => {
     assert.equal(j.size, img.length);
   });
 
+  test('keep-alive: pipelined media GETs, and requests after an upload on the same connection', async () => {
+    const alice = await newUser(srv, 'ka');
+    const img = makePng(500, 400, { fill: 'noise' }); // several chunks
+    const small = makePng(20, 20, { fill: 'noise' });
+    // an upload, then a GET of /healthz on the same connection, sent back to back
+    const head = `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${small.length}\r\n\r\n`;
+    let r = await rawUpload(srv, Buffer.concat([Buffer.from(head), small, Buffer.from('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]), [], { timeoutMs: 5000 });
+    assert.equal(r.status, 201, r.text);
+    assert.match(r.text, /\r\n\r\n\{"media_id":[^]*HTTP\/1\.1 200 OK[^]*\{"status":"ok"\}$/);
+    const up = await upload(srv, alice.token, img, 'image/png');
+    const id = up.json.media_id;
+    // three requests in one write: the original, a range of it, the thumbnail
+    const get = (extra = '') => `GET /v1/media/${id}${extra} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\n`;
+    r = await rawUpload(srv, `${get()}\r\n${get()}Range: bytes=10-19\r\n\r\n${get('/thumb')}Connection: close\r\n\r\n`, [], { timeoutMs: 5000 });
+    const raw = Buffer.from(r.text, 'latin1');
+    const first = raw.indexOf('\r\n\r\n') + 4;
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.ok(raw.subarray(first, first + img.length).equals(img), 'the first body');
+    const rest = raw.subarray(first + img.length).toString('latin1');
+    assert.match(rest, /^HTTP\/1\.1 206 [^]*Content-Range: bytes 10-19\/\d+\r\n[^]*\r\n\r\n/);
+    const second = raw.indexOf('\r\n\r\n', first + img.length) + 4;
+    assert.ok(raw.subarray(second, second + 10).equals(img.subarray(10, 20)), 'the range');
+    assert.match(raw.subarray(second + 10).toString('latin1'), /^HTTP\/1\.1 200 [^]*Content-Type: image\/jpeg/);
+    assert.equal(r.how !== 'timeout', true, 'closed after the last (Connection: close)');
+  });
+
   test('path tricks, no token, a bad token and someone else\'s media → 404', async () => {
     const alice = await newUser(srv, 'acl_a');
     const carol = await newUser(srv, 'acl_c');
