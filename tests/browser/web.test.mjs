@@ -200,7 +200,7 @@ test('"typing…" and "online" / "last seen" in the header', async () => {
   await until('online again', async () => (await headerStatus(alice)) === 'online');
 });
 
-test('an image is sent and its thumbnail shown', { todo: 'needs /v1/media (issue 3)' }, async () => {
+test('an image is sent and its thumbnail shown', async () => {
   const { page: alice } = ctx.alice;
   const { page: bob } = ctx.bob;
   // a 64x48 PNG made by the browser itself
@@ -216,7 +216,7 @@ test('an image is sent and its thumbnail shown', { todo: 'needs /v1/media (issue
   await alice.waitForSelector('#preview-dialog[open]');
   await alice.fill('#preview-caption', 'a green square');
   await alice.click('#preview-send');
-  // Without media endpoints the upload is refused: the bubble turns "failed" with a toast.
+  // A refused upload would turn the bubble "failed" with a toast.
   const st = await until('image sent or refused', async () => {
     const s = await statusOf(alice, 'a green square');
     return s && s !== 'queued' ? s : null;
