@@ -36,7 +36,8 @@
 /* ---- persistence: records are KV records "media/<id>" ------------------------------------- */
 
 static void on_kv_done(tern_store_op *op) {
-  if (op->status != TERN_STORE_OK) TERN_ERROR("media record not stored", "key=%s err=%s", op->kv_key, tern_log_quote(op->err));
+  if (op->status != TERN_STORE_OK)
+    TERN_ERROR("media record not stored", "key=%s err=%s", op->kv_key, tern_log_quote(op->err));
   tern_app_op_done(op->arg);
 }
 
@@ -109,7 +110,8 @@ static int sink_data(tern_http_req *req, const char *p, size_t n) {
   req->refuse_status = status;
   req->refuse_code = code;
   req->refuse_message = tern_media_strerror(rc);
-  TERN_INFO("media upload refused", "user=%s status=%d reason=%s", u->user, status, tern_log_quote(req->refuse_message));
+  TERN_INFO("media upload refused", "user=%s status=%d reason=%s", u->user, status,
+            tern_log_quote(req->refuse_message));
   return -status;
 }
 
@@ -153,7 +155,8 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
   if (!u->req) {
     /* Ended before the body was complete: the client stopped sending (408) or the disk
      * failed. Refuse the request in progress; the sink's abort frees u when it closes. */
-    TERN_INFO("media upload failed", "user=%s status=%d reason=%s", u->user, status, tern_log_quote(tern_media_strerror(res->err)));
+    TERN_INFO("media upload failed", "user=%s status=%d reason=%s", u->user, status,
+              tern_log_quote(tern_media_strerror(res->err)));
     tern_conn_http_refuse(u->conn, status, code, tern_media_strerror(res->err));
     return;
   }
@@ -235,7 +238,8 @@ static void upload_complete(tern_app *a, tern_http_req *req) {
     int status;
     const char *code;
     tern_media_err_http(rc, &status, &code);
-    tern_http_error(req, status, code, rc == TERN_MEDIA_ERR_BUSY ? "the server is shutting down" : tern_media_strerror(rc));
+    tern_http_error(req, status, code,
+                    rc == TERN_MEDIA_ERR_BUSY ? "the server is shutting down" : tern_media_strerror(rc));
     u->req = NULL;
     upload_free(u);
   }
@@ -347,16 +351,16 @@ static void on_open(int err, const tern_media_file *f, void *arg) {
   }
   s->fd = f->fd;
   uint64_t start = 0, len = (uint64_t)f->size;
-  tern_range_result rr = tern_media_parse_range(req->range, req->range ? strlen(req->range) : 0, (uint64_t)f->size, &start, &len);
+  tern_range_result rr =
+      tern_media_parse_range(req->range, req->range ? strlen(req->range) : 0, (uint64_t)f->size, &start, &len);
   tern_buf h = {0};
   media_headers(&h, f->etag);
   int status = 200;
   if (rr == TERN_RANGE_UNSATISFIABLE) {
     tern_buf_printf(&h, "Content-Range: bytes */%lld\r\n", (long long)f->size);
-    tern_buf b = {0};
-    tern_buf_puts(&b, "{\"error\":{\"code\":\"range_not_satisfiable\",\"message\":\"the range is outside the media\"}}");
-    tern_http_respond(req, 416, tern_buf_cstr(&h), "application/json", b.data, b.len);
-    tern_buf_free(&b);
+    static const char body[] =
+        "{\"error\":{\"code\":\"range_not_satisfiable\",\"message\":\"the range is outside the media\"}}";
+    tern_http_respond(req, 416, tern_buf_cstr(&h), "application/json", body, sizeof body - 1);
     tern_buf_free(&h);
     serve_finish(s);
     return;
