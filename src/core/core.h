@@ -132,6 +132,8 @@ tern_user *tern_dir_user(tern_app *a, const char *name);
 tern_user *tern_dir_add_user(tern_app *a, const char *name);
 tern_device *tern_dir_device(tern_app *a, const char *id);
 tern_device *tern_dir_by_token(tern_app *a, const char *token, size_t len);
+/* The device of an "Authorization: Bearer TOKEN" header value (NULL header → NULL). */
+tern_device *tern_dir_by_bearer(tern_app *a, const char *authorization);
 /* Creates a device with a fresh id and token for u; token_out gets the bearer token (44 bytes). */
 tern_device *tern_dir_add_device(tern_app *a, tern_user *u, const char *label, char token_out[48]);
 /* Adds a device loaded from the store. */
@@ -155,6 +157,8 @@ void tern_app_persist_last_seen(tern_app *a, tern_user *u, tern_device *d);
 
 /* ---- http.c: the JSON API ---- */
 void tern_http_route(tern_app *a, tern_http_req *req);
+/* The device of the request's bearer token, or NULL after answering 401 unauthorized. */
+tern_device *tern_http_authenticate(tern_app *a, tern_http_req *req);
 int64_t tern_http_body_limit(tern_app *a, tern_http_req *req);
 /* Deletes a device (logout or expiry): closes its socket with 4002, drops it from the store. */
 void tern_app_delete_device(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg);

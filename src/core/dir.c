@@ -1,6 +1,7 @@
 /* dir: the in-memory directory of users, devices and token hashes. */
 #include <sodium.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/alloc.h"
 #include "base/util.h"
@@ -60,6 +61,14 @@ static tern_device *link_device(tern_app *a, tern_user *u, tern_device *d, const
   tern_map_puts(&a->devices, d->id, d);
   tern_map_put(&a->tokens, (const char *)d->token_hash, 32, d);
   return d;
+}
+
+tern_device *tern_dir_by_bearer(tern_app *a, const char *authorization) {
+  const char *h = authorization;
+  if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+  const char *t = h + 7;
+  while (*t == ' ') t++;
+  return tern_dir_by_token(a, t, strlen(t));
 }
 
 tern_device *tern_dir_add_device(tern_app *a, tern_user *u, const char *label, char token_out[48]) {

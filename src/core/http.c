@@ -58,17 +58,10 @@ int64_t tern_http_body_limit(tern_app *a, tern_http_req *req) {
   return a->cfg->http_max_body;
 }
 
-/* Returns the device for the request's bearer token, or answers 401 and returns NULL. */
-static tern_device *authenticate(tern_app *a, tern_http_req *req) {
-  const char *h = req->authorization;
-  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-    const char *t = h + 7;
-    while (*t == ' ') t++;
-    tern_device *d = tern_dir_by_token(a, t, strlen(t));
-    if (d) return d;
-  }
-  tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
-  return NULL;
+tern_device *tern_http_authenticate(tern_app *a, tern_http_req *req) {
+  tern_device *d = tern_dir_by_bearer(a, req->authorization);
+  if (!d) tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+  return d;
 }
 
 /* Parses the body as a JSON object, or answers 400 and returns NULL. */
@@ -334,7 +327,7 @@ void tern_app_delete_device(tern_app *a, tern_device *d, tern_store_done_cb done
 }
 
 static void do_logout(tern_app *a, tern_http_req *req) {
-  tern_device *d = authenticate(a, req);
+  tern_device *d = tern_http_authenticate(a, req);
   if (!d) return;
   logout_ctx *c = TERN_NEW(logout_ctx);
   c->app = a;
@@ -350,7 +343,7 @@ static void put_ms_or_null(tern_buf *b, int64_t ms) {
 }
 
 static void do_me(tern_app *a, tern_http_req *req) {
-  tern_device *me = authenticate(a, req);
+  tern_device *me = tern_http_authenticate(a, req);
   if (!me) return;
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
@@ -376,7 +369,7 @@ static void do_me(tern_app *a, tern_http_req *req) {
 }
 
 static void do_user(tern_app *a, tern_http_req *req, const char *raw) {
-  if (!authenticate(a, req)) return;
+  if (!tern_http_authenticate(a, req)) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
   if (tern_username_normalize(raw, strlen(raw), name)) u = tern_dir_user(a, name);

@@ -175,14 +175,6 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
   tern_app_submit(a, tern_store_op_new(TERN_OP_SYNC, on_synced, u));
 }
 
-static const tern_device *device_of(tern_app *a, const tern_http_req *req) {
-  const char *h = req->authorization;
-  if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
-  const char *t = h + 7;
-  while (*t == ' ') t++;
-  return tern_dir_by_token(a, t, strlen(t));
-}
-
 static int64_t refuse_head(tern_http_req *req, int status, const char *code, const char *message) {
   req->refuse_status = status;
   req->refuse_code = code;
@@ -192,7 +184,7 @@ static int64_t refuse_head(tern_http_req *req, int status, const char *code, con
 
 int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   if (a->stopping || !a->media) return refuse_head(req, 503, "unavailable", "the server is shutting down");
-  const tern_device *d = device_of(a, req);
+  const tern_device *d = tern_dir_by_bearer(a, req->authorization);
   if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   const char *ct = req->content_type ? req->content_type : "";
   tern_media_upload_cbs cbs = {.resume = on_resume, .done = on_upload_done};
@@ -393,7 +385,7 @@ static void serve(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
     return;
   }
-  const tern_device *d = device_of(a, req);
+  const tern_device *d = tern_dir_by_bearer(a, req->authorization);
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
   if (!r || !tern_media_can_read(r, d->user->name)) return not_found(req);
   char etag[72];

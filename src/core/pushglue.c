@@ -8,18 +8,6 @@
 #include "base/log.h"
 #include "core/core.h"
 
-static tern_device *bearer(tern_app *a, tern_http_req *req) {
-  const char *h = req->authorization;
-  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-    const char *t = h + 7;
-    while (*t == ' ') t++;
-    tern_device *d = tern_dir_by_token(a, t, strlen(t));
-    if (d) return d;
-  }
-  tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
-  return NULL;
-}
-
 typedef struct put_ctx {
   tern_app *app;        /* owner */
   tern_http_req *req;   /* answered with 204 once durable */
@@ -107,7 +95,7 @@ bool tern_pushglue_route(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
     return true;
   }
-  tern_device *d = bearer(a, req);
+  tern_device *d = tern_http_authenticate(a, req);
   if (!d) return true;
   if (del) {
     tern_pushglue_online(a, d); /* no window may fire for a registration that is gone */
