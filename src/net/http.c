@@ -27,6 +27,8 @@ struct tern_http_parser {
   bool ws_upgrade;       /* Upgrade: websocket */
   bool ws_version_ok;    /* Sec-WebSocket-Version: 13 */
   bool pause;            /* a sink asked to stop reading */
+  bool expect_continue;  /* Expect: 100-continue on the current request */
+  bool send_continue;    /* the head was accepted: the client waits for "100 Continue" */
 };
 
 static llhttp_settings_t g_settings;
@@ -73,6 +75,7 @@ static int on_message_begin(llhttp_t *p) {
   h->body_seen = 0;
   h->in_value = false;
   h->ws_upgrade = h->ws_version_ok = false;
+  h->expect_continue = h->send_continue = false;
   tern_free(h->ws_key);
   h->ws_key = NULL;
   tern_buf_reset(&h->url);
@@ -105,6 +108,7 @@ static void header_done(tern_http_parser *h) {
   else if (hdr_is(&h->field, "sec-websocket-key")) slot = &h->ws_key;
   else if (hdr_is(&h->field, "upgrade")) h->ws_upgrade = strcasecmp(v, "websocket") == 0;
   else if (hdr_is(&h->field, "sec-websocket-version")) h->ws_version_ok = strcmp(v, "13") == 0;
+  else if (hdr_is(&h->field, "expect")) h->expect_continue = strcasecmp(v, "100-continue") == 0;
   if (slot && !*slot) {
     *slot = v;
   } else {
@@ -155,6 +159,9 @@ static int on_headers_complete(llhttp_t *p) {
     h->refuse_status = 413; /* refused before a byte of the body is read */
     return HPE_USER;
   }
+  /* A client that asked may send the body only after "100 Continue" (curl waits a second for
+   * it before large uploads); refusals above answer it with the final status instead. */
+  if (h->expect_continue && r->content_length != 0) h->send_continue = true;
   return 0;
 }
 
@@ -256,6 +263,12 @@ bool tern_http_parser_ws_ok(const tern_http_parser *h) { return h->ws_upgrade &&
 int64_t tern_http_parser_body_limit(const tern_http_parser *h) { return h->body_limit; }
 
 tern_http_req *tern_http_parser_current(const tern_http_parser *h) { return h->req; }
+
+bool tern_http_parser_take_continue(tern_http_parser *h) {
+  bool c = h->send_continue;
+  h->send_continue = false;
+  return c;
+}
 
 bool tern_http_parser_take_pause(tern_http_parser *h) {
   bool p = h->pause;

@@ -85,6 +85,9 @@ void tern_http_parser_resume(tern_http_parser *p);
  * Sec-WebSocket-Version: 13 were present. Valid until the parser is freed. */
 const char *tern_http_parser_ws_key(const tern_http_parser *p);
 bool tern_http_parser_ws_ok(const tern_http_parser *p);
+/* True once after the head of a request with "Expect: 100-continue" was accepted: the caller
+ * writes "HTTP/1.1 100 Continue" so the client sends its body. Clears the flag. */
+bool tern_http_parser_take_continue(tern_http_parser *p);
 /* True once (and until resume_read is handled) a sink asked to stop reading. Clears the flag. */
 bool tern_http_parser_take_pause(tern_http_parser *p);
 /* The request being parsed (after BAD: the one refused, with its refuse_* fields), or NULL. */

@@ -621,6 +621,10 @@ static void http_process(tern_conn *c) {
   }
   tern_buf_consume(&c->in, used);
   if (!c->in.len) tern_buf_free(&c->in);
+  if (tern_http_parser_take_continue(c->http)) {
+    tern_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    mark_dirty(c);
+  }
   if (tern_http_parser_take_pause(c->http) && c->reading) {
     /* a body sink is behind (its disk write): read no more until it calls resume */
     uv_read_stop((uv_stream_t *)&c->tcp);

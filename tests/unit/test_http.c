@@ -134,6 +134,29 @@ TEST(limits) {
   tern_http_parser_free(p);
 }
 
+TEST(expect_continue) {
+  size_t used;
+  int status;
+  tern_http_parser *p = tern_http_parser_new(4096, 1024, NULL, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 0, &used, &status),
+               TERN_HTTP_MORE);
+  CHECK(tern_http_parser_take_continue(p));
+  CHECK(!tern_http_parser_take_continue(p)); /* once */
+  CHECK_EQ_INT(tern_http_parser_execute(p, "abc", 3, &used, &status), TERN_HTTP_REQUEST);
+  tern_http_parser_free(p);
+  /* refused from the head: no 100, the final answer instead */
+  p = tern_http_parser_new(4096, 1024, limit_100, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 500\r\n\r\n", 0, &used, &status),
+               TERN_HTTP_BAD);
+  CHECK(!tern_http_parser_take_continue(p));
+  tern_http_parser_free(p);
+  /* no Expect header: no 100 */
+  p = tern_http_parser_new(4096, 1024, NULL, NULL, NULL);
+  CHECK_EQ_INT(feed(p, "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n", 0, &used, &status), TERN_HTTP_MORE);
+  CHECK(!tern_http_parser_take_continue(p));
+  tern_http_parser_free(p);
+}
+
 TEST(keep_alive) {
   size_t used;
   int status;
@@ -222,6 +245,7 @@ int main(void) {
   RUN(upgrade_leaves_frames);
   RUN(limits);
   RUN(keep_alive);
+  RUN(expect_continue);
   RUN(sink_streams_body);
   DONE();
 }
