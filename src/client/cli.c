@@ -299,6 +299,15 @@ static int http_failed(const cli *c, const tern_client_response *r) {
   return complain(c, 1, "%s (%s)", r->message, r->code);
 }
 
+/* For a request that must succeed: 0 when it did, else the exit status after saying why
+ * (the response is then freed). */
+static int sync_failed(const cli *c, sync_http *s) {
+  if (s->r.ok) return 0;
+  int st = http_failed(c, &s->r);
+  tern_client_response_free(&s->r);
+  return st;
+}
+
 /* ---- passwords ---- */
 
 /* Reads one line from fd 0 without its newline. Returns its length or -1 at EOF/error. */
@@ -385,11 +394,7 @@ static int account_cmd(int argc, char **argv, bool reg) {
            : tern_client_login(s.c, &c.url, user, password, device, sync_cb, &s);
   memset(password, 0, sizeof password);
   sync_end(&s, rc);
-  if (!s.r.ok) {
-    int st = http_failed(&c, &s.r);
-    tern_client_response_free(&s.r);
-    return st;
-  }
+  if ((rc = sync_failed(&c, &s))) return rc;
   tern_client_account acct;
   rc = tern_client_parse_account(&s.r, &acct);
   tern_client_response_free(&s.r);
@@ -446,11 +451,7 @@ int tern_client_cmd_me(int argc, char **argv) {
   sync_begin(&s);
   rc = tern_client_me(s.c, &c.url, c.creds.token, sync_cb, &s);
   sync_end(&s, rc);
-  if (!s.r.ok) {
-    int st = http_failed(&c, &s.r);
-    tern_client_response_free(&s.r);
-    return st;
-  }
+  if ((rc = sync_failed(&c, &s))) return rc;
   const cJSON *user = cJSON_GetObjectItemCaseSensitive(s.r.json, "user");
   const cJSON *dev = cJSON_GetObjectItemCaseSensitive(s.r.json, "device_id");
   const cJSON *devices = cJSON_GetObjectItemCaseSensitive(s.r.json, "devices");
@@ -490,11 +491,7 @@ int tern_client_cmd_whois(int argc, char **argv) {
     tern_client_response_free(&s.r);
     return complain(&c, 1, "no such user: %s", c.pos[0]);
   }
-  if (!s.r.ok) {
-    int st = http_failed(&c, &s.r);
-    tern_client_response_free(&s.r);
-    return st;
-  }
+  if ((rc = sync_failed(&c, &s))) return rc;
   tern_client_user_status us;
   rc = tern_client_parse_user_status(&s.r, &us);
   tern_client_response_free(&s.r);
