@@ -369,6 +369,10 @@ test('phone width, keyboard only: log in, new chat, send, back to the list', asy
   await page.keyboard.press('Escape');
   await page.waitForSelector('#chat-list button[data-peer="alice"]');
   assert.ok(await page.isVisible('#chat-list'));
+  // The button existed before the conversation opened, so the wait above can return before
+  // the list is refreshed and focus moved to it (asynchronously, after IndexedDB answers).
+  await page.waitForFunction(() => document.activeElement?.dataset?.peer === 'alice', null, { timeout: 5000 })
+    .catch(() => {});
   assert.equal(await page.evaluate(() => document.activeElement.dataset.peer), 'alice', 'focus returns to the chat');
   assert.deepEqual(errors, []);
   await context.close();
