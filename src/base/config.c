@@ -59,6 +59,8 @@ static const setting g_settings[] = {
      "how often last seen of connected users is written"},
     {"store.max_open_files", T_INT, OFF(store_max_open_files), "512", 16, 100000, "RocksDB file descriptor cap"},
     {"store.group_max", T_INT, OFF(store_group_max), "4096", 1, 1e7, "operations per group commit"},
+    {"store.cache", T_SIZE, OFF(store_cache_bytes), "64MiB", 0, 1ll << 40,
+     "recent envelopes kept in memory, so acks and drains need not read them back"},
     {"store.sweep_interval", T_DUR, OFF(store_sweep_interval_ms), "60s", 10, BIG,
      "how often expired envelopes, ids and devices are swept"},
     {"push.coalesce", T_DUR, OFF(push_coalesce_ms), "10s", 10, BIG,

@@ -48,6 +48,7 @@ typedef struct tern_config {
   /* store */
   int64_t store_max_open_files;
   int64_t store_group_max;   /* operations per group commit */
+  int64_t store_cache_bytes; /* envelope bytes the store keeps in memory */
   int64_t store_sweep_interval_ms;
   /* push (src/push, PROTOCOL.md section 8) */
   int64_t push_coalesce_ms;        /* one notification per device per window */

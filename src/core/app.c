@@ -293,6 +293,7 @@ int tern_app_run(const tern_config *cfg) {
       .dir = store_dir,
       .max_open_files = (int)cfg->store_max_open_files,
       .group_max = (int)cfg->store_group_max,
+      .cache_bytes = (size_t)cfg->store_cache_bytes,
       .inbox_max_envelopes = cfg->inbox_max_envelopes,
       .inbox_ttl_ms = cfg->inbox_ttl_ms,
       .dedup_ttl_ms = cfg->dedup_ttl_ms,

@@ -182,8 +182,11 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_buf_free(&media_json);
   tern_store_op *op = tern_store_op_new(TERN_OP_APPEND, on_send_done, c);
   size_t vlen;
-  uint8_t *v = tern_env_pack(TERN_ENV_MSG, to != from ? TERN_ENV_F_RECEIPT : 0, c->ts, c->msg_id, from->name,
-                             tail.data, tail.len, &vlen);
+  /* A recipient with one inbox (one device, or none yet) gets the only copy: its first ack
+   * delivers the message, so no delivery token is stored (store.h, TERN_ENV_F_SOLE). */
+  bool sole = to != from && to->ndevices <= 1;
+  uint8_t flags = to == from ? 0 : sole ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT;
+  uint8_t *v = tern_env_pack(TERN_ENV_MSG, flags, c->ts, c->msg_id, from->name, tail.data, tail.len, &vlen);
   size_t v_recipient = tern_store_op_add_value(op, v, vlen);
   tern_free(v);
   v = tern_env_pack(TERN_ENV_MSG, 0, c->ts, c->msg_id, from->name, tail.data, tail.len, &vlen);
@@ -196,7 +199,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
   tern_store_op_set_str(&op->dedup_key, key);
   tern_store_op_set_str(&op->msg_id, c->msg_id);
-  if (to != from) tern_store_op_set_str(&op->token_from, from->name);
+  if (to != from && !sole) tern_store_op_set_str(&op->token_from, from->name);
   op->now = c->ts;
   tern_session_ref(s);
   tern_app_submit(a, op);

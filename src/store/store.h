@@ -42,13 +42,15 @@
  * [1 kind]['m' msg | 'r' receipt]
  * [1 flags]  bit0: TERN_ENV_F_RECEIPT: a copy on a recipient device of a message from another
  *            user: its first ack consumes the delivery token of msg_id
+ *            bit1: TERN_ENV_F_SOLE (with F_RECEIPT): the message's only recipient copy; its
+ *            first ack delivers it without a token (the APPEND then sets no token_from)
  * [8 ts]     big-endian ms since epoch (for expiry)
  * [1 n][n msg_id]        (msg: the message id; receipt: empty)
  * [1 n][n from]          (msg: the sender's username; receipt: empty)
  * [rest]     the JSON tail the loop turns into a frame ({"type":..,"seq":N, + tail)
  */
 enum { TERN_ENV_MSG = 'm', TERN_ENV_RECEIPT = 'r' };
-enum { TERN_ENV_F_RECEIPT = 1 };
+enum { TERN_ENV_F_RECEIPT = 1, TERN_ENV_F_SOLE = 2 };
 
 typedef struct tern_env_view {
   uint8_t kind;        /* TERN_ENV_MSG or TERN_ENV_RECEIPT */
@@ -205,6 +207,7 @@ typedef struct tern_store_options {
   const char *dir;            /* data directory of this backend */
   int max_open_files;         /* RocksDB max_open_files */
   int group_max;              /* operations per group commit at most */
+  size_t cache_bytes;         /* envelope bytes kept in memory for acks and drains (0 = none) */
   int64_t inbox_max_envelopes;/* cap for targets with check_cap */
   int64_t inbox_ttl_ms;       /* envelope and delivery token expiry */
   int64_t dedup_ttl_ms;       /* client id memory */
@@ -231,7 +234,7 @@ typedef struct tern_store {
 
 /* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).
  * Completions are delivered on loop. group_max <= 0 and max_open_files <= 0 take defaults (1024,
- * 256); inbox_max_envelopes <= 0 means no cap; a ttl <= 0 disables that expiry. On failure
+ * 256); cache_bytes 0 keeps no envelope in memory past its group; inbox_max_envelopes <= 0 means no cap; a ttl <= 0 disables that expiry. On failure
  * returns a negative errno-style code and a reason in err. */
 int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, tern_store **out, char *err,
                             size_t errlen);

@@ -22,6 +22,10 @@ static char dir[128];     /* the current test's data dir */
 static int ndone;         /* completions seen */
 static int nsubmitted;    /* ops submitted (their index in submission order) */
 static int order_errors;  /* completions that arrived out of submission order */
+/* The envelope cache of every store this program opens: the suite runs once with a cache
+ * (acks and drains read memory) and once without (every envelope read goes to RocksDB). The
+ * child processes get it through TERN_TEST_STORE_CACHE. */
+static size_t cache_bytes = 64 << 20;
 
 typedef struct res {
   int idx;   /* submission index */
@@ -93,6 +97,7 @@ static tern_store_options default_opts(void) {
       .inbox_max_envelopes = 1000,
       .inbox_ttl_ms = 30LL * 24 * 3600 * 1000,
       .dedup_ttl_ms = 24LL * 3600 * 1000,
+      .cache_bytes = cache_bytes,
   };
   return o;
 }
@@ -112,7 +117,7 @@ static tern_store *open_store(void) {
 }
 
 /* A fresh data dir per test. */
-static void use_dir(const char *name) { snprintf(dir, sizeof dir, "%s/%s", base_dir, name); }
+static void use_dir(const char *name) { snprintf(dir, sizeof dir, "%s/%s-%zu", base_dir, name, cache_bytes); }
 
 static void close_store(tern_store *s) {
   wait_all();
@@ -1130,8 +1135,143 @@ TEST(kv_records) {
   close_store(s);
 }
 
+/* A message's only recipient copy (F_SOLE) needs no token: its first ack delivers it, and a
+ * second ack of the same seq (a redelivery) reports nothing. */
+TEST(sole_copy_delivers) {
+  use_dir("sole");
+  tern_store *s = open_store();
+  append_args a = {.inboxes = {"bob1"}, .flags = TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE, .msg_id = "m1", .token_from = NULL};
+  submit_append(s, &R[0], &a, "hi");
+  a.msg_id = "m2";
+  submit_append(s, &R[1], &a, "there");
+  wait_all();
+  submit_ack(s, &R[2], "bob1", 1);
+  submit_ack(s, &R[3], "bob1", 1);
+  submit_ack(s, &R[4], "bob1", 2);
+  wait_all();
+  CHECK_EQ_INT(R[2].ndeliv, 1);
+  CHECK_EQ_STR(R[2].deliv[0], "m1");
+  CHECK_EQ_STR(R[2].deliv_from[0], "alice");
+  CHECK_EQ_INT(R[3].ndeliv, 0);
+  CHECK_EQ_INT(R[4].ndeliv, 1);
+  CHECK_EQ_STR(R[4].deliv[0], "m2");
+  CHECK_EQ_INT(tern_store_inbox_total(s), 0);
+  close_store(s);
+}
+
+/* Appends after an inbox's meta was written leave only their envelope keys; a reopen must still
+ * continue after the highest seq, also once the head has been acked and after a kill. */
+TEST(seq_after_appends_without_meta) {
+  use_dir("meta");
+  tern_store *s = open_store();
+  for (int i = 0; i < 4; i++) {
+    append1(s, &R[i], "A", "x");
+    wait_all(); /* separate groups: only the first writes A's meta */
+  }
+  close_store(s);
+  s = open_store();
+  CHECK_EQ_INT(tern_store_inbox_total(s), 4);
+  append1(s, &R[4], "A", "x");
+  submit_ack(s, &R[5], "A", 5);
+  wait_all();
+  CHECK_EQ_INT(R[4].seqs[0], 5);
+  close_store(s);
+  s = open_store();
+  CHECK_EQ_INT(tern_store_inbox_total(s), 0);
+  append1(s, &R[6], "A", "x");
+  wait_all();
+  append1(s, &R[7], "A", "x");
+  submit_ack(s, &R[8], "A", 6);
+  wait_all();
+  CHECK_EQ_INT(R[6].seqs[0], 6);
+  CHECK_EQ_INT(R[7].seqs[0], 7);
+  close_store(s);
+  s = open_store();
+  CHECK_EQ_INT(tern_store_inbox_total(s), 1);
+  append1(s, &R[9], "A", "x");
+  submit_drain(s, &R[10], "A", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[9].seqs[0], 8);
+  CHECK_EQ_INT(R[10].nitems, 2);
+  CHECK_EQ_INT(R[10].item_seq[0], 7);
+  CHECK_EQ_INT(R[10].item_seq[1], 8);
+  close_store(s);
+}
+
+/* An inbox whose older envelopes left the cache and whose newer ones are in it: drains and acks
+ * read both parts, in order. Old envelopes (a device away) are evicted first. */
+TEST(cache_part_evicted) {
+  use_dir("evict");
+  tern_store_options o = default_opts();
+  o.cache_bytes = 600;
+  tern_store *s = open_with(&o);
+  char big[201];
+  memset(big, 'o', 200);
+  big[200] = 0;
+  for (int i = 0; i < 5; i++) {
+    big[0] = (char)('1' + i);
+    append_args a = {.inboxes = {"A"}, .ts = tern_now_ms() - 60000};
+    submit_append(s, &R[i], &a, big); /* 5 x 200 bytes: over the budget, and stale */
+  }
+  wait_all();
+  append_args fresh = {.inboxes = {"B"}};
+  submit_append(s, &R[5], &fresh, "b");
+  for (int i = 0; i < 5; i++) {
+    char body[8];
+    snprintf(body, sizeof body, "n%d", 6 + i);
+    append1(s, &R[6 + i], "A", body);
+  }
+  wait_all();
+  submit_drain(s, &R[11], "A", 0, 0);
+  submit_ack(s, &R[12], "A", 7);
+  submit_drain(s, &R[13], "A", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[11].nitems, 10);
+  for (size_t i = 0; i < R[11].nitems && i < 10; i++) CHECK_EQ_INT(R[11].item_seq[i], i + 1);
+  CHECK(R[11].item_tail[0][0] == '1');
+  CHECK(R[11].item_tail[4][0] == '5');
+  CHECK_EQ_STR(R[11].item_tail[5], "n6");
+  CHECK_EQ_STR(R[11].item_tail[9], "n10");
+  CHECK_EQ_INT(R[13].nitems, 3);
+  CHECK_EQ_INT(R[13].item_seq[0], 8);
+  CHECK_EQ_STR(R[13].item_tail[0], "n8");
+  CHECK_EQ_INT(tern_store_inbox_total(s), 4);
+  close_store(s);
+}
+
+static void run_suite(void) {
+  RUN(env_pack_roundtrip);
+  RUN(op_free_owns_everything);
+  RUN(append_assigns_seqs);
+  RUN(drain_order_paging);
+  RUN(drain_orders_with_appends);
+  RUN(ack_deletes);
+  RUN(seq_survives_reopen);
+  RUN(seq_after_appends_without_meta);
+  RUN(dedup_separate_groups);
+  RUN(dedup_same_group);
+  RUN(full_at_cap);
+  RUN(delivery_token_once);
+  RUN(sole_copy_delivers);
+  RUN(no_receipt_without_flag);
+  RUN(move_inbox);
+  RUN(cache_part_evicted);
+  RUN(load_records);
+  RUN(del_device);
+  RUN(del_device_same_group);
+  RUN(sweep_expires);
+  RUN(sweep_is_bounded);
+  RUN(durable_after_kill);
+  RUN(many_appends_group_commit);
+  RUN(commit_error);
+  RUN(open_errors);
+  RUN(kv_records);
+}
+
 int main(int argc, char **argv) {
   tern_log_set_level(TERN_LOG_WARN);
+  const char *cb = getenv("TERN_TEST_STORE_CACHE");
+  if (cb) cache_bytes = (size_t)strtoull(cb, NULL, 10);
   if (argc == 3 && strcmp(argv[1], "kill-child") == 0) return kill_child(argv[2]);
   if (argc == 3 && strcmp(argv[1], "error-child") == 0) return error_child(argv[2]);
   static char exe[4096];
@@ -1144,29 +1284,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   uv_loop_init(&loop);
-  RUN(env_pack_roundtrip);
-  RUN(op_free_owns_everything);
-  RUN(append_assigns_seqs);
-  RUN(drain_order_paging);
-  RUN(drain_orders_with_appends);
-  RUN(ack_deletes);
-  RUN(seq_survives_reopen);
-  RUN(dedup_separate_groups);
-  RUN(dedup_same_group);
-  RUN(full_at_cap);
-  RUN(delivery_token_once);
-  RUN(no_receipt_without_flag);
-  RUN(move_inbox);
-  RUN(load_records);
-  RUN(del_device);
-  RUN(del_device_same_group);
-  RUN(sweep_expires);
-  RUN(sweep_is_bounded);
-  RUN(durable_after_kill);
-  RUN(many_appends_group_commit);
-  RUN(commit_error);
-  RUN(open_errors);
-  RUN(kv_records);
+  static const size_t caches[2] = {64 << 20, 0};
+  for (int pass = 0; pass < 2; pass++) {
+    cache_bytes = caches[pass];
+    char v[32];
+    snprintf(v, sizeof v, "%zu", cache_bytes);
+    setenv("TERN_TEST_STORE_CACHE", v, 1); /* for the kill and error children */
+    fprintf(stderr, "-- envelope cache %zu bytes\n", cache_bytes);
+    run_suite();
+  }
   CHECK_EQ_INT(order_errors, 0);
   uv_loop_close(&loop);
   nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
