@@ -250,9 +250,33 @@ static void start_write(tern_conn *c) {
   c->writing = true;
 }
 
+/* Writes what the socket takes at once without a write request. A completed uv_write costs a
+ * callback and, in libuv 1.44, an epoll_ctl (its drain re-arms the watcher even when nothing
+ * changed); most flushes fit the socket buffer whole and need neither. Returns false when the
+ * connection was closed. */
+static bool write_now(tern_conn *c) {
+  uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  if (n == UV_EAGAIN || n == UV_ENOSYS) return true;
+  if (n < 0) {
+    TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(n));
+    if (c->stream) c->stream->aborted = true;
+    conn_close(c);
+    return false;
+  }
+  if ((size_t)n == c->out.len) {
+    tern_buf_free(&c->out); /* an idle connection holds no write buffer */
+  } else {
+    memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
+    c->out.len -= (size_t)n;
+  }
+  return true;
+}
+
 static void flush_conn(tern_conn *c) {
   if (c->state == ST_CLOSED) return;
   if (c->overflow) close_overflowed(c);
+  if (!c->writing && c->out.len && !write_now(c)) return;
   if (!c->writing && c->out.len) start_write(c);
   if (c->close_after_flush && !c->writing && !c->out.len && !c->shut) {
     c->shut = true;
