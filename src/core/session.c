@@ -42,11 +42,13 @@ static void send_error(tern_session *s, const char *id, const char *code, const 
 
 /* Writes one envelope: head with the seq, then the stored JSON tail. */
 static void write_envelope(tern_session *s, uint64_t seq, const tern_env_view *v) {
-  tern_buf head = {0};
+  /* The head is a few dozen bytes; one buffer per loop thread avoids an allocation per
+   * envelope (the connection copies it). */
+  static tern_buf head;
+  tern_buf_reset(&head);
   tern_enc_envelope_head(&head, v->kind == TERN_ENV_RECEIPT, seq);
   tern_part parts[2] = {{head.data, head.len}, {v->tail, v->tail_len}};
   tern_conn_ws_text_parts(s->conn, parts, 2);
-  tern_buf_free(&head);
   s->sent_seq = seq;
   s->app->metrics.envelopes_delivered++;
 }
