@@ -65,8 +65,22 @@ int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out) {
 
 /* ---- operations ---------------------------------------------------------------------------- */
 
+/* Freed ops are kept for reuse, per thread, with their arrays' capacity: an op is a large
+ * struct and a message makes several, so calloc/free of each was a visible share of the loop
+ * thread's time. Per thread, because ops are made and freed on the loop thread in ternd but
+ * any thread may use the API. */
+enum { OP_POOL_MAX = 1024 };
+static __thread tern_store_op *op_pool; /* linked through ->arg */
+static __thread size_t op_pool_len;
+
 tern_store_op *tern_store_op_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
-  tern_store_op *op = TERN_NEW(tern_store_op);
+  tern_store_op *op = op_pool;
+  if (op) {
+    op_pool = op->arg;
+    op_pool_len--;
+  } else {
+    op = TERN_NEW(tern_store_op);
+  }
   op->type = type;
   op->done = done;
   op->arg = arg;
@@ -145,18 +159,29 @@ void tern_store_op_free(tern_store_op *op) {
   tern_free(op->msg_id);
   tern_free(op->token_from);
   for (size_t i = 0; i < op->ntargets; i++) tern_free(op->targets[i].inbox);
-  tern_free(op->targets);
   for (size_t i = 0; i < op->nvalues; i++) tern_free((size_t *)(void *)op->values[i] - 1);
-  tern_free(op->values);
   tern_free(op->dup_msg_id);
   for (size_t i = 0; i < op->nitems; i++) tern_free(op->items[i].value);
-  tern_free(op->items);
   for (size_t i = 0; i < op->ndelivered; i++) {
     tern_free(op->delivered[i].msg_id);
     tern_free(op->delivered[i].from);
   }
+  /* The outputs' arrays are filled on the store thread and sized by what it found: not kept. */
+  tern_free(op->items);
   tern_free(op->delivered);
-  tern_free(op);
+  if (op_pool_len >= OP_POOL_MAX) {
+    tern_free(op->targets);
+    tern_free(op->values);
+    tern_free(op);
+    return;
+  }
+  /* Keep the input arrays (with their capacity), zero everything else. */
+  tern_store_op keep = {.targets = op->targets, .targets_cap = op->targets_cap, .values = op->values,
+                        .values_cap = op->values_cap};
+  *op = keep;
+  op->arg = op_pool;
+  op_pool = op;
+  op_pool_len++;
 }
 
 /* ---- the public handle and its histogram --------------------------------------------------- */
