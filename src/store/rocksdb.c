@@ -1,7 +1,8 @@
 /* rocksdb.c: the embedded store backend, RocksDB through its C API.
  *
- * Threads. One store thread owns every write. tern_store_submit (loop thread) pushes the op on
- * a mutex-protected queue and signals a condvar; the store thread takes up to group_max ops,
+ * Threads. One store thread owns every write. tern_store_submit (loop thread) stages the op;
+ * at the end of the loop iteration (a prepare handle) the staged ops move to a mutex-protected
+ * queue with one condvar signal; the store thread takes up to group_max ops,
  * applies them in order into ONE plain write batch, commits that batch with one synced write,
  * then hands the ops to a completion queue and wakes the loop with uv_async_send. The async
  * callback (loop thread) runs op->done in submission order and frees each op. So there is one
@@ -32,7 +33,8 @@
  *   "u/<user>"                 → user record    [1 ver][8 created][8 last_seen][2 n][pwhash]
  *   "d/<device_id>"            → device record  [1 ver][8 created][8 last_seen][32 token hash]
  *                                               [2 n][user][2 n][label][2 n][push]
- *   "q/<inbox>"                → inbox meta     [1 ver][8 next_seq][8 first_seq]
+ *   "q/<inbox>"                → inbox meta     [1 ver][8 next_seq][8 first_seq] (checkpointed)
+ *   "j/<be64 n>"               → meta journal   [1 ver]([1 n][inbox][8 next_seq][8 first_seq])*
  *   "e/<inbox>\0<seq>"         → packed envelope (store.h); seq is a big-endian u64, so a
  *                                prefix iterator walks an inbox in seq order ('\0' separates:
  *                                inbox names never hold NUL, and "a" sorts before "ab")
@@ -44,12 +46,13 @@
  * Inboxes in memory. The store thread keeps {next_seq, first_seq} of every inbox in a map. The
  * envelopes of an inbox are exactly the seqs [first_seq, next_seq): appends add at the end,
  * acks and expiry remove from the head, moves and deletes empty it. So counts need no scans,
- * and acks and drains know which keys to read. The meta is written (once per group, just
- * before the commit, in the same batch) when an inbox is created and whenever its head moves;
- * a plain append does not write it, because the envelope's own key records its seq. At open,
- * next_seq = max(meta's next_seq, the highest stored seq + 1): the ack that removed the newest
- * envelopes wrote the meta with the next_seq of its time, and any later append left a key. So
- * seqs are never reused, across crashes too.
+ * and acks and drains know which keys to read. The meta changes when an inbox is created and
+ * whenever its head moves; a plain append does not change it, because the envelope's own key
+ * records its seq. A group's changed metas go into one journal record, written just before the
+ * commit in the same batch, and a checkpoint now and then turns the journal into "q/" keys (see
+ * "inbox metas" below). At open, next_seq = max(meta's next_seq, the highest stored seq + 1):
+ * the ack that removed the newest envelopes journaled the next_seq of its time, and any later
+ * append left a key. So seqs are never reused, across crashes too.
  *
  * Delivery tokens. A message whose recipient has exactly one copy (TERN_ENV_F_SOLE) needs no
  * token: its envelope is deleted by the first ack, once, so that ack reports it delivered.
@@ -128,8 +131,9 @@ typedef struct inbox {
   uint64_t next_seq;  /* seq the next envelope gets (starts at 1) */
   uint64_t first_seq; /* lowest stored seq; == next_seq when empty */
   tern_envcache cache;/* the newest envelopes, a suffix of [first_seq, next_seq) */
-  bool dirty;         /* in the group's dirty list: meta to write before the commit */
+  bool dirty;         /* in the group's dirty list: journaled before the commit */
   bool dead;          /* dropped from the map during this group; freed at the commit */
+  bool cp_dirty;      /* named in cp_names: its meta goes out at the next checkpoint */
   size_t nlen;        /* name length */
   char name[];        /* inbox name, NUL-terminated */
 } inbox;
@@ -145,6 +149,10 @@ typedef struct ov_entry {
  * handle closes asynchronously and the completions left in it run in its close callback. */
 typedef struct loopside {
   uv_async_t async;   /* wakes the loop; data = this */
+  uv_prepare_t hand;  /* hands the iteration's submissions to the store thread; data = this */
+  int open_handles;   /* of async and hand: the struct is freed when both have closed */
+  struct rdb *st;     /* the backend, while open (hand's callback needs it) */
+  opq staged;         /* submitted during this loop iteration (loop thread only) */
   pthread_mutex_t mu; /* guards done */
   opq done;           /* completed ops, in submission order (store thread → loop) */
   opq ready;          /* completions taken from done, still to run (loop thread only) */
@@ -158,6 +166,7 @@ typedef struct rdb {
   rocksdb_options_t *dbopts;
   rocksdb_block_based_table_options_t *bbto;
   rocksdb_cache_t *cache;
+  rocksdb_env_t *env;            /* the default env, its background threads niced */
   rocksdb_writeoptions_t *wsync; /* sync=true: the one fsync per group */
   rocksdb_readoptions_t *ropts;  /* plain reads */
   loopside *ls;                  /* completion side */
@@ -174,7 +183,13 @@ typedef struct rdb {
   tern_map inboxes;            /* name → inbox* */
   tern_envcache_acct cacct;    /* envelopes cached by all inboxes */
   size_t cache_budget;         /* bytes the caches may hold before eviction */
-  inbox **dirty;               /* inboxes whose meta the group changed */
+  inbox **dirty;               /* inboxes whose meta the group changed (journaled at its end) */
+  uint64_t journal_first;      /* oldest journal record not yet checkpointed */
+  uint64_t journal_next;       /* number of the next journal record */
+  int checkpoint_every;        /* journal records between checkpoints */
+  tern_buf cp_names;           /* [1 n][name] of inboxes journaled since the last checkpoint */
+  size_t cp_count;             /* entries in cp_names */
+  int64_t cp_last_ms;          /* when the last checkpoint (or the load) was */
   size_t ndirty, dirty_cap;
   tern_store_op **group; /* ops of the current group */
   size_t group_cap;
@@ -184,6 +199,8 @@ typedef struct rdb {
   tern_buf val;          /* scratch value */
   int sweep_phase;       /* 0 envelopes ("q/"), 1 client ids ("i/"), 2 tokens ("r/") */
   tern_buf sweep_cursor; /* key to resume the phase at; empty = its start */
+  bool sweep_in_journal; /* the envelope phase is past "q/", at the journaled names */
+  size_t sweep_journal_off; /* where in cp_names it resumes */
 } rdb;
 
 /* ---- small encoders ------------------------------------------------------------------------ */
@@ -354,7 +371,7 @@ static inbox *inbox_new(rdb *st, const char *name, size_t n, uint64_t next, uint
   ib->first_seq = first;
   memset(&ib->cache, 0, sizeof ib->cache);
   ib->cache.first = next; /* nothing cached: the suffix starts at the next append */
-  ib->dirty = ib->dead = false;
+  ib->dirty = ib->dead = ib->cp_dirty = false;
   ib->nlen = n;
   memcpy(ib->name, name, n);
   ib->name[n] = '\0';
@@ -381,38 +398,117 @@ static inbox *inbox_get(rdb *st, const char *name) {
   return ib;
 }
 
-/* Forgets an inbox (its envelopes must be gone): deletes its meta now, in batch order, so an
- * inbox of the same name re-created later in the group writes its meta after this delete. */
+/* Forgets an inbox (its envelopes must be gone). It stays in the group's dirty list, marked
+ * dead, so that the group's journal record says it is gone, in order: an inbox of the same
+ * name re-created later in the group comes after it. */
 static void inbox_drop(rdb *st, inbox *ib) {
   tern_map_del(&st->inboxes, ib->name, ib->nlen);
   tern_envcache_reset(&ib->cache, &st->cacct, ib->next_seq);
-  key_tag(&st->key, 'q', ib->name, ib->nlen);
-  rocksdb_writebatch_delete(st->wb, st->key.data, st->key.len);
-  if (ib->dirty) {
-    ib->dead = true; /* still in the dirty list: freed there */
-  } else {
-    tern_free(ib);
-  }
+  inbox_touch(st, ib);
+  ib->dead = true; /* freed by dirty_end */
 }
 
-/* Ends the group's dirty list: writes the metas (write) or just forgets them (after failure). */
+/* ---- inbox metas: a journal, checkpointed ---------------------------------------------------
+ * A group that moved some inboxes' heads (acks, expiry, moves, deletes) or created inboxes
+ * writes ONE journal record "j/<be64 n>" listing them, instead of one "q/" key per inbox: with
+ * many inboxes acked per group, those puts were a quarter of the memtable inserts per message.
+ * Every `checkpoint_every` records (or 60 s, or 8,192 names), a checkpoint writes the "q/" meta
+ * of every inbox named since the last one (deleting the metas of those that are gone) and
+ * deletes the records with one range delete, in the same batch as the group. At open, the
+ * "q/" metas are read, then the records replayed in order. */
+
+enum {
+  CHECKPOINT_NAMES = 8192,    /* names since the last checkpoint that force one */
+  CHECKPOINT_MS = 60000,      /* a journal older than this is checkpointed at the next group */
+  DEFAULT_CHECKPOINT_EVERY = 1024,
+};
+
+static void jkey(tern_buf *b, uint64_t n) {
+  tern_buf_reset(b);
+  tern_buf_putc(b, 'j');
+  tern_buf_putc(b, '/');
+  put_be64(b, n);
+}
+
+/* Remembers that name changed since the last checkpoint. */
+static void cp_note(rdb *st, inbox *ib) {
+  if (ib->cp_dirty) return;
+  ib->cp_dirty = !ib->dead; /* a dead inbox's struct is freed: a re-created one notes again */
+  tern_buf_putc(&st->cp_names, (char)ib->nlen);
+  tern_buf_append(&st->cp_names, ib->name, ib->nlen);
+  st->cp_count++;
+}
+
+static void meta_put(rdb *st, const inbox *ib) {
+  key_tag(&st->key, 'q', ib->name, ib->nlen);
+  tern_buf_reset(&st->val);
+  tern_buf_putc(&st->val, REC_VERSION);
+  put_be64(&st->val, ib->next_seq);
+  put_be64(&st->val, ib->first_seq);
+  rocksdb_writebatch_put(st->wb, st->key.data, st->key.len, st->val.data, st->val.len);
+}
+
+/* Writes the checkpoint into the group's batch (see above). */
+static void checkpoint(rdb *st) {
+  for (size_t off = 0; off < st->cp_names.len;) {
+    size_t n = (uint8_t)st->cp_names.data[off++];
+    const char *name = st->cp_names.data + off;
+    off += n;
+    inbox *ib = tern_map_get(&st->inboxes, name, n);
+    if (ib) {
+      ib->cp_dirty = false;
+      meta_put(st, ib);
+    } else {
+      key_tag(&st->key, 'q', name, n);
+      rocksdb_writebatch_delete(st->wb, st->key.data, st->key.len);
+    }
+  }
+  if (st->journal_next > st->journal_first) {
+    jkey(&st->key, st->journal_first);
+    jkey(&st->key2, st->journal_next);
+    rocksdb_writebatch_delete_range(st->wb, st->key.data, st->key.len, st->key2.data, st->key2.len);
+  }
+  st->journal_first = st->journal_next;
+  tern_buf_reset(&st->cp_names);
+  st->cp_count = 0;
+  st->cp_last_ms = tern_now_ms();
+}
+
+/* Ends the group's dirty list: journals the inboxes it changed (write), or only forgets the
+ * list (after a failure, which reloads everything from the DB). */
 static void dirty_end(rdb *st, bool write) {
+  bool record = write && st->ndirty;
+  if (record) {
+    tern_buf_reset(&st->val);
+    tern_buf_putc(&st->val, REC_VERSION);
+  }
   for (size_t i = 0; i < st->ndirty; i++) {
     inbox *ib = st->dirty[i];
+    if (record && ib->nlen <= 255) {
+      /* [1 n][name][8 next][8 first]; next 0 = gone */
+      tern_buf_putc(&st->val, (char)ib->nlen);
+      tern_buf_append(&st->val, ib->name, ib->nlen);
+      put_be64(&st->val, ib->dead ? 0 : ib->next_seq);
+      put_be64(&st->val, ib->dead ? 0 : ib->first_seq);
+      cp_note(st, ib);
+    }
     if (ib->dead) {
       tern_free(ib);
       continue;
     }
     ib->dirty = false;
-    if (!write) continue;
-    key_tag(&st->key, 'q', ib->name, ib->nlen);
-    tern_buf_reset(&st->val);
-    tern_buf_putc(&st->val, REC_VERSION);
-    put_be64(&st->val, ib->next_seq);
-    put_be64(&st->val, ib->first_seq);
-    rocksdb_writebatch_put(st->wb, st->key.data, st->key.len, st->val.data, st->val.len);
   }
   st->ndirty = 0;
+  if (!write) return;
+  if (record) {
+    jkey(&st->key, st->journal_next++);
+    rocksdb_writebatch_put(st->wb, st->key.data, st->key.len, st->val.data, st->val.len);
+  }
+  /* By time too, so that an idle server's journal does not wait for traffic (the periodic
+   * SWEEP makes a group; it reads checkpointed metas to find inboxes). */
+  if (st->journal_next - st->journal_first >= (uint64_t)st->checkpoint_every || st->cp_count >= CHECKPOINT_NAMES ||
+      (st->cp_count && tern_now_ms() - st->cp_last_ms >= CHECKPOINT_MS))
+    checkpoint(st);
 }
 
 static bool free_inbox_cb(const char *key, size_t klen, void *value, void *arg) {
@@ -440,14 +536,47 @@ static uint64_t highest_stored(rdb *st, rocksdb_iterator_t *it, const char *name
   return get_be64(k + plen);
 }
 
-/* (Re)loads every inbox from the DB, with empty caches, and recounts the total. Returns 0 or
- * -EIO. */
+/* Sets an inbox's counters as loaded (a checkpointed meta or a journal entry). */
+static void load_meta(rdb *st, const char *name, size_t n, uint64_t next, uint64_t first) {
+  inbox *ib = tern_map_get(&st->inboxes, name, n);
+  if (next == 0) { /* gone */
+    if (ib) {
+      tern_map_del(&st->inboxes, name, n);
+      tern_free(ib);
+    }
+    return;
+  }
+  if (first > next) return;
+  if (!ib) ib = inbox_new(st, name, n, next, first);
+  ib->next_seq = next;
+  ib->first_seq = first;
+}
+
+typedef struct load_ctx {
+  rdb *st;
+  rocksdb_iterator_t *envs; /* over envelope keys */
+  int64_t total;            /* envelopes counted */
+} load_ctx;
+
+static bool finish_load_cb(const char *key, size_t klen, void *value, void *arg) {
+  load_ctx *c = arg;
+  inbox *ib = value;
+  uint64_t high = highest_stored(c->st, c->envs, ib->name, ib->nlen);
+  if (high >= ib->next_seq) ib->next_seq = high + 1; /* appended after its meta was written */
+  ib->cache.first = ib->next_seq;
+  c->total += (int64_t)(ib->next_seq - ib->first_seq);
+  return true;
+}
+
+/* (Re)loads every inbox from the DB (checkpointed metas, then the journal), with empty caches,
+ * and recounts the total. Returns 0 or -EIO. */
 static int inboxes_load(rdb *st, char *err, size_t errlen) {
   inboxes_clear(st);
-  int64_t total = 0;
+  tern_buf_reset(&st->cp_names);
+  st->cp_count = 0;
+  st->cp_last_ms = tern_now_ms();
   prefix_iter pi;
   pit_open(st, &pi, 'q', false);
-  rocksdb_iterator_t *envs = rocksdb_create_iterator(st->db, st->ropts);
   for (rocksdb_iter_seek(pi.it, "q/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
     size_t kl, vl;
     const char *k = rocksdb_iter_key(pi.it, &kl);
@@ -456,23 +585,48 @@ static int inboxes_load(rdb *st, char *err, size_t errlen) {
       TERN_WARN("store: bad inbox meta", "key=%s", tern_log_quote(k + 2));
       continue;
     }
-    uint64_t next = get_be64(v + 1), first = get_be64(v + 9);
-    if (first > next || next == 0) continue;
-    uint64_t high = highest_stored(st, envs, k + 2, kl - 2);
-    if (high >= next) next = high + 1; /* appended after the meta was last written */
-    inbox_new(st, k + 2, kl - 2, next, first);
-    total += (int64_t)(next - first);
+    load_meta(st, k + 2, kl - 2, get_be64(v + 1), get_be64(v + 9));
   }
-  char *e = NULL;
-  rocksdb_iter_get_error(envs, &e);
-  rocksdb_iter_destroy(envs);
   int r = pit_close(&pi, err, errlen);
+  if (r < 0) return r;
+  /* The journal, in record order; every name in it still needs its checkpoint. */
+  bool any = false;
+  pit_open(st, &pi, 'j', false);
+  for (rocksdb_iter_seek(pi.it, "j/", 2); rocksdb_iter_valid(pi.it); rocksdb_iter_next(pi.it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(pi.it, &kl);
+    const uint8_t *v = (const uint8_t *)rocksdb_iter_value(pi.it, &vl);
+    if (kl != 10) continue;
+    uint64_t n = get_be64(k + 2);
+    if (!any) st->journal_first = n;
+    any = true;
+    st->journal_next = n + 1;
+    if (vl < 1 || v[0] != REC_VERSION) continue;
+    for (size_t off = 1; off < vl;) {
+      size_t nl = v[off];
+      if (off + 1 + nl + 16 > vl) break;
+      const char *name = (const char *)v + off + 1;
+      load_meta(st, name, nl, get_be64(name + nl), get_be64(name + nl + 8));
+      tern_buf_putc(&st->cp_names, (char)nl);
+      tern_buf_append(&st->cp_names, name, nl);
+      st->cp_count++;
+      off += 1 + nl + 16;
+    }
+  }
+  if (!any) st->journal_first = st->journal_next;
+  r = pit_close(&pi, err, errlen);
+  if (r < 0) return r;
+  load_ctx c = {.st = st, .envs = rocksdb_create_iterator(st->db, st->ropts)};
+  tern_map_each(&st->inboxes, finish_load_cb, &c);
+  char *e = NULL;
+  rocksdb_iter_get_error(c.envs, &e);
+  rocksdb_iter_destroy(c.envs);
   if (e) {
     snprintf(err, errlen, "%s", e);
     rocksdb_free(e);
     r = -EIO;
   }
-  atomic_store(&st->total, total);
+  atomic_store(&st->total, c.total);
   return r;
 }
 
@@ -966,6 +1120,22 @@ static bool sweep_inbox(rdb *st, tern_store_op *op, inbox *ib, int64_t cutoff, l
   return true;
 }
 
+/* The second half of the envelope phase: inboxes journaled since the last checkpoint, whose
+ * metas are not among the "q/" keys yet (a checkpoint between two calls just ends it early: its
+ * names are in "q/" for the next round). Returns true when done. */
+static bool sweep_journaled(rdb *st, tern_store_op *op, int64_t cutoff, long *budget) {
+  while (st->sweep_journal_off < st->cp_names.len) {
+    if (*budget <= 0 || st->group_failed) return false;
+    (*budget)--;
+    size_t n = (uint8_t)st->cp_names.data[st->sweep_journal_off];
+    inbox *ib = tern_map_get(&st->inboxes, st->cp_names.data + st->sweep_journal_off + 1, n);
+    if (ib && !sweep_inbox(st, op, ib, cutoff, budget)) return false; /* resume at this inbox */
+    st->sweep_journal_off += 1 + n;
+  }
+  st->sweep_in_journal = false;
+  return true;
+}
+
 /* Runs the current phase from the cursor. Returns true when the phase reached its end. */
 static bool sweep_phase_run(rdb *st, tern_store_op *op, int64_t now, long *budget) {
   static const char tags[3] = {'q', 'i', 'r'};
@@ -973,6 +1143,7 @@ static bool sweep_phase_run(rdb *st, tern_store_op *op, int64_t now, long *budge
   int64_t ttl = st->sweep_phase == 1 ? st->opts.dedup_ttl_ms : st->opts.inbox_ttl_ms;
   if (ttl <= 0) return true; /* this kind never expires */
   int64_t cutoff = now - ttl;
+  if (tag == 'q' && st->sweep_in_journal) return sweep_journaled(st, op, cutoff, budget);
   prefix_iter pi;
   /* The scan reads committed keys only; per-key decisions see the group (inbox state in memory)
    * or are harmless when repeated (deleting a key this group already deleted). */
@@ -1009,6 +1180,11 @@ static bool sweep_phase_run(rdb *st, tern_store_op *op, int64_t now, long *budge
   char err[128];
   if (pit_close(&pi, err, sizeof err) < 0) fail_group(st, "sweep scan", err);
   if (finished) tern_buf_reset(&st->sweep_cursor);
+  if (finished && tag == 'q') {
+    st->sweep_in_journal = true;
+    st->sweep_journal_off = 0;
+    return sweep_journaled(st, op, cutoff, budget);
+  }
   return finished;
 }
 
@@ -1164,8 +1340,10 @@ static void on_async(uv_async_t *h) {
 
 static void on_loopside_closed(uv_handle_t *h) {
   loopside *ls = h->data;
+  if (--ls->open_handles > 0) return;
   while (run_completions(ls, SIZE_MAX)) {
   }
+  tern_free(ls->staged.v);
   tern_free(ls->done.v);
   tern_free(ls->ready.v);
   pthread_mutex_destroy(&ls->mu);
@@ -1174,12 +1352,28 @@ static void on_loopside_closed(uv_handle_t *h) {
 
 /* ---- vtable -------------------------------------------------------------------------------- */
 
-static void rdb_submit(void *self, tern_store_op *op) {
-  rdb *st = self;
+/* Moves the staged submissions to the store thread, with one lock and one wake-up. */
+static void hand_over(rdb *st) {
+  loopside *ls = st->ls;
+  if (!ls->staged.len) return;
   pthread_mutex_lock(&st->mu);
-  opq_push(&st->pending, op);
+  for (tern_store_op *op; (op = opq_pop(&ls->staged));) opq_push(&st->pending, op);
   pthread_cond_signal(&st->cv);
   pthread_mutex_unlock(&st->mu);
+}
+
+static void on_hand(uv_prepare_t *h) {
+  loopside *ls = h->data;
+  if (ls->st) hand_over(ls->st);
+}
+
+/* Submissions wait for the end of the loop iteration (the next prepare phase, before the loop
+ * polls), so that everything one iteration produced reaches the store thread with one wake-up:
+ * waking it per op made it commit groups of one op while the loop still had work, and cost a
+ * thread switch each on the shared core. */
+static void rdb_submit(void *self, tern_store_op *op) {
+  rdb *st = self;
+  opq_push(&st->ls->staged, op);
 }
 
 static int64_t rdb_inbox_total(void *self) {
@@ -1280,6 +1474,7 @@ static void rdb_destroy(rdb *st) {
   if (st->dbopts) rocksdb_options_destroy(st->dbopts);
   if (st->bbto) rocksdb_block_based_options_destroy(st->bbto);
   if (st->cache) rocksdb_cache_destroy(st->cache);
+  if (st->env) rocksdb_env_destroy(st->env);
   inboxes_clear(st);
   tern_free(st->dirty);
   tern_free(st->group);
@@ -1288,6 +1483,7 @@ static void rdb_destroy(rdb *st) {
   tern_buf_free(&st->key2);
   tern_buf_free(&st->val);
   tern_buf_free(&st->sweep_cursor);
+  tern_buf_free(&st->cp_names);
   pthread_mutex_destroy(&st->mu);
   pthread_cond_destroy(&st->cv);
   tern_free(st->dir);
@@ -1296,6 +1492,10 @@ static void rdb_destroy(rdb *st) {
 
 static void rdb_close(void *self) {
   rdb *st = self;
+  hand_over(st); /* what was submitted in this iteration is finished too */
+  st->ls->st = NULL;
+  uv_prepare_stop(&st->ls->hand);
+  uv_close((uv_handle_t *)&st->ls->hand, on_loopside_closed);
   pthread_mutex_lock(&st->mu);
   st->stopping = true;
   pthread_cond_signal(&st->cv);
@@ -1355,6 +1555,14 @@ int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, ter
   rocksdb_options_set_max_open_files(st->dbopts, st->opts.max_open_files);
   rocksdb_options_set_block_based_table_factory(st->dbopts, st->bbto);
   rocksdb_options_set_keep_log_file_num(st->dbopts, 4); /* RocksDB's own LOG files */
+  /* Flushes and compactions may wait: at full CPU priority a 64 MiB memtable flush took the
+   * shared core from the loop and store threads for tens of milliseconds, which was the p99
+   * of a server at half load. Niced, they run in the time those threads leave idle; if they
+   * fall behind, RocksDB's write stall gives them the core. */
+  st->env = rocksdb_create_default_env();
+  rocksdb_env_lower_thread_pool_cpu_priority(st->env);
+  rocksdb_env_lower_high_priority_thread_pool_cpu_priority(st->env);
+  rocksdb_options_set_env(st->dbopts, st->env);
   rocksdb_options_set_memtable_prefix_bloom_size_ratio(st->dbopts, 0.05);
   rocksdb_options_set_memtable_whole_key_filtering(st->dbopts, 1);
   st->wsync = rocksdb_writeoptions_create();
@@ -1362,6 +1570,7 @@ int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, ter
   st->ropts = rocksdb_readoptions_create();
   st->wb = rocksdb_writebatch_create();
   st->cache_budget = st->opts.cache_bytes;
+  st->checkpoint_every = st->opts.checkpoint_every > 0 ? st->opts.checkpoint_every : DEFAULT_CHECKPOINT_EVERY;
 
   char *e = NULL;
   st->db = rocksdb_open(st->dbopts, st->dir, &e);
@@ -1388,6 +1597,13 @@ int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, ter
     return r;
   }
   ls->async.data = ls;
+  ls->open_handles = 1;
+  uv_prepare_init(loop, &ls->hand);
+  ls->hand.data = ls;
+  ls->open_handles++;
+  uv_prepare_start(&ls->hand, on_hand);
+  uv_unref((uv_handle_t *)&ls->hand); /* it must not keep the loop running */
+  ls->st = st;
   st->ls = ls;
   *out = tern_store_wrap(&rdb_vtable, st);
   st->pub = *out;

@@ -208,6 +208,7 @@ typedef struct tern_store_options {
   int max_open_files;         /* RocksDB max_open_files */
   int group_max;              /* operations per group commit at most */
   size_t cache_bytes;         /* envelope bytes kept in memory for acks and drains (0 = none) */
+  int checkpoint_every;       /* inbox-meta journal records between checkpoints (<= 0: 1024) */
   int64_t inbox_max_envelopes;/* cap for targets with check_cap */
   int64_t inbox_ttl_ms;       /* envelope and delivery token expiry */
   int64_t dedup_ttl_ms;       /* client id memory */

@@ -26,6 +26,9 @@ static int order_errors;  /* completions that arrived out of submission order */
  * (acks and drains read memory) and once without (every envelope read goes to RocksDB). The
  * child processes get it through TERN_TEST_STORE_CACHE. */
 static size_t cache_bytes = 64 << 20;
+/* Likewise the inbox-meta journal: checkpointed only after 1024 records (so never in these
+ * short tests), or after every group. */
+static int checkpoint_every = 0;
 
 typedef struct res {
   int idx;   /* submission index */
@@ -98,6 +101,7 @@ static tern_store_options default_opts(void) {
       .inbox_ttl_ms = 30LL * 24 * 3600 * 1000,
       .dedup_ttl_ms = 24LL * 3600 * 1000,
       .cache_bytes = cache_bytes,
+      .checkpoint_every = checkpoint_every,
   };
   return o;
 }
@@ -1239,6 +1243,45 @@ TEST(cache_part_evicted) {
   close_store(s);
 }
 
+/* Inbox metas go to a journal and a checkpoint now and then: reopening before, across and after
+ * checkpoints finds every inbox's counters, and a deleted device stays deleted. */
+TEST(meta_journal_reopen) {
+  use_dir("journal");
+  tern_store_options o = default_opts();
+  o.checkpoint_every = 3;
+  tern_store *s = open_with(&o);
+  uint64_t acked = 0;
+  for (int round = 0; round < 8; round++) {
+    append1(s, &R[0], "A", "a");
+    append1(s, &R[1], "A", "a");
+    if (round < 4) append1(s, &R[2], "B", "b");
+    wait_all();
+    CHECK_EQ_INT(R[1].seqs[0], 2 * round + 2);
+    submit_ack(s, &R[3], "A", ++acked);
+    if (round == 4) {
+      tern_store_op *op = new_op(TERN_OP_DEL_DEVICE, &R[4]);
+      tern_device_rec d = {.device_id = "B"};
+      tern_store_op_set_device(op, &d);
+      tern_store_submit(s, op);
+    }
+    wait_all();
+    if (round == 2 || round == 5 || round == 7) {
+      close_store(s);
+      s = open_with(&o);
+    }
+    CHECK_EQ_INT(tern_store_inbox_total(s), 2 * (round + 1) - (int)acked + (round < 4 ? round + 1 : 0));
+  }
+  append1(s, &R[5], "B", "b"); /* the deleted device's counter is gone: seqs restart */
+  append1(s, &R[6], "A", "a");
+  submit_drain(s, &R[7], "A", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[5].seqs[0], 1);
+  CHECK_EQ_INT(R[6].seqs[0], 17);
+  CHECK_EQ_INT(R[7].nitems, 9);
+  CHECK_EQ_INT(R[7].item_seq[0], 9);
+  close_store(s);
+}
+
 static void run_suite(void) {
   RUN(env_pack_roundtrip);
   RUN(op_free_owns_everything);
@@ -1248,6 +1291,7 @@ static void run_suite(void) {
   RUN(ack_deletes);
   RUN(seq_survives_reopen);
   RUN(seq_after_appends_without_meta);
+  RUN(meta_journal_reopen);
   RUN(dedup_separate_groups);
   RUN(dedup_same_group);
   RUN(full_at_cap);
@@ -1272,6 +1316,8 @@ int main(int argc, char **argv) {
   tern_log_set_level(TERN_LOG_WARN);
   const char *cb = getenv("TERN_TEST_STORE_CACHE");
   if (cb) cache_bytes = (size_t)strtoull(cb, NULL, 10);
+  const char *ce = getenv("TERN_TEST_STORE_CHECKPOINT");
+  if (ce) checkpoint_every = atoi(ce);
   if (argc == 3 && strcmp(argv[1], "kill-child") == 0) return kill_child(argv[2]);
   if (argc == 3 && strcmp(argv[1], "error-child") == 0) return error_child(argv[2]);
   static char exe[4096];
@@ -1285,12 +1331,17 @@ int main(int argc, char **argv) {
   }
   uv_loop_init(&loop);
   static const size_t caches[2] = {64 << 20, 0};
+  static const int checkpoints[2] = {0, 1};
   for (int pass = 0; pass < 2; pass++) {
     cache_bytes = caches[pass];
+    checkpoint_every = checkpoints[pass];
     char v[32];
     snprintf(v, sizeof v, "%zu", cache_bytes);
     setenv("TERN_TEST_STORE_CACHE", v, 1); /* for the kill and error children */
-    fprintf(stderr, "-- envelope cache %zu bytes\n", cache_bytes);
+    snprintf(v, sizeof v, "%d", checkpoint_every);
+    setenv("TERN_TEST_STORE_CHECKPOINT", v, 1);
+    fprintf(stderr, "-- envelope cache %zu bytes, meta checkpoint every %d journal records\n", cache_bytes,
+            checkpoint_every ? checkpoint_every : 1024);
     run_suite();
   }
   CHECK_EQ_INT(order_errors, 0);
