@@ -211,6 +211,13 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static void start_write(tern_conn *c);
 
+/* A write failed: what was being written never arrived, so a streamed body is GONE. */
+static void write_failed(tern_conn *c, int status) {
+  TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(status));
+  if (c->stream) c->stream->aborted = true;
+  conn_close(c);
+}
+
 static void on_write(uv_write_t *req, int status) {
   tern_conn *c = req->data;
   c->writing = false;
@@ -220,9 +227,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (status < 0) {
-    TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(status));
-    if (c->stream) c->stream->aborted = true; /* what was in flight never arrived: GONE */
-    conn_close(c);
+    write_failed(c, status);
   } else if (c->out.len) {
     start_write(c);
   } else if (c->close_after_flush) {
@@ -259,9 +264,7 @@ static bool write_now(tern_conn *c) {
   int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
   if (n == UV_EAGAIN || n == UV_ENOSYS) return true;
   if (n < 0) {
-    TERN_DEBUG("write failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_strerror(n));
-    if (c->stream) c->stream->aborted = true;
-    conn_close(c);
+    write_failed(c, n);
     return false;
   }
   if ((size_t)n == c->out.len) {

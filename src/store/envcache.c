@@ -17,7 +17,6 @@ static size_t value_len(const uint8_t *e) {
 static void pop_head(tern_envcache *c, tern_envcache_acct *a) {
   uint8_t **s = slot(c, 0);
   a->bytes -= value_len(*s);
-  a->entries--;
   tern_free(*s);
   *s = NULL;
   c->head = (c->head + 1) & (c->cap - 1);
@@ -61,7 +60,6 @@ void tern_envcache_push(tern_envcache *c, tern_envcache_acct *a, uint64_t seq, c
   *slot(c, c->len) = e;
   c->len++;
   a->bytes += len;
-  a->entries++;
 }
 
 const uint8_t *tern_envcache_get(const tern_envcache *c, uint64_t seq, size_t *len) {

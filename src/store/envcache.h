@@ -10,7 +10,7 @@
  * and eviction drops a whole prefix. Everything below `first` is committed in RocksDB, since
  * eviction runs only after a group commit. Values are copied in and owned by the cache.
  *
- * Accounting. Every cache adds its entries and bytes to one shared tern_envcache_acct, which
+ * Accounting. Every cache adds its bytes to one shared tern_envcache_acct, which
  * the store compares with its memory budget. Store thread only; nothing here locks.
  */
 #ifndef TERN_STORE_ENVCACHE_H
@@ -20,8 +20,7 @@
 #include <stdint.h>
 
 typedef struct tern_envcache_acct {
-  size_t bytes;   /* value bytes cached, all inboxes */
-  size_t entries; /* envelopes cached, all inboxes */
+  size_t bytes; /* value bytes cached, all inboxes */
 } tern_envcache_acct;
 
 typedef struct tern_envcache {

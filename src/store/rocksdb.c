@@ -34,7 +34,7 @@
  *   "d/<device_id>"            → device record  [1 ver][8 created][8 last_seen][32 token hash]
  *                                               [2 n][user][2 n][label][2 n][push]
  *   "q/<inbox>"                → inbox meta     [1 ver][8 next_seq][8 first_seq] (checkpointed)
- *   "j/<be64 n>"               → meta journal   [1 ver]([1 n][inbox][8 next_seq][8 first_seq])*
+ *   "j/<be64 n>"               → meta journal   [1 ver]([2 n][inbox][8 next_seq][8 first_seq])*
  *   "e/<inbox>\0<seq>"         → packed envelope (store.h); seq is a big-endian u64, so a
  *                                prefix iterator walks an inbox in seq order ('\0' separates:
  *                                inbox names never hold NUL, and "a" sorts before "ab")
@@ -187,7 +187,7 @@ typedef struct rdb {
   uint64_t journal_first;      /* oldest journal record not yet checkpointed */
   uint64_t journal_next;       /* number of the next journal record */
   int checkpoint_every;        /* journal records between checkpoints */
-  tern_buf cp_names;           /* [1 n][name] of inboxes journaled since the last checkpoint */
+  tern_buf cp_names;           /* [2 n][name] of inboxes journaled since the last checkpoint */
   size_t cp_count;             /* entries in cp_names */
   int64_t cp_last_ms;          /* when the last checkpoint (or the load) was */
   size_t ndirty, dirty_cap;
@@ -303,6 +303,22 @@ static void kv_del(rdb *st, const char *k, size_t klen) {
   ov_set(st, k, klen, NULL, 0, true);
 }
 
+/* Reads a committed key. Returns 1 (*v set; free it with rocksdb_free), 0 when absent, -EIO
+ * after failing the group. */
+static int db_get(rdb *st, const char *k, size_t klen, char **v, size_t *vlen) {
+  char *e = NULL;
+  *vlen = 0;
+  *v = rocksdb_get(st->db, st->ropts, k, klen, vlen, &e);
+  if (e) {
+    fail_group(st, "read", e);
+    rocksdb_free(e);
+    rocksdb_free(*v);
+    *v = NULL;
+    return -EIO;
+  }
+  return *v ? 1 : 0;
+}
+
 /* Reads a record (never an envelope): what this group wrote, else what is committed. Returns 1
  * with the value in out, 0 when absent, -EIO after failing the group. */
 static int kv_get(rdb *st, const char *k, size_t klen, tern_buf *out) {
@@ -313,16 +329,10 @@ static int kv_get(rdb *st, const char *k, size_t klen, tern_buf *out) {
     tern_buf_append(out, o->value, o->len);
     return 1;
   }
-  char *e = NULL;
-  size_t vlen = 0;
-  char *v = rocksdb_get(st->db, st->ropts, k, klen, &vlen, &e);
-  if (e) {
-    fail_group(st, "read", e);
-    rocksdb_free(e);
-    rocksdb_free(v);
-    return -EIO;
-  }
-  if (!v) return 0;
+  char *v;
+  size_t vlen;
+  int r = db_get(st, k, klen, &v, &vlen);
+  if (r != 1) return r;
   tern_buf_reset(out);
   tern_buf_append(out, v, vlen);
   rocksdb_free(v);
@@ -430,13 +440,22 @@ static void jkey(tern_buf *b, uint64_t n) {
   put_be64(b, n);
 }
 
-/* Remembers that name changed since the last checkpoint. */
+/* Appends [2 n][name]: the form of names in cp_names and in journal entries. */
+static void put_name(tern_buf *b, const char *name, size_t n) {
+  put_be16(b, n);
+  tern_buf_append(b, name, n);
+}
+
+/* Remembers that an inbox changed since the last checkpoint. */
+static void cp_add(rdb *st, const char *name, size_t n) {
+  put_name(&st->cp_names, name, n);
+  st->cp_count++;
+}
+
 static void cp_note(rdb *st, inbox *ib) {
   if (ib->cp_dirty) return;
   ib->cp_dirty = !ib->dead; /* a dead inbox's struct is freed: a re-created one notes again */
-  tern_buf_putc(&st->cp_names, (char)ib->nlen);
-  tern_buf_append(&st->cp_names, ib->name, ib->nlen);
-  st->cp_count++;
+  cp_add(st, ib->name, ib->nlen);
 }
 
 static void meta_put(rdb *st, const inbox *ib) {
@@ -450,10 +469,10 @@ static void meta_put(rdb *st, const inbox *ib) {
 
 /* Writes the checkpoint into the group's batch (see above). */
 static void checkpoint(rdb *st) {
-  for (size_t off = 0; off < st->cp_names.len;) {
-    size_t n = (uint8_t)st->cp_names.data[off++];
-    const char *name = st->cp_names.data + off;
-    off += n;
+  for (size_t off = 0; off + 2 <= st->cp_names.len;) {
+    size_t n = get_be16(st->cp_names.data + off);
+    const char *name = st->cp_names.data + off + 2;
+    off += 2 + n;
     inbox *ib = tern_map_get(&st->inboxes, name, n);
     if (ib) {
       ib->cp_dirty = false;
@@ -484,10 +503,9 @@ static void dirty_end(rdb *st, bool write) {
   }
   for (size_t i = 0; i < st->ndirty; i++) {
     inbox *ib = st->dirty[i];
-    if (record && ib->nlen <= 255) {
-      /* [1 n][name][8 next][8 first]; next 0 = gone */
-      tern_buf_putc(&st->val, (char)ib->nlen);
-      tern_buf_append(&st->val, ib->name, ib->nlen);
+    if (record) {
+      /* [2 n][name][8 next][8 first]; next 0 = gone */
+      put_name(&st->val, ib->name, ib->nlen);
       put_be64(&st->val, ib->dead ? 0 : ib->next_seq);
       put_be64(&st->val, ib->dead ? 0 : ib->first_seq);
       cp_note(st, ib);
@@ -602,15 +620,13 @@ static int inboxes_load(rdb *st, char *err, size_t errlen) {
     any = true;
     st->journal_next = n + 1;
     if (vl < 1 || v[0] != REC_VERSION) continue;
-    for (size_t off = 1; off < vl;) {
-      size_t nl = v[off];
-      if (off + 1 + nl + 16 > vl) break;
-      const char *name = (const char *)v + off + 1;
+    for (size_t off = 1; off + 2 <= vl;) {
+      size_t nl = get_be16(v + off);
+      if (off + 2 + nl + 16 > vl) break;
+      const char *name = (const char *)v + off + 2;
       load_meta(st, name, nl, get_be64(name + nl), get_be64(name + nl + 8));
-      tern_buf_putc(&st->cp_names, (char)nl);
-      tern_buf_append(&st->cp_names, name, nl);
-      st->cp_count++;
-      off += 1 + nl + 16;
+      cp_add(st, name, nl);
+      off += 2 + nl + 16;
     }
   }
   if (!any) st->journal_first = st->journal_next;
@@ -664,16 +680,11 @@ static int env_range_db(rdb *st, const inbox *ib, uint64_t from, uint64_t to, en
     /* Short ranges (an ack of a few envelopes): point reads beat an iterator. */
     for (uint64_t s = from; s <= to; s++) {
       key_env(&st->key2, ib->name, ib->nlen, s);
-      char *e = NULL;
-      size_t n = 0;
-      char *v = rocksdb_get(st->db, st->ropts, st->key2.data, st->key2.len, &n, &e);
-      if (e) {
-        fail_group(st, "read", e);
-        rocksdb_free(e);
-        rocksdb_free(v);
-        return -EIO;
-      }
-      if (!v) continue;
+      char *v;
+      size_t n;
+      int r = db_get(st, st->key2.data, st->key2.len, &v, &n);
+      if (r < 0) return r;
+      if (r == 0) continue;
       bool go = fn(s, (const uint8_t *)v, n, arg);
       rocksdb_free(v);
       if (!go) return 1;
@@ -927,13 +938,13 @@ static void do_move(rdb *st, tern_store_op *op) {
   if (!src) return;
   if (src->first_seq < src->next_seq) {
     inbox *dst = inbox_get(st, op->inbox2);
-    uint64_t had = src->next_seq - src->first_seq, moved = 0;
+    uint64_t moved = 0;
     tern_buf vals = {0};
     /* In chunks, so a large user inbox never sits in memory twice at once. */
-    for (uint64_t from = src->first_seq; from < src->next_seq; from += MOVE_CHUNK) {
-      uint64_t to = TERN_MIN(from + MOVE_CHUNK - 1, src->next_seq - 1);
+    while (src->first_seq < src->next_seq) {
+      uint64_t to = TERN_MIN(src->first_seq + MOVE_CHUNK - 1, src->next_seq - 1);
       tern_buf_reset(&vals);
-      if (env_range(st, src, from, to, move_visit, &vals) < 0) break;
+      if (env_range(st, src, src->first_seq, to, move_visit, &vals) < 0) break;
       for (size_t off = 0; off + 8 <= vals.len;) {
         size_t n = (size_t)get_be64(vals.data + off);
         off += 8;
@@ -941,18 +952,13 @@ static void do_move(rdb *st, tern_store_op *op) {
         off += n;
         moved++;
       }
-      for (uint64_t s = from; s <= to; s++) {
-        key_env(&st->key, src->name, src->nlen, s);
-        rocksdb_writebatch_delete(st->wb, st->key.data, st->key.len);
-      }
+      env_remove_head(st, src, to);
     }
     tern_buf_free(&vals);
     if (st->group_failed) return;
-    inbox_touch(st, dst);
-    /* The moved envelopes were counted in src and again by nothing: the total is unchanged,
-     * except for keys missing from the range (none expected), counted but not moved. */
-    if (moved < had) atomic_fetch_sub(&st->total, (int64_t)(had - moved));
-    src->first_seq = src->next_seq;
+    /* Removing them from src uncounted them; they count again in dst (keys missing from the
+     * range, none expected, stay uncounted). */
+    atomic_fetch_add(&st->total, (int64_t)moved);
   }
   /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its counter
    * is fine, and it keeps "q/" holding live inboxes only. */
@@ -1124,13 +1130,13 @@ static bool sweep_inbox(rdb *st, tern_store_op *op, inbox *ib, int64_t cutoff, l
  * metas are not among the "q/" keys yet (a checkpoint between two calls just ends it early: its
  * names are in "q/" for the next round). Returns true when done. */
 static bool sweep_journaled(rdb *st, tern_store_op *op, int64_t cutoff, long *budget) {
-  while (st->sweep_journal_off < st->cp_names.len) {
+  while (st->sweep_journal_off + 2 <= st->cp_names.len) {
     if (*budget <= 0 || st->group_failed) return false;
     (*budget)--;
-    size_t n = (uint8_t)st->cp_names.data[st->sweep_journal_off];
-    inbox *ib = tern_map_get(&st->inboxes, st->cp_names.data + st->sweep_journal_off + 1, n);
+    size_t n = get_be16(st->cp_names.data + st->sweep_journal_off);
+    inbox *ib = tern_map_get(&st->inboxes, st->cp_names.data + st->sweep_journal_off + 2, n);
     if (ib && !sweep_inbox(st, op, ib, cutoff, budget)) return false; /* resume at this inbox */
-    st->sweep_journal_off += 1 + n;
+    st->sweep_journal_off += 2 + n;
   }
   st->sweep_in_journal = false;
   return true;
