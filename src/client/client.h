@@ -120,6 +120,12 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
  * tern_client_response_free); src is left empty. */
 void tern_client_response_move(tern_client_response *dst, tern_client_response *src);
 void tern_client_response_free(tern_client_response *r); /* frees body and json, not r */
+/* Fills r for a request that got no (usable) answer: err and a "network" code with a sentence
+ * naming what failed. */
+void tern_client_response_fail(tern_client_response *r, int err, const char *what);
+/* Makes cJSON allocate through base/alloc.h (the library does this itself; a program that
+ * parses JSON before making a context calls it first). Idempotent. */
+void tern_client_json_hooks(void);
 
 /* The API calls of PROTOCOL.md section 2 and 6. device may be NULL. */
 int tern_client_register(tern_client *c, const tern_client_url *url, const char *user, const char *password,

@@ -87,8 +87,6 @@ int tern_client_hp_eof(tern_client_http_parser *hp);
 /* Fills r (status, ok, code, message, retry_after, etag, body, json) from a finished parser; takes
  * hp's body. */
 void tern_client_response_from_parser(tern_client_response *r, tern_client_http_parser *hp);
-/* Fills r for a request that got no (usable) answer. */
-void tern_client_response_fail(tern_client_response *r, int err, const char *what);
 
 /* Closes every running request without callbacks (context freeing). */
 void tern_client_http_abort_all(tern_client *c);
@@ -110,8 +108,6 @@ void tern_client_frame_ping(tern_buf *out);
 void tern_client_event_parse(const char *json, size_t len, tern_client_event *ev);
 void tern_client_event_clear(tern_client_event *ev);
 
-/* Makes cJSON allocate through base/alloc.h. Idempotent. */
-void tern_client_json_hooks(void);
 
 /* ---- WebSocket handshake ---- */
 

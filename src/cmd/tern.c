@@ -3,26 +3,26 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "client/cli.h"
+#include "cli/cli.h"
 
 static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"register", tern_client_cmd_register}, {"login", tern_client_cmd_login}, {"logout", tern_client_cmd_logout},
-    {"me", tern_client_cmd_me},             {"whois", tern_client_cmd_whois}, {"send", tern_client_cmd_send},
-    {"listen", tern_client_cmd_listen},     {"chat", tern_client_cmd_chat},   {"fetch", tern_client_cmd_fetch},
+    {"register", tern_cli_cmd_register}, {"login", tern_cli_cmd_login}, {"logout", tern_cli_cmd_logout},
+    {"me", tern_cli_cmd_me},             {"whois", tern_cli_cmd_whois}, {"send", tern_cli_cmd_send},
+    {"listen", tern_cli_cmd_listen},     {"chat", tern_cli_cmd_chat},   {"fetch", tern_cli_cmd_fetch},
 };
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fputs(tern_client_cli_usage(), stderr);
+    fputs(tern_cli_usage(), stderr);
     return 2;
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-    const char *usage = argc > 2 ? tern_client_cmd_usage(argv[2]) : NULL;
-    fputs(usage ? usage : tern_client_cli_usage(), stdout);
+    const char *usage = argc > 2 ? tern_cli_cmd_usage(argv[2]) : NULL;
+    fputs(usage ? usage : tern_cli_usage(), stdout);
     return 0;
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

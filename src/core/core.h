@@ -18,7 +18,7 @@
 #include "net/server.h"
 #include "proto/frame.h"
 #include "store/store.h"
-#include "core/web.h"
+#include "net/webroot.h"
 #include "push/push.h"
 #include "media/media.h"
 

@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
-#include "net/http.h"
+#include "net/httpreq.h"
 
 typedef struct tern_net tern_net;
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "net/http.h"
+#include "net/httpreq.h"
 
 static int64_t limit_cb(tern_http_req *req, void *arg) {
   /* vary the body limit by path so both the 413 and the accept paths run */

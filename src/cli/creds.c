@@ -11,12 +11,12 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
-#include "client/cli.h"
-#include "client/client_int.h"
+#include "cli/cli.h"
+#include "client/client.h"
 
 #define CREDS_MAX_FILE 65536 /* a credentials file is a few hundred bytes */
 
-int tern_client_creds_dir(char *out, size_t cap) {
+int tern_cli_creds_dir(char *out, size_t cap) {
   const char *xdg = getenv("XDG_CONFIG_HOME");
   const char *home = getenv("HOME");
   int n;
@@ -28,8 +28,8 @@ int tern_client_creds_dir(char *out, size_t cap) {
   return 0;
 }
 
-int tern_client_creds_path(const tern_client_url *url, char *out, size_t cap) {
-  int rc = tern_client_creds_dir(out, cap);
+int tern_cli_creds_path(const tern_client_url *url, char *out, size_t cap) {
+  int rc = tern_cli_creds_dir(out, cap);
   if (rc < 0) return rc;
   size_t len = strlen(out);
   char name[TERN_CLIENT_HOST_MAX + 16];
@@ -65,7 +65,7 @@ static int make_dirs(const char *path) {
   return 0;
 }
 
-int tern_client_creds_save(const char *path, const tern_client_creds *cr) {
+int tern_cli_creds_save(const char *path, const tern_cli_creds *cr) {
   int rc = make_dirs(path);
   if (rc < 0) return rc;
   tern_buf b = {0};
@@ -118,7 +118,7 @@ static int copy_str(char *dst, size_t cap, const cJSON *o, const char *key) {
   return 0;
 }
 
-int tern_client_creds_load(const char *path, tern_client_creds *cr) {
+int tern_cli_creds_load(const char *path, tern_cli_creds *cr) {
   memset(cr, 0, sizeof *cr);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
@@ -156,11 +156,11 @@ int tern_client_creds_load(const char *path, tern_client_creds *cr) {
   return rc;
 }
 
-int tern_client_creds_remove(const char *path) { return unlink(path) < 0 ? -errno : 0; }
+int tern_cli_creds_remove(const char *path) { return unlink(path) < 0 ? -errno : 0; }
 
 /* ---- text helpers ---- */
 
-int tern_client_parse_duration(const char *s, int64_t *ms) {
+int tern_cli_parse_duration(const char *s, int64_t *ms) {
   if (!s || !*s) return -EINVAL;
   char *end;
   errno = 0;
@@ -177,7 +177,7 @@ int tern_client_parse_duration(const char *s, int64_t *ms) {
   return 0;
 }
 
-void tern_client_humanize_ago(int64_t now_ms, int64_t then_ms, char *out, size_t cap) {
+void tern_cli_humanize_ago(int64_t now_ms, int64_t then_ms, char *out, size_t cap) {
   int64_t s = (now_ms - then_ms) / 1000;
   if (s < 0) s = 0; /* clocks of client and server disagree a little */
   static const struct {
@@ -198,14 +198,14 @@ void tern_client_humanize_ago(int64_t now_ms, int64_t then_ms, char *out, size_t
   }
 }
 
-void tern_client_format_time(int64_t ms, bool with_date, char *out, size_t cap) {
+void tern_cli_format_time(int64_t ms, bool with_date, char *out, size_t cap) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
   localtime_r(&t, &tm);
   strftime(out, cap, with_date ? "%Y-%m-%d %H:%M:%S" : "%H:%M:%S", &tm);
 }
 
-size_t tern_client_text_width(const char *s) {
+size_t tern_cli_text_width(const char *s) {
   size_t w = 0;
   for (const unsigned char *p = (const unsigned char *)s; *p; p++)
     if ((*p & 0xC0) != 0x80) w++;

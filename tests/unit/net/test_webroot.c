@@ -8,7 +8,7 @@
 #include <zlib.h>
 
 #include "base/alloc.h"
-#include "core/web.h"
+#include "net/webroot.h"
 #include "t.h"
 
 static char tmpdir[256];

@@ -11,8 +11,8 @@
  * Threads: tern_web_load runs before the loop; tern_web_handle on the loop thread; the loaded
  * table is read-only after load.
  */
-#ifndef TERN_CORE_WEB_H
-#define TERN_CORE_WEB_H
+#ifndef TERN_NET_WEBROOT_H
+#define TERN_NET_WEBROOT_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -10,8 +10,8 @@
  * Ownership: the parser owns the request being parsed; tern_http_parser_take hands a complete
  * request to the caller, who frees it with tern_http_req_free (tern_http_respond does).
  */
-#ifndef TERN_NET_HTTP_H
-#define TERN_NET_HTTP_H
+#ifndef TERN_NET_HTTPREQ_H
+#define TERN_NET_HTTPREQ_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-#include "net/http.h"
+#include "net/httpreq.h"
 
 #include <llhttp.h>
 #include <string.h>

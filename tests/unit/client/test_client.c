@@ -1,4 +1,4 @@
-/* test_client: libtern-client without a tern server: URLs, credentials files, frame building
+/* test_client: libtern-client without a tern server: URLs, frame building
  * and parsing, HTTP response parsing from canned bytes, and the WebSocket and HTTP state
  * machines against a small scripted server on loopback. */
 #include <cjson/cJSON.h>
@@ -9,7 +9,6 @@
 
 #include "base/alloc.h"
 #include "base/util.h"
-#include "client/cli.h"
 #include "client/client_int.h"
 #include "net/ws.h"
 #include "t.h"
@@ -54,132 +53,6 @@ TEST(new_id_unique) {
   CHECK(strcmp(a, b) != 0);
   CHECK(strlen(a) < TERN_CLIENT_ID_SIZE && strlen(a) <= 64);
   for (const char *p = a; *p; p++) CHECK(*p > 0x20 && *p < 0x7f);
-}
-
-/* ---- credentials ---- */
-
-static char tmpdir[256];
-
-static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_client.XXXXXX");
-  CHECK(mkdtemp(tmpdir) != NULL);
-}
-
-TEST(creds_paths) {
-  make_tmpdir();
-  tern_client_url u;
-  tern_client_url_parse("http://127.0.0.1:8080", &u);
-  char path[512], want[512];
-  char xdg[300];
-  snprintf(xdg, sizeof xdg, "%s/cfg", tmpdir);
-  setenv("XDG_CONFIG_HOME", xdg, 1);
-  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
-  snprintf(want, sizeof want, "%s/cfg/tern/127.0.0.1-8080.json", tmpdir);
-  CHECK_EQ_STR(path, want);
-  /* A relative XDG_CONFIG_HOME is ignored (XDG spec): fall back to HOME. */
-  setenv("XDG_CONFIG_HOME", "relative", 1);
-  setenv("HOME", tmpdir, 1);
-  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
-  snprintf(want, sizeof want, "%s/.config/tern/127.0.0.1-8080.json", tmpdir);
-  CHECK_EQ_STR(path, want);
-  tern_client_url_parse("http://[::1]:9", &u);
-  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
-  snprintf(want, sizeof want, "%s/.config/tern/__1-9.json", tmpdir);
-  CHECK_EQ_STR(path, want);
-  unsetenv("XDG_CONFIG_HOME");
-  unsetenv("HOME");
-  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), -ENOENT);
-}
-
-TEST(creds_save_load) {
-  make_tmpdir();
-  char xdg[300], path[512];
-  snprintf(xdg, sizeof xdg, "%s/deep/cfg", tmpdir);
-  setenv("XDG_CONFIG_HOME", xdg, 1);
-  tern_client_url u;
-  tern_client_url_parse("http://127.0.0.1:8080", &u);
-  CHECK_EQ_INT(tern_client_creds_path(&u, path, sizeof path), 0);
-  tern_client_creds in, out;
-  CHECK_EQ_INT(tern_client_creds_load(path, &out), -ENOENT);
-  memset(&in, 0, sizeof in);
-  strcpy(in.server, "http://127.0.0.1:8080");
-  strcpy(in.user, "alice");
-  strcpy(in.device_id, "dev-1");
-  strcpy(in.token, "tok\"en\\with\nodd chars");
-  umask(022);
-  CHECK_EQ_INT(tern_client_creds_save(path, &in), 0);
-  struct stat st;
-  CHECK_EQ_INT(stat(path, &st), 0);
-  CHECK_EQ_INT(st.st_mode & 0777, 0600);
-  char dir[400];
-  snprintf(dir, sizeof dir, "%s/tern", xdg);
-  CHECK_EQ_INT(stat(dir, &st), 0);
-  CHECK_EQ_INT(st.st_mode & 0777, 0700);
-  CHECK_EQ_INT(tern_client_creds_load(path, &out), 0);
-  CHECK_EQ_STR(out.server, in.server);
-  CHECK_EQ_STR(out.user, "alice");
-  CHECK_EQ_STR(out.device_id, "dev-1");
-  CHECK_EQ_STR(out.token, in.token);
-  /* Overwrite (a new login) keeps the mode; a loosened directory is tightened again. */
-  chmod(dir, 0755);
-  strcpy(in.user, "bob");
-  CHECK_EQ_INT(tern_client_creds_save(path, &in), 0);
-  CHECK_EQ_INT(stat(path, &st), 0);
-  CHECK_EQ_INT(st.st_mode & 0777, 0600);
-  CHECK_EQ_INT(stat(dir, &st), 0);
-  CHECK_EQ_INT(st.st_mode & 0777, 0700);
-  CHECK_EQ_INT(tern_client_creds_load(path, &out), 0);
-  CHECK_EQ_STR(out.user, "bob");
-  /* A damaged file is reported, not half-read. */
-  FILE *f = fopen(path, "w");
-  fputs("{\"user\":\"x\"", f);
-  fclose(f);
-  CHECK_EQ_INT(tern_client_creds_load(path, &out), -EBADMSG);
-  CHECK_EQ_STR(out.user, "");
-  CHECK_EQ_INT(tern_client_creds_remove(path), 0);
-  CHECK_EQ_INT(tern_client_creds_remove(path), -ENOENT);
-  unsetenv("XDG_CONFIG_HOME");
-}
-
-/* ---- helpers ---- */
-
-TEST(durations_and_times) {
-  int64_t ms;
-  CHECK_EQ_INT(tern_client_parse_duration("500ms", &ms), 0);
-  CHECK_EQ_INT(ms, 500);
-  CHECK_EQ_INT(tern_client_parse_duration("90s", &ms), 0);
-  CHECK_EQ_INT(ms, 90000);
-  CHECK_EQ_INT(tern_client_parse_duration("2", &ms), 0);
-  CHECK_EQ_INT(ms, 2000);
-  CHECK_EQ_INT(tern_client_parse_duration("1.5m", &ms), 0);
-  CHECK_EQ_INT(ms, 90000);
-  CHECK_EQ_INT(tern_client_parse_duration("2h", &ms), 0);
-  CHECK_EQ_INT(ms, 7200000);
-  CHECK_EQ_INT(tern_client_parse_duration("1d", &ms), 0);
-  CHECK_EQ_INT(ms, 86400000);
-  CHECK_EQ_INT(tern_client_parse_duration("", &ms), -EINVAL);
-  CHECK_EQ_INT(tern_client_parse_duration("5x", &ms), -EINVAL);
-  CHECK_EQ_INT(tern_client_parse_duration("-1s", &ms), -EINVAL);
-  char b[64];
-  int64_t now = 1800000000000;
-  tern_client_humanize_ago(now, now - 1000, b, sizeof b);
-  CHECK_EQ_STR(b, "just now");
-  tern_client_humanize_ago(now, now + 3000, b, sizeof b);
-  CHECK_EQ_STR(b, "just now");
-  tern_client_humanize_ago(now, now - 30000, b, sizeof b);
-  CHECK_EQ_STR(b, "30 seconds ago");
-  tern_client_humanize_ago(now, now - 60000, b, sizeof b);
-  CHECK_EQ_STR(b, "1 minute ago");
-  tern_client_humanize_ago(now, now - 3 * 3600000 - 5, b, sizeof b);
-  CHECK_EQ_STR(b, "3 hours ago");
-  tern_client_humanize_ago(now, now - 2 * 86400000LL, b, sizeof b);
-  CHECK_EQ_STR(b, "2 days ago");
-  setenv("TZ", "UTC", 1);
-  tern_client_format_time(1795468495000, true, b, sizeof b);
-  CHECK_EQ_STR(b, "2026-11-23 21:14:55");
-  tern_client_format_time(1795468495000, false, b, sizeof b);
-  CHECK_EQ_STR(b, "21:14:55");
-  CHECK_EQ_INT(tern_client_text_width("héllo ✓✓"), 8);
 }
 
 /* ---- frames ---- */
@@ -1022,9 +895,6 @@ TEST(http_sync_unreachable) {
 int main(void) {
   RUN(url_parse);
   RUN(new_id_unique);
-  RUN(creds_paths);
-  RUN(creds_save_load);
-  RUN(durations_and_times);
   RUN(frames_build);
   RUN(frames_parse);
   RUN(http_response_ok);

@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "net/http.h"
+#include "net/httpreq.h"
 #include "t.h"
 
 static int64_t limit_100(tern_http_req *req, void *arg) { return 100; }

@@ -17,8 +17,8 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/util.h"
-#include "client/cli.h"
-#include "client/client_int.h"
+#include "cli/cli.h"
+#include "client/client.h"
 
 #define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
 #define PASSWORD_MAX 1024     /* PROTOCOL.md: passwords are 8-1024 bytes */
@@ -91,13 +91,13 @@ static const char common_help[] =
     "  --server URL   the server, http://HOST:PORT (default $TERN_SERVER, else " TERN_CLIENT_DEFAULT_SERVER ")\n"
     "  --help         this text\n";
 
-const char *tern_client_cmd_usage(const char *cmd) {
+const char *tern_cli_cmd_usage(const char *cmd) {
   for (size_t i = 0; i < TERN_ARRAY_LEN(usages); i++)
     if (strcmp(usages[i].name, cmd) == 0) return usages[i].text;
   return NULL;
 }
 
-const char *tern_client_cli_usage(void) {
+const char *tern_cli_usage(void) {
   return "usage: tern COMMAND [ARGS] [--server URL]\n"
          "\n"
          "commands:\n"
@@ -141,7 +141,7 @@ typedef struct cli {
   const char *pos[3];              /* positional arguments */
   int npos;
   char creds_path[4096];           /* this server's credentials file */
-  tern_client_creds creds;         /* loaded by need_login */
+  tern_cli_creds creds;         /* loaded by need_login */
 } cli;
 
 static int complain(const cli *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -173,7 +173,7 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
       continue;
     }
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      printf("%s%s", tern_client_cmd_usage(c->cmd), common_help);
+      printf("%s%s", tern_cli_cmd_usage(c->cmd), common_help);
       return -1;
     }
     /* --name value or --name=value */
@@ -217,7 +217,7 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
       if (errno || *end || n <= 0) return complain(c, 2, "--count: expected a positive number, got '%s'", val);
       c->count = n;
     } else if (bit == OPT_TIMEOUT) {
-      if (tern_client_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
+      if (tern_cli_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
         return complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
     } else if (bit == OPT_IMAGE) {
       c->image = val;
@@ -232,14 +232,14 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
     return complain(c, 2, "--server '%s': only http:// servers are supported", server);
   if (rc < 0) return complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
   snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
-  rc = tern_client_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
+  rc = tern_cli_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
   if (rc < 0) return complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
   return 0;
 }
 
 /* The credentials for this server, or an error status. */
 static int need_login(cli *c) {
-  int rc = tern_client_creds_load(c->creds_path, &c->creds);
+  int rc = tern_cli_creds_load(c->creds_path, &c->creds);
   if (rc == -ENOENT) return complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
   if (rc < 0)
     return complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
@@ -399,13 +399,13 @@ static int account_cmd(int argc, char **argv, bool reg) {
   rc = tern_client_parse_account(&s.r, &acct);
   tern_client_response_free(&s.r);
   if (rc < 0) return complain(&c, 1, "%s answered without a user, device_id and token", c.server);
-  tern_client_creds cr;
+  tern_cli_creds cr;
   memset(&cr, 0, sizeof cr);
   snprintf(cr.server, sizeof cr.server, "%s", c.server);
   memcpy(cr.user, acct.user, sizeof cr.user);
   memcpy(cr.device_id, acct.device_id, sizeof cr.device_id);
   memcpy(cr.token, acct.token, sizeof cr.token);
-  rc = tern_client_creds_save(c.creds_path, &cr);
+  rc = tern_cli_creds_save(c.creds_path, &cr);
   memset(&cr, 0, sizeof cr);
   if (rc < 0) {
     memset(&acct, 0, sizeof acct);
@@ -416,12 +416,12 @@ static int account_cmd(int argc, char **argv, bool reg) {
   return 0;
 }
 
-int tern_client_cmd_register(int argc, char **argv) { return account_cmd(argc, argv, true); }
-int tern_client_cmd_login(int argc, char **argv) { return account_cmd(argc, argv, false); }
+int tern_cli_cmd_register(int argc, char **argv) { return account_cmd(argc, argv, true); }
+int tern_cli_cmd_login(int argc, char **argv) { return account_cmd(argc, argv, false); }
 
 /* ---- logout, me, whois ---- */
 
-int tern_client_cmd_logout(int argc, char **argv) {
+int tern_cli_cmd_logout(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
@@ -436,13 +436,13 @@ int tern_client_cmd_logout(int argc, char **argv) {
   if (!gone) st = http_failed(&c, &s.r);
   tern_client_response_free(&s.r);
   if (!gone) return st;
-  rc = tern_client_creds_remove(c.creds_path);
+  rc = tern_cli_creds_remove(c.creds_path);
   if (rc < 0 && rc != -ENOENT) return complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
   printf("logged out %s from %s\n", c.creds.user, c.server);
   return 0;
 }
 
-int tern_client_cmd_me(int argc, char **argv) {
+int tern_cli_cmd_me(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
@@ -468,7 +468,7 @@ int tern_client_cmd_me(int argc, char **argv) {
     char when[64] = "never connected";
     if (cJSON_IsNumber(seen)) {
       char ago[48];
-      tern_client_humanize_ago(now, (int64_t)seen->valuedouble, ago, sizeof ago);
+      tern_cli_humanize_ago(now, (int64_t)seen->valuedouble, ago, sizeof ago);
       snprintf(when, sizeof when, "last seen %s", ago);
     }
     printf("  %s%s  %s  (%s)\n", ids, strcmp(ids, self) == 0 ? " (this device)" : "",
@@ -478,7 +478,7 @@ int tern_client_cmd_me(int argc, char **argv) {
   return 0;
 }
 
-int tern_client_cmd_whois(int argc, char **argv) {
+int tern_cli_cmd_whois(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, 0, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
@@ -502,8 +502,8 @@ int tern_client_cmd_whois(int argc, char **argv) {
     printf("%s has never been online\n", us.user);
   } else {
     char ago[48], when[32];
-    tern_client_humanize_ago(tern_now_ms(), us.last_seen, ago, sizeof ago);
-    tern_client_format_time(us.last_seen, true, when, sizeof when);
+    tern_cli_humanize_ago(tern_now_ms(), us.last_seen, ago, sizeof ago);
+    tern_cli_format_time(us.last_seen, true, when, sizeof when);
     printf("%s was last seen %s (%s)\n", us.user, ago, when);
   }
   return 0;
@@ -736,7 +736,7 @@ static int upload_image(cli *c, send_state *st) {
   return 0;
 }
 
-int tern_client_cmd_send(int argc, char **argv) {
+int tern_cli_cmd_send(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, OPT_TIMEOUT | OPT_IMAGE, 1, 2);
   if (rc) return rc < 0 ? 0 : rc;
@@ -805,7 +805,7 @@ static int fetch_body(const char *p, size_t n, void *arg) {
   return 0;
 }
 
-int tern_client_cmd_fetch(int argc, char **argv) {
+int tern_cli_cmd_fetch(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, OPT_OUTPUT | OPT_THUMB | OPT_TIMEOUT, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
@@ -882,7 +882,7 @@ static void print_ids(const tern_client_event *ev) {
 
 static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date) {
   char when[32];
-  tern_client_format_time(ev->ts, with_date, when, sizeof when);
+  tern_cli_format_time(ev->ts, with_date, when, sizeof when);
   const char *from = ev->from ? ev->from : "?";
   if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
   else printf("[%s] %s: ", when, from);
@@ -944,7 +944,7 @@ static void listen_timeout(session *s) {
   }
 }
 
-int tern_client_cmd_listen(int argc, char **argv) {
+int tern_cli_cmd_listen(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, OPT_COUNT | OPT_TIMEOUT, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
@@ -998,7 +998,7 @@ static size_t cols_of_terminal(void) {
 /* The text of an outgoing message's line; color adds the ANSI blue of read ticks. */
 static void render_outgoing(chat_state *ch, const outgoing *o, bool color, tern_buf *b) {
   char when[32];
-  tern_client_format_time(o->ts, !ch->tty, when, sizeof when);
+  tern_cli_format_time(o->ts, !ch->tty, when, sizeof when);
   tern_buf_printf(b, "[%s] you: %s ", when, o->text);
   switch (o->tick) {
     case TICK_PENDING: tern_buf_puts(b, "…"); break;
@@ -1024,7 +1024,7 @@ static void show_outgoing(chat_state *ch, outgoing *o, bool first) {
   if (ch->tty) {
     tern_buf plain = {0};
     render_outgoing(ch, o, false, &plain);
-    bool fits = tern_client_text_width(tern_buf_cstr(&plain)) < cols_of_terminal();
+    bool fits = tern_cli_text_width(tern_buf_cstr(&plain)) < cols_of_terminal();
     tern_buf_free(&plain);
     render_outgoing(ch, o, true, &b);
     if (!first && fits && o->line == ch->lines) {
@@ -1072,7 +1072,7 @@ static void chat_line(session *s, const char *text, size_t len) {
     /* Replace the terminal's echo of the typed line with our own line. */
     size_t cols = cols_of_terminal();
     char *tmp = tern_strndup(text, len);
-    size_t rows = tern_client_text_width(tmp) / cols + 1;
+    size_t rows = tern_cli_text_width(tmp) / cols + 1;
     tern_free(tmp);
     printf("\033[%zuA\r\033[J", rows);
   }
@@ -1199,7 +1199,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         const char *from = ev->from ? ev->from : "?";
         tern_buf b = {0};
         char when[32];
-        tern_client_format_time(ev->ts, !ch->tty, when, sizeof when);
+        tern_cli_format_time(ev->ts, !ch->tty, when, sizeof when);
         if (strcmp(from, me) == 0)
           tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
         else if (strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
@@ -1247,7 +1247,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         tern_buf_printf(&b, "%s is offline (never seen)", ev->user);
       } else {
         char ago[48];
-        tern_client_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
+        tern_cli_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
         tern_buf_printf(&b, "%s is offline (last seen %s)", ev->user, ago);
       }
       if (ch->tty) {
@@ -1274,7 +1274,7 @@ static void chat_closed(session *s) {
 
 static void chat_timeout(session *s) { session_quit(s, 0); }
 
-int tern_client_cmd_chat(int argc, char **argv) {
+int tern_cli_cmd_chat(int argc, char **argv) {
   cli c;
   int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;

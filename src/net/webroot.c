@@ -1,5 +1,5 @@
 /* web: the static web client, served from memory. See web.h for the contract. */
-#include "core/web.h"
+#include "net/webroot.h"
 
 #include <dirent.h>
 #include <errno.h>
