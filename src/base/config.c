@@ -57,6 +57,8 @@ static const setting g_settings[] = {
      "Argon2id cost: interactive|moderate|sensitive (test needs --allow-insecure-test-settings)"},
     {"presence.persist_interval", T_DUR, OFF(presence_persist_interval_ms), "60s", 10, BIG,
      "how often last seen of connected users is written"},
+    {"store.backend", T_STR, OFF(store_backend), "rocksdb", 0, 0,
+     "where messages are stored: rocksdb (embedded, in data_dir/store)"},
     {"store.max_open_files", T_INT, OFF(store_max_open_files), "512", 16, 100000, "RocksDB file descriptor cap"},
     {"store.group_max", T_INT, OFF(store_group_max), "4096", 1, 1e7, "operations per group commit"},
     {"store.cache", T_SIZE, OFF(store_cache_bytes), "64MiB", 0, 1ll << 40,

@@ -46,6 +46,7 @@ typedef struct tern_config {
   /* presence */
   int64_t presence_persist_interval_ms;
   /* store */
+  char *store_backend;       /* rocksdb (nats: cluster mode, when built) */
   int64_t store_max_open_files;
   int64_t store_group_max;   /* operations per group commit */
   int64_t store_cache_bytes; /* envelope bytes the store keeps in memory */

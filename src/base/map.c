@@ -89,6 +89,22 @@ void tern_map_each(const tern_map *m, bool (*fn)(const char *, size_t, void *, v
   }
 }
 
+bool tern_map_next(const tern_map *m, tern_map_iter *it, const char **key, size_t *klen, void **value) {
+  for (; it->slot < m->nslots; it->slot++, it->pos = 0) {
+    tern_map_entry *e = m->slots[it->slot];
+    for (size_t i = 0; e && i < it->pos; i++) e = e->next;
+    if (e) {
+      it->pos++;
+      *key = e->key;
+      *klen = e->klen;
+      *value = e->value;
+      return true;
+    }
+  }
+  it->slot = it->pos = 0;
+  return false;
+}
+
 void tern_map_free(tern_map *m) {
   for (size_t i = 0; i < m->nslots; i++) {
     tern_map_entry *e = m->slots[i];

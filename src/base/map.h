@@ -24,6 +24,16 @@ void *tern_map_del(tern_map *m, const char *key, size_t klen);
 /* Calls fn for every entry; fn must not modify the map. Stops early when fn returns false. */
 void tern_map_each(const tern_map *m, bool (*fn)(const char *key, size_t klen, void *value, void *arg),
                    void *arg);
+/* A resumable walk over every entry, for work spread over many calls (expiry sweeps). The map
+ * may change between calls: entries added or removed meanwhile may be missed or seen twice,
+ * but the walk never touches freed memory. A zeroed iterator starts at the beginning. */
+typedef struct tern_map_iter {
+  size_t slot; /* bucket being walked */
+  size_t pos;  /* entries of that bucket already returned */
+} tern_map_iter;
+/* The next entry (true, with its key and value), or false at the end (the iterator then
+ * starts over). */
+bool tern_map_next(const tern_map *m, tern_map_iter *it, const char **key, size_t *klen, void **value);
 /* Frees the map's own memory (not the values). */
 void tern_map_free(tern_map *m);
 

@@ -1,6 +1,7 @@
 #include "base/util.h"
 
 #include <sodium.h>
+#include <string.h>
 #include <time.h>
 
 int64_t tern_now_ms(void) {
@@ -70,4 +71,35 @@ uint64_t tern_hash_bytes(const void *p, size_t n) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+void tern_idgen_init(tern_idgen *g, unsigned worker) {
+  memset(g, 0, sizeof *g);
+  tern_random(&g->noise, sizeof g->noise);
+  g->worker = worker & 0xff;
+}
+
+static uint64_t splitmix64(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void tern_idgen_next(tern_idgen *g, int64_t ts, char out[TERN_MSG_ID_LEN + 1]) {
+  if (ts > g->last_ms) {
+    g->last_ms = ts;
+    g->counter = 0;
+  } else if (++g->counter > 0xffff) {
+    g->last_ms++; /* over 65,536 in one ms: borrow the next ms */
+    g->counter = 0;
+  }
+  static const char hex[] = "0123456789abcdef";
+  uint64_t parts[4] = {(uint64_t)g->last_ms & 0xffffffffffffull, g->counter, g->worker,
+                       splitmix64(&g->noise) & 0xffffffffffull};
+  static const int digits[4] = {12, 4, 2, 10};
+  char *p = out;
+  for (int i = 0; i < 4; i++)
+    for (int d = digits[i] - 1; d >= 0; d--) *p++ = hex[(parts[i] >> (4 * d)) & 0xf];
+  *p = '\0';
 }

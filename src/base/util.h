@@ -22,6 +22,23 @@ bool tern_utf8_valid(const void *s, size_t n);
 /* FNV-1a; good enough for in-process hash tables keyed by ids we generate or validate. */
 uint64_t tern_hash_bytes(const void *p, size_t n);
 
+/* Message ids that sort in the order one generator made them, unique across processes and
+ * workers: 12 hex digits of ms, 4 of a counter within the ms (two ids of one ms keep their
+ * order; past 65,536 in one ms the next ms is borrowed), 2 of the worker index, then 10 of
+ * noise from a splitmix64 generator seeded once per generator (so no system call per id; the
+ * noise keeps processes apart and is not a secret). A clock that steps back keeps using the
+ * last ms, so the order holds across that too. One generator per loop: not thread-safe. */
+#define TERN_MSG_ID_LEN 28
+typedef struct tern_idgen {
+  uint64_t noise;   /* splitmix64 state */
+  int64_t last_ms;  /* ms of the last id */
+  unsigned counter; /* ids made in last_ms */
+  unsigned worker;  /* 0..255 */
+} tern_idgen;
+void tern_idgen_init(tern_idgen *g, unsigned worker);
+/* Writes the next id for time ts (ms) and a NUL into out. */
+void tern_idgen_next(tern_idgen *g, int64_t ts, char out[TERN_MSG_ID_LEN + 1]);
+
 #define TERN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TERN_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define TERN_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -1,15 +1,21 @@
-/* http: the JSON API of PROTOCOL.md sections 1, 2 and 6 (accounts, devices, users), plus
- * /healthz and /metrics. Password hashing runs in the libuv threadpool, never on the loop. */
+/* accounts: register, login, logout, /v1/me and /v1/users/{name} (accounts.h). */
+#include "core/accounts.h"
+
 #include <cjson/cJSON.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "core/core.h"
-#include "net/ws.h"
+#include "core/api.h"
+#include "core/presence.h"
+#include "core/pushglue.h"
+#include "core/session.h"
+#include "net/server.h"
+#include "push/push.h"
 
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 1024
@@ -50,31 +56,6 @@ static pending *pending_new(tern_app *a, tern_http_req *req) {
   tern_conn_ref(p->conn);
   p->work.data = p;
   return p;
-}
-
-/* JSON endpoints take http.max_body; an image upload streams to the media sink instead. */
-int64_t tern_http_body_limit(tern_app *a, tern_http_req *req) {
-  if (strcmp(req->method, "POST") == 0 && strcmp(req->path, "/v1/media") == 0) return tern_mediaglue_body_limit(a, req);
-  return a->cfg->http_max_body;
-}
-
-tern_device *tern_http_authenticate(tern_app *a, tern_http_req *req) {
-  tern_device *d = tern_dir_by_bearer(a, req->authorization);
-  if (!d) tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
-  return d;
-}
-
-/* Parses the body as a JSON object, or answers 400 and returns NULL. */
-static cJSON *json_body(tern_http_req *req) {
-  cJSON *j = NULL;
-  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len))
-    j = cJSON_ParseWithLength(req->body.data, req->body.len);
-  if (!j || !cJSON_IsObject(j)) {
-    cJSON_Delete(j);
-    tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
-    return NULL;
-  }
-  return j;
 }
 
 static void credentials_body(tern_buf *b, const char *user, const char *device_id, const char *token) {
@@ -133,32 +114,32 @@ static void hash_work(uv_work_t *w) {
   if (p->ok) p->hash = tern_strdup(out);
 }
 
-static void put_device_op(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg) {
-  tern_store_op *op = tern_store_op_new(TERN_OP_PUT_DEVICE, done, arg);
-  tern_store_op_set_str((char **)&op->device.device_id, d->id);
-  tern_store_op_set_str((char **)&op->device.user, d->user->name);
-  tern_store_op_set_str((char **)&op->device.label, d->label);
-  memcpy(op->device.token_hash, d->token_hash, 32);
-  op->device.created = d->created;
-  op->device.last_seen = d->last_seen;
-  tern_app_submit(a, op);
+tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, void *arg) {
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_DEVICE, done, arg);
+  char *ser = d->push ? tern_push_reg_serialize(d->push, NULL) : NULL;
+  tern_device_rec rec = {.device_id = d->id,
+                         .user = d->user->name,
+                         .label = d->label,
+                         .push = ser,
+                         .created = d->created,
+                         .last_seen = d->last_seen};
+  memcpy(rec.token_hash, d->token_hash, 32);
+  tern_op_record_set_device(op, &rec);
+  tern_free(ser);
+  return &op->op;
 }
 
 static void put_user_op(tern_app *a, tern_user *u, tern_store_done_cb done, void *arg) {
-  tern_store_op *op = tern_store_op_new(TERN_OP_PUT_USER, done, arg);
-  tern_store_op_set_str((char **)&op->user.user, u->name);
-  tern_store_op_set_str((char **)&op->user.pwhash, u->pwhash);
-  op->user.created = u->created;
-  op->user.last_seen = u->last_seen;
-  tern_app_submit(a, op);
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, done, arg);
+  tern_user_rec rec = {.user = u->name, .pwhash = u->pwhash, .created = u->created, .last_seen = u->last_seen};
+  tern_op_record_set_user(op, &rec);
+  tern_app_submit(a, &op->op);
 }
-
-static void on_op_counted(tern_store_op *op) { tern_app_op_done(op->arg); }
 
 static void on_register_stored(tern_store_op *op) {
   pending *p = op->arg;
   tern_app *a = p->app;
-  tern_user *u = tern_dir_user(a, p->user);
+  tern_user *u = tern_dir_user(a->dir, p->user);
   if (op->status != TERN_STORE_OK) {
     tern_http_error(p->req, 500, "internal", "the account could not be stored");
   } else {
@@ -170,15 +151,14 @@ static void on_register_stored(tern_store_op *op) {
     TERN_INFO("registered", "user=%s device=%s", p->user, p->device_id);
   }
   pending_free(p);
-  tern_app_op_done(a);
 }
 
 static void after_hash(uv_work_t *w, int status) {
   pending *p = w->data;
   tern_app *a = p->app;
-  tern_user *u = tern_dir_user(a, p->user);
+  tern_user *u = tern_dir_user(a->dir, p->user);
   if (!p->ok || status < 0 || !u) {
-    if (u) tern_dir_remove_user(a, u);
+    if (u) tern_dir_remove_user(a->dir, u);
     tern_http_error(p->req, 500, "internal", "the password could not be hashed");
     pending_free(p);
     return;
@@ -186,14 +166,14 @@ static void after_hash(uv_work_t *w, int status) {
   u->pwhash = p->hash;
   p->hash = NULL;
   u->created = tern_now_ms();
-  tern_device *d = tern_dir_add_device(a, u, p->label, p->token);
+  tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
   snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
-  put_user_op(a, u, on_op_counted, a);
-  put_device_op(a, d, on_register_stored, p);
+  put_user_op(a, u, NULL, NULL);
+  tern_app_submit(a, tern_accounts_device_op(d, on_register_stored, p));
 }
 
-static void do_register(tern_app *a, tern_http_req *req) {
-  cJSON *j = json_body(req);
+void tern_accounts_register(tern_app *a, tern_http_req *req) {
+  cJSON *j = tern_api_json_body(req);
   if (!j) return;
   char user[TERN_USERNAME_MAX + 1];
   const char *password, *label;
@@ -201,12 +181,12 @@ static void do_register(tern_app *a, tern_http_req *req) {
     cJSON_Delete(j);
     return;
   }
-  if (tern_dir_user(a, user)) {
+  if (tern_dir_user(a->dir, user)) {
     cJSON_Delete(j);
     tern_http_error(req, 409, "username_taken", "that username is taken");
     return;
   }
-  tern_user *u = tern_dir_add_user(a, user);
+  tern_user *u = tern_dir_add_user(a->dir, user);
   u->pending = true; /* reserves the name while the hash is computed */
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
@@ -225,7 +205,6 @@ static void verify_work(uv_work_t *w) {
 
 static void on_login_stored(tern_store_op *op) {
   pending *p = op->arg;
-  tern_app *a = p->app;
   if (op->status != TERN_STORE_OK) {
     tern_http_error(p->req, 500, "internal", "the device could not be stored");
   } else {
@@ -236,13 +215,12 @@ static void on_login_stored(tern_store_op *op) {
     TERN_INFO("logged in", "user=%s device=%s", p->user, p->device_id);
   }
   pending_free(p);
-  tern_app_op_done(a);
 }
 
 static void after_verify(uv_work_t *w, int status) {
   pending *p = w->data;
   tern_app *a = p->app;
-  tern_user *u = tern_dir_user(a, p->user);
+  tern_user *u = tern_dir_user(a->dir, p->user);
   if (!p->ok || status < 0 || !u || u->pending) {
     tern_http_error(p->req, 401, "bad_credentials", "wrong username or password");
     pending_free(p);
@@ -254,25 +232,25 @@ static void after_verify(uv_work_t *w, int status) {
     return;
   }
   bool first = u->ndevices == 0;
-  tern_device *d = tern_dir_add_device(a, u, p->label, p->token);
+  tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
   snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
   if (first) {
     /* Messages that waited in the user-level inbox go to this first device. The move is
      * queued before any send can target the device, so their seqs come first. */
-    put_device_op(a, d, on_op_counted, a);
-    tern_store_op *op = tern_store_op_new(TERN_OP_MOVE_INBOX, on_login_stored, p);
+    tern_app_submit(a, tern_accounts_device_op(d, NULL, NULL));
+    tern_op_inbox *op = tern_op_inbox_new(TERN_OP_MOVE_INBOX, on_login_stored, p);
     char inbox[TERN_USERNAME_MAX + 2];
     snprintf(inbox, sizeof inbox, "@%s", u->name);
-    tern_store_op_set_str(&op->inbox, inbox);
-    tern_store_op_set_str(&op->inbox2, d->id);
-    tern_app_submit(a, op);
+    tern_store_set_str(&op->inbox, inbox);
+    tern_store_set_str(&op->inbox2, d->id);
+    tern_app_submit(a, &op->op);
   } else {
-    put_device_op(a, d, on_login_stored, p);
+    tern_app_submit(a, tern_accounts_device_op(d, on_login_stored, p));
   }
 }
 
-static void do_login(tern_app *a, tern_http_req *req) {
-  cJSON *j = json_body(req);
+void tern_accounts_login(tern_app *a, tern_http_req *req) {
+  cJSON *j = tern_api_json_body(req);
   if (!j) return;
   char user[TERN_USERNAME_MAX + 1];
   const char *password, *label;
@@ -280,7 +258,7 @@ static void do_login(tern_app *a, tern_http_req *req) {
     cJSON_Delete(j);
     return;
   }
-  tern_user *u = tern_dir_user(a, user);
+  tern_user *u = tern_dir_user(a->dir, user);
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
   p->password = tern_strdup(password);
@@ -297,44 +275,24 @@ static void do_login(tern_app *a, tern_http_req *req) {
 
 /* ---- logout, me, users ---- */
 
-typedef struct logout_ctx {
-  tern_app *app;        /* owner */
-  tern_http_req *req;   /* answered with 204 */
-  tern_conn *conn;      /* referenced */
-} logout_ctx;
-
-static void on_logout_stored(tern_store_op *op) {
-  logout_ctx *c = op->arg;
-  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
-  else tern_http_error(c->req, 500, "internal", "the device could not be deleted");
-  tern_conn_unref(c->conn);
-  tern_app_op_done(c->app);
-  tern_free(c);
-}
-
-void tern_app_delete_device(tern_app *a, tern_device *d, tern_store_done_cb done, void *arg) {
+tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d) {
   tern_pushglue_online(a, d); /* cancel a pending notification window */
-  if (d->session && d->session->conn) tern_conn_ws_close(d->session->conn, 4002, "device logged out");
-  if (d->session) { /* closing detached it; be safe if it was already gone */
-    d->session->dev = NULL;
-    d->session = NULL;
+  if (d->session) {
+    tern_session *s = d->session;
+    tern_session_close(s, TERN_CLOSE_LOGGED_OUT);
+    tern_session_detach(s); /* closing detached it already, unless the endpoint goes later */
   }
-  tern_store_op *op = tern_store_op_new(TERN_OP_DEL_DEVICE, done, arg);
-  tern_store_op_set_str((char **)&op->device.device_id, d->id);
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
+  tern_store_set_str(&op->inbox, d->id);
   TERN_INFO("device deleted", "user=%s device=%s", d->user->name, d->id);
-  tern_dir_remove_device(a, d);
-  tern_app_submit(a, op);
+  tern_dir_remove_device(a->dir, d);
+  return &op->op;
 }
 
-static void do_logout(tern_app *a, tern_http_req *req) {
-  tern_device *d = tern_http_authenticate(a, req);
+void tern_accounts_logout(tern_app *a, tern_http_req *req) {
+  tern_device *d = tern_api_authenticate(a, req);
   if (!d) return;
-  logout_ctx *c = TERN_NEW(logout_ctx);
-  c->app = a;
-  c->req = req;
-  c->conn = req->conn;
-  tern_conn_ref(c->conn);
-  tern_app_delete_device(a, d, on_logout_stored, c);
+  tern_api_submit_then_204(a, req, tern_accounts_delete_device(a, d), "the device could not be deleted");
 }
 
 static void put_ms_or_null(tern_buf *b, int64_t ms) {
@@ -342,8 +300,8 @@ static void put_ms_or_null(tern_buf *b, int64_t ms) {
   else tern_buf_puts(b, "null");
 }
 
-static void do_me(tern_app *a, tern_http_req *req) {
-  tern_device *me = tern_http_authenticate(a, req);
+void tern_accounts_me(tern_app *a, tern_http_req *req) {
+  tern_device *me = tern_api_authenticate(a, req);
   if (!me) return;
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
@@ -359,7 +317,7 @@ static void do_me(tern_app *a, tern_http_req *req) {
     tern_buf_put_json_str(&b, d->label, strlen(d->label));
     tern_buf_puts(&b, ",\"last_seen\":");
     int64_t ls = d->last_seen;
-    if (d->session && d->session->conn) ls = tern_conn_last_rx(d->session->conn);
+    if (d->session && d->session->ep) ls = tern_session_last_rx(d->session);
     put_ms_or_null(&b, ls);
     tern_buf_puts(&b, "}");
   }
@@ -368,11 +326,11 @@ static void do_me(tern_app *a, tern_http_req *req) {
   tern_buf_free(&b);
 }
 
-static void do_user(tern_app *a, tern_http_req *req, const char *raw) {
-  if (!tern_http_authenticate(a, req)) return;
+void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
+  if (!tern_api_authenticate(a, req)) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
-  if (tern_username_normalize(raw, strlen(raw), name)) u = tern_dir_user(a, name);
+  if (tern_username_normalize(raw, strlen(raw), name)) u = tern_dir_user(a->dir, name);
   if (!u || u->pending) {
     tern_http_error(req, 404, "not_found", "there is no user by that name");
     return;
@@ -387,60 +345,3 @@ static void do_user(tern_app *a, tern_http_req *req, const char *raw) {
   tern_buf_free(&b);
 }
 
-static void do_metrics(tern_app *a, tern_http_req *req) {
-  tern_buf b = {0};
-  tern_metrics_render(a, &b);
-  tern_http_respond(req, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
-  tern_buf_free(&b);
-}
-
-static bool is(const tern_http_req *req, const char *method) { return strcmp(req->method, method) == 0; }
-
-static void method_not_allowed(tern_http_req *req) {
-  tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
-}
-
-void tern_http_route(tern_app *a, tern_http_req *req) {
-  const char *p = req->path;
-  if (req->sink) { /* a streamed upload: its body went to the media sink, which answers */
-    tern_mediaglue_route(a, req);
-    return;
-  }
-  if (a->stopping) {
-    tern_http_error(req, 503, "unavailable", "the server is shutting down");
-    return;
-  }
-  if (!strcmp(p, "/healthz")) {
-    if (!is(req, "GET") && !is(req, "HEAD")) return method_not_allowed(req);
-    static const char ok[] = "{\"status\":\"ok\"}";
-    tern_http_respond(req, 200, NULL, "application/json", ok, sizeof ok - 1);
-  } else if (!strcmp(p, "/metrics")) {
-    if (!is(req, "GET")) return method_not_allowed(req);
-    do_metrics(a, req);
-  } else if (!strcmp(p, "/v1/register")) {
-    if (!is(req, "POST")) return method_not_allowed(req);
-    do_register(a, req);
-  } else if (!strcmp(p, "/v1/login")) {
-    if (!is(req, "POST")) return method_not_allowed(req);
-    do_login(a, req);
-  } else if (!strcmp(p, "/v1/logout")) {
-    if (!is(req, "POST")) return method_not_allowed(req);
-    do_logout(a, req);
-  } else if (!strcmp(p, "/v1/me")) {
-    if (!is(req, "GET")) return method_not_allowed(req);
-    do_me(a, req);
-  } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
-    if (!is(req, "GET")) return method_not_allowed(req);
-    do_user(a, req, p + 10);
-  } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
-    /* push registration answered */
-  } else if (!strncmp(p, "/v1/media", 9) && tern_mediaglue_route(a, req)) {
-    /* media answered (or will) */
-  } else if (!strcmp(p, "/v1/ws")) {
-    tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
-  } else if (strncmp(p, "/v1/", 4) != 0 && tern_web_handle(a->web, req)) {
-    /* the static web client answered */
-  } else {
-    tern_http_error(req, 404, "not_found", "no such endpoint");
-  }
-}

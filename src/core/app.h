@@ -1,13 +1,111 @@
-/* app: the tern server as one object: it opens the store, loads the directory, serves HTTP and
- * WebSocket through src/net, and runs until SIGTERM/SIGINT. ternd's main() is a thin wrapper. */
+/* app: the core of one ternd event loop: the context every core module works in (settings, the
+ * store port, the directory, the providers), its timers and its shutdown sequence. The
+ * composition root (src/cmd/ternd.c) makes the parts, hands them to the app, and unwinds them.
+ *
+ * Per-loop state. Everything that changes lives here and not in a global: the msg-id
+ * generator (with this loop's worker index in every id), scratch buffers, metrics, timers,
+ * the uploads in progress. One loop runs everything today; more workers each get their own
+ * app (the multi-core issue).
+ *
+ * Ownership: the app owns its directory, its store port, its timers and its sessions'
+ * bookkeeping, and it takes over the media and push objects handed to it (their handles live
+ * on its loop, so its shutdown closes them). The store, net and web objects belong to the
+ * composition root, which frees them after tern_app_close.
+ */
 #ifndef TERN_CORE_APP_H
 #define TERN_CORE_APP_H
 
-#include "base/config.h"
+#include <stdbool.h>
+#include <stdint.h>
 
-/* Runs the server with cfg until a signal stops it. Returns the process exit status: 0 after
- * a clean shutdown, 2 when the configuration or the data directory is unusable (with a
- * one-line reason on stderr). */
-int tern_app_run(const tern_config *cfg);
+#include <uv.h>
+
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/util.h"
+#include "core/dir.h"
+#include "store/store.h"
+
+struct tern_net;
+struct tern_net_handlers;
+struct tern_push;
+struct tern_media;
+struct tern_web;
+typedef struct tern_mediaglue_upload tern_mediaglue_upload;
+
+/* Histogram with fixed buckets (seconds). */
+#define TERN_HIST_NBUCKETS 12
+typedef struct tern_hist {
+  uint64_t buckets[TERN_HIST_NBUCKETS + 1]; /* per bucket; last = +Inf */
+  uint64_t count;                           /* observations */
+  double sum;                               /* seconds */
+} tern_hist;
+extern const double tern_hist_bounds[TERN_HIST_NBUCKETS];
+void tern_hist_observe(tern_hist *h, double seconds);
+
+typedef struct tern_metrics {
+  uint64_t messages_sent;        /* sends made durable (duplicates not counted) */
+  uint64_t envelopes_delivered;  /* envelopes written to a device's connection */
+  uint64_t receipts_delivered;   /* delivered receipts made */
+  uint64_t receipts_read;        /* read receipts made */
+  tern_hist send_to_sent;        /* send frame received → sent written */
+} tern_metrics;
+
+typedef struct tern_app {
+  const tern_config *cfg;       /* settings */
+  uv_loop_t *loop;              /* this worker's loop */
+  unsigned worker;              /* its index (in msg ids) */
+  tern_store *store;            /* durable state (shared by workers) */
+  tern_store_port *port;        /* this loop's connection to it */
+  tern_dir *dir;                /* users, devices, tokens */
+  struct tern_net *net;         /* listener and connections */
+  struct tern_web *web;         /* the static web client (may serve nothing) */
+  struct tern_push *push;       /* push providers (those configured) */
+  struct tern_media *media;     /* the media store; NULL once closed */
+  tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
+  tern_idgen ids;               /* msg ids */
+  tern_metrics metrics;         /* counters */
+  tern_buf scratch;             /* the endpoint's encoding of one frame (wsjson.c) */
+  tern_buf record;              /* the router's envelope record being built */
+  uv_timer_t persist_timer;     /* last seen persistence */
+  uv_timer_t sweep_timer;       /* store sweep and device expiry */
+  uv_timer_t pace_timer;        /* resumes drains waiting for outbound space */
+  uv_timer_t stop_timer;        /* shutdown: waits for connections and the store */
+  uv_signal_t sigterm, sigint;
+  int64_t stop_deadline;        /* ms: the shutdown grace period ends */
+  tern_session *waiting;        /* sessions whose drain waits for outbound space */
+  uint64_t pwhash_ops;          /* Argon2id opslimit */
+  size_t pwhash_mem;            /* Argon2id memlimit */
+  char dummy_hash[128];         /* hash of a random password: unknown users cost a real verify */
+  tern_buf kv_doomed;           /* start-up: KV keys the media store refused (NUL-separated) */
+  bool timers_started;          /* tern_app_start ran */
+  bool stopping;                /* a signal arrived */
+  int exit_code;
+} tern_app;
+
+/* ---- lifecycle, for the composition root ---- */
+/* Makes the app for loop: checks the settings the core owns (auth.hash_cost), computes the
+ * dummy hash (before the loop runs: hashing never happens on it), opens a store port and an
+ * empty directory. Returns 0, or a negative errno with a reason in err. */
+int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_store *store, tern_app **out,
+                 char *err, size_t errlen);
+/* Loads users, devices and KV records (media records go to a->media, which must be set). */
+int tern_app_load(tern_app *a, char *err, size_t errlen);
+/* The net layer's handlers for this app (HTTP API, WebSocket JSON endpoint). */
+void tern_app_net_handlers(tern_app *a, struct tern_net_handlers *h);
+/* Starts the timers and signal handlers; the loop may then run. */
+void tern_app_start(tern_app *a);
+/* After the loop stopped: closes the port (running what completes), the directory and the
+ * handles; run the loop once more, then tern_app_free. */
+void tern_app_close(tern_app *a);
+void tern_app_free(tern_app *a);
+
+/* ---- store glue ---- */
+/* Submits op through the app's port (shutdown waits for the pending count to drop). */
+void tern_app_submit(tern_app *a, tern_store_op *op);
+/* Runs tern_session_pace soon (drains waiting for the client to read). */
+void tern_app_pace_soon(tern_app *a);
+/* Persists a user's (and optionally a device's) last seen. */
+void tern_app_persist_last_seen(tern_app *a, tern_user *u, tern_device *d);
 
 #endif

@@ -16,11 +16,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/mediaglue.h"
+
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "core/core.h"
+#include "core/api.h"
 #include "media/media.h"
+#include "net/server.h"
 
 /* One read at a time, asked for when less than 64 KiB waits to be written. Measured with curl
  * on a 5 MiB file: 32 KiB chunks ~940 MiB/s, 64 KiB ~980 MiB/s, 128 KiB ~1350 MiB/s; 64 KiB
@@ -37,27 +40,30 @@
 
 static void on_kv_done(tern_store_op *op) {
   if (op->status != TERN_STORE_OK)
-    TERN_ERROR("media record not stored", "key=%s err=%s", op->kv_key, tern_log_quote(op->err));
-  tern_app_op_done(op->arg);
+    TERN_ERROR("media record not stored", "key=%s err=%s", tern_op_as_kv(op)->key, tern_log_quote(op->err));
 }
 
-static void kv_op(tern_app *a, tern_store_op_type type, const char *id, const tern_buf *value) {
+static void kv_op(tern_app *a, tern_store_op_type type, const char *key, size_t klen, const tern_buf *value) {
+  tern_op_kv *op = tern_op_kv_new(type, on_kv_done, NULL);
+  op->key = tern_strndup(key, klen);
+  if (value) tern_buf_append(&op->value, value->data, value->len);
+  tern_app_submit(a, &op->op);
+}
+
+static void kv_op_id(tern_app *a, tern_store_op_type type, const char *id, const tern_buf *value) {
   char key[sizeof KV_PREFIX + TERN_MEDIA_ID_LEN];
-  snprintf(key, sizeof key, KV_PREFIX "%s", id);
-  tern_store_op *op = tern_store_op_new(type, on_kv_done, a);
-  tern_store_op_set_str(&op->kv_key, key);
-  if (value) tern_store_op_add_value(op, (const uint8_t *)value->data, value->len);
-  tern_app_submit(a, op);
+  int n = snprintf(key, sizeof key, KV_PREFIX "%s", id);
+  kv_op(a, type, key, (size_t)n, value);
 }
 
 static void persist_put(const tern_media_rec *rec, void *arg) {
   tern_buf b = {0};
   tern_media_rec_encode(rec, &b);
-  kv_op(arg, TERN_OP_KV_PUT, rec->id, &b);
+  kv_op_id(arg, TERN_OP_KV_PUT, rec->id, &b);
   tern_buf_free(&b);
 }
 
-static void persist_del(const char *id, void *arg) { kv_op(arg, TERN_OP_KV_DEL, id, NULL); }
+static void persist_del(const char *id, void *arg) { kv_op_id(arg, TERN_OP_KV_DEL, id, NULL); }
 
 tern_media_persist tern_mediaglue_persist(tern_app *a) {
   return (tern_media_persist){.put = persist_put, .del = persist_del, .arg = a};
@@ -67,11 +73,7 @@ bool tern_mediaglue_is_kv(const char *key, size_t klen) {
   return klen > sizeof KV_PREFIX - 1 && memcmp(key, KV_PREFIX, sizeof KV_PREFIX - 1) == 0;
 }
 
-void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen) {
-  tern_store_op *op = tern_store_op_new(TERN_OP_KV_DEL, on_kv_done, a);
-  op->kv_key = tern_strndup(key, klen);
-  tern_app_submit(a, op);
-}
+void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen) { kv_op(a, TERN_OP_KV_DEL, key, klen, NULL); }
 
 /* ---- uploads ------------------------------------------------------------------------------- */
 
@@ -133,7 +135,6 @@ static void on_resume(tern_media_upload *up, void *arg) {
 
 static void on_synced(tern_store_op *op) {
   tern_mediaglue_upload *u = op->arg;
-  tern_app *a = u->app;
   if (op->status == TERN_STORE_OK) {
     tern_http_json(u->req, 201, &u->json);
   } else {
@@ -142,7 +143,6 @@ static void on_synced(tern_store_op *op) {
   }
   u->req = NULL;
   upload_free(u);
-  tern_app_op_done(a);
 }
 
 static void on_upload_done(tern_media_upload *up, const tern_media_result *res, void *arg) {
@@ -172,7 +172,7 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
   tern_media_rec_json(r, &u->json);
   /* The record's KV_PUT was submitted when the record was made (persist.put); store ops
    * complete in order, so once this SYNC completes the record is durable: only then 201. */
-  tern_app_submit(a, tern_store_op_new(TERN_OP_SYNC, on_synced, u));
+  tern_app_submit(a, &tern_op_inbox_new(TERN_OP_SYNC, on_synced, u)->op);
 }
 
 static int64_t refuse_head(tern_http_req *req, int status, const char *code, const char *message) {
@@ -184,7 +184,7 @@ static int64_t refuse_head(tern_http_req *req, int status, const char *code, con
 
 int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   if (a->stopping || !a->media) return refuse_head(req, 503, "unavailable", "the server is shutting down");
-  const tern_device *d = tern_dir_by_bearer(a, req->authorization);
+  const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   const char *ct = req->content_type ? req->content_type : "";
   tern_media_upload_cbs cbs = {.resume = on_resume, .done = on_upload_done};
@@ -385,7 +385,7 @@ static void serve(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
     return;
   }
-  const tern_device *d = tern_dir_by_bearer(a, req->authorization);
+  const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
   if (!r || !tern_media_can_read(r, d->user->name)) return not_found(req);
   char etag[72];

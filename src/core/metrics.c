@@ -1,7 +1,11 @@
 /* metrics: Prometheus text exposition of PROTOCOL.md section 9. */
+#include "core/metrics.h"
+
 #include <string.h>
 
-#include "core/core.h"
+#include "media/media.h"
+#include "net/server.h"
+#include "push/push.h"
 
 const double tern_hist_bounds[TERN_HIST_NBUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                      0.005,   0.01,   0.025,   0.05,   0.1,   0.25};
@@ -56,8 +60,8 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
         a->media ? tern_media_bytes(a->media) : 0);
   tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
   if (a->push) tern_push_metrics_render(a->push, b);
-  gauge(b, "tern_users", "Registered users.", (int64_t)a->users.count);
-  gauge(b, "tern_devices", "Devices (logins) that exist.", (int64_t)a->devices.count);
+  gauge(b, "tern_users", "Registered users.", (int64_t)tern_dir_nusers(a->dir));
+  gauge(b, "tern_devices", "Devices (logins) that exist.", (int64_t)tern_dir_ndevices(a->dir));
   tern_store_commit_hist ch;
   tern_store_commit_hist_read(a->store, &ch);
   histogram(b, "tern_store_commit_seconds", "Duration of one synced group commit.", tern_store_commit_buckets,

@@ -1,54 +1,23 @@
 /* pushglue: push registration endpoints, the trigger for offline devices and the handling of
  * dead tokens, on top of the provider library in src/push. A device's registration is stored
  * in its device record, so it goes away with the device. */
+#include "core/pushglue.h"
+
 #include <string.h>
 #include <strings.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
-#include "core/core.h"
+#include "core/accounts.h"
+#include "core/api.h"
+#include "net/server.h"
 
-typedef struct put_ctx {
-  tern_app *app;        /* owner */
-  tern_http_req *req;   /* answered with 204 once durable */
-  tern_conn *conn;      /* referenced */
-} put_ctx;
-
-static void on_stored(tern_store_op *op) {
-  put_ctx *c = op->arg;
-  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
-  else tern_http_error(c->req, 500, "internal", "the registration could not be stored");
-  tern_conn_unref(c->conn);
-  tern_app_op_done(c->app);
-  tern_free(c);
-}
-
-static void on_stored_quiet(tern_store_op *op) { tern_app_op_done(op->arg); }
-
-/* Writes d's record (with its registration) to the store; answers req when it is durable. */
+/* Writes d's record (with its registration) to the store; answers req with 204 once it is
+ * durable (or just writes it when req is NULL). */
 static void store_device(tern_app *a, tern_device *d, tern_http_req *req) {
-  tern_store_op *op;
-  if (req) {
-    put_ctx *c = TERN_NEW(put_ctx);
-    c->app = a;
-    c->req = req;
-    c->conn = req->conn;
-    tern_conn_ref(c->conn);
-    op = tern_store_op_new(TERN_OP_PUT_DEVICE, on_stored, c);
-  } else {
-    op = tern_store_op_new(TERN_OP_PUT_DEVICE, on_stored_quiet, a);
-  }
-  char *ser = d->push ? tern_push_reg_serialize(d->push, NULL) : NULL;
-  tern_device_rec rec = {.device_id = d->id,
-                         .user = d->user->name,
-                         .label = d->label,
-                         .push = ser,
-                         .created = d->created,
-                         .last_seen = d->last_seen};
-  memcpy(rec.token_hash, d->token_hash, 32);
-  tern_store_op_set_device(op, &rec);
-  tern_free(ser);
-  tern_app_submit(a, op);
+  tern_store_op *op = tern_accounts_device_op(d, NULL, NULL);
+  if (req) tern_api_submit_then_204(a, req, op, "the registration could not be stored");
+  else tern_app_submit(a, op);
 }
 
 static void set_reg(tern_device *d, tern_push_reg *reg) {
@@ -95,7 +64,7 @@ bool tern_pushglue_route(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
     return true;
   }
-  tern_device *d = tern_http_authenticate(a, req);
+  tern_device *d = tern_api_authenticate(a, req);
   if (!d) return true;
   if (del) {
     tern_pushglue_online(a, d); /* no window may fire for a registration that is gone */
@@ -139,7 +108,7 @@ void tern_pushglue_online(tern_app *a, tern_device *d) {
 void tern_pushglue_result(void *arg, const char *device_id, const tern_push_reg *reg, tern_push_result result) {
   tern_app *a = arg;
   if (result != TERN_PUSH_INVALID_TOKEN) return;
-  tern_device *d = tern_dir_device(a, device_id);
+  tern_device *d = tern_dir_device(a->dir, device_id);
   /* only if the device still has the registration that failed: it may have registered anew */
   if (!d || !d->push || !tern_push_reg_equal(d->push, reg)) return;
   TERN_INFO("push registration removed: the provider says the token is no longer valid", "device=%s provider=%s",

@@ -1,13 +1,17 @@
-/* session: one authenticated WebSocket: the auth handshake, the drain of the stored inbox,
- * live delivery in seq order, and dispatch of client frames. */
+/* session: one client connection: auth, the drain of the stored inbox, live delivery in seq
+ * order, and dispatch of the client's requests (session.h). No wire protocol here: everything
+ * the client sees goes through the endpoint ops. */
+#include "core/session.h"
+
 #include <errno.h>
 #include <string.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "core/core.h"
-#include "net/ws.h"
+#include "core/presence.h"
+#include "core/pushglue.h"
+#include "core/router.h"
 
 void tern_session_ref(tern_session *s) { s->refs++; }
 
@@ -20,35 +24,32 @@ void tern_session_unref(tern_session *s) {
   }
 }
 
-void tern_session_open(tern_app *a, tern_conn *c) {
+tern_session *tern_session_new(tern_app *a, const tern_endpoint_ops *ops, void *ep) {
   tern_session *s = TERN_NEW(tern_session);
   s->app = a;
-  s->conn = c;
-  s->refs = 1; /* the connection's */
+  s->ep_ops = ops;
+  s->ep = ep;
+  s->refs = 1; /* the endpoint's */
   s->state = SESS_AUTH;
-  tern_conn_set_data(c, s);
+  return s;
 }
 
-static void send_frame(tern_session *s, const tern_buf *b) {
-  if (s->conn) tern_conn_ws_text(s->conn, b->data, b->len);
+void tern_session_error(tern_session *s, const char *id, const char *code, const char *message, const char *user) {
+  if (!s->ep) return;
+  tern_error_info e = {.id = id, .code = code, .message = message, .user = user};
+  s->ep_ops->error(s->ep, &e);
 }
 
-static void send_error(tern_session *s, const char *id, const char *code, const char *message) {
-  tern_buf b = {0};
-  tern_enc_error(&b, id, code, message, NULL);
-  send_frame(s, &b);
-  tern_buf_free(&b);
+void tern_session_close(tern_session *s, tern_close_reason why) {
+  if (s->ep) s->ep_ops->close(s->ep, why);
 }
 
-/* Writes one envelope: head with the seq, then the stored JSON tail. */
-static void write_envelope(tern_session *s, uint64_t seq, const tern_env_view *v) {
-  /* The head is a few dozen bytes; one buffer per loop thread avoids an allocation per
-   * envelope (the connection copies it). */
-  static tern_buf head;
-  tern_buf_reset(&head);
-  tern_enc_envelope_head(&head, v->kind == TERN_ENV_RECEIPT, seq);
-  tern_part parts[2] = {{head.data, head.len}, {v->tail, v->tail_len}};
-  tern_conn_ws_text_parts(s->conn, parts, 2);
+int64_t tern_session_last_rx(const tern_session *s) { return s->ep ? s->ep_ops->last_rx(s->ep) : 0; }
+
+/* Writes one envelope and advances the connection's seq. */
+static void write_envelope(tern_session *s, uint64_t seq, const tern_env_view *v, const uint8_t *body, size_t blen) {
+  tern_out_env e = {.seq = seq, .v = v, .body = body, .body_len = blen};
+  s->ep_ops->envelope(s->ep, &e);
   s->sent_seq = seq;
   s->app->metrics.envelopes_delivered++;
 }
@@ -57,49 +58,46 @@ static void drain_step(tern_session *s);
 
 static void on_drain_done(tern_store_op *op) {
   tern_session *s = op->arg;
-  tern_app *a = s->app;
+  tern_op_inbox *d = tern_op_as_inbox(op);
   s->drain_inflight = false;
-  if (s->state == SESS_DRAIN && s->conn) {
+  if (s->state == SESS_DRAIN && s->ep) {
     if (op->status != TERN_STORE_OK) {
       TERN_ERROR("drain failed", "device=%s err=%s", s->dev ? s->dev->id : "-", tern_log_quote(op->err));
-      tern_conn_ws_close(s->conn, TERN_WS_CLOSE_INTERNAL, "store error");
+      tern_session_close(s, TERN_CLOSE_INTERNAL);
     } else {
-      for (size_t i = 0; i < op->nitems && s->conn; i++) {
+      for (size_t i = 0; i < d->nitems && s->ep; i++) {
+        tern_store_item *it = &d->items[i];
         tern_env_view v;
-        if (op->items[i].seq <= s->sent_seq) continue;
-        if (tern_env_unpack(op->items[i].value, op->items[i].len, &v) < 0) {
-          TERN_ERROR("corrupt envelope skipped", "device=%s seq=%llu", s->dev->id,
-                     (unsigned long long)op->items[i].seq);
-          s->sent_seq = op->items[i].seq;
+        if (it->seq <= s->sent_seq) continue;
+        if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &v) < 0) {
+          TERN_ERROR("corrupt envelope skipped", "device=%s seq=%llu", s->dev ? s->dev->id : "-",
+                     (unsigned long long)it->seq);
+          s->sent_seq = it->seq;
           continue;
         }
-        write_envelope(s, op->items[i].seq, &v);
+        write_envelope(s, it->seq, &v, it->body.len ? (const uint8_t *)it->body.data : NULL, it->body.len);
       }
-      if (s->conn) {
-        if (op->more || op->nitems) {
+      if (s->ep) {
+        if (d->more || d->nitems) {
           /* read again until a read returns nothing new: envelopes committed while we
            * drained are then included, and later ones come live */
           drain_step(s);
         } else {
-          tern_buf b = {0};
-          tern_enc_synced(&b, s->sent_seq);
-          send_frame(s, &b);
-          tern_buf_free(&b);
+          s->ep_ops->synced(s->ep, s->sent_seq);
           s->state = SESS_LIVE;
         }
       }
     }
   }
   tern_session_unref(s);
-  tern_app_op_done(a);
 }
 
 static void drain_step(tern_session *s) {
   tern_app *a = s->app;
-  if (s->drain_inflight || !s->conn || !s->dev) return;
+  if (s->drain_inflight || !s->ep || !s->dev) return;
   /* pace: don't read more from the store than the client is taking; a step reads at most
    * what fits in half of ws.max_outbound, so a reading client is never closed for it */
-  size_t half = (size_t)a->cfg->ws_max_outbound / 2, queued = tern_conn_outbound(s->conn);
+  size_t half = (size_t)a->cfg->ws_max_outbound / 2, queued = s->ep_ops->backlog(s->ep);
   if (queued > half / 2) {
     if (!s->drain_waiting) {
       s->drain_waiting = true;
@@ -111,12 +109,12 @@ static void drain_step(tern_session *s) {
     return;
   }
   s->drain_inflight = true;
-  tern_store_op *op = tern_store_op_new(TERN_OP_DRAIN, on_drain_done, s);
-  tern_store_op_set_str(&op->inbox, s->dev->id);
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_drain_done, s);
+  tern_store_set_str(&op->inbox, s->dev->id);
   op->seq = s->sent_seq;
   op->max_bytes = TERN_MIN((size_t)a->cfg->inbox_drain_batch, half - queued);
   tern_session_ref(s);
-  tern_app_submit(a, op);
+  tern_app_submit(a, &op->op);
 }
 
 void tern_session_pace(tern_app *a) {
@@ -127,13 +125,14 @@ void tern_session_pace(tern_app *a) {
     list = s->wait_next;
     s->wait_next = NULL;
     s->drain_waiting = false;
-    if (s->state == SESS_DRAIN && s->conn) drain_step(s);
+    if (s->state == SESS_DRAIN && s->ep) drain_step(s);
     tern_session_unref(s);
   }
 }
 
-void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *value, size_t len) {
-  if (s->state != SESS_LIVE || !s->conn) return; /* a drain in progress will read it */
+void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, size_t len, const uint8_t *body,
+                          size_t body_len) {
+  if (s->state != SESS_LIVE || !s->ep) return; /* a drain in progress will read it */
   if (seq <= s->sent_seq) return;
   if (seq != s->sent_seq + 1) {
     /* a gap: something in between was not written live; read it from the store in order */
@@ -142,131 +141,141 @@ void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *value, s
     return;
   }
   tern_env_view v;
-  if (tern_env_unpack(value, len, &v) < 0) return;
-  write_envelope(s, seq, &v);
+  if (tern_env_unpack(rec, len, &v) < 0) return;
+  write_envelope(s, seq, &v, body, body_len);
 }
 
 int64_t tern_user_last_seen(tern_app *a, tern_user *u) {
   int64_t ls = u->last_seen;
   for (tern_device *d = u->devices; d; d = d->next_in_user) {
-    if (d->session && d->session->conn) {
-      int64_t rx = tern_conn_last_rx(d->session->conn);
+    if (d->session && d->session->ep) {
+      int64_t rx = tern_session_last_rx(d->session);
       if (rx > ls) ls = rx;
     }
   }
   return ls;
 }
 
-static void do_auth(tern_app *a, tern_session *s, tern_frame *f) {
-  tern_device *d = tern_dir_by_token(a, f->token, strlen(f->token));
+void tern_session_detach(tern_session *s) {
+  tern_device *d = s->dev;
+  if (!d) return;
+  if (s->watching_inbox) {
+    tern_store_unwatch(s->app->port, d->id, s);
+    s->watching_inbox = false;
+  }
+  if (d->session == s) d->session = NULL;
+  s->dev = NULL;
+}
+
+/* The session stops being its device's connection: the user may go offline, and last seen is
+ * kept. */
+static void leave_device(tern_session *s) {
+  tern_app *a = s->app;
+  tern_device *d = s->dev;
+  if (!d || d->session != s) {
+    tern_session_detach(s);
+    return;
+  }
+  tern_user *u = d->user;
+  int64_t rx = tern_session_last_rx(s);
+  tern_session_detach(s);
+  if (rx > u->last_seen) u->last_seen = rx;
+  if (rx > d->last_seen) d->last_seen = rx;
+  u->online--;
+  tern_app_persist_last_seen(a, u, d);
+  if (u->online == 0) tern_presence_changed(a, u);
+}
+
+static void do_auth(tern_session *s, tern_frame *f) {
+  tern_app *a = s->app;
+  tern_device *d = tern_dir_by_token(a->dir, f->token, strlen(f->token));
   if (!d) {
-    send_error(s, NULL, "unauthorized", "the token is not valid");
-    tern_conn_ws_close(s->conn, 4001, "not authenticated");
+    tern_session_error(s, NULL, "unauthorized", "the token is not valid", NULL);
+    tern_session_close(s, TERN_CLOSE_UNAUTHORIZED);
     return;
   }
   if (d->session) {
     tern_session *old = d->session;
     TERN_INFO("connection replaced", "device=%s", d->id);
-    tern_conn_ws_close(old->conn, 4003, "replaced by a newer connection");
-    /* on_ws_gone detached it */
+    tern_session_close(old, TERN_CLOSE_REPLACED);
+    if (d->session == old) leave_device(old); /* an endpoint that reports gone later */
   }
   s->dev = d;
   d->session = s;
+  /* Watch before the first drain: whatever commits from now on raises an event, and
+   * whatever committed before is in the drain. */
+  tern_store_watch(a->port, d->id, tern_router_on_envelope, s);
+  s->watching_inbox = true;
   tern_pushglue_online(a, d);
-  tern_conn_set_authed(s->conn);
+  s->ep_ops->authed(s->ep);
   tern_user *u = d->user;
   u->online++;
   d->last_seen = tern_now_ms();
   if (u->online == 1) tern_presence_changed(a, u);
-  tern_buf b = {0};
-  tern_enc_ready(&b, u->name, d->id, tern_now_ms());
-  send_frame(s, &b);
-  tern_buf_free(&b);
+  s->ep_ops->ready(s->ep, u->name, d->id, tern_now_ms());
   s->state = SESS_DRAIN;
-  TERN_DEBUG("authenticated", "user=%s device=%s conn=%llu", u->name, d->id, (unsigned long long)tern_conn_id(s->conn));
+  TERN_DEBUG("authenticated", "user=%s device=%s", u->name, d->id);
   drain_step(s);
 }
 
-void tern_session_text(tern_app *a, tern_conn *c, const char *data, size_t len) {
-  tern_session *s = tern_conn_data(c);
-  if (!s || a->stopping) return; /* after a shutdown signal, new frames are not taken */
-  uint64_t received = tern_mono_ns();
-  tern_frame f;
-  tern_frame_error err;
-  if (tern_frame_decode(data, len, &f, &err) < 0) {
-    if (s->state == SESS_AUTH) {
-      send_error(s, NULL, "unauthorized", "the first frame must be {\"type\":\"auth\",\"token\":...}");
-      tern_conn_ws_close(c, 4001, "not authenticated");
-      return;
-    }
-    send_error(s, err.id[0] ? err.id : NULL, err.code, err.message);
-    return;
-  }
+static const char first_frame_msg[] = "the first frame must be {\"type\":\"auth\",\"token\":...}";
+
+void tern_session_bad_request(tern_session *s, const char *id, const char *code, const char *message) {
+  if (s->app->stopping) return;
   if (s->state == SESS_AUTH) {
-    if (f.type == TERN_FRAME_AUTH) {
-      do_auth(a, s, &f);
-    } else {
-      send_error(s, NULL, "unauthorized", "the first frame must be {\"type\":\"auth\",\"token\":...}");
-      tern_conn_ws_close(c, 4001, "not authenticated");
-    }
-    tern_frame_free(&f);
+    tern_session_error(s, NULL, "unauthorized", first_frame_msg, NULL);
+    tern_session_close(s, TERN_CLOSE_UNAUTHORIZED);
     return;
   }
-  if (!s->dev) {
-    tern_frame_free(&f);
-    return;
-  }
-  switch (f.type) {
-    case TERN_FRAME_AUTH:
-      send_error(s, NULL, "bad_request", "already authenticated");
-      break;
-    case TERN_FRAME_SEND:
-      tern_router_send(a, s, &f, received);
-      break;
-    case TERN_FRAME_ACK:
-      tern_router_ack(a, s, f.seq);
-      break;
-    case TERN_FRAME_READ:
-      tern_router_read(a, s, &f);
-      break;
-    case TERN_FRAME_WATCH:
-      tern_presence_watch(a, s, &f);
-      break;
-    case TERN_FRAME_UNWATCH:
-      tern_presence_unwatch(a, s, &f);
-      break;
-    case TERN_FRAME_TYPING:
-      tern_presence_typing(a, s, &f);
-      break;
-    case TERN_FRAME_PING: {
-      tern_buf b = {0};
-      tern_enc_pong(&b, tern_now_ms());
-      send_frame(s, &b);
-      tern_buf_free(&b);
-      break;
-    }
-  }
-  tern_frame_free(&f);
+  tern_session_error(s, id, code, message, NULL);
 }
 
-void tern_session_gone(tern_app *a, tern_conn *c) {
-  tern_session *s = tern_conn_data(c);
-  if (!s) return;
-  tern_conn_set_data(c, NULL);
-  tern_presence_drop_session(a, s);
-  tern_device *d = s->dev;
-  if (d && d->session == s) {
-    d->session = NULL;
-    tern_user *u = d->user;
-    int64_t rx = tern_conn_last_rx(c);
-    if (rx > u->last_seen) u->last_seen = rx;
-    if (rx > d->last_seen) d->last_seen = rx;
-    u->online--;
-    tern_app_persist_last_seen(a, u, d);
-    if (u->online == 0) tern_presence_changed(a, u);
+void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) {
+  tern_app *a = s->app;
+  if (a->stopping || !s->ep) return; /* after a shutdown signal, new frames are not taken */
+  if (s->state == SESS_AUTH) {
+    if (f->type == TERN_FRAME_AUTH) {
+      do_auth(s, f);
+    } else {
+      tern_session_error(s, NULL, "unauthorized", first_frame_msg, NULL);
+      tern_session_close(s, TERN_CLOSE_UNAUTHORIZED);
+    }
+    return;
   }
-  s->dev = NULL;
-  s->conn = NULL;
+  if (!s->dev) return;
+  switch (f->type) {
+    case TERN_FRAME_AUTH:
+      tern_session_error(s, NULL, "bad_request", "already authenticated", NULL);
+      break;
+    case TERN_FRAME_SEND:
+      tern_router_send(a, s, f, received_ns);
+      break;
+    case TERN_FRAME_ACK:
+      tern_router_ack(a, s, f->seq);
+      break;
+    case TERN_FRAME_READ:
+      tern_router_read(a, s, f);
+      break;
+    case TERN_FRAME_WATCH:
+      tern_presence_watch(a, s, f);
+      break;
+    case TERN_FRAME_UNWATCH:
+      tern_presence_unwatch(a, s, f);
+      break;
+    case TERN_FRAME_TYPING:
+      tern_presence_typing(a, s, f);
+      break;
+    case TERN_FRAME_PING:
+      s->ep_ops->pong(s->ep, tern_now_ms());
+      break;
+  }
+}
+
+void tern_session_gone(tern_session *s) {
+  if (s->state == SESS_GONE) return;
+  tern_presence_drop_session(s->app, s);
+  leave_device(s);
+  s->ep = NULL;
   s->state = SESS_GONE;
   tern_session_unref(s);
 }

@@ -1,110 +1,96 @@
-/* store.c: the backend-independent half of the store: packed envelopes, operations and their
- * ownership, the public handle and the commit histogram. */
+/* store.c: the store handle, typed ops and their ownership, watches and the dispatch of
+ * delivery events, and the metrics the store keeps. */
 #include "store/store.h"
 
 #include <errno.h>
-#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "store/store_int.h"
 
-/* ---- packed envelope values ---------------------------------------------------------------- */
+/* ---- ops ------------------------------------------------------------------------------------ */
 
-enum { ENV_FIXED = 1 + 1 + 8 }; /* kind, flags, ts */
+/* Freed ops are kept for reuse, per thread and per struct: a message makes several ops, and
+ * calloc/free of each was a visible share of the loop thread's time. Per thread, because the
+ * loop that makes an op also frees it (completions return to the submitting loop). The input
+ * arrays keep their capacity. */
+enum { POOL_MAX = 1024, POOL_APPEND = 0, POOL_INBOX, POOL_RECORD, POOL_KV, POOL__COUNT };
+typedef struct op_pool {
+  tern_store_op *free; /* linked through ->next */
+  size_t len;
+} op_pool;
+static __thread op_pool pools[POOL__COUNT];
 
-uint8_t *tern_env_pack(uint8_t kind, uint8_t flags, int64_t ts, const char *msg_id, const char *from, const char *tail,
-                       size_t tail_len, size_t *out_len) {
-  size_t idlen = msg_id ? strlen(msg_id) : 0;
-  size_t fromlen = from ? strlen(from) : 0;
-  if (idlen > 255 || fromlen > 255) {
-    /* A one-byte length cannot hold them; refusing beats storing a truncated id. */
-    if (out_len) *out_len = 0;
-    return NULL;
+static int pool_of(tern_store_op_type t) {
+  switch (t) {
+    case TERN_OP_APPEND: return POOL_APPEND;
+    case TERN_OP_PUT_USER:
+    case TERN_OP_PUT_DEVICE:
+    case TERN_OP_SET_LAST_SEEN: return POOL_RECORD;
+    case TERN_OP_KV_PUT:
+    case TERN_OP_KV_DEL: return POOL_KV;
+    default: return POOL_INBOX;
   }
-  size_t len = ENV_FIXED + 1 + idlen + 1 + fromlen + tail_len;
-  uint8_t *v = tern_malloc(len), *p = v;
-  *p++ = kind;
-  *p++ = flags;
-  uint64_t uts = (uint64_t)ts;
-  for (int i = 7; i >= 0; i--) *p++ = (uint8_t)(uts >> (i * 8));
-  *p++ = (uint8_t)idlen;
-  if (idlen) memcpy(p, msg_id, idlen);
-  p += idlen;
-  *p++ = (uint8_t)fromlen;
-  if (fromlen) memcpy(p, from, fromlen);
-  p += fromlen;
-  if (tail_len) memcpy(p, tail, tail_len);
-  *out_len = len;
-  return v;
 }
 
-int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out) {
-  if (!v || len < ENV_FIXED + 2) return -EINVAL;
-  const uint8_t *p = v, *end = v + len;
-  out->kind = *p++;
-  if (out->kind != TERN_ENV_MSG && out->kind != TERN_ENV_RECEIPT) return -EINVAL;
-  out->flags = *p++;
-  uint64_t uts = 0;
-  for (int i = 0; i < 8; i++) uts = (uts << 8) | *p++;
-  out->ts = (int64_t)uts;
-  size_t n = *p++;
-  if ((size_t)(end - p) < n + 1) return -EINVAL; /* + the from length byte */
-  out->msg_id = (const char *)p;
-  out->msg_id_len = n;
-  p += n;
-  n = *p++;
-  if ((size_t)(end - p) < n) return -EINVAL;
-  out->from = (const char *)p;
-  out->from_len = n;
-  p += n;
-  out->tail = (const char *)p;
-  out->tail_len = (size_t)(end - p);
-  return 0;
-}
-
-/* ---- operations ---------------------------------------------------------------------------- */
-
-/* Freed ops are kept for reuse, per thread, with their arrays' capacity: an op is a large
- * struct and a message makes several, so calloc/free of each was a visible share of the loop
- * thread's time. Per thread, because ops are made and freed on the loop thread in ternd but
- * any thread may use the API. */
-enum { OP_POOL_MAX = 1024 };
-static __thread tern_store_op *op_pool; /* linked through ->arg */
-static __thread size_t op_pool_len;
-
-tern_store_op *tern_store_op_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
-  tern_store_op *op = op_pool;
-  if (op) {
-    op_pool = op->arg;
-    op_pool_len--;
-  } else {
-    op = TERN_NEW(tern_store_op);
-  }
-  op->type = type;
-  op->done = done;
-  op->arg = arg;
+static void *op_take(int pool, size_t size) {
+  op_pool *p = &pools[pool];
+  tern_store_op *op = p->free;
+  if (!op) return tern_calloc(1, size);
+  p->free = op->next;
+  p->len--;
+  op->next = NULL;
   return op;
 }
 
-size_t tern_store_op_add_value(tern_store_op *op, const uint8_t *value, size_t len) {
+static void op_init(tern_store_op *op, tern_store_op_type type, tern_store_done_cb done, void *arg) {
+  op->type = type;
+  op->done = done;
+  op->arg = arg;
+}
+
+tern_op_append *tern_op_append_new(tern_store_done_cb done, void *arg) {
+  tern_op_append *op = op_take(POOL_APPEND, sizeof *op);
+  op_init(&op->op, TERN_OP_APPEND, done, arg);
+  return op;
+}
+
+tern_op_inbox *tern_op_inbox_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
+  tern_op_inbox *op = op_take(POOL_INBOX, sizeof *op);
+  op_init(&op->op, type, done, arg);
+  return op;
+}
+
+tern_op_record *tern_op_record_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
+  tern_op_record *op = op_take(POOL_RECORD, sizeof *op);
+  op_init(&op->op, type, done, arg);
+  return op;
+}
+
+tern_op_kv *tern_op_kv_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
+  tern_op_kv *op = op_take(POOL_KV, sizeof *op);
+  op_init(&op->op, type, done, arg);
+  return op;
+}
+
+size_t tern_op_append_value(tern_op_append *op, const void *value, size_t len) {
   if (op->nvalues == op->values_cap) {
-    op->values_cap = op->values_cap ? op->values_cap * 2 : 2;
-    /* values[] holds pointers, so targets pointing at the bytes survive this realloc. */
-    op->values = tern_realloc(op->values, op->values_cap * sizeof *op->values);
+    size_t ncap = op->values_cap ? op->values_cap * 2 : 2;
+    op->values = tern_realloc(op->values, ncap * sizeof *op->values);
+    memset(op->values + op->values_cap, 0, (ncap - op->values_cap) * sizeof *op->values);
+    op->values_cap = ncap;
   }
-  /* The op has no array of value lengths, so each value's length lives in a size_t just
-   * before its bytes (values[i] points past it); add_target reads it from there. */
-  size_t *block = tern_malloc(sizeof(size_t) + (len ? len : 1));
-  block[0] = len;
-  if (len) memcpy(block + 1, value, len);
-  op->values[op->nvalues] = (uint8_t *)(block + 1);
+  tern_buf *b = &op->values[op->nvalues];
+  tern_buf_reset(b);
+  tern_buf_append(b, value, len);
   return op->nvalues++;
 }
 
-size_t tern_store_value_len(const uint8_t *value) { return ((const size_t *)(const void *)value)[-1]; }
-
-void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value_index, bool check_cap) {
+tern_store_target *tern_op_append_target(tern_op_append *op, const char *inbox, size_t value, tern_cap_mode cap,
+                                         void *cookie) {
   if (op->ntargets == op->targets_cap) {
     op->targets_cap = op->targets_cap ? op->targets_cap * 2 : 4;
     op->targets = tern_realloc(op->targets, op->targets_cap * sizeof *op->targets);
@@ -112,31 +98,52 @@ void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value
   tern_store_target *t = &op->targets[op->ntargets++];
   memset(t, 0, sizeof *t);
   t->inbox = tern_strdup(inbox);
-  if (value_index < op->nvalues) {
-    t->value = op->values[value_index];
-    t->value_len = tern_store_value_len(t->value);
-  }
-  t->check_cap = check_cap;
+  t->value = value;
+  t->cap = (uint8_t)cap;
+  t->cookie = cookie;
+  return t;
 }
 
-void tern_store_op_set_str(char **field, const char *s) {
+void tern_op_append_token(tern_op_append *op, const char *key) {
+  if (op->ntokens == op->tokens_cap) {
+    op->tokens_cap = op->tokens_cap ? op->tokens_cap * 2 : 2;
+    op->tokens = tern_realloc(op->tokens, op->tokens_cap * sizeof *op->tokens);
+  }
+  op->tokens[op->ntokens++] = tern_strdup(key);
+}
+
+void tern_op_append_body(tern_op_append *op, const char *body_id, const void *body, size_t len) {
+  tern_store_set_str(&op->body_id, body_id);
+  tern_buf_reset(&op->body);
+  tern_buf_append(&op->body, body, len);
+}
+
+void tern_store_set_str(char **field, const char *s) {
   tern_free(*field);
   *field = s ? tern_strdup(s) : NULL;
 }
 
-void tern_store_op_set_user(tern_store_op *op, const tern_user_rec *rec) {
-  tern_free((char *)op->user.user);
-  tern_free((char *)op->user.pwhash);
+static void free_user_rec(tern_user_rec *r) {
+  tern_free((char *)r->user);
+  tern_free((char *)r->pwhash);
+}
+
+static void free_device_rec(tern_device_rec *r) {
+  tern_free((char *)r->device_id);
+  tern_free((char *)r->user);
+  tern_free((char *)r->label);
+  tern_free((char *)r->push);
+}
+
+void tern_op_record_set_user(tern_op_record *op, const tern_user_rec *rec) {
+  free_user_rec(&op->user);
   op->user = *rec;
   op->user.user = rec->user ? tern_strdup(rec->user) : NULL;
   op->user.pwhash = rec->pwhash ? tern_strdup(rec->pwhash) : NULL;
 }
 
-void tern_store_op_set_device(tern_store_op *op, const tern_device_rec *rec) {
-  tern_free((char *)op->device.device_id);
-  tern_free((char *)op->device.user);
-  tern_free((char *)op->device.label);
-  tern_free((char *)op->device.push);
+void tern_op_record_set_device(tern_op_record *op, const tern_device_rec *rec) {
+  free_device_rec(&op->device);
   op->device = *rec;
   op->device.device_id = rec->device_id ? tern_strdup(rec->device_id) : NULL;
   op->device.user = rec->user ? tern_strdup(rec->user) : NULL;
@@ -144,89 +151,287 @@ void tern_store_op_set_device(tern_store_op *op, const tern_device_rec *rec) {
   op->device.push = rec->push ? tern_strdup(rec->push) : NULL;
 }
 
-void tern_store_op_free(tern_store_op *op) {
-  if (!op) return;
-  tern_free((char *)op->user.user);
-  tern_free((char *)op->user.pwhash);
-  tern_free((char *)op->device.device_id);
-  tern_free((char *)op->device.user);
-  tern_free((char *)op->device.label);
-  tern_free((char *)op->device.push);
-  tern_free(op->kv_key);
-  tern_free(op->inbox);
-  tern_free(op->inbox2);
-  tern_free(op->dedup_key);
-  tern_free(op->msg_id);
-  tern_free(op->token_from);
-  for (size_t i = 0; i < op->ntargets; i++) tern_free(op->targets[i].inbox);
-  for (size_t i = 0; i < op->nvalues; i++) tern_free((size_t *)(void *)op->values[i] - 1);
-  tern_free(op->dup_msg_id);
-  for (size_t i = 0; i < op->nitems; i++) tern_free(op->items[i].value);
-  for (size_t i = 0; i < op->ndelivered; i++) {
-    tern_free(op->delivered[i].msg_id);
-    tern_free(op->delivered[i].from);
+/* Frees what an op owns and returns it to its pool (or frees it when the pool is full). */
+static void op_destroy(tern_store_op *op) {
+  int pool = pool_of(op->type);
+  bool keep = pools[pool].len < POOL_MAX;
+  switch (pool) {
+    case POOL_APPEND: {
+      tern_op_append *a = tern_op_as_append(op);
+      for (size_t i = 0; i < a->ntargets; i++) tern_free(a->targets[i].inbox);
+      for (size_t i = 0; i < a->ntokens; i++) tern_free(a->tokens[i]);
+      tern_free(a->dedup_key);
+      tern_free(a->msg_id);
+      tern_free(a->token_from);
+      tern_free(a->body_id);
+      tern_buf_free(&a->body);
+      tern_free(a->dup_msg_id);
+      /* Values keep their buffers in the pool: an envelope record is about the same size
+       * every time. */
+      tern_store_target *targets = a->targets;
+      tern_buf *values = a->values;
+      char **tokens = a->tokens;
+      size_t tcap = a->targets_cap, vcap = a->values_cap, kcap = a->tokens_cap;
+      if (!keep) {
+        for (size_t i = 0; i < vcap; i++) tern_buf_free(&values[i]);
+        tern_free(values);
+        tern_free(targets);
+        tern_free(tokens);
+        tern_free(a);
+        return;
+      }
+      memset(a, 0, sizeof *a);
+      a->targets = targets;
+      a->targets_cap = tcap;
+      a->values = values;
+      a->values_cap = vcap;
+      a->tokens = tokens;
+      a->tokens_cap = kcap;
+      break;
+    }
+    case POOL_INBOX: {
+      tern_op_inbox *b = tern_op_as_inbox(op);
+      tern_free(b->inbox);
+      tern_free(b->inbox2);
+      tern_free(b->user);
+      for (size_t i = 0; i < b->nitems; i++) {
+        tern_buf_free(&b->items[i].value);
+        tern_buf_free(&b->items[i].body);
+      }
+      tern_free(b->items);
+      for (size_t i = 0; i < b->ndelivered; i++) {
+        tern_free(b->delivered[i].msg_id);
+        tern_free(b->delivered[i].from);
+        tern_free(b->delivered[i].group_id);
+      }
+      tern_free(b->delivered);
+      if (!keep) {
+        tern_free(b);
+        return;
+      }
+      memset(b, 0, sizeof *b);
+      break;
+    }
+    case POOL_RECORD: {
+      tern_op_record *r = tern_op_as_record(op);
+      free_user_rec(&r->user);
+      free_device_rec(&r->device);
+      if (!keep) {
+        tern_free(r);
+        return;
+      }
+      memset(r, 0, sizeof *r);
+      break;
+    }
+    default: {
+      tern_op_kv *k = tern_op_as_kv(op);
+      tern_free(k->key);
+      tern_buf_free(&k->value);
+      if (!keep) {
+        tern_free(k);
+        return;
+      }
+      memset(k, 0, sizeof *k);
+      break;
+    }
   }
-  /* The outputs' arrays are filled on the store thread and sized by what it found: not kept. */
-  tern_free(op->items);
-  tern_free(op->delivered);
-  if (op_pool_len >= OP_POOL_MAX) {
-    tern_free(op->targets);
-    tern_free(op->values);
-    tern_free(op);
-    return;
-  }
-  /* Keep the input arrays (with their capacity), zero everything else. */
-  tern_store_op keep = {.targets = op->targets, .targets_cap = op->targets_cap, .values = op->values,
-                        .values_cap = op->values_cap};
-  *op = keep;
-  op->arg = op_pool;
-  op_pool = op;
-  op_pool_len++;
+  op->next = pools[pool].free;
+  pools[pool].free = op;
+  pools[pool].len++;
 }
 
-/* ---- the public handle and its histogram --------------------------------------------------- */
+void tern_store_op_free(tern_store_op *op) {
+  if (op) op_destroy(op);
+}
+
+void tern_store_op_release(tern_store_op *op) { op_destroy(op); }
+
+/* ---- the handle ------------------------------------------------------------------------------ */
+
+int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen) {
+  *out = NULL;
+  const char *name = opts->backend && *opts->backend ? opts->backend : "rocksdb";
+  if (strcmp(name, "rocksdb") != 0) {
+    snprintf(err, errlen, "unknown store backend \"%s\" (this build has: rocksdb)", name);
+    return -EINVAL;
+  }
+  if (!opts->dir || !*opts->dir) {
+    snprintf(err, errlen, "no data directory");
+    return -EINVAL;
+  }
+  tern_store *s = TERN_NEW(tern_store);
+  s->opts = *opts;
+  s->dir = tern_strdup(opts->dir);
+  s->opts.dir = s->dir;
+  s->opts.backend = "rocksdb";
+  pthread_mutex_init(&s->hist_mu, NULL);
+  pthread_mutex_init(&s->watch_mu, NULL);
+  tern_backend_options bo = {
+      .dir = s->dir,
+      .max_open_files = opts->max_open_files,
+      .cache_bytes = opts->cache_bytes,
+      .checkpoint_every = opts->checkpoint_every,
+  };
+  bo.ttl_ms[TERN_BUCKET_DEDUP] = opts->dedup_ttl_ms;
+  bo.ttl_ms[TERN_BUCKET_TOKENS] = opts->inbox_ttl_ms;
+  /* A shared body outlives its envelopes by a day: they release it one by one, and the TTL
+   * only catches what a crash between two sweeps could leave behind. */
+  bo.ttl_ms[TERN_BUCKET_BODIES] = opts->inbox_ttl_ms > 0 ? opts->inbox_ttl_ms + 86400000 : 0;
+  int r = tern_backend_open_rocksdb(&bo, &s->be, err, errlen);
+  if (r < 0) {
+    pthread_mutex_destroy(&s->hist_mu);
+    pthread_mutex_destroy(&s->watch_mu);
+    tern_free(s->dir);
+    tern_free(s);
+    return r;
+  }
+  s->sem = tern_sem_new(s);
+  r = tern_sem_count_bodies(s, err, errlen);
+  if (r == 0) r = tern_committer_start(s, opts->group_max, &s->cm, err, errlen);
+  if (r < 0) {
+    tern_sem_free(s->sem);
+    s->be.vt->close(s->be.self);
+    pthread_mutex_destroy(&s->hist_mu);
+    pthread_mutex_destroy(&s->watch_mu);
+    tern_free(s->dir);
+    tern_free(s);
+    return r;
+  }
+  *out = s;
+  return 0;
+}
+
+int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen) {
+  return tern_sem_load(s, cbs, err, errlen);
+}
+
+const char *tern_store_backend_name(const tern_store *s) { return s->be.vt->name; }
+int64_t tern_store_inbox_total(tern_store *s) { return s->be.vt->total(s->be.self); }
+int64_t tern_store_shared_bodies(tern_store *s) { return (int64_t)atomic_load(&s->bodies); }
+
+static bool free_watch_cb(const char *k, size_t kl, void *v, void *arg) {
+  tern_free(v);
+  return true;
+}
+
+void tern_store_close(tern_store *s) {
+  if (!s) return;
+  tern_committer_stop(s->cm);
+  tern_sem_free(s->sem);
+  s->be.vt->close(s->be.self);
+  tern_map_each(&s->watches, free_watch_cb, NULL);
+  tern_map_free(&s->watches);
+  pthread_mutex_destroy(&s->hist_mu);
+  pthread_mutex_destroy(&s->watch_mu);
+  tern_free(s->dir);
+  tern_free(s);
+}
+
+/* ---- watches and events ---------------------------------------------------------------------- */
+
+typedef struct store_watch {
+  tern_store_port *port;   /* where the watcher lives */
+  tern_store_event_cb cb;  /* its callback */
+  void *watcher;           /* its pointer */
+} store_watch;
+
+void tern_store_watch(tern_store_port *p, const char *inbox, tern_store_event_cb cb, void *watcher) {
+  tern_store *s = tern_store_port_store(p);
+  store_watch *w = TERN_NEW(store_watch);
+  w->port = p;
+  w->cb = cb;
+  w->watcher = watcher;
+  pthread_mutex_lock(&s->watch_mu);
+  store_watch *old = tern_map_puts(&s->watches, inbox, w);
+  pthread_mutex_unlock(&s->watch_mu);
+  tern_free(old);
+}
+
+void tern_store_unwatch(tern_store_port *p, const char *inbox, void *watcher) {
+  tern_store *s = tern_store_port_store(p);
+  pthread_mutex_lock(&s->watch_mu);
+  store_watch *w = tern_map_gets(&s->watches, inbox);
+  if (w && w->watcher == watcher && w->port == p) tern_map_dels(&s->watches, inbox);
+  else w = NULL;
+  pthread_mutex_unlock(&s->watch_mu);
+  tern_free(w);
+}
+
+void tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op) {
+  if (op->type != TERN_OP_APPEND || op->status != TERN_STORE_OK) return;
+  tern_op_append *ap = tern_op_as_append(op);
+  if (!s->watches.count) return;
+  for (size_t i = 0; i < ap->ntargets; i++) {
+    tern_store_target *t = &ap->targets[i];
+    if (!t->seq || t->value >= ap->nvalues) continue;
+    pthread_mutex_lock(&s->watch_mu);
+    store_watch *w = tern_map_gets(&s->watches, t->inbox);
+    store_watch copy = w ? *w : (store_watch){0};
+    pthread_mutex_unlock(&s->watch_mu);
+    if (!w) continue;
+    const tern_buf *v = &ap->values[t->value];
+    tern_store_env e = {.inbox = t->inbox, .seq = t->seq, .value = (const uint8_t *)v->data, .len = v->len};
+    if (ap->body_id) {
+      e.body = (const uint8_t *)ap->body.data;
+      e.body_len = ap->body.len;
+    }
+    if (copy.port == p) {
+      /* The watcher may unwatch (or watch another inbox) from inside its callback; the copy
+       * taken under the lock keeps this call safe, and the next target looks up afresh. */
+      copy.cb(copy.watcher, &e);
+      continue;
+    }
+    tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
+    ev->inbox = tern_strdup(t->inbox);
+    ev->seq = t->seq;
+    tern_buf_append(&ev->value, v->data, v->len);
+    if (e.body) {
+      ev->has_body = true;
+      tern_buf_append(&ev->body, e.body, e.body_len);
+    }
+    tern_store_port_post_event(copy.port, ev);
+  }
+}
+
+void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {
+  pthread_mutex_lock(&s->watch_mu);
+  store_watch *w = tern_map_gets(&s->watches, ev->inbox);
+  store_watch copy = w ? *w : (store_watch){0};
+  pthread_mutex_unlock(&s->watch_mu);
+  if (w && copy.port == p) {
+    tern_store_env e = {.inbox = ev->inbox, .seq = ev->seq, .value = (const uint8_t *)ev->value.data,
+                        .len = ev->value.len};
+    if (ev->has_body) {
+      e.body = (const uint8_t *)ev->body.data;
+      e.body_len = ev->body.len;
+    }
+    copy.cb(copy.watcher, &e);
+  }
+  tern_free(ev->inbox);
+  tern_buf_free(&ev->value);
+  tern_buf_free(&ev->body);
+  tern_free(ev);
+}
+
+/* ---- metrics ---------------------------------------------------------------------------------- */
 
 const double tern_store_commit_buckets[TERN_STORE_COMMIT_NBUCKETS] = {
     50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
 };
 
-typedef struct store_full {
-  tern_store pub;              /* what callers hold; first, so the two pointers convert */
-  pthread_mutex_t mu;          /* guards hist: one lock per group commit is nothing */
-  tern_store_commit_hist hist; /* commit durations */
-} store_full;
-
-tern_store *tern_store_wrap(const tern_store_vtable *vt, void *self) {
-  store_full *f = TERN_NEW(store_full);
-  f->pub.vt = vt;
-  f->pub.self = self;
-  pthread_mutex_init(&f->mu, NULL);
-  return &f->pub;
-}
-
 void tern_store_commit_record(tern_store *s, uint64_t ns) {
-  store_full *f = (store_full *)s;
   double secs = (double)ns / 1e9;
   size_t b = 0;
   while (b < TERN_STORE_COMMIT_NBUCKETS && secs > tern_store_commit_buckets[b]) b++;
-  pthread_mutex_lock(&f->mu);
-  f->hist.buckets[b]++;
-  f->hist.count++;
-  f->hist.sum += secs;
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_lock(&s->hist_mu);
+  s->hist.buckets[b]++;
+  s->hist.count++;
+  s->hist.sum += secs;
+  pthread_mutex_unlock(&s->hist_mu);
 }
 
 void tern_store_commit_hist_read(tern_store *s, tern_store_commit_hist *out) {
-  store_full *f = (store_full *)s;
-  pthread_mutex_lock(&f->mu);
-  *out = f->hist;
-  pthread_mutex_unlock(&f->mu);
-}
-
-void tern_store_close(tern_store *s) {
-  if (!s) return;
-  store_full *f = (store_full *)s;
-  s->vt->close(s->self);
-  pthread_mutex_destroy(&f->mu);
-  tern_free(f);
+  pthread_mutex_lock(&s->hist_mu);
+  *out = s->hist;
+  pthread_mutex_unlock(&s->hist_mu);
 }

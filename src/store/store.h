@@ -1,33 +1,36 @@
-/* store: the durable part of tern, behind a small interface so that the embedded RocksDB
- * backend and the planned NATS backend are interchangeable.
+/* store: the durable part of tern, as the core sees it: typed operations on inboxes,
+ * envelopes, delivery tokens, client-id de-duplication and the directory records, completed
+ * asynchronously, plus the "envelope committed" events a watching session receives.
  *
- * Threads. The loop thread submits operations with tern_store_submit; the backend runs them on
- * its own thread(s) and calls op->done on the loop thread once the operation is durable
- * (writes) or answered (reads). Writes are group-committed: many operations share one synced
- * write, and never a sync per operation. Completions are delivered in submission order.
- * The loop thread never blocks on the store, except in tern_store_open/load/close, which run
- * before the loop starts and after it stops.
+ * Layers inside src/store (see docs/architecture.md):
+ *   store.h/.c     this interface: ops, ports, watches, the commit histogram
+ *   committer.c    the group-commit thread and the hand-off to and from the loops
+ *   semantics.c    what each op means, written once over the backend primitives
+ *   backend.h      the primitives (inbox append/read/purge, KV, commit point)
+ *   rocksdb.c      the embedded backend (key layout, meta journal, envelope cache)
+ *   envelope.h     the neutral binary record of an envelope
  *
- * Ordering. Each op sees the effect of every op submitted before it (also when they share a
- * group) and none submitted after it. An op's done runs only after everything it wrote, and
- * everything it read (DRAIN items), is durable. So when a DRAIN result arrives, the APPENDs
- * whose envelopes it holds have completed before it, and the APPENDs it does not hold
- * complete after it. If a group commit fails, every op of that group completes with ERROR.
+ * Threads. A loop submits ops through its port (tern_store_port_new, one per loop); the
+ * commit thread applies them in submission order, many per group, commits each group once
+ * (one fsync with RocksDB), and hands every op back to the port that submitted it, where
+ * op->done runs on that loop, in submission order. Nothing on a loop thread blocks on the
+ * store, except open, load and close, which run before the loops start and after they stop.
  *
- * Ownership. An operation is allocated by tern_store_op_new and belongs to the store from
- * tern_store_submit on; the store frees it (and everything attached with the op's helpers)
- * right after op->done returns. Strings passed to op helpers are copied.
+ * Ordering. Each op sees the effect of every op submitted before it (also in the same group)
+ * and none submitted after it. An op's done runs only after everything it wrote and read is
+ * durable. So when a DRAIN result arrives, the APPENDs whose envelopes it holds have
+ * completed before it, and the APPENDs it does not hold complete after it. If a group fails,
+ * every op of the group completes with TERN_STORE_ERROR and had no effect.
  *
- * Data. The store knows inboxes, envelopes, delivery tokens, client-id de-duplication and the
- * account directory records; it knows nothing of sessions or sockets.
- *  - An inbox is named by a string: a device id, or "@" + username for the user-level inbox of a
- *    user with no device. Each inbox has a seq counter: seqs start at 1, rise by one per
- *    envelope and are never reused, across restarts too.
- *  - An envelope value is opaque bytes for the store except its packed header (tern_env_*
- *    below), which the store reads to process acks and expiry.
- *  - A delivery token ("rc") exists for every message sent to another user until the first ack
- *    of any copy on a recipient device consumes it; that ack reports the message as newly
- *    delivered. So "delivered" is reported at most once per message.
+ * Delivery events. A session watches its device's inbox (tern_store_watch); every envelope
+ * committed to a watched inbox raises the watcher's callback on the watcher's loop, after the
+ * commit and before the done of the op that appended it, in seq order per inbox. The router
+ * delivers from these events, never from an append's own completion, so envelopes made on
+ * another node (cluster mode) reach a session the same way.
+ *
+ * Ownership. An op is made by its tern_op_*_new and belongs to the store from submit on; the
+ * store frees it right after done returns (done must not keep pointers into it). Strings and
+ * values given to op helpers are copied.
  */
 #ifndef TERN_STORE_STORE_H
 #define TERN_STORE_STORE_H
@@ -38,40 +41,13 @@
 
 #include <uv.h>
 
-/* ---- packed envelope values ---------------------------------------------------------------
- * [1 kind]['m' msg | 'r' receipt]
- * [1 flags]  bit0: TERN_ENV_F_RECEIPT: a copy on a recipient device of a message from another
- *            user: its first ack consumes the delivery token of msg_id
- *            bit1: TERN_ENV_F_SOLE (with F_RECEIPT): the message's only recipient copy; its
- *            first ack delivers it without a token (the APPEND then sets no token_from)
- * [8 ts]     big-endian ms since epoch (for expiry)
- * [1 n][n msg_id]        (msg: the message id; receipt: empty)
- * [1 n][n from]          (msg: the sender's username; receipt: empty)
- * [rest]     the JSON tail the loop turns into a frame ({"type":..,"seq":N, + tail)
- */
-enum { TERN_ENV_MSG = 'm', TERN_ENV_RECEIPT = 'r' };
-enum { TERN_ENV_F_RECEIPT = 1, TERN_ENV_F_SOLE = 2 };
+#include "base/buf.h"
+#include "store/envelope.h"
 
-typedef struct tern_env_view {
-  uint8_t kind;        /* TERN_ENV_MSG or TERN_ENV_RECEIPT */
-  uint8_t flags;       /* TERN_ENV_F_* */
-  int64_t ts;          /* ms since epoch */
-  const char *msg_id;  /* not NUL-terminated */
-  size_t msg_id_len;
-  const char *from;    /* not NUL-terminated */
-  size_t from_len;
-  const char *tail;    /* JSON tail */
-  size_t tail_len;
-} tern_env_view;
+typedef struct tern_store tern_store;
+typedef struct tern_store_port tern_store_port;
 
-/* Packs an envelope value; the caller frees it with tern_free. msg_id and from (NULL = empty)
- * are at most 255 bytes each: longer ones make it return NULL (and *out_len = 0). */
-uint8_t *tern_env_pack(uint8_t kind, uint8_t flags, int64_t ts, const char *msg_id, const char *from,
-                       const char *tail, size_t tail_len, size_t *out_len);
-/* Parses a packed value (pointers into v); returns 0 or -EINVAL when malformed. */
-int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out);
-
-/* ---- directory records, loaded once at start-up ------------------------------------------- */
+/* ---- directory records ------------------------------------------------------------------- */
 typedef struct tern_user_rec {
   const char *user;        /* username */
   const char *pwhash;      /* Argon2id encoded hash (libsodium's string form) */
@@ -90,165 +66,235 @@ typedef struct tern_device_rec {
 } tern_device_rec;
 
 typedef struct tern_store_load_cbs {
-  void (*user)(const tern_user_rec *rec, void *arg);     /* called for every stored user */
-  void (*device)(const tern_device_rec *rec, void *arg); /* called for every stored device */
-  /* called for every KV_PUT record (key as given to KV_PUT, value bytes); may be NULL */
+  void (*user)(const tern_user_rec *rec, void *arg);     /* every stored user */
+  void (*device)(const tern_device_rec *rec, void *arg); /* every stored device */
+  /* every KV_PUT record (key as given to KV_PUT, value bytes); may be NULL */
   void (*kv)(const char *key, size_t klen, const uint8_t *value, size_t vlen, void *arg);
   void *arg;
 } tern_store_load_cbs;
 
 /* ---- operations -------------------------------------------------------------------------- */
 typedef enum {
-  TERN_OP_PUT_USER,     /* in: user (all fields) */
-  TERN_OP_PUT_DEVICE,   /* in: device (all fields) */
-  TERN_OP_SET_LAST_SEEN,/* in: user.user, user.last_seen; devices: device.device_id + device.last_seen
-                           when device.device_id is set (both optional, at least one) */
-  TERN_OP_DEL_DEVICE,   /* in: device.device_id; deletes the device record, its inbox, counters
-                           and remembered client ids (dedup keys "<device_id>/..."); its seqs
-                           restart at 1 if the id were ever used again (ids are never reused) */
-  TERN_OP_MOVE_INBOX,   /* in: inbox (the "@user" inbox), inbox2 (a device id): moves every
-                           envelope of inbox into inbox2 with new seqs, in order, then forgets
-                           inbox (its own seqs restart at 1: they never reach a client) */
-  TERN_OP_APPEND,       /* in: targets[], optional dedup, optional delivery token; out: status,
-                           targets[i].seq, or the remembered msg_id/ts on duplicate */
-  TERN_OP_ACK,          /* in: inbox, seq (cumulative, clamped to the highest stored; acking
-                           again is harmless); out: delivered[] newly delivered msgs, in seq
-                           order: the copies with TERN_ENV_F_RECEIPT whose token this ack consumed */
-  TERN_OP_DRAIN,        /* in: inbox, seq (read envelopes with seq > this), max_bytes (0 = 1 MiB);
-                           out: items[] in seq order, at least one if any, until their values
-                           would pass max_bytes (durable by the time done runs), more */
-  TERN_OP_SWEEP,        /* in: now (0 = the clock); expires envelopes (inbox_ttl, by their ts,
-                           from the head of each inbox, consuming no token), client ids
-                           (dedup_ttl) and delivery tokens (inbox_ttl). Examines at most about
-                           10,000 keys per op and resumes there next time: submit it
-                           periodically. out: expired = envelopes removed */
-  TERN_OP_SYNC,         /* no-op write: done is called once everything before it is durable */
-  TERN_OP_KV_PUT,       /* in: kv_key, values[0]: a small record other modules keep (media
-                           metadata), read back by load's kv callback */
-  TERN_OP_KV_DEL,       /* in: kv_key */
+  TERN_OP_PUT_USER,      /* tern_op_record */
+  TERN_OP_PUT_DEVICE,    /* tern_op_record */
+  TERN_OP_SET_LAST_SEEN, /* tern_op_record: user.user + user.last_seen and/or device.device_id +
+                            device.last_seen (each optional, at least one) */
+  TERN_OP_DEL_DEVICE,    /* tern_op_inbox: inbox = the device id; deletes the device record,
+                            its inbox and counters and its remembered client ids */
+  TERN_OP_MOVE_INBOX,    /* tern_op_inbox: moves every envelope of inbox (the "@user" inbox)
+                            into inbox2 (a device id) with new seqs, in order, then forgets
+                            inbox (its seqs never reached a client) */
+  TERN_OP_APPEND,        /* tern_op_append */
+  TERN_OP_ACK,           /* tern_op_inbox: inbox, seq (cumulative, clamped to the highest
+                            stored; acking again is harmless), user; out: delivered[]: the
+                            copies with TERN_ENV_F_RECEIPT that this ack delivered: SOLE ones,
+                            and those whose token it consumed ("<msg_id>", or for a group
+                            message "<msg_id>/<user>"), so each is reported once */
+  TERN_OP_DRAIN,         /* tern_op_inbox: inbox, seq (read envelopes after it), max_bytes
+                            (0 = 1 MiB); out: items[] in seq order (at least one if any, until
+                            their values would pass max_bytes), more */
+  TERN_OP_SWEEP,         /* tern_op_inbox: now (0 = the clock); expires envelopes (inbox.ttl by
+                            their ts, from each inbox's head, consuming no token), client ids
+                            and delivery tokens, within a budget of about 10,000 records per
+                            op, resuming there next time; out: expired (envelopes) */
+  TERN_OP_SYNC,          /* tern_op_inbox, no fields: done once everything before is durable */
+  TERN_OP_KV_PUT,        /* tern_op_kv: key, value: another module's small record (media),
+                            read back at start-up by the load's kv callback */
+  TERN_OP_KV_DEL,        /* tern_op_kv: key */
+  TERN_OP__COUNT
 } tern_store_op_type;
 
 typedef enum {
   TERN_STORE_OK = 0,
-  TERN_STORE_DUPLICATE, /* APPEND: dedup key seen before: dup_msg_id/dup_ts are the first answer */
-  TERN_STORE_FULL,      /* APPEND: a target with check_cap would pass inbox.max_envelopes */
-  TERN_STORE_ERROR,     /* an I/O error; err holds the reason (the op had no effect) */
+  TERN_STORE_DUPLICATE, /* APPEND: the dedup key was seen before: dup_msg_id/dup_ts answer it */
+  TERN_STORE_FULL,      /* APPEND: a target with TERN_CAP_REFUSE is at inbox.max_envelopes */
+  TERN_STORE_ERROR,     /* I/O error; err holds the reason; the op had no effect */
 } tern_store_status;
+
+typedef struct tern_store_op tern_store_op;
+typedef void (*tern_store_done_cb)(tern_store_op *op);
+
+/* The head of every op. The typed structs below start with it; tern_op_as_* converts back. */
+struct tern_store_op {
+  tern_store_op_type type;  /* which struct this is */
+  tern_store_done_cb done;  /* called on the submitting loop when finished; may be NULL */
+  void *arg;                /* caller's context */
+  tern_store_status status; /* out */
+  char err[128];            /* out: ERROR reason */
+  uint64_t commit_ns;       /* out: how long the group commit that carried it took */
+  tern_store_op *next;      /* store-private: queue link */
+  tern_store_port *port;    /* store-private: where it completes */
+};
+
+/* What a full inbox does to a target of an APPEND. */
+typedef enum {
+  TERN_CAP_NONE = 0, /* never refused (receipts, copies to the sender's devices, group events) */
+  TERN_CAP_REFUSE,   /* the whole APPEND is refused (FULL): a 1:1 message */
+  TERN_CAP_SKIP,     /* only this target is left out (skipped set): a group message */
+} tern_cap_mode;
 
 typedef struct tern_store_target {
   char *inbox;          /* inbox name (owned by the op) */
-  const uint8_t *value; /* packed envelope (points into op->values[value_index]) */
-  size_t value_len;
-  bool check_cap;       /* refuse the whole APPEND (FULL) if this inbox is at its cap */
-  uint64_t seq;         /* out: the seq assigned */
+  size_t value;         /* index into the op's values */
+  uint8_t cap;          /* tern_cap_mode */
+  bool skipped;         /* out: TERN_CAP_SKIP and the inbox was full: nothing appended */
+  void *cookie;         /* the caller's (a device pointer), returned untouched */
+  uint64_t seq;         /* out: the seq assigned (0 when skipped) */
 } tern_store_target;
+
+typedef struct tern_op_append {
+  tern_store_op op;     /* head */
+  /* in */
+  tern_store_target *targets; size_t ntargets, targets_cap;
+  tern_buf *values; size_t nvalues, values_cap; /* packed envelope records (envelope.h) */
+  char *dedup_key;      /* "<device_id>/<client id>", or NULL */
+  char *msg_id;         /* the new message id (remembered under dedup_key) */
+  /* Delivery tokens to create, each valued token_from (the sender): "<msg_id>" for a 1:1
+   * message to a recipient with several devices, "<msg_id>/<member>" for each member of a
+   * group with several devices. The first ack of a copy consumes its token (store.h, ACK). */
+  char **tokens; size_t ntokens, tokens_cap;
+  char *token_from;
+  int64_t now;          /* the dedup record's and token's time (0 = the clock) */
+  /* A body stored once for every target (group messages): when set, each value should carry
+   * a TERN_EF_BODY_REF field naming body_id, and the body lives until the last envelope
+   * referencing it is acked or expires. Events and drains hand it back beside the record. */
+  char *body_id;
+  tern_buf body;
+  /* out */
+  char *dup_msg_id;     /* DUPLICATE */
+  int64_t dup_ts;
+  size_t nskipped;      /* targets skipped (TERN_CAP_SKIP) */
+} tern_op_append;
 
 typedef struct tern_store_item {
   uint64_t seq;         /* envelope seq */
-  uint8_t *value;       /* packed envelope (owned by the op) */
-  size_t len;
+  tern_buf value;       /* packed record (owned by the op) */
+  tern_buf body;        /* its shared body, when the record has a TERN_EF_BODY_REF */
 } tern_store_item;
 
 typedef struct tern_store_delivered {
   char *msg_id;         /* newly delivered message (owned by the op) */
   char *from;           /* its sender */
+  char *group_id;       /* the group, for a group message (NULL otherwise) */
 } tern_store_delivered;
 
-typedef struct tern_store_op tern_store_op;
-typedef void (*tern_store_done_cb)(tern_store_op *op);
-
-struct tern_store_op {
-  tern_store_op_type type; /* what to do */
-  tern_store_done_cb done; /* called on the loop thread when finished; may be NULL */
-  void *arg;               /* caller's context */
-  tern_store_status status;/* out */
-  char err[128];           /* out: ERROR reason */
-  /* inputs */
-  tern_user_rec user;      /* PUT_USER, SET_LAST_SEEN (strings owned by the op) */
-  tern_device_rec device;  /* PUT_DEVICE, DEL_DEVICE, SET_LAST_SEEN (strings owned by the op) */
-  char *inbox;             /* ACK, DRAIN, MOVE_INBOX */
-  char *inbox2;            /* MOVE_INBOX */
-  uint64_t seq;            /* ACK, DRAIN */
-  size_t max_bytes;        /* DRAIN */
-  int64_t now;             /* SWEEP, APPEND (the dedup record's and token's time); 0 = the clock */
-  char *dedup_key;         /* APPEND: "<device_id>/<client id>", or NULL */
-  char *msg_id;            /* APPEND: the new message id (remembered under dedup_key) */
-  char *token_from;        /* APPEND: when set, create the delivery token for msg_id, sent by this user */
-  char *kv_key;            /* KV_PUT, KV_DEL: "<namespace>/<id>" */
-  tern_store_target *targets; size_t ntargets, targets_cap;
-  uint8_t **values; size_t nvalues, values_cap; /* filled only by tern_store_op_add_value */
-  /* outputs */
-  char *dup_msg_id;        /* APPEND DUPLICATE */
-  int64_t dup_ts;
+/* ACK, DRAIN, SWEEP, SYNC, DEL_DEVICE, MOVE_INBOX */
+typedef struct tern_op_inbox {
+  tern_store_op op;     /* head */
+  /* in */
+  char *inbox;          /* ACK, DRAIN, MOVE_INBOX (from), DEL_DEVICE (the device id) */
+  char *inbox2;         /* MOVE_INBOX (to) */
+  char *user;           /* ACK: the acking device's user (group copies' tokens are per member) */
+  uint64_t seq;         /* ACK, DRAIN */
+  size_t max_bytes;     /* DRAIN */
+  int64_t now;          /* SWEEP (0 = the clock) */
+  /* out */
   tern_store_item *items; size_t nitems, items_cap; /* DRAIN */
-  bool more;               /* DRAIN: envelopes remain past the last item */
-  tern_store_delivered *delivered; size_t ndelivered, delivered_cap; /* ACK */
-  uint64_t expired;        /* SWEEP: envelopes removed */
-  uint64_t commit_ns;      /* writes: how long the group commit that carried it took */
-};
+  bool more;            /* DRAIN: envelopes remain past the last item */
+  tern_store_delivered *delivered; size_t ndelivered, delivered_cap; /* ACK, in seq order */
+  uint64_t expired;     /* SWEEP */
+} tern_op_inbox;
 
-tern_store_op *tern_store_op_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
-/* Adds an envelope value (copied) shared by the targets added after it; returns its index. */
-size_t tern_store_op_add_value(tern_store_op *op, const uint8_t *value, size_t len);
-/* Adds a target inbox receiving values[value_index]. An op should not name the same inbox twice
- * (it would get two envelopes). */
-void tern_store_op_add_target(tern_store_op *op, const char *inbox, size_t value_index, bool check_cap);
-/* The length of op->values[i] (values are only added with tern_store_op_add_value). */
-size_t tern_store_value_len(const uint8_t *value);
-void tern_store_op_set_str(char **field, const char *s); /* copies s into an op string field */
-/* Copies rec (and its strings) into op->user / op->device, replacing what was there: the way to
- * fill the const char * fields of those records without casts. */
-void tern_store_op_set_user(tern_store_op *op, const tern_user_rec *rec);
-void tern_store_op_set_device(tern_store_op *op, const tern_device_rec *rec);
-void tern_store_op_free(tern_store_op *op); /* the store calls this; callers only on ops never submitted */
+/* PUT_USER, PUT_DEVICE, SET_LAST_SEEN */
+typedef struct tern_op_record {
+  tern_store_op op;     /* head */
+  tern_user_rec user;   /* strings owned by the op */
+  tern_device_rec device;
+} tern_op_record;
 
-/* ---- the store and its backends ------------------------------------------------------------ */
+/* KV_PUT, KV_DEL */
+typedef struct tern_op_kv {
+  tern_store_op op;     /* head */
+  char *key;            /* "<namespace>/<id>" */
+  tern_buf value;       /* KV_PUT */
+} tern_op_kv;
+
+tern_op_append *tern_op_append_new(tern_store_done_cb done, void *arg);
+tern_op_inbox *tern_op_inbox_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
+tern_op_record *tern_op_record_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
+tern_op_kv *tern_op_kv_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
+
+static inline tern_op_append *tern_op_as_append(tern_store_op *op) { return (tern_op_append *)(void *)op; }
+static inline tern_op_inbox *tern_op_as_inbox(tern_store_op *op) { return (tern_op_inbox *)(void *)op; }
+static inline tern_op_record *tern_op_as_record(tern_store_op *op) { return (tern_op_record *)(void *)op; }
+static inline tern_op_kv *tern_op_as_kv(tern_store_op *op) { return (tern_op_kv *)(void *)op; }
+
+/* Adds an envelope record (copied) for targets to name; returns its index. */
+size_t tern_op_append_value(tern_op_append *op, const void *value, size_t len);
+/* Adds a target inbox receiving values[value]. An op should not name the same inbox twice. */
+tern_store_target *tern_op_append_target(tern_op_append *op, const char *inbox, size_t value, tern_cap_mode cap,
+                                         void *cookie);
+/* Adds a delivery token key (copied). */
+void tern_op_append_token(tern_op_append *op, const char *key);
+/* Sets the shared body (copied) and its id. */
+void tern_op_append_body(tern_op_append *op, const char *body_id, const void *body, size_t len);
+void tern_store_set_str(char **field, const char *s); /* copies s into an op string field */
+/* Copies rec (and its strings) into the op's user / device record. */
+void tern_op_record_set_user(tern_op_record *op, const tern_user_rec *rec);
+void tern_op_record_set_device(tern_op_record *op, const tern_device_rec *rec);
+/* Frees an op never submitted (the store frees submitted ones). */
+void tern_store_op_free(tern_store_op *op);
+
+/* ---- the store ----------------------------------------------------------------------------- */
 typedef struct tern_store_options {
-  const char *dir;            /* data directory of this backend */
-  int max_open_files;         /* RocksDB max_open_files */
-  int group_max;              /* operations per group commit at most */
+  const char *backend;        /* "rocksdb" (NULL: rocksdb) */
+  const char *dir;            /* data directory of the backend */
+  int max_open_files;         /* RocksDB max_open_files (<= 0: 256) */
+  int group_max;              /* operations per group commit at most (<= 0: 1024) */
   size_t cache_bytes;         /* envelope bytes kept in memory for acks and drains (0 = none) */
-  int checkpoint_every;       /* inbox-meta journal records between checkpoints (<= 0: 1024) */
-  int64_t inbox_max_envelopes;/* cap for targets with check_cap */
-  int64_t inbox_ttl_ms;       /* envelope and delivery token expiry */
-  int64_t dedup_ttl_ms;       /* client id memory */
+  int checkpoint_every;       /* RocksDB meta journal records between checkpoints (<= 0: 1024) */
+  int64_t inbox_max_envelopes;/* cap for targets with a cap mode (<= 0: none) */
+  int64_t inbox_ttl_ms;       /* envelope, token and shared body expiry (<= 0: never) */
+  int64_t dedup_ttl_ms;       /* client id memory (<= 0: forever) */
 } tern_store_options;
 
-typedef struct tern_store_vtable {
-  const char *name;
-  /* Reads every user and device record (start-up, before the loop runs). */
-  int (*load)(void *self, const tern_store_load_cbs *cbs);
-  void (*submit)(void *self, tern_store_op *op);
-  /* Envelopes stored right now, all inboxes (for tern_inbox_envelopes); any thread. */
-  int64_t (*inbox_total)(void *self);
-  /* Finishes every submitted op (their done callbacks run on the next loop turns, or not at
-   * all if the loop has stopped), flushes, and frees the backend. Loop thread only. Callbacks
-   * that run after close must not submit. Run the loop once more after close (uv_run) so the
-   * backend's uv handle closes; until then the ops not yet completed stay allocated. */
-  void (*close)(void *self);
-} tern_store_vtable;
+/* Opens the store with the backend named in opts and starts its commit thread. Returns 0, or
+ * a negative errno with a reason in err (-EINVAL for an unknown backend). */
+int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen);
+/* Reads every user, device and KV record (start-up, before any port submits). */
+int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen);
+/* The backend's name ("rocksdb"). */
+const char *tern_store_backend_name(const tern_store *s);
+/* Envelopes stored right now, all inboxes (tern_inbox_envelopes); any thread. */
+int64_t tern_store_inbox_total(tern_store *s);
+/* Stops the commit thread after it finished every op submitted so far, and frees the store.
+ * Every port must have been closed first. */
+void tern_store_close(tern_store *s);
 
-typedef struct tern_store {
-  const tern_store_vtable *vt; /* backend functions */
-  void *self;                  /* backend state */
-} tern_store;
+/* A loop's connection to the store. Ops submitted through it during one loop iteration reach
+ * the commit thread together at the end of the iteration (one wake-up, not one per op);
+ * their completions and the delivery events of inboxes watched through it run on this loop. */
+int tern_store_port_new(tern_store *s, uv_loop_t *loop, tern_store_port **out, char *err, size_t errlen);
+/* Submits op (the port's loop thread only). */
+void tern_store_submit(tern_store_port *p, tern_store_op *op);
+/* Ops submitted through the port and not yet completed. */
+int64_t tern_store_port_pending(const tern_store_port *p);
+/* Closes the port: ops still in the store complete on later loop turns (their done runs), or
+ * are freed without done if the loop does not run again. Run the loop once more afterwards so
+ * the port's handles close. Callbacks running after close must not submit. */
+void tern_store_port_close(tern_store_port *p);
 
-/* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).
- * Completions are delivered on loop. group_max <= 0 and max_open_files <= 0 take defaults (1024,
- * 256); cache_bytes 0 keeps no envelope in memory past its group; inbox_max_envelopes <= 0 means no cap; a ttl <= 0 disables that expiry. On failure
- * returns a negative errno-style code and a reason in err. */
-int tern_store_open_rocksdb(uv_loop_t *loop, const tern_store_options *opts, tern_store **out, char *err,
-                            size_t errlen);
+/* ---- delivery events ------------------------------------------------------------------------ */
+typedef struct tern_store_env {
+  const char *inbox;    /* the inbox it was committed to */
+  uint64_t seq;         /* its seq */
+  const uint8_t *value; /* the packed record */
+  size_t len;
+  const uint8_t *body;  /* the shared body (TERN_EF_BODY_REF), or NULL */
+  size_t body_len;
+} tern_store_env;
+typedef void (*tern_store_event_cb)(void *watcher, const tern_store_env *e);
 
-static inline int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs) { return s->vt->load(s->self, cbs); }
-static inline void tern_store_submit(tern_store *s, tern_store_op *op) { s->vt->submit(s->self, op); }
-static inline int64_t tern_store_inbox_total(tern_store *s) { return s->vt->inbox_total(s->self); }
-void tern_store_close(tern_store *s); /* calls vt->close and frees s */
+/* From now on, every envelope committed to inbox raises cb(watcher, ...) on p's loop. One
+ * watcher per inbox: a new watch replaces the old one. */
+void tern_store_watch(tern_store_port *p, const char *inbox, tern_store_event_cb cb, void *watcher);
+/* Stops it, if watcher is still the inbox's watcher. */
+void tern_store_unwatch(tern_store_port *p, const char *inbox, void *watcher);
 
-/* ---- metrics the store keeps (any thread) ---------------------------------------------------- */
+/* ---- metrics (any thread) ---------------------------------------------------------------- */
 /* Histogram of group commit durations: bucket upper bounds in seconds are
- * tern_store_commit_buckets[]; counts are cumulative-free (per bucket), plus sum and count.
- * One sample per synced write; groups with nothing to write (only reads or SYNCs) add none. */
+ * tern_store_commit_buckets[]; counts per bucket (not cumulative), plus sum and count. One
+ * sample per group that wrote something. */
 #define TERN_STORE_COMMIT_NBUCKETS 12
 extern const double tern_store_commit_buckets[TERN_STORE_COMMIT_NBUCKETS];
 typedef struct tern_store_commit_hist {
@@ -257,5 +303,7 @@ typedef struct tern_store_commit_hist {
   double sum;
 } tern_store_commit_hist;
 void tern_store_commit_hist_read(tern_store *s, tern_store_commit_hist *out);
+/* Shared bodies stored right now (tern_shared_bodies). */
+int64_t tern_store_shared_bodies(tern_store *s);
 
 #endif

@@ -1,0 +1,22 @@
+/* accounts: PROTOCOL.md section 2 and the user lookup of section 6: register, login, logout,
+ * /v1/me and /v1/users/{name}. Password hashing runs in the libuv threadpool, never on the
+ * loop. Threads: the worker's loop. */
+#ifndef TERN_CORE_ACCOUNTS_H
+#define TERN_CORE_ACCOUNTS_H
+
+#include "core/app.h"
+#include "net/httpreq.h"
+
+void tern_accounts_register(tern_app *a, tern_http_req *req);
+void tern_accounts_login(tern_app *a, tern_http_req *req);
+void tern_accounts_logout(tern_app *a, tern_http_req *req);
+void tern_accounts_me(tern_app *a, tern_http_req *req);
+void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw_name);
+/* Deletes a device (logout or expiry): closes its session (4002) and drops it from the
+ * directory at once; returns the DEL_DEVICE op that drops it from the store, for the caller
+ * to submit (with its own done, if any). */
+tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d);
+/* A PUT_DEVICE op carrying d's record as the directory holds it (label, push registration). */
+tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, void *arg);
+
+#endif

@@ -1,0 +1,122 @@
+/* api: the HTTP route table and the helpers the HTTP endpoint modules share (api.h). */
+#include "core/api.h"
+
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/accounts.h"
+#include "core/mediaglue.h"
+#include "core/metrics.h"
+#include "core/pushglue.h"
+#include "net/server.h"
+#include "net/webroot.h"
+
+/* JSON endpoints take http.max_body; an image upload streams to the media sink instead. */
+int64_t tern_api_body_limit(tern_app *a, tern_http_req *req) {
+  if (strcmp(req->method, "POST") == 0 && strcmp(req->path, "/v1/media") == 0) return tern_mediaglue_body_limit(a, req);
+  return a->cfg->http_max_body;
+}
+
+tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req) {
+  tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
+  if (!d) tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+  return d;
+}
+
+cJSON *tern_api_json_body(tern_http_req *req) {
+  cJSON *j = NULL;
+  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len))
+    j = cJSON_ParseWithLength(req->body.data, req->body.len);
+  if (!j || !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
+    return NULL;
+  }
+  return j;
+}
+
+/* A request waiting for a store op. */
+typedef struct wait_ctx {
+  tern_http_req *req;     /* answered when the op completes */
+  tern_conn *conn;        /* referenced meanwhile */
+  const char *fail;       /* the 500's sentence (static) */
+} wait_ctx;
+
+static void on_stored_204(tern_store_op *op) {
+  wait_ctx *c = op->arg;
+  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
+  else tern_http_error(c->req, 500, "internal", c->fail);
+  tern_conn_unref(c->conn);
+  tern_free(c);
+}
+
+void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message) {
+  wait_ctx *c = TERN_NEW(wait_ctx);
+  c->req = req;
+  c->conn = req->conn;
+  c->fail = fail_message;
+  tern_conn_ref(c->conn);
+  op->done = on_stored_204;
+  op->arg = c;
+  tern_app_submit(a, op);
+}
+
+static void do_metrics(tern_app *a, tern_http_req *req) {
+  tern_buf b = {0};
+  tern_metrics_render(a, &b);
+  tern_http_respond(req, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+  tern_buf_free(&b);
+}
+
+static bool is(const tern_http_req *req, const char *method) { return strcmp(req->method, method) == 0; }
+
+static void method_not_allowed(tern_http_req *req) {
+  tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
+}
+
+void tern_api_route(tern_app *a, tern_http_req *req) {
+  const char *p = req->path;
+  if (req->sink) { /* a streamed upload: its body went to the media sink, which answers */
+    tern_mediaglue_route(a, req);
+    return;
+  }
+  if (a->stopping) {
+    tern_http_error(req, 503, "unavailable", "the server is shutting down");
+    return;
+  }
+  if (!strcmp(p, "/healthz")) {
+    if (!is(req, "GET") && !is(req, "HEAD")) return method_not_allowed(req);
+    static const char ok[] = "{\"status\":\"ok\"}";
+    tern_http_respond(req, 200, NULL, "application/json", ok, sizeof ok - 1);
+  } else if (!strcmp(p, "/metrics")) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    do_metrics(a, req);
+  } else if (!strcmp(p, "/v1/register")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    tern_accounts_register(a, req);
+  } else if (!strcmp(p, "/v1/login")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    tern_accounts_login(a, req);
+  } else if (!strcmp(p, "/v1/logout")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    tern_accounts_logout(a, req);
+  } else if (!strcmp(p, "/v1/me")) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    tern_accounts_me(a, req);
+  } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
+    if (!is(req, "GET")) return method_not_allowed(req);
+    tern_accounts_user(a, req, p + 10);
+  } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
+    /* push registration answered */
+  } else if (!strncmp(p, "/v1/media", 9) && tern_mediaglue_route(a, req)) {
+    /* media answered (or will) */
+  } else if (!strcmp(p, "/v1/ws")) {
+    tern_http_error(req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
+  } else if (strncmp(p, "/v1/", 4) != 0 && tern_web_handle(a->web, req)) {
+    /* the static web client answered */
+  } else {
+    tern_http_error(req, 404, "not_found", "no such endpoint");
+  }
+}

@@ -1,0 +1,25 @@
+/* api: the HTTP side of the core: the route table of the JSON API (PROTOCOL.md sections 1, 2,
+ * 6, 7, 8), /healthz and /metrics, the body limit per route, bearer authentication, and the
+ * helpers the endpoint modules share. The static web client answers what the API does not.
+ * Threads: the worker's loop. */
+#ifndef TERN_CORE_API_H
+#define TERN_CORE_API_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/app.h"
+#include "net/httpreq.h"
+
+void tern_api_route(tern_app *a, tern_http_req *req);
+int64_t tern_api_body_limit(tern_app *a, tern_http_req *req);
+/* The device of the request's bearer token, or NULL after answering 401 unauthorized. */
+tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req);
+/* The body as a JSON object, or NULL after answering 400. */
+cJSON *tern_api_json_body(tern_http_req *req);
+/* Submits op and answers req once it completes: 204 when it is durable, 500 internal with
+ * fail_message otherwise. (The op's done and arg are taken over.) */
+void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message);
+
+#endif

@@ -1,0 +1,30 @@
+/* mediaglue: PROTOCOL.md section 7 on top of src/media: the persistence hooks (media records as
+ * store KV records "media/<id>"), POST /v1/media as a streamed body sink, GET
+ * /v1/media/{id}[/thumb] streamed from the file in chunks, and the bookkeeping that ties
+ * uploads to connections. Threads: the worker's loop. */
+#ifndef TERN_CORE_MEDIAGLUE_H
+#define TERN_CORE_MEDIAGLUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/app.h"
+#include "media/media.h"
+#include "net/httpreq.h"
+
+/* The persistence hooks for tern_media_options. */
+tern_media_persist tern_mediaglue_persist(tern_app *a);
+/* True for a KV key that holds a media record (start-up feeds those to tern_media_load_record). */
+bool tern_mediaglue_is_kv(const char *key, size_t klen);
+/* Deletes a stored KV record (one tern_media_load_record refused). */
+void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen);
+/* The limit callback for POST /v1/media: authenticates, starts the upload from the head (or
+ * sets the request's refuse_* fields) and installs the body sink; returns media.max_bytes. */
+int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req);
+/* Answers /v1/media (a completed upload) and /v1/media/{id}[/thumb]; false for other paths. */
+bool tern_mediaglue_route(tern_app *a, tern_http_req *req);
+/* Shutdown: answers uploads still waiting (503), forgets the others and closes the media store. */
+void tern_mediaglue_close(tern_app *a);
+
+#endif

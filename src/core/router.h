@@ -1,0 +1,38 @@
+/* router: what happens to a message between the sender's request and the recipients'
+ * sessions: the msg_id, the fan-out list, the neutral envelope records, the durable append,
+ * the `sent` answer, and the receipts that acks and reads make. Delivery itself is the
+ * handler of the store's "envelope committed" events (tern_router_on_envelope), never a side
+ * effect of an append's completion, so envelopes committed by other nodes arrive the same way.
+ *
+ * Threads: the worker's loop. */
+#ifndef TERN_CORE_ROUTER_H
+#define TERN_CORE_ROUTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/app.h"
+#include "core/session.h"
+#include "proto/frame.h"
+#include "store/store.h"
+
+/* Adds to op the inboxes an envelope from (from_user, from_dev) addressed to `to` goes to:
+ * every device of `to` (or its user-level inbox "@to" when it has none) with value
+ * v_recipient, then every other device of from_user with value v_copy. When to == from_user
+ * only the copies are made. Recipient targets get cap; copies are never capped. Each device
+ * target carries the device as its cookie, referenced until the op is freed
+ * (tern_router_release_targets). This is the one place 1:1 fan-out is decided. */
+void tern_router_fanout(tern_op_append *op, tern_user *from_user, tern_device *from_dev, tern_user *to,
+                        size_t v_recipient, size_t v_copy, tern_cap_mode cap);
+/* Drops the device references fanout took (call from the op's done). */
+void tern_router_release_targets(tern_op_append *op);
+
+/* Handles a decoded send from session s (answers it exactly once). */
+void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
+/* Handles ack and read requests. */
+void tern_router_ack(tern_app *a, tern_session *s, uint64_t seq);
+void tern_router_read(tern_app *a, tern_session *s, tern_frame *f);
+/* The store's delivery event for a watched inbox (watcher = the session). */
+void tern_router_on_envelope(void *watcher, const tern_store_env *e);
+
+#endif

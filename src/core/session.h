@@ -1,0 +1,83 @@
+/* session: one client connection of one device, whatever its wire protocol: the auth
+ * handshake, the drain of the stored inbox, live delivery in seq order, and dispatch of the
+ * client's requests. It talks to its client only through an endpoint (endpoint.h).
+ *
+ * States: AUTH → DRAIN → LIVE → GONE. After auth the session watches its device's inbox in
+ * the store (tern_store_watch); every envelope committed there afterwards arrives as an event
+ * (tern_session_deliver). While it drains it reads the inbox in chunks in seq order until a
+ * read returns nothing new, then answers synced and goes live; events during the drain are
+ * ignored (the next read includes them, since reads see committed data and completions run in
+ * order). A gap in live seqs sends it back to draining. The drain is paced: it waits while
+ * more than a quarter of ws.max_outbound is queued to the client.
+ *
+ * Ownership. A session is owned by its endpoint until tern_session_gone, and by the store ops
+ * that point at it (refs) until they complete. Threads: its worker's loop only.
+ */
+#ifndef TERN_CORE_SESSION_H
+#define TERN_CORE_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/app.h"
+#include "core/endpoint.h"
+#include "proto/frame.h"
+
+typedef enum {
+  SESS_AUTH = 0, /* waiting for the auth request */
+  SESS_DRAIN,    /* sending the stored inbox */
+  SESS_LIVE,     /* synced: envelopes are written as they commit */
+  SESS_GONE,     /* the endpoint went; kept while store ops reference it */
+} tern_session_state;
+
+struct tern_session {
+  tern_app *app;                   /* owner's context */
+  const tern_endpoint_ops *ep_ops; /* the client's protocol */
+  void *ep;                        /* the endpoint; NULL once gone */
+  tern_device *dev;                /* after auth; NULL when gone or the device was deleted */
+  uint64_t sent_seq;               /* highest seq written to this connection */
+  uint64_t acked_seq;              /* highest seq acked on this connection */
+  uint32_t refs;                   /* store ops in flight that point here, plus one for the endpoint */
+  uint8_t state;                   /* tern_session_state */
+  bool drain_inflight;             /* a DRAIN op is out */
+  bool drain_waiting;              /* paused until the client reads what was sent */
+  bool watching_inbox;             /* the device's inbox is watched */
+  tern_user **watching;            /* users this session watches */
+  size_t nwatching, watching_cap;
+  tern_session *wait_next;         /* app's list of sessions waiting for outbound space */
+  uint32_t acks_inflight;          /* ACK ops out for this session */
+  tern_frame *reads;               /* read frames held until the acks before them made their receipts */
+  size_t nreads, reads_cap;
+};
+
+/* ---- for endpoints ---- */
+/* A new connection, not yet authenticated. */
+tern_session *tern_session_new(tern_app *a, const tern_endpoint_ops *ops, void *ep);
+/* A decoded request (the session may take over its strings; the caller frees f after). */
+void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns);
+/* A request that did not decode: answered with the error (or, before auth, unauthorized and
+ * a close). */
+void tern_session_bad_request(tern_session *s, const char *id, const char *code, const char *message);
+/* The connection is gone: nothing more is sent to the endpoint. */
+void tern_session_gone(tern_session *s);
+
+/* ---- for the core ---- */
+void tern_session_ref(tern_session *s);
+void tern_session_unref(tern_session *s);
+/* A committed envelope of the session's inbox (the store's delivery event), written now when
+ * it is the next seq of a live session. */
+void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, size_t len, const uint8_t *body,
+                          size_t body_len);
+/* Continues drains that waited for outbound space. */
+void tern_session_pace(tern_app *a);
+/* Answers through the endpoint (no-ops once gone). */
+void tern_session_error(tern_session *s, const char *id, const char *code, const char *message, const char *user);
+void tern_session_close(tern_session *s, tern_close_reason why);
+/* Detaches the session from its device (logout, expiry): it stops watching the inbox. */
+void tern_session_detach(tern_session *s);
+/* The session's client was last heard from at (ms). */
+int64_t tern_session_last_rx(const tern_session *s);
+/* Current last seen of u: the stored value, or now-ish from its live connections. */
+int64_t tern_user_last_seen(tern_app *a, tern_user *u);
+
+#endif

@@ -1,0 +1,807 @@
+/* semantics.c: what each store op means, written once over the backend primitives
+ * (backend.h), so that every backend gets the same behaviour and one test suite covers them
+ * all. Runs on the commit thread, inside a group.
+ *
+ *   seqs        the backend's inbox counters: an inbox's envelopes are exactly the seqs
+ *               [first_seq, next_seq); appends add at the end, acks and expiry purge the head
+ *   de-dup      DEDUP bucket, "<device>/<client id>" → msg_id with the first answer's ts; a
+ *               repeat (even in the same group) answers DUPLICATE with the first msg_id
+ *   tokens      TOKENS bucket: "<msg_id>" (1:1) or "<msg_id>/<member>" (group) → sender; the
+ *               first ack of any copy consumes it and reports the message delivered, once.
+ *               A copy flagged SOLE (its message's only recipient copy) needs no token: it is
+ *               purged by exactly one ack
+ *   caps        REFUSE targets at inbox.max_envelopes make the whole APPEND FULL; SKIP targets
+ *               are left out alone (group members with a full inbox)
+ *   bodies      BODIES bucket: a group message's body stored once, [4 refs][bytes]; each
+ *               envelope referencing it (TERN_EF_BODY_REF) holds one ref, released when it is
+ *               acked, expired, or its device is deleted
+ *   moves       the user-level inbox "@user" moves into the first device that logs in
+ *   cascade     deleting a device deletes its record, inbox, counters and client ids
+ *   sweep       budgeted expiry: envelopes by their ts from each inbox's head, then the TTL
+ *               buckets, resuming where the last sweep stopped
+ * The directory records (users, devices) keep the byte layout v1 wrote.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "store/store_int.h"
+
+enum {
+  REC_VERSION = 1,
+  SWEEP_BUDGET = 10000,          /* records a SWEEP examines at most */
+  MOVE_CHUNK = 1024,             /* envelopes read per step of a move */
+  DRAIN_DEFAULT_BYTES = 1 << 20, /* max_bytes == 0 */
+  SWEEP_PHASES = 4,              /* envelopes, client ids, tokens, bodies */
+};
+
+struct tern_sem {
+  tern_store *s;       /* owner */
+  tern_backend *be;    /* its backend */
+  int64_t cap;         /* inbox.max_envelopes (<= 0: none) */
+  int64_t inbox_ttl;   /* ms (<= 0: never) */
+  int64_t dedup_ttl;   /* ms (<= 0: never) */
+  int sweep_phase;     /* which part of the sweep runs next */
+  tern_buf key, val;   /* scratch */
+  tern_buf name;       /* scratch: an inbox name */
+};
+
+tern_sem *tern_sem_new(tern_store *s) {
+  tern_sem *sem = TERN_NEW(tern_sem);
+  sem->s = s;
+  sem->be = &s->be;
+  sem->cap = s->opts.inbox_max_envelopes;
+  sem->inbox_ttl = s->opts.inbox_ttl_ms;
+  sem->dedup_ttl = s->opts.dedup_ttl_ms;
+  return sem;
+}
+
+void tern_sem_free(tern_sem *sem) {
+  if (!sem) return;
+  tern_buf_free(&sem->key);
+  tern_buf_free(&sem->val);
+  tern_buf_free(&sem->name);
+  tern_free(sem);
+}
+
+/* Shorthands for the backend's functions. */
+#define BE(sem) ((sem)->be->vt)
+#define SELF(sem) ((sem)->be->self)
+
+/* A primitive failed: the op carries the reason and the group fails. */
+static int failed(tern_sem *sem, tern_store_op *op, const char *what, int r) {
+  const char *why = BE(sem)->why ? BE(sem)->why(SELF(sem)) : NULL;
+  snprintf(op->err, sizeof op->err, "%s: %s", what, why && *why ? why : strerror(r < 0 ? -r : EIO));
+  op->status = TERN_STORE_ERROR;
+  return r < 0 ? r : -EIO;
+}
+
+static int64_t now_or_clock(int64_t now) { return now ? now : tern_now_ms(); }
+
+static void put_be64(tern_buf *b, uint64_t v) {
+  uint8_t x[8];
+  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (56 - 8 * i));
+  tern_buf_append(b, x, 8);
+}
+
+static void put_be16(tern_buf *b, size_t v) {
+  uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+  tern_buf_append(b, x, 2);
+}
+
+static void put_be32(tern_buf *b, uint32_t v) {
+  uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+  tern_buf_append(b, x, 4);
+}
+
+static uint64_t get_be64(const void *p) {
+  const uint8_t *x = p;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | x[i];
+  return v;
+}
+
+static size_t get_be16(const void *p) {
+  const uint8_t *x = p;
+  return (size_t)x[0] << 8 | x[1];
+}
+
+static uint32_t get_be32(const void *p) {
+  const uint8_t *x = p;
+  return (uint32_t)x[0] << 24 | (uint32_t)x[1] << 16 | (uint32_t)x[2] << 8 | x[3];
+}
+
+/* ---- shared bodies ---------------------------------------------------------------------------- */
+
+/* Drops one reference to a shared body; the last one deletes it. */
+static int body_release(tern_sem *sem, tern_store_op *op, tern_slice id) {
+  if (!id.p || !id.n) return 0;
+  int64_t ts = 0;
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, &ts);
+  if (r < 0) return failed(sem, op, "body", r);
+  if (r == 0 || sem->val.len < 4) return 0; /* already gone (expired) */
+  uint32_t refs = get_be32(sem->val.data);
+  if (refs <= 1) {
+    r = BE(sem)->kv_del(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n);
+    if (r < 0) return failed(sem, op, "body", r);
+    atomic_fetch_sub(&sem->s->bodies, 1);
+    return 0;
+  }
+  refs--;
+  uint8_t x[4] = {(uint8_t)(refs >> 24), (uint8_t)(refs >> 16), (uint8_t)(refs >> 8), (uint8_t)refs};
+  memcpy(sem->val.data, x, 4);
+  /* The body keeps its first write time, so its TTL counts from the message. */
+  r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, sem->val.data, sem->val.len, ts);
+  return r < 0 ? failed(sem, op, "body", r) : 0;
+}
+
+/* Copies the body an envelope refers to into out (empty when it is gone). */
+static int body_get(tern_sem *sem, tern_store_op *op, tern_slice id, tern_buf *out) {
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, NULL);
+  if (r < 0) return failed(sem, op, "body", r);
+  tern_buf_reset(out);
+  if (r == 1 && sem->val.len >= 4) tern_buf_append(out, sem->val.data + 4, sem->val.len - 4);
+  return 0;
+}
+
+/* ---- envelopes of an inbox head, collected ---------------------------------------------------- */
+
+/* What the store needs from each envelope it removes: a visitor may not call the backend, so
+ * the facts are collected first and acted on after the read. */
+typedef struct head_env {
+  uint64_t seq;
+  uint8_t flags;
+  int64_t ts;
+  char *msg_id, *from, *group_id, *body_ref; /* owned; NULL when absent */
+} head_env;
+
+typedef struct head_list {
+  head_env *v;
+  size_t n, cap;
+  int64_t stop_before; /* expiry: stop at the first envelope not older than this (0: no stop) */
+  bool stopped;        /* expiry: an envelope young enough was found */
+} head_list;
+
+static char *slice_dup(tern_slice s) { return s.p ? tern_strndup(s.p, s.n) : NULL; }
+
+static bool collect_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  head_list *l = arg;
+  tern_env_view ev;
+  bool ok = tern_env_unpack(v, len, &ev) == 0;
+  if (ok && l->stop_before && ev.ts >= l->stop_before) {
+    l->stopped = true; /* envelopes are in time order: the rest are younger */
+    return false;
+  }
+  if (l->n == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 16;
+    l->v = tern_realloc(l->v, l->cap * sizeof *l->v);
+  }
+  head_env *h = &l->v[l->n++];
+  memset(h, 0, sizeof *h);
+  h->seq = seq;
+  if (!ok) return true; /* a corrupt record is removed like any other */
+  h->flags = ev.flags;
+  h->ts = ev.ts;
+  h->msg_id = slice_dup(ev.f[TERN_EF_MSG_ID]);
+  h->from = slice_dup(ev.f[TERN_EF_FROM]);
+  h->group_id = slice_dup(ev.f[TERN_EF_GROUP_ID]);
+  h->body_ref = slice_dup(ev.f[TERN_EF_BODY_REF]);
+  return true;
+}
+
+static void head_list_free(head_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    tern_free(l->v[i].msg_id);
+    tern_free(l->v[i].from);
+    tern_free(l->v[i].group_id);
+    tern_free(l->v[i].body_ref);
+  }
+  tern_free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+/* Releases the shared bodies of collected envelopes. */
+static int release_bodies(tern_sem *sem, tern_store_op *op, const head_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    const char *b = l->v[i].body_ref;
+    if (!b) continue;
+    int r = body_release(sem, op, (tern_slice){b, strlen(b)});
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+/* ---- APPEND ------------------------------------------------------------------------------------ */
+
+static int do_append(tern_sem *sem, tern_op_append *op) {
+  int64_t now = now_or_clock(op->now);
+  for (size_t i = 0; i < op->ntargets; i++) {
+    if (!op->targets[i].inbox || op->targets[i].value >= op->nvalues) {
+      snprintf(op->op.err, sizeof op->op.err, "append: target without value");
+      op->op.status = TERN_STORE_ERROR;
+      return 0; /* the op's own mistake: it fails alone */
+    }
+  }
+  if (op->dedup_key) {
+    int64_t ts = 0;
+    int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_DEDUP, op->dedup_key, strlen(op->dedup_key), &sem->val, &ts);
+    if (r < 0) return failed(sem, &op->op, "dedup", r);
+    if (r == 1) {
+      op->op.status = TERN_STORE_DUPLICATE;
+      op->dup_ts = ts;
+      op->dup_msg_id = tern_strndup(sem->val.data ? sem->val.data : "", sem->val.len);
+      return 0;
+    }
+  }
+  /* Caps first, so that a refused append changes nothing. */
+  for (size_t i = 0; i < op->ntargets; i++) {
+    tern_store_target *t = &op->targets[i];
+    t->skipped = false;
+    t->seq = 0;
+    if (t->cap == TERN_CAP_NONE || sem->cap <= 0) continue;
+    tern_inbox_info in;
+    int r = BE(sem)->inbox_get(SELF(sem), t->inbox, strlen(t->inbox), &in);
+    if (r < 0 && r != -ENOENT) return failed(sem, &op->op, "cap", r);
+    if (r == 0 && (int64_t)(in.next_seq - in.first_seq) >= sem->cap) {
+      if (t->cap == TERN_CAP_REFUSE) {
+        op->op.status = TERN_STORE_FULL;
+        return 0;
+      }
+      t->skipped = true;
+    }
+  }
+  uint32_t refs = 0;
+  op->nskipped = 0;
+  for (size_t i = 0; i < op->ntargets; i++) {
+    tern_store_target *t = &op->targets[i];
+    if (t->skipped) {
+      op->nskipped++;
+      continue;
+    }
+    const tern_buf *v = &op->values[t->value];
+    int r = BE(sem)->append(SELF(sem), t->inbox, strlen(t->inbox), (const uint8_t *)v->data, v->len, &t->seq);
+    if (r < 0) return failed(sem, &op->op, "append", r);
+    refs++;
+  }
+  if (op->body_id && refs) {
+    tern_buf_reset(&sem->val);
+    put_be32(&sem->val, refs);
+    tern_buf_append(&sem->val, op->body.data, op->body.len);
+    int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_BODIES, op->body_id, strlen(op->body_id), sem->val.data,
+                            sem->val.len, now);
+    if (r < 0) return failed(sem, &op->op, "body", r);
+    atomic_fetch_add(&sem->s->bodies, 1);
+  }
+  if (op->dedup_key && op->msg_id) {
+    int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_DEDUP, op->dedup_key, strlen(op->dedup_key), op->msg_id,
+                            strlen(op->msg_id), now);
+    if (r < 0) return failed(sem, &op->op, "dedup", r);
+  }
+  if (op->token_from) {
+    for (size_t i = 0; i < op->ntokens; i++) {
+      int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_TOKENS, op->tokens[i], strlen(op->tokens[i]), op->token_from,
+                              strlen(op->token_from), now);
+      if (r < 0) return failed(sem, &op->op, "token", r);
+    }
+  }
+  op->op.status = TERN_STORE_OK;
+  return 0;
+}
+
+/* ---- ACK --------------------------------------------------------------------------------------- */
+
+static void add_delivered(tern_op_inbox *op, const head_env *h, const char *from, size_t from_len) {
+  if (op->ndelivered == op->delivered_cap) {
+    op->delivered_cap = op->delivered_cap ? op->delivered_cap * 2 : 4;
+    op->delivered = tern_realloc(op->delivered, op->delivered_cap * sizeof *op->delivered);
+  }
+  tern_store_delivered *d = &op->delivered[op->ndelivered++];
+  d->msg_id = tern_strdup(h->msg_id);
+  d->from = tern_strndup(from, from_len);
+  d->group_id = h->group_id ? tern_strdup(h->group_id) : NULL;
+}
+
+static int do_ack(tern_sem *sem, tern_op_inbox *op) {
+  if (!op->inbox) return 0;
+  size_t nl = strlen(op->inbox);
+  tern_inbox_info in;
+  int r = BE(sem)->inbox_get(SELF(sem), op->inbox, nl, &in);
+  if (r == -ENOENT) return 0;
+  if (r < 0) return failed(sem, &op->op, "ack", r);
+  if (in.first_seq == in.next_seq) return 0;
+  uint64_t to = TERN_MIN(op->seq, in.next_seq - 1);
+  if (to < in.first_seq) return 0; /* already acked: harmless */
+  head_list l = {0};
+  r = BE(sem)->read(SELF(sem), op->inbox, nl, in.first_seq, to, collect_visit, &l);
+  if (r < 0) {
+    head_list_free(&l);
+    return failed(sem, &op->op, "ack read", r);
+  }
+  for (size_t i = 0; i < l.n && r >= 0; i++) {
+    const head_env *h = &l.v[i];
+    if (!(h->flags & TERN_ENV_F_RECEIPT) || !h->msg_id) continue;
+    if (h->flags & TERN_ENV_F_SOLE) {
+      add_delivered(op, h, h->from ? h->from : "", h->from ? strlen(h->from) : 0);
+      continue;
+    }
+    /* A group copy's token is the member's: each member is delivered once, by its first
+     * acking device. */
+    tern_buf_reset(&sem->key);
+    tern_buf_puts(&sem->key, h->msg_id);
+    if (h->group_id && op->user) {
+      tern_buf_putc(&sem->key, '/');
+      tern_buf_puts(&sem->key, op->user);
+    }
+    r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_TOKENS, sem->key.data, sem->key.len, &sem->val, NULL);
+    if (r < 0) {
+      r = failed(sem, &op->op, "token", r);
+      break;
+    }
+    if (r == 0) continue; /* another device of the recipient acked it first */
+    add_delivered(op, h, sem->val.data ? sem->val.data : "", sem->val.len);
+    r = BE(sem)->kv_del(SELF(sem), TERN_BUCKET_TOKENS, sem->key.data, sem->key.len);
+    if (r < 0) r = failed(sem, &op->op, "token", r);
+  }
+  if (r >= 0) r = release_bodies(sem, &op->op, &l);
+  head_list_free(&l);
+  if (r < 0) return r;
+  r = BE(sem)->purge(SELF(sem), op->inbox, nl, to);
+  return r < 0 ? failed(sem, &op->op, "ack purge", r) : 0;
+}
+
+/* ---- DRAIN ------------------------------------------------------------------------------------- */
+
+typedef struct drain_ctx {
+  tern_op_inbox *op; /* receives items */
+  size_t bytes;      /* value bytes so far */
+  size_t max;        /* budget */
+  uint64_t last;     /* seq of the last item taken */
+} drain_ctx;
+
+static bool drain_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  drain_ctx *c = arg;
+  tern_op_inbox *op = c->op;
+  if (op->nitems && c->bytes + len > c->max) return false; /* always at least one item */
+  if (op->nitems == op->items_cap) {
+    op->items_cap = op->items_cap ? op->items_cap * 2 : 16;
+    op->items = tern_realloc(op->items, op->items_cap * sizeof *op->items);
+  }
+  tern_store_item *it = &op->items[op->nitems++];
+  memset(it, 0, sizeof *it);
+  it->seq = seq;
+  tern_buf_append(&it->value, v, len);
+  c->bytes += len;
+  c->last = seq;
+  return true;
+}
+
+static int do_drain(tern_sem *sem, tern_op_inbox *op) {
+  op->more = false;
+  if (!op->inbox) return 0;
+  size_t nl = strlen(op->inbox);
+  tern_inbox_info in;
+  int r = BE(sem)->inbox_get(SELF(sem), op->inbox, nl, &in);
+  if (r == -ENOENT) return 0;
+  if (r < 0) return failed(sem, &op->op, "drain", r);
+  uint64_t from = TERN_MAX(op->seq, in.first_seq - 1) + 1, to = in.next_seq - 1;
+  if (from > to || in.first_seq == in.next_seq) return 0;
+  drain_ctx c = {.op = op, .max = op->max_bytes ? op->max_bytes : DRAIN_DEFAULT_BYTES, .last = from - 1};
+  r = BE(sem)->read(SELF(sem), op->inbox, nl, from, to, drain_visit, &c);
+  if (r < 0) return failed(sem, &op->op, "drain read", r);
+  op->more = c.last < to;
+  /* Shared bodies travel beside their records. */
+  for (size_t i = 0; i < op->nitems; i++) {
+    tern_env_view ev;
+    tern_store_item *it = &op->items[i];
+    if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0) continue;
+    if (!ev.f[TERN_EF_BODY_REF].p) continue;
+    r = body_get(sem, &op->op, ev.f[TERN_EF_BODY_REF], &it->body);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+/* ---- MOVE_INBOX -------------------------------------------------------------------------------- */
+
+/* Collects values as [8 len][bytes]. */
+static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  put_be64(arg, len);
+  tern_buf_append(arg, v, len);
+  return true;
+}
+
+static int do_move(tern_sem *sem, tern_op_inbox *op) {
+  if (!op->inbox || !op->inbox2) {
+    snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  if (strcmp(op->inbox, op->inbox2) == 0) return 0;
+  size_t sl = strlen(op->inbox), dl = strlen(op->inbox2);
+  tern_inbox_info in;
+  int r = BE(sem)->inbox_get(SELF(sem), op->inbox, sl, &in);
+  if (r == -ENOENT) return 0;
+  if (r < 0) return failed(sem, &op->op, "move", r);
+  tern_buf vals = {0};
+  /* In chunks, so a large user inbox never sits in memory twice at once. */
+  while (in.first_seq < in.next_seq && r >= 0) {
+    uint64_t to = TERN_MIN(in.first_seq + MOVE_CHUNK - 1, in.next_seq - 1);
+    tern_buf_reset(&vals);
+    r = BE(sem)->read(SELF(sem), op->inbox, sl, in.first_seq, to, move_visit, &vals);
+    if (r < 0) {
+      r = failed(sem, &op->op, "move read", r);
+      break;
+    }
+    for (size_t off = 0; off + 8 <= vals.len && r >= 0;) {
+      size_t n = (size_t)get_be64(vals.data + off);
+      off += 8;
+      uint64_t seq;
+      r = BE(sem)->append(SELF(sem), op->inbox2, dl, (const uint8_t *)vals.data + off, n, &seq);
+      if (r < 0) r = failed(sem, &op->op, "move append", r);
+      off += n;
+    }
+    if (r >= 0) {
+      r = BE(sem)->purge(SELF(sem), op->inbox, sl, to);
+      if (r < 0) r = failed(sem, &op->op, "move purge", r);
+    }
+    in.first_seq = to + 1;
+  }
+  tern_buf_free(&vals);
+  if (r < 0) return r;
+  /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its
+   * counter is fine. */
+  r = BE(sem)->forget(SELF(sem), op->inbox, sl);
+  return r < 0 ? failed(sem, &op->op, "move forget", r) : 0;
+}
+
+/* ---- directory records ------------------------------------------------------------------------- */
+/* "u/<user>" → [1 ver][8 created][8 last_seen][2 n][pwhash]
+ * "d/<id>"   → [1 ver][8 created][8 last_seen][32 token hash][2 n][user][2 n][label][2 n][push]
+ * (the push registration came later: records without it end after the label) */
+
+static int do_put_user(tern_sem *sem, tern_op_record *op) {
+  const tern_user_rec *u = &op->user;
+  size_t hl = u->pwhash ? strlen(u->pwhash) : 0;
+  if (!u->user || hl > 0xffff) {
+    snprintf(op->op.err, sizeof op->op.err, "put_user: user required, pwhash at most 65535 bytes");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  tern_buf_reset(&sem->val);
+  tern_buf_putc(&sem->val, REC_VERSION);
+  put_be64(&sem->val, (uint64_t)u->created);
+  put_be64(&sem->val, (uint64_t)u->last_seen);
+  put_be16(&sem->val, hl);
+  tern_buf_append(&sem->val, u->pwhash, hl);
+  int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_USERS, u->user, strlen(u->user), sem->val.data, sem->val.len, 0);
+  return r < 0 ? failed(sem, &op->op, "put_user", r) : 0;
+}
+
+static int do_put_device(tern_sem *sem, tern_op_record *op) {
+  const tern_device_rec *d = &op->device;
+  size_t ul = d->user ? strlen(d->user) : 0, ll = d->label ? strlen(d->label) : 0, pl = d->push ? strlen(d->push) : 0;
+  if (!d->device_id || !d->user || ul > 0xffff || ll > 0xffff || pl > 0xffff) {
+    snprintf(op->op.err, sizeof op->op.err, "put_device: device_id and user required, fields at most 65535 bytes");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  tern_buf_reset(&sem->val);
+  tern_buf_putc(&sem->val, REC_VERSION);
+  put_be64(&sem->val, (uint64_t)d->created);
+  put_be64(&sem->val, (uint64_t)d->last_seen);
+  tern_buf_append(&sem->val, d->token_hash, sizeof d->token_hash);
+  put_be16(&sem->val, ul);
+  tern_buf_append(&sem->val, d->user, ul);
+  put_be16(&sem->val, ll);
+  tern_buf_append(&sem->val, d->label, ll);
+  put_be16(&sem->val, pl);
+  tern_buf_append(&sem->val, d->push, pl);
+  int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_DEVICES, d->device_id, strlen(d->device_id), sem->val.data,
+                          sem->val.len, 0);
+  return r < 0 ? failed(sem, &op->op, "put_device", r) : 0;
+}
+
+/* Both records keep last_seen at bytes 9..16, so it is patched in place. */
+static int patch_last_seen(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *name, int64_t last_seen) {
+  int r = BE(sem)->kv_get(SELF(sem), b, name, strlen(name), &sem->val, NULL);
+  if (r < 0) return failed(sem, op, "last_seen", r);
+  if (r == 0 || sem->val.len < 17 || sem->val.data[0] != REC_VERSION) return 0; /* unknown: nothing to do */
+  uint64_t x = (uint64_t)last_seen;
+  for (int i = 0; i < 8; i++) sem->val.data[9 + i] = (char)(x >> (56 - 8 * i));
+  r = BE(sem)->kv_put(SELF(sem), b, name, strlen(name), sem->val.data, sem->val.len, 0);
+  return r < 0 ? failed(sem, op, "last_seen", r) : 0;
+}
+
+static int do_set_last_seen(tern_sem *sem, tern_op_record *op) {
+  int r = 0;
+  if (op->user.user) r = patch_last_seen(sem, &op->op, TERN_BUCKET_USERS, op->user.user, op->user.last_seen);
+  if (r >= 0 && op->device.device_id)
+    r = patch_last_seen(sem, &op->op, TERN_BUCKET_DEVICES, op->device.device_id, op->device.last_seen);
+  return r;
+}
+
+/* ---- DEL_DEVICE: the cascade --------------------------------------------------------------------- */
+
+static int do_del_device(tern_sem *sem, tern_op_inbox *op) {
+  const char *id = op->inbox;
+  if (!id) {
+    snprintf(op->op.err, sizeof op->op.err, "del_device: device id required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  size_t idl = strlen(id);
+  int r = BE(sem)->kv_del(SELF(sem), TERN_BUCKET_DEVICES, id, idl);
+  if (r < 0) return failed(sem, &op->op, "del_device", r);
+  tern_inbox_info in;
+  r = BE(sem)->inbox_get(SELF(sem), id, idl, &in);
+  if (r < 0 && r != -ENOENT) return failed(sem, &op->op, "del_device", r);
+  if (r == 0) {
+    if (in.first_seq < in.next_seq) {
+      /* Shared bodies lose the deleted device's references (read in chunks). */
+      for (uint64_t from = in.first_seq; from < in.next_seq && r >= 0;) {
+        uint64_t to = TERN_MIN(from + MOVE_CHUNK - 1, in.next_seq - 1);
+        head_list l = {0};
+        r = BE(sem)->read(SELF(sem), id, idl, from, to, collect_visit, &l);
+        if (r < 0) r = failed(sem, &op->op, "del_device read", r);
+        else r = release_bodies(sem, &op->op, &l);
+        head_list_free(&l);
+        from = to + 1;
+      }
+      if (r < 0) return r;
+      r = BE(sem)->purge(SELF(sem), id, idl, in.next_seq - 1);
+      if (r < 0) return failed(sem, &op->op, "del_device purge", r);
+    }
+    r = BE(sem)->forget(SELF(sem), id, idl);
+    if (r < 0) return failed(sem, &op->op, "del_device forget", r);
+  }
+  /* Remembered client ids "<id>/..." */
+  tern_buf_reset(&sem->key);
+  tern_buf_append(&sem->key, id, idl);
+  tern_buf_putc(&sem->key, '/');
+  r = BE(sem)->kv_del_prefix(SELF(sem), TERN_BUCKET_DEDUP, sem->key.data, sem->key.len);
+  return r < 0 ? failed(sem, &op->op, "del_device ids", r) : 0;
+}
+
+/* ---- SWEEP --------------------------------------------------------------------------------------- */
+
+/* Expires envelopes from the head of an inbox while older than cutoff. Returns 1 when the
+ * inbox is done, 0 when the budget ran out first, or a failure. */
+static int sweep_inbox(tern_sem *sem, tern_op_inbox *op, const char *name, size_t nl, int64_t cutoff, long *budget) {
+  for (;;) {
+    tern_inbox_info in;
+    int r = BE(sem)->inbox_get(SELF(sem), name, nl, &in);
+    if (r == -ENOENT) return 1;
+    if (r < 0) return failed(sem, &op->op, "sweep", r);
+    if (in.first_seq >= in.next_seq) return 1;
+    if (*budget <= 0) return 0;
+    uint64_t to = TERN_MIN(in.next_seq - 1, in.first_seq + (uint64_t)TERN_MIN(*budget, 256) - 1);
+    head_list l = {.stop_before = cutoff};
+    r = BE(sem)->read(SELF(sem), name, nl, in.first_seq, to, collect_visit, &l);
+    if (r < 0) {
+      head_list_free(&l);
+      return failed(sem, &op->op, "sweep read", r);
+    }
+    *budget -= (long)l.n + 1;
+    bool young = l.stopped;
+    /* Expiry consumes no delivery token: an expired message was never delivered. Seqs missing
+     * from the range (none expected) are stepped over with the rest. */
+    uint64_t upto = young ? (l.n ? l.v[l.n - 1].seq : in.first_seq - 1) : to;
+    r = release_bodies(sem, &op->op, &l);
+    op->expired += l.n;
+    head_list_free(&l);
+    if (r < 0) return r;
+    if (upto >= in.first_seq) {
+      r = BE(sem)->purge(SELF(sem), name, nl, upto);
+      if (r < 0) return failed(sem, &op->op, "sweep purge", r);
+    }
+    if (young) return 1;
+  }
+}
+
+static int do_sweep(tern_sem *sem, tern_op_inbox *op) {
+  int64_t now = now_or_clock(op->now);
+  long budget = SWEEP_BUDGET;
+  /* At most the four phases per call; the next call resumes where this one stopped. */
+  for (int step = 0; step < SWEEP_PHASES && budget > 0; step++) {
+    int done = 1;
+    switch (sem->sweep_phase) {
+      case 0: /* envelopes */
+        if (sem->inbox_ttl <= 0) break;
+        for (;;) {
+          if (budget <= 0) {
+            done = 0;
+            break;
+          }
+          int r = BE(sem)->inbox_next(SELF(sem), &sem->name);
+          if (r < 0) return failed(sem, &op->op, "sweep walk", r);
+          if (r == 0) break; /* end of a round */
+          budget--;
+          r = sweep_inbox(sem, op, sem->name.data, sem->name.len, now - sem->inbox_ttl, &budget);
+          if (r < 0) return r;
+          /* An inbox cut short by the budget is seen again next round. */
+        }
+        break;
+      case 1:
+      case 2:
+      case 3: {
+        static const tern_bucket buckets[] = {TERN_BUCKET_DEDUP, TERN_BUCKET_TOKENS, TERN_BUCKET_BODIES};
+        tern_bucket b = buckets[sem->sweep_phase - 1];
+        int64_t ttl = b == TERN_BUCKET_DEDUP ? sem->dedup_ttl : sem->inbox_ttl;
+        if (ttl <= 0) break;
+        if (b == TERN_BUCKET_BODIES) ttl += 86400000; /* as store.c sets the bucket's TTL */
+        uint64_t gone = 0;
+        int r = BE(sem)->kv_expire(SELF(sem), b, now - ttl, &budget, &gone);
+        if (r < 0) return failed(sem, &op->op, "sweep expire", r);
+        if (b == TERN_BUCKET_BODIES && gone) atomic_fetch_sub(&sem->s->bodies, (int64_t)gone);
+        done = r;
+        break;
+      }
+    }
+    if (!done) break;
+    sem->sweep_phase = (sem->sweep_phase + 1) % SWEEP_PHASES;
+  }
+  return 0;
+}
+
+/* ---- KV records of other modules ------------------------------------------------------------------ */
+
+static int do_kv(tern_sem *sem, tern_op_kv *op, bool put) {
+  if (!op->key) {
+    snprintf(op->op.err, sizeof op->op.err, "kv: key required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  int r = put ? BE(sem)->kv_put(SELF(sem), TERN_BUCKET_RECORDS, op->key, strlen(op->key), op->value.data,
+                                op->value.len, 0)
+              : BE(sem)->kv_del(SELF(sem), TERN_BUCKET_RECORDS, op->key, strlen(op->key));
+  return r < 0 ? failed(sem, &op->op, "kv", r) : 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------------- */
+
+int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
+  op->status = TERN_STORE_OK;
+  switch (op->type) {
+    case TERN_OP_PUT_USER: return do_put_user(sem, tern_op_as_record(op));
+    case TERN_OP_PUT_DEVICE: return do_put_device(sem, tern_op_as_record(op));
+    case TERN_OP_SET_LAST_SEEN: return do_set_last_seen(sem, tern_op_as_record(op));
+    case TERN_OP_DEL_DEVICE: return do_del_device(sem, tern_op_as_inbox(op));
+    case TERN_OP_MOVE_INBOX: return do_move(sem, tern_op_as_inbox(op));
+    case TERN_OP_APPEND: return do_append(sem, tern_op_as_append(op));
+    case TERN_OP_ACK: return do_ack(sem, tern_op_as_inbox(op));
+    case TERN_OP_DRAIN: return do_drain(sem, tern_op_as_inbox(op));
+    case TERN_OP_SWEEP: return do_sweep(sem, tern_op_as_inbox(op));
+    case TERN_OP_SYNC: return 0;
+    case TERN_OP_KV_PUT: return do_kv(sem, tern_op_as_kv(op), true);
+    case TERN_OP_KV_DEL: return do_kv(sem, tern_op_as_kv(op), false);
+    case TERN_OP__COUNT: break;
+  }
+  snprintf(op->err, sizeof op->err, "unknown op type %d", (int)op->type);
+  op->status = TERN_STORE_ERROR;
+  return 0;
+}
+
+void tern_sem_fail(tern_store_op *op, const char *why) {
+  op->status = TERN_STORE_ERROR;
+  snprintf(op->err, sizeof op->err, "%s", why);
+  switch (op->type) {
+    case TERN_OP_APPEND: {
+      tern_op_append *a = tern_op_as_append(op);
+      for (size_t i = 0; i < a->ntargets; i++) {
+        a->targets[i].seq = 0;
+        a->targets[i].skipped = false;
+      }
+      tern_free(a->dup_msg_id);
+      a->dup_msg_id = NULL;
+      a->dup_ts = 0;
+      a->nskipped = 0;
+      break;
+    }
+    case TERN_OP_ACK:
+    case TERN_OP_DRAIN:
+    case TERN_OP_SWEEP:
+    case TERN_OP_DEL_DEVICE:
+    case TERN_OP_MOVE_INBOX:
+    case TERN_OP_SYNC: {
+      tern_op_inbox *b = tern_op_as_inbox(op);
+      for (size_t i = 0; i < b->nitems; i++) {
+        tern_buf_free(&b->items[i].value);
+        tern_buf_free(&b->items[i].body);
+      }
+      b->nitems = 0;
+      b->more = false;
+      for (size_t i = 0; i < b->ndelivered; i++) {
+        tern_free(b->delivered[i].msg_id);
+        tern_free(b->delivered[i].from);
+        tern_free(b->delivered[i].group_id);
+      }
+      b->ndelivered = 0;
+      b->expired = 0;
+      break;
+    }
+    default: break;
+  }
+}
+
+/* ---- load -------------------------------------------------------------------------------------- */
+
+typedef struct load_ctx {
+  const tern_store_load_cbs *cbs;
+} load_ctx;
+
+static bool load_user(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
+  load_ctx *c = arg;
+  if (vl < 19 || v[0] != REC_VERSION || 19 + get_be16(v + 17) > vl) {
+    TERN_WARN("store: bad user record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
+    return true;
+  }
+  char *user = tern_strndup(k, kl), *pw = tern_strndup((const char *)v + 19, get_be16(v + 17));
+  tern_user_rec rec = {.user = user, .pwhash = pw, .created = (int64_t)get_be64(v + 1),
+                       .last_seen = (int64_t)get_be64(v + 9)};
+  if (c->cbs->user) c->cbs->user(&rec, c->cbs->arg);
+  tern_free(user);
+  tern_free(pw);
+  return true;
+}
+
+static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
+  load_ctx *c = arg;
+  size_t ul = 0, ll = 0;
+  bool ok = vl >= 17 + 32 + 2 && v[0] == REC_VERSION;
+  if (ok) {
+    ul = get_be16(v + 49);
+    ok = 51 + ul + 2 <= vl;
+  }
+  if (ok) {
+    ll = get_be16(v + 51 + ul);
+    ok = 53 + ul + ll <= vl;
+  }
+  if (!ok) {
+    TERN_WARN("store: bad device record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
+    return true;
+  }
+  char *id = tern_strndup(k, kl), *user = tern_strndup((const char *)v + 51, ul);
+  char *label = tern_strndup((const char *)v + 53 + ul, ll), *push = NULL;
+  size_t at = 53 + ul + ll;
+  if (at + 2 <= vl && get_be16(v + at) > 0 && at + 2 + get_be16(v + at) <= vl)
+    push = tern_strndup((const char *)v + at + 2, get_be16(v + at));
+  tern_device_rec rec = {.device_id = id, .user = user, .label = label, .push = push,
+                         .created = (int64_t)get_be64(v + 1), .last_seen = (int64_t)get_be64(v + 9)};
+  memcpy(rec.token_hash, v + 17, 32);
+  if (c->cbs->device) c->cbs->device(&rec, c->cbs->arg);
+  tern_free(id);
+  tern_free(user);
+  tern_free(label);
+  tern_free(push);
+  return true;
+}
+
+static bool load_kv(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
+  load_ctx *c = arg;
+  c->cbs->kv(k, kl, v, vl, c->cbs->arg);
+  return true;
+}
+
+static bool count_body(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
+  (*(int64_t *)arg)++;
+  return true;
+}
+
+int tern_sem_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen) {
+  load_ctx c = {.cbs = cbs};
+  const tern_backend_vt *vt = s->be.vt;
+  int r = vt->load(s->be.self, TERN_BUCKET_USERS, load_user, &c, err, errlen);
+  if (r == 0) r = vt->load(s->be.self, TERN_BUCKET_DEVICES, load_device, &c, err, errlen);
+  if (r == 0 && cbs->kv) r = vt->load(s->be.self, TERN_BUCKET_RECORDS, load_kv, &c, err, errlen);
+  return r;
+}
+
+int tern_sem_count_bodies(tern_store *s, char *err, size_t errlen) {
+  int64_t bodies = 0;
+  int r = s->be.vt->load(s->be.self, TERN_BUCKET_BODIES, count_body, &bodies, err, errlen);
+  atomic_store(&s->bodies, bodies);
+  return r;
+}
