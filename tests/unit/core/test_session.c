@@ -1,0 +1,421 @@
+/* test_session: sessions, the router and presence driven through a fake endpoint: no socket,
+ * no JSON. A real store in a temp dir and a real app; the fake endpoint records every call as
+ * a line of text ("msg 1 alice>bob hi", "sent c1", "close replaced", ...). */
+#define _GNU_SOURCE
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/accounts.h"
+#include "core/app.h"
+#include "core/router.h"
+#include "core/session.h"
+#include "t.h"
+
+static uv_loop_t loop;
+static tern_config cfg;
+static tern_store *store;
+static tern_app *app;
+static char dir[64];
+
+/* ---- the fake endpoint ---- */
+typedef struct fake {
+  tern_session *s;   /* its session */
+  char log[64][160]; /* calls, in order */
+  int n;
+  bool closed;
+  size_t backlog;    /* what backlog() answers */
+} fake;
+
+static void note(fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(fake *f, const char *fmt, ...) {
+  if (f->n >= 64) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->log[f->n++], sizeof f->log[0], fmt, ap);
+  va_end(ap);
+}
+
+static void f_ready(void *ep, const char *user, const char *device_id, int64_t t) { note(ep, "ready %s", user); }
+static void f_synced(void *ep, uint64_t seq) { note(ep, "synced %llu", (unsigned long long)seq); }
+static void f_sent(void *ep, const tern_sent_info *s) { note(ep, "sent %s", s->id); }
+static void f_error(void *ep, const tern_error_info *e) {
+  note(ep, "error %s%s%s%s%s", e->id ? e->id : "", e->id ? " " : "", e->code, e->user ? " " : "", e->user ? e->user : "");
+}
+
+typedef struct ids_buf {
+  char s[120];
+} ids_buf;
+
+static bool add_id(tern_slice x, void *arg) {
+  ids_buf *b = arg;
+  size_t l = strlen(b->s);
+  snprintf(b->s + l, sizeof b->s - l, "%s%.*s", l ? "," : "", (int)x.n, x.p);
+  return true;
+}
+
+static void f_envelope(void *ep, const tern_out_env *e) {
+  const tern_env_view *v = e->v;
+  if (v->kind == TERN_ENV_MSG) {
+    tern_slice b = e->body ? (tern_slice){(const char *)e->body, e->body_len} : v->f[TERN_EF_BODY];
+    note(ep, "msg %llu %.*s>%.*s %.*s", (unsigned long long)e->seq, (int)v->f[TERN_EF_FROM].n, v->f[TERN_EF_FROM].p,
+         (int)v->f[TERN_EF_TO].n, v->f[TERN_EF_TO].p, (int)b.n, b.p);
+  } else if (v->kind == TERN_ENV_RECEIPT) {
+    ids_buf ids;
+    ids.s[0] = 0;
+    tern_env_each(v, TERN_EF_MSG_IDS, add_id, &ids);
+    note(ep, "receipt %llu %.*s by=%.*s n=%u", (unsigned long long)e->seq, (int)v->f[TERN_EF_STATUS].n,
+         v->f[TERN_EF_STATUS].p, (int)v->f[TERN_EF_BY].n, v->f[TERN_EF_BY].p, (unsigned)v->count[TERN_EF_MSG_IDS]);
+  } else {
+    note(ep, "envelope %llu kind=%c", (unsigned long long)e->seq, v->kind);
+  }
+}
+
+static void f_presence(void *ep, const char *user, bool online, int64_t ls) {
+  note(ep, "presence %s %s", user, online ? "online" : ls > 0 ? "offline" : "never");
+}
+static void f_typing(void *ep, const char *from, const char *g, bool composing) {
+  note(ep, "typing %s %s", from, composing ? "composing" : "paused");
+}
+static void f_pong(void *ep, int64_t t) { note(ep, "pong"); }
+static void f_close(void *ep, tern_close_reason why) {
+  static const char *names[] = {"", "unauthorized", "logged_out", "replaced", "shutdown", "internal"};
+  fake *f = ep;
+  note(f, "close %s", names[why]);
+  if (!f->closed) {
+    f->closed = true;
+    tern_session_gone(f->s); /* like a WebSocket close: the endpoint reports it at once */
+  }
+}
+static void f_authed(void *ep) { note(ep, "authed"); }
+static size_t f_backlog(void *ep) { return ((fake *)ep)->backlog; }
+static int64_t f_last_rx(void *ep) { return tern_now_ms(); }
+
+static const tern_endpoint_ops fake_ops = {f_ready, f_synced, f_sent,  f_error,  f_envelope, f_presence,
+                                           f_typing, f_pong,  f_close, f_authed, f_backlog,  f_last_rx};
+
+/* Runs the loop until the store has nothing of ours in flight (completions may submit more:
+ * receipts after acks). */
+static void settle(void) {
+  for (int i = 0; i < 2000 && tern_store_port_pending(app->port); i++) uv_run(&loop, UV_RUN_ONCE);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static fake *connect_ep(void) {
+  fake *f = TERN_NEW(fake);
+  f->s = tern_session_new(app, &fake_ops, f);
+  return f;
+}
+
+static void request(fake *f, tern_frame *fr) {
+  tern_session_request(f->s, fr, tern_mono_ns());
+  tern_frame_free(fr);
+  settle();
+}
+
+static void auth(fake *f, const char *token) {
+  tern_frame fr = {.type = TERN_FRAME_AUTH, .token = tern_strdup(token)};
+  request(f, &fr);
+}
+
+static void send_to(fake *f, const char *to, const char *id, const char *body) {
+  tern_frame fr = {.type = TERN_FRAME_SEND, .id = tern_strdup(id), .to = tern_strdup(to), .to_raw = tern_strdup(to),
+                   .body = tern_strdup(body), .body_len = strlen(body)};
+  request(f, &fr);
+}
+
+static void ack(fake *f, uint64_t seq) {
+  tern_frame fr = {.type = TERN_FRAME_ACK, .seq = seq};
+  request(f, &fr);
+}
+
+static void disconnect(fake *f) {
+  if (!f->closed) {
+    f->closed = true;
+    tern_session_gone(f->s);
+  }
+  settle();
+  tern_free(f);
+}
+
+/* The index of the first log line starting with prefix at or after `from`, or -1. */
+static int find(const fake *f, const char *prefix, int from) {
+  for (int i = from; i < f->n; i++)
+    if (strncmp(f->log[i], prefix, strlen(prefix)) == 0) return i;
+  return -1;
+}
+
+static void dump(const fake *f, const char *name) {
+  fprintf(stderr, "    %s:", name);
+  for (int i = 0; i < f->n; i++) fprintf(stderr, " [%s]", f->log[i]);
+  fprintf(stderr, "\n");
+}
+
+#define CHECK_LOG(f, prefix)                                  \
+  do {                                                        \
+    if (find((f), (prefix), 0) < 0) {                         \
+      fprintf(stderr, "  missing \"%s\"\n", (prefix));        \
+      dump((f), #f);                                          \
+    }                                                         \
+    CHECK(find((f), (prefix), 0) >= 0);                       \
+  } while (0)
+
+/* ---- accounts made straight in the directory ---- */
+typedef struct account {
+  char user[33];
+  char token[48];
+  tern_device *dev;
+} account;
+
+static account new_device(const char *user) {
+  account ac;
+  memset(&ac, 0, sizeof ac);
+  snprintf(ac.user, sizeof ac.user, "%s", user);
+  tern_user *u = tern_dir_user(app->dir, user);
+  if (!u) {
+    u = tern_dir_add_user(app->dir, user);
+    u->pwhash = tern_strdup("x");
+  }
+  ac.dev = tern_dir_add_device(app->dir, u, "test", ac.token);
+  return ac;
+}
+
+/* ---- tests ---- */
+
+TEST(auth_refusals) {
+  fake *f = connect_ep();
+  auth(f, "not-a-token");
+  CHECK_EQ_STR(f->log[0], "error unauthorized");
+  CHECK_EQ_STR(f->log[1], "close unauthorized");
+  free(f);
+  f = connect_ep();
+  send_to(f, "bob", "c1", "too early");
+  CHECK_EQ_STR(f->log[0], "error unauthorized");
+  CHECK_EQ_STR(f->log[1], "close unauthorized");
+  free(f);
+  f = connect_ep();
+  tern_session_bad_request(f->s, "c1", "bad_request", "nope");
+  CHECK_EQ_STR(f->log[1], "close unauthorized");
+  free(f);
+}
+
+TEST(send_deliver_receipts) {
+  account a1 = new_device("alice"), a2 = new_device("alice"), b1 = new_device("bob");
+  fake *fa1 = connect_ep(), *fa2 = connect_ep(), *fb = connect_ep();
+  auth(fa1, a1.token);
+  auth(fa2, a2.token);
+  auth(fb, b1.token);
+  CHECK_EQ_STR(fa1->log[0], "authed");
+  CHECK_EQ_STR(fa1->log[1], "ready alice");
+  CHECK_EQ_STR(fa1->log[2], "synced 0");
+  /* bad requests after auth are answered, the session stays */
+  tern_session_bad_request(fb->s, "c9", "bad_request", "nope");
+  CHECK_LOG(fb, "error c9 bad_request");
+  CHECK(!fb->closed);
+  send_to(fa1, "bob", "c1", "hello");
+  CHECK_LOG(fa1, "sent c1");
+  CHECK_LOG(fb, "msg 1 alice>bob hello");
+  CHECK_LOG(fa2, "msg 1 alice>bob hello"); /* the sender's other device */
+  CHECK(find(fa1, "msg", 0) < 0);           /* never the sending device */
+  /* a resend with the same id: sent again, delivered once */
+  send_to(fa1, "bob", "c1", "hello again");
+  CHECK(find(fa1, "sent c1", find(fa1, "sent c1", 0) + 1) >= 0);
+  CHECK(find(fb, "msg 2", 0) < 0);
+  ack(fb, 1);
+  CHECK_LOG(fa1, "receipt 1 delivered by=bob n=1");
+  CHECK_LOG(fa2, "receipt 2 delivered by=bob n=1");
+  tern_frame rd = {.type = TERN_FRAME_READ, .peer = tern_strdup("alice"), .to_raw = tern_strdup("alice")};
+  rd.ids = tern_calloc(1, sizeof *rd.ids);
+  rd.ids[0] = tern_strdup("m-any");
+  rd.nids = 1;
+  request(fb, &rd);
+  CHECK_LOG(fa1, "receipt 2 read by=bob n=1");
+  /* unknown recipient */
+  send_to(fa1, "nobody", "c2", "x");
+  CHECK_LOG(fa1, "error c2 no_such_user");
+  disconnect(fa1);
+  disconnect(fa2);
+  disconnect(fb);
+}
+
+TEST(offline_drain_then_live) {
+  account c1 = new_device("carol"), d1 = new_device("dave");
+  fake *fd = connect_ep();
+  auth(fd, d1.token);
+  for (int i = 0; i < 3; i++) {
+    char id[8], body[8];
+    snprintf(id, sizeof id, "d%d", i);
+    snprintf(body, sizeof body, "b%d", i);
+    send_to(fd, "carol", id, body);
+  }
+  fake *fc = connect_ep();
+  auth(fc, c1.token);
+  int r = find(fc, "ready carol", 0);
+  CHECK(r >= 0);
+  CHECK(find(fc, "msg 1 dave>carol b0", r) > r);
+  CHECK(find(fc, "msg 3 dave>carol b2", r) > find(fc, "msg 2 dave>carol b1", r));
+  CHECK(find(fc, "synced 3", r) > find(fc, "msg 3", r));
+  send_to(fd, "carol", "d3", "live");
+  CHECK_LOG(fc, "msg 4 dave>carol live");
+  /* a seq that skips one (an envelope not written live) sends the session back to the store */
+  int before = fc->n;
+  tern_buf rec = {0};
+  tern_env_begin(&rec, TERN_ENV_MSG, 0, tern_now_ms());
+  tern_env_put_str(&rec, TERN_EF_BODY, "out of order");
+  tern_session_deliver(fc->s, 9, (const uint8_t *)rec.data, rec.len, NULL, 0);
+  tern_buf_free(&rec);
+  settle();
+  CHECK(find(fc, "msg 9", before) < 0);
+  CHECK(find(fc, "synced 4", before) >= 0); /* drained again: nothing new */
+  disconnect(fc);
+  disconnect(fd);
+}
+
+TEST(replaced_and_logged_out) {
+  account e1 = new_device("erin");
+  fake *f1 = connect_ep(), *f2 = connect_ep();
+  auth(f1, e1.token);
+  auth(f2, e1.token);
+  CHECK_LOG(f1, "close replaced");
+  CHECK(e1.dev->session == f2->s);
+  tern_app_submit(app, tern_accounts_delete_device(app, e1.dev));
+  settle();
+  CHECK_LOG(f2, "close logged_out");
+  free(f1);
+  free(f2);
+}
+
+TEST(presence_and_typing) {
+  account g1 = new_device("gina"), h1 = new_device("hank");
+  fake *fg = connect_ep(), *fh = connect_ep();
+  auth(fg, g1.token);
+  tern_frame w = {.type = TERN_FRAME_WATCH};
+  w.users = tern_calloc(2, sizeof *w.users);
+  w.users[0] = tern_strdup("hank");
+  w.users[1] = tern_strdup("ghost");
+  w.nusers = 2;
+  request(fg, &w);
+  CHECK_LOG(fg, "presence hank never");
+  CHECK_LOG(fg, "error no_such_user ghost");
+  auth(fh, h1.token);
+  CHECK_LOG(fg, "presence hank online");
+  tern_frame t = {.type = TERN_FRAME_TYPING, .to = tern_strdup("hank"), .to_raw = tern_strdup("hank"), .composing = true};
+  request(fg, &t);
+  CHECK_LOG(fh, "typing gina composing");
+  tern_frame p = {.type = TERN_FRAME_PING};
+  request(fh, &p);
+  CHECK_LOG(fh, "pong");
+  disconnect(fh);
+  CHECK_LOG(fg, "presence hank offline");
+  disconnect(fg);
+}
+
+/* A drain waits while the client's backlog is large, and goes on when it drops. */
+TEST(drain_is_paced) {
+  account i1 = new_device("ivan"), j1 = new_device("judy");
+  fake *fj = connect_ep();
+  auth(fj, j1.token);
+  send_to(fj, "ivan", "p1", "paced");
+  fake *fi = connect_ep();
+  fi->backlog = (size_t)cfg.ws_max_outbound; /* "the client is not reading" */
+  auth(fi, i1.token);
+  CHECK(find(fi, "msg", 0) < 0);
+  fi->backlog = 0;
+  for (int i = 0; i < 50 && find(fi, "synced", 0) < 0; i++) {
+    uv_run(&loop, UV_RUN_ONCE); /* the pace timer */
+    settle();
+  }
+  CHECK_LOG(fi, "msg 1 judy>ivan paced");
+  CHECK_LOG(fi, "synced 1");
+  disconnect(fi);
+  disconnect(fj);
+}
+
+/* Who gets what: every device of the recipient, the sender's other devices, the user-level
+ * inbox of a recipient with none; delivered once per message however many devices ack. */
+TEST(fanout_and_delivered_once) {
+  account k1 = new_device("kate"), k2 = new_device("kate"), l1 = new_device("leo"), l2 = new_device("leo");
+  tern_user *kate = tern_dir_user(app->dir, "kate"), *leo = tern_dir_user(app->dir, "leo");
+  tern_user *mia = tern_dir_add_user(app->dir, "mia");
+  mia->pwhash = tern_strdup("x");
+  tern_op_append *op = tern_op_append_new(NULL, NULL);
+  size_t v = tern_op_append_value(op, "x", 1);
+  tern_router_fanout(op, kate, k1.dev, leo, v, v, TERN_CAP_REFUSE);
+  CHECK_EQ_INT(op->ntargets, 3);
+  for (size_t i = 0; i < op->ntargets; i++) {
+    tern_device *d = op->targets[i].cookie;
+    CHECK(d != NULL && d != k1.dev);
+    CHECK(op->targets[i].cap == (d->user == leo ? TERN_CAP_REFUSE : TERN_CAP_NONE));
+    CHECK_EQ_STR(op->targets[i].inbox, d->id);
+  }
+  tern_router_release_targets(op);
+  tern_store_op_free(&op->op);
+  op = tern_op_append_new(NULL, NULL);
+  v = tern_op_append_value(op, "x", 1);
+  tern_router_fanout(op, kate, k1.dev, mia, v, v, TERN_CAP_REFUSE);
+  CHECK_EQ_INT(op->ntargets, 2);
+  CHECK_EQ_STR(op->targets[0].inbox, "@mia");
+  CHECK(op->targets[0].cookie == NULL);
+  tern_router_release_targets(op);
+  tern_store_op_free(&op->op);
+  op = tern_op_append_new(NULL, NULL); /* notes to self: only the other devices */
+  v = tern_op_append_value(op, "x", 1);
+  tern_router_fanout(op, kate, k1.dev, kate, v, v, TERN_CAP_REFUSE);
+  CHECK_EQ_INT(op->ntargets, 1);
+  CHECK(op->targets[0].cookie == k2.dev);
+  tern_router_release_targets(op);
+  tern_store_op_free(&op->op);
+
+  fake *fk = connect_ep(), *fl1 = connect_ep(), *fl2 = connect_ep();
+  auth(fk, k1.token);
+  auth(fl1, l1.token);
+  auth(fl2, l2.token);
+  send_to(fk, "leo", "k1", "one");
+  send_to(fk, "leo", "k2", "two");
+  ack(fl1, 2);
+  ack(fl2, 2);
+  int first = find(fk, "receipt", 0);
+  CHECK(first >= 0 && strstr(fk->log[first], "delivered by=leo n=2"));
+  CHECK(find(fk, "receipt", first + 1) < 0);
+  disconnect(fk);
+  disconnect(fl1);
+  disconnect(fl2);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
+
+int main(void) {
+  tern_log_set_level(TERN_LOG_WARN);
+  snprintf(dir, sizeof dir, "/tmp/tern-test-session-XXXXXX");
+  if (!mkdtemp(dir)) return 1;
+  uv_loop_init(&loop);
+  tern_config_defaults(&cfg);
+  cfg.auth_hash_cost = "test";
+  cfg.allow_insecure_test = true;
+  char err[256], sdir[128];
+  snprintf(sdir, sizeof sdir, "%s/store", dir);
+  tern_store_options so = {.dir = sdir, .inbox_max_envelopes = 1000, .inbox_ttl_ms = 86400000, .dedup_ttl_ms = 86400000};
+  if (tern_store_open(&so, &store, err, sizeof err) < 0 || tern_app_new(&cfg, &loop, 0, store, &app, err, sizeof err) < 0) {
+    fprintf(stderr, "setup: %s\n", err);
+    return 1;
+  }
+  RUN(auth_refusals);
+  RUN(send_deliver_receipts);
+  RUN(offline_drain_then_live);
+  RUN(replaced_and_logged_out);
+  RUN(presence_and_typing);
+  RUN(drain_is_paced);
+  RUN(fanout_and_delivered_once);
+  tern_app_close(app);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  tern_store_close(store);
+  tern_app_free(app);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  DONE();
+}
