@@ -16,7 +16,7 @@
  * Ownership. tern_media owns its records (tern_media_rec); a `const tern_media_rec *` handed out
  * stays valid until the next call into this module that may delete records (sweep, fetched,
  * delete, close, or a return to the loop), so look records up by id again after any await.
- * Strings passed in are copied. Errors are tern_media_err values (negative); a function that
+ * Strings passed in are copied. Errors are tern_media_status outcomes (below); a function that
  * returns an error never calls the callback it was given.
  *
  * On disk, under <data_dir>/media/:
@@ -40,19 +40,26 @@
 
 struct tern_config;
 
-/* ---- errors -------------------------------------------------------------------------------- */
+/* ---- outcomes -------------------------------------------------------------------------------
+ * The media functions answer with these domain outcomes (each maps to an HTTP status), not with
+ * errno values: they start at 100 so that no one mistakes TERN_MEDIA_ERR_NOT_FOUND for -EPERM.
+ * System errors behind an outcome (a failed write) are logged where they happen and reported
+ * as TERN_MEDIA_ERR_IO. */
 typedef enum {
   TERN_MEDIA_OK = 0,
-  TERN_MEDIA_ERR_UNSUPPORTED = -1, /* 415 unsupported_media_type: not a decodable image of the declared type */
-  TERN_MEDIA_ERR_TOO_LARGE = -2,   /* 413 too_large: more than max_bytes */
-  TERN_MEDIA_ERR_DIMENSIONS = -3,  /* 413 too_large: width/height over max_dimension or max_pixels */
-  TERN_MEDIA_ERR_QUOTA = -4,       /* 429 rate_limited (with Retry-After) */
-  TERN_MEDIA_ERR_TIMEOUT = -5,     /* 408 request_timeout: the client stopped sending */
-  TERN_MEDIA_ERR_IO = -6,          /* 500 internal: disk trouble */
-  TERN_MEDIA_ERR_NOT_FOUND = -7,   /* 404 not_found: unknown id, no grant, malformed id */
-  TERN_MEDIA_ERR_BUSY = -8,        /* 503: shutting down, or called in the wrong phase */
-  TERN_MEDIA_ERR_INVALID = -9,     /* 400 bad_request: malformed argument */
-} tern_media_err;
+  TERN_MEDIA_ERR_UNSUPPORTED = 101, /* 415 unsupported_media_type: not a decodable image of the declared type */
+  TERN_MEDIA_ERR_TOO_LARGE,         /* 413 too_large: more than max_bytes */
+  TERN_MEDIA_ERR_DIMENSIONS,        /* 413 too_large: width/height over max_dimension or max_pixels */
+  TERN_MEDIA_ERR_QUOTA,             /* 429 rate_limited (with Retry-After) */
+  TERN_MEDIA_ERR_TIMEOUT,           /* 408 request_timeout: the client stopped sending */
+  TERN_MEDIA_ERR_IO,                /* 500 internal: disk trouble */
+  TERN_MEDIA_ERR_NOT_FOUND,         /* 404 not_found: unknown id, no grant, malformed id */
+  TERN_MEDIA_ERR_BUSY,              /* 503: shutting down, or called in the wrong phase */
+  TERN_MEDIA_ERR_INVALID,           /* 400 bad_request: malformed argument */
+} tern_media_status;
+
+/* True for every outcome that is an error. */
+static inline bool tern_media_failed(int st) { return st >= TERN_MEDIA_ERR_UNSUPPORTED; }
 
 /* A sentence for the error body ("image/png declared, but the bytes are not..."); static. */
 const char *tern_media_strerror(int err);

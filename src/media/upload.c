@@ -58,7 +58,7 @@ struct tern_media_upload {
   uv_fs_t fs;                      /* the open request */
   uv_work_t work;                  /* write / decode / cleanup */
   int werr;                        /* worker: errno of a failed write */
-  int derr;                        /* worker: decode result (tern_media_err) */
+  int derr;                        /* worker: decode result (tern_media_status) */
   uint32_t width, height;          /* worker: decoded dimensions, as displayed */
   int64_t thumb_size;              /* worker: thumbnail bytes */
   char vmsg[160];                  /* worker: libvips's reason, for the log */

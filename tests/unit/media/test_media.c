@@ -332,7 +332,7 @@ static int upload_begin(tern_media *m, const char *user, const char *mime, const
     size_t n = len - off < chunk ? len - off : chunk;
     rc = tern_media_upload_write(up, (const char *)data + off, n);
     off += n;
-    if (rc < 0) return rc;
+    if (tern_media_failed(rc)) return rc;
     if (rc == TERN_MEDIA_PAUSE) {
       r->pauses++;
       r->paused = true;
