@@ -45,6 +45,15 @@ static const setting g_settings[] = {
     {"limits.send_rate", T_RATE, OFF(limits_send_rate), "20/s", 0.001, 1e9, "sustained sends per user per second"},
     {"limits.send_burst", T_INT, OFF(limits_send_burst), "1000", 1, 1e9, "sends a user may make in a burst"},
     {"limits.watch_max", T_INT, OFF(limits_watch_max), "5000", 1, 1e7, "users one connection may watch"},
+    {"limits.fanout_rate", T_RATE, OFF(limits_fanout_rate), "20000/s", 0.001, 1e12,
+     "recipient devices per second a user's group messages may reach, sustained"},
+    {"limits.fanout_burst", T_INT, OFF(limits_fanout_burst), "100000", 1, 1e12,
+     "recipient devices a user's group messages may reach in a burst"},
+    {"groups.max_members", T_INT, OFF(groups_max_members), "1024", 1, 1e6, "members one group may have"},
+    {"groups.max_per_user", T_INT, OFF(groups_max_per_user), "10000", 1, 1e9, "groups one user may be in"},
+    {"groups.page_max", T_INT, OFF(groups_page_max), "500", 1, 1e6, "groups per page of GET /v1/groups at most"},
+    {"receipts.merge_window", T_DUR, OFF(receipts_merge_window_ms), "1s", 0, BIG,
+     "group receipts that arrive within this window share one envelope"},
     {"inbox.max_envelopes", T_INT, OFF(inbox_max_envelopes), "100000", 1, 1e12, "envelopes one device may hold"},
     {"inbox.ttl", T_DUR, OFF(inbox_ttl_ms), "30d", 10, BIG, "unacked envelopes expire after this"},
     {"inbox.drain_batch", T_SIZE, OFF(inbox_drain_batch), "256KiB", 1024, 1 << 30,
@@ -220,13 +229,25 @@ static int apply(tern_config *cfg, const setting *s, const char *val, const char
       num = (double)i64;
       break;
     case T_RATE: {
+      /* N/DURATION: 20/s, 60/1m, 5/15m (a bare unit means one of it); stored per second. */
       char *end;
       errno = 0;
       num = strtod(val, &end);
-      if (end == val || errno || !isfinite(num) || (*end && strcmp(end, "/s") != 0)) {
-        snprintf(err, errlen, "%s: %s must be a rate such as 20/s, not \"%s\"", origin, s->name, val);
+      int64_t per_ms = 1000;
+      bool ok = end != val && !errno && isfinite(num) && num >= 0;
+      if (ok && *end) {
+        ok = *end == '/' && end[1];
+        if (ok) {
+          char dur[64];
+          snprintf(dur, sizeof dur, "%s%s", end[1] >= '0' && end[1] <= '9' ? "" : "1", end + 1);
+          ok = tern_parse_duration_ms(dur, &per_ms) == 0 && per_ms > 0;
+        }
+      }
+      if (!ok) {
+        snprintf(err, errlen, "%s: %s must be a rate such as 20/s or 60/1m, not \"%s\"", origin, s->name, val);
         return -EINVAL;
       }
+      num = num * 1000.0 / (double)per_ms;
       break;
     }
   }

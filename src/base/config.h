@@ -34,6 +34,13 @@ typedef struct tern_config {
   double limits_send_rate;   /* sends per second per user, sustained */
   int64_t limits_send_burst; /* bucket size */
   int64_t limits_watch_max;  /* users one connection may watch */
+  double limits_fanout_rate; /* recipient devices per second per user, sustained */
+  int64_t limits_fanout_burst; /* bucket size */
+  /* groups */
+  int64_t groups_max_members;
+  int64_t groups_max_per_user;
+  int64_t groups_page_max;   /* groups per page of GET /v1/groups at most */
+  int64_t receipts_merge_window_ms; /* group receipts arriving within it share an envelope */
   /* inbox */
   int64_t inbox_max_envelopes;
   int64_t inbox_ttl_ms;

@@ -9,7 +9,9 @@
 #include "core/accounts.h"
 #include "core/mediaglue.h"
 #include "core/metrics.h"
+#include "core/groupapi.h"
 #include "core/pushglue.h"
+#include "core/router.h"
 #include "net/server.h"
 #include "net/webroot.h"
 
@@ -25,10 +27,26 @@ tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req) {
   return d;
 }
 
+/* True when the JSON text holds the escape \u0000: cJSON would cut that string at the NUL
+ * (a name "abc\u0000def" would register as "abc"), so such bodies are refused whole. */
+static bool has_nul_escape(const char *p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] != '\\') continue;
+    if (p[i + 1] == 'u' && i + 5 < n && memcmp(p + i + 2, "0000", 4) == 0) return true;
+    i++; /* the escaped character: "\\\\u0000" is a backslash and text, not an escape */
+  }
+  return false;
+}
+
 cJSON *tern_api_json_body(tern_http_req *req) {
   cJSON *j = NULL;
-  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len))
+  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len)) {
+    if (memchr(req->body.data, '\0', req->body.len) || has_nul_escape(req->body.data, req->body.len)) {
+      tern_http_error(req, 400, "bad_request", "strings may not contain U+0000");
+      return NULL;
+    }
     j = cJSON_ParseWithLength(req->body.data, req->body.len);
+  }
   if (!j || !cJSON_IsObject(j)) {
     cJSON_Delete(j);
     tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
@@ -41,26 +59,54 @@ cJSON *tern_api_json_body(tern_http_req *req) {
 typedef struct wait_ctx {
   tern_http_req *req;     /* answered when the op completes */
   tern_conn *conn;        /* referenced meanwhile */
+  int status;             /* the answer when it is durable */
+  tern_buf body;          /* its JSON body (empty: none) */
   const char *fail;       /* the 500's sentence (static) */
 } wait_ctx;
 
-static void on_stored_204(tern_store_op *op) {
+static void on_stored(tern_store_op *op) {
   wait_ctx *c = op->arg;
-  if (op->status == TERN_STORE_OK) tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
-  else tern_http_error(c->req, 500, "internal", c->fail);
+  if (op->type == TERN_OP_APPEND) tern_router_release_targets(tern_op_as_append(op));
+  if (op->status != TERN_STORE_OK) tern_http_error(c->req, 500, "internal", c->fail);
+  else if (c->body.len) tern_http_json(c->req, c->status, &c->body);
+  else tern_http_respond(c->req, c->status, NULL, NULL, NULL, 0);
   tern_conn_unref(c->conn);
+  tern_buf_free(&c->body);
   tern_free(c);
 }
 
-void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message) {
+void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
+                          const char *fail_message) {
   wait_ctx *c = TERN_NEW(wait_ctx);
   c->req = req;
   c->conn = req->conn;
+  c->status = status;
   c->fail = fail_message;
+  if (body) {
+    c->body = *body;
+    *body = (tern_buf){0};
+  }
   tern_conn_ref(c->conn);
-  op->done = on_stored_204;
+  op->done = on_stored;
   op->arg = c;
   tern_app_submit(a, op);
+}
+
+void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message) {
+  tern_api_submit_then(a, req, op, 204, NULL, fail_message);
+}
+
+void tern_api_error_user(tern_http_req *req, int status, const char *code, const char *message, const char *user) {
+  tern_buf b = {0};
+  tern_buf_puts(&b, "{\"error\":{\"code\":");
+  tern_buf_put_json_str(&b, code, strlen(code));
+  tern_buf_puts(&b, ",\"message\":");
+  tern_buf_put_json_str(&b, message, strlen(message));
+  tern_buf_puts(&b, ",\"user\":");
+  tern_buf_put_json_str(&b, user, strlen(user));
+  tern_buf_puts(&b, "}}");
+  tern_http_json(req, status, &b);
+  tern_buf_free(&b);
 }
 
 static void do_metrics(tern_app *a, tern_http_req *req) {
@@ -108,6 +154,8 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_user(a, req, p + 10);
+  } else if (!strncmp(p, "/v1/groups", 10) && (p[10] == '\0' || p[10] == '/')) {
+    tern_groupapi_route(a, req);
   } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
     /* push registration answered */
   } else if (!strncmp(p, "/v1/media", 9) && tern_mediaglue_route(a, req)) {

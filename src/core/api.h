@@ -21,5 +21,11 @@ cJSON *tern_api_json_body(tern_http_req *req);
 /* Submits op and answers req once it completes: 204 when it is durable, 500 internal with
  * fail_message otherwise. (The op's done and arg are taken over.) */
 void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message);
+/* The same with any status and a JSON body (taken over; NULL: no body). An APPEND op's device
+ * references (target cookies) are released when it completes. */
+void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
+                          const char *fail_message);
+/* An error body naming a user: {"error":{"code","message","user"}}. */
+void tern_api_error_user(tern_http_req *req, int status, const char *code, const char *message, const char *user);
 
 #endif

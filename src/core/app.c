@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "core/accounts.h"
 #include "core/api.h"
+#include "core/groups.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/session.h"
@@ -225,6 +226,7 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     return r;
   }
   a->dir = tern_dir_new_memory((double)cfg->limits_send_burst);
+  a->groups = tern_groups_new();
   tern_idgen_init(&a->ids, worker);
   uv_timer_init(loop, &a->persist_timer);
   uv_timer_init(loop, &a->sweep_timer);
@@ -258,9 +260,15 @@ static void load_device(const tern_device_rec *r, void *arg) {
   tern_pushglue_load(a, d, r->push);
 }
 
-/* KV records belong to the modules that wrote them; so far only media keeps its records there. */
+/* KV records belong to the modules that wrote them: media and groups. (Users and devices are
+ * loaded first, so group records find their members.) */
 static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_app *a = arg;
+  if (tern_groups_is_kv(key, klen)) {
+    if (tern_groups_load_record(a, v, vlen, key, klen) < 0)
+      TERN_WARN("group record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+    return;
+  }
   if (tern_mediaglue_is_kv(key, klen)) {
     if (a->media && tern_media_load_record(a->media, v, vlen) == 0) return;
     TERN_WARN("media record refused, deleting it", "key=%.*s bytes=%zu", (int)klen, key, vlen);
@@ -315,6 +323,7 @@ void tern_app_close(tern_app *a) {
 
 void tern_app_free(tern_app *a) {
   if (!a) return;
+  tern_groups_free(a->groups);
   tern_dir_free(a->dir);
   tern_buf_free(&a->scratch);
   tern_buf_free(&a->record);

@@ -58,6 +58,7 @@ typedef struct tern_app {
   tern_store *store;            /* durable state (shared by workers) */
   tern_store_port *port;        /* this loop's connection to it */
   tern_dir *dir;                /* users, devices, tokens */
+  struct tern_groups *groups;   /* groups (groups.h) */
   struct tern_net *net;         /* listener and connections */
   struct tern_web *web;         /* the static web client (may serve nothing) */
   struct tern_push *push;       /* push providers (those configured) */

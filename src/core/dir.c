@@ -63,6 +63,7 @@ static void m_remove_user(void *d, tern_user *u) {
   tern_map_dels(&m->users, u->name);
   tern_free(u->pwhash);
   tern_free(u->watchers);
+  tern_free(u->groups);
   tern_free(u);
 }
 
@@ -128,6 +129,7 @@ static bool free_user_cb(const char *k, size_t kl, void *v, void *arg) {
   }
   tern_free(u->pwhash);
   tern_free(u->watchers);
+  tern_free(u->groups);
   tern_free(u);
   return true;
 }

@@ -29,6 +29,7 @@
 typedef struct tern_user tern_user;
 typedef struct tern_device tern_device;
 typedef struct tern_session tern_session;
+typedef struct tern_group tern_group;
 struct tern_push_reg;
 
 struct tern_user {
@@ -44,6 +45,8 @@ struct tern_user {
   int64_t tokens_at;                /* ms of the last refill */
   tern_session **watchers;          /* sessions watching this user */
   size_t nwatchers, watchers_cap;
+  tern_group **groups;              /* groups this user is a member of (groups.c keeps it) */
+  size_t ngroups, groups_cap;
   bool pending;                     /* registration still hashing/committing */
 };
 

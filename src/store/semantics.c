@@ -280,6 +280,13 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
                             strlen(op->msg_id), now);
     if (r < 0) return failed(sem, &op->op, "dedup", r);
   }
+  if (op->record_key) {
+    size_t kl = strlen(op->record_key);
+    int r = op->record_delete ? BE(sem)->kv_del(SELF(sem), TERN_BUCKET_RECORDS, op->record_key, kl)
+                              : BE(sem)->kv_put(SELF(sem), TERN_BUCKET_RECORDS, op->record_key, kl, op->record.data,
+                                                op->record.len, 0);
+    if (r < 0) return failed(sem, &op->op, "record", r);
+  }
   if (op->token_from) {
     for (size_t i = 0; i < op->ntokens; i++) {
       int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_TOKENS, op->tokens[i], strlen(op->tokens[i]), op->token_from,

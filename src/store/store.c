@@ -165,6 +165,8 @@ static void op_destroy(tern_store_op *op) {
       tern_free(a->token_from);
       tern_free(a->body_id);
       tern_buf_free(&a->body);
+      tern_free(a->record_key);
+      tern_buf_free(&a->record);
       tern_free(a->dup_msg_id);
       /* Values keep their buffers in the pool: an envelope record is about the same size
        * every time. */

@@ -160,6 +160,11 @@ typedef struct tern_op_append {
    * referencing it is acked or expires. Events and drains hand it back beside the record. */
   char *body_id;
   tern_buf body;
+  /* A record of another module written (or deleted) in the same durable step as the
+   * envelopes, only when the append succeeds: a group change and its events. */
+  char *record_key;     /* RECORDS bucket key ("group/<id>"), or NULL */
+  tern_buf record;      /* its value */
+  bool record_delete;   /* delete it instead */
   /* out */
   char *dup_msg_id;     /* DUPLICATE */
   int64_t dup_ts;
