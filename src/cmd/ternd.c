@@ -4,8 +4,11 @@
 
 #include "base/config.h"
 #include "core/app.h"
+#include "proto/wire.h"
 
 int main(int argc, char **argv) {
+  /* cJSON allocates through base/alloc.h from the first parse on, in every thread. */
+  tern_proto_init();
   tern_config cfg;
   tern_config_defaults(&cfg);
   bool help = false;
