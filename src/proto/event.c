@@ -170,7 +170,7 @@ int tern_event_decode(const char *json, size_t len, tern_event *ev, tern_event_d
     return -EBADMSG;
   }
   ev->type_name = tern_str_c(t->valuestring);
-  for (size_t i = 0; i < TERN_ARRAY_LEN(types); i++) {
+  for (size_t i = 0; i < TERN_ARRAY_LEN(types) && !ev->type; i++) {
     if (strcmp(t->valuestring, types[i].name) == 0) ev->type = types[i].type;
   }
   if (ev->type == TERN_EV_UNKNOWN) return 0;
@@ -180,6 +180,8 @@ int tern_event_decode(const char *json, size_t len, tern_event *ev, tern_event_d
   int rc;
   if (env_table) {
     ev->env.type = ev->type;
+    /* Every envelope reads with "no media" (-1 sizes), whatever its type. */
+    ev->env.media.size = ev->env.media.width = ev->env.media.height = -1;
     tern_fields_defaults(env_table, &ev->env);
     rc = tern_fields_decode(&r, wd.root, env_table, &ev->env);
   } else {

@@ -291,11 +291,25 @@ static int rd_value(tern_fields_reader *r, const tern_field *f, const cJSON *it,
 }
 
 int tern_fields_decode(tern_fields_reader *r, const cJSON *obj, const tern_field *table, void *base) {
-  for (const tern_field *f = table; f->key; f++) {
-    const cJSON *it = tern_wire_get(obj, f->key);
-    if (!tern_wire_present(it)) continue; /* absent (or null): the default stays */
-    int rc = rd_value(r, f, it, base);
-    if (rc) return rc;
+  /* One pass over the object's members, each matched to the table by length first, rather
+   * than one lookup per field (each a scan of the members with strcmp): a client reads every
+   * envelope of a load test this way. With duplicate keys the first counts, as everywhere in
+   * proto (cJSON_GetObjectItemCaseSensitive's rule). */
+  uint64_t seen = 0; /* bit i: table[i] already met */
+  for (const cJSON *it = obj->child; it; it = it->next) {
+    if (!it->string) continue;
+    size_t n = strlen(it->string);
+    for (size_t i = 0; table[i].key; i++) {
+      const tern_field *f = &table[i];
+      if ((size_t)f->lit_n - 4 != n || memcmp(f->key, it->string, n) != 0) continue;
+      uint64_t bit = i < 64 ? (uint64_t)1 << i : 0;
+      if (seen & bit) break;
+      seen |= bit;
+      if (!tern_wire_present(it)) break; /* null: the default stays */
+      int rc = rd_value(r, f, it, base);
+      if (rc) return rc;
+      break;
+    }
   }
   return 0;
 }

@@ -37,9 +37,10 @@ typedef enum tern_field_kind {
                        < 0; read as -1 when absent or null */
 } tern_field_kind;
 
-#define TERN_F_REQ 1
-/* The first three members of a tern_field for key (a string literal). */
-#define TERN_F_KEY(key) key, ",\"" key "\":", sizeof(",\"" key "\":") - 1 /* written (as null, or [] for lists) even when absent */
+#define TERN_F_REQ 1 /* written (as null, or [] for lists) even when absent */
+/* The first three members of a tern_field for key (a string literal); the reader matches keys
+ * by lit_n - 4, the key's length. */
+#define TERN_F_KEY(key) key, ",\"" key "\":", sizeof(",\"" key "\":") - 1
 
 typedef struct tern_field {
   const char *key;                /* the JSON key; NULL ends a table */
