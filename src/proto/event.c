@@ -204,6 +204,14 @@ int tern_event_decode(const char *json, size_t len, tern_event *ev, tern_event_d
   return rc;
 }
 
+bool tern_event_same(const tern_event *a, const tern_event *b) {
+  if (a->type != b->type) return false;
+  const tern_field *env = tern_envelope_fields(a->type);
+  if (env) return tern_fields_same(env, &a->env, &b->env);
+  const tern_field *live = live_fields(a->type);
+  return !live || tern_fields_same(live, a, b);
+}
+
 void tern_event_doc_free(tern_event_doc *doc) {
   cJSON_Delete(doc->root);
   tern_free(doc->copy);

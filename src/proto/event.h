@@ -243,6 +243,11 @@ typedef struct tern_event_doc {
 int tern_event_decode(const char *json, size_t len, tern_event *ev, tern_event_doc *doc, char *msg, size_t cap);
 void tern_event_doc_free(tern_event_doc *doc);
 
+/* True when a and b would be written alike (same type, same fields that the type has; see
+ * tern_fields_same in fields.h for what counts as the same). For tests and fuzzers: a
+ * frame read, written and read again must be the same. */
+bool tern_event_same(const tern_event *a, const tern_event *b);
+
 /* The i-th string of a list (views or C strings alike). */
 tern_str tern_strs_at(const tern_strs *l, size_t i);
 

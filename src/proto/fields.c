@@ -178,6 +178,19 @@ void tern_fields_defaults(const tern_field *table, void *base) {
 
 /* ---- reading ---- */
 
+/* Back to "absent" (the kinds sub-objects use). */
+static void clear_fields(const tern_field *table, void *base) {
+  for (const tern_field *f = table; f->key; f++) {
+    switch ((tern_field_kind)f->kind) {
+      case TERN_F_STR: *AT(base, f->off, tern_str) = (tern_str){0}; break;
+      case TERN_F_I64_OPT: *AT(base, f->off, int64_t) = -1; break;
+      case TERN_F_ENUM: *AT(base, f->off, int) = 0; break;
+      case TERN_F_OBJ: clear_fields(f->sub, base); break;
+      default: break; /* not used inside objects */
+    }
+  }
+}
+
 static int rd_fail(tern_fields_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int rd_fail(tern_fields_reader *r, const char *fmt, ...) {
   va_list ap;
@@ -256,10 +269,14 @@ static int rd_value(tern_fields_reader *r, const tern_field *f, const cJSON *it,
       if (f->kind == TERN_F_U64_HAS) *AT(base, f->off2, bool) = true;
       return 0;
     case TERN_F_I64:
-    case TERN_F_I64_OPT:
-    case TERN_F_LAST_SEEN:
       if (!tern_wire_int(it, -TERN_WIRE_INT_MAX, TERN_WIRE_INT_MAX, &v))
         return rd_fail(r, "%s must be an integer within 2^53", f->key);
+      *AT(base, f->off, int64_t) = v;
+      return 0;
+    case TERN_F_I64_OPT:
+    case TERN_F_LAST_SEEN:
+      /* Sizes and times: a negative one would stand for "absent" in the struct. */
+      if (!tern_wire_int(it, 0, TERN_WIRE_INT_MAX, &v)) return rd_fail(r, "%s must be an integer from 0 to 2^53", f->key);
       *AT(base, f->off, int64_t) = v;
       return 0;
     case TERN_F_BOOL:
@@ -280,9 +297,14 @@ static int rd_value(tern_fields_reader *r, const tern_field *f, const cJSON *it,
     case TERN_F_STRS: return rd_strs(r, f->key, it, AT(base, f->off, tern_strs));
     case TERN_F_DEVREFS:
       return rd_devrefs(r, f->key, it, AT(base, f->off, const tern_device_ref *), AT(base, f->off2, size_t));
-    case TERN_F_OBJ:
+    case TERN_F_OBJ: {
       if (!cJSON_IsObject(it)) return rd_fail(r, "%s must be an object", f->key);
-      return tern_fields_decode(r, it, f->sub, base);
+      int rc = tern_fields_decode(r, it, f->sub, base);
+      /* As written: an object is there when its first field is. Without it the rest is
+       * dropped, so that what is read is what would be written. */
+      if (!rc && !present(&f->sub[0], base)) clear_fields(f->sub, base);
+      return rc;
+    }
     case TERN_F_STR_OR_STRS:
       if (cJSON_IsArray(it)) return rd_strs(r, f->key, it, AT(base, f->off2, tern_strs));
       return rd_str(r, f->key, it, AT(base, f->off, tern_str));
@@ -311,5 +333,80 @@ int tern_fields_decode(tern_fields_reader *r, const cJSON *obj, const tern_field
       break;
     }
   }
+  /* As written: no last_seen while online. */
+  for (const tern_field *f = table; f->key; f++) {
+    if (f->kind == TERN_F_LAST_SEEN && *AT(base, f->off2, bool)) *AT(base, f->off, int64_t) = -1;
+  }
   return 0;
+}
+
+/* ---- comparing ---- */
+
+static bool same_strv(tern_str a, tern_str b) {
+  return (!a.p && !b.p) || (a.p && b.p && a.n == b.n && memcmp(a.p, b.p, a.n) == 0);
+}
+
+static bool same_strs(const tern_strs *a, const tern_strs *b, bool req) {
+  bool ha = strs_present(a) && (a->n || !req), hb = strs_present(b) && (b->n || !req);
+  if (ha != hb) return false;
+  if (!ha) return true;
+  if (a->n != b->n) return false;
+  for (size_t i = 0; i < a->n; i++) {
+    if (!same_strv(tern_strs_at(a, i), tern_strs_at(b, i))) return false;
+  }
+  return true;
+}
+
+bool tern_fields_same(const tern_field *table, const void *a, const void *b) {
+  for (const tern_field *f = table; f->key; f++) {
+    bool req = f->flags & TERN_F_REQ;
+    switch ((tern_field_kind)f->kind) {
+      case TERN_F_STR:
+        if (!same_strv(*AT_C(a, f->off, tern_str), *AT_C(b, f->off, tern_str))) return false;
+        break;
+      case TERN_F_U64:
+        if (*AT_C(a, f->off, uint64_t) != *AT_C(b, f->off, uint64_t)) return false;
+        break;
+      case TERN_F_U64_HAS:
+        if (*AT_C(a, f->off2, bool) != *AT_C(b, f->off2, bool)) return false;
+        if (*AT_C(a, f->off2, bool) && *AT_C(a, f->off, uint64_t) != *AT_C(b, f->off, uint64_t)) return false;
+        break;
+      case TERN_F_I64:
+        if (*AT_C(a, f->off, int64_t) != *AT_C(b, f->off, int64_t)) return false;
+        break;
+      case TERN_F_I64_OPT:
+      case TERN_F_LAST_SEEN: {
+        int64_t x = *AT_C(a, f->off, int64_t), y = *AT_C(b, f->off, int64_t);
+        if (x != y && (x >= 0 || y >= 0)) return false; /* every negative is "absent" */
+        break;
+      }
+      case TERN_F_BOOL:
+        if (*AT_C(a, f->off, bool) != *AT_C(b, f->off, bool)) return false;
+        break;
+      case TERN_F_ENUM:
+        if (*AT_C(a, f->off, int) != *AT_C(b, f->off, int)) return false;
+        break;
+      case TERN_F_STRS:
+        if (!same_strs(AT_C(a, f->off, tern_strs), AT_C(b, f->off, tern_strs), req)) return false;
+        break;
+      case TERN_F_DEVREFS: {
+        const tern_device_ref *x = *AT_C(a, f->off, const tern_device_ref *), *y = *AT_C(b, f->off, const tern_device_ref *);
+        size_t n = *AT_C(a, f->off2, size_t);
+        if (!x != !y || (x && n != *AT_C(b, f->off2, size_t))) return false;
+        for (size_t i = 0; x && i < n; i++) {
+          if (!same_strv(x[i].user, y[i].user) || !same_strv(x[i].device_id, y[i].device_id)) return false;
+        }
+        break;
+      }
+      case TERN_F_OBJ:
+        if (!tern_fields_same(f->sub, a, b)) return false;
+        break;
+      case TERN_F_STR_OR_STRS:
+        if (!same_strv(*AT_C(a, f->off, tern_str), *AT_C(b, f->off, tern_str)) ||
+            !same_strs(AT_C(a, f->off2, tern_strs), AT_C(b, f->off2, tern_strs), false))
+          return false;
+        break;
+    }
+  }
+  return true;
 }

@@ -696,6 +696,40 @@ void tern_frame_free(tern_frame *f) {
   memset(f, 0, sizeof *f);
 }
 
+static bool same_str(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+static bool same_list(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb || !a != !b) return false;
+  for (size_t i = 0; i < na; i++) {
+    if (!same_str(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+bool tern_frame_same(const tern_frame *a, const tern_frame *b) {
+  if (a->type != b->type || a->to_invalid != b->to_invalid || a->body_len != b->body_len || a->silent != b->silent ||
+      a->seq != b->seq || a->composing != b->composing || a->ne2e != b->ne2e || !a->e2e != !b->e2e)
+    return false;
+  const char *const sa[] = {a->token,       a->id,      a->to,      a->to_raw,   a->group_id, a->body,
+                            a->media_id,    a->media_ref, a->reply_to, a->reaction_to, a->emoji, a->edit_of,
+                            a->delete_of,   a->peer,    a->device_id, a->msg_id};
+  const char *const sb[] = {b->token,       b->id,      b->to,      b->to_raw,   b->group_id, b->body,
+                            b->media_id,    b->media_ref, b->reply_to, b->reaction_to, b->emoji, b->edit_of,
+                            b->delete_of,   b->peer,    b->device_id, b->msg_id};
+  for (size_t i = 0; i < TERN_ARRAY_LEN(sa); i++) {
+    if (!same_str(sa[i], sb[i])) return false;
+  }
+  for (size_t i = 0; i < a->ne2e; i++) {
+    const tern_frame_e2e *x = &a->e2e[i], *y = &b->e2e[i];
+    if (x->type != y->type || x->body_len != y->body_len || !same_str(x->device_id, y->device_id) ||
+        !same_str(x->body, y->body))
+      return false;
+  }
+  return same_list(a->mentions, a->nmentions, b->mentions, b->nmentions) && same_list(a->ids, a->nids, b->ids, b->nids) &&
+         same_list(a->users, a->nusers, b->users, b->nusers) &&
+         same_list(a->bad_users, a->nbad_users, b->bad_users, b->nbad_users);
+}
+
 bool tern_username_normalize(const char *name, size_t len, char *out) {
   if (len > TERN_USERNAME_MAX) {
     out[0] = '\0';

@@ -183,6 +183,11 @@ void tern_frame_free(tern_frame *f);
  * that does not belong to f->type. WATCH and UNWATCH write users then bad_users. */
 int tern_frame_encode(tern_buf *out, const tern_frame *f, const tern_frame_limits *lim, tern_frame_error *err);
 
+/* True when a and b hold the same frame: the same type and the same values in every field
+ * (strings compared by content, absent only equal to absent). For tests and fuzzers: a frame
+ * decoded, encoded and decoded again must be the same. */
+bool tern_frame_same(const tern_frame *a, const tern_frame *b);
+
 /* Lower-cases name into out (out needs TERN_USERNAME_MAX + 1 bytes) and checks 3–32 chars of
  * [a-z0-9_.-]. Returns true when valid. Lower-casing is ASCII only. When len > 32, out is "";
  * otherwise out holds the lower-cased name (NUL-terminated) even when it is invalid. */
