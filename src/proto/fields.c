@@ -15,6 +15,9 @@
 _Static_assert(sizeof(tern_group_event) == sizeof(int), "enums are int-sized");
 _Static_assert(sizeof(tern_receipt_status) == sizeof(int), "enums are int-sized");
 
+/* The type of a TERN_F_DEVREFS field (a typedef, so that AT_C can add its const). */
+typedef const tern_device_ref *devref_list;
+
 #define AT(base, off, type) ((type *)((char *)(base) + (off)))
 #define AT_C(base, off, type) ((const type *)((const char *)(base) + (off)))
 
@@ -37,7 +40,7 @@ static inline bool present(const tern_field *f, const void *base) {
     case TERN_F_U64_HAS: return *AT_C(base, f->off2, bool);
     case TERN_F_ENUM: return *AT_C(base, f->off, int) != 0;
     case TERN_F_STRS: return strs_present(AT_C(base, f->off, tern_strs));
-    case TERN_F_DEVREFS: return *AT_C(base, f->off, const tern_device_ref *) != NULL;
+    case TERN_F_DEVREFS: return *AT_C(base, f->off, devref_list) != NULL;
     case TERN_F_OBJ: return obj_present(f, base);
     case TERN_F_STR_OR_STRS:
       return AT_C(base, f->off, tern_str)->p || strs_present(AT_C(base, f->off2, tern_strs));
@@ -83,7 +86,7 @@ static void put_value(tern_buf *out, const tern_field *f, const void *base) {
     }
     case TERN_F_STRS: put_strs(out, AT_C(base, f->off, tern_strs)); break;
     case TERN_F_DEVREFS: {
-      const tern_device_ref *v = *AT_C(base, f->off, const tern_device_ref *);
+      const tern_device_ref *v = *AT_C(base, f->off, devref_list);
       size_t n = *AT_C(base, f->off2, size_t);
       tern_buf_putc(out, '[');
       for (size_t i = 0; v && i < n; i++) {
@@ -390,7 +393,7 @@ bool tern_fields_same(const tern_field *table, const void *a, const void *b) {
         if (!same_strs(AT_C(a, f->off, tern_strs), AT_C(b, f->off, tern_strs), req)) return false;
         break;
       case TERN_F_DEVREFS: {
-        const tern_device_ref *x = *AT_C(a, f->off, const tern_device_ref *), *y = *AT_C(b, f->off, const tern_device_ref *);
+        const tern_device_ref *x = *AT_C(a, f->off, devref_list), *y = *AT_C(b, f->off, devref_list);
         size_t n = *AT_C(a, f->off2, size_t);
         if (!x != !y || (x && n != *AT_C(b, f->off2, size_t))) return false;
         for (size_t i = 0; x && i < n; i++) {
