@@ -225,11 +225,18 @@ static int rd_str(tern_fields_reader *r, const char *key, const cJSON *it, tern_
   return 0;
 }
 
+/* An array's entries, size bytes each, allocated in the doc (zeroed); NULL when it is no array. */
+static void *rd_array(tern_fields_reader *r, const cJSON *it, size_t size, size_t *n) {
+  if (!cJSON_IsArray(it)) return NULL;
+  *n = 0;
+  for (const cJSON *e = it->child; e; e = e->next) ++*n;
+  return rd_alloc(r, *n, size);
+}
+
 static int rd_strs(tern_fields_reader *r, const char *key, const cJSON *it, tern_strs *out) {
-  if (!cJSON_IsArray(it)) return rd_fail(r, "%s must be an array", key);
-  size_t n = 0;
-  for (const cJSON *e = it->child; e; e = e->next) n++;
-  tern_str *v = rd_alloc(r, n, sizeof *v);
+  size_t n;
+  tern_str *v = rd_array(r, it, sizeof *v, &n);
+  if (!v) return rd_fail(r, "%s must be an array", key);
   size_t i = 0;
   for (const cJSON *e = it->child; e; e = e->next, i++) {
     int rc = rd_str(r, key, e, &v[i]);
@@ -243,10 +250,9 @@ static int rd_strs(tern_fields_reader *r, const char *key, const cJSON *it, tern
 
 static int rd_devrefs(tern_fields_reader *r, const char *key, const cJSON *it, const tern_device_ref **out,
                       size_t *count) {
-  if (!cJSON_IsArray(it)) return rd_fail(r, "%s must be an array", key);
-  size_t n = 0;
-  for (const cJSON *e = it->child; e; e = e->next) n++;
-  tern_device_ref *v = rd_alloc(r, n, sizeof *v);
+  size_t n;
+  tern_device_ref *v = rd_array(r, it, sizeof *v, &n);
+  if (!v) return rd_fail(r, "%s must be an array", key);
   size_t i = 0;
   for (const cJSON *e = it->child; e; e = e->next, i++) {
     if (!cJSON_IsObject(e)) return rd_fail(r, "%s entries must be objects", key);
