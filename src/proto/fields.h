@@ -74,9 +74,9 @@ void tern_fields_defaults(const tern_field *table, void *base);
 /* Reads obj's fields of table into base: 0, or -EBADMSG with r->msg filled. */
 int tern_fields_decode(tern_fields_reader *r, const struct cJSON *obj, const tern_field *table, void *base);
 
-/* True when a and b hold the same values in the fields of table, where "the same" is what the
- * wire can tell apart: every negative optional number is absent, and so is an empty required
- * list (written [] either way). */
+/* True when a and b hold the same values in the fields of table (nested objects' fields
+ * included), where the values the writer writes alike count as the same: every negative
+ * optional number is absent, and so is an empty required list (written [] either way). */
 bool tern_fields_same(const tern_field *table, const void *a, const void *b);
 
 /* The table of an envelope type (envelope.c), or NULL for another type. */
