@@ -7,20 +7,11 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "proto/event.h"
-#include "t.h"
+#include "proto_t.h"
 
 /* The deprecated writers are compared with the new one here. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
-#define S(lit) ((tern_str){(lit), sizeof(lit) - 1})
-
-static void expect_bytes(const tern_buf *b, const char *want, int line) {
-  if (b->len != strlen(want) || memcmp(b->data, want, b->len) != 0) {
-    fprintf(stderr, "  FAIL line %d:\n    got  %.*s\n    want %s\n", line, (int)b->len, b->data, want);
-    t_failed_checks++;
-  }
-}
-#define BYTES(b, want) expect_bytes((b), (want), __LINE__)
 
 /* Writes e, checks the bytes, reads them back as a client and compares with e. */
 static void round_trip(const tern_envelope *e, const char *want, int line) {

@@ -7,17 +7,8 @@
 
 #include "base/buf.h"
 #include "proto/event.h"
-#include "t.h"
+#include "proto_t.h"
 
-#define S(lit) ((tern_str){(lit), sizeof(lit) - 1})
-
-static void expect_bytes(const tern_buf *b, const char *want, int line) {
-  if (b->len != strlen(want) || memcmp(b->data, want, b->len) != 0) {
-    fprintf(stderr, "  FAIL line %d:\n    got  %.*s\n    want %s\n", line, (int)b->len, b->data, want);
-    t_failed_checks++;
-  }
-}
-#define BYTES(b, want) expect_bytes((b), (want), __LINE__)
 
 static bool eq(tern_str s, const char *want) { return want ? (s.p && s.n == strlen(want) && memcmp(s.p, want, s.n) == 0) : !s.p; }
 #define CHECK_STRV(s, want) CHECK(eq((s), (want)))
