@@ -103,3 +103,14 @@ void tern_idgen_next(tern_idgen *g, int64_t ts, char out[TERN_MSG_ID_LEN + 1]) {
     for (int d = digits[i] - 1; d >= 0; d--) *p++ = hex[(parts[i] >> (4 * d)) & 0xf];
   *p = '\0';
 }
+
+bool tern_bucket_take(tern_rate_bucket *b, double rate, double burst, double n) {
+  int64_t now = tern_now_ms();
+  if (b->at == 0) b->tokens = burst; /* a new bucket starts full */
+  else b->tokens += (double)(now - b->at) * rate / 1000.0;
+  if (b->tokens > burst) b->tokens = burst;
+  b->at = now;
+  if (b->tokens < n) return false;
+  b->tokens -= n;
+  return true;
+}

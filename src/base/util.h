@@ -39,6 +39,14 @@ void tern_idgen_init(tern_idgen *g, unsigned worker);
 /* Writes the next id for time ts (ms) and a NUL into out. */
 void tern_idgen_next(tern_idgen *g, int64_t ts, char out[TERN_MSG_ID_LEN + 1]);
 
+/* A token bucket: `burst` deep, refilled at `rate` per second; a zeroed one starts full. */
+typedef struct tern_rate_bucket {
+  double tokens; /* what is left */
+  int64_t at;    /* ms of the last refill; 0 = never used */
+} tern_rate_bucket;
+/* Takes n tokens when there are that many (true); false leaves the bucket as it was. */
+bool tern_bucket_take(tern_rate_bucket *b, double rate, double burst, double n);
+
 #define TERN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TERN_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define TERN_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -880,18 +880,60 @@ static void print_ids(const tern_client_event *ev) {
   for (size_t i = 0; i < ev->n_msg_ids; i++) printf("%s%s", i ? " " : "", ev->msg_ids[i]);
 }
 
+/* A view's text (proto's decoded strings are NUL-terminated). */
+static const char *sv(tern_str s) { return s.p ? s.p : "?"; }
+
+static void print_list(const tern_strs *l) {
+  for (size_t i = 0; i < l->n; i++) printf("%s%s", i ? ", " : "", sv(tern_strs_at(l, i)));
+}
+
+/* What a v1.1 message carries besides text and media, before its text. */
+static void print_msg_extras(const tern_envelope *e) {
+  if (e->reply_to.p) printf("(reply to %s) ", e->reply_to.p);
+  if (e->edit_of.p) printf("(edit of %s) ", e->edit_of.p);
+  if (e->reaction_to.p) {
+    if (e->reaction_emoji.n) printf("reacted %s to %s", e->reaction_emoji.p, e->reaction_to.p);
+    else printf("removed a reaction to %s", e->reaction_to.p);
+  }
+  if (e->delete_of.p) printf("deleted %s", e->delete_of.p);
+  /* This client has no Signal session: it can say that a ciphertext came, not what it says. */
+  if (e->e2e_type) printf("[encrypted message]%s", e->media_ref.p ? " [encrypted attachment]" : "");
+}
+
 static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date) {
   char when[32];
   tern_cli_format_time(ev->ts, with_date, when, sizeof when);
   const char *from = ev->from ? ev->from : "?";
-  if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
+  if (ev->group_id) printf("[%s] %s → #%s: ", when, from, ev->group_id);
+  else if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
   else printf("[%s] %s: ", when, from);
+  print_msg_extras(&ev->frame.env);
   if (ev->media_id) {
     char img[160];
     tern_client_format_media(ev, img, sizeof img);
     printf("%s%s", img, ev->body ? " " : "");
   }
   if (ev->body) fwrite(ev->body, 1, ev->body_len, stdout);
+}
+
+/* A group change or a decryption failure, one line. */
+static void print_envelope_event(const tern_client_event *ev) {
+  char when[32];
+  tern_cli_format_time(ev->ts, true, when, sizeof when);
+  const tern_envelope *e = &ev->frame.env;
+  if (ev->type == TERN_CLIENT_EV_DECRYPT_ERROR) {
+    printf("[%s] %s could not decrypt %s (their device %s)\n", when, sv(e->from), sv(e->msg_id), sv(e->from_device));
+    return;
+  }
+  const char *event = tern_group_event_name(e->event);
+  printf("[%s] #%s: %s %s", when, sv(e->group_id), sv(e->by), event ? event : "changed the group");
+  if (e->name.p) printf(" \"%s\"", e->name.p);
+  if (e->users.n) {
+    printf(" (");
+    print_list(&e->users);
+    printf(")");
+  }
+  printf("\n");
 }
 
 static void listen_event(session *s, const tern_client_event *ev) {
@@ -911,6 +953,12 @@ static void listen_event(session *s, const tern_client_event *ev) {
           print_msg_line(ev, me, true);
           printf(" (msg_id %s)\n", ev->msg_id ? ev->msg_id : "?");
           st->got++;
+        } else if (ev->group_id) {
+          printf(ev->read ? "read in #%s by " : "✓✓ delivered in #%s to ", ev->group_id);
+          print_list(&ev->frame.env.by_list);
+          printf(": ");
+          print_ids(ev);
+          printf("\n");
         } else if (ev->by && strcmp(ev->by, me) == 0) {
           printf("read on another device of yours (from %s): ", ev->from ? ev->from : "?");
           print_ids(ev);
@@ -926,6 +974,27 @@ static void listen_event(session *s, const tern_client_event *ev) {
       if (s->c->count && st->got >= s->c->count) session_quit(s, 0);
       break;
     }
+    case TERN_CLIENT_EV_GROUP:
+    case TERN_CLIENT_EV_DECRYPT_ERROR: {
+      bool repeat = ev->seq && ev->seq <= st->last_seq;
+      if (ev->seq > st->last_seq) st->last_seq = ev->seq;
+      if (!repeat) {
+        print_envelope_event(ev);
+        fflush(stdout);
+      }
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
+      break;
+    }
+    case TERN_CLIENT_EV_PROFILE:
+      printf("%s is now \"%s\"%s%s\n", ev->user ? ev->user : "?", ev->frame.display_name.p ? ev->frame.display_name.p : "",
+             ev->frame.avatar.p ? " with avatar " : "", ev->frame.avatar.p ? ev->frame.avatar.p : "");
+      fflush(stdout);
+      break;
+    case TERN_CLIENT_EV_UNKNOWN:
+      /* Not acked: what could not be read stays on the server for a client that can. */
+      if (ev->malformed) complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
+                                  ev->frame.type_name.p, ev->malformed);
+      break;
     case TERN_CLIENT_EV_ERROR:
       complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
       break;

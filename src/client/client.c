@@ -427,8 +427,17 @@ static void upgrade_done(tern_client_conn *k) {
   uv_timer_stop(&k->timer);
   k->state = ST_OPEN;
   if (k->token) {
-    tern_client_frame_auth(&k->c->scratch, k->token);
-    queue_scratch(k);
+    tern_frame f = {.type = TERN_FRAME_AUTH, .token = k->token};
+    /* A token proto refuses (too long, not UTF-8) goes out empty: the server's answer is the
+     * same (unauthorized, then close 4001), and that answer is what the caller expects. */
+    tern_buf_reset(&k->c->scratch);
+    tern_frame_error err;
+    if (tern_frame_encode(&k->c->scratch, &f, NULL, &err) == 0) {
+      queue_scratch(k);
+    } else {
+      static const char empty[] = "{\"type\":\"auth\",\"token\":\"\"}";
+      queue_frame(k, TERN_WS_OP_TEXT, empty, sizeof empty - 1);
+    }
     memset(k->token, 0, strlen(k->token));
     tern_free(k->token);
     k->token = NULL;
@@ -585,65 +594,73 @@ void *tern_client_conn_arg(const tern_client_conn *k) { return k->arg; }
 
 void tern_client_conn_set_arg(tern_client_conn *k, void *arg) { k->arg = arg; }
 
-int tern_client_send(tern_client_conn *k, const char *id, const char *to, const char *body, size_t body_len,
-                     const char *media_id) {
-  if (!k || !id || !to || (!body && !media_id)) return -EINVAL;
+/* Every sender comes here: proto writes the frame (after the server's own checks) into the
+ * context's scratch buffer, which is then framed into the connection. */
+int tern_client_send_frame(tern_client_conn *k, const tern_frame *f, tern_frame_error *err) {
+  tern_frame_error spare;
+  if (!k || !f) return -EINVAL;
   if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_send(&k->c->scratch, id, to, body, body_len, media_id);
+  tern_buf_reset(&k->c->scratch);
+  int rc = tern_frame_encode(&k->c->scratch, f, NULL, err ? err : &spare);
+  if (rc) return rc;
   queue_scratch(k);
   return 0;
 }
 
+/* The v1 shorthands fill a tern_frame with the caller's strings. tern_frame's fields are not
+ * const because a decoded frame owns them; the encoder only reads them, so the casts below
+ * never lead to a write. */
+
+int tern_client_send(tern_client_conn *k, const char *id, const char *to, const char *body, size_t body_len,
+                     const char *media_id) {
+  if (!k || !id || !to || (!body && !media_id)) return -EINVAL;
+  tern_frame f = {.type = TERN_FRAME_SEND,
+                  .id = (char *)id,
+                  .to = (char *)to,
+                  .body = (char *)body,
+                  .body_len = body ? body_len : 0,
+                  .media_id = (char *)media_id};
+  return tern_client_send_frame(k, &f, NULL);
+}
+
 int tern_client_ack(tern_client_conn *k, uint64_t seq) {
-  if (!k) return -EINVAL;
-  if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_ack(&k->c->scratch, seq);
-  queue_scratch(k);
-  return 0;
+  tern_frame f = {.type = TERN_FRAME_ACK, .seq = seq};
+  return tern_client_send_frame(k, &f, NULL);
 }
 
 int tern_client_read(tern_client_conn *k, const char *peer, const char *const *msg_ids, size_t n) {
   if (!k || !peer || (n && !msg_ids)) return -EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!msg_ids[i]) return -EINVAL;
-  if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_read(&k->c->scratch, peer, msg_ids, n);
-  queue_scratch(k);
-  return 0;
+  tern_frame f = {.type = TERN_FRAME_READ, .peer = (char *)peer, .ids = (char **)msg_ids, .nids = n};
+  return tern_client_send_frame(k, &f, NULL);
 }
 
-static int send_users(tern_client_conn *k, const char *type, const char *const *users, size_t n) {
+static int send_users(tern_client_conn *k, tern_frame_type type, const char *const *users, size_t n) {
   if (!k || (n && !users)) return -EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!users[i]) return -EINVAL;
-  if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_users(&k->c->scratch, type, users, n);
-  queue_scratch(k);
-  return 0;
+  tern_frame f = {.type = type, .users = (char **)users, .nusers = n};
+  return tern_client_send_frame(k, &f, NULL);
 }
 
 int tern_client_watch(tern_client_conn *k, const char *const *users, size_t n) {
-  return send_users(k, "watch", users, n);
+  return send_users(k, TERN_FRAME_WATCH, users, n);
 }
 
 int tern_client_unwatch(tern_client_conn *k, const char *const *users, size_t n) {
-  return send_users(k, "unwatch", users, n);
+  return send_users(k, TERN_FRAME_UNWATCH, users, n);
 }
 
 int tern_client_typing(tern_client_conn *k, const char *to, bool composing) {
   if (!k || !to) return -EINVAL;
-  if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_typing(&k->c->scratch, to, composing);
-  queue_scratch(k);
-  return 0;
+  tern_frame f = {.type = TERN_FRAME_TYPING, .to = (char *)to, .composing = composing};
+  return tern_client_send_frame(k, &f, NULL);
 }
 
 int tern_client_ping(tern_client_conn *k) {
-  if (!k) return -EINVAL;
-  if (k->state != ST_OPEN) return -ENOTCONN;
-  tern_client_frame_ping(&k->c->scratch);
-  queue_scratch(k);
-  return 0;
+  tern_frame f = {.type = TERN_FRAME_PING};
+  return tern_client_send_frame(k, &f, NULL);
 }
 
 int tern_client_send_raw(tern_client_conn *k, const void *data, size_t len) {

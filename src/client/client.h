@@ -33,6 +33,9 @@
 
 #include <uv.h>
 
+#include "proto/event.h"
+#include "proto/frame.h"
+
 struct cJSON;
 
 #define TERN_CLIENT_DEFAULT_SERVER "http://127.0.0.1:8080"
@@ -124,7 +127,8 @@ void tern_client_response_free(tern_client_response *r); /* frees body and json,
  * naming what failed. */
 void tern_client_response_fail(tern_client_response *r, int err, const char *what);
 /* Makes cJSON allocate through base/alloc.h (the library does this itself; a program that
- * parses JSON before making a context calls it first). Idempotent. */
+ * parses JSON before making a context calls it first). Idempotent and thread-safe: it is
+ * proto's tern_proto_init. */
 void tern_client_json_hooks(void);
 
 /* The API calls of PROTOCOL.md section 2 and 6. device may be NULL. */
@@ -197,8 +201,15 @@ typedef enum tern_client_event_type {
   TERN_CLIENT_EV_PRESENCE, /* user, online, last_seen */
   TERN_CLIENT_EV_TYPING,   /* from, composing */
   TERN_CLIENT_EV_PONG,     /* server_time */
-  TERN_CLIENT_EV_UNKNOWN,  /* a frame of another type, or not a JSON object: see raw/json */
+  TERN_CLIENT_EV_UNKNOWN,  /* a frame of another type, or not a JSON object, or a frame of a
+                              known type that breaks proto's rules (malformed says why; seq
+                              is set when it is an envelope whose seq could be read): see
+                              raw/json */
   TERN_CLIENT_EV_CLOSED,   /* the last event: close_code, err, http_status, message */
+  /* v1.1 (their fields, and the v1.1 fields of the others, are in frame). */
+  TERN_CLIENT_EV_GROUP,    /* seq, group_id, by, ts; frame.env: event, name, description, users */
+  TERN_CLIENT_EV_DECRYPT_ERROR, /* seq, from, from_device, msg_id, ts */
+  TERN_CLIENT_EV_PROFILE,  /* user; frame: display_name, avatar */
 } tern_client_event_type;
 
 /* One server frame, parsed. Pointers are valid during the callback only. Fields that do not
@@ -210,12 +221,14 @@ typedef struct tern_client_event {
   struct cJSON *json;        /* the parsed frame, NULL for CLOSED (and unparseable frames) */
   uint64_t seq;              /* MSG, RECEIPT, SYNCED */
   const char *id;            /* SENT, ERROR: the client id */
-  const char *msg_id;        /* MSG, SENT */
-  const char *from;          /* MSG, RECEIPT, TYPING */
-  const char *from_device;   /* MSG */
-  const char *to;            /* MSG */
-  const char *by;            /* RECEIPT */
-  const char *user;          /* READY, PRESENCE, ERROR (no_such_user on watch) */
+  const char *msg_id;        /* MSG, SENT, DECRYPT_ERROR */
+  const char *from;          /* MSG, RECEIPT, TYPING, DECRYPT_ERROR */
+  const char *from_device;   /* MSG, DECRYPT_ERROR */
+  const char *to;            /* MSG (1:1; NULL in a group) */
+  const char *group_id;      /* MSG, RECEIPT, TYPING in a group; GROUP; else NULL */
+  const char *by;            /* RECEIPT (1:1; a group receipt's list is frame.env.by_list),
+                                GROUP */
+  const char *user;          /* READY, PRESENCE, ERROR (no_such_user on watch), PROFILE */
   const char *device_id;     /* READY */
   const char *body;          /* MSG, or NULL when it carries media only */
   size_t body_len;
@@ -229,7 +242,7 @@ typedef struct tern_client_event {
   bool read;                 /* RECEIPT: "read" (true) or "delivered" (false) */
   bool online;               /* PRESENCE */
   bool composing;            /* TYPING: "composing" (true) or "paused" (false) */
-  int64_t ts;                /* MSG, RECEIPT, SENT: ms */
+  int64_t ts;                /* MSG, RECEIPT, SENT, GROUP, DECRYPT_ERROR: ms */
   int64_t server_time;       /* READY, PONG: ms */
   int64_t last_seen;         /* PRESENCE: ms, -1 when null or online */
   const char *code;          /* ERROR: protocol error code */
@@ -240,6 +253,12 @@ typedef struct tern_client_event {
   int err;                   /* CLOSED: 0, or why the connection failed (UV_ECONNREFUSED,
                                 UV_ETIMEDOUT, -EPROTO for a refused upgrade, ...) */
   int http_status;           /* CLOSED: the status when the upgrade was refused, else 0 */
+  const char *malformed;     /* UNKNOWN: why a frame of a known type was refused, else NULL */
+  /* The whole frame as proto decoded it (proto/event.h), with every v1.1 field; its strings
+   * are NUL-terminated. Zero for OPEN, CLOSED and binary frames. */
+  tern_event frame;
+  tern_event_doc doc;        /* private: what frame and the strings above point into */
+  char why[160];             /* private: malformed's text */
 } tern_client_event;
 
 typedef void (*tern_client_event_cb)(tern_client_conn *conn, const tern_client_event *ev, void *arg);
@@ -270,9 +289,12 @@ size_t tern_client_outbound(const tern_client_conn *conn);
 void *tern_client_conn_arg(const tern_client_conn *conn);
 void tern_client_conn_set_arg(tern_client_conn *conn, void *arg);
 
-/* Frame helpers. Each appends one frame and returns 0, or -ENOTCONN when the connection is
- * not open, or -EINVAL for a NULL argument. Values are JSON-escaped here; the server
- * validates them. Send only after READY: the server refuses frames before auth. */
+/* Frame helpers (v1 shorthands for tern_client_send_frame). Each appends one frame and
+ * returns 0, or -ENOTCONN when the connection is not open, or -EINVAL for a NULL argument or
+ * for a frame the server would refuse as bad_request or too_large (proto checks it before
+ * writing, as the server does after reading; a name that is no username is still sent, the
+ * server answers no_such_user). Send only after READY: the server refuses frames before
+ * auth. */
 int tern_client_send(tern_client_conn *conn, const char *id, const char *to, const char *body, size_t body_len,
                      const char *media_id); /* body may be NULL when media_id is set */
 int tern_client_ack(tern_client_conn *conn, uint64_t seq);
@@ -281,6 +303,10 @@ int tern_client_watch(tern_client_conn *conn, const char *const *users, size_t n
 int tern_client_unwatch(tern_client_conn *conn, const char *const *users, size_t n);
 int tern_client_typing(tern_client_conn *conn, const char *to, bool composing);
 int tern_client_ping(tern_client_conn *conn); /* the app-level {"type":"ping"} */
+/* Any client frame, v1.1 included (groups, e2e, reactions, edits, deletes, decrypt_error):
+ * proto's tern_frame_encode checks f as the server would and writes it. Returns 0,
+ * -ENOTCONN, or -EINVAL with *err filled as the server would answer (err may be NULL). */
+int tern_client_send_frame(tern_client_conn *conn, const tern_frame *f, tern_frame_error *err);
 /* Any text frame (tests, benchmarks, new frame types). */
 int tern_client_send_raw(tern_client_conn *conn, const void *data, size_t len);
 

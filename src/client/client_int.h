@@ -91,20 +91,11 @@ void tern_client_response_from_parser(tern_client_response *r, tern_client_http_
 /* Closes every running request without callbacks (context freeing). */
 void tern_client_http_abort_all(tern_client *c);
 
-/* ---- frames ---- */
+/* ---- server frames ---- */
 
-/* Each appends one client → server JSON frame to out. */
-void tern_client_frame_auth(tern_buf *out, const char *token);
-void tern_client_frame_send(tern_buf *out, const char *id, const char *to, const char *body, size_t body_len,
-                            const char *media_id);
-void tern_client_frame_ack(tern_buf *out, uint64_t seq);
-void tern_client_frame_read(tern_buf *out, const char *peer, const char *const *ids, size_t n);
-void tern_client_frame_users(tern_buf *out, const char *type, const char *const *users, size_t n);
-void tern_client_frame_typing(tern_buf *out, const char *to, bool composing);
-void tern_client_frame_ping(tern_buf *out);
-
-/* Parses one server frame into ev (type UNKNOWN when it is not one we know). Always fills ev;
- * release it with tern_client_event_clear. */
+/* Decodes one server frame with proto's tern_event_decode and fills the event's flat fields
+ * from it (type UNKNOWN when it is not one we know, or malformed). Always fills ev; release
+ * it with tern_client_event_clear. */
 void tern_client_event_parse(const char *json, size_t len, tern_client_event *ev);
 void tern_client_event_clear(tern_client_event *ev);
 

@@ -19,6 +19,7 @@
 #include "net/server.h"
 #include "net/webroot.h"
 #include "proto/frame.h"
+#include "proto/wire.h"
 #include "push/push.h"
 #include "store/store.h"
 
@@ -154,6 +155,8 @@ out:
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* cJSON allocates through base/alloc.h from the first parse on, in every thread. */
+  tern_proto_init();
   tern_config cfg;
   tern_config_defaults(&cfg);
   bool help = false;

@@ -16,6 +16,7 @@
 #include "core/groups.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
+#include "core/receipts.h"
 #include "core/session.h"
 #include "core/wsjson.h"
 #include "media/media.h"
@@ -151,7 +152,9 @@ static void on_stop_tick(uv_timer_t *t) {
 static void on_synced_for_stop(tern_store_op *op) {
   tern_app *a = op->arg;
   /* Every send that arrived before the signal has been answered now (completions run in
-   * order): close the connections, then wait for the store to take the last seen writes. */
+   * order): merged receipts go out, the connections close, then the store takes the last
+   * seen writes. */
+  tern_receipts_flush(a);
   tern_net_close_all(a->net, TERN_WS_CLOSE_GOING_AWAY, "server shutting down");
   a->stop_deadline = tern_now_ms() + SHUTDOWN_GRACE_MS;
   uv_timer_start(&a->stop_timer, on_stop_tick, 10, 10);
@@ -225,7 +228,7 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     tern_free(a);
     return r;
   }
-  a->dir = tern_dir_new_memory((double)cfg->limits_send_burst);
+  a->dir = tern_dir_new_memory();
   a->groups = tern_groups_new();
   tern_idgen_init(&a->ids, worker);
   uv_timer_init(loop, &a->persist_timer);
@@ -317,6 +320,7 @@ void tern_app_close(tern_app *a) {
   a->push = NULL;
   tern_mediaglue_close(a);
   if (a->timers_started) close_handles(a);
+  tern_receipts_free(a);
   tern_store_port_close(a->port);
   a->port = NULL;
 }
@@ -327,6 +331,7 @@ void tern_app_free(tern_app *a) {
   tern_dir_free(a->dir);
   tern_buf_free(&a->scratch);
   tern_buf_free(&a->record);
+  for (size_t i = 0; i < TERN_ARRAY_LEN(a->lists); i++) tern_buf_free(&a->lists[i]);
   tern_buf_free(&a->kv_doomed);
   tern_free(a);
 }

@@ -48,6 +48,9 @@ typedef struct tern_metrics {
   uint64_t envelopes_delivered;  /* envelopes written to a device's connection */
   uint64_t receipts_delivered;   /* delivered receipts made */
   uint64_t receipts_read;        /* read receipts made */
+  uint64_t group_messages;       /* group sends made durable */
+  uint64_t fanout_direct;        /* envelopes appended for 1:1 messages */
+  uint64_t fanout_group;         /* envelopes appended for group messages */
   tern_hist send_to_sent;        /* send frame received → sent written */
 } tern_metrics;
 
@@ -59,6 +62,7 @@ typedef struct tern_app {
   tern_store_port *port;        /* this loop's connection to it */
   tern_dir *dir;                /* users, devices, tokens */
   struct tern_groups *groups;   /* groups (groups.h) */
+  struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
   struct tern_web *web;         /* the static web client (may serve nothing) */
   struct tern_push *push;       /* push providers (those configured) */
@@ -68,6 +72,7 @@ typedef struct tern_app {
   tern_metrics metrics;         /* counters */
   tern_buf scratch;             /* the endpoint's encoding of one frame (wsjson.c) */
   tern_buf record;              /* the router's envelope record being built */
+  tern_buf lists[4];            /* the endpoint's lists of one envelope (wsjson.c) */
   uv_timer_t persist_timer;     /* last seen persistence */
   uv_timer_t sweep_timer;       /* store sweep and device expiry */
   uv_timer_t pace_timer;        /* resumes drains waiting for outbound space */

@@ -158,11 +158,10 @@ static const tern_dir_ops memdir_ops = {
     .free = m_free,
 };
 
-tern_dir *tern_dir_new_memory(double send_burst) {
+tern_dir *tern_dir_new_memory(void) {
   tern_dir *d = TERN_NEW(tern_dir);
   d->ops = &memdir_ops;
   d->self = TERN_NEW(memdir);
-  d->send_burst = send_burst;
   return d;
 }
 
@@ -174,12 +173,7 @@ void tern_dir_free(tern_dir *d) {
 
 /* ---- helpers over any implementation ---------------------------------------------------------- */
 
-tern_user *tern_dir_add_user(tern_dir *d, const char *name) {
-  tern_user *u = d->ops->add_user(d->self, name);
-  u->tokens = d->send_burst;
-  u->tokens_at = tern_now_ms();
-  return u;
-}
+tern_user *tern_dir_add_user(tern_dir *d, const char *name) { return d->ops->add_user(d->self, name); }
 
 void tern_dir_remove_user(tern_dir *d, tern_user *u) { d->ops->remove_user(d->self, u); }
 

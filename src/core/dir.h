@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/util.h"
 #include "proto/frame.h"
 
 #define TERN_DEVICE_ID_LEN 24 /* hex chars of 96 random bits */
@@ -41,8 +42,8 @@ struct tern_user {
   tern_device *devices;             /* list via next_in_user */
   int ndevices;                     /* length of devices */
   int online;                       /* authenticated sessions right now */
-  double tokens;                    /* send rate limit bucket */
-  int64_t tokens_at;                /* ms of the last refill */
+  tern_rate_bucket send_bucket;     /* limits.send_rate */
+  tern_rate_bucket fanout_bucket;   /* limits.fanout_rate (group recipient devices) */
   tern_session **watchers;          /* sessions watching this user */
   size_t nwatchers, watchers_cap;
   tern_group **groups;              /* groups this user is a member of (groups.c keeps it) */
@@ -88,11 +89,10 @@ typedef struct tern_dir_ops {
 typedef struct tern_dir {
   const tern_dir_ops *ops; /* the implementation */
   void *self;              /* its state */
-  double send_burst;       /* a new user's send bucket starts full */
 } tern_dir;
 
 /* The in-memory directory. */
-tern_dir *tern_dir_new_memory(double send_burst);
+tern_dir *tern_dir_new_memory(void);
 void tern_dir_free(tern_dir *d);
 
 static inline tern_user *tern_dir_user(tern_dir *d, const char *name) { return d->ops->user(d->self, name); }

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/event.h"
 #include "store/envelope.h"
 
 /* Why a session ends its connection (each endpoint maps these to its protocol: WebSocket
@@ -39,19 +40,13 @@ typedef struct tern_sent_info {
   const char *const *skipped; size_t nskipped; /* group sends: members all of whose devices missed it */
 } tern_sent_info;
 
-/* A device named in a devices_changed error. */
-typedef struct tern_device_ref {
-  const char *user;
-  const char *device_id;
-} tern_device_ref;
-
 /* An error answer; the connection stays open. */
 typedef struct tern_error_info {
   const char *id;          /* the client id it answers, or NULL */
   const char *code;        /* the protocol's code, "no_such_user" */
   const char *message;     /* a human sentence */
   const char *user;        /* the user it is about (watch), or NULL */
-  const tern_device_ref *missing; size_t nmissing; /* devices_changed */
+  const tern_device_ref *missing; size_t nmissing; /* devices_changed (proto/event.h's type) */
   const tern_device_ref *extra; size_t nextra;
 } tern_error_info;
 

@@ -1,6 +1,8 @@
 /* metrics: Prometheus text exposition of PROTOCOL.md section 9. */
 #include "core/metrics.h"
 
+#include "core/groups.h"
+
 #include <string.h>
 
 #include "media/media.h"
@@ -60,6 +62,13 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
         a->media ? tern_media_bytes(a->media) : 0);
   tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
   if (a->push) tern_push_metrics_render(a->push, b);
+  gauge(b, "tern_groups", "Groups that exist.", (int64_t)tern_groups_count(a->groups));
+  counter(b, "tern_group_messages_total", "Group messages made durable and answered with sent.", m->group_messages);
+  tern_buf_puts(b, "# HELP tern_fanout_envelopes_total Envelopes appended for messages, by kind of send.\n"
+                   "# TYPE tern_fanout_envelopes_total counter\n");
+  tern_buf_printf(b, "tern_fanout_envelopes_total{kind=\"direct\"} %llu\n", (unsigned long long)m->fanout_direct);
+  tern_buf_printf(b, "tern_fanout_envelopes_total{kind=\"group\"} %llu\n", (unsigned long long)m->fanout_group);
+  gauge(b, "tern_shared_bodies", "Group message bodies stored right now (each once).", tern_store_shared_bodies(a->store));
   gauge(b, "tern_users", "Registered users.", (int64_t)tern_dir_nusers(a->dir));
   gauge(b, "tern_devices", "Devices (logins) that exist.", (int64_t)tern_dir_ndevices(a->dir));
   tern_store_commit_hist ch;

@@ -4,6 +4,8 @@
 
 #include "core/presence.h"
 
+#include "core/groups.h"
+
 #include "base/alloc.h"
 #include "base/util.h"
 
@@ -92,6 +94,23 @@ void tern_presence_changed(tern_app *a, tern_user *u) {
 }
 
 void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
+  tern_user *me = s->dev->user;
+  if (f->group_id) {
+    tern_group *grp = tern_groups_get(a->groups, f->group_id);
+    if (!grp || !tern_group_member(grp, me)) {
+      tern_session_error(s, NULL, "no_such_group", "there is no such group, or you are not a member", NULL);
+      return;
+    }
+    for (size_t i = 0; i < grp->nmembers; i++) {
+      tern_user *u = grp->members[i].user;
+      if (u == me) continue;
+      for (tern_device *d = u->devices; d; d = d->next_in_user) {
+        tern_session *t = d->session;
+        if (t && t->ep) t->ep_ops->typing(t->ep, me->name, grp->id, f->composing);
+      }
+    }
+    return;
+  }
   tern_user *to = f->to_invalid || !f->to ? NULL : tern_dir_user(a->dir, f->to);
   if (!to || to->pending) {
     no_such_user(s, f->to ? f->to : f->to_raw);

@@ -9,6 +9,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/groups.h"
 #include "core/pushglue.h"
 #include "media/media.h"
 
@@ -23,6 +24,7 @@ typedef struct send_ctx {
   char *body;             /* a copy for push previews, or NULL */
   size_t body_len;
   int64_t ts;             /* message time */
+  bool silent;            /* the send asked for no push */
   uint64_t received_ns;   /* when the request arrived, for tern_send_to_sent_seconds */
 } send_ctx;
 
@@ -64,6 +66,18 @@ static void send_sent(tern_session *s, const char *id, const char *msg_id, int64
   s->ep_ops->sent(s->ep, &si);
 }
 
+/* A send carries something this server does not handle yet (encryption, reactions, edits,
+ * deletes): refused whole rather than stored without its meaning. */
+static bool unsupported(tern_session *s, const tern_frame *f) {
+  const char *what = f->ne2e ? "encrypted sends" : f->reaction_to ? "reactions" : f->edit_of ? "edits"
+                   : f->delete_of ? "deletes" : NULL;
+  if (!what) return false;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s are not supported by this server yet", what);
+  tern_session_error(s, f->id, "bad_request", msg, NULL);
+  return true;
+}
+
 static void on_send_done(tern_store_op *op) {
   send_ctx *c = op->arg;
   tern_op_append *ap = tern_op_as_append(op);
@@ -72,6 +86,7 @@ static void on_send_done(tern_store_op *op) {
   switch (op->status) {
     case TERN_STORE_OK:
       a->metrics.messages_sent++;
+      a->metrics.fanout_direct += ap->ntargets;
       send_sent(s, c->id, c->msg_id, c->ts);
       tern_hist_observe(&a->metrics.send_to_sent, (double)(tern_mono_ns() - c->received_ns) / 1e9);
       break;
@@ -85,11 +100,12 @@ static void on_send_done(tern_store_op *op) {
       tern_session_error(s, c->id, "internal", "the message could not be stored", NULL);
       break;
   }
-  if (op->status == TERN_STORE_OK && c->from != c->to) {
+  if (op->status == TERN_STORE_OK && c->from != c->to && !c->silent) {
     /* only a message from another user wakes a device that has no connection */
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
-      if (d && !d->removed && !d->session && d->user == c->to) tern_pushglue_offline(a, d, c->from->name, c->body, c->body_len);
+      if (d && !d->removed && !d->session && d->user == c->to)
+        tern_pushglue_offline(a, d, c->from->name, NULL, c->body, c->body_len);
     }
   }
   tern_router_release_targets(ap);
@@ -98,20 +114,32 @@ static void on_send_done(tern_store_op *op) {
   tern_free(c);
 }
 
-/* Token bucket per user: limits.send_burst deep, refilled at limits.send_rate per second. */
+/* Sends per user: limits.send_burst deep, refilled at limits.send_rate per second. */
 static bool rate_ok(tern_app *a, tern_user *u) {
-  int64_t now = tern_now_ms();
-  double burst = (double)a->cfg->limits_send_burst;
-  u->tokens += (double)(now - u->tokens_at) * a->cfg->limits_send_rate / 1000.0;
-  if (u->tokens > burst) u->tokens = burst;
-  u->tokens_at = now;
-  if (u->tokens < 1.0) return false;
-  u->tokens -= 1.0;
+  return tern_bucket_take(&u->send_bucket, a->cfg->limits_send_rate, (double)a->cfg->limits_send_burst, 1);
+}
+
+const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f) {
+  /* The sender must own the media or have been sent it (forwarding); anything else is the
+   * same answer as an unknown id, so existence is never revealed. */
+  const tern_media_rec *mrec = a->media ? tern_media_get(a->media, f->media_id) : NULL;
+  if (!mrec || !tern_media_can_read(mrec, s->dev->user->name)) {
+    tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
+    return NULL;
+  }
+  return mrec;
+}
+
+bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
+  if (unsupported(s, f)) return false;
+  if (!rate_ok(a, s->dev->user)) {
+    tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
+    return false;
+  }
   return true;
 }
 
-/* The media fields of a message record, from the media store's record. */
-static void put_media(tern_buf *rec, const tern_media_rec *m) {
+void tern_router_put_media(tern_buf *rec, const tern_media_rec *m) {
   tern_env_put_str(rec, TERN_EF_MEDIA_ID, m->id);
   tern_env_put_str(rec, TERN_EF_MEDIA_MIME, tern_media_type_mime(m->type));
   tern_env_put_uint(rec, TERN_EF_MEDIA_SIZE, (uint64_t)m->size);
@@ -121,6 +149,10 @@ static void put_media(tern_buf *rec, const tern_media_rec *m) {
 }
 
 void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
+  if (f->group_id) {
+    tern_groupsend(a, s, f, received_ns);
+    return;
+  }
   tern_device *dev = s->dev;
   tern_user *from = dev->user;
   tern_user *to = f->to_invalid || !f->to ? NULL : tern_dir_user(a->dir, f->to);
@@ -128,20 +160,9 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     tern_session_error(s, f->id, "no_such_user", "there is no user by that name", NULL);
     return;
   }
-  /* The sender must own the media or have been sent it (forwarding); anything else is the
-   * same answer as an unknown id, so existence is never revealed. */
   const tern_media_rec *mrec = NULL;
-  if (f->media_id) {
-    mrec = a->media ? tern_media_get(a->media, f->media_id) : NULL;
-    if (!mrec || !tern_media_can_read(mrec, from->name)) {
-      tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
-      return;
-    }
-  }
-  if (!rate_ok(a, from)) {
-    tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
-    return;
-  }
+  if (f->media_id && !(mrec = tern_router_media(a, s, f))) return;
+  if (!tern_router_admit(a, s, f)) return;
   send_ctx *c = TERN_NEW(send_ctx);
   c->app = a;
   c->s = s;
@@ -151,6 +172,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_idgen_next(&a->ids, c->ts, c->msg_id);
   c->from = from;
   c->to = to;
+  c->silent = f->silent;
   if (a->cfg->push_previews && f->body) {
     c->body = tern_memdup(f->body, f->body_len);
     c->body_len = f->body_len;
@@ -167,7 +189,9 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_env_put_str(rec, TERN_EF_FROM_DEVICE, dev->id);
   tern_env_put_str(rec, TERN_EF_TO, to->name);
   if (f->body) tern_env_put(rec, TERN_EF_BODY, f->body, f->body_len);
-  if (mrec) put_media(rec, mrec);
+  if (mrec) tern_router_put_media(rec, mrec);
+  tern_env_put_str(rec, TERN_EF_REPLY_TO, f->reply_to);
+  if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
   tern_op_append *op = tern_op_append_new(on_send_done, c);
   size_t v_recipient = tern_op_append_value(op, rec->data, rec->len);
   tern_env_set_flags(rec, 0); /* the sender's other devices: no receipt */
@@ -192,140 +216,3 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_app_submit(a, &op->op);
 }
 
-/* ---- receipts ---- */
-
-static void on_receipt_done(tern_store_op *op) {
-  if (op->status != TERN_STORE_OK) TERN_ERROR("receipt not stored", "err=%s", tern_log_quote(op->err));
-  tern_router_release_targets(tern_op_as_append(op));
-}
-
-/* Appends one receipt envelope (from = the messages' sender, by = who got/read them) to the
- * sender's devices and, for reads, to the reader's other devices. */
-static void make_receipt(tern_app *a, bool read, tern_user *sender, tern_user *by, tern_device *by_dev,
-                         const char *const *ids, size_t n) {
-  int64_t ts = tern_now_ms();
-  tern_buf *rec = &a->record;
-  tern_env_begin(rec, TERN_ENV_RECEIPT, 0, ts);
-  tern_env_put_str(rec, TERN_EF_STATUS, read ? "read" : "delivered");
-  tern_env_put_str(rec, TERN_EF_FROM, sender->name);
-  tern_env_put_str(rec, TERN_EF_BY, by->name);
-  for (size_t i = 0; i < n; i++) tern_env_put_str(rec, TERN_EF_MSG_IDS, ids[i]);
-  tern_op_append *op = tern_op_append_new(on_receipt_done, a);
-  size_t vi = tern_op_append_value(op, rec->data, rec->len);
-  if (read) {
-    /* to the sender's devices, and the reader's other devices (to clear unread counters) */
-    tern_router_fanout(op, by, by_dev, sender, vi, vi, TERN_CAP_NONE);
-  } else {
-    /* to every device of the sender only (a sender with no device left has nobody to tell) */
-    tern_router_fanout(op, sender, NULL, sender, vi, vi, TERN_CAP_NONE);
-  }
-  op->now = ts;
-  if (read) a->metrics.receipts_read++;
-  else a->metrics.receipts_delivered++;
-  tern_app_submit(a, &op->op);
-}
-
-typedef struct ack_ctx {
-  tern_app *app;    /* owner */
-  tern_session *s;  /* the acking session (referenced) */
-  tern_user *by;    /* who acked */
-} ack_ctx;
-
-static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f);
-
-/* One delivered receipt per sender, listing every message this ack newly delivered, in seq
- * order. The delivered list is sorted by (sender, position), so grouping a large ack costs
- * n log n rather than the n² of comparing every pair. */
-typedef struct by_sender {
-  const char *from;   /* the message's sender */
-  const char *msg_id;
-  size_t idx;         /* position in the ack's (seq-ordered) list */
-} by_sender;
-
-static int cmp_sender(const void *x, const void *y) {
-  const by_sender *a = x, *b = y;
-  int c = strcmp(a->from, b->from);
-  return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
-}
-
-static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *op) {
-  size_t n = op->ndelivered;
-  by_sender *v = tern_malloc(n * sizeof *v);
-  for (size_t i = 0; i < n; i++) v[i] = (by_sender){op->delivered[i].from, op->delivered[i].msg_id, i};
-  if (n > 1) qsort(v, n, sizeof *v, cmp_sender);
-  const char **ids = tern_malloc(n * sizeof *ids);
-  for (size_t i = 0; i < n;) {
-    size_t j = i, k = 0;
-    while (j < n && strcmp(v[j].from, v[i].from) == 0) ids[k++] = v[j++].msg_id;
-    tern_user *sender = tern_dir_user(a->dir, v[i].from);
-    if (sender && sender != by) make_receipt(a, false, sender, by, NULL, ids, k);
-    i = j;
-  }
-  tern_free(ids);
-  tern_free(v);
-}
-
-static void on_ack_done(tern_store_op *op) {
-  ack_ctx *c = op->arg;
-  tern_op_inbox *ack = tern_op_as_inbox(op);
-  tern_app *a = c->app;
-  tern_session *s = c->s;
-  tern_user *by = c->by;
-  if (op->status != TERN_STORE_OK) TERN_ERROR("ack failed", "err=%s", tern_log_quote(op->err));
-  else if (ack->ndelivered) delivered_receipts(a, by, ack);
-  /* reads that arrived behind this ack go out now, so a sender sees delivered before read */
-  if (--s->acks_inflight == 0 && s->nreads) {
-    size_t n = s->nreads;
-    s->nreads = 0;
-    for (size_t i = 0; i < n; i++) {
-      do_read(a, s, by, &s->reads[i]);
-      tern_frame_free(&s->reads[i]);
-    }
-  }
-  tern_session_unref(s);
-  tern_free(c);
-}
-
-void tern_router_ack(tern_app *a, tern_session *s, uint64_t seq) {
-  if (seq > s->sent_seq) seq = s->sent_seq; /* clamp to what this connection was sent */
-  if (seq <= s->acked_seq) return;
-  s->acked_seq = seq;
-  ack_ctx *c = TERN_NEW(ack_ctx);
-  c->app = a;
-  c->s = s;
-  c->by = s->dev->user;
-  tern_session_ref(s);
-  s->acks_inflight++;
-  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_ACK, on_ack_done, c);
-  tern_store_set_str(&op->inbox, s->dev->id);
-  tern_store_set_str(&op->user, c->by->name);
-  op->seq = seq;
-  tern_app_submit(a, &op->op);
-}
-
-static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f) {
-  if (f->to_invalid || !f->peer) {
-    tern_session_error(s, NULL, "no_such_user", "there is no user by that name", NULL);
-    return;
-  }
-  tern_user *peer = tern_dir_user(a->dir, f->peer);
-  if (!peer || peer->pending) {
-    tern_session_error(s, NULL, "no_such_user", "there is no user by that name", f->peer);
-    return;
-  }
-  make_receipt(a, true, peer, reader, s->dev, (const char *const *)f->ids, f->nids);
-}
-
-void tern_router_read(tern_app *a, tern_session *s, tern_frame *f) {
-  if (s->acks_inflight) {
-    /* keep the frame (moving its strings) until the acks before it have made their receipts */
-    if (s->nreads == s->reads_cap) {
-      s->reads_cap = s->reads_cap ? s->reads_cap * 2 : 4;
-      s->reads = tern_realloc(s->reads, s->reads_cap * sizeof *s->reads);
-    }
-    s->reads[s->nreads++] = *f;
-    memset(f, 0, sizeof *f);
-    return;
-  }
-  do_read(a, s, s->dev->user, f);
-}

@@ -27,11 +27,20 @@ void tern_router_fanout(tern_op_append *op, tern_user *from_user, tern_device *f
 /* Drops the device references fanout took (call from the op's done). */
 void tern_router_release_targets(tern_op_append *op);
 
-/* Handles a decoded send from session s (answers it exactly once). */
+/* Handles a decoded send from session s (answers it exactly once): 1:1 here, group sends in
+ * groupsend.c. */
 void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
-/* Handles ack and read requests. */
-void tern_router_ack(tern_app *a, tern_session *s, uint64_t seq);
-void tern_router_read(tern_app *a, tern_session *s, tern_frame *f);
+void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
+
+/* ---- shared by both kinds of send ---- */
+struct tern_media_rec;
+/* The media a send names, if its sender may forward it; NULL after answering no_such_media. */
+const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f);
+/* Checks what every send must pass (the per-user send rate; content this server handles);
+ * false after answering. */
+bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f);
+/* The media fields of a message record. */
+void tern_router_put_media(tern_buf *rec, const struct tern_media_rec *m);
 /* The store's delivery event for a watched inbox (watcher = the session). */
 void tern_router_on_envelope(void *watcher, const tern_store_env *e);
 

@@ -11,6 +11,7 @@
 #include "base/util.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
+#include "core/receipts.h"
 #include "core/router.h"
 
 void tern_session_ref(tern_session *s) { s->refs++; }
@@ -251,10 +252,10 @@ void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) 
       tern_router_send(a, s, f, received_ns);
       break;
     case TERN_FRAME_ACK:
-      tern_router_ack(a, s, f->seq);
+      tern_receipts_ack(a, s, f->seq);
       break;
     case TERN_FRAME_READ:
-      tern_router_read(a, s, f);
+      tern_receipts_read(a, s, f);
       break;
     case TERN_FRAME_WATCH:
       tern_presence_watch(a, s, f);
@@ -267,6 +268,9 @@ void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) 
       break;
     case TERN_FRAME_PING:
       s->ep_ops->pong(s->ep, tern_now_ms());
+      break;
+    case TERN_FRAME_DECRYPT_ERROR:
+      tern_session_error(s, NULL, "bad_request", "decrypt_error is not supported by this server yet", NULL);
       break;
   }
 }

@@ -8,6 +8,7 @@
 #include "base/util.h"
 #include "core/session.h"
 #include "net/ws.h"
+#include "proto/event.h"
 #include "proto/frame.h"
 
 /* The endpoint is the connection itself: ep is the tern_conn, and the session is its data. */
@@ -36,13 +37,22 @@ static void ep_synced(void *ep, uint64_t seq) {
 
 static void ep_sent(void *ep, const tern_sent_info *si) {
   tern_buf *b = scratch_of(ep);
-  tern_enc_sent(b, si->id, si->msg_id, si->ts);
+  tern_event ev = {.type = TERN_EV_SENT, .id = tern_str_c(si->id), .msg_id = tern_str_c(si->msg_id), .ts = si->ts};
+  if (si->recipients >= 0) {
+    ev.has_recipients = true;
+    ev.recipients = (uint64_t)si->recipients;
+    if (si->nskipped) ev.skipped = (tern_strs){.c = si->skipped, .n = si->nskipped};
+  }
+  tern_event_encode(b, &ev);
   send_buf(ep, b);
 }
 
 static void ep_error(void *ep, const tern_error_info *e) {
   tern_buf *b = scratch_of(ep);
-  tern_enc_error(b, e->id, e->code, e->message, e->user);
+  tern_event ev = {.type = TERN_EV_ERROR, .id = tern_str_c(e->id), .code = tern_str_c(e->code),
+                   .message = tern_str_c(e->message), .user = tern_str_c(e->user),
+                   .missing = e->missing, .n_missing = e->nmissing, .extra = e->extra, .n_extra = e->nextra};
+  tern_event_encode(b, &ev);
   send_buf(ep, b);
 }
 
@@ -54,7 +64,9 @@ static void ep_presence(void *ep, const char *user, bool online, int64_t last_se
 
 static void ep_typing(void *ep, const char *from, const char *group_id, bool composing) {
   tern_buf *b = scratch_of(ep);
-  tern_enc_typing(b, from, composing);
+  tern_event ev = {.type = TERN_EV_TYPING, .from = tern_str_c(from), .group_id = tern_str_c(group_id),
+                   .state = composing ? TERN_TYPING_COMPOSING : TERN_TYPING_PAUSED};
+  tern_event_encode(b, &ev);
   send_buf(ep, b);
 }
 
@@ -66,76 +78,106 @@ static void ep_pong(void *ep, int64_t server_time) {
 
 /* ---- envelopes ---------------------------------------------------------------------------- */
 
-/* A record's field as a NUL-terminated string in dst (cut to fit; fields the server wrote
- * always fit). */
-static const char *cstr(tern_slice s, char *dst, size_t cap) {
-  if (!s.p) return NULL;
-  size_t n = TERN_MIN(s.n, cap - 1);
-  memcpy(dst, s.p, n);
-  dst[n] = '\0';
-  return dst;
-}
+/* The occurrences of a repeated field as a list of views, kept in scratch (which must not
+ * move while the list is used: every list of one envelope is collected before any is used,
+ * into separate buffers). */
+typedef struct list_ctx {
+  tern_buf *buf; /* tern_str entries, back to back */
+} list_ctx;
 
-typedef struct ids_ctx {
-  tern_buf *store;   /* the ids, NUL-terminated, back to back */
-  size_t n;
-} ids_ctx;
-
-static bool collect_id(tern_slice s, void *arg) {
-  ids_ctx *c = arg;
-  tern_buf_append(c->store, s.p, s.n);
-  tern_buf_putc(c->store, '\0');
-  c->n++;
+static bool collect(tern_str s, void *arg) {
+  list_ctx *c = arg;
+  tern_buf_append(c->buf, &s, sizeof s);
   return true;
 }
 
-static void encode_envelope(tern_buf *b, const tern_out_env *e) {
-  const tern_env_view *v = e->v;
-  bool receipt = v->kind == TERN_ENV_RECEIPT;
-  tern_enc_envelope_head(b, receipt, e->seq);
+static tern_strs list_of(const tern_env_view *v, tern_env_field tag, tern_buf *buf) {
+  tern_buf_reset(buf);
+  list_ctx c = {.buf = buf};
+  tern_env_each(v, tag, collect, &c);
+  static const tern_str none[1];
+  return (tern_strs){.v = buf->len ? (const tern_str *)(const void *)buf->data : none, .n = buf->len / sizeof(tern_str)};
+}
+
+static bool is_str(tern_str s, const char *lit) { return s.p && s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
+
+static tern_group_event group_event(tern_str s) {
+  static const char *names[] = {NULL, "created", "added", "removed", "left", "renamed", "promoted", "demoted"};
+  for (int i = 1; i < (int)TERN_ARRAY_LEN(names); i++)
+    if (is_str(s, names[i])) return (tern_group_event)i;
+  return TERN_GROUP_UNKNOWN;
+}
+
+/* Lists of one envelope: each in its own buffer, so that no list moves another (the app's
+ * scratch: they keep their memory from envelope to envelope). */
+typedef struct env_lists {
+  tern_buf *mentions, *by, *msg_ids, *users;
+} env_lists;
+
+static void encode_envelope(tern_buf *b, const tern_out_env *o, const env_lists *l) {
+  const tern_env_view *v = o->v;
   if (v->version == 1) { /* a record v1 wrote: its JSON tail as stored */
-    tern_buf_append(b, v->legacy_tail.p, v->legacy_tail.n);
+    tern_envelope_encode_v1(b, v->kind == TERN_ENV_RECEIPT, o->seq, v->legacy_tail.p, v->legacy_tail.n);
     return;
   }
-  char msg_id[TERN_MSG_ID_MAX + 1], from[TERN_USERNAME_MAX + 1], by[TERN_USERNAME_MAX + 1], to[TERN_USERNAME_MAX + 1];
-  char dev[128];
-  if (receipt) {
-    tern_buf ids = {0};
-    ids_ctx c = {.store = &ids};
-    tern_env_each(v, TERN_EF_MSG_IDS, collect_id, &c);
-    const char **list = tern_malloc((c.n ? c.n : 1) * sizeof *list);
-    for (size_t i = 0, off = 0; i < c.n; i++) {
-      list[i] = ids.data + off;
-      off += strlen(list[i]) + 1;
-    }
-    bool read = v->f[TERN_EF_STATUS].n == 4 && memcmp(v->f[TERN_EF_STATUS].p, "read", 4) == 0;
-    tern_enc_receipt_tail(b, read, cstr(v->f[TERN_EF_FROM], from, sizeof from), cstr(v->f[TERN_EF_BY], by, sizeof by),
-                          list, c.n, v->ts);
-    tern_free(list);
-    tern_buf_free(&ids);
-    return;
+  const tern_str *f = v->f;
+  tern_envelope e = {.seq = o->seq, .ts = v->ts, .msg_id = f[TERN_EF_MSG_ID], .from = f[TERN_EF_FROM],
+                     .from_device = f[TERN_EF_FROM_DEVICE], .to = f[TERN_EF_TO], .group_id = f[TERN_EF_GROUP_ID]};
+  switch (v->kind) {
+    case TERN_ENV_MSG:
+      e.type = TERN_EV_MSG;
+      e.body = o->body ? (tern_str){(const char *)o->body, o->body_len} : f[TERN_EF_BODY];
+      if (f[TERN_EF_MEDIA_ID].p) {
+        e.media = (tern_media_view){
+            .media_id = f[TERN_EF_MEDIA_ID],
+            .mime = f[TERN_EF_MEDIA_MIME],
+            .size = tern_env_has(v, TERN_EF_MEDIA_SIZE) ? (int64_t)tern_env_uint(v, TERN_EF_MEDIA_SIZE) : -1,
+            .width = tern_env_has(v, TERN_EF_MEDIA_WIDTH) ? (int64_t)tern_env_uint(v, TERN_EF_MEDIA_WIDTH) : -1,
+            .height = tern_env_has(v, TERN_EF_MEDIA_HEIGHT) ? (int64_t)tern_env_uint(v, TERN_EF_MEDIA_HEIGHT) : -1,
+            .sha256 = f[TERN_EF_MEDIA_SHA256],
+        };
+      }
+      if (f[TERN_EF_E2E_TYPE].p) {
+        e.e2e_type = is_str(f[TERN_EF_E2E_TYPE], "prekey") ? TERN_CIPHER_PREKEY : TERN_CIPHER_MESSAGE;
+        e.e2e_body = f[TERN_EF_E2E_BODY];
+      }
+      e.media_ref = f[TERN_EF_MEDIA_REF];
+      e.reply_to = f[TERN_EF_REPLY_TO];
+      e.reaction_to = f[TERN_EF_REACTION_TO];
+      e.reaction_emoji = f[TERN_EF_REACTION_EMOJI];
+      e.edit_of = f[TERN_EF_EDIT_OF];
+      e.delete_of = f[TERN_EF_DELETE_OF];
+      if (v->count[TERN_EF_MENTION]) e.mentions = list_of(v, TERN_EF_MENTION, l->mentions);
+      break;
+    case TERN_ENV_RECEIPT:
+      e.type = TERN_EV_RECEIPT;
+      e.status = is_str(f[TERN_EF_STATUS], "read") ? TERN_RECEIPT_READ : TERN_RECEIPT_DELIVERED;
+      if (tern_env_has(v, TERN_EF_BY_LIST)) e.by_list = list_of(v, TERN_EF_BY, l->by);
+      else e.by = f[TERN_EF_BY];
+      e.msg_ids = list_of(v, TERN_EF_MSG_IDS, l->msg_ids);
+      break;
+    case TERN_ENV_GROUP:
+      e.type = TERN_EV_GROUP;
+      e.event = group_event(f[TERN_EF_EVENT]);
+      e.by = f[TERN_EF_BY];
+      e.name = f[TERN_EF_NAME];
+      e.description = f[TERN_EF_DESCRIPTION];
+      if (v->count[TERN_EF_USER]) e.users = list_of(v, TERN_EF_USER, l->users);
+      break;
+    case TERN_ENV_DECRYPT_ERROR:
+      e.type = TERN_EV_DECRYPT_ERROR;
+      break;
+    default:
+      return;
   }
-  tern_buf media = {0};
-  if (tern_env_has(v, TERN_EF_MEDIA_ID)) {
-    char id[64], mime[64], sha[80];
-    tern_buf_printf(&media, "{\"media_id\":\"%s\",\"mime\":\"%s\",\"size\":%llu,\"sha256\":\"%s\",\"width\":%llu,\"height\":%llu}",
-                    cstr(v->f[TERN_EF_MEDIA_ID], id, sizeof id), cstr(v->f[TERN_EF_MEDIA_MIME], mime, sizeof mime),
-                    (unsigned long long)tern_env_uint(v, TERN_EF_MEDIA_SIZE),
-                    cstr(v->f[TERN_EF_MEDIA_SHA256], sha, sizeof sha),
-                    (unsigned long long)tern_env_uint(v, TERN_EF_MEDIA_WIDTH),
-                    (unsigned long long)tern_env_uint(v, TERN_EF_MEDIA_HEIGHT));
-  }
-  tern_slice body = v->f[TERN_EF_BODY];
-  if (e->body) body = (tern_slice){(const char *)e->body, e->body_len};
-  tern_enc_msg_tail(b, cstr(v->f[TERN_EF_MSG_ID], msg_id, sizeof msg_id), cstr(v->f[TERN_EF_FROM], from, sizeof from),
-                    cstr(v->f[TERN_EF_FROM_DEVICE], dev, sizeof dev), cstr(v->f[TERN_EF_TO], to, sizeof to), v->ts,
-                    body.p, body.n, media.len ? tern_buf_cstr(&media) : NULL);
-  tern_buf_free(&media);
+  tern_envelope_encode(b, &e);
 }
 
 static void ep_envelope(void *ep, const tern_out_env *e) {
   tern_buf *b = scratch_of(ep);
-  encode_envelope(b, e);
+  tern_app *a = ((tern_session *)tern_conn_data(ep))->app;
+  env_lists l = {&a->lists[0], &a->lists[1], &a->lists[2], &a->lists[3]};
+  encode_envelope(b, e, &l);
   send_buf(ep, b);
 }
 
@@ -184,7 +226,10 @@ void tern_wsjson_text(tern_conn *c, const char *data, size_t len, void *arg) {
   uint64_t received = tern_mono_ns();
   tern_frame f;
   tern_frame_error err;
-  if (tern_frame_decode(data, len, &f, &err) < 0) {
+  /* v1.1's frames: groups are handled; what the core does not handle yet (e2e, reactions,
+   * edits, deletes, decrypt_error) is refused by the session with a clear error. */
+  static const tern_frame_limits lim = {.v1_1 = true};
+  if (tern_frame_decode_ex(data, len, &lim, &f, &err) < 0) {
     tern_session_bad_request(s, err.id[0] ? err.id : NULL, err.code, err.message);
     return;
   }

@@ -1,19 +1,11 @@
-/* frame: decoding of client frames (cJSON for the parse, then strict checks of our own) and
- * hand-written encoders for server frames (no cJSON on the way out: they run once per
- * delivered envelope, so they append bytes straight into the caller's buffer).
+/* frame: client → server frames, both ways. The decoder first reads each field out of the
+ * JSON tree with its JSON type checked (and every list counted against its limit before
+ * anything is allocated for it), then hands the struct to the same check_* function the
+ * encoder runs before it writes. So each frame's rules are written once, and the keys once
+ * (the K_* names below).
  *
- * Two cJSON quirks shape the decoder:
- * - cJSON strings are NUL-terminated, so an escaped "\u0000" would silently cut a string
- *   short ("bob\u0000x" would read as "bob"). A cheap pre-scan finds such escapes; only then
- *   (rarely) the input is copied with each "\u0000" replaced by a raw 0xFF byte, which can
- *   never appear in valid UTF-8 and so fails every per-field check that matters (printable
- *   ASCII ids, UTF-8 text, usernames) while fields we ignore stay ignored. Raw NUL bytes are
- *   never valid JSON and are refused outright.
- * - cJSON skips any byte <= 0x20 as whitespace and a leading UTF-8 BOM. We require the first
- *   non-whitespace byte to be '{' and only JSON whitespace after the object, so the accepted
- *   language is JSON objects, not "whatever cJSON tolerates".
- * cJSON itself refuses lone or mismatched UTF-16 surrogate escapes (the whole frame is then
- * "not valid JSON"); we still run tern_utf8_valid on text fields as a second line.
+ * The parse itself (one object, NUL escapes turned into 0xFF bytes that every check refuses)
+ * is proto/wire.c's.
  */
 #include "proto/frame.h"
 
@@ -25,11 +17,8 @@
 
 #include "base/alloc.h"
 #include "base/util.h"
+#include "proto/wire.h"
 
-/* Far above ws.max_message (1 MiB); only a guard should the WebSocket layer's limit be raised. */
-#define FRAME_MAX ((size_t)2 << 20)
-/* Largest integer a double (and a JavaScript client) represents exactly. */
-#define SEQ_MAX 9007199254740992.0
 /* How much of an unknown type name goes into the error message. */
 #define TYPE_NAME_SHOWN 32
 
@@ -37,14 +26,34 @@ static const char BAD_REQUEST[] = "bad_request";
 static const char UNKNOWN_TYPE[] = "unknown_type";
 static const char TOO_LARGE[] = "too_large";
 
-#define LIT(b, s) tern_buf_append((b), (s), sizeof(s) - 1)
+/* The keys of client frames. */
+#define K_TYPE "type"
+#define K_TOKEN "token"
+#define K_ID "id"
+#define K_TO "to"
+#define K_GROUP_ID "group_id"
+#define K_BODY "body"
+#define K_MEDIA "media"
+#define K_MEDIA_ID "media_id"
+#define K_E2E "e2e"
+#define K_DEVICE_ID "device_id"
+#define K_MEDIA_REF "media_ref"
+#define K_SILENT "silent"
+#define K_REPLY_TO "reply_to"
+#define K_REACTION "reaction"
+#define K_EMOJI "emoji"
+#define K_EDIT "edit"
+#define K_DELETE "delete"
+#define K_OF "of"
+#define K_MENTIONS "mentions"
+#define K_SEQ "seq"
+#define K_PEER "peer"
+#define K_MSG_IDS "msg_ids"
+#define K_MSG_ID "msg_id"
+#define K_USERS "users"
+#define K_STATE "state"
 
-typedef struct decoder {
-  const cJSON *root;     /* the frame's object */
-  tern_frame *f;         /* being filled */
-  tern_frame_error *err; /* filled on failure */
-  bool nul_escapes;      /* the input had "\u0000" escapes, now 0xFF bytes in the strings */
-} decoder;
+static const char *const e2e_type_names[] = {[TERN_E2E_PREKEY] = "prekey", [TERN_E2E_MESSAGE] = "message"};
 
 static int fail(tern_frame_error *err, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(tern_frame_error *err, const char *code, const char *fmt, ...) {
@@ -56,201 +65,83 @@ static int fail(tern_frame_error *err, const char *code, const char *fmt, ...) {
   return -EINVAL;
 }
 
-static bool json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-static size_t skip_ws(const char *s, size_t i, size_t n) {
-  while (i < n && json_ws(s[i])) i++;
-  return i;
+static void error_reset(tern_frame_error *err) {
+  err->code = NULL;
+  err->message[0] = '\0';
+  err->id[0] = '\0';
 }
 
-/* True when s holds a "\u0000" escape. Escapes come in pairs (backslash + one char), so
- * stepping over the escaped char keeps "\\u0000" (an escaped backslash, then text) from
- * matching. Backslashes outside strings make the parse fail anyway. */
-static bool has_nul_escape(const char *s, size_t n) {
-  const char *p = s, *end = s + n;
-  while ((p = memchr(p, '\\', (size_t)(end - p)))) {
-    if (end - p < 6) return false; /* no room for one after this backslash either */
-    if (memcmp(p + 1, "u0000", 5) == 0) return true;
-    p += 2;
-  }
-  return false;
+/* ---- the checks both directions make ---- */
+
+typedef struct checker {
+  tern_frame_error *err;   /* filled on failure */
+  bool nul_escapes;        /* decoding input that had "\u0000" escapes (now 0xFF bytes) */
+  size_t max_ciphertext;   /* e2e.max_ciphertext */
+  size_t max_devices;      /* entries in one e2e list */
+  bool v11;                /* decoding v1.1's language (the encoder always writes it) */
+} checker;
+
+static void checker_init(checker *c, tern_frame_error *err, const tern_frame_limits *lim, bool nul_escapes) {
+  c->err = err;
+  c->nul_escapes = nul_escapes;
+  c->max_ciphertext = lim && lim->e2e_max_ciphertext ? lim->e2e_max_ciphertext : TERN_E2E_MAX_CIPHERTEXT_DEFAULT;
+  c->max_devices = lim && lim->e2e_max_devices ? lim->e2e_max_devices : TERN_E2E_MAX_DEVICES_DEFAULT;
+  c->v11 = lim && lim->v1_1;
 }
 
-/* Copy of s with every "\u0000" escape replaced by a raw 0xFF byte (see the top comment). */
-static char *replace_nul_escapes(const char *s, size_t n, size_t *out_len) {
-  char *d = tern_malloc(n);
-  size_t o = 0;
-  for (size_t i = 0; i < n;) {
-    if (s[i] != '\\' || i + 1 >= n) {
-      d[o++] = s[i++];
-    } else if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
-      d[o++] = (char)0xFF;
-      i += 6;
-    } else {
-      d[o++] = s[i++];
-      d[o++] = s[i++];
-    }
-  }
-  *out_len = o;
-  return d;
-}
-
-static const cJSON *field(const cJSON *obj, const char *key) {
-  /* Keys are case-sensitive in JSON; with duplicate keys the first one counts. */
-  return cJSON_GetObjectItemCaseSensitive(obj, key);
-}
-
-/* JSON null for an optional field means "absent", as most JSON encoders write it. */
-static bool present(const cJSON *item) { return item && !cJSON_IsNull(item); }
-
-/* True when item is a string of 1..max bytes of printable ASCII (0x20-0x7E); *len gets its
- * length. Reads at most max + 1 bytes, whatever the string's size. */
-static bool ascii_id(const cJSON *item, size_t max, size_t *len) {
-  if (!cJSON_IsString(item)) return false;
-  const unsigned char *s = (const unsigned char *)item->valuestring;
-  size_t i = 0;
-  for (; s[i]; i++) {
-    if (i == max || s[i] < 0x20 || s[i] > 0x7E) return false;
-  }
-  *len = i;
-  return i > 0;
-}
-
-/* Lower-cases ASCII letters only: usernames are ASCII, and anything else must stay as the
- * client sent it so that error messages can quote it. */
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c; }
-
-static char *lower_dup(const char *s, size_t n) {
-  char *d = tern_malloc(n + 1);
-  for (size_t i = 0; i < n; i++) d[i] = lower(s[i]);
-  d[n] = '\0';
-  return d;
-}
-
-/* Checks that s[0..n) is text we can store and echo back: valid UTF-8 and, in effect, free of
- * "\u0000" (which became 0xFF, invalid UTF-8). */
-static int check_text(decoder *d, const char *what, const char *s, size_t n) {
-  if (tern_utf8_valid(s, n)) return 0;
-  if (d->nul_escapes && memchr(s, 0xFF, n)) return fail(d->err, BAD_REQUEST, "%s must not contain \\u0000", what);
-  return fail(d->err, BAD_REQUEST, "%s is not valid UTF-8", what);
-}
-
-/* Reads the username field `key` (to or peer): a string is required; it is lower-cased into
- * f->to_raw and, when it is a valid username, copied into *valid, else f->to_invalid is set. */
-static int username_field(decoder *d, const char *key, char **valid) {
-  const cJSON *it = field(d->root, key);
-  if (!cJSON_IsString(it)) return fail(d->err, BAD_REQUEST, "%s must be a string", key);
-  const char *s = it->valuestring;
-  size_t n = strlen(s);
-  int rc = check_text(d, key, s, n);
-  if (rc) return rc;
-  char norm[TERN_USERNAME_MAX + 1];
-  d->f->to_raw = lower_dup(s, n);
-  if (tern_username_normalize(s, n, norm)) {
-    *valid = tern_memdup(norm, n + 1);
-  } else {
-    d->f->to_invalid = true;
-  }
+/* Text we can store and echo back: valid UTF-8 without NUL. A NUL is a raw 0 byte in what an
+ * encoder is given, or a 0xFF byte where the decoder's input had "\u0000". */
+static int check_text(checker *c, const char *what, const char *s, size_t n) {
+  if (memchr(s, '\0', n) || (c->nul_escapes && memchr(s, 0xFF, n)))
+    return fail(c->err, BAD_REQUEST, "%s must not contain \\u0000", what);
+  if (!tern_wire_text(s, n)) return fail(c->err, BAD_REQUEST, "%s is not valid UTF-8", what);
   return 0;
 }
 
-static int dec_auth(decoder *d) {
-  const cJSON *tok = field(d->root, "token");
-  if (!cJSON_IsString(tok)) return fail(d->err, BAD_REQUEST, "token must be a string");
-  const char *s = tok->valuestring;
-  size_t n = strnlen(s, TERN_TOKEN_MAX + 1);
-  if (n == 0 || n > TERN_TOKEN_MAX) {
-    return fail(d->err, BAD_REQUEST, "token must be 1 to %d bytes long", TERN_TOKEN_MAX);
-  }
-  int rc = check_text(d, "token", s, n);
-  if (rc) return rc;
-  d->f->token = tern_memdup(s, n + 1);
+static int check_id(checker *c, const char *what, const char *s, size_t max) {
+  if (!s || !tern_wire_ascii_id(s, strlen(s), max))
+    return fail(c->err, BAD_REQUEST, "%s must be a string of 1 to %zu printable ASCII characters", what, max);
   return 0;
 }
 
-static int dec_send(decoder *d) {
-  tern_frame *f = d->f;
-  size_t n;
-  const cJSON *id = field(d->root, "id");
-  if (!ascii_id(id, TERN_CLIENT_ID_MAX, &n)) {
-    return fail(d->err, BAD_REQUEST, "id must be a string of 1 to %d printable ASCII characters", TERN_CLIENT_ID_MAX);
-  }
-  /* From here on every error names the id, so the client can match the answer to its send. */
-  memcpy(d->err->id, id->valuestring, n + 1);
-  f->id = tern_memdup(id->valuestring, n + 1);
+/* A name the server looks up (to, peer): any UTF-8 string; one that is not a valid username
+ * is answered no_such_user, not bad_request. */
+static int check_name(checker *c, const char *what, const char *s) {
+  if (!s) return fail(c->err, BAD_REQUEST, "%s must be a string", what);
+  return check_text(c, what, s, strlen(s));
+}
 
-  int rc = username_field(d, "to", &f->to);
-  if (rc) return rc;
-
-  const cJSON *body = field(d->root, "body");
-  if (present(body)) {
-    if (!cJSON_IsString(body)) return fail(d->err, BAD_REQUEST, "body must be a string");
-    size_t blen = strlen(body->valuestring);
-    if (blen > TERN_BODY_MAX) return fail(d->err, TOO_LARGE, "body is longer than %d bytes", TERN_BODY_MAX);
-    if ((rc = check_text(d, "body", body->valuestring, blen))) return rc;
-    /* An empty body carries nothing: it is treated as absent (so a media-only message never
-     * has "body":"" on the wire). */
-    if (blen > 0) {
-      f->body = tern_memdup(body->valuestring, blen + 1);
-      f->body_len = blen;
-    }
-  }
-
-  const cJSON *media = field(d->root, "media");
-  if (present(media)) {
-    if (!cJSON_IsObject(media)) return fail(d->err, BAD_REQUEST, "media must be an object");
-    const cJSON *mid = field(media, "media_id");
-    if (!ascii_id(mid, TERN_MSG_ID_MAX, &n)) {
-      return fail(d->err, BAD_REQUEST, "media.media_id must be a string of 1 to %d printable ASCII characters",
-                  TERN_MSG_ID_MAX);
-    }
-    f->media_id = tern_memdup(mid->valuestring, n + 1);
-  }
-
-  if (!f->body && !f->media_id) return fail(d->err, BAD_REQUEST, "send needs a non-empty body or media");
+static int check_group(checker *c, const char *s) {
+  if (!tern_wire_group_id(s, strlen(s)))
+    return fail(c->err, BAD_REQUEST, "group_id must be 1 to %d characters of A-Z, a-z, 0-9, _ and -", TERN_GROUP_ID_MAX);
   return 0;
 }
 
-static int dec_ack(decoder *d) {
-  const cJSON *seq = field(d->root, "seq");
-  if (!cJSON_IsNumber(seq)) return fail(d->err, BAD_REQUEST, "seq must be a number");
-  double v = seq->valuedouble;
-  /* The comparisons are false for NaN; 1e400 parses to infinity and fails the upper bound.
-   * The range check comes first so the cast below is defined. */
-  if (!(v >= 0 && v <= SEQ_MAX) || (double)(uint64_t)v != v) {
-    return fail(d->err, BAD_REQUEST, "seq must be an integer from 0 to 2^53");
-  }
-  d->f->seq = (uint64_t)v;
+static int check_count(checker *c, const char *what, size_t n, size_t max) {
+  if (n > max) return fail(c->err, TOO_LARGE, "%s has more than %zu entries", what, max);
   return 0;
 }
 
-static int dec_read(decoder *d) {
-  tern_frame *f = d->f;
-  int rc = username_field(d, "peer", &f->peer);
-  if (rc) return rc;
-  const cJSON *ids = field(d->root, "msg_ids");
-  if (!cJSON_IsArray(ids)) return fail(d->err, BAD_REQUEST, "msg_ids must be an array");
-  /* Count before allocating anything: the array may be huge. */
-  size_t n = 0;
-  for (const cJSON *e = ids->child; e; e = e->next) {
-    if (++n > TERN_READ_IDS_MAX) return fail(d->err, TOO_LARGE, "msg_ids has more than %d entries", TERN_READ_IDS_MAX);
-  }
-  if (n == 0) return fail(d->err, BAD_REQUEST, "msg_ids must not be empty");
-  f->ids = tern_calloc(n, sizeof *f->ids);
-  for (const cJSON *e = ids->child; e; e = e->next) {
-    size_t len;
-    if (!ascii_id(e, TERN_MSG_ID_MAX, &len)) {
-      return fail(d->err, BAD_REQUEST, "msg_ids entries must be strings of 1 to %d printable ASCII characters",
-                  TERN_MSG_ID_MAX);
-    }
-    f->ids[f->nids++] = tern_memdup(e->valuestring, len + 1);
-  }
-  return 0;
+/* Exactly one of to (or a to_raw standing for it) and group_id. */
+static int check_target(checker *c, const char *frame, const char *to, const char *group_id) {
+  if (!to == !group_id) return fail(c->err, BAD_REQUEST, "%s needs exactly one of to and group_id", frame);
+  return to ? check_name(c, K_TO, to) : check_group(c, group_id);
 }
 
-/* A set of strings for de-duplicating watch lists: open addressing over pointers to strings
- * owned elsewhere. Linear in the list's length, where pairwise comparison would be quadratic
- * (a watch frame may list TERN_WATCH_MAX names). */
+static const char *wire_to(const tern_frame *f) { return f->to ? f->to : f->to_raw; }
+static const char *wire_peer(const tern_frame *f) { return f->peer ? f->peer : f->to_raw; }
+
+static bool has_body(const tern_frame *f) { return f->body && f->body_len > 0; }
+
+static int check_auth(checker *c, const tern_frame *f) {
+  size_t n = f->token ? strlen(f->token) : 0;
+  if (n == 0 || n > TERN_TOKEN_MAX) return fail(c->err, BAD_REQUEST, "token must be 1 to %d bytes long", TERN_TOKEN_MAX);
+  return check_text(c, K_TOKEN, f->token, n);
+}
+
+/* A set of strings for de-duplicating lists: open addressing over pointers to strings owned
+ * elsewhere. Linear in the list's length, where pairwise comparison would be quadratic (a
+ * watch frame may list TERN_WATCH_MAX names, an e2e list thousands of devices). */
 typedef struct nameset {
   const char **slots; /* NULL = empty */
   size_t mask;        /* slots - 1, slots a power of two at least twice the names */
@@ -274,14 +165,376 @@ static bool nameset_add(nameset *s, const char *name, size_t n) {
   return true;
 }
 
+static int check_e2e(checker *c, const tern_frame *f) {
+  if (f->ne2e == 0) return fail(c->err, BAD_REQUEST, "e2e must not be empty");
+  int rc = check_count(c, K_E2E, f->ne2e, c->max_devices);
+  if (rc) return rc;
+  nameset seen;
+  nameset_init(&seen, f->ne2e);
+  for (size_t i = 0; i < f->ne2e && !rc; i++) {
+    const tern_frame_e2e *e = &f->e2e[i];
+    if ((rc = check_id(c, "e2e device_id", e->device_id, TERN_DEVICE_ID_MAX))) break;
+    if (e->type != TERN_E2E_PREKEY && e->type != TERN_E2E_MESSAGE) {
+      rc = fail(c->err, BAD_REQUEST, "e2e type must be \"prekey\" or \"message\"");
+    } else if (!e->body) {
+      rc = fail(c->err, BAD_REQUEST, "e2e body must be a string");
+    } else if (e->body_len > c->max_ciphertext) {
+      rc = fail(c->err, TOO_LARGE, "e2e body is longer than %zu bytes", c->max_ciphertext);
+    } else if (!tern_wire_base64(e->body, e->body_len) || memchr(e->body, '\0', e->body_len)) {
+      rc = fail(c->err, BAD_REQUEST, "e2e body must be standard base64");
+    } else if (!nameset_add(&seen, e->device_id, strlen(e->device_id))) {
+      rc = fail(c->err, BAD_REQUEST, "e2e names device %s twice", e->device_id);
+    }
+  }
+  tern_free(seen.slots);
+  return rc;
+}
+
+static int check_mentions(checker *c, const tern_frame *f) {
+  int rc = check_count(c, K_MENTIONS, f->nmentions, TERN_MENTIONS_MAX);
+  for (size_t i = 0; i < f->nmentions && !rc; i++) {
+    char norm[TERN_USERNAME_MAX + 1];
+    const char *s = f->mentions[i];
+    if (!s) return fail(c->err, BAD_REQUEST, "mentions entries must be strings");
+    if ((rc = check_text(c, "mentions entries", s, strlen(s)))) break;
+    if (!tern_username_normalize(s, strlen(s), norm)) rc = fail(c->err, BAD_REQUEST, "mentions entries must be usernames");
+  }
+  return rc;
+}
+
+/* Which fields go together: see the comment of tern_frame in frame.h. */
+static int check_send_shape(checker *c, const tern_frame *f) {
+  bool plain = has_body(f) || f->media_id, e2e = f->e2e != NULL, reaction = f->reaction_to || f->emoji;
+  bool del = f->delete_of != NULL;
+  if (!plain && !e2e && !reaction && !del)
+    return fail(c->err, BAD_REQUEST, "send needs a non-empty body or media (or e2e, a reaction or a delete)");
+  if (e2e && plain) return fail(c->err, BAD_REQUEST, "e2e replaces body and media: send one or the other");
+  if (e2e && (f->reply_to || f->edit_of))
+    return fail(c->err, BAD_REQUEST, "with e2e, reply_to and edit go inside the ciphertext");
+  if (reaction && (plain || e2e || f->reply_to || f->edit_of || f->mentions || del))
+    return fail(c->err, BAD_REQUEST, "a reaction goes alone: no body, media, e2e, reply_to, edit, mentions or delete");
+  if (del && (plain || e2e || f->media_ref || f->reply_to || f->edit_of || f->mentions))
+    return fail(c->err, BAD_REQUEST, "a delete goes alone: no body, media, e2e, media_ref, reply_to, edit or mentions");
+  if (f->media_ref && !e2e) return fail(c->err, BAD_REQUEST, "media_ref goes only with e2e (plaintext sends use media)");
+  if (f->edit_of && (!has_body(f) || f->media_id))
+    return fail(c->err, BAD_REQUEST, "an edit carries a new body and no media");
+  if (f->mentions && !f->group_id) return fail(c->err, BAD_REQUEST, "mentions go only with group_id");
+  return 0;
+}
+
+static int check_send(checker *c, const tern_frame *f) {
+  int rc = check_id(c, K_ID, f->id, TERN_CLIENT_ID_MAX);
+  if (!rc) rc = check_target(c, "send", wire_to(f), f->group_id);
+  if (rc) return rc;
+  if (has_body(f)) {
+    if (f->body_len > TERN_BODY_MAX) return fail(c->err, TOO_LARGE, "body is longer than %d bytes", TERN_BODY_MAX);
+    if ((rc = check_text(c, K_BODY, f->body, f->body_len))) return rc;
+  }
+  if (f->media_id && (rc = check_id(c, "media.media_id", f->media_id, TERN_MSG_ID_MAX))) return rc;
+  if (f->e2e && (rc = check_e2e(c, f))) return rc;
+  if (f->media_ref && (rc = check_id(c, K_MEDIA_REF, f->media_ref, TERN_MSG_ID_MAX))) return rc;
+  if (f->reply_to && (rc = check_id(c, K_REPLY_TO, f->reply_to, TERN_MSG_ID_MAX))) return rc;
+  if (f->reaction_to || f->emoji) {
+    if ((rc = check_id(c, "reaction.to", f->reaction_to, TERN_MSG_ID_MAX))) return rc;
+    size_t n = f->emoji ? strlen(f->emoji) : 0;
+    if (!f->emoji || n > TERN_EMOJI_MAX)
+      return fail(c->err, BAD_REQUEST, "reaction.emoji must be a string of 0 to %d bytes", TERN_EMOJI_MAX);
+    if ((rc = check_text(c, "reaction.emoji", f->emoji, n))) return rc;
+  }
+  if (f->edit_of && (rc = check_id(c, "edit.of", f->edit_of, TERN_MSG_ID_MAX))) return rc;
+  if (f->delete_of && (rc = check_id(c, "delete.of", f->delete_of, TERN_MSG_ID_MAX))) return rc;
+  if (f->mentions && (rc = check_mentions(c, f))) return rc;
+  return check_send_shape(c, f);
+}
+
+static int check_read(checker *c, const tern_frame *f) {
+  int rc = check_name(c, K_PEER, wire_peer(f));
+  if (!rc && f->group_id) rc = check_group(c, f->group_id);
+  if (!rc) rc = check_count(c, K_MSG_IDS, f->nids, TERN_READ_IDS_MAX);
+  if (rc) return rc;
+  if (f->nids == 0) return fail(c->err, BAD_REQUEST, "msg_ids must not be empty");
+  for (size_t i = 0; i < f->nids; i++) {
+    if (!f->ids[i] || !tern_wire_ascii_id(f->ids[i], strlen(f->ids[i]), TERN_MSG_ID_MAX))
+      return fail(c->err, BAD_REQUEST, "msg_ids entries must be strings of 1 to %d printable ASCII characters",
+                  TERN_MSG_ID_MAX);
+  }
+  return 0;
+}
+
+static int check_watch(checker *c, const tern_frame *f) {
+  int rc = check_count(c, K_USERS, f->nusers + f->nbad_users, TERN_WATCH_MAX);
+  for (size_t i = 0; i < f->nusers + f->nbad_users && !rc; i++) {
+    const char *s = i < f->nusers ? f->users[i] : f->bad_users[i - f->nusers];
+    rc = s ? check_text(c, "users entries", s, strlen(s)) : fail(c->err, BAD_REQUEST, "users entries must be strings");
+  }
+  return rc;
+}
+
+static int check_typing(checker *c, const tern_frame *f) { return check_target(c, "typing", wire_to(f), f->group_id); }
+
+static int check_decrypt_error(checker *c, const tern_frame *f) {
+  int rc = check_name(c, K_PEER, wire_peer(f));
+  if (!rc) rc = check_id(c, K_DEVICE_ID, f->device_id, TERN_DEVICE_ID_MAX);
+  if (!rc) rc = check_id(c, K_MSG_ID, f->msg_id, TERN_MSG_ID_MAX);
+  return rc;
+}
+
+/* ---- decoding: reading fields out of the tree ---- */
+
+typedef struct decoder {
+  const cJSON *root;     /* the frame's object */
+  tern_frame *f;         /* being filled */
+  checker c;             /* its error is the caller's */
+} decoder;
+
+#define DFAIL(d, ...) fail((d)->c.err, BAD_REQUEST, __VA_ARGS__)
+
+static const cJSON *field(const cJSON *obj, const char *key) { return tern_wire_get(obj, key); }
+
+/* Lower-cases ASCII letters only: usernames are ASCII, and anything else must stay as the
+ * client sent it so that error messages can quote it. */
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c; }
+
+static char *lower_dup(const char *s, size_t n) {
+  char *d = tern_malloc(n + 1);
+  for (size_t i = 0; i < n; i++) d[i] = lower(s[i]);
+  d[n] = '\0';
+  return d;
+}
+
+static char *dup_str(const cJSON *it) { return tern_strdup(it->valuestring); }
+
+/* An optional string field: absent or null leaves *out NULL; anything but a string fails. */
+static int opt_str(decoder *d, const cJSON *obj, const char *key, const char *what, char **out) {
+  const cJSON *it = field(obj, key);
+  if (!tern_wire_present(it)) return 0;
+  if (!cJSON_IsString(it)) return DFAIL(d, "%s must be a string", what);
+  *out = dup_str(it);
+  return 0;
+}
+
+/* An optional object field: *out gets it, or NULL when absent or null. */
+static int opt_obj(decoder *d, const char *key, const cJSON **out) {
+  const cJSON *it = field(d->root, key);
+  *out = NULL;
+  if (!tern_wire_present(it)) return 0;
+  if (!cJSON_IsObject(it)) return DFAIL(d, "%s must be an object", key);
+  *out = it;
+  return 0;
+}
+
+/* A required array field, counted against max (too_large) before anything is allocated. */
+static int array_field(decoder *d, const cJSON *obj, const char *key, size_t max, const cJSON **arr, size_t *n) {
+  const cJSON *it = field(obj, key);
+  if (!cJSON_IsArray(it)) return DFAIL(d, "%s must be an array", key);
+  size_t k = 0;
+  for (const cJSON *e = it->child; e; e = e->next) {
+    if (++k > max) return check_count(&d->c, key, k, max);
+  }
+  *arr = it;
+  *n = k;
+  return 0;
+}
+
+/* Reads the username field `key` (to or peer): a string is required; it is lower-cased into
+ * f->to_raw and, when it is a valid username, copied into *valid, else f->to_invalid is set. */
+static int username_field(decoder *d, const char *key, char **valid) {
+  const cJSON *it = field(d->root, key);
+  if (!cJSON_IsString(it)) return DFAIL(d, "%s must be a string", key);
+  const char *s = it->valuestring;
+  size_t n = strlen(s);
+  int rc = check_text(&d->c, key, s, n);
+  if (rc) return rc;
+  char norm[TERN_USERNAME_MAX + 1];
+  d->f->to_raw = lower_dup(s, n);
+  if (tern_username_normalize(s, n, norm)) {
+    *valid = tern_memdup(norm, n + 1);
+  } else {
+    d->f->to_invalid = true;
+  }
+  return 0;
+}
+
+/* to or group_id (send, typing): a group_id that is there means the frame names a group; a
+ * `to` beside it is the checks' business. */
+static int target_fields(decoder *d) {
+  tern_frame *f = d->f;
+  int rc = d->c.v11 ? opt_str(d, d->root, K_GROUP_ID, K_GROUP_ID, &f->group_id) : 0;
+  if (rc) return rc;
+  if (!f->group_id) return username_field(d, K_TO, &f->to);
+  if (tern_wire_present(field(d->root, K_TO)))
+    return DFAIL(d, "%s needs exactly one of to and group_id", f->type == TERN_FRAME_SEND ? "send" : "typing");
+  return 0;
+}
+
+static int dec_auth(decoder *d) {
+  const cJSON *tok = field(d->root, K_TOKEN);
+  if (!cJSON_IsString(tok)) return DFAIL(d, "token must be a string");
+  d->f->token = dup_str(tok);
+  return check_auth(&d->c, d->f);
+}
+
+static int dec_e2e(decoder *d) {
+  tern_frame *f = d->f;
+  const cJSON *arr = field(d->root, K_E2E);
+  if (!tern_wire_present(arr)) return 0;
+  size_t n;
+  int rc = array_field(d, d->root, K_E2E, d->c.max_devices, &arr, &n);
+  if (rc) return rc;
+  f->e2e = tern_calloc(n ? n : 1, sizeof *f->e2e); /* non-NULL even when empty: e2e was given */
+  for (const cJSON *e = arr->child; e; e = e->next) {
+    if (!cJSON_IsObject(e)) return DFAIL(d, "e2e entries must be objects");
+    tern_frame_e2e *x = &f->e2e[f->ne2e++];
+    const cJSON *dev = field(e, K_DEVICE_ID), *type = field(e, K_TYPE), *body = field(e, K_BODY);
+    if (!cJSON_IsString(dev)) return DFAIL(d, "e2e device_id must be a string");
+    x->device_id = dup_str(dev);
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    for (int k = TERN_E2E_PREKEY; k <= TERN_E2E_MESSAGE; k++) {
+      if (strcmp(t, e2e_type_names[k]) == 0) x->type = (tern_e2e_type)k;
+    }
+    if (!x->type) return DFAIL(d, "e2e type must be \"prekey\" or \"message\"");
+    if (!cJSON_IsString(body)) return DFAIL(d, "e2e body must be a string");
+    x->body = dup_str(body);
+    x->body_len = strlen(x->body);
+  }
+  return 0;
+}
+
+/* A {"of":"<msg_id>"} object (edit, delete). */
+static int dec_of(decoder *d, const char *key, char **out) {
+  const cJSON *o;
+  int rc = opt_obj(d, key, &o);
+  if (rc || !o) return rc;
+  const cJSON *of = field(o, K_OF);
+  if (!cJSON_IsString(of)) return DFAIL(d, "%s.of must be a string", key);
+  *out = dup_str(of);
+  return 0;
+}
+
+static int dec_mentions(decoder *d) {
+  tern_frame *f = d->f;
+  if (!tern_wire_present(field(d->root, K_MENTIONS))) return 0;
+  const cJSON *arr;
+  size_t n;
+  int rc = array_field(d, d->root, K_MENTIONS, TERN_MENTIONS_MAX, &arr, &n);
+  if (rc || n == 0) return rc; /* an empty list mentions nobody: absent */
+  f->mentions = tern_calloc(n, sizeof *f->mentions);
+  nameset seen;
+  nameset_init(&seen, n);
+  for (const cJSON *e = arr->child; e && !rc; e = e->next) {
+    if (!cJSON_IsString(e)) {
+      rc = DFAIL(d, "mentions entries must be strings");
+      break;
+    }
+    size_t len = strlen(e->valuestring);
+    char norm[TERN_USERNAME_MAX + 1];
+    if ((rc = check_text(&d->c, "mentions entries", e->valuestring, len))) break;
+    if (!tern_username_normalize(e->valuestring, len, norm)) {
+      rc = DFAIL(d, "mentions entries must be usernames");
+      break;
+    }
+    char *name = tern_memdup(norm, len + 1);
+    if (nameset_add(&seen, name, len)) {
+      f->mentions[f->nmentions++] = name;
+    } else {
+      tern_free(name);
+    }
+  }
+  tern_free(seen.slots);
+  return rc;
+}
+
+static int dec_send(decoder *d) {
+  tern_frame *f = d->f;
+  const cJSON *id = field(d->root, K_ID);
+  if (!cJSON_IsString(id) || check_id(&d->c, K_ID, id->valuestring, TERN_CLIENT_ID_MAX)) {
+    return DFAIL(d, "id must be a string of 1 to %d printable ASCII characters", TERN_CLIENT_ID_MAX);
+  }
+  /* From here on every error names the id, so the client can match the answer to its send. */
+  size_t n = strlen(id->valuestring);
+  memcpy(d->c.err->id, id->valuestring, n + 1);
+  f->id = tern_memdup(id->valuestring, n + 1);
+
+  int rc = target_fields(d);
+  if (rc) return rc;
+
+  const cJSON *body = field(d->root, K_BODY);
+  if (tern_wire_present(body)) {
+    if (!cJSON_IsString(body)) return DFAIL(d, "body must be a string");
+    /* An empty body carries nothing: it is treated as absent (so a media-only message never
+     * has "body":"" on the wire). */
+    size_t blen = strlen(body->valuestring);
+    if (blen > 0) {
+      f->body = tern_memdup(body->valuestring, blen + 1);
+      f->body_len = blen;
+    }
+  }
+
+  const cJSON *o;
+  if ((rc = opt_obj(d, K_MEDIA, &o))) return rc;
+  if (o) {
+    const cJSON *mid = field(o, K_MEDIA_ID);
+    if (!cJSON_IsString(mid)) {
+      return DFAIL(d, "media.media_id must be a string of 1 to %d printable ASCII characters", TERN_MSG_ID_MAX);
+    }
+    f->media_id = dup_str(mid);
+  }
+  if (!d->c.v11) return check_send(&d->c, f); /* v1: the rest are unknown fields */
+  if ((rc = dec_e2e(d))) return rc;
+  if ((rc = opt_str(d, d->root, K_MEDIA_REF, K_MEDIA_REF, &f->media_ref))) return rc;
+  const cJSON *silent = field(d->root, K_SILENT);
+  if (tern_wire_present(silent)) {
+    if (!cJSON_IsBool(silent)) return DFAIL(d, "silent must be true or false");
+    f->silent = cJSON_IsTrue(silent);
+  }
+  if ((rc = opt_str(d, d->root, K_REPLY_TO, K_REPLY_TO, &f->reply_to))) return rc;
+  if ((rc = opt_obj(d, K_REACTION, &o))) return rc;
+  if (o) {
+    const cJSON *to = field(o, K_TO), *emoji = field(o, K_EMOJI);
+    if (!cJSON_IsString(to)) return DFAIL(d, "reaction.to must be a string");
+    if (!cJSON_IsString(emoji)) return DFAIL(d, "reaction.emoji must be a string of 0 to %d bytes", TERN_EMOJI_MAX);
+    f->reaction_to = dup_str(to);
+    f->emoji = dup_str(emoji);
+  }
+  if ((rc = dec_of(d, K_EDIT, &f->edit_of))) return rc;
+  if ((rc = dec_of(d, K_DELETE, &f->delete_of))) return rc;
+  if ((rc = dec_mentions(d))) return rc;
+  return check_send(&d->c, f);
+}
+
+static int dec_ack(decoder *d) {
+  int64_t v;
+  const cJSON *seq = field(d->root, K_SEQ);
+  if (!cJSON_IsNumber(seq)) return DFAIL(d, "seq must be a number");
+  if (!tern_wire_int(seq, 0, TERN_WIRE_INT_MAX, &v)) return DFAIL(d, "seq must be an integer from 0 to 2^53");
+  d->f->seq = (uint64_t)v;
+  return 0;
+}
+
+static int dec_read(decoder *d) {
+  tern_frame *f = d->f;
+  int rc = d->c.v11 ? opt_str(d, d->root, K_GROUP_ID, K_GROUP_ID, &f->group_id) : 0;
+  if (!rc) rc = username_field(d, K_PEER, &f->peer);
+  const cJSON *ids;
+  size_t n;
+  if (!rc) rc = array_field(d, d->root, K_MSG_IDS, TERN_READ_IDS_MAX, &ids, &n);
+  if (rc) return rc;
+  f->ids = tern_calloc(n ? n : 1, sizeof *f->ids);
+  for (const cJSON *e = ids->child; e; e = e->next) {
+    /* A non-string entry stays NULL, which the check refuses. */
+    f->ids[f->nids++] = cJSON_IsString(e) ? dup_str(e) : NULL;
+  }
+  return check_read(&d->c, f);
+}
+
 static int dec_watch(decoder *d) {
   tern_frame *f = d->f;
-  const cJSON *users = field(d->root, "users");
-  if (!cJSON_IsArray(users)) return fail(d->err, BAD_REQUEST, "users must be an array");
-  size_t n = 0;
+  const cJSON *users;
+  size_t n;
+  int rc = array_field(d, d->root, K_USERS, TERN_WATCH_MAX, &users, &n);
+  if (rc) return rc;
   for (const cJSON *e = users->child; e; e = e->next) {
-    if (++n > TERN_WATCH_MAX) return fail(d->err, TOO_LARGE, "users has more than %d entries", TERN_WATCH_MAX);
-    if (!cJSON_IsString(e)) return fail(d->err, BAD_REQUEST, "users entries must be strings");
+    if (!cJSON_IsString(e)) return DFAIL(d, "users entries must be strings");
   }
   if (n == 0) return 0;
   f->users = tern_calloc(n, sizeof *f->users);
@@ -289,11 +542,10 @@ static int dec_watch(decoder *d) {
   /* Valid and invalid names never collide, so one set serves both lists. */
   nameset seen;
   nameset_init(&seen, n);
-  int rc = 0;
   for (const cJSON *e = users->child; e; e = e->next) {
     const char *s = e->valuestring;
     size_t len = strlen(s);
-    if ((rc = check_text(d, "users entries", s, len))) break;
+    if ((rc = check_text(&d->c, "users entries", s, len))) break;
     char norm[TERN_USERNAME_MAX + 1];
     bool ok = tern_username_normalize(s, len, norm);
     char *name = ok ? tern_memdup(norm, len + 1) : lower_dup(s, len);
@@ -310,31 +562,52 @@ static int dec_watch(decoder *d) {
 }
 
 static int dec_typing(decoder *d) {
-  int rc = username_field(d, "to", &d->f->to);
+  int rc = target_fields(d);
   if (rc) return rc;
-  const cJSON *st = field(d->root, "state");
+  const cJSON *st = field(d->root, K_STATE);
   const char *s = cJSON_IsString(st) ? st->valuestring : "";
   if (strcmp(s, "composing") == 0) {
     d->f->composing = true;
   } else if (strcmp(s, "paused") != 0) {
-    return fail(d->err, BAD_REQUEST, "state must be \"composing\" or \"paused\"");
+    return DFAIL(d, "state must be \"composing\" or \"paused\"");
   }
-  return 0;
+  return check_typing(&d->c, d->f);
+}
+
+static int dec_decrypt_error(decoder *d) {
+  tern_frame *f = d->f;
+  if (!d->c.v11) return fail(d->c.err, UNKNOWN_TYPE, "unknown frame type \"decrypt_error\"");
+  int rc = username_field(d, K_PEER, &f->peer);
+  if (!rc) rc = opt_str(d, d->root, K_DEVICE_ID, K_DEVICE_ID, &f->device_id);
+  if (!rc) rc = opt_str(d, d->root, K_MSG_ID, K_MSG_ID, &f->msg_id);
+  return rc ? rc : check_decrypt_error(&d->c, f);
 }
 
 static int dec_ping(decoder *d) { return 0; }
 
 static const struct {
-  const char *name;        /* the "type" value */
-  tern_frame_type type;    /* what it decodes to */
+  const char *name;         /* the "type" value */
+  tern_frame_type type;     /* what it decodes to */
   int (*decode)(decoder *); /* reads the type's fields */
 } frame_types[] = {
     /* Most frequent first: the lookup is a linear scan. */
-    {"send", TERN_FRAME_SEND, dec_send},     {"ack", TERN_FRAME_ACK, dec_ack},
-    {"read", TERN_FRAME_READ, dec_read},     {"typing", TERN_FRAME_TYPING, dec_typing},
-    {"ping", TERN_FRAME_PING, dec_ping},     {"watch", TERN_FRAME_WATCH, dec_watch},
-    {"unwatch", TERN_FRAME_UNWATCH, dec_watch}, {"auth", TERN_FRAME_AUTH, dec_auth},
+    {"send", TERN_FRAME_SEND, dec_send},
+    {"ack", TERN_FRAME_ACK, dec_ack},
+    {"read", TERN_FRAME_READ, dec_read},
+    {"typing", TERN_FRAME_TYPING, dec_typing},
+    {"ping", TERN_FRAME_PING, dec_ping},
+    {"watch", TERN_FRAME_WATCH, dec_watch},
+    {"unwatch", TERN_FRAME_UNWATCH, dec_watch},
+    {"auth", TERN_FRAME_AUTH, dec_auth},
+    {"decrypt_error", TERN_FRAME_DECRYPT_ERROR, dec_decrypt_error},
 };
+
+static const char *type_name(tern_frame_type t) {
+  for (size_t i = 0; i < TERN_ARRAY_LEN(frame_types); i++) {
+    if (frame_types[i].type == t) return frame_types[i].name;
+  }
+  return NULL;
+}
 
 /* Copies at most TYPE_NAME_SHOWN bytes of name into out, with anything but printable ASCII
  * (and the quote, which would look odd inside the message's quotes) shown as '?', so the
@@ -353,8 +626,8 @@ static void shown_name(char *out, const char *name) {
 }
 
 static int decode_object(decoder *d) {
-  const cJSON *t = field(d->root, "type");
-  if (!cJSON_IsString(t)) return fail(d->err, BAD_REQUEST, "frame has no \"type\" string");
+  const cJSON *t = field(d->root, K_TYPE);
+  if (!cJSON_IsString(t)) return DFAIL(d, "frame has no \"type\" string");
   for (size_t i = 0; i < TERN_ARRAY_LEN(frame_types); i++) {
     if (strcmp(t->valuestring, frame_types[i].name) == 0) {
       d->f->type = frame_types[i].type;
@@ -363,44 +636,29 @@ static int decode_object(decoder *d) {
   }
   char shown[TYPE_NAME_SHOWN + 4];
   shown_name(shown, t->valuestring);
-  return fail(d->err, UNKNOWN_TYPE, "unknown frame type \"%s\"", shown);
+  return fail(d->c.err, UNKNOWN_TYPE, "unknown frame type \"%s\"", shown);
+}
+
+int tern_frame_decode_ex(const char *json, size_t len, const tern_frame_limits *lim, tern_frame *out,
+                         tern_frame_error *err) {
+  memset(out, 0, sizeof *out);
+  error_reset(err);
+  tern_wire_doc doc;
+  int rc = tern_wire_parse(json, len, TERN_WIRE_FRAME_MAX, &doc, err->message, sizeof err->message);
+  if (rc) {
+    err->code = rc == -E2BIG ? TOO_LARGE : BAD_REQUEST;
+    return -EINVAL;
+  }
+  decoder d = {.root = doc.root, .f = out};
+  checker_init(&d.c, err, lim, doc.nul_escapes);
+  rc = decode_object(&d);
+  tern_wire_doc_free(&doc);
+  if (rc) tern_frame_free(out);
+  return rc;
 }
 
 int tern_frame_decode(const char *json, size_t len, tern_frame *out, tern_frame_error *err) {
-  memset(out, 0, sizeof *out);
-  err->code = NULL;
-  err->message[0] = '\0';
-  err->id[0] = '\0';
-  if (len > FRAME_MAX) return fail(err, TOO_LARGE, "frame is larger than %zu bytes", FRAME_MAX);
-  size_t start = skip_ws(json, 0, len);
-  if (start == len || json[start] != '{') return fail(err, BAD_REQUEST, "frame must be a JSON object");
-  if (memchr(json, '\0', len)) return fail(err, BAD_REQUEST, "frame is not valid JSON (NUL byte)");
-
-  decoder d = {.f = out, .err = err, .nul_escapes = has_nul_escape(json, len)};
-  char *copy = NULL;
-  const char *src = json;
-  size_t srclen = len;
-  if (d.nul_escapes) src = copy = replace_nul_escapes(json, len, &srclen);
-
-  /* Not require_null_terminated: with an explicit length cJSON would then demand a NUL inside
-   * it. We check for trailing bytes ourselves, which is the same rule. */
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(src, srclen, &end, 0);
-  int rc;
-  if (!root) {
-    rc = fail(err, BAD_REQUEST, "frame is not valid JSON");
-  } else if (!cJSON_IsObject(root)) {
-    rc = fail(err, BAD_REQUEST, "frame must be a JSON object");
-  } else if (skip_ws(src, (size_t)(end - src), srclen) != srclen) {
-    rc = fail(err, BAD_REQUEST, "frame has data after the JSON object");
-  } else {
-    d.root = root;
-    rc = decode_object(&d);
-  }
-  cJSON_Delete(root);
-  tern_free(copy);
-  if (rc) tern_frame_free(out);
-  return rc;
+  return tern_frame_decode_ex(json, len, NULL, out, err);
 }
 
 static void free_list(char **v, size_t n) {
@@ -414,13 +672,62 @@ void tern_frame_free(tern_frame *f) {
   tern_free(f->id);
   tern_free(f->to);
   tern_free(f->to_raw);
+  tern_free(f->group_id);
   tern_free(f->body);
   tern_free(f->media_id);
+  for (size_t i = 0; i < f->ne2e; i++) {
+    tern_free(f->e2e[i].device_id);
+    tern_free(f->e2e[i].body);
+  }
+  tern_free(f->e2e);
+  tern_free(f->media_ref);
+  tern_free(f->reply_to);
+  tern_free(f->reaction_to);
+  tern_free(f->emoji);
+  tern_free(f->edit_of);
+  tern_free(f->delete_of);
+  free_list(f->mentions, f->nmentions);
   tern_free(f->peer);
   free_list(f->ids, f->nids);
+  tern_free(f->device_id);
+  tern_free(f->msg_id);
   free_list(f->users, f->nusers);
   free_list(f->bad_users, f->nbad_users);
   memset(f, 0, sizeof *f);
+}
+
+static bool same_str(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+static bool same_list(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb || !a != !b) return false;
+  for (size_t i = 0; i < na; i++) {
+    if (!same_str(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+bool tern_frame_same(const tern_frame *a, const tern_frame *b) {
+  if (a->type != b->type || a->to_invalid != b->to_invalid || a->body_len != b->body_len || a->silent != b->silent ||
+      a->seq != b->seq || a->composing != b->composing || a->ne2e != b->ne2e || !a->e2e != !b->e2e)
+    return false;
+  const char *const sa[] = {a->token,       a->id,      a->to,      a->to_raw,   a->group_id, a->body,
+                            a->media_id,    a->media_ref, a->reply_to, a->reaction_to, a->emoji, a->edit_of,
+                            a->delete_of,   a->peer,    a->device_id, a->msg_id};
+  const char *const sb[] = {b->token,       b->id,      b->to,      b->to_raw,   b->group_id, b->body,
+                            b->media_id,    b->media_ref, b->reply_to, b->reaction_to, b->emoji, b->edit_of,
+                            b->delete_of,   b->peer,    b->device_id, b->msg_id};
+  for (size_t i = 0; i < TERN_ARRAY_LEN(sa); i++) {
+    if (!same_str(sa[i], sb[i])) return false;
+  }
+  for (size_t i = 0; i < a->ne2e; i++) {
+    const tern_frame_e2e *x = &a->e2e[i], *y = &b->e2e[i];
+    if (x->type != y->type || x->body_len != y->body_len || !same_str(x->device_id, y->device_id) ||
+        !same_str(x->body, y->body))
+      return false;
+  }
+  return same_list(a->mentions, a->nmentions, b->mentions, b->nmentions) && same_list(a->ids, a->nids, b->ids, b->nids) &&
+         same_list(a->users, a->nusers, b->users, b->nusers) &&
+         same_list(a->bad_users, a->nbad_users, b->bad_users, b->nbad_users);
 }
 
 bool tern_username_normalize(const char *name, size_t len, char *out) {
@@ -438,146 +745,137 @@ bool tern_username_normalize(const char *name, size_t len, char *out) {
   return ok;
 }
 
-/* ---- encoders ---- */
+/* ---- encoding (the client side) ---- */
 
-/* A JSON string, or null for a NULL pointer: a caller's bug then shows on the wire instead of
- * crashing the server. */
-static void put_str(tern_buf *b, const char *s) {
-  if (s) {
-    tern_buf_put_json_str(b, s, strlen(s));
+static void put_field(tern_buf *b, const char *key, const char *s) {
+  tern_wire_put_key(b, key, false);
+  tern_wire_put_cstr(b, s);
+}
+
+static void put_list(tern_buf *b, const char *key, char *const *v, size_t n, char *const *v2, size_t n2) {
+  tern_wire_put_key(b, key, false);
+  tern_buf_putc(b, '[');
+  for (size_t i = 0; i < n + n2; i++) {
+    if (i) tern_buf_putc(b, ',');
+    tern_wire_put_cstr(b, i < n ? v[i] : v2[i - n]);
+  }
+  tern_buf_putc(b, ']');
+}
+
+/* {"of":"..."} under key. */
+static void put_of(tern_buf *b, const char *key, const char *of) {
+  tern_wire_put_key(b, key, false);
+  tern_buf_putc(b, '{');
+  tern_wire_put_key(b, K_OF, true);
+  tern_wire_put_cstr(b, of);
+  tern_buf_putc(b, '}');
+}
+
+static void put_target(tern_buf *b, const tern_frame *f) {
+  if (f->group_id) {
+    put_field(b, K_GROUP_ID, f->group_id);
   } else {
-    LIT(b, "null");
+    put_field(b, K_TO, wire_to(f));
   }
 }
 
-void tern_enc_ready(tern_buf *out, const char *user, const char *device_id, int64_t server_time) {
-  LIT(out, "{\"type\":\"ready\",\"user\":");
-  put_str(out, user);
-  LIT(out, ",\"device_id\":");
-  put_str(out, device_id);
-  LIT(out, ",\"server_time\":");
-  tern_buf_put_i64(out, server_time);
-  tern_buf_putc(out, '}');
+static void enc_send(tern_buf *b, const tern_frame *f) {
+  tern_buf_reserve(b, 96 + (has_body(f) ? f->body_len : 0));
+  put_field(b, K_ID, f->id);
+  put_target(b, f);
+  if (has_body(f)) {
+    tern_wire_put_key(b, K_BODY, false);
+    tern_buf_put_json_str(b, f->body, f->body_len);
+  }
+  if (f->media_id) {
+    tern_wire_put_key(b, K_MEDIA, false);
+    tern_buf_putc(b, '{');
+    tern_wire_put_key(b, K_MEDIA_ID, true);
+    tern_wire_put_cstr(b, f->media_id);
+    tern_buf_putc(b, '}');
+  }
+  if (f->e2e) {
+    tern_wire_put_key(b, K_E2E, false);
+    tern_buf_putc(b, '[');
+    for (size_t i = 0; i < f->ne2e; i++) {
+      const tern_frame_e2e *e = &f->e2e[i];
+      if (i) tern_buf_putc(b, ',');
+      tern_buf_putc(b, '{');
+      tern_wire_put_key(b, K_DEVICE_ID, true);
+      tern_wire_put_cstr(b, e->device_id);
+      put_field(b, K_TYPE, e2e_type_names[e->type]);
+      tern_wire_put_key(b, K_BODY, false);
+      tern_wire_put_str(b, e->body, e->body_len);
+      tern_buf_putc(b, '}');
+    }
+    tern_buf_putc(b, ']');
+  }
+  if (f->media_ref) put_field(b, K_MEDIA_REF, f->media_ref);
+  if (f->silent) TERN_WIRE_LIT(b, ",\"" K_SILENT "\":true");
+  if (f->reply_to) put_field(b, K_REPLY_TO, f->reply_to);
+  if (f->reaction_to) {
+    tern_wire_put_key(b, K_REACTION, false);
+    tern_buf_putc(b, '{');
+    tern_wire_put_key(b, K_TO, true);
+    tern_wire_put_cstr(b, f->reaction_to);
+    put_field(b, K_EMOJI, f->emoji);
+    tern_buf_putc(b, '}');
+  }
+  if (f->edit_of) put_of(b, K_EDIT, f->edit_of);
+  if (f->delete_of) put_of(b, K_DELETE, f->delete_of);
+  if (f->mentions) put_list(b, K_MENTIONS, f->mentions, f->nmentions, NULL, 0);
 }
 
-void tern_enc_synced(tern_buf *out, uint64_t seq) {
-  LIT(out, "{\"type\":\"synced\",\"seq\":");
-  tern_buf_put_u64(out, seq);
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_pong(tern_buf *out, int64_t server_time) {
-  LIT(out, "{\"type\":\"pong\",\"server_time\":");
-  tern_buf_put_i64(out, server_time);
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_sent(tern_buf *out, const char *id, const char *msg_id, int64_t ts) {
-  LIT(out, "{\"type\":\"sent\",\"id\":");
-  put_str(out, id);
-  LIT(out, ",\"msg_id\":");
-  put_str(out, msg_id);
-  LIT(out, ",\"ts\":");
-  tern_buf_put_i64(out, ts);
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_error(tern_buf *out, const char *id, const char *code, const char *message, const char *user) {
-  LIT(out, "{\"type\":\"error\"");
-  if (id) {
-    LIT(out, ",\"id\":");
-    put_str(out, id);
+int tern_frame_encode(tern_buf *out, const tern_frame *f, const tern_frame_limits *lim, tern_frame_error *err) {
+  error_reset(err);
+  checker c;
+  checker_init(&c, err, lim, false);
+  const char *name = type_name(f->type);
+  if (!name) return fail(err, UNKNOWN_TYPE, "unknown frame type %d", (int)f->type);
+  int rc = 0;
+  switch (f->type) {
+    case TERN_FRAME_AUTH: rc = check_auth(&c, f); break;
+    case TERN_FRAME_SEND: rc = check_send(&c, f); break;
+    case TERN_FRAME_READ: rc = check_read(&c, f); break;
+    case TERN_FRAME_WATCH:
+    case TERN_FRAME_UNWATCH: rc = check_watch(&c, f); break;
+    case TERN_FRAME_TYPING: rc = check_typing(&c, f); break;
+    case TERN_FRAME_DECRYPT_ERROR: rc = check_decrypt_error(&c, f); break;
+    case TERN_FRAME_ACK: /* written as given: the server clamps an ack above what it sent */
+    case TERN_FRAME_PING: break;
   }
-  LIT(out, ",\"code\":");
-  put_str(out, code);
-  if (message) {
-    LIT(out, ",\"message\":");
-    put_str(out, message);
+  if (rc) {
+    if (f->type == TERN_FRAME_SEND && f->id && tern_wire_ascii_id(f->id, strlen(f->id), TERN_CLIENT_ID_MAX))
+      memcpy(err->id, f->id, strlen(f->id) + 1);
+    return rc;
   }
-  if (user) {
-    LIT(out, ",\"user\":");
-    put_str(out, user);
-  }
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_presence(tern_buf *out, const char *user, bool online, int64_t last_seen) {
-  LIT(out, "{\"type\":\"presence\",\"user\":");
-  put_str(out, user);
-  if (online) {
-    LIT(out, ",\"online\":true}");
-    return;
-  }
-  LIT(out, ",\"online\":false,\"last_seen\":");
-  if (last_seen < 0) {
-    LIT(out, "null");
-  } else {
-    tern_buf_put_i64(out, last_seen);
-  }
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_typing(tern_buf *out, const char *from, bool composing) {
-  LIT(out, "{\"type\":\"typing\",\"from\":");
-  put_str(out, from);
-  if (composing) {
-    LIT(out, ",\"state\":\"composing\"}");
-  } else {
-    LIT(out, ",\"state\":\"paused\"}");
-  }
-}
-
-void tern_enc_msg_tail(tern_buf *out, const char *msg_id, const char *from, const char *from_device, const char *to,
-                       int64_t ts, const char *body, size_t body_len, const char *media_json) {
-  /* One reservation for the fixed part and the body, so the common case grows the buffer once. */
-  tern_buf_reserve(out, 128 + body_len + (media_json ? strlen(media_json) : 0));
-  LIT(out, "\"msg_id\":");
-  put_str(out, msg_id);
-  LIT(out, ",\"from\":");
-  put_str(out, from);
-  LIT(out, ",\"from_device\":");
-  put_str(out, from_device);
-  LIT(out, ",\"to\":");
-  put_str(out, to);
-  LIT(out, ",\"ts\":");
-  tern_buf_put_i64(out, ts);
-  if (body) {
-    LIT(out, ",\"body\":");
-    tern_buf_put_json_str(out, body, body_len);
-  }
-  if (media_json) {
-    LIT(out, ",\"media\":");
-    tern_buf_puts(out, media_json);
+  TERN_WIRE_LIT(out, "{\"" K_TYPE "\":");
+  tern_wire_put_cstr(out, name);
+  switch (f->type) {
+    case TERN_FRAME_AUTH: put_field(out, K_TOKEN, f->token); break;
+    case TERN_FRAME_SEND: enc_send(out, f); break;
+    case TERN_FRAME_ACK:
+      tern_wire_put_key(out, K_SEQ, false);
+      tern_buf_put_u64(out, f->seq);
+      break;
+    case TERN_FRAME_READ:
+      if (f->group_id) put_field(out, K_GROUP_ID, f->group_id);
+      put_field(out, K_PEER, wire_peer(f));
+      put_list(out, K_MSG_IDS, f->ids, f->nids, NULL, 0);
+      break;
+    case TERN_FRAME_WATCH:
+    case TERN_FRAME_UNWATCH: put_list(out, K_USERS, f->users, f->nusers, f->bad_users, f->nbad_users); break;
+    case TERN_FRAME_TYPING:
+      put_target(out, f);
+      put_field(out, K_STATE, f->composing ? "composing" : "paused");
+      break;
+    case TERN_FRAME_DECRYPT_ERROR:
+      put_field(out, K_PEER, wire_peer(f));
+      put_field(out, K_DEVICE_ID, f->device_id);
+      put_field(out, K_MSG_ID, f->msg_id);
+      break;
+    case TERN_FRAME_PING: break;
   }
   tern_buf_putc(out, '}');
-}
-
-void tern_enc_receipt_tail(tern_buf *out, bool read, const char *from, const char *by, const char *const *msg_ids,
-                           size_t n, int64_t ts) {
-  if (read) {
-    LIT(out, "\"status\":\"read\",\"from\":");
-  } else {
-    LIT(out, "\"status\":\"delivered\",\"from\":");
-  }
-  put_str(out, from);
-  LIT(out, ",\"by\":");
-  put_str(out, by);
-  LIT(out, ",\"msg_ids\":[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) tern_buf_putc(out, ',');
-    put_str(out, msg_ids[i]);
-  }
-  LIT(out, "],\"ts\":");
-  tern_buf_put_i64(out, ts);
-  tern_buf_putc(out, '}');
-}
-
-void tern_enc_envelope_head(tern_buf *out, bool receipt, uint64_t seq) {
-  if (receipt) {
-    LIT(out, "{\"type\":\"receipt\",\"seq\":");
-  } else {
-    LIT(out, "{\"type\":\"msg\",\"seq\":");
-  }
-  tern_buf_put_u64(out, seq);
-  tern_buf_putc(out, ',');
+  return 0;
 }

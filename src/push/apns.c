@@ -91,16 +91,23 @@ static tern_push_prep apns_prepare(tern_push_pv *pv, tern_push_job *job) {
   tern_push_job_header(job, "content-type: application/json");
   tern_buf *b = &job->body;
   tern_buf_puts(b, "{\"aps\":{\"alert\":{\"title\":");
-  tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  tern_buf title = {0};
+  tern_push_alert_title(job, &title);
+  tern_buf_put_json_str(b, title.data ? title.data : "", title.len);
   tern_buf_puts(b, ",\"body\":");
   tern_buf alert = {0};
   tern_push_alert_body(job, &alert);
   tern_buf_put_json_str(b, alert.data ? alert.data : "", alert.len);
   tern_buf_free(&alert);
-  tern_buf_puts(b, "},\"sound\":\"default\",\"thread-id\":");
-  tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  tern_buf_puts(b, "},\"sound\":\"default\",\"thread-id\":"); /* one thread per chat */
+  tern_buf_put_json_str(b, title.data ? title.data : "", title.len);
+  tern_buf_free(&title);
   tern_buf_puts(b, "},\"from\":");
   tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  if (job->group) {
+    tern_buf_puts(b, ",\"group\":");
+    tern_buf_put_json_str(b, job->group, strlen(job->group));
+  }
   tern_buf_printf(b, ",\"count\":%u}", job->count);
   return TERN_PUSH_PREP_START;
 }

@@ -171,12 +171,19 @@ static tern_push_prep fcm_prepare(tern_push_pv *pv, tern_push_job *job) {
   tern_buf_puts(b, "{\"message\":{\"token\":");
   tern_buf_put_json_str(b, job->reg.token, strlen(job->reg.token));
   tern_buf_puts(b, ",\"notification\":{\"title\":");
-  tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  tern_buf title = {0};
+  tern_push_alert_title(job, &title);
+  tern_buf_put_json_str(b, title.data ? title.data : "", title.len);
+  tern_buf_free(&title);
   tern_buf_puts(b, ",\"body\":");
   tern_buf_put_json_str(b, alert.data ? alert.data : "", alert.len);
   tern_buf_free(&alert);
   tern_buf_puts(b, "},\"data\":{\"type\":\"msg\",\"from\":"); /* FCM data values are strings */
   tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  if (job->group) {
+    tern_buf_puts(b, ",\"group\":");
+    tern_buf_put_json_str(b, job->group, strlen(job->group));
+  }
   tern_buf_printf(b, ",\"count\":\"%u\"", job->count);
   if (job->preview) {
     tern_buf_puts(b, ",\"preview\":");

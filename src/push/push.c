@@ -27,6 +27,7 @@ typedef struct tern_push_window {
   char *device_id;                       /* owned */
   tern_push_reg reg;                     /* owned copy: where the notification goes */
   char *sender;                          /* owned: the latest sender */
+  char *group;                           /* owned: its group's name, or NULL */
   char *preview;                         /* owned or NULL: the latest preview */
   uint32_t count;                        /* messages in the window */
   uint64_t deadline;                     /* loop time (ms) at which it is sent */
@@ -81,6 +82,7 @@ static void free_job(tern_push_job *job) {
   tern_push_reg_free(&job->reg);
   tern_free(job->device_id);
   tern_free(job->sender);
+  tern_free(job->group);
   tern_free(job->preview);
   tern_free(job->url);
   curl_slist_free_all(job->headers);
@@ -111,6 +113,10 @@ void tern_push_job_header(tern_push_job *job, const char *fmt, ...) {
 void tern_push_payload_json(const tern_push_job *job, tern_buf *b, const char *extra) {
   tern_buf_puts(b, "{\"type\":\"msg\",\"from\":");
   tern_buf_put_json_str(b, job->sender, strlen(job->sender));
+  if (job->group) {
+    tern_buf_puts(b, ",\"group\":");
+    tern_buf_put_json_str(b, job->group, strlen(job->group));
+  }
   tern_buf_printf(b, ",\"count\":%u", job->count);
   if (job->preview) {
     tern_buf_puts(b, ",\"preview\":");
@@ -120,7 +126,15 @@ void tern_push_payload_json(const tern_push_job *job, tern_buf *b, const char *e
   tern_buf_putc(b, '}');
 }
 
+void tern_push_alert_title(const tern_push_job *job, tern_buf *b) {
+  tern_buf_puts(b, job->group ? job->group : job->sender);
+}
+
 void tern_push_alert_body(const tern_push_job *job, tern_buf *b) {
+  if (job->group) { /* the group is the title: the line says who wrote */
+    tern_buf_puts(b, job->sender);
+    tern_buf_puts(b, ": ");
+  }
   if (job->preview) tern_buf_puts(b, job->preview);
   else if (job->count == 1) tern_buf_puts(b, "1 new message");
   else tern_buf_printf(b, "%u new messages", job->count);
@@ -427,6 +441,7 @@ int tern_push_notify(tern_push *p, const char *device_id, const tern_push_reg *r
   tern_push_reg_copy(&job->reg, reg);
   job->device_id = tern_strdup(device_id);
   job->sender = utf8_dup_max(note->sender ? note->sender : "", TERN_PUSH_SENDER_MAX);
+  job->group = note->group ? utf8_dup_max(note->group, TERN_PUSH_GROUP_MAX) : NULL;
   if (p->previews && note->preview) job->preview = utf8_dup_max(note->preview, TERN_PUSH_PREVIEW_MAX);
   job->count = note->count ? note->count : 1;
   job->cb = cb;
@@ -447,6 +462,7 @@ static void free_window(tern_push_window *w) {
   tern_free(w->device_id);
   tern_push_reg_free(&w->reg);
   tern_free(w->sender);
+  tern_free(w->group);
   tern_free(w->preview);
   tern_free(w);
 }
@@ -481,7 +497,7 @@ static void win_cb(uv_timer_t *t) {
   while (p->win_head && p->win_head->deadline <= now) {
     tern_push_window *w = p->win_head;
     unlink_window(p, w);
-    tern_push_note note = {.sender = w->sender, .count = w->count, .preview = w->preview};
+    tern_push_note note = {.sender = w->sender, .group = w->group, .count = w->count, .preview = w->preview};
     if (tern_push_notify(p, w->device_id, &w->reg, &note, coalesced_done, p) < 0) {
       TERN_DEBUG("push: notification dropped", "device=%s provider=%s", w->device_id,
                  PROVIDER_NAMES[w->reg.provider]);
@@ -498,13 +514,15 @@ void tern_push_set_result_cb(tern_push *p, tern_push_cb cb, void *arg) {
 }
 
 void tern_push_offline_message(tern_push *p, const char *device_id, const tern_push_reg *reg, const char *sender,
-                               const char *preview) {
+                               const char *group, const char *preview) {
   if (p->closing || !tern_push_configured(p, reg->provider)) return;
   tern_push_window *w = tern_map_gets(&p->windows, device_id);
   if (w) {
     if (w->count < UINT32_MAX) w->count++;
     tern_free(w->sender);
     w->sender = utf8_dup_max(sender ? sender : "", TERN_PUSH_SENDER_MAX);
+    tern_free(w->group);
+    w->group = group ? utf8_dup_max(group, TERN_PUSH_GROUP_MAX) : NULL;
     tern_free(w->preview);
     w->preview = p->previews && preview ? utf8_dup_max(preview, TERN_PUSH_PREVIEW_MAX) : NULL;
     if (!tern_push_reg_equal(&w->reg, reg)) {
@@ -517,6 +535,7 @@ void tern_push_offline_message(tern_push *p, const char *device_id, const tern_p
   w->device_id = tern_strdup(device_id);
   tern_push_reg_copy(&w->reg, reg);
   w->sender = utf8_dup_max(sender ? sender : "", TERN_PUSH_SENDER_MAX);
+  w->group = group ? utf8_dup_max(group, TERN_PUSH_GROUP_MAX) : NULL;
   w->preview = p->previews && preview ? utf8_dup_max(preview, TERN_PUSH_PREVIEW_MAX) : NULL;
   w->count = 1;
   /* Every window has the same length, so appending keeps the list sorted by deadline. */

@@ -51,6 +51,7 @@ typedef enum {
 } tern_push_result;
 
 #define TERN_PUSH_SENDER_MAX 64     /* bytes of sender name carried */
+#define TERN_PUSH_GROUP_MAX 128     /* bytes of group name carried (names are at most 100) */
 #define TERN_PUSH_PREVIEW_MAX 100   /* bytes of preview text carried (cut at a UTF-8 boundary) */
 #define TERN_PUSH_ENDPOINT_MAX 2048 /* longest Web Push endpoint URL accepted */
 
@@ -65,6 +66,7 @@ typedef struct tern_push_reg {
 /* What a notification says. Strings are copied by the calls that take a note. */
 typedef struct tern_push_note {
   const char *sender;  /* username of the sender (the latest one, for a coalesced window) */
+  const char *group;   /* the group's name for a group message, or NULL (the latest one) */
   uint32_t count;      /* messages it stands for, >= 1 */
   const char *preview; /* message text, or NULL; carried only when push.previews = true */
 } tern_push_note;
@@ -122,7 +124,7 @@ void tern_push_set_result_cb(tern_push *p, tern_push_cb cb, void *arg);
  * reg replaces the stored registration if it changed). When the window ends one notification
  * goes out with the count. A provider that is not configured is ignored. */
 void tern_push_offline_message(tern_push *p, const char *device_id, const tern_push_reg *reg, const char *sender,
-                               const char *preview);
+                               const char *group, const char *preview);
 /* The device connected (or logged out, or deleted its registration): cancel its window. */
 void tern_push_device_online(tern_push *p, const char *device_id);
 

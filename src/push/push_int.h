@@ -70,6 +70,7 @@ struct tern_push_job {
   tern_push_reg reg;                 /* owned copy */
   char *device_id;                   /* owned */
   char *sender;                      /* owned */
+  char *group;                       /* owned: the group's name, or NULL for a 1:1 message */
   char *preview;                     /* owned; NULL unless previews are on and one was given */
   uint32_t count;                    /* messages */
   tern_push_cb cb;                   /* final result goes here */
@@ -140,6 +141,8 @@ void tern_push_job_header(tern_push_job *job, const char *fmt, ...) __attribute_
 void tern_push_payload_json(const tern_push_job *job, tern_buf *b, const char *extra);
 /* The human line shown under the sender's name: the preview when carried, else "N new messages". */
 void tern_push_alert_body(const tern_push_job *job, tern_buf *b);
+/* The title: the sender's name, or the group's for a group message. */
+void tern_push_alert_title(const tern_push_job *job, tern_buf *b);
 /* A WAIT job may go now: prepare runs again. */
 void tern_push_job_resume(tern_push_job *job);
 /* A WAIT job's attempt ended without a request (e.g. no access token): apply outcome. */

@@ -62,18 +62,18 @@ static int unpack_legacy(const uint8_t *v, size_t len, tern_env_view *out) {
   p += 8;
   size_t n = *p++;
   if ((size_t)(end - p) < n + 1) return -EINVAL; /* + the from length byte */
-  out->f[TERN_EF_MSG_ID] = (tern_slice){(const char *)p, n};
+  out->f[TERN_EF_MSG_ID] = (tern_str){(const char *)p, n};
   out->count[TERN_EF_MSG_ID] = n > 0;
   if (!n) out->f[TERN_EF_MSG_ID].p = NULL;
   p += n;
   n = *p++;
   if ((size_t)(end - p) < n) return -EINVAL;
   if (n) {
-    out->f[TERN_EF_FROM] = (tern_slice){(const char *)p, n};
+    out->f[TERN_EF_FROM] = (tern_str){(const char *)p, n};
     out->count[TERN_EF_FROM] = 1;
   }
   p += n;
-  out->legacy_tail = (tern_slice){(const char *)p, (size_t)(end - p)};
+  out->legacy_tail = (tern_str){(const char *)p, (size_t)(end - p)};
   return 0;
 }
 
@@ -97,7 +97,7 @@ int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out) {
     uint64_t n;
     if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p)) return -EINVAL;
     if (tag > 0 && tag < TERN_EF__COUNT) {
-      if (!out->f[tag].p) out->f[tag] = (tern_slice){(const char *)p, (size_t)n};
+      if (!out->f[tag].p) out->f[tag] = (tern_str){(const char *)p, (size_t)n};
       if (out->count[tag] < UINT16_MAX) out->count[tag]++;
     }
     p += n;
@@ -105,7 +105,7 @@ int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out) {
   return 0;
 }
 
-void tern_env_each(const tern_env_view *v, tern_env_field tag, bool (*fn)(tern_slice s, void *arg), void *arg) {
+void tern_env_each(const tern_env_view *v, tern_env_field tag, bool (*fn)(tern_str s, void *arg), void *arg) {
   if (v->version < V2) {
     if (v->f[tag].p) fn(v->f[tag], arg);
     return;
@@ -115,13 +115,13 @@ void tern_env_each(const tern_env_view *v, tern_env_field tag, bool (*fn)(tern_s
     uint8_t t = *p++;
     uint64_t n;
     if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p)) return; /* checked by unpack */
-    if (t == tag && !fn((tern_slice){(const char *)p, (size_t)n}, arg)) return;
+    if (t == tag && !fn((tern_str){(const char *)p, (size_t)n}, arg)) return;
     p += n;
   }
 }
 
 uint64_t tern_env_uint(const tern_env_view *v, tern_env_field tag) {
-  tern_slice s = v->f[tag];
+  tern_str s = v->f[tag];
   if (!s.p) return 0;
   const uint8_t *p = (const uint8_t *)s.p;
   uint64_t x = 0;

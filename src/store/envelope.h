@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "base/str.h"
 
 enum {
   TERN_ENV_MSG = 'm',           /* a message (1:1 or group) */
@@ -81,28 +82,23 @@ typedef enum {
   TERN_EF__COUNT
 } tern_env_field;
 
-/* A byte string inside a record: p == NULL means absent; n may be 0 for a present empty one. */
-typedef struct tern_slice {
-  const char *p;
-  size_t n;
-} tern_slice;
 
 typedef struct tern_env_view {
   uint8_t kind;            /* TERN_ENV_* */
   uint8_t flags;           /* TERN_ENV_F_* */
   uint8_t version;         /* 1 (legacy) or 2 */
   int64_t ts;              /* ms since epoch */
-  tern_slice f[TERN_EF__COUNT]; /* first occurrence of each tag (index = tag) */
+  tern_str f[TERN_EF__COUNT]; /* first occurrence of each tag (index = tag) */
   uint16_t count[TERN_EF__COUNT]; /* occurrences of each tag */
   const uint8_t *fields;   /* the field region (for tern_env_each) */
   size_t fields_len;
-  tern_slice legacy_tail;  /* version 1: the stored JSON tail ("..., }" after the seq) */
+  tern_str legacy_tail;  /* version 1: the stored JSON tail ("..., }" after the seq) */
 } tern_env_view;
 
 /* Parses a record (pointers into v). Returns 0, or -EINVAL when it is malformed. */
 int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out);
 /* Calls fn for each occurrence of tag, in order; stops when fn returns false. */
-void tern_env_each(const tern_env_view *v, tern_env_field tag, bool (*fn)(tern_slice s, void *arg), void *arg);
+void tern_env_each(const tern_env_view *v, tern_env_field tag, bool (*fn)(tern_str s, void *arg), void *arg);
 /* A varint field's value (0 when absent or malformed). */
 uint64_t tern_env_uint(const tern_env_view *v, tern_env_field tag);
 static inline bool tern_env_has(const tern_env_view *v, tern_env_field tag) { return v->f[tag].p != NULL; }

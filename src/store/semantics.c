@@ -117,7 +117,7 @@ static uint32_t get_be32(const void *p) {
 /* ---- shared bodies ---------------------------------------------------------------------------- */
 
 /* Drops one reference to a shared body; the last one deletes it. */
-static int body_release(tern_sem *sem, tern_store_op *op, tern_slice id) {
+static int body_release(tern_sem *sem, tern_store_op *op, tern_str id) {
   if (!id.p || !id.n) return 0;
   int64_t ts = 0;
   int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, &ts);
@@ -139,7 +139,7 @@ static int body_release(tern_sem *sem, tern_store_op *op, tern_slice id) {
 }
 
 /* Copies the body an envelope refers to into out (empty when it is gone). */
-static int body_get(tern_sem *sem, tern_store_op *op, tern_slice id, tern_buf *out) {
+static int body_get(tern_sem *sem, tern_store_op *op, tern_str id, tern_buf *out) {
   int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, NULL);
   if (r < 0) return failed(sem, op, "body", r);
   tern_buf_reset(out);
@@ -165,7 +165,7 @@ typedef struct head_list {
   bool stopped;        /* expiry: an envelope young enough was found */
 } head_list;
 
-static char *slice_dup(tern_slice s) { return s.p ? tern_strndup(s.p, s.n) : NULL; }
+static char *slice_dup(tern_str s) { return s.p ? tern_strndup(s.p, s.n) : NULL; }
 
 static bool collect_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
   head_list *l = arg;
@@ -208,7 +208,7 @@ static int release_bodies(tern_sem *sem, tern_store_op *op, const head_list *l) 
   for (size_t i = 0; i < l->n; i++) {
     const char *b = l->v[i].body_ref;
     if (!b) continue;
-    int r = body_release(sem, op, (tern_slice){b, strlen(b)});
+    int r = body_release(sem, op, (tern_str){b, strlen(b)});
     if (r < 0) return r;
   }
   return 0;

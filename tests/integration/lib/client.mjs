@@ -170,7 +170,8 @@ export class Client {
   }
 
   /**
-   * Reads every frame until {type:"synced"}: returns { envelopes (msg and receipt, in order),
+   * Reads every frame until {type:"synced"}: returns { envelopes (msg, receipt, group and
+   * decrypt_error, in order),
    * others, synced }.
    */
   async untilSynced(timeoutMs = DEFAULT_TIMEOUT) {
@@ -180,7 +181,7 @@ export class Client {
     for (;;) {
       const f = await this.next(() => true, Math.max(1, deadline - Date.now()));
       if (f.type === 'synced') { this.synced = f; return { envelopes, others, synced: f }; }
-      if (f.type === 'msg' || f.type === 'receipt') envelopes.push(f);
+      if (f.type === 'msg' || f.type === 'receipt' || f.type === 'group' || f.type === 'decrypt_error') envelopes.push(f);
       else others.push(f);
     }
   }

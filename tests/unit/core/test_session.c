@@ -52,7 +52,7 @@ typedef struct ids_buf {
   char s[120];
 } ids_buf;
 
-static bool add_id(tern_slice x, void *arg) {
+static bool add_id(tern_str x, void *arg) {
   ids_buf *b = arg;
   size_t l = strlen(b->s);
   snprintf(b->s + l, sizeof b->s - l, "%s%.*s", l ? "," : "", (int)x.n, x.p);
@@ -62,7 +62,7 @@ static bool add_id(tern_slice x, void *arg) {
 static void f_envelope(void *ep, const tern_out_env *e) {
   const tern_env_view *v = e->v;
   if (v->kind == TERN_ENV_MSG) {
-    tern_slice b = e->body ? (tern_slice){(const char *)e->body, e->body_len} : v->f[TERN_EF_BODY];
+    tern_str b = e->body ? (tern_str){(const char *)e->body, e->body_len} : v->f[TERN_EF_BODY];
     note(ep, "msg %llu %.*s>%.*s %.*s", (unsigned long long)e->seq, (int)v->f[TERN_EF_FROM].n, v->f[TERN_EF_FROM].p,
          (int)v->f[TERN_EF_TO].n, v->f[TERN_EF_TO].p, (int)b.n, b.p);
   } else if (v->kind == TERN_ENV_RECEIPT) {

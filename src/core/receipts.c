@@ -1,0 +1,346 @@
+/* receipts: acks and reads, and the receipts they make (receipts.h). */
+#include "core/receipts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "core/groups.h"
+#include "core/router.h"
+
+/* ---- making receipt envelopes ---- */
+
+static void on_receipt_done(tern_store_op *op) {
+  if (op->status != TERN_STORE_OK) TERN_ERROR("receipt not stored", "err=%s", tern_log_quote(op->err));
+  tern_router_release_targets(tern_op_as_append(op));
+}
+
+/* Every device of u (none when it has none: a receipt for a user with no device has nobody to
+ * tell), except `skip`. */
+static void devices_of(tern_op_append *op, tern_user *u, const tern_device *skip, size_t vi) {
+  for (tern_device *d = u->devices; d; d = d->next_in_user) {
+    if (d == skip) continue;
+    tern_dir_device_ref(d);
+    tern_op_append_target(op, d->id, vi, TERN_CAP_NONE, d);
+  }
+}
+
+/* A receipt: from = the messages' sender, by = who got or read them (a list for groups). It
+ * goes to the sender's devices and, when reader_dev is given (a read), to the reader's other
+ * devices. */
+static void make_receipt(tern_app *a, bool read, tern_user *sender, const char *group_id, tern_user *const *by,
+                         size_t nby, tern_user *reader, const tern_device *reader_dev, const char *const *ids,
+                         size_t n, bool to_sender) {
+  int64_t ts = tern_now_ms();
+  tern_buf *rec = &a->record;
+  tern_env_begin(rec, TERN_ENV_RECEIPT, 0, ts);
+  tern_env_put_str(rec, TERN_EF_STATUS, read ? "read" : "delivered");
+  tern_env_put_str(rec, TERN_EF_FROM, sender->name);
+  tern_env_put_str(rec, TERN_EF_GROUP_ID, group_id);
+  if (group_id) tern_env_put(rec, TERN_EF_BY_LIST, NULL, 0);
+  for (size_t i = 0; i < nby; i++) tern_env_put_str(rec, TERN_EF_BY, by[i]->name);
+  for (size_t i = 0; i < n; i++) tern_env_put_str(rec, TERN_EF_MSG_IDS, ids[i]);
+  tern_op_append *op = tern_op_append_new(on_receipt_done, a);
+  size_t vi = tern_op_append_value(op, rec->data, rec->len);
+  if (to_sender) devices_of(op, sender, sender == reader ? reader_dev : NULL, vi);
+  if (reader && reader != sender) devices_of(op, reader, reader_dev, vi);
+  if (!op->ntargets) {
+    tern_store_op_free(&op->op);
+    return;
+  }
+  op->now = ts;
+  if (read) a->metrics.receipts_read++;
+  else a->metrics.receipts_delivered++;
+  tern_app_submit(a, &op->op);
+}
+
+/* ---- merging group receipts ----
+ * A merged receipt must stay true for every name in it ("every user in by delivered every id
+ * in msg_ids"), so parts merge only when they have the same status, group, sender and the
+ * same msg_ids. A part waits at most receipts.merge_window. */
+
+typedef struct pending_receipt {
+  char *key;                    /* status, group, sender, ids: the map key */
+  bool read;
+  char group_id[TERN_GROUP_ID_MAX + 1];
+  char sender[TERN_USERNAME_MAX + 1];
+  char **ids;
+  size_t nids;
+  char (*by)[TERN_USERNAME_MAX + 1];
+  size_t nby, by_cap;
+  int64_t due;                  /* ms: when it goes out */
+  struct pending_receipt *next; /* the app's queue, in arrival order */
+} pending_receipt;
+
+typedef struct receipt_merge {
+  tern_map byk;                 /* key → pending_receipt */
+  pending_receipt *head, *tail; /* arrival order */
+  uv_timer_t timer;             /* fires at the head's due time */
+  bool timer_on;
+} receipt_merge;
+
+static void pending_free(pending_receipt *p) {
+  for (size_t i = 0; i < p->nids; i++) tern_free(p->ids[i]);
+  tern_free(p->ids);
+  tern_free(p->by);
+  tern_free(p->key);
+  tern_free(p);
+}
+
+/* Sends one merged receipt (users who went meanwhile are left out). */
+static void emit(tern_app *a, pending_receipt *p) {
+  tern_user *sender = tern_dir_user(a->dir, p->sender);
+  if (!sender) return;
+  tern_user **by = tern_malloc(p->nby * sizeof *by);
+  size_t k = 0;
+  for (size_t i = 0; i < p->nby; i++) {
+    tern_user *u = tern_dir_user(a->dir, p->by[i]);
+    if (u) by[k++] = u;
+  }
+  if (k) make_receipt(a, p->read, sender, p->group_id, by, k, NULL, NULL, (const char *const *)p->ids, p->nids, true);
+  tern_free(by);
+}
+
+static void arm(tern_app *a);
+
+static void on_merge_timer(uv_timer_t *t) {
+  tern_app *a = t->data;
+  receipt_merge *m = a->receipt_merge;
+  m->timer_on = false;
+  int64_t now = tern_now_ms();
+  while (m->head && m->head->due <= now) {
+    pending_receipt *p = m->head;
+    m->head = p->next;
+    if (!m->head) m->tail = NULL;
+    tern_map_dels(&m->byk, p->key);
+    emit(a, p);
+    pending_free(p);
+  }
+  arm(a);
+}
+
+static void arm(tern_app *a) {
+  receipt_merge *m = a->receipt_merge;
+  if (!m->head || m->timer_on) return;
+  int64_t wait = m->head->due - tern_now_ms();
+  uv_timer_start(&m->timer, on_merge_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+  m->timer_on = true;
+}
+
+static receipt_merge *merge_of(tern_app *a) {
+  if (!a->receipt_merge) {
+    receipt_merge *m = TERN_NEW(receipt_merge);
+    uv_timer_init(a->loop, &m->timer);
+    m->timer.data = a;
+    a->receipt_merge = m;
+  }
+  return a->receipt_merge;
+}
+
+static void merge_part(tern_app *a, bool read, tern_user *sender, const char *group_id, tern_user *by,
+                       const char *const *ids, size_t n) {
+  if (a->cfg->receipts_merge_window_ms <= 0) {
+    make_receipt(a, read, sender, group_id, &by, 1, NULL, NULL, ids, n, true);
+    return;
+  }
+  receipt_merge *m = merge_of(a);
+  tern_buf key = {0};
+  tern_buf_puts(&key, read ? "r" : "d");
+  tern_buf_putc(&key, '\n');
+  tern_buf_puts(&key, group_id);
+  tern_buf_putc(&key, '\n');
+  tern_buf_puts(&key, sender->name);
+  for (size_t i = 0; i < n; i++) {
+    tern_buf_putc(&key, '\n');
+    tern_buf_puts(&key, ids[i]);
+  }
+  pending_receipt *p = tern_map_get(&m->byk, key.data, key.len);
+  if (!p) {
+    p = TERN_NEW(pending_receipt);
+    p->key = tern_strndup(key.data, key.len);
+    p->read = read;
+    snprintf(p->group_id, sizeof p->group_id, "%s", group_id);
+    snprintf(p->sender, sizeof p->sender, "%s", sender->name);
+    p->ids = tern_malloc(n * sizeof *p->ids);
+    for (size_t i = 0; i < n; i++) p->ids[i] = tern_strdup(ids[i]);
+    p->nids = n;
+    p->due = tern_now_ms() + a->cfg->receipts_merge_window_ms;
+    tern_map_put(&m->byk, p->key, key.len, p);
+    if (m->tail) m->tail->next = p;
+    else m->head = p;
+    m->tail = p;
+  }
+  tern_buf_free(&key);
+  for (size_t i = 0; i < p->nby; i++)
+    if (!strcmp(p->by[i], by->name)) return; /* already in it */
+  if (p->nby == p->by_cap) {
+    p->by_cap = p->by_cap ? p->by_cap * 2 : 4;
+    p->by = tern_realloc(p->by, p->by_cap * sizeof *p->by);
+  }
+  snprintf(p->by[p->nby++], sizeof p->by[0], "%s", by->name);
+  arm(a);
+}
+
+void tern_receipts_flush(tern_app *a) {
+  receipt_merge *m = a->receipt_merge;
+  if (!m) return;
+  while (m->head) {
+    pending_receipt *p = m->head;
+    m->head = p->next;
+    tern_map_dels(&m->byk, p->key);
+    emit(a, p);
+    pending_free(p);
+  }
+  m->tail = NULL;
+}
+
+static void on_merge_closed(uv_handle_t *h) { tern_free(TERN_CONTAINER_OF(h, receipt_merge, timer)); }
+
+void tern_receipts_free(tern_app *a) {
+  receipt_merge *m = a->receipt_merge;
+  if (!m) return;
+  while (m->head) {
+    pending_receipt *p = m->head;
+    m->head = p->next;
+    pending_free(p);
+  }
+  tern_map_free(&m->byk);
+  uv_close((uv_handle_t *)&m->timer, on_merge_closed);
+  a->receipt_merge = NULL;
+}
+
+/* ---- acks ---- */
+
+typedef struct ack_ctx {
+  tern_app *app;    /* owner */
+  tern_session *s;  /* the acking session (referenced) */
+  tern_user *by;    /* who acked */
+} ack_ctx;
+
+static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f);
+
+/* The delivered list sorted by (group, sender, position): each run is one receipt, its ids in
+ * seq order, and grouping a large ack costs n log n, not the n² of comparing every pair. */
+typedef struct by_sender {
+  const char *group;  /* "" for 1:1 */
+  const char *from;   /* the message's sender */
+  const char *msg_id;
+  size_t idx;         /* position in the ack's (seq-ordered) list */
+} by_sender;
+
+static int cmp_sender(const void *x, const void *y) {
+  const by_sender *a = x, *b = y;
+  int c = strcmp(a->group, b->group);
+  if (!c) c = strcmp(a->from, b->from);
+  return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *op) {
+  size_t n = op->ndelivered;
+  by_sender *v = tern_malloc(n * sizeof *v);
+  for (size_t i = 0; i < n; i++) {
+    const tern_store_delivered *d = &op->delivered[i];
+    v[i] = (by_sender){d->group_id ? d->group_id : "", d->from, d->msg_id, i};
+  }
+  if (n > 1) qsort(v, n, sizeof *v, cmp_sender);
+  const char **ids = tern_malloc(n * sizeof *ids);
+  for (size_t i = 0; i < n;) {
+    size_t j = i, k = 0;
+    while (j < n && !strcmp(v[j].from, v[i].from) && !strcmp(v[j].group, v[i].group)) ids[k++] = v[j++].msg_id;
+    tern_user *sender = tern_dir_user(a->dir, v[i].from);
+    if (sender && sender != by) {
+      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k);
+      else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
+    }
+    i = j;
+  }
+  tern_free(ids);
+  tern_free(v);
+}
+
+static void on_ack_done(tern_store_op *op) {
+  ack_ctx *c = op->arg;
+  tern_op_inbox *ack = tern_op_as_inbox(op);
+  tern_app *a = c->app;
+  tern_session *s = c->s;
+  tern_user *by = c->by;
+  if (op->status != TERN_STORE_OK) TERN_ERROR("ack failed", "err=%s", tern_log_quote(op->err));
+  else if (ack->ndelivered) delivered_receipts(a, by, ack);
+  /* reads that arrived behind this ack go out now, so a sender sees delivered before read */
+  if (--s->acks_inflight == 0 && s->nreads) {
+    size_t n = s->nreads;
+    s->nreads = 0;
+    for (size_t i = 0; i < n; i++) {
+      do_read(a, s, by, &s->reads[i]);
+      tern_frame_free(&s->reads[i]);
+    }
+  }
+  tern_session_unref(s);
+  tern_free(c);
+}
+
+void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
+  if (seq > s->sent_seq) seq = s->sent_seq; /* clamp to what this connection was sent */
+  if (seq <= s->acked_seq) return;
+  s->acked_seq = seq;
+  ack_ctx *c = TERN_NEW(ack_ctx);
+  c->app = a;
+  c->s = s;
+  c->by = s->dev->user;
+  tern_session_ref(s);
+  s->acks_inflight++;
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_ACK, on_ack_done, c);
+  tern_store_set_str(&op->inbox, s->dev->id);
+  tern_store_set_str(&op->user, c->by->name);
+  op->seq = seq;
+  tern_app_submit(a, &op->op);
+}
+
+/* ---- reads ---- */
+
+static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f) {
+  tern_group *grp = NULL;
+  if (f->group_id) {
+    grp = tern_groups_get(a->groups, f->group_id);
+    if (!grp || !tern_group_member(grp, reader)) {
+      tern_session_error(s, NULL, "no_such_group", "there is no such group, or you are not a member", NULL);
+      return;
+    }
+  }
+  if (f->to_invalid || !f->peer) {
+    tern_session_error(s, NULL, "no_such_user", "there is no user by that name", NULL);
+    return;
+  }
+  tern_user *peer = tern_dir_user(a->dir, f->peer);
+  if (!peer || peer->pending) {
+    tern_session_error(s, NULL, "no_such_user", "there is no user by that name", f->peer);
+    return;
+  }
+  const char *const *ids = (const char *const *)f->ids;
+  if (!grp) {
+    make_receipt(a, true, peer, NULL, &reader, 1, reader, s->dev, ids, f->nids, true);
+    return;
+  }
+  /* The sender's devices get the merged receipt; the reader's other devices, which only clear
+   * their unread counters, get theirs at once. */
+  if (peer != reader) merge_part(a, true, peer, grp->id, reader, ids, f->nids);
+  make_receipt(a, true, peer, grp->id, &reader, 1, reader, s->dev, ids, f->nids, false);
+}
+
+void tern_receipts_read(tern_app *a, tern_session *s, tern_frame *f) {
+  if (s->acks_inflight) {
+    /* keep the frame (moving its strings) until the acks before it have made their receipts */
+    if (s->nreads == s->reads_cap) {
+      s->reads_cap = s->reads_cap ? s->reads_cap * 2 : 4;
+      s->reads = tern_realloc(s->reads, s->reads_cap * sizeof *s->reads);
+    }
+    s->reads[s->nreads++] = *f;
+    memset(f, 0, sizeof *f);
+    return;
+  }
+  do_read(a, s, s->dev->user, f);
+}
