@@ -46,7 +46,15 @@ static void make_receipt(tern_app *a, bool read, tern_user *sender, const char *
   for (size_t i = 0; i < n; i++) tern_env_put_str(rec, TERN_EF_MSG_IDS, ids[i]);
   tern_op_append *op = tern_op_append_new(on_receipt_done, a);
   size_t vi = tern_op_append_value(op, rec->data, rec->len);
-  if (to_sender) devices_of(op, sender, sender == reader ? reader_dev : NULL, vi);
+  if (to_sender && !sender->devices && read) {
+    /* A read waits in a sender's user-level inbox for their next device; a delivered receipt
+     * for a sender with no device has nobody to tell (docs/protocol.md). */
+    char inbox[TERN_USERNAME_MAX + 2];
+    snprintf(inbox, sizeof inbox, "@%s", sender->name);
+    tern_op_append_target(op, inbox, vi, TERN_CAP_NONE, NULL);
+  } else if (to_sender) {
+    devices_of(op, sender, sender == reader ? reader_dev : NULL, vi);
+  }
   if (reader && reader != sender) devices_of(op, reader, reader_dev, vi);
   if (!op->ntargets) {
     tern_store_op_free(&op->op);
