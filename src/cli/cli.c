@@ -986,8 +986,9 @@ static void listen_event(session *s, const tern_client_event *ev) {
       break;
     }
     case TERN_CLIENT_EV_PROFILE:
-      printf("%s is now \"%s\"%s%s\n", ev->user ? ev->user : "?", ev->frame.display_name.p ? ev->frame.display_name.p : "",
-             ev->frame.avatar.p ? " with avatar " : "", ev->frame.avatar.p ? ev->frame.avatar.p : "");
+      printf("%s is now \"%s\"", ev->user ? ev->user : "?", ev->frame.display_name.p ? ev->frame.display_name.p : "");
+      if (ev->frame.avatar.p) printf(" with avatar %s", ev->frame.avatar.p);
+      printf("\n");
       fflush(stdout);
       break;
     case TERN_CLIENT_EV_UNKNOWN:

@@ -273,7 +273,8 @@ static int rd_value(tern_fields_reader *r, const tern_field *f, const cJSON *it,
     case TERN_F_STR: return rd_str(r, f->key, it, AT(base, f->off, tern_str));
     case TERN_F_U64:
     case TERN_F_U64_HAS:
-      if (!tern_wire_int(it, 0, TERN_WIRE_INT_MAX, &v)) return rd_fail(r, "%s must be an integer from 0 to 2^53", f->key);
+      if (!tern_wire_int(it, 0, TERN_WIRE_INT_MAX, &v))
+        return rd_fail(r, "%s must be an integer from 0 to 2^53", f->key);
       *AT(base, f->off, uint64_t) = (uint64_t)v;
       if (f->kind == TERN_F_U64_HAS) *AT(base, f->off2, bool) = true;
       return 0;
@@ -285,7 +286,8 @@ static int rd_value(tern_fields_reader *r, const tern_field *f, const cJSON *it,
     case TERN_F_I64_OPT:
     case TERN_F_LAST_SEEN:
       /* Sizes and times: a negative one would stand for "absent" in the struct. */
-      if (!tern_wire_int(it, 0, TERN_WIRE_INT_MAX, &v)) return rd_fail(r, "%s must be an integer from 0 to 2^53", f->key);
+      if (!tern_wire_int(it, 0, TERN_WIRE_INT_MAX, &v))
+        return rd_fail(r, "%s must be an integer from 0 to 2^53", f->key);
       *AT(base, f->off, int64_t) = v;
       return 0;
     case TERN_F_BOOL:

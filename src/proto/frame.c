@@ -1,8 +1,8 @@
 /* frame: client → server frames, both ways. The decoder first reads each field out of the
  * JSON tree with its JSON type checked (and every list counted against its limit before
- * anything is allocated for it), then hands the struct to the same check_* function the
- * encoder runs before it writes. So each frame's rules are written once, and the keys once
- * (the K_* names below).
+ * anything is allocated for it), then hands the struct to the same tern_frame_check_*
+ * function (frame_rules.c) that the encoder runs before it writes. So each frame's rules are
+ * written once, and its keys once (the K_* names of frame_rules.h).
  *
  * The parse itself (one object, NUL escapes turned into 0xFF bytes that every check refuses)
  * is proto/wire.c's.
@@ -17,53 +17,11 @@
 
 #include "base/alloc.h"
 #include "base/util.h"
+#include "proto/frame_rules.h"
 #include "proto/wire.h"
 
 /* How much of an unknown type name goes into the error message. */
 #define TYPE_NAME_SHOWN 32
-
-static const char BAD_REQUEST[] = "bad_request";
-static const char UNKNOWN_TYPE[] = "unknown_type";
-static const char TOO_LARGE[] = "too_large";
-
-/* The keys of client frames. */
-#define K_TYPE "type"
-#define K_TOKEN "token"
-#define K_ID "id"
-#define K_TO "to"
-#define K_GROUP_ID "group_id"
-#define K_BODY "body"
-#define K_MEDIA "media"
-#define K_MEDIA_ID "media_id"
-#define K_E2E "e2e"
-#define K_DEVICE_ID "device_id"
-#define K_MEDIA_REF "media_ref"
-#define K_SILENT "silent"
-#define K_REPLY_TO "reply_to"
-#define K_REACTION "reaction"
-#define K_EMOJI "emoji"
-#define K_EDIT "edit"
-#define K_DELETE "delete"
-#define K_OF "of"
-#define K_MENTIONS "mentions"
-#define K_SEQ "seq"
-#define K_PEER "peer"
-#define K_MSG_IDS "msg_ids"
-#define K_MSG_ID "msg_id"
-#define K_USERS "users"
-#define K_STATE "state"
-
-static const char *const e2e_type_names[] = {[TERN_E2E_PREKEY] = "prekey", [TERN_E2E_MESSAGE] = "message"};
-
-static int fail(tern_frame_error *err, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(tern_frame_error *err, const char *code, const char *fmt, ...) {
-  va_list ap;
-  err->code = code;
-  va_start(ap, fmt);
-  vsnprintf(err->message, sizeof err->message, fmt, ap);
-  va_end(ap);
-  return -EINVAL;
-}
 
 static void error_reset(tern_frame_error *err) {
   err->code = NULL;
@@ -71,223 +29,15 @@ static void error_reset(tern_frame_error *err) {
   err->id[0] = '\0';
 }
 
-/* ---- the checks both directions make ---- */
-
-typedef struct checker {
-  tern_frame_error *err;   /* filled on failure */
-  bool nul_escapes;        /* decoding input that had "\u0000" escapes (now 0xFF bytes) */
-  size_t max_ciphertext;   /* e2e.max_ciphertext */
-  size_t max_devices;      /* entries in one e2e list */
-  bool v11;                /* decoding v1.1's language (the encoder always writes it) */
-} checker;
-
-static void checker_init(checker *c, tern_frame_error *err, const tern_frame_limits *lim, bool nul_escapes) {
-  c->err = err;
-  c->nul_escapes = nul_escapes;
-  c->max_ciphertext = lim && lim->e2e_max_ciphertext ? lim->e2e_max_ciphertext : TERN_E2E_MAX_CIPHERTEXT_DEFAULT;
-  c->max_devices = lim && lim->e2e_max_devices ? lim->e2e_max_devices : TERN_E2E_MAX_DEVICES_DEFAULT;
-  c->v11 = lim && lim->v1_1;
-}
-
-/* Text we can store and echo back: valid UTF-8 without NUL. A NUL is a raw 0 byte in what an
- * encoder is given, or a 0xFF byte where the decoder's input had "\u0000". */
-static int check_text(checker *c, const char *what, const char *s, size_t n) {
-  if (memchr(s, '\0', n) || (c->nul_escapes && memchr(s, 0xFF, n)))
-    return fail(c->err, BAD_REQUEST, "%s must not contain \\u0000", what);
-  if (!tern_wire_text(s, n)) return fail(c->err, BAD_REQUEST, "%s is not valid UTF-8", what);
-  return 0;
-}
-
-static int check_id(checker *c, const char *what, const char *s, size_t max) {
-  if (!s || !tern_wire_ascii_id(s, strlen(s), max))
-    return fail(c->err, BAD_REQUEST, "%s must be a string of 1 to %zu printable ASCII characters", what, max);
-  return 0;
-}
-
-/* A name the server looks up (to, peer): any UTF-8 string; one that is not a valid username
- * is answered no_such_user, not bad_request. */
-static int check_name(checker *c, const char *what, const char *s) {
-  if (!s) return fail(c->err, BAD_REQUEST, "%s must be a string", what);
-  return check_text(c, what, s, strlen(s));
-}
-
-static int check_group(checker *c, const char *s) {
-  if (!tern_wire_group_id(s, strlen(s)))
-    return fail(c->err, BAD_REQUEST, "group_id must be 1 to %d characters of A-Z, a-z, 0-9, _ and -", TERN_GROUP_ID_MAX);
-  return 0;
-}
-
-static int check_count(checker *c, const char *what, size_t n, size_t max) {
-  if (n > max) return fail(c->err, TOO_LARGE, "%s has more than %zu entries", what, max);
-  return 0;
-}
-
-/* Exactly one of to (or a to_raw standing for it) and group_id. */
-static int check_target(checker *c, const char *frame, const char *to, const char *group_id) {
-  if (!to == !group_id) return fail(c->err, BAD_REQUEST, "%s needs exactly one of to and group_id", frame);
-  return to ? check_name(c, K_TO, to) : check_group(c, group_id);
-}
-
-static const char *wire_to(const tern_frame *f) { return f->to ? f->to : f->to_raw; }
-static const char *wire_peer(const tern_frame *f) { return f->peer ? f->peer : f->to_raw; }
-
-static bool has_body(const tern_frame *f) { return f->body && f->body_len > 0; }
-
-static int check_auth(checker *c, const tern_frame *f) {
-  size_t n = f->token ? strlen(f->token) : 0;
-  if (n == 0 || n > TERN_TOKEN_MAX) return fail(c->err, BAD_REQUEST, "token must be 1 to %d bytes long", TERN_TOKEN_MAX);
-  return check_text(c, K_TOKEN, f->token, n);
-}
-
-/* A set of strings for de-duplicating lists: open addressing over pointers to strings owned
- * elsewhere. Linear in the list's length, where pairwise comparison would be quadratic (a
- * watch frame may list TERN_WATCH_MAX names, an e2e list thousands of devices). */
-typedef struct nameset {
-  const char **slots; /* NULL = empty */
-  size_t mask;        /* slots - 1, slots a power of two at least twice the names */
-} nameset;
-
-static void nameset_init(nameset *s, size_t n) {
-  size_t cap = 16;
-  while (cap < 2 * n) cap <<= 1;
-  s->slots = tern_calloc(cap, sizeof *s->slots);
-  s->mask = cap - 1;
-}
-
-/* Adds name (kept by pointer) and returns true, or returns false when it is already there. */
-static bool nameset_add(nameset *s, const char *name, size_t n) {
-  size_t i = (size_t)tern_hash_bytes(name, n) & s->mask;
-  while (s->slots[i]) {
-    if (strcmp(s->slots[i], name) == 0) return false;
-    i = (i + 1) & s->mask;
-  }
-  s->slots[i] = name;
-  return true;
-}
-
-static int check_e2e(checker *c, const tern_frame *f) {
-  if (f->ne2e == 0) return fail(c->err, BAD_REQUEST, "e2e must not be empty");
-  int rc = check_count(c, K_E2E, f->ne2e, c->max_devices);
-  if (rc) return rc;
-  nameset seen;
-  nameset_init(&seen, f->ne2e);
-  for (size_t i = 0; i < f->ne2e && !rc; i++) {
-    const tern_frame_e2e *e = &f->e2e[i];
-    if ((rc = check_id(c, "e2e device_id", e->device_id, TERN_DEVICE_ID_MAX))) break;
-    if (e->type != TERN_E2E_PREKEY && e->type != TERN_E2E_MESSAGE) {
-      rc = fail(c->err, BAD_REQUEST, "e2e type must be \"prekey\" or \"message\"");
-    } else if (!e->body) {
-      rc = fail(c->err, BAD_REQUEST, "e2e body must be a string");
-    } else if (e->body_len > c->max_ciphertext) {
-      rc = fail(c->err, TOO_LARGE, "e2e body is longer than %zu bytes", c->max_ciphertext);
-    } else if (!tern_wire_base64(e->body, e->body_len) || memchr(e->body, '\0', e->body_len)) {
-      rc = fail(c->err, BAD_REQUEST, "e2e body must be standard base64");
-    } else if (!nameset_add(&seen, e->device_id, strlen(e->device_id))) {
-      rc = fail(c->err, BAD_REQUEST, "e2e names device %s twice", e->device_id);
-    }
-  }
-  tern_free(seen.slots);
-  return rc;
-}
-
-static int check_mentions(checker *c, const tern_frame *f) {
-  int rc = check_count(c, K_MENTIONS, f->nmentions, TERN_MENTIONS_MAX);
-  for (size_t i = 0; i < f->nmentions && !rc; i++) {
-    char norm[TERN_USERNAME_MAX + 1];
-    const char *s = f->mentions[i];
-    if (!s) return fail(c->err, BAD_REQUEST, "mentions entries must be strings");
-    if ((rc = check_text(c, "mentions entries", s, strlen(s)))) break;
-    if (!tern_username_normalize(s, strlen(s), norm)) rc = fail(c->err, BAD_REQUEST, "mentions entries must be usernames");
-  }
-  return rc;
-}
-
-/* Which fields go together: see the comment of tern_frame in frame.h. */
-static int check_send_shape(checker *c, const tern_frame *f) {
-  bool plain = has_body(f) || f->media_id, e2e = f->e2e != NULL, reaction = f->reaction_to || f->emoji;
-  bool del = f->delete_of != NULL;
-  if (!plain && !e2e && !reaction && !del)
-    return fail(c->err, BAD_REQUEST, "send needs a non-empty body or media (or e2e, a reaction or a delete)");
-  if (e2e && plain) return fail(c->err, BAD_REQUEST, "e2e replaces body and media: send one or the other");
-  if (e2e && (f->reply_to || f->edit_of))
-    return fail(c->err, BAD_REQUEST, "with e2e, reply_to and edit go inside the ciphertext");
-  if (reaction && (plain || e2e || f->reply_to || f->edit_of || f->mentions || del))
-    return fail(c->err, BAD_REQUEST, "a reaction goes alone: no body, media, e2e, reply_to, edit, mentions or delete");
-  if (del && (plain || e2e || f->media_ref || f->reply_to || f->edit_of || f->mentions))
-    return fail(c->err, BAD_REQUEST, "a delete goes alone: no body, media, e2e, media_ref, reply_to, edit or mentions");
-  if (f->media_ref && !e2e) return fail(c->err, BAD_REQUEST, "media_ref goes only with e2e (plaintext sends use media)");
-  if (f->edit_of && (!has_body(f) || f->media_id))
-    return fail(c->err, BAD_REQUEST, "an edit carries a new body and no media");
-  if (f->mentions && !f->group_id) return fail(c->err, BAD_REQUEST, "mentions go only with group_id");
-  return 0;
-}
-
-static int check_send(checker *c, const tern_frame *f) {
-  int rc = check_id(c, K_ID, f->id, TERN_CLIENT_ID_MAX);
-  if (!rc) rc = check_target(c, "send", wire_to(f), f->group_id);
-  if (rc) return rc;
-  if (has_body(f)) {
-    if (f->body_len > TERN_BODY_MAX) return fail(c->err, TOO_LARGE, "body is longer than %d bytes", TERN_BODY_MAX);
-    if ((rc = check_text(c, K_BODY, f->body, f->body_len))) return rc;
-  }
-  if (f->media_id && (rc = check_id(c, "media.media_id", f->media_id, TERN_MSG_ID_MAX))) return rc;
-  if (f->e2e && (rc = check_e2e(c, f))) return rc;
-  if (f->media_ref && (rc = check_id(c, K_MEDIA_REF, f->media_ref, TERN_MSG_ID_MAX))) return rc;
-  if (f->reply_to && (rc = check_id(c, K_REPLY_TO, f->reply_to, TERN_MSG_ID_MAX))) return rc;
-  if (f->reaction_to || f->emoji) {
-    if ((rc = check_id(c, "reaction.to", f->reaction_to, TERN_MSG_ID_MAX))) return rc;
-    size_t n = f->emoji ? strlen(f->emoji) : 0;
-    if (!f->emoji || n > TERN_EMOJI_MAX)
-      return fail(c->err, BAD_REQUEST, "reaction.emoji must be a string of 0 to %d bytes", TERN_EMOJI_MAX);
-    if ((rc = check_text(c, "reaction.emoji", f->emoji, n))) return rc;
-  }
-  if (f->edit_of && (rc = check_id(c, "edit.of", f->edit_of, TERN_MSG_ID_MAX))) return rc;
-  if (f->delete_of && (rc = check_id(c, "delete.of", f->delete_of, TERN_MSG_ID_MAX))) return rc;
-  if (f->mentions && (rc = check_mentions(c, f))) return rc;
-  return check_send_shape(c, f);
-}
-
-static int check_read(checker *c, const tern_frame *f) {
-  int rc = check_name(c, K_PEER, wire_peer(f));
-  if (!rc && f->group_id) rc = check_group(c, f->group_id);
-  if (!rc) rc = check_count(c, K_MSG_IDS, f->nids, TERN_READ_IDS_MAX);
-  if (rc) return rc;
-  if (f->nids == 0) return fail(c->err, BAD_REQUEST, "msg_ids must not be empty");
-  for (size_t i = 0; i < f->nids; i++) {
-    if (!f->ids[i] || !tern_wire_ascii_id(f->ids[i], strlen(f->ids[i]), TERN_MSG_ID_MAX))
-      return fail(c->err, BAD_REQUEST, "msg_ids entries must be strings of 1 to %d printable ASCII characters",
-                  TERN_MSG_ID_MAX);
-  }
-  return 0;
-}
-
-static int check_watch(checker *c, const tern_frame *f) {
-  int rc = check_count(c, K_USERS, f->nusers + f->nbad_users, TERN_WATCH_MAX);
-  for (size_t i = 0; i < f->nusers + f->nbad_users && !rc; i++) {
-    const char *s = i < f->nusers ? f->users[i] : f->bad_users[i - f->nusers];
-    rc = s ? check_text(c, "users entries", s, strlen(s)) : fail(c->err, BAD_REQUEST, "users entries must be strings");
-  }
-  return rc;
-}
-
-static int check_typing(checker *c, const tern_frame *f) { return check_target(c, "typing", wire_to(f), f->group_id); }
-
-static int check_decrypt_error(checker *c, const tern_frame *f) {
-  int rc = check_name(c, K_PEER, wire_peer(f));
-  if (!rc) rc = check_id(c, K_DEVICE_ID, f->device_id, TERN_DEVICE_ID_MAX);
-  if (!rc) rc = check_id(c, K_MSG_ID, f->msg_id, TERN_MSG_ID_MAX);
-  return rc;
-}
-
 /* ---- decoding: reading fields out of the tree ---- */
 
 typedef struct decoder {
   const cJSON *root;     /* the frame's object */
   tern_frame *f;         /* being filled */
-  checker c;             /* its error is the caller's */
+  tern_frame_checker c;             /* its error is the caller's */
 } decoder;
 
-#define DFAIL(d, ...) fail((d)->c.err, BAD_REQUEST, __VA_ARGS__)
+#define DFAIL(d, ...) tern_frame_fail((d)->c.err, TERN_BAD_REQUEST, __VA_ARGS__)
 
 static const cJSON *field(const cJSON *obj, const char *key) { return tern_wire_get(obj, key); }
 
@@ -329,7 +79,7 @@ static int array_field(decoder *d, const cJSON *obj, const char *key, size_t max
   if (!cJSON_IsArray(it)) return DFAIL(d, "%s must be an array", key);
   size_t k = 0;
   for (const cJSON *e = it->child; e; e = e->next) {
-    if (++k > max) return check_count(&d->c, key, k, max);
+    if (++k > max) return tern_frame_check_count(&d->c, key, k, max);
   }
   *arr = it;
   *n = k;
@@ -343,7 +93,7 @@ static int username_field(decoder *d, const char *key, char **valid) {
   if (!cJSON_IsString(it)) return DFAIL(d, "%s must be a string", key);
   const char *s = it->valuestring;
   size_t n = strlen(s);
-  int rc = check_text(&d->c, key, s, n);
+  int rc = tern_frame_check_text(&d->c, key, s, n);
   if (rc) return rc;
   char norm[TERN_USERNAME_MAX + 1];
   d->f->to_raw = lower_dup(s, n);
@@ -371,7 +121,7 @@ static int dec_auth(decoder *d) {
   const cJSON *tok = field(d->root, K_TOKEN);
   if (!cJSON_IsString(tok)) return DFAIL(d, "token must be a string");
   d->f->token = dup_str(tok);
-  return check_auth(&d->c, d->f);
+  return tern_frame_check_auth(&d->c, d->f);
 }
 
 static int dec_e2e(decoder *d) {
@@ -390,7 +140,7 @@ static int dec_e2e(decoder *d) {
     x->device_id = dup_str(dev);
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
     for (int k = TERN_E2E_PREKEY; k <= TERN_E2E_MESSAGE; k++) {
-      if (strcmp(t, e2e_type_names[k]) == 0) x->type = (tern_e2e_type)k;
+      if (strcmp(t, tern_frame_e2e_names[k]) == 0) x->type = (tern_e2e_type)k;
     }
     if (!x->type) return DFAIL(d, "e2e type must be \"prekey\" or \"message\"");
     if (!cJSON_IsString(body)) return DFAIL(d, "e2e body must be a string");
@@ -419,8 +169,8 @@ static int dec_mentions(decoder *d) {
   int rc = array_field(d, d->root, K_MENTIONS, TERN_MENTIONS_MAX, &arr, &n);
   if (rc || n == 0) return rc; /* an empty list mentions nobody: absent */
   f->mentions = tern_calloc(n, sizeof *f->mentions);
-  nameset seen;
-  nameset_init(&seen, n);
+  tern_nameset seen;
+  tern_nameset_init(&seen, n);
   for (const cJSON *e = arr->child; e && !rc; e = e->next) {
     if (!cJSON_IsString(e)) {
       rc = DFAIL(d, "mentions entries must be strings");
@@ -428,13 +178,13 @@ static int dec_mentions(decoder *d) {
     }
     size_t len = strlen(e->valuestring);
     char norm[TERN_USERNAME_MAX + 1];
-    if ((rc = check_text(&d->c, "mentions entries", e->valuestring, len))) break;
+    if ((rc = tern_frame_check_text(&d->c, "mentions entries", e->valuestring, len))) break;
     if (!tern_username_normalize(e->valuestring, len, norm)) {
       rc = DFAIL(d, "mentions entries must be usernames");
       break;
     }
     char *name = tern_memdup(norm, len + 1);
-    if (nameset_add(&seen, name, len)) {
+    if (tern_nameset_add(&seen, name, len)) {
       f->mentions[f->nmentions++] = name;
     } else {
       tern_free(name);
@@ -447,7 +197,7 @@ static int dec_mentions(decoder *d) {
 static int dec_send(decoder *d) {
   tern_frame *f = d->f;
   const cJSON *id = field(d->root, K_ID);
-  if (!cJSON_IsString(id) || check_id(&d->c, K_ID, id->valuestring, TERN_CLIENT_ID_MAX)) {
+  if (!cJSON_IsString(id) || tern_frame_check_id(&d->c, K_ID, id->valuestring, TERN_CLIENT_ID_MAX)) {
     return DFAIL(d, "id must be a string of 1 to %d printable ASCII characters", TERN_CLIENT_ID_MAX);
   }
   /* From here on every error names the id, so the client can match the answer to its send. */
@@ -479,7 +229,7 @@ static int dec_send(decoder *d) {
     }
     f->media_id = dup_str(mid);
   }
-  if (!d->c.v11) return check_send(&d->c, f); /* v1: the rest are unknown fields */
+  if (!d->c.v11) return tern_frame_check_send(&d->c, f); /* v1: the rest are unknown fields */
   if ((rc = dec_e2e(d))) return rc;
   if ((rc = opt_str(d, d->root, K_MEDIA_REF, K_MEDIA_REF, &f->media_ref))) return rc;
   const cJSON *silent = field(d->root, K_SILENT);
@@ -499,7 +249,7 @@ static int dec_send(decoder *d) {
   if ((rc = dec_of(d, K_EDIT, &f->edit_of))) return rc;
   if ((rc = dec_of(d, K_DELETE, &f->delete_of))) return rc;
   if ((rc = dec_mentions(d))) return rc;
-  return check_send(&d->c, f);
+  return tern_frame_check_send(&d->c, f);
 }
 
 static int dec_ack(decoder *d) {
@@ -524,7 +274,7 @@ static int dec_read(decoder *d) {
     /* A non-string entry stays NULL, which the check refuses. */
     f->ids[f->nids++] = cJSON_IsString(e) ? dup_str(e) : NULL;
   }
-  return check_read(&d->c, f);
+  return tern_frame_check_read(&d->c, f);
 }
 
 static int dec_watch(decoder *d) {
@@ -540,16 +290,16 @@ static int dec_watch(decoder *d) {
   f->users = tern_calloc(n, sizeof *f->users);
   f->bad_users = tern_calloc(n, sizeof *f->bad_users);
   /* Valid and invalid names never collide, so one set serves both lists. */
-  nameset seen;
-  nameset_init(&seen, n);
+  tern_nameset seen;
+  tern_nameset_init(&seen, n);
   for (const cJSON *e = users->child; e; e = e->next) {
     const char *s = e->valuestring;
     size_t len = strlen(s);
-    if ((rc = check_text(&d->c, "users entries", s, len))) break;
+    if ((rc = tern_frame_check_text(&d->c, "users entries", s, len))) break;
     char norm[TERN_USERNAME_MAX + 1];
     bool ok = tern_username_normalize(s, len, norm);
     char *name = ok ? tern_memdup(norm, len + 1) : lower_dup(s, len);
-    if (!nameset_add(&seen, name, len)) {
+    if (!tern_nameset_add(&seen, name, len)) {
       tern_free(name);
     } else if (ok) {
       f->users[f->nusers++] = name;
@@ -571,16 +321,16 @@ static int dec_typing(decoder *d) {
   } else if (strcmp(s, "paused") != 0) {
     return DFAIL(d, "state must be \"composing\" or \"paused\"");
   }
-  return check_typing(&d->c, d->f);
+  return tern_frame_check_typing(&d->c, d->f);
 }
 
 static int dec_decrypt_error(decoder *d) {
   tern_frame *f = d->f;
-  if (!d->c.v11) return fail(d->c.err, UNKNOWN_TYPE, "unknown frame type \"decrypt_error\"");
+  if (!d->c.v11) return tern_frame_fail(d->c.err, TERN_UNKNOWN_TYPE, "unknown frame type \"decrypt_error\"");
   int rc = username_field(d, K_PEER, &f->peer);
   if (!rc) rc = opt_str(d, d->root, K_DEVICE_ID, K_DEVICE_ID, &f->device_id);
   if (!rc) rc = opt_str(d, d->root, K_MSG_ID, K_MSG_ID, &f->msg_id);
-  return rc ? rc : check_decrypt_error(&d->c, f);
+  return rc ? rc : tern_frame_check_decrypt_error(&d->c, f);
 }
 
 static int dec_ping(decoder *d) { return 0; }
@@ -636,7 +386,7 @@ static int decode_object(decoder *d) {
   }
   char shown[TYPE_NAME_SHOWN + 4];
   shown_name(shown, t->valuestring);
-  return fail(d->c.err, UNKNOWN_TYPE, "unknown frame type \"%s\"", shown);
+  return tern_frame_fail(d->c.err, TERN_UNKNOWN_TYPE, "unknown frame type \"%s\"", shown);
 }
 
 int tern_frame_decode_ex(const char *json, size_t len, const tern_frame_limits *lim, tern_frame *out,
@@ -646,11 +396,11 @@ int tern_frame_decode_ex(const char *json, size_t len, const tern_frame_limits *
   tern_wire_doc doc;
   int rc = tern_wire_parse(json, len, TERN_WIRE_FRAME_MAX, &doc, err->message, sizeof err->message);
   if (rc) {
-    err->code = rc == -E2BIG ? TOO_LARGE : BAD_REQUEST;
+    err->code = rc == -E2BIG ? TERN_TOO_LARGE : TERN_BAD_REQUEST;
     return -EINVAL;
   }
   decoder d = {.root = doc.root, .f = out};
-  checker_init(&d.c, err, lim, doc.nul_escapes);
+  tern_frame_checker_init(&d.c, err, lim, doc.nul_escapes);
   rc = decode_object(&d);
   tern_wire_doc_free(&doc);
   if (rc) tern_frame_free(out);
@@ -725,8 +475,8 @@ bool tern_frame_same(const tern_frame *a, const tern_frame *b) {
         !same_str(x->body, y->body))
       return false;
   }
-  return same_list(a->mentions, a->nmentions, b->mentions, b->nmentions) && same_list(a->ids, a->nids, b->ids, b->nids) &&
-         same_list(a->users, a->nusers, b->users, b->nusers) &&
+  return same_list(a->mentions, a->nmentions, b->mentions, b->nmentions) &&
+         same_list(a->ids, a->nids, b->ids, b->nids) && same_list(a->users, a->nusers, b->users, b->nusers) &&
          same_list(a->bad_users, a->nbad_users, b->bad_users, b->nbad_users);
 }
 
@@ -775,15 +525,15 @@ static void put_target(tern_buf *b, const tern_frame *f) {
   if (f->group_id) {
     put_field(b, K_GROUP_ID, f->group_id);
   } else {
-    put_field(b, K_TO, wire_to(f));
+    put_field(b, K_TO, tern_frame_wire_to(f));
   }
 }
 
 static void enc_send(tern_buf *b, const tern_frame *f) {
-  tern_buf_reserve(b, 96 + (has_body(f) ? f->body_len : 0));
+  tern_buf_reserve(b, 96 + (tern_frame_has_body(f) ? f->body_len : 0));
   put_field(b, K_ID, f->id);
   put_target(b, f);
-  if (has_body(f)) {
+  if (tern_frame_has_body(f)) {
     tern_wire_put_key(b, K_BODY, false);
     tern_buf_put_json_str(b, f->body, f->body_len);
   }
@@ -803,7 +553,7 @@ static void enc_send(tern_buf *b, const tern_frame *f) {
       tern_buf_putc(b, '{');
       tern_wire_put_key(b, K_DEVICE_ID, true);
       tern_wire_put_cstr(b, e->device_id);
-      put_field(b, K_TYPE, e2e_type_names[e->type]);
+      put_field(b, K_TYPE, tern_frame_e2e_names[e->type]);
       tern_wire_put_key(b, K_BODY, false);
       tern_wire_put_str(b, e->body, e->body_len);
       tern_buf_putc(b, '}');
@@ -828,19 +578,19 @@ static void enc_send(tern_buf *b, const tern_frame *f) {
 
 int tern_frame_encode(tern_buf *out, const tern_frame *f, const tern_frame_limits *lim, tern_frame_error *err) {
   error_reset(err);
-  checker c;
-  checker_init(&c, err, lim, false);
+  tern_frame_checker c;
+  tern_frame_checker_init(&c, err, lim, false);
   const char *name = type_name(f->type);
-  if (!name) return fail(err, UNKNOWN_TYPE, "unknown frame type %d", (int)f->type);
+  if (!name) return tern_frame_fail(err, TERN_UNKNOWN_TYPE, "unknown frame type %d", (int)f->type);
   int rc = 0;
   switch (f->type) {
-    case TERN_FRAME_AUTH: rc = check_auth(&c, f); break;
-    case TERN_FRAME_SEND: rc = check_send(&c, f); break;
-    case TERN_FRAME_READ: rc = check_read(&c, f); break;
+    case TERN_FRAME_AUTH: rc = tern_frame_check_auth(&c, f); break;
+    case TERN_FRAME_SEND: rc = tern_frame_check_send(&c, f); break;
+    case TERN_FRAME_READ: rc = tern_frame_check_read(&c, f); break;
     case TERN_FRAME_WATCH:
-    case TERN_FRAME_UNWATCH: rc = check_watch(&c, f); break;
-    case TERN_FRAME_TYPING: rc = check_typing(&c, f); break;
-    case TERN_FRAME_DECRYPT_ERROR: rc = check_decrypt_error(&c, f); break;
+    case TERN_FRAME_UNWATCH: rc = tern_frame_check_watch(&c, f); break;
+    case TERN_FRAME_TYPING: rc = tern_frame_check_typing(&c, f); break;
+    case TERN_FRAME_DECRYPT_ERROR: rc = tern_frame_check_decrypt_error(&c, f); break;
     case TERN_FRAME_ACK: /* written as given: the server clamps an ack above what it sent */
     case TERN_FRAME_PING: break;
   }
@@ -860,7 +610,7 @@ int tern_frame_encode(tern_buf *out, const tern_frame *f, const tern_frame_limit
       break;
     case TERN_FRAME_READ:
       if (f->group_id) put_field(out, K_GROUP_ID, f->group_id);
-      put_field(out, K_PEER, wire_peer(f));
+      put_field(out, K_PEER, tern_frame_wire_peer(f));
       put_list(out, K_MSG_IDS, f->ids, f->nids, NULL, 0);
       break;
     case TERN_FRAME_WATCH:
@@ -870,7 +620,7 @@ int tern_frame_encode(tern_buf *out, const tern_frame *f, const tern_frame_limit
       put_field(out, K_STATE, f->composing ? "composing" : "paused");
       break;
     case TERN_FRAME_DECRYPT_ERROR:
-      put_field(out, K_PEER, wire_peer(f));
+      put_field(out, K_PEER, tern_frame_wire_peer(f));
       put_field(out, K_DEVICE_ID, f->device_id);
       put_field(out, K_MSG_ID, f->msg_id);
       break;

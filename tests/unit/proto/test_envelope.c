@@ -42,7 +42,8 @@ static void round_trip(const tern_envelope *e, const char *want, int line) {
 #define ROUND(e, want) round_trip((e), (want), __LINE__)
 
 /* A media object as the server's v1 records hold it. */
-static const char MEDIA_JSON[] = "{\"media_id\":\"x\",\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\",\"width\":1,\"height\":2}";
+static const char MEDIA_JSON[] =
+    "{\"media_id\":\"x\",\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\",\"width\":1,\"height\":2}";
 #define NO_MEDIA .media = {.size = -1, .width = -1, .height = -1}
 
 /* ---- v1 envelopes: the same bytes as the deprecated writers and as v1 ---- */
@@ -70,21 +71,24 @@ static void v1_msg_same(const char *to, const char *body, size_t body_len, const
 }
 
 TEST(v1_msg_bytes) {
-  v1_msg_same("bob", "hello", 5, NULL,
-              "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
-              "\"ts\":1700000000000,\"body\":\"hello\"}",
-              __LINE__);
-  v1_msg_same("bob", NULL, 0, MEDIA_JSON,
-              "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
-              "\"ts\":1700000000000,\"media\":{\"media_id\":\"x\",\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\","
-              "\"width\":1,\"height\":2}}",
-              __LINE__);
+  v1_msg_same(
+      "bob", "hello", 5, NULL,
+      "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
+      "\"ts\":1700000000000,\"body\":\"hello\"}",
+      __LINE__);
+  v1_msg_same(
+      "bob", NULL, 0, MEDIA_JSON,
+      "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
+      "\"ts\":1700000000000,\"media\":{\"media_id\":\"x\",\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\","
+      "\"width\":1,\"height\":2}}",
+      __LINE__);
   const char body[] = "q\"\\\n\x01 caf\xC3\xA9 \0t";
-  v1_msg_same("bob", body, sizeof body - 1, MEDIA_JSON,
-              "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
-              "\"ts\":1700000000000,\"body\":\"q\\\"\\\\\\n\\u0001 caf\xC3\xA9 \\u0000t\",\"media\":{\"media_id\":\"x\","
-              "\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\",\"width\":1,\"height\":2}}",
-              __LINE__);
+  v1_msg_same(
+      "bob", body, sizeof body - 1, MEDIA_JSON,
+      "{\"type\":\"msg\",\"seq\":7,\"msg_id\":\"m-1\",\"from\":\"alice\",\"from_device\":\"d-a\",\"to\":\"bob\","
+      "\"ts\":1700000000000,\"body\":\"q\\\"\\\\\\n\\u0001 caf\xC3\xA9 \\u0000t\",\"media\":{\"media_id\":\"x\","
+      "\"mime\":\"image/png\",\"size\":10,\"sha256\":\"ab\",\"width\":1,\"height\":2}}",
+      __LINE__);
   /* The structured media object writes what the v1 record holds, in its order. */
   tern_buf b = {0};
   tern_envelope e = {.type = TERN_EV_MSG, .seq = 7, .msg_id = S("m-1"), .from = S("alice"), .from_device = S("d-a"),
@@ -127,20 +131,24 @@ TEST(v1_receipt_bytes) {
                   "{\"type\":\"receipt\",\"seq\":12,\"status\":\"delivered\",\"from\":\"alice\",\"by\":\"bob\","
                   "\"msg_ids\":[\"m-1\",\"m-2\",\"m\\\"3\"],\"ts\":5}",
                   __LINE__);
-  v1_receipt_same(true, ids, 1,
-                  "{\"type\":\"receipt\",\"seq\":12,\"status\":\"read\",\"from\":\"alice\",\"by\":\"bob\",\"msg_ids\":[\"m-1\"],"
-                  "\"ts\":5}",
-                  __LINE__);
-  v1_receipt_same(true, NULL, 0,
-                  "{\"type\":\"receipt\",\"seq\":12,\"status\":\"read\",\"from\":\"alice\",\"by\":\"bob\",\"msg_ids\":[],\"ts\":5}",
-                  __LINE__);
+  v1_receipt_same(
+      true, ids, 1,
+      "{\"type\":\"receipt\",\"seq\":12,\"status\":\"read\",\"from\":\"alice\",\"by\":\"bob\",\"msg_ids\":[\"m-1\"],"
+      "\"ts\":5}",
+      __LINE__);
+  v1_receipt_same(
+      true, NULL, 0,
+      "{\"type\":\"receipt\",\"seq\":12,\"status\":\"read\",\"from\":\"alice\",\"by\":\"bob\",\"msg_ids\":[],\"ts\":5}",
+      __LINE__);
   /* Views instead of C strings: the same bytes. */
   tern_str v[] = {S("m-1"), S("m-2")};
   tern_envelope e = {.type = TERN_EV_RECEIPT, .seq = 1, .status = TERN_RECEIPT_DELIVERED, .from = S("a"), .by = S("b"),
                      .msg_ids = {.v = v, .n = 2}, .ts = 2};
   tern_buf b = {0};
   tern_envelope_encode(&b, &e);
-  BYTES(&b, "{\"type\":\"receipt\",\"seq\":1,\"status\":\"delivered\",\"from\":\"a\",\"by\":\"b\",\"msg_ids\":[\"m-1\",\"m-2\"],\"ts\":2}");
+  BYTES(&b,
+        "{\"type\":\"receipt\",\"seq\":1,\"status\":\"delivered\",\"from\":\"a\",\"by\":\"b\",\"msg_ids\":[\"m-1\",\"m-"
+        "2\"],\"ts\":2}");
   tern_buf_free(&b);
 }
 
@@ -151,8 +159,10 @@ TEST(views_are_not_nul_terminated) {
                      .from_device = {backing + 12, 4}, .to = {backing + 5, 3}, .ts = 9, .body = {backing, 8}, NO_MEDIA};
   tern_buf b = {0};
   tern_envelope_encode(&b, &e);
-  BYTES(&b, "{\"type\":\"msg\",\"seq\":3,\"msg_id\":\"-m1-d\",\"from\":\"alice\",\"from_device\":\"dev9\",\"to\":\"bob\",\"ts\":9,"
-            "\"body\":\"alicebob\"}");
+  BYTES(&b,
+        "{\"type\":\"msg\",\"seq\":3,\"msg_id\":\"-m1-d\",\"from\":\"alice\",\"from_device\":\"dev9\",\"to\":\"bob\","
+        "\"ts\":9,"
+        "\"body\":\"alicebob\"}");
   /* Appending leaves what is there; a required field left out is null, not a crash. */
   tern_buf_reset(&b);
   tern_buf_puts(&b, "[");
@@ -183,57 +193,97 @@ TEST(group_msg) {
                                .height = 4},
                      .reply_to = S("m-1"),
                      .mentions = {.v = mentions, .n = 2}};
-  ROUND(&e, "{\"type\":\"msg\",\"seq\":4,\"msg_id\":\"m-9\",\"from\":\"alice\",\"from_device\":\"d-a\",\"group_id\":\"trip\","
-            "\"ts\":11,\"body\":\"hi @bob\",\"media\":{\"media_id\":\"img\",\"mime\":\"image/jpeg\",\"size\":99,"
-            "\"sha256\":\"ff\",\"width\":3,\"height\":4},\"reply_to\":\"m-1\",\"mentions\":[\"bob\",\"carol\"]}");
+  ROUND(
+      &e,
+      "{\"type\":\"msg\",\"seq\":4,\"msg_id\":\"m-9\",\"from\":\"alice\",\"from_device\":\"d-a\",\"group_id\":\"trip\","
+      "\"ts\":11,\"body\":\"hi @bob\",\"media\":{\"media_id\":\"img\",\"mime\":\"image/jpeg\",\"size\":99,"
+      "\"sha256\":\"ff\",\"width\":3,\"height\":4},\"reply_to\":\"m-1\",\"mentions\":[\"bob\",\"carol\"]}");
 }
 
 TEST(e2e_msg) {
   tern_envelope e = {.type = TERN_EV_MSG, .seq = 5, .msg_id = S("m"), .from = S("alice"), .from_device = S("d"),
                      .to = S("bob"), .ts = 1, .e2e_type = TERN_CIPHER_PREKEY, .e2e_body = S("QUJD"),
                      .media_ref = S("blob"), NO_MEDIA};
-  ROUND(&e, "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m\",\"from\":\"alice\",\"from_device\":\"d\",\"to\":\"bob\",\"ts\":1,"
-            "\"e2e\":{\"type\":\"prekey\",\"body\":\"QUJD\"},\"media_ref\":\"blob\"}");
+  ROUND(&e,
+        "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m\",\"from\":\"alice\",\"from_device\":\"d\",\"to\":\"bob\",\"ts\":1,"
+        "\"e2e\":{\"type\":\"prekey\",\"body\":\"QUJD\"},\"media_ref\":\"blob\"}");
   e.e2e_type = TERN_CIPHER_MESSAGE;
   e.media_ref = (tern_str){0};
-  ROUND(&e, "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m\",\"from\":\"alice\",\"from_device\":\"d\",\"to\":\"bob\",\"ts\":1,"
-            "\"e2e\":{\"type\":\"message\",\"body\":\"QUJD\"}}");
+  ROUND(&e,
+        "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m\",\"from\":\"alice\",\"from_device\":\"d\",\"to\":\"bob\",\"ts\":1,"
+        "\"e2e\":{\"type\":\"message\",\"body\":\"QUJD\"}}");
   /* Encrypted media: no width or height. */
-  tern_envelope m = {.type = TERN_EV_MSG, .seq = 6, .msg_id = S("m"), .from = S("a"), .from_device = S("d"), .to = S("b"),
-                     .ts = 1, .media = {.media_id = S("o"), .mime = S("application/octet-stream"), .size = 5,
-                                        .sha256 = S("aa"), .width = -1, .height = -1}};
+  tern_envelope m = {.type = TERN_EV_MSG,
+                     .seq = 6,
+                     .msg_id = S("m"),
+                     .from = S("a"),
+                     .from_device = S("d"),
+                     .to = S("b"),
+                     .ts = 1,
+                     .media = {.media_id = S("o"),
+                               .mime = S("application/octet-stream"),
+                               .size = 5,
+                               .sha256 = S("aa"),
+                               .width = -1,
+                               .height = -1}};
   ROUND(&m, "{\"type\":\"msg\",\"seq\":6,\"msg_id\":\"m\",\"from\":\"a\",\"from_device\":\"d\",\"to\":\"b\",\"ts\":1,"
             "\"media\":{\"media_id\":\"o\",\"mime\":\"application/octet-stream\",\"size\":5,\"sha256\":\"aa\"}}");
 }
 
 TEST(actions) {
-  tern_envelope r = {.type = TERN_EV_MSG, .seq = 1, .msg_id = S("m2"), .from = S("a"), .from_device = S("d"), .to = S("b"),
-                     .ts = 2, .reaction_to = S("m1"), .reaction_emoji = S("\xF0\x9F\x91\x8D"), NO_MEDIA};
+  tern_envelope r = {.type = TERN_EV_MSG,
+                     .seq = 1,
+                     .msg_id = S("m2"),
+                     .from = S("a"),
+                     .from_device = S("d"),
+                     .to = S("b"),
+                     .ts = 2,
+                     .reaction_to = S("m1"),
+                     .reaction_emoji = S("\xF0\x9F\x91\x8D"),
+                     NO_MEDIA};
   ROUND(&r, "{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m2\",\"from\":\"a\",\"from_device\":\"d\",\"to\":\"b\",\"ts\":2,"
             "\"reaction\":{\"to\":\"m1\",\"emoji\":\"\xF0\x9F\x91\x8D\"}}");
   r.reaction_emoji = S("");
   ROUND(&r, "{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m2\",\"from\":\"a\",\"from_device\":\"d\",\"to\":\"b\",\"ts\":2,"
             "\"reaction\":{\"to\":\"m1\",\"emoji\":\"\"}}");
-  tern_envelope ed = {.type = TERN_EV_MSG, .seq = 1, .msg_id = S("m3"), .from = S("a"), .from_device = S("d"), .to = S("b"),
-                      .ts = 2, .body = S("new"), .edit_of = S("m1"), NO_MEDIA};
+  tern_envelope ed = {.type = TERN_EV_MSG,
+                      .seq = 1,
+                      .msg_id = S("m3"),
+                      .from = S("a"),
+                      .from_device = S("d"),
+                      .to = S("b"),
+                      .ts = 2,
+                      .body = S("new"),
+                      .edit_of = S("m1"),
+                      NO_MEDIA};
   ROUND(&ed, "{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m3\",\"from\":\"a\",\"from_device\":\"d\",\"to\":\"b\",\"ts\":2,"
              "\"body\":\"new\",\"edit\":{\"of\":\"m1\"}}");
   tern_envelope del = {.type = TERN_EV_MSG, .seq = 1, .msg_id = S("m4"), .from = S("a"), .from_device = S("d"),
                        .group_id = S("g"), .ts = 2, .delete_of = S("m1"), NO_MEDIA};
-  ROUND(&del, "{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m4\",\"from\":\"a\",\"from_device\":\"d\",\"group_id\":\"g\",\"ts\":2,"
-              "\"delete\":{\"of\":\"m1\"}}");
+  ROUND(
+      &del,
+      "{\"type\":\"msg\",\"seq\":1,\"msg_id\":\"m4\",\"from\":\"a\",\"from_device\":\"d\",\"group_id\":\"g\",\"ts\":2,"
+      "\"delete\":{\"of\":\"m1\"}}");
 }
 
 TEST(group_receipt) {
   tern_str by[] = {S("bob"), S("carol")}, ids[] = {S("m1"), S("m2")};
-  tern_envelope e = {.type = TERN_EV_RECEIPT, .seq = 9, .status = TERN_RECEIPT_DELIVERED, .group_id = S("g"),
-                     .from = S("alice"), .by_list = {.v = by, .n = 2}, .msg_ids = {.v = ids, .n = 2}, .ts = 3, NO_MEDIA};
+  tern_envelope e = {.type = TERN_EV_RECEIPT,
+                     .seq = 9,
+                     .status = TERN_RECEIPT_DELIVERED,
+                     .group_id = S("g"),
+                     .from = S("alice"),
+                     .by_list = {.v = by, .n = 2},
+                     .msg_ids = {.v = ids, .n = 2},
+                     .ts = 3,
+                     NO_MEDIA};
   ROUND(&e, "{\"type\":\"receipt\",\"seq\":9,\"status\":\"delivered\",\"group_id\":\"g\",\"from\":\"alice\","
             "\"by\":[\"bob\",\"carol\"],\"msg_ids\":[\"m1\",\"m2\"],\"ts\":3}");
   e.status = TERN_RECEIPT_READ;
   e.by_list.n = 1;
-  ROUND(&e, "{\"type\":\"receipt\",\"seq\":9,\"status\":\"read\",\"group_id\":\"g\",\"from\":\"alice\",\"by\":[\"bob\"],"
-            "\"msg_ids\":[\"m1\",\"m2\"],\"ts\":3}");
+  ROUND(&e,
+        "{\"type\":\"receipt\",\"seq\":9,\"status\":\"read\",\"group_id\":\"g\",\"from\":\"alice\",\"by\":[\"bob\"],"
+        "\"msg_ids\":[\"m1\",\"m2\"],\"ts\":3}");
 }
 
 TEST(group_events) {
@@ -255,7 +305,8 @@ TEST(group_events) {
                        .by = S("alice"), .ts = 8, .users = {.v = users + 1, .n = 1}, NO_MEDIA};
     char want[256];
     snprintf(want, sizeof want,
-             "{\"type\":\"group\",\"seq\":2,\"group_id\":\"g\",\"event\":\"%s\",\"by\":\"alice\",\"ts\":8,\"users\":[\"bob\"]}",
+             "{\"type\":\"group\",\"seq\":2,\"group_id\":\"g\",\"event\":\"%s\",\"by\":\"alice\",\"ts\":8,\"users\":["
+             "\"bob\"]}",
              with_users[i].name);
     ROUND(&e, want);
     CHECK_EQ_STR(tern_group_event_name(with_users[i].event), with_users[i].name);
@@ -271,13 +322,15 @@ TEST(group_events) {
 TEST(decrypt_error_envelope) {
   tern_envelope e = {.type = TERN_EV_DECRYPT_ERROR, .seq = 5, .from = S("bob"), .from_device = S("d-b"),
                      .msg_id = S("m-1"), .ts = 6, NO_MEDIA};
-  ROUND(&e, "{\"type\":\"decrypt_error\",\"seq\":5,\"from\":\"bob\",\"from_device\":\"d-b\",\"msg_id\":\"m-1\",\"ts\":6}");
+  ROUND(&e,
+        "{\"type\":\"decrypt_error\",\"seq\":5,\"from\":\"bob\",\"from_device\":\"d-b\",\"msg_id\":\"m-1\",\"ts\":6}");
   /* Through tern_event_encode too. */
   tern_event ev = {.type = TERN_EV_DECRYPT_ERROR, .env = e};
   ev.env.type = TERN_EV_UNKNOWN; /* the event's type is the one that counts */
   tern_buf b = {0};
   tern_event_encode(&b, &ev);
-  BYTES(&b, "{\"type\":\"decrypt_error\",\"seq\":5,\"from\":\"bob\",\"from_device\":\"d-b\",\"msg_id\":\"m-1\",\"ts\":6}");
+  BYTES(&b,
+        "{\"type\":\"decrypt_error\",\"seq\":5,\"from\":\"bob\",\"from_device\":\"d-b\",\"msg_id\":\"m-1\",\"ts\":6}");
   tern_buf_free(&b);
 }
 
@@ -304,7 +357,8 @@ TEST(reader_is_lenient_about_absence) {
   CHECK_EQ_INT(read_frame("{\"type\":\"group\",\"seq\":1,\"event\":\"archived\",\"group_id\":\"g\"}", &ev, &doc), 0);
   CHECK_EQ_INT(ev.env.event, TERN_GROUP_UNKNOWN);
   tern_event_doc_free(&doc);
-  CHECK_EQ_INT(read_frame("{\"type\":\"receipt\",\"seq\":1,\"status\":\"seen\",\"by\":\"b\",\"msg_ids\":[]}", &ev, &doc), 0);
+  CHECK_EQ_INT(
+      read_frame("{\"type\":\"receipt\",\"seq\":1,\"status\":\"seen\",\"by\":\"b\",\"msg_ids\":[]}", &ev, &doc), 0);
   CHECK_EQ_INT(ev.env.status, TERN_RECEIPT_UNKNOWN);
   CHECK(ev.env.msg_ids.v != NULL && ev.env.msg_ids.n == 0); /* an empty list that is there */
   tern_event_doc_free(&doc);
@@ -378,7 +432,8 @@ TEST(same_tells_envelopes_apart) {
   y.type = TERN_EV_MSG;
   CHECK(!tern_event_same(&x, &y));
   /* Every negative size is absent. */
-  tern_event m = {.type = TERN_EV_MSG, .env = {.media = {.media_id = S("m"), .size = -1, .width = -7, .height = 3}}}, n = m;
+  tern_event m = {.type = TERN_EV_MSG, .env = {.media = {.media_id = S("m"), .size = -1, .width = -7, .height = 3}}},
+             n = m;
   n.env.media.size = -2;
   n.env.media.width = -1;
   CHECK(tern_event_same(&m, &n));
@@ -389,7 +444,8 @@ TEST(same_tells_envelopes_apart) {
 /* ---- benchmark (prints, never fails on time) ---- */
 
 TEST(bench) {
-  const char *body = "Hey, are we still on for lunch tomorrow at noon? I can bring the slides \xE2\x80\x94 let me know!";
+  const char *body =
+      "Hey, are we still on for lunch tomorrow at noon? I can bring the slides \xE2\x80\x94 let me know!";
   tern_envelope e = {.type = TERN_EV_MSG, .msg_id = S("01HZX3K9Q7V8W2M4N6P0R5T1Y3"), .from = S("alice"),
                      .from_device = S("d-7f3a9c"), .to = S("bob_the.builder"), .ts = 1712345678901,
                      .body = tern_str_c(body), NO_MEDIA};

@@ -9,8 +9,9 @@
 #include "proto/event.h"
 #include "proto_t.h"
 
-
-static bool eq(tern_str s, const char *want) { return want ? (s.p && s.n == strlen(want) && memcmp(s.p, want, s.n) == 0) : !s.p; }
+static bool eq(tern_str s, const char *want) {
+  return want ? (s.p && s.n == strlen(want) && memcmp(s.p, want, s.n) == 0) : !s.p;
+}
 #define CHECK_STRV(s, want) CHECK(eq((s), (want)))
 
 /* Writes ev, checks the bytes, and reads them into *back (with *doc to free). */
@@ -75,7 +76,8 @@ TEST(v1_round_trips) {
   tern_event back;
   tern_event_doc doc;
   tern_event ready = {.type = TERN_EV_READY, .user = S("alice"), .device_id = S("d-1"), .server_time = 1700000000123};
-  if (WRITE_READ(&ready, "{\"type\":\"ready\",\"user\":\"alice\",\"device_id\":\"d-1\",\"server_time\":1700000000123}", &back, &doc)) {
+  if (WRITE_READ(&ready, "{\"type\":\"ready\",\"user\":\"alice\",\"device_id\":\"d-1\",\"server_time\":1700000000123}",
+                 &back, &doc)) {
     CHECK_STRV(back.user, "alice");
     CHECK_STRV(back.device_id, "d-1");
     CHECK(back.server_time == 1700000000123);
@@ -83,7 +85,8 @@ TEST(v1_round_trips) {
   }
   tern_event_doc_free(&doc);
   tern_event synced = {.type = TERN_EV_SYNCED, .seq = 9007199254740992ull};
-  if (WRITE_READ(&synced, "{\"type\":\"synced\",\"seq\":9007199254740992}", &back, &doc)) CHECK(back.seq == 9007199254740992ull);
+  if (WRITE_READ(&synced, "{\"type\":\"synced\",\"seq\":9007199254740992}", &back, &doc))
+    CHECK(back.seq == 9007199254740992ull);
   tern_event_doc_free(&doc);
   tern_event off = {.type = TERN_EV_PRESENCE, .user = S("bob"), .online = false, .last_seen = 77};
   if (WRITE_READ(&off, "{\"type\":\"presence\",\"user\":\"bob\",\"online\":false,\"last_seen\":77}", &back, &doc)) {
@@ -114,7 +117,9 @@ TEST(sent_with_recipients) {
   tern_str skipped[] = {S("dave"), S("erin")};
   tern_event ev = {.type = TERN_EV_SENT, .id = S("c-1"), .msg_id = S("m-1"), .ts = 5, .has_recipients = true,
                    .recipients = 3, .skipped = {.v = skipped, .n = 2}};
-  if (WRITE_READ(&ev, "{\"type\":\"sent\",\"id\":\"c-1\",\"msg_id\":\"m-1\",\"ts\":5,\"recipients\":3,\"skipped\":[\"dave\",\"erin\"]}",
+  if (WRITE_READ(&ev,
+                 "{\"type\":\"sent\",\"id\":\"c-1\",\"msg_id\":\"m-1\",\"ts\":5,\"recipients\":3,\"skipped\":[\"dave\","
+                 "\"erin\"]}",
                  &back, &doc)) {
     CHECK(back.has_recipients);
     CHECK_EQ_INT(back.recipients, 3);
@@ -129,7 +134,8 @@ TEST(sent_with_recipients) {
   }
   tern_event_doc_free(&doc);
   ev.has_recipients = false;
-  if (WRITE_READ(&ev, "{\"type\":\"sent\",\"id\":\"c-1\",\"msg_id\":\"m-1\",\"ts\":5}", &back, &doc)) CHECK(!back.has_recipients);
+  if (WRITE_READ(&ev, "{\"type\":\"sent\",\"id\":\"c-1\",\"msg_id\":\"m-1\",\"ts\":5}", &back, &doc))
+    CHECK(!back.has_recipients);
   tern_event_doc_free(&doc);
 }
 
@@ -139,10 +145,12 @@ TEST(error_with_devices) {
   tern_device_ref missing[] = {{S("bob"), S("d-2")}}, extra[] = {{S("bob"), S("d-0")}, {S("alice"), S("d-9")}};
   tern_event ev = {.type = TERN_EV_ERROR, .id = S("c-1"), .code = S("devices_changed"), .message = S("keys changed"),
                    .missing = missing, .n_missing = 1, .extra = extra, .n_extra = 2};
-  if (WRITE_READ(&ev, "{\"type\":\"error\",\"id\":\"c-1\",\"code\":\"devices_changed\",\"message\":\"keys changed\","
-                      "\"missing\":[{\"user\":\"bob\",\"device_id\":\"d-2\"}],\"extra\":[{\"user\":\"bob\",\"device_id\":\"d-0\"},"
-                      "{\"user\":\"alice\",\"device_id\":\"d-9\"}]}",
-                 &back, &doc)) {
+  if (WRITE_READ(
+          &ev,
+          "{\"type\":\"error\",\"id\":\"c-1\",\"code\":\"devices_changed\",\"message\":\"keys changed\","
+          "\"missing\":[{\"user\":\"bob\",\"device_id\":\"d-2\"}],\"extra\":[{\"user\":\"bob\",\"device_id\":\"d-0\"},"
+          "{\"user\":\"alice\",\"device_id\":\"d-9\"}]}",
+          &back, &doc)) {
     CHECK_EQ_INT(back.n_missing, 1);
     CHECK_EQ_INT(back.n_extra, 2);
     CHECK_STRV(back.missing[0].device_id, "d-2");
@@ -156,7 +164,8 @@ TEST(error_with_devices) {
     CHECK(back.missing != NULL && back.n_missing == 0 && back.extra == NULL);
   tern_event_doc_free(&doc);
   ev = (tern_event){.type = TERN_EV_ERROR, .code = S("no_such_group"), .user = S("zed")};
-  if (WRITE_READ(&ev, "{\"type\":\"error\",\"code\":\"no_such_group\",\"user\":\"zed\"}", &back, &doc)) CHECK_STRV(back.user, "zed");
+  if (WRITE_READ(&ev, "{\"type\":\"error\",\"code\":\"no_such_group\",\"user\":\"zed\"}", &back, &doc))
+    CHECK_STRV(back.user, "zed");
   tern_event_doc_free(&doc);
 }
 
@@ -164,13 +173,15 @@ TEST(typing_and_profile) {
   tern_event back;
   tern_event_doc doc;
   tern_event ty = {.type = TERN_EV_TYPING, .from = S("alice"), .group_id = S("g"), .state = TERN_TYPING_COMPOSING};
-  if (WRITE_READ(&ty, "{\"type\":\"typing\",\"from\":\"alice\",\"group_id\":\"g\",\"state\":\"composing\"}", &back, &doc)) {
+  if (WRITE_READ(&ty, "{\"type\":\"typing\",\"from\":\"alice\",\"group_id\":\"g\",\"state\":\"composing\"}", &back,
+                 &doc)) {
     CHECK_STRV(back.group_id, "g");
     CHECK_EQ_INT(back.state, TERN_TYPING_COMPOSING);
   }
   tern_event_doc_free(&doc);
   tern_event pr = {.type = TERN_EV_PROFILE, .user = S("alice"), .display_name = S("Alice A."), .avatar = S("av1")};
-  if (WRITE_READ(&pr, "{\"type\":\"profile\",\"user\":\"alice\",\"display_name\":\"Alice A.\",\"avatar\":\"av1\"}", &back, &doc)) {
+  if (WRITE_READ(&pr, "{\"type\":\"profile\",\"user\":\"alice\",\"display_name\":\"Alice A.\",\"avatar\":\"av1\"}",
+                 &back, &doc)) {
     CHECK_STRV(back.display_name, "Alice A.");
     CHECK_STRV(back.avatar, "av1");
   }

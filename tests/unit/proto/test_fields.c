@@ -95,13 +95,16 @@ TEST(writing) {
             .n = 0, .on = false, .color = 2, .tags = {.v = tags, .n = 2}, .req_tags = {.c = ctags, .n = 1},
             .devs = devs, .ndevs = 2, .inner_id = S("i"), .inner_x = S("x"), .raw = S("{\"ignored\":1}"),
             .who = S("w"), .whos = {.v = tags, .n = 1}, .seen = 5};
-  WRITTEN(&r, "{\"name\":\"n\",\"must\":\"m\",\"count\":18446744073709551615,\"delta\":-3,\"size\":0,\"n\":0,\"on\":false,"
-              "\"color\":\"green\",\"tags\":[\"a\",\"b\\\"\"],\"req_tags\":[\"c\"],\"devs\":[{\"user\":\"bob\",\"device_id\":\"d1\"},"
-              "{\"user\":null,\"device_id\":\"d2\"}],\"inner\":{\"id\":\"i\",\"x\":\"x\"},\"who\":[\"a\"],\"seen\":5}");
+  WRITTEN(&r,
+          "{\"name\":\"n\",\"must\":\"m\",\"count\":18446744073709551615,\"delta\":-3,\"size\":0,\"n\":0,\"on\":false,"
+          "\"color\":\"green\",\"tags\":[\"a\",\"b\\\"\"],\"req_tags\":[\"c\"],\"devs\":[{\"user\":\"bob\",\"device_"
+          "id\":\"d1\"},"
+          "{\"user\":null,\"device_id\":\"d2\"}],\"inner\":{\"id\":\"i\",\"x\":\"x\"},\"who\":[\"a\"],\"seen\":5}");
   /* The object's stand-in when its first field is absent; null last_seen; enum out of range. */
   r = (rec){.size = -1, .inner_x = S("lost"), .raw = S("{\"pre\":true}"), .seen = -1, .color = 9, .who = S("w")};
-  WRITTEN(&r, "{\"must\":null,\"count\":0,\"delta\":0,\"on\":false,\"color\":null,\"req_tags\":[],\"inner\":{\"pre\":true},"
-              "\"who\":\"w\",\"seen\":null}");
+  WRITTEN(&r,
+          "{\"must\":null,\"count\":0,\"delta\":0,\"on\":false,\"color\":null,\"req_tags\":[],\"inner\":{\"pre\":true},"
+          "\"who\":\"w\",\"seen\":null}");
 }
 
 TEST(reading) {

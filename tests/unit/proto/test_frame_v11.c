@@ -103,8 +103,10 @@ static void enc_refuses(const tern_frame *f, const tern_frame_limits *lim, const
 
 TEST(send_to_group) {
   tern_frame f;
-  MUST(OK("{\"type\":\"send\",\"id\":\"g1\",\"group_id\":\"Trip_2-x\",\"body\":\"hi\",\"mentions\":[\"Bob\",\"bob\",\"carol\"]}",
-          &f));
+  MUST(
+      OK("{\"type\":\"send\",\"id\":\"g1\",\"group_id\":\"Trip_2-x\",\"body\":\"hi\",\"mentions\":[\"Bob\",\"bob\","
+         "\"carol\"]}",
+         &f));
   CHECK_EQ_INT(f.type, TERN_FRAME_SEND);
   CHECK_EQ_STR(f.group_id, "Trip_2-x");
   CHECK(f.to == NULL && f.to_raw == NULL && !f.to_invalid);
@@ -204,8 +206,10 @@ TEST(send_e2e) {
           &f));
   tern_frame_free(&f);
   /* "body":"" is absent, so it may stand beside e2e. */
-  MUST(OK("{\"type\":\"send\",\"id\":\"e3\",\"to\":\"bob\",\"body\":\"\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QQ==\"}]}",
-          &f));
+  MUST(
+      OK("{\"type\":\"send\",\"id\":\"e3\",\"to\":\"bob\",\"body\":\"\",\"e2e\":[{\"device_id\":\"d\",\"type\":"
+         "\"message\",\"body\":\"QQ==\"}]}",
+         &f));
   tern_frame_free(&f);
 
   const char *E = "[{\"device_id\":\"d1\",\"type\":\"message\",\"body\":\"QUJD\"}]";
@@ -228,24 +232,32 @@ TEST(send_e2e) {
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":{}}");
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[\"QUJD\"]}");
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"type\":\"message\",\"body\":\"QUJD\"}]}");
-  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"\",\"type\":\"message\",\"body\":\"QUJD\"}]}");
+  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"\",\"type\":\"message\",\"body\":"
+      "\"QUJD\"}]}");
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":"
-      "\"0123456789012345678901234567890123456789012345678901234567890123X\",\"type\":\"message\",\"body\":\"QUJD\"}]}");
-  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"Message\",\"body\":\"QUJD\"}]}");
+      "\"0123456789012345678901234567890123456789012345678901234567890123X\",\"type\":\"message\",\"body\":\"QUJD\"}]"
+      "}");
+  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"Message\",\"body\":"
+      "\"QUJD\"}]}");
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"body\":\"QUJD\"}]}");
   BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\"}]}");
   /* The same device twice. */
-  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QUJD\"},"
+  BAD("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":"
+      "\"QUJD\"},"
       "{\"device_id\":\"d\",\"type\":\"prekey\",\"body\":\"QUJD\"}]}");
   /* Standard base64 only: padded, no URL alphabet, no whitespace, padding at the end. */
   const char *bad64[] = {"", "QUJ", "QUJD=", "QU=D", "=QUJ", "Q===", "====", "QU-_", "QUJD\\n", "QU JD", "QUJ\\u00e9"};
   for (size_t i = 0; i < sizeof bad64 / sizeof *bad64; i++) {
     snprintf(json, sizeof json,
-             "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"%s\"}]}",
+             "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\","
+             "\"body\":\"%s\"}]}",
              bad64[i]);
     BAD(json);
   }
-  MUST(OK("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"+/09azAZ\"}]}", &f));
+  MUST(
+      OK("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":"
+         "\"+/09azAZ\"}]}",
+         &f));
   tern_frame_free(&f);
 }
 
@@ -253,7 +265,9 @@ TEST(e2e_limits_are_parameters) {
   /* The default: 96 KiB of base64 per ciphertext. */
   size_t max = TERN_E2E_MAX_CIPHERTEXT_DEFAULT;
   tern_buf b = {0};
-  tern_buf_puts(&b, "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"");
+  tern_buf_puts(
+      &b,
+      "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"");
   size_t at = b.len;
   for (size_t i = 0; i < max; i++) tern_buf_putc(&b, 'A');
   tern_buf_puts(&b, "\"}]}");
@@ -269,15 +283,22 @@ TEST(e2e_limits_are_parameters) {
   tern_buf_free(&b);
   /* A smaller setting. */
   tern_frame_limits lim = {.v1_1 = true, .e2e_max_ciphertext = 8};
-  const char *eight = "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QUJDQUJD\"}]}";
+  const char *eight =
+      "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":"
+      "\"QUJDQUJD\"}]}";
   MUST(expect_ok(eight, &lim, &f, __LINE__));
   tern_frame_free(&f);
-  expect_err("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QUJDQUJDQUJD\"}]}",
-             &lim, "too_large", __LINE__);
+  expect_err(
+      "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":"
+      "\"QUJDQUJDQUJD\"}]}",
+      &lim, "too_large", __LINE__);
   /* Devices in one list. */
   lim = (tern_frame_limits){.v1_1 = true, .e2e_max_devices = 2};
-  const char *three = "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"a\",\"type\":\"message\",\"body\":\"QQ==\"},"
-                      "{\"device_id\":\"b\",\"type\":\"message\",\"body\":\"QQ==\"},{\"device_id\":\"c\",\"type\":\"message\",\"body\":\"QQ==\"}]}";
+  const char *three =
+      "{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"a\",\"type\":\"message\",\"body\":\"QQ="
+      "=\"},"
+      "{\"device_id\":\"b\",\"type\":\"message\",\"body\":\"QQ==\"},{\"device_id\":\"c\",\"type\":\"message\",\"body\":"
+      "\"QQ==\"}]}";
   expect_err(three, &lim, "too_large", __LINE__);
   lim.e2e_max_devices = 3;
   MUST(expect_ok(three, &lim, &f, __LINE__));
@@ -299,7 +320,10 @@ TEST(message_actions) {
   tern_frame_free(&f);
   MUST(OK("{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"media\":{\"media_id\":\"x\"},\"reply_to\":\"m-1\"}", &f));
   tern_frame_free(&f);
-  MUST(OK("{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"reaction\":{\"to\":\"m-1\",\"emoji\":\"\xF0\x9F\x91\x8D\"},\"silent\":true}", &f));
+  MUST(
+      OK("{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"reaction\":{\"to\":\"m-1\",\"emoji\":\"\xF0\x9F\x91\x8D\"},"
+         "\"silent\":true}",
+         &f));
   CHECK_EQ_STR(f.reaction_to, "m-1");
   CHECK_EQ_STR(f.emoji, "\xF0\x9F\x91\x8D");
   CHECK(f.body == NULL);
@@ -308,9 +332,13 @@ TEST(message_actions) {
   MUST(OK("{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"reaction\":{\"to\":\"m-1\",\"emoji\":\"\"}}", &f));
   CHECK_EQ_STR(f.emoji, "");
   tern_frame_free(&f);
-  MUST(OK("{\"type\":\"send\",\"id\":\"r\",\"group_id\":\"g\",\"reaction\":{\"to\":\"m\",\"emoji\":\"01234567890123456789012345678901\"}}", &f));
+  MUST(
+      OK("{\"type\":\"send\",\"id\":\"r\",\"group_id\":\"g\",\"reaction\":{\"to\":\"m\",\"emoji\":"
+         "\"01234567890123456789012345678901\"}}",
+         &f));
   tern_frame_free(&f);
-  BAD("{\"type\":\"send\",\"id\":\"r\",\"group_id\":\"g\",\"reaction\":{\"to\":\"m\",\"emoji\":\"012345678901234567890123456789012\"}}");
+  BAD("{\"type\":\"send\",\"id\":\"r\",\"group_id\":\"g\",\"reaction\":{\"to\":\"m\",\"emoji\":"
+      "\"012345678901234567890123456789012\"}}");
   MUST(OK("{\"type\":\"send\",\"id\":\"e\",\"to\":\"bob\",\"body\":\"fixed\",\"edit\":{\"of\":\"m-1\"}}", &f));
   CHECK_EQ_STR(f.edit_of, "m-1");
   tern_frame_free(&f);
@@ -318,16 +346,22 @@ TEST(message_actions) {
   CHECK_EQ_STR(f.delete_of, "m-1");
   CHECK(f.body == NULL);
   tern_frame_free(&f);
-  MUST(OK("{\"type\":\"send\",\"id\":\"d\",\"group_id\":\"g\",\"delete\":{\"of\":\"m-1\"},\"silent\":false,\"body\":null}", &f));
+  MUST(OK(
+      "{\"type\":\"send\",\"id\":\"d\",\"group_id\":\"g\",\"delete\":{\"of\":\"m-1\"},\"silent\":false,\"body\":null}",
+      &f));
   tern_frame_free(&f);
 
   /* What does not go together. */
-  tern_frame_error e = BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"hi\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}");
+  tern_frame_error e = BAD(
+      "{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"hi\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}");
   CHECK_EQ_STR(e.id, "x");
-  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"media\":{\"media_id\":\"i\"},\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}");
+  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"media\":{\"media_id\":\"i\"},\"reaction\":{\"to\":\"m\","
+      "\"emoji\":\"y\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reply_to\":\"m\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}");
-  BAD("{\"type\":\"send\",\"id\":\"x\",\"group_id\":\"g\",\"mentions\":[\"bob\"],\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}");
-  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"},\"delete\":{\"of\":\"m\"}}");
+  BAD("{\"type\":\"send\",\"id\":\"x\",\"group_id\":\"g\",\"mentions\":[\"bob\"],\"reaction\":{\"to\":\"m\",\"emoji\":"
+      "\"y\"}}");
+  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"},\"delete\":{\"of\":"
+      "\"m\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":{\"emoji\":\"y\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":{\"to\":\"\",\"emoji\":\"y\"}}");
@@ -335,7 +369,8 @@ TEST(message_actions) {
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"reaction\":\"y\"}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"edit\":{\"of\":\"m\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"\",\"edit\":{\"of\":\"m\"}}");
-  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"b\",\"media\":{\"media_id\":\"i\"},\"edit\":{\"of\":\"m\"}}");
+  BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"b\",\"media\":{\"media_id\":\"i\"},\"edit\":{\"of\":"
+      "\"m\"}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"b\",\"edit\":{}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"b\",\"edit\":{\"of\":1}}");
   BAD("{\"type\":\"send\",\"id\":\"x\",\"to\":\"bob\",\"body\":\"b\",\"edit\":\"m\"}");
@@ -377,7 +412,8 @@ TEST(v1_decoder_keeps_v1_language) {
   tern_frame f;
   tern_frame_error e;
   /* v1.1 fields are unknown fields to v1: ignored. */
-  const char *reply = "{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"body\":\"yes\",\"reply_to\":\"m-1\",\"mentions\":[1]}";
+  const char *reply =
+      "{\"type\":\"send\",\"id\":\"r\",\"to\":\"bob\",\"body\":\"yes\",\"reply_to\":\"m-1\",\"mentions\":[1]}";
   MUST(expect_ok(reply, NULL, &f, __LINE__));
   CHECK(f.reply_to == NULL && f.mentions == NULL);
   tern_frame_free(&f);
@@ -387,10 +423,10 @@ TEST(v1_decoder_keeps_v1_language) {
   tern_frame_free(&f);
   /* So a group send has no `to`, and a reaction no body. */
   expect_err("{\"type\":\"send\",\"id\":\"g\",\"group_id\":\"g\",\"body\":\"x\"}", NULL, "bad_request", __LINE__);
-  expect_err("{\"type\":\"send\",\"id\":\"g\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}", NULL, "bad_request",
-             __LINE__);
-  e = expect_err("{\"type\":\"decrypt_error\",\"peer\":\"alice\",\"device_id\":\"d\",\"msg_id\":\"m\"}", NULL, "unknown_type",
-                 __LINE__);
+  expect_err("{\"type\":\"send\",\"id\":\"g\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\",\"emoji\":\"y\"}}", NULL,
+             "bad_request", __LINE__);
+  e = expect_err("{\"type\":\"decrypt_error\",\"peer\":\"alice\",\"device_id\":\"d\",\"msg_id\":\"m\"}", NULL,
+                 "unknown_type", __LINE__);
   CHECK_EQ_STR(e.message, "unknown frame type \"decrypt_error\"");
   /* tern_frame_decode is the v1 decoder. */
   CHECK_EQ_INT(tern_frame_decode(reply, strlen(reply), &f, &e), 0);
@@ -412,11 +448,19 @@ static const struct {
     {"{\"type\":\"send\",\"id\":\"c\",\"group_id\":\"%s\",\"body\":\"x\"}", "g"},
     {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"body\":\"%s\"}", "hello"},
     {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"media\":{\"media_id\":\"%s\"}}", "m"},
-    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"%s\",\"type\":\"message\",\"body\":\"QQ==\"}]}", "d"},
-    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"%s\",\"body\":\"QQ==\"}]}", "message"},
-    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"%s\"}]}", "QQ=="},
-    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QQ==\"}],"
-     "\"media_ref\":\"%s\"}", "m"},
+    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"%s\",\"type\":\"message\",\"body\":\"QQ="
+     "=\"}]}",
+     "d"},
+    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"%s\",\"body\":\"QQ==\"}]"
+     "}",
+     "message"},
+    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"%"
+     "s\"}]}",
+     "QQ=="},
+    {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"e2e\":[{\"device_id\":\"d\",\"type\":\"message\",\"body\":\"QQ=="
+     "\"}],"
+     "\"media_ref\":\"%s\"}",
+     "m"},
     {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"body\":\"x\",\"reply_to\":\"%s\"}", "m"},
     {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"reaction\":{\"to\":\"%s\",\"emoji\":\"y\"}}", "m"},
     {"{\"type\":\"send\",\"id\":\"c\",\"to\":\"bob\",\"reaction\":{\"to\":\"m\",\"emoji\":\"%s\"}}", "y"},
@@ -488,17 +532,22 @@ TEST(encode_bytes) {
   tern_frame f = {.type = TERN_FRAME_SEND, .id = "c-1", .group_id = "g", .e2e = e2e, .ne2e = 2, .media_ref = "blob",
                   .silent = true, .mentions = mentions, .nmentions = 1};
   ROUND(&f, NULL,
-        "{\"type\":\"send\",\"id\":\"c-1\",\"group_id\":\"g\",\"e2e\":[{\"device_id\":\"d1\",\"type\":\"prekey\",\"body\":\"QUJD\"},"
+        "{\"type\":\"send\",\"id\":\"c-1\",\"group_id\":\"g\",\"e2e\":[{\"device_id\":\"d1\",\"type\":\"prekey\","
+        "\"body\":\"QUJD\"},"
         "{\"device_id\":\"d2\",\"type\":\"message\",\"body\":\"QQ==\"}],\"media_ref\":\"blob\",\"silent\":true,"
         "\"mentions\":[\"bob\"]}");
   tern_frame r = {.type = TERN_FRAME_SEND, .id = "c-2", .to = "bob", .body = "yes \"really\"", .body_len = 12,
                   .media_id = "img", .reply_to = "m-1"};
   ROUND(&r, NULL,
-        "{\"type\":\"send\",\"id\":\"c-2\",\"to\":\"bob\",\"body\":\"yes \\\"really\\\"\",\"media\":{\"media_id\":\"img\"},"
+        "{\"type\":\"send\",\"id\":\"c-2\",\"to\":\"bob\",\"body\":\"yes "
+        "\\\"really\\\"\",\"media\":{\"media_id\":\"img\"},"
         "\"reply_to\":\"m-1\"}");
   tern_frame x = {.type = TERN_FRAME_SEND, .id = "c-3", .to = "bob", .reaction_to = "m-1", .emoji = "", .silent = true};
-  ROUND(&x, NULL, "{\"type\":\"send\",\"id\":\"c-3\",\"to\":\"bob\",\"silent\":true,\"reaction\":{\"to\":\"m-1\",\"emoji\":\"\"}}");
-  tern_frame ed = {.type = TERN_FRAME_SEND, .id = "c-4", .group_id = "g", .body = "new", .body_len = 3, .edit_of = "m-1"};
+  ROUND(
+      &x, NULL,
+      "{\"type\":\"send\",\"id\":\"c-3\",\"to\":\"bob\",\"silent\":true,\"reaction\":{\"to\":\"m-1\",\"emoji\":\"\"}}");
+  tern_frame ed = {
+      .type = TERN_FRAME_SEND, .id = "c-4", .group_id = "g", .body = "new", .body_len = 3, .edit_of = "m-1"};
   ROUND(&ed, NULL, "{\"type\":\"send\",\"id\":\"c-4\",\"group_id\":\"g\",\"body\":\"new\",\"edit\":{\"of\":\"m-1\"}}");
   tern_frame del = {.type = TERN_FRAME_SEND, .id = "c-5", .to = "bob", .delete_of = "m-1"};
   ROUND(&del, NULL, "{\"type\":\"send\",\"id\":\"c-5\",\"to\":\"bob\",\"delete\":{\"of\":\"m-1\"}}");
@@ -540,7 +589,8 @@ TEST(encode_round_trips_v1) {
   char *users[] = {"Bob", "carol"}, *bad_users[] = {"x!"};
   tern_frame w = {.type = TERN_FRAME_WATCH, .users = users, .nusers = 2, .bad_users = bad_users, .nbad_users = 1};
   char *users_want[] = {"bob", "carol"};
-  tern_frame w_want = {.type = TERN_FRAME_WATCH, .users = users_want, .nusers = 2, .bad_users = bad_users, .nbad_users = 1};
+  tern_frame w_want = {
+      .type = TERN_FRAME_WATCH, .users = users_want, .nusers = 2, .bad_users = bad_users, .nbad_users = 1};
   ROUND(&w, &w_want, "{\"type\":\"watch\",\"users\":[\"Bob\",\"carol\",\"x!\"]}");
   tern_frame uw = {.type = TERN_FRAME_UNWATCH};
   ROUND(&uw, NULL, "{\"type\":\"unwatch\",\"users\":[]}");
@@ -580,7 +630,8 @@ TEST(encode_refuses_what_the_server_refuses) {
   tern_buf_reset(&b);
   tern_frame group = {.type = TERN_FRAME_SEND, .id = "c", .group_id = "a b", .body = "x", .body_len = 1};
   ENC_BAD(&group);
-  tern_frame react = {.type = TERN_FRAME_SEND, .id = "c", .to = "bob", .body = "x", .body_len = 1, .reaction_to = "m", .emoji = "y"};
+  tern_frame react = {
+      .type = TERN_FRAME_SEND, .id = "c", .to = "bob", .body = "x", .body_len = 1, .reaction_to = "m", .emoji = "y"};
   ENC_BAD(&react);
   tern_frame emoji_only = {.type = TERN_FRAME_SEND, .id = "c", .to = "bob", .emoji = "y"};
   ENC_BAD(&emoji_only);
@@ -592,7 +643,12 @@ TEST(encode_refuses_what_the_server_refuses) {
   tern_frame nt = {.type = TERN_FRAME_SEND, .id = "c", .to = "bob", .e2e = &notype, .ne2e = 1};
   ENC_BAD(&nt);
   char *mentions[] = {"not a name"};
-  tern_frame mn = {.type = TERN_FRAME_SEND, .id = "c", .group_id = "g", .body = "x", .body_len = 1, .mentions = mentions,
+  tern_frame mn = {.type = TERN_FRAME_SEND,
+                   .id = "c",
+                   .group_id = "g",
+                   .body = "x",
+                   .body_len = 1,
+                   .mentions = mentions,
                    .nmentions = 1};
   ENC_BAD(&mn);
   tern_frame rd = {.type = TERN_FRAME_READ, .peer = "alice"};

@@ -13,7 +13,9 @@
 #include "proto/wire.h"
 #include "t.h"
 
-static int parse(const char *s, tern_wire_doc *d, char *msg) { return tern_wire_parse(s, strlen(s), 1000, d, msg, 160); }
+static int parse(const char *s, tern_wire_doc *d, char *msg) {
+  return tern_wire_parse(s, strlen(s), 1000, d, msg, 160);
+}
 
 TEST(parse_rules) {
   tern_wire_doc d;
