@@ -173,16 +173,17 @@ static void after_hash(uv_work_t *w, int status) {
 }
 
 void tern_accounts_register(tern_app *a, tern_http_req *req) {
-  cJSON *j = tern_api_json_body(req);
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
   char user[TERN_USERNAME_MAX + 1];
   const char *password, *label;
   if (!read_credentials(req, j, false, user, &password, &label)) {
-    cJSON_Delete(j);
+    tern_wire_doc_free(&doc);
     return;
   }
   if (tern_dir_user(a->dir, user)) {
-    cJSON_Delete(j);
+    tern_wire_doc_free(&doc);
     tern_http_error(req, 409, "username_taken", "that username is taken");
     return;
   }
@@ -192,7 +193,7 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
   snprintf(p->user, sizeof p->user, "%s", user);
   p->password = tern_strdup(password);
   p->label = tern_strdup(label);
-  cJSON_Delete(j);
+  tern_wire_doc_free(&doc);
   uv_queue_work(a->loop, &p->work, hash_work, after_hash);
 }
 
@@ -250,12 +251,13 @@ static void after_verify(uv_work_t *w, int status) {
 }
 
 void tern_accounts_login(tern_app *a, tern_http_req *req) {
-  cJSON *j = tern_api_json_body(req);
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
   char user[TERN_USERNAME_MAX + 1];
   const char *password, *label;
   if (!read_credentials(req, j, true, user, &password, &label)) {
-    cJSON_Delete(j);
+    tern_wire_doc_free(&doc);
     return;
   }
   tern_user *u = tern_dir_user(a->dir, user);
@@ -269,7 +271,7 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     p->hash = tern_strdup(a->dummy_hash);
     p->user[0] = '\0'; /* no such user: verification result is ignored */
   }
-  cJSON_Delete(j);
+  tern_wire_doc_free(&doc);
   uv_queue_work(a->loop, &p->work, verify_work, after_verify);
 }
 

@@ -1,6 +1,8 @@
 /* api: the HTTP route table and the helpers the HTTP endpoint modules share (api.h). */
 #include "core/api.h"
 
+#include "proto/wire.h"
+
 #include <string.h>
 
 #include "base/alloc.h"
@@ -27,32 +29,23 @@ tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req) {
   return d;
 }
 
-/* True when the JSON text holds the escape \u0000: cJSON would cut that string at the NUL
- * (a name "abc\u0000def" would register as "abc"), so such bodies are refused whole. */
-static bool has_nul_escape(const char *p, size_t n) {
-  for (size_t i = 0; i + 1 < n; i++) {
-    if (p[i] != '\\') continue;
-    if (p[i + 1] == 'u' && i + 5 < n && memcmp(p + i + 2, "0000", 4) == 0) return true;
-    i++; /* the escaped character: "\\\\u0000" is a backslash and text, not an escape */
-  }
-  return false;
-}
-
-cJSON *tern_api_json_body(tern_http_req *req) {
-  cJSON *j = NULL;
-  if (req->body.len && tern_utf8_valid(req->body.data, req->body.len)) {
-    if (memchr(req->body.data, '\0', req->body.len) || has_nul_escape(req->body.data, req->body.len)) {
-      tern_http_error(req, 400, "bad_request", "strings may not contain U+0000");
-      return NULL;
-    }
-    j = cJSON_ParseWithLength(req->body.data, req->body.len);
-  }
-  if (!j || !cJSON_IsObject(j)) {
-    cJSON_Delete(j);
+cJSON *tern_api_json_body(tern_http_req *req, tern_wire_doc *doc) {
+  memset(doc, 0, sizeof *doc);
+  char msg[96];
+  /* The protocol's own parse: one object, no raw NUL, malformed escapes refused (cJSON alone
+   * reads "\u12G4" as U+0000). A string holding U+0000 is refused whole: cut at its NUL it
+   * could be taken for another ("abc\u0000def" registering as "abc"). */
+  if (!req->body.len || !tern_utf8_valid(req->body.data, req->body.len) ||
+      tern_wire_parse(req->body.data, req->body.len, (size_t)-1, doc, msg, sizeof msg) < 0) {
     tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
     return NULL;
   }
-  return j;
+  if (doc->nul_escapes) {
+    tern_wire_doc_free(doc);
+    tern_http_error(req, 400, "bad_request", "strings may not contain U+0000");
+    return NULL;
+  }
+  return doc->root;
 }
 
 /* A request waiting for a store op. */

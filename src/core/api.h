@@ -11,13 +11,15 @@
 
 #include "core/app.h"
 #include "net/httpreq.h"
+#include "proto/wire.h"
 
 void tern_api_route(tern_app *a, tern_http_req *req);
 int64_t tern_api_body_limit(tern_app *a, tern_http_req *req);
 /* The device of the request's bearer token, or NULL after answering 401 unauthorized. */
 tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req);
-/* The body as a JSON object, or NULL after answering 400. */
-cJSON *tern_api_json_body(tern_http_req *req);
+/* The body as a JSON object (owned by doc: free it with tern_wire_doc_free), or NULL after
+ * answering 400 (doc then needs no free). */
+cJSON *tern_api_json_body(tern_http_req *req, tern_wire_doc *doc);
 /* Submits op and answers req once it completes: 204 when it is durable, 500 internal with
  * fail_message otherwise. (The op's done and arg are taken over.) */
 void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message);

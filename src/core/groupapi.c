@@ -114,7 +114,8 @@ static void answer_change(tern_app *a, tern_http_req *req, tern_store_op *op, in
 }
 
 static void do_create(tern_app *a, tern_http_req *req, tern_device *me) {
-  cJSON *j = tern_api_json_body(req);
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
   bool bad = false;
   const char *name = text_field(req, j, "name", 1, TERN_GROUP_NAME_MAX, &bad);
@@ -137,7 +138,7 @@ static void do_create(tern_app *a, tern_http_req *req, tern_device *me) {
     }
   }
   tern_free(users);
-  cJSON_Delete(j);
+  tern_wire_doc_free(&doc);
 }
 
 static int cmp_id(const void *x, const void *y) {
@@ -209,7 +210,8 @@ static void do_list(tern_app *a, tern_http_req *req, tern_device *me) {
 }
 
 static void do_patch(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *me) {
-  cJSON *j = tern_api_json_body(req);
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
   bool bad = false;
   const char *name = text_field(req, j, "name", 1, TERN_GROUP_NAME_MAX, &bad);
@@ -219,11 +221,12 @@ static void do_patch(tern_app *a, tern_http_req *req, tern_group *grp, tern_user
     bad = true;
   }
   if (!bad) answer_change(a, req, tern_group_rename(a, grp, me, name, desc), 200, grp);
-  cJSON_Delete(j);
+  tern_wire_doc_free(&doc);
 }
 
 static void do_add(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *me) {
-  cJSON *j = tern_api_json_body(req);
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
   tern_user **users = NULL;
   size_t n = 0;
@@ -242,7 +245,7 @@ static void do_add(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *
     }
   }
   tern_free(users);
-  cJSON_Delete(j);
+  tern_wire_doc_free(&doc);
 }
 
 static tern_user *path_user(tern_app *a, const char *raw) {
