@@ -29,6 +29,8 @@
 enum {
   DEFAULT_GROUP_MAX = 1024,
   DONE_PER_WAKEUP = 4096, /* completions run per loop wake-up, then yield */
+  EVENTS_PER_WAKEUP = 512, /* delivery events raised per wake-up (a 1024-member group's fan-out
+                              takes a few turns, each a couple of milliseconds of writes) */
 };
 
 /* ---- a FIFO of ops, linked through op->next ---------------------------------------------- */
@@ -219,15 +221,20 @@ static void hand_over(tern_store_port *p) {
 
 static void on_hand(uv_prepare_t *h) { hand_over(h->data); }
 
-static void run_one(tern_store_port *p, tern_store_op *op) {
-  tern_store_dispatch(p->s, p, op);
+/* Raises the events of the first ready op within the budget, then completes it; false (the
+ * op stays first in ready) when the budget ran out before its events did. */
+static bool run_first(tern_store_port *p, size_t *budget) {
+  if (!tern_store_dispatch(p->s, p, p->ready.head, budget)) return false;
+  tern_store_op *op = opq_pop(&p->ready);
   p->pending--;
   if (op->done) op->done(op);
   tern_store_op_release(op);
+  return true;
 }
 
-/* Runs copied events, then up to max completions in order; returns true when some remain. */
-static bool run_completions(tern_store_port *p, size_t max) {
+/* Runs copied events, then up to max completions (and events_max delivery events) in order;
+ * returns true when some remain. */
+static bool run_completions(tern_store_port *p, size_t max, size_t events_max) {
   pthread_mutex_lock(&p->mu);
   tern_store_event_copy *ev = p->ev_head;
   p->ev_head = p->ev_tail = NULL;
@@ -244,7 +251,7 @@ static bool run_completions(tern_store_port *p, size_t max) {
       pthread_mutex_unlock(&p->mu);
       if (!p->ready.len) return false;
     }
-    run_one(p, opq_pop(&p->ready));
+    if (!run_first(p, &events_max)) return true; /* the rest on the next turn */
   }
   if (p->ready.len) return true;
   pthread_mutex_lock(&p->mu);
@@ -256,7 +263,7 @@ static bool run_completions(tern_store_port *p, size_t max) {
 static void on_async(uv_async_t *h) {
   tern_store_port *p = h->data;
   /* Bounded work per wake-up; the rest runs on the next loop turn. */
-  if (run_completions(p, DONE_PER_WAKEUP)) uv_async_send(h);
+  if (run_completions(p, DONE_PER_WAKEUP, EVENTS_PER_WAKEUP)) uv_async_send(h);
 }
 
 static void on_port_closed(uv_handle_t *h) {
@@ -328,7 +335,7 @@ void tern_store_port_close(tern_store_port *p) {
   pthread_mutex_lock(&p->mu);
   while (p->inflight > 0) pthread_cond_wait(&p->cv, &p->mu);
   pthread_mutex_unlock(&p->mu);
-  while (run_completions(p, SIZE_MAX)) {
+  while (run_completions(p, SIZE_MAX, SIZE_MAX)) {
   }
   uv_prepare_stop(&p->hand);
   uv_close((uv_handle_t *)&p->hand, on_port_closed);

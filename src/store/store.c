@@ -359,11 +359,15 @@ void tern_store_unwatch(tern_store_port *p, const char *inbox, void *watcher) {
   tern_free(w);
 }
 
-void tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op) {
-  if (op->type != TERN_OP_APPEND || op->status != TERN_STORE_OK) return;
+bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget) {
+  if (op->type != TERN_OP_APPEND || op->status != TERN_STORE_OK) return true;
   tern_op_append *ap = tern_op_as_append(op);
-  if (!s->watches.count) return;
-  for (size_t i = 0; i < ap->ntargets; i++) {
+  if (!s->watches.count) return true;
+  for (size_t i = op->dispatched; i < ap->ntargets; i++) {
+    if (*budget == 0) {
+      op->dispatched = i;
+      return false;
+    }
     tern_store_target *t = &ap->targets[i];
     if (!t->seq || t->value >= ap->nvalues) continue;
     pthread_mutex_lock(&s->watch_mu);
@@ -371,6 +375,7 @@ void tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op) {
     store_watch copy = w ? *w : (store_watch){0};
     pthread_mutex_unlock(&s->watch_mu);
     if (!w) continue;
+    (*budget)--;
     const tern_buf *v = &ap->values[t->value];
     tern_store_env e = {.inbox = t->inbox, .seq = t->seq, .value = (const uint8_t *)v->data, .len = v->len};
     if (ap->body_id) {
@@ -393,6 +398,8 @@ void tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op) {
     }
     tern_store_port_post_event(copy.port, ev);
   }
+  op->dispatched = ap->ntargets;
+  return true;
 }
 
 void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {

@@ -123,6 +123,7 @@ struct tern_store_op {
   char err[128];            /* out: ERROR reason */
   uint64_t commit_ns;       /* out: how long the group commit that carried it took */
   tern_store_op *next;      /* store-private: queue link */
+  size_t dispatched;        /* store-private: targets whose delivery events were raised */
   tern_store_port *port;    /* store-private: where it completes */
 };
 

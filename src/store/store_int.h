@@ -54,8 +54,10 @@ void tern_committer_stop(tern_committer *cm);
 /* ---- store.c ---- */
 void tern_store_commit_record(tern_store *s, uint64_t ns);
 /* Runs on the completing port's loop, before op->done: raises the delivery events of what op
- * appended. */
-void tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op);
+ * appended, at most *budget of them (decremented). Returns true when every event of op has
+ * been raised; false when the budget ran out first (call again, later, for the rest: a large
+ * group's fan-out is spread over loop turns so that other clients are served in between). */
+bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget);
 /* An event for a watcher on another loop: the op that made it is freed on its own loop, so
  * the bytes travel with the event. */
 typedef struct tern_store_event_copy tern_store_event_copy;

@@ -1564,6 +1564,49 @@ TEST(watch_raises_events) {
   close_store(s);
 }
 
+/* A fan-out larger than one turn's event budget is raised over several loop turns, all of it
+ * before the op's done, and in target order. */
+static int spread_events, spread_order_bad, spread_done_at;
+static void on_spread_event(void *w, const tern_store_env *e) {
+  if ((intptr_t)w != spread_events) spread_order_bad++;
+  spread_events++;
+}
+static void on_spread_done(tern_store_op *op) { spread_done_at = spread_events; }
+
+TEST(events_spread_over_turns) {
+  use_dir("spread");
+  tstore *s = open_store();
+  enum { N = 1300 };
+  char name[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, "in%04d", i);
+    tern_store_watch(s->p, name, on_spread_event, (void *)(intptr_t)i);
+  }
+  tern_op_append *op = tern_op_append_new(on_spread_done, NULL);
+  size_t vi = add_msg_value(op, 0, 0, "m", "a", NULL, NULL, "fan");
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, "in%04d", i);
+    tern_op_append_target(op, name, vi, TERN_CAP_NONE, NULL);
+  }
+  spread_events = spread_order_bad = 0;
+  spread_done_at = -1;
+  submit(s, op);
+  int turns = 0;
+  while (spread_done_at < 0 && turns < 10000) {
+    uv_run(&loop, UV_RUN_ONCE);
+    turns++;
+  }
+  CHECK_EQ_INT(spread_events, N);
+  CHECK_EQ_INT(spread_done_at, N);
+  CHECK_EQ_INT(spread_order_bad, 0);
+  CHECK(turns >= 3); /* 1300 events at 512 a turn */
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, "in%04d", i);
+    tern_store_unwatch(s->p, name, (void *)(intptr_t)i);
+  }
+  close_store(s);
+}
+
 /* Ops submitted on one loop's port complete there; an inbox watched through another port gets
  * its events on that port's loop (copied across). */
 TEST(events_cross_ports) {
@@ -1625,6 +1668,7 @@ static void run_suite(void) {
   RUN(group_skips_full_inboxes);
   RUN(watch_raises_events);
   RUN(events_cross_ports);
+  RUN(events_spread_over_turns);
 }
 
 int main(int argc, char **argv) {
