@@ -97,7 +97,9 @@ typedef struct tern_backend_vt {
   /* ---- the commit point ---- */
   /* Makes the group durable. 1 when it wrote something, 0 when the group had nothing to
    * write, or a negative errno with a reason in err (the group then had no effect, and
-   * rollback follows). */
+   * rollback follows). -EAGAIN (a shared backend found another writer ahead of it on one of
+   * the group's inboxes) makes the committer roll back and apply the group again, a few
+   * times, before it fails it. */
   int (*commit)(void *be, char *err, size_t errlen);
   /* After a failed group (a read or the commit): forget what the group staged. */
   void (*rollback)(void *be);

@@ -105,27 +105,39 @@ tern_store *tern_store_port_store(const tern_store_port *p) { return p->s; }
 
 /* ---- the commit thread --------------------------------------------------------------------- */
 
+enum { COMMIT_RETRIES = 8 }; /* a backend's -EAGAIN (another writer won a race) re-runs the group */
+
 static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
   tern_store *s = cm->s;
   tern_backend *be = &s->be;
-  be->vt->begin(be->self);
   int failed = 0;
   char why[128] = "";
-  for (size_t i = 0; i < n && !failed; i++) {
-    ops[i]->status = TERN_STORE_OK;
-    if (tern_sem_apply(s->sem, ops[i]) < 0) {
-      failed = 1;
-      snprintf(why, sizeof why, "%s", ops[i]->err);
-    }
-  }
   uint64_t ns = 0;
-  if (!failed) {
+  for (int attempt = 0;; attempt++) {
+    be->vt->begin(be->self);
+    failed = 0;
+    for (size_t i = 0; i < n && !failed; i++) {
+      ops[i]->status = TERN_STORE_OK;
+      if (tern_sem_apply(s->sem, ops[i]) < 0) {
+        failed = 1;
+        snprintf(why, sizeof why, "%s", ops[i]->err);
+      }
+    }
+    if (failed) break;
     uint64_t t0 = tern_mono_ns();
     int r = be->vt->commit(be->self, why, sizeof why);
     ns = tern_mono_ns() - t0;
+    if (r == -EAGAIN && attempt + 1 < COMMIT_RETRIES) {
+      /* A shared backend (NATS) found that another node appended to one of the group's
+       * inboxes first: nothing of the group was kept; apply it again on the new state. */
+      be->vt->rollback(be->self);
+      for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
+      continue;
+    }
     if (r < 0) failed = 1;
     else if (r > 0) tern_store_commit_record(s, ns); /* 1: something was written */
     else ns = 0;                                    /* a group of reads and syncs only */
+    break;
   }
   if (failed) {
     TERN_ERROR("store group failed", "ops=%zu err=%s", n, tern_log_quote(why));
