@@ -10,8 +10,8 @@
  * tern_conn_ref and drop it with tern_conn_unref; writing to a connection that has closed in
  * the meantime is a harmless no-op. A connection is never freed inside one of its callbacks.
  *
- * Writing. Frames and responses are appended to the connection's outbound buffer and written
- * with one uv_write per connection per loop iteration. A WebSocket client that lets more than
+ * Writing. Frames and responses are appended to the connection's stream (net/stream.h) and
+ * written once per connection per loop iteration. A WebSocket client that lets more than
  * ws.max_outbound bytes pile up is closed with 1008.
  */
 #ifndef TERN_NET_SERVER_H
@@ -25,6 +25,7 @@
 
 #include "base/buf.h"
 #include "net/httpreq.h"
+#include "net/stream.h"
 
 typedef struct tern_net tern_net;
 
@@ -75,6 +76,8 @@ void tern_net_free(tern_net *n);
 
 size_t tern_net_connections(const tern_net *n);   /* open TCP connections */
 size_t tern_net_ws_connections(const tern_net *n);/* open WebSocket connections */
+/* The connections' stream counters (reads, flushes, writes; see net/stream.h). */
+void tern_net_stream_stats(const tern_net *n, tern_stream_stats *out);
 
 /* ---- HTTP responses ---- */
 /* Answers req with status, extra header lines ("Name: value\r\n"..., or NULL), a content
