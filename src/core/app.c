@@ -46,6 +46,25 @@ static void h_request(tern_http_req *req, void *arg) { tern_http_route(arg, req)
 static void h_ws_open(tern_conn *c, void *arg) { tern_session_open(arg, c); }
 static void h_ws_text(tern_conn *c, const char *d, size_t n, void *arg) { tern_session_text(arg, c, d, n); }
 static void h_ws_gone(tern_conn *c, void *arg) { tern_session_gone(arg, c); }
+/* PROTOCOL.md 3: the one WebSocket endpoint. */
+static bool h_ws_accept(tern_http_req *req, void *arg) {
+  if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/v1/ws") == 0) return true;
+  req->refuse_status = 404;
+  req->refuse_code = "not_found";
+  req->refuse_message = "no WebSocket endpoint here; use GET /v1/ws";
+  return false;
+}
+/* PROTOCOL.md 1's error object, for net's own refusals too (code NULL: net knows the status). */
+static const char *h_error_body(tern_buf *b, int status, const char *code, const char *message, void *arg) {
+  if (!code) code = status == 413 || status == 431 ? "too_large" : status == 415 ? "unsupported_media_type"
+                  : status == 429 ? "rate_limited" : status == 500 ? "internal" : "bad_request";
+  tern_buf_puts(b, "{\"error\":{\"code\":");
+  tern_buf_put_json_str(b, code, strlen(code));
+  tern_buf_puts(b, ",\"message\":");
+  tern_buf_put_json_str(b, message, strlen(message));
+  tern_buf_puts(b, "}}");
+  return "application/json";
+}
 
 /* ---- timers ---- */
 
@@ -359,8 +378,12 @@ int tern_app_run(const tern_config *cfg) {
       .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
       .ws_auth_timeout_ms = cfg->ws_auth_timeout_ms,
       .max_connections = cfg->http_max_connections,
+      .ws_auth_close_code = 4001,
+      .ws_idle_close_code = 4000,
   };
-  tern_net_handlers nh = {h_body_limit, h_request, h_ws_open, h_ws_text, h_ws_gone, a};
+  tern_net_handlers nh = {.body_limit = h_body_limit, .on_request = h_request, .ws_accept = h_ws_accept,
+                          .on_ws_open = h_ws_open, .on_ws_text = h_ws_text, .on_ws_gone = h_ws_gone,
+                          .error_body = h_error_body, .arg = a};
   rc = tern_net_start(loop, &no, &nh, &a->net, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "ternd: %s\n", err);

@@ -314,9 +314,7 @@ void tern_conn_ws_close(tern_conn *c, uint16_t code, const char *reason) {
 }
 
 static void refuse_with(tern_conn *c, int status, const char *headers, const char *code, const char *message);
-static void refuse(tern_conn *c, int status, const char *code, const char *message) {
-  refuse_with(c, status, NULL, code, message);
-}
+static void refuse(tern_conn *c, int status, const char *message) { refuse_with(c, status, NULL, NULL, message); }
 
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message) {
   if (c->state == ST_HTTP && !c->req) refuse_with(c, status, NULL, code, message);
@@ -363,21 +361,23 @@ static void write_response(tern_conn *c, int status, const char *headers, const 
   if (status != 204 && status != 304 && !head_only) tern_buf_append(o, body, len);
 }
 
-static void error_body(tern_buf *b, const char *code, const char *message) {
-  tern_buf_puts(b, "{\"error\":{\"code\":");
-  tern_buf_put_json_str(b, code, strlen(code));
-  tern_buf_puts(b, ",\"message\":");
-  tern_buf_put_json_str(b, message, strlen(message));
-  tern_buf_puts(b, "}}");
+/* The body of an error answer, as the handlers render it (their protocol's error object), or
+ * the plain sentence when they render none. */
+static const char *error_body(const tern_net *n, tern_buf *b, int status, const char *code, const char *message) {
+  if (n->h.error_body) return n->h.error_body(b, status, code, message, n->h.arg);
+  tern_buf_puts(b, message);
+  tern_buf_putc(b, '\n');
+  return "text/plain; charset=utf-8";
 }
 
-/* An answer decided by the net layer itself (malformed request, too large, timeout): the
- * connection is closed after it, with a lingering close. */
+/* An answer decided by the net layer itself (malformed request, too large, timeout) or by a
+ * handler before the request completed (refuse fields, tern_conn_http_refuse): the connection
+ * is closed after it, with a lingering close. code is NULL when the net layer decided. */
 static void refuse_with(tern_conn *c, int status, const char *headers, const char *code, const char *message) {
   if (c->state != ST_HTTP) return;
   tern_buf b = {0};
-  error_body(&b, code, message);
-  write_response(c, status, headers, "application/json", b.data, b.len, false, false);
+  const char *ctype = error_body(c->net, &b, status, code, message);
+  write_response(c, status, headers, ctype, b.data, b.len, false, false);
   tern_buf_free(&b);
   conn_linger(c, LINGER_MS);
 }
@@ -404,9 +404,14 @@ void tern_http_respond(tern_http_req *req, int status, const char *headers, cons
 }
 
 void tern_http_error(tern_http_req *req, int status, const char *code, const char *message) {
+  tern_conn *c = req->conn;
+  if (!c || c->req != req || c->state != ST_HTTP) {
+    tern_http_respond(req, status, NULL, NULL, NULL, 0); /* gone: only frees the request */
+    return;
+  }
   tern_buf b = {0};
-  error_body(&b, code, message);
-  tern_http_respond(req, status, NULL, "application/json", b.data, b.len);
+  const char *ctype = error_body(c->net, &b, status, code, message);
+  tern_http_respond(req, status, NULL, ctype, b.data, b.len);
   tern_buf_free(&b);
 }
 
@@ -417,16 +422,20 @@ void tern_http_json(tern_http_req *req, int status, const tern_buf *json) {
 /* ------------------------------------------------------------------------------------------ */
 /* HTTP requests */
 
-/* A complete upgrade request: returns true when the connection speaks WebSocket now. */
+/* A complete upgrade request: the handlers decide whether it may upgrade, then the handshake is
+ * checked. Returns true when the connection speaks WebSocket now. */
 static bool upgrade_ws(tern_conn *c, tern_http_req *r) {
   tern_net *n = c->net;
-  if (strcmp(r->method, "GET") != 0 || strcmp(r->path, "/v1/ws") != 0) {
-    refuse(c, 404, "not_found", "no WebSocket endpoint here; use GET /v1/ws");
+  if (!n->h.ws_accept || !n->h.ws_accept(r, n->h.arg)) {
+    if (r->refuse_status)
+      refuse_with(c, r->refuse_status, r->refuse_headers[0] ? r->refuse_headers : NULL, r->refuse_code,
+                  r->refuse_message ? r->refuse_message : "the upgrade was refused");
+    else refuse(c, 404, "no WebSocket endpoint here");
     return false;
   }
   const char *key = tern_http_parser_ws_key(c->http);
   if (!tern_http_parser_ws_ok(c->http)) {
-    refuse(c, 400, "bad_request", "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
+    refuse(c, 400, "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
     return false;
   }
   char accept[29];
@@ -458,17 +467,16 @@ static size_t http_process(tern_conn *c, char *data, size_t len) {
     case TERN_HTTP_BAD: {
       tern_http_req *cur = tern_http_parser_current(c->http);
       if (cur && cur->refuse_status && cur->refuse_status == status) {
-        refuse_with(c, status, cur->refuse_headers[0] ? cur->refuse_headers : NULL,
-                    cur->refuse_code ? cur->refuse_code : "bad_request",
+        refuse_with(c, status, cur->refuse_headers[0] ? cur->refuse_headers : NULL, cur->refuse_code,
                     cur->refuse_message ? cur->refuse_message : "the request was refused");
         return len;
       }
-      if (status == 413) refuse(c, 413, "too_large", "the request body is larger than this endpoint accepts");
-      else if (status == 431) refuse(c, 431, "too_large", "the request head is too large");
-      else if (status == 415) refuse(c, 415, "unsupported_media_type", "the body is not of an accepted type");
-      else if (status == 429) refuse(c, 429, "rate_limited", "too many requests; try again later");
-      else if (status == 500) refuse(c, 500, "internal", "the request could not be processed");
-      else refuse(c, 400, "bad_request", "malformed HTTP request");
+      if (status == 413) refuse(c, 413, "the request body is larger than this endpoint accepts");
+      else if (status == 431) refuse(c, 431, "the request head is too large");
+      else if (status == 415) refuse(c, 415, "the body is not of an accepted type");
+      else if (status == 429) refuse(c, 429, "too many requests; try again later");
+      else if (status == 500) refuse(c, 500, "the request could not be processed");
+      else refuse(c, 400, "malformed HTTP request");
       return len;
     }
     case TERN_HTTP_UPGRADE: {
@@ -651,15 +659,16 @@ static void on_sweep(uv_timer_t *t) {
            * closing it here would cut a slow upload silently at http.request_timeout. */
           tern_http_req *cur = tern_http_parser_current(c->http);
           if (cur && cur->sink) break;
-          if (tern_stream_buffered(c->st)) refuse(c, 408, "bad_request", "request timed out");
+          if (tern_stream_buffered(c->st)) refuse(c, 408, "request timed out");
           else conn_close(c);
         }
         break;
       case ST_WS:
         if (!c->authed && now - c->opened > o->ws_auth_timeout_ms) {
-          tern_conn_ws_close(c, 4001, "not authenticated");
+          tern_conn_ws_close(c, o->ws_auth_close_code ? o->ws_auth_close_code : TERN_WS_CLOSE_POLICY,
+                             "not authenticated");
         } else if (now - c->last_rx > o->ws_idle_timeout_ms) {
-          tern_conn_ws_close(c, 4000, "idle timeout");
+          tern_conn_ws_close(c, o->ws_idle_close_code ? o->ws_idle_close_code : TERN_WS_CLOSE_POLICY, "idle timeout");
         } else if (now - c->last_ping >= o->ws_ping_interval_ms) {
           c->last_ping = now;
           ws_control(c, TERN_WS_OP_PING, NULL, 0);
