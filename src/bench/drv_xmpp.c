@@ -12,9 +12,10 @@
  * Provisioning is XEP-0077 in-band registration, one short connection per user (a user that
  * exists already answers "conflict", which is fine: the password is the run's).
  *
- * Writing: whatever a session queues is written once per loop iteration per connection, from
- * a prepare hook, in one uv_write (the same discipline as libtern-client). Reading uses one
- * buffer shared by every connection; the tokenizer keeps its own partial state. */
+ * I/O: every connection is a byte stream (net/stream.h, as in libtern-client): what a session
+ * queues moves into the stream and is written once per loop iteration per connection; reads
+ * land in the stream loop's shared buffer, and the tokenizer keeps its own partial state, so
+ * the stream keeps no input tail. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -24,8 +25,8 @@
 #include "base/alloc.h"
 #include "bench/bench_int.h"
 #include "bench/xmpp.h"
+#include "net/stream.h"
 
-#define RBUF_SIZE (64 * 1024)
 #define MAX_ATTEMPTS 5
 #define RETRY_BASE_MS 100
 #define CONNECT_TIMEOUT_MS 60000
@@ -35,19 +36,14 @@ typedef struct reg_task reg_task;
 
 typedef struct xconn {
   xmpp_drv *t;
-  uv_tcp_t tcp;
+  tern_stream *st;        /* the socket, until its close callback */
   uv_connect_t creq;
-  uv_write_t wreq;
-  tern_buf wbuf;          /* bytes being written */
   tern_bench_xmpp sess;
   tern_bench_dev *d;      /* the device, or NULL for a registration connection */
   reg_task *task;         /* the registration it serves */
-  struct xconn *dirty_next;
-  bool dirty;             /* in t->dirty */
-  bool writing;           /* a write is in flight */
   bool connected;
-  bool closing;           /* uv_close called */
-  bool close_after_write; /* close once out is written */
+  bool closing;           /* the stream is closing */
+  bool close_after_write; /* close once everything queued is written */
   char why[64];           /* why it closed, for the engine */
 } xconn;
 
@@ -62,9 +58,7 @@ struct reg_task {
 struct xmpp_drv {
   tern_bench *b;
   struct sockaddr_storage addr; /* the server */
-  char *rbuf;
-  uv_prepare_t prep;      /* writes every dirty connection once per iteration */
-  xconn *dirty;
+  tern_stream_loop *sl;   /* the shared read buffer and the once-per-iteration flush */
   reg_task *tasks;
   uint32_t n_tasks;
   uint32_t next_user, users_total, users_done;
@@ -75,65 +69,31 @@ struct xmpp_drv {
 
 static xmpp_drv *X(tern_bench *b) { return b->drv_ctx; }
 
-/* ---- writing ---- */
-
-static void mark_dirty(xconn *c) {
-  if (c->dirty || c->closing) return;
-  c->dirty = true;
-  c->dirty_next = c->t->dirty;
-  c->t->dirty = c;
-}
-
-static void conn_close(xconn *c, const char *why);
-
-static void on_write(uv_write_t *w, int status) {
-  xconn *c = w->data;
-  c->writing = false;
-  tern_buf_free(&c->wbuf); /* idle connections keep no write buffer */
-  if (c->closing) return;
-  if (status < 0) {
-    conn_close(c, uv_err_name(status));
-    return;
-  }
-  if (c->sess.out.len) mark_dirty(c);
-  else if (c->close_after_write) conn_close(c, "closed");
-}
-
-static void conn_write(xconn *c) {
-  if (c->writing || c->closing || !c->connected) return;
-  if (!c->sess.out.len) {
-    if (c->close_after_write) conn_close(c, "closed");
-    return;
-  }
-  tern_buf t = c->wbuf;
-  c->wbuf = c->sess.out;
-  c->sess.out = t;
-  uv_buf_t buf = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
-  c->wreq.data = c;
-  int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-  if (rc < 0) {
-    conn_close(c, uv_err_name(rc));
-    return;
-  }
-  c->writing = true;
-}
-
-static void on_prepare(uv_prepare_t *p) {
-  xmpp_drv *t = p->data;
-  while (t->dirty) {
-    xconn *c = t->dirty;
-    t->dirty = c->dirty_next;
-    c->dirty = false;
-    conn_write(c);
-  }
-}
-
 /* ---- connections ---- */
 
 static void task_done(reg_task *k, bool ok, const char *why);
 
-static void on_closed(uv_handle_t *h) {
-  xconn *c = h->data;
+static void conn_close(xconn *c, const char *why) {
+  if (c->closing) return;
+  c->closing = true;
+  if (!c->why[0]) snprintf(c->why, sizeof c->why, "%s", why);
+  tern_stream_close(c->st);
+}
+
+/* Moves what the session queued into the stream (without a copy while nothing else waits). */
+static void push_out(xconn *c) {
+  if (!c->closing && c->sess.out.len) tern_stream_write_buf(c->st, &c->sess.out);
+}
+
+/* Closes once everything queued has been written (see on_flush). */
+static void close_after_write(xconn *c) {
+  c->close_after_write = true;
+  push_out(c);
+  if (c->connected && !c->closing) tern_stream_kick(c->st);
+}
+
+static void on_closed(tern_stream *st, void *owner) {
+  xconn *c = owner;
   xmpp_drv *t = c->t;
   if (c->d) {
     tern_bench_dev *d = c->d;
@@ -143,46 +103,34 @@ static void on_closed(uv_handle_t *h) {
     task_done(c->task, false, c->why[0] ? c->why : "closed");
   }
   tern_bench_xmpp_free(&c->sess);
-  tern_buf_free(&c->wbuf);
   tern_free(c);
 }
 
-static void conn_close(xconn *c, const char *why) {
-  if (c->closing) return;
-  c->closing = true;
-  if (!c->why[0]) snprintf(c->why, sizeof c->why, "%s", why);
-  /* Drop it from the dirty list lazily: on_prepare skips closing connections. */
-  if (c->dirty) {
-    xconn **pp = &c->t->dirty;
-    while (*pp && *pp != c) pp = &(*pp)->dirty_next;
-    if (*pp) *pp = c->dirty_next;
-    c->dirty = false;
-  }
-  uv_close((uv_handle_t *)&c->tcp, on_closed);
+static size_t on_data(tern_stream *st, char *data, size_t len, void *owner) {
+  xconn *c = owner;
+  if (c->closing) return len;
+  tern_bench_xmpp_feed(&c->sess, data, len);
+  if (c->closing) return len;
+  push_out(c);
+  if (c->sess.state == TERN_BENCH_XS_DONE && !c->close_after_write) close_after_write(c);
+  return len;
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  xconn *c = h->data;
-  buf->base = c->t->rbuf;
-  buf->len = RBUF_SIZE;
+static void on_end(tern_stream *st, int err, bool write, void *owner) {
+  conn_close(owner, err == UV_EOF ? "eof" : uv_err_name(err));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  xconn *c = s->data;
-  if (c->closing) return;
-  if (nread < 0) {
-    conn_close(c, nread == UV_EOF ? "eof" : uv_err_name((int)nread));
-    return;
-  }
-  if (nread == 0) return;
-  tern_bench_xmpp_feed(&c->sess, buf->base, (size_t)nread);
-  if (c->closing) return;
-  if (c->sess.out.len) mark_dirty(c);
-  if (c->sess.state == TERN_BENCH_XS_DONE && !c->close_after_write) {
-    c->close_after_write = true;
-    mark_dirty(c);
-  }
+static void on_flush(tern_stream *st, void *owner) {
+  xconn *c = owner;
+  if (c->close_after_write && !tern_stream_outbound(st)) conn_close(c, "closed");
 }
+
+static const tern_stream_cbs xconn_cbs = {
+    .on_data = on_data,
+    .on_end = on_end,
+    .on_flush = on_flush,
+    .on_close = on_closed,
+};
 
 static void on_connect(uv_connect_t *req, int status) {
   xconn *c = req->data;
@@ -192,13 +140,15 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   c->connected = true;
-  uv_tcp_nodelay(&c->tcp, 1);
-  int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+  uv_tcp_nodelay(tern_stream_handle(c->st), 1);
+  push_out(c);
+  char err[128];
+  int rc = tern_stream_start(c->st, err, sizeof err);
   if (rc < 0) {
     conn_close(c, uv_err_name(rc));
     return;
   }
-  mark_dirty(c);
+  if (c->close_after_write) tern_stream_kick(c->st);
 }
 
 /* Session events for device connections. */
@@ -242,25 +192,29 @@ static void on_sess(void *arg, const tern_bench_xmpp_event *ev) {
   }
 }
 
+/* Returns 0, or a negative code with c already freed and no callback to come. */
 static int conn_start(xmpp_drv *t, xconn *c, const char *bind_ip) {
-  tern_bench *b = t->b;
-  uv_tcp_init(b->loop, &c->tcp);
-  c->tcp.data = c;
+  char err[128];
+  int rc = tern_stream_open(t->sl, &tern_stream_transport_tcp, NULL, &xconn_cbs, c, &c->st, err, sizeof err);
+  if (rc < 0) {
+    tern_bench_xmpp_free(&c->sess);
+    tern_free(c);
+    return rc;
+  }
+  uv_tcp_t *tcp = tern_stream_handle(c->st);
   c->creq.data = c;
-  int rc = 0;
   if (bind_ip) {
     struct sockaddr_in local;
     rc = uv_ip4_addr(bind_ip, 0, &local);
-    if (rc == 0) rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&local, 0);
+    if (rc == 0) rc = uv_tcp_bind(tcp, (const struct sockaddr *)&local, 0);
   }
-  if (rc == 0) rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&t->addr, on_connect);
+  if (rc == 0) rc = uv_tcp_connect(&c->creq, tcp, (const struct sockaddr *)&t->addr, on_connect);
   if (rc < 0) {
     /* No callback for a refused start: close quietly. */
     c->d = NULL;
     c->task = NULL;
-    c->closing = true;
     c->sess.state = TERN_BENCH_XS_DONE;
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    conn_close(c, "refused");
     return rc;
   }
   return 0;
@@ -322,8 +276,7 @@ static void on_reg_sess(void *arg, const tern_bench_xmpp_event *ev) {
   if (ev->type == TERN_BENCH_XMPP_EV_REGISTERED) {
     c->task = NULL;
     tern_bench_xmpp_close(&c->sess);
-    c->close_after_write = true;
-    mark_dirty(c);
+    close_after_write(c);
     task_done(k, true, NULL);
   } else if (ev->type == TERN_BENCH_XMPP_EV_FAILED || ev->type == TERN_BENCH_XMPP_EV_CLOSED) {
     c->task = NULL;
@@ -371,10 +324,7 @@ static void drv_provision(tern_bench *b) {
   xmpp_drv *t = TERN_NEW(xmpp_drv);
   b->drv_ctx = t;
   t->b = b;
-  t->rbuf = tern_malloc(RBUF_SIZE);
-  uv_prepare_init(b->loop, &t->prep);
-  t->prep.data = t;
-  uv_prepare_start(&t->prep, on_prepare);
+  t->sl = tern_stream_loop_new(b->loop);
   uv_timer_init(b->loop, &t->progress);
   t->progress.data = t;
   t->n_tasks = b->cfg.register_concurrency;
@@ -416,7 +366,7 @@ static int drv_send(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_
   if (!c || c->closing) return -ENOTCONN;
   int rc = tern_bench_xmpp_send_msg(&c->sess, to->name, gidx, body, len);
   if (rc < 0) return rc;
-  mark_dirty(c);
+  push_out(c);
   tern_bench_mark_dirty(b, d); /* the flush asks for an ack (<r/>) after this batch */
   return 0;
 }
@@ -425,12 +375,12 @@ static void drv_flush(tern_bench *b, tern_bench_dev *d) {
   xconn *c = d->conn;
   if (!c || c->closing) return;
   tern_bench_xmpp_flush(&c->sess);
-  if (c->sess.out.len) mark_dirty(c);
+  push_out(c);
 }
 
 static size_t drv_outbound(const tern_bench_dev *d) {
   const xconn *c = d->conn;
-  return c ? c->sess.out.len + c->wbuf.len : 0;
+  return c ? c->sess.out.len + tern_stream_outbound(c->st) : 0;
 }
 
 static void drv_disconnect(tern_bench *b, tern_bench_dev *d) {
@@ -441,8 +391,7 @@ static void drv_disconnect(tern_bench *b, tern_bench_dev *d) {
     return;
   }
   tern_bench_xmpp_close(&c->sess);
-  c->close_after_write = true;
-  mark_dirty(c);
+  close_after_write(c);
 }
 
 static void drv_free(tern_bench *b) {
@@ -457,7 +406,7 @@ static void drv_free(tern_bench *b) {
     conn_close(c, "shutdown");
   }
   t->b = NULL;
-  uv_close((uv_handle_t *)&t->prep, NULL);
+  tern_stream_loop_free(t->sl); /* goes once the streams closed above have closed */
   uv_close((uv_handle_t *)&t->progress, NULL);
   for (uint32_t i = 0; i < t->n_tasks; i++) uv_close((uv_handle_t *)&t->tasks[i].timer, NULL);
 }
@@ -466,7 +415,6 @@ static void drv_release(tern_bench *b) {
   xmpp_drv *t = X(b);
   if (!t) return;
   tern_free(t->tasks);
-  tern_free(t->rbuf);
   tern_free(t);
   b->drv_ctx = NULL;
 }

@@ -2,10 +2,10 @@
  *
  * A connection goes CONNECTING (dial) → UPGRADING (HTTP 101 handshake) → OPEN (frames) →
  * CLOSING (close frame sent or received) → CLOSED (handles closing; the CLOSED event is
- * emitted from the last close callback, then the connection is freed). Reading uses the
- * context's shared buffer; only an incomplete frame's bytes are kept per connection (tail).
- * Frames are appended to `out` and written by the context's prepare hook, once per loop
- * iteration, with one uv_write per connection.
+ * emitted from the last close callback, then the connection is freed). The socket is a byte
+ * stream (net/stream.h) of the context's stream loop: reads land in its shared buffer and only
+ * an incomplete frame's bytes are kept per connection; frames are appended to the stream and
+ * written once per loop iteration per connection.
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -17,7 +17,6 @@
 #include "client/client_int.h"
 #include "net/ws.h"
 
-#define RBUF_SIZE (64 * 1024)          /* the shared read buffer */
 #define SCRATCH_KEEP (16 * 1024)       /* a larger scratch buffer is freed after use */
 #define UPGRADE_MAX_BODY 4096          /* body of a refused upgrade we read for its error */
 
@@ -35,39 +34,29 @@ typedef struct upgrade_state {
 } upgrade_state;
 
 struct tern_client_conn {
-  tern_client *c;                  /* first member: see tern_client_alloc_cb */
+  tern_client *c;                  /* the context */
   tern_client_conn *prev, *next;   /* in c->conns */
-  tern_client_conn *dirty_prev;    /* in c->dirty while dirty */
-  tern_client_conn *dirty_next;
-  uv_tcp_t tcp;                    /* the socket */
+  tern_stream *st;                 /* the socket, until its close callback */
   uv_timer_t timer;                /* connect/upgrade deadline, then the close deadline */
-  uv_write_t write;                /* the write in flight */
   tern_client_dial *dial;          /* while CONNECTING */
   upgrade_state *up;               /* while UPGRADING */
   char *token;                     /* until the auth frame is queued */
   char *host;                      /* Host header, until the upgrade request is written */
   tern_ws_reader reader;           /* frame parser */
-  tern_buf out;                    /* frames queued since the last flush */
-  tern_buf wbuf;                   /* frames being written */
-  tern_buf tail;                   /* unparsed bytes of an incomplete frame */
   tern_client_event_cb cb;         /* event callback */
   void *arg;                       /* its argument */
   char *message;                   /* for CLOSED: the close reason or the error */
   int err;                         /* for CLOSED */
   int http_status;                 /* for CLOSED: a refused upgrade's status */
-  int open_handles;                /* tcp and timer until their close callbacks ran */
+  int open_handles;                /* stream and timer until their close callbacks ran */
   uint16_t close_code;             /* for CLOSED */
   uint16_t sent_code;              /* the code of the close frame we sent */
   conn_state state;                /* see the top of the file */
-  bool dirty;                      /* in c->dirty */
-  bool writing;                    /* a write is in flight */
-  bool close_after_write;          /* finish once the write in flight (and out) are written */
+  bool close_after_write;          /* finish once everything queued is written */
   bool silent;                     /* no more callbacks (context freeing) */
 };
 
 /* ---- the context ---- */
-
-static void flush_cb(uv_prepare_t *p);
 
 tern_client *tern_client_new(uv_loop_t *loop, const tern_client_options *opts) {
   tern_client *c = TERN_NEW(tern_client);
@@ -77,12 +66,8 @@ tern_client *tern_client_new(uv_loop_t *loop, const tern_client_options *opts) {
   if (c->opts.connect_timeout_ms <= 0) c->opts.connect_timeout_ms = 30000;
   if (c->opts.close_timeout_ms <= 0) c->opts.close_timeout_ms = 2000;
   if (c->opts.max_message == 0) c->opts.max_message = 16u << 20;
-  c->rbuf_size = RBUF_SIZE;
-  c->rbuf = tern_malloc(c->rbuf_size);
+  c->sl = tern_stream_loop_new(loop);
   c->masks_used = sizeof c->masks;
-  uv_prepare_init(loop, &c->flush);
-  c->flush.data = c;
-  c->handles = 1;
   tern_client_json_hooks();
   return c;
 }
@@ -90,16 +75,9 @@ tern_client *tern_client_new(uv_loop_t *loop, const tern_client_options *opts) {
 uv_loop_t *tern_client_loop(const tern_client *c) { return c->loop; }
 
 void tern_client_maybe_done(tern_client *c) {
-  if (!c->freeing || c->conns || c->reqs || c->handles > 0) return;
-  tern_free(c->rbuf);
+  if (!c->freeing || c->conns || c->reqs) return;
   tern_buf_free(&c->scratch);
   tern_free(c);
-}
-
-static void ctx_handle_closed(uv_handle_t *h) {
-  tern_client *c = h->data;
-  c->handles--;
-  tern_client_maybe_done(c);
 }
 
 static void conn_finish(tern_client_conn *k);
@@ -112,13 +90,9 @@ void tern_client_free(tern_client *c) {
     conn_finish(k);
   }
   tern_client_http_abort_all(c);
-  uv_close((uv_handle_t *)&c->flush, ctx_handle_closed);
-}
-
-void tern_client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  tern_client *c = *(tern_client **)h->data;
-  buf->base = c->rbuf;
-  buf->len = c->rbuf_size;
+  /* every stream is closing now; the stream loop goes once they and its handles are closed */
+  tern_stream_loop_free(c->sl);
+  tern_client_maybe_done(c);
 }
 
 void tern_client_next_mask(tern_client *c, uint8_t mask[4]) {
@@ -132,81 +106,11 @@ void tern_client_next_mask(tern_client *c, uint8_t mask[4]) {
 
 /* ---- writing ---- */
 
-static void mark_dirty(tern_client_conn *k) {
-  if (k->dirty || k->state == ST_CLOSED) return;
-  tern_client *c = k->c;
-  k->dirty = true;
-  k->dirty_prev = NULL;
-  k->dirty_next = c->dirty;
-  if (c->dirty) c->dirty->dirty_prev = k;
-  c->dirty = k;
-  if (!c->flush_active) {
-    uv_prepare_start(&c->flush, flush_cb);
-    c->flush_active = true;
-  }
-}
-
-static void unmark_dirty(tern_client_conn *k) {
-  if (!k->dirty) return;
-  if (k->dirty_prev) k->dirty_prev->dirty_next = k->dirty_next;
-  else k->c->dirty = k->dirty_next;
-  if (k->dirty_next) k->dirty_next->dirty_prev = k->dirty_prev;
-  k->dirty = false;
-  k->dirty_prev = k->dirty_next = NULL;
-}
-
-static void conn_fail(tern_client_conn *k, int err, uint16_t code, const char *why);
-
-static void on_write(uv_write_t *w, int status) {
-  tern_client_conn *k = w->data;
-  k->writing = false;
-  /* An idle connection holds no write buffer: thousands of them in a load generator would
-   * otherwise each keep their largest batch's worth of memory. */
-  tern_buf_free(&k->wbuf);
-  if (k->state == ST_CLOSED) return;
-  if (status < 0) {
-    conn_fail(k, status, 1006, "write failed");
-    return;
-  }
-  if (k->out.len) mark_dirty(k);
-  else if (k->close_after_write) conn_finish(k);
-}
-
-/* Starts one write of everything queued. */
-static void conn_flush(tern_client_conn *k) {
-  if (k->writing || !k->out.len || k->state == ST_CLOSED || k->state == ST_CONNECTING) return;
-  tern_buf t = k->wbuf;
-  k->wbuf = k->out;
-  k->out = t;
-  uv_buf_t b = uv_buf_init(k->wbuf.data, (unsigned)k->wbuf.len);
-  k->write.data = k;
-  int rc = uv_write(&k->write, (uv_stream_t *)&k->tcp, &b, 1, on_write);
-  if (rc < 0) {
-    conn_fail(k, rc, 1006, "write failed");
-    return;
-  }
-  k->writing = true;
-}
-
-static void flush_cb(uv_prepare_t *p) {
-  tern_client *c = p->data;
-  while (c->dirty) {
-    tern_client_conn *k = c->dirty;
-    unmark_dirty(k);
-    conn_flush(k);
-  }
-  if (!c->dirty && c->flush_active) {
-    uv_prepare_stop(&c->flush);
-    c->flush_active = false;
-  }
-}
-
-/* Frames one payload (masked, as a client must) into out. */
+/* Frames one payload (masked, as a client must) into the stream. */
 static void queue_frame(tern_client_conn *k, uint8_t opcode, const void *payload, size_t len) {
   uint8_t mask[4];
   tern_client_next_mask(k->c, mask);
-  tern_ws_append_frame(&k->out, opcode, true, payload, len, mask);
-  mark_dirty(k);
+  tern_ws_append_frame(tern_stream_out(k->st), opcode, true, payload, len, mask);
 }
 
 /* Frames whatever is in the context's scratch buffer as one text frame. */
@@ -220,10 +124,10 @@ static void queue_scratch(tern_client_conn *k) {
 static void queue_close(tern_client_conn *k, uint16_t code, const char *reason) {
   uint8_t mask[4];
   tern_client_next_mask(k->c, mask);
-  if (code == TERN_WS_CLOSE_NO_STATUS) tern_ws_append_frame(&k->out, TERN_WS_OP_CLOSE, true, NULL, 0, mask);
-  else tern_ws_append_close(&k->out, code, reason ? reason : "", mask);
+  tern_buf *o = tern_stream_out(k->st);
+  if (code == TERN_WS_CLOSE_NO_STATUS) tern_ws_append_frame(o, TERN_WS_OP_CLOSE, true, NULL, 0, mask);
+  else tern_ws_append_close(o, code, reason ? reason : "", mask);
   k->sent_code = code;
-  mark_dirty(k);
 }
 
 /* ---- events ---- */
@@ -240,8 +144,8 @@ static void set_message(tern_client_conn *k, const char *s, size_t n) {
 
 /* ---- closing ---- */
 
-static void conn_closed(uv_handle_t *h) {
-  tern_client_conn *k = h->data;
+/* One of the two handles (stream, timer) closed; after the last, CLOSED and the free. */
+static void conn_closed(tern_client_conn *k) {
   if (--k->open_handles > 0) return;
   tern_client *c = k->c;
   tern_client_event ev;
@@ -253,7 +157,6 @@ static void conn_closed(uv_handle_t *h) {
   ev.message = k->message ? k->message : "";
   ev.last_seen = -1;
   emit(k, &ev);
-  unmark_dirty(k);
   if (k->prev) k->prev->next = k->next;
   else c->conns = k->next;
   if (k->next) k->next->prev = k->prev;
@@ -268,24 +171,28 @@ static void conn_closed(uv_handle_t *h) {
   tern_free(k->host);
   tern_free(k->message);
   tern_ws_reader_free(&k->reader);
-  tern_buf_free(&k->out);
-  tern_buf_free(&k->wbuf);
-  tern_buf_free(&k->tail);
   tern_free(k);
   tern_client_maybe_done(c);
 }
 
-/* Closes the handles; CLOSED is emitted when they are closed. Idempotent. */
+static void timer_closed(uv_handle_t *h) { conn_closed(h->data); }
+
+static void stream_closed(tern_stream *st, void *owner) {
+  tern_client_conn *k = owner;
+  k->st = NULL;
+  conn_closed(k);
+}
+
+/* Closes the stream and the timer; CLOSED is emitted when both are closed. Idempotent. */
 static void conn_finish(tern_client_conn *k) {
   if (k->state == ST_CLOSED) return;
   k->state = ST_CLOSED;
-  unmark_dirty(k);
   if (k->dial) {
     tern_client_dial_cancel(k->dial);
     k->dial = NULL;
   }
-  uv_close((uv_handle_t *)&k->tcp, conn_closed);
-  uv_close((uv_handle_t *)&k->timer, conn_closed);
+  tern_stream_close(k->st);
+  uv_close((uv_handle_t *)&k->timer, timer_closed);
 }
 
 /* Ends the connection because of an error (records it for CLOSED). */
@@ -295,6 +202,12 @@ static void conn_fail(tern_client_conn *k, int err, uint16_t code, const char *w
   k->close_code = code;
   if (!k->message) set_message(k, why, strlen(why));
   conn_finish(k);
+}
+
+/* Finish once the close frame (and everything before it) has reached the kernel. */
+static void finish_after_write(tern_client_conn *k) {
+  k->close_after_write = true;
+  if (!tern_stream_outbound(k->st)) conn_finish(k);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -370,8 +283,8 @@ static void on_ws_event(tern_client_conn *k, const tern_ws_event *we) {
         /* The server started the close: echo it, then hang up once it is written. */
         queue_close(k, we->close_code, NULL);
         k->state = ST_CLOSING;
-        k->close_after_write = true;
         uv_timer_start(&k->timer, on_timer, (uint64_t)k->c->opts.close_timeout_ms, 0);
+        finish_after_write(k);
       } else {
         conn_finish(k); /* the answer to our close */
       }
@@ -382,9 +295,8 @@ static void on_ws_event(tern_client_conn *k, const tern_ws_event *we) {
       k->close_code = we->close_code;
       set_message(k, we->reason ? we->reason : "protocol error", strlen(we->reason ? we->reason : "protocol error"));
       k->state = ST_CLOSING;
-      k->close_after_write = true;
       uv_timer_start(&k->timer, on_timer, (uint64_t)k->c->opts.close_timeout_ms, 0);
-      if (!k->writing && !k->out.len) conn_finish(k);
+      finish_after_write(k);
       break;
   }
 }
@@ -467,40 +379,42 @@ static size_t conn_process(tern_client_conn *k, uint8_t *data, size_t len) {
   return off;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  tern_client_conn *k = s->data;
-  if (k->state == ST_CLOSED) return;
-  if (nread < 0) {
-    if (k->state == ST_UPGRADING) {
-      if (nread == UV_EOF && tern_client_hp_eof(&k->up->hp) == 0) upgrade_done(k);
-      if (k->state == ST_UPGRADING) conn_fail(k, nread == UV_EOF ? UV_ECONNRESET : (int)nread, 0,
-                                              "connection closed during the upgrade");
-      if (k->state == ST_OPEN) conn_fail(k, 0, 1006, "connection lost");
-      return;
-    }
-    if (k->state == ST_CLOSING && (k->close_code || nread == UV_EOF)) {
-      if (!k->close_code) k->close_code = k->sent_code;
-      conn_finish(k);
-    } else {
-      conn_fail(k, nread == UV_EOF ? 0 : (int)nread, 1006, "connection lost");
-    }
+static size_t on_data(tern_stream *st, char *data, size_t len, void *owner) {
+  return conn_process(owner, (uint8_t *)data, len);
+}
+
+static void on_end(tern_stream *st, int err, bool write, void *owner) {
+  tern_client_conn *k = owner;
+  if (write) {
+    conn_fail(k, err, 1006, "write failed");
     return;
   }
-  if (nread == 0) return;
-  uint8_t *data = (uint8_t *)buf->base;
-  size_t n = (size_t)nread;
-  if (k->tail.len) {
-    tern_buf_append(&k->tail, data, n);
-    size_t used = conn_process(k, (uint8_t *)k->tail.data, k->tail.len);
-    if (k->state == ST_CLOSED) return;
-    tern_buf_consume(&k->tail, used);
-    if (!k->tail.len) tern_buf_free(&k->tail);
+  if (k->state == ST_UPGRADING) {
+    if (err == UV_EOF && tern_client_hp_eof(&k->up->hp) == 0) upgrade_done(k);
+    if (k->state == ST_UPGRADING)
+      conn_fail(k, err == UV_EOF ? UV_ECONNRESET : err, 0, "connection closed during the upgrade");
+    if (k->state == ST_OPEN) conn_fail(k, 0, 1006, "connection lost");
+    return;
+  }
+  if (k->state == ST_CLOSING && (k->close_code || err == UV_EOF)) {
+    if (!k->close_code) k->close_code = k->sent_code;
+    conn_finish(k);
   } else {
-    size_t used = conn_process(k, data, n);
-    if (k->state == ST_CLOSED) return;
-    if (used < n) tern_buf_append(&k->tail, data + used, n - used);
+    conn_fail(k, err == UV_EOF ? 0 : err, 1006, "connection lost");
   }
 }
+
+static void on_flush(tern_stream *st, void *owner) {
+  tern_client_conn *k = owner;
+  if (k->close_after_write && !tern_stream_outbound(st)) conn_finish(k);
+}
+
+static const tern_stream_cbs conn_cbs = {
+    .on_data = on_data,
+    .on_end = on_end,
+    .on_flush = on_flush,
+    .on_close = stream_closed,
+};
 
 static void on_connected(void *owner, int status) {
   tern_client_conn *k = owner;
@@ -509,19 +423,16 @@ static void on_connected(void *owner, int status) {
     conn_fail(k, status, 0, "could not connect");
     return;
   }
-  uv_tcp_nodelay(&k->tcp, 1);
+  uv_tcp_nodelay(tern_stream_handle(k->st), 1);
   k->state = ST_UPGRADING;
   k->up = TERN_NEW(upgrade_state);
   tern_client_hp_init(&k->up->hp, UPGRADE_MAX_BODY);
-  tern_client_upgrade_request(&k->out, k->host, k->up->key);
+  tern_client_upgrade_request(tern_stream_out(k->st), k->host, k->up->key);
   tern_free(k->host);
   k->host = NULL;
-  int rc = uv_read_start((uv_stream_t *)&k->tcp, tern_client_alloc_cb, on_read);
-  if (rc < 0) {
-    conn_fail(k, rc, 0, "could not read");
-    return;
-  }
-  mark_dirty(k);
+  char err[128];
+  int rc = tern_stream_start(k->st, err, sizeof err);
+  if (rc < 0) conn_fail(k, rc, 0, "could not read");
 }
 
 int tern_client_connect(tern_client *c, const tern_client_conn_options *o, tern_client_conn **out) {
@@ -529,21 +440,26 @@ int tern_client_connect(tern_client *c, const tern_client_conn_options *o, tern_
   if (c->freeing) return -ECANCELED;
   if (o->token && (strpbrk(o->token, "\r\n") || strlen(o->token) > TERN_CLIENT_TOKEN_MAX)) return -EINVAL;
   tern_client_conn *k = TERN_NEW(tern_client_conn);
+  char why[128];
+  int err = tern_stream_open(c->sl, &tern_stream_transport_tcp, NULL, &conn_cbs, k, &k->st, why, sizeof why);
+  if (err < 0) {
+    tern_free(k);
+    return err;
+  }
   k->c = c;
   k->cb = o->on_event;
   k->arg = o->arg;
   k->token = o->token ? tern_strdup(o->token) : NULL;
   k->host = tern_strdup(o->url->hostport);
   tern_ws_reader_init(&k->reader, false, c->opts.max_message);
-  uv_tcp_init(c->loop, &k->tcp);
   uv_timer_init(c->loop, &k->timer);
-  k->tcp.data = k->timer.data = k;
+  k->timer.data = k;
   k->open_handles = 2;
   k->next = c->conns;
   if (c->conns) c->conns->prev = k;
   c->conns = k;
-  int err = 0;
-  k->dial = tern_client_dial_start(&k->tcp, o->url->host, o->url->port, o->bind_ip, on_connected, k, &err);
+  k->dial = tern_client_dial_start(tern_stream_handle(k->st), o->url->host, o->url->port, o->bind_ip, on_connected, k,
+                                   &err);
   if (!k->dial) {
     k->silent = true;
     conn_finish(k);
@@ -588,7 +504,7 @@ int tern_client_upgrade_check(const tern_client_http_parser *hp, const char *key
 
 bool tern_client_is_open(const tern_client_conn *k) { return k && k->state == ST_OPEN; }
 
-size_t tern_client_outbound(const tern_client_conn *k) { return k->out.len + k->wbuf.len; }
+size_t tern_client_outbound(const tern_client_conn *k) { return k->st ? tern_stream_outbound(k->st) : 0; }
 
 void *tern_client_conn_arg(const tern_client_conn *k) { return k->arg; }
 

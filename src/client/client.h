@@ -1,8 +1,9 @@
 /* libtern-client: an asynchronous tern client on libuv, for the `tern` CLI and for tern-bench.
  *
- * Shape. A tern_client is a per-loop context: it owns one read buffer shared by all of its
- * connections (only the unparsed tail of a frame is kept per connection) and the hook that
- * flushes every connection's outbound frames once per loop iteration. On it run
+ * Shape. A tern_client is a per-loop context: it owns a stream context (net/stream.h) with one
+ * read buffer shared by all of its connections (only the unparsed tail of a frame is kept per
+ * connection) and the hook that flushes every connection's outbound frames once per loop
+ * iteration. On it run
  *   - one-shot HTTP/1.1 requests for the JSON API (register, login, logout, me, users/{name}),
  *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6.
  * Nothing blocks and nothing runs on another thread, except host name resolution when a URL
@@ -22,7 +23,8 @@
  * callback only (copy what you keep).
  *
  * Writing: the send helpers append one frame to the connection's outbound buffer and return;
- * all frames appended during one loop iteration go out in a single uv_write.
+ * all frames appended during one loop iteration go out together, in one uv_try_write (and a
+ * uv_write only for what the socket did not take). The buffering is net/stream.h's.
  */
 #ifndef TERN_CLIENT_CLIENT_H
 #define TERN_CLIENT_CLIENT_H

@@ -8,29 +8,23 @@
 
 #include "base/buf.h"
 #include "client/client.h"
+#include "net/stream.h"
 
 struct tern_client_http_req;
 
 struct tern_client {
   uv_loop_t *loop;                 /* not owned */
   tern_client_options opts;        /* with defaults filled in */
-  uv_prepare_t flush;              /* runs while some connection has frames queued */
-  bool flush_active;               /* flush is started */
-  char *rbuf;                      /* the read buffer shared by every connection */
-  size_t rbuf_size;
+  tern_stream_loop *sl;            /* the shared read buffer and the once-per-iteration flush of
+                                      every connection and request (net/stream.h) */
   tern_client_conn *conns;         /* every live connection (doubly linked) */
-  tern_client_conn *dirty;         /* connections with queued frames (singly linked) */
   struct tern_client_http_req *reqs; /* every running HTTP request (doubly linked) */
   tern_buf scratch;                /* frame JSON is built here, then framed into a connection */
   uint8_t masks[64];               /* random bytes for frame masks, used 4 at a time */
   size_t masks_used;               /* bytes of masks already used */
-  int handles;                     /* own handles still open (flush), for freeing */
   bool freeing;                    /* tern_client_free was called: no callbacks any more */
 };
 
-/* Called by libuv's alloc_cb of every stream of the context: hands out the shared buffer.
- * The handle's data must point to a struct whose first member is the tern_client pointer. */
-void tern_client_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 /* Frees the context once freeing is set and nothing of it is left. */
 void tern_client_maybe_done(tern_client *c);
 /* Four fresh random bytes for a frame mask (from a pool refilled by tern_random, so that a

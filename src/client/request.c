@@ -225,21 +225,19 @@ typedef struct tern_client_http_req {
   tern_client *c;                      /* the context */
   struct tern_client_http_req *prev;   /* in c->reqs */
   struct tern_client_http_req *next;
-  uv_tcp_t tcp;                        /* the connection */
+  tern_stream *st;                     /* the connection, until its close callback */
   uv_timer_t timer;                    /* the request's deadline */
-  uv_write_t write;                    /* writes out */
   tern_client_dial *dial;              /* while connecting */
-  tern_buf out;                        /* the request's bytes */
+  tern_buf out;                        /* the request's bytes, until connected */
   tern_client_http_parser hp;          /* the response */
   tern_client_http_cb cb;              /* called once */
   void *arg;
   char what[64];                       /* "POST /v1/login", for error messages */
-  int open_handles;                    /* tcp and timer until their close callbacks ran */
+  int open_handles;                    /* stream and timer until their close callbacks ran */
   bool finished;                       /* the callback was called (or dropped) */
 } tern_client_http_req;
 
-static void req_closed(uv_handle_t *h) {
-  tern_client_http_req *q = h->data;
+static void req_closed(tern_client_http_req *q) {
   if (--q->open_handles > 0) return;
   tern_client *c = q->c;
   if (q->prev) q->prev->next = q->next;
@@ -251,7 +249,15 @@ static void req_closed(uv_handle_t *h) {
   tern_client_maybe_done(c);
 }
 
-/* Ends the request: calls back (unless silent), then closes its handles. */
+static void req_timer_closed(uv_handle_t *h) { req_closed(h->data); }
+
+static void req_stream_closed(tern_stream *st, void *owner) {
+  tern_client_http_req *q = owner;
+  q->st = NULL;
+  req_closed(q);
+}
+
+/* Ends the request: calls back (unless silent), then closes its stream and timer. */
 static void req_finish(tern_client_http_req *q, int err, bool silent) {
   if (q->finished) return;
   q->finished = true;
@@ -266,30 +272,35 @@ static void req_finish(tern_client_http_req *q, int err, bool silent) {
     q->cb(&r, q->arg);
     tern_client_response_free(&r);
   }
-  uv_close((uv_handle_t *)&q->tcp, req_closed);
-  uv_close((uv_handle_t *)&q->timer, req_closed);
+  tern_stream_close(q->st);
+  uv_close((uv_handle_t *)&q->timer, req_timer_closed);
 }
 
 static void req_on_timeout(uv_timer_t *t) { req_finish(t->data, UV_ETIMEDOUT, false); }
 
-static void req_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  tern_client_http_req *q = s->data;
-  if (q->finished) return;
-  if (nread > 0) {
-    ssize_t used = tern_client_hp_feed(&q->hp, buf->base, (size_t)nread);
-    if (used < 0) req_finish(q, q->hp.sink_err ? q->hp.sink_err : -EBADMSG, false);
-    else if (q->hp.done) req_finish(q, 0, false);
-  } else if (nread == UV_EOF) {
-    req_finish(q, tern_client_hp_eof(&q->hp) == 0 ? 0 : (q->hp.head_done ? -EBADMSG : UV_ECONNRESET), false);
-  } else if (nread < 0) {
-    req_finish(q, (int)nread, false);
-  }
+static size_t req_on_data(tern_stream *st, char *data, size_t len, void *owner) {
+  tern_client_http_req *q = owner;
+  if (q->finished) return len;
+  ssize_t used = tern_client_hp_feed(&q->hp, data, len);
+  if (used < 0) req_finish(q, q->hp.sink_err ? q->hp.sink_err : -EBADMSG, false);
+  else if (q->hp.done) req_finish(q, 0, false);
+  return len; /* one response per connection: nothing after it is ours */
 }
 
-static void req_on_write(uv_write_t *w, int status) {
-  tern_client_http_req *q = w->data;
-  if (status < 0 && status != UV_ECANCELED) req_finish(q, status, false);
+static void req_on_end(tern_stream *st, int err, bool write, void *owner) {
+  tern_client_http_req *q = owner;
+  if (q->finished) return;
+  if (write) req_finish(q, err, false);
+  else if (err == UV_EOF)
+    req_finish(q, tern_client_hp_eof(&q->hp) == 0 ? 0 : (q->hp.head_done ? -EBADMSG : UV_ECONNRESET), false);
+  else req_finish(q, err, false);
 }
+
+static const tern_stream_cbs req_cbs = {
+    .on_data = req_on_data,
+    .on_end = req_on_end,
+    .on_close = req_stream_closed,
+};
 
 static void req_on_connect(void *owner, int status) {
   tern_client_http_req *q = owner;
@@ -298,10 +309,9 @@ static void req_on_connect(void *owner, int status) {
     req_finish(q, status, false);
     return;
   }
-  uv_buf_t b = uv_buf_init(q->out.data, (unsigned)q->out.len);
-  q->write.data = q;
-  int rc = uv_write(&q->write, (uv_stream_t *)&q->tcp, &b, 1, req_on_write);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&q->tcp, tern_client_alloc_cb, req_on_read);
+  tern_stream_write_buf(q->st, &q->out);
+  char why[128];
+  int rc = tern_stream_start(q->st, why, sizeof why);
   if (rc < 0) req_finish(q, rc, false);
 }
 
@@ -313,6 +323,12 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
       (req->token && strpbrk(req->token, "\r\n")) || (req->content_type && strpbrk(req->content_type, "\r\n")))
     return -EINVAL;
   tern_client_http_req *q = TERN_NEW(tern_client_http_req);
+  char why[128];
+  int err = tern_stream_open(c->sl, &tern_stream_transport_tcp, NULL, &req_cbs, q, &q->st, why, sizeof why);
+  if (err < 0) {
+    tern_free(q);
+    return err;
+  }
   q->c = c;
   q->cb = cb;
   q->arg = arg;
@@ -333,15 +349,13 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
   tern_buf_puts(o, "Connection: close\r\n\r\n");
   if (req->body) tern_buf_append(o, req->body, req->body_len);
 
-  uv_tcp_init(c->loop, &q->tcp);
   uv_timer_init(c->loop, &q->timer);
-  q->tcp.data = q->timer.data = q;
+  q->timer.data = q;
   q->open_handles = 2;
   q->next = c->reqs;
   if (c->reqs) c->reqs->prev = q;
   c->reqs = q;
-  int err = 0;
-  q->dial = tern_client_dial_start(&q->tcp, url->host, url->port, NULL, req_on_connect, q, &err);
+  q->dial = tern_client_dial_start(tern_stream_handle(q->st), url->host, url->port, NULL, req_on_connect, q, &err);
   if (!q->dial) {
     req_finish(q, err, true);
     return err;

@@ -131,6 +131,8 @@ static int run(const tern_config *cfg) {
       .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
       .ws_auth_timeout_ms = cfg->ws_auth_timeout_ms,
       .max_connections = cfg->http_max_connections,
+      .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
+      .ws_idle_close_code = 4000,
   };
   tern_net_handlers nh;
   tern_app_net_handlers(p.app, &nh);

@@ -102,6 +102,33 @@ void tern_api_error_user(tern_http_req *req, int status, const char *code, const
   tern_buf_free(&b);
 }
 
+bool tern_api_ws_accept(tern_app *a, tern_http_req *req) {
+  /* PROTOCOL.md 3: the one WebSocket endpoint. */
+  if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/v1/ws") == 0) return true;
+  req->refuse_status = 404;
+  req->refuse_code = "not_found";
+  req->refuse_message = "no WebSocket endpoint here; use GET /v1/ws";
+  return false;
+}
+
+const char *tern_api_error_body(tern_buf *b, int status, const char *code, const char *message) {
+  /* PROTOCOL.md 1's error object, for the net layer's own refusals too (code NULL: it knows
+   * only the status). */
+  if (!code)
+    code = status == 413 || status == 431 ? "too_large"
+           : status == 415                ? "unsupported_media_type"
+           : status == 429                ? "rate_limited"
+           : status == 408                ? "request_timeout"
+           : status == 500                ? "internal"
+                                          : "bad_request";
+  tern_buf_puts(b, "{\"error\":{\"code\":");
+  tern_buf_put_json_str(b, code, strlen(code));
+  tern_buf_puts(b, ",\"message\":");
+  tern_buf_put_json_str(b, message, strlen(message));
+  tern_buf_puts(b, "}}");
+  return "application/json";
+}
+
 static void do_metrics(tern_app *a, tern_http_req *req) {
   tern_buf b = {0};
   tern_metrics_render(a, &b);

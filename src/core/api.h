@@ -27,6 +27,11 @@ void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op
  * references (target cookies) are released when it completes. */
 void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
                           const char *fail_message);
+/* The net layer's upgrade gate: only GET /v1/ws becomes a WebSocket (others are refused 404). */
+bool tern_api_ws_accept(tern_app *a, tern_http_req *req);
+/* Renders an error body {"error":{"code","message"}} (code NULL: the one that fits status);
+ * returns its content type. */
+const char *tern_api_error_body(tern_buf *b, int status, const char *code, const char *message);
 /* An error body naming a user: {"error":{"code","message","user"}}. */
 void tern_api_error_user(tern_http_req *req, int status, const char *code, const char *message, const char *user);
 

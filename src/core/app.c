@@ -45,11 +45,17 @@ void tern_app_persist_last_seen(tern_app *a, tern_user *u, tern_device *d) {
 
 static int64_t h_body_limit(tern_http_req *req, void *arg) { return tern_api_body_limit(arg, req); }
 static void h_request(tern_http_req *req, void *arg) { tern_api_route(arg, req); }
+static bool h_ws_accept(tern_http_req *req, void *arg) { return tern_api_ws_accept(arg, req); }
+static const char *h_error_body(tern_buf *b, int status, const char *code, const char *message, void *arg) {
+  return tern_api_error_body(b, status, code, message);
+}
 
 void tern_app_net_handlers(tern_app *a, tern_net_handlers *h) {
   *h = (tern_net_handlers){
       .body_limit = h_body_limit,
       .on_request = h_request,
+      .ws_accept = h_ws_accept,
+      .error_body = h_error_body,
       .on_ws_open = tern_wsjson_open,
       .on_ws_text = tern_wsjson_text,
       .on_ws_gone = tern_wsjson_gone,

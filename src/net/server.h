@@ -1,7 +1,9 @@
-/* server: the TCP listener and every client connection: HTTP/1.1 (llhttp) on the same port as
- * the WebSocket endpoint, the upgrade, WebSocket framing (src/net/ws.h), outbound buffering,
- * heartbeats and timeouts. It knows nothing of tern's messages: complete HTTP requests and
- * WebSocket text messages go up to the handlers given by the core layer.
+/* server: the TCP listener and every client connection: HTTP/1.1 (llhttp), the upgrade to
+ * WebSocket on the same port, WebSocket framing (src/net/ws.h), heartbeats and timeouts, on the
+ * byte stream of src/net/stream.h. It knows nothing of tern's protocol: complete HTTP requests
+ * and WebSocket text messages go up to the handlers given by the core layer, which also decide
+ * which requests may upgrade, the close codes of the two timeouts and the body of every error
+ * answer, the net layer's own refusals (400, 408, 413, 431, ...) included.
  *
  * Threads: everything here runs on the loop thread.
  *
@@ -10,9 +12,9 @@
  * tern_conn_ref and drop it with tern_conn_unref; writing to a connection that has closed in
  * the meantime is a harmless no-op. A connection is never freed inside one of its callbacks.
  *
- * Writing. Frames and responses are appended to the connection's outbound buffer and written
- * with one uv_write per connection per loop iteration. A WebSocket client that lets more than
- * ws.max_outbound bytes pile up is closed with 1008.
+ * Writing. Frames and responses are appended to the connection's stream and written once per
+ * connection per loop iteration. A WebSocket client that lets more than ws.max_outbound bytes
+ * pile up is closed with 1008.
  */
 #ifndef TERN_NET_SERVER_H
 #define TERN_NET_SERVER_H
@@ -25,9 +27,9 @@
 
 #include "base/buf.h"
 #include "net/httpreq.h"
+#include "net/stream.h"
 
 typedef struct tern_net tern_net;
-
 
 typedef struct tern_net_handlers {
   /* A request's head is complete: return the largest body accepted for it (bytes). A body
@@ -37,12 +39,23 @@ typedef struct tern_net_handlers {
    * later; the request stays valid until then. Parsing of further pipelined requests on the
    * connection waits for that answer. */
   void (*on_request)(tern_http_req *req, void *arg);
-  /* A WebSocket handshake on GET /v1/ws completed. */
+  /* A request asks to upgrade to WebSocket (its head is complete): return true to let it (its
+   * handshake headers are checked next, 400 when they are wrong), false to refuse it, with
+   * req->refuse_status, refuse_code and refuse_message when set, else 404. NULL: no request
+   * may upgrade. The request is freed after the call. */
+  bool (*ws_accept)(tern_http_req *req, void *arg);
+  /* A WebSocket handshake completed. */
   void (*on_ws_open)(tern_conn *c, void *arg);
   /* A complete text message (valid UTF-8). data is valid during the call only. */
   void (*on_ws_text)(tern_conn *c, const char *data, size_t len, void *arg);
   /* The WebSocket is closing: nothing more will be read; writes are dropped. Called once. */
   void (*on_ws_gone)(tern_conn *c, void *arg);
+  /* Renders the body of an error answer: the net layer's own refusals, tern_http_error and
+   * tern_conn_http_refuse. Appends the body to out and returns its content type (static).
+   * code is the one given by the caller or by a refuse_code, or NULL when the net layer
+   * refuses on its own and knows only the status and a sentence (message). NULL: a plain-text
+   * body, the message and a newline. */
+  const char *(*error_body)(tern_buf *out, int status, const char *code, const char *message, void *arg);
   void *arg;
 } tern_net_handlers;
 
@@ -55,8 +68,10 @@ typedef struct tern_net_options {
   int64_t ws_max_outbound;
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;
-  int64_t ws_auth_timeout_ms;/* close 4001 when tern_conn_set_authed has not been called by then */
+  int64_t ws_auth_timeout_ms;/* close when tern_conn_set_authed has not been called by then */
   int64_t max_connections;
+  uint16_t ws_auth_close_code; /* the close code for the auth timeout (0: 1008) */
+  uint16_t ws_idle_close_code; /* the close code for the idle timeout (0: 1008) */
 } tern_net_options;
 
 /* Binds and listens. On failure returns a negative errno-style code and a reason. */
@@ -75,13 +90,15 @@ void tern_net_free(tern_net *n);
 
 size_t tern_net_connections(const tern_net *n);   /* open TCP connections */
 size_t tern_net_ws_connections(const tern_net *n);/* open WebSocket connections */
+/* The connections' stream counters (reads, flushes, writes; see net/stream.h). */
+void tern_net_stream_stats(const tern_net *n, tern_stream_stats *out);
 
 /* ---- HTTP responses ---- */
 /* Answers req with status, extra header lines ("Name: value\r\n"..., or NULL), a content
  * type and a body. Frees req. A no-op write (but still frees) if the connection is gone. */
 void tern_http_respond(tern_http_req *req, int status, const char *headers, const char *content_type,
                        const void *body, size_t len);
-/* {"error":{"code":..,"message":..}} with status. */
+/* An error answer with status, its body rendered by the handlers' error_body. */
 void tern_http_error(tern_http_req *req, int status, const char *code, const char *message);
 /* A JSON body (already encoded). */
 void tern_http_json(tern_http_req *req, int status, const tern_buf *json);
@@ -106,8 +123,8 @@ void tern_http_stream_end(tern_http_stream *s);
 /* The body cannot be completed (a read failed): the connection is closed; GONE follows. */
 void tern_http_stream_abort(tern_http_stream *s);
 
-/* Refuses the request being received on c (e.g. an upload that timed out in its sink) with a
- * JSON error, and closes the connection after it. A no-op once a handler holds the request. */
+/* Refuses the request being received on c (e.g. an upload that timed out in its sink) with an
+ * error answer (as tern_http_error), and closes the connection after it. A no-op once a handler holds the request. */
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message);
 
 /* ---- connections ---- */

@@ -1,6 +1,8 @@
 // tern-bench smoke test (issue 6): short runs against a spawned ternd that must verify every
-// message (no loss, no duplicates, no reordering) and write well-formed JSON. Nothing here
-// asserts on speed: a benchmark prints numbers, it never fails on a time.
+// message (no loss, no duplicates, no reordering) and write well-formed JSON; and the XMPP
+// driver against a scripted stand-in XMPP server (lib/xmpp-standin.mjs: no XMPP server is
+// installed here; bench/run-baseline measures the real ones). Nothing here asserts on speed: a
+// benchmark prints numbers, it never fails on a time.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -8,6 +10,7 @@ import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, REPO_ROOT, FAST_LIMITS } from './lib/server.mjs';
+import { startXmppStandin } from './lib/xmpp-standin.mjs';
 
 const BUILD = process.env.TERN_BUILD || path.join(REPO_ROOT, 'build');
 const BENCH = path.join(BUILD, 'tern-bench');
@@ -146,5 +149,36 @@ describe('tern-bench', { skip: !existsSync(BENCH) && `tern-bench not built at ${
     r = await bench(['--server', 'http://127.0.0.1:1', '--users', '2', '--duration', '1s', '--quiet']);
     assert.equal(r.code, 2, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stderr, /registration failed/);
+  });
+});
+
+describe('tern-bench --protocol xmpp', { skip: !existsSync(BENCH) && `tern-bench not built at ${BENCH}` }, () => {
+  let xmpp;
+  before(async () => { xmpp = await startXmppStandin(); });
+  after(async () => { await xmpp?.close(); });
+
+  test('registers, logs in, sends with acks and receipts: every message verified', async () => {
+    const r = await bench(['--protocol', 'xmpp', '--server', `127.0.0.1:${xmpp.port}`, '--users', '10',
+      '--messages', '400', '--window', '4', '--receipts', 'on', '--prefix', 'bx_', '--json', '-', '--quiet']);
+    const ctx = `\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+    assert.equal(r.code, 0, `exit ${r.code}${ctx}`);
+    const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    assert.equal(j.verification.ok, true, `verification: ${JSON.stringify(j.verification)}${ctx}`);
+    assert.deepEqual(j.errors, {}, `errors${ctx}`);
+    assert.equal(j.counts.messages, 400);
+    assert.equal(j.counts.answered, 400, 'every message acked (XEP-0198)');
+    assert.equal(j.counts.receipts, 400, 'every message got its receipt (XEP-0184)');
+    assert.equal(xmpp.stats.registered, 10);
+    assert.equal(xmpp.stats.logins, 10);
+    assert.ok(xmpp.stats.routed >= 800, `routed ${xmpp.stats.routed}`); // messages and receipts
+  });
+
+  test('users that exist already register as a conflict, and log in', async () => {
+    const r = await bench(['--protocol', 'xmpp', '--server', `127.0.0.1:${xmpp.port}`, '--users', '10',
+      '--messages', '50', '--window', '2', '--prefix', 'bx_', '--quiet']);
+    assert.equal(r.code, 0, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    assert.match(r.stdout, /verification: OK/);
+    assert.equal(xmpp.stats.conflicts, 10);
+    assert.equal(xmpp.stats.logins, 20);
   });
 });
