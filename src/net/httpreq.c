@@ -1,6 +1,7 @@
 #include "net/httpreq.h"
 
 #include <llhttp.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -31,8 +32,12 @@ struct tern_http_parser {
   bool send_continue;    /* the head was accepted: the client waits for "100 Continue" */
 };
 
+/* The callbacks every parser shares: written once (pthread_once), read-only after, so that
+ * parsers on several loops need no lock. */
 static llhttp_settings_t g_settings;
-static bool g_settings_ready;
+static pthread_once_t g_settings_once = PTHREAD_ONCE_INIT;
+
+static void settings_init(void);
 
 void tern_http_req_free(tern_http_req *r) {
   if (!r) return;
@@ -193,19 +198,20 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED;                   /* one request at a time: the next waits for resume */
 }
 
+static void settings_init(void) {
+  llhttp_settings_init(&g_settings);
+  g_settings.on_message_begin = on_message_begin;
+  g_settings.on_url = on_url;
+  g_settings.on_header_field = on_header_field;
+  g_settings.on_header_value = on_header_value;
+  g_settings.on_headers_complete = on_headers_complete;
+  g_settings.on_body = on_body;
+  g_settings.on_message_complete = on_message_complete;
+}
+
 tern_http_parser *tern_http_parser_new(int64_t max_header, int64_t max_body, tern_http_limit_cb limit, void *arg,
                                        tern_conn *conn) {
-  if (!g_settings_ready) {
-    llhttp_settings_init(&g_settings);
-    g_settings.on_message_begin = on_message_begin;
-    g_settings.on_url = on_url;
-    g_settings.on_header_field = on_header_field;
-    g_settings.on_header_value = on_header_value;
-    g_settings.on_headers_complete = on_headers_complete;
-    g_settings.on_body = on_body;
-    g_settings.on_message_complete = on_message_complete;
-    g_settings_ready = true;
-  }
+  pthread_once(&g_settings_once, settings_init);
   tern_http_parser *h = TERN_NEW(tern_http_parser);
   llhttp_init(&h->parser, HTTP_REQUEST, &g_settings);
   h->parser.data = h;
