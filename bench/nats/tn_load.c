@@ -11,7 +11,8 @@
  * messages each, round-robin (subject 1, 2, ... n, then again), so one subject's messages sit
  * apart in the stream as real inbox traffic does. --distinct=N maps every message onto only
  * N subjects (a control run: same messages, few subjects), to isolate per-subject memory.
- * --keep=1 keeps existing streams (append to them).
+ * --keep=1 keeps existing streams (append to them); --from=N then starts at subject N. --chain=0 leaves out the Tern-Seq and
+ * Tern-Prev headers (see g_last_seq).
  */
 #include "tn_common.h"
 
@@ -32,6 +33,18 @@ typedef struct {
 
 static load_stats g_st = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+/* Stream sequence of each subject's newest message, from its ack: the next message of that
+ * inbox carries it as Tern-Prev, so a reader can walk an inbox backwards from its last entry
+ * (an O(1) per-subject lookup) with gets by sequence, instead of next_by_subj scans. */
+static uint64_t *g_last_seq;
+static long g_nsubj;
+
+/* The subject index is the number after "user=2E" in the encoded user token. */
+static long subject_index(const char *subj) {
+  const char *p = strstr(subj, "user=2E");
+  return p ? strtol(p + 7, NULL, 10) : -1;
+}
+
 /* Runs on js->rsub's own delivery thread (nats.c js.c _handleAsyncReply), never on the
  * publishing thread. The library hands us the published message to destroy. */
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
@@ -39,6 +52,8 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
   if (natsMsg_GetDataLength(msg) >= 8) memcpy(&t0, natsMsg_GetData(msg), 8);
   pthread_mutex_lock(&g_st.mu);
   if (pa) {
+    long ix = subject_index(natsMsg_GetSubject(msg));
+    if (g_last_seq && ix >= 0 && ix < g_nsubj) g_last_seq[ix] = pa->Sequence;
     g_st.ok++;
     if (pa->Duplicate) g_st.dup++;
   } else {
@@ -105,9 +120,16 @@ int main(int argc, char **argv) {
          nstreams, replicas, per, size, window, distinct, urls);
   report_mem("mem.empty", &pr, pprof);
 
+  bool chain = tn_arg_long(argc, argv, "chain", 1) != 0;
+  {
+    const char *last = strrchr(cps, ',');
+    g_nsubj = strtol(last ? last + 1 : cps, NULL, 10);
+    if (distinct > 0 && distinct < g_nsubj) g_nsubj = distinct;
+    if (chain) g_last_seq = tn_xcalloc((size_t)g_nsubj, sizeof *g_last_seq);
+  }
   char *payload = tn_xcalloc(1, (size_t)size);
   memset(payload + 8, 'x', (size_t)size - 8);
-  long prev = 0;
+  long prev = tn_arg_long(argc, argv, "from", 0); /* subjects below this exist already */
   uint64_t total = 0;
   double run_cpu = 0, run_secs = 0;
   for (const char *c = cps; c && *c;) {
@@ -120,16 +142,31 @@ int main(int argc, char **argv) {
     int64_t t0 = tn_now_ns();
     uint64_t before_ok = g_st.ok, before_err = g_st.err;
     char subj[128];
-    for (int r = 0; r < per; r++)
-      for (long i = prev; i < cp; i++) {
-        subject_of(subj, sizeof subj, distinct > 0 ? i % distinct : i, nstreams);
-        int64_t now = tn_now_ns();
-        memcpy(payload, &now, 8);
-        TN_CHECK(js_PublishAsync(js, subj, payload, size, NULL), "publish async");
-      }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 120000;
+    for (int r = 0; r < per; r++) {
+      for (long i = prev; i < cp; i++) {
+        long ix = distinct > 0 ? i % distinct : i;
+        subject_of(subj, sizeof subj, ix, nstreams);
+        int64_t now = tn_now_ns();
+        memcpy(payload, &now, 8);
+        natsMsg *m = NULL;
+        TN_CHECK(natsMsg_Create(&m, subj, NULL, payload, size), "msg");
+        if (chain) {
+          /* What a tern inbox entry carries: the device seq, and the stream seq of the
+           * inbox's previous entry (0: none). */
+          char v[24];
+          snprintf(v, sizeof v, "%d", r + 1);
+          natsMsgHeader_Set(m, "Tern-Seq", v);
+          snprintf(v, sizeof v, "%" PRIu64, g_last_seq[ix]);
+          natsMsgHeader_Set(m, "Tern-Prev", v);
+        }
+        TN_CHECK(js_PublishMsgAsync(js, &m, NULL), "publish async");
+      }
+      /* Round r+1 needs round r's stream sequences for its Tern-Prev. */
+      if (chain) TN_CHECK(js_PublishAsyncComplete(js, &po), "publish complete");
+    }
     TN_CHECK(js_PublishAsyncComplete(js, &po), "publish complete");
     int64_t t1 = tn_now_ns();
     double cpu1 = tn_procs_cpu_s(&pr);
