@@ -195,7 +195,17 @@ natsConnection *tn_connect(const char *urls) {
   natsOptions *o = NULL;
   natsConnection *nc = NULL;
   TN_CHECK(natsOptions_Create(&o), "options");
-  TN_CHECK(natsOptions_SetURL(o, urls), "url"); /* a comma-separated list is accepted */
+  /* natsOptions_SetURL in 3.4.1 takes ONE URL (no comma list, unlike the Go client): split
+   * the list and hand it to natsOptions_SetServers. */
+  char *copy = strdup(urls), *save = NULL;
+  const char *list[16];
+  int n = 0;
+  for (char *t = strtok_r(copy, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+    list[n++] = t;
+  TN_CHECK(natsOptions_SetServers(o, list, n), "servers");
+  free(copy);
+  /* Keep the given order: the benches choose which server each connection lands on. */
+  TN_CHECK(natsOptions_SetNoRandomize(o, true), "no randomize");
   TN_CHECK(natsOptions_UseGlobalMessageDelivery(o, true), "global delivery");
   TN_CHECK(natsOptions_SetMaxPendingMsgs(o, 1000000), "max pending");
   TN_CHECK(natsOptions_SetIOBufSize(o, 256 * 1024), "io buf");
