@@ -256,7 +256,7 @@ static uint64_t header_u64(natsMsg *m, const char *key) {
  * scan), then direct get by sequence for each Tern-Prev until it is 0, below `stop`, or gone.
  * Every lookup is a binary search over blocks. The node reverses the (bounded) list. */
 static int drain_chain(natsConnection *nc, const char *stream, const char *subj, uint64_t stop,
-                       int64_t *first_ns) {
+                       int64_t *first_ns, uint64_t *oldest) {
   char api[200], body[64];
   snprintf(api, sizeof api, "$JS.API.DIRECT.GET.%s.%s", stream, subj);
   int64_t t0 = tn_now_ns();
@@ -267,6 +267,7 @@ static int drain_chain(natsConnection *nc, const char *stream, const char *subj,
   while (tn_api_ok(r, NULL)) {
     n++;
     if (n == 1) *first_ns = tn_now_ns() - t0;
+    if (oldest) *oldest = direct_seq(r);
     uint64_t prev = header_u64(r, "Tern-Prev");
     natsMsg_Destroy(r);
     r = NULL;
@@ -343,57 +344,64 @@ static int drain_ordered(jsCtx *js, const char *stream, const char *subj, uint64
   return n;
 }
 
+/* Block caches (and per-block subject maps) expire after 5 s without access (filestore.go
+ * defaultCacheBufferExpiration); waiting longer makes the next method start cold, as a drain
+ * of an inbox written minutes ago is. */
+static void let_caches_expire(void) { tn_sleep_ms(5600); }
+
+/* Each method reads its own n subjects, starting cold (see let_caches_expire); the hint
+ * methods get the inbox's first stream seq from an untimed chain walk done before the wait,
+ * as a node that kept the stream seq of the last ack would know it. */
 static void mode_drain(natsConnection *nc, jsCtx *js, long subjects, long n) {
-  long *ix = pick(subjects, n, 3);
-  tn_lat ch_first = {0}, ch_total = {0};
-  long msgs_ch = 0;
-  tn_lat d1_first = {0}, d1_total = {0}, dh_first = {0}, dh_total = {0}, mg_first = {0},
-         mg_total = {0}, oc_first = {0}, oc_total = {0};
-  long msgs_d1 = 0, msgs_dh = 0, msgs_mg = 0, msgs_oc = 0;
-  for (long k = 0; k < n; k++) {
+  enum { CHAIN, FROM1, HINT, MSGGET, ORDERED, NM };
+  static const char *name[NM] = {
+      "last_by_subj + Tern-Prev chain (direct gets)", "direct get next_by_subj from seq 1",
+      "direct get next_by_subj from the first seq", "STREAM.MSG.GET next_by_subj from the first seq",
+      "ordered consumer from the first seq"};
+  long *ix = pick(subjects, n * NM, 3);
+  uint64_t *hint = tn_xcalloc((size_t)(n * NM), sizeof *hint);
+  for (long k = 0; k < n * NM; k++) {
+    if (k / n < HINT) continue;
     char subj[128], stream[32];
     subject_of(subj, sizeof subj, ix[k]);
     stream_of(stream, sizeof stream, subj);
-    int64_t f = 0, t0;
-    uint64_t first_seq = 0;
-    t0 = tn_now_ns();
-    msgs_ch += drain_chain(nc, stream, subj, 1, &f);
-    tn_lat_add(&ch_total, tn_now_ns() - t0);
-    tn_lat_add(&ch_first, f);
-    /* From seq 1: the node knows nothing about where the inbox starts. */
-    t0 = tn_now_ns();
-    msgs_d1 += drain_direct(nc, stream, subj, 1, &f, &first_seq);
-    tn_lat_add(&d1_total, tn_now_ns() - t0);
-    tn_lat_add(&d1_first, f);
-    if (!first_seq) continue;
-    /* From the inbox's first stream seq: the node kept the stream seq of the last ack. */
-    uint64_t fs2 = 0;
-    t0 = tn_now_ns();
-    msgs_dh += drain_direct(nc, stream, subj, first_seq, &f, &fs2);
-    tn_lat_add(&dh_total, tn_now_ns() - t0);
-    tn_lat_add(&dh_first, f);
-    t0 = tn_now_ns();
-    msgs_mg += drain_msgget(nc, stream, subj, first_seq, &f);
-    tn_lat_add(&mg_total, tn_now_ns() - t0);
-    tn_lat_add(&mg_first, f);
-    int64_t tot = 0;
-    msgs_oc += drain_ordered(js, stream, subj, first_seq, &f, &tot);
-    tn_lat_add(&oc_total, tot);
-    tn_lat_add(&oc_first, f);
+    int64_t f;
+    drain_chain(nc, stream, subj, 1, &f, &hint[k]);
   }
-  printf("drain of %ld subjects: chain (last_by_subj + Tern-Prev gets) read %ld msgs\n", n, msgs_ch);
-  tn_lat_print(&ch_first, "  chain: last entry");
-  tn_lat_print(&ch_total, "  chain: whole inbox");
-  printf("drain of %ld subjects (msgs read: direct-from-1=%ld direct-from-hint=%ld msgget=%ld ordered=%ld)\n",
-         n, msgs_d1, msgs_dh, msgs_mg, msgs_oc);
-  tn_lat_print(&d1_first, "  direct get next_by_subj from seq 1: first msg");
-  tn_lat_print(&d1_total, "  direct get next_by_subj from seq 1: whole inbox");
-  tn_lat_print(&dh_first, "  direct get next_by_subj from first seq: first msg");
-  tn_lat_print(&dh_total, "  direct get next_by_subj from first seq: whole inbox");
-  tn_lat_print(&mg_first, "  STREAM.MSG.GET next_by_subj from first seq: first msg");
-  tn_lat_print(&mg_total, "  STREAM.MSG.GET next_by_subj from first seq: whole inbox");
-  tn_lat_print(&oc_first, "  ordered consumer from first seq: first msg");
-  tn_lat_print(&oc_total, "  ordered consumer from first seq: whole inbox incl. delete");
+  printf("drain: %ld inboxes per method, each method starting with cold block caches\n", n);
+  for (int m = 0; m < NM; m++) {
+    let_caches_expire();
+    tn_lat first = {0}, total = {0};
+    long msgs = 0, empty = 0;
+    for (long j = 0; j < n; j++) {
+      long k = (long)m * n + j;
+      char subj[128], stream[32];
+      subject_of(subj, sizeof subj, ix[k]);
+      stream_of(stream, sizeof stream, subj);
+      int64_t f = 0, tot = 0, t0 = tn_now_ns();
+      uint64_t fs = 0;
+      int got = 0;
+      if (m >= HINT && hint[k] == 0) { empty++; continue; }
+      switch (m) {
+      case CHAIN: got = drain_chain(nc, stream, subj, 1, &f, NULL); break;
+      case FROM1: got = drain_direct(nc, stream, subj, 1, &f, &fs); break;
+      case HINT: got = drain_direct(nc, stream, subj, hint[k], &f, &fs); break;
+      case MSGGET: got = drain_msgget(nc, stream, subj, hint[k], &f); break;
+      case ORDERED: got = drain_ordered(js, stream, subj, hint[k], &f, &tot); break;
+      }
+      if (m != ORDERED) tot = tn_now_ns() - t0;
+      if (got == 0) { empty++; continue; }
+      msgs += got;
+      tn_lat_add(&first, f);
+      tn_lat_add(&total, tot);
+    }
+    printf("  %s: %ld msgs, %ld empty inboxes skipped\n", name[m], msgs, empty);
+    tn_lat_print(&first, m == CHAIN ? "    newest entry" : "    first entry");
+    tn_lat_print(&total, m == ORDERED ? "    whole inbox incl. consumer create/delete" : "    whole inbox");
+    tn_lat_free(&first);
+    tn_lat_free(&total);
+  }
+  free(hint);
   free(ix);
 }
 
@@ -406,30 +414,49 @@ static void mode_drain_big(natsConnection *nc, jsCtx *js, int big) {
   stream_of(stream, sizeof stream, subj);
   char payload[200];
   memset(payload, 'z', sizeof payload);
-  for (int i = 0; i < big; i++)
-    TN_CHECK(js_PublishAsync(js, subj, payload, sizeof payload, NULL), "publish");
-  jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MaxWait = 60000;
-  TN_CHECK(js_PublishAsyncComplete(js, &po), "complete");
+  /* Sync publishes, so each entry can carry the previous one's stream seq (Tern-Prev). */
+  uint64_t prev = 0;
+  for (int i = 0; i < big; i++) {
+    natsMsg *m = NULL;
+    TN_CHECK(natsMsg_Create(&m, subj, NULL, payload, sizeof payload), "msg");
+    char v[24];
+    snprintf(v, sizeof v, "%" PRIu64, prev);
+    natsMsgHeader_Set(m, "Tern-Prev", v);
+    jsPubAck *pa = NULL;
+    TN_CHECK(js_PublishMsg(&pa, js, m, NULL, NULL), "publish");
+    prev = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+  }
   int64_t f = 0, t0;
   uint64_t fs = 0;
+  let_caches_expire();
+  t0 = tn_now_ns();
+  int64_t fc = 0;
+  int n0 = drain_chain(nc, stream, subj, 1, &fc, NULL);
+  double s0 = (double)(tn_now_ns() - t0) / 1e9;
+  printf("drain-big %s: last_by_subj + Tern-Prev chain: msgs=%d newest=%.3f ms rate=%.0f msg/s\n",
+         subj, n0, (double)fc / 1e6, n0 / s0);
+  let_caches_expire();
   t0 = tn_now_ns();
   int n1 = drain_direct(nc, stream, subj, 1, &f, &fs);
   double s1 = (double)(tn_now_ns() - t0) / 1e9;
   printf("drain-big %s: direct get chain from 1: msgs=%d first=%.3f ms rate=%.0f msg/s\n", subj,
          n1, (double)f / 1e6, n1 / s1);
+  let_caches_expire();
   t0 = tn_now_ns();
   int n2 = drain_direct(nc, stream, subj, fs, &f, &fs);
   double s2 = (double)(tn_now_ns() - t0) / 1e9;
   printf("drain-big: direct get chain from first seq: msgs=%d first=%.3f ms rate=%.0f msg/s\n",
          n2, (double)f / 1e6, n2 / s2);
+  let_caches_expire();
   t0 = tn_now_ns();
   int n3 = drain_msgget(nc, stream, subj, fs, &f);
   double s3 = (double)(tn_now_ns() - t0) / 1e9;
   printf("drain-big: STREAM.MSG.GET chain: msgs=%d first=%.3f ms rate=%.0f msg/s\n", n3,
          (double)f / 1e6, n3 / s3);
   int64_t tot = 0;
+  let_caches_expire();
   int n4 = drain_ordered(js, stream, subj, fs, &f, &tot);
   printf("drain-big: ordered consumer: msgs=%d first=%.3f ms rate=%.0f msg/s (incl. create/delete)\n",
          n4, (double)f / 1e6, n4 / ((double)tot / 1e9));
