@@ -15,6 +15,7 @@ int main(int argc, char **argv) {
   const char *urls = tn_arg(argc, argv, "urls", "nats://127.0.0.1:14222");
   int nstreams = (int)tn_arg_long(argc, argv, "streams", 1);
   long expect = tn_arg_long(argc, argv, "expect", 0);
+  int pprof = (int)tn_arg_long(argc, argv, "pprof", 0); /* a server's pprof port, for its heap */
   tn_procs pr;
   tn_procs_parse(&pr, tn_arg(argc, argv, "pids", ""));
   int64_t t0 = tn_now_ns();
@@ -42,9 +43,11 @@ int main(int argc, char **argv) {
       }
     }
     if (ok == nstreams && (expect == 0 || msgs >= (uint64_t)expect)) {
+      long long heap = pprof > 0 ? tn_heap_inuse(pprof) : -1;
       printf("ready after %.2f s (from this program's start): streams=%d msgs=%" PRIu64
-             " rss_kb_total=%ld\n",
-             (double)(tn_now_ns() - t0) / 1e9, nstreams, msgs, tn_procs_rss_sum_kb(&pr));
+             " rss_kb_total=%ld heap_inuse_mb=%.1f\n",
+             (double)(tn_now_ns() - t0) / 1e9, nstreams, msgs, tn_procs_rss_sum_kb(&pr),
+             heap >= 0 ? (double)heap / 1048576.0 : -1.0);
       break;
     }
     if (tries > 600) {

@@ -4,6 +4,7 @@
  *
  *   tn_ops --mode=purge      --subjects=N --streams=S [--n=200]
  *   tn_ops --mode=purge-pub  --subjects=N --streams=S [--secs=10] [--window=64] [--pubwindow=1024]
+ *          [--op=delete: delete each inbox's newest entry by stream seq instead of purging]
  *   tn_ops --mode=drain      --subjects=N --streams=S [--n=200] [--per=2]
  *   tn_ops --mode=drain-big  --streams=S [--big=1000]
  *   tn_ops --mode=delete     --subjects=N --streams=S [--n=2000] [--window=64]
@@ -155,6 +156,41 @@ static void on_purge(void *arg, natsMsg *reply, int64_t ns) {
   natsMsg_Destroy(reply);
 }
 
+static bool g_delete;      /* purge-pub --op=delete */
+static uint64_t *g_del;    /* stream index << 56 | seq of each inbox's newest entry */
+static long g_ndel;
+static pthread_mutex_t g_del_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_gather(void *arg, natsMsg *reply, int64_t ns) {
+  uint64_t shard = (uint64_t)(uintptr_t)arg;
+  if (tn_api_ok(reply, NULL)) {
+    const char *v = NULL;
+    if (natsMsgHeader_Get(reply, "Nats-Sequence", &v) == NATS_OK && v) {
+      pthread_mutex_lock(&g_del_mu);
+      g_del[g_ndel++] = strtoull(v, NULL, 10) | (shard << 56);
+      pthread_mutex_unlock(&g_del_mu);
+    }
+  }
+  natsMsg_Destroy(reply);
+}
+
+static void gather_newest(natsConnection *nc, long subjects, long n) {
+  long *ix = pick(subjects, n, 9);
+  g_del = tn_xcalloc((size_t)n, sizeof *g_del);
+  tn_mux *mux = tn_mux_new(nc, 256, 30000);
+  for (long k = 0; k < n; k++) {
+    char subj[128], stream[32], api[200];
+    subject_of(subj, sizeof subj, ix[k]);
+    stream_of(stream, sizeof stream, subj);
+    snprintf(api, sizeof api, "$JS.API.DIRECT.GET.%s.%s", stream, subj);
+    uintptr_t shard = (uintptr_t)(g_streams == 1 ? 0 : strtol(subj + 3, NULL, 10));
+    tn_mux_send(mux, api, NULL, 0, on_gather, (void *)shard);
+  }
+  tn_mux_drain(mux);
+  tn_mux_free(mux);
+  free(ix);
+}
+
 static void mode_purge_pub(const char *urls, natsConnection *nc, const tn_procs *pr,
                            long subjects, int secs, int window, int pubwindow) {
   /* The publisher gets its own connection, as another tern node would. */
@@ -168,6 +204,7 @@ static void mode_purge_pub(const char *urls, natsConnection *nc, const tn_procs 
   TN_CHECK(natsConnection_JetStream(&pjs, pnc, &jo), "jetstream");
   pub_thread pt = {.js = pjs, .subjects = subjects};
   purge_stats ps = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  if (g_delete) gather_newest(nc, subjects, subjects < 100000 ? subjects : 100000);
   tn_mux *mux = tn_mux_new(nc, window, 60000);
 
   double cpu0 = tn_procs_cpu_s(pr);
@@ -176,12 +213,21 @@ static void mode_purge_pub(const char *urls, natsConnection *nc, const tn_procs 
   if (pubwindow > 0) pthread_create(&th, NULL, publisher, &pt);
   long *ix = pick(subjects, subjects < 2000000 ? subjects : 2000000, 2);
   long k = 0, npicked = subjects < 2000000 ? subjects : 2000000;
-  while (tn_now_ns() < end && k < npicked) {
+  while (!g_delete && tn_now_ns() < end && k < npicked) {
     char subj[128], stream[32], api[64], body[200];
     subject_of(subj, sizeof subj, ix[k++]);
     stream_of(stream, sizeof stream, subj);
     snprintf(api, sizeof api, "$JS.API.STREAM.PURGE.%s", stream);
     int len = purge_body(body, sizeof body, subj, UINT64_MAX / 2);
+    tn_mux_send(mux, api, body, len, on_purge, &ps);
+  }
+  /* --op=delete: ack by deleting the newest entry of each inbox by its stream seq (found
+   * beforehand with pipelined last-by-subject gets, not timed) instead of purging. */
+  for (long j = 0; g_delete && tn_now_ns() < end && j < g_ndel; j++) {
+    char api[64], body[64];
+    snprintf(api, sizeof api, "$JS.API.STREAM.MSG.DELETE.IN_%d", (int)(g_del[j] >> 56));
+    int len = snprintf(body, sizeof body, "{\"seq\":%" PRIu64 ",\"no_erase\":true}",
+                       (uint64_t)(g_del[j] & ((UINT64_C(1) << 56) - 1)));
     tn_mux_send(mux, api, body, len, on_purge, &ps);
   }
   int64_t t_sent = tn_now_ns();
@@ -191,8 +237,9 @@ static void mode_purge_pub(const char *urls, natsConnection *nc, const tn_procs 
   int64_t t1 = tn_now_ns();
   double cpu1 = tn_procs_cpu_s(pr);
   double s = (double)(t1 - t0) / 1e9;
-  printf("purge-pub: window=%d pubwindow=%d secs=%.2f (purges sent for %.2f s)\n", window,
+  printf("%s-pub: window=%d pubwindow=%d secs=%.2f (sent for %.2f s)\n", g_delete ? "delete" : "purge", window,
          pubwindow, s, (double)(t_sent - t0) / 1e9);
+  printf("  (op=%s)\n", g_delete ? "delete newest entry by seq" : "purge subject below a seq");
   printf("  purges ok=%lu err=%lu rate=%.0f/s timeouts=%d\n", atomic_load(&ps.ok),
          atomic_load(&ps.err), (double)atomic_load(&ps.ok) / s, tn_mux_timeouts(mux));
   tn_lat_print(&ps.lat, "  purge latency (pipelined)");
@@ -610,6 +657,7 @@ int main(int argc, char **argv) {
   jsCtx *js = NULL;
   TN_CHECK(natsConnection_JetStream(&js, nc, &jo), "jetstream");
   printf("mode=%s subjects=%ld streams=%d urls=%s\n", mode, subjects, g_streams, urls);
+  g_delete = strcmp(tn_arg(argc, argv, "op", "purge"), "delete") == 0;
 
   if (strcmp(mode, "purge") == 0)
     mode_purge(nc, js, subjects, n);
