@@ -5,6 +5,7 @@
  *   tn_ops --mode=purge      --subjects=N --streams=S [--n=200]
  *   tn_ops --mode=purge-pub  --subjects=N --streams=S [--secs=10] [--window=64] [--pubwindow=1024]
  *          [--op=delete: delete each inbox's newest entry by stream seq instead of purging]
+ *          [--seed=N: which random subjects; give each run on one layout its own]
  *   tn_ops --mode=drain      --subjects=N --streams=S [--n=200] [--per=2]
  *   tn_ops --mode=drain-big  --streams=S [--big=1000]
  *   tn_ops --mode=delete     --subjects=N --streams=S [--n=2000] [--window=64]
@@ -174,8 +175,10 @@ static void on_gather(void *arg, natsMsg *reply, int64_t ns) {
   natsMsg_Destroy(reply);
 }
 
+static unsigned g_seed = 2; /* --seed: which random subjects purge-pub works on */
+
 static void gather_newest(natsConnection *nc, long subjects, long n) {
-  long *ix = pick(subjects, n, 9);
+  long *ix = pick(subjects, n, g_seed + 7);
   g_del = tn_xcalloc((size_t)n, sizeof *g_del);
   tn_mux *mux = tn_mux_new(nc, 256, 30000);
   for (long k = 0; k < n; k++) {
@@ -211,7 +214,7 @@ static void mode_purge_pub(const char *urls, natsConnection *nc, const tn_procs 
   int64_t t0 = tn_now_ns(), end = t0 + (int64_t)secs * 1000000000LL;
   pthread_t th;
   if (pubwindow > 0) pthread_create(&th, NULL, publisher, &pt);
-  long *ix = pick(subjects, subjects < 2000000 ? subjects : 2000000, 2);
+  long *ix = pick(subjects, subjects < 2000000 ? subjects : 2000000, g_seed);
   long k = 0, npicked = subjects < 2000000 ? subjects : 2000000;
   while (!g_delete && tn_now_ns() < end && k < npicked) {
     char subj[128], stream[32], api[64], body[200];
@@ -658,6 +661,9 @@ int main(int argc, char **argv) {
   TN_CHECK(natsConnection_JetStream(&js, nc, &jo), "jetstream");
   printf("mode=%s subjects=%ld streams=%d urls=%s\n", mode, subjects, g_streams, urls);
   g_delete = strcmp(tn_arg(argc, argv, "op", "purge"), "delete") == 0;
+  /* Runs that follow one another on the same layout need different seeds, or the second
+   * purges subjects the first already emptied. */
+  g_seed = (unsigned)tn_arg_long(argc, argv, "seed", 2);
 
   if (strcmp(mode, "purge") == 0)
     mode_purge(nc, js, subjects, n);
