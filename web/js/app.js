@@ -33,6 +33,7 @@ export function renderApp(root, client, { onLogout }) {
   let active = null; // peer on screen
   let limit = PAGE;
   const bubbles = new Map(); // message key -> {node, sig}
+  const days = new Map(); // day key -> its separator, kept like the bubbles
   let chatsCache = [];
 
   // ---- skeleton ---------------------------------------------------------------------------
@@ -364,8 +365,15 @@ export function renderApp(root, client, { onLogout }) {
     } else wrap.append(progressBar(fraction));
   });
 
+  // The same node for a day on every refresh, so that the reconcile below moves nothing: a
+  // node moved between a mousedown and its mouseup loses the click, and a moved node its focus.
   function daySep(ts) {
-    return el('div', { class: 'day', role: 'separator' }, el('span', {}, dayLabel(ts)));
+    const k = dayKey(ts);
+    const label = dayLabel(ts);
+    let d = days.get(k);
+    if (!d) days.set(k, (d = el('div', { class: 'day', role: 'separator' }, el('span', {}, label))));
+    else if (d.textContent !== label) d.firstChild.textContent = label; // "Today" turns "Yesterday"
+    return d;
   }
 
   let renderSeq = 0;
@@ -400,6 +408,7 @@ export function renderApp(root, client, { onLogout }) {
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
+    for (const [k, d] of [...days]) if (!nodes.includes(d)) days.delete(k);
     // Reconcile without moving nodes that are already in place (a moved node loses focus).
     const kids = msgList.children;
     nodes.forEach((n, i) => {
@@ -428,6 +437,7 @@ export function renderApp(root, client, { onLogout }) {
       active = peer;
       limit = PAGE;
       bubbles.clear();
+      days.clear();
       msgList.replaceChildren();
       textIn.value = drafts.get(peer) || '';
       autosize();
