@@ -165,6 +165,13 @@ test('ticks: ✓ while carol is offline, ✓✓ once she has it, blue once both 
 
 test('both ways, with the sender named on each bubble; typing shows who', async () => {
   const [alice, bob, carol] = ['alice', 'bob', 'carol'].map(page);
+  // Redrawing the list for new messages and receipts must not move what is there: a node
+  // moved between mousedown and mouseup loses the click (and a focused one its focus).
+  await alice.evaluate(() => {
+    window.removedFromList = 0;
+    new MutationObserver((ms) => { for (const m of ms) window.removedFromList += m.removedNodes.length; })
+      .observe(document.getElementById('messages'), { childList: true });
+  });
   await focus(bob);
   await send(bob, 'Count me in!');
   await until('alice sees bob', async () => has(alice, 'in bob: Count me in!'));
@@ -184,6 +191,7 @@ test('both ways, with the sender named on each bubble; typing shows who', async 
   await until('the members again', async () => (await alice.textContent('#conv-status')) === 'bob, carol, You');
   await until('alice sees carol', async () => has(alice, 'in carol: Me too, bringing the tent.'));
   await until('ticks of bob', async () => (await statusOf(bob, 'Count me in!')) !== 'sent');
+  assert.equal(await alice.evaluate(() => window.removedFromList), 0, 'nothing in the list was moved or removed');
   await focus(alice);
   await screenshot(alice, 'group-conversation.png');
   assert.deepEqual(await timeline(alice), [
@@ -193,6 +201,34 @@ test('both ways, with the sender named on each bubble; typing shows who', async 
     'in carol: Me too, bringing the tent.',
   ]);
   assert.equal(await chatButton(bob).locator('.preview-text').textContent(), 'carol: Me too, bringing the tent.');
+});
+
+test('an image sent to the group reaches every member, with who sent it', async () => {
+  const [alice, bob, carol] = ['alice', 'bob', 'carol'].map(page);
+  const png = await bob.evaluate(async () => {
+    const c = new OffscreenCanvas(48, 32);
+    const g = c.getContext('2d');
+    g.fillStyle = '#b5472e';
+    g.fillRect(0, 0, 48, 32);
+    return [...new Uint8Array(await (await c.convertToBlob({ type: 'image/png' })).arrayBuffer())];
+  });
+  await focus(bob);
+  await bob.setInputFiles('#file', { name: 'tent.png', mimeType: 'image/png', buffer: Buffer.from(png) });
+  await bob.waitForSelector('#preview-dialog[open]');
+  assert.equal(await bob.textContent('#pv-title'), 'Send an image to Trip');
+  await bob.fill('#preview-caption', 'the tent');
+  await bob.click('#preview-send');
+  const st = await until('sent or refused', async () => {
+    const x = await statusOf(bob, 'the tent');
+    return x && x !== 'queued' ? x : null;
+  }, 20000);
+  assert.notEqual(st, 'failed', await bob.textContent('#toasts'));
+  for (const p of [alice, carol]) {
+    const img = p.locator('#messages .msg.in.has-media[data-from="bob"] img.thumb');
+    await until('the thumbnail', () => img.evaluate((e) => e.complete && e.naturalWidth > 0 && e.src.startsWith('blob:')), 20000);
+    assert.ok(await has(p, 'in bob: the tent'));
+  }
+  await until('alice: preview', async () => (await chatButton(alice).locator('.preview-text').textContent()) === 'bob: Photo: the tent');
 });
 
 test('alice adds dave: he sees the line and only what comes after', async () => {
