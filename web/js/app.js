@@ -2,7 +2,7 @@
 // out, image preview and viewer; the group ones are in groupui.js), the connection bar and the
 // notification banner. All text goes in with textContent (via el()); nothing user-supplied is
 // ever parsed as HTML.
-import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex } from './util.js';
+import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren } from './util.js';
 import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
@@ -189,12 +189,21 @@ export function renderApp(root, client, { onLogout }) {
     return peer === me ? `${me} (you)` : peer;
   }
 
+  // Rows are kept per chat and rebuilt only when what they show changes (rows: peer -> {li, sig}).
+  const rows = new Map();
   async function refreshChats() {
     const chats = (await client.chats()).filter((c) => c.last_key || c.group_id);
     chatsCache = chats;
     const focusedPeer = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.peer : null;
     const items = chats.map((c) => {
       const name = chatName(c.peer);
+      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id]);
+      const row = rows.get(c.peer);
+      if (row && row.sig === sig) {
+        if (c.peer === active) row.btn.setAttribute('aria-current', 'true');
+        else row.btn.removeAttribute('aria-current');
+        return row.li;
+      }
       const preview = el('span', { class: 'chat-preview' });
       if (c.last_dir === 'out') preview.append(ticks(c.last_status || 'sent'), ' ');
       preview.append(el('span', { class: 'preview-text', dir: 'auto' }, c.preview || ''));
@@ -206,11 +215,14 @@ export function renderApp(root, client, { onLogout }) {
             c.unread ? el('span', { class: 'badge', 'aria-label': `${c.unread} unread message${c.unread === 1 ? '' : 's'}` }, String(c.unread)) : null)));
       if (c.unread) btn.classList.add('has-unread');
       btn.addEventListener('click', () => openChat(c.peer));
-      return el('li', {}, btn);
+      const li = el('li', {}, btn);
+      rows.set(c.peer, { li, btn, sig });
+      return li;
     });
-    chatList.replaceChildren(...items);
+    for (const p of [...rows.keys()]) if (!chats.some((c) => c.peer === p)) rows.delete(p);
+    placeChildren(chatList, items);
     emptyList.hidden = items.length > 0;
-    if (focusedPeer) {
+    if (focusedPeer && document.activeElement?.dataset?.peer !== focusedPeer) {
       const b = chatList.querySelector(`button[data-peer="${CSS.escape(focusedPeer)}"]`);
       if (b) b.focus();
     }
@@ -263,10 +275,25 @@ export function renderApp(root, client, { onLogout }) {
   // "last seen today" becomes "yesterday" at midnight.
   const headerTimer = setInterval(updateHeader, 60000);
 
+  // What a bubble shows, but its ticks: when only those change (sent → delivered → read), they
+  // are swapped in place (updateTicks), so that a click on them in progress is not lost.
   function bubbleSig(m) {
     if (m.kind === 'event') return JSON.stringify([m.kind, eventText(m, me)]);
-    return JSON.stringify([m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts]);
+    const settled = m.status === 'sent' || m.status === 'delivered' || m.status === 'read';
+    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id]);
   }
+
+  const infoLabel = (m) => `Message info (${(TICK[m.status] || TICK.sent).label})`;
+
+  function updateTicks(node, m) {
+    if (node.dataset.status === (m.status || '')) return;
+    node.dataset.status = m.status || '';
+    const old = node.querySelector('.meta .ticks');
+    if (old) old.replaceWith(ticks(m.status || 'sent'));
+    const btn = node.querySelector('.info-btn');
+    if (btn) btn.setAttribute('aria-label', infoLabel(m));
+  }
+
 
   function buildBubble(m) {
     if (m.kind === 'event') return systemLine(m);
@@ -295,7 +322,7 @@ export function renderApp(root, client, { onLogout }) {
     if (m.dir === 'out' && m.from === me && m.group_id && m.msg_id) {
       // The ticks of my group messages open Message info (who has it, who has read it).
       const btn = el('button', { type: 'button', class: 'info-btn', title: 'Message info' }, ticks(m.status || 'sent'));
-      btn.setAttribute('aria-label', `Message info (${(TICK[m.status] || TICK.sent).label})`);
+      btn.setAttribute('aria-label', infoLabel(m));
       btn.addEventListener('click', () => msgInfo.open(m.key));
       meta.append(btn);
     } else if (m.dir === 'out' && m.from === me && m.peer !== me) meta.append(ticks(m.status || 'sent'));
@@ -404,17 +431,12 @@ export function renderApp(root, client, { onLogout }) {
         if (m.kind === 'event') b.node = buildBubble(m);
         else fillBubble(b.node, m);
         b.sig = sig;
-      }
+      } else if (m.kind !== 'event') updateTicks(b.node, m);
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
     for (const [k, d] of [...days]) if (!nodes.includes(d)) days.delete(k);
-    // Reconcile without moving nodes that are already in place (a moved node loses focus).
-    const kids = msgList.children;
-    nodes.forEach((n, i) => {
-      if (kids[i] !== n) msgList.insertBefore(n, kids[i] || null);
-    });
-    while (msgList.children.length > nodes.length) msgList.lastElementChild.remove();
+    placeChildren(msgList, nodes);
     if (scrollToEnd || nearBottom) msgList.scrollTop = msgList.scrollHeight;
   }
   client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });

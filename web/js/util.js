@@ -21,6 +21,16 @@ export function el(tag, props = {}, ...children) {
   return e;
 }
 
+/** Makes parent's children exactly `nodes`, in order, moving only what is out of place (a
+ *  moved node loses its focus, and a click in progress on it). */
+export function placeChildren(parent, nodes) {
+  const kids = parent.children;
+  nodes.forEach((n, i) => {
+    if (kids[i] !== n) parent.insertBefore(n, kids[i] || null);
+  });
+  while (kids.length > nodes.length) parent.lastElementChild.remove();
+}
+
 const SVGNS = 'http://www.w3.org/2000/svg';
 
 // Icon paths (24x24 unless noted). Drawn with DOM calls, so the CSP needs no inline anything.
