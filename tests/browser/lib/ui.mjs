@@ -78,3 +78,28 @@ export async function sendByKeys(page, text, width) {
   const right = await page.locator('#messages .msg.out', { hasText: text }).locator('.bubble').evaluate((e) => e.getBoundingClientRect().right);
   assert.ok(right <= width, `the bubble fits the screen (${right} px)`);
 }
+
+/** Sends a width x height PNG of one colour (made by the browser itself) with a caption, from
+ *  the open conversation, and waits until the server took it (a refused upload turns the
+ *  bubble "failed" with a toast). Returns the preview dialog's title. */
+export async function sendImage(page, { width, height, colour, caption, name = 'image.png' }) {
+  const png = await page.evaluate(async ([w, h, fill]) => {
+    const c = new OffscreenCanvas(w, h);
+    const g = c.getContext('2d');
+    g.fillStyle = fill;
+    g.fillRect(0, 0, w, h);
+    const b = await c.convertToBlob({ type: 'image/png' });
+    return [...new Uint8Array(await b.arrayBuffer())];
+  }, [width, height, colour]);
+  await page.setInputFiles('#file', { name, mimeType: 'image/png', buffer: Buffer.from(png) });
+  await page.waitForSelector('#preview-dialog[open]');
+  const title = await page.textContent('#pv-title');
+  await page.fill('#preview-caption', caption);
+  await page.click('#preview-send');
+  const st = await until('image sent or refused', async () => {
+    const s = await statusOf(page, caption);
+    return s && s !== 'queued' ? s : null;
+  }, 20000);
+  assert.notEqual(st, 'failed', `upload refused: ${await page.textContent('#toasts')}`);
+  return title;
+}
