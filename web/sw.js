@@ -3,9 +3,9 @@
 // app when one is clicked, and keeps a copy of the app shell so a reload works offline
 // (history itself is in IndexedDB). The shell is fetched network-first, so an update on the
 // server is seen on the next load.
-const CACHE = 'tern-shell-v1';
+const CACHE = 'tern-shell-v2';
 const SHELL = ['./', 'index.html', 'app.css', 'icon.svg', 'manifest.webmanifest', 'js/main.js', 'js/app.js', 'js/login.js', 'js/client.js',
-  'js/conn.js', 'js/db.js', 'js/api.js', 'js/util.js', 'js/media.js', 'js/notify.js'];
+  'js/conn.js', 'js/db.js', 'js/api.js', 'js/util.js', 'js/media.js', 'js/notify.js', 'js/groups.js', 'js/groupui.js'];
 
 self.addEventListener('install', (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).catch(() => {}).then(() => self.skipWaiting()));
@@ -53,16 +53,21 @@ self.addEventListener('push', (e) => {
   }
   const from = data.from || data.sender || '';
   const count = data.count || 1;
-  const title = data.title || (from ? `${from}` : 'tern');
-  // ternd's payload: {"type":"msg","from":"alice","count":N,"preview"?:"text"} (src/push/push.c).
-  const body = data.preview || data.body || (count > 1 ? `${count} new messages` : 'New message');
+  // ternd's payload: {"type":"msg","from":"alice","group"?:"Trip","count":N,"preview"?:"text"}
+  // (src/push/push.c). A group's is titled with its name; the line says who wrote. It names
+  // the group but not its id, so a click opens the app, not that chat.
+  const group = typeof data.group === 'string' ? data.group : '';
+  const title = data.title || group || from || 'tern';
+  let body = data.preview || data.body || (count > 1 ? `${count} new messages` : 'New message');
+  if (group && from) body = `${from}: ${body}`;
   e.waitUntil((async () => {
     // Nothing to show when the app is open and focused: it shows the message itself. (A
     // push must still show something, but the server only pushes to devices without a live
     // connection, so this is rare.)
     const wins = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
     if (wins.some((w) => w.focused && w.visibilityState === 'visible')) return;
-    await self.registration.showNotification(title, { body, tag: from ? `tern:${from}` : 'tern', icon: 'icon.svg', data: { peer: from } });
+    const tag = group ? `tern:group:${group}` : from ? `tern:${from}` : 'tern';
+    await self.registration.showNotification(title, { body, tag, icon: 'icon.svg', data: { peer: group ? '' : from } });
   })());
 });
 

@@ -1,45 +1,18 @@
 // The web client in a real browser (issue 5): Debian's chromium, headless, driven by
 // playwright-core against a spawned ternd, with two browser contexts as alice and bob.
 // The tests run in order and share one server: each step builds on the previous one.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startServer, launchBrowser, screenshot, until } from './lib/harness.mjs';
+import { serverAndBrowser, screenshot, until } from './lib/harness.mjs';
+import { PASSWORD, watchPage, openPage, register, login, send, sendByKeys, sendImage, bubbles, statusOf, focus } from './lib/ui.mjs';
 
-const PASSWORD = 'correct horse battery';
-let server, browser;
-const ctx = {}; // name -> {context, page, dialogs: []}
+const env = serverAndBrowser();
+const ctx = {}; // name -> {context, page, dialogs: [], errors: []}
 
 async function openAs(name) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, baseURL: server.url });
-  const page = await context.newPage();
-  const dialogs = [];
-  const errors = [];
-  page.on('dialog', (d) => {
-    dialogs.push(d.message());
-    d.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) errors.push(m.text()); });
-  ctx[name] = { context, page, dialogs, errors };
-  await page.goto('/');
+  ctx[name] = await openPage(env.browser, env.server.url);
   return ctx[name];
-}
-
-async function register(page, user) {
-  await page.click('#login-switch');
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORD);
-  await page.click('#login-submit');
-  await page.waitForSelector('#me-name');
-  assert.equal(await page.textContent('#me-name'), user);
-}
-
-async function login(page, user) {
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORD);
-  await page.click('#login-submit');
-  await page.waitForSelector('#me-name');
 }
 
 async function newChat(page, peer) {
@@ -54,51 +27,13 @@ async function openChat(page, peer) {
   await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
 }
 
-async function send(page, text) {
-  await page.fill('#composer-text', text);
-  await page.press('#composer-text', 'Enter');
-}
-
-/** The bubbles in the open conversation: [{dir, status, text}]. */
-function bubbles(page) {
-  return page.$$eval('#messages .msg', (els) => els.map((e) => ({
-    dir: e.classList.contains('out') ? 'out' : 'in',
-    status: e.dataset.status,
-    text: e.querySelector('.text')?.textContent ?? '',
-  })));
-}
-
-async function statusOf(page, text) {
-  const all = await bubbles(page);
-  const b = all.find((x) => x.text === text);
-  return b ? b.status : null;
-}
-
 async function headerStatus(page) {
   return page.textContent('#conv-status');
 }
 
-// A page is only "attended" (read receipts go out) when visible and focused.
-async function focus(page) {
-  await page.bringToFront();
-  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
-}
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (server) {
-    const r = await server.stop();
-    assert.equal(r.code, 0, `ternd exit: ${JSON.stringify(r)}\n${server.log().slice(-2000)}`);
-  }
-});
 
 test('serves the client with CSP, nosniff, ETag and gzip', async () => {
-  const res = await fetch(`${server.url}/`, { headers: { 'Accept-Encoding': 'gzip' } });
+  const res = await fetch(`${env.server.url}/`, { headers: { 'Accept-Encoding': 'gzip' } });
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type'), /^text\/html/);
   assert.match(res.headers.get('content-security-policy'), /script-src 'self'/);
@@ -107,14 +42,14 @@ test('serves the client with CSP, nosniff, ETag and gzip', async () => {
   const etag = res.headers.get('etag');
   assert.ok(etag);
   await res.text();
-  const again = await fetch(`${server.url}/`, { headers: { 'Accept-Encoding': 'gzip', 'If-None-Match': etag } });
+  const again = await fetch(`${env.server.url}/`, { headers: { 'Accept-Encoding': 'gzip', 'If-None-Match': etag } });
   assert.equal(again.status, 304);
-  const js = await fetch(`${server.url}/js/main.js`);
+  const js = await fetch(`${env.server.url}/js/main.js`);
   assert.match(js.headers.get('content-type'), /^text\/javascript/);
   await js.text();
-  const api = await fetch(`${server.url}/healthz`);
+  const api = await fetch(`${env.server.url}/healthz`);
   assert.deepEqual(await api.json(), { status: 'ok' });
-  const trav = await fetch(`${server.url}/js/%2e%2e/%2e%2e/CMakeLists.txt`);
+  const trav = await fetch(`${env.server.url}/js/%2e%2e/%2e%2e/CMakeLists.txt`);
   assert.equal(trav.status, 404);
   await trav.text();
 });
@@ -193,9 +128,7 @@ test('"typing…" and "online" / "last seen" in the header', async () => {
   await bob.close();
   await until('last seen', async () => /^last seen today at \d\d:\d\d$/.test(await headerStatus(alice)));
   ctx.bob.page = await ctx.bob.context.newPage();
-  ctx.bob.page.on('dialog', (d) => { ctx.bob.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
-  ctx.bob.page.on('pageerror', (e) => ctx.bob.errors.push(e.message));
-  ctx.bob.page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) ctx.bob.errors.push(m.text()); });
+  watchPage(ctx.bob.page, ctx.bob);
   await ctx.bob.page.goto('/#chat=alice');
   await until('online again', async () => (await headerStatus(alice)) === 'online');
 });
@@ -203,25 +136,8 @@ test('"typing…" and "online" / "last seen" in the header', async () => {
 test('an image is sent and its thumbnail shown', async () => {
   const { page: alice } = ctx.alice;
   const { page: bob } = ctx.bob;
-  // a 64x48 PNG made by the browser itself
-  const png = await alice.evaluate(async () => {
-    const c = new OffscreenCanvas(64, 48);
-    const g = c.getContext('2d');
-    g.fillStyle = '#00796b';
-    g.fillRect(0, 0, 64, 48);
-    const b = await c.convertToBlob({ type: 'image/png' });
-    return [...new Uint8Array(await b.arrayBuffer())];
-  });
-  await alice.setInputFiles('#file', { name: 'square.png', mimeType: 'image/png', buffer: Buffer.from(png) });
-  await alice.waitForSelector('#preview-dialog[open]');
-  await alice.fill('#preview-caption', 'a green square');
-  await alice.click('#preview-send');
-  // A refused upload would turn the bubble "failed" with a toast.
-  const st = await until('image sent or refused', async () => {
-    const s = await statusOf(alice, 'a green square');
-    return s && s !== 'queued' ? s : null;
-  }, 20000);
-  assert.notEqual(st, 'failed', `upload refused: ${await alice.textContent('#toasts')}`);
+  // a 64x48 PNG made by the browser itself; a refused upload would turn the bubble "failed"
+  await sendImage(alice, { width: 64, height: 48, colour: '#00796b', caption: 'a green square', name: 'square.png' });
   await until('thumbnail at bob', () => bob.$eval('#messages .msg.in.has-media img.thumb', (img) => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:')), 20000);
   await bob.click('#messages .msg.in.has-media .thumb-btn');
   await until('full size', () => bob.$eval('#viewer .viewer-img', (img) => img.complete && img.naturalWidth === 64));
@@ -303,10 +219,10 @@ test('a message of <img src=x onerror=alert(1)> renders as text', async () => {
 test('chat list with several conversations (screenshot)', async () => {
   const { page: alice } = ctx.alice;
   // carol talks to alice from a plain WebSocket client, as any other client would
-  const reg = await fetch(`${server.url}/v1/register`, { method: 'POST', body: JSON.stringify({ username: 'carol', password: PASSWORD }) });
+  const reg = await fetch(`${env.server.url}/v1/register`, { method: 'POST', body: JSON.stringify({ username: 'carol', password: PASSWORD }) });
   assert.equal(reg.status, 201);
   const { token } = await reg.json();
-  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/ws`);
+  const ws = new WebSocket(`ws://127.0.0.1:${env.server.port}/v1/ws`);
   const sent = [];
   await new Promise((resolve, reject) => {
     ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', token })));
@@ -331,7 +247,7 @@ test('chat list with several conversations (screenshot)', async () => {
 });
 
 test('phone width, keyboard only: log in, new chat, send, back to the list', async () => {
-  const context = await browser.newContext({ viewport: { width: 390, height: 760 }, baseURL: server.url, isMobile: true, hasTouch: true });
+  const context = await env.browser.newContext({ viewport: { width: 390, height: 760 }, baseURL: env.server.url, isMobile: true, hasTouch: true });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -359,12 +275,7 @@ test('phone width, keyboard only: log in, new chat, send, back to the list', asy
   await page.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'alice');
   assert.ok(await page.isHidden('#chat-list'), 'the conversation takes the whole width');
   assert.ok(await page.isVisible('#back'));
-  assert.equal(await page.evaluate(() => document.activeElement.id), 'composer-text');
-  await page.keyboard.type('Typed on a phone, with keys only');
-  await page.keyboard.press('Enter');
-  await until('sent', async () => ['sent', 'delivered', 'read'].includes(await statusOf(page, 'Typed on a phone, with keys only')));
-  const box = await page.$eval('#messages .msg.out .bubble', (e) => e.getBoundingClientRect().right);
-  assert.ok(box <= 390, 'bubbles fit the screen');
+  await sendByKeys(page, 'Typed on a phone, with keys only', 390);
   await screenshot(page, 'phone.png');
   await page.keyboard.press('Escape');
   await page.waitForSelector('#chat-list button[data-peer="alice"]');

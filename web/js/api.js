@@ -1,31 +1,35 @@
-// api: the HTTP half of PROTOCOL.md (sections 1, 2, 6, 7, 8). Same origin, JSON bodies,
+// api: the HTTP half of PROTOCOL.md (sections 1, 2, 6, 7, 8, 10). Same origin, JSON bodies,
 // errors as {"error":{"code","message"}} turned into ApiError.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, user) {
     super(message || code || `HTTP ${status}`);
     this.status = status; // 0: the network failed
     this.code = code;
+    if (user) this.user = user; // the user an error is about (group create and add)
   }
 }
 
 async function errorOf(res) {
   let code = 'http_' + res.status;
   let message = `The server answered ${res.status}`;
+  let user;
   try {
     const j = await res.json();
-    if (j && j.error) ({ code, message } = j.error);
+    if (j && j.error) ({ code, message, user } = j.error);
   } catch { /* not JSON */ }
-  return new ApiError(res.status, code, message);
+  return new ApiError(res.status, code, message, typeof user === 'string' ? user : undefined);
 }
 
-export async function call(method, path, { token, body, headers = {} } = {}) {
+/** timeout (ms), when given, makes a request that takes longer fail as a network error. */
+export async function call(method, path, { token, body, headers = {}, timeout = 0 } = {}) {
   const h = { ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
   if (body !== undefined) h['Content-Type'] = 'application/json';
+  const signal = timeout ? AbortSignal.timeout(timeout) : undefined;
   let res;
   try {
-    res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+    res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', signal });
   } catch (e) {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection.');
   }
@@ -43,6 +47,16 @@ export const user = (token, name) => call('GET', `/v1/users/${encodeURIComponent
 export const vapidKey = () => call('GET', '/v1/push/vapid');
 export const pushRegister = (token, sub) => call('PUT', '/v1/push', { token, body: { provider: 'webpush', ...sub } });
 export const pushUnregister = (token) => call('DELETE', '/v1/push', { token });
+
+// Groups (section 10). Each change answers the group object, except leaving (204).
+const gpath = (id, rest = '') => `/v1/groups/${encodeURIComponent(id)}${rest}`;
+export const createGroup = (token, body) => call('POST', '/v1/groups', { token, body });
+export const groups = (token, after) => call('GET', `/v1/groups${after ? `?after=${encodeURIComponent(after)}` : ''}`, { token, timeout: 15000 });
+export const group = (token, id) => call('GET', gpath(id), { token, timeout: 15000 });
+export const patchGroup = (token, id, body) => call('PATCH', gpath(id), { token, body });
+export const addMembers = (token, id, users) => call('POST', gpath(id, '/members'), { token, body: { users } });
+export const removeMember = (token, id, user) => call('DELETE', gpath(id, `/members/${encodeURIComponent(user)}`), { token });
+export const setAdmin = (token, id, user, on) => call(on ? 'PUT' : 'DELETE', gpath(id, `/admins/${encodeURIComponent(user)}`), { token });
 
 /** GET of a media object (or its thumbnail) with the token: a Blob. */
 export async function mediaBlob(token, mediaId, thumb) {

@@ -1,10 +1,12 @@
-// app: the signed-in screens: chat list, conversation, dialogs (new chat, log out, image
-// preview and viewer), the connection bar and the notification banner. All text goes in with
-// textContent (via el()); nothing user-supplied is ever parsed as HTML.
-import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText } from './util.js';
+// app: the signed-in screens: chat list, conversation (1:1 and group), dialogs (new chat, log
+// out, image preview and viewer; the group ones are in groupui.js), the connection bar and the
+// notification banner. All text goes in with textContent (via el()); nothing user-supplied is
+// ever parsed as HTML.
+import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren } from './util.js';
 import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
 import * as notify from './notify.js';
-import * as api from './api.js';
+import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
+import { avatar, groupAvatar, checkField, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
@@ -17,12 +19,6 @@ const TICK = {
   read: { icon: 'dcheck', label: 'Read' },
   failed: { icon: 'alert', label: 'Not sent' },
 };
-
-function avatar(name, extra = '') {
-  let h = 0;
-  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
-  return el('span', { class: `avatar c${h % 8} ${extra}`.trim(), 'aria-hidden': 'true' }, (name[0] || '?').toUpperCase());
-}
 
 function ticks(status) {
   const t = TICK[status] || TICK.queued;
@@ -37,6 +33,7 @@ export function renderApp(root, client, { onLogout }) {
   let active = null; // peer on screen
   let limit = PAGE;
   const bubbles = new Map(); // message key -> {node, sig}
+  const days = new Map(); // day key -> its separator, kept like the bubbles
   let chatsCache = [];
 
   // ---- skeleton ---------------------------------------------------------------------------
@@ -54,9 +51,10 @@ export function renderApp(root, client, { onLogout }) {
   const chatList = el('ul', { class: 'chat-list', id: 'chat-list', 'aria-label': 'Chats' });
   const emptyList = el('p', { class: 'empty-list', hidden: true }, 'No chats yet. Use “New chat” to message someone by their username.');
   const newChatBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-chat', 'aria-label': 'New chat', title: 'New chat' }, icon('newchat'));
+  const newGroupBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-group', 'aria-label': 'New group', title: 'New group' }, icon('group'));
   const logoutBtn = el('button', { type: 'button', class: 'icon-btn', id: 'logout', 'aria-label': 'Log out', title: 'Log out' }, icon('logout'));
   const sidebar = el('nav', { class: 'sidebar', 'aria-label': 'Chats' },
-    el('header', { class: 'side-head' }, avatar(me), el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, newChatBtn, logoutBtn)),
+    el('header', { class: 'side-head' }, avatar(me), el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, newChatBtn, newGroupBtn, logoutBtn)),
     notifBanner,
     emptyList,
     chatList);
@@ -66,7 +64,9 @@ export function renderApp(root, client, { onLogout }) {
   const convAvatar = el('span', { class: 'avatar-slot' });
   const convTitle = el('h2', { id: 'conv-title' });
   const convStatus = el('p', { id: 'conv-status', class: 'status', 'aria-live': 'polite' });
-  const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus));
+  // In a group the header opens Group info: a button laid over the name and status.
+  const infoBtn = el('button', { type: 'button', class: 'head-hit', id: 'conv-info', 'aria-label': 'Group info', hidden: true });
+  const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus), infoBtn);
   const earlierBtn = el('button', { type: 'button', class: 'earlier' }, 'Show earlier messages');
   const msgList = el('div', { class: 'messages', id: 'messages', role: 'log', tabindex: '0', 'aria-labelledby': 'conv-title' });
   const fileIn = el('input', { type: 'file', accept: ACCEPT_ATTR, class: 'visually-hidden', id: 'file', tabindex: '-1', 'aria-hidden': 'true' });
@@ -74,8 +74,9 @@ export function renderApp(root, client, { onLogout }) {
   const textIn = el('textarea', { id: 'composer-text', rows: 1, placeholder: 'Type a message', 'aria-label': 'Type a message', autocomplete: 'off' });
   const sendBtn = el('button', { type: 'submit', class: 'icon-btn send', id: 'send', 'aria-label': 'Send', title: 'Send' }, icon('send'));
   const composer = el('form', { class: 'composer', id: 'composer' }, attachBtn, fileIn, textIn, sendBtn);
+  const notMember = el('p', { class: 'not-member', id: 'not-member', hidden: true }, 'You are no longer a member of this group.');
   const dropHint = el('div', { class: 'drop-hint', 'aria-hidden': 'true' }, 'Drop an image to send it');
-  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, composer, dropHint);
+  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, composer, notMember, dropHint);
   const welcome = el('div', { class: 'welcome' },
     el('img', { src: 'icon.svg', alt: '', width: 72, height: 72 }),
     el('h2', {}, 'tern for the web'),
@@ -118,8 +119,13 @@ export function renderApp(root, client, { onLogout }) {
   const vwClose = el('button', { type: 'button', class: 'icon-btn viewer-close', 'aria-label': 'Close' }, icon('close'));
   const vwDialog = el('dialog', { class: 'viewer', id: 'viewer', 'aria-label': 'Photo' }, vwClose, vwImg);
 
+  const confirm = confirmDialog();
+  const newGroup = newGroupDialog(client, { onCreated: (peer) => openChat(peer) });
+  const groupInfo = groupInfoDialog(client, { confirm, toast });
+  const msgInfo = messageInfoDialog(client);
+
   const app = el('div', { class: 'app', id: 'app' }, connBar, el('div', { class: 'panes' }, sidebar, main));
-  root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog);
+  root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog);
 
   // ---- connection bar ---------------------------------------------------------------------
   let barTimer = null;
@@ -174,31 +180,49 @@ export function renderApp(root, client, { onLogout }) {
     updateNotifBanner();
   });
   updateNotifBanner();
-  client.addEventListener('notify', (e) => notify.messageArrived(e.detail.msg, (peer) => openChat(peer)));
+  client.addEventListener('notify', (e) => notify.messageArrived(e.detail.msg, (peer) => openChat(peer), e.detail.title));
 
   // ---- chat list --------------------------------------------------------------------------
+  /** The name a conversation goes by: the peer, "bob (you)", or the group's name. */
+  function chatName(peer) {
+    if (isGroupPeer(peer)) return client.groupName(groupIdOf(peer));
+    return peer === me ? `${me} (you)` : peer;
+  }
+
+  // Rows are kept per chat and rebuilt only when what they show changes (rows: peer -> {li, sig}).
+  const rows = new Map();
   async function refreshChats() {
-    const chats = (await client.chats()).filter((c) => c.last_key);
+    const chats = (await client.chats()).filter((c) => c.last_key || c.group_id);
     chatsCache = chats;
     const focusedPeer = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.peer : null;
     const items = chats.map((c) => {
-      const name = c.peer === me ? `${me} (you)` : c.peer;
+      const name = chatName(c.peer);
+      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id]);
+      const row = rows.get(c.peer);
+      if (row && row.sig === sig) {
+        if (c.peer === active) row.btn.setAttribute('aria-current', 'true');
+        else row.btn.removeAttribute('aria-current');
+        return row.li;
+      }
       const preview = el('span', { class: 'chat-preview' });
       if (c.last_dir === 'out') preview.append(ticks(c.last_status || 'sent'), ' ');
       preview.append(el('span', { class: 'preview-text', dir: 'auto' }, c.preview || ''));
       const btn = el('button', { type: 'button', class: 'chat', dataset: { peer: c.peer }, 'aria-current': c.peer === active ? 'true' : null },
-        avatar(c.peer),
+        c.group_id ? groupAvatar() : avatar(c.peer),
         el('span', { class: 'chat-main' },
           el('span', { class: 'chat-top' }, el('span', { class: 'chat-name' }, name), el('time', { class: 'chat-time', datetime: new Date(c.last_ts).toISOString() }, listTime(c.last_ts))),
           el('span', { class: 'chat-bottom' }, preview,
             c.unread ? el('span', { class: 'badge', 'aria-label': `${c.unread} unread message${c.unread === 1 ? '' : 's'}` }, String(c.unread)) : null)));
       if (c.unread) btn.classList.add('has-unread');
       btn.addEventListener('click', () => openChat(c.peer));
-      return el('li', {}, btn);
+      const li = el('li', {}, btn);
+      rows.set(c.peer, { li, btn, sig });
+      return li;
     });
-    chatList.replaceChildren(...items);
+    for (const p of [...rows.keys()]) if (!chats.some((c) => c.peer === p)) rows.delete(p);
+    placeChildren(chatList, items);
     emptyList.hidden = items.length > 0;
-    if (focusedPeer) {
+    if (focusedPeer && document.activeElement?.dataset?.peer !== focusedPeer) {
       const b = chatList.querySelector(`button[data-peer="${CSS.escape(focusedPeer)}"]`);
       if (b) b.focus();
     }
@@ -209,6 +233,10 @@ export function renderApp(root, client, { onLogout }) {
 
   // ---- conversation -----------------------------------------------------------------------
   function statusText(peer) {
+    if (isGroupPeer(peer)) {
+      const typing = client.typers(peer);
+      return typing.length ? typingText(typing) : memberLine(client.group(groupIdOf(peer)), me);
+    }
     if (peer === me) return 'Message yourself';
     if (client.isTyping(peer)) return 'typing…';
     const p = client.presence.get(peer);
@@ -222,21 +250,61 @@ export function renderApp(root, client, { onLogout }) {
     if (!active) return;
     const t = statusText(active);
     if (convStatus.textContent !== t) convStatus.textContent = t;
-    convStatus.classList.toggle('typing', t === 'typing…');
+    convStatus.classList.toggle('typing', t.endsWith('typing…'));
   }
   client.addEventListener('presence', (e) => { if (e.detail.user === active) updateHeader(); });
-  client.addEventListener('typing', (e) => { if (e.detail.user === active) updateHeader(); });
+  client.addEventListener('typing', (e) => { if (e.detail.peer === active) updateHeader(); });
+
+  /** The parts of the conversation pane that depend on the group: name, members, whether
+   *  this user may still write. */
+  function updateGroupPane() {
+    const gid = groupIdOf(active);
+    infoBtn.hidden = !gid;
+    const g = gid && client.group(gid);
+    const readOnly = !!(g && !g.member);
+    if (readOnly && composer.contains(document.activeElement)) msgList.focus();
+    composer.hidden = readOnly;
+    notMember.hidden = !readOnly;
+    if (gid) convTitle.textContent = chatName(active);
+    updateHeader();
+  }
+  client.addEventListener('group', (e) => {
+    if (active && groupIdOf(active) === e.detail.group_id) updateGroupPane();
+  });
+  infoBtn.addEventListener('click', () => groupInfo.open(groupIdOf(active)));
   // "last seen today" becomes "yesterday" at midnight.
   const headerTimer = setInterval(updateHeader, 60000);
 
+  // What a bubble shows, but its ticks: when only those change (sent → delivered → read), they
+  // are swapped in place (updateTicks), so that a click on them in progress is not lost.
   function bubbleSig(m) {
-    return JSON.stringify([m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts]);
+    if (m.kind === 'event') return JSON.stringify([m.kind, eventText(m, me)]);
+    const settled = m.status === 'sent' || m.status === 'delivered' || m.status === 'read';
+    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id]);
   }
 
+  const infoLabel = (m) => `Message info (${(TICK[m.status] || TICK.sent).label})`;
+
+  function updateTicks(node, m) {
+    if (node.dataset.status === (m.status || '')) return;
+    node.dataset.status = m.status || '';
+    const old = node.querySelector('.meta .ticks');
+    if (old) old.replaceWith(ticks(m.status || 'sent'));
+    const btn = node.querySelector('.info-btn');
+    if (btn) btn.setAttribute('aria-label', infoLabel(m));
+  }
+
+
   function buildBubble(m) {
+    if (m.kind === 'event') return systemLine(m);
     const node = el('div', { class: `msg ${m.dir}`, dataset: { key: m.key, status: m.status || '' } });
     fillBubble(node, m);
     return node;
+  }
+
+  /** A group event among the messages: "alice added carol". */
+  function systemLine(m) {
+    return el('div', { class: 'sys', dataset: { key: m.key, event: m.event } }, el('span', { dir: 'auto' }, eventText(m, me)));
   }
 
   function fillBubble(node, m) {
@@ -244,11 +312,20 @@ export function renderApp(root, client, { onLogout }) {
     node.dataset.status = m.status || '';
     if (m.msg_id) node.dataset.msgId = m.msg_id;
     const bubble = el('div', { class: 'bubble' });
-    bubble.append(el('span', { class: 'visually-hidden' }, m.dir === 'out' ? 'You: ' : `${m.from}: `));
+    if (m.group_id && m.dir === 'in') {
+      node.dataset.from = m.from;
+      bubble.append(el('span', { class: `sender c${colourIndex(m.from)}`, dir: 'auto' }, m.from, el('span', { class: 'visually-hidden' }, ': ')));
+    } else bubble.append(el('span', { class: 'visually-hidden' }, m.dir === 'out' ? 'You: ' : `${m.from}: `));
     if (m.media) bubble.append(mediaBox(m));
     const meta = el('span', { class: 'meta' }, el('time', { datetime: new Date(m.ts).toISOString() }, hhmm(m.ts)));
     let withTicks = false;
-    if (m.dir === 'out' && m.from === me && m.peer !== me) meta.append(ticks(m.status || 'sent'));
+    if (m.dir === 'out' && m.from === me && m.group_id && m.msg_id) {
+      // The ticks of my group messages open Message info (who has it, who has read it).
+      const btn = el('button', { type: 'button', class: 'info-btn', title: 'Message info' }, ticks(m.status || 'sent'));
+      btn.setAttribute('aria-label', infoLabel(m));
+      btn.addEventListener('click', () => msgInfo.open(m.key));
+      meta.append(btn);
+    } else if (m.dir === 'out' && m.from === me && m.peer !== me) meta.append(ticks(m.status || 'sent'));
     else if (m.dir === 'out' && m.status === 'queued') meta.append(ticks('queued'));
     withTicks = meta.childElementCount > 1;
     // The time sits at the bubble's bottom right; an invisible spacer of its width ends the
@@ -315,8 +392,15 @@ export function renderApp(root, client, { onLogout }) {
     } else wrap.append(progressBar(fraction));
   });
 
+  // The same node for a day on every refresh, so that the reconcile below moves nothing: a
+  // node moved between a mousedown and its mouseup loses the click, and a moved node its focus.
   function daySep(ts) {
-    return el('div', { class: 'day', role: 'separator' }, el('span', {}, dayLabel(ts)));
+    const k = dayKey(ts);
+    const label = dayLabel(ts);
+    let d = days.get(k);
+    if (!d) days.set(k, (d = el('div', { class: 'day', role: 'separator' }, el('span', {}, label))));
+    else if (d.textContent !== label) d.firstChild.textContent = label; // "Today" turns "Yesterday"
+    return d;
   }
 
   let renderSeq = 0;
@@ -344,18 +428,15 @@ export function renderApp(root, client, { onLogout }) {
         b = { node: buildBubble(m), sig };
         bubbles.set(m.key, b);
       } else if (b.sig !== sig) {
-        fillBubble(b.node, m);
+        if (m.kind === 'event') b.node = buildBubble(m);
+        else fillBubble(b.node, m);
         b.sig = sig;
-      }
+      } else if (m.kind !== 'event') updateTicks(b.node, m);
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
-    // Reconcile without moving nodes that are already in place (a moved node loses focus).
-    const kids = msgList.children;
-    nodes.forEach((n, i) => {
-      if (kids[i] !== n) msgList.insertBefore(n, kids[i] || null);
-    });
-    while (msgList.children.length > nodes.length) msgList.lastElementChild.remove();
+    for (const [k, d] of [...days]) if (!nodes.includes(d)) days.delete(k);
+    placeChildren(msgList, nodes);
     if (scrollToEnd || nearBottom) msgList.scrollTop = msgList.scrollHeight;
   }
   client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });
@@ -368,15 +449,17 @@ export function renderApp(root, client, { onLogout }) {
   });
 
   function openChat(peer, { focus = true } = {}) {
-    peer = peer.toLowerCase();
+    if (!isGroupPeer(peer)) peer = peer.toLowerCase(); // group ids are case-sensitive
     if (active && active !== peer) {
       client.stoppedTyping();
       if (active !== me) client.unwatch(active);
+      for (const d of [groupInfo.dialog, msgInfo.dialog]) if (d.open) d.close();
     }
     if (active !== peer) {
       active = peer;
       limit = PAGE;
       bubbles.clear();
+      days.clear();
       msgList.replaceChildren();
       textIn.value = drafts.get(peer) || '';
       autosize();
@@ -385,17 +468,17 @@ export function renderApp(root, client, { onLogout }) {
     welcome.hidden = true;
     convBody.hidden = false;
     app.classList.add('in-chat');
-    convAvatar.replaceChildren(avatar(peer));
-    convTitle.textContent = peer === me ? `${me} (you)` : peer;
-    if (peer !== me) client.watch(peer);
-    updateHeader();
+    convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : avatar(peer));
+    convTitle.textContent = chatName(peer);
+    if (peer !== me) client.watch(peer); // users only: groups have no presence
+    updateGroupPane();
     if (location.hash !== `#chat=${encodeURIComponent(peer)}`) history.replaceState(null, '', `#chat=${encodeURIComponent(peer)}`);
     for (const b of chatList.querySelectorAll('button.chat')) {
       if (b.dataset.peer === peer) b.setAttribute('aria-current', 'true');
       else b.removeAttribute('aria-current');
     }
     refreshMessages(true).then(() => client.markSeen(peer));
-    if (focus) textIn.focus();
+    if (focus) (composer.hidden ? msgList : textIn).focus();
   }
 
   function closeChat() {
@@ -432,7 +515,7 @@ export function renderApp(root, client, { onLogout }) {
   }
   textIn.addEventListener('input', () => {
     autosize();
-    if (active && active !== me && textIn.value) client.typed(active);
+    if (active && active !== me && textIn.value && !composer.hidden) client.typed(active);
     else if (!textIn.value) client.stoppedTyping();
   });
   textIn.addEventListener('keydown', (e) => {
@@ -496,7 +579,7 @@ export function renderApp(root, client, { onLogout }) {
   });
 
   function offerImage(file) {
-    if (!active) return;
+    if (!active || composer.hidden) return; // no chat, or a group this user has left
     if (!acceptable(file)) {
       toast('Only JPEG, PNG, WebP and GIF images can be sent.');
       return;
@@ -509,7 +592,7 @@ export function renderApp(root, client, { onLogout }) {
     if (pvUrl) URL.revokeObjectURL(pvUrl);
     pvUrl = URL.createObjectURL(file);
     pvImg.src = pvUrl;
-    pvTitle.textContent = `Send an image to ${active}`;
+    pvTitle.textContent = `Send an image to ${chatName(active)}`;
     pvCaption.value = textIn.value;
     pvDialog.showModal();
     pvSend.focus();
@@ -572,32 +655,14 @@ export function renderApp(root, client, { onLogout }) {
   ncCancel.addEventListener('click', () => ncDialog.close());
   ncForm.addEventListener('submit', async (e) => {
     e.preventDefault();
-    const name = ncInput.value.trim().toLowerCase();
-    if (!/^[a-z0-9_.-]{3,32}$/.test(name)) {
-      ncError.textContent = 'A username is 3 to 32 characters: letters, digits, dot, underscore or dash.';
-      ncInput.setAttribute('aria-invalid', 'true');
-      return;
-    }
-    ncGo.disabled = true;
-    try {
-      if (name !== me) {
-        const u = await api.user(client.session.token, name);
-        client.presence.set(name, { online: !!u.online, last_seen: u.last_seen ?? null });
-      }
-    } catch (err) {
-      ncGo.disabled = false;
-      if (err.status === 404) {
-        ncError.textContent = `There is no user named “${name}”.`;
-        ncInput.setAttribute('aria-invalid', 'true');
-        ncInput.focus();
-        return;
-      }
-      if (err.status === 401) return endSession('Your session has ended. Please log in again.');
-      // Offline: let the user write anyway; the outbox sends it later (or reports no_such_user).
-    }
+    // Offline, a name is let through: the outbox sends later (or reports no_such_user).
+    const name = await checkField(client, ncInput, ncError, ncGo);
+    if (!name) return;
     ncDialog.close();
     openChat(name);
   });
+
+  newGroupBtn.addEventListener('click', () => newGroup.open());
 
   // ---- logout -----------------------------------------------------------------------------
   logoutBtn.addEventListener('click', async () => {

@@ -9,13 +9,24 @@
 //    then dropped by seq (and by msg_id) and acked.
 //  - The outbox is sent in order on every (re)connection with the same client ids; the server
 //    answers a repeated id with the original 'sent', so nothing is delivered twice.
+//  - Groups (section 10): a group's events change its record and add a system line in one
+//    transaction with the seq. A group met for the first time in anything but its "created"
+//    event is fetched (GET /v1/groups/{id}) before that envelope is stored, in the queue, so
+//    the events after it apply on top. HTTP answers (the group object) are applied through the
+//    queue too, and only when no event of that group came in meanwhile: the events are the
+//    order of record, an answer may be older than an event already applied.
 //
-// Events: 'state' (connection), 'chats', 'messages' {peer}, 'presence' {user}, 'typing' {user},
-// 'progress' {key, peer, fraction}, 'toast' {text}, 'notify' {msg}, 'ended' {code}.
+// Events: 'state' (connection), 'chats', 'messages' {peer}, 'presence' {user},
+// 'typing' {peer, user}, 'group' {group_id}, 'progress' {key, peer, fraction}, 'toast' {text},
+// 'notify' {msg, title}, 'ended' {code}.
 import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, putBlob, nextOrder } from './db.js';
 import { Conn } from './conn.js';
 import * as api from './api.js';
 import { newClientId } from './util.js';
+import {
+  GROUP_ID_RE, isGroupPeer, groupPeer, groupIdOf, blankGroup, fromObject, applyEvent, eventText, othersIn,
+  noteReceipt, mergeRcpt, groupTick,
+} from './groups.js';
 
 const RANK = { failed: -1, queued: 0, sent: 1, delivered: 2, read: 3 };
 const rank = (s) => (s in RANK ? RANK[s] : 0);
@@ -28,6 +39,19 @@ const PENDING_TTL_MS = 31 * 86400000;
 export function previewOf(m) {
   if (m.media) return m.body ? `Photo: ${m.body}` : 'Photo';
   return m.body || '';
+}
+
+/** The chat list's line for a message: a group's incoming ones name the sender. */
+export function chatPreview(m, me) {
+  if (m.kind === 'event') return eventText(m, me);
+  return m.group_id && m.dir === 'in' ? `${m.from}: ${previewOf(m)}` : previewOf(m);
+}
+
+const higher = (a, b) => (rank(b) > rank(a) ? b : a);
+
+function typingFrame(peer, state) {
+  const gid = groupIdOf(peer);
+  return gid ? { type: 'typing', group_id: gid, state } : { type: 'typing', to: peer, state };
 }
 
 export class Client extends EventTarget {
@@ -47,8 +71,10 @@ export class Client extends EventTarget {
     this.pumpAgain = false;
     this.progress = new Map(); // client id -> upload fraction
     this.presence = new Map(); // user -> {online, last_seen}
-    this.typingFrom = new Map(); // user -> expiry ms
-    this.typingTimers = new Map();
+    this.typingIn = new Map(); // chat peer -> Map(user -> timer): who is typing there
+    this.groupCache = new Map(); // group_id -> record, as stored (loaded at start)
+    this.evCounts = new Map(); // group_id -> events applied this session (see applyObject)
+    this.groupsSynced = false;
     this.watched = new Set();
     this.activePeer = null; // the conversation on screen
     this.skew = 0; // server clock - local clock (ms), from "ready"
@@ -63,6 +89,7 @@ export class Client extends EventTarget {
     this.db = await openDb(this.user);
     this.db.onclose = () => this.emit('ended', { code: 'db' });
     this.lastSeq = await getMeta(this.db, `seq:${this.session.device_id}`, 0);
+    for (const g of await read(this.db, ['groups'], (s) => reqP(s.groups.getAll()))) this.groupCache.set(g.group_id, g);
     this.purgeOldPending().catch(() => {});
     this.conn = new Conn(this.session.token);
     this.conn.addEventListener('state', (e) => {
@@ -98,7 +125,7 @@ export class Client extends EventTarget {
     if (this.conn) this.conn.stop();
     clearTimeout(this.ackTimer);
     clearTimeout(this.myTyping.timer);
-    for (const t of this.typingTimers.values()) clearTimeout(t);
+    for (const m of this.typingIn.values()) for (const t of m.values()) clearTimeout(t);
     if (this.db) {
       this.db.onclose = null;
       this.db.close();
@@ -123,6 +150,10 @@ export class Client extends EventTarget {
         return;
       case 'synced':
         this.flushReads();
+        if (!this.groupsSynced) {
+          this.groupsSynced = true;
+          this.syncGroups().catch((e) => console.warn('tern: groups not listed', e));
+        }
         return;
       case 'msg':
         return this.onMsg(f);
@@ -138,6 +169,8 @@ export class Client extends EventTarget {
         return;
       case 'typing':
         return this.onTyping(f);
+      case 'group':
+        return this.onGroup(f);
       default:
         return;
     }
@@ -155,20 +188,29 @@ export class Client extends EventTarget {
 
   async onMsg(f) {
     if (!(f.seq > this.lastSeq)) return this.ack(f.seq);
+    const gid = typeof f.group_id === 'string' && GROUP_ID_RE.test(f.group_id) ? f.group_id : null;
+    // A new device, or one logged in after the group was made, meets groups in their messages.
+    if (gid) await this.ensureGroup(gid, true);
     const mine = f.from === this.user;
-    const peer = mine ? f.to : f.from;
-    const seqKey = `seq:${this.session.device_id}`;
+    const peer = gid ? groupPeer(gid) : mine ? f.to : f.from;
     const rec = await write(this.db, ['messages', 'chats', 'pending', 'meta'], async (s) => {
-      s.meta.put({ k: seqKey, v: f.seq });
+      this.putSeq(s, f.seq);
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
       if (have !== undefined) return null; // at-least-once delivery: a repeat
       const m = { key: f.msg_id, n: nextOrder(), msg_id: f.msg_id, peer, from: f.from, to: f.to, dir: mine ? 'out' : 'in', ts: f.ts, body: f.body || '' };
+      if (gid) m.group_id = gid;
       if (f.media && f.media.media_id) m.media = f.media;
       if (mine) m.status = 'sent';
       else m.unread = 1;
+      if (gid && mine) {
+        // Sent from another of my devices: its 'sent' (and recipients) went there; count the
+        // other members as this device knows them.
+        m.members = othersIn(this.groupCache.get(gid), this.user);
+        m.recipients = m.members.length;
+      }
       const p = await reqP(s.pending.get(f.msg_id));
       if (p) {
-        if (mine && rank(p.status) > rank(m.status)) m.status = p.status;
+        this.applyPending(m, p);
         if (!mine && p.status === 'read') delete m.unread; // read on another of my devices
         s.pending.delete(f.msg_id);
       }
@@ -179,36 +221,64 @@ export class Client extends EventTarget {
     this.lastSeq = f.seq;
     this.ack(f.seq);
     if (!rec) return;
-    if (!mine) this.stopTypingOf(f.from);
+    if (!mine) this.stopTypingOf(peer, f.from);
     this.emit('messages', { peer });
     this.emit('chats');
     if (!mine) {
       if (peer === this.activePeer && this.attentive()) this.markSeen(peer);
-      else this.emit('notify', { msg: rec });
+      else this.emit('notify', { msg: rec, title: gid ? this.groupName(gid) : f.from });
     }
+  }
+
+  putSeq(s, seq) {
+    s.meta.put({ k: `seq:${this.session.device_id}`, v: seq });
+  }
+
+  /** A receipt kept for a message that was not here yet, applied to it now. */
+  applyPending(m, p) {
+    if (m.dir !== 'out') return;
+    if (m.group_id) {
+      if (p.rcpt) m.rcpt = mergeRcpt(m.rcpt, p.rcpt);
+      m.status = higher(m.status, groupTick(m));
+    } else m.status = higher(m.status, p.status);
   }
 
   async onReceipt(f) {
     if (!(f.seq > this.lastSeq)) return this.ack(f.seq);
-    const seqKey = `seq:${this.session.device_id}`;
     const ids = Array.isArray(f.msg_ids) ? f.msg_ids : [];
-    const outgoing = f.from === this.user && f.by !== this.user; // ticks on what I sent
-    const readHere = f.by === this.user && f.from !== this.user && f.status === 'read'; // I read it elsewhere
+    // `by` is a name in 1:1 receipts and a list in group ones.
+    const by = Array.isArray(f.by) ? f.by.filter((u) => typeof u === 'string') : typeof f.by === 'string' ? [f.by] : [];
+    const others = by.filter((u) => u !== this.user);
+    const group = typeof f.group_id === 'string';
+    const ts = Number.isFinite(f.ts) ? f.ts : Date.now() + this.skew;
+    const outgoing = f.from === this.user && others.length > 0; // ticks on what I sent
+    const readHere = by.includes(this.user) && f.from !== this.user && f.status === 'read'; // I read it elsewhere
     const peers = new Set();
     await write(this.db, ['messages', 'chats', 'pending', 'meta'], async (s) => {
-      s.meta.put({ k: seqKey, v: f.seq });
+      this.putSeq(s, f.seq);
       if (!outgoing && !readHere) return;
       for (const id of ids) {
         const key = await reqP(s.messages.index('msg_id').getKey(id));
         if (key === undefined) {
           // The receipt overtook the message ('sent' not seen yet, e.g. after a reconnect):
           // keep it until the message is stored.
-          const p = await reqP(s.pending.get(id));
-          if (!p || rank(f.status) > rank(p.status)) s.pending.put({ msg_id: id, status: f.status, at: Date.now() });
+          const old = await reqP(s.pending.get(id));
+          const p = old || { msg_id: id, status: f.status };
+          p.status = higher(p.status, f.status);
+          p.at = Date.now();
+          if (group && outgoing) p.rcpt = noteReceipt(p.rcpt, others, f.status, ts);
+          s.pending.put(p);
           continue;
         }
         const m = await reqP(s.messages.get(key));
-        if (outgoing && m.dir === 'out' && rank(f.status) > rank(m.status)) {
+        if (outgoing && m.dir === 'out' && m.group_id) {
+          // Each member's times are kept (the message info view), the ticks follow from them.
+          m.rcpt = noteReceipt(m.rcpt, others, f.status, ts);
+          m.status = higher(m.status, groupTick(m));
+          s.messages.put(m);
+          await this.touchChat(s, m);
+          peers.add(m.peer);
+        } else if (outgoing && m.dir === 'out' && rank(f.status) > rank(m.status)) {
           m.status = f.status;
           s.messages.put(m);
           await this.touchChat(s, m);
@@ -238,9 +308,16 @@ export class Client extends EventTarget {
       m.msg_id = f.msg_id;
       m.ts = f.ts || m.ts;
       if (rank(m.status) < rank('sent')) m.status = 'sent';
+      if (m.group_id) {
+        // Who it is for: the members as this device knows them now (the server counts them at
+        // acceptance, which is a moment ago); how many the server reached, and who it skipped.
+        m.members = othersIn(this.groupCache.get(m.group_id), this.user);
+        m.recipients = Number.isInteger(f.recipients) ? f.recipients : m.members.length;
+        if (Array.isArray(f.skipped) && f.skipped.length) m.skipped = f.skipped.filter((u) => typeof u === 'string');
+      }
       const p = await reqP(s.pending.get(f.msg_id));
       if (p) {
-        if (rank(p.status) > rank(m.status)) m.status = p.status;
+        this.applyPending(m, p);
         s.pending.delete(f.msg_id);
       }
       delete m.error;
@@ -267,7 +344,8 @@ export class Client extends EventTarget {
       setTimeout(() => this.pump(), 2000);
       return;
     }
-    const text = f.code === 'no_such_user' ? 'There is no user with that name.' : f.message || f.code;
+    const text = f.code === 'no_such_user' ? 'There is no user with that name.'
+      : f.code === 'no_such_group' ? 'you are not a member of this group' : f.message || f.code;
     await this.failMessage(f.id, text);
   }
 
@@ -291,23 +369,213 @@ export class Client extends EventTarget {
 
   onTyping(f) {
     const u = f.from;
-    if (!u) return;
-    if (f.state === 'composing') {
-      this.typingFrom.set(u, Date.now() + TYPING_SHOW_MS);
-      clearTimeout(this.typingTimers.get(u));
-      this.typingTimers.set(u, setTimeout(() => this.stopTypingOf(u), TYPING_SHOW_MS));
-      this.emit('typing', { user: u });
-    } else this.stopTypingOf(u);
+    if (typeof u !== 'string' || u === this.user) return;
+    const peer = typeof f.group_id === 'string' ? groupPeer(f.group_id) : u;
+    if (f.state !== 'composing') return this.stopTypingOf(peer, u);
+    let here = this.typingIn.get(peer);
+    if (!here) this.typingIn.set(peer, (here = new Map()));
+    clearTimeout(here.get(u));
+    here.set(u, setTimeout(() => this.stopTypingOf(peer, u), TYPING_SHOW_MS));
+    this.emit('typing', { peer, user: u });
   }
 
-  stopTypingOf(u) {
-    clearTimeout(this.typingTimers.get(u));
-    this.typingTimers.delete(u);
-    if (this.typingFrom.delete(u)) this.emit('typing', { user: u });
+  stopTypingOf(peer, u) {
+    const here = this.typingIn.get(peer);
+    if (!here || !here.has(u)) return;
+    clearTimeout(here.get(u));
+    here.delete(u);
+    if (!here.size) this.typingIn.delete(peer);
+    this.emit('typing', { peer, user: u });
+  }
+
+  /** Who is typing in a conversation now (for a 1:1 chat, the peer or nobody). */
+  typers(peer) {
+    const here = this.typingIn.get(peer);
+    return here ? [...here.keys()] : [];
   }
 
   isTyping(u) {
-    return (this.typingFrom.get(u) || 0) > Date.now();
+    return this.typers(u).includes(u);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // groups
+
+  /** A `group` envelope: the record changes and a system line joins the conversation, with
+   *  the seq, in one transaction. */
+  async onGroup(f) {
+    if (!(f.seq > this.lastSeq)) return this.ack(f.seq);
+    const gid = typeof f.group_id === 'string' && GROUP_ID_RE.test(f.group_id) ? f.group_id : null;
+    if (gid && f.event !== 'created') await this.ensureGroup(gid);
+    const peer = gid && groupPeer(gid);
+    const res = await write(this.db, ['groups', 'messages', 'chats', 'meta'], async (s) => {
+      this.putSeq(s, f.seq);
+      if (!gid) return null; // malformed: stored as seen, so that it is acked
+      const prev = (await reqP(s.groups.get(gid))) || blankGroup(gid);
+      const { group, line } = applyEvent(prev, f, this.user);
+      s.groups.put(group);
+      if (!line) return { group, line: null };
+      // "created" has one line per group: the creator's device wrote it from the HTTP answer.
+      line.key = f.event === 'created' ? `ev:${gid}:created` : `ev:${this.session.device_id}:${f.seq}`;
+      if (f.event === 'created' && (await reqP(s.messages.get(line.key)))) return { group, line: null };
+      line.n = nextOrder();
+      line.peer = peer;
+      s.messages.put(line);
+      await this.bumpChat(s, line, 0);
+      return { group, line };
+    });
+    this.lastSeq = f.seq;
+    this.ack(f.seq);
+    if (!res) return;
+    this.groupCache.set(gid, res.group);
+    this.evCounts.set(gid, (this.evCounts.get(gid) || 0) + 1);
+    if (f.event === 'removed' || f.event === 'left') for (const u of res.line ? res.line.users : []) this.stopTypingOf(peer, u);
+    this.emit('group', { group_id: gid });
+    this.emit('messages', { peer });
+    this.emit('chats');
+  }
+
+  /** Makes sure a group has a record, fetching it when this device has never heard of it
+   *  (runs in the frame queue: nothing else is stored meanwhile). member: a message came from
+   *  it, so this user was in it then. */
+  async ensureGroup(gid, member = false) {
+    if (this.groupCache.has(gid)) return;
+    let obj = null;
+    let gone = false;
+    try {
+      obj = await api.group(this.session.token, gid);
+    } catch (e) {
+      // 404: no longer a member (or gone); offline: later. Either way the events still apply.
+      gone = e.status === 404;
+      if (!gone && e.status !== 0) console.warn('tern: group', gid, e);
+    }
+    let g;
+    if (obj && obj.group_id === gid) g = fromObject(obj, this.user);
+    else {
+      g = blankGroup(gid);
+      g.partial = true; // fetched again after the next sync (syncGroups)
+      g.member = member && !gone;
+    }
+    await write(this.db, ['groups'], async (s) => {
+      if (!(await reqP(s.groups.get(gid)))) s.groups.put(g);
+    });
+    this.groupCache.set(gid, g);
+  }
+
+  /** Applies a group object from the server (an HTTP answer) through the frame queue, unless an
+   *  event of that group was applied since `since` (evCounts at the request): then the events
+   *  have the last word. newChat: give it a chat list entry when it has none. */
+  applyObject(obj, since, { newChat = false } = {}) {
+    return this.enqueue(async () => {
+      const gid = obj && obj.group_id;
+      if (!gid || !GROUP_ID_RE.test(gid) || (this.evCounts.get(gid) || 0) !== since) return null;
+      const g = await write(this.db, ['groups', 'chats'], async (s) => {
+        const next = fromObject(obj, this.user, await reqP(s.groups.get(gid)));
+        s.groups.put(next);
+        const peer = groupPeer(gid);
+        if (newChat && !(await reqP(s.chats.get(peer)))) s.chats.put({ peer, group_id: gid, unread: 0, last_ts: next.created_at, preview: '' });
+        return next;
+      });
+      this.groupCache.set(gid, g);
+      this.emit('group', { group_id: gid });
+      this.emit('chats');
+      return g;
+    });
+  }
+
+  /** Runs fn after every frame received so far has been handled, in the same queue. */
+  enqueue(fn) {
+    const p = this.q.then(fn);
+    this.q = p.catch(() => {});
+    return p;
+  }
+
+  /** Once per session: the groups the server has this user in that this device has never
+   *  seen (a device logged in after they were made) join the chat list. */
+  async syncGroups() {
+    let after = null;
+    for (let page = 0; page < 100; page++) {
+      const r = await api.groups(this.session.token, after);
+      for (const item of r.groups || []) {
+        if (!item || !GROUP_ID_RE.test(item.group_id || '')) continue;
+        const known = this.groupCache.get(item.group_id);
+        if (known && !known.partial) continue;
+        const since = this.evCounts.get(item.group_id) || 0;
+        try {
+          await this.applyObject(await api.group(this.session.token, item.group_id), since, { newChat: true });
+        } catch { /* left meanwhile, or offline: its events will say */ }
+      }
+      if (!r.next) break;
+      after = r.next;
+    }
+  }
+
+  group(gid) {
+    return this.groupCache.get(gid) || null;
+  }
+
+  groupName(gid) {
+    const g = this.groupCache.get(gid);
+    return (g && g.name) || 'Group';
+  }
+
+  /** POST /v1/groups; the group and its "created" line are stored from the answer (the event
+   *  follows on the WebSocket and finds them). Returns the chat id. */
+  async createGroup(name, description, members) {
+    const obj = await api.createGroup(this.session.token, { name, description, members });
+    const gid = obj.group_id;
+    const since = this.evCounts.get(gid) || 0;
+    await this.enqueue(async () => {
+      const peer = groupPeer(gid);
+      const g = await write(this.db, ['groups', 'messages', 'chats'], async (s) => {
+        const next = fromObject(obj, this.user, await reqP(s.groups.get(gid)));
+        if ((this.evCounts.get(gid) || 0) === since) s.groups.put(next);
+        const key = `ev:${gid}:created`;
+        if (!(await reqP(s.messages.get(key)))) {
+          const line = { key, n: nextOrder(), kind: 'event', peer, group_id: gid, ts: next.created_at, event: 'created', by: this.user, users: next.members.map((m) => m.user), name: next.name };
+          s.messages.put(line);
+          await this.bumpChat(s, line, 0);
+        }
+        return (this.evCounts.get(gid) || 0) === since ? next : null;
+      });
+      if (g) this.groupCache.set(gid, g);
+    });
+    this.emit('group', { group_id: gid });
+    this.emit('chats');
+    return groupPeer(gid);
+  }
+
+  /** An admin action or a refresh: the answer's group object is applied (see applyObject). */
+  async groupCall(gid, fn) {
+    const since = this.evCounts.get(gid) || 0;
+    const obj = await fn(this.session.token);
+    if (obj && obj.group_id) await this.applyObject(obj, since);
+    return obj;
+  }
+
+  refreshGroup(gid) {
+    return this.groupCall(gid, (t) => api.group(t, gid));
+  }
+
+  renameGroup(gid, fields) {
+    return this.groupCall(gid, (t) => api.patchGroup(t, gid, fields));
+  }
+
+  addMembers(gid, users) {
+    return this.groupCall(gid, (t) => api.addMembers(t, gid, users));
+  }
+
+  removeMember(gid, user) {
+    return this.groupCall(gid, (t) => api.removeMember(t, gid, user));
+  }
+
+  setAdmin(gid, user, on) {
+    return this.groupCall(gid, (t) => api.setAdmin(t, gid, user, on));
+  }
+
+  /** Leaving answers 204; the "left" event does the rest. */
+  leaveGroup(gid) {
+    return api.removeMember(this.session.token, gid, this.user);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -315,6 +583,7 @@ export class Client extends EventTarget {
 
   async bumpChat(s, m, unreadDelta) {
     const c = (await reqP(s.chats.get(m.peer))) || { peer: m.peer, unread: 0, last_ts: 0 };
+    if (m.group_id) c.group_id = m.group_id;
     if (!c.last_key || m.ts >= c.last_ts || c.last_key === m.key) this.setLast(c, m);
     c.unread = Math.max(0, (c.unread || 0) + unreadDelta);
     s.chats.put(c);
@@ -323,7 +592,7 @@ export class Client extends EventTarget {
   setLast(c, m) {
     c.last_ts = m.ts;
     c.last_key = m.key;
-    c.preview = previewOf(m);
+    c.preview = chatPreview(m, this.user);
     c.last_dir = m.dir;
     c.last_status = m.status;
   }
@@ -369,6 +638,10 @@ export class Client extends EventTarget {
     return loadMessages(this.db, peer, limit);
   }
 
+  message(key) {
+    return read(this.db, ['messages'], (s) => reqP(s.messages.get(key)));
+  }
+
   blob(key) {
     return getBlob(this.db, key);
   }
@@ -377,12 +650,23 @@ export class Client extends EventTarget {
     return putBlob(this.db, key, blob);
   }
 
-  async sendText(peer, body) {
+  /** A new outgoing message's record and outbox entry: to a user, or to a group's chat id. */
+  outgoing(peer, body, media) {
     const id = newClientId();
-    const m = { key: id, n: nextOrder(), id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now() + this.skew, body, status: 'queued' };
+    const m = { key: id, n: nextOrder(), id, peer, from: this.user, dir: 'out', ts: Date.now() + this.skew, body, status: 'queued' };
+    const out = { id };
+    const gid = groupIdOf(peer);
+    if (gid) m.group_id = out.group_id = gid;
+    else m.to = out.to = peer;
+    if (media) m.media = media;
+    return { id, m, out };
+  }
+
+  async sendText(peer, body) {
+    const { m, out } = this.outgoing(peer, body);
     await write(this.db, ['messages', 'outbox', 'chats'], async (s) => {
       s.messages.put(m);
-      s.outbox.put({ id, to: peer, body });
+      s.outbox.put({ ...out, body });
       await this.bumpChat(s, m, 0);
     });
     this.emit('messages', { peer });
@@ -391,15 +675,15 @@ export class Client extends EventTarget {
   }
 
   async sendImage(peer, blob, caption, dims) {
-    const id = newClientId();
-    const local = `up:${id}`;
-    const media = { mime: blob.type, size: blob.size, local };
+    const media = { mime: blob.type, size: blob.size };
     if (dims) Object.assign(media, dims);
-    const m = { key: id, n: nextOrder(), id, peer, from: this.user, to: peer, dir: 'out', ts: Date.now() + this.skew, body: caption || '', media, status: 'queued' };
+    const { id, m, out } = this.outgoing(peer, caption || '', media);
+    const local = `up:${id}`;
+    media.local = local;
     await write(this.db, ['messages', 'outbox', 'chats', 'blobs'], async (s) => {
       s.blobs.put({ key: local, blob });
       s.messages.put(m);
-      s.outbox.put({ id, to: peer, body: caption || undefined, upload: true });
+      s.outbox.put({ ...out, body: caption || undefined, upload: true });
       await this.bumpChat(s, m, 0);
     });
     this.emit('messages', { peer });
@@ -451,7 +735,9 @@ export class Client extends EventTarget {
             this.pumpAgain = true; // re-read the outbox: the item changed or left
             break;
           }
-          const frame = { type: 'send', id: it.id, to: it.to };
+          const frame = { type: 'send', id: it.id };
+          if (it.group_id) frame.group_id = it.group_id;
+          else frame.to = it.to;
           if (it.body) frame.body = it.body;
           if (it.media_id) frame.media = { media_id: it.media_id };
           if (!this.conn.send(frame)) {
@@ -476,7 +762,7 @@ export class Client extends EventTarget {
       return 'failed';
     }
     const msg = await read(this.db, ['messages'], (s) => reqP(s.messages.get(it.id)));
-    const peer = msg ? msg.peer : it.to;
+    const peer = msg ? msg.peer : it.to || groupPeer(it.group_id);
     const progress = (fraction) => {
       this.progress.set(it.id, fraction);
       this.emit('progress', { key: it.id, peer, fraction });
@@ -552,16 +838,23 @@ export class Client extends EventTarget {
     if (!this.conn || !this.conn.open) return;
     const owed = await read(this.db, ['messages'], (s) => reqP(s.messages.index('rr').getAll()));
     if (!owed.length) return;
+    // One read frame per conversation, and in a group per sender (`peer` is whom it tells).
     const byPeer = new Map();
-    for (const m of owed) {
-      if (!byPeer.has(m.rr)) byPeer.set(m.rr, []);
-      byPeer.get(m.rr).push(m);
-    }
     const sent = [];
-    for (const [peer, ms] of byPeer) {
+    for (const m of owed) {
+      const gid = groupIdOf(m.rr);
+      if (gid && !(this.groupCache.get(gid) || {}).member) {
+        sent.push(m); // no longer in the group: the server would refuse it (no_such_group)
+        continue;
+      }
+      const k = gid ? `${m.rr}\n${m.from}` : m.rr;
+      if (!byPeer.has(k)) byPeer.set(k, { frame: gid ? { type: 'read', group_id: gid, peer: m.from } : { type: 'read', peer: m.rr }, ms: [] });
+      byPeer.get(k).ms.push(m);
+    }
+    for (const { frame, ms } of byPeer.values()) {
       for (let i = 0; i < ms.length; i += READ_CHUNK) {
         const chunk = ms.slice(i, i + READ_CHUNK);
-        if (!this.conn.send({ type: 'read', peer, msg_ids: chunk.map((m) => m.msg_id) })) break;
+        if (!this.conn.send({ ...frame, msg_ids: chunk.map((m) => m.msg_id) })) break;
         sent.push(...chunk);
       }
     }
@@ -588,7 +881,7 @@ export class Client extends EventTarget {
       t.sentAt = 0;
     }
     if (now - t.sentAt >= TYPING_SEND_EVERY_MS) {
-      if (this.conn && this.conn.send({ type: 'typing', to: peer, state: 'composing' })) t.sentAt = now;
+      if (this.conn && this.conn.send(typingFrame(peer, 'composing'))) t.sentAt = now;
     }
     clearTimeout(t.timer);
     t.timer = setTimeout(() => this.stoppedTyping(), TYPING_PAUSE_AFTER_MS);
@@ -598,13 +891,13 @@ export class Client extends EventTarget {
     const t = this.myTyping;
     clearTimeout(t.timer);
     t.timer = null;
-    if (t.peer && t.sentAt && this.conn) this.conn.send({ type: 'typing', to: t.peer, state: 'paused' });
+    if (t.peer && t.sentAt && this.conn) this.conn.send(typingFrame(t.peer, 'paused'));
     t.peer = null;
     t.sentAt = 0;
   }
 
   watch(user) {
-    if (this.watched.has(user)) return;
+    if (isGroupPeer(user) || this.watched.has(user)) return;
     this.watched.add(user);
     if (this.conn) this.conn.send({ type: 'watch', users: [user] });
   }

@@ -3,20 +3,26 @@
 // deleted on logout.
 //
 // Object stores:
-//   messages  key 'key' (client id for what we sent from here, else the server's msg_id)
-//             { key, n, id?, msg_id?, peer, from, to, dir:'in'|'out', ts, body, media?,
+//   messages  key 'key' (client id for what we sent from here, else the server's msg_id;
+//             'ev:...' for a group's system line, see groups.js)
+//             { key, n, id?, msg_id?, peer, from, to, group_id?, dir:'in'|'out', ts, body, media?,
 //               status?: 'queued'|'sent'|'delivered'|'read'|'failed' (outgoing),
-//               unread?: 1 (incoming, not yet seen), rr?: peer (read receipt owed), error? }
+//               unread?: 1 (incoming, not yet seen), rr?: peer (read receipt owed), error?,
+//               group messages of mine: recipients?, skipped?, members? (who should get it),
+//               rcpt?: {user: {d, r}} (each member's delivered and read times) }
 //             indexes: peer_ts [peer, ts, n] (n: local arrival order, see nextOrder);
 //             msg_id (unique); unread [peer, unread]; rr
-//   chats     key 'peer' { peer, last_ts, last_key, preview, last_dir, last_status, unread }
-//   outbox    autoincrement key 'n' { n, id, to, body?, media_id?, upload?: true }: sent in n order
-//   pending   key 'msg_id' { msg_id, status, at }: receipts for messages not here yet
+//             peer is the other user, or "g:<group_id>" for a group
+//   chats     key 'peer' { peer, group_id?, last_ts, last_key, preview, last_dir, last_status, unread }
+//   outbox    autoincrement key 'n' { n, id, to | group_id, body?, media_id?, upload?: true }: sent
+//             in n order
+//   pending   key 'msg_id' { msg_id, status, at, rcpt? }: receipts for messages not here yet
+//   groups    key 'group_id': the groups this user is or was in (groups.js)
 //   blobs     key 'key' { key, blob }: 'up:<client id>' (an image we sent), 'thumb:<media_id>',
 //             'full:<media_id>' (fetched once: the server deletes media after delivery)
 //   meta      key 'k' { k, v }: 'seq:<device_id>' the highest seq stored
 
-const VERSION = 2;
+const VERSION = 3;
 
 let lastOrder = 0;
 /** A local, increasing number stored with each message as `n`: it orders messages with the same
@@ -76,6 +82,7 @@ export async function openDb(user) {
       };
     }
     if (ev.oldVersion < 2) m.createIndex('peer_ts', ['peer', 'ts', 'n']);
+    if (ev.oldVersion < 3) db.createObjectStore('groups', { keyPath: 'group_id' });
   };
   const db = await reqP(req);
   // Another tab deleting this database (logout there) must not be blocked by us.

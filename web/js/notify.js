@@ -35,11 +35,12 @@ export async function ask() {
   }
 }
 
-/** Shows a notification for an incoming message when the page is not in view. */
-export function messageArrived(m, onClick) {
+/** Shows a notification for an incoming message when the page is not in view. title: the
+ *  sender, or the group's name (the line then says who wrote). */
+export function messageArrived(m, onClick, title = m.from) {
   if (document.visibilityState === 'visible' || permission() !== 'granted') return;
-  const title = m.from;
-  const opts = { body: previewOf(m).slice(0, 200), tag: `tern:${m.peer}`, renotify: true, icon: 'icon.svg', data: { peer: m.peer } };
+  const body = m.group_id ? `${m.from}: ${previewOf(m)}` : previewOf(m);
+  const opts = { body: body.slice(0, 200), tag: `tern:${m.peer}`, renotify: true, icon: 'icon.svg', data: { peer: m.peer } };
   try {
     const n = new Notification(title, opts);
     n.onclick = () => {

@@ -21,6 +21,16 @@ export function el(tag, props = {}, ...children) {
   return e;
 }
 
+/** Makes parent's children exactly `nodes`, in order, moving only what is out of place (a
+ *  moved node loses its focus, and a click in progress on it). */
+export function placeChildren(parent, nodes) {
+  const kids = parent.children;
+  nodes.forEach((n, i) => {
+    if (kids[i] !== n) parent.insertBefore(n, kids[i] || null);
+  });
+  while (kids.length > nodes.length) parent.lastElementChild.remove();
+}
+
 const SVGNS = 'http://www.w3.org/2000/svg';
 
 // Icon paths (24x24 unless noted). Drawn with DOM calls, so the CSP needs no inline anything.
@@ -29,6 +39,7 @@ const ICONS = {
   clip: { d: 'M16.5 6.5v10a4.5 4.5 0 0 1-9 0V5a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6.5', stroke: 1.8 },
   back: { d: 'M20 11H7.8l5.6-5.6L12 4l-8 8 8 8 1.4-1.4L7.8 13H20z', fill: true },
   newchat: { d: 'M12 5v14M5 12h14', stroke: 2.2 },
+  group: { d: 'M9 11a3.5 3.5 0 1 0 0-7 3.5 3.5 0 0 0 0 7zM2.5 20a6.5 6.5 0 0 1 13 0M15.5 4.4a3.5 3.5 0 0 1 0 6.2M17.5 13.8a6.5 6.5 0 0 1 4 6.2', stroke: 1.9 },
   logout: { d: 'M10 4H5v16h5M15 8l4 4-4 4M9 12h10', stroke: 2 },
   close: { d: 'M6 6l12 12M18 6 6 18', stroke: 2.2 },
   bell: { d: 'M6 17V11a6 6 0 0 1 12 0v6l2 2H4zM10 21h4', stroke: 1.8 },
@@ -103,6 +114,18 @@ export function listTime(ms, now = Date.now()) {
   const d = new Date(ms);
   if (n > 1 && n < 7) return d.toLocaleDateString(undefined, { weekday: 'long' });
   return d.toLocaleDateString(undefined, { day: '2-digit', month: '2-digit', year: 'numeric' });
+}
+
+/** "Today at 14:02", "Yesterday at 09:10", "Monday at …", "3 March 2025 at …". */
+export function whenText(ms, now = Date.now()) {
+  return `${dayLabel(ms, now)} at ${hhmm(ms)}`;
+}
+
+/** A stable one of 8 colours for a name (avatars, senders' names in groups). */
+export function colourIndex(name) {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return h % 8;
 }
 
 /** "last seen today at 14:02" / "yesterday at" / "on 3 March at"; '' when never seen. */

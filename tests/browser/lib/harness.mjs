@@ -1,6 +1,8 @@
 // harness for the browser tests: a real ternd on a free port with a temp data dir, and
 // Debian's chromium driven by playwright-core (headless).
 import { spawn } from 'node:child_process';
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -91,4 +93,22 @@ export async function until(what, fn, timeout = 10000) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** For a test file: ternd (with extra args) and chromium started before its tests and stopped
+ *  after them, ternd's exit checked. The returned object has .server and .browser by then. */
+export function serverAndBrowser(extraArgs = []) {
+  const env = { server: null, browser: null };
+  before(async () => {
+    env.server = await startServer(extraArgs);
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    if (env.browser) await env.browser.close();
+    if (env.server) {
+      const r = await env.server.stop();
+      assert.equal(r.code, 0, `ternd exit: ${JSON.stringify(r)}\n${env.server.log().slice(-2000)}`);
+    }
+  });
+  return env;
 }
