@@ -31,15 +31,52 @@ static void error_reset(tern_frame_error *err) {
 
 /* ---- decoding: reading fields out of the tree ---- */
 
+/* The root object's members, indexed once per frame: a frame has a handful of members and the
+ * decoder asks for twenty-odd keys, most of them absent; comparing lengths first makes an
+ * absent key cost a few integer compares instead of a strcmp against every member. */
+enum { ROOT_INDEX_MAX = 16 };
+typedef struct root_member {
+  size_t n;            /* key length */
+  const cJSON *item;   /* the member (item->string is its key) */
+} root_member;
+
 typedef struct decoder {
   const cJSON *root;     /* the frame's object */
   tern_frame *f;         /* being filled */
-  tern_frame_checker c;             /* its error is the caller's */
+  tern_frame_checker c;  /* its error is the caller's */
+  root_member idx[ROOT_INDEX_MAX]; /* the root's members, first occurrence of each key */
+  size_t nidx;           /* how many; SIZE_MAX when the root has more (then cJSON answers) */
 } decoder;
 
 #define DFAIL(d, ...) tern_frame_fail((d)->c.err, TERN_BAD_REQUEST, __VA_ARGS__)
 
 static const cJSON *field(const cJSON *obj, const char *key) { return tern_wire_get(obj, key); }
+
+static void index_root(decoder *d) {
+  d->nidx = 0;
+  for (const cJSON *it = d->root->child; it; it = it->next) {
+    if (d->nidx == ROOT_INDEX_MAX) {
+      d->nidx = SIZE_MAX;
+      return;
+    }
+    d->idx[d->nidx++] = (root_member){it->string ? strlen(it->string) : 0, it};
+  }
+}
+
+/* A member of the root: the same answer as field(d->root, key), with duplicate keys' first
+ * occurrence winning as cJSON's lookup does. */
+static const cJSON *root_field_n(const decoder *d, const char *key, size_t n) {
+  if (d->nidx == SIZE_MAX) return field(d->root, key);
+  for (size_t i = 0; i < d->nidx; i++) {
+    const root_member *m = &d->idx[i];
+    if (m->n == n && m->item->string && memcmp(m->item->string, key, n) == 0) return m->item;
+  }
+  return NULL;
+}
+
+static const cJSON *root_field(const decoder *d, const char *key) { return root_field_n(d, key, strlen(key)); }
+/* For the K_ literals: their length is known at compile time. */
+#define ROOT(d, k) root_field_n((d), (k), sizeof(k) - 1)
 
 /* Lower-cases ASCII letters only: usernames are ASCII, and anything else must stay as the
  * client sent it so that error messages can quote it. */
@@ -56,7 +93,7 @@ static char *dup_str(const cJSON *it) { return tern_strdup(it->valuestring); }
 
 /* An optional string field: absent or null leaves *out NULL; anything but a string fails. */
 static int opt_str(decoder *d, const cJSON *obj, const char *key, const char *what, char **out) {
-  const cJSON *it = field(obj, key);
+  const cJSON *it = obj == d->root ? root_field(d, key) : field(obj, key);
   if (!tern_wire_present(it)) return 0;
   if (!cJSON_IsString(it)) return DFAIL(d, "%s must be a string", what);
   *out = dup_str(it);
@@ -65,7 +102,7 @@ static int opt_str(decoder *d, const cJSON *obj, const char *key, const char *wh
 
 /* An optional object field: *out gets it, or NULL when absent or null. */
 static int opt_obj(decoder *d, const char *key, const cJSON **out) {
-  const cJSON *it = field(d->root, key);
+  const cJSON *it = root_field(d, key);
   *out = NULL;
   if (!tern_wire_present(it)) return 0;
   if (!cJSON_IsObject(it)) return DFAIL(d, "%s must be an object", key);
@@ -75,7 +112,7 @@ static int opt_obj(decoder *d, const char *key, const cJSON **out) {
 
 /* A required array field, counted against max (too_large) before anything is allocated. */
 static int array_field(decoder *d, const cJSON *obj, const char *key, size_t max, const cJSON **arr, size_t *n) {
-  const cJSON *it = field(obj, key);
+  const cJSON *it = obj == d->root ? root_field(d, key) : field(obj, key);
   if (!cJSON_IsArray(it)) return DFAIL(d, "%s must be an array", key);
   size_t k = 0;
   for (const cJSON *e = it->child; e; e = e->next) {
@@ -89,7 +126,7 @@ static int array_field(decoder *d, const cJSON *obj, const char *key, size_t max
 /* Reads the username field `key` (to or peer): a string is required; it is lower-cased into
  * f->to_raw and, when it is a valid username, copied into *valid, else f->to_invalid is set. */
 static int username_field(decoder *d, const char *key, char **valid) {
-  const cJSON *it = field(d->root, key);
+  const cJSON *it = root_field(d, key);
   if (!cJSON_IsString(it)) return DFAIL(d, "%s must be a string", key);
   const char *s = it->valuestring;
   size_t n = strlen(s);
@@ -112,13 +149,13 @@ static int target_fields(decoder *d) {
   int rc = d->c.v11 ? opt_str(d, d->root, K_GROUP_ID, K_GROUP_ID, &f->group_id) : 0;
   if (rc) return rc;
   if (!f->group_id) return username_field(d, K_TO, &f->to);
-  if (tern_wire_present(field(d->root, K_TO)))
+  if (tern_wire_present(ROOT(d, K_TO)))
     return DFAIL(d, "%s needs exactly one of to and group_id", f->type == TERN_FRAME_SEND ? "send" : "typing");
   return 0;
 }
 
 static int dec_auth(decoder *d) {
-  const cJSON *tok = field(d->root, K_TOKEN);
+  const cJSON *tok = ROOT(d, K_TOKEN);
   if (!cJSON_IsString(tok)) return DFAIL(d, "token must be a string");
   d->f->token = dup_str(tok);
   return tern_frame_check_auth(&d->c, d->f);
@@ -126,7 +163,7 @@ static int dec_auth(decoder *d) {
 
 static int dec_e2e(decoder *d) {
   tern_frame *f = d->f;
-  const cJSON *arr = field(d->root, K_E2E);
+  const cJSON *arr = ROOT(d, K_E2E);
   if (!tern_wire_present(arr)) return 0;
   size_t n;
   int rc = array_field(d, d->root, K_E2E, d->c.max_devices, &arr, &n);
@@ -163,7 +200,7 @@ static int dec_of(decoder *d, const char *key, char **out) {
 
 static int dec_mentions(decoder *d) {
   tern_frame *f = d->f;
-  if (!tern_wire_present(field(d->root, K_MENTIONS))) return 0;
+  if (!tern_wire_present(ROOT(d, K_MENTIONS))) return 0;
   const cJSON *arr;
   size_t n;
   int rc = array_field(d, d->root, K_MENTIONS, TERN_MENTIONS_MAX, &arr, &n);
@@ -196,7 +233,7 @@ static int dec_mentions(decoder *d) {
 
 static int dec_send(decoder *d) {
   tern_frame *f = d->f;
-  const cJSON *id = field(d->root, K_ID);
+  const cJSON *id = ROOT(d, K_ID);
   if (!cJSON_IsString(id) || tern_frame_check_id(&d->c, K_ID, id->valuestring, TERN_CLIENT_ID_MAX)) {
     return DFAIL(d, "id must be a string of 1 to %d printable ASCII characters", TERN_CLIENT_ID_MAX);
   }
@@ -208,7 +245,7 @@ static int dec_send(decoder *d) {
   int rc = target_fields(d);
   if (rc) return rc;
 
-  const cJSON *body = field(d->root, K_BODY);
+  const cJSON *body = ROOT(d, K_BODY);
   if (tern_wire_present(body)) {
     if (!cJSON_IsString(body)) return DFAIL(d, "body must be a string");
     /* An empty body carries nothing: it is treated as absent (so a media-only message never
@@ -232,7 +269,7 @@ static int dec_send(decoder *d) {
   if (!d->c.v11) return tern_frame_check_send(&d->c, f); /* v1: the rest are unknown fields */
   if ((rc = dec_e2e(d))) return rc;
   if ((rc = opt_str(d, d->root, K_MEDIA_REF, K_MEDIA_REF, &f->media_ref))) return rc;
-  const cJSON *silent = field(d->root, K_SILENT);
+  const cJSON *silent = ROOT(d, K_SILENT);
   if (tern_wire_present(silent)) {
     if (!cJSON_IsBool(silent)) return DFAIL(d, "silent must be true or false");
     f->silent = cJSON_IsTrue(silent);
@@ -254,7 +291,7 @@ static int dec_send(decoder *d) {
 
 static int dec_ack(decoder *d) {
   int64_t v;
-  const cJSON *seq = field(d->root, K_SEQ);
+  const cJSON *seq = ROOT(d, K_SEQ);
   if (!cJSON_IsNumber(seq)) return DFAIL(d, "seq must be a number");
   if (!tern_wire_int(seq, 0, TERN_WIRE_INT_MAX, &v)) return DFAIL(d, "seq must be an integer from 0 to 2^53");
   d->f->seq = (uint64_t)v;
@@ -314,7 +351,7 @@ static int dec_watch(decoder *d) {
 static int dec_typing(decoder *d) {
   int rc = target_fields(d);
   if (rc) return rc;
-  const cJSON *st = field(d->root, K_STATE);
+  const cJSON *st = ROOT(d, K_STATE);
   const char *s = cJSON_IsString(st) ? st->valuestring : "";
   if (strcmp(s, "composing") == 0) {
     d->f->composing = true;
@@ -376,7 +413,7 @@ static void shown_name(char *out, const char *name) {
 }
 
 static int decode_object(decoder *d) {
-  const cJSON *t = field(d->root, K_TYPE);
+  const cJSON *t = ROOT(d, K_TYPE);
   if (!cJSON_IsString(t)) return DFAIL(d, "frame has no \"type\" string");
   for (size_t i = 0; i < TERN_ARRAY_LEN(frame_types); i++) {
     if (strcmp(t->valuestring, frame_types[i].name) == 0) {
@@ -400,7 +437,10 @@ int tern_frame_decode_ex(const char *json, size_t len, const tern_frame_limits *
     return -EINVAL;
   }
   decoder d = {.root = doc.root, .f = out};
+  index_root(&d);
   tern_frame_checker_init(&d.c, err, lim, doc.nul_escapes);
+  /* A 0xFF from a "\u0000" escape would make a string invalid; those inputs are checked. */
+  d.c.utf8_known = lim && lim->input_is_utf8 && !doc.nul_escapes;
   rc = decode_object(&d);
   tern_wire_doc_free(&doc);
   if (rc) tern_frame_free(out);

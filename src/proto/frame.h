@@ -161,6 +161,9 @@ typedef struct tern_frame_limits {
                                 (0: TERN_E2E_MAX_CIPHERTEXT_DEFAULT); longer is too_large */
   size_t e2e_max_devices;    /* most entries in one e2e list (0: TERN_E2E_MAX_DEVICES_DEFAULT);
                                 more is too_large */
+  bool input_is_utf8;        /* the caller checked the whole input is valid UTF-8 (the server's
+                                WebSocket layer does): strings decoded from it then are too
+                                (cJSON refuses broken escapes), and are not checked again */
 } tern_frame_limits;
 
 /* Decodes one text message. Returns 0 and fills *out, or -EINVAL and fills *err (out is then

@@ -29,6 +29,7 @@ void tern_frame_checker_init(tern_frame_checker *c, tern_frame_error *err, const
   c->max_ciphertext = lim && lim->e2e_max_ciphertext ? lim->e2e_max_ciphertext : TERN_E2E_MAX_CIPHERTEXT_DEFAULT;
   c->max_devices = lim && lim->e2e_max_devices ? lim->e2e_max_devices : TERN_E2E_MAX_DEVICES_DEFAULT;
   c->v11 = lim && lim->v1_1;
+  c->utf8_known = false;
 }
 
 /* Text we can store and echo back: valid UTF-8 without NUL. A NUL is a raw 0 byte in what an
@@ -36,7 +37,8 @@ void tern_frame_checker_init(tern_frame_checker *c, tern_frame_error *err, const
 int tern_frame_check_text(tern_frame_checker *c, const char *what, const char *s, size_t n) {
   if (memchr(s, '\0', n) || (c->nul_escapes && memchr(s, 0xFF, n)))
     return tern_frame_fail(c->err, TERN_BAD_REQUEST, "%s must not contain \\u0000", what);
-  if (!tern_wire_text(s, n)) return tern_frame_fail(c->err, TERN_BAD_REQUEST, "%s is not valid UTF-8", what);
+  if (!c->utf8_known && !tern_wire_text(s, n))
+    return tern_frame_fail(c->err, TERN_BAD_REQUEST, "%s is not valid UTF-8", what);
   return 0;
 }
 

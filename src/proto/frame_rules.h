@@ -59,6 +59,7 @@ typedef struct tern_frame_checker {
   size_t max_ciphertext; /* e2e.max_ciphertext */
   size_t max_devices;    /* entries in one e2e list */
   bool v11;              /* decoding v1.1's language (the encoder always writes it) */
+  bool utf8_known;       /* decoding input known to be valid UTF-8: strings need no check */
 } tern_frame_checker;
 
 void tern_frame_checker_init(tern_frame_checker *c, tern_frame_error *err, const tern_frame_limits *lim,

@@ -59,6 +59,8 @@ typedef bool (*tern_kv_visit)(const char *key, size_t klen, const uint8_t *v, si
 
 typedef struct tern_backend_vt {
   const char *name;
+  /* Called once on the commit thread before its first group (thread-local set-up). May be NULL. */
+  void (*thread_start)(void *be);
   /* Starts a group. */
   void (*begin)(void *be);
 

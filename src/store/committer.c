@@ -165,6 +165,7 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
 
 static void *commit_thread(void *arg) {
   tern_committer *cm = arg;
+  if (cm->s->be.vt->thread_start) cm->s->be.vt->thread_start(cm->s->be.self);
   for (;;) {
     pthread_mutex_lock(&cm->mu);
     while (!cm->pending.len && !cm->stopping) pthread_cond_wait(&cm->cv, &cm->mu);
