@@ -623,17 +623,45 @@ int tern_client_send(tern_client_conn *k, const char *id, const char *to, const 
   return tern_client_send_frame(k, &f, NULL);
 }
 
+int tern_client_send_group(tern_client_conn *k, const char *id, const char *group_id, const char *body,
+                           size_t body_len, const char *media_id) {
+  if (!k || !id || !group_id || (!body && !media_id)) return -EINVAL;
+  tern_frame f = {.type = TERN_FRAME_SEND,
+                  .id = (char *)id,
+                  .group_id = (char *)group_id,
+                  .body = (char *)body,
+                  .body_len = body ? body_len : 0,
+                  .media_id = (char *)media_id};
+  return tern_client_send_frame(k, &f, NULL);
+}
+
 int tern_client_ack(tern_client_conn *k, uint64_t seq) {
   tern_frame f = {.type = TERN_FRAME_ACK, .seq = seq};
   return tern_client_send_frame(k, &f, NULL);
 }
 
-int tern_client_read(tern_client_conn *k, const char *peer, const char *const *msg_ids, size_t n) {
+/* group_id NULL: a 1:1 read. */
+static int send_read(tern_client_conn *k, const char *group_id, const char *peer, const char *const *msg_ids,
+                     size_t n) {
   if (!k || !peer || (n && !msg_ids)) return -EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!msg_ids[i]) return -EINVAL;
-  tern_frame f = {.type = TERN_FRAME_READ, .peer = (char *)peer, .ids = (char **)msg_ids, .nids = n};
+  tern_frame f = {.type = TERN_FRAME_READ,
+                  .peer = (char *)peer,
+                  .group_id = (char *)group_id,
+                  .ids = (char **)msg_ids,
+                  .nids = n};
   return tern_client_send_frame(k, &f, NULL);
+}
+
+int tern_client_read(tern_client_conn *k, const char *peer, const char *const *msg_ids, size_t n) {
+  return send_read(k, NULL, peer, msg_ids, n);
+}
+
+int tern_client_read_group(tern_client_conn *k, const char *group_id, const char *peer, const char *const *msg_ids,
+                           size_t n) {
+  if (!group_id) return -EINVAL;
+  return send_read(k, group_id, peer, msg_ids, n);
 }
 
 static int send_users(tern_client_conn *k, tern_frame_type type, const char *const *users, size_t n) {
@@ -655,6 +683,12 @@ int tern_client_unwatch(tern_client_conn *k, const char *const *users, size_t n)
 int tern_client_typing(tern_client_conn *k, const char *to, bool composing) {
   if (!k || !to) return -EINVAL;
   tern_frame f = {.type = TERN_FRAME_TYPING, .to = (char *)to, .composing = composing};
+  return tern_client_send_frame(k, &f, NULL);
+}
+
+int tern_client_typing_group(tern_client_conn *k, const char *group_id, bool composing) {
+  if (!k || !group_id) return -EINVAL;
+  tern_frame f = {.type = TERN_FRAME_TYPING, .group_id = (char *)group_id, .composing = composing};
   return tern_client_send_frame(k, &f, NULL);
 }
 
