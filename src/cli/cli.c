@@ -17,7 +17,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/util.h"
-#include "cli/cli.h"
+#include "cli/cli_int.h"
 #include "client/client.h"
 
 #define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
@@ -117,35 +117,7 @@ const char *tern_cli_usage(void) {
 
 /* ---- arguments ---- */
 
-enum {
-  OPT_PASSWORD = 1 << 0,
-  OPT_DEVICE = 1 << 1,
-  OPT_COUNT = 1 << 2,
-  OPT_TIMEOUT = 1 << 3,
-  OPT_IMAGE = 1 << 4,
-  OPT_OUTPUT = 1 << 5,
-  OPT_THUMB = 1 << 6, /* a flag: takes no value */
-};
-
-typedef struct cli {
-  const char *cmd;                 /* the command, for messages */
-  tern_client_url url;             /* the server */
-  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
-  const char *password;            /* --password */
-  const char *device;              /* --device */
-  long count;                      /* --count, 0 when absent */
-  int64_t timeout_ms;              /* --timeout, 0 when absent */
-  const char *image;               /* --image */
-  const char *output;              /* -o / --output */
-  bool thumb;                      /* --thumb */
-  const char *pos[3];              /* positional arguments */
-  int npos;
-  char creds_path[4096];           /* this server's credentials file */
-  tern_cli_creds creds;         /* loaded by need_login */
-} cli;
-
-static int complain(const cli *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int complain(const cli *c, int status, const char *fmt, ...) {
+int tern_cli_complain(const tern_cli *c, int status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "tern: %s: ", c->cmd);
@@ -155,17 +127,21 @@ static int complain(const cli *c, int status, const char *fmt, ...) {
   return status;
 }
 
-/* Returns 0 to go on, or the exit status (0 after --help). */
-static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos) {
+/* Positional arguments are moved to the front of argv as they are met (an option's value
+ * and the option itself were read before their slots are reused), so that commands taking
+ * any number of them need no allocation. */
+int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos) {
   memset(c, 0, sizeof *c);
   c->cmd = argv[0];
+  c->pos = argv + 1;
   const char *server = getenv("TERN_SERVER");
   bool only_pos = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
-      if (c->npos >= max_pos) return complain(c, 2, "unexpected argument '%s' (see tern %s --help)", a, c->cmd);
-      c->pos[c->npos++] = a;
+      if (max_pos != TERN_CLI_ANY_POS && c->npos >= max_pos)
+        return tern_cli_complain(c, 2, "unexpected argument '%s' (see tern %s --help)", a, c->cmd);
+      argv[1 + c->npos++] = argv[i];
       continue;
     }
     if (strcmp(a, "--") == 0) {
@@ -181,73 +157,83 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
     const char *val = NULL;
     const char *eq = strchr(a, '=');
     size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-    if (nlen >= sizeof name) return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    if (nlen >= sizeof name) return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     memcpy(name, a, nlen);
     name[nlen] = '\0';
     unsigned bit;
     if (strcmp(name, "--server") == 0) bit = 0;
-    else if (strcmp(name, "--password") == 0) bit = OPT_PASSWORD;
-    else if (strcmp(name, "--device") == 0) bit = OPT_DEVICE;
-    else if (strcmp(name, "--count") == 0) bit = OPT_COUNT;
-    else if (strcmp(name, "--timeout") == 0) bit = OPT_TIMEOUT;
-    else if (strcmp(name, "--image") == 0) bit = OPT_IMAGE;
-    else if (strcmp(name, "--output") == 0 || strcmp(name, "-o") == 0) bit = OPT_OUTPUT;
-    else if (strcmp(name, "--thumb") == 0) bit = OPT_THUMB;
-    else return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
-    if (bit && !(allowed & bit)) return complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
-    if (bit == OPT_THUMB) {
-      if (eq) return complain(c, 2, "option %s takes no value", name);
-      c->thumb = true;
+    else if (strcmp(name, "--password") == 0) bit = TERN_CLI_OPT_PASSWORD;
+    else if (strcmp(name, "--device") == 0) bit = TERN_CLI_OPT_DEVICE;
+    else if (strcmp(name, "--count") == 0) bit = TERN_CLI_OPT_COUNT;
+    else if (strcmp(name, "--timeout") == 0) bit = TERN_CLI_OPT_TIMEOUT;
+    else if (strcmp(name, "--image") == 0) bit = TERN_CLI_OPT_IMAGE;
+    else if (strcmp(name, "--output") == 0 || strcmp(name, "-o") == 0) bit = TERN_CLI_OPT_OUTPUT;
+    else if (strcmp(name, "--thumb") == 0) bit = TERN_CLI_OPT_THUMB;
+    else if (strcmp(name, "--description") == 0) bit = TERN_CLI_OPT_DESCRIPTION;
+    else if (strcmp(name, "--off") == 0) bit = TERN_CLI_OPT_OFF;
+    else if (strcmp(name, "--group") == 0) bit = TERN_CLI_OPT_GROUP;
+    else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    if (bit && !(allowed & bit))
+      return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
+    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF) {
+      if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
+      if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      else c->off = true;
       continue;
     }
     if (eq) val = eq + 1;
     else if (i + 1 < argc) val = argv[++i];
-    else return complain(c, 2, "option %s needs a value", name);
+    else return tern_cli_complain(c, 2, "option %s needs a value", name);
     if (bit == 0) {
       server = val;
-    } else if (bit == OPT_PASSWORD) {
+    } else if (bit == TERN_CLI_OPT_PASSWORD) {
       c->password = val;
-    } else if (bit == OPT_DEVICE) {
-      if (strlen(val) > 64) return complain(c, 2, "--device: at most 64 characters");
+    } else if (bit == TERN_CLI_OPT_DEVICE) {
+      if (strlen(val) > 64) return tern_cli_complain(c, 2, "--device: at most 64 characters");
       c->device = val;
-    } else if (bit == OPT_COUNT) {
+    } else if (bit == TERN_CLI_OPT_COUNT) {
       char *end;
       errno = 0;
       long n = strtol(val, &end, 10);
-      if (errno || *end || n <= 0) return complain(c, 2, "--count: expected a positive number, got '%s'", val);
+      if (errno || *end || n <= 0) return tern_cli_complain(c, 2, "--count: expected a positive number, got '%s'", val);
       c->count = n;
-    } else if (bit == OPT_TIMEOUT) {
+    } else if (bit == TERN_CLI_OPT_TIMEOUT) {
       if (tern_cli_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
-        return complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
-    } else if (bit == OPT_IMAGE) {
+        return tern_cli_complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
+    } else if (bit == TERN_CLI_OPT_IMAGE) {
       c->image = val;
-    } else if (bit == OPT_OUTPUT) {
+    } else if (bit == TERN_CLI_OPT_OUTPUT) {
       c->output = val;
+    } else if (bit == TERN_CLI_OPT_DESCRIPTION) {
+      c->description = val;
+    } else if (bit == TERN_CLI_OPT_GROUP) {
+      if (!*val) return tern_cli_complain(c, 2, "--group: expected a group's id or name");
+      c->group = val;
     }
   }
-  if (c->npos < min_pos) return complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
+  if (c->npos < min_pos) return tern_cli_complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
   if (!server || !*server) server = TERN_CLIENT_DEFAULT_SERVER;
   int rc = tern_client_url_parse(server, &c->url);
   if (rc == -EPROTONOSUPPORT)
-    return complain(c, 2, "--server '%s': only http:// servers are supported", server);
-  if (rc < 0) return complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
+    return tern_cli_complain(c, 2, "--server '%s': only http:// servers are supported", server);
+  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
   snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
   rc = tern_cli_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
-  if (rc < 0) return complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
+  if (rc < 0) return tern_cli_complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
   return 0;
 }
 
 /* The credentials for this server, or an error status. */
-static int need_login(cli *c) {
+int tern_cli_need_login(tern_cli *c) {
   int rc = tern_cli_creds_load(c->creds_path, &c->creds);
-  if (rc == -ENOENT) return complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
+  if (rc == -ENOENT) return tern_cli_complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
   if (rc < 0)
-    return complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
+    return tern_cli_complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
                     rc == -EBADMSG ? "not a tern credentials file" : strerror(-rc));
   return 0;
 }
 
-static const char *errstr(int err) {
+const char *tern_cli_errstr(int err) {
   const char *s = uv_strerror(err);
   if (strncmp(s, "Unknown", 7) == 0) s = strerror(-err);
   return s;
@@ -255,31 +241,23 @@ static const char *errstr(int err) {
 
 /* ---- synchronous HTTP ---- */
 
-typedef struct sync_http {
-  uv_loop_t loop;           /* private loop */
-  tern_client *c;           /* context on it */
-  tern_client_response r;   /* the answer */
-  bool done;                /* r is filled */
-} sync_http;
-
-/* timeout_ms 0: the library's default (30 s). */
-static void sync_begin_timeout(sync_http *s, int64_t timeout_ms) {
+void tern_cli_sync_begin_timeout(tern_cli_sync *s, int64_t timeout_ms) {
   memset(s, 0, sizeof *s);
   uv_loop_init(&s->loop);
   tern_client_options o = {.http_timeout_ms = timeout_ms};
   s->c = tern_client_new(&s->loop, &o);
 }
 
-static void sync_begin(sync_http *s) { sync_begin_timeout(s, 0); }
+void tern_cli_sync_begin(tern_cli_sync *s) { tern_cli_sync_begin_timeout(s, 0); }
 
-static void sync_cb(tern_client_response *r, void *arg) {
-  sync_http *s = arg;
+void tern_cli_sync_cb(tern_client_response *r, void *arg) {
+  tern_cli_sync *s = arg;
   tern_client_response_move(&s->r, r);
   s->done = true;
 }
 
 /* rc: what starting the request returned. */
-static void sync_end(sync_http *s, int rc) {
+void tern_cli_sync_end(tern_cli_sync *s, int rc) {
   if (rc == 0) uv_run(&s->loop, UV_RUN_DEFAULT);
   tern_client_free(s->c);
   uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -287,23 +265,23 @@ static void sync_end(sync_http *s, int rc) {
   if (!s->done) tern_client_response_fail(&s->r, rc < 0 ? rc : UV_ECANCELED, "request");
 }
 
-static int http_failed(const cli *c, const tern_client_response *r) {
+int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r) {
   if (r->err && r->status == 0) {
-    if (r->err == -EBADMSG) return complain(c, 1, "%s did not answer like a tern server", c->server);
-    return complain(c, 1, "cannot reach %s: %s", c->server, errstr(r->err));
+    if (r->err == -EBADMSG) return tern_cli_complain(c, 1, "%s did not answer like a tern server", c->server);
+    return tern_cli_complain(c, 1, "cannot reach %s: %s", c->server, tern_cli_errstr(r->err));
   }
   if (r->status == 401 && strcmp(r->code, "unauthorized") == 0)
-    return complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
+    return tern_cli_complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
   if (r->status == 429 && r->retry_after[0])
-    return complain(c, 1, "%s (%s); retry after %s s", r->message, r->code, r->retry_after);
-  return complain(c, 1, "%s (%s)", r->message, r->code);
+    return tern_cli_complain(c, 1, "%s (%s); retry after %s s", r->message, r->code, r->retry_after);
+  return tern_cli_complain(c, 1, "%s (%s)", r->message, r->code);
 }
 
 /* For a request that must succeed: 0 when it did, else the exit status after saying why
  * (the response is then freed). */
-static int sync_failed(const cli *c, sync_http *s) {
+int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s) {
   if (s->r.ok) return 0;
-  int st = http_failed(c, &s->r);
+  int st = tern_cli_http_failed(c, &s->r);
   tern_client_response_free(&s->r);
   return st;
 }
@@ -346,35 +324,35 @@ static ssize_t prompt_hidden(const char *prompt, char *out, size_t cap) {
 }
 
 /* Fills out with the password; returns 0 or an exit status. */
-static int get_password(cli *c, const char *user, bool confirm, char *out, size_t cap) {
+static int get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
   const char *p = c->password ? c->password : getenv("TERN_PASSWORD");
   if (p) {
-    if (strlen(p) >= cap) return complain(c, 2, "password too long");
+    if (strlen(p) >= cap) return tern_cli_complain(c, 2, "password too long");
     snprintf(out, cap, "%s", p);
   } else if (isatty(0)) {
     char prompt[80];
     snprintf(prompt, sizeof prompt, "Password for %s: ", user);
-    if (prompt_hidden(prompt, out, cap) < 0) return complain(c, 2, "no password given");
+    if (prompt_hidden(prompt, out, cap) < 0) return tern_cli_complain(c, 2, "no password given");
     if (confirm) {
       char again[PASSWORD_MAX + 2];
       if (prompt_hidden("Repeat the password: ", again, sizeof again) < 0 || strcmp(again, out) != 0) {
         memset(again, 0, sizeof again);
-        return complain(c, 2, "the passwords differ");
+        return tern_cli_complain(c, 2, "the passwords differ");
       }
       memset(again, 0, sizeof again);
     }
   } else if (read_line_fd0(out, cap) < 0) {
-    return complain(c, 2, "no password given (use --password, TERN_PASSWORD or stdin)");
+    return tern_cli_complain(c, 2, "no password given (use --password, TERN_PASSWORD or stdin)");
   }
-  if (!out[0]) return complain(c, 2, "empty password");
+  if (!out[0]) return tern_cli_complain(c, 2, "empty password");
   return 0;
 }
 
 /* ---- register, login ---- */
 
 static int account_cmd(int argc, char **argv, bool reg) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_PASSWORD | OPT_DEVICE, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_PASSWORD | TERN_CLI_OPT_DEVICE, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
   const char *user = c.pos[0];
   char password[PASSWORD_MAX + 2];
@@ -388,17 +366,17 @@ static int account_cmd(int argc, char **argv, bool reg) {
     gethostname(host, sizeof host - 1);
     snprintf(device, sizeof device, "tern CLI on %s", host[0] ? host : "this machine");
   }
-  sync_http s;
-  sync_begin(&s);
-  rc = reg ? tern_client_register(s.c, &c.url, user, password, device, sync_cb, &s)
-           : tern_client_login(s.c, &c.url, user, password, device, sync_cb, &s);
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = reg ? tern_client_register(s.c, &c.url, user, password, device, tern_cli_sync_cb, &s)
+           : tern_client_login(s.c, &c.url, user, password, device, tern_cli_sync_cb, &s);
   memset(password, 0, sizeof password);
-  sync_end(&s, rc);
-  if ((rc = sync_failed(&c, &s))) return rc;
+  tern_cli_sync_end(&s, rc);
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   tern_client_account acct;
   rc = tern_client_parse_account(&s.r, &acct);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(&c, 1, "%s answered without a user, device_id and token", c.server);
+  if (rc < 0) return tern_cli_complain(&c, 1, "%s answered without a user, device_id and token", c.server);
   tern_cli_creds cr;
   memset(&cr, 0, sizeof cr);
   snprintf(cr.server, sizeof cr.server, "%s", c.server);
@@ -409,7 +387,7 @@ static int account_cmd(int argc, char **argv, bool reg) {
   memset(&cr, 0, sizeof cr);
   if (rc < 0) {
     memset(&acct, 0, sizeof acct);
-    return complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
+    return tern_cli_complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
   }
   printf("%s %s on %s (device %s)\n", reg ? "registered" : "logged in as", acct.user, c.server, acct.device_id);
   memset(&acct, 0, sizeof acct);
@@ -422,36 +400,36 @@ int tern_cli_cmd_login(int argc, char **argv) { return account_cmd(argc, argv, f
 /* ---- logout, me, whois ---- */
 
 int tern_cli_cmd_logout(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_logout(s.c, &c.url, c.creds.token, sync_cb, &s);
-  sync_end(&s, rc);
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_logout(s.c, &c.url, c.creds.token, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   /* A token the server no longer knows (401) is as good as logged out. */
   bool gone = s.r.ok || s.r.status == 401;
   int st = 0;
-  if (!gone) st = http_failed(&c, &s.r);
+  if (!gone) st = tern_cli_http_failed(&c, &s.r);
   tern_client_response_free(&s.r);
   if (!gone) return st;
   rc = tern_cli_creds_remove(c.creds_path);
-  if (rc < 0 && rc != -ENOENT) return complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
+  if (rc < 0 && rc != -ENOENT) return tern_cli_complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
   printf("logged out %s from %s\n", c.creds.user, c.server);
   return 0;
 }
 
 int tern_cli_cmd_me(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_me(s.c, &c.url, c.creds.token, sync_cb, &s);
-  sync_end(&s, rc);
-  if ((rc = sync_failed(&c, &s))) return rc;
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_me(s.c, &c.url, c.creds.token, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   const cJSON *user = cJSON_GetObjectItemCaseSensitive(s.r.json, "user");
   const cJSON *dev = cJSON_GetObjectItemCaseSensitive(s.r.json, "device_id");
   const cJSON *devices = cJSON_GetObjectItemCaseSensitive(s.r.json, "devices");
@@ -479,23 +457,23 @@ int tern_cli_cmd_me(int argc, char **argv) {
 }
 
 int tern_cli_cmd_whois(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], sync_cb, &s);
-  sync_end(&s, rc);
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   if (s.r.status == 404) {
     tern_client_response_free(&s.r);
-    return complain(&c, 1, "no such user: %s", c.pos[0]);
+    return tern_cli_complain(&c, 1, "no such user: %s", c.pos[0]);
   }
-  if ((rc = sync_failed(&c, &s))) return rc;
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   tern_client_user_status us;
   rc = tern_client_parse_user_status(&s.r, &us);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(&c, 1, "%s answered without a user", c.server);
+  if (rc < 0) return tern_cli_complain(&c, 1, "%s answered without a user", c.server);
   if (us.online) {
     printf("%s is online\n", us.user);
   } else if (us.last_seen < 0) {
@@ -515,7 +493,7 @@ typedef struct session session;
 typedef void (*session_event_fn)(session *s, const tern_client_event *ev);
 
 struct session {
-  cli *c;                    /* arguments and credentials */
+  tern_cli *c;                    /* arguments and credentials */
   uv_loop_t loop;            /* private loop */
   tern_client *client;       /* context */
   tern_client_conn *conn;    /* the WebSocket, until CLOSED */
@@ -555,17 +533,17 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
       if (!s->quitting) {
         s->status = 1;
         if (ev->close_code == 0 && ev->err == UV_ETIMEDOUT)
-          complain(s->c, 1, "timed out connecting to %s", s->c->server);
+          tern_cli_complain(s->c, 1, "timed out connecting to %s", s->c->server);
         else if (ev->close_code == 0 && ev->err == -EPROTO)
-          complain(s->c, 1, "%s: %s", s->c->server, ev->message);
+          tern_cli_complain(s->c, 1, "%s: %s", s->c->server, ev->message);
         else if (ev->close_code == 0)
-          complain(s->c, 1, "cannot reach %s: %s", s->c->server, errstr(ev->err));
+          tern_cli_complain(s->c, 1, "cannot reach %s: %s", s->c->server, tern_cli_errstr(ev->err));
         else if (ev->close_code == 4001)
-          complain(s->c, 1, "the server did not accept our token (4001): run tern login again");
+          tern_cli_complain(s->c, 1, "the server did not accept our token (4001): run tern login again");
         else if (ev->close_code == 4002)
-          complain(s->c, 1, "this device was logged out (4002); run tern login again");
+          tern_cli_complain(s->c, 1, "this device was logged out (4002); run tern login again");
         else
-          complain(s->c, 1, "connection closed by the server: %u (%s)%s%s", ev->close_code,
+          tern_cli_complain(s->c, 1, "connection closed by the server: %u (%s)%s%s", ev->close_code,
                    tern_client_close_code_name(ev->close_code)[0] ? tern_client_close_code_name(ev->close_code)
                                                                   : "unknown",
                    ev->message[0] ? ": " : "", ev->message);
@@ -575,7 +553,7 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
     }
     case TERN_CLIENT_EV_ERROR:
       if (strcmp(ev->code, "unauthorized") == 0) {
-        complain(s->c, 1, "the server did not accept our token (%s); run tern login again", ev->message);
+        tern_cli_complain(s->c, 1, "the server did not accept our token (%s); run tern login again", ev->message);
         s->status = 1;
         s->quitting = true; /* the server closes with 4001 */
         return;
@@ -623,7 +601,7 @@ static int session_go(session *s, int64_t timeout_ms) {
       .url = &s->c->url, .token = s->c->creds.token, .on_event = session_event, .arg = s};
   int rc = tern_client_connect(s->client, &o, &s->conn);
   if (rc < 0) {
-    s->status = complain(s->c, 1, "cannot connect to %s: %s", s->c->server, errstr(rc));
+    s->status = tern_cli_complain(s->c, 1, "cannot connect to %s: %s", s->c->server, tern_cli_errstr(rc));
     session_stop(s);
   } else {
     uv_signal_start(&s->sigint, session_on_signal, SIGINT);
@@ -659,7 +637,7 @@ static void send_event(session *s, const tern_client_event *ev) {
     tern_client_new_id(st->id);
     int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, st->media_id[0] ? st->media_id : NULL);
     if (rc < 0) {
-      complain(s->c, 1, "cannot send: %s", errstr(rc));
+      tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
       session_quit(s, 1);
     }
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
@@ -668,15 +646,15 @@ static void send_event(session *s, const tern_client_event *ev) {
     if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
     session_quit(s, 0);
   } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
-    if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
-    else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+    if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+    else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
     if (ev->id || !s->ready) session_quit(s, 1);
     else if (strcmp(ev->code, "bad_request") == 0) session_quit(s, 1);
   }
 }
 
 static void send_timeout(session *s) {
-  complain(s->c, 1, "no answer from %s in time", s->c->server);
+  tern_cli_complain(s->c, 1, "no answer from %s in time", s->c->server);
   session_quit(s, 1);
 }
 
@@ -684,17 +662,17 @@ static void send_timeout(session *s) {
 #define UPLOAD_TIMEOUT_MS 120000 /* an upload gets at least this long */
 
 /* Reads the image file, uploads it and fills st->media_id. Returns 0 or an exit status. */
-static int upload_image(cli *c, send_state *st) {
+static int upload_image(tern_cli *c, send_state *st) {
   int fd = open(c->image, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
+  if (fd < 0) return tern_cli_complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
   struct stat sb;
   if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
     close(fd);
-    return complain(c, 2, "%s is not a regular file", c->image);
+    return tern_cli_complain(c, 2, "%s is not a regular file", c->image);
   }
   if (sb.st_size == 0 || (uint64_t)sb.st_size > UPLOAD_MAX) {
     close(fd);
-    return complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
+    return tern_cli_complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
   }
   size_t len = (size_t)sb.st_size, got = 0;
   char *bytes = tern_malloc(len);
@@ -707,28 +685,28 @@ static int upload_image(cli *c, send_state *st) {
   close(fd);
   if (got != len) {
     tern_free(bytes);
-    return complain(c, 1, "cannot read %s", c->image);
+    return tern_cli_complain(c, 1, "cannot read %s", c->image);
   }
   /* The type comes from the bytes, not the name: the server checks them against it anyway. */
   const char *mime = tern_client_sniff_image(bytes, len);
   if (!mime) {
     tern_free(bytes);
-    return complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
+    return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
   }
-  sync_http s;
-  sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
-  int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, sync_cb, &s);
-  sync_end(&s, rc);
+  tern_cli_sync s;
+  tern_cli_sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
+  int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   tern_free(bytes);
   tern_client_media md;
   if (!s.r.ok) {
-    int st2 = http_failed(c, &s.r);
+    int st2 = tern_cli_http_failed(c, &s.r);
     tern_client_response_free(&s.r);
     return st2;
   }
   rc = tern_client_parse_media(&s.r, &md);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(c, 1, "%s answered the upload without a media object", c->server);
+  if (rc < 0) return tern_cli_complain(c, 1, "%s answered the upload without a media object", c->server);
   snprintf(st->media_id, sizeof st->media_id, "%s", md.media_id);
   if (isatty(2))
     fprintf(stderr, "uploaded %s: %s %lld×%lld, %lld bytes (media_id %s)\n", c->image, md.mime, (long long)md.width,
@@ -737,10 +715,10 @@ static int upload_image(cli *c, send_state *st) {
 }
 
 int tern_cli_cmd_send(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT | OPT_IMAGE, 1, 2);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE, 1, 2);
   if (rc) return rc < 0 ? 0 : rc;
-  if (!c.image && c.npos < 2) return complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
+  if (!c.image && c.npos < 2) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
   send_state st = {.to = c.pos[0], .text = c.npos > 1 ? c.pos[1] : NULL};
   tern_buf in = {0};
   if (st.text && strcmp(st.text, "-") == 0) {
@@ -750,12 +728,12 @@ int tern_cli_cmd_send(int argc, char **argv) {
       if (r < 0) {
         if (errno == EINTR) continue;
         tern_buf_free(&in);
-        return complain(&c, 1, "cannot read stdin: %s", strerror(errno));
+        return tern_cli_complain(&c, 1, "cannot read stdin: %s", strerror(errno));
       }
       tern_buf_append(&in, chunk, (size_t)r);
       if (in.len > 1u << 20) {
         tern_buf_free(&in);
-        return complain(&c, 2, "the message on stdin is too long");
+        return tern_cli_complain(&c, 2, "the message on stdin is too long");
       }
     }
     while (in.len && (in.data[in.len - 1] == '\n' || in.data[in.len - 1] == '\r')) in.len--;
@@ -764,10 +742,10 @@ int tern_cli_cmd_send(int argc, char **argv) {
   st.len = st.text ? strlen(st.text) : 0;
   if (!st.len && !c.image) {
     tern_buf_free(&in);
-    return complain(&c, 2, "empty message");
+    return tern_cli_complain(&c, 2, "empty message");
   }
   if (!st.len) st.text = NULL; /* an image without a caption */
-  if ((rc = need_login(&c)) || (c.image && (rc = upload_image(&c, &st)))) {
+  if ((rc = tern_cli_need_login(&c)) || (c.image && (rc = upload_image(&c, &st)))) {
     tern_buf_free(&in);
     return rc;
   }
@@ -806,27 +784,27 @@ static int fetch_body(const char *p, size_t n, void *arg) {
 }
 
 int tern_cli_cmd_fetch(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_OUTPUT | OPT_THUMB | OPT_TIMEOUT, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_OUTPUT | TERN_CLI_OPT_THUMB | TERN_CLI_OPT_TIMEOUT, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
   const char *id = c.pos[0];
   size_t idl = strlen(id);
   bool id_ok = idl > 0 && idl < 64;
   for (size_t i = 0; i < idl; i++)
     if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9'))) id_ok = false;
-  if (!id_ok) return complain(&c, 2, "'%s' is not a media id", id);
-  if (!c.output || !*c.output) return complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
-  if ((rc = need_login(&c))) return rc;
+  if (!id_ok) return tern_cli_complain(&c, 2, "'%s' is not a media id", id);
+  if (!c.output || !*c.output) return tern_cli_complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
+  if ((rc = tern_cli_need_login(&c))) return rc;
 
   /* Into a temporary file beside FILE, renamed once complete: never a half image at FILE. */
   bool to_stdout = strcmp(c.output, "-") == 0;
   char tmp[4200] = "";
   fetch_state f = {.fd = 1};
   if (!to_stdout) {
-    if (strlen(c.output) > 4000) return complain(&c, 2, "-o: path too long");
+    if (strlen(c.output) > 4000) return tern_cli_complain(&c, 2, "-o: path too long");
     snprintf(tmp, sizeof tmp, "%s.tern-XXXXXX", c.output);
     f.fd = mkstemp(tmp);
-    if (f.fd < 0) return complain(&c, 1, "cannot create %s: %s", tmp, strerror(errno));
+    if (f.fd < 0) return tern_cli_complain(&c, 1, "cannot create %s: %s", tmp, strerror(errno));
     mode_t um = umask(0);
     umask(um);
     fchmod(f.fd, 0666 & ~um);
@@ -836,32 +814,32 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
   char path[128];
   snprintf(path, sizeof path, "/v1/media/%s%s", id, c.thumb ? "/thumb" : "");
   tern_client_request req = {.method = "GET", .path = path, .token = c.creds.token, .on_body = fetch_body, .body_arg = &f};
-  sync_http s;
-  sync_begin_timeout(&s, c.timeout_ms > UPLOAD_TIMEOUT_MS ? c.timeout_ms : UPLOAD_TIMEOUT_MS);
-  rc = tern_client_http(s.c, &c.url, &req, sync_cb, &s);
-  sync_end(&s, rc);
+  tern_cli_sync s;
+  tern_cli_sync_begin_timeout(&s, c.timeout_ms > UPLOAD_TIMEOUT_MS ? c.timeout_ms : UPLOAD_TIMEOUT_MS);
+  rc = tern_client_http(s.c, &c.url, &req, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   uint8_t md[32];
   unsigned mdlen = 0;
   EVP_DigestFinal_ex(f.sha, md, &mdlen);
   EVP_MD_CTX_free(f.sha);
   int status = 0;
   if (f.err) {
-    status = complain(&c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(f.err));
+    status = tern_cli_complain(&c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(f.err));
   } else if (s.r.status == 404) {
-    status = complain(&c, 1, "no media %s for you (unknown, expired, deleted once fetched, or not shared with you)", id);
+    status = tern_cli_complain(&c, 1, "no media %s for you (unknown, expired, deleted once fetched, or not shared with you)", id);
   } else if (!s.r.ok) {
-    status = http_failed(&c, &s.r);
+    status = tern_cli_http_failed(&c, &s.r);
   } else if (!c.thumb && strlen(s.r.etag) == 66) {
     /* The original's ETag is its SHA-256: check that every byte arrived intact. */
     char hex[65];
     tern_hex(hex, md, sizeof md);
-    if (strncmp(s.r.etag + 1, hex, 64) != 0) status = complain(&c, 1, "the download does not match its SHA-256");
+    if (strncmp(s.r.etag + 1, hex, 64) != 0) status = tern_cli_complain(&c, 1, "the download does not match its SHA-256");
   }
   tern_client_response_free(&s.r);
   if (!to_stdout) {
-    if (status == 0 && fsync(f.fd) < 0) status = complain(&c, 1, "cannot write %s: %s", tmp, strerror(errno));
+    if (status == 0 && fsync(f.fd) < 0) status = tern_cli_complain(&c, 1, "cannot write %s: %s", tmp, strerror(errno));
     close(f.fd);
-    if (status == 0 && rename(tmp, c.output) < 0) status = complain(&c, 1, "cannot rename %s to %s: %s", tmp, c.output, strerror(errno));
+    if (status == 0 && rename(tmp, c.output) < 0) status = tern_cli_complain(&c, 1, "cannot rename %s to %s: %s", tmp, c.output, strerror(errno));
     if (status != 0) unlink(tmp);
   }
   if (status == 0 && isatty(2) && !to_stdout)
@@ -993,11 +971,11 @@ static void listen_event(session *s, const tern_client_event *ev) {
       break;
     case TERN_CLIENT_EV_UNKNOWN:
       /* Not acked: what could not be read stays on the server for a client that can. */
-      if (ev->malformed) complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
+      if (ev->malformed) tern_cli_complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
                                   ev->frame.type_name.p, ev->malformed);
       break;
     case TERN_CLIENT_EV_ERROR:
-      complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
+      tern_cli_complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
       break;
     default:
       break;
@@ -1007,7 +985,7 @@ static void listen_event(session *s, const tern_client_event *ev) {
 static void listen_timeout(session *s) {
   listen_state *st = s->data;
   if (s->c->count && st->got < s->c->count) {
-    complain(s->c, 1, "timed out after %ld of %ld messages", st->got, s->c->count);
+    tern_cli_complain(s->c, 1, "timed out after %ld of %ld messages", st->got, s->c->count);
     session_quit(s, 1);
   } else {
     session_quit(s, 0);
@@ -1015,10 +993,10 @@ static void listen_timeout(session *s) {
 }
 
 int tern_cli_cmd_listen(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_COUNT | OPT_TIMEOUT, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_COUNT | TERN_CLI_OPT_TIMEOUT, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
+  if ((rc = tern_cli_need_login(&c))) return rc;
   setvbuf(stdout, NULL, _IOLBF, 0);
   listen_state st = {0};
   session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
@@ -1253,8 +1231,8 @@ static void chat_event(session *s, const tern_client_event *ev) {
       outgoing *o = NULL;
       for (size_t i = 0; ev->id && i < ch->nout; i++)
         if (strcmp(ch->out[i].id, ev->id) == 0) o = &ch->out[i];
-      if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
-      else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+      if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+      else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
       if (o) {
         set_tick(s, o, TICK_FAILED);
         chat_check_done(s);
@@ -1345,15 +1323,15 @@ static void chat_closed(session *s) {
 static void chat_timeout(session *s) { session_quit(s, 0); }
 
 int tern_cli_cmd_chat(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
   chat_state ch;
   memset(&ch, 0, sizeof ch);
   size_t plen = strlen(c.pos[0]);
-  if (plen > TERN_CLIENT_USER_MAX) return complain(&c, 2, "'%s' is not a username", c.pos[0]);
+  if (plen > TERN_CLIENT_USER_MAX) return tern_cli_complain(&c, 2, "'%s' is not a username", c.pos[0]);
   for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
-  if ((rc = need_login(&c))) return rc;
+  if ((rc = tern_cli_need_login(&c))) return rc;
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
