@@ -57,11 +57,16 @@ static const struct {
     {"send",
      "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
      "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
+     "       tern send --group GROUP TEXT [--timeout DURATION] [--server URL]\n"
+     "       tern send --group GROUP --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "\n"
      "Sends TEXT to USER (TEXT \"-\" reads it from stdin) and prints the message id once the\n"
      "server has stored it (the single tick). With --image, FILE (a JPEG, PNG, WebP or GIF)\n"
      "is uploaded first and the message carries it, with TEXT as an optional caption. Gives up\n"
-     "after --timeout (default 30s for the message; an upload gets at least 2m).\n"},
+     "after --timeout (default 30s for the message; an upload gets at least 2m).\n"
+     "With --group, the message goes to every member of GROUP (its id, or its name when no\n"
+     "other group of yours has that name); after the message id, \"✓ sent to N of M\" on\n"
+     "stderr says how many of the other members it reached, and names those it missed.\n"},
     {"fetch",
      "usage: tern fetch MEDIA_ID -o FILE [--thumb] [--timeout DURATION] [--server URL]\n"
      "\n"
@@ -75,15 +80,77 @@ static const struct {
      "\n"
      "Prints messages and receipts as they arrive (first those waiting on the server), and\n"
      "acknowledges them. Stops after N messages with --count, after DURATION with --timeout\n"
-     "(an error when --count was not reached), or on Ctrl-C.\n"},
+     "(an error when --count was not reached), or on Ctrl-C. Group messages show the group\n"
+     "and the sender, group changes one line each, and receipts for your group messages\n"
+     "count the members: \"delivered to 2 of 3\", \"read by 1 of 3\".\n"},
     {"chat",
      "usage: tern chat USER [--timeout DURATION] [--server URL]\n"
+     "       tern chat --group GROUP [--timeout DURATION] [--server URL]\n"
      "\n"
      "Talks with USER: each line typed on stdin is sent; each sent message shows its ticks:\n"
      "… waiting, ✓ stored, ✓✓ delivered, blue ✓✓ (\"read\" when not on a terminal) read.\n"
      "Incoming messages are printed, acknowledged and marked read. Ends on Ctrl-C or Ctrl-D\n"
      "(end of input: once every message has its tick; with --timeout, once every message\n"
-     "is read or DURATION has passed).\n"},
+     "is read or DURATION has passed).\n"
+     "With --group, the conversation is GROUP's (its id or unique name): each member's\n"
+     "messages with their name, the group's changes and who is typing as lines of their\n"
+     "own, and per message of yours \"✓ delivered to 2 of 3, read by 1\" (✓✓ once every\n"
+     "member it reached has it).\n"},
+    {"group",
+     "usage: tern group create NAME [USER...] [--description D]\n"
+     "       tern group add GROUP USER...\n"
+     "       tern group remove GROUP USER\n"
+     "       tern group leave GROUP\n"
+     "       tern group admin GROUP USER [--off]\n"
+     "       tern group rename GROUP [NAME] [--description D]\n"
+     "       tern group info GROUP\n"
+     "       tern group list\n"
+     "\n"
+     "Group chats. GROUP is a group's id, or its name when no other group of yours has that\n"
+     "name. Only admins may add, remove others, rename and change admins. Send to a group with\n"
+     "tern send --group GROUP, talk in it with tern chat --group GROUP.\n"
+     "tern group SUBCOMMAND --help shows one of them.\n"},
+    {"group create",
+     "usage: tern group create NAME [USER...] [--description D] [--server URL]\n"
+     "\n"
+     "Creates a group called NAME (1-100 bytes) with you as its admin and the USERs as its\n"
+     "members, and prints its id on the first line, then its members.\n"
+     "  --description D  what the group is about (0-512 bytes)\n"},
+    {"group add",
+     "usage: tern group add GROUP USER... [--server URL]\n"
+     "\n"
+     "Adds the USERs to GROUP (admins only) and prints who was added and the members now.\n"
+     "Users already in the group are left as they are.\n"},
+    {"group remove",
+     "usage: tern group remove GROUP USER [--server URL]\n"
+     "\n"
+     "Takes USER out of GROUP (admins only; removing yourself is leaving).\n"},
+    {"group leave",
+     "usage: tern group leave GROUP [--server URL]\n"
+     "\n"
+     "Leaves GROUP. When the last admin leaves, the longest-standing member becomes admin;\n"
+     "when the last member leaves, the group is gone.\n"},
+    {"group admin",
+     "usage: tern group admin GROUP USER [--off] [--server URL]\n"
+     "\n"
+     "Makes USER an admin of GROUP (admins only); --off makes them a plain member again\n"
+     "(the only admin cannot step down).\n"
+     "  --off  remove the admin role instead of giving it\n"},
+    {"group rename",
+     "usage: tern group rename GROUP [NAME] [--description D] [--server URL]\n"
+     "\n"
+     "Renames GROUP to NAME and/or sets its description (admins only; --description \"\"\n"
+     "clears it).\n"
+     "  --description D  the new description\n"},
+    {"group info",
+     "usage: tern group info GROUP [--server URL]\n"
+     "\n"
+     "Shows GROUP: name, description, who created it and when, and its members in the order\n"
+     "they joined, with their role and since when.\n"},
+    {"group list",
+     "usage: tern group list [--server URL]\n"
+     "\n"
+     "Lists your groups (every page), one a line: id, your role, members, name.\n"},
 };
 
 static const char common_help[] =
@@ -106,10 +173,11 @@ const char *tern_cli_usage(void) {
          "  logout            log this device out\n"
          "  me                show the account and its devices\n"
          "  whois USER        online, or last seen\n"
-         "  send USER TEXT    send one message (--image FILE: with an image)\n"
+         "  send USER TEXT    send one message (--image FILE: with an image; --group GROUP)\n"
          "  fetch MEDIA_ID    download an image (-o FILE)\n"
          "  listen            print arriving messages and receipts\n"
-         "  chat USER         interactive conversation\n"
+         "  chat USER         interactive conversation (--group GROUP: in a group)\n"
+         "  group ...         create, add, remove, leave, admin, rename, info, list\n"
          "\n"
          "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
          "network error, 2 usage error.\n";

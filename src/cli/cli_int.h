@@ -92,11 +92,13 @@ typedef struct tern_cli_group_ref {
   char name[128];   /* its name, for messages (the id when the list did not name it) */
   int64_t members;  /* how many members the list says it has; -1 when unknown */
   bool admin;       /* the caller is an admin (false when unknown) */
+  bool listed;      /* found in the caller's list (else an id passed on unchecked) */
 } tern_cli_group_ref;
 
 /* Every group of the logged-in user (c->creds), all pages. 0 and *out filled (free it with
- * tern_client_group_list_free), or the exit status after saying why. */
-int tern_cli_groups_fetch(const tern_cli *c, tern_client_group_list *out);
+ * tern_client_group_list_free), or the exit status after saying why (nothing said when
+ * quiet). */
+int tern_cli_groups_fetch(const tern_cli *c, tern_client_group_list *out, bool quiet);
 /* Which of l's groups arg names: its id, else its name when exactly one group has it (exact
  * first, then ignoring ASCII case). Returns the index, -1 when none, -2 when several do
  * (*nmatch then says how many). */
@@ -131,10 +133,16 @@ typedef struct tern_cli_tally {
 /* Adds the users of a receipt; returns true when it changed the tally. */
 bool tern_cli_tally_add(tern_cli_tally *t, const tern_strs *by, bool read);
 void tern_cli_tally_free(tern_cli_tally *t);
-/* "delivered to 2 of 3, read by 1" (and "✓✓" first once every recipient delivered, when
- * ticks is set); "sent" before any receipt. */
-void tern_cli_tally_text(const tern_cli_tally *t, bool ticks, tern_buf *out);
-/* Every recipient delivered (read: read) it. */
+/* How tern_cli_tally_text words a tally ("of M" only when of is known). */
+typedef enum tern_cli_tally_view {
+  TERN_CLI_TALLY_DELIVERED, /* "✓✓ delivered to 3 of 3" (✓✓ once everyone has), "delivered to 2 of 3" */
+  TERN_CLI_TALLY_READ,      /* "read by 2 of 3" */
+  TERN_CLI_TALLY_TICKS,     /* chat's tick: "✓ delivered to 2 of 3, read by 1", "✓✓ delivered to
+                               3 of 3, read by 2", "✓" before any receipt */
+} tern_cli_tally_view;
+void tern_cli_tally_text(const tern_cli_tally *t, tern_cli_tally_view view, tern_buf *out);
+/* Every recipient delivered (read: read) it; true when it went to nobody, false when of is
+ * unknown. */
 bool tern_cli_tally_all(const tern_cli_tally *t, bool read);
 
 #endif

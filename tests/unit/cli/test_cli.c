@@ -1,4 +1,6 @@
-/* test_cli: the `tern` CLI's own pieces: credentials files and the time and duration helpers. */
+/* test_cli: the `tern` CLI's own pieces: credentials files, the time and duration helpers, and
+ * the group helpers (which group a GROUP argument names, event lines, per-member receipt
+ * tallies, text made safe for a terminal). */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -6,7 +8,7 @@
 
 #include "base/alloc.h"
 #include "base/util.h"
-#include "cli/cli.h"
+#include "cli/cli_int.h"
 #include "t.h"
 
 /* ---- credentials ---- */
@@ -135,9 +137,146 @@ TEST(durations_and_times) {
   CHECK_EQ_INT(tern_cli_text_width("héllo ✓✓"), 8);
 }
 
+/* ---- groups ---- */
+
+static tern_client_group_summary summary(const char *id, const char *name) {
+  tern_client_group_summary g = {.members = 2};
+  snprintf(g.group_id, sizeof g.group_id, "%s", id);
+  g.name = (char *)name;
+  return g;
+}
+
+TEST(group_match) {
+  tern_client_group_summary gs[] = {summary("A1", "Trip"), summary("B2", "trip"), summary("C3", "Book club"),
+                                    summary("D4", "Book Club"), summary("E5", "BOOK CLUB"), summary("F6", "A1x")};
+  tern_client_group_list l = {.groups = gs, .n = TERN_ARRAY_LEN(gs)};
+  size_t n;
+  CHECK_EQ_INT(tern_cli_group_match(&l, "C3", &n), 2); /* an id */
+  CHECK_EQ_INT(n, 1);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "Trip", &n), 0); /* the exact name wins over case */
+  CHECK_EQ_INT(tern_cli_group_match(&l, "trip", &n), 1);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "TRIP", &n), -2); /* two ignoring case */
+  CHECK_EQ_INT(n, 2);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "book club", &n), -2);
+  CHECK_EQ_INT(n, 3);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "Book Club", &n), 3);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "Zoo", &n), -1);
+  CHECK_EQ_INT(n, 0);
+  CHECK_EQ_INT(tern_cli_group_match(&l, "a1", &n), -1); /* ids are case-sensitive */
+  tern_client_group_list none = {0};
+  CHECK_EQ_INT(tern_cli_group_match(&none, "Trip", &n), -1);
+}
+
+static tern_strs strs(const char *const *v, size_t n) {
+  tern_strs l = {.c = v, .n = n};
+  return l;
+}
+
+static const char *event_line(tern_envelope e) {
+  static tern_buf b;
+  tern_buf_reset(&b);
+  tern_cli_group_event_text(&e, "Trip", &b);
+  return tern_buf_cstr(&b);
+}
+
+TEST(group_events) {
+  const char *all[] = {"alice", "bob", "carol"}, *dave[] = {"dave"}, *two[] = {"bob", "carol"};
+  tern_envelope e = {.type = TERN_EV_GROUP, .by = tern_str_c("alice")};
+  e.event = TERN_GROUP_CREATED;
+  e.name = tern_str_c("Trip \033[2J");
+  e.users = strs(all, 3);
+  CHECK_EQ_STR(event_line(e), "alice created the group \"Trip ?[2J\" with alice, bob, carol");
+  e.name = (tern_str){0};
+  e.event = TERN_GROUP_ADDED;
+  e.users = strs(dave, 1);
+  CHECK_EQ_STR(event_line(e), "alice added dave");
+  e.event = TERN_GROUP_REMOVED;
+  e.users = strs(two, 2);
+  CHECK_EQ_STR(event_line(e), "alice removed bob, carol");
+  e.event = TERN_GROUP_LEFT;
+  e.by = tern_str_c("dave");
+  e.users = strs(dave, 1);
+  CHECK_EQ_STR(event_line(e), "dave left");
+  e.by = tern_str_c("alice");
+  e.event = TERN_GROUP_RENAMED;
+  e.name = tern_str_c("Trip 2");
+  e.description = tern_str_c("");
+  CHECK_EQ_STR(event_line(e), "alice renamed the group \"Trip 2\"");
+  e.description = tern_str_c("to the sea");
+  CHECK_EQ_STR(event_line(e), "alice renamed the group \"Trip 2\" (to the sea)");
+  e.event = TERN_GROUP_PROMOTED;
+  e.users = strs(dave, 1);
+  CHECK_EQ_STR(event_line(e), "alice made dave an admin");
+  e.users = strs(two, 2);
+  CHECK_EQ_STR(event_line(e), "alice made bob, carol admins");
+  e.event = TERN_GROUP_DEMOTED;
+  e.users = strs(dave, 1);
+  CHECK_EQ_STR(event_line(e), "alice removed dave as an admin");
+  e.event = TERN_GROUP_UNKNOWN;
+  CHECK_EQ_STR(event_line(e), "alice changed the group");
+}
+
+static const char *tally_line(const tern_cli_tally *t, tern_cli_tally_view v) {
+  static tern_buf b;
+  tern_buf_reset(&b);
+  tern_cli_tally_text(t, v, &b);
+  return tern_buf_cstr(&b);
+}
+
+TEST(group_tally) {
+  const char *bob[] = {"bob"}, *both[] = {"carol", "bob"};
+  tern_cli_tally t = {.of = 2};
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓");
+  CHECK(!tern_cli_tally_all(&t, false));
+  tern_strs l = strs(bob, 1);
+  CHECK(tern_cli_tally_add(&t, &l, false));
+  CHECK(!tern_cli_tally_add(&t, &l, false)); /* bob's second device: nothing new */
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "delivered to 1 of 2");
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓ delivered to 1 of 2");
+  l = strs(both, 2);
+  CHECK(tern_cli_tally_add(&t, &l, false));
+  CHECK(tern_cli_tally_all(&t, false));
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "✓✓ delivered to 2 of 2");
+  l = strs(bob, 1);
+  CHECK(tern_cli_tally_add(&t, &l, true));
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_READ), "read by 1 of 2");
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓✓ delivered to 2 of 2, read by 1");
+  CHECK(!tern_cli_tally_all(&t, true));
+  tern_cli_tally_free(&t);
+
+  /* A read that comes first counts as delivered too; an unknown total counts alone. */
+  t = (tern_cli_tally){.of = -1};
+  l = strs(both, 2);
+  CHECK(tern_cli_tally_add(&t, &l, true));
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "delivered to 2");
+  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_READ), "read by 2");
+  CHECK(!tern_cli_tally_all(&t, true));
+  tern_cli_tally_free(&t);
+  t = (tern_cli_tally){.of = 0}; /* nobody else in the group */
+  CHECK(tern_cli_tally_all(&t, true));
+}
+
+TEST(printable) {
+  char out[32];
+  tern_cli_printable("Trip ✈ ok", out, sizeof out);
+  CHECK_EQ_STR(out, "Trip ✈ ok");
+  tern_cli_printable("a\033[31mb\tc\x7f", out, sizeof out);
+  CHECK_EQ_STR(out, "a?[31mb?c?");
+  tern_cli_printable("\xc2\x9b" "2J \xff\xfe \xe2\x9c", out, sizeof out); /* C1 CSI, invalid, cut */
+  CHECK_EQ_STR(out, "??2J ?? ??");
+  tern_cli_printable("✈✈✈", out, 7); /* never half a character */
+  CHECK_EQ_STR(out, "✈✈");
+  tern_cli_printable(NULL, out, sizeof out);
+  CHECK_EQ_STR(out, "");
+}
+
 int main(void) {
   RUN(creds_paths);
   RUN(creds_save_load);
   RUN(durations_and_times);
+  RUN(group_match);
+  RUN(group_events);
+  RUN(group_tally);
+  RUN(printable);
   DONE();
 }
