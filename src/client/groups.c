@@ -346,7 +346,7 @@ static void list_all_page(tern_client_response *r, void *arg) {
     la->cap = (la->all.n + page.n) * 2;
     la->all.groups = tern_realloc(la->all.groups, la->cap * sizeof *la->all.groups);
   }
-  memcpy(la->all.groups + la->all.n, page.groups, page.n * sizeof *page.groups);
+  if (page.n) memcpy(la->all.groups + la->all.n, page.groups, page.n * sizeof *page.groups);
   la->all.n += page.n;
   tern_free(page.groups); /* the names now belong to la->all */
   char next[TERN_CLIENT_GROUP_ID_MAX + 1];
