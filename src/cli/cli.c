@@ -16,6 +16,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/map.h"
 #include "base/util.h"
 #include "cli/cli_int.h"
 #include "client/client.h"
@@ -691,7 +692,8 @@ static int session_run(session *s, int64_t timeout_ms) {
 /* ---- send ---- */
 
 typedef struct send_state {
-  const char *to;            /* recipient */
+  const char *to;            /* recipient, or NULL for a group */
+  tern_cli_group_ref group;  /* the group (--group), when to is NULL */
   const char *text;          /* body, or NULL (an image without a caption) */
   size_t len;
   char id[TERN_CLIENT_ID_SIZE]; /* our client id */
@@ -699,11 +701,38 @@ typedef struct send_state {
   bool sent;                 /* the answer arrived */
 } send_state;
 
+/* "✓ sent to 2 of 3 members of Trip (missed: carol)": on stderr, beside the msg_id on stdout,
+ * so that scripts still read the id alone. The other members are those it reached
+ * (recipients) and those all of whose devices missed it (skipped). */
+static void print_group_sent(const send_state *st, const tern_client_event *ev) {
+  const tern_event *f = &ev->frame;
+  if (!f->has_recipients) {
+    fprintf(stderr, "✓ sent to %s\n", st->group.name);
+    return;
+  }
+  tern_buf b = {0};
+  unsigned long long others = (unsigned long long)(f->recipients + f->skipped.n);
+  tern_buf_printf(&b, "✓ sent to %llu of %llu member%s of %s", (unsigned long long)f->recipients, others,
+                  others == 1 ? "" : "s", st->group.name);
+  if (f->skipped.n) {
+    tern_buf_puts(&b, " (missed, their inboxes are full: ");
+    for (size_t i = 0; i < f->skipped.n; i++) {
+      tern_str u = tern_strs_at(&f->skipped, i);
+      tern_buf_printf(&b, "%s%.*s", i ? ", " : "", (int)u.n, u.p ? u.p : "?");
+    }
+    tern_buf_putc(&b, ')');
+  }
+  fprintf(stderr, "%s\n", tern_buf_cstr(&b));
+  tern_buf_free(&b);
+}
+
 static void send_event(session *s, const tern_client_event *ev) {
   send_state *st = s->data;
   if (ev->type == TERN_CLIENT_EV_READY) {
     tern_client_new_id(st->id);
-    int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, st->media_id[0] ? st->media_id : NULL);
+    const char *media = st->media_id[0] ? st->media_id : NULL;
+    int rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
+                    : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
     if (rc < 0) {
       tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
       session_quit(s, 1);
@@ -711,7 +740,8 @@ static void send_event(session *s, const tern_client_event *ev) {
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
     st->sent = true;
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
-    if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
+    if (!st->to) print_group_sent(st, ev);
+    else if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
     session_quit(s, 0);
   } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
     if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
@@ -784,10 +814,16 @@ static int upload_image(tern_cli *c, send_state *st) {
 
 int tern_cli_cmd_send(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE, 1, 2);
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP, 0, 2);
   if (rc) return rc < 0 ? 0 : rc;
-  if (!c.image && c.npos < 2) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
-  send_state st = {.to = c.pos[0], .text = c.npos > 1 ? c.pos[1] : NULL};
+  /* USER TEXT, USER --image FILE [TEXT]; --group GROUP TEXT, --group GROUP --image FILE [TEXT]. */
+  int want = (c.group ? 0 : 1) + (c.image ? 0 : 1);
+  if (c.npos < want) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
+  if (c.group && c.npos > 1)
+    return tern_cli_complain(&c, 2, "unexpected argument '%s' (see tern %s --help)", c.pos[1], c.cmd);
+  send_state st = {.to = c.group ? NULL : c.pos[0]};
+  int ntext = c.group ? 0 : 1;
+  st.text = c.npos > ntext ? c.pos[ntext] : NULL;
   tern_buf in = {0};
   if (st.text && strcmp(st.text, "-") == 0) {
     char chunk[4096];
@@ -813,7 +849,8 @@ int tern_cli_cmd_send(int argc, char **argv) {
     return tern_cli_complain(&c, 2, "empty message");
   }
   if (!st.len) st.text = NULL; /* an image without a caption */
-  if ((rc = tern_cli_need_login(&c)) || (c.image && (rc = upload_image(&c, &st)))) {
+  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
+      (c.image && (rc = upload_image(&c, &st)))) {
     tern_buf_free(&in);
     return rc;
   }
@@ -917,10 +954,127 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
 
 /* ---- listen ---- */
 
+/* What listen knows of a group: its name for the lines, its size for "of M". */
+typedef struct listen_group {
+  char group_id[TERN_CLIENT_GROUP_ID_MAX + 1];
+  char name[128];          /* printable; the id until known */
+  int64_t members;         /* -1 until known */
+  bool asked;              /* a GET of it was started */
+} listen_group;
+
+/* Messages whose receipts listen counts at once; past that the oldest are forgotten (their
+ * later receipts then count from zero), so that a listen left running stays small. */
+#define LISTEN_TALLIES_MAX 10000
+
 typedef struct listen_state {
-  long got;           /* messages printed */
-  uint64_t last_seq;  /* highest envelope seq seen: envelopes at or below are repeats */
+  long got;               /* messages printed */
+  uint64_t last_seq;      /* highest envelope seq seen: envelopes at or below are repeats */
+  bool synced;            /* the stored envelopes are through: events now are news */
+  listen_group *groups;   /* every group seen, from the list fetched at the start and since */
+  size_t ngroups;
+  tern_map tallies;       /* msg_id → tern_cli_tally *: receipts of our group messages */
+  char **order;           /* the tallies' msg_ids in a ring, oldest at head */
+  size_t norder, head;
 } listen_state;
+
+static listen_group *listen_group_find(listen_state *st, const char *id) {
+  for (size_t i = 0; i < st->ngroups; i++)
+    if (strcmp(st->groups[i].group_id, id) == 0) return &st->groups[i];
+  return NULL;
+}
+
+static listen_group *listen_group_add(listen_state *st, const char *id) {
+  listen_group *g = listen_group_find(st, id);
+  if (g) return g;
+  st->groups = tern_realloc(st->groups, (st->ngroups + 1) * sizeof *st->groups);
+  g = &st->groups[st->ngroups++];
+  memset(g, 0, sizeof *g);
+  snprintf(g->group_id, sizeof g->group_id, "%s", id);
+  snprintf(g->name, sizeof g->name, "%s", id);
+  g->members = -1;
+  return g;
+}
+
+static void listen_on_group(tern_client_response *r, void *arg) {
+  listen_state *st = arg;
+  tern_client_group grp;
+  if (tern_client_parse_group(r, &grp) < 0) return; /* it stays unknown: lines show its id */
+  listen_group *g = listen_group_add(st, grp.group_id);
+  tern_cli_printable(grp.name, g->name, sizeof g->name);
+  g->members = (int64_t)grp.nmembers;
+  tern_client_group_free(&grp);
+}
+
+/* The group with this id, asking the server about it (once) when its size is unknown. The
+ * answer comes later; until then lines show the id and counts have no "of M". */
+static listen_group *listen_group_learn(session *s, const char *id) {
+  listen_state *st = s->data;
+  listen_group *g = listen_group_add(st, id);
+  if (g->members < 0 && !g->asked && tern_client_group_id_valid(id)) {
+    g->asked = true;
+    tern_client_group_get(s->client, &s->c->url, s->c->creds.token, id, listen_on_group, st);
+  }
+  return g;
+}
+
+/* Keeps the cache in step with a change. The list fetched at the start already holds every
+ * change stored before it, so the stored ones drained at connect change nothing but what the
+ * list did not know. */
+static void listen_group_event(session *s, const tern_envelope *e) {
+  listen_state *st = s->data;
+  if (!e->group_id.p) return;
+  bool known = listen_group_find(st, e->group_id.p) != NULL;
+  listen_group *g = listen_group_add(st, e->group_id.p);
+  if (e->event == TERN_GROUP_CREATED && (!known || st->synced)) {
+    if (e->name.p) tern_cli_printable(e->name.p, g->name, sizeof g->name);
+    g->members = (int64_t)e->users.n;
+    return;
+  }
+  if (!st->synced) return;
+  if (e->event == TERN_GROUP_RENAMED && e->name.p) tern_cli_printable(e->name.p, g->name, sizeof g->name);
+  if (g->members >= 0 && e->event == TERN_GROUP_ADDED) g->members += (int64_t)e->users.n;
+  if (g->members >= 0 && (e->event == TERN_GROUP_REMOVED || e->event == TERN_GROUP_LEFT))
+    g->members -= TERN_MIN(g->members, (int64_t)e->users.n);
+  if (g->members < 0) listen_group_learn(s, e->group_id.p);
+}
+
+/* The tally of one of our group messages, made on its first receipt with the group's size
+ * then (the members it reached, as far as listen can tell: sent's count went to the sending
+ * process, not to this one). */
+static tern_cli_tally *listen_tally(listen_state *st, const char *msg_id, const listen_group *g) {
+  tern_cli_tally *t = tern_map_gets(&st->tallies, msg_id);
+  if (!t) {
+    if (!st->order) st->order = tern_calloc(LISTEN_TALLIES_MAX, sizeof *st->order);
+    if (st->norder == LISTEN_TALLIES_MAX) {
+      char *old = st->order[st->head];
+      tern_cli_tally *gone = tern_map_dels(&st->tallies, old);
+      tern_cli_tally_free(gone);
+      tern_free(gone);
+      tern_free(old);
+      st->head = (st->head + 1) % LISTEN_TALLIES_MAX;
+      st->norder--;
+    }
+    t = TERN_NEW(tern_cli_tally);
+    t->of = -1;
+    tern_map_puts(&st->tallies, msg_id, t);
+    st->order[(st->head + st->norder++) % LISTEN_TALLIES_MAX] = tern_strdup(msg_id);
+  }
+  if (t->of < 0 && g->members > 0) t->of = g->members - 1;
+  return t;
+}
+
+static void listen_free(listen_state *st) {
+  for (size_t i = 0; i < st->norder; i++) {
+    char *id = st->order[(st->head + i) % LISTEN_TALLIES_MAX];
+    tern_cli_tally *t = tern_map_dels(&st->tallies, id);
+    tern_cli_tally_free(t);
+    tern_free(t);
+    tern_free(id);
+  }
+  tern_free(st->order);
+  tern_map_free(&st->tallies);
+  tern_free(st->groups);
+}
 
 static void print_ids(const tern_client_event *ev) {
   for (size_t i = 0; i < ev->n_msg_ids; i++) printf("%s%s", i ? " " : "", ev->msg_ids[i]);
@@ -946,11 +1100,12 @@ static void print_msg_extras(const tern_envelope *e) {
   if (e->e2e_type) printf("[encrypted message]%s", e->media_ref.p ? " [encrypted attachment]" : "");
 }
 
-static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date) {
+/* group: the name to show for a group message's group. */
+static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date, const char *group) {
   char when[32];
   tern_cli_format_time(ev->ts, with_date, when, sizeof when);
   const char *from = ev->from ? ev->from : "?";
-  if (ev->group_id) printf("[%s] %s → #%s: ", when, from, ev->group_id);
+  if (ev->group_id) printf("[%s] %s → #%s: ", when, from, group ? group : ev->group_id);
   else if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
   else printf("[%s] %s: ", when, from);
   print_msg_extras(&ev->frame.env);
@@ -962,8 +1117,8 @@ static void print_msg_line(const tern_client_event *ev, const char *me, bool wit
   if (ev->body) fwrite(ev->body, 1, ev->body_len, stdout);
 }
 
-/* A group change or a decryption failure, one line. */
-static void print_envelope_event(const tern_client_event *ev) {
+/* A group change ("[time] #Trip: alice added dave") or a decryption failure, one line. */
+static void print_envelope_event(session *s, const tern_client_event *ev) {
   char when[32];
   tern_cli_format_time(ev->ts, true, when, sizeof when);
   const tern_envelope *e = &ev->frame.env;
@@ -971,15 +1126,51 @@ static void print_envelope_event(const tern_client_event *ev) {
     printf("[%s] %s could not decrypt %s (their device %s)\n", when, sv(e->from), sv(e->msg_id), sv(e->from_device));
     return;
   }
-  const char *event = tern_group_event_name(e->event);
-  printf("[%s] #%s: %s %s", when, sv(e->group_id), sv(e->by), event ? event : "changed the group");
-  if (e->name.p) printf(" \"%s\"", e->name.p);
-  if (e->users.n) {
-    printf(" (");
-    print_list(&e->users);
-    printf(")");
+  /* The name the group had before the change, except for its creation, which names it. */
+  if (e->event == TERN_GROUP_CREATED) listen_group_event(s, e);
+  const listen_group *g = e->group_id.p ? listen_group_add(s->data, e->group_id.p) : NULL;
+  tern_buf b = {0};
+  tern_cli_group_event_text(e, g ? g->name : "?", &b);
+  printf("[%s] #%s: %s\n", when, g ? g->name : "?", tern_buf_cstr(&b));
+  tern_buf_free(&b);
+  if (e->event != TERN_GROUP_CREATED) listen_group_event(s, e);
+}
+
+/* A group receipt. For our messages, each message's count so far, the ids with the same
+ * count on one line: "✓✓ delivered to 2 of 2 in #Trip (carol): ID ID". */
+static void print_group_receipt(session *s, const tern_client_event *ev) {
+  listen_state *st = s->data;
+  const tern_envelope *e = &ev->frame.env;
+  const listen_group *g = listen_group_learn(s, ev->group_id);
+  if (!ev->from || strcmp(ev->from, s->c->creds.user) != 0) {
+    /* Someone else's messages: only a read on another device of ours comes here. */
+    printf("read on another device of yours (in #%s, from %s): ", g->name, ev->from ? ev->from : "?");
+    print_ids(ev);
+    printf("\n");
+    return;
   }
-  printf("\n");
+  size_t n = ev->n_msg_ids, nl = 0;
+  tern_buf *texts = tern_calloc(n ? n : 1, sizeof *texts), *ids = tern_calloc(n ? n : 1, sizeof *ids);
+  for (size_t i = 0; i < n; i++) {
+    tern_cli_tally *t = listen_tally(st, ev->msg_ids[i], g);
+    tern_cli_tally_add(t, &e->by_list, ev->read);
+    tern_buf text = {0};
+    tern_cli_tally_text(t, ev->read ? TERN_CLI_TALLY_READ : TERN_CLI_TALLY_DELIVERED, &text);
+    size_t k = 0;
+    while (k < nl && strcmp(tern_buf_cstr(&texts[k]), tern_buf_cstr(&text)) != 0) k++;
+    if (k == nl) texts[nl++] = text;
+    else tern_buf_free(&text);
+    tern_buf_printf(&ids[k], "%s%s", ids[k].len ? " " : "", ev->msg_ids[i]);
+  }
+  for (size_t k = 0; k < nl; k++) {
+    printf("%s in #%s (", tern_buf_cstr(&texts[k]), g->name);
+    print_list(&e->by_list);
+    printf("): %s\n", tern_buf_cstr(&ids[k]));
+    tern_buf_free(&texts[k]);
+    tern_buf_free(&ids[k]);
+  }
+  tern_free(texts);
+  tern_free(ids);
 }
 
 static void listen_event(session *s, const tern_client_event *ev) {
@@ -989,6 +1180,9 @@ static void listen_event(session *s, const tern_client_event *ev) {
     case TERN_CLIENT_EV_READY:
       if (isatty(2)) fprintf(stderr, "listening as %s on %s (Ctrl-C to stop)\n", ev->user, s->c->server);
       break;
+    case TERN_CLIENT_EV_SYNCED:
+      st->synced = true;
+      break;
     case TERN_CLIENT_EV_MSG:
     case TERN_CLIENT_EV_RECEIPT: {
       if (s->quitting) return; /* past --count: leave the rest for next time */
@@ -996,15 +1190,11 @@ static void listen_event(session *s, const tern_client_event *ev) {
       if (ev->seq > st->last_seq) st->last_seq = ev->seq;
       if (!repeat) {
         if (ev->type == TERN_CLIENT_EV_MSG) {
-          print_msg_line(ev, me, true);
+          print_msg_line(ev, me, true, ev->group_id ? listen_group_learn(s, ev->group_id)->name : NULL);
           printf(" (msg_id %s)\n", ev->msg_id ? ev->msg_id : "?");
           st->got++;
         } else if (ev->group_id) {
-          printf(ev->read ? "read in #%s by " : "✓✓ delivered in #%s to ", ev->group_id);
-          print_list(&ev->frame.env.by_list);
-          printf(": ");
-          print_ids(ev);
-          printf("\n");
+          print_group_receipt(s, ev);
         } else if (ev->by && strcmp(ev->by, me) == 0) {
           printf("read on another device of yours (from %s): ", ev->from ? ev->from : "?");
           print_ids(ev);
@@ -1025,7 +1215,7 @@ static void listen_event(session *s, const tern_client_event *ev) {
       bool repeat = ev->seq && ev->seq <= st->last_seq;
       if (ev->seq > st->last_seq) st->last_seq = ev->seq;
       if (!repeat) {
-        print_envelope_event(ev);
+        print_envelope_event(s, ev);
         fflush(stdout);
       }
       if (ev->seq) tern_client_ack(s->conn, ev->seq);
@@ -1067,8 +1257,21 @@ int tern_cli_cmd_listen(int argc, char **argv) {
   if ((rc = tern_cli_need_login(&c))) return rc;
   setvbuf(stdout, NULL, _IOLBF, 0);
   listen_state st = {0};
+  /* The groups' names and sizes, for the lines; without them (an old server, say) lines
+   * show ids, and a failure that matters shows on the connection. */
+  tern_client_group_list l;
+  if (tern_cli_groups_fetch(&c, &l, true) == 0) {
+    for (size_t i = 0; i < l.n; i++) {
+      listen_group *g = listen_group_add(&st, l.groups[i].group_id);
+      tern_cli_printable(l.groups[i].name, g->name, sizeof g->name);
+      g->members = l.groups[i].members;
+    }
+    tern_client_group_list_free(&l);
+  }
   session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
-  return session_run(&s, c.timeout_ms);
+  rc = session_run(&s, c.timeout_ms);
+  listen_free(&st);
+  return rc;
 }
 
 /* ---- chat ---- */
@@ -1081,12 +1284,17 @@ typedef struct outgoing {
   char *text;                   /* what was typed */
   int64_t ts;                   /* when typed, then the server's ts */
   uint64_t line;                /* the number of the output line showing it (TTY) */
-  int tick;                     /* TICK_* */
+  int tick;                     /* TICK_* (in a group: derived from tally) */
   bool sent_frame;              /* the send frame was queued */
+  tern_cli_tally tally;         /* in a group: who has it, out of sent's recipients */
 } outgoing;
 
 typedef struct chat_state {
-  char peer[TERN_CLIENT_USER_MAX + 1]; /* lower-cased */
+  char peer[TERN_CLIENT_USER_MAX + 1]; /* lower-cased; "" in a group */
+  tern_cli_group_ref group; /* --group: the group (group_id "" for a 1:1 chat) */
+  bool in_group;            /* --group was given */
+  char **typing;            /* members shown as typing, until they pause or write */
+  size_t ntyping;
   bool tty;                 /* stdin and stdout are terminals: redraw ticks in place */
   outgoing *out;            /* every message typed */
   size_t nout, capout;
@@ -1098,6 +1306,7 @@ typedef struct chat_state {
   bool in_eof;              /* no more input */
   uv_timer_t reads;         /* sends the pending read receipts once per loop turn */
   char **unread;            /* msg_ids displayed but not yet marked read */
+  char **unread_from;       /* their senders (a group's read names one sender at a time) */
   size_t nunread, capunread;
   uint64_t last_seq;        /* highest envelope seq seen */
   bool has_timeout;         /* --timeout given: at EOF, wait for read ticks */
@@ -1116,6 +1325,14 @@ static void render_outgoing(chat_state *ch, const outgoing *o, bool color, tern_
   char when[32];
   tern_cli_format_time(o->ts, !ch->tty, when, sizeof when);
   tern_buf_printf(b, "[%s] you: %s ", when, o->text);
+  if (ch->in_group && o->tick != TICK_PENDING && o->tick != TICK_FAILED) {
+    bool blue = color && o->tick == TICK_READ;
+    if (blue) tern_buf_puts(b, "\033[34m");
+    tern_cli_tally_text(&o->tally, TERN_CLI_TALLY_TICKS, b);
+    if (blue) tern_buf_puts(b, "\033[0m");
+    if (!ch->tty && o->msg_id) tern_buf_printf(b, " (msg_id %s)", o->msg_id);
+    return;
+  }
   switch (o->tick) {
     case TICK_PENDING: tern_buf_puts(b, "…"); break;
     case TICK_SENT: tern_buf_puts(b, "✓"); break;
@@ -1131,6 +1348,18 @@ static void chat_println(chat_state *ch, const char *text) {
   fputc('\n', stdout);
   fflush(stdout);
   ch->lines++;
+}
+
+/* A line that is not a message (presence, typing, a group change): dim on a terminal. */
+static void chat_println_dim(chat_state *ch, const char *text) {
+  if (!ch->tty) {
+    chat_println(ch, text);
+    return;
+  }
+  tern_buf b = {0};
+  tern_buf_printf(&b, "\033[2m%s\033[0m", text);
+  chat_println(ch, tern_buf_cstr(&b));
+  tern_buf_free(&b);
 }
 
 /* Shows an outgoing message's current tick. On a terminal the message's own line is
@@ -1152,6 +1381,11 @@ static void show_outgoing(chat_state *ch, outgoing *o, bool first) {
       chat_println(ch, tern_buf_cstr(&b));
       o->line = ch->lines;
     }
+  } else if (ch->in_group && o->tally.ndelivered) {
+    /* A group message's count changes with each member: "✓ delivered to 1 of 2: hi (msg_id X)". */
+    tern_cli_tally_text(&o->tally, TERN_CLI_TALLY_TICKS, &b);
+    tern_buf_printf(&b, ": %s (msg_id %s)", o->text, o->msg_id ? o->msg_id : "?");
+    chat_println(ch, tern_buf_cstr(&b));
   } else if (o->tick == TICK_SENT || o->tick == TICK_FAILED) {
     render_outgoing(ch, o, false, &b);
     chat_println(ch, tern_buf_cstr(&b));
@@ -1176,9 +1410,22 @@ static void set_tick(session *s, outgoing *o, int tick) {
   show_outgoing(ch, o, false);
 }
 
+/* A group message's receipts changed: its tick follows the tally (✓✓ once every member it
+ * reached has it, read once they all read it), and its line shows the counts. */
+static void chat_group_receipt(session *s, outgoing *o, const tern_strs *by, bool read) {
+  chat_state *ch = s->data;
+  if (o->tick < TICK_SENT || !tern_cli_tally_add(&o->tally, by, read)) return;
+  if (tern_cli_tally_all(&o->tally, true)) o->tick = TICK_READ;
+  else if (tern_cli_tally_all(&o->tally, false)) o->tick = TICK_DELIVERED;
+  show_outgoing(ch, o, false);
+}
+
 static void chat_send_one(session *s, outgoing *o) {
   chat_state *ch = s->data;
-  if (tern_client_send(s->conn, o->id, ch->peer, o->text, strlen(o->text), NULL) == 0) o->sent_frame = true;
+  size_t n = strlen(o->text);
+  int rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
+                        : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  if (rc == 0) o->sent_frame = true;
 }
 
 static void chat_line(session *s, const char *text, size_t len) {
@@ -1199,6 +1446,7 @@ static void chat_line(session *s, const char *text, size_t len) {
   }
   outgoing *o = &ch->out[ch->nout++];
   memset(o, 0, sizeof *o);
+  o->tally.of = -1;
   tern_client_new_id(o->id);
   o->text = tern_strndup(text, len);
   o->ts = tern_now_ms();
@@ -1255,12 +1503,94 @@ static void chat_check_done(session *s) {
 static void chat_flush_reads(uv_timer_t *t) {
   session *s = t->data;
   chat_state *ch = s->data;
-  for (size_t off = 0; off < ch->nunread; off += READ_BATCH) {
-    size_t n = TERN_MIN(ch->nunread - off, (size_t)READ_BATCH);
-    if (s->conn) tern_client_read(s->conn, ch->peer, (const char *const *)ch->unread + off, n);
+  if (!ch->in_group) {
+    for (size_t off = 0; off < ch->nunread; off += READ_BATCH) {
+      size_t n = TERN_MIN(ch->nunread - off, (size_t)READ_BATCH);
+      if (s->conn) tern_client_read(s->conn, ch->peer, (const char *const *)ch->unread + off, n);
+    }
+  } else {
+    /* A group read names one sender: one frame per sender, in batches, in the order seen. */
+    const char **ids = tern_calloc(ch->nunread ? ch->nunread : 1, sizeof *ids);
+    for (size_t i = 0; i < ch->nunread; i++) {
+      const char *peer = ch->unread_from[i];
+      if (!peer) continue; /* this sender's frame went out already */
+      size_t n = 0;
+      for (size_t j = i; j < ch->nunread; j++) {
+        if (!ch->unread_from[j] || strcmp(ch->unread_from[j], peer) != 0) continue;
+        ids[n++] = ch->unread[j];
+        if (j != i) {
+          tern_free(ch->unread_from[j]);
+          ch->unread_from[j] = NULL;
+        }
+      }
+      for (size_t off = 0; off < n && s->conn; off += READ_BATCH)
+        tern_client_read_group(s->conn, ch->group.group_id, peer, ids + off, TERN_MIN(n - off, (size_t)READ_BATCH));
+      tern_free(ch->unread_from[i]);
+      ch->unread_from[i] = NULL;
+    }
+    tern_free(ids);
   }
   for (size_t i = 0; i < ch->nunread; i++) tern_free(ch->unread[i]);
   ch->nunread = 0;
+}
+
+/* "bob is typing…" once when bob starts; nothing when he pauses or writes (he is forgotten). */
+static void chat_typing(chat_state *ch, const char *who, bool composing) {
+  size_t i = 0;
+  while (i < ch->ntyping && strcmp(ch->typing[i], who) != 0) i++;
+  if (composing && i == ch->ntyping) {
+    ch->typing = tern_realloc(ch->typing, (ch->ntyping + 1) * sizeof *ch->typing);
+    ch->typing[ch->ntyping++] = tern_strdup(who);
+    char line[TERN_CLIENT_USER_MAX + 32];
+    snprintf(line, sizeof line, "%s is typing…", who);
+    chat_println_dim(ch, line);
+  } else if (!composing && i < ch->ntyping) {
+    tern_free(ch->typing[i]);
+    ch->typing[i] = ch->typing[--ch->ntyping];
+  }
+}
+
+/* After sent: who it missed, and a group of one (nobody to tell) counts as read at once. */
+static void chat_group_sent(chat_state *ch, outgoing *o, const tern_client_event *ev) {
+  const tern_strs *skipped = &ev->frame.skipped;
+  if (skipped->n) {
+    tern_buf b = {0};
+    tern_buf_puts(&b, "missed by ");
+    for (size_t i = 0; i < skipped->n; i++) {
+      tern_str u = tern_strs_at(skipped, i);
+      tern_buf_printf(&b, "%s%.*s", i ? ", " : "", (int)u.n, u.p ? u.p : "?");
+    }
+    tern_buf_printf(&b, " (their inboxes are full): %s", o->text);
+    chat_println_dim(ch, tern_buf_cstr(&b));
+    tern_buf_free(&b);
+  }
+  if (tern_cli_tally_all(&o->tally, true)) o->tick = TICK_READ;
+}
+
+/* A change of this group, as a line of its own; the chat ends when it takes us out. */
+static void chat_group_event(session *s, const tern_client_event *ev) {
+  chat_state *ch = s->data;
+  const tern_envelope *e = &ev->frame.env;
+  char when[32];
+  tern_cli_format_time(ev->ts, !ch->tty, when, sizeof when);
+  tern_buf b = {0};
+  tern_buf_printf(&b, "[%s] #%s: ", when, ch->group.name);
+  tern_cli_group_event_text(e, ch->group.name, &b);
+  chat_println_dim(ch, tern_buf_cstr(&b));
+  tern_buf_free(&b);
+  if (e->event == TERN_GROUP_RENAMED && e->name.p)
+    tern_cli_printable(e->name.p, ch->group.name, sizeof ch->group.name);
+  bool out = false;
+  for (size_t i = 0; i < e->users.n; i++) {
+    tern_str u = tern_strs_at(&e->users, i);
+    out |= u.p && strcmp(u.p, s->c->creds.user) == 0;
+  }
+  if (out && (e->event == TERN_GROUP_REMOVED || e->event == TERN_GROUP_LEFT)) {
+    tern_buf_printf(&b, "you are no longer a member of %s", ch->group.name);
+    chat_println_dim(ch, tern_buf_cstr(&b));
+    tern_buf_free(&b);
+    session_quit(s, 0);
+  }
 }
 
 static outgoing *find_outgoing(chat_state *ch, const char *msg_id) {
@@ -1274,10 +1604,12 @@ static void chat_event(session *s, const tern_client_event *ev) {
   const char *me = s->c->creds.user;
   switch (ev->type) {
     case TERN_CLIENT_EV_READY: {
-      if (isatty(2))
+      if (isatty(2) && ch->in_group)
+        fprintf(stderr, "chatting in %s as %s; type a line and press Enter, Ctrl-D to end\n", ch->group.name, ev->user);
+      else if (isatty(2))
         fprintf(stderr, "chatting with %s as %s; type a line and press Enter, Ctrl-D to end\n", ch->peer, ev->user);
       const char *peer = ch->peer;
-      tern_client_watch(s->conn, &peer, 1);
+      if (!ch->in_group) tern_client_watch(s->conn, &peer, 1);
       for (size_t i = 0; i < ch->nout; i++)
         if (!ch->out[i].sent_frame) chat_send_one(s, &ch->out[i]);
       chat_check_done(s);
@@ -1289,7 +1621,9 @@ static void chat_event(session *s, const tern_client_event *ev) {
         if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
         o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
         if (ev->ts) o->ts = ev->ts;
+        if (ch->in_group) o->tally.of = ev->frame.has_recipients ? (int64_t)ev->frame.recipients : -1;
         set_tick(s, o, TICK_SENT);
+        if (ch->in_group) chat_group_sent(ch, o, ev);
         break;
       }
       chat_check_done(s);
@@ -1306,6 +1640,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         chat_check_done(s);
       }
       if (ev->user && strcmp(ev->code, "no_such_user") == 0 && strcmp(ev->user, ch->peer) == 0) session_quit(s, 1);
+      if (ch->in_group && strcmp(ev->code, "no_such_group") == 0) session_quit(s, 1);
       break;
     }
     case TERN_CLIENT_EV_MSG: {
@@ -1313,13 +1648,19 @@ static void chat_event(session *s, const tern_client_event *ev) {
       if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
       if (!repeat) {
         const char *from = ev->from ? ev->from : "?";
+        bool mine = strcmp(from, me) == 0;
+        bool ours = ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0;
         tern_buf b = {0};
         char when[32];
         tern_cli_format_time(ev->ts, !ch->tty, when, sizeof when);
-        if (strcmp(from, me) == 0)
-          tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
-        else if (strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
+        if (ours && mine) tern_buf_printf(&b, "[%s] you (another device): ", when);
+        else if (ours) tern_buf_printf(&b, "[%s] %s: ", when, from);
+        else if (ev->group_id)
+          tern_buf_printf(&b, "[%s] %s → #%s: ", when, mine ? "you (another device)" : from, ev->group_id);
+        else if (mine) tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
+        else if (!ch->in_group && strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
+        if (ours && !mine) chat_typing(ch, from, false); /* they wrote: no longer typing */
         if (ev->media_id) {
           char img[160];
           tern_client_format_media(ev, img, sizeof img);
@@ -1329,12 +1670,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
         if (!ch->tty) tern_buf_printf(&b, " (msg_id %s)", ev->msg_id ? ev->msg_id : "?");
         chat_println(ch, tern_buf_cstr(&b));
         tern_buf_free(&b);
-        /* Displayed means read, for the peer's messages to us. */
-        if (strcmp(from, ch->peer) == 0 && ev->msg_id) {
+        /* Displayed means read, for the peer's messages to us (or the members', to the group). */
+        if (((!ch->in_group && strcmp(from, ch->peer) == 0) || (ours && !mine)) && ev->msg_id) {
           if (ch->nunread == ch->capunread) {
             ch->capunread = ch->capunread ? ch->capunread * 2 : 16;
             ch->unread = tern_realloc(ch->unread, ch->capunread * sizeof *ch->unread);
+            ch->unread_from = tern_realloc(ch->unread_from, ch->capunread * sizeof *ch->unread_from);
           }
+          ch->unread_from[ch->nunread] = ch->in_group ? tern_strdup(from) : NULL;
           ch->unread[ch->nunread++] = tern_strdup(ev->msg_id);
           if (!uv_is_active((uv_handle_t *)&ch->reads)) uv_timer_start(&ch->reads, chat_flush_reads, 0, 0);
         }
@@ -1348,6 +1691,12 @@ static void chat_event(session *s, const tern_client_event *ev) {
         for (size_t i = 0; i < ev->n_msg_ids; i++) {
           outgoing *o = find_outgoing(ch, ev->msg_ids[i]);
           if (o) set_tick(s, o, ev->read ? TICK_READ : TICK_DELIVERED);
+        }
+      } else if (ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0 && ev->from &&
+                 strcmp(ev->from, me) == 0) {
+        for (size_t i = 0; i < ev->n_msg_ids; i++) {
+          outgoing *o = find_outgoing(ch, ev->msg_ids[i]);
+          if (o) chat_group_receipt(s, o, &ev->frame.env.by_list, ev->read);
         }
       }
       if (ev->seq) tern_client_ack(s->conn, ev->seq);
@@ -1366,15 +1715,22 @@ static void chat_event(session *s, const tern_client_event *ev) {
         tern_cli_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
         tern_buf_printf(&b, "%s is offline (last seen %s)", ev->user, ago);
       }
-      if (ch->tty) {
-        tern_buf c2 = {0};
-        tern_buf_printf(&c2, "\033[2m%s\033[0m", tern_buf_cstr(&b));
-        chat_println(ch, tern_buf_cstr(&c2));
-        tern_buf_free(&c2);
-      } else {
-        chat_println(ch, tern_buf_cstr(&b));
-      }
+      chat_println_dim(ch, tern_buf_cstr(&b));
       tern_buf_free(&b);
+      break;
+    }
+    case TERN_CLIENT_EV_TYPING:
+      if (ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0 && ev->from &&
+          strcmp(ev->from, me) != 0)
+        chat_typing(ch, ev->from, ev->composing);
+      break;
+    case TERN_CLIENT_EV_GROUP: {
+      /* Only this group's changes belong here; the others wait for listen. */
+      if (!ch->in_group || !ev->group_id || strcmp(ev->group_id, ch->group.group_id) != 0) break;
+      bool repeat = ev->seq && ev->seq <= ch->last_seq;
+      if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
+      if (!repeat) chat_group_event(s, ev);
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
       break;
     }
     default:
@@ -1392,14 +1748,22 @@ static void chat_timeout(session *s) { session_quit(s, 0); }
 
 int tern_cli_cmd_chat(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT, 1, 1);
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP, 0, 1);
   if (rc) return rc < 0 ? 0 : rc;
+  if (c.group && c.npos) return tern_cli_complain(&c, 2, "chat with USER or with --group GROUP, not both");
+  if (!c.group && !c.npos) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
   chat_state ch;
   memset(&ch, 0, sizeof ch);
-  size_t plen = strlen(c.pos[0]);
-  if (plen > TERN_CLIENT_USER_MAX) return tern_cli_complain(&c, 2, "'%s' is not a username", c.pos[0]);
-  for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
+  if (!c.group) {
+    size_t plen = strlen(c.pos[0]);
+    if (plen > TERN_CLIENT_USER_MAX) return tern_cli_complain(&c, 2, "'%s' is not a username", c.pos[0]);
+    for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
+  }
   if ((rc = tern_cli_need_login(&c))) return rc;
+  if (c.group) {
+    if ((rc = tern_cli_group_resolve(&c, c.group, &ch.group))) return rc;
+    ch.in_group = true;
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
@@ -1441,10 +1805,17 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   for (size_t i = 0; i < ch.nout; i++) {
     tern_free(ch.out[i].text);
     tern_free(ch.out[i].msg_id);
+    tern_cli_tally_free(&ch.out[i].tally);
   }
   tern_free(ch.out);
-  for (size_t i = 0; i < ch.nunread; i++) tern_free(ch.unread[i]);
+  for (size_t i = 0; i < ch.nunread; i++) {
+    tern_free(ch.unread[i]);
+    tern_free(ch.unread_from[i]);
+  }
   tern_free(ch.unread);
+  tern_free(ch.unread_from);
+  for (size_t i = 0; i < ch.ntyping; i++) tern_free(ch.typing[i]);
+  tern_free(ch.typing);
   tern_buf_free(&ch.line);
   return rc;
 }
