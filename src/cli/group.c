@@ -341,56 +341,37 @@ static void lower(const char *s, char *out, size_t cap) {
   out[i] = '\0';
 }
 
-/* Parses, logs in and resolves argv's first positional argument as the group. Returns 0 to
- * go on, -1 after --help, or an exit status. */
-static int group_begin(tern_cli *c, int argc, char **argv, unsigned opts, int min_pos, int max_pos,
-                       tern_cli_group_ref *ref) {
-  int rc = tern_cli_parse_args(c, argc, argv, opts, min_pos, max_pos);
-  if (rc) return rc;
-  if ((rc = tern_cli_need_login(c))) return rc;
-  return tern_cli_group_resolve(c, c->pos[0], ref);
-}
-
-static int cmd_create(int argc, char **argv) {
-  tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_DESCRIPTION, 1, TERN_CLI_ANY_POS);
-  if (rc) return rc < 0 ? 0 : rc;
-  if (!c.pos[0][0]) return tern_cli_complain(&c, 2, "the group needs a name");
-  if ((rc = tern_cli_need_login(&c))) return rc;
+static int cmd_create(tern_cli *c, const tern_cli_group_ref *unused) {
   tern_cli_sync s;
   tern_cli_sync_begin(&s);
-  rc = tern_client_group_create(s.c, &c.url, c.creds.token, c.pos[0], c.description, (const char *const *)c.pos + 1,
-                                (size_t)c.npos - 1, tern_cli_sync_cb, &s);
+  int rc = tern_client_group_create(s.c, &c->url, c->creds.token, c->pos[0], c->description,
+                                    (const char *const *)c->pos + 1, (size_t)c->npos - 1, tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
   tern_client_group g;
-  if ((rc = group_answer(&c, &s, &g))) return rc;
+  if ((rc = group_answer(c, &s, &g))) return rc;
   printf("%s\n", g.group_id);
   print_roster("created", " %s with", &g);
   tern_client_group_free(&g);
   return 0;
 }
 
-static int cmd_add(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = group_begin(&c, argc, argv, 0, 2, TERN_CLI_ANY_POS, &ref);
-  if (rc) return rc < 0 ? 0 : rc;
+static int cmd_add(tern_cli *c, const tern_cli_group_ref *ref) {
   tern_cli_sync s;
   tern_cli_sync_begin(&s);
-  rc = tern_client_group_add(s.c, &c.url, c.creds.token, ref.group_id, (const char *const *)c.pos + 1,
-                             (size_t)c.npos - 1, tern_cli_sync_cb, &s);
+  int rc = tern_client_group_add(s.c, &c->url, c->creds.token, ref->group_id, (const char *const *)c->pos + 1,
+                                 (size_t)c->npos - 1, tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
   tern_client_group g;
-  if ((rc = group_answer(&c, &s, &g))) return rc;
+  if ((rc = group_answer(c, &s, &g))) return rc;
   /* Users already in the group are ignored by the server, and members are listed in the
    * order they joined: the new ones are the last, as many as the group grew by. */
   tern_buf what = {0};
-  size_t grew = ref.members >= 0 && (int64_t)g.nmembers > ref.members ? g.nmembers - (size_t)ref.members : 0;
-  if (ref.members < 0) {
+  size_t grew = ref->members >= 0 && (int64_t)g.nmembers > ref->members ? g.nmembers - (size_t)ref->members : 0;
+  if (ref->members < 0) {
     tern_buf_puts(&what, "added (or already there): ");
-    for (int i = 1; i < c.npos; i++) {
+    for (int i = 1; i < c->npos; i++) {
       char u[TERN_CLIENT_USER_MAX * 4 + 1];
-      lower(c.pos[i], u, sizeof u);
+      lower(c->pos[i], u, sizeof u);
       tern_buf_printf(&what, "%s%s", i > 1 ? ", " : "", u);
     }
   } else if (grew == 0) {
@@ -406,6 +387,15 @@ static int cmd_add(int argc, char **argv) {
   return 0;
 }
 
+/* The group is one of ours when we found it in the list, so a 404 about a member is about
+ * the user: the server words it "no such group" either way. Returns the exit status after
+ * saying so, or 0 when the answer is something else. */
+static int not_a_member(const tern_cli *c, tern_cli_sync *s, const tern_cli_group_ref *ref, const char *who) {
+  if (s->r.ok || s->r.status != 404 || !ref->listed) return 0;
+  tern_client_response_free(&s->r);
+  return tern_cli_complain(c, 1, "not_found: %s is not a member of %s", who, ref->name);
+}
+
 /* DELETE .../members/USER: removing someone, or (USER is the caller) leaving. */
 static int remove_member(tern_cli *c, const tern_cli_group_ref *ref, const char *user) {
   char who[TERN_CLIENT_USER_MAX * 4 + 1];
@@ -415,12 +405,7 @@ static int remove_member(tern_cli *c, const tern_cli_group_ref *ref, const char 
   tern_cli_sync_begin(&s);
   int rc = tern_client_group_remove(s.c, &c->url, c->creds.token, ref->group_id, who, tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
-  /* The group is one of ours (we found it in the list), so a 404 is about the user: the
-   * server words it "no such group" either way. */
-  if (!s.r.ok && s.r.status == 404 && ref->listed && !self) {
-    tern_client_response_free(&s.r);
-    return tern_cli_complain(c, 1, "not_found: %s is not a member of %s", who, ref->name);
-  }
+  if (!self && (rc = not_a_member(c, &s, ref, who))) return rc;
   tern_client_group g;
   if ((rc = group_answer(c, &s, &g))) return rc;
   if (self) {
@@ -435,68 +420,48 @@ static int remove_member(tern_cli *c, const tern_cli_group_ref *ref, const char 
   return 0;
 }
 
-static int cmd_remove(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = group_begin(&c, argc, argv, 0, 2, 2, &ref);
-  if (rc) return rc < 0 ? 0 : rc;
-  return remove_member(&c, &ref, c.pos[1]);
-}
+static int cmd_remove(tern_cli *c, const tern_cli_group_ref *ref) { return remove_member(c, ref, c->pos[1]); }
 
-static int cmd_leave(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = group_begin(&c, argc, argv, 0, 1, 1, &ref);
-  if (rc) return rc < 0 ? 0 : rc;
-  return remove_member(&c, &ref, c.creds.user);
-}
+static int cmd_leave(tern_cli *c, const tern_cli_group_ref *ref) { return remove_member(c, ref, c->creds.user); }
 
-static int cmd_admin(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = group_begin(&c, argc, argv, TERN_CLI_OPT_OFF, 2, 2, &ref);
-  if (rc) return rc < 0 ? 0 : rc;
+static int cmd_admin(tern_cli *c, const tern_cli_group_ref *ref) {
   char who[TERN_CLIENT_USER_MAX * 4 + 1];
-  lower(c.pos[1], who, sizeof who);
+  lower(c->pos[1], who, sizeof who);
   tern_cli_sync s;
   tern_cli_sync_begin(&s);
-  rc = tern_client_group_set_admin(s.c, &c.url, c.creds.token, ref.group_id, who, !c.off, tern_cli_sync_cb, &s);
+  int rc = tern_client_group_set_admin(s.c, &c->url, c->creds.token, ref->group_id, who, !c->off, tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
-  if (!s.r.ok && s.r.status == 404 && ref.listed) {
-    tern_client_response_free(&s.r);
-    return tern_cli_complain(&c, 1, "not_found: %s is not a member of %s", who, ref.name);
-  }
+  if ((rc = not_a_member(c, &s, ref, who))) return rc;
   tern_client_group g;
-  if ((rc = group_answer(&c, &s, &g))) return rc;
+  if ((rc = group_answer(c, &s, &g))) return rc;
   const tern_client_group_member *m = tern_client_group_find(&g, who);
   char name[128];
   tern_cli_printable(g.name, name, sizeof name);
-  if (m && m->admin) printf("%s is an admin of %s\n", who, name);
-  else printf("%s is not an admin of %s\n", who, name);
+  printf("%s is %s admin of %s\n", who, m && m->admin ? "an" : "not an", name);
   tern_client_group_free(&g);
   return 0;
 }
 
-static int cmd_rename(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_DESCRIPTION, 1, 2);
-  if (rc) return rc < 0 ? 0 : rc;
-  const char *name = c.npos > 1 ? c.pos[1] : NULL;
-  if (!name && !c.description) return tern_cli_complain(&c, 2, "give a new NAME, --description D, or both");
-  if (name && !*name) return tern_cli_complain(&c, 2, "the group needs a name");
-  if ((rc = tern_cli_need_login(&c)) || (rc = tern_cli_group_resolve(&c, c.pos[0], &ref))) return rc;
+static int check_rename(const tern_cli *c) {
+  if (c->npos < 2 && !c->description) return tern_cli_complain(c, 2, "give a new NAME, --description D, or both");
+  if (c->npos > 1 && !c->pos[1][0]) return tern_cli_complain(c, 2, "the group needs a name");
+  return 0;
+}
+
+static int cmd_rename(tern_cli *c, const tern_cli_group_ref *ref) {
+  const char *name = c->npos > 1 ? c->pos[1] : NULL;
   tern_cli_sync s;
   tern_cli_sync_begin(&s);
-  rc = tern_client_group_update(s.c, &c.url, c.creds.token, ref.group_id, name, c.description, tern_cli_sync_cb, &s);
+  int rc = tern_client_group_update(s.c, &c->url, c->creds.token, ref->group_id, name, c->description,
+                                    tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
   tern_client_group g;
-  if ((rc = group_answer(&c, &s, &g))) return rc;
+  if ((rc = group_answer(c, &s, &g))) return rc;
   char now[128], desc[600];
   tern_cli_printable(g.name, now, sizeof now);
   tern_cli_printable(g.description, desc, sizeof desc);
-  if (name) printf("renamed %s to \"%s\"\n", ref.name, now);
-  if (c.description) {
+  if (name) printf("renamed %s to \"%s\"\n", ref->name, now);
+  if (c->description) {
     if (desc[0]) printf("description of %s: %s\n", now, desc);
     else printf("description of %s cleared\n", now);
   }
@@ -504,17 +469,13 @@ static int cmd_rename(int argc, char **argv) {
   return 0;
 }
 
-static int cmd_info(int argc, char **argv) {
-  tern_cli c;
-  tern_cli_group_ref ref;
-  int rc = group_begin(&c, argc, argv, 0, 1, 1, &ref);
-  if (rc) return rc < 0 ? 0 : rc;
+static int cmd_info(tern_cli *c, const tern_cli_group_ref *ref) {
   tern_cli_sync s;
   tern_cli_sync_begin(&s);
-  rc = tern_client_group_get(s.c, &c.url, c.creds.token, ref.group_id, tern_cli_sync_cb, &s);
+  int rc = tern_client_group_get(s.c, &c->url, c->creds.token, ref->group_id, tern_cli_sync_cb, &s);
   tern_cli_sync_end(&s, rc);
   tern_client_group g;
-  if ((rc = group_answer(&c, &s, &g))) return rc;
+  if ((rc = group_answer(c, &s, &g))) return rc;
   char name[128], desc[600], when[32];
   tern_cli_printable(g.name, name, sizeof name);
   tern_cli_printable(g.description, desc, sizeof desc);
@@ -530,19 +491,16 @@ static int cmd_info(int argc, char **argv) {
     const tern_client_group_member *m = &g.members[i];
     tern_cli_format_time(m->since, true, when, sizeof when);
     printf("  %-*s  %-6s  since %s%s\n", width, m->user, m->admin ? "admin" : "member", when,
-           strcmp(m->user, c.creds.user) == 0 ? "  (you)" : "");
+           strcmp(m->user, c->creds.user) == 0 ? "  (you)" : "");
   }
   tern_client_group_free(&g);
   return 0;
 }
 
-static int cmd_list(int argc, char **argv) {
-  tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, 0, 0, 0);
-  if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = tern_cli_need_login(&c))) return rc;
+static int cmd_list(tern_cli *c, const tern_cli_group_ref *unused) {
   tern_client_group_list l;
-  if ((rc = tern_cli_groups_fetch(&c, &l, false))) return rc;
+  int rc = tern_cli_groups_fetch(c, &l, false);
+  if (rc) return rc;
   int width = 0;
   for (size_t i = 0; i < l.n; i++)
     if ((int)strlen(l.groups[i].group_id) > width) width = (int)strlen(l.groups[i].group_id);
@@ -553,20 +511,34 @@ static int cmd_list(int argc, char **argv) {
     printf("%-*s  %-6s  %3lld member%s  %s\n", width, g->group_id, g->admin ? "admin" : "member",
            (long long)g->members, g->members == 1 ? " " : "s", name);
   }
-  if (l.n == 0 && isatty(2)) fprintf(stderr, "you are in no groups on %s\n", c.server);
+  if (l.n == 0 && isatty(2)) fprintf(stderr, "you are in no groups on %s\n", c->server);
   tern_client_group_list_free(&l);
   return 0;
 }
 
+static int check_create(const tern_cli *c) {
+  return c->pos[0][0] ? 0 : tern_cli_complain(c, 2, "the group needs a name");
+}
+
+/* Each subcommand: its arguments, then what it does once they are parsed, the user is logged
+ * in and (group) the first positional argument is resolved as GROUP. */
 static const struct {
-  const char *name;             /* "create" */
-  const char *full;             /* "group create": the name messages and --help use */
-  int (*run)(int argc, char **argv);
+  const char *name;  /* "create" */
+  const char *full;  /* "group create": the name messages and --help use */
+  unsigned opts;     /* the options it takes (TERN_CLI_OPT_*) */
+  int min_pos, max_pos;
+  bool group;        /* pos[0] is a GROUP */
+  int (*check)(const tern_cli *c); /* usage checks beyond the counts (exit 2), or NULL */
+  int (*run)(tern_cli *c, const tern_cli_group_ref *ref);
 } subcommands[] = {
-    {"create", "group create", cmd_create}, {"add", "group add", cmd_add},
-    {"remove", "group remove", cmd_remove}, {"leave", "group leave", cmd_leave},
-    {"admin", "group admin", cmd_admin},    {"rename", "group rename", cmd_rename},
-    {"info", "group info", cmd_info},       {"list", "group list", cmd_list},
+    {"create", "group create", TERN_CLI_OPT_DESCRIPTION, 1, TERN_CLI_ANY_POS, false, check_create, cmd_create},
+    {"add", "group add", 0, 2, TERN_CLI_ANY_POS, true, NULL, cmd_add},
+    {"remove", "group remove", 0, 2, 2, true, NULL, cmd_remove},
+    {"leave", "group leave", 0, 1, 1, true, NULL, cmd_leave},
+    {"admin", "group admin", TERN_CLI_OPT_OFF, 2, 2, true, NULL, cmd_admin},
+    {"rename", "group rename", TERN_CLI_OPT_DESCRIPTION, 1, 2, true, check_rename, cmd_rename},
+    {"info", "group info", 0, 1, 1, true, NULL, cmd_info},
+    {"list", "group list", 0, 0, 0, false, NULL, cmd_list},
 };
 
 int tern_cli_cmd_group(int argc, char **argv) {
@@ -578,7 +550,15 @@ int tern_cli_cmd_group(int argc, char **argv) {
   for (size_t i = 0; sub && i < TERN_ARRAY_LEN(subcommands); i++) {
     if (strcmp(subcommands[i].name, sub) != 0) continue;
     argv[1] = (char *)subcommands[i].full; /* what tern_cli_parse_args shows as the command */
-    return subcommands[i].run(argc - 1, argv + 1);
+    tern_cli c;
+    tern_cli_group_ref ref = {.members = -1};
+    int rc = tern_cli_parse_args(&c, argc - 1, argv + 1, subcommands[i].opts, subcommands[i].min_pos,
+                                 subcommands[i].max_pos);
+    if (rc) return rc < 0 ? 0 : rc;
+    if ((subcommands[i].check && (rc = subcommands[i].check(&c))) || (rc = tern_cli_need_login(&c)) ||
+        (subcommands[i].group && (rc = tern_cli_group_resolve(&c, c.pos[0], &ref))))
+      return rc;
+    return subcommands[i].run(&c, &ref);
   }
   if (sub) fprintf(stderr, "tern: group: unknown subcommand '%s'\n", sub);
   fputs(tern_cli_cmd_usage("group"), stderr);

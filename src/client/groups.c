@@ -317,6 +317,16 @@ static void list_all_fail(list_all *la, tern_client_response *r) {
   list_all_free(la);
 }
 
+/* Fails the list with an answer of our own: err (-EBADMSG: "bad_response"), and why when
+ * given. */
+static void list_all_fail_with(list_all *la, int err, const char *why) {
+  tern_client_response bad;
+  tern_client_response_fail(&bad, err, "GET /v1/groups");
+  if (why) snprintf(bad.message, sizeof bad.message, "GET /v1/groups: %s", why);
+  list_all_fail(la, &bad);
+  tern_client_response_free(&bad);
+}
+
 static void list_all_page(tern_client_response *r, void *arg);
 
 static int list_all_next(list_all *la, const char *after) {
@@ -333,14 +343,8 @@ static void list_all_page(tern_client_response *r, void *arg) {
   list_all *la = arg;
   if (!r->ok) return list_all_fail(la, r);
   tern_client_group_list page;
-  if (tern_client_parse_group_list(r, &page) < 0) {
-    tern_client_response bad;
-    tern_client_response_fail(&bad, -EBADMSG, "GET /v1/groups");
-    snprintf(bad.message, sizeof bad.message, "GET /v1/groups: the server's answer is not a list of groups");
-    list_all_fail(la, &bad);
-    tern_client_response_free(&bad);
-    return;
-  }
+  if (tern_client_parse_group_list(r, &page) < 0)
+    return list_all_fail_with(la, -EBADMSG, "the server's answer is not a list of groups");
   la->pages++;
   if (la->all.n + page.n > la->cap) {
     la->cap = (la->all.n + page.n) * 2;
@@ -358,22 +362,11 @@ static void list_all_page(tern_client_response *r, void *arg) {
   }
   /* The pages come in group id order and "next" is the last id of this page: one that does
    * not move past the page before would ask for the same page again, for ever. */
-  if (strcmp(next, la->after) <= 0 || la->pages >= LIST_MAX_PAGES) {
-    tern_client_response bad;
-    tern_client_response_fail(&bad, -EBADMSG, "GET /v1/groups");
-    snprintf(bad.message, sizeof bad.message, "GET /v1/groups: the server's \"next\" does not move forward");
-    list_all_fail(la, &bad);
-    tern_client_response_free(&bad);
-    return;
-  }
+  if (strcmp(next, la->after) <= 0 || la->pages >= LIST_MAX_PAGES)
+    return list_all_fail_with(la, -EBADMSG, "the server's \"next\" does not move forward");
   memcpy(la->after, next, sizeof la->after);
   int rc = list_all_next(la, next);
-  if (rc < 0) {
-    tern_client_response bad;
-    tern_client_response_fail(&bad, rc, "GET /v1/groups");
-    list_all_fail(la, &bad);
-    tern_client_response_free(&bad);
-  }
+  if (rc < 0) list_all_fail_with(la, rc, NULL);
 }
 
 int tern_client_group_list_all(tern_client *c, const tern_client_url *url, const char *token,

@@ -167,92 +167,88 @@ TEST(group_match) {
   CHECK_EQ_INT(tern_cli_group_match(&none, "Trip", &n), -1);
 }
 
-static tern_strs strs(const char *const *v, size_t n) {
-  tern_strs l = {.c = v, .n = n};
-  return l;
-}
-
-static const char *event_line(tern_envelope e) {
-  static tern_buf b;
-  tern_buf_reset(&b);
-  tern_cli_group_event_text(&e, "Trip", &b);
-  return tern_buf_cstr(&b);
-}
-
 TEST(group_events) {
-  const char *all[] = {"alice", "bob", "carol"}, *dave[] = {"dave"}, *two[] = {"bob", "carol"};
-  tern_envelope e = {.type = TERN_EV_GROUP, .by = tern_str_c("alice")};
-  e.event = TERN_GROUP_CREATED;
-  e.name = tern_str_c("Trip \033[2J");
-  e.users = strs(all, 3);
-  CHECK_EQ_STR(event_line(e), "alice created the group \"Trip ?[2J\" with alice, bob, carol");
-  e.name = (tern_str){0};
-  e.event = TERN_GROUP_ADDED;
-  e.users = strs(dave, 1);
-  CHECK_EQ_STR(event_line(e), "alice added dave");
-  e.event = TERN_GROUP_REMOVED;
-  e.users = strs(two, 2);
-  CHECK_EQ_STR(event_line(e), "alice removed bob, carol");
-  e.event = TERN_GROUP_LEFT;
-  e.by = tern_str_c("dave");
-  e.users = strs(dave, 1);
-  CHECK_EQ_STR(event_line(e), "dave left");
-  e.by = tern_str_c("alice");
-  e.event = TERN_GROUP_RENAMED;
-  e.name = tern_str_c("Trip 2");
-  e.description = tern_str_c("");
-  CHECK_EQ_STR(event_line(e), "alice renamed the group \"Trip 2\"");
-  e.description = tern_str_c("to the sea");
-  CHECK_EQ_STR(event_line(e), "alice renamed the group \"Trip 2\" (to the sea)");
-  e.event = TERN_GROUP_PROMOTED;
-  e.users = strs(dave, 1);
-  CHECK_EQ_STR(event_line(e), "alice made dave an admin");
-  e.users = strs(two, 2);
-  CHECK_EQ_STR(event_line(e), "alice made bob, carol admins");
-  e.event = TERN_GROUP_DEMOTED;
-  e.users = strs(dave, 1);
-  CHECK_EQ_STR(event_line(e), "alice removed dave as an admin");
-  e.event = TERN_GROUP_UNKNOWN;
-  CHECK_EQ_STR(event_line(e), "alice changed the group");
-}
-
-static const char *tally_line(const tern_cli_tally *t, tern_cli_tally_view v) {
-  static tern_buf b;
-  tern_buf_reset(&b);
-  tern_cli_tally_text(t, v, &b);
-  return tern_buf_cstr(&b);
+  static const char *all[] = {"alice", "bob", "carol"}, *dave[] = {"dave"}, *two[] = {"bob", "carol"};
+  static const struct {
+    tern_group_event event;
+    const char *by, *name, *description;
+    const char *const *users;
+    size_t nusers;
+    const char *want;
+  } cases[] = {
+      {TERN_GROUP_CREATED, "alice", "Trip \033[2J", NULL, all, 3,
+       "alice created the group \"Trip ?[2J\" with alice, bob, carol"},
+      {TERN_GROUP_CREATED, "alice", NULL, NULL, all, 3, "alice created the group \"Trip\" with alice, bob, carol"},
+      {TERN_GROUP_ADDED, "alice", NULL, NULL, dave, 1, "alice added dave"},
+      {TERN_GROUP_REMOVED, "alice", NULL, NULL, two, 2, "alice removed bob, carol"},
+      {TERN_GROUP_LEFT, "dave", NULL, NULL, dave, 1, "dave left"},
+      {TERN_GROUP_RENAMED, "alice", "Trip 2", "", NULL, 0, "alice renamed the group \"Trip 2\""},
+      {TERN_GROUP_RENAMED, "alice", "Trip 2", "to the sea", NULL, 0, "alice renamed the group \"Trip 2\" (to the sea)"},
+      {TERN_GROUP_PROMOTED, "alice", NULL, NULL, dave, 1, "alice made dave an admin"},
+      {TERN_GROUP_PROMOTED, "alice", NULL, NULL, two, 2, "alice made bob, carol admins"},
+      {TERN_GROUP_DEMOTED, "alice", NULL, NULL, dave, 1, "alice removed dave as an admin"},
+      {TERN_GROUP_UNKNOWN, "alice", NULL, NULL, NULL, 0, "alice changed the group"},
+      {TERN_GROUP_ADDED, NULL, NULL, NULL, dave, 1, "someone added dave"},
+  };
+  tern_buf b = {0};
+  for (size_t i = 0; i < TERN_ARRAY_LEN(cases); i++) {
+    tern_envelope e = {.type = TERN_EV_GROUP,
+                       .event = cases[i].event,
+                       .by = tern_str_c(cases[i].by),
+                       .name = tern_str_c(cases[i].name),
+                       .description = tern_str_c(cases[i].description),
+                       .users = {.c = cases[i].users, .n = cases[i].nusers}};
+    tern_buf_reset(&b);
+    tern_cli_group_event_text(&e, "Trip", &b);
+    CHECK_EQ_STR(tern_buf_cstr(&b), cases[i].want);
+  }
+  tern_buf_free(&b);
 }
 
 TEST(group_tally) {
-  const char *bob[] = {"bob"}, *both[] = {"carol", "bob"};
-  tern_cli_tally t = {.of = 2};
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓");
-  CHECK(!tern_cli_tally_all(&t, false));
-  tern_strs l = strs(bob, 1);
-  CHECK(tern_cli_tally_add(&t, &l, false));
-  CHECK(!tern_cli_tally_add(&t, &l, false)); /* bob's second device: nothing new */
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "delivered to 1 of 2");
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓ delivered to 1 of 2");
-  l = strs(both, 2);
-  CHECK(tern_cli_tally_add(&t, &l, false));
-  CHECK(tern_cli_tally_all(&t, false));
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "✓✓ delivered to 2 of 2");
-  l = strs(bob, 1);
-  CHECK(tern_cli_tally_add(&t, &l, true));
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_READ), "read by 1 of 2");
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_TICKS), "✓✓ delivered to 2 of 2, read by 1");
-  CHECK(!tern_cli_tally_all(&t, true));
+  static const char *bob[] = {"bob"}, *both[] = {"carol", "bob"};
+  /* Receipts in turn, and what the tally says after each: whether it changed, the three
+   * views, and whether everyone delivered / read. */
+  static const struct {
+    int64_t of;                 /* a new tally of this size starts here (else 0: go on) */
+    const char *const *by;      /* the receipt's users */
+    size_t nby;
+    bool read;
+    bool changed;
+    const char *delivered, *read_text, *ticks;
+    bool all_delivered, all_read;
+  } steps[] = {
+      {2, NULL, 0, false, false, "delivered to 0 of 2", "read by 0 of 2", "✓", false, false},
+      {0, bob, 1, false, true, "delivered to 1 of 2", "read by 0 of 2", "✓ delivered to 1 of 2", false, false},
+      {0, bob, 1, false, false, "delivered to 1 of 2", "read by 0 of 2", "✓ delivered to 1 of 2", false, false},
+      {0, both, 2, false, true, "✓✓ delivered to 2 of 2", "read by 0 of 2", "✓✓ delivered to 2 of 2", true, false},
+      {0, bob, 1, true, true, "✓✓ delivered to 2 of 2", "read by 1 of 2", "✓✓ delivered to 2 of 2, read by 1", true,
+       false},
+      /* A read that comes first counts as delivered too; an unknown size counts alone. */
+      {-1, both, 2, true, true, "delivered to 2", "read by 2", "✓ delivered to 2, read by 2", false, false},
+  };
+  tern_cli_tally t = {0};
+  tern_buf b = {0};
+  for (size_t i = 0; i < TERN_ARRAY_LEN(steps); i++) {
+    if (steps[i].of) {
+      tern_cli_tally_free(&t);
+      t.of = steps[i].of;
+    }
+    tern_strs l = {.c = steps[i].by, .n = steps[i].nby};
+    CHECK_EQ_INT(tern_cli_tally_add(&t, &l, steps[i].read), steps[i].changed);
+    const char *want[] = {steps[i].delivered, steps[i].read_text, steps[i].ticks};
+    tern_cli_tally_view views[] = {TERN_CLI_TALLY_DELIVERED, TERN_CLI_TALLY_READ, TERN_CLI_TALLY_TICKS};
+    for (int v = 0; v < 3; v++) {
+      tern_buf_reset(&b);
+      tern_cli_tally_text(&t, views[v], &b);
+      CHECK_EQ_STR(tern_buf_cstr(&b), want[v]);
+    }
+    CHECK_EQ_INT(tern_cli_tally_all(&t, false), steps[i].all_delivered);
+    CHECK_EQ_INT(tern_cli_tally_all(&t, true), steps[i].all_read);
+  }
   tern_cli_tally_free(&t);
-
-  /* A read that comes first counts as delivered too; an unknown total counts alone. */
-  t = (tern_cli_tally){.of = -1};
-  l = strs(both, 2);
-  CHECK(tern_cli_tally_add(&t, &l, true));
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_DELIVERED), "delivered to 2");
-  CHECK_EQ_STR(tally_line(&t, TERN_CLI_TALLY_READ), "read by 2");
-  CHECK(!tern_cli_tally_all(&t, true));
-  tern_cli_tally_free(&t);
-  t = (tern_cli_tally){.of = 0}; /* nobody else in the group */
+  tern_buf_free(&b);
+  t = (tern_cli_tally){.of = 0}; /* nobody else in the group: everyone (nobody) has it */
   CHECK(tern_cli_tally_all(&t, true));
 }
 
