@@ -5,7 +5,8 @@
  * flushes every connection's outbound frames once per loop iteration. On it run
  *   - one-shot HTTP/1.1 requests for the JSON API (register, login, logout, me, users/{name},
  *     media, groups),
- *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6.
+ *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6 and the
+ *     v1.1 frames (groups: section 10).
  * Nothing blocks and nothing runs on another thread, except host name resolution when a URL
  * names a host rather than an IP address (uv_getaddrinfo in libuv's threadpool).
  *
