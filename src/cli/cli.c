@@ -16,8 +16,9 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/map.h"
 #include "base/util.h"
-#include "cli/cli.h"
+#include "cli/cli_int.h"
 #include "client/client.h"
 
 #define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
@@ -57,11 +58,16 @@ static const struct {
     {"send",
      "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
      "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
+     "       tern send --group GROUP TEXT [--timeout DURATION] [--server URL]\n"
+     "       tern send --group GROUP --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "\n"
      "Sends TEXT to USER (TEXT \"-\" reads it from stdin) and prints the message id once the\n"
      "server has stored it (the single tick). With --image, FILE (a JPEG, PNG, WebP or GIF)\n"
      "is uploaded first and the message carries it, with TEXT as an optional caption. Gives up\n"
-     "after --timeout (default 30s for the message; an upload gets at least 2m).\n"},
+     "after --timeout (default 30s for the message; an upload gets at least 2m).\n"
+     "With --group, the message goes to every member of GROUP (its id, or its name when no\n"
+     "other group of yours has that name); after the message id, \"✓ sent to N of M\" on\n"
+     "stderr says how many of the other members it reached, and names those it missed.\n"},
     {"fetch",
      "usage: tern fetch MEDIA_ID -o FILE [--thumb] [--timeout DURATION] [--server URL]\n"
      "\n"
@@ -75,15 +81,77 @@ static const struct {
      "\n"
      "Prints messages and receipts as they arrive (first those waiting on the server), and\n"
      "acknowledges them. Stops after N messages with --count, after DURATION with --timeout\n"
-     "(an error when --count was not reached), or on Ctrl-C.\n"},
+     "(an error when --count was not reached), or on Ctrl-C. Group messages show the group\n"
+     "and the sender, group changes one line each, and receipts for your group messages\n"
+     "count the members: \"delivered to 2 of 3\", \"read by 1 of 3\".\n"},
     {"chat",
      "usage: tern chat USER [--timeout DURATION] [--server URL]\n"
+     "       tern chat --group GROUP [--timeout DURATION] [--server URL]\n"
      "\n"
      "Talks with USER: each line typed on stdin is sent; each sent message shows its ticks:\n"
      "… waiting, ✓ stored, ✓✓ delivered, blue ✓✓ (\"read\" when not on a terminal) read.\n"
      "Incoming messages are printed, acknowledged and marked read. Ends on Ctrl-C or Ctrl-D\n"
      "(end of input: once every message has its tick; with --timeout, once every message\n"
-     "is read or DURATION has passed).\n"},
+     "is read or DURATION has passed).\n"
+     "With --group, the conversation is GROUP's (its id or unique name): each member's\n"
+     "messages with their name, the group's changes and who is typing as lines of their\n"
+     "own, and per message of yours \"✓ delivered to 2 of 3, read by 1\" (✓✓ once every\n"
+     "member it reached has it).\n"},
+    {"group",
+     "usage: tern group create NAME [USER...] [--description D]\n"
+     "       tern group add GROUP USER...\n"
+     "       tern group remove GROUP USER\n"
+     "       tern group leave GROUP\n"
+     "       tern group admin GROUP USER [--off]\n"
+     "       tern group rename GROUP [NAME] [--description D]\n"
+     "       tern group info GROUP\n"
+     "       tern group list\n"
+     "\n"
+     "Group chats. GROUP is a group's id, or its name when no other group of yours has that\n"
+     "name. Only admins may add, remove others, rename and change admins. Send to a group with\n"
+     "tern send --group GROUP, talk in it with tern chat --group GROUP.\n"
+     "tern group SUBCOMMAND --help shows one of them.\n"},
+    {"group create",
+     "usage: tern group create NAME [USER...] [--description D] [--server URL]\n"
+     "\n"
+     "Creates a group called NAME (1-100 bytes) with you as its admin and the USERs as its\n"
+     "members, and prints its id on the first line, then its members.\n"
+     "  --description D  what the group is about (0-512 bytes)\n"},
+    {"group add",
+     "usage: tern group add GROUP USER... [--server URL]\n"
+     "\n"
+     "Adds the USERs to GROUP (admins only) and prints who was added and the members now.\n"
+     "Users already in the group are left as they are.\n"},
+    {"group remove",
+     "usage: tern group remove GROUP USER [--server URL]\n"
+     "\n"
+     "Takes USER out of GROUP (admins only; removing yourself is leaving).\n"},
+    {"group leave",
+     "usage: tern group leave GROUP [--server URL]\n"
+     "\n"
+     "Leaves GROUP. When the last admin leaves, the longest-standing member becomes admin;\n"
+     "when the last member leaves, the group is gone.\n"},
+    {"group admin",
+     "usage: tern group admin GROUP USER [--off] [--server URL]\n"
+     "\n"
+     "Makes USER an admin of GROUP (admins only); --off makes them a plain member again\n"
+     "(the only admin cannot step down).\n"
+     "  --off  remove the admin role instead of giving it\n"},
+    {"group rename",
+     "usage: tern group rename GROUP [NAME] [--description D] [--server URL]\n"
+     "\n"
+     "Renames GROUP to NAME and/or sets its description (admins only; --description \"\"\n"
+     "clears it).\n"
+     "  --description D  the new description\n"},
+    {"group info",
+     "usage: tern group info GROUP [--server URL]\n"
+     "\n"
+     "Shows GROUP: name, description, who created it and when, and its members in the order\n"
+     "they joined, with their role and since when.\n"},
+    {"group list",
+     "usage: tern group list [--server URL]\n"
+     "\n"
+     "Lists your groups (every page), one a line: id, your role, members, name.\n"},
 };
 
 static const char common_help[] =
@@ -106,10 +174,11 @@ const char *tern_cli_usage(void) {
          "  logout            log this device out\n"
          "  me                show the account and its devices\n"
          "  whois USER        online, or last seen\n"
-         "  send USER TEXT    send one message (--image FILE: with an image)\n"
+         "  send USER TEXT    send one message (--image FILE: with an image; --group GROUP)\n"
          "  fetch MEDIA_ID    download an image (-o FILE)\n"
          "  listen            print arriving messages and receipts\n"
-         "  chat USER         interactive conversation\n"
+         "  chat USER         interactive conversation (--group GROUP: in a group)\n"
+         "  group ...         create, add, remove, leave, admin, rename, info, list\n"
          "\n"
          "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
          "network error, 2 usage error.\n";
@@ -117,35 +186,7 @@ const char *tern_cli_usage(void) {
 
 /* ---- arguments ---- */
 
-enum {
-  OPT_PASSWORD = 1 << 0,
-  OPT_DEVICE = 1 << 1,
-  OPT_COUNT = 1 << 2,
-  OPT_TIMEOUT = 1 << 3,
-  OPT_IMAGE = 1 << 4,
-  OPT_OUTPUT = 1 << 5,
-  OPT_THUMB = 1 << 6, /* a flag: takes no value */
-};
-
-typedef struct cli {
-  const char *cmd;                 /* the command, for messages */
-  tern_client_url url;             /* the server */
-  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
-  const char *password;            /* --password */
-  const char *device;              /* --device */
-  long count;                      /* --count, 0 when absent */
-  int64_t timeout_ms;              /* --timeout, 0 when absent */
-  const char *image;               /* --image */
-  const char *output;              /* -o / --output */
-  bool thumb;                      /* --thumb */
-  const char *pos[3];              /* positional arguments */
-  int npos;
-  char creds_path[4096];           /* this server's credentials file */
-  tern_cli_creds creds;         /* loaded by need_login */
-} cli;
-
-static int complain(const cli *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int complain(const cli *c, int status, const char *fmt, ...) {
+int tern_cli_complain(const tern_cli *c, int status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "tern: %s: ", c->cmd);
@@ -155,17 +196,21 @@ static int complain(const cli *c, int status, const char *fmt, ...) {
   return status;
 }
 
-/* Returns 0 to go on, or the exit status (0 after --help). */
-static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos) {
+/* Positional arguments are moved to the front of argv as they are met (an option's value
+ * and the option itself were read before their slots are reused), so that commands taking
+ * any number of them need no allocation. */
+int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos) {
   memset(c, 0, sizeof *c);
   c->cmd = argv[0];
+  c->pos = argv + 1;
   const char *server = getenv("TERN_SERVER");
   bool only_pos = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
-      if (c->npos >= max_pos) return complain(c, 2, "unexpected argument '%s' (see tern %s --help)", a, c->cmd);
-      c->pos[c->npos++] = a;
+      if (max_pos != TERN_CLI_ANY_POS && c->npos >= max_pos)
+        return tern_cli_complain(c, 2, "unexpected argument '%s' (see tern %s --help)", a, c->cmd);
+      argv[1 + c->npos++] = argv[i];
       continue;
     }
     if (strcmp(a, "--") == 0) {
@@ -181,73 +226,83 @@ static int parse_args(cli *c, int argc, char **argv, unsigned allowed, int min_p
     const char *val = NULL;
     const char *eq = strchr(a, '=');
     size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-    if (nlen >= sizeof name) return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    if (nlen >= sizeof name) return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     memcpy(name, a, nlen);
     name[nlen] = '\0';
     unsigned bit;
     if (strcmp(name, "--server") == 0) bit = 0;
-    else if (strcmp(name, "--password") == 0) bit = OPT_PASSWORD;
-    else if (strcmp(name, "--device") == 0) bit = OPT_DEVICE;
-    else if (strcmp(name, "--count") == 0) bit = OPT_COUNT;
-    else if (strcmp(name, "--timeout") == 0) bit = OPT_TIMEOUT;
-    else if (strcmp(name, "--image") == 0) bit = OPT_IMAGE;
-    else if (strcmp(name, "--output") == 0 || strcmp(name, "-o") == 0) bit = OPT_OUTPUT;
-    else if (strcmp(name, "--thumb") == 0) bit = OPT_THUMB;
-    else return complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
-    if (bit && !(allowed & bit)) return complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
-    if (bit == OPT_THUMB) {
-      if (eq) return complain(c, 2, "option %s takes no value", name);
-      c->thumb = true;
+    else if (strcmp(name, "--password") == 0) bit = TERN_CLI_OPT_PASSWORD;
+    else if (strcmp(name, "--device") == 0) bit = TERN_CLI_OPT_DEVICE;
+    else if (strcmp(name, "--count") == 0) bit = TERN_CLI_OPT_COUNT;
+    else if (strcmp(name, "--timeout") == 0) bit = TERN_CLI_OPT_TIMEOUT;
+    else if (strcmp(name, "--image") == 0) bit = TERN_CLI_OPT_IMAGE;
+    else if (strcmp(name, "--output") == 0 || strcmp(name, "-o") == 0) bit = TERN_CLI_OPT_OUTPUT;
+    else if (strcmp(name, "--thumb") == 0) bit = TERN_CLI_OPT_THUMB;
+    else if (strcmp(name, "--description") == 0) bit = TERN_CLI_OPT_DESCRIPTION;
+    else if (strcmp(name, "--off") == 0) bit = TERN_CLI_OPT_OFF;
+    else if (strcmp(name, "--group") == 0) bit = TERN_CLI_OPT_GROUP;
+    else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
+    if (bit && !(allowed & bit))
+      return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
+    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF) {
+      if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
+      if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      else c->off = true;
       continue;
     }
     if (eq) val = eq + 1;
     else if (i + 1 < argc) val = argv[++i];
-    else return complain(c, 2, "option %s needs a value", name);
+    else return tern_cli_complain(c, 2, "option %s needs a value", name);
     if (bit == 0) {
       server = val;
-    } else if (bit == OPT_PASSWORD) {
+    } else if (bit == TERN_CLI_OPT_PASSWORD) {
       c->password = val;
-    } else if (bit == OPT_DEVICE) {
-      if (strlen(val) > 64) return complain(c, 2, "--device: at most 64 characters");
+    } else if (bit == TERN_CLI_OPT_DEVICE) {
+      if (strlen(val) > 64) return tern_cli_complain(c, 2, "--device: at most 64 characters");
       c->device = val;
-    } else if (bit == OPT_COUNT) {
+    } else if (bit == TERN_CLI_OPT_COUNT) {
       char *end;
       errno = 0;
       long n = strtol(val, &end, 10);
-      if (errno || *end || n <= 0) return complain(c, 2, "--count: expected a positive number, got '%s'", val);
+      if (errno || *end || n <= 0) return tern_cli_complain(c, 2, "--count: expected a positive number, got '%s'", val);
       c->count = n;
-    } else if (bit == OPT_TIMEOUT) {
+    } else if (bit == TERN_CLI_OPT_TIMEOUT) {
       if (tern_cli_parse_duration(val, &c->timeout_ms) < 0 || c->timeout_ms <= 0)
-        return complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
-    } else if (bit == OPT_IMAGE) {
+        return tern_cli_complain(c, 2, "--timeout: expected a duration like 500ms, 10s or 2m, got '%s'", val);
+    } else if (bit == TERN_CLI_OPT_IMAGE) {
       c->image = val;
-    } else if (bit == OPT_OUTPUT) {
+    } else if (bit == TERN_CLI_OPT_OUTPUT) {
       c->output = val;
+    } else if (bit == TERN_CLI_OPT_DESCRIPTION) {
+      c->description = val;
+    } else if (bit == TERN_CLI_OPT_GROUP) {
+      if (!*val) return tern_cli_complain(c, 2, "--group: expected a group's id or name");
+      c->group = val;
     }
   }
-  if (c->npos < min_pos) return complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
+  if (c->npos < min_pos) return tern_cli_complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
   if (!server || !*server) server = TERN_CLIENT_DEFAULT_SERVER;
   int rc = tern_client_url_parse(server, &c->url);
   if (rc == -EPROTONOSUPPORT)
-    return complain(c, 2, "--server '%s': only http:// servers are supported", server);
-  if (rc < 0) return complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
+    return tern_cli_complain(c, 2, "--server '%s': only http:// servers are supported", server);
+  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
   snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
   rc = tern_cli_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
-  if (rc < 0) return complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
+  if (rc < 0) return tern_cli_complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
   return 0;
 }
 
 /* The credentials for this server, or an error status. */
-static int need_login(cli *c) {
+int tern_cli_need_login(tern_cli *c) {
   int rc = tern_cli_creds_load(c->creds_path, &c->creds);
-  if (rc == -ENOENT) return complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
+  if (rc == -ENOENT) return tern_cli_complain(c, 1, "not logged in to %s (run: tern login USER)", c->server);
   if (rc < 0)
-    return complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
+    return tern_cli_complain(c, 1, "cannot read %s (%s); run tern login again", c->creds_path,
                     rc == -EBADMSG ? "not a tern credentials file" : strerror(-rc));
   return 0;
 }
 
-static const char *errstr(int err) {
+const char *tern_cli_errstr(int err) {
   const char *s = uv_strerror(err);
   if (strncmp(s, "Unknown", 7) == 0) s = strerror(-err);
   return s;
@@ -255,31 +310,23 @@ static const char *errstr(int err) {
 
 /* ---- synchronous HTTP ---- */
 
-typedef struct sync_http {
-  uv_loop_t loop;           /* private loop */
-  tern_client *c;           /* context on it */
-  tern_client_response r;   /* the answer */
-  bool done;                /* r is filled */
-} sync_http;
-
-/* timeout_ms 0: the library's default (30 s). */
-static void sync_begin_timeout(sync_http *s, int64_t timeout_ms) {
+void tern_cli_sync_begin_timeout(tern_cli_sync *s, int64_t timeout_ms) {
   memset(s, 0, sizeof *s);
   uv_loop_init(&s->loop);
   tern_client_options o = {.http_timeout_ms = timeout_ms};
   s->c = tern_client_new(&s->loop, &o);
 }
 
-static void sync_begin(sync_http *s) { sync_begin_timeout(s, 0); }
+void tern_cli_sync_begin(tern_cli_sync *s) { tern_cli_sync_begin_timeout(s, 0); }
 
-static void sync_cb(tern_client_response *r, void *arg) {
-  sync_http *s = arg;
+void tern_cli_sync_cb(tern_client_response *r, void *arg) {
+  tern_cli_sync *s = arg;
   tern_client_response_move(&s->r, r);
   s->done = true;
 }
 
 /* rc: what starting the request returned. */
-static void sync_end(sync_http *s, int rc) {
+void tern_cli_sync_end(tern_cli_sync *s, int rc) {
   if (rc == 0) uv_run(&s->loop, UV_RUN_DEFAULT);
   tern_client_free(s->c);
   uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -287,23 +334,23 @@ static void sync_end(sync_http *s, int rc) {
   if (!s->done) tern_client_response_fail(&s->r, rc < 0 ? rc : UV_ECANCELED, "request");
 }
 
-static int http_failed(const cli *c, const tern_client_response *r) {
+int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r) {
   if (r->err && r->status == 0) {
-    if (r->err == -EBADMSG) return complain(c, 1, "%s did not answer like a tern server", c->server);
-    return complain(c, 1, "cannot reach %s: %s", c->server, errstr(r->err));
+    if (r->err == -EBADMSG) return tern_cli_complain(c, 1, "%s did not answer like a tern server", c->server);
+    return tern_cli_complain(c, 1, "cannot reach %s: %s", c->server, tern_cli_errstr(r->err));
   }
   if (r->status == 401 && strcmp(r->code, "unauthorized") == 0)
-    return complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
+    return tern_cli_complain(c, 1, "%s (%s); run tern login again", r->message, r->code);
   if (r->status == 429 && r->retry_after[0])
-    return complain(c, 1, "%s (%s); retry after %s s", r->message, r->code, r->retry_after);
-  return complain(c, 1, "%s (%s)", r->message, r->code);
+    return tern_cli_complain(c, 1, "%s (%s); retry after %s s", r->message, r->code, r->retry_after);
+  return tern_cli_complain(c, 1, "%s (%s)", r->message, r->code);
 }
 
 /* For a request that must succeed: 0 when it did, else the exit status after saying why
  * (the response is then freed). */
-static int sync_failed(const cli *c, sync_http *s) {
+int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s) {
   if (s->r.ok) return 0;
-  int st = http_failed(c, &s->r);
+  int st = tern_cli_http_failed(c, &s->r);
   tern_client_response_free(&s->r);
   return st;
 }
@@ -346,35 +393,35 @@ static ssize_t prompt_hidden(const char *prompt, char *out, size_t cap) {
 }
 
 /* Fills out with the password; returns 0 or an exit status. */
-static int get_password(cli *c, const char *user, bool confirm, char *out, size_t cap) {
+static int get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
   const char *p = c->password ? c->password : getenv("TERN_PASSWORD");
   if (p) {
-    if (strlen(p) >= cap) return complain(c, 2, "password too long");
+    if (strlen(p) >= cap) return tern_cli_complain(c, 2, "password too long");
     snprintf(out, cap, "%s", p);
   } else if (isatty(0)) {
     char prompt[80];
     snprintf(prompt, sizeof prompt, "Password for %s: ", user);
-    if (prompt_hidden(prompt, out, cap) < 0) return complain(c, 2, "no password given");
+    if (prompt_hidden(prompt, out, cap) < 0) return tern_cli_complain(c, 2, "no password given");
     if (confirm) {
       char again[PASSWORD_MAX + 2];
       if (prompt_hidden("Repeat the password: ", again, sizeof again) < 0 || strcmp(again, out) != 0) {
         memset(again, 0, sizeof again);
-        return complain(c, 2, "the passwords differ");
+        return tern_cli_complain(c, 2, "the passwords differ");
       }
       memset(again, 0, sizeof again);
     }
   } else if (read_line_fd0(out, cap) < 0) {
-    return complain(c, 2, "no password given (use --password, TERN_PASSWORD or stdin)");
+    return tern_cli_complain(c, 2, "no password given (use --password, TERN_PASSWORD or stdin)");
   }
-  if (!out[0]) return complain(c, 2, "empty password");
+  if (!out[0]) return tern_cli_complain(c, 2, "empty password");
   return 0;
 }
 
 /* ---- register, login ---- */
 
 static int account_cmd(int argc, char **argv, bool reg) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_PASSWORD | OPT_DEVICE, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_PASSWORD | TERN_CLI_OPT_DEVICE, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
   const char *user = c.pos[0];
   char password[PASSWORD_MAX + 2];
@@ -388,17 +435,17 @@ static int account_cmd(int argc, char **argv, bool reg) {
     gethostname(host, sizeof host - 1);
     snprintf(device, sizeof device, "tern CLI on %s", host[0] ? host : "this machine");
   }
-  sync_http s;
-  sync_begin(&s);
-  rc = reg ? tern_client_register(s.c, &c.url, user, password, device, sync_cb, &s)
-           : tern_client_login(s.c, &c.url, user, password, device, sync_cb, &s);
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = reg ? tern_client_register(s.c, &c.url, user, password, device, tern_cli_sync_cb, &s)
+           : tern_client_login(s.c, &c.url, user, password, device, tern_cli_sync_cb, &s);
   memset(password, 0, sizeof password);
-  sync_end(&s, rc);
-  if ((rc = sync_failed(&c, &s))) return rc;
+  tern_cli_sync_end(&s, rc);
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   tern_client_account acct;
   rc = tern_client_parse_account(&s.r, &acct);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(&c, 1, "%s answered without a user, device_id and token", c.server);
+  if (rc < 0) return tern_cli_complain(&c, 1, "%s answered without a user, device_id and token", c.server);
   tern_cli_creds cr;
   memset(&cr, 0, sizeof cr);
   snprintf(cr.server, sizeof cr.server, "%s", c.server);
@@ -409,7 +456,7 @@ static int account_cmd(int argc, char **argv, bool reg) {
   memset(&cr, 0, sizeof cr);
   if (rc < 0) {
     memset(&acct, 0, sizeof acct);
-    return complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
+    return tern_cli_complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
   }
   printf("%s %s on %s (device %s)\n", reg ? "registered" : "logged in as", acct.user, c.server, acct.device_id);
   memset(&acct, 0, sizeof acct);
@@ -422,36 +469,36 @@ int tern_cli_cmd_login(int argc, char **argv) { return account_cmd(argc, argv, f
 /* ---- logout, me, whois ---- */
 
 int tern_cli_cmd_logout(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_logout(s.c, &c.url, c.creds.token, sync_cb, &s);
-  sync_end(&s, rc);
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_logout(s.c, &c.url, c.creds.token, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   /* A token the server no longer knows (401) is as good as logged out. */
   bool gone = s.r.ok || s.r.status == 401;
   int st = 0;
-  if (!gone) st = http_failed(&c, &s.r);
+  if (!gone) st = tern_cli_http_failed(&c, &s.r);
   tern_client_response_free(&s.r);
   if (!gone) return st;
   rc = tern_cli_creds_remove(c.creds_path);
-  if (rc < 0 && rc != -ENOENT) return complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
+  if (rc < 0 && rc != -ENOENT) return tern_cli_complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
   printf("logged out %s from %s\n", c.creds.user, c.server);
   return 0;
 }
 
 int tern_cli_cmd_me(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_me(s.c, &c.url, c.creds.token, sync_cb, &s);
-  sync_end(&s, rc);
-  if ((rc = sync_failed(&c, &s))) return rc;
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_me(s.c, &c.url, c.creds.token, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   const cJSON *user = cJSON_GetObjectItemCaseSensitive(s.r.json, "user");
   const cJSON *dev = cJSON_GetObjectItemCaseSensitive(s.r.json, "device_id");
   const cJSON *devices = cJSON_GetObjectItemCaseSensitive(s.r.json, "devices");
@@ -479,23 +526,23 @@ int tern_cli_cmd_me(int argc, char **argv) {
 }
 
 int tern_cli_cmd_whois(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, 0, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, 0, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
-  sync_http s;
-  sync_begin(&s);
-  rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], sync_cb, &s);
-  sync_end(&s, rc);
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   if (s.r.status == 404) {
     tern_client_response_free(&s.r);
-    return complain(&c, 1, "no such user: %s", c.pos[0]);
+    return tern_cli_complain(&c, 1, "no such user: %s", c.pos[0]);
   }
-  if ((rc = sync_failed(&c, &s))) return rc;
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
   tern_client_user_status us;
   rc = tern_client_parse_user_status(&s.r, &us);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(&c, 1, "%s answered without a user", c.server);
+  if (rc < 0) return tern_cli_complain(&c, 1, "%s answered without a user", c.server);
   if (us.online) {
     printf("%s is online\n", us.user);
   } else if (us.last_seen < 0) {
@@ -515,7 +562,7 @@ typedef struct session session;
 typedef void (*session_event_fn)(session *s, const tern_client_event *ev);
 
 struct session {
-  cli *c;                    /* arguments and credentials */
+  tern_cli *c;                    /* arguments and credentials */
   uv_loop_t loop;            /* private loop */
   tern_client *client;       /* context */
   tern_client_conn *conn;    /* the WebSocket, until CLOSED */
@@ -555,17 +602,17 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
       if (!s->quitting) {
         s->status = 1;
         if (ev->close_code == 0 && ev->err == UV_ETIMEDOUT)
-          complain(s->c, 1, "timed out connecting to %s", s->c->server);
+          tern_cli_complain(s->c, 1, "timed out connecting to %s", s->c->server);
         else if (ev->close_code == 0 && ev->err == -EPROTO)
-          complain(s->c, 1, "%s: %s", s->c->server, ev->message);
+          tern_cli_complain(s->c, 1, "%s: %s", s->c->server, ev->message);
         else if (ev->close_code == 0)
-          complain(s->c, 1, "cannot reach %s: %s", s->c->server, errstr(ev->err));
+          tern_cli_complain(s->c, 1, "cannot reach %s: %s", s->c->server, tern_cli_errstr(ev->err));
         else if (ev->close_code == 4001)
-          complain(s->c, 1, "the server did not accept our token (4001): run tern login again");
+          tern_cli_complain(s->c, 1, "the server did not accept our token (4001): run tern login again");
         else if (ev->close_code == 4002)
-          complain(s->c, 1, "this device was logged out (4002); run tern login again");
+          tern_cli_complain(s->c, 1, "this device was logged out (4002); run tern login again");
         else
-          complain(s->c, 1, "connection closed by the server: %u (%s)%s%s", ev->close_code,
+          tern_cli_complain(s->c, 1, "connection closed by the server: %u (%s)%s%s", ev->close_code,
                    tern_client_close_code_name(ev->close_code)[0] ? tern_client_close_code_name(ev->close_code)
                                                                   : "unknown",
                    ev->message[0] ? ": " : "", ev->message);
@@ -575,7 +622,7 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
     }
     case TERN_CLIENT_EV_ERROR:
       if (strcmp(ev->code, "unauthorized") == 0) {
-        complain(s->c, 1, "the server did not accept our token (%s); run tern login again", ev->message);
+        tern_cli_complain(s->c, 1, "the server did not accept our token (%s); run tern login again", ev->message);
         s->status = 1;
         s->quitting = true; /* the server closes with 4001 */
         return;
@@ -623,7 +670,7 @@ static int session_go(session *s, int64_t timeout_ms) {
       .url = &s->c->url, .token = s->c->creds.token, .on_event = session_event, .arg = s};
   int rc = tern_client_connect(s->client, &o, &s->conn);
   if (rc < 0) {
-    s->status = complain(s->c, 1, "cannot connect to %s: %s", s->c->server, errstr(rc));
+    s->status = tern_cli_complain(s->c, 1, "cannot connect to %s: %s", s->c->server, tern_cli_errstr(rc));
     session_stop(s);
   } else {
     uv_signal_start(&s->sigint, session_on_signal, SIGINT);
@@ -645,7 +692,8 @@ static int session_run(session *s, int64_t timeout_ms) {
 /* ---- send ---- */
 
 typedef struct send_state {
-  const char *to;            /* recipient */
+  const char *to;            /* recipient, or NULL for a group */
+  tern_cli_group_ref group;  /* the group (--group), when to is NULL */
   const char *text;          /* body, or NULL (an image without a caption) */
   size_t len;
   char id[TERN_CLIENT_ID_SIZE]; /* our client id */
@@ -653,30 +701,58 @@ typedef struct send_state {
   bool sent;                 /* the answer arrived */
 } send_state;
 
+/* "✓ sent to 2 of 3 members of Trip (missed: carol)": on stderr, beside the msg_id on stdout,
+ * so that scripts still read the id alone. The other members are those it reached
+ * (recipients) and those all of whose devices missed it (skipped). */
+static void print_group_sent(const send_state *st, const tern_client_event *ev) {
+  const tern_event *f = &ev->frame;
+  if (!f->has_recipients) {
+    fprintf(stderr, "✓ sent to %s\n", st->group.name);
+    return;
+  }
+  tern_buf b = {0};
+  unsigned long long others = (unsigned long long)(f->recipients + f->skipped.n);
+  tern_buf_printf(&b, "✓ sent to %llu of %llu member%s of %s", (unsigned long long)f->recipients, others,
+                  others == 1 ? "" : "s", st->group.name);
+  if (f->skipped.n) {
+    tern_buf_puts(&b, " (missed, their inboxes are full: ");
+    for (size_t i = 0; i < f->skipped.n; i++) {
+      tern_str u = tern_strs_at(&f->skipped, i);
+      tern_buf_printf(&b, "%s%.*s", i ? ", " : "", (int)u.n, u.p ? u.p : "?");
+    }
+    tern_buf_putc(&b, ')');
+  }
+  fprintf(stderr, "%s\n", tern_buf_cstr(&b));
+  tern_buf_free(&b);
+}
+
 static void send_event(session *s, const tern_client_event *ev) {
   send_state *st = s->data;
   if (ev->type == TERN_CLIENT_EV_READY) {
     tern_client_new_id(st->id);
-    int rc = tern_client_send(s->conn, st->id, st->to, st->text, st->len, st->media_id[0] ? st->media_id : NULL);
+    const char *media = st->media_id[0] ? st->media_id : NULL;
+    int rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
+                    : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
     if (rc < 0) {
-      complain(s->c, 1, "cannot send: %s", errstr(rc));
+      tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
       session_quit(s, 1);
     }
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
     st->sent = true;
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
-    if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
+    if (!st->to) print_group_sent(st, ev);
+    else if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
     session_quit(s, 0);
   } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
-    if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
-    else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+    if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+    else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
     if (ev->id || !s->ready) session_quit(s, 1);
     else if (strcmp(ev->code, "bad_request") == 0) session_quit(s, 1);
   }
 }
 
 static void send_timeout(session *s) {
-  complain(s->c, 1, "no answer from %s in time", s->c->server);
+  tern_cli_complain(s->c, 1, "no answer from %s in time", s->c->server);
   session_quit(s, 1);
 }
 
@@ -684,17 +760,17 @@ static void send_timeout(session *s) {
 #define UPLOAD_TIMEOUT_MS 120000 /* an upload gets at least this long */
 
 /* Reads the image file, uploads it and fills st->media_id. Returns 0 or an exit status. */
-static int upload_image(cli *c, send_state *st) {
+static int upload_image(tern_cli *c, send_state *st) {
   int fd = open(c->image, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
+  if (fd < 0) return tern_cli_complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
   struct stat sb;
   if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
     close(fd);
-    return complain(c, 2, "%s is not a regular file", c->image);
+    return tern_cli_complain(c, 2, "%s is not a regular file", c->image);
   }
   if (sb.st_size == 0 || (uint64_t)sb.st_size > UPLOAD_MAX) {
     close(fd);
-    return complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
+    return tern_cli_complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
   }
   size_t len = (size_t)sb.st_size, got = 0;
   char *bytes = tern_malloc(len);
@@ -707,28 +783,28 @@ static int upload_image(cli *c, send_state *st) {
   close(fd);
   if (got != len) {
     tern_free(bytes);
-    return complain(c, 1, "cannot read %s", c->image);
+    return tern_cli_complain(c, 1, "cannot read %s", c->image);
   }
   /* The type comes from the bytes, not the name: the server checks them against it anyway. */
   const char *mime = tern_client_sniff_image(bytes, len);
   if (!mime) {
     tern_free(bytes);
-    return complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
+    return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
   }
-  sync_http s;
-  sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
-  int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, sync_cb, &s);
-  sync_end(&s, rc);
+  tern_cli_sync s;
+  tern_cli_sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
+  int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   tern_free(bytes);
   tern_client_media md;
   if (!s.r.ok) {
-    int st2 = http_failed(c, &s.r);
+    int st2 = tern_cli_http_failed(c, &s.r);
     tern_client_response_free(&s.r);
     return st2;
   }
   rc = tern_client_parse_media(&s.r, &md);
   tern_client_response_free(&s.r);
-  if (rc < 0) return complain(c, 1, "%s answered the upload without a media object", c->server);
+  if (rc < 0) return tern_cli_complain(c, 1, "%s answered the upload without a media object", c->server);
   snprintf(st->media_id, sizeof st->media_id, "%s", md.media_id);
   if (isatty(2))
     fprintf(stderr, "uploaded %s: %s %lld×%lld, %lld bytes (media_id %s)\n", c->image, md.mime, (long long)md.width,
@@ -737,11 +813,17 @@ static int upload_image(cli *c, send_state *st) {
 }
 
 int tern_cli_cmd_send(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT | OPT_IMAGE, 1, 2);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP, 0, 2);
   if (rc) return rc < 0 ? 0 : rc;
-  if (!c.image && c.npos < 2) return complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
-  send_state st = {.to = c.pos[0], .text = c.npos > 1 ? c.pos[1] : NULL};
+  /* USER TEXT, USER --image FILE [TEXT]; --group GROUP TEXT, --group GROUP --image FILE [TEXT]. */
+  int want = (c.group ? 0 : 1) + (c.image ? 0 : 1);
+  if (c.npos < want) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
+  if (c.group && c.npos > 1)
+    return tern_cli_complain(&c, 2, "unexpected argument '%s' (see tern %s --help)", c.pos[1], c.cmd);
+  send_state st = {.to = c.group ? NULL : c.pos[0]};
+  int ntext = c.group ? 0 : 1;
+  st.text = c.npos > ntext ? c.pos[ntext] : NULL;
   tern_buf in = {0};
   if (st.text && strcmp(st.text, "-") == 0) {
     char chunk[4096];
@@ -750,12 +832,12 @@ int tern_cli_cmd_send(int argc, char **argv) {
       if (r < 0) {
         if (errno == EINTR) continue;
         tern_buf_free(&in);
-        return complain(&c, 1, "cannot read stdin: %s", strerror(errno));
+        return tern_cli_complain(&c, 1, "cannot read stdin: %s", strerror(errno));
       }
       tern_buf_append(&in, chunk, (size_t)r);
       if (in.len > 1u << 20) {
         tern_buf_free(&in);
-        return complain(&c, 2, "the message on stdin is too long");
+        return tern_cli_complain(&c, 2, "the message on stdin is too long");
       }
     }
     while (in.len && (in.data[in.len - 1] == '\n' || in.data[in.len - 1] == '\r')) in.len--;
@@ -764,10 +846,11 @@ int tern_cli_cmd_send(int argc, char **argv) {
   st.len = st.text ? strlen(st.text) : 0;
   if (!st.len && !c.image) {
     tern_buf_free(&in);
-    return complain(&c, 2, "empty message");
+    return tern_cli_complain(&c, 2, "empty message");
   }
   if (!st.len) st.text = NULL; /* an image without a caption */
-  if ((rc = need_login(&c)) || (c.image && (rc = upload_image(&c, &st)))) {
+  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
+      (c.image && (rc = upload_image(&c, &st)))) {
     tern_buf_free(&in);
     return rc;
   }
@@ -806,27 +889,27 @@ static int fetch_body(const char *p, size_t n, void *arg) {
 }
 
 int tern_cli_cmd_fetch(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_OUTPUT | OPT_THUMB | OPT_TIMEOUT, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_OUTPUT | TERN_CLI_OPT_THUMB | TERN_CLI_OPT_TIMEOUT, 1, 1);
   if (rc) return rc < 0 ? 0 : rc;
   const char *id = c.pos[0];
   size_t idl = strlen(id);
   bool id_ok = idl > 0 && idl < 64;
   for (size_t i = 0; i < idl; i++)
     if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9'))) id_ok = false;
-  if (!id_ok) return complain(&c, 2, "'%s' is not a media id", id);
-  if (!c.output || !*c.output) return complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
-  if ((rc = need_login(&c))) return rc;
+  if (!id_ok) return tern_cli_complain(&c, 2, "'%s' is not a media id", id);
+  if (!c.output || !*c.output) return tern_cli_complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
+  if ((rc = tern_cli_need_login(&c))) return rc;
 
   /* Into a temporary file beside FILE, renamed once complete: never a half image at FILE. */
   bool to_stdout = strcmp(c.output, "-") == 0;
   char tmp[4200] = "";
   fetch_state f = {.fd = 1};
   if (!to_stdout) {
-    if (strlen(c.output) > 4000) return complain(&c, 2, "-o: path too long");
+    if (strlen(c.output) > 4000) return tern_cli_complain(&c, 2, "-o: path too long");
     snprintf(tmp, sizeof tmp, "%s.tern-XXXXXX", c.output);
     f.fd = mkstemp(tmp);
-    if (f.fd < 0) return complain(&c, 1, "cannot create %s: %s", tmp, strerror(errno));
+    if (f.fd < 0) return tern_cli_complain(&c, 1, "cannot create %s: %s", tmp, strerror(errno));
     mode_t um = umask(0);
     umask(um);
     fchmod(f.fd, 0666 & ~um);
@@ -836,32 +919,32 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
   char path[128];
   snprintf(path, sizeof path, "/v1/media/%s%s", id, c.thumb ? "/thumb" : "");
   tern_client_request req = {.method = "GET", .path = path, .token = c.creds.token, .on_body = fetch_body, .body_arg = &f};
-  sync_http s;
-  sync_begin_timeout(&s, c.timeout_ms > UPLOAD_TIMEOUT_MS ? c.timeout_ms : UPLOAD_TIMEOUT_MS);
-  rc = tern_client_http(s.c, &c.url, &req, sync_cb, &s);
-  sync_end(&s, rc);
+  tern_cli_sync s;
+  tern_cli_sync_begin_timeout(&s, c.timeout_ms > UPLOAD_TIMEOUT_MS ? c.timeout_ms : UPLOAD_TIMEOUT_MS);
+  rc = tern_client_http(s.c, &c.url, &req, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
   uint8_t md[32];
   unsigned mdlen = 0;
   EVP_DigestFinal_ex(f.sha, md, &mdlen);
   EVP_MD_CTX_free(f.sha);
   int status = 0;
   if (f.err) {
-    status = complain(&c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(f.err));
+    status = tern_cli_complain(&c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(f.err));
   } else if (s.r.status == 404) {
-    status = complain(&c, 1, "no media %s for you (unknown, expired, deleted once fetched, or not shared with you)", id);
+    status = tern_cli_complain(&c, 1, "no media %s for you (unknown, expired, deleted once fetched, or not shared with you)", id);
   } else if (!s.r.ok) {
-    status = http_failed(&c, &s.r);
+    status = tern_cli_http_failed(&c, &s.r);
   } else if (!c.thumb && strlen(s.r.etag) == 66) {
     /* The original's ETag is its SHA-256: check that every byte arrived intact. */
     char hex[65];
     tern_hex(hex, md, sizeof md);
-    if (strncmp(s.r.etag + 1, hex, 64) != 0) status = complain(&c, 1, "the download does not match its SHA-256");
+    if (strncmp(s.r.etag + 1, hex, 64) != 0) status = tern_cli_complain(&c, 1, "the download does not match its SHA-256");
   }
   tern_client_response_free(&s.r);
   if (!to_stdout) {
-    if (status == 0 && fsync(f.fd) < 0) status = complain(&c, 1, "cannot write %s: %s", tmp, strerror(errno));
+    if (status == 0 && fsync(f.fd) < 0) status = tern_cli_complain(&c, 1, "cannot write %s: %s", tmp, strerror(errno));
     close(f.fd);
-    if (status == 0 && rename(tmp, c.output) < 0) status = complain(&c, 1, "cannot rename %s to %s: %s", tmp, c.output, strerror(errno));
+    if (status == 0 && rename(tmp, c.output) < 0) status = tern_cli_complain(&c, 1, "cannot rename %s to %s: %s", tmp, c.output, strerror(errno));
     if (status != 0) unlink(tmp);
   }
   if (status == 0 && isatty(2) && !to_stdout)
@@ -871,10 +954,127 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
 
 /* ---- listen ---- */
 
+/* What listen knows of a group: its name for the lines, its size for "of M". */
+typedef struct listen_group {
+  char group_id[TERN_CLIENT_GROUP_ID_MAX + 1];
+  char name[128];          /* printable; the id until known */
+  int64_t members;         /* -1 until known */
+  bool asked;              /* a GET of it was started */
+} listen_group;
+
+/* Messages whose receipts listen counts at once; past that the oldest are forgotten (their
+ * later receipts then count from zero), so that a listen left running stays small. */
+#define LISTEN_TALLIES_MAX 10000
+
 typedef struct listen_state {
-  long got;           /* messages printed */
-  uint64_t last_seq;  /* highest envelope seq seen: envelopes at or below are repeats */
+  long got;               /* messages printed */
+  uint64_t last_seq;      /* highest envelope seq seen: envelopes at or below are repeats */
+  bool synced;            /* the stored envelopes are through: events now are news */
+  listen_group *groups;   /* every group seen, from the list fetched at the start and since */
+  size_t ngroups;
+  tern_map tallies;       /* msg_id → tern_cli_tally *: receipts of our group messages */
+  char **order;           /* the tallies' msg_ids in a ring, oldest at head */
+  size_t norder, head;
 } listen_state;
+
+static listen_group *listen_group_find(listen_state *st, const char *id) {
+  for (size_t i = 0; i < st->ngroups; i++)
+    if (strcmp(st->groups[i].group_id, id) == 0) return &st->groups[i];
+  return NULL;
+}
+
+static listen_group *listen_group_add(listen_state *st, const char *id) {
+  listen_group *g = listen_group_find(st, id);
+  if (g) return g;
+  st->groups = tern_realloc(st->groups, (st->ngroups + 1) * sizeof *st->groups);
+  g = &st->groups[st->ngroups++];
+  memset(g, 0, sizeof *g);
+  snprintf(g->group_id, sizeof g->group_id, "%s", id);
+  snprintf(g->name, sizeof g->name, "%s", id);
+  g->members = -1;
+  return g;
+}
+
+static void listen_on_group(tern_client_response *r, void *arg) {
+  listen_state *st = arg;
+  tern_client_group grp;
+  if (tern_client_parse_group(r, &grp) < 0) return; /* it stays unknown: lines show its id */
+  listen_group *g = listen_group_add(st, grp.group_id);
+  tern_cli_printable(grp.name, g->name, sizeof g->name);
+  g->members = (int64_t)grp.nmembers;
+  tern_client_group_free(&grp);
+}
+
+/* The group with this id, asking the server about it (once) when its size is unknown. The
+ * answer comes later; until then lines show the id and counts have no "of M". */
+static listen_group *listen_group_learn(session *s, const char *id) {
+  listen_state *st = s->data;
+  listen_group *g = listen_group_add(st, id);
+  if (g->members < 0 && !g->asked && tern_client_group_id_valid(id)) {
+    g->asked = true;
+    tern_client_group_get(s->client, &s->c->url, s->c->creds.token, id, listen_on_group, st);
+  }
+  return g;
+}
+
+/* Keeps the cache in step with a change. The list fetched at the start already holds every
+ * change stored before it, so the stored ones drained at connect change nothing but what the
+ * list did not know. */
+static void listen_group_event(session *s, const tern_envelope *e) {
+  listen_state *st = s->data;
+  if (!e->group_id.p) return;
+  bool known = listen_group_find(st, e->group_id.p) != NULL;
+  listen_group *g = listen_group_add(st, e->group_id.p);
+  if (e->event == TERN_GROUP_CREATED && (!known || st->synced)) {
+    if (e->name.p) tern_cli_printable(e->name.p, g->name, sizeof g->name);
+    g->members = (int64_t)e->users.n;
+    return;
+  }
+  if (!st->synced) return;
+  if (e->event == TERN_GROUP_RENAMED && e->name.p) tern_cli_printable(e->name.p, g->name, sizeof g->name);
+  if (g->members >= 0 && e->event == TERN_GROUP_ADDED) g->members += (int64_t)e->users.n;
+  if (g->members >= 0 && (e->event == TERN_GROUP_REMOVED || e->event == TERN_GROUP_LEFT))
+    g->members -= TERN_MIN(g->members, (int64_t)e->users.n);
+  if (g->members < 0) listen_group_learn(s, e->group_id.p);
+}
+
+/* The tally of one of our group messages, made on its first receipt with the group's size
+ * then (the members it reached, as far as listen can tell: sent's count went to the sending
+ * process, not to this one). */
+static tern_cli_tally *listen_tally(listen_state *st, const char *msg_id, const listen_group *g) {
+  tern_cli_tally *t = tern_map_gets(&st->tallies, msg_id);
+  if (!t) {
+    if (!st->order) st->order = tern_calloc(LISTEN_TALLIES_MAX, sizeof *st->order);
+    if (st->norder == LISTEN_TALLIES_MAX) {
+      char *old = st->order[st->head];
+      tern_cli_tally *gone = tern_map_dels(&st->tallies, old);
+      tern_cli_tally_free(gone);
+      tern_free(gone);
+      tern_free(old);
+      st->head = (st->head + 1) % LISTEN_TALLIES_MAX;
+      st->norder--;
+    }
+    t = TERN_NEW(tern_cli_tally);
+    t->of = -1;
+    tern_map_puts(&st->tallies, msg_id, t);
+    st->order[(st->head + st->norder++) % LISTEN_TALLIES_MAX] = tern_strdup(msg_id);
+  }
+  if (t->of < 0 && g->members > 0) t->of = g->members - 1;
+  return t;
+}
+
+static void listen_free(listen_state *st) {
+  for (size_t i = 0; i < st->norder; i++) {
+    char *id = st->order[(st->head + i) % LISTEN_TALLIES_MAX];
+    tern_cli_tally *t = tern_map_dels(&st->tallies, id);
+    tern_cli_tally_free(t);
+    tern_free(t);
+    tern_free(id);
+  }
+  tern_free(st->order);
+  tern_map_free(&st->tallies);
+  tern_free(st->groups);
+}
 
 static void print_ids(const tern_client_event *ev) {
   for (size_t i = 0; i < ev->n_msg_ids; i++) printf("%s%s", i ? " " : "", ev->msg_ids[i]);
@@ -900,11 +1100,12 @@ static void print_msg_extras(const tern_envelope *e) {
   if (e->e2e_type) printf("[encrypted message]%s", e->media_ref.p ? " [encrypted attachment]" : "");
 }
 
-static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date) {
+/* group: the name to show for a group message's group. */
+static void print_msg_line(const tern_client_event *ev, const char *me, bool with_date, const char *group) {
   char when[32];
   tern_cli_format_time(ev->ts, with_date, when, sizeof when);
   const char *from = ev->from ? ev->from : "?";
-  if (ev->group_id) printf("[%s] %s → #%s: ", when, from, ev->group_id);
+  if (ev->group_id) printf("[%s] %s → #%s: ", when, from, group ? group : ev->group_id);
   else if (me && strcmp(from, me) == 0) printf("[%s] %s → %s: ", when, from, ev->to ? ev->to : "?");
   else printf("[%s] %s: ", when, from);
   print_msg_extras(&ev->frame.env);
@@ -916,8 +1117,8 @@ static void print_msg_line(const tern_client_event *ev, const char *me, bool wit
   if (ev->body) fwrite(ev->body, 1, ev->body_len, stdout);
 }
 
-/* A group change or a decryption failure, one line. */
-static void print_envelope_event(const tern_client_event *ev) {
+/* A group change ("[time] #Trip: alice added dave") or a decryption failure, one line. */
+static void print_envelope_event(session *s, const tern_client_event *ev) {
   char when[32];
   tern_cli_format_time(ev->ts, true, when, sizeof when);
   const tern_envelope *e = &ev->frame.env;
@@ -925,15 +1126,51 @@ static void print_envelope_event(const tern_client_event *ev) {
     printf("[%s] %s could not decrypt %s (their device %s)\n", when, sv(e->from), sv(e->msg_id), sv(e->from_device));
     return;
   }
-  const char *event = tern_group_event_name(e->event);
-  printf("[%s] #%s: %s %s", when, sv(e->group_id), sv(e->by), event ? event : "changed the group");
-  if (e->name.p) printf(" \"%s\"", e->name.p);
-  if (e->users.n) {
-    printf(" (");
-    print_list(&e->users);
-    printf(")");
+  /* The name the group had before the change, except for its creation, which names it. */
+  if (e->event == TERN_GROUP_CREATED) listen_group_event(s, e);
+  const listen_group *g = e->group_id.p ? listen_group_add(s->data, e->group_id.p) : NULL;
+  tern_buf b = {0};
+  tern_cli_group_event_text(e, g ? g->name : "?", &b);
+  printf("[%s] #%s: %s\n", when, g ? g->name : "?", tern_buf_cstr(&b));
+  tern_buf_free(&b);
+  if (e->event != TERN_GROUP_CREATED) listen_group_event(s, e);
+}
+
+/* A group receipt. For our messages, each message's count so far, the ids with the same
+ * count on one line: "✓✓ delivered to 2 of 2 in #Trip (carol): ID ID". */
+static void print_group_receipt(session *s, const tern_client_event *ev) {
+  listen_state *st = s->data;
+  const tern_envelope *e = &ev->frame.env;
+  const listen_group *g = listen_group_learn(s, ev->group_id);
+  if (!ev->from || strcmp(ev->from, s->c->creds.user) != 0) {
+    /* Someone else's messages: only a read on another device of ours comes here. */
+    printf("read on another device of yours (in #%s, from %s): ", g->name, ev->from ? ev->from : "?");
+    print_ids(ev);
+    printf("\n");
+    return;
   }
-  printf("\n");
+  size_t n = ev->n_msg_ids, nl = 0;
+  tern_buf *texts = tern_calloc(n ? n : 1, sizeof *texts), *ids = tern_calloc(n ? n : 1, sizeof *ids);
+  for (size_t i = 0; i < n; i++) {
+    tern_cli_tally *t = listen_tally(st, ev->msg_ids[i], g);
+    tern_cli_tally_add(t, &e->by_list, ev->read);
+    tern_buf text = {0};
+    tern_cli_tally_text(t, ev->read ? TERN_CLI_TALLY_READ : TERN_CLI_TALLY_DELIVERED, &text);
+    size_t k = 0;
+    while (k < nl && strcmp(tern_buf_cstr(&texts[k]), tern_buf_cstr(&text)) != 0) k++;
+    if (k == nl) texts[nl++] = text;
+    else tern_buf_free(&text);
+    tern_buf_printf(&ids[k], "%s%s", ids[k].len ? " " : "", ev->msg_ids[i]);
+  }
+  for (size_t k = 0; k < nl; k++) {
+    printf("%s in #%s (", tern_buf_cstr(&texts[k]), g->name);
+    print_list(&e->by_list);
+    printf("): %s\n", tern_buf_cstr(&ids[k]));
+    tern_buf_free(&texts[k]);
+    tern_buf_free(&ids[k]);
+  }
+  tern_free(texts);
+  tern_free(ids);
 }
 
 static void listen_event(session *s, const tern_client_event *ev) {
@@ -943,6 +1180,9 @@ static void listen_event(session *s, const tern_client_event *ev) {
     case TERN_CLIENT_EV_READY:
       if (isatty(2)) fprintf(stderr, "listening as %s on %s (Ctrl-C to stop)\n", ev->user, s->c->server);
       break;
+    case TERN_CLIENT_EV_SYNCED:
+      st->synced = true;
+      break;
     case TERN_CLIENT_EV_MSG:
     case TERN_CLIENT_EV_RECEIPT: {
       if (s->quitting) return; /* past --count: leave the rest for next time */
@@ -950,15 +1190,11 @@ static void listen_event(session *s, const tern_client_event *ev) {
       if (ev->seq > st->last_seq) st->last_seq = ev->seq;
       if (!repeat) {
         if (ev->type == TERN_CLIENT_EV_MSG) {
-          print_msg_line(ev, me, true);
+          print_msg_line(ev, me, true, ev->group_id ? listen_group_learn(s, ev->group_id)->name : NULL);
           printf(" (msg_id %s)\n", ev->msg_id ? ev->msg_id : "?");
           st->got++;
         } else if (ev->group_id) {
-          printf(ev->read ? "read in #%s by " : "✓✓ delivered in #%s to ", ev->group_id);
-          print_list(&ev->frame.env.by_list);
-          printf(": ");
-          print_ids(ev);
-          printf("\n");
+          print_group_receipt(s, ev);
         } else if (ev->by && strcmp(ev->by, me) == 0) {
           printf("read on another device of yours (from %s): ", ev->from ? ev->from : "?");
           print_ids(ev);
@@ -979,7 +1215,7 @@ static void listen_event(session *s, const tern_client_event *ev) {
       bool repeat = ev->seq && ev->seq <= st->last_seq;
       if (ev->seq > st->last_seq) st->last_seq = ev->seq;
       if (!repeat) {
-        print_envelope_event(ev);
+        print_envelope_event(s, ev);
         fflush(stdout);
       }
       if (ev->seq) tern_client_ack(s->conn, ev->seq);
@@ -993,11 +1229,11 @@ static void listen_event(session *s, const tern_client_event *ev) {
       break;
     case TERN_CLIENT_EV_UNKNOWN:
       /* Not acked: what could not be read stays on the server for a client that can. */
-      if (ev->malformed) complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
+      if (ev->malformed) tern_cli_complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
                                   ev->frame.type_name.p, ev->malformed);
       break;
     case TERN_CLIENT_EV_ERROR:
-      complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
+      tern_cli_complain(s->c, 1, "server error: %s (%s)", ev->message, ev->code);
       break;
     default:
       break;
@@ -1007,7 +1243,7 @@ static void listen_event(session *s, const tern_client_event *ev) {
 static void listen_timeout(session *s) {
   listen_state *st = s->data;
   if (s->c->count && st->got < s->c->count) {
-    complain(s->c, 1, "timed out after %ld of %ld messages", st->got, s->c->count);
+    tern_cli_complain(s->c, 1, "timed out after %ld of %ld messages", st->got, s->c->count);
     session_quit(s, 1);
   } else {
     session_quit(s, 0);
@@ -1015,14 +1251,27 @@ static void listen_timeout(session *s) {
 }
 
 int tern_cli_cmd_listen(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_COUNT | OPT_TIMEOUT, 0, 0);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_COUNT | TERN_CLI_OPT_TIMEOUT, 0, 0);
   if (rc) return rc < 0 ? 0 : rc;
-  if ((rc = need_login(&c))) return rc;
+  if ((rc = tern_cli_need_login(&c))) return rc;
   setvbuf(stdout, NULL, _IOLBF, 0);
   listen_state st = {0};
+  /* The groups' names and sizes, for the lines; without them (an old server, say) lines
+   * show ids, and a failure that matters shows on the connection. */
+  tern_client_group_list l;
+  if (tern_cli_groups_fetch(&c, &l, true) == 0) {
+    for (size_t i = 0; i < l.n; i++) {
+      listen_group *g = listen_group_add(&st, l.groups[i].group_id);
+      tern_cli_printable(l.groups[i].name, g->name, sizeof g->name);
+      g->members = l.groups[i].members;
+    }
+    tern_client_group_list_free(&l);
+  }
   session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
-  return session_run(&s, c.timeout_ms);
+  rc = session_run(&s, c.timeout_ms);
+  listen_free(&st);
+  return rc;
 }
 
 /* ---- chat ---- */
@@ -1035,12 +1284,17 @@ typedef struct outgoing {
   char *text;                   /* what was typed */
   int64_t ts;                   /* when typed, then the server's ts */
   uint64_t line;                /* the number of the output line showing it (TTY) */
-  int tick;                     /* TICK_* */
+  int tick;                     /* TICK_* (in a group: derived from tally) */
   bool sent_frame;              /* the send frame was queued */
+  tern_cli_tally tally;         /* in a group: who has it, out of sent's recipients */
 } outgoing;
 
 typedef struct chat_state {
-  char peer[TERN_CLIENT_USER_MAX + 1]; /* lower-cased */
+  char peer[TERN_CLIENT_USER_MAX + 1]; /* lower-cased; "" in a group */
+  tern_cli_group_ref group; /* --group: the group (group_id "" for a 1:1 chat) */
+  bool in_group;            /* --group was given */
+  char **typing;            /* members shown as typing, until they pause or write */
+  size_t ntyping;
   bool tty;                 /* stdin and stdout are terminals: redraw ticks in place */
   outgoing *out;            /* every message typed */
   size_t nout, capout;
@@ -1052,6 +1306,7 @@ typedef struct chat_state {
   bool in_eof;              /* no more input */
   uv_timer_t reads;         /* sends the pending read receipts once per loop turn */
   char **unread;            /* msg_ids displayed but not yet marked read */
+  char **unread_from;       /* their senders (a group's read names one sender at a time) */
   size_t nunread, capunread;
   uint64_t last_seq;        /* highest envelope seq seen */
   bool has_timeout;         /* --timeout given: at EOF, wait for read ticks */
@@ -1070,6 +1325,14 @@ static void render_outgoing(chat_state *ch, const outgoing *o, bool color, tern_
   char when[32];
   tern_cli_format_time(o->ts, !ch->tty, when, sizeof when);
   tern_buf_printf(b, "[%s] you: %s ", when, o->text);
+  if (ch->in_group && o->tick != TICK_PENDING && o->tick != TICK_FAILED) {
+    bool blue = color && o->tick == TICK_READ;
+    if (blue) tern_buf_puts(b, "\033[34m");
+    tern_cli_tally_text(&o->tally, TERN_CLI_TALLY_TICKS, b);
+    if (blue) tern_buf_puts(b, "\033[0m");
+    if (!ch->tty && o->msg_id) tern_buf_printf(b, " (msg_id %s)", o->msg_id);
+    return;
+  }
   switch (o->tick) {
     case TICK_PENDING: tern_buf_puts(b, "…"); break;
     case TICK_SENT: tern_buf_puts(b, "✓"); break;
@@ -1085,6 +1348,18 @@ static void chat_println(chat_state *ch, const char *text) {
   fputc('\n', stdout);
   fflush(stdout);
   ch->lines++;
+}
+
+/* A line that is not a message (presence, typing, a group change): dim on a terminal. */
+static void chat_println_dim(chat_state *ch, const char *text) {
+  if (!ch->tty) {
+    chat_println(ch, text);
+    return;
+  }
+  tern_buf b = {0};
+  tern_buf_printf(&b, "\033[2m%s\033[0m", text);
+  chat_println(ch, tern_buf_cstr(&b));
+  tern_buf_free(&b);
 }
 
 /* Shows an outgoing message's current tick. On a terminal the message's own line is
@@ -1106,6 +1381,11 @@ static void show_outgoing(chat_state *ch, outgoing *o, bool first) {
       chat_println(ch, tern_buf_cstr(&b));
       o->line = ch->lines;
     }
+  } else if (ch->in_group && o->tally.ndelivered) {
+    /* A group message's count changes with each member: "✓ delivered to 1 of 2: hi (msg_id X)". */
+    tern_cli_tally_text(&o->tally, TERN_CLI_TALLY_TICKS, &b);
+    tern_buf_printf(&b, ": %s (msg_id %s)", o->text, o->msg_id ? o->msg_id : "?");
+    chat_println(ch, tern_buf_cstr(&b));
   } else if (o->tick == TICK_SENT || o->tick == TICK_FAILED) {
     render_outgoing(ch, o, false, &b);
     chat_println(ch, tern_buf_cstr(&b));
@@ -1130,9 +1410,22 @@ static void set_tick(session *s, outgoing *o, int tick) {
   show_outgoing(ch, o, false);
 }
 
+/* A group message's receipts changed: its tick follows the tally (✓✓ once every member it
+ * reached has it, read once they all read it), and its line shows the counts. */
+static void chat_group_receipt(session *s, outgoing *o, const tern_strs *by, bool read) {
+  chat_state *ch = s->data;
+  if (o->tick < TICK_SENT || !tern_cli_tally_add(&o->tally, by, read)) return;
+  if (tern_cli_tally_all(&o->tally, true)) o->tick = TICK_READ;
+  else if (tern_cli_tally_all(&o->tally, false)) o->tick = TICK_DELIVERED;
+  show_outgoing(ch, o, false);
+}
+
 static void chat_send_one(session *s, outgoing *o) {
   chat_state *ch = s->data;
-  if (tern_client_send(s->conn, o->id, ch->peer, o->text, strlen(o->text), NULL) == 0) o->sent_frame = true;
+  size_t n = strlen(o->text);
+  int rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
+                        : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  if (rc == 0) o->sent_frame = true;
 }
 
 static void chat_line(session *s, const char *text, size_t len) {
@@ -1153,6 +1446,7 @@ static void chat_line(session *s, const char *text, size_t len) {
   }
   outgoing *o = &ch->out[ch->nout++];
   memset(o, 0, sizeof *o);
+  o->tally.of = -1;
   tern_client_new_id(o->id);
   o->text = tern_strndup(text, len);
   o->ts = tern_now_ms();
@@ -1209,12 +1503,94 @@ static void chat_check_done(session *s) {
 static void chat_flush_reads(uv_timer_t *t) {
   session *s = t->data;
   chat_state *ch = s->data;
-  for (size_t off = 0; off < ch->nunread; off += READ_BATCH) {
-    size_t n = TERN_MIN(ch->nunread - off, (size_t)READ_BATCH);
-    if (s->conn) tern_client_read(s->conn, ch->peer, (const char *const *)ch->unread + off, n);
+  if (!ch->in_group) {
+    for (size_t off = 0; off < ch->nunread; off += READ_BATCH) {
+      size_t n = TERN_MIN(ch->nunread - off, (size_t)READ_BATCH);
+      if (s->conn) tern_client_read(s->conn, ch->peer, (const char *const *)ch->unread + off, n);
+    }
+  } else {
+    /* A group read names one sender: one frame per sender, in batches, in the order seen. */
+    const char **ids = tern_calloc(ch->nunread ? ch->nunread : 1, sizeof *ids);
+    for (size_t i = 0; i < ch->nunread; i++) {
+      const char *peer = ch->unread_from[i];
+      if (!peer) continue; /* this sender's frame went out already */
+      size_t n = 0;
+      for (size_t j = i; j < ch->nunread; j++) {
+        if (!ch->unread_from[j] || strcmp(ch->unread_from[j], peer) != 0) continue;
+        ids[n++] = ch->unread[j];
+        if (j != i) {
+          tern_free(ch->unread_from[j]);
+          ch->unread_from[j] = NULL;
+        }
+      }
+      for (size_t off = 0; off < n && s->conn; off += READ_BATCH)
+        tern_client_read_group(s->conn, ch->group.group_id, peer, ids + off, TERN_MIN(n - off, (size_t)READ_BATCH));
+      tern_free(ch->unread_from[i]);
+      ch->unread_from[i] = NULL;
+    }
+    tern_free(ids);
   }
   for (size_t i = 0; i < ch->nunread; i++) tern_free(ch->unread[i]);
   ch->nunread = 0;
+}
+
+/* "bob is typing…" once when bob starts; nothing when he pauses or writes (he is forgotten). */
+static void chat_typing(chat_state *ch, const char *who, bool composing) {
+  size_t i = 0;
+  while (i < ch->ntyping && strcmp(ch->typing[i], who) != 0) i++;
+  if (composing && i == ch->ntyping) {
+    ch->typing = tern_realloc(ch->typing, (ch->ntyping + 1) * sizeof *ch->typing);
+    ch->typing[ch->ntyping++] = tern_strdup(who);
+    char line[TERN_CLIENT_USER_MAX + 32];
+    snprintf(line, sizeof line, "%s is typing…", who);
+    chat_println_dim(ch, line);
+  } else if (!composing && i < ch->ntyping) {
+    tern_free(ch->typing[i]);
+    ch->typing[i] = ch->typing[--ch->ntyping];
+  }
+}
+
+/* After sent: who it missed, and a group of one (nobody to tell) counts as read at once. */
+static void chat_group_sent(chat_state *ch, outgoing *o, const tern_client_event *ev) {
+  const tern_strs *skipped = &ev->frame.skipped;
+  if (skipped->n) {
+    tern_buf b = {0};
+    tern_buf_puts(&b, "missed by ");
+    for (size_t i = 0; i < skipped->n; i++) {
+      tern_str u = tern_strs_at(skipped, i);
+      tern_buf_printf(&b, "%s%.*s", i ? ", " : "", (int)u.n, u.p ? u.p : "?");
+    }
+    tern_buf_printf(&b, " (their inboxes are full): %s", o->text);
+    chat_println_dim(ch, tern_buf_cstr(&b));
+    tern_buf_free(&b);
+  }
+  if (tern_cli_tally_all(&o->tally, true)) o->tick = TICK_READ;
+}
+
+/* A change of this group, as a line of its own; the chat ends when it takes us out. */
+static void chat_group_event(session *s, const tern_client_event *ev) {
+  chat_state *ch = s->data;
+  const tern_envelope *e = &ev->frame.env;
+  char when[32];
+  tern_cli_format_time(ev->ts, !ch->tty, when, sizeof when);
+  tern_buf b = {0};
+  tern_buf_printf(&b, "[%s] #%s: ", when, ch->group.name);
+  tern_cli_group_event_text(e, ch->group.name, &b);
+  chat_println_dim(ch, tern_buf_cstr(&b));
+  tern_buf_free(&b);
+  if (e->event == TERN_GROUP_RENAMED && e->name.p)
+    tern_cli_printable(e->name.p, ch->group.name, sizeof ch->group.name);
+  bool out = false;
+  for (size_t i = 0; i < e->users.n; i++) {
+    tern_str u = tern_strs_at(&e->users, i);
+    out |= u.p && strcmp(u.p, s->c->creds.user) == 0;
+  }
+  if (out && (e->event == TERN_GROUP_REMOVED || e->event == TERN_GROUP_LEFT)) {
+    tern_buf_printf(&b, "you are no longer a member of %s", ch->group.name);
+    chat_println_dim(ch, tern_buf_cstr(&b));
+    tern_buf_free(&b);
+    session_quit(s, 0);
+  }
 }
 
 static outgoing *find_outgoing(chat_state *ch, const char *msg_id) {
@@ -1228,10 +1604,12 @@ static void chat_event(session *s, const tern_client_event *ev) {
   const char *me = s->c->creds.user;
   switch (ev->type) {
     case TERN_CLIENT_EV_READY: {
-      if (isatty(2))
+      if (isatty(2) && ch->in_group)
+        fprintf(stderr, "chatting in %s as %s; type a line and press Enter, Ctrl-D to end\n", ch->group.name, ev->user);
+      else if (isatty(2))
         fprintf(stderr, "chatting with %s as %s; type a line and press Enter, Ctrl-D to end\n", ch->peer, ev->user);
       const char *peer = ch->peer;
-      tern_client_watch(s->conn, &peer, 1);
+      if (!ch->in_group) tern_client_watch(s->conn, &peer, 1);
       for (size_t i = 0; i < ch->nout; i++)
         if (!ch->out[i].sent_frame) chat_send_one(s, &ch->out[i]);
       chat_check_done(s);
@@ -1243,7 +1621,9 @@ static void chat_event(session *s, const tern_client_event *ev) {
         if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
         o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
         if (ev->ts) o->ts = ev->ts;
+        if (ch->in_group) o->tally.of = ev->frame.has_recipients ? (int64_t)ev->frame.recipients : -1;
         set_tick(s, o, TICK_SENT);
+        if (ch->in_group) chat_group_sent(ch, o, ev);
         break;
       }
       chat_check_done(s);
@@ -1253,13 +1633,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
       outgoing *o = NULL;
       for (size_t i = 0; ev->id && i < ch->nout; i++)
         if (strcmp(ch->out[i].id, ev->id) == 0) o = &ch->out[i];
-      if (ev->user) complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
-      else complain(s->c, 1, "%s (%s)", ev->message, ev->code);
+      if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
+      else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
       if (o) {
         set_tick(s, o, TICK_FAILED);
         chat_check_done(s);
       }
       if (ev->user && strcmp(ev->code, "no_such_user") == 0 && strcmp(ev->user, ch->peer) == 0) session_quit(s, 1);
+      if (ch->in_group && strcmp(ev->code, "no_such_group") == 0) session_quit(s, 1);
       break;
     }
     case TERN_CLIENT_EV_MSG: {
@@ -1267,13 +1648,19 @@ static void chat_event(session *s, const tern_client_event *ev) {
       if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
       if (!repeat) {
         const char *from = ev->from ? ev->from : "?";
+        bool mine = strcmp(from, me) == 0;
+        bool ours = ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0;
         tern_buf b = {0};
         char when[32];
         tern_cli_format_time(ev->ts, !ch->tty, when, sizeof when);
-        if (strcmp(from, me) == 0)
-          tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
-        else if (strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
+        if (ours && mine) tern_buf_printf(&b, "[%s] you (another device): ", when);
+        else if (ours) tern_buf_printf(&b, "[%s] %s: ", when, from);
+        else if (ev->group_id)
+          tern_buf_printf(&b, "[%s] %s → #%s: ", when, mine ? "you (another device)" : from, ev->group_id);
+        else if (mine) tern_buf_printf(&b, "[%s] you (another device) → %s: ", when, ev->to ? ev->to : "?");
+        else if (!ch->in_group && strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
+        if (ours && !mine) chat_typing(ch, from, false); /* they wrote: no longer typing */
         if (ev->media_id) {
           char img[160];
           tern_client_format_media(ev, img, sizeof img);
@@ -1283,12 +1670,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
         if (!ch->tty) tern_buf_printf(&b, " (msg_id %s)", ev->msg_id ? ev->msg_id : "?");
         chat_println(ch, tern_buf_cstr(&b));
         tern_buf_free(&b);
-        /* Displayed means read, for the peer's messages to us. */
-        if (strcmp(from, ch->peer) == 0 && ev->msg_id) {
+        /* Displayed means read, for the peer's messages to us (or the members', to the group). */
+        if (((!ch->in_group && strcmp(from, ch->peer) == 0) || (ours && !mine)) && ev->msg_id) {
           if (ch->nunread == ch->capunread) {
             ch->capunread = ch->capunread ? ch->capunread * 2 : 16;
             ch->unread = tern_realloc(ch->unread, ch->capunread * sizeof *ch->unread);
+            ch->unread_from = tern_realloc(ch->unread_from, ch->capunread * sizeof *ch->unread_from);
           }
+          ch->unread_from[ch->nunread] = ch->in_group ? tern_strdup(from) : NULL;
           ch->unread[ch->nunread++] = tern_strdup(ev->msg_id);
           if (!uv_is_active((uv_handle_t *)&ch->reads)) uv_timer_start(&ch->reads, chat_flush_reads, 0, 0);
         }
@@ -1302,6 +1691,12 @@ static void chat_event(session *s, const tern_client_event *ev) {
         for (size_t i = 0; i < ev->n_msg_ids; i++) {
           outgoing *o = find_outgoing(ch, ev->msg_ids[i]);
           if (o) set_tick(s, o, ev->read ? TICK_READ : TICK_DELIVERED);
+        }
+      } else if (ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0 && ev->from &&
+                 strcmp(ev->from, me) == 0) {
+        for (size_t i = 0; i < ev->n_msg_ids; i++) {
+          outgoing *o = find_outgoing(ch, ev->msg_ids[i]);
+          if (o) chat_group_receipt(s, o, &ev->frame.env.by_list, ev->read);
         }
       }
       if (ev->seq) tern_client_ack(s->conn, ev->seq);
@@ -1320,15 +1715,22 @@ static void chat_event(session *s, const tern_client_event *ev) {
         tern_cli_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
         tern_buf_printf(&b, "%s is offline (last seen %s)", ev->user, ago);
       }
-      if (ch->tty) {
-        tern_buf c2 = {0};
-        tern_buf_printf(&c2, "\033[2m%s\033[0m", tern_buf_cstr(&b));
-        chat_println(ch, tern_buf_cstr(&c2));
-        tern_buf_free(&c2);
-      } else {
-        chat_println(ch, tern_buf_cstr(&b));
-      }
+      chat_println_dim(ch, tern_buf_cstr(&b));
       tern_buf_free(&b);
+      break;
+    }
+    case TERN_CLIENT_EV_TYPING:
+      if (ch->in_group && ev->group_id && strcmp(ev->group_id, ch->group.group_id) == 0 && ev->from &&
+          strcmp(ev->from, me) != 0)
+        chat_typing(ch, ev->from, ev->composing);
+      break;
+    case TERN_CLIENT_EV_GROUP: {
+      /* Only this group's changes belong here; the others wait for listen. */
+      if (!ch->in_group || !ev->group_id || strcmp(ev->group_id, ch->group.group_id) != 0) break;
+      bool repeat = ev->seq && ev->seq <= ch->last_seq;
+      if (ev->seq > ch->last_seq) ch->last_seq = ev->seq;
+      if (!repeat) chat_group_event(s, ev);
+      if (ev->seq) tern_client_ack(s->conn, ev->seq);
       break;
     }
     default:
@@ -1345,15 +1747,23 @@ static void chat_closed(session *s) {
 static void chat_timeout(session *s) { session_quit(s, 0); }
 
 int tern_cli_cmd_chat(int argc, char **argv) {
-  cli c;
-  int rc = parse_args(&c, argc, argv, OPT_TIMEOUT, 1, 1);
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP, 0, 1);
   if (rc) return rc < 0 ? 0 : rc;
+  if (c.group && c.npos) return tern_cli_complain(&c, 2, "chat with USER or with --group GROUP, not both");
+  if (!c.group && !c.npos) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
   chat_state ch;
   memset(&ch, 0, sizeof ch);
-  size_t plen = strlen(c.pos[0]);
-  if (plen > TERN_CLIENT_USER_MAX) return complain(&c, 2, "'%s' is not a username", c.pos[0]);
-  for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
-  if ((rc = need_login(&c))) return rc;
+  if (!c.group) {
+    size_t plen = strlen(c.pos[0]);
+    if (plen > TERN_CLIENT_USER_MAX) return tern_cli_complain(&c, 2, "'%s' is not a username", c.pos[0]);
+    for (size_t i = 0; i <= plen; i++) ch.peer[i] = (char)tolower((unsigned char)c.pos[0][i]);
+  }
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  if (c.group) {
+    if ((rc = tern_cli_group_resolve(&c, c.group, &ch.group))) return rc;
+    ch.in_group = true;
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
@@ -1395,10 +1805,17 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   for (size_t i = 0; i < ch.nout; i++) {
     tern_free(ch.out[i].text);
     tern_free(ch.out[i].msg_id);
+    tern_cli_tally_free(&ch.out[i].tally);
   }
   tern_free(ch.out);
-  for (size_t i = 0; i < ch.nunread; i++) tern_free(ch.unread[i]);
+  for (size_t i = 0; i < ch.nunread; i++) {
+    tern_free(ch.unread[i]);
+    tern_free(ch.unread_from[i]);
+  }
   tern_free(ch.unread);
+  tern_free(ch.unread_from);
+  for (size_t i = 0; i < ch.ntyping; i++) tern_free(ch.typing[i]);
+  tern_free(ch.typing);
   tern_buf_free(&ch.line);
   return rc;
 }

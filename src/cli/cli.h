@@ -24,8 +24,11 @@ int tern_cli_cmd_send(int argc, char **argv);
 int tern_cli_cmd_fetch(int argc, char **argv);
 int tern_cli_cmd_listen(int argc, char **argv);
 int tern_cli_cmd_chat(int argc, char **argv);
+/* argv[1] is the subcommand: create, add, remove, leave, admin, rename, info, list. */
+int tern_cli_cmd_group(int argc, char **argv);
 
-/* The usage text of a command (NULL for an unknown one), and of the whole program. */
+/* The usage text of a command (NULL for an unknown one; "group" lists the group commands,
+ * "group create" is one of them), and of the whole program. */
 const char *tern_cli_cmd_usage(const char *cmd);
 const char *tern_cli_usage(void);
 

@@ -527,16 +527,28 @@ int tern_client_send_frame(tern_client_conn *k, const tern_frame *f, tern_frame_
  * const because a decoded frame owns them; the encoder only reads them, so the casts below
  * never lead to a write. */
 
-int tern_client_send(tern_client_conn *k, const char *id, const char *to, const char *body, size_t body_len,
-                     const char *media_id) {
-  if (!k || !id || !to || (!body && !media_id)) return -EINVAL;
+/* A plaintext send to a user (to) or a group (group_id): exactly one of them is set. */
+static int send_plain(tern_client_conn *k, const char *id, const char *to, const char *group_id, const char *body,
+                      size_t body_len, const char *media_id) {
+  if (!k || !id || (!to && !group_id) || (!body && !media_id)) return -EINVAL;
   tern_frame f = {.type = TERN_FRAME_SEND,
                   .id = (char *)id,
                   .to = (char *)to,
+                  .group_id = (char *)group_id,
                   .body = (char *)body,
                   .body_len = body ? body_len : 0,
                   .media_id = (char *)media_id};
   return tern_client_send_frame(k, &f, NULL);
+}
+
+int tern_client_send(tern_client_conn *k, const char *id, const char *to, const char *body, size_t body_len,
+                     const char *media_id) {
+  return to ? send_plain(k, id, to, NULL, body, body_len, media_id) : -EINVAL;
+}
+
+int tern_client_send_group(tern_client_conn *k, const char *id, const char *group_id, const char *body,
+                           size_t body_len, const char *media_id) {
+  return group_id ? send_plain(k, id, NULL, group_id, body, body_len, media_id) : -EINVAL;
 }
 
 int tern_client_ack(tern_client_conn *k, uint64_t seq) {
@@ -544,12 +556,28 @@ int tern_client_ack(tern_client_conn *k, uint64_t seq) {
   return tern_client_send_frame(k, &f, NULL);
 }
 
-int tern_client_read(tern_client_conn *k, const char *peer, const char *const *msg_ids, size_t n) {
+/* group_id NULL: a 1:1 read. */
+static int send_read(tern_client_conn *k, const char *group_id, const char *peer, const char *const *msg_ids,
+                     size_t n) {
   if (!k || !peer || (n && !msg_ids)) return -EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!msg_ids[i]) return -EINVAL;
-  tern_frame f = {.type = TERN_FRAME_READ, .peer = (char *)peer, .ids = (char **)msg_ids, .nids = n};
+  tern_frame f = {.type = TERN_FRAME_READ,
+                  .peer = (char *)peer,
+                  .group_id = (char *)group_id,
+                  .ids = (char **)msg_ids,
+                  .nids = n};
   return tern_client_send_frame(k, &f, NULL);
+}
+
+int tern_client_read(tern_client_conn *k, const char *peer, const char *const *msg_ids, size_t n) {
+  return send_read(k, NULL, peer, msg_ids, n);
+}
+
+int tern_client_read_group(tern_client_conn *k, const char *group_id, const char *peer, const char *const *msg_ids,
+                           size_t n) {
+  if (!group_id) return -EINVAL;
+  return send_read(k, group_id, peer, msg_ids, n);
 }
 
 static int send_users(tern_client_conn *k, tern_frame_type type, const char *const *users, size_t n) {
@@ -568,10 +596,19 @@ int tern_client_unwatch(tern_client_conn *k, const char *const *users, size_t n)
   return send_users(k, TERN_FRAME_UNWATCH, users, n);
 }
 
-int tern_client_typing(tern_client_conn *k, const char *to, bool composing) {
-  if (!k || !to) return -EINVAL;
-  tern_frame f = {.type = TERN_FRAME_TYPING, .to = (char *)to, .composing = composing};
+/* Typing to a user (to) or a group (group_id). */
+static int send_typing(tern_client_conn *k, const char *to, const char *group_id, bool composing) {
+  if (!k || (!to && !group_id)) return -EINVAL;
+  tern_frame f = {.type = TERN_FRAME_TYPING, .to = (char *)to, .group_id = (char *)group_id, .composing = composing};
   return tern_client_send_frame(k, &f, NULL);
+}
+
+int tern_client_typing(tern_client_conn *k, const char *to, bool composing) {
+  return to ? send_typing(k, to, NULL, composing) : -EINVAL;
+}
+
+int tern_client_typing_group(tern_client_conn *k, const char *group_id, bool composing) {
+  return group_id ? send_typing(k, NULL, group_id, composing) : -EINVAL;
 }
 
 int tern_client_ping(tern_client_conn *k) {

@@ -4,8 +4,10 @@
  * read buffer shared by all of its connections (only the unparsed tail of a frame is kept per
  * connection) and the hook that flushes every connection's outbound frames once per loop
  * iteration. On it run
- *   - one-shot HTTP/1.1 requests for the JSON API (register, login, logout, me, users/{name}),
- *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6.
+ *   - one-shot HTTP/1.1 requests for the JSON API (register, login, logout, me, users/{name},
+ *     media, groups),
+ *   - WebSocket connections (tern_client_conn) speaking PROTOCOL.md sections 3-6 and the
+ *     v1.1 frames (groups: section 10).
  * Nothing blocks and nothing runs on another thread, except host name resolution when a URL
  * names a host rather than an IP address (uv_getaddrinfo in libuv's threadpool).
  *
@@ -92,6 +94,8 @@ typedef struct tern_client_response {
   char code[64];          /* when !ok: the protocol's error code ("username_taken"), or
                              "network" (err set) or "bad_response"; "" when ok */
   char message[256];      /* when !ok: a human sentence; "" when ok */
+  char user[64];          /* when !ok: the user the error names ("user" in the error object:
+                             no_such_user, forbidden on group create/add), else "" */
   char retry_after[32];   /* the Retry-After header, "" when absent */
   char etag[80];          /* the ETag header, "" when absent */
   char *body;             /* the body, NUL-terminated (never NULL) */
@@ -181,6 +185,100 @@ typedef struct tern_client_user_status {
   int64_t last_seen; /* ms, or -1 when the user never connected (null) */
 } tern_client_user_status;
 int tern_client_parse_user_status(const tern_client_response *r, tern_client_user_status *out);
+
+/* ---- groups (PROTOCOL.md 10): the /v1/groups API ---------------------------------- */
+
+#define TERN_CLIENT_GROUP_ID_MAX 64 /* group ids are 1-64 chars of [A-Za-z0-9_-] */
+
+/* True when s is a syntactically valid group id. */
+bool tern_client_group_id_valid(const char *s);
+
+/* The calls. Each sends one request and answers through cb like the calls above; parse the
+ * answer with tern_client_parse_group (every call but the list answers with the group object
+ * when it succeeds, except a member removing themselves: 204, no body). Strings are copied.
+ * They return -EINVAL, with no callback, for a NULL token, a group_id that is no group id, a
+ * missing name, a NULL user or list entry. Names of users go into the URL percent-escaped;
+ * the server lower-cases and checks them (an unknown one is 404 no_such_user in a body, 404
+ * not_found in a URL). */
+/* POST /v1/groups: description may be NULL (the server's default, ""); members may be empty. */
+int tern_client_group_create(tern_client *c, const tern_client_url *url, const char *token, const char *name,
+                             const char *description, const char *const *members, size_t n, tern_client_http_cb cb,
+                             void *arg);
+/* GET /v1/groups?after=AFTER&limit=LIMIT: one page (after NULL: from the start; limit 0: the
+ * server's default). Parse it with tern_client_parse_group_list. */
+int tern_client_group_list_page(tern_client *c, const tern_client_url *url, const char *token, const char *after,
+                                int limit, tern_client_http_cb cb, void *arg);
+/* GET /v1/groups/{id} */
+int tern_client_group_get(tern_client *c, const tern_client_url *url, const char *token, const char *group_id,
+                          tern_client_http_cb cb, void *arg);
+/* PATCH /v1/groups/{id}: rename and/or describe; NULL leaves a field as it is, and at least
+ * one of name and description must be given. */
+int tern_client_group_update(tern_client *c, const tern_client_url *url, const char *token, const char *group_id,
+                             const char *name, const char *description, tern_client_http_cb cb, void *arg);
+/* POST /v1/groups/{id}/members {"users":[...]} (n >= 1). */
+int tern_client_group_add(tern_client *c, const tern_client_url *url, const char *token, const char *group_id,
+                          const char *const *users, size_t n, tern_client_http_cb cb, void *arg);
+/* DELETE /v1/groups/{id}/members/{user}: an admin removes user (200, the group), or the
+ * caller leaves (user is the caller: 204, no body). */
+int tern_client_group_remove(tern_client *c, const tern_client_url *url, const char *token, const char *group_id,
+                             const char *user, tern_client_http_cb cb, void *arg);
+/* PUT (admin true) or DELETE (false) /v1/groups/{id}/admins/{user}. */
+int tern_client_group_set_admin(tern_client *c, const tern_client_url *url, const char *token,
+                                const char *group_id, const char *user, bool admin, tern_client_http_cb cb,
+                                void *arg);
+
+/* A member of a group object. */
+typedef struct tern_client_group_member {
+  char user[TERN_CLIENT_USER_MAX + 1];
+  bool admin;    /* role "admin"; any other role reads as a member */
+  int64_t since; /* ms: when they joined */
+} tern_client_group_member;
+
+/* The group object. Owns its strings and members: tern_client_group_free. */
+typedef struct tern_client_group {
+  char group_id[TERN_CLIENT_GROUP_ID_MAX + 1];
+  char *name;                         /* 1-100 bytes of UTF-8 */
+  char *description;                  /* "" when none */
+  char created_by[TERN_CLIENT_USER_MAX + 1]; /* "" when absent */
+  int64_t created_at;                 /* ms */
+  tern_client_group_member *members;  /* in the order they joined, the creator first */
+  size_t nmembers;
+} tern_client_group;
+/* Reads the group object of a successful answer: 0, or -EBADMSG (then *out is empty; freeing
+ * it is harmless), -ENODATA for a 2xx answer without a body (a leave's 204). */
+int tern_client_parse_group(const tern_client_response *r, tern_client_group *out);
+void tern_client_group_free(tern_client_group *g);
+/* The member entry of user in g, or NULL. */
+const tern_client_group_member *tern_client_group_find(const tern_client_group *g, const char *user);
+
+/* One entry of the list: {"group_id","name","role","members":N}. */
+typedef struct tern_client_group_summary {
+  char group_id[TERN_CLIENT_GROUP_ID_MAX + 1];
+  char *name;       /* owned by the list */
+  bool admin;       /* the caller's role */
+  int64_t members;  /* how many members */
+} tern_client_group_summary;
+
+/* A page, or every page (tern_client_group_list_all). Owns its entries:
+ * tern_client_group_list_free. */
+typedef struct tern_client_group_list {
+  tern_client_group_summary *groups;
+  size_t n;
+  char next[TERN_CLIENT_GROUP_ID_MAX + 1]; /* a page's "next", "" when it is the last */
+} tern_client_group_list;
+/* Reads one page: 0 or -EBADMSG (then *out is empty). */
+int tern_client_parse_group_list(const tern_client_response *r, tern_client_group_list *out);
+void tern_client_group_list_free(tern_client_group_list *l);
+
+/* Every group of the caller, page after page (following "next" until it is null). cb gets the
+ * last response: on success r->ok and all holds every group in the server's order (by id; the
+ * callback may take it over by copying the struct and zeroing *all); on failure r says why
+ * (the refusal of a page, a network error, or "bad_response" when a page cannot be read or
+ * its "next" does not move forward) and all is NULL. Freeing the context while the list runs
+ * frees it without a callback. */
+typedef void (*tern_client_group_list_cb)(tern_client_response *r, tern_client_group_list *all, void *arg);
+int tern_client_group_list_all(tern_client *c, const tern_client_url *url, const char *token,
+                               tern_client_group_list_cb cb, void *arg);
 
 /* Runs a private loop until the request is answered or timeout_ms passes (0: 30 s). *out is
  * always filled (ok false on failure); free it with tern_client_response_free. Returns 0 when
@@ -305,6 +403,14 @@ int tern_client_watch(tern_client_conn *conn, const char *const *users, size_t n
 int tern_client_unwatch(tern_client_conn *conn, const char *const *users, size_t n);
 int tern_client_typing(tern_client_conn *conn, const char *to, bool composing);
 int tern_client_ping(tern_client_conn *conn); /* the app-level {"type":"ping"} */
+/* Group shorthands (PROTOCOL.md 10): a message to every member (body and/or media), read
+ * receipts for messages of peer in the group, and typing in the group. The same returns as
+ * above; a group_id that is no group id is -EINVAL. */
+int tern_client_send_group(tern_client_conn *conn, const char *id, const char *group_id, const char *body,
+                           size_t body_len, const char *media_id);
+int tern_client_read_group(tern_client_conn *conn, const char *group_id, const char *peer,
+                           const char *const *msg_ids, size_t n);
+int tern_client_typing_group(tern_client_conn *conn, const char *group_id, bool composing);
 /* Any client frame, v1.1 included (groups, e2e, reactions, edits, deletes, decrypt_error):
  * proto's tern_frame_encode checks f as the server would and writes it. Returns 0,
  * -ENOTCONN, or -EINVAL with *err filled as the server would answer (err may be NULL). */

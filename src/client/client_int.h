@@ -82,8 +82,15 @@ int tern_client_hp_eof(tern_client_http_parser *hp);
  * hp's body. */
 void tern_client_response_from_parser(tern_client_response *r, tern_client_http_parser *hp);
 
-/* Closes every running request without callbacks (context freeing). */
+/* Closes every running request without callbacks (context freeing); a request started with
+ * tern_client_http_ex gets its drop call instead, so that a chain of requests (the group list's
+ * pages) frees its state. */
 void tern_client_http_abort_all(tern_client *c);
+/* tern_client_http with a drop hook (NULL: none). */
+int tern_client_http_ex(tern_client *c, const tern_client_url *url, const tern_client_request *req,
+                        tern_client_http_cb cb, void (*drop)(void *arg), void *arg);
+/* Appends s to a URL path, percent-escaping every byte but [A-Za-z0-9._~-]. */
+void tern_client_path_escape(tern_buf *out, const char *s);
 
 /* ---- server frames ---- */
 

@@ -1,4 +1,4 @@
-/* http.c: the HTTP/1.1 side of the client: a response parser on llhttp (also used for the
+/* request.c: the HTTP/1.1 side of the client: a response parser on llhttp (also used for the
  * WebSocket upgrade), one-shot requests on a fresh TCP connection each, the JSON API calls
  * and a synchronous wrapper for command-line tools. */
 #include <cjson/cJSON.h>
@@ -182,9 +182,11 @@ void tern_client_response_from_parser(tern_client_response *r, tern_client_http_
   const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
   const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
   const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+  const cJSON *user = cJSON_GetObjectItemCaseSensitive(e, "user");
   if (cJSON_IsString(code) && cJSON_IsString(msg)) {
     set_str(r->code, sizeof r->code, code->valuestring);
     set_str(r->message, sizeof r->message, msg->valuestring);
+    if (cJSON_IsString(user)) set_str(r->user, sizeof r->user, user->valuestring);
   } else {
     set_str(r->code, sizeof r->code, "bad_response");
     snprintf(r->message, sizeof r->message, "HTTP status %d without a tern error body", r->status);
@@ -231,6 +233,7 @@ typedef struct tern_client_http_req {
   tern_buf out;                        /* the request's bytes, until connected */
   tern_client_http_parser hp;          /* the response */
   tern_client_http_cb cb;              /* called once */
+  void (*drop)(void *arg);             /* called instead when the context is freed first */
   void *arg;
   char what[64];                       /* "POST /v1/login", for error messages */
   int open_handles;                    /* stream and timer until their close callbacks ran */
@@ -317,6 +320,11 @@ static void req_on_connect(void *owner, int status) {
 
 int tern_client_http(tern_client *c, const tern_client_url *url, const tern_client_request *req,
                      tern_client_http_cb cb, void *arg) {
+  return tern_client_http_ex(c, url, req, cb, NULL, arg);
+}
+
+int tern_client_http_ex(tern_client *c, const tern_client_url *url, const tern_client_request *req,
+                        tern_client_http_cb cb, void (*drop)(void *arg), void *arg) {
   if (!c || !url || !req || !req->method || !req->path || !cb || req->path[0] != '/') return -EINVAL;
   if (c->freeing) return -ECANCELED;
   if (strpbrk(req->path, " \r\n") || strpbrk(req->method, " \r\n") ||
@@ -331,6 +339,7 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
   }
   q->c = c;
   q->cb = cb;
+  q->drop = drop;
   q->arg = arg;
   snprintf(q->what, sizeof q->what, "%s %s", req->method, req->path);
   tern_client_hp_init(&q->hp, HTTP_MAX_BODY);
@@ -365,7 +374,10 @@ int tern_client_http(tern_client *c, const tern_client_url *url, const tern_clie
 }
 
 void tern_client_http_abort_all(tern_client *c) {
-  for (tern_client_http_req *q = c->reqs; q; q = q->next) req_finish(q, 0, true);
+  for (tern_client_http_req *q = c->reqs; q; q = q->next) {
+    if (!q->finished && q->drop) q->drop(q->arg);
+    req_finish(q, 0, true);
+  }
 }
 
 /* ---- the API calls ---- */
@@ -414,22 +426,26 @@ int tern_client_me(tern_client *c, const tern_client_url *url, const char *token
   return tern_client_http(c, url, &req, cb, arg);
 }
 
-int tern_client_whois(tern_client *c, const tern_client_url *url, const char *token, const char *user,
-                      tern_client_http_cb cb, void *arg) {
-  if (!token || !user || !*user || strlen(user) > 256) return -EINVAL;
+void tern_client_path_escape(tern_buf *out, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
-  tern_buf path = {0};
-  tern_buf_puts(&path, "/v1/users/");
-  for (const unsigned char *p = (const unsigned char *)user; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
                  *p == '.' || *p == '_' || *p == '~';
     if (plain) {
-      tern_buf_putc(&path, (char)*p);
+      tern_buf_putc(out, (char)*p);
     } else {
       char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-      tern_buf_append(&path, e, 3);
+      tern_buf_append(out, e, 3);
     }
   }
+}
+
+int tern_client_whois(tern_client *c, const tern_client_url *url, const char *token, const char *user,
+                      tern_client_http_cb cb, void *arg) {
+  if (!token || !user || !*user || strlen(user) > 256) return -EINVAL;
+  tern_buf path = {0};
+  tern_buf_puts(&path, "/v1/users/");
+  tern_client_path_escape(&path, user);
   tern_client_request req = {.method = "GET", .path = tern_buf_cstr(&path), .token = token};
   int rc = tern_client_http(c, url, &req, cb, arg);
   tern_buf_free(&path);

@@ -1,5 +1,5 @@
 /* tern: the command-line client. Only dispatch lives here; the commands are in
- * src/client/cli.c, on libtern-client. */
+ * src/cli/, on libtern-client. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +12,7 @@ static const struct {
     {"register", tern_cli_cmd_register}, {"login", tern_cli_cmd_login}, {"logout", tern_cli_cmd_logout},
     {"me", tern_cli_cmd_me},             {"whois", tern_cli_cmd_whois}, {"send", tern_cli_cmd_send},
     {"listen", tern_cli_cmd_listen},     {"chat", tern_cli_cmd_chat},   {"fetch", tern_cli_cmd_fetch},
+    {"group", tern_cli_cmd_group},
 };
 
 int main(int argc, char **argv) {
@@ -21,7 +22,11 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-    const char *usage = argc > 2 ? tern_cli_cmd_usage(argv[2]) : NULL;
+    /* "tern help group add" names a subcommand in two words. */
+    char two[64];
+    snprintf(two, sizeof two, "%s %s", argc > 2 ? argv[2] : "", argc > 3 ? argv[3] : "");
+    const char *usage = argc > 3 ? tern_cli_cmd_usage(two) : NULL;
+    if (!usage && argc > 2) usage = tern_cli_cmd_usage(argv[2]);
     fputs(usage ? usage : tern_cli_usage(), stdout);
     return 0;
   }

@@ -2,72 +2,16 @@
 // listen, chat with its ticks, whois, logout, and the exit statuses.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, statSync, readFileSync, mkdtempSync, rmSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, statSync, readFileSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { startServer, REPO_ROOT } from './lib/server.mjs';
 import { jpegSize } from './lib/media.mjs';
-
-const TERN = process.env.TERN_CLI || path.join(REPO_ROOT, 'build', 'tern');
-const PASSWORD = 'correct horse battery';
-
-/** Runs tern to its end. Resolves with { code, signal, stdout, stderr }. */
-function tern(args, { home, input, env = {}, timeoutMs = 30000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const e = { ...process.env, ...env };
-    delete e.XDG_CONFIG_HOME;
-    if (!('TERN_SERVER' in env)) delete e.TERN_SERVER;
-    if (!('TERN_PASSWORD' in env)) delete e.TERN_PASSWORD;
-    if (home) e.HOME = home;
-    e.TZ = 'UTC';
-    const proc = spawn(TERN, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    proc.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.on('error', (err) => { clearTimeout(timer); reject(err); });
-    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
-    if (input !== undefined) proc.stdin.end(input);
-    else proc.stdin.end();
-  });
-}
-
-/** Starts tern and returns the process plus a live view of its output (for listen/chat). */
-function ternLive(args, { home, timeoutMs = 30000 } = {}) {
-  const e = { ...process.env, HOME: home, TZ: 'UTC' };
-  delete e.XDG_CONFIG_HOME;
-  delete e.TERN_SERVER;
-  const proc = spawn(TERN, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
-  const out = { stdout: '', stderr: '', proc };
-  proc.stdout.setEncoding('utf8').on('data', (d) => { out.stdout += d; });
-  proc.stderr.setEncoding('utf8').on('data', (d) => { out.stderr += d; });
-  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-  out.done = new Promise((resolve) => {
-    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal }); });
-  });
-  return out;
-}
-
-async function until(fn, what, timeoutMs = 10000) {
-  const end = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-const uniq = (p) => `${p}${process.pid % 10000}${Math.floor(Math.random() * 1e6)}`;
+import { TERN, PASSWORD, tern, ternLive, until, uniq, tempHomes } from './lib/cli.mjs';
 
 describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` }, () => {
   let srv;
-  const homes = [];
-  const newHome = () => {
-    const h = mkdtempSync(path.join(os.tmpdir(), 'tern-cli-home-'));
-    homes.push(h);
-    return h;
-  };
+  const homes = tempHomes();
+  const newHome = () => homes.make();
   let alice, bob, aliceHome, bobHome, server;
 
   before(async () => {
@@ -80,7 +24,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
   });
   after(async () => {
     await srv?.close();
-    for (const h of homes) rmSync(h, { recursive: true, force: true });
+    homes.cleanup();
   });
 
   test('usage errors exit 2; --help exits 0', async () => {

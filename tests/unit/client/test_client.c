@@ -496,7 +496,15 @@ TEST(http_upgrade_answer) {
 
 /* ---- a scripted server on loopback ---- */
 
-typedef enum { SCRIPT_CHAT, SCRIPT_SERVER_CLOSE, SCRIPT_REFUSE, SCRIPT_HTTP } script_kind;
+typedef enum {
+  SCRIPT_CHAT,
+  SCRIPT_SERVER_CLOSE,
+  SCRIPT_REFUSE,
+  SCRIPT_HTTP,
+  SCRIPT_GROUPS,       /* the group API: two list pages, a refusal for anything else */
+  SCRIPT_GROUPS_STUCK, /* a list whose "next" never moves */
+  SCRIPT_GROUP_CHAT,   /* as SCRIPT_CHAT, but the client answers with group frames */
+} script_kind;
 
 typedef struct fake {
   uv_loop_t *loop;
@@ -510,6 +518,8 @@ typedef struct fake {
   char frames[16][256];   /* text messages received, "pong:<payload>", "close:<code>" */
   int nframes;
   char request[2048];     /* the HTTP request head */
+  char lines[8][160];     /* SCRIPT_GROUPS*: the request lines, in order */
+  int nlines;
 } fake;
 
 static void fake_write(fake *f, const void *p, size_t n) {
@@ -529,11 +539,36 @@ static void fake_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
   buf->len = 65536;
 }
 
+/* The group API as SCRIPT_GROUPS plays it: the list in two pages (A1, B2 | C3), and a 403
+ * naming a user for every other request. SCRIPT_GROUPS_STUCK answers every list request with
+ * the first page. */
+static void fake_groups_answer(fake *f) {
+  const char *eol = strstr(f->request, "\r\n");
+  if (f->nlines < 8) snprintf(f->lines[f->nlines++], sizeof f->lines[0], "%.*s", (int)(eol - f->request), f->request);
+  const char *page1 = "{\"groups\":[{\"group_id\":\"A1\",\"name\":\"Trip\",\"role\":\"admin\",\"members\":3},"
+                      "{\"group_id\":\"B2\",\"name\":\"Trip\",\"role\":\"member\",\"members\":2}],\"next\":\"B2\"}";
+  const char *page2 = "{\"groups\":[{\"group_id\":\"C3\",\"name\":\"Book club\",\"members\":9}],\"next\":null}";
+  const char *refusal = "{\"error\":{\"code\":\"forbidden\",\"message\":\"no\",\"user\":\"bob\"}}";
+  const char *body = refusal, *status = "403 Forbidden";
+  if (strncmp(f->request, "GET /v1/groups?", 15) == 0) {
+    status = "200 OK";
+    body = f->kind == SCRIPT_GROUPS && strstr(f->request, "after=B2") ? page2 : page1;
+  }
+  char resp[1024];
+  int n = snprintf(resp, sizeof resp, "HTTP/1.1 %s\r\nContent-Length: %zu\r\n\r\n%s", status, strlen(body), body);
+  fake_write(f, resp, (size_t)n);
+}
+
 static void fake_handshake(fake *f) {
   char *end = strstr(tern_buf_cstr(&f->in), "\r\n\r\n");
   if (!end) return;
   size_t head = (size_t)(end - f->in.data) + 4;
   snprintf(f->request, sizeof f->request, "%.*s", (int)head, f->in.data);
+  if (f->kind == SCRIPT_GROUPS || f->kind == SCRIPT_GROUPS_STUCK) {
+    fake_groups_answer(f);
+    tern_buf_consume(&f->in, head);
+    return;
+  }
   if (f->kind == SCRIPT_HTTP) {
     const char *b = "{\"error\":{\"code\":\"username_taken\",\"message\":\"that name is taken\"}}";
     char resp[256];
@@ -569,7 +604,11 @@ static void fake_handshake(fake *f) {
   tern_buf_free(&out);
   tern_buf_consume(&f->in, head);
   f->upgraded = true;
-  if (f->kind == SCRIPT_CHAT) {
+  if (f->kind == SCRIPT_GROUP_CHAT) {
+    fake_frame(f, TERN_WS_OP_TEXT, true,
+               "{\"type\":\"msg\",\"seq\":6,\"msg_id\":\"m6\",\"group_id\":\"G1\",\"from\":\"bob\",\"ts\":1,"
+               "\"body\":\"all\"}");
+  } else if (f->kind == SCRIPT_CHAT) {
     fake_frame(f, TERN_WS_OP_PING, true, "hi");
     /* A message in two fragments with a ping between them. */
     fake_frame(f, TERN_WS_OP_TEXT, false, "{\"type\":\"msg\",\"seq\":5,\"msg_id\":\"m5\",");
@@ -619,7 +658,7 @@ static void fake_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       snprintf(slot, 256, "pong:%.*s", (int)ev.len, (const char *)ev.data);
     } else if (ev.type == TERN_WS_EV_CLOSE) {
       snprintf(slot, 256, "close:%u", ev.close_code);
-      if (f->kind == SCRIPT_CHAT) {
+      if (f->kind == SCRIPT_CHAT || f->kind == SCRIPT_GROUP_CHAT) {
         tern_buf c = {0};
         tern_ws_append_close(&c, ev.close_code, "", NULL);
         fake_write(f, c.data, c.len);
@@ -641,6 +680,8 @@ static void fake_on_conn(uv_stream_t *l, int status) {
   f->peer = TERN_NEW(uv_tcp_t);
   uv_tcp_init(f->loop, f->peer);
   f->peer->data = f;
+  /* One request per connection: what is left of the one before is not part of this one. */
+  if (f->kind == SCRIPT_GROUPS || f->kind == SCRIPT_GROUPS_STUCK) tern_buf_reset(&f->in);
   uv_accept(l, (uv_stream_t *)f->peer);
   uv_read_start((uv_stream_t *)f->peer, fake_alloc, fake_on_read);
 }
@@ -684,7 +725,20 @@ typedef struct observer {
 static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *arg) {
   observer *o = arg;
   if (o->n < 32) o->types[o->n++] = ev->type;
-  if (ev->type == TERN_CLIENT_EV_MSG) {
+  if (ev->type == TERN_CLIENT_EV_MSG && ev->group_id) {
+    /* The group shorthands, and what they refuse before writing. */
+    snprintf(o->msg_body, sizeof o->msg_body, "%s", ev->body ? ev->body : "");
+    const char *ids[] = {ev->msg_id};
+    o->send_rc = tern_client_read_group(conn, ev->group_id, ev->from, ids, 1) |
+                 tern_client_typing_group(conn, ev->group_id, true) |
+                 tern_client_send_group(conn, "c-2", ev->group_id, "to all", 6, NULL) |
+                 tern_client_send_group(conn, "c-3", ev->group_id, NULL, 0, "m1");
+    o->send_rc_checked = tern_client_send_group(conn, "c-4", "not a group", "x", 1, NULL) == -EINVAL &&
+                         tern_client_send_group(conn, "c-5", ev->group_id, NULL, 0, NULL) == -EINVAL &&
+                         tern_client_typing_group(conn, NULL, true) == -EINVAL &&
+                         tern_client_read_group(conn, NULL, "bob", ids, 1) == -EINVAL;
+    tern_client_close(conn, 0);
+  } else if (ev->type == TERN_CLIENT_EV_MSG) {
     snprintf(o->msg_body, sizeof o->msg_body, "%s", ev->body ? ev->body : "");
     o->msg_seq = ev->seq;
     /* Three frames from one callback: they leave in one write, after the pong. */
@@ -724,6 +778,12 @@ static void run_conn(script_kind kind, observer *o, fake *f, const char *token) 
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+/* The frames the scripted server read, against want. */
+static void check_frames(const fake *f, const char *const *want, int n) {
+  CHECK_EQ_INT(f->nframes, n);
+  for (int i = 0; i < n && i < f->nframes; i++) CHECK_EQ_STR(f->frames[i], want[i]);
+}
+
 TEST(ws_conn_chat) {
   observer o;
   fake f;
@@ -743,13 +803,27 @@ TEST(ws_conn_chat) {
   CHECK_EQ_INT(o.closed.close_code, 1000);
   CHECK_EQ_INT(o.closed.err, 0);
   /* What the server read: auth first, pongs echoing the pings, then ack, send, close. */
-  CHECK_EQ_INT(f.nframes, 6);
-  CHECK_EQ_STR(f.frames[0], "{\"type\":\"auth\",\"token\":\"secret-token\"}");
-  CHECK_EQ_STR(f.frames[1], "pong:hi");
-  CHECK_EQ_STR(f.frames[2], "pong:x");
-  CHECK_EQ_STR(f.frames[3], "{\"type\":\"ack\",\"seq\":5}");
-  CHECK_EQ_STR(f.frames[4], "{\"type\":\"send\",\"id\":\"c-1\",\"to\":\"bob\",\"body\":\"back\"}");
-  CHECK_EQ_STR(f.frames[5], "close:1000");
+  static const char *const want[] = {
+      "{\"type\":\"auth\",\"token\":\"secret-token\"}", "pong:hi", "pong:x", "{\"type\":\"ack\",\"seq\":5}",
+      "{\"type\":\"send\",\"id\":\"c-1\",\"to\":\"bob\",\"body\":\"back\"}", "close:1000"};
+  check_frames(&f, want, (int)TERN_ARRAY_LEN(want));
+}
+
+TEST(ws_conn_group_frames) {
+  observer o;
+  fake f;
+  run_conn(SCRIPT_GROUP_CHAT, &o, &f, "t");
+  CHECK_EQ_STR(o.msg_body, "all");
+  CHECK_EQ_INT(o.send_rc, 0);
+  CHECK(o.send_rc_checked);
+  static const char *const want[] = {
+      "{\"type\":\"auth\",\"token\":\"t\"}",
+      "{\"type\":\"read\",\"group_id\":\"G1\",\"peer\":\"bob\",\"msg_ids\":[\"m6\"]}",
+      "{\"type\":\"typing\",\"group_id\":\"G1\",\"state\":\"composing\"}",
+      "{\"type\":\"send\",\"id\":\"c-2\",\"group_id\":\"G1\",\"body\":\"to all\"}",
+      "{\"type\":\"send\",\"id\":\"c-3\",\"group_id\":\"G1\",\"media\":{\"media_id\":\"m1\"}}",
+      "close:1000"};
+  check_frames(&f, want, (int)TERN_ARRAY_LEN(want));
 }
 
 TEST(ws_conn_server_close) {
@@ -827,6 +901,14 @@ static void on_http(tern_client_response *r, void *arg) {
   tern_client_response_move(&h->r, r);
 }
 
+/* Runs the loop until h is answered, and checks that the answer refuses with status and code. */
+static void expect_refusal(uv_loop_t *loop, http_obs *h, int status, const char *code) {
+  while (!h->called) uv_run(loop, UV_RUN_ONCE);
+  CHECK(!h->r.ok);
+  CHECK_EQ_INT(h->r.status, status);
+  CHECK_EQ_STR(h->r.code, code);
+}
+
 TEST(http_request_roundtrip) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -841,10 +923,7 @@ TEST(http_request_roundtrip) {
   memset(&h, 0, sizeof h);
   CHECK_EQ_INT(tern_client_register(c, &url, "alice", "pass\"word", "lap", on_http, &h), 0);
   CHECK(!h.called);
-  while (!h.called) uv_run(&loop, UV_RUN_ONCE);
-  CHECK(!h.r.ok);
-  CHECK_EQ_INT(h.r.status, 409);
-  CHECK_EQ_STR(h.r.code, "username_taken");
+  expect_refusal(&loop, &h, 409, "username_taken");
   CHECK_EQ_STR(h.r.message, "that name is taken");
   tern_client_response_free(&h.r);
   CHECK(strstr(f.request, "POST /v1/register HTTP/1.1\r\n") == f.request);
@@ -888,6 +967,171 @@ TEST(http_request_roundtrip) {
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+typedef struct list_obs {
+  bool called;
+  tern_client_response r;    /* moved out of the callback */
+  tern_client_group_list all; /* taken over from the callback */
+  bool had_all;
+} list_obs;
+
+static void on_list(tern_client_response *r, tern_client_group_list *all, void *arg) {
+  list_obs *o = arg;
+  o->called = true;
+  tern_client_response_move(&o->r, r);
+  if (all) {
+    o->had_all = true;
+    o->all = *all;
+    memset(all, 0, sizeof *all);
+  }
+}
+
+/* Starts a scripted server of kind and a context on loop; url points at the server. */
+static tern_client *groups_setup(uv_loop_t *loop, fake *f, script_kind kind, tern_client_url *url) {
+  uv_loop_init(loop);
+  fake_start(f, loop, kind);
+  char s[64];
+  snprintf(s, sizeof s, "http://127.0.0.1:%u", f->port);
+  tern_client_url_parse(s, url);
+  return tern_client_new(loop, NULL);
+}
+
+static void groups_teardown(uv_loop_t *loop, fake *f, tern_client *c) {
+  fake_stop(f);
+  tern_client_free(c);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(uv_loop_close(loop), 0);
+}
+
+/* Starts the i-th group call of group_requests. */
+static int group_call(tern_client *c, const tern_client_url *url, int i, http_obs *h) {
+  static const char *users[] = {"bob", "Carol \"C\""};
+  switch (i) {
+    case 0: return tern_client_group_create(c, url, "tok", "Trip ✈", "to \"the\" sea", users, 2, on_http, h);
+    case 1: return tern_client_group_get(c, url, "tok", "A1", on_http, h);
+    case 2: return tern_client_group_update(c, url, "tok", "A1", NULL, "", on_http, h);
+    case 3: return tern_client_group_add(c, url, "tok", "A1", users, 1, on_http, h);
+    case 4: return tern_client_group_remove(c, url, "tok", "A1", "a b/c", on_http, h);
+    case 5: return tern_client_group_set_admin(c, url, "tok", "A1", "bob", true, on_http, h);
+    case 6: return tern_client_group_set_admin(c, url, "tok", "A1", "bob", false, on_http, h);
+    default: return tern_client_group_create(c, url, "tok", "solo", NULL, NULL, 0, on_http, h);
+  }
+}
+
+TEST(group_requests) {
+  /* What each call of group_call sends: its request line and its body ("" for none). */
+  static const struct {
+    const char *line;
+    const char *body;
+  } want[] = {
+      {"POST /v1/groups HTTP/1.1",
+       "{\"name\":\"Trip ✈\",\"description\":\"to \\\"the\\\" sea\",\"members\":[\"bob\",\"Carol \\\"C\\\"\"]}"},
+      {"GET /v1/groups/A1 HTTP/1.1", ""},
+      {"PATCH /v1/groups/A1 HTTP/1.1", "{\"description\":\"\"}"},
+      {"POST /v1/groups/A1/members HTTP/1.1", "{\"users\":[\"bob\"]}"},
+      {"DELETE /v1/groups/A1/members/a%20b%2Fc HTTP/1.1", ""},
+      {"PUT /v1/groups/A1/admins/bob HTTP/1.1", ""},
+      {"DELETE /v1/groups/A1/admins/bob HTTP/1.1", ""},
+      {"POST /v1/groups HTTP/1.1", "{\"name\":\"solo\",\"members\":[]}"},
+  };
+  uv_loop_t loop;
+  fake f;
+  tern_client_url url;
+  tern_client *c = groups_setup(&loop, &f, SCRIPT_GROUPS, &url);
+  http_obs h;
+  /* One at a time: the scripted server serves one connection at once. */
+  for (int i = 0; i < (int)TERN_ARRAY_LEN(want); i++) {
+    memset(&h, 0, sizeof h);
+    CHECK_EQ_INT(group_call(c, &url, i, &h), 0);
+    /* The scripted server refuses them all: 403, naming bob. */
+    expect_refusal(&loop, &h, 403, "forbidden");
+    CHECK_EQ_STR(h.r.user, "bob");
+    tern_client_response_free(&h.r);
+    CHECK_EQ_INT(f.nlines, i + 1);
+    if (f.nlines == i + 1) CHECK_EQ_STR(f.lines[i], want[i].line);
+    CHECK(strstr(f.request, "Authorization: Bearer tok\r\n") != NULL);
+    CHECK_EQ_INT(strstr(f.request, "Content-Type: application/json\r\n") != NULL, want[i].body[0] != '\0');
+    /* The body left after the head (it may still be on its way when the answer has come). */
+    for (int spins = 0; spins < 1000 && f.in.len < strlen(want[i].body); spins++) uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_STR(tern_buf_cstr(&f.in), want[i].body);
+  }
+  /* Bad arguments: -EINVAL and no request. */
+  const char *users[] = {"bob", NULL};
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_group_get(c, &url, "tok", "../admin", on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_get(c, &url, NULL, "A1", on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_create(c, &url, "tok", NULL, NULL, NULL, 0, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_create(c, &url, "tok", "x", NULL, users, 2, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_add(c, &url, "tok", "A1", users, 0, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_update(c, &url, "tok", "A1", NULL, NULL, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_remove(c, &url, "tok", "A1", "", on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_set_admin(c, &url, "tok", "A 1", "bob", true, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_list_page(c, &url, "tok", "a&b", 0, on_http, &h), -EINVAL);
+  CHECK_EQ_INT(tern_client_group_list_all(c, &url, NULL, NULL, NULL), -EINVAL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(!h.called);
+  CHECK_EQ_INT(f.nlines, 8);
+  groups_teardown(&loop, &f, c);
+}
+
+TEST(group_list_all) {
+  uv_loop_t loop;
+  fake f;
+  tern_client_url url;
+  tern_client *c = groups_setup(&loop, &f, SCRIPT_GROUPS, &url);
+  list_obs o;
+  memset(&o, 0, sizeof o);
+  CHECK_EQ_INT(tern_client_group_list_all(c, &url, "tok", on_list, &o), 0);
+  CHECK(!o.called);
+  while (!o.called) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(o.r.ok);
+  CHECK(o.had_all);
+  CHECK_EQ_INT(o.all.n, 3);
+  if (o.all.n == 3) {
+    CHECK_EQ_STR(o.all.groups[0].group_id, "A1");
+    CHECK(o.all.groups[0].admin);
+    CHECK_EQ_STR(o.all.groups[1].group_id, "B2");
+    CHECK_EQ_STR(o.all.groups[2].name, "Book club");
+    CHECK_EQ_INT(o.all.groups[2].members, 9);
+  }
+  CHECK_EQ_STR(o.all.next, "");
+  CHECK_EQ_INT(f.nlines, 2);
+  CHECK_EQ_STR(f.lines[0], "GET /v1/groups?limit=500 HTTP/1.1");
+  CHECK_EQ_STR(f.lines[1], "GET /v1/groups?after=B2&limit=500 HTTP/1.1");
+  tern_client_group_list_free(&o.all);
+  tern_client_response_free(&o.r);
+
+  /* One page by hand. */
+  http_obs h;
+  memset(&h, 0, sizeof h);
+  CHECK_EQ_INT(tern_client_group_list_page(c, &url, "tok", "B2", 2, on_http, &h), 0);
+  while (!h.called) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_STR(f.lines[2], "GET /v1/groups?after=B2&limit=2 HTTP/1.1");
+  tern_client_group_list page;
+  CHECK_EQ_INT(tern_client_parse_group_list(&h.r, &page), 0);
+  CHECK_EQ_INT(page.n, 1);
+  tern_client_group_list_free(&page);
+  tern_client_response_free(&h.r);
+
+  /* Freeing the context in the middle of the list frees it without a callback. */
+  memset(&o, 0, sizeof o);
+  CHECK_EQ_INT(tern_client_group_list_all(c, &url, "tok", on_list, &o), 0);
+  groups_teardown(&loop, &f, c);
+  CHECK(!o.called);
+
+  /* A "next" that never moves ends the list with bad_response, not a loop. */
+  c = groups_setup(&loop, &f, SCRIPT_GROUPS_STUCK, &url);
+  memset(&o, 0, sizeof o);
+  CHECK_EQ_INT(tern_client_group_list_all(c, &url, "tok", on_list, &o), 0);
+  while (!o.called) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(!o.r.ok);
+  CHECK(!o.had_all);
+  CHECK_EQ_STR(o.r.code, "bad_response");
+  CHECK(strstr(o.r.message, "next") != NULL);
+  CHECK_EQ_INT(f.nlines, 2);
+  tern_client_response_free(&o.r);
+  groups_teardown(&loop, &f, c);
+}
+
 TEST(http_sync_unreachable) {
   tern_client_url url;
   tern_client_url_parse("http://127.0.0.1:1", &url);
@@ -910,10 +1154,13 @@ int main(void) {
   RUN(http_upgrade_answer);
   RUN(media_client);
   RUN(ws_conn_chat);
+  RUN(ws_conn_group_frames);
   RUN(ws_conn_server_close);
   RUN(ws_conn_refused_upgrade);
   RUN(ws_conn_connection_refused);
   RUN(http_request_roundtrip);
+  RUN(group_requests);
+  RUN(group_list_all);
   RUN(http_sync_unreachable);
   DONE();
 }

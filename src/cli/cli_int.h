@@ -1,0 +1,148 @@
+/* cli_int.h: what the files of the `tern` CLI share (cli.c: arguments, messages, synchronous
+ * HTTP and the 1:1 and group sessions; group.c: the group commands and the group helpers
+ * that send, listen and chat use). Not an API: src/cmd/tern.c sees cli.h only.
+ *
+ * Ownership: a tern_cli lives on its command's stack and points into argv (which
+ * tern_cli_parse_args reorders: positional arguments first) and into the environment; it
+ * owns nothing on the heap. The group helpers say what they allocate.
+ */
+#ifndef TERN_CLI_CLI_INT_H
+#define TERN_CLI_CLI_INT_H
+
+#include "cli/cli.h"
+
+/* ---- arguments ---- */
+
+/* The options a command accepts (a mask for tern_cli_parse_args); --server and --help go
+ * everywhere. */
+enum {
+  TERN_CLI_OPT_PASSWORD = 1 << 0,
+  TERN_CLI_OPT_DEVICE = 1 << 1,
+  TERN_CLI_OPT_COUNT = 1 << 2,
+  TERN_CLI_OPT_TIMEOUT = 1 << 3,
+  TERN_CLI_OPT_IMAGE = 1 << 4,
+  TERN_CLI_OPT_OUTPUT = 1 << 5,
+  TERN_CLI_OPT_THUMB = 1 << 6,       /* a flag: takes no value */
+  TERN_CLI_OPT_DESCRIPTION = 1 << 7, /* --description D */
+  TERN_CLI_OPT_OFF = 1 << 8,         /* --off, a flag */
+  TERN_CLI_OPT_GROUP = 1 << 9,       /* --group GROUP */
+};
+
+#define TERN_CLI_ANY_POS (-1) /* max_pos: no limit on positional arguments */
+
+typedef struct tern_cli {
+  const char *cmd;                 /* the command, for messages ("send", "group add") */
+  tern_client_url url;             /* the server */
+  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
+  const char *password;            /* --password */
+  const char *device;              /* --device */
+  long count;                      /* --count, 0 when absent */
+  int64_t timeout_ms;              /* --timeout, 0 when absent */
+  const char *image;               /* --image */
+  const char *output;              /* -o / --output */
+  bool thumb;                      /* --thumb */
+  const char *description;         /* --description, NULL when absent ("" is a value) */
+  bool off;                        /* --off */
+  const char *group;               /* --group */
+  char **pos;                      /* positional arguments (argv reordered), npos of them */
+  int npos;
+  char creds_path[4096];           /* this server's credentials file */
+  tern_cli_creds creds;            /* loaded by tern_cli_need_login */
+} tern_cli;
+
+/* Parses argv (argv[0] is the command's name, as messages show it) into c, allowing the
+ * options in `allowed` and min_pos to max_pos positional arguments (TERN_CLI_ANY_POS: any
+ * number). Returns 0 to go on, -1 after printing --help (exit 0), or the exit status after a
+ * usage error (2). */
+int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, int min_pos, int max_pos);
+/* "tern: CMD: ..." on stderr; returns status. */
+int tern_cli_complain(const tern_cli *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Loads this server's credentials into c->creds: 0, or the exit status after saying why. */
+int tern_cli_need_login(tern_cli *c);
+/* A libuv or errno code as a sentence. */
+const char *tern_cli_errstr(int err);
+
+/* ---- synchronous HTTP: one request on a private loop ---- */
+
+typedef struct tern_cli_sync {
+  uv_loop_t loop;           /* private loop */
+  tern_client *c;           /* context on it */
+  tern_client_response r;   /* the answer (the caller frees it) */
+  bool done;                /* r is filled */
+} tern_cli_sync;
+
+/* timeout_ms 0: the library's default (30 s). */
+void tern_cli_sync_begin_timeout(tern_cli_sync *s, int64_t timeout_ms);
+void tern_cli_sync_begin(tern_cli_sync *s);
+/* The callback to give the request: it moves the answer into s->r. */
+void tern_cli_sync_cb(tern_client_response *r, void *arg);
+/* Runs the loop (unless rc, what starting the request returned, is an error) and closes it;
+ * s->r is always filled afterwards. */
+void tern_cli_sync_end(tern_cli_sync *s, int rc);
+/* Says why a request failed, as the account commands word it; returns 1. */
+int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r);
+/* 0 when s->r is a success, else the exit status after saying why (s->r is then freed). */
+int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s);
+
+/* ---- groups (group.c) ---- */
+
+/* A group named on the command line, as resolved by tern_cli_group_resolve. */
+typedef struct tern_cli_group_ref {
+  char group_id[TERN_CLIENT_GROUP_ID_MAX + 1];
+  char name[128];   /* its name, for messages (the id when the list did not name it) */
+  int64_t members;  /* how many members the list says it has; -1 when unknown */
+  bool admin;       /* the caller is an admin (false when unknown) */
+  bool listed;      /* found in the caller's list (else an id passed on unchecked) */
+} tern_cli_group_ref;
+
+/* Every group of the logged-in user (c->creds), all pages. 0 and *out filled (free it with
+ * tern_client_group_list_free), or the exit status after saying why (nothing said when
+ * quiet). */
+int tern_cli_groups_fetch(const tern_cli *c, tern_client_group_list *out, bool quiet);
+/* Which of l's groups arg names: its id, else its name when exactly one group has it (exact
+ * first, then ignoring ASCII case). Returns the index, -1 when none, -2 when several do
+ * (*nmatch then says how many). */
+long tern_cli_group_match(const tern_client_group_list *l, const char *arg, size_t *nmatch);
+/* Resolves GROUP (an id or a unique name among the user's groups). 0 and *out filled, or the
+ * exit status after saying why: 1 when the name is unknown or ambiguous. A syntactically
+ * valid id that is not in the list is passed on as it is, so that the server says what it
+ * thinks of it. */
+int tern_cli_group_resolve(const tern_cli *c, const char *arg, tern_cli_group_ref *out);
+/* Says why a group request failed: "tern: CMD: code: message", with the user the error names;
+ * returns 1. */
+int tern_cli_group_refused(const tern_cli *c, const tern_client_response *r);
+
+/* Copies UTF-8 text for a terminal: C0 controls, DEL and invalid UTF-8 become '?', so that a
+ * name chosen by someone else cannot move the cursor or recolour the screen. */
+void tern_cli_printable(const char *s, char *out, size_t cap);
+
+/* What a group event says, one line without its time: "alice added dave, erin". users are
+ * shown as they are; group is the name to show for the group. */
+void tern_cli_group_event_text(const tern_envelope *e, const char *group, tern_buf *out);
+
+/* The receipts of one message sent to a group, per member (PROTOCOL.md 10: a member who read
+ * has delivered too). Owns its names: tern_cli_tally_free. */
+typedef struct tern_cli_tally {
+  int64_t of;          /* the members it went to (sent's recipients, or a guess); -1 unknown */
+  char **delivered;    /* members who delivered or read it, each once */
+  size_t ndelivered;
+  char **read;         /* members who read it */
+  size_t nread;
+} tern_cli_tally;
+
+/* Adds the users of a receipt; returns true when it changed the tally. */
+bool tern_cli_tally_add(tern_cli_tally *t, const tern_strs *by, bool read);
+void tern_cli_tally_free(tern_cli_tally *t);
+/* How tern_cli_tally_text words a tally ("of M" only when of is known). */
+typedef enum tern_cli_tally_view {
+  TERN_CLI_TALLY_DELIVERED, /* "✓✓ delivered to 3 of 3" (✓✓ once everyone has), "delivered to 2 of 3" */
+  TERN_CLI_TALLY_READ,      /* "read by 2 of 3" */
+  TERN_CLI_TALLY_TICKS,     /* chat's tick: "✓ delivered to 2 of 3, read by 1", "✓✓ delivered to
+                               3 of 3, read by 2", "✓" before any receipt */
+} tern_cli_tally_view;
+void tern_cli_tally_text(const tern_cli_tally *t, tern_cli_tally_view view, tern_buf *out);
+/* Every recipient delivered (read: read) it; true when it went to nobody, false when of is
+ * unknown. */
+bool tern_cli_tally_all(const tern_cli_tally *t, bool read);
+
+#endif
