@@ -13,6 +13,10 @@
 #include "net/server.h"
 
 static void not_found(tern_http_req *req) { tern_http_error(req, 404, "not_found", "no such group"); }
+/* The group is the caller's, the user named in the path is not in it. */
+static void not_member(tern_http_req *req) {
+  tern_http_error(req, 404, "not_found", "that user is not a member of this group");
+}
 static void forbidden(tern_http_req *req, const char *why) { tern_http_error(req, 403, "forbidden", why); }
 static void method_not_allowed(tern_http_req *req) {
   tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
@@ -257,7 +261,7 @@ static tern_user *path_user(tern_app *a, const char *raw) {
 
 static void do_remove(tern_app *a, tern_http_req *req, tern_group *grp, tern_member *me, const char *raw) {
   tern_user *who = path_user(a, raw);
-  if (!who || !tern_group_member(grp, who)) return not_found(req);
+  if (!who || !tern_group_member(grp, who)) return not_member(req);
   bool self = who == me->user;
   if (!self && !me->admin) return forbidden(req, "only an admin may remove members");
   bool deleted;
@@ -270,7 +274,7 @@ static void do_admin(tern_app *a, tern_http_req *req, tern_group *grp, tern_memb
   if (!me->admin) return forbidden(req, "only an admin may change admins");
   tern_user *who = path_user(a, raw);
   tern_member *m = who ? tern_group_member(grp, who) : NULL;
-  if (!m) return not_found(req);
+  if (!m) return not_member(req);
   if (!admin && m->admin) {
     size_t admins = 0;
     for (size_t i = 0; i < grp->nmembers; i++) admins += grp->members[i].admin;

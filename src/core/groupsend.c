@@ -23,7 +23,8 @@ typedef struct group_send {
   tern_session *s;        /* the sender's session (referenced) */
   char id[TERN_CLIENT_ID_MAX + 1];
   char msg_id[TERN_MSG_ID_LEN + 1];
-  char group_name[TERN_GROUP_NAME_MAX + 1]; /* for push payloads */
+  char group_id[TERN_GROUP_ID_MAX + 1];     /* for push payloads */
+  char group_name[TERN_GROUP_NAME_MAX + 1];
   tern_user *from;
   int64_t ts;
   uint64_t received_ns;
@@ -93,7 +94,7 @@ static void on_group_send_done(tern_store_op *op) {
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
       if (g->member_of[i] < 0 || ap->targets[i].skipped || !d || d->removed || d->session) continue;
-      tern_pushglue_offline(a, d, g->from->name, g->group_name, g->body, g->body_len);
+      tern_pushglue_offline(a, d, g->from->name, g->group_id, g->group_name, g->body, g->body_len);
     }
   }
   tern_router_release_targets(ap);
@@ -145,6 +146,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   g->app = a;
   g->s = s;
   snprintf(g->id, sizeof g->id, "%s", f->id);
+  snprintf(g->group_id, sizeof g->group_id, "%s", grp->id);
   snprintf(g->group_name, sizeof g->group_name, "%s", grp->name);
   g->from = from;
   g->ts = tern_now_ms();

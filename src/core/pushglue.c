@@ -87,8 +87,8 @@ bool tern_pushglue_route(tern_app *a, tern_http_req *req) {
   return true;
 }
 
-void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *group, const char *body,
-                           size_t body_len) {
+void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *group_id, const char *group,
+                           const char *body, size_t body_len) {
   if (!a->push || !d->push) return;
   /* the preview is copied (and cut) by the library, and sent only with push.previews on */
   char preview[TERN_PUSH_PREVIEW_MAX * 4 + 1];
@@ -99,7 +99,7 @@ void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, cons
     preview[n] = '\0';
     pv = preview;
   }
-  tern_push_offline_message(a->push, d->id, d->push, sender, group, pv);
+  tern_push_offline_message(a->push, d->id, d->push, sender, group_id, group, pv);
 }
 
 void tern_pushglue_online(tern_app *a, tern_device *d) {

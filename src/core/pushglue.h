@@ -14,10 +14,10 @@
 
 /* Handles /v1/push and /v1/push/vapid; returns false for other paths. */
 bool tern_pushglue_route(tern_app *a, tern_http_req *req);
-/* A msg envelope from another user reached d while it has no live connection (group: the
- * group's name for a group message, else NULL). */
-void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *group, const char *body,
-                           size_t body_len);
+/* A msg envelope from another user reached d while it has no live connection (group_id and
+ * group: the group's id and name for a group message, else NULL). */
+void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, const char *group_id, const char *group,
+                           const char *body, size_t body_len);
 /* d connected or is going away: no notification for what it will see anyway. */
 void tern_pushglue_online(tern_app *a, tern_device *d);
 /* Result of a coalesced notification (installed with tern_push_set_result_cb). */

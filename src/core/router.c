@@ -105,7 +105,7 @@ static void on_send_done(tern_store_op *op) {
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
       if (d && !d->removed && !d->session && d->user == c->to)
-        tern_pushglue_offline(a, d, c->from->name, NULL, c->body, c->body_len);
+        tern_pushglue_offline(a, d, c->from->name, NULL, NULL, c->body, c->body_len);
     }
   }
   tern_router_release_targets(ap);

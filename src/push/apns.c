@@ -107,6 +107,8 @@ static tern_push_prep apns_prepare(tern_push_pv *pv, tern_push_job *job) {
   if (job->group) {
     tern_buf_puts(b, ",\"group\":");
     tern_buf_put_json_str(b, job->group, strlen(job->group));
+    tern_buf_puts(b, ",\"group_id\":");
+    tern_buf_put_json_str(b, job->group_id ? job->group_id : "", job->group_id ? strlen(job->group_id) : 0);
   }
   tern_buf_printf(b, ",\"count\":%u}", job->count);
   return TERN_PUSH_PREP_START;

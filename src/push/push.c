@@ -28,6 +28,7 @@ typedef struct tern_push_window {
   tern_push_reg reg;                     /* owned copy: where the notification goes */
   char *sender;                          /* owned: the latest sender */
   char *group;                           /* owned: its group's name, or NULL */
+  char *group_id;                        /* owned: its id, or NULL */
   char *preview;                         /* owned or NULL: the latest preview */
   uint32_t count;                        /* messages in the window */
   uint64_t deadline;                     /* loop time (ms) at which it is sent */
@@ -83,6 +84,7 @@ static void free_job(tern_push_job *job) {
   tern_free(job->device_id);
   tern_free(job->sender);
   tern_free(job->group);
+  tern_free(job->group_id);
   tern_free(job->preview);
   tern_free(job->url);
   curl_slist_free_all(job->headers);
@@ -116,6 +118,10 @@ void tern_push_payload_json(const tern_push_job *job, tern_buf *b, const char *e
   if (job->group) {
     tern_buf_puts(b, ",\"group\":");
     tern_buf_put_json_str(b, job->group, strlen(job->group));
+  }
+  if (job->group_id) {
+    tern_buf_puts(b, ",\"group_id\":");
+    tern_buf_put_json_str(b, job->group_id, strlen(job->group_id));
   }
   tern_buf_printf(b, ",\"count\":%u", job->count);
   if (job->preview) {
@@ -442,6 +448,7 @@ int tern_push_notify(tern_push *p, const char *device_id, const tern_push_reg *r
   job->device_id = tern_strdup(device_id);
   job->sender = utf8_dup_max(note->sender ? note->sender : "", TERN_PUSH_SENDER_MAX);
   job->group = note->group ? utf8_dup_max(note->group, TERN_PUSH_GROUP_MAX) : NULL;
+  job->group_id = note->group_id ? utf8_dup_max(note->group_id, TERN_PUSH_GROUP_MAX) : NULL;
   if (p->previews && note->preview) job->preview = utf8_dup_max(note->preview, TERN_PUSH_PREVIEW_MAX);
   job->count = note->count ? note->count : 1;
   job->cb = cb;
@@ -463,6 +470,7 @@ static void free_window(tern_push_window *w) {
   tern_push_reg_free(&w->reg);
   tern_free(w->sender);
   tern_free(w->group);
+  tern_free(w->group_id);
   tern_free(w->preview);
   tern_free(w);
 }
@@ -497,7 +505,8 @@ static void win_cb(uv_timer_t *t) {
   while (p->win_head && p->win_head->deadline <= now) {
     tern_push_window *w = p->win_head;
     unlink_window(p, w);
-    tern_push_note note = {.sender = w->sender, .group = w->group, .count = w->count, .preview = w->preview};
+    tern_push_note note = {
+        .sender = w->sender, .group = w->group, .group_id = w->group_id, .count = w->count, .preview = w->preview};
     if (tern_push_notify(p, w->device_id, &w->reg, &note, coalesced_done, p) < 0) {
       TERN_DEBUG("push: notification dropped", "device=%s provider=%s", w->device_id,
                  PROVIDER_NAMES[w->reg.provider]);
@@ -514,7 +523,7 @@ void tern_push_set_result_cb(tern_push *p, tern_push_cb cb, void *arg) {
 }
 
 void tern_push_offline_message(tern_push *p, const char *device_id, const tern_push_reg *reg, const char *sender,
-                               const char *group, const char *preview) {
+                               const char *group_id, const char *group, const char *preview) {
   if (p->closing || !tern_push_configured(p, reg->provider)) return;
   tern_push_window *w = tern_map_gets(&p->windows, device_id);
   if (w) {
@@ -523,6 +532,8 @@ void tern_push_offline_message(tern_push *p, const char *device_id, const tern_p
     w->sender = utf8_dup_max(sender ? sender : "", TERN_PUSH_SENDER_MAX);
     tern_free(w->group);
     w->group = group ? utf8_dup_max(group, TERN_PUSH_GROUP_MAX) : NULL;
+    tern_free(w->group_id);
+    w->group_id = group_id ? utf8_dup_max(group_id, TERN_PUSH_GROUP_MAX) : NULL;
     tern_free(w->preview);
     w->preview = p->previews && preview ? utf8_dup_max(preview, TERN_PUSH_PREVIEW_MAX) : NULL;
     if (!tern_push_reg_equal(&w->reg, reg)) {
@@ -536,6 +547,7 @@ void tern_push_offline_message(tern_push *p, const char *device_id, const tern_p
   tern_push_reg_copy(&w->reg, reg);
   w->sender = utf8_dup_max(sender ? sender : "", TERN_PUSH_SENDER_MAX);
   w->group = group ? utf8_dup_max(group, TERN_PUSH_GROUP_MAX) : NULL;
+  w->group_id = group_id ? utf8_dup_max(group_id, TERN_PUSH_GROUP_MAX) : NULL;
   w->preview = p->previews && preview ? utf8_dup_max(preview, TERN_PUSH_PREVIEW_MAX) : NULL;
   w->count = 1;
   /* Every window has the same length, so appending keeps the list sorted by deadline. */

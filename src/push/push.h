@@ -67,6 +67,7 @@ typedef struct tern_push_reg {
 typedef struct tern_push_note {
   const char *sender;  /* username of the sender (the latest one, for a coalesced window) */
   const char *group;   /* the group's name for a group message, or NULL (the latest one) */
+  const char *group_id;/* and its id (with group) */
   uint32_t count;      /* messages it stands for, >= 1 */
   const char *preview; /* message text, or NULL; carried only when push.previews = true */
 } tern_push_note;
@@ -124,7 +125,7 @@ void tern_push_set_result_cb(tern_push *p, tern_push_cb cb, void *arg);
  * reg replaces the stored registration if it changed). When the window ends one notification
  * goes out with the count. A provider that is not configured is ignored. */
 void tern_push_offline_message(tern_push *p, const char *device_id, const tern_push_reg *reg, const char *sender,
-                               const char *group, const char *preview);
+                               const char *group_id, const char *group, const char *preview);
 /* The device connected (or logged out, or deleted its registration): cancel its window. */
 void tern_push_device_online(tern_push *p, const char *device_id);
 

@@ -71,6 +71,7 @@ struct tern_push_job {
   char *device_id;                   /* owned */
   char *sender;                      /* owned */
   char *group;                       /* owned: the group's name, or NULL for a 1:1 message */
+  char *group_id;                    /* owned: its id, or NULL */
   char *preview;                     /* owned; NULL unless previews are on and one was given */
   uint32_t count;                    /* messages */
   tern_push_cb cb;                   /* final result goes here */

@@ -85,6 +85,7 @@ describe('push (webhook provider, end to end)', () => {
     const bobs = gw.hits.filter((h) => h.body.token === 'bob-group');
     assert.equal(bobs.length, 1, JSON.stringify(gw.hits));
     assert.equal(bobs[0].body.group, 'Book club');
+    assert.equal(bobs[0].body.group_id, g.body.group_id);
     assert.equal(bobs[0].body.from, alice.user);
     assert.equal(bobs[0].body.count, 1, 'the silent send makes no push');
     assert.equal(gw.hits.filter((h) => h.body.token === 'carol-group').length, 0);

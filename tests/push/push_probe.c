@@ -140,7 +140,7 @@ static void deadline(uv_timer_t *t) {
 
 static void offline_step(uv_timer_t *t) {
   for (int i = 0; i < g_ndevs; i++) {
-    if (g_devs[i].ok) tern_push_offline_message(g_push, g_devs[i].id, &g_devs[i].reg, g_sender, NULL, g_preview);
+    if (g_devs[i].ok) tern_push_offline_message(g_push, g_devs[i].id, &g_devs[i].reg, g_sender, NULL, NULL, g_preview);
   }
   if (++g_sent_offline >= g_offline) uv_timer_stop(t);
 }

@@ -136,10 +136,10 @@ static void make_reg(tern_push_reg *r, const char *token) {
  * comes online at 100 ms, C gets one at 0 and one at 400 (after its first window). */
 static void step(uv_timer_t *t) {
   int ms = g_step++ * 50;
-  if (ms <= 200 && ms % 50 == 0 && ms / 50 < 5) tern_push_offline_message(g_push, "A", &g_reg[0], ms < 200 ? "bob" : "carol", NULL, NULL);
-  if (ms == 0 || ms == 50) tern_push_offline_message(g_push, "B", &g_reg[1], "bob", NULL, NULL);
+  if (ms <= 200 && ms % 50 == 0 && ms / 50 < 5) tern_push_offline_message(g_push, "A", &g_reg[0], ms < 200 ? "bob" : "carol", NULL, NULL, NULL);
+  if (ms == 0 || ms == 50) tern_push_offline_message(g_push, "B", &g_reg[1], "bob", NULL, NULL, NULL);
   if (ms == 100) tern_push_device_online(g_push, "B");
-  if (ms == 0 || ms == 400) tern_push_offline_message(g_push, "C", &g_reg[2], "dan", NULL, NULL);
+  if (ms == 0 || ms == 400) tern_push_offline_message(g_push, "C", &g_reg[2], "dan", NULL, NULL, NULL);
   if (ms >= 1000) uv_timer_stop(t);
 }
 
@@ -175,7 +175,7 @@ static void no_cb(void *arg, const char *device_id, const tern_push_reg *reg, te
 
 TEST(close_with_work_pending) {
   /* a window open and notifications queued and (after one loop turn) in flight, then close */
-  tern_push_offline_message(g_push, "D", &g_reg[3], "erin", NULL, NULL);
+  tern_push_offline_message(g_push, "D", &g_reg[3], "erin", NULL, NULL, NULL);
   tern_push_note note = {.sender = "erin", .count = 1};
   for (int i = 0; i < 5; i++) CHECK_EQ_INT(tern_push_notify(g_push, "E", &g_reg[3], &note, no_cb, NULL), 0);
   uv_run(&g_loop, UV_RUN_NOWAIT);
