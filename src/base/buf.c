@@ -130,3 +130,9 @@ char *tern_buf_steal(tern_buf *b, size_t *len) {
   b->len = b->cap = 0;
   return d;
 }
+
+void tern_buf_put_be(tern_buf *b, uint64_t v, int bytes) {
+  uint8_t x[8];
+  for (int i = 0; i < bytes; i++) x[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  tern_buf_append(b, x, (size_t)bytes);
+}

@@ -27,6 +27,21 @@ void tern_buf_put_json_str(tern_buf *b, const char *s, size_t n);
 void tern_buf_consume(tern_buf *b, size_t n); /* drop n bytes from the front */
 void tern_buf_reset(tern_buf *b);             /* len = 0, keeps memory */
 void tern_buf_free(tern_buf *b);              /* releases memory, back to empty */
+/* Big-endian integers, as every stored record of tern writes them. */
+void tern_buf_put_be(tern_buf *b, uint64_t v, int bytes); /* the low `bytes` bytes of v (1-8) */
+static inline void tern_buf_put_be16(tern_buf *b, uint64_t v) { tern_buf_put_be(b, v, 2); }
+static inline void tern_buf_put_be32(tern_buf *b, uint64_t v) { tern_buf_put_be(b, v, 4); }
+static inline void tern_buf_put_be64(tern_buf *b, uint64_t v) { tern_buf_put_be(b, v, 8); }
+static inline uint64_t tern_get_be(const void *p, int bytes) {
+  const uint8_t *x = (const uint8_t *)p;
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; i++) v = (v << 8) | x[i];
+  return v;
+}
+static inline uint64_t tern_get_be64(const void *p) { return tern_get_be(p, 8); }
+static inline uint32_t tern_get_be32(const void *p) { return (uint32_t)tern_get_be(p, 4); }
+static inline size_t tern_get_be16(const void *p) { return (size_t)tern_get_be(p, 2); }
+
 /* NUL-terminates (without counting the NUL in len) and returns data. */
 char *tern_buf_cstr(tern_buf *b);
 /* Hands the bytes to the caller (who frees them with tern_free); b becomes empty. */

@@ -96,30 +96,25 @@ static void remove_member(tern_group *g, tern_user *u) {
 /* ---- records: [1 ver][8 created_at][2 n][created_by][2 n][name][2 n][description]
  *               [4 count]([2 n][user][1 admin][8 since])* ---- */
 
-static void put_be(tern_buf *b, uint64_t v, int bytes) {
-  uint8_t x[8];
-  for (int i = 0; i < bytes; i++) x[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
-  tern_buf_append(b, x, (size_t)bytes);
-}
 
 static void put_s16(tern_buf *b, const char *s) {
   size_t n = s ? strlen(s) : 0;
-  put_be(b, n, 2);
+  tern_buf_put_be(b, n, 2);
   tern_buf_append(b, s, n);
 }
 
 static void encode(const tern_group *g, tern_buf *b) {
   tern_buf_reset(b);
   tern_buf_putc(b, REC_VERSION);
-  put_be(b, (uint64_t)g->created_at, 8);
+  tern_buf_put_be(b, (uint64_t)g->created_at, 8);
   put_s16(b, g->created_by);
   put_s16(b, g->name);
   put_s16(b, g->description);
-  put_be(b, g->nmembers, 4);
+  tern_buf_put_be(b, g->nmembers, 4);
   for (size_t i = 0; i < g->nmembers; i++) {
     put_s16(b, g->members[i].user->name);
     tern_buf_putc(b, g->members[i].admin ? 1 : 0);
-    put_be(b, (uint64_t)g->members[i].since, 8);
+    tern_buf_put_be(b, (uint64_t)g->members[i].since, 8);
   }
 }
 

@@ -6,12 +6,6 @@
 
 enum { V2 = 2, HEAD2 = 1 + 1 + 1 + 8, HEAD1 = 1 + 1 + 8 };
 
-static int64_t get_be64s(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-  return (int64_t)v;
-}
-
 static void put_be64(uint8_t *p, int64_t ts) {
   uint64_t v = (uint64_t)ts;
   for (int i = 7; i >= 0; i--) {
@@ -58,7 +52,7 @@ static int unpack_legacy(const uint8_t *v, size_t len, tern_env_view *out) {
   out->version = 1;
   out->kind = *p++;
   out->flags = *p++;
-  out->ts = get_be64s(p);
+  out->ts = (int64_t)tern_get_be64(p);
   p += 8;
   size_t n = *p++;
   if ((size_t)(end - p) < n + 1) return -EINVAL; /* + the from length byte */
@@ -88,7 +82,7 @@ int tern_env_unpack(const uint8_t *v, size_t len, tern_env_view *out) {
       out->kind != TERN_ENV_DECRYPT_ERROR)
     return -EINVAL;
   out->flags = v[2];
-  out->ts = get_be64s(v + 3);
+  out->ts = (int64_t)tern_get_be64(v + 3);
   const uint8_t *p = v + HEAD2, *end = v + len;
   out->fields = p;
   out->fields_len = (size_t)(end - p);

@@ -125,28 +125,9 @@ typedef struct rdb {
 
 /* ---- small encoders ------------------------------------------------------------------------ */
 
-static void put_be64(tern_buf *b, uint64_t v) {
-  uint8_t x[8];
-  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (56 - 8 * i));
-  tern_buf_append(b, x, 8);
-}
 
-static void put_be16(tern_buf *b, size_t v) {
-  uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-  tern_buf_append(b, x, 2);
-}
 
-static uint64_t get_be64(const void *p) {
-  const uint8_t *x = p;
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = (v << 8) | x[i];
-  return v;
-}
 
-static size_t get_be16(const void *p) {
-  const uint8_t *x = p;
-  return (size_t)x[0] << 8 | x[1];
-}
 
 /* "<tag>/<s>" */
 static void key_tag(tern_buf *b, char tag, const char *s, size_t n) {
@@ -160,7 +141,7 @@ static void key_tag(tern_buf *b, char tag, const char *s, size_t n) {
 static void key_env(tern_buf *b, const char *name, size_t n, uint64_t seq) {
   key_tag(b, 'e', name, n);
   tern_buf_putc(b, '\0');
-  put_be64(b, seq);
+  tern_buf_put_be64(b, seq);
 }
 
 /* ---- errors -------------------------------------------------------------------------------- */
@@ -350,12 +331,12 @@ static void jkey(tern_buf *b, uint64_t n) {
   tern_buf_reset(b);
   tern_buf_putc(b, 'j');
   tern_buf_putc(b, '/');
-  put_be64(b, n);
+  tern_buf_put_be64(b, n);
 }
 
 /* Appends [2 n][name]: the form of names in cp_names and in journal entries. */
 static void put_name(tern_buf *b, const char *name, size_t n) {
-  put_be16(b, n);
+  tern_buf_put_be16(b, n);
   tern_buf_append(b, name, n);
 }
 
@@ -375,15 +356,15 @@ static void meta_put(rdb *st, const inbox *ib) {
   key_tag(&st->key, 'q', ib->name, ib->nlen);
   tern_buf_reset(&st->val);
   tern_buf_putc(&st->val, REC_VERSION);
-  put_be64(&st->val, ib->next_seq);
-  put_be64(&st->val, ib->first_seq);
+  tern_buf_put_be64(&st->val, ib->next_seq);
+  tern_buf_put_be64(&st->val, ib->first_seq);
   rocksdb_writebatch_put(st->wb, st->key.data, st->key.len, st->val.data, st->val.len);
 }
 
 /* Writes the checkpoint into the group's batch (see above). */
 static void checkpoint(rdb *st) {
   for (size_t off = 0; off + 2 <= st->cp_names.len;) {
-    size_t n = get_be16(st->cp_names.data + off);
+    size_t n = tern_get_be16(st->cp_names.data + off);
     const char *name = st->cp_names.data + off + 2;
     off += 2 + n;
     inbox *ib = tern_map_get(&st->inboxes, name, n);
@@ -419,8 +400,8 @@ static void dirty_end(rdb *st, bool write) {
     if (record) {
       /* [2 n][name][8 next][8 first]; next 0 = gone */
       put_name(&st->val, ib->name, ib->nlen);
-      put_be64(&st->val, ib->dead ? 0 : ib->next_seq);
-      put_be64(&st->val, ib->dead ? 0 : ib->first_seq);
+      tern_buf_put_be64(&st->val, ib->dead ? 0 : ib->next_seq);
+      tern_buf_put_be64(&st->val, ib->dead ? 0 : ib->first_seq);
       cp_note(st, ib);
     }
     if (ib->dead) {
@@ -464,7 +445,7 @@ static uint64_t highest_stored(rdb *st, rocksdb_iterator_t *it, const char *name
   const char *k = rocksdb_iter_key(it, &kl);
   size_t plen = st->key2.len - 8;
   if (kl != st->key2.len || memcmp(k, st->key2.data, plen) != 0) return 0;
-  return get_be64(k + plen);
+  return tern_get_be64(k + plen);
 }
 
 /* Sets an inbox's counters as loaded (a checkpointed meta or a journal entry). */
@@ -516,7 +497,7 @@ static int inboxes_load(rdb *st, char *err, size_t errlen) {
       TERN_WARN("store: bad inbox meta", "key=%s", tern_log_quote(k + 2));
       continue;
     }
-    load_meta(st, k + 2, kl - 2, get_be64(v + 1), get_be64(v + 9));
+    load_meta(st, k + 2, kl - 2, tern_get_be64(v + 1), tern_get_be64(v + 9));
   }
   int r = pit_close(&pi, err, errlen);
   if (r < 0) return r;
@@ -528,16 +509,16 @@ static int inboxes_load(rdb *st, char *err, size_t errlen) {
     const char *k = rocksdb_iter_key(pi.it, &kl);
     const uint8_t *v = (const uint8_t *)rocksdb_iter_value(pi.it, &vl);
     if (kl != 10) continue;
-    uint64_t n = get_be64(k + 2);
+    uint64_t n = tern_get_be64(k + 2);
     if (!any) st->journal_first = n;
     any = true;
     st->journal_next = n + 1;
     if (vl < 1 || v[0] != REC_VERSION) continue;
     for (size_t off = 1; off + 2 <= vl;) {
-      size_t nl = get_be16(v + off);
+      size_t nl = tern_get_be16(v + off);
       if (off + 2 + nl + 16 > vl) break;
       const char *name = (const char *)v + off + 2;
-      load_meta(st, name, nl, get_be64(name + nl), get_be64(name + nl + 8));
+      load_meta(st, name, nl, tern_get_be64(name + nl), tern_get_be64(name + nl + 8));
       cp_add(st, name, nl);
       off += 2 + nl + 16;
     }
@@ -612,7 +593,7 @@ static int env_range_db(rdb *st, const inbox *ib, uint64_t from, uint64_t to, en
     size_t kl, vl;
     const char *k = rocksdb_iter_key(it, &kl);
     if (kl != plen + 8 || memcmp(k, st->key2.data, plen) != 0) break;
-    uint64_t s = get_be64(k + plen);
+    uint64_t s = tern_get_be64(k + plen);
     if (s > to) break;
     if (s < from) continue;
     const char *v = rocksdb_iter_value(it, &vl);
@@ -780,7 +761,7 @@ static int r_kv_get(void *be, tern_bucket bk, const char *key, size_t klen, tern
     tern_buf_reset(out);
     return 0;
   }
-  if (ts) *ts = (int64_t)get_be64(out->data + 1);
+  if (ts) *ts = (int64_t)tern_get_be64(out->data + 1);
   tern_buf_consume(out, 9);
   return 1;
 }
@@ -792,7 +773,7 @@ static int r_kv_put(void *be, tern_bucket bk, const char *key, size_t klen, cons
   if (bucket_timed[bk]) {
     tern_buf_reset(&st->val);
     tern_buf_putc(&st->val, REC_VERSION);
-    put_be64(&st->val, (uint64_t)(ts ? ts : tern_now_ms()));
+    tern_buf_put_be64(&st->val, (uint64_t)(ts ? ts : tern_now_ms()));
     tern_buf_append(&st->val, v, vlen);
     kv_put(st, st->key.data, st->key.len, st->val.data, st->val.len);
   } else {
@@ -818,7 +799,7 @@ static bool ov_prefix_cb(const char *key, size_t klen, void *value, void *arg) {
   prefix_keys *c = arg;
   ov_entry *o = value;
   if (!o->deleted && klen >= c->prefix->len && memcmp(key, c->prefix->data, c->prefix->len) == 0) {
-    put_be64(c->out, klen);
+    tern_buf_put_be64(c->out, klen);
     tern_buf_append(c->out, key, klen);
   }
   return true;
@@ -836,7 +817,7 @@ static int r_kv_del_prefix(void *be, tern_bucket bk, const char *prefix, size_t 
     size_t kl;
     const char *k = rocksdb_iter_key(it, &kl);
     if (kl < st->key2.len || memcmp(k, st->key2.data, st->key2.len) != 0) break;
-    put_be64(&keys, kl);
+    tern_buf_put_be64(&keys, kl);
     tern_buf_append(&keys, k, kl);
   }
   char *e = NULL;
@@ -851,7 +832,7 @@ static int r_kv_del_prefix(void *be, tern_bucket bk, const char *prefix, size_t 
   prefix_keys pk = {.prefix = &st->key2, .out = &keys};
   tern_map_each(&st->overlay, ov_prefix_cb, &pk);
   for (size_t off = 0; off + 8 <= keys.len;) {
-    size_t n = (size_t)get_be64(keys.data + off);
+    size_t n = (size_t)tern_get_be64(keys.data + off);
     off += 8;
     kv_del(st, keys.data + off, n);
     off += n;
@@ -884,12 +865,12 @@ static int r_kv_expire(void *be, tern_bucket bk, int64_t cutoff, long *budget, u
     size_t kl, vl;
     const char *k = rocksdb_iter_key(pi.it, &kl);
     const char *v = rocksdb_iter_value(pi.it, &vl);
-    bool old = vl < 9 || v[0] != REC_VERSION || (int64_t)get_be64(v + 1) < cutoff;
+    bool old = vl < 9 || v[0] != REC_VERSION || (int64_t)tern_get_be64(v + 1) < cutoff;
     if (old) {
       /* The group's own writes win: a record it deleted is gone already, and one it rewrote
        * carries the time of the rewrite. */
       ov_entry *o = tern_map_get(&st->overlay, k, kl);
-      if (o && (o->deleted || (o->len >= 9 && (int64_t)get_be64(o->value + 1) >= cutoff))) old = false;
+      if (o && (o->deleted || (o->len >= 9 && (int64_t)tern_get_be64(o->value + 1) >= cutoff))) old = false;
     }
     if (old) {
       kv_del(st, k, kl);
@@ -961,7 +942,7 @@ static int r_load(void *be, tern_bucket bk, tern_kv_visit fn, void *arg, char *e
     int64_t ts = 0;
     if (bucket_timed[bk]) {
       if (vl < 9 || v[0] != REC_VERSION) continue;
-      ts = (int64_t)get_be64(v + 1);
+      ts = (int64_t)tern_get_be64(v + 1);
       v += 9;
       vl -= 9;
     }

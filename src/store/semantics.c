@@ -81,38 +81,11 @@ static int failed(tern_sem *sem, tern_store_op *op, const char *what, int r) {
 
 static int64_t now_or_clock(int64_t now) { return now ? now : tern_now_ms(); }
 
-static void put_be64(tern_buf *b, uint64_t v) {
-  uint8_t x[8];
-  for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (56 - 8 * i));
-  tern_buf_append(b, x, 8);
-}
 
-static void put_be16(tern_buf *b, size_t v) {
-  uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-  tern_buf_append(b, x, 2);
-}
 
-static void put_be32(tern_buf *b, uint32_t v) {
-  uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-  tern_buf_append(b, x, 4);
-}
 
-static uint64_t get_be64(const void *p) {
-  const uint8_t *x = p;
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = (v << 8) | x[i];
-  return v;
-}
 
-static size_t get_be16(const void *p) {
-  const uint8_t *x = p;
-  return (size_t)x[0] << 8 | x[1];
-}
 
-static uint32_t get_be32(const void *p) {
-  const uint8_t *x = p;
-  return (uint32_t)x[0] << 24 | (uint32_t)x[1] << 16 | (uint32_t)x[2] << 8 | x[3];
-}
 
 /* ---- shared bodies ---------------------------------------------------------------------------- */
 
@@ -123,7 +96,7 @@ static int body_release(tern_sem *sem, tern_store_op *op, tern_str id) {
   int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, &ts);
   if (r < 0) return failed(sem, op, "body", r);
   if (r == 0 || sem->val.len < 4) return 0; /* already gone (expired) */
-  uint32_t refs = get_be32(sem->val.data);
+  uint32_t refs = tern_get_be32(sem->val.data);
   if (refs <= 1) {
     r = BE(sem)->kv_del(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n);
     if (r < 0) return failed(sem, op, "body", r);
@@ -268,7 +241,7 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
   }
   if (op->body_id && refs) {
     tern_buf_reset(&sem->val);
-    put_be32(&sem->val, refs);
+    tern_buf_put_be32(&sem->val, refs);
     tern_buf_append(&sem->val, op->body.data, op->body.len);
     int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_BODIES, op->body_id, strlen(op->body_id), sem->val.data,
                             sem->val.len, now);
@@ -415,7 +388,7 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
 
 /* Collects values as [8 len][bytes]. */
 static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
-  put_be64(arg, len);
+  tern_buf_put_be64(arg, len);
   tern_buf_append(arg, v, len);
   return true;
 }
@@ -443,7 +416,7 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
       break;
     }
     for (size_t off = 0; off + 8 <= vals.len && r >= 0;) {
-      size_t n = (size_t)get_be64(vals.data + off);
+      size_t n = (size_t)tern_get_be64(vals.data + off);
       off += 8;
       uint64_t seq;
       r = BE(sem)->append(SELF(sem), op->inbox2, dl, (const uint8_t *)vals.data + off, n, &seq);
@@ -479,9 +452,9 @@ static int do_put_user(tern_sem *sem, tern_op_record *op) {
   }
   tern_buf_reset(&sem->val);
   tern_buf_putc(&sem->val, REC_VERSION);
-  put_be64(&sem->val, (uint64_t)u->created);
-  put_be64(&sem->val, (uint64_t)u->last_seen);
-  put_be16(&sem->val, hl);
+  tern_buf_put_be64(&sem->val, (uint64_t)u->created);
+  tern_buf_put_be64(&sem->val, (uint64_t)u->last_seen);
+  tern_buf_put_be16(&sem->val, hl);
   tern_buf_append(&sem->val, u->pwhash, hl);
   int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_USERS, u->user, strlen(u->user), sem->val.data, sem->val.len, 0);
   return r < 0 ? failed(sem, &op->op, "put_user", r) : 0;
@@ -497,14 +470,14 @@ static int do_put_device(tern_sem *sem, tern_op_record *op) {
   }
   tern_buf_reset(&sem->val);
   tern_buf_putc(&sem->val, REC_VERSION);
-  put_be64(&sem->val, (uint64_t)d->created);
-  put_be64(&sem->val, (uint64_t)d->last_seen);
+  tern_buf_put_be64(&sem->val, (uint64_t)d->created);
+  tern_buf_put_be64(&sem->val, (uint64_t)d->last_seen);
   tern_buf_append(&sem->val, d->token_hash, sizeof d->token_hash);
-  put_be16(&sem->val, ul);
+  tern_buf_put_be16(&sem->val, ul);
   tern_buf_append(&sem->val, d->user, ul);
-  put_be16(&sem->val, ll);
+  tern_buf_put_be16(&sem->val, ll);
   tern_buf_append(&sem->val, d->label, ll);
-  put_be16(&sem->val, pl);
+  tern_buf_put_be16(&sem->val, pl);
   tern_buf_append(&sem->val, d->push, pl);
   int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_DEVICES, d->device_id, strlen(d->device_id), sem->val.data,
                           sem->val.len, 0);
@@ -741,13 +714,13 @@ typedef struct load_ctx {
 
 static bool load_user(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
   load_ctx *c = arg;
-  if (vl < 19 || v[0] != REC_VERSION || 19 + get_be16(v + 17) > vl) {
+  if (vl < 19 || v[0] != REC_VERSION || 19 + tern_get_be16(v + 17) > vl) {
     TERN_WARN("store: bad user record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
     return true;
   }
-  char *user = tern_strndup(k, kl), *pw = tern_strndup((const char *)v + 19, get_be16(v + 17));
-  tern_user_rec rec = {.user = user, .pwhash = pw, .created = (int64_t)get_be64(v + 1),
-                       .last_seen = (int64_t)get_be64(v + 9)};
+  char *user = tern_strndup(k, kl), *pw = tern_strndup((const char *)v + 19, tern_get_be16(v + 17));
+  tern_user_rec rec = {.user = user, .pwhash = pw, .created = (int64_t)tern_get_be64(v + 1),
+                       .last_seen = (int64_t)tern_get_be64(v + 9)};
   if (c->cbs->user) c->cbs->user(&rec, c->cbs->arg);
   tern_free(user);
   tern_free(pw);
@@ -759,11 +732,11 @@ static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, i
   size_t ul = 0, ll = 0;
   bool ok = vl >= 17 + 32 + 2 && v[0] == REC_VERSION;
   if (ok) {
-    ul = get_be16(v + 49);
+    ul = tern_get_be16(v + 49);
     ok = 51 + ul + 2 <= vl;
   }
   if (ok) {
-    ll = get_be16(v + 51 + ul);
+    ll = tern_get_be16(v + 51 + ul);
     ok = 53 + ul + ll <= vl;
   }
   if (!ok) {
@@ -773,10 +746,10 @@ static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, i
   char *id = tern_strndup(k, kl), *user = tern_strndup((const char *)v + 51, ul);
   char *label = tern_strndup((const char *)v + 53 + ul, ll), *push = NULL;
   size_t at = 53 + ul + ll;
-  if (at + 2 <= vl && get_be16(v + at) > 0 && at + 2 + get_be16(v + at) <= vl)
-    push = tern_strndup((const char *)v + at + 2, get_be16(v + at));
+  if (at + 2 <= vl && tern_get_be16(v + at) > 0 && at + 2 + tern_get_be16(v + at) <= vl)
+    push = tern_strndup((const char *)v + at + 2, tern_get_be16(v + at));
   tern_device_rec rec = {.device_id = id, .user = user, .label = label, .push = push,
-                         .created = (int64_t)get_be64(v + 1), .last_seen = (int64_t)get_be64(v + 9)};
+                         .created = (int64_t)tern_get_be64(v + 1), .last_seen = (int64_t)tern_get_be64(v + 9)};
   memcpy(rec.token_hash, v + 17, 32);
   if (c->cbs->device) c->cbs->device(&rec, c->cbs->arg);
   tern_free(id);
