@@ -66,6 +66,8 @@ static const setting g_settings[] = {
      "Argon2id cost: interactive|moderate|sensitive (test needs --allow-insecure-test-settings)"},
     {"presence.persist_interval", T_DUR, OFF(presence_persist_interval_ms), "60s", 10, BIG,
      "how often last seen of connected users is written"},
+    {"cluster.node_timeout", T_DUR, OFF(cluster_node_timeout_ms), "15s", 100, BIG,
+     "a node (or worker) not heard from for this long is taken for dead: its users go offline"},
     {"store.backend", T_STR, OFF(store_backend), "rocksdb", 0, 0,
      "where messages are stored: rocksdb (embedded, in data_dir/store)"},
     {"store.max_open_files", T_INT, OFF(store_max_open_files), "512", 16, 100000, "RocksDB file descriptor cap"},

@@ -41,6 +41,7 @@ typedef struct tern_config {
   int64_t groups_max_per_user;
   int64_t groups_page_max;   /* groups per page of GET /v1/groups at most */
   int64_t receipts_merge_window_ms; /* group receipts arriving within it share an envelope */
+  int64_t cluster_node_timeout_ms; /* a writer not heard from for this long is dead */
   /* inbox */
   int64_t inbox_max_envelopes;
   int64_t inbox_ttl_ms;

@@ -129,21 +129,11 @@ tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, 
   return &op->op;
 }
 
-static void put_user_op(tern_app *a, tern_user *u, tern_store_done_cb done, void *arg) {
-  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, done, arg);
-  tern_user_rec rec = {.user = u->name, .pwhash = u->pwhash, .created = u->created, .last_seen = u->last_seen};
-  tern_op_record_set_user(op, &rec);
-  tern_app_submit(a, &op->op);
-}
-
 static void on_register_stored(tern_store_op *op) {
   pending *p = op->arg;
-  tern_app *a = p->app;
-  tern_user *u = tern_dir_user(a->dir, p->user);
   if (op->status != TERN_STORE_OK) {
     tern_http_error(p->req, 500, "internal", "the account could not be stored");
   } else {
-    if (u) u->pending = false;
     tern_buf b = {0};
     credentials_body(&b, p->user, p->device_id, p->token);
     tern_http_json(p->req, 201, &b);
@@ -153,23 +143,52 @@ static void on_register_stored(tern_store_op *op) {
   pending_free(p);
 }
 
+static void answer_taken(tern_http_req *req) { tern_http_error(req, 409, "username_taken", "that username is taken"); }
+
+/* The user record is stored, if no other loop or node stored one by that name first (a create:
+ * of two registrations racing on two nodes, exactly one wins); then its first device. */
+static void on_user_created(tern_store_op *op) {
+  pending *p = op->arg;
+  tern_app *a = p->app;
+  tern_user *u = tern_dir_user(a->dir, p->user);
+  if (op->status == TERN_STORE_OK && u && u->pending) {
+    u->pwhash = p->hash;
+    p->hash = NULL;
+    u->created = tern_op_as_record(op)->user.created;
+    u->pending = false;
+    tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
+    snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
+    tern_app_submit(a, tern_accounts_device_op(d, on_register_stored, p));
+    return;
+  }
+  /* Taken elsewhere: the winner's record reached this loop already (sync.c then made the
+   * reserved entry theirs) or will; a reservation still ours goes. */
+  if (u && u->pending) tern_dir_remove_user(a->dir, u);
+  if (op->status == TERN_STORE_DUPLICATE) answer_taken(p->req);
+  else tern_http_error(p->req, 500, "internal", "the account could not be stored");
+  pending_free(p);
+}
+
 static void after_hash(uv_work_t *w, int status) {
   pending *p = w->data;
   tern_app *a = p->app;
   tern_user *u = tern_dir_user(a->dir, p->user);
+  if (u && !u->pending) { /* another node's registration of the name arrived meanwhile */
+    answer_taken(p->req);
+    pending_free(p);
+    return;
+  }
   if (!p->ok || status < 0 || !u) {
     if (u) tern_dir_remove_user(a->dir, u);
     tern_http_error(p->req, 500, "internal", "the password could not be hashed");
     pending_free(p);
     return;
   }
-  u->pwhash = p->hash;
-  p->hash = NULL;
-  u->created = tern_now_ms();
-  tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
-  snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
-  put_user_op(a, u, NULL, NULL);
-  tern_app_submit(a, tern_accounts_device_op(d, on_register_stored, p));
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, on_user_created, p);
+  tern_user_rec rec = {.user = u->name, .pwhash = p->hash, .created = tern_now_ms()};
+  tern_op_record_set_user(op, &rec);
+  op->create = true;
+  tern_app_submit(a, &op->op);
 }
 
 void tern_accounts_register(tern_app *a, tern_http_req *req) {
@@ -184,7 +203,7 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
   }
   if (tern_dir_user(a->dir, user)) {
     tern_wire_doc_free(&doc);
-    tern_http_error(req, 409, "username_taken", "that username is taken");
+    answer_taken(req);
     return;
   }
   tern_user *u = tern_dir_add_user(a->dir, user);
@@ -261,6 +280,10 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     return;
   }
   tern_user *u = tern_dir_user(a->dir, user);
+  if ((!u || u->pending) && tern_api_catch_up(a, req)) { /* registered on another node a moment ago? */
+    tern_wire_doc_free(&doc);
+    return;
+  }
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
   p->password = tern_strdup(password);
@@ -277,17 +300,21 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
 
 /* ---- logout, me, users ---- */
 
-tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d) {
+void tern_accounts_forget_device(tern_app *a, tern_device *d) {
   tern_pushglue_online(a, d); /* cancel a pending notification window */
   if (d->session) {
     tern_session *s = d->session;
     tern_session_close(s, TERN_CLOSE_LOGGED_OUT);
     tern_session_detach(s); /* closing detached it already, unless the endpoint goes later */
   }
+  tern_dir_remove_device(a->dir, d);
+}
+
+tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d) {
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
   tern_store_set_str(&op->inbox, d->id);
   TERN_INFO("device deleted", "user=%s device=%s", d->user->name, d->id);
-  tern_dir_remove_device(a->dir, d);
+  tern_accounts_forget_device(a, d);
   return &op->op;
 }
 
@@ -332,15 +359,17 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
   if (!tern_api_authenticate(a, req)) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
-  if (tern_username_normalize(raw, strlen(raw), name)) u = tern_dir_user(a->dir, name);
+  bool valid = tern_username_normalize(raw, strlen(raw), name);
+  if (valid) u = tern_dir_user(a->dir, name);
   if (!u || u->pending) {
+    if (valid && tern_api_catch_up(a, req)) return;
     tern_http_error(req, 404, "not_found", "there is no user by that name");
     return;
   }
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
   tern_buf_put_json_str(&b, u->name, strlen(u->name));
-  tern_buf_puts(&b, u->online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
+  tern_buf_puts(&b, tern_presence_online(a, u) ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
   put_ms_or_null(&b, tern_user_last_seen(a, u));
   tern_buf_puts(&b, "}");
   tern_http_json(req, 200, &b);

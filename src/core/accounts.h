@@ -16,6 +16,9 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw_name);
  * directory at once; returns the DEL_DEVICE op that drops it from the store, for the caller
  * to submit (with its own done, if any). */
 tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d);
+/* The in-memory half of that, for a device another node deleted: closes its session (4002),
+ * cancels its notification window and drops it from the directory. */
+void tern_accounts_forget_device(tern_app *a, tern_device *d);
 /* A PUT_DEVICE op carrying d's record as the directory holds it (label, push registration). */
 tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, void *arg);
 

@@ -23,8 +23,42 @@ int64_t tern_api_body_limit(tern_app *a, tern_http_req *req) {
   return a->cfg->http_max_body;
 }
 
+/* ---- catch-up: a miss may be a change another writer made a moment ago ---- */
+
+typedef struct rerun_ctx {
+  tern_app *app;
+  tern_http_req *req;
+  tern_conn *conn; /* referenced meanwhile */
+} rerun_ctx;
+
+static void on_caught_up(tern_store_op *op) {
+  rerun_ctx *c = op->arg;
+  if (op->status == TERN_STORE_OK && tern_conn_is_open(c->conn) && !c->app->stopping)
+    tern_api_route(c->app, c->req);
+  else /* answered (or, on a closed connection, just freed) without running it again */
+    tern_http_error(c->req, 503, "unavailable", "the server cannot look that up right now; try again");
+  tern_conn_unref(c->conn);
+  tern_free(c);
+}
+
+static bool rerun(tern_app *a, tern_http_req *req, unsigned max) {
+  if (req->reruns >= max || !req->conn || !tern_store_port_shared(a->port)) return false;
+  req->reruns++;
+  rerun_ctx *c = TERN_NEW(rerun_ctx);
+  c->app = a;
+  c->req = req;
+  c->conn = req->conn;
+  tern_conn_ref(c->conn);
+  tern_app_submit(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_caught_up, c)->op);
+  return true;
+}
+
+bool tern_api_catch_up(tern_app *a, tern_http_req *req) { return rerun(a, req, 1); }
+bool tern_api_retry(tern_app *a, tern_http_req *req) { return rerun(a, req, 4); }
+
 tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req) {
   tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
+  if (!d && req->authorization && tern_api_catch_up(a, req)) return NULL;
   if (!d) tern_http_error(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   return d;
 }

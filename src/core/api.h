@@ -15,7 +15,15 @@
 
 void tern_api_route(tern_app *a, tern_http_req *req);
 int64_t tern_api_body_limit(tern_app *a, tern_http_req *req);
-/* The device of the request's bearer token, or NULL after answering 401 unauthorized. */
+/* A request found no user, device, token or group by the name it gave. When the store has
+ * other writers, whose changes reach this loop's directory a moment after they commit, the
+ * request runs again from the route table once the directory has caught up: returns true,
+ * and the handler stops. False when the miss is final (one writer, or this is the rerun). */
+bool tern_api_catch_up(tern_app *a, tern_http_req *req);
+/* The same after a change lost a race (CONFLICT), a few times at most. */
+bool tern_api_retry(tern_app *a, tern_http_req *req);
+/* The device of the request's bearer token, or NULL after answering 401 unauthorized (or
+ * after deferring the request to a catch-up: either way the caller stops). */
 tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req);
 /* The body as a JSON object (owned by doc: free it with tern_wire_doc_free), or NULL after
  * answering 400 (doc then needs no free). */

@@ -13,11 +13,13 @@
 #include "base/util.h"
 #include "core/accounts.h"
 #include "core/api.h"
+#include "core/cluster.h"
 #include "core/groups.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
 #include "core/session.h"
+#include "core/sync.h"
 #include "core/wsjson.h"
 #include "media/media.h"
 #include "net/server.h"
@@ -136,6 +138,7 @@ static void close_handles(tern_app *a) {
   uv_close((uv_handle_t *)&a->stop_timer, NULL);
   uv_close((uv_handle_t *)&a->sigterm, NULL);
   uv_close((uv_handle_t *)&a->sigint, NULL);
+  tern_cluster_stop(a->cluster);
   a->timers_started = false;
 }
 
@@ -236,6 +239,7 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
   }
   a->dir = tern_dir_new_memory();
   a->groups = tern_groups_new();
+  a->cluster = tern_cluster_new(a);
   tern_idgen_init(&a->ids, worker);
   uv_timer_init(loop, &a->persist_timer);
   uv_timer_init(loop, &a->sweep_timer);
@@ -290,7 +294,12 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
 
 int tern_app_load(tern_app *a, char *err, size_t errlen) {
   tern_store_load_cbs cbs = {.user = load_user, .device = load_device, .kv = load_kv, .arg = a};
-  return tern_store_load(a->store, &cbs, err, errlen);
+  int r = tern_store_load(a->store, &cbs, err, errlen);
+  /* What other writers store from now on reaches this directory too. (Changes committed
+   * between the load and this call are not lost: no other writer runs before the loops do,
+   * except other nodes, whose changes a catch-up on a miss brings.) */
+  if (r == 0 && !a->sync) a->sync = tern_sync_new(a);
+  return r;
 }
 
 static void on_media_recovered(tern_media *m, const tern_media_recover_stats *st, void *arg) {
@@ -306,6 +315,7 @@ void tern_app_start(tern_app *a) {
                  (uint64_t)cfg->store_sweep_interval_ms);
   uv_signal_start(&a->sigterm, on_signal, SIGTERM);
   uv_signal_start(&a->sigint, on_signal, SIGINT);
+  tern_cluster_start(a->cluster);
   if (a->push) tern_push_set_result_cb(a->push, tern_pushglue_result, a);
   /* Records the media store refused at load go; then disk and records are made to agree
    * (uploads may already run meanwhile), and the sweeper starts once they do. */
@@ -333,6 +343,8 @@ void tern_app_close(tern_app *a) {
 
 void tern_app_free(tern_app *a) {
   if (!a) return;
+  tern_sync_free(a->sync);
+  tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);
   tern_dir_free(a->dir);
   tern_buf_free(&a->scratch);

@@ -62,6 +62,8 @@ typedef struct tern_app {
   tern_store_port *port;        /* this loop's connection to it */
   tern_dir *dir;                /* users, devices, tokens */
   struct tern_groups *groups;   /* groups (groups.h) */
+  struct tern_cluster *cluster; /* the other writers: presence, typing, liveness (cluster.h) */
+  struct tern_sync *sync;       /* follows directory changes made elsewhere (sync.h) */
   struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
   struct tern_web *web;         /* the static web client (may serve nothing) */

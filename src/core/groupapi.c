@@ -9,15 +9,24 @@
 #include "base/alloc.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "base/log.h"
 #include "core/groups.h"
+#include "core/router.h"
 #include "net/server.h"
 
-static void not_found(tern_http_req *req) { tern_http_error(req, 404, "not_found", "no such group"); }
-/* The group is the caller's, the user named in the path is not in it. */
-static void not_member(tern_http_req *req) {
-  tern_http_error(req, 404, "not_found", "that user is not a member of this group");
+/* Every refusal below that depends on the directory (no such group, user or member, not an
+ * admin) may come from a change another writer made a moment ago: the request first runs
+ * again after a catch-up (tern_api_catch_up), and only a second refusal is answered. */
+static void not_found(tern_app *a, tern_http_req *req) {
+  if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "not_found", "no such group");
 }
-static void forbidden(tern_http_req *req, const char *why) { tern_http_error(req, 403, "forbidden", why); }
+/* The group is the caller's, the user named in the path is not in it. */
+static void not_member(tern_app *a, tern_http_req *req) {
+  if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "not_found", "that user is not a member of this group");
+}
+static void forbidden(tern_app *a, tern_http_req *req, const char *why) {
+  if (!tern_api_catch_up(a, req)) tern_http_error(req, 403, "forbidden", why);
+}
 static void method_not_allowed(tern_http_req *req) {
   tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
 }
@@ -76,6 +85,7 @@ static bool user_list(tern_app *a, tern_http_req *req, cJSON *j, const char *nam
     if (tern_username_normalize(raw, strlen(raw), norm)) u = tern_dir_user(a->dir, norm);
     if (!u || u->pending) {
       tern_free(list);
+      if (norm[0] && tern_api_catch_up(a, req)) return false; /* registered elsewhere a moment ago? */
       char shown[TERN_USERNAME_MAX + 1];
       snprintf(shown, sizeof shown, "%.*s", TERN_USERNAME_MAX, norm[0] ? norm : raw);
       if (!tern_utf8_valid(shown, strlen(shown))) snprintf(shown, sizeof shown, "%s", "?");
@@ -103,6 +113,38 @@ static bool under_group_cap(tern_app *a, tern_http_req *req, tern_user **users, 
   return true;
 }
 
+/* A change waiting for its op. */
+typedef struct change_ctx {
+  tern_app *app;
+  tern_http_req *req;
+  tern_conn *conn;     /* referenced meanwhile */
+  int status;          /* the answer once stored */
+  tern_buf body;       /* the group object (empty: none) */
+  char id[TERN_GROUP_ID_MAX + 1];
+} change_ctx;
+
+static void on_change_stored(tern_store_op *op) {
+  change_ctx *c = op->arg;
+  tern_app *a = c->app;
+  tern_router_release_targets(tern_op_as_append(op));
+  if (op->status == TERN_STORE_OK) {
+    tern_group_confirm(a, c->id, tern_group_op_rev(op));
+    if (c->body.len) tern_http_json(c->req, c->status, &c->body);
+    else tern_http_respond(c->req, c->status, NULL, NULL, NULL, 0);
+  } else if (op->status == TERN_STORE_CONFLICT) {
+    /* another node changed the group first: its record is on its way here; the request runs
+     * again on it (the catch-up waits for it) */
+    TERN_INFO("group change lost a race, running it again", "group=%s", c->id);
+    if (!tern_conn_is_open(c->conn) || !tern_api_retry(a, c->req))
+      tern_http_error(c->req, 409, "conflict", "the group changed meanwhile; try again");
+  } else {
+    tern_http_error(c->req, 500, "internal", "the group change could not be stored");
+  }
+  tern_conn_unref(c->conn);
+  tern_buf_free(&c->body);
+  tern_free(c);
+}
+
 /* Submits a change's op and answers with the group object as it is now (or status alone). */
 static void answer_change(tern_app *a, tern_http_req *req, tern_store_op *op, int status, const tern_group *grp) {
   tern_buf b = {0};
@@ -113,8 +155,18 @@ static void answer_change(tern_app *a, tern_http_req *req, tern_store_op *op, in
     tern_buf_free(&b);
     return;
   }
-  tern_api_submit_then(a, req, op, status, grp ? &b : NULL, "the group change could not be stored");
-  tern_buf_free(&b);
+  change_ctx *c = TERN_NEW(change_ctx);
+  c->app = a;
+  c->req = req;
+  c->conn = req->conn;
+  tern_conn_ref(c->conn);
+  c->status = status;
+  c->body = b;
+  const char *key = tern_op_as_append(op)->record_key;
+  snprintf(c->id, sizeof c->id, "%s", key ? key + strlen("group/") : "");
+  op->done = on_change_stored;
+  op->arg = c;
+  tern_app_submit(a, op);
 }
 
 static void do_create(tern_app *a, tern_http_req *req, tern_device *me) {
@@ -261,9 +313,9 @@ static tern_user *path_user(tern_app *a, const char *raw) {
 
 static void do_remove(tern_app *a, tern_http_req *req, tern_group *grp, tern_member *me, const char *raw) {
   tern_user *who = path_user(a, raw);
-  if (!who || !tern_group_member(grp, who)) return not_member(req);
+  if (!who || !tern_group_member(grp, who)) return not_member(a, req);
   bool self = who == me->user;
-  if (!self && !me->admin) return forbidden(req, "only an admin may remove members");
+  if (!self && !me->admin) return forbidden(a, req, "only an admin may remove members");
   bool deleted;
   tern_store_op *op = tern_group_remove(a, grp, me->user, who, &deleted);
   if (self) answer_change(a, req, op, 204, NULL);
@@ -271,14 +323,14 @@ static void do_remove(tern_app *a, tern_http_req *req, tern_group *grp, tern_mem
 }
 
 static void do_admin(tern_app *a, tern_http_req *req, tern_group *grp, tern_member *me, const char *raw, bool admin) {
-  if (!me->admin) return forbidden(req, "only an admin may change admins");
+  if (!me->admin) return forbidden(a, req, "only an admin may change admins");
   tern_user *who = path_user(a, raw);
   tern_member *m = who ? tern_group_member(grp, who) : NULL;
-  if (!m) return not_member(req);
+  if (!m) return not_member(a, req);
   if (!admin && m->admin) {
     size_t admins = 0;
     for (size_t i = 0; i < grp->nmembers; i++) admins += grp->members[i].admin;
-    if (admins == 1) return forbidden(req, "the only admin cannot be demoted; promote another member first");
+    if (admins == 1) return forbidden(a, req, "the only admin cannot be demoted; promote another member first");
   }
   answer_change(a, req, tern_group_set_admin(a, grp, me->user, who, admin), 200, grp);
 }
@@ -297,13 +349,13 @@ void tern_groupapi_route(tern_app *a, tern_http_req *req) {
   const char *slash = strchr(p, '/');
   size_t idl = slash ? (size_t)(slash - p) : strlen(p);
   char id[TERN_GROUP_ID_MAX + 1];
-  if (idl == 0 || idl > TERN_GROUP_ID_MAX) return not_found(req);
+  if (idl == 0 || idl > TERN_GROUP_ID_MAX) return tern_http_error(req, 404, "not_found", "no such group");
   memcpy(id, p, idl);
   id[idl] = '\0';
   tern_group *grp = tern_groups_get(a->groups, id);
   tern_member *me = grp ? tern_group_member(grp, dev->user) : NULL;
   /* Not a member: the group might as well not exist. */
-  if (!me) return not_found(req);
+  if (!me) return not_found(a, req);
   const char *rest = slash ? slash : "";
   if (!*rest) {
     if (is(req, "GET")) {
@@ -314,14 +366,14 @@ void tern_groupapi_route(tern_app *a, tern_http_req *req) {
       return;
     }
     if (is(req, "PATCH")) {
-      if (!me->admin) return forbidden(req, "only an admin may rename the group");
+      if (!me->admin) return forbidden(a, req, "only an admin may rename the group");
       return do_patch(a, req, grp, dev->user);
     }
     return method_not_allowed(req);
   }
   if (!strcmp(rest, "/members")) {
     if (!is(req, "POST")) return method_not_allowed(req);
-    if (!me->admin) return forbidden(req, "only an admin may add members");
+    if (!me->admin) return forbidden(a, req, "only an admin may add members");
     return do_add(a, req, grp, dev->user);
   }
   if (!strncmp(rest, "/members/", 9) && rest[9] && !strchr(rest + 9, '/')) {

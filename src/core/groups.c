@@ -13,7 +13,7 @@
 #include "core/router.h"
 
 #define KV_PREFIX "group/"
-enum { REC_VERSION = 1 };
+enum { REC_V1 = 1, REC_VERSION = 2 };
 
 struct tern_groups {
   tern_map byid; /* id → tern_group */
@@ -93,8 +93,15 @@ static void remove_member(tern_group *g, tern_user *u) {
   user_leave(u, g);
 }
 
-/* ---- records: [1 ver][8 created_at][2 n][created_by][2 n][name][2 n][description]
- *               [4 count]([2 n][user][1 admin][8 since])* ---- */
+/* ---- records: [1 ver][8 rev][8 created_at][2 n][created_by][2 n][name][2 n][description]
+ *               [4 count]([2 n][user][1 admin][8 since])*   (version 1 had no rev)
+ *
+ * Every change is a compare-and-set on the record: the op is stored only while the record is
+ * still the one this loop based the change on (its hash), and it carries rev + 1. So the
+ * records of one group form one line of revisions, whichever writers made them, and of two
+ * changes made at once on two nodes one wins and the other answers CONFLICT (groupapi.c then
+ * catches up and runs the request again on the winner's state). A record arriving from
+ * another writer replaces the group here when its rev is past the last one known stored. */
 
 
 static void put_s16(tern_buf *b, const char *s) {
@@ -106,6 +113,7 @@ static void put_s16(tern_buf *b, const char *s) {
 static void encode(const tern_group *g, tern_buf *b) {
   tern_buf_reset(b);
   tern_buf_putc(b, REC_VERSION);
+  tern_buf_put_be(b, g->rev, 8);
   tern_buf_put_be(b, (uint64_t)g->created_at, 8);
   put_s16(b, g->created_by);
   put_s16(b, g->name);
@@ -195,15 +203,43 @@ void tern_group_event_targets(tern_app *a, tern_op_append *op, const tern_group 
   for (size_t i = 0; i < c->nout; i++) user_targets(op, c->out[i], vi);
 }
 
-/* The op of a change: its events, and the group's record written (or deleted) with them. */
-static tern_op_append *change_op(tern_app *a, const tern_group *grp, bool deleted) {
+/* The op of a change: its events, and the group's record written (or deleted) with them,
+ * conditional on the record this loop last knew (seal() below, once the record is final). */
+static tern_op_append *change_op(tern_app *a, tern_group *grp, bool deleted) {
   tern_op_append *op = tern_op_append_new(NULL, NULL);
   char key[sizeof KV_PREFIX + TERN_GROUP_ID_MAX];
   record_key(grp, key, sizeof key);
   tern_store_set_str(&op->record_key, key);
+  op->record_check = true;
+  op->record_absent = !grp->stored;
+  memcpy(op->record_hash, grp->stored_hash, 32);
+  grp->rev++;
   if (deleted) op->record_delete = true;
   else encode(grp, &op->record);
   return op;
+}
+
+/* The record as op will store it becomes the base of this loop's next change. */
+static void seal(tern_group *grp, tern_op_append *op) {
+  if (op->record_delete) {
+    grp->stored = false;
+    return;
+  }
+  crypto_generichash(grp->stored_hash, 32, (const uint8_t *)op->record.data, op->record.len, NULL, 0);
+  grp->stored = true;
+}
+
+uint64_t tern_group_op_rev(const tern_store_op *op) {
+  const tern_op_append *ap = (const tern_op_append *)(const void *)op;
+  if (op->type != TERN_OP_APPEND || !ap->record_key || ap->record.len < 9) return 0;
+  uint64_t rev = 0;
+  for (int i = 1; i < 9; i++) rev = (rev << 8) | (uint8_t)ap->record.data[i];
+  return rev;
+}
+
+void tern_group_confirm(tern_app *a, const char *id, uint64_t rev) {
+  tern_group *g = tern_groups_get(a->groups, id);
+  if (g && rev > g->confirmed_rev) g->confirmed_rev = rev;
 }
 
 tern_group *tern_group_create(tern_app *a, tern_user *creator, const char *name, const char *description,
@@ -221,6 +257,7 @@ tern_group *tern_group_create(tern_app *a, tern_user *creator, const char *name,
   for (size_t i = 0; i < g->nmembers; i++) all[i] = g->members[i].user;
   tern_group_change c = {.event = "created", .by = creator, .users = all, .nusers = g->nmembers};
   tern_op_append *op = change_op(a, g, false);
+  seal(g, op);
   tern_group_event_targets(a, op, g, &c);
   tern_free(all);
   TERN_INFO("group created", "group=%s by=%s members=%zu", g->id, creator->name, g->nmembers);
@@ -239,6 +276,7 @@ tern_store_op *tern_group_rename(tern_app *a, tern_group *grp, tern_user *by, co
   }
   tern_group_change c = {.event = "renamed", .by = by};
   tern_op_append *op = change_op(a, grp, false);
+  seal(grp, op);
   tern_group_event_targets(a, op, grp, &c);
   return &op->op;
 }
@@ -249,6 +287,7 @@ tern_store_op *tern_group_add(tern_app *a, tern_group *grp, tern_user *by, tern_
   for (size_t i = 0; i < n; i++) add_member(grp, users[i], false, now);
   tern_group_change c = {.event = "added", .by = by, .users = users, .nusers = n};
   tern_op_append *op = change_op(a, grp, false);
+  seal(grp, op);
   tern_group_event_targets(a, op, grp, &c);
   return &op->op;
 }
@@ -268,6 +307,7 @@ tern_store_op *tern_group_remove(tern_app *a, tern_group *grp, tern_user *by, te
   if (!grp->nmembers) {
     /* The last member left: the group goes, and the leaver hears it. */
     tern_op_append *op = change_op(a, grp, true);
+    seal(grp, op);
     tern_group_event_targets(a, op, grp, &c);
     tern_map_dels(&a->groups->byid, grp->id);
     TERN_INFO("group deleted", "group=%s by=%s", grp->id, by->name);
@@ -288,6 +328,7 @@ tern_store_op *tern_group_remove(tern_app *a, tern_group *grp, tern_user *by, te
     encode(grp, &op->record);
     tern_group_event_targets(a, op, grp, &pc);
   }
+  seal(grp, op);
   return &op->op;
 }
 
@@ -298,19 +339,28 @@ tern_store_op *tern_group_set_admin(tern_app *a, tern_group *grp, tern_user *by,
   tern_user *one[1] = {who};
   tern_group_change c = {.event = admin ? "promoted" : "demoted", .by = by, .users = one, .nusers = 1};
   tern_op_append *op = change_op(a, grp, false);
+  seal(grp, op);
   tern_group_event_targets(a, op, grp, &c);
   return &op->op;
 }
 
-/* ---- start-up ---- */
+/* ---- records read: start-up, and records other writers stored ---- */
 
-int tern_groups_load_record(tern_app *a, const uint8_t *v, size_t len, const char *key, size_t klen) {
+static void group_unlink(tern_group *g) {
+  for (size_t i = 0; i < g->nmembers; i++) user_leave(g->members[i].user, g);
+}
+
+/* Decodes a record into a new group (members whose accounts are unknown here left out, and
+ * counted in *missing). NULL when it does not read. */
+static tern_group *decode(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t len, size_t *missing) {
   const char *id = key + sizeof KV_PREFIX - 1;
   size_t idl = klen - (sizeof KV_PREFIX - 1);
   rd r = {.p = v, .end = v + len};
-  if (idl == 0 || idl > TERN_GROUP_ID_MAX || get_be(&r, 1) != REC_VERSION) return -EINVAL;
+  uint64_t ver = get_be(&r, 1);
+  if (idl == 0 || idl > TERN_GROUP_ID_MAX || (ver != REC_VERSION && ver != REC_V1)) return NULL;
   tern_group *g = TERN_NEW(tern_group);
   memcpy(g->id, id, idl);
+  g->rev = ver == REC_V1 ? 0 : get_be(&r, 8);
   g->created_at = (int64_t)get_be(&r, 8);
   char *by = get_s16(&r, TERN_USERNAME_MAX);
   g->name = get_s16(&r, TERN_GROUP_NAME_MAX);
@@ -326,15 +376,69 @@ int tern_groups_load_record(tern_app *a, const uint8_t *v, size_t len, const cha
     /* A member whose account is gone is left out (accounts are deleted with their memberships;
      * this only guards against a record older than its member's deletion). */
     if (u && !tern_group_member(g, u)) add_member(g, u, admin, since);
+    else if (!u && name && !r.bad) (*missing)++;
     tern_free(name);
   }
-  if (r.bad || !g->name || !g->description || tern_groups_get(a->groups, g->id)) {
-    for (size_t i = 0; i < g->nmembers; i++) user_leave(g->members[i].user, g);
+  if (r.bad || !g->name || !g->description) {
+    group_unlink(g);
+    group_free(g);
+    return NULL;
+  }
+  crypto_generichash(g->stored_hash, 32, v, len, NULL, 0);
+  g->stored = true;
+  g->confirmed_rev = g->rev;
+  return g;
+}
+
+int tern_groups_load_record(tern_app *a, const uint8_t *v, size_t len, const char *key, size_t klen) {
+  size_t missing = 0;
+  tern_group *g = decode(a, key, klen, v, len, &missing);
+  if (!g) return -EINVAL;
+  if (tern_groups_get(a->groups, g->id)) {
+    group_unlink(g);
     group_free(g);
     return -EINVAL;
   }
   tern_map_puts(&a->groups->byid, g->id, g);
   return 0;
+}
+
+void tern_groups_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t len) {
+  char id[TERN_GROUP_ID_MAX + 1];
+  size_t idl = klen - (sizeof KV_PREFIX - 1);
+  if (idl == 0 || idl > TERN_GROUP_ID_MAX) return;
+  memcpy(id, key + sizeof KV_PREFIX - 1, idl);
+  id[idl] = 0;
+  tern_group *old = tern_groups_get(a->groups, id);
+  if (!v) { /* deleted: its last member left, on another writer */
+    if (!old) return;
+    tern_map_dels(&a->groups->byid, id);
+    group_unlink(old);
+    group_free(old);
+    return;
+  }
+  size_t missing = 0;
+  tern_group *g = decode(a, key, klen, v, len, &missing);
+  if (!g) {
+    TERN_WARN("group record from another writer refused", "group=%s bytes=%zu", id, len);
+    return;
+  }
+  if (missing)
+    TERN_WARN("group record names users unknown here", "group=%s missing=%zu", id, missing);
+  if (old && g->rev <= old->confirmed_rev) { /* a record older than one known stored */
+    group_unlink(g);
+    group_free(g);
+    return;
+  }
+  if (old) {
+    /* Changes this loop made and has not seen stored yet were based on an older record:
+     * they will answer CONFLICT. */
+    if (old->confirmed_rev > g->confirmed_rev) g->confirmed_rev = old->confirmed_rev;
+    tern_map_dels(&a->groups->byid, id);
+    group_unlink(old);
+    group_free(old);
+  }
+  tern_map_puts(&a->groups->byid, g->id, g);
 }
 
 /* ---- JSON ---- */

@@ -46,6 +46,11 @@ typedef struct tern_group {
   int64_t created_at;             /* ms */
   tern_member *members;           /* in the order they joined */
   size_t nmembers, members_cap;
+  /* the record (groups.c: every change is a compare-and-set on it) */
+  uint64_t rev;                   /* of the state in memory (changes not yet stored included) */
+  uint64_t confirmed_rev;         /* the newest known stored */
+  uint8_t stored_hash[32];        /* BLAKE2b of the record the next change is based on */
+  bool stored;                    /* there is such a record */
 } tern_group;
 
 /* The table of groups (app->groups). */
@@ -58,6 +63,14 @@ size_t tern_groups_count(const tern_groups *g);
  * whose accounts are gone are left out). 0, or -EINVAL for a record that does not read. */
 bool tern_groups_is_kv(const char *key, size_t klen);
 int tern_groups_load_record(tern_app *a, const uint8_t *v, size_t len, const char *key, size_t klen);
+
+/* A group record another writer stored (v NULL: deleted): replaces the group here when it is
+ * newer than what this loop knows stored. */
+void tern_groups_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t len);
+/* The rev a change op stores (0 for anything else), and: a change op of group id completed
+ * OK, so that rev is stored. */
+uint64_t tern_group_op_rev(const tern_store_op *op);
+void tern_group_confirm(tern_app *a, const char *id, uint64_t rev);
 
 /* The member entry of u, or NULL when u is not a member. */
 tern_member *tern_group_member(const tern_group *grp, const tern_user *u);

@@ -13,6 +13,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/cluster.h"
 #include "core/groups.h"
 #include "core/pushglue.h"
 #include "core/router.h"
@@ -93,7 +94,9 @@ static void on_group_send_done(tern_store_op *op) {
   if (op->status == TERN_STORE_OK && !g->silent) {
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
-      if (g->member_of[i] < 0 || ap->targets[i].skipped || !d || d->removed || d->session) continue;
+      if (g->member_of[i] < 0 || ap->targets[i].skipped || !d || d->removed || d->session ||
+          tern_cluster_device_elsewhere(a, d))
+        continue;
       tern_pushglue_offline(a, d, g->from->name, g->group_id, g->group_name, g->body, g->body_len);
     }
   }
@@ -129,6 +132,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   tern_user *from = dev->user;
   tern_group *grp = tern_groups_get(a->groups, f->group_id);
   if (!grp || !tern_group_member(grp, from)) {
+    if (tern_session_catch_up(s, f, received_ns)) return; /* made or joined on another node a moment ago? */
     tern_session_error(s, f->id, "no_such_group", "there is no such group, or you are not a member", NULL);
     return;
   }

@@ -4,15 +4,18 @@
 
 #include "core/presence.h"
 
+#include "core/cluster.h"
 #include "core/groups.h"
 
 #include "base/alloc.h"
 #include "base/util.h"
 
 /* Tells s about u's presence now. */
+int tern_presence_online(tern_app *a, const tern_user *u) { return u->online + tern_cluster_user_elsewhere(a, u); }
+
 static void send_presence(tern_app *a, tern_session *s, tern_user *u) {
   if (!s->ep) return;
-  if (u->online > 0) {
+  if (tern_presence_online(a, u) > 0) {
     s->ep_ops->presence(s->ep, u->name, true, 0);
   } else {
     int64_t ls = tern_user_last_seen(a, u);
@@ -45,7 +48,17 @@ static void no_such_user(tern_session *s, const char *name) {
   tern_session_error(s, NULL, "no_such_user", "there is no user by that name", name);
 }
 
+/* True when one of f's users is not known here and the session went to catch up (f held). */
+static bool unknown_users(tern_app *a, tern_session *s, tern_frame *f) {
+  for (size_t i = 0; i < f->nusers; i++) {
+    tern_user *u = tern_dir_user(a->dir, f->users[i]);
+    if (!u || u->pending) return tern_session_catch_up(s, f, 0);
+  }
+  return false;
+}
+
 void tern_presence_watch(tern_app *a, tern_session *s, tern_frame *f) {
+  if (unknown_users(a, s, f)) return;
   for (size_t i = 0; i < f->nbad_users; i++) no_such_user(s, f->bad_users[i]);
   for (size_t i = 0; i < f->nusers; i++) {
     tern_user *u = tern_dir_user(a->dir, f->users[i]);
@@ -98,9 +111,11 @@ void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
   if (f->group_id) {
     tern_group *grp = tern_groups_get(a->groups, f->group_id);
     if (!grp || !tern_group_member(grp, me)) {
+      if (tern_session_catch_up(s, f, 0)) return;
       tern_session_error(s, NULL, "no_such_group", "there is no such group, or you are not a member", NULL);
       return;
     }
+    tern_cluster_typing(a, me, NULL, grp->id, f->composing);
     for (size_t i = 0; i < grp->nmembers; i++) {
       tern_user *u = grp->members[i].user;
       if (u == me) continue;
@@ -113,9 +128,11 @@ void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
   }
   tern_user *to = f->to_invalid || !f->to ? NULL : tern_dir_user(a->dir, f->to);
   if (!to || to->pending) {
+    if (!f->to_invalid && f->to && tern_session_catch_up(s, f, 0)) return;
     no_such_user(s, f->to ? f->to : f->to_raw);
     return;
   }
+  tern_cluster_typing(a, me, to->name, NULL, f->composing);
   for (tern_device *d = to->devices; d; d = d->next_in_user) {
     tern_session *t = d->session;
     if (t && t != s && t->ep) t->ep_ops->typing(t->ep, s->dev->user->name, NULL, f->composing);

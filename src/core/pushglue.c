@@ -29,7 +29,10 @@ static void set_reg(tern_device *d, tern_push_reg *reg) {
 }
 
 void tern_pushglue_load(tern_app *a, tern_device *d, const char *stored) {
-  if (!stored || !*stored) return;
+  if (!stored || !*stored) { /* none (a record written elsewhere may also have dropped it) */
+    set_reg(d, NULL);
+    return;
+  }
   tern_push_reg *reg = TERN_NEW(tern_push_reg);
   if (tern_push_reg_deserialize(stored, strlen(stored), reg) < 0) {
     TERN_WARN("stored push registration ignored", "device=%s", d->id);

@@ -22,7 +22,8 @@ void tern_pushglue_offline(tern_app *a, tern_device *d, const char *sender, cons
 void tern_pushglue_online(tern_app *a, tern_device *d);
 /* Result of a coalesced notification (installed with tern_push_set_result_cb). */
 void tern_pushglue_result(void *arg, const char *device_id, const tern_push_reg *reg, tern_push_result result);
-/* Sets d's registration from its stored form (start-up). */
+/* Sets d's registration from its stored form (start-up, or a record written elsewhere; NULL
+ * or "" clears it). */
 void tern_pushglue_load(tern_app *a, tern_device *d, const char *stored);
 
 #endif

@@ -315,6 +315,7 @@ static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame 
   if (f->group_id) {
     grp = tern_groups_get(a->groups, f->group_id);
     if (!grp || !tern_group_member(grp, reader)) {
+      if (tern_session_catch_up(s, f, 0)) return;
       tern_session_error(s, NULL, "no_such_group", "there is no such group, or you are not a member", NULL);
       return;
     }
@@ -325,6 +326,7 @@ static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame 
   }
   tern_user *peer = tern_dir_user(a->dir, f->peer);
   if (!peer || peer->pending) {
+    if (tern_session_catch_up(s, f, 0)) return;
     tern_session_error(s, NULL, "no_such_user", "there is no user by that name", f->peer);
     return;
   }

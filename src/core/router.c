@@ -9,6 +9,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/cluster.h"
 #include "core/groups.h"
 #include "core/pushglue.h"
 #include "media/media.h"
@@ -104,7 +105,7 @@ static void on_send_done(tern_store_op *op) {
     /* only a message from another user wakes a device that has no connection */
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
-      if (d && !d->removed && !d->session && d->user == c->to)
+      if (d && !d->removed && !d->session && d->user == c->to && !tern_cluster_device_elsewhere(a, d))
         tern_pushglue_offline(a, d, c->from->name, NULL, NULL, c->body, c->body_len);
     }
   }
@@ -157,6 +158,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_user *from = dev->user;
   tern_user *to = f->to_invalid || !f->to ? NULL : tern_dir_user(a->dir, f->to);
   if (!to || to->pending) {
+    if (!f->to_invalid && f->to && tern_session_catch_up(s, f, received_ns)) return; /* registered elsewhere? */
     tern_session_error(s, f->id, "no_such_user", "there is no user by that name", NULL);
     return;
   }

@@ -9,15 +9,20 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/cluster.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
 #include "core/router.h"
 
+enum { HELD_MAX = 1024 }; /* frames held behind a catch-up at most */
+
 void tern_session_ref(tern_session *s) { s->refs++; }
 
 void tern_session_unref(tern_session *s) {
   if (--s->refs == 0) {
+    for (size_t i = 0; i < s->nheld; i++) tern_frame_free(&s->held[i].f);
+    tern_free(s->held);
     for (size_t i = 0; i < s->nreads; i++) tern_frame_free(&s->reads[i]);
     tern_free(s->reads);
     tern_free(s->watching);
@@ -184,12 +189,14 @@ static void leave_device(tern_session *s) {
   if (rx > d->last_seen) d->last_seen = rx;
   u->online--;
   tern_app_persist_last_seen(a, u, d);
-  if (u->online == 0) tern_presence_changed(a, u);
+  tern_cluster_disconnected(a, d, rx);
+  if (tern_presence_online(a, u) == 0) tern_presence_changed(a, u);
 }
 
-static void do_auth(tern_session *s, tern_frame *f) {
+static void do_auth(tern_session *s, tern_frame *f, uint64_t received_ns) {
   tern_app *a = s->app;
   tern_device *d = tern_dir_by_token(a->dir, f->token, strlen(f->token));
+  if (!d && tern_session_catch_up(s, f, received_ns)) return; /* made on another node a moment ago? */
   if (!d) {
     tern_session_error(s, NULL, "unauthorized", "the token is not valid", NULL);
     tern_session_close(s, TERN_CLOSE_UNAUTHORIZED);
@@ -211,8 +218,9 @@ static void do_auth(tern_session *s, tern_frame *f) {
   s->ep_ops->authed(s->ep);
   tern_user *u = d->user;
   u->online++;
-  d->last_seen = tern_now_ms();
-  if (u->online == 1) tern_presence_changed(a, u);
+  d->last_seen = s->authed_at = tern_now_ms();
+  tern_cluster_connected(a, d, s->authed_at);
+  if (tern_presence_online(a, u) == 1) tern_presence_changed(a, u);
   s->ep_ops->ready(s->ep, u->name, d->id, tern_now_ms());
   s->state = SESS_DRAIN;
   TERN_DEBUG("authenticated", "user=%s device=%s", u->name, d->id);
@@ -231,12 +239,12 @@ void tern_session_bad_request(tern_session *s, const char *id, const char *code,
   tern_session_error(s, id, code, message, NULL);
 }
 
-void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) {
+static void dispatch(tern_session *s, tern_frame *f, uint64_t received_ns) {
   tern_app *a = s->app;
   if (a->stopping || !s->ep) return; /* after a shutdown signal, new frames are not taken */
   if (s->state == SESS_AUTH) {
     if (f->type == TERN_FRAME_AUTH) {
-      do_auth(s, f);
+      do_auth(s, f, received_ns);
     } else {
       tern_session_error(s, NULL, "unauthorized", first_frame_msg, NULL);
       tern_session_close(s, TERN_CLOSE_UNAUTHORIZED);
@@ -273,6 +281,63 @@ void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) 
       tern_session_error(s, NULL, "bad_request", "decrypt_error is not supported by this server yet", NULL);
       break;
   }
+}
+
+/* Holds f (taking over its strings) at the end of the held queue. */
+static void hold(tern_session *s, tern_frame *f, uint64_t received_ns) {
+  if (s->nheld == s->held_cap) {
+    s->held_cap = s->held_cap ? s->held_cap * 2 : 4;
+    s->held = tern_realloc(s->held, s->held_cap * sizeof *s->held);
+  }
+  s->held[s->nheld].f = *f;
+  s->held[s->nheld++].received_ns = received_ns;
+  memset(f, 0, sizeof *f);
+}
+
+static void on_caught_up(tern_store_op *op) {
+  tern_session *s = op->arg;
+  s->catching_up = false;
+  /* Every held frame runs now, in the order it came, and a miss among them is final: the
+   * directory has seen everything committed before the first of them missed. */
+  s->replaying = true;
+  size_t n = s->nheld;
+  tern_held_frame *h = s->held;
+  s->held = NULL;
+  s->nheld = s->held_cap = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s->ep && !s->catching_up) dispatch(s, &h[i].f, h[i].received_ns);
+    else if (s->ep) hold(s, &h[i].f, h[i].received_ns); /* only if a frame started another catch-up */
+    tern_frame_free(&h[i].f);
+  }
+  tern_free(h);
+  s->replaying = false;
+  tern_session_unref(s);
+}
+
+bool tern_session_catch_up(tern_session *s, tern_frame *f, uint64_t received_ns) {
+  tern_app *a = s->app;
+  if (s->replaying || !tern_store_port_shared(a->port)) return false;
+  hold(s, f, received_ns);
+  if (!s->catching_up) {
+    s->catching_up = true;
+    tern_session_ref(s);
+    tern_app_submit(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_caught_up, s)->op);
+  }
+  return true;
+}
+
+void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) {
+  if (s->catching_up) {
+    /* frames keep their order behind one that waits for the directory */
+    if (s->nheld >= HELD_MAX) {
+      tern_session_error(s, f->id, "rate_limited", "too many requests while the server looks up a name; send again",
+                         NULL);
+      return;
+    }
+    hold(s, f, received_ns);
+    return;
+  }
+  dispatch(s, f, received_ns);
 }
 
 void tern_session_gone(tern_session *s) {

@@ -30,6 +30,12 @@ typedef enum {
   SESS_GONE,     /* the endpoint went; kept while store ops reference it */
 } tern_session_state;
 
+/* A frame waiting for the directory to catch up (tern_session_catch_up). */
+typedef struct tern_held_frame {
+  tern_frame f;
+  uint64_t received_ns;
+} tern_held_frame;
+
 struct tern_session {
   tern_app *app;                   /* owner's context */
   const tern_endpoint_ops *ep_ops; /* the client's protocol */
@@ -37,6 +43,7 @@ struct tern_session {
   tern_device *dev;                /* after auth; NULL when gone or the device was deleted */
   uint64_t sent_seq;               /* highest seq written to this connection */
   uint64_t acked_seq;              /* highest seq acked on this connection */
+  int64_t authed_at;               /* ms: when it authenticated (which of two connections is newer) */
   uint32_t refs;                   /* store ops in flight that point here, plus one for the endpoint */
   uint8_t state;                   /* tern_session_state */
   bool drain_inflight;             /* a DRAIN op is out */
@@ -48,6 +55,10 @@ struct tern_session {
   uint32_t acks_inflight;          /* ACK ops out for this session */
   tern_frame *reads;               /* read frames held until the acks before them made their receipts */
   size_t nreads, reads_cap;
+  tern_held_frame *held;           /* frames held while the directory catches up, in order */
+  size_t nheld, held_cap;
+  bool catching_up;                /* a CATCH_UP is out for this session */
+  bool replaying;                  /* running the held frames: a miss now is final */
 };
 
 /* ---- for endpoints ---- */
@@ -73,6 +84,13 @@ void tern_session_pace(tern_app *a);
 /* Answers through the endpoint (no-ops once gone). */
 void tern_session_error(tern_session *s, const char *id, const char *code, const char *message, const char *user);
 void tern_session_close(tern_session *s, tern_close_reason why);
+/* A request found no user, device, token or group by the name it gave. When the store has
+ * other writers (other loops, other nodes), whose changes reach this loop's directory a
+ * moment after they commit, the frame is held (its strings taken over), the directory catches
+ * up with everything committed so far, and the frame runs again, with the frames that came
+ * after it, in order: returns true, and the caller stops. Returns false when the miss is
+ * final (a single writer, or the frame already ran after a catch-up): answer it. */
+bool tern_session_catch_up(tern_session *s, tern_frame *f, uint64_t received_ns);
 /* Detaches the session from its device (logout, expiry): it stops watching the inbox. */
 void tern_session_detach(tern_session *s);
 /* The session's client was last heard from at (ms). */

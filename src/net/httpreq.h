@@ -41,6 +41,7 @@ typedef struct tern_http_req {
   char refuse_headers[64];/* extra header lines for it, e.g. "Retry-After: 30\r\n" */
   bool keep_alive;        /* the client keeps the connection after this request */
   void *data;             /* the handler's */
+  uint8_t reruns;         /* the handler's: times it ran the request again (after a directory catch-up) */
 } tern_http_req;
 
 /* A body sink streams a large body (a media upload) instead of buffering it in req->body.

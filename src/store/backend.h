@@ -26,6 +26,16 @@
  *
  * Errors: negative errno; a failed read or write may leave a reason for the group with
  * fail(), and the committer then fails the whole group.
+ *
+ * Shared backends (several nodes write one store) add three duties:
+ *   - every write of a key that the group read with kv_get is conditional on that key being
+ *     unchanged (absent, or the revision read) at commit: a write by another node meanwhile
+ *     makes commit answer -EAGAIN, and the group is applied again on the new state. That is
+ *     what makes "get, then put if absent" a create, and a group record a compare-and-set;
+ *   - records of the directory buckets (USERS, DEVICES, RECORDS) written by other nodes are
+ *     raised through options.on_change, in each node's commit order, and catch_up waits until
+ *     everything committed before the call has been raised;
+ *   - bus_publish carries small messages to the other nodes (options.on_bus).
  */
 #ifndef TERN_STORE_BACKEND_H
 #define TERN_STORE_BACKEND_H
@@ -118,6 +128,13 @@ typedef struct tern_backend_vt {
   int64_t (*total)(void *be);
   /* After the committer stopped: flush and free. */
   void (*close)(void *be);
+
+  /* ---- shared backends (NULL for an embedded one) ---- */
+  /* Commit thread, inside a group (may block): returns once every directory change other
+   * nodes committed before the call has been raised through options.on_change. */
+  int (*catch_up)(void *be, char *err, size_t errlen);
+  /* Any thread, never blocking: msg to every other node's options.on_bus, at most once. */
+  void (*bus_publish)(void *be, const void *msg, size_t len);
 } tern_backend_vt;
 
 typedef struct tern_backend {
@@ -132,6 +149,11 @@ typedef struct tern_backend_options {
   size_t cache_bytes;         /* envelope bytes kept in memory for acks and drains (0 = none) */
   int checkpoint_every;       /* RocksDB inbox-meta journal records between checkpoints (<= 0: 1024) */
   int64_t ttl_ms[TERN_BUCKET__COUNT]; /* per bucket; <= 0: none */
+  /* Shared backends: a directory record another node wrote (v NULL: deleted), and a bus
+   * message another node published. Called on a library thread; must not block. */
+  void (*on_change)(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
+  void (*on_bus)(void *arg, const uint8_t *msg, size_t len);
+  void *shared_arg;
 } tern_backend_options;
 
 /* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).

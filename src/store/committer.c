@@ -97,11 +97,13 @@ struct tern_store_port {
   pthread_mutex_t mu;      /* guards done, events and inflight */
   pthread_cond_t cv;       /* signalled when inflight drops (close waits on it) */
   opq done;                /* completed ops (commit thread → loop) */
-  tern_store_event_copy *ev_head, *ev_tail; /* events copied here from other ports */
+  tern_store_event_copy *ev_head, *ev_tail; /* events copied here from other threads */
   int64_t inflight;        /* handed over and not yet in done */
+  tern_port_follow follows; /* loop: the follower and the bus callback */
 };
 
 tern_store *tern_store_port_store(const tern_store_port *p) { return p->s; }
+tern_port_follow *tern_store_port_follows(tern_store_port *p) { return &p->follows; }
 
 /* ---- the commit thread --------------------------------------------------------------------- */
 
@@ -115,6 +117,7 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
   uint64_t ns = 0;
   for (int attempt = 0;; attempt++) {
     be->vt->begin(be->self);
+    tern_sem_begin(s->sem);
     failed = 0;
     for (size_t i = 0; i < n && !failed; i++) {
       ops[i]->status = TERN_STORE_OK;
@@ -143,8 +146,13 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
     TERN_ERROR("store group failed", "ops=%zu err=%s", n, tern_log_quote(why));
     be->vt->rollback(be->self);
     for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], why);
-  } else if (be->vt->after_commit) {
-    be->vt->after_commit(be->self);
+  } else {
+    /* The other loops' directories learn what this group wrote before any op of a later group
+     * completes anywhere: a CATCH_UP behind it then finds the changes already queued. */
+    size_t nch;
+    const tern_store_change *ch = tern_sem_changes(s->sem, &nch);
+    if (nch) tern_store_post_changes(s, ch, nch);
+    if (be->vt->after_commit) be->vt->after_commit(be->self);
   }
   /* Hand each op to its port, one lock and one wake-up per run of ops of the same port. */
   for (size_t i = 0; i < n;) {
@@ -245,23 +253,42 @@ static bool run_first(tern_store_port *p, size_t *budget) {
   return true;
 }
 
-/* Runs copied events, then up to max completions (and events_max delivery events) in order;
- * returns true when some remain. */
-static bool run_completions(tern_store_port *p, size_t max, size_t events_max) {
-  pthread_mutex_lock(&p->mu);
-  tern_store_event_copy *ev = p->ev_head;
-  p->ev_head = p->ev_tail = NULL;
-  pthread_mutex_unlock(&p->mu);
+/* Runs the events queued for this loop. */
+static void run_events(tern_store_port *p, tern_store_event_copy *ev) {
   while (ev) {
     tern_store_event_copy *next = ev->next;
     tern_store_run_event_copy(p->s, p, ev);
     ev = next;
   }
+}
+
+/* Takes the completed ops and the queued events together, under one lock, and runs the events
+ * first: whatever was posted to this port before an op completed (another loop's directory
+ * change, committed before a CATCH_UP) is seen before that op's done. */
+static void take_done(tern_store_port *p) {
+  pthread_mutex_lock(&p->mu);
+  tern_store_event_copy *ev = p->ev_head;
+  p->ev_head = p->ev_tail = NULL;
+  opq_splice(&p->ready, &p->done);
+  pthread_mutex_unlock(&p->mu);
+  run_events(p, ev);
+}
+
+/* Runs copied events, then up to max completions (and events_max delivery events) in order;
+ * returns true when some remain. */
+static bool run_completions(tern_store_port *p, size_t max, size_t events_max) {
+  if (!p->ready.len) {
+    take_done(p);
+  } else {
+    pthread_mutex_lock(&p->mu);
+    tern_store_event_copy *ev = p->ev_head;
+    p->ev_head = p->ev_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    run_events(p, ev);
+  }
   for (size_t i = 0; i < max; i++) {
     if (!p->ready.len) {
-      pthread_mutex_lock(&p->mu);
-      opq_splice(&p->ready, &p->done);
-      pthread_mutex_unlock(&p->mu);
+      take_done(p);
       if (!p->ready.len) return false;
     }
     if (!run_first(p, &events_max)) return true; /* the rest on the next turn */
@@ -309,6 +336,14 @@ int tern_store_port_new(tern_store *s, uv_loop_t *loop, tern_store_port **out, c
   p->open_handles++;
   uv_prepare_start(&p->hand, on_hand);
   uv_unref((uv_handle_t *)&p->hand); /* it must not keep the loop running */
+  pthread_mutex_lock(&s->ports_mu);
+  if (s->nports == s->ports_cap) {
+    s->ports_cap = s->ports_cap ? s->ports_cap * 2 : 4;
+    s->ports = tern_realloc(s->ports, s->ports_cap * sizeof *s->ports);
+  }
+  s->ports[s->nports++] = p;
+  atomic_store(&s->nports_open, (int)s->nports);
+  pthread_mutex_unlock(&s->ports_mu);
   *out = p;
   return 0;
 }
@@ -343,6 +378,15 @@ void tern_store_port_close(tern_store_port *p) {
   if (!p || p->closing) return;
   hand_over(p); /* what was submitted in this iteration is finished too */
   p->closing = true;
+  tern_store *s = p->s;
+  pthread_mutex_lock(&s->ports_mu); /* nothing is posted to it from now on */
+  for (size_t i = 0; i < s->nports; i++) {
+    if (s->ports[i] == p) {
+      s->ports[i] = s->ports[--s->nports];
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->ports_mu);
   /* Shutdown only: wait for the commit thread to finish this port's ops, so their completions
    * run now and nothing of this port is left in the store when it closes. */
   pthread_mutex_lock(&p->mu);

@@ -30,6 +30,8 @@
 #include "base/util.h"
 #include "store/store_int.h"
 
+#include <sodium.h>
+
 enum {
   REC_VERSION = 1,
   SWEEP_BUDGET = 10000,          /* records a SWEEP examines at most */
@@ -47,6 +49,10 @@ struct tern_sem {
   int sweep_phase;     /* which part of the sweep runs next */
   tern_buf key, val;   /* scratch */
   tern_buf name;       /* scratch: an inbox name */
+  /* the group's directory writes, for the other writers' followers (store_int.h) */
+  tern_store_change *changes;
+  size_t nchanges, changes_cap;
+  bool caught_up;      /* this group already waited for the backend's feed */
 };
 
 tern_sem *tern_sem_new(tern_store *s) {
@@ -61,6 +67,11 @@ tern_sem *tern_sem_new(tern_store *s) {
 
 void tern_sem_free(tern_sem *sem) {
   if (!sem) return;
+  for (size_t i = 0; i < sem->changes_cap; i++) {
+    tern_buf_free(&sem->changes[i].key);
+    tern_buf_free(&sem->changes[i].value);
+  }
+  tern_free(sem->changes);
   tern_buf_free(&sem->key);
   tern_buf_free(&sem->val);
   tern_buf_free(&sem->name);
@@ -80,6 +91,67 @@ static int failed(tern_sem *sem, tern_store_op *op, const char *what, int r) {
 }
 
 static int64_t now_or_clock(int64_t now) { return now ? now : tern_now_ms(); }
+
+/* ---- directory writes, noted for the change feed ------------------------------------------------ */
+
+void tern_sem_begin(tern_sem *sem) {
+  sem->nchanges = 0;
+  sem->caught_up = false;
+}
+
+const tern_store_change *tern_sem_changes(tern_sem *sem, size_t *n) {
+  *n = sem->nchanges;
+  return sem->changes;
+}
+
+static void note_change(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen, const void *v,
+                        size_t vlen, bool deleted) {
+  /* Nobody else follows a store with a single port (a shared backend's other nodes have their
+   * own feed, from the backend). */
+  if (atomic_load(&sem->s->nports_open) < 2) return;
+  if (sem->nchanges == sem->changes_cap) {
+    size_t ncap = sem->changes_cap ? sem->changes_cap * 2 : 8;
+    sem->changes = tern_realloc(sem->changes, ncap * sizeof *sem->changes);
+    memset(sem->changes + sem->changes_cap, 0, (ncap - sem->changes_cap) * sizeof *sem->changes);
+    sem->changes_cap = ncap;
+  }
+  tern_store_change *c = &sem->changes[sem->nchanges++];
+  c->origin = op->port;
+  c->bucket = (uint8_t)b;
+  c->deleted = deleted;
+  tern_buf_reset(&c->key);
+  tern_buf_append(&c->key, key, klen);
+  tern_buf_reset(&c->value);
+  if (!deleted) tern_buf_append(&c->value, v, vlen);
+}
+
+/* kv_put / kv_del of a directory bucket (USERS, DEVICES, RECORDS). */
+static int dir_put(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen, const void *v,
+                   size_t vlen) {
+  int r = BE(sem)->kv_put(SELF(sem), b, key, klen, v, vlen, 0);
+  if (r >= 0) note_change(sem, op, b, key, klen, v, vlen, false);
+  return r;
+}
+
+static int dir_del(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen) {
+  int r = BE(sem)->kv_del(SELF(sem), b, key, klen);
+  if (r >= 0) note_change(sem, op, b, key, klen, NULL, 0, true);
+  return r;
+}
+
+/* CATCH_UP: once per group, whatever number of ops ask; a store whose only other writers are
+ * this process's ports has nothing to wait for (their changes were queued at their commit). */
+static int do_catch_up(tern_sem *sem, tern_store_op *op) {
+  if (sem->caught_up || !BE(sem)->catch_up) return 0;
+  sem->caught_up = true;
+  char why[96] = "";
+  int r = BE(sem)->catch_up(SELF(sem), why, sizeof why);
+  if (r < 0) {
+    snprintf(op->err, sizeof op->err, "catch_up: %s", *why ? why : strerror(-r));
+    op->status = TERN_STORE_ERROR; /* this op alone: the group's writes are unaffected */
+  }
+  return 0;
+}
 
 
 
@@ -226,6 +298,21 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
       t->skipped = true;
     }
   }
+  if (op->record_key && op->record_check) {
+    /* compare-and-set: a shared backend also makes the write below conditional on this read */
+    int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_RECORDS, op->record_key, strlen(op->record_key), &sem->val, NULL);
+    if (r < 0) return failed(sem, &op->op, "record", r);
+    bool same = !r ? op->record_absent : !op->record_absent;
+    if (same && r) {
+      uint8_t h[32];
+      crypto_generichash(h, sizeof h, (const uint8_t *)sem->val.data, sem->val.len, NULL, 0);
+      same = sodium_memcmp(h, op->record_hash, sizeof h) == 0;
+    }
+    if (!same) {
+      op->op.status = TERN_STORE_CONFLICT;
+      return 0;
+    }
+  }
   uint32_t refs = 0;
   op->nskipped = 0;
   for (size_t i = 0; i < op->ntargets; i++) {
@@ -255,9 +342,9 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
   }
   if (op->record_key) {
     size_t kl = strlen(op->record_key);
-    int r = op->record_delete ? BE(sem)->kv_del(SELF(sem), TERN_BUCKET_RECORDS, op->record_key, kl)
-                              : BE(sem)->kv_put(SELF(sem), TERN_BUCKET_RECORDS, op->record_key, kl, op->record.data,
-                                                op->record.len, 0);
+    int r = op->record_delete ? dir_del(sem, &op->op, TERN_BUCKET_RECORDS, op->record_key, kl)
+                              : dir_put(sem, &op->op, TERN_BUCKET_RECORDS, op->record_key, kl, op->record.data,
+                                        op->record.len);
     if (r < 0) return failed(sem, &op->op, "record", r);
   }
   if (op->token_from) {
@@ -450,13 +537,23 @@ static int do_put_user(tern_sem *sem, tern_op_record *op) {
     op->op.status = TERN_STORE_ERROR;
     return 0;
   }
+  size_t ul = strlen(u->user);
+  if (op->create) {
+    /* get-then-put in one group; a shared backend makes the put conditional on the absence */
+    int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_USERS, u->user, ul, &sem->val, NULL);
+    if (r < 0) return failed(sem, &op->op, "put_user", r);
+    if (r == 1) {
+      op->op.status = TERN_STORE_DUPLICATE;
+      return 0;
+    }
+  }
   tern_buf_reset(&sem->val);
   tern_buf_putc(&sem->val, REC_VERSION);
   tern_buf_put_be64(&sem->val, (uint64_t)u->created);
   tern_buf_put_be64(&sem->val, (uint64_t)u->last_seen);
   tern_buf_put_be16(&sem->val, hl);
   tern_buf_append(&sem->val, u->pwhash, hl);
-  int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_USERS, u->user, strlen(u->user), sem->val.data, sem->val.len, 0);
+  int r = dir_put(sem, &op->op, TERN_BUCKET_USERS, u->user, ul, sem->val.data, sem->val.len);
   return r < 0 ? failed(sem, &op->op, "put_user", r) : 0;
 }
 
@@ -479,8 +576,7 @@ static int do_put_device(tern_sem *sem, tern_op_record *op) {
   tern_buf_append(&sem->val, d->label, ll);
   tern_buf_put_be16(&sem->val, pl);
   tern_buf_append(&sem->val, d->push, pl);
-  int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_DEVICES, d->device_id, strlen(d->device_id), sem->val.data,
-                          sem->val.len, 0);
+  int r = dir_put(sem, &op->op, TERN_BUCKET_DEVICES, d->device_id, strlen(d->device_id), sem->val.data, sem->val.len);
   return r < 0 ? failed(sem, &op->op, "put_device", r) : 0;
 }
 
@@ -491,7 +587,7 @@ static int patch_last_seen(tern_sem *sem, tern_store_op *op, tern_bucket b, cons
   if (r == 0 || sem->val.len < 17 || sem->val.data[0] != REC_VERSION) return 0; /* unknown: nothing to do */
   uint64_t x = (uint64_t)last_seen;
   for (int i = 0; i < 8; i++) sem->val.data[9 + i] = (char)(x >> (56 - 8 * i));
-  r = BE(sem)->kv_put(SELF(sem), b, name, strlen(name), sem->val.data, sem->val.len, 0);
+  r = dir_put(sem, op, b, name, strlen(name), sem->val.data, sem->val.len);
   return r < 0 ? failed(sem, op, "last_seen", r) : 0;
 }
 
@@ -513,7 +609,7 @@ static int do_del_device(tern_sem *sem, tern_op_inbox *op) {
     return 0;
   }
   size_t idl = strlen(id);
-  int r = BE(sem)->kv_del(SELF(sem), TERN_BUCKET_DEVICES, id, idl);
+  int r = dir_del(sem, &op->op, TERN_BUCKET_DEVICES, id, idl);
   if (r < 0) return failed(sem, &op->op, "del_device", r);
   tern_inbox_info in;
   r = BE(sem)->inbox_get(SELF(sem), id, idl, &in);
@@ -634,9 +730,8 @@ static int do_kv(tern_sem *sem, tern_op_kv *op, bool put) {
     op->op.status = TERN_STORE_ERROR;
     return 0;
   }
-  int r = put ? BE(sem)->kv_put(SELF(sem), TERN_BUCKET_RECORDS, op->key, strlen(op->key), op->value.data,
-                                op->value.len, 0)
-              : BE(sem)->kv_del(SELF(sem), TERN_BUCKET_RECORDS, op->key, strlen(op->key));
+  int r = put ? dir_put(sem, &op->op, TERN_BUCKET_RECORDS, op->key, strlen(op->key), op->value.data, op->value.len)
+              : dir_del(sem, &op->op, TERN_BUCKET_RECORDS, op->key, strlen(op->key));
   return r < 0 ? failed(sem, &op->op, "kv", r) : 0;
 }
 
@@ -655,6 +750,7 @@ int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
     case TERN_OP_DRAIN: return do_drain(sem, tern_op_as_inbox(op));
     case TERN_OP_SWEEP: return do_sweep(sem, tern_op_as_inbox(op));
     case TERN_OP_SYNC: return 0;
+    case TERN_OP_CATCH_UP: return do_catch_up(sem, op);
     case TERN_OP_KV_PUT: return do_kv(sem, tern_op_as_kv(op), true);
     case TERN_OP_KV_DEL: return do_kv(sem, tern_op_as_kv(op), false);
     case TERN_OP__COUNT: break;
@@ -685,6 +781,7 @@ void tern_sem_fail(tern_store_op *op, const char *why) {
     case TERN_OP_SWEEP:
     case TERN_OP_DEL_DEVICE:
     case TERN_OP_MOVE_INBOX:
+    case TERN_OP_CATCH_UP:
     case TERN_OP_SYNC: {
       tern_op_inbox *b = tern_op_as_inbox(op);
       for (size_t i = 0; i < b->nitems; i++) {
@@ -761,8 +858,32 @@ static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, i
 
 static bool load_kv(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
   load_ctx *c = arg;
-  c->cbs->kv(k, kl, v, vl, c->cbs->arg);
+  if (c->cbs->kv) c->cbs->kv(k, kl, v, vl, c->cbs->arg);
   return true;
+}
+
+void tern_sem_raise_change(const tern_store_load_cbs *cbs, tern_bucket b, const char *key, size_t klen,
+                           const uint8_t *v, size_t vlen, bool deleted) {
+  load_ctx c = {.cbs = cbs};
+  switch (b) {
+    case TERN_BUCKET_USERS:
+      if (!deleted) load_user(key, klen, v, vlen, 0, &c); /* users are never deleted but by a failed registration */
+      break;
+    case TERN_BUCKET_DEVICES:
+      if (!deleted) {
+        load_device(key, klen, v, vlen, 0, &c);
+      } else if (cbs->device_gone) {
+        char *id = tern_strndup(key, klen);
+        cbs->device_gone(id, cbs->arg);
+        tern_free(id);
+      }
+      break;
+    case TERN_BUCKET_RECORDS:
+      if (!deleted) load_kv(key, klen, v, vlen, 0, &c);
+      else if (cbs->kv_gone) cbs->kv_gone(key, klen, cbs->arg);
+      break;
+    default: break;
+  }
 }
 
 static bool count_body(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {

@@ -250,6 +250,19 @@ void tern_store_op_release(tern_store_op *op) { op_destroy(op); }
 
 /* ---- the handle ------------------------------------------------------------------------------ */
 
+static void remote_change(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
+static void remote_bus(void *arg, const uint8_t *msg, size_t len);
+
+static void store_free(tern_store *s) {
+  pthread_mutex_destroy(&s->hist_mu);
+  pthread_mutex_destroy(&s->watch_mu);
+  pthread_mutex_destroy(&s->ports_mu);
+  tern_free(s->ports);
+  tern_free(s->node);
+  tern_free(s->dir);
+  tern_free(s);
+}
+
 int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen) {
   *out = NULL;
   const char *name = opts->backend && *opts->backend ? opts->backend : "rocksdb";
@@ -268,11 +281,17 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
   s->opts.backend = "rocksdb";
   pthread_mutex_init(&s->hist_mu, NULL);
   pthread_mutex_init(&s->watch_mu, NULL);
+  pthread_mutex_init(&s->ports_mu, NULL);
+  s->node = tern_strdup(opts->node && *opts->node ? opts->node : "local");
+  s->opts.node = s->node;
   tern_backend_options bo = {
       .dir = s->dir,
       .max_open_files = opts->max_open_files,
       .cache_bytes = opts->cache_bytes,
       .checkpoint_every = opts->checkpoint_every,
+      .on_change = remote_change,
+      .on_bus = remote_bus,
+      .shared_arg = s,
   };
   bo.ttl_ms[TERN_BUCKET_DEDUP] = opts->dedup_ttl_ms;
   bo.ttl_ms[TERN_BUCKET_TOKENS] = opts->inbox_ttl_ms;
@@ -281,10 +300,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
   bo.ttl_ms[TERN_BUCKET_BODIES] = opts->inbox_ttl_ms > 0 ? opts->inbox_ttl_ms + 86400000 : 0;
   int r = tern_backend_open_rocksdb(&bo, &s->be, err, errlen);
   if (r < 0) {
-    pthread_mutex_destroy(&s->hist_mu);
-    pthread_mutex_destroy(&s->watch_mu);
-    tern_free(s->dir);
-    tern_free(s);
+    store_free(s);
     return r;
   }
   s->sem = tern_sem_new(s);
@@ -293,10 +309,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
   if (r < 0) {
     tern_sem_free(s->sem);
     s->be.vt->close(s->be.self);
-    pthread_mutex_destroy(&s->hist_mu);
-    pthread_mutex_destroy(&s->watch_mu);
-    tern_free(s->dir);
-    tern_free(s);
+    store_free(s);
     return r;
   }
   *out = s;
@@ -323,10 +336,7 @@ void tern_store_close(tern_store *s) {
   s->be.vt->close(s->be.self);
   tern_map_each(&s->watches, free_watch_cb, NULL);
   tern_map_free(&s->watches);
-  pthread_mutex_destroy(&s->hist_mu);
-  pthread_mutex_destroy(&s->watch_mu);
-  tern_free(s->dir);
-  tern_free(s);
+  store_free(s);
 }
 
 /* ---- watches and events ---------------------------------------------------------------------- */
@@ -402,7 +412,14 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
   return true;
 }
 
-void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {
+static void event_copy_free(tern_store_event_copy *ev) {
+  tern_free(ev->inbox);
+  tern_buf_free(&ev->value);
+  tern_buf_free(&ev->body);
+  tern_free(ev);
+}
+
+static void run_envelope_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {
   pthread_mutex_lock(&s->watch_mu);
   store_watch *w = tern_map_gets(&s->watches, ev->inbox);
   store_watch copy = w ? *w : (store_watch){0};
@@ -416,10 +433,102 @@ void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_eve
     }
     copy.cb(copy.watcher, &e);
   }
-  tern_free(ev->inbox);
-  tern_buf_free(&ev->value);
-  tern_buf_free(&ev->body);
-  tern_free(ev);
+}
+
+void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {
+  tern_port_follow *f = tern_store_port_follows(p);
+  switch (ev->kind) {
+    case TERN_EVC_ENVELOPE: run_envelope_copy(s, p, ev); break;
+    case TERN_EVC_CHANGE:
+      if (f->following)
+        tern_sem_raise_change(&f->feed, (tern_bucket)ev->bucket, ev->inbox, ev->klen, (const uint8_t *)ev->value.data,
+                              ev->value.len, ev->deleted);
+      break;
+    case TERN_EVC_BUS:
+      if (f->bus) f->bus(f->bus_arg, (const uint8_t *)ev->value.data, ev->value.len);
+      break;
+  }
+  event_copy_free(ev);
+}
+
+/* ---- shared state: the change feed and the bus ------------------------------------------------ */
+
+bool tern_store_port_shared(const tern_store_port *p) {
+  tern_store *s = tern_store_port_store(p);
+  return atomic_load(&s->nports_open) > 1 || s->be.vt->catch_up != NULL;
+}
+
+const char *tern_store_node_id(const tern_store *s) { return s->node; }
+
+void tern_store_follow(tern_store_port *p, const tern_store_load_cbs *cbs) {
+  tern_port_follow *f = tern_store_port_follows(p);
+  f->feed = *cbs;
+  f->following = true;
+}
+
+void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg) {
+  tern_port_follow *f = tern_store_port_follows(p);
+  f->bus = cb;
+  f->bus_arg = arg;
+}
+
+static tern_store_event_copy *change_copy(uint8_t bucket, const char *key, size_t klen, const void *v, size_t vlen,
+                                          bool deleted) {
+  tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
+  ev->kind = TERN_EVC_CHANGE;
+  ev->bucket = bucket;
+  ev->deleted = deleted;
+  ev->inbox = tern_strndup(key, klen);
+  ev->klen = klen;
+  if (!deleted) tern_buf_append(&ev->value, v, vlen);
+  return ev;
+}
+
+void tern_store_post_changes(tern_store *s, const tern_store_change *c, size_t n) {
+  pthread_mutex_lock(&s->ports_mu);
+  for (size_t i = 0; i < s->nports; i++) {
+    tern_store_port *p = s->ports[i];
+    for (size_t j = 0; j < n; j++) {
+      if (c[j].origin == p) continue;
+      tern_store_port_post_event(p, change_copy(c[j].bucket, c[j].key.data, c[j].key.len, c[j].value.data,
+                                                c[j].value.len, c[j].deleted));
+    }
+  }
+  pthread_mutex_unlock(&s->ports_mu);
+}
+
+/* A record another node wrote (a shared backend's thread): every port of this node follows it. */
+static void remote_change(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
+  tern_store *s = arg;
+  pthread_mutex_lock(&s->ports_mu);
+  for (size_t i = 0; i < s->nports; i++)
+    tern_store_port_post_event(s->ports[i], change_copy((uint8_t)b, key, klen, v, vlen, v == NULL));
+  pthread_mutex_unlock(&s->ports_mu);
+}
+
+static tern_store_event_copy *bus_copy(const void *msg, size_t len) {
+  tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
+  ev->kind = TERN_EVC_BUS;
+  tern_buf_append(&ev->value, msg, len);
+  return ev;
+}
+
+static void remote_bus(void *arg, const uint8_t *msg, size_t len) {
+  tern_store *s = arg;
+  pthread_mutex_lock(&s->ports_mu);
+  for (size_t i = 0; i < s->nports; i++) tern_store_port_post_event(s->ports[i], bus_copy(msg, len));
+  pthread_mutex_unlock(&s->ports_mu);
+}
+
+void tern_store_bus_publish(tern_store_port *from, const void *msg, size_t len) {
+  tern_store *s = tern_store_port_store(from);
+  if (atomic_load(&s->nports_open) > 1) {
+    pthread_mutex_lock(&s->ports_mu);
+    for (size_t i = 0; i < s->nports; i++)
+      if (s->ports[i] != from) tern_store_port_post_event(s->ports[i], bus_copy(msg, len));
+    pthread_mutex_unlock(&s->ports_mu);
+  }
+  if (s->be.vt->bus_publish) s->be.vt->bus_publish(s->be.self, msg, len);
 }
 
 /* ---- metrics ---------------------------------------------------------------------------------- */

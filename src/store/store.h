@@ -28,6 +28,15 @@
  * delivers from these events, never from an append's own completion, so envelopes made on
  * another node (cluster mode) reach a session the same way.
  *
+ * Shared state. Several writers may share one store: the ports of this process (one per loop)
+ * and, with a shared backend (NATS), other nodes. Each port's loop keeps its own copy of the
+ * directory, so records written through one writer reach the others as changes
+ * (tern_store_follow), in commit order per writer; TERN_OP_CATCH_UP completes once every
+ * change committed anywhere before it was submitted has reached its port's follower, so a
+ * loop that finds no user, device or group by a name can catch up and look once more. The
+ * bus (tern_store_bus_publish) carries what writers tell each other and nobody stores:
+ * presence, typing, node liveness.
+ *
  * Ownership. An op is made by its tern_op_*_new and belongs to the store from submit on; the
  * store frees it right after done returns (done must not keep pointers into it). Strings and
  * values given to op helpers are copied.
@@ -65,17 +74,24 @@ typedef struct tern_device_rec {
   int64_t last_seen;       /* ms of the last connection activity, 0 if never */
 } tern_device_rec;
 
+/* Directory records as they are read at start-up (tern_store_load) and as they change through
+ * other writers afterwards (tern_store_follow). Every callback may be NULL. */
 typedef struct tern_store_load_cbs {
-  void (*user)(const tern_user_rec *rec, void *arg);     /* every stored user */
-  void (*device)(const tern_device_rec *rec, void *arg); /* every stored device */
-  /* every KV_PUT record (key as given to KV_PUT, value bytes); may be NULL */
+  void (*user)(const tern_user_rec *rec, void *arg);     /* a stored user (new or changed) */
+  void (*device)(const tern_device_rec *rec, void *arg); /* a stored device (new or changed) */
+  /* a KV_PUT record, or one an APPEND wrote (key as given, value bytes) */
   void (*kv)(const char *key, size_t klen, const uint8_t *value, size_t vlen, void *arg);
+  /* follow only: a device record deleted (logout, expiry), a KV record deleted */
+  void (*device_gone)(const char *device_id, void *arg);
+  void (*kv_gone)(const char *key, size_t klen, void *arg);
   void *arg;
 } tern_store_load_cbs;
 
 /* ---- operations -------------------------------------------------------------------------- */
 typedef enum {
-  TERN_OP_PUT_USER,      /* tern_op_record */
+  TERN_OP_PUT_USER,      /* tern_op_record; with create set, a user of that name already
+                            stored answers DUPLICATE and nothing is written (a registration
+                            race between two loops or nodes has one winner) */
   TERN_OP_PUT_DEVICE,    /* tern_op_record */
   TERN_OP_SET_LAST_SEEN, /* tern_op_record: user.user + user.last_seen and/or device.device_id +
                             device.last_seen (each optional, at least one) */
@@ -98,6 +114,10 @@ typedef enum {
                             and delivery tokens, within a budget of about 10,000 records per
                             op, resuming there next time; out: expired (envelopes) */
   TERN_OP_SYNC,          /* tern_op_inbox, no fields: done once everything before is durable */
+  TERN_OP_CATCH_UP,      /* tern_op_inbox, no fields: done once every change committed by
+                            any writer before it was submitted has reached this port's
+                            follower (tern_store_follow); a store with no other writer
+                            completes it at once */
   TERN_OP_KV_PUT,        /* tern_op_kv: key, value: another module's small record (media),
                             read back at start-up by the load's kv callback */
   TERN_OP_KV_DEL,        /* tern_op_kv: key */
@@ -106,9 +126,12 @@ typedef enum {
 
 typedef enum {
   TERN_STORE_OK = 0,
-  TERN_STORE_DUPLICATE, /* APPEND: the dedup key was seen before: dup_msg_id/dup_ts answer it */
+  TERN_STORE_DUPLICATE, /* APPEND: the dedup key was seen before: dup_msg_id/dup_ts answer it;
+                           PUT_USER with create: the user exists */
   TERN_STORE_FULL,      /* APPEND: a target with TERN_CAP_REFUSE is at inbox.max_envelopes */
   TERN_STORE_ERROR,     /* I/O error; err holds the reason; the op had no effect */
+  TERN_STORE_CONFLICT,  /* APPEND with record_check: the stored record is not the one the op
+                           was based on (another writer changed it); the op had no effect */
 } tern_store_status;
 
 typedef struct tern_store_op tern_store_op;
@@ -166,6 +189,12 @@ typedef struct tern_op_append {
   char *record_key;     /* RECORDS bucket key ("group/<id>"), or NULL */
   tern_buf record;      /* its value */
   bool record_delete;   /* delete it instead */
+  /* Compare-and-set: with record_check, the whole APPEND happens only while the stored record
+   * is still the one this writer based its change on: absent (record_absent) or the value
+   * whose BLAKE2b-256 is record_hash. Otherwise the op answers CONFLICT. */
+  bool record_check;
+  bool record_absent;
+  uint8_t record_hash[32];
   /* out */
   char *dup_msg_id;     /* DUPLICATE */
   int64_t dup_ts;
@@ -204,6 +233,7 @@ typedef struct tern_op_inbox {
 /* PUT_USER, PUT_DEVICE, SET_LAST_SEEN */
 typedef struct tern_op_record {
   tern_store_op op;     /* head */
+  bool create;          /* PUT_USER: only if no user of that name is stored */
   tern_user_rec user;   /* strings owned by the op */
   tern_device_rec device;
 } tern_op_record;
@@ -252,6 +282,7 @@ typedef struct tern_store_options {
   int64_t inbox_max_envelopes;/* cap for targets with a cap mode (<= 0: none) */
   int64_t inbox_ttl_ms;       /* envelope, token and shared body expiry (<= 0: never) */
   int64_t dedup_ttl_ms;       /* client id memory (<= 0: forever) */
+  const char *node;           /* this node's id among the nodes of a shared store (NULL: "local") */
 } tern_store_options;
 
 /* Opens the store with the backend named in opts and starts its commit thread. Returns 0, or
@@ -296,6 +327,25 @@ typedef void (*tern_store_event_cb)(void *watcher, const tern_store_env *e);
 void tern_store_watch(tern_store_port *p, const char *inbox, tern_store_event_cb cb, void *watcher);
 /* Stops it, if watcher is still the inbox's watcher. */
 void tern_store_unwatch(tern_store_port *p, const char *inbox, void *watcher);
+
+/* ---- shared state: the change feed and the bus ---------------------------------------------- */
+/* True when the store has writers besides this port: other ports (loops) of this process or,
+ * with a shared backend, other nodes. Only then can the directory lag, and a miss is worth a
+ * CATCH_UP. */
+bool tern_store_port_shared(const tern_store_port *p);
+/* From now on, directory records written by other writers (other ports, other nodes) arrive
+ * at cbs on p's loop, in commit order per writer; what this port writes does not come back.
+ * cbs is copied. Set before the loop runs. */
+void tern_store_follow(tern_store_port *p, const tern_store_load_cbs *cbs);
+/* Messages published on the bus by other writers arrive at cb on p's loop. */
+typedef void (*tern_store_bus_cb)(void *arg, const uint8_t *msg, size_t len);
+void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg);
+/* Publishes msg (copied) to every other port of this process and, with a shared backend, to
+ * every other node: at most once, unordered between writers, lost when a node is down.
+ * p's loop thread; never blocks. */
+void tern_store_bus_publish(tern_store_port *p, const void *msg, size_t len);
+/* This writer's node id: unique among the nodes sharing the store (with one node, "local"). */
+const char *tern_store_node_id(const tern_store *s);
 
 /* ---- metrics (any thread) ---------------------------------------------------------------- */
 /* Histogram of group commit durations: bucket upper bounds in seconds are

@@ -30,7 +30,22 @@ struct tern_store {
   pthread_mutex_t watch_mu;    /* guards watches: ports on several loops watch and dispatch */
   tern_map watches;            /* inbox name → struct store_watch* */
   atomic_int_fast64_t bodies;  /* shared bodies stored right now */
+  char *node;                  /* opts.node, or "local" */
+  /* Every open port, for the change feed and the bus. A port leaves the list when it starts
+   * closing, under the lock, so nothing is posted to it afterwards. */
+  pthread_mutex_t ports_mu;
+  tern_store_port **ports;
+  size_t nports, ports_cap;
+  atomic_int nports_open;      /* nports, readable without the lock */
 };
+
+/* A directory record written through one writer, for the others' followers. */
+typedef struct tern_store_change {
+  tern_store_port *origin;     /* the port whose op wrote it (NULL: another node) */
+  uint8_t bucket;              /* TERN_BUCKET_USERS, _DEVICES or _RECORDS */
+  bool deleted;
+  tern_buf key, value;
+} tern_store_change;
 
 /* ---- semantics.c (commit thread) ---- */
 tern_sem *tern_sem_new(tern_store *s);
@@ -39,6 +54,14 @@ void tern_sem_free(tern_sem *sem);
  * fail (a backend read or write failed); op->err then holds the reason. Domain outcomes
  * (DUPLICATE, FULL) are statuses, not failures. */
 int tern_sem_apply(tern_sem *sem, tern_store_op *op);
+/* Before each attempt at a group: forgets the changes and the catch-up of an earlier attempt. */
+void tern_sem_begin(tern_sem *sem);
+/* After a successful commit: the directory changes the group made (owned by sem, valid until
+ * the next tern_sem_begin). Collected only while the store has more than one port. */
+const tern_store_change *tern_sem_changes(tern_sem *sem, size_t *n);
+/* Raises one stored record at cbs as a user, device or KV record (or its deletion). */
+void tern_sem_raise_change(const tern_store_load_cbs *cbs, tern_bucket b, const char *key, size_t klen,
+                           const uint8_t *v, size_t vlen, bool deleted);
 /* Start-up: loads directory and KV records through the backend. */
 int tern_sem_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen);
 /* Open: counts the shared bodies stored (tern_store_shared_bodies). */
@@ -58,16 +81,32 @@ void tern_store_commit_record(tern_store *s, uint64_t ns);
  * been raised; false when the budget ran out first (call again, later, for the rest: a large
  * group's fan-out is spread over loop turns so that other clients are served in between). */
 bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget);
-/* An event for a watcher on another loop: the op that made it is freed on its own loop, so
- * the bytes travel with the event. */
+/* Something for a port's loop that another thread made: a delivery event for a watcher on
+ * another loop (the op that made it is freed on its own loop, so the bytes travel with it), a
+ * directory change for the port's follower, or a bus message. */
+typedef enum { TERN_EVC_ENVELOPE = 0, TERN_EVC_CHANGE, TERN_EVC_BUS } tern_store_event_kind;
 typedef struct tern_store_event_copy tern_store_event_copy;
 struct tern_store_event_copy {
   tern_store_event_copy *next; /* the port's queue */
-  char *inbox;                 /* owned copies */
+  uint8_t kind;                /* tern_store_event_kind */
+  uint8_t bucket;              /* CHANGE */
+  bool deleted;                /* CHANGE */
+  char *inbox;                 /* owned copies: ENVELOPE's inbox, CHANGE's key */
+  size_t klen;                 /* CHANGE: key length */
   uint64_t seq;
-  tern_buf value, body;
+  tern_buf value, body;        /* value: ENVELOPE's record, CHANGE's record, BUS's message */
   bool has_body;
 };
+/* What a port's loop follows (tern_store_follow, tern_store_bus_follow). */
+typedef struct tern_port_follow {
+  tern_store_load_cbs feed;
+  bool following;
+  tern_store_bus_cb bus;
+  void *bus_arg;
+} tern_port_follow;
+tern_port_follow *tern_store_port_follows(tern_store_port *p);
+/* Posts a copy of each change to every port but its origin (commit thread, after commit). */
+void tern_store_post_changes(tern_store *s, const tern_store_change *c, size_t n);
 /* Runs one copied event on p's loop: the watch is looked up again there, since the watcher
  * may have gone meanwhile. Frees ev. */
 void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev);

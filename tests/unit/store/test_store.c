@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -1636,6 +1638,285 @@ TEST(events_cross_ports) {
   close_store(s);
 }
 
+/* ---- shared state: the change feed, catch-up, the bus, creates and compare-and-set ---- */
+
+/* What a follower saw, in order: "u:alice", "d:d1:alice", "d-:d1", "k:group/g=v", "k-:group/g". */
+typedef struct feed_log {
+  int n;
+  char e[16][64];
+} feed_log;
+
+static void feed_add(feed_log *f, const char *fmt, const char *a, const char *b) {
+  if (f->n < 16) snprintf(f->e[f->n], sizeof f->e[0], fmt, a, b);
+  f->n++;
+}
+static void feed_user(const tern_user_rec *u, void *arg) { feed_add(arg, "u:%s%s", u->user, ""); }
+static void feed_device(const tern_device_rec *d, void *arg) { feed_add(arg, "d:%s:%s", d->device_id, d->user); }
+static void feed_device_gone(const char *id, void *arg) { feed_add(arg, "d-:%s%s", id, ""); }
+static void feed_kv(const char *k, size_t kl, const uint8_t *v, size_t vl, void *arg) {
+  char key[32], val[16];
+  snprintf(key, sizeof key, "%.*s", (int)kl, k);
+  snprintf(val, sizeof val, "%.*s", (int)vl, (const char *)v);
+  char kv[48];
+  snprintf(kv, sizeof kv, "%s=%s", key, val);
+  feed_add(arg, "k:%s%s", kv, "");
+}
+static void feed_kv_gone(const char *k, size_t kl, void *arg) {
+  char key[32];
+  snprintf(key, sizeof key, "%.*s", (int)kl, k);
+  feed_add(arg, "k-:%s%s", key, "");
+}
+static tern_store_load_cbs feed_cbs(feed_log *f) {
+  return (tern_store_load_cbs){.user = feed_user, .device = feed_device, .kv = feed_kv,
+                               .device_gone = feed_device_gone, .kv_gone = feed_kv_gone, .arg = f};
+}
+
+/* A second port on its own loop, as a second worker would have. */
+typedef struct port2 {
+  uv_loop_t loop;
+  tern_store_port *p;
+} port2;
+
+static void port2_open(tstore *s, port2 *q) {
+  char err[128];
+  uv_loop_init(&q->loop);
+  CHECK_EQ_INT(tern_store_port_new(s->st, &q->loop, &q->p, err, sizeof err), 0);
+}
+
+/* Turns q's loop until cond holds (or about a second passed). */
+#define PORT2_UNTIL(q, cond)                                                                                         \
+  for (int _i = 0; _i < 1000 && !(cond); _i++) {                                                                     \
+    uv_run(&(q)->loop, UV_RUN_NOWAIT);                                                                               \
+    if (!(cond)) usleep(1000);                                                                                       \
+  }
+
+static void port2_close(port2 *q) {
+  tern_store_port_close(q->p);
+  uv_run(&q->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&q->loop);
+}
+
+static void kv_op(tstore *s, res *r, tern_store_op_type t, const char *key, const char *val) {
+  tern_op_kv *op = new_kv_op(t, r);
+  tern_store_set_str(&op->key, key);
+  if (val) tern_buf_puts(&op->value, val);
+  submit(s, op);
+}
+
+TEST(feed_across_ports) {
+  use_dir("feed");
+  tstore *s = open_store();
+  port2 q;
+  port2_open(s, &q);
+  CHECK(tern_store_port_shared(s->p));
+  feed_log mine = {0}, theirs = {0};
+  tern_store_load_cbs c1 = feed_cbs(&mine), c2 = feed_cbs(&theirs);
+  tern_store_follow(s->p, &c1);
+  tern_store_follow(q.p, &c2);
+  tern_op_record *op = new_record_op(TERN_OP_PUT_USER, &R[0]);
+  tern_user_rec u = {.user = "alice", .pwhash = "$argon2id$h", .created = 1};
+  tern_op_record_set_user(op, &u);
+  submit(s, op);
+  put_device(s, &R[1], "d1", "alice", "phone");
+  kv_op(s, &R[2], TERN_OP_KV_PUT, "media/m1", "meta");
+  /* a record written with an append, then deleted with another */
+  tern_op_append *ap = new_append(&R[3]);
+  size_t vi = add_msg_value(ap, 0, 0, "gm", "alice", "g", NULL, "event");
+  tern_op_append_target(ap, "d1", vi, TERN_CAP_NONE, NULL);
+  tern_store_set_str(&ap->record_key, "group/g");
+  tern_buf_puts(&ap->record, "v1");
+  submit(s, ap);
+  ap = new_append(&R[4]);
+  vi = add_msg_value(ap, 0, 0, "gm2", "alice", "g", NULL, "event");
+  tern_op_append_target(ap, "d1", vi, TERN_CAP_NONE, NULL);
+  tern_store_set_str(&ap->record_key, "group/g");
+  ap->record_delete = true;
+  submit(s, ap);
+  submit_del_device(s, &R[5], "d1");
+  kv_op(s, &R[6], TERN_OP_KV_DEL, "media/m1", NULL);
+  /* a failed group changes nothing and tells nobody: an append whose record check fails */
+  ap = new_append(&R[7]);
+  vi = add_msg_value(ap, 0, 0, "gm3", "alice", "g", NULL, "event");
+  tern_op_append_target(ap, "d9", vi, TERN_CAP_NONE, NULL);
+  tern_store_set_str(&ap->record_key, "group/h");
+  tern_buf_puts(&ap->record, "nope");
+  ap->record_check = true; /* based on a record that is not there */
+  submit(s, ap);
+  wait_all();
+  for (int i = 0; i < 7; i++) CHECK_EQ_INT(R[i].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[7].status, TERN_STORE_CONFLICT);
+  PORT2_UNTIL(&q, theirs.n >= 7);
+  CHECK_EQ_INT(theirs.n, 7);
+  CHECK_EQ_STR(theirs.e[0], "u:alice");
+  CHECK_EQ_STR(theirs.e[1], "d:d1:alice");
+  CHECK_EQ_STR(theirs.e[2], "k:media/m1=meta");
+  CHECK_EQ_STR(theirs.e[3], "k:group/g=v1");
+  CHECK_EQ_STR(theirs.e[4], "k-:group/g");
+  CHECK_EQ_STR(theirs.e[5], "d-:d1");
+  CHECK_EQ_STR(theirs.e[6], "k-:media/m1");
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ_INT(mine.n, 0); /* a writer is not told its own changes */
+  /* last seen travels too (a patch of the stored record) */
+  put_device(s, &R[8], "d2", "alice", "tablet");
+  op = new_record_op(TERN_OP_SET_LAST_SEEN, &R[9]);
+  tern_device_rec d = {.device_id = "d2", .last_seen = 4242};
+  tern_op_record_set_device(op, &d);
+  submit(s, op);
+  wait_all();
+  PORT2_UNTIL(&q, theirs.n >= 9);
+  CHECK_EQ_INT(theirs.n, 9);
+  CHECK_EQ_STR(theirs.e[8], "d:d2:alice");
+  port2_close(&q);
+  close_store(s);
+}
+
+/* CATCH_UP on one port completes after every change another port committed before it. */
+typedef struct catch_ctx {
+  feed_log *log;
+  int seen_at_done; /* the follower's count when the catch-up completed; -1 before */
+} catch_ctx;
+static void on_catch_up(tern_store_op *op) {
+  catch_ctx *c = op->arg;
+  c->seen_at_done = op->status == TERN_STORE_OK ? c->log->n : -2;
+}
+
+TEST(catch_up_after_changes) {
+  use_dir("catchup");
+  tstore *s = open_store();
+  /* one port alone: nothing to catch up with, and it still completes */
+  CHECK(!tern_store_port_shared(s->p));
+  feed_log none = {0};
+  catch_ctx c0 = {.log = &none, .seen_at_done = -1};
+  tern_store_submit(s->p, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_catch_up, &c0)->op);
+  for (int i = 0; i < 1000 && c0.seen_at_done == -1; i++) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_EQ_INT(c0.seen_at_done, 0);
+  port2 q;
+  port2_open(s, &q);
+  feed_log theirs = {0};
+  tern_store_load_cbs c2 = feed_cbs(&theirs);
+  tern_store_follow(q.p, &c2);
+  for (int round = 0; round < 20; round++) {
+    /* port one's writes complete; port two's catch-up, submitted after, sees all of them
+     * before its own completion runs, however the two loops interleave */
+    char name[16];
+    snprintf(name, sizeof name, "user%d", round);
+    tern_op_record *op = new_record_op(TERN_OP_PUT_USER, &R[round]);
+    tern_user_rec u = {.user = name, .pwhash = "h", .created = 1};
+    tern_op_record_set_user(op, &u);
+    submit(s, op);
+    wait_all();
+    catch_ctx c = {.log = &theirs, .seen_at_done = -1};
+    tern_store_submit(q.p, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_catch_up, &c)->op);
+    PORT2_UNTIL(&q, c.seen_at_done != -1);
+    CHECK_EQ_INT(c.seen_at_done, round + 1);
+  }
+  port2_close(&q);
+  close_store(s);
+}
+
+typedef struct bus_log {
+  int n;
+  char last[32];
+} bus_log;
+static void on_bus(void *arg, const uint8_t *msg, size_t len) {
+  bus_log *b = arg;
+  b->n++;
+  snprintf(b->last, sizeof b->last, "%.*s", (int)len, (const char *)msg);
+}
+
+TEST(bus_between_ports) {
+  use_dir("bus");
+  tstore *s = open_store();
+  bus_log alone = {0};
+  tern_store_bus_follow(s->p, on_bus, &alone);
+  tern_store_bus_publish(s->p, "nobody", 6); /* a single port: nobody hears it */
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ_INT(alone.n, 0);
+  port2 q;
+  port2_open(s, &q);
+  bus_log theirs = {0};
+  tern_store_bus_follow(q.p, on_bus, &theirs);
+  tern_store_bus_publish(s->p, "hello", 5);
+  tern_store_bus_publish(q.p, "back", 4);
+  PORT2_UNTIL(&q, theirs.n >= 1);
+  for (int i = 0; i < 1000 && alone.n < 1; i++) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    if (!alone.n) usleep(1000);
+  }
+  CHECK_EQ_INT(theirs.n, 1);
+  CHECK_EQ_STR(theirs.last, "hello");
+  CHECK_EQ_INT(alone.n, 1);
+  CHECK_EQ_STR(alone.last, "back");
+  CHECK_EQ_STR(tern_store_node_id(s->st), "local");
+  port2_close(&q);
+  close_store(s);
+}
+
+TEST(put_user_create_once) {
+  use_dir("create");
+  tstore *s = open_store();
+  const char *pw[3] = {"first", "second", "third"};
+  for (int i = 0; i < 3; i++) {
+    tern_op_record *op = new_record_op(TERN_OP_PUT_USER, &R[i]);
+    tern_user_rec u = {.user = "alice", .pwhash = pw[i], .created = i};
+    tern_op_record_set_user(op, &u);
+    op->create = i < 2; /* the third is a plain put (a password change would be) */
+    submit(s, op);
+  }
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[1].status, TERN_STORE_DUPLICATE); /* even in the same group */
+  CHECK_EQ_INT(R[2].status, TERN_STORE_OK);
+  close_store(s);
+  s = open_store();
+  loaded l = {0};
+  tern_store_load_cbs cbs = {.user = load_user, .arg = &l};
+  CHECK_EQ_INT(load(s, &cbs), 0);
+  CHECK_EQ_INT(l.nusers, 1);
+  CHECK_EQ_STR(l.pw[0], "third");
+  close_store(s);
+}
+
+static void group_change(tstore *s, res *r, const char *value, bool check, bool absent, const char *based_on) {
+  tern_op_append *ap = new_append(r);
+  size_t vi = add_msg_value(ap, 0, 0, value, "alice", "g", NULL, value);
+  tern_op_append_target(ap, "member1", vi, TERN_CAP_NONE, NULL);
+  tern_store_set_str(&ap->record_key, "group/cas");
+  tern_buf_puts(&ap->record, value);
+  ap->record_check = check;
+  ap->record_absent = absent;
+  if (based_on) crypto_generichash(ap->record_hash, 32, (const uint8_t *)based_on, strlen(based_on), NULL, 0);
+  submit(s, ap);
+}
+
+TEST(record_compare_and_set) {
+  use_dir("cas");
+  tstore *s = open_store();
+  group_change(s, &R[0], "v1", true, true, NULL);   /* create: absent, it is */
+  group_change(s, &R[1], "v1b", true, true, NULL);  /* a second create loses */
+  group_change(s, &R[2], "v2", true, false, "v1");  /* based on v1: wins */
+  group_change(s, &R[3], "v3", true, false, "v1");  /* based on v1 again: stale */
+  group_change(s, &R[4], "v3", true, false, "v2");  /* based on v2: wins */
+  group_change(s, &R[5], "v4", false, false, NULL); /* unchecked: always */
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[1].status, TERN_STORE_CONFLICT);
+  CHECK_EQ_INT(R[2].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[3].status, TERN_STORE_CONFLICT);
+  CHECK_EQ_INT(R[4].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[5].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[1].seqs[0], 0); /* a conflict appended nothing */
+  CHECK_EQ_INT(R[3].seqs[0], 0);
+  submit_drain(s, &R[6], "member1", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[6].nitems, 4);
+  CHECK_EQ_STR(R[6].item_tail[0], "v1");
+  CHECK_EQ_STR(R[6].item_tail[1], "v2");
+  CHECK_EQ_STR(R[6].item_tail[2], "v3");
+  CHECK_EQ_STR(R[6].item_tail[3], "v4");
+  close_store(s);
+}
+
 static void run_suite(void) {
   RUN(envelope_roundtrip);
   RUN(op_free_owns_everything);
@@ -1667,6 +1948,11 @@ static void run_suite(void) {
   RUN(shared_body_once);
   RUN(group_skips_full_inboxes);
   RUN(watch_raises_events);
+  RUN(feed_across_ports);
+  RUN(catch_up_after_changes);
+  RUN(bus_between_ports);
+  RUN(put_user_create_once);
+  RUN(record_compare_and_set);
   RUN(events_cross_ports);
   RUN(events_spread_over_turns);
 }

@@ -1,0 +1,467 @@
+/* cluster: presence, typing and liveness of the other writers, over the store's bus
+ * (cluster.h). */
+#include "core/cluster.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "core/groups.h"
+#include "core/presence.h"
+#include "core/pushglue.h"
+#include "core/session.h"
+
+enum {
+  TICK_MS = 500,          /* liveness checks */
+  SNAPSHOT_CHUNK = 400,   /* entries per snapshot message (about 30 KB) */
+  STR_MAX = 255,
+};
+
+/* Another writer, as heard on the bus. */
+typedef struct peer {
+  char *writer;           /* "<node>/<worker>" */
+  uint64_t boot;          /* its start; a new one means it restarted and forgot */
+  int64_t heard;          /* ms: last message from it */
+  tern_map devices;       /* device id → remote_dev* it announced */
+} peer;
+
+/* A device connected on another writer. */
+typedef struct remote_dev {
+  peer *at;
+  char user[TERN_USERNAME_MAX + 1];
+  char id[TERN_DEVICE_ID_LEN + 1];
+  int64_t since;          /* ms: when it connected there */
+} remote_dev;
+
+struct tern_cluster {
+  tern_app *a;
+  char writer[96];        /* this loop's name on the bus */
+  uint64_t boot;
+  bool shared;            /* the store has other writers: otherwise nothing here runs */
+  tern_map peers;         /* writer → peer* */
+  tern_map devices;       /* device id → remote_dev* (the newest connection of each) */
+  tern_map users;         /* user → (intptr_t) devices connected elsewhere */
+  uv_timer_t timer;
+  bool timer_open;
+  int64_t last_beat;      /* ms */
+  tern_buf out;           /* message being built */
+};
+
+/* ---- the codec ------------------------------------------------------------------------------ */
+
+static void put_str(tern_buf *b, const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  if (n > STR_MAX) n = STR_MAX;
+  tern_buf_putc(b, (char)n);
+  tern_buf_append(b, s, n);
+  tern_buf_putc(b, '\0');
+}
+
+static void begin(tern_cluster *c, uint8_t type, uint8_t flags) {
+  tern_buf_reset(&c->out);
+  tern_buf_putc(&c->out, (char)type);
+  put_str(&c->out, c->writer);
+  tern_buf_put_be64(&c->out, c->boot);
+  tern_buf_putc(&c->out, (char)flags);
+}
+
+typedef struct rd {
+  const uint8_t *p, *end;
+  bool bad;
+} rd;
+
+static const char *get_str(rd *r) {
+  if (r->bad || r->end - r->p < 2) goto bad;
+  size_t n = r->p[0];
+  if ((size_t)(r->end - r->p) < n + 2 || r->p[1 + n] != 0 || memchr(r->p + 1, 0, n)) goto bad;
+  const char *s = (const char *)r->p + 1;
+  r->p += n + 2;
+  return s;
+bad:
+  r->bad = true;
+  return "";
+}
+
+static uint64_t get_u(rd *r, int bytes) {
+  if (r->bad || r->end - r->p < bytes) {
+    r->bad = true;
+    return 0;
+  }
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; i++) v = (v << 8) | *r->p++;
+  return v;
+}
+
+void tern_bus_msg_free(tern_bus_msg *m) {
+  tern_free(m->entries);
+  memset(m, 0, sizeof *m);
+}
+
+int tern_bus_decode(const uint8_t *p, size_t n, tern_bus_msg *m) {
+  memset(m, 0, sizeof *m);
+  rd r = {.p = p, .end = p + n};
+  m->type = (uint8_t)get_u(&r, 1);
+  m->writer = get_str(&r);
+  m->boot = get_u(&r, 8);
+  m->flags = (uint8_t)get_u(&r, 1);
+  switch (m->type) {
+    case TERN_BUS_HEARTBEAT:
+    case TERN_BUS_BYE: break;
+    case TERN_BUS_ONLINE:
+    case TERN_BUS_OFFLINE:
+      m->user = get_str(&r);
+      m->device = get_str(&r);
+      m->ms = (int64_t)get_u(&r, 8);
+      break;
+    case TERN_BUS_TYPING:
+      m->user = get_str(&r);
+      m->to = get_str(&r);
+      break;
+    case TERN_BUS_SNAPSHOT: {
+      size_t count = (size_t)get_u(&r, 2);
+      if (r.bad || count > (size_t)(r.end - r.p) / 12) { /* an entry takes at least 12 bytes */
+        r.bad = true;
+        break;
+      }
+      m->entries = tern_calloc(count + 1, sizeof *m->entries);
+      for (size_t i = 0; i < count && !r.bad; i++) {
+        m->entries[i].user = get_str(&r);
+        m->entries[i].device = get_str(&r);
+        m->entries[i].ms = (int64_t)get_u(&r, 8);
+      }
+      m->nentries = count;
+      break;
+    }
+    default: r.bad = true; break;
+  }
+  if (r.bad || r.p != r.end || !*m->writer) {
+    tern_bus_msg_free(m);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* ---- state ------------------------------------------------------------------------------------ */
+
+static void publish(tern_cluster *c) { tern_store_bus_publish(c->a->port, c->out.data, c->out.len); }
+
+int tern_cluster_user_elsewhere(tern_app *a, const tern_user *u) {
+  tern_cluster *c = a->cluster;
+  return c && c->users.count ? (int)(intptr_t)tern_map_gets(&c->users, u->name) : 0;
+}
+
+bool tern_cluster_device_elsewhere(tern_app *a, const tern_device *d) {
+  tern_cluster *c = a->cluster;
+  return c && c->devices.count && tern_map_gets(&c->devices, d->id) != NULL;
+}
+
+/* u's count of devices connected elsewhere moves by delta; its watchers hear when the user's
+ * overall state flips. */
+static void user_count(tern_cluster *c, const char *name, int delta, int64_t last_seen) {
+  intptr_t n = (intptr_t)tern_map_gets(&c->users, name) + delta;
+  if (n > 0) tern_map_puts(&c->users, name, (void *)n);
+  else tern_map_dels(&c->users, name);
+  tern_user *u = tern_dir_user(c->a->dir, name);
+  if (!u) return;
+  if (last_seen > u->last_seen) u->last_seen = last_seen;
+  if (u->online > 0) return; /* connected here: no change anyone sees */
+  if ((delta > 0 && n == delta) || (delta < 0 && n <= 0)) tern_presence_changed(c->a, u);
+}
+
+static void drop_remote(tern_cluster *c, remote_dev *r, int64_t last_seen) {
+  tern_map_dels(&r->at->devices, r->id);
+  if (tern_map_gets(&c->devices, r->id) == r) tern_map_dels(&c->devices, r->id);
+  user_count(c, r->user, -1, last_seen);
+  tern_free(r);
+}
+
+static void peer_forget(tern_cluster *c, peer *p, int64_t last_seen) {
+  const char *k;
+  size_t kl;
+  void *v;
+  tern_map_iter it = {0};
+  /* collect first: drop_remote edits the map being walked */
+  remote_dev **all = tern_malloc((p->devices.count + 1) * sizeof *all);
+  size_t n = 0;
+  while (tern_map_next(&p->devices, &it, &k, &kl, &v)) all[n++] = v;
+  for (size_t i = 0; i < n; i++) drop_remote(c, all[i], last_seen);
+  tern_free(all);
+}
+
+static void peer_free(tern_cluster *c, peer *p, int64_t last_seen) {
+  peer_forget(c, p, last_seen);
+  tern_map_dels(&c->peers, p->writer);
+  tern_map_free(&p->devices);
+  tern_free(p->writer);
+  tern_free(p);
+}
+
+/* The peer that sent m, made or reset (a new boot: it restarted and forgot its devices). */
+static peer *peer_of(tern_cluster *c, const tern_bus_msg *m, int64_t now) {
+  peer *p = tern_map_gets(&c->peers, m->writer);
+  if (p && p->boot != m->boot) {
+    TERN_INFO("cluster peer restarted", "writer=%s", p->writer);
+    peer_forget(c, p, now);
+    p->boot = m->boot;
+  }
+  if (!p) {
+    p = TERN_NEW(peer);
+    p->writer = tern_strdup(m->writer);
+    p->boot = m->boot;
+    tern_map_puts(&c->peers, p->writer, p);
+    TERN_INFO("cluster peer joined", "writer=%s", p->writer);
+  }
+  p->heard = now;
+  return p;
+}
+
+/* d connected on peer p at since. replace: the announcement is live (not a snapshot), so a
+ * connection of the same device here that is older goes (close 4003). */
+static void remote_online(tern_cluster *c, peer *p, const char *user, const char *id, int64_t since, bool replace) {
+  if (strlen(id) > TERN_DEVICE_ID_LEN || strlen(user) > TERN_USERNAME_MAX) return;
+  remote_dev *old = tern_map_gets(&c->devices, id);
+  if (old && old->since > since) return; /* a newer connection is known */
+  if (old) drop_remote(c, old, 0);
+  remote_dev *r = TERN_NEW(remote_dev);
+  r->at = p;
+  snprintf(r->user, sizeof r->user, "%s", user);
+  snprintf(r->id, sizeof r->id, "%s", id);
+  r->since = since;
+  tern_map_puts(&c->devices, r->id, r);
+  tern_map_puts(&p->devices, r->id, r);
+  user_count(c, r->user, +1, 0);
+  tern_device *d = tern_dir_device(c->a->dir, id);
+  if (!d) return;
+  tern_pushglue_online(c->a, d); /* it is connected: no notification window for it */
+  tern_session *s = d->session;
+  if (replace && s && s->ep &&
+      (since > s->authed_at || (since == s->authed_at && strcmp(p->writer, c->writer) > 0))) {
+    TERN_INFO("connection replaced elsewhere", "device=%s by=%s", id, p->writer);
+    tern_session_close(s, TERN_CLOSE_REPLACED);
+  }
+}
+
+static void remote_offline(tern_cluster *c, peer *p, const char *id, int64_t last_seen) {
+  remote_dev *r = tern_map_gets(&p->devices, id);
+  if (r) drop_remote(c, r, last_seen);
+}
+
+static void deliver_typing(tern_cluster *c, const tern_bus_msg *m) {
+  tern_app *a = c->a;
+  tern_user *from = tern_dir_user(a->dir, m->user);
+  if (!from) return;
+  bool composing = m->flags & 1;
+  if (m->flags & 2) {
+    tern_group *g = tern_groups_get(a->groups, m->to);
+    if (!g || !tern_group_member(g, from)) return;
+    for (size_t i = 0; i < g->nmembers; i++) {
+      tern_user *u = g->members[i].user;
+      if (u == from) continue;
+      for (tern_device *d = u->devices; d; d = d->next_in_user)
+        if (d->session && d->session->ep) d->session->ep_ops->typing(d->session->ep, from->name, g->id, composing);
+    }
+    return;
+  }
+  tern_user *to = tern_dir_user(a->dir, m->to);
+  if (!to) return;
+  for (tern_device *d = to->devices; d; d = d->next_in_user)
+    if (d->session && d->session->ep) d->session->ep_ops->typing(d->session->ep, from->name, NULL, composing);
+}
+
+static void send_snapshot(tern_cluster *c);
+
+static void on_bus(void *arg, const uint8_t *msg, size_t len) {
+  tern_cluster *c = arg;
+  tern_bus_msg m;
+  if (tern_bus_decode(msg, len, &m) < 0) {
+    TERN_WARN("cluster: malformed bus message ignored", "bytes=%zu", len);
+    return;
+  }
+  if (!strcmp(m.writer, c->writer)) { /* our own, through a shared backend */
+    tern_bus_msg_free(&m);
+    return;
+  }
+  int64_t now = tern_now_ms();
+  if (m.type == TERN_BUS_BYE) {
+    peer *p = tern_map_gets(&c->peers, m.writer);
+    if (p && p->boot == m.boot) {
+      TERN_INFO("cluster peer left", "writer=%s", p->writer);
+      peer_free(c, p, now);
+    }
+    tern_bus_msg_free(&m);
+    return;
+  }
+  peer *p = peer_of(c, &m, now);
+  switch (m.type) {
+    case TERN_BUS_HEARTBEAT:
+      if (m.flags & 1) send_snapshot(c); /* a newcomer asks who is connected */
+      break;
+    case TERN_BUS_ONLINE: remote_online(c, p, m.user, m.device, m.ms, true); break;
+    case TERN_BUS_OFFLINE: remote_offline(c, p, m.device, m.ms); break;
+    case TERN_BUS_SNAPSHOT:
+      for (size_t i = 0; i < m.nentries; i++)
+        remote_online(c, p, m.entries[i].user, m.entries[i].device, m.entries[i].ms, false);
+      break;
+    case TERN_BUS_TYPING: deliver_typing(c, &m); break;
+    default: break;
+  }
+  tern_bus_msg_free(&m);
+}
+
+/* ---- what this loop tells the others ------------------------------------------------------------ */
+
+typedef struct snap {
+  tern_cluster *c;
+  size_t n;
+  size_t count_at; /* offset of the count field */
+} snap;
+
+static void snap_begin(snap *s) {
+  begin(s->c, TERN_BUS_SNAPSHOT, 0);
+  s->count_at = s->c->out.len;
+  tern_buf_put_be16(&s->c->out, 0);
+  s->n = 0;
+}
+
+static void snap_flush(snap *s) {
+  uint8_t *q = (uint8_t *)s->c->out.data + s->count_at;
+  q[0] = (uint8_t)(s->n >> 8);
+  q[1] = (uint8_t)s->n;
+  publish(s->c);
+}
+
+static bool snap_device(tern_device *d, void *arg) {
+  snap *s = arg;
+  if (!d->session || !d->session->ep || d->session->state == SESS_AUTH) return true;
+  put_str(&s->c->out, d->user->name);
+  put_str(&s->c->out, d->id);
+  tern_buf_put_be64(&s->c->out, (uint64_t)d->session->authed_at);
+  if (++s->n == SNAPSHOT_CHUNK) {
+    snap_flush(s);
+    snap_begin(s);
+  }
+  return true;
+}
+
+static void send_snapshot(tern_cluster *c) {
+  snap s = {.c = c};
+  snap_begin(&s);
+  tern_dir_each_device(c->a->dir, snap_device, &s);
+  if (s.n) snap_flush(&s);
+}
+
+static void heartbeat(tern_cluster *c, bool hello) {
+  begin(c, TERN_BUS_HEARTBEAT, hello ? 1 : 0);
+  publish(c);
+  c->last_beat = tern_now_ms();
+}
+
+void tern_cluster_connected(tern_app *a, tern_device *d, int64_t since) {
+  tern_cluster *c = a->cluster;
+  if (!c || !c->shared) return;
+  begin(c, TERN_BUS_ONLINE, 0);
+  put_str(&c->out, d->user->name);
+  put_str(&c->out, d->id);
+  tern_buf_put_be64(&c->out, (uint64_t)since);
+  publish(c);
+}
+
+void tern_cluster_disconnected(tern_app *a, tern_device *d, int64_t last_seen) {
+  tern_cluster *c = a->cluster;
+  if (!c || !c->shared || !d->user) return;
+  begin(c, TERN_BUS_OFFLINE, 0);
+  put_str(&c->out, d->user->name);
+  put_str(&c->out, d->id);
+  tern_buf_put_be64(&c->out, (uint64_t)last_seen);
+  publish(c);
+}
+
+void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, const char *group_id, bool composing) {
+  tern_cluster *c = a->cluster;
+  if (!c || !c->shared) return;
+  begin(c, TERN_BUS_TYPING, (uint8_t)((composing ? 1 : 0) | (group_id ? 2 : 0)));
+  put_str(&c->out, from->name);
+  put_str(&c->out, group_id ? group_id : to);
+  publish(c);
+}
+
+/* ---- liveness ------------------------------------------------------------------------------------ */
+
+static void on_tick(uv_timer_t *t) {
+  tern_cluster *c = t->data;
+  int64_t now = tern_now_ms(), timeout = c->a->cfg->cluster_node_timeout_ms;
+  if (now - c->last_beat >= timeout / 3) heartbeat(c, false);
+  const char *k;
+  size_t kl;
+  void *v;
+  tern_map_iter it = {0};
+  peer *dead[16];
+  size_t n = 0;
+  while (n < TERN_ARRAY_LEN(dead) && tern_map_next(&c->peers, &it, &k, &kl, &v)) {
+    peer *p = v;
+    if (now - p->heard > timeout) dead[n++] = p;
+  }
+  for (size_t i = 0; i < n; i++) {
+    TERN_WARN("cluster peer timed out: its users go offline", "writer=%s silent_ms=%lld devices=%zu", dead[i]->writer,
+              (long long)(now - dead[i]->heard), dead[i]->devices.count);
+    peer_free(c, dead[i], dead[i]->heard);
+  }
+}
+
+tern_cluster *tern_cluster_new(tern_app *a) {
+  tern_cluster *c = TERN_NEW(tern_cluster);
+  c->a = a;
+  snprintf(c->writer, sizeof c->writer, "%s/%u", tern_store_node_id(a->store), a->worker);
+  tern_random(&c->boot, sizeof c->boot);
+  uv_timer_init(a->loop, &c->timer);
+  c->timer.data = c;
+  c->timer_open = true;
+  return c;
+}
+
+void tern_cluster_start(tern_cluster *c) {
+  c->shared = tern_store_port_shared(c->a->port);
+  if (!c->shared) return;
+  tern_store_bus_follow(c->a->port, on_bus, c);
+  heartbeat(c, true); /* hello: the others answer with who is connected to them */
+  uv_timer_start(&c->timer, on_tick, TICK_MS, TICK_MS);
+}
+
+void tern_cluster_stop(tern_cluster *c) {
+  if (!c || !c->timer_open) return;
+  if (c->shared) {
+    begin(c, TERN_BUS_BYE, 0);
+    publish(c);
+  }
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->timer, NULL);
+  c->timer_open = false;
+}
+
+static bool free_peer_cb(const char *k, size_t kl, void *v, void *arg) {
+  peer *p = v;
+  tern_map_free(&p->devices);
+  tern_free(p->writer);
+  tern_free(p);
+  return true;
+}
+
+static bool free_dev_cb(const char *k, size_t kl, void *v, void *arg) {
+  tern_free(v);
+  return true;
+}
+
+void tern_cluster_free(tern_cluster *c) {
+  if (!c) return;
+  tern_map_each(&c->devices, free_dev_cb, NULL);
+  tern_map_free(&c->devices);
+  tern_map_each(&c->peers, free_peer_cb, NULL);
+  tern_map_free(&c->peers);
+  tern_map_free(&c->users);
+  tern_buf_free(&c->out);
+  tern_free(c);
+}

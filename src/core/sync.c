@@ -1,0 +1,144 @@
+/* sync: the directory follows records written elsewhere (sync.h). */
+#include "core/sync.h"
+
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "core/accounts.h"
+#include "core/groups.h"
+#include "core/pushglue.h"
+
+enum {
+  TOMBSTONE_MS = 10 * 60 * 1000, /* far longer than any feed lag */
+};
+
+struct tern_sync {
+  tern_app *a;
+  tern_map gone;      /* device id → (intptr_t) ms it was deleted elsewhere */
+  int64_t next_prune; /* ms */
+};
+
+static void prune(tern_sync *s, int64_t now) {
+  if (now < s->next_prune) return;
+  s->next_prune = now + TOMBSTONE_MS;
+  const char *k;
+  size_t kl;
+  void *v;
+  tern_map_iter it = {0};
+  char **old = NULL;
+  size_t n = 0, cap = 0;
+  while (tern_map_next(&s->gone, &it, &k, &kl, &v)) {
+    if (now - (int64_t)(intptr_t)v < TOMBSTONE_MS) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      old = tern_realloc(old, cap * sizeof *old);
+    }
+    old[n++] = tern_strndup(k, kl);
+  }
+  for (size_t i = 0; i < n; i++) {
+    tern_map_dels(&s->gone, old[i]);
+    tern_free(old[i]);
+  }
+  tern_free(old);
+}
+
+static void on_user(const tern_user_rec *r, void *arg) {
+  tern_sync *s = arg;
+  tern_app *a = s->a;
+  tern_user *u = tern_dir_user(a->dir, r->user);
+  if (u && u->pending) {
+    /* our registration of the name is still hashing or storing; theirs is stored: the name
+     * is theirs, and ours will answer 409 */
+    tern_free(u->pwhash);
+    u->pending = false;
+    u->pwhash = NULL;
+  }
+  if (!u) u = tern_dir_add_user(a->dir, r->user);
+  if (!u->pwhash || strcmp(u->pwhash, r->pwhash) != 0) {
+    tern_free(u->pwhash);
+    u->pwhash = tern_strdup(r->pwhash);
+  }
+  u->created = r->created;
+  if (r->last_seen > u->last_seen) u->last_seen = r->last_seen;
+  if (r->last_seen > u->persisted_last_seen) u->persisted_last_seen = r->last_seen;
+}
+
+static void on_device(const tern_device_rec *r, void *arg) {
+  tern_sync *s = arg;
+  tern_app *a = s->a;
+  if (tern_map_gets(&s->gone, r->device_id)) return; /* a late record of a deleted device */
+  tern_device *d = tern_dir_device(a->dir, r->device_id);
+  if (d) {
+    if (strcmp(d->label, r->label) != 0) {
+      tern_free(d->label);
+      d->label = tern_strdup(r->label);
+    }
+    if (r->last_seen > d->last_seen) d->last_seen = r->last_seen;
+    tern_pushglue_load(a, d, r->push);
+    return;
+  }
+  tern_user *u = tern_dir_user(a->dir, r->user);
+  if (!u || u->pending) {
+    /* the feed is in commit order per writer, and a user is stored before its devices */
+    TERN_WARN("sync: device of an unknown user ignored", "device=%s user=%s", r->device_id, r->user);
+    return;
+  }
+  bool first = u->ndevices == 0;
+  d = tern_dir_load_device(a->dir, u, r->device_id, r->label, r->token_hash, r->created, r->last_seen);
+  tern_pushglue_load(a, d, r->push);
+  if (first) {
+    /* A sender on this loop that did not know the device yet put messages in the user-level
+     * inbox; the node that logged the device in moved only what was there then. Moving again
+     * is harmless (an empty inbox moves nothing) and comes after those appends here. */
+    tern_op_inbox *op = tern_op_inbox_new(TERN_OP_MOVE_INBOX, NULL, NULL);
+    char inbox[TERN_USERNAME_MAX + 2];
+    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    tern_store_set_str(&op->inbox, inbox);
+    tern_store_set_str(&op->inbox2, d->id);
+    tern_app_submit(a, &op->op);
+  }
+}
+
+static void on_device_gone(const char *id, void *arg) {
+  tern_sync *s = arg;
+  int64_t now = tern_now_ms();
+  prune(s, now);
+  tern_map_puts(&s->gone, id, (void *)(intptr_t)now);
+  tern_device *d = tern_dir_device(s->a->dir, id);
+  if (!d) return;
+  TERN_INFO("device deleted elsewhere", "user=%s device=%s", d->user->name, d->id);
+  tern_accounts_forget_device(s->a, d);
+}
+
+static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
+  tern_sync *s = arg;
+  if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
+  /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
+}
+
+static void on_kv_gone(const char *key, size_t klen, void *arg) {
+  tern_sync *s = arg;
+  if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, NULL, 0);
+}
+
+tern_sync *tern_sync_new(tern_app *a) {
+  tern_sync *s = TERN_NEW(tern_sync);
+  s->a = a;
+  tern_store_load_cbs cbs = {.user = on_user,
+                             .device = on_device,
+                             .kv = on_kv,
+                             .device_gone = on_device_gone,
+                             .kv_gone = on_kv_gone,
+                             .arg = s};
+  tern_store_follow(a->port, &cbs);
+  return s;
+}
+
+void tern_sync_free(tern_sync *s) {
+  if (!s) return;
+  tern_map_free(&s->gone);
+  tern_free(s);
+}
