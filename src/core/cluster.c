@@ -61,12 +61,38 @@ static void put_str(tern_buf *b, const char *s) {
   tern_buf_putc(b, '\0');
 }
 
-static void begin(tern_cluster *c, uint8_t type, uint8_t flags) {
-  tern_buf_reset(&c->out);
-  tern_buf_putc(&c->out, (char)type);
-  put_str(&c->out, c->writer);
-  tern_buf_put_be64(&c->out, c->boot);
-  tern_buf_putc(&c->out, (char)flags);
+void tern_bus_encode(const tern_bus_msg *m, tern_buf *b) {
+  tern_buf_reset(b);
+  tern_buf_putc(b, (char)m->type);
+  put_str(b, m->writer);
+  tern_buf_put_be64(b, m->boot);
+  tern_buf_putc(b, (char)m->flags);
+  switch (m->type) {
+    case TERN_BUS_ONLINE:
+    case TERN_BUS_OFFLINE:
+      put_str(b, m->user);
+      put_str(b, m->device);
+      tern_buf_put_be64(b, (uint64_t)m->ms);
+      break;
+    case TERN_BUS_TYPING:
+      put_str(b, m->user);
+      put_str(b, m->to);
+      break;
+    case TERN_BUS_SNAPSHOT:
+      tern_buf_put_be16(b, m->nentries);
+      for (size_t i = 0; i < m->nentries; i++) {
+        put_str(b, m->entries[i].user);
+        put_str(b, m->entries[i].device);
+        tern_buf_put_be64(b, (uint64_t)m->entries[i].ms);
+      }
+      break;
+    default: break;
+  }
+}
+
+/* A message of this loop's, of type t. */
+static tern_bus_msg mine(tern_cluster *c, uint8_t type, uint8_t flags) {
+  return (tern_bus_msg){.type = type, .writer = c->writer, .boot = c->boot, .flags = flags};
 }
 
 typedef struct rd {
@@ -316,46 +342,39 @@ static void on_bus(void *arg, const uint8_t *msg, size_t len) {
 
 typedef struct snap {
   tern_cluster *c;
+  tern_bus_entry e[SNAPSHOT_CHUNK];
   size_t n;
-  size_t count_at; /* offset of the count field */
 } snap;
 
-static void snap_begin(snap *s) {
-  begin(s->c, TERN_BUS_SNAPSHOT, 0);
-  s->count_at = s->c->out.len;
-  tern_buf_put_be16(&s->c->out, 0);
-  s->n = 0;
-}
-
 static void snap_flush(snap *s) {
-  uint8_t *q = (uint8_t *)s->c->out.data + s->count_at;
-  q[0] = (uint8_t)(s->n >> 8);
-  q[1] = (uint8_t)s->n;
+  tern_bus_msg m = mine(s->c, TERN_BUS_SNAPSHOT, 0);
+  m.entries = s->e;
+  m.nentries = s->n;
+  tern_bus_encode(&m, &s->c->out);
   publish(s->c);
+  s->n = 0;
 }
 
 static bool snap_device(tern_device *d, void *arg) {
   snap *s = arg;
   if (!d->session || !d->session->ep || d->session->state == SESS_AUTH) return true;
-  put_str(&s->c->out, d->user->name);
-  put_str(&s->c->out, d->id);
-  tern_buf_put_be64(&s->c->out, (uint64_t)d->session->authed_at);
-  if (++s->n == SNAPSHOT_CHUNK) {
-    snap_flush(s);
-    snap_begin(s);
-  }
+  s->e[s->n++] = (tern_bus_entry){.user = d->user->name, .device = d->id, .ms = d->session->authed_at};
+  if (s->n == SNAPSHOT_CHUNK) snap_flush(s);
   return true;
 }
 
 static void send_snapshot(tern_cluster *c) {
-  snap s = {.c = c};
-  snap_begin(&s);
-  tern_dir_each_device(c->a->dir, snap_device, &s);
-  if (s.n) snap_flush(&s);
+  snap *s = tern_malloc(sizeof *s);
+  s->c = c;
+  s->n = 0;
+  tern_dir_each_device(c->a->dir, snap_device, s);
+  if (s->n) snap_flush(s);
+  tern_free(s);
 }
 
 static void heartbeat(tern_cluster *c, bool hello) {
-  begin(c, TERN_BUS_HEARTBEAT, hello ? 1 : 0);
+  tern_bus_msg m = mine(c, TERN_BUS_HEARTBEAT, hello ? 1 : 0);
+  tern_bus_encode(&m, &c->out);
   publish(c);
   c->last_beat = tern_now_ms();
 }
@@ -363,29 +382,32 @@ static void heartbeat(tern_cluster *c, bool hello) {
 void tern_cluster_connected(tern_app *a, tern_device *d, int64_t since) {
   tern_cluster *c = a->cluster;
   if (!c || !c->shared) return;
-  begin(c, TERN_BUS_ONLINE, 0);
-  put_str(&c->out, d->user->name);
-  put_str(&c->out, d->id);
-  tern_buf_put_be64(&c->out, (uint64_t)since);
+  tern_bus_msg m = mine(c, TERN_BUS_ONLINE, 0);
+  m.user = d->user->name;
+  m.device = d->id;
+  m.ms = since;
+  tern_bus_encode(&m, &c->out);
   publish(c);
 }
 
 void tern_cluster_disconnected(tern_app *a, tern_device *d, int64_t last_seen) {
   tern_cluster *c = a->cluster;
   if (!c || !c->shared || !d->user) return;
-  begin(c, TERN_BUS_OFFLINE, 0);
-  put_str(&c->out, d->user->name);
-  put_str(&c->out, d->id);
-  tern_buf_put_be64(&c->out, (uint64_t)last_seen);
+  tern_bus_msg m = mine(c, TERN_BUS_OFFLINE, 0);
+  m.user = d->user->name;
+  m.device = d->id;
+  m.ms = last_seen;
+  tern_bus_encode(&m, &c->out);
   publish(c);
 }
 
 void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, const char *group_id, bool composing) {
   tern_cluster *c = a->cluster;
   if (!c || !c->shared) return;
-  begin(c, TERN_BUS_TYPING, (uint8_t)((composing ? 1 : 0) | (group_id ? 2 : 0)));
-  put_str(&c->out, from->name);
-  put_str(&c->out, group_id ? group_id : to);
+  tern_bus_msg m = mine(c, TERN_BUS_TYPING, (uint8_t)((composing ? 1 : 0) | (group_id ? 2 : 0)));
+  m.user = from->name;
+  m.to = group_id ? group_id : to;
+  tern_bus_encode(&m, &c->out);
   publish(c);
 }
 
@@ -434,7 +456,8 @@ void tern_cluster_start(tern_cluster *c) {
 void tern_cluster_stop(tern_cluster *c) {
   if (!c || !c->timer_open) return;
   if (c->shared) {
-    begin(c, TERN_BUS_BYE, 0);
+    tern_bus_msg m = mine(c, TERN_BUS_BYE, 0);
+    tern_bus_encode(&m, &c->out);
     publish(c);
   }
   uv_timer_stop(&c->timer);

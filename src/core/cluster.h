@@ -39,8 +39,6 @@ void tern_cluster_disconnected(tern_app *a, tern_device *d, int64_t last_seen);
 bool tern_cluster_device_elsewhere(tern_app *a, const tern_device *d);
 /* u's devices connected on other writers. */
 int tern_cluster_user_elsewhere(tern_app *a, const tern_user *u);
-/* Newest last seen other writers reported for u (0: none). */
-int64_t tern_cluster_last_seen(tern_app *a, const tern_user *u);
 /* A typing notice for the other writers' sessions: to a user (group_id NULL) or a group. */
 void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, const char *group_id, bool composing);
 
@@ -76,6 +74,8 @@ typedef struct tern_bus_msg {
 /* Decodes one message; its strings point into p, which must outlive m. 0, or -EINVAL for
  * anything malformed. Free with tern_bus_msg_free either way. */
 int tern_bus_decode(const uint8_t *p, size_t n, tern_bus_msg *m);
+/* Writes m's wire form to out (reset first); strings longer than 255 bytes are cut. */
+void tern_bus_encode(const tern_bus_msg *m, tern_buf *out);
 void tern_bus_msg_free(tern_bus_msg *m);
 
 #endif
