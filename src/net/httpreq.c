@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/util.h"
 
 struct tern_http_parser {
   llhttp_t parser;       /* llhttp state machine; parser.data points back here */
@@ -76,6 +77,7 @@ static int on_message_begin(llhttp_t *p) {
   h->req = TERN_NEW(tern_http_req);
   h->req->conn = h->conn;
   h->req->content_length = -1;
+  h->req->started_ms = tern_now_ms();
   h->head_bytes = 0;
   h->body_seen = 0;
   h->in_value = false;

@@ -40,6 +40,7 @@ typedef struct tern_http_req {
   const char *refuse_message; /* its sentence (static) */
   char refuse_headers[64];/* extra header lines for it, e.g. "Retry-After: 30\r\n" */
   bool keep_alive;        /* the client keeps the connection after this request */
+  int64_t started_ms;     /* when its first byte arrived (http.request_timeout is a deadline from it) */
   void *data;             /* the handler's */
   uint8_t reruns;         /* the handler's: times it ran the request again (after a directory catch-up) */
 } tern_http_req;

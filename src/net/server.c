@@ -653,14 +653,19 @@ static void on_sweep(uv_timer_t *t) {
     tern_conn *next = c->next; /* c may close below */
     switch (c->state) {
       case ST_HTTP:
-        if (c->http && !c->req && now - c->last_rx > o->request_timeout_ms) {
-          /* A body streaming to a sink is timed by the sink (media.upload_timeout, which
-           * answers 408 itself and does not count while the sink has paused reading):
-           * closing it here would cut a slow upload silently at http.request_timeout. */
+        if (c->http && !c->req) {
+          /* A request begun must be complete (head and body) within http.request_timeout
+           * of its first byte, however slowly it trickles in: 408 (PROTOCOL.md 1). A body
+           * streaming to a sink is timed by the sink instead (media.upload_timeout, which
+           * answers 408 itself and does not count while the sink has paused reading). An
+           * idle keep-alive connection is closed after as long without a byte. */
           tern_http_req *cur = tern_http_parser_current(c->http);
           if (cur && cur->sink) break;
-          if (tern_stream_buffered(c->st)) refuse(c, 408, "request timed out");
-          else conn_close(c);
+          if (cur && now - cur->started_ms > o->request_timeout_ms) refuse(c, 408, "request timed out");
+          else if (!cur && now - c->last_rx > o->request_timeout_ms) {
+            if (tern_stream_buffered(c->st)) refuse(c, 408, "request timed out");
+            else conn_close(c);
+          }
         }
         break;
       case ST_WS:

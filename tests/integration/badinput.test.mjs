@@ -350,7 +350,31 @@ describe('bad input on HTTP', () => {
     assert.notEqual(r1.how, 'timeout', 'a half-sent body was kept open for 8 s (request timeout 500 ms)');
     assert.notEqual(r2.how, 'timeout', 'half-sent headers were kept open for 8 s (request timeout 500 ms)');
     assert.ok(r1.ms >= 300, `closed after ${r1.ms} ms, before the request timeout`);
-    if (r1.text) assert.match(r1.text, /^HTTP\/1\.1 (408|400)/);
+    // PROTOCOL.md 1 (v1.1): 408 request_timeout, for a half-sent body and half-sent headers alike
+    for (const r of [r1, r2]) {
+      assert.match(r.text, /^HTTP\/1\.1 408/, JSON.stringify(r.text.slice(0, 120)));
+      assert.match(r.text, /"code":"request_timeout"/);
+    }
+    await proveServes(srv);
+  });
+
+  test('http.request_timeout is a deadline for the whole request, not an idle timer', async () => {
+    // a byte of header every 150 ms never lets the connection idle past 500 ms, yet the
+    // request is answered 408 once it has taken longer than that
+    const s = net.connect(srv.port, '127.0.0.1');
+    await new Promise((res) => s.once('connect', res));
+    let text = '';
+    s.on('data', (d) => { text += d; });
+    const closed = new Promise((res) => s.once('close', res));
+    s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    const t0 = Date.now();
+    const timer = setInterval(() => { if (!s.destroyed) s.write('a'); }, 150);
+    await Promise.race([closed, new Promise((res) => setTimeout(res, 6000))]);
+    clearInterval(timer);
+    s.destroy();
+    const ms = Date.now() - t0;
+    assert.match(text, /^HTTP\/1\.1 408/, `after ${ms} ms: ${JSON.stringify(text.slice(0, 120))}`);
+    assert.ok(ms < 4000, `a trickling request was kept ${ms} ms`);
     await proveServes(srv);
   });
 
