@@ -4,11 +4,20 @@
 //   after(() => srv.close());
 //
 // srv.port/url/wsUrl are updated in place by restart(), so tests may keep the object.
+//
+// With TERN_TEST_CLUSTER=N (N >= 2) in the environment, startServer starts N ternd nodes on
+// the NATS backend instead (one 3-server NATS cluster per test process, a namespace of their
+// own per startServer), behind a TCP proxy that hands each new connection to the next node:
+// srv.port/url/wsUrl are the proxy's, so every test's HTTP requests and WebSockets spread
+// over the nodes, and srv.nodes are the nodes themselves. Tests that need one node's
+// internals (its data dir's files, a v1 fixture) check CLUSTER_NODES and skip.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startNats } from './nats.mjs';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const TERND = process.env.TERND || path.join(REPO_ROOT, 'build', 'ternd');
@@ -92,12 +101,80 @@ function spawnTernd(srv, startTimeoutMs) {
   });
 }
 
+/** Nodes per test server (0: a single ternd on RocksDB). */
+export const CLUSTER_NODES = Number(process.env.TERN_TEST_CLUSTER || 0) >= 2 ? Number(process.env.TERN_TEST_CLUSTER) : 0;
+
 /**
  * Starts ternd. Options: args (extra flags), dataDir (reuse a directory; default a new temp
  * dir removed by close()), env (extra environment variables), baseArgs (default BASE_ARGS),
  * startTimeoutMs.
  */
-export async function startServer({ args = [], dataDir, env, baseArgs = BASE_ARGS, startTimeoutMs = 15000 } = {}) {
+export async function startServer(opts = {}) {
+  return CLUSTER_NODES ? startCluster(CLUSTER_NODES, opts) : startNode(opts);
+}
+
+let sharedNats = null; // one NATS cluster per test process
+let clusters = 0;
+
+/** n ternd nodes on one NATS namespace, behind a round-robin TCP proxy. */
+export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, startTimeoutMs = 30000 } = {}) {
+  if (!sharedNats) sharedNats = startNats({ servers: 3 });
+  const nats = await sharedNats;
+  const ns = `t${process.pid}x${++clusters}`;
+  const nodes = [];
+  for (let i = 0; i < n; i++) {
+    nodes.push(await startNode({
+      args: [...args, '--store-backend', 'nats', '--nats-urls', nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
+      env, baseArgs, startTimeoutMs,
+    }));
+  }
+  let next = 0;
+  const sockets = new Set();
+  const proxy = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.pause();
+    // the next node that accepts (a load balancer's health check, in small)
+    const tryNode = (left) => {
+      const node = nodes[next++ % nodes.length];
+      const up = net.connect(node.port, '127.0.0.1');
+      up.once('connect', () => {
+        sockets.add(up);
+        up.on('close', () => sockets.delete(up));
+        client.pipe(up);
+        up.pipe(client);
+        client.resume();
+        up.on('error', () => client.destroy());
+        client.on('error', () => up.destroy());
+        up.on('close', () => client.destroy());
+        client.on('close', () => up.destroy());
+      });
+      up.once('error', () => (left > 1 ? tryNode(left - 1) : client.destroy()));
+    };
+    tryNode(nodes.length);
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const port = proxy.address().port;
+  const all = (fn) => Promise.all(nodes.map(fn));
+  const srv = {
+    nodes, nats, namespace: ns, cluster: true,
+    port, host: '127.0.0.1', url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    dataDir: nodes[0].dataDir,
+    get proc() { return nodes[0].proc; },
+    stderr() { return nodes.map((x, i) => `----- node ${i + 1} -----\n${x.stderr()}`).join('\n'); },
+    async stop(timeoutMs) { const codes = await all((x) => x.stop(timeoutMs)); return codes.find((c) => c !== 0) ?? codes[0]; },
+    async kill9() { await all((x) => x.kill9()); },
+    async restart(o) { for (const x of nodes) await x.restart(o); return srv; },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+      await all((x) => x.close());
+    },
+  };
+  return srv;
+}
+
+async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startTimeoutMs = 15000 } = {}) {
   const srv = {
     args: [...args],
     baseArgs: [...baseArgs],

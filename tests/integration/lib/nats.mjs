@@ -1,0 +1,105 @@
+// Real nats-server processes for the cluster tests: a temp dir, free ports on 127.0.0.1,
+// JetStream file storage, one server or a cluster of three with routes between them.
+//
+//   const nats = await startNats({ servers: 3 });
+//   nats.urls            // "nats://127.0.0.1:P1,nats://127.0.0.1:P2,nats://127.0.0.1:P3"
+//   await nats.kill(1);  // kill -9 of the second server
+//   await nats.restart(1);
+//   await nats.close();
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const live = new Set();
+process.on('exit', () => {
+  for (const c of live) {
+    for (const s of c.servers) { try { s.proc?.kill('SIGKILL'); } catch { /* gone */ } }
+    try { rmSync(c.dir, { recursive: true, force: true }); } catch { /* best effort */ }
+  }
+});
+
+/** A port nothing listens on right now (the kernel's pick for port 0). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function jetstreamReady(httpPort, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      // 200 once JetStream is up and, in a cluster, has its meta leader and current streams
+      const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
+      if (r.ok) return;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error(`nats-server (monitor port ${httpPort}) not ready within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function launch(c, i) {
+  const s = c.servers[i];
+  const proc = spawn('nats-server', ['-c', s.conf, '-l', s.log], { stdio: 'ignore' });
+  s.proc = proc;
+  s.exited = new Promise((resolve) => proc.on('exit', () => resolve()));
+  proc.on('error', (err) => { s.error = err; });
+}
+
+/** Starts `servers` (1 or 3) nats-servers with JetStream; resolves once each answers. */
+export async function startNats({ servers = 3, timeoutMs = 30000 } = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tern-nats-'));
+  const c = { dir, servers: [], urls: '' };
+  live.add(c);
+  for (let i = 0; i < servers; i++) {
+    c.servers.push({ port: await freePort(), routePort: await freePort(), httpPort: await freePort() });
+  }
+  c.urls = c.servers.map((s) => `nats://127.0.0.1:${s.port}`).join(',');
+  c.servers.forEach((s, i) => {
+    const lines = [
+      `server_name: n${i + 1}`,
+      `listen: 127.0.0.1:${s.port}`,
+      `http: 127.0.0.1:${s.httpPort}`,
+      `jetstream { store_dir: "${path.join(dir, `n${i + 1}`)}", max_memory_store: 256MB, max_file_store: 4GB }`,
+    ];
+    if (servers > 1) {
+      const routes = c.servers.map((r) => `nats-route://127.0.0.1:${r.routePort}`).join(', ');
+      lines.push(`cluster { name: terntest, listen: 127.0.0.1:${s.routePort}, routes: [${routes}] }`);
+    }
+    s.conf = path.join(dir, `n${i + 1}.conf`);
+    s.log = path.join(dir, `n${i + 1}.log`);
+    writeFileSync(s.conf, lines.join('\n') + '\n');
+  });
+  c.servers.forEach((_, i) => launch(c, i));
+  await Promise.all(c.servers.map((s) => jetstreamReady(s.httpPort, timeoutMs)));
+  Object.assign(c, {
+    /** kill -9 of server i. */
+    async kill(i) {
+      const s = c.servers[i];
+      if (!s.proc || s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+      s.proc.kill('SIGKILL');
+      await s.exited;
+    },
+    /** Starts server i again (same ports and store dir). */
+    async restart(i) {
+      launch(c, i);
+      await jetstreamReady(c.servers[i].httpPort, timeoutMs);
+    },
+    /** Stops every server and removes the temp dir. */
+    async close() {
+      for (const s of c.servers) { try { s.proc?.kill('SIGTERM'); } catch { /* gone */ } }
+      await Promise.race([Promise.all(c.servers.map((s) => s.exited)), new Promise((r) => setTimeout(r, 5000))]);
+      for (const s of c.servers) { try { s.proc?.kill('SIGKILL'); } catch { /* gone */ } }
+      live.delete(c);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  });
+  return c;
+}
