@@ -132,7 +132,7 @@ tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, 
 static void on_register_stored(tern_store_op *op) {
   pending *p = op->arg;
   if (op->status != TERN_STORE_OK) {
-    tern_http_error(p->req, 500, "internal", "the account could not be stored");
+    tern_api_store_error(p->req, op, "the account could not be stored");
   } else {
     tern_buf b = {0};
     credentials_body(&b, p->user, p->device_id, p->token);
@@ -165,7 +165,7 @@ static void on_user_created(tern_store_op *op) {
    * reserved entry theirs) or will; a reservation still ours goes. */
   if (u && u->pending) tern_dir_remove_user(a->dir, u);
   if (op->status == TERN_STORE_DUPLICATE) answer_taken(p->req);
-  else tern_http_error(p->req, 500, "internal", "the account could not be stored");
+  else tern_api_store_error(p->req, op, "the account could not be stored");
   pending_free(p);
 }
 
@@ -226,7 +226,7 @@ static void verify_work(uv_work_t *w) {
 static void on_login_stored(tern_store_op *op) {
   pending *p = op->arg;
   if (op->status != TERN_STORE_OK) {
-    tern_http_error(p->req, 500, "internal", "the device could not be stored");
+    tern_api_store_error(p->req, op, "the device could not be stored");
   } else {
     tern_buf b = {0};
     credentials_body(&b, p->user, p->device_id, p->token);

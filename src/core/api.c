@@ -91,10 +91,17 @@ typedef struct wait_ctx {
   const char *fail;       /* the 500's sentence (static) */
 } wait_ctx;
 
+void tern_api_store_error(tern_http_req *req, const tern_store_op *op, const char *fail_message) {
+  if (op->status == TERN_STORE_UNAVAILABLE) /* PROTOCOL.md 12: nothing stored; the same request later may work */
+    tern_http_error(req, 503, "unavailable", "the server cannot store anything right now; try again");
+  else
+    tern_http_error(req, 500, "internal", fail_message);
+}
+
 static void on_stored(tern_store_op *op) {
   wait_ctx *c = op->arg;
   if (op->type == TERN_OP_APPEND) tern_router_release_targets(tern_op_as_append(op));
-  if (op->status != TERN_STORE_OK) tern_http_error(c->req, 500, "internal", c->fail);
+  if (op->status != TERN_STORE_OK) tern_api_store_error(c->req, op, c->fail);
   else if (c->body.len) tern_http_json(c->req, c->status, &c->body);
   else tern_http_respond(c->req, c->status, NULL, NULL, NULL, 0);
   tern_conn_unref(c->conn);

@@ -35,6 +35,9 @@ void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op
  * references (target cookies) are released when it completes. */
 void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
                           const char *fail_message);
+/* Answers a store op that failed: 503 unavailable when the store cannot be written right now
+ * (cluster mode without quorum), else 500 internal with fail_message. */
+void tern_api_store_error(tern_http_req *req, const tern_store_op *op, const char *fail_message);
 /* The net layer's upgrade gate: only GET /v1/ws becomes a WebSocket (others are refused 404). */
 bool tern_api_ws_accept(tern_app *a, tern_http_req *req);
 /* Renders an error body {"error":{"code","message"}} (code NULL: the one that fits status);

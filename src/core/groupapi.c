@@ -138,7 +138,7 @@ static void on_change_stored(tern_store_op *op) {
     if (!tern_conn_is_open(c->conn) || !tern_api_retry(a, c->req))
       tern_http_error(c->req, 409, "conflict", "the group changed meanwhile; try again");
   } else {
-    tern_http_error(c->req, 500, "internal", "the group change could not be stored");
+    tern_api_store_error(c->req, op, "the group change could not be stored");
   }
   tern_conn_unref(c->conn);
   tern_buf_free(&c->body);

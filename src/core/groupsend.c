@@ -87,6 +87,9 @@ static void on_group_send_done(tern_store_op *op) {
         s->ep_ops->sent(s->ep, &si);
       }
       break;
+    case TERN_STORE_UNAVAILABLE:
+      tern_router_unavailable(s, g->id);
+      break;
     default:
       tern_session_error(s, g->id, "internal", "the message could not be stored", NULL);
       break;

@@ -97,6 +97,9 @@ static void on_send_done(tern_store_op *op) {
     case TERN_STORE_FULL:
       tern_session_error(s, c->id, "rate_limited", "the recipient's inbox is full; try again later", NULL);
       break;
+    case TERN_STORE_UNAVAILABLE:
+      tern_router_unavailable(s, c->id);
+      break;
     default:
       tern_session_error(s, c->id, "internal", "the message could not be stored", NULL);
       break;
@@ -118,6 +121,12 @@ static void on_send_done(tern_store_op *op) {
 /* Sends per user: limits.send_burst deep, refilled at limits.send_rate per second. */
 static bool rate_ok(tern_app *a, tern_user *u) {
   return tern_bucket_take(&u->send_bucket, a->cfg->limits_send_rate, (double)a->cfg->limits_send_burst, 1);
+}
+
+void tern_router_unavailable(tern_session *s, const char *id) {
+  /* PROTOCOL.md 12: nothing was stored; the same id again is answered the same on every node */
+  tern_session_error(s, id, "unavailable", "the server cannot store messages right now; send again with the same id",
+                     NULL);
 }
 
 const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f) {

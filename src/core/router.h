@@ -36,6 +36,8 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
 struct tern_media_rec;
 /* The media a send names, if its sender may forward it; NULL after answering no_such_media. */
 const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f);
+/* Answers send id: the store cannot be written right now (nothing was stored). */
+void tern_router_unavailable(tern_session *s, const char *id);
 /* Checks what every send must pass (the per-user send rate; content this server handles);
  * false after answering. */
 bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f);

@@ -111,7 +111,9 @@ typedef struct tern_backend_vt {
    * write, or a negative errno with a reason in err (the group then had no effect, and
    * rollback follows). -EAGAIN (a shared backend found another writer ahead of it on one of
    * the group's inboxes) makes the committer roll back and apply the group again, a few
-   * times, before it fails it. */
+   * times, before it fails it. -ENOTCONN (from commit or any primitive: the backend cannot
+   * reach enough of its servers to store anything) completes the group's ops with
+   * TERN_STORE_UNAVAILABLE instead of ERROR. */
   int (*commit)(void *be, char *err, size_t errlen);
   /* After a failed group (a read or the commit): forget what the group staged. */
   void (*rollback)(void *be);

@@ -112,7 +112,7 @@ enum { COMMIT_RETRIES = 8 }; /* a backend's -EAGAIN (another writer won a race) 
 static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
   tern_store *s = cm->s;
   tern_backend *be = &s->be;
-  int failed = 0;
+  int failed = 0, fail_rc = 0;
   char why[128] = "";
   uint64_t ns = 0;
   for (int attempt = 0;; attempt++) {
@@ -121,8 +121,10 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
     failed = 0;
     for (size_t i = 0; i < n && !failed; i++) {
       ops[i]->status = TERN_STORE_OK;
-      if (tern_sem_apply(s->sem, ops[i]) < 0) {
+      int r = tern_sem_apply(s->sem, ops[i]);
+      if (r < 0) {
         failed = 1;
+        fail_rc = r;
         snprintf(why, sizeof why, "%s", ops[i]->err);
       }
     }
@@ -137,15 +139,22 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
       for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
       continue;
     }
-    if (r < 0) failed = 1;
-    else if (r > 0) tern_store_commit_record(s, ns); /* 1: something was written */
+    if (r < 0) {
+      failed = 1;
+      fail_rc = r;
+    } else if (r > 0) {
+      tern_store_commit_record(s, ns); /* 1: something was written */
+    }
     else ns = 0;                                    /* a group of reads and syncs only */
     break;
   }
   if (failed) {
     TERN_ERROR("store group failed", "ops=%zu err=%s", n, tern_log_quote(why));
     be->vt->rollback(be->self);
-    for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], why);
+    for (size_t i = 0; i < n; i++) {
+      tern_sem_fail(ops[i], why);
+      if (fail_rc == -ENOTCONN) ops[i]->status = TERN_STORE_UNAVAILABLE;
+    }
   } else {
     /* The other loops' directories learn what this group wrote before any op of a later group
      * completes anywhere: a CATCH_UP behind it then finds the changes already queued. */

@@ -132,6 +132,9 @@ typedef enum {
   TERN_STORE_ERROR,     /* I/O error; err holds the reason; the op had no effect */
   TERN_STORE_CONFLICT,  /* APPEND with record_check: the stored record is not the one the op
                            was based on (another writer changed it); the op had no effect */
+  TERN_STORE_UNAVAILABLE, /* the store cannot be written now (a shared backend lost its
+                           servers or its quorum); the op had no effect, and the same op
+                           later may succeed: answer `unavailable` / 503 */
 } tern_store_status;
 
 typedef struct tern_store_op tern_store_op;
