@@ -28,6 +28,8 @@ static const setting g_settings[] = {
     {"data_dir", T_STR, OFF(data_dir), "./data", 0, 0, "directory for the store (created if missing)"},
     {"log_level", T_STR, OFF(log_level), "info", 0, 0, "debug|info|warn|error"},
     {"web_dir", T_STR, OFF(web_dir), "", 0, 0, "directory of the static web client (empty: built-in path)"},
+    {"tls.cert", T_STR, OFF(tls_cert), "", 0, 0, "PEM certificate chain: the listener speaks TLS only (with tls.key); SIGHUP reloads"},
+    {"tls.key", T_STR, OFF(tls_key), "", 0, 0, "PEM private key of tls.cert"},
     {"allow_insecure_test_settings", T_BOOL, OFF(allow_insecure_test), "false", 0, 0,
      "permit settings meant only for test suites and benchmarks"},
     {"ws.ping_interval", T_DUR, OFF(ws_ping_interval_ms), "30s", 10, BIG, "server WebSocket ping period"},

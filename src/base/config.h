@@ -18,6 +18,8 @@ typedef struct tern_config {
   char *data_dir;            /* store and media live here */
   char *log_level;           /* debug|info|warn|error */
   char *web_dir;             /* static web client; "" disables */
+  char *tls_cert;                  /* "" = plain TCP (PROTOCOL.md 13) */
+  char *tls_key;
   bool allow_insecure_test;  /* --allow-insecure-test-settings */
   /* websocket */
   int64_t ws_ping_interval_ms;

@@ -17,6 +17,7 @@
 #include "core/mediaglue.h"
 #include "media/media.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "net/webroot.h"
 #include "proto/frame.h"
 #include "proto/wire.h"
@@ -44,9 +45,26 @@ typedef struct parts {
   tern_app *app;
   tern_web *web;
   tern_net *net;
+  tern_tls *tls;         /* the listener's TLS context, when tls.cert is set */
+  uv_signal_t sighup;    /* reloads tls.cert and tls.key */
+  bool sighup_on;
+  const tern_config *cfg;
 } parts;
 
+/* SIGHUP: a new certificate and key for new connections; open ones keep theirs. A pair that
+ * does not load is logged, and the old one stays (PROTOCOL.md 13). */
+static void on_sighup(uv_signal_t *h, int signum) {
+  (void)signum;
+  parts *p = h->data;
+  char err[512];
+  if (tern_tls_reload(p->tls, p->cfg->tls_cert, p->cfg->tls_key, err, sizeof err) < 0)
+    TERN_ERROR("tls reload failed, keeping the old certificate", "err=%s", tern_log_quote(err));
+  else
+    TERN_INFO("tls certificate reloaded", "cert=%s", tern_log_quote(p->cfg->tls_cert));
+}
+
 static void unwind(parts *p) {
+  if (p->sighup_on) uv_close((uv_handle_t *)&p->sighup, NULL);
   if (p->net) tern_net_free(p->net);
   if (p->app) tern_app_close(p->app); /* the port, the timers, push and media */
   uv_run(p->loop, UV_RUN_NOWAIT);     /* lets their handles close */
@@ -55,11 +73,12 @@ static void unwind(parts *p) {
   tern_web_free(p->web);
   uv_run(p->loop, UV_RUN_NOWAIT);
   uv_loop_close(p->loop);
+  tern_tls_free(p->tls); /* after the connections that used it */
 }
 
 static int run(const tern_config *cfg) {
   char err[512];
-  parts p = {.loop = uv_default_loop()};
+  parts p = {.loop = uv_default_loop(), .cfg = cfg};
   int rc = mkdir_p(cfg->data_dir);
   if (rc < 0) {
     TERN_ERROR("cannot create the data dir", "dir=%s err=%s", tern_log_quote(cfg->data_dir), tern_log_quote(strerror(-rc)));
@@ -134,6 +153,17 @@ static int run(const tern_config *cfg) {
       .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
       .ws_idle_close_code = 4000,
   };
+  if (*cfg->tls_cert || *cfg->tls_key) {
+    if ((rc = tern_tls_server_new(cfg->tls_cert, cfg->tls_key, &p.tls, err, sizeof err)) < 0) {
+      failed = "cannot set up TLS";
+      goto out;
+    }
+    no.tls = p.tls;
+    uv_signal_init(p.loop, &p.sighup);
+    p.sighup.data = &p;
+    uv_signal_start(&p.sighup, on_sighup, SIGHUP);
+    p.sighup_on = true;
+  }
   tern_net_handlers nh;
   tern_app_net_handlers(p.app, &nh);
   if ((rc = tern_net_start(p.loop, &no, &nh, &p.net, err, sizeof err)) < 0) {
@@ -142,7 +172,8 @@ static int run(const tern_config *cfg) {
   }
   p.app->net = p.net;
   tern_app_start(p.app);
-  TERN_INFO("listening", "addr=%s data_dir=%s", tern_net_addr(p.net), tern_log_quote(cfg->data_dir));
+  TERN_INFO("listening", "addr=%s tls=%s data_dir=%s", tern_net_addr(p.net), p.tls ? "on" : "off",
+            tern_log_quote(cfg->data_dir));
   uv_run(p.loop, UV_RUN_DEFAULT);
   rc = p.app->exit_code;
 out:

@@ -9,6 +9,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "net/tls.h"
 #include "net/ws.h"
 
 #define LINGER_MS 2000            /* how long a closing connection is drained before close */
@@ -600,7 +601,9 @@ static void on_connection(uv_stream_t *server, int status) {
   c->net = n;
   c->id = ++n->next_id;
   char err[128];
-  if (tern_stream_open(n->sl, &tern_stream_transport_tcp, NULL, &conn_cbs, c, &c->st, err, sizeof err) < 0) {
+  tern_tls_config tc = {.tls = n->opts.tls};
+  const tern_stream_transport *tp = tc.tls ? &tern_stream_transport_tls : &tern_stream_transport_tcp;
+  if (tern_stream_open(n->sl, tp, tc.tls ? &tc : NULL, &conn_cbs, c, &c->st, err, sizeof err) < 0) {
     TERN_WARN("accept failed", "err=%s", tern_log_quote(err));
     tern_free(c);
     return;

@@ -72,6 +72,7 @@ typedef struct tern_net_options {
   int64_t max_connections;
   uint16_t ws_auth_close_code; /* the close code for the auth timeout (0: 1008) */
   uint16_t ws_idle_close_code; /* the close code for the idle timeout (0: 1008) */
+  struct tern_tls *tls;      /* not NULL: every connection speaks TLS (net/tls.h); not owned */
 } tern_net_options;
 
 /* Binds and listens. On failure returns a negative errno-style code and a reason. */
