@@ -409,6 +409,13 @@ static void feed(tls_conn *t, char *plain, size_t cap) {
     size_t have = 0;
     int e = SSL_ERROR_NONE;
     while (have < cap) {
+      /* Not one call more than there is input for: an SSL_read that finds nothing to read
+       * first allocates its 16 KiB record buffer, and would keep it while the connection
+       * idles (RELEASE_BUFFERS frees it only after a record is consumed). */
+      if (!t->rlen && !SSL_has_pending(t->ssl)) {
+        e = SSL_ERROR_WANT_READ;
+        break;
+      }
       size_t n = 0;
       if (SSL_read_ex(t->ssl, plain + have, cap - have, &n) == 1) {
         have += n;
