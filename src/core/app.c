@@ -277,6 +277,10 @@ static void load_device(const tern_device_rec *r, void *arg) {
  * loaded first, so group records find their members.) */
 static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_app *a = arg;
+  if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen)) {
+    if (!tern_msgid_key_load(&a->msgid_key, v, vlen)) TERN_WARN("message id key refused", "bytes=%zu", vlen);
+    return;
+  }
   if (tern_groups_is_kv(key, klen)) {
     if (tern_groups_load_record(a, v, vlen, key, klen) < 0)
       TERN_WARN("group record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
@@ -292,6 +296,47 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
   TERN_DEBUG("kv record", "key=%.*s bytes=%zu", (int)klen, key, vlen);
 }
 
+/* Start-up only, before the loop serves: runs it until op completes. */
+static void on_startup_op(tern_store_op *op) { *(tern_store_status *)op->arg = op->status; }
+
+static tern_store_status run_startup_op(tern_app *a, tern_store_op *op, tern_store_status *st) {
+  *st = (tern_store_status)-1;
+  op->done = on_startup_op;
+  op->arg = st;
+  tern_app_submit(a, op);
+  while (*st == (tern_store_status)-1) uv_run(a->loop, UV_RUN_ONCE);
+  return *st;
+}
+
+/* The first start of a deployment makes the message id key (core/msgid.h); a node that loses
+ * the race to another starting at the same time takes the winner's from the feed. */
+static int ensure_msgid_key(tern_app *a, char *err, size_t errlen) {
+  if (a->msgid_key.set) return 0;
+  tern_msgid_key k;
+  tern_op_append *op = tern_op_append_new(NULL, NULL);
+  tern_store_set_str(&op->record_key, TERN_MSGID_KV_KEY);
+  tern_msgid_key_new(&k, tern_now_ms(), &op->record);
+  op->record_check = true;
+  op->record_absent = true;
+  tern_store_status st;
+  if (run_startup_op(a, &op->op, &st) == TERN_STORE_OK) {
+    a->msgid_key = k;
+    TERN_INFO("message id key created", "%s", "");
+    return 0;
+  }
+  if (st == TERN_STORE_CONFLICT) {
+    run_startup_op(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, NULL, NULL)->op, &st);
+    if (a->msgid_key.set) return 0;
+  }
+  snprintf(err, errlen, "cannot store the message id key (store status %d)", (int)st);
+  return -EIO;
+}
+
+void tern_app_adopt_msgid_key(tern_app *a, const uint8_t *v, size_t vlen) {
+  if (a->msgid_key.set) return; /* the key never changes once a node has one */
+  if (!tern_msgid_key_load(&a->msgid_key, v, vlen)) TERN_WARN("message id key refused", "bytes=%zu", vlen);
+}
+
 int tern_app_load(tern_app *a, char *err, size_t errlen) {
   tern_store_load_cbs cbs = {.user = load_user, .device = load_device, .kv = load_kv, .arg = a};
   int r = tern_store_load(a->store, &cbs, err, errlen);
@@ -299,6 +344,7 @@ int tern_app_load(tern_app *a, char *err, size_t errlen) {
    * between the load and this call are not lost: no other writer runs before the loops do,
    * except other nodes, whose changes a catch-up on a miss brings.) */
   if (r == 0 && !a->sync) a->sync = tern_sync_new(a);
+  if (r == 0) r = ensure_msgid_key(a, err, errlen);
   return r;
 }
 

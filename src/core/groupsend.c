@@ -15,6 +15,7 @@
 #include "base/util.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/msgid.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "media/media.h"
@@ -159,7 +160,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   g->ts = tern_now_ms();
   g->received_ns = received_ns;
   g->silent = f->silent;
-  tern_idgen_next(&a->ids, g->ts, g->msg_id);
+  tern_msgid_make(&a->msgid_key, &a->ids, g->ts, from->name, TERN_MSGID_TO_GROUP, grp->id, g->msg_id);
   g->members = tern_malloc((grp->nmembers ? grp->nmembers : 1) * sizeof *g->members);
   for (size_t i = 0; i < grp->nmembers; i++)
     if (grp->members[i].user != from) g->members[g->nmembers++] = grp->members[i].user;

@@ -11,6 +11,7 @@
 #include "base/util.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/msgid.h"
 #include "core/pushglue.h"
 #include "media/media.h"
 
@@ -180,7 +181,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   snprintf(c->id, sizeof c->id, "%s", f->id);
   c->ts = tern_now_ms();
   c->received_ns = received_ns;
-  tern_idgen_next(&a->ids, c->ts, c->msg_id);
+  tern_msgid_make(&a->msgid_key, &a->ids, c->ts, from->name, TERN_MSGID_TO_USER, to->name, c->msg_id);
   c->from = from;
   c->to = to;
   c->silent = f->silent;
