@@ -36,6 +36,8 @@ static const setting g_settings[] = {
     {"ws.idle_timeout", T_DUR, OFF(ws_idle_timeout_ms), "90s", 10, BIG, "close a silent connection (4000)"},
     {"ws.auth_timeout", T_DUR, OFF(ws_auth_timeout_ms), "10s", 10, BIG, "close if no auth frame by then (4001)"},
     {"ws.max_message", T_SIZE, OFF(ws_max_message), "1MiB", 1024, 1 << 30, "largest WebSocket message (1009)"},
+    {"ws.max_auth_frame", T_SIZE, OFF(ws_max_auth_frame), "8KiB", 256, 1 << 30,
+     "largest WebSocket message before the connection is authenticated (1009)"},
     {"ws.max_outbound", T_SIZE, OFF(ws_max_outbound), "8MiB", 4096, 1ll << 34,
      "bytes queued to a client that does not read before closing it (1008)"},
     {"http.max_body", T_SIZE, OFF(http_max_body), "64KiB", 1024, 1 << 30, "largest JSON request body (413)"},

@@ -26,6 +26,7 @@ typedef struct tern_config {
   int64_t ws_idle_timeout_ms;
   int64_t ws_auth_timeout_ms;
   int64_t ws_max_message;    /* bytes, reassembled */
+  int64_t ws_max_auth_frame; /* bytes: the same, before ready (what a stranger may make us hold) */
   int64_t ws_max_outbound;   /* bytes queued to one client before 1008 */
   /* http */
   int64_t http_max_body;     /* JSON endpoints */

@@ -84,6 +84,10 @@ static int run(const tern_config *cfg) {
     TERN_ERROR("cannot create the data dir", "dir=%s err=%s", tern_log_quote(cfg->data_dir), tern_log_quote(strerror(-rc)));
     return 2;
   }
+  struct stat dst;
+  if (stat(cfg->data_dir, &dst) == 0 && S_ISDIR(dst.st_mode) && (dst.st_mode & 077))
+    TERN_WARN("the data dir can be read by other users; chmod 700 it", "dir=%s mode=%03o",
+              tern_log_quote(cfg->data_dir), (unsigned)(dst.st_mode & 0777));
   if (access(cfg->data_dir, W_OK | X_OK) != 0) {
     TERN_ERROR("the data dir is not writable", "dir=%s err=%s", tern_log_quote(cfg->data_dir),
                tern_log_quote(strerror(errno)));
@@ -145,6 +149,7 @@ static int run(const tern_config *cfg) {
       .max_body = cfg->http_max_body,
       .request_timeout_ms = cfg->http_request_timeout_ms,
       .ws_max_message = cfg->ws_max_message,
+      .ws_max_auth_frame = cfg->ws_max_auth_frame,
       .ws_max_outbound = cfg->ws_max_outbound,
       .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
       .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
@@ -188,6 +193,9 @@ out:
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* Everything ternd creates (RocksDB's files, media, temporary uploads) is its own: files
+   * 0600, directories 0700, whatever the libraries ask for. */
+  umask(077);
   /* cJSON allocates through base/alloc.h from the first parse on, in every thread. */
   tern_proto_init();
   tern_config cfg;

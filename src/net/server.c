@@ -95,7 +95,10 @@ void *tern_conn_data(const tern_conn *c) { return c->data; }
 void tern_conn_set_data(tern_conn *c, void *data) { c->data = data; }
 const char *tern_conn_peer(const tern_conn *c) { return c->peer; }
 uint64_t tern_conn_id(const tern_conn *c) { return c->id; }
-void tern_conn_set_authed(tern_conn *c) { c->authed = true; }
+void tern_conn_set_authed(tern_conn *c) {
+  c->authed = true;
+  c->ws.max_message = (uint64_t)c->net->opts.ws_max_message;
+}
 
 void tern_conn_resume_read(tern_conn *c) {
   if (c->state != ST_HTTP) return;
@@ -436,7 +439,8 @@ static bool upgrade_ws(tern_conn *c, tern_http_req *r) {
   }
   const char *key = tern_http_parser_ws_key(c->http);
   if (!tern_http_parser_ws_ok(c->http)) {
-    refuse(c, 400, "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
+    refuse(c, 400, "a WebSocket upgrade needs HTTP/1.1, Upgrade: websocket, a Sec-WebSocket-Key of 16 bytes "
+                   "in base64 and version 13");
     return false;
   }
   char accept[29];
@@ -449,7 +453,12 @@ static bool upgrade_ws(tern_conn *c, tern_http_req *r) {
   c->state = ST_WS;
   n->nws++;
   c->opened = c->last_rx = c->last_ping = tern_now_ms();
-  tern_ws_reader_init(&c->ws, true, (uint64_t)n->opts.ws_max_message);
+  /* Until the connection is authenticated, a stranger may make us hold at most
+   * ws.max_auth_frame of a message (PROTOCOL.md 14); tern_conn_set_authed lifts it. */
+  int64_t first = n->opts.ws_max_auth_frame > 0 && n->opts.ws_max_auth_frame < n->opts.ws_max_message
+                      ? n->opts.ws_max_auth_frame
+                      : n->opts.ws_max_message;
+  tern_ws_reader_init(&c->ws, true, (uint64_t)first);
   if (n->h.on_ws_open) n->h.on_ws_open(c, n->h.arg);
   return true;
 }

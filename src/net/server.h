@@ -65,6 +65,7 @@ typedef struct tern_net_options {
   int64_t max_body;          /* default body limit when body_limit is NULL */
   int64_t request_timeout_ms;/* an HTTP request (or idle keep-alive) may take this long */
   int64_t ws_max_message;
+  int64_t ws_max_auth_frame; /* the same until tern_conn_set_authed (0: ws_max_message) */
   int64_t ws_max_outbound;
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;
