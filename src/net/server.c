@@ -51,7 +51,7 @@ struct tern_conn {
   uint8_t state;          /* conn_state */
   bool authed;            /* WS: core accepted the auth frame */
   bool overflow;          /* over ws.max_outbound: writes dropped, closed in the flush pass */
-  char peer[56];          /* "ip:port" (IPv6 + port fits) */
+  char peer[56];          /* "ip:port" or "[ip6]:port" */
 };
 
 struct tern_net {
@@ -645,7 +645,7 @@ static void on_connection(uv_stream_t *server, int status) {
       uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    snprintf(c->peer, sizeof c->peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
   }
   c->http = tern_http_parser_new(n->opts.max_header, n->opts.max_body, n->h.body_limit, n->h.arg, c);
   c->opened = c->last_rx = tern_now_ms();
