@@ -12,6 +12,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* "at most burst per period": a token bucket burst deep, refilled at rate per second. */
+typedef struct tern_limit {
+  double burst;
+  double rate;
+} tern_limit;
+
 typedef struct tern_config {
   /* process */
   char *listen;              /* HOST:PORT */
@@ -35,6 +41,13 @@ typedef struct tern_config {
   int64_t http_max_connections;
   /* limits */
   double limits_send_rate;   /* sends per second per user, sustained */
+  int64_t limits_conn_per_ip;
+  tern_limit limits_conn_rate_per_ip;
+  tern_limit limits_auth_rate_per_ip;
+  tern_limit limits_login_fail;
+  tern_limit limits_typing_rate;
+  char *http_trusted_proxies;  /* CIDR list (base/cidr.h) */
+  char *metrics_allow;         /* CIDR list */
   int64_t limits_send_burst; /* bucket size */
   int64_t limits_watch_max;  /* users one connection may watch */
   double limits_fanout_rate; /* recipient devices per second per user, sustained */
@@ -54,6 +67,8 @@ typedef struct tern_config {
   int64_t devices_max_per_user;
   int64_t devices_idle_expiry_ms;
   char *auth_hash_cost;      /* interactive|moderate|sensitive|test */
+  int64_t auth_max_concurrent_hashes; /* 0: the threadpool's size */
+  int64_t auth_hash_queue;
   /* presence */
   int64_t presence_persist_interval_ms;
   /* store */

@@ -14,6 +14,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "core/app.h"
+#include "core/limits.h"
 #include "core/mediaglue.h"
 #include "media/media.h"
 #include "net/server.h"
@@ -157,6 +158,10 @@ static int run(const tern_config *cfg) {
       .max_connections = cfg->http_max_connections,
       .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
       .ws_idle_close_code = 4000,
+      .conn_per_ip = cfg->limits_conn_per_ip,
+      .conn_rate = cfg->limits_conn_rate_per_ip.rate,
+      .conn_rate_burst = cfg->limits_conn_rate_per_ip.burst,
+      .trusted_proxies = tern_limits_trusted(p.app->limits),
   };
   if (*cfg->tls_cert || *cfg->tls_key) {
     if ((rc = tern_tls_server_new(cfg->tls_cert, cfg->tls_key, &p.tls, err, sizeof err)) < 0) {

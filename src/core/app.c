@@ -15,6 +15,7 @@
 #include "core/api.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/limits.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
@@ -112,6 +113,7 @@ static bool find_expired(tern_device *d, void *arg) {
 
 static void on_sweep(uv_timer_t *t) {
   tern_app *a = t->data;
+  tern_limits_sweep(a->limits, tern_now_ms());
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SWEEP, NULL, NULL);
   op->now = tern_now_ms();
   tern_app_submit(a, &op->op);
@@ -224,16 +226,22 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     tern_free(a);
     return r;
   }
+  if ((r = tern_limits_new(cfg, &a->limits, err, errlen)) < 0) {
+    tern_free(a);
+    return r;
+  }
   /* computed before the loop runs: hashing never happens on the loop thread */
   char pw[32];
   tern_random(pw, sizeof pw);
   if (crypto_pwhash_str(a->dummy_hash, pw, sizeof pw, a->pwhash_ops, a->pwhash_mem) != 0) {
     snprintf(err, errlen, "cannot compute an Argon2id hash (out of memory?)");
+    tern_limits_free(a->limits);
     tern_free(a);
     return -ENOMEM;
   }
   r = tern_store_port_new(store, loop, &a->port, err, errlen);
   if (r < 0) {
+    tern_limits_free(a->limits);
     tern_free(a);
     return r;
   }
@@ -389,6 +397,7 @@ void tern_app_close(tern_app *a) {
 
 void tern_app_free(tern_app *a) {
   if (!a) return;
+  tern_limits_free(a->limits);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);

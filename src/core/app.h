@@ -67,6 +67,10 @@ typedef struct tern_app {
   struct tern_sync *sync;       /* follows directory changes made elsewhere (sync.h) */
   struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
+  struct tern_limits *limits;   /* abuse limits and client addresses (limits.h) */
+  unsigned hashes_running;      /* password hashes on the threadpool (accounts.c) */
+  size_t hashes_waiting;        /* and waiting for a turn, in order: */
+  void *hash_waiting, *hash_waiting_tail;
   struct tern_web *web;         /* the static web client (may serve nothing) */
   struct tern_push *push;       /* push providers (those configured) */
   struct tern_media *media;     /* the media store; NULL once closed */

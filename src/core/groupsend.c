@@ -15,6 +15,7 @@
 #include "base/util.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/limits.h"
 #include "core/msgid.h"
 #include "core/pushglue.h"
 #include "core/router.h"
@@ -145,6 +146,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   size_t reach = recipient_devices(grp, from);
   if (!tern_bucket_take(&from->fanout_bucket, a->cfg->limits_fanout_rate, (double)a->cfg->limits_fanout_burst,
                         (double)reach)) {
+    tern_limits_count(a->limits, TERN_LIMIT_FANOUT_RATE);
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
     return;
   }

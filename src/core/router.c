@@ -11,6 +11,7 @@
 #include "base/util.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/limits.h"
 #include "core/msgid.h"
 #include "core/pushglue.h"
 #include "media/media.h"
@@ -144,6 +145,7 @@ const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern
 bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
   if (unsupported(s, f)) return false;
   if (!rate_ok(a, s->dev->user)) {
+    tern_limits_count(a->limits, TERN_LIMIT_SEND_RATE);
     tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
     return false;
   }

@@ -52,6 +52,7 @@ void tern_http_req_free(tern_http_req *r) {
   tern_free(r->if_none_match);
   tern_free(r->range);
   tern_free(r->accept_encoding);
+  tern_free(r->forwarded_for);
   tern_buf_free(&r->body);
   tern_free(r);
 }
@@ -116,13 +117,26 @@ static void header_done(tern_http_parser *h) {
   else if (hdr_is(&h->field, "range")) slot = &r->range;
   else if (hdr_is(&h->field, "accept-encoding")) slot = &r->accept_encoding;
   else if (hdr_is(&h->field, "sec-websocket-key")) slot = &h->ws_key;
+  else if (hdr_is(&h->field, "x-forwarded-for")) {
+    /* several headers are one list (RFC 7230 3.2.2): the last proxy's entries come last */
+    if (r->forwarded_for) {
+      size_t ol = strlen(r->forwarded_for), vl = strlen(v);
+      r->forwarded_for = tern_realloc(r->forwarded_for, ol + vl + 2);
+      r->forwarded_for[ol] = ',';
+      memcpy(r->forwarded_for + ol + 1, v, vl + 1);
+      tern_free(v);
+      v = NULL;
+    } else {
+      slot = &r->forwarded_for;
+    }
+  }
   else if (hdr_is(&h->field, "upgrade")) h->ws_upgrade = strcasecmp(v, "websocket") == 0;
   else if (hdr_is(&h->field, "sec-websocket-version")) h->ws_version_ok = strcmp(v, "13") == 0;
   else if (hdr_is(&h->field, "expect")) h->expect_continue = strcasecmp(v, "100-continue") == 0;
   if (slot && !*slot) {
     *slot = v;
   } else {
-    tern_free(v);
+    tern_free(v); /* NULL when appended above */
   }
   tern_buf_reset(&h->field);
   tern_buf_reset(&h->value);
