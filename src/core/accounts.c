@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "core/api.h"
 #include "core/limits.h"
+#include "core/privacy.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
 #include "core/session.h"
@@ -456,7 +457,8 @@ void tern_accounts_me(tern_app *a, tern_http_req *req) {
 }
 
 void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
-  if (!tern_api_authenticate(a, req)) return;
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
   bool valid = tern_username_normalize(raw, strlen(raw), name);
@@ -469,8 +471,11 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
   tern_buf_put_json_str(&b, u->name, strlen(u->name));
-  tern_buf_puts(&b, tern_presence_online(a, u) ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
-  put_ms_or_null(&b, tern_user_last_seen(a, u));
+  bool online;
+  int64_t ls;
+  tern_privacy_view(a, me->user, u, &online, &ls);
+  tern_buf_puts(&b, online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
+  put_ms_or_null(&b, online ? 0 : ls);
   tern_buf_puts(&b, "}");
   tern_http_json(req, 200, &b);
   tern_buf_free(&b);
