@@ -239,6 +239,12 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
   } else if (!strcmp(p, "/v1/logout")) {
     if (!is(req, "POST")) return method_not_allowed(req);
     tern_accounts_logout(a, req);
+  } else if (!strcmp(p, "/v1/me/password")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    tern_accounts_password(a, req);
+  } else if (!strncmp(p, "/v1/devices/", 12) && p[12] && !strchr(p + 12, '/')) {
+    if (!is(req, "DELETE")) return method_not_allowed(req);
+    tern_accounts_delete_device_route(a, req, p + 12);
   } else if (!strcmp(p, "/v1/me")) {
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_me(a, req);
