@@ -56,7 +56,7 @@ static const struct {
      "\n"
      "Shows whether USER is online, or when they were last seen.\n"},
     {"send",
-     "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
+     "usage: tern send USER TEXT [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
      "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP TEXT [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
@@ -67,7 +67,19 @@ static const struct {
      "after --timeout (default 30s for the message; an upload gets at least 2m).\n"
      "With --group, the message goes to every member of GROUP (its id, or its name when no\n"
      "other group of yours has that name); after the message id, \"✓ sent to N of M\" on\n"
-     "stderr says how many of the other members it reached, and names those it missed.\n"},
+     "stderr says how many of the other members it reached, and names those it missed.\n"
+     "End-to-end encryption: the message (and the image) is encrypted for every device of\n"
+     "the recipients and your other devices whenever all of the recipients have keys; when\n"
+     "one has none, a line on stderr says so and it goes in plaintext.\n"
+     "  --e2e    encrypted or not at all (exit 1 when it cannot be encrypted)\n"
+     "  --plain  never encrypt\n"},
+    {"safety",
+     "usage: tern safety USER [--server URL]\n"
+     "\n"
+     "Prints the safety number you share with USER: 60 digits in 12 groups of 5, computed over\n"
+     "the identity keys of all of your devices and all of theirs (Signal's numeric fingerprint).\n"
+     "Compare it with the one USER sees: equal numbers mean nobody sits in between. It changes\n"
+     "when either of you adds or removes a device.\n"},
     {"fetch",
      "usage: tern fetch MEDIA_ID -o FILE [--thumb] [--timeout DURATION] [--server URL]\n"
      "\n"
@@ -179,6 +191,7 @@ const char *tern_cli_usage(void) {
          "  listen            print arriving messages and receipts\n"
          "  chat USER         interactive conversation (--group GROUP: in a group)\n"
          "  group ...         create, add, remove, leave, admin, rename, info, list\n"
+         "  safety USER       the safety number to compare with USER (end-to-end encryption)\n"
          "\n"
          "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
          "network error, 2 usage error.\n";
@@ -241,12 +254,16 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else if (strcmp(name, "--description") == 0) bit = TERN_CLI_OPT_DESCRIPTION;
     else if (strcmp(name, "--off") == 0) bit = TERN_CLI_OPT_OFF;
     else if (strcmp(name, "--group") == 0) bit = TERN_CLI_OPT_GROUP;
+    else if (strcmp(name, "--e2e") == 0) bit = TERN_CLI_OPT_E2E;
+    else if (strcmp(name, "--plain") == 0) bit = TERN_CLI_OPT_PLAIN;
     else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     if (bit && !(allowed & bit))
       return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
-    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF) {
+    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN) {
       if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
       if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      else if (bit == TERN_CLI_OPT_E2E) c->e2e = true;
+      else if (bit == TERN_CLI_OPT_PLAIN) c->plain = true;
       else c->off = true;
       continue;
     }
@@ -453,12 +470,17 @@ static int account_cmd(int argc, char **argv, bool reg) {
   memcpy(cr.device_id, acct.device_id, sizeof cr.device_id);
   memcpy(cr.token, acct.token, sizeof cr.token);
   rc = tern_cli_creds_save(c.creds_path, &cr);
+  c.creds = cr;
   memset(&cr, 0, sizeof cr);
   if (rc < 0) {
     memset(&acct, 0, sizeof acct);
     return tern_cli_complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
   }
   printf("%s %s on %s (device %s)\n", reg ? "registered" : "logged in as", acct.user, c.server, acct.device_id);
+  fflush(stdout);
+  /* Each device has its own identity key: a login makes and publishes new keys. */
+  tern_cli_e2e_publish(&c);
+  memset(&c.creds, 0, sizeof c.creds);
   memset(&acct, 0, sizeof acct);
   return 0;
 }
@@ -485,6 +507,7 @@ int tern_cli_cmd_logout(int argc, char **argv) {
   if (!gone) return st;
   rc = tern_cli_creds_remove(c.creds_path);
   if (rc < 0 && rc != -ENOENT) return tern_cli_complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
+  tern_cli_e2e_remove(&c); /* the server deleted this device's keys with it */
   printf("logged out %s from %s\n", c.creds.user, c.server);
   return 0;
 }
@@ -577,7 +600,64 @@ struct session {
   bool quitting;             /* we asked to close: CLOSED is expected */
   bool ready;                /* READY arrived */
   bool stopped;              /* session handles closed */
+  tern_e2e *e;               /* this device's E2E state (listen, chat), or NULL: owned */
 };
+
+static tern_str view_of(const char *p) { return (tern_str){.p = p, .n = p ? strlen(p) : 0}; }
+
+/* An encrypted msg: decrypted and handed on as if it had come in plaintext (body, media,
+ * reply_to, reaction, edit from inside), with a lock before the text; on failure a
+ * placeholder, and the sender is told with decrypt_error so that it sends again. */
+static void session_e2e_msg(session *s, const tern_client_event *ev) {
+  tern_client_event copy = *ev;
+  tern_envelope *env = &copy.frame.env;
+  tern_e2e_inner in;
+  char err[200] = "";
+  int rc = tern_cli_e2e_decrypt(s->e, &ev->frame.env, &in, err, sizeof err);
+  if (rc == -EALREADY) {
+    /* Decrypted before, its ack lost: the ratchet has moved on, there is nothing to show. */
+    if (ev->seq && s->conn) tern_client_ack(s->conn, ev->seq);
+    return;
+  }
+  tern_buf text = {0}, longtext = {0};
+  env->e2e_type = TERN_CIPHER_NONE;
+  env->media_ref = (tern_str){0};
+  if (rc == 0) {
+    const char *body = in.body;
+    if (in.has_media && strncmp(in.media.mime, "text/plain", 10) == 0) {
+      /* A long text, sent as an attachment: shown like any text. This blocks the loop for one
+       * download, which a line printer can afford. */
+      if (tern_cli_e2e_download(s->c, &in.media, &longtext) == 0) body = tern_buf_cstr(&longtext);
+      else body = "[a long encrypted text that could not be downloaded]";
+      in.has_media = false;
+    }
+    tern_buf_puts(&text, "🔒 ");
+    if (in.resend_of) tern_buf_printf(&text, "(resent in place of %s) ", in.resend_of);
+    if (body) tern_buf_puts(&text, body);
+    copy.body = tern_buf_cstr(&text);
+    copy.body_len = text.len;
+    if (in.has_media) {
+      copy.media_id = in.media.media_id;
+      copy.media_mime = in.media.mime;
+      copy.media_size = in.media.size;
+      copy.media_width = in.media.width;
+      copy.media_height = in.media.height;
+    }
+    env->reply_to = view_of(in.reply_to);
+    env->edit_of = view_of(in.edit_of);
+    env->reaction_to = view_of(in.reaction_to);
+    env->reaction_emoji = view_of(in.reaction_emoji);
+  } else {
+    tern_buf_printf(&text, "[could not decrypt this message: %s]", err);
+    copy.body = tern_buf_cstr(&text);
+    copy.body_len = text.len;
+    if (s->conn && s->e) tern_cli_e2e_send_decrypt_error(s->conn, &ev->frame.env);
+  }
+  s->on_event(s, &copy);
+  tern_buf_free(&text);
+  tern_buf_free(&longtext);
+  tern_e2e_inner_free(&in);
+}
 
 static void session_quit(session *s, int status) {
   if (!s->quitting) s->status = status;
@@ -633,6 +713,12 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
       break;
     case TERN_CLIENT_EV_OPEN:
       return;
+    case TERN_CLIENT_EV_MSG:
+      if (ev->frame.env.e2e_type != TERN_CIPHER_NONE) {
+        session_e2e_msg(s, ev);
+        return;
+      }
+      break;
     default:
       break;
   }
@@ -681,6 +767,8 @@ static int session_go(session *s, int64_t timeout_ms) {
   tern_client_free(s->client);
   uv_run(&s->loop, UV_RUN_DEFAULT);
   uv_loop_close(&s->loop);
+  tern_e2e_close(s->e);
+  s->e = NULL;
   return s->status;
 }
 
@@ -699,7 +787,14 @@ typedef struct send_state {
   char id[TERN_CLIENT_ID_SIZE]; /* our client id */
   char media_id[64];         /* the uploaded image, "" when none */
   bool sent;                 /* the answer arrived */
+  tern_e2e *e;               /* end-to-end state when the send is encrypted, else NULL */
+  tern_cli_targets t;        /* the devices it goes to (with e) */
+  tern_e2e_inner in;         /* what goes inside (with e); points into text and media */
+  int fixes;                 /* devices_changed rounds so far */
 } send_state;
+
+#define E2E_FIX_MAX 3            /* devices_changed rounds before giving up */
+#define E2E_INLINE_MAX (32u << 10) /* longer texts go as an encrypted attachment */
 
 /* "✓ sent to 2 of 3 members of Trip (missed: carol)": on stderr, beside the msg_id on stdout,
  * so that scripts still read the id alone. The other members are those it reached
@@ -726,23 +821,66 @@ static void print_group_sent(const send_state *st, const tern_client_event *ev) 
   tern_buf_free(&b);
 }
 
+/* Sends (or sends again, with the same id) the message: encrypted for every target when
+ * st->e is set, else in plaintext. */
+static void send_now(session *s) {
+  send_state *st = s->data;
+  int rc;
+  if (st->e) {
+    tern_frame f;
+    tern_frame_error ferr = {0};
+    rc = tern_cli_e2e_frame(st->e, &st->t, st->id, st->to, st->to ? NULL : st->group.group_id, &st->in,
+                            st->in.has_media ? st->in.media.media_id : NULL, &f);
+    if (rc == 0) {
+      rc = tern_client_send_frame(s->conn, &f, &ferr);
+      tern_cli_e2e_frame_free(&f);
+      if (rc == -EINVAL) {
+        tern_cli_complain(s->c, 1, "cannot send: %s", ferr.message);
+        session_quit(s, 1);
+        return;
+      }
+    }
+  } else {
+    const char *media = st->media_id[0] ? st->media_id : NULL;
+    rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
+                : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
+  }
+  if (rc < 0) {
+    tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
+    session_quit(s, 1);
+  }
+}
+
+static void send_fixed(void *arg, int err) {
+  session *s = arg;
+  if (s->quitting || !s->conn) return;
+  if (err) tern_cli_complain(s->c, 1, "fetching the keys of new devices: %s", tern_cli_errstr(err));
+  send_now(s);
+}
+
 static void send_event(session *s, const tern_client_event *ev) {
   send_state *st = s->data;
   if (ev->type == TERN_CLIENT_EV_READY) {
     tern_client_new_id(st->id);
-    const char *media = st->media_id[0] ? st->media_id : NULL;
-    int rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
-                    : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
-    if (rc < 0) {
-      tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
-      session_quit(s, 1);
-    }
+    send_now(s);
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
     st->sent = true;
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
     if (!st->to) print_group_sent(st, ev);
-    else if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
+    else if (isatty(2)) fprintf(stderr, "✓ sent to %s%s\n", st->to, st->e ? " (end-to-end encrypted 🔒)" : "");
     session_quit(s, 0);
+  } else if (ev->type == TERN_CLIENT_EV_ERROR && ev->id && strcmp(ev->id, st->id) == 0 && st->e &&
+             strcmp(ev->code, "devices_changed") == 0 && st->fixes < E2E_FIX_MAX) {
+    /* Someone logged in or out meanwhile: fix the device list and send again, same id. */
+    st->fixes++;
+    tern_cli_e2e_fix(s->c, s->client, st->e, &st->t, &ev->frame, send_fixed, s);
+  } else if (ev->type == TERN_CLIENT_EV_ERROR && ev->id && strcmp(ev->id, st->id) == 0 && st->e &&
+             strcmp(ev->code, "no_keys") == 0 && !s->c->e2e && !st->in.has_media) {
+    fprintf(stderr, "tern: %s: %s has no end-to-end keys any more: sending in plaintext\n", s->c->cmd,
+            st->to ? st->to : st->group.name);
+    tern_e2e_close(st->e);
+    st->e = NULL;
+    send_now(s);
   } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
     if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
     else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
@@ -791,6 +929,17 @@ static int upload_image(tern_cli *c, send_state *st) {
     tern_free(bytes);
     return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
   }
+  if (st->e) {
+    /* Encrypted: the server gets an opaque blob; type and key go inside the message. */
+    int st2 = tern_cli_e2e_upload(c, bytes, len, mime, &st->in.media);
+    tern_free(bytes);
+    if (st2) return st2;
+    st->in.has_media = true;
+    if (isatty(2))
+      fprintf(stderr, "uploaded %s encrypted: %s, %zu bytes (media_id %s)\n", c->image, mime, len,
+              st->in.media.media_id);
+    return 0;
+  }
   tern_cli_sync s;
   tern_cli_sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
   int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, tern_cli_sync_cb, &s);
@@ -812,9 +961,87 @@ static int upload_image(tern_cli *c, send_state *st) {
   return 0;
 }
 
+static void send_state_free(send_state *st) {
+  tern_e2e_close(st->e);
+  st->e = NULL;
+  tern_cli_targets_free(&st->t);
+}
+
+/* Decides whether the send is encrypted: every recipient has keys (PROTOCOL.md 11). Fills
+ * st->e, st->t and st->in, or leaves st->e NULL for plaintext. Returns 0 or an exit status
+ * (--e2e when it cannot be encrypted). */
+static int send_prepare_e2e(tern_cli *c, send_state *st) {
+  st->e = tern_cli_e2e_load(c, !c->e2e);
+  if (!st->e) {
+    if (c->e2e) return tern_cli_complain(c, 1, "--e2e: this device cannot encrypt on %s", c->server);
+    return 0;
+  }
+  char **users = NULL;
+  size_t nusers = 0;
+  tern_client_group g = {0};
+  if (st->to) {
+    users = tern_calloc(1, sizeof *users);
+    users[nusers++] = tern_strdup(st->to);
+  } else {
+    tern_cli_sync s;
+    tern_cli_sync_begin(&s);
+    int rc = tern_client_group_get(s.c, &c->url, c->creds.token, st->group.group_id, tern_cli_sync_cb, &s);
+    tern_cli_sync_end(&s, rc);
+    if (!s.r.ok || tern_client_parse_group(&s.r, &g) < 0) {
+      int st2 = tern_cli_group_refused(c, &s.r);
+      tern_client_response_free(&s.r);
+      tern_client_group_free(&g);
+      return st2;
+    }
+    tern_client_response_free(&s.r);
+    users = tern_calloc(g.nmembers + 1, sizeof *users);
+    for (size_t i = 0; i < g.nmembers; i++)
+      if (strcmp(g.members[i].user, c->creds.user) != 0) users[nusers++] = tern_strdup(g.members[i].user);
+    tern_client_group_free(&g);
+  }
+  int rc = tern_cli_e2e_prepare(c, st->e, (const char *const *)users, nusers, &st->t);
+  /* Every recipient needs a device with keys, or some would get nothing readable. */
+  const char *keyless = NULL;
+  for (size_t i = 0; rc == 0 && i < nusers && !keyless; i++) {
+    bool has = false;
+    for (size_t k = 0; k < st->t.n && !has; k++) has = strcmp(st->t.v[k].user, users[i]) == 0;
+    if (!has) keyless = users[i];
+  }
+  int status = 0;
+  if (rc < 0 || keyless) {
+    if (c->e2e) {
+      status = rc < 0 ? tern_cli_complain(c, 1, "--e2e: cannot fetch keys: %s", tern_cli_errstr(rc))
+                      : tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
+    } else {
+      /* The default (docs/cli.md): say so, and send as before. */
+      if (rc < 0) fprintf(stderr, "tern: %s: cannot fetch keys (%s): sending in plaintext\n", c->cmd, tern_cli_errstr(rc));
+      else fprintf(stderr, "tern: %s: %s has no end-to-end keys: sending in plaintext\n", c->cmd, keyless);
+    }
+    send_state_free(st);
+  } else {
+    st->in.body = st->len ? (char *)st->text : NULL;
+    st->in.group_id = st->to ? NULL : st->group.group_id;
+  }
+  tern_e2e_strv_free(users, nusers);
+  return status;
+}
+
+/* A text too long for one frame: an encrypted text/plain attachment, nothing in body. */
+static int send_long_text(tern_cli *c, send_state *st) {
+  if (st->in.has_media) return tern_cli_complain(c, 2, "a caption that long does not fit with an encrypted image");
+  int rc = tern_cli_e2e_upload(c, st->text, st->len, "text/plain; charset=utf-8", &st->in.media);
+  if (rc) return rc;
+  st->in.has_media = true;
+  st->in.body = NULL;
+  return 0;
+}
+
 int tern_cli_cmd_send(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP, 0, 2);
+  int rc = tern_cli_parse_args(&c, argc, argv,
+                               TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_E2E |
+                                   TERN_CLI_OPT_PLAIN,
+                               0, 2);
   if (rc) return rc < 0 ? 0 : rc;
   /* USER TEXT, USER --image FILE [TEXT]; --group GROUP TEXT, --group GROUP --image FILE [TEXT]. */
   int want = (c.group ? 0 : 1) + (c.image ? 0 : 1);
@@ -849,14 +1076,21 @@ int tern_cli_cmd_send(int argc, char **argv) {
     return tern_cli_complain(&c, 2, "empty message");
   }
   if (!st.len) st.text = NULL; /* an image without a caption */
-  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
-      (c.image && (rc = upload_image(&c, &st)))) {
+  if (c.e2e && c.plain) {
     tern_buf_free(&in);
+    return tern_cli_complain(&c, 2, "--e2e and --plain contradict each other");
+  }
+  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
+      (!c.plain && (rc = send_prepare_e2e(&c, &st))) || (c.image && (rc = upload_image(&c, &st))) ||
+      (st.e && st.len > E2E_INLINE_MAX && (rc = send_long_text(&c, &st)))) {
+    tern_buf_free(&in);
+    send_state_free(&st);
     return rc;
   }
   session s = {.c = &c, .on_event = send_event, .on_timeout = send_timeout, .data = &st};
   rc = session_run(&s, c.timeout_ms ? c.timeout_ms : SEND_TIMEOUT_MS);
   tern_buf_free(&in);
+  send_state_free(&st);
   if (rc == 0 && !st.sent) rc = 1;
   return rc;
 }
@@ -1269,6 +1503,7 @@ int tern_cli_cmd_listen(int argc, char **argv) {
     tern_client_group_list_free(&l);
   }
   session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
+  s.e = tern_cli_e2e_load(&c, true);
   rc = session_run(&s, c.timeout_ms);
   listen_free(&st);
   return rc;
@@ -1767,6 +2002,7 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
+  s.e = tern_cli_e2e_load(&c, true);
 
   /* stdin and the read-receipt timer join the session's loop. */
   session_setup(&s);

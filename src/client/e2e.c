@@ -882,7 +882,7 @@ int tern_e2e_decrypt(tern_e2e *e, const char *user, const char *device_id, int t
   if (rc < 0) {
     seterr(err, errcap, "%s (%d)", sg_reason(rc), rc);
     save(e); /* a failed prekey message may still have stored nothing; saving is harmless */
-    return -EBADMSG;
+    return rc == SG_ERR_DUPLICATE_MESSAGE ? -EALREADY : -EBADMSG;
   }
   if (change) *change = e->change;
   tern_buf_append(out, signal_buffer_data(pt), signal_buffer_len(pt));

@@ -105,7 +105,8 @@ int tern_e2e_encrypt(tern_e2e *e, const char *user, const char *device_id, const
 /* Decrypts a base64 ciphertext of the given type from (user, device_id); appends the
  * plaintext to out. A prekey message builds the session (and uses up our one-time prekey);
  * *change (may be NULL) says whether it brought a new or changed identity. -EBADMSG when it
- * cannot be decrypted (err says why: no session, a duplicate, a bad MAC, ...). */
+ * cannot be decrypted (err says why: no session, a bad MAC, ...), -EALREADY for a message
+ * decrypted before (a redelivery after a crash: nothing to show, nothing to report). */
 int tern_e2e_decrypt(tern_e2e *e, const char *user, const char *device_id, int type, const char *b64, size_t b64_len,
                      tern_buf *out, tern_e2e_change *change, char *err, size_t errcap);
 
