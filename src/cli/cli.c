@@ -713,6 +713,11 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
       break;
     case TERN_CLIENT_EV_OPEN:
       return;
+    case TERN_CLIENT_EV_DECRYPT_ERROR:
+      if (s->e && s->conn && tern_cli_e2e_resend(s->c, s->conn, s->e, &ev->frame.env) == 0)
+        fprintf(stderr, "tern: %s: sent %s again to %s, on a new session\n", s->c->cmd,
+                ev->msg_id ? ev->msg_id : "?", ev->from ? ev->from : "?");
+      break;
     case TERN_CLIENT_EV_MSG:
       if (ev->frame.env.e2e_type != TERN_CIPHER_NONE) {
         session_e2e_msg(s, ev);
@@ -865,6 +870,14 @@ static void send_event(session *s, const tern_client_event *ev) {
     send_now(s);
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
     st->sent = true;
+    if (st->e && ev->msg_id) {
+      /* Kept for a resend should a device fail to decrypt it (decrypt_error). */
+      tern_buf inner = {0};
+      tern_e2e_inner_encode(&st->in, &inner);
+      tern_e2e_remember_sent(st->e, ev->msg_id, st->to ? st->to : st->group.group_id, !st->to, inner.data,
+                             inner.len);
+      tern_buf_free(&inner);
+    }
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
     if (!st->to) print_group_sent(st, ev);
     else if (isatty(2)) fprintf(stderr, "✓ sent to %s%s\n", st->to, st->e ? " (end-to-end encrypted 🔒)" : "");
@@ -1122,6 +1135,57 @@ static int fetch_body(const char *p, size_t n, void *arg) {
   return 0;
 }
 
+/* An attachment that came end-to-end encrypted (its key is in this device's state): fetched
+ * whole, checked against the SHA-256 inside the message, decrypted, and written like any
+ * download. Returns the exit status, or -1 when id is no attachment we hold a key for. */
+static int fetch_encrypted(tern_cli *c, const char *id) {
+  char dir[4200], err[256];
+  tern_e2e *e = NULL;
+  tern_e2e_media m;
+  if (tern_cli_e2e_dir(c, dir, sizeof dir) < 0 || tern_e2e_open(dir, &e, err, sizeof err) < 0) return -1;
+  int found = tern_e2e_find_media(e, id, &m);
+  tern_e2e_close(e);
+  if (found < 0) return -1;
+  tern_buf pt = {0};
+  int status = tern_cli_e2e_download(c, &m, &pt);
+  if (status) {
+    tern_buf_free(&pt);
+    return status;
+  }
+  bool to_stdout = strcmp(c->output, "-") == 0;
+  char tmp[4200] = "";
+  int fd = 1;
+  if (!to_stdout) {
+    if (strlen(c->output) > 4000) return tern_cli_complain(c, 2, "-o: path too long");
+    snprintf(tmp, sizeof tmp, "%s.tern-XXXXXX", c->output);
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+      tern_buf_free(&pt);
+      return tern_cli_complain(c, 1, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    mode_t um = umask(0);
+    umask(um);
+    fchmod(fd, 0666 & ~um);
+  }
+  for (size_t off = 0; off < pt.len && status == 0;) {
+    ssize_t w = write(fd, pt.data + off, pt.len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) status = tern_cli_complain(c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(errno));
+    else off += (size_t)w;
+  }
+  if (!to_stdout) {
+    if (status == 0 && fsync(fd) < 0) status = tern_cli_complain(c, 1, "cannot write %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (status == 0 && rename(tmp, c->output) < 0)
+      status = tern_cli_complain(c, 1, "cannot rename %s to %s: %s", tmp, c->output, strerror(errno));
+    if (status != 0) unlink(tmp);
+  }
+  if (status == 0 && isatty(2) && !to_stdout)
+    fprintf(stderr, "saved %zu bytes (%s, decrypted) to %s\n", pt.len, m.mime, c->output);
+  tern_buf_free(&pt);
+  return status;
+}
+
 int tern_cli_cmd_fetch(int argc, char **argv) {
   tern_cli c;
   int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_OUTPUT | TERN_CLI_OPT_THUMB | TERN_CLI_OPT_TIMEOUT, 1, 1);
@@ -1134,6 +1198,10 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
   if (!id_ok) return tern_cli_complain(&c, 2, "'%s' is not a media id", id);
   if (!c.output || !*c.output) return tern_cli_complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
   if ((rc = tern_cli_need_login(&c))) return rc;
+  if (!c.thumb) {
+    int st2 = fetch_encrypted(&c, id);
+    if (st2 >= 0) return st2;
+  }
 
   /* Into a temporary file beside FILE, renamed once complete: never a half image at FILE. */
   bool to_stdout = strcmp(c.output, "-") == 0;

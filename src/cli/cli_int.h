@@ -204,6 +204,10 @@ int tern_cli_e2e_fix(const tern_cli *c, tern_client *client, tern_e2e *e, tern_c
 int tern_cli_e2e_decrypt(tern_e2e *e, const tern_envelope *env, tern_e2e_inner *in, char *err, size_t cap);
 /* Tells the sender of env that we could not decrypt it (PROTOCOL.md 11). */
 int tern_cli_e2e_send_decrypt_error(tern_client_conn *conn, const tern_envelope *env);
+/* Answers a decrypt_error envelope for one of our messages: a new session with that device
+ * from a fresh bundle, and the message again to the same conversation under a new id with
+ * resend_of inside. 0, -ENOENT when the message is not one we kept, or a negative code. */
+int tern_cli_e2e_resend(const tern_cli *c, tern_client_conn *conn, tern_e2e *e, const tern_envelope *env);
 /* Encrypts bytes with AES-256-GCM under a fresh key and uploads them as octet-stream: 0 and
  * *out filled (media_id, key, iv, sha256, mime, size; width and height -1), or the exit
  * status after saying why. */

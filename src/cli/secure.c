@@ -424,6 +424,79 @@ int tern_cli_e2e_send_decrypt_error(tern_client_conn *conn, const tern_envelope 
   return tern_client_send_frame(conn, &f, NULL);
 }
 
+/* The members of a group but us: 0 and *users (tern_e2e_strv_free), or a negative code. */
+static int group_others(const tern_cli *c, const char *group_id, char ***users, size_t *n) {
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  int rc = tern_client_group_get(s.c, &c->url, c->creds.token, group_id, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
+  tern_client_group g = {0};
+  rc = s.r.ok && tern_client_parse_group(&s.r, &g) == 0 ? 0 : -EPROTO;
+  tern_client_response_free(&s.r);
+  *n = 0;
+  *users = tern_calloc(g.nmembers + 1, sizeof **users);
+  for (size_t i = 0; rc == 0 && i < g.nmembers; i++)
+    if (strcmp(g.members[i].user, c->creds.user) != 0) (*users)[(*n)++] = tern_strdup(g.members[i].user);
+  tern_client_group_free(&g);
+  return rc;
+}
+
+int tern_cli_e2e_resend(const tern_cli *c, tern_client_conn *conn, tern_e2e *e, const tern_envelope *env) {
+  if (!env->msg_id.p || !env->from.p || !env->from_device.p) return -EINVAL;
+  char peer[TERN_CLIENT_GROUP_ID_MAX + 1];
+  bool group = false;
+  tern_buf inner = {0};
+  if (tern_e2e_find_sent(e, env->msg_id.p, peer, sizeof peer, &group, &inner) < 0) {
+    tern_buf_free(&inner);
+    return -ENOENT;
+  }
+  tern_e2e_inner in;
+  int rc = tern_e2e_inner_decode(inner.data, inner.len, &in);
+  tern_buf_free(&inner);
+  if (rc < 0) return rc;
+  /* A new session with the device that failed, from a fresh bundle. This runs inside the
+   * session's callback and blocks its loop for a few requests: a CLI can afford that. */
+  tern_buf path = {0};
+  keys_path(env->from.p, env->from_device.p, &path);
+  tern_client_response r;
+  http_sync(c, "GET", tern_buf_cstr(&path), NULL, 0, NULL, &r);
+  tern_buf_free(&path);
+  if (r.ok && r.json) {
+    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(r.json, "devices");
+    const cJSON *d = devs ? cJSON_GetArrayItem(devs, 0) : r.json;
+    char err[256] = "";
+    if (d) tern_e2e_process_bundle(e, env->from.p, d, NULL, err, sizeof err);
+  }
+  tern_client_response_free(&r);
+  char **users = NULL;
+  size_t n = 0;
+  if (group) {
+    rc = group_others(c, peer, &users, &n);
+  } else {
+    users = tern_calloc(1, sizeof *users);
+    users[n++] = tern_strdup(peer);
+  }
+  tern_cli_targets t = {0};
+  if (rc == 0) rc = tern_cli_e2e_prepare(c, e, (const char *const *)users, n, &t);
+  tern_e2e_strv_free(users, n);
+  if (rc == 0) {
+    tern_free(in.resend_of);
+    in.resend_of = tern_strdup(env->msg_id.p);
+    char id[TERN_CLIENT_ID_SIZE];
+    tern_client_new_id(id);
+    tern_frame f;
+    rc = tern_cli_e2e_frame(e, &t, id, group ? NULL : peer, group ? peer : NULL, &in,
+                            in.has_media ? in.media.media_id : NULL, &f);
+    if (rc == 0) {
+      rc = tern_client_send_frame(conn, &f, NULL);
+      tern_cli_e2e_frame_free(&f);
+    }
+  }
+  tern_cli_targets_free(&t);
+  tern_e2e_inner_free(&in);
+  return rc;
+}
+
 /* ---- attachments ---- */
 
 int tern_cli_e2e_upload(const tern_cli *c, const void *bytes, size_t len, const char *mime, tern_e2e_media *out) {

@@ -38,6 +38,7 @@ typedef enum item_kind {
   IT_PREKEY,    /* num = key id, data = record, flag = published */
   IT_SIGNED,    /* num = key id, data = record */
   IT_MEDIA,     /* user = media id, str = sha256, mime, data = key || iv */
+  IT_SENT,      /* user = msg_id, str = peer or group id, flag = a group, data = inner JSON */
 } item_kind;
 
 typedef struct item {
@@ -137,12 +138,13 @@ static const char *kind_name(item_kind k) {
     case IT_PREKEY: return "prekey";
     case IT_SIGNED: return "signed_prekey";
     case IT_MEDIA: return "media";
+    case IT_SENT: return "sent";
   }
   return "?";
 }
 
 static item_kind kind_of(const char *s) {
-  for (item_kind k = IT_ADDR; k <= IT_MEDIA; k++)
+  for (item_kind k = IT_ADDR; k <= IT_SENT; k++)
     if (strcmp(kind_name(k), s) == 0) return k;
   return 0;
 }
@@ -927,6 +929,40 @@ int tern_e2e_find_media(tern_e2e *e, const char *media_id, tern_e2e_media *out) 
     out->width = out->height = -1;
     memcpy(out->key, it->data, 32);
     memcpy(out->iv, it->data + 32, 12);
+    return 0;
+  }
+  return -ENOENT;
+}
+
+/* ---- messages sent, for a resend after decrypt_error ---- */
+
+#define SENT_KEEP 100 /* the newest messages kept; a decrypt_error comes soon after a send */
+
+void tern_e2e_remember_sent(tern_e2e *e, const char *msg_id, const char *peer, bool group, const void *inner,
+                            size_t n) {
+  size_t count = 0;
+  item *oldest = NULL;
+  for (size_t i = 0; i < e->n; i++)
+    if (e->items[i].kind == IT_SENT) {
+      if (!oldest) oldest = &e->items[i];
+      count++;
+    }
+  if (count >= SENT_KEEP && oldest) drop_item(e, oldest);
+  item *it = add_item(e, IT_SENT);
+  it->user = tern_strdup(msg_id);
+  it->str = tern_strdup(peer);
+  it->flag = group;
+  set_data(it, inner, n);
+  save(e);
+}
+
+int tern_e2e_find_sent(tern_e2e *e, const char *msg_id, char *peer, size_t cap, bool *group, tern_buf *inner) {
+  for (size_t i = 0; i < e->n; i++) {
+    item *it = &e->items[i];
+    if (it->kind != IT_SENT || strcmp(it->user, msg_id) != 0) continue;
+    snprintf(peer, cap, "%s", it->str ? it->str : "");
+    *group = it->flag;
+    tern_buf_append(inner, it->data, it->len);
     return 0;
   }
   return -ENOENT;

@@ -162,6 +162,14 @@ void tern_e2e_remember_media(tern_e2e *e, const tern_e2e_media *m);
 /* 0 and *out filled (thumb NULL), or -ENOENT. */
 int tern_e2e_find_media(tern_e2e *e, const char *media_id, tern_e2e_media *out);
 
+/* The inner plaintext of a message we sent (msg_id as the server named it) to peer (a user,
+ * or a group id when group), kept for SENT_KEEP (100) messages so that a decrypt_error can
+ * be answered with a resend. The state file is 0600 like everything else in it. */
+void tern_e2e_remember_sent(tern_e2e *e, const char *msg_id, const char *peer, bool group, const void *inner,
+                            size_t n);
+/* 0 with peer, *group and the inner plaintext appended to inner, or -ENOENT. */
+int tern_e2e_find_sent(tern_e2e *e, const char *msg_id, char *peer, size_t cap, bool *group, tern_buf *inner);
+
 /* ---- attachments: AES-256-GCM ---- */
 
 /* Encrypts pt under a fresh random key and nonce (written to key and iv): out gets the
