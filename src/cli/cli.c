@@ -1613,6 +1613,9 @@ typedef struct chat_state {
   size_t nunread, capunread;
   uint64_t last_seq;        /* highest envelope seq seen */
   bool has_timeout;         /* --timeout given: at EOF, wait for read ticks */
+  bool e2e;                 /* messages go end-to-end encrypted, to the devices in t */
+  tern_cli_targets t;
+  int fixes;                /* devices_changed rounds so far */
 } chat_state;
 
 static void chat_check_done(session *s);
@@ -1726,9 +1729,37 @@ static void chat_group_receipt(session *s, outgoing *o, const tern_strs *by, boo
 static void chat_send_one(session *s, outgoing *o) {
   chat_state *ch = s->data;
   size_t n = strlen(o->text);
-  int rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
-                        : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  int rc;
+  if (ch->e2e) {
+    tern_e2e_inner in = {.body = o->text, .group_id = ch->in_group ? ch->group.group_id : NULL};
+    tern_frame f;
+    rc = tern_cli_e2e_frame(s->e, &ch->t, o->id, ch->in_group ? NULL : ch->peer,
+                            ch->in_group ? ch->group.group_id : NULL, &in, NULL, &f);
+    if (rc == 0) {
+      rc = tern_client_send_frame(s->conn, &f, NULL);
+      tern_cli_e2e_frame_free(&f);
+    }
+  } else {
+    rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
+                      : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  }
   if (rc == 0) o->sent_frame = true;
+}
+
+typedef struct chat_fix {
+  session *s;
+  char id[TERN_CLIENT_ID_SIZE];
+} chat_fix;
+
+/* The device list is right again: the message goes again with its id. */
+static void chat_fixed(void *arg, int err) {
+  chat_fix *fx = arg;
+  session *s = fx->s;
+  chat_state *ch = s->data;
+  if (s->conn && !s->quitting)
+    for (size_t i = 0; i < ch->nout; i++)
+      if (strcmp(ch->out[i].id, fx->id) == 0) chat_send_one(s, &ch->out[i]);
+  tern_free(fx);
 }
 
 static void chat_line(session *s, const char *text, size_t len) {
@@ -1923,6 +1954,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
         outgoing *o = &ch->out[i];
         if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
         o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
+        if (ch->e2e && ev->msg_id) {
+          tern_e2e_inner in = {.body = o->text, .group_id = ch->in_group ? ch->group.group_id : NULL};
+          tern_buf inner = {0};
+          tern_e2e_inner_encode(&in, &inner);
+          tern_e2e_remember_sent(s->e, ev->msg_id, ch->in_group ? ch->group.group_id : ch->peer, ch->in_group,
+                                 inner.data, inner.len);
+          tern_buf_free(&inner);
+        }
         if (ev->ts) o->ts = ev->ts;
         if (ch->in_group) o->tally.of = ev->frame.has_recipients ? (int64_t)ev->frame.recipients : -1;
         set_tick(s, o, TICK_SENT);
@@ -1936,6 +1975,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
       outgoing *o = NULL;
       for (size_t i = 0; ev->id && i < ch->nout; i++)
         if (strcmp(ch->out[i].id, ev->id) == 0) o = &ch->out[i];
+      if (o && ch->e2e && strcmp(ev->code, "devices_changed") == 0 && ch->fixes < 10) {
+        ch->fixes++;
+        chat_fix *fx = tern_calloc(1, sizeof *fx);
+        fx->s = s;
+        snprintf(fx->id, sizeof fx->id, "%s", o->id);
+        tern_cli_e2e_fix(s->c, s->client, s->e, &ch->t, &ev->frame, chat_fixed, fx);
+        break;
+      }
       if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
       else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
       if (o) {
@@ -2051,7 +2098,8 @@ static void chat_timeout(session *s) { session_quit(s, 0); }
 
 int tern_cli_cmd_chat(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP, 0, 1);
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_E2E |
+                                                   TERN_CLI_OPT_PLAIN, 0, 1);
   if (rc) return rc < 0 ? 0 : rc;
   if (c.group && c.npos) return tern_cli_complain(&c, 2, "chat with USER or with --group GROUP, not both");
   if (!c.group && !c.npos) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
@@ -2070,7 +2118,23 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
-  s.e = tern_cli_e2e_load(&c, true);
+  if (c.e2e && c.plain) return tern_cli_complain(&c, 2, "--e2e and --plain contradict each other");
+  s.e = tern_cli_e2e_load(&c, !c.e2e);
+  if (s.e && !c.plain) {
+    char keyless[TERN_CLIENT_USER_MAX + 1] = "";
+    int all = tern_cli_e2e_conversation(&c, s.e, ch.peer, ch.in_group ? ch.group.group_id : NULL, &ch.t, keyless,
+                                        sizeof keyless);
+    ch.e2e = all == 1;
+    if (!ch.e2e && c.e2e) {
+      tern_e2e_close(s.e);
+      return tern_cli_complain(&c, 1, "--e2e: %s has no end-to-end keys", all == 0 ? keyless : "someone");
+    }
+    if (!ch.e2e) fprintf(stderr, "tern: chat: %s has no end-to-end keys: messages go in plaintext\n", all == 0 ? keyless : "a member");
+  } else if (c.e2e) {
+    tern_e2e_close(s.e);
+    return tern_cli_complain(&c, 1, "--e2e: this device cannot encrypt on %s", c.server);
+  }
+  if (ch.e2e && isatty(2)) fprintf(stderr, "🔒 messages in this chat are end-to-end encrypted\n");
 
   /* stdin and the read-receipt timer join the session's loop. */
   session_setup(&s);
@@ -2121,5 +2185,6 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   for (size_t i = 0; i < ch.ntyping; i++) tern_free(ch.typing[i]);
   tern_free(ch.typing);
   tern_buf_free(&ch.line);
+  tern_cli_targets_free(&ch.t);
   return rc;
 }

@@ -204,6 +204,11 @@ int tern_cli_e2e_fix(const tern_cli *c, tern_client *client, tern_e2e *e, tern_c
 int tern_cli_e2e_decrypt(tern_e2e *e, const tern_envelope *env, tern_e2e_inner *in, char *err, size_t cap);
 /* Tells the sender of env that we could not decrypt it (PROTOCOL.md 11). */
 int tern_cli_e2e_send_decrypt_error(tern_client_conn *conn, const tern_envelope *env);
+/* The targets of a conversation with peer or in group_id (the group's members fetched):
+ * 1 when every other participant has a device with keys (t filled), 0 when one has none
+ * (named in keyless; t empty), or a negative code. */
+int tern_cli_e2e_conversation(const tern_cli *c, tern_e2e *e, const char *peer, const char *group_id,
+                              tern_cli_targets *t, char *keyless, size_t cap);
 /* Answers a decrypt_error envelope for one of our messages: a new session with that device
  * from a fresh bundle, and the message again to the same conversation under a new id with
  * resend_of inside. 0, -ENOENT when the message is not one we kept, or a negative code. */

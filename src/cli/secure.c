@@ -497,6 +497,34 @@ int tern_cli_e2e_resend(const tern_cli *c, tern_client_conn *conn, tern_e2e *e, 
   return rc;
 }
 
+int tern_cli_e2e_conversation(const tern_cli *c, tern_e2e *e, const char *peer, const char *group_id,
+                              tern_cli_targets *t, char *keyless, size_t cap) {
+  char **users = NULL;
+  size_t n = 0;
+  int rc = 0;
+  memset(t, 0, sizeof *t);
+  if (keyless && cap) keyless[0] = 0;
+  if (group_id) {
+    rc = group_others(c, group_id, &users, &n);
+  } else {
+    users = tern_calloc(1, sizeof *users);
+    users[n++] = tern_strdup(peer);
+  }
+  if (rc == 0) rc = tern_cli_e2e_prepare(c, e, (const char *const *)users, n, t);
+  int all = rc < 0 ? rc : 1;
+  for (size_t i = 0; rc == 0 && i < n && all == 1; i++) {
+    bool has = false;
+    for (size_t k = 0; k < t->n && !has; k++) has = strcmp(t->v[k].user, users[i]) == 0;
+    if (!has) {
+      all = 0;
+      if (keyless) snprintf(keyless, cap, "%s", users[i]);
+    }
+  }
+  tern_e2e_strv_free(users, n);
+  if (all != 1) tern_cli_targets_free(t);
+  return all;
+}
+
 /* ---- attachments ---- */
 
 int tern_cli_e2e_upload(const tern_cli *c, const void *bytes, size_t len, const char *mime, tern_e2e_media *out) {
