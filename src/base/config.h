@@ -37,6 +37,11 @@ typedef struct tern_config {
   double limits_fanout_rate; /* recipient devices per second per user, sustained */
   int64_t limits_fanout_burst; /* bucket size */
   /* groups */
+  double limits_key_fetch_rate; /* key bundle fetches per second per calling user, sustained */
+  int64_t limits_key_fetch_burst; /* bucket size */
+  bool e2e_required;          /* plaintext sends and image uploads are refused */
+  int64_t e2e_max_prekeys;    /* one-time prekeys per device */
+  int64_t e2e_max_ciphertext; /* base64 bytes of one device's ciphertext */
   int64_t groups_max_members;
   int64_t groups_max_per_user;
   int64_t groups_page_max;   /* groups per page of GET /v1/groups at most */

@@ -12,6 +12,7 @@
 #include "core/mediaglue.h"
 #include "core/metrics.h"
 #include "core/groupapi.h"
+#include "core/keyapi.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "net/server.h"
@@ -217,6 +218,8 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
     tern_accounts_user(a, req, p + 10);
   } else if (!strncmp(p, "/v1/groups", 10) && (p[10] == '\0' || p[10] == '/')) {
     tern_groupapi_route(a, req);
+  } else if (!strncmp(p, "/v1/keys", 8) && (p[8] == '\0' || p[8] == '/')) {
+    tern_keyapi_route(a, req);
   } else if (!strncmp(p, "/v1/push", 8) && tern_pushglue_route(a, req)) {
     /* push registration answered */
   } else if (!strncmp(p, "/v1/media", 9) && tern_mediaglue_route(a, req)) {

@@ -15,6 +15,7 @@
 #include "core/api.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/keyapi.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
@@ -280,6 +281,10 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
   if (tern_groups_is_kv(key, klen)) {
     if (tern_groups_load_record(a, v, vlen, key, klen) < 0)
       TERN_WARN("group record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+    return;
+  }
+  if (tern_keyapi_is_kv(key, klen)) {
+    tern_keyapi_apply_record(a, key, klen, v, vlen);
     return;
   }
   if (tern_mediaglue_is_kv(key, klen)) {

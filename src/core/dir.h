@@ -44,6 +44,7 @@ struct tern_user {
   int online;                       /* authenticated sessions right now */
   tern_rate_bucket send_bucket;     /* limits.send_rate */
   tern_rate_bucket fanout_bucket;   /* limits.fanout_rate (group recipient devices) */
+  tern_rate_bucket key_fetch_bucket;/* limits.key_fetch_rate (GET /v1/keys/{user}) */
   tern_session **watchers;          /* sessions watching this user */
   size_t nwatchers, watchers_cap;
   tern_group **groups;              /* groups this user is a member of (groups.c keeps it) */
@@ -62,6 +63,7 @@ struct tern_device {
   struct tern_push_reg *push;      /* push registration (owned), or NULL */
   tern_device *next_in_user;       /* user's device list */
   uint32_t refs;                   /* references besides the directory's own */
+  bool e2e;                        /* has published E2E keys (keyapi.c keeps it) */
   bool removed;                    /* unlinked: kept only for its references */
 };
 

@@ -12,8 +12,10 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/util.h"
 #include "core/cluster.h"
+#include "core/e2e.h"
 #include "core/groups.h"
 #include "core/pushglue.h"
 #include "core/router.h"
@@ -130,25 +132,22 @@ static void add_target(tern_op_append *op, group_send *g, size_t *cap, tern_devi
   tern_op_append_target(op, d ? d->id : inbox, value, mode, d);
 }
 
-void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
-  tern_device *dev = s->dev;
-  tern_user *from = dev->user;
-  tern_group *grp = tern_groups_get(a->groups, f->group_id);
-  if (!grp || !tern_group_member(grp, from)) {
-    if (tern_session_catch_up(s, f, received_ns)) return; /* made or joined on another node a moment ago? */
-    tern_session_error(s, f->id, "no_such_group", "there is no such group, or you are not a member", NULL);
-    return;
-  }
-  const tern_media_rec *mrec = NULL;
-  if (f->media_id && !(mrec = tern_router_media(a, s, f))) return;
-  size_t reach = recipient_devices(grp, from);
+/* The fan-out rate (reach recipient devices) and what every send passes; false after answering. */
+static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_user *from, size_t reach) {
   if (!tern_bucket_take(&from->fanout_bucket, a->cfg->limits_fanout_rate, (double)a->cfg->limits_fanout_burst,
                         (double)reach)) {
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
-    return;
+    return false;
   }
-  if (!tern_router_admit(a, s, f)) return;
+  return tern_router_admit(a, s, f);
+}
 
+/* The send's context. Its members are the other members at acceptance; for an encrypted send
+ * only those with a device in the list (devs), since a member without keys gets nothing and
+ * is neither reached nor skipped. */
+static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame *f, const tern_group *grp,
+                                  uint64_t received_ns, tern_device *const *devs) {
+  tern_user *from = s->dev->user;
   group_send *g = TERN_NEW(group_send);
   g->app = a;
   g->s = s;
@@ -161,16 +160,124 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   g->silent = f->silent;
   tern_idgen_next(&a->ids, g->ts, g->msg_id);
   g->members = tern_malloc((grp->nmembers ? grp->nmembers : 1) * sizeof *g->members);
-  for (size_t i = 0; i < grp->nmembers; i++)
-    if (grp->members[i].user != from) g->members[g->nmembers++] = grp->members[i].user;
+  tern_map listed = {0}; /* encrypted: the users that have a device in the list */
+  for (size_t k = 0; devs && k < f->ne2e; k++) tern_map_puts(&listed, devs[k]->user->name, (void *)1);
+  for (size_t i = 0; i < grp->nmembers; i++) {
+    tern_user *u = grp->members[i].user;
+    if (u != from && (!devs || tern_map_gets(&listed, u->name))) g->members[g->nmembers++] = u;
+  }
+  tern_map_free(&listed);
   if (a->cfg->push_previews && f->body) {
     g->body = tern_memdup(f->body, f->body_len);
     g->body_len = f->body_len;
   }
+  return g;
+}
+
+/* An encrypted group send: pairwise ciphertexts (PROTOCOL.md 11), one record per listed
+ * device holding its ciphertext alone, so no shared body. Receipts per member as for a
+ * plaintext group message: a member with one listed device gets a SOLE copy, with several a
+ * token "<msg_id>/<member>". */
+static void send_e2e(tern_app *a, tern_session *s, const tern_frame *f, group_send *g, tern_device **devs,
+                     const tern_media_rec *mrec) {
+  tern_device *dev = s->dev;
+  tern_op_append *op = tern_op_append_new(on_group_send_done, g);
+  tern_buf *rec = &a->record;
+  size_t cap = 0;
+  char key[TERN_MSG_ID_LEN + TERN_USERNAME_MAX + 2];
+  /* entries by member, in one pass: member index and listed devices per member */
+  tern_map index = {0};
+  for (size_t m = 0; m < g->nmembers; m++) tern_map_puts(&index, g->members[m]->name, (void *)(intptr_t)(m + 1));
+  uint32_t *count = tern_calloc(g->nmembers ? g->nmembers : 1, sizeof *count);
+  int32_t *member = tern_malloc((f->ne2e ? f->ne2e : 1) * sizeof *member);
+  for (size_t i = 0; i < f->ne2e; i++) {
+    member[i] = devs[i]->user == g->from ? -1 : (int32_t)(intptr_t)tern_map_gets(&index, devs[i]->user->name) - 1;
+    if (member[i] >= 0) count[member[i]]++;
+  }
+  for (size_t i = 0; i < f->ne2e; i++) {
+    int32_t m = member[i];
+    if (m < 0) continue;
+    uint32_t n = count[m];
+    tern_env_begin(rec, TERN_ENV_MSG, n == 1 ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT, g->ts);
+    tern_env_put_str(rec, TERN_EF_MSG_ID, g->msg_id);
+    tern_env_put_str(rec, TERN_EF_FROM, g->from->name);
+    tern_env_put_str(rec, TERN_EF_FROM_DEVICE, dev->id);
+    tern_env_put_str(rec, TERN_EF_GROUP_ID, g->group_id);
+    tern_router_put_e2e(rec, &f->e2e[i], f->media_ref);
+    for (size_t k = 0; k < f->nmentions; k++) tern_env_put_str(rec, TERN_EF_MENTION, f->mentions[k]);
+    if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
+    add_target(op, g, &cap, devs[i], NULL, tern_op_append_value(op, rec->data, rec->len), TERN_CAP_SKIP, m);
+  }
+  for (size_t m = 0; m < g->nmembers; m++) {
+    tern_user *u = g->members[m];
+    if (count[m] > 1) {
+      snprintf(key, sizeof key, "%s/%s", g->msg_id, u->name);
+      tern_op_append_token(op, key);
+    }
+    if (mrec) tern_media_grant(a->media, f->media_ref, u->name, count[m]);
+  }
+  tern_free(count);
+  tern_free(member);
+  tern_map_free(&index);
+  for (size_t i = 0; i < f->ne2e; i++) {
+    if (devs[i]->user != g->from) continue;
+    tern_env_begin(rec, TERN_ENV_MSG, 0, g->ts);
+    tern_env_put_str(rec, TERN_EF_MSG_ID, g->msg_id);
+    tern_env_put_str(rec, TERN_EF_FROM, g->from->name);
+    tern_env_put_str(rec, TERN_EF_FROM_DEVICE, dev->id);
+    tern_env_put_str(rec, TERN_EF_GROUP_ID, g->group_id);
+    tern_router_put_e2e(rec, &f->e2e[i], f->media_ref);
+    for (size_t k = 0; k < f->nmentions; k++) tern_env_put_str(rec, TERN_EF_MENTION, f->mentions[k]);
+    if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
+    add_target(op, g, &cap, devs[i], NULL, tern_op_append_value(op, rec->data, rec->len), TERN_CAP_NONE, -1);
+  }
+  if (op->ntokens) tern_store_set_str(&op->token_from, g->from->name);
+  char dkey[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
+  snprintf(dkey, sizeof dkey, "%s/%s", dev->id, f->id);
+  tern_store_set_str(&op->dedup_key, dkey);
+  tern_store_set_str(&op->msg_id, g->msg_id);
+  op->now = g->ts;
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}
+
+void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
+  tern_device *dev = s->dev;
+  tern_user *from = dev->user;
+  tern_group *grp = tern_groups_get(a->groups, f->group_id);
+  if (!grp || !tern_group_member(grp, from)) {
+    if (tern_session_catch_up(s, f, received_ns)) return; /* made or joined on another node a moment ago? */
+    tern_session_error(s, f->id, "no_such_group", "there is no such group, or you are not a member", NULL);
+    return;
+  }
+  const tern_media_rec *mrec = NULL;
+  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
+  tern_device **devs = NULL;
+  size_t reach = recipient_devices(grp, from);
+  if (f->e2e) {
+    devs = tern_malloc(f->ne2e * sizeof *devs);
+    if (!tern_e2e_match(a, s, f, NULL, grp, received_ns, devs)) {
+      tern_free(devs);
+      return;
+    }
+    reach = 0;
+    for (size_t i = 0; i < f->ne2e; i++) reach += devs[i]->user != from;
+  }
+  if (!devs_admit(a, s, f, from, reach)) {
+    tern_free(devs);
+    return;
+  }
+  group_send *g = group_send_new(a, s, f, grp, received_ns, devs);
+  if (devs) {
+    send_e2e(a, s, f, g, devs, mrec);
+    tern_free(devs);
+    return;
+  }
+
+  tern_buf *rec = &a->record;
 
   /* One record, three flag bytes: a member's only inbox (SOLE), a member with several (token),
    * the sender's other devices (no receipt). */
-  tern_buf *rec = &a->record;
   tern_env_begin(rec, TERN_ENV_MSG, TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE, g->ts);
   tern_env_put_str(rec, TERN_EF_MSG_ID, g->msg_id);
   tern_env_put_str(rec, TERN_EF_FROM, from->name);

@@ -187,6 +187,9 @@ int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   const char *ct = req->content_type ? req->content_type : "";
+  if (a->cfg->e2e_required && tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_OCTET &&
+      tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_NONE) /* an unknown type stays 415 */
+    return refuse_head(req, 403, "e2e_required", "this server takes only encrypted attachments (application/octet-stream)");
   tern_media_upload_cbs cbs = {.resume = on_resume, .done = on_upload_done};
   tern_mediaglue_upload *u = TERN_NEW(tern_mediaglue_upload);
   cbs.arg = u;
@@ -388,6 +391,7 @@ static void serve(tern_app *a, tern_http_req *req) {
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
   if (!r || !tern_media_can_read(r, d->user->name)) return not_found(req);
+  if (thumb && r->type == TERN_MEDIA_OCTET) return not_found(req); /* an opaque blob has no thumbnail */
   char etag[72];
   tern_media_etag(r->sha256_hex, thumb, etag);
   if (req->if_none_match && tern_media_etag_match(req->if_none_match, strlen(req->if_none_match), etag)) {

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/cluster.h"
+#include "core/e2e.h"
 #include "core/groups.h"
 #include "core/pushglue.h"
 #include "media/media.h"
@@ -70,8 +71,7 @@ static void send_sent(tern_session *s, const char *id, const char *msg_id, int64
 /* A send carries something this server does not handle yet (encryption, reactions, edits,
  * deletes): refused whole rather than stored without its meaning. */
 static bool unsupported(tern_session *s, const tern_frame *f) {
-  const char *what = f->ne2e ? "encrypted sends" : f->reaction_to ? "reactions" : f->edit_of ? "edits"
-                   : f->delete_of ? "deletes" : NULL;
+  const char *what = f->reaction_to ? "reactions" : f->edit_of ? "edits" : f->delete_of ? "deletes" : NULL;
   if (!what) return false;
   char msg[96];
   snprintf(msg, sizeof msg, "%s are not supported by this server yet", what);
@@ -132,7 +132,8 @@ void tern_router_unavailable(tern_session *s, const char *id) {
 const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f) {
   /* The sender must own the media or have been sent it (forwarding); anything else is the
    * same answer as an unknown id, so existence is never revealed. */
-  const tern_media_rec *mrec = a->media ? tern_media_get(a->media, f->media_id) : NULL;
+  const char *id = f->media_id ? f->media_id : f->media_ref; /* plaintext media, or an encrypted attachment */
+  const tern_media_rec *mrec = a->media && id ? tern_media_get(a->media, id) : NULL;
   if (!mrec || !tern_media_can_read(mrec, s->dev->user->name)) {
     tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
     return NULL;
@@ -141,6 +142,11 @@ const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern
 }
 
 bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
+  if (a->cfg->e2e_required && !f->e2e && !f->delete_of) {
+    /* PROTOCOL.md 11: only ciphertext is relayed (a delete stays outside, so it passes) */
+    tern_session_error(s, f->id, "e2e_required", "this server relays only end-to-end encrypted messages", NULL);
+    return false;
+  }
   if (unsupported(s, f)) return false;
   if (!rate_ok(a, s->dev->user)) {
     tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
@@ -158,6 +164,53 @@ void tern_router_put_media(tern_buf *rec, const tern_media_rec *m) {
   tern_env_put_uint(rec, TERN_EF_MEDIA_HEIGHT, m->height);
 }
 
+void tern_router_put_e2e(tern_buf *rec, const tern_frame_e2e *e, const char *media_ref) {
+  tern_env_put_str(rec, TERN_EF_E2E_TYPE, tern_e2e_type_name(e->type));
+  tern_env_put(rec, TERN_EF_E2E_BODY, e->body, strlen(e->body));
+  tern_env_put_str(rec, TERN_EF_MEDIA_REF, media_ref);
+}
+
+/* An encrypted 1:1 send (PROTOCOL.md 11), its list matched (devs[i] is e2e[i]'s device): one
+ * APPEND with one record per device, each holding that device's ciphertext alone; devices
+ * without keys get nothing. The recipient's copies count for receipts as a plaintext send's
+ * do (one copy: SOLE, several: a token); the sender's own devices make none. */
+static void send_e2e(tern_app *a, tern_session *s, tern_frame *f, send_ctx *c, tern_device **devs,
+                     const tern_media_rec *mrec) {
+  tern_device *dev = s->dev;
+  tern_user *from = c->from, *to = c->to;
+  size_t nrecipient = 0;
+  for (size_t i = 0; i < f->ne2e; i++) nrecipient += to != from && devs[i]->user == to;
+  bool sole = nrecipient == 1;
+  tern_op_append *op = tern_op_append_new(on_send_done, c);
+  tern_buf *rec = &a->record;
+  for (size_t i = 0; i < f->ne2e; i++) {
+    bool recipient = to != from && devs[i]->user == to;
+    uint8_t flags = !recipient ? 0 : sole ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT;
+    tern_env_begin(rec, TERN_ENV_MSG, flags, c->ts);
+    tern_env_put_str(rec, TERN_EF_MSG_ID, c->msg_id);
+    tern_env_put_str(rec, TERN_EF_FROM, from->name);
+    tern_env_put_str(rec, TERN_EF_FROM_DEVICE, dev->id);
+    tern_env_put_str(rec, TERN_EF_TO, to->name);
+    tern_router_put_e2e(rec, &f->e2e[i], f->media_ref);
+    if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
+    size_t v = tern_op_append_value(op, rec->data, rec->len);
+    tern_dir_device_ref(devs[i]);
+    tern_op_append_target(op, devs[i]->id, v, recipient ? TERN_CAP_REFUSE : TERN_CAP_NONE, devs[i]);
+  }
+  if (mrec && nrecipient) tern_media_grant(a->media, f->media_ref, to->name, (uint32_t)nrecipient);
+  char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
+  snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
+  tern_store_set_str(&op->dedup_key, key);
+  tern_store_set_str(&op->msg_id, c->msg_id);
+  if (nrecipient > 1) {
+    tern_store_set_str(&op->token_from, from->name);
+    tern_op_append_token(op, c->msg_id);
+  }
+  op->now = c->ts;
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}
+
 void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
   if (f->group_id) {
     tern_groupsend(a, s, f, received_ns);
@@ -172,8 +225,16 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     return;
   }
   const tern_media_rec *mrec = NULL;
-  if (f->media_id && !(mrec = tern_router_media(a, s, f))) return;
+  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
   if (!tern_router_admit(a, s, f)) return;
+  tern_device **devs = NULL;
+  if (f->e2e) {
+    devs = tern_malloc(f->ne2e * sizeof *devs);
+    if (!tern_e2e_match(a, s, f, to, NULL, received_ns, devs)) {
+      tern_free(devs);
+      return;
+    }
+  }
   send_ctx *c = TERN_NEW(send_ctx);
   c->app = a;
   c->s = s;
@@ -189,6 +250,11 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     c->body_len = f->body_len;
   }
 
+  if (f->e2e) {
+    send_e2e(a, s, f, c, devs, mrec);
+    tern_free(devs);
+    return;
+  }
   /* A recipient with one inbox (one device, or none yet) gets the only copy: its first ack
    * delivers the message, so no delivery token is stored (TERN_ENV_F_SOLE). */
   bool sole = to != from && to->ndevices <= 1;
@@ -227,3 +293,40 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_app_submit(a, &op->op);
 }
 
+
+/* ---- decrypt_error ---- */
+
+static void on_decrypt_error_done(tern_store_op *op) {
+  tern_session *s = op->arg;
+  if (op->status == TERN_STORE_UNAVAILABLE) tern_router_unavailable(s, NULL);
+  else if (op->status != TERN_STORE_OK)
+    tern_session_error(s, NULL, "internal", "the decrypt_error could not be stored", NULL);
+  tern_router_release_targets(tern_op_as_append(op));
+  tern_session_unref(s);
+}
+
+void tern_router_decrypt_error(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
+  tern_user *peer = f->peer ? tern_dir_user(a->dir, f->peer) : NULL;
+  tern_device *d = peer && !peer->pending ? tern_dir_device(a->dir, f->device_id) : NULL;
+  if (!d || d->user != peer) {
+    if (f->peer && tern_session_catch_up(s, f, received_ns)) return; /* logged in elsewhere a moment ago? */
+    if (!peer || peer->pending) tern_session_error(s, NULL, "no_such_user", "there is no user by that name", f->peer);
+    else tern_session_error(s, NULL, "not_found", "that user has no such device", NULL);
+    return;
+  }
+  /* the same budget as sends: a decrypt_error is an envelope the peer must store */
+  if (!rate_ok(a, s->dev->user)) {
+    tern_session_error(s, NULL, "rate_limited", "you are sending too fast; slow down", NULL);
+    return;
+  }
+  tern_buf *rec = &a->record;
+  tern_env_begin(rec, TERN_ENV_DECRYPT_ERROR, 0, tern_now_ms());
+  tern_env_put_str(rec, TERN_EF_MSG_ID, f->msg_id);
+  tern_env_put_str(rec, TERN_EF_FROM, s->dev->user->name);
+  tern_env_put_str(rec, TERN_EF_FROM_DEVICE, s->dev->id);
+  tern_op_append *op = tern_op_append_new(on_decrypt_error_done, s);
+  size_t v = tern_op_append_value(op, rec->data, rec->len);
+  add_device_target(op, d, v, TERN_CAP_NONE); /* never refused, as receipts are not */
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}

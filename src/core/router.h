@@ -32,6 +32,11 @@ void tern_router_release_targets(tern_op_append *op);
 void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
 void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
 
+/* A decrypt_error frame (PROTOCOL.md 11): one envelope to the named device of the sender of
+ * the message that did not decrypt. Answers only refusals (no_such_user, not_found,
+ * rate_limited). */
+void tern_router_decrypt_error(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
+
 /* ---- shared by both kinds of send ---- */
 struct tern_media_rec;
 /* The media a send names, if its sender may forward it; NULL after answering no_such_media. */
@@ -41,6 +46,8 @@ void tern_router_unavailable(tern_session *s, const char *id);
 /* Checks what every send must pass (the per-user send rate; content this server handles);
  * false after answering. */
 bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f);
+/* The ciphertext fields of one device's record of an encrypted send (type, body, media_ref). */
+void tern_router_put_e2e(tern_buf *rec, const tern_frame_e2e *e, const char *media_ref);
 /* The media fields of a message record. */
 void tern_router_put_media(tern_buf *rec, const struct tern_media_rec *m);
 /* The store's delivery event for a watched inbox (watcher = the session). */

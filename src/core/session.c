@@ -278,7 +278,7 @@ static void dispatch(tern_session *s, tern_frame *f, uint64_t received_ns) {
       s->ep_ops->pong(s->ep, tern_now_ms());
       break;
     case TERN_FRAME_DECRYPT_ERROR:
-      tern_session_error(s, NULL, "bad_request", "decrypt_error is not supported by this server yet", NULL);
+      tern_router_decrypt_error(a, s, f, received_ns);
       break;
   }
 }

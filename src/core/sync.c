@@ -9,6 +9,7 @@
 #include "base/util.h"
 #include "core/accounts.h"
 #include "core/groups.h"
+#include "core/keyapi.h"
 #include "core/pushglue.h"
 
 enum {
@@ -116,12 +117,14 @@ static void on_device_gone(const char *id, void *arg) {
 static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
+  else if (tern_keyapi_is_kv(key, klen)) tern_keyapi_apply_record(s->a, key, klen, v, vlen);
   /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
 }
 
 static void on_kv_gone(const char *key, size_t klen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, NULL, 0);
+  else if (tern_keyapi_is_kv(key, klen)) tern_keyapi_apply_record(s->a, key, klen, NULL, 0);
 }
 
 tern_sync *tern_sync_new(tern_app *a) {

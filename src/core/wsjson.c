@@ -226,9 +226,10 @@ void tern_wsjson_text(tern_conn *c, const char *data, size_t len, void *arg) {
   uint64_t received = tern_mono_ns();
   tern_frame f;
   tern_frame_error err;
-  /* v1.1's frames: groups are handled; what the core does not handle yet (e2e, reactions,
-   * edits, deletes, decrypt_error) is refused by the session with a clear error. */
-  static const tern_frame_limits lim = {.v1_1 = true, .input_is_utf8 = true}; /* net/ws.c checked it */
+  /* v1.1's frames: groups, e2e and decrypt_error are handled; what the core does not handle
+   * yet (reactions, edits, deletes) is refused by the session with a clear error. */
+  const tern_frame_limits lim = {.v1_1 = true, .input_is_utf8 = true, /* net/ws.c checked it */
+                                 .e2e_max_ciphertext = (size_t)s->app->cfg->e2e_max_ciphertext};
   if (tern_frame_decode_ex(data, len, &lim, &f, &err) < 0) {
     tern_session_bad_request(s, err.id[0] ? err.id : NULL, err.code, err.message);
     return;

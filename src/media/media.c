@@ -730,7 +730,8 @@ typedef struct dangling_ctx {
 static bool dangling_cb(const char *k, size_t kl, void *v, void *arg) {
   tern_media_rec *r = v;
   tern_media_content *c = r->content;
-  if (!(c->present || (c->seen_orig && c->seen_thumb))) {
+  /* an opaque blob (OCTET) has no thumbnail to see */
+  if (!(c->present || (c->seen_orig && (c->seen_thumb || r->type == TERN_MEDIA_OCTET)))) {
     tern_buf_append(&((dangling_ctx *)arg)->ids, k, kl);
     tern_buf_putc(&((dangling_ctx *)arg)->ids, '\0');
   }

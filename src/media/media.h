@@ -73,6 +73,9 @@ typedef enum {
   TERN_MEDIA_PNG = 2,
   TERN_MEDIA_WEBP = 3,
   TERN_MEDIA_GIF = 4,
+  /* An opaque blob (PROTOCOL.md 11: an encrypted attachment): stored as given, never decoded,
+   * no dimensions and no thumbnail. */
+  TERN_MEDIA_OCTET = 5,
 } tern_media_type;
 
 /* Parses a Content-Type header value: "image/jpeg", case-insensitive, parameters

@@ -140,7 +140,7 @@ int tern_media_rec_decode(const uint8_t *p, size_t n, tern_media_rec **out) {
   m->fetched = get_list(&r, &m->nfetched);
   /* Sizes and times above 2^62 can only come from corruption; so can zero-sized images. */
   if (m->size <= 0 || m->size > (1ll << 62) || m->thumb_size < 0 || m->thumb_size > (1ll << 62) ||
-      m->width == 0 || m->height == 0 || m->created < 0 || m->sent_at < 0 || r.n != 0)
+      ((m->width == 0 || m->height == 0) && m->type != TERN_MEDIA_OCTET) || m->created < 0 || m->sent_at < 0 || r.n != 0)
     r.bad = true;
   if (r.bad) {
     tern_media_rec_free(m);
@@ -161,6 +161,11 @@ void tern_media_rec_free(tern_media_rec *r) {
 }
 
 void tern_media_rec_json(const tern_media_rec *r, tern_buf *out) {
+  if (r->type == TERN_MEDIA_OCTET) { /* PROTOCOL.md 11: an opaque blob has no dimensions */
+    tern_buf_printf(out, "{\"media_id\":\"%s\",\"mime\":\"%s\",\"size\":%lld,\"sha256\":\"%s\"}", r->id,
+                    tern_media_type_mime(r->type), (long long)r->size, r->sha256_hex);
+    return;
+  }
   tern_buf_printf(out, "{\"media_id\":\"%s\",\"mime\":\"%s\",\"size\":%lld,\"sha256\":\"%s\",\"width\":%u,\"height\":%u}",
                   r->id, tern_media_type_mime(r->type), (long long)r->size, r->sha256_hex, r->width, r->height);
 }

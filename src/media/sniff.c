@@ -202,7 +202,8 @@ bool tern_media_dims_ok(uint64_t w, uint64_t h, int64_t max_dimension, int64_t m
   return w * h <= (uint64_t)max_pixels;
 }
 
-static const char *const k_mimes[] = {NULL, "image/jpeg", "image/png", "image/webp", "image/gif"};
+static const char *const k_mimes[] = {NULL, "image/jpeg", "image/png", "image/webp", "image/gif",
+                                      "application/octet-stream"};
 
 const char *tern_media_type_mime(tern_media_type t) {
   if ((int)t <= 0 || (size_t)t >= sizeof k_mimes / sizeof k_mimes[0]) return NULL;
@@ -220,7 +221,7 @@ tern_media_type tern_media_type_from_mime(const char *s, size_t n) {
   }
   while (a < e && (s[a] == ' ' || s[a] == '\t')) a++;
   while (e > a && (s[e - 1] == ' ' || s[e - 1] == '\t')) e--;
-  for (int t = TERN_MEDIA_JPEG; t <= TERN_MEDIA_GIF; t++) {
+  for (int t = TERN_MEDIA_JPEG; t <= TERN_MEDIA_OCTET; t++) {
     size_t l = strlen(k_mimes[t]);
     if (e - a == l && strncasecmp(s + a, k_mimes[t], l) == 0) return (tern_media_type)t;
   }

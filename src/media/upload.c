@@ -370,7 +370,7 @@ int tern_media_upload_write(tern_media_upload *up, const void *data, size_t n) {
   tern_media *m = up->m;
   if (n == 0) return up->paused ? TERN_MEDIA_PAUSE : TERN_MEDIA_CONTINUE;
   if ((uint64_t)up->total + n > (uint64_t)m->opt.max_bytes) return fail_sync(up, TERN_MEDIA_ERR_TOO_LARGE);
-  if (up->probe.status == TERN_PROBE_MORE) {
+  if (up->type != TERN_MEDIA_OCTET && up->probe.status == TERN_PROBE_MORE) {
     int st = tern_media_probe_feed(&up->probe, data, n);
     if (st == TERN_PROBE_BAD || (up->probe.type != TERN_MEDIA_NONE && up->probe.type != up->type))
       return fail_sync(up, TERN_MEDIA_ERR_UNSUPPORTED);
@@ -394,7 +394,8 @@ int tern_media_upload_write(tern_media_upload *up, const void *data, size_t n) {
 int tern_media_upload_finish(tern_media_upload *up) {
   if (!up || up->detached || up->finishing) return TERN_MEDIA_ERR_INVALID;
   /* A body that ended before its header did cannot be an image. */
-  if (up->total == 0 || up->probe.status != TERN_PROBE_DONE) return fail_sync(up, TERN_MEDIA_ERR_UNSUPPORTED);
+  if (up->total == 0 || (up->type != TERN_MEDIA_OCTET && up->probe.status != TERN_PROBE_DONE))
+    return fail_sync(up, TERN_MEDIA_ERR_UNSUPPORTED);
   up->finishing = true;
   step(up);
   return 0;
@@ -439,6 +440,11 @@ static int fsync_path(const char *path, bool dir) {
 /* In the threadpool: validate with libvips and make the thumbnail. */
 static int decode_image(tern_media_upload *up) {
   tern_media *m = up->m;
+  if (up->type == TERN_MEDIA_OCTET) { /* opaque: nothing reads its bytes, and it has no thumbnail */
+    up->width = up->height = 0;
+    up->thumb_size = 0;
+    return 0;
+  }
   /* Which loader libvips would pick must be the one for the declared type; then that loader
    * alone opens the file, so no other format's parser ever sees user bytes. */
   const char *loader = vips_foreign_find_load(up->path);
@@ -523,7 +529,7 @@ static int install(tern_media_upload *up) {
   media_obj_path(m, hex, false, orig);
   media_obj_path(m, hex, true, thumb);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) return TERN_MEDIA_ERR_IO;
-  if (rename(up->thumb_path, thumb) != 0) return TERN_MEDIA_ERR_IO;
+  if (up->type != TERN_MEDIA_OCTET && rename(up->thumb_path, thumb) != 0) return TERN_MEDIA_ERR_IO;
   if (access(orig, F_OK) == 0) unlink(up->path);
   else if (rename(up->path, orig) != 0) return TERN_MEDIA_ERR_IO;
   if (fsync_path(dir, true) != 0) return TERN_MEDIA_ERR_IO;

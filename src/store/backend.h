@@ -54,6 +54,8 @@ typedef enum {
   TERN_BUCKET_TOKENS,    /* msg_id → sender: delivery tokens; TTL inbox.ttl */
   TERN_BUCKET_RECORDS,   /* other modules' records ("media/<id>", ...), no TTL */
   TERN_BUCKET_BODIES,    /* shared bodies of group messages: body id → [4 refs][bytes], TTL inbox.ttl */
+  TERN_BUCKET_PREKEYS,   /* E2E one-time prekeys: "<device id>/<key id>" → public key, and
+                            "<device id>" → the index of its key ids (prekeys.c); no TTL */
   TERN_BUCKET__COUNT
 } tern_bucket;
 

@@ -67,8 +67,8 @@ enum {
 };
 
 /* The key tag of each bucket, and whether its records carry a write time. */
-static const char bucket_tag[TERN_BUCKET__COUNT] = {'u', 'd', 'i', 'r', 'k', 'b'};
-static const bool bucket_timed[TERN_BUCKET__COUNT] = {false, false, true, true, false, true};
+static const char bucket_tag[TERN_BUCKET__COUNT] = {'u', 'd', 'i', 'r', 'k', 'b', 'p'};
+static const bool bucket_timed[TERN_BUCKET__COUNT] = {false, false, true, true, false, true, false};
 
 /* ---- state --------------------------------------------------------------------------------- */
 

@@ -16,7 +16,7 @@
  *               envelope referencing it (TERN_EF_BODY_REF) holds one ref, released when it is
  *               acked, expired, or its device is deleted
  *   moves       the user-level inbox "@user" moves into the first device that logs in
- *   cascade     deleting a device deletes its record, inbox, counters and client ids
+ *   cascade     deleting a device deletes its record, inbox, counters, client ids and E2E keys
  *   sweep       budgeted expiry: envelopes by their ts from each inbox's head, then the TTL
  *               buckets, resuming where the last sweep stopped
  * The directory records (users, devices) keep the byte layout v1 wrote.
@@ -138,6 +138,17 @@ static int dir_del(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *
   if (r >= 0) note_change(sem, op, b, key, klen, NULL, 0, true);
   return r;
 }
+
+/* For the other op files of the store (prekeys.c): the same helpers. */
+tern_backend *tern_sem_backend(tern_sem *sem) { return sem->be; }
+int tern_sem_dir_put(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen, const void *v,
+                     size_t vlen) {
+  return dir_put(sem, op, b, key, klen, v, vlen);
+}
+int tern_sem_dir_del(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen) {
+  return dir_del(sem, op, b, key, klen);
+}
+int tern_sem_failed(tern_sem *sem, tern_store_op *op, const char *what, int r) { return failed(sem, op, what, r); }
 
 /* CATCH_UP: once per group, whatever number of ops ask; a store whose only other writers are
  * this process's ports has nothing to wait for (their changes were queued at their commit). */
@@ -633,6 +644,10 @@ static int do_del_device(tern_sem *sem, tern_op_inbox *op) {
     r = BE(sem)->forget(SELF(sem), id, idl);
     if (r < 0) return failed(sem, &op->op, "del_device forget", r);
   }
+  /* Its E2E keys: the bundle (followed by every writer: the device stops being E2E-capable
+   * everywhere) and its one-time prekeys with their index (prekeys.c). */
+  r = tern_sem_keys_forget(sem, &op->op, id, idl);
+  if (r < 0) return r;
   /* Remembered client ids "<id>/..." */
   tern_buf_reset(&sem->key);
   tern_buf_append(&sem->key, id, idl);
@@ -753,6 +768,9 @@ int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
     case TERN_OP_CATCH_UP: return do_catch_up(sem, op);
     case TERN_OP_KV_PUT: return do_kv(sem, tern_op_as_kv(op), true);
     case TERN_OP_KV_DEL: return do_kv(sem, tern_op_as_kv(op), false);
+    case TERN_OP_KEYS_PUT:
+    case TERN_OP_KEYS_GET:
+    case TERN_OP_KEYS_CLAIM: return tern_sem_keys(sem, tern_op_as_keys(op));
     case TERN_OP__COUNT: break;
   }
   snprintf(op->err, sizeof op->err, "unknown op type %d", (int)op->type);
@@ -799,6 +817,11 @@ void tern_sem_fail(tern_store_op *op, const char *why) {
       b->expired = 0;
       break;
     }
+    case TERN_OP_KEYS_PUT:
+    case TERN_OP_KEYS_GET:
+    case TERN_OP_KEYS_CLAIM:
+      tern_sem_keys_reset(tern_op_as_keys(op));
+      break;
     default: break;
   }
 }

@@ -11,6 +11,8 @@
 #include "base/util.h"
 #include "store/store_int.h"
 
+#include <sodium.h>
+
 /* ---- ops ------------------------------------------------------------------------------------ */
 
 /* Freed ops are kept for reuse, per thread and per struct: a message makes several ops, and
@@ -151,8 +153,63 @@ void tern_op_record_set_device(tern_op_record *op, const tern_device_rec *rec) {
   op->device.push = rec->push ? tern_strdup(rec->push) : NULL;
 }
 
+/* ---- key ops: rare (a device publishes or fetches keys now and then), so never pooled ---- */
+
+tern_op_keys *tern_op_keys_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
+  tern_op_keys *op = TERN_NEW(tern_op_keys);
+  op_init(&op->op, type, done, arg);
+  return op;
+}
+
+void tern_op_keys_add_prekey(tern_op_keys *op, uint32_t id, const uint8_t pub[TERN_KEY_PUB_LEN]) {
+  if (op->nprekeys == op->prekeys_cap) {
+    op->prekeys_cap = op->prekeys_cap ? op->prekeys_cap * 2 : 8;
+    op->prekeys = tern_realloc(op->prekeys, op->prekeys_cap * sizeof *op->prekeys);
+  }
+  tern_prekey *k = &op->prekeys[op->nprekeys++];
+  k->id = id;
+  memcpy(k->pub, pub, TERN_KEY_PUB_LEN);
+}
+
+void tern_op_keys_add_device(tern_op_keys *op, const char *device_id) {
+  if (op->ndevices == op->devices_cap) {
+    op->devices_cap = op->devices_cap ? op->devices_cap * 2 : 4;
+    op->devices = tern_realloc(op->devices, op->devices_cap * sizeof *op->devices);
+  }
+  op->devices[op->ndevices++] = tern_strdup(device_id);
+}
+
+static bool is_keys_op(tern_store_op_type t) {
+  return t == TERN_OP_KEYS_PUT || t == TERN_OP_KEYS_GET || t == TERN_OP_KEYS_CLAIM;
+}
+
+void tern_keys_bundle_clear(tern_key_bundle *b) {
+  tern_free(b->device_id);
+  tern_free(b->user);
+  memset(b, 0, sizeof *b);
+}
+
+static void keys_op_free(tern_op_keys *k) {
+  tern_free(k->device_id);
+  tern_free(k->user);
+  tern_free(k->prekeys);
+  for (size_t i = 0; i < k->ndevices; i++) tern_free(k->devices[i]);
+  tern_free(k->devices);
+  tern_keys_bundle_clear(&k->bundle);
+  for (size_t i = 0; i < k->nbundles; i++) tern_keys_bundle_clear(&k->bundles[i]);
+  tern_free(k->bundles);
+  tern_buf_free(&k->record);
+  /* the key material is public, but a freed op should not leave it lying around either */
+  sodium_memzero(k, sizeof *k);
+  tern_free(k);
+}
+
 /* Frees what an op owns and returns it to its pool (or frees it when the pool is full). */
 static void op_destroy(tern_store_op *op) {
+  if (is_keys_op(op->type)) {
+    keys_op_free(tern_op_as_keys(op));
+    return;
+  }
   int pool = pool_of(op->type);
   bool keep = pools[pool].len < POOL_MAX;
   switch (pool) {

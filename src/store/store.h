@@ -121,6 +121,15 @@ typedef enum {
   TERN_OP_KV_PUT,        /* tern_op_kv: key, value: another module's small record (media),
                             read back at start-up by the load's kv callback */
   TERN_OP_KV_DEL,        /* tern_op_kv: key */
+  /* The E2E key directory (PROTOCOL.md 11, prekeys.c). A device's bundle is the record
+   * "e2e/<device id>" in RECORDS (so every writer's directory learns who is E2E-capable through
+   * the change feed); its one-time prekeys live in the PREKEYS bucket. DEL_DEVICE deletes both. */
+  TERN_OP_KEYS_PUT,      /* tern_op_keys: device_id, user, the bundle fields given (has_*),
+                            prekeys[]; out: refusal (status CONFLICT), bundle + nprekeys after */
+  TERN_OP_KEYS_GET,      /* tern_op_keys: device_id; out: found, bundle, nprekeys */
+  TERN_OP_KEYS_CLAIM,    /* tern_op_keys: devices[] (ids); out: bundles[] of those with keys,
+                            each with one one-time prekey taken out of the store (has_prekey),
+                            so that no two claims ever get the same key */
   TERN_OP__COUNT
 } tern_store_op_type;
 
@@ -240,6 +249,73 @@ typedef struct tern_op_record {
   tern_user_rec user;   /* strings owned by the op */
   tern_device_rec device;
 } tern_op_record;
+
+/* ---- E2E keys ---- */
+#define TERN_KEY_PUB_LEN 33        /* a Curve25519 public key: type byte 0x05 + 32 bytes */
+#define TERN_KEY_SIG_LEN 64        /* an XEdDSA signature */
+#define TERN_KEY_ID_MAX 16777215   /* key ids are 1..2^24-1 */
+#define TERN_KEY_REG_ID_MAX 16380  /* registration ids are 1..16380 */
+
+typedef struct tern_prekey {
+  uint32_t id;                     /* 1..TERN_KEY_ID_MAX */
+  uint8_t pub[TERN_KEY_PUB_LEN];
+} tern_prekey;
+
+typedef struct tern_key_bundle {
+  char *device_id;                 /* owned by the op */
+  char *user;                      /* the device's user (owned) */
+  uint32_t registration_id;
+  uint8_t identity[TERN_KEY_PUB_LEN];
+  uint32_t spk_id;                 /* the signed prekey */
+  uint8_t spk_pub[TERN_KEY_PUB_LEN];
+  uint8_t spk_sig[TERN_KEY_SIG_LEN];
+  bool has_prekey;                 /* CLAIM: a one-time prekey was left and is now this one's */
+  tern_prekey prekey;
+  uint32_t nprekeys;               /* one-time prekeys stored (after the op) */
+} tern_key_bundle;
+
+typedef enum {
+  TERN_KEYS_OK = 0,
+  TERN_KEYS_NEED_IDENTITY, /* PUT: the device has no keys yet and the PUT lacks the identity
+                              key, registration id or signed prekey */
+  TERN_KEYS_IDENTITY,      /* PUT: another identity key (or registration id) is already set */
+  TERN_KEYS_TOO_MANY,      /* PUT: the one-time prekeys would pass max_prekeys */
+  TERN_KEYS_NO_DEVICE,     /* PUT: no such device is stored (deleted meanwhile) */
+} tern_keys_refusal;
+
+/* KEYS_PUT, KEYS_GET, KEYS_CLAIM */
+typedef struct tern_op_keys {
+  tern_store_op op;        /* head */
+  /* in */
+  char *device_id;         /* PUT, GET */
+  char *user;              /* PUT: the device's user */
+  bool has_identity;       /* PUT: identity + registration_id given */
+  bool has_spk;            /* PUT: a signed prekey given (replaces the stored one) */
+  tern_key_bundle in;      /* PUT: registration_id, identity, spk_* (device_id/user unused) */
+  tern_prekey *prekeys; size_t nprekeys, prekeys_cap; /* PUT: one-time prekeys to add */
+  uint32_t max_prekeys;    /* PUT: e2e.max_prekeys (0: none) */
+  char **devices; size_t ndevices, devices_cap; /* CLAIM: device ids */
+  /* out */
+  tern_keys_refusal refusal; /* PUT with status CONFLICT */
+  bool found;              /* GET; PUT: the bundle after the op */
+  tern_key_bundle bundle;  /* GET, PUT (strings owned) */
+  tern_key_bundle *bundles; size_t nbundles; /* CLAIM, in the order of devices[] */
+  /* The record the op wrote ("e2e/<device id>" value; empty when none), so that the submitting
+   * loop can apply it to its own directory: the change feed skips the writer's own port. */
+  tern_buf record;
+} tern_op_keys;
+
+tern_op_keys *tern_op_keys_new(tern_store_op_type type, tern_store_done_cb done, void *arg);
+static inline tern_op_keys *tern_op_as_keys(tern_store_op *op) { return (tern_op_keys *)(void *)op; }
+/* Adds a one-time prekey to a PUT / a device id to a CLAIM (copied). */
+void tern_op_keys_add_prekey(tern_op_keys *op, uint32_t id, const uint8_t pub[TERN_KEY_PUB_LEN]);
+void tern_op_keys_add_device(tern_op_keys *op, const char *device_id);
+
+/* The RECORDS key prefix of key bundles, and a bundle record's parse (the directory's view of
+ * who is E2E-capable, at load and from the change feed). 0, or -EINVAL for a malformed record;
+ * out's strings are not set (the device is the key's, after the prefix). */
+#define TERN_KEYS_RECORD_PREFIX "e2e/"
+int tern_keys_record_decode(const uint8_t *v, size_t n, tern_key_bundle *out);
 
 /* KV_PUT, KV_DEL */
 typedef struct tern_op_kv {

@@ -69,6 +69,24 @@ int tern_sem_count_bodies(tern_store *s, char *err, size_t errlen);
 /* An op of a failed group: status ERROR, outputs emptied. */
 void tern_sem_fail(tern_store_op *op, const char *why);
 
+/* Helpers for the op files besides semantics.c (prekeys.c): the backend, directory writes
+ * noted for the change feed, and a failed primitive (as semantics.c's own). */
+tern_backend *tern_sem_backend(tern_sem *sem);
+int tern_sem_dir_put(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen, const void *v,
+                     size_t vlen);
+int tern_sem_dir_del(tern_sem *sem, tern_store_op *op, tern_bucket b, const char *key, size_t klen);
+int tern_sem_failed(tern_sem *sem, tern_store_op *op, const char *what, int r);
+
+/* ---- prekeys.c (commit thread): the E2E key ops ---- */
+int tern_sem_keys(tern_sem *sem, tern_op_keys *op);
+/* Empties a key op's outputs (before an attempt, and for a failed group). */
+void tern_sem_keys_reset(tern_op_keys *op);
+/* DEL_DEVICE's part: deletes the device's bundle, one-time prekeys and their index. */
+int tern_sem_keys_forget(tern_sem *sem, tern_store_op *op, const char *device_id, size_t idl);
+
+/* ---- store.c ---- */
+void tern_keys_bundle_clear(tern_key_bundle *b);
+
 /* ---- committer.c ---- */
 int tern_committer_start(tern_store *s, int group_max, tern_committer **out, char *err, size_t errlen);
 /* Finishes every op handed over so far, stops the thread and frees the committer. */
