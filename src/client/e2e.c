@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,7 +67,24 @@ struct tern_e2e {
   signal_protocol_store_context *store;    /* our stores on it */
   tern_e2e_change change;                  /* what save_identity saw since it was reset */
   bool save_failed;                        /* a store callback could not save (reported once) */
+  int lock_fd;                             /* DIR/lock, flock'd during each public call */
+  int depth;                               /* nesting of public calls (one lock) */
+  dev_t seen_dev;                          /* the file as we last read or wrote it: another */
+  ino_t seen_ino;                          /* process (listen beside send) may have */
+  off_t seen_size;                         /* replaced it since */
+  struct timespec seen_mtime;
 };
+
+static void note_file(tern_e2e *e) {
+  char path[4200];
+  tern_e2e_state_path(e->dir, path, sizeof path);
+  struct stat sb;
+  if (stat(path, &sb) < 0) return;
+  e->seen_dev = sb.st_dev;
+  e->seen_ino = sb.st_ino;
+  e->seen_size = sb.st_size;
+  e->seen_mtime = sb.st_mtim;
+}
 
 static void seterr(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void seterr(char *err, size_t cap, const char *fmt, ...) {
@@ -212,6 +230,7 @@ static int save(tern_e2e *e) {
   memset(text, 0, len);
   cJSON_free(text);
   if (rc < 0) e->save_failed = true;
+  else note_file(e);
   return rc;
 }
 
@@ -289,6 +308,7 @@ static int load(tern_e2e *e, char *err, size_t errcap) {
     if (cJSON_GetObjectItemCaseSensitive(o, "d") && decode_b64_field(o, "d", &it->data, &it->len) < 0) goto bad;
   }
   cJSON_Delete(root);
+  note_file(e);
   return 0;
 bad:
   cJSON_Delete(root);
@@ -512,6 +532,9 @@ int tern_e2e_open(const char *dir, tern_e2e **out, char *err, size_t errcap) {
   }
   tern_e2e *e = tern_calloc(1, sizeof *e);
   snprintf(e->dir, sizeof e->dir, "%s", dir);
+  char lock[4200];
+  snprintf(lock, sizeof lock, "%s/lock", dir);
+  e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   e->next_prekey_id = 1;
   e->ctx = new_context(e);
   if (!e->ctx) {
@@ -564,6 +587,7 @@ void tern_e2e_close(tern_e2e *e) {
   clear_items(e);
   tern_free(e->items);
   SIGNAL_UNREF(e->identity);
+  if (e->lock_fd >= 0) close(e->lock_fd);
   if (e->store) signal_protocol_store_context_destroy(e->store);
   if (e->ctx) signal_context_destroy(e->ctx);
   memset(e, 0, sizeof *e);
@@ -616,7 +640,7 @@ static int make_prekeys(tern_e2e *e, size_t n) {
   return 0;
 }
 
-int tern_e2e_init(tern_e2e *e, const char *user, const char *device_id) {
+static int init_impl(tern_e2e *e, const char *user, const char *device_id) {
   clear_items(e);
   SIGNAL_UNREF(e->identity);
   snprintf(e->user, sizeof e->user, "%s", user);
@@ -653,7 +677,7 @@ static void add_pub_of_pair(cJSON *o, const char *name, const ec_key_pair *kp) {
   tern_buf_free(&b);
 }
 
-int tern_e2e_keys_body(tern_e2e *e, bool full, size_t n_new, tern_buf *out) {
+static int keys_body_impl(tern_e2e *e, bool full, size_t n_new, tern_buf *out) {
   if (!e->identity) return -ENOENT;
   if (!full) {
     if (n_new > TERN_E2E_PREKEY_BATCH) n_new = TERN_E2E_PREKEY_BATCH;
@@ -719,7 +743,7 @@ static signal_protocol_address make_addr(const char *user, int32_t num) {
   return a;
 }
 
-int tern_e2e_process_bundle(tern_e2e *e, const char *user, const cJSON *dev, tern_e2e_change *change, char *err,
+static int process_bundle_impl(tern_e2e *e, const char *user, const cJSON *dev, tern_e2e_change *change, char *err,
                             size_t errcap) {
   if (change) *change = TERN_E2E_SAME;
   const char *device_id = jstr(dev, "device_id");
@@ -776,12 +800,12 @@ out:
   return rc;
 }
 
-bool tern_e2e_has_session(tern_e2e *e, const char *user, const char *device_id) {
+static bool has_session_impl(tern_e2e *e, const char *user, const char *device_id) {
   int32_t num = addr_num(e, user, device_id, false);
   return num && find_item(e, IT_SESSION, user, strlen(user), num);
 }
 
-void tern_e2e_forget(tern_e2e *e, const char *user, const char *device_id) {
+static void forget_impl(tern_e2e *e, const char *user, const char *device_id) {
   int32_t num = addr_num(e, user, device_id, false);
   if (!num) return;
   item *it;
@@ -790,7 +814,7 @@ void tern_e2e_forget(tern_e2e *e, const char *user, const char *device_id) {
   save(e);
 }
 
-size_t tern_e2e_devices(tern_e2e *e, const char *user, char ***ids) {
+static size_t devices_impl(tern_e2e *e, const char *user, char ***ids) {
   size_t n = 0;
   char **v = tern_calloc(e->n + 1, sizeof *v);
   for (size_t i = 0; i < e->n; i++) {
@@ -808,7 +832,7 @@ void tern_e2e_strv_free(char **v, size_t n) {
   tern_free(v);
 }
 
-int tern_e2e_encrypt(tern_e2e *e, const char *user, const char *device_id, const void *pt, size_t len, int *type,
+static int encrypt_impl(tern_e2e *e, const char *user, const char *device_id, const void *pt, size_t len, int *type,
                      tern_buf *out) {
   int32_t num = addr_num(e, user, device_id, false);
   if (!num || !find_item(e, IT_SESSION, user, strlen(user), num)) return -ENOENT;
@@ -842,7 +866,7 @@ static const char *sg_reason(int rc) {
   }
 }
 
-int tern_e2e_decrypt(tern_e2e *e, const char *user, const char *device_id, int type, const char *b64, size_t b64_len,
+static int decrypt_impl(tern_e2e *e, const char *user, const char *device_id, int type, const char *b64, size_t b64_len,
                      tern_buf *out, tern_e2e_change *change, char *err, size_t errcap) {
   if (change) *change = TERN_E2E_SAME;
   tern_buf raw = {0};
@@ -896,7 +920,7 @@ int tern_e2e_decrypt(tern_e2e *e, const char *user, const char *device_id, int t
 
 /* ---- media keys ---- */
 
-void tern_e2e_remember_media(tern_e2e *e, const tern_e2e_media *m) {
+static void remember_media_impl(tern_e2e *e, const tern_e2e_media *m) {
   item *it = NULL;
   for (size_t i = 0; i < e->n && !it; i++)
     if (e->items[i].kind == IT_MEDIA && strcmp(e->items[i].user, m->media_id) == 0) it = &e->items[i];
@@ -917,7 +941,7 @@ void tern_e2e_remember_media(tern_e2e *e, const tern_e2e_media *m) {
   save(e);
 }
 
-int tern_e2e_find_media(tern_e2e *e, const char *media_id, tern_e2e_media *out) {
+static int find_media_impl(tern_e2e *e, const char *media_id, tern_e2e_media *out) {
   for (size_t i = 0; i < e->n; i++) {
     item *it = &e->items[i];
     if (it->kind != IT_MEDIA || strcmp(it->user, media_id) != 0 || it->len != 44) continue;
@@ -938,7 +962,7 @@ int tern_e2e_find_media(tern_e2e *e, const char *media_id, tern_e2e_media *out) 
 
 #define SENT_KEEP 100 /* the newest messages kept; a decrypt_error comes soon after a send */
 
-void tern_e2e_remember_sent(tern_e2e *e, const char *msg_id, const char *peer, bool group, const void *inner,
+static void remember_sent_impl(tern_e2e *e, const char *msg_id, const char *peer, bool group, const void *inner,
                             size_t n) {
   size_t count = 0;
   item *oldest = NULL;
@@ -956,7 +980,7 @@ void tern_e2e_remember_sent(tern_e2e *e, const char *msg_id, const char *peer, b
   save(e);
 }
 
-int tern_e2e_find_sent(tern_e2e *e, const char *msg_id, char *peer, size_t cap, bool *group, tern_buf *inner) {
+static int find_sent_impl(tern_e2e *e, const char *msg_id, char *peer, size_t cap, bool *group, tern_buf *inner) {
   for (size_t i = 0; i < e->n; i++) {
     item *it = &e->items[i];
     if (it->kind != IT_SENT || strcmp(it->user, msg_id) != 0) continue;
@@ -1139,4 +1163,114 @@ void tern_e2e_inner_free(tern_e2e_inner *in) {
   tern_free(in->group_id);
   tern_free(in->resend_of);
   memset(in, 0, sizeof *in);
+}
+
+/* ---- the public calls: each one under the state lock, on a fresh view of the file ---- */
+
+/* Several tern processes share a device's state (listen running while send sends): each
+ * call takes the directory's lock and rereads the file when someone else replaced it, so
+ * that no ratchet step is lost to a stale copy written back. */
+static void enter(tern_e2e *e) {
+  if (e->depth++) return;
+  if (e->lock_fd >= 0) flock(e->lock_fd, LOCK_EX);
+  char path[4200];
+  tern_e2e_state_path(e->dir, path, sizeof path);
+  struct stat sb;
+  if (stat(path, &sb) < 0) return;
+  if (sb.st_dev == e->seen_dev && sb.st_ino == e->seen_ino && sb.st_size == e->seen_size &&
+      sb.st_mtim.tv_sec == e->seen_mtime.tv_sec && sb.st_mtim.tv_nsec == e->seen_mtime.tv_nsec)
+    return;
+  clear_items(e);
+  SIGNAL_UNREF(e->identity);
+  e->user[0] = e->device_id[0] = 0;
+  load(e, NULL, 0);
+}
+
+static void leave(tern_e2e *e) {
+  if (--e->depth == 0 && e->lock_fd >= 0) flock(e->lock_fd, LOCK_UN);
+}
+
+int tern_e2e_init(tern_e2e *e, const char *user, const char *device_id) {
+  enter(e);
+  int rc = init_impl(e, user, device_id);
+  leave(e);
+  return rc;
+}
+
+int tern_e2e_keys_body(tern_e2e *e, bool full, size_t n_new, tern_buf *out) {
+  enter(e);
+  int rc = keys_body_impl(e, full, n_new, out);
+  leave(e);
+  return rc;
+}
+
+int tern_e2e_process_bundle(tern_e2e *e, const char *user, const cJSON *dev, tern_e2e_change *change, char *err,
+                            size_t errcap) {
+  enter(e);
+  int rc = process_bundle_impl(e, user, dev, change, err, errcap);
+  leave(e);
+  return rc;
+}
+
+bool tern_e2e_has_session(tern_e2e *e, const char *user, const char *device_id) {
+  enter(e);
+  bool rc = has_session_impl(e, user, device_id);
+  leave(e);
+  return rc;
+}
+
+void tern_e2e_forget(tern_e2e *e, const char *user, const char *device_id) {
+  enter(e);
+  forget_impl(e, user, device_id);
+  leave(e);
+}
+
+size_t tern_e2e_devices(tern_e2e *e, const char *user, char ***ids) {
+  enter(e);
+  size_t rc = devices_impl(e, user, ids);
+  leave(e);
+  return rc;
+}
+
+int tern_e2e_encrypt(tern_e2e *e, const char *user, const char *device_id, const void *pt, size_t len, int *type,
+                     tern_buf *out) {
+  enter(e);
+  int rc = encrypt_impl(e, user, device_id, pt, len, type, out);
+  leave(e);
+  return rc;
+}
+
+int tern_e2e_decrypt(tern_e2e *e, const char *user, const char *device_id, int type, const char *b64, size_t b64_len,
+                     tern_buf *out, tern_e2e_change *change, char *err, size_t errcap) {
+  enter(e);
+  int rc = decrypt_impl(e, user, device_id, type, b64, b64_len, out, change, err, errcap);
+  leave(e);
+  return rc;
+}
+
+void tern_e2e_remember_media(tern_e2e *e, const tern_e2e_media *m) {
+  enter(e);
+  remember_media_impl(e, m);
+  leave(e);
+}
+
+int tern_e2e_find_media(tern_e2e *e, const char *media_id, tern_e2e_media *out) {
+  enter(e);
+  int rc = find_media_impl(e, media_id, out);
+  leave(e);
+  return rc;
+}
+
+void tern_e2e_remember_sent(tern_e2e *e, const char *msg_id, const char *peer, bool group, const void *inner,
+                            size_t n) {
+  enter(e);
+  remember_sent_impl(e, msg_id, peer, group, inner, n);
+  leave(e);
+}
+
+int tern_e2e_find_sent(tern_e2e *e, const char *msg_id, char *peer, size_t cap, bool *group, tern_buf *inner) {
+  enter(e);
+  int rc = find_sent_impl(e, msg_id, peer, cap, group, inner);
+  leave(e);
+  return rc;
 }
