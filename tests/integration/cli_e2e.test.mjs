@@ -66,7 +66,7 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     assert.equal(own.body.identity_key.length, 44);
   });
 
-  test('an encrypted send: listen decrypts it; the reply too; the server only relays ciphertext', async (t) => {
+  test('an encrypted send: listen decrypts it; the reply too', async (t) => {
     if (skip(t)) return;
     const marker = `secret-${uniq('m')}`;
     const listen = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: users.bobHome });
@@ -85,6 +85,16 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await back.done).code, 0, back.stderr);
     assert.match(back.stdout, /🔒 hi back/);
+  });
+
+  test('chat encrypts the lines typed, and shows what arrives decrypted', async (t) => {
+    if (skip(t)) return;
+    const listen = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: users.aliceHome });
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await tern(['chat', users.alice, '--e2e', ...server], { home: users.bobHome, input: 'typed in chat\n' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await listen.done).code, 0, listen.stderr);
+    assert.match(listen.stdout, /🔒 typed in chat/);
   });
 
   test('safety numbers: 12 groups of 5, the same on both sides', async (t) => {
@@ -202,6 +212,19 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     assert.match(lc.stdout, new RegExp(`🔒 \\(resent in place of ${id}\\) do you read me`));
     la.proc.kill('SIGINT');
     await la.done;
+  });
+
+  test('one-time prekeys are topped up once few are left', async (t) => {
+    if (skip(t)) return;
+    const creds = credsOf(users.bobHome);
+    const own = () => request(srv, 'GET', '/v1/keys', { token: creds.token });
+    const before = (await own()).body.one_time_prekeys;
+    const asker = credsOf(users.carolHome).token;
+    for (let i = 0; i < before - 5; i++) await request(srv, 'GET', `/v1/keys/${users.bob}/${creds.device_id}`, { token: asker });
+    assert.ok((await own()).body.one_time_prekeys <= 5);
+    const r = await tern(['send', users.alice, 'topping up', ...server], { home: users.bobHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await own()).body.one_time_prekeys >= 100);
   });
 
   test('logout removes the state; the server deletes the keys', async (t) => {
