@@ -53,6 +53,9 @@ void tern_e2e_close(tern_e2e *e); /* NULL is fine; saves nothing (every change i
 void tern_e2e_state_path(const char *dir, char *out, size_t cap);
 
 bool tern_e2e_has_identity(const tern_e2e *e);
+/* Whether each save fsyncs the file before renaming it (the default, true). Only a
+ * measurement turns it off, to tell the protocol's cost from the disk's. */
+void tern_e2e_set_fsync(tern_e2e *e, bool on);
 /* Makes a new identity for user's device device_id, dropping everything the state held
  * (a login is a new device): identity key pair, registration id (1-16380), signed prekey 1
  * and TERN_E2E_PREKEY_BATCH one-time prekeys. Saves. */
