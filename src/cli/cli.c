@@ -614,13 +614,20 @@ static void session_e2e_msg(session *s, const tern_client_event *ev) {
   tern_e2e_inner in;
   char err[200] = "";
   int rc = tern_cli_e2e_decrypt(s->e, &ev->frame.env, &in, err, sizeof err);
+  if (rc == 0 && (ev->group_id ? !in.group_id || strcmp(in.group_id, ev->group_id) != 0 : in.group_id != NULL)) {
+    /* The sender wrote the conversation inside: a relay that moves a message elsewhere is
+     * caught here. */
+    snprintf(err, sizeof err, "it was written for another conversation");
+    tern_e2e_inner_free(&in);
+    rc = -EBADMSG;
+  }
   if (rc == -EALREADY) {
     /* Decrypted before, its ack lost: the ratchet has moved on, there is nothing to show. */
     if (ev->seq && s->conn) tern_client_ack(s->conn, ev->seq);
     return;
   }
   tern_buf text = {0}, longtext = {0};
-  env->e2e_type = TERN_CIPHER_NONE;
+  /* e2e_type stays set on what decrypted: the lines show a lock for it. */
   env->media_ref = (tern_str){0};
   if (rc == 0) {
     const char *body = in.body;
@@ -631,10 +638,9 @@ static void session_e2e_msg(session *s, const tern_client_event *ev) {
       else body = "[a long encrypted text that could not be downloaded]";
       in.has_media = false;
     }
-    tern_buf_puts(&text, "🔒 ");
     if (in.resend_of) tern_buf_printf(&text, "(resent in place of %s) ", in.resend_of);
     if (body) tern_buf_puts(&text, body);
-    copy.body = tern_buf_cstr(&text);
+    copy.body = text.len ? tern_buf_cstr(&text) : NULL;
     copy.body_len = text.len;
     if (in.has_media) {
       copy.media_id = in.media.media_id;
@@ -648,6 +654,7 @@ static void session_e2e_msg(session *s, const tern_client_event *ev) {
     env->reaction_to = view_of(in.reaction_to);
     env->reaction_emoji = view_of(in.reaction_emoji);
   } else {
+    env->e2e_type = TERN_CIPHER_NONE; /* no lock on what we could not read */
     tern_buf_printf(&text, "[could not decrypt this message: %s]", err);
     copy.body = tern_buf_cstr(&text);
     copy.body_len = text.len;
@@ -945,6 +952,7 @@ static int upload_image(tern_cli *c, send_state *st) {
   if (st->e) {
     /* Encrypted: the server gets an opaque blob; type and key go inside the message. */
     int st2 = tern_cli_e2e_upload(c, bytes, len, mime, &st->in.media);
+    if (st2 == 0) tern_client_image_size(bytes, len, &st->in.media.width, &st->in.media.height);
     tern_free(bytes);
     if (st2) return st2;
     st->in.has_media = true;
@@ -1001,9 +1009,11 @@ static int send_prepare_e2e(tern_cli *c, send_state *st) {
     int rc = tern_client_group_get(s.c, &c->url, c->creds.token, st->group.group_id, tern_cli_sync_cb, &s);
     tern_cli_sync_end(&s, rc);
     if (!s.r.ok || tern_client_parse_group(&s.r, &g) < 0) {
-      int st2 = tern_cli_group_refused(c, &s.r);
+      /* Not ours to answer: the send itself gets the server's word for it (no_such_group). */
+      int st2 = c->e2e ? tern_cli_group_refused(c, &s.r) : 0;
       tern_client_response_free(&s.r);
       tern_client_group_free(&g);
+      send_state_free(st);
       return st2;
     }
     tern_client_response_free(&s.r);
@@ -1021,7 +1031,14 @@ static int send_prepare_e2e(tern_cli *c, send_state *st) {
     if (!has) keyless = users[i];
   }
   int status = 0;
-  if (rc < 0 || keyless) {
+  if (rc == -ENOENT) {
+    /* An unknown user: the server says so (no_such_user), nothing needs hiding. */
+    if (c->e2e) status = tern_cli_complain(c, 1, "--e2e: no such user");
+    send_state_free(st);
+  } else if (rc == 0 && !keyless && st->t.n == 0) {
+    /* Nobody to encrypt for (a group of one, no other device of ours): nothing to hide. */
+    send_state_free(st);
+  } else if (rc < 0 || keyless) {
     if (c->e2e) {
       status = rc < 0 ? tern_cli_complain(c, 1, "--e2e: cannot fetch keys: %s", tern_cli_errstr(rc))
                       : tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
@@ -1398,8 +1415,8 @@ static void print_msg_extras(const tern_envelope *e) {
     else printf("removed a reaction to %s", e->reaction_to.p);
   }
   if (e->delete_of.p) printf("deleted %s", e->delete_of.p);
-  /* This client has no Signal session: it can say that a ciphertext came, not what it says. */
-  if (e->e2e_type) printf("[encrypted message]%s", e->media_ref.p ? " [encrypted attachment]" : "");
+  /* An encrypted message reaches the lines decrypted (session_e2e_msg), still marked. */
+  if (e->e2e_type) printf("🔒 ");
 }
 
 /* group: the name to show for a group message's group. */
@@ -2011,6 +2028,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         else if (!ch->in_group && strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
         if (ours && !mine) chat_typing(ch, from, false); /* they wrote: no longer typing */
+        if (ev->frame.env.e2e_type) tern_buf_puts(&b, "🔒 "); /* it came end-to-end encrypted */
         if (ev->media_id) {
           char img[160];
           tern_client_format_media(ev, img, sizeof img);
@@ -2124,12 +2142,12 @@ int tern_cli_cmd_chat(int argc, char **argv) {
     char keyless[TERN_CLIENT_USER_MAX + 1] = "";
     int all = tern_cli_e2e_conversation(&c, s.e, ch.peer, ch.in_group ? ch.group.group_id : NULL, &ch.t, keyless,
                                         sizeof keyless);
-    ch.e2e = all == 1;
-    if (!ch.e2e && c.e2e) {
+    ch.e2e = all == 1 && ch.t.n > 0; /* nobody to encrypt for: a group of one */
+    if (all != 1 && c.e2e) {
       tern_e2e_close(s.e);
       return tern_cli_complain(&c, 1, "--e2e: %s has no end-to-end keys", all == 0 ? keyless : "someone");
     }
-    if (!ch.e2e) fprintf(stderr, "tern: chat: %s has no end-to-end keys: messages go in plaintext\n", all == 0 ? keyless : "a member");
+    if (all == 0) fprintf(stderr, "tern: chat: %s has no end-to-end keys: messages go in plaintext\n", keyless);
   } else if (c.e2e) {
     tern_e2e_close(s.e);
     return tern_cli_complain(&c, 1, "--e2e: this device cannot encrypt on %s", c.server);

@@ -185,7 +185,8 @@ typedef struct tern_cli_targets {
 void tern_cli_targets_free(tern_cli_targets *t);
 /* GET /v1/keys/{user} for each of users and for ourselves (synchronously, before a
  * session): sessions with devices new to us, vanished ones forgotten, and every device
- * but this one in *t. An unknown user adds nothing. 0 or a negative code (t then empty). */
+ * but this one in *t. 0, -ENOENT when a user is unknown (404: the send itself should get the
+ * server's no_such_user), or another negative code; t is empty on failure. */
 int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *users, size_t n, tern_cli_targets *t);
 /* The encrypted send: in encrypted once per target into *f (to or group_id set, media_ref
  * may be NULL; f points into id, to, group_id, media_ref and t, which must outlive it; free

@@ -239,6 +239,7 @@ static void learn_directory(const tern_cli *c, tern_e2e *e, const char *user, co
 
 int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *users, size_t n, tern_cli_targets *t) {
   memset(t, 0, sizeof *t);
+  bool unknown = false;
   for (size_t i = 0; i <= n; i++) {
     const char *user = i < n ? users[i] : c->creds.user; /* our other devices last */
     if (i < n && strcmp(user, c->creds.user) == 0) continue;
@@ -253,10 +254,15 @@ int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *user
     else if (r.status == 429) rc = -EAGAIN;
     else rc = r.status ? -EPROTO : (r.err ? r.err : -EIO);
     tern_client_response_free(&r);
-    if (rc < 0 && rc != -ENOENT) {
+    if (rc == -ENOENT) unknown = true;
+    else if (rc < 0) {
       tern_cli_targets_free(t);
       return rc;
     }
+  }
+  if (unknown) {
+    tern_cli_targets_free(t);
+    return -ENOENT;
   }
   return 0;
 }

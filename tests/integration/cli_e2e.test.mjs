@@ -155,7 +155,7 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     const r = await tern(['send', users.carol, '--image', file, 'a dot', '--e2e', ...server], { home: users.aliceHome });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await listen.done).code, 0, listen.stderr);
-    const m = listen.stdout.match(/\[image[^\]]*\] ([a-z0-9]+) 🔒 a dot/);
+    const m = listen.stdout.match(/🔒 \[image 1×1[^\]]*\] ([a-z0-9]+) a dot/);
     assert.ok(m, listen.stdout);
     const out = path.join(users.carolHome, 'got.png');
     const f = await tern(['fetch', m[1], '-o', out, ...server], { home: users.carolHome });
