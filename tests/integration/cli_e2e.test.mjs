@@ -214,6 +214,20 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     await la.done;
   });
 
+  test("a new device of the sender: it gets its own copy of what the first device sends", async (t) => {
+    if (skip(t)) return;
+    const alice2 = await account(users.alice, { login: true });
+    const mine = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: alice2 });
+    const theirs = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: users.carolHome });
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await tern(['send', users.carol, 'copied to my other device', '--e2e', ...server], { home: users.aliceHome });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await mine.done).code, 0, mine.stderr);
+    assert.equal((await theirs.done).code, 0, theirs.stderr);
+    assert.match(mine.stdout, new RegExp(`${users.alice} → ${users.carol}: 🔒 copied to my other device`));
+    assert.match(theirs.stdout, /🔒 copied to my other device/);
+  });
+
   test('one-time prekeys are topped up once few are left', async (t) => {
     if (skip(t)) return;
     const creds = credsOf(users.bobHome);
