@@ -10,7 +10,7 @@
 #define TERN_CLI_CLI_INT_H
 
 #include "cli/cli.h"
-#include "client/e2e.h"
+#include "client/e2ee.h"
 #include "proto/frame.h"
 
 /* ---- arguments ---- */

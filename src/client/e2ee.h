@@ -1,4 +1,5 @@
-/* e2e: end-to-end encryption for libtern-client (PROTOCOL.md 11), on libsignal-protocol-c.
+/* e2ee: end-to-end encryption for libtern-client (PROTOCOL.md 11), on libsignal-protocol-c.
+ * Its names take the prefix tern_e2e_.
  *
  * What is ours is glue only: the crypto provider the library asks for (OpenSSL 3 EVP:
  * HMAC-SHA256, SHA-512, AES-CBC/CTR, random bytes), AES-256-GCM for attachments (EVP too),
@@ -22,8 +23,8 @@
  * code (-EINVAL, -EBADMSG, -ENOENT, -EIO ...); where an err buffer is taken it gets a sentence.
  * Memory: strings given are copied; tern_buf outputs are appended to and belong to the caller.
  */
-#ifndef TERN_CLIENT_E2E_H
-#define TERN_CLIENT_E2E_H
+#ifndef TERN_CLIENT_E2EE_H
+#define TERN_CLIENT_E2EE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -188,7 +189,7 @@ void tern_e2e_b64_encode(const void *p, size_t n, tern_buf *out);
 /* Appends the decoded bytes: 0, or -EBADMSG for anything but canonical padded base64. */
 int tern_e2e_b64_decode(const char *s, size_t n, tern_buf *out);
 
-/* ---- the crypto provider (e2e_crypto.c), exposed for the self-checks ---- */
+/* ---- the crypto provider (e2ee_crypto.c), exposed for the self-checks ---- */
 struct signal_crypto_provider;
 void tern_e2e_provider(struct signal_crypto_provider *out);
 

@@ -1,4 +1,4 @@
-/* Unit tests of src/client/e2e*.c: the OpenSSL provider against known answers, sessions
+/* Unit tests of src/client/e2ee*.c: the OpenSSL provider against known answers, sessions
  * between in-process devices through a fake key directory (first contact, replies, out of
  * order, new devices, a group of three, recovery after a lost session), safety numbers,
  * AES-256-GCM blobs, the inner format, and the state on disk. Prints (never asserts) the
@@ -15,7 +15,7 @@
 #include "base/alloc.h"
 #include "base/util.h"
 #include "client/client.h"
-#include "client/e2e.h"
+#include "client/e2ee.h"
 #include "t.h"
 
 static void unhex(const char *h, uint8_t *out, size_t *n) {

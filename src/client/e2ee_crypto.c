@@ -1,4 +1,4 @@
-/* e2e_crypto.c: the primitives libsignal-protocol-c asks its caller for, and AES-256-GCM for
+/* e2ee_crypto.c: the primitives libsignal-protocol-c asks its caller for, and AES-256-GCM for
  * attachments, all on OpenSSL 3's EVP interface. Glue only: every primitive is OpenSSL's. */
 #include <errno.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include <signal/signal_protocol.h>
 
 #include "base/alloc.h"
-#include "client/e2e.h"
+#include "client/e2ee.h"
 
 /* ---- random ---- */
 

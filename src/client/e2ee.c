@@ -1,6 +1,6 @@
-/* e2e.c: one device's Signal state (the stores libsignal-protocol-c reads and writes, kept in
+/* e2ee.c: one device's Signal state (the stores libsignal-protocol-c reads and writes, kept in
  * memory and saved to DIR/e2e.json), sessions from key-directory bundles, encryption and
- * decryption per device, and safety numbers. See e2e.h. */
+ * decryption per device, and safety numbers. See e2ee.h. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +25,7 @@
 #include "base/alloc.h"
 #include "base/util.h"
 #include "client/client.h"
-#include "client/e2e.h"
+#include "client/e2ee.h"
 
 #define STATE_FILE "e2e.json"
 #define STATE_VERSION 1
