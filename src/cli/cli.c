@@ -1039,13 +1039,16 @@ static int send_prepare_e2e(tern_cli *c, send_state *st) {
     /* Nobody to encrypt for (a group of one, no other device of ours): nothing to hide. */
     send_state_free(st);
   } else if (rc < 0 || keyless) {
-    if (c->e2e) {
-      status = rc < 0 ? tern_cli_complain(c, 1, "--e2e: cannot fetch keys: %s", tern_cli_errstr(rc))
-                      : tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
+    if (rc < 0) {
+      /* Never a downgrade for a failure (a rate limit, the network): plaintext is only for a
+       * recipient who has no keys. */
+      status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: %s%s", tern_cli_errstr(rc),
+                                 rc == -EAGAIN ? " (rate limited: try again later)" : "");
+    } else if (c->e2e) {
+      status = tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
     } else {
       /* The default (docs/cli.md): say so, and send as before. */
-      if (rc < 0) fprintf(stderr, "tern: %s: cannot fetch keys (%s): sending in plaintext\n", c->cmd, tern_cli_errstr(rc));
-      else fprintf(stderr, "tern: %s: %s has no end-to-end keys: sending in plaintext\n", c->cmd, keyless);
+      fprintf(stderr, "tern: %s: %s has no end-to-end keys: sending in plaintext\n", c->cmd, keyless);
     }
     send_state_free(st);
   } else {
@@ -2143,6 +2146,10 @@ int tern_cli_cmd_chat(int argc, char **argv) {
     int all = tern_cli_e2e_conversation(&c, s.e, ch.peer, ch.in_group ? ch.group.group_id : NULL, &ch.t, keyless,
                                         sizeof keyless);
     ch.e2e = all == 1 && ch.t.n > 0; /* nobody to encrypt for: a group of one */
+    if (all < 0 && all != -ENOENT) {
+      tern_e2e_close(s.e);
+      return tern_cli_complain(&c, 1, "cannot fetch the keys of this chat: %s", tern_cli_errstr(all));
+    }
     if (all != 1 && c.e2e) {
       tern_e2e_close(s.e);
       return tern_cli_complain(&c, 1, "--e2e: %s has no end-to-end keys", all == 0 ? keyless : "someone");

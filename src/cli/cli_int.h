@@ -183,9 +183,9 @@ typedef struct tern_cli_targets {
   size_t nrecipient;  /* entries that are not our own devices */
 } tern_cli_targets;
 void tern_cli_targets_free(tern_cli_targets *t);
-/* GET /v1/keys/{user} for each of users and for ourselves (synchronously, before a
- * session): sessions with devices new to us, vanished ones forgotten, and every device
- * but this one in *t. 0, -ENOENT when a user is unknown (404: the send itself should get the
+/* The devices of users and our other devices, in *t: those we have sessions with, and for
+ * a user we know no device of, GET /v1/keys/{user} (synchronously, before a session) and
+ * sessions with what it lists. The rest is learnt from devices_changed (tern_cli_e2e_fix). 0, -ENOENT when a user is unknown (404: the send itself should get the
  * server's no_such_user), or another negative code; t is empty on failure. */
 int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *users, size_t n, tern_cli_targets *t);
 /* The encrypted send: in encrypted once per target into *f (to or group_id set, media_ref

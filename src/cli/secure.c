@@ -242,7 +242,19 @@ int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *user
   bool unknown = false;
   for (size_t i = 0; i <= n; i++) {
     const char *user = i < n ? users[i] : c->creds.user; /* our other devices last */
-    if (i < n && strcmp(user, c->creds.user) == 0) continue;
+    bool ours = i == n;
+    if (!ours && strcmp(user, c->creds.user) == 0) continue;
+    /* The devices we have sessions with are taken as they are: the server checks the list
+     * and answers devices_changed when it is wrong. Fetching anyway would use up one of
+     * each device's one-time prekeys per message and run into limits.key_fetch_rate. Only
+     * a user we know no device of is looked up (first contact); our own other devices are
+     * always learnt through devices_changed. */
+    char **known;
+    size_t nknown = tern_e2e_devices(e, user, &known);
+    for (size_t k = 0; k < nknown; k++)
+      if (!ours || strcmp(known[k], c->creds.device_id) != 0) targets_add(t, user, known[k], ours);
+    tern_e2e_strv_free(known, nknown);
+    if (nknown || ours) continue;
     tern_buf path = {0};
     keys_path(user, NULL, &path);
     tern_client_response r;

@@ -87,6 +87,18 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     assert.match(back.stdout, /🔒 hi back/);
   });
 
+  test('later sends use the sessions they have: no one-time prekey of the recipient is used up', async (t) => {
+    if (skip(t)) return;
+    const bobCreds = credsOf(users.bobHome);
+    const count = async () => (await request(srv, 'GET', '/v1/keys', { token: bobCreds.token })).body.one_time_prekeys;
+    const before = await count();
+    for (let i = 0; i < 3; i++) {
+      const r = await tern(['send', users.bob, `again ${i}`, '--e2e', ...server], { home: users.aliceHome });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.equal(await count(), before);
+  });
+
   test('chat encrypts the lines typed, and shows what arrives decrypted', async (t) => {
     if (skip(t)) return;
     const listen = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: users.aliceHome });
