@@ -1042,8 +1042,9 @@ static int send_prepare_e2e(tern_cli *c, send_state *st) {
     if (rc < 0) {
       /* Never a downgrade for a failure (a rate limit, the network): plaintext is only for a
        * recipient who has no keys. */
-      status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: %s%s", tern_cli_errstr(rc),
-                                 rc == -EAGAIN ? " (rate limited: try again later)" : "");
+      if (rc == -EAGAIN) status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: rate limited, try again later");
+      else if (rc == -EPROTO) status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: %s refused", c->server);
+      else status = tern_cli_complain(c, 1, "cannot reach %s: %s", c->server, tern_cli_errstr(rc));
     } else if (c->e2e) {
       status = tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
     } else {
