@@ -9,16 +9,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "client/client.h"
 #include "client/e2ee.h"
 
 static tern_e2e *g_e2e;
+static char g_dir[] = "/tmp/tern-fuzz-e2e-XXXXXX";
+
+/* Leaves no state behind in /tmp (the directory holds e2e.json and its lock only). */
+static void cleanup(void) {
+  char path[128];
+  tern_e2e_close(g_e2e);
+  g_e2e = NULL;
+  snprintf(path, sizeof path, "%s/e2e.json", g_dir);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/lock", g_dir);
+  unlink(path);
+  rmdir(g_dir);
+}
 
 static void init(void) {
-  char dir[] = "/tmp/tern-fuzz-e2e-XXXXXX";
-  if (!mkdtemp(dir)) abort();
+  char *dir = mkdtemp(g_dir);
+  if (!dir) abort();
+  atexit(cleanup);
   char err[256];
   if (tern_e2e_open(dir, &g_e2e, err, sizeof err) < 0) abort();
   tern_e2e_set_fsync(g_e2e, false);
