@@ -26,6 +26,10 @@ int tern_cli_cmd_listen(int argc, char **argv);
 int tern_cli_cmd_chat(int argc, char **argv);
 /* argv[1] is the subcommand: create, add, remove, leave, admin, rename, info, list. */
 int tern_cli_cmd_group(int argc, char **argv);
+/* tern safety USER: the 60-digit safety number with USER (PROTOCOL.md 11). */
+int tern_cli_cmd_safety(int argc, char **argv);
+/* tern-e2e-peer: the interop peer's main (docs/e2e.md). */
+int tern_cli_e2e_peer_main(int argc, char **argv);
 
 /* The usage text of a command (NULL for an unknown one; "group" lists the group commands,
  * "group create" is one of them), and of the whole program. */

@@ -177,6 +177,11 @@ int tern_client_parse_media(const tern_client_response *r, tern_client_media *ou
 /* The image type of a file from its first bytes (JPEG, PNG, GIF, WebP magic numbers):
  * "image/jpeg" etc., or NULL when it is none of the four. */
 const char *tern_client_sniff_image(const void *p, size_t n);
+/* Its width and height in pixels from the header (PNG IHDR, GIF screen, JPEG start of frame,
+ * WebP VP8/VP8L/VP8X), without decoding: 0, or -EINVAL (not an image) / -EBADMSG (no size
+ * found) with both -1. An encrypted image carries them inside (PROTOCOL.md 11), since the
+ * server cannot read them. */
+int tern_client_image_size(const void *p, size_t n, int64_t *w, int64_t *h);
 
 /* What GET /v1/users/{name} answers. */
 typedef struct tern_client_user_status {

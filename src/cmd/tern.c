@@ -12,7 +12,7 @@ static const struct {
     {"register", tern_cli_cmd_register}, {"login", tern_cli_cmd_login}, {"logout", tern_cli_cmd_logout},
     {"me", tern_cli_cmd_me},             {"whois", tern_cli_cmd_whois}, {"send", tern_cli_cmd_send},
     {"listen", tern_cli_cmd_listen},     {"chat", tern_cli_cmd_chat},   {"fetch", tern_cli_cmd_fetch},
-    {"group", tern_cli_cmd_group},
+    {"group", tern_cli_cmd_group},       {"safety", tern_cli_cmd_safety},
 };
 
 int main(int argc, char **argv) {
