@@ -20,6 +20,7 @@
 #include "base/util.h"
 #include "cli/cli_int.h"
 #include "client/client.h"
+#include "net/tls.h"
 
 #define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
 #define PASSWORD_MAX 1024     /* PROTOCOL.md: passwords are 8-1024 bytes */
@@ -168,7 +169,10 @@ static const struct {
 
 static const char common_help[] =
     "\n"
-    "  --server URL   the server, http://HOST:PORT (default $TERN_SERVER, else " TERN_CLIENT_DEFAULT_SERVER ")\n"
+    "  --server URL   the server, http://HOST:PORT or https://HOST[:PORT] (default $TERN_SERVER, else "
+    TERN_CLIENT_DEFAULT_SERVER ")\n"
+    "  --ca-file FILE the CAs (PEM) that an https:// server's certificate must chain to (default\n"
+    "                 $TERN_CA_FILE, else the system's)\n"
     "  --help         this text\n";
 
 const char *tern_cli_cmd_usage(const char *cmd) {
@@ -244,6 +248,7 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     name[nlen] = '\0';
     unsigned bit;
     if (strcmp(name, "--server") == 0) bit = 0;
+    else if (strcmp(name, "--ca-file") == 0) bit = TERN_CLI_OPT_CA_FILE;
     else if (strcmp(name, "--password") == 0) bit = TERN_CLI_OPT_PASSWORD;
     else if (strcmp(name, "--device") == 0) bit = TERN_CLI_OPT_DEVICE;
     else if (strcmp(name, "--count") == 0) bit = TERN_CLI_OPT_COUNT;
@@ -257,7 +262,7 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else if (strcmp(name, "--e2e") == 0) bit = TERN_CLI_OPT_E2E;
     else if (strcmp(name, "--plain") == 0) bit = TERN_CLI_OPT_PLAIN;
     else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
-    if (bit && !(allowed & bit))
+    if (bit && bit != TERN_CLI_OPT_CA_FILE && !(allowed & bit))
       return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
     if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN) {
       if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
@@ -272,6 +277,10 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else return tern_cli_complain(c, 2, "option %s needs a value", name);
     if (bit == 0) {
       server = val;
+    } else if (bit == TERN_CLI_OPT_CA_FILE) {
+      /* every context this process makes reads it (tern_cli_client_options) */
+      if (access(val, R_OK) != 0) return tern_cli_complain(c, 2, "--ca-file '%s': cannot read it", val);
+      setenv("TERN_CA_FILE", val, 1);
     } else if (bit == TERN_CLI_OPT_PASSWORD) {
       c->password = val;
     } else if (bit == TERN_CLI_OPT_DEVICE) {
@@ -301,9 +310,9 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
   if (!server || !*server) server = TERN_CLIENT_DEFAULT_SERVER;
   int rc = tern_client_url_parse(server, &c->url);
   if (rc == -EPROTONOSUPPORT)
-    return tern_cli_complain(c, 2, "--server '%s': only http:// servers are supported", server);
-  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
-  snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
+    return tern_cli_complain(c, 2, "--server '%s': only http:// and https:// servers are supported", server);
+  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT or https://HOST[:PORT]", server);
+  snprintf(c->server, sizeof c->server, "%s://%s", c->url.tls ? "https" : "http", c->url.hostport);
   rc = tern_cli_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
   if (rc < 0) return tern_cli_complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
   return 0;
@@ -320,6 +329,9 @@ int tern_cli_need_login(tern_cli *c) {
 }
 
 const char *tern_cli_errstr(int err) {
+  if (err == TERN_TLS_ERR_UNTRUSTED)
+    return "its TLS certificate could not be verified (name its CA with --ca-file or $TERN_CA_FILE)";
+  if (err == UV_EPROTO) return "TLS handshake or protocol error";
   const char *s = uv_strerror(err);
   if (strncmp(s, "Unknown", 7) == 0) s = strerror(-err);
   return s;
@@ -330,7 +342,7 @@ const char *tern_cli_errstr(int err) {
 void tern_cli_sync_begin_timeout(tern_cli_sync *s, int64_t timeout_ms) {
   memset(s, 0, sizeof *s);
   uv_loop_init(&s->loop);
-  tern_client_options o = {.http_timeout_ms = timeout_ms};
+  tern_client_options o = {.http_timeout_ms = timeout_ms, .ca_file = getenv("TERN_CA_FILE")};
   s->c = tern_client_new(&s->loop, &o);
 }
 
@@ -755,7 +767,8 @@ static void session_on_signal(uv_signal_t *sig, int signum) {
 /* Creates the loop, the context, the timer and the signal handlers. */
 static void session_setup(session *s) {
   uv_loop_init(&s->loop);
-  s->client = tern_client_new(&s->loop, NULL);
+  tern_client_options o = {.ca_file = getenv("TERN_CA_FILE")};
+  s->client = tern_client_new(&s->loop, &o);
   uv_timer_init(&s->loop, &s->timer);
   uv_signal_init(&s->loop, &s->sigint);
   uv_signal_init(&s->loop, &s->sigterm);

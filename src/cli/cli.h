@@ -40,7 +40,7 @@ const char *tern_cli_usage(void);
  * the directory 0700, the file 0600 ---- */
 
 typedef struct tern_cli_creds {
-  char server[TERN_CLIENT_HOST_MAX + 16];          /* the server, "http://host:port" */
+  char server[TERN_CLIENT_HOST_MAX + 24];          /* the server, "http(s)://host:port" */
   char user[TERN_CLIENT_USER_MAX + 1];             /* logged-in user */
   char device_id[TERN_CLIENT_DEVICE_ID_MAX + 1];   /* this device */
   char token[TERN_CLIENT_TOKEN_MAX + 1];           /* its bearer token */

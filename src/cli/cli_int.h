@@ -30,6 +30,7 @@ enum {
   TERN_CLI_OPT_GROUP = 1 << 9,       /* --group GROUP */
   TERN_CLI_OPT_E2E = 1 << 10,        /* --e2e, a flag: encrypted or nothing */
   TERN_CLI_OPT_PLAIN = 1 << 11,      /* --plain, a flag: never encrypt */
+  TERN_CLI_OPT_CA_FILE = 1 << 12,    /* --ca-file FILE: every command takes it */
 };
 
 #define TERN_CLI_ANY_POS (-1) /* max_pos: no limit on positional arguments */
@@ -37,7 +38,7 @@ enum {
 typedef struct tern_cli {
   const char *cmd;                 /* the command, for messages ("send", "group add") */
   tern_client_url url;             /* the server */
-  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
+  char server[TERN_CLIENT_HOST_MAX + 24]; /* "http(s)://host:port" */
   const char *password;            /* --password */
   const char *device;              /* --device */
   long count;                      /* --count, 0 when absent */

@@ -55,11 +55,13 @@ typedef struct tern_client_url {
   char host[TERN_CLIENT_HOST_MAX + 1];  /* host name or IP literal, IPv6 without brackets */
   uint16_t port;                        /* 80 when the URL has none */
   char hostport[TERN_CLIENT_HOST_MAX + 9]; /* "host:port" as the Host header wants it */
+  bool tls;                             /* https:// or wss://: TLS, the certificate checked */
 } tern_client_url;
 
-/* Parses "http://HOST[:PORT][/]" (the scheme may be omitted: "HOST:PORT"). IPv6 literals are
- * written in brackets. Returns 0, -EINVAL for a malformed URL, or -EPROTONOSUPPORT for a
- * scheme other than http (TLS is not supported by this client). */
+/* Parses "http://HOST[:PORT][/]" or "https://..." (ws:// and wss:// name the same servers; the
+ * scheme may be omitted: "HOST:PORT", plain). IPv6 literals are written in brackets. The port
+ * defaults to 80, or 443 for TLS. Returns 0, -EINVAL for a malformed URL, or -EPROTONOSUPPORT
+ * for another scheme. */
 int tern_client_url_parse(const char *s, tern_client_url *out);
 
 /* ---- the context --------------------------------------------------------------------- */
@@ -71,6 +73,7 @@ typedef struct tern_client_options {
   int64_t connect_timeout_ms;  /* WebSocket: TCP connect + upgrade (0: 30 s) */
   int64_t close_timeout_ms;    /* wait for the server's close frame after ours (0: 2 s) */
   uint64_t max_message;        /* largest WebSocket message accepted (0: 16 MiB) */
+  const char *ca_file;         /* TLS: the CAs to trust (PEM); NULL or "": the system's */
 } tern_client_options;
 
 /* Creates a context on loop. opts may be NULL (defaults). Never fails (aborts on OOM). */

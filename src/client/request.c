@@ -330,9 +330,13 @@ int tern_client_http_ex(tern_client *c, const tern_client_url *url, const tern_c
   if (strpbrk(req->path, " \r\n") || strpbrk(req->method, " \r\n") ||
       (req->token && strpbrk(req->token, "\r\n")) || (req->content_type && strpbrk(req->content_type, "\r\n")))
     return -EINVAL;
+  char why[256];
+  const tern_stream_transport *tp;
+  tern_tls_config tc = {0};
+  int err = tern_client_transport(c, url, &tp, &tc, why, sizeof why);
+  if (err < 0) return err;
   tern_client_http_req *q = TERN_NEW(tern_client_http_req);
-  char why[128];
-  int err = tern_stream_open(c->sl, &tern_stream_transport_tcp, NULL, &req_cbs, q, &q->st, why, sizeof why);
+  err = tern_stream_open(c->sl, tp, tc.tls ? &tc : NULL, &req_cbs, q, &q->st, why, sizeof why);
   if (err < 0) {
     tern_free(q);
     return err;

@@ -39,7 +39,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     assert.match(r.stderr, /^tern: send: /);
     r = await tern(['listen', '--count', 'many']);
     assert.equal(r.code, 2);
-    r = await tern(['whois', 'bob', '--server', 'https://example.com']);
+    r = await tern(['whois', 'bob', '--server', 'ftp://example.com']);
     assert.equal(r.code, 2);
     for (const cmd of ['register', 'login', 'logout', 'me', 'whois', 'send', 'listen', 'chat', 'fetch']) {
       r = await tern([cmd, '--help']);

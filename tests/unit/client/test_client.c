@@ -31,7 +31,14 @@ TEST(url_parse) {
   CHECK_EQ_STR(u.host, "::1");
   CHECK_EQ_STR(u.hostport, "[::1]:8080");
   CHECK_EQ_INT(tern_client_url_parse("ws://h:1", &u), 0);
-  CHECK_EQ_INT(tern_client_url_parse("https://example.com", &u), -EPROTONOSUPPORT);
+  CHECK_EQ_INT(tern_client_url_parse("https://example.com", &u), 0); /* TLS, default port 443 */
+  CHECK(u.tls);
+  CHECK_EQ_INT(u.port, 443);
+  CHECK_EQ_INT(tern_client_url_parse("wss://example.com:8443", &u), 0);
+  CHECK(u.tls);
+  CHECK_EQ_INT(u.port, 8443);
+  CHECK_EQ_INT(tern_client_url_parse("http://example.com", &u), 0);
+  CHECK(!u.tls);
   CHECK_EQ_INT(tern_client_url_parse("ftp://example.com", &u), -EPROTONOSUPPORT);
   CHECK_EQ_INT(tern_client_url_parse("", &u), -EINVAL);
   CHECK_EQ_INT(tern_client_url_parse("http://", &u), -EINVAL);
