@@ -32,6 +32,36 @@ static const struct {
   const char *name;
   const char *text;
 } usages[] = {
+    {"block",
+     "usage: tern block USER [--server URL]\n"
+     "\n"
+     "Blocks USER: their messages to you are no longer delivered (they are not told), they\n"
+     "see you as never online, and you cannot message them until you unblock them. Groups\n"
+     "are not affected.\n"},
+    {"unblock", "usage: tern unblock USER [--server URL]\n\nUnblocks USER.\n"},
+    {"blocks", "usage: tern blocks [--server URL]\n\nLists the users you have blocked, one a line.\n"},
+    {"privacy",
+     "usage: tern privacy [last-seen everyone|nobody] [read-receipts on|off] [--server URL]\n"
+     "\n"
+     "Without arguments, shows your settings. last-seen nobody: nobody sees when you were last\n"
+     "online, and you see nobody's. read-receipts off: your reads of 1:1 messages send no read\n"
+     "receipts, and you get none from others (groups keep theirs).\n"},
+    {"password",
+     "usage: tern password [--password CURRENT] [--server URL]\n"
+     "\n"
+     "Changes the password. The current one comes from --password, else $TERN_PASSWORD, else a\n"
+     "prompt; the new one from $TERN_NEW_PASSWORD, else a prompt (twice), else a line of\n"
+     "stdin. Your devices stay logged in.\n"},
+    {"device",
+     "usage: tern device remove DEVICE_ID [--server URL]\n"
+     "\n"
+     "Logs out one of your devices (tern me lists them with their ids); its connections close.\n"},
+    {"delete-account",
+     "usage: tern delete-account --yes [--password P] [--server URL]\n"
+     "\n"
+     "Deletes your account: every device, message waiting, key, block and setting, your uploads\n"
+     "never sent, and your place in every group. The name can be registered again only after\n"
+     "the server's hold (30 days by default). There is no undo: --yes is required.\n"},
     {"register",
      "usage: tern register USER [--password P] [--device LABEL] [--server URL]\n"
      "\n"
@@ -196,6 +226,11 @@ const char *tern_cli_usage(void) {
          "  chat USER         interactive conversation (--group GROUP: in a group)\n"
          "  group ...         create, add, remove, leave, admin, rename, info, list\n"
          "  safety USER       the safety number to compare with USER (end-to-end encryption)\n"
+         "  block USER        block USER (unblock USER, blocks: the list)\n"
+         "  privacy ...       show or set last seen (everyone|nobody) and read receipts (on|off)\n"
+         "  password          change the password (devices stay logged in)\n"
+         "  device remove ID  log out one of your other devices (tern me lists them)\n"
+         "  delete-account    delete the account and everything of it\n"
          "\n"
          "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
          "network error, 2 usage error.\n";
@@ -261,12 +296,15 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else if (strcmp(name, "--group") == 0) bit = TERN_CLI_OPT_GROUP;
     else if (strcmp(name, "--e2e") == 0) bit = TERN_CLI_OPT_E2E;
     else if (strcmp(name, "--plain") == 0) bit = TERN_CLI_OPT_PLAIN;
+    else if (strcmp(name, "--yes") == 0) bit = TERN_CLI_OPT_YES;
     else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     if (bit && bit != TERN_CLI_OPT_CA_FILE && !(allowed & bit))
       return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
-    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN) {
+    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN ||
+        bit == TERN_CLI_OPT_YES) {
       if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
-      if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      if (bit == TERN_CLI_OPT_YES) c->yes = true;
+      else if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
       else if (bit == TERN_CLI_OPT_E2E) c->e2e = true;
       else if (bit == TERN_CLI_OPT_PLAIN) c->plain = true;
       else c->off = true;
@@ -422,7 +460,7 @@ static ssize_t prompt_hidden(const char *prompt, char *out, size_t cap) {
 }
 
 /* Fills out with the password; returns 0 or an exit status. */
-static int get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
+int tern_cli_get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
   const char *p = c->password ? c->password : getenv("TERN_PASSWORD");
   if (p) {
     if (strlen(p) >= cap) return tern_cli_complain(c, 2, "password too long");
@@ -454,7 +492,7 @@ static int account_cmd(int argc, char **argv, bool reg) {
   if (rc) return rc < 0 ? 0 : rc;
   const char *user = c.pos[0];
   char password[PASSWORD_MAX + 2];
-  rc = get_password(&c, user, reg, password, sizeof password);
+  rc = tern_cli_get_password(&c, user, reg, password, sizeof password);
   if (rc) return rc;
   char device[80];
   if (c.device) {

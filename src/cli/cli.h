@@ -28,6 +28,14 @@ int tern_cli_cmd_chat(int argc, char **argv);
 int tern_cli_cmd_group(int argc, char **argv);
 /* tern safety USER: the 60-digit safety number with USER (PROTOCOL.md 11). */
 int tern_cli_cmd_safety(int argc, char **argv);
+/* settings.c: blocking, privacy, password, devices, account deletion (PROTOCOL.md 14) */
+int tern_cli_cmd_block(int argc, char **argv);
+int tern_cli_cmd_unblock(int argc, char **argv);
+int tern_cli_cmd_blocks(int argc, char **argv);
+int tern_cli_cmd_privacy(int argc, char **argv);
+int tern_cli_cmd_password(int argc, char **argv);
+int tern_cli_cmd_device(int argc, char **argv);
+int tern_cli_cmd_delete_account(int argc, char **argv);
 /* tern-e2e-peer: the interop peer's main (docs/e2e.md). */
 int tern_cli_e2e_peer_main(int argc, char **argv);
 

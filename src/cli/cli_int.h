@@ -31,6 +31,7 @@ enum {
   TERN_CLI_OPT_E2E = 1 << 10,        /* --e2e, a flag: encrypted or nothing */
   TERN_CLI_OPT_PLAIN = 1 << 11,      /* --plain, a flag: never encrypt */
   TERN_CLI_OPT_CA_FILE = 1 << 12,    /* --ca-file FILE: every command takes it */
+  TERN_CLI_OPT_YES = 1 << 13,        /* --yes, a flag: confirms what cannot be undone */
 };
 
 #define TERN_CLI_ANY_POS (-1) /* max_pos: no limit on positional arguments */
@@ -51,6 +52,7 @@ typedef struct tern_cli {
   const char *group;               /* --group */
   bool e2e;                        /* --e2e */
   bool plain;                      /* --plain */
+  bool yes;                        /* --yes */
   char **pos;                      /* positional arguments (argv reordered), npos of them */
   int npos;
   char creds_path[4096];           /* this server's credentials file */
@@ -88,6 +90,9 @@ void tern_cli_sync_cb(tern_client_response *r, void *arg);
 void tern_cli_sync_end(tern_cli_sync *s, int rc);
 /* Says why a request failed, as the account commands word it; returns 1. */
 int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r);
+/* Fills out with a password: --password, else $TERN_PASSWORD, else a prompt on a terminal (twice
+ * with confirm), else a line of stdin. Returns 0 or an exit status. */
+int tern_cli_get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap);
 /* 0 when s->r is a success, else the exit status after saying why (s->r is then freed). */
 int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s);
 

@@ -432,4 +432,28 @@ void tern_client_format_media(const tern_client_event *ev, char *out, size_t cap
 /* Short name of a close code for messages: "device logged out" for 4002, ... ("" if none). */
 const char *tern_client_close_code_name(uint16_t code);
 
+/* ---- account and privacy (PROTOCOL.md 14); answers as tern_client_http's ---- */
+/* PUT (block) or DELETE (unblock) /v1/blocks/{user}: 204. */
+int tern_client_block(tern_client *c, const tern_client_url *url, const char *token, const char *user, bool block,
+                      tern_client_http_cb cb, void *arg);
+/* GET /v1/blocks: {"users":[...]}. */
+int tern_client_blocks(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                       void *arg);
+/* GET /v1/privacy: {"last_seen","read_receipts"}. */
+int tern_client_privacy_get(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                            void *arg);
+/* PATCH /v1/privacy: last_seen "everyone"|"nobody" or NULL (unchanged); read_receipts 1, 0 or
+ * -1 (unchanged). */
+int tern_client_privacy_set(tern_client *c, const tern_client_url *url, const char *token, const char *last_seen,
+                            int read_receipts, tern_client_http_cb cb, void *arg);
+/* POST /v1/me/password: 204. */
+int tern_client_password(tern_client *c, const tern_client_url *url, const char *token, const char *old_password,
+                         const char *new_password, tern_client_http_cb cb, void *arg);
+/* DELETE /v1/devices/{id}: one of the caller's own devices; 204. */
+int tern_client_delete_device(tern_client *c, const tern_client_url *url, const char *token, const char *device_id,
+                              tern_client_http_cb cb, void *arg);
+/* DELETE /v1/me: the whole account; 204. */
+int tern_client_delete_account(tern_client *c, const tern_client_url *url, const char *token, const char *password,
+                               tern_client_http_cb cb, void *arg);
+
 #endif
