@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -11,6 +12,11 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "core/limits.h"
+#include "media/media.h"
+#include "core/router.h"
+#include "core/groups.h"
+#include "core/privacy.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
 #include "core/session.h"
@@ -33,8 +39,81 @@ typedef struct pending {
   char *hash;             /* register: the new hash; login: a copy of the stored one */
   char token[48];         /* the new device's bearer token */
   char device_id[TERN_DEVICE_ID_LEN + 1];
+  char tried[TERN_USERNAME_MAX + 1]; /* login: the name tried (limits.login_fail counts it) */
+  tern_ip ip;             /* the client's address */
+  bool have_ip;
   bool ok;                /* threadpool result */
+  uv_work_cb work_cb;     /* the hash job and its completion, while it waits for a turn */
+  uv_after_work_cb after_cb;
+  struct pending *next_waiting;
 } pending;
+
+/* ---- the hash queue ----
+ * Argon2id is memory-hard by design: unbounded, 40 logins at once took RSS from 48 to 308 MiB.
+ * At most auth.max_concurrent_hashes run on the threadpool; up to auth.hash_queue more wait
+ * their turn in order; past that the answer is 503 with Retry-After (PROTOCOL.md 14). */
+
+static unsigned max_hashes(const tern_app *a) {
+  if (a->cfg->auth_max_concurrent_hashes > 0) return (unsigned)a->cfg->auth_max_concurrent_hashes;
+  const char *e = getenv("UV_THREADPOOL_SIZE"); /* libuv's own knob, read once by libuv too */
+  int n = e ? atoi(e) : 0;
+  return n > 0 ? (unsigned)n : 4; /* libuv's default */
+}
+
+/* Whether one more hash may be started or queued now; counts the refusal. */
+static bool hash_admit(tern_app *a, tern_http_req *req) {
+  if (a->hashes_running < max_hashes(a) || a->hashes_waiting < (size_t)a->cfg->auth_hash_queue) return true;
+  tern_limits_count(a->limits, TERN_LIMIT_HASH_QUEUE);
+  tern_api_retry_later(req, 503, "unavailable", "too many password checks are waiting; try again in a moment", 1);
+  return false;
+}
+
+static void hash_after(uv_work_t *w, int status);
+
+static void hash_start(tern_app *a, pending *p) {
+  a->hashes_running++;
+  uv_queue_work(a->loop, &p->work, p->work_cb, hash_after);
+}
+
+static void hash_after(uv_work_t *w, int status) {
+  pending *p = w->data;
+  tern_app *a = p->app;
+  a->hashes_running--;
+  p->after_cb(w, status); /* may free p */
+  while (a->hashes_running < max_hashes(a) && a->hash_waiting) {
+    pending *n = a->hash_waiting;
+    a->hash_waiting = n->next_waiting;
+    if (!a->hash_waiting) a->hash_waiting_tail = NULL;
+    a->hashes_waiting--;
+    hash_start(a, n);
+  }
+}
+
+/* Runs work then after on the threadpool, now or when a turn comes (hash_admit said yes). */
+static void hash_submit(tern_app *a, pending *p, uv_work_cb work, uv_after_work_cb after) {
+  p->work_cb = work;
+  p->after_cb = after;
+  if (a->hashes_running < max_hashes(a)) {
+    hash_start(a, p);
+    return;
+  }
+  p->next_waiting = NULL;
+  if (a->hash_waiting_tail) ((pending *)a->hash_waiting_tail)->next_waiting = p;
+  else a->hash_waiting = p;
+  a->hash_waiting_tail = p;
+  a->hashes_waiting++;
+}
+
+/* The client address and limits.auth_rate_per_ip, for a register or login. */
+static bool auth_admit(tern_app *a, tern_http_req *req, tern_ip *ip, bool *have_ip) {
+  bool via;
+  int retry = 1;
+  *have_ip = tern_limits_client(a->limits, req, ip, &via);
+  if (!*have_ip || tern_limits_auth_attempt(a->limits, ip, &retry)) return true;
+  tern_api_retry_later(req, 429, "rate_limited", "too many register or login attempts from your address; try again later",
+                       retry);
+  return false;
+}
 
 static void pending_free(pending *p) {
   if (p->password) {
@@ -192,6 +271,9 @@ static void after_hash(uv_work_t *w, int status) {
 }
 
 void tern_accounts_register(tern_app *a, tern_http_req *req) {
+  tern_ip ip;
+  bool have_ip;
+  if (!auth_admit(a, req, &ip, &have_ip)) return;
   tern_wire_doc doc;
   cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
@@ -201,9 +283,13 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
     tern_wire_doc_free(&doc);
     return;
   }
-  if (tern_dir_user(a->dir, user)) {
+  if (tern_dir_user(a->dir, user) || tern_accounts_held(a, user)) {
     tern_wire_doc_free(&doc);
     answer_taken(req);
+    return;
+  }
+  if (!hash_admit(a, req)) {
+    tern_wire_doc_free(&doc);
     return;
   }
   tern_user *u = tern_dir_add_user(a->dir, user);
@@ -213,7 +299,7 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
   p->password = tern_strdup(password);
   p->label = tern_strdup(label);
   tern_wire_doc_free(&doc);
-  uv_queue_work(a->loop, &p->work, hash_work, after_hash);
+  hash_submit(a, p, hash_work, after_hash);
 }
 
 /* ---- login ---- */
@@ -242,6 +328,7 @@ static void after_verify(uv_work_t *w, int status) {
   tern_app *a = p->app;
   tern_user *u = tern_dir_user(a->dir, p->user);
   if (!p->ok || status < 0 || !u || u->pending) {
+    if (status >= 0 && p->have_ip) tern_limits_login_failed(a->limits, p->tried, &p->ip);
     tern_http_error(p->req, 401, "bad_credentials", "wrong username or password");
     pending_free(p);
     return;
@@ -270,6 +357,9 @@ static void after_verify(uv_work_t *w, int status) {
 }
 
 void tern_accounts_login(tern_app *a, tern_http_req *req) {
+  tern_ip ip;
+  bool have_ip;
+  if (!auth_admit(a, req, &ip, &have_ip)) return;
   tern_wire_doc doc;
   cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
@@ -279,13 +369,27 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     tern_wire_doc_free(&doc);
     return;
   }
+  int retry = 1;
+  if (have_ip && !tern_limits_login_allowed(a->limits, user, &ip, &retry)) {
+    /* the same answer whether or not the name exists */
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed logins for this username; try again later", retry);
+    return;
+  }
   tern_user *u = tern_dir_user(a->dir, user);
   if ((!u || u->pending) && tern_api_catch_up(a, req)) { /* registered on another node a moment ago? */
     tern_wire_doc_free(&doc);
     return;
   }
+  if (!hash_admit(a, req)) {
+    tern_wire_doc_free(&doc);
+    return;
+  }
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
+  snprintf(p->tried, sizeof p->tried, "%s", user);
+  p->ip = ip;
+  p->have_ip = have_ip;
   p->password = tern_strdup(password);
   p->label = tern_strdup(label);
   if (u && u->pwhash && !u->pending) {
@@ -295,7 +399,7 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     p->user[0] = '\0'; /* no such user: verification result is ignored */
   }
   tern_wire_doc_free(&doc);
-  uv_queue_work(a->loop, &p->work, verify_work, after_verify);
+  hash_submit(a, p, verify_work, after_verify);
 }
 
 /* ---- logout, me, users ---- */
@@ -322,6 +426,330 @@ void tern_accounts_logout(tern_app *a, tern_http_req *req) {
   tern_device *d = tern_api_authenticate(a, req);
   if (!d) return;
   tern_api_submit_then_204(a, req, tern_accounts_delete_device(a, d), "the device could not be deleted");
+}
+
+/* DELETE /v1/devices/{id}: one of the caller's own devices goes, as its logout would (4002).
+ * Another user's device, or none by that id, is the same 404: ids are not revealed. */
+void tern_accounts_delete_device_route(tern_app *a, tern_http_req *req, const char *id) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_device *d = tern_dir_device(a->dir, id);
+  if (!d || d->user != me->user || d->removed) {
+    tern_http_error(req, 404, "not_found", "you have no device by that id");
+    return;
+  }
+  tern_api_submit_then_204(a, req, tern_accounts_delete_device(a, d), "the device could not be deleted");
+}
+
+/* ---- password change: verify the old (a login's check), hash the new, store ---- */
+
+typedef struct pwchange {
+  pending p;            /* head: the hash queue's job */
+  char *next;           /* the new password, wiped after hashing */
+  char *next_hash;
+} pwchange;
+
+static void pw_hash_new(uv_work_t *w) {
+  pwchange *c = w->data;
+  char out[crypto_pwhash_STRBYTES];
+  c->p.ok = crypto_pwhash_str(out, c->next, strlen(c->next), c->p.app->pwhash_ops, c->p.app->pwhash_mem) == 0;
+  if (c->p.ok) c->next_hash = tern_strdup(out);
+}
+
+static void pwchange_free(pwchange *c) {
+  if (c->next) {
+    sodium_memzero(c->next, strlen(c->next));
+    tern_free(c->next);
+  }
+  tern_free(c->next_hash);
+  pending *p = &c->p;
+  if (p->password) {
+    sodium_memzero(p->password, strlen(p->password));
+    tern_free(p->password);
+  }
+  tern_free(p->hash);
+  tern_conn_unref(p->conn);
+  tern_free(c);
+}
+
+static void on_pw_stored(tern_store_op *op) {
+  pwchange *c = op->arg;
+  tern_app *a = c->p.app;
+  if (op->status != TERN_STORE_OK) {
+    tern_api_store_error(c->p.req, op, "the new password could not be stored");
+  } else {
+    tern_user *u = tern_dir_user(a->dir, c->p.user);
+    if (u) {
+      tern_free(u->pwhash);
+      u->pwhash = c->next_hash;
+      c->next_hash = NULL;
+    }
+    tern_http_respond(c->p.req, 204, NULL, NULL, NULL, 0);
+    TERN_INFO("password changed", "user=%s", c->p.user);
+  }
+  pwchange_free(c);
+}
+
+static void after_pw_new(uv_work_t *w, int status) {
+  pwchange *c = w->data;
+  tern_app *a = c->p.app;
+  tern_user *u = tern_dir_user(a->dir, c->p.user);
+  if (!c->p.ok || status < 0 || !u) {
+    tern_http_error(c->p.req, 500, "internal", "the password could not be hashed");
+    pwchange_free(c);
+    return;
+  }
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, on_pw_stored, c);
+  tern_user_rec rec = {.user = u->name, .pwhash = c->next_hash, .created = u->created, .last_seen = u->persisted_last_seen};
+  tern_op_record_set_user(op, &rec);
+  tern_app_submit(a, &op->op);
+}
+
+static void after_pw_verify(uv_work_t *w, int status) {
+  pwchange *c = w->data;
+  tern_app *a = c->p.app;
+  if (!c->p.ok || status < 0) {
+    if (status >= 0 && c->p.have_ip) tern_limits_login_failed(a->limits, c->p.user, &c->p.ip);
+    tern_http_error(c->p.req, 401, "bad_credentials", "the old password is wrong");
+    pwchange_free(c);
+    return;
+  }
+  if (!hash_admit(a, c->p.req)) {
+    pwchange_free(c);
+    return;
+  }
+  hash_submit(a, &c->p, pw_hash_new, after_pw_new);
+}
+
+void tern_accounts_password(tern_app *a, tern_http_req *req) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
+  if (!j) return;
+  const cJSON *old = cJSON_GetObjectItemCaseSensitive(j, "old");
+  const cJSON *nw = cJSON_GetObjectItemCaseSensitive(j, "new");
+  size_t nl = cJSON_IsString(nw) ? strlen(nw->valuestring) : 0;
+  if (!cJSON_IsString(old) || !cJSON_IsString(nw)) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "old and new must be strings");
+    return;
+  }
+  if (nl < PASSWORD_MIN || nl > PASSWORD_MAX) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "a password is 8 to 1024 bytes");
+    return;
+  }
+  tern_ip ip;
+  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
+  int retry = 1;
+  tern_user *u = me->user;
+  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
+    return;
+  }
+  if (!u->pwhash || !hash_admit(a, req)) {
+    if (!u->pwhash) tern_http_error(req, 401, "bad_credentials", "the old password is wrong");
+    tern_wire_doc_free(&doc);
+    return;
+  }
+  pwchange *c = TERN_NEW(pwchange);
+  c->p.app = a;
+  c->p.req = req;
+  c->p.conn = req->conn;
+  tern_conn_ref(c->p.conn);
+  c->p.work.data = c;
+  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
+  c->p.password = tern_strdup(old->valuestring);
+  c->p.hash = tern_strdup(u->pwhash);
+  c->p.ip = ip;
+  c->p.have_ip = have_ip;
+  c->next = tern_strdup(nw->valuestring);
+  tern_wire_doc_free(&doc);
+  hash_submit(a, &c->p, verify_work, after_pw_verify);
+}
+
+/* ---- held names: a deleted account's name, for accounts.name_hold ---- */
+
+bool tern_accounts_held(tern_app *a, const char *name) {
+  int64_t *until = tern_map_gets(&a->held_names, name);
+  return until && *until > tern_now_ms();
+}
+
+void tern_accounts_hold(tern_app *a, const char *name, int64_t deleted_at) {
+  int64_t *until = tern_map_gets(&a->held_names, name);
+  if (!until) {
+    until = tern_malloc(sizeof *until);
+    tern_map_puts(&a->held_names, name, until);
+  }
+  *until = deleted_at + a->cfg->accounts_name_hold_ms;
+}
+
+void tern_accounts_unhold(tern_app *a, const char *name) { tern_free(tern_map_dels(&a->held_names, name)); }
+
+static bool collect_expired(const char *k, size_t kl, void *v, void *arg) {
+  tern_buf *names = arg;
+  if (*(int64_t *)v <= tern_now_ms()) {
+    tern_buf_append(names, k, kl);
+    tern_buf_putc(names, '\0');
+  }
+  return true;
+}
+
+void tern_accounts_sweep_held(tern_app *a) {
+  tern_buf names = {0};
+  tern_map_each(&a->held_names, collect_expired, &names);
+  for (size_t i = 0; i < names.len;) {
+    const char *n = names.data + i;
+    /* the tombstone goes (any node may do it: deleting twice is harmless); the name is free */
+    tern_op_record *op = tern_op_record_new(TERN_OP_DEL_USER, NULL, NULL);
+    tern_user_rec rec = {.user = n};
+    tern_op_record_set_user(op, &rec);
+    tern_app_submit(a, &op->op);
+    TERN_INFO("held name released", "user=%s", n);
+    tern_accounts_unhold(a, n);
+    i += strlen(n) + 1;
+  }
+  tern_buf_free(&names);
+}
+
+/* Everything of u this directory holds goes: devices (their sessions close with 4002), group
+ * memberships in memory, privacy; the name is held. The user's struct is retired, not freed. */
+void tern_accounts_forget_user(tern_app *a, tern_user *u, int64_t deleted_at) {
+  while (u->devices) tern_accounts_forget_device(a, u->devices);
+  while (u->ngroups) {
+    bool gone;
+    tern_store_op *op = tern_group_remove(a, u->groups[0], u, u, &gone); /* memory only here */
+    tern_router_release_targets(tern_op_as_append(op));
+    tern_store_op_free(op);
+  }
+  tern_privacy_free(u->privacy);
+  u->privacy = NULL;
+  tern_dir_retire_user(a->dir, u);
+  tern_accounts_hold(a, u->name, deleted_at);
+}
+
+/* ---- DELETE /v1/me ---- */
+
+typedef struct delete_ctx {
+  pending p;           /* head: the password check */
+  int64_t at;          /* when */
+} delete_ctx;
+
+static void delete_ctx_free(delete_ctx *c) {
+  pending *p = &c->p;
+  if (p->password) {
+    sodium_memzero(p->password, strlen(p->password));
+    tern_free(p->password);
+  }
+  tern_free(p->hash);
+  tern_conn_unref(p->conn);
+  tern_free(c);
+}
+
+static void on_leave_done(tern_store_op *op) {
+  tern_app *a = op->arg;
+  tern_router_release_targets(tern_op_as_append(op));
+  const char *key = tern_op_as_append(op)->record_key;
+  if (op->status == TERN_STORE_OK && key) tern_group_confirm(a, key + strlen("group/"), tern_group_op_rev(op));
+  else if (op->status != TERN_STORE_OK)
+    TERN_WARN("a deleted account's group leave was not stored", "record=%s status=%d", key ? key : "-", (int)op->status);
+}
+
+static void on_tombstone_stored(tern_store_op *op) {
+  delete_ctx *c = op->arg;
+  if (op->status != TERN_STORE_OK) tern_api_store_error(c->p.req, op, "the account could not be deleted");
+  else tern_http_respond(c->p.req, 204, NULL, NULL, NULL, 0);
+  delete_ctx_free(c);
+}
+
+static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
+  TERN_INFO("account deleted", "user=%s devices=%d groups=%zu", u->name, u->ndevices, u->ngroups);
+  /* Each step is its own store op; ops complete in order, so the 204 (after the tombstone)
+   * means every earlier step is durable. The groups first: their events go out to the other
+   * members while the user is still known. */
+  while (u->ngroups) {
+    bool gone;
+    tern_store_op *op = tern_group_remove(a, u->groups[0], u, u, &gone);
+    op->done = on_leave_done;
+    op->arg = a;
+    tern_app_submit(a, op);
+  }
+  if (a->media) tern_media_delete_unsent(a->media, u->name);
+  char key[64];
+  snprintf(key, sizeof key, "privacy/%s", u->name);
+  tern_op_kv *pk = tern_op_kv_new(TERN_OP_KV_DEL, NULL, NULL);
+  tern_store_set_str(&pk->key, key);
+  tern_app_submit(a, &pk->op);
+  while (u->devices) tern_app_submit(a, tern_accounts_delete_device(a, u->devices)); /* inbox, keys: the cascade */
+  char inbox[TERN_USERNAME_MAX + 2];
+  snprintf(inbox, sizeof inbox, "@%s", u->name);
+  tern_op_inbox *ui = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
+  tern_store_set_str(&ui->inbox, inbox);
+  tern_app_submit(a, &ui->op);
+  /* The tombstone: the record stays, without a password, holding the name (a registration
+   * racing on another node finds it and answers 409) until accounts.name_hold ends. */
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, on_tombstone_stored, c);
+  tern_user_rec rec = {.user = u->name, .pwhash = "", .created = u->created, .last_seen = 0, .deleted = c->at};
+  tern_op_record_set_user(op, &rec);
+  tern_app_submit(a, &op->op);
+  tern_accounts_forget_user(a, u, c->at);
+}
+
+static void after_delete_verify(uv_work_t *w, int status) {
+  delete_ctx *c = w->data;
+  tern_app *a = c->p.app;
+  tern_user *u = tern_dir_user(a->dir, c->p.user);
+  if (!c->p.ok || status < 0 || !u) {
+    if (status >= 0 && c->p.have_ip) tern_limits_login_failed(a->limits, c->p.user, &c->p.ip);
+    tern_http_error(c->p.req, 401, "bad_credentials", "wrong password");
+    delete_ctx_free(c);
+    return;
+  }
+  c->at = tern_now_ms();
+  delete_account(a, c, u);
+}
+
+void tern_accounts_delete_me(tern_app *a, tern_http_req *req) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
+  if (!j) return;
+  const cJSON *pw = cJSON_GetObjectItemCaseSensitive(j, "password");
+  if (!cJSON_IsString(pw)) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "password must be a string");
+    return;
+  }
+  tern_user *u = me->user;
+  tern_ip ip;
+  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
+  int retry = 1;
+  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
+    return;
+  }
+  if (!u->pwhash || !*u->pwhash || !hash_admit(a, req)) {
+    if (!u->pwhash || !*u->pwhash) tern_http_error(req, 401, "bad_credentials", "wrong password");
+    tern_wire_doc_free(&doc);
+    return;
+  }
+  delete_ctx *c = TERN_NEW(delete_ctx);
+  c->p.app = a;
+  c->p.req = req;
+  c->p.conn = req->conn;
+  tern_conn_ref(c->p.conn);
+  c->p.work.data = c;
+  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
+  c->p.password = tern_strdup(pw->valuestring);
+  c->p.hash = tern_strdup(u->pwhash);
+  c->p.ip = ip;
+  c->p.have_ip = have_ip;
+  tern_wire_doc_free(&doc);
+  hash_submit(a, &c->p, verify_work, after_delete_verify);
 }
 
 static void put_ms_or_null(tern_buf *b, int64_t ms) {
@@ -356,7 +784,8 @@ void tern_accounts_me(tern_app *a, tern_http_req *req) {
 }
 
 void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
-  if (!tern_api_authenticate(a, req)) return;
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
   bool valid = tern_username_normalize(raw, strlen(raw), name);
@@ -369,8 +798,11 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
   tern_buf_put_json_str(&b, u->name, strlen(u->name));
-  tern_buf_puts(&b, tern_presence_online(a, u) ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
-  put_ms_or_null(&b, tern_user_last_seen(a, u));
+  bool online;
+  int64_t ls;
+  tern_privacy_view(a, me->user, u, &online, &ls);
+  tern_buf_puts(&b, online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
+  put_ms_or_null(&b, online ? 0 : ls);
   tern_buf_puts(&b, "}");
   tern_http_json(req, 200, &b);
   tern_buf_free(&b);

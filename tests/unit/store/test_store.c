@@ -1917,6 +1917,247 @@ TEST(record_compare_and_set) {
   close_store(s);
 }
 
+/* ---- E2E keys (prekeys.c) ---- */
+
+typedef struct kres {
+  int idx;
+  bool done;
+  tern_store_status status;
+  tern_keys_refusal refusal;
+  bool found;
+  uint32_t nprekeys;          /* GET, PUT */
+  uint32_t spk_id;
+  uint8_t identity0;          /* identity[1] of the bundle: which identity is stored */
+  size_t nbundles;            /* CLAIM */
+  char bdev[8][32];
+  bool has_prekey[8];
+  uint32_t prekey_id[8];
+  uint32_t bnprekeys[8];
+  size_t record_len;          /* the record the op wrote */
+} kres;
+static kres K[32];
+
+static void on_keys_done(tern_store_op *op) {
+  kres *r = op->arg;
+  if (r->idx != ndone) order_errors++;
+  ndone++;
+  tern_op_keys *k = tern_op_as_keys(op);
+  r->done = true;
+  r->status = op->status;
+  r->refusal = k->refusal;
+  r->found = k->found;
+  r->nprekeys = k->bundle.nprekeys;
+  r->spk_id = k->bundle.spk_id;
+  r->identity0 = k->bundle.identity[1];
+  r->record_len = k->record.len;
+  r->nbundles = k->nbundles;
+  for (size_t i = 0; i < k->nbundles && i < 8; i++) {
+    snprintf(r->bdev[i], sizeof r->bdev[i], "%s", k->bundles[i].device_id);
+    r->has_prekey[i] = k->bundles[i].has_prekey;
+    r->prekey_id[i] = k->bundles[i].prekey.id;
+    r->bnprekeys[i] = k->bundles[i].nprekeys;
+  }
+}
+
+static tern_op_keys *new_keys_op(tern_store_op_type t, kres *r) {
+  memset(r, 0, sizeof *r);
+  r->idx = nsubmitted++;
+  return tern_op_keys_new(t, on_keys_done, r);
+}
+
+/* A KEYS_PUT: identity (0: none) with registration id 7, a signed prekey spk (0: none), and the
+ * one-time prekeys [from, from+n). */
+static void put_keys(tstore *s, kres *r, const char *dev, uint8_t identity, uint32_t spk, uint32_t from, uint32_t n,
+                     uint32_t max) {
+  tern_op_keys *op = new_keys_op(TERN_OP_KEYS_PUT, r);
+  tern_store_set_str(&op->device_id, dev);
+  tern_store_set_str(&op->user, "alice");
+  if (identity) {
+    op->has_identity = true;
+    op->in.registration_id = 7;
+    memset(op->in.identity, identity, sizeof op->in.identity);
+    op->in.identity[0] = 5;
+  }
+  if (spk) {
+    op->has_spk = true;
+    op->in.spk_id = spk;
+    memset(op->in.spk_pub, 0x22, sizeof op->in.spk_pub);
+    memset(op->in.spk_sig, 0x33, sizeof op->in.spk_sig);
+  }
+  uint8_t pub[TERN_KEY_PUB_LEN];
+  for (uint32_t i = 0; i < n; i++) {
+    memset(pub, (int)(from + i), sizeof pub);
+    tern_op_keys_add_prekey(op, from + i, pub);
+  }
+  op->max_prekeys = max;
+  submit(s, op);
+}
+
+static void get_keys(tstore *s, kres *r, const char *dev) {
+  tern_op_keys *op = new_keys_op(TERN_OP_KEYS_GET, r);
+  tern_store_set_str(&op->device_id, dev);
+  submit(s, op);
+}
+
+static void claim_keys(tstore *s, kres *r, const char *dev1, const char *dev2) {
+  tern_op_keys *op = new_keys_op(TERN_OP_KEYS_CLAIM, r);
+  tern_op_keys_add_device(op, dev1);
+  if (dev2) tern_op_keys_add_device(op, dev2);
+  submit(s, op);
+}
+
+typedef struct bundle_keys_seen {
+  int n;
+  char keys[8][40];
+} bundle_keys_seen;
+
+static void load_kv_key(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
+  bundle_keys_seen *k = arg;
+  if (k->n < 8) snprintf(k->keys[k->n++], sizeof k->keys[0], "%.*s", (int)klen, key);
+  tern_key_bundle b = {0};
+  if (klen > 4 && memcmp(key, "e2e/", 4) == 0) CHECK_EQ_INT(tern_keys_record_decode(v, vlen, &b), 0);
+}
+
+TEST(keys_put_refusals) {
+  use_dir("keys-put");
+  tstore *s = open_store();
+  put_device(s, &R[0], "k1", "alice", "phone");
+  wait_all();
+  put_keys(s, &K[0], "k1", 0, 1, 1, 3, 0);    /* no identity on the first PUT */
+  put_keys(s, &K[1], "k1", 0x11, 0, 1, 3, 0); /* no signed prekey on the first PUT */
+  put_keys(s, &K[2], "nobody", 0x11, 1, 1, 3, 0); /* no such device */
+  put_keys(s, &K[3], "k1", 0x11, 1, 1, 5, 4);    /* past max_prekeys */
+  get_keys(s, &K[4], "k1");
+  wait_all();
+  CHECK_EQ_INT(K[0].status, TERN_STORE_CONFLICT);
+  CHECK_EQ_INT(K[0].refusal, TERN_KEYS_NEED_IDENTITY);
+  CHECK_EQ_INT(K[1].refusal, TERN_KEYS_NEED_IDENTITY);
+  CHECK_EQ_INT(K[2].refusal, TERN_KEYS_NO_DEVICE);
+  CHECK_EQ_INT(K[3].refusal, TERN_KEYS_TOO_MANY);
+  CHECK(!K[4].found); /* nothing of those was stored */
+  put_keys(s, &K[5], "k1", 0x11, 1, 1, 3, 4);    /* the first PUT */
+  put_keys(s, &K[6], "k1", 0x44, 0, 10, 1, 4);   /* another identity: refused, nothing added */
+  put_keys(s, &K[7], "k1", 0, 0, 3, 2, 4);       /* ids 3 (again: replaced) and 4: 4 in all, the max */
+  put_keys(s, &K[8], "k1", 0, 0, 5, 1, 4);       /* the fifth: refused */
+  put_keys(s, &K[9], "k1", 0x11, 2, 0, 0, 4);    /* the same identity, a new signed prekey */
+  get_keys(s, &K[10], "k1");
+  wait_all();
+  CHECK_EQ_INT(K[5].status, TERN_STORE_OK);
+  CHECK_EQ_INT(K[5].nprekeys, 3);
+  CHECK(K[5].record_len > 0);
+  CHECK_EQ_INT(K[6].refusal, TERN_KEYS_IDENTITY);
+  CHECK_EQ_INT(K[7].status, TERN_STORE_OK);
+  CHECK_EQ_INT(K[7].nprekeys, 4);
+  CHECK_EQ_INT(K[7].record_len, 0); /* prekeys alone leave the bundle record as it was */
+  CHECK_EQ_INT(K[8].refusal, TERN_KEYS_TOO_MANY);
+  CHECK_EQ_INT(K[9].status, TERN_STORE_OK);
+  CHECK(K[10].found);
+  CHECK_EQ_INT(K[10].nprekeys, 4);
+  CHECK_EQ_INT(K[10].spk_id, 2);
+  CHECK_EQ_INT(K[10].identity0, 0x11);
+  close_store(s);
+  /* durable, and loaded as a RECORDS record */
+  s = open_store();
+  bundle_keys_seen seen = {0};
+  tern_store_load_cbs cbs = {.kv = load_kv_key, .arg = &seen};
+  CHECK_EQ_INT(load(s, &cbs), 0);
+  CHECK_EQ_INT(seen.n, 1);
+  CHECK_EQ_STR(seen.keys[0], "e2e/k1");
+  get_keys(s, &K[11], "k1");
+  wait_all();
+  CHECK(K[11].found);
+  CHECK_EQ_INT(K[11].nprekeys, 4);
+  close_store(s);
+}
+
+TEST(keys_claim_once) {
+  use_dir("keys-claim");
+  tstore *s = open_store();
+  put_device(s, &R[0], "c1", "alice", "phone");
+  put_device(s, &R[1], "c2", "alice", "tablet");
+  wait_all();
+  put_keys(s, &K[0], "c1", 0x11, 1, 1, 3, 0);
+  put_keys(s, &K[1], "c2", 0x12, 1, 100, 1, 0);
+  wait_all();
+  /* four claims in one group (submitted back to back behind a synced write): each sees the
+   * ones before it, so three different keys and then none */
+  submit_filler(s);
+  for (int i = 0; i < 4; i++) claim_keys(s, &K[2 + i], "c1", i == 0 ? "c2" : NULL);
+  claim_keys(s, &K[6], "nokeys", NULL);
+  wait_all();
+  CHECK_EQ_INT(K[2].nbundles, 2);
+  CHECK_EQ_STR(K[2].bdev[0], "c1");
+  CHECK_EQ_STR(K[2].bdev[1], "c2");
+  CHECK(K[2].has_prekey[1]);
+  CHECK_EQ_INT(K[2].prekey_id[1], 100);
+  uint32_t ids[3];
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ_INT(K[2 + i].nbundles, i == 0 ? 2 : 1);
+    CHECK(K[2 + i].has_prekey[0]);
+    ids[i] = K[2 + i].prekey_id[0];
+    CHECK_EQ_INT(K[2 + i].bnprekeys[0], 2 - i);
+  }
+  CHECK(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+  CHECK_EQ_INT(ids[0], 1); /* oldest first */
+  CHECK_EQ_INT(K[5].nbundles, 1);
+  CHECK(!K[5].has_prekey[0]); /* none left: the bundle without one */
+  CHECK_EQ_INT(K[6].nbundles, 0); /* a device without keys is not listed */
+  claim_keys(s, &K[7], "c2", NULL);
+  get_keys(s, &K[8], "c1");
+  wait_all();
+  CHECK(!K[7].has_prekey[0]);
+  CHECK_EQ_INT(K[8].nprekeys, 0);
+  /* a key handed out never comes back, not after a restart either */
+  close_store(s);
+  s = open_store();
+  claim_keys(s, &K[9], "c1", "c2");
+  put_keys(s, &K[10], "c1", 0, 0, 2, 1, 0); /* id 2 again: a new key under an old id is added */
+  claim_keys(s, &K[11], "c1", NULL);
+  wait_all();
+  CHECK(!K[9].has_prekey[0] && !K[9].has_prekey[1]);
+  CHECK(K[11].has_prekey[0]);
+  CHECK_EQ_INT(K[11].prekey_id[0], 2);
+  close_store(s);
+}
+
+TEST(keys_cascade_on_device_delete) {
+  use_dir("keys-del");
+  tstore *s = open_store();
+  put_device(s, &R[0], "x1", "alice", "phone");
+  put_device(s, &R[1], "x10", "alice", "tablet"); /* an id that starts with the other's */
+  wait_all();
+  put_keys(s, &K[0], "x1", 0x11, 1, 1, 5, 0);
+  put_keys(s, &K[1], "x10", 0x12, 1, 1, 5, 0);
+  wait_all();
+  submit_del_device(s, &R[2], "x1");
+  get_keys(s, &K[2], "x1");
+  claim_keys(s, &K[3], "x1", "x10");
+  get_keys(s, &K[4], "x10");
+  wait_all();
+  CHECK_EQ_INT(R[2].status, TERN_STORE_OK);
+  CHECK(!K[2].found);
+  CHECK_EQ_INT(K[3].nbundles, 1);
+  CHECK_EQ_STR(K[3].bdev[0], "x10");
+  CHECK(K[4].found);
+  CHECK_EQ_INT(K[4].nprekeys, 4); /* the other device kept its keys (one claimed above) */
+  close_store(s);
+  s = open_store();
+  bundle_keys_seen seen = {0};
+  tern_store_load_cbs cbs = {.kv = load_kv_key, .arg = &seen};
+  CHECK_EQ_INT(load(s, &cbs), 0);
+  CHECK_EQ_INT(seen.n, 1);
+  CHECK_EQ_STR(seen.keys[0], "e2e/x10");
+  /* the same id stored again (never happens with real ids) starts with no keys at all */
+  put_device(s, &R[3], "x1", "alice", "phone");
+  put_keys(s, &K[5], "x1", 0, 0, 1, 1, 0);
+  put_keys(s, &K[6], "x1", 0x55, 1, 50, 1, 0);
+  wait_all();
+  CHECK_EQ_INT(K[5].refusal, TERN_KEYS_NEED_IDENTITY);
+  CHECK_EQ_INT(K[6].status, TERN_STORE_OK);
+  CHECK_EQ_INT(K[6].nprekeys, 1); /* none of the old five */
+  close_store(s);
+}
+
 static void run_suite(void) {
   RUN(envelope_roundtrip);
   RUN(op_free_owns_everything);
@@ -1953,6 +2194,9 @@ static void run_suite(void) {
   RUN(bus_between_ports);
   RUN(put_user_create_once);
   RUN(record_compare_and_set);
+  RUN(keys_put_refusals);
+  RUN(keys_claim_once);
+  RUN(keys_cascade_on_device_delete);
   RUN(events_cross_ports);
   RUN(events_spread_over_turns);
 }
