@@ -371,6 +371,12 @@ static int drv_send(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_
   return 0;
 }
 
+static int drv_send_group(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint32_t g, const char *body, size_t len) {
+  return -ENOTSUP;
+}
+
+static void drv_setup_groups(tern_bench *b) { tern_bench_groups_done(b, -ENOTSUP, "not yet"); }
+
 static void drv_flush(tern_bench *b, tern_bench_dev *d) {
   xconn *c = d->conn;
   if (!c || c->closing) return;
@@ -424,6 +430,8 @@ const tern_bench_driver tern_bench_driver_xmpp = {
     .provision = drv_provision,
     .connect = drv_connect,
     .send = drv_send,
+    .send_group = drv_send_group,
+    .setup_groups = drv_setup_groups,
     .flush = drv_flush,
     .outbound = drv_outbound,
     .disconnect = drv_disconnect,
