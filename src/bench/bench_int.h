@@ -291,6 +291,8 @@ void tern_bench_on_closed(tern_bench *b, tern_bench_dev *d, const char *why);
 void tern_bench_mark_dirty(tern_bench *b, tern_bench_dev *d);
 /* Counts an envelope the driver dropped as already seen (at-least-once redelivery). */
 void tern_bench_note_redelivered(tern_bench *b, tern_bench_dev *d);
+/* XMPP group mode: the room's reflection of d's own message (not a delivery). */
+void tern_bench_note_reflected(tern_bench *b, tern_bench_dev *d);
 /* Counts an error not tied to a message (e.g. "register:network"). */
 void tern_bench_count_error(tern_bench *b, const char *code);
 

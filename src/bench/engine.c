@@ -582,6 +582,8 @@ void tern_bench_on_error(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const 
 
 void tern_bench_note_redelivered(tern_bench *b, tern_bench_dev *d) { E(b)->redelivered++; }
 
+void tern_bench_note_reflected(tern_bench *b, tern_bench_dev *d) { E(b)->res.reflected++; }
+
 void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_t from_len, uint64_t msgid,
                        const char *body, size_t len) {
   engine *e = E(b);
