@@ -234,4 +234,22 @@ describe('tern-bench --protocol xmpp', { skip: !existsSync(BENCH) && `tern-bench
     assert.equal(xmpp.stats.conflicts, 10);
     assert.equal(xmpp.stats.logins, 20);
   });
+  test('groups: rooms created and joined (XEP-0045), groupchat to every occupant verified', async () => {
+    const r = await bench(['--protocol', 'xmpp', '--server', `127.0.0.1:${xmpp.port}`, '--users', '12',
+      '--groups', '6', '--group-size', '4', '--messages', '300', '--window', '2', '--prefix', 'bxg_',
+      '--json', '-', '--quiet']);
+    const ctx = `\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+    assert.equal(r.code, 0, `exit ${r.code}${ctx}`);
+    const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    assert.equal(j.verification.ok, true, `verification: ${JSON.stringify(j.verification)}${ctx}`);
+    assert.deepEqual(j.errors, {}, `errors${ctx}`);
+    assert.equal(j.counts.answered, 300);
+    assert.equal(j.verification.expected_deliveries, 300 * 3);
+    assert.equal(j.counts.deliveries, 300 * 3);
+    assert.equal(j.groups.reflected, 300, 'each message comes back once to its sender, not counted');
+    assert.equal(xmpp.stats.rooms, 6);
+    assert.equal(xmpp.stats.joins, 6 * 3);
+    assert.equal(xmpp.stats.groupchat, 300);
+  });
+
 });
