@@ -45,6 +45,9 @@ static const char usage[] =
     "  --total-rate R         messages/s in total, open loop\n"
     "                         (neither: closed loop at saturation, --window per device)\n"
     "  --window W             closed loop: messages in flight per sending device (default 16)\n"
+  "  --inflight M           closed loop: at most M messages in flight in all, each free slot\n"
+  "                         going to the next sending user in turn (a group message to K\n"
+  "                         members is K-1 deliveries: this bounds the server's queue)\n"
     "  --messages N           stop sending after N messages\n"
     "  --body BYTES           message body size (default 100)\n"
     "  --offline RATIO        fraction of users kept disconnected while sending; they connect\n"
@@ -155,7 +158,7 @@ enum {
   O_PROTOCOL = 256, O_SERVER, O_DOMAIN, O_SERVER_PID, O_USERS, O_DEVICES, O_CONNECTIONS, O_SOURCE_IPS,
   O_PREFIX, O_PASSWORD, O_REG_CONC, O_CONN_CONC, O_PEERS, O_RATE, O_TOTAL_RATE, O_WINDOW, O_MESSAGES,
   O_BODY, O_OFFLINE, O_RECEIPTS, O_DURATION, O_WARMUP, O_SETTLE, O_MAX_OUTBOUND, O_SEED, O_IDLE, O_JSON,
-  O_QUIET, O_HELP, O_ONE_WAY, O_GROUPS, O_GROUP_SIZE, O_MUC_DOMAIN,
+  O_QUIET, O_HELP, O_ONE_WAY, O_GROUPS, O_GROUP_SIZE, O_MUC_DOMAIN, O_INFLIGHT,
 };
 
 static const struct option options[] = {
@@ -190,6 +193,7 @@ static const struct option options[] = {
     {"quiet", no_argument, NULL, O_QUIET},
     {"help", no_argument, NULL, O_HELP},
     {"groups", required_argument, NULL, O_GROUPS},
+    {"inflight", required_argument, NULL, O_INFLIGHT},
     {"group-size", required_argument, NULL, O_GROUP_SIZE},
     {"muc-domain", required_argument, NULL, O_MUC_DOMAIN},
     {NULL, 0, NULL, 0},
@@ -344,6 +348,9 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
         break;
       case O_QUIET:
         cfg->quiet = true;
+        break;
+      case O_INFLIGHT:
+        if (parse_u32(v, 1, 1u << 24, &cfg->inflight) < 0) return fail(err, errlen, "--inflight: 1 to 16777216");
         break;
       case O_GROUPS:
         if (parse_u32(v, 1, TERN_BENCH_MAX_GROUPS, &cfg->groups) < 0)

@@ -50,6 +50,7 @@ typedef struct tern_bench_config {
   double rate;                /* --rate R messages/s per sending user (0: not given) */
   double total_rate;          /* --total-rate R messages/s in total (0: not given) */
   uint32_t window;            /* --window W: closed loop, messages in flight per sending device */
+  uint32_t inflight;          /* --inflight M: closed loop, messages in flight in all (0: no cap) */
   uint32_t body;              /* --body BYTES */
   double offline;             /* --offline RATIO of users kept disconnected while sending */
   tern_bench_receipts receipts; /* --receipts off|on|read */

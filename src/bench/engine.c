@@ -408,8 +408,37 @@ static bool issue(tern_bench *b, tern_bench_dev *s, bool resend, uint64_t resend
   return true;
 }
 
+/* Closed loop with --inflight M: at most M messages in flight in all, and each free slot goes
+ * to the next sending user in turn, so that every user keeps sending (a completed message's
+ * sender does not simply take its slot back). */
+static void refill_capped(tern_bench *b) {
+  engine *e = E(b);
+  uint32_t misses = 0, D = b->cfg.devices;
+  while (e->sending && !e->cap_reached && e->issued - e->complete < b->cfg.inflight && misses < e->n_send_users) {
+    uint32_t u = e->send_users[e->rr_user];
+    e->rr_user = (e->rr_user + 1) % e->n_send_users;
+    const tern_bench_user *usr = &b->users[u];
+    bool sent = false;
+    for (uint32_t k = 0; k < D && !sent; k++) {
+      uint32_t dn = (uint32_t)(e->rr_dev[u]++ % D);
+      tern_bench_dev *d = &b->devs[usr->first_dev + dn];
+      if ((usr->live_mask & (1u << dn)) && d->inflight < b->cfg.window) sent = issue(b, d, false, 0);
+    }
+    misses = sent ? 0 : misses + 1;
+  }
+}
+
 static void refill(tern_bench *b) {
   engine *e = E(b);
+  if (b->cfg.inflight && !e->rate) {
+    while (e->refill_head != NONE) {
+      tern_bench_dev *d = &b->devs[e->refill_head];
+      e->refill_head = d->next_refill;
+      d->refill_queued = false;
+    }
+    refill_capped(b);
+    return;
+  }
   while (e->refill_head != NONE) {
     tern_bench_dev *d = &b->devs[e->refill_head];
     e->refill_head = d->next_refill;

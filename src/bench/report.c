@@ -36,6 +36,7 @@ void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, F
   } else {
     if (r->target_rate > 0) fprintf(out, "  open loop at %.0f messages/s", r->target_rate);
     else fprintf(out, "  closed loop, window %u per device", c->window);
+    if (r->target_rate <= 0 && c->inflight) fprintf(out, ", at most %u in flight", c->inflight);
     fprintf(out, ", %u-byte bodies, receipts %s, offline %.0f%%, window %.2f s\n", c->body, receipts_name(c->receipts),
             c->offline * 100, r->window_s);
     if (c->groups)
@@ -149,6 +150,7 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   cJSON_AddStringToObject(sc, "loop", r->target_rate > 0 ? "open" : "closed");
   cJSON_AddNumberToObject(sc, "target_rate", r->target_rate);
   cJSON_AddNumberToObject(sc, "window", c->window);
+  cJSON_AddNumberToObject(sc, "inflight", c->inflight);
   cJSON_AddNumberToObject(sc, "max_messages", (double)c->max_messages);
   cJSON_AddNumberToObject(sc, "body", c->body);
   cJSON_AddNumberToObject(sc, "offline", c->offline);
