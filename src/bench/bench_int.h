@@ -6,6 +6,7 @@
  *   u64map.c  open-addressing hash map uint64 → uint64 (msg ids, per-pair counters)
  *   proc.c    /proc/PID sampling (CPU seconds, RSS, peak RSS)
  *   engine.c  the protocol-independent run: phases, schedule, records, verification
+ *   membership.c  group mode: which users are in which group (arithmetic), group ids
  *   report.c  the table on stdout and the JSON document
  *   drv_tern.c  the tern protocol driver (libtern-client)
  *   xmpp.c    the XMPP client logic: a small XML stream tokenizer and the session state
@@ -248,7 +249,7 @@ struct tern_bench {
   tern_bench_u64map group_by_id; /* hash of a group id → group index */
 };
 
-/* Group membership (groups.c). */
+/* Group membership (membership.c). */
 /* The user at position j (0 .. K-1) of group g; position 0 is the creator. */
 uint32_t tern_bench_group_member(const tern_bench *b, uint32_t g, uint32_t j);
 /* The position of user u in group g, or UINT32_MAX when u is not a member. */

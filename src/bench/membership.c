@@ -1,4 +1,4 @@
-/* groups.c: who is in which group in tern-bench's group mode (--groups N --group-size K).
+/* membership.c: who is in which group in tern-bench's group mode (--groups N --group-size K).
  *
  * Membership is arithmetic, not a table: group g holds users (g·K + j) mod U for j < K. Laid
  * end to end, the N groups cover the users N·K/U times over, so each user is in ⌊N·K/U⌋ or
