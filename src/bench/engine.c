@@ -25,6 +25,7 @@
  * writes it in the same loop iteration); each arrival takes its own clock. Samples are kept
  * for messages sent inside the measured window, whenever their events arrive.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -45,6 +46,7 @@
 #define IDLE_SETTLE_MS 2000     /* after the last connection, before sampling the server's RSS */
 #define CLOSE_WAIT_MS 5000      /* longest wait for connections to close at the end */
 #define MAX_ERROR_CODES 64
+#define GROUPS_SETUP_EXTRA_MS 60000 /* the group set-up may take --settle plus this */
 
 enum {
   F_SENT = 1 << 0,      /* "sent" answer (or XEP-0198 ack) */
@@ -942,6 +944,7 @@ static void on_phase_timer(uv_timer_t *t) {
     case P_WARMUP: enter_phase(b, P_MEASURE); break;
     case P_MEASURE: enter_phase(b, P_SETTLE); break;
     case P_HOLD: enter_phase(b, P_CLOSING); break;
+    case P_GROUPS: tern_bench_groups_done(b, -ETIMEDOUT, "the server did not confirm every group in time"); break;
     case P_SETTLE:
       say(b, "settle: gave up waiting after %.1f s", (double)b->cfg.settle_ms / 1000);
       e->res.settle_timed_out = true;
@@ -1118,6 +1121,8 @@ static void enter_phase(tern_bench *b, phase_t p) {
       e->groups_t0 = now_ns();
       say(b, "setting up %u groups of %u members (%" PRIu64 " memberships)", b->n_groups, b->group_size,
           (uint64_t)b->n_groups * b->group_size);
+      /* A server that never confirms a creation or a join must not hang the run. */
+      uv_timer_start(&e->phase_timer, on_phase_timer, b->cfg.settle_ms + GROUPS_SETUP_EXTRA_MS, 0);
       b->drv->setup_groups(b);
       break;
     case P_WARMUP:
