@@ -9,7 +9,9 @@
 
 #include "base/alloc.h"
 
-typedef enum { T_STR, T_BOOL, T_INT, T_DUR, T_SIZE, T_RATE } setting_type;
+/* T_LIMIT: "N/DURATION" read as at most N per DURATION (a token bucket N deep refilled at
+ * N/DURATION), into a tern_limit. T_RATE: the same spelling, only the rate, per second. */
+typedef enum { T_STR, T_BOOL, T_INT, T_DUR, T_SIZE, T_RATE, T_LIMIT } setting_type;
 
 typedef struct setting {
   const char *name;  /* file key; flag and env are derived from it */
@@ -28,12 +30,16 @@ static const setting g_settings[] = {
     {"data_dir", T_STR, OFF(data_dir), "./data", 0, 0, "directory for the store (created if missing)"},
     {"log_level", T_STR, OFF(log_level), "info", 0, 0, "debug|info|warn|error"},
     {"web_dir", T_STR, OFF(web_dir), "", 0, 0, "directory of the static web client (empty: built-in path)"},
+    {"tls.cert", T_STR, OFF(tls_cert), "", 0, 0, "PEM certificate chain: the listener speaks TLS only (with tls.key); SIGHUP reloads"},
+    {"tls.key", T_STR, OFF(tls_key), "", 0, 0, "PEM private key of tls.cert"},
     {"allow_insecure_test_settings", T_BOOL, OFF(allow_insecure_test), "false", 0, 0,
      "permit settings meant only for test suites and benchmarks"},
     {"ws.ping_interval", T_DUR, OFF(ws_ping_interval_ms), "30s", 10, BIG, "server WebSocket ping period"},
     {"ws.idle_timeout", T_DUR, OFF(ws_idle_timeout_ms), "90s", 10, BIG, "close a silent connection (4000)"},
     {"ws.auth_timeout", T_DUR, OFF(ws_auth_timeout_ms), "10s", 10, BIG, "close if no auth frame by then (4001)"},
     {"ws.max_message", T_SIZE, OFF(ws_max_message), "1MiB", 1024, 1 << 30, "largest WebSocket message (1009)"},
+    {"ws.max_auth_frame", T_SIZE, OFF(ws_max_auth_frame), "8KiB", 256, 1 << 30,
+     "largest WebSocket message before the connection is authenticated (1009)"},
     {"ws.max_outbound", T_SIZE, OFF(ws_max_outbound), "8MiB", 4096, 1ll << 34,
      "bytes queued to a client that does not read before closing it (1008)"},
     {"http.max_body", T_SIZE, OFF(http_max_body), "64KiB", 1024, 1 << 30, "largest JSON request body (413)"},
@@ -45,14 +51,26 @@ static const setting g_settings[] = {
     {"limits.send_rate", T_RATE, OFF(limits_send_rate), "20/s", 0.001, 1e9, "sustained sends per user per second"},
     {"limits.send_burst", T_INT, OFF(limits_send_burst), "1000", 1, 1e9, "sends a user may make in a burst"},
     {"limits.watch_max", T_INT, OFF(limits_watch_max), "5000", 1, 1e7, "users one connection may watch"},
+    {"limits.conn_per_ip", T_INT, OFF(limits_conn_per_ip), "100", 1, 1e7,
+     "open connections from one client address; past it new ones are closed"},
+    {"limits.conn_rate_per_ip", T_LIMIT, OFF(limits_conn_rate_per_ip), "20/1s", 1, 1e9,
+     "new connections from one client address"},
+    {"limits.auth_rate_per_ip", T_LIMIT, OFF(limits_auth_rate_per_ip), "30/1m", 1, 1e9,
+     "register and login attempts from one client address (429)"},
+    {"limits.login_fail", T_LIMIT, OFF(limits_login_fail), "5/15m", 1, 1e9,
+     "failed logins per username and client address (429)"},
+    {"limits.typing_rate", T_LIMIT, OFF(limits_typing_rate), "5/1s", 1, 1e9,
+     "typing frames per user; past it they are dropped"},
+    {"http.trusted_proxies", T_STR, OFF(http_trusted_proxies), "", 0, 0,
+     "CIDR list of proxies whose X-Forwarded-For names the client"},
+    {"metrics.allow", T_STR, OFF(metrics_allow), "127.0.0.0/8,::1/128", 0, 0,
+     "CIDR list of peers that may read /metrics (never through a trusted proxy)"},
     {"limits.fanout_rate", T_RATE, OFF(limits_fanout_rate), "20000/s", 0.001, 1e12,
      "recipient devices per second a user's group messages may reach, sustained"},
     {"limits.fanout_burst", T_INT, OFF(limits_fanout_burst), "100000", 1, 1e12,
      "recipient devices a user's group messages may reach in a burst"},
-    {"limits.key_fetch_rate", T_RATE, OFF(limits_key_fetch_rate), "60/1m", 0.0001, 1e9,
-     "key bundle fetches (GET /v1/keys/{user}) per calling user, sustained"},
-    {"limits.key_fetch_burst", T_INT, OFF(limits_key_fetch_burst), "60", 1, 1e9,
-     "key bundle fetches a user may make in a burst"},
+    {"limits.key_fetch_rate", T_LIMIT, OFF(limits_key_fetch_rate), "60/1m", 1, 1e9,
+     "key bundle fetches (GET /v1/keys/{user}) per calling user"},
     {"e2e.required", T_BOOL, OFF(e2e_required), "false", 0, 0,
      "refuse plaintext sends and image uploads (e2e_required): only encrypted content"},
     {"e2e.max_prekeys", T_INT, OFF(e2e_max_prekeys), "1000", 1, 1e6, "one-time prekeys stored per device at most"},
@@ -71,6 +89,10 @@ static const setting g_settings[] = {
     {"devices.max_per_user", T_INT, OFF(devices_max_per_user), "16", 1, 100000, "devices one user may log in"},
     {"devices.idle_expiry", T_DUR, OFF(devices_idle_expiry_ms), "30d", 10, BIG,
      "a device with no connection for this long is deleted"},
+    {"auth.max_concurrent_hashes", T_INT, OFF(auth_max_concurrent_hashes), "0", 0, 1024,
+     "password hashes computed at once (0: the threadpool's size, UV_THREADPOOL_SIZE or 4)"},
+    {"auth.hash_queue", T_INT, OFF(auth_hash_queue), "64", 0, 1e6,
+     "password hashes that may wait for a turn; past it register and login answer 503"},
     {"auth.hash_cost", T_STR, OFF(auth_hash_cost), "interactive", 0, 0,
      "Argon2id cost: interactive|moderate|sensitive (test needs --allow-insecure-test-settings)"},
     {"presence.persist_interval", T_DUR, OFF(presence_persist_interval_ms), "60s", 10, BIG,
@@ -239,7 +261,8 @@ static int apply(tern_config *cfg, const setting *s, const char *val, const char
       }
       num = (double)i64;
       break;
-    case T_RATE: {
+    case T_RATE:
+    case T_LIMIT: {
       /* N/DURATION: 20/s, 60/1m, 5/15m (a bare unit means one of it); stored per second. */
       char *end;
       errno = 0;
@@ -257,6 +280,15 @@ static int apply(tern_config *cfg, const setting *s, const char *val, const char
       if (!ok) {
         snprintf(err, errlen, "%s: %s must be a rate such as 20/s or 60/1m, not \"%s\"", origin, s->name, val);
         return -EINVAL;
+      }
+      if (s->type == T_LIMIT) {
+        if (num < s->min || num > s->max) {
+          snprintf(err, errlen, "%s: %s = %s is out of range", origin, s->name, val);
+          return -EINVAL;
+        }
+        ((tern_limit *)field)->burst = num;
+        ((tern_limit *)field)->rate = num * 1000.0 / (double)per_ms;
+        return 0;
       }
       num = num * 1000.0 / (double)per_ms;
       break;

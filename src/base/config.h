@@ -12,18 +12,27 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* "at most burst per period": a token bucket burst deep, refilled at rate per second. */
+typedef struct tern_limit {
+  double burst;
+  double rate;
+} tern_limit;
+
 typedef struct tern_config {
   /* process */
   char *listen;              /* HOST:PORT */
   char *data_dir;            /* store and media live here */
   char *log_level;           /* debug|info|warn|error */
   char *web_dir;             /* static web client; "" disables */
+  char *tls_cert;                  /* "" = plain TCP (PROTOCOL.md 13) */
+  char *tls_key;
   bool allow_insecure_test;  /* --allow-insecure-test-settings */
   /* websocket */
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;
   int64_t ws_auth_timeout_ms;
   int64_t ws_max_message;    /* bytes, reassembled */
+  int64_t ws_max_auth_frame; /* bytes: the same, before ready (what a stranger may make us hold) */
   int64_t ws_max_outbound;   /* bytes queued to one client before 1008 */
   /* http */
   int64_t http_max_body;     /* JSON endpoints */
@@ -32,13 +41,19 @@ typedef struct tern_config {
   int64_t http_max_connections;
   /* limits */
   double limits_send_rate;   /* sends per second per user, sustained */
+  int64_t limits_conn_per_ip;
+  tern_limit limits_conn_rate_per_ip;
+  tern_limit limits_auth_rate_per_ip;
+  tern_limit limits_login_fail;
+  tern_limit limits_typing_rate;
+  char *http_trusted_proxies;  /* CIDR list (base/cidr.h) */
+  char *metrics_allow;         /* CIDR list */
   int64_t limits_send_burst; /* bucket size */
   int64_t limits_watch_max;  /* users one connection may watch */
   double limits_fanout_rate; /* recipient devices per second per user, sustained */
   int64_t limits_fanout_burst; /* bucket size */
   /* groups */
-  double limits_key_fetch_rate; /* key bundle fetches per second per calling user, sustained */
-  int64_t limits_key_fetch_burst; /* bucket size */
+  tern_limit limits_key_fetch_rate; /* key bundle fetches per calling user */
   bool e2e_required;          /* plaintext sends and image uploads are refused */
   int64_t e2e_max_prekeys;    /* one-time prekeys per device */
   int64_t e2e_max_ciphertext; /* base64 bytes of one device's ciphertext */
@@ -56,6 +71,8 @@ typedef struct tern_config {
   int64_t devices_max_per_user;
   int64_t devices_idle_expiry_ms;
   char *auth_hash_cost;      /* interactive|moderate|sensitive|test */
+  int64_t auth_max_concurrent_hashes; /* 0: the threadpool's size */
+  int64_t auth_hash_queue;
   /* presence */
   int64_t presence_persist_interval_ms;
   /* store */

@@ -28,7 +28,9 @@ uint64_t tern_hash_bytes(const void *p, size_t n);
  * noise from a splitmix64 generator seeded once per generator (so no system call per id; the
  * noise keeps processes apart and is not a secret). A clock that steps back keeps using the
  * last ms, so the order holds across that too. One generator per loop: not thread-safe. */
-#define TERN_MSG_ID_LEN 28
+#define TERN_MSG_ID_PREFIX_LEN 28
+/* What tern_idgen_next writes is the prefix of a msg_id; core/msgid.h appends its tag. */
+#define TERN_MSG_ID_LEN 44
 typedef struct tern_idgen {
   uint64_t noise;   /* splitmix64 state */
   int64_t last_ms;  /* ms of the last id */
@@ -36,7 +38,7 @@ typedef struct tern_idgen {
   unsigned worker;  /* 0..255 */
 } tern_idgen;
 void tern_idgen_init(tern_idgen *g, unsigned worker);
-/* Writes the next id for time ts (ms) and a NUL into out. */
+/* Writes the next id for time ts (ms), TERN_MSG_ID_PREFIX_LEN digits, and a NUL into out. */
 void tern_idgen_next(tern_idgen *g, int64_t ts, char out[TERN_MSG_ID_LEN + 1]);
 
 /* A token bucket: `burst` deep, refilled at `rate` per second; a zeroed one starts full. */

@@ -14,9 +14,11 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "core/app.h"
+#include "core/limits.h"
 #include "core/mediaglue.h"
 #include "media/media.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "net/webroot.h"
 #include "proto/frame.h"
 #include "proto/wire.h"
@@ -44,9 +46,26 @@ typedef struct parts {
   tern_app *app;
   tern_web *web;
   tern_net *net;
+  tern_tls *tls;         /* the listener's TLS context, when tls.cert is set */
+  uv_signal_t sighup;    /* reloads tls.cert and tls.key */
+  bool sighup_on;
+  const tern_config *cfg;
 } parts;
 
+/* SIGHUP: a new certificate and key for new connections; open ones keep theirs. A pair that
+ * does not load is logged, and the old one stays (PROTOCOL.md 13). */
+static void on_sighup(uv_signal_t *h, int signum) {
+  (void)signum;
+  parts *p = h->data;
+  char err[512];
+  if (tern_tls_reload(p->tls, p->cfg->tls_cert, p->cfg->tls_key, err, sizeof err) < 0)
+    TERN_ERROR("tls reload failed, keeping the old certificate", "err=%s", tern_log_quote(err));
+  else
+    TERN_INFO("tls certificate reloaded", "cert=%s", tern_log_quote(p->cfg->tls_cert));
+}
+
 static void unwind(parts *p) {
+  if (p->sighup_on) uv_close((uv_handle_t *)&p->sighup, NULL);
   if (p->net) tern_net_free(p->net);
   if (p->app) tern_app_close(p->app); /* the port, the timers, push and media */
   uv_run(p->loop, UV_RUN_NOWAIT);     /* lets their handles close */
@@ -55,16 +74,21 @@ static void unwind(parts *p) {
   tern_web_free(p->web);
   uv_run(p->loop, UV_RUN_NOWAIT);
   uv_loop_close(p->loop);
+  tern_tls_free(p->tls); /* after the connections that used it */
 }
 
 static int run(const tern_config *cfg) {
   char err[512];
-  parts p = {.loop = uv_default_loop()};
+  parts p = {.loop = uv_default_loop(), .cfg = cfg};
   int rc = mkdir_p(cfg->data_dir);
   if (rc < 0) {
     TERN_ERROR("cannot create the data dir", "dir=%s err=%s", tern_log_quote(cfg->data_dir), tern_log_quote(strerror(-rc)));
     return 2;
   }
+  struct stat dst;
+  if (stat(cfg->data_dir, &dst) == 0 && S_ISDIR(dst.st_mode) && (dst.st_mode & 077))
+    TERN_WARN("the data dir can be read by other users; chmod 700 it", "dir=%s mode=%03o",
+              tern_log_quote(cfg->data_dir), (unsigned)(dst.st_mode & 0777));
   if (access(cfg->data_dir, W_OK | X_OK) != 0) {
     TERN_ERROR("the data dir is not writable", "dir=%s err=%s", tern_log_quote(cfg->data_dir),
                tern_log_quote(strerror(errno)));
@@ -126,6 +150,7 @@ static int run(const tern_config *cfg) {
       .max_body = cfg->http_max_body,
       .request_timeout_ms = cfg->http_request_timeout_ms,
       .ws_max_message = cfg->ws_max_message,
+      .ws_max_auth_frame = cfg->ws_max_auth_frame,
       .ws_max_outbound = cfg->ws_max_outbound,
       .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
       .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
@@ -133,7 +158,22 @@ static int run(const tern_config *cfg) {
       .max_connections = cfg->http_max_connections,
       .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
       .ws_idle_close_code = 4000,
+      .conn_per_ip = cfg->limits_conn_per_ip,
+      .conn_rate = cfg->limits_conn_rate_per_ip.rate,
+      .conn_rate_burst = cfg->limits_conn_rate_per_ip.burst,
+      .trusted_proxies = tern_limits_trusted(p.app->limits),
   };
+  if (*cfg->tls_cert || *cfg->tls_key) {
+    if ((rc = tern_tls_server_new(cfg->tls_cert, cfg->tls_key, &p.tls, err, sizeof err)) < 0) {
+      failed = "cannot set up TLS";
+      goto out;
+    }
+    no.tls = p.tls;
+    uv_signal_init(p.loop, &p.sighup);
+    p.sighup.data = &p;
+    uv_signal_start(&p.sighup, on_sighup, SIGHUP);
+    p.sighup_on = true;
+  }
   tern_net_handlers nh;
   tern_app_net_handlers(p.app, &nh);
   if ((rc = tern_net_start(p.loop, &no, &nh, &p.net, err, sizeof err)) < 0) {
@@ -142,7 +182,8 @@ static int run(const tern_config *cfg) {
   }
   p.app->net = p.net;
   tern_app_start(p.app);
-  TERN_INFO("listening", "addr=%s data_dir=%s", tern_net_addr(p.net), tern_log_quote(cfg->data_dir));
+  TERN_INFO("listening", "addr=%s tls=%s data_dir=%s", tern_net_addr(p.net), p.tls ? "on" : "off",
+            tern_log_quote(cfg->data_dir));
   uv_run(p.loop, UV_RUN_DEFAULT);
   rc = p.app->exit_code;
 out:
@@ -157,6 +198,9 @@ out:
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* Everything ternd creates (RocksDB's files, media, temporary uploads) is its own: files
+   * 0600, directories 0700, whatever the libraries ask for. */
+  umask(077);
   /* cJSON allocates through base/alloc.h from the first parse on, in every thread. */
   tern_proto_init();
   tern_config cfg;

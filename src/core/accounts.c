@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -11,6 +12,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "core/limits.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
 #include "core/session.h"
@@ -33,8 +35,81 @@ typedef struct pending {
   char *hash;             /* register: the new hash; login: a copy of the stored one */
   char token[48];         /* the new device's bearer token */
   char device_id[TERN_DEVICE_ID_LEN + 1];
+  char tried[TERN_USERNAME_MAX + 1]; /* login: the name tried (limits.login_fail counts it) */
+  tern_ip ip;             /* the client's address */
+  bool have_ip;
   bool ok;                /* threadpool result */
+  uv_work_cb work_cb;     /* the hash job and its completion, while it waits for a turn */
+  uv_after_work_cb after_cb;
+  struct pending *next_waiting;
 } pending;
+
+/* ---- the hash queue ----
+ * Argon2id is memory-hard by design: unbounded, 40 logins at once took RSS from 48 to 308 MiB.
+ * At most auth.max_concurrent_hashes run on the threadpool; up to auth.hash_queue more wait
+ * their turn in order; past that the answer is 503 with Retry-After (PROTOCOL.md 14). */
+
+static unsigned max_hashes(const tern_app *a) {
+  if (a->cfg->auth_max_concurrent_hashes > 0) return (unsigned)a->cfg->auth_max_concurrent_hashes;
+  const char *e = getenv("UV_THREADPOOL_SIZE"); /* libuv's own knob, read once by libuv too */
+  int n = e ? atoi(e) : 0;
+  return n > 0 ? (unsigned)n : 4; /* libuv's default */
+}
+
+/* Whether one more hash may be started or queued now; counts the refusal. */
+static bool hash_admit(tern_app *a, tern_http_req *req) {
+  if (a->hashes_running < max_hashes(a) || a->hashes_waiting < (size_t)a->cfg->auth_hash_queue) return true;
+  tern_limits_count(a->limits, TERN_LIMIT_HASH_QUEUE);
+  tern_api_retry_later(req, 503, "unavailable", "too many password checks are waiting; try again in a moment", 1);
+  return false;
+}
+
+static void hash_after(uv_work_t *w, int status);
+
+static void hash_start(tern_app *a, pending *p) {
+  a->hashes_running++;
+  uv_queue_work(a->loop, &p->work, p->work_cb, hash_after);
+}
+
+static void hash_after(uv_work_t *w, int status) {
+  pending *p = w->data;
+  tern_app *a = p->app;
+  a->hashes_running--;
+  p->after_cb(w, status); /* may free p */
+  while (a->hashes_running < max_hashes(a) && a->hash_waiting) {
+    pending *n = a->hash_waiting;
+    a->hash_waiting = n->next_waiting;
+    if (!a->hash_waiting) a->hash_waiting_tail = NULL;
+    a->hashes_waiting--;
+    hash_start(a, n);
+  }
+}
+
+/* Runs work then after on the threadpool, now or when a turn comes (hash_admit said yes). */
+static void hash_submit(tern_app *a, pending *p, uv_work_cb work, uv_after_work_cb after) {
+  p->work_cb = work;
+  p->after_cb = after;
+  if (a->hashes_running < max_hashes(a)) {
+    hash_start(a, p);
+    return;
+  }
+  p->next_waiting = NULL;
+  if (a->hash_waiting_tail) ((pending *)a->hash_waiting_tail)->next_waiting = p;
+  else a->hash_waiting = p;
+  a->hash_waiting_tail = p;
+  a->hashes_waiting++;
+}
+
+/* The client address and limits.auth_rate_per_ip, for a register or login. */
+static bool auth_admit(tern_app *a, tern_http_req *req, tern_ip *ip, bool *have_ip) {
+  bool via;
+  int retry = 1;
+  *have_ip = tern_limits_client(a->limits, req, ip, &via);
+  if (!*have_ip || tern_limits_auth_attempt(a->limits, ip, &retry)) return true;
+  tern_api_retry_later(req, 429, "rate_limited", "too many register or login attempts from your address; try again later",
+                       retry);
+  return false;
+}
 
 static void pending_free(pending *p) {
   if (p->password) {
@@ -192,6 +267,9 @@ static void after_hash(uv_work_t *w, int status) {
 }
 
 void tern_accounts_register(tern_app *a, tern_http_req *req) {
+  tern_ip ip;
+  bool have_ip;
+  if (!auth_admit(a, req, &ip, &have_ip)) return;
   tern_wire_doc doc;
   cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
@@ -206,6 +284,10 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
     answer_taken(req);
     return;
   }
+  if (!hash_admit(a, req)) {
+    tern_wire_doc_free(&doc);
+    return;
+  }
   tern_user *u = tern_dir_add_user(a->dir, user);
   u->pending = true; /* reserves the name while the hash is computed */
   pending *p = pending_new(a, req);
@@ -213,7 +295,7 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
   p->password = tern_strdup(password);
   p->label = tern_strdup(label);
   tern_wire_doc_free(&doc);
-  uv_queue_work(a->loop, &p->work, hash_work, after_hash);
+  hash_submit(a, p, hash_work, after_hash);
 }
 
 /* ---- login ---- */
@@ -242,6 +324,7 @@ static void after_verify(uv_work_t *w, int status) {
   tern_app *a = p->app;
   tern_user *u = tern_dir_user(a->dir, p->user);
   if (!p->ok || status < 0 || !u || u->pending) {
+    if (status >= 0 && p->have_ip) tern_limits_login_failed(a->limits, p->tried, &p->ip);
     tern_http_error(p->req, 401, "bad_credentials", "wrong username or password");
     pending_free(p);
     return;
@@ -270,6 +353,9 @@ static void after_verify(uv_work_t *w, int status) {
 }
 
 void tern_accounts_login(tern_app *a, tern_http_req *req) {
+  tern_ip ip;
+  bool have_ip;
+  if (!auth_admit(a, req, &ip, &have_ip)) return;
   tern_wire_doc doc;
   cJSON *j = tern_api_json_body(req, &doc);
   if (!j) return;
@@ -279,13 +365,27 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     tern_wire_doc_free(&doc);
     return;
   }
+  int retry = 1;
+  if (have_ip && !tern_limits_login_allowed(a->limits, user, &ip, &retry)) {
+    /* the same answer whether or not the name exists */
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed logins for this username; try again later", retry);
+    return;
+  }
   tern_user *u = tern_dir_user(a->dir, user);
   if ((!u || u->pending) && tern_api_catch_up(a, req)) { /* registered on another node a moment ago? */
     tern_wire_doc_free(&doc);
     return;
   }
+  if (!hash_admit(a, req)) {
+    tern_wire_doc_free(&doc);
+    return;
+  }
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
+  snprintf(p->tried, sizeof p->tried, "%s", user);
+  p->ip = ip;
+  p->have_ip = have_ip;
   p->password = tern_strdup(password);
   p->label = tern_strdup(label);
   if (u && u->pwhash && !u->pending) {
@@ -295,7 +395,7 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     p->user[0] = '\0'; /* no such user: verification result is ignored */
   }
   tern_wire_doc_free(&doc);
-  uv_queue_work(a->loop, &p->work, verify_work, after_verify);
+  hash_submit(a, p, verify_work, after_verify);
 }
 
 /* ---- logout, me, users ---- */

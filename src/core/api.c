@@ -13,6 +13,7 @@
 #include "core/metrics.h"
 #include "core/groupapi.h"
 #include "core/keyapi.h"
+#include "core/limits.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "net/server.h"
@@ -92,6 +93,15 @@ typedef struct wait_ctx {
   const char *fail;       /* the 500's sentence (static) */
 } wait_ctx;
 
+void tern_api_retry_later(tern_http_req *req, int status, const char *code, const char *message, int retry_s) {
+  tern_buf b = {0};
+  const char *ctype = tern_api_error_body(&b, status, code, message);
+  char hdr[48];
+  snprintf(hdr, sizeof hdr, "Retry-After: %d\r\n", retry_s > 0 ? retry_s : 1);
+  tern_http_respond(req, status, hdr, ctype, b.data, b.len);
+  tern_buf_free(&b);
+}
+
 void tern_api_store_error(tern_http_req *req, const tern_store_op *op, const char *fail_message) {
   if (op->status == TERN_STORE_UNAVAILABLE) /* PROTOCOL.md 12: nothing stored; the same request later may work */
     tern_http_error(req, 503, "unavailable", "the server cannot store anything right now; try again");
@@ -146,7 +156,21 @@ void tern_api_error_user(tern_http_req *req, int status, const char *code, const
 
 bool tern_api_ws_accept(tern_app *a, tern_http_req *req) {
   /* PROTOCOL.md 3: the one WebSocket endpoint. */
-  if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/v1/ws") == 0) return true;
+  if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/v1/ws") == 0) {
+    /* through a trusted proxy, the connection counts against the client's address now */
+    tern_ip ip;
+    bool via = false;
+    if (!tern_limits_client(a->limits, req, &ip, &via) || !via) return true;
+    if (!tern_limits_ws_open(a->limits, &ip)) {
+      req->refuse_status = 429;
+      req->refuse_code = "rate_limited";
+      req->refuse_message = "too many connections from your address; try again later";
+      snprintf(req->refuse_headers, sizeof req->refuse_headers, "Retry-After: 1\r\n");
+      return false;
+    }
+    tern_conn_set_counted_client(req->conn, &ip);
+    return true;
+  }
   req->refuse_status = 404;
   req->refuse_code = "not_found";
   req->refuse_message = "no WebSocket endpoint here; use GET /v1/ws";
@@ -172,6 +196,10 @@ const char *tern_api_error_body(tern_buf *b, int status, const char *code, const
 }
 
 static void do_metrics(tern_app *a, tern_http_req *req) {
+  if (!tern_limits_metrics_ok(a->limits, req)) {
+    tern_http_error(req, 403, "forbidden", "metrics are served only to the addresses in metrics.allow");
+    return;
+  }
   tern_buf b = {0};
   tern_metrics_render(a, &b);
   tern_http_respond(req, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);

@@ -35,6 +35,8 @@ void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op
  * references (target cookies) are released when it completes. */
 void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
                           const char *fail_message);
+/* Answers status with an error body and Retry-After: retry_s (429 and 503 refusals). */
+void tern_api_retry_later(tern_http_req *req, int status, const char *code, const char *message, int retry_s);
 /* Answers a store op that failed: 503 unavailable when the store cannot be written right now
  * (cluster mode without quorum), else 500 internal with fail_message. */
 void tern_api_store_error(tern_http_req *req, const tern_store_op *op, const char *fail_message);

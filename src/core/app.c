@@ -16,6 +16,7 @@
 #include "core/cluster.h"
 #include "core/groups.h"
 #include "core/keyapi.h"
+#include "core/limits.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
@@ -113,6 +114,7 @@ static bool find_expired(tern_device *d, void *arg) {
 
 static void on_sweep(uv_timer_t *t) {
   tern_app *a = t->data;
+  tern_limits_sweep(a->limits, tern_now_ms());
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SWEEP, NULL, NULL);
   op->now = tern_now_ms();
   tern_app_submit(a, &op->op);
@@ -225,16 +227,22 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     tern_free(a);
     return r;
   }
+  if ((r = tern_limits_new(cfg, &a->limits, err, errlen)) < 0) {
+    tern_free(a);
+    return r;
+  }
   /* computed before the loop runs: hashing never happens on the loop thread */
   char pw[32];
   tern_random(pw, sizeof pw);
   if (crypto_pwhash_str(a->dummy_hash, pw, sizeof pw, a->pwhash_ops, a->pwhash_mem) != 0) {
     snprintf(err, errlen, "cannot compute an Argon2id hash (out of memory?)");
+    tern_limits_free(a->limits);
     tern_free(a);
     return -ENOMEM;
   }
   r = tern_store_port_new(store, loop, &a->port, err, errlen);
   if (r < 0) {
+    tern_limits_free(a->limits);
     tern_free(a);
     return r;
   }
@@ -278,6 +286,10 @@ static void load_device(const tern_device_rec *r, void *arg) {
  * loaded first, so group records find their members.) */
 static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_app *a = arg;
+  if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen)) {
+    if (!tern_msgid_key_load(&a->msgid_key, v, vlen)) TERN_WARN("message id key refused", "bytes=%zu", vlen);
+    return;
+  }
   if (tern_groups_is_kv(key, klen)) {
     if (tern_groups_load_record(a, v, vlen, key, klen) < 0)
       TERN_WARN("group record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
@@ -297,6 +309,47 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
   TERN_DEBUG("kv record", "key=%.*s bytes=%zu", (int)klen, key, vlen);
 }
 
+/* Start-up only, before the loop serves: runs it until op completes. */
+static void on_startup_op(tern_store_op *op) { *(tern_store_status *)op->arg = op->status; }
+
+static tern_store_status run_startup_op(tern_app *a, tern_store_op *op, tern_store_status *st) {
+  *st = (tern_store_status)-1;
+  op->done = on_startup_op;
+  op->arg = st;
+  tern_app_submit(a, op);
+  while (*st == (tern_store_status)-1) uv_run(a->loop, UV_RUN_ONCE);
+  return *st;
+}
+
+/* The first start of a deployment makes the message id key (core/msgid.h); a node that loses
+ * the race to another starting at the same time takes the winner's from the feed. */
+static int ensure_msgid_key(tern_app *a, char *err, size_t errlen) {
+  if (a->msgid_key.set) return 0;
+  tern_msgid_key k;
+  tern_op_append *op = tern_op_append_new(NULL, NULL);
+  tern_store_set_str(&op->record_key, TERN_MSGID_KV_KEY);
+  tern_msgid_key_new(&k, tern_now_ms(), &op->record);
+  op->record_check = true;
+  op->record_absent = true;
+  tern_store_status st;
+  if (run_startup_op(a, &op->op, &st) == TERN_STORE_OK) {
+    a->msgid_key = k;
+    TERN_INFO("message id key created", "%s", "");
+    return 0;
+  }
+  if (st == TERN_STORE_CONFLICT) {
+    run_startup_op(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, NULL, NULL)->op, &st);
+    if (a->msgid_key.set) return 0;
+  }
+  snprintf(err, errlen, "cannot store the message id key (store status %d)", (int)st);
+  return -EIO;
+}
+
+void tern_app_adopt_msgid_key(tern_app *a, const uint8_t *v, size_t vlen) {
+  if (a->msgid_key.set) return; /* the key never changes once a node has one */
+  if (!tern_msgid_key_load(&a->msgid_key, v, vlen)) TERN_WARN("message id key refused", "bytes=%zu", vlen);
+}
+
 int tern_app_load(tern_app *a, char *err, size_t errlen) {
   tern_store_load_cbs cbs = {.user = load_user, .device = load_device, .kv = load_kv, .arg = a};
   int r = tern_store_load(a->store, &cbs, err, errlen);
@@ -304,6 +357,7 @@ int tern_app_load(tern_app *a, char *err, size_t errlen) {
    * between the load and this call are not lost: no other writer runs before the loops do,
    * except other nodes, whose changes a catch-up on a miss brings.) */
   if (r == 0 && !a->sync) a->sync = tern_sync_new(a);
+  if (r == 0) r = ensure_msgid_key(a, err, errlen);
   return r;
 }
 
@@ -348,6 +402,7 @@ void tern_app_close(tern_app *a) {
 
 void tern_app_free(tern_app *a) {
   if (!a) return;
+  tern_limits_free(a->limits);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);

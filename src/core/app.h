@@ -23,6 +23,7 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/util.h"
+#include "core/msgid.h"
 #include "core/dir.h"
 #include "store/store.h"
 
@@ -66,11 +67,16 @@ typedef struct tern_app {
   struct tern_sync *sync;       /* follows directory changes made elsewhere (sync.h) */
   struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
+  struct tern_limits *limits;   /* abuse limits and client addresses (limits.h) */
+  unsigned hashes_running;      /* password hashes on the threadpool (accounts.c) */
+  size_t hashes_waiting;        /* and waiting for a turn, in order: */
+  void *hash_waiting, *hash_waiting_tail;
   struct tern_web *web;         /* the static web client (may serve nothing) */
   struct tern_push *push;       /* push providers (those configured) */
   struct tern_media *media;     /* the media store; NULL once closed */
   tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
   tern_idgen ids;               /* msg ids */
+  tern_msgid_key msgid_key;     /* their tags' key (core/msgid.h), set by tern_app_load */
   tern_metrics metrics;         /* counters */
   tern_buf scratch;             /* the endpoint's encoding of one frame (wsjson.c) */
   tern_buf record;              /* the router's envelope record being built */
@@ -98,6 +104,8 @@ typedef struct tern_app {
 int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_store *store, tern_app **out,
                  char *err, size_t errlen);
 /* Loads users, devices and KV records (media records go to a->media, which must be set). */
+/* A message id key another node stored (the feed); kept only when this node has none yet. */
+void tern_app_adopt_msgid_key(tern_app *a, const uint8_t *v, size_t vlen);
 int tern_app_load(tern_app *a, char *err, size_t errlen);
 /* The net layer's handlers for this app (HTTP API, WebSocket JSON endpoint). */
 void tern_app_net_handlers(tern_app *a, struct tern_net_handlers *h);

@@ -17,6 +17,8 @@
 #include "core/cluster.h"
 #include "core/e2e.h"
 #include "core/groups.h"
+#include "core/limits.h"
+#include "core/msgid.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "media/media.h"
@@ -136,6 +138,7 @@ static void add_target(tern_op_append *op, group_send *g, size_t *cap, tern_devi
 static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_user *from, size_t reach) {
   if (!tern_bucket_take(&from->fanout_bucket, a->cfg->limits_fanout_rate, (double)a->cfg->limits_fanout_burst,
                         (double)reach)) {
+    tern_limits_count(a->limits, TERN_LIMIT_FANOUT_RATE);
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
     return false;
   }
@@ -158,7 +161,7 @@ static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame
   g->ts = tern_now_ms();
   g->received_ns = received_ns;
   g->silent = f->silent;
-  tern_idgen_next(&a->ids, g->ts, g->msg_id);
+  tern_msgid_make(&a->msgid_key, &a->ids, g->ts, from->name, TERN_MSGID_TO_GROUP, grp->id, g->msg_id);
   g->members = tern_malloc((grp->nmembers ? grp->nmembers : 1) * sizeof *g->members);
   tern_map listed = {0}; /* encrypted: the users that have a device in the list */
   for (size_t k = 0; devs && k < f->ne2e; k++) tern_map_puts(&listed, devs[k]->user->name, (void *)1);

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "core/limits.h"
 #include "proto/wire.h"
 
 /* ---- the directory's view ---- */
@@ -310,8 +311,9 @@ static void on_claimed(tern_store_op *op) {
  * a catch-up was counted the first time. */
 static bool fetch_rate_ok(tern_app *a, tern_http_req *req, tern_user *caller) {
   if (req->reruns) return true;
-  double rate = a->cfg->limits_key_fetch_rate, burst = (double)a->cfg->limits_key_fetch_burst;
+  double rate = a->cfg->limits_key_fetch_rate.rate, burst = a->cfg->limits_key_fetch_rate.burst;
   if (tern_bucket_take(&caller->key_fetch_bucket, rate, burst, 1)) return true;
+  tern_limits_count(a->limits, TERN_LIMIT_KEY_FETCH_RATE);
   double missing = 1.0 - caller->key_fetch_bucket.tokens;
   long long retry = (long long)ceil((missing > 0 ? missing : 1) / rate);
   if (retry < 1) retry = 1;

@@ -2,6 +2,7 @@
 #include "core/metrics.h"
 
 #include "core/groups.h"
+#include "core/limits.h"
 
 #include <string.h>
 
@@ -51,6 +52,7 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
   gauge(b, "tern_http_connections", "Open TCP connections (HTTP and WebSocket).",
         (int64_t)tern_net_connections(a->net));
   counter(b, "tern_messages_sent_total", "Messages made durable and answered with sent.", m->messages_sent);
+  tern_limits_render(a->limits, a->net, b);
   counter(b, "tern_envelopes_delivered_total", "Envelopes written to a device's connection.",
           m->envelopes_delivered);
   gauge(b, "tern_inbox_envelopes", "Envelopes stored right now, waiting for an ack.",

@@ -6,6 +6,7 @@
 
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/limits.h"
 
 #include "base/alloc.h"
 #include "base/util.h"
@@ -108,6 +109,12 @@ void tern_presence_changed(tern_app *a, tern_user *u) {
 
 void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
   tern_user *me = s->dev->user;
+  /* typing is best effort: past limits.typing_rate it is dropped without a word (PROTOCOL.md 14) */
+  const tern_limit *tl = &a->cfg->limits_typing_rate;
+  if (!tern_bucket_take(&me->typing_bucket, tl->rate, tl->burst, 1)) {
+    tern_limits_count(a->limits, TERN_LIMIT_TYPING_RATE);
+    return;
+  }
   if (f->group_id) {
     tern_group *grp = tern_groups_get(a->groups, f->group_id);
     if (!grp || !tern_group_member(grp, me)) {

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/map.h"
 #include "base/util.h"
+#include "core/msgid.h"
 #include "core/groups.h"
 #include "core/router.h"
 
@@ -310,6 +311,28 @@ void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
 
 /* ---- reads ---- */
 
+/* Keeps the ids of messages that reader received from peer: 1:1 (grp NULL) or in grp after the
+ * reader joined it (core/msgid.h). The others are dropped. Returns how many are left. */
+static size_t keep_received(tern_app *a, tern_frame *f, const tern_user *peer, const tern_user *reader,
+                            const tern_group *grp) {
+  int64_t now = tern_now_ms();
+  int64_t legacy_until = a->msgid_key.created_ms + a->cfg->inbox_ttl_ms;
+  const tern_member *m = grp ? tern_group_member(grp, reader) : NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < f->nids; i++) {
+    int64_t ts = 0;
+    bool ok = grp ? tern_msgid_check(&a->msgid_key, f->ids[i], peer->name, TERN_MSGID_TO_GROUP, grp->id, now,
+                                     legacy_until, &ts) &&
+                        ts >= m->since
+                  : tern_msgid_check(&a->msgid_key, f->ids[i], peer->name, TERN_MSGID_TO_USER, reader->name, now,
+                                     legacy_until, &ts);
+    if (ok) f->ids[n++] = f->ids[i];
+    else tern_free(f->ids[i]);
+  }
+  f->nids = n;
+  return n;
+}
+
 static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f) {
   tern_group *grp = NULL;
   if (f->group_id) {
@@ -328,6 +351,13 @@ static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame 
   if (!peer || peer->pending) {
     if (tern_session_catch_up(s, f, 0)) return;
     tern_session_error(s, NULL, "no_such_user", "there is no user by that name", f->peer);
+    return;
+  }
+  if (!keep_received(a, f, peer, reader, grp)) {
+    tern_session_error(s, NULL, "bad_request",
+                       grp ? "none of msg_ids is a message you received in this group from peer"
+                           : "none of msg_ids is a message you received from peer",
+                       NULL);
     return;
   }
   const char *const *ids = (const char *const *)f->ids;

@@ -12,6 +12,8 @@
 #include "core/cluster.h"
 #include "core/e2e.h"
 #include "core/groups.h"
+#include "core/limits.h"
+#include "core/msgid.h"
 #include "core/pushglue.h"
 #include "media/media.h"
 
@@ -149,6 +151,7 @@ bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
   }
   if (unsupported(s, f)) return false;
   if (!rate_ok(a, s->dev->user)) {
+    tern_limits_count(a->limits, TERN_LIMIT_SEND_RATE);
     tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
     return false;
   }
@@ -241,7 +244,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   snprintf(c->id, sizeof c->id, "%s", f->id);
   c->ts = tern_now_ms();
   c->received_ns = received_ns;
-  tern_idgen_next(&a->ids, c->ts, c->msg_id);
+  tern_msgid_make(&a->msgid_key, &a->ids, c->ts, from->name, TERN_MSGID_TO_USER, to->name, c->msg_id);
   c->from = from;
   c->to = to;
   c->silent = f->silent;

@@ -118,6 +118,8 @@ static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, v
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
   else if (tern_keyapi_is_kv(key, klen)) tern_keyapi_apply_record(s->a, key, klen, v, vlen);
+  else if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen))
+    tern_app_adopt_msgid_key(s->a, v, vlen);
   /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
 }
 

@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/util.h"
+#include "core/limits.h"
 #include "core/session.h"
 #include "net/ws.h"
 #include "proto/event.h"
@@ -239,6 +240,9 @@ void tern_wsjson_text(tern_conn *c, const char *data, size_t len, void *arg) {
 }
 
 void tern_wsjson_gone(tern_conn *c, void *arg) {
+  tern_app *a = arg;
+  tern_ip ip;
+  if (tern_conn_counted_client(c, &ip)) tern_limits_ws_closed(a->limits, &ip);
   tern_session *s = tern_conn_data(c);
   if (!s) return;
   tern_conn_set_data(c, NULL);

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sodium.h>
+
 #include "base/alloc.h"
 #include "base/util.h"
 
@@ -28,6 +30,7 @@ struct tern_http_parser {
   bool ready;            /* a complete request is waiting */
   bool ws_upgrade;       /* Upgrade: websocket */
   bool ws_version_ok;    /* Sec-WebSocket-Version: 13 */
+  bool http11;           /* HTTP/1.1 or later: an upgrade needs it (RFC 6455 4.1) */
   bool pause;            /* a sink asked to stop reading */
   bool expect_continue;  /* Expect: 100-continue on the current request */
   bool send_continue;    /* the head was accepted: the client waits for "100 Continue" */
@@ -49,6 +52,7 @@ void tern_http_req_free(tern_http_req *r) {
   tern_free(r->if_none_match);
   tern_free(r->range);
   tern_free(r->accept_encoding);
+  tern_free(r->forwarded_for);
   tern_buf_free(&r->body);
   tern_free(r);
 }
@@ -113,13 +117,26 @@ static void header_done(tern_http_parser *h) {
   else if (hdr_is(&h->field, "range")) slot = &r->range;
   else if (hdr_is(&h->field, "accept-encoding")) slot = &r->accept_encoding;
   else if (hdr_is(&h->field, "sec-websocket-key")) slot = &h->ws_key;
+  else if (hdr_is(&h->field, "x-forwarded-for")) {
+    /* several headers are one list (RFC 7230 3.2.2): the last proxy's entries come last */
+    if (r->forwarded_for) {
+      size_t ol = strlen(r->forwarded_for), vl = strlen(v);
+      r->forwarded_for = tern_realloc(r->forwarded_for, ol + vl + 2);
+      r->forwarded_for[ol] = ',';
+      memcpy(r->forwarded_for + ol + 1, v, vl + 1);
+      tern_free(v);
+      v = NULL;
+    } else {
+      slot = &r->forwarded_for;
+    }
+  }
   else if (hdr_is(&h->field, "upgrade")) h->ws_upgrade = strcasecmp(v, "websocket") == 0;
   else if (hdr_is(&h->field, "sec-websocket-version")) h->ws_version_ok = strcmp(v, "13") == 0;
   else if (hdr_is(&h->field, "expect")) h->expect_continue = strcasecmp(v, "100-continue") == 0;
   if (slot && !*slot) {
     *slot = v;
   } else {
-    tern_free(v);
+    tern_free(v); /* NULL when appended above */
   }
   tern_buf_reset(&h->field);
   tern_buf_reset(&h->value);
@@ -156,6 +173,7 @@ static int on_headers_complete(llhttp_t *p) {
     r->path = tern_strdup(url);
   }
   r->keep_alive = llhttp_should_keep_alive(p);
+  h->http11 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1);
   if (p->flags & F_CONTENT_LENGTH) r->content_length = (int64_t)p->content_length;
   h->body_limit = h->limit ? h->limit(r, h->limit_arg) : h->max_body;
   if (r->refuse_status) {
@@ -267,7 +285,17 @@ void tern_http_parser_resume(tern_http_parser *h) {
 }
 
 const char *tern_http_parser_ws_key(const tern_http_parser *h) { return h->ws_key; }
-bool tern_http_parser_ws_ok(const tern_http_parser *h) { return h->ws_upgrade && h->ws_version_ok && h->ws_key; }
+/* RFC 6455 4.1: the key is 16 random bytes in base64 (24 characters with its padding). */
+static bool ws_key_ok(const char *k) {
+  if (!k || strlen(k) != 24) return false;
+  unsigned char raw[18];
+  size_t n = 0;
+  return sodium_base642bin(raw, sizeof raw, k, 24, NULL, &n, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 && n == 16;
+}
+
+bool tern_http_parser_ws_ok(const tern_http_parser *h) {
+  return h->http11 && h->ws_upgrade && h->ws_version_ok && ws_key_ok(h->ws_key);
+}
 int64_t tern_http_parser_body_limit(const tern_http_parser *h) { return h->body_limit; }
 
 tern_http_req *tern_http_parser_current(const tern_http_parser *h) { return h->req; }

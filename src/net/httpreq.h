@@ -31,6 +31,7 @@ typedef struct tern_http_req {
   char *if_none_match;
   char *range;
   char *accept_encoding;
+  char *forwarded_for;    /* X-Forwarded-For, every such header joined with "," */
   int64_t content_length; /* -1 when absent */
   tern_buf body;          /* the whole body (at most the limit), unless a sink takes it */
   const struct tern_http_sink *sink; /* set by the limit callback to stream the body instead */

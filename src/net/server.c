@@ -8,7 +8,9 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/util.h"
+#include "net/tls.h"
 #include "net/ws.h"
 
 #define LINGER_MS 2000            /* how long a closing connection is drained before close */
@@ -50,8 +52,20 @@ struct tern_conn {
   uint8_t state;          /* conn_state */
   bool authed;            /* WS: core accepted the auth frame */
   bool overflow;          /* over ws.max_outbound: writes dropped, closed in the flush pass */
-  char peer[56];          /* "ip:port" (IPv6 + port fits) */
+  char peer[56];          /* "ip:port" or "[ip6]:port" */
+  tern_ip ip;             /* the peer's address */
+  bool ip_counted;        /* counted in its ip_ent's open connections */
+  bool client_counted;    /* the core counted it against client (through a trusted proxy) */
+  tern_ip client;
 };
+
+/* What the per-address limits remember of one client address: its open connections and its
+ * bucket of new ones. Kept while connections are open, and after, until the bucket is full
+ * again (else closing and reconnecting would reset the rate). */
+typedef struct ip_ent {
+  uint32_t open;
+  tern_rate_bucket b;
+} ip_ent;
 
 struct tern_net {
   uv_loop_t *loop;          /* the loop everything runs on */
@@ -64,6 +78,9 @@ struct tern_net {
   size_t nconns, nws;       /* counts */
   uint64_t next_id;         /* connection ids */
   char addr[64];            /* bound address */
+  tern_map ips;             /* tern_ip bytes -> ip_ent */
+  tern_map_iter ips_it;     /* the sweep's place in ips */
+  uint64_t limited[TERN_NET_LIMIT__COUNT]; /* connections closed by each limit */
   bool listening;
 };
 
@@ -89,12 +106,26 @@ void tern_conn_unref(tern_conn *c) {
   maybe_free(c);
 }
 
+void tern_conn_set_counted_client(tern_conn *c, const tern_ip *ip) {
+  c->client = *ip;
+  c->client_counted = true;
+}
+
+bool tern_conn_counted_client(const tern_conn *c, tern_ip *out) {
+  if (!c->client_counted) return false;
+  *out = c->client;
+  return true;
+}
+
 bool tern_conn_is_open(const tern_conn *c) { return c->state == ST_HTTP || c->state == ST_WS; }
 void *tern_conn_data(const tern_conn *c) { return c->data; }
 void tern_conn_set_data(tern_conn *c, void *data) { c->data = data; }
 const char *tern_conn_peer(const tern_conn *c) { return c->peer; }
 uint64_t tern_conn_id(const tern_conn *c) { return c->id; }
-void tern_conn_set_authed(tern_conn *c) { c->authed = true; }
+void tern_conn_set_authed(tern_conn *c) {
+  c->authed = true;
+  c->ws.max_message = (uint64_t)c->net->opts.ws_max_message;
+}
 
 void tern_conn_resume_read(tern_conn *c) {
   if (c->state != ST_HTTP) return;
@@ -118,8 +149,16 @@ static void notify_gone(tern_conn *c) {
   if (c->net->h.on_ws_gone) c->net->h.on_ws_gone(c, c->net->h.arg);
 }
 
+static void uncount_ip(tern_conn *c) {
+  if (!c->ip_counted) return;
+  c->ip_counted = false;
+  ip_ent *e = tern_map_get(&c->net->ips, (const char *)c->ip.b, sizeof c->ip.b);
+  if (e && e->open) e->open--;
+}
+
 static void unlink_conn(tern_conn *c) {
   tern_net *n = c->net;
+  uncount_ip(c);
   if (c->prev) c->prev->next = c->next;
   else n->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -435,7 +474,8 @@ static bool upgrade_ws(tern_conn *c, tern_http_req *r) {
   }
   const char *key = tern_http_parser_ws_key(c->http);
   if (!tern_http_parser_ws_ok(c->http)) {
-    refuse(c, 400, "a WebSocket upgrade needs Upgrade: websocket, Sec-WebSocket-Key and version 13");
+    refuse(c, 400, "a WebSocket upgrade needs HTTP/1.1, Upgrade: websocket, a Sec-WebSocket-Key of 16 bytes "
+                   "in base64 and version 13");
     return false;
   }
   char accept[29];
@@ -448,7 +488,12 @@ static bool upgrade_ws(tern_conn *c, tern_http_req *r) {
   c->state = ST_WS;
   n->nws++;
   c->opened = c->last_rx = c->last_ping = tern_now_ms();
-  tern_ws_reader_init(&c->ws, true, (uint64_t)n->opts.ws_max_message);
+  /* Until the connection is authenticated, a stranger may make us hold at most
+   * ws.max_auth_frame of a message (PROTOCOL.md 14); tern_conn_set_authed lifts it. */
+  int64_t first = n->opts.ws_max_auth_frame > 0 && n->opts.ws_max_auth_frame < n->opts.ws_max_message
+                      ? n->opts.ws_max_auth_frame
+                      : n->opts.ws_max_message;
+  tern_ws_reader_init(&c->ws, true, (uint64_t)first);
   if (n->h.on_ws_open) n->h.on_ws_open(c, n->h.arg);
   return true;
 }
@@ -590,6 +635,57 @@ static const tern_stream_cbs conn_cbs = {
 /* ------------------------------------------------------------------------------------------ */
 /* accepting and timers */
 
+/* The per-address limits at accept. Connections from a trusted proxy carry many clients:
+ * they are not counted here (the core counts what they carry by X-Forwarded-For). */
+static bool admit_ip(tern_net *n, tern_conn *c) {
+  const tern_net_options *o = &n->opts;
+  if (o->trusted_proxies && tern_cidr_match(o->trusted_proxies, &c->ip)) return true;
+  ip_ent *e = tern_map_get(&n->ips, (const char *)c->ip.b, sizeof c->ip.b);
+  if (!e) {
+    e = TERN_NEW(ip_ent);
+    tern_map_put(&n->ips, (const char *)c->ip.b, sizeof c->ip.b, e);
+  }
+  if (o->conn_rate_burst > 0 && !tern_bucket_take(&e->b, o->conn_rate, o->conn_rate_burst, 1)) {
+    n->limited[TERN_NET_LIMIT_CONN_RATE]++;
+    TERN_DEBUG("connection refused: too many new connections from one address", "peer=%s", c->peer);
+    return false;
+  }
+  if (o->conn_per_ip > 0 && e->open >= (uint64_t)o->conn_per_ip) {
+    n->limited[TERN_NET_LIMIT_CONN_PER_IP]++;
+    TERN_DEBUG("connection refused: too many open connections from one address", "peer=%s open=%u", c->peer,
+               e->open);
+    return false;
+  }
+  e->open++;
+  c->ip_counted = true;
+  return true;
+}
+
+/* Forgets addresses with nothing open whose bucket has refilled, a few per tick. */
+static void sweep_ips(tern_net *n, int64_t now) {
+  const tern_net_options *o = &n->opts;
+  const char *k;
+  size_t kl;
+  void *v;
+  for (int i = 0; i < 256 && tern_map_next(&n->ips, &n->ips_it, &k, &kl, &v); i++) {
+    ip_ent *e = v;
+    double refill = o->conn_rate > 0 ? (double)(now - e->b.at) * o->conn_rate / 1000.0 : 1e300;
+    if (e->open == 0 && e->b.tokens + refill >= o->conn_rate_burst) {
+      tern_map_del(&n->ips, k, kl);
+      tern_free(e);
+    }
+  }
+}
+
+static bool free_ip(const char *k, size_t kl, void *v, void *arg) {
+  tern_free(v);
+  return true;
+}
+
+void tern_net_limited(const tern_net *n, uint64_t out[TERN_NET_LIMIT__COUNT]) {
+  memcpy(out, n->limited, sizeof n->limited);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   tern_net *n = server->data;
   if (status < 0) {
@@ -600,7 +696,9 @@ static void on_connection(uv_stream_t *server, int status) {
   c->net = n;
   c->id = ++n->next_id;
   char err[128];
-  if (tern_stream_open(n->sl, &tern_stream_transport_tcp, NULL, &conn_cbs, c, &c->st, err, sizeof err) < 0) {
+  tern_tls_config tc = {.tls = n->opts.tls};
+  const tern_stream_transport *tp = tc.tls ? &tern_stream_transport_tls : &tern_stream_transport_tcp;
+  if (tern_stream_open(n->sl, tp, tc.tls ? &tc : NULL, &conn_cbs, c, &c->st, err, sizeof err) < 0) {
     TERN_WARN("accept failed", "err=%s", tern_log_quote(err));
     tern_free(c);
     return;
@@ -623,6 +721,7 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_tcp_nodelay(tcp, 1);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
+  bool have_ip = false;
   if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &sl) == 0) {
     char ip[46] = "?";
     int port = 0;
@@ -633,7 +732,12 @@ static void on_connection(uv_stream_t *server, int status) {
       uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    snprintf(c->peer, sizeof c->peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+    have_ip = tern_ip_parse(ip, strlen(ip), &c->ip);
+  }
+  if (have_ip && !admit_ip(n, c)) {
+    conn_close(c); /* TCP: closed at once (PROTOCOL.md 14) */
+    return;
   }
   c->http = tern_http_parser_new(n->opts.max_header, n->opts.max_body, n->h.body_limit, n->h.arg, c);
   c->opened = c->last_rx = tern_now_ms();
@@ -647,6 +751,7 @@ static void on_connection(uv_stream_t *server, int status) {
 static void on_sweep(uv_timer_t *t) {
   tern_net *n = t->data;
   int64_t now = tern_now_ms();
+  sweep_ips(n, now);
   const tern_net_options *o = &n->opts;
   tern_conn *c = n->conns;
   while (c) {
@@ -795,5 +900,7 @@ void tern_net_free(tern_net *n) {
   if (!uv_is_closing((uv_handle_t *)&n->sweep)) uv_close((uv_handle_t *)&n->sweep, NULL);
   tern_stream_loop_free(n->sl); /* goes once its handles and streams have closed, below */
   uv_run(n->loop, UV_RUN_NOWAIT);
+  tern_map_each(&n->ips, free_ip, NULL);
+  tern_map_free(&n->ips);
   tern_free(n);
 }

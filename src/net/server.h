@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/cidr.h"
 #include "net/httpreq.h"
 #include "net/stream.h"
 
@@ -65,6 +66,7 @@ typedef struct tern_net_options {
   int64_t max_body;          /* default body limit when body_limit is NULL */
   int64_t request_timeout_ms;/* an HTTP request (or idle keep-alive) may take this long */
   int64_t ws_max_message;
+  int64_t ws_max_auth_frame; /* the same until tern_conn_set_authed (0: ws_max_message) */
   int64_t ws_max_outbound;
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;
@@ -72,7 +74,16 @@ typedef struct tern_net_options {
   int64_t max_connections;
   uint16_t ws_auth_close_code; /* the close code for the auth timeout (0: 1008) */
   uint16_t ws_idle_close_code; /* the close code for the idle timeout (0: 1008) */
+  struct tern_tls *tls;      /* not NULL: every connection speaks TLS (net/tls.h); not owned */
+  /* Per client address, at accept (0: no limit). Peers in trusted_proxies are not counted. */
+  int64_t conn_per_ip;       /* open connections */
+  double conn_rate;          /* new connections per second, sustained */
+  double conn_rate_burst;    /* and in a burst */
+  const tern_cidr_list *trusted_proxies; /* not owned; NULL: none */
 } tern_net_options;
+
+/* The limits the net layer enforces itself, for tern_limited_total. */
+typedef enum { TERN_NET_LIMIT_CONN_PER_IP = 0, TERN_NET_LIMIT_CONN_RATE, TERN_NET_LIMIT__COUNT } tern_net_limit;
 
 /* Binds and listens. On failure returns a negative errno-style code and a reason. */
 int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net_handlers *h, tern_net **out,
@@ -80,7 +91,13 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
 /* The address actually bound ("127.0.0.1:41234"). */
 const char *tern_net_addr(const tern_net *n);
 /* Stops accepting new connections (existing ones go on). */
+/* The client address the core counted a connection against (a WebSocket through a trusted
+ * proxy, core/limits.h), kept for when it goes. */
+void tern_conn_set_counted_client(tern_conn *c, const tern_ip *ip);
+bool tern_conn_counted_client(const tern_conn *c, tern_ip *out);
 void tern_net_stop_listening(tern_net *n);
+/* Connections closed at accept by each per-address limit, since start. */
+void tern_net_limited(const tern_net *n, uint64_t out[TERN_NET_LIMIT__COUNT]);
 /* Closes every WebSocket with code/reason and every HTTP connection; calls on_ws_gone. */
 void tern_net_close_all(tern_net *n, uint16_t code, const char *reason);
 /* True once every connection is fully closed. */

@@ -297,6 +297,16 @@ void tern_stream_input(tern_stream *s, char *data, size_t n) {
   deliver(s, data, n);
 }
 
+void tern_stream_input_keep(tern_stream *s, const char *data, size_t n) {
+  if (s->closing || s->input_dead || !n) return;
+  s->L->stats.bytes_in += n;
+  tern_buf_append(&s->in, data, n);
+  if (s->reading) { /* not paused after all: hand it over in this iteration's pass */
+    s->redeliver = true;
+    mark_dirty(s);
+  }
+}
+
 void tern_stream_input_end(tern_stream *s, int err) {
   if (s->closing || s->read_ended) return;
   s->read_ended = true;

@@ -224,6 +224,10 @@ void tern_stream_set_transport_data(tern_stream *s, void *data);
 char *tern_stream_read_buffer(tern_stream *s, size_t *len);
 /* Plaintext arrived (n > 0; data may be the shared read buffer). */
 void tern_stream_input(tern_stream *s, char *data, size_t n);
+/* Plaintext that arrived while the owner has reading paused: a transport that decodes a whole
+ * read at once (TLS) cannot leave the rest in the socket. It is kept after the unconsumed
+ * tail and handed to on_data when reading resumes. */
+void tern_stream_input_keep(tern_stream *s, const char *data, size_t n);
 /* Reading ended: UV_EOF or an error. */
 void tern_stream_input_end(tern_stream *s, int err);
 /* The write started by the transport's write operation completed (status 0 or an error). */

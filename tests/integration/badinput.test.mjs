@@ -136,6 +136,29 @@ describe('bad input on the WebSocket', () => {
     await proveServes(srv);
   });
 
+  test('before ready a WebSocket may hold at most ws.max_auth_frame (8 KiB): a larger message → 1009 at its header', async () => {
+    // announced as 1 MiB (under ws.max_message), only the header sent: refused at once
+    const r = await rawWs(srv);
+    await r.send(1, Buffer.from('{"type":"auth"'), { declaredLength: 1 << 20 });
+    const cf = await within(r.closeFrame, 5000, 'timeout');
+    assert.notEqual(cf, 'timeout', 'the server waited for the bytes of an unauthenticated 1 MiB frame');
+    assert.equal(cf?.code, 1009);
+    r.destroy();
+    // an auth frame padded past 8 KiB is refused; one under it works, and after ready the
+    // usual ws.max_message applies
+    const a = await newUser(srv, 'authcap');
+    const big = await connect(srv);
+    big.send({ type: 'auth', token: a.token, pad: 'p'.repeat(9000) });
+    assert.equal((await closedWithin(big, 5000, 'padded auth')).code, 1009);
+    const ok = await connect(srv);
+    ok.send({ type: 'auth', token: a.token, pad: 'p'.repeat(7000) });
+    assert.equal((await ok.next('ready')).user, a.user);
+    ok.send({ type: 'send', id: 'after', to: a.user, body: 'b'.repeat(20000) });
+    assert.equal((await ok.next({ id: 'after' })).type, 'sent');
+    await ok.close();
+    await proveServes(srv);
+  });
+
   test('a frame header announcing 2^62 bytes → close 1009 without waiting for the bytes', async () => {
     const a = await newUser(srv, 'lie');
     const r = await rawWs(srv);
@@ -383,6 +406,15 @@ describe('bad input on HTTP', () => {
     assert.match(noKey.text, /^HTTP\/1\.1 4\d\d/, `no key: ${JSON.stringify(noKey.text.slice(0, 120))}`);
     const badVer = await rawExchange(srv, 'GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n', { timeoutMs: 2000 });
     assert.match(badVer.text, /^HTTP\/1\.1 4\d\d/, `version 8: ${JSON.stringify(badVer.text.slice(0, 120))}`);
+    // a key that is not 16 bytes of base64, and HTTP/1.0, are refused with 400 (RFC 6455 4.1)
+    const up = (ver, key) => `GET /v1/ws HTTP/${ver}\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+    for (const [what, req] of [['a 3-byte key', up('1.1', 'YWJj')], ['a 17-byte key', up('1.1', 'MDEyMzQ1Njc4OWFiY2RlZmc=')],
+      ['a key that is not base64', up('1.1', '!!!!!!!!!!!!!!!!!!!!!!==')], ['HTTP/1.0', up('1.0', 'dGhlIHNhbXBsZSBub25jZQ==')]]) {
+      const r = await rawExchange(srv, req, { timeoutMs: 2000 });
+      assert.match(r.text, /^HTTP\/1\.[01] 400/, `${what}: ${JSON.stringify(r.text.slice(0, 120))}`);
+    }
+    const good = await rawExchange(srv, up('1.1', 'dGhlIHNhbXBsZSBub25jZQ=='), { timeoutMs: 1000 });
+    assert.match(good.text, /^HTTP\/1\.1 101/, 'the RFC\'s own example key upgrades');
     await proveServes(srv);
   });
 });

@@ -79,7 +79,7 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
     const sent = await as('alice', ['send', '--group', 'Trip', 'hello group']);
     ok(sent);
     const msgId = sent.stdout.trim();
-    assert.match(msgId, /^[0-9a-f]{28}$/);
+    assert.match(msgId, /^[0-9a-f]{44}$/);
     assert.equal(sent.stderr, '✓ sent to 2 of 2 members of Trip\n');
 
     const { code } = await carolListen.done;

@@ -1,7 +1,7 @@
 // PROTOCOL.md section 0: processes, flags, settings in three spellings, exit status 2.
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, chmodSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { startServer, runTernd, makeTempDir, BASE_ARGS } from './lib/server.mjs';
 import { newUser } from './lib/api.mjs';
@@ -113,6 +113,30 @@ describe('settings', () => {
     writeFileSync(file, 'not a directory');
     assertExit2(await runTernd(['--listen', '127.0.0.1:0', '--data-dir', file, ...BASE_ARGS]), 'data dir is a file');
     assertExit2(await runTernd(['--listen', '127.0.0.1:0', '--data-dir', path.join(file, 'sub'), ...BASE_ARGS]), 'data dir under a file');
+  });
+
+  test('what ternd writes in its data dir is its own: files 0600, directories 0700; a readable data dir is warned about', { skip: process.env.TERN_TEST_CLUSTER ? 'one node\'s files' : false }, async () => {
+    const dir = makeTempDir();
+    chmodSync(dir, 0o755);
+    const srv = await startServer({ dataDir: dir });
+    servers.push(srv);
+    await newUser(srv, 'modes');
+    assert.match(srv.stderr(), /the data dir can be read by other users/);
+    const bad = [];
+    const walk = (d) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        const mode = statSync(p).mode & 0o777;
+        if (e.isDirectory()) {
+          if (mode !== 0o700) bad.push(`${p} ${mode.toString(8)}`);
+          walk(p);
+        } else if (mode !== 0o600) {
+          bad.push(`${p} ${mode.toString(8)}`);
+        }
+      }
+    };
+    walk(dir);
+    assert.deepEqual(bad, []);
   });
 
   test('a port already in use → exit 2', async () => {

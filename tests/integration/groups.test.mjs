@@ -278,10 +278,10 @@ describe('groups: messages', () => {
     const g = await makeGroup(srv, a, [b]);
     const [ca, cb, cc] = await Promise.all([a, b, c].map((x) => online(srv, x)));
     ca.send({ type: 'send', id: 'm1', group_id: g.group_id, body: 'before c' });
-    await ca.next({ type: 'sent', id: 'm1' });
+    const s1 = await ca.next({ type: 'sent', id: 'm1' });
     await api.add(srv, a.token, g.group_id, [c.user]);
     ca.send({ type: 'send', id: 'm2', group_id: g.group_id, body: 'with c' });
-    await ca.next({ type: 'sent', id: 'm2' });
+    const s2 = await ca.next({ type: 'sent', id: 'm2' });
     await api.remove(srv, a.token, g.group_id, b.user);
     ca.send({ type: 'send', id: 'm3', group_id: g.group_id, body: 'without b' });
     assert.equal((await ca.next({ type: 'sent', id: 'm3' })).recipients, 1);
@@ -295,6 +295,12 @@ describe('groups: messages', () => {
     assert.equal((await cb.next({ type: 'error', id: 'x' })).code, 'no_such_group');
     cb.send({ type: 'read', group_id: g.group_id, peer: a.user, msg_ids: ['01'] });
     assert.equal((await cb.next('error')).code, 'no_such_group');
+    // c, added after m1, cannot mark m1 read (it never received it); m2 it can
+    cc.send({ type: 'read', group_id: g.group_id, peer: a.user, msg_ids: [s1.msg_id] });
+    assert.equal((await cc.next('error')).code, 'bad_request');
+    cc.send({ type: 'read', group_id: g.group_id, peer: a.user, msg_ids: [s1.msg_id, s2.msg_id] });
+    const rd = await ca.next((f) => f.type === 'receipt' && f.status === 'read');
+    assert.deepEqual([rd.by, rd.msg_ids], [[c.user], [s2.msg_id]]);
     cb.send({ type: 'typing', group_id: g.group_id, state: 'composing' });
     assert.equal((await cb.next('error')).code, 'no_such_group');
     cb.send({ type: 'send', id: 'y', group_id: 'no-such-group', body: 'x' });

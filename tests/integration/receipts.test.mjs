@@ -200,6 +200,38 @@ describe('receipts', () => {
     await cb.close();
   });
 
+  test('a read may name only messages the reader received from peer: forged ids are dropped, none left → bad_request', async () => {
+    const [alice, bob, mallory] = await Promise.all([newUser(srv, 'rf'), newUser(srv, 'rf'), newUser(srv, 'rf')]);
+    const [ca, cb, cm] = await Promise.all([alice, bob, mallory].map((x) => online(srv, x)));
+    const toBob = await sendOk(ca, 'f1', bob.user, 'for bob');
+    const toMallory = await sendOk(ca, 'f2', mallory.user, 'for mallory');
+    const mb = await cb.next('msg');
+    await cm.next('msg');
+    cb.ack(mb.seq);
+    await ca.next(isReceipt('delivered'));
+    ca.take(isReceipt());
+    // made-up ids, markup, a real id of a message alice sent to somebody else, and alice's id
+    // with its tag cut off: none of them was sent to mallory by alice
+    const forged = ['01a2371507fd000000dc01bb46d9e9d2ab413e33de77', '<b>x</b>', toBob.msg_id,
+      toBob.msg_id.slice(0, 28), 'x'.repeat(44)];
+    cm.send({ type: 'read', peer: alice.user, msg_ids: forged });
+    const e = await cm.next('error');
+    assert.equal(e.code, 'bad_request', JSON.stringify(e));
+    // bob cannot mark read as "by bob" what alice sent to mallory either
+    cb.send({ type: 'read', peer: alice.user, msg_ids: [toMallory.msg_id] });
+    assert.equal((await cb.next('error')).code, 'bad_request');
+    assert.deepEqual(await ca.quiet(isReceipt('read'), 300), [], 'no read receipt for a forged read');
+    // a real id among forged ones: only the real one is receipted
+    cm.send({ type: 'read', peer: alice.user, msg_ids: [...forged, toMallory.msg_id] });
+    const r = await ca.next(isReceipt('read'));
+    assert.equal(r.by, mallory.user);
+    assert.deepEqual(r.msg_ids, [toMallory.msg_id]);
+    // an old message's read still works (the ids carry their own proof: nothing expires)
+    cb.send({ type: 'read', peer: alice.user, msg_ids: [toBob.msg_id] });
+    assert.deepEqual((await ca.next(isReceipt('read'))).msg_ids, [toBob.msg_id]);
+    await closeAll(ca, cb, cm);
+  });
+
   test('receipts are envelopes: redelivered until acked, gone after the ack', async () => {
     const alice = await newUser(srv, 'rack');
     const bob = await newUser(srv, 'rack');

@@ -19,7 +19,10 @@ export const SHOTS = join(BUILD, 'screenshots');
 export async function startServer(extraArgs = []) {
   const dir = await mkdtemp(join(tmpdir(), 'tern-browser-'));
   const args = ['--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--auth-hash-cost', 'test',
-    '--allow-insecure-test-settings', '--web-dir', WEB_DIR, ...extraArgs];
+    '--allow-insecure-test-settings', '--web-dir', WEB_DIR,
+    // every browser connects from 127.0.0.1: the per-address limits are abuse.test.mjs's
+    '--limits-conn-rate-per-ip', '1000000/1s', '--limits-auth-rate-per-ip', '1000000/1s', '--auth-hash-queue', '100000',
+    ...extraArgs];
   const proc = spawn(TERND, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const port = await new Promise((resolvePort, reject) => {

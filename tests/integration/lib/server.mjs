@@ -35,8 +35,22 @@ process.on('exit', () => {
   }
 });
 
-/** The flags every test server gets: fast password hashing. */
-export const BASE_ARGS = ['--auth-hash-cost', 'test', '--allow-insecure-test-settings'];
+/**
+ * Per-address abuse limits out of the way: every test connects from 127.0.0.1, and a suite
+ * opens far more than 20 connections a second. abuse.test.mjs tests the limits themselves.
+ */
+export const NO_ADDRESS_LIMITS = ['--limits-conn-per-ip', '1000000', '--limits-conn-rate-per-ip', '1000000/1s',
+  '--limits-auth-rate-per-ip', '1000000/1s', '--limits-login-fail', '1000000/1s', '--limits-typing-rate', '1000000/1s'];
+
+/**
+ * The flags every test server gets: fast password hashing, no per-address limits, and room for
+ * a suite's bursts of registrations in the hash queue.
+ */
+export const BASE_ARGS = ['--auth-hash-cost', 'test', '--allow-insecure-test-settings', ...NO_ADDRESS_LIMITS,
+  '--auth-hash-queue', '100000'];
+
+/** The same with the limits of PROTOCOL.md 14 at their defaults. */
+export const BASE_ARGS_LIMITED = ['--auth-hash-cost', 'test', '--allow-insecure-test-settings'];
 
 /** Generous send limits, for tests that are not about rate limiting. */
 export const FAST_LIMITS = ['--limits-send-rate', '1000000/s', '--limits-send-burst', '1000000'];

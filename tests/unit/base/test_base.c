@@ -1,11 +1,13 @@
 /* test_base: the base layer: buffers and JSON string escaping, the hash map, UTF-8 validation,
- * and the config table (units, bounds, precedence flag > env > file > default). */
+ * and the config table (units, bounds, precedence flag > env > file > default), address lists. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/cidr.h"
 #include "base/config.h"
 #include "base/map.h"
 #include "base/util.h"
@@ -130,6 +132,37 @@ TEST(config_precedence) {
   unlink(path);
 }
 
+static void cidr_lists(void) {
+  tern_cidr_list l;
+  char err[160];
+  CHECK(tern_cidr_parse("127.0.0.0/8, ::1/128,10.1.2.3", &l, err, sizeof err) == 0);
+  CHECK(l.n == 3);
+  tern_ip ip;
+  CHECK(tern_ip_parse("127.9.8.7", 9, &ip) && tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("::ffff:127.0.0.1", 16, &ip) && tern_cidr_match(&l, &ip)); /* mapped v4 */
+  CHECK(tern_ip_parse("::1", 3, &ip) && tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("::2", 3, &ip) && !tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("10.1.2.3", 8, &ip) && tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("10.1.2.4", 8, &ip) && !tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("128.0.0.1", 9, &ip) && !tern_cidr_match(&l, &ip));
+  tern_cidr_free(&l);
+  CHECK(tern_cidr_parse("10.0.0.0/33", &l, err, sizeof err) == -EINVAL && strstr(err, "10.0.0.0/33"));
+  CHECK(tern_cidr_parse("fe80::/129", &l, err, sizeof err) == -EINVAL);
+  CHECK(tern_cidr_parse("nope", &l, err, sizeof err) == -EINVAL);
+  CHECK(tern_cidr_parse("", &l, err, sizeof err) == 0 && l.n == 0);
+  CHECK(tern_cidr_parse("192.168.1.77/20", &l, err, sizeof err) == 0);
+  CHECK(tern_ip_parse("192.168.15.255", 14, &ip) && tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("192.168.16.0", 12, &ip) && !tern_cidr_match(&l, &ip));
+  tern_cidr_free(&l);
+  CHECK(tern_cidr_parse("0.0.0.0/0", &l, err, sizeof err) == 0);
+  CHECK(tern_ip_parse("8.8.8.8", 7, &ip) && tern_cidr_match(&l, &ip));
+  CHECK(tern_ip_parse("2001:db8::1", 11, &ip) && !tern_cidr_match(&l, &ip)); /* v4 /0 is not v6 */
+  tern_cidr_free(&l);
+  CHECK(tern_ip_of_peer("[::1]:8080", &ip) && !ip.v4 && ip.b[15] == 1);
+  CHECK(tern_ip_of_peer("1.2.3.4:5", &ip) && ip.v4 && ip.b[15] == 4);
+  CHECK(!tern_ip_parse("1.2.3.4\0x", 9, &ip)); /* a NUL never passes */
+}
+
 int main(void) {
   RUN(buf_basics);
   RUN(json_escaping);
@@ -137,5 +170,6 @@ int main(void) {
   RUN(utf8);
   RUN(units);
   RUN(config_precedence);
+  RUN(cidr_lists);
   DONE();
 }

@@ -20,6 +20,7 @@ typedef struct fake {
   int n;
   bool closed;
   size_t backlog;    /* what backlog() answers */
+  char msg_id[64];   /* the msg_id of the last message envelope */
 } fake;
 
 static void note(fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -53,6 +54,7 @@ static void f_envelope(void *ep, const tern_out_env *e) {
   const tern_env_view *v = e->v;
   if (v->kind == TERN_ENV_MSG) {
     tern_str b = e->body ? (tern_str){(const char *)e->body, e->body_len} : v->f[TERN_EF_BODY];
+    snprintf(((fake *)ep)->msg_id, sizeof ((fake *)ep)->msg_id, "%.*s", (int)v->f[TERN_EF_MSG_ID].n, v->f[TERN_EF_MSG_ID].p);
     note(ep, "msg %llu %.*s>%.*s %.*s", (unsigned long long)e->seq, (int)v->f[TERN_EF_FROM].n, v->f[TERN_EF_FROM].p,
          (int)v->f[TERN_EF_TO].n, v->f[TERN_EF_TO].p, (int)b.n, b.p);
   } else if (v->kind == TERN_ENV_RECEIPT) {

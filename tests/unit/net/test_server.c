@@ -372,7 +372,7 @@ TEST(upgrade_refused_by_handler) {
       {"/ws", false, "HTTP/1.1 400 Bad Request\r\n"}, /* accepted, but no Sec-WebSocket-Key */
   };
   const char *bodies[] = {"E 403 forbidden not here", "E 404 - no WebSocket endpoint here",
-                          "E 400 - a WebSocket upgrade needs Upgrade: websocket"};
+                          "E 400 - a WebSocket upgrade needs HTTP/1.1, Upgrade: websocket"};
   for (int i = 0; i < 3; i++) {
     int fd = client_connect(&sv);
     tern_buf req = {0}, got = {0};

@@ -1,0 +1,222 @@
+/* limits: abuse limits and client addresses (see limits.h). */
+#include "core/limits.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/map.h"
+#include "base/util.h"
+
+static const char *const NAMES[TERN_LIMIT__COUNT] = {
+    "conn_per_ip", "conn_rate_per_ip", "auth_rate_per_ip", "login_fail", "typing_rate", "hash_queue", "send_rate",
+    "fanout_rate", "key_fetch_rate",
+};
+
+typedef struct addr_ent {
+  uint32_t ws_open;        /* WebSockets through a trusted proxy, open */
+  tern_rate_bucket conns;  /* their new ones */
+  tern_rate_bucket auth;   /* register and login attempts */
+} addr_ent;
+
+struct tern_limits {
+  const tern_config *cfg;
+  tern_cidr_list trusted;  /* http.trusted_proxies */
+  tern_cidr_list metrics;  /* metrics.allow */
+  tern_map addrs;          /* ip bytes -> addr_ent */
+  tern_map fails;          /* user NUL ip bytes -> tern_rate_bucket */
+  tern_map_iter addrs_it, fails_it;
+  uint64_t counts[TERN_LIMIT__COUNT];
+};
+
+int tern_limits_new(const tern_config *cfg, tern_limits **out, char *err, size_t errlen) {
+  *out = NULL;
+  tern_limits *l = TERN_NEW(tern_limits);
+  l->cfg = cfg;
+  char why[200];
+  if (tern_cidr_parse(cfg->http_trusted_proxies, &l->trusted, why, sizeof why) < 0) {
+    snprintf(err, errlen, "http.trusted_proxies: %s", why);
+    tern_free(l);
+    return -EINVAL;
+  }
+  if (tern_cidr_parse(cfg->metrics_allow, &l->metrics, why, sizeof why) < 0) {
+    snprintf(err, errlen, "metrics.allow: %s", why);
+    tern_cidr_free(&l->trusted);
+    tern_free(l);
+    return -EINVAL;
+  }
+  *out = l;
+  return 0;
+}
+
+static bool free_val(const char *k, size_t kl, void *v, void *arg) {
+  tern_free(v);
+  return true;
+}
+
+void tern_limits_free(tern_limits *l) {
+  if (!l) return;
+  tern_map_each(&l->addrs, free_val, NULL);
+  tern_map_each(&l->fails, free_val, NULL);
+  tern_map_free(&l->addrs);
+  tern_map_free(&l->fails);
+  tern_cidr_free(&l->trusted);
+  tern_cidr_free(&l->metrics);
+  tern_free(l);
+}
+
+const tern_cidr_list *tern_limits_trusted(const tern_limits *l) { return &l->trusted; }
+
+bool tern_limits_client(const tern_limits *l, const tern_http_req *req, tern_ip *out, bool *via_proxy) {
+  *via_proxy = false;
+  if (!req->conn || !tern_ip_of_peer(tern_conn_peer(req->conn), out)) return false;
+  if (!l->trusted.n || !tern_cidr_match(&l->trusted, out) || !req->forwarded_for) return true;
+  /* Right to left: each proxy appends the address it got the request from. The first entry
+   * that is not one of ours is the client; everything left of it is the client's say-so. */
+  const char *s = req->forwarded_for;
+  size_t end = strlen(s);
+  while (end > 0) {
+    size_t start = end;
+    while (start > 0 && s[start - 1] != ',') start--;
+    size_t a = start, b = end;
+    while (a < b && (s[a] == ' ' || s[a] == '\t')) a++;
+    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t')) b--;
+    tern_ip ip;
+    if (!tern_ip_parse(s + a, b - a, &ip)) return true; /* garbage: the proxy itself is what we know */
+    *out = ip;
+    *via_proxy = true;
+    if (!tern_cidr_match(&l->trusted, &ip)) return true;
+    end = start ? start - 1 : 0;
+  }
+  return true;
+}
+
+static addr_ent *addr_of(tern_limits *l, const tern_ip *ip) {
+  addr_ent *e = tern_map_get(&l->addrs, (const char *)ip->b, sizeof ip->b);
+  if (!e) {
+    e = TERN_NEW(addr_ent);
+    tern_map_put(&l->addrs, (const char *)ip->b, sizeof ip->b, e);
+  }
+  return e;
+}
+
+/* Seconds until the bucket has a token again (at least 1). */
+static int retry_after(const tern_rate_bucket *b, double rate) {
+  double s = rate > 0 ? (1.0 - b->tokens) / rate : 60;
+  return s < 1 ? 1 : s > 86400 ? 86400 : (int)ceil(s);
+}
+
+bool tern_limits_auth_attempt(tern_limits *l, const tern_ip *ip, int *retry_s) {
+  const tern_limit *lim = &l->cfg->limits_auth_rate_per_ip;
+  addr_ent *e = addr_of(l, ip);
+  if (tern_bucket_take(&e->auth, lim->rate, lim->burst, 1)) return true;
+  *retry_s = retry_after(&e->auth, lim->rate);
+  l->counts[TERN_LIMIT_AUTH_RATE_PER_IP]++;
+  return false;
+}
+
+static size_t fail_key(char *k, size_t cap, const char *user, const tern_ip *ip) {
+  size_t ul = strnlen(user, cap - sizeof ip->b - 1);
+  memcpy(k, user, ul);
+  k[ul] = '\0';
+  memcpy(k + ul + 1, ip->b, sizeof ip->b);
+  return ul + 1 + sizeof ip->b;
+}
+
+bool tern_limits_login_allowed(tern_limits *l, const char *user, const tern_ip *ip, int *retry_s) {
+  const tern_limit *lim = &l->cfg->limits_login_fail;
+  char k[128];
+  size_t kl = fail_key(k, sizeof k, user, ip);
+  tern_rate_bucket *b = tern_map_get(&l->fails, k, kl);
+  if (!b) return true;
+  /* look without taking: refill, and allowed while a whole token is left */
+  if (!tern_bucket_take(b, lim->rate, lim->burst, 0) || b->tokens < 1) {
+    *retry_s = retry_after(b, lim->rate);
+    l->counts[TERN_LIMIT_LOGIN_FAIL]++;
+    return false;
+  }
+  return true;
+}
+
+void tern_limits_login_failed(tern_limits *l, const char *user, const tern_ip *ip) {
+  const tern_limit *lim = &l->cfg->limits_login_fail;
+  char k[128];
+  size_t kl = fail_key(k, sizeof k, user, ip);
+  tern_rate_bucket *b = tern_map_get(&l->fails, k, kl);
+  if (!b) {
+    b = TERN_NEW(tern_rate_bucket);
+    tern_map_put(&l->fails, k, kl, b);
+  }
+  (void)tern_bucket_take(b, lim->rate, lim->burst, 1);
+}
+
+bool tern_limits_ws_open(tern_limits *l, const tern_ip *ip) {
+  const tern_config *c = l->cfg;
+  addr_ent *e = addr_of(l, ip);
+  if (!tern_bucket_take(&e->conns, c->limits_conn_rate_per_ip.rate, c->limits_conn_rate_per_ip.burst, 1)) {
+    l->counts[TERN_LIMIT_CONN_RATE_PER_IP]++;
+    return false;
+  }
+  if (e->ws_open >= (uint64_t)c->limits_conn_per_ip) {
+    l->counts[TERN_LIMIT_CONN_PER_IP]++;
+    return false;
+  }
+  e->ws_open++;
+  return true;
+}
+
+void tern_limits_ws_closed(tern_limits *l, const tern_ip *ip) {
+  addr_ent *e = tern_map_get(&l->addrs, (const char *)ip->b, sizeof ip->b);
+  if (e && e->ws_open) e->ws_open--;
+}
+
+bool tern_limits_metrics_ok(const tern_limits *l, const tern_http_req *req) {
+  tern_ip ip;
+  if (!req->conn || !tern_ip_of_peer(tern_conn_peer(req->conn), &ip)) return false;
+  if (l->trusted.n && tern_cidr_match(&l->trusted, &ip)) return false; /* came through a proxy */
+  return tern_cidr_match(&l->metrics, &ip);
+}
+
+void tern_limits_count(tern_limits *l, tern_limit_kind k) {
+  if (k < TERN_LIMIT__COUNT) l->counts[k]++;
+}
+
+static bool refilled(const tern_rate_bucket *b, double rate, double burst, int64_t now) {
+  return b->at == 0 || b->tokens + (double)(now - b->at) * rate / 1000.0 >= burst;
+}
+
+void tern_limits_sweep(tern_limits *l, int64_t now) {
+  const tern_config *c = l->cfg;
+  const char *k;
+  size_t kl;
+  void *v;
+  for (int i = 0; i < 4096 && tern_map_next(&l->addrs, &l->addrs_it, &k, &kl, &v); i++) {
+    addr_ent *e = v;
+    if (!e->ws_open && refilled(&e->conns, c->limits_conn_rate_per_ip.rate, c->limits_conn_rate_per_ip.burst, now) &&
+        refilled(&e->auth, c->limits_auth_rate_per_ip.rate, c->limits_auth_rate_per_ip.burst, now)) {
+      tern_map_del(&l->addrs, k, kl);
+      tern_free(e);
+    }
+  }
+  for (int i = 0; i < 4096 && tern_map_next(&l->fails, &l->fails_it, &k, &kl, &v); i++) {
+    if (refilled(v, c->limits_login_fail.rate, c->limits_login_fail.burst, now)) {
+      tern_map_del(&l->fails, k, kl);
+      tern_free(v);
+    }
+  }
+}
+
+void tern_limits_render(const tern_limits *l, const tern_net *net, tern_buf *out) {
+  uint64_t netc[TERN_NET_LIMIT__COUNT] = {0};
+  if (net) tern_net_limited(net, netc);
+  tern_buf_puts(out, "# HELP tern_limited_total Requests, frames and connections refused by an abuse limit.\n"
+                     "# TYPE tern_limited_total counter\n");
+  for (int i = 0; i < TERN_LIMIT__COUNT; i++) {
+    uint64_t n = l->counts[i];
+    if (i == TERN_LIMIT_CONN_PER_IP) n += netc[TERN_NET_LIMIT_CONN_PER_IP];
+    if (i == TERN_LIMIT_CONN_RATE_PER_IP) n += netc[TERN_NET_LIMIT_CONN_RATE];
+    tern_buf_printf(out, "tern_limited_total{limit=\"%s\"} %llu\n", NAMES[i], (unsigned long long)n);
+  }
+}
