@@ -22,16 +22,18 @@ bool tern_keyapi_is_kv(const char *key, size_t klen) {
   return klen > pl && memcmp(key, TERN_KEYS_RECORD_PREFIX, pl) == 0;
 }
 
-void tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
+bool tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
   size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
   char id[TERN_DEVICE_ID_LEN + 1];
-  if (klen - pl > TERN_DEVICE_ID_LEN) return;
+  if (klen - pl > TERN_DEVICE_ID_LEN) return true; /* no device of ours has such an id */
   memcpy(id, key + pl, klen - pl);
   id[klen - pl] = '\0';
-  tern_device *d = tern_dir_device(a->dir, id);
-  if (!d) return; /* a device deleted meanwhile; its keys go with it */
   tern_key_bundle b = {0};
-  d->e2e = v && tern_keys_record_decode(v, vlen, &b) == 0;
+  bool valid = v && tern_keys_record_decode(v, vlen, &b) == 0;
+  tern_device *d = tern_dir_device(a->dir, id);
+  if (!d) return !valid; /* deleted meanwhile (its keys go with it), or not known yet */
+  d->e2e = valid;
+  return true;
 }
 
 /* ---- parsing ---- */
