@@ -261,6 +261,12 @@ describe('E2E: the key directory and encrypted sends', () => {
     ca.send({ type: 'send', id: 'e1', to: bob.user, e2e: [entry(bob.device_id), entry(bob2.device_id), entry(alice2.device_id)] });
     assert.equal((await ca.next({ type: 'sent', id: 'e1' })).msg_id, sent.msg_id);
     await cb.quiet('msg', 200);
+    // a repeat of a stored id is answered `sent` even when its list no longer matches (bob has
+    // a new device meanwhile): PROTOCOL.md 4, the content of a repeat is ignored
+    const bob4 = await newDevice(srv, bob, 'new-tablet');
+    await publish(srv, bob4, 1);
+    ca.send({ type: 'send', id: 'e1', to: bob.user, e2e: [entry(bob.device_id)] });
+    assert.equal((await ca.next({ type: 'sent', id: 'e1' })).msg_id, sent.msg_id);
     // receipts work as for plaintext: bob's ack makes it delivered
     cb.ack(1);
     const rc = await ca.next('receipt');
