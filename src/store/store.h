@@ -6,6 +6,7 @@
  *   store.h/.c     this interface: ops, ports, watches, the commit histogram
  *   committer.c    the group-commit thread and the hand-off to and from the loops
  *   semantics.c    what each op means, written once over the backend primitives
+ *   prekeys.c      the E2E key directory's ops (bundles, one-time prekeys claimed once)
  *   backend.h      the primitives (inbox append/read/purge, KV, commit point)
  *   rocksdb.c      the embedded backend (key layout, meta journal, envelope cache)
  *   envelope.h     the neutral binary record of an envelope

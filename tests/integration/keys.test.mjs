@@ -490,6 +490,46 @@ describe('E2E: e2e.required', () => {
   });
 });
 
+describe('E2E: after a crash', () => {
+  test('keys, the E2E-capable devices, queued ciphertexts and opaque blobs survive kill -9', async () => {
+    const srv = await startServer({ args: FAST_LIMITS });
+    try {
+      const alice = await newUser(srv, 'ka');
+      const bob = await newUser(srv, 'kb');
+      const body = await publish(srv, bob, 3);
+      assert.equal((await fetchKeys(srv, alice, bob.user)).body.devices[0].one_time_prekey.key_id, 1);
+      const blob = crypto.randomBytes(3000);
+      const up = await upload(srv, alice.token, blob, 'application/octet-stream');
+      assert.equal(up.status, 201);
+      const ca = await online(srv, alice);
+      const c1 = cipher();
+      ca.send({ type: 'send', id: 'k1', to: bob.user, e2e: [{ device_id: bob.device_id, type: 'prekey', body: c1 }], media_ref: up.json.media_id });
+      const sent = await ca.next({ type: 'sent', id: 'k1' });
+      await ca.close();
+      await srv.kill9();
+      await srv.restart();
+      const own = await ownKeys(srv, bob);
+      assert.deepEqual(own.body, { identity_key: body.identity_key, signed_prekey_id: 1, one_time_prekeys: 2 });
+      // the directory knows bob's device is E2E-capable again (loaded from the bundle record)
+      const ca2 = await online(srv, alice);
+      const c2 = cipher();
+      ca2.send({ type: 'send', id: 'k2', to: bob.user, e2e: [{ device_id: bob.device_id, type: 'message', body: c2 }] });
+      await ca2.next({ type: 'sent', id: 'k2' });
+      const cb = await online(srv, bob);
+      const msgs = [...cb.initial.filter((e) => e.type === 'msg')];
+      if (msgs.length < 2) msgs.push(await cb.next('msg'));
+      assert.deepEqual(msgs.map((m) => [m.msg_id === sent.msg_id, m.e2e.body]), [[true, c1], [false, c2]]);
+      assert.equal(msgs[0].media_ref, up.json.media_id);
+      const got = await getMedia(srv, bob.token, up.json.media_id);
+      assert.equal(got.status, 200);
+      assert.ok(got.body.equals(blob));
+      await closeAll(ca2, cb);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
 /** Every regular file under dir, recursively. */
 function filesUnder(dir) {
   const out = [];
