@@ -334,6 +334,23 @@ describe('E2E: the key directory and encrypted sends', () => {
     cb.ack(m1.seq);
     const rc = await ca.next('receipt');
     assert.deepEqual(rc.by, [bob.user]);
+    // an opaque attachment: readable by the members who got the message (bob), not by carol,
+    // who has no keys and got nothing; gone once both of bob's devices fetched it
+    const up = await upload(srv, alice.token, crypto.randomBytes(2000), 'application/octet-stream');
+    ca.send({ type: 'send', id: 'g3', group_id: gid, media_ref: up.json.media_id,
+      e2e: [{ device_id: bob.device_id, type: 'message', body: cipher() }, { device_id: bob2.device_id, type: 'message', body: cipher() }] });
+    await ca.next({ type: 'sent', id: 'g3' });
+    assert.equal((await cb.next('msg')).media_ref, up.json.media_id);
+    assert.equal((await getMedia(srv, carol.token, up.json.media_id)).status, 404);
+    assert.equal((await getMedia(srv, bob.token, up.json.media_id)).status, 200);
+    assert.equal((await getMedia(srv, alice.token, up.json.media_id)).status, 200, 'one of two devices fetched: still there');
+    assert.equal((await getMedia(srv, bob2.token, up.json.media_id)).status, 200);
+    let gone = 200;
+    for (let i = 0; i < 50 && gone !== 404; i++) {
+      gone = (await getMedia(srv, alice.token, up.json.media_id)).status;
+      if (gone !== 404) await sleep(50);
+    }
+    assert.equal(gone, 404);
     await closeAll(ca, cb, cb2, cc);
   });
 
