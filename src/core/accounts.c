@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "core/api.h"
 #include "core/limits.h"
+#include "core/privacy.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
 #include "core/session.h"
@@ -424,6 +425,148 @@ void tern_accounts_logout(tern_app *a, tern_http_req *req) {
   tern_api_submit_then_204(a, req, tern_accounts_delete_device(a, d), "the device could not be deleted");
 }
 
+/* DELETE /v1/devices/{id}: one of the caller's own devices goes, as its logout would (4002).
+ * Another user's device, or none by that id, is the same 404: ids are not revealed. */
+void tern_accounts_delete_device_route(tern_app *a, tern_http_req *req, const char *id) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_device *d = tern_dir_device(a->dir, id);
+  if (!d || d->user != me->user || d->removed) {
+    tern_http_error(req, 404, "not_found", "you have no device by that id");
+    return;
+  }
+  tern_api_submit_then_204(a, req, tern_accounts_delete_device(a, d), "the device could not be deleted");
+}
+
+/* ---- password change: verify the old (a login's check), hash the new, store ---- */
+
+typedef struct pwchange {
+  pending p;            /* head: the hash queue's job */
+  char *next;           /* the new password, wiped after hashing */
+  char *next_hash;
+} pwchange;
+
+static void pw_hash_new(uv_work_t *w) {
+  pwchange *c = w->data;
+  char out[crypto_pwhash_STRBYTES];
+  c->p.ok = crypto_pwhash_str(out, c->next, strlen(c->next), c->p.app->pwhash_ops, c->p.app->pwhash_mem) == 0;
+  if (c->p.ok) c->next_hash = tern_strdup(out);
+}
+
+static void pwchange_free(pwchange *c) {
+  if (c->next) {
+    sodium_memzero(c->next, strlen(c->next));
+    tern_free(c->next);
+  }
+  tern_free(c->next_hash);
+  pending *p = &c->p;
+  if (p->password) {
+    sodium_memzero(p->password, strlen(p->password));
+    tern_free(p->password);
+  }
+  tern_free(p->hash);
+  tern_conn_unref(p->conn);
+  tern_free(c);
+}
+
+static void on_pw_stored(tern_store_op *op) {
+  pwchange *c = op->arg;
+  tern_app *a = c->p.app;
+  if (op->status != TERN_STORE_OK) {
+    tern_api_store_error(c->p.req, op, "the new password could not be stored");
+  } else {
+    tern_user *u = tern_dir_user(a->dir, c->p.user);
+    if (u) {
+      tern_free(u->pwhash);
+      u->pwhash = c->next_hash;
+      c->next_hash = NULL;
+    }
+    tern_http_respond(c->p.req, 204, NULL, NULL, NULL, 0);
+    TERN_INFO("password changed", "user=%s", c->p.user);
+  }
+  pwchange_free(c);
+}
+
+static void after_pw_new(uv_work_t *w, int status) {
+  pwchange *c = w->data;
+  tern_app *a = c->p.app;
+  tern_user *u = tern_dir_user(a->dir, c->p.user);
+  if (!c->p.ok || status < 0 || !u) {
+    tern_http_error(c->p.req, 500, "internal", "the password could not be hashed");
+    pwchange_free(c);
+    return;
+  }
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, on_pw_stored, c);
+  tern_user_rec rec = {.user = u->name, .pwhash = c->next_hash, .created = u->created, .last_seen = u->persisted_last_seen};
+  tern_op_record_set_user(op, &rec);
+  tern_app_submit(a, &op->op);
+}
+
+static void after_pw_verify(uv_work_t *w, int status) {
+  pwchange *c = w->data;
+  tern_app *a = c->p.app;
+  if (!c->p.ok || status < 0) {
+    if (status >= 0 && c->p.have_ip) tern_limits_login_failed(a->limits, c->p.user, &c->p.ip);
+    tern_http_error(c->p.req, 401, "bad_credentials", "the old password is wrong");
+    pwchange_free(c);
+    return;
+  }
+  if (!hash_admit(a, c->p.req)) {
+    pwchange_free(c);
+    return;
+  }
+  hash_submit(a, &c->p, pw_hash_new, after_pw_new);
+}
+
+void tern_accounts_password(tern_app *a, tern_http_req *req) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
+  if (!j) return;
+  const cJSON *old = cJSON_GetObjectItemCaseSensitive(j, "old");
+  const cJSON *nw = cJSON_GetObjectItemCaseSensitive(j, "new");
+  size_t nl = cJSON_IsString(nw) ? strlen(nw->valuestring) : 0;
+  if (!cJSON_IsString(old) || !cJSON_IsString(nw)) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "old and new must be strings");
+    return;
+  }
+  if (nl < PASSWORD_MIN || nl > PASSWORD_MAX) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "a password is 8 to 1024 bytes");
+    return;
+  }
+  tern_ip ip;
+  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
+  int retry = 1;
+  tern_user *u = me->user;
+  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
+    return;
+  }
+  if (!u->pwhash || !hash_admit(a, req)) {
+    if (!u->pwhash) tern_http_error(req, 401, "bad_credentials", "the old password is wrong");
+    tern_wire_doc_free(&doc);
+    return;
+  }
+  pwchange *c = TERN_NEW(pwchange);
+  c->p.app = a;
+  c->p.req = req;
+  c->p.conn = req->conn;
+  tern_conn_ref(c->p.conn);
+  c->p.work.data = c;
+  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
+  c->p.password = tern_strdup(old->valuestring);
+  c->p.hash = tern_strdup(u->pwhash);
+  c->p.ip = ip;
+  c->p.have_ip = have_ip;
+  c->next = tern_strdup(nw->valuestring);
+  tern_wire_doc_free(&doc);
+  hash_submit(a, &c->p, verify_work, after_pw_verify);
+}
+
 static void put_ms_or_null(tern_buf *b, int64_t ms) {
   if (ms > 0) tern_buf_put_i64(b, ms);
   else tern_buf_puts(b, "null");
@@ -456,7 +599,8 @@ void tern_accounts_me(tern_app *a, tern_http_req *req) {
 }
 
 void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
-  if (!tern_api_authenticate(a, req)) return;
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
   char name[TERN_USERNAME_MAX + 1];
   tern_user *u = NULL;
   bool valid = tern_username_normalize(raw, strlen(raw), name);
@@ -469,8 +613,11 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
   tern_buf b = {0};
   tern_buf_puts(&b, "{\"user\":");
   tern_buf_put_json_str(&b, u->name, strlen(u->name));
-  tern_buf_puts(&b, tern_presence_online(a, u) ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
-  put_ms_or_null(&b, tern_user_last_seen(a, u));
+  bool online;
+  int64_t ls;
+  tern_privacy_view(a, me->user, u, &online, &ls);
+  tern_buf_puts(&b, online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
+  put_ms_or_null(&b, online ? 0 : ls);
   tern_buf_puts(&b, "}");
   tern_http_json(req, 200, &b);
   tern_buf_free(&b);

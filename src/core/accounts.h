@@ -22,4 +22,9 @@ void tern_accounts_forget_device(tern_app *a, tern_device *d);
 /* A PUT_DEVICE op carrying d's record as the directory holds it (label, push registration). */
 tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, void *arg);
 
+/* POST /v1/me/password {"old","new"} (PROTOCOL.md 14): 204; other devices stay logged in. */
+void tern_accounts_password(tern_app *a, tern_http_req *req);
+/* DELETE /v1/devices/{id}: one of the caller's own devices, as its logout would. */
+void tern_accounts_delete_device_route(tern_app *a, tern_http_req *req, const char *id);
+
 #endif

@@ -12,8 +12,9 @@
 #include "core/mediaglue.h"
 #include "core/metrics.h"
 #include "core/groupapi.h"
-#include "core/keyapi.h"
 #include "core/limits.h"
+#include "core/privacy.h"
+#include "core/keyapi.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "net/server.h"
@@ -238,12 +239,20 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
   } else if (!strcmp(p, "/v1/logout")) {
     if (!is(req, "POST")) return method_not_allowed(req);
     tern_accounts_logout(a, req);
+  } else if (!strcmp(p, "/v1/me/password")) {
+    if (!is(req, "POST")) return method_not_allowed(req);
+    tern_accounts_password(a, req);
+  } else if (!strncmp(p, "/v1/devices/", 12) && p[12] && !strchr(p + 12, '/')) {
+    if (!is(req, "DELETE")) return method_not_allowed(req);
+    tern_accounts_delete_device_route(a, req, p + 12);
   } else if (!strcmp(p, "/v1/me")) {
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_me(a, req);
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_user(a, req, p + 10);
+  } else if (!strcmp(p, "/v1/privacy") || !strncmp(p, "/v1/blocks", 10)) {
+    tern_privacy_route(a, req);
   } else if (!strncmp(p, "/v1/groups", 10) && (p[10] == '\0' || p[10] == '/')) {
     tern_groupapi_route(a, req);
   } else if (!strncmp(p, "/v1/keys", 8) && (p[8] == '\0' || p[8] == '/')) {

@@ -15,8 +15,9 @@
 #include "core/api.h"
 #include "core/cluster.h"
 #include "core/groups.h"
-#include "core/keyapi.h"
 #include "core/limits.h"
+#include "core/privacy.h"
+#include "core/keyapi.h"
 #include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/receipts.h"
@@ -288,6 +289,10 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
   tern_app *a = arg;
   if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen)) {
     if (!tern_msgid_key_load(&a->msgid_key, v, vlen)) TERN_WARN("message id key refused", "bytes=%zu", vlen);
+    return;
+  }
+  if (tern_privacy_is_kv(key, klen)) {
+    if (tern_privacy_apply_record(a, key, klen, v, vlen) < 0) TERN_WARN("privacy record refused", "key=%.*s", (int)klen, key);
     return;
   }
   if (tern_groups_is_kv(key, klen)) {

@@ -10,6 +10,7 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "push/push.h"
+#include "core/privacy.h"
 
 /* ---- devices' memory ------------------------------------------------------------------------ */
 
@@ -64,6 +65,7 @@ static void m_remove_user(void *d, tern_user *u) {
   tern_free(u->pwhash);
   tern_free(u->watchers);
   tern_free(u->groups);
+  tern_privacy_free(u->privacy);
   tern_free(u);
 }
 
@@ -130,6 +132,7 @@ static bool free_user_cb(const char *k, size_t kl, void *v, void *arg) {
   tern_free(u->pwhash);
   tern_free(u->watchers);
   tern_free(u->groups);
+  tern_privacy_free(u->privacy);
   tern_free(u);
   return true;
 }

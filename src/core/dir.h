@@ -44,8 +44,9 @@ struct tern_user {
   int online;                       /* authenticated sessions right now */
   tern_rate_bucket send_bucket;     /* limits.send_rate */
   tern_rate_bucket fanout_bucket;   /* limits.fanout_rate (group recipient devices) */
-  tern_rate_bucket key_fetch_bucket;/* limits.key_fetch_rate (GET /v1/keys/{user}) */
   tern_rate_bucket typing_bucket;   /* limits.typing_rate */
+  struct tern_privacy *privacy;     /* blocks and settings (privacy.h), owned; NULL: the defaults */
+  tern_rate_bucket key_fetch_bucket;/* limits.key_fetch_rate (GET /v1/keys/{user}) */
   tern_session **watchers;          /* sessions watching this user */
   size_t nwatchers, watchers_cap;
   tern_group **groups;              /* groups this user is a member of (groups.c keeps it) */

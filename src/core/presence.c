@@ -7,6 +7,7 @@
 #include "core/cluster.h"
 #include "core/groups.h"
 #include "core/limits.h"
+#include "core/privacy.h"
 
 #include "base/alloc.h"
 #include "base/util.h"
@@ -14,14 +15,13 @@
 /* Tells s about u's presence now. */
 int tern_presence_online(tern_app *a, const tern_user *u) { return u->online + tern_cluster_user_elsewhere(a, u); }
 
-static void send_presence(tern_app *a, tern_session *s, tern_user *u) {
+void tern_presence_send(tern_app *a, tern_session *s, tern_user *u) {
   if (!s->ep) return;
-  if (tern_presence_online(a, u) > 0) {
-    s->ep_ops->presence(s->ep, u->name, true, 0);
-  } else {
-    int64_t ls = tern_user_last_seen(a, u);
-    s->ep_ops->presence(s->ep, u->name, false, ls > 0 ? ls : -1);
-  }
+  bool online;
+  int64_t ls;
+  tern_privacy_view(a, s->dev ? s->dev->user : NULL, u, &online, &ls); /* blocks, last seen: nobody */
+  if (online) s->ep_ops->presence(s->ep, u->name, true, 0);
+  else s->ep_ops->presence(s->ep, u->name, false, ls > 0 ? ls : -1);
 }
 
 static bool is_watching(tern_session *s, tern_user *u) {
@@ -83,7 +83,7 @@ void tern_presence_watch(tern_app *a, tern_session *s, tern_frame *f) {
       }
       u->watchers[u->nwatchers++] = s;
     }
-    send_presence(a, s, u);
+    tern_presence_send(a, s, u);
   }
 }
 
@@ -104,7 +104,7 @@ void tern_presence_drop_session(tern_app *a, tern_session *s) {
 }
 
 void tern_presence_changed(tern_app *a, tern_user *u) {
-  for (size_t i = 0; i < u->nwatchers; i++) send_presence(a, u->watchers[i], u);
+  for (size_t i = 0; i < u->nwatchers; i++) tern_presence_send(a, u->watchers[i], u);
 }
 
 void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
@@ -139,6 +139,7 @@ void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
     no_such_user(s, f->to ? f->to : f->to_raw);
     return;
   }
+  if (tern_privacy_blocks(to, me) || tern_privacy_blocks(me, to)) return; /* dropped (PROTOCOL.md 14) */
   tern_cluster_typing(a, me, to->name, NULL, f->composing);
   for (tern_device *d = to->devices; d; d = d->next_in_user) {
     tern_session *t = d->session;

@@ -15,6 +15,8 @@ void tern_presence_drop_session(tern_app *a, tern_session *s); /* unwatch everyt
 int tern_presence_online(tern_app *a, const tern_user *u);
 /* Tells u's watchers about a change of u's online state. */
 void tern_presence_changed(tern_app *a, tern_user *u);
+/* Sends what s's user may see of u's presence (privacy.h) to s. */
+void tern_presence_send(tern_app *a, tern_session *s, tern_user *u);
 void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f);
 
 #endif

@@ -10,6 +10,7 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "core/msgid.h"
+#include "core/privacy.h"
 #include "core/groups.h"
 #include "core/router.h"
 
@@ -362,7 +363,9 @@ static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame 
   }
   const char *const *ids = (const char *const *)f->ids;
   if (!grp) {
-    make_receipt(a, true, peer, NULL, &reader, 1, reader, s->dev, ids, f->nids, true);
+    /* read_receipts off on either side: only the reader's other devices hear of it */
+    make_receipt(a, true, peer, NULL, &reader, 1, reader, s->dev, ids, f->nids,
+                 tern_privacy_read_receipts(reader, peer));
     return;
   }
   /* The sender's devices get the merged receipt; the reader's other devices, which only clear

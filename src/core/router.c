@@ -14,6 +14,7 @@
 #include "core/groups.h"
 #include "core/limits.h"
 #include "core/msgid.h"
+#include "core/privacy.h"
 #include "core/pushglue.h"
 #include "media/media.h"
 
@@ -29,6 +30,7 @@ typedef struct send_ctx {
   size_t body_len;
   int64_t ts;             /* message time */
   bool silent;            /* the send asked for no push */
+  bool dropped;           /* the recipient blocked the sender: their devices get nothing */
   uint64_t received_ns;   /* when the request arrived, for tern_send_to_sent_seconds */
 } send_ctx;
 
@@ -182,12 +184,13 @@ static void send_e2e(tern_app *a, tern_session *s, tern_frame *f, send_ctx *c, t
   tern_device *dev = s->dev;
   tern_user *from = c->from, *to = c->to;
   size_t nrecipient = 0;
-  for (size_t i = 0; i < f->ne2e; i++) nrecipient += to != from && devs[i]->user == to;
+  for (size_t i = 0; i < f->ne2e; i++) nrecipient += to != from && devs[i]->user == to && !c->dropped;
   bool sole = nrecipient == 1;
   tern_op_append *op = tern_op_append_new(on_send_done, c);
   tern_buf *rec = &a->record;
   for (size_t i = 0; i < f->ne2e; i++) {
     bool recipient = to != from && devs[i]->user == to;
+    if (recipient && c->dropped) continue;
     uint8_t flags = !recipient ? 0 : sole ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT;
     tern_env_begin(rec, TERN_ENV_MSG, flags, c->ts);
     tern_env_put_str(rec, TERN_EF_MSG_ID, c->msg_id);
@@ -227,6 +230,10 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     tern_session_error(s, f->id, "no_such_user", "there is no user by that name", NULL);
     return;
   }
+  if (to != from && tern_privacy_blocks(from, to)) {
+    tern_session_error(s, f->id, "blocked", "you have blocked this user; unblock them to send", NULL);
+    return;
+  }
   const tern_media_rec *mrec = NULL;
   if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
   if (!tern_router_admit(a, s, f)) return;
@@ -248,6 +255,9 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   c->from = from;
   c->to = to;
   c->silent = f->silent;
+  /* The recipient blocked the sender: answered as usual, stored for the sender's own devices
+   * only, never delivered, so no receipt ever comes (PROTOCOL.md 14; the sender is not told). */
+  c->dropped = to != from && tern_privacy_blocks(to, from);
   if (a->cfg->push_previews && f->body) {
     c->body = tern_memdup(f->body, f->body_len);
     c->body_len = f->body_len;
@@ -276,8 +286,8 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   size_t v_recipient = tern_op_append_value(op, rec->data, rec->len);
   tern_env_set_flags(rec, 0); /* the sender's other devices: no receipt */
   size_t v_copy = tern_op_append_value(op, rec->data, rec->len);
-  tern_router_fanout(op, from, dev, to, v_recipient, v_copy, TERN_CAP_REFUSE);
-  if (mrec) {
+  tern_router_fanout(op, from, dev, c->dropped ? from : to, v_recipient, v_copy, TERN_CAP_REFUSE);
+  if (mrec && !c->dropped) {
     /* The recipient may read the media from now on. The grant's KV_PUT is submitted before the
      * APPEND, and store ops complete in order, so `sent` implies both are durable. */
     tern_media_grant(a->media, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
@@ -287,7 +297,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
   tern_store_set_str(&op->dedup_key, key);
   tern_store_set_str(&op->msg_id, c->msg_id);
-  if (to != from && !sole) {
+  if (to != from && !sole && !c->dropped) {
     tern_store_set_str(&op->token_from, from->name);
     tern_op_append_token(op, c->msg_id);
   }

@@ -11,6 +11,7 @@
 #include "core/groups.h"
 #include "core/keyapi.h"
 #include "core/pushglue.h"
+#include "core/privacy.h"
 
 enum {
   TOMBSTONE_MS = 10 * 60 * 1000, /* far longer than any feed lag */
@@ -128,19 +129,21 @@ static void on_device_gone(const char *id, void *arg) {
 static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
+  else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, v, vlen);
+  else if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen))
+    tern_app_adopt_msgid_key(s->a, v, vlen);
   else if (tern_keyapi_is_kv(key, klen) && !tern_keyapi_apply_record(s->a, key, klen, v, vlen)) {
     size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
     prune(s, tern_now_ms());
     tern_map_put(&s->early_keys, key + pl, klen - pl, (void *)(intptr_t)tern_now_ms());
   }
-  else if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen))
-    tern_app_adopt_msgid_key(s->a, v, vlen);
   /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
 }
 
 static void on_kv_gone(const char *key, size_t klen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, NULL, 0);
+  else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, NULL, 0);
   else if (tern_keyapi_is_kv(key, klen)) {
     size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
     tern_map_del(&s->early_keys, key + pl, klen - pl);

@@ -2,6 +2,7 @@
 
 #include <llhttp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -174,7 +175,9 @@ static int on_headers_complete(llhttp_t *p) {
   }
   r->keep_alive = llhttp_should_keep_alive(p);
   h->http11 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1);
-  if (p->flags & F_CONTENT_LENGTH) r->content_length = (int64_t)p->content_length;
+  /* llhttp's length is unsigned: 2^63 and above must not turn negative and pass the limit */
+  if (p->flags & F_CONTENT_LENGTH)
+    r->content_length = p->content_length > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)p->content_length;
   h->body_limit = h->limit ? h->limit(r, h->limit_arg) : h->max_body;
   if (r->refuse_status) {
     h->refuse_status = r->refuse_status; /* refused by the handler from the head alone */

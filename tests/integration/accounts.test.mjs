@@ -184,6 +184,37 @@ describe('accounts', () => {
     assertError(await request(srv, 'GET', '/v1/me', { headers: { authorization: 'Basic Zm9vOmJhcg==' } }), 401, 'unauthorized');
   });
 
+  test('POST /v1/me/password: wrong old → 401, short new → 400; then the new one logs in, the old not; devices stay', async () => {
+    const a = await newUser(srv, 'pw');
+    const other = await newDevice(srv, a, 'other');
+    const change = (token, body) => request(srv, 'POST', '/v1/me/password', { token, body });
+    assertError(await change(a.token, { old: 'not the password', new: 'a new password 1' }), 401, 'bad_credentials');
+    assertError(await change(a.token, { old: PASSWORD, new: 'short' }), 400, 'bad_request');
+    assertError(await change(a.token, { old: PASSWORD }), 400, 'bad_request');
+    assertError(await change(null, { old: PASSWORD, new: 'a new password 1' }), 401, 'unauthorized');
+    const ok = await change(a.token, { old: PASSWORD, new: 'a new password 1' });
+    assert.equal(ok.status, 204, ok.text);
+    assertError(await login(srv, a.user, PASSWORD, 'again'), 401, 'bad_credentials');
+    assert.equal((await login(srv, a.user, 'a new password 1', 'again')).status, 200);
+    assert.equal((await me(srv, other.token)).status, 200, 'other devices stay logged in');
+    assert.equal((await me(srv, a.token)).status, 200);
+  });
+
+  test('DELETE /v1/devices/{id}: one of your own devices is logged out (4002); others\' and unknown ids are 404', async () => {
+    const a = await newUser(srv, 'dd');
+    const a2 = await newDevice(srv, a, 'tablet');
+    const b = await newUser(srv, 'dd');
+    const c2 = await online(srv, a2);
+    assertError(await request(srv, 'DELETE', `/v1/devices/${b.device_id}`, { token: a.token }), 404, 'not_found');
+    assertError(await request(srv, 'DELETE', '/v1/devices/nope', { token: a.token }), 404, 'not_found');
+    const r = await request(srv, 'DELETE', `/v1/devices/${a2.device_id}`, { token: a.token });
+    assert.equal(r.status, 204, r.text);
+    assert.equal((await within(c2.closed, 3000))?.code, 4002);
+    assertError(await me(srv, a2.token), 401, 'unauthorized');
+    assert.deepEqual((await me(srv, a.token)).body.devices.map((d) => d.device_id), [a.device_id]);
+    assert.equal((await me(srv, b.token)).status, 200, 'nobody else is touched');
+  });
+
   test('logout → 204; the token then gets 401 and the WebSocket is closed with 4002', async () => {
     const a = await newUser(srv, 'logout');
     const other = await newDevice(srv, a, 'other');

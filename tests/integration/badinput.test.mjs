@@ -401,6 +401,26 @@ describe('bad input on HTTP', () => {
     await proveServes(srv);
   });
 
+  test('a body shorter than its Content-Length, or chunks without the last one, get 408 at the deadline', async () => {
+    for (const [what, req] of [
+      ['short body', 'POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"a"'],
+      ['no last chunk', 'POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n'],
+      ['head cut off', 'POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Ty'],
+    ]) {
+      const { text } = await rawExchange(srv, req, { timeoutMs: 6000 });
+      assert.match(text, /^HTTP\/1\.1 408 /, `${what}: ${JSON.stringify(text.slice(0, 80))}`);
+    }
+    await proveServes(srv);
+  });
+
+  test('Content-Length of 2^63 and more is refused 413 at once, never read as negative', async () => {
+    for (const cl of ['9223372036854775808', '18446744073709551615', '9223372036854775807']) {
+      const { text } = await rawExchange(srv, `POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${cl}\r\n\r\n{`, { timeoutMs: 3000 });
+      assert.match(text, /^HTTP\/1\.1 (413|400) /, `Content-Length ${cl}: ${JSON.stringify(text.slice(0, 80))}`);
+    }
+    await proveServes(srv);
+  });
+
   test('a WebSocket upgrade without a key or with a wrong version is refused', async () => {
     const noKey = await rawExchange(srv, 'GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n', { timeoutMs: 2000 });
     assert.match(noKey.text, /^HTTP\/1\.1 4\d\d/, `no key: ${JSON.stringify(noKey.text.slice(0, 120))}`);

@@ -425,6 +425,12 @@ describe('E2E: the key directory and encrypted sends', () => {
     const r = await fetchKeys(srv, alice, bob.user);
     assert.deepEqual(r.body.devices.map((d) => d.device_id), [bob.device_id]);
     assertError(await fetchKeys(srv, alice, bob.user, bob2.device_id), 404, 'not_found');
+    // DELETE /v1/devices/{id} (PROTOCOL.md 14) logs a device out the same way
+    const bob3 = await newDevice(srv, bob, 'three');
+    await publish(srv, bob3, 1);
+    assert.equal((await fetchKeys(srv, alice, bob.user)).body.devices.length, 2);
+    assert.equal((await request(srv, 'DELETE', `/v1/devices/${bob3.device_id}`, { token: bob.token })).status, 204);
+    assert.deepEqual((await fetchKeys(srv, alice, bob.user)).body.devices.map((d) => d.device_id), [bob.device_id]);
     const ca = await online(srv, alice);
     ca.send({ type: 'send', id: 'l1', to: bob.user, e2e: [{ device_id: bob.device_id, type: 'message', body: cipher() }, { device_id: bob2.device_id, type: 'message', body: cipher() }] });
     const err = await ca.next({ type: 'error', id: 'l1' });
