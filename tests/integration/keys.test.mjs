@@ -354,6 +354,24 @@ describe('E2E: the key directory and encrypted sends', () => {
     await closeAll(ca, cb, cb2, cc);
   });
 
+  test('an encrypted send to someone who blocked the sender: sent as usual, only the sender\'s devices get it', async () => {
+    const alice = await newUser(srv, 'bla');
+    const alice2 = await newDevice(srv, alice, 'two');
+    const bob = await newUser(srv, 'blb');
+    for (const d of [alice, alice2, bob]) await publish(srv, d, 1);
+    assert.equal((await request(srv, 'PUT', `/v1/blocks/${alice.user}`, { token: bob.token })).status, 204);
+    const [ca, ca2, cb] = await Promise.all([alice, alice2, bob].map((x) => online(srv, x)));
+    // the list is checked as always (alice must not learn she is blocked)
+    ca.send({ type: 'send', id: 'b1', to: bob.user, e2e: [{ device_id: alice2.device_id, type: 'message', body: cipher() }] });
+    assert.equal((await ca.next({ type: 'error', id: 'b1' })).code, 'devices_changed');
+    const mine = cipher();
+    ca.send({ type: 'send', id: 'b1', to: bob.user, e2e: [{ device_id: bob.device_id, type: 'prekey', body: cipher() }, { device_id: alice2.device_id, type: 'message', body: mine }] });
+    await ca.next({ type: 'sent', id: 'b1' });
+    assert.equal((await ca2.next('msg')).e2e.body, mine);
+    await cb.quiet('msg', 300);
+    await closeAll(ca, ca2, cb);
+  });
+
   test('decrypt_error reaches the named sender device as an envelope', async () => {
     const alice = await newUser(srv, 'dea');
     const alice2 = await newDevice(srv, alice, 'other');
