@@ -73,6 +73,10 @@ int tern_keys_parse_put(const char *body, size_t len, size_t max_per_put, tern_o
   if (!body || !len || !tern_utf8_valid(body, len) || tern_wire_parse(body, len, (size_t)-1, &doc, why, sizeof why) < 0)
     return fail(msg, msglen, "the body must be a JSON object");
   int rc = 0;
+  if (doc.nul_escapes) { /* a key cut at an escaped NUL could pass for a shorter string */
+    rc = fail(msg, msglen, "strings may not contain U+0000");
+    goto out;
+  }
   const cJSON *root = doc.root;
   const cJSON *ik = tern_wire_get(root, "identity_key"), *reg = tern_wire_get(root, "registration_id");
   const cJSON *spk = tern_wire_get(root, "signed_prekey"), *otks = tern_wire_get(root, "one_time_prekeys");

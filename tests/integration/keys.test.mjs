@@ -110,6 +110,7 @@ describe('E2E: the key directory and encrypted sends', () => {
       [{ identity_key: good.identity_key, registration_id: good.registration_id }, 'no signed prekey on the first PUT'],
       [{}, 'nothing at all'],
       ['{"identity_key":', 'malformed JSON'],
+      [JSON.stringify(good).replace(/"registration_id"/, '"x":"a\\u0000b","registration_id"'), 'an escaped NUL'],
     ];
     for (const [body, what] of bad) {
       const r = await putKeys(srv, a, body);
