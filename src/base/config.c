@@ -89,6 +89,8 @@ static const setting g_settings[] = {
     {"devices.max_per_user", T_INT, OFF(devices_max_per_user), "16", 1, 100000, "devices one user may log in"},
     {"devices.idle_expiry", T_DUR, OFF(devices_idle_expiry_ms), "30d", 10, BIG,
      "a device with no connection for this long is deleted"},
+    {"accounts.name_hold", T_DUR, OFF(accounts_name_hold_ms), "30d", 0, BIG,
+     "a deleted account's name may be registered again after this"},
     {"auth.max_concurrent_hashes", T_INT, OFF(auth_max_concurrent_hashes), "0", 0, 1024,
      "password hashes computed at once (0: the threadpool's size, UV_THREADPOOL_SIZE or 4)"},
     {"auth.hash_queue", T_INT, OFF(auth_hash_queue), "64", 0, 1e6,

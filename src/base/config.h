@@ -72,6 +72,7 @@ typedef struct tern_config {
   int64_t devices_idle_expiry_ms;
   char *auth_hash_cost;      /* interactive|moderate|sensitive|test */
   int64_t auth_max_concurrent_hashes; /* 0: the threadpool's size */
+  int64_t accounts_name_hold_ms;
   int64_t auth_hash_queue;
   /* presence */
   int64_t presence_persist_interval_ms;

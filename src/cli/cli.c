@@ -20,6 +20,7 @@
 #include "base/util.h"
 #include "cli/cli_int.h"
 #include "client/client.h"
+#include "net/tls.h"
 
 #define SEND_TIMEOUT_MS 30000 /* tern send gives up after this long without --timeout */
 #define PASSWORD_MAX 1024     /* PROTOCOL.md: passwords are 8-1024 bytes */
@@ -31,6 +32,36 @@ static const struct {
   const char *name;
   const char *text;
 } usages[] = {
+    {"block",
+     "usage: tern block USER [--server URL]\n"
+     "\n"
+     "Blocks USER: their messages to you are no longer delivered (they are not told), they\n"
+     "see you as never online, and you cannot message them until you unblock them. Groups\n"
+     "are not affected.\n"},
+    {"unblock", "usage: tern unblock USER [--server URL]\n\nUnblocks USER.\n"},
+    {"blocks", "usage: tern blocks [--server URL]\n\nLists the users you have blocked, one a line.\n"},
+    {"privacy",
+     "usage: tern privacy [last-seen everyone|nobody] [read-receipts on|off] [--server URL]\n"
+     "\n"
+     "Without arguments, shows your settings. last-seen nobody: nobody sees when you were last\n"
+     "online, and you see nobody's. read-receipts off: your reads of 1:1 messages send no read\n"
+     "receipts, and you get none from others (groups keep theirs).\n"},
+    {"password",
+     "usage: tern password [--password CURRENT] [--server URL]\n"
+     "\n"
+     "Changes the password. The current one comes from --password, else $TERN_PASSWORD, else a\n"
+     "prompt; the new one from $TERN_NEW_PASSWORD, else a prompt (twice), else a line of\n"
+     "stdin. Your devices stay logged in.\n"},
+    {"device",
+     "usage: tern device remove DEVICE_ID [--server URL]\n"
+     "\n"
+     "Logs out one of your devices (tern me lists them with their ids); its connections close.\n"},
+    {"delete-account",
+     "usage: tern delete-account --yes [--password P] [--server URL]\n"
+     "\n"
+     "Deletes your account: every device, message waiting, key, block and setting, your uploads\n"
+     "never sent, and your place in every group. The name can be registered again only after\n"
+     "the server's hold (30 days by default). There is no undo: --yes is required.\n"},
     {"register",
      "usage: tern register USER [--password P] [--device LABEL] [--server URL]\n"
      "\n"
@@ -56,7 +87,7 @@ static const struct {
      "\n"
      "Shows whether USER is online, or when they were last seen.\n"},
     {"send",
-     "usage: tern send USER TEXT [--timeout DURATION] [--server URL]\n"
+     "usage: tern send USER TEXT [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
      "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP TEXT [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
@@ -67,7 +98,19 @@ static const struct {
      "after --timeout (default 30s for the message; an upload gets at least 2m).\n"
      "With --group, the message goes to every member of GROUP (its id, or its name when no\n"
      "other group of yours has that name); after the message id, \"✓ sent to N of M\" on\n"
-     "stderr says how many of the other members it reached, and names those it missed.\n"},
+     "stderr says how many of the other members it reached, and names those it missed.\n"
+     "End-to-end encryption: the message (and the image) is encrypted for every device of\n"
+     "the recipients and your other devices whenever all of the recipients have keys; when\n"
+     "one has none, a line on stderr says so and it goes in plaintext.\n"
+     "  --e2e    encrypted or not at all (exit 1 when it cannot be encrypted)\n"
+     "  --plain  never encrypt\n"},
+    {"safety",
+     "usage: tern safety USER [--server URL]\n"
+     "\n"
+     "Prints the safety number you share with USER: 60 digits in 12 groups of 5, computed over\n"
+     "the identity keys of all of your devices and all of theirs (Signal's numeric fingerprint).\n"
+     "Compare it with the one USER sees: equal numbers mean nobody sits in between. It changes\n"
+     "when either of you adds or removes a device.\n"},
     {"fetch",
      "usage: tern fetch MEDIA_ID -o FILE [--thumb] [--timeout DURATION] [--server URL]\n"
      "\n"
@@ -156,7 +199,10 @@ static const struct {
 
 static const char common_help[] =
     "\n"
-    "  --server URL   the server, http://HOST:PORT (default $TERN_SERVER, else " TERN_CLIENT_DEFAULT_SERVER ")\n"
+    "  --server URL   the server, http://HOST:PORT or https://HOST[:PORT] (default $TERN_SERVER, else "
+    TERN_CLIENT_DEFAULT_SERVER ")\n"
+    "  --ca-file FILE the CAs (PEM) that an https:// server's certificate must chain to (default\n"
+    "                 $TERN_CA_FILE, else the system's)\n"
     "  --help         this text\n";
 
 const char *tern_cli_cmd_usage(const char *cmd) {
@@ -179,6 +225,12 @@ const char *tern_cli_usage(void) {
          "  listen            print arriving messages and receipts\n"
          "  chat USER         interactive conversation (--group GROUP: in a group)\n"
          "  group ...         create, add, remove, leave, admin, rename, info, list\n"
+         "  safety USER       the safety number to compare with USER (end-to-end encryption)\n"
+         "  block USER        block USER (unblock USER, blocks: the list)\n"
+         "  privacy ...       show or set last seen (everyone|nobody) and read receipts (on|off)\n"
+         "  password          change the password (devices stay logged in)\n"
+         "  device remove ID  log out one of your other devices (tern me lists them)\n"
+         "  delete-account    delete the account and everything of it\n"
          "\n"
          "tern COMMAND --help shows a command's options. Exit status: 0 ok, 1 server or\n"
          "network error, 2 usage error.\n";
@@ -231,6 +283,7 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     name[nlen] = '\0';
     unsigned bit;
     if (strcmp(name, "--server") == 0) bit = 0;
+    else if (strcmp(name, "--ca-file") == 0) bit = TERN_CLI_OPT_CA_FILE;
     else if (strcmp(name, "--password") == 0) bit = TERN_CLI_OPT_PASSWORD;
     else if (strcmp(name, "--device") == 0) bit = TERN_CLI_OPT_DEVICE;
     else if (strcmp(name, "--count") == 0) bit = TERN_CLI_OPT_COUNT;
@@ -241,12 +294,19 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else if (strcmp(name, "--description") == 0) bit = TERN_CLI_OPT_DESCRIPTION;
     else if (strcmp(name, "--off") == 0) bit = TERN_CLI_OPT_OFF;
     else if (strcmp(name, "--group") == 0) bit = TERN_CLI_OPT_GROUP;
+    else if (strcmp(name, "--e2e") == 0) bit = TERN_CLI_OPT_E2E;
+    else if (strcmp(name, "--plain") == 0) bit = TERN_CLI_OPT_PLAIN;
+    else if (strcmp(name, "--yes") == 0) bit = TERN_CLI_OPT_YES;
     else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
-    if (bit && !(allowed & bit))
+    if (bit && bit != TERN_CLI_OPT_CA_FILE && !(allowed & bit))
       return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
-    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF) {
+    if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN ||
+        bit == TERN_CLI_OPT_YES) {
       if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
-      if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      if (bit == TERN_CLI_OPT_YES) c->yes = true;
+      else if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
+      else if (bit == TERN_CLI_OPT_E2E) c->e2e = true;
+      else if (bit == TERN_CLI_OPT_PLAIN) c->plain = true;
       else c->off = true;
       continue;
     }
@@ -255,6 +315,10 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else return tern_cli_complain(c, 2, "option %s needs a value", name);
     if (bit == 0) {
       server = val;
+    } else if (bit == TERN_CLI_OPT_CA_FILE) {
+      /* every context this process makes reads it (tern_cli_client_options) */
+      if (access(val, R_OK) != 0) return tern_cli_complain(c, 2, "--ca-file '%s': cannot read it", val);
+      setenv("TERN_CA_FILE", val, 1);
     } else if (bit == TERN_CLI_OPT_PASSWORD) {
       c->password = val;
     } else if (bit == TERN_CLI_OPT_DEVICE) {
@@ -284,9 +348,9 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
   if (!server || !*server) server = TERN_CLIENT_DEFAULT_SERVER;
   int rc = tern_client_url_parse(server, &c->url);
   if (rc == -EPROTONOSUPPORT)
-    return tern_cli_complain(c, 2, "--server '%s': only http:// servers are supported", server);
-  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT", server);
-  snprintf(c->server, sizeof c->server, "http://%s", c->url.hostport);
+    return tern_cli_complain(c, 2, "--server '%s': only http:// and https:// servers are supported", server);
+  if (rc < 0) return tern_cli_complain(c, 2, "--server '%s': expected http://HOST:PORT or https://HOST[:PORT]", server);
+  snprintf(c->server, sizeof c->server, "%s://%s", c->url.tls ? "https" : "http", c->url.hostport);
   rc = tern_cli_creds_path(&c->url, c->creds_path, sizeof c->creds_path);
   if (rc < 0) return tern_cli_complain(c, 1, "cannot find a config directory: set HOME or XDG_CONFIG_HOME");
   return 0;
@@ -303,6 +367,9 @@ int tern_cli_need_login(tern_cli *c) {
 }
 
 const char *tern_cli_errstr(int err) {
+  if (err == TERN_TLS_ERR_UNTRUSTED)
+    return "its TLS certificate could not be verified (name its CA with --ca-file or $TERN_CA_FILE)";
+  if (err == UV_EPROTO) return "TLS handshake or protocol error";
   const char *s = uv_strerror(err);
   if (strncmp(s, "Unknown", 7) == 0) s = strerror(-err);
   return s;
@@ -313,7 +380,7 @@ const char *tern_cli_errstr(int err) {
 void tern_cli_sync_begin_timeout(tern_cli_sync *s, int64_t timeout_ms) {
   memset(s, 0, sizeof *s);
   uv_loop_init(&s->loop);
-  tern_client_options o = {.http_timeout_ms = timeout_ms};
+  tern_client_options o = {.http_timeout_ms = timeout_ms, .ca_file = getenv("TERN_CA_FILE")};
   s->c = tern_client_new(&s->loop, &o);
 }
 
@@ -393,7 +460,7 @@ static ssize_t prompt_hidden(const char *prompt, char *out, size_t cap) {
 }
 
 /* Fills out with the password; returns 0 or an exit status. */
-static int get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
+int tern_cli_get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap) {
   const char *p = c->password ? c->password : getenv("TERN_PASSWORD");
   if (p) {
     if (strlen(p) >= cap) return tern_cli_complain(c, 2, "password too long");
@@ -425,7 +492,7 @@ static int account_cmd(int argc, char **argv, bool reg) {
   if (rc) return rc < 0 ? 0 : rc;
   const char *user = c.pos[0];
   char password[PASSWORD_MAX + 2];
-  rc = get_password(&c, user, reg, password, sizeof password);
+  rc = tern_cli_get_password(&c, user, reg, password, sizeof password);
   if (rc) return rc;
   char device[80];
   if (c.device) {
@@ -453,12 +520,17 @@ static int account_cmd(int argc, char **argv, bool reg) {
   memcpy(cr.device_id, acct.device_id, sizeof cr.device_id);
   memcpy(cr.token, acct.token, sizeof cr.token);
   rc = tern_cli_creds_save(c.creds_path, &cr);
+  c.creds = cr;
   memset(&cr, 0, sizeof cr);
   if (rc < 0) {
     memset(&acct, 0, sizeof acct);
     return tern_cli_complain(&c, 1, "cannot save the credentials in %s: %s", c.creds_path, strerror(-rc));
   }
   printf("%s %s on %s (device %s)\n", reg ? "registered" : "logged in as", acct.user, c.server, acct.device_id);
+  fflush(stdout);
+  /* Each device has its own identity key: a login makes and publishes new keys. */
+  tern_cli_e2e_publish(&c);
+  memset(&c.creds, 0, sizeof c.creds);
   memset(&acct, 0, sizeof acct);
   return 0;
 }
@@ -485,6 +557,7 @@ int tern_cli_cmd_logout(int argc, char **argv) {
   if (!gone) return st;
   rc = tern_cli_creds_remove(c.creds_path);
   if (rc < 0 && rc != -ENOENT) return tern_cli_complain(&c, 1, "cannot remove %s: %s", c.creds_path, strerror(-rc));
+  tern_cli_e2e_remove(&c); /* the server deleted this device's keys with it */
   printf("logged out %s from %s\n", c.creds.user, c.server);
   return 0;
 }
@@ -577,7 +650,71 @@ struct session {
   bool quitting;             /* we asked to close: CLOSED is expected */
   bool ready;                /* READY arrived */
   bool stopped;              /* session handles closed */
+  tern_e2e *e;               /* this device's E2E state (listen, chat), or NULL: owned */
 };
+
+static tern_str view_of(const char *p) { return (tern_str){.p = p, .n = p ? strlen(p) : 0}; }
+
+/* An encrypted msg: decrypted and handed on as if it had come in plaintext (body, media,
+ * reply_to, reaction, edit from inside), with a lock before the text; on failure a
+ * placeholder, and the sender is told with decrypt_error so that it sends again. */
+static void session_e2e_msg(session *s, const tern_client_event *ev) {
+  tern_client_event copy = *ev;
+  tern_envelope *env = &copy.frame.env;
+  tern_e2e_inner in;
+  char err[200] = "";
+  int rc = tern_cli_e2e_decrypt(s->e, &ev->frame.env, &in, err, sizeof err);
+  if (rc == 0 && (ev->group_id ? !in.group_id || strcmp(in.group_id, ev->group_id) != 0 : in.group_id != NULL)) {
+    /* The sender wrote the conversation inside: a relay that moves a message elsewhere is
+     * caught here. */
+    snprintf(err, sizeof err, "it was written for another conversation");
+    tern_e2e_inner_free(&in);
+    rc = -EBADMSG;
+  }
+  if (rc == -EALREADY) {
+    /* Decrypted before, its ack lost: the ratchet has moved on, there is nothing to show. */
+    if (ev->seq && s->conn) tern_client_ack(s->conn, ev->seq);
+    return;
+  }
+  tern_buf text = {0}, longtext = {0};
+  /* e2e_type stays set on what decrypted: the lines show a lock for it. */
+  env->media_ref = (tern_str){0};
+  if (rc == 0) {
+    const char *body = in.body;
+    if (in.has_media && strncmp(in.media.mime, "text/plain", 10) == 0) {
+      /* A long text, sent as an attachment: shown like any text. This blocks the loop for one
+       * download, which a line printer can afford. */
+      if (tern_cli_e2e_download(s->c, &in.media, &longtext) == 0) body = tern_buf_cstr(&longtext);
+      else body = "[a long encrypted text that could not be downloaded]";
+      in.has_media = false;
+    }
+    if (in.resend_of) tern_buf_printf(&text, "(resent in place of %s) ", in.resend_of);
+    if (body) tern_buf_puts(&text, body);
+    copy.body = text.len ? tern_buf_cstr(&text) : NULL;
+    copy.body_len = text.len;
+    if (in.has_media) {
+      copy.media_id = in.media.media_id;
+      copy.media_mime = in.media.mime;
+      copy.media_size = in.media.size;
+      copy.media_width = in.media.width;
+      copy.media_height = in.media.height;
+    }
+    env->reply_to = view_of(in.reply_to);
+    env->edit_of = view_of(in.edit_of);
+    env->reaction_to = view_of(in.reaction_to);
+    env->reaction_emoji = view_of(in.reaction_emoji);
+  } else {
+    env->e2e_type = TERN_CIPHER_NONE; /* no lock on what we could not read */
+    tern_buf_printf(&text, "[could not decrypt this message: %s]", err);
+    copy.body = tern_buf_cstr(&text);
+    copy.body_len = text.len;
+    if (s->conn && s->e) tern_cli_e2e_send_decrypt_error(s->conn, &ev->frame.env);
+  }
+  s->on_event(s, &copy);
+  tern_buf_free(&text);
+  tern_buf_free(&longtext);
+  tern_e2e_inner_free(&in);
+}
 
 static void session_quit(session *s, int status) {
   if (!s->quitting) s->status = status;
@@ -633,6 +770,17 @@ static void session_event(tern_client_conn *conn, const tern_client_event *ev, v
       break;
     case TERN_CLIENT_EV_OPEN:
       return;
+    case TERN_CLIENT_EV_DECRYPT_ERROR:
+      if (s->e && s->conn && tern_cli_e2e_resend(s->c, s->conn, s->e, &ev->frame.env) == 0)
+        fprintf(stderr, "tern: %s: sent %s again to %s, on a new session\n", s->c->cmd,
+                ev->msg_id ? ev->msg_id : "?", ev->from ? ev->from : "?");
+      break;
+    case TERN_CLIENT_EV_MSG:
+      if (ev->frame.env.e2e_type != TERN_CIPHER_NONE) {
+        session_e2e_msg(s, ev);
+        return;
+      }
+      break;
     default:
       break;
   }
@@ -657,7 +805,8 @@ static void session_on_signal(uv_signal_t *sig, int signum) {
 /* Creates the loop, the context, the timer and the signal handlers. */
 static void session_setup(session *s) {
   uv_loop_init(&s->loop);
-  s->client = tern_client_new(&s->loop, NULL);
+  tern_client_options o = {.ca_file = getenv("TERN_CA_FILE")};
+  s->client = tern_client_new(&s->loop, &o);
   uv_timer_init(&s->loop, &s->timer);
   uv_signal_init(&s->loop, &s->sigint);
   uv_signal_init(&s->loop, &s->sigterm);
@@ -681,6 +830,8 @@ static int session_go(session *s, int64_t timeout_ms) {
   tern_client_free(s->client);
   uv_run(&s->loop, UV_RUN_DEFAULT);
   uv_loop_close(&s->loop);
+  tern_e2e_close(s->e);
+  s->e = NULL;
   return s->status;
 }
 
@@ -699,7 +850,14 @@ typedef struct send_state {
   char id[TERN_CLIENT_ID_SIZE]; /* our client id */
   char media_id[64];         /* the uploaded image, "" when none */
   bool sent;                 /* the answer arrived */
+  tern_e2e *e;               /* end-to-end state when the send is encrypted, else NULL */
+  tern_cli_targets t;        /* the devices it goes to (with e) */
+  tern_e2e_inner in;         /* what goes inside (with e); points into text and media */
+  int fixes;                 /* devices_changed rounds so far */
 } send_state;
+
+#define E2E_FIX_MAX 3            /* devices_changed rounds before giving up */
+#define E2E_INLINE_MAX (32u << 10) /* longer texts go as an encrypted attachment */
 
 /* "✓ sent to 2 of 3 members of Trip (missed: carol)": on stderr, beside the msg_id on stdout,
  * so that scripts still read the id alone. The other members are those it reached
@@ -726,23 +884,74 @@ static void print_group_sent(const send_state *st, const tern_client_event *ev) 
   tern_buf_free(&b);
 }
 
+/* Sends (or sends again, with the same id) the message: encrypted for every target when
+ * st->e is set, else in plaintext. */
+static void send_now(session *s) {
+  send_state *st = s->data;
+  int rc;
+  if (st->e) {
+    tern_frame f;
+    tern_frame_error ferr = {0};
+    rc = tern_cli_e2e_frame(st->e, &st->t, st->id, st->to, st->to ? NULL : st->group.group_id, &st->in,
+                            st->in.has_media ? st->in.media.media_id : NULL, &f);
+    if (rc == 0) {
+      rc = tern_client_send_frame(s->conn, &f, &ferr);
+      tern_cli_e2e_frame_free(&f);
+      if (rc == -EINVAL) {
+        tern_cli_complain(s->c, 1, "cannot send: %s", ferr.message);
+        session_quit(s, 1);
+        return;
+      }
+    }
+  } else {
+    const char *media = st->media_id[0] ? st->media_id : NULL;
+    rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
+                : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
+  }
+  if (rc < 0) {
+    tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
+    session_quit(s, 1);
+  }
+}
+
+static void send_fixed(void *arg, int err) {
+  session *s = arg;
+  if (s->quitting || !s->conn) return;
+  if (err) tern_cli_complain(s->c, 1, "fetching the keys of new devices: %s", tern_cli_errstr(err));
+  send_now(s);
+}
+
 static void send_event(session *s, const tern_client_event *ev) {
   send_state *st = s->data;
   if (ev->type == TERN_CLIENT_EV_READY) {
     tern_client_new_id(st->id);
-    const char *media = st->media_id[0] ? st->media_id : NULL;
-    int rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
-                    : tern_client_send_group(s->conn, st->id, st->group.group_id, st->text, st->len, media);
-    if (rc < 0) {
-      tern_cli_complain(s->c, 1, "cannot send: %s", tern_cli_errstr(rc));
-      session_quit(s, 1);
-    }
+    send_now(s);
   } else if (ev->type == TERN_CLIENT_EV_SENT && ev->id && strcmp(ev->id, st->id) == 0) {
     st->sent = true;
+    if (st->e && ev->msg_id) {
+      /* Kept for a resend should a device fail to decrypt it (decrypt_error). */
+      tern_buf inner = {0};
+      tern_e2e_inner_encode(&st->in, &inner);
+      tern_e2e_remember_sent(st->e, ev->msg_id, st->to ? st->to : st->group.group_id, !st->to, inner.data,
+                             inner.len);
+      tern_buf_free(&inner);
+    }
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
     if (!st->to) print_group_sent(st, ev);
-    else if (isatty(2)) fprintf(stderr, "✓ sent to %s\n", st->to);
+    else if (isatty(2)) fprintf(stderr, "✓ sent to %s%s\n", st->to, st->e ? " (end-to-end encrypted 🔒)" : "");
     session_quit(s, 0);
+  } else if (ev->type == TERN_CLIENT_EV_ERROR && ev->id && strcmp(ev->id, st->id) == 0 && st->e &&
+             strcmp(ev->code, "devices_changed") == 0 && st->fixes < E2E_FIX_MAX) {
+    /* Someone logged in or out meanwhile: fix the device list and send again, same id. */
+    st->fixes++;
+    tern_cli_e2e_fix(s->c, s->client, st->e, &st->t, &ev->frame, send_fixed, s);
+  } else if (ev->type == TERN_CLIENT_EV_ERROR && ev->id && strcmp(ev->id, st->id) == 0 && st->e &&
+             strcmp(ev->code, "no_keys") == 0 && !s->c->e2e && !st->in.has_media) {
+    fprintf(stderr, "tern: %s: %s has no end-to-end keys any more: sending in plaintext\n", s->c->cmd,
+            st->to ? st->to : st->group.name);
+    tern_e2e_close(st->e);
+    st->e = NULL;
+    send_now(s);
   } else if (ev->type == TERN_CLIENT_EV_ERROR && (!ev->id || strcmp(ev->id, st->id) == 0)) {
     if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
     else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
@@ -791,6 +1000,18 @@ static int upload_image(tern_cli *c, send_state *st) {
     tern_free(bytes);
     return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
   }
+  if (st->e) {
+    /* Encrypted: the server gets an opaque blob; type and key go inside the message. */
+    int st2 = tern_cli_e2e_upload(c, bytes, len, mime, &st->in.media);
+    if (st2 == 0) tern_client_image_size(bytes, len, &st->in.media.width, &st->in.media.height);
+    tern_free(bytes);
+    if (st2) return st2;
+    st->in.has_media = true;
+    if (isatty(2))
+      fprintf(stderr, "uploaded %s encrypted: %s, %zu bytes (media_id %s)\n", c->image, mime, len,
+              st->in.media.media_id);
+    return 0;
+  }
   tern_cli_sync s;
   tern_cli_sync_begin_timeout(&s, c->timeout_ms > UPLOAD_TIMEOUT_MS ? c->timeout_ms : UPLOAD_TIMEOUT_MS);
   int rc = tern_client_upload_media(s.c, &c->url, c->creds.token, mime, bytes, len, tern_cli_sync_cb, &s);
@@ -812,9 +1033,100 @@ static int upload_image(tern_cli *c, send_state *st) {
   return 0;
 }
 
+static void send_state_free(send_state *st) {
+  tern_e2e_close(st->e);
+  st->e = NULL;
+  tern_cli_targets_free(&st->t);
+}
+
+/* Decides whether the send is encrypted: every recipient has keys (PROTOCOL.md 11). Fills
+ * st->e, st->t and st->in, or leaves st->e NULL for plaintext. Returns 0 or an exit status
+ * (--e2e when it cannot be encrypted). */
+static int send_prepare_e2e(tern_cli *c, send_state *st) {
+  st->e = tern_cli_e2e_load(c, !c->e2e);
+  if (!st->e) {
+    if (c->e2e) return tern_cli_complain(c, 1, "--e2e: this device cannot encrypt on %s", c->server);
+    return 0;
+  }
+  char **users = NULL;
+  size_t nusers = 0;
+  tern_client_group g = {0};
+  if (st->to) {
+    users = tern_calloc(1, sizeof *users);
+    users[nusers++] = tern_strdup(st->to);
+  } else {
+    tern_cli_sync s;
+    tern_cli_sync_begin(&s);
+    int rc = tern_client_group_get(s.c, &c->url, c->creds.token, st->group.group_id, tern_cli_sync_cb, &s);
+    tern_cli_sync_end(&s, rc);
+    if (!s.r.ok || tern_client_parse_group(&s.r, &g) < 0) {
+      /* Not ours to answer: the send itself gets the server's word for it (no_such_group). */
+      int st2 = c->e2e ? tern_cli_group_refused(c, &s.r) : 0;
+      tern_client_response_free(&s.r);
+      tern_client_group_free(&g);
+      send_state_free(st);
+      return st2;
+    }
+    tern_client_response_free(&s.r);
+    users = tern_calloc(g.nmembers + 1, sizeof *users);
+    for (size_t i = 0; i < g.nmembers; i++)
+      if (strcmp(g.members[i].user, c->creds.user) != 0) users[nusers++] = tern_strdup(g.members[i].user);
+    tern_client_group_free(&g);
+  }
+  int rc = tern_cli_e2e_prepare(c, st->e, (const char *const *)users, nusers, &st->t);
+  /* Every recipient needs a device with keys, or some would get nothing readable. */
+  const char *keyless = NULL;
+  for (size_t i = 0; rc == 0 && i < nusers && !keyless; i++) {
+    bool has = false;
+    for (size_t k = 0; k < st->t.n && !has; k++) has = strcmp(st->t.v[k].user, users[i]) == 0;
+    if (!has) keyless = users[i];
+  }
+  int status = 0;
+  if (rc == -ENOENT) {
+    /* An unknown user: the server says so (no_such_user), nothing needs hiding. */
+    if (c->e2e) status = tern_cli_complain(c, 1, "--e2e: no such user");
+    send_state_free(st);
+  } else if (rc == 0 && !keyless && st->t.n == 0) {
+    /* Nobody to encrypt for (a group of one, no other device of ours): nothing to hide. */
+    send_state_free(st);
+  } else if (rc < 0 || keyless) {
+    if (rc < 0) {
+      /* Never a downgrade for a failure (a rate limit, the network): plaintext is only for a
+       * recipient who has no keys. */
+      if (rc == -EAGAIN) status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: rate limited, try again later");
+      else if (rc == -EPROTO) status = tern_cli_complain(c, 1, "cannot fetch the recipients' keys: %s refused", c->server);
+      else status = tern_cli_complain(c, 1, "cannot reach %s: %s", c->server, tern_cli_errstr(rc));
+    } else if (c->e2e) {
+      status = tern_cli_complain(c, 1, "--e2e: %s has no end-to-end keys (no E2E-capable device)", keyless);
+    } else {
+      /* The default (docs/cli.md): say so, and send as before. */
+      fprintf(stderr, "tern: %s: %s has no end-to-end keys: sending in plaintext\n", c->cmd, keyless);
+    }
+    send_state_free(st);
+  } else {
+    st->in.body = st->len ? (char *)st->text : NULL;
+    st->in.group_id = st->to ? NULL : st->group.group_id;
+  }
+  tern_e2e_strv_free(users, nusers);
+  return status;
+}
+
+/* A text too long for one frame: an encrypted text/plain attachment, nothing in body. */
+static int send_long_text(tern_cli *c, send_state *st) {
+  if (st->in.has_media) return tern_cli_complain(c, 2, "a caption that long does not fit with an encrypted image");
+  int rc = tern_cli_e2e_upload(c, st->text, st->len, "text/plain; charset=utf-8", &st->in.media);
+  if (rc) return rc;
+  st->in.has_media = true;
+  st->in.body = NULL;
+  return 0;
+}
+
 int tern_cli_cmd_send(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP, 0, 2);
+  int rc = tern_cli_parse_args(&c, argc, argv,
+                               TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_E2E |
+                                   TERN_CLI_OPT_PLAIN,
+                               0, 2);
   if (rc) return rc < 0 ? 0 : rc;
   /* USER TEXT, USER --image FILE [TEXT]; --group GROUP TEXT, --group GROUP --image FILE [TEXT]. */
   int want = (c.group ? 0 : 1) + (c.image ? 0 : 1);
@@ -849,14 +1161,21 @@ int tern_cli_cmd_send(int argc, char **argv) {
     return tern_cli_complain(&c, 2, "empty message");
   }
   if (!st.len) st.text = NULL; /* an image without a caption */
-  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
-      (c.image && (rc = upload_image(&c, &st)))) {
+  if (c.e2e && c.plain) {
     tern_buf_free(&in);
+    return tern_cli_complain(&c, 2, "--e2e and --plain contradict each other");
+  }
+  if ((rc = tern_cli_need_login(&c)) || (c.group && (rc = tern_cli_group_resolve(&c, c.group, &st.group))) ||
+      (!c.plain && (rc = send_prepare_e2e(&c, &st))) || (c.image && (rc = upload_image(&c, &st))) ||
+      (st.e && st.len > E2E_INLINE_MAX && (rc = send_long_text(&c, &st)))) {
+    tern_buf_free(&in);
+    send_state_free(&st);
     return rc;
   }
   session s = {.c = &c, .on_event = send_event, .on_timeout = send_timeout, .data = &st};
   rc = session_run(&s, c.timeout_ms ? c.timeout_ms : SEND_TIMEOUT_MS);
   tern_buf_free(&in);
+  send_state_free(&st);
   if (rc == 0 && !st.sent) rc = 1;
   return rc;
 }
@@ -888,6 +1207,57 @@ static int fetch_body(const char *p, size_t n, void *arg) {
   return 0;
 }
 
+/* An attachment that came end-to-end encrypted (its key is in this device's state): fetched
+ * whole, checked against the SHA-256 inside the message, decrypted, and written like any
+ * download. Returns the exit status, or -1 when id is no attachment we hold a key for. */
+static int fetch_encrypted(tern_cli *c, const char *id) {
+  char dir[4200], err[256];
+  tern_e2e *e = NULL;
+  tern_e2e_media m;
+  if (tern_cli_e2e_dir(c, dir, sizeof dir) < 0 || tern_e2e_open(dir, &e, err, sizeof err) < 0) return -1;
+  int found = tern_e2e_find_media(e, id, &m);
+  tern_e2e_close(e);
+  if (found < 0) return -1;
+  tern_buf pt = {0};
+  int status = tern_cli_e2e_download(c, &m, &pt);
+  if (status) {
+    tern_buf_free(&pt);
+    return status;
+  }
+  bool to_stdout = strcmp(c->output, "-") == 0;
+  char tmp[4200] = "";
+  int fd = 1;
+  if (!to_stdout) {
+    if (strlen(c->output) > 4000) return tern_cli_complain(c, 2, "-o: path too long");
+    snprintf(tmp, sizeof tmp, "%s.tern-XXXXXX", c->output);
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+      tern_buf_free(&pt);
+      return tern_cli_complain(c, 1, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    mode_t um = umask(0);
+    umask(um);
+    fchmod(fd, 0666 & ~um);
+  }
+  for (size_t off = 0; off < pt.len && status == 0;) {
+    ssize_t w = write(fd, pt.data + off, pt.len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) status = tern_cli_complain(c, 1, "cannot write %s: %s", to_stdout ? "stdout" : tmp, strerror(errno));
+    else off += (size_t)w;
+  }
+  if (!to_stdout) {
+    if (status == 0 && fsync(fd) < 0) status = tern_cli_complain(c, 1, "cannot write %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (status == 0 && rename(tmp, c->output) < 0)
+      status = tern_cli_complain(c, 1, "cannot rename %s to %s: %s", tmp, c->output, strerror(errno));
+    if (status != 0) unlink(tmp);
+  }
+  if (status == 0 && isatty(2) && !to_stdout)
+    fprintf(stderr, "saved %zu bytes (%s, decrypted) to %s\n", pt.len, m.mime, c->output);
+  tern_buf_free(&pt);
+  return status;
+}
+
 int tern_cli_cmd_fetch(int argc, char **argv) {
   tern_cli c;
   int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_OUTPUT | TERN_CLI_OPT_THUMB | TERN_CLI_OPT_TIMEOUT, 1, 1);
@@ -900,6 +1270,10 @@ int tern_cli_cmd_fetch(int argc, char **argv) {
   if (!id_ok) return tern_cli_complain(&c, 2, "'%s' is not a media id", id);
   if (!c.output || !*c.output) return tern_cli_complain(&c, 2, "-o FILE is required (\"-\" writes to stdout)");
   if ((rc = tern_cli_need_login(&c))) return rc;
+  if (!c.thumb) {
+    int st2 = fetch_encrypted(&c, id);
+    if (st2 >= 0) return st2;
+  }
 
   /* Into a temporary file beside FILE, renamed once complete: never a half image at FILE. */
   bool to_stdout = strcmp(c.output, "-") == 0;
@@ -1096,8 +1470,8 @@ static void print_msg_extras(const tern_envelope *e) {
     else printf("removed a reaction to %s", e->reaction_to.p);
   }
   if (e->delete_of.p) printf("deleted %s", e->delete_of.p);
-  /* This client has no Signal session: it can say that a ciphertext came, not what it says. */
-  if (e->e2e_type) printf("[encrypted message]%s", e->media_ref.p ? " [encrypted attachment]" : "");
+  /* An encrypted message reaches the lines decrypted (session_e2e_msg), still marked. */
+  if (e->e2e_type) printf("🔒 ");
 }
 
 /* group: the name to show for a group message's group. */
@@ -1269,6 +1643,7 @@ int tern_cli_cmd_listen(int argc, char **argv) {
     tern_client_group_list_free(&l);
   }
   session s = {.c = &c, .on_event = listen_event, .on_timeout = listen_timeout, .data = &st};
+  s.e = tern_cli_e2e_load(&c, true);
   rc = session_run(&s, c.timeout_ms);
   listen_free(&st);
   return rc;
@@ -1310,6 +1685,9 @@ typedef struct chat_state {
   size_t nunread, capunread;
   uint64_t last_seq;        /* highest envelope seq seen */
   bool has_timeout;         /* --timeout given: at EOF, wait for read ticks */
+  bool e2e;                 /* messages go end-to-end encrypted, to the devices in t */
+  tern_cli_targets t;
+  int fixes;                /* devices_changed rounds so far */
 } chat_state;
 
 static void chat_check_done(session *s);
@@ -1423,9 +1801,37 @@ static void chat_group_receipt(session *s, outgoing *o, const tern_strs *by, boo
 static void chat_send_one(session *s, outgoing *o) {
   chat_state *ch = s->data;
   size_t n = strlen(o->text);
-  int rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
-                        : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  int rc;
+  if (ch->e2e) {
+    tern_e2e_inner in = {.body = o->text, .group_id = ch->in_group ? ch->group.group_id : NULL};
+    tern_frame f;
+    rc = tern_cli_e2e_frame(s->e, &ch->t, o->id, ch->in_group ? NULL : ch->peer,
+                            ch->in_group ? ch->group.group_id : NULL, &in, NULL, &f);
+    if (rc == 0) {
+      rc = tern_client_send_frame(s->conn, &f, NULL);
+      tern_cli_e2e_frame_free(&f);
+    }
+  } else {
+    rc = ch->in_group ? tern_client_send_group(s->conn, o->id, ch->group.group_id, o->text, n, NULL)
+                      : tern_client_send(s->conn, o->id, ch->peer, o->text, n, NULL);
+  }
   if (rc == 0) o->sent_frame = true;
+}
+
+typedef struct chat_fix {
+  session *s;
+  char id[TERN_CLIENT_ID_SIZE];
+} chat_fix;
+
+/* The device list is right again: the message goes again with its id. */
+static void chat_fixed(void *arg, int err) {
+  chat_fix *fx = arg;
+  session *s = fx->s;
+  chat_state *ch = s->data;
+  if (s->conn && !s->quitting)
+    for (size_t i = 0; i < ch->nout; i++)
+      if (strcmp(ch->out[i].id, fx->id) == 0) chat_send_one(s, &ch->out[i]);
+  tern_free(fx);
 }
 
 static void chat_line(session *s, const char *text, size_t len) {
@@ -1620,6 +2026,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
         outgoing *o = &ch->out[i];
         if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
         o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
+        if (ch->e2e && ev->msg_id) {
+          tern_e2e_inner in = {.body = o->text, .group_id = ch->in_group ? ch->group.group_id : NULL};
+          tern_buf inner = {0};
+          tern_e2e_inner_encode(&in, &inner);
+          tern_e2e_remember_sent(s->e, ev->msg_id, ch->in_group ? ch->group.group_id : ch->peer, ch->in_group,
+                                 inner.data, inner.len);
+          tern_buf_free(&inner);
+        }
         if (ev->ts) o->ts = ev->ts;
         if (ch->in_group) o->tally.of = ev->frame.has_recipients ? (int64_t)ev->frame.recipients : -1;
         set_tick(s, o, TICK_SENT);
@@ -1633,6 +2047,14 @@ static void chat_event(session *s, const tern_client_event *ev) {
       outgoing *o = NULL;
       for (size_t i = 0; ev->id && i < ch->nout; i++)
         if (strcmp(ch->out[i].id, ev->id) == 0) o = &ch->out[i];
+      if (o && ch->e2e && strcmp(ev->code, "devices_changed") == 0 && ch->fixes < 10) {
+        ch->fixes++;
+        chat_fix *fx = tern_calloc(1, sizeof *fx);
+        fx->s = s;
+        snprintf(fx->id, sizeof fx->id, "%s", o->id);
+        tern_cli_e2e_fix(s->c, s->client, s->e, &ch->t, &ev->frame, chat_fixed, fx);
+        break;
+      }
       if (ev->user) tern_cli_complain(s->c, 1, "%s: %s (%s)", ev->user, ev->message, ev->code);
       else tern_cli_complain(s->c, 1, "%s (%s)", ev->message, ev->code);
       if (o) {
@@ -1661,6 +2083,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         else if (!ch->in_group && strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
         if (ours && !mine) chat_typing(ch, from, false); /* they wrote: no longer typing */
+        if (ev->frame.env.e2e_type) tern_buf_puts(&b, "🔒 "); /* it came end-to-end encrypted */
         if (ev->media_id) {
           char img[160];
           tern_client_format_media(ev, img, sizeof img);
@@ -1748,7 +2171,8 @@ static void chat_timeout(session *s) { session_quit(s, 0); }
 
 int tern_cli_cmd_chat(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP, 0, 1);
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_E2E |
+                                                   TERN_CLI_OPT_PLAIN, 0, 1);
   if (rc) return rc < 0 ? 0 : rc;
   if (c.group && c.npos) return tern_cli_complain(&c, 2, "chat with USER or with --group GROUP, not both");
   if (!c.group && !c.npos) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
@@ -1767,6 +2191,27 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   ch.has_timeout = c.timeout_ms > 0;
   session s = {.c = &c, .on_event = chat_event, .on_timeout = chat_timeout, .on_closed = chat_closed, .data = &ch};
+  if (c.e2e && c.plain) return tern_cli_complain(&c, 2, "--e2e and --plain contradict each other");
+  s.e = tern_cli_e2e_load(&c, !c.e2e);
+  if (s.e && !c.plain) {
+    char keyless[TERN_CLIENT_USER_MAX + 1] = "";
+    int all = tern_cli_e2e_conversation(&c, s.e, ch.peer, ch.in_group ? ch.group.group_id : NULL, &ch.t, keyless,
+                                        sizeof keyless);
+    ch.e2e = all == 1 && ch.t.n > 0; /* nobody to encrypt for: a group of one */
+    if (all < 0 && all != -ENOENT) {
+      tern_e2e_close(s.e);
+      return tern_cli_complain(&c, 1, "cannot fetch the keys of this chat: %s", tern_cli_errstr(all));
+    }
+    if (all != 1 && c.e2e) {
+      tern_e2e_close(s.e);
+      return tern_cli_complain(&c, 1, "--e2e: %s has no end-to-end keys", all == 0 ? keyless : "someone");
+    }
+    if (all == 0) fprintf(stderr, "tern: chat: %s has no end-to-end keys: messages go in plaintext\n", keyless);
+  } else if (c.e2e) {
+    tern_e2e_close(s.e);
+    return tern_cli_complain(&c, 1, "--e2e: this device cannot encrypt on %s", c.server);
+  }
+  if (ch.e2e && isatty(2)) fprintf(stderr, "🔒 messages in this chat are end-to-end encrypted\n");
 
   /* stdin and the read-receipt timer join the session's loop. */
   session_setup(&s);
@@ -1817,5 +2262,6 @@ int tern_cli_cmd_chat(int argc, char **argv) {
   for (size_t i = 0; i < ch.ntyping; i++) tern_free(ch.typing[i]);
   tern_free(ch.typing);
   tern_buf_free(&ch.line);
+  tern_cli_targets_free(&ch.t);
   return rc;
 }

@@ -26,6 +26,18 @@ int tern_cli_cmd_listen(int argc, char **argv);
 int tern_cli_cmd_chat(int argc, char **argv);
 /* argv[1] is the subcommand: create, add, remove, leave, admin, rename, info, list. */
 int tern_cli_cmd_group(int argc, char **argv);
+/* tern safety USER: the 60-digit safety number with USER (PROTOCOL.md 11). */
+int tern_cli_cmd_safety(int argc, char **argv);
+/* settings.c: blocking, privacy, password, devices, account deletion (PROTOCOL.md 14) */
+int tern_cli_cmd_block(int argc, char **argv);
+int tern_cli_cmd_unblock(int argc, char **argv);
+int tern_cli_cmd_blocks(int argc, char **argv);
+int tern_cli_cmd_privacy(int argc, char **argv);
+int tern_cli_cmd_password(int argc, char **argv);
+int tern_cli_cmd_device(int argc, char **argv);
+int tern_cli_cmd_delete_account(int argc, char **argv);
+/* tern-e2e-peer: the interop peer's main (docs/e2e.md). */
+int tern_cli_e2e_peer_main(int argc, char **argv);
 
 /* The usage text of a command (NULL for an unknown one; "group" lists the group commands,
  * "group create" is one of them), and of the whole program. */
@@ -36,7 +48,7 @@ const char *tern_cli_usage(void);
  * the directory 0700, the file 0600 ---- */
 
 typedef struct tern_cli_creds {
-  char server[TERN_CLIENT_HOST_MAX + 16];          /* the server, "http://host:port" */
+  char server[TERN_CLIENT_HOST_MAX + 24];          /* the server, "http(s)://host:port" */
   char user[TERN_CLIENT_USER_MAX + 1];             /* logged-in user */
   char device_id[TERN_CLIENT_DEVICE_ID_MAX + 1];   /* this device */
   char token[TERN_CLIENT_TOKEN_MAX + 1];           /* its bearer token */

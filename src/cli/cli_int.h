@@ -10,6 +10,8 @@
 #define TERN_CLI_CLI_INT_H
 
 #include "cli/cli.h"
+#include "client/e2ee.h"
+#include "proto/frame.h"
 
 /* ---- arguments ---- */
 
@@ -26,6 +28,10 @@ enum {
   TERN_CLI_OPT_DESCRIPTION = 1 << 7, /* --description D */
   TERN_CLI_OPT_OFF = 1 << 8,         /* --off, a flag */
   TERN_CLI_OPT_GROUP = 1 << 9,       /* --group GROUP */
+  TERN_CLI_OPT_E2E = 1 << 10,        /* --e2e, a flag: encrypted or nothing */
+  TERN_CLI_OPT_PLAIN = 1 << 11,      /* --plain, a flag: never encrypt */
+  TERN_CLI_OPT_CA_FILE = 1 << 12,    /* --ca-file FILE: every command takes it */
+  TERN_CLI_OPT_YES = 1 << 13,        /* --yes, a flag: confirms what cannot be undone */
 };
 
 #define TERN_CLI_ANY_POS (-1) /* max_pos: no limit on positional arguments */
@@ -33,7 +39,7 @@ enum {
 typedef struct tern_cli {
   const char *cmd;                 /* the command, for messages ("send", "group add") */
   tern_client_url url;             /* the server */
-  char server[TERN_CLIENT_HOST_MAX + 16]; /* "http://host:port" */
+  char server[TERN_CLIENT_HOST_MAX + 24]; /* "http(s)://host:port" */
   const char *password;            /* --password */
   const char *device;              /* --device */
   long count;                      /* --count, 0 when absent */
@@ -44,6 +50,9 @@ typedef struct tern_cli {
   const char *description;         /* --description, NULL when absent ("" is a value) */
   bool off;                        /* --off */
   const char *group;               /* --group */
+  bool e2e;                        /* --e2e */
+  bool plain;                      /* --plain */
+  bool yes;                        /* --yes */
   char **pos;                      /* positional arguments (argv reordered), npos of them */
   int npos;
   char creds_path[4096];           /* this server's credentials file */
@@ -81,6 +90,9 @@ void tern_cli_sync_cb(tern_client_response *r, void *arg);
 void tern_cli_sync_end(tern_cli_sync *s, int rc);
 /* Says why a request failed, as the account commands word it; returns 1. */
 int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r);
+/* Fills out with a password: --password, else $TERN_PASSWORD, else a prompt on a terminal (twice
+ * with confirm), else a line of stdin. Returns 0 or an exit status. */
+int tern_cli_get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap);
 /* 0 when s->r is a success, else the exit status after saying why (s->r is then freed). */
 int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s);
 
@@ -144,5 +156,77 @@ void tern_cli_tally_text(const tern_cli_tally *t, tern_cli_tally_view view, tern
 /* Every recipient delivered (read: read) it; true when it went to nobody, false when of is
  * unknown. */
 bool tern_cli_tally_all(const tern_cli_tally *t, bool read);
+
+/* ---- end-to-end encryption (secure.c) ---- */
+
+/* The state directory of this server's device: the credentials file's name with .e2e for
+ * .json. 0 or -ENAMETOOLONG. */
+int tern_cli_e2e_dir(const tern_cli *c, char *out, size_t cap);
+/* Removes the state (logout: the server deleted the keys). */
+void tern_cli_e2e_remove(const tern_cli *c);
+/* After register/login (c->creds filled): a fresh identity for the new device, published
+ * with PUT /v1/keys. Says on stderr what went wrong; never fails the command. */
+void tern_cli_e2e_publish(const tern_cli *c);
+/* GET /v1/keys and a PUT of fresh one-time prekeys when few are left (the full PUT when the
+ * server has none for this device). 0, -ENOENT when the server has no key directory,
+ * -EEXIST when it holds another identity for this device, or a network/protocol code. */
+int tern_cli_e2e_topup(const tern_cli *c, tern_e2e *e);
+/* This device's state, made and published if needed, and topped up; NULL when the server
+ * has no key directory or the state cannot be used (said on stderr unless quiet). Close it
+ * with tern_e2e_close. */
+tern_e2e *tern_cli_e2e_load(const tern_cli *c, bool quiet);
+/* A warning line on stderr for a new device or a changed key (nothing for the others). */
+void tern_cli_e2e_warn(const char *user, const char *device_id, tern_e2e_change ch);
+
+/* The devices an encrypted send goes to. */
+typedef struct tern_cli_target {
+  char user[TERN_CLIENT_USER_MAX + 1];
+  char device_id[TERN_CLIENT_DEVICE_ID_MAX + 1];
+} tern_cli_target;
+typedef struct tern_cli_targets {
+  tern_cli_target *v; /* tern_malloc'd */
+  size_t n;
+  size_t nrecipient;  /* entries that are not our own devices */
+} tern_cli_targets;
+void tern_cli_targets_free(tern_cli_targets *t);
+/* The devices of users and our other devices, in *t: those we have sessions with, and for
+ * a user we know no device of, GET /v1/keys/{user} (synchronously, before a session) and
+ * sessions with what it lists. The rest is learnt from devices_changed (tern_cli_e2e_fix). 0, -ENOENT when a user is unknown (404: the send itself should get the
+ * server's no_such_user), or another negative code; t is empty on failure. */
+int tern_cli_e2e_prepare(const tern_cli *c, tern_e2e *e, const char *const *users, size_t n, tern_cli_targets *t);
+/* The encrypted send: in encrypted once per target into *f (to or group_id set, media_ref
+ * may be NULL; f points into id, to, group_id, media_ref and t, which must outlive it; free
+ * it with tern_cli_e2e_frame_free). 0 or a negative code. */
+int tern_cli_e2e_frame(tern_e2e *e, const tern_cli_targets *t, const char *id, const char *to, const char *group_id,
+                       const tern_e2e_inner *in, const char *media_ref, tern_frame *f);
+void tern_cli_e2e_frame_free(tern_frame *f);
+/* devices_changed (the error frame f): drops the extra devices from t, fetches bundles for
+ * the missing ones on client's loop, then calls cb(arg, err) once (err 0, or what failed);
+ * the caller then builds the frame again and sends it with the same id. */
+typedef void (*tern_cli_e2e_fixed_cb)(void *arg, int err);
+int tern_cli_e2e_fix(const tern_cli *c, tern_client *client, tern_e2e *e, tern_cli_targets *t, const tern_event *f,
+                     tern_cli_e2e_fixed_cb cb, void *arg);
+/* Decrypts an e2e envelope into *in (free it with tern_e2e_inner_free): 0, or a negative
+ * code with err saying why; attachment keys are remembered for tern fetch. */
+int tern_cli_e2e_decrypt(tern_e2e *e, const tern_envelope *env, tern_e2e_inner *in, char *err, size_t cap);
+/* Tells the sender of env that we could not decrypt it (PROTOCOL.md 11). */
+int tern_cli_e2e_send_decrypt_error(tern_client_conn *conn, const tern_envelope *env);
+/* The targets of a conversation with peer or in group_id (the group's members fetched):
+ * 1 when every other participant has a device with keys (t filled), 0 when one has none
+ * (named in keyless; t empty), or a negative code. */
+int tern_cli_e2e_conversation(const tern_cli *c, tern_e2e *e, const char *peer, const char *group_id,
+                              tern_cli_targets *t, char *keyless, size_t cap);
+/* Answers a decrypt_error envelope for one of our messages: a new session with that device
+ * from a fresh bundle, and the message again to the same conversation under a new id with
+ * resend_of inside. 0, -ENOENT when the message is not one we kept, or a negative code. */
+int tern_cli_e2e_resend(const tern_cli *c, tern_client_conn *conn, tern_e2e *e, const tern_envelope *env);
+/* Encrypts bytes with AES-256-GCM under a fresh key and uploads them as octet-stream: 0 and
+ * *out filled (media_id, key, iv, sha256, mime, size; width and height -1), or the exit
+ * status after saying why. */
+int tern_cli_e2e_upload(const tern_cli *c, const void *bytes, size_t len, const char *mime, tern_e2e_media *out);
+/* Checks the SHA-256 and decrypts a downloaded blob: 0, or -EBADMSG with err. */
+int tern_cli_e2e_open_blob(const tern_e2e_media *m, const void *ct, size_t n, tern_buf *out, char *err, size_t cap);
+/* GET /v1/media/{id}, checked and decrypted into out: 0 or the exit status after saying why. */
+int tern_cli_e2e_download(const tern_cli *c, const tern_e2e_media *m, tern_buf *out);
 
 #endif

@@ -74,8 +74,23 @@ tern_client *tern_client_new(uv_loop_t *loop, const tern_client_options *opts) {
 
 uv_loop_t *tern_client_loop(const tern_client *c) { return c->loop; }
 
+int tern_client_transport(tern_client *c, const tern_client_url *url, const tern_stream_transport **tp,
+                          tern_tls_config *cfg, char *why, size_t whylen) {
+  *tp = &tern_stream_transport_tcp;
+  if (!url->tls) return 0;
+  if (!c->tls) {
+    int rc = tern_tls_client_new(c->opts.ca_file, &c->tls, why, whylen);
+    if (rc < 0) return rc;
+  }
+  cfg->tls = c->tls;
+  cfg->host = url->host; /* SNI and the certificate's name (or IP address) */
+  *tp = &tern_stream_transport_tls;
+  return 0;
+}
+
 void tern_client_maybe_done(tern_client *c) {
   if (!c->freeing || c->conns || c->reqs) return;
+  tern_tls_free(c->tls);
   tern_buf_free(&c->scratch);
   tern_free(c);
 }
@@ -439,9 +454,13 @@ int tern_client_connect(tern_client *c, const tern_client_conn_options *o, tern_
   if (!c || !o || !o->url || !o->on_event || !out) return -EINVAL;
   if (c->freeing) return -ECANCELED;
   if (o->token && (strpbrk(o->token, "\r\n") || strlen(o->token) > TERN_CLIENT_TOKEN_MAX)) return -EINVAL;
+  char why[256];
+  const tern_stream_transport *tp;
+  tern_tls_config tc = {0};
+  int err = tern_client_transport(c, o->url, &tp, &tc, why, sizeof why);
+  if (err < 0) return err;
   tern_client_conn *k = TERN_NEW(tern_client_conn);
-  char why[128];
-  int err = tern_stream_open(c->sl, &tern_stream_transport_tcp, NULL, &conn_cbs, k, &k->st, why, sizeof why);
+  err = tern_stream_open(c->sl, tp, tc.tls ? &tc : NULL, &conn_cbs, k, &k->st, why, sizeof why);
   if (err < 0) {
     tern_free(k);
     return err;

@@ -55,11 +55,13 @@ typedef struct tern_client_url {
   char host[TERN_CLIENT_HOST_MAX + 1];  /* host name or IP literal, IPv6 without brackets */
   uint16_t port;                        /* 80 when the URL has none */
   char hostport[TERN_CLIENT_HOST_MAX + 9]; /* "host:port" as the Host header wants it */
+  bool tls;                             /* https:// or wss://: TLS, the certificate checked */
 } tern_client_url;
 
-/* Parses "http://HOST[:PORT][/]" (the scheme may be omitted: "HOST:PORT"). IPv6 literals are
- * written in brackets. Returns 0, -EINVAL for a malformed URL, or -EPROTONOSUPPORT for a
- * scheme other than http (TLS is not supported by this client). */
+/* Parses "http://HOST[:PORT][/]" or "https://..." (ws:// and wss:// name the same servers; the
+ * scheme may be omitted: "HOST:PORT", plain). IPv6 literals are written in brackets. The port
+ * defaults to 80, or 443 for TLS. Returns 0, -EINVAL for a malformed URL, or -EPROTONOSUPPORT
+ * for another scheme. */
 int tern_client_url_parse(const char *s, tern_client_url *out);
 
 /* ---- the context --------------------------------------------------------------------- */
@@ -71,6 +73,7 @@ typedef struct tern_client_options {
   int64_t connect_timeout_ms;  /* WebSocket: TCP connect + upgrade (0: 30 s) */
   int64_t close_timeout_ms;    /* wait for the server's close frame after ours (0: 2 s) */
   uint64_t max_message;        /* largest WebSocket message accepted (0: 16 MiB) */
+  const char *ca_file;         /* TLS: the CAs to trust (PEM); NULL or "": the system's */
 } tern_client_options;
 
 /* Creates a context on loop. opts may be NULL (defaults). Never fails (aborts on OOM). */
@@ -177,6 +180,11 @@ int tern_client_parse_media(const tern_client_response *r, tern_client_media *ou
 /* The image type of a file from its first bytes (JPEG, PNG, GIF, WebP magic numbers):
  * "image/jpeg" etc., or NULL when it is none of the four. */
 const char *tern_client_sniff_image(const void *p, size_t n);
+/* Its width and height in pixels from the header (PNG IHDR, GIF screen, JPEG start of frame,
+ * WebP VP8/VP8L/VP8X), without decoding: 0, or -EINVAL (not an image) / -EBADMSG (no size
+ * found) with both -1. An encrypted image carries them inside (PROTOCOL.md 11), since the
+ * server cannot read them. */
+int tern_client_image_size(const void *p, size_t n, int64_t *w, int64_t *h);
 
 /* What GET /v1/users/{name} answers. */
 typedef struct tern_client_user_status {
@@ -423,5 +431,29 @@ void tern_client_format_media(const tern_client_event *ev, char *out, size_t cap
 
 /* Short name of a close code for messages: "device logged out" for 4002, ... ("" if none). */
 const char *tern_client_close_code_name(uint16_t code);
+
+/* ---- account and privacy (PROTOCOL.md 14); answers as tern_client_http's ---- */
+/* PUT (block) or DELETE (unblock) /v1/blocks/{user}: 204. */
+int tern_client_block(tern_client *c, const tern_client_url *url, const char *token, const char *user, bool block,
+                      tern_client_http_cb cb, void *arg);
+/* GET /v1/blocks: {"users":[...]}. */
+int tern_client_blocks(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                       void *arg);
+/* GET /v1/privacy: {"last_seen","read_receipts"}. */
+int tern_client_privacy_get(tern_client *c, const tern_client_url *url, const char *token, tern_client_http_cb cb,
+                            void *arg);
+/* PATCH /v1/privacy: last_seen "everyone"|"nobody" or NULL (unchanged); read_receipts 1, 0 or
+ * -1 (unchanged). */
+int tern_client_privacy_set(tern_client *c, const tern_client_url *url, const char *token, const char *last_seen,
+                            int read_receipts, tern_client_http_cb cb, void *arg);
+/* POST /v1/me/password: 204. */
+int tern_client_password(tern_client *c, const tern_client_url *url, const char *token, const char *old_password,
+                         const char *new_password, tern_client_http_cb cb, void *arg);
+/* DELETE /v1/devices/{id}: one of the caller's own devices; 204. */
+int tern_client_delete_device(tern_client *c, const tern_client_url *url, const char *token, const char *device_id,
+                              tern_client_http_cb cb, void *arg);
+/* DELETE /v1/me: the whole account; 204. */
+int tern_client_delete_account(tern_client *c, const tern_client_url *url, const char *token, const char *password,
+                               tern_client_http_cb cb, void *arg);
 
 #endif

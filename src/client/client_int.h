@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "client/client.h"
 #include "net/stream.h"
+#include "net/tls.h"
 
 struct tern_client_http_req;
 
@@ -23,7 +24,13 @@ struct tern_client {
   uint8_t masks[64];               /* random bytes for frame masks, used 4 at a time */
   size_t masks_used;               /* bytes of masks already used */
   bool freeing;                    /* tern_client_free was called: no callbacks any more */
+  tern_tls *tls;                   /* the TLS client context, made at the first TLS URL */
 };
+
+/* The transport and its config for a connection to url: TCP, or TLS (the context made on first
+ * use, with opts.ca_file). Returns 0, or a negative errno with the reason in why. */
+int tern_client_transport(tern_client *c, const tern_client_url *url, const tern_stream_transport **tp,
+                          tern_tls_config *cfg, char *why, size_t whylen);
 
 /* Frees the context once freeing is set and nothing of it is left. */
 void tern_client_maybe_done(tern_client *c);

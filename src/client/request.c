@@ -330,9 +330,13 @@ int tern_client_http_ex(tern_client *c, const tern_client_url *url, const tern_c
   if (strpbrk(req->path, " \r\n") || strpbrk(req->method, " \r\n") ||
       (req->token && strpbrk(req->token, "\r\n")) || (req->content_type && strpbrk(req->content_type, "\r\n")))
     return -EINVAL;
+  char why[256];
+  const tern_stream_transport *tp;
+  tern_tls_config tc = {0};
+  int err = tern_client_transport(c, url, &tp, &tc, why, sizeof why);
+  if (err < 0) return err;
   tern_client_http_req *q = TERN_NEW(tern_client_http_req);
-  char why[128];
-  int err = tern_stream_open(c->sl, &tern_stream_transport_tcp, NULL, &req_cbs, q, &q->st, why, sizeof why);
+  err = tern_stream_open(c->sl, tp, tc.tls ? &tc : NULL, &req_cbs, q, &q->st, why, sizeof why);
   if (err < 0) {
     tern_free(q);
     return err;
@@ -467,6 +471,55 @@ const char *tern_client_sniff_image(const void *p, size_t n) {
   if (n >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return "image/gif";
   if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return "image/webp";
   return NULL;
+}
+
+static uint32_t be16(const unsigned char *b) { return (uint32_t)b[0] << 8 | b[1]; }
+static uint32_t le16(const unsigned char *b) { return (uint32_t)b[1] << 8 | b[0]; }
+
+int tern_client_image_size(const void *p, size_t n, int64_t *w, int64_t *h) {
+  const unsigned char *b = p;
+  const char *mime = tern_client_sniff_image(p, n);
+  *w = *h = -1;
+  if (!mime) return -EINVAL;
+  if (strcmp(mime, "image/png") == 0 && n >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
+    *w = (int64_t)(be16(b + 16) << 16 | be16(b + 18));
+    *h = (int64_t)(be16(b + 20) << 16 | be16(b + 22));
+  } else if (strcmp(mime, "image/gif") == 0 && n >= 10) {
+    *w = le16(b + 6);
+    *h = le16(b + 8);
+  } else if (strcmp(mime, "image/jpeg") == 0) {
+    /* Walk the markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC). */
+    size_t i = 2;
+    while (i + 9 < n) {
+      if (b[i] != 0xff) return -EBADMSG;
+      unsigned m = b[i + 1];
+      if (m == 0xff) {
+        i++;
+        continue;
+      }
+      size_t len = be16(b + i + 2);
+      if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc) {
+        *h = be16(b + i + 5);
+        *w = be16(b + i + 7);
+        break;
+      }
+      if (len < 2) return -EBADMSG;
+      i += 2 + len;
+    }
+  } else if (strcmp(mime, "image/webp") == 0 && n >= 30) {
+    if (memcmp(b + 12, "VP8 ", 4) == 0) {
+      *w = le16(b + 26) & 0x3fff;
+      *h = le16(b + 28) & 0x3fff;
+    } else if (memcmp(b + 12, "VP8L", 4) == 0 && n >= 25) {
+      uint32_t v = (uint32_t)b[21] | (uint32_t)b[22] << 8 | (uint32_t)b[23] << 16 | (uint32_t)b[24] << 24;
+      *w = (int64_t)(v & 0x3fff) + 1;
+      *h = (int64_t)((v >> 14) & 0x3fff) + 1;
+    } else if (memcmp(b + 12, "VP8X", 4) == 0) {
+      *w = (int64_t)((uint32_t)b[24] | (uint32_t)b[25] << 8 | (uint32_t)b[26] << 16) + 1;
+      *h = (int64_t)((uint32_t)b[27] | (uint32_t)b[28] << 8 | (uint32_t)b[29] << 16) + 1;
+    }
+  }
+  return *w > 0 && *h > 0 ? 0 : -EBADMSG;
 }
 
 static int copy_field(char *dst, size_t cap, const cJSON *o, const char *key) {

@@ -13,10 +13,11 @@ int tern_client_url_parse(const char *s, tern_client_url *out) {
   const char *p = strstr(s, "://");
   if (p) {
     size_t slen = (size_t)(p - s);
-    if (slen == 5 && strncasecmp(s, "https", 5) == 0) return -EPROTONOSUPPORT;
-    if (slen == 2 && (strncasecmp(s, "ws", 2) == 0)) { /* a WebSocket URL names the same server */
+    if (slen == 5 && strncasecmp(s, "https", 5) == 0) {
+      out->tls = true;
+    } else if (slen == 2 && (strncasecmp(s, "ws", 2) == 0)) { /* a WebSocket URL names the same server */
     } else if (slen == 3 && strncasecmp(s, "wss", 3) == 0) {
-      return -EPROTONOSUPPORT;
+      out->tls = true;
     } else if (!(slen == 4 && strncasecmp(s, "http", 4) == 0)) {
       return -EPROTONOSUPPORT;
     }
@@ -46,7 +47,7 @@ int tern_client_url_parse(const char *s, tern_client_url *out) {
               c == '_' || (v6 && (c == ':' || c == '%'));
     if (!ok) return -EINVAL;
   }
-  unsigned long port = 80;
+  unsigned long port = out->tls ? 443 : 80;
   if (*p == ':') {
     p++;
     if (*p < '0' || *p > '9') return -EINVAL;
@@ -61,8 +62,10 @@ int tern_client_url_parse(const char *s, tern_client_url *out) {
   /* Only the root path: the API lives at fixed paths below it. */
   if (*p == '/') p++;
   if (*p) return -EINVAL;
+  bool tls = out->tls;
   memcpy(out->host, host, hlen);
   out->host[hlen] = '\0';
+  out->tls = tls;
   out->port = (uint16_t)port;
   snprintf(out->hostport, sizeof out->hostport, v6 ? "[%s]:%u" : "%s:%u", out->host, (unsigned)out->port);
   return 0;

@@ -12,7 +12,10 @@ static const struct {
     {"register", tern_cli_cmd_register}, {"login", tern_cli_cmd_login}, {"logout", tern_cli_cmd_logout},
     {"me", tern_cli_cmd_me},             {"whois", tern_cli_cmd_whois}, {"send", tern_cli_cmd_send},
     {"listen", tern_cli_cmd_listen},     {"chat", tern_cli_cmd_chat},   {"fetch", tern_cli_cmd_fetch},
-    {"group", tern_cli_cmd_group},
+    {"group", tern_cli_cmd_group},       {"safety", tern_cli_cmd_safety},
+    {"block", tern_cli_cmd_block},       {"unblock", tern_cli_cmd_unblock}, {"blocks", tern_cli_cmd_blocks},
+    {"privacy", tern_cli_cmd_privacy},   {"password", tern_cli_cmd_password},
+    {"device", tern_cli_cmd_device},     {"delete-account", tern_cli_cmd_delete_account},
 };
 
 int main(int argc, char **argv) {

@@ -13,6 +13,9 @@
 #include "base/util.h"
 #include "core/api.h"
 #include "core/limits.h"
+#include "media/media.h"
+#include "core/router.h"
+#include "core/groups.h"
 #include "core/privacy.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
@@ -280,7 +283,7 @@ void tern_accounts_register(tern_app *a, tern_http_req *req) {
     tern_wire_doc_free(&doc);
     return;
   }
-  if (tern_dir_user(a->dir, user)) {
+  if (tern_dir_user(a->dir, user) || tern_accounts_held(a, user)) {
     tern_wire_doc_free(&doc);
     answer_taken(req);
     return;
@@ -569,6 +572,188 @@ void tern_accounts_password(tern_app *a, tern_http_req *req) {
   c->next = tern_strdup(nw->valuestring);
   tern_wire_doc_free(&doc);
   hash_submit(a, &c->p, verify_work, after_pw_verify);
+}
+
+/* ---- held names: a deleted account's name, for accounts.name_hold ---- */
+
+bool tern_accounts_held(tern_app *a, const char *name) {
+  int64_t *until = tern_map_gets(&a->held_names, name);
+  return until && *until > tern_now_ms();
+}
+
+void tern_accounts_hold(tern_app *a, const char *name, int64_t deleted_at) {
+  int64_t *until = tern_map_gets(&a->held_names, name);
+  if (!until) {
+    until = tern_malloc(sizeof *until);
+    tern_map_puts(&a->held_names, name, until);
+  }
+  *until = deleted_at + a->cfg->accounts_name_hold_ms;
+}
+
+void tern_accounts_unhold(tern_app *a, const char *name) { tern_free(tern_map_dels(&a->held_names, name)); }
+
+static bool collect_expired(const char *k, size_t kl, void *v, void *arg) {
+  tern_buf *names = arg;
+  if (*(int64_t *)v <= tern_now_ms()) {
+    tern_buf_append(names, k, kl);
+    tern_buf_putc(names, '\0');
+  }
+  return true;
+}
+
+void tern_accounts_sweep_held(tern_app *a) {
+  tern_buf names = {0};
+  tern_map_each(&a->held_names, collect_expired, &names);
+  for (size_t i = 0; i < names.len;) {
+    const char *n = names.data + i;
+    /* the tombstone goes (any node may do it: deleting twice is harmless); the name is free */
+    tern_op_record *op = tern_op_record_new(TERN_OP_DEL_USER, NULL, NULL);
+    tern_user_rec rec = {.user = n};
+    tern_op_record_set_user(op, &rec);
+    tern_app_submit(a, &op->op);
+    TERN_INFO("held name released", "user=%s", n);
+    tern_accounts_unhold(a, n);
+    i += strlen(n) + 1;
+  }
+  tern_buf_free(&names);
+}
+
+/* Everything of u this directory holds goes: devices (their sessions close with 4002), group
+ * memberships in memory, privacy; the name is held. The user's struct is retired, not freed. */
+void tern_accounts_forget_user(tern_app *a, tern_user *u, int64_t deleted_at) {
+  while (u->devices) tern_accounts_forget_device(a, u->devices);
+  while (u->ngroups) {
+    bool gone;
+    tern_store_op *op = tern_group_remove(a, u->groups[0], u, u, &gone); /* memory only here */
+    tern_router_release_targets(tern_op_as_append(op));
+    tern_store_op_free(op);
+  }
+  tern_privacy_free(u->privacy);
+  u->privacy = NULL;
+  tern_dir_retire_user(a->dir, u);
+  tern_accounts_hold(a, u->name, deleted_at);
+}
+
+/* ---- DELETE /v1/me ---- */
+
+typedef struct delete_ctx {
+  pending p;           /* head: the password check */
+  int64_t at;          /* when */
+} delete_ctx;
+
+static void delete_ctx_free(delete_ctx *c) {
+  pending *p = &c->p;
+  if (p->password) {
+    sodium_memzero(p->password, strlen(p->password));
+    tern_free(p->password);
+  }
+  tern_free(p->hash);
+  tern_conn_unref(p->conn);
+  tern_free(c);
+}
+
+static void on_leave_done(tern_store_op *op) {
+  tern_app *a = op->arg;
+  tern_router_release_targets(tern_op_as_append(op));
+  const char *key = tern_op_as_append(op)->record_key;
+  if (op->status == TERN_STORE_OK && key) tern_group_confirm(a, key + strlen("group/"), tern_group_op_rev(op));
+  else if (op->status != TERN_STORE_OK)
+    TERN_WARN("a deleted account's group leave was not stored", "record=%s status=%d", key ? key : "-", (int)op->status);
+}
+
+static void on_tombstone_stored(tern_store_op *op) {
+  delete_ctx *c = op->arg;
+  if (op->status != TERN_STORE_OK) tern_api_store_error(c->p.req, op, "the account could not be deleted");
+  else tern_http_respond(c->p.req, 204, NULL, NULL, NULL, 0);
+  delete_ctx_free(c);
+}
+
+static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
+  TERN_INFO("account deleted", "user=%s devices=%d groups=%zu", u->name, u->ndevices, u->ngroups);
+  /* Each step is its own store op; ops complete in order, so the 204 (after the tombstone)
+   * means every earlier step is durable. The groups first: their events go out to the other
+   * members while the user is still known. */
+  while (u->ngroups) {
+    bool gone;
+    tern_store_op *op = tern_group_remove(a, u->groups[0], u, u, &gone);
+    op->done = on_leave_done;
+    op->arg = a;
+    tern_app_submit(a, op);
+  }
+  if (a->media) tern_media_delete_unsent(a->media, u->name);
+  char key[64];
+  snprintf(key, sizeof key, "privacy/%s", u->name);
+  tern_op_kv *pk = tern_op_kv_new(TERN_OP_KV_DEL, NULL, NULL);
+  tern_store_set_str(&pk->key, key);
+  tern_app_submit(a, &pk->op);
+  while (u->devices) tern_app_submit(a, tern_accounts_delete_device(a, u->devices)); /* inbox, keys: the cascade */
+  char inbox[TERN_USERNAME_MAX + 2];
+  snprintf(inbox, sizeof inbox, "@%s", u->name);
+  tern_op_inbox *ui = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
+  tern_store_set_str(&ui->inbox, inbox);
+  tern_app_submit(a, &ui->op);
+  /* The tombstone: the record stays, without a password, holding the name (a registration
+   * racing on another node finds it and answers 409) until accounts.name_hold ends. */
+  tern_op_record *op = tern_op_record_new(TERN_OP_PUT_USER, on_tombstone_stored, c);
+  tern_user_rec rec = {.user = u->name, .pwhash = "", .created = u->created, .last_seen = 0, .deleted = c->at};
+  tern_op_record_set_user(op, &rec);
+  tern_app_submit(a, &op->op);
+  tern_accounts_forget_user(a, u, c->at);
+}
+
+static void after_delete_verify(uv_work_t *w, int status) {
+  delete_ctx *c = w->data;
+  tern_app *a = c->p.app;
+  tern_user *u = tern_dir_user(a->dir, c->p.user);
+  if (!c->p.ok || status < 0 || !u) {
+    if (status >= 0 && c->p.have_ip) tern_limits_login_failed(a->limits, c->p.user, &c->p.ip);
+    tern_http_error(c->p.req, 401, "bad_credentials", "wrong password");
+    delete_ctx_free(c);
+    return;
+  }
+  c->at = tern_now_ms();
+  delete_account(a, c, u);
+}
+
+void tern_accounts_delete_me(tern_app *a, tern_http_req *req) {
+  tern_device *me = tern_api_authenticate(a, req);
+  if (!me) return;
+  tern_wire_doc doc;
+  cJSON *j = tern_api_json_body(req, &doc);
+  if (!j) return;
+  const cJSON *pw = cJSON_GetObjectItemCaseSensitive(j, "password");
+  if (!cJSON_IsString(pw)) {
+    tern_wire_doc_free(&doc);
+    tern_http_error(req, 400, "bad_request", "password must be a string");
+    return;
+  }
+  tern_user *u = me->user;
+  tern_ip ip;
+  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
+  int retry = 1;
+  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
+    tern_wire_doc_free(&doc);
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
+    return;
+  }
+  if (!u->pwhash || !*u->pwhash || !hash_admit(a, req)) {
+    if (!u->pwhash || !*u->pwhash) tern_http_error(req, 401, "bad_credentials", "wrong password");
+    tern_wire_doc_free(&doc);
+    return;
+  }
+  delete_ctx *c = TERN_NEW(delete_ctx);
+  c->p.app = a;
+  c->p.req = req;
+  c->p.conn = req->conn;
+  tern_conn_ref(c->p.conn);
+  c->p.work.data = c;
+  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
+  c->p.password = tern_strdup(pw->valuestring);
+  c->p.hash = tern_strdup(u->pwhash);
+  c->p.ip = ip;
+  c->p.have_ip = have_ip;
+  tern_wire_doc_free(&doc);
+  hash_submit(a, &c->p, verify_work, after_delete_verify);
 }
 
 static void put_ms_or_null(tern_buf *b, int64_t ms) {

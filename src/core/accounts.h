@@ -27,4 +27,17 @@ void tern_accounts_password(tern_app *a, tern_http_req *req);
 /* DELETE /v1/devices/{id}: one of the caller's own devices, as its logout would. */
 void tern_accounts_delete_device_route(tern_app *a, tern_http_req *req, const char *id);
 
+/* DELETE /v1/me {"password"} (PROTOCOL.md 14): the account and everything of it; the name is
+ * held for accounts.name_hold. */
+void tern_accounts_delete_me(tern_app *a, tern_http_req *req);
+/* Held names of deleted accounts (registering one answers 409 until the hold ends). */
+bool tern_accounts_held(tern_app *a, const char *name);
+void tern_accounts_hold(tern_app *a, const char *name, int64_t deleted_at);
+void tern_accounts_unhold(tern_app *a, const char *name);
+/* Releases the names whose hold ended (their tombstones are deleted). */
+void tern_accounts_sweep_held(tern_app *a);
+/* An account deleted (here, or elsewhere and learned from the feed): everything of it leaves
+ * this directory; the name is held. */
+void tern_accounts_forget_user(tern_app *a, tern_user *u, int64_t deleted_at);
+
 #endif

@@ -246,6 +246,7 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
     if (!is(req, "DELETE")) return method_not_allowed(req);
     tern_accounts_delete_device_route(a, req, p + 12);
   } else if (!strcmp(p, "/v1/me")) {
+    if (is(req, "DELETE")) return tern_accounts_delete_me(a, req);
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_me(a, req);
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {

@@ -116,6 +116,7 @@ static bool find_expired(tern_device *d, void *arg) {
 static void on_sweep(uv_timer_t *t) {
   tern_app *a = t->data;
   tern_limits_sweep(a->limits, tern_now_ms());
+  tern_accounts_sweep_held(a);
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SWEEP, NULL, NULL);
   op->now = tern_now_ms();
   tern_app_submit(a, &op->op);
@@ -266,6 +267,10 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
 
 static void load_user(const tern_user_rec *r, void *arg) {
   tern_app *a = arg;
+  if (r->deleted) { /* a deleted account's tombstone: only its name is held */
+    tern_accounts_hold(a, r->user, r->deleted);
+    return;
+  }
   tern_user *u = tern_dir_add_user(a->dir, r->user);
   u->pwhash = tern_strdup(r->pwhash);
   u->created = r->created;
@@ -405,8 +410,15 @@ void tern_app_close(tern_app *a) {
   a->port = NULL;
 }
 
+static bool free_held(const char *k, size_t kl, void *v, void *arg) {
+  tern_free(v);
+  return true;
+}
+
 void tern_app_free(tern_app *a) {
   if (!a) return;
+  tern_map_each(&a->held_names, free_held, NULL);
+  tern_map_free(&a->held_names);
   tern_limits_free(a->limits);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);

@@ -22,6 +22,7 @@
 
 #include "base/buf.h"
 #include "base/config.h"
+#include "base/map.h"
 #include "base/util.h"
 #include "core/msgid.h"
 #include "core/dir.h"
@@ -68,6 +69,7 @@ typedef struct tern_app {
   struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
   struct tern_limits *limits;   /* abuse limits and client addresses (limits.h) */
+  tern_map held_names;          /* deleted accounts' names → int64_t* hold end, ms (accounts.c) */
   unsigned hashes_running;      /* password hashes on the threadpool (accounts.c) */
   size_t hashes_waiting;        /* and waiting for a turn, in order: */
   void *hash_waiting, *hash_waiting_tail;

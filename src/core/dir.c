@@ -41,6 +41,8 @@ static void release_removed(tern_device *dev) {
 
 typedef struct memdir {
   tern_map users;   /* name → tern_user */
+  tern_user **retired; /* deleted accounts, kept until the directory goes */
+  size_t nretired;
   tern_map devices; /* device id → tern_device */
   tern_map tokens;  /* 32-byte token hash → tern_device */
 } memdir;
@@ -67,6 +69,14 @@ static void m_remove_user(void *d, tern_user *u) {
   tern_free(u->groups);
   tern_privacy_free(u->privacy);
   tern_free(u);
+}
+
+static void m_retire_user(void *d, tern_user *u) {
+  memdir *m = d;
+  if (tern_map_gets(&m->users, u->name) != u) return;
+  tern_map_dels(&m->users, u->name);
+  m->retired = tern_realloc(m->retired, (m->nretired + 1) * sizeof *m->retired);
+  m->retired[m->nretired++] = u;
 }
 
 static void m_add_device(void *d, tern_user *u, tern_device *dev) {
@@ -140,6 +150,8 @@ static bool free_user_cb(const char *k, size_t kl, void *v, void *arg) {
 static void m_free(void *d) {
   memdir *m = d;
   tern_map_each(&m->users, free_user_cb, NULL);
+  for (size_t i = 0; i < m->nretired; i++) free_user_cb(NULL, 0, m->retired[i], NULL);
+  tern_free(m->retired);
   tern_map_free(&m->users);
   tern_map_free(&m->devices);
   tern_map_free(&m->tokens);
@@ -152,6 +164,7 @@ static const tern_dir_ops memdir_ops = {
     .by_token_hash = m_by_token_hash,
     .add_user = m_add_user,
     .remove_user = m_remove_user,
+    .retire_user = m_retire_user,
     .add_device = m_add_device,
     .remove_device = m_remove_device,
     .each_user = m_each_user,
@@ -179,6 +192,7 @@ void tern_dir_free(tern_dir *d) {
 tern_user *tern_dir_add_user(tern_dir *d, const char *name) { return d->ops->add_user(d->self, name); }
 
 void tern_dir_remove_user(tern_dir *d, tern_user *u) { d->ops->remove_user(d->self, u); }
+void tern_dir_retire_user(tern_dir *d, tern_user *u) { d->ops->retire_user(d->self, u); }
 
 void tern_token_hash(const char *token, size_t len, uint8_t out[32]) {
   crypto_generichash(out, 32, (const unsigned char *)token, len, NULL, 0);

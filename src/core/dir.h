@@ -79,6 +79,9 @@ typedef struct tern_dir_ops {
   /* Adds a user (name unique; the caller checked). */
   tern_user *(*add_user)(void *d, const char *name);
   void (*remove_user)(void *d, tern_user *u); /* a user with no devices */
+  /* A deleted account (no devices): no longer found by name or counted, but the struct stays
+   * valid (groups and sessions may still point at it) until the directory is freed. */
+  void (*retire_user)(void *d, tern_user *u);
   /* Links a device (id, token hash, times and label set by the caller) into u. */
   void (*add_device)(void *d, tern_user *u, tern_device *dev);
   /* Unlinks a device (its session already detached); frees it once unreferenced. */
@@ -110,6 +113,7 @@ static inline void tern_dir_each_device(tern_dir *d, tern_dir_device_fn fn, void
 
 tern_user *tern_dir_add_user(tern_dir *d, const char *name);
 void tern_dir_remove_user(tern_dir *d, tern_user *u); /* only for a failed registration */
+void tern_dir_retire_user(tern_dir *d, tern_user *u);  /* a deleted account */
 /* The device of a bearer token, compared in constant time (NULL: none). */
 tern_device *tern_dir_by_token(tern_dir *d, const char *token, size_t len);
 /* The device of an "Authorization: Bearer TOKEN" header value (NULL header → NULL). */

@@ -61,6 +61,12 @@ static void on_user(const tern_user_rec *r, void *arg) {
   tern_sync *s = arg;
   tern_app *a = s->a;
   tern_user *u = tern_dir_user(a->dir, r->user);
+  if (r->deleted) { /* deleted elsewhere: everything of it leaves this directory too */
+    TERN_INFO("account deleted elsewhere", "user=%s", r->user);
+    if (u && !u->pending) tern_accounts_forget_user(a, u, r->deleted);
+    else tern_accounts_hold(a, r->user, r->deleted);
+    return;
+  }
   if (u && u->pending) {
     /* our registration of the name is still hashing or storing; theirs is stored: the name
      * is theirs, and ours will answer 409 */
@@ -126,6 +132,11 @@ static void on_device_gone(const char *id, void *arg) {
   tern_accounts_forget_device(s->a, d);
 }
 
+static void on_user_gone(const char *user, void *arg) {
+  tern_sync *s = arg;
+  tern_accounts_unhold(s->a, user); /* the hold ended: the name is free everywhere */
+}
+
 static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
@@ -159,6 +170,7 @@ tern_sync *tern_sync_new(tern_app *a) {
                              .kv = on_kv,
                              .device_gone = on_device_gone,
                              .kv_gone = on_kv_gone,
+                             .user_gone = on_user_gone,
                              .arg = s};
   tern_store_follow(a->port, &cbs);
   return s;

@@ -483,6 +483,33 @@ int tern_media_delete(tern_media *m, const char *id) {
   return 0;
 }
 
+typedef struct unsent_walk {
+  const char *owner;
+  tern_media_rec **v;
+  size_t n, cap;
+} unsent_walk;
+
+static bool collect_unsent(const char *k, size_t kl, void *val, void *arg) {
+  unsent_walk *w = arg;
+  tern_media_rec *r = val;
+  if (r->sent_at == 0 && r->owner && !strcmp(r->owner, w->owner)) {
+    if (w->n == w->cap) {
+      w->cap = w->cap ? w->cap * 2 : 8;
+      w->v = tern_realloc(w->v, w->cap * sizeof *w->v);
+    }
+    w->v[w->n++] = r;
+  }
+  return true;
+}
+
+size_t tern_media_delete_unsent(tern_media *m, const char *owner) {
+  unsent_walk w = {.owner = owner};
+  tern_map_each(&m->recs, collect_unsent, &w); /* collect, then delete: no change while walking */
+  for (size_t i = 0; i < w.n; i++) rec_delete(m, w.v[i], true);
+  tern_free(w.v);
+  return w.n;
+}
+
 int tern_media_sweep(tern_media *m, int64_t now, int batch, bool *more) {
   int n = 0;
   while (m->nheap > 0 && n < batch && deadline(m, m->heap[0]) <= now) {

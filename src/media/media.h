@@ -310,6 +310,9 @@ int tern_media_grant(tern_media *m, const char *id, const char *to_user, uint32_
 int tern_media_fetched(tern_media *m, const char *id, const char *user, const char *device_id);
 /* Deletes a record now (its files go with the last record of their content). */
 int tern_media_delete(tern_media *m, const char *id);
+/* Deletes every upload of owner that was never sent (an account deletion); returns how many.
+ * Media already sent stay readable by their recipients until their lifetime ends. */
+size_t tern_media_delete_unsent(tern_media *m, const char *owner);
 /* Removes at most batch records that are past media.ttl, or past media.unsent_ttl without a
  * grant; file unlinks run in the threadpool. Returns the number removed; *more (optional) tells
  * whether expired records remain. */

@@ -397,8 +397,10 @@ static void feed(tls_conn *t, char *plain, size_t cap) {
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
       char why[256];
       tls_err(why, sizeof why, "handshake failed");
-      TERN_DEBUG("tls handshake failed", "err=%s", tern_log_quote(why));
-      tern_stream_input_end(s, UV_EPROTO);
+      long vr = SSL_is_server(t->ssl) ? X509_V_OK : SSL_get_verify_result(t->ssl);
+      TERN_DEBUG("tls handshake failed", "err=%s verify=%s", tern_log_quote(why),
+                 vr == X509_V_OK ? "ok" : X509_verify_cert_error_string(vr));
+      tern_stream_input_end(s, vr != X509_V_OK ? TERN_TLS_ERR_UNTRUSTED : UV_EPROTO);
       return;
     }
     t->handshaken = true;

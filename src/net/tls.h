@@ -27,11 +27,16 @@
 #ifndef TERN_NET_TLS_H
 #define TERN_NET_TLS_H
 
+#include <errno.h>
 #include <stddef.h>
 
 #include "net/stream.h"
 
 typedef struct tern_tls tern_tls;
+
+/* How a client stream's reading ends when the server's certificate does not verify (against
+ * the CAs or the host name): on_end gets this code; any other handshake failure is UV_EPROTO. */
+#define TERN_TLS_ERR_UNTRUSTED (-EKEYREJECTED)
 
 /* What a TLS stream is opened with (tern_stream_open's config); read during open only. */
 typedef struct tern_tls_config {

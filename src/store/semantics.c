@@ -537,7 +537,7 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
 }
 
 /* ---- directory records ------------------------------------------------------------------------- */
-/* "u/<user>" → [1 ver][8 created][8 last_seen][2 n][pwhash]
+/* "u/<user>" → [1 ver][8 created][8 last_seen][2 n][pwhash][8 deleted, only in a tombstone]
  * "d/<id>"   → [1 ver][8 created][8 last_seen][32 token hash][2 n][user][2 n][label][2 n][push]
  * (the push registration came later: records without it end after the label) */
 
@@ -565,8 +565,19 @@ static int do_put_user(tern_sem *sem, tern_op_record *op) {
   tern_buf_put_be64(&sem->val, (uint64_t)u->last_seen);
   tern_buf_put_be16(&sem->val, hl);
   tern_buf_append(&sem->val, u->pwhash, hl);
+  if (u->deleted > 0) tern_buf_put_be64(&sem->val, (uint64_t)u->deleted);
   int r = dir_put(sem, &op->op, TERN_BUCKET_USERS, u->user, ul, sem->val.data, sem->val.len);
   return r < 0 ? failed(sem, &op->op, "put_user", r) : 0;
+}
+
+static int do_del_user(tern_sem *sem, tern_op_record *op) {
+  if (!op->user.user) {
+    snprintf(op->op.err, sizeof op->op.err, "del_user: user required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  int r = dir_del(sem, &op->op, TERN_BUCKET_USERS, op->user.user, strlen(op->user.user));
+  return r < 0 ? failed(sem, &op->op, "del_user", r) : 0;
 }
 
 static int do_put_device(tern_sem *sem, tern_op_record *op) {
@@ -759,6 +770,7 @@ int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
     case TERN_OP_PUT_USER: return do_put_user(sem, tern_op_as_record(op));
     case TERN_OP_PUT_DEVICE: return do_put_device(sem, tern_op_as_record(op));
     case TERN_OP_SET_LAST_SEEN: return do_set_last_seen(sem, tern_op_as_record(op));
+    case TERN_OP_DEL_USER: return do_del_user(sem, tern_op_as_record(op));
     case TERN_OP_DEL_DEVICE: return do_del_device(sem, tern_op_as_inbox(op));
     case TERN_OP_MOVE_INBOX: return do_move(sem, tern_op_as_inbox(op));
     case TERN_OP_APPEND: return do_append(sem, tern_op_as_append(op));
@@ -839,9 +851,11 @@ static bool load_user(const char *k, size_t kl, const uint8_t *v, size_t vl, int
     TERN_WARN("store: bad user record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
     return true;
   }
-  char *user = tern_strndup(k, kl), *pw = tern_strndup((const char *)v + 19, tern_get_be16(v + 17));
+  size_t hl = tern_get_be16(v + 17);
+  char *user = tern_strndup(k, kl), *pw = tern_strndup((const char *)v + 19, hl);
   tern_user_rec rec = {.user = user, .pwhash = pw, .created = (int64_t)tern_get_be64(v + 1),
-                       .last_seen = (int64_t)tern_get_be64(v + 9)};
+                       .last_seen = (int64_t)tern_get_be64(v + 9),
+                       .deleted = vl >= 19 + hl + 8 ? (int64_t)tern_get_be64(v + 19 + hl) : 0};
   if (c->cbs->user) c->cbs->user(&rec, c->cbs->arg);
   tern_free(user);
   tern_free(pw);
@@ -891,7 +905,12 @@ void tern_sem_raise_change(const tern_store_load_cbs *cbs, tern_bucket b, const 
   load_ctx c = {.cbs = cbs};
   switch (b) {
     case TERN_BUCKET_USERS:
-      if (!deleted) load_user(key, klen, v, vlen, 0, &c); /* users are never deleted but by a failed registration */
+      if (!deleted) load_user(key, klen, v, vlen, 0, &c);
+      else if (cbs->user_gone) { /* a held name whose hold ended (or a failed registration) */
+        char *name = tern_strndup(key, klen);
+        cbs->user_gone(name, cbs->arg);
+        tern_free(name);
+      }
       break;
     case TERN_BUCKET_DEVICES:
       if (!deleted) {

@@ -31,7 +31,8 @@ static int pool_of(tern_store_op_type t) {
     case TERN_OP_APPEND: return POOL_APPEND;
     case TERN_OP_PUT_USER:
     case TERN_OP_PUT_DEVICE:
-    case TERN_OP_SET_LAST_SEEN: return POOL_RECORD;
+    case TERN_OP_SET_LAST_SEEN:
+    case TERN_OP_DEL_USER: return POOL_RECORD;
     case TERN_OP_KV_PUT:
     case TERN_OP_KV_DEL: return POOL_KV;
     default: return POOL_INBOX;

@@ -63,6 +63,8 @@ typedef struct tern_user_rec {
   const char *pwhash;      /* Argon2id encoded hash (libsodium's string form) */
   int64_t created;         /* ms */
   int64_t last_seen;       /* ms, or 0 when never connected */
+  int64_t deleted;         /* ms: the account was deleted then and the record is a tombstone
+                              holding the name (accounts.name_hold); 0 for a live account */
 } tern_user_rec;
 
 typedef struct tern_device_rec {
@@ -84,6 +86,7 @@ typedef struct tern_store_load_cbs {
   void (*kv)(const char *key, size_t klen, const uint8_t *value, size_t vlen, void *arg);
   /* follow only: a device record deleted (logout, expiry), a KV record deleted */
   void (*device_gone)(const char *device_id, void *arg);
+  void (*user_gone)(const char *user, void *arg); /* a user record deleted (DEL_USER) */
   void (*kv_gone)(const char *key, size_t klen, void *arg);
   void *arg;
 } tern_store_load_cbs;
@@ -122,6 +125,8 @@ typedef enum {
   TERN_OP_KV_PUT,        /* tern_op_kv: key, value: another module's small record (media),
                             read back at start-up by the load's kv callback */
   TERN_OP_KV_DEL,        /* tern_op_kv: key */
+  TERN_OP_DEL_USER,      /* tern_op_record: user.user; deletes the user record (a held name
+                            whose hold is over: the name is free again) */
   /* The E2E key directory (PROTOCOL.md 11, prekeys.c). A device's bundle is the record
    * "e2e/<device id>" in RECORDS (so every writer's directory learns who is E2E-capable through
    * the change feed); its one-time prekeys live in the PREKEYS bucket. DEL_DEVICE deletes both. */

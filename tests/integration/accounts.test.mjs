@@ -365,3 +365,55 @@ describe('device idle expiry', () => {
     assert.equal((await c2.closed).code, 4001);
   });
 });
+
+describe('account deletion', () => {
+  let srv;
+  before(async () => { srv = await startServer({ args: ['--accounts-name-hold', '2s', '--store-sweep-interval', '200ms'] }); });
+  after(() => srv?.close());
+
+  test('DELETE /v1/me: wrong password 401; then every device closes 4002, groups see "left", the name is held, then free', async () => {
+    const a = await newUser(srv, 'del');
+    const a2 = await newDevice(srv, a, 'tablet');
+    const b = await newUser(srv, 'del');
+    const g = await request(srv, 'POST', '/v1/groups', { token: a.token, body: { name: 'Bye', members: [b.user] } });
+    assert.equal(g.status, 201, g.text);
+    await request(srv, 'PUT', `/v1/blocks/${b.user}`, { token: a.token });
+    const [ca, ca2, cb] = await Promise.all([online(srv, a), online(srv, a2), online(srv, b)]);
+    cb.send({ type: 'send', id: 'x1', to: a.user, body: 'unread' });
+    await cb.next({ type: 'sent', id: 'x1' }).catch(() => {}); // a blocked b: answered sent, dropped
+    assertError(await request(srv, 'DELETE', '/v1/me', { token: a.token, body: { password: 'not it at all' } }), 401, 'bad_credentials');
+    assertError(await request(srv, 'DELETE', '/v1/me', { token: a.token, body: {} }), 400, 'bad_request');
+    const del = await request(srv, 'DELETE', '/v1/me', { token: a.token, body: { password: PASSWORD } });
+    assert.equal(del.status, 204, del.text);
+    assert.equal((await within(ca.closed, 3000))?.code, 4002);
+    assert.equal((await within(ca2.closed, 3000))?.code, 4002);
+    const left = await cb.next((f) => f.type === 'group' && f.event === 'left');
+    assert.deepEqual(left.users, [a.user]);
+    assertError(await me(srv, a.token), 401, 'unauthorized');
+    assertError(await me(srv, a2.token), 401, 'unauthorized');
+    assertError(await login(srv, a.user), 401, 'bad_credentials');
+    assertError(await request(srv, 'GET', `/v1/users/${a.user}`, { token: b.token }), 404, 'not_found');
+    assertError(await register(srv, a.user), 409, 'username_taken');
+    // b's 1:1 send to the deleted name: no such user
+    cb.send({ type: 'send', id: 'x2', to: a.user, body: 'hello?' });
+    assert.equal((await cb.next({ id: 'x2' })).code, 'no_such_user');
+    // after accounts.name_hold the name is free, and the new account starts with nothing
+    await waitFor(async () => (await register(srv, a.user)).status === 201, { timeoutMs: 10000, message: 'the name is released' });
+    const fresh = await login(srv, a.user, PASSWORD, 'new');
+    assert.equal(fresh.status, 200);
+    const cf = await online(srv, fresh.body);
+    assert.deepEqual(cf.initial.filter((f) => f.type === 'msg'), [], 'nothing of the old account');
+    assert.deepEqual((await request(srv, 'GET', '/v1/blocks', { token: fresh.body.token })).body, { users: [] });
+    assert.deepEqual((await request(srv, 'GET', '/v1/groups', { token: fresh.body.token })).body.groups, []);
+    await closeAll(cb, cf);
+  });
+
+  test('a deleted account stays deleted across a restart, its name still held', { skip: process.env.TERN_TEST_CLUSTER ? 'restarts one node' : false }, async () => {
+    const a = await newUser(srv, 'delr');
+    assert.equal((await request(srv, 'DELETE', '/v1/me', { token: a.token, body: { password: PASSWORD } })).status, 204);
+    await srv.kill9();
+    await srv.restart();
+    assertError(await register(srv, a.user), 409, 'username_taken');
+    assertError(await login(srv, a.user), 401, 'bad_credentials');
+  });
+});

@@ -1,5 +1,6 @@
 // The `tern` CLI (built on libtern-client) against a real spawned ternd: accounts, send,
-// listen, chat with its ticks, whois, logout, and the exit statuses.
+// listen, chat with its ticks, whois, logout, and the exit statuses. Messages here go with
+// --plain (what they check is the plaintext path); cli_e2e.test.mjs covers encryption.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, statSync, readFileSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
@@ -38,7 +39,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     assert.match(r.stderr, /^tern: send: /);
     r = await tern(['listen', '--count', 'many']);
     assert.equal(r.code, 2);
-    r = await tern(['whois', 'bob', '--server', 'https://example.com']);
+    r = await tern(['whois', 'bob', '--server', 'ftp://example.com']);
     assert.equal(r.code, 2);
     for (const cmd of ['register', 'login', 'logout', 'me', 'whois', 'send', 'listen', 'chat', 'fetch']) {
       r = await tern([cmd, '--help']);
@@ -78,7 +79,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
 
   test('send → listen: the message arrives, the sender sees delivered', async () => {
     const listen = ternLive(['listen', '--count', '1', '--timeout', '20s', ...server], { home: bobHome });
-    const sent = await tern(['send', bob, 'hi', ...server], { home: aliceHome });
+    const sent = await tern(['send', '--plain', bob, 'hi', ...server], { home: aliceHome });
     assert.equal(sent.code, 0, sent.stderr);
     const msgId = sent.stdout.trim();
     assert.match(msgId, /^\S+$/);
@@ -102,7 +103,7 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
   });
 
   test('a message waits for an offline recipient', async () => {
-    const sent = await tern(['send', bob, 'while you were away', ...server], { home: aliceHome });
+    const sent = await tern(['send', '--plain', bob, 'while you were away', ...server], { home: aliceHome });
     assert.equal(sent.code, 0, sent.stderr);
     const r = await tern(['listen', '--count', '1', '--timeout', '10s', ...server], { home: bobHome });
     assert.equal(r.code, 0, r.stderr);
@@ -129,9 +130,9 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
   });
 
   test('chat: ticks go ✓ → ✓✓ delivered → read; incoming lines are shown', async () => {
-    const bobChat = ternLive(['chat', alice, ...server], { home: bobHome });
+    const bobChat = ternLive(['chat', '--plain', alice, ...server], { home: bobHome });
     // alice's chat ends at end of input once every message is read (or after --timeout).
-    const a = await tern(['chat', bob, '--timeout', '20s', ...server], { home: aliceHome, input: 'hello chat\n' });
+    const a = await tern(['chat', '--plain', bob, '--timeout', '20s', ...server], { home: aliceHome, input: 'hello chat\n' });
     assert.equal(a.code, 0, a.stderr);
     const lines = a.stdout.split('\n');
     const sentLine = lines.find((l) => /you: hello chat ✓ \(msg_id \S+\)$/.test(l));
@@ -174,11 +175,11 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     const samples = path.join(REPO_ROOT, 'tests', 'media', 'samples');
     const jpg = path.join(samples, 'sample.jpg');
     const listen = ternLive(['listen', '--count', '2', '--timeout', '20s', ...server], { home: bobHome });
-    let r = await tern(['send', bob, '--image', jpg, 'a gradient', ...server], { home: aliceHome });
+    let r = await tern(['send', '--plain', bob, '--image', jpg, 'a gradient', ...server], { home: aliceHome });
     assert.equal(r.code, 0, r.stderr);
     const withCaption = r.stdout.trim();
     // the image alone, no caption; the option may come first
-    r = await tern(['send', '--image', path.join(samples, 'sample.gif'), bob, ...server], { home: aliceHome });
+    r = await tern(['send', '--plain', '--image', path.join(samples, 'sample.gif'), bob, ...server], { home: aliceHome });
     assert.equal(r.code, 0, r.stderr);
     const alone = r.stdout.trim();
     const { code } = await listen.done;

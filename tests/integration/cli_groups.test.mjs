@@ -71,12 +71,12 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
   test('send --group → members\' listen shows the group and the sender; the sender\'s listen counts the receipts', async () => {
     const { alice, bob, carol } = users;
     // bob reads in a chat (which marks what it shows read); carol only listens (delivered)
-    const bobChat = live('bob', ['chat', '--group', 'Trip']);
+    const bobChat = live('bob', ['chat', '--plain', '--group', 'Trip']);
     const carolListen = live('carol', ['listen', '--count', '1', '--timeout', '20s']);
     await until(() => bobChat.stdout.includes('created the group'), 'bob\'s chat to drain the group\'s creation');
     assert.match(bobChat.stdout, new RegExp(`#Trip: ${alice.user} created the group "Trip" with ${alice.user}, ${bob.user}, ${carol.user}`));
 
-    const sent = await as('alice', ['send', '--group', 'Trip', 'hello group']);
+    const sent = await as('alice', ['send', '--plain', '--group', 'Trip', 'hello group']);
     ok(sent);
     const msgId = sent.stdout.trim();
     assert.match(msgId, /^[0-9a-f]{44}$/);
@@ -102,8 +102,8 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
 
   test('chat --group: each sender\'s name, typing, events as lines, and the ticks of own messages', async () => {
     const { alice, bob, carol, dave } = users;
-    const bobChat = live('bob', ['chat', '--group', tripId]);
-    const carolChat = live('carol', ['chat', '--group', 'Trip']);
+    const bobChat = live('bob', ['chat', '--plain', '--group', tripId]);
+    const carolChat = live('carol', ['chat', '--plain', '--group', 'Trip']);
     // typing from another device of alice's reaches both chats, once they are connected (typing is
     // live only: it is sent again until both show it)
     const phone = await online(srv, await newDevice(srv, alice.user, 'phone'));
@@ -116,7 +116,7 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
     assert.ok(shown(), `bob: ${bobChat.stdout}\ncarol: ${carolChat.stdout}`);
     await phone.close();
 
-    const a = await as('alice', ['chat', '--group', 'Trip', '--timeout', '20s'], { input: 'hi all\n' });
+    const a = await as('alice', ['chat', '--plain', '--group', 'Trip', '--timeout', '20s'], { input: 'hi all\n' });
     ok(a);
     const lines = a.stdout.split('\n');
     const sentLine = line(a.stdout, /you: hi all ✓ \(msg_id \S+\)$/);
@@ -146,7 +146,7 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
     const { alice } = users;
     const jpg = path.join(REPO_ROOT, 'tests', 'media', 'samples', 'sample.jpg');
     const listen = live('carol', ['listen', '--count', '1', '--timeout', '20s']);
-    const r = await as('alice', ['send', '--group', 'Trip', '--image', jpg, 'the beach']);
+    const r = await as('alice', ['send', '--plain', '--group', 'Trip', '--image', jpg, 'the beach']);
     ok(r);
     const msgId = r.stdout.trim();
     assert.match(r.stderr, /✓ sent to 2 of 2 members of Trip/);
@@ -158,7 +158,7 @@ describe('tern CLI: groups', { skip: !existsSync(TERN) && `tern not built at ${T
     ok(await as('carol', ['fetch', mediaId, '-o', out]));
     assert.ok(readFileSync(out).equals(readFileSync(jpg)));
     // the image alone, no caption
-    const alone = await as('alice', ['send', '--image', jpg, '--group', tripId]);
+    const alone = await as('alice', ['send', '--plain', '--image', jpg, '--group', tripId]);
     ok(alone);
   });
 

@@ -137,7 +137,7 @@ describe('http', () => {
     assertErrorShape(await rawRequest(srv, { path: '/v1/me', headers: { authorization: 'Bearer nope' } }), 401, 'unauthorized');
     assertErrorShape(await rawRequest(srv, { path: '/no/such/path' }), 404, 'not_found');
     assertErrorShape(await rawRequest(srv, { path: '/v1/register' }), 405, 'method_not_allowed');
-    assertErrorShape(await rawRequest(srv, { method: 'DELETE', path: '/v1/me' }), 405, 'method_not_allowed');
+    assertErrorShape(await rawRequest(srv, { method: 'PUT', path: '/v1/me' }), 405, 'method_not_allowed'); // DELETE is account deletion (v1.1)
     assertErrorShape(await rawRequest(srv, { method: 'POST', path: '/healthz' }), 405, 'method_not_allowed');
     const big = JSON.stringify({ username: uniqueName('big'), password: PASSWORD, device: 'x'.repeat(70 * 1024) });
     assertErrorShape(await rawRequest(srv, { method: 'POST', path: '/v1/register', headers: { 'content-type': 'application/json' }, body: big }), 413, 'too_large');

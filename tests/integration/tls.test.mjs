@@ -11,6 +11,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { startServer, makeTempDir, BASE_ARGS, TERND } from './lib/server.mjs';
 import { Client } from './lib/client.mjs';
+import { tern, tempHomes } from './lib/cli.mjs';
 import { PASSWORD, uniqueName } from './lib/api.mjs';
 
 const dir = makeTempDir('tern-tls-');
@@ -210,6 +211,28 @@ test('SIGHUP reloads the certificate; open connections stay; a bad pair keeps th
   assert.match(srv.stderr(), /tls reload failed/);
   assert.equal((await req('GET', '/healthz')).cert, 'xtwo');
   await live.close();
+});
+
+test('the tern CLI speaks https:// and wss:// with --ca-file (or $TERN_CA_FILE), and refuses a certificate it cannot verify', async () => {
+  const homes = tempHomes();
+  const [ha, hb] = [homes.make(), homes.make()];
+  const url = `https://127.0.0.1:${srv.port}`;
+  const a = `tcli${process.pid % 1000}a`, b = `tcli${process.pid % 1000}b`;
+  // without the CA the server's certificate does not verify: an error, nothing sent
+  const bad = await tern(['register', a, '--password', 'correct horse battery', '--server', url], { home: ha });
+  assert.notEqual(bad.code, 0, bad.stdout);
+  assert.match(bad.stderr, /certificate|TLS|verif/i);
+  for (const [h, u] of [[ha, a], [hb, b]]) {
+    const r = await tern(['register', u, '--password', 'correct horse battery', '--server', url, '--ca-file', f('ca.pem')], { home: h });
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const sent = await tern(['send', b, 'over https', '--plain', '--server', url], { home: ha, env: { TERN_CA_FILE: f('ca.pem') } });
+  assert.equal(sent.code, 0, sent.stderr);
+  const got = await tern(['listen', '--count', '1', '--timeout', '10s', '--server', url, '--ca-file', f('ca.pem')], { home: hb });
+  assert.equal(got.code, 0, got.stderr);
+  assert.match(got.stdout, /over https/);
+  assert.equal((await tern(['me', '--server', url, '--ca-file', f('nope.pem')], { home: ha })).code, 2);
+  homes.cleanup();
 });
 
 test('a certificate that does not load stops start-up with a clear reason', async () => {

@@ -31,7 +31,14 @@ TEST(url_parse) {
   CHECK_EQ_STR(u.host, "::1");
   CHECK_EQ_STR(u.hostport, "[::1]:8080");
   CHECK_EQ_INT(tern_client_url_parse("ws://h:1", &u), 0);
-  CHECK_EQ_INT(tern_client_url_parse("https://example.com", &u), -EPROTONOSUPPORT);
+  CHECK_EQ_INT(tern_client_url_parse("https://example.com", &u), 0); /* TLS, default port 443 */
+  CHECK(u.tls);
+  CHECK_EQ_INT(u.port, 443);
+  CHECK_EQ_INT(tern_client_url_parse("wss://example.com:8443", &u), 0);
+  CHECK(u.tls);
+  CHECK_EQ_INT(u.port, 8443);
+  CHECK_EQ_INT(tern_client_url_parse("http://example.com", &u), 0);
+  CHECK(!u.tls);
   CHECK_EQ_INT(tern_client_url_parse("ftp://example.com", &u), -EPROTONOSUPPORT);
   CHECK_EQ_INT(tern_client_url_parse("", &u), -EINVAL);
   CHECK_EQ_INT(tern_client_url_parse("http://", &u), -EINVAL);
@@ -359,6 +366,33 @@ static int rec_sink(const char *p, size_t n, void *arg) {
   if (++r->calls == r->fail_at) return -EIO;
   tern_buf_append(&r->got, p, n);
   return 0;
+}
+
+TEST(image_size) {
+  int64_t w, h;
+  static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                                      0, 0, 0x05, 0x00, 0, 0, 0x02, 0xd0, 8, 6, 0, 0, 0};
+  CHECK_EQ_INT(tern_client_image_size(png, sizeof png, &w, &h), 0);
+  CHECK_EQ_INT(w, 1280);
+  CHECK_EQ_INT(h, 720);
+  static const unsigned char gif[] = {'G', 'I', 'F', '8', '9', 'a', 0x90, 0x01, 0x2c, 0x01, 0, 0};
+  CHECK_EQ_INT(tern_client_image_size(gif, sizeof gif, &w, &h), 0);
+  CHECK_EQ_INT(w, 400);
+  CHECK_EQ_INT(h, 300);
+  /* JPEG: an APP0 segment, then SOF0 with height 480 and width 640. */
+  static const unsigned char jpg[] = {0xff, 0xd8, 0xff, 0xe0, 0, 6, 'J', 'F', 'I', 'F', 0xff, 0xc0, 0, 17, 8,
+                                      0x01, 0xe0, 0x02, 0x80, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1};
+  CHECK_EQ_INT(tern_client_image_size(jpg, sizeof jpg, &w, &h), 0);
+  CHECK_EQ_INT(w, 640);
+  CHECK_EQ_INT(h, 480);
+  static const unsigned char webp[] = {'R', 'I', 'F', 'F', 30, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', 'X',
+                                       10, 0, 0, 0, 0, 0, 0, 0, 0x7f, 0x02, 0, 0xdf, 0x01, 0};
+  CHECK_EQ_INT(tern_client_image_size(webp, sizeof webp, &w, &h), 0);
+  CHECK_EQ_INT(w, 640);
+  CHECK_EQ_INT(h, 480);
+  CHECK_EQ_INT(tern_client_image_size("<svg>", 5, &w, &h), -EINVAL);
+  CHECK_EQ_INT(w, -1);
+  CHECK(tern_client_image_size(jpg, 12, &w, &h) < 0); /* cut before the frame header */
 }
 
 TEST(media_client) {
@@ -1152,6 +1186,7 @@ int main(void) {
   RUN(http_response_error);
   RUN(http_response_eof_and_garbage);
   RUN(http_upgrade_answer);
+  RUN(image_size);
   RUN(media_client);
   RUN(ws_conn_chat);
   RUN(ws_conn_group_frames);
