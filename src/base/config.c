@@ -71,6 +71,8 @@ static const setting g_settings[] = {
      "recipient devices a user's group messages may reach in a burst"},
     {"limits.key_fetch_rate", T_LIMIT, OFF(limits_key_fetch_rate), "60/1m", 1, 1e9,
      "key bundle fetches (GET /v1/keys/{user}) per calling user"},
+    {"limits.key_fetch_burst", T_INT, OFF(limits_key_fetch_burst), "0", 0, 1e9,
+     "key bundle fetches a user may make at once (0: the N of limits.key_fetch_rate)"},
     {"e2e.required", T_BOOL, OFF(e2e_required), "false", 0, 0,
      "refuse plaintext sends and image uploads (e2e_required): only encrypted content"},
     {"e2e.max_prekeys", T_INT, OFF(e2e_max_prekeys), "1000", 1, 1e6, "one-time prekeys stored per device at most"},
