@@ -458,6 +458,22 @@ describe('E2E: the key directory and encrypted sends', () => {
     await closeAll(ca);
   });
 
+  test('deleting the account deletes every device\'s keys', async () => {
+    const bob = await newUser(srv, 'dab');
+    const bob2 = await newDevice(srv, bob, 'two');
+    await publish(srv, bob, 2);
+    await publish(srv, bob2, 2);
+    const alice = await newUser(srv, 'daa');
+    assert.equal((await fetchKeys(srv, alice, bob.user)).body.devices.length, 2);
+    const del = await request(srv, 'DELETE', '/v1/me', { token: bob.token, body: { password: bob.password } });
+    assert.equal(del.status, 204, del.text);
+    assertError(await fetchKeys(srv, alice, bob.user), 404, 'not_found');
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'd1', to: bob.user, e2e: [{ device_id: bob.device_id, type: 'message', body: cipher() }] });
+    assert.equal((await ca.next({ type: 'error', id: 'd1' })).code, 'no_such_user');
+    await closeAll(ca);
+  });
+
   test('silent sends make no push; a push never carries the ciphertext', async () => {
     const alice = await newUser(srv, 'pa');
     const bob = await newUser(srv, 'pb');
