@@ -45,6 +45,9 @@ static const char usage[] =
     "  --total-rate R         messages/s in total, open loop\n"
     "                         (neither: closed loop at saturation, --window per device)\n"
     "  --window W             closed loop: messages in flight per sending device (default 16)\n"
+  "  --inflight M           closed loop: at most M messages in flight in all, each free slot\n"
+  "                         going to the next sending user in turn (a group message to K\n"
+  "                         members is K-1 deliveries: this bounds the server's queue)\n"
     "  --messages N           stop sending after N messages\n"
     "  --body BYTES           message body size (default 100)\n"
     "  --offline RATIO        fraction of users kept disconnected while sending; they connect\n"
@@ -56,6 +59,18 @@ static const char usage[] =
     "  --settle D             longest wait for outstanding answers after sending (default 30s)\n"
     "  --max-outbound BYTES   queued bytes per connection before sending waits (default 256KiB)\n"
     "  --seed N               random peers seed (default 1)\n"
+  "Groups (PROTOCOL.md 10; XMPP: XEP-0045 MUC rooms)\n"
+  "  --groups N             group mode: N groups instead of pairs; every user sends to its\n"
+  "                         groups in turn, at --rate / --total-rate or with --window\n"
+  "  --group-size K         members per group, 2 to --users (default 8); group g holds users\n"
+  "                         (g*K + j) mod users, so each user is in about N*K/users groups.\n"
+  "                         tern: created over REST by their first member, after connecting;\n"
+  "                         xmpp: instant rooms the members join (no history on join).\n"
+  "                         Measured: messages/s, member deliveries/s, send→delivered at the\n"
+  "                         last member; verified: every member device gets every message\n"
+  "                         once, in per-sender order (exit 1 otherwise). --receipts off:\n"
+  "                         devices never ack (tern: envelopes stay stored)\n"
+  "  --muc-domain D         xmpp: the MUC service (default conference.DOMAIN)\n"
     "Modes and output\n"
     "  --idle                 open the connections, hold them, report connect rate and the\n"
     "                         server's RSS per connection\n"
@@ -143,7 +158,7 @@ enum {
   O_PROTOCOL = 256, O_SERVER, O_DOMAIN, O_SERVER_PID, O_USERS, O_DEVICES, O_CONNECTIONS, O_SOURCE_IPS,
   O_PREFIX, O_PASSWORD, O_REG_CONC, O_CONN_CONC, O_PEERS, O_RATE, O_TOTAL_RATE, O_WINDOW, O_MESSAGES,
   O_BODY, O_OFFLINE, O_RECEIPTS, O_DURATION, O_WARMUP, O_SETTLE, O_MAX_OUTBOUND, O_SEED, O_IDLE, O_JSON,
-  O_QUIET, O_HELP, O_ONE_WAY,
+  O_QUIET, O_HELP, O_ONE_WAY, O_GROUPS, O_GROUP_SIZE, O_MUC_DOMAIN, O_INFLIGHT,
 };
 
 static const struct option options[] = {
@@ -177,6 +192,10 @@ static const struct option options[] = {
     {"json", required_argument, NULL, O_JSON},
     {"quiet", no_argument, NULL, O_QUIET},
     {"help", no_argument, NULL, O_HELP},
+    {"groups", required_argument, NULL, O_GROUPS},
+    {"inflight", required_argument, NULL, O_INFLIGHT},
+    {"group-size", required_argument, NULL, O_GROUP_SIZE},
+    {"muc-domain", required_argument, NULL, O_MUC_DOMAIN},
     {NULL, 0, NULL, 0},
 };
 
@@ -330,6 +349,21 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
       case O_QUIET:
         cfg->quiet = true;
         break;
+      case O_INFLIGHT:
+        if (parse_u32(v, 1, 1u << 24, &cfg->inflight) < 0) return fail(err, errlen, "--inflight: 1 to 16777216");
+        break;
+      case O_GROUPS:
+        if (parse_u32(v, 1, TERN_BENCH_MAX_GROUPS, &cfg->groups) < 0)
+          return fail(err, errlen, "--groups: 1 to %u", TERN_BENCH_MAX_GROUPS);
+        break;
+      case O_GROUP_SIZE:
+        if (parse_u32(v, 2, TERN_BENCH_MAX_GROUP_SIZE, &cfg->group_size) < 0)
+          return fail(err, errlen, "--group-size: 2 to %u", TERN_BENCH_MAX_GROUP_SIZE);
+        break;
+      case O_MUC_DOMAIN:
+        if (strlen(v) < 1 || strlen(v) >= sizeof cfg->muc_domain) return fail(err, errlen, "--muc-domain: 1-255 bytes");
+        copy(cfg->muc_domain, sizeof cfg->muc_domain, v);
+        break;
       case O_HELP:
         return 1;
       case '?':
@@ -348,6 +382,21 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
     if (cfg->receipts == TERN_BENCH_RECEIPTS_READ)
       return fail(err, errlen, "--protocol xmpp: --receipts read has no XMPP equivalent here (XEP-0333 is not measured)");
   }
+  if (cfg->group_size && !cfg->groups) return fail(err, errlen, "--group-size: only with --groups N");
+  if (cfg->groups) {
+    if (!cfg->group_size) cfg->group_size = 8;
+    if (cfg->group_size > cfg->users)
+      return fail(err, errlen, "--group-size: at most --users (%u): a group's members are distinct users", cfg->users);
+    if (cfg->offline > 0) return fail(err, errlen, "--groups: not with --offline (every member is online)");
+    if (cfg->idle) return fail(err, errlen, "--groups: not with --idle");
+    if (cfg->one_way || cfg->peers != TERN_BENCH_PEERS_PAIRS)
+      return fail(err, errlen, "--groups: every member sends to its groups (no --peers, no --one-way)");
+    if (cfg->receipts == TERN_BENCH_RECEIPTS_READ) return fail(err, errlen, "--groups: --receipts on or off");
+    if ((uint64_t)cfg->groups * cfg->group_size > (1u << 26))
+      return fail(err, errlen, "--groups × --group-size: at most %u memberships", 1u << 26);
+  }
+  if (cfg->proto == TERN_BENCH_PROTO_XMPP && cfg->groups && !cfg->muc_domain[0])
+    snprintf(cfg->muc_domain, sizeof cfg->muc_domain, "conference.%.240s", cfg->domain);
   uint64_t all = (uint64_t)cfg->users * cfg->devices;
   if (all > TERN_BENCH_MAX_DEVS) return fail(err, errlen, "users × devices: at most %u", TERN_BENCH_MAX_DEVS);
   if (cfg->connections == 0) cfg->connections = (uint32_t)all;

@@ -6,6 +6,7 @@
  *   u64map.c  open-addressing hash map uint64 → uint64 (msg ids, per-pair counters)
  *   proc.c    /proc/PID sampling (CPU seconds, RSS, peak RSS)
  *   engine.c  the protocol-independent run: phases, schedule, records, verification
+ *   membership.c  group mode: which users are in which group (arithmetic), group ids
  *   report.c  the table on stdout and the JSON document
  *   drv_tern.c  the tern protocol driver (libtern-client)
  *   xmpp.c    the XMPP client logic: a small XML stream tokenizer and the session state
@@ -35,6 +36,8 @@ typedef enum { TERN_BENCH_RECEIPTS_OFF = 0, TERN_BENCH_RECEIPTS_ON, TERN_BENCH_R
 #define TERN_BENCH_MAX_USERS (1u << 22)    /* fits the per-pair order key (see engine.c) */
 #define TERN_BENCH_MAX_DEVS (1u << 21)     /* devices in total, same reason */
 #define TERN_BENCH_PREFIX_MAX 20           /* user names are prefix + index, ≤ 32 chars */
+#define TERN_BENCH_MAX_GROUPS (1u << 21)   /* group index in the per-pair order key */
+#define TERN_BENCH_MAX_GROUP_SIZE 4096     /* the server's cap is lower (1024 by default) */
 
 typedef struct tern_bench_config {
   tern_bench_proto proto;     /* --protocol tern|xmpp */
@@ -48,6 +51,7 @@ typedef struct tern_bench_config {
   double rate;                /* --rate R messages/s per sending user (0: not given) */
   double total_rate;          /* --total-rate R messages/s in total (0: not given) */
   uint32_t window;            /* --window W: closed loop, messages in flight per sending device */
+  uint32_t inflight;          /* --inflight M: closed loop, messages in flight in all (0: no cap) */
   uint32_t body;              /* --body BYTES */
   double offline;             /* --offline RATIO of users kept disconnected while sending */
   tern_bench_receipts receipts; /* --receipts off|on|read */
@@ -66,6 +70,10 @@ typedef struct tern_bench_config {
   size_t max_outbound;        /* --max-outbound BYTES queued per connection before we wait */
   bool quiet;                 /* --quiet: no progress lines */
   uint64_t seed;              /* --seed for random peers */
+  uint32_t groups;            /* --groups N: group mode, N groups (0: 1:1 messages) */
+  uint32_t group_size;        /* --group-size K members per group (the creator included) */
+  char muc_domain[256];       /* --muc-domain: xmpp group mode, the MUC service (default
+                                 conference.DOMAIN) */
 } tern_bench_config;
 
 /* Fills cfg from argv. Returns 0, 1 when --help was printed, or -1 with a message in err. */
@@ -199,6 +207,11 @@ typedef struct tern_bench_driver {
   /* Sends message gidx from d to user `to`. Returns 0 or a negative code. */
   int (*send)(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_bench_user *to, const char *body,
               size_t len);
+  /* Group mode: sends message gidx from d to group g (b->group_ids[g]). 0 or a negative code. */
+  int (*send_group)(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint32_t g, const char *body, size_t len);
+  /* Group mode, once every device is connected: creates the groups (tern: REST; XMPP: the
+   * members join MUC rooms), then calls tern_bench_groups_done. */
+  void (*setup_groups)(tern_bench *b);
   /* Once per loop iteration for each device marked dirty: acks, read receipts, ack requests. */
   void (*flush)(tern_bench *b, tern_bench_dev *d);
   /* Bytes queued on d's connection and not yet written. */
@@ -226,7 +239,28 @@ struct tern_bench {
   tern_bench_dev *devs;
   uint32_t n_devs;
   struct tern_bench_engine *e;  /* the engine's private state (engine.c) */
+  /* Group mode (cfg.groups > 0): group g's members are users (g·K + j) mod users, j < K, so
+   * each user is in about groups·K/users of them, and member 0 creates it. */
+  uint32_t n_groups;
+  uint32_t group_size;
+  char (*group_ids)[72];        /* tern: the server's group_id; XMPP: the room's local part */
+  uint32_t *user_groups_off;    /* user u's groups: user_groups[off[u] .. off[u+1]) */
+  uint32_t *user_groups;
+  tern_bench_u64map group_by_id; /* hash of a group id → group index */
 };
+
+/* Group membership (membership.c). */
+/* The user at position j (0 .. K-1) of group g; position 0 is the creator. */
+uint32_t tern_bench_group_member(const tern_bench *b, uint32_t g, uint32_t j);
+/* The position of user u in group g, or UINT32_MAX when u is not a member. */
+uint32_t tern_bench_group_pos(const tern_bench *b, uint32_t g, uint32_t u);
+/* Builds user_groups (b->users, n_users, n_groups, group_size set). */
+void tern_bench_groups_build(tern_bench *b);
+/* Records group g's id (the driver learnt it from the server, or made it). */
+void tern_bench_group_set_id(tern_bench *b, uint32_t g, const char *id, size_t len);
+/* The group whose id is id, or UINT32_MAX. */
+uint32_t tern_bench_group_of_id(const tern_bench *b, const char *id, size_t len);
+void tern_bench_groups_free(tern_bench *b);
 
 /* Called by drivers. */
 void tern_bench_provision_progress(tern_bench *b, uint32_t done, uint32_t total);
@@ -236,6 +270,13 @@ void tern_bench_on_synced(tern_bench *b, tern_bench_dev *d);
 /* The server answered message gidx as durable; msgid is a hash of the server's message id
  * (the id a client de-duplicates by), 0 when the protocol has none. */
 void tern_bench_on_sent(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint64_t msgid);
+/* Group mode: the groups are set up (err 0) or could not be (a negative code and why). */
+void tern_bench_groups_done(tern_bench *b, int err, const char *why);
+/* Group mode: progress of the setup, for the progress line. */
+void tern_bench_groups_progress(tern_bench *b, const char *what, uint32_t done, uint32_t total);
+/* A group message arrived at d: as tern_bench_on_msg, with the group's id. */
+void tern_bench_on_group_msg(tern_bench *b, tern_bench_dev *d, const char *group, size_t group_len, const char *from,
+                             size_t from_len, uint64_t msgid, const char *body, size_t len);
 /* A message arrived at d. from is the sender's user name; msgid as above; the body is ours.
  * The driver has already dropped envelopes it had seen (by their seq). */
 void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_t from_len, uint64_t msgid,
@@ -252,6 +293,8 @@ void tern_bench_on_closed(tern_bench *b, tern_bench_dev *d, const char *why);
 void tern_bench_mark_dirty(tern_bench *b, tern_bench_dev *d);
 /* Counts an envelope the driver dropped as already seen (at-least-once redelivery). */
 void tern_bench_note_redelivered(tern_bench *b, tern_bench_dev *d);
+/* XMPP group mode: the room's reflection of d's own message (not a delivery). */
+void tern_bench_note_reflected(tern_bench *b, tern_bench_dev *d);
 /* Counts an error not tied to a message (e.g. "register:network"). */
 void tern_bench_count_error(tern_bench *b, const char *code);
 
@@ -339,6 +382,14 @@ typedef struct tern_bench_results {
   double idle_kib_per_conn;
   /* the sending rate asked for */
   double target_rate;          /* messages/s in total, 0 for closed loop */
+  /* group mode */
+  double groups_setup_s;       /* creating the groups / joining the rooms */
+  uint64_t w_group_complete;   /* messages sent in the window that reached every member */
+  double group_msgs_per_s;     /* "sent" answers per second in the window */
+  double member_deliveries_per_s; /* fresh deliveries at member devices per second */
+  tern_bench_lat_summary lat_last; /* send → delivered to the last member device */
+  uint64_t reflected;          /* XMPP: the room's copy back to the sender (not counted) */
+  double memberships_per_user; /* groups·K / users */
 } tern_bench_results;
 
 /* Prints the table on stdout. */

@@ -12,6 +12,7 @@
  * not to messages. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -35,8 +36,20 @@ typedef struct reg_task {
   bool login;           /* the user exists: log in instead of registering */
 } reg_task;
 
+typedef struct grp_task {
+  tern_drv *t;
+  uv_timer_t timer;     /* retry backoff */
+  uint32_t group;
+  uint32_t attempts;
+  bool busy;
+} grp_task;
+
 struct tern_drv {
   tern_bench *b;
+  grp_task *gtasks;     /* group mode: creations in flight */
+  uint32_t n_gtasks;
+  uint32_t next_group, groups_done;
+  const char **names;   /* scratch: one group's member names */
   tern_client *client;
   tern_client_url url;
   reg_task *tasks;
@@ -185,6 +198,7 @@ static void drv_provision(tern_bench *b) {
   memset(&o, 0, sizeof o);
   o.connect_timeout_ms = 60000; /* thousands of connects at once queue in the server's backlog */
   o.http_timeout_ms = 60000;
+  o.ca_file = getenv("TERN_CA_FILE"); /* https:// and wss:// servers (as the tern CLI) */
   t->client = tern_client_new(b->loop, &o);
   uv_timer_init(b->loop, &t->progress);
   t->progress.data = t;
@@ -259,6 +273,11 @@ static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *
       if (ev->seq > d->last_seq) d->last_seq = ev->seq;
       tern_bench_on_synced(b, d);
       break;
+    case TERN_CLIENT_EV_GROUP:
+      /* Membership events of the setup: acked like any envelope, nothing to check. */
+      tern_bench_mark_dirty(b, d);
+      if (ev->seq > d->last_seq) d->last_seq = ev->seq;
+      break;
     case TERN_CLIENT_EV_MSG: {
       tern_bench_mark_dirty(b, d);
       if (ev->seq && ev->seq <= d->last_seq) {
@@ -266,6 +285,11 @@ static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *
         break;
       }
       if (ev->seq) d->last_seq = ev->seq;
+      if (ev->group_id) {
+        tern_bench_on_group_msg(b, d, ev->group_id, strlen(ev->group_id), ev->from, ev->from ? strlen(ev->from) : 0,
+                                msgid_hash(ev->msg_id), ev->body, ev->body_len);
+        break;
+      }
       tern_bench_on_msg(b, d, ev->from, ev->from ? strlen(ev->from) : 0, msgid_hash(ev->msg_id), ev->body,
                         ev->body_len);
       if (b->cfg.receipts == TERN_BENCH_RECEIPTS_READ && ev->msg_id && ev->from && is_reader(b, d)) {
@@ -281,6 +305,9 @@ static void on_event(tern_client_conn *conn, const tern_client_event *ev, void *
         break;
       }
       if (ev->seq) d->last_seq = ev->seq;
+      /* Group receipts (merged per receipts.merge_window) are not what group mode measures:
+       * the figure is delivery to the last member, seen at the members themselves. */
+      if (ev->group_id) break;
       if (!ev->from || tern_bench_user_of_name(b, ev->from, strlen(ev->from)) != d->user) break; /* reader's copies */
       for (size_t i = 0; i < ev->n_msg_ids; i++) {
         uint64_t g = tern_bench_gidx_of_msgid(b, msgid_hash(ev->msg_ids[i]));
@@ -334,6 +361,111 @@ static int drv_send(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_
   return tern_client_send(d->conn, id, to->name, body, len, NULL);
 }
 
+static int drv_send_group(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint32_t g, const char *body, size_t len) {
+  char id[24];
+  tern_bench_client_id(id, gidx);
+  return tern_client_send_group(d->conn, id, b->group_ids[g], body, len, NULL);
+}
+
+/* ---- group mode: POST /v1/groups, by each group's first member ---- */
+
+static void gtask_step(grp_task *k);
+
+static void gtask_next(grp_task *k) {
+  tern_drv *t = k->t;
+  if (t->next_group >= t->b->n_groups || t->failed) {
+    k->busy = false;
+    return;
+  }
+  k->group = t->next_group++;
+  k->attempts = 0;
+  k->busy = true;
+  gtask_step(k);
+}
+
+static void groups_check_done(tern_drv *t) {
+  for (uint32_t i = 0; i < t->n_gtasks; i++)
+    if (t->gtasks[i].busy) return;
+  uv_timer_stop(&t->progress);
+  tern_bench_groups_done(t->b, t->failed ? -EIO : 0, t->failed ? t->why : NULL);
+}
+
+static void on_gretry(uv_timer_t *h) { gtask_step(h->data); }
+
+static void on_group_created(tern_client_response *r, void *arg) {
+  grp_task *k = arg;
+  tern_drv *t = k->t;
+  tern_bench *b = t->b;
+  if (r->ok) {
+    tern_client_group grp;
+    if (tern_client_parse_group(r, &grp) < 0 || grp.nmembers != b->group_size) {
+      snprintf(t->why, sizeof t->why, "group %u: unreadable answer, or not %u members", k->group, b->group_size);
+      tern_client_group_free(&grp);
+      t->failed = true;
+      k->busy = false;
+      groups_check_done(t);
+      return;
+    }
+    tern_bench_group_set_id(b, k->group, grp.group_id, strlen(grp.group_id));
+    tern_client_group_free(&grp);
+    t->groups_done++;
+    gtask_next(k);
+    if (!k->busy) groups_check_done(t);
+    return;
+  }
+  char code[80];
+  snprintf(code, sizeof code, "group_create:%.60s", r->code[0] ? r->code : "failed");
+  tern_bench_count_error(b, code);
+  bool transient = r->status == 0 || r->status == 429 || r->status >= 500;
+  if (transient && ++k->attempts < MAX_ATTEMPTS) {
+    uv_timer_start(&k->timer, on_gretry, (uint64_t)RETRY_BASE_MS << k->attempts, 0);
+    return;
+  }
+  snprintf(t->why, sizeof t->why, "create group %u: HTTP %d %.60s %.120s", k->group, r->status, r->code, r->message);
+  t->failed = true;
+  k->busy = false;
+  groups_check_done(t);
+}
+
+static void gtask_step(grp_task *k) {
+  tern_drv *t = k->t;
+  tern_bench *b = t->b;
+  uint32_t K = b->group_size;
+  const tern_bench_dev *creator = &b->devs[b->users[tern_bench_group_member(b, k->group, 0)].first_dev];
+  for (uint32_t j = 1; j < K; j++) t->names[j - 1] = b->users[tern_bench_group_member(b, k->group, j)].name;
+  char name[32];
+  snprintf(name, sizeof name, "bench %u", k->group);
+  int rc = tern_client_group_create(t->client, &t->url, creator->token, name, NULL, t->names, K - 1, on_group_created, k);
+  if (rc < 0) {
+    snprintf(t->why, sizeof t->why, "cannot start a group request: %s", uv_strerror(rc));
+    t->failed = true;
+    k->busy = false;
+    groups_check_done(t);
+  }
+}
+
+static void on_gprogress(uv_timer_t *h) {
+  tern_drv *t = h->data;
+  tern_bench_groups_progress(t->b, "created", t->groups_done, t->b->n_groups);
+}
+
+static void drv_setup_groups(tern_bench *b) {
+  tern_drv *t = T(b);
+  t->names = tern_calloc(b->group_size, sizeof *t->names);
+  /* Each creation writes K membership events: a few in flight keep the store busy enough. */
+  t->n_gtasks = TERN_MIN(b->cfg.register_concurrency, b->n_groups);
+  t->gtasks = tern_calloc(t->n_gtasks, sizeof *t->gtasks);
+  for (uint32_t i = 0; i < t->n_gtasks; i++) {
+    t->gtasks[i].t = t;
+    uv_timer_init(b->loop, &t->gtasks[i].timer);
+    t->gtasks[i].timer.data = &t->gtasks[i];
+  }
+  uv_timer_stop(&t->progress);
+  uv_timer_start(&t->progress, on_gprogress, 1000, 1000);
+  for (uint32_t i = 0; i < t->n_gtasks; i++) gtask_next(&t->gtasks[i]);
+  groups_check_done(t);
+}
+
 static void drv_flush(tern_bench *b, tern_bench_dev *d) {
   if (!tern_client_is_open(d->conn)) return;
   send_ack(b, d);
@@ -353,6 +485,7 @@ static void drv_free(tern_bench *b) {
   if (t->client) tern_client_free(t->client);
   t->client = NULL;
   for (uint32_t i = 0; i < t->n_tasks; i++) uv_close((uv_handle_t *)&t->tasks[i].timer, NULL);
+  for (uint32_t i = 0; i < t->n_gtasks; i++) uv_close((uv_handle_t *)&t->gtasks[i].timer, NULL);
   uv_close((uv_handle_t *)&t->progress, NULL);
   for (uint32_t i = 0; i < b->n_devs; i++) b->devs[i].conn = NULL;
 }
@@ -361,6 +494,8 @@ static void drv_release(tern_bench *b) {
   tern_drv *t = T(b);
   if (!t) return;
   tern_free(t->tasks);
+  tern_free(t->gtasks);
+  tern_free(t->names);
   tern_free(t);
   b->drv_ctx = NULL;
 }
@@ -370,6 +505,8 @@ const tern_bench_driver tern_bench_driver_tern = {
     .provision = drv_provision,
     .connect = drv_connect,
     .send = drv_send,
+    .send_group = drv_send_group,
+    .setup_groups = drv_setup_groups,
     .flush = drv_flush,
     .outbound = drv_outbound,
     .disconnect = drv_disconnect,

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/util.h"
 #include "bench/bench_int.h"
 #include "bench/xmpp.h"
 #include "net/stream.h"
@@ -30,6 +31,7 @@
 #define MAX_ATTEMPTS 5
 #define RETRY_BASE_MS 100
 #define CONNECT_TIMEOUT_MS 60000
+#define JOINS_IN_FLIGHT 256 /* room joins pending at once: a join costs the room O(occupants) */
 
 typedef struct xmpp_drv xmpp_drv;
 typedef struct reg_task reg_task;
@@ -65,6 +67,13 @@ struct xmpp_drv {
   uv_timer_t progress;
   bool failed;
   char why[256];
+  /* group mode: every room's first member joins (and so creates it), then everyone else */
+  uint8_t *joined;        /* a bit per membership g·K + position */
+  uint64_t joins_total, joins_done, joins_sent;
+  uint32_t join_inflight;
+  uint32_t jq_g, jq_j;    /* the next membership to join */
+  bool creating;          /* still in the first pass (position 0 of every group) */
+  bool groups_reported;
 };
 
 static xmpp_drv *X(tern_bench *b) { return b->drv_ctx; }
@@ -151,6 +160,8 @@ static void on_connect(uv_connect_t *req, int status) {
   if (c->close_after_write) tern_stream_kick(c->st);
 }
 
+static void joins_pump(xmpp_drv *t);
+
 /* Session events for device connections. */
 static void on_sess(void *arg, const tern_bench_xmpp_event *ev) {
   xconn *c = arg;
@@ -165,7 +176,36 @@ static void on_sess(void *arg, const tern_bench_xmpp_event *ev) {
     case TERN_BENCH_XMPP_EV_SENT:
       tern_bench_on_sent(b, d, ev->gidx, ev->gidx + 1);
       break;
+    case TERN_BENCH_XMPP_EV_JOINED: {
+      xmpp_drv *t = c->t;
+      uint32_t g = tern_bench_group_of_id(b, ev->group, ev->group_len);
+      uint32_t pos = g == UINT32_MAX ? UINT32_MAX : tern_bench_group_pos(b, g, d->user);
+      if (pos == UINT32_MAX || !t->joined) {
+        tern_bench_count_error(b, "muc:joined_unknown_room");
+        break;
+      }
+      uint64_t m = (uint64_t)g * b->group_size + pos;
+      if (t->joined[m >> 3] & (1u << (m & 7))) break; /* a repeated self-presence */
+      t->joined[m >> 3] |= (uint8_t)(1u << (m & 7));
+      t->joins_done++;
+      if (t->join_inflight) t->join_inflight--;
+      joins_pump(t);
+      break;
+    }
     case TERN_BENCH_XMPP_EV_MSG: {
+      if (ev->group) {
+        if (ev->from_len == strlen(b->users[d->user].name) &&
+            memcmp(ev->from, b->users[d->user].name, ev->from_len) == 0) {
+          /* The room reflects every message to its sender too (XEP-0045 7.4): a client
+           * takes it as the server's confirmation, not as a message. */
+          tern_bench_note_reflected(b, d);
+          break;
+        }
+        uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
+        tern_bench_on_group_msg(b, d, ev->group, ev->group_len, ev->from, ev->from_len, g == UINT64_MAX ? 0 : g + 1,
+                                ev->body, ev->body_len);
+        break;
+      }
       uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
       tern_bench_on_msg(b, d, ev->from, ev->from_len, g == UINT64_MAX ? 0 : g + 1, ev->body, ev->body_len);
       break;
@@ -177,6 +217,16 @@ static void on_sess(void *arg, const tern_bench_xmpp_event *ev) {
       break;
     }
     case TERN_BENCH_XMPP_EV_ERROR: {
+      xmpp_drv *t = c->t;
+      if (ev->group && b->n_groups && t->joins_done < t->joins_total && !t->failed) {
+        /* A room refused a join or its configuration: the setup cannot complete. */
+        snprintf(t->why, sizeof t->why, "room %.*s refused %s: %s", (int)TERN_MIN(ev->group_len, 80), ev->group,
+                 b->users[d->user].name, ev->cond ? ev->cond : "?");
+        t->failed = true;
+        uv_timer_stop(&t->progress);
+        tern_bench_groups_done(b, -EPROTO, t->why);
+        break;
+      }
       uint64_t g = ev->id ? tern_bench_client_id_parse(ev->id, strlen(ev->id)) : UINT64_MAX;
       tern_bench_on_error(b, d, g, ev->cond);
       break;
@@ -371,6 +421,80 @@ static int drv_send(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const tern_
   return 0;
 }
 
+static int drv_send_group(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint32_t g, const char *body, size_t len) {
+  xconn *c = d->conn;
+  if (!c || c->closing) return -ENOTCONN;
+  int rc = tern_bench_xmpp_send_groupchat(&c->sess, b->group_ids[g], gidx, body, len);
+  if (rc < 0) return rc;
+  push_out(c);
+  tern_bench_mark_dirty(b, d);
+  return 0;
+}
+
+/* ---- group mode: MUC rooms ----
+ * Room g is "<prefix>g<g>" at the MUC service. Its first member joins first, which creates it
+ * (and configures it as an instant room); once every room exists, the other members join, at
+ * most JOINS_IN_FLIGHT at a time. Every member stays an occupant for the whole run. */
+
+static void joins_pump(xmpp_drv *t) {
+  tern_bench *b = t->b;
+  if (!b || t->failed || t->groups_reported) return;
+  uint32_t N = b->n_groups, K = b->group_size;
+  while (t->join_inflight < JOINS_IN_FLIGHT) {
+    if (t->creating && t->jq_g == N) {
+      if (t->joins_done < N) return; /* wait for every room to exist */
+      t->creating = false;
+      t->jq_g = 0;
+      t->jq_j = 1;
+    }
+    if (!t->creating && t->jq_g == N) break;
+    uint32_t g = t->jq_g, j = t->jq_j;
+    if (t->creating) t->jq_g++;
+    else if (++t->jq_j == K) {
+      t->jq_j = 1;
+      t->jq_g++;
+    }
+    tern_bench_dev *d = &b->devs[b->users[tern_bench_group_member(b, g, j)].first_dev];
+    xconn *c = d->conn;
+    if (!c || c->closing || tern_bench_xmpp_join(&c->sess, b->group_ids[g], b->cfg.muc_domain) < 0) {
+      snprintf(t->why, sizeof t->why, "%s is not connected to join room %s", b->users[d->user].name, b->group_ids[g]);
+      t->failed = true;
+      uv_timer_stop(&t->progress);
+      tern_bench_groups_done(b, -ENOTCONN, t->why);
+      return;
+    }
+    push_out(c);
+    t->joins_sent++;
+    t->join_inflight++;
+  }
+  if (t->joins_done == t->joins_total) {
+    t->groups_reported = true;
+    uv_timer_stop(&t->progress);
+    tern_bench_groups_done(b, 0, NULL);
+  }
+}
+
+static void on_jprogress(uv_timer_t *h) {
+  xmpp_drv *t = h->data;
+  tern_bench_groups_progress(t->b, t->creating ? "rooms created" : "memberships joined",
+                             (uint32_t)(t->creating ? t->joins_done : t->joins_done), (uint32_t)t->joins_total);
+}
+
+static void drv_setup_groups(tern_bench *b) {
+  xmpp_drv *t = X(b);
+  for (uint32_t g = 0; g < b->n_groups; g++) {
+    char id[72];
+    int n = snprintf(id, sizeof id, "%sg%u", b->cfg.prefix, g);
+    tern_bench_group_set_id(b, g, id, (size_t)n);
+  }
+  t->joins_total = (uint64_t)b->n_groups * b->group_size;
+  t->joined = tern_calloc((size_t)(t->joins_total + 7) / 8, 1);
+  t->creating = true;
+  uv_timer_stop(&t->progress);
+  uv_timer_start(&t->progress, on_jprogress, 1000, 1000);
+  joins_pump(t);
+}
+
 static void drv_flush(tern_bench *b, tern_bench_dev *d) {
   xconn *c = d->conn;
   if (!c || c->closing) return;
@@ -415,6 +539,7 @@ static void drv_release(tern_bench *b) {
   xmpp_drv *t = X(b);
   if (!t) return;
   tern_free(t->tasks);
+  tern_free(t->joined);
   tern_free(t);
   b->drv_ctx = NULL;
 }
@@ -424,6 +549,8 @@ const tern_bench_driver tern_bench_driver_xmpp = {
     .provision = drv_provision,
     .connect = drv_connect,
     .send = drv_send,
+    .send_group = drv_send_group,
+    .setup_groups = drv_setup_groups,
     .flush = drv_flush,
     .outbound = drv_outbound,
     .disconnect = drv_disconnect,

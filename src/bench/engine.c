@@ -63,7 +63,8 @@ typedef struct rec {
   uint32_t sender;   /* device index */
   uint32_t to;       /* user index */
   uint32_t pair_seq; /* 1, 2, ... per (sender device, recipient) */
-  uint32_t got;      /* a bit per receiving slot: recipient devices, then the sender's others */
+  uint32_t got;      /* a bit per receiving slot: recipient devices, then the sender's others;
+                        group mode: how many member devices have it (the bits are in gbits) */
   uint16_t flags;
 } rec;
 
@@ -71,6 +72,7 @@ typedef enum {
   P_PROVISION = 0,
   P_CONNECT,
   P_HOLD,
+  P_GROUPS,
   P_WARMUP,
   P_MEASURE,
   P_SETTLE,
@@ -79,7 +81,7 @@ typedef enum {
   P_DONE,
 } phase_t;
 
-static const char *const phase_names[] = {"register", "connect", "hold", "warmup", "measure",
+static const char *const phase_names[] = {"register", "connect", "hold", "groups", "warmup", "measure",
                                           "settle", "drain", "closing", "done"};
 
 typedef struct tern_bench_engine {
@@ -98,6 +100,9 @@ typedef struct tern_bench_engine {
 
   /* records */
   rec **chunks;
+  uint64_t **gbits;             /* group mode: per chunk, gwords words per record, a bit per
+                                   member device (position·D + device number) */
+  uint32_t gwords;
   size_t n_chunks;
   uint64_t n_recs;
   tern_bench_u64map by_msgid;   /* msgid hash → gidx */
@@ -149,6 +154,14 @@ typedef struct tern_bench_engine {
   tern_bench_lat lat_sent, lat_msg, lat_receipt, lat_read, lat_drain;
   tern_bench_error_count errors[MAX_ERROR_CODES];
   size_t n_errors;
+
+  /* group mode */
+  bool grp;                     /* --groups */
+  uint32_t *grp_live;           /* per group: member devices connected (the sender's included) */
+  uint32_t *rr_grp;             /* per user: round robin over its groups */
+  tern_bench_lat lat_last;      /* send → the last member device has it */
+  uint64_t w_group_complete;
+  uint64_t groups_t0;
 
   /* windows */
   uint64_t w_t0, w_t1;          /* the measured window, ns */
@@ -213,6 +226,10 @@ static rec *rec_new(engine *e, uint64_t *gidx) {
   if (chunk >= e->n_chunks) {
     e->chunks = tern_realloc(e->chunks, (e->n_chunks + 1) * sizeof *e->chunks);
     e->chunks[e->n_chunks++] = tern_calloc(REC_CHUNK, sizeof(rec));
+    if (e->grp) {
+      e->gbits = tern_realloc(e->gbits, e->n_chunks * sizeof *e->gbits);
+      e->gbits[e->n_chunks - 1] = tern_calloc((size_t)REC_CHUNK * e->gwords, sizeof(uint64_t));
+    }
   }
   e->n_recs++;
   *gidx = g;
@@ -318,6 +335,7 @@ static void maybe_complete(tern_bench *b, rec *r) {
   bool done;
   if (r->flags & F_ERR) done = true;
   else if (!(r->flags & F_SENT)) done = false;
+  else if (e->grp) done = r->got + 1 >= e->grp_live[r->to]; /* every member device but the sender's */
   else if (r->flags & F_LATE || !b->users[r->to].live_mask) done = true; /* stored for later */
   else if (b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF) done = (r->flags & F_RECEIPT) != 0;
   else done = (r->flags & F_DELIVERED) != 0;
@@ -353,13 +371,17 @@ static bool issue(tern_bench *b, tern_bench_dev *s, bool resend, uint64_t resend
     }
     const tern_bench_user *u = &b->users[s->user];
     uint32_t v;
-    if (b->cfg.peers == TERN_BENCH_PEERS_PAIRS) {
+    if (e->grp) {
+      uint32_t off = b->user_groups_off[s->user], n = b->user_groups_off[s->user + 1] - off;
+      if (!n) return false;
+      v = b->user_groups[off + e->rr_grp[s->user]++ % n];
+    } else if (b->cfg.peers == TERN_BENCH_PEERS_PAIRS) {
       v = u->peer;
     } else {
       do v = e->recipients[rng_next(e) % e->n_recipients];
       while (v == s->user && e->n_recipients > 1);
     }
-    if (v == NONE || v == s->user) return false;
+    if (!e->grp && (v == NONE || v == s->user)) return false;
     r = rec_new(e, &g);
     r->sender = s->idx;
     r->to = v;
@@ -367,7 +389,7 @@ static bool issue(tern_bench *b, tern_bench_dev *s, bool resend, uint64_t resend
     uint64_t *ctr = tern_bench_u64map_slot(&e->pair_ctr, ((uint64_t)s->idx << 32) | v, &created);
     r->pair_seq = (uint32_t)++*ctr;
     if (e->phase == P_MEASURE) r->flags |= F_MEASURED;
-    if (!b->users[v].live_mask) {
+    if (!e->grp && !b->users[v].live_mask) {
       r->flags |= F_LATE;
       e->stored++;
     }
@@ -377,7 +399,8 @@ static bool issue(tern_bench *b, tern_bench_dev *s, bool resend, uint64_t resend
   }
   size_t len = tern_bench_body_format(e->body, b->cfg.body + 64, g, r->pair_seq, b->cfg.body);
   if (!resend) r->t_send = now_ns();
-  int rc = b->drv->send(b, s, g, &b->users[r->to], e->body, len);
+  int rc = e->grp ? b->drv->send_group(b, s, g, r->to, e->body, len)
+                  : b->drv->send(b, s, g, &b->users[r->to], e->body, len);
   if (rc < 0) {
     /* Could not even queue it (the connection just closed): it is resent on reconnect. */
     tern_bench_count_error(b, "send_failed");
@@ -385,8 +408,37 @@ static bool issue(tern_bench *b, tern_bench_dev *s, bool resend, uint64_t resend
   return true;
 }
 
+/* Closed loop with --inflight M: at most M messages in flight in all, and each free slot goes
+ * to the next sending user in turn, so that every user keeps sending (a completed message's
+ * sender does not simply take its slot back). */
+static void refill_capped(tern_bench *b) {
+  engine *e = E(b);
+  uint32_t misses = 0, D = b->cfg.devices;
+  while (e->sending && !e->cap_reached && e->issued - e->complete < b->cfg.inflight && misses < e->n_send_users) {
+    uint32_t u = e->send_users[e->rr_user];
+    e->rr_user = (e->rr_user + 1) % e->n_send_users;
+    const tern_bench_user *usr = &b->users[u];
+    bool sent = false;
+    for (uint32_t k = 0; k < D && !sent; k++) {
+      uint32_t dn = (uint32_t)(e->rr_dev[u]++ % D);
+      tern_bench_dev *d = &b->devs[usr->first_dev + dn];
+      if ((usr->live_mask & (1u << dn)) && d->inflight < b->cfg.window) sent = issue(b, d, false, 0);
+    }
+    misses = sent ? 0 : misses + 1;
+  }
+}
+
 static void refill(tern_bench *b) {
   engine *e = E(b);
+  if (b->cfg.inflight && !e->rate) {
+    while (e->refill_head != NONE) {
+      tern_bench_dev *d = &b->devs[e->refill_head];
+      e->refill_head = d->next_refill;
+      d->refill_queued = false;
+    }
+    refill_capped(b);
+    return;
+  }
   while (e->refill_head != NONE) {
     tern_bench_dev *d = &b->devs[e->refill_head];
     e->refill_head = d->next_refill;
@@ -523,6 +575,12 @@ void tern_bench_on_sent(tern_bench *b, tern_bench_dev *d, uint64_t gidx, uint64_
   if (r->flags & F_MEASURED) tern_bench_lat_add(&e->lat_sent, (uint32_t)((t - r->t_send) / 1000));
   e->answered++;
   if (e->phase == P_MEASURE) e->w_sent++;
+  if (e->grp) {
+    e->exp_live += e->grp_live[r->to] - 1;
+    maybe_complete(b, r);
+    if (e->phase >= P_SETTLE) maybe_advance(b);
+    return;
+  }
   uint32_t live, late;
   expected_slots(b, d, r->to, &live, &late);
   e->exp_live += popcount32(live);
@@ -553,6 +611,8 @@ void tern_bench_on_error(tern_bench *b, tern_bench_dev *d, uint64_t gidx, const 
 
 void tern_bench_note_redelivered(tern_bench *b, tern_bench_dev *d) { E(b)->redelivered++; }
 
+void tern_bench_note_reflected(tern_bench *b, tern_bench_dev *d) { E(b)->res.reflected++; }
+
 void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_t from_len, uint64_t msgid,
                        const char *body, size_t len) {
   engine *e = E(b);
@@ -569,8 +629,8 @@ void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_
   }
   tern_bench_dev *s = &b->devs[r->sender];
   const tern_bench_user *su = &b->users[s->user];
-  if (!from || from_len != strlen(su->name) || memcmp(from, su->name, from_len) != 0) {
-    e->misrouted++;
+  if (!from || from_len != strlen(su->name) || memcmp(from, su->name, from_len) != 0 || e->grp) {
+    e->misrouted++; /* group mode: a group message that came without its group */
     return;
   }
   uint32_t D = b->cfg.devices, slot;
@@ -618,6 +678,69 @@ void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_
     if (e->phase == P_MEASURE) e->w_msgs++;
     maybe_complete(b, r);
   }
+  if (e->phase >= P_SETTLE) maybe_advance(b);
+}
+
+void tern_bench_on_group_msg(tern_bench *b, tern_bench_dev *d, const char *group, size_t group_len, const char *from,
+                             size_t from_len, uint64_t msgid, const char *body, size_t len) {
+  engine *e = E(b);
+  uint64_t g;
+  uint32_t pseq;
+  if (!body || tern_bench_body_parse(body, len, &g, &pseq) < 0 || g >= e->n_recs) {
+    e->corrupt++;
+    return;
+  }
+  rec *r = rec_at(e, g);
+  if (!e->grp || r->pair_seq != pseq || len < b->cfg.body) {
+    e->corrupt++;
+    return;
+  }
+  tern_bench_dev *s = &b->devs[r->sender];
+  const tern_bench_user *su = &b->users[s->user];
+  uint32_t pos = tern_bench_group_pos(b, r->to, d->user);
+  if (!from || from_len != strlen(su->name) || memcmp(from, su->name, from_len) != 0 ||
+      tern_bench_group_of_id(b, group, group_len) != r->to || pos == NONE || d == s) {
+    e->misrouted++; /* wrong sender, wrong group, not a member, or back at the sending device */
+    return;
+  }
+  uint32_t slot = pos * b->cfg.devices + d->devno;
+  uint64_t *bits = &e->gbits[g >> REC_CHUNK_BITS][(g & (REC_CHUNK - 1)) * e->gwords];
+  uint64_t bit = 1ull << (slot & 63);
+  if (bits[slot >> 6] & bit) {
+    if (!msgid || !r->msgid || msgid == r->msgid) e->redelivered++;
+    else e->duplicates++;
+    return;
+  }
+  bits[slot >> 6] |= bit;
+  r->got++;
+  if (msgid) {
+    if (!r->msgid) {
+      r->msgid = msgid;
+      *tern_bench_u64map_slot(&e->by_msgid, msgid, NULL) = g;
+    } else if (msgid != r->msgid) {
+      e->msgid_mismatch++;
+    }
+  }
+  uint64_t *hw = tern_bench_u64map_slot(&e->order, order_key(s->idx, d->idx, r->to), NULL);
+  if (pseq < *hw) e->reordered++;
+  else *hw = pseq;
+
+  uint64_t t = now_ns();
+  uint32_t us = (uint32_t)((t - r->t_send) / 1000);
+  e->deliveries++;
+  e->got_live++;
+  if (e->phase == P_MEASURE) e->w_envelopes++;
+  if (r->flags & F_MEASURED) tern_bench_lat_add(&e->lat_msg, us);
+  if (!(r->flags & F_DELIVERED)) {
+    r->flags |= F_DELIVERED;
+    if (e->phase == P_MEASURE) e->w_msgs++;
+  }
+  if (r->got + 1 == e->grp_live[r->to] && (r->flags & F_MEASURED)) {
+    /* The last member device: the figure a group chat's ✓✓ waits for. */
+    tern_bench_lat_add(&e->lat_last, us);
+    e->w_group_complete++;
+  }
+  maybe_complete(b, r);
   if (e->phase >= P_SETTLE) maybe_advance(b);
 }
 
@@ -773,6 +896,24 @@ void tern_bench_provision_done(tern_bench *b, int err, const char *why) {
   enter_phase(b, P_CONNECT);
 }
 
+void tern_bench_groups_progress(tern_bench *b, const char *what, uint32_t done, uint32_t total) {
+  say(b, "groups: %s %u/%u", what, done, total);
+}
+
+void tern_bench_groups_done(tern_bench *b, int err, const char *why) {
+  engine *e = E(b);
+  if (e->phase != P_GROUPS) return;
+  e->res.groups_setup_s = secs(now_ns() - e->groups_t0);
+  if (err < 0) {
+    e->setup_failed = true;
+    snprintf(e->setup_why, sizeof e->setup_why, "group setup failed: %s", why ? why : "?");
+    enter_phase(b, P_CLOSING);
+    return;
+  }
+  say(b, "%u groups ready in %.1f s", b->n_groups, e->res.groups_setup_s);
+  enter_phase(b, b->cfg.warmup_ms ? P_WARMUP : P_MEASURE);
+}
+
 /* ---- phases ---- */
 
 static void sample_server(tern_bench *b, tern_bench_proc *out) {
@@ -858,7 +999,7 @@ static void maybe_advance(tern_bench *b) {
         enter_phase(b, P_CLOSING);
         return;
       }
-      enter_phase(b, b->cfg.warmup_ms ? P_WARMUP : P_MEASURE);
+      enter_phase(b, e->grp ? P_GROUPS : b->cfg.warmup_ms ? P_WARMUP : P_MEASURE);
       break;
     case P_MEASURE:
       /* --messages: the window ends once the last message is complete. */
@@ -884,19 +1025,21 @@ static void progress_line(tern_bench *b) {
   e->last_p_deliv = e->deliveries;
   e->last_p_rcpt = e->receipts;
   if (e->phase == P_PROVISION) return; /* the driver reports its own progress */
+  if (e->phase == P_GROUPS) return; /* the driver reports the setup's progress */
   if (e->phase == P_CONNECT || e->phase == P_HOLD) {
     say(b, "%s: %u/%u up, %u connecting, %u failed", phase_names[e->phase], e->up, e->live_target, e->connecting,
         e->failed);
     return;
   }
-  tern_bench_lat *l = b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF ? &e->lat_receipt : &e->lat_msg;
+  tern_bench_lat *l = e->grp ? &e->lat_last : b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF ? &e->lat_receipt : &e->lat_msg;
   uint64_t errs = 0;
   for (size_t i = 0; i < e->n_errors; i++) errs += e->errors[i].n;
   char p99[32] = "-";
   if (l->n) snprintf(p99, sizeof p99, "%u", tern_bench_lat_pct(l, 99));
   say(b, "%-7s sent/s %7" PRIu64 "  delivered/s %7" PRIu64 "  receipts/s %7" PRIu64 "  p99 %s %6s µs  inflight %6" PRIu64
       "  errors %" PRIu64 "%s",
-      phase_names[e->phase], ds, dd, dr, b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF ? "send→receipt" : "send→msg", p99,
+      phase_names[e->phase], ds, dd, dr,
+      e->grp ? "send→last" : b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF ? "send→receipt" : "send→msg", p99,
       e->issued - e->complete, errs, e->behind ? "  (schedule behind)" : "");
 }
 
@@ -971,6 +1114,12 @@ static void enter_phase(tern_bench *b, phase_t p) {
       }
       break;
     }
+    case P_GROUPS:
+      e->groups_t0 = now_ns();
+      say(b, "setting up %u groups of %u members (%" PRIu64 " memberships)", b->n_groups, b->group_size,
+          (uint64_t)b->n_groups * b->group_size);
+      b->drv->setup_groups(b);
+      break;
     case P_WARMUP:
       say(b, "warming up for %.1f s", (double)b->cfg.warmup_ms / 1000);
       start_sending(b);
@@ -1074,7 +1223,21 @@ static void build_population(tern_bench *b) {
       }
     }
   }
-  /* Who sends: live users with a peer that has a connected device. */
+  if (e->grp) {
+    b->n_groups = c->groups;
+    b->group_size = c->group_size;
+    tern_bench_groups_build(b);
+    e->grp_live = tern_calloc(b->n_groups, sizeof *e->grp_live);
+    e->rr_grp = tern_calloc(b->n_users, sizeof *e->rr_grp);
+    for (uint32_t g = 0; g < b->n_groups; g++)
+      for (uint32_t j = 0; j < b->group_size; j++)
+        e->grp_live[g] += popcount32(b->users[tern_bench_group_member(b, g, j)].live_mask);
+    /* A bit per member device: position·D + device number. */
+    e->gwords = (uint32_t)(((uint64_t)b->group_size * c->devices + 63) / 64);
+    e->res.memberships_per_user = (double)b->n_groups * b->group_size / b->n_users;
+  }
+  /* Who sends: live users with a peer that has a connected device (group mode: every live
+   * user in at least one group). */
   e->send_users = tern_calloc(b->n_users, sizeof *e->send_users);
   e->recipients = tern_calloc(b->n_users, sizeof *e->recipients);
   e->rr_dev = tern_calloc(b->n_users, 1);
@@ -1085,7 +1248,9 @@ static void build_population(tern_bench *b) {
   for (uint32_t u = 0; u < b->n_users && !c->idle; u++) {
     tern_bench_user *usr = &b->users[u];
     if (usr->offline || !usr->live_mask) continue;
-    if (c->peers == TERN_BENCH_PEERS_PAIRS) {
+    if (e->grp) {
+      if (b->user_groups_off[u + 1] == b->user_groups_off[u]) continue;
+    } else if (c->peers == TERN_BENCH_PEERS_PAIRS) {
       if (usr->peer == NONE || (c->one_way && (u & 1u))) continue;
       const tern_bench_user *p = &b->users[usr->peer];
       if (!(p->live_mask | p->late_mask)) continue;
@@ -1124,6 +1289,12 @@ static void verify(tern_bench *b) {
       continue;
     }
     if (!(x->flags & F_SENT)) continue;
+    if (e->grp) {
+      uint32_t exp = e->grp_live[x->to] - 1;
+      r->expected_deliveries += exp;
+      r->lost += exp > x->got ? exp - x->got : 0;
+      continue;
+    }
     uint32_t live, late;
     expected_slots(b, &b->devs[x->sender], x->to, &live, &late);
     uint32_t exp = live | late;
@@ -1177,6 +1348,12 @@ static void finish_results(tern_bench *b) {
   fill_lat(&e->lat_receipt, &r->lat_receipt);
   fill_lat(&e->lat_read, &r->lat_read);
   fill_lat(&e->lat_drain, &r->lat_drain);
+  fill_lat(&e->lat_last, &r->lat_last);
+  if (e->grp && r->window_s > 0) {
+    r->w_group_complete = e->w_group_complete;
+    r->group_msgs_per_s = r->sent_per_s;
+    r->member_deliveries_per_s = r->envelopes_per_s;
+  }
   r->errors = e->errors;
   r->n_errors = e->n_errors;
   r->stored = e->stored;
@@ -1187,7 +1364,8 @@ static void finish_results(tern_bench *b) {
   }
   if (r->srv_start.ok && r->srv_end.ok) {
     r->srv_cpu_s = r->srv_end.cpu_s - r->srv_start.cpu_s;
-    uint64_t msgs = e->w_msgs ? e->w_msgs : e->w_sent;
+    /* Group mode: per member delivery, the unit of fan-out work. */
+    uint64_t msgs = e->grp ? e->w_envelopes : e->w_msgs ? e->w_msgs : e->w_sent;
     if (msgs) r->srv_cpu_us_per_msg = r->srv_cpu_s * 1e6 / (double)msgs;
   }
   r->bench_cpu_s = e->bench_cpu1 - e->bench_cpu0;
@@ -1205,6 +1383,7 @@ int tern_bench_run(const tern_bench_config *cfg) {
   e->rng = cfg->seed * 0x9E3779B97F4A7C15ULL + 1;
   e->dirty_head = e->refill_head = NONE;
   e->body = tern_malloc(cfg->body + 64);
+  e->grp = cfg->groups > 0;
   b->drv = cfg->proto == TERN_BENCH_PROTO_XMPP ? &tern_bench_driver_xmpp : &tern_bench_driver_tern;
 
   /* Source addresses: only for a loopback server (127.0.0.x all reach it). */
@@ -1268,8 +1447,16 @@ int tern_bench_run(const tern_bench_config *cfg) {
   b->drv->release(b);
   uv_loop_close(&loop);
 
-  for (size_t i = 0; i < e->n_chunks; i++) tern_free(e->chunks[i]);
+  for (size_t i = 0; i < e->n_chunks; i++) {
+    tern_free(e->chunks[i]);
+    if (e->gbits) tern_free(e->gbits[i]);
+  }
   tern_free(e->chunks);
+  tern_free(e->gbits);
+  tern_free(e->grp_live);
+  tern_free(e->rr_grp);
+  tern_bench_lat_free(&e->lat_last);
+  tern_bench_groups_free(b);
   tern_bench_u64map_free(&e->by_msgid);
   tern_bench_u64map_free(&e->pair_ctr);
   tern_bench_u64map_free(&e->order);

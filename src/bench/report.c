@@ -24,7 +24,7 @@ static void lat_row(FILE *out, const char *name, const tern_bench_lat_summary *s
 void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, FILE *out) {
   const tern_bench_config *c = &b->cfg;
   fprintf(out, "\ntern-bench %s @ %s: %u users × %u devices, %u connections, %s\n", b->drv->name, c->server,
-          c->users, c->devices, c->connections, c->idle ? "idle" : c->peers == TERN_BENCH_PEERS_RANDOM ? "random peers" : c->one_way ? "one-way pairs" : "pairs");
+          c->users, c->devices, c->connections, c->idle ? "idle" : c->groups ? "groups" : c->peers == TERN_BENCH_PEERS_RANDOM ? "random peers" : c->one_way ? "one-way pairs" : "pairs");
   if (c->idle) {
     fprintf(out, "  connected %" PRIu64 " (failed %" PRIu64 ") in %.2f s: %.0f connections/s\n", r->idle_connected,
             r->idle_failed, r->connect_s, r->connect_rate);
@@ -36,17 +36,26 @@ void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, F
   } else {
     if (r->target_rate > 0) fprintf(out, "  open loop at %.0f messages/s", r->target_rate);
     else fprintf(out, "  closed loop, window %u per device", c->window);
+    if (r->target_rate <= 0 && c->inflight) fprintf(out, ", at most %u in flight", c->inflight);
     fprintf(out, ", %u-byte bodies, receipts %s, offline %.0f%%, window %.2f s\n", c->body, receipts_name(c->receipts),
             c->offline * 100, r->window_s);
+    if (c->groups)
+      fprintf(out, "  groups: %u × %u members (each user in %.1f on average), set up in %.1f s\n", c->groups,
+              c->group_size, r->memberships_per_user, r->groups_setup_s);
     fprintf(out, "\nthroughput (measured window)\n");
+    if (c->groups)
+      fprintf(out, "  group messages/s %.0f   member deliveries/s %.0f   messages at every member %" PRIu64 "\n",
+              r->group_msgs_per_s, r->member_deliveries_per_s, r->w_group_complete);
     fprintf(out, "  sent/s %.0f   delivered/s %.0f   receipts/s %.0f", r->sent_per_s, r->delivered_per_s,
             r->receipts_per_s);
     if (c->receipts == TERN_BENCH_RECEIPTS_READ) fprintf(out, "   reads/s %.0f", r->reads_per_s);
     fprintf(out, "   envelopes/s %.0f\n", r->envelopes_per_s);
+    if (c->groups) fprintf(out, "  (send→msg: at each member device; send→last: at the last member device)\n");
     fprintf(out, "\nlatency (µs)              n      p50      p90      p99    p99.9  p99.999       max      mean\n");
     lat_row(out, "send→sent", &r->lat_sent);
     lat_row(out, "send→msg", &r->lat_msg);
     lat_row(out, "send→receipt", &r->lat_receipt);
+    if (c->groups) lat_row(out, "send→last", &r->lat_last); /* at the last member device */
     if (c->receipts == TERN_BENCH_RECEIPTS_READ) lat_row(out, "send→read", &r->lat_read);
     if (r->lat_drain.n) lat_row(out, "send→drained", &r->lat_drain);
     fprintf(out, "\nmessages %" PRIu64 ", answered %" PRIu64 ", errors %" PRIu64 ", deliveries %" PRIu64
@@ -54,6 +63,7 @@ void tern_bench_report_table(const tern_bench *b, const tern_bench_results *r, F
             r->messages, r->answered, r->errored, r->deliveries, r->receipts);
     if (r->behind) fprintf(out, ", behind schedule (skipped) %" PRIu64, r->behind);
     if (r->reconnects) fprintf(out, ", reconnects %" PRIu64, r->reconnects);
+    if (r->reflected) fprintf(out, ", reflected to the sender (not counted) %" PRIu64, r->reflected);
     fputc('\n', out);
     if (r->stored)
       fprintf(out, "offline: %" PRIu64 " messages stored, %" PRIu64 " envelopes drained in %.2f s: %.0f/s\n", r->stored,
@@ -140,6 +150,7 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   cJSON_AddStringToObject(sc, "loop", r->target_rate > 0 ? "open" : "closed");
   cJSON_AddNumberToObject(sc, "target_rate", r->target_rate);
   cJSON_AddNumberToObject(sc, "window", c->window);
+  cJSON_AddNumberToObject(sc, "inflight", c->inflight);
   cJSON_AddNumberToObject(sc, "max_messages", (double)c->max_messages);
   cJSON_AddNumberToObject(sc, "body", c->body);
   cJSON_AddNumberToObject(sc, "offline", c->offline);
@@ -147,6 +158,8 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   cJSON_AddNumberToObject(sc, "duration_s", (double)c->duration_ms / 1000);
   cJSON_AddNumberToObject(sc, "warmup_s", (double)c->warmup_ms / 1000);
   cJSON_AddStringToObject(sc, "prefix", c->prefix);
+  cJSON_AddNumberToObject(sc, "groups", c->groups);
+  cJSON_AddNumberToObject(sc, "group_size", c->groups ? c->group_size : 0);
 
   cJSON *ph = cJSON_AddObjectToObject(root, "phases");
   cJSON_AddNumberToObject(ph, "register_s", r->register_s);
@@ -181,6 +194,20 @@ char *tern_bench_report_json_string(const tern_bench *b, const tern_bench_result
   add_lat(lat, "send_to_receipt", &r->lat_receipt);
   add_lat(lat, "send_to_read", &r->lat_read);
   add_lat(lat, "send_to_drained", &r->lat_drain);
+  add_lat(lat, "send_to_last_member", &r->lat_last);
+
+  if (c->groups) {
+    cJSON *g = cJSON_AddObjectToObject(root, "groups");
+    cJSON_AddNumberToObject(g, "groups", c->groups);
+    cJSON_AddNumberToObject(g, "group_size", c->group_size);
+    cJSON_AddNumberToObject(g, "memberships_per_user", r->memberships_per_user);
+    cJSON_AddNumberToObject(g, "setup_s", r->groups_setup_s);
+    cJSON_AddNumberToObject(g, "messages_per_s", r->group_msgs_per_s);
+    cJSON_AddNumberToObject(g, "member_deliveries_per_s", r->member_deliveries_per_s);
+    cJSON_AddNumberToObject(g, "window_complete", (double)r->w_group_complete);
+    cJSON_AddNumberToObject(g, "reflected", (double)r->reflected);
+    add_lat(g, "send_to_last_member_us", &r->lat_last);
+  }
 
   cJSON *er = cJSON_AddObjectToObject(root, "errors");
   for (size_t i = 0; i < r->n_errors; i++) cJSON_AddNumberToObject(er, r->errors[i].code, (double)r->errors[i].n);

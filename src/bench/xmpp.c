@@ -463,6 +463,11 @@ fail:
 #define NS_RECEIPTS "urn:xmpp:receipts"
 #define NS_REGISTER "jabber:iq:register"
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_MUC "http://jabber.org/protocol/muc"
+#define NS_MUC_USER "http://jabber.org/protocol/muc#user"
+#define NS_MUC_OWNER "http://jabber.org/protocol/muc#owner"
+#define NS_DATA "jabber:x:data"
+#define CFG_ID_PREFIX "cfg:" /* the id of an instant-room configuration is cfg:ROOM */
 
 static void put(tern_bench_xmpp *s, const char *str) { tern_buf_puts(&s->out, str); }
 
@@ -606,6 +611,79 @@ static void on_features(tern_bench_xmpp *s, uint32_t f) {
   }
 }
 
+/* Splits a JID "room@muc/nick" from the MUC service: the room's local part and the nick
+ * (resource). Returns false when the JID is not of s->muc. */
+static bool room_jid(const tern_bench_xmpp *s, const char *jid, const char **room, size_t *room_len, const char **nick,
+                     size_t *nick_len) {
+  if (!jid || !s->muc[0]) return false;
+  const char *at = strchr(jid, '@');
+  if (!at || at == jid) return false;
+  const char *dom = at + 1, *slash = strchr(dom, '/');
+  size_t dlen = slash ? (size_t)(slash - dom) : strlen(dom);
+  if (dlen != strlen(s->muc) || memcmp(dom, s->muc, dlen) != 0) return false;
+  *room = jid;
+  *room_len = (size_t)(at - jid);
+  *nick = slash ? slash + 1 : "";
+  *nick_len = slash ? strlen(slash + 1) : 0;
+  return true;
+}
+
+static void emit_joined(tern_bench_xmpp *s, const char *room, size_t room_len, bool created) {
+  tern_bench_xmpp_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.type = TERN_BENCH_XMPP_EV_JOINED;
+  ev.group = room;
+  ev.group_len = room_len;
+  ev.created = created;
+  emit(s, &ev);
+}
+
+static bool has_status(const tern_bench_xml *x, uint32_t xuser, const char *code) {
+  for (uint32_t c = tern_bench_xml_first(x, xuser); c != NONE; c = tern_bench_xml_next(x, c)) {
+    const char *v = strcmp(tern_bench_xml_local(x, c), "status") == 0 ? tern_bench_xml_attr(x, c, "code") : NULL;
+    if (v && strcmp(v, code) == 0) return true;
+  }
+  return false;
+}
+
+/* A presence from a room: our own (status 110) completes a join; an error refuses it. Other
+ * occupants' presences only count for the stream-management h. */
+static void on_presence(tern_bench_xmpp *s, uint32_t p) {
+  tern_bench_xml *x = &s->xml;
+  const char *room, *nick;
+  size_t room_len, nick_len;
+  if (!room_jid(s, tern_bench_xml_attr(x, p, "from"), &room, &room_len, &nick, &nick_len)) return;
+  const char *type = tern_bench_xml_attr(x, p, "type");
+  if (type && strcmp(type, "error") == 0) {
+    tern_bench_xmpp_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = TERN_BENCH_XMPP_EV_ERROR;
+    ev.group = room;
+    ev.group_len = room_len;
+    ev.cond = stanza_error(x, p);
+    emit(s, &ev);
+    return;
+  }
+  if (type) return; /* unavailable: someone left */
+  uint32_t xu = tern_bench_xml_child(x, p, "x", NS_MUC_USER);
+  bool self = xu != NONE && has_status(x, xu, "110");
+  if (!self) self = nick_len == strlen(s->user) && memcmp(nick, s->user, nick_len) == 0;
+  if (!self) return;
+  if (xu != NONE && has_status(x, xu, "201")) {
+    /* A new room, locked until configured: accept the defaults (an instant room). */
+    put(s, "<iq type='set' id='" CFG_ID_PREFIX);
+    put_esc(s, room, room_len);
+    put(s, "' to='");
+    put_esc(s, room, room_len);
+    tern_buf_putc(&s->out, '@');
+    put_escs(s, s->muc);
+    put(s, "'><query xmlns='" NS_MUC_OWNER "'><x xmlns='" NS_DATA "' type='submit'/></query></iq>");
+    s->out_h++;
+    return;
+  }
+  emit_joined(s, room, room_len, false);
+}
+
 static void on_iq(tern_bench_xmpp *s, uint32_t iq) {
   tern_bench_xml *x = &s->xml;
   const char *type = tern_bench_xml_attr(x, iq, "type");
@@ -613,6 +691,21 @@ static void on_iq(tern_bench_xmpp *s, uint32_t iq) {
   if (!type) type = "";
   if (!id) id = "";
   bool result = strcmp(type, "result") == 0, error = strcmp(type, "error") == 0;
+  if (s->state == TERN_BENCH_XS_READY && strncmp(id, CFG_ID_PREFIX, strlen(CFG_ID_PREFIX)) == 0 && (result || error)) {
+    const char *room = id + strlen(CFG_ID_PREFIX);
+    if (result) {
+      emit_joined(s, room, strlen(room), true);
+    } else {
+      tern_bench_xmpp_event ev;
+      memset(&ev, 0, sizeof ev);
+      ev.type = TERN_BENCH_XMPP_EV_ERROR;
+      ev.group = room;
+      ev.group_len = strlen(room);
+      ev.cond = stanza_error(x, iq);
+      emit(s, &ev);
+    }
+    return;
+  }
   if (s->state == TERN_BENCH_XS_REGISTER && strcmp(id, "reg") == 0) {
     if (error && strcmp(stanza_error(x, iq), "conflict") != 0) {
       fail(s, stanza_error(x, iq));
@@ -672,6 +765,25 @@ static void on_message(tern_bench_xmpp *s, uint32_t m) {
     ev.type = TERN_BENCH_XMPP_EV_ERROR;
     ev.id = id;
     ev.cond = stanza_error(x, m);
+    const char *room, *nick;
+    size_t nick_len;
+    if (room_jid(s, tern_bench_xml_attr(x, m, "from"), &room, &ev.group_len, &nick, &nick_len)) ev.group = room;
+    emit(s, &ev);
+    return;
+  }
+  if (type && strcmp(type, "groupchat") == 0) {
+    /* A room's message: from is room@muc/nick. The subject (no body) is not a message. */
+    uint32_t gb = tern_bench_xml_child(x, m, "body", NULL);
+    const char *room, *nick;
+    size_t room_len, nick_len;
+    if (gb == NONE || !room_jid(s, tern_bench_xml_attr(x, m, "from"), &room, &room_len, &nick, &nick_len)) return;
+    ev.type = TERN_BENCH_XMPP_EV_MSG;
+    ev.group = room;
+    ev.group_len = room_len;
+    ev.from = nick;
+    ev.from_len = nick_len;
+    ev.id = id;
+    ev.body = tern_bench_xml_text(x, gb, &ev.body_len);
     emit(s, &ev);
     return;
   }
@@ -781,6 +893,7 @@ static void on_element(tern_bench_xmpp *s, uint32_t e) {
   if (s->state == TERN_BENCH_XS_READY) s->in_h++;
   if (strcmp(local, "iq") == 0) on_iq(s, e);
   else if (strcmp(local, "message") == 0 && s->state == TERN_BENCH_XS_READY) on_message(s, e);
+  else if (strcmp(local, "presence") == 0 && s->state == TERN_BENCH_XS_READY) on_presence(s, e);
 }
 
 static void on_xml(tern_bench_xml *x, tern_bench_xml_ev ev, uint32_t root, void *arg) {
@@ -811,6 +924,8 @@ int tern_bench_xmpp_feed(tern_bench_xmpp *s, const char *data, size_t len) {
   return 0;
 }
 
+static void pend_push(tern_bench_xmpp *s, uint64_t gidx);
+
 int tern_bench_xmpp_send_msg(tern_bench_xmpp *s, const char *to, uint64_t gidx, const char *body, size_t len) {
   if (s->state != TERN_BENCH_XS_READY) return -ENOTCONN;
   char id[32];
@@ -824,6 +939,12 @@ int tern_bench_xmpp_send_msg(tern_bench_xmpp *s, const char *to, uint64_t gidx, 
   put(s, "' type='chat'><body>");
   put_esc(s, body, len);
   put(s, "</body><request xmlns='" NS_RECEIPTS "'/></message>");
+  pend_push(s, gidx);
+  return 0;
+}
+
+/* The message just queued (stanza number out_h + 1) awaits the server's ack. */
+static void pend_push(tern_bench_xmpp *s, uint64_t gidx) {
   s->out_h++;
   if (s->pend_len == s->pend_cap) {
     /* Grow the ring, unrolling it so that it starts at 0. */
@@ -841,6 +962,36 @@ int tern_bench_xmpp_send_msg(tern_bench_xmpp *s, const char *to, uint64_t gidx, 
   p[2] = (uint32_t)(gidx >> 32);
   s->pend_len++;
   s->need_r = true;
+}
+
+int tern_bench_xmpp_join(tern_bench_xmpp *s, const char *room, const char *muc_domain) {
+  if (s->state != TERN_BENCH_XS_READY) return -ENOTCONN;
+  snprintf(s->muc, sizeof s->muc, "%s", muc_domain);
+  put(s, "<presence to='");
+  put_escs(s, room);
+  tern_buf_putc(&s->out, '@');
+  put_escs(s, s->muc);
+  tern_buf_putc(&s->out, '/');
+  put_escs(s, s->user);
+  put(s, "'><x xmlns='" NS_MUC "'><history maxstanzas='0'/></x></presence>");
+  s->out_h++;
+  return 0;
+}
+
+int tern_bench_xmpp_send_groupchat(tern_bench_xmpp *s, const char *room, uint64_t gidx, const char *body, size_t len) {
+  if (s->state != TERN_BENCH_XS_READY) return -ENOTCONN;
+  char id[32];
+  snprintf(id, sizeof id, "g%" PRIu64, gidx);
+  put(s, "<message to='");
+  put_escs(s, room);
+  tern_buf_putc(&s->out, '@');
+  put_escs(s, s->muc);
+  put(s, "' id='");
+  put(s, id);
+  put(s, "' type='groupchat'><body>");
+  put_esc(s, body, len);
+  put(s, "</body></message>");
+  pend_push(s, gidx);
   return 0;
 }
 

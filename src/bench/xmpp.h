@@ -8,7 +8,9 @@
  *     and character references, CDATA, comments and the XML declaration. No DTDs.
  *   - tern_bench_xmpp: one c2s session, no TLS: SASL PLAIN, resource binding, the legacy
  *     session, XEP-0198 stream management (enable, <r/>/<a h=/>), XEP-0184 receipts, and
- *     XEP-0077 in-band registration (a session in register mode only registers).
+ *     XEP-0077 in-band registration (a session in register mode only registers), and the
+ *     XEP-0045 multi-user chat a group benchmark needs: joining a room (creating it as an
+ *     instant room when it is new), groupchat messages and their reflections.
  *
  * The session writes what it wants to send into `out`; the caller writes those bytes to the
  * socket and consumes them (tern_buf_consume / reset). Events come back through a callback,
@@ -100,6 +102,8 @@ typedef enum {
   TERN_BENCH_XMPP_EV_ERROR,     /* an error stanza: id (maybe NULL), cond */
   TERN_BENCH_XMPP_EV_FAILED,    /* the session cannot go on: cond says why */
   TERN_BENCH_XMPP_EV_CLOSED,    /* the server closed the stream */
+  TERN_BENCH_XMPP_EV_JOINED,    /* MUC: we are an occupant of room `group` (a new room is
+                                   configured as an instant room first) */
 } tern_bench_xmpp_ev_type;
 
 typedef struct tern_bench_xmpp_event {
@@ -112,6 +116,11 @@ typedef struct tern_bench_xmpp_event {
   size_t body_len;
   const char *cond;    /* ERROR, FAILED: a condition ("conflict", "not-authorized", ...) */
   bool conflict;       /* REGISTERED: the account existed already */
+  const char *group;   /* MSG of type groupchat, JOINED, ERROR from a room: the room's local
+                          part (not NUL-terminated: group_len); NULL otherwise. MSG's from is
+                          then the sender's nick, which tern-bench makes its user name */
+  size_t group_len;
+  bool created;        /* JOINED: the room was new and we configured it */
 } tern_bench_xmpp_event;
 
 typedef void (*tern_bench_xmpp_cb)(void *arg, const tern_bench_xmpp_event *ev);
@@ -148,6 +157,7 @@ typedef struct tern_bench_xmpp {
   uint32_t (*pend)[3];        /* ring of (stanza number, gidx low, gidx high) awaiting <a/> */
   uint32_t pend_head, pend_len, pend_cap;
   uint64_t rcpt_ctr;          /* ids for our receipt stanzas */
+  char muc[256];              /* the MUC service's domain (tern_bench_xmpp_join) */
   tern_bench_xmpp_cb cb;
   void *arg;
 } tern_bench_xmpp;
@@ -160,6 +170,15 @@ void tern_bench_xmpp_free(tern_bench_xmpp *s);
 int tern_bench_xmpp_feed(tern_bench_xmpp *s, const char *data, size_t len);
 /* Queues a chat message to to@domain with id "g<gidx>" and a XEP-0184 request. 0 or -ENOTCONN. */
 int tern_bench_xmpp_send_msg(tern_bench_xmpp *s, const char *to, uint64_t gidx, const char *body, size_t len);
+/* Joins room@muc_domain with our user name as the nick, without history
+ * (<history maxstanzas='0'/>); JOINED follows (or ERROR with group set). A room that is new is
+ * locked until its owner configures it (XEP-0045 10.1.2): the session then submits the empty
+ * form, which makes it an instant room with the service's defaults, and JOINED comes once the
+ * service accepted it. 0 or -ENOTCONN. */
+int tern_bench_xmpp_join(tern_bench_xmpp *s, const char *room, const char *muc_domain);
+/* Queues a groupchat message to room@muc with id "g<gidx>" (no receipt request: XEP-0184 is
+ * not for rooms); SENT follows when the server acks it. 0 or -ENOTCONN. */
+int tern_bench_xmpp_send_groupchat(tern_bench_xmpp *s, const char *room, uint64_t gidx, const char *body, size_t len);
 /* End of a batch: asks for an ack (<r/>) when messages went out since the last one. */
 void tern_bench_xmpp_flush(tern_bench_xmpp *s);
 /* Queues </stream:stream>. */

@@ -128,8 +128,8 @@ static const struct {
      "and the sender, group changes one line each, and receipts for your group messages\n"
      "count the members: \"delivered to 2 of 3\", \"read by 1 of 3\".\n"},
     {"chat",
-     "usage: tern chat USER [--timeout DURATION] [--server URL]\n"
-     "       tern chat --group GROUP [--timeout DURATION] [--server URL]\n"
+     "usage: tern chat USER [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
+     "       tern chat --group GROUP [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
      "\n"
      "Talks with USER: each line typed on stdin is sent; each sent message shows its ticks:\n"
      "… waiting, ✓ stored, ✓✓ delivered, blue ✓✓ (\"read\" when not on a terminal) read.\n"
@@ -139,7 +139,9 @@ static const struct {
      "With --group, the conversation is GROUP's (its id or unique name): each member's\n"
      "messages with their name, the group's changes and who is typing as lines of their\n"
      "own, and per message of yours \"✓ delivered to 2 of 3, read by 1\" (✓✓ once every\n"
-     "member it reached has it).\n"},
+     "member it reached has it).\n"
+     "Lines are end-to-end encrypted when everyone in the chat has keys (🔒 marks what\n"
+     "arrived encrypted); --e2e refuses to chat otherwise, --plain never encrypts.\n"},
     {"group",
      "usage: tern group create NAME [USER...] [--description D]\n"
      "       tern group add GROUP USER...\n"

@@ -525,6 +525,44 @@ static void after_pw_verify(uv_work_t *w, int status) {
   hash_submit(a, &c->p, pw_hash_new, after_pw_new);
 }
 
+/* Starts checking the signed-in user's password (a password change, an account deletion): the
+ * failed-login limit, the hash queue, then verify_work and after on the threadpool. ctx is a
+ * zeroed struct of size bytes whose head is a pending; it is filled and submitted, or freed
+ * after answering. Returns whether it was submitted. */
+static bool check_own_password(tern_app *a, tern_http_req *req, tern_user *u, const char *password, void *ctx,
+                               uv_after_work_cb after) {
+  pending *p = ctx;
+  tern_ip ip;
+  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
+  int retry = 1;
+  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
+    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
+    tern_free(ctx);
+    return false;
+  }
+  if (!u->pwhash || !*u->pwhash) {
+    tern_http_error(req, 401, "bad_credentials", "wrong password");
+    tern_free(ctx);
+    return false;
+  }
+  if (!hash_admit(a, req)) {
+    tern_free(ctx);
+    return false;
+  }
+  p->app = a;
+  p->req = req;
+  p->conn = req->conn;
+  tern_conn_ref(p->conn);
+  p->work.data = ctx;
+  snprintf(p->user, sizeof p->user, "%s", u->name);
+  p->password = tern_strdup(password);
+  p->hash = tern_strdup(u->pwhash);
+  p->ip = ip;
+  p->have_ip = have_ip;
+  hash_submit(a, p, verify_work, after);
+  return true;
+}
+
 void tern_accounts_password(tern_app *a, tern_http_req *req) {
   tern_device *me = tern_api_authenticate(a, req);
   if (!me) return;
@@ -544,34 +582,14 @@ void tern_accounts_password(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 400, "bad_request", "a password is 8 to 1024 bytes");
     return;
   }
-  tern_ip ip;
-  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
-  int retry = 1;
-  tern_user *u = me->user;
-  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
-    tern_wire_doc_free(&doc);
-    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
-    return;
-  }
-  if (!u->pwhash || !hash_admit(a, req)) {
-    if (!u->pwhash) tern_http_error(req, 401, "bad_credentials", "the old password is wrong");
-    tern_wire_doc_free(&doc);
-    return;
-  }
   pwchange *c = TERN_NEW(pwchange);
-  c->p.app = a;
-  c->p.req = req;
-  c->p.conn = req->conn;
-  tern_conn_ref(c->p.conn);
-  c->p.work.data = c;
-  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
-  c->p.password = tern_strdup(old->valuestring);
-  c->p.hash = tern_strdup(u->pwhash);
-  c->p.ip = ip;
-  c->p.have_ip = have_ip;
   c->next = tern_strdup(nw->valuestring);
+  char *next = c->next;
+  if (!check_own_password(a, req, me->user, old->valuestring, c, after_pw_verify)) {
+    sodium_memzero(next, strlen(next));
+    tern_free(next);
+  }
   tern_wire_doc_free(&doc);
-  hash_submit(a, &c->p, verify_work, after_pw_verify);
 }
 
 /* ---- held names: a deleted account's name, for accounts.name_hold ---- */
@@ -727,33 +745,8 @@ void tern_accounts_delete_me(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 400, "bad_request", "password must be a string");
     return;
   }
-  tern_user *u = me->user;
-  tern_ip ip;
-  bool via, have_ip = tern_limits_client(a->limits, req, &ip, &via);
-  int retry = 1;
-  if (have_ip && !tern_limits_login_allowed(a->limits, u->name, &ip, &retry)) {
-    tern_wire_doc_free(&doc);
-    tern_api_retry_later(req, 429, "rate_limited", "too many failed password checks; try again later", retry);
-    return;
-  }
-  if (!u->pwhash || !*u->pwhash || !hash_admit(a, req)) {
-    if (!u->pwhash || !*u->pwhash) tern_http_error(req, 401, "bad_credentials", "wrong password");
-    tern_wire_doc_free(&doc);
-    return;
-  }
-  delete_ctx *c = TERN_NEW(delete_ctx);
-  c->p.app = a;
-  c->p.req = req;
-  c->p.conn = req->conn;
-  tern_conn_ref(c->p.conn);
-  c->p.work.data = c;
-  snprintf(c->p.user, sizeof c->p.user, "%s", u->name);
-  c->p.password = tern_strdup(pw->valuestring);
-  c->p.hash = tern_strdup(u->pwhash);
-  c->p.ip = ip;
-  c->p.have_ip = have_ip;
+  check_own_password(a, req, me->user, pw->valuestring, TERN_NEW(delete_ctx), after_delete_verify);
   tern_wire_doc_free(&doc);
-  hash_submit(a, &c->p, verify_work, after_delete_verify);
 }
 
 static void put_ms_or_null(tern_buf *b, int64_t ms) {

@@ -94,6 +94,25 @@ typedef struct wait_ctx {
   const char *fail;       /* the 500's sentence (static) */
 } wait_ctx;
 
+bool tern_api_cas_stored(tern_app *a, tern_http_req *req, tern_conn *conn, const tern_store_op *op, const char *what) {
+  if (op->status == TERN_STORE_OK) return true;
+  if (op->status == TERN_STORE_CONFLICT) {
+    /* another writer changed it first: its record is on its way here, and the request runs
+     * again on it (the catch-up waits for it) */
+    TERN_INFO("a change lost a race, running it again", "what=%s", tern_log_quote(what));
+    if (!tern_conn_is_open(conn) || !tern_api_retry(a, req)) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "%s changed meanwhile; try again", what);
+      tern_http_error(req, 409, "conflict", msg);
+    }
+    return false;
+  }
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s could not be stored", what);
+  tern_api_store_error(req, op, msg);
+  return false;
+}
+
 void tern_api_retry_later(tern_http_req *req, int status, const char *code, const char *message, int retry_s) {
   tern_buf b = {0};
   const char *ctype = tern_api_error_body(&b, status, code, message);

@@ -35,6 +35,11 @@ void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op
  * references (target cookies) are released when it completes. */
 void tern_api_submit_then(tern_app *a, tern_http_req *req, tern_store_op *op, int status, tern_buf *body,
                           const char *fail_message);
+/* The completion of a compare-and-set write (a record other writers may change: groups,
+ * privacy): true when it was stored (the caller answers); else it answers itself: a lost race
+ * runs the request again after a catch-up (tern_api_retry), or 409 "what changed meanwhile";
+ * a failure as tern_api_store_error. */
+bool tern_api_cas_stored(tern_app *a, tern_http_req *req, tern_conn *conn, const tern_store_op *op, const char *what);
 /* Answers status with an error body and Retry-After: retry_s (429 and 503 refusals). */
 void tern_api_retry_later(tern_http_req *req, int status, const char *code, const char *message, int retry_s);
 /* Answers a store op that failed: 503 unavailable when the store cannot be written right now

@@ -127,18 +127,10 @@ static void on_change_stored(tern_store_op *op) {
   change_ctx *c = op->arg;
   tern_app *a = c->app;
   tern_router_release_targets(tern_op_as_append(op));
-  if (op->status == TERN_STORE_OK) {
+  if (tern_api_cas_stored(a, c->req, c->conn, op, "the group")) {
     tern_group_confirm(a, c->id, tern_group_op_rev(op));
     if (c->body.len) tern_http_json(c->req, c->status, &c->body);
     else tern_http_respond(c->req, c->status, NULL, NULL, NULL, 0);
-  } else if (op->status == TERN_STORE_CONFLICT) {
-    /* another node changed the group first: its record is on its way here; the request runs
-     * again on it (the catch-up waits for it) */
-    TERN_INFO("group change lost a race, running it again", "group=%s", c->id);
-    if (!tern_conn_is_open(c->conn) || !tern_api_retry(a, c->req))
-      tern_http_error(c->req, 409, "conflict", "the group changed meanwhile; try again");
-  } else {
-    tern_api_store_error(c->req, op, "the group change could not be stored");
   }
   tern_conn_unref(c->conn);
   tern_buf_free(&c->body);

@@ -142,15 +142,9 @@ typedef struct change_ctx {
 static void on_stored(tern_store_op *op) {
   change_ctx *c = op->arg;
   tern_app *a = c->app;
-  if (op->status == TERN_STORE_OK) {
+  if (tern_api_cas_stored(a, c->req, c->conn, op, "the privacy settings")) {
     tern_privacy_apply_record(a, c->key, strlen(c->key), (const uint8_t *)c->rec.data, c->rec.len);
     tern_http_respond(c->req, 204, NULL, NULL, NULL, 0);
-  } else if (op->status == TERN_STORE_CONFLICT) {
-    /* changed from another device on another node: run again on its result */
-    if (!tern_conn_is_open(c->conn) || !tern_api_retry(a, c->req))
-      tern_http_error(c->req, 409, "conflict", "your privacy settings changed meanwhile; try again");
-  } else {
-    tern_api_store_error(c->req, op, "the privacy settings could not be stored");
   }
   tern_conn_unref(c->conn);
   tern_buf_free(&c->rec);

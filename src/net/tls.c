@@ -304,6 +304,24 @@ static void maybe_shutdown(tls_conn *t) {
   if (uv_shutdown(req, (uv_stream_t *)tern_stream_handle(t->s), on_shutdown) < 0) tern_free(req);
 }
 
+/* Hands all of cout to one uv_write of ours (on_cwrite follows). Returns 0 or the error of a
+ * write that could not start (nothing is then in flight, and the stream's write is over). */
+static int write_cout(tls_conn *t) {
+  t->wbuf = t->cout;
+  t->cout = (tern_buf){0};
+  t->wreq = tern_malloc(sizeof *t->wreq);
+  t->wreq->data = t;
+  uv_buf_t wb = uv_buf_init(t->wbuf.data, (unsigned)t->wbuf.len);
+  int rc = uv_write(t->wreq, (uv_stream_t *)tern_stream_handle(t->s), &wb, 1, on_cwrite);
+  if (rc < 0) {
+    tern_free(t->wreq);
+    t->wreq = NULL;
+    tern_buf_free(&t->wbuf);
+    t->stream_write = false;
+  }
+  return rc;
+}
+
 /* Writes what is queued: what the socket takes at once, and one write of ours for the rest.
  * When nothing is left, the stream's write is done and a wanted shutdown goes ahead. The
  * callers return at once after this: a failure reported to the stream may close it (and free
@@ -329,19 +347,8 @@ static void start_cwrite(tls_conn *t) {
     }
     tern_buf_consume(&t->cout, (size_t)n);
     if (t->cout.len) {
-      t->wbuf = t->cout;
-      t->cout = (tern_buf){0};
-      t->wreq = tern_malloc(sizeof *t->wreq);
-      t->wreq->data = t;
-      uv_buf_t wb = uv_buf_init(t->wbuf.data, (unsigned)t->wbuf.len);
-      int rc = uv_write(t->wreq, h, &wb, 1, on_cwrite);
-      if (rc < 0) {
-        tern_free(t->wreq);
-        t->wreq = NULL;
-        tern_buf_free(&t->wbuf);
-        t->stream_write = false;
-        tern_stream_write_done(s, rc);
-      }
+      int rc = write_cout(t);
+      if (rc < 0) tern_stream_write_done(s, rc);
       return;
     }
     tern_buf_free(&t->cout);
@@ -569,20 +576,7 @@ static int tls_write(tern_stream *s, tern_buf *b) {
       t->stream_write = false;
       return UV_EPROTO;
     }
-    uv_stream_t *h = (uv_stream_t *)tern_stream_handle(s);
-    t->wbuf = t->cout;
-    t->cout = (tern_buf){0};
-    t->wreq = tern_malloc(sizeof *t->wreq);
-    t->wreq->data = t;
-    uv_buf_t wb = uv_buf_init(t->wbuf.data, (unsigned)t->wbuf.len);
-    int rc = uv_write(t->wreq, h, &wb, 1, on_cwrite);
-    if (rc < 0) {
-      tern_free(t->wreq);
-      t->wreq = NULL;
-      tern_buf_free(&t->wbuf);
-      t->stream_write = false;
-      return rc;
-    }
+    return write_cout(t);
   }
   return 0;
 }

@@ -126,6 +126,56 @@ describe('tern-bench', { skip: !existsSync(BENCH) && `tern-bench not built at ${
     assert.equal(j.scenario.loop, 'closed');
   });
 
+  test('groups (issue 11), open loop: every member device gets every group message once, in order', async () => {
+    const json = path.join(tmp, 'groups.json');
+    const r = await bench(['--server', srv.url, '--users', '24', '--groups', '12', '--group-size', '6',
+      '--total-rate', '300', '--duration', '2s', '--warmup', '500ms', '--server-pid', String(srv.proc.pid),
+      '--prefix', 'bg_', '--json', json]);
+    assert.equal(r.code, 0, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    const j = JSON.parse(readFileSync(json, 'utf8'));
+    assertCleanRun(j, r);
+    assert.equal(j.scenario.groups, 12);
+    assert.equal(j.scenario.group_size, 6);
+    assert.equal(j.groups.memberships_per_user, 3);
+    // Every message goes to the 5 other members' single device, and each arrived exactly once.
+    assert.equal(j.verification.expected_deliveries, j.counts.answered * 5);
+    assert.equal(j.counts.deliveries, j.verification.expected_deliveries);
+    assert.ok(j.groups.messages_per_s > 0 && j.groups.member_deliveries_per_s > j.groups.messages_per_s);
+    assert.ok(j.groups.send_to_last_member_us.n > 0, 'send→last member measured');
+    assert.ok(j.groups.send_to_last_member_us.p99 >= j.latency_us.send_to_msg.p50);
+    assert.match(r.stdout, /group messages\/s \d+ +member deliveries\/s \d+/);
+    assert.match(r.stdout, /send→last/);
+  });
+
+  test('groups, closed loop, two devices per user: the sender\'s other device gets it too', async () => {
+    const r = await bench(['--server', srv.url, '--users', '10', '--devices', '2', '--groups', '3',
+      '--group-size', '4', '--messages', '300', '--window', '4', '--server-pid', String(srv.proc.pid),
+      '--prefix', 'bgd_', '--json', '-', '--quiet']);
+    assert.equal(r.code, 0, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    assertCleanRun(j, r);
+    assert.equal(j.counts.messages, 300);
+    assert.equal(j.verification.expected_deliveries, 300 * (4 * 2 - 1));
+  });
+
+  test('groups: a member device that misses messages fails the run (exit 1, counted as lost)', async () => {
+    // Devices never ack (--receipts off) and hold at most 30 envelopes: past that, ternd skips
+    // them (PROTOCOL.md 10), and the verification must say so.
+    const small = await startServer({ args: [...FAST_LIMITS, '--inbox-max-envelopes', '30'] });
+    try {
+      const r = await bench(['--server', small.url, '--users', '6', '--groups', '2', '--group-size', '4',
+        '--total-rate', '200', '--duration', '1s', '--warmup', '0', '--receipts', 'off', '--settle', '2s', '--prefix', 'bgl_',
+        '--json', '-', '--quiet']);
+      assert.equal(r.code, 1, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+      const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+      assert.equal(j.verification.ok, false);
+      assert.ok(j.verification.lost > 0, `lost ${j.verification.lost}`);
+      assert.match(r.stdout, /verification: FAILED/);
+    } finally {
+      await small.close();
+    }
+  });
+
   test('idle connections: connect rate and server memory', async () => {
     const json = path.join(tmp, 'idle.json');
     const r = await bench(['--server', srv.url, '--users', '50', '--idle', '--duration', '200ms',
@@ -144,6 +194,9 @@ describe('tern-bench', { skip: !existsSync(BENCH) && `tern-bench not built at ${
     let r = await bench(['--users', '0']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--users/);
+    r = await bench(['--groups', '2', '--group-size', '8', '--users', '4']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--group-size/);
     r = await bench(['--nonsense']);
     assert.equal(r.code, 2, r.stderr);
     r = await bench(['--server', 'http://127.0.0.1:1', '--users', '2', '--duration', '1s', '--quiet']);
@@ -181,4 +234,22 @@ describe('tern-bench --protocol xmpp', { skip: !existsSync(BENCH) && `tern-bench
     assert.equal(xmpp.stats.conflicts, 10);
     assert.equal(xmpp.stats.logins, 20);
   });
+  test('groups: rooms created and joined (XEP-0045), groupchat to every occupant verified', async () => {
+    const r = await bench(['--protocol', 'xmpp', '--server', `127.0.0.1:${xmpp.port}`, '--users', '12',
+      '--groups', '6', '--group-size', '4', '--messages', '300', '--window', '2', '--prefix', 'bxg_',
+      '--json', '-', '--quiet']);
+    const ctx = `\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+    assert.equal(r.code, 0, `exit ${r.code}${ctx}`);
+    const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    assert.equal(j.verification.ok, true, `verification: ${JSON.stringify(j.verification)}${ctx}`);
+    assert.deepEqual(j.errors, {}, `errors${ctx}`);
+    assert.equal(j.counts.answered, 300);
+    assert.equal(j.verification.expected_deliveries, 300 * 3);
+    assert.equal(j.counts.deliveries, 300 * 3);
+    assert.equal(j.groups.reflected, 300, 'each message comes back once to its sender, not counted');
+    assert.equal(xmpp.stats.rooms, 6);
+    assert.equal(xmpp.stats.joins, 6 * 3);
+    assert.equal(xmpp.stats.groupchat, 300);
+  });
+
 });

@@ -1,7 +1,9 @@
 // A stand-in for an XMPP server (ejabberd, Prosody), just large enough for tern-bench's XMPP
 // driver: c2s without TLS, XEP-0077 in-band registration, SASL PLAIN, resource binding,
 // XEP-0198 stream management (<r/> answered with <a h=/>), and routing of messages and
-// XEP-0184 receipts between the users online. It parses only what that client writes (one
+// XEP-0184 receipts between the users online, and XEP-0045 rooms at conference.localhost
+// (a join creates a room locked until its owner submits the configuration form, as the
+// standard says; groupchat messages are reflected to every occupant, the sender included). It parses only what that client writes (one
 // top-level element after another, no nesting of same-named elements); it is a test fixture,
 // not an XMPP implementation.
 import net from 'node:net';
@@ -37,7 +39,11 @@ function nextElement(s) {
 export function startXmppStandin() {
   const users = new Map();  // name -> password
   const online = new Map(); // name -> session
-  const stats = { registered: 0, conflicts: 0, logins: 0, routed: 0, acks: 0 };
+  const stats = { registered: 0, conflicts: 0, logins: 0, routed: 0, acks: 0, rooms: 0, joins: 0, groupchat: 0 };
+  const rooms = new Map();  // room -> Map(nick -> session)
+  const MUC = 'conference.localhost';
+  const occupant = (room, nick, extra = '') =>
+    `<presence from='${room}@${MUC}/${nick}'><x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/>${extra}</x></presence>`;
   const sockets = new Set();
 
   function handle(st, el) {
@@ -77,7 +83,46 @@ export function startXmppStandin() {
     if (el.startsWith('<enable')) { st.h = 0; send("<enabled xmlns='urn:xmpp:sm:3'/>"); return; }
     if (el.startsWith('<r ')) { stats.acks++; send(`<a xmlns='urn:xmpp:sm:3' h='${st.h}'/>`); return; }
     if (el.startsWith('<a ')) return;
+    const to = attr(el, 'to') || '';
+    if (el.startsWith('<presence') && to.includes(`@${MUC}/`)) {
+      st.h++;
+      const [room, nick] = [to.split('@')[0], to.split('/')[1]];
+      let occ = rooms.get(room);
+      if (!occ) {
+        occ = new Map();
+        rooms.set(room, occ);
+        occ.set(nick, st);
+        stats.rooms++;
+        send(occupant(room, nick, "<status code='110'/><status code='201'/>"));
+        return;
+      }
+      for (const [n, o] of occ) {
+        send(occupant(room, n));
+        if (!o.sock.destroyed) o.sock.write(occupant(room, nick));
+      }
+      occ.set(nick, st);
+      stats.joins++;
+      send(occupant(room, nick, "<status code='110'/>") + `<message from='${room}@${MUC}' type='groupchat'><subject/></message>`);
+      return;
+    }
+    if (el.startsWith('<iq') && (attr(el, 'id') || '').startsWith('cfg:')) {
+      st.h++;
+      send(`<iq type='result' id='${attr(el, 'id')}' from='${to}'/>`);
+      return;
+    }
     if (el.startsWith('<presence')) { st.h++; return; }
+    if (el.startsWith('<message') && attr(el, 'type') === 'groupchat') {
+      st.h++;
+      const room = to.split('@')[0];
+      const occ = rooms.get(room);
+      if (!occ || ![...occ.values()].includes(st)) return;
+      stats.groupchat++;
+      const nick = [...occ].find(([, o]) => o === st)[0];
+      for (const o of occ.values()) {
+        if (!o.sock.destroyed) o.sock.write(el.replace(/^<message/, `<message from='${room}@${MUC}/${nick}'`).replace(/ to='[^']*'/, ''));
+      }
+      return;
+    }
     if (el.startsWith('<message')) {
       st.h++;
       const peer = online.get((attr(el, 'to') || '').split('@')[0]);

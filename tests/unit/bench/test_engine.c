@@ -1,6 +1,7 @@
 /* Unit tests for tern-bench's pure pieces: exact percentiles, the u64 map, the body and id
  * formats, and flag parsing. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench/bench_int.h"
 #include "t.h"
@@ -152,6 +153,65 @@ TEST(parse_args) {
   CHECK_EQ_INT(tern_bench_parse_args(2, a8, &c, err, sizeof err), -1);
 }
 
+TEST(parse_group_args) {
+  tern_bench_config c;
+  char err[256];
+  char *a1[] = {"tern-bench", "--users", "64", "--groups", "16", "--group-size", "8", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(7, a1, &c, err, sizeof err), 0);
+  CHECK_EQ_INT(c.groups, 16);
+  CHECK_EQ_INT(c.group_size, 8);
+  char *a2[] = {"tern-bench", "--users", "64", "--groups", "4", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(5, a2, &c, err, sizeof err), 0);
+  CHECK_EQ_INT(c.group_size, 8); /* the default */
+  char *a3[] = {"tern-bench", "--users", "4", "--groups", "4", "--group-size", "5", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(7, a3, &c, err, sizeof err), -1); /* K > users */
+  char *a4[] = {"tern-bench", "--users", "8", "--group-size", "4", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(5, a4, &c, err, sizeof err), -1); /* no --groups */
+  char *a5[] = {"tern-bench", "--users", "8", "--groups", "2", "--offline", "0.5", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(7, a5, &c, err, sizeof err), -1);
+  char *a6[] = {"tern-bench", "--users", "8", "--groups", "2", "--peers", "random", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(7, a6, &c, err, sizeof err), -1);
+  char *a7[] = {"tern-bench", "--protocol", "xmpp", "--domain", "d.example", "--users", "8", "--groups", "2", NULL};
+  CHECK_EQ_INT(tern_bench_parse_args(9, a7, &c, err, sizeof err), 0);
+  CHECK_EQ_STR(c.muc_domain, "conference.d.example");
+}
+
+TEST(group_membership) {
+  /* 10 users, 7 groups of 4: 28 memberships, each user in 2 or 3 groups, members distinct,
+   * positions consistent both ways. */
+  tern_bench b;
+  memset(&b, 0, sizeof b);
+  b.n_users = 10;
+  b.n_groups = 7;
+  b.group_size = 4;
+  tern_bench_groups_build(&b);
+  uint32_t per_user[10] = {0};
+  for (uint32_t g = 0; g < 7; g++) {
+    uint32_t seen = 0;
+    for (uint32_t j = 0; j < 4; j++) {
+      uint32_t u = tern_bench_group_member(&b, g, j);
+      CHECK(u < 10);
+      CHECK(!(seen & (1u << u)));
+      seen |= 1u << u;
+      CHECK_EQ_INT(tern_bench_group_pos(&b, g, u), j);
+      per_user[u]++;
+    }
+    for (uint32_t u = 0; u < 10; u++)
+      if (!(seen & (1u << u))) CHECK(tern_bench_group_pos(&b, g, u) == UINT32_MAX);
+  }
+  for (uint32_t u = 0; u < 10; u++) {
+    CHECK(per_user[u] == 2 || per_user[u] == 3);
+    CHECK_EQ_INT(b.user_groups_off[u + 1] - b.user_groups_off[u], per_user[u]);
+    for (uint32_t i = b.user_groups_off[u]; i < b.user_groups_off[u + 1]; i++)
+      CHECK(tern_bench_group_pos(&b, b.user_groups[i], u) != UINT32_MAX);
+  }
+  tern_bench_group_set_id(&b, 3, "grp-three", 9);
+  CHECK_EQ_INT(tern_bench_group_of_id(&b, "grp-three", 9), 3);
+  CHECK(tern_bench_group_of_id(&b, "grp-thre", 8) == UINT32_MAX);
+  CHECK(tern_bench_group_of_id(&b, NULL, 0) == UINT32_MAX);
+  tern_bench_groups_free(&b);
+}
+
 int main(void) {
   RUN(lat_exact_percentiles);
   RUN(lat_overflow_values);
@@ -160,5 +220,7 @@ int main(void) {
   RUN(body_and_ids);
   RUN(parse_units);
   RUN(parse_args);
+  RUN(parse_group_args);
+  RUN(group_membership);
   DONE();
 }

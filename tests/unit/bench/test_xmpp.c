@@ -138,6 +138,62 @@ static const rec_chunk ej_receiver[] = {
     {'C', "</stream:stream>"},
     {0, NULL},
 };
+/* ejabberd 23.01 with bench/peers/ejabberd.yml, group mode: tern-bench --protocol xmpp --users 2
+ * --groups 1 --group-size 2 --messages 2 --window 1 (rec_0 creates room rec_g0 and sends g1;
+ * rec_1 joins and sends g0; the room reflects each message to its sender too). The room was
+ * new, and ejabberd made it an instant room without the 201 status, so the configuration
+ * path is in a hand-written exchange below. */
+static const rec_chunk ej_muc_creator[] = {
+    {'C', "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'>"},
+    {'S', "<?xml version='1.0'?><stream:stream id='12479886371128304547' version='1.0' xml:lang='en' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>DIGEST-MD5</mechanism><mechanism>PLAIN</mechanism><mechanism>SCRAM-SHA-512</mechanism><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism><mechanism>X-OAUTH2</mechanism></mechanisms><register xmlns='http://jabber.org/features/iq-register'/></stream:features>"},
+    {'C', "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHJlY18wAGJlbmNoLXBhc3N3b3Jk</auth>"},
+    {'S', "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"},
+    {'C', "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'>"},
+    {'S', "<?xml version='1.0'?><stream:stream id='17494448362033262773' version='1.0' xml:lang='en' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'><stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session><sm xmlns='urn:xmpp:sm:2'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>"},
+    {'C', "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>"},
+    {'S', "<iq type='result' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>rec_0@localhost/bench</jid></bind></iq>"},
+    {'C', "<enable xmlns='urn:xmpp:sm:3'/>"},
+    {'S', "<enabled xmlns='urn:xmpp:sm:3'/>"},
+    {'C', "<presence/>"},
+    {'C', "<presence to='rec_g0@conference.localhost/rec_0'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"},
+    {'S', "<presence xml:lang='en' to='rec_0@localhost/bench' from='rec_0@localhost/bench'/><r xmlns='urn:xmpp:sm:3'/><presence to='rec_0@localhost/bench' from='rec_g0@conference.localhost' id='12120525219640086457'><c ver='x5HIfz266VWWWrm7e+tBVD18mCY=' node='http://www.process-one.net/en/ejabberd/' hash='sha-1' xmlns='http://jabber.org/protocol/caps'/></presence><presence xml:lang='en' to='rec_0@localhost/bench' from='rec_g0@conference.localhost/rec_0'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='rec_0@localhost/bench' role='moderator' affiliation='owner'/><status code='110'/></x></presence><message to='rec_0@localhost/bench' from='rec_g0@conference.localhost' type='groupchat'><subject/></message>"},
+    {'C', "<a xmlns='urn:xmpp:sm:3' h='4'/>"},
+    {'S', "<presence xml:lang='en' to='rec_0@localhost/bench' from='rec_g0@conference.localhost/rec_1'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='rec_1@localhost/bench' role='participant' affiliation='none'/></x></presence>"},
+    {'C', "<message to='rec_g0@conference.localhost' id='g1' type='groupchat'><body>1:1:" X96 "</body></message><r xmlns='urn:xmpp:sm:3'/>"},
+    {'S', "<r xmlns='urn:xmpp:sm:3'/>"},
+    {'C', "<a xmlns='urn:xmpp:sm:3' h='5'/>"},
+    {'S', "<a h='3' xmlns='urn:xmpp:sm:3'/><message xml:lang='en' to='rec_0@localhost/bench' from='rec_g0@conference.localhost/rec_0' type='groupchat' id='g1'><body>1:1:" X96 "</body></message><message xml:lang='en' to='rec_0@localhost/bench' from='rec_g0@conference.localhost/rec_1' type='groupchat' id='g0'><body>0:1:" X96 "</body></message><r xmlns='urn:xmpp:sm:3'/>"},
+    {'C', "<a xmlns='urn:xmpp:sm:3' h='7'/>"},
+    {'C', "</stream:stream>"},
+    {'S', "<presence to='rec_0@localhost/bench' from='rec_g0@conference.localhost/rec_1' type='unavailable'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='rec_1@localhost/bench' role='none' affiliation='none'/></x><status xml:lang='en'>It is not allowed to send error messages to the room. The participant (rec_1) has sent an error message (service-unavailable) and got kicked from the room</status></presence>"},
+    {0, NULL},
+};
+
+static const rec_chunk ej_muc_member[] = {
+    {'C', "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'>"},
+    {'S', "<?xml version='1.0'?><stream:stream id='7117925757369691819' version='1.0' xml:lang='en' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>DIGEST-MD5</mechanism><mechanism>PLAIN</mechanism><mechanism>SCRAM-SHA-512</mechanism><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism><mechanism>X-OAUTH2</mechanism></mechanisms><register xmlns='http://jabber.org/features/iq-register'/></stream:features>"},
+    {'C', "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHJlY18xAGJlbmNoLXBhc3N3b3Jk</auth>"},
+    {'S', "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"},
+    {'C', "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'>"},
+    {'S', "<?xml version='1.0'?><stream:stream id='9933922056378706208' version='1.0' xml:lang='en' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'>"},
+    {'S', "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session><sm xmlns='urn:xmpp:sm:2'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>"},
+    {'C', "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>"},
+    {'S', "<iq type='result' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>rec_1@localhost/bench</jid></bind></iq>"},
+    {'C', "<enable xmlns='urn:xmpp:sm:3'/>"},
+    {'S', "<enabled xmlns='urn:xmpp:sm:3'/>"},
+    {'C', "<presence/>"},
+    {'C', "<presence to='rec_g0@conference.localhost/rec_1'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"},
+    {'S', "<presence xml:lang='en' to='rec_1@localhost/bench' from='rec_1@localhost/bench'/><r xmlns='urn:xmpp:sm:3'/><presence to='rec_1@localhost/bench' from='rec_g0@conference.localhost' id='6102352051077313405'><c ver='x5HIfz266VWWWrm7e+tBVD18mCY=' node='http://www.process-one.net/en/ejabberd/' hash='sha-1' xmlns='http://jabber.org/protocol/caps'/></presence><presence xml:lang='en' to='rec_1@localhost/bench' from='rec_g0@conference.localhost/rec_0'><x xmlns='http://jabber.org/protocol/muc#user'><item role='moderator' affiliation='owner'/></x></presence><presence xml:lang='en' to='rec_1@localhost/bench' from='rec_g0@conference.localhost/rec_1'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='rec_1@localhost/bench' role='participant' affiliation='none'/><status code='110'/></x></presence><message to='rec_1@localhost/bench' from='rec_g0@conference.localhost' type='groupchat'><subject/></message>"},
+    {'C', "<a xmlns='urn:xmpp:sm:3' h='5'/><message to='rec_g0@conference.localhost' id='g0' type='groupchat'><body>0:1:" X96 "</body></message><r xmlns='urn:xmpp:sm:3'/>"},
+    {'S', "<message xml:lang='en' to='rec_1@localhost/bench' from='rec_g0@conference.localhost/rec_0' type='groupchat' id='g1'><body>1:1:" X96 "</body></message>"},
+    {'S', "<r xmlns='urn:xmpp:sm:3'/><a h='3' xmlns='urn:xmpp:sm:3'/><message xml:lang='en' to='rec_1@localhost/bench' from='rec_g0@conference.localhost/rec_1' type='groupchat' id='g0'><body>0:1:" X96 "</body></message>"},
+    /* Added to the recording: the server's next <r/>, so that the last h answered is the same
+     * however the chunk before it is split (its <r/> comes before the reflection). */
+    {'S', "<r xmlns='urn:xmpp:sm:3'/>"},
+    {'C', "</stream:stream>"},
+    {0, NULL},
+};
+
 /* ---- the harness ---- */
 
 typedef struct capture {
@@ -151,12 +207,20 @@ static void on_event(void *arg, const tern_bench_xmpp_event *ev) {
     case TERN_BENCH_XMPP_EV_READY: tern_buf_puts(&c->log, "READY|"); break;
     case TERN_BENCH_XMPP_EV_REGISTERED: tern_buf_puts(&c->log, ev->conflict ? "REGISTERED conflict|" : "REGISTERED|"); break;
     case TERN_BENCH_XMPP_EV_SENT: tern_buf_printf(&c->log, "SENT %llu|", (unsigned long long)ev->gidx); break;
+    case TERN_BENCH_XMPP_EV_JOINED:
+      tern_buf_printf(&c->log, "JOINED %.*s%s|", (int)ev->group_len, ev->group, ev->created ? " created" : "");
+      break;
     case TERN_BENCH_XMPP_EV_MSG:
-      tern_buf_printf(&c->log, "MSG %.*s %s %.*s/%zu|", (int)ev->from_len, ev->from, ev->id ? ev->id : "-",
+      if (ev->group) tern_buf_printf(&c->log, "MSG %.*s/", (int)ev->group_len, ev->group);
+      else tern_buf_puts(&c->log, "MSG ");
+      tern_buf_printf(&c->log, "%.*s %s %.*s/%zu|", (int)ev->from_len, ev->from, ev->id ? ev->id : "-",
                       (int)(ev->body_len < 4 ? ev->body_len : 4), ev->body, ev->body_len);
       break;
     case TERN_BENCH_XMPP_EV_RECEIPT: tern_buf_printf(&c->log, "RECEIPT %s|", ev->id ? ev->id : "-"); break;
-    case TERN_BENCH_XMPP_EV_ERROR: tern_buf_printf(&c->log, "ERROR %s %s|", ev->id ? ev->id : "-", ev->cond); break;
+    case TERN_BENCH_XMPP_EV_ERROR:
+      if (ev->group) tern_buf_printf(&c->log, "ERROR %.*s %s %s|", (int)ev->group_len, ev->group, ev->id ? ev->id : "-", ev->cond);
+      else tern_buf_printf(&c->log, "ERROR %s %s|", ev->id ? ev->id : "-", ev->cond);
+      break;
     case TERN_BENCH_XMPP_EV_FAILED: tern_buf_printf(&c->log, "FAILED %s|", ev->cond); break;
     case TERN_BENCH_XMPP_EV_CLOSED: tern_buf_puts(&c->log, "CLOSED|"); break;
   }
@@ -218,6 +282,30 @@ static int sends_in(const char *c, uint64_t *ids, int max) {
   return n;
 }
 
+/* MUC operations in a recorded client chunk, done on s as the driver would: each room join
+ * ("<presence to='ROOM@conference.localhost/") and each groupchat message (with its body as
+ * recorded). Returns how many messages were sent. */
+static int muc_ops(tern_bench_xmpp *s, const char *c) {
+  static const char join[] = "<presence to='", muc[] = "@conference.localhost", gc[] = "<message to='";
+  int sent = 0;
+  for (const char *p = strstr(c, join); p; p = strstr(p + 1, join)) {
+    const char *at = strstr(p, muc);
+    char room[64];
+    snprintf(room, sizeof room, "%.*s", (int)(at - p - (sizeof join - 1)), p + sizeof join - 1);
+    CHECK_EQ_INT(tern_bench_xmpp_join(s, room, "conference.localhost"), 0);
+  }
+  for (const char *p = strstr(c, gc); p; p = strstr(p + 1, gc)) {
+    const char *at = strstr(p, muc), *id = strstr(p, "id='g"), *b0 = strstr(p, "<body>"), *b1 = strstr(p, "</body>");
+    if (!at || !id || !b0 || !b1 || !strstr(p, "type='groupchat'")) continue;
+    char room[64];
+    snprintf(room, sizeof room, "%.*s", (int)(at - p - (sizeof gc - 1)), p + sizeof gc - 1);
+    uint64_t g = strtoull(id + 5, NULL, 10);
+    CHECK_EQ_INT(tern_bench_xmpp_send_groupchat(s, room, g, b0 + 6, (size_t)(b1 - b0 - 6)), 0);
+    sent++;
+  }
+  return sent;
+}
+
 /* Replays a recording: server chunks are fed (mode 0 whole, 1 split at `split`, 2 byte by
  * byte), our sends happen where the recording shows them. Checks the client's bytes against
  * the recording (acks compared by their last value) and the events against `events`. */
@@ -241,6 +329,7 @@ static void replay(const rec_chunk *rec, tern_bench_xmpp_mode mode_, const char 
       snprintf(body, sizeof body, "%llu:%llu:" X96, (unsigned long long)ids[i], (unsigned long long)ids[i] + 1);
       CHECK_EQ_INT(tern_bench_xmpp_send_msg(&s, "rec_1", ids[i], body, strlen(body)), 0);
     }
+    n += muc_ops(&s, r->text);
     if (n) tern_bench_xmpp_flush(&s);
     if (strcmp(r->text, "</stream:stream>") == 0) tern_bench_xmpp_close(&s);
     drain(&s, &c);
@@ -291,6 +380,14 @@ TEST(prosody_sender) { replay_all_ways(pj_sender, TERN_BENCH_XMPP_LOGIN, "rec_0"
 TEST(prosody_receiver) { replay_all_ways(pj_receiver, TERN_BENCH_XMPP_LOGIN, "rec_1", RECEIVER_EVENTS, 4); }
 TEST(ejabberd_sender) { replay_all_ways(ej_sender, TERN_BENCH_XMPP_LOGIN, "rec_0", SENDER_EVENTS, 4); }
 TEST(ejabberd_receiver) { replay_all_ways(ej_receiver, TERN_BENCH_XMPP_LOGIN, "rec_1", RECEIVER_EVENTS, 4); }
+/* Group mode: the creator ends with 7 stanzas after <enable/> (its presence, the room's, its
+ * own occupant presence, the subject, the member's presence, the reflection of g1 and the
+ * member's g0); the member with 7 too (the same but the creator's presence before its own). */
+#define MUC_CREATOR_EVENTS "READY|JOINED rec_g0|SENT 1|MSG rec_g0/rec_0 g1 1:1:/100|MSG rec_g0/rec_1 g0 0:1:/100|"
+#define MUC_MEMBER_EVENTS "READY|JOINED rec_g0|MSG rec_g0/rec_0 g1 1:1:/100|SENT 0|MSG rec_g0/rec_1 g0 0:1:/100|"
+TEST(ejabberd_muc_creator) { replay_all_ways(ej_muc_creator, TERN_BENCH_XMPP_LOGIN, "rec_0", MUC_CREATOR_EVENTS, 7); }
+TEST(ejabberd_muc_member) { replay_all_ways(ej_muc_member, TERN_BENCH_XMPP_LOGIN, "rec_1", MUC_MEMBER_EVENTS, 7); }
+
 TEST(ejabberd_register) { replay_all_ways(ej_register, TERN_BENCH_XMPP_REGISTER, "rec_0", "REGISTERED|", -1); }
 
 /* ---- hand-written exchanges for the paths the recordings do not take ---- */
@@ -345,6 +442,61 @@ TEST(failures) {
   script("u", READY_BYTES "<message type='error' id='g5' from='v@localhost'><body>x</body><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
          "READY|ERROR g5 service-unavailable|", NULL);
   script("u", READY_BYTES "<failed xmlns='urn:xmpp:sm:3'/>", "READY|FAILED sm-failed|", NULL);
+}
+
+TEST(muc_instant_room_and_refusals) {
+  /* A new room answers the join with status 201 (locked): the client submits the empty
+   * owner form, and the room is joined once the service accepts it. */
+  capture c = {0};
+  tern_bench_xmpp s;
+  tern_bench_xmpp_init(&s, TERN_BENCH_XMPP_LOGIN, "u0", "pw123456", "localhost", true, on_event, &c);
+  tern_bench_xmpp_feed(&s, READY_BYTES, strlen(READY_BYTES));
+  CHECK_EQ_INT(tern_bench_xmpp_join(&s, "r&1", "muc.localhost"), 0);
+  drain(&s, &c);
+  CHECK(strstr(tern_buf_cstr(&c.out), "<presence to='r&amp;1@muc.localhost/u0'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>") != NULL);
+  const char *p201 = "<presence from='r&amp;1@muc.localhost/u0' to='u0@localhost/bench'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner' role='moderator'/><status code='110'/><status code='201'/></x></presence>";
+  tern_bench_xmpp_feed(&s, p201, strlen(p201));
+  drain(&s, &c);
+  CHECK(strstr(tern_buf_cstr(&c.out), "<iq type='set' id='cfg:r&amp;1' to='r&amp;1@muc.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>") != NULL);
+  CHECK_EQ_STR(tern_buf_cstr(&c.log), "READY|");
+  const char *res = "<iq type='result' id='cfg:r&amp;1' from='r&amp;1@muc.localhost'/>";
+  tern_bench_xmpp_feed(&s, res, strlen(res));
+  CHECK_EQ_STR(tern_buf_cstr(&c.log), "READY|JOINED r&1 created|");
+  /* Someone else's presence, the room's own, a subject and an unavailable are not events;
+   * a message from a room we do not know (another service) is not a group message. */
+  const char *noise = "<presence from='r&amp;1@muc.localhost/u7'><x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/></x></presence>"
+                      "<presence from='r&amp;1@muc.localhost'/><message from='r&amp;1@muc.localhost' type='groupchat'><subject>hi</subject></message>"
+                      "<presence from='r&amp;1@muc.localhost/u7' type='unavailable'/>"
+                      "<message from='r1@other.localhost/u7' type='groupchat' id='g3'><body>3:1:</body></message>";
+  tern_bench_xmpp_feed(&s, noise, strlen(noise));
+  CHECK_EQ_STR(tern_buf_cstr(&c.log), "READY|JOINED r&1 created|");
+  /* A groupchat send: acked by its stanza number (presence 1, join 2, the owner form 3, this 4). */
+  CHECK_EQ_INT(tern_bench_xmpp_send_groupchat(&s, "r&1", 9, "9:1:<b>", 7), 0);
+  tern_bench_xmpp_flush(&s);
+  drain(&s, &c);
+  CHECK(strstr(tern_buf_cstr(&c.out), "<message to='r&amp;1@muc.localhost' id='g9' type='groupchat'><body>9:1:&lt;b&gt;</body></message><r xmlns='urn:xmpp:sm:3'/>") != NULL);
+  const char *a = "<a xmlns='urn:xmpp:sm:3' h='4'/><message from='r&amp;1@muc.localhost/u7' type='groupchat' id='g9'><body>9:1:&lt;b&gt;</body></message>";
+  tern_bench_xmpp_feed(&s, a, strlen(a));
+  CHECK_EQ_STR(tern_buf_cstr(&c.log), "READY|JOINED r&1 created|SENT 9|MSG r&1/u7 g9 9:1:/7|");
+  tern_bench_xmpp_free(&s);
+  tern_buf_free(&c.log);
+  tern_buf_free(&c.out);
+
+  /* Refusals name the room: a join (room full), a configuration, a groupchat message. */
+  script("u0", READY_BYTES "<presence from='r2@conference.localhost/u0' type='error'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+         "READY|", NULL); /* no join asked: the service is not known yet, so it is no room */
+  memset(&c, 0, sizeof c);
+  tern_bench_xmpp_init(&s, TERN_BENCH_XMPP_LOGIN, "u0", "pw123456", "localhost", true, on_event, &c);
+  tern_bench_xmpp_feed(&s, READY_BYTES, strlen(READY_BYTES));
+  tern_bench_xmpp_join(&s, "r2", "conference.localhost");
+  const char *refusals = "<presence from='r2@conference.localhost/u0' type='error'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+                         "<iq type='error' id='cfg:r2' from='r2@conference.localhost'><error type='cancel'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                         "<message from='r2@conference.localhost' type='error' id='g4'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>";
+  tern_bench_xmpp_feed(&s, refusals, strlen(refusals));
+  CHECK_EQ_STR(tern_buf_cstr(&c.log), "READY|ERROR r2 - service-unavailable|ERROR r2 - forbidden|ERROR r2 g4 not-acceptable|");
+  tern_bench_xmpp_free(&s);
+  tern_buf_free(&c.log);
+  tern_buf_free(&c.out);
 }
 
 TEST(register_conflict) {
@@ -531,6 +683,9 @@ int main(void) {
   RUN(ejabberd_sender);
   RUN(ejabberd_receiver);
   RUN(ejabberd_register);
+  RUN(ejabberd_muc_creator);
+  RUN(ejabberd_muc_member);
+  RUN(muc_instant_room_and_refusals);
   RUN(session_required_and_ping);
   RUN(failures);
   RUN(register_conflict);
