@@ -53,8 +53,8 @@ typedef struct tern_config {
   double limits_fanout_rate; /* recipient devices per second per user, sustained */
   int64_t limits_fanout_burst; /* bucket size */
   /* groups */
-  double limits_key_fetch_rate; /* key bundle fetches per second per calling user, sustained */
-  int64_t limits_key_fetch_burst; /* bucket size */
+  tern_limit limits_key_fetch_rate; /* key bundle fetches per calling user */
+  int64_t limits_key_fetch_burst;   /* its bucket's depth when > 0 (else the rate's N) */
   bool e2e_required;          /* plaintext sends and image uploads are refused */
   int64_t e2e_max_prekeys;    /* one-time prekeys per device */
   int64_t e2e_max_ciphertext; /* base64 bytes of one device's ciphertext */

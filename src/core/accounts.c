@@ -408,8 +408,12 @@ void tern_accounts_forget_device(tern_app *a, tern_device *d) {
   tern_pushglue_online(a, d); /* cancel a pending notification window */
   if (d->session) {
     tern_session *s = d->session;
+    /* held across the close: an endpoint may report the connection gone from inside it
+     * (net's lingering close does), which drops the endpoint's reference */
+    tern_session_ref(s);
     tern_session_close(s, TERN_CLOSE_LOGGED_OUT);
     tern_session_detach(s); /* closing detached it already, unless the endpoint goes later */
+    tern_session_unref(s);
   }
   tern_dir_remove_device(a->dir, d);
 }

@@ -1,11 +1,13 @@
 /* e2e: the device-list check of encrypted sends (e2e.h). */
 #include "core/e2e.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
 #include "base/map.h"
 #include "core/groups.h"
+#include "store/store.h"
 
 enum { LINEAR_MAX = 8 }; /* lists up to this long are searched, longer ones hashed */
 
@@ -71,12 +73,96 @@ static bool has_e2e_device(const tern_user *u) {
   return false;
 }
 
+/* ---- refusals, after a look at the client id ---- */
+
+/* A refused send may be the repeat of one already stored (its first `sent` was lost, and the
+ * devices changed since): PROTOCOL.md 4 answers a repeated id with the first answer whatever
+ * the repeat holds. So a refusal first asks the store whether the id is known (an APPEND with
+ * dedup_probe, which writes nothing), and answers `sent` if it is. */
+typedef struct refusal {
+  tern_session *s;                 /* referenced */
+  char id[TERN_CLIENT_ID_MAX + 1];
+  const char *code, *message;      /* static */
+  tern_device_ref *missing, *extra; /* strings owned (strs) */
+  size_t nmissing, nextra;
+  char **strs;
+  size_t nstrs;
+  int64_t recipients;              /* a repeat's `sent`: -1 (1:1) or the other members */
+} refusal;
+
+static tern_str keep(refusal *r, tern_str v) {
+  char *c = tern_strndup(v.p ? v.p : "", v.n);
+  r->strs[r->nstrs++] = c;
+  return tern_str_c(c);
+}
+
+static void on_probed(tern_store_op *op) {
+  refusal *r = op->arg;
+  tern_op_append *ap = tern_op_as_append(op);
+  tern_session *s = r->s;
+  if (!s->ep) {
+    /* gone meanwhile */
+  } else if (op->status == TERN_STORE_DUPLICATE) {
+    tern_sent_info si = {.id = r->id, .msg_id = ap->dup_msg_id, .ts = ap->dup_ts, .recipients = r->recipients};
+    s->ep_ops->sent(s->ep, &si);
+  } else if (op->status == TERN_STORE_UNAVAILABLE) {
+    tern_session_error(s, r->id, "unavailable", "the server cannot store messages right now; send again with the same id",
+                       NULL);
+  } else {
+    /* an empty list is still a list on the wire: the client reads both */
+    static const tern_device_ref none[1];
+    tern_error_info e = {.id = r->id, .code = r->code, .message = r->message};
+    if (r->missing) {
+      e.missing = r->nmissing ? r->missing : none;
+      e.nmissing = r->nmissing;
+      e.extra = r->nextra ? r->extra : none;
+      e.nextra = r->nextra;
+    }
+    s->ep_ops->error(s->ep, &e);
+  }
+  for (size_t i = 0; i < r->nstrs; i++) tern_free(r->strs[i]);
+  tern_free(r->strs);
+  tern_free(r->missing);
+  tern_free(r->extra);
+  tern_session_unref(s);
+  tern_free(r);
+}
+
+/* Answers f with code (devices_changed with both lists when missing is not NULL) unless its
+ * id was stored before. */
+static void refuse(tern_app *a, tern_session *s, const tern_frame *f, const struct tern_group *grp, const char *code,
+                   const char *message, const tern_device_ref *missing, size_t nmissing, const tern_device_ref *extra,
+                   size_t nextra, bool lists) {
+  refusal *r = TERN_NEW(refusal);
+  r->s = s;
+  snprintf(r->id, sizeof r->id, "%s", f->id);
+  r->code = code;
+  r->message = message;
+  r->recipients = grp ? (int64_t)(grp->nmembers ? grp->nmembers - 1 : 0) : -1;
+  r->strs = tern_malloc((2 * (nmissing + nextra) + 1) * sizeof *r->strs);
+  if (lists) {
+    r->missing = tern_malloc((nmissing + 1) * sizeof *r->missing);
+    r->extra = tern_malloc((nextra + 1) * sizeof *r->extra);
+    for (size_t i = 0; i < nmissing; i++)
+      r->missing[r->nmissing++] = (tern_device_ref){keep(r, missing[i].user), keep(r, missing[i].device_id)};
+    for (size_t i = 0; i < nextra; i++)
+      r->extra[r->nextra++] = (tern_device_ref){keep(r, extra[i].user), keep(r, extra[i].device_id)};
+  }
+  tern_op_append *op = tern_op_append_new(on_probed, r);
+  char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
+  snprintf(key, sizeof key, "%s/%s", s->dev->id, f->id);
+  tern_store_set_str(&op->dedup_key, key);
+  op->dedup_probe = true;
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}
+
 bool tern_e2e_match(tern_app *a, tern_session *s, tern_frame *f, tern_user *to, const tern_group *grp,
                     uint64_t received_ns, tern_device **devs) {
   tern_device *dev = s->dev;
   if (!grp && to != dev->user && !has_e2e_device(to)) {
     if (tern_session_catch_up(s, f, received_ns)) return false; /* published elsewhere a moment ago? */
-    tern_session_error(s, f->id, "no_keys", "the recipient has no device with published keys", NULL);
+    refuse(a, s, f, NULL, "no_keys", "the recipient has no device with published keys", NULL, 0, NULL, 0, false);
     return false;
   }
   matcher m = {.f = f, .devs = devs};
@@ -110,17 +196,10 @@ bool tern_e2e_match(tern_app *a, tern_session *s, tern_frame *f, tern_user *to, 
       const char *owner = d && d->user ? d->user->name : to ? to->name : "";
       extra[nextra++] = (tern_device_ref){tern_str_c(owner), tern_str_c(f->e2e[i].device_id)};
     }
-    if (s->ep) {
-      tern_error_info e = {.id = f->id, .code = "devices_changed",
-                           .message = "the e2e list does not match the devices with keys; fetch keys for missing, "
-                                      "drop extra, and send again with the same id",
-                           .missing = m.missing, .nmissing = m.nmissing, .extra = extra, .nextra = nextra};
-      /* an empty list is still a list on the wire: the client reads both */
-      static const tern_device_ref none[1];
-      if (!e.missing) e.missing = none;
-      if (!e.extra || !nextra) e.extra = none;
-      s->ep_ops->error(s->ep, &e);
-    }
+    refuse(a, s, f, grp, "devices_changed",
+           "the e2e list does not match the devices with keys; fetch keys for missing, drop extra, and send again "
+           "with the same id",
+           m.missing, m.nmissing, extra, nextra, true);
     tern_free(extra);
   }
   tern_free(m.matched);

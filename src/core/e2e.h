@@ -19,8 +19,10 @@
 struct tern_group;
 
 /* Exactly one of to (1:1) and grp. True with devs[i] = the device of f->e2e[i]. False after
- * answering (no_keys, devices_changed), or after holding f for a catch-up (the directory may
- * not know a device another node published a moment ago; f then runs again). */
+ * answering (no_keys, devices_changed; or `sent` when the id is a repeat of one stored before,
+ * which a store look-up tells, so the answer may come a moment later), or after holding f
+ * for a catch-up (the directory may not know a device another node published a moment ago;
+ * f then runs again). */
 bool tern_e2e_match(tern_app *a, tern_session *s, tern_frame *f, tern_user *to, const struct tern_group *grp,
                     uint64_t received_ns, tern_device **devs);
 

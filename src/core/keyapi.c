@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "core/limits.h"
 #include "proto/wire.h"
 
 /* ---- the directory's view ---- */
@@ -21,16 +22,18 @@ bool tern_keyapi_is_kv(const char *key, size_t klen) {
   return klen > pl && memcmp(key, TERN_KEYS_RECORD_PREFIX, pl) == 0;
 }
 
-void tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
+bool tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
   size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
   char id[TERN_DEVICE_ID_LEN + 1];
-  if (klen - pl > TERN_DEVICE_ID_LEN) return;
+  if (klen - pl > TERN_DEVICE_ID_LEN) return true; /* no device of ours has such an id */
   memcpy(id, key + pl, klen - pl);
   id[klen - pl] = '\0';
-  tern_device *d = tern_dir_device(a->dir, id);
-  if (!d) return; /* a device deleted meanwhile; its keys go with it */
   tern_key_bundle b = {0};
-  d->e2e = v && tern_keys_record_decode(v, vlen, &b) == 0;
+  bool valid = v && tern_keys_record_decode(v, vlen, &b) == 0;
+  tern_device *d = tern_dir_device(a->dir, id);
+  if (!d) return !valid; /* deleted meanwhile (its keys go with it), or not known yet */
+  d->e2e = valid;
+  return true;
 }
 
 /* ---- parsing ---- */
@@ -70,6 +73,10 @@ int tern_keys_parse_put(const char *body, size_t len, size_t max_per_put, tern_o
   if (!body || !len || !tern_utf8_valid(body, len) || tern_wire_parse(body, len, (size_t)-1, &doc, why, sizeof why) < 0)
     return fail(msg, msglen, "the body must be a JSON object");
   int rc = 0;
+  if (doc.nul_escapes) { /* a key cut at an escaped NUL could pass for a shorter string */
+    rc = fail(msg, msglen, "strings may not contain U+0000");
+    goto out;
+  }
   const cJSON *root = doc.root;
   const cJSON *ik = tern_wire_get(root, "identity_key"), *reg = tern_wire_get(root, "registration_id");
   const cJSON *spk = tern_wire_get(root, "signed_prekey"), *otks = tern_wire_get(root, "one_time_prekeys");
@@ -310,8 +317,10 @@ static void on_claimed(tern_store_op *op) {
  * a catch-up was counted the first time. */
 static bool fetch_rate_ok(tern_app *a, tern_http_req *req, tern_user *caller) {
   if (req->reruns) return true;
-  double rate = a->cfg->limits_key_fetch_rate, burst = (double)a->cfg->limits_key_fetch_burst;
+  double rate = a->cfg->limits_key_fetch_rate.rate, burst = a->cfg->limits_key_fetch_rate.burst;
+  if (a->cfg->limits_key_fetch_burst > 0) burst = (double)a->cfg->limits_key_fetch_burst;
   if (tern_bucket_take(&caller->key_fetch_bucket, rate, burst, 1)) return true;
+  tern_limits_count(a->limits, TERN_LIMIT_KEY_FETCH_RATE);
   double missing = 1.0 - caller->key_fetch_bucket.tokens;
   long long retry = (long long)ceil((missing > 0 ? missing : 1) / rate);
   if (retry < 1) retry = 1;

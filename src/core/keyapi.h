@@ -26,8 +26,10 @@ void tern_keyapi_route(tern_app *a, tern_http_req *req);
 
 /* True for a RECORDS key that is a bundle ("e2e/<device id>"). */
 bool tern_keyapi_is_kv(const char *key, size_t klen);
-/* A bundle record loaded, changed (v != NULL) or deleted (v NULL): sets its device's e2e bit. */
-void tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen);
+/* A bundle record loaded, changed (v != NULL) or deleted (v NULL): sets its device's e2e bit.
+ * False when the record names a device this directory does not know (yet: with several
+ * writers, one's bundle may arrive before another's device record; sync.c keeps it). */
+bool tern_keyapi_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen);
 
 /* The body of PUT /v1/keys, parsed and checked into op (a KEYS_PUT: has_identity, has_spk, in,
  * prekeys; max_per_put one-time prekeys at most). Returns 0, or -EINVAL with a sentence in msg

@@ -12,7 +12,7 @@
 
 static const char *const NAMES[TERN_LIMIT__COUNT] = {
     "conn_per_ip", "conn_rate_per_ip", "auth_rate_per_ip", "login_fail", "typing_rate", "hash_queue", "send_rate",
-    "fanout_rate",
+    "fanout_rate", "key_fetch_rate",
 };
 
 typedef struct addr_ent {

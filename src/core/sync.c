@@ -20,19 +20,29 @@ enum {
 struct tern_sync {
   tern_app *a;
   tern_map gone;      /* device id → (intptr_t) ms it was deleted elsewhere */
+  /* device id → (intptr_t) ms: E2E bundles that arrived before their device's record (two
+   * writers' feeds are ordered each, not with each other); the device takes it on arrival */
+  tern_map early_keys;
   int64_t next_prune; /* ms */
 };
+
+static void prune_map(tern_map *m, int64_t now);
 
 static void prune(tern_sync *s, int64_t now) {
   if (now < s->next_prune) return;
   s->next_prune = now + TOMBSTONE_MS;
+  prune_map(&s->gone, now);
+  prune_map(&s->early_keys, now);
+}
+
+static void prune_map(tern_map *m, int64_t now) {
   const char *k;
   size_t kl;
   void *v;
   tern_map_iter it = {0};
   char **old = NULL;
   size_t n = 0, cap = 0;
-  while (tern_map_next(&s->gone, &it, &k, &kl, &v)) {
+  while (tern_map_next(m, &it, &k, &kl, &v)) {
     if (now - (int64_t)(intptr_t)v < TOMBSTONE_MS) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 16;
@@ -41,7 +51,7 @@ static void prune(tern_sync *s, int64_t now) {
     old[n++] = tern_strndup(k, kl);
   }
   for (size_t i = 0; i < n; i++) {
-    tern_map_dels(&s->gone, old[i]);
+    tern_map_dels(m, old[i]);
     tern_free(old[i]);
   }
   tern_free(old);
@@ -97,6 +107,7 @@ static void on_device(const tern_device_rec *r, void *arg) {
   bool first = u->ndevices == 0;
   d = tern_dir_load_device(a->dir, u, r->device_id, r->label, r->token_hash, r->created, r->last_seen);
   tern_pushglue_load(a, d, r->push);
+  if (tern_map_dels(&s->early_keys, d->id)) d->e2e = true;
   if (first) {
     /* A sender on this loop that did not know the device yet put messages in the user-level
      * inbox; the node that logged the device in moved only what was there then. Moving again
@@ -132,7 +143,11 @@ static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, v
   else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, v, vlen);
   else if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen))
     tern_app_adopt_msgid_key(s->a, v, vlen);
-  else if (tern_keyapi_is_kv(key, klen)) tern_keyapi_apply_record(s->a, key, klen, v, vlen);
+  else if (tern_keyapi_is_kv(key, klen) && !tern_keyapi_apply_record(s->a, key, klen, v, vlen)) {
+    size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
+    prune(s, tern_now_ms());
+    tern_map_put(&s->early_keys, key + pl, klen - pl, (void *)(intptr_t)tern_now_ms());
+  }
   /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
 }
 
@@ -140,7 +155,11 @@ static void on_kv_gone(const char *key, size_t klen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, NULL, 0);
   else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, NULL, 0);
-  else if (tern_keyapi_is_kv(key, klen)) tern_keyapi_apply_record(s->a, key, klen, NULL, 0);
+  else if (tern_keyapi_is_kv(key, klen)) {
+    size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
+    tern_map_del(&s->early_keys, key + pl, klen - pl);
+    tern_keyapi_apply_record(s->a, key, klen, NULL, 0);
+  }
 }
 
 tern_sync *tern_sync_new(tern_app *a) {
@@ -160,5 +179,6 @@ tern_sync *tern_sync_new(tern_app *a) {
 void tern_sync_free(tern_sync *s) {
   if (!s) return;
   tern_map_free(&s->gone);
+  tern_map_free(&s->early_keys);
   tern_free(s);
 }

@@ -292,6 +292,7 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
       return 0;
     }
   }
+  if (op->dedup_probe) return 0; /* a look only: nothing is written */
   /* Caps first, so that a refused append changes nothing. */
   for (size_t i = 0; i < op->ntargets; i++) {
     tern_store_target *t = &op->targets[i];

@@ -6,6 +6,7 @@
  *   store.h/.c     this interface: ops, ports, watches, the commit histogram
  *   committer.c    the group-commit thread and the hand-off to and from the loops
  *   semantics.c    what each op means, written once over the backend primitives
+ *   prekeys.c      the E2E key directory's ops (bundles, one-time prekeys claimed once)
  *   backend.h      the primitives (inbox append/read/purge, KV, commit point)
  *   rocksdb.c      the embedded backend (key layout, meta journal, envelope cache)
  *   envelope.h     the neutral binary record of an envelope
@@ -189,6 +190,10 @@ typedef struct tern_op_append {
   tern_store_target *targets; size_t ntargets, targets_cap;
   tern_buf *values; size_t nvalues, values_cap; /* packed envelope records (envelope.h) */
   char *dedup_key;      /* "<device_id>/<client id>", or NULL */
+  /* Only look dedup_key up: DUPLICATE (with dup_msg_id) when it is stored, else OK with
+   * nothing written (a send refused before it is stored must still answer a repeat of an id
+   * that was stored with its first answer). */
+  bool dedup_probe;
   char *msg_id;         /* the new message id (remembered under dedup_key) */
   /* Delivery tokens to create, each valued token_from (the sender): "<msg_id>" for a 1:1
    * message to a recipient with several devices, "<msg_id>/<member>" for each member of a

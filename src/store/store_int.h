@@ -4,6 +4,7 @@
  *   store.c      ops, the handle, watches and the event dispatch, metrics
  *   committer.c  the commit thread, group assembly, ports (loop-side hand-off)
  *   semantics.c  tern_sem_apply: what each op means, over the backend primitives
+ *   prekeys.c    the E2E key ops (KEYS_PUT, KEYS_GET, KEYS_CLAIM) and their part of the cascade
  */
 #ifndef TERN_STORE_STORE_INT_H
 #define TERN_STORE_STORE_INT_H

@@ -300,6 +300,61 @@ TEST(group_changes_compare_and_set) {
 }
 
 /* A writer that stops saying anything is taken for dead after cluster.node_timeout. */
+
+/* E2E keys published through one writer make the device E2E-capable on the other (the bundle
+ * record travels on the change feed), so the other's sends check their lists against it; a
+ * device deleted through one writer loses its keys on both. */
+static void send_e2e_to(fake *f, const char *to, const char *id, const char *device) {
+  tern_frame fr = {.type = TERN_FRAME_SEND, .id = tern_strdup(id), .to = tern_strdup(to), .to_raw = tern_strdup(to)};
+  fr.e2e = tern_calloc(1, sizeof *fr.e2e);
+  fr.ne2e = 1;
+  fr.e2e[0].device_id = tern_strdup(device);
+  fr.e2e[0].type = TERN_E2E_PREKEY;
+  fr.e2e[0].body = tern_strdup("QUJD");
+  fr.e2e[0].body_len = 4;
+  request(f, &fr);
+}
+
+TEST(e2e_keys_across) {
+  account er = new_account(&A, "erin");
+  account fr = new_account(&B, "frank");
+  settle();
+  tern_op_keys *op = tern_op_keys_new(TERN_OP_KEYS_PUT, NULL, NULL);
+  tern_store_set_str(&op->device_id, er.device);
+  tern_store_set_str(&op->user, "erin");
+  op->has_identity = op->has_spk = true;
+  op->in.registration_id = 9;
+  memset(op->in.identity, 5, sizeof op->in.identity);
+  memset(op->in.spk_pub, 5, sizeof op->in.spk_pub);
+  op->in.spk_id = 1;
+  tern_app_submit(A.app, &op->op);
+  settle();
+  tern_device *on_b = tern_dir_device(B.app->dir, er.device);
+  CHECK(on_b && on_b->e2e);
+  fake *ff = fake_connect(B.app);
+  auth(ff, fr.token);
+  settle();
+  send_e2e_to(ff, "erin", "e1", er.device);
+  settle();
+  CHECK_LOG(ff, "sent e1");
+  fake *fe = fake_connect(A.app);
+  auth(fe, er.token);
+  settle();
+  CHECK_LOG(fe, "msg 1 frank>erin");
+  disconnect(fe);
+  settle();
+  /* erin's device deleted through A: gone on B, and a send to it is no_keys */
+  tern_app_submit(A.app, tern_accounts_delete_device(A.app, tern_dir_device(A.app->dir, er.device)));
+  settle();
+  CHECK(tern_dir_device(B.app->dir, er.device) == NULL);
+  send_e2e_to(ff, "erin", "e2", er.device);
+  settle();
+  CHECK_LOG(ff, "error e2 no_keys");
+  disconnect(ff);
+  settle();
+}
+
+
 TEST(silent_peer_times_out) {
   account ja = new_account(&A, "judy");
   account kb = new_account(&B, "kim");
@@ -370,6 +425,7 @@ int main(void) {
   RUN(replaced_and_logged_out_across);
   RUN(register_race);
   RUN(group_changes_compare_and_set);
+  RUN(e2e_keys_across);
   RUN(silent_peer_times_out);
   node_close(&A);
   node_close(&B);

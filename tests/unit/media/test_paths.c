@@ -453,6 +453,34 @@ static tern_media_rec *sample_rec(void) {
   return r;
 }
 
+/* An opaque blob (PROTOCOL.md 11) has no dimensions and no thumbnail; an image must have both
+ * dimensions. Its JSON has no width or height. */
+TEST(test_record_octet) {
+  tern_media_rec *r = sample_rec();
+  r->type = TERN_MEDIA_OCTET;
+  r->width = r->height = 0;
+  r->thumb_size = 0;
+  tern_buf b = {0};
+  tern_media_rec_encode(r, &b);
+  tern_media_rec *d = NULL;
+  CHECK_EQ_INT(tern_media_rec_decode((const uint8_t *)b.data, b.len, &d), 0);
+  CHECK(d && d->type == TERN_MEDIA_OCTET && d->width == 0 && d->thumb_size == 0);
+  tern_buf j = {0};
+  if (d) tern_media_rec_json(d, &j);
+  CHECK(j.len && !strstr(tern_buf_cstr(&j), "width") && strstr(tern_buf_cstr(&j), "\"application/octet-stream\""));
+  tern_media_rec_free(d);
+  tern_buf_free(&j);
+  tern_buf_free(&b);
+  r->type = TERN_MEDIA_PNG; /* an image without dimensions is corrupt */
+  tern_media_rec_encode(r, &b);
+  d = NULL;
+  CHECK_EQ_INT(tern_media_rec_decode((const uint8_t *)b.data, b.len, &d), TERN_MEDIA_ERR_INVALID);
+  tern_buf_free(&b);
+  CHECK_EQ_INT(tern_media_type_from_mime("Application/Octet-Stream; x=1", 29), TERN_MEDIA_OCTET);
+  CHECK_EQ_STR(tern_media_type_mime(TERN_MEDIA_OCTET), "application/octet-stream");
+  tern_media_rec_free(r);
+}
+
 TEST(test_record_codec) {
   tern_media_rec *r = sample_rec();
   tern_buf b = {0};
@@ -557,6 +585,7 @@ int main(void) {
   RUN(test_ids_and_paths);
   RUN(test_etag);
   RUN(test_record_codec);
+  RUN(test_record_octet);
   RUN(test_options_from_config);
   DONE();
 }

@@ -1917,6 +1917,32 @@ TEST(record_compare_and_set) {
   close_store(s);
 }
 
+TEST(dedup_probe_writes_nothing) {
+  use_dir("probe");
+  tstore *s = open_store();
+  append_args a = {.inboxes = {"pa"}, .msg_id = "m1", .dedup = "pd/c-1"};
+  submit_append(s, &R[0], &a, "x");
+  tern_op_append *op = new_append(&R[1]);
+  tern_store_set_str(&op->dedup_key, "pd/c-1");
+  op->dedup_probe = true;
+  submit(s, op);
+  op = new_append(&R[2]);
+  tern_store_set_str(&op->dedup_key, "pd/c-2");
+  op->dedup_probe = true;
+  submit(s, op);
+  a.msg_id = "m2";
+  a.dedup = "pd/c-2";
+  submit_append(s, &R[3], &a, "y"); /* the probe of c-2 did not store it */
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[1].status, TERN_STORE_DUPLICATE);
+  CHECK_EQ_STR(R[1].dup, "m1");
+  CHECK_EQ_INT(R[2].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
+  CHECK_EQ_INT(total(s), 2);
+  close_store(s);
+}
+
 /* ---- E2E keys (prekeys.c) ---- */
 
 typedef struct kres {
@@ -2194,6 +2220,7 @@ static void run_suite(void) {
   RUN(bus_between_ports);
   RUN(put_user_create_once);
   RUN(record_compare_and_set);
+  RUN(dedup_probe_writes_nothing);
   RUN(keys_put_refusals);
   RUN(keys_claim_once);
   RUN(keys_cascade_on_device_delete);
