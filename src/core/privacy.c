@@ -58,7 +58,7 @@ void tern_privacy_free(tern_privacy *p) {
 
 /* ---- the record: [1][flags][u32 n][n x (u8 len, name)] ---- */
 
-static void encode(const tern_privacy *p, tern_buf *out) {
+void tern_privacy_encode(const tern_privacy *p, tern_buf *out) {
   tern_buf_putc(out, REC_VERSION);
   tern_buf_putc(out, (char)((p->last_seen_nobody ? F_LAST_SEEN_NOBODY : 0) | (p->read_receipts_off ? F_READ_RECEIPTS_OFF : 0)));
   tern_buf_put_be32(out, p->nblocked);
@@ -69,7 +69,7 @@ static void encode(const tern_privacy *p, tern_buf *out) {
   }
 }
 
-static tern_privacy *decode(const uint8_t *v, size_t len) {
+tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len) {
   if (len < 6 || v[0] != REC_VERSION) return NULL;
   uint32_t n = tern_get_be32(v + 2);
   if (n > TERN_PRIVACY_MAX_BLOCKS) return NULL;
@@ -116,7 +116,7 @@ int tern_privacy_apply_record(tern_app *a, const char *key, size_t klen, const u
   memcpy(name, key + sizeof KV_PREFIX - 1, nl);
   name[nl] = '\0';
   tern_privacy *p = NULL;
-  if (v && !(p = decode(v, vlen))) return -EINVAL;
+  if (v && !(p = tern_privacy_decode(v, vlen))) return -EINVAL;
   tern_user *u = tern_dir_user(a->dir, name);
   if (!u) { /* a user this directory does not know (deleted meanwhile) */
     tern_privacy_free(p);
@@ -160,7 +160,7 @@ static void store(tern_app *a, tern_http_req *req, tern_user *u, const tern_priv
   tern_conn_ref(c->conn);
   snprintf(c->user, sizeof c->user, "%s", u->name);
   snprintf(c->key, sizeof c->key, KV_PREFIX "%s", u->name);
-  encode(next, &c->rec);
+  tern_privacy_encode(next, &c->rec);
   tern_op_append *op = tern_op_append_new(on_stored, c);
   tern_store_set_str(&op->record_key, c->key);
   tern_buf_append(&op->record, c->rec.data, c->rec.len);

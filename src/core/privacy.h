@@ -38,6 +38,12 @@ void tern_privacy_view(tern_app *a, const tern_user *viewer, tern_user *u, bool 
 /* Whether a 1:1 read by reader of messages from sender makes a read receipt for the sender. */
 bool tern_privacy_read_receipts(const tern_user *reader, const tern_user *sender);
 
+/* The stored record: [1][flags][u32 n][n x (u8 len, name)]. decode returns NULL for anything
+ * else (a name of 0 or more than 32 bytes, a count past TERN_PRIVACY_MAX_BLOCKS, trailing bytes)
+ * and sorts the names. */
+void tern_privacy_encode(const tern_privacy *p, tern_buf *out);
+tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len);
+
 bool tern_privacy_is_kv(const char *key, size_t klen);
 /* A stored record, at load or from the feed (v NULL: deleted). Returns -EINVAL for a bad one. */
 int tern_privacy_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen);
