@@ -37,6 +37,9 @@ static const char usage[] =
     "  --prefix P             user name prefix, so runs do not collide (default: random)\n"
     "  --password P           password of every user (default: bench-password)\n"
     "  --register-concurrency K  registrations in flight (default 32)\n"
+    "  --xmpp-ack-every N     xmpp: ask for a XEP-0198 ack after N stanzas, when the window is\n"
+    "                         full, or 50 ms after the last ask, as real clients do (default 10;\n"
+    "                         1 asks after every batch, the old, harsher regime)\n"
     "  --connect-concurrency K   connects in flight (default 256)\n"
     "Traffic\n"
     "  --peers pairs|random   who talks to whom (default pairs: users 2i and 2i+1)\n"
@@ -156,7 +159,7 @@ static bool name_chars_ok(const char *s) {
 
 enum {
   O_PROTOCOL = 256, O_SERVER, O_DOMAIN, O_SERVER_PID, O_USERS, O_DEVICES, O_CONNECTIONS, O_SOURCE_IPS,
-  O_PREFIX, O_PASSWORD, O_REG_CONC, O_CONN_CONC, O_PEERS, O_RATE, O_TOTAL_RATE, O_WINDOW, O_MESSAGES,
+  O_PREFIX, O_PASSWORD, O_XMPP_ACK_EVERY, O_REG_CONC, O_CONN_CONC, O_PEERS, O_RATE, O_TOTAL_RATE, O_WINDOW, O_MESSAGES,
   O_BODY, O_OFFLINE, O_RECEIPTS, O_DURATION, O_WARMUP, O_SETTLE, O_MAX_OUTBOUND, O_SEED, O_IDLE, O_JSON,
   O_QUIET, O_HELP, O_ONE_WAY, O_GROUPS, O_GROUP_SIZE, O_MUC_DOMAIN, O_INFLIGHT,
 };
@@ -173,6 +176,7 @@ static const struct option options[] = {
     {"prefix", required_argument, NULL, O_PREFIX},
     {"password", required_argument, NULL, O_PASSWORD},
     {"register-concurrency", required_argument, NULL, O_REG_CONC},
+    {"xmpp-ack-every", required_argument, NULL, O_XMPP_ACK_EVERY},
     {"connect-concurrency", required_argument, NULL, O_CONN_CONC},
     {"peers", required_argument, NULL, O_PEERS},
     {"one-way", no_argument, NULL, O_ONE_WAY},
@@ -212,6 +216,7 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
   cfg->warmup_ms = 1000;
   cfg->settle_ms = 30000;
   cfg->register_concurrency = 32;
+  cfg->xmpp_ack_every = 10;
   cfg->connect_concurrency = 256;
   cfg->max_outbound = 256 * 1024;
   cfg->seed = 1;
@@ -269,6 +274,10 @@ int tern_bench_parse_args(int argc, char **argv, tern_bench_config *cfg, char *e
         if (strlen(v) < 8 || strlen(v) >= sizeof cfg->password)
           return fail(err, errlen, "--password: 8 to %zu bytes", sizeof cfg->password - 1);
         copy(cfg->password, sizeof cfg->password, v);
+        break;
+      case O_XMPP_ACK_EVERY:
+        if (parse_u32(v, 1, 1000000, &cfg->xmpp_ack_every) < 0)
+          return fail(err, errlen, "--xmpp-ack-every: 1 to 1000000");
         break;
       case O_REG_CONC:
         if (parse_u32(v, 1, 4096, &cfg->register_concurrency) < 0)

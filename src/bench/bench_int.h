@@ -65,6 +65,7 @@ typedef struct tern_bench_config {
   char password[129];         /* --password */
   bool idle;                  /* --idle: open connections, hold them, measure memory */
   uint32_t register_concurrency; /* --register-concurrency */
+  uint32_t xmpp_ack_every;       /* --xmpp-ack-every: stanzas between XEP-0198 <r/>s */
   uint32_t connect_concurrency;  /* --connect-concurrency: connects pending at once */
   uint32_t source_ips;        /* --source-ips N: spread connections over 127.0.0.1..N (0: auto) */
   size_t max_outbound;        /* --max-outbound BYTES queued per connection before we wait */

@@ -65,6 +65,7 @@ struct xmpp_drv {
   uint32_t n_tasks;
   uint32_t next_user, users_total, users_done;
   uv_timer_t progress;
+  uv_timer_t acks;        /* asks for the acks of devices idle 50 ms with stanzas unasked */
   bool failed;
   char why[256];
   /* group mode: every room's first member joins (and so creates it), then everyone else */
@@ -370,6 +371,23 @@ static int parse_hostport(const char *s, struct sockaddr_storage *out) {
   return -EINVAL;
 }
 
+enum { ACK_IDLE_NS = 50 * 1000 * 1000 };
+
+/* A device that sent and then went quiet still learns that its stanzas arrived: as a real
+ * client asks for an ack when it goes idle. */
+static void on_acks(uv_timer_t *h) {
+  xmpp_drv *t = h->data;
+  tern_bench *b = t->b;
+  if (!b) return;
+  uint64_t now = tern_mono_ns();
+  for (uint32_t i = 0; i < b->n_devs; i++) {
+    xconn *c = b->devs[i].conn;
+    if (!c || c->closing || !c->sess.since_r) continue;
+    tern_bench_xmpp_flush_idle(&c->sess, now, ACK_IDLE_NS);
+    push_out(c);
+  }
+}
+
 static void drv_provision(tern_bench *b) {
   xmpp_drv *t = TERN_NEW(xmpp_drv);
   b->drv_ctx = t;
@@ -377,6 +395,9 @@ static void drv_provision(tern_bench *b) {
   t->sl = tern_stream_loop_new(b->loop);
   uv_timer_init(b->loop, &t->progress);
   t->progress.data = t;
+  uv_timer_init(b->loop, &t->acks);
+  t->acks.data = t;
+  uv_timer_start(&t->acks, on_acks, 50, 50);
   t->n_tasks = b->cfg.register_concurrency;
   t->tasks = tern_calloc(t->n_tasks, sizeof *t->tasks);
   for (uint32_t i = 0; i < t->n_tasks; i++) {
@@ -404,6 +425,7 @@ static int drv_connect(tern_bench *b, tern_bench_dev *d, const char *bind_ip) {
   c->d = d;
   tern_bench_xmpp_init(&c->sess, TERN_BENCH_XMPP_LOGIN, b->users[d->user].name, b->cfg.password, b->cfg.domain,
                        b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF, on_sess, c);
+  tern_bench_xmpp_set_acks(&c->sess, b->cfg.xmpp_ack_every, b->cfg.window);
   int rc = conn_start(t, c, bind_ip);
   if (rc < 0) return rc;
   d->conn = c;
@@ -532,6 +554,7 @@ static void drv_free(tern_bench *b) {
   t->b = NULL;
   tern_stream_loop_free(t->sl); /* goes once the streams closed above have closed */
   uv_close((uv_handle_t *)&t->progress, NULL);
+  uv_close((uv_handle_t *)&t->acks, NULL);
   for (uint32_t i = 0; i < t->n_tasks; i++) uv_close((uv_handle_t *)&t->tasks[i].timer, NULL);
 }
 

@@ -335,8 +335,12 @@ static void maybe_complete(tern_bench *b, rec *r) {
   engine *e = E(b);
   if (r->flags & F_COMPLETE) return;
   bool done;
+  /* XMPP with sparse ack requests (--xmpp-ack-every > 1): the server's XEP-0198 ack comes when
+   * the client asks, so it cannot gate the window; a message leaves it at its receipt (or
+   * delivery), as for a plain client that never asks. Its "sent" latency still counts. */
+  bool acks_gate = b->cfg.proto != TERN_BENCH_PROTO_XMPP || b->cfg.xmpp_ack_every <= 1;
   if (r->flags & F_ERR) done = true;
-  else if (!(r->flags & F_SENT)) done = false;
+  else if (!(r->flags & F_SENT) && (acks_gate || e->grp || b->cfg.receipts == TERN_BENCH_RECEIPTS_OFF)) done = false;
   else if (e->grp) done = r->got + 1 >= e->grp_live[r->to]; /* every member device but the sender's */
   else if (r->flags & F_LATE || !b->users[r->to].live_mask) done = true; /* stored for later */
   else if (b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF) done = (r->flags & F_RECEIPT) != 0;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/util.h"
 #include "bench/xmpp.h"
 
 #define NONE TERN_BENCH_XML_NONE
@@ -961,7 +962,7 @@ static void pend_push(tern_bench_xmpp *s, uint64_t gidx) {
   p[1] = (uint32_t)gidx;
   p[2] = (uint32_t)(gidx >> 32);
   s->pend_len++;
-  s->need_r = true;
+  s->since_r++;
 }
 
 int tern_bench_xmpp_join(tern_bench_xmpp *s, const char *room, const char *muc_domain) {
@@ -995,10 +996,26 @@ int tern_bench_xmpp_send_groupchat(tern_bench_xmpp *s, const char *room, uint64_
   return 0;
 }
 
-void tern_bench_xmpp_flush(tern_bench_xmpp *s) {
-  if (!s->need_r || s->state != TERN_BENCH_XS_READY) return;
+static void ask_ack(tern_bench_xmpp *s) {
   put(s, "<r xmlns='" NS_SM "'/>");
-  s->need_r = false;
+  s->since_r = 0;
+  s->last_r_ns = tern_mono_ns();
+}
+
+void tern_bench_xmpp_set_acks(tern_bench_xmpp *s, uint32_t every, uint32_t window) {
+  s->ack_every = every ? every : 1;
+  s->ack_window = window;
+}
+
+void tern_bench_xmpp_flush(tern_bench_xmpp *s) {
+  if (!s->since_r || s->state != TERN_BENCH_XS_READY) return;
+  uint32_t every = s->ack_every ? s->ack_every : 1;
+  if (s->since_r >= every || (s->ack_window && s->pend_len >= s->ack_window)) ask_ack(s);
+}
+
+void tern_bench_xmpp_flush_idle(tern_bench_xmpp *s, uint64_t now_ns, uint64_t idle_ns) {
+  if (!s->since_r || s->state != TERN_BENCH_XS_READY) return;
+  if (now_ns - s->last_r_ns >= idle_ns) ask_ack(s);
 }
 
 void tern_bench_xmpp_close(tern_bench_xmpp *s) {

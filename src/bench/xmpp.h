@@ -152,7 +152,10 @@ typedef struct tern_bench_xmpp {
   uint32_t out_h;             /* stanzas sent since <enable/> */
   uint32_t in_h;              /* stanzas received since <enabled/> */
   uint32_t acked_h;           /* the last h the server acked */
-  bool need_r;                /* messages sent since the last <r/> */
+  uint32_t since_r;           /* messages sent since the last <r/> */
+  uint32_t ack_every;         /* ask after this many (tern_bench_xmpp_set_acks; 1 by default) */
+  uint32_t ack_window;        /* ... or once this many are unacked (0: no such rule) */
+  uint64_t last_r_ns;         /* when the last <r/> went out */
   bool need_a;                /* the server asked for an ack (<r/>) in this read */
   uint32_t (*pend)[3];        /* ring of (stanza number, gidx low, gidx high) awaiting <a/> */
   uint32_t pend_head, pend_len, pend_cap;
@@ -180,7 +183,14 @@ int tern_bench_xmpp_join(tern_bench_xmpp *s, const char *room, const char *muc_d
  * not for rooms); SENT follows when the server acks it. 0 or -ENOTCONN. */
 int tern_bench_xmpp_send_groupchat(tern_bench_xmpp *s, const char *room, uint64_t gidx, const char *body, size_t len);
 /* End of a batch: asks for an ack (<r/>) when messages went out since the last one. */
+/* Asks for an ack (<r/>) when it is due: ack_every stanzas since the last, the unacked ones
+ * filling ack_window, or force (the driver's idle timer) with any unasked. */
 void tern_bench_xmpp_flush(tern_bench_xmpp *s);
+void tern_bench_xmpp_flush_idle(tern_bench_xmpp *s, uint64_t now_ns, uint64_t idle_ns);
+/* How often to ask for acks: after every stanzas (1: after every batch), or once window are
+ * unacked. Real clients ask sparingly; asking after every message costs the server a stanza
+ * per message. */
+void tern_bench_xmpp_set_acks(tern_bench_xmpp *s, uint32_t every, uint32_t window);
 /* Queues </stream:stream>. */
 void tern_bench_xmpp_close(tern_bench_xmpp *s);
 /* Messages sent and not yet acked. */
