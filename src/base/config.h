@@ -42,6 +42,8 @@ typedef struct tern_config {
   /* limits */
   double limits_send_rate;   /* sends per second per user, sustained */
   int64_t limits_conn_per_ip;
+  int64_t limits_edit_window_ms;   /* PROTOCOL.md 15 */
+  int64_t limits_delete_window_ms;
   tern_limit limits_conn_rate_per_ip;
   tern_limit limits_auth_rate_per_ip;
   tern_limit limits_login_fail;

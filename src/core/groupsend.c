@@ -160,7 +160,7 @@ static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame
   g->from = from;
   g->ts = tern_now_ms();
   g->received_ns = received_ns;
-  g->silent = f->silent;
+  g->silent = f->silent || tern_router_is_action(f); /* §15: actions make no push */
   tern_msgid_make(&a->msgid_key, &a->ids, g->ts, from->name, TERN_MSGID_TO_GROUP, grp->id, g->msg_id);
   g->members = tern_malloc((grp->nmembers ? grp->nmembers : 1) * sizeof *g->members);
   tern_map listed = {0}; /* encrypted: the users that have a device in the list */
@@ -289,11 +289,14 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   if (f->body) tern_env_put_str(rec, TERN_EF_BODY_REF, g->msg_id);
   if (mrec) tern_router_put_media(rec, mrec);
   tern_env_put_str(rec, TERN_EF_REPLY_TO, f->reply_to);
+  tern_router_put_actions(rec, f);
   for (size_t k = 0; k < f->nmentions; k++) tern_env_put_str(rec, TERN_EF_MENTION, f->mentions[k]);
   if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
+  bool action = tern_router_is_action(f); /* no delivered receipt (§15) */
+  if (action) tern_env_set_flags(rec, 0);
   tern_op_append *op = tern_op_append_new(on_group_send_done, g);
   size_t v_sole = tern_op_append_value(op, rec->data, rec->len);
-  tern_env_set_flags(rec, TERN_ENV_F_RECEIPT);
+  tern_env_set_flags(rec, action ? 0 : TERN_ENV_F_RECEIPT);
   size_t v_token = tern_op_append_value(op, rec->data, rec->len);
   tern_env_set_flags(rec, 0);
   size_t v_copy = tern_op_append_value(op, rec->data, rec->len);
@@ -312,7 +315,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
     bool sole = u->ndevices == 1;
     for (tern_device *d = u->devices; d; d = d->next_in_user)
       add_target(op, g, &cap, d, NULL, sole ? v_sole : v_token, TERN_CAP_SKIP, (int32_t)m);
-    if (!sole) {
+    if (!sole && !action) {
       snprintf(key, sizeof key, "%s/%s", g->msg_id, u->name);
       tern_op_append_token(op, key);
     }

@@ -72,16 +72,58 @@ static void send_sent(tern_session *s, const char *id, const char *msg_id, int64
   s->ep_ops->sent(s->ep, &si);
 }
 
-/* A send carries something this server does not handle yet (encryption, reactions, edits,
- * deletes): refused whole rather than stored without its meaning. */
-static bool unsupported(tern_session *s, const tern_frame *f) {
-  const char *what = f->reaction_to ? "reactions" : f->edit_of ? "edits" : f->delete_of ? "deletes" : NULL;
-  if (!what) return false;
-  char msg[96];
-  snprintf(msg, sizeof msg, "%s are not supported by this server yet", what);
-  tern_session_error(s, f->id, "bad_request", msg, NULL);
+bool tern_router_is_action(const tern_frame *f) { return f->reaction_to || f->edit_of || f->delete_of; }
+
+void tern_router_put_actions(tern_buf *rec, const tern_frame *f) {
+  if (f->reaction_to) {
+    tern_env_put_str(rec, TERN_EF_REACTION_TO, f->reaction_to);
+    tern_env_put(rec, TERN_EF_REACTION_EMOJI, f->emoji ? f->emoji : "", f->emoji ? strlen(f->emoji) : 0);
+  }
+  tern_env_put_str(rec, TERN_EF_EDIT_OF, f->edit_of);
+  tern_env_put_str(rec, TERN_EF_DELETE_OF, f->delete_of);
+}
+
+/* An edit or a delete (PROTOCOL.md 15) names its message by msg_id, whose tag (core/msgid.h)
+ * says who sent it in which conversation and when: no index is needed. The refusals, in the
+ * order §15 gives: not_found for an id that is not of this conversation or past the delete
+ * window; forbidden for another user's message (a group admin's delete aside) or an edit past
+ * its window. In a group the server can tell only the caller's own messages apart (the tag
+ * needs the sender): another member's message is not_found, except for an admin's delete. */
+static bool action_ok(tern_app *a, tern_session *s, const tern_frame *f) {
+  const char *of = f->edit_of ? f->edit_of : f->delete_of;
+  if (!of) return true; /* a reaction is relayed as given */
+  tern_user *me = s->dev->user;
+  int64_t now = tern_now_ms(), ts = 0, ts2 = 0;
+  bool mine, theirs = false, admin = false;
+  if (f->group_id) {
+    tern_group *grp = tern_groups_get(a->groups, f->group_id);
+    tern_member *m = grp ? tern_group_member(grp, me) : NULL;
+    if (!m) return true; /* the group send answers no_such_group */
+    mine = tern_msgid_check(&a->msgid_key, of, me->name, TERN_MSGID_TO_GROUP, grp->id, now, 0, &ts);
+    admin = m->admin && f->delete_of && !mine && strlen(of) == TERN_MSG_ID_LEN;
+  } else {
+    tern_user *to = f->to_invalid || !f->to ? NULL : tern_dir_user(a->dir, f->to);
+    if (!to) return true; /* the send answers no_such_user */
+    mine = tern_msgid_check(&a->msgid_key, of, me->name, TERN_MSGID_TO_USER, to->name, now, 0, &ts);
+    theirs = !mine && tern_msgid_check(&a->msgid_key, of, to->name, TERN_MSGID_TO_USER, me->name, now, 0, &ts2);
+  }
+  if (admin) (void)tern_msgid_check(&a->msgid_key, of, "", TERN_MSGID_TO_GROUP, "", now, 0, &ts); /* its time */
+  int64_t when = mine || admin ? ts : ts2;
+  if ((!mine && !theirs && !admin) || now - when > a->cfg->limits_delete_window_ms) {
+    tern_session_error(s, f->id, "not_found", "no such message in this conversation (or it is too old)", NULL);
+    return false;
+  }
+  if (theirs || (f->edit_of && !mine)) {
+    tern_session_error(s, f->id, "forbidden", "only its sender may edit or delete a message", NULL);
+    return false;
+  }
+  if (f->edit_of && now - ts > a->cfg->limits_edit_window_ms) {
+    tern_session_error(s, f->id, "forbidden", "the edit window of that message is over", NULL);
+    return false;
+  }
   return true;
 }
+
 
 static void on_send_done(tern_store_op *op) {
   send_ctx *c = op->arg;
@@ -151,7 +193,7 @@ bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
     tern_session_error(s, f->id, "e2e_required", "this server relays only end-to-end encrypted messages", NULL);
     return false;
   }
-  if (unsupported(s, f)) return false;
+  if (!action_ok(a, s, f)) return false;
   if (!rate_ok(a, s->dev->user)) {
     tern_limits_count(a->limits, TERN_LIMIT_SEND_RATE);
     tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
@@ -254,7 +296,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   tern_msgid_make(&a->msgid_key, &a->ids, c->ts, from->name, TERN_MSGID_TO_USER, to->name, c->msg_id);
   c->from = from;
   c->to = to;
-  c->silent = f->silent;
+  c->silent = f->silent || tern_router_is_action(f); /* §15: actions make no push */
   /* The recipient blocked the sender: answered as usual, stored for the sender's own devices
    * only, never delivered, so no receipt ever comes (PROTOCOL.md 14; the sender is not told). */
   c->dropped = to != from && tern_privacy_blocks(to, from);
@@ -270,8 +312,9 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   }
   /* A recipient with one inbox (one device, or none yet) gets the only copy: its first ack
    * delivers the message, so no delivery token is stored (TERN_ENV_F_SOLE). */
-  bool sole = to != from && to->ndevices <= 1;
-  uint8_t flags = to == from ? 0 : sole ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT;
+  bool action = tern_router_is_action(f); /* no delivered receipt either (§15) */
+  bool sole = to != from && to->ndevices <= 1 && !action;
+  uint8_t flags = to == from || action ? 0 : sole ? TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE : TERN_ENV_F_RECEIPT;
   tern_buf *rec = &a->record;
   tern_env_begin(rec, TERN_ENV_MSG, flags, c->ts);
   tern_env_put_str(rec, TERN_EF_MSG_ID, c->msg_id);
@@ -281,6 +324,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   if (f->body) tern_env_put(rec, TERN_EF_BODY, f->body, f->body_len);
   if (mrec) tern_router_put_media(rec, mrec);
   tern_env_put_str(rec, TERN_EF_REPLY_TO, f->reply_to);
+  tern_router_put_actions(rec, f);
   if (f->silent) tern_env_put(rec, TERN_EF_SILENT, NULL, 0);
   tern_op_append *op = tern_op_append_new(on_send_done, c);
   size_t v_recipient = tern_op_append_value(op, rec->data, rec->len);
@@ -297,7 +341,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
   tern_store_set_str(&op->dedup_key, key);
   tern_store_set_str(&op->msg_id, c->msg_id);
-  if (to != from && !sole && !c->dropped) {
+  if (to != from && !sole && !c->dropped && !action) {
     tern_store_set_str(&op->token_from, from->name);
     tern_op_append_token(op, c->msg_id);
   }

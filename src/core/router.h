@@ -41,6 +41,10 @@ void tern_router_decrypt_error(tern_app *a, tern_session *s, tern_frame *f, uint
 struct tern_media_rec;
 /* The media a send names, if its sender may forward it; NULL after answering no_such_media. */
 const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f);
+/* A reaction, edit or delete (PROTOCOL.md 15): no push, no delivered receipt. */
+bool tern_router_is_action(const tern_frame *f);
+/* Puts a send's reaction, edit and delete fields into an envelope record. */
+void tern_router_put_actions(tern_buf *rec, const tern_frame *f);
 /* Answers send id: the store cannot be written right now (nothing was stored). */
 void tern_router_unavailable(tern_session *s, const char *id);
 /* Checks what every send must pass (the per-user send rate; content this server handles);
