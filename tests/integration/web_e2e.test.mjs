@@ -127,6 +127,7 @@ describe('web E2E module against tern-e2e-peer', { skip }, async () => {
       assert.match(webNum, /^\d{60}$/);
       r = await c.ok({ cmd: 'safety', local_user: 'bob.b', local_keys: [cKeys.identity_key], remote_user: 'alice', remote_keys: [wKeys.identity_key] });
       assert.equal(r.number, webNum);
+      assert.equal(await e2e.librarySafetyNumber('alice', [wKeys.identity_key], 'bob.b', await w.identityKeys('bob.b')), webNum);
     } finally {
       await c.quit();
     }
@@ -179,6 +180,7 @@ describe('web E2E module against tern-e2e-peer', { skip }, async () => {
       r = await c.ok({ cmd: 'safety', local_user: 'carol', local_keys: carolKeys.slice().reverse(), remote_user: 'bob', remote_keys: bobKeys.slice().reverse() });
       assert.equal(r.number, webNum);
       assert.equal(await e2e.safetyNumber('carol', carolKeys, 'bob', bobKeys.slice().reverse()), webNum);
+      assert.equal(await e2e.librarySafetyNumber('carol', carolKeys, 'bob', bobKeys), webNum);
 
       // A lost session (forgotten): a fresh bundle starts a new one, and C accepts it.
       await w.forget('carol', 'C2');
@@ -247,6 +249,15 @@ describe('web E2E module against tern-e2e-peer', { skip }, async () => {
     } finally {
       await c.quit();
     }
+  });
+
+  test("safety numbers: libsignal's published vector", async () => {
+    // libsignal's NumericFingerprintGeneratorTest keys and identifiers (docs/e2e.md).
+    const alice = '0506863bc66d02b40d27b8d49ca7c09e9239236f9d7d25d6fcca5ce13c7064d868';
+    const bob = '05f781b6fb32fed9ba1cf2de978d4d5da28dc34046ae814402b5c0dbd96fda907b';
+    const b64k = (h) => Buffer.from(h, 'hex').toString('base64');
+    const n = await e2e.safetyNumber('+14152222222', [b64k(alice)], '+14153333333', [b64k(bob)]);
+    assert.equal(n, '300354477692869396892869876765458257569162576843440918079131');
   });
 
   test('inner format: padded, only the fields in use, and garbage is not an inner object', () => {

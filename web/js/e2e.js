@@ -147,20 +147,58 @@ export async function unseal(blob, { key, iv, sha256 }) {
 
 /** Signal's 60-digit numeric fingerprint (version 2 display, 5200 iterations of SHA-512) over
  *  each user's identity keys (base64, 33 bytes), each list sorted by byte value and joined, with
- *  the usernames as stable identifiers: what `tern safety` prints (docs/e2e.md). */
+ *  the usernames as stable identifiers: what `tern safety` prints (docs/e2e.md).
+ *
+ *  The library's FingerprintGenerator computes exactly this, but on its pure-JS SHA-512, whose
+ *  5200 chained rounds take tens of seconds in a browser (each round waits on a timer). So the
+ *  same steps run here on WebCrypto's SHA-512: per user, hash = SHA-512(version 0 as 2 bytes ||
+ *  keys || id || keys), then 5199 times hash = SHA-512(hash || keys); the first 30 bytes give six
+ *  5-byte chunks, each mod 100000 as 5 digits; the two users' 30 digits sorted and joined.
+ *  tests/integration/web_e2e.test.mjs checks it against the library's and the C side's. */
 export async function safetyNumber(localUser, localKeys, remoteUser, remoteKeys) {
-  const joined = (keys) => {
-    const list = keys.map((k) => new Uint8Array(unb64(k))).sort(compareBytes);
-    const out = new Uint8Array(list.reduce((n, k) => n + k.length, 0));
-    let o = 0;
-    for (const k of list) {
-      out.set(k, o);
-      o += k.length;
-    }
-    return out.buffer;
-  };
+  const a = await displayPart(localUser, joinedKeys(localKeys));
+  const b = await displayPart(remoteUser, joinedKeys(remoteKeys));
+  return [a, b].sort().join('');
+}
+
+/** The same with the library's FingerprintGenerator (slow in browsers: for the tests). */
+export async function librarySafetyNumber(localUser, localKeys, remoteUser, remoteKeys) {
   const fg = new FingerprintGenerator(5200);
-  return fg.createFor(localUser, joined(localKeys), remoteUser, joined(remoteKeys));
+  return fg.createFor(localUser, joinedKeys(localKeys).buffer, remoteUser, joinedKeys(remoteKeys).buffer);
+}
+
+function joinedKeys(keys) {
+  const list = keys.map((k) => new Uint8Array(unb64(k))).sort(compareBytes);
+  const out = new Uint8Array(list.reduce((n, k) => n + k.length, 0));
+  let o = 0;
+  for (const k of list) {
+    out.set(k, o);
+    o += k.length;
+  }
+  return out;
+}
+
+function cat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+async function displayPart(id, keys) {
+  // The library encodes the identifier one byte per character (usernames are ASCII).
+  const idb = Uint8Array.from(id, (ch) => ch.charCodeAt(0) & 0xff);
+  let h = cat(new Uint8Array(2), keys, idb);
+  for (let i = 0; i < 5200; i++) h = new Uint8Array(await subtle.digest('SHA-512', cat(h, keys)));
+  let s = '';
+  for (let off = 0; off < 30; off += 5) {
+    const v = (h[off] * 2 ** 32 + h[off + 1] * 2 ** 24 + h[off + 2] * 2 ** 16 + h[off + 3] * 2 ** 8 + h[off + 4]) % 100000;
+    s += String(v).padStart(5, '0');
+  }
+  return s;
 }
 
 export const groupDigits = (n) => n.match(/.{1,5}/g).join(' ');
@@ -466,3 +504,5 @@ export class E2E {
     };
   }
 }
+
+export { qrcode } from '../vendor/vendor.js';
