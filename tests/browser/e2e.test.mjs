@@ -162,6 +162,41 @@ test('safety numbers: equal in both browsers and to `tern safety`; a new device 
   await screenshot(alice, 'e2e-conversation.png');
 });
 
+test('a lost session: a placeholder, decrypt_error, and the resend in its place', { skip }, async () => {
+  const { page: alice } = ctx.alice;
+  const { page: bob } = ctx.bob;
+  // bob's browser loses its sessions (as after restoring an old copy of its storage).
+  const dropped = await bob.evaluate(async () => {
+    const s = JSON.parse(localStorage.getItem('tern.session'));
+    const db = await new Promise((res, rej) => {
+      const r = indexedDB.open(`tern-e2e:${s.user}:${s.device_id}`, 1);
+      r.onsuccess = () => res(r.result);
+      r.onerror = () => rej(r.error);
+    });
+    const tx = db.transaction('kv', 'readwrite');
+    const st = tx.objectStore('kv');
+    const keys = await new Promise((res) => { const r = st.getAllKeys(); r.onsuccess = () => res(r.result); });
+    let n = 0;
+    for (const k of keys) if (String(k).startsWith('sess:')) { st.delete(k); n++; }
+    await new Promise((res) => { tx.oncomplete = res; });
+    db.close();
+    return n;
+  });
+  assert.ok(dropped >= 1);
+  const before = ctx.alice.sent.filter((f) => f.type === 'send').length;
+  await send(alice, 'after a lost session');
+  await until('the resend replaced the placeholder', async () => {
+    const all = await bubbles(bob);
+    return all.some((b) => b.text === 'after a lost session') && !(await bob.locator('#messages .placeholder').count());
+  }, 30000);
+  assert.ok(ctx.bob.sent.some((f) => f.type === 'decrypt_error' && f.peer === 'alice'), 'bob asked for it again');
+  const sends = ctx.alice.sent.filter((f) => f.type === 'send').slice(before);
+  assert.equal(sends.length, 2, 'the message and its resend');
+  assert.notEqual(sends[0].id, sends[1].id);
+  assert.equal((await bubbles(bob)).filter((b) => b.text === 'after a lost session').length, 1, 'shown once');
+  assert.equal((await bubbles(alice)).filter((b) => b.text === 'after a lost session').length, 1, 'one bubble at alice');
+});
+
 test('a phone-width screen: the lock and the safety number fit', { skip }, async () => {
   const { page: alice } = ctx.alice;
   await alice.setViewportSize({ width: 360, height: 700 });
