@@ -97,7 +97,7 @@ test('two browsers: an encrypted conversation with the lock, nothing readable on
   await until('alice reads the reply', async () => (await bubbles(alice)).some((b) => b.text === 'got it, alice'), 20000);
   await alice.waitForSelector('#conv-lock:not([hidden])');
   assert.ok(ctx.bob.sent.filter((f) => f.type === 'send').every((f) => f.e2e && !f.body));
-  for (const n of ['alice', 'bob']) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
+  for (const n of Object.keys(ctx)) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
 });
 
 test('an encrypted image: an octet-stream blob on the server, shown decrypted', { skip }, async () => {
@@ -197,6 +197,41 @@ test('a lost session: a placeholder, decrypt_error, and the resend in its place'
   assert.equal((await bubbles(alice)).filter((b) => b.text === 'after a lost session').length, 1, 'one bubble at alice');
 });
 
+test('a group of three: encrypted to every device of the others', { skip }, async () => {
+  const { page: alice } = ctx.alice;
+  const { page: carol } = await openAs('carol');
+  await register(carol, 'carol');
+  await alice.click('#new-group');
+  await alice.waitForSelector('#new-group-dialog[open]');
+  await alice.fill('#group-name', 'Sealed');
+  for (const u of ['bob', 'carol']) {
+    await alice.fill('#group-member', u);
+    await alice.press('#group-member', 'Enter');
+    await alice.waitForSelector(`#group-members li[data-user="${u}"]`);
+  }
+  await alice.click('#new-group-go');
+  await until('the group opens', async () => (await alice.textContent('#conv-title')) === 'Sealed');
+  const peer = decodeURIComponent(/^#chat=(.+)$/.exec(await alice.evaluate(() => location.hash))[1]);
+  await send(alice, 'group secret');
+  await until('sent', async () => (await bubbles(alice)).some((b) => b.text === 'group secret' && b.status !== 'queued'), 20000);
+  const f = ctx.alice.sent.filter((x) => x.type === 'send').at(-1);
+  assert.equal(f.group_id, peer.slice(2));
+  assert.equal(f.body, undefined);
+  assert.equal(f.e2e.length, 3, "bob's two devices and carol's");
+  for (const [name, p] of [['bob', ctx.bob.page], ['carol', carol]]) {
+    await p.locator(`#chat-list button[data-peer="${peer}"]`).click();
+    await until(`${name} reads it`, async () => (await bubbles(p)).some((b) => b.text === 'group secret'), 20000);
+  }
+  await send(carol, 'sealed reply');
+  await until('alice reads carol', async () => (await bubbles(alice)).some((b) => b.text === 'sealed reply'), 20000);
+  await until('bob reads carol', async () => (await bubbles(ctx.bob.page)).some((b) => b.text === 'sealed reply'), 20000);
+  assert.ok(ctx.carol.sent.filter((x) => x.type === 'send').every((x) => x.e2e && !x.body));
+  await alice.waitForSelector('#conv-lock:not([hidden])');
+  await alice.locator('#chat-list button[data-peer="bob"]').click();
+  await alice.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'bob');
+  for (const n of ['alice', 'bob', 'carol']) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
+});
+
 test('a phone-width screen: the lock and the safety number fit', { skip }, async () => {
   const { page: alice } = ctx.alice;
   await alice.setViewportSize({ width: 360, height: 700 });
@@ -209,5 +244,5 @@ test('a phone-width screen: the lock and the safety number fit', { skip }, async
   assert.ok(box.x >= 0 && box.x + box.width <= 360, `the dialog fits (${JSON.stringify(box)})`);
   await screenshot(alice, 'e2e-safety-phone.png');
   await alice.click('#safety-close');
-  for (const n of ['alice', 'bob']) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
+  for (const n of Object.keys(ctx)) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
 });

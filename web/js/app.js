@@ -240,10 +240,13 @@ export function renderApp(root, client, { onLogout }) {
     const c = active && chatsCache.find((x) => x.peer === active);
     const on = !!(c && c.e2e);
     lockBtn.hidden = !on;
-    // In a group the whole header opens Group info; the lock then only tells.
-    lockBtn.disabled = !!(active && isGroupPeer(active));
   }
-  lockBtn.addEventListener('click', () => { if (active && !isGroupPeer(active)) safety.open(active); });
+  // In a group the lock opens Group info, as the rest of the header does.
+  lockBtn.addEventListener('click', () => {
+    if (!active) return;
+    if (isGroupPeer(active)) groupInfo.open(groupIdOf(active));
+    else safety.open(active);
+  });
   client.addEventListener('chats', () => refreshChats());
 
   // ---- conversation -----------------------------------------------------------------------

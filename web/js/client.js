@@ -919,6 +919,8 @@ export class Client extends EventTarget {
     if (this.secure && typeof f.from === 'string' && typeof f.from_device === 'string' && typeof f.msg_id === 'string') {
       try {
         rec = await this.secure.recover(f);
+        // A resend that failed too is not sent a third time: no loop between two devices.
+        if (rec && rec.inner.resend_of) rec = null;
       } catch (e) {
         console.warn('tern: decrypt_error not answered', e);
       }

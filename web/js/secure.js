@@ -130,7 +130,9 @@ export class Secure {
 
   /** The users a send must reach: the peer, or the other members of a group. */
   async shouldEncrypt(users) {
-    if (!this.enabled || !this.ready || !users.length) return false;
+    // Our own keys need not be published yet (a failed PUT is tried again at the next ready):
+    // what a recipient needs is ours inside the prekey message.
+    if (!this.enabled || !users.length) return false;
     for (const u of users) if (!(await this.capable(u))) return false;
     return true;
   }
