@@ -162,6 +162,34 @@ test('safety numbers: equal in both browsers and to `tern safety`; a new device 
   await screenshot(alice, 'e2e-conversation.png');
 });
 
+test('long texts: an encrypted text/plain attachment both ways (web and CLI)', { skip }, async () => {
+  const { page: alice } = ctx.alice;
+  const { page: bob } = ctx.bob;
+  const long = `${'lorem ipsum '.repeat(3500)}END`; // ~42 KB: over the 32 KiB of one frame
+  await alice.evaluate((t) => {
+    const box = document.querySelector('#composer-text');
+    box.value = t;
+  }, long);
+  await alice.press('#composer-text', 'Enter');
+  await until('sent', async () => (await bubbles(alice)).some((b) => b.text === long && b.status !== 'queued'), 20000).catch(async (e) => {
+    console.error(JSON.stringify((await bubbles(alice)).map((b) => [b.text.length, b.status])), ctx.alice.errors);
+    console.error(await alice.evaluate(async () => {
+      const s = JSON.parse(localStorage.getItem('tern.session'));
+      const db = await new Promise((res) => { const r = indexedDB.open(`tern:${s.user}`); r.onsuccess = () => res(r.result); });
+      const all = await new Promise((res) => { const r = db.transaction('outbox').objectStore('outbox').getAll(); r.onsuccess = () => res(r.result); });
+      return JSON.stringify(all);
+    }));
+    throw e;
+  });
+  const f = ctx.alice.sent.filter((x) => x.type === 'send').at(-1);
+  assert.ok(f.media_ref && !f.body, 'an attachment');
+  await until('bob reads the long text', async () => (await bubbles(bob)).some((b) => b.text === long), 20000);
+  const fromCli = `${'dolor sit amet '.repeat(2500)}FIN`;
+  const r = await tern(['send', 'alice', '-', '--e2e'], fromCli);
+  assert.equal(r.code, 0, r.stderr);
+  await until('alice reads the CLI long text', async () => (await bubbles(alice)).some((b) => b.text === fromCli.trim() || b.text === fromCli), 20000);
+});
+
 test('a lost session: a placeholder, decrypt_error, and the resend in its place', { skip }, async () => {
   const { page: alice } = ctx.alice;
   const { page: bob } = ctx.bob;

@@ -37,6 +37,8 @@ const TYPING_PAUSE_AFTER_MS = 4000; // "paused" after 4 s without a keystroke
 const TYPING_SHOW_MS = 7000; // a peer's "typing…" fades if no update arrives
 const READ_CHUNK = 1000; // PROTOCOL: 1-1000 msg_ids per read frame
 const PENDING_TTL_MS = 31 * 86400000;
+const LONG_TEXT_BYTES = 32768; // longer encrypted texts go as attachments, as the CLI's do
+const TEXT_MIME = 'text/plain; charset=utf-8';
 
 export function previewOf(m) {
   if (m.undecryptable) return 'Waiting for this message…';
@@ -219,6 +221,18 @@ export class Client extends EventTarget {
       }
     }
     const inner = sec && sec.inner;
+    if (inner && !inner.body && inner.media && /^text\/plain/i.test(inner.media.mime || '')) {
+      // A long text sent as an encrypted attachment: fetched and shown in place.
+      try {
+        const blob = await api.mediaBlob(this.session.token, inner.media.media_id, false);
+        inner.body = new TextDecoder().decode(await this.secure.unseal(await blob.arrayBuffer(), inner.media));
+        delete inner.media;
+      } catch (e) {
+        console.warn('tern: a long message could not be fetched', e);
+        inner.body = '[a long message that could not be downloaded]';
+        delete inner.media;
+      }
+    }
     const rec = await write(this.db, ['messages', 'chats', 'pending', 'meta'], async (s) => {
       this.putSeq(s, f.seq);
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
@@ -764,10 +778,16 @@ export class Client extends EventTarget {
   }
 
   async sendText(peer, body) {
-    const { m, out } = this.outgoing(peer, body);
-    await write(this.db, ['messages', 'outbox', 'chats'], async (s) => {
+    const { id, m, out } = this.outgoing(peer, body);
+    // A long text goes, when encrypted, as an encrypted text/plain attachment (docs/e2e.md):
+    // the upload step decides (and sends it as a plain body when it will not be encrypted).
+    const long = this.secure && new TextEncoder().encode(body).length > LONG_TEXT_BYTES;
+    await write(this.db, ['messages', 'outbox', 'chats', 'blobs'], async (s) => {
       s.messages.put(m);
-      s.outbox.put({ ...out, body });
+      if (long) {
+        s.blobs.put({ key: `up:${id}`, blob: new Blob([body], { type: TEXT_MIME }) });
+        s.outbox.put({ ...out, upload: true, long_text: true });
+      } else s.outbox.put({ ...out, body });
       await this.bumpChat(s, m, 0);
     });
     this.emit('messages', { peer });
@@ -965,7 +985,6 @@ export class Client extends EventTarget {
       this.progress.set(it.id, fraction);
       this.emit('progress', { key: it.id, peer, fraction });
     };
-    progress(0);
     let media;
     let sealed = null;
     try {
@@ -974,9 +993,24 @@ export class Client extends EventTarget {
         await this.keysP;
         if (await this.secure.shouldEncrypt(this.usersOf(it))) {
           sealed = await this.secure.seal(await blob.arrayBuffer());
-          sealed.thumb = await thumbOf(blob);
+          if (!it.long_text) sealed.thumb = await thumbOf(blob);
         }
       }
+      if (it.long_text && !sealed) {
+        // Not encrypted after all: the text goes as a plain body.
+        const text = await blob.text();
+        await write(this.db, ['outbox'], async (s) => {
+          for (const o of await reqP(s.outbox.getAll())) {
+            if (o.id !== it.id) continue;
+            o.body = text;
+            delete o.upload;
+            delete o.long_text;
+            s.outbox.put(o);
+          }
+        });
+        return 'done';
+      }
+      if (!it.long_text) progress(0);
       const body = sealed ? new Blob([sealed.blob], { type: 'application/octet-stream' }) : blob;
       media = await api.uploadMedia(this.session.token, body, progress);
     } catch (e) {
@@ -997,8 +1031,8 @@ export class Client extends EventTarget {
       const m = await reqP(s.messages.get(it.id));
       let inner = null;
       if (sealed) {
-        const md = m ? m.media : {};
-        inner = { media_id: media.media_id, key: sealed.key, iv: sealed.iv, sha256: sealed.sha256, mime: blob.type, size: blob.size };
+        const md = (m && m.media) || {};
+        inner = { media_id: media.media_id, key: sealed.key, iv: sealed.iv, sha256: sealed.sha256, mime: it.long_text ? TEXT_MIME : blob.type, size: blob.size };
         if (md.width) inner.width = md.width;
         if (md.height) inner.height = md.height;
         if (sealed.thumb) inner.thumb = sealed.thumb;
@@ -1010,7 +1044,7 @@ export class Client extends EventTarget {
         delete o.upload;
         s.outbox.put(o);
       }
-      if (m) {
+      if (m && !it.long_text) {
         m.media = inner ? { ...m.media, ...inner, local } : { ...m.media, ...media, local };
         s.messages.put(m);
       }
