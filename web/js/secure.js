@@ -145,7 +145,21 @@ export class Secure {
       for (const d of await this.e.devices(u)) if (!(u === this.me && d === this.session.device_id)) targets.push([u, d]);
     }
     for (const [u, d] of targets) {
-      const c = await this.e.encrypt(u, d, inner);
+      let c;
+      try {
+        c = await this.e.encrypt(u, d, inner);
+      } catch (err) {
+        // A session that cannot encrypt (damaged state): a fresh one from the directory, else
+        // the device is left out and the server's devices_changed brings it back (bounded).
+        console.warn(`tern: no session with ${u} ${d}`, err);
+        await this.e.forget(u, d);
+        try {
+          await this.fetchDevice(u, d);
+          c = await this.e.encrypt(u, d, inner);
+        } catch {
+          continue;
+        }
+      }
       out.push({ device_id: d, type: c.type, body: c.body });
     }
     return out;
