@@ -6,6 +6,7 @@ import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, 
 import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
+import { safetyDialog } from './safety.js';
 import { avatar, groupAvatar, checkField, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
@@ -66,7 +67,9 @@ export function renderApp(root, client, { onLogout }) {
   const convStatus = el('p', { id: 'conv-status', class: 'status', 'aria-live': 'polite' });
   // In a group the header opens Group info: a button laid over the name and status.
   const infoBtn = el('button', { type: 'button', class: 'head-hit', id: 'conv-info', 'aria-label': 'Group info', hidden: true });
-  const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus), infoBtn);
+  // End-to-end encrypted: a lock that opens the safety number (1:1 chats).
+  const lockBtn = el('button', { type: 'button', class: 'icon-btn lock', id: 'conv-lock', 'aria-label': 'End-to-end encrypted: verify safety number', title: 'End-to-end encrypted', hidden: true }, icon('lock'));
+  const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus), infoBtn, lockBtn);
   const earlierBtn = el('button', { type: 'button', class: 'earlier' }, 'Show earlier messages');
   const msgList = el('div', { class: 'messages', id: 'messages', role: 'log', tabindex: '0', 'aria-labelledby': 'conv-title' });
   const fileIn = el('input', { type: 'file', accept: ACCEPT_ATTR, class: 'visually-hidden', id: 'file', tabindex: '-1', 'aria-hidden': 'true' });
@@ -123,9 +126,10 @@ export function renderApp(root, client, { onLogout }) {
   const newGroup = newGroupDialog(client, { onCreated: (peer) => openChat(peer) });
   const groupInfo = groupInfoDialog(client, { confirm, toast });
   const msgInfo = messageInfoDialog(client);
+  const safety = safetyDialog(client);
 
   const app = el('div', { class: 'app', id: 'app' }, connBar, el('div', { class: 'panes' }, sidebar, main));
-  root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog);
+  root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog, safety.dialog);
 
   // ---- connection bar ---------------------------------------------------------------------
   let barTimer = null;
@@ -228,7 +232,21 @@ export function renderApp(root, client, { onLogout }) {
     }
     const unread = chats.reduce((n, c) => n + (c.unread || 0), 0);
     document.title = unread ? `(${unread}) tern` : 'tern';
+    updateLock();
   }
+
+  /** The lock shows while the conversation's last message was end-to-end encrypted. */
+  function updateLock() {
+    const c = active && chatsCache.find((x) => x.peer === active);
+    const on = !!(c && c.e2e);
+    lockBtn.hidden = !on;
+  }
+  // In a group the lock opens Group info, as the rest of the header does.
+  lockBtn.addEventListener('click', () => {
+    if (!active) return;
+    if (isGroupPeer(active)) groupInfo.open(groupIdOf(active));
+    else safety.open(active);
+  });
   client.addEventListener('chats', () => refreshChats());
 
   // ---- conversation -----------------------------------------------------------------------
@@ -279,8 +297,9 @@ export function renderApp(root, client, { onLogout }) {
   // are swapped in place (updateTicks), so that a click on them in progress is not lost.
   function bubbleSig(m) {
     if (m.kind === 'event') return JSON.stringify([m.kind, eventText(m, me)]);
+    if (m.kind === 'keys') return JSON.stringify([m.kind, m.user]);
     const settled = m.status === 'sent' || m.status === 'delivered' || m.status === 'read';
-    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id]);
+    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id, !!m.undecryptable]);
   }
 
   const infoLabel = (m) => `Message info (${(TICK[m.status] || TICK.sent).label})`;
@@ -297,6 +316,7 @@ export function renderApp(root, client, { onLogout }) {
 
   function buildBubble(m) {
     if (m.kind === 'event') return systemLine(m);
+    if (m.kind === 'keys') return keysLine(m);
     const node = el('div', { class: `msg ${m.dir}`, dataset: { key: m.key, status: m.status || '' } });
     fillBubble(node, m);
     return node;
@@ -305,6 +325,14 @@ export function renderApp(root, client, { onLogout }) {
   /** A group event among the messages: "alice added carol". */
   function systemLine(m) {
     return el('div', { class: 'sys', dataset: { key: m.key, event: m.event } }, el('span', { dir: 'auto' }, eventText(m, me)));
+  }
+
+  /** A contact's keys changed (a new device, or a new identity key): PROTOCOL.md 11. */
+  function keysLine(m) {
+    const verify = el('button', { type: 'button' }, 'Verify');
+    verify.addEventListener('click', () => safety.open(m.user));
+    return el('div', { class: 'sys keys', dataset: { key: m.key } },
+      el('span', { dir: 'auto' }, `${m.user}'s security code changed (a new device or new keys). `, verify));
   }
 
   function fillBubble(node, m) {
@@ -330,6 +358,7 @@ export function renderApp(root, client, { onLogout }) {
     withTicks = meta.childElementCount > 1;
     // The time sits at the bubble's bottom right; an invisible spacer of its width ends the
     // text, so the last line wraps only when the time would not fit beside it.
+    if (m.undecryptable) bubble.append(el('p', { class: 'placeholder' }, '🔒 Waiting for this message. It could not be decrypted; the sender was asked to send it again.', el('span', { class: 'meta-spacer', 'aria-hidden': 'true' })));
     if (m.body) bubble.append(el('p', { class: 'text', dir: 'auto' }, m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
     bubble.append(meta);
     if (m.status === 'failed') {
@@ -428,10 +457,10 @@ export function renderApp(root, client, { onLogout }) {
         b = { node: buildBubble(m), sig };
         bubbles.set(m.key, b);
       } else if (b.sig !== sig) {
-        if (m.kind === 'event') b.node = buildBubble(m);
+        if (m.kind === 'event' || m.kind === 'keys') b.node = buildBubble(m);
         else fillBubble(b.node, m);
         b.sig = sig;
-      } else if (m.kind !== 'event') updateTicks(b.node, m);
+      } else if (m.kind !== 'event' && m.kind !== 'keys') updateTicks(b.node, m);
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
@@ -472,6 +501,7 @@ export function renderApp(root, client, { onLogout }) {
     convTitle.textContent = chatName(peer);
     if (peer !== me) client.watch(peer); // users only: groups have no presence
     updateGroupPane();
+    updateLock();
     if (location.hash !== `#chat=${encodeURIComponent(peer)}`) history.replaceState(null, '', `#chat=${encodeURIComponent(peer)}`);
     for (const b of chatList.querySelectorAll('button.chat')) {
       if (b.dataset.peer === peer) b.setAttribute('aria-current', 'true');

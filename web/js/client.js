@@ -23,6 +23,8 @@ import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, pu
 import { Conn } from './conn.js';
 import * as api from './api.js';
 import { newClientId } from './util.js';
+import { openSecure } from './secure.js';
+import { thumbOf } from './media.js';
 import {
   GROUP_ID_RE, isGroupPeer, groupPeer, groupIdOf, blankGroup, fromObject, applyEvent, eventText, othersIn,
   noteReceipt, mergeRcpt, groupTick,
@@ -35,8 +37,11 @@ const TYPING_PAUSE_AFTER_MS = 4000; // "paused" after 4 s without a keystroke
 const TYPING_SHOW_MS = 7000; // a peer's "typing…" fades if no update arrives
 const READ_CHUNK = 1000; // PROTOCOL: 1-1000 msg_ids per read frame
 const PENDING_TTL_MS = 31 * 86400000;
+const LONG_TEXT_BYTES = 32768; // longer encrypted texts go as attachments, as the CLI's do
+const TEXT_MIME = 'text/plain; charset=utf-8';
 
 export function previewOf(m) {
+  if (m.undecryptable) return 'Waiting for this message…';
   if (m.media) return m.body ? `Photo: ${m.body}` : 'Photo';
   return m.body || '';
 }
@@ -79,6 +84,8 @@ export class Client extends EventTarget {
     this.activePeer = null; // the conversation on screen
     this.skew = 0; // server clock - local clock (ms), from "ready"
     this.myTyping = { peer: null, sentAt: 0, timer: null };
+    this.secure = null; // E2E (secure.js), null when unavailable
+    this.keysP = Promise.resolve(); // this connection's key publication, awaited before sends
   }
 
   emit(type, detail) {
@@ -91,6 +98,12 @@ export class Client extends EventTarget {
     this.lastSeq = await getMeta(this.db, `seq:${this.session.device_id}`, 0);
     for (const g of await read(this.db, ['groups'], (s) => reqP(s.groups.getAll()))) this.groupCache.set(g.group_id, g);
     this.purgeOldPending().catch(() => {});
+    try {
+      this.secure = await openSecure(this.session);
+    } catch (e) {
+      console.warn('tern: E2E state not opened', e);
+    }
+    if (this.secure) this.secure.onChange = (user) => this.keyChangeLine(user);
     this.conn = new Conn(this.session.token);
     this.conn.addEventListener('state', (e) => {
       if (e.detail === 'connecting') {
@@ -126,6 +139,7 @@ export class Client extends EventTarget {
     clearTimeout(this.ackTimer);
     clearTimeout(this.myTyping.timer);
     for (const m of this.typingIn.values()) for (const t of m.values()) clearTimeout(t);
+    if (this.secure && this.secure.e.kv.close) this.secure.e.kv.close();
     if (this.db) {
       this.db.onclose = null;
       this.db.close();
@@ -146,6 +160,7 @@ export class Client extends EventTarget {
         if (Number.isFinite(f.server_time)) this.skew = f.server_time - Date.now();
         this.inflight.clear();
         for (const u of this.watched) this.conn.send({ type: 'watch', users: [u] });
+        if (this.secure) this.keysP = this.secure.publish();
         this.pump();
         return;
       case 'synced':
@@ -171,6 +186,8 @@ export class Client extends EventTarget {
         return this.onTyping(f);
       case 'group':
         return this.onGroup(f);
+      case 'decrypt_error':
+        return this.onDecryptError(f);
       default:
         return;
     }
@@ -193,13 +210,71 @@ export class Client extends EventTarget {
     if (gid) await this.ensureGroup(gid, true);
     const mine = f.from === this.user;
     const peer = gid ? groupPeer(gid) : mine ? f.to : f.from;
+    let sec = null; // {inner} or {error} of an encrypted message
+    if (f.e2e) {
+      // A repeat (a lost ack) is not decrypted again: its keys are spent.
+      const have = await read(this.db, ['messages'], (s) => reqP(s.messages.index('msg_id').getKey(f.msg_id)));
+      if (have === undefined) sec = this.secure ? await this.secure.decrypt(f) : { error: 'this browser has no keys' };
+      if (sec && sec.error) {
+        console.warn('tern: could not decrypt', f.msg_id, sec.error);
+        if (typeof f.from_device === 'string') this.conn.send({ type: 'decrypt_error', peer: f.from, device_id: f.from_device, msg_id: f.msg_id });
+      }
+    }
+    const inner = sec && sec.inner;
+    if (inner && !inner.body && inner.media && /^text\/plain/i.test(inner.media.mime || '')) {
+      // A long text sent as an encrypted attachment: fetched and shown in place.
+      try {
+        const blob = await api.mediaBlob(this.session.token, inner.media.media_id, false);
+        inner.body = new TextDecoder().decode(await this.secure.unseal(await blob.arrayBuffer(), inner.media));
+        delete inner.media;
+      } catch (e) {
+        console.warn('tern: a long message could not be fetched', e);
+        inner.body = '[a long message that could not be downloaded]';
+        delete inner.media;
+      }
+    }
     const rec = await write(this.db, ['messages', 'chats', 'pending', 'meta'], async (s) => {
       this.putSeq(s, f.seq);
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
       if (have !== undefined) return null; // at-least-once delivery: a repeat
+      if (inner && inner.resend_of) {
+        // Sent again after our decrypt_error: it takes the placeholder's place.
+        const oldKey = await reqP(s.messages.index('msg_id').getKey(inner.resend_of));
+        const old = oldKey !== undefined && (await reqP(s.messages.get(oldKey)));
+        if (old) {
+          const was = !!old.undecryptable;
+          if (was) {
+            delete old.undecryptable;
+            old.body = inner.body || '';
+            if (inner.media) old.media = inner.media;
+            old.e2e = true;
+            s.messages.put(old);
+            await this.touchChat(s, old);
+          }
+          // Its own id stays known (a repeat is dropped), out of every conversation.
+          s.messages.put({ key: f.msg_id, n: 0, msg_id: f.msg_id, peer: '\u0000resent', ts: 0, dir: 'in' });
+          return was ? old : null;
+        }
+      }
       const m = { key: f.msg_id, n: nextOrder(), msg_id: f.msg_id, peer, from: f.from, to: f.to, dir: mine ? 'out' : 'in', ts: f.ts, body: f.body || '' };
       if (gid) m.group_id = gid;
       if (f.media && f.media.media_id) m.media = f.media;
+      if (f.e2e) {
+        m.e2e = true;
+        if (f.from_device) m.from_device = f.from_device;
+        if (inner) {
+          m.body = inner.body || '';
+          if (inner.media && inner.media.media_id) m.media = inner.media;
+          else delete m.media;
+          if (inner.reply_to) m.reply_to = inner.reply_to;
+          if (inner.reaction) m.reaction = inner.reaction;
+          if (inner.edit) m.edit = inner.edit;
+        } else {
+          m.undecryptable = true;
+          m.body = '';
+          delete m.media;
+        }
+      }
       if (mine) m.status = 'sent';
       else m.unread = 1;
       if (gid && mine) {
@@ -300,6 +375,7 @@ export class Client extends EventTarget {
 
   async onSent(f) {
     this.inflight.delete(f.id);
+    if (this.secure && f.msg_id) await this.secure.noteSent(f.id, f.msg_id).catch(() => {});
     const rec = await write(this.db, ['messages', 'outbox', 'chats', 'pending'], async (s) => {
       await this.deleteFromOutbox(s, f.id);
       const m = await reqP(s.messages.get(f.id));
@@ -343,6 +419,44 @@ export class Client extends EventTarget {
       // Stays in the outbox; try again shortly, in order.
       setTimeout(() => this.pump(), 2000);
       return;
+    }
+    if (f.code === 'devices_changed' && this.secure) {
+      // Sessions for the missing devices, none for the extra ones, then the same id again.
+      let again = false;
+      try {
+        again = await this.secure.devicesChanged(f);
+      } catch (e) {
+        console.warn('tern: devices_changed', e);
+        setTimeout(() => this.pump(), 3000); // the key fetch failed: try again later
+        return;
+      }
+      if (again) {
+        this.pump();
+        return;
+      }
+      return this.failMessage(f.id, 'the recipient\'s devices kept changing');
+    }
+    if (f.code === 'no_keys') {
+      // The recipient has no device with keys: a text goes in plaintext, as the CLI does;
+      // an encrypted attachment cannot.
+      const plain = await write(this.db, ['outbox', 'messages'], async (s) => {
+        const all = await reqP(s.outbox.getAll());
+        const it = all.find((o) => o.id === f.id);
+        if (!it || it.media_e2e) return false;
+        it.plain = true;
+        s.outbox.put(it);
+        const m = await reqP(s.messages.get(f.id));
+        if (m) {
+          delete m.e2e;
+          s.messages.put(m);
+        }
+        return true;
+      });
+      if (plain) {
+        if (this.secure) this.secure.noKeys.set(f.to, Date.now());
+        this.pump();
+        return;
+      }
     }
     const text = f.code === 'no_such_user' ? 'There is no user with that name.'
       : f.code === 'no_such_group' ? 'you are not a member of this group' : f.message || f.code;
@@ -590,6 +704,7 @@ export class Client extends EventTarget {
   }
 
   setLast(c, m) {
+    if (m.kind !== 'event') c.e2e = !!m.e2e; // the lock in the header
     c.last_ts = m.ts;
     c.last_key = m.key;
     c.preview = chatPreview(m, this.user);
@@ -663,10 +778,16 @@ export class Client extends EventTarget {
   }
 
   async sendText(peer, body) {
-    const { m, out } = this.outgoing(peer, body);
-    await write(this.db, ['messages', 'outbox', 'chats'], async (s) => {
+    const { id, m, out } = this.outgoing(peer, body);
+    // A long text goes, when encrypted, as an encrypted text/plain attachment (docs/e2e.md):
+    // the upload step decides (and sends it as a plain body when it will not be encrypted).
+    const long = this.secure && new TextEncoder().encode(body).length > LONG_TEXT_BYTES;
+    await write(this.db, ['messages', 'outbox', 'chats', 'blobs'], async (s) => {
       s.messages.put(m);
-      s.outbox.put({ ...out, body });
+      if (long) {
+        s.blobs.put({ key: `up:${id}`, blob: new Blob([body], { type: TEXT_MIME }) });
+        s.outbox.put({ ...out, upload: true, long_text: true });
+      } else s.outbox.put({ ...out, body });
       await this.bumpChat(s, m, 0);
     });
     this.emit('messages', { peer });
@@ -735,12 +856,27 @@ export class Client extends EventTarget {
             this.pumpAgain = true; // re-read the outbox: the item changed or left
             break;
           }
-          const frame = { type: 'send', id: it.id };
-          if (it.group_id) frame.group_id = it.group_id;
-          else frame.to = it.to;
-          if (it.body) frame.body = it.body;
-          if (it.media_id) frame.media = { media_id: it.media_id };
-          if (!this.conn.send(frame)) {
+          let frame;
+          try {
+            frame = await this.frameFor(it);
+          } catch (e) {
+            // Keys could not be fetched (offline, rate limited): never a plaintext downgrade.
+            console.warn('tern: not sent yet', e);
+            if (e && e.status && e.status !== 429 && e.status >= 400 && e.status < 500) {
+              await this.failMessage(it.id, e.message);
+              this.pumpAgain = true;
+              break;
+            }
+            setTimeout(() => this.pump(), 3000);
+            blocked = true;
+            break;
+          }
+          if (!frame) {
+            await this.failMessage(it.id, 'the recipient has no keys for end-to-end encryption');
+            this.pumpAgain = true;
+            break;
+          }
+          if (!this.conn || !this.conn.send(frame)) {
             blocked = true;
             break;
           }
@@ -751,6 +887,88 @@ export class Client extends EventTarget {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** The users an outbox item is for (a group's other members), for E2E. */
+  usersOf(it) {
+    if (it.group_id) return othersIn(this.groupCache.get(it.group_id), this.user);
+    return it.to === this.user ? [] : [it.to];
+  }
+
+  /** The send frame of an outbox item: encrypted when everyone involved has keys
+   *  (PROTOCOL.md 11), else plaintext; null when it cannot go (an encrypted attachment to
+   *  someone without keys). Throws when keys could not be fetched. */
+  async frameFor(it) {
+    if (this.secure && !it.plain) {
+      await this.keysP;
+      const f = await this.secure.frame(it, this.usersOf(it));
+      if (f) {
+        if (!it.hidden) await this.markE2e(it.id);
+        return f;
+      }
+    }
+    if (it.media_e2e || it.hidden) return null;
+    const frame = { type: 'send', id: it.id };
+    if (it.group_id) frame.group_id = it.group_id;
+    else frame.to = it.to;
+    if (it.body) frame.body = it.body;
+    if (it.media_id) frame.media = { media_id: it.media_id };
+    return frame;
+  }
+
+  async markE2e(id) {
+    const m = await write(this.db, ['messages', 'chats'], async (s) => {
+      const m = await reqP(s.messages.get(id));
+      if (!m || m.e2e) return null;
+      m.e2e = true;
+      s.messages.put(m);
+      await this.touchChat(s, m);
+      return m;
+    });
+    if (m) {
+      this.emit('messages', { peer: m.peer });
+      this.emit('chats');
+    }
+  }
+
+  /** A decrypt_error envelope: a new session with that device, and the message again, with a
+   *  new id and resend_of (an outbox item with no bubble of its own). */
+  async onDecryptError(f) {
+    if (!(f.seq > this.lastSeq)) return this.ack(f.seq);
+    let rec = null;
+    if (this.secure && typeof f.from === 'string' && typeof f.from_device === 'string' && typeof f.msg_id === 'string') {
+      try {
+        rec = await this.secure.recover(f);
+        // A resend that failed too is not sent a third time: no loop between two devices.
+        if (rec && rec.inner.resend_of) rec = null;
+      } catch (e) {
+        console.warn('tern: decrypt_error not answered', e);
+      }
+    }
+    await write(this.db, ['outbox', 'meta'], async (s) => {
+      this.putSeq(s, f.seq);
+      if (!rec) return;
+      const it = { id: newClientId(), hidden: true, resend_of: f.msg_id };
+      if (rec.group_id) it.group_id = rec.group_id;
+      else it.to = rec.to;
+      if (rec.inner.body) it.body = rec.inner.body;
+      if (rec.inner.media) it.media_e2e = rec.inner.media;
+      s.outbox.put(it);
+    });
+    this.lastSeq = f.seq;
+    this.ack(f.seq);
+    if (rec) this.pump();
+  }
+
+  /** "bob's security code changed": a line in the conversation with a contact whose keys
+   *  changed (a new device, or another identity key). */
+  async keyChangeLine(user) {
+    const key = `keys:${user}:${Date.now()}`;
+    await write(this.db, ['messages', 'chats'], async (s) => {
+      if (!(await reqP(s.chats.get(user)))) return; // no conversation yet: nothing to warn about
+      s.messages.put({ key, n: nextOrder(), peer: user, kind: 'keys', user, ts: Date.now() + this.skew, dir: 'in' });
+    });
+    this.emit('messages', { peer: user });
   }
 
   /** Uploads an outbox item's image. Returns 'done', 'failed' or 'retry' (network). */
@@ -767,10 +985,34 @@ export class Client extends EventTarget {
       this.progress.set(it.id, fraction);
       this.emit('progress', { key: it.id, peer, fraction });
     };
-    progress(0);
     let media;
+    let sealed = null;
     try {
-      media = await api.uploadMedia(this.session.token, blob, progress);
+      // Encrypted when the message will be (PROTOCOL.md 11): AES-256-GCM, sent as octet-stream.
+      if (this.secure && !it.plain) {
+        await this.keysP;
+        if (await this.secure.shouldEncrypt(this.usersOf(it))) {
+          sealed = await this.secure.seal(await blob.arrayBuffer());
+          if (!it.long_text) sealed.thumb = await thumbOf(blob);
+        }
+      }
+      if (it.long_text && !sealed) {
+        // Not encrypted after all: the text goes as a plain body.
+        const text = await blob.text();
+        await write(this.db, ['outbox'], async (s) => {
+          for (const o of await reqP(s.outbox.getAll())) {
+            if (o.id !== it.id) continue;
+            o.body = text;
+            delete o.upload;
+            delete o.long_text;
+            s.outbox.put(o);
+          }
+        });
+        return 'done';
+      }
+      if (!it.long_text) progress(0);
+      const body = sealed ? new Blob([sealed.blob], { type: 'application/octet-stream' }) : blob;
+      media = await api.uploadMedia(this.session.token, body, progress);
     } catch (e) {
       this.progress.delete(it.id);
       this.emit('progress', { key: it.id, peer, fraction: null });
@@ -786,15 +1028,24 @@ export class Client extends EventTarget {
     this.progress.delete(it.id);
     await write(this.db, ['messages', 'outbox'], async (s) => {
       const all = await reqP(s.outbox.getAll());
+      const m = await reqP(s.messages.get(it.id));
+      let inner = null;
+      if (sealed) {
+        const md = (m && m.media) || {};
+        inner = { media_id: media.media_id, key: sealed.key, iv: sealed.iv, sha256: sealed.sha256, mime: it.long_text ? TEXT_MIME : blob.type, size: blob.size };
+        if (md.width) inner.width = md.width;
+        if (md.height) inner.height = md.height;
+        if (sealed.thumb) inner.thumb = sealed.thumb;
+      }
       for (const o of all) {
         if (o.id !== it.id) continue;
-        o.media_id = media.media_id;
+        if (inner) o.media_e2e = inner;
+        else o.media_id = media.media_id;
         delete o.upload;
         s.outbox.put(o);
       }
-      const m = await reqP(s.messages.get(it.id));
-      if (m) {
-        m.media = { ...m.media, ...media, local };
+      if (m && !it.long_text) {
+        m.media = inner ? { ...m.media, ...inner, local } : { ...m.media, ...media, local };
         s.messages.put(m);
       }
     });

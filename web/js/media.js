@@ -32,20 +32,33 @@ export class Media {
     }
   }
 
-  /** The URL of what to show in the bubble: our own upload, else the server's thumbnail. */
+  /** The URL of what to show in the bubble: our own upload, else the server's thumbnail (for
+   *  an encrypted image, the decrypted original: the server has no thumbnail of a blob). */
   thumb(m) {
     const md = m.media || {};
     if (md.local) return this.urlFor(md.local, null);
     if (!md.media_id) return Promise.resolve(null);
+    if (md.key) return this.full(m);
     return this.urlFor(`thumb:${md.media_id}`, () => api.mediaBlob(this.client.session.token, md.media_id, true));
   }
 
-  /** The full-size image: our own upload, an original fetched before, or fetched now. */
+  /** The full-size image: our own upload, an original fetched before, or fetched now. An
+   *  encrypted one (PROTOCOL.md 11: key, iv and sha256 inside the message) is checked and
+   *  decrypted here, and kept decrypted in this browser's storage like any other. */
   full(m) {
     const md = m.media || {};
     if (md.local) return this.urlFor(md.local, null);
     if (!md.media_id) return Promise.resolve(null);
-    return this.urlFor(`full:${md.media_id}`, () => api.mediaBlob(this.client.session.token, md.media_id, false));
+    const token = this.client.session.token;
+    if (md.key) {
+      return this.urlFor(`full:${md.media_id}`, async () => {
+        const blob = await api.mediaBlob(token, md.media_id, false);
+        if (!this.client.secure) throw new Error('no E2E in this browser');
+        const data = await this.client.secure.unseal(await blob.arrayBuffer(), md);
+        return new Blob([data], { type: acceptable({ type: md.mime }) ? md.mime : 'application/octet-stream' });
+      });
+    }
+    return this.urlFor(`full:${md.media_id}`, () => api.mediaBlob(token, md.media_id, false));
   }
 
   revokeAll() {
@@ -72,4 +85,28 @@ export async function dimensions(blob) {
   } catch {
     return null;
   }
+}
+
+/** A small JPEG of an image as base64, at most 8 KiB of it (PROTOCOL.md 11 "thumb"), or
+ *  undefined when the browser cannot make one. */
+export async function thumbOf(blob) {
+  try {
+    const bmp = await createImageBitmap(blob);
+    for (const side of [64, 40]) {
+      const k = Math.min(1, side / Math.max(bmp.width, bmp.height));
+      const c = new OffscreenCanvas(Math.max(1, Math.round(bmp.width * k)), Math.max(1, Math.round(bmp.height * k)));
+      c.getContext('2d').drawImage(bmp, 0, 0, c.width, c.height);
+      const j = await c.convertToBlob({ type: 'image/jpeg', quality: 0.6 });
+      const u = new Uint8Array(await j.arrayBuffer());
+      let s = '';
+      for (const x of u) s += String.fromCharCode(x);
+      const b = btoa(s);
+      if (b.length <= 8192) {
+        bmp.close();
+        return b;
+      }
+    }
+    bmp.close();
+  } catch { /* no decoder, no OffscreenCanvas */ }
+  return undefined;
 }

@@ -43,6 +43,7 @@ const ICONS = {
   logout: { d: 'M10 4H5v16h5M15 8l4 4-4 4M9 12h10', stroke: 2 },
   close: { d: 'M6 6l12 12M18 6 6 18', stroke: 2.2 },
   bell: { d: 'M6 17V11a6 6 0 0 1 12 0v6l2 2H4zM10 21h4', stroke: 1.8 },
+  lock: { d: 'M6 11h12v9H6zM8.5 11V8a3.5 3.5 0 0 1 7 0v3', stroke: 1.9 },
   // ticks: 18x12 viewBox
   check: { d: 'M2.5 6.5l3.5 3.5L13.5 2.5', stroke: 1.6, vb: '0 0 18 12' },
   dcheck: { d: 'M1 6.5l3.5 3.5L12 2.5M7.5 9.2l.8.8L15.8 2.5', stroke: 1.6, vb: '0 0 18 12' },
