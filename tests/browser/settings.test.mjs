@@ -73,6 +73,7 @@ test('blocking from the conversation menu: bob\'s messages do not arrive; unbloc
   await alice.waitForSelector('#blocked-bar', { state: 'visible' });
   assert.match(await alice.textContent('#blocked-bar'), /^You blocked this contact\. Unblock$/);
   assert.equal(await visible(alice, '#composer'), false, 'the message box gives way to the blocked line');
+  await screenshot(alice, 'blocked-conversation.png');
   // bob sees alice as never online (the server's presence at the block)
   await until('bob no longer sees alice online', async () => (await bob.textContent('#conv-status')) === '');
 
