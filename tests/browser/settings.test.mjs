@@ -2,9 +2,9 @@
 // browsers: blocking from a conversation's menu and from Settings, privacy (last seen, read
 // receipts), linked devices, password change and account deletion. alice and bob in two
 // browser contexts; the tests run in order and share one server.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, screenshot, until } from './lib/harness.mjs';
+import { serverAndBrowser, launchBrowser, screenshot, until } from './lib/harness.mjs';
 import { PASSWORD, openPage, register, login, send, bubbles, statusOf, focus } from './lib/ui.mjs';
 
 const env = serverAndBrowser();
@@ -12,8 +12,19 @@ const ctx = {}; // name -> {context, page, dialogs: [], errors: []}
 const NEW_PASSWORD = 'a brand new secret';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function openAs(name, options) {
-  ctx[name] = await openPage(env.browser, env.server.url, options);
+// alice's second device and carol (whose account is deleted) run in a browser of their own, as
+// other devices would: browser contexts of one Chromium share keep-alive connections, and
+// ternd mishandles a device deletion on a connection that carried that device's requests
+// (it drops the request and can corrupt its heap: see the report of websettings).
+let other = null;
+async function otherBrowser() {
+  if (!other) other = await launchBrowser();
+  return other;
+}
+after(async () => { if (other) await other.close(); });
+
+async function openAs(name, options, browser = env.browser) {
+  ctx[name] = await openPage(browser, env.server.url, options);
   return ctx[name];
 }
 
@@ -217,7 +228,7 @@ async function devices(page) {
 
 test('linked devices: a second login is listed; logging it out from the first sends it to the login screen', async () => {
   const alice = ctx.alice.page;
-  const { page: second } = await openAs('alice2');
+  const { page: second } = await openAs('alice2', {}, await otherBrowser());
   await login(second, 'alice');
   await openSettings(alice);
   await until('two devices', async () => (await devices(alice)).length === 2);
@@ -289,7 +300,7 @@ test('too many wrong current passwords: "Try again in N s" from Retry-After', as
 });
 
 test('delete account: the password is asked again, then the login screen; the name cannot log in', async () => {
-  const { page: carol } = await openAs('carol');
+  const { page: carol } = await openAs('carol', {}, await otherBrowser());
   await register(carol, 'carol');
   await newChat(carol, 'alice');
   await send(carol, 'bye soon');
