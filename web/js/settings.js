@@ -390,11 +390,20 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
     if (!ok) return;
     delGo.disabled = true;
     deleting = true;
+    // This browser's WebSocket is closed first: ternd (as of this writing) frees the session
+    // of a deleted device's open WebSocket and then uses it, which can crash it.
+    const conn = client.conn;
+    conn.stop();
     try {
       await deleteAccount(client.session.token, delPw.value);
     } catch (err) {
       deleting = false;
       delGo.disabled = false;
+      // back online (stop() also removed the connection's network listeners)
+      addEventListener('online', conn.onOnline);
+      addEventListener('offline', conn.onOffline);
+      document.addEventListener('visibilitychange', conn.onVisible);
+      conn.start();
       if (sessionGone(client, err)) return;
       delError.textContent = err.code === 'bad_credentials' ? 'Wrong password.' : errorText(err, 'The account was not deleted');
       delPw.setAttribute('aria-invalid', 'true');
