@@ -127,6 +127,7 @@ export function renderApp(root, client, { onLogout }) {
 
   const app = el('div', { class: 'app', id: 'app' }, connBar, el('div', { class: 'panes' }, sidebar, main));
   root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog);
+
   // Settings (settings.js): the button beside log-out, the sheet, and a 1:1 chat's Block menu.
   const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); } });
   logoutBtn.before(settings.button);
