@@ -18,7 +18,10 @@ async function errorOf(res) {
     const j = await res.json();
     if (j && j.error) ({ code, message, user } = j.error);
   } catch { /* not JSON */ }
-  return new ApiError(res.status, code, message, typeof user === 'string' ? user : undefined);
+  const e = new ApiError(res.status, code, message, typeof user === 'string' ? user : undefined);
+  const ra = parseInt(res.headers.get('Retry-After') || '', 10);
+  if (ra >= 0) e.retryAfter = ra; // seconds, on 429 and 503
+  return e;
 }
 
 /** timeout (ms), when given, makes a request that takes longer fail as a network error. */

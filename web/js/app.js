@@ -8,6 +8,7 @@ import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
 import { safetyDialog } from './safety.js';
 import { avatar, groupAvatar, checkField, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
+import { settingsUi } from './settings.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
@@ -130,6 +131,13 @@ export function renderApp(root, client, { onLogout }) {
 
   const app = el('div', { class: 'app', id: 'app' }, connBar, el('div', { class: 'panes' }, sidebar, main));
   root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog, safety.dialog);
+
+  // Settings (settings.js): the button beside log-out, the sheet, and a 1:1 chat's Block menu.
+  const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); } });
+  logoutBtn.before(settings.button);
+  convHead.append(settings.menuWrap);
+  notMember.before(settings.bar);
+  root.append(settings.dialog);
 
   // ---- connection bar ---------------------------------------------------------------------
   let barTimer = null;
@@ -283,6 +291,7 @@ export function renderApp(root, client, { onLogout }) {
     if (readOnly && composer.contains(document.activeElement)) msgList.focus();
     composer.hidden = readOnly;
     notMember.hidden = !readOnly;
+    settings.update(active, !!gid);
     if (gid) convTitle.textContent = chatName(active);
     updateHeader();
   }
@@ -725,6 +734,7 @@ export function renderApp(root, client, { onLogout }) {
   }
   client.addEventListener('ended', (e) => {
     const code = e.detail.code;
+    if (settings.deleting()) return; // the account's deletion logs out by itself
     if (code === 4003) {
       replaced = true;
       updateBar();
@@ -753,6 +763,7 @@ export function renderApp(root, client, { onLogout }) {
 
   return {
     destroy() {
+      settings.destroy();
       media.revokeAll();
       clearInterval(headerTimer);
       clearTimeout(barTimer);
