@@ -2,19 +2,13 @@
 // UI: alice in one browser logs out her second device in another, which returns to the login
 // screen with "This browser was logged out."
 //
-// A todo while ternd has a use-after-free on this path: DELETE /v1/devices/{id} of a device
-// with an open WebSocket closes it (tern_session_close, which frees the session through
-// tern_conn_ws_close → conn_linger → notify_gone → tern_session_gone → unref), then calls
-// tern_session_detach on the freed session (src/core/accounts.c tern_accounts_forget_device).
-// AddressSanitizer reports it every time; a plain build corrupts its heap and aborts now and
-// then ("corrupted double-linked list"), or resets the caller's keep-alive connection. The
-// test checks the UI and that ternd survived; drop `todo` once that is fixed.
+// It also checks that ternd survives: deleting a device with an open WebSocket once freed the
+// session inside its own close (fixed in tern_accounts_forget_device, which holds it across).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, until } from './lib/harness.mjs';
 import { openPage, register, login } from './lib/ui.mjs';
 
-const TODO = 'ternd: use-after-free of the deleted device\'s WebSocket session (tern_accounts_forget_device)';
 let server = null;
 let browsers = [];
 let exit = null;
@@ -26,11 +20,11 @@ before(async () => {
 after(async () => {
   for (const b of browsers) await b.close();
   if (server) exit = await server.stop();
-  // ternd's exit is checked in the todo test below (and logged here), not by this hook
+  // ternd's exit is checked in the test below (and logged here), not by this hook
   if (exit && exit.code !== 0) console.log(`# ternd exit ${JSON.stringify(exit)}`);
 });
 
-test('Log out of another device sends it to the login screen, and ternd survives', { todo: TODO }, async () => {
+test('Log out of another device sends it to the login screen, and ternd survives', async () => {
   const a = await openPage(browsers[0], server.url);
   await register(a.page, 'alice');
   const b = await openPage(browsers[1], server.url);
