@@ -13,8 +13,7 @@ const NEW_PASSWORD = 'a brand new secret';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // alice's second device and carol run in a browser of their own, as other devices would.
-// Logging out another device from Linked devices is settings-devices.test.mjs: ternd can crash
-// on it (a use-after-free of the deleted device's WebSocket session), so it is a todo there.
+// Logging out another device from Linked devices is settings-devices.test.mjs.
 let other = null;
 async function otherBrowser() {
   if (!other) other = await launchBrowser();
