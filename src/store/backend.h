@@ -156,10 +156,20 @@ typedef struct tern_backend_options {
   void (*on_change)(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
   void (*on_bus)(void *arg, const uint8_t *msg, size_t len);
   void *shared_arg;
+  /* Shared backends: this writer's node id, and the NATS settings (nats.c). */
+  const char *node;
+  const char *nats_urls;
+  int nats_replicas;
+  const char *nats_namespace;
 } tern_backend_options;
 
 /* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).
  * Returns 0, or a negative errno with a reason in err. */
 int tern_backend_open_rocksdb(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen);
+
+/* Opens the NATS JetStream backend (nats.c): creates or opens the namespace's streams and
+ * buckets and replays this node's unfinished commit records. Returns 0, or a negative errno
+ * (-ENOTCONN: no server reachable) with a reason in err. */
+int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen);
 
 #endif

@@ -286,6 +286,10 @@ typedef struct tern_store_options {
   int64_t inbox_ttl_ms;       /* envelope, token and shared body expiry (<= 0: never) */
   int64_t dedup_ttl_ms;       /* client id memory (<= 0: forever) */
   const char *node;           /* this node's id among the nodes of a shared store (NULL: "local") */
+  /* backend "nats" (cluster mode, nats.c): */
+  const char *nats_urls;      /* comma list of NATS server URLs */
+  int nats_replicas;          /* replicas of streams and buckets (<= 0: 3 with >= 3 URLs, else 1) */
+  const char *nats_namespace; /* prefix of every stream, bucket and subject (NULL: "tern") */
 } tern_store_options;
 
 /* Opens the store with the backend named in opts and starts its commit thread. Returns 0, or
@@ -293,7 +297,7 @@ typedef struct tern_store_options {
 int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen);
 /* Reads every user, device and KV record (start-up, before any port submits). */
 int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen);
-/* The backend's name ("rocksdb"). */
+/* The backend's name ("rocksdb" or "nats"). */
 const char *tern_store_backend_name(const tern_store *s);
 /* Envelopes stored right now, all inboxes (tern_inbox_envelopes); any thread. */
 int64_t tern_store_inbox_total(tern_store *s);
