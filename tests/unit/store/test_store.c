@@ -1,6 +1,9 @@
-/* test_store: the store layer against a real RocksDB in a temp dir, driven by a real uv loop. */
+/* test_store: the store layer against a real RocksDB in a temp dir, and against the NATS
+ * JetStream backend on real nats-server processes (one server, then a 3-server R3 cluster, on
+ * loopback), driven by a real uv loop. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ctype.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -15,11 +18,15 @@
 #include "base/util.h"
 #include "store/store.h"
 #include "t.h"
+#include "natsrv.h"
 
 /* ---- harness -------------------------------------------------------------------------------
  * The suite is written against the store's interface (store.h), which runs the semantics over a
- * backend: it runs once per backend (only "rocksdb" in this build; the NATS backend joins the
- * list when it lands) and, for RocksDB, with and without the envelope cache and checkpoints. */
+ * backend: it runs once per backend ("rocksdb", then "nats" on one server and on a 3-server
+ * cluster) and, for RocksDB, with and without the envelope cache and checkpoints. Tests of
+ * RocksDB internals (the meta journal, the envelope cache, file-size errors) run on RocksDB
+ * only. With NATS, each test's data dir name becomes its namespace, so tests never see each
+ * other's streams; the kill and error children get the URLs through TERN_TEST_NATS_URLS. */
 
 static uv_loop_t loop;
 static char base_dir[64]; /* mkdtemp root, removed at the end */
@@ -28,6 +35,8 @@ static int ndone;         /* completions seen */
 static int nsubmitted;    /* ops submitted (their index in submission order) */
 static int order_errors;  /* completions that arrived out of submission order */
 static const char *backend = "rocksdb";
+static const char *nats_urls = ""; /* backend "nats": the servers */
+static char nats_ns[128];          /* backend "nats": the namespace of the current dir */
 /* The envelope cache of every store this program opens: the suite runs once with a cache
  * (acks and drains read memory) and once without (every envelope read goes to RocksDB). The
  * child processes get it through TERN_TEST_STORE_CACHE. */
@@ -159,6 +168,17 @@ static tern_store_options default_opts(void) {
       .cache_bytes = cache_bytes,
       .checkpoint_every = checkpoint_every,
   };
+  if (strcmp(backend, "nats") == 0) {
+    /* the namespace: the dir's last part, as stream-name characters */
+    const char *b = strrchr(dir, '/');
+    b = b ? b + 1 : dir;
+    size_t n = 0;
+    for (; *b && n + 1 < sizeof nats_ns; b++) nats_ns[n++] = (isalnum((unsigned char)*b) || *b == '-') ? *b : '_';
+    nats_ns[n] = 0;
+    o.nats_urls = nats_urls;
+    o.nats_namespace = nats_ns;
+    o.node = "n1";
+  }
   return o;
 }
 
@@ -1917,6 +1937,30 @@ TEST(record_compare_and_set) {
   close_store(s);
 }
 
+/* A fresh cluster elects its JetStream meta leader in a few seconds: retries an open. */
+static void nats_wait_ready(void) {
+  use_dir("ready");
+  for (int i = 0; i < 100; i++) {
+    tern_store_options o = default_opts();
+    tern_store *st = NULL;
+    char err[256];
+    if (tern_store_open(&o, &st, err, sizeof err) == 0) {
+      tern_store_close(st);
+      return;
+    }
+    natsrv_sleep_ms(200);
+  }
+  fprintf(stderr, "  nats never became ready\n");
+}
+
+static void run_nats_suite(natsrv *ns);
+
+static bool is_nats(void) { return strcmp(backend, "nats") == 0; }
+#define RUN_RDB(name) \
+  do {                \
+    if (!is_nats()) RUN(name); \
+  } while (0)
+
 static void run_suite(void) {
   RUN(envelope_roundtrip);
   RUN(op_free_owns_everything);
@@ -1925,8 +1969,8 @@ static void run_suite(void) {
   RUN(drain_orders_with_appends);
   RUN(ack_deletes);
   RUN(seq_survives_reopen);
-  RUN(seq_after_appends_without_meta);
-  RUN(meta_journal_reopen);
+  RUN_RDB(seq_after_appends_without_meta);
+  RUN_RDB(meta_journal_reopen);
   RUN(dedup_separate_groups);
   RUN(dedup_same_group);
   RUN(full_at_cap);
@@ -1934,7 +1978,7 @@ static void run_suite(void) {
   RUN(sole_copy_delivers);
   RUN(no_receipt_without_flag);
   RUN(move_inbox);
-  RUN(cache_part_evicted);
+  RUN_RDB(cache_part_evicted);
   RUN(load_records);
   RUN(del_device);
   RUN(del_device_same_group);
@@ -1942,8 +1986,8 @@ static void run_suite(void) {
   RUN(sweep_is_bounded);
   RUN(durable_after_kill);
   RUN(many_appends_group_commit);
-  RUN(commit_error);
-  RUN(open_errors);
+  RUN_RDB(commit_error);
+  RUN_RDB(open_errors);
   RUN(kv_records);
   RUN(shared_body_once);
   RUN(group_skips_full_inboxes);
@@ -1957,12 +2001,18 @@ static void run_suite(void) {
   RUN(events_spread_over_turns);
 }
 
+static void run_nats_suite(natsrv *ns) {}
+
 int main(int argc, char **argv) {
   tern_log_set_level(TERN_LOG_WARN);
   const char *cb = getenv("TERN_TEST_STORE_CACHE");
   if (cb) cache_bytes = (size_t)strtoull(cb, NULL, 10);
   const char *ce = getenv("TERN_TEST_STORE_CHECKPOINT");
   if (ce) checkpoint_every = atoi(ce);
+  const char *eb = getenv("TERN_TEST_STORE_BACKEND");
+  if (eb) backend = eb;
+  const char *eu = getenv("TERN_TEST_NATS_URLS");
+  if (eu) nats_urls = eu;
   if (argc == 3 && strcmp(argv[1], "kill-child") == 0) return kill_child(argv[2]);
   if (argc == 3 && strcmp(argv[1], "error-child") == 0) return error_child(argv[2]);
   static char exe[4096];
@@ -1988,6 +2038,36 @@ int main(int argc, char **argv) {
     fprintf(stderr, "-- envelope cache %zu bytes, meta checkpoint every %d journal records\n", cache_bytes,
             checkpoint_every ? checkpoint_every : 1024);
     run_suite();
+  }
+  /* NATS: one server (R1), then a 3-server cluster (R3). TERN_TEST_STORE_NATS=0 skips them,
+   * =1 runs R1 only. */
+  const char *en = getenv("TERN_TEST_STORE_NATS");
+  int nats_passes = en ? atoi(en) : 2;
+  for (int pass = 0; pass < nats_passes; pass++) {
+    natsrv ns;
+    int nsrv = pass == 0 ? 1 : 3;
+    int r = natsrv_start(&ns, nsrv, base_dir);
+    CHECK_EQ_INT(r, 0);
+    if (r < 0) {
+      natsrv_stop(&ns);
+      break;
+    }
+    backend = "nats";
+    nats_urls = ns.urls;
+    cache_bytes = 0;
+    checkpoint_every = nsrv;
+    setenv("TERN_TEST_STORE_BACKEND", "nats", 1);
+    setenv("TERN_TEST_NATS_URLS", ns.urls, 1);
+    setenv("TERN_TEST_STORE_CACHE", "0", 1);
+    char v[16];
+    snprintf(v, sizeof v, "%d", nsrv);
+    setenv("TERN_TEST_STORE_CHECKPOINT", v, 1);
+    fprintf(stderr, "-- nats, %d server%s: %s\n", nsrv, nsrv > 1 ? "s" : "", ns.urls);
+    nats_wait_ready();
+    run_suite();
+    run_nats_suite(&ns);
+    natsrv_stop(&ns);
+    backend = "rocksdb";
   }
   CHECK_EQ_INT(order_errors, 0);
   uv_loop_close(&loop);
