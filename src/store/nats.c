@@ -653,10 +653,6 @@ static int n_append(void *self, const char *name, size_t n, const uint8_t *v, si
   ginbox *ib;
   int r = inbox_of(be, name, n, &ib);
   if (r < 0) return r;
-  if (ib->forgot) {
-    failf(be, "append to an inbox forgotten in the same group");
-    return -EBUSY;
-  }
   tern_buf_put_be32(&ib->apps, len);
   tern_buf_append(&ib->apps, v, len);
   ib->napps++;
@@ -794,8 +790,18 @@ static int n_forget(void *self, const char *name, size_t n) {
   ginbox *ib;
   int r = inbox_of(be, name, n, &ib);
   if (r < 0) return r;
+  /* The inbox starts again at seq 1, under a new msg-id epoch (this group's id: appends that
+   * follow in the same group claim seqs that the old entries' ids may still hold in the
+   * duplicate window). The old entries go at the commit, below the stream seq seen now. */
   ib->forgot = true;
   ib->exists = false;
+  tern_buf_reset(&ib->apps);
+  ib->napps = 0;
+  ib->purge_upto = 0;
+  ib->first = ib->next = ib->base_next = 1;
+  ib->epoch = be->gid;
+  ib->nss = 0;
+  ib->first_sseq = 0;
   return 0;
 }
 
@@ -906,9 +912,6 @@ static int n_kv_get(void *self, tern_bucket b, const char *key, size_t klen, ter
   if (!g->old_live) return 0;
   unwrapped u;
   unwrap((const uint8_t *)g->old.data, g->old.len, &u);
-  /* A TTL bucket's record older than its TTL is gone, even if max_age has not removed it yet. */
-  int64_t ttl = be->opts.ttl_ms[b];
-  if (ttl > 0 && u.ts > 0 && tern_now_ms() - u.ts > ttl) return 0;
   tern_buf_reset(out);
   tern_buf_append(out, u.v, u.n);
   if (ts) *ts = u.ts;
@@ -954,12 +957,59 @@ static int n_kv_del_prefix(void *self, tern_bucket b, const char *prefix, size_t
   return 0;
 }
 
-/* JetStream max_age expires the records of TTL buckets by itself; kv_get also hides a record
- * past its TTL until then. */
-static int n_kv_expire(void *self, tern_bucket b, int64_t cutoff, long *budget, uint64_t *expired) { return 1; }
+/* JetStream max_age expires the records of TTL buckets by itself, counted from when the server
+ * stored them. A record may carry an older ts than that (a resend's original time), so a small
+ * bucket is also scanned by ts, the deletions staged in the group like any kv_del; a big one
+ * is left to max_age (a scan is a read of the whole bucket). */
+enum { EXPIRE_SCAN_MAX = 20000 };
+typedef bool (*kvscan_fn)(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg);
+static int kv_scan(nbe *be, int b, const char *filter, kvscan_fn fn, void *arg, bool *found_any);
+typedef struct exp_arg {
+  int64_t cutoff;
+  tern_buf keys; /* [2 n][key]... */
+  size_t n;
+} exp_arg;
+
+static bool exp_cb(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg) {
+  exp_arg *a = arg;
+  if (u->ts < a->cutoff) {
+    tern_buf_put_be16(&a->keys, klen);
+    tern_buf_append(&a->keys, key, klen);
+    a->n++;
+  }
+  return true;
+}
+
+static int n_kv_expire(void *self, tern_bucket b, int64_t cutoff, long *budget, uint64_t *expired) {
+  nbe *be = self;
+  kvStatus *st = NULL;
+  if (kvStore_Status(&st, be->kv[b]) != NATS_OK) return 1;
+  uint64_t vals = kvStatus_Values(st);
+  kvStatus_Destroy(st);
+  if (vals == 0 || vals > EXPIRE_SCAN_MAX) return 1;
+  exp_arg a = {cutoff, {0}, 0};
+  int r = kv_scan(be, b, "", exp_cb, &a, NULL);
+  if (r < 0) {
+    tern_buf_free(&a.keys);
+    return r;
+  }
+  *budget -= (long)vals;
+  size_t off = 0;
+  for (size_t i = 0; i < a.n; i++) {
+    size_t kl = tern_get_be16(a.keys.data + off);
+    const char *k = a.keys.data + off + 2;
+    off += 2 + kl;
+    gkv *g = gkv_of(be, b, k, kl, true);
+    if (g && g->w == 0) { /* not one the group already wrote or deleted */
+      g->w = 2;
+      (*expired)++;
+    }
+  }
+  tern_buf_free(&a.keys);
+  return 1;
+}
 
 /* Visits every live record of a bucket whose encoded key matches filter ("" = all). */
-typedef bool (*kvscan_fn)(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg);
 static int kv_scan(nbe *be, int b, const char *filter, kvscan_fn fn, void *arg, bool *found_any) {
   kvWatcher *w = NULL;
   kvWatchOptions wo;
@@ -1200,12 +1250,12 @@ static int inbox_upart(nbe *be, const upart_inbox *u) {
   } else if (u->all && u->upto) {
     if ((r = marker_put(be, u->name, u->n, u->upto, u->epoch)) < 0) return r;
   }
-  uint64_t below = u->forget ? 0 : u->all ? u->last_sseq + 1 : u->purge_sseq + 1;
-  if (u->forget || u->purge_sseq || u->all) {
-    const char *subj = subj_in(be, &be->sbuf, u->name, u->n);
-    char *s = tern_strdup(subj);
-    if (u->forget && !u->last_sseq) below = 0;
-    r = (u->forget || below > 1) ? purge_subject(be, be->s_in, s, u->forget ? 0 : below) : 0;
+  /* Purges below a stream seq, never the whole subject: an entry appended after what this
+   * group saw (another node's, or this group's own after a forget) stays. */
+  uint64_t below = (u->forget || u->all) ? u->last_sseq + 1 : u->purge_sseq + 1;
+  if (below > 1) {
+    char *s = tern_strdup(subj_in(be, &be->sbuf, u->name, u->n));
+    r = purge_subject(be, be->s_in, s, below);
     tern_free(s);
   }
   return r;
