@@ -694,6 +694,58 @@ static bool rd_app(uint64_t seq, const uint8_t *v, size_t len, void *a) {
   return true;
 }
 
+enum { CONSUMER_MIN = 16 };
+
+static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, uint64_t from, uint64_t to,
+                         uint64_t floor, tern_env_visit fn, void *arg, bool *stopped) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = be->s_in;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = start;
+  natsSubscription *sub = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_SubscribeSync(&sub, be->js, subj, NULL, &so, &code);
+  if (s != NATS_OK) {
+    fail(be, "ordered consumer", s, code);
+    return st_errno(s, code);
+  }
+  int rc = 0;
+  for (;;) {
+    natsMsg *m = NULL;
+    s = natsSubscription_NextMsg(&m, sub, WAIT_MS);
+    if (s != NATS_OK) {
+      fail(be, "ordered consumer next", s, 0);
+      rc = st_errno(s, 0);
+      break;
+    }
+    jsMsgMetaData *md = NULL;
+    uint64_t ss = 0;
+    if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
+      ss = md->Sequence.Stream;
+      jsMsgMetaData_Destroy(md);
+    }
+    uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
+    if (ss) ss_note(ib, seq, ss);
+    if (ss > ib->last_sseq || seq > to) {
+      natsMsg_Destroy(m);
+      break;
+    }
+    if (seq >= from && seq > floor && fn &&
+        !fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
+      natsMsg_Destroy(m);
+      *stopped = true;
+      break;
+    }
+    natsMsg_Destroy(m);
+    if (ss >= ib->last_sseq || seq == to) break;
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  return rc;
+}
+
 /* Walks the stored entries of an inbox from stream seq `from_sseq`, calling fn for those with
  * seq in [from, to]. */
 static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t floor, tern_env_visit fn, void *arg,
@@ -711,6 +763,13 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   }
   char *subj = tern_strdup(subj_in(be, &be->sbuf2, ib->name, ib->nlen));
   int rc = 0;
+  /* A long range: one ordered consumer (a round trip to create it, then the entries stream)
+   * rather than a direct get per entry. */
+  if (to - from >= CONSUMER_MIN && to != from) {
+    rc = consumer_walk(be, ib, subj, s, from, to, floor, fn, arg, stopped);
+    tern_free(subj);
+    return rc;
+  }
   while (s <= ib->last_sseq) {
     natsMsg *m = NULL;
     int r = dget(be, be->s_in, s, subj, NULL, &m);

@@ -1985,7 +1985,7 @@ static void run_suite(void) {
   RUN(sweep_expires);
   RUN(sweep_is_bounded);
   RUN(durable_after_kill);
-  RUN(many_appends_group_commit);
+  if (!is_nats() || getenv("TERN_TEST_STORE_NATS_LONG")) RUN(many_appends_group_commit); /* NATS: bench/ */
   RUN_RDB(commit_error);
   RUN_RDB(open_errors);
   RUN(kv_records);
