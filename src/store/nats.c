@@ -444,6 +444,19 @@ static int dget(nbe *be, const char *stream, uint64_t seq, const char *next_subj
   return st_errno(s, 0);
 }
 
+/* The last message of a subject from the stream's leader: a direct get may be answered by a
+ * follower that has not applied the latest writes yet (layout pitfall 10), and what a write is
+ * conditioned on must be current. 1 with *out, 0 when the subject is empty. */
+static int lget(nbe *be, const char *stream, const char *subj, natsMsg **out) {
+  jsErrCode code = 0;
+  *out = NULL;
+  natsStatus s = js_GetLastMsg(out, be->js, stream, subj, NULL, &code);
+  if (s == NATS_OK) return 1;
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return 0;
+  fail(be, "get last", s, code);
+  return st_errno(s, code);
+}
+
 static int del_msg(nbe *be, const char *stream, uint64_t seq) {
   jsErrCode code = 0;
   natsStatus s = js_DeleteMsg(be->js, stream, seq, NULL, &code);
@@ -531,7 +544,7 @@ static uint64_t ss_find(const ginbox *ib, uint64_t seq) {
 static int inbox_load(nbe *be, ginbox *ib) {
   natsMsg *m = NULL;
   const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
-  int r = dget(be, be->s_in, 0, NULL, sin, &m);
+  int r = lget(be, be->s_in, sin, &m);
   if (r < 0) return r;
   ib->loaded = true;
   if (r == 1) {
@@ -557,7 +570,7 @@ static int inbox_load(nbe *be, ginbox *ib) {
   }
   /* Empty subject: the marker says where the seqs stand. */
   const char *smk = subj_mk(be, &be->sbuf, ib->name, ib->nlen);
-  r = dget(be, be->s_mk, 0, NULL, smk, &m);
+  r = lget(be, be->s_mk, smk, &m);
   if (r < 0) return r;
   ib->last_sseq = 0;
   if (r == 0) {
@@ -937,7 +950,7 @@ static int kv_fetch(nbe *be, int b, const char *key, size_t klen, tern_buf *out,
   char stream[160];
   snprintf(stream, sizeof stream, "KV_%s", be->kvname[b]);
   const char *subj = subj_kv(be, &be->sbuf, b, key, klen);
-  int r = dget(be, stream, 0, NULL, subj, &m);
+  int r = lget(be, stream, subj, &m);
   *rev = 0;
   if (r <= 0) return r;
   *rev = natsMsg_GetSequence(m);

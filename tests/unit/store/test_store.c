@@ -2064,7 +2064,20 @@ int main(int argc, char **argv) {
     setenv("TERN_TEST_STORE_CHECKPOINT", v, 1);
     fprintf(stderr, "-- nats, %d server%s: %s\n", nsrv, nsrv > 1 ? "s" : "", ns.urls);
     nats_wait_ready();
-    run_suite();
+    /* R3: every open creates nine replicated streams (≈ 3 s on this machine), so the ctest run
+     * takes a subset; TERN_TEST_STORE_NATS_LONG=1 runs the whole suite there too. */
+    if (nsrv == 1 || getenv("TERN_TEST_STORE_NATS_LONG")) {
+      run_suite();
+    } else {
+      RUN(append_assigns_seqs);
+      RUN(ack_deletes);
+      RUN(dedup_separate_groups);
+      RUN(move_inbox);
+      RUN(del_device_same_group);
+      RUN(durable_after_kill);
+      RUN(put_user_create_once);
+      RUN(record_compare_and_set);
+    }
     run_nats_suite(&ns);
     natsrv_stop(&ns);
     backend = "rocksdb";
