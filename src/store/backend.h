@@ -137,6 +137,9 @@ typedef struct tern_backend_vt {
   int (*catch_up)(void *be, char *err, size_t errlen);
   /* Any thread, never blocking: msg to every other node's options.on_bus, at most once. */
   void (*bus_publish)(void *be, const void *msg, size_t len);
+  /* Any thread, never blocking: 0 ok, 1 degraded, 2 unavailable, with a reason (PROTOCOL.md
+   * 12, /healthz). NULL: always ok. */
+  int (*health)(void *be, char *reason, size_t n);
 } tern_backend_vt;
 
 typedef struct tern_backend {

@@ -188,6 +188,14 @@ typedef struct nbe {
   size_t nwalk, walk_pos;
   bool walk_loaded;
   int crash_at;      /* test hook: SIGKILL at a commit step (1 after claims, 2 after the mark) */
+  /* health (/healthz): the poller thread's last finding, and the commits' */
+  pthread_t health_th;
+  bool health_started;
+  pthread_mutex_t hmu;
+  pthread_cond_t hcv;
+  int health;        /* 0 ok, 1 degraded, 2 unavailable */
+  char health_why[200];
+  atomic_bool commit_unavail; /* the last commit found no quorum */
 } nbe;
 
 /* ---- names --------------------------------------------------------------------------------- */
@@ -1633,6 +1641,8 @@ done:
   plan_free(&p);
 out:
   if (rc < 0) snprintf(err, errlen, "%s", be->why[0] ? be->why : strerror(-rc));
+  if (rc == -ENOTCONN) atomic_store(&be->commit_unavail, true);
+  else if (rc >= 0) atomic_store(&be->commit_unavail, false);
   return rc;
 }
 
@@ -1954,11 +1964,92 @@ static void n_bus_publish(void *self, const void *msg, size_t len) {
   natsMsg_Destroy(m);
 }
 
+/* ---- health ------------------------------------------------------------------------------------ */
+
+enum { HEALTH_POLL_MS = 2000 };
+
+/* Polls the inbox stream's info every HEALTH_POLL_MS, off every loop: unavailable when it
+ * cannot be read (no meta leader, no quorum) or the stream has no leader; degraded when a
+ * replica is offline or behind. */
+static void *health_main(void *arg) {
+  nbe *be = arg;
+  pthread_mutex_lock(&be->hmu);
+  while (!atomic_load(&be->stop)) {
+    pthread_mutex_unlock(&be->hmu);
+    int h = 0;
+    char why[200] = "";
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
+    if (natsConnection_Status(be->nc) != NATS_CONN_STATUS_CONNECTED) {
+      h = 2;
+      snprintf(why, sizeof why, "not connected to NATS");
+    } else if (js_GetStreamInfo(&si, be->js, be->s_in, &o, &code) != NATS_OK) {
+      h = 2;
+      snprintf(why, sizeof why, "JetStream does not answer (no quorum?)");
+    } else {
+      jsClusterInfo *ci = si->Cluster;
+      if (ci && be->replicas > 1) {
+        if (!ci->Leader || !*ci->Leader) {
+          h = 2;
+          snprintf(why, sizeof why, "stream %s has no leader", be->s_in);
+        }
+        for (int i = 0; i < ci->ReplicasLen && h == 0; i++) {
+          jsPeerInfo *pi = ci->Replicas[i];
+          if (pi->Offline || !pi->Current) {
+            h = 1;
+            snprintf(why, sizeof why, "NATS server %s is %s", pi->Name ? pi->Name : "?", pi->Offline ? "offline" : "behind");
+          }
+        }
+        if (h == 0 && ci->ReplicasLen + 1 < be->replicas) {
+          h = 1;
+          snprintf(why, sizeof why, "stream %s has %d of %d replicas", be->s_in, ci->ReplicasLen + 1, be->replicas);
+        }
+      }
+    }
+    jsStreamInfo_Destroy(si);
+    if (h < 2 && atomic_load(&be->commit_unavail)) {
+      h = 2;
+      snprintf(why, sizeof why, "the last write found no quorum");
+    }
+    pthread_mutex_lock(&be->hmu);
+    be->health = h;
+    snprintf(be->health_why, sizeof be->health_why, "%s", why);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += HEALTH_POLL_MS / 1000;
+    if (!atomic_load(&be->stop)) pthread_cond_timedwait(&be->hcv, &be->hmu, &t);
+  }
+  pthread_mutex_unlock(&be->hmu);
+  return NULL;
+}
+
+static int n_health(void *self, char *reason, size_t n) {
+  nbe *be = self;
+  pthread_mutex_lock(&be->hmu);
+  int h = be->health;
+  if (n) snprintf(reason, n, "%s", be->health_why);
+  pthread_mutex_unlock(&be->hmu);
+  if (h < 2 && atomic_load(&be->commit_unavail)) {
+    h = 2;
+    if (n) snprintf(reason, n, "the last write found no quorum");
+  }
+  return h;
+}
+
 /* ---- open / close ---------------------------------------------------------------------------- */
 
 static void n_close(void *self) {
   nbe *be = self;
   atomic_store(&be->stop, true);
+  if (be->health_started) {
+    pthread_mutex_lock(&be->hmu);
+    pthread_cond_broadcast(&be->hcv);
+    pthread_mutex_unlock(&be->hmu);
+    pthread_join(be->health_th, NULL);
+  }
   for (int b = 0; b < TERN_BUCKET__COUNT; b++)
     if (be->watch[b].w) {
       kvWatcher_Stop(be->watch[b].w);
@@ -1993,6 +2084,8 @@ static void n_close(void *self) {
   pthread_cond_destroy(&be->cv);
   pthread_mutex_destroy(&be->wmu);
   pthread_cond_destroy(&be->wcv);
+  pthread_mutex_destroy(&be->hmu);
+  pthread_cond_destroy(&be->hcv);
   tern_free(be->ns);
   tern_free(be->NS);
   tern_free(be->node);
@@ -2022,6 +2115,7 @@ static const tern_backend_vt nats_vt = {
     .close = n_close,
     .catch_up = n_catch_up,
     .bus_publish = n_bus_publish,
+    .health = n_health,
 };
 
 /* nats.c's library state (its timer, GC and callback threads, the global delivery pool) is
@@ -2071,6 +2165,8 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   pthread_cond_init(&be->cv, NULL);
   pthread_mutex_init(&be->wmu, NULL);
   pthread_cond_init(&be->wcv, NULL);
+  pthread_mutex_init(&be->hmu, NULL);
+  pthread_cond_init(&be->hcv, NULL);
   const char *ns = opts->nats_namespace && *opts->nats_namespace ? opts->nats_namespace : "tern";
   tern_buf b = {0};
   enc_token(&b, ns, strlen(ns));
@@ -2184,6 +2280,7 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
     r = -EIO;
     goto fail_r;
   }
+  be->health_started = pthread_create(&be->health_th, NULL, health_main, be) == 0;
   TERN_INFO("nats store open", "servers=%d replicas=%d namespace=%s node=%s", n, be->replicas, be->ns, be->node);
   out->vt = &nats_vt;
   out->self = be;

@@ -327,6 +327,13 @@ int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, si
 }
 
 const char *tern_store_backend_name(const tern_store *s) { return s->be.vt->name; }
+
+tern_store_health_state tern_store_health(tern_store *s, char *reason, size_t n) {
+  if (n) reason[0] = 0;
+  if (!s->be.vt->health) return TERN_HEALTH_OK;
+  int h = s->be.vt->health(s->be.self, reason, n);
+  return h == 2 ? TERN_HEALTH_UNAVAILABLE : h == 1 ? TERN_HEALTH_DEGRADED : TERN_HEALTH_OK;
+}
 int64_t tern_store_inbox_total(tern_store *s) { return s->be.vt->total(s->be.self); }
 int64_t tern_store_shared_bodies(tern_store *s) { return (int64_t)atomic_load(&s->bodies); }
 

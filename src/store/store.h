@@ -351,6 +351,12 @@ void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg);
  * every other node: at most once, unordered between writers, lost when a node is down.
  * p's loop thread; never blocks. */
 void tern_store_bus_publish(tern_store_port *p, const void *msg, size_t len);
+/* The store's health for /healthz (PROTOCOL.md 12): whether it can store and with what
+ * redundancy. Any thread, never blocking (a shared backend reports what its poller saw last);
+ * the embedded backend is always OK. reason gets why, "" when OK. */
+typedef enum { TERN_HEALTH_OK = 0, TERN_HEALTH_DEGRADED, TERN_HEALTH_UNAVAILABLE } tern_store_health_state;
+tern_store_health_state tern_store_health(tern_store *s, char *reason, size_t n);
+
 /* This writer's node id: unique among the nodes sharing the store (with one node, "local"). */
 const char *tern_store_node_id(const tern_store *s);
 

@@ -2160,6 +2160,19 @@ TEST(nats_crash_mid_group) {
   }
 }
 
+/* Polls the store's health until it is want or ms pass; returns the last. */
+static tern_store_health_state health_within(tstore *s, tern_store_health_state want, int ms) {
+  int64_t end = tern_now_ms() + ms;
+  char why[256];
+  tern_store_health_state h = tern_store_health(s->st, why, sizeof why);
+  while (h != want && tern_now_ms() < end) {
+    natsrv_sleep_ms(100);
+    h = tern_store_health(s->st, why, sizeof why);
+  }
+  if (h != want) fprintf(stderr, "  health %d (%s), wanted %d\n", h, why, want);
+  return h;
+}
+
 /* Appends until one succeeds or ms pass; returns its status. */
 static tern_store_status append_until_ok(tstore *s, const char *inbox, int ms) {
   int64_t end = tern_now_ms() + ms;
@@ -2184,17 +2197,21 @@ TEST(nats_server_failures) {
   tstore *s = open_store();
   if (!s) return;
   CHECK_EQ_INT(append_until_ok(s, "f1", 5000), TERN_STORE_OK);
+  CHECK_EQ_INT(health_within(s, TERN_HEALTH_OK, 5000), TERN_HEALTH_OK);
   natsrv_kill(ns, 2, SIGKILL);
   CHECK_EQ_INT(append_until_ok(s, "f1", 20000), TERN_STORE_OK);
+  CHECK_EQ_INT(health_within(s, TERN_HEALTH_DEGRADED, 10000), TERN_HEALTH_DEGRADED);
   int64_t before = total(s);
   natsrv_kill(ns, 1, SIGKILL);
   ndone = nsubmitted = 0;
   append1(s, &R[0], "f1", "lost");
   wait_all();
   CHECK_EQ_INT(R[0].status, TERN_STORE_UNAVAILABLE);
+  CHECK_EQ_INT(health_within(s, TERN_HEALTH_UNAVAILABLE, 5000), TERN_HEALTH_UNAVAILABLE);
   CHECK(natsrv_spawn(ns, 1) == 0);
   CHECK(natsrv_spawn(ns, 2) == 0);
   CHECK_EQ_INT(append_until_ok(s, "f1", 30000), TERN_STORE_OK);
+  CHECK_EQ_INT(health_within(s, TERN_HEALTH_OK, 15000), TERN_HEALTH_OK);
   /* the unavailable write may land late (PROTOCOL 12 says so); nothing else appeared */
   int64_t after = total(s);
   CHECK(after == before + 1 || after == before + 2);
