@@ -59,7 +59,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <nats/nats.h>
+#include <sodium.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
@@ -467,6 +469,70 @@ static int lget(nbe *be, const char *stream, const char *subj, natsMsg **out) {
   return st_errno(s, code);
 }
 
+/* The first message of subj at or after stream seq `seq`, from the stream's leader
+ * ($JS.API.STREAM.MSG.GET with next_by_subj, which nats.c 3.4.1's js_GetMsg cannot send:
+ * layout pitfall 14). *out is a message with the stored data and headers, *sseq its stream
+ * seq. 1, 0 when there is none, or a negative errno. */
+static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, natsMsg **out, uint64_t *sseq) {
+  *out = NULL;
+  *sseq = 0;
+  char api[200];
+  snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
+  tern_buf req = {0};
+  tern_buf_printf(&req, "{\"seq\":%" PRIu64 ",\"next_by_subj\":", seq);
+  tern_buf_put_json_str(&req, subj, strlen(subj));
+  tern_buf_putc(&req, '}');
+  natsMsg *resp = NULL;
+  natsStatus s = natsConnection_Request(&resp, be->nc, api, req.data, (int)req.len, WAIT_MS);
+  tern_buf_free(&req);
+  if (s != NATS_OK) {
+    fail(be, "get next", s, 0);
+    return st_errno(s, 0);
+  }
+  cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(resp), (size_t)natsMsg_GetDataLength(resp));
+  natsMsg_Destroy(resp);
+  int rc = -EIO;
+  cJSON *e = j ? cJSON_GetObjectItem(j, "error") : NULL;
+  cJSON *m = j ? cJSON_GetObjectItem(j, "message") : NULL;
+  if (e) {
+    cJSON *code = cJSON_GetObjectItem(e, "code");
+    if (cJSON_IsNumber(code) && code->valueint == 404) rc = 0;
+    else if (cJSON_IsNumber(code) && code->valueint == 503) rc = -ENOTCONN;
+    if (rc) failf(be, "get next: error from the server");
+  } else if (m) {
+    cJSON *sq = cJSON_GetObjectItem(m, "seq"), *hd = cJSON_GetObjectItem(m, "hdrs"), *dt = cJSON_GetObjectItem(m, "data");
+    const char *d64 = cJSON_IsString(dt) ? dt->valuestring : "";
+    size_t dl = strlen(d64), hl = cJSON_IsString(hd) ? strlen(hd->valuestring) : 0;
+    uint8_t *data = tern_malloc(dl + 1), *hdr = tern_malloc(hl + 1);
+    size_t dn = 0, hn = 0;
+    if (sodium_base642bin(data, dl + 1, d64, dl, NULL, &dn, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+        (!hl || sodium_base642bin(hdr, hl + 1, hd->valuestring, hl, NULL, &hn, NULL, sodium_base64_VARIANT_ORIGINAL) == 0) &&
+        natsMsg_Create(out, subj, NULL, (const char *)data, (int)dn) == NATS_OK) {
+      *sseq = cJSON_IsNumber(sq) ? (uint64_t)sq->valuedouble : 0;
+      /* "NATS/1.0\r\nKey: value\r\n...\r\n" */
+      hdr[hn] = 0;
+      char *save = NULL;
+      char *line = strtok_r((char *)hdr, "\r\n", &save);
+      for (line = line ? strtok_r(NULL, "\r\n", &save) : NULL; line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *c = strchr(line, ':');
+        if (!c) continue;
+        *c++ = 0;
+        while (*c == ' ') c++;
+        natsMsgHeader_Set(*out, line, c);
+      }
+      rc = 1;
+    } else {
+      failf(be, "get next: a bad message");
+    }
+    tern_free(data);
+    tern_free(hdr);
+  } else {
+    failf(be, "get next: a bad reply");
+  }
+  cJSON_Delete(j);
+  return rc;
+}
+
 static int del_msg(nbe *be, const char *stream, uint64_t seq) {
   jsErrCode code = 0;
   natsStatus s = js_DeleteMsg(be->js, stream, seq, NULL, &code);
@@ -566,11 +632,12 @@ static int inbox_load(nbe *be, ginbox *ib) {
     ib->exists = true;
     ib->next = ib->base_next = last + 1;
     /* The first entry: the next one on the subject from stream seq 1. */
-    r = dget(be, be->s_in, 1, sin, NULL, &m);
+    uint64_t fss = 0;
+    r = lnext(be, be->s_in, 1, sin, &m, &fss);
     if (r < 0) return r;
     if (r == 1) {
       ib->first = hdr_u64(m, "Tern-Seq", NULL);
-      ib->first_sseq = natsMsg_GetSequence(m);
+      ib->first_sseq = fss;
       ss_note(ib, ib->first, ib->first_sseq);
       natsMsg_Destroy(m);
     } else {
@@ -795,14 +862,14 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   }
   while (s <= ib->last_sseq) {
     natsMsg *m = NULL;
-    int r = dget(be, be->s_in, s, subj, NULL, &m);
+    uint64_t ss = 0;
+    int r = lnext(be, be->s_in, s, subj, &m, &ss);
     if (r < 0) {
       rc = r;
       break;
     }
     if (r == 0) break;
     uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
-    uint64_t ss = natsMsg_GetSequence(m);
     ss_note(ib, seq, ss);
     if (ss > ib->last_sseq || seq > to) {
       natsMsg_Destroy(m);
@@ -1659,8 +1726,9 @@ static uint64_t find_own_entry(nbe *be, const char *name, size_t n, uint64_t las
   uint64_t s = last_sseq + 1, found = 0;
   for (int guard = 0; guard < 100000; guard++) {
     natsMsg *m = NULL;
-    if (dget(be, be->s_in, s, subj, NULL, &m) != 1) break;
-    uint64_t t = hdr_u64(m, "Tern-Seq", NULL), g = hdr_u64(m, "Tern-Gid", NULL), ss = natsMsg_GetSequence(m);
+    uint64_t ss = 0;
+    if (lnext(be, be->s_in, s, subj, &m, &ss) != 1) break;
+    uint64_t t = hdr_u64(m, "Tern-Seq", NULL), g = hdr_u64(m, "Tern-Gid", NULL);
     natsMsg_Destroy(m);
     if (t == seq && g == gid) {
       found = ss;
