@@ -85,6 +85,10 @@ typedef struct tern_config {
   int64_t store_group_max;   /* operations per group commit */
   int64_t store_cache_bytes; /* envelope bytes the store keeps in memory */
   int64_t store_sweep_interval_ms;
+  char *nats_urls;           /* comma list (cluster mode) */
+  int64_t nats_replicas;     /* 0: 3 with >= 3 URLs, else 1 */
+  char *nats_namespace;      /* prefix of streams, buckets, subjects */
+  char *nats_node;           /* this node's id (empty: host name) */
   /* push (src/push, PROTOCOL.md section 8) */
   int64_t push_coalesce_ms;        /* one notification per device per window */
   bool push_previews;              /* message text in notifications */

@@ -96,6 +96,13 @@ static int run(const tern_config *cfg) {
   }
   char store_dir[4096];
   snprintf(store_dir, sizeof store_dir, "%s/store", cfg->data_dir);
+  /* One node id for the store and the cluster: nats.node, else (cluster mode) the host name. */
+  char host[256] = "local";
+  const char *node_id = cfg->nats_node;
+  if (!node_id || !*node_id) {
+    node_id = "local";
+    if (strcmp(cfg->store_backend, "nats") == 0 && gethostname(host, sizeof host - 1) == 0) node_id = host;
+  }
   tern_store_options so = {
       .backend = cfg->store_backend,
       .dir = store_dir,
@@ -105,6 +112,10 @@ static int run(const tern_config *cfg) {
       .inbox_max_envelopes = cfg->inbox_max_envelopes,
       .inbox_ttl_ms = cfg->inbox_ttl_ms,
       .dedup_ttl_ms = cfg->dedup_ttl_ms,
+      .node = node_id,
+      .nats_urls = cfg->nats_urls,
+      .nats_replicas = (int)cfg->nats_replicas,
+      .nats_namespace = cfg->nats_namespace,
   };
   const char *failed = NULL;
   if ((rc = tern_store_open(&so, &p.store, err, sizeof err)) < 0) {

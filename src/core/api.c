@@ -244,8 +244,19 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
   }
   if (!strcmp(p, "/healthz")) {
     if (!is(req, "GET") && !is(req, "HEAD")) return method_not_allowed(req);
-    static const char ok[] = "{\"status\":\"ok\"}";
-    tern_http_respond(req, 200, NULL, "application/json", ok, sizeof ok - 1);
+    /* PROTOCOL.md 12: ok and degraded are 200 (the node serves), unavailable is 503. The
+     * store answers from its last poll: this never blocks the loop. */
+    char why[256];
+    tern_store_health_state h = tern_store_health(a->store, why, sizeof why);
+    tern_buf b = {0};
+    tern_buf_puts(&b, h == TERN_HEALTH_OK ? "{\"status\":\"ok\"" : h == TERN_HEALTH_DEGRADED ? "{\"status\":\"degraded\"" : "{\"status\":\"unavailable\"");
+    if (h != TERN_HEALTH_OK) {
+      tern_buf_puts(&b, ",\"reason\":");
+      tern_buf_put_json_str(&b, why, strlen(why));
+    }
+    tern_buf_putc(&b, '}');
+    tern_http_respond(req, h == TERN_HEALTH_UNAVAILABLE ? 503 : 200, NULL, "application/json", b.data, b.len);
+    tern_buf_free(&b);
   } else if (!strcmp(p, "/metrics")) {
     if (!is(req, "GET")) return method_not_allowed(req);
     do_metrics(a, req);

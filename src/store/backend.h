@@ -139,6 +139,9 @@ typedef struct tern_backend_vt {
   int (*catch_up)(void *be, char *err, size_t errlen);
   /* Any thread, never blocking: msg to every other node's options.on_bus, at most once. */
   void (*bus_publish)(void *be, const void *msg, size_t len);
+  /* Any thread, never blocking: 0 ok, 1 degraded, 2 unavailable, with a reason (PROTOCOL.md
+   * 12, /healthz). NULL: always ok. */
+  int (*health)(void *be, char *reason, size_t n);
 } tern_backend_vt;
 
 typedef struct tern_backend {
@@ -158,10 +161,20 @@ typedef struct tern_backend_options {
   void (*on_change)(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
   void (*on_bus)(void *arg, const uint8_t *msg, size_t len);
   void *shared_arg;
+  /* Shared backends: this writer's node id, and the NATS settings (nats.c). */
+  const char *node;
+  const char *nats_urls;
+  int nats_replicas;
+  const char *nats_namespace;
 } tern_backend_options;
 
 /* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).
  * Returns 0, or a negative errno with a reason in err. */
 int tern_backend_open_rocksdb(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen);
+
+/* Opens the NATS JetStream backend (nats.c): creates or opens the namespace's streams and
+ * buckets and replays this node's unfinished commit records. Returns 0, or a negative errno
+ * (-ENOTCONN: no server reachable) with a reason in err. */
+int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen);
 
 #endif

@@ -324,19 +324,20 @@ static void store_free(tern_store *s) {
 int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen) {
   *out = NULL;
   const char *name = opts->backend && *opts->backend ? opts->backend : "rocksdb";
-  if (strcmp(name, "rocksdb") != 0) {
-    snprintf(err, errlen, "unknown store backend \"%s\" (this build has: rocksdb)", name);
+  bool nats = strcmp(name, "nats") == 0;
+  if (!nats && strcmp(name, "rocksdb") != 0) {
+    snprintf(err, errlen, "unknown store backend \"%s\" (this build has: rocksdb, nats)", name);
     return -EINVAL;
   }
-  if (!opts->dir || !*opts->dir) {
+  if (!nats && (!opts->dir || !*opts->dir)) {
     snprintf(err, errlen, "no data directory");
     return -EINVAL;
   }
   tern_store *s = TERN_NEW(tern_store);
   s->opts = *opts;
-  s->dir = tern_strdup(opts->dir);
+  s->dir = tern_strdup(opts->dir ? opts->dir : "");
   s->opts.dir = s->dir;
-  s->opts.backend = "rocksdb";
+  s->opts.backend = nats ? "nats" : "rocksdb";
   pthread_mutex_init(&s->hist_mu, NULL);
   pthread_mutex_init(&s->watch_mu, NULL);
   pthread_mutex_init(&s->ports_mu, NULL);
@@ -350,13 +351,18 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
       .on_change = remote_change,
       .on_bus = remote_bus,
       .shared_arg = s,
+      .node = s->node,
+      .nats_urls = opts->nats_urls,
+      .nats_replicas = opts->nats_replicas,
+      .nats_namespace = opts->nats_namespace,
   };
   bo.ttl_ms[TERN_BUCKET_DEDUP] = opts->dedup_ttl_ms;
   bo.ttl_ms[TERN_BUCKET_TOKENS] = opts->inbox_ttl_ms;
   /* A shared body outlives its envelopes by a day: they release it one by one, and the TTL
    * only catches what a crash between two sweeps could leave behind. */
   bo.ttl_ms[TERN_BUCKET_BODIES] = opts->inbox_ttl_ms > 0 ? opts->inbox_ttl_ms + 86400000 : 0;
-  int r = tern_backend_open_rocksdb(&bo, &s->be, err, errlen);
+  int r = nats ? tern_backend_open_nats(&bo, &s->be, err, errlen)
+               : tern_backend_open_rocksdb(&bo, &s->be, err, errlen);
   if (r < 0) {
     store_free(s);
     return r;
@@ -379,6 +385,13 @@ int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, si
 }
 
 const char *tern_store_backend_name(const tern_store *s) { return s->be.vt->name; }
+
+tern_store_health_state tern_store_health(tern_store *s, char *reason, size_t n) {
+  if (n) reason[0] = 0;
+  if (!s->be.vt->health) return TERN_HEALTH_OK;
+  int h = s->be.vt->health(s->be.self, reason, n);
+  return h == 2 ? TERN_HEALTH_UNAVAILABLE : h == 1 ? TERN_HEALTH_DEGRADED : TERN_HEALTH_OK;
+}
 int64_t tern_store_inbox_total(tern_store *s) { return s->be.vt->total(s->be.self); }
 int64_t tern_store_shared_bodies(tern_store *s) { return (int64_t)atomic_load(&s->bodies); }
 

@@ -372,6 +372,10 @@ typedef struct tern_store_options {
   int64_t inbox_ttl_ms;       /* envelope, token and shared body expiry (<= 0: never) */
   int64_t dedup_ttl_ms;       /* client id memory (<= 0: forever) */
   const char *node;           /* this node's id among the nodes of a shared store (NULL: "local") */
+  /* backend "nats" (cluster mode, nats.c): */
+  const char *nats_urls;      /* comma list of NATS server URLs */
+  int nats_replicas;          /* replicas of streams and buckets (<= 0: 3 with >= 3 URLs, else 1) */
+  const char *nats_namespace; /* prefix of every stream, bucket and subject (NULL: "tern") */
 } tern_store_options;
 
 /* Opens the store with the backend named in opts and starts its commit thread. Returns 0, or
@@ -379,7 +383,7 @@ typedef struct tern_store_options {
 int tern_store_open(const tern_store_options *opts, tern_store **out, char *err, size_t errlen);
 /* Reads every user, device and KV record (start-up, before any port submits). */
 int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, size_t errlen);
-/* The backend's name ("rocksdb"). */
+/* The backend's name ("rocksdb" or "nats"). */
 const char *tern_store_backend_name(const tern_store *s);
 /* Envelopes stored right now, all inboxes (tern_inbox_envelopes); any thread. */
 int64_t tern_store_inbox_total(tern_store *s);
@@ -433,6 +437,12 @@ void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg);
  * every other node: at most once, unordered between writers, lost when a node is down.
  * p's loop thread; never blocks. */
 void tern_store_bus_publish(tern_store_port *p, const void *msg, size_t len);
+/* The store's health for /healthz (PROTOCOL.md 12): whether it can store and with what
+ * redundancy. Any thread, never blocking (a shared backend reports what its poller saw last);
+ * the embedded backend is always OK. reason gets why, "" when OK. */
+typedef enum { TERN_HEALTH_OK = 0, TERN_HEALTH_DEGRADED, TERN_HEALTH_UNAVAILABLE } tern_store_health_state;
+tern_store_health_state tern_store_health(tern_store *s, char *reason, size_t n);
+
 /* This writer's node id: unique among the nodes sharing the store (with one node, "local"). */
 const char *tern_store_node_id(const tern_store *s);
 

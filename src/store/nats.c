@@ -1,0 +1,2359 @@
+/* nats.c: the NATS JetStream store backend (cluster mode, `--store-backend nats`), through
+ * nats.c 3.4.1. It implements the primitives of backend.h over JetStream streams and KV
+ * buckets shared by every node of one namespace, and the shared-backend duties (conditional
+ * writes, on_change, catch_up, the bus). docs/cluster-layout.md has the measurements behind
+ * the layout, and says where this first version simplifies the plan.
+ *
+ * Ownership. The backend state (struct nbe) belongs to the commit thread, which may block:
+ * every JetStream and KV call here is a synchronous nats.c call made on that thread, or an
+ * async publish awaited on it. No call here runs on a uv loop thread, and this backend does
+ * not use nats.c's libuv adapter: the NATS socket has nats.c's own threads. The watcher
+ * threads (one per directory bucket, for on_change) own only their watcher and the progress
+ * they publish under wmu. total() and bus_publish() may be called from any thread (nats.c
+ * connections are thread-safe).
+ *
+ * Layout (ns = nats.namespace, NS its stream-name form; <enc x> = x with every byte outside
+ * [A-Za-z0-9_-] written =XX, so a name is one subject token):
+ *   stream NS_IN      "<ns>.in.<enc inbox>"     the envelopes; headers Tern-Seq (the inbox seq),
+ *                                               Tern-Epoch, Tern-Gid (the group that wrote it);
+ *                                               Nats-Msg-Id "<ns>:<enc inbox>#<seq>@<epoch>"
+ *   stream NS_MK      "<ns>.mk.<enc inbox>"     one marker per subject (max_msgs_per_subject 1):
+ *                                               [8 last seq][8 epoch], written when an inbox
+ *                                               becomes empty (so seqs are never reused) and, with
+ *                                               last seq 0, when it is forgotten (the epoch is then
+ *                                               the marker's own stream seq)
+ *   stream NS_COMMIT  "<ns>.commit.<enc node>"  this node's commit records (below)
+ *   KV NS_<bucket>    one bucket per tern_bucket (a TTL is per bucket), keys: the key's
+ *                     '/'-separated parts encoded and joined with '.'; values wrapped as
+ *                     [1 ver][1 flags][8 ts][8 gid][1 n][node][value]; a delete is a put
+ *                     with flags=1 (a tombstone: it carries the origin node, which a KV delete
+ *                     marker could not, and is read as absent)
+ *   subject "<ns>.bus"                          the bus; header Tern-Node
+ * One inbox stream, not the 16 shards of the layout: this version is sized for correctness and
+ * the tests; sharding only changes the stream a subject maps to.
+ *
+ * A group. Reads go to the servers (direct gets; KV reads are remembered with their revision),
+ * writes are staged in memory and read back within the group. commit():
+ *   1. writes one commit record (the whole group) to NS_COMMIT: the durable intent;
+ *   2. publishes the claims pipelined: every append (Nats-Msg-Id claim of its seq, and the
+ *      first of each inbox with Nats-Expected-Last-Subject-Sequence), and every write of a key
+ *      the group read (expected last subject seq = the revision read, or none);
+ *   3. if a claim lost (another node wrote first), deletes what it claimed, restores the keys it
+ *      overwrote, deletes the record and answers -EAGAIN (the committer applies the group again);
+ *   4. else marks the record "claimed" and publishes the rest (plain puts, markers, purges);
+ *   5. deletes the record.
+ * A node that dies in between leaves the record; at open (and before its next group) it replays
+ * it: with the "claimed" mark it rolls forward (step 4 is idempotent), without it rolls back the
+ * claims that are its own (entries and keys carrying its gid). Nobody was told "stored" before
+ * step 5, so both directions keep a group all or nothing.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <nats/nats.h>
+#include <sodium.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "store/backend.h"
+
+enum {
+  VAL_VERSION = 1,
+  REC_VERSION = 1,
+  WAIT_MS = 2000,        /* every JetStream request and async publish: a lost ack is a timeout */
+  WINDOW = 1024,         /* our own window of async publishes in flight (layout §8) */
+  MAX_PENDING = 4 * WINDOW, /* nats.c's, above ours, so js_PublishMsgAsync never stalls */
+  DUP_WINDOW_S = 120,    /* JetStream duplicate window of NS_IN and NS_COMMIT */
+  KEY_MAX = 1024,
+};
+
+/* Directory buckets are watched for on_change. */
+static bool bucket_is_dir(int b) {
+  return b == TERN_BUCKET_USERS || b == TERN_BUCKET_DEVICES || b == TERN_BUCKET_RECORDS;
+}
+
+/* Bucket name suffixes; a bucket added to tern_bucket later gets "b<n>" until named here. */
+static const char *const bucket_names[TERN_BUCKET__COUNT] = {
+    [TERN_BUCKET_USERS] = "users",   [TERN_BUCKET_DEVICES] = "devices", [TERN_BUCKET_DEDUP] = "dedup",
+    [TERN_BUCKET_TOKENS] = "tokens", [TERN_BUCKET_RECORDS] = "records", [TERN_BUCKET_BODIES] = "bodies",
+};
+
+/* ---- state --------------------------------------------------------------------------------- */
+
+/* An inbox as this group sees it. */
+typedef struct ginbox {
+  bool loaded;        /* read from the servers in this group */
+  bool exists;        /* appended to and not forgotten */
+  uint64_t first, next; /* the group's view, its own writes included */
+  uint64_t base_next; /* next seq on the servers when loaded */
+  uint64_t last_sseq; /* stream seq of the subject's last entry when loaded (0: empty) */
+  uint64_t first_sseq;/* stream seq of its first entry (0: unknown) */
+  uint64_t epoch;     /* msg-id epoch (changes when the inbox is forgotten) */
+  tern_buf apps;      /* staged appends: [4 len][bytes]..., seqs base_next.. */
+  size_t napps;
+  uint64_t purge_upto;/* highest seq the group purged (0: none) */
+  uint64_t purge_sseq;/* stream seq bound of that purge among stored entries (0: unknown) */
+  bool forgot;        /* the group forgot it */
+  uint64_t *ss_seq, *ss_sseq; /* seq → stream seq learned by reads */
+  size_t nss, ss_cap;
+  size_t nlen;
+  char name[];
+} ginbox;
+
+/* A KV key the group read or wrote. */
+typedef struct gkv {
+  int b;
+  bool read;          /* read from the servers: a write of it is conditional */
+  uint64_t rev;       /* its revision then (0: no entry) */
+  tern_buf old;       /* the stored bytes then (wrapped; for a rollback) */
+  bool old_live;      /* old held a live value */
+  int w;              /* 0 none, 1 put, 2 delete */
+  int64_t ts;
+  tern_buf val;       /* the value written */
+  size_t klen;
+  char key[];
+} gkv;
+
+typedef struct prefix_del {
+  int b;
+  char *p;
+  size_t n;
+} prefix_del;
+
+/* One async publish's outcome. */
+typedef struct slot {
+  int state;          /* 0 pending, 1 acked, 2 failed */
+  uint64_t seq;
+  bool dup;
+  natsStatus err;
+  jsErrCode code;
+} slot;
+
+typedef struct watcher {
+  struct nbe *be;
+  int b;
+  pthread_t th;
+  kvWatcher *w;
+} watcher;
+
+typedef struct nbe {
+  tern_backend_options opts;
+  char *ns;          /* subject prefix */
+  char *NS;          /* stream-name prefix */
+  char *node;        /* this node */
+  char *node_enc;
+  int replicas;
+  natsConnection *nc;
+  jsCtx *js;
+  kvStore *kv[TERN_BUCKET__COUNT];
+  char *kvname[TERN_BUCKET__COUNT]; /* bucket (stream KV_<name>) */
+  char s_in[96], s_mk[96], s_commit[96]; /* stream names */
+  natsSubscription *bus_sub;
+  /* async publishes */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  slot *slots;
+  size_t nslots, slots_cap, pending;
+  /* watchers (on_change, catch_up) */
+  watcher watch[TERN_BUCKET__COUNT];
+  pthread_mutex_t wmu;
+  pthread_cond_t wcv;
+  uint64_t wseen[TERN_BUCKET__COUNT]; /* highest revision each watcher raised or skipped */
+  bool winit[TERN_BUCKET__COUNT];     /* its initial values are done */
+  atomic_bool stop;
+  /* the commit thread's */
+  uint64_t gid_base, gid_next, gid;  /* this group's id */
+  tern_map inboxes;  /* name → ginbox* (this group) */
+  tern_map kvs;      /* [b][key] → gkv* (this group) */
+  prefix_del *pdels;
+  size_t npdels, pdel_cap;
+  tern_map burned;   /* msg id → bump (claims freed by a rollback; see claim_id) */
+  bool failed;
+  char why[256];
+  bool replay_due;   /* a commit left its record: replay before the next */
+  tern_buf sbuf, sbuf2, rec;
+  /* inbox_next */
+  char **walk;
+  size_t nwalk, walk_pos;
+  bool walk_loaded;
+  int crash_at;      /* test hook: SIGKILL at a commit step (1 after claims, 2 after the mark) */
+  /* health (/healthz): the poller thread's last finding, and the commits' */
+  pthread_t health_th;
+  bool health_started;
+  pthread_mutex_t hmu;
+  pthread_cond_t hcv;
+  int health;        /* 0 ok, 1 degraded, 2 unavailable */
+  char health_why[200];
+  atomic_bool commit_unavail; /* the last commit found no quorum */
+} nbe;
+
+/* ---- names --------------------------------------------------------------------------------- */
+
+static const char hexd[] = "0123456789ABCDEF";
+
+static bool tok_keep(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+/* A name as one subject token: bytes outside [A-Za-z0-9_-] as =XX (injective). */
+static void enc_token(tern_buf *b, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (tok_keep(c)) {
+      tern_buf_putc(b, (char)c);
+    } else {
+      tern_buf_putc(b, '=');
+      tern_buf_putc(b, hexd[c >> 4]);
+      tern_buf_putc(b, hexd[c & 15]);
+    }
+  }
+}
+
+/* A KV key: its '/'-separated parts as tokens joined by '.', so that a prefix ending in '/' is a
+ * subject wildcard. '_' is escaped too, and an empty part is "_". */
+static void enc_key(tern_buf *b, const char *s, size_t n) {
+  size_t start = 0;
+  for (size_t i = 0; i <= n; i++) {
+    if (i < n && s[i] != '/') continue;
+    if (start) tern_buf_putc(b, '.');
+    if (i == start) tern_buf_putc(b, '_');
+    for (size_t j = start; j < i; j++) {
+      unsigned char c = (unsigned char)s[j];
+      if (tok_keep(c) && c != '_') {
+        tern_buf_putc(b, (char)c);
+      } else {
+        tern_buf_putc(b, '=');
+        tern_buf_putc(b, hexd[c >> 4]);
+        tern_buf_putc(b, hexd[c & 15]);
+      }
+    }
+    start = i + 1;
+  }
+}
+
+static int hexv(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static void dec_key(tern_buf *b, const char *s, size_t n) {
+  tern_buf_reset(b);
+  size_t i = 0;
+  while (i < n) {
+    if (s[i] == '.') {
+      tern_buf_putc(b, '/');
+      i++;
+    } else if (s[i] == '_' && (i + 1 == n || s[i + 1] == '.')) {
+      i++;
+    } else if (s[i] == '=' && i + 2 < n && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
+      tern_buf_putc(b, (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2])));
+      i += 3;
+    } else {
+      tern_buf_putc(b, s[i++]);
+    }
+  }
+}
+
+static void dec_token(tern_buf *b, const char *s, size_t n) {
+  tern_buf_reset(b);
+  for (size_t i = 0; i < n;) {
+    if (s[i] == '=' && i + 2 < n && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
+      tern_buf_putc(b, (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2])));
+      i += 3;
+    } else {
+      tern_buf_putc(b, s[i++]);
+    }
+  }
+}
+
+static const char *subj_in(nbe *be, tern_buf *b, const char *name, size_t n) {
+  tern_buf_reset(b);
+  tern_buf_printf(b, "%s.in.", be->ns);
+  enc_token(b, name, n);
+  return tern_buf_cstr(b);
+}
+
+static const char *subj_mk(nbe *be, tern_buf *b, const char *name, size_t n) {
+  tern_buf_reset(b);
+  tern_buf_printf(b, "%s.mk.", be->ns);
+  enc_token(b, name, n);
+  return tern_buf_cstr(b);
+}
+
+static const char *subj_kv(nbe *be, tern_buf *b, int bk, const char *key, size_t n) {
+  tern_buf_reset(b);
+  tern_buf_printf(b, "$KV.%s.", be->kvname[bk]);
+  enc_key(b, key, n);
+  return tern_buf_cstr(b);
+}
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+/* A nats.c status as a negative errno: the ones that mean "cannot reach a quorum" are
+ * -ENOTCONN (the committer answers TERN_STORE_UNAVAILABLE). */
+static int st_errno(natsStatus s, jsErrCode code) {
+  switch (s) {
+  case NATS_OK: return 0;
+  case NATS_NOT_FOUND: return -ENOENT;
+  case NATS_TIMEOUT:
+  case NATS_NO_RESPONDERS:
+  case NATS_CONNECTION_CLOSED:
+  case NATS_CONNECTION_DISCONNECTED:
+  case NATS_NO_SERVER:
+  case NATS_STALE_CONNECTION:
+  case NATS_NOT_YET_CONNECTED: return -ENOTCONN;
+  default:
+    /* nats.c reports no responders of a leaderless stream as "JetStream not enabled" (layout
+     * pitfall 8). */
+    if (code == JSNotEnabledErr || code == JSClusterNotAvailErr || code == JSStreamOfflineErr) return -ENOTCONN;
+    return -EIO;
+  }
+}
+
+static void fail(nbe *be, const char *what, natsStatus s, jsErrCode code) {
+  if (be->failed) return;
+  be->failed = true;
+  const char *last = nats_GetLastError(NULL);
+  snprintf(be->why, sizeof be->why, "%s: %s%s%s (js %d)", what, natsStatus_GetText(s), last ? ": " : "", last ? last : "",
+           (int)code);
+}
+
+static void failf(nbe *be, const char *what) {
+  if (be->failed) return;
+  be->failed = true;
+  snprintf(be->why, sizeof be->why, "%s", what);
+}
+
+/* ---- async publishes, awaited on the commit thread ----------------------------------------- */
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+  nbe *be = closure;
+  const char *sl = NULL;
+  if (natsMsgHeader_Get(msg, "Tern-Slot", &sl) == NATS_OK && sl) {
+    size_t i = (size_t)strtoull(sl, NULL, 10);
+    pthread_mutex_lock(&be->mu);
+    if (i < be->nslots && be->slots[i].state == 0) {
+      slot *s = &be->slots[i];
+      if (pa) {
+        s->state = 1;
+        s->seq = pa->Sequence;
+        s->dup = pa->Duplicate;
+      } else {
+        s->state = 2;
+        s->err = pae ? pae->Err : NATS_ERR;
+        s->code = pae ? pae->ErrCode : 0;
+      }
+      be->pending--;
+      pthread_cond_broadcast(&be->cv);
+    }
+    pthread_mutex_unlock(&be->mu);
+  }
+  natsMsg_Destroy(msg);
+}
+
+static void slots_reset(nbe *be) {
+  pthread_mutex_lock(&be->mu);
+  be->nslots = 0;
+  be->pending = 0;
+  pthread_mutex_unlock(&be->mu);
+}
+
+/* Waits until at most `left` publishes are in flight. */
+static void slots_wait(nbe *be, size_t left) {
+  pthread_mutex_lock(&be->mu);
+  while (be->pending > left) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += 1;
+    pthread_cond_timedwait(&be->cv, &be->mu, &t);
+  }
+  pthread_mutex_unlock(&be->mu);
+}
+
+/* Publishes msg (consumed) asynchronously; returns its slot, or -1 when the publish could not
+ * even be queued (that slot is marked failed with the status). */
+static long pub_async(nbe *be, natsMsg *msg, const jsPubOptions *po) {
+  slots_wait(be, WINDOW - 1);
+  pthread_mutex_lock(&be->mu);
+  if (be->nslots == be->slots_cap) {
+    be->slots_cap = be->slots_cap ? be->slots_cap * 2 : 64;
+    be->slots = tern_realloc(be->slots, be->slots_cap * sizeof *be->slots);
+  }
+  size_t i = be->nslots++;
+  memset(&be->slots[i], 0, sizeof be->slots[i]);
+  be->pending++;
+  pthread_mutex_unlock(&be->mu);
+  char sl[24];
+  snprintf(sl, sizeof sl, "%zu", i);
+  natsMsgHeader_Set(msg, "Tern-Slot", sl);
+  jsPubOptions o;
+  if (po) o = *po;
+  else jsPubOptions_Init(&o);
+  o.MaxWait = WAIT_MS;
+  natsStatus s = js_PublishMsgAsync(be->js, &msg, &o);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(msg);
+    pthread_mutex_lock(&be->mu);
+    be->slots[i].state = 2;
+    be->slots[i].err = s;
+    be->pending--;
+    pthread_mutex_unlock(&be->mu);
+  }
+  return (long)i;
+}
+
+static slot slot_get(nbe *be, long i) {
+  pthread_mutex_lock(&be->mu);
+  slot s = be->slots[i];
+  pthread_mutex_unlock(&be->mu);
+  return s;
+}
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static uint64_t hdr_u64(natsMsg *m, const char *h, bool *ok) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, h, &v) != NATS_OK || !v) {
+    if (ok) *ok = false;
+    return 0;
+  }
+  if (ok) *ok = true;
+  return strtoull(v, NULL, 10);
+}
+
+static void hdr_set_u64(natsMsg *m, const char *h, uint64_t v) {
+  char b[24];
+  snprintf(b, sizeof b, "%" PRIu64, v);
+  natsMsgHeader_Set(m, h, b);
+}
+
+/* A direct get: 1 with *out, 0 when there is no such message, or a negative errno. */
+static int dget(nbe *be, const char *stream, uint64_t seq, const char *next_subj, const char *last_subj, natsMsg **out) {
+  jsDirectGetMsgOptions o;
+  jsDirectGetMsgOptions_Init(&o);
+  o.Sequence = seq;
+  o.NextBySubject = next_subj;
+  o.LastBySubject = last_subj;
+  *out = NULL;
+  natsStatus s = js_DirectGetMsg(out, be->js, stream, NULL, &o);
+  if (s == NATS_OK) return 1;
+  if (s == NATS_NOT_FOUND) return 0;
+  fail(be, "direct get", s, 0);
+  return st_errno(s, 0);
+}
+
+/* The last message of a subject from the stream's leader: a direct get may be answered by a
+ * follower that has not applied the latest writes yet (layout pitfall 10), and what a write is
+ * conditioned on must be current. 1 with *out, 0 when the subject is empty. */
+static int lget(nbe *be, const char *stream, const char *subj, natsMsg **out) {
+  jsErrCode code = 0;
+  *out = NULL;
+  natsStatus s = js_GetLastMsg(out, be->js, stream, subj, NULL, &code);
+  if (s == NATS_OK) return 1;
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return 0;
+  fail(be, "get last", s, code);
+  return st_errno(s, code);
+}
+
+/* The first message of subj at or after stream seq `seq`, from the stream's leader
+ * ($JS.API.STREAM.MSG.GET with next_by_subj, which nats.c 3.4.1's js_GetMsg cannot send:
+ * layout pitfall 14). *out is a message with the stored data and headers, *sseq its stream
+ * seq. 1, 0 when there is none, or a negative errno. */
+static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, natsMsg **out, uint64_t *sseq) {
+  *out = NULL;
+  *sseq = 0;
+  char api[200];
+  snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
+  tern_buf req = {0};
+  tern_buf_printf(&req, "{\"seq\":%" PRIu64 ",\"next_by_subj\":", seq);
+  tern_buf_put_json_str(&req, subj, strlen(subj));
+  tern_buf_putc(&req, '}');
+  natsMsg *resp = NULL;
+  natsStatus s = natsConnection_Request(&resp, be->nc, api, req.data, (int)req.len, WAIT_MS);
+  tern_buf_free(&req);
+  if (s != NATS_OK) {
+    fail(be, "get next", s, 0);
+    return st_errno(s, 0);
+  }
+  cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(resp), (size_t)natsMsg_GetDataLength(resp));
+  natsMsg_Destroy(resp);
+  int rc = -EIO;
+  cJSON *e = j ? cJSON_GetObjectItem(j, "error") : NULL;
+  cJSON *m = j ? cJSON_GetObjectItem(j, "message") : NULL;
+  if (e) {
+    cJSON *code = cJSON_GetObjectItem(e, "code");
+    if (cJSON_IsNumber(code) && code->valueint == 404) rc = 0;
+    else if (cJSON_IsNumber(code) && code->valueint == 503) rc = -ENOTCONN;
+    if (rc) failf(be, "get next: error from the server");
+  } else if (m) {
+    cJSON *sq = cJSON_GetObjectItem(m, "seq"), *hd = cJSON_GetObjectItem(m, "hdrs"), *dt = cJSON_GetObjectItem(m, "data");
+    const char *d64 = cJSON_IsString(dt) ? dt->valuestring : "";
+    size_t dl = strlen(d64), hl = cJSON_IsString(hd) ? strlen(hd->valuestring) : 0;
+    uint8_t *data = tern_malloc(dl + 1), *hdr = tern_malloc(hl + 1);
+    size_t dn = 0, hn = 0;
+    if (sodium_base642bin(data, dl + 1, d64, dl, NULL, &dn, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+        (!hl || sodium_base642bin(hdr, hl + 1, hd->valuestring, hl, NULL, &hn, NULL, sodium_base64_VARIANT_ORIGINAL) == 0) &&
+        natsMsg_Create(out, subj, NULL, (const char *)data, (int)dn) == NATS_OK) {
+      *sseq = cJSON_IsNumber(sq) ? (uint64_t)sq->valuedouble : 0;
+      /* "NATS/1.0\r\nKey: value\r\n...\r\n" */
+      hdr[hn] = 0;
+      char *save = NULL;
+      char *line = strtok_r((char *)hdr, "\r\n", &save);
+      for (line = line ? strtok_r(NULL, "\r\n", &save) : NULL; line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *c = strchr(line, ':');
+        if (!c) continue;
+        *c++ = 0;
+        while (*c == ' ') c++;
+        natsMsgHeader_Set(*out, line, c);
+      }
+      rc = 1;
+    } else {
+      failf(be, "get next: a bad message");
+    }
+    tern_free(data);
+    tern_free(hdr);
+  } else {
+    failf(be, "get next: a bad reply");
+  }
+  cJSON_Delete(j);
+  return rc;
+}
+
+static int del_msg(nbe *be, const char *stream, uint64_t seq) {
+  jsErrCode code = 0;
+  natsStatus s = js_DeleteMsg(be->js, stream, seq, NULL, &code);
+  if (s == NATS_OK || code == JSSequenceNotFoundErr) return 0;
+  if (s == NATS_NOT_FOUND) return 0;
+  fail(be, "delete message", s, code);
+  return st_errno(s, code);
+}
+
+static int purge_subject(nbe *be, const char *stream, const char *subj, uint64_t below) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Purge.Subject = subj;
+  o.Stream.Purge.Sequence = below;
+  jsErrCode code = 0;
+  natsStatus s = js_PurgeStream(be->js, stream, &o, &code);
+  if (s == NATS_OK) return 0;
+  fail(be, "purge", s, code);
+  return st_errno(s, code);
+}
+
+/* The wrapped KV value: [1 ver][1 flags][8 ts][8 gid][1 n][node][value]. */
+static void wrap(nbe *be, tern_buf *out, bool deleted, int64_t ts, const void *v, size_t n) {
+  tern_buf_reset(out);
+  tern_buf_putc(out, VAL_VERSION);
+  tern_buf_putc(out, deleted ? 1 : 0);
+  tern_buf_put_be64(out, (uint64_t)ts);
+  tern_buf_put_be64(out, be->gid);
+  size_t nl = strlen(be->node);
+  tern_buf_putc(out, (char)nl);
+  tern_buf_append(out, be->node, nl);
+  if (n) tern_buf_append(out, v, n);
+}
+
+typedef struct unwrapped {
+  bool live;
+  int64_t ts;
+  uint64_t gid;
+  const char *node;
+  size_t nodelen;
+  const uint8_t *v;
+  size_t n;
+} unwrapped;
+
+static bool unwrap(const uint8_t *p, size_t n, unwrapped *u) {
+  memset(u, 0, sizeof *u);
+  if (n < 19 || p[0] != VAL_VERSION) return false;
+  u->live = p[1] == 0;
+  u->ts = (int64_t)tern_get_be64(p + 2);
+  u->gid = tern_get_be64(p + 10);
+  size_t nl = p[18];
+  if (19 + nl > n) return false;
+  u->node = (const char *)p + 19;
+  u->nodelen = nl;
+  u->v = p + 19 + nl;
+  u->n = n - 19 - nl;
+  return true;
+}
+
+static bool own_node(nbe *be, const unwrapped *u) {
+  return u->nodelen == strlen(be->node) && memcmp(u->node, be->node, u->nodelen) == 0;
+}
+
+/* ---- the group's inboxes ------------------------------------------------------------------- */
+
+static void ss_note(ginbox *ib, uint64_t seq, uint64_t sseq) {
+  for (size_t i = 0; i < ib->nss; i++)
+    if (ib->ss_seq[i] == seq) return;
+  if (ib->nss == ib->ss_cap) {
+    ib->ss_cap = ib->ss_cap ? ib->ss_cap * 2 : 8;
+    ib->ss_seq = tern_realloc(ib->ss_seq, ib->ss_cap * sizeof *ib->ss_seq);
+    ib->ss_sseq = tern_realloc(ib->ss_sseq, ib->ss_cap * sizeof *ib->ss_sseq);
+  }
+  ib->ss_seq[ib->nss] = seq;
+  ib->ss_sseq[ib->nss++] = sseq;
+}
+
+static uint64_t ss_find(const ginbox *ib, uint64_t seq) {
+  for (size_t i = 0; i < ib->nss; i++)
+    if (ib->ss_seq[i] == seq) return ib->ss_sseq[i];
+  return 0;
+}
+
+/* Loads an inbox's state from the servers into the group. */
+static int inbox_load(nbe *be, ginbox *ib) {
+  natsMsg *m = NULL;
+  const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
+  int r = lget(be, be->s_in, sin, &m);
+  if (r < 0) return r;
+  ib->loaded = true;
+  if (r == 1) {
+    uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
+    ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
+    ib->last_sseq = natsMsg_GetSequence(m);
+    ss_note(ib, last, ib->last_sseq);
+    natsMsg_Destroy(m);
+    ib->exists = true;
+    ib->next = ib->base_next = last + 1;
+    /* The first entry: the next one on the subject from stream seq 1. */
+    uint64_t fss = 0;
+    r = lnext(be, be->s_in, 1, sin, &m, &fss);
+    if (r < 0) return r;
+    if (r == 1) {
+      ib->first = hdr_u64(m, "Tern-Seq", NULL);
+      ib->first_sseq = fss;
+      ss_note(ib, ib->first, ib->first_sseq);
+      natsMsg_Destroy(m);
+    } else {
+      ib->first = ib->next; /* purged meanwhile */
+    }
+    return 0;
+  }
+  /* Empty subject: the marker says where the seqs stand. */
+  const char *smk = subj_mk(be, &be->sbuf, ib->name, ib->nlen);
+  r = lget(be, be->s_mk, smk, &m);
+  if (r < 0) return r;
+  ib->last_sseq = 0;
+  if (r == 0) {
+    ib->exists = false;
+    ib->epoch = 0;
+    ib->first = ib->next = ib->base_next = 1;
+    return 0;
+  }
+  const void *d = natsMsg_GetData(m);
+  uint64_t last = 0, epoch = 0;
+  if (natsMsg_GetDataLength(m) >= 16) {
+    last = tern_get_be64(d);
+    epoch = tern_get_be64((const uint8_t *)d + 8);
+  }
+  if (last == 0) epoch = natsMsg_GetSequence(m); /* forgotten: a new epoch */
+  natsMsg_Destroy(m);
+  ib->epoch = epoch;
+  ib->exists = last != 0;
+  ib->first = ib->next = ib->base_next = last + 1;
+  return 0;
+}
+
+static int inbox_of(nbe *be, const char *name, size_t n, ginbox **out) {
+  ginbox *ib = tern_map_get(&be->inboxes, name, n);
+  if (!ib) {
+    ib = tern_calloc(1, sizeof *ib + n + 1);
+    memcpy(ib->name, name, n);
+    ib->nlen = n;
+    tern_map_put(&be->inboxes, name, n, ib);
+  }
+  *out = ib;
+  if (!ib->loaded) return inbox_load(be, ib);
+  return 0;
+}
+
+static void ginbox_free(ginbox *ib) {
+  tern_buf_free(&ib->apps);
+  tern_free(ib->ss_seq);
+  tern_free(ib->ss_sseq);
+  tern_free(ib);
+}
+
+static bool free_inbox_cb(const char *k, size_t kl, void *v, void *arg) {
+  ginbox_free(v);
+  return true;
+}
+
+static void gkv_free(gkv *g) {
+  tern_buf_free(&g->old);
+  tern_buf_free(&g->val);
+  tern_free(g);
+}
+
+static bool free_kv_cb(const char *k, size_t kl, void *v, void *arg) {
+  gkv_free(v);
+  return true;
+}
+
+static void group_clear(nbe *be) {
+  tern_map_each(&be->inboxes, free_inbox_cb, NULL);
+  tern_map_free(&be->inboxes);
+  memset(&be->inboxes, 0, sizeof be->inboxes);
+  tern_map_each(&be->kvs, free_kv_cb, NULL);
+  tern_map_free(&be->kvs);
+  memset(&be->kvs, 0, sizeof be->kvs);
+  for (size_t i = 0; i < be->npdels; i++) tern_free(be->pdels[i].p);
+  be->npdels = 0;
+  be->failed = false;
+  be->why[0] = 0;
+}
+
+/* ---- backend: inboxes ---------------------------------------------------------------------- */
+
+static void n_begin(void *self) {
+  nbe *be = self;
+  group_clear(be);
+  be->gid = be->gid_base + ++be->gid_next;
+}
+
+static int n_inbox_get(void *self, const char *name, size_t n, tern_inbox_info *out) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  if (!ib->exists) return -ENOENT;
+  out->first_seq = ib->first;
+  out->next_seq = ib->next;
+  return 0;
+}
+
+static int n_append(void *self, const char *name, size_t n, const uint8_t *v, size_t len, uint64_t *seq) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  tern_buf_put_be32(&ib->apps, len);
+  tern_buf_append(&ib->apps, v, len);
+  ib->napps++;
+  if (!ib->exists) {
+    ib->exists = true;
+    ib->first = ib->next;
+  }
+  *seq = ib->next++;
+  return 0;
+}
+
+/* Visits the staged appends of the group (seqs base_next..). */
+typedef bool (*app_visit)(uint64_t seq, const uint8_t *v, size_t len, void *arg);
+static void apps_each(const ginbox *ib, app_visit fn, void *arg) {
+  size_t off = 0;
+  for (size_t i = 0; i < ib->napps; i++) {
+    size_t len = tern_get_be32(ib->apps.data + off);
+    const uint8_t *v = (const uint8_t *)ib->apps.data + off + 4;
+    off += 4 + len;
+    if (!fn(ib->base_next + i, v, len, arg)) return;
+  }
+}
+
+typedef struct rd_arg {
+  uint64_t from, to, floor;
+  tern_env_visit fn;
+  void *arg;
+  bool stop;
+} rd_arg;
+
+static bool rd_app(uint64_t seq, const uint8_t *v, size_t len, void *a) {
+  rd_arg *r = a;
+  if (seq > r->to) return false;
+  if (seq < r->from || seq <= r->floor) return true;
+  if (!r->fn(seq, v, len, r->arg)) {
+    r->stop = true;
+    return false;
+  }
+  return true;
+}
+
+enum { CONSUMER_MIN = 16 };
+
+static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, uint64_t from, uint64_t to,
+                         uint64_t floor, tern_env_visit fn, void *arg, bool *stopped) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = be->s_in;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = start;
+  natsSubscription *sub = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_SubscribeSync(&sub, be->js, subj, NULL, &so, &code);
+  if (s != NATS_OK) {
+    fail(be, "ordered consumer", s, code);
+    return st_errno(s, code);
+  }
+  int rc = 0;
+  for (;;) {
+    natsMsg *m = NULL;
+    s = natsSubscription_NextMsg(&m, sub, WAIT_MS);
+    if (s != NATS_OK) {
+      fail(be, "ordered consumer next", s, 0);
+      rc = st_errno(s, 0);
+      break;
+    }
+    jsMsgMetaData *md = NULL;
+    uint64_t ss = 0;
+    if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
+      ss = md->Sequence.Stream;
+      jsMsgMetaData_Destroy(md);
+    }
+    uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
+    if (ss) ss_note(ib, seq, ss);
+    if (ss > ib->last_sseq || seq > to) {
+      natsMsg_Destroy(m);
+      break;
+    }
+    if (seq >= from && seq > floor && fn &&
+        !fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
+      natsMsg_Destroy(m);
+      *stopped = true;
+      break;
+    }
+    natsMsg_Destroy(m);
+    if (ss >= ib->last_sseq || seq == to) break;
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  return rc;
+}
+
+/* Walks the stored entries of an inbox from stream seq `from_sseq`, calling fn for those with
+ * seq in [from, to]. */
+static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t floor, tern_env_visit fn, void *arg,
+                       bool *stopped) {
+  *stopped = false;
+  if (!ib->last_sseq) return 0;
+  uint64_t s = 1;
+  if (ib->first_sseq && from <= ib->first) s = ib->first_sseq;
+  else {
+    /* the closest known entry at or below from */
+    uint64_t best = 0, bs = 0;
+    for (size_t i = 0; i < ib->nss; i++)
+      if (ib->ss_seq[i] <= from && ib->ss_seq[i] >= best) best = ib->ss_seq[i], bs = ib->ss_sseq[i];
+    if (bs) s = bs;
+  }
+  char *subj = tern_strdup(subj_in(be, &be->sbuf2, ib->name, ib->nlen));
+  int rc = 0;
+  /* A long range: one ordered consumer (a round trip to create it, then the entries stream)
+   * rather than a direct get per entry. */
+  if (to - from >= CONSUMER_MIN && to != from) {
+    rc = consumer_walk(be, ib, subj, s, from, to, floor, fn, arg, stopped);
+    tern_free(subj);
+    return rc;
+  }
+  while (s <= ib->last_sseq) {
+    natsMsg *m = NULL;
+    uint64_t ss = 0;
+    int r = lnext(be, be->s_in, s, subj, &m, &ss);
+    if (r < 0) {
+      rc = r;
+      break;
+    }
+    if (r == 0) break;
+    uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
+    ss_note(ib, seq, ss);
+    if (ss > ib->last_sseq || seq > to) {
+      natsMsg_Destroy(m);
+      break;
+    }
+    if (seq >= from && seq > floor && fn) {
+      if (!fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
+        natsMsg_Destroy(m);
+        *stopped = true;
+        break;
+      }
+    }
+    natsMsg_Destroy(m);
+    s = ss + 1;
+  }
+  tern_free(subj);
+  return rc;
+}
+
+static int n_read(void *self, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn, void *arg) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  if (!ib->exists) return 0;
+  if (from < ib->first) from = ib->first;
+  uint64_t floor = ib->purge_upto;
+  bool stopped = false;
+  if (from < ib->base_next) {
+    r = stored_walk(be, ib, from, TERN_MIN(to, ib->base_next - 1), floor, fn, arg, &stopped);
+    if (r < 0 || stopped) return r;
+  }
+  rd_arg ra = {from, to, floor, fn, arg, false};
+  apps_each(ib, rd_app, &ra);
+  return 0;
+}
+
+static int n_purge(void *self, const char *name, size_t n, uint64_t upto) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  if (upto < ib->first) return 0;
+  if (upto >= ib->next) upto = ib->next - 1;
+  /* The stream seq bound among stored entries, learned now (the reads of the group usually
+   * know it already). */
+  if (upto < ib->base_next && ib->last_sseq) {
+    uint64_t target = upto;
+    uint64_t ss = ss_find(ib, target);
+    if (!ss) {
+      bool stopped;
+      r = stored_walk(be, ib, target, target, 0, NULL, NULL, &stopped);
+      if (r < 0) return r;
+      ss = ss_find(ib, target);
+    }
+    if (ss > ib->purge_sseq) ib->purge_sseq = ss;
+  } else if (upto >= ib->base_next && ib->last_sseq) {
+    ib->purge_sseq = ib->last_sseq;
+  }
+  if (upto > ib->purge_upto) ib->purge_upto = upto;
+  ib->first = upto + 1;
+  return 0;
+}
+
+static int n_forget(void *self, const char *name, size_t n) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  /* The inbox starts again at seq 1, under a new msg-id epoch (this group's id: appends that
+   * follow in the same group claim seqs that the old entries' ids may still hold in the
+   * duplicate window). The old entries go at the commit, below the stream seq seen now. */
+  ib->forgot = true;
+  ib->exists = false;
+  tern_buf_reset(&ib->apps);
+  ib->napps = 0;
+  ib->purge_upto = 0;
+  ib->first = ib->next = ib->base_next = 1;
+  ib->epoch = be->gid;
+  ib->nss = 0;
+  ib->first_sseq = 0;
+  return 0;
+}
+
+static bool walk_load(nbe *be) {
+  for (size_t i = 0; i < be->nwalk; i++) tern_free(be->walk[i]);
+  tern_free(be->walk);
+  be->walk = NULL;
+  be->nwalk = be->walk_pos = 0;
+  jsOptions o;
+  jsOptions_Init(&o);
+  char filt[128];
+  snprintf(filt, sizeof filt, "%s.in.>", be->ns);
+  o.Stream.Info.SubjectsFilter = filt;
+  jsStreamInfo *si = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_GetStreamInfo(&si, be->js, be->s_in, &o, &code);
+  if (s != NATS_OK) return false;
+  size_t pre = strlen(be->ns) + 4;
+  if (si->State.Subjects) {
+    be->walk = tern_calloc((size_t)si->State.Subjects->Count + 1, sizeof *be->walk);
+    for (int i = 0; i < si->State.Subjects->Count; i++) {
+      const char *sj = si->State.Subjects->List[i].Subject;
+      if (strlen(sj) <= pre) continue;
+      dec_token(&be->sbuf2, sj + pre, strlen(sj) - pre);
+      be->walk[be->nwalk++] = tern_strndup(be->sbuf2.data, be->sbuf2.len);
+    }
+  }
+  jsStreamInfo_Destroy(si);
+  return true;
+}
+
+static int n_inbox_next(void *self, tern_buf *out) {
+  nbe *be = self;
+  if (!be->walk_loaded) {
+    if (!walk_load(be)) return 0;
+    be->walk_loaded = true;
+  }
+  if (be->walk_pos >= be->nwalk) {
+    be->walk_loaded = false;
+    return 0;
+  }
+  tern_buf_reset(out);
+  tern_buf_puts(out, be->walk[be->walk_pos++]);
+  return 1;
+}
+
+/* ---- backend: KV --------------------------------------------------------------------------- */
+
+static gkv *gkv_of(nbe *be, int b, const char *key, size_t klen, bool create) {
+  char mk[KEY_MAX + 1];
+  if (klen > KEY_MAX) return NULL;
+  mk[0] = (char)b;
+  memcpy(mk + 1, key, klen);
+  gkv *g = tern_map_get(&be->kvs, mk, klen + 1);
+  if (!g && create) {
+    g = tern_calloc(1, sizeof *g + klen + 1);
+    g->b = b;
+    memcpy(g->key, key, klen);
+    g->klen = klen;
+    tern_map_put(&be->kvs, mk, klen + 1, g);
+  }
+  return g;
+}
+
+static bool prefix_deleted(nbe *be, int b, const char *key, size_t klen) {
+  for (size_t i = 0; i < be->npdels; i++)
+    if (be->pdels[i].b == b && klen >= be->pdels[i].n && memcmp(key, be->pdels[i].p, be->pdels[i].n) == 0) return true;
+  return false;
+}
+
+/* Reads a key's last entry: 1 with its stored bytes in out and *rev, 0 when it has none. */
+static int kv_fetch(nbe *be, int b, const char *key, size_t klen, tern_buf *out, uint64_t *rev) {
+  natsMsg *m = NULL;
+  char stream[160];
+  snprintf(stream, sizeof stream, "KV_%s", be->kvname[b]);
+  const char *subj = subj_kv(be, &be->sbuf, b, key, klen);
+  int r = lget(be, stream, subj, &m);
+  *rev = 0;
+  if (r <= 0) return r;
+  *rev = natsMsg_GetSequence(m);
+  const char *op = NULL;
+  bool marker = natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK; /* DEL/PURGE (max_age leaves none) */
+  tern_buf_reset(out);
+  if (!marker) tern_buf_append(out, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+  natsMsg_Destroy(m);
+  return 1;
+}
+
+static int n_kv_get(void *self, tern_bucket b, const char *key, size_t klen, tern_buf *out, int64_t *ts) {
+  nbe *be = self;
+  gkv *g = gkv_of(be, b, key, klen, true);
+  if (!g) return -ENAMETOOLONG;
+  if (g->w == 1) {
+    tern_buf_reset(out);
+    tern_buf_append(out, g->val.data, g->val.len);
+    if (ts) *ts = g->ts;
+    return 1;
+  }
+  if (g->w == 2 || (!g->read && prefix_deleted(be, b, key, klen))) return 0;
+  if (!g->read) {
+    int r = kv_fetch(be, b, key, klen, &g->old, &g->rev);
+    if (r < 0) return r;
+    g->read = true;
+    unwrapped u;
+    g->old_live = r == 1 && unwrap((const uint8_t *)g->old.data, g->old.len, &u) && u.live;
+    if (!g->old_live) tern_buf_reset(&g->old);
+  }
+  if (!g->old_live) return 0;
+  unwrapped u;
+  unwrap((const uint8_t *)g->old.data, g->old.len, &u);
+  tern_buf_reset(out);
+  tern_buf_append(out, u.v, u.n);
+  if (ts) *ts = u.ts;
+  return 1;
+}
+
+static int n_kv_put(void *self, tern_bucket b, const char *key, size_t klen, const void *v, size_t vlen, int64_t ts) {
+  nbe *be = self;
+  gkv *g = gkv_of(be, b, key, klen, true);
+  if (!g) return -ENAMETOOLONG;
+  g->w = 1;
+  g->ts = ts > 0 ? ts : tern_now_ms();
+  tern_buf_reset(&g->val);
+  tern_buf_append(&g->val, v, vlen);
+  return 0;
+}
+
+static int n_kv_del(void *self, tern_bucket b, const char *key, size_t klen) {
+  nbe *be = self;
+  gkv *g = gkv_of(be, b, key, klen, true);
+  if (!g) return -ENAMETOOLONG;
+  g->w = 2;
+  tern_buf_reset(&g->val);
+  return 0;
+}
+
+static int n_kv_del_prefix(void *self, tern_bucket b, const char *prefix, size_t plen) {
+  nbe *be = self;
+  if (be->npdels == be->pdel_cap) {
+    be->pdel_cap = be->pdel_cap ? be->pdel_cap * 2 : 4;
+    be->pdels = tern_realloc(be->pdels, be->pdel_cap * sizeof *be->pdels);
+  }
+  be->pdels[be->npdels++] = (prefix_del){b, tern_memdup(prefix, plen), plen};
+  /* Keys the group itself wrote under the prefix go too. */
+  tern_map_iter it = {0};
+  const char *k;
+  size_t kl;
+  void *v;
+  while (tern_map_next(&be->kvs, &it, &k, &kl, &v)) {
+    gkv *g = v;
+    if (g->b == (int)b && g->klen >= plen && memcmp(g->key, prefix, plen) == 0 && g->w == 1) g->w = 2;
+  }
+  return 0;
+}
+
+/* JetStream max_age expires the records of TTL buckets by itself, counted from when the server
+ * stored them. A record may carry an older ts than that (a resend's original time), so a small
+ * bucket is also scanned by ts, the deletions staged in the group like any kv_del; a big one
+ * is left to max_age (a scan is a read of the whole bucket). */
+enum { EXPIRE_SCAN_MAX = 20000 };
+typedef bool (*kvscan_fn)(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg);
+static int kv_scan(nbe *be, int b, const char *filter, kvscan_fn fn, void *arg, bool *found_any);
+typedef struct exp_arg {
+  int64_t cutoff;
+  tern_buf keys; /* [2 n][key]... */
+  size_t n;
+} exp_arg;
+
+static bool exp_cb(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg) {
+  exp_arg *a = arg;
+  if (u->ts < a->cutoff) {
+    tern_buf_put_be16(&a->keys, klen);
+    tern_buf_append(&a->keys, key, klen);
+    a->n++;
+  }
+  return true;
+}
+
+static int n_kv_expire(void *self, tern_bucket b, int64_t cutoff, long *budget, uint64_t *expired) {
+  nbe *be = self;
+  kvStatus *st = NULL;
+  if (kvStore_Status(&st, be->kv[b]) != NATS_OK) return 1;
+  uint64_t vals = kvStatus_Values(st);
+  kvStatus_Destroy(st);
+  if (vals == 0 || vals > EXPIRE_SCAN_MAX) return 1;
+  exp_arg a = {cutoff, {0}, 0};
+  int r = kv_scan(be, b, "", exp_cb, &a, NULL);
+  if (r < 0) {
+    tern_buf_free(&a.keys);
+    return r;
+  }
+  *budget -= (long)vals;
+  size_t off = 0;
+  for (size_t i = 0; i < a.n; i++) {
+    size_t kl = tern_get_be16(a.keys.data + off);
+    const char *k = a.keys.data + off + 2;
+    off += 2 + kl;
+    gkv *g = gkv_of(be, b, k, kl, true);
+    if (g && g->w == 0) { /* not one the group already wrote or deleted */
+      g->w = 2;
+      (*expired)++;
+    }
+  }
+  tern_buf_free(&a.keys);
+  return 1;
+}
+
+/* Visits every live record of a bucket whose encoded key matches filter ("" = all). */
+static int kv_scan(nbe *be, int b, const char *filter, kvscan_fn fn, void *arg, bool *found_any) {
+  kvWatcher *w = NULL;
+  kvWatchOptions wo;
+  kvWatchOptions_Init(&wo);
+  wo.IgnoreDeletes = true;
+  wo.Timeout = WAIT_MS;
+  natsStatus s = filter && *filter ? kvStore_Watch(&w, be->kv[b], filter, &wo) : kvStore_WatchAll(&w, be->kv[b], &wo);
+  if (s != NATS_OK) {
+    fail(be, "watch", s, 0);
+    return st_errno(s, 0);
+  }
+  int rc = 0;
+  tern_buf kb = {0};
+  for (;;) {
+    kvEntry *e = NULL;
+    s = kvWatcher_Next(&e, w, WAIT_MS);
+    if (s != NATS_OK) {
+      fail(be, "watch next", s, 0);
+      rc = st_errno(s, 0);
+      break;
+    }
+    if (!e) break; /* the initial values are done */
+    const char *k = kvEntry_Key(e);
+    dec_key(&kb, k, strlen(k));
+    unwrapped u;
+    if (kvEntry_Operation(e) == kvOp_Put &&
+        unwrap((const uint8_t *)kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &u) && u.live) {
+      if (found_any) *found_any = true;
+      if (!fn(be, kb.data ? kb.data : "", kb.len, &u, arg)) {
+        kvEntry_Destroy(e);
+        break;
+      }
+    }
+    kvEntry_Destroy(e);
+  }
+  tern_buf_free(&kb);
+  kvWatcher_Destroy(w);
+  return rc;
+}
+
+/* ---- the commit record ---------------------------------------------------------------------- */
+
+/* Record: [1 ver][8 gid] then entries:
+ *   'A' [2 n][inbox][8 first seq][8 count][8 last_sseq][8 epoch]        appends (claims)
+ *   'K' [1 b][2 n][key][8 rev][1 old_live][4 n][old]                   a claim of a read key
+ *   'W' [1 b][2 n][key][1 w][4 n][wrapped value]                       a write (claim or not)
+ *   'P' [2 n][inbox][8 upto][8 purge_sseq][8 last_sseq][1 all][8 epoch][1 forget]  purge/forget
+ *   'X' [1 b][2 n][prefix]                                              delete by prefix
+ * Replay needs the ids and the writes; the envelopes themselves are not in it (a rollback
+ * deletes the entries, a roll forward only runs the unconditional part). */
+static void rec_str(tern_buf *b, const char *s, size_t n) {
+  tern_buf_put_be16(b, n);
+  tern_buf_append(b, s, n);
+}
+
+typedef struct rd {
+  const uint8_t *p, *end;
+  bool bad;
+} rd;
+
+static uint64_t rd_be(rd *r, int n) {
+  if (r->end - r->p < n) {
+    r->bad = true;
+    return 0;
+  }
+  uint64_t v = tern_get_be(r->p, n);
+  r->p += n;
+  return v;
+}
+
+static const char *rd_bytes(rd *r, size_t n) {
+  if ((size_t)(r->end - r->p) < n) {
+    r->bad = true;
+    return NULL;
+  }
+  const char *s = (const char *)r->p;
+  r->p += n;
+  return s;
+}
+
+/* ---- commit -------------------------------------------------------------------------------- */
+
+/* The msg id that claims (inbox, seq) under epoch. A rollback that deletes a claimed entry
+ * leaves its id in JetStream's duplicate window (2 min) with no entry behind it; the next
+ * claim of the same (inbox, seq) then bumps a suffix, and every node that meets the dead id
+ * (a duplicate ack naming a missing entry) bumps it the same way, so they still collide. */
+static void claim_id(nbe *be, tern_buf *out, const ginbox *ib, uint64_t seq) {
+  tern_buf_reset(out);
+  tern_buf_printf(out, "%s:", be->ns);
+  enc_token(out, ib->name, ib->nlen);
+  tern_buf_printf(out, "#%" PRIu64 "@%" PRIu64, seq, ib->epoch);
+  uintptr_t bump = (uintptr_t)tern_map_get(&be->burned, out->data, out->len);
+  if (bump) tern_buf_printf(out, "~%" PRIuPTR, bump);
+}
+
+static void burn(nbe *be, const ginbox *ib, uint64_t seq) {
+  tern_buf id = {0};
+  tern_buf_reset(&id);
+  tern_buf_printf(&id, "%s:", be->ns);
+  enc_token(&id, ib->name, ib->nlen);
+  tern_buf_printf(&id, "#%" PRIu64 "@%" PRIu64, seq, ib->epoch);
+  uintptr_t bump = (uintptr_t)tern_map_get(&be->burned, id.data, id.len);
+  tern_map_put(&be->burned, id.data, id.len, (void *)(bump + 1));
+  tern_buf_free(&id);
+}
+
+/* A claim in flight or done. */
+typedef struct claim {
+  int kind;      /* 'A' append, 'K' key */
+  ginbox *ib;
+  uint64_t seq;
+  gkv *g;
+  long slot;
+} claim;
+
+static natsMsg *msg_new(const char *subj, const void *d, size_t n) {
+  natsMsg *m = NULL;
+  if (natsMsg_Create(&m, subj, NULL, d, (int)n) != NATS_OK) return NULL;
+  return m;
+}
+
+/* Publishes one staged append as a claim. */
+static long pub_append(nbe *be, ginbox *ib, uint64_t seq, const uint8_t *v, size_t len, bool first) {
+  natsMsg *m = msg_new(subj_in(be, &be->sbuf, ib->name, ib->nlen), v, len);
+  if (!m) return -1;
+  hdr_set_u64(m, "Tern-Seq", seq);
+  hdr_set_u64(m, "Tern-Epoch", ib->epoch);
+  hdr_set_u64(m, "Tern-Gid", be->gid);
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  claim_id(be, &be->sbuf2, ib, seq);
+  o.MsgId = tern_buf_cstr(&be->sbuf2);
+  if (first) {
+    if (ib->last_sseq) o.ExpectLastSubjectSeq = ib->last_sseq;
+    else o.ExpectNoMessage = true;
+  }
+  return pub_async(be, m, &o);
+}
+
+static long pub_kv(nbe *be, gkv *g, bool conditional) {
+  tern_buf w = {0};
+  wrap(be, &w, g->w == 2, g->w == 2 ? tern_now_ms() : g->ts, g->val.data, g->val.len);
+  natsMsg *m = msg_new(subj_kv(be, &be->sbuf, g->b, g->key, g->klen), w.data, w.len);
+  tern_buf_free(&w);
+  if (!m) return -1;
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  if (conditional) {
+    if (g->rev) {
+      /* Expected-last-subject-seq > 0 is only pre-checked on a clustered stream in 2.9.10
+       * (layout pitfall 11); a msg-id naming the revision written over makes two writers
+       * based on the same revision collide at apply time, as the appends' claims do. */
+      o.ExpectLastSubjectSeq = g->rev;
+      tern_buf_reset(&be->sbuf2);
+      tern_buf_printf(&be->sbuf2, "%s@%" PRIu64, natsMsg_GetSubject(m), g->rev);
+      o.MsgId = tern_buf_cstr(&be->sbuf2);
+    } else {
+      o.ExpectNoMessage = true;
+    }
+  }
+  return pub_async(be, m, &o);
+}
+
+static long pub_raw_kv(nbe *be, int b, const char *key, size_t klen, const tern_buf *bytes, bool tombstone) {
+  tern_buf w = {0};
+  if (tombstone) wrap(be, &w, true, tern_now_ms(), NULL, 0);
+  else tern_buf_append(&w, bytes->data, bytes->len);
+  natsMsg *m = msg_new(subj_kv(be, &be->sbuf, b, key, klen), w.data, w.len);
+  tern_buf_free(&w);
+  if (!m) return -1;
+  return pub_async(be, m, NULL);
+}
+
+static int slot_rc(nbe *be, long i, const char *what) {
+  if (i < 0) {
+    failf(be, "cannot create a message");
+    return -ENOMEM;
+  }
+  slot s = slot_get(be, i);
+  if (s.state == 1) return 0;
+  fail(be, what, s.err, s.code);
+  return st_errno(s.err, s.code);
+}
+
+/* Marks the stored records of a bucket under a prefix deleted (tombstones). */
+typedef struct pdel_arg {
+  int b;
+  const char *p;
+  size_t n;
+  int rc;
+} pdel_arg;
+
+static bool pdel_cb(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg) {
+  pdel_arg *a = arg;
+  if (klen < a->n || memcmp(key, a->p, a->n) != 0) return true;
+  pub_raw_kv(be, a->b, key, klen, NULL, true);
+  return true;
+}
+
+static int prefix_delete(nbe *be, int b, const char *p, size_t n) {
+  tern_buf f = {0};
+  const char *filter = "";
+  if (n && p[n - 1] == '/') {
+    enc_key(&f, p, n - 1);
+    tern_buf_puts(&f, ".>");
+    filter = tern_buf_cstr(&f);
+  }
+  pdel_arg a = {b, p, n, 0};
+  int r = kv_scan(be, b, filter, pdel_cb, &a, NULL);
+  tern_buf_free(&f);
+  return r;
+}
+
+/* Writes the unconditional part of a group: plain KV writes, markers, purges, forgets,
+ * deletes by prefix. Idempotent (a replay may run it twice). */
+typedef struct upart_inbox {
+  char *name;
+  size_t n;
+  uint64_t upto, purge_sseq, last_sseq, epoch;
+  bool all, forget;
+} upart_inbox;
+
+static int marker_put(nbe *be, const char *name, size_t n, uint64_t last, uint64_t epoch) {
+  uint8_t d[16];
+  for (int i = 0; i < 8; i++) d[i] = (uint8_t)(last >> (56 - 8 * i)), d[8 + i] = (uint8_t)(epoch >> (56 - 8 * i));
+  natsMsg *m = msg_new(subj_mk(be, &be->sbuf, name, n), d, sizeof d);
+  if (!m) return -ENOMEM;
+  jsPubAck *pa = NULL;
+  jsErrCode code = 0;
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  o.MaxWait = WAIT_MS;
+  natsStatus s = js_PublishMsg(&pa, be->js, m, &o, &code);
+  natsMsg_Destroy(m);
+  jsPubAck_Destroy(pa);
+  if (s != NATS_OK) {
+    fail(be, "marker", s, code);
+    return st_errno(s, code);
+  }
+  return 0;
+}
+
+static int inbox_upart(nbe *be, const upart_inbox *u) {
+  int r = 0;
+  if (u->forget) {
+    if ((r = marker_put(be, u->name, u->n, 0, 0)) < 0) return r;
+  } else if (u->all && u->upto) {
+    if ((r = marker_put(be, u->name, u->n, u->upto, u->epoch)) < 0) return r;
+  }
+  /* Purges below a stream seq, never the whole subject: an entry appended after what this
+   * group saw (another node's, or this group's own after a forget) stays. */
+  uint64_t below = (u->forget || u->all) ? u->last_sseq + 1 : u->purge_sseq + 1;
+  if (below > 1) {
+    char *s = tern_strdup(subj_in(be, &be->sbuf, u->name, u->n));
+    r = purge_subject(be, be->s_in, s, below);
+    tern_free(s);
+  }
+  return r;
+}
+
+/* Publishes the commit record; *seq its stream seq. */
+static int record_put(nbe *be, const tern_buf *rec, bool claimed_mark, uint64_t rec_seq, uint64_t *seq) {
+  tern_buf subj = {0};
+  tern_buf_printf(&subj, "%s.commit.%s", be->ns, be->node_enc);
+  natsMsg *m = msg_new(tern_buf_cstr(&subj), claimed_mark ? "" : rec->data, claimed_mark ? 0 : rec->len);
+  tern_buf_free(&subj);
+  if (!m) return -ENOMEM;
+  if (claimed_mark) hdr_set_u64(m, "Tern-Claimed", rec_seq);
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  o.MaxWait = WAIT_MS;
+  jsPubAck *pa = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_PublishMsg(&pa, be->js, m, &o, &code);
+  natsMsg_Destroy(m);
+  if (s != NATS_OK) {
+    fail(be, "commit record", s, code);
+    return st_errno(s, code);
+  }
+  *seq = pa->Sequence;
+  jsPubAck_Destroy(pa);
+  return 0;
+}
+
+/* Builds the record and the unconditional inbox part of the group. */
+typedef struct gplan {
+  claim *claims;
+  size_t nclaims, cap;
+  upart_inbox *ups;
+  size_t nups;
+  gkv **plain; /* unconditional KV writes */
+  size_t nplain;
+  size_t nwrites; /* everything the group writes */
+} gplan;
+
+static void plan_claim(gplan *p, claim c) {
+  if (p->nclaims == p->cap) {
+    p->cap = p->cap ? p->cap * 2 : 16;
+    p->claims = tern_realloc(p->claims, p->cap * sizeof *p->claims);
+  }
+  p->claims[p->nclaims++] = c;
+}
+
+static void plan_free(gplan *p) {
+  tern_free(p->claims);
+  for (size_t i = 0; i < p->nups; i++) tern_free(p->ups[i].name);
+  tern_free(p->ups);
+  tern_free(p->plain);
+}
+
+static void rec_upart(tern_buf *rec, const upart_inbox *u) {
+  tern_buf_putc(rec, 'P');
+  rec_str(rec, u->name, u->n);
+  tern_buf_put_be64(rec, u->upto);
+  tern_buf_put_be64(rec, u->purge_sseq);
+  tern_buf_put_be64(rec, u->last_sseq);
+  tern_buf_putc(rec, u->all);
+  tern_buf_put_be64(rec, u->epoch);
+  tern_buf_putc(rec, u->forget);
+}
+
+static void rec_write(nbe *be, tern_buf *rec, const gkv *g) {
+  tern_buf w = {0};
+  wrap(be, &w, g->w == 2, g->w == 2 ? tern_now_ms() : g->ts, g->val.data, g->val.len);
+  tern_buf_putc(rec, 'W');
+  tern_buf_putc(rec, (char)g->b);
+  rec_str(rec, g->key, g->klen);
+  tern_buf_putc(rec, (char)g->w);
+  tern_buf_put_be32(rec, w.len);
+  tern_buf_append(rec, w.data, w.len);
+  tern_buf_free(&w);
+}
+
+static void plan_build(nbe *be, gplan *p, tern_buf *rec) {
+  memset(p, 0, sizeof *p);
+  tern_buf_reset(rec);
+  tern_buf_putc(rec, REC_VERSION);
+  tern_buf_put_be64(rec, be->gid);
+  tern_map_iter it = {0};
+  const char *k;
+  size_t kl;
+  void *v;
+  p->ups = tern_calloc(be->inboxes.count + 1, sizeof *p->ups);
+  while (tern_map_next(&be->inboxes, &it, &k, &kl, &v)) {
+    ginbox *ib = v;
+    /* Staged appends that the group itself purged are never published. */
+    size_t skip = 0;
+    if (ib->purge_upto >= ib->base_next) skip = (size_t)TERN_MIN((uint64_t)ib->napps, ib->purge_upto - ib->base_next + 1);
+    if (ib->napps > skip) {
+      tern_buf_putc(rec, 'A');
+      rec_str(rec, ib->name, ib->nlen);
+      tern_buf_put_be64(rec, ib->base_next + skip);
+      tern_buf_put_be64(rec, ib->napps - skip);
+      tern_buf_put_be64(rec, ib->last_sseq);
+      tern_buf_put_be64(rec, ib->epoch);
+      for (size_t i = skip; i < ib->napps; i++) plan_claim(p, (claim){'A', ib, ib->base_next + i, NULL, -1});
+      p->nwrites += ib->napps - skip;
+    }
+    bool stored_purge = ib->purge_upto && ib->purge_upto >= 1 && ib->last_sseq && ib->purge_sseq;
+    bool all_stored = ib->purge_upto + 1 >= ib->base_next;
+    bool becomes_empty = all_stored && ib->napps <= skip;
+    if (ib->forgot || stored_purge || (becomes_empty && ib->purge_upto && ib->purge_upto >= ib->base_next - 1 && ib->base_next > 1 && ib->last_sseq)) {
+      upart_inbox *u = &p->ups[p->nups++];
+      u->name = tern_strndup(ib->name, ib->nlen);
+      u->n = ib->nlen;
+      u->upto = TERN_MIN(ib->purge_upto, ib->next - 1);
+      u->purge_sseq = ib->purge_sseq;
+      u->last_sseq = ib->last_sseq;
+      u->epoch = ib->epoch;
+      u->all = becomes_empty;
+      u->forget = ib->forgot;
+      rec_upart(rec, u);
+      p->nwrites++;
+    } else if (becomes_empty && ib->purge_upto >= ib->base_next && !ib->last_sseq) {
+      /* appended and purged within the group only: the marker keeps the seqs */
+      upart_inbox *u = &p->ups[p->nups++];
+      u->name = tern_strndup(ib->name, ib->nlen);
+      u->n = ib->nlen;
+      u->upto = ib->purge_upto;
+      u->epoch = ib->epoch;
+      u->all = true;
+      rec_upart(rec, u);
+      p->nwrites++;
+    }
+  }
+  it = (tern_map_iter){0};
+  p->plain = tern_calloc(be->kvs.count + 1, sizeof *p->plain);
+  while (tern_map_next(&be->kvs, &it, &k, &kl, &v)) {
+    gkv *g = v;
+    if (!g->w) continue;
+    if (g->w == 2 && g->read && !g->old_live && g->rev == 0) continue; /* deleting what is not there */
+    p->nwrites++;
+    if (g->read) {
+      tern_buf_putc(rec, 'K');
+      tern_buf_putc(rec, (char)g->b);
+      rec_str(rec, g->key, g->klen);
+      tern_buf_put_be64(rec, g->rev);
+      tern_buf_putc(rec, g->old_live);
+      tern_buf_put_be32(rec, g->old.len);
+      tern_buf_append(rec, g->old.data, g->old.len);
+      plan_claim(p, (claim){'K', NULL, 0, g, -1});
+    } else {
+      rec_write(be, rec, g);
+      p->plain[p->nplain++] = g;
+    }
+  }
+  for (size_t i = 0; i < be->npdels; i++) {
+    tern_buf_putc(rec, 'X');
+    tern_buf_putc(rec, (char)be->pdels[i].b);
+    rec_str(rec, be->pdels[i].p, be->pdels[i].n);
+    p->nwrites++;
+  }
+}
+
+/* Publishes the claims, pipelined; 0, -EAGAIN (lost one), or another negative errno. */
+static int claims_run(nbe *be, gplan *p) {
+  slots_reset(be);
+  for (size_t i = 0; i < p->nclaims; i++) {
+    claim *c = &p->claims[i];
+    if (c->kind == 'A') {
+      ginbox *ib = c->ib;
+      size_t idx = (size_t)(c->seq - ib->base_next);
+      size_t off = 0;
+      for (size_t j = 0; j < idx; j++) off += 4 + tern_get_be32(ib->apps.data + off);
+      size_t len = tern_get_be32(ib->apps.data + off);
+      bool first = i == 0 || p->claims[i - 1].kind != 'A' || p->claims[i - 1].ib != ib;
+      c->slot = pub_append(be, ib, c->seq, (const uint8_t *)ib->apps.data + off + 4, len, first);
+    } else {
+      c->slot = pub_kv(be, c->g, true);
+    }
+  }
+  slots_wait(be, 0);
+  int rc = 0;
+  for (size_t i = 0; i < p->nclaims; i++) {
+    claim *c = &p->claims[i];
+    if (c->slot < 0) {
+      rc = rc ? rc : -ENOMEM;
+      continue;
+    }
+    slot s = slot_get(be, c->slot);
+    if (s.state == 1 && !s.dup) continue;
+    if (s.state == 1 && s.dup) {
+      /* Another writer's claim of the same seq, or a dead one (see claim_id). */
+      natsMsg *m = NULL;
+      int r = c->kind == 'A' ? dget(be, be->s_in, s.seq, NULL, NULL, &m) : 1;
+      if (r == 1 && m) natsMsg_Destroy(m);
+      else if (r == 0) burn(be, c->ib, c->seq);
+      be->failed = false;
+      s.state = 3; /* lost */
+      c->slot = -2;
+    } else if (s.code == JSStreamWrongLastSequenceErr || s.code == 10071) {
+      c->slot = -2;
+    } else {
+      fail(be, c->kind == 'A' ? "append" : "kv write", s.err, s.code);
+      int r = st_errno(s.err, s.code);
+      if (!rc || rc == -EAGAIN) rc = r;
+      c->slot = -3;
+      continue;
+    }
+    if (!rc) rc = -EAGAIN;
+  }
+  if (rc == -EAGAIN) snprintf(be->why, sizeof be->why, "another writer was first");
+  return rc;
+}
+
+/* Undoes the claims that were stored (after a lost race). */
+static int claims_undo(nbe *be, gplan *p) {
+  int rc = 0;
+  for (size_t i = 0; i < p->nclaims; i++) {
+    claim *c = &p->claims[i];
+    if (c->slot < 0) continue;
+    slot s = slot_get(be, c->slot);
+    if (s.state != 1 || s.dup) continue;
+    if (c->kind == 'A') {
+      int r = del_msg(be, be->s_in, s.seq);
+      if (r < 0) rc = r;
+      burn(be, c->ib, c->seq);
+    } else {
+      gkv *g = c->g;
+      long sl = g->old_live ? pub_raw_kv(be, g->b, g->key, g->klen, &g->old, false)
+                            : pub_raw_kv(be, g->b, g->key, g->klen, NULL, true);
+      (void)sl;
+    }
+  }
+  slots_wait(be, 0);
+  return rc;
+}
+
+static int uparts_run(nbe *be, gplan *p) {
+  slots_reset(be);
+  int rc = 0;
+  for (size_t i = 0; i < p->nplain; i++) pub_kv(be, p->plain[i], false);
+  for (size_t i = 0; i < p->nups && !rc; i++) rc = inbox_upart(be, &p->ups[i]);
+  for (size_t i = 0; i < be->npdels && !rc; i++) rc = prefix_delete(be, be->pdels[i].b, be->pdels[i].p, be->pdels[i].n);
+  slots_wait(be, 0);
+  for (size_t i = 0; i < be->nslots && !rc; i++) rc = slot_rc(be, (long)i, "kv write");
+  return rc;
+}
+
+static int record_del(nbe *be, uint64_t seq) { return seq ? del_msg(be, be->s_commit, seq) : 0; }
+
+static int replay(nbe *be);
+
+static int n_commit(void *self, char *err, size_t errlen) {
+  nbe *be = self;
+  int rc = 0;
+  if (be->replay_due && (rc = replay(be)) < 0) goto out;
+  if (be->failed) {
+    rc = -EIO;
+    goto out;
+  }
+  gplan p;
+  plan_build(be, &p, &be->rec);
+  if (p.nwrites == 0) {
+    plan_free(&p);
+    return 0;
+  }
+  /* One write alone needs no record: it is atomic by itself. */
+  bool need_rec = p.nwrites > 1;
+  uint64_t rec_seq = 0, mark_seq = 0;
+  if (need_rec && (rc = record_put(be, &be->rec, false, 0, &rec_seq)) < 0) goto done;
+  rc = claims_run(be, &p);
+  if (rc < 0) {
+    int r = claims_undo(be, &p);
+    if (r == 0) r = record_del(be, rec_seq);
+    if (r < 0) be->replay_due = true;
+    goto done;
+  }
+  if (be->crash_at == 1 && need_rec) raise(SIGKILL);
+  if (p.nplain || p.nups || be->npdels) {
+    if (need_rec && p.nclaims && (rc = record_put(be, &be->rec, true, rec_seq, &mark_seq)) < 0) {
+      be->replay_due = true;
+      goto done;
+    }
+    if (be->crash_at == 2 && need_rec) raise(SIGKILL);
+    if ((rc = uparts_run(be, &p)) < 0) {
+      be->replay_due = true;
+      goto done;
+    }
+  }
+  if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
+    be->replay_due = true; /* done, but the record stays: a replay rolls it forward again */
+    rc = 0;
+  }
+  rc = 1;
+done:
+  plan_free(&p);
+out:
+  if (rc < 0) snprintf(err, errlen, "%s", be->why[0] ? be->why : strerror(-rc));
+  if (rc == -ENOTCONN) atomic_store(&be->commit_unavail, true);
+  else if (rc >= 0) atomic_store(&be->commit_unavail, false);
+  return rc;
+}
+
+static void n_rollback(void *self) {
+  nbe *be = self;
+  group_clear(be);
+}
+
+/* ---- replay ---------------------------------------------------------------------------------- */
+
+/* Is the entry claiming (inbox, seq) after last_sseq ours? Returns its stream seq, or 0. */
+static uint64_t find_own_entry(nbe *be, const char *name, size_t n, uint64_t last_sseq, uint64_t seq, uint64_t gid) {
+  char *subj = tern_strdup(subj_in(be, &be->sbuf2, name, n));
+  uint64_t s = last_sseq + 1, found = 0;
+  for (int guard = 0; guard < 100000; guard++) {
+    natsMsg *m = NULL;
+    uint64_t ss = 0;
+    if (lnext(be, be->s_in, s, subj, &m, &ss) != 1) break;
+    uint64_t t = hdr_u64(m, "Tern-Seq", NULL), g = hdr_u64(m, "Tern-Gid", NULL);
+    natsMsg_Destroy(m);
+    if (t == seq && g == gid) {
+      found = ss;
+      break;
+    }
+    if (t > seq) break;
+    s = ss + 1;
+  }
+  tern_free(subj);
+  be->failed = false;
+  return found;
+}
+
+/* Rolls one record forward (claimed) or back. */
+static int replay_one(nbe *be, const uint8_t *d, size_t n, bool claimed) {
+  rd r = {d, d + n, false};
+  if (rd_be(&r, 1) != REC_VERSION) return 0; /* not ours to read: drop it */
+  uint64_t gid = rd_be(&r, 8);
+  uint64_t save_gid = be->gid;
+  be->gid = gid;
+  int rc = 0;
+  slots_reset(be);
+  while (r.p < r.end && !r.bad && rc == 0) {
+    int tag = (int)rd_be(&r, 1);
+    if (tag == 'A') {
+      size_t nl = rd_be(&r, 2);
+      const char *name = rd_bytes(&r, nl);
+      uint64_t first = rd_be(&r, 8), count = rd_be(&r, 8), last_sseq = rd_be(&r, 8);
+      (void)rd_be(&r, 8);
+      if (r.bad || claimed) continue;
+      for (uint64_t s = first; s < first + count; s++) {
+        uint64_t ss = find_own_entry(be, name, nl, last_sseq, s, gid);
+        if (ss) rc = del_msg(be, be->s_in, ss);
+      }
+    } else if (tag == 'K') {
+      int b = (int)rd_be(&r, 1);
+      size_t kl = rd_be(&r, 2);
+      const char *key = rd_bytes(&r, kl);
+      (void)rd_be(&r, 8);
+      bool old_live = rd_be(&r, 1);
+      size_t ol = rd_be(&r, 4);
+      const char *old = rd_bytes(&r, ol);
+      if (r.bad || claimed || b >= TERN_BUCKET__COUNT) continue;
+      /* Restore only what still carries our gid. */
+      tern_buf cur = {0};
+      uint64_t rev;
+      int g = kv_fetch(be, b, key, kl, &cur, &rev);
+      unwrapped u;
+      if (g == 1 && unwrap((const uint8_t *)cur.data, cur.len, &u) && u.gid == gid && own_node(be, &u)) {
+        tern_buf ob = {0};
+        tern_buf_append(&ob, old, ol);
+        pub_raw_kv(be, b, key, kl, &ob, !old_live);
+        tern_buf_free(&ob);
+      } else if (g < 0) {
+        rc = g;
+      }
+      tern_buf_free(&cur);
+    } else if (tag == 'W') {
+      int b = (int)rd_be(&r, 1);
+      size_t kl = rd_be(&r, 2);
+      const char *key = rd_bytes(&r, kl);
+      (void)rd_be(&r, 1);
+      size_t wl = rd_be(&r, 4);
+      const char *w = rd_bytes(&r, wl);
+      if (r.bad || !claimed || b >= TERN_BUCKET__COUNT) continue;
+      tern_buf wb = {0};
+      tern_buf_append(&wb, w, wl);
+      pub_raw_kv(be, b, key, kl, &wb, false);
+      tern_buf_free(&wb);
+    } else if (tag == 'P') {
+      upart_inbox u = {0};
+      u.n = rd_be(&r, 2);
+      const char *name = rd_bytes(&r, u.n);
+      u.upto = rd_be(&r, 8);
+      u.purge_sseq = rd_be(&r, 8);
+      u.last_sseq = rd_be(&r, 8);
+      u.all = rd_be(&r, 1);
+      u.epoch = rd_be(&r, 8);
+      u.forget = rd_be(&r, 1);
+      if (r.bad || !claimed) continue;
+      u.name = tern_strndup(name, u.n);
+      rc = inbox_upart(be, &u);
+      tern_free(u.name);
+    } else if (tag == 'X') {
+      int b = (int)rd_be(&r, 1);
+      size_t pl = rd_be(&r, 2);
+      const char *pfx = rd_bytes(&r, pl);
+      if (r.bad || !claimed || b >= TERN_BUCKET__COUNT) continue;
+      rc = prefix_delete(be, b, pfx, pl);
+    } else {
+      break;
+    }
+  }
+  slots_wait(be, 0);
+  for (size_t i = 0; i < be->nslots && !rc; i++) {
+    slot s = slot_get(be, (long)i);
+    if (s.state == 2) rc = st_errno(s.err, s.code);
+  }
+  be->gid = save_gid;
+  return rc;
+}
+
+/* Replays this node's records left in NS_COMMIT (a crash, or a commit cut short). */
+static int replay(nbe *be) {
+  tern_buf subj = {0};
+  tern_buf_printf(&subj, "%s.commit.%s", be->ns, be->node_enc);
+  const char *sj = tern_buf_cstr(&subj);
+  uint64_t s = 1;
+  int rc = 0;
+  /* records first (with whether each was marked claimed), then act */
+  typedef struct pend {
+    uint64_t seq, mark;
+    natsMsg *m;
+  } pend;
+  pend *ps = NULL;
+  size_t np = 0, cap = 0;
+  for (;;) {
+    natsMsg *m = NULL;
+    int r = dget(be, be->s_commit, s, sj, NULL, &m);
+    if (r < 0) {
+      rc = r;
+      break;
+    }
+    if (r == 0) break;
+    uint64_t ss = natsMsg_GetSequence(m);
+    bool ok;
+    uint64_t claimed = hdr_u64(m, "Tern-Claimed", &ok);
+    if (ok) {
+      for (size_t i = 0; i < np; i++)
+        if (ps[i].seq == claimed) ps[i].mark = ss;
+      natsMsg_Destroy(m);
+      /* a mark whose record is gone: just delete it */
+      bool found = false;
+      for (size_t i = 0; i < np; i++) found |= ps[i].seq == claimed;
+      if (!found) del_msg(be, be->s_commit, ss);
+    } else {
+      if (np == cap) {
+        cap = cap ? cap * 2 : 8;
+        ps = tern_realloc(ps, cap * sizeof *ps);
+      }
+      ps[np++] = (pend){ss, 0, m};
+    }
+    s = ss + 1;
+  }
+  for (size_t i = 0; i < np; i++) {
+    if (rc == 0) {
+      TERN_INFO("nats: replaying a commit record", "seq=%" PRIu64 " claimed=%d", ps[i].seq, ps[i].mark != 0);
+      rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0);
+      if (rc == 0 && ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
+      if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
+    }
+    natsMsg_Destroy(ps[i].m);
+  }
+  tern_free(ps);
+  tern_buf_free(&subj);
+  if (rc == 0) be->replay_due = false;
+  else be->replay_due = true;
+  return rc;
+}
+
+/* ---- outside groups -------------------------------------------------------------------------- */
+
+typedef struct load_arg {
+  tern_kv_visit fn;
+  void *arg;
+} load_arg;
+
+static bool load_cb(nbe *be, const char *key, size_t klen, const unwrapped *u, void *arg) {
+  load_arg *a = arg;
+  return a->fn(key, klen, u->v, u->n, u->ts, a->arg);
+}
+
+static int n_load(void *self, tern_bucket b, tern_kv_visit fn, void *arg, char *err, size_t errlen) {
+  nbe *be = self;
+  load_arg a = {fn, arg};
+  be->failed = false;
+  int r = kv_scan(be, b, "", load_cb, &a, NULL);
+  if (r < 0) snprintf(err, errlen, "%s", be->why);
+  be->failed = false;
+  return r;
+}
+
+static const char *n_why(void *self) {
+  nbe *be = self;
+  return be->why[0] ? be->why : NULL;
+}
+
+static int64_t n_total(void *self) {
+  nbe *be = self;
+  jsStreamInfo *si = NULL;
+  jsErrCode code = 0;
+  if (js_GetStreamInfo(&si, be->js, be->s_in, NULL, &code) != NATS_OK) return -1;
+  int64_t t = (int64_t)si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  return t;
+}
+
+/* ---- shared duties: on_change, catch_up, the bus --------------------------------------------- */
+
+/* One thread per directory bucket: nats.c 3.4.1 has no watch callback (layout pitfall 5). */
+static void *watch_main(void *arg) {
+  watcher *w = arg;
+  nbe *be = w->be;
+  tern_buf kb = {0};
+  while (!atomic_load(&be->stop)) {
+    kvEntry *e = NULL;
+    natsStatus s = kvWatcher_Next(&e, w->w, 250);
+    if (s == NATS_TIMEOUT) continue;
+    if (s != NATS_OK) {
+      if (atomic_load(&be->stop)) break;
+      usleep(100000);
+      continue;
+    }
+    if (!e) {
+      pthread_mutex_lock(&be->wmu);
+      be->winit[w->b] = true;
+      pthread_cond_broadcast(&be->wcv);
+      pthread_mutex_unlock(&be->wmu);
+      continue;
+    }
+    uint64_t rev = kvEntry_Revision(e);
+    unwrapped u;
+    const char *k = kvEntry_Key(e);
+    dec_key(&kb, k, strlen(k));
+    bool ok = kvEntry_Operation(e) == kvOp_Put && unwrap((const uint8_t *)kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &u);
+    bool initial = false;
+    pthread_mutex_lock(&be->wmu);
+    initial = !be->winit[w->b];
+    pthread_mutex_unlock(&be->wmu);
+    /* The initial values are what load() read; only later changes by other nodes are raised. */
+    if (ok && !initial && !own_node(be, &u) && be->opts.on_change)
+      be->opts.on_change(be->opts.shared_arg, (tern_bucket)w->b, kb.data ? kb.data : "", kb.len, u.live ? u.v : NULL,
+                         u.live ? u.n : 0);
+    kvEntry_Destroy(e);
+    pthread_mutex_lock(&be->wmu);
+    if (rev > be->wseen[w->b]) be->wseen[w->b] = rev;
+    pthread_cond_broadcast(&be->wcv);
+    pthread_mutex_unlock(&be->wmu);
+  }
+  tern_buf_free(&kb);
+  return NULL;
+}
+
+static int n_catch_up(void *self, char *err, size_t errlen) {
+  nbe *be = self;
+  for (int b = 0; b < TERN_BUCKET__COUNT; b++) {
+    if (!bucket_is_dir(b) || !be->watch[b].w) continue;
+    char stream[160];
+    snprintf(stream, sizeof stream, "KV_%s", be->kvname[b]);
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    natsStatus s = js_GetStreamInfo(&si, be->js, stream, NULL, &code);
+    if (s != NATS_OK) {
+      snprintf(err, errlen, "catch up: %s", natsStatus_GetText(s));
+      return st_errno(s, code);
+    }
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    int64_t deadline = tern_now_ms() + 5000;
+    pthread_mutex_lock(&be->wmu);
+    while (!(be->winit[b] && be->wseen[b] >= last) && tern_now_ms() < deadline) {
+      struct timespec t;
+      clock_gettime(CLOCK_REALTIME, &t);
+      t.tv_nsec += 50000000;
+      if (t.tv_nsec >= 1000000000) t.tv_sec++, t.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&be->wcv, &be->wmu, &t);
+    }
+    bool ok = be->winit[b] && be->wseen[b] >= last;
+    pthread_mutex_unlock(&be->wmu);
+    if (!ok) {
+      /* The last entries may be the bucket's own deletions of expired or rolled-up records
+       * that a watcher never sees; after the initial values, that is caught up. */
+      pthread_mutex_lock(&be->wmu);
+      ok = be->winit[b];
+      pthread_mutex_unlock(&be->wmu);
+      if (!ok) {
+        snprintf(err, errlen, "catch up: the directory watch is behind");
+        return -ENOTCONN;
+      }
+    }
+  }
+  return 0;
+}
+
+static void on_bus_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+  nbe *be = closure;
+  const char *from = NULL;
+  if (natsMsgHeader_Get(msg, "Tern-Node", &from) == NATS_OK && from && strcmp(from, be->node) != 0 && be->opts.on_bus)
+    be->opts.on_bus(be->opts.shared_arg, (const uint8_t *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+  natsMsg_Destroy(msg);
+}
+
+static void n_bus_publish(void *self, const void *msg, size_t len) {
+  nbe *be = self;
+  char subj[160];
+  snprintf(subj, sizeof subj, "%s.bus", be->ns);
+  natsMsg *m = msg_new(subj, msg, len);
+  if (!m) return;
+  natsMsgHeader_Set(m, "Tern-Node", be->node);
+  natsConnection_PublishMsg(be->nc, m); /* buffered: never blocks on the network */
+  natsMsg_Destroy(m);
+}
+
+/* ---- health ------------------------------------------------------------------------------------ */
+
+enum { HEALTH_POLL_MS = 2000 };
+
+/* Polls the inbox stream's info every HEALTH_POLL_MS, off every loop: unavailable when it
+ * cannot be read (no meta leader, no quorum) or the stream has no leader; degraded when a
+ * replica is offline or behind. */
+static void *health_main(void *arg) {
+  nbe *be = arg;
+  pthread_mutex_lock(&be->hmu);
+  while (!atomic_load(&be->stop)) {
+    pthread_mutex_unlock(&be->hmu);
+    int h = 0;
+    char why[200] = "";
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
+    if (natsConnection_Status(be->nc) != NATS_CONN_STATUS_CONNECTED) {
+      h = 2;
+      snprintf(why, sizeof why, "not connected to NATS");
+    } else if (js_GetStreamInfo(&si, be->js, be->s_in, &o, &code) != NATS_OK) {
+      h = 2;
+      snprintf(why, sizeof why, "JetStream does not answer (no quorum?)");
+    } else {
+      jsClusterInfo *ci = si->Cluster;
+      if (ci && be->replicas > 1) {
+        if (!ci->Leader || !*ci->Leader) {
+          h = 2;
+          snprintf(why, sizeof why, "stream %s has no leader", be->s_in);
+        }
+        for (int i = 0; i < ci->ReplicasLen && h == 0; i++) {
+          jsPeerInfo *pi = ci->Replicas[i];
+          if (pi->Offline || !pi->Current) {
+            h = 1;
+            snprintf(why, sizeof why, "NATS server %s is %s", pi->Name ? pi->Name : "?", pi->Offline ? "offline" : "behind");
+          }
+        }
+        if (h == 0 && ci->ReplicasLen + 1 < be->replicas) {
+          h = 1;
+          snprintf(why, sizeof why, "stream %s has %d of %d replicas", be->s_in, ci->ReplicasLen + 1, be->replicas);
+        }
+      }
+    }
+    jsStreamInfo_Destroy(si);
+    if (h < 2 && atomic_load(&be->commit_unavail)) {
+      h = 2;
+      snprintf(why, sizeof why, "the last write found no quorum");
+    }
+    pthread_mutex_lock(&be->hmu);
+    be->health = h;
+    snprintf(be->health_why, sizeof be->health_why, "%s", why);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += HEALTH_POLL_MS / 1000;
+    if (!atomic_load(&be->stop)) pthread_cond_timedwait(&be->hcv, &be->hmu, &t);
+  }
+  pthread_mutex_unlock(&be->hmu);
+  return NULL;
+}
+
+static int n_health(void *self, char *reason, size_t n) {
+  nbe *be = self;
+  pthread_mutex_lock(&be->hmu);
+  int h = be->health;
+  if (n) snprintf(reason, n, "%s", be->health_why);
+  pthread_mutex_unlock(&be->hmu);
+  if (h < 2 && atomic_load(&be->commit_unavail)) {
+    h = 2;
+    if (n) snprintf(reason, n, "the last write found no quorum");
+  }
+  return h;
+}
+
+/* ---- open / close ---------------------------------------------------------------------------- */
+
+static void n_close(void *self) {
+  nbe *be = self;
+  atomic_store(&be->stop, true);
+  if (be->health_started) {
+    pthread_mutex_lock(&be->hmu);
+    pthread_cond_broadcast(&be->hcv);
+    pthread_mutex_unlock(&be->hmu);
+    pthread_join(be->health_th, NULL);
+  }
+  for (int b = 0; b < TERN_BUCKET__COUNT; b++)
+    if (be->watch[b].w) {
+      kvWatcher_Stop(be->watch[b].w);
+      pthread_join(be->watch[b].th, NULL);
+      kvWatcher_Destroy(be->watch[b].w);
+    }
+  if (be->bus_sub) {
+    natsSubscription_Unsubscribe(be->bus_sub);
+    natsSubscription_Destroy(be->bus_sub);
+  }
+  if (be->js) js_PublishAsyncComplete(be->js, NULL);
+  for (int b = 0; b < TERN_BUCKET__COUNT; b++) {
+    if (be->kv[b]) kvStore_Destroy(be->kv[b]);
+    tern_free(be->kvname[b]);
+  }
+  if (be->js) jsCtx_Destroy(be->js);
+  if (be->nc) {
+    natsConnection_FlushTimeout(be->nc, 1000);
+    natsConnection_Close(be->nc);
+    natsConnection_Destroy(be->nc);
+  }
+  group_clear(be);
+  tern_map_free(&be->burned);
+  tern_free(be->pdels);
+  tern_free(be->slots);
+  for (size_t i = 0; i < be->nwalk; i++) tern_free(be->walk[i]);
+  tern_free(be->walk);
+  tern_buf_free(&be->sbuf);
+  tern_buf_free(&be->sbuf2);
+  tern_buf_free(&be->rec);
+  pthread_mutex_destroy(&be->mu);
+  pthread_cond_destroy(&be->cv);
+  pthread_mutex_destroy(&be->wmu);
+  pthread_cond_destroy(&be->wcv);
+  pthread_mutex_destroy(&be->hmu);
+  pthread_cond_destroy(&be->hcv);
+  tern_free(be->ns);
+  tern_free(be->NS);
+  tern_free(be->node);
+  tern_free(be->node_enc);
+  tern_free(be);
+}
+
+static const tern_backend_vt nats_vt = {
+    .name = "nats",
+    .begin = n_begin,
+    .inbox_get = n_inbox_get,
+    .append = n_append,
+    .read = n_read,
+    .purge = n_purge,
+    .forget = n_forget,
+    .inbox_next = n_inbox_next,
+    .kv_get = n_kv_get,
+    .kv_put = n_kv_put,
+    .kv_del = n_kv_del,
+    .kv_del_prefix = n_kv_del_prefix,
+    .kv_expire = n_kv_expire,
+    .commit = n_commit,
+    .rollback = n_rollback,
+    .load = n_load,
+    .why = n_why,
+    .total = n_total,
+    .close = n_close,
+    .catch_up = n_catch_up,
+    .bus_publish = n_bus_publish,
+    .health = n_health,
+};
+
+/* nats.c's library state (its timer, GC and callback threads, the global delivery pool) is
+ * process-wide by design of the library; it is opened once, on first use, and stays for the
+ * process (nats_Close would tear it down under other stores of the same process). */
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static natsStatus lib_status = NATS_OK;
+static void lib_open(void) { lib_status = nats_Open(-1); }
+
+static int add_stream(nbe *be, const char *name, const char *subj, int64_t max_per_subj, char *err, size_t errlen) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = name;
+  cfg.Subjects = (const char *[]){subj};
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Replicas = be->replicas;
+  cfg.AllowDirect = true;
+  cfg.Duplicates = (int64_t)DUP_WINDOW_S * 1000000000LL;
+  if (max_per_subj > 0) cfg.MaxMsgsPerSubject = max_per_subj;
+  jsStreamInfo *si = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_AddStream(&si, be->js, &cfg, NULL, &code);
+  if (s != NATS_OK && code == JSStreamNameExistErr) s = NATS_OK;
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK) {
+    const char *last = nats_GetLastError(NULL);
+    snprintf(err, errlen, "nats: cannot create stream %s: %s%s%s", name, natsStatus_GetText(s), last ? ": " : "", last ? last : "");
+    return st_errno(s, code) == -ENOTCONN ? -ENOTCONN : -EIO;
+  }
+  return 0;
+}
+
+int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen) {
+  pthread_once(&lib_once, lib_open);
+  if (lib_status != NATS_OK) {
+    snprintf(err, errlen, "nats: cannot initialise nats.c: %s", natsStatus_GetText(lib_status));
+    return -EIO;
+  }
+  const char *urls = opts->nats_urls && *opts->nats_urls ? opts->nats_urls : "nats://127.0.0.1:4222";
+  nbe *be = TERN_NEW(nbe);
+  be->opts = *opts;
+  /* Test hook of tests/unit/store (a crash between the steps of a commit); read once. */
+  const char *crash = getenv("TERN_TEST_NATS_CRASH");
+  be->crash_at = crash ? atoi(crash) : 0;
+  pthread_mutex_init(&be->mu, NULL);
+  pthread_cond_init(&be->cv, NULL);
+  pthread_mutex_init(&be->wmu, NULL);
+  pthread_cond_init(&be->wcv, NULL);
+  pthread_mutex_init(&be->hmu, NULL);
+  pthread_cond_init(&be->hcv, NULL);
+  const char *ns = opts->nats_namespace && *opts->nats_namespace ? opts->nats_namespace : "tern";
+  tern_buf b = {0};
+  enc_token(&b, ns, strlen(ns));
+  be->ns = tern_strndup(b.data, b.len);
+  tern_buf_reset(&b);
+  for (const char *p = ns; *p; p++) tern_buf_putc(&b, tok_keep((unsigned char)*p) ? *p : '_');
+  be->NS = tern_strndup(b.data, b.len);
+  const char *node = opts->node && *opts->node ? opts->node : "local";
+  be->node = tern_strndup(node, TERN_MIN(strlen(node), 200));
+  tern_buf_reset(&b);
+  enc_token(&b, be->node, strlen(be->node));
+  be->node_enc = tern_strndup(b.data, b.len);
+  tern_buf_free(&b);
+  /* A group id unique across restarts and nodes: start time and pid in the high bits. */
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  be->gid_base = (((uint64_t)now.tv_sec * 1000003u) ^ ((uint64_t)now.tv_nsec << 7) ^ ((uint64_t)getpid() << 40)) << 20;
+  snprintf(be->s_in, sizeof be->s_in, "%s_IN", be->NS);
+  snprintf(be->s_mk, sizeof be->s_mk, "%s_MK", be->NS);
+  snprintf(be->s_commit, sizeof be->s_commit, "%s_COMMIT", be->NS);
+
+  /* servers: nats.c 3.4.1's SetURL takes one URL, so split the list for SetServers */
+  char *copy = tern_strdup(urls), *save = NULL;
+  const char *list[32];
+  int n = 0;
+  for (char *t = strtok_r(copy, ",", &save); t && n < 32; t = strtok_r(NULL, ",", &save))
+    if (*t) list[n++] = t;
+  be->replicas = opts->nats_replicas > 0 ? opts->nats_replicas : n >= 3 ? 3 : 1;
+  natsOptions *no = NULL;
+  natsStatus s = natsOptions_Create(&no);
+  if (s == NATS_OK) s = natsOptions_SetServers(no, list, n);
+  if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(no, true); /* no thread per subscription */
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, 200);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(no, WAIT_MS);
+  if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(no, 1000000);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(no, false, NULL, NULL);
+  if (s == NATS_OK) s = natsConnection_Connect(&be->nc, no);
+  natsOptions_Destroy(no);
+  tern_free(copy);
+  if (s != NATS_OK) {
+    snprintf(err, errlen, "nats: cannot connect to %s: %s", urls, natsStatus_GetText(s));
+    n_close(be);
+    return -ENOTCONN;
+  }
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = WAIT_MS;
+  jo.PublishAsync.MaxPending = MAX_PENDING;
+  jo.PublishAsync.AckHandler = on_ack;
+  jo.PublishAsync.AckHandlerClosure = be;
+  s = natsConnection_JetStream(&be->js, be->nc, &jo);
+  if (s != NATS_OK) {
+    snprintf(err, errlen, "nats: JetStream: %s", natsStatus_GetText(s));
+    n_close(be);
+    return -EIO;
+  }
+  char subj[160];
+  int r;
+  snprintf(subj, sizeof subj, "%s.in.>", be->ns);
+  if ((r = add_stream(be, be->s_in, subj, 0, err, errlen)) < 0) goto fail_r;
+  snprintf(subj, sizeof subj, "%s.mk.>", be->ns);
+  if ((r = add_stream(be, be->s_mk, subj, 1, err, errlen)) < 0) goto fail_r;
+  snprintf(subj, sizeof subj, "%s.commit.>", be->ns);
+  if ((r = add_stream(be, be->s_commit, subj, 0, err, errlen)) < 0) goto fail_r;
+  for (int bk = 0; bk < TERN_BUCKET__COUNT; bk++) {
+    char nm[160];
+    if (bucket_names[bk]) snprintf(nm, sizeof nm, "%s_%s", be->NS, bucket_names[bk]);
+    else snprintf(nm, sizeof nm, "%s_b%d", be->NS, bk);
+    be->kvname[bk] = tern_strdup(nm);
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = nm;
+    kc.History = 1;
+    kc.Replicas = be->replicas;
+    kc.StorageType = js_FileStorage;
+    if (opts->ttl_ms[bk] > 0) kc.TTL = opts->ttl_ms[bk] * 1000000LL; /* nanoseconds (layout pitfall 6) */
+    s = js_CreateKeyValue(&be->kv[bk], be->js, &kc);
+    if (s != NATS_OK) s = js_KeyValue(&be->kv[bk], be->js, nm); /* exists (perhaps with another TTL) */
+    if (s != NATS_OK) {
+      snprintf(err, errlen, "nats: cannot create bucket %s: %s", nm, natsStatus_GetText(s));
+      r = st_errno(s, 0) == -ENOTCONN ? -ENOTCONN : -EIO;
+      goto fail_r;
+    }
+  }
+  /* A group left half-done by a crash of this node is finished or undone before anything else. */
+  if ((r = replay(be)) < 0) {
+    snprintf(err, errlen, "nats: replay: %s", be->why);
+    goto fail_r;
+  }
+  /* on_change: a watcher per directory bucket, from its current state on. */
+  for (int bk = 0; bk < TERN_BUCKET__COUNT; bk++) {
+    if (!bucket_is_dir(bk)) continue;
+    kvWatchOptions wo;
+    kvWatchOptions_Init(&wo);
+    s = kvStore_WatchAll(&be->watch[bk].w, be->kv[bk], &wo);
+    if (s != NATS_OK) {
+      snprintf(err, errlen, "nats: cannot watch %s: %s", be->kvname[bk], natsStatus_GetText(s));
+      r = -EIO;
+      goto fail_r;
+    }
+    be->watch[bk].be = be;
+    be->watch[bk].b = bk;
+    pthread_create(&be->watch[bk].th, NULL, watch_main, &be->watch[bk]);
+  }
+  snprintf(subj, sizeof subj, "%s.bus", be->ns);
+  s = natsConnection_Subscribe(&be->bus_sub, be->nc, subj, on_bus_msg, be);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(be->bus_sub, -1, -1);
+  if (s != NATS_OK) {
+    snprintf(err, errlen, "nats: cannot subscribe to the bus: %s", natsStatus_GetText(s));
+    r = -EIO;
+    goto fail_r;
+  }
+  be->health_started = pthread_create(&be->health_th, NULL, health_main, be) == 0;
+  TERN_INFO("nats store open", "servers=%d replicas=%d namespace=%s node=%s", n, be->replicas, be->ns, be->node);
+  out->vt = &nats_vt;
+  out->self = be;
+  return 0;
+fail_r:
+  n_close(be);
+  return r;
+}
