@@ -282,7 +282,7 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_user(a, req, p + 10);
-  } else if (!strcmp(p, "/v1/privacy") || !strncmp(p, "/v1/blocks", 10)) {
+  } else if (!strcmp(p, "/v1/privacy") || !strncmp(p, "/v1/blocks", 10) || !strncmp(p, "/v1/mutes", 9)) {
     tern_privacy_route(a, req);
   } else if (!strncmp(p, "/v1/groups", 10) && (p[10] == '\0' || p[10] == '/')) {
     tern_groupapi_route(a, req);

@@ -19,6 +19,7 @@
 #include "core/groups.h"
 #include "core/limits.h"
 #include "core/msgid.h"
+#include "core/privacy.h"
 #include "core/pushglue.h"
 #include "core/router.h"
 #include "media/media.h"
@@ -39,9 +40,11 @@ typedef struct group_send {
   int32_t *member_of;     /* per target: index into members, -1 for the sender's own devices */
   char *body;             /* a copy for push previews, or NULL */
   size_t body_len;
+  uint8_t *mentioned;     /* per member: named in mentions (pushed even when muted) */
 } group_send;
 
 static void group_send_free(group_send *g) {
+  tern_free(g->mentioned);
   tern_free(g->members);
   tern_free(g->member_of);
   tern_free(g->body);
@@ -104,6 +107,8 @@ static void on_group_send_done(tern_store_op *op) {
       if (g->member_of[i] < 0 || ap->targets[i].skipped || !d || d->removed || d->session ||
           tern_cluster_device_elsewhere(a, d))
         continue;
+      /* a muted group makes no push, except to a member it mentions (PROTOCOL.md 15) */
+      if (tern_privacy_muted(d->user, 'g', g->group_id) && !(g->mentioned && g->mentioned[g->member_of[i]])) continue;
       tern_pushglue_offline(a, d, g->from->name, g->group_id, g->group_name, g->body, g->body_len);
     }
   }
@@ -170,6 +175,12 @@ static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame
     if (u != from && (!devs || tern_map_gets(&listed, u->name))) g->members[g->nmembers++] = u;
   }
   tern_map_free(&listed);
+  if (f->nmentions) {
+    g->mentioned = tern_calloc(g->nmembers ? g->nmembers : 1, 1);
+    for (size_t m = 0; m < g->nmembers; m++)
+      for (size_t k = 0; k < f->nmentions; k++)
+        if (!strcmp(g->members[m]->name, f->mentions[k])) g->mentioned[m] = 1;
+  }
   if (a->cfg->push_previews && f->body) {
     g->body = tern_memdup(f->body, f->body_len);
     g->body_len = f->body_len;

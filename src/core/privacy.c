@@ -12,13 +12,14 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "core/api.h"
+#include "core/groups.h"
 #include "core/presence.h"
 #include "core/session.h"
 #include "net/server.h"
 #include "proto/frame.h"
 
 #define KV_PREFIX "privacy/"
-enum { REC_VERSION = 1, F_LAST_SEEN_NOBODY = 1, F_READ_RECEIPTS_OFF = 2 };
+enum { REC_VERSION = 2, F_LAST_SEEN_NOBODY = 1, F_READ_RECEIPTS_OFF = 2 };
 
 /* ---- the model ---- */
 
@@ -49,10 +50,23 @@ bool tern_privacy_read_receipts(const tern_user *reader, const tern_user *sender
          !(sender->privacy && sender->privacy->read_receipts_off);
 }
 
+bool tern_privacy_muted(const tern_user *u, char kind, const char *name) {
+  const tern_privacy *p = u->privacy;
+  if (!p || !p->nmutes) return false;
+  int64_t now = tern_now_ms();
+  for (size_t i = 0; i < p->nmutes; i++) {
+    const tern_mute *m = &p->mutes[i];
+    if (m->kind == kind && !strcmp(m->name, name)) return m->until == 0 || m->until > now;
+  }
+  return false;
+}
+
 void tern_privacy_free(tern_privacy *p) {
   if (!p) return;
   for (size_t i = 0; i < p->nblocked; i++) tern_free(p->blocked[i]);
   tern_free(p->blocked);
+  for (size_t i = 0; i < p->nmutes; i++) tern_free(p->mutes[i].name);
+  tern_free(p->mutes);
   tern_free(p);
 }
 
@@ -67,10 +81,18 @@ void tern_privacy_encode(const tern_privacy *p, tern_buf *out) {
     tern_buf_putc(out, (char)n);
     tern_buf_append(out, p->blocked[i], n);
   }
+  tern_buf_put_be32(out, p->nmutes);
+  for (size_t i = 0; i < p->nmutes; i++) {
+    size_t n = strlen(p->mutes[i].name);
+    tern_buf_putc(out, p->mutes[i].kind);
+    tern_buf_putc(out, (char)n);
+    tern_buf_append(out, p->mutes[i].name, n);
+    tern_buf_put_be64(out, (uint64_t)p->mutes[i].until);
+  }
 }
 
 tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len) {
-  if (len < 6 || v[0] != REC_VERSION) return NULL;
+  if (len < 6 || v[0] < 1 || v[0] > REC_VERSION) return NULL;
   uint32_t n = tern_get_be32(v + 2);
   if (n > TERN_PRIVACY_MAX_BLOCKS) return NULL;
   tern_privacy *p = TERN_NEW(tern_privacy);
@@ -85,6 +107,27 @@ tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len) {
     }
     p->blocked[p->nblocked++] = tern_strndup((const char *)v + off + 1, v[off]);
     off += 1 + (size_t)v[off];
+  }
+  if (v[0] >= 2) { /* the mutes */
+    uint32_t m = off + 4 <= len ? tern_get_be32(v + off) : UINT32_MAX;
+    if (m > TERN_PRIVACY_MAX_MUTES) {
+      tern_privacy_free(p);
+      return NULL;
+    }
+    off += 4;
+    p->mutes = tern_calloc(m ? m : 1, sizeof *p->mutes);
+    for (uint32_t i = 0; i < m; i++) {
+      size_t nl = off + 2 <= len ? v[off + 1] : 0;
+      if (off + 2 > len || (v[off] != 'u' && v[off] != 'g') || nl == 0 || nl > 64 || off + 2 + nl + 8 > len) {
+        tern_privacy_free(p);
+        return NULL;
+      }
+      tern_mute *mu = &p->mutes[p->nmutes++];
+      mu->kind = (char)v[off];
+      mu->name = tern_strndup((const char *)v + off + 2, nl);
+      mu->until = (int64_t)tern_get_be64(v + off + 2 + nl);
+      off += 2 + nl + 8;
+    }
   }
   if (off != len) {
     tern_privacy_free(p);
@@ -279,6 +322,96 @@ static void privacy_patch(tern_app *a, tern_http_req *req, tern_user *me) {
   store(a, req, me, &next);
 }
 
+static void mutes_list(tern_http_req *req, const tern_user *me) {
+  tern_buf b = {0};
+  tern_buf_puts(&b, "{\"mutes\":[");
+  const tern_privacy *p = me->privacy;
+  int64_t now = tern_now_ms();
+  bool first = true;
+  for (size_t i = 0; p && i < p->nmutes; i++) {
+    const tern_mute *m = &p->mutes[i];
+    if (m->until && m->until <= now) continue; /* over */
+    if (!first) tern_buf_putc(&b, ',');
+    first = false;
+    tern_buf_puts(&b, m->kind == 'u' ? "{\"user\":" : "{\"group_id\":");
+    tern_buf_put_json_str(&b, m->name, strlen(m->name));
+    tern_buf_puts(&b, ",\"until\":");
+    if (m->until) tern_buf_put_i64(&b, m->until);
+    else tern_buf_puts(&b, "null");
+    tern_buf_putc(&b, '}');
+  }
+  tern_buf_puts(&b, "]}");
+  tern_http_json(req, 200, &b);
+  tern_buf_free(&b);
+}
+
+/* PUT (with {"until":MS|null}) or DELETE a mute of a user's 1:1 messages or of a group. */
+static void mute_change(tern_app *a, tern_http_req *req, tern_user *me, char kind, const char *raw, bool put) {
+  char name[TERN_GROUP_ID_MAX + TERN_USERNAME_MAX + 1];
+  if (kind == 'u') {
+    if (!tern_username_normalize(raw, strlen(raw), name)) {
+      tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+      return;
+    }
+    tern_user *u = tern_dir_user(a->dir, name);
+    if (put && (!u || u->pending)) {
+      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+      return;
+    }
+  } else {
+    snprintf(name, sizeof name, "%s", raw);
+    tern_group *g = tern_groups_get(a->groups, name);
+    if (put && (!g || !tern_group_member(g, me))) {
+      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "not_found", "no such group");
+      return;
+    }
+  }
+  int64_t until = 0;
+  if (put) {
+    tern_wire_doc doc;
+    cJSON *j = tern_api_json_body(req, &doc);
+    if (!j) return;
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "until");
+    bool ok = !u || cJSON_IsNull(u) || (cJSON_IsNumber(u) && u->valuedouble >= 1 && u->valuedouble <= 9.0e15);
+    if (ok && cJSON_IsNumber(u)) until = (int64_t)u->valuedouble;
+    tern_wire_doc_free(&doc);
+    if (!ok) {
+      tern_http_error(req, 400, "bad_request", "until is a time in ms, or null for forever");
+      return;
+    }
+  }
+  tern_privacy next = current(me);
+  tern_mute *list = tern_malloc((next.nmutes + 1) * sizeof *list);
+  size_t n = 0;
+  bool found = false;
+  for (size_t i = 0; i < next.nmutes; i++) {
+    tern_mute m = next.mutes[i];
+    if (m.kind == kind && !strcmp(m.name, name)) {
+      found = true;
+      if (!put) continue;
+      m.until = until;
+    }
+    list[n++] = m;
+  }
+  if (put && !found) {
+    if (n >= TERN_PRIVACY_MAX_MUTES) {
+      tern_free(list);
+      tern_http_error(req, 413, "too_large", "you have muted 10000 conversations already");
+      return;
+    }
+    list[n++] = (tern_mute){.kind = kind, .name = name, .until = until};
+  }
+  if (!put && !found) {
+    tern_free(list);
+    tern_http_respond(req, 204, NULL, NULL, NULL, 0); /* not muted: nothing to undo */
+    return;
+  }
+  next.mutes = list;
+  next.nmutes = n;
+  store(a, req, me, &next);
+  tern_free(list);
+}
+
 static void method_not_allowed(tern_http_req *req) {
   tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
 }
@@ -294,6 +427,25 @@ void tern_privacy_route(tern_app *a, tern_http_req *req) {
     if (is(req, "GET")) privacy_get(req, me);
     else if (is(req, "PATCH")) privacy_patch(a, req, me);
     else method_not_allowed(req);
+  } else if (!strcmp(p, "/v1/mutes")) {
+    if (is(req, "GET")) mutes_list(req, me);
+    else method_not_allowed(req);
+  } else if (!strncmp(p, "/v1/mutes/", 10) && p[10]) {
+    const char *rest = p + 10;
+    char kind = 'u';
+    if (!strncmp(rest, "group/", 6)) {
+      kind = 'g';
+      rest += 6;
+    }
+    if (!*rest || strchr(rest, '/')) {
+      tern_http_error(req, 404, "not_found", "no such endpoint");
+    } else if (is(req, "PUT")) {
+      mute_change(a, req, me, kind, rest, true);
+    } else if (is(req, "DELETE")) {
+      mute_change(a, req, me, kind, rest, false);
+    } else {
+      method_not_allowed(req);
+    }
   } else if (!strcmp(p, "/v1/blocks")) {
     if (is(req, "GET")) blocks_list(req, me);
     else method_not_allowed(req);

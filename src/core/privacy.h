@@ -8,7 +8,9 @@
  * with no record has the defaults: nobody blocked, last seen to everyone, read receipts on.
  * In memory it hangs off the user (tern_user.privacy).
  *
- * The HTTP API (Bearer): PUT/DELETE /v1/blocks/{user}, GET /v1/blocks, GET/PATCH /v1/privacy.
+ * The HTTP API (Bearer): PUT/DELETE /v1/blocks/{user}, GET /v1/blocks, GET/PATCH /v1/privacy,
+ * and the mutes of PROTOCOL.md 15: PUT/DELETE /v1/mutes/{user} and /v1/mutes/group/{id},
+ * GET /v1/mutes (they live in the same record).
  *
  * Threads: the loop's. */
 #ifndef TERN_CORE_PRIVACY_H
@@ -21,11 +23,20 @@
 #include "core/app.h"
 #include "net/httpreq.h"
 
+/* A muted conversation (PROTOCOL.md 15): no push for it, to any of the user's devices. */
+typedef struct tern_mute {
+  char kind;               /* 'u': a user's 1:1 messages; 'g': a group's */
+  char *name;              /* the username or the group id */
+  int64_t until;           /* ms; 0: forever */
+} tern_mute;
+
 typedef struct tern_privacy {
   bool last_seen_nobody;   /* others see "last_seen": null, and this user sees nobody's */
   bool read_receipts_off;  /* 1:1 reads make no receipt for the sender, and none come back */
   char **blocked;          /* usernames, sorted */
   size_t nblocked;
+  tern_mute *mutes;        /* in no order; expired ones stay until the next change */
+  size_t nmutes;
   uint8_t stored_hash[32]; /* BLAKE2b of the stored record (the compare-and-set's base) */
 } tern_privacy;
 
@@ -35,10 +46,14 @@ typedef struct tern_privacy {
 bool tern_privacy_blocks(const tern_user *u, const tern_user *other);
 /* What viewer sees of u: *online and *last_seen (<= 0: null). */
 void tern_privacy_view(tern_app *a, const tern_user *viewer, tern_user *u, bool *online, int64_t *last_seen);
+/* Whether u muted the conversation (kind 'u' with a user's name, 'g' with a group id) now. */
+bool tern_privacy_muted(const tern_user *u, char kind, const char *name);
+#define TERN_PRIVACY_MAX_MUTES 10000
 /* Whether a 1:1 read by reader of messages from sender makes a read receipt for the sender. */
 bool tern_privacy_read_receipts(const tern_user *reader, const tern_user *sender);
 
-/* The stored record: [1][flags][u32 n][n x (u8 len, name)]. decode returns NULL for anything
+/* The stored record: [ver][flags][u32 n][n x (u8 len, name)], and from version 2 on
+ * [u32 m][m x (u8 kind, u8 len, name, u64 until)]. decode returns NULL for anything
  * else (a name of 0 or more than 32 bytes, a count past TERN_PRIVACY_MAX_BLOCKS, trailing bytes)
  * and sorts the names. */
 void tern_privacy_encode(const tern_privacy *p, tern_buf *out);

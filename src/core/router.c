@@ -154,7 +154,8 @@ static void on_send_done(tern_store_op *op) {
     /* only a message from another user wakes a device that has no connection */
     for (size_t i = 0; i < ap->ntargets; i++) {
       tern_device *d = ap->targets[i].cookie;
-      if (d && !d->removed && !d->session && d->user == c->to && !tern_cluster_device_elsewhere(a, d))
+      if (d && !d->removed && !d->session && d->user == c->to && !tern_cluster_device_elsewhere(a, d) &&
+          !tern_privacy_muted(d->user, 'u', c->from->name))
         tern_pushglue_offline(a, d, c->from->name, NULL, NULL, c->body, c->body_len);
     }
   }

@@ -68,6 +68,40 @@ describe('push (webhook provider, end to end)', () => {
     await closeAll(ca);
   });
 
+  test('mutes (PROTOCOL.md 15): a muted user or group makes no push (until it ends); a mention in a muted group still does', async () => {
+    const [alice, bob, carol] = await Promise.all([newUser(srv, 'ma'), newUser(srv, 'mb'), newUser(srv, 'mc')]);
+    assert.equal((await register(bob, { provider: 'webhook', token: 'bob-mute' })).status, 204);
+    const g = await request(srv, 'POST', '/v1/groups', { token: alice.token, body: { name: 'Muted', members: [bob.user, carol.user] } });
+    const mute = (path, body) => request(srv, 'PUT', `/v1/mutes/${path}`, { token: bob.token, body });
+    assert.equal((await mute(alice.user, { until: null })).status, 204);
+    assert.equal((await mute(`group/${g.body.group_id}`, { until: Date.now() + 3600e3 })).status, 204);
+    const list = (await request(srv, 'GET', '/v1/mutes', { token: bob.token })).body.mutes;
+    assert.deepEqual(list.map((m) => m.user ?? m.group_id).sort(), [alice.user, g.body.group_id].sort());
+    assert.equal(list.find((m) => m.user).until, null);
+    assert.equal((await mute('nobody-here', {})).status, 404);
+    assert.equal((await mute(alice.user, { until: 'soon' })).status, 400);
+    gw.hits.length = 0;
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'm1', to: bob.user, body: 'muted 1:1' });
+    await ca.next({ id: 'm1' });
+    ca.send({ type: 'send', id: 'm2', group_id: g.body.group_id, body: 'muted group' });
+    await ca.next({ id: 'm2' });
+    await sleep(2500);
+    assert.deepEqual(gw.hits.filter((h) => h.body.token === 'bob-mute'), [], 'nothing pushed for muted conversations');
+    ca.send({ type: 'send', id: 'm3', group_id: g.body.group_id, body: '@bob look', mentions: [bob.user] });
+    await ca.next({ id: 'm3' });
+    await sleep(2500);
+    assert.equal(gw.hits.filter((h) => h.body.token === 'bob-mute').length, 1, 'a mention pushes through the mute');
+    // unmuting the user: pushes again
+    assert.equal((await request(srv, 'DELETE', `/v1/mutes/${alice.user}`, { token: bob.token })).status, 204);
+    gw.hits.length = 0;
+    ca.send({ type: 'send', id: 'm4', to: bob.user, body: 'not muted' });
+    await ca.next({ id: 'm4' });
+    await sleep(2500);
+    assert.equal(gw.hits.filter((h) => h.body.token === 'bob-mute').length, 1);
+    await closeAll(ca);
+  });
+
   test('a group message pushes the members who are offline, naming the group', async () => {
     const [alice, bob, carol] = await Promise.all([newUser(srv, 'ga'), newUser(srv, 'gb'), newUser(srv, 'gc')]);
     assert.equal((await register(bob, { provider: 'webhook', token: 'bob-group' })).status, 204);
