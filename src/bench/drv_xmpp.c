@@ -425,7 +425,8 @@ static int drv_connect(tern_bench *b, tern_bench_dev *d, const char *bind_ip) {
   c->d = d;
   tern_bench_xmpp_init(&c->sess, TERN_BENCH_XMPP_LOGIN, b->users[d->user].name, b->cfg.password, b->cfg.domain,
                        b->cfg.receipts != TERN_BENCH_RECEIPTS_OFF, on_sess, c);
-  tern_bench_xmpp_set_acks(&c->sess, b->cfg.xmpp_ack_every, b->cfg.window);
+  /* asking once the window is full is for the old regime only, where the ack gates the window */
+  tern_bench_xmpp_set_acks(&c->sess, b->cfg.xmpp_ack_every, b->cfg.xmpp_ack_every <= 1 ? b->cfg.window : 0);
   int rc = conn_start(t, c, bind_ip);
   if (rc < 0) return rc;
   d->conn = c;
