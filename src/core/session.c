@@ -140,7 +140,8 @@ void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, siz
                           size_t body_len) {
   if (s->state != SESS_LIVE || !s->ep) return; /* a drain in progress will read it */
   if (seq <= s->sent_seq) return;
-  if (seq != s->sent_seq + 1) {
+  if (seq != s->sent_seq + 1 || !rec) {
+    /* (no record: another node's envelope announced without it, see store.c remote_envelope) */
     /* a gap: something in between was not written live; read it from the store in order */
     s->state = SESS_DRAIN;
     drain_step(s);

@@ -160,6 +160,9 @@ typedef struct tern_backend_options {
    * message another node published. Called on a library thread; must not block. */
   void (*on_change)(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
   void (*on_bus)(void *arg, const uint8_t *msg, size_t len);
+  /* Shared backends: an envelope another node appended (after its commit), for the inbox's
+   * watcher; at most once, may be lost (a watcher that sees a gap drains). */
+  void (*on_envelope)(void *arg, const char *inbox, size_t n, uint64_t seq, const uint8_t *v, size_t len);
   void *shared_arg;
   /* Shared backends: this writer's node id, and the NATS settings (nats.c). */
   const char *node;

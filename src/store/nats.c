@@ -162,6 +162,7 @@ typedef struct nbe {
   char *kvname[TERN_BUCKET__COUNT]; /* bucket (stream KV_<name>) */
   char s_in[96], s_mk[96], s_commit[96]; /* stream names */
   natsSubscription *bus_sub;
+  natsSubscription *ev_sub;   /* "<ns>.ev.>": other nodes' envelopes */
   /* async publishes */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -1658,6 +1659,46 @@ static int uparts_run(nbe *be, gplan *p) {
   return rc;
 }
 
+/* "Envelope committed" to the other nodes: one core message per stored entry on
+ * "<ns>.ev.<enc inbox>" (headers Tern-Seq, Tern-Node), fire and forget. A node that misses one
+ * sees a gap at the next and drains. (The layout's per-user subjects come with the per-user
+ * subscriptions; here every node subscribes "<ns>.ev.>".) */
+static void events_publish(nbe *be, gplan *p) {
+  for (size_t i = 0; i < p->nclaims; i++) {
+    claim *c = &p->claims[i];
+    if (c->kind != 'A' || c->slot < 0) continue;
+    ginbox *ib = c->ib;
+    size_t idx = (size_t)(c->seq - ib->base_next), off = 0;
+    for (size_t j = 0; j < idx; j++) off += 4 + tern_get_be32(ib->apps.data + off);
+    size_t len = tern_get_be32(ib->apps.data + off);
+    tern_buf_reset(&be->sbuf);
+    tern_buf_printf(&be->sbuf, "%s.ev.", be->ns);
+    enc_token(&be->sbuf, ib->name, ib->nlen);
+    natsMsg *m = msg_new(tern_buf_cstr(&be->sbuf), ib->apps.data + off + 4, len);
+    if (!m) continue;
+    hdr_set_u64(m, "Tern-Seq", c->seq);
+    natsMsgHeader_Set(m, "Tern-Node", be->node);
+    natsConnection_PublishMsg(be->nc, m);
+    natsMsg_Destroy(m);
+  }
+}
+
+static void on_event_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+  nbe *be = closure;
+  const char *from = NULL;
+  size_t pre = strlen(be->ns) + 4;
+  const char *subj = natsMsg_GetSubject(msg);
+  if (natsMsgHeader_Get(msg, "Tern-Node", &from) == NATS_OK && from && strcmp(from, be->node) != 0 &&
+      be->opts.on_envelope && strlen(subj) > pre) {
+    tern_buf name = {0};
+    dec_token(&name, subj + pre, strlen(subj) - pre);
+    be->opts.on_envelope(be->opts.shared_arg, name.data, name.len, hdr_u64(msg, "Tern-Seq", NULL),
+                         (const uint8_t *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+    tern_buf_free(&name);
+  }
+  natsMsg_Destroy(msg);
+}
+
 static int record_del(nbe *be, uint64_t seq) { return seq ? del_msg(be, be->s_commit, seq) : 0; }
 
 static int replay(nbe *be);
@@ -1699,6 +1740,7 @@ static int n_commit(void *self, char *err, size_t errlen) {
       goto done;
     }
   }
+  events_publish(be, &p);
   if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
     be->replay_due = true; /* done, but the record stays: a replay rolls it forward again */
     rc = 0;
@@ -2128,6 +2170,10 @@ static void n_close(void *self) {
     natsSubscription_Unsubscribe(be->bus_sub);
     natsSubscription_Destroy(be->bus_sub);
   }
+  if (be->ev_sub) {
+    natsSubscription_Unsubscribe(be->ev_sub);
+    natsSubscription_Destroy(be->ev_sub);
+  }
   if (be->js) js_PublishAsyncComplete(be->js, NULL);
   for (int b = 0; b < TERN_BUCKET__COUNT; b++) {
     if (be->kv[b]) kvStore_Destroy(be->kv[b]);
@@ -2343,6 +2389,9 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   snprintf(subj, sizeof subj, "%s.bus", be->ns);
   s = natsConnection_Subscribe(&be->bus_sub, be->nc, subj, on_bus_msg, be);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(be->bus_sub, -1, -1);
+  snprintf(subj, sizeof subj, "%s.ev.>", be->ns);
+  if (s == NATS_OK) s = natsConnection_Subscribe(&be->ev_sub, be->nc, subj, on_event_msg, be);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(be->ev_sub, -1, -1);
   if (s != NATS_OK) {
     snprintf(err, errlen, "nats: cannot subscribe to the bus: %s", natsStatus_GetText(s));
     r = -EIO;

@@ -9,6 +9,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "store/envelope.h"
 #include "store/store_int.h"
 
 #include <sodium.h>
@@ -310,6 +311,7 @@ void tern_store_op_release(tern_store_op *op) { op_destroy(op); }
 
 static void remote_change(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
 static void remote_bus(void *arg, const uint8_t *msg, size_t len);
+static void remote_envelope(void *arg, const char *inbox, size_t n, uint64_t seq, const uint8_t *v, size_t len);
 
 static void store_free(tern_store *s) {
   pthread_mutex_destroy(&s->hist_mu);
@@ -350,6 +352,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
       .checkpoint_every = opts->checkpoint_every,
       .on_change = remote_change,
       .on_bus = remote_bus,
+      .on_envelope = remote_envelope,
       .shared_arg = s,
       .node = s->node,
       .nats_urls = opts->nats_urls,
@@ -483,6 +486,30 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
   return true;
 }
 
+/* Another node's envelope (a shared backend's thread): to the inbox's watcher, like a local
+ * commit's event from another port. One that refers to a shared body goes without its record
+ * (len 0): the body is not in the event, so the watcher reads the envelope from the store. */
+static void remote_envelope(void *arg, const char *inbox, size_t n, uint64_t seq, const uint8_t *v, size_t len) {
+  tern_store *s = arg;
+  char *name = tern_strndup(inbox, n);
+  pthread_mutex_lock(&s->watch_mu);
+  store_watch *w = tern_map_gets(&s->watches, name);
+  tern_store_port *port = w ? w->port : NULL;
+  pthread_mutex_unlock(&s->watch_mu);
+  if (!port) {
+    tern_free(name);
+    return;
+  }
+  tern_env_view ev;
+  bool shared = tern_env_unpack(v, len, &ev) < 0 || ev.f[TERN_EF_BODY_REF].p != NULL;
+  tern_store_event_copy *c = TERN_NEW(tern_store_event_copy);
+  c->kind = TERN_EVC_ENVELOPE;
+  c->inbox = name;
+  c->seq = seq;
+  if (!shared) tern_buf_append(&c->value, v, len);
+  tern_store_port_post_event(port, c);
+}
+
 static void event_copy_free(tern_store_event_copy *ev) {
   tern_free(ev->inbox);
   tern_buf_free(&ev->value);
@@ -498,6 +525,7 @@ static void run_envelope_copy(tern_store *s, tern_store_port *p, tern_store_even
   if (w && copy.port == p) {
     tern_store_env e = {.inbox = ev->inbox, .seq = ev->seq, .value = (const uint8_t *)ev->value.data,
                         .len = ev->value.len};
+    if (!ev->value.len) e.value = NULL; /* announced only (remote_envelope) */
     if (ev->has_body) {
       e.body = (const uint8_t *)ev->body.data;
       e.body_len = ev->body.len;
