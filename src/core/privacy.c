@@ -101,7 +101,8 @@ tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len) {
   p->blocked = tern_calloc(n ? n : 1, sizeof *p->blocked);
   size_t off = 6;
   for (uint32_t i = 0; i < n; i++) {
-    if (off >= len || v[off] == 0 || v[off] > TERN_USERNAME_MAX || off + 1 + v[off] > len) {
+    if (off >= len || v[off] == 0 || v[off] > TERN_USERNAME_MAX || off + 1 + v[off] > len ||
+        memchr(v + off + 1, 0, v[off])) { /* a name holds no NUL */
       tern_privacy_free(p);
       return NULL;
     }
@@ -118,7 +119,8 @@ tern_privacy *tern_privacy_decode(const uint8_t *v, size_t len) {
     p->mutes = tern_calloc(m ? m : 1, sizeof *p->mutes);
     for (uint32_t i = 0; i < m; i++) {
       size_t nl = off + 2 <= len ? v[off + 1] : 0;
-      if (off + 2 > len || (v[off] != 'u' && v[off] != 'g') || nl == 0 || nl > 64 || off + 2 + nl + 8 > len) {
+      if (off + 2 > len || (v[off] != 'u' && v[off] != 'g') || nl == 0 || nl > 64 || off + 2 + nl + 8 > len ||
+          memchr(v + off + 2, 0, nl)) {
         tern_privacy_free(p);
         return NULL;
       }
