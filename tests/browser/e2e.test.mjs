@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serverAndBrowser, screenshot, until, BUILD, REPO } from './lib/harness.mjs';
-import { PASSWORD, openPage, register, send, sendImage, bubbles } from './lib/ui.mjs';
+import { PASSWORD, openPage, register, send, sendImage, bubbles, newChat, openChat } from './lib/ui.mjs';
 
 const TERN = process.env.TERN_CLI || join(BUILD, 'tern');
 const VENDOR = join(REPO, 'web', 'vendor', 'vendor.js');
@@ -45,18 +45,6 @@ async function openAs(name) {
   }));
   ctx[name] = rec;
   return rec;
-}
-
-async function newChat(page, peer) {
-  await page.click('#new-chat');
-  await page.fill('#new-chat-user', peer);
-  await page.click('#new-chat-go');
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
-}
-
-async function openChat(page, peer) {
-  await page.click(`#chat-list button[data-peer="${peer}"]`);
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
 }
 
 async function safetyIn(page) {

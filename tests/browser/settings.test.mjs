@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { serverAndBrowser, launchBrowser, screenshot, until } from './lib/harness.mjs';
-import { PASSWORD, openPage, register, login, send, bubbles, statusOf, focus } from './lib/ui.mjs';
+import { PASSWORD, openPage, register, login, send, bubbles, statusOf, focus, newChat, openChat } from './lib/ui.mjs';
 
 const env = serverAndBrowser();
 const ctx = {}; // name -> {context, page, dialogs: [], errors: []}
@@ -24,18 +24,6 @@ after(async () => { if (other) await other.close(); });
 async function openAs(name, options, browser = env.browser) {
   ctx[name] = await openPage(browser, env.server.url, options);
   return ctx[name];
-}
-
-async function newChat(page, peer) {
-  await page.click('#new-chat');
-  await page.fill('#new-chat-user', peer);
-  await page.click('#new-chat-go');
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
-}
-
-async function openChat(page, peer) {
-  await page.click(`#chat-list button[data-peer="${peer}"]`);
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
 }
 
 async function openSettings(page) {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { serverAndBrowser, screenshot, until } from './lib/harness.mjs';
-import { PASSWORD, watchPage, openPage, register, login, send, sendByKeys, sendImage, bubbles, statusOf, focus } from './lib/ui.mjs';
+import { PASSWORD, watchPage, openPage, register, login, send, sendByKeys, sendImage, bubbles, statusOf, focus, newChat, openChat } from './lib/ui.mjs';
 
 const env = serverAndBrowser();
 const ctx = {}; // name -> {context, page, dialogs: [], errors: []}
@@ -13,18 +13,6 @@ const ctx = {}; // name -> {context, page, dialogs: [], errors: []}
 async function openAs(name) {
   ctx[name] = await openPage(env.browser, env.server.url);
   return ctx[name];
-}
-
-async function newChat(page, peer) {
-  await page.click('#new-chat');
-  await page.fill('#new-chat-user', peer);
-  await page.click('#new-chat-go');
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
-}
-
-async function openChat(page, peer) {
-  await page.click(`#chat-list button[data-peer="${peer}"]`);
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
 }
 
 async function headerStatus(page) {

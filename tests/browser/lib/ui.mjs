@@ -103,3 +103,17 @@ export async function sendImage(page, { width, height, colour, caption, name = '
   assert.notEqual(st, 'failed', `upload refused: ${await page.textContent('#toasts')}`);
   return title;
 }
+
+/** Starts a conversation with peer from the chat list's + and waits for its header. */
+export async function newChat(page, peer) {
+  await page.click('#new-chat');
+  await page.fill('#new-chat-user', peer);
+  await page.click('#new-chat-go');
+  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
+}
+
+/** Opens the existing conversation with peer from the chat list. */
+export async function openChat(page, peer) {
+  await page.click(`#chat-list button[data-peer="${peer}"]`);
+  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
+}
