@@ -466,14 +466,7 @@ static void pwchange_free(pwchange *c) {
     tern_free(c->next);
   }
   tern_free(c->next_hash);
-  pending *p = &c->p;
-  if (p->password) {
-    sodium_memzero(p->password, strlen(p->password));
-    tern_free(p->password);
-  }
-  tern_free(p->hash);
-  tern_conn_unref(p->conn);
-  tern_free(c);
+  pending_free(&c->p); /* the head: frees c too */
 }
 
 static void on_pw_stored(tern_store_op *op) {
@@ -659,17 +652,6 @@ typedef struct delete_ctx {
   int64_t at;          /* when */
 } delete_ctx;
 
-static void delete_ctx_free(delete_ctx *c) {
-  pending *p = &c->p;
-  if (p->password) {
-    sodium_memzero(p->password, strlen(p->password));
-    tern_free(p->password);
-  }
-  tern_free(p->hash);
-  tern_conn_unref(p->conn);
-  tern_free(c);
-}
-
 static void on_leave_done(tern_store_op *op) {
   tern_app *a = op->arg;
   tern_router_release_targets(tern_op_as_append(op));
@@ -683,7 +665,7 @@ static void on_tombstone_stored(tern_store_op *op) {
   delete_ctx *c = op->arg;
   if (op->status != TERN_STORE_OK) tern_api_store_error(c->p.req, op, "the account could not be deleted");
   else tern_http_respond(c->p.req, 204, NULL, NULL, NULL, 0);
-  delete_ctx_free(c);
+  pending_free(&c->p); /* the head: frees c too */
 }
 
 static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
@@ -726,7 +708,7 @@ static void after_delete_verify(uv_work_t *w, int status) {
   if (!c->p.ok || status < 0 || !u) {
     if (status >= 0 && c->p.have_ip) tern_limits_login_failed(a->limits, c->p.user, &c->p.ip);
     tern_http_error(c->p.req, 401, "bad_credentials", "wrong password");
-    delete_ctx_free(c);
+    pending_free(&c->p); /* the head: frees c too */
     return;
   }
   c->at = tern_now_ms();
