@@ -394,55 +394,44 @@ static int st_delete_all_sessions(const char *name, size_t len, void *ud) {
   return n;
 }
 
-static int st_load_prekey(signal_buffer **record, uint32_t id, void *ud) {
-  item *it = find_item(ud, IT_PREKEY, NULL, 0, id);
+/* Prekeys and signed prekeys are both records numbered by key id; libsignal wants a table of
+ * four callbacks for each kind, which are these four with the kind filled in. */
+static int load_numbered(item_kind kind, signal_buffer **record, uint32_t id, void *ud) {
+  item *it = find_item(ud, kind, NULL, 0, id);
   if (!it) return SG_ERR_INVALID_KEY_ID;
   *record = signal_buffer_create(it->data, it->len);
   return *record ? SG_SUCCESS : SG_ERR_NOMEM;
 }
 
+static int store_numbered(item_kind kind, uint32_t id, uint8_t *record, size_t len, void *ud) {
+  item *it = find_item(ud, kind, NULL, 0, id);
+  if (!it) {
+    it = add_item(ud, kind);
+    it->num = id;
+  }
+  set_data(it, record, len);
+  return 0;
+}
+
+static int remove_numbered(item_kind kind, uint32_t id, void *ud) {
+  item *it = find_item(ud, kind, NULL, 0, id);
+  if (it) drop_item(ud, it);
+  return 0;
+}
+
+static int st_load_prekey(signal_buffer **record, uint32_t id, void *ud) { return load_numbered(IT_PREKEY, record, id, ud); }
 static int st_store_prekey(uint32_t id, uint8_t *record, size_t len, void *ud) {
-  item *it = find_item(ud, IT_PREKEY, NULL, 0, id);
-  if (!it) {
-    it = add_item(ud, IT_PREKEY);
-    it->num = id;
-  }
-  set_data(it, record, len);
-  return 0;
+  return store_numbered(IT_PREKEY, id, record, len, ud);
 }
-
 static int st_contains_prekey(uint32_t id, void *ud) { return find_item(ud, IT_PREKEY, NULL, 0, id) != NULL; }
+static int st_remove_prekey(uint32_t id, void *ud) { return remove_numbered(IT_PREKEY, id, ud); }
 
-static int st_remove_prekey(uint32_t id, void *ud) {
-  item *it = find_item(ud, IT_PREKEY, NULL, 0, id);
-  if (it) drop_item(ud, it);
-  return 0;
-}
-
-static int st_load_signed(signal_buffer **record, uint32_t id, void *ud) {
-  item *it = find_item(ud, IT_SIGNED, NULL, 0, id);
-  if (!it) return SG_ERR_INVALID_KEY_ID;
-  *record = signal_buffer_create(it->data, it->len);
-  return *record ? SG_SUCCESS : SG_ERR_NOMEM;
-}
-
+static int st_load_signed(signal_buffer **record, uint32_t id, void *ud) { return load_numbered(IT_SIGNED, record, id, ud); }
 static int st_store_signed(uint32_t id, uint8_t *record, size_t len, void *ud) {
-  item *it = find_item(ud, IT_SIGNED, NULL, 0, id);
-  if (!it) {
-    it = add_item(ud, IT_SIGNED);
-    it->num = id;
-  }
-  set_data(it, record, len);
-  return 0;
+  return store_numbered(IT_SIGNED, id, record, len, ud);
 }
-
 static int st_contains_signed(uint32_t id, void *ud) { return find_item(ud, IT_SIGNED, NULL, 0, id) != NULL; }
-
-static int st_remove_signed(uint32_t id, void *ud) {
-  item *it = find_item(ud, IT_SIGNED, NULL, 0, id);
-  if (it) drop_item(ud, it);
-  return 0;
-}
+static int st_remove_signed(uint32_t id, void *ud) { return remove_numbered(IT_SIGNED, id, ud); }
 
 static int st_identity_pair(signal_buffer **pub, signal_buffer **priv, void *ud) {
   tern_e2e *e = ud;
