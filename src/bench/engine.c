@@ -517,6 +517,23 @@ static void on_check(uv_check_t *h) {
   }
 }
 
+/* A message's first arrival at a device (1:1 or group): its msg_id is the one it arrived with
+ * everywhere else, and per (sender device, receiving device, conversation) the sender's seqs
+ * only grow. */
+static void first_arrival_checks(engine *e, rec *r, uint64_t g, uint64_t msgid, uint64_t okey, uint64_t pseq) {
+  if (msgid) {
+    if (!r->msgid) {
+      r->msgid = msgid;
+      *tern_bench_u64map_slot(&e->by_msgid, msgid, NULL) = g;
+    } else if (msgid != r->msgid) {
+      e->msgid_mismatch++;
+    }
+  }
+  uint64_t *hw = tern_bench_u64map_slot(&e->order, okey, NULL);
+  if (pseq < *hw) e->reordered++;
+  else *hw = pseq;
+}
+
 /* After a reconnect: everything this device sent that was never answered goes again, with the
  * same client id, in the original order (the protocol answers a repeat with the same msg_id
  * and delivers it once). */
@@ -655,17 +672,7 @@ void tern_bench_on_msg(tern_bench *b, tern_bench_dev *d, const char *from, size_
     return;
   }
   r->got |= bit;
-  if (msgid) {
-    if (!r->msgid) {
-      r->msgid = msgid;
-      *tern_bench_u64map_slot(&e->by_msgid, msgid, NULL) = g;
-    } else if (msgid != r->msgid) {
-      e->msgid_mismatch++;
-    }
-  }
-  uint64_t *hw = tern_bench_u64map_slot(&e->order, order_key(s->idx, d->idx, r->to), NULL);
-  if (pseq < *hw) e->reordered++;
-  else *hw = pseq;
+  first_arrival_checks(e, r, g, msgid, order_key(s->idx, d->idx, r->to), pseq);
 
   uint64_t t = now_ns();
   e->deliveries++;
@@ -719,17 +726,7 @@ void tern_bench_on_group_msg(tern_bench *b, tern_bench_dev *d, const char *group
   }
   bits[slot >> 6] |= bit;
   r->got++;
-  if (msgid) {
-    if (!r->msgid) {
-      r->msgid = msgid;
-      *tern_bench_u64map_slot(&e->by_msgid, msgid, NULL) = g;
-    } else if (msgid != r->msgid) {
-      e->msgid_mismatch++;
-    }
-  }
-  uint64_t *hw = tern_bench_u64map_slot(&e->order, order_key(s->idx, d->idx, r->to), NULL);
-  if (pseq < *hw) e->reordered++;
-  else *hw = pseq;
+  first_arrival_checks(e, r, g, msgid, order_key(s->idx, d->idx, r->to), pseq);
 
   uint64_t t = now_ns();
   uint32_t us = (uint32_t)((t - r->t_send) / 1000);
