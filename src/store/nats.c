@@ -101,6 +101,8 @@ typedef struct ginbox {
   uint64_t base_next; /* next seq on the servers when loaded */
   uint64_t last_sseq; /* stream seq of the subject's last entry when loaded (0: empty) */
   uint64_t first_sseq;/* stream seq of its first entry (0: unknown) */
+  bool last_lost;     /* the server's last-by-subject answers "none" though entries remain
+                         (inbox_load): its expected-last-subject check then compares with 0 */
   uint64_t epoch;     /* msg-id epoch (changes when the inbox is forgotten) */
   tern_buf apps;      /* staged appends: [4 len][bytes]..., seqs base_next.. */
   size_t napps;
@@ -185,6 +187,7 @@ typedef struct nbe {
   bool failed;
   char why[256];
   bool replay_due;   /* a commit left its record: replay before the next */
+  unsigned contended; /* lost races in a row (claims_run goes serial; n_commit backs off) */
   tern_buf sbuf, sbuf2, rec;
   /* inbox_next */
   char **walk;
@@ -622,12 +625,33 @@ static int inbox_load(nbe *be, ginbox *ib) {
   natsMsg *m = NULL;
   const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
   int r = lget(be, be->s_in, sin, &m);
+  uint64_t walked_sseq = 0; /* the last entry's stream seq, when found by walking */
   if (r < 0) return r;
+  if (r == 0) {
+    /* nats-server 2.9.10 answers "no message" to a last-by-subject get once the subject's last
+     * message was deleted (as claims_undo does), though earlier ones remain: read "empty" as a
+     * hint only, and walk to the true last entry when one exists. Rare: only after an undo. */
+    uint64_t ss = 0, from = 1;
+    natsMsg *n = NULL;
+    while ((r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
+      if (m) natsMsg_Destroy(m);
+      m = n;
+      n = NULL;
+      walked_sseq = ss;
+      from = ss + 1;
+    }
+    if (r < 0) {
+      if (m) natsMsg_Destroy(m);
+      return r;
+    }
+    r = m ? 1 : 0;
+    ib->last_lost = r == 1;
+  }
   ib->loaded = true;
   if (r == 1) {
     uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
     ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
-    ib->last_sseq = natsMsg_GetSequence(m);
+    ib->last_sseq = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
     ss_note(ib, last, ib->last_sseq);
     natsMsg_Destroy(m);
     ib->exists = true;
@@ -1293,7 +1317,9 @@ static long pub_append(nbe *be, ginbox *ib, uint64_t seq, const uint8_t *v, size
   claim_id(be, &be->sbuf2, ib, seq);
   o.MsgId = tern_buf_cstr(&be->sbuf2);
   if (first) {
-    if (ib->last_sseq) o.ExpectLastSubjectSeq = ib->last_sseq;
+    /* The check is against the server's own view of the subject's last entry, which after a
+     * deleted last entry is "none" (see inbox_load); the msg-id claim still decides the race. */
+    if (ib->last_sseq && !ib->last_lost) o.ExpectLastSubjectSeq = ib->last_sseq;
     else o.ExpectNoMessage = true;
   }
   return pub_async(be, m, &o);
@@ -1574,9 +1600,39 @@ static void plan_build(nbe *be, gplan *p, tern_buf *rec) {
   }
 }
 
-/* Publishes the claims, pipelined; 0, -EAGAIN (lost one), or another negative errno. */
+/* The claims' one order on every node: keys (by bucket and key) before appends (by inbox and
+ * seq). Appends of one inbox stay adjacent and ascending, as pub_append's `first` needs. */
+static int claim_cmp(const void *x, const void *y) {
+  const claim *a = x, *b = y;
+  if (a->kind != b->kind) return a->kind == 'K' ? -1 : 1;
+  const char *an, *bn;
+  size_t al, bl;
+  if (a->kind == 'K') {
+    if (a->g->b != b->g->b) return a->g->b < b->g->b ? -1 : 1;
+    an = a->g->key, al = a->g->klen, bn = b->g->key, bl = b->g->klen;
+  } else {
+    an = a->ib->name, al = a->ib->nlen, bn = b->ib->name, bl = b->ib->nlen;
+  }
+  int r = memcmp(an, bn, TERN_MIN(al, bl));
+  if (r) return r;
+  if (al != bl) return al < bl ? -1 : 1;
+  return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Publishes the claims; 0, -EAGAIN (lost one), or another negative errno.
+ *
+ * Pipelined, a group's claims land on their streams independently, so two writers whose groups
+ * share two claims (an inbox seq and a compare-and-set key, say) can each win one and both
+ * lose, and, retrying in step, lose together again until the retries run out (seen on a
+ * 3-server cluster). So after a lost race (be->contended) the claims go one at a time in the
+ * order every node shares (claim_cmp), stopping at the first lost one: of two writers, the
+ * one that wins their first shared claim goes on and the other stops there, as locks taken in
+ * one order cannot deadlock. The uncontended path stays pipelined. */
 static int claims_run(nbe *be, gplan *p) {
   slots_reset(be);
+  bool serial = be->contended > 0;
+  if (serial && p->nclaims > 1) qsort(p->claims, p->nclaims, sizeof *p->claims, claim_cmp);
+  for (size_t i = 0; i < p->nclaims; i++) p->claims[i].slot = -4; /* not published */
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
     if (c->kind == 'A') {
@@ -1590,11 +1646,18 @@ static int claims_run(nbe *be, gplan *p) {
     } else {
       c->slot = pub_kv(be, c->g, true);
     }
+    if (serial) {
+      slots_wait(be, 0);
+      if (c->slot < 0) break;
+      slot s = slot_get(be, c->slot);
+      if (s.state != 1 || s.dup) break;
+    }
   }
   slots_wait(be, 0);
   int rc = 0;
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
+    if (c->slot == -4) continue;
     if (c->slot < 0) {
       rc = rc ? rc : -ENOMEM;
       continue;
@@ -1715,6 +1778,7 @@ static int n_commit(void *self, char *err, size_t errlen) {
   plan_build(be, &p, &be->rec);
   if (p.nwrites == 0) {
     plan_free(&p);
+    be->contended = 0; /* the race is over: a re-run that writes nothing found it lost */
     return 0;
   }
   /* One write alone needs no record: it is atomic by itself. */
@@ -1726,8 +1790,17 @@ static int n_commit(void *self, char *err, size_t errlen) {
     int r = claims_undo(be, &p);
     if (r == 0) r = record_del(be, rec_seq);
     if (r < 0) be->replay_due = true;
+    if (rc == -EAGAIN) {
+      /* Two writers that lost to each other would otherwise re-read and retry in step: a
+       * random pause, growing with the losses in a row, lets one go first. */
+      unsigned cap = 1u << TERN_MIN(be->contended, 5u);
+      be->contended++;
+      struct timespec ts = {0, (long)(1 + randombytes_uniform(cap * 2)) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
     goto done;
   }
+  be->contended = 0;
   if (be->crash_at == 1 && need_rec) raise(SIGKILL);
   if (p.nplain || p.nups || be->npdels) {
     if (need_rec && p.nclaims && (rc = record_put(be, &be->rec, true, rec_seq, &mark_seq)) < 0) {

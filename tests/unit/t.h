@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int t_failed_checks, t_tests_passed, t_tests_failed;
@@ -37,8 +38,12 @@ static int t_failed_checks, t_tests_passed, t_tests_failed;
   } while (0)
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
 
+/* TERN_TEST_ONLY=<substring> runs only the tests whose names contain it (a quick loop over
+ * one flaky test without the rest of the file). */
 #define RUN(name)                                   \
   do {                                              \
+    const char *t_only = getenv("TERN_TEST_ONLY");  \
+    if (t_only && *t_only && !strstr(#name, t_only)) break; \
     int t_before = t_failed_checks;                 \
     name();                                         \
     if (t_failed_checks == t_before) {              \
