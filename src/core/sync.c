@@ -23,8 +23,77 @@ struct tern_sync {
   /* device id → (intptr_t) ms: E2E bundles that arrived before their device's record (two
    * writers' feeds are ordered each, not with each other); the device takes it on arrival */
   tern_map early_keys;
+  /* user → parked_device list: device records that arrived before their user's record. With
+   * NATS each directory bucket has its own watcher, so a user and its first device, stored in
+   * one group, may reach this loop in either order; the device waits for its user. */
+  tern_map early_devices;
+  size_t nparked;
   int64_t next_prune; /* ms */
 };
+
+typedef struct parked_device {
+  struct parked_device *next;
+  int64_t at; /* ms it arrived */
+  tern_device_rec r; /* strings owned */
+} parked_device;
+
+enum { PARKED_MAX = 10000 }; /* far more than a feed lag can hold back */
+
+static void parked_free(parked_device *p) {
+  while (p) {
+    parked_device *n = p->next;
+    tern_free((char *)p->r.device_id);
+    tern_free((char *)p->r.user);
+    tern_free((char *)p->r.label);
+    tern_free((char *)p->r.push);
+    tern_free(p);
+    p = n;
+  }
+}
+
+static void park_device(tern_sync *s, const tern_device_rec *r) {
+  if (s->nparked >= PARKED_MAX) {
+    TERN_WARN("sync: device of an unknown user dropped (too many waiting)", "device=%s user=%s", r->device_id, r->user);
+    return;
+  }
+  parked_device *p = TERN_NEW(parked_device);
+  p->at = tern_now_ms();
+  p->r = *r;
+  p->r.device_id = tern_strdup(r->device_id);
+  p->r.user = tern_strdup(r->user);
+  p->r.label = tern_strdup(r->label ? r->label : "");
+  p->r.push = r->push ? tern_strdup(r->push) : NULL;
+  p->next = tern_map_gets(&s->early_devices, r->user);
+  tern_map_puts(&s->early_devices, r->user, p);
+  s->nparked++;
+}
+
+/* Parked records older than the tombstone time belong to users that never came. */
+static void prune_parked(tern_sync *s, int64_t now) {
+  const char *k;
+  size_t kl;
+  void *v;
+  tern_map_iter it = {0};
+  char **old = NULL;
+  size_t n = 0, cap = 0;
+  while (tern_map_next(&s->early_devices, &it, &k, &kl, &v)) {
+    const parked_device *p = v;
+    if (now - p->at < TOMBSTONE_MS) continue; /* the newest is first */
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      old = tern_realloc(old, cap * sizeof *old);
+    }
+    old[n++] = tern_strndup(k, kl);
+  }
+  for (size_t i = 0; i < n; i++) {
+    parked_device *p = tern_map_gets(&s->early_devices, old[i]);
+    for (parked_device *q = p; q; q = q->next) s->nparked--;
+    tern_map_dels(&s->early_devices, old[i]);
+    parked_free(p);
+    tern_free(old[i]);
+  }
+  tern_free(old);
+}
 
 static void prune_map(tern_map *m, int64_t now);
 
@@ -33,6 +102,7 @@ static void prune(tern_sync *s, int64_t now) {
   s->next_prune = now + TOMBSTONE_MS;
   prune_map(&s->gone, now);
   prune_map(&s->early_keys, now);
+  prune_parked(s, now);
 }
 
 static void prune_map(tern_map *m, int64_t now) {
@@ -57,6 +127,8 @@ static void prune_map(tern_map *m, int64_t now) {
   tern_free(old);
 }
 
+static void on_device(const tern_device_rec *r, void *arg);
+
 static void on_user(const tern_user_rec *r, void *arg) {
   tern_sync *s = arg;
   tern_app *a = s->a;
@@ -65,6 +137,12 @@ static void on_user(const tern_user_rec *r, void *arg) {
     TERN_INFO("account deleted elsewhere", "user=%s", r->user);
     if (u && !u->pending) tern_accounts_forget_user(a, u, r->deleted);
     else tern_accounts_hold(a, r->user, r->deleted);
+    parked_device *p = tern_map_gets(&s->early_devices, r->user);
+    if (p) {
+      for (parked_device *q = p; q; q = q->next) s->nparked--;
+      tern_map_dels(&s->early_devices, r->user);
+      parked_free(p);
+    }
     return;
   }
   if (u && u->pending) {
@@ -82,6 +160,23 @@ static void on_user(const tern_user_rec *r, void *arg) {
   u->created = r->created;
   if (r->last_seen > u->last_seen) u->last_seen = r->last_seen;
   if (r->last_seen > u->persisted_last_seen) u->persisted_last_seen = r->last_seen;
+  parked_device *p = tern_map_gets(&s->early_devices, r->user);
+  if (p) {
+    tern_map_dels(&s->early_devices, r->user);
+    /* oldest first, as they arrived */
+    parked_device *rev = NULL;
+    while (p) {
+      parked_device *n = p->next;
+      p->next = rev;
+      rev = p;
+      p = n;
+    }
+    for (parked_device *q = rev; q; q = q->next) {
+      s->nparked--;
+      on_device(&q->r, s);
+    }
+    parked_free(rev);
+  }
 }
 
 static void on_device(const tern_device_rec *r, void *arg) {
@@ -100,8 +195,8 @@ static void on_device(const tern_device_rec *r, void *arg) {
   }
   tern_user *u = tern_dir_user(a->dir, r->user);
   if (!u || u->pending) {
-    /* the feed is in commit order per writer, and a user is stored before its devices */
-    TERN_WARN("sync: device of an unknown user ignored", "device=%s user=%s", r->device_id, r->user);
+    prune(s, tern_now_ms());
+    park_device(s, r);
     return;
   }
   bool first = u->ndevices == 0;
@@ -180,5 +275,11 @@ void tern_sync_free(tern_sync *s) {
   if (!s) return;
   tern_map_free(&s->gone);
   tern_map_free(&s->early_keys);
+  tern_map_iter it = {0};
+  const char *k;
+  size_t kl;
+  void *v;
+  while (tern_map_next(&s->early_devices, &it, &k, &kl, &v)) parked_free(v);
+  tern_map_free(&s->early_devices);
   tern_free(s);
 }

@@ -6,7 +6,8 @@
  *             registration of its own becomes the other writer's (ours then answers 409);
  *   device    added (the user's first device also takes over the user-level inbox, in case a
  *             sender here appended to it before it knew the device), or its label, push
- *             registration and last seen updated;
+ *             registration and last seen updated; a device whose user has not arrived yet
+ *             waits for it (each NATS bucket has its own feed, unordered with the others);
  *   device gone  a logout or expiry elsewhere: its session here closes (4002);
  *   group     created, replaced or deleted (groups.c decides which record is the newer).
  * A device deleted elsewhere is remembered for a while (a tombstone), so that a record of it

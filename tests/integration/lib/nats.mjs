@@ -48,6 +48,9 @@ async function jetstreamReady(httpPort, timeoutMs) {
 function launch(c, i) {
   const s = c.servers[i];
   const proc = spawn('nats-server', ['-c', s.conf, '-l', s.log], { stdio: 'ignore' });
+  // The NATS cluster lives as long as the test process and no longer: unref'd, it does not
+  // keep the process alive once the tests are done, and the exit handler kills it.
+  proc.unref();
   s.proc = proc;
   s.exited = new Promise((resolve) => proc.on('exit', () => resolve()));
   proc.on('error', (err) => { s.error = err; });
