@@ -6,63 +6,11 @@ import assert from 'node:assert/strict';
 import { startServer, waitFor, within, FAST_LIMITS } from './lib/server.mjs';
 import { newUser, metric } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
+import { sender, receiver, attachReceiver, runSender, distinct, checkDelivered } from './lib/load.mjs';
 
 const SENDERS = 4;
 const PER_SENDER = 5000;
 const KILL_AFTER = 8000; // total `sent` answers seen before kill -9
-const WINDOW = 400; // sends in flight per sender
-
-/** A receiver: records every msg, acks as it goes (every 100 envelopes and on a timer). */
-function attachReceiver(c, rec) {
-  let top = 0;
-  let acked = 0;
-  c.tap = (f) => {
-    if (f.type === 'msg' || f.type === 'receipt') {
-      if (f.type === 'msg') rec.msgs.push(f);
-      if (f.type === 'receipt') rec.receipts.push(f);
-      top = Math.max(top, f.seq);
-      if (top - acked >= 100) { c.ack(top); acked = top; }
-      return true;
-    }
-    return false;
-  };
-  const timer = setInterval(() => { if (top > acked && c.isOpen) { c.ack(top); acked = top; } }, 50);
-  c.closed.then(() => clearInterval(timer));
-  return () => clearInterval(timer);
-}
-
-/** A sender: sends ids from a queue with a window, records answers. Resolves when the queue is done or the connection dies. */
-function runSender(c, st, queue, onSent) {
-  return new Promise((resolve) => {
-    let next = 0;
-    let inflight = 0;
-    const pump = () => {
-      while (inflight < WINDOW && next < queue.length && c.isOpen) {
-        const i = queue[next++];
-        c.send({ type: 'send', id: `id-${i}`, to: st.to, body: `${st.name}:${i}` });
-        inflight++;
-      }
-      if (inflight === 0 && next >= queue.length) resolve('done');
-    };
-    const prevTap = c.tap;
-    c.tap = (f) => {
-      if (f.type === 'sent' || f.type === 'error') {
-        inflight--;
-        const i = Number(f.id.slice(3));
-        if (f.type === 'sent') {
-          if (st.sent.has(i) && st.sent.get(i) !== f.msg_id) st.conflicts.push(`${f.id}: ${st.sent.get(i)} then ${f.msg_id}`);
-          st.sent.set(i, f.msg_id);
-          onSent?.();
-        } else st.errors.push(f);
-        pump();
-        return true;
-      }
-      return prevTap ? prevTap(f) : false;
-    };
-    c.closed.then(() => resolve('closed'));
-    pump();
-  });
-}
 
 describe('crash durability', () => {
   let srv;
@@ -75,8 +23,8 @@ describe('crash durability', () => {
     for (let k = 0; k < SENDERS; k++) {
       const s = await newUser(srv, `crs${k}`);
       const r = await newUser(srv, `crr${k}`);
-      senders.push({ acct: s, name: s.user, to: r.user, sent: new Map(), errors: [], conflicts: [], receipts: [], msgs: [] });
-      receivers.push({ acct: r, name: r.user, from: s.user, msgs: [], receipts: [] });
+      senders.push(sender(s, r.user));
+      receivers.push(receiver(r, s.user));
     }
     // phase 1: everyone online, senders blast, kill -9 part-way
     const rc1 = await Promise.all(receivers.map((r) => online(srv, r.acct)));
@@ -115,7 +63,6 @@ describe('crash durability', () => {
       assert.equal(s.sent.size, PER_SENDER, `${s.name}: ${s.sent.size} of ${PER_SENDER} sent`);
       assert.deepEqual(s.conflicts.slice(0, 3), [], `${s.name}: one id answered with two msg_ids`);
     }
-    const distinct = (r) => new Set(r.msgs.map((m) => m.msg_id)).size;
     await waitFor(() => receivers.every((r) => distinct(r) >= PER_SENDER), {
       timeoutMs: 60000, intervalMs: 100,
       message: 'receivers to get every message',
@@ -124,38 +71,8 @@ describe('crash durability', () => {
     });
 
     for (let k = 0; k < SENDERS; k++) {
-      const s = senders[k];
-      const r = receivers[k];
-      const idToMsg = new Map(); // client index → msg_id at the receiver
-      const firstOrder = [];
-      const seen = new Set();
-      let dups = 0;
-      for (const m of r.msgs) {
-        assert.equal(m.from, s.name);
-        assert.equal(m.to, r.name);
-        const [who, idx] = m.body.split(':');
-        assert.equal(who, s.name);
-        const i = Number(idx);
-        if (seen.has(m.msg_id)) { dups++; continue; }
-        seen.add(m.msg_id);
-        if (idToMsg.has(i)) {
-          assert.fail(`${r.name}: client id ${i} delivered as two messages (${idToMsg.get(i)} and ${m.msg_id})`);
-        }
-        idToMsg.set(i, m.msg_id);
-        firstOrder.push(i);
-      }
-      for (const [i, msgId] of sentBefore[k]) {
-        assert.ok(idToMsg.has(i), `${r.name}: message ${i} got "sent" before the crash but was never delivered`);
-        assert.equal(idToMsg.get(i), msgId, `${r.name}: message ${i} delivered with another msg_id than its sent answer`);
-      }
-      for (const [i, msgId] of s.sent) assert.equal(idToMsg.get(i), msgId, `message ${i}: sent ${msgId}, delivered ${idToMsg.get(i)}`);
-      assert.equal(idToMsg.size, PER_SENDER);
-      for (let j = 1; j < firstOrder.length; j++) {
-        if (firstOrder[j] < firstOrder[j - 1]) {
-          assert.fail(`${r.name}: per-pair order broken: message ${firstOrder[j]} arrived after ${firstOrder[j - 1]}`);
-        }
-      }
-      if (dups) console.log(`# ${r.name}: ${dups} redelivered duplicates (dropped by msg_id; delivery is at least once)`);
+      const dups = checkDelivered(senders[k], receivers[k], sentBefore[k], PER_SENDER);
+      if (dups) console.log(`# ${receivers[k].name}: ${dups} redelivered duplicates (dropped by msg_id; delivery is at least once)`);
     }
     // every envelope acked everywhere (receivers' msgs, senders' receipts) → the store is empty
     await waitFor(async () => (await metric(srv, 'tern_inbox_envelopes')) === 0, {

@@ -1,0 +1,224 @@
+// Cluster mode under failure (issue 12, PROTOCOL.md 12): 3 ternd nodes on a real 3-server
+// NATS JetStream cluster (R3), clients spread over the nodes by a round-robin proxy.
+//   - clients on different nodes talk: messages, receipts, presence;
+//   - a register race on two nodes: one name, one winner;
+//   - kill -9 of a ternd node under load: its clients reconnect to the others, and every
+//     message answered `sent` is delivered once (after de-dup by msg_id), in order;
+//   - kill -9 of one NATS server under load: /healthz says degraded, the same holds;
+//   - kill -9 of everything, then a restart: the inboxes are intact.
+// The plain suite runs this file; the cluster-label variant of the suite (TERN_TEST_CLUSTER)
+// skips it, since it makes its own cluster either way.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
+import { newUser, register, request, uniqueName, getUser } from './lib/api.mjs';
+import { online, closeAll } from './lib/client.mjs';
+import { sender, receiver, attachReceiver, runSender, distinct, checkDelivered } from './lib/load.mjs';
+
+const PAIRS = 3;
+const PER_SENDER = Number(process.env.TERN_CLUSTER_LOAD || 1500);
+const KILL_AFTER = Math.floor(PAIRS * PER_SENDER * 0.3); // `sent` answers before the kill
+
+/** A node itself, reached directly rather than through the proxy (it has url and wsUrl). */
+const direct = (node) => node;
+
+async function healthz(node) {
+  const r = await request(direct(node), 'GET', '/healthz');
+  return { status: r.status, body: r.body };
+}
+
+/**
+ * Runs PAIRS senders → receivers through srv until every sender has PER_SENDER messages
+ * answered `sent`. Connections that die (a killed node) reconnect through the proxy, which
+ * hands them to a live node, and send again what had no answer, with the same ids; a send
+ * answered `unavailable` (no quorum for a moment) is sent again too. onSent(total) runs at
+ * every `sent`. Returns the senders, the receivers and the ids each sender sent again.
+ */
+async function loadThrough(srv, prefix, onSent) {
+  const senders = [];
+  const receivers = [];
+  for (let k = 0; k < PAIRS; k++) {
+    const s = await newUser(srv, `${prefix}s${k}`);
+    const r = await newUser(srv, `${prefix}r${k}`);
+    senders.push(sender(s, r.user));
+    receivers.push(receiver(r, s.user));
+  }
+  const conns = new Set();
+  let stopped = false;
+  // receivers stay online, reconnecting when their node dies
+  const keepReceiving = async (rec) => {
+    while (!stopped) {
+      let c;
+      try {
+        c = await online(srv, rec.acct);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      conns.add(c);
+      rec.msgs.push(...c.initial.filter((e) => e.type === 'msg'));
+      attachReceiver(c, rec);
+      await c.closed;
+      conns.delete(c);
+    }
+  };
+  const receiving = receivers.map(keepReceiving);
+  let total = 0;
+  const all = Array.from({ length: PER_SENDER }, (_, i) => i);
+  const retried = senders.map(() => new Set());
+  await Promise.all(senders.map(async (st, k) => {
+    for (let round = 0; st.sent.size < PER_SENDER; round++) {
+      assert.ok(round < 50, `${st.name}: still ${PER_SENDER - st.sent.size} unsent after 50 reconnects`);
+      let c;
+      try {
+        c = await online(srv, st.acct);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      conns.add(c);
+      attachReceiver(c, st);
+      const before = st.errors.length;
+      const missing = all.filter((i) => !st.sent.has(i));
+      if (round > 0) for (const i of missing) retried[k].add(i);
+      await runSender(c, st, missing, () => onSent?.(++total));
+      for (const e of st.errors.slice(before)) {
+        assert.equal(e.code, 'unavailable', `${st.name}: error ${JSON.stringify(e)}`);
+        retried[k].add(Number(e.id.slice(3)));
+      }
+      st.errors.length = before;
+      if (c.isOpen && st.sent.size < PER_SENDER) await new Promise((r) => setTimeout(r, 200));
+      await c.close();
+      conns.delete(c);
+    }
+  }));
+  await waitFor(() => receivers.every((r) => distinct(r) >= PER_SENDER), {
+    timeoutMs: 60000, intervalMs: 100, message: 'receivers to get every message',
+  }).catch((e) => {
+    throw new Error(`${e.message}: ${receivers.map((r) => `${r.name}=${distinct(r)}`).join(' ')}`);
+  });
+  stopped = true;
+  await closeAll([...conns]);
+  await Promise.allSettled(receiving);
+  return { senders, receivers, retried };
+}
+
+/** The load's checks: every `sent` delivered once with its msg_id, in order (a resent id is a
+ * later send, so the order check covers the others). */
+function checkLoad({ senders, receivers, retried }) {
+  for (let k = 0; k < PAIRS; k++) {
+    assert.deepEqual(senders[k].conflicts.slice(0, 3), [], `${senders[k].name}: one id answered with two msg_ids`);
+    const dups = checkDelivered(senders[k], receivers[k], new Map(), PER_SENDER, retried[k]);
+    if (dups) console.log(`# ${receivers[k].name}: ${dups} redelivered duplicates (dropped by msg_id)`);
+  }
+}
+
+/** Runs fn; a failure carries the end of every node's log. */
+async function withLogs(srv, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    e.message += `\n${srv.nodes.map((n, i) => `----- node ${i + 1} -----\n${n.stderr().slice(-3000)}`).join('\n')}`;
+    throw e;
+  }
+}
+
+describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NODES ? 'the plain suite runs it' : false }, () => {
+  let srv;
+  before(async () => { srv = await startCluster(3, { args: FAST_LIMITS }); });
+  after(async () => { await srv?.close(); await srv?.nats?.close(); });
+
+  test('clients on three nodes: a message, its receipts and presence cross the nodes', async () => {
+    const alice = await newUser(direct(srv.nodes[0]), 'cla');
+    const bob = await newUser(direct(srv.nodes[1]), 'clb');
+    const ca = await online(direct(srv.nodes[2]), alice);
+    const cb = await online(direct(srv.nodes[1]), bob);
+    // bob, connected on node 2, is online as node 1 sees it
+    await waitFor(async () => (await getUser(direct(srv.nodes[0]), alice.token, bob.user)).body.online === true, {
+      timeoutMs: 5000, message: 'bob online as seen from node 1',
+    });
+    ca.send({ type: 'send', id: 'x1', to: bob.user, body: 'across nodes' });
+    const sent = await ca.next('sent');
+    const m = await cb.next('msg');
+    assert.equal(m.msg_id, sent.msg_id);
+    assert.equal(m.body, 'across nodes');
+    cb.ack(m.seq);
+    const d = await ca.next((f) => f.type === 'receipt' && f.status === 'delivered');
+    assert.deepEqual(d.msg_ids, [sent.msg_id]);
+    cb.send({ type: 'read', peer: alice.user, msg_ids: [sent.msg_id] });
+    const r = await ca.next((f) => f.type === 'receipt' && f.status === 'read');
+    assert.deepEqual(r.msg_ids, [sent.msg_id]);
+    await closeAll(ca, cb);
+  });
+
+  test('a register race on two nodes: one name, one winner', async () => {
+    for (let i = 0; i < 8; i++) {
+      const name = uniqueName('race');
+      const [a, b] = await Promise.all([
+        register(direct(srv.nodes[0]), name, undefined, 'a'),
+        register(direct(srv.nodes[1]), name, undefined, 'b'),
+      ]);
+      const codes = [a.status, b.status].sort();
+      assert.deepEqual(codes, [201, 409], `${name}: ${a.status} ${a.text} / ${b.status} ${b.text}`);
+    }
+  });
+
+  test('kill -9 of a ternd node under load: clients reconnect elsewhere, every sent message delivered once, in order', { timeout: 300000 }, async () => {
+    const victim = srv.nodes[1];
+    let killing = null;
+    // st.sent keeps every answer, those before the kill included: a resend answered with
+    // another msg_id is a conflict, and each one must be delivered with its msg_id
+    const load = await loadThrough(srv, 'kn', (total) => {
+      if (total >= KILL_AFTER && !killing) killing = victim.kill9();
+    });
+    assert.ok(killing, 'the node was killed part-way');
+    await killing;
+    checkLoad(load);
+    // the others still serve, the dead node is replaced by a restart
+    await victim.restart();
+    assert.equal((await healthz(victim)).status, 200);
+  });
+
+  test('kill -9 of one NATS server under load: /healthz degraded, every sent message delivered once, in order', { timeout: 300000 }, async () => {
+    let killing = null;
+    const load = await loadThrough(srv, 'kq', (total) => {
+      if (total >= KILL_AFTER && !killing) killing = srv.nats.kill(2);
+    });
+    assert.ok(killing, 'the NATS server was killed part-way');
+    await killing;
+    checkLoad(load);
+    await waitFor(async () => (await healthz(srv.nodes[0])).body?.status === 'degraded', {
+      timeoutMs: 20000, intervalMs: 200, message: '/healthz degraded with one NATS server of three gone',
+    });
+    await srv.nats.restart(2);
+    await waitFor(async () => (await healthz(srv.nodes[0])).body?.status === 'ok', {
+      timeoutMs: 30000, intervalMs: 200, message: '/healthz ok again once the server is back',
+    });
+  });
+
+  test('kill -9 of every node and NATS server, then a restart: inboxes intact', { timeout: 180000 }, () => withLogs(srv, async () => {
+    const pairs = [];
+    for (let k = 0; k < 3; k++) pairs.push([await newUser(srv, 'rsa'), await newUser(srv, 'rsb')]);
+    const want = new Map();
+    for (const [a, b] of pairs) {
+      const c = await online(srv, a);
+      const ids = [];
+      for (let i = 0; i < 20; i++) {
+        c.send({ type: 'send', id: `r${i}`, to: b.user, body: `kept ${i}` });
+        ids.push((await c.next('sent')).msg_id);
+      }
+      want.set(b.user, ids);
+      await c.close();
+    }
+    await Promise.all(srv.nodes.map((n) => n.kill9()));
+    await Promise.all([0, 1, 2].map((i) => srv.nats.kill(i)));
+    await Promise.all([0, 1, 2].map((i) => srv.nats.restart(i)));
+    for (const n of srv.nodes) await n.restart();
+    for (const [, b] of pairs) {
+      const c = await online(srv, b);
+      assert.deepEqual(c.initial.filter((e) => e.type === 'msg').map((e) => e.msg_id), want.get(b.user),
+        `${b.user}: the inbox after the restart`);
+      await c.close();
+    }
+  }));
+});
