@@ -2,17 +2,21 @@
 // out, image preview and viewer; the group ones are in groupui.js), the connection bar and the
 // notification banner. All text goes in with textContent (via el()); nothing user-supplied is
 // ever parsed as HTML.
-import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren } from './util.js';
-import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
+import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren, textDir } from './util.js';
+import { Media, acceptable, ACCEPT_ATTR, dimensions, fitForUpload } from './media.js';
+import { Drafts } from './drafts.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
 import { safetyDialog } from './safety.js';
-import { avatar, groupAvatar, checkField, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
+import { avatar, groupAvatar, checkField, checkUser, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 import { settingsUi } from './settings.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
 const THUMB_BOX = 260; // the longest side of a thumbnail in a bubble, CSS px
+const NOTIF_DISMISSED = 'tern.notif.dismissed';
+const USER_RE = /^[a-z0-9_.-]{3,32}$/;
+const NEAR_BOTTOM_PX = 120; // closer than this to the end counts as "at the newest message"
 
 const TICK = {
   queued: { icon: 'clock', label: 'Pending' },
@@ -37,6 +41,7 @@ export function renderApp(root, client, { onLogout }) {
   const bubbles = new Map(); // message key -> {node, sig}
   const days = new Map(); // day key -> its separator, kept like the bubbles
   let chatsCache = [];
+  const drafts = new Drafts(me);
 
   // ---- skeleton ---------------------------------------------------------------------------
   const connText = el('span', { class: 'conn-text' }, 'Connecting…');
@@ -73,6 +78,11 @@ export function renderApp(root, client, { onLogout }) {
   const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus), infoBtn, lockBtn);
   const earlierBtn = el('button', { type: 'button', class: 'earlier' }, 'Show earlier messages');
   const msgList = el('div', { class: 'messages', id: 'messages', role: 'log', tabindex: '0', 'aria-labelledby': 'conv-title' });
+  // Shown while the newest message is out of view; counts what arrived meanwhile.
+  const jumpCount = el('span', { class: 'jump-count', hidden: true });
+  const jumpBtn = el('button', { type: 'button', class: 'jump-latest', id: 'jump-latest', 'aria-label': 'Jump to the latest message', title: 'Jump to the latest message', hidden: true }, icon('down'), jumpCount);
+  // "3 unread messages": before the first message that was unread when the chat was opened.
+  const unreadMarker = el('div', { class: 'unread-marker', role: 'separator' }, el('span', {}));
   const fileIn = el('input', { type: 'file', accept: ACCEPT_ATTR, class: 'visually-hidden', id: 'file', tabindex: '-1', 'aria-hidden': 'true' });
   const attachBtn = el('button', { type: 'button', class: 'icon-btn attach', id: 'attach', 'aria-label': 'Attach an image', title: 'Attach an image' }, icon('clip'));
   const textIn = el('textarea', { id: 'composer-text', rows: 1, placeholder: 'Type a message', 'aria-label': 'Type a message', autocomplete: 'off' });
@@ -80,7 +90,7 @@ export function renderApp(root, client, { onLogout }) {
   const composer = el('form', { class: 'composer', id: 'composer' }, attachBtn, fileIn, textIn, sendBtn);
   const notMember = el('p', { class: 'not-member', id: 'not-member', hidden: true }, 'You are no longer a member of this group.');
   const dropHint = el('div', { class: 'drop-hint', 'aria-hidden': 'true' }, 'Drop an image to send it');
-  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, composer, notMember, dropHint);
+  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, jumpBtn, composer, notMember, dropHint);
   const welcome = el('div', { class: 'welcome' },
     el('img', { src: 'icon.svg', alt: '', width: 72, height: 72 }),
     el('h2', {}, 'tern for the web'),
@@ -180,7 +190,7 @@ export function renderApp(root, client, { onLogout }) {
 
   // ---- notifications ----------------------------------------------------------------------
   function updateNotifBanner() {
-    notifBanner.hidden = !notify.supported() || notify.permission() !== 'default' || sessionStorage.getItem('tern.notif.dismissed') === '1';
+    notifBanner.hidden = !notify.supported() || notify.permission() !== 'default' || localStorage.getItem(NOTIF_DISMISSED) === '1';
   }
   notifBtn.addEventListener('click', async () => {
     const p = await notify.ask();
@@ -188,7 +198,7 @@ export function renderApp(root, client, { onLogout }) {
     if (p === 'granted') notify.setupPush(client.session.token);
   });
   notifDismiss.addEventListener('click', () => {
-    sessionStorage.setItem('tern.notif.dismissed', '1');
+    localStorage.setItem(NOTIF_DISMISSED, '1'); // kept across browser restarts: asked once
     updateNotifBanner();
   });
   updateNotifBanner();
@@ -368,12 +378,18 @@ export function renderApp(root, client, { onLogout }) {
     // The time sits at the bubble's bottom right; an invisible spacer of its width ends the
     // text, so the last line wraps only when the time would not fit beside it.
     if (m.undecryptable) bubble.append(el('p', { class: 'placeholder' }, '🔒 Waiting for this message. It could not be decrypted; the sender was asked to send it again.', el('span', { class: 'meta-spacer', 'aria-hidden': 'true' })));
-    if (m.body) bubble.append(el('p', { class: 'text', dir: 'auto' }, m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
+    // The direction is set from the text's first strong letter (what dir=auto does), so that
+    // the time can go on the side where the last line ends (.bubble.rtl).
+    const dir = m.body ? textDir(m.body) : 'ltr';
+    if (dir === 'rtl') bubble.classList.add('rtl');
+    if (m.body) bubble.append(el('p', { class: 'text', dir },  m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
     bubble.append(meta);
     if (m.status === 'failed') {
       const retry = el('button', { type: 'button', class: 'link retry' }, 'Retry');
       retry.addEventListener('click', () => client.retry(m.key));
-      bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry));
+      const del = el('button', { type: 'button', class: 'link delete-failed' }, 'Delete');
+      del.addEventListener('click', () => client.removeMessage(m.key));
+      bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry, ' · ', del));
     }
     node.replaceChildren(bubble);
   }
@@ -448,8 +464,17 @@ export function renderApp(root, client, { onLogout }) {
     const mySeq = ++renderSeq;
     const { messages, more } = await client.messages(peer, limit);
     if (peer !== active || mySeq !== renderSeq) return;
-    const nearBottom = msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < 120;
+    const nearBottom = atBottom();
     const nodes = [];
+    if (marker.key === undefined) {
+      // First render of this chat: the marker goes before its first unread message.
+      const first = messages.find((m) => m.unread && m.dir === 'in');
+      const n = messages.filter((m) => m.unread && m.dir === 'in').length;
+      marker.key = first ? first.key : null;
+      unreadMarker.firstChild.textContent = `${n} unread message${n === 1 ? '' : 's'}`;
+    }
+    let arrived = 0; // incoming messages newer than what was shown (not older ones paged in)
+    const shownUpTo = newestTs;
     if (more) nodes.push(earlierBtn);
     let lastDay = null;
     const seen = new Set();
@@ -462,7 +487,9 @@ export function renderApp(root, client, { onLogout }) {
       seen.add(m.key);
       const sig = bubbleSig(m);
       let b = bubbles.get(m.key);
+      if (m.key === marker.key) nodes.push(unreadMarker);
       if (!b) {
+        if (shownUpTo && m.dir === 'in' && m.ts > shownUpTo) arrived++;
         b = { node: buildBubble(m), sig };
         bubbles.set(m.key, b);
       } else if (b.sig !== sig) {
@@ -474,9 +501,65 @@ export function renderApp(root, client, { onLogout }) {
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
     for (const [k, d] of [...days]) if (!nodes.includes(d)) days.delete(k);
+    if (messages.length) newestTs = Math.max(newestTs, messages[messages.length - 1].ts);
     placeChildren(msgList, nodes);
-    if (scrollToEnd || nearBottom) msgList.scrollTop = msgList.scrollHeight;
+    if (scrollToEnd && marker.key && nodes.includes(unreadMarker)) {
+      // Opened with unread messages: the first of them at the top, the marker above it.
+      msgList.scrollTop = unreadMarker.offsetTop - msgList.offsetTop - 8;
+      stuck = atBottom();
+    } else if (scrollToEnd || nearBottom) toBottom();
+    else if (arrived) jumpNew += arrived;
+    updateJump();
   }
+
+  // ---- staying at the newest message ------------------------------------------------------
+  // While the newest message is in view it stays there, whatever changes the list's size: the
+  // connection bar, a growing message box, an image that loads. `stuck` follows the user's own
+  // scrolling; a resize never changes it.
+  let stuck = true;
+  let jumpNew = 0; // messages that arrived while scrolled up
+  let newestTs = 0; // the newest message's time on screen
+  const marker = { key: undefined }; // the unread marker's message, per opened chat
+  function atBottom() {
+    return msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < NEAR_BOTTOM_PX;
+  }
+  function toBottom() {
+    msgList.scrollTop = msgList.scrollHeight;
+    stuck = true;
+    jumpNew = 0;
+  }
+  function updateJump() {
+    jumpBtn.hidden = stuck;
+    jumpCount.hidden = !jumpNew;
+    jumpCount.textContent = jumpNew ? String(jumpNew) : '';
+    jumpBtn.setAttribute('aria-label', jumpNew ? `Jump to the latest message (${jumpNew} new)` : 'Jump to the latest message');
+  }
+  let lastTop = 0;
+  msgList.addEventListener('scroll', () => {
+    // A scroll up is the user's; one that reaches the end (theirs or ours) sticks again.
+    if (atBottom()) {
+      stuck = true;
+      jumpNew = 0;
+    } else if (msgList.scrollTop < lastTop) stuck = false;
+    lastTop = msgList.scrollTop;
+    updateJump();
+  }, { passive: true });
+  const keepBottom = () => { if (stuck && active) msgList.scrollTop = msgList.scrollHeight; };
+  const sizes = new ResizeObserver(() => {
+    keepBottom();
+    // Toasts go above the message box while it is on screen (it grows with the text).
+    const h = convBody.hidden || composer.hidden ? 0 : composer.getBoundingClientRect().height;
+    document.documentElement.style.setProperty('--toast-bottom', `${Math.round(h ? h + 12 : 20)}px`);
+    convBody.style.setProperty('--composer-h', `${Math.round(h)}px`);
+  });
+  sizes.observe(msgList);
+  sizes.observe(composer);
+  msgList.addEventListener('load', keepBottom, true); // an image decoded to a new height
+  jumpBtn.addEventListener('click', () => {
+    toBottom();
+    updateJump();
+    textIn.focus({ preventScroll: true });
+  });
   client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });
 
   earlierBtn.addEventListener('click', async () => {
@@ -499,6 +582,10 @@ export function renderApp(root, client, { onLogout }) {
       bubbles.clear();
       days.clear();
       msgList.replaceChildren();
+      marker.key = undefined;
+      newestTs = 0;
+      stuck = true;
+      jumpNew = 0;
       textIn.value = drafts.get(peer) || '';
       autosize();
     }
@@ -525,7 +612,6 @@ export function renderApp(root, client, { onLogout }) {
     if (active) {
       client.stoppedTyping();
       if (active !== me) client.unwatch(active);
-      drafts.set(active, textIn.value);
     }
     active = null;
     client.activePeer = null;
@@ -547,13 +633,13 @@ export function renderApp(root, client, { onLogout }) {
   client.addEventListener('state', (e) => { if (e.detail === 'synced') seenCheck(); });
 
   // ---- composer ---------------------------------------------------------------------------
-  const drafts = new Map();
   function autosize() {
     textIn.style.height = 'auto';
     textIn.style.height = `${Math.min(textIn.scrollHeight, 160)}px`;
   }
   textIn.addEventListener('input', () => {
     autosize();
+    if (active) drafts.set(active, textIn.value);
     if (active && active !== me && textIn.value && !composer.hidden) client.typed(active);
     else if (!textIn.value) client.stoppedTyping();
   });
@@ -573,11 +659,12 @@ export function renderApp(root, client, { onLogout }) {
       return;
     }
     textIn.value = '';
-    drafts.delete(active);
+    drafts.set(active, '');
     autosize();
     client.stoppedTyping();
+    toBottom();
     await client.sendText(active, body);
-    msgList.scrollTop = msgList.scrollHeight;
+    toBottom();
   });
 
   // ---- images: pick, paste, drop ----------------------------------------------------------
@@ -617,7 +704,7 @@ export function renderApp(root, client, { onLogout }) {
     offerImage(f);
   });
 
-  function offerImage(file) {
+  async function offerImage(file) {
     if (!active || composer.hidden) return; // no chat, or a group this user has left
     if (!acceptable(file)) {
       toast('Only JPEG, PNG, WebP and GIF images can be sent.');
@@ -625,6 +712,12 @@ export function renderApp(root, client, { onLogout }) {
     }
     if (file.size > 16 * 1024 * 1024) {
       toast('That image is too large (16 MiB at most).');
+      return;
+    }
+    // The type comes from the name: a text file called .png is found out here, by decoding
+    // it, before a preview with a broken image is offered.
+    if (!(await dimensions(file))) {
+      toast(`“${file.name || 'That file'}” is not an image this browser can open.`);
       return;
     }
     pvFile = file;
@@ -662,8 +755,10 @@ export function renderApp(root, client, { onLogout }) {
       toast('That file is not an image this browser can read.');
       return;
     }
-    await client.sendImage(peer, file, caption, dims);
-    msgList.scrollTop = msgList.scrollHeight;
+    // Larger than tern sends, it is made smaller here, as WhatsApp does (media.fitForUpload).
+    const fit = await fitForUpload(file, dims);
+    await client.sendImage(peer, fit.blob, caption, fit.dims);
+    toBottom();
   });
 
   async function openViewer(m) {
@@ -743,23 +838,43 @@ export function renderApp(root, client, { onLogout }) {
     } else endSession(code === 4002 ? 'This browser was logged out.' : 'Your session has ended. Please log in again.');
   });
 
-  // Escape leaves a conversation on a phone-width screen, where the list is hidden behind it.
+  // Escape leaves a conversation, as in WhatsApp (menus and dialogs take their Escape first).
   const onKey = (e) => {
-    if (e.key === 'Escape' && active && !document.querySelector('dialog[open]') && matchMedia('(max-width: 720px)').matches) closeChat();
+    if (e.key === 'Escape' && !e.defaultPrevented && active && !document.querySelector('dialog[open]')) closeChat();
   };
   document.addEventListener('keydown', onKey);
 
   // Deep links (#chat=bob) from a reload or a notification click.
-  function fromHash() {
+  // Only a chat that exists opens: a group this device knows, or a user the server knows; any
+  // other #chat= is dropped from the address, with no conversation made for it.
+  async function fromHash() {
     const m = /^#chat=(.+)$/.exec(location.hash);
-    if (m) openChat(decodeURIComponent(m[1]), { focus: true });
+    if (!m) return;
+    let peer;
+    try {
+      peer = decodeURIComponent(m[1]);
+    } catch {
+      peer = '';
+    }
+    if (!isGroupPeer(peer)) peer = peer.toLowerCase();
+    let ok;
+    if (isGroupPeer(peer)) ok = !!client.group(groupIdOf(peer));
+    else ok = USER_RE.test(peer) && (chatsCache.some((c) => c.peer === peer) || !(await checkUser(client, peer)));
+    if (location.hash !== m[0]) return; // another link meanwhile
+    if (ok) return openChat(peer, { focus: true });
+    history.replaceState(null, '', location.pathname);
+    toast('That link does not lead to a chat.');
   }
   addEventListener('hashchange', fromHash);
   if (navigator.serviceWorker) navigator.serviceWorker.addEventListener('message', (e) => {
     if (e.data && e.data.type === 'open' && e.data.peer) openChat(e.data.peer);
   });
 
-  refreshChats().then(fromHash);
+  refreshChats().then(async () => {
+    await fromHash();
+    // After login (or a reload) the keyboard starts on the chat screen, not the page body.
+    if (!active && (document.activeElement === document.body || !document.activeElement)) newChatBtn.focus();
+  });
 
   return {
     destroy() {
@@ -773,6 +888,7 @@ export function renderApp(root, client, { onLogout }) {
       removeEventListener('offline', updateBar);
       document.removeEventListener('visibilitychange', seenCheck);
       removeEventListener('hashchange', fromHash);
+      sizes.disconnect();
     },
     toast,
   };

@@ -19,7 +19,7 @@
 // Events: 'state' (connection), 'chats', 'messages' {peer}, 'presence' {user},
 // 'typing' {peer, user}, 'group' {group_id}, 'progress' {key, peer, fraction}, 'toast' {text},
 // 'notify' {msg, title}, 'ended' {code}.
-import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, putBlob, nextOrder } from './db.js';
+import { openDb, write, read, reqP, getMeta, loadMessages, lastMessage, allChats, getBlob, putBlob, nextOrder } from './db.js';
 import { Conn } from './conn.js';
 import * as api from './api.js';
 import { newClientId } from './util.js';
@@ -816,19 +816,39 @@ export class Client extends EventTarget {
   async retry(key) {
     const m = await read(this.db, ['messages'], (s) => reqP(s.messages.get(key)));
     if (!m || m.status !== 'failed') return;
-    await write(this.db, ['messages', 'chats'], async (s) => {
-      s.messages.delete(key);
-      const c = await reqP(s.chats.get(m.peer));
-      if (c && c.last_key === key) {
-        c.last_key = null;
-        s.chats.put(c);
-      }
-    });
+    await this.removeMessage(key, { quiet: true });
     if (m.media && m.media.local && !m.media.media_id) {
       const blob = await this.blob(m.media.local);
       if (blob) return this.sendImage(m.peer, blob, m.body, { width: m.media.width, height: m.media.height });
     }
     return this.sendText(m.peer, m.body);
+  }
+
+  /** Deletes a message from this browser only (a failed one, or "Delete for me"): its record,
+   *  its upload, and the chat list's line when it was the last one (the one before it then). */
+  async removeMessage(key, { quiet = false } = {}) {
+    const peer = await write(this.db, ['messages', 'chats', 'blobs', 'outbox'], async (s) => {
+      const m = await reqP(s.messages.get(key));
+      if (!m) return null;
+      s.messages.delete(key);
+      if (m.media && m.media.local) s.blobs.delete(m.media.local);
+      await this.deleteFromOutbox(s, key);
+      const c = await reqP(s.chats.get(m.peer));
+      if (c && c.last_key === key) {
+        const prev = await lastMessage(s, m.peer);
+        if (prev) this.setLast(c, prev);
+        else {
+          c.last_key = null;
+          c.preview = '';
+        }
+        s.chats.put(c);
+      }
+      return m.peer;
+    });
+    if (peer && !quiet) {
+      this.emit('messages', { peer });
+      this.emit('chats');
+    }
   }
 
   /** Sends the outbox in order. Re-entrant calls fold into one more pass. */

@@ -142,6 +142,12 @@ export async function loadMessages(db, peer, limit) {
   }));
 }
 
+/** Inside a transaction over messages: a conversation's newest message, or null. */
+export function lastMessage(s, peer) {
+  const range = IDBKeyRange.bound([peer, -Infinity, -Infinity], [peer, Infinity, Infinity]);
+  return reqP(s.messages.index('peer_ts').openCursor(range, 'prev')).then((cur) => (cur ? cur.value : null));
+}
+
 export async function allChats(db) {
   const chats = await read(db, ['chats'], (s) => reqP(s.chats.getAll()));
   return chats.sort((a, b) => (b.last_ts || 0) - (a.last_ts || 0));
