@@ -8,8 +8,14 @@ import { Drafts } from './drafts.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
 import { safetyDialog } from './safety.js';
-import { avatar, groupAvatar, checkField, checkUser, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
+import { groupAvatar, checkField, checkUser, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 import { settingsUi } from './settings.js';
+import { actionsUi } from './actionsui.js';
+import { mentionsIn } from './actions.js';
+import { richText } from './richtext.js';
+import { searchUi } from './search.js';
+import { Profiles, profileAvatar, profileEditor } from './profiles.js';
+import { ping } from './sound.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
@@ -36,6 +42,8 @@ function ticks(status) {
 export function renderApp(root, client, { onLogout }) {
   const me = client.user;
   const media = new Media(client);
+  const profiles = new Profiles(client, media);
+  const userAvatar = (u, extra) => profileAvatar(profiles, u, extra);
   let active = null; // peer on screen
   let limit = PAGE;
   const bubbles = new Map(); // message key -> {node, sig}
@@ -60,11 +68,20 @@ export function renderApp(root, client, { onLogout }) {
   const newChatBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-chat', 'aria-label': 'New chat', title: 'New chat' }, icon('newchat'));
   const newGroupBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-group', 'aria-label': 'New group', title: 'New group' }, icon('group'));
   const logoutBtn = el('button', { type: 'button', class: 'icon-btn', id: 'logout', 'aria-label': 'Log out', title: 'Log out' }, icon('logout'));
+  // Search over the history in this browser (search.js): its box takes the chat list's place.
+  const search = searchUi(client, { name: (peer) => chatName(peer), onPick: (peer, key) => openChat(peer).then(() => showMessage(key)) });
+  const meAvatar = el('span', { class: 'avatar-slot' }, userAvatar(me));
   const sidebar = el('nav', { class: 'sidebar', 'aria-label': 'Chats' },
-    el('header', { class: 'side-head' }, avatar(me), el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, newChatBtn, newGroupBtn, logoutBtn)),
+    el('header', { class: 'side-head' }, meAvatar, el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, search.button, newChatBtn, newGroupBtn, logoutBtn)),
     notifBanner,
+    search.box,
     emptyList,
     chatList);
+  search.box.addEventListener('toggle', () => {
+    chatList.hidden = search.isOpen();
+    if (search.isOpen()) emptyList.hidden = true;
+    else refreshChats();
+  });
 
   // conversation pane
   const backBtn = el('button', { type: 'button', class: 'icon-btn back', id: 'back', 'aria-label': 'Back to chats' }, icon('back'));
@@ -143,8 +160,76 @@ export function renderApp(root, client, { onLogout }) {
   root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog, safety.dialog);
 
   // Settings (settings.js): the button beside log-out, the sheet, and a 1:1 chat's Block menu.
-  const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); } });
+  const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); }, meSection: profileEditor(profiles, { toast }) });
   logoutBtn.before(settings.button);
+
+  // Replies, reactions, edits and deletes of one message (actionsui.js).
+  const actions = actionsUi(client, {
+    confirm, toast, composer, textIn,
+    sender: (m) => (m.from === me ? 'You' : profiles.name(m.from)),
+    showMessage: (key) => showMessage(key),
+    openInfo: (m) => msgInfo.open(m.key),
+    onModeChange: () => autosize(),
+  });
+  composer.before(actions.bar);
+  root.append(actions.menu);
+  actions.swipeToReply(msgList, (node) => { const b = bubbles.get(node.dataset.key); return b && b.m; });
+
+  // The chat's menu (settings.js) also mutes the chat, on the server, so that the user's phones
+  // stop buzzing too (PROTOCOL 15), and deletes it from this browser.
+  const MUTE_FOR = [['8 hours', 8 * 3600000], ['1 week', 7 * 86400000], ['Always', null]];
+  settings.addMenuItem('conv-mute', (chat) => (chat === me ? null : client.isMuted(chat) ? 'Unmute notifications' : 'Mute notifications'), async (chat) => {
+    try {
+      if (client.isMuted(chat)) {
+        await client.setMute(chat, false);
+        toast(`${chatName(chat)}: notifications on.`);
+        return;
+      }
+      const choice = await muteDialog.ask(chatName(chat));
+      if (choice === undefined) return;
+      await client.setMute(chat, choice === null ? null : Date.now() + client.skew + choice);
+      toast(`${chatName(chat)} muted.`);
+    } catch (e) {
+      toast(`Could not change the mute: ${e.message}`);
+    }
+  });
+  settings.addMenuItem('conv-delete-chat', () => 'Delete chat', async (chat) => {
+    const ok = await confirm.ask(`Delete the chat with ${chatName(chat)}?`, 'Its messages are deleted from this browser only. Nobody else loses anything.', 'Delete chat');
+    if (!ok) return;
+    closeChat();
+    await client.deleteChat(chat);
+  });
+  client.addEventListener('mutes', () => { refreshChats(); updateHeader(); });
+
+  // "Mute for how long?": three choices, as in WhatsApp.
+  const muteDialog = (() => {
+    const radios = MUTE_FOR.map(([label], i) => el('label', { class: 'radio-row' }, el('input', { type: 'radio', name: 'mute-for', value: String(i), checked: i === 0 }), ` ${label}`));
+    const title = el('h2', { id: 'mute-title' });
+    const go = el('button', { type: 'submit', class: 'primary', id: 'mute-go' }, 'Mute');
+    const cancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+    const form = el('form', { class: 'dialog-form', method: 'dialog' }, title, el('p', {}, 'No notifications on any of your devices, except when you are mentioned.'), ...radios, el('div', { class: 'buttons' }, cancel, go));
+    const dialog = el('dialog', { class: 'dialog', id: 'mute-dialog', 'aria-labelledby': 'mute-title' }, form);
+    root.append(dialog);
+    let done = null;
+    cancel.addEventListener('click', () => dialog.close());
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const i = Number(form.elements['mute-for'].value);
+      const r = done;
+      done = null;
+      dialog.close();
+      if (r) r(MUTE_FOR[i][1]);
+    });
+    dialog.addEventListener('close', () => { if (done) { done(undefined); done = null; } });
+    return {
+      ask(name) {
+        title.textContent = `Mute ${name}?`;
+        dialog.showModal();
+        go.focus();
+        return new Promise((r) => { done = r; });
+      },
+    };
+  })();
   convHead.append(settings.menuWrap);
   notMember.before(settings.bar);
   root.append(settings.dialog);
@@ -202,13 +287,16 @@ export function renderApp(root, client, { onLogout }) {
     updateNotifBanner();
   });
   updateNotifBanner();
-  client.addEventListener('notify', (e) => notify.messageArrived(e.detail.msg, (peer) => openChat(peer), e.detail.title));
+  client.addEventListener('notify', (e) => {
+    notify.messageArrived(e.detail.msg, (peer) => openChat(peer), e.detail.title);
+    ping(); // the new-message sound (sound.js), for a chat that is not muted, or a mention
+  });
 
   // ---- chat list --------------------------------------------------------------------------
   /** The name a conversation goes by: the peer, "bob (you)", or the group's name. */
   function chatName(peer) {
     if (isGroupPeer(peer)) return client.groupName(groupIdOf(peer));
-    return peer === me ? `${me} (you)` : peer;
+    return peer === me ? `${profiles.name(me)} (you)` : profiles.name(peer);
   }
 
   // Rows are kept per chat and rebuilt only when what they show changes (rows: peer -> {li, sig}).
@@ -219,7 +307,9 @@ export function renderApp(root, client, { onLogout }) {
     const focusedPeer = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.peer : null;
     const items = chats.map((c) => {
       const name = chatName(c.peer);
-      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id]);
+      const muted = client.isMuted(c.peer);
+      const p = !c.group_id && profiles.get(c.peer);
+      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id, muted, p && p.avatar]);
       const row = rows.get(c.peer);
       if (row && row.sig === sig) {
         if (c.peer === active) row.btn.setAttribute('aria-current', 'true');
@@ -230,10 +320,11 @@ export function renderApp(root, client, { onLogout }) {
       if (c.last_dir === 'out') preview.append(ticks(c.last_status || 'sent'), ' ');
       preview.append(el('span', { class: 'preview-text', dir: 'auto' }, c.preview || ''));
       const btn = el('button', { type: 'button', class: 'chat', dataset: { peer: c.peer }, 'aria-current': c.peer === active ? 'true' : null },
-        c.group_id ? groupAvatar() : avatar(c.peer),
+        c.group_id ? groupAvatar() : userAvatar(c.peer),
         el('span', { class: 'chat-main' },
           el('span', { class: 'chat-top' }, el('span', { class: 'chat-name' }, name), el('time', { class: 'chat-time', datetime: new Date(c.last_ts).toISOString() }, listTime(c.last_ts))),
           el('span', { class: 'chat-bottom' }, preview,
+            muted ? el('span', { class: 'muted-icon', role: 'img', 'aria-label': 'Muted', title: 'Muted' }, icon('muted')) : null,
             c.unread ? el('span', { class: 'badge', 'aria-label': `${c.unread} unread message${c.unread === 1 ? '' : 's'}` }, String(c.unread)) : null)));
       if (c.unread) btn.classList.add('has-unread');
       btn.addEventListener('click', () => openChat(c.peer));
@@ -243,7 +334,7 @@ export function renderApp(root, client, { onLogout }) {
     });
     for (const p of [...rows.keys()]) if (!chats.some((c) => c.peer === p)) rows.delete(p);
     placeChildren(chatList, items);
-    emptyList.hidden = items.length > 0;
+    emptyList.hidden = items.length > 0 || search.isOpen();
     if (focusedPeer && document.activeElement?.dataset?.peer !== focusedPeer) {
       const b = chatList.querySelector(`button[data-peer="${CSS.escape(focusedPeer)}"]`);
       if (b) b.focus();
@@ -318,7 +409,9 @@ export function renderApp(root, client, { onLogout }) {
     if (m.kind === 'event') return JSON.stringify([m.kind, eventText(m, me)]);
     if (m.kind === 'keys') return JSON.stringify([m.kind, m.user]);
     const settled = m.status === 'sent' || m.status === 'delivered' || m.status === 'read';
-    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id, !!m.undecryptable]);
+    const q = m.reply_to && quoteOf(m);
+    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id, !!m.undecryptable,
+      m.reactions || null, m.edited || 0, !!m.deleted, m.reply_to || null, q ? [q.key, q.body, !!q.deleted, q.from] : null, m.group_id && m.dir === 'in' ? profiles.name(m.from) : 0]);
   }
 
   const infoLabel = (m) => `Message info (${(TICK[m.status] || TICK.sent).label})`;
@@ -354,17 +447,39 @@ export function renderApp(root, client, { onLogout }) {
       el('span', { dir: 'auto' }, `${m.user}'s security code changed (a new device or new keys). `, verify));
   }
 
+  // The original of a reply, when this browser has it: among the messages on screen, else
+  // looked up once (quotes) and the bubble redrawn when it comes.
+  const quotes = new Map(); // msg_id -> record | null, for the chat on screen
+  function quoteOf(m) {
+    const b = byMsgId.get(m.reply_to);
+    if (b) return b;
+    if (!quotes.has(m.reply_to)) {
+      quotes.set(m.reply_to, null);
+      const peer = active;
+      client.messageByMsgId(m.reply_to).then((q) => {
+        if (q && q.peer === peer && peer === active) {
+          quotes.set(m.reply_to, q);
+          refreshMessages();
+        }
+      }).catch(() => {});
+    }
+    return quotes.get(m.reply_to) || null;
+  }
+  const byMsgId = new Map(); // msg_id -> record, of the messages on screen
+
   function fillBubble(node, m) {
-    node.className = `msg ${m.dir}${m.media ? ' has-media' : ''}`;
+    node.className = `msg ${m.dir}${m.media ? ' has-media' : ''}${m.deleted ? ' deleted' : ''}${m.mentioned ? ' mentions-me' : ''}`;
     node.dataset.status = m.status || '';
     if (m.msg_id) node.dataset.msgId = m.msg_id;
     const bubble = el('div', { class: 'bubble' });
     if (m.group_id && m.dir === 'in') {
       node.dataset.from = m.from;
-      bubble.append(el('span', { class: `sender c${colourIndex(m.from)}`, dir: 'auto' }, m.from, el('span', { class: 'visually-hidden' }, ': ')));
+      bubble.append(el('span', { class: `sender c${colourIndex(m.from)}`, dir: 'auto' }, profiles.name(m.from), el('span', { class: 'visually-hidden' }, ': ')));
     } else bubble.append(el('span', { class: 'visually-hidden' }, m.dir === 'out' ? 'You: ' : `${m.from}: `));
-    if (m.media) bubble.append(mediaBox(m));
+    if (m.reply_to && !m.deleted) bubble.append(actions.quote(m, quoteOf(m)));
+    if (m.media && !m.deleted) bubble.append(mediaBox(m));
     const meta = el('span', { class: 'meta' }, el('time', { datetime: new Date(m.ts).toISOString() }, hhmm(m.ts)));
+    if (m.edited && !m.deleted) meta.prepend(el('span', { class: 'edited' }, 'edited'));
     let withTicks = false;
     if (m.dir === 'out' && m.from === me && m.group_id && m.msg_id) {
       // The ticks of my group messages open Message info (who has it, who has read it).
@@ -382,8 +497,17 @@ export function renderApp(root, client, { onLogout }) {
     // the time can go on the side where the last line ends (.bubble.rtl).
     const dir = m.body ? textDir(m.body) : 'ltr';
     if (dir === 'rtl') bubble.classList.add('rtl');
-    if (m.body) bubble.append(el('p', { class: 'text', dir },  m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
+    // Addresses are links, and a group's @members are marked (richtext.js); the spacer is
+    // wider by the "edited" label.
+    const g = m.group_id && client.group(m.group_id);
+    const names = g ? g.members.map((x) => x.user) : [];
+    const spacer = `meta-spacer${withTicks ? ' wide' : ''}${m.edited ? ' edited-space' : ''}`;
+    if (m.deleted) bubble.append(actions.deletedLine());
+    else if (m.body) bubble.append(el('p', { class: 'text', dir }, ...richText(m.body, { names, me }), el('span', { class: spacer, 'aria-hidden': 'true' })));
     bubble.append(meta);
+    // The menu (reply, react, edit, delete): not on a message still on its way (its id is not
+    // known yet) but for "Delete for me" of a failed one, which its note offers already.
+    if (m.status !== 'failed' && m.status !== 'queued') bubble.append(actions.menuButton(m));
     if (m.status === 'failed') {
       const retry = el('button', { type: 'button', class: 'link retry' }, 'Retry');
       retry.addEventListener('click', () => client.retry(m.key));
@@ -392,6 +516,10 @@ export function renderApp(root, client, { onLogout }) {
       bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry, ' · ', del));
     }
     node.replaceChildren(bubble);
+    if (!m.deleted) {
+      const r = actions.reactions(m);
+      if (r) node.append(r);
+    }
   }
 
   function fitBox(w, h) {
@@ -464,6 +592,8 @@ export function renderApp(root, client, { onLogout }) {
     const mySeq = ++renderSeq;
     const { messages, more } = await client.messages(peer, limit);
     if (peer !== active || mySeq !== renderSeq) return;
+    byMsgId.clear();
+    for (const m of messages) if (m.msg_id) byMsgId.set(m.msg_id, m);
     const nearBottom = atBottom();
     const nodes = [];
     if (marker.key === undefined) {
@@ -497,6 +627,7 @@ export function renderApp(root, client, { onLogout }) {
         else fillBubble(b.node, m);
         b.sig = sig;
       } else if (m.kind !== 'event' && m.kind !== 'keys') updateTicks(b.node, m);
+      b.m = m;
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
@@ -561,6 +692,17 @@ export function renderApp(root, client, { onLogout }) {
     textIn.focus({ preventScroll: true });
   });
   client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });
+  // A new display name or avatar (profiles.js): the list, the header and the senders' names.
+  profiles.addEventListener('change', (e) => {
+    const u = e.detail.user;
+    refreshChats();
+    if (u === me) meAvatar.replaceChildren(userAvatar(me));
+    if (active && !isGroupPeer(active) && (u === active || active === me)) {
+      convTitle.textContent = chatName(active);
+      convAvatar.replaceChildren(userAvatar(active));
+    }
+    if (active && isGroupPeer(active)) refreshMessages();
+  });
 
   earlierBtn.addEventListener('click', async () => {
     const before = msgList.scrollHeight - msgList.scrollTop;
@@ -583,6 +725,8 @@ export function renderApp(root, client, { onLogout }) {
       days.clear();
       msgList.replaceChildren();
       marker.key = undefined;
+      quotes.clear();
+      actions.reset();
       newestTs = 0;
       stuck = true;
       jumpNew = 0;
@@ -593,7 +737,7 @@ export function renderApp(root, client, { onLogout }) {
     welcome.hidden = true;
     convBody.hidden = false;
     app.classList.add('in-chat');
-    convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : avatar(peer));
+    convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : userAvatar(peer));
     convTitle.textContent = chatName(peer);
     if (peer !== me) client.watch(peer); // users only: groups have no presence
     updateGroupPane();
@@ -603,8 +747,32 @@ export function renderApp(root, client, { onLogout }) {
       if (b.dataset.peer === peer) b.setAttribute('aria-current', 'true');
       else b.removeAttribute('aria-current');
     }
-    refreshMessages(true).then(() => client.markSeen(peer));
     if (focus) (composer.hidden ? msgList : textIn).focus();
+    return refreshMessages(true).then(() => { client.markSeen(peer); });
+  }
+
+  /** Scrolls a message of the open chat into view and flashes it (a quote's original, a
+   *  search result), loading earlier pages until it is among them. */
+  async function showMessage(key) {
+    const peer = active;
+    const m = await client.message(key);
+    if (!m || m.peer !== peer) return toast('That message is no longer in this browser.');
+    if (!bubbles.has(key)) {
+      const age = await client.messageAge(m);
+      if (age >= limit) {
+        limit = Math.ceil((age + 1) / PAGE) * PAGE;
+        await refreshMessages(false);
+      }
+    }
+    const b = bubbles.get(key);
+    if (!b || peer !== active) return;
+    stuck = false;
+    b.node.scrollIntoView({ block: 'center' });
+    b.node.classList.remove('flash');
+    void b.node.offsetWidth; // restart the animation
+    b.node.classList.add('flash');
+    setTimeout(() => b.node.classList.remove('flash'), 2000);
+    updateJump();
   }
 
   function closeChat() {
@@ -658,12 +826,23 @@ export function renderApp(root, client, { onLogout }) {
       toast('That message is too long (64 KiB at most).');
       return;
     }
+    const peer = active;
+    const extra = actions.take(); // a reply's quote, or the message being edited
+    if (extra && extra.edit) {
+      // An edit goes as an action; the message box gets back what was typed before it.
+      textIn.value = extra.draft || '';
+      autosize();
+      if (body !== extra.edit.body) await client.sendAction(peer, { kind: 'edit', of: extra.edit.msg_id, body });
+      return;
+    }
     textIn.value = '';
-    drafts.set(active, '');
+    drafts.set(peer, '');
     autosize();
     client.stoppedTyping();
     toBottom();
-    await client.sendText(active, body);
+    const g = isGroupPeer(peer) && client.group(groupIdOf(peer));
+    const mentions = g ? mentionsIn(body, g.members.map((x) => x.user).filter((u) => u !== me)) : [];
+    await client.sendText(peer, body, { reply_to: extra && extra.reply_to, mentions });
     toBottom();
   });
 
@@ -889,6 +1068,7 @@ export function renderApp(root, client, { onLogout }) {
       document.removeEventListener('visibilitychange', seenCheck);
       removeEventListener('hashchange', fromHash);
       sizes.disconnect();
+      actions.destroy();
     },
     toast,
   };

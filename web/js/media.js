@@ -96,9 +96,14 @@ export const MAX_PIXELS = 2560 * 1920;
 /** The image to upload and its size: the file itself when small enough, else a copy scaled
  *  to fit MAX_SIDE and MAX_PIXELS (PNG stays PNG for its transparency, the others become
  *  JPEG; an animated GIF keeps only its first frame, as a still). */
-export async function fitForUpload(file, dims) {
+export function fitForUpload(file, dims) {
+  return scaleToFit(file, dims, MAX_SIDE, MAX_PIXELS);
+}
+
+/** An image scaled down (never up) to fit maxSide and maxPixels: {blob, dims}. */
+export async function scaleToFit(file, dims, maxSide, maxPixels) {
   const { width: w, height: h } = dims;
-  const k = Math.min(1, MAX_SIDE / Math.max(w, h), Math.sqrt(MAX_PIXELS / (w * h)));
+  const k = Math.min(1, maxSide / Math.max(w, h), Math.sqrt(maxPixels / (w * h)));
   if (k >= 1) return { blob: file, dims };
   try {
     const bmp = await createImageBitmap(file);

@@ -44,6 +44,8 @@ const ICONS = {
   close: { d: 'M6 6l12 12M18 6 6 18', stroke: 2.2 },
   bell: { d: 'M6 17V11a6 6 0 0 1 12 0v6l2 2H4zM10 21h4', stroke: 1.8 },
   down: { d: 'M6 9l6 6 6-6', stroke: 2.2 },
+  search: { d: 'M10.5 17a6.5 6.5 0 1 0 0-13 6.5 6.5 0 0 0 0 13zM15.5 15.5 20 20', stroke: 2 },
+  muted: { d: 'M6 17V11a6 6 0 0 1 9.5-4.9M18 11v6l2 2H8M10 21h4M3 3l18 18', stroke: 1.8 },
   lock: { d: 'M6 11h12v9H6zM8.5 11V8a3.5 3.5 0 0 1 7 0v3', stroke: 1.9 },
   // ticks: 18x12 viewBox
   check: { d: 'M2.5 6.5l3.5 3.5L13.5 2.5', stroke: 1.6, vb: '0 0 18 12' },
