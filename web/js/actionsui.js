@@ -221,7 +221,8 @@ export function actionsUi(client, { confirm, toast, composer, textIn, sender, sh
     return row;
   }
 
-  const deletedLine = () => el('p', { class: 'text deleted', dir: 'auto' }, DELETED_TEXT, el('span', { class: 'meta-spacer', 'aria-hidden': 'true' }));
+  /** "This message was deleted", with the spacer (its class from app.js) that keeps the time clear. */
+  const deletedLine = (spacer = 'meta-spacer') => el('p', { class: 'text deleted', dir: 'auto' }, DELETED_TEXT, el('span', { class: spacer, 'aria-hidden': 'true' }));
 
   // ---- swipe to reply (touch) ---------------------------------------------------------------
   /** Swiping a bubble to the right starts a reply, as in WhatsApp. messageOf(node): its record. */

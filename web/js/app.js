@@ -502,7 +502,7 @@ export function renderApp(root, client, { onLogout }) {
     const g = m.group_id && client.group(m.group_id);
     const names = g ? g.members.map((x) => x.user) : [];
     const spacer = `meta-spacer${withTicks ? ' wide' : ''}${m.edited ? ' edited-space' : ''}`;
-    if (m.deleted) bubble.append(actions.deletedLine());
+    if (m.deleted) bubble.append(actions.deletedLine(spacer));
     else if (m.body) bubble.append(el('p', { class: 'text', dir }, ...richText(m.body, { names, me }), el('span', { class: spacer, 'aria-hidden': 'true' })));
     bubble.append(meta);
     // The menu (reply, react, edit, delete): not on a message still on its way (its id is not

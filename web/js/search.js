@@ -112,7 +112,10 @@ export function searchUi(client, { name, onPick }) {
       const b = el('button', { type: 'button', class: 'search-hit', dataset: { key: m.key, peer: m.peer } },
         el('span', { class: 'sh-top' }, el('span', { class: 'sh-chat' }, name(m.peer)), el('time', { class: 'sh-time', datetime: new Date(m.ts).toISOString() }, listTime(m.ts))),
         el('span', { class: 'sh-text', dir: 'auto' }, who ? `${who}: ` : '', ...snippet(m.body, at, len)));
-      b.addEventListener('click', () => onPick(m.peer, m.key));
+      b.addEventListener('click', () => {
+        shut(false); // the chat list again behind the chat, which has the focus now
+        onPick(m.peer, m.key);
+      });
       return el('li', {}, b);
     }));
   }
