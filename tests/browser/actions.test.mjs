@@ -447,8 +447,53 @@ test('display names and avatars (PROTOCOL 15 profiles)', async (t) => {
   await screenshot(bob, 'profile-phone.png');
 });
 
+test("the README's picture: a conversation with a reply, reactions, an edit, a link and a delete", async () => {
+  const { page: alice } = u.alice;
+  const { page: dora } = await browser('dora', DESKTOP);
+  await newChat(dora, 'alice');
+  await send(dora, 'Are we still on for the hike on Saturday? 🥾');
+  await alice.waitForSelector('#chat-list button[data-peer="dora"]');
+  await openChat(alice, 'dora');
+  await focus(alice);
+  await until('at alice', async () => (await bubble(alice, 'Are we still on for the hike on Saturday? 🥾').count()) === 1);
+  await send(alice, 'Yes! Meet at the trailhead at 7:30');
+  await until('at dora', async () => (await bubble(dora, 'Yes! Meet at the trailhead at 7:30').count()) === 1);
+  await openMenu(alice, 'Yes! Meet at the trailhead at 7:30');
+  await alice.click('#mm-edit');
+  await alice.fill('#composer-text', 'Yes! Meet at the trailhead at 8:00');
+  await alice.press('#composer-text', 'Enter');
+  await until('edited at dora', async () => (await bubble(dora, 'Yes! Meet at the trailhead at 8:00').locator('.edited').count()) === 1);
+  await openMenu(dora, 'Yes! Meet at the trailhead at 8:00');
+  await dora.click('#mm-reply');
+  await dora.keyboard.type('Perfect. I will bring coffee ☕');
+  await dora.keyboard.press('Enter');
+  await until('reply at alice', async () => (await bubble(alice, 'Perfect. I will bring coffee ☕').count()) === 1);
+  await openMenu(alice, 'Perfect. I will bring coffee ☕');
+  await alice.click('#msg-menu .react-row button[aria-label="React with ❤️"]');
+  await openMenu(dora, 'Perfect. I will bring coffee ☕');
+  await dora.click('#msg-menu .react-row button[aria-label="React with ❤️"]');
+  await send(dora, 'Sent you the wrong map, sorry');
+  await until('at alice', async () => (await bubble(alice, 'Sent you the wrong map, sorry').count()) === 1);
+  await openMenu(dora, 'Sent you the wrong map, sorry');
+  await dora.click('#mm-delete-all');
+  await dora.click('#confirm-ok');
+  await send(dora, 'The trail: https://maps.example.com/trails/ridge-loop');
+  await until('the link at alice', async () => (await alice.locator('#messages a.link-out').count()) >= 1);
+  await openMenu(alice, 'The trail: https://maps.example.com/trails/ridge-loop');
+  await alice.click('#msg-menu .react-row button[aria-label="React with 👍"]');
+  await until('the reactions at alice', async () => /❤️\s*2/.test(await bubble(alice, 'Perfect. I will bring coffee ☕').locator('.reactions').textContent())
+    && (await bubble(alice, 'The trail: https://maps.example.com/trails/ridge-loop').locator('.reaction').count()) === 1
+    && (await bubbles(alice)).some((b) => b.text === 'This message was deleted'));
+  await alice.mouse.move(0, 0);
+  await alice.evaluate(() => { document.activeElement.blur(); const m = document.querySelector('#messages'); m.scrollTop = m.scrollHeight; });
+  // the toasts of earlier steps (mute, unmute) are not part of the picture
+  await alice.evaluate(() => document.querySelectorAll('#toasts .toast').forEach((t) => t.remove()));
+  await screenshot(alice, 'readme-conversation.png');
+  await screenshot(dora, 'readme-conversation-dora.png');
+});
+
 test('no script errors, no dialogs', () => {
-  for (const who of ['alice', 'bob']) {
+  for (const who of ['alice', 'bob', 'dora']) {
     assert.deepEqual(u[who].errors, [], who);
     assert.deepEqual(u[who].dialogs, [], who);
   }

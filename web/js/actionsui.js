@@ -2,7 +2,7 @@
 // menu (a row of quick reactions and a small picker, Reply, Edit, Delete for everyone,
 // Delete for me, Message info), the quote above a reply and the reaction counts under a
 // bubble, the bar over the message box while replying or editing, and swipe-to-reply on a
-// touch screen. Text goes in through el() only.
+// touch screen (and a long press or right click for the menu). Text goes in through el() only.
 import { el, icon } from './util.js';
 import { QUICK_EMOJI, choices, reactionCounts } from './actions.js';
 import { DELETED_TEXT, previewOf } from './client.js';
@@ -252,6 +252,16 @@ export function actionsUi(client, { confirm, toast, composer, textIn, sender, sh
     };
     list.addEventListener('pointerup', () => end(true));
     list.addEventListener('pointercancel', () => end(false));
+    // A long press (touch) or a right click opens the message's menu, as in WhatsApp; on a
+    // link, or with text selected, the browser's own menu stays.
+    list.addEventListener('contextmenu', (e) => {
+      const node = e.target.closest('.msg');
+      const button = node && node.querySelector('.msg-more');
+      const m = node && messageOf(node);
+      if (!button || !m || e.target.closest('a') || String(getSelection())) return;
+      e.preventDefault();
+      openMenu(m, button);
+    });
   }
 
   return {

@@ -839,6 +839,7 @@ export function renderApp(root, client, { onLogout }) {
     drafts.set(peer, '');
     autosize();
     client.stoppedTyping();
+    marker.key = null; // answered: the unread marker has done its job, as in WhatsApp
     toBottom();
     const g = isGroupPeer(peer) && client.group(groupIdOf(peer));
     const mentions = g ? mentionsIn(body, g.members.map((x) => x.user).filter((u) => u !== me)) : [];
