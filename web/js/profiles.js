@@ -35,7 +35,7 @@ export class Profiles extends EventTarget {
       this.asked.add(user);
       api.user(this.client.session.token, user).then((u) => {
         if (u && ('display_name' in u || 'avatar' in u)) this.set(user, u);
-      }).catch(() => this.asked.delete(user)); // offline: asked again next time
+      }).catch((e) => { if (e.status === 0) this.asked.delete(user); }); // offline: asked again next time
     }
     return this.map.get(user) || null;
   }
