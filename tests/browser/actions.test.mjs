@@ -371,6 +371,8 @@ test('dark mode follows the system', async () => {
     const peer = who === 'alice' ? 'bob' : 'alice';
     if (await page.isVisible('#back')) await page.click('#back');
     await openChat(page, peer);
+    await page.waitForSelector('#messages .msg.in .text'); // the history drawn (IndexedDB answers later)
+    await page.waitForSelector('#messages .msg.out .bubble');
     // the system's setting, as the browser reports it (no switch in the app)
     await page.emulateMedia({ colorScheme: 'dark' });
     const c = await colours(page);
