@@ -146,6 +146,7 @@ test('reactions: the picker, counts under the bubble, and taking one back', asyn
 test('edit: the new text with "edited" on both sides', async () => {
   const { page: alice } = u.alice;
   const { page: bob } = u.bob;
+  await alice.fill('#composer-text', 'a draft, put aside while editing');
   await openMenu(alice, 'Lunch at noon?');
   await alice.click('#mm-edit');
   assert.equal(await alice.inputValue('#composer-text'), 'Lunch at noon?');
@@ -158,7 +159,9 @@ test('edit: the new text with "edited" on both sides', async () => {
   // the quote of bob's reply follows
   await until('the quote shows the edit', async () => /Lunch at 12:30\?/.test(await bubble(bob, 'Yes, the usual place').locator('.quote').textContent()));
   assert.ok(!u.alice.sent.some((x) => 'edit' in x), 'edit never outside the ciphertext');
-  assert.equal(await alice.inputValue('#composer-text'), '', 'the message box is empty again');
+  assert.equal(await alice.inputValue('#composer-text'), 'a draft, put aside while editing', 'the draft is back');
+  assert.equal(await alice.evaluate(() => JSON.parse(localStorage.getItem('tern.drafts:alice')).bob), 'a draft, put aside while editing', 'and kept as the draft');
+  await alice.fill('#composer-text', '');
 });
 
 test('delete for everyone ("This message was deleted"), delete for me', async () => {

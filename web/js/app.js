@@ -739,6 +739,7 @@ export function renderApp(root, client, { onLogout }) {
     app.classList.add('in-chat');
     convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : userAvatar(peer));
     convTitle.textContent = chatName(peer);
+    convTitle.title = isGroupPeer(peer) ? '' : peer; // the username, under a display name
     if (peer !== me) client.watch(peer); // users only: groups have no presence
     updateGroupPane();
     updateLock();
@@ -807,7 +808,8 @@ export function renderApp(root, client, { onLogout }) {
   }
   textIn.addEventListener('input', () => {
     autosize();
-    if (active) drafts.set(active, textIn.value);
+    // (while a message is being edited, the box holds its text, not the draft: kept aside)
+    if (active && !composer.classList.contains('editing')) drafts.set(active, textIn.value);
     if (active && active !== me && textIn.value && !composer.hidden) client.typed(active);
     else if (!textIn.value) client.stoppedTyping();
   });
@@ -831,6 +833,7 @@ export function renderApp(root, client, { onLogout }) {
     if (extra && extra.edit) {
       // An edit goes as an action; the message box gets back what was typed before it.
       textIn.value = extra.draft || '';
+      drafts.set(peer, textIn.value);
       autosize();
       if (body !== extra.edit.body) await client.sendAction(peer, { kind: 'edit', of: extra.edit.msg_id, body });
       return;

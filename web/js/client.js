@@ -944,7 +944,7 @@ export class Client extends EventTarget {
       const blob = await this.blob(m.media.local);
       if (blob) return this.sendImage(m.peer, blob, m.body, { width: m.media.width, height: m.media.height });
     }
-    return this.sendText(m.peer, m.body);
+    return this.sendText(m.peer, m.body, { reply_to: m.reply_to });
   }
 
   /** Deletes a message from this browser only (a failed one, or "Delete for me"): its record,
