@@ -501,6 +501,23 @@ test("the README's picture: a conversation with a reply, reactions, an edit, a l
   await screenshot(dora, 'readme-conversation-dora.png');
 });
 
+test('a message deleted before its recipient comes back shows as deleted, never as itself', async () => {
+  const rec = u.dora;
+  await rec.page.close();
+  // (a server with delete in place hands dora only the delete, under the original's seq; one
+  // without hands her both: either way she never sees the text)
+  const m = await carol.ws.send({ to: 'dora', body: 'a secret sent by mistake' });
+  assert.equal(m.type, 'sent');
+  assert.equal((await carol.ws.send({ to: 'dora', delete: { of: m.msg_id } })).type, 'sent');
+  rec.page = await rec.context.newPage();
+  rec.page.on('pageerror', (e) => rec.errors.push(e.message));
+  await rec.page.goto('/#chat=carol');
+  await rec.page.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'carol');
+  await until('the deleted bubble', async () => JSON.stringify((await bubbles(rec.page)).map((b) => b.text)) === JSON.stringify(['This message was deleted']));
+  assert.equal(await rec.page.textContent('#chat-list button[data-peer="carol"] .preview-text'), 'This message was deleted');
+  assert.ok(!(await rec.page.content()).includes('a secret sent by mistake'));
+});
+
 test('no script errors, no dialogs', () => {
   for (const who of ['alice', 'bob', 'dora']) {
     assert.deepEqual(u[who].errors, [], who);
