@@ -8,7 +8,7 @@ import { Drafts } from './drafts.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
 import { safetyDialog } from './safety.js';
-import { groupAvatar, checkField, checkUser, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
+import { groupAvatar, checkField, checkUser, USER_RE, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 import { settingsUi } from './settings.js';
 import { actionsUi } from './actionsui.js';
 import { mentionsIn } from './actions.js';
@@ -21,7 +21,6 @@ const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
 const THUMB_BOX = 260; // the longest side of a thumbnail in a bubble, CSS px
 const NOTIF_DISMISSED = 'tern.notif.dismissed';
-const USER_RE = /^[a-z0-9_.-]{3,32}$/;
 const NEAR_BOTTOM_PX = 120; // closer than this to the end counts as "at the newest message"
 
 const TICK = {

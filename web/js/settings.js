@@ -4,9 +4,8 @@
 // contact" line in place of the message box. Text goes in through el() (textContent) only.
 import { el, lastSeenText } from './util.js';
 import * as api from './api.js';
-import { avatar } from './groupui.js';
+import { avatar, USER_RE } from './groupui.js';
 
-const USER_RE = /^[a-z0-9_.-]{3,32}$/;
 const PASSWORD_MIN = 8;
 const PASSWORD_MAX = 1024; // bytes, as the server counts
 
