@@ -16,6 +16,7 @@ import {
 const env = serverAndBrowser();
 const u = {}; // alice, bob: {page, context, errors, sent: [frames alice's page sent]}
 let carol; // {user, token, ws}
+let group; // the Book club's group object
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /** The bubble whose own text is exactly `text` (a reply's quote holds its original's text too). */
@@ -290,6 +291,7 @@ test('a group: its description in Group info, and @mentions sent as mentions', a
   const { page: alice } = u.alice;
   const token = await tokenOf(alice);
   const g = await apiCall(env.server.url, token, 'POST', '/v1/groups', { name: 'Book club', description: 'Fridays at 7, the library café', members: ['bob', 'carol'] });
+  group = g;
   const row = alice.locator(`#chat-list button[data-peer="g:${g.group_id}"]`);
   await row.waitFor();
   await row.click();
@@ -337,6 +339,24 @@ test('a new message plays the sound (WebAudio), not for a muted chat', async () 
   await bob.waitForSelector('#chat-list button[data-peer="alice"] .badge');
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(await bob.evaluate(() => window.__notes), before);
+  // a muted group stays quiet too, except for a message that mentions bob (PROTOCOL 15)
+  await apiCall(env.server.url, await tokenOf(bob), 'PUT', `/v1/mutes/group/${group.group_id}`, { until: null });
+  await bob.reload(); // the mutes are read when the connection is synced
+  await bob.waitForSelector(`#chat-list button[data-peer="g:${group.group_id}"] .muted-icon`);
+  await bob.evaluate(() => {
+    window.__notes = 0;
+    const orig = AudioContext.prototype.createOscillator;
+    AudioContext.prototype.createOscillator = function () { window.__notes++; return orig.call(this); };
+  });
+  await bob.mouse.click(5, 400); // a gesture after the reload: the sound may start
+  await alice.click(`#chat-list button[data-peer="g:${group.group_id}"]`);
+  await alice.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'Book club');
+  await send(alice, 'who has the book?');
+  await until('at bob', async () => /who has the book\?/.test(await bob.textContent(`#chat-list button[data-peer="g:${group.group_id}"]`)));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await bob.evaluate(() => window.__notes), 0, 'muted group: silence');
+  await send(alice, '@bob you do!');
+  await until('the mention rings', async () => (await bob.evaluate(() => window.__notes)) >= 2);
 });
 
 test('the screenshots of a conversation with every action (the README picture)', async () => {
