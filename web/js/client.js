@@ -250,7 +250,12 @@ export class Client extends EventTarget {
       this.putSeq(s, f.seq);
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
       if (have !== undefined) return null; // at-least-once delivery: a repeat
-      if (action) return this.applyAction(s, action, { peer, from: f.from, ts: f.ts, msg_id: f.msg_id, gid });
+      if (action) {
+        // An action sent again after our decrypt_error: the placeholder its first copy left
+        // ("Waiting for this message") goes, and the action applies as it would have.
+        if (inner && inner.resend_of) await this.dropPlaceholder(s, inner.resend_of);
+        return this.applyAction(s, action, { peer, from: f.from, ts: f.ts, msg_id: f.msg_id, gid });
+      }
       if (inner && inner.resend_of) {
         // Sent again after our decrypt_error: it takes the placeholder's place.
         const oldKey = await reqP(s.messages.index('msg_id').getKey(inner.resend_of));
@@ -361,6 +366,23 @@ export class Client extends EventTarget {
     await this.touchChat(s, m);
     if (wasUnread && !m.unread) await this.recountUnread(s, m.peer);
     return m;
+  }
+
+  /** Removes the undecryptable placeholder of msg_id (its id stays known, out of every
+   *  conversation, so that a repeat is dropped), mending the chat's line and unread count. */
+  async dropPlaceholder(s, msgId) {
+    const key = await reqP(s.messages.index('msg_id').getKey(msgId));
+    const old = key === undefined ? null : await reqP(s.messages.get(key));
+    if (!old || !old.undecryptable) return;
+    s.messages.put({ key: old.key, n: 0, msg_id: msgId, peer: '\u0000resent', ts: 0, dir: 'in' });
+    const c = await reqP(s.chats.get(old.peer));
+    if (c && c.last_key === old.key) {
+      const prev = await lastMessage(s, old.peer);
+      if (prev) this.setLast(c, prev);
+      else c.last_key = null;
+      s.chats.put(c);
+    }
+    await this.recountUnread(s, old.peer);
   }
 
   putSeq(s, seq) {
@@ -1099,6 +1121,7 @@ export class Client extends EventTarget {
       else it.to = rec.to;
       if (rec.inner.body) it.body = rec.inner.body;
       if (rec.inner.media) it.media_e2e = rec.inner.media;
+      for (const k of ['reply_to', 'reaction', 'edit']) if (rec.inner[k]) it[k] = rec.inner[k]; // a reply, reaction or edit stays one
       s.outbox.put(it);
     });
     this.lastSeq = f.seq;
