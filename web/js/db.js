@@ -9,7 +9,12 @@
 //               status?: 'queued'|'sent'|'delivered'|'read'|'failed' (outgoing),
 //               unread?: 1 (incoming, not yet seen), rr?: peer (read receipt owed), error?,
 //               group messages of mine: recipients?, skipped?, members? (who should get it),
-//               rcpt?: {user: {d, r}} (each member's delivered and read times) }
+//               rcpt?: {user: {d, r}} (each member's delivered and read times),
+//               PROTOCOL 15 (actions.js): reply_to?, reactions?: {user: emoji}, edited?: ts,
+//               deleted?: true, mentioned?: true (a group message naming this user) }
+//             the msg_ids of reactions, edits, deletes and resends are kept as records of
+//             their own with peer '\u0000action' or '\u0000resent' (never shown), so that a
+//             repeat is dropped
 //             indexes: peer_ts [peer, ts, n] (n: local arrival order, see nextOrder);
 //             msg_id (unique); unread [peer, unread]; rr
 //             peer is the other user, or "g:<group_id>" for a group
