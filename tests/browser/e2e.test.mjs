@@ -178,11 +178,10 @@ test('long texts: an encrypted text/plain attachment both ways (web and CLI)', {
   await until('alice reads the CLI long text', async () => (await bubbles(alice)).some((b) => b.text === fromCli.trim() || b.text === fromCli), 20000);
 });
 
-test('a lost session: a placeholder, decrypt_error, and the resend in its place', { skip }, async () => {
-  const { page: alice } = ctx.alice;
-  const { page: bob } = ctx.bob;
-  // bob's browser loses its sessions (as after restoring an old copy of its storage).
-  const dropped = await bob.evaluate(async () => {
+/** The page's browser loses its E2E sessions (as after restoring an old copy of its storage):
+ *  how many it had. */
+function dropSessions(page) {
+  return page.evaluate(async () => {
     const s = JSON.parse(localStorage.getItem('tern.session'));
     const db = await new Promise((res, rej) => {
       const r = indexedDB.open(`tern-e2e:${s.user}:${s.device_id}`, 1);
@@ -198,6 +197,13 @@ test('a lost session: a placeholder, decrypt_error, and the resend in its place'
     db.close();
     return n;
   });
+}
+
+test('a lost session: a placeholder, decrypt_error, and the resend in its place', { skip }, async () => {
+  const { page: alice } = ctx.alice;
+  const { page: bob } = ctx.bob;
+  // bob's browser loses its sessions (as after restoring an old copy of its storage).
+  const dropped = await dropSessions(bob);
   assert.ok(dropped >= 1);
   const before = ctx.alice.sent.filter((f) => f.type === 'send').length;
   await send(alice, 'after a lost session');
@@ -211,6 +217,20 @@ test('a lost session: a placeholder, decrypt_error, and the resend in its place'
   assert.notEqual(sends[0].id, sends[1].id);
   assert.equal((await bubbles(bob)).filter((b) => b.text === 'after a lost session').length, 1, 'shown once');
   assert.equal((await bubbles(alice)).filter((b) => b.text === 'after a lost session').length, 1, 'one bubble at alice');
+});
+
+test('a reaction lost with a session comes again and applies, with no placeholder left (issue 16)', { skip }, async () => {
+  const { page: alice } = ctx.alice;
+  const { page: bob } = ctx.bob;
+  assert.ok((await dropSessions(bob)) >= 1);
+  const target = alice.locator('#messages .msg').filter({ has: alice.locator('.text', { hasText: /^after a lost session$/ }) });
+  await target.locator('.bubble').hover();
+  await target.locator('.msg-more').click();
+  await alice.click('#msg-menu .react-row button[aria-label="React with 👍"]');
+  const mine = bob.locator('#messages .msg').filter({ has: bob.locator('.text', { hasText: /^after a lost session$/ }) });
+  await until('the reaction at bob', async () => (await mine.locator('.reaction').allTextContents()).join() === '👍', 30000);
+  await until('no placeholder', async () => (await bob.locator('#messages .placeholder').count()) === 0);
+  assert.ok(ctx.bob.sent.filter((f) => f.type === 'decrypt_error').length >= 2, 'bob asked for it again');
 });
 
 test('a group of three: encrypted to every device of the others', { skip }, async () => {

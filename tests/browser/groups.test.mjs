@@ -397,8 +397,9 @@ test('phone width, keyboard only: dave makes a group with alice and writes to it
   await until('dave in the new group', async () => (await dave.textContent('#conv-title')) === 'Climbing');
   await sendByKeys(dave, 'Bouldering on Thursday?', 390);
   await screenshot(dave, 'group-phone.png');
-  // the header opens Group info from the keyboard too
-  for (let i = 0; i < 6 && (await dave.evaluate(() => document.activeElement.id)) !== 'conv-info'; i++) await dave.keyboard.press('Shift+Tab');
+  // the header opens Group info from the keyboard too (back past the message's menu button and
+  // the chat's menu, issue 16)
+  for (let i = 0; i < 10 && (await dave.evaluate(() => document.activeElement.id)) !== 'conv-info'; i++) await dave.keyboard.press('Shift+Tab');
   assert.equal(await dave.evaluate(() => document.activeElement.id), 'conv-info');
   await dave.keyboard.press('Enter');
   await dave.waitForSelector('#group-info[open]');

@@ -61,6 +61,15 @@ export const addMembers = (token, id, users) => call('POST', gpath(id, '/members
 export const removeMember = (token, id, user) => call('DELETE', gpath(id, `/members/${encodeURIComponent(user)}`), { token });
 export const setAdmin = (token, id, user, on) => call(on ? 'PUT' : 'DELETE', gpath(id, `/admins/${encodeURIComponent(user)}`), { token });
 
+// Mutes (PROTOCOL.md 15): a user, or a group as group/{id}; until is MS or null (forever).
+const mpath = (peer) => (peer.group_id ? `/v1/mutes/group/${encodeURIComponent(peer.group_id)}` : `/v1/mutes/${encodeURIComponent(peer.user)}`);
+export const mutes = (token) => call('GET', '/v1/mutes', { token, timeout: 15000 });
+export const mute = (token, peer, until) => call('PUT', mpath(peer), { token, body: { until } });
+export const unmute = (token, peer) => call('DELETE', mpath(peer), { token });
+
+// Profiles (PROTOCOL.md 15): PATCH /v1/me {display_name, avatar}.
+export const patchMe = (token, body) => call('PATCH', '/v1/me', { token, body });
+
 /** GET of a media object (or its thumbnail) with the token: a Blob. */
 export async function mediaBlob(token, mediaId, thumb) {
   let res;
@@ -74,11 +83,12 @@ export async function mediaBlob(token, mediaId, thumb) {
 }
 
 /** POST /v1/media with upload progress (fetch has none): resolves to the media object.
- *  onProgress(fraction); the returned promise has .abort(). */
-export function uploadMedia(token, blob, onProgress) {
+ *  onProgress(fraction); purpose 'avatar' for a profile photo (PROTOCOL 15); the returned
+ *  promise has .abort(). */
+export function uploadMedia(token, blob, onProgress, purpose = '') {
   const xhr = new XMLHttpRequest();
   const p = new Promise((resolve, reject) => {
-    xhr.open('POST', '/v1/media');
+    xhr.open('POST', purpose ? `/v1/media?purpose=${encodeURIComponent(purpose)}` : '/v1/media');
     xhr.setRequestHeader('Authorization', `Bearer ${token}`);
     xhr.setRequestHeader('Content-Type', blob.type);
     xhr.responseType = 'json';

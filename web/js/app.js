@@ -2,17 +2,26 @@
 // out, image preview and viewer; the group ones are in groupui.js), the connection bar and the
 // notification banner. All text goes in with textContent (via el()); nothing user-supplied is
 // ever parsed as HTML.
-import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren } from './util.js';
-import { Media, acceptable, ACCEPT_ATTR, dimensions } from './media.js';
+import { el, icon, hhmm, dayKey, dayLabel, listTime, lastSeenText, colourIndex, placeChildren, textDir } from './util.js';
+import { Media, acceptable, ACCEPT_ATTR, dimensions, fitForUpload } from './media.js';
+import { Drafts } from './drafts.js';
 import * as notify from './notify.js';
 import { isGroupPeer, groupIdOf, eventText, typingText, memberLine } from './groups.js';
 import { safetyDialog } from './safety.js';
-import { avatar, groupAvatar, checkField, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
+import { groupAvatar, checkField, checkUser, USER_RE, confirmDialog, newGroupDialog, groupInfoDialog, messageInfoDialog } from './groupui.js';
 import { settingsUi } from './settings.js';
+import { actionsUi } from './actionsui.js';
+import { mentionsIn } from './actions.js';
+import { richText } from './richtext.js';
+import { searchUi } from './search.js';
+import { Profiles, profileAvatar, profileEditor } from './profiles.js';
+import { ping } from './sound.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
 const THUMB_BOX = 260; // the longest side of a thumbnail in a bubble, CSS px
+const NOTIF_DISMISSED = 'tern.notif.dismissed';
+const NEAR_BOTTOM_PX = 120; // closer than this to the end counts as "at the newest message"
 
 const TICK = {
   queued: { icon: 'clock', label: 'Pending' },
@@ -32,11 +41,14 @@ function ticks(status) {
 export function renderApp(root, client, { onLogout }) {
   const me = client.user;
   const media = new Media(client);
+  const profiles = new Profiles(client, media);
+  const userAvatar = (u, extra) => profileAvatar(profiles, u, extra);
   let active = null; // peer on screen
   let limit = PAGE;
   const bubbles = new Map(); // message key -> {node, sig}
   const days = new Map(); // day key -> its separator, kept like the bubbles
   let chatsCache = [];
+  const drafts = new Drafts(me);
 
   // ---- skeleton ---------------------------------------------------------------------------
   const connText = el('span', { class: 'conn-text' }, 'Connecting…');
@@ -55,11 +67,20 @@ export function renderApp(root, client, { onLogout }) {
   const newChatBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-chat', 'aria-label': 'New chat', title: 'New chat' }, icon('newchat'));
   const newGroupBtn = el('button', { type: 'button', class: 'icon-btn', id: 'new-group', 'aria-label': 'New group', title: 'New group' }, icon('group'));
   const logoutBtn = el('button', { type: 'button', class: 'icon-btn', id: 'logout', 'aria-label': 'Log out', title: 'Log out' }, icon('logout'));
+  // Search over the history in this browser (search.js): its box takes the chat list's place.
+  const search = searchUi(client, { name: (peer) => chatName(peer), onPick: (peer, key) => openChat(peer).then(() => showMessage(key)) });
+  const meAvatar = el('span', { class: 'avatar-slot' }, userAvatar(me));
   const sidebar = el('nav', { class: 'sidebar', 'aria-label': 'Chats' },
-    el('header', { class: 'side-head' }, avatar(me), el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, newChatBtn, newGroupBtn, logoutBtn)),
+    el('header', { class: 'side-head' }, meAvatar, el('h1', { class: 'me', id: 'me-name' }, me), el('div', { class: 'actions' }, search.button, newChatBtn, newGroupBtn, logoutBtn)),
     notifBanner,
+    search.box,
     emptyList,
     chatList);
+  search.box.addEventListener('toggle', () => {
+    chatList.hidden = search.isOpen();
+    if (search.isOpen()) emptyList.hidden = true;
+    else refreshChats();
+  });
 
   // conversation pane
   const backBtn = el('button', { type: 'button', class: 'icon-btn back', id: 'back', 'aria-label': 'Back to chats' }, icon('back'));
@@ -73,6 +94,11 @@ export function renderApp(root, client, { onLogout }) {
   const convHead = el('header', { class: 'conv-head' }, backBtn, convAvatar, el('div', { class: 'who' }, convTitle, convStatus), infoBtn, lockBtn);
   const earlierBtn = el('button', { type: 'button', class: 'earlier' }, 'Show earlier messages');
   const msgList = el('div', { class: 'messages', id: 'messages', role: 'log', tabindex: '0', 'aria-labelledby': 'conv-title' });
+  // Shown while the newest message is out of view; counts what arrived meanwhile.
+  const jumpCount = el('span', { class: 'jump-count', hidden: true });
+  const jumpBtn = el('button', { type: 'button', class: 'jump-latest', id: 'jump-latest', 'aria-label': 'Jump to the latest message', title: 'Jump to the latest message', hidden: true }, icon('down'), jumpCount);
+  // "3 unread messages": before the first message that was unread when the chat was opened.
+  const unreadMarker = el('div', { class: 'unread-marker', role: 'separator' }, el('span', {}));
   const fileIn = el('input', { type: 'file', accept: ACCEPT_ATTR, class: 'visually-hidden', id: 'file', tabindex: '-1', 'aria-hidden': 'true' });
   const attachBtn = el('button', { type: 'button', class: 'icon-btn attach', id: 'attach', 'aria-label': 'Attach an image', title: 'Attach an image' }, icon('clip'));
   const textIn = el('textarea', { id: 'composer-text', rows: 1, placeholder: 'Type a message', 'aria-label': 'Type a message', autocomplete: 'off' });
@@ -80,7 +106,7 @@ export function renderApp(root, client, { onLogout }) {
   const composer = el('form', { class: 'composer', id: 'composer' }, attachBtn, fileIn, textIn, sendBtn);
   const notMember = el('p', { class: 'not-member', id: 'not-member', hidden: true }, 'You are no longer a member of this group.');
   const dropHint = el('div', { class: 'drop-hint', 'aria-hidden': 'true' }, 'Drop an image to send it');
-  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, composer, notMember, dropHint);
+  const convBody = el('section', { class: 'conv-body', 'aria-label': 'Conversation' }, convHead, msgList, jumpBtn, composer, notMember, dropHint);
   const welcome = el('div', { class: 'welcome' },
     el('img', { src: 'icon.svg', alt: '', width: 72, height: 72 }),
     el('h2', {}, 'tern for the web'),
@@ -133,8 +159,76 @@ export function renderApp(root, client, { onLogout }) {
   root.replaceChildren(app, ncDialog, loDialog, pvDialog, vwDialog, newGroup.dialog, groupInfo.dialog, msgInfo.dialog, confirm.dialog, safety.dialog);
 
   // Settings (settings.js): the button beside log-out, the sheet, and a 1:1 chat's Block menu.
-  const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); } });
+  const settings = settingsUi(client, { confirm, toast, onLogout: (opts) => onLogout(opts), composer, onChange: () => { if (active) updateGroupPane(); }, meSection: profileEditor(profiles, { toast }) });
   logoutBtn.before(settings.button);
+
+  // Replies, reactions, edits and deletes of one message (actionsui.js).
+  const actions = actionsUi(client, {
+    confirm, toast, composer, textIn,
+    sender: (m) => (m.from === me ? 'You' : profiles.name(m.from)),
+    showMessage: (key) => showMessage(key),
+    openInfo: (m) => msgInfo.open(m.key),
+    onModeChange: () => autosize(),
+  });
+  composer.before(actions.bar);
+  root.append(actions.menu);
+  actions.swipeToReply(msgList, (node) => { const b = bubbles.get(node.dataset.key); return b && b.m; });
+
+  // The chat's menu (settings.js) also mutes the chat, on the server, so that the user's phones
+  // stop buzzing too (PROTOCOL 15), and deletes it from this browser.
+  const MUTE_FOR = [['8 hours', 8 * 3600000], ['1 week', 7 * 86400000], ['Always', null]];
+  settings.addMenuItem('conv-mute', (chat) => (chat === me ? null : client.isMuted(chat) ? 'Unmute notifications' : 'Mute notifications'), async (chat) => {
+    try {
+      if (client.isMuted(chat)) {
+        await client.setMute(chat, false);
+        toast(`${chatName(chat)}: notifications on.`);
+        return;
+      }
+      const choice = await muteDialog.ask(chatName(chat));
+      if (choice === undefined) return;
+      await client.setMute(chat, choice === null ? null : Date.now() + client.skew + choice);
+      toast(`${chatName(chat)} muted.`);
+    } catch (e) {
+      toast(`Could not change the mute: ${e.message}`);
+    }
+  });
+  settings.addMenuItem('conv-delete-chat', () => 'Delete chat', async (chat) => {
+    const ok = await confirm.ask(`Delete the chat with ${chatName(chat)}?`, 'Its messages are deleted from this browser only. Nobody else loses anything.', 'Delete chat');
+    if (!ok) return;
+    closeChat();
+    await client.deleteChat(chat);
+  });
+  client.addEventListener('mutes', () => { refreshChats(); updateHeader(); });
+
+  // "Mute for how long?": three choices, as in WhatsApp.
+  const muteDialog = (() => {
+    const radios = MUTE_FOR.map(([label], i) => el('label', { class: 'radio-row' }, el('input', { type: 'radio', name: 'mute-for', value: String(i), checked: i === 0 }), ` ${label}`));
+    const title = el('h2', { id: 'mute-title' });
+    const go = el('button', { type: 'submit', class: 'primary', id: 'mute-go' }, 'Mute');
+    const cancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+    const form = el('form', { class: 'dialog-form', method: 'dialog' }, title, el('p', {}, 'No notifications on any of your devices, except when you are mentioned.'), ...radios, el('div', { class: 'buttons' }, cancel, go));
+    const dialog = el('dialog', { class: 'dialog', id: 'mute-dialog', 'aria-labelledby': 'mute-title' }, form);
+    root.append(dialog);
+    let done = null;
+    cancel.addEventListener('click', () => dialog.close());
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const i = Number(form.elements['mute-for'].value);
+      const r = done;
+      done = null;
+      dialog.close();
+      if (r) r(MUTE_FOR[i][1]);
+    });
+    dialog.addEventListener('close', () => { if (done) { done(undefined); done = null; } });
+    return {
+      ask(name) {
+        title.textContent = `Mute ${name}?`;
+        dialog.showModal();
+        go.focus();
+        return new Promise((r) => { done = r; });
+      },
+    };
+  })();
   convHead.append(settings.menuWrap);
   notMember.before(settings.bar);
   root.append(settings.dialog);
@@ -180,7 +274,7 @@ export function renderApp(root, client, { onLogout }) {
 
   // ---- notifications ----------------------------------------------------------------------
   function updateNotifBanner() {
-    notifBanner.hidden = !notify.supported() || notify.permission() !== 'default' || sessionStorage.getItem('tern.notif.dismissed') === '1';
+    notifBanner.hidden = !notify.supported() || notify.permission() !== 'default' || localStorage.getItem(NOTIF_DISMISSED) === '1';
   }
   notifBtn.addEventListener('click', async () => {
     const p = await notify.ask();
@@ -188,17 +282,20 @@ export function renderApp(root, client, { onLogout }) {
     if (p === 'granted') notify.setupPush(client.session.token);
   });
   notifDismiss.addEventListener('click', () => {
-    sessionStorage.setItem('tern.notif.dismissed', '1');
+    localStorage.setItem(NOTIF_DISMISSED, '1'); // kept across browser restarts: asked once
     updateNotifBanner();
   });
   updateNotifBanner();
-  client.addEventListener('notify', (e) => notify.messageArrived(e.detail.msg, (peer) => openChat(peer), e.detail.title));
+  client.addEventListener('notify', (e) => {
+    notify.messageArrived(e.detail.msg, (peer) => openChat(peer), e.detail.title);
+    ping(); // the new-message sound (sound.js), for a chat that is not muted, or a mention
+  });
 
   // ---- chat list --------------------------------------------------------------------------
   /** The name a conversation goes by: the peer, "bob (you)", or the group's name. */
   function chatName(peer) {
     if (isGroupPeer(peer)) return client.groupName(groupIdOf(peer));
-    return peer === me ? `${me} (you)` : peer;
+    return peer === me ? `${profiles.name(me)} (you)` : profiles.name(peer);
   }
 
   // Rows are kept per chat and rebuilt only when what they show changes (rows: peer -> {li, sig}).
@@ -209,7 +306,9 @@ export function renderApp(root, client, { onLogout }) {
     const focusedPeer = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.peer : null;
     const items = chats.map((c) => {
       const name = chatName(c.peer);
-      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id]);
+      const muted = client.isMuted(c.peer);
+      const p = !c.group_id && profiles.get(c.peer);
+      const sig = JSON.stringify([name, c.preview, c.last_dir, c.last_status, c.unread, c.last_ts, listTime(c.last_ts), !!c.group_id, muted, p && p.avatar]);
       const row = rows.get(c.peer);
       if (row && row.sig === sig) {
         if (c.peer === active) row.btn.setAttribute('aria-current', 'true');
@@ -220,10 +319,11 @@ export function renderApp(root, client, { onLogout }) {
       if (c.last_dir === 'out') preview.append(ticks(c.last_status || 'sent'), ' ');
       preview.append(el('span', { class: 'preview-text', dir: 'auto' }, c.preview || ''));
       const btn = el('button', { type: 'button', class: 'chat', dataset: { peer: c.peer }, 'aria-current': c.peer === active ? 'true' : null },
-        c.group_id ? groupAvatar() : avatar(c.peer),
+        c.group_id ? groupAvatar() : userAvatar(c.peer),
         el('span', { class: 'chat-main' },
           el('span', { class: 'chat-top' }, el('span', { class: 'chat-name' }, name), el('time', { class: 'chat-time', datetime: new Date(c.last_ts).toISOString() }, listTime(c.last_ts))),
           el('span', { class: 'chat-bottom' }, preview,
+            muted ? el('span', { class: 'muted-icon', role: 'img', 'aria-label': 'Muted', title: 'Muted' }, icon('muted')) : null,
             c.unread ? el('span', { class: 'badge', 'aria-label': `${c.unread} unread message${c.unread === 1 ? '' : 's'}` }, String(c.unread)) : null)));
       if (c.unread) btn.classList.add('has-unread');
       btn.addEventListener('click', () => openChat(c.peer));
@@ -233,7 +333,7 @@ export function renderApp(root, client, { onLogout }) {
     });
     for (const p of [...rows.keys()]) if (!chats.some((c) => c.peer === p)) rows.delete(p);
     placeChildren(chatList, items);
-    emptyList.hidden = items.length > 0;
+    emptyList.hidden = items.length > 0 || search.isOpen();
     if (focusedPeer && document.activeElement?.dataset?.peer !== focusedPeer) {
       const b = chatList.querySelector(`button[data-peer="${CSS.escape(focusedPeer)}"]`);
       if (b) b.focus();
@@ -308,7 +408,9 @@ export function renderApp(root, client, { onLogout }) {
     if (m.kind === 'event') return JSON.stringify([m.kind, eventText(m, me)]);
     if (m.kind === 'keys') return JSON.stringify([m.kind, m.user]);
     const settled = m.status === 'sent' || m.status === 'delivered' || m.status === 'read';
-    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id, !!m.undecryptable]);
+    const q = m.reply_to && quoteOf(m);
+    return JSON.stringify([settled || m.status, m.body, m.media && m.media.media_id, m.media && m.media.local, m.error, m.ts, m.msg_id, !!m.undecryptable,
+      m.reactions || null, m.edited || 0, !!m.deleted, m.reply_to || null, q ? [q.key, q.body, !!q.deleted, q.from] : null, m.group_id && m.dir === 'in' ? profiles.name(m.from) : 0]);
   }
 
   const infoLabel = (m) => `Message info (${(TICK[m.status] || TICK.sent).label})`;
@@ -344,17 +446,39 @@ export function renderApp(root, client, { onLogout }) {
       el('span', { dir: 'auto' }, `${m.user}'s security code changed (a new device or new keys). `, verify));
   }
 
+  // The original of a reply, when this browser has it: among the messages on screen, else
+  // looked up once (quotes) and the bubble redrawn when it comes.
+  const quotes = new Map(); // msg_id -> record | null, for the chat on screen
+  function quoteOf(m) {
+    const b = byMsgId.get(m.reply_to);
+    if (b) return b;
+    if (!quotes.has(m.reply_to)) {
+      quotes.set(m.reply_to, null);
+      const peer = active;
+      client.messageByMsgId(m.reply_to).then((q) => {
+        if (q && q.peer === peer && peer === active) {
+          quotes.set(m.reply_to, q);
+          refreshMessages();
+        }
+      }).catch(() => {});
+    }
+    return quotes.get(m.reply_to) || null;
+  }
+  const byMsgId = new Map(); // msg_id -> record, of the messages on screen
+
   function fillBubble(node, m) {
-    node.className = `msg ${m.dir}${m.media ? ' has-media' : ''}`;
+    node.className = `msg ${m.dir}${m.media ? ' has-media' : ''}${m.deleted ? ' deleted' : ''}${m.mentioned ? ' mentions-me' : ''}`;
     node.dataset.status = m.status || '';
     if (m.msg_id) node.dataset.msgId = m.msg_id;
     const bubble = el('div', { class: 'bubble' });
     if (m.group_id && m.dir === 'in') {
       node.dataset.from = m.from;
-      bubble.append(el('span', { class: `sender c${colourIndex(m.from)}`, dir: 'auto' }, m.from, el('span', { class: 'visually-hidden' }, ': ')));
+      bubble.append(el('span', { class: `sender c${colourIndex(m.from)}`, dir: 'auto' }, profiles.name(m.from), el('span', { class: 'visually-hidden' }, ': ')));
     } else bubble.append(el('span', { class: 'visually-hidden' }, m.dir === 'out' ? 'You: ' : `${m.from}: `));
-    if (m.media) bubble.append(mediaBox(m));
+    if (m.reply_to && !m.deleted) bubble.append(actions.quote(m, quoteOf(m)));
+    if (m.media && !m.deleted) bubble.append(mediaBox(m));
     const meta = el('span', { class: 'meta' }, el('time', { datetime: new Date(m.ts).toISOString() }, hhmm(m.ts)));
+    if (m.edited && !m.deleted) meta.prepend(el('span', { class: 'edited' }, 'edited'));
     let withTicks = false;
     if (m.dir === 'out' && m.from === me && m.group_id && m.msg_id) {
       // The ticks of my group messages open Message info (who has it, who has read it).
@@ -368,14 +492,33 @@ export function renderApp(root, client, { onLogout }) {
     // The time sits at the bubble's bottom right; an invisible spacer of its width ends the
     // text, so the last line wraps only when the time would not fit beside it.
     if (m.undecryptable) bubble.append(el('p', { class: 'placeholder' }, '🔒 Waiting for this message. It could not be decrypted; the sender was asked to send it again.', el('span', { class: 'meta-spacer', 'aria-hidden': 'true' })));
-    if (m.body) bubble.append(el('p', { class: 'text', dir: 'auto' }, m.body, el('span', { class: `meta-spacer${withTicks ? ' wide' : ''}`, 'aria-hidden': 'true' })));
+    // The direction is set from the text's first strong letter (what dir=auto does), so that
+    // the time can go on the side where the last line ends (.bubble.rtl).
+    const dir = m.body ? textDir(m.body) : 'ltr';
+    if (dir === 'rtl') bubble.classList.add('rtl');
+    // Addresses are links, and a group's @members are marked (richtext.js); the spacer is
+    // wider by the "edited" label.
+    const g = m.group_id && client.group(m.group_id);
+    const names = g ? g.members.map((x) => x.user) : [];
+    const spacer = `meta-spacer${withTicks ? ' wide' : ''}${m.edited ? ' edited-space' : ''}`;
+    if (m.deleted) bubble.append(actions.deletedLine(spacer));
+    else if (m.body) bubble.append(el('p', { class: 'text', dir }, ...richText(m.body, { names, me }), el('span', { class: spacer, 'aria-hidden': 'true' })));
     bubble.append(meta);
+    // The menu (reply, react, edit, delete): not on a message still on its way (its id is not
+    // known yet) but for "Delete for me" of a failed one, which its note offers already.
+    if (m.status !== 'failed' && m.status !== 'queued') bubble.append(actions.menuButton(m));
     if (m.status === 'failed') {
       const retry = el('button', { type: 'button', class: 'link retry' }, 'Retry');
       retry.addEventListener('click', () => client.retry(m.key));
-      bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry));
+      const del = el('button', { type: 'button', class: 'link delete-failed' }, 'Delete');
+      del.addEventListener('click', () => client.removeMessage(m.key));
+      bubble.append(el('p', { class: 'failed-note' }, `Not sent: ${m.error || 'refused by the server'}. `, retry, ' · ', del));
     }
     node.replaceChildren(bubble);
+    if (!m.deleted) {
+      const r = actions.reactions(m);
+      if (r) node.append(r);
+    }
   }
 
   function fitBox(w, h) {
@@ -448,8 +591,19 @@ export function renderApp(root, client, { onLogout }) {
     const mySeq = ++renderSeq;
     const { messages, more } = await client.messages(peer, limit);
     if (peer !== active || mySeq !== renderSeq) return;
-    const nearBottom = msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < 120;
+    byMsgId.clear();
+    for (const m of messages) if (m.msg_id) byMsgId.set(m.msg_id, m);
+    const nearBottom = atBottom();
     const nodes = [];
+    if (marker.key === undefined) {
+      // First render of this chat: the marker goes before its first unread message.
+      const first = messages.find((m) => m.unread && m.dir === 'in');
+      const n = messages.filter((m) => m.unread && m.dir === 'in').length;
+      marker.key = first ? first.key : null;
+      unreadMarker.firstChild.textContent = `${n} unread message${n === 1 ? '' : 's'}`;
+    }
+    let arrived = 0; // incoming messages newer than what was shown (not older ones paged in)
+    const shownUpTo = newestTs;
     if (more) nodes.push(earlierBtn);
     let lastDay = null;
     const seen = new Set();
@@ -462,7 +616,9 @@ export function renderApp(root, client, { onLogout }) {
       seen.add(m.key);
       const sig = bubbleSig(m);
       let b = bubbles.get(m.key);
+      if (m.key === marker.key) nodes.push(unreadMarker);
       if (!b) {
+        if (shownUpTo && m.dir === 'in' && m.ts > shownUpTo) arrived++;
         b = { node: buildBubble(m), sig };
         bubbles.set(m.key, b);
       } else if (b.sig !== sig) {
@@ -470,14 +626,82 @@ export function renderApp(root, client, { onLogout }) {
         else fillBubble(b.node, m);
         b.sig = sig;
       } else if (m.kind !== 'event' && m.kind !== 'keys') updateTicks(b.node, m);
+      b.m = m;
       nodes.push(b.node);
     }
     for (const k of [...bubbles.keys()]) if (!seen.has(k)) bubbles.delete(k);
     for (const [k, d] of [...days]) if (!nodes.includes(d)) days.delete(k);
+    if (messages.length) newestTs = Math.max(newestTs, messages[messages.length - 1].ts);
     placeChildren(msgList, nodes);
-    if (scrollToEnd || nearBottom) msgList.scrollTop = msgList.scrollHeight;
+    if (scrollToEnd && marker.key && nodes.includes(unreadMarker)) {
+      // Opened with unread messages: the first of them at the top, the marker above it.
+      msgList.scrollTop = unreadMarker.offsetTop - msgList.offsetTop - 8;
+      stuck = atBottom();
+    } else if (scrollToEnd || nearBottom) toBottom();
+    else if (arrived) jumpNew += arrived;
+    updateJump();
   }
+
+  // ---- staying at the newest message ------------------------------------------------------
+  // While the newest message is in view it stays there, whatever changes the list's size: the
+  // connection bar, a growing message box, an image that loads. `stuck` follows the user's own
+  // scrolling; a resize never changes it.
+  let stuck = true;
+  let jumpNew = 0; // messages that arrived while scrolled up
+  let newestTs = 0; // the newest message's time on screen
+  const marker = { key: undefined }; // the unread marker's message, per opened chat
+  function atBottom() {
+    return msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < NEAR_BOTTOM_PX;
+  }
+  function toBottom() {
+    msgList.scrollTop = msgList.scrollHeight;
+    stuck = true;
+    jumpNew = 0;
+  }
+  function updateJump() {
+    jumpBtn.hidden = stuck;
+    jumpCount.hidden = !jumpNew;
+    jumpCount.textContent = jumpNew ? String(jumpNew) : '';
+    jumpBtn.setAttribute('aria-label', jumpNew ? `Jump to the latest message (${jumpNew} new)` : 'Jump to the latest message');
+  }
+  let lastTop = 0;
+  msgList.addEventListener('scroll', () => {
+    // A scroll up is the user's; one that reaches the end (theirs or ours) sticks again.
+    if (atBottom()) {
+      stuck = true;
+      jumpNew = 0;
+    } else if (msgList.scrollTop < lastTop) stuck = false;
+    lastTop = msgList.scrollTop;
+    updateJump();
+  }, { passive: true });
+  const keepBottom = () => { if (stuck && active) msgList.scrollTop = msgList.scrollHeight; };
+  const sizes = new ResizeObserver(() => {
+    keepBottom();
+    // Toasts go above the message box while it is on screen (it grows with the text).
+    const h = convBody.hidden || composer.hidden ? 0 : composer.getBoundingClientRect().height;
+    document.documentElement.style.setProperty('--toast-bottom', `${Math.round(h ? h + 12 : 20)}px`);
+    convBody.style.setProperty('--composer-h', `${Math.round(h)}px`);
+  });
+  sizes.observe(msgList);
+  sizes.observe(composer);
+  msgList.addEventListener('load', keepBottom, true); // an image decoded to a new height
+  jumpBtn.addEventListener('click', () => {
+    toBottom();
+    updateJump();
+    textIn.focus({ preventScroll: true });
+  });
   client.addEventListener('messages', (e) => { if (e.detail.peer === active) refreshMessages(); });
+  // A new display name or avatar (profiles.js): the list, the header and the senders' names.
+  profiles.addEventListener('change', (e) => {
+    const u = e.detail.user;
+    refreshChats();
+    if (u === me) meAvatar.replaceChildren(userAvatar(me));
+    if (active && !isGroupPeer(active) && (u === active || active === me)) {
+      convTitle.textContent = chatName(active);
+      convAvatar.replaceChildren(userAvatar(active));
+    }
+    if (active && isGroupPeer(active)) refreshMessages();
+  });
 
   earlierBtn.addEventListener('click', async () => {
     const before = msgList.scrollHeight - msgList.scrollTop;
@@ -499,6 +723,12 @@ export function renderApp(root, client, { onLogout }) {
       bubbles.clear();
       days.clear();
       msgList.replaceChildren();
+      marker.key = undefined;
+      quotes.clear();
+      actions.reset();
+      newestTs = 0;
+      stuck = true;
+      jumpNew = 0;
       textIn.value = drafts.get(peer) || '';
       autosize();
     }
@@ -506,8 +736,9 @@ export function renderApp(root, client, { onLogout }) {
     welcome.hidden = true;
     convBody.hidden = false;
     app.classList.add('in-chat');
-    convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : avatar(peer));
+    convAvatar.replaceChildren(isGroupPeer(peer) ? groupAvatar() : userAvatar(peer));
     convTitle.textContent = chatName(peer);
+    convTitle.title = isGroupPeer(peer) ? '' : peer; // the username, under a display name
     if (peer !== me) client.watch(peer); // users only: groups have no presence
     updateGroupPane();
     updateLock();
@@ -516,8 +747,32 @@ export function renderApp(root, client, { onLogout }) {
       if (b.dataset.peer === peer) b.setAttribute('aria-current', 'true');
       else b.removeAttribute('aria-current');
     }
-    refreshMessages(true).then(() => client.markSeen(peer));
     if (focus) (composer.hidden ? msgList : textIn).focus();
+    return refreshMessages(true).then(() => { client.markSeen(peer); });
+  }
+
+  /** Scrolls a message of the open chat into view and flashes it (a quote's original, a
+   *  search result), loading earlier pages until it is among them. */
+  async function showMessage(key) {
+    const peer = active;
+    const m = await client.message(key);
+    if (!m || m.peer !== peer) return toast('That message is no longer in this browser.');
+    if (!bubbles.has(key)) {
+      const age = await client.messageAge(m);
+      if (age >= limit) {
+        limit = Math.ceil((age + 1) / PAGE) * PAGE;
+        await refreshMessages(false);
+      }
+    }
+    const b = bubbles.get(key);
+    if (!b || peer !== active) return;
+    stuck = false;
+    b.node.scrollIntoView({ block: 'center' });
+    b.node.classList.remove('flash');
+    void b.node.offsetWidth; // restart the animation
+    b.node.classList.add('flash');
+    setTimeout(() => b.node.classList.remove('flash'), 2000);
+    updateJump();
   }
 
   function closeChat() {
@@ -525,7 +780,6 @@ export function renderApp(root, client, { onLogout }) {
     if (active) {
       client.stoppedTyping();
       if (active !== me) client.unwatch(active);
-      drafts.set(active, textIn.value);
     }
     active = null;
     client.activePeer = null;
@@ -547,13 +801,14 @@ export function renderApp(root, client, { onLogout }) {
   client.addEventListener('state', (e) => { if (e.detail === 'synced') seenCheck(); });
 
   // ---- composer ---------------------------------------------------------------------------
-  const drafts = new Map();
   function autosize() {
     textIn.style.height = 'auto';
     textIn.style.height = `${Math.min(textIn.scrollHeight, 160)}px`;
   }
   textIn.addEventListener('input', () => {
     autosize();
+    // (while a message is being edited, the box holds its text, not the draft: kept aside)
+    if (active && !composer.classList.contains('editing')) drafts.set(active, textIn.value);
     if (active && active !== me && textIn.value && !composer.hidden) client.typed(active);
     else if (!textIn.value) client.stoppedTyping();
   });
@@ -572,12 +827,26 @@ export function renderApp(root, client, { onLogout }) {
       toast('That message is too long (64 KiB at most).');
       return;
     }
+    const peer = active;
+    const extra = actions.take(); // a reply's quote, or the message being edited
+    if (extra && extra.edit) {
+      // An edit goes as an action; the message box gets back what was typed before it.
+      textIn.value = extra.draft || '';
+      drafts.set(peer, textIn.value);
+      autosize();
+      if (body !== extra.edit.body) await client.sendAction(peer, { kind: 'edit', of: extra.edit.msg_id, body });
+      return;
+    }
     textIn.value = '';
-    drafts.delete(active);
+    drafts.set(peer, '');
     autosize();
     client.stoppedTyping();
-    await client.sendText(active, body);
-    msgList.scrollTop = msgList.scrollHeight;
+    marker.key = null; // answered: the unread marker has done its job, as in WhatsApp
+    toBottom();
+    const g = isGroupPeer(peer) && client.group(groupIdOf(peer));
+    const mentions = g ? mentionsIn(body, g.members.map((x) => x.user).filter((u) => u !== me)) : [];
+    await client.sendText(peer, body, { reply_to: extra && extra.reply_to, mentions });
+    toBottom();
   });
 
   // ---- images: pick, paste, drop ----------------------------------------------------------
@@ -617,7 +886,7 @@ export function renderApp(root, client, { onLogout }) {
     offerImage(f);
   });
 
-  function offerImage(file) {
+  async function offerImage(file) {
     if (!active || composer.hidden) return; // no chat, or a group this user has left
     if (!acceptable(file)) {
       toast('Only JPEG, PNG, WebP and GIF images can be sent.');
@@ -625,6 +894,12 @@ export function renderApp(root, client, { onLogout }) {
     }
     if (file.size > 16 * 1024 * 1024) {
       toast('That image is too large (16 MiB at most).');
+      return;
+    }
+    // The type comes from the name: a text file called .png is found out here, by decoding
+    // it, before a preview with a broken image is offered.
+    if (!(await dimensions(file))) {
+      toast(`“${file.name || 'That file'}” is not an image this browser can open.`);
       return;
     }
     pvFile = file;
@@ -662,8 +937,10 @@ export function renderApp(root, client, { onLogout }) {
       toast('That file is not an image this browser can read.');
       return;
     }
-    await client.sendImage(peer, file, caption, dims);
-    msgList.scrollTop = msgList.scrollHeight;
+    // Larger than tern sends, it is made smaller here, as WhatsApp does (media.fitForUpload).
+    const fit = await fitForUpload(file, dims);
+    await client.sendImage(peer, fit.blob, caption, fit.dims);
+    toBottom();
   });
 
   async function openViewer(m) {
@@ -743,23 +1020,43 @@ export function renderApp(root, client, { onLogout }) {
     } else endSession(code === 4002 ? 'This browser was logged out.' : 'Your session has ended. Please log in again.');
   });
 
-  // Escape leaves a conversation on a phone-width screen, where the list is hidden behind it.
+  // Escape leaves a conversation, as in WhatsApp (menus and dialogs take their Escape first).
   const onKey = (e) => {
-    if (e.key === 'Escape' && active && !document.querySelector('dialog[open]') && matchMedia('(max-width: 720px)').matches) closeChat();
+    if (e.key === 'Escape' && !e.defaultPrevented && active && !document.querySelector('dialog[open]')) closeChat();
   };
   document.addEventListener('keydown', onKey);
 
   // Deep links (#chat=bob) from a reload or a notification click.
-  function fromHash() {
+  // Only a chat that exists opens: a group this device knows, or a user the server knows; any
+  // other #chat= is dropped from the address, with no conversation made for it.
+  async function fromHash() {
     const m = /^#chat=(.+)$/.exec(location.hash);
-    if (m) openChat(decodeURIComponent(m[1]), { focus: true });
+    if (!m) return;
+    let peer;
+    try {
+      peer = decodeURIComponent(m[1]);
+    } catch {
+      peer = '';
+    }
+    if (!isGroupPeer(peer)) peer = peer.toLowerCase();
+    let ok;
+    if (isGroupPeer(peer)) ok = !!client.group(groupIdOf(peer));
+    else ok = USER_RE.test(peer) && (chatsCache.some((c) => c.peer === peer) || !(await checkUser(client, peer)));
+    if (location.hash !== m[0]) return; // another link meanwhile
+    if (ok) return openChat(peer, { focus: true });
+    history.replaceState(null, '', location.pathname);
+    toast('That link does not lead to a chat.');
   }
   addEventListener('hashchange', fromHash);
   if (navigator.serviceWorker) navigator.serviceWorker.addEventListener('message', (e) => {
     if (e.data && e.data.type === 'open' && e.data.peer) openChat(e.data.peer);
   });
 
-  refreshChats().then(fromHash);
+  refreshChats().then(async () => {
+    await fromHash();
+    // After login (or a reload) the keyboard starts on the chat screen, not the page body.
+    if (!active && (document.activeElement === document.body || !document.activeElement)) newChatBtn.focus();
+  });
 
   return {
     destroy() {
@@ -773,6 +1070,8 @@ export function renderApp(root, client, { onLogout }) {
       removeEventListener('offline', updateBar);
       document.removeEventListener('visibilitychange', seenCheck);
       removeEventListener('hashchange', fromHash);
+      sizes.disconnect();
+      actions.destroy();
     },
     toast,
   };

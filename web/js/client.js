@@ -19,7 +19,7 @@
 // Events: 'state' (connection), 'chats', 'messages' {peer}, 'presence' {user},
 // 'typing' {peer, user}, 'group' {group_id}, 'progress' {key, peer, fraction}, 'toast' {text},
 // 'notify' {msg, title}, 'ended' {code}.
-import { openDb, write, read, reqP, getMeta, loadMessages, allChats, getBlob, putBlob, nextOrder } from './db.js';
+import { openDb, write, read, reqP, getMeta, loadMessages, lastMessage, allChats, getBlob, putBlob, nextOrder } from './db.js';
 import { Conn } from './conn.js';
 import * as api from './api.js';
 import { newClientId } from './util.js';
@@ -27,8 +27,9 @@ import { openSecure } from './secure.js';
 import { thumbOf } from './media.js';
 import {
   GROUP_ID_RE, isGroupPeer, groupPeer, groupIdOf, blankGroup, fromObject, applyEvent, eventText, othersIn,
-  noteReceipt, mergeRcpt, groupTick,
+  noteReceipt, mergeRcpt, groupTick, isAdmin,
 } from './groups.js';
+import { actionOf, targetOf, allowed, apply } from './actions.js';
 
 const RANK = { failed: -1, queued: 0, sent: 1, delivered: 2, read: 3 };
 const rank = (s) => (s in RANK ? RANK[s] : 0);
@@ -40,7 +41,10 @@ const PENDING_TTL_MS = 31 * 86400000;
 const LONG_TEXT_BYTES = 32768; // longer encrypted texts go as attachments, as the CLI's do
 const TEXT_MIME = 'text/plain; charset=utf-8';
 
+export const DELETED_TEXT = 'This message was deleted';
+
 export function previewOf(m) {
+  if (m.deleted) return DELETED_TEXT;
   if (m.undecryptable) return 'Waiting for this message…';
   if (m.media) return m.body ? `Photo: ${m.body}` : 'Photo';
   return m.body || '';
@@ -86,6 +90,7 @@ export class Client extends EventTarget {
     this.myTyping = { peer: null, sentAt: 0, timer: null };
     this.secure = null; // E2E (secure.js), null when unavailable
     this.keysP = Promise.resolve(); // this connection's key publication, awaited before sends
+    this.mutes = new Map(); // chat peer -> until (MS, or null: forever), from GET /v1/mutes
   }
 
   emit(type, detail) {
@@ -165,6 +170,7 @@ export class Client extends EventTarget {
         return;
       case 'synced':
         this.flushReads();
+        this.loadMutes();
         if (!this.groupsSynced) {
           this.groupsSynced = true;
           this.syncGroups().catch((e) => console.warn('tern: groups not listed', e));
@@ -186,6 +192,10 @@ export class Client extends EventTarget {
         return this.onTyping(f);
       case 'group':
         return this.onGroup(f);
+      case 'profile':
+        // live only, like presence: a watched user's new display name or avatar (PROTOCOL 15)
+        if (typeof f.user === 'string') this.emit('profile', f);
+        return;
       case 'decrypt_error':
         return this.onDecryptError(f);
       default:
@@ -233,10 +243,19 @@ export class Client extends EventTarget {
         delete inner.media;
       }
     }
-    const rec = await write(this.db, ['messages', 'chats', 'pending', 'meta'], async (s) => {
+    // A reaction, edit or delete (PROTOCOL 15): inside the ciphertext when encrypted, but a
+    // delete is always outside. It changes the message it names and has no bubble of its own.
+    const action = actionOf({ delete: f.delete }) || (f.e2e ? actionOf(inner, inner && inner.body) : actionOf(f, f.body));
+    const rec = await write(this.db, ['messages', 'chats', 'pending', 'meta', 'blobs'], async (s) => {
       this.putSeq(s, f.seq);
       const have = await reqP(s.messages.index('msg_id').getKey(f.msg_id));
       if (have !== undefined) return null; // at-least-once delivery: a repeat
+      if (action) {
+        // An action sent again after our decrypt_error: the placeholder its first copy left
+        // ("Waiting for this message") goes, and the action applies as it would have.
+        if (inner && inner.resend_of) await this.dropPlaceholder(s, inner.resend_of);
+        return this.applyAction(s, action, { peer, from: f.from, ts: f.ts, msg_id: f.msg_id, gid });
+      }
       if (inner && inner.resend_of) {
         // Sent again after our decrypt_error: it takes the placeholder's place.
         const oldKey = await reqP(s.messages.index('msg_id').getKey(inner.resend_of));
@@ -259,6 +278,9 @@ export class Client extends EventTarget {
       const m = { key: f.msg_id, n: nextOrder(), msg_id: f.msg_id, peer, from: f.from, to: f.to, dir: mine ? 'out' : 'in', ts: f.ts, body: f.body || '' };
       if (gid) m.group_id = gid;
       if (f.media && f.media.media_id) m.media = f.media;
+      if (typeof f.reply_to === 'string') m.reply_to = f.reply_to;
+      // mentions are outside the ciphertext too (the server pushes on them)
+      if (gid && Array.isArray(f.mentions) && f.mentions.includes(this.user)) m.mentioned = true;
       if (f.e2e) {
         m.e2e = true;
         if (f.from_device) m.from_device = f.from_device;
@@ -296,13 +318,71 @@ export class Client extends EventTarget {
     this.lastSeq = f.seq;
     this.ack(f.seq);
     if (!rec) return;
-    if (!mine) this.stopTypingOf(peer, f.from);
+    if (!mine && !action) this.stopTypingOf(peer, f.from);
     this.emit('messages', { peer });
     this.emit('chats');
+    if (action) return; // no notification, no read receipt of its own
     if (!mine) {
       if (peer === this.activePeer && this.attentive()) this.markSeen(peer);
-      else this.emit('notify', { msg: rec, title: gid ? this.groupName(gid) : f.from });
+      // A muted chat stays quiet, unless the message mentions this user (PROTOCOL 15).
+      else if (!this.isMuted(peer) || rec.mentioned) this.emit('notify', { msg: rec, title: gid ? this.groupName(gid) : f.from });
     }
+  }
+
+  /** Applies a reaction, edit or delete (inside a write transaction over messages, chats and
+   *  blobs): to the message it names, when it is of this conversation and the rules of
+   *  actions.js allow it. A delete whose message never came (the server replaced it, waiting
+   *  in the inbox, by the delete: PROTOCOL 15) leaves a "deleted" bubble in its place. The
+   *  action's own msg_id is kept, out of every conversation, so that a repeat is dropped.
+   *  Returns the changed message or null. */
+  async applyAction(s, a, { peer, from, ts, msg_id, gid }) {
+    if (msg_id) s.messages.put({ key: msg_id, n: 0, msg_id, peer: '\u0000action', ts: 0, dir: 'in' });
+    const id = targetOf(a);
+    const key = await reqP(s.messages.index('msg_id').getKey(id));
+    let m = key === undefined ? null : await reqP(s.messages.get(key));
+    if (!m) {
+      if (a.kind !== 'delete') return null; // a reaction or edit of a message not here: nothing to show
+      m = { key: id, n: nextOrder(), msg_id: id, peer, from, dir: from === this.user ? 'out' : 'in', ts, body: '', deleted: true };
+      if (gid) m.group_id = gid;
+      if (from === this.user) m.status = 'sent';
+      s.messages.put(m);
+      await this.bumpChat(s, m, 0);
+      return m;
+    }
+    const g = m.group_id && this.groupCache.get(m.group_id);
+    if (m.peer !== peer || !allowed(a, m, from, ts, (u) => isAdmin(g, u))) return null;
+    if (a.kind === 'delete' && m.media && m.media.media_id) {
+      // what this browser kept of its media goes too (the server ends its grants)
+      s.blobs.delete(`thumb:${m.media.media_id}`);
+      s.blobs.delete(`full:${m.media.media_id}`);
+    }
+    const wasUnread = !!m.unread;
+    apply(a, m, from, ts);
+    if (a.kind === 'delete') {
+      delete m.unread;
+      delete m.rr;
+    }
+    s.messages.put(m);
+    await this.touchChat(s, m);
+    if (wasUnread && !m.unread) await this.recountUnread(s, m.peer);
+    return m;
+  }
+
+  /** Removes the undecryptable placeholder of msg_id (its id stays known, out of every
+   *  conversation, so that a repeat is dropped), mending the chat's line and unread count. */
+  async dropPlaceholder(s, msgId) {
+    const key = await reqP(s.messages.index('msg_id').getKey(msgId));
+    const old = key === undefined ? null : await reqP(s.messages.get(key));
+    if (!old || !old.undecryptable) return;
+    s.messages.put({ key: old.key, n: 0, msg_id: msgId, peer: '\u0000resent', ts: 0, dir: 'in' });
+    const c = await reqP(s.chats.get(old.peer));
+    if (c && c.last_key === old.key) {
+      const prev = await lastMessage(s, old.peer);
+      if (prev) this.setLast(c, prev);
+      else c.last_key = null;
+      s.chats.put(c);
+    }
+    await this.recountUnread(s, old.peer);
   }
 
   putSeq(s, seq) {
@@ -376,8 +456,15 @@ export class Client extends EventTarget {
   async onSent(f) {
     this.inflight.delete(f.id);
     if (this.secure && f.msg_id) await this.secure.noteSent(f.id, f.msg_id).catch(() => {});
-    const rec = await write(this.db, ['messages', 'outbox', 'chats', 'pending'], async (s) => {
+    const rec = await write(this.db, ['messages', 'outbox', 'chats', 'pending', 'blobs'], async (s) => {
+      const it = await this.outboxItem(s, f.id);
       await this.deleteFromOutbox(s, f.id);
+      const action = it && actionOf(it, it.body);
+      if (action) {
+        // Applied here once the server took it: it says, for a delete or an edit, whether it may.
+        if (!f.msg_id) return null;
+        return this.applyAction(s, action, { peer: it.group_id ? groupPeer(it.group_id) : it.to, from: this.user, ts: f.ts || Date.now() + this.skew, msg_id: f.msg_id });
+      }
       const m = await reqP(s.messages.get(f.id));
       if (!m) return null;
       if (m.msg_id === f.msg_id && rank(m.status) >= rank('sent')) return null; // a repeated answer
@@ -464,7 +551,10 @@ export class Client extends EventTarget {
   }
 
   async failMessage(id, text) {
+    let action = null;
     const rec = await write(this.db, ['messages', 'outbox', 'chats'], async (s) => {
+      const it = await this.outboxItem(s, id);
+      action = it && actionOf(it, it.body);
       await this.deleteFromOutbox(s, id);
       const m = await reqP(s.messages.get(id));
       if (!m) return null;
@@ -474,7 +564,8 @@ export class Client extends EventTarget {
       await this.touchChat(s, m);
       return m;
     });
-    this.emit('toast', { text: `Message not sent: ${text}` });
+    const what = action && { reaction: 'The reaction was not sent', edit: 'The message was not edited', delete: 'The message was not deleted' }[action.kind];
+    this.emit('toast', { text: `${what || 'Message not sent'}: ${text}` });
     if (rec) {
       this.emit('messages', { peer: rec.peer });
       this.emit('chats');
@@ -729,6 +820,11 @@ export class Client extends EventTarget {
     s.chats.put(c);
   }
 
+  async outboxItem(s, id) {
+    const all = await reqP(s.outbox.getAll());
+    return all.find((it) => it.id === id) || null;
+  }
+
   async deleteFromOutbox(s, id) {
     const all = await reqP(s.outbox.getAll());
     for (const it of all) if (it.id === id) s.outbox.delete(it.n);
@@ -757,6 +853,20 @@ export class Client extends EventTarget {
     return read(this.db, ['messages'], (s) => reqP(s.messages.get(key)));
   }
 
+  /** A message by the server's msg_id (a quote's original), or null. */
+  messageByMsgId(id) {
+    return read(this.db, ['messages'], async (s) => {
+      const key = await reqP(s.messages.index('msg_id').getKey(id));
+      return key === undefined ? null : reqP(s.messages.get(key));
+    });
+  }
+
+  /** The position of a message in its conversation, counted from the newest (0): how many
+   *  messages must be loaded to show it. */
+  async messageAge(m) {
+    return read(this.db, ['messages'], (s) => reqP(s.messages.index('peer_ts').count(IDBKeyRange.bound([m.peer, m.ts, m.n], [m.peer, Infinity, Infinity], true, false))));
+  }
+
   blob(key) {
     return getBlob(this.db, key);
   }
@@ -777,8 +887,11 @@ export class Client extends EventTarget {
     return { id, m, out };
   }
 
-  async sendText(peer, body) {
+  /** opts: reply_to (a msg_id of this conversation), mentions (group members named). */
+  async sendText(peer, body, { reply_to, mentions } = {}) {
     const { id, m, out } = this.outgoing(peer, body);
+    if (reply_to) m.reply_to = out.reply_to = reply_to;
+    if (mentions && mentions.length) out.mentions = mentions;
     // A long text goes, when encrypted, as an encrypted text/plain attachment (docs/e2e.md):
     // the upload step decides (and sends it as a plain body when it will not be encrypted).
     const long = this.secure && new TextEncoder().encode(body).length > LONG_TEXT_BYTES;
@@ -812,23 +925,75 @@ export class Client extends EventTarget {
     this.pump();
   }
 
+  /** A reaction ({kind:'reaction', to, emoji}), an edit ({kind:'edit', of, body}) or a delete for
+   *  everyone ({kind:'delete', of}) in a conversation: an outbox item with no bubble of its own,
+   *  applied to its message when the server answers 'sent' (onSent). */
+  async sendAction(peer, a) {
+    const { out } = this.outgoing(peer, '');
+    if (a.kind === 'reaction') out.reaction = { to: a.to, emoji: a.emoji };
+    else if (a.kind === 'edit') {
+      out.edit = { of: a.of };
+      out.body = a.body;
+    } else out.delete = { of: a.of };
+    await write(this.db, ['outbox'], (s) => reqP(s.outbox.put(out)));
+    this.pump();
+  }
+
+  /** Deletes a conversation from this browser: its messages, its blobs and its chat list entry
+   *  (a group's record stays: the user may still be in it, and its next message brings it back). */
+  async deleteChat(peer) {
+    await write(this.db, ['messages', 'chats', 'blobs', 'outbox'], async (s) => {
+      const range = IDBKeyRange.bound([peer, -Infinity, -Infinity], [peer, Infinity, Infinity]);
+      const all = await reqP(s.messages.index('peer_ts').getAll(range));
+      for (const m of all) {
+        s.messages.delete(m.key);
+        const md = m.media;
+        if (md) for (const k of [md.local, md.media_id && `thumb:${md.media_id}`, md.media_id && `full:${md.media_id}`]) if (k) s.blobs.delete(k);
+        if (m.status === 'queued') await this.deleteFromOutbox(s, m.key);
+      }
+      s.chats.delete(peer);
+    });
+    this.emit('messages', { peer });
+    this.emit('chats');
+  }
+
   /** A failed message goes again as a new message (a new client id: the old one was refused). */
   async retry(key) {
     const m = await read(this.db, ['messages'], (s) => reqP(s.messages.get(key)));
     if (!m || m.status !== 'failed') return;
-    await write(this.db, ['messages', 'chats'], async (s) => {
-      s.messages.delete(key);
-      const c = await reqP(s.chats.get(m.peer));
-      if (c && c.last_key === key) {
-        c.last_key = null;
-        s.chats.put(c);
-      }
-    });
+    await this.removeMessage(key, { quiet: true });
     if (m.media && m.media.local && !m.media.media_id) {
       const blob = await this.blob(m.media.local);
       if (blob) return this.sendImage(m.peer, blob, m.body, { width: m.media.width, height: m.media.height });
     }
-    return this.sendText(m.peer, m.body);
+    return this.sendText(m.peer, m.body, { reply_to: m.reply_to });
+  }
+
+  /** Deletes a message from this browser only (a failed one, or "Delete for me"): its record,
+   *  its upload, and the chat list's line when it was the last one (the one before it then). */
+  async removeMessage(key, { quiet = false } = {}) {
+    const peer = await write(this.db, ['messages', 'chats', 'blobs', 'outbox'], async (s) => {
+      const m = await reqP(s.messages.get(key));
+      if (!m) return null;
+      s.messages.delete(key);
+      if (m.media && m.media.local) s.blobs.delete(m.media.local);
+      await this.deleteFromOutbox(s, key);
+      const c = await reqP(s.chats.get(m.peer));
+      if (c && c.last_key === key) {
+        const prev = await lastMessage(s, m.peer);
+        if (prev) this.setLast(c, prev);
+        else {
+          c.last_key = null;
+          c.preview = '';
+        }
+        s.chats.put(c);
+      }
+      return m.peer;
+    });
+    if (peer && !quiet) {
+      this.emit('messages', { peer });
+      this.emit('chats');
+    }
   }
 
   /** Sends the outbox in order. Re-entrant calls fold into one more pass. */
@@ -899,7 +1064,8 @@ export class Client extends EventTarget {
    *  (PROTOCOL.md 11), else plaintext; null when it cannot go (an encrypted attachment to
    *  someone without keys). Throws when keys could not be fetched. */
   async frameFor(it) {
-    if (this.secure && !it.plain) {
+    // A delete always goes in plaintext, so that the server can act on it (PROTOCOL 15).
+    if (this.secure && !it.plain && !it.delete) {
       await this.keysP;
       const f = await this.secure.frame(it, this.usersOf(it));
       if (f) {
@@ -913,6 +1079,8 @@ export class Client extends EventTarget {
     else frame.to = it.to;
     if (it.body) frame.body = it.body;
     if (it.media_id) frame.media = { media_id: it.media_id };
+    for (const k of ['reply_to', 'reaction', 'edit', 'delete']) if (it[k]) frame[k] = it[k];
+    if (it.mentions && it.mentions.length) frame.mentions = it.mentions;
     return frame;
   }
 
@@ -953,6 +1121,7 @@ export class Client extends EventTarget {
       else it.to = rec.to;
       if (rec.inner.body) it.body = rec.inner.body;
       if (rec.inner.media) it.media_e2e = rec.inner.media;
+      for (const k of ['reply_to', 'reaction', 'edit']) if (rec.inner[k]) it[k] = rec.inner[k]; // a reply, reaction or edit stays one
       s.outbox.put(it);
     });
     this.lastSeq = f.seq;
@@ -1156,6 +1325,44 @@ export class Client extends EventTarget {
   unwatch(user) {
     if (!this.watched.delete(user)) return;
     if (this.conn) this.conn.send({ type: 'unwatch', users: [user] });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // mutes (PROTOCOL 15): kept on the server, so that the user's phones stop buzzing too
+
+  async loadMutes() {
+    try {
+      const r = await api.mutes(this.session.token);
+      const next = new Map();
+      for (const x of (r && r.mutes) || []) {
+        const peer = typeof x.group_id === 'string' ? groupPeer(x.group_id) : typeof x.user === 'string' ? x.user : null;
+        if (peer) next.set(peer, Number.isFinite(x.until) ? x.until : null);
+      }
+      this.mutes = next;
+      this.emit('mutes');
+    } catch (e) {
+      if (e.status !== 404) console.warn('tern: mutes not loaded', e);
+    }
+  }
+
+  isMuted(peer) {
+    if (!this.mutes.has(peer)) return false;
+    const until = this.mutes.get(peer);
+    return until === null || until > Date.now() + this.skew;
+  }
+
+  /** Mutes a chat until a time (MS) or forever (null); unmutes with until === false. */
+  async setMute(peer, until) {
+    const gid = groupIdOf(peer);
+    const who = gid ? { group_id: gid } : { user: peer };
+    if (until === false) {
+      await api.unmute(this.session.token, who);
+      this.mutes.delete(peer);
+    } else {
+      await api.mute(this.session.token, who, until);
+      this.mutes.set(peer, until);
+    }
+    this.emit('mutes');
   }
 
   async outboxSize() {

@@ -9,7 +9,12 @@
 //               status?: 'queued'|'sent'|'delivered'|'read'|'failed' (outgoing),
 //               unread?: 1 (incoming, not yet seen), rr?: peer (read receipt owed), error?,
 //               group messages of mine: recipients?, skipped?, members? (who should get it),
-//               rcpt?: {user: {d, r}} (each member's delivered and read times) }
+//               rcpt?: {user: {d, r}} (each member's delivered and read times),
+//               PROTOCOL 15 (actions.js): reply_to?, reactions?: {user: emoji}, edited?: ts,
+//               deleted?: true, mentioned?: true (a group message naming this user) }
+//             the msg_ids of reactions, edits, deletes and resends are kept as records of
+//             their own with peer '\u0000action' or '\u0000resent' (never shown), so that a
+//             repeat is dropped
 //             indexes: peer_ts [peer, ts, n] (n: local arrival order, see nextOrder);
 //             msg_id (unique); unread [peer, unread]; rr
 //             peer is the other user, or "g:<group_id>" for a group
@@ -140,6 +145,12 @@ export async function loadMessages(db, peer, limit) {
     };
     c.onerror = () => reject(c.error);
   }));
+}
+
+/** Inside a transaction over messages: a conversation's newest message, or null. */
+export function lastMessage(s, peer) {
+  const range = IDBKeyRange.bound([peer, -Infinity, -Infinity], [peer, Infinity, Infinity]);
+  return reqP(s.messages.index('peer_ts').openCursor(range, 'prev')).then((cur) => (cur ? cur.value : null));
 }
 
 export async function allChats(db) {

@@ -8,7 +8,8 @@ import {
   GROUP_NAME_MAX, GROUP_DESC_MAX, byteLength, isAdmin, receiptRows,
 } from './groups.js';
 
-const USER_RE = /^[a-z0-9_.-]{3,32}$/;
+/** A username as the server accepts it (PROTOCOL 2), for the checks of the other screens too. */
+export const USER_RE = /^[a-z0-9_.-]{3,32}$/;
 
 export function avatar(name, extra = '') {
   return el('span', { class: `avatar c${colourIndex(name)} ${extra}`.trim(), 'aria-hidden': 'true' }, (name[0] || '?').toUpperCase());

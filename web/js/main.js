@@ -5,6 +5,7 @@ import { renderLogin } from './login.js';
 import { renderApp } from './app.js';
 import { Client } from './client.js';
 import { deleteDb } from './db.js';
+import { dropDrafts } from './drafts.js';
 import { dropSecure } from './secure.js';
 import * as notify from './notify.js';
 import * as api from './api.js';
@@ -48,6 +49,7 @@ async function logout({ local = false, notice = '' } = {}) {
       await api.logout(c.session.token);
     } catch { /* offline or already gone: the device expires on the server by itself */ }
     await deleteDb(c.session.user);
+    dropDrafts(c.session.user);
     await dropSecure(c.session); // this device's E2E keys: the server deleted its public ones
   }
   history.replaceState(null, '', location.pathname);

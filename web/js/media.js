@@ -87,6 +87,39 @@ export async function dimensions(blob) {
   }
 }
 
+// What tern sends at most, as WhatsApp does: a bigger image is shrunk in the browser before the
+// upload, so the server's own limits (media.max_dimension, media.max_pixels) are never what
+// refuses a photo. 2560 px is sharper than a phone's screen and far under those defaults.
+export const MAX_SIDE = 2560;
+export const MAX_PIXELS = 2560 * 1920;
+
+/** The image to upload and its size: the file itself when small enough, else a copy scaled
+ *  to fit MAX_SIDE and MAX_PIXELS (PNG stays PNG for its transparency, the others become
+ *  JPEG; an animated GIF keeps only its first frame, as a still). */
+export function fitForUpload(file, dims) {
+  return scaleToFit(file, dims, MAX_SIDE, MAX_PIXELS);
+}
+
+/** An image scaled down (never up) to fit maxSide and maxPixels: {blob, dims}. */
+export async function scaleToFit(file, dims, maxSide, maxPixels) {
+  const { width: w, height: h } = dims;
+  const k = Math.min(1, maxSide / Math.max(w, h), Math.sqrt(maxPixels / (w * h)));
+  if (k >= 1) return { blob: file, dims };
+  try {
+    const bmp = await createImageBitmap(file);
+    const c = new OffscreenCanvas(Math.max(1, Math.round(w * k)), Math.max(1, Math.round(h * k)));
+    const g = c.getContext('2d');
+    g.imageSmoothingQuality = 'high';
+    g.drawImage(bmp, 0, 0, c.width, c.height);
+    bmp.close();
+    const type = file.type === 'image/png' ? 'image/png' : 'image/jpeg';
+    const blob = await c.convertToBlob(type === 'image/jpeg' ? { type, quality: 0.85 } : { type });
+    return { blob, dims: { width: c.width, height: c.height } };
+  } catch {
+    return { blob: file, dims }; // no canvas here: the server decides
+  }
+}
+
 /** A small JPEG of an image as base64, at most 8 KiB of it (PROTOCOL.md 11 "thumb"), or
  *  undefined when the browser cannot make one. */
 export async function thumbOf(blob) {

@@ -174,8 +174,13 @@ export class Secure {
     if (it.media_e2e) inner.media = it.media_e2e;
     if (it.group_id) inner.group_id = it.group_id;
     if (it.resend_of) inner.resend_of = it.resend_of;
+    // PROTOCOL 15: a reply's quote, a reaction and an edit go inside; the server cannot see
+    // them, so reactions and edits are sent silent (no push for them).
+    for (const k of ['reply_to', 'reaction', 'edit']) if (it[k]) inner[k] = it[k];
     const e2e = await this.ciphertexts(users, inner);
     const f = { type: 'send', id: it.id, e2e };
+    if (it.reaction || it.edit) f.silent = true;
+    if (it.mentions && it.mentions.length) f.mentions = it.mentions; // outside: the server pushes on them
     if (it.group_id) f.group_id = it.group_id;
     else f.to = it.to;
     if (it.media_e2e) f.media_ref = it.media_e2e.media_id;

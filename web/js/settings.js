@@ -4,9 +4,8 @@
 // contact" line in place of the message box. Text goes in through el() (textContent) only.
 import { el, lastSeenText } from './util.js';
 import * as api from './api.js';
-import { avatar } from './groupui.js';
+import { avatar, USER_RE } from './groupui.js';
 
-const USER_RE = /^[a-z0-9_.-]{3,32}$/;
 const PASSWORD_MIN = 8;
 const PASSWORD_MAX = 1024; // bytes, as the server counts
 
@@ -110,7 +109,7 @@ function sessionGone(client, e) {
  *  Unblock. me: the user; confirm: the shared confirm dialog; toast(text); onLogout(opts) ends
  *  the session (opts.notice for the login screen); composer: the message form, hidden in a
  *  blocked contact's conversation; onChange(): the blocked set changed. */
-export function settingsUi(client, { confirm, toast, onLogout, composer, onChange }) {
+export function settingsUi(client, { confirm, toast, onLogout, composer, onChange, meSection = null }) {
   const me = client.user;
   const blocks = new Blocks(client);
   let deleting = false; // DELETE /v1/me under way: its 4002 close is expected
@@ -195,7 +194,7 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
     delForm);
 
   const body = el('div', { class: 'sheet-body' },
-    el('div', { class: 'st-me' }, avatar(me, 'big'), el('p', { class: 'gi-name', id: 'settings-user' }, me)),
+    meSection || el('div', { class: 'st-me' }, avatar(me, 'big'), el('p', { class: 'gi-name', id: 'settings-user' }, me)),
     privacy, blocked, devices, password, danger);
   const dialog = el('dialog', { class: 'dialog sheet settings', id: 'settings-dialog', 'aria-labelledby': 'st-title' },
     el('header', { class: 'sheet-head' }, close, el('h2', { id: 'st-title' }, 'Settings')), body);
@@ -416,13 +415,15 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
   });
 
   // ---- the conversation: header menu and the blocked line ---------------------------------
-  const menuBtn = el('button', { type: 'button', class: 'icon-btn conv-menu-btn', id: 'conv-menu', 'aria-label': 'Contact menu', title: 'Menu', 'aria-haspopup': 'menu', 'aria-expanded': 'false', 'aria-controls': 'conv-menu-list' }, svg('dots'));
+  const menuBtn = el('button', { type: 'button', class: 'icon-btn conv-menu-btn', id: 'conv-menu', 'aria-label': 'Chat menu', title: 'Menu', 'aria-haspopup': 'menu', 'aria-expanded': 'false', 'aria-controls': 'conv-menu-list' }, svg('dots'));
   const blockItem = el('button', { type: 'button', role: 'menuitem', class: 'menu-item', id: 'conv-block' });
-  const menu = el('div', { class: 'menu', id: 'conv-menu-list', role: 'menu', 'aria-label': 'Contact', hidden: true }, blockItem);
+  const menu = el('div', { class: 'menu', id: 'conv-menu-list', role: 'menu', 'aria-label': 'Chat', hidden: true }, blockItem);
   const menuWrap = el('div', { class: 'conv-menu', hidden: true }, menuBtn, menu);
   const unblockLink = el('button', { type: 'button', class: 'link', id: 'blocked-unblock' }, 'Unblock');
   const bar = el('p', { class: 'blocked-bar', id: 'blocked-bar', hidden: true }, 'You blocked this contact. ', unblockLink);
   let peer = null; // the 1:1 conversation on screen, or null
+  let chat = null; // any conversation on screen (the menu's other items are for groups too)
+  const extras = []; // [{item, label(chat) -> text, or null to hide}]: items of other modules
 
   function closeMenu(refocus) {
     if (menu.hidden) return;
@@ -432,10 +433,17 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
   }
   menuBtn.addEventListener('click', () => {
     if (!menu.hidden) return closeMenu(false);
-    blockItem.textContent = blocks.has(peer) ? `Unblock ${peer}` : `Block ${peer}`;
+    blockItem.hidden = !peer;
+    if (peer) blockItem.textContent = blocks.has(peer) ? `Unblock ${peer}` : `Block ${peer}`;
+    for (const x of extras) {
+      const text = x.label(chat);
+      x.item.hidden = !text;
+      if (text) x.item.textContent = text;
+    }
     menu.hidden = false;
     menuBtn.setAttribute('aria-expanded', 'true');
-    blockItem.focus();
+    const first = [...menu.children].find((b) => !b.hidden);
+    if (first) first.focus();
   });
   menu.addEventListener('keydown', (e) => {
     if (e.key === 'Escape') {
@@ -471,7 +479,8 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
    *  own hidden state is set. */
   function update(active, isGroup) {
     peer = active && !isGroup && active !== me ? active : null;
-    menuWrap.hidden = !peer;
+    chat = active || null;
+    menuWrap.hidden = !chat;
     closeMenu(false);
     const isBlocked = !!peer && blocks.has(peer);
     bar.hidden = !isBlocked;
@@ -481,8 +490,21 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
     }
   }
 
+  /** Another module's item in the chat's menu (mute, delete chat): label(chat) names it when
+   *  the menu opens, or hides it (null); onClick(chat) runs once the menu has closed. */
+  function addMenuItem(id, label, onClick) {
+    const item = el('button', { type: 'button', role: 'menuitem', class: 'menu-item', id });
+    item.addEventListener('click', () => {
+      const c = chat;
+      closeMenu(true);
+      if (c) onClick(c);
+    });
+    menu.append(item);
+    extras.push({ item, label });
+  }
+
   return {
-    button, dialog, menuWrap, bar, blocks, update, open,
+    button, dialog, menuWrap, bar, blocks, update, open, addMenuItem,
     /** true while the account is being deleted: its 4002 close is no reason to log out here. */
     deleting: () => deleting,
     destroy() { document.removeEventListener('pointerdown', outside); },

@@ -43,6 +43,9 @@ const ICONS = {
   logout: { d: 'M10 4H5v16h5M15 8l4 4-4 4M9 12h10', stroke: 2 },
   close: { d: 'M6 6l12 12M18 6 6 18', stroke: 2.2 },
   bell: { d: 'M6 17V11a6 6 0 0 1 12 0v6l2 2H4zM10 21h4', stroke: 1.8 },
+  down: { d: 'M6 9l6 6 6-6', stroke: 2.2 },
+  search: { d: 'M10.5 17a6.5 6.5 0 1 0 0-13 6.5 6.5 0 0 0 0 13zM15.5 15.5 20 20', stroke: 2 },
+  muted: { d: 'M6 17V11a6 6 0 0 1 9.5-4.9M18 11v6l2 2H8M10 21h4M3 3l18 18', stroke: 1.8 },
   lock: { d: 'M6 11h12v9H6zM8.5 11V8a3.5 3.5 0 0 1 7 0v3', stroke: 1.9 },
   // ticks: 18x12 viewBox
   check: { d: 'M2.5 6.5l3.5 3.5L13.5 2.5', stroke: 1.6, vb: '0 0 18 12' },
@@ -138,6 +141,15 @@ export function lastSeenText(ms, now = Date.now()) {
   if (n === 1) return `last seen yesterday at ${t}`;
   const d = new Date(ms);
   return `last seen ${d.toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: n > 300 ? 'numeric' : undefined })} at ${t}`;
+}
+
+const STRONG = /[\p{L}]/u;
+const RTL = /[\p{Script=Hebrew}\p{Script=Arabic}\p{Script=Syriac}\p{Script=Thaana}\p{Script=Nko}\p{Script=Adlam}]/u;
+
+/** 'rtl' or 'ltr' from a text's first strong letter, as dir=auto decides (Unicode's P2/P3). */
+export function textDir(text) {
+  for (const ch of text) if (STRONG.test(ch)) return RTL.test(ch) ? 'rtl' : 'ltr';
+  return 'ltr';
 }
 
 /** A client message id: printable ASCII, unique per device (PROTOCOL section 4). */

@@ -117,3 +117,79 @@ export async function openChat(page, peer) {
   await page.click(`#chat-list button[data-peer="${peer}"]`);
   await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
 }
+
+/** A user made over HTTP (no browser): {user, token}, for the other side of a conversation. */
+export async function apiUser(baseURL, user) {
+  const r = await fetch(`${baseURL}/v1/register`, { method: 'POST', body: JSON.stringify({ username: user, password: PASSWORD, device: 'test' }) });
+  assert.equal(r.status, 201, `register ${user}`);
+  return r.json();
+}
+
+/** An authenticated HTTP call of a test's own user: the JSON answer (null for 204), or throws. */
+export async function apiCall(baseURL, token, method, path, body) {
+  const r = await fetch(`${baseURL}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!r.ok) throw Object.assign(new Error(`${method} ${path}: ${r.status} ${await r.text()}`), { status: r.status });
+  return r.status === 204 ? null : r.json();
+}
+
+/** Whether the page scrolls sideways (something wider than the screen). */
+export function overflowsX(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth > innerWidth || document.body.scrollWidth > innerWidth);
+}
+
+/** The rectangle of the first element matching sel, as a plain object (null when none). */
+export function rectOf(page, sel) {
+  return page.evaluate((s) => {
+    const e = document.querySelector(s);
+    if (!e) return null;
+    const r = e.getBoundingClientRect();
+    return { left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height };
+  }, sel);
+}
+
+export const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+
+/** The two sizes every issue-16 browser test runs at. */
+export const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+export const DESKTOP = { viewport: { width: 1366, height: 768 } };
+
+/** A plain WebSocket client of an HTTP-made user (apiUser): send(frame) resolves to its answer
+ *  (sent or error); got holds every other frame; next(pred) waits for one. */
+export async function wsClient(baseURL, token) {
+  const { default: WebSocket } = await import('ws');
+  const ws = new WebSocket(`${baseURL.replace(/^http/, 'ws')}/v1/ws`);
+  const waiting = new Map();
+  const got = [];
+  await new Promise((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', token })));
+    ws.on('error', reject);
+    ws.on('message', (data) => {
+      const f = JSON.parse(data);
+      if (f.type === 'ready') return resolve();
+      if ((f.type === 'sent' || f.type === 'error') && waiting.has(f.id)) {
+        waiting.get(f.id)(f);
+        waiting.delete(f.id);
+        return;
+      }
+      got.push(f);
+      if (f.seq) ws.send(JSON.stringify({ type: 'ack', seq: f.seq }));
+    });
+  });
+  let n = 0;
+  return {
+    got,
+    send(frame) {
+      const id = frame.id || `t-${Date.now()}-${n++}`;
+      return new Promise((resolve) => {
+        waiting.set(id, resolve);
+        ws.send(JSON.stringify({ type: 'send', ...frame, id }));
+      });
+    },
+    next(pred, what = 'a frame') {
+      const have = got.find(pred);
+      if (have) return Promise.resolve(have);
+      return until(what, () => got.find(pred), 10000);
+    },
+    close() { ws.close(); },
+  };
+}
