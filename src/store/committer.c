@@ -132,6 +132,16 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
     uint64_t t0 = tern_mono_ns();
     int r = be->vt->commit(be->self, why, sizeof why);
     ns = tern_mono_ns() - t0;
+    if (r == -EAGAIN && n > 1 && attempt >= 1) {
+      /* Lost twice: a big group shares claims with every busy writer and keeps losing as a
+       * whole. Halves, in order, each retried on its own, share fewer and make progress;
+       * the order of completions stays the order of submission. */
+      be->vt->rollback(be->self);
+      for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
+      run_group(cm, ops, n / 2);
+      run_group(cm, ops + n / 2, n - n / 2);
+      return;
+    }
     if (r == -EAGAIN && attempt + 1 < COMMIT_RETRIES) {
       /* A shared backend (NATS) found that another node appended to one of the group's
        * inboxes first: nothing of the group was kept; apply it again on the new state. */

@@ -78,6 +78,7 @@ enum {
   MAX_PENDING = 4 * WINDOW, /* nats.c's, above ours, so js_PublishMsgAsync never stalls */
   DUP_WINDOW_S = 120,    /* JetStream duplicate window of NS_IN and NS_COMMIT */
   KEY_MAX = 1024,
+  SERIAL_CLAIMS_MAX = 8, /* claims_run: a contended group up to this size claims one at a time */
 };
 
 /* Directory buckets are watched for on_change. */
@@ -437,6 +438,12 @@ static uint64_t hdr_u64(natsMsg *m, const char *h, bool *ok) {
   }
   if (ok) *ok = true;
   return strtoull(v, NULL, 10);
+}
+
+/* A void entry holds the seq of an append that was undone (claims_undo): never read. */
+static bool is_void(natsMsg *m) {
+  const char *v = NULL;
+  return natsMsgHeader_Get(m, "Tern-Void", &v) == NATS_OK && v;
 }
 
 static void hdr_set_u64(natsMsg *m, const char *h, uint64_t v) {
@@ -860,7 +867,7 @@ static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, 
       natsMsg_Destroy(m);
       break;
     }
-    if (seq >= from && seq > floor && fn &&
+    if (seq >= from && seq > floor && fn && !is_void(m) &&
         !fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
       natsMsg_Destroy(m);
       *stopped = true;
@@ -915,7 +922,7 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
       natsMsg_Destroy(m);
       break;
     }
-    if (seq >= from && seq > floor && fn) {
+    if (seq >= from && seq > floor && fn && !is_void(m)) {
       if (!fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
         natsMsg_Destroy(m);
         *stopped = true;
@@ -1642,10 +1649,11 @@ static int claim_cmp(const void *x, const void *y) {
  * 3-server cluster). So after a lost race (be->contended) the claims go one at a time in the
  * order every node shares (claim_cmp), stopping at the first lost one: of two writers, the
  * one that wins their first shared claim goes on and the other stops there, as locks taken in
- * one order cannot deadlock. The uncontended path stays pipelined. */
+ * one order cannot deadlock. The uncontended path stays pipelined, and so do big groups (a
+ * round trip per claim would cost more than the random pause of a pipelined retry). */
 static int claims_run(nbe *be, gplan *p) {
   slots_reset(be);
-  bool serial = be->contended > 0;
+  bool serial = be->contended > 0 && p->nclaims <= SERIAL_CLAIMS_MAX;
   if (serial && p->nclaims > 1) qsort(p->claims, p->nclaims, sizeof *p->claims, claim_cmp);
   for (size_t i = 0; i < p->nclaims; i++) p->claims[i].slot = -4; /* not published */
   for (size_t i = 0; i < p->nclaims; i++) {
@@ -1703,26 +1711,68 @@ static int claims_run(nbe *be, gplan *p) {
   return rc;
 }
 
-/* Undoes the claims that were stored (after a lost race). */
+/* Undoes the claims that were stored (after a lost race).
+ *
+ * An append won is not given back: a void entry (headers only, Tern-Void) keeps its seq, and
+ * the entry itself is deleted once the void is stored. Freeing the seq instead made the two
+ * writers of a busy inbox chase it: each won the freed seq of one inbox and lost another's,
+ * undid, and met again at the same claim ids, until a group's retries ran out (2 nodes, 150
+ * msg/s). Seqs may so have gaps, as they may anyway (docs/cluster-layout.md §10); readers skip
+ * voids, and acks purge them with the rest. */
 static int claims_undo(nbe *be, gplan *p) {
   int rc = 0;
+  /* what was won, read before the slots are reused: the entry's stream seq, or 0 for a key */
+  size_t nwon = 0;
+  claim **won = tern_calloc(p->nclaims + 1, sizeof *won);
+  uint64_t *won_sseq = tern_calloc(p->nclaims + 1, sizeof *won_sseq);
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
     if (c->slot < 0) continue;
     slot s = slot_get(be, c->slot);
     if (s.state != 1 || s.dup) continue;
-    if (c->kind == 'A') {
-      int r = del_msg(be, be->s_in, s.seq);
-      if (r < 0) rc = r;
-      burn(be, c->ib, c->seq);
-    } else {
-      gkv *g = c->g;
-      long sl = g->old_live ? pub_raw_kv(be, g->b, g->key, g->klen, &g->old, false)
-                            : pub_raw_kv(be, g->b, g->key, g->klen, NULL, true);
-      (void)sl;
+    won[nwon] = c;
+    won_sseq[nwon++] = c->kind == 'A' ? s.seq : 0;
+  }
+  slots_reset(be);
+  for (size_t i = 0; i < nwon; i++) {
+    claim *c = won[i];
+    if (c->kind != 'A') continue;
+    ginbox *ib = c->ib;
+    natsMsg *m = msg_new(subj_in(be, &be->sbuf, ib->name, ib->nlen), NULL, 0);
+    if (!m) {
+      rc = -ENOMEM;
+      continue;
     }
+    hdr_set_u64(m, "Tern-Seq", c->seq);
+    hdr_set_u64(m, "Tern-Epoch", ib->epoch);
+    hdr_set_u64(m, "Tern-Gid", be->gid);
+    natsMsgHeader_Set(m, "Tern-Void", "1");
+    jsPubOptions o;
+    jsPubOptions_Init(&o);
+    claim_id(be, &be->sbuf2, ib, c->seq);
+    tern_buf_puts(&be->sbuf2, "!void"); /* a replayed undo stores one void */
+    o.MsgId = tern_buf_cstr(&be->sbuf2);
+    if (pub_async(be, m, &o) < 0) rc = -ENOMEM;
   }
   slots_wait(be, 0);
+  for (size_t i = 0; i < be->nslots && !rc; i++) rc = slot_rc(be, (long)i, "void entry");
+  /* without its void a deleted entry would free the seq: keep the entries then (the replay
+   * of the commit record rolls them back) */
+  for (size_t i = 0; i < nwon && !rc; i++) {
+    if (won[i]->kind != 'A') continue;
+    int r = del_msg(be, be->s_in, won_sseq[i]);
+    if (r < 0) rc = r;
+  }
+  slots_reset(be);
+  for (size_t i = 0; i < nwon; i++) {
+    gkv *g = won[i]->g;
+    if (won[i]->kind == 'A') continue;
+    if (g->old_live) pub_raw_kv(be, g->b, g->key, g->klen, &g->old, false);
+    else pub_raw_kv(be, g->b, g->key, g->klen, NULL, true);
+  }
+  slots_wait(be, 0);
+  tern_free(won);
+  tern_free(won_sseq);
   return rc;
 }
 
@@ -1808,7 +1858,7 @@ static int n_commit(void *self, char *err, size_t errlen) {
     if (rc == -EAGAIN) {
       /* Two writers that lost to each other would otherwise re-read and retry in step: a
        * random pause, growing with the losses in a row, lets one go first. */
-      unsigned cap = 1u << TERN_MIN(be->contended, 5u);
+      unsigned cap = 1u << TERN_MIN(be->contended, 3u);
       be->contended++;
       struct timespec ts = {0, (long)(1 + randombytes_uniform(cap * 2)) * 1000000L};
       nanosleep(&ts, NULL);
