@@ -40,6 +40,11 @@ def load(results):
         except (OSError, ValueError, IndexError):
             run["load1"] = None
         run["cores"] = core_busy(base)
+        try:
+            q = dict(kv.split("=") for kv in open(base + ".quiet").read().split())
+            run["quiet"] = (int(q["busy"]), int(q["waited_s"]))
+        except (OSError, ValueError, KeyError):
+            run["quiet"] = None
         run["frames"] = frames_per_msg(conf, base)
         runs.setdefault((conf, scen), []).append(run)
     return runs
@@ -231,13 +236,14 @@ def report(results):
     w("")
     w("#### The machine during each run (share of each core busy, everything on it, whole tern-bench run)")
     w("")
-    w("| run | load avg (1 min) at start | core 0 (server) | core 1 (tern-bench) |")
-    w("| --- | ---: | ---: | ---: |")
+    w("| run | load avg (1 min) at start | machine busy just before (waited) | core 0 (server) | core 1 (tern-bench) |")
+    w("| --- | ---: | ---: | ---: | ---: |")
     for c in confs:
         for scen in ("closed", "open", "opensame"):
             for r in sorted(runs.get((c, scen), []), key=lambda r: r["round"]):
                 co = r["cores"]
-                w(f"| {c} {scen} r{r['round']} | {fmt(r['load1'], 2)} | {fmt(100 * co.get('cpu0', 0))} % | {fmt(100 * co.get('cpu1', 0))} % |")
+                q = f"{r['quiet'][0]} % ({r['quiet'][1]} s)" if r["quiet"] else "–"
+                w(f"| {c} {scen} r{r['round']} | {fmt(r['load1'], 2)} | {q} | {fmt(100 * co.get('cpu0', 0))} % | {fmt(100 * co.get('cpu1', 0))} % |")
     w("")
     return "\n".join(out)
 
