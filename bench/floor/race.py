@@ -25,7 +25,7 @@ ORDER = list(NAMES)
 def load(results):
     runs = {}
     for path in sorted(glob.glob(os.path.join(results, "*-r*.json"))):
-        m = re.match(r"(.+)-(closed|opensame|open)-r(\d+)\.json$", os.path.basename(path))
+        m = re.match(r"(.+)-(closed|opensame|open|at\d+)-r(\d+)\.json$", os.path.basename(path))
         if not m:
             continue
         conf, scen, rnd = m.group(1), m.group(2), int(m.group(3))
@@ -182,12 +182,17 @@ def report(results):
     rows = [(c, "open") for c in confs]
     if ("floor", "opensame") in runs:
         rows.insert(1, ("floor", "opensame"))
+    fixed = sorted({scen for (_, scen) in runs if scen.startswith("at")}, key=lambda x: -int(x[2:]))
+    for scen in fixed:
+        rows += [(c, scen) for c in ("floor", "ternd") if (c, scen) in runs]
     for c, scen in rows:
         rs = sorted(runs.get((c, scen), []), key=lambda r: r["round"])
         if not rs:
             continue
         label = NAMES[c] + (" at ternd's rate" if scen == "opensame" else "")
-        key = c if scen == "open" else "floor-same"
+        key = c if scen == "open" else "floor-same" if scen == "opensame" else f"{c}-{scen}"
+        if scen.startswith("at"):
+            label = f"{NAMES[c]}, fixed rate"
         rate = g(rs[0]["json"], "scenario.target_rate")
         cpus = [cpu_per_msg(r["json"]) for r in rs]
         b, m = best_med(cpus, True)
@@ -198,8 +203,8 @@ def report(results):
         opened[key] = {"best": b, "median": m, "p99": best_med(p99, True), "p999": best_med(p999, True), "rate": rate}
         ok = all(g(r["json"], "verification.ok", False) for r in rs)
         w(f"| {label} | {fmt(rate)} | {' · '.join(fmt(x, 2) for x in cpus)} µs | {fmt(b, 2)} µs | {fmt(m, 2)} µs | "
-          f"{fmt(us, 2)} + {fmt(sy, 2)} µs | {fmt(opened[c]['p99'][0], 2)} · {fmt(opened[c]['p99'][1], 2)} | "
-          f"{fmt(opened[c]['p999'][0], 2)} · {fmt(opened[c]['p999'][1], 2)} | {'OK' if ok else 'FAILED'} |")
+          f"{fmt(us, 2)} + {fmt(sy, 2)} µs | {fmt(opened[key]['p99'][0], 2)} · {fmt(opened[key]['p99'][1], 2)} | "
+          f"{fmt(opened[key]['p999'][0], 2)} · {fmt(opened[key]['p999'][1], 2)} | {'OK' if ok else 'FAILED'} |")
     w("")
     # ratios
     w("#### Ratios from this run (best-of · median)")
@@ -224,6 +229,12 @@ def report(results):
 
     row("ternd ÷ floor (each open loop at half its own rate)", closed.get("floor"), opened.get("floor"))
     row("ternd ÷ floor (open loop at the same rate, ternd's)", closed.get("floor"), opened.get("floor-same"))
+    for scen in fixed:
+        f_o, t_o = opened.get(f"floor-{scen}"), opened.get(f"ternd-{scen}")
+        if f_o and t_o:
+            w(f"| ternd ÷ floor, both open loop at {int(scen[2:]):,}/s | | | "
+              f"{fmt(ratio(t_o['best'], f_o['best']), 2)}× · {fmt(ratio(t_o['median'], f_o['median']), 2)}× | "
+              f"{fmt(ratio(t_o['p99'][0], f_o['p99'][0]), 2)}× · {fmt(ratio(t_o['p99'][1], f_o['p99'][1]), 2)}× |")
     ej = [c for c in ("ejabberd-sparse", "ejabberd-per-batch") if c in closed and c in opened]
     if ej:
         pc = {"best": max(closed[c]["best"] for c in ej), "median": max(closed[c]["median"] for c in ej),
@@ -239,7 +250,7 @@ def report(results):
     w("| run | load avg (1 min) at start | machine busy just before (waited) | core 0 (server) | core 1 (tern-bench) |")
     w("| --- | ---: | ---: | ---: | ---: |")
     for c in confs:
-        for scen in ("closed", "open", "opensame"):
+        for scen in ["closed", "open", "opensame"] + fixed:
             for r in sorted(runs.get((c, scen), []), key=lambda r: r["round"]):
                 co = r["cores"]
                 q = f"{r['quiet'][0]} % ({r['quiet'][1]} s)" if r["quiet"] else "–"
