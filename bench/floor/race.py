@@ -176,8 +176,8 @@ def report(results):
     # open loop
     w("#### Open loop at half of each one's own closed-loop rate (median of the rounds)")
     w("")
-    w("| configuration | rate | server CPU/msg per round | best | median | user + sys (best run) | p99 send→receipt (ms) best · median | p99.9 send→sent (ms) best · median | verified |")
-    w("| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | --- |")
+    w("| configuration | rate | server CPU/msg per round | best | median | user + sys (best run) | p99 send→receipt (ms) best · median | p99.9 send→sent (ms) best · median | frames written per msg | verified |")
+    w("| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     opened = {}
     rows = [(c, "open") for c in confs]
     if ("floor", "opensame") in runs:
@@ -202,9 +202,11 @@ def report(results):
         p999 = [g(r["json"], "latency_us.send_to_sent.p99_9") / 1000 for r in rs]
         opened[key] = {"best": b, "median": m, "p99": best_med(p99, True), "p999": best_med(p999, True), "rate": rate}
         ok = all(g(r["json"], "verification.ok", False) for r in rs)
+        frs = [r["frames"] for r in rs if r["frames"]]
+        fr = fmt(statistics.median(frs), 2) if frs else "–"
         w(f"| {label} | {fmt(rate)} | {' · '.join(fmt(x, 2) for x in cpus)} µs | {fmt(b, 2)} µs | {fmt(m, 2)} µs | "
           f"{fmt(us, 2)} + {fmt(sy, 2)} µs | {fmt(opened[key]['p99'][0], 2)} · {fmt(opened[key]['p99'][1], 2)} | "
-          f"{fmt(opened[key]['p999'][0], 2)} · {fmt(opened[key]['p999'][1], 2)} | {'OK' if ok else 'FAILED'} |")
+          f"{fmt(opened[key]['p999'][0], 2)} · {fmt(opened[key]['p999'][1], 2)} | {fr} | {'OK' if ok else 'FAILED'} |")
     w("")
     # ratios
     w("#### Ratios from this run (best-of · median)")
