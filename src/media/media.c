@@ -476,6 +476,27 @@ int tern_media_fetched(tern_media *m, const char *id, const char *user, const ch
   return 0;
 }
 
+int tern_media_revoke(tern_media *m, const char *id, const char *const *users, size_t nusers) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  for (size_t k = 0; k < nusers; k++) {
+    for (uint32_t i = 0; i < r->ngrants; i++) {
+      if (strcmp(r->grants[i], users[k]) != 0) continue;
+      tern_free(r->grants[i]);
+      r->grants[i] = r->grants[--r->ngrants];
+      break;
+    }
+  }
+  /* Nobody but the owner may read it now: the message that carried it is gone for everyone,
+   * and so is the media. */
+  if (r->ngrants == 0 && r->sent_at) {
+    rec_delete(m, r, true);
+    return 1;
+  }
+  persist_put(m, r);
+  return 0;
+}
+
 int tern_media_delete(tern_media *m, const char *id) {
   tern_media_rec *r = get_mut(m, id);
   if (!r) return TERN_MEDIA_ERR_NOT_FOUND;

@@ -308,6 +308,10 @@ int tern_media_grant(tern_media *m, const char *id, const char *to_user, uint32_
  * When every granted recipient device has fetched, the media is deleted.
  * Returns 1 if it deleted the media, 0 if counted or ignored, TERN_MEDIA_ERR_NOT_FOUND. */
 int tern_media_fetched(tern_media *m, const char *id, const char *user, const char *device_id);
+/* A message carrying the media was deleted for everyone (PROTOCOL.md 15): users lose their
+ * grants. Once no grant is left, the media is deleted (1); else persisted (0). Returns
+ * TERN_MEDIA_ERR_NOT_FOUND for an unknown id. */
+int tern_media_revoke(tern_media *m, const char *id, const char *const *users, size_t nusers);
 /* Deletes a record now (its files go with the last record of their content). */
 int tern_media_delete(tern_media *m, const char *id);
 /* Deletes every upload of owner that was never sent (an account deletion); returns how many.
