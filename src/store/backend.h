@@ -90,6 +90,11 @@ typedef struct tern_backend_vt {
    * -ENOENT when no envelope is stored there. NULL: the backend cannot, and the semantics
    * append instead. */
   int (*replace)(void *be, const char *name, size_t n, uint64_t seq, const uint8_t *v, size_t len);
+  /* For a backend that cannot overwrite (JetStream messages are immutable): removes the stored
+   * envelope at seq, leaving a hole that reads skip; the semantics call it only for an inbox
+   * the same group appends to afterwards, so the inbox's last seq never moves back. -ENOENT
+   * when nothing is stored there. NULL when replace is offered. */
+  int (*erase)(void *be, const char *name, size_t n, uint64_t seq);
   /* Removes the envelopes [first_seq, upto]; upto < next_seq. */
   int (*purge)(void *be, const char *name, size_t n, uint64_t upto);
   /* Forgets an empty inbox's counters (a deleted device; a user-level inbox after its move):

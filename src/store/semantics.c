@@ -303,7 +303,8 @@ static int replace_one(tern_sem *sem, tern_op_append *op, const char *inbox, siz
    * inbox after its move) counts its seqs from 1 again. */
   bool ours = l.n == 1 && l.v[0].seq == seq && l.v[0].msg_id && !strcmp(l.v[0].msg_id, op->replace_of);
   if (ours) {
-    r = BE(sem)->replace(SELF(sem), inbox, il, seq, (const uint8_t *)v->data, v->len);
+    r = BE(sem)->replace ? BE(sem)->replace(SELF(sem), inbox, il, seq, (const uint8_t *)v->data, v->len)
+                         : BE(sem)->erase(SELF(sem), inbox, il, seq);
     if (r == -ENOENT) ours = false;
     else if (r < 0) r = failed(sem, &op->op, "delete replace", r);
     else r = release_bodies(sem, &op->op, &l); /* the original's reference to its group body */
@@ -333,7 +334,11 @@ static int delete_in_place(tern_sem *sem, tern_op_append *op, int64_t now) {
     return 0;
   }
   if (!have) ts = now;
-  if (have && BE(sem)->replace && op->nvalues) {
+  if (have && loc.media_len) op->replaced_media = tern_strndup(loc.media, loc.media_len);
+  /* A backend that can only erase (NATS) leaves a hole at the original's seq, and the delete
+   * is appended: only where a target appends, so that no inbox's last seq moves back. */
+  bool in_place = BE(sem)->replace != NULL;
+  if (have && (in_place || BE(sem)->erase) && op->nvalues) {
     size_t off = 0, il;
     const char *inbox;
     uint64_t seq;
@@ -341,6 +346,7 @@ static int delete_in_place(tern_sem *sem, tern_op_append *op, int64_t now) {
       tern_store_target *t = NULL;
       for (size_t i = 0; i < op->ntargets && !t; i++)
         if (strlen(op->targets[i].inbox) == il && !memcmp(op->targets[i].inbox, inbox, il)) t = &op->targets[i];
+      if (!t && !in_place) continue;
       const tern_buf *v = &op->values[t ? t->value : 0];
       /* loc points into sem->loc, which the reads below do not touch (they use sem->val) */
       char name[256];
@@ -353,11 +359,10 @@ static int delete_in_place(tern_sem *sem, tern_op_append *op, int64_t now) {
         if (t) t->replaced_seq = seq;
       }
     }
-    if (loc.media_len) op->replaced_media = tern_strndup(loc.media, loc.media_len);
   }
   for (size_t i = 0; i < op->ntargets; i++) {
     tern_store_target *t = &op->targets[i];
-    if (t->replaced_seq && !t->live && inbox_watched(sem, t->inbox)) t->live = true;
+    if (t->replaced_seq && !t->live && (!in_place || inbox_watched(sem, t->inbox))) t->live = true;
   }
   /* Remembered as deleted until the window ends (the record's first write time stays). */
   tern_locator_begin(&sem->val, TERN_LOCATOR_DELETED, NULL, NULL);

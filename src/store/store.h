@@ -187,7 +187,9 @@ typedef struct tern_store_target {
                            it may have had the original: it also gets the value appended */
   uint64_t seq;         /* out: the seq assigned (0 when skipped, or when replace_of put the
                            value in the original's place and nothing was appended) */
-  uint64_t replaced_seq;/* out, replace_of: the original's seq the value took, or 0 */
+  uint64_t replaced_seq;/* out, replace_of: the original's seq the value took (a backend that
+                           can only erase, NATS: the seq whose original went; the value is
+                           appended then), or 0 */
 } tern_store_target;
 
 typedef struct tern_op_append {
