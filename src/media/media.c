@@ -69,6 +69,7 @@ void tern_media_options_from_config(tern_media_options *o, const tern_config *cf
   o->sweep_batch = cfg->media_sweep_batch;
   o->sweep_interval_ms = cfg->media_sweep_interval_ms;
   o->decode_jobs = cfg->media_decode_jobs;
+  o->avatar_grace_ms = cfg->media_avatar_grace_ms;
 }
 
 int64_t media_now(const tern_media *m) { return m->opt.now_ms ? m->opt.now_ms() : tern_now_ms(); }
@@ -193,6 +194,7 @@ void tern_media_close(tern_media *m) {
 /* ---- expiry heap (min-heap on each record's deadline) --------------------------------------- */
 
 static int64_t deadline(const tern_media *m, const tern_media_rec *r) {
+  if (r->avatar) return r->avatar_off ? r->avatar_off + m->opt.avatar_grace_ms : INT64_MAX;
   int64_t ttl = m->opt.ttl_ms;
   if (r->sent_at == 0 && m->opt.unsent_ttl_ms < ttl) ttl = m->opt.unsent_ttl_ms;
   return r->created + ttl;
@@ -473,6 +475,30 @@ int tern_media_fetched(tern_media *m, const char *id, const char *user, const ch
     return 1;
   }
   persist_put(m, r);
+  return 0;
+}
+
+/* The deadline may move either way: the record goes up or down the heap. */
+static void avatar_update(tern_media *m, tern_media_rec *r, int64_t off) {
+  r->avatar = true;
+  r->avatar_off = off;
+  heap_up(m, r->heap_index);
+  heap_down(m, r->heap_index);
+  persist_put(m, r);
+}
+
+int tern_media_mark_avatar(tern_media *m, const char *id) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  avatar_update(m, r, r->created > 0 ? r->created : 1);
+  return 0;
+}
+
+int tern_media_set_avatar(tern_media *m, const char *id, bool on) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r || !r->avatar) return TERN_MEDIA_ERR_NOT_FOUND;
+  int64_t now = media_now(m);
+  avatar_update(m, r, on ? 0 : now > 0 ? now : 1);
   return 0;
 }
 
