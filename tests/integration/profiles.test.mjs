@@ -123,3 +123,19 @@ describe('profiles', () => {
     assert.equal((await getMedia(srv, b.token, av)).status, 200);
   });
 });
+
+describe('profiles with e2e.required', () => {
+  let srv;
+  before(async () => { srv = await startServer({ args: [...FAST_LIMITS, '--e2e-required'] }); });
+  after(() => srv?.close());
+
+  test('an avatar is a plaintext image even where messages must be encrypted', async () => {
+    const a = await newUser(srv, 'ea');
+    const plain = await upload(srv, a.token, makePng(8, 8), 'image/png');
+    assert.equal(plain.status, 403, 'a message image is refused');
+    assert.equal(plain.json.error.code, 'e2e_required');
+    const up = await uploadAvatar(srv, a);
+    assert.equal(up.status, 201, up.body.toString());
+    assert.equal((await patchMe(srv, a, { avatar: up.json.media_id })).status, 200);
+  });
+});
