@@ -85,7 +85,8 @@ static const struct {
     {"whois",
      "usage: tern whois USER [--server URL]\n"
      "\n"
-     "Shows whether USER is online, or when they were last seen.\n"},
+     "Shows whether USER is online, or when they were last seen, and their display name when\n"
+     "they set one (tern profile USER shows the avatar too).\n"},
     {"react",
      "usage: tern react MSG_ID EMOJI [--to USER | --group GROUP] [--e2e|--plain] [--timeout DURATION]\n"
      "\n"
@@ -681,6 +682,11 @@ int tern_cli_cmd_whois(int argc, char **argv) {
     tern_cli_humanize_ago(tern_now_ms(), us.last_seen, ago, sizeof ago);
     tern_cli_format_time(us.last_seen, true, when, sizeof when);
     printf("%s was last seen %s (%s)\n", us.user, ago, when);
+  }
+  if (us.display_name[0]) {
+    char name[TERN_CLIENT_DISPLAY_NAME_MAX * 4 + 1];
+    tern_cli_printable(us.display_name, name, sizeof name);
+    printf("display name: %s\n", name);
   }
   return 0;
 }

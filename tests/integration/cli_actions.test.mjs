@@ -118,6 +118,7 @@ describe('tern CLI: replies, reactions, edits, deletes, profiles', { skip: !exis
     r = await as(bobHome, ['fetch', av, '-o', path.join(homes.make(), 'a.png')]);
     assert.equal(r.code, 0, `the avatar is readable by bob: ${r.stderr}`);
     assert.equal((await as(bobHome, ['profile', 'nobody_like_this'])).code, 1);
+    assert.match((await as(bobHome, ['whois', alice])).stdout, /^display name: Alice A\.$/m);
 
     // listen on another device of bob's: one device has one connection (a second replaces it)
     const bob2Home = homes.make();
