@@ -157,6 +157,8 @@ static const setting g_settings[] = {
      "Web Push endpoint hosts clients may register (comma list, *.domain for subdomains)"},
     {"push.webhook.url", T_STR, OFF(push_webhook_url), "", 0, 0, "operator push gateway URL (empty: webhook off)"},
     {"push.webhook.secret", T_STR, OFF(push_webhook_secret), "", 0, 0, "HMAC-SHA256 key for X-Tern-Signature"},
+    {"media.avatar_grace", T_DUR, OFF(media_avatar_grace_ms), "24h", 10, BIG,
+     "an avatar that is no longer set is deleted this long after (PROTOCOL.md 15)"},
     {"media.max_bytes", T_SIZE, OFF(media_max_bytes), "16MiB", 1, 1ll << 34, "largest media upload (413)"},
     {"media.ttl", T_DUR, OFF(media_ttl_ms), "30d", 10, BIG, "media are deleted this long after upload"},
     {"media.unsent_ttl", T_DUR, OFF(media_unsent_ttl_ms), "24h", 10, BIG,

@@ -118,6 +118,7 @@ typedef struct tern_config {
   int64_t media_max_bytes;          /* largest upload (413) */
   int64_t media_ttl_ms;             /* deleted this long after upload */
   int64_t media_unsent_ttl_ms;      /* never-sent uploads deleted after this */
+  int64_t media_avatar_grace_ms;    /* an avatar no longer set is deleted after this */
   int64_t media_max_dimension;      /* px a side, checked on the header before decoding */
   int64_t media_max_pixels;         /* width x height, likewise */
   int64_t media_thumb_size;         /* thumbnail px on the longer side */

@@ -85,9 +85,42 @@ static const struct {
     {"whois",
      "usage: tern whois USER [--server URL]\n"
      "\n"
-     "Shows whether USER is online, or when they were last seen.\n"},
+     "Shows whether USER is online, or when they were last seen, and their display name when\n"
+     "they set one (tern profile USER shows the avatar too).\n"},
+    {"react",
+     "usage: tern react MSG_ID EMOJI [--to USER | --group GROUP] [--e2e|--plain] [--timeout DURATION]\n"
+     "\n"
+     "Reacts to the message MSG_ID with EMOJI (at most 32 bytes); a new reaction replaces your\n"
+     "last one, and \"\" takes it back. The conversation is the one this device saw MSG_ID in\n"
+     "(sent, listened to or chatted), else give it with --to USER or --group GROUP. Prints the\n"
+     "reaction's own msg_id. Encrypted like a message when the conversation is.\n"},
+    {"edit",
+     "usage: tern edit MSG_ID TEXT [--to USER | --group GROUP] [--e2e|--plain] [--timeout DURATION]\n"
+     "\n"
+     "Replaces the text of your message MSG_ID with TEXT (within the server's edit window, 15\n"
+     "minutes by default). The conversation as for tern react. Encrypted like a message when the\n"
+     "conversation is.\n"},
+    {"delete",
+     "usage: tern delete MSG_ID [--to USER | --group GROUP] [--timeout DURATION] [--server URL]\n"
+     "\n"
+     "Deletes your message MSG_ID for everyone (a group admin may delete any member's): where it\n"
+     "still waits on the server it is replaced by the delete, and everyone's clients show\n"
+     "\"This message was deleted\". Within the server's delete window (48 hours by default). The\n"
+     "conversation as for tern react. A delete is never encrypted: the server must act on it.\n"},
+    {"profile",
+     "usage: tern profile [--name NAME] [--avatar FILE | --no-avatar] [--server URL]\n"
+     "       tern profile [USER] [--server URL]\n"
+     "\n"
+     "Sets your display name (0-64 bytes; \"\" clears it) and your avatar (a JPEG, PNG, WebP or\n"
+     "GIF, uploaded as an avatar: anyone signed in may see it, except those you blocked), then\n"
+     "shows your profile. Without options, shows yours, or USER's: name, display name, avatar\n"
+     "(a media id for tern fetch). Whoever watches you (tern chat, tern listen USER) sees the\n"
+     "change at once.\n"
+     "  --name NAME    the display name\n"
+     "  --avatar FILE  the avatar image\n"
+     "  --no-avatar    remove the avatar\n"},
     {"send",
-     "usage: tern send USER TEXT [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
+     "usage: tern send USER TEXT [--reply MSG_ID] [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
      "       tern send USER --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP TEXT [--timeout DURATION] [--server URL]\n"
      "       tern send --group GROUP --image FILE [TEXT] [--timeout DURATION] [--server URL]\n"
@@ -103,7 +136,8 @@ static const struct {
      "the recipients and your other devices whenever all of the recipients have keys; when\n"
      "one has none, a line on stderr says so and it goes in plaintext.\n"
      "  --e2e    encrypted or not at all (exit 1 when it cannot be encrypted)\n"
-     "  --plain  never encrypt\n"},
+     "  --plain  never encrypt\n"
+     "  --reply MSG_ID  the message quotes MSG_ID, an earlier message of the same conversation\n"},
     {"safety",
      "usage: tern safety USER [--server URL]\n"
      "\n"
@@ -120,13 +154,16 @@ static const struct {
      "Note: the server deletes an image once every device it was sent to has fetched the\n"
      "original, so fetch it once per device and keep the file.\n"},
     {"listen",
-     "usage: tern listen [--count N] [--timeout DURATION] [--server URL]\n"
+     "usage: tern listen [USER...] [--count N] [--timeout DURATION] [--server URL]\n"
      "\n"
      "Prints messages and receipts as they arrive (first those waiting on the server), and\n"
      "acknowledges them. Stops after N messages with --count, after DURATION with --timeout\n"
      "(an error when --count was not reached), or on Ctrl-C. Group messages show the group\n"
      "and the sender, group changes one line each, and receipts for your group messages\n"
-     "count the members: \"delivered to 2 of 3\", \"read by 1 of 3\".\n"},
+     "count the members: \"delivered to 2 of 3\", \"read by 1 of 3\".\n"
+     "Replies, reactions, edits and deletes show what they refer to: \"(reply to ID)\",\n"
+     "\"reacted 👍 to ID\", \"(edit of ID)\", \"deleted ID\". The USERs are watched: their\n"
+     "profile changes (display name, avatar) show as lines of their own.\n"},
     {"chat",
      "usage: tern chat USER [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
      "       tern chat --group GROUP [--e2e|--plain] [--timeout DURATION] [--server URL]\n"
@@ -226,6 +263,8 @@ const char *tern_cli_usage(void) {
          "  fetch MEDIA_ID    download an image (-o FILE)\n"
          "  listen            print arriving messages and receipts\n"
          "  chat USER         interactive conversation (--group GROUP: in a group)\n"
+         "  react ID EMOJI    react to a message (edit ID TEXT, delete ID: your own messages)\n"
+         "  profile           show or set your display name and avatar (profile USER: theirs)\n"
          "  group ...         create, add, remove, leave, admin, rename, info, list\n"
          "  safety USER       the safety number to compare with USER (end-to-end encryption)\n"
          "  block USER        block USER (unblock USER, blocks: the list)\n"
@@ -299,13 +338,19 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     else if (strcmp(name, "--e2e") == 0) bit = TERN_CLI_OPT_E2E;
     else if (strcmp(name, "--plain") == 0) bit = TERN_CLI_OPT_PLAIN;
     else if (strcmp(name, "--yes") == 0) bit = TERN_CLI_OPT_YES;
+    else if (strcmp(name, "--reply") == 0) bit = TERN_CLI_OPT_REPLY;
+    else if (strcmp(name, "--to") == 0) bit = TERN_CLI_OPT_TO;
+    else if (strcmp(name, "--name") == 0) bit = TERN_CLI_OPT_NAME;
+    else if (strcmp(name, "--avatar") == 0) bit = TERN_CLI_OPT_AVATAR;
+    else if (strcmp(name, "--no-avatar") == 0) bit = TERN_CLI_OPT_NO_AVATAR;
     else return tern_cli_complain(c, 2, "unknown option %s (see tern %s --help)", a, c->cmd);
     if (bit && bit != TERN_CLI_OPT_CA_FILE && !(allowed & bit))
       return tern_cli_complain(c, 2, "option %s does not apply here (see tern %s --help)", name, c->cmd);
     if (bit == TERN_CLI_OPT_THUMB || bit == TERN_CLI_OPT_OFF || bit == TERN_CLI_OPT_E2E || bit == TERN_CLI_OPT_PLAIN ||
-        bit == TERN_CLI_OPT_YES) {
+        bit == TERN_CLI_OPT_YES || bit == TERN_CLI_OPT_NO_AVATAR) {
       if (eq) return tern_cli_complain(c, 2, "option %s takes no value", name);
       if (bit == TERN_CLI_OPT_YES) c->yes = true;
+      else if (bit == TERN_CLI_OPT_NO_AVATAR) c->no_avatar = true;
       else if (bit == TERN_CLI_OPT_THUMB) c->thumb = true;
       else if (bit == TERN_CLI_OPT_E2E) c->e2e = true;
       else if (bit == TERN_CLI_OPT_PLAIN) c->plain = true;
@@ -344,6 +389,16 @@ int tern_cli_parse_args(tern_cli *c, int argc, char **argv, unsigned allowed, in
     } else if (bit == TERN_CLI_OPT_GROUP) {
       if (!*val) return tern_cli_complain(c, 2, "--group: expected a group's id or name");
       c->group = val;
+    } else if (bit == TERN_CLI_OPT_REPLY) {
+      if (!*val) return tern_cli_complain(c, 2, "--reply: expected a msg_id");
+      c->reply = val;
+    } else if (bit == TERN_CLI_OPT_TO) {
+      if (!*val) return tern_cli_complain(c, 2, "--to: expected a username");
+      c->to = val;
+    } else if (bit == TERN_CLI_OPT_NAME) {
+      c->name = val;
+    } else if (bit == TERN_CLI_OPT_AVATAR) {
+      c->avatar = val;
     }
   }
   if (c->npos < min_pos) return tern_cli_complain(c, 2, "missing arguments (see tern %s --help)", c->cmd);
@@ -628,6 +683,11 @@ int tern_cli_cmd_whois(int argc, char **argv) {
     tern_cli_format_time(us.last_seen, true, when, sizeof when);
     printf("%s was last seen %s (%s)\n", us.user, ago, when);
   }
+  if (us.display_name[0]) {
+    char name[TERN_CLIENT_DISPLAY_NAME_MAX * 4 + 1];
+    tern_cli_printable(us.display_name, name, sizeof name);
+    printf("display name: %s\n", name);
+  }
   return 0;
 }
 
@@ -856,6 +916,13 @@ typedef struct send_state {
   tern_cli_targets t;        /* the devices it goes to (with e) */
   tern_e2e_inner in;         /* what goes inside (with e); points into text and media */
   int fixes;                 /* devices_changed rounds so far */
+  /* PROTOCOL.md 15: at most one action, and a reply_to beside a plain message. Encrypted,
+   * they go inside (in), except the delete, which is always sent in plaintext. */
+  const char *reply_to;      /* --reply */
+  const char *reaction_to;   /* tern react: the message, and emoji ("" removes) */
+  const char *emoji;
+  const char *edit_of;       /* tern edit */
+  const char *delete_of;     /* tern delete */
 } send_state;
 
 #define E2E_FIX_MAX 3            /* devices_changed rounds before giving up */
@@ -905,6 +972,27 @@ static void send_now(session *s) {
         return;
       }
     }
+  } else if (st->reply_to || st->reaction_to || st->edit_of || st->delete_of) {
+    tern_frame f = {.type = TERN_FRAME_SEND,
+                    .id = st->id,
+                    .to = (char *)st->to,
+                    .to_raw = (char *)st->to,
+                    .group_id = st->to ? NULL : st->group.group_id,
+                    .body = st->len ? (char *)st->text : NULL,
+                    .body_len = st->len,
+                    .media_id = st->media_id[0] ? st->media_id : NULL,
+                    .reply_to = (char *)st->reply_to,
+                    .reaction_to = (char *)st->reaction_to,
+                    .emoji = (char *)st->emoji,
+                    .edit_of = (char *)st->edit_of,
+                    .delete_of = (char *)st->delete_of};
+    tern_frame_error ferr = {0};
+    rc = tern_client_send_frame(s->conn, &f, &ferr);
+    if (rc == -EINVAL) {
+      tern_cli_complain(s->c, 2, "cannot send: %s", ferr.message);
+      session_quit(s, 2);
+      return;
+    }
   } else {
     const char *media = st->media_id[0] ? st->media_id : NULL;
     rc = st->to ? tern_client_send(s->conn, st->id, st->to, st->text, st->len, media)
@@ -939,6 +1027,7 @@ static void send_event(session *s, const tern_client_event *ev) {
       tern_buf_free(&inner);
     }
     printf("%s\n", ev->msg_id ? ev->msg_id : "");
+    if (!st->reaction_to && !st->delete_of) tern_cli_msgs_note(s->c, ev->msg_id, st->to, st->to ? NULL : st->group.group_id);
     if (!st->to) print_group_sent(st, ev);
     else if (isatty(2)) fprintf(stderr, "✓ sent to %s%s\n", st->to, st->e ? " (end-to-end encrypted 🔒)" : "");
     session_quit(s, 0);
@@ -970,18 +1059,19 @@ static void send_timeout(session *s) {
 #define UPLOAD_MAX (256u << 20) /* larger files are refused before reading them */
 #define UPLOAD_TIMEOUT_MS 120000 /* an upload gets at least this long */
 
-/* Reads the image file, uploads it and fills st->media_id. Returns 0 or an exit status. */
-static int upload_image(tern_cli *c, send_state *st) {
-  int fd = open(c->image, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return tern_cli_complain(c, 2, "cannot open %s: %s", c->image, strerror(errno));
+/* Reads an image file (send --image, profile --avatar) into *bytes (the caller frees it)
+ * with its type from the bytes. Returns 0 or an exit status. */
+static int read_image(tern_cli *c, const char *path, char **bytes_out, size_t *len_out, const char **mime_out) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return tern_cli_complain(c, 2, "cannot open %s: %s", path, strerror(errno));
   struct stat sb;
   if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
     close(fd);
-    return tern_cli_complain(c, 2, "%s is not a regular file", c->image);
+    return tern_cli_complain(c, 2, "%s is not a regular file", path);
   }
   if (sb.st_size == 0 || (uint64_t)sb.st_size > UPLOAD_MAX) {
     close(fd);
-    return tern_cli_complain(c, 2, "%s: %s", c->image, sb.st_size == 0 ? "empty file" : "too large to upload");
+    return tern_cli_complain(c, 2, "%s: %s", path, sb.st_size == 0 ? "empty file" : "too large to upload");
   }
   size_t len = (size_t)sb.st_size, got = 0;
   char *bytes = tern_malloc(len);
@@ -994,14 +1084,27 @@ static int upload_image(tern_cli *c, send_state *st) {
   close(fd);
   if (got != len) {
     tern_free(bytes);
-    return tern_cli_complain(c, 1, "cannot read %s", c->image);
+    return tern_cli_complain(c, 1, "cannot read %s", path);
   }
   /* The type comes from the bytes, not the name: the server checks them against it anyway. */
   const char *mime = tern_client_sniff_image(bytes, len);
   if (!mime) {
     tern_free(bytes);
-    return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", c->image);
+    return tern_cli_complain(c, 2, "%s is not a JPEG, PNG, WebP or GIF image", path);
   }
+  *bytes_out = bytes;
+  *len_out = len;
+  *mime_out = mime;
+  return 0;
+}
+
+/* Reads the image file, uploads it and fills st->media_id. Returns 0 or an exit status. */
+static int upload_image(tern_cli *c, send_state *st) {
+  char *bytes;
+  size_t len;
+  const char *mime;
+  int rr = read_image(c, c->image, &bytes, &len, &mime);
+  if (rr) return rr;
   if (st->e) {
     /* Encrypted: the server gets an opaque blob; type and key go inside the message. */
     int st2 = tern_cli_e2e_upload(c, bytes, len, mime, &st->in.media);
@@ -1108,6 +1211,10 @@ static int send_prepare_e2e(tern_cli *c, send_state *st) {
   } else {
     st->in.body = st->len ? (char *)st->text : NULL;
     st->in.group_id = st->to ? NULL : st->group.group_id;
+    st->in.reply_to = (char *)st->reply_to;
+    st->in.edit_of = (char *)st->edit_of;
+    st->in.reaction_to = (char *)st->reaction_to;
+    st->in.reaction_emoji = (char *)st->emoji;
   }
   tern_e2e_strv_free(users, nusers);
   return status;
@@ -1123,11 +1230,20 @@ static int send_long_text(tern_cli *c, send_state *st) {
   return 0;
 }
 
+/* Connects, sends st and waits for its answer; returns the exit status. */
+static int send_run(tern_cli *c, send_state *st) {
+  session s = {.c = c, .on_event = send_event, .on_timeout = send_timeout, .data = st};
+  int rc = session_run(&s, c->timeout_ms ? c->timeout_ms : SEND_TIMEOUT_MS);
+  send_state_free(st);
+  if (rc == 0 && !st->sent) rc = 1;
+  return rc;
+}
+
 int tern_cli_cmd_send(int argc, char **argv) {
   tern_cli c;
   int rc = tern_cli_parse_args(&c, argc, argv,
                                TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_IMAGE | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_E2E |
-                                   TERN_CLI_OPT_PLAIN,
+                                   TERN_CLI_OPT_PLAIN | TERN_CLI_OPT_REPLY,
                                0, 2);
   if (rc) return rc < 0 ? 0 : rc;
   /* USER TEXT, USER --image FILE [TEXT]; --group GROUP TEXT, --group GROUP --image FILE [TEXT]. */
@@ -1135,7 +1251,7 @@ int tern_cli_cmd_send(int argc, char **argv) {
   if (c.npos < want) return tern_cli_complain(&c, 2, "missing arguments (see tern %s --help)", c.cmd);
   if (c.group && c.npos > 1)
     return tern_cli_complain(&c, 2, "unexpected argument '%s' (see tern %s --help)", c.pos[1], c.cmd);
-  send_state st = {.to = c.group ? NULL : c.pos[0]};
+  send_state st = {.to = c.group ? NULL : c.pos[0], .reply_to = c.reply};
   int ntext = c.group ? 0 : 1;
   st.text = c.npos > ntext ? c.pos[ntext] : NULL;
   tern_buf in = {0};
@@ -1174,12 +1290,127 @@ int tern_cli_cmd_send(int argc, char **argv) {
     send_state_free(&st);
     return rc;
   }
-  session s = {.c = &c, .on_event = send_event, .on_timeout = send_timeout, .data = &st};
-  rc = session_run(&s, c.timeout_ms ? c.timeout_ms : SEND_TIMEOUT_MS);
+  rc = send_run(&c, &st);
   tern_buf_free(&in);
-  send_state_free(&st);
-  if (rc == 0 && !st.sent) rc = 1;
   return rc;
+}
+
+/* ---- react, edit, delete (PROTOCOL.md 15) ---- */
+
+/* Where an action's message is: --to USER or --group GROUP, else the conversation this device
+ * saw it in (msgs.c). user holds the name for st->to. Returns 0 or an exit status. */
+static int action_target(tern_cli *c, const char *msg_id, send_state *st, char *user, size_t ucap) {
+  if (c->to && c->group) return tern_cli_complain(c, 2, "--to and --group contradict each other");
+  if (c->to) {
+    snprintf(user, ucap, "%s", c->to);
+    st->to = user;
+    return 0;
+  }
+  if (c->group) return tern_cli_group_resolve(c, c->group, &st->group);
+  char group[TERN_CLIENT_GROUP_ID_MAX + 1];
+  if (tern_cli_msgs_find(c, msg_id, user, ucap, group, sizeof group) < 0)
+    return tern_cli_complain(c, 2,
+                             "%s is no message this device has seen; name its conversation with --to USER or --group GROUP",
+                             msg_id);
+  if (*group) return tern_cli_group_resolve(c, group, &st->group);
+  st->to = user;
+  return 0;
+}
+
+/* react, edit and delete: one positional msg_id, then (react, edit) a second argument. */
+static int action_cmd(int argc, char **argv, char kind) {
+  tern_cli c;
+  unsigned opts = TERN_CLI_OPT_TIMEOUT | TERN_CLI_OPT_GROUP | TERN_CLI_OPT_TO;
+  if (kind != 'd') opts |= TERN_CLI_OPT_E2E | TERN_CLI_OPT_PLAIN; /* a delete is never encrypted */
+  int npos = kind == 'd' ? 1 : 2;
+  int rc = tern_cli_parse_args(&c, argc, argv, opts, npos, npos);
+  if (rc) return rc < 0 ? 0 : rc;
+  const char *id = c.pos[0];
+  if (c.e2e && c.plain) return tern_cli_complain(&c, 2, "--e2e and --plain contradict each other");
+  send_state st = {0};
+  if (kind == 'r') {
+    if (strlen(c.pos[1]) > 32) return tern_cli_complain(&c, 2, "a reaction is at most 32 bytes (one emoji)");
+    st.reaction_to = id;
+    st.emoji = c.pos[1];
+  } else if (kind == 'e') {
+    if (!*c.pos[1]) return tern_cli_complain(&c, 2, "empty text (to take a message back: tern delete)");
+    st.edit_of = id;
+    st.text = c.pos[1];
+    st.len = strlen(st.text);
+  } else {
+    st.delete_of = id;
+  }
+  char user[TERN_CLIENT_USER_MAX + 8];
+  if ((rc = tern_cli_need_login(&c)) || (rc = action_target(&c, id, &st, user, sizeof user))) return rc;
+  /* Reactions and edits go inside the ciphertext when the conversation is encrypted; a delete
+   * stays outside, so that the server can act on it (PROTOCOL.md 15). */
+  if (kind != 'd' && !c.plain && (rc = send_prepare_e2e(&c, &st))) return rc;
+  return send_run(&c, &st);
+}
+
+int tern_cli_cmd_react(int argc, char **argv) { return action_cmd(argc, argv, 'r'); }
+int tern_cli_cmd_edit(int argc, char **argv) { return action_cmd(argc, argv, 'e'); }
+int tern_cli_cmd_delete(int argc, char **argv) { return action_cmd(argc, argv, 'd'); }
+
+/* ---- profile ---- */
+
+static void print_profile(const cJSON *j) {
+  const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user");
+  const cJSON *dn = cJSON_GetObjectItemCaseSensitive(j, "display_name");
+  const cJSON *av = cJSON_GetObjectItemCaseSensitive(j, "avatar");
+  char name[TERN_CLIENT_DISPLAY_NAME_MAX * 4 + 1];
+  tern_cli_printable(cJSON_IsString(dn) ? dn->valuestring : "", name, sizeof name);
+  printf("%s\n", cJSON_IsString(user) ? user->valuestring : "?");
+  printf("display name: %s\n", cJSON_IsString(dn) ? name : "(none)");
+  printf("avatar: %s\n", cJSON_IsString(av) ? av->valuestring : "(none)");
+}
+
+int tern_cli_cmd_profile(int argc, char **argv) {
+  tern_cli c;
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_NAME | TERN_CLI_OPT_AVATAR | TERN_CLI_OPT_NO_AVATAR, 0, 1);
+  if (rc) return rc < 0 ? 0 : rc;
+  bool set = c.name || c.avatar || c.no_avatar;
+  if (set && c.npos) return tern_cli_complain(&c, 2, "only your own profile can be changed (no USER with --name or --avatar)");
+  if (c.avatar && c.no_avatar) return tern_cli_complain(&c, 2, "--avatar and --no-avatar contradict each other");
+  if (c.name && strlen(c.name) > TERN_CLIENT_DISPLAY_NAME_MAX)
+    return tern_cli_complain(&c, 2, "--name: at most %d bytes", TERN_CLIENT_DISPLAY_NAME_MAX);
+  if ((rc = tern_cli_need_login(&c))) return rc;
+  char avatar_id[64] = "";
+  if (c.avatar) {
+    char *bytes;
+    size_t len;
+    const char *mime;
+    if ((rc = read_image(&c, c.avatar, &bytes, &len, &mime))) return rc;
+    tern_cli_sync s;
+    tern_cli_sync_begin_timeout(&s, UPLOAD_TIMEOUT_MS);
+    rc = tern_client_upload_avatar(s.c, &c.url, c.creds.token, mime, bytes, len, tern_cli_sync_cb, &s);
+    tern_cli_sync_end(&s, rc);
+    tern_free(bytes);
+    if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
+    tern_client_media md;
+    rc = tern_client_parse_media(&s.r, &md);
+    tern_client_response_free(&s.r);
+    if (rc < 0) return tern_cli_complain(&c, 1, "%s answered the upload without a media object", c.server);
+    snprintf(avatar_id, sizeof avatar_id, "%s", md.media_id);
+  }
+  tern_cli_sync s;
+  tern_cli_sync_begin(&s);
+  if (set)
+    rc = tern_client_profile_set(s.c, &c.url, c.creds.token, c.name, avatar_id[0] ? avatar_id : NULL, c.no_avatar,
+                                 tern_cli_sync_cb, &s);
+  else if (c.npos)
+    rc = tern_client_whois(s.c, &c.url, c.creds.token, c.pos[0], tern_cli_sync_cb, &s);
+  else
+    rc = tern_client_me(s.c, &c.url, c.creds.token, tern_cli_sync_cb, &s);
+  tern_cli_sync_end(&s, rc);
+  if (!set && c.npos && s.r.status == 404) {
+    tern_client_response_free(&s.r);
+    return tern_cli_complain(&c, 1, "no such user: %s", c.pos[0]);
+  }
+  if ((rc = tern_cli_sync_failed(&c, &s))) return rc;
+  print_profile(s.r.json);
+  tern_client_response_free(&s.r);
+  return 0;
 }
 
 /* ---- fetch ---- */
@@ -1463,17 +1694,58 @@ static void print_list(const tern_strs *l) {
   for (size_t i = 0; i < l->n; i++) printf("%s%s", i ? ", " : "", sv(tern_strs_at(l, i)));
 }
 
-/* What a v1.1 message carries besides text and media, before its text. */
-static void print_msg_extras(const tern_envelope *e) {
-  if (e->reply_to.p) printf("(reply to %s) ", e->reply_to.p);
-  if (e->edit_of.p) printf("(edit of %s) ", e->edit_of.p);
-  if (e->reaction_to.p) {
-    if (e->reaction_emoji.n) printf("reacted %s to %s", e->reaction_emoji.p, e->reaction_to.p);
-    else printf("removed a reaction to %s", e->reaction_to.p);
-  }
-  if (e->delete_of.p) printf("deleted %s", e->delete_of.p);
+/* What a v1.1 message carries besides text and media (PROTOCOL.md 15), before its text. The
+ * ids come from the network: shown through tern_cli_printable. */
+static void msg_extras_text(const tern_envelope *e, tern_buf *b) {
+  char id[3 * 64 + 1], emoji[4 * 32 + 1];
   /* An encrypted message reaches the lines decrypted (session_e2e_msg), still marked. */
-  if (e->e2e_type) printf("🔒 ");
+  if (e->e2e_type) tern_buf_puts(b, "🔒 ");
+  if (e->reply_to.p) {
+    tern_cli_printable(e->reply_to.p, id, sizeof id);
+    tern_buf_printf(b, "(reply to %s) ", id);
+  }
+  if (e->edit_of.p) {
+    tern_cli_printable(e->edit_of.p, id, sizeof id);
+    tern_buf_printf(b, "(edit of %s) ", id);
+  }
+  if (e->reaction_to.p) {
+    tern_cli_printable(e->reaction_to.p, id, sizeof id);
+    tern_cli_printable(e->reaction_emoji.p ? e->reaction_emoji.p : "", emoji, sizeof emoji);
+    if (e->reaction_emoji.n) tern_buf_printf(b, "reacted %s to %s", emoji, id);
+    else tern_buf_printf(b, "removed a reaction to %s", id);
+  }
+  if (e->delete_of.p) {
+    tern_cli_printable(e->delete_of.p, id, sizeof id);
+    tern_buf_printf(b, "deleted %s (This message was deleted)", id);
+  }
+}
+
+static void print_msg_extras(const tern_envelope *e) {
+  tern_buf b = {0};
+  msg_extras_text(e, &b);
+  if (b.len) fwrite(b.data, 1, b.len, stdout);
+  tern_buf_free(&b);
+}
+
+/* The conversation a received (or own) message belongs to, noted for react/edit/delete. */
+static void note_msg(session *s, const tern_client_event *ev) {
+  const tern_envelope *e = &ev->frame.env;
+  if (!ev->msg_id || e->reaction_to.p || e->delete_of.p) return;
+  const char *me = s->c->creds.user, *from = ev->from ? ev->from : "";
+  tern_cli_msgs_note(s->c, ev->msg_id, strcmp(from, me) == 0 ? ev->to : from, ev->group_id);
+}
+
+/* "alice: display name "Alice A.", avatar ID" for a profile frame (PROTOCOL.md 15). */
+static void profile_text(const tern_client_event *ev, tern_buf *b) {
+  char who[3 * 33], name[4 * 64 + 1], av[3 * 64 + 1];
+  tern_cli_printable(ev->user ? ev->user : "?", who, sizeof who);
+  tern_cli_printable(ev->frame.display_name.p ? ev->frame.display_name.p : "", name, sizeof name);
+  tern_cli_printable(ev->frame.avatar.p ? ev->frame.avatar.p : "", av, sizeof av);
+  tern_buf_printf(b, "%s changed their profile: ", who);
+  if (ev->frame.display_name.p) tern_buf_printf(b, "display name \"%s\"", name);
+  else tern_buf_puts(b, "no display name");
+  if (ev->frame.avatar.p) tern_buf_printf(b, ", avatar %s", av);
+  else tern_buf_puts(b, ", no avatar");
 }
 
 /* group: the name to show for a group message's group. */
@@ -1555,6 +1827,8 @@ static void listen_event(session *s, const tern_client_event *ev) {
   switch (ev->type) {
     case TERN_CLIENT_EV_READY:
       if (isatty(2)) fprintf(stderr, "listening as %s on %s (Ctrl-C to stop)\n", ev->user, s->c->server);
+      /* the USERs: their profile changes come to watchers only */
+      if (s->c->npos) tern_client_watch(s->conn, (const char *const *)s->c->pos, (size_t)s->c->npos);
       break;
     case TERN_CLIENT_EV_SYNCED:
       st->synced = true;
@@ -1568,6 +1842,7 @@ static void listen_event(session *s, const tern_client_event *ev) {
         if (ev->type == TERN_CLIENT_EV_MSG) {
           print_msg_line(ev, me, true, ev->group_id ? listen_group_learn(s, ev->group_id)->name : NULL);
           printf(" (msg_id %s)\n", ev->msg_id ? ev->msg_id : "?");
+          note_msg(s, ev);
           st->got++;
         } else if (ev->group_id) {
           print_group_receipt(s, ev);
@@ -1597,12 +1872,14 @@ static void listen_event(session *s, const tern_client_event *ev) {
       if (ev->seq) tern_client_ack(s->conn, ev->seq);
       break;
     }
-    case TERN_CLIENT_EV_PROFILE:
-      printf("%s is now \"%s\"", ev->user ? ev->user : "?", ev->frame.display_name.p ? ev->frame.display_name.p : "");
-      if (ev->frame.avatar.p) printf(" with avatar %s", ev->frame.avatar.p);
-      printf("\n");
+    case TERN_CLIENT_EV_PROFILE: {
+      tern_buf b = {0};
+      profile_text(ev, &b);
+      printf("%s\n", tern_buf_cstr(&b));
+      tern_buf_free(&b);
       fflush(stdout);
       break;
+    }
     case TERN_CLIENT_EV_UNKNOWN:
       /* Not acked: what could not be read stays on the server for a client that can. */
       if (ev->malformed) tern_cli_complain(s->c, 1, "skipped a malformed %.*s frame: %s", (int)ev->frame.type_name.n,
@@ -1628,7 +1905,7 @@ static void listen_timeout(session *s) {
 
 int tern_cli_cmd_listen(int argc, char **argv) {
   tern_cli c;
-  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_COUNT | TERN_CLI_OPT_TIMEOUT, 0, 0);
+  int rc = tern_cli_parse_args(&c, argc, argv, TERN_CLI_OPT_COUNT | TERN_CLI_OPT_TIMEOUT, 0, TERN_CLI_ANY_POS);
   if (rc) return rc < 0 ? 0 : rc;
   if ((rc = tern_cli_need_login(&c))) return rc;
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2028,6 +2305,7 @@ static void chat_event(session *s, const tern_client_event *ev) {
         outgoing *o = &ch->out[i];
         if (!ev->id || strcmp(o->id, ev->id) != 0 || o->msg_id) continue;
         o->msg_id = tern_strdup(ev->msg_id ? ev->msg_id : "?");
+        tern_cli_msgs_note(s->c, ev->msg_id, ch->in_group ? NULL : ch->peer, ch->in_group ? ch->group.group_id : NULL);
         if (ch->e2e && ev->msg_id) {
           tern_e2e_inner in = {.body = o->text, .group_id = ch->in_group ? ch->group.group_id : NULL};
           tern_buf inner = {0};
@@ -2085,7 +2363,8 @@ static void chat_event(session *s, const tern_client_event *ev) {
         else if (!ch->in_group && strcmp(from, ch->peer) == 0) tern_buf_printf(&b, "[%s] %s: ", when, from);
         else tern_buf_printf(&b, "[%s] %s → you: ", when, from);
         if (ours && !mine) chat_typing(ch, from, false); /* they wrote: no longer typing */
-        if (ev->frame.env.e2e_type) tern_buf_puts(&b, "🔒 "); /* it came end-to-end encrypted */
+        msg_extras_text(&ev->frame.env, &b); /* replies, reactions, edits, deletes; 🔒: it came encrypted */
+        note_msg(s, ev);
         if (ev->media_id) {
           char img[160];
           tern_client_format_media(ev, img, sizeof img);
@@ -2140,6 +2419,13 @@ static void chat_event(session *s, const tern_client_event *ev) {
         tern_cli_humanize_ago(tern_now_ms(), ev->last_seen, ago, sizeof ago);
         tern_buf_printf(&b, "%s is offline (last seen %s)", ev->user, ago);
       }
+      chat_println_dim(ch, tern_buf_cstr(&b));
+      tern_buf_free(&b);
+      break;
+    }
+    case TERN_CLIENT_EV_PROFILE: {
+      tern_buf b = {0};
+      profile_text(ev, &b);
       chat_println_dim(ch, tern_buf_cstr(&b));
       tern_buf_free(&b);
       break;

@@ -24,6 +24,11 @@ int tern_cli_cmd_send(int argc, char **argv);
 int tern_cli_cmd_fetch(int argc, char **argv);
 int tern_cli_cmd_listen(int argc, char **argv);
 int tern_cli_cmd_chat(int argc, char **argv);
+/* PROTOCOL.md 15: reactions, edits, deletes, profiles. */
+int tern_cli_cmd_react(int argc, char **argv);
+int tern_cli_cmd_edit(int argc, char **argv);
+int tern_cli_cmd_delete(int argc, char **argv);
+int tern_cli_cmd_profile(int argc, char **argv);
 /* argv[1] is the subcommand: create, add, remove, leave, admin, rename, info, list. */
 int tern_cli_cmd_group(int argc, char **argv);
 /* tern safety USER: the 60-digit safety number with USER (PROTOCOL.md 11). */

@@ -32,6 +32,11 @@ enum {
   TERN_CLI_OPT_PLAIN = 1 << 11,      /* --plain, a flag: never encrypt */
   TERN_CLI_OPT_CA_FILE = 1 << 12,    /* --ca-file FILE: every command takes it */
   TERN_CLI_OPT_YES = 1 << 13,        /* --yes, a flag: confirms what cannot be undone */
+  TERN_CLI_OPT_REPLY = 1 << 14,      /* --reply MSG_ID: the message quoted */
+  TERN_CLI_OPT_TO = 1 << 15,         /* --to USER: the conversation of an action's message */
+  TERN_CLI_OPT_NAME = 1 << 16,       /* --name N: a display name */
+  TERN_CLI_OPT_AVATAR = 1 << 17,     /* --avatar FILE: an avatar image */
+  TERN_CLI_OPT_NO_AVATAR = 1 << 18,  /* --no-avatar, a flag */
 };
 
 #define TERN_CLI_ANY_POS (-1) /* max_pos: no limit on positional arguments */
@@ -53,6 +58,11 @@ typedef struct tern_cli {
   bool e2e;                        /* --e2e */
   bool plain;                      /* --plain */
   bool yes;                        /* --yes */
+  const char *reply;               /* --reply */
+  const char *to;                  /* --to */
+  const char *name;                /* --name ("" is a value: clears it) */
+  const char *avatar;              /* --avatar */
+  bool no_avatar;                  /* --no-avatar */
   char **pos;                      /* positional arguments (argv reordered), npos of them */
   int npos;
   char creds_path[4096];           /* this server's credentials file */
@@ -95,6 +105,14 @@ int tern_cli_http_failed(const tern_cli *c, const tern_client_response *r);
 int tern_cli_get_password(tern_cli *c, const char *user, bool confirm, char *out, size_t cap);
 /* 0 when s->r is a success, else the exit status after saying why (s->r is then freed). */
 int tern_cli_sync_failed(const tern_cli *c, tern_cli_sync *s);
+
+/* ---- the conversations of messages seen (msgs.c) ---- */
+
+/* Notes that msg_id belongs to the 1:1 conversation with user, or to group_id (best effort). */
+void tern_cli_msgs_note(const tern_cli *c, const char *msg_id, const char *user, const char *group_id);
+/* The conversation of a noted msg_id: 0 with user (group "") or group (user "") filled, or
+ * -ENOENT. */
+int tern_cli_msgs_find(const tern_cli *c, const char *msg_id, char *user, size_t ucap, char *group, size_t gcap);
 
 /* ---- groups (group.c) ---- */
 

@@ -71,6 +71,24 @@ int tern_client_delete_device(tern_client *c, const tern_client_url *url, const 
   return call(c, url, token, "DELETE", "/v1/devices/", device_id, NULL, cb, arg);
 }
 
+int tern_client_profile_set(tern_client *c, const tern_client_url *url, const char *token, const char *display_name,
+                            const char *avatar, bool clear_avatar, tern_client_http_cb cb, void *arg) {
+  if (!display_name && !avatar && !clear_avatar) return -EINVAL;
+  cJSON *b = cJSON_CreateObject();
+  if (display_name) cJSON_AddStringToObject(b, "display_name", display_name);
+  if (avatar) cJSON_AddStringToObject(b, "avatar", avatar);
+  else if (clear_avatar) cJSON_AddNullToObject(b, "avatar");
+  return call(c, url, token, "PATCH", "/v1/me", NULL, b, cb, arg);
+}
+
+int tern_client_upload_avatar(tern_client *c, const tern_client_url *url, const char *token, const char *mime,
+                              const void *bytes, size_t len, tern_client_http_cb cb, void *arg) {
+  if (!token || !mime || !bytes || !len) return -EINVAL;
+  tern_client_request req = {.method = "POST", .path = "/v1/media?purpose=avatar", .token = token,
+                             .content_type = mime, .body = bytes, .body_len = len};
+  return tern_client_http(c, url, &req, cb, arg);
+}
+
 int tern_client_delete_account(tern_client *c, const tern_client_url *url, const char *token, const char *password,
                                tern_client_http_cb cb, void *arg) {
   if (!password) return -EINVAL;

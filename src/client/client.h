@@ -187,10 +187,13 @@ const char *tern_client_sniff_image(const void *p, size_t n);
 int tern_client_image_size(const void *p, size_t n, int64_t *w, int64_t *h);
 
 /* What GET /v1/users/{name} answers. */
+#define TERN_CLIENT_DISPLAY_NAME_MAX 64 /* bytes of UTF-8 (PROTOCOL.md 15) */
 typedef struct tern_client_user_status {
   char user[TERN_CLIENT_USER_MAX + 1];
   bool online;
   int64_t last_seen; /* ms, or -1 when the user never connected (null) */
+  char display_name[TERN_CLIENT_DISPLAY_NAME_MAX + 1]; /* "" when unset (or hidden) */
+  char avatar[64];   /* the avatar's media_id, "" when none */
 } tern_client_user_status;
 int tern_client_parse_user_status(const tern_client_response *r, tern_client_user_status *out);
 
@@ -455,5 +458,14 @@ int tern_client_delete_device(tern_client *c, const tern_client_url *url, const 
 /* DELETE /v1/me: the whole account; 204. */
 int tern_client_delete_account(tern_client *c, const tern_client_url *url, const char *token, const char *password,
                                tern_client_http_cb cb, void *arg);
+
+/* ---- profiles (PROTOCOL.md 15) ---- */
+/* PATCH /v1/me: display_name (NULL: unchanged, "": cleared) and avatar (a media_id from
+ * tern_client_upload_avatar; NULL: unchanged unless clear_avatar); 200 with /v1/me's body. */
+int tern_client_profile_set(tern_client *c, const tern_client_url *url, const char *token, const char *display_name,
+                            const char *avatar, bool clear_avatar, tern_client_http_cb cb, void *arg);
+/* POST /v1/media?purpose=avatar: an image to set as avatar; 201 with a media object. */
+int tern_client_upload_avatar(tern_client *c, const tern_client_url *url, const char *token, const char *mime,
+                              const void *bytes, size_t len, tern_client_http_cb cb, void *arg);
 
 #endif

@@ -565,6 +565,9 @@ int tern_client_parse_user_status(const tern_client_response *r, tern_client_use
   out->online = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "online"));
   const cJSON *ls = cJSON_GetObjectItemCaseSensitive(r->json, "last_seen");
   if (cJSON_IsNumber(ls)) out->last_seen = (int64_t)ls->valuedouble;
+  /* v1.1 (PROTOCOL.md 15); an older server has neither */
+  (void)copy_field(out->display_name, sizeof out->display_name, r->json, "display_name");
+  (void)copy_field(out->avatar, sizeof out->avatar, r->json, "avatar");
   return 0;
 }
 

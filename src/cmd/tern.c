@@ -16,6 +16,8 @@ static const struct {
     {"block", tern_cli_cmd_block},       {"unblock", tern_cli_cmd_unblock}, {"blocks", tern_cli_cmd_blocks},
     {"privacy", tern_cli_cmd_privacy},   {"password", tern_cli_cmd_password},
     {"device", tern_cli_cmd_device},     {"delete-account", tern_cli_cmd_delete_account},
+    {"react", tern_cli_cmd_react},       {"edit", tern_cli_cmd_edit},   {"delete", tern_cli_cmd_delete},
+    {"profile", tern_cli_cmd_profile},
 };
 
 int main(int argc, char **argv) {

@@ -112,6 +112,7 @@ static int run(const tern_config *cfg) {
       .inbox_max_envelopes = cfg->inbox_max_envelopes,
       .inbox_ttl_ms = cfg->inbox_ttl_ms,
       .dedup_ttl_ms = cfg->dedup_ttl_ms,
+      .msg_ttl_ms = cfg->limits_delete_window_ms,
       .node = node_id,
       .nats_urls = cfg->nats_urls,
       .nats_replicas = (int)cfg->nats_replicas,

@@ -18,6 +18,7 @@
 #include "core/groups.h"
 #include "core/privacy.h"
 #include "core/presence.h"
+#include "core/profile.h"
 #include "core/pushglue.h"
 #include "core/session.h"
 #include "net/server.h"
@@ -680,6 +681,7 @@ static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
     op->arg = a;
     tern_app_submit(a, op);
   }
+  tern_profile_forget(a, u); /* before the uploads: an avatar is never sent */
   if (a->media) tern_media_delete_unsent(a->media, u->name);
   char key[64];
   snprintf(key, sizeof key, "privacy/%s", u->name);
@@ -736,28 +738,35 @@ static void put_ms_or_null(tern_buf *b, int64_t ms) {
   else tern_buf_puts(b, "null");
 }
 
+void tern_accounts_me_body(tern_app *a, tern_device *me, tern_buf *out) {
+  tern_buf *b = out;
+  tern_buf_puts(b, "{\"user\":");
+  tern_buf_put_json_str(b, me->user->name, strlen(me->user->name));
+  tern_buf_puts(b, ",\"device_id\":");
+  tern_buf_put_json_str(b, me->id, strlen(me->id));
+  tern_buf_puts(b, ",\"devices\":[");
+  for (tern_device *d = me->user->devices; d; d = d->next_in_user) {
+    if (d != me->user->devices) tern_buf_putc(b, ',');
+    tern_buf_puts(b, "{\"device_id\":");
+    tern_buf_put_json_str(b, d->id, strlen(d->id));
+    tern_buf_puts(b, ",\"label\":");
+    tern_buf_put_json_str(b, d->label, strlen(d->label));
+    tern_buf_puts(b, ",\"last_seen\":");
+    int64_t ls = d->last_seen;
+    if (d->session && d->session->ep) ls = tern_session_last_rx(d->session);
+    put_ms_or_null(b, ls);
+    tern_buf_puts(b, "}");
+  }
+  tern_buf_puts(b, "]");
+  tern_profile_put_json(b, me->user, me->user);
+  tern_buf_puts(b, "}");
+}
+
 void tern_accounts_me(tern_app *a, tern_http_req *req) {
   tern_device *me = tern_api_authenticate(a, req);
   if (!me) return;
   tern_buf b = {0};
-  tern_buf_puts(&b, "{\"user\":");
-  tern_buf_put_json_str(&b, me->user->name, strlen(me->user->name));
-  tern_buf_puts(&b, ",\"device_id\":");
-  tern_buf_put_json_str(&b, me->id, strlen(me->id));
-  tern_buf_puts(&b, ",\"devices\":[");
-  for (tern_device *d = me->user->devices; d; d = d->next_in_user) {
-    if (d != me->user->devices) tern_buf_putc(&b, ',');
-    tern_buf_puts(&b, "{\"device_id\":");
-    tern_buf_put_json_str(&b, d->id, strlen(d->id));
-    tern_buf_puts(&b, ",\"label\":");
-    tern_buf_put_json_str(&b, d->label, strlen(d->label));
-    tern_buf_puts(&b, ",\"last_seen\":");
-    int64_t ls = d->last_seen;
-    if (d->session && d->session->ep) ls = tern_session_last_rx(d->session);
-    put_ms_or_null(&b, ls);
-    tern_buf_puts(&b, "}");
-  }
-  tern_buf_puts(&b, "]}");
+  tern_accounts_me_body(a, me, &b);
   tern_http_json(req, 200, &b);
   tern_buf_free(&b);
 }
@@ -782,6 +791,7 @@ void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw) {
   tern_privacy_view(a, me->user, u, &online, &ls);
   tern_buf_puts(&b, online ? ",\"online\":true,\"last_seen\":" : ",\"online\":false,\"last_seen\":");
   put_ms_or_null(&b, online ? 0 : ls);
+  tern_profile_put_json(&b, me->user, u);
   tern_buf_puts(&b, "}");
   tern_http_json(req, 200, &b);
   tern_buf_free(&b);

@@ -11,6 +11,8 @@ void tern_accounts_register(tern_app *a, tern_http_req *req);
 void tern_accounts_login(tern_app *a, tern_http_req *req);
 void tern_accounts_logout(tern_app *a, tern_http_req *req);
 void tern_accounts_me(tern_app *a, tern_http_req *req);
+/* /v1/me's body for device me (PATCH /v1/me answers it too). */
+void tern_accounts_me_body(tern_app *a, tern_device *me, tern_buf *out);
 void tern_accounts_user(tern_app *a, tern_http_req *req, const char *raw_name);
 /* Deletes a device (logout or expiry): closes its session (4002) and drops it from the
  * directory at once; returns the DEL_DEVICE op that drops it from the store, for the caller

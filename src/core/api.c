@@ -14,6 +14,7 @@
 #include "core/groupapi.h"
 #include "core/limits.h"
 #include "core/privacy.h"
+#include "core/profile.h"
 #include "core/keyapi.h"
 #include "core/pushglue.h"
 #include "core/router.h"
@@ -277,6 +278,7 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
     tern_accounts_delete_device_route(a, req, p + 12);
   } else if (!strcmp(p, "/v1/me")) {
     if (is(req, "DELETE")) return tern_accounts_delete_me(a, req);
+    if (is(req, "PATCH")) return tern_profile_patch(a, req);
     if (!is(req, "GET")) return method_not_allowed(req);
     tern_accounts_me(a, req);
   } else if (!strncmp(p, "/v1/users/", 10) && p[10] && !strchr(p + 10, '/')) {

@@ -14,6 +14,7 @@
 #include "core/accounts.h"
 #include "core/api.h"
 #include "core/cluster.h"
+#include "core/profile.h"
 #include "core/groups.h"
 #include "core/limits.h"
 #include "core/privacy.h"
@@ -298,6 +299,10 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
   }
   if (tern_privacy_is_kv(key, klen)) {
     if (tern_privacy_apply_record(a, key, klen, v, vlen) < 0) TERN_WARN("privacy record refused", "key=%.*s", (int)klen, key);
+    return;
+  }
+  if (tern_profile_is_kv(key, klen)) {
+    if (tern_profile_apply_record(a, key, klen, v, vlen) < 0) TERN_WARN("profile record refused", "key=%.*s", (int)klen, key);
     return;
   }
   if (tern_groups_is_kv(key, klen)) {

@@ -67,6 +67,8 @@ static void m_remove_user(void *d, tern_user *u) {
   tern_free(u->pwhash);
   tern_free(u->watchers);
   tern_free(u->groups);
+  tern_free(u->display_name);
+  tern_free(u->avatar);
   tern_privacy_free(u->privacy);
   tern_free(u);
 }
@@ -142,6 +144,8 @@ static bool free_user_cb(const char *k, size_t kl, void *v, void *arg) {
   tern_free(u->pwhash);
   tern_free(u->watchers);
   tern_free(u->groups);
+  tern_free(u->display_name);
+  tern_free(u->avatar);
   tern_privacy_free(u->privacy);
   tern_free(u);
   return true;

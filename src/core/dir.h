@@ -52,6 +52,8 @@ struct tern_user {
   tern_group **groups;              /* groups this user is a member of (groups.c keeps it) */
   size_t ngroups, groups_cap;
   bool pending;                     /* registration still hashing/committing */
+  char *display_name;               /* PROTOCOL.md 15 (core/profile.h), owned; NULL: unset */
+  char *avatar;                     /* the avatar's media id, owned; NULL: none */
 };
 
 struct tern_device {

@@ -75,6 +75,8 @@ typedef struct tern_endpoint_ops {
   size_t (*backlog)(void *ep);
   /* When the client was last heard from (ms): its last seen. */
   int64_t (*last_rx)(void *ep);
+  /* A watched user's profile changed (PROTOCOL.md 15); NULL strings are null. May be NULL. */
+  void (*profile)(void *ep, const char *user, const char *display_name, const char *avatar);
 } tern_endpoint_ops;
 
 #endif

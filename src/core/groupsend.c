@@ -85,6 +85,12 @@ static void on_group_send_done(tern_store_op *op) {
       a->metrics.fanout_group += ap->ntargets - ap->nskipped;
       answer_sent(g, ap);
       tern_hist_observe(&a->metrics.send_to_sent, (double)(tern_mono_ns() - g->received_ns) / 1e9);
+      if (ap->replaced_media) {
+        const char **names = tern_malloc((g->nmembers ? g->nmembers : 1) * sizeof *names);
+        for (size_t m = 0; m < g->nmembers; m++) names[m] = g->members[m]->name;
+        tern_router_deleted_media(a, ap, names, g->nmembers);
+        tern_free(names);
+      }
       break;
     case TERN_STORE_DUPLICATE:
       /* The first answer's recipients are not remembered with the client id (only the msg_id
@@ -93,6 +99,9 @@ static void on_group_send_done(tern_store_op *op) {
         tern_sent_info si = {.id = g->id, .msg_id = ap->dup_msg_id, .ts = ap->dup_ts, .recipients = (int64_t)g->nmembers};
         s->ep_ops->sent(s->ep, &si);
       }
+      break;
+    case TERN_STORE_NOT_FOUND:
+      tern_session_error(s, g->id, "not_found", "that message was already deleted", NULL);
       break;
     case TERN_STORE_UNAVAILABLE:
       tern_router_unavailable(s, g->id);
@@ -246,6 +255,7 @@ static void send_e2e(tern_app *a, tern_session *s, const tern_frame *f, group_se
     add_target(op, g, &cap, devs[i], NULL, tern_op_append_value(op, rec->data, rec->len), TERN_CAP_NONE, -1);
   }
   if (op->ntokens) tern_store_set_str(&op->token_from, g->from->name);
+  tern_router_prepare_delete(a, op, f, mrec ? f->media_ref : NULL, g->group_id, g->from->name);
   char dkey[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
   snprintf(dkey, sizeof dkey, "%s/%s", dev->id, f->id);
   tern_store_set_str(&op->dedup_key, dkey);
@@ -315,17 +325,19 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
 
   size_t cap = 0;
   char key[TERN_MSG_ID_LEN + TERN_USERNAME_MAX + 2];
+  /* A delete is never skipped for a full inbox: it mostly takes its original's place. */
+  tern_cap_mode mode = f->delete_of ? TERN_CAP_NONE : TERN_CAP_SKIP;
   for (size_t m = 0; m < g->nmembers; m++) {
     tern_user *u = g->members[m];
     if (!u->devices) {
       char inbox[TERN_USERNAME_MAX + 2];
       snprintf(inbox, sizeof inbox, "@%s", u->name);
-      add_target(op, g, &cap, NULL, inbox, v_sole, TERN_CAP_SKIP, (int32_t)m);
+      add_target(op, g, &cap, NULL, inbox, v_sole, mode, (int32_t)m);
       continue;
     }
     bool sole = u->ndevices == 1;
     for (tern_device *d = u->devices; d; d = d->next_in_user)
-      add_target(op, g, &cap, d, NULL, sole ? v_sole : v_token, TERN_CAP_SKIP, (int32_t)m);
+      add_target(op, g, &cap, d, NULL, sole ? v_sole : v_token, mode, (int32_t)m);
     if (!sole && !action) {
       snprintf(key, sizeof key, "%s/%s", g->msg_id, u->name);
       tern_op_append_token(op, key);
@@ -337,6 +349,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   for (tern_device *d = from->devices; d; d = d->next_in_user)
     if (d != dev) add_target(op, g, &cap, d, NULL, v_copy, TERN_CAP_NONE, -1);
   if (op->ntokens) tern_store_set_str(&op->token_from, from->name);
+  tern_router_prepare_delete(a, op, f, mrec ? f->media_id : NULL, grp->id, from->name);
 
   char dkey[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
   snprintf(dkey, sizeof dkey, "%s/%s", dev->id, f->id);

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "core/mediaglue.h"
+#include "core/profile.h"
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -84,6 +85,7 @@ struct tern_mediaglue_upload {
   tern_media_upload *up;     /* NULL once the media module is done with the upload */
   tern_buf json;             /* the 201 body while its durability SYNC is out */
   char user[TERN_USERNAME_MAX + 1]; /* uploader, for logs */
+  bool avatar;               /* ?purpose=avatar (PROTOCOL.md 15) */
   tern_mediaglue_upload *prev, *next; /* app->media_uploads */
 };
 
@@ -167,6 +169,7 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
     return;
   }
   const tern_media_rec *r = res->rec;
+  if (u->avatar) tern_media_mark_avatar(a->media, r->id); /* its record's second put, before the SYNC */
   TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d", u->user, r->id,
             tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate);
   tern_media_rec_json(r, &u->json);
@@ -182,12 +185,29 @@ static int64_t refuse_head(tern_http_req *req, int status, const char *code, con
   return 0;
 }
 
+/* The upload's purpose from the query: 1 avatar, 0 a message's media (none given), -1 another. */
+static int upload_purpose(const char *q) {
+  int purpose = 0;
+  for (const char *p = q; p && *p;) {
+    const char *end = strchr(p, '&');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n >= 8 && !memcmp(p, "purpose=", 8)) purpose = n == 14 && !memcmp(p + 8, "avatar", 6) ? 1 : -1;
+    p = end ? end + 1 : NULL;
+  }
+  return purpose;
+}
+
 int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   if (a->stopping || !a->media) return refuse_head(req, 503, "unavailable", "the server is shutting down");
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   const char *ct = req->content_type ? req->content_type : "";
-  if (a->cfg->e2e_required && tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_OCTET &&
+  int purpose = upload_purpose(req->query);
+  if (purpose < 0) return refuse_head(req, 400, "bad_request", "purpose must be avatar, or left out");
+  if (purpose == 1 && tern_media_type_from_mime(ct, strlen(ct)) == TERN_MEDIA_OCTET)
+    return refuse_head(req, 415, "unsupported_media_type", "an avatar is an image: image/jpeg, png, webp or gif");
+  /* PROTOCOL.md 11: avatars are plaintext images even where messages must be encrypted */
+  if (a->cfg->e2e_required && purpose != 1 && tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_OCTET &&
       tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_NONE) /* an unknown type stays 415 */
     return refuse_head(req, 403, "e2e_required", "this server takes only encrypted attachments (application/octet-stream)");
   tern_media_upload_cbs cbs = {.resume = on_resume, .done = on_upload_done};
@@ -210,6 +230,7 @@ int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   u->conn = req->conn;
   tern_conn_ref(u->conn);
   snprintf(u->user, sizeof u->user, "%s", d->user->name);
+  u->avatar = purpose == 1;
   u->next = a->media_uploads;
   if (u->next) u->next->prev = u;
   a->media_uploads = u;
@@ -390,7 +411,8 @@ static void serve(tern_app *a, tern_http_req *req) {
   }
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
-  if (!r || !tern_media_can_read(r, d->user->name)) return not_found(req);
+  if (!r || !(tern_media_can_read(r, d->user->name) || tern_profile_avatar_readable(a, r, d->user)))
+    return not_found(req);
   if (thumb && r->type == TERN_MEDIA_OCTET) return not_found(req); /* an opaque blob has no thumbnail */
   char etag[72];
   tern_media_etag(r->sha256_hex, thumb, etag);

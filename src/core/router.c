@@ -83,6 +83,65 @@ void tern_router_put_actions(tern_buf *rec, const tern_frame *f) {
   tern_env_put_str(rec, TERN_EF_DELETE_OF, f->delete_of);
 }
 
+void tern_router_prepare_delete(tern_app *a, tern_op_append *op, const tern_frame *f, const char *media_id,
+                                const char *group_id, const char *sender) {
+  if (f->delete_of) {
+    tern_store_set_str(&op->replace_of, f->delete_of);
+    int64_t ts;
+    if (group_id && !tern_msgid_check(&a->msgid_key, f->delete_of, sender, TERN_MSGID_TO_GROUP, group_id,
+                                      tern_now_ms(), 0, &ts))
+      tern_store_set_str(&op->replace_group, group_id); /* an admin's: action_ok let it through */
+    for (size_t i = 0; i < op->ntargets; i++) {
+      tern_device *d = op->targets[i].cookie;
+      op->targets[i].live = d && !d->removed && (d->session || tern_cluster_device_elsewhere(a, d));
+    }
+  } else if (f->edit_of) {
+    tern_store_set_str(&op->check_of, f->edit_of); /* an edit of a deleted message: not_found */
+  } else if (!f->reaction_to) {
+    op->index_msg = true;
+    tern_store_set_str(&op->index_media, media_id);
+    tern_store_set_str(&op->index_group, group_id);
+  }
+}
+
+void tern_router_deleted_media(tern_app *a, const tern_op_append *op, const char *const *users, size_t nusers) {
+  if (op->replaced_media && a->media) (void)tern_media_revoke(a->media, op->replaced_media, users, nusers);
+}
+
+/* A refusal with `forbidden` waits for the store: "already deleted" (not_found) comes first in
+ * PROTOCOL.md 15's order, and only the store knows it. */
+typedef struct probe_ctx {
+  tern_session *s;                 /* referenced */
+  char id[TERN_CLIENT_ID_MAX + 1]; /* the send's id */
+  const char *why;                 /* static: the forbidden message */
+} probe_ctx;
+
+static void on_probe_done(tern_store_op *op) {
+  probe_ctx *p = op->arg;
+  switch (op->status) {
+    case TERN_STORE_OK: tern_session_error(p->s, p->id, "forbidden", p->why, NULL); break;
+    case TERN_STORE_NOT_FOUND:
+      tern_session_error(p->s, p->id, "not_found", "that message was already deleted", NULL);
+      break;
+    case TERN_STORE_UNAVAILABLE: tern_router_unavailable(p->s, p->id); break;
+    default: tern_session_error(p->s, p->id, "internal", "the message could not be checked", NULL); break;
+  }
+  tern_session_unref(p->s);
+  tern_free(p);
+}
+
+static void refuse_forbidden(tern_app *a, tern_session *s, const tern_frame *f, const char *of, const char *why) {
+  probe_ctx *p = TERN_NEW(probe_ctx);
+  p->s = s;
+  snprintf(p->id, sizeof p->id, "%s", f->id);
+  p->why = why;
+  tern_op_append *op = tern_op_append_new(on_probe_done, p);
+  tern_store_set_str(&op->check_of, of);
+  op->of_probe = true;
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}
+
 /* An edit or a delete (PROTOCOL.md 15) names its message by msg_id, whose tag (core/msgid.h)
  * says who sent it in which conversation and when: no index is needed. The refusals, in the
  * order §15 gives: not_found for an id that is not of this conversation or past the delete
@@ -114,11 +173,11 @@ static bool action_ok(tern_app *a, tern_session *s, const tern_frame *f) {
     return false;
   }
   if (theirs || (f->edit_of && !mine)) {
-    tern_session_error(s, f->id, "forbidden", "only its sender may edit or delete a message", NULL);
+    refuse_forbidden(a, s, f, of, "only its sender may edit or delete a message");
     return false;
   }
   if (f->edit_of && now - ts > a->cfg->limits_edit_window_ms) {
-    tern_session_error(s, f->id, "forbidden", "the edit window of that message is over", NULL);
+    refuse_forbidden(a, s, f, of, "the edit window of that message is over");
     return false;
   }
   return true;
@@ -136,9 +195,16 @@ static void on_send_done(tern_store_op *op) {
       a->metrics.fanout_direct += ap->ntargets;
       send_sent(s, c->id, c->msg_id, c->ts);
       tern_hist_observe(&a->metrics.send_to_sent, (double)(tern_mono_ns() - c->received_ns) / 1e9);
+      {
+        const char *to_name = c->to->name;
+        tern_router_deleted_media(a, ap, &to_name, 1);
+      }
       break;
     case TERN_STORE_DUPLICATE:
       send_sent(s, c->id, ap->dup_msg_id, ap->dup_ts);
+      break;
+    case TERN_STORE_NOT_FOUND:
+      tern_session_error(s, c->id, "not_found", "that message was already deleted", NULL);
       break;
     case TERN_STORE_FULL:
       tern_session_error(s, c->id, "rate_limited", "the recipient's inbox is full; try again later", NULL);
@@ -247,6 +313,7 @@ static void send_e2e(tern_app *a, tern_session *s, tern_frame *f, send_ctx *c, t
     tern_op_append_target(op, devs[i]->id, v, recipient ? TERN_CAP_REFUSE : TERN_CAP_NONE, devs[i]);
   }
   if (mrec && nrecipient) tern_media_grant(a->media, f->media_ref, to->name, (uint32_t)nrecipient);
+  tern_router_prepare_delete(a, op, f, mrec ? f->media_ref : NULL, NULL, from->name);
   char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
   tern_store_set_str(&op->dedup_key, key);
@@ -331,7 +398,10 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   size_t v_recipient = tern_op_append_value(op, rec->data, rec->len);
   tern_env_set_flags(rec, 0); /* the sender's other devices: no receipt */
   size_t v_copy = tern_op_append_value(op, rec->data, rec->len);
-  tern_router_fanout(op, from, dev, c->dropped ? from : to, v_recipient, v_copy, TERN_CAP_REFUSE);
+  /* A delete is never refused for a full inbox: it mostly takes its original's place. */
+  tern_router_fanout(op, from, dev, c->dropped ? from : to, v_recipient, v_copy,
+                     f->delete_of ? TERN_CAP_NONE : TERN_CAP_REFUSE);
+  tern_router_prepare_delete(a, op, f, mrec ? f->media_id : NULL, NULL, from->name);
   if (mrec && !c->dropped) {
     /* The recipient may read the media from now on. The grant's KV_PUT is submitted before the
      * APPEND, and store ops complete in order, so `sent` implies both are durable. */

@@ -45,6 +45,18 @@ const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, con
 bool tern_router_is_action(const tern_frame *f);
 /* Puts a send's reaction, edit and delete fields into an envelope record. */
 void tern_router_put_actions(tern_buf *rec, const tern_frame *f);
+/* Delete for everyone (PROTOCOL.md 15) on an APPEND whose targets are set: a delete
+ * (f->delete_of) replaces its original's waiting envelopes (replace_of, each target's device
+ * marked live when connected here or on another node); an edit is refused if its message was
+ * deleted (check_of); any other message but a reaction is indexed for a later delete, with
+ * its media (media_id, or NULL) and group (group_id, NULL for 1:1). sender: the sender's
+ * name, to tell a group admin's delete of another member's message (which the locator must
+ * prove to be of this group). */
+void tern_router_prepare_delete(tern_app *a, tern_op_append *op, const tern_frame *f, const char *media_id,
+                                const char *group_id, const char *sender);
+/* After a delete's APPEND: the deleted message's media lose the grants of users (the
+ * conversation's other side, or the group's members). */
+void tern_router_deleted_media(tern_app *a, const tern_op_append *op, const char *const *users, size_t nusers);
 /* Answers send id: the store cannot be written right now (nothing was stored). */
 void tern_router_unavailable(tern_session *s, const char *id);
 /* Checks what every send must pass (the per-user send rate; content this server handles);

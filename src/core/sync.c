@@ -12,6 +12,7 @@
 #include "core/keyapi.h"
 #include "core/pushglue.h"
 #include "core/privacy.h"
+#include "core/profile.h"
 
 enum {
   TOMBSTONE_MS = 10 * 60 * 1000, /* far longer than any feed lag */
@@ -236,6 +237,7 @@ static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, v
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, v, vlen);
   else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, v, vlen);
+  else if (tern_profile_is_kv(key, klen)) tern_profile_apply_record(s->a, key, klen, v, vlen);
   else if (klen == sizeof TERN_MSGID_KV_KEY - 1 && !memcmp(key, TERN_MSGID_KV_KEY, klen))
     tern_app_adopt_msgid_key(s->a, v, vlen);
   else if (tern_keyapi_is_kv(key, klen) && !tern_keyapi_apply_record(s->a, key, klen, v, vlen)) {
@@ -250,6 +252,7 @@ static void on_kv_gone(const char *key, size_t klen, void *arg) {
   tern_sync *s = arg;
   if (tern_groups_is_kv(key, klen)) tern_groups_apply_record(s->a, key, klen, NULL, 0);
   else if (tern_privacy_is_kv(key, klen)) tern_privacy_apply_record(s->a, key, klen, NULL, 0);
+  else if (tern_profile_is_kv(key, klen)) tern_profile_apply_record(s->a, key, klen, NULL, 0);
   else if (tern_keyapi_is_kv(key, klen)) {
     size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
     tern_map_del(&s->early_keys, key + pl, klen - pl);

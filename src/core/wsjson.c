@@ -71,6 +71,14 @@ static void ep_typing(void *ep, const char *from, const char *group_id, bool com
   send_buf(ep, b);
 }
 
+static void ep_profile(void *ep, const char *user, const char *display_name, const char *avatar) {
+  tern_buf *b = scratch_of(ep);
+  tern_event ev = {.type = TERN_EV_PROFILE, .user = tern_str_c(user), .display_name = tern_str_c(display_name),
+                   .avatar = tern_str_c(avatar)};
+  tern_event_encode(b, &ev);
+  send_buf(ep, b);
+}
+
 static void ep_pong(void *ep, int64_t server_time) {
   tern_buf *b = scratch_of(ep);
   tern_enc_pong(b, server_time);
@@ -214,6 +222,7 @@ static const tern_endpoint_ops wsjson_ops = {
     .authed = ep_authed,
     .backlog = ep_backlog,
     .last_rx = ep_last_rx,
+    .profile = ep_profile,
 };
 
 void tern_wsjson_open(tern_conn *c, void *arg) {

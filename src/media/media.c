@@ -69,6 +69,7 @@ void tern_media_options_from_config(tern_media_options *o, const tern_config *cf
   o->sweep_batch = cfg->media_sweep_batch;
   o->sweep_interval_ms = cfg->media_sweep_interval_ms;
   o->decode_jobs = cfg->media_decode_jobs;
+  o->avatar_grace_ms = cfg->media_avatar_grace_ms;
 }
 
 int64_t media_now(const tern_media *m) { return m->opt.now_ms ? m->opt.now_ms() : tern_now_ms(); }
@@ -193,6 +194,7 @@ void tern_media_close(tern_media *m) {
 /* ---- expiry heap (min-heap on each record's deadline) --------------------------------------- */
 
 static int64_t deadline(const tern_media *m, const tern_media_rec *r) {
+  if (r->avatar) return r->avatar_off ? r->avatar_off + m->opt.avatar_grace_ms : INT64_MAX;
   int64_t ttl = m->opt.ttl_ms;
   if (r->sent_at == 0 && m->opt.unsent_ttl_ms < ttl) ttl = m->opt.unsent_ttl_ms;
   return r->created + ttl;
@@ -469,6 +471,51 @@ int tern_media_fetched(tern_media *m, const char *id, const char *user, const ch
   list_add(&r->fetched, &r->nfetched, device_id);
   if (r->pending_devices > 0 && r->nfetched >= r->pending_devices) {
     TERN_DEBUG("media fetched by every recipient", "media_id=%s", r->id);
+    rec_delete(m, r, true);
+    return 1;
+  }
+  persist_put(m, r);
+  return 0;
+}
+
+/* The deadline may move either way: the record goes up or down the heap. */
+static void avatar_update(tern_media *m, tern_media_rec *r, int64_t off) {
+  r->avatar = true;
+  r->avatar_off = off;
+  heap_up(m, r->heap_index);
+  heap_down(m, r->heap_index);
+  persist_put(m, r);
+}
+
+int tern_media_mark_avatar(tern_media *m, const char *id) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  avatar_update(m, r, r->created > 0 ? r->created : 1);
+  return 0;
+}
+
+int tern_media_set_avatar(tern_media *m, const char *id, bool on) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r || !r->avatar) return TERN_MEDIA_ERR_NOT_FOUND;
+  int64_t now = media_now(m);
+  avatar_update(m, r, on ? 0 : now > 0 ? now : 1);
+  return 0;
+}
+
+int tern_media_revoke(tern_media *m, const char *id, const char *const *users, size_t nusers) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  for (size_t k = 0; k < nusers; k++) {
+    for (uint32_t i = 0; i < r->ngrants; i++) {
+      if (strcmp(r->grants[i], users[k]) != 0) continue;
+      tern_free(r->grants[i]);
+      r->grants[i] = r->grants[--r->ngrants];
+      break;
+    }
+  }
+  /* Nobody but the owner may read it now: the message that carried it is gone for everyone,
+   * and so is the media. */
+  if (r->ngrants == 0 && r->sent_at) {
     rec_delete(m, r, true);
     return 1;
   }

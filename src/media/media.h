@@ -166,6 +166,10 @@ typedef struct tern_media_rec {
   uint32_t ngrants;
   char **fetched;                 /* recipient devices that completed a 200 of the original */
   uint32_t nfetched;
+  bool avatar;                    /* uploaded with purpose=avatar (PROTOCOL.md 15): no media.ttl
+                                     or unsent_ttl; readable by others only while it is set */
+  int64_t avatar_off;             /* avatar: ms since it is not its owner's avatar (upload time
+                                     until first set), 0 while it is; deleted avatar_grace after */
   /* private to the media module */
   tern_media_content *content;    /* the stored object */
   size_t heap_index;              /* position in the expiry heap */
@@ -209,6 +213,7 @@ typedef struct tern_media_options {
   int64_t sweep_batch;           /* media.sweep_batch: records removed per sweep step */
   int64_t sweep_interval_ms;     /* media.sweep_interval: the sweeper's period */
   int64_t decode_jobs;           /* media.decode_jobs: images decoded at once */
+  int64_t avatar_grace_ms;       /* media.avatar_grace: an avatar no longer set lives this long */
   tern_media_persist persist;    /* may be all NULL (tests) */
   int64_t (*now_ms)(void);       /* clock; NULL = tern_now_ms (tests inject a fake one) */
 } tern_media_options;
@@ -308,6 +313,16 @@ int tern_media_grant(tern_media *m, const char *id, const char *to_user, uint32_
  * When every granted recipient device has fetched, the media is deleted.
  * Returns 1 if it deleted the media, 0 if counted or ignored, TERN_MEDIA_ERR_NOT_FOUND. */
 int tern_media_fetched(tern_media *m, const char *id, const char *user, const char *device_id);
+/* A message carrying the media was deleted for everyone (PROTOCOL.md 15): users lose their
+ * grants. Once no grant is left, the media is deleted (1); else persisted (0). Returns
+ * TERN_MEDIA_ERR_NOT_FOUND for an unknown id. */
+int tern_media_revoke(tern_media *m, const char *id, const char *const *users, size_t nusers);
+/* An upload made with purpose=avatar (right after its upload's done): exempt from media.ttl
+ * and media.unsent_ttl, and deleted avatar_grace after its upload unless it becomes an avatar.
+ * tern_media_set_avatar: it became its owner's avatar (on) or stopped being it (off: deleted
+ * avatar_grace from now). Both persist; TERN_MEDIA_ERR_NOT_FOUND for an unknown id. */
+int tern_media_mark_avatar(tern_media *m, const char *id);
+int tern_media_set_avatar(tern_media *m, const char *id, bool on);
 /* Deletes a record now (its files go with the last record of their content). */
 int tern_media_delete(tern_media *m, const char *id);
 /* Deletes every upload of owner that was never sent (an account deletion); returns how many.

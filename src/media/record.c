@@ -5,6 +5,8 @@
  *   [8 size] [8 thumb_size] [32 sha256] [4 width] [4 height] [8 created] [8 sent_at]
  *   [4 pending_devices] [4 ngrants]  ngrants  x [1 n][n user]
  *                       [4 nfetched] nfetched x [1 n][n device]
+ * Version 2 (an avatar, PROTOCOL.md 15) is version 1 followed by [1 avatar=1][8 avatar_off];
+ * a record that is no avatar is always written as version 1, so each record has one form.
  * Decoding checks every length against what is left before allocating, so a hostile or
  * corrupted record can never make it allocate more than its own size. */
 #include <errno.h>
@@ -14,7 +16,7 @@
 #include "base/util.h"
 #include "media/media.h"
 
-enum { REC_VERSION = 1 };
+enum { REC_VERSION = 1, REC_VERSION_AVATAR = 2 };
 
 static void put_u8(tern_buf *b, uint8_t v) { tern_buf_append(b, &v, 1); }
 static void put_u32(tern_buf *b, uint32_t v) {
@@ -33,7 +35,7 @@ static void put_str(tern_buf *b, const char *s) {
 }
 
 void tern_media_rec_encode(const tern_media_rec *r, tern_buf *out) {
-  put_u8(out, REC_VERSION);
+  put_u8(out, r->avatar ? REC_VERSION_AVATAR : REC_VERSION);
   put_str(out, r->id);
   put_str(out, r->owner);
   put_u8(out, (uint8_t)r->type);
@@ -49,6 +51,10 @@ void tern_media_rec_encode(const tern_media_rec *r, tern_buf *out) {
   for (uint32_t i = 0; i < r->ngrants; i++) put_str(out, r->grants[i]);
   put_u32(out, r->nfetched);
   for (uint32_t i = 0; i < r->nfetched; i++) put_str(out, r->fetched[i]);
+  if (r->avatar) {
+    put_u8(out, 1);
+    put_u64(out, (uint64_t)r->avatar_off);
+  }
 }
 
 typedef struct rd {
@@ -111,7 +117,8 @@ static char **get_list(rd *r, uint32_t *count) {
 
 int tern_media_rec_decode(const uint8_t *p, size_t n, tern_media_rec **out) {
   rd r = {p, n, false};
-  if (get_u8(&r) != REC_VERSION) return TERN_MEDIA_ERR_INVALID;
+  uint8_t version = get_u8(&r);
+  if (version != REC_VERSION && version != REC_VERSION_AVATAR) return TERN_MEDIA_ERR_INVALID;
   tern_media_rec *m = TERN_NEW(tern_media_rec);
   uint8_t idl = get_u8(&r);
   const uint8_t *id = take(&r, idl);
@@ -138,6 +145,12 @@ int tern_media_rec_decode(const uint8_t *p, size_t n, tern_media_rec **out) {
   m->pending_devices = get_u32(&r);
   m->grants = get_list(&r, &m->ngrants);
   m->fetched = get_list(&r, &m->nfetched);
+  if (version == REC_VERSION_AVATAR) {
+    if (get_u8(&r) != 1) r.bad = true; /* version 2 is only ever written for an avatar */
+    m->avatar = true;
+    m->avatar_off = (int64_t)get_u64(&r);
+    if (m->avatar_off < 0) r.bad = true;
+  }
   /* Sizes and times above 2^62 can only come from corruption; so can zero-sized images. */
   if (m->size <= 0 || m->size > (1ll << 62) || m->thumb_size < 0 || m->thumb_size > (1ll << 62) ||
       ((m->width == 0 || m->height == 0) && m->type != TERN_MEDIA_OCTET) || m->created < 0 || m->sent_at < 0 || r.n != 0)

@@ -56,6 +56,8 @@ typedef enum {
   TERN_BUCKET_BODIES,    /* shared bodies of group messages: body id → [4 refs][bytes], TTL inbox.ttl */
   TERN_BUCKET_PREKEYS,   /* E2E one-time prekeys: "<device id>/<key id>" → public key, and
                             "<device id>" → the index of its key ids (prekeys.c); no TTL */
+  TERN_BUCKET_MSGS,      /* msg_id → where its envelopes wait, its media, whether it was deleted
+                            (store/locator.h, PROTOCOL.md 15); TTL limits.delete_window */
   TERN_BUCKET__COUNT
 } tern_bucket;
 
@@ -83,6 +85,16 @@ typedef struct tern_backend_vt {
   int (*append)(void *be, const char *name, size_t n, const uint8_t *v, size_t len, uint64_t *seq);
   /* Visits the stored envelopes with seq in [from, to], in seq order (missing seqs skipped). */
   int (*read)(void *be, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn, void *arg);
+  /* Overwrites the stored envelope at seq (first_seq <= seq < next_seq, stored) with v, in
+   * place: same seq, the old bytes gone at the commit (a delete for everyone, PROTOCOL.md 15).
+   * -ENOENT when no envelope is stored there. NULL: the backend cannot, and the semantics
+   * append instead. */
+  int (*replace)(void *be, const char *name, size_t n, uint64_t seq, const uint8_t *v, size_t len);
+  /* For a backend that cannot overwrite (JetStream messages are immutable): removes the stored
+   * envelope at seq, leaving a hole that reads skip; the semantics call it only for an inbox
+   * the same group appends to afterwards, so the inbox's last seq never moves back. -ENOENT
+   * when nothing is stored there. NULL when replace is offered. */
+  int (*erase)(void *be, const char *name, size_t n, uint64_t seq);
   /* Removes the envelopes [first_seq, upto]; upto < next_seq. */
   int (*purge)(void *be, const char *name, size_t n, uint64_t upto);
   /* Forgets an empty inbox's counters (a deleted device; a user-level inbox after its move):

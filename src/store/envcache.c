@@ -69,6 +69,19 @@ const uint8_t *tern_envcache_get(const tern_envcache *c, uint64_t seq, size_t *l
   return e + 4;
 }
 
+void tern_envcache_set(tern_envcache *c, tern_envcache_acct *a, uint64_t seq, const uint8_t *value, size_t len) {
+  if (seq < c->first || seq - c->first >= c->len || len > UINT32_MAX) return;
+  uint8_t **s = slot(c, (uint32_t)(seq - c->first));
+  a->bytes -= value_len(*s);
+  tern_free(*s);
+  uint8_t *e = tern_malloc(4 + len);
+  uint32_t n = (uint32_t)len;
+  memcpy(e, &n, 4);
+  memcpy(e + 4, value, len);
+  *s = e;
+  a->bytes += len;
+}
+
 void tern_envcache_drop_below(tern_envcache *c, tern_envcache_acct *a, uint64_t seq) {
   while (c->len && c->first < seq) pop_head(c, a);
   if (c->first < seq) c->first = seq;

@@ -39,6 +39,9 @@ void tern_envcache_push(tern_envcache *c, tern_envcache_acct *a, uint64_t seq, c
 /* The cached value of seq (pointer into the cache, valid until the cache changes), or NULL when
  * seq is not cached. */
 const uint8_t *tern_envcache_get(const tern_envcache *c, uint64_t seq, size_t *len);
+/* Replaces the cached value of seq with a copy of value (a delete taking its original's place,
+ * PROTOCOL.md 15); nothing when seq is not cached. */
+void tern_envcache_set(tern_envcache *c, tern_envcache_acct *a, uint64_t seq, const uint8_t *value, size_t len);
 /* Drops every cached envelope with a seq below `seq` (acked or expired); first becomes at
  * least seq. */
 void tern_envcache_drop_below(tern_envcache *c, tern_envcache_acct *a, uint64_t seq);

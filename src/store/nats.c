@@ -110,6 +110,9 @@ typedef struct ginbox {
   uint64_t purge_upto;/* highest seq the group purged (0: none) */
   uint64_t purge_sseq;/* stream seq bound of that purge among stored entries (0: unknown) */
   bool forgot;        /* the group forgot it */
+  uint64_t *erased;   /* seqs erase() removed in this group (reads skip them) */
+  uint64_t *erased_sseq; /* their stream seqs, deleted at the commit */
+  size_t nerased;
   uint64_t *ss_seq, *ss_sseq; /* seq → stream seq learned by reads */
   size_t nss, ss_cap;
   size_t nlen;
@@ -716,6 +719,8 @@ static int inbox_of(nbe *be, const char *name, size_t n, ginbox **out) {
 }
 
 static void ginbox_free(ginbox *ib) {
+  tern_free(ib->erased);
+  tern_free(ib->erased_sseq);
   tern_buf_free(&ib->apps);
   tern_free(ib->ss_seq);
   tern_free(ib->ss_sseq);
@@ -936,12 +941,31 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   return rc;
 }
 
+/* Reads skip what this group erased. */
+typedef struct erased_filter {
+  const ginbox *ib;
+  tern_env_visit fn;
+  void *arg;
+} erased_filter;
+
+static bool erased_visit(uint64_t seq, const uint8_t *v, size_t len, void *a) {
+  erased_filter *e = a;
+  for (size_t i = 0; i < e->ib->nerased; i++)
+    if (e->ib->erased[i] == seq) return true;
+  return e->fn(seq, v, len, e->arg);
+}
+
 static int n_read(void *self, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn, void *arg) {
   nbe *be = self;
   ginbox *ib;
   int r = inbox_of(be, name, n, &ib);
   if (r < 0) return r;
   if (!ib->exists) return 0;
+  erased_filter ef = {ib, fn, arg};
+  if (ib->nerased && fn) {
+    fn = erased_visit;
+    arg = &ef;
+  }
   if (from < ib->first) from = ib->first;
   uint64_t floor = ib->purge_upto;
   bool stopped = false;
@@ -952,6 +976,39 @@ static int n_read(void *self, const char *name, size_t n, uint64_t from, uint64_
   rd_arg ra = {from, to, floor, fn, arg, false};
   apps_each(ib, rd_app, &ra);
   return 0;
+}
+
+/* A delete for everyone's original (backend.h): its stream entry is deleted at the commit,
+ * after the claims (the group appends to this inbox too, so a new last entry exists first).
+ * Not in the commit record: a crash in between leaves the original beside its delete, which
+ * clients show as deleted all the same. */
+static int n_erase(void *self, const char *name, size_t n, uint64_t seq) {
+  nbe *be = self;
+  ginbox *ib;
+  int r = inbox_of(be, name, n, &ib);
+  if (r < 0) return r;
+  if (!ib->exists || seq < ib->first || seq >= ib->base_next || seq <= ib->purge_upto) return -ENOENT;
+  uint64_t ss = ss_find(ib, seq);
+  if (!ss) {
+    bool stopped;
+    r = stored_walk(be, ib, seq, seq, 0, NULL, NULL, &stopped);
+    if (r < 0) return r;
+    ss = ss_find(ib, seq);
+  }
+  if (!ss) return -ENOENT;
+  ib->erased = tern_realloc(ib->erased, (ib->nerased + 1) * sizeof *ib->erased);
+  ib->erased_sseq = tern_realloc(ib->erased_sseq, (ib->nerased + 1) * sizeof *ib->erased_sseq);
+  ib->erased[ib->nerased] = seq;
+  ib->erased_sseq[ib->nerased++] = ss;
+  return 0;
+}
+
+static bool erase_run_cb(const char *k, size_t kl, void *v, void *arg) {
+  nbe *be = arg;
+  ginbox *ib = v;
+  for (size_t i = 0; i < ib->nerased && !be->failed; i++)
+    if (del_msg(be, be->s_in, ib->erased_sseq[i]) < 0) be->failed = true;
+  return !be->failed;
 }
 
 static int n_purge(void *self, const char *name, size_t n, uint64_t upto) {
@@ -1878,6 +1935,11 @@ static int n_commit(void *self, char *err, size_t errlen) {
       goto done;
     }
   }
+  tern_map_each(&be->inboxes, erase_run_cb, be);
+  if (be->failed) {
+    be->failed = false; /* the group is stored; only an original stays beside its delete */
+    TERN_WARN("nats: a deleted message's original could not be removed", "why=%s", tern_log_quote(be->why));
+  }
   events_publish(be, &p);
   if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
     be->replay_due = true; /* done, but the record stays: a replay rolls it forward again */
@@ -2351,6 +2413,7 @@ static const tern_backend_vt nats_vt = {
     .inbox_get = n_inbox_get,
     .append = n_append,
     .read = n_read,
+    .erase = n_erase,
     .purge = n_purge,
     .forget = n_forget,
     .inbox_next = n_inbox_next,

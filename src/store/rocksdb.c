@@ -23,6 +23,7 @@
  *   "r/<token key>"            → TOKENS bucket   [1 ver][8 ts][value]
  *   "b/<body id>"              → BODIES bucket   [1 ver][8 ts][value]
  *   "k/<key>"                  → RECORDS bucket, raw
+ *   "m/<msg_id>"               → MSGS bucket     [1 ver][8 ts][value]
  *   "q/<inbox>"                → inbox meta      [1 ver][8 next_seq][8 first_seq] (checkpointed)
  *   "j/<be64 n>"               → meta journal    [1 ver]([2 n][inbox][8 next_seq][8 first_seq])*
  *   "e/<inbox>\0<seq>"         → envelope record (envelope.h); seq is a big-endian u64, so a
@@ -67,8 +68,8 @@ enum {
 };
 
 /* The key tag of each bucket, and whether its records carry a write time. */
-static const char bucket_tag[TERN_BUCKET__COUNT] = {'u', 'd', 'i', 'r', 'k', 'b', 'p'};
-static const bool bucket_timed[TERN_BUCKET__COUNT] = {false, false, true, true, false, true, false};
+static const char bucket_tag[TERN_BUCKET__COUNT] = {'u', 'd', 'i', 'r', 'k', 'b', 'p', 'm'};
+static const bool bucket_timed[TERN_BUCKET__COUNT] = {false, false, true, true, false, true, false, true};
 
 /* ---- state --------------------------------------------------------------------------------- */
 
@@ -709,6 +710,19 @@ static int r_read(void *be, const char *name, size_t n, uint64_t from, uint64_t 
   return env_range(st, ib, from, to, fn, arg) < 0 ? -EIO : 0;
 }
 
+/* A put over the envelope's key: the batch makes the old bytes go at the commit, and a cached
+ * copy (this group's or a recent one) is replaced too, so reads in the group see the new one. */
+static int r_replace(void *be, const char *name, size_t n, uint64_t seq, const uint8_t *v, size_t len) {
+  rdb *st = be;
+  if (st->group_failed) return -EIO;
+  inbox *ib = tern_map_get(&st->inboxes, name, n);
+  if (!ib || seq < ib->first_seq || seq >= ib->next_seq) return -ENOENT;
+  key_env(&st->key, ib->name, ib->nlen, seq);
+  rocksdb_writebatch_put(st->wb, st->key.data, st->key.len, (const char *)v, len);
+  tern_envcache_set(&ib->cache, &st->cacct, seq, v, len);
+  return 0;
+}
+
 static int r_purge(void *be, const char *name, size_t n, uint64_t upto) {
   rdb *st = be;
   if (st->group_failed) return -EIO;
@@ -1000,6 +1014,7 @@ static const tern_backend_vt rdb_vt = {
     .inbox_get = r_inbox_get,
     .append = r_append,
     .read = r_read,
+    .replace = r_replace,
     .purge = r_purge,
     .forget = r_forget,
     .inbox_next = r_inbox_next,

@@ -17,6 +17,8 @@
  *               acked, expired, or its device is deleted
  *   moves       the user-level inbox "@user" moves into the first device that logs in
  *   cascade     deleting a device deletes its record, inbox, counters, client ids and E2E keys
+ *   deletes     MSGS bucket: msg_id → where its envelopes wait (store/locator.h), so that a
+ *               delete for everyone overwrites them in place, under their seqs
  *   sweep       budgeted expiry: envelopes by their ts from each inbox's head, then the TTL
  *               buckets, resuming where the last sweep stopped
  * The directory records (users, devices) keep the byte layout v1 wrote.
@@ -28,6 +30,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "store/locator.h"
 #include "store/store_int.h"
 
 #include <sodium.h>
@@ -37,7 +40,7 @@ enum {
   SWEEP_BUDGET = 10000,          /* records a SWEEP examines at most */
   MOVE_CHUNK = 1024,             /* envelopes read per step of a move */
   DRAIN_DEFAULT_BYTES = 1 << 20, /* max_bytes == 0 */
-  SWEEP_PHASES = 4,              /* envelopes, client ids, tokens, bodies */
+  SWEEP_PHASES = 5,              /* envelopes, client ids, tokens, bodies, message locators */
 };
 
 struct tern_sem {
@@ -46,9 +49,11 @@ struct tern_sem {
   int64_t cap;         /* inbox.max_envelopes (<= 0: none) */
   int64_t inbox_ttl;   /* ms (<= 0: never) */
   int64_t dedup_ttl;   /* ms (<= 0: never) */
+  int64_t msg_ttl;     /* ms: the MSGS bucket's (limits.delete_window) */
   int sweep_phase;     /* which part of the sweep runs next */
   tern_buf key, val;   /* scratch */
   tern_buf name;       /* scratch: an inbox name */
+  tern_buf loc;        /* scratch: a message locator */
   /* the group's directory writes, for the other writers' followers (store_int.h) */
   tern_store_change *changes;
   size_t nchanges, changes_cap;
@@ -62,6 +67,7 @@ tern_sem *tern_sem_new(tern_store *s) {
   sem->cap = s->opts.inbox_max_envelopes;
   sem->inbox_ttl = s->opts.inbox_ttl_ms;
   sem->dedup_ttl = s->opts.dedup_ttl_ms;
+  sem->msg_ttl = s->opts.msg_ttl_ms > 0 ? s->opts.msg_ttl_ms : 48 * 3600000LL;
   return sem;
 }
 
@@ -75,6 +81,7 @@ void tern_sem_free(tern_sem *sem) {
   tern_buf_free(&sem->key);
   tern_buf_free(&sem->val);
   tern_buf_free(&sem->name);
+  tern_buf_free(&sem->loc);
   tern_free(sem);
 }
 
@@ -270,6 +277,122 @@ static int release_bodies(tern_sem *sem, tern_store_op *op, const head_list *l) 
   return 0;
 }
 
+/* ---- delete for everyone: envelopes replaced in place ------------------------------------------- */
+
+/* Whether an inbox has a watcher in this process: a connected device, which may have had the
+ * original already (the router adds devices connected on other nodes as target->live). */
+static bool inbox_watched(tern_sem *sem, const char *inbox) {
+  tern_store *s = sem->s;
+  pthread_mutex_lock(&s->watch_mu);
+  bool w = s->watches.count && tern_map_gets(&s->watches, inbox) != NULL;
+  pthread_mutex_unlock(&s->watch_mu);
+  return w;
+}
+
+/* Overwrites the envelope at (inbox, seq) with v when it is still stored and is msg_id's.
+ * Returns 1 when replaced, 0 when it is gone (acked, expired, moved), or a failure. */
+static int replace_one(tern_sem *sem, tern_op_append *op, const char *inbox, size_t il, uint64_t seq,
+                       const tern_buf *v) {
+  head_list l = {0};
+  int r = BE(sem)->read(SELF(sem), inbox, il, seq, seq, collect_visit, &l);
+  if (r < 0) {
+    head_list_free(&l);
+    return failed(sem, &op->op, "delete read", r);
+  }
+  /* The seq must still hold that message: an inbox forgotten and made again (a user-level
+   * inbox after its move) counts its seqs from 1 again. */
+  bool ours = l.n == 1 && l.v[0].seq == seq && l.v[0].msg_id && !strcmp(l.v[0].msg_id, op->replace_of);
+  if (ours) {
+    r = BE(sem)->replace ? BE(sem)->replace(SELF(sem), inbox, il, seq, (const uint8_t *)v->data, v->len)
+                         : BE(sem)->erase(SELF(sem), inbox, il, seq);
+    if (r == -ENOENT) ours = false;
+    else if (r < 0) r = failed(sem, &op->op, "delete replace", r);
+    else r = release_bodies(sem, &op->op, &l); /* the original's reference to its group body */
+  }
+  head_list_free(&l);
+  return r < 0 ? r : ours;
+}
+
+/* replace_of (store.h): reads the message's locator, overwrites what still waits, and decides
+ * per target whether an append follows (t->replaced_seq set and not live: none). Leaves the
+ * status NOT_FOUND for a message deleted before. */
+static int delete_in_place(tern_sem *sem, tern_op_append *op, int64_t now) {
+  const char *id = op->replace_of;
+  size_t idl = strlen(id);
+  int64_t ts = now;
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_MSGS, id, idl, &sem->loc, &ts);
+  if (r < 0) return failed(sem, &op->op, "locator", r);
+  tern_locator loc;
+  bool have = r == 1 && tern_locator_decode((const uint8_t *)sem->loc.data, sem->loc.len, &loc) == 0;
+  if (have && (loc.flags & TERN_LOCATOR_DELETED)) {
+    op->op.status = TERN_STORE_NOT_FOUND;
+    return 0;
+  }
+  if (op->replace_group &&
+      (!have || loc.group_len != strlen(op->replace_group) || memcmp(loc.group, op->replace_group, loc.group_len))) {
+    op->op.status = TERN_STORE_NOT_FOUND; /* not a message of this group (or past the window) */
+    return 0;
+  }
+  if (!have) ts = now;
+  if (have && loc.media_len) op->replaced_media = tern_strndup(loc.media, loc.media_len);
+  /* A backend that can only erase (NATS) leaves a hole at the original's seq, and the delete
+   * is appended: only where a target appends, so that no inbox's last seq moves back. */
+  bool in_place = BE(sem)->replace != NULL;
+  if (have && (in_place || BE(sem)->erase) && op->nvalues) {
+    size_t off = 0, il;
+    const char *inbox;
+    uint64_t seq;
+    while (tern_locator_next(&loc, &off, &inbox, &il, &seq)) {
+      tern_store_target *t = NULL;
+      for (size_t i = 0; i < op->ntargets && !t; i++)
+        if (strlen(op->targets[i].inbox) == il && !memcmp(op->targets[i].inbox, inbox, il)) t = &op->targets[i];
+      if (!t && !in_place) continue;
+      const tern_buf *v = &op->values[t ? t->value : 0];
+      /* loc points into sem->loc, which the reads below do not touch (they use sem->val) */
+      char name[256];
+      memcpy(name, inbox, il);
+      name[il] = '\0';
+      r = replace_one(sem, op, name, il, seq, v);
+      if (r < 0) return r;
+      if (r == 1) {
+        op->nreplaced++;
+        if (t) t->replaced_seq = seq;
+      }
+    }
+  }
+  for (size_t i = 0; i < op->ntargets; i++) {
+    tern_store_target *t = &op->targets[i];
+    if (t->replaced_seq && !t->live && (!in_place || inbox_watched(sem, t->inbox))) t->live = true;
+  }
+  /* Remembered as deleted until the window ends (the record's first write time stays). */
+  tern_locator_begin(&sem->val, TERN_LOCATOR_DELETED, NULL, NULL);
+  r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_MSGS, id, idl, sem->val.data, sem->val.len, ts);
+  return r < 0 ? failed(sem, &op->op, "locator", r) : 0;
+}
+
+/* check_of: NOT_FOUND when that message's locator says it was deleted. */
+static int check_deleted(tern_sem *sem, tern_op_append *op) {
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_MSGS, op->check_of, strlen(op->check_of), &sem->loc, NULL);
+  if (r < 0) return failed(sem, &op->op, "locator", r);
+  tern_locator loc;
+  if (r == 1 && tern_locator_decode((const uint8_t *)sem->loc.data, sem->loc.len, &loc) == 0 &&
+      (loc.flags & TERN_LOCATOR_DELETED))
+    op->op.status = TERN_STORE_NOT_FOUND;
+  return 0;
+}
+
+/* index_msg: where each appended envelope of the message waits. */
+static int locator_put(tern_sem *sem, tern_op_append *op, int64_t now) {
+  tern_locator_begin(&sem->loc, 0, op->index_media, op->index_group);
+  for (size_t i = 0; i < op->ntargets; i++) {
+    const tern_store_target *t = &op->targets[i];
+    if (t->seq && !tern_locator_add(&sem->loc, t->inbox, strlen(t->inbox), t->seq)) break;
+  }
+  int r = BE(sem)->kv_put(SELF(sem), TERN_BUCKET_MSGS, op->msg_id, strlen(op->msg_id), sem->loc.data, sem->loc.len,
+                          now);
+  return r < 0 ? failed(sem, &op->op, "locator", r) : 0;
+}
+
 /* ---- APPEND ------------------------------------------------------------------------------------ */
 
 static int do_append(tern_sem *sem, tern_op_append *op) {
@@ -293,6 +416,14 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
     }
   }
   if (op->dedup_probe) return 0; /* a look only: nothing is written */
+  if (op->check_of) {
+    int r = check_deleted(sem, op);
+    if (r < 0 || op->op.status != TERN_STORE_OK || op->of_probe) return r;
+  }
+  for (size_t i = 0; i < op->ntargets; i++) op->targets[i].replaced_seq = 0;
+  op->nreplaced = 0;
+  tern_free(op->replaced_media);
+  op->replaced_media = NULL;
   /* Caps first, so that a refused append changes nothing. */
   for (size_t i = 0; i < op->ntargets; i++) {
     tern_store_target *t = &op->targets[i];
@@ -325,6 +456,10 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
       return 0;
     }
   }
+  if (op->replace_of) {
+    int r = delete_in_place(sem, op, now);
+    if (r < 0 || op->op.status != TERN_STORE_OK) return r;
+  }
   uint32_t refs = 0;
   op->nskipped = 0;
   for (size_t i = 0; i < op->ntargets; i++) {
@@ -333,6 +468,7 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
       op->nskipped++;
       continue;
     }
+    if (t->replaced_seq && !t->live) continue; /* the delete took the original's place */
     const tern_buf *v = &op->values[t->value];
     int r = BE(sem)->append(SELF(sem), t->inbox, strlen(t->inbox), (const uint8_t *)v->data, v->len, &t->seq);
     if (r < 0) return failed(sem, &op->op, "append", r);
@@ -358,6 +494,10 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
                               : dir_put(sem, &op->op, TERN_BUCKET_RECORDS, op->record_key, kl, op->record.data,
                                         op->record.len);
     if (r < 0) return failed(sem, &op->op, "record", r);
+  }
+  if (op->index_msg && op->msg_id) {
+    int r = locator_put(sem, op, now);
+    if (r < 0) return r;
   }
   if (op->token_from) {
     for (size_t i = 0; i < op->ntokens; i++) {
@@ -729,10 +869,12 @@ static int do_sweep(tern_sem *sem, tern_op_inbox *op) {
         break;
       case 1:
       case 2:
-      case 3: {
-        static const tern_bucket buckets[] = {TERN_BUCKET_DEDUP, TERN_BUCKET_TOKENS, TERN_BUCKET_BODIES};
+      case 3:
+      case 4: {
+        static const tern_bucket buckets[] = {TERN_BUCKET_DEDUP, TERN_BUCKET_TOKENS, TERN_BUCKET_BODIES,
+                                              TERN_BUCKET_MSGS};
         tern_bucket b = buckets[sem->sweep_phase - 1];
-        int64_t ttl = b == TERN_BUCKET_DEDUP ? sem->dedup_ttl : sem->inbox_ttl;
+        int64_t ttl = b == TERN_BUCKET_DEDUP ? sem->dedup_ttl : b == TERN_BUCKET_MSGS ? sem->msg_ttl : sem->inbox_ttl;
         if (ttl <= 0) break;
         if (b == TERN_BUCKET_BODIES) ttl += 86400000; /* as store.c sets the bucket's TTL */
         uint64_t gone = 0;
@@ -799,10 +941,14 @@ void tern_sem_fail(tern_store_op *op, const char *why) {
       tern_op_append *a = tern_op_as_append(op);
       for (size_t i = 0; i < a->ntargets; i++) {
         a->targets[i].seq = 0;
+        a->targets[i].replaced_seq = 0;
         a->targets[i].skipped = false;
       }
       tern_free(a->dup_msg_id);
       a->dup_msg_id = NULL;
+      tern_free(a->replaced_media);
+      a->replaced_media = NULL;
+      a->nreplaced = 0;
       a->dup_ts = 0;
       a->nskipped = 0;
       break;

@@ -227,6 +227,12 @@ static void op_destroy(tern_store_op *op) {
       tern_free(a->record_key);
       tern_buf_free(&a->record);
       tern_free(a->dup_msg_id);
+      tern_free(a->index_media);
+      tern_free(a->replace_of);
+      tern_free(a->check_of);
+      tern_free(a->index_group);
+      tern_free(a->replace_group);
+      tern_free(a->replaced_media);
       /* Values keep their buffers in the pool: an envelope record is about the same size
        * every time. */
       tern_store_target *targets = a->targets;
@@ -361,6 +367,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
   };
   bo.ttl_ms[TERN_BUCKET_DEDUP] = opts->dedup_ttl_ms;
   bo.ttl_ms[TERN_BUCKET_TOKENS] = opts->inbox_ttl_ms;
+  bo.ttl_ms[TERN_BUCKET_MSGS] = opts->msg_ttl_ms > 0 ? opts->msg_ttl_ms : 48 * 3600000LL;
   /* A shared body outlives its envelopes by a day: they release it one by one, and the TTL
    * only catches what a crash between two sweeps could leave behind. */
   bo.ttl_ms[TERN_BUCKET_BODIES] = opts->inbox_ttl_ms > 0 ? opts->inbox_ttl_ms + 86400000 : 0;

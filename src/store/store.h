@@ -150,6 +150,8 @@ typedef enum {
   TERN_STORE_UNAVAILABLE, /* the store cannot be written now (a shared backend lost its
                            servers or its quorum); the op had no effect, and the same op
                            later may succeed: answer `unavailable` / 503 */
+  TERN_STORE_NOT_FOUND, /* APPEND with replace_of or check_of: that message was deleted
+                           already; nothing was written */
 } tern_store_status;
 
 typedef struct tern_store_op tern_store_op;
@@ -181,7 +183,13 @@ typedef struct tern_store_target {
   uint8_t cap;          /* tern_cap_mode */
   bool skipped;         /* out: TERN_CAP_SKIP and the inbox was full: nothing appended */
   void *cookie;         /* the caller's (a device pointer), returned untouched */
-  uint64_t seq;         /* out: the seq assigned (0 when skipped) */
+  bool live;            /* replace_of: the device is connected (here or on another node), so
+                           it may have had the original: it also gets the value appended */
+  uint64_t seq;         /* out: the seq assigned (0 when skipped, or when replace_of put the
+                           value in the original's place and nothing was appended) */
+  uint64_t replaced_seq;/* out, replace_of: the original's seq the value took (a backend that
+                           can only erase, NATS: the seq whose original went; the value is
+                           appended then), or 0 */
 } tern_store_target;
 
 typedef struct tern_op_append {
@@ -217,10 +225,34 @@ typedef struct tern_op_append {
   bool record_check;
   bool record_absent;
   uint8_t record_hash[32];
+  /* Delete for everyone (PROTOCOL.md 15). index_msg: remember, in the MSGS bucket under
+   * msg_id for limits.delete_window, where each appended envelope waits (inbox and seq) and
+   * the message's media (index_media, or NULL). replace_of: this APPEND is the delete of that
+   * message: every envelope of it still waiting is overwritten in place by the delete (a
+   * target's own value, or the first value for an inbox no target names), a target whose
+   * original was replaced gets nothing appended unless it is live, a target the message never
+   * reached gets the value appended as usual, shared bodies lose the replaced envelopes'
+   * references, and the message is remembered as deleted: a second delete answers NOT_FOUND.
+   * A message with no index (older than the window or than this feature) is deleted by
+   * appending alone. */
+  bool index_msg;
+  char *index_media;
+  char *index_group;    /* index_msg: the group of a group message, or NULL */
+  char *replace_of;
+  /* replace_of by a group admin for another member's message: the msg_id's tag cannot prove
+   * its group then, so the locator must exist and name this group, else NOT_FOUND. */
+  char *replace_group;
+  /* check_of: refuse with NOT_FOUND when that message was deleted (an edit of it; PROTOCOL.md
+   * 15 checks "already deleted" before "another user's message"). With of_probe, only that
+   * check: OK with nothing written (the caller then refuses the send for its own reason). */
+  char *check_of;
+  bool of_probe;
   /* out */
   char *dup_msg_id;     /* DUPLICATE */
   int64_t dup_ts;
   size_t nskipped;      /* targets skipped (TERN_CAP_SKIP) */
+  size_t nreplaced;     /* replace_of: envelopes overwritten in place */
+  char *replaced_media; /* replace_of: the deleted message's media id, or NULL */
 } tern_op_append;
 
 typedef struct tern_store_item {
@@ -371,6 +403,8 @@ typedef struct tern_store_options {
   int64_t inbox_max_envelopes;/* cap for targets with a cap mode (<= 0: none) */
   int64_t inbox_ttl_ms;       /* envelope, token and shared body expiry (<= 0: never) */
   int64_t dedup_ttl_ms;       /* client id memory (<= 0: forever) */
+  int64_t msg_ttl_ms;         /* where messages' envelopes wait, for deletes (limits.delete_window;
+                                 <= 0: 48h) */
   const char *node;           /* this node's id among the nodes of a shared store (NULL: "local") */
   /* backend "nats" (cluster mode, nats.c): */
   const char *nats_urls;      /* comma list of NATS server URLs */

@@ -135,7 +135,7 @@ describe('presence', () => {
     const bob = await newUser(srv, 'whois');
     let r = await getUser(srv, w.token, bob.user);
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.body, { user: bob.user, online: false, last_seen: null });
+    assert.deepEqual(r.body, { user: bob.user, online: false, last_seen: null, display_name: null, avatar: null });
     const cb = await online(srv, bob);
     r = await getUser(srv, w.token, bob.user.toUpperCase());
     assert.equal(r.status, 200, r.text);

@@ -89,7 +89,7 @@ static size_t f_backlog(void *ep) { return ((fake *)ep)->backlog; }
 static int64_t f_last_rx(void *ep) { return tern_now_ms(); }
 
 static const tern_endpoint_ops fake_ops = {f_ready, f_synced, f_sent,  f_error,  f_envelope, f_presence,
-                                           f_typing, f_pong,  f_close, f_authed, f_backlog,  f_last_rx};
+                                           f_typing, f_pong,  f_close, f_authed, f_backlog,  f_last_rx, NULL};
 
 static fake *fake_connect(tern_app *a) {
   fake *f = TERN_NEW(fake);

@@ -1492,6 +1492,89 @@ TEST(shared_body_once) {
   close_store(s);
 }
 
+/* Delete for everyone (PROTOCOL.md 15): the envelopes of an indexed message that still wait
+ * take the delete in place, under their seqs (RocksDB), or are erased and the delete appended
+ * (NATS, which cannot overwrite); a live target gets it appended too; a second delete, and an
+ * edit's check, answer NOT_FOUND. */
+TEST(delete_replaces_in_place) {
+  use_dir("deletes");
+  tstore *s = open_store();
+  tern_op_append *op = new_append(&R[0]);
+  size_t vi = add_msg_value(op, TERN_ENV_F_RECEIPT, 0, "m1", "alice", NULL, NULL, "oops");
+  const char *orig[] = {"bob1", "bob2", "alice2"};
+  for (int i = 0; i < 3; i++) tern_op_append_target(op, orig[i], vi, TERN_CAP_REFUSE, NULL);
+  tern_store_set_str(&op->msg_id, "m1");
+  op->index_msg = true;
+  tern_store_set_str(&op->index_media, "mediamediamediamediamediam");
+  submit(s, op);
+  append1(s, &R[1], "bob1", "after");
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(total(s), 4);
+
+  op = new_append(&R[2]);
+  vi = add_msg_value(op, 0, 0, "d1", "alice", NULL, NULL, "deleted");
+  const char *del[] = {"bob1", "bob2", "alice2", "carol1"};
+  for (int i = 0; i < 4; i++) tern_op_append_target(op, del[i], vi, TERN_CAP_NONE, NULL)->live = i == 1;
+  tern_store_set_str(&op->msg_id, "d1");
+  tern_store_set_str(&op->replace_of, "m1");
+  submit(s, op);
+  wait_all();
+  CHECK_EQ_INT(R[2].status, TERN_STORE_OK);
+  bool in_place = !is_nats();
+  /* bob1 and alice2 had it waiting; bob2 is live (it may have had it); carol1 never had it */
+  CHECK_EQ_INT(R[2].seqs[0], in_place ? 0 : 3);
+  CHECK_EQ_INT(R[2].seqs[1], 2);
+  CHECK_EQ_INT(R[2].seqs[2], in_place ? 0 : 2);
+  CHECK_EQ_INT(R[2].seqs[3], 1);
+  /* in place: bob1 2, bob2 2 (the delete in place and appended), alice2 1, carol1 1; erased: bob2 1 */
+  CHECK_EQ_INT(total(s), in_place ? 6 : 5);
+  submit_drain(s, &R[3], "bob1", 0, 0);
+  submit_drain(s, &R[4], "alice2", 0, 0);
+  wait_all();
+  if (in_place) {
+    CHECK_EQ_INT(R[3].nitems, 2);
+    CHECK_EQ_INT(R[3].item_seq[0], 1);
+    CHECK_EQ_STR(R[3].item_tail[0], "deleted");
+    CHECK_EQ_STR(R[3].item_tail[1], "after");
+    CHECK_EQ_INT(R[4].nitems, 1);
+    CHECK_EQ_INT(R[4].item_seq[0], 1);
+  } else {
+    CHECK_EQ_INT(R[3].nitems, 2);
+    CHECK_EQ_INT(R[3].item_seq[0], 2);
+    CHECK_EQ_STR(R[3].item_tail[0], "after");
+    CHECK_EQ_INT(R[3].item_seq[1], 3);
+    CHECK_EQ_STR(R[3].item_tail[1], "deleted");
+    CHECK_EQ_INT(R[4].nitems, 1);
+    CHECK_EQ_INT(R[4].item_seq[0], 2);
+  }
+  CHECK_EQ_STR(R[4].item_tail[0], "deleted");
+  submit_drain(s, &R[5], "bob2", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[5].nitems, in_place ? 2 : 1); /* in place: the delete at 1 and again at 2 */
+  CHECK_EQ_STR(R[5].item_tail[R[5].nitems - 1], "deleted");
+  /* already deleted: a second delete and an edit's check; another id passes the check */
+  op = new_append(&R[6]);
+  vi = add_msg_value(op, 0, 0, "d2", "alice", NULL, NULL, "again");
+  tern_op_append_target(op, "bob1", vi, TERN_CAP_NONE, NULL);
+  tern_store_set_str(&op->replace_of, "m1");
+  submit(s, op);
+  op = new_append(&R[7]);
+  tern_store_set_str(&op->check_of, "m1");
+  op->of_probe = true;
+  submit(s, op);
+  op = new_append(&R[8]);
+  tern_store_set_str(&op->check_of, "m9");
+  op->of_probe = true;
+  submit(s, op);
+  wait_all();
+  CHECK_EQ_INT(R[6].status, TERN_STORE_NOT_FOUND);
+  CHECK_EQ_INT(R[7].status, TERN_STORE_NOT_FOUND);
+  CHECK_EQ_INT(R[8].status, TERN_STORE_OK);
+  CHECK_EQ_INT(total(s), in_place ? 6 : 5);
+  close_store(s);
+}
+
 TEST(group_skips_full_inboxes) {
   use_dir("skip");
   tern_store_options o = default_opts();
@@ -2259,6 +2342,7 @@ static void run_suite(void) {
   RUN(kv_records);
   RUN(shared_body_once);
   RUN(group_skips_full_inboxes);
+  RUN(delete_replaces_in_place);
   RUN(watch_raises_events);
   RUN(feed_across_ports);
   RUN(catch_up_after_changes);
