@@ -1,6 +1,6 @@
 /* event: the tables of the live server frames (ready, synced, pong, sent, error, presence,
  * typing, profile), the writer and reader of any server frame, and the v1 shorthands. The
- * envelopes' tables are in envelope.c; the walking is fields.c's. */
+ * envelopes' tables are in envwrite.c; the walking is fields.c's. */
 #include "proto/event.h"
 
 #include <cjson/cJSON.h>
@@ -61,7 +61,7 @@ static const struct {
   tern_event_type type;     /* which frame */
   const char *name;         /* its "type" */
   const tern_field *fields; /* live frames: its table in tern_event; envelopes: NULL (the table
-                               is envelope.c's, in tern_envelope) */
+                               is envwrite.c's, in tern_envelope) */
 } types[] = {
     /* Most frequent first: the reader's lookup is a linear scan. */
     {TERN_EV_MSG, "msg", NULL},

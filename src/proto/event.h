@@ -2,7 +2,7 @@
  * 10-15), both ways. The server writes them (tern_event_encode, the envelope writer
  * tern_envelope_encode, and the tern_enc_* shorthands); libtern-client reads them back into the
  * same struct (tern_event_decode). Every frame is described once, by a table of its fields
- * (event.c for the live frames, envelope.c for the envelopes), which both the writer and the
+ * (event.c for the live frames, envwrite.c for the envelopes), which both the writer and the
  * reader walk: a key, its order on the wire and its JSON type exist in one place.
  *
  * Views. A tern_event holds no memory of its own: every string is a tern_str (pointer +

@@ -1,7 +1,7 @@
 /* fields: the table-driven codec behind proto/event.h. A server frame is described once, as a
  * table of its fields (key, JSON shape, where the value lives in tern_event or tern_envelope);
  * tern_fields_encode writes a struct by walking the table, tern_fields_decode reads JSON into
- * the struct by walking the same table. Internal to src/proto (event.c, envelope.c).
+ * the struct by walking the same table. Internal to src/proto (event.c, envwrite.c).
  *
  * Ownership: encoding allocates nothing but the output buffer's growth. Decoding points the
  * struct into the cJSON tree and records every list it allocates in the tern_event_doc.
@@ -79,7 +79,7 @@ int tern_fields_decode(tern_fields_reader *r, const struct cJSON *obj, const ter
  * optional number is absent, and so is an empty required list (written [] either way). */
 bool tern_fields_same(const tern_field *table, const void *a, const void *b);
 
-/* The table of an envelope type (envelope.c), or NULL for another type. */
+/* The table of an envelope type (envwrite.c), or NULL for another type. */
 const tern_field *tern_envelope_fields(tern_event_type t);
 
 #endif

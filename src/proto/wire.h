@@ -1,7 +1,7 @@
 /* wire: what both directions of tern's JSON protocol share. The server (decoding client
  * frames, encoding server frames) and libtern-client (the other way round) go through the
  * same parse, the same value rules and the same writers, so that a frame's shape and its
- * rules exist once (frame.c: client → server frames; event.c and envelope.c: server → client
+ * rules exist once (frame.c: client → server frames; event.c and envwrite.c: server → client
  * frames).
  *
  * Ownership: nothing here keeps a pointer to what it is given. A tern_wire_doc owns its

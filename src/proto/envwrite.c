@@ -1,4 +1,4 @@
-/* envelope: the tables of the four envelopes (msg, receipt, group, decrypt_error), the
+/* envwrite: the tables of the four envelopes (msg, receipt, group, decrypt_error), the
  * envelope writer, and the deprecated v1 head/tail writers, which are now views onto the same
  * tables (so their bytes and the new writer's cannot drift apart).
  *

@@ -1,4 +1,4 @@
-/* groups.c: libtern-client's side of the group API (PROTOCOL.md 10, client.h "groups"): the
+/* groupreq.c: libtern-client's side of the group API (PROTOCOL.md 10, client.h "groups"): the
  * requests, the readers of their answers, and the list that follows "next" page after page.
  * The readers are strict about what is there (a field of the wrong type, a group id that is
  * none, a user name too long for the struct: -EBADMSG) and lenient about what is not (a
