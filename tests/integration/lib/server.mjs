@@ -130,10 +130,13 @@ export async function startServer(opts = {}) {
 let sharedNats = null; // one NATS cluster per test process
 let clusters = 0;
 
-/** n ternd nodes on one NATS namespace, behind a round-robin TCP proxy. */
-export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, startTimeoutMs = 30000 } = {}) {
-  if (!sharedNats) sharedNats = startNats({ servers: 3 });
-  const nats = await sharedNats;
+/**
+ * n ternd nodes on one NATS namespace, behind a round-robin TCP proxy. opts.nats: a NATS
+ * cluster of the caller's (startNats) instead of the process's shared one.
+ */
+export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, startTimeoutMs = 30000, nats: given } = {}) {
+  if (!given && !sharedNats) sharedNats = startNats({ servers: 3 });
+  const nats = given || await sharedNats;
   const ns = `t${process.pid}x${++clusters}`;
   const nodes = [];
   for (let i = 0; i < n; i++) {
@@ -142,13 +145,24 @@ export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, st
       env, baseArgs, startTimeoutMs,
     }));
   }
+  const srv = await proxyTo(nodes);
+  Object.assign(srv, { nats, namespace: ns, cluster: true });
+  return srv;
+}
+
+/**
+ * A round-robin TCP proxy in front of nodes (a load balancer in small: a new connection goes
+ * to the next node that accepts). Returns a server-like object: port/url/wsUrl are the
+ * proxy's, nodes the nodes; stop/kill9/restart/close act on every node (close also closes
+ * the proxy).
+ */
+export async function proxyTo(nodes) {
   let next = 0;
   const sockets = new Set();
   const proxy = net.createServer((client) => {
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     client.pause();
-    // the next node that accepts (a load balancer's health check, in small)
     const tryNode = (left) => {
       const node = nodes[next++ % nodes.length];
       const up = net.connect(node.port, '127.0.0.1');
@@ -171,7 +185,7 @@ export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, st
   const port = proxy.address().port;
   const all = (fn) => Promise.all(nodes.map(fn));
   const srv = {
-    nodes, nats, namespace: ns, cluster: true,
+    nodes,
     port, host: '127.0.0.1', url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
     dataDir: nodes[0].dataDir,
     get proc() { return nodes[0].proc; },
