@@ -49,7 +49,7 @@ async function measure(label, srv, ternPids, natsPids, tmp) {
   const t0 = cpu(ternPids);
   const n0 = cpu(natsPids);
   const r = await run(BENCH, ['--server', srv.url, '--users', String(USERS), '--messages', String(MESSAGES),
-    '--window', String(WINDOW), '--prefix', `${label.replace(/\W/g, '')}${Date.now() % 100000}_`, '--json', json, '--quiet'],
+    '--window', String(WINDOW), '--prefix', `c${label.replace(/[^a-z0-9]/g, '').slice(0, 8)}${Date.now() % 100000}_`, '--json', json, '--quiet'],
   { maxBuffer: 1 << 24 }).catch((e) => e);
   const t1 = cpu(ternPids);
   const n1 = cpu(natsPids);
