@@ -95,6 +95,7 @@ static void on_persist(uv_timer_t *t) {
 }
 
 typedef struct expiry_scan {
+  tern_app *a;            /* the scanning worker */
   int64_t now, limit;     /* ms */
   tern_device **found;    /* devices to delete */
   size_t n, cap;
@@ -103,7 +104,7 @@ typedef struct expiry_scan {
 static bool find_expired(tern_device *d, void *arg) {
   expiry_scan *e = arg;
   int64_t last = d->last_seen > d->created ? d->last_seen : d->created;
-  if (!d->session && e->now - last > e->limit) {
+  if (!d->session && e->now - last > e->limit && !tern_cluster_device_elsewhere(e->a, d)) {
     if (e->n == e->cap) {
       e->cap = e->cap ? e->cap * 2 : 16;
       e->found = tern_realloc(e->found, e->cap * sizeof *e->found);
@@ -115,13 +116,16 @@ static bool find_expired(tern_device *d, void *arg) {
 
 static void on_sweep(uv_timer_t *t) {
   tern_app *a = t->data;
-  tern_limits_sweep(a->limits, tern_now_ms());
   tern_accounts_sweep_held(a);
+  /* The process's limits, its store and its devices are swept once, by worker 0: the other
+   * workers' copies of a device do not know that it is connected on another loop. */
+  if (a->worker != 0) return;
+  tern_limits_sweep(a->limits, tern_now_ms());
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SWEEP, NULL, NULL);
   op->now = tern_now_ms();
   tern_app_submit(a, &op->op);
   /* devices with no connection for devices.idle_expiry are deleted, as a logout would */
-  expiry_scan e = {.now = tern_now_ms(), .limit = a->cfg->devices_idle_expiry_ms};
+  expiry_scan e = {.a = a, .now = tern_now_ms(), .limit = a->cfg->devices_idle_expiry_ms};
   tern_dir_each_device(a->dir, find_expired, &e);
   for (size_t i = 0; i < e.n; i++) {
     TERN_INFO("device expired", "device=%s user=%s", e.found[i]->id, e.found[i]->user->name);
@@ -233,6 +237,7 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     tern_free(a);
     return r;
   }
+  a->own_limits = true;
   /* computed before the loop runs: hashing never happens on the loop thread */
   char pw[32];
   tern_random(pw, sizeof pw);
@@ -263,6 +268,13 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
   a->timers_started = true; /* the handles exist: close_handles closes them */
   *out = a;
   return 0;
+}
+
+void tern_app_join(tern_app *a, tern_app_group *g) {
+  if (a->own_limits) tern_limits_free(a->limits);
+  a->own_limits = false;
+  a->limits = g->limits;
+  a->group = g;
 }
 
 static void load_user(const tern_user_rec *r, void *arg) {
@@ -310,6 +322,7 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
     return;
   }
   if (tern_mediaglue_is_kv(key, klen)) {
+    if (!tern_app_media_worker(a)) return; /* the media worker loads them */
     if (a->media && tern_media_load_record(a->media, v, vlen) == 0) return;
     TERN_WARN("media record refused, deleting it", "key=%.*s bytes=%zu", (int)klen, key, vlen);
     tern_buf_append(&a->kv_doomed, key, klen);
@@ -419,7 +432,7 @@ void tern_app_free(tern_app *a) {
   if (!a) return;
   tern_map_each(&a->held_names, free_held, NULL);
   tern_map_free(&a->held_names);
-  tern_limits_free(a->limits);
+  if (a->own_limits) tern_limits_free(a->limits);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);

@@ -15,7 +15,9 @@
  * Memory: an address or (user, address) pair is remembered while it has something open or a
  * bucket not yet refilled; tern_limits_sweep forgets the rest, a bounded number per call.
  *
- * Threads: one loop's (each worker has its own). */
+ * Threads: any. One tern_limits serves every worker of the process (the composition root makes
+ * it and hands it to each app), so a limit holds for an address or a user whichever worker its
+ * connections landed on; a mutex guards the tables and counters. */
 #ifndef TERN_CORE_LIMITS_H
 #define TERN_CORE_LIMITS_H
 
@@ -67,6 +69,6 @@ void tern_limits_count(tern_limits *l, tern_limit_kind k);
 /* Forgets what has refilled; a few entries per call. */
 void tern_limits_sweep(tern_limits *l, int64_t now);
 /* tern_limited_total{limit="..."}, with the net layer's counts (net may be NULL). */
-void tern_limits_render(const tern_limits *l, const tern_net *net, tern_buf *out);
+void tern_limits_render(tern_limits *l, const tern_net *net, tern_buf *out);
 
 #endif

@@ -396,6 +396,7 @@ void tern_store_port_close(tern_store_port *p) {
     }
   }
   pthread_mutex_unlock(&s->ports_mu);
+  tern_store_drop_watches(s, p);
   /* Shutdown only: wait for the commit thread to finish this port's ops, so their completions
    * run now and nothing of this port is left in the store when it closes. */
   pthread_mutex_lock(&p->mu);

@@ -131,6 +131,8 @@ void tern_store_post_changes(tern_store *s, const tern_store_change *c, size_t n
 void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev);
 /* committer.c: queues a copied event for p (any thread) and wakes p's loop. */
 void tern_store_port_post_event(tern_store_port *p, tern_store_event_copy *ev);
+/* store.c: removes every watch made through p (its close). */
+void tern_store_drop_watches(tern_store *s, tern_store_port *p);
 /* committer.c: the store a port belongs to. */
 tern_store *tern_store_port_store(const tern_store_port *p);
 /* Frees a submitted op after its completion (pools per thread). */
