@@ -1,5 +1,6 @@
 /* accounts: register, login, logout, /v1/me and /v1/users/{name} (accounts.h). */
 #include "core/accounts.h"
+#include "core/mediaglue.h"
 
 #include <cjson/cJSON.h>
 #include <sodium.h>
@@ -680,7 +681,7 @@ static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
     op->arg = a;
     tern_app_submit(a, op);
   }
-  if (a->media) tern_media_delete_unsent(a->media, u->name);
+  tern_mediaglue_delete_unsent(a, u->name);
   char key[64];
   snprintf(key, sizeof key, "privacy/%s", u->name);
   tern_op_kv *pk = tern_op_kv_new(TERN_OP_KV_DEL, NULL, NULL);

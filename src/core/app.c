@@ -322,7 +322,10 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
     return;
   }
   if (tern_mediaglue_is_kv(key, klen)) {
-    if (!tern_app_media_worker(a)) return; /* the media worker loads them */
+    if (!tern_app_media_worker(a)) { /* the media worker loads them; the others keep a replica */
+      tern_mediaglue_apply_record(a, key, klen, v, vlen);
+      return;
+    }
     if (a->media && tern_media_load_record(a->media, v, vlen) == 0) return;
     TERN_WARN("media record refused, deleting it", "key=%.*s bytes=%zu", (int)klen, key, vlen);
     tern_buf_append(&a->kv_doomed, key, klen);
@@ -391,6 +394,7 @@ static void on_media_recovered(tern_media *m, const tern_media_recover_stats *st
 
 void tern_app_start(tern_app *a) {
   const tern_config *cfg = a->cfg;
+  tern_store_port_hand_over_first(a->port); /* ahead of the net layer's flush pass */
   uv_timer_start(&a->persist_timer, on_persist, (uint64_t)cfg->presence_persist_interval_ms,
                  (uint64_t)cfg->presence_persist_interval_ms);
   uv_timer_start(&a->sweep_timer, on_sweep, (uint64_t)cfg->store_sweep_interval_ms,
@@ -433,6 +437,7 @@ void tern_app_free(tern_app *a) {
   tern_map_each(&a->held_names, free_held, NULL);
   tern_map_free(&a->held_names);
   if (a->own_limits) tern_limits_free(a->limits);
+  tern_mediaglue_free(a);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);

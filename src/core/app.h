@@ -91,6 +91,7 @@ struct tern_app {
   struct tern_push *push;       /* push providers (those configured) */
   struct tern_media *media;     /* the media store; NULL once closed */
   tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
+  tern_map media_replica;       /* not the media worker: media id → its record, from the feed */
   tern_idgen ids;               /* msg ids */
   tern_msgid_key msgid_key;     /* their tags' key (core/msgid.h), set by tern_app_load */
   tern_metrics metrics;         /* counters */

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/cluster.h"
+#include "core/mediaglue.h"
 #include "core/e2e.h"
 #include "core/groups.h"
 #include "core/limits.h"
@@ -176,12 +177,14 @@ void tern_router_unavailable(tern_session *s, const char *id) {
                      NULL);
 }
 
-const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f) {
+const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
   /* The sender must own the media or have been sent it (forwarding); anything else is the
    * same answer as an unknown id, so existence is never revealed. */
   const char *id = f->media_id ? f->media_id : f->media_ref; /* plaintext media, or an encrypted attachment */
-  const tern_media_rec *mrec = a->media && id ? tern_media_get(a->media, id) : NULL;
+  const tern_media_rec *mrec = tern_mediaglue_get(a, id);
   if (!mrec || !tern_media_can_read(mrec, s->dev->user->name)) {
+    /* another worker's replica may lag the media worker's record by a moment */
+    if (!tern_app_media_worker(a) && tern_session_catch_up(s, f, received_ns)) return NULL;
     tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
     return NULL;
   }
@@ -246,7 +249,7 @@ static void send_e2e(tern_app *a, tern_session *s, tern_frame *f, send_ctx *c, t
     tern_dir_device_ref(devs[i]);
     tern_op_append_target(op, devs[i]->id, v, recipient ? TERN_CAP_REFUSE : TERN_CAP_NONE, devs[i]);
   }
-  if (mrec && nrecipient) tern_media_grant(a->media, f->media_ref, to->name, (uint32_t)nrecipient);
+  if (mrec && nrecipient) tern_mediaglue_grant(a, f->media_ref, to->name, (uint32_t)nrecipient);
   char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
   tern_store_set_str(&op->dedup_key, key);
@@ -278,7 +281,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     return;
   }
   const tern_media_rec *mrec = NULL;
-  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
+  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f, received_ns))) return;
   if (!tern_router_admit(a, s, f)) return;
   tern_device **devs = NULL;
   if (f->e2e) {
@@ -335,7 +338,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   if (mrec && !c->dropped) {
     /* The recipient may read the media from now on. The grant's KV_PUT is submitted before the
      * APPEND, and store ops complete in order, so `sent` implies both are durable. */
-    tern_media_grant(a->media, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
+    tern_mediaglue_grant(a, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
   }
 
   char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];

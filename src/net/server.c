@@ -373,7 +373,12 @@ static void refuse_with(tern_conn *c, int status, const char *headers, const cha
 static void refuse(tern_conn *c, int status, const char *message) { refuse_with(c, status, NULL, NULL, message); }
 
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message) {
-  if (c->state == ST_HTTP && !c->req) refuse_with(c, status, NULL, code, message);
+  tern_conn_http_refuse_headers(c, status, NULL, code, message);
+}
+
+void tern_conn_http_refuse_headers(tern_conn *c, int status, const char *headers, const char *code,
+                                   const char *message) {
+  if (c->state == ST_HTTP && !c->req) refuse_with(c, status, headers, code, message);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -158,6 +158,9 @@ void tern_http_stream_abort(tern_http_stream *s);
 /* Refuses the request being received on c (e.g. an upload that timed out in its sink) with an
  * error answer (as tern_http_error), and closes the connection after it. A no-op once a handler holds the request. */
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message);
+/* The same with extra header lines ("Retry-After: 5\r\n", or NULL). */
+void tern_conn_http_refuse_headers(tern_conn *c, int status, const char *headers, const char *code,
+                                   const char *message);
 
 /* ---- connections ---- */
 void tern_conn_ref(tern_conn *c);

@@ -406,6 +406,7 @@ static bool free_watch_cb(const char *k, size_t kl, void *v, void *arg) {
 void tern_store_close(tern_store *s) {
   if (!s) return;
   tern_committer_stop(s->cm);
+  tern_store_free_closed_ports(s);
   tern_sem_free(s->sem);
   s->be.vt->close(s->be.self);
   tern_map_each(&s->watches, free_watch_cb, NULL);
@@ -584,6 +585,9 @@ void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_eve
       break;
     case TERN_EVC_BUS:
       if (f->bus) f->bus(f->bus_arg, (const uint8_t *)ev->value.data, ev->value.len);
+      break;
+    case TERN_EVC_CALL:
+      ev->call(ev->call_arg, true);
       break;
   }
   event_copy_free(ev);
