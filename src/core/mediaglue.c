@@ -526,8 +526,8 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
     return;
   }
   const tern_media_rec *r = res->rec;
-  TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d", u->user, r->id,
-            tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate);
+  TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d worker=%u", u->user,
+            r->id, tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate, a->worker);
   tern_media_rec_json(r, &u->json);
   /* The record's KV_PUT was submitted when the record was made (persist.put); store ops
    * complete in order, so once this SYNC completes the record is durable: only then 201. */
