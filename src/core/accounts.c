@@ -1,5 +1,6 @@
 /* accounts: register, login, logout, /v1/me and /v1/users/{name} (accounts.h). */
 #include "core/accounts.h"
+#include "core/cluster.h"
 #include "core/mediaglue.h"
 
 #include <cjson/cJSON.h>
@@ -755,6 +756,7 @@ void tern_accounts_me(tern_app *a, tern_http_req *req) {
     tern_buf_puts(&b, ",\"last_seen\":");
     int64_t ls = d->last_seen;
     if (d->session && d->session->ep) ls = tern_session_last_rx(d->session);
+    else if (tern_cluster_device_elsewhere(a, d)) ls = tern_now_ms(); /* connected on another worker or node */
     put_ms_or_null(&b, ls);
     tern_buf_puts(&b, "}");
   }
