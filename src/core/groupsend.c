@@ -142,8 +142,8 @@ static void add_target(tern_op_append *op, group_send *g, size_t *cap, tern_devi
 
 /* The fan-out rate (reach recipient devices) and what every send passes; false after answering. */
 static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_user *from, size_t reach) {
-  if (!tern_bucket_take(&from->fanout_bucket, a->cfg->limits_fanout_rate, (double)a->cfg->limits_fanout_burst,
-                        (double)reach)) {
+  if (!tern_limits_user_take(a->limits, TERN_UL_FANOUT, from->name, a->cfg->limits_fanout_rate,
+                             (double)a->cfg->limits_fanout_burst, (double)reach, NULL)) {
     tern_limits_count(a->limits, TERN_LIMIT_FANOUT_RATE);
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
     return false;

@@ -10,11 +10,17 @@
 #include "base/alloc.h"
 #include "base/map.h"
 #include "base/util.h"
+#include "proto/frame.h"
 
 static const char *const NAMES[TERN_LIMIT__COUNT] = {
     "conn_per_ip", "conn_rate_per_ip", "auth_rate_per_ip", "login_fail", "typing_rate", "hash_queue", "send_rate",
     "fanout_rate", "key_fetch_rate",
 };
+
+typedef struct tern_user_bucket {
+  tern_rate_bucket b;      /* the bucket */
+  double rate, burst;      /* its limit, for the sweep */
+} tern_user_bucket;
 
 typedef struct addr_ent {
   uint32_t ws_open;        /* WebSockets through a trusted proxy, open */
@@ -31,6 +37,8 @@ struct tern_limits {
   tern_cidr_list metrics;  /* metrics.allow */
   tern_map addrs;          /* ip bytes -> addr_ent */
   tern_map fails;          /* user NUL ip bytes -> tern_rate_bucket */
+  tern_map users;          /* kind byte, user -> tern_user_bucket (tern_limits_user_take) */
+  tern_map_iter users_it;
   tern_map_iter addrs_it, fails_it;
   uint64_t counts[TERN_LIMIT__COUNT];
 };
@@ -65,6 +73,8 @@ void tern_limits_free(tern_limits *l) {
   if (!l) return;
   tern_map_each(&l->addrs, free_val, NULL);
   tern_map_each(&l->fails, free_val, NULL);
+  tern_map_each(&l->users, free_val, NULL);
+  tern_map_free(&l->users);
   tern_map_free(&l->addrs);
   tern_map_free(&l->fails);
   tern_cidr_free(&l->trusted);
@@ -197,6 +207,26 @@ bool tern_limits_metrics_ok(const tern_limits *l, const tern_http_req *req) {
   return tern_cidr_match(&l->metrics, &ip);
 }
 
+bool tern_limits_user_take(tern_limits *l, tern_user_limit k, const char *user, double rate, double burst, double n,
+                           double *tokens) {
+  char key[TERN_USERNAME_MAX + 2];
+  size_t ul = strnlen(user, TERN_USERNAME_MAX);
+  key[0] = (char)('0' + k);
+  memcpy(key + 1, user, ul);
+  pthread_mutex_lock(&l->mu);
+  tern_user_bucket *e = tern_map_get(&l->users, key, ul + 1);
+  if (!e) {
+    e = TERN_NEW(tern_user_bucket);
+    tern_map_put(&l->users, key, ul + 1, e);
+  }
+  e->rate = rate;
+  e->burst = burst;
+  bool ok = tern_bucket_take(&e->b, rate, burst, n);
+  if (tokens) *tokens = e->b.tokens;
+  pthread_mutex_unlock(&l->mu);
+  return ok;
+}
+
 void tern_limits_count(tern_limits *l, tern_limit_kind k) {
   if (k >= TERN_LIMIT__COUNT) return;
   pthread_mutex_lock(&l->mu);
@@ -219,6 +249,13 @@ void tern_limits_sweep(tern_limits *l, int64_t now) {
     if (!e->ws_open && refilled(&e->conns, c->limits_conn_rate_per_ip.rate, c->limits_conn_rate_per_ip.burst, now) &&
         refilled(&e->auth, c->limits_auth_rate_per_ip.rate, c->limits_auth_rate_per_ip.burst, now)) {
       tern_map_del(&l->addrs, k, kl);
+      tern_free(e);
+    }
+  }
+  for (int i = 0; i < 4096 && tern_map_next(&l->users, &l->users_it, &k, &kl, &v); i++) {
+    tern_user_bucket *e = v;
+    if (refilled(&e->b, e->rate, e->burst, now)) {
+      tern_map_del(&l->users, k, kl);
       tern_free(e);
     }
   }

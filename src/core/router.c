@@ -168,7 +168,8 @@ static void on_send_done(tern_store_op *op) {
 
 /* Sends per user: limits.send_burst deep, refilled at limits.send_rate per second. */
 static bool rate_ok(tern_app *a, tern_user *u) {
-  return tern_bucket_take(&u->send_bucket, a->cfg->limits_send_rate, (double)a->cfg->limits_send_burst, 1);
+  return tern_limits_user_take(a->limits, TERN_UL_SEND, u->name, a->cfg->limits_send_rate,
+                               (double)a->cfg->limits_send_burst, 1, NULL);
 }
 
 void tern_router_unavailable(tern_session *s, const char *id) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -79,6 +80,7 @@ struct tern_net_shared {
   tern_map_iter ips_it;     /* the sweeps' place in ips */
   uint64_t limited[TERN_NET_LIMIT__COUNT]; /* connections closed by each limit */
   atomic_int_fast64_t nconns; /* open TCP connections, every listener */
+  bool bound;               /* the first listener is bound (the loops start after it) */
 };
 
 struct tern_net {
@@ -879,7 +881,24 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
   /* With reuseport, the socket exists before the bind (uv_tcp_init_ex) so that SO_REUSEPORT
    * can be set on it: libuv 1.44 has no flag for it. The kernel then spreads new connections
    * over every listener bound to the port. */
-  int rc = uv_tcp_init_ex(loop, &n->listener, ss.ss_family);
+  int rc = 0;
+  if (opts->reuseport && !n->sh->bound) {
+    /* SO_REUSEPORT would let the first listener join another process's listeners on a port
+     * already taken (the same user's): a plain bind first says whether the port is free, and
+     * picks it for port 0. It never listens, so it leaves nothing behind. */
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0) rc = -errno;
+    else if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) rc = -errno;
+    if (fd >= 0) close(fd);
+    if (rc < 0) {
+      snprintf(err, errlen, "cannot listen on %s: %s", opts->listen, uv_strerror(rc));
+      if (n->own_sh) tern_net_shared_free(n->sh);
+      tern_free(n);
+      return rc;
+    }
+  }
+  if (rc == 0) rc = uv_tcp_init_ex(loop, &n->listener, ss.ss_family);
   n->listener.data = n;
   if (rc == 0 && opts->reuseport) {
     uv_os_fd_t fd;
@@ -898,6 +917,7 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
     return rc;
   }
   n->listening = true;
+  n->sh->bound = true;
   struct sockaddr_storage bound;
   int bl = sizeof bound;
   uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &bl);

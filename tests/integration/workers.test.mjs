@@ -256,6 +256,7 @@ describe('workers: push, limits, shutdown, kill -9', { skip: CLUSTER_NODES ? 'on
       await cb.next('msg');
       await sleep(800);
       assert.equal(hits.length, 0, `no push for a connected device: ${JSON.stringify(hits)}`);
+      await closeAll(spare.splice(0)); // bob's other devices: only cb keeps him online
       await cb.close();
       await waitFor(async () => (await getUser(srv, alice.token, bob.user)).body.online === false, { message: 'bob offline' });
       ca.send({ type: 'send', id: 'off', to: bob.user, body: 'bob is away' });
