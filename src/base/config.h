@@ -27,6 +27,7 @@ typedef struct tern_config {
   char *tls_cert;                  /* "" = plain TCP (PROTOCOL.md 13) */
   char *tls_key;
   bool allow_insecure_test;  /* --allow-insecure-test-settings */
+  int64_t workers;           /* event loops, one thread each (0: one per core) */
   /* websocket */
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;

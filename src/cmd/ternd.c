@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/alloc.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "core/app.h"
@@ -39,47 +40,183 @@ static int mkdir_p(const char *path) {
   return 0;
 }
 
-/* Everything the root makes, so one unwind path can free what exists. */
-typedef struct parts {
-  uv_loop_t *loop;
-  tern_store *store;
+/* One worker: a thread with its own loop, app, listener and TLS context. Worker 0 runs on the
+ * main thread and owns the media store. */
+typedef struct worker {
+  struct parts *p;       /* the process */
+  unsigned index;        /* worker index (in msg ids and logs) */
+  uv_loop_t loop;        /* its loop */
+  bool loop_on;          /* uv_loop_init succeeded */
   tern_app *app;
-  tern_web *web;
   tern_net *net;
-  tern_tls *tls;         /* the listener's TLS context, when tls.cert is set */
+  tern_tls *tls;         /* its listener's TLS context, when tls.cert is set */
   uv_signal_t sighup;    /* reloads tls.cert and tls.key */
   bool sighup_on;
+  uv_thread_t thread;    /* workers 1..n-1 */
+  bool thread_on;
+} worker;
+
+/* Everything the root makes, so one unwind path can free what exists. */
+typedef struct parts {
+  tern_store *store;
+  tern_web *web;          /* read-only once loaded: every worker serves from it */
+  tern_limits *limits;    /* process-wide abuse limits (core/limits.h) */
+  tern_net_shared *net_shared; /* process-wide per-address connection limits (net/server.h) */
+  tern_app_group group;   /* the workers' apps, for /metrics */
+  worker *w;              /* workers[0..n) */
+  unsigned n;
   const tern_config *cfg;
 } parts;
 
 /* SIGHUP: a new certificate and key for new connections; open ones keep theirs. A pair that
- * does not load is logged, and the old one stays (PROTOCOL.md 13). */
+ * does not load is logged, and the old one stays (PROTOCOL.md 13). libuv raises a signal on
+ * every loop that watches it, so each worker reloads its own context on its own thread. */
 static void on_sighup(uv_signal_t *h, int signum) {
   (void)signum;
-  parts *p = h->data;
+  worker *w = h->data;
+  const tern_config *cfg = w->p->cfg;
   char err[512];
-  if (tern_tls_reload(p->tls, p->cfg->tls_cert, p->cfg->tls_key, err, sizeof err) < 0)
-    TERN_ERROR("tls reload failed, keeping the old certificate", "err=%s", tern_log_quote(err));
+  if (tern_tls_reload(w->tls, cfg->tls_cert, cfg->tls_key, err, sizeof err) < 0)
+    TERN_ERROR("tls reload failed, keeping the old certificate", "worker=%u err=%s", w->index, tern_log_quote(err));
   else
-    TERN_INFO("tls certificate reloaded", "cert=%s", tern_log_quote(p->cfg->tls_cert));
+    TERN_INFO("tls certificate reloaded", "worker=%u cert=%s", w->index, tern_log_quote(cfg->tls_cert));
+}
+
+/* A worker's own part of the unwind, once no thread runs its loop any more. */
+static void worker_unwind(worker *w) {
+  if (!w->loop_on) return;
+  if (w->sighup_on) uv_close((uv_handle_t *)&w->sighup, NULL);
+  w->sighup_on = false;
+  if (w->net) tern_net_free(w->net);
+  w->net = NULL;
+  if (w->app) {
+    w->app->net = NULL;
+    tern_app_close(w->app); /* the port, the timers, push and media */
+  }
+  uv_run(&w->loop, UV_RUN_NOWAIT); /* lets their handles close */
+}
+
+/* A worker's loop runs until its app stops it. Its unwind waits until every worker has stopped
+ * (unwind, on the main thread), so that no worker ever reads a part of another that is gone:
+ * /metrics adds up the others' counters, and their store ports take events until then. */
+static void worker_main(void *arg) {
+  worker *w = arg;
+  uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
 static void unwind(parts *p) {
-  if (p->sighup_on) uv_close((uv_handle_t *)&p->sighup, NULL);
-  if (p->net) tern_net_free(p->net);
-  if (p->app) tern_app_close(p->app); /* the port, the timers, push and media */
-  uv_run(p->loop, UV_RUN_NOWAIT);     /* lets their handles close */
+  for (unsigned i = 0; i < p->n; i++) worker_unwind(&p->w[i]);
   if (p->store) tern_store_close(p->store);
-  tern_app_free(p->app);
+  for (unsigned i = 0; i < p->n; i++) {
+    worker *w = &p->w[i];
+    tern_app_free(w->app);
+    if (w->loop_on) {
+      uv_run(&w->loop, UV_RUN_NOWAIT);
+      uv_loop_close(&w->loop);
+    }
+    tern_tls_free(w->tls); /* after the connections that used it */
+  }
   tern_web_free(p->web);
-  uv_run(p->loop, UV_RUN_NOWAIT);
-  uv_loop_close(p->loop);
-  tern_tls_free(p->tls); /* after the connections that used it */
+  tern_limits_free(p->limits);
+  tern_net_shared_free(p->net_shared);
+  tern_free(p->group.apps);
+  tern_free(p->w);
+}
+
+/* The workers setting: 0 is one per core. */
+static unsigned worker_count(const tern_config *cfg) {
+  if (cfg->workers > 0) return (unsigned)cfg->workers;
+  int n = (int)uv_available_parallelism();
+  return n > 0 ? (unsigned)n : 1;
+}
+
+/* Makes worker i up to its listener; worker 0 also the media store. */
+static int worker_new(parts *p, worker *w, const char **failed, char *err, size_t errlen) {
+  const tern_config *cfg = p->cfg;
+  int rc = uv_loop_init(&w->loop);
+  if (rc < 0) {
+    snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+    *failed = "cannot start a worker";
+    return rc;
+  }
+  w->loop_on = true;
+  if ((rc = tern_app_new(cfg, &w->loop, w->index, p->store, &w->app, err, errlen)) < 0) {
+    *failed = "bad settings";
+    return rc;
+  }
+  p->group.apps[w->index] = w->app;
+  tern_app_join(w->app, &p->group);
+  if (w->index == 0) {
+    /* The media store opens before the load: the load hands it the media records. */
+    tern_media_options mo;
+    tern_media_options_from_config(&mo, cfg);
+    mo.persist = tern_mediaglue_persist(w->app);
+    if ((rc = tern_media_open(&w->loop, &mo, &w->app->media, err, errlen)) < 0) {
+      *failed = "cannot open the media store";
+      return rc;
+    }
+  }
+  if ((rc = tern_app_load(w->app, err, errlen)) < 0) {
+    *failed = "cannot read the store";
+    return rc;
+  }
+  w->app->web = p->web;
+  if ((rc = tern_push_open(&w->loop, cfg, &w->app->push, err, errlen)) < 0) {
+    *failed = "cannot start push";
+    return rc;
+  }
+  return 0;
+}
+
+static int worker_listen(parts *p, worker *w, const char **failed, char *err, size_t errlen) {
+  const tern_config *cfg = p->cfg;
+  int rc;
+  tern_net_options no = {
+      /* the first binds the setting (port 0 picks one); the others bind the port it got */
+      .listen = w->index == 0 ? cfg->listen : tern_net_addr(p->w[0].net),
+      .reuseport = p->n > 1,
+      .shared = p->net_shared,
+      .max_header = cfg->http_max_header,
+      .max_body = cfg->http_max_body,
+      .request_timeout_ms = cfg->http_request_timeout_ms,
+      .ws_max_message = cfg->ws_max_message,
+      .ws_max_auth_frame = cfg->ws_max_auth_frame,
+      .ws_max_outbound = cfg->ws_max_outbound,
+      .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
+      .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
+      .ws_auth_timeout_ms = cfg->ws_auth_timeout_ms,
+      .max_connections = cfg->http_max_connections,
+      .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
+      .ws_idle_close_code = 4000,
+      .conn_per_ip = cfg->limits_conn_per_ip,
+      .conn_rate = cfg->limits_conn_rate_per_ip.rate,
+      .conn_rate_burst = cfg->limits_conn_rate_per_ip.burst,
+      .trusted_proxies = tern_limits_trusted(p->limits),
+  };
+  if (*cfg->tls_cert || *cfg->tls_key) {
+    if ((rc = tern_tls_server_new(cfg->tls_cert, cfg->tls_key, &w->tls, err, errlen)) < 0) {
+      *failed = "cannot set up TLS";
+      return rc;
+    }
+    no.tls = w->tls;
+    uv_signal_init(&w->loop, &w->sighup);
+    w->sighup.data = w;
+    uv_signal_start(&w->sighup, on_sighup, SIGHUP);
+    w->sighup_on = true;
+  }
+  tern_net_handlers nh;
+  tern_app_net_handlers(w->app, &nh);
+  if ((rc = tern_net_start(&w->loop, &no, &nh, &w->net, err, errlen)) < 0) {
+    *failed = "cannot listen";
+    return rc;
+  }
+  w->app->net = w->net;
+  return 0;
 }
 
 static int run(const tern_config *cfg) {
   char err[512];
-  parts p = {.loop = uv_default_loop(), .cfg = cfg};
+  parts p = {.cfg = cfg};
   int rc = mkdir_p(cfg->data_dir);
   if (rc < 0) {
     TERN_ERROR("cannot create the data dir", "dir=%s err=%s", tern_log_quote(cfg->data_dir), tern_log_quote(strerror(-rc)));
@@ -119,85 +256,62 @@ static int run(const tern_config *cfg) {
       .nats_namespace = cfg->nats_namespace,
   };
   const char *failed = NULL;
+  p.n = worker_count(cfg);
+  p.w = tern_calloc(p.n, sizeof *p.w);
+  p.group.apps = tern_calloc(p.n, sizeof *p.group.apps);
+  p.group.napps = p.n;
+  for (unsigned i = 0; i < p.n; i++) {
+    p.w[i].p = &p;
+    p.w[i].index = i;
+  }
   if ((rc = tern_store_open(&so, &p.store, err, sizeof err)) < 0) {
     failed = "cannot open the store";
     goto out;
   }
-  if ((rc = tern_app_new(cfg, p.loop, 0, p.store, &p.app, err, sizeof err)) < 0) {
+  if ((rc = tern_limits_new(cfg, &p.limits, err, sizeof err)) < 0) {
     failed = "bad settings";
     goto out;
   }
-  /* The media store opens before the load: the load hands it the media records. */
-  tern_media_options mo;
-  tern_media_options_from_config(&mo, cfg);
-  mo.persist = tern_mediaglue_persist(p.app);
-  if ((rc = tern_media_open(p.loop, &mo, &p.app->media, err, sizeof err)) < 0) {
-    failed = "cannot open the media store";
-    goto out;
-  }
-  if ((rc = tern_app_load(p.app, err, sizeof err)) < 0) {
-    failed = "cannot read the store";
-    goto out;
-  }
-  TERN_INFO("store opened", "backend=%s dir=%s users=%zu devices=%zu envelopes=%lld", tern_store_backend_name(p.store),
-            tern_log_quote(store_dir), tern_dir_nusers(p.app->dir), tern_dir_ndevices(p.app->dir),
-            (long long)tern_store_inbox_total(p.store));
+  p.group.limits = p.limits;
+  p.net_shared = tern_net_shared_new();
   const char *web_dir = cfg->web_dir && *cfg->web_dir ? cfg->web_dir : TERN_WEB_DIR;
   if ((rc = tern_web_load(web_dir, &p.web, err, sizeof err)) < 0) {
     failed = "cannot load the web client";
     goto out;
   }
-  p.app->web = p.web;
-  if ((rc = tern_push_open(p.loop, cfg, &p.app->push, err, sizeof err)) < 0) {
-    failed = "cannot start push";
-    goto out;
-  }
+  /* Every worker loads the directory before any loop runs (each has its own copy); from then
+   * on the store's change feed keeps the copies in step. */
+  for (unsigned i = 0; i < p.n; i++)
+    if ((rc = worker_new(&p, &p.w[i], &failed, err, sizeof err)) < 0) goto out;
+  tern_app *a0 = p.w[0].app;
+  TERN_INFO("store opened", "backend=%s dir=%s users=%zu devices=%zu envelopes=%lld", tern_store_backend_name(p.store),
+            tern_log_quote(store_dir), tern_dir_nusers(a0->dir), tern_dir_ndevices(a0->dir),
+            (long long)tern_store_inbox_total(p.store));
   for (int i = 0; i < TERN_PUSH_NPROVIDERS; i++) {
-    if (tern_push_configured(p.app->push, (tern_push_provider)i))
+    if (tern_push_configured(a0->push, (tern_push_provider)i))
       TERN_INFO("push provider on", "provider=%s", tern_push_provider_name((tern_push_provider)i));
   }
-  tern_net_options no = {
-      .listen = cfg->listen,
-      .max_header = cfg->http_max_header,
-      .max_body = cfg->http_max_body,
-      .request_timeout_ms = cfg->http_request_timeout_ms,
-      .ws_max_message = cfg->ws_max_message,
-      .ws_max_auth_frame = cfg->ws_max_auth_frame,
-      .ws_max_outbound = cfg->ws_max_outbound,
-      .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
-      .ws_idle_timeout_ms = cfg->ws_idle_timeout_ms,
-      .ws_auth_timeout_ms = cfg->ws_auth_timeout_ms,
-      .max_connections = cfg->http_max_connections,
-      .ws_auth_close_code = 4001, /* PROTOCOL.md 3.6 */
-      .ws_idle_close_code = 4000,
-      .conn_per_ip = cfg->limits_conn_per_ip,
-      .conn_rate = cfg->limits_conn_rate_per_ip.rate,
-      .conn_rate_burst = cfg->limits_conn_rate_per_ip.burst,
-      .trusted_proxies = tern_limits_trusted(p.app->limits),
-  };
-  if (*cfg->tls_cert || *cfg->tls_key) {
-    if ((rc = tern_tls_server_new(cfg->tls_cert, cfg->tls_key, &p.tls, err, sizeof err)) < 0) {
-      failed = "cannot set up TLS";
-      goto out;
+  for (unsigned i = 0; i < p.n; i++)
+    if ((rc = worker_listen(&p, &p.w[i], &failed, err, sizeof err)) < 0) goto out;
+  for (unsigned i = 0; i < p.n; i++) tern_app_start(p.w[i].app);
+  TERN_INFO("listening", "addr=%s tls=%s workers=%u data_dir=%s", tern_net_addr(p.w[0].net),
+            p.w[0].tls ? "on" : "off", p.n, tern_log_quote(cfg->data_dir));
+  /* Each worker stops on its own: SIGTERM and SIGINT reach every loop that watches them. */
+  for (unsigned i = 1; i < p.n; i++) {
+    if ((rc = uv_thread_create(&p.w[i].thread, worker_main, &p.w[i])) < 0) {
+      /* The workers already running stop the way a signal stops them, and so does this one. */
+      TERN_ERROR("cannot start a worker thread", "worker=%u err=%s", i, uv_strerror(rc));
+      kill(getpid(), SIGTERM);
+      break;
     }
-    no.tls = p.tls;
-    uv_signal_init(p.loop, &p.sighup);
-    p.sighup.data = &p;
-    uv_signal_start(&p.sighup, on_sighup, SIGHUP);
-    p.sighup_on = true;
+    p.w[i].thread_on = true;
   }
-  tern_net_handlers nh;
-  tern_app_net_handlers(p.app, &nh);
-  if ((rc = tern_net_start(p.loop, &no, &nh, &p.net, err, sizeof err)) < 0) {
-    failed = "cannot listen";
-    goto out;
-  }
-  p.app->net = p.net;
-  tern_app_start(p.app);
-  TERN_INFO("listening", "addr=%s tls=%s data_dir=%s", tern_net_addr(p.net), p.tls ? "on" : "off",
-            tern_log_quote(cfg->data_dir));
-  uv_run(p.loop, UV_RUN_DEFAULT);
-  rc = p.app->exit_code;
+  worker_main(&p.w[0]);
+  if (rc < 0) rc = 2;
+  for (unsigned i = 1; i < p.n; i++)
+    if (p.w[i].thread_on) uv_thread_join(&p.w[i].thread);
+  for (unsigned i = 0; i < p.n; i++)
+    if (p.w[i].app && p.w[i].app->exit_code > rc) rc = p.w[i].app->exit_code;
 out:
   if (failed) {
     TERN_ERROR(failed, "err=%s", tern_log_quote(err));

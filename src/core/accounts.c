@@ -1,5 +1,7 @@
 /* accounts: register, login, logout, /v1/me and /v1/users/{name} (accounts.h). */
 #include "core/accounts.h"
+#include "core/cluster.h"
+#include "core/mediaglue.h"
 
 #include <cjson/cJSON.h>
 #include <sodium.h>
@@ -682,7 +684,7 @@ static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
     tern_app_submit(a, op);
   }
   tern_profile_forget(a, u); /* before the uploads: an avatar is never sent */
-  if (a->media) tern_media_delete_unsent(a->media, u->name);
+  tern_mediaglue_delete_unsent(a, u->name);
   char key[64];
   snprintf(key, sizeof key, "privacy/%s", u->name);
   tern_op_kv *pk = tern_op_kv_new(TERN_OP_KV_DEL, NULL, NULL);
@@ -754,6 +756,7 @@ void tern_accounts_me_body(tern_app *a, tern_device *me, tern_buf *out) {
     tern_buf_puts(b, ",\"last_seen\":");
     int64_t ls = d->last_seen;
     if (d->session && d->session->ep) ls = tern_session_last_rx(d->session);
+    else if (tern_cluster_device_elsewhere(a, d)) ls = tern_now_ms(); /* connected on another worker or node */
     put_ms_or_null(b, ls);
     tern_buf_puts(b, "}");
   }

@@ -96,6 +96,7 @@ static void on_persist(uv_timer_t *t) {
 }
 
 typedef struct expiry_scan {
+  tern_app *a;            /* the scanning worker */
   int64_t now, limit;     /* ms */
   tern_device **found;    /* devices to delete */
   size_t n, cap;
@@ -104,7 +105,7 @@ typedef struct expiry_scan {
 static bool find_expired(tern_device *d, void *arg) {
   expiry_scan *e = arg;
   int64_t last = d->last_seen > d->created ? d->last_seen : d->created;
-  if (!d->session && e->now - last > e->limit) {
+  if (!d->session && e->now - last > e->limit && !tern_cluster_device_elsewhere(e->a, d)) {
     if (e->n == e->cap) {
       e->cap = e->cap ? e->cap * 2 : 16;
       e->found = tern_realloc(e->found, e->cap * sizeof *e->found);
@@ -116,13 +117,16 @@ static bool find_expired(tern_device *d, void *arg) {
 
 static void on_sweep(uv_timer_t *t) {
   tern_app *a = t->data;
-  tern_limits_sweep(a->limits, tern_now_ms());
   tern_accounts_sweep_held(a);
+  /* The process's limits, its store and its devices are swept once, by worker 0: the other
+   * workers' copies of a device do not know that it is connected on another loop. */
+  if (a->worker != 0) return;
+  tern_limits_sweep(a->limits, tern_now_ms());
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SWEEP, NULL, NULL);
   op->now = tern_now_ms();
   tern_app_submit(a, &op->op);
   /* devices with no connection for devices.idle_expiry are deleted, as a logout would */
-  expiry_scan e = {.now = tern_now_ms(), .limit = a->cfg->devices_idle_expiry_ms};
+  expiry_scan e = {.a = a, .now = tern_now_ms(), .limit = a->cfg->devices_idle_expiry_ms};
   tern_dir_each_device(a->dir, find_expired, &e);
   for (size_t i = 0; i < e.n; i++) {
     TERN_INFO("device expired", "device=%s user=%s", e.found[i]->id, e.found[i]->user->name);
@@ -234,6 +238,7 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
     tern_free(a);
     return r;
   }
+  a->own_limits = true;
   /* computed before the loop runs: hashing never happens on the loop thread */
   char pw[32];
   tern_random(pw, sizeof pw);
@@ -264,6 +269,13 @@ int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_
   a->timers_started = true; /* the handles exist: close_handles closes them */
   *out = a;
   return 0;
+}
+
+void tern_app_join(tern_app *a, tern_app_group *g) {
+  if (a->own_limits) tern_limits_free(a->limits);
+  a->own_limits = false;
+  a->limits = g->limits;
+  a->group = g;
 }
 
 static void load_user(const tern_user_rec *r, void *arg) {
@@ -315,6 +327,10 @@ static void load_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen,
     return;
   }
   if (tern_mediaglue_is_kv(key, klen)) {
+    if (!tern_app_media_worker(a)) { /* the media worker loads them; the others keep a replica */
+      tern_mediaglue_apply_record(a, key, klen, v, vlen);
+      return;
+    }
     if (a->media && tern_media_load_record(a->media, v, vlen) == 0) return;
     TERN_WARN("media record refused, deleting it", "key=%.*s bytes=%zu", (int)klen, key, vlen);
     tern_buf_append(&a->kv_doomed, key, klen);
@@ -383,6 +399,7 @@ static void on_media_recovered(tern_media *m, const tern_media_recover_stats *st
 
 void tern_app_start(tern_app *a) {
   const tern_config *cfg = a->cfg;
+  tern_store_port_hand_over_first(a->port); /* ahead of the net layer's flush pass */
   uv_timer_start(&a->persist_timer, on_persist, (uint64_t)cfg->presence_persist_interval_ms,
                  (uint64_t)cfg->presence_persist_interval_ms);
   uv_timer_start(&a->sweep_timer, on_sweep, (uint64_t)cfg->store_sweep_interval_ms,
@@ -424,7 +441,8 @@ void tern_app_free(tern_app *a) {
   if (!a) return;
   tern_map_each(&a->held_names, free_held, NULL);
   tern_map_free(&a->held_names);
-  tern_limits_free(a->limits);
+  if (a->own_limits) tern_limits_free(a->limits);
+  tern_mediaglue_free(a);
   tern_sync_free(a->sync);
   tern_cluster_free(a->cluster);
   tern_groups_free(a->groups);

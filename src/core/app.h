@@ -4,8 +4,11 @@
  *
  * Per-loop state. Everything that changes lives here and not in a global: the msg-id
  * generator (with this loop's worker index in every id), scratch buffers, metrics, timers,
- * the uploads in progress. One loop runs everything today; more workers each get their own
- * app (the multi-core issue).
+ * the uploads in progress. With the `workers` setting, each worker thread runs one loop with
+ * its own app, its own store port, its own copy of the directory (kept in step by sync.c) and
+ * its own sessions; what they share is in a tern_app_group (tern_app_join): the abuse limits,
+ * and the list of apps /metrics adds up. Worker 0 is also the media worker: the media store
+ * lives on its loop (docs/architecture.md, "Workers").
  *
  * Ownership: the app owns its directory, its store port, its timers and its sessions'
  * bookkeeping, and it takes over the media and push objects handed to it (their handles live
@@ -56,7 +59,16 @@ typedef struct tern_metrics {
   tern_hist send_to_sent;        /* send frame received → sent written */
 } tern_metrics;
 
-typedef struct tern_app {
+typedef struct tern_app tern_app;
+/* The workers of one process and what they share. Made by the composition root, it outlives
+ * every app in it; apps[] is filled before any loop runs and never changes after. */
+typedef struct tern_app_group {
+  struct tern_limits *limits;   /* the process's abuse limits (limits.h: any thread) */
+  tern_app **apps;              /* every worker's app, by worker index */
+  unsigned napps;
+} tern_app_group;
+
+struct tern_app {
   const tern_config *cfg;       /* settings */
   uv_loop_t *loop;              /* this worker's loop */
   unsigned worker;              /* its index (in msg ids) */
@@ -69,6 +81,8 @@ typedef struct tern_app {
   struct receipt_merge *receipt_merge; /* group receipts waiting to merge (receipts.c) */
   struct tern_net *net;         /* listener and connections */
   struct tern_limits *limits;   /* abuse limits and client addresses (limits.h) */
+  bool own_limits;              /* made by tern_app_new (no group gave shared ones) */
+  tern_app_group *group;        /* the process's workers, or NULL for a lone app (tests) */
   tern_map held_names;          /* deleted accounts' names → int64_t* hold end, ms (accounts.c) */
   unsigned hashes_running;      /* password hashes on the threadpool (accounts.c) */
   size_t hashes_waiting;        /* and waiting for a turn, in order: */
@@ -77,6 +91,7 @@ typedef struct tern_app {
   struct tern_push *push;       /* push providers (those configured) */
   struct tern_media *media;     /* the media store; NULL once closed */
   tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
+  tern_map media_replica;       /* not the media worker: media id → its record, from the feed */
   tern_idgen ids;               /* msg ids */
   tern_msgid_key msgid_key;     /* their tags' key (core/msgid.h), set by tern_app_load */
   tern_metrics metrics;         /* counters */
@@ -97,7 +112,7 @@ typedef struct tern_app {
   bool timers_started;          /* tern_app_start ran */
   bool stopping;                /* a signal arrived */
   int exit_code;
-} tern_app;
+};
 
 /* ---- lifecycle, for the composition root ---- */
 /* Makes the app for loop: checks the settings the core owns (auth.hash_cost), computes the
@@ -105,7 +120,13 @@ typedef struct tern_app {
  * empty directory. Returns 0, or a negative errno with a reason in err. */
 int tern_app_new(const tern_config *cfg, uv_loop_t *loop, unsigned worker, tern_store *store, tern_app **out,
                  char *err, size_t errlen);
-/* Loads users, devices and KV records (media records go to a->media, which must be set). */
+/* Makes a one of the group's workers, before tern_app_load: it drops its own limits for the
+ * group's, and /metrics on it reports the whole group. */
+void tern_app_join(tern_app *a, tern_app_group *g);
+/* True on the worker whose loop owns the media store (worker 0). */
+static inline bool tern_app_media_worker(const tern_app *a) { return a->worker == 0; }
+/* Loads users, devices and KV records (media records go to a->media, which must be set on the
+ * media worker; the other workers leave them to it). */
 /* A message id key another node stored (the feed); kept only when this node has none yet. */
 void tern_app_adopt_msgid_key(tern_app *a, const uint8_t *v, size_t vlen);
 int tern_app_load(tern_app *a, char *err, size_t errlen);

@@ -15,6 +15,7 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "core/cluster.h"
+#include "core/mediaglue.h"
 #include "core/e2e.h"
 #include "core/groups.h"
 #include "core/limits.h"
@@ -150,8 +151,8 @@ static void add_target(tern_op_append *op, group_send *g, size_t *cap, tern_devi
 
 /* The fan-out rate (reach recipient devices) and what every send passes; false after answering. */
 static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_user *from, size_t reach) {
-  if (!tern_bucket_take(&from->fanout_bucket, a->cfg->limits_fanout_rate, (double)a->cfg->limits_fanout_burst,
-                        (double)reach)) {
+  if (!tern_limits_user_take(a->limits, TERN_UL_FANOUT, from->name, a->cfg->limits_fanout_rate,
+                             (double)a->cfg->limits_fanout_burst, (double)reach, NULL)) {
     tern_limits_count(a->limits, TERN_LIMIT_FANOUT_RATE);
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
     return false;
@@ -237,7 +238,7 @@ static void send_e2e(tern_app *a, tern_session *s, const tern_frame *f, group_se
       snprintf(key, sizeof key, "%s/%s", g->msg_id, u->name);
       tern_op_append_token(op, key);
     }
-    if (mrec) tern_media_grant(a->media, f->media_ref, u->name, count[m]);
+    if (mrec) tern_mediaglue_grant(a, f->media_ref, u->name, count[m]);
   }
   tern_free(count);
   tern_free(member);
@@ -275,7 +276,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
     return;
   }
   const tern_media_rec *mrec = NULL;
-  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
+  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f, received_ns))) return;
   tern_device **devs = NULL;
   size_t reach = recipient_devices(grp, from);
   if (f->e2e) {
@@ -342,10 +343,10 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
       snprintf(key, sizeof key, "%s/%s", g->msg_id, u->name);
       tern_op_append_token(op, key);
     }
-    if (mrec) tern_media_grant(a->media, f->media_id, u->name, (uint32_t)u->ndevices);
+    if (mrec) tern_mediaglue_grant(a, f->media_id, u->name, (uint32_t)u->ndevices);
   }
   for (size_t m = 0; m < g->nmembers && mrec; m++)
-    if (!g->members[m]->devices) tern_media_grant(a->media, f->media_id, g->members[m]->name, 1);
+    if (!g->members[m]->devices) tern_mediaglue_grant(a, f->media_id, g->members[m]->name, 1);
   for (tern_device *d = from->devices; d; d = d->next_in_user)
     if (d != dev) add_target(op, g, &cap, d, NULL, v_copy, TERN_CAP_NONE, -1);
   if (op->ntokens) tern_store_set_str(&op->token_from, from->name);

@@ -319,9 +319,10 @@ static bool fetch_rate_ok(tern_app *a, tern_http_req *req, tern_user *caller) {
   if (req->reruns) return true;
   double rate = a->cfg->limits_key_fetch_rate.rate, burst = a->cfg->limits_key_fetch_rate.burst;
   if (a->cfg->limits_key_fetch_burst > 0) burst = (double)a->cfg->limits_key_fetch_burst;
-  if (tern_bucket_take(&caller->key_fetch_bucket, rate, burst, 1)) return true;
+  double left = 0;
+  if (tern_limits_user_take(a->limits, TERN_UL_KEY_FETCH, caller->name, rate, burst, 1, &left)) return true;
   tern_limits_count(a->limits, TERN_LIMIT_KEY_FETCH_RATE);
-  double missing = 1.0 - caller->key_fetch_bucket.tokens;
+  double missing = 1.0 - left;
   long long retry = (long long)ceil((missing > 0 ? missing : 1) / rate);
   if (retry < 1) retry = 1;
   char hdr[48];

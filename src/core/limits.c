@@ -3,17 +3,24 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
 #include "base/map.h"
 #include "base/util.h"
+#include "proto/frame.h"
 
 static const char *const NAMES[TERN_LIMIT__COUNT] = {
     "conn_per_ip", "conn_rate_per_ip", "auth_rate_per_ip", "login_fail", "typing_rate", "hash_queue", "send_rate",
     "fanout_rate", "key_fetch_rate",
 };
+
+typedef struct tern_user_bucket {
+  tern_rate_bucket b;      /* the bucket */
+  double rate, burst;      /* its limit, for the sweep */
+} tern_user_bucket;
 
 typedef struct addr_ent {
   uint32_t ws_open;        /* WebSockets through a trusted proxy, open */
@@ -21,12 +28,17 @@ typedef struct addr_ent {
   tern_rate_bucket auth;   /* register and login attempts */
 } addr_ent;
 
+/* The lists are set once and only read; mu guards the tables and the counts, which every worker
+ * of the process uses (limits.h). Held for a map look-up or two, never across a call out. */
 struct tern_limits {
   const tern_config *cfg;
+  pthread_mutex_t mu;      /* guards addrs, fails, their iterators and counts */
   tern_cidr_list trusted;  /* http.trusted_proxies */
   tern_cidr_list metrics;  /* metrics.allow */
   tern_map addrs;          /* ip bytes -> addr_ent */
   tern_map fails;          /* user NUL ip bytes -> tern_rate_bucket */
+  tern_map users;          /* kind byte, user -> tern_user_bucket (tern_limits_user_take) */
+  tern_map_iter users_it;
   tern_map_iter addrs_it, fails_it;
   uint64_t counts[TERN_LIMIT__COUNT];
 };
@@ -47,6 +59,7 @@ int tern_limits_new(const tern_config *cfg, tern_limits **out, char *err, size_t
     tern_free(l);
     return -EINVAL;
   }
+  pthread_mutex_init(&l->mu, NULL);
   *out = l;
   return 0;
 }
@@ -60,10 +73,13 @@ void tern_limits_free(tern_limits *l) {
   if (!l) return;
   tern_map_each(&l->addrs, free_val, NULL);
   tern_map_each(&l->fails, free_val, NULL);
+  tern_map_each(&l->users, free_val, NULL);
+  tern_map_free(&l->users);
   tern_map_free(&l->addrs);
   tern_map_free(&l->fails);
   tern_cidr_free(&l->trusted);
   tern_cidr_free(&l->metrics);
+  pthread_mutex_destroy(&l->mu);
   tern_free(l);
 }
 
@@ -110,11 +126,15 @@ static int retry_after(const tern_rate_bucket *b, double rate) {
 
 bool tern_limits_auth_attempt(tern_limits *l, const tern_ip *ip, int *retry_s) {
   const tern_limit *lim = &l->cfg->limits_auth_rate_per_ip;
+  pthread_mutex_lock(&l->mu);
   addr_ent *e = addr_of(l, ip);
-  if (tern_bucket_take(&e->auth, lim->rate, lim->burst, 1)) return true;
-  *retry_s = retry_after(&e->auth, lim->rate);
-  l->counts[TERN_LIMIT_AUTH_RATE_PER_IP]++;
-  return false;
+  bool ok = tern_bucket_take(&e->auth, lim->rate, lim->burst, 1);
+  if (!ok) {
+    *retry_s = retry_after(&e->auth, lim->rate);
+    l->counts[TERN_LIMIT_AUTH_RATE_PER_IP]++;
+  }
+  pthread_mutex_unlock(&l->mu);
+  return ok;
 }
 
 static size_t fail_key(char *k, size_t cap, const char *user, const tern_ip *ip) {
@@ -129,47 +149,55 @@ bool tern_limits_login_allowed(tern_limits *l, const char *user, const tern_ip *
   const tern_limit *lim = &l->cfg->limits_login_fail;
   char k[128];
   size_t kl = fail_key(k, sizeof k, user, ip);
+  bool ok = true;
+  pthread_mutex_lock(&l->mu);
   tern_rate_bucket *b = tern_map_get(&l->fails, k, kl);
-  if (!b) return true;
   /* look without taking: refill, and allowed while a whole token is left */
-  if (!tern_bucket_take(b, lim->rate, lim->burst, 0) || b->tokens < 1) {
+  if (b && (!tern_bucket_take(b, lim->rate, lim->burst, 0) || b->tokens < 1)) {
     *retry_s = retry_after(b, lim->rate);
     l->counts[TERN_LIMIT_LOGIN_FAIL]++;
-    return false;
+    ok = false;
   }
-  return true;
+  pthread_mutex_unlock(&l->mu);
+  return ok;
 }
 
 void tern_limits_login_failed(tern_limits *l, const char *user, const tern_ip *ip) {
   const tern_limit *lim = &l->cfg->limits_login_fail;
   char k[128];
   size_t kl = fail_key(k, sizeof k, user, ip);
+  pthread_mutex_lock(&l->mu);
   tern_rate_bucket *b = tern_map_get(&l->fails, k, kl);
   if (!b) {
     b = TERN_NEW(tern_rate_bucket);
     tern_map_put(&l->fails, k, kl, b);
   }
   (void)tern_bucket_take(b, lim->rate, lim->burst, 1);
+  pthread_mutex_unlock(&l->mu);
 }
 
 bool tern_limits_ws_open(tern_limits *l, const tern_ip *ip) {
   const tern_config *c = l->cfg;
+  bool ok = false;
+  pthread_mutex_lock(&l->mu);
   addr_ent *e = addr_of(l, ip);
   if (!tern_bucket_take(&e->conns, c->limits_conn_rate_per_ip.rate, c->limits_conn_rate_per_ip.burst, 1)) {
     l->counts[TERN_LIMIT_CONN_RATE_PER_IP]++;
-    return false;
-  }
-  if (e->ws_open >= (uint64_t)c->limits_conn_per_ip) {
+  } else if (e->ws_open >= (uint64_t)c->limits_conn_per_ip) {
     l->counts[TERN_LIMIT_CONN_PER_IP]++;
-    return false;
+  } else {
+    e->ws_open++;
+    ok = true;
   }
-  e->ws_open++;
-  return true;
+  pthread_mutex_unlock(&l->mu);
+  return ok;
 }
 
 void tern_limits_ws_closed(tern_limits *l, const tern_ip *ip) {
+  pthread_mutex_lock(&l->mu);
   addr_ent *e = tern_map_get(&l->addrs, (const char *)ip->b, sizeof ip->b);
   if (e && e->ws_open) e->ws_open--;
+  pthread_mutex_unlock(&l->mu);
 }
 
 bool tern_limits_metrics_ok(const tern_limits *l, const tern_http_req *req) {
@@ -179,8 +207,31 @@ bool tern_limits_metrics_ok(const tern_limits *l, const tern_http_req *req) {
   return tern_cidr_match(&l->metrics, &ip);
 }
 
+bool tern_limits_user_take(tern_limits *l, tern_user_limit k, const char *user, double rate, double burst, double n,
+                           double *tokens) {
+  char key[TERN_USERNAME_MAX + 2];
+  size_t ul = strnlen(user, TERN_USERNAME_MAX);
+  key[0] = (char)('0' + k);
+  memcpy(key + 1, user, ul);
+  pthread_mutex_lock(&l->mu);
+  tern_user_bucket *e = tern_map_get(&l->users, key, ul + 1);
+  if (!e) {
+    e = TERN_NEW(tern_user_bucket);
+    tern_map_put(&l->users, key, ul + 1, e);
+  }
+  e->rate = rate;
+  e->burst = burst;
+  bool ok = tern_bucket_take(&e->b, rate, burst, n);
+  if (tokens) *tokens = e->b.tokens;
+  pthread_mutex_unlock(&l->mu);
+  return ok;
+}
+
 void tern_limits_count(tern_limits *l, tern_limit_kind k) {
-  if (k < TERN_LIMIT__COUNT) l->counts[k]++;
+  if (k >= TERN_LIMIT__COUNT) return;
+  pthread_mutex_lock(&l->mu);
+  l->counts[k]++;
+  pthread_mutex_unlock(&l->mu);
 }
 
 static bool refilled(const tern_rate_bucket *b, double rate, double burst, int64_t now) {
@@ -192,11 +243,19 @@ void tern_limits_sweep(tern_limits *l, int64_t now) {
   const char *k;
   size_t kl;
   void *v;
+  pthread_mutex_lock(&l->mu);
   for (int i = 0; i < 4096 && tern_map_next(&l->addrs, &l->addrs_it, &k, &kl, &v); i++) {
     addr_ent *e = v;
     if (!e->ws_open && refilled(&e->conns, c->limits_conn_rate_per_ip.rate, c->limits_conn_rate_per_ip.burst, now) &&
         refilled(&e->auth, c->limits_auth_rate_per_ip.rate, c->limits_auth_rate_per_ip.burst, now)) {
       tern_map_del(&l->addrs, k, kl);
+      tern_free(e);
+    }
+  }
+  for (int i = 0; i < 4096 && tern_map_next(&l->users, &l->users_it, &k, &kl, &v); i++) {
+    tern_user_bucket *e = v;
+    if (refilled(&e->b, e->rate, e->burst, now)) {
+      tern_map_del(&l->users, k, kl);
       tern_free(e);
     }
   }
@@ -206,15 +265,20 @@ void tern_limits_sweep(tern_limits *l, int64_t now) {
       tern_free(v);
     }
   }
+  pthread_mutex_unlock(&l->mu);
 }
 
-void tern_limits_render(const tern_limits *l, const tern_net *net, tern_buf *out) {
+void tern_limits_render(tern_limits *l, const tern_net *net, tern_buf *out) {
   uint64_t netc[TERN_NET_LIMIT__COUNT] = {0};
   if (net) tern_net_limited(net, netc);
+  uint64_t counts[TERN_LIMIT__COUNT];
+  pthread_mutex_lock(&l->mu);
+  memcpy(counts, l->counts, sizeof counts);
+  pthread_mutex_unlock(&l->mu);
   tern_buf_puts(out, "# HELP tern_limited_total Requests, frames and connections refused by an abuse limit.\n"
                      "# TYPE tern_limited_total counter\n");
   for (int i = 0; i < TERN_LIMIT__COUNT; i++) {
-    uint64_t n = l->counts[i];
+    uint64_t n = counts[i];
     if (i == TERN_LIMIT_CONN_PER_IP) n += netc[TERN_NET_LIMIT_CONN_PER_IP];
     if (i == TERN_LIMIT_CONN_RATE_PER_IP) n += netc[TERN_NET_LIMIT_CONN_RATE];
     tern_buf_printf(out, "tern_limited_total{limit=\"%s\"} %llu\n", NAMES[i], (unsigned long long)n);

@@ -15,7 +15,9 @@
  * Memory: an address or (user, address) pair is remembered while it has something open or a
  * bucket not yet refilled; tern_limits_sweep forgets the rest, a bounded number per call.
  *
- * Threads: one loop's (each worker has its own). */
+ * Threads: any. One tern_limits serves every worker of the process (the composition root makes
+ * it and hands it to each app), so a limit holds for an address or a user whichever worker its
+ * connections landed on; a mutex guards the tables and counters. */
 #ifndef TERN_CORE_LIMITS_H
 #define TERN_CORE_LIMITS_H
 
@@ -62,11 +64,17 @@ bool tern_limits_ws_open(tern_limits *l, const tern_ip *ip);
 void tern_limits_ws_closed(tern_limits *l, const tern_ip *ip);
 /* May peer read /metrics? */
 bool tern_limits_metrics_ok(const tern_limits *l, const tern_http_req *req);
+/* A per-user bucket (limits.send_rate, fanout, typing, key fetches), one for the process
+ * whichever worker the user's connections and requests landed on: takes n tokens when there
+ * are that many (true). *tokens (optional) gets what is left, for a Retry-After. */
+typedef enum { TERN_UL_SEND = 0, TERN_UL_FANOUT, TERN_UL_TYPING, TERN_UL_KEY_FETCH } tern_user_limit;
+bool tern_limits_user_take(tern_limits *l, tern_user_limit k, const char *user, double rate, double burst, double n,
+                           double *tokens);
 /* Counts a refusal made elsewhere (typing, the hash queue, send rates). */
 void tern_limits_count(tern_limits *l, tern_limit_kind k);
 /* Forgets what has refilled; a few entries per call. */
 void tern_limits_sweep(tern_limits *l, int64_t now);
 /* tern_limited_total{limit="..."}, with the net layer's counts (net may be NULL). */
-void tern_limits_render(const tern_limits *l, const tern_net *net, tern_buf *out);
+void tern_limits_render(tern_limits *l, const tern_net *net, tern_buf *out);
 
 #endif

@@ -11,10 +11,21 @@
  *
  * Downloads. The file is opened in the threadpool, then read with uv_fs_read in CHUNK-sized
  * pieces, one read at a time, each asked for by the net layer (TERN_STREAM_WANT) when its
- * backlog is low, so a download holds at most a couple of chunks in memory. */
+ * backlog is low, so a download holds at most a couple of chunks in memory.
+ *
+ * Workers. The media store lives on the media worker (worker 0, app.h): it owns upload state,
+ * the records and their files, and its libuv work runs on that loop. Another worker keeps the
+ * HTTP side of a media request (the connection is its), and every call into the media store
+ * travels to the media worker's loop through that worker's store port, which is its mailbox
+ * (tern_store_port_call); answers come back through the asking worker's port. Both queues are
+ * FIFO, so a grant posted before a message goes out is applied before any GET that the message
+ * causes reaches the media worker. Records travel the other way through the change feed: each
+ * other worker keeps a read-only replica of them (media_replica) for the router's checks. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/mediaglue.h"
 #include "core/profile.h"
@@ -76,21 +87,391 @@ bool tern_mediaglue_is_kv(const char *key, size_t klen) {
 
 void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen) { kv_op(a, TERN_OP_KV_DEL, key, klen, NULL); }
 
-/* ---- uploads ------------------------------------------------------------------------------- */
-
 struct tern_mediaglue_upload {
   tern_app *app;             /* owner */
   tern_conn *conn;           /* the upload's connection (referenced) */
   tern_http_req *req;        /* once the body is complete: the request to answer */
   tern_media_upload *up;     /* NULL once the media module is done with the upload */
   tern_buf json;             /* the 201 body while its durability SYNC is out */
+  struct hop_up *hop;        /* another worker's upload: its link to the media worker */
   char user[TERN_USERNAME_MAX + 1]; /* uploader, for logs */
   bool avatar;               /* ?purpose=avatar (PROTOCOL.md 15) */
   tern_mediaglue_upload *prev, *next; /* app->media_uploads */
 };
 
+static void upload_free(tern_mediaglue_upload *u);
+
+/* ---- workers: the media worker and the others --------------------------------------------- */
+
+/* True on a worker that is not the media worker: its media calls go to worker 0. */
+static bool is_remote(const tern_app *a) { return a->group && !tern_app_media_worker(a); }
+static tern_app *home_of(tern_app *a) { return a->group->apps[0]; }
+
+/* fn(arg, true) on to's loop; fn(arg, false) if it has closed. Another worker's port pointer
+ * changes only in the unwind, when no worker runs any more. */
+static void post(tern_app *to, tern_store_call_fn fn, void *arg) {
+  if (to->port) tern_store_port_call(to->port, fn, arg);
+  else fn(arg, false);
+}
+
+void tern_mediaglue_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
+  if (!is_remote(a)) return; /* the media worker has the store itself */
+  const char *id = key + sizeof KV_PREFIX - 1;
+  size_t idl = klen - (sizeof KV_PREFIX - 1);
+  if (!tern_media_id_valid(id, idl)) return;
+  tern_media_rec *r = NULL;
+  if (v && tern_media_rec_decode(v, vlen, &r) != 0) {
+    TERN_WARN("media record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+    r = NULL;
+  }
+  tern_media_rec *old = r ? tern_map_put(&a->media_replica, id, idl, r) : tern_map_del(&a->media_replica, id, idl);
+  if (old) tern_media_rec_free(old);
+}
+
+static bool free_rec(const char *k, size_t kl, void *v, void *arg) {
+  tern_media_rec_free(v);
+  return true;
+}
+
+void tern_mediaglue_free(tern_app *a) {
+  tern_map_each(&a->media_replica, free_rec, NULL);
+  tern_map_free(&a->media_replica);
+}
+
+const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {
+  if (!id) return NULL;
+  if (!is_remote(a)) return a->media ? tern_media_get(a->media, id) : NULL;
+  return tern_map_get(&a->media_replica, id, strlen(id));
+}
+
+/* A call the media worker makes on its store, with nothing to answer. */
+typedef enum { CALL_GRANT, CALL_FETCHED, CALL_UNSENT, CALL_REVOKE, CALL_AVATAR } call_kind;
+typedef struct hop_call {
+  tern_app *home;                     /* the media worker */
+  call_kind kind;
+  uint32_t n;                         /* GRANT: recipient devices; AVATAR: on */
+  char **users;                       /* REVOKE: the conversation's users (owned) */
+  size_t nusers;
+  char id[TERN_MEDIA_ID_LEN + 1];     /* GRANT, FETCHED */
+  char user[TERN_USERNAME_MAX + 1];   /* GRANT: to; FETCHED: by; UNSENT: the owner */
+  char device[TERN_DEVICE_ID_LEN + 1];/* FETCHED */
+} hop_call;
+
+static void on_call(void *arg, bool run) {
+  hop_call *c = arg;
+  tern_media *m = c->home->media;
+  if (run && m) {
+    switch (c->kind) {
+      case CALL_GRANT: tern_media_grant(m, c->id, c->user, c->n); break;
+      case CALL_FETCHED:
+        if (tern_media_fetched(m, c->id, c->user, c->device) == 1)
+          TERN_INFO("media fetched by every recipient device, deleted", "media_id=%s", c->id);
+        break;
+      case CALL_UNSENT: tern_media_delete_unsent(m, c->user); break;
+      case CALL_REVOKE: (void)tern_media_revoke(m, c->id, (const char *const *)c->users, c->nusers); break;
+      case CALL_AVATAR: (void)tern_media_set_avatar(m, c->id, c->n != 0); break;
+    }
+  }
+  for (size_t i = 0; i < c->nusers; i++) tern_free(c->users[i]);
+  tern_free(c->users);
+  tern_free(c);
+}
+
+static void call_home(tern_app *a, call_kind kind, const char *id, const char *user, const char *device, uint32_t n) {
+  hop_call *c = TERN_NEW(hop_call);
+  c->home = home_of(a);
+  c->kind = kind;
+  c->n = n;
+  snprintf(c->id, sizeof c->id, "%s", id ? id : "");
+  snprintf(c->user, sizeof c->user, "%s", user);
+  snprintf(c->device, sizeof c->device, "%s", device ? device : "");
+  post(c->home, on_call, c);
+}
+
+void tern_mediaglue_grant(tern_app *a, const char *id, const char *to_user, uint32_t recipient_devices) {
+  if (!is_remote(a)) {
+    if (a->media) tern_media_grant(a->media, id, to_user, recipient_devices);
+    return;
+  }
+  call_home(a, CALL_GRANT, id, to_user, NULL, recipient_devices);
+}
+
+void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users, size_t nusers) {
+  if (!is_remote(a)) {
+    if (a->media) (void)tern_media_revoke(a->media, id, users, nusers);
+    return;
+  }
+  hop_call *c = TERN_NEW(hop_call);
+  c->home = home_of(a);
+  c->kind = CALL_REVOKE;
+  snprintf(c->id, sizeof c->id, "%s", id);
+  c->users = tern_calloc(nusers + 1, sizeof *c->users);
+  for (size_t i = 0; i < nusers; i++) c->users[i] = tern_strdup(users[i]);
+  c->nusers = nusers;
+  post(c->home, on_call, c);
+}
+
+void tern_mediaglue_set_avatar(tern_app *a, const char *id, bool on) {
+  if (!is_remote(a)) {
+    if (a->media) (void)tern_media_set_avatar(a->media, id, on);
+    return;
+  }
+  call_home(a, CALL_AVATAR, id, "", NULL, on ? 1 : 0);
+}
+
+void tern_mediaglue_delete_unsent(tern_app *a, const char *owner) {
+  if (!is_remote(a)) {
+    if (a->media) tern_media_delete_unsent(a->media, owner);
+    return;
+  }
+  call_home(a, CALL_UNSENT, NULL, owner, NULL, 0);
+}
+
+static void media_fetched(tern_app *a, const char *id, const char *user, const char *device) {
+  if (is_remote(a)) {
+    call_home(a, CALL_FETCHED, id, user, device, 0);
+  } else if (a->media && tern_media_fetched(a->media, id, user, device) == 1) {
+    TERN_INFO("media fetched by every recipient device, deleted", "media_id=%s", id);
+  }
+}
+
+/* Another worker's upload. Its HTTP side (the connection, the request, back-pressure) stays on
+ * that worker; the media worker runs the upload. The two sides talk only by messages, in
+ * order: START, then DATA for each body chunk (the asking side stops reading until the media
+ * worker has taken every chunk it posted: ACK), then FINISH or ABORT one way; ACK, FAIL or DONE
+ * the other. The link is freed when both sides and every message in flight are done with it. */
+typedef struct hop_up {
+  atomic_int refs;          /* the asking side, the media worker's side, each message */
+  tern_app *origin, *home;
+  /* the asking worker's side (its loop only) */
+  tern_mediaglue_upload *u; /* NULL once it is finished with the upload */
+  unsigned outstanding;     /* DATA posted and not yet acknowledged */
+  /* the media worker's side (its loop only) */
+  tern_media_upload *up;    /* NULL when no upload runs */
+  bool home_done;           /* the media worker is done with it */
+  unsigned owed;            /* chunks taken while the sink paused: acknowledged on resume */
+  char user[TERN_USERNAME_MAX + 1];
+  char ctype[128];
+  int64_t content_length;
+  bool avatar;              /* ?purpose=avatar: marked at home, as on_upload_done does */
+} hop_up;
+
+typedef enum { HOP_START, HOP_DATA, HOP_FINISH, HOP_ABORT, HOP_ACK, HOP_FAIL, HOP_DONE } hop_kind;
+typedef struct hop_msg {
+  hop_up *h;                /* referenced by the message */
+  hop_kind kind;
+  tern_buf data;            /* DATA: the chunk; DONE: the 201 body */
+  unsigned n;               /* ACK: chunks */
+  int status;               /* FAIL */
+  const char *code, *message; /* FAIL: static strings */
+  int64_t retry;            /* FAIL: Retry-After seconds, 0 if none */
+} hop_msg;
+
+static void hop_unref(hop_up *h) {
+  if (atomic_fetch_sub(&h->refs, 1) == 1) tern_free(h);
+}
+
+static void hop_free_msg(hop_msg *m) {
+  hop_unref(m->h);
+  tern_buf_free(&m->data);
+  tern_free(m);
+}
+
+static hop_msg *hop_msg_new(hop_up *h, hop_kind kind) {
+  hop_msg *m = TERN_NEW(hop_msg);
+  atomic_fetch_add(&h->refs, 1);
+  m->h = h;
+  m->kind = kind;
+  return m;
+}
+
+static void on_at_origin(void *arg, bool run);
+static void on_at_home(void *arg, bool run);
+
+static void to_origin(hop_msg *m) { post(m->h->origin, on_at_origin, m); }
+static void to_home(hop_msg *m) { post(m->h->home, on_at_home, m); }
+
+/* The media worker is done with h: it answers nothing more. */
+static void home_done(hop_up *h) {
+  if (h->home_done) return;
+  h->home_done = true;
+  h->up = NULL;
+  hop_unref(h);
+}
+
+static void home_fail(hop_up *h, int err, int64_t retry) {
+  hop_msg *m = hop_msg_new(h, HOP_FAIL);
+  tern_media_err_http(err, &m->status, &m->code);
+  m->message = tern_media_strerror(err);
+  m->retry = retry;
+  home_done(h);
+  to_origin(m);
+}
+
+static void home_ack(hop_up *h, unsigned n) {
+  hop_msg *m = hop_msg_new(h, HOP_ACK);
+  m->n = n;
+  to_origin(m);
+}
+
+static void home_resume(tern_media_upload *up, void *arg) {
+  hop_up *h = arg;
+  unsigned n = h->owed;
+  h->owed = 0;
+  if (n) home_ack(h, n);
+}
+
+static void home_synced(tern_store_op *op) {
+  hop_msg *m = op->arg; /* the DONE to send, holding h */
+  if (op->status != TERN_STORE_OK) {
+    TERN_ERROR("media upload not durable", "user=%s err=%s", m->h->user, tern_log_quote(op->err));
+    m->kind = HOP_FAIL;
+    m->status = 500;
+    m->code = "internal";
+    m->message = "the media record could not be stored";
+  }
+  to_origin(m);
+}
+
+static void home_upload_done(tern_media_upload *up, const tern_media_result *res, void *arg) {
+  hop_up *h = arg;
+  h->up = NULL;
+  if (res->err) {
+    home_fail(h, res->err, 0);
+    return;
+  }
+  const tern_media_rec *r = res->rec;
+  if (h->avatar) tern_media_mark_avatar(h->home->media, r->id); /* before the SYNC, as on_upload_done */
+  TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d worker=%u", h->user,
+            r->id, tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate,
+            h->origin->worker);
+  hop_msg *m = hop_msg_new(h, HOP_DONE);
+  tern_media_rec_json(r, &m->data);
+  home_done(h);
+  /* the record's KV_PUT went through this worker's port: its SYNC makes it durable (and the
+   * change feed has posted it to the other workers' replicas before the SYNC completes) */
+  tern_app_submit(h->home, &tern_op_inbox_new(TERN_OP_SYNC, home_synced, m)->op);
+}
+
+static void on_at_home(void *arg, bool run) {
+  hop_msg *m = arg;
+  hop_up *h = m->h;
+  tern_app *home = h->home;
+  if (h->home_done) {
+    hop_free_msg(m); /* refused or ended already: the asking side has its answer */
+    return;
+  }
+  if (!run || !home->media || home->stopping) {
+    /* the media worker is going away: the upload ends here (an ABORT needs no answer) */
+    if (h->up) tern_media_upload_abort(h->up);
+    h->up = NULL;
+    if (m->kind == HOP_ABORT) home_done(h);
+    else home_fail(h, TERN_MEDIA_ERR_BUSY, 0);
+    hop_free_msg(m);
+    return;
+  }
+  switch (m->kind) {
+    case HOP_START: {
+      tern_media_upload_cbs cbs = {.resume = home_resume, .done = home_upload_done, .arg = h};
+      int64_t retry = 0;
+      int rc = tern_media_upload_start(home->media, h->user, h->ctype, strlen(h->ctype), h->content_length, &cbs,
+                                       &h->up, &retry);
+      if (rc != 0) {
+        if (rc == TERN_MEDIA_ERR_QUOTA) TERN_INFO("media upload over quota", "user=%s retry_after=%lld", h->user, (long long)retry);
+        h->up = NULL;
+        home_fail(h, rc, retry);
+      }
+      break;
+    }
+    case HOP_DATA: {
+      if (!h->up) break;
+      int rc = tern_media_upload_write(h->up, m->data.data, m->data.len);
+      if (rc == TERN_MEDIA_CONTINUE && !h->owed) home_ack(h, 1);
+      else if (rc == TERN_MEDIA_CONTINUE || rc == TERN_MEDIA_PAUSE) h->owed++;
+      else {
+        h->up = NULL; /* refused as the body arrives: the upload is over, its temp file goes */
+        TERN_INFO("media upload refused", "user=%s reason=%s", h->user, tern_log_quote(tern_media_strerror(rc)));
+        home_fail(h, rc, 0);
+      }
+      break;
+    }
+    case HOP_FINISH: {
+      int rc = h->up ? tern_media_upload_finish(h->up) : TERN_MEDIA_ERR_BUSY;
+      if (rc != 0) {
+        h->up = NULL;
+        home_fail(h, rc, 0);
+      }
+      break;
+    }
+    case HOP_ABORT:
+      if (h->up) tern_media_upload_abort(h->up);
+      home_done(h);
+      break;
+    default:
+      break;
+  }
+  hop_free_msg(m);
+}
+
+static void on_at_origin(void *arg, bool run) {
+  hop_msg *m = arg;
+  hop_up *h = m->h;
+  tern_mediaglue_upload *u = h->u;
+  if (!run || !u) { /* the asking side is gone, or has its answer */
+    hop_free_msg(m);
+    return;
+  }
+  switch (m->kind) {
+    case HOP_ACK:
+      h->outstanding -= m->n < h->outstanding ? m->n : h->outstanding;
+      if (!h->outstanding && !u->req) tern_conn_resume_read(u->conn);
+      break;
+    case HOP_FAIL: {
+      char hdr[64] = "";
+      if (m->retry > 0) snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)m->retry);
+      if (u->req) {
+        tern_buf b = {0};
+        const char *ct = tern_api_error_body(&b, m->status, m->code, m->message);
+        tern_http_respond(u->req, m->status, hdr[0] ? hdr : NULL, ct, b.data, b.len);
+        tern_buf_free(&b);
+        u->req = NULL;
+        upload_free(u);
+      } else {
+        /* refused while the body still arrives: the net layer answers and closes, and the
+         * sink's abort frees u */
+        TERN_INFO("media upload refused", "user=%s status=%d reason=%s", u->user, m->status, tern_log_quote(m->message));
+        tern_conn_http_refuse_headers(u->conn, m->status, hdr[0] ? hdr : NULL, m->code, m->message);
+      }
+      break;
+    }
+    case HOP_DONE:
+      if (u->req) {
+        tern_http_json(u->req, 201, &m->data);
+        u->req = NULL;
+        upload_free(u);
+      }
+      break;
+    default:
+      break;
+  }
+  hop_free_msg(m);
+}
+
+/* The asking side of another worker's upload is done with h (its answer went, or the client). */
+static void origin_done(tern_mediaglue_upload *u) {
+  hop_up *h = u->hop;
+  u->hop = NULL;
+  h->u = NULL;
+  to_home(hop_msg_new(h, HOP_ABORT)); /* harmless once the upload ended there */
+  hop_unref(h);
+}
+
+/* ---- uploads ------------------------------------------------------------------------------- */
+
+
 static void upload_free(tern_mediaglue_upload *u) {
   tern_app *a = u->app;
+  if (u->hop) origin_done(u);
   if (u->prev) u->prev->next = u->next;
   else a->media_uploads = u->next;
   if (u->next) u->next->prev = u->prev;
@@ -101,6 +482,14 @@ static void upload_free(tern_mediaglue_upload *u) {
 
 static int sink_data(tern_http_req *req, const char *p, size_t n) {
   tern_mediaglue_upload *u = req->sink_ctx;
+  if (u->hop) {
+    /* to the media worker; reading waits until it has taken every chunk posted */
+    hop_msg *m = hop_msg_new(u->hop, HOP_DATA);
+    tern_buf_append(&m->data, p, n);
+    u->hop->outstanding++;
+    to_home(m);
+    return 1;
+  }
   if (!u->up) return -500; /* the media module ended it already (its answer is on the way) */
   int rc = tern_media_upload_write(u->up, p, n);
   if (rc == TERN_MEDIA_PAUSE) return 1;
@@ -122,6 +511,7 @@ static int sink_data(tern_http_req *req, const char *p, size_t n) {
 /* The request will never complete (the client went, or it was refused). */
 static void sink_abort(tern_http_req *req) {
   tern_mediaglue_upload *u = req->sink_ctx;
+  if (!u) return;
   if (u->up) tern_media_upload_abort(u->up);
   u->up = NULL;
   req->sink_ctx = NULL;
@@ -170,8 +560,8 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
   }
   const tern_media_rec *r = res->rec;
   if (u->avatar) tern_media_mark_avatar(a->media, r->id); /* its record's second put, before the SYNC */
-  TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d", u->user, r->id,
-            tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate);
+  TERN_INFO("media uploaded", "user=%s media_id=%s mime=%s bytes=%lld width=%u height=%u dup=%d worker=%u", u->user,
+            r->id, tern_media_type_mime(r->type), (long long)r->size, r->width, r->height, res->duplicate, a->worker);
   tern_media_rec_json(r, &u->json);
   /* The record's KV_PUT was submitted when the record was made (persist.put); store ops
    * complete in order, so once this SYNC completes the record is durable: only then 201. */
@@ -197,8 +587,46 @@ static int upload_purpose(const char *q) {
   return purpose;
 }
 
+/* Another worker's upload: what the head alone refuses is refused here, before any body byte
+ * (the same checks as tern_media_upload_start's); the quota and the rest are the media
+ * worker's, whose refusal arrives as the body starts. */
+static int64_t remote_start(tern_app *a, tern_http_req *req, const tern_device *d, const char *ct, bool avatar) {
+  int rc = 0;
+  if (tern_media_type_from_mime(ct, strlen(ct)) == TERN_MEDIA_NONE) rc = TERN_MEDIA_ERR_UNSUPPORTED;
+  else if (req->content_length > a->cfg->media_max_bytes) rc = TERN_MEDIA_ERR_TOO_LARGE;
+  if (rc) {
+    int status;
+    const char *code;
+    tern_media_err_http(rc, &status, &code);
+    return refuse_head(req, status, code, tern_media_strerror(rc));
+  }
+  tern_mediaglue_upload *u = TERN_NEW(tern_mediaglue_upload);
+  hop_up *h = TERN_NEW(hop_up);
+  atomic_init(&h->refs, 2); /* this side's and the media worker's */
+  h->origin = a;
+  h->home = home_of(a);
+  h->u = u;
+  snprintf(h->user, sizeof h->user, "%s", d->user->name);
+  snprintf(h->ctype, sizeof h->ctype, "%s", ct);
+  h->content_length = req->content_length;
+  h->avatar = avatar;
+  u->hop = h;
+  u->app = a;
+  u->conn = req->conn;
+  tern_conn_ref(u->conn);
+  snprintf(u->user, sizeof u->user, "%s", d->user->name);
+  u->next = a->media_uploads;
+  if (u->next) u->next->prev = u;
+  a->media_uploads = u;
+  req->sink = &media_sink;
+  req->sink_ctx = u;
+  to_home(hop_msg_new(h, HOP_START));
+  return a->cfg->media_max_bytes;
+}
+
 int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
-  if (a->stopping || !a->media) return refuse_head(req, 503, "unavailable", "the server is shutting down");
+  if (a->stopping || (!a->media && !is_remote(a)))
+    return refuse_head(req, 503, "unavailable", "the server is shutting down");
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
   const char *ct = req->content_type ? req->content_type : "";
@@ -210,6 +638,7 @@ int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   if (a->cfg->e2e_required && purpose != 1 && tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_OCTET &&
       tern_media_type_from_mime(ct, strlen(ct)) != TERN_MEDIA_NONE) /* an unknown type stays 415 */
     return refuse_head(req, 403, "e2e_required", "this server takes only encrypted attachments (application/octet-stream)");
+  if (is_remote(a)) return remote_start(a, req, d, ct, purpose == 1);
   tern_media_upload_cbs cbs = {.resume = on_resume, .done = on_upload_done};
   tern_mediaglue_upload *u = TERN_NEW(tern_mediaglue_upload);
   cbs.arg = u;
@@ -244,6 +673,16 @@ static void upload_complete(tern_app *a, tern_http_req *req) {
   tern_mediaglue_upload *u = req->sink_ctx;
   req->sink_ctx = NULL;
   u->req = req;
+  if (u->hop) {
+    if (a->stopping) {
+      tern_http_error(req, 503, "unavailable", "the server is shutting down");
+      u->req = NULL;
+      upload_free(u);
+    } else {
+      to_home(hop_msg_new(u->hop, HOP_FINISH));
+    }
+    return;
+  }
   if (a->stopping) {
     if (u->up) tern_media_upload_abort(u->up);
     u->up = NULL;
@@ -341,8 +780,7 @@ static void on_stream(tern_http_stream *st, tern_stream_event ev, void *arg) {
       s->stream = NULL;
       /* Every byte of the original reached the kernel: for a recipient device that is a
        * fetch, and the last one deletes the media. */
-      if (s->counts && s->app->media && tern_media_fetched(s->app->media, s->id, s->user, s->device) == 1)
-        TERN_INFO("media fetched by every recipient device, deleted", "media_id=%s", s->id);
+      if (s->counts) media_fetched(s->app, s->id, s->user, s->device);
       break;
     case TERN_STREAM_GONE:
       s->stream = NULL;
@@ -401,6 +839,72 @@ static void not_found(tern_http_req *req) {
   tern_http_error(req, 404, "not_found", "no such media");
 }
 
+/* Another worker's download: the media worker looks the record up, checks the grant and the
+ * ETag and opens the file; the asking worker streams it (the descriptor is the process's). */
+typedef struct hop_open {
+  tern_app *home;          /* the media worker */
+  serve_ctx *s;            /* the asking worker's (read there only after the answer) */
+  char *inm;               /* If-None-Match, or NULL */
+  int err;                 /* out: 0 or a TERN_MEDIA_ERR_* */
+  bool not_modified;       /* out: 304 */
+  tern_media_file f;       /* out, when err is 0 and not 304 */
+} hop_open;
+
+static void on_open_answer(void *arg, bool run) {
+  hop_open *o = arg;
+  serve_ctx *s = o->s;
+  bool have_fd = !o->err && !o->not_modified;
+  if (!run) { /* the asking worker has closed: nobody answers the request any more */
+    if (have_fd) close(o->f.fd);
+    tern_free(s);
+  } else if (o->not_modified) {
+    tern_buf h = {0};
+    media_headers(&h, o->f.etag);
+    tern_http_respond(s->req, 304, tern_buf_cstr(&h), NULL, NULL, 0);
+    tern_buf_free(&h);
+    tern_free(s);
+  } else if (o->err == TERN_MEDIA_ERR_BUSY) {
+    tern_http_error(s->req, 503, "unavailable", "the media store is not available");
+    tern_free(s);
+  } else {
+    on_open(o->err, have_fd ? &o->f : NULL, s);
+  }
+  tern_free(o->inm);
+  tern_free(o);
+}
+
+static void home_opened(int err, const tern_media_file *f, void *arg) {
+  hop_open *o = arg;
+  o->err = err;
+  if (!err) o->f = *f;
+  post(o->s->app, on_open_answer, o);
+}
+
+static void on_open_call(void *arg, bool run) {
+  hop_open *o = arg;
+  serve_ctx *s = o->s;
+  tern_media *m = o->home->media;
+  o->err = TERN_MEDIA_ERR_BUSY;
+  if (run && m) {
+    const tern_media_rec *r = tern_media_get(m, s->id);
+    /* the media worker's directory answers for the reader (avatars: PROTOCOL.md 15) */
+    const tern_user *reader = tern_dir_user(o->home->dir, s->user);
+    bool readable = r && (tern_media_can_read(r, s->user) || tern_profile_avatar_readable(o->home, r, reader));
+    if (!readable || (s->thumb && r->type == TERN_MEDIA_OCTET)) {
+      o->err = TERN_MEDIA_ERR_NOT_FOUND;
+    } else {
+      tern_media_etag(r->sha256_hex, s->thumb, o->f.etag);
+      if (o->inm && tern_media_etag_match(o->inm, strlen(o->inm), o->f.etag)) {
+        o->err = 0;
+        o->not_modified = true;
+      } else if (tern_media_open_file(m, r, s->thumb, home_opened, o) == 0) {
+        return; /* home_opened answers */
+      }
+    }
+  }
+  post(s->app, on_open_answer, o);
+}
+
 static void serve(tern_app *a, tern_http_req *req) {
   char id[TERN_MEDIA_ID_LEN + 1];
   bool thumb;
@@ -410,6 +914,22 @@ static void serve(tern_app *a, tern_http_req *req) {
     return;
   }
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
+  if (d && is_remote(a)) {
+    serve_ctx *s = TERN_NEW(serve_ctx);
+    s->app = a;
+    s->req = req;
+    s->fd = -1;
+    s->thumb = thumb;
+    memcpy(s->id, id, sizeof s->id);
+    snprintf(s->user, sizeof s->user, "%s", d->user->name);
+    snprintf(s->device, sizeof s->device, "%s", d->id);
+    hop_open *o = TERN_NEW(hop_open);
+    o->home = home_of(a);
+    o->s = s;
+    o->inm = req->if_none_match ? tern_strdup(req->if_none_match) : NULL;
+    post(o->home, on_open_call, o);
+    return;
+  }
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
   if (!r || !(tern_media_can_read(r, d->user->name) || tern_profile_avatar_readable(a, r, d->user)))
     return not_found(req);
@@ -456,6 +976,18 @@ bool tern_mediaglue_route(tern_app *a, tern_http_req *req) {
 }
 
 void tern_mediaglue_close(tern_app *a) {
+  if (is_remote(a)) {
+    /* uploads whose body is complete are answered now; the others end with their connection */
+    for (tern_mediaglue_upload *u = a->media_uploads, *nx; u; u = nx) {
+      nx = u->next;
+      if (u->req) {
+        tern_http_error(u->req, 503, "unavailable", "the server is shutting down");
+        u->req = NULL;
+        upload_free(u);
+      }
+    }
+    return;
+  }
   if (!a->media) return;
   /* tern_media_close aborts every upload without callbacks: forget them first, and answer
    * those whose body was complete (their connections are still waiting). */

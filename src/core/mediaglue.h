@@ -1,7 +1,8 @@
 /* mediaglue: PROTOCOL.md section 7 on top of src/media: the persistence hooks (media records as
  * store KV records "media/<id>"), POST /v1/media as a streamed body sink, GET
  * /v1/media/{id}[/thumb] streamed from the file in chunks, and the bookkeeping that ties
- * uploads to connections. Threads: the worker's loop. */
+ * uploads to connections. Threads: the worker's loop; a worker other than the media worker
+ * (worker 0) reaches the media store through the media worker's mailbox (mediaglue.c). */
 #ifndef TERN_CORE_MEDIAGLUE_H
 #define TERN_CORE_MEDIAGLUE_H
 
@@ -26,5 +27,23 @@ int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req);
 bool tern_mediaglue_route(tern_app *a, tern_http_req *req);
 /* Shutdown: answers uploads still waiting (503), forgets the others and closes the media store. */
 void tern_mediaglue_close(tern_app *a);
+/* Frees the replica (tern_app_free). */
+void tern_mediaglue_free(tern_app *a);
+
+/* ---- for every worker: the media store lives on the media worker (app.h) ---- */
+/* A media record by id: the media store's on the media worker, else the replica's (the records
+ * as the change feed last brought them). Valid until the next return to the loop. */
+const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id);
+/* A "media/<id>" record from the load or the feed (v NULL: deleted): the replica's. A no-op
+ * on the media worker. */
+void tern_mediaglue_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen);
+/* tern_media_grant and tern_media_delete_unsent, on the media worker's loop: at once there,
+ * else through its mailbox, ahead of anything this worker asks of it later. */
+void tern_mediaglue_grant(tern_app *a, const char *id, const char *to_user, uint32_t recipient_devices);
+void tern_mediaglue_delete_unsent(tern_app *a, const char *owner);
+/* A deleted message's media: the conversation's users' grants end (PROTOCOL.md 15). */
+void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users, size_t nusers);
+/* id became its owner's avatar (on) or stopped being it. */
+void tern_mediaglue_set_avatar(tern_app *a, const char *id, bool on);
 
 #endif

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "base/util.h"
+
 #include "media/media.h"
 #include "net/server.h"
 #include "push/push.h"
@@ -46,11 +48,70 @@ static void histogram(tern_buf *b, const char *name, const char *help, const dou
   tern_buf_printf(b, "%s_sum %.9f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
 }
 
+/* Another worker's counters, read with relaxed atomic loads: each worker's have one writer,
+ * its own loop, and a scrape needs only a recent value of each. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static void hist_add(tern_hist *to, const tern_hist *h) {
+  for (size_t i = 0; i <= TERN_HIST_NBUCKETS; i++) to->buckets[i] += LOAD(h->buckets[i]);
+  to->count += LOAD(h->count);
+  double sum;
+  __atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
+  to->sum += sum;
+}
+
+static void metrics_add(tern_metrics *to, const tern_metrics *m) {
+  to->messages_sent += LOAD(m->messages_sent);
+  to->envelopes_delivered += LOAD(m->envelopes_delivered);
+  to->receipts_delivered += LOAD(m->receipts_delivered);
+  to->receipts_read += LOAD(m->receipts_read);
+  to->group_messages += LOAD(m->group_messages);
+  to->fanout_direct += LOAD(m->fanout_direct);
+  to->fanout_group += LOAD(m->fanout_group);
+  hist_add(&to->send_to_sent, &m->send_to_sent);
+}
+
+/* The process's figures, whichever worker's connection the scrape came on: the counters of
+ * every worker added up (a lone app's own), plus per-worker gauges of the connections, which
+ * show how the listeners spread them. The directory, groups and limits are the same on every
+ * worker (copies, or shared), so those come from this one. */
 void tern_metrics_render(tern_app *a, tern_buf *b) {
-  const tern_metrics *m = &a->metrics;
-  gauge(b, "tern_connections", "Open WebSocket connections.", (int64_t)tern_net_ws_connections(a->net));
-  gauge(b, "tern_http_connections", "Open TCP connections (HTTP and WebSocket).",
-        (int64_t)tern_net_connections(a->net));
+  tern_app *lone[1] = {a};
+  tern_app **apps = a->group ? a->group->apps : lone;
+  unsigned n = a->group ? a->group->napps : 1;
+  tern_metrics sum = {0};
+  int64_t ws = 0, tcp = 0;
+  const struct tern_push *push[64];
+  size_t npush = 0;
+  for (unsigned i = 0; i < n; i++) {
+    metrics_add(&sum, &apps[i]->metrics);
+    if (apps[i]->net) {
+      ws += (int64_t)tern_net_ws_connections(apps[i]->net);
+      tcp += (int64_t)tern_net_connections(apps[i]->net);
+    }
+    /* a stopping worker closes its push instance */
+    if (npush < TERN_ARRAY_LEN(push) && !LOAD(apps[i]->stopping)) push[npush++] = LOAD(apps[i]->push);
+  }
+  const tern_metrics *m = &sum;
+  gauge(b, "tern_connections", "Open WebSocket connections.", ws);
+  gauge(b, "tern_http_connections", "Open TCP connections (HTTP and WebSocket).", tcp);
+  if (a->group) {
+    tern_buf_puts(b, "# HELP tern_worker_connections Open WebSocket connections, by worker (event loop).\n"
+                     "# TYPE tern_worker_connections gauge\n");
+    for (unsigned i = 0; i < n; i++)
+      tern_buf_printf(b, "tern_worker_connections{worker=\"%u\"} %lld\n", i,
+                      apps[i]->net ? (long long)tern_net_ws_connections(apps[i]->net) : 0LL);
+    tern_buf_puts(b, "# HELP tern_worker_messages_sent_total Messages made durable and answered with sent, by "
+                     "the sender's worker.\n# TYPE tern_worker_messages_sent_total counter\n");
+    for (unsigned i = 0; i < n; i++)
+      tern_buf_printf(b, "tern_worker_messages_sent_total{worker=\"%u\"} %llu\n", i,
+                      (unsigned long long)LOAD(apps[i]->metrics.messages_sent));
+    tern_buf_puts(b, "# HELP tern_worker_envelopes_delivered_total Envelopes written to a device's connection, "
+                     "by the device's worker.\n# TYPE tern_worker_envelopes_delivered_total counter\n");
+    for (unsigned i = 0; i < n; i++)
+      tern_buf_printf(b, "tern_worker_envelopes_delivered_total{worker=\"%u\"} %llu\n", i,
+                      (unsigned long long)LOAD(apps[i]->metrics.envelopes_delivered));
+  }
   counter(b, "tern_messages_sent_total", "Messages made durable and answered with sent.", m->messages_sent);
   tern_limits_render(a->limits, a->net, b);
   counter(b, "tern_envelopes_delivered_total", "Envelopes written to a device's connection.",
@@ -60,10 +121,12 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
   tern_buf_puts(b, "# HELP tern_receipts_total Receipts made, by status.\n# TYPE tern_receipts_total counter\n");
   tern_buf_printf(b, "tern_receipts_total{status=\"delivered\"} %llu\n", (unsigned long long)m->receipts_delivered);
   tern_buf_printf(b, "tern_receipts_total{status=\"read\"} %llu\n", (unsigned long long)m->receipts_read);
+  /* the media store lives on the media worker (app.h) */
+  const tern_app *ma = apps[0];
   gauge(b, "tern_media_bytes", "Bytes of media stored (originals and thumbnails, each content once).",
-        a->media ? tern_media_bytes(a->media) : 0);
+        LOAD(ma->media) ? tern_media_bytes(LOAD(ma->media)) : 0);
   tern_buf_puts(b, "# HELP tern_push_total Push notifications by provider and result.\n# TYPE tern_push_total counter\n");
-  if (a->push) tern_push_metrics_render(a->push, b);
+  tern_push_metrics_render_sum(push, npush, b);
   gauge(b, "tern_groups", "Groups that exist.", (int64_t)tern_groups_count(a->groups));
   counter(b, "tern_group_messages_total", "Group messages made durable and answered with sent.", m->group_messages);
   tern_buf_puts(b, "# HELP tern_fanout_envelopes_total Envelopes appended for messages, by kind of send.\n"

@@ -111,7 +111,7 @@ void tern_presence_typing(tern_app *a, tern_session *s, tern_frame *f) {
   tern_user *me = s->dev->user;
   /* typing is best effort: past limits.typing_rate it is dropped without a word (PROTOCOL.md 14) */
   const tern_limit *tl = &a->cfg->limits_typing_rate;
-  if (!tern_bucket_take(&me->typing_bucket, tl->rate, tl->burst, 1)) {
+  if (!tern_limits_user_take(a->limits, TERN_UL_TYPING, me->name, tl->rate, tl->burst, 1, NULL)) {
     tern_limits_count(a->limits, TERN_LIMIT_TYPING_RATE);
     return;
   }

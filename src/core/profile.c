@@ -12,6 +12,7 @@
 #include "base/util.h"
 #include "core/accounts.h"
 #include "core/api.h"
+#include "core/mediaglue.h"
 #include "core/privacy.h"
 #include "core/session.h"
 #include "media/media.h"
@@ -130,8 +131,8 @@ static void on_patch_stored(tern_store_op *op) {
     tern_http_error(c->req, 401, "unauthorized", "this device was logged out meanwhile");
   } else {
     /* The old avatar stops being one (deleted media.avatar_grace from now), the new one starts. */
-    if (a->media && u->avatar && !same(u->avatar, c->avatar)) (void)tern_media_set_avatar(a->media, u->avatar, false);
-    if (a->media && c->avatar) (void)tern_media_set_avatar(a->media, c->avatar, true);
+    if (u->avatar && !same(u->avatar, c->avatar)) tern_mediaglue_set_avatar(a, u->avatar, false);
+    if (c->avatar) tern_mediaglue_set_avatar(a, c->avatar, true);
     set_fields(u, tern_str_c(c->display_name ? c->display_name : ""), tern_str_c(c->avatar ? c->avatar : ""));
     tern_buf b = {0};
     tern_accounts_me_body(a, d, &b);
@@ -162,7 +163,7 @@ void tern_profile_patch(tern_app *a, tern_http_req *req) {
   else if (!dn && !av) bad = "give display_name, avatar or both";
   const tern_media_rec *rec = NULL;
   if (!bad && av && cJSON_IsString(av)) {
-    rec = a->media ? tern_media_get(a->media, av->valuestring) : NULL;
+    rec = tern_mediaglue_get(a, av->valuestring);
     /* The same answer for an unknown id and another user's upload: existence is not revealed. */
     if (!rec || strcmp(rec->owner, u->name) != 0 || !rec->avatar)
       bad = "avatar must be the media_id of an image you uploaded with POST /v1/media?purpose=avatar";
@@ -193,7 +194,7 @@ void tern_profile_patch(tern_app *a, tern_http_req *req) {
 }
 
 void tern_profile_forget(tern_app *a, tern_user *u) {
-  if (a->media && u->avatar) (void)tern_media_set_avatar(a->media, u->avatar, false);
+  if (u->avatar) tern_mediaglue_set_avatar(a, u->avatar, false);
   char key[sizeof KV_PREFIX + TERN_USERNAME_MAX];
   snprintf(key, sizeof key, KV_PREFIX "%s", u->name);
   tern_op_kv *op = tern_op_kv_new(TERN_OP_KV_DEL, NULL, NULL);

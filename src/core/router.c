@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/cluster.h"
+#include "core/mediaglue.h"
 #include "core/e2e.h"
 #include "core/groups.h"
 #include "core/limits.h"
@@ -105,7 +106,7 @@ void tern_router_prepare_delete(tern_app *a, tern_op_append *op, const tern_fram
 }
 
 void tern_router_deleted_media(tern_app *a, const tern_op_append *op, const char *const *users, size_t nusers) {
-  if (op->replaced_media && a->media) (void)tern_media_revoke(a->media, op->replaced_media, users, nusers);
+  if (op->replaced_media) tern_mediaglue_revoke(a, op->replaced_media, users, nusers);
 }
 
 /* A refusal with `forbidden` waits for the store: "already deleted" (not_found) comes first in
@@ -233,7 +234,8 @@ static void on_send_done(tern_store_op *op) {
 
 /* Sends per user: limits.send_burst deep, refilled at limits.send_rate per second. */
 static bool rate_ok(tern_app *a, tern_user *u) {
-  return tern_bucket_take(&u->send_bucket, a->cfg->limits_send_rate, (double)a->cfg->limits_send_burst, 1);
+  return tern_limits_user_take(a->limits, TERN_UL_SEND, u->name, a->cfg->limits_send_rate,
+                               (double)a->cfg->limits_send_burst, 1, NULL);
 }
 
 void tern_router_unavailable(tern_session *s, const char *id) {
@@ -242,12 +244,14 @@ void tern_router_unavailable(tern_session *s, const char *id) {
                      NULL);
 }
 
-const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f) {
+const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
   /* The sender must own the media or have been sent it (forwarding); anything else is the
    * same answer as an unknown id, so existence is never revealed. */
   const char *id = f->media_id ? f->media_id : f->media_ref; /* plaintext media, or an encrypted attachment */
-  const tern_media_rec *mrec = a->media && id ? tern_media_get(a->media, id) : NULL;
+  const tern_media_rec *mrec = tern_mediaglue_get(a, id);
   if (!mrec || !tern_media_can_read(mrec, s->dev->user->name)) {
+    /* another worker's replica may lag the media worker's record by a moment */
+    if (!tern_app_media_worker(a) && tern_session_catch_up(s, f, received_ns)) return NULL;
     tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
     return NULL;
   }
@@ -312,7 +316,7 @@ static void send_e2e(tern_app *a, tern_session *s, tern_frame *f, send_ctx *c, t
     tern_dir_device_ref(devs[i]);
     tern_op_append_target(op, devs[i]->id, v, recipient ? TERN_CAP_REFUSE : TERN_CAP_NONE, devs[i]);
   }
-  if (mrec && nrecipient) tern_media_grant(a->media, f->media_ref, to->name, (uint32_t)nrecipient);
+  if (mrec && nrecipient) tern_mediaglue_grant(a, f->media_ref, to->name, (uint32_t)nrecipient);
   tern_router_prepare_delete(a, op, f, mrec ? f->media_ref : NULL, NULL, from->name);
   char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];
   snprintf(key, sizeof key, "%s/%s", dev->id, f->id);
@@ -345,7 +349,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
     return;
   }
   const tern_media_rec *mrec = NULL;
-  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f))) return;
+  if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f, received_ns))) return;
   if (!tern_router_admit(a, s, f)) return;
   tern_device **devs = NULL;
   if (f->e2e) {
@@ -405,7 +409,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   if (mrec && !c->dropped) {
     /* The recipient may read the media from now on. The grant's KV_PUT is submitted before the
      * APPEND, and store ops complete in order, so `sent` implies both are durable. */
-    tern_media_grant(a->media, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
+    tern_mediaglue_grant(a, f->media_id, to->name, to->ndevices > 0 ? (uint32_t)to->ndevices : 1);
   }
 
   char key[TERN_DEVICE_ID_LEN + TERN_CLIENT_ID_MAX + 2];

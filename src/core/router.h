@@ -39,8 +39,9 @@ void tern_router_decrypt_error(tern_app *a, tern_session *s, tern_frame *f, uint
 
 /* ---- shared by both kinds of send ---- */
 struct tern_media_rec;
-/* The media a send names, if its sender may forward it; NULL after answering no_such_media. */
-const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, const tern_frame *f);
+/* The media a send names, if its sender may forward it; NULL after answering no_such_media,
+ * or when f waits for the directory to catch up (tern_session_catch_up took it). */
+const struct tern_media_rec *tern_router_media(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
 /* A reaction, edit or delete (PROTOCOL.md 15): no push, no delivered receipt. */
 bool tern_router_is_action(const tern_frame *f);
 /* Puts a send's reaction, edit and delete fields into an envelope record. */

@@ -10,6 +10,7 @@
 #include "core/accounts.h"
 #include "core/groups.h"
 #include "core/keyapi.h"
+#include "core/mediaglue.h"
 #include "core/pushglue.h"
 #include "core/privacy.h"
 #include "core/profile.h"
@@ -245,7 +246,9 @@ static void on_kv(const char *key, size_t klen, const uint8_t *v, size_t vlen, v
     prune(s, tern_now_ms());
     tern_map_put(&s->early_keys, key + pl, klen - pl, (void *)(intptr_t)tern_now_ms());
   }
-  /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md) */
+  /* media records: the bytes live on the node that took the upload (docs/cluster-layout.md);
+   * another worker of this node keeps a replica of the media worker's records */
+  else if (tern_mediaglue_is_kv(key, klen)) tern_mediaglue_apply_record(s->a, key, klen, v, vlen);
 }
 
 static void on_kv_gone(const char *key, size_t klen, void *arg) {
@@ -257,6 +260,8 @@ static void on_kv_gone(const char *key, size_t klen, void *arg) {
     size_t pl = sizeof TERN_KEYS_RECORD_PREFIX - 1;
     tern_map_del(&s->early_keys, key + pl, klen - pl);
     tern_keyapi_apply_record(s->a, key, klen, NULL, 0);
+  } else if (tern_mediaglue_is_kv(key, klen)) {
+    tern_mediaglue_apply_record(s->a, key, klen, NULL, 0);
   }
 }
 

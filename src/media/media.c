@@ -567,7 +567,8 @@ int tern_media_sweep(tern_media *m, int64_t now, int batch, bool *more) {
   return n;
 }
 
-int64_t tern_media_bytes(const tern_media *m) { return m->bytes; }
+/* Any thread (/metrics on another worker): a relaxed load of a one-writer counter. */
+int64_t tern_media_bytes(const tern_media *m) { return __atomic_load_n(&m->bytes, __ATOMIC_RELAXED); }
 size_t tern_media_count(const tern_media *m) { return m->recs.count; }
 
 /* ---- quota: a leaky bucket per user, draining quota_bytes_per_hour ------------------------- */

@@ -1,10 +1,14 @@
 #include "net/server.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -67,6 +71,18 @@ typedef struct ip_ent {
   tern_rate_bucket b;
 } ip_ent;
 
+/* What the listeners of one process share (server.h): the per-address table, the process's
+ * connection count and the limit counters. One mutex: it is taken once per accept and once
+ * per close, never across a callback. */
+struct tern_net_shared {
+  pthread_mutex_t mu;       /* guards ips, ips_it and limited */
+  tern_map ips;             /* tern_ip bytes -> ip_ent */
+  tern_map_iter ips_it;     /* the sweeps' place in ips */
+  uint64_t limited[TERN_NET_LIMIT__COUNT]; /* connections closed by each limit */
+  atomic_int_fast64_t nconns; /* open TCP connections, every listener */
+  bool bound;               /* the first listener is bound (the loops start after it) */
+};
+
 struct tern_net {
   uv_loop_t *loop;          /* the loop everything runs on */
   tern_stream_loop *sl;     /* the streams' shared read buffer and flush pass */
@@ -78,9 +94,8 @@ struct tern_net {
   size_t nconns, nws;       /* counts */
   uint64_t next_id;         /* connection ids */
   char addr[64];            /* bound address */
-  tern_map ips;             /* tern_ip bytes -> ip_ent */
-  tern_map_iter ips_it;     /* the sweep's place in ips */
-  uint64_t limited[TERN_NET_LIMIT__COUNT]; /* connections closed by each limit */
+  tern_net_shared *sh;      /* the per-address limits, shared with the process's other listeners */
+  bool own_sh;              /* made by tern_net_start (no shared one was given) */
   bool listening;
 };
 
@@ -152,8 +167,11 @@ static void notify_gone(tern_conn *c) {
 static void uncount_ip(tern_conn *c) {
   if (!c->ip_counted) return;
   c->ip_counted = false;
-  ip_ent *e = tern_map_get(&c->net->ips, (const char *)c->ip.b, sizeof c->ip.b);
+  tern_net_shared *sh = c->net->sh;
+  pthread_mutex_lock(&sh->mu);
+  ip_ent *e = tern_map_get(&sh->ips, (const char *)c->ip.b, sizeof c->ip.b);
   if (e && e->open) e->open--;
+  pthread_mutex_unlock(&sh->mu);
 }
 
 static void unlink_conn(tern_conn *c) {
@@ -164,6 +182,7 @@ static void unlink_conn(tern_conn *c) {
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
   n->nconns--;
+  atomic_fetch_sub(&n->sh->nconns, 1);
 }
 
 /* The connection is over: no more reads or writes. */
@@ -356,7 +375,12 @@ static void refuse_with(tern_conn *c, int status, const char *headers, const cha
 static void refuse(tern_conn *c, int status, const char *message) { refuse_with(c, status, NULL, NULL, message); }
 
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message) {
-  if (c->state == ST_HTTP && !c->req) refuse_with(c, status, NULL, code, message);
+  tern_conn_http_refuse_headers(c, status, NULL, code, message);
+}
+
+void tern_conn_http_refuse_headers(tern_conn *c, int status, const char *headers, const char *code,
+                                   const char *message) {
+  if (c->state == ST_HTTP && !c->req) refuse_with(c, status, headers, code, message);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -640,41 +664,46 @@ static const tern_stream_cbs conn_cbs = {
 static bool admit_ip(tern_net *n, tern_conn *c) {
   const tern_net_options *o = &n->opts;
   if (o->trusted_proxies && tern_cidr_match(o->trusted_proxies, &c->ip)) return true;
-  ip_ent *e = tern_map_get(&n->ips, (const char *)c->ip.b, sizeof c->ip.b);
+  tern_net_shared *sh = n->sh;
+  pthread_mutex_lock(&sh->mu);
+  ip_ent *e = tern_map_get(&sh->ips, (const char *)c->ip.b, sizeof c->ip.b);
   if (!e) {
     e = TERN_NEW(ip_ent);
-    tern_map_put(&n->ips, (const char *)c->ip.b, sizeof c->ip.b, e);
+    tern_map_put(&sh->ips, (const char *)c->ip.b, sizeof c->ip.b, e);
   }
+  bool ok = false;
+  uint32_t open = e->open;
   if (o->conn_rate_burst > 0 && !tern_bucket_take(&e->b, o->conn_rate, o->conn_rate_burst, 1)) {
-    n->limited[TERN_NET_LIMIT_CONN_RATE]++;
-    TERN_DEBUG("connection refused: too many new connections from one address", "peer=%s", c->peer);
-    return false;
+    sh->limited[TERN_NET_LIMIT_CONN_RATE]++;
+  } else if (o->conn_per_ip > 0 && e->open >= (uint64_t)o->conn_per_ip) {
+    sh->limited[TERN_NET_LIMIT_CONN_PER_IP]++;
+  } else {
+    e->open++;
+    c->ip_counted = ok = true;
   }
-  if (o->conn_per_ip > 0 && e->open >= (uint64_t)o->conn_per_ip) {
-    n->limited[TERN_NET_LIMIT_CONN_PER_IP]++;
-    TERN_DEBUG("connection refused: too many open connections from one address", "peer=%s open=%u", c->peer,
-               e->open);
-    return false;
-  }
-  e->open++;
-  c->ip_counted = true;
-  return true;
+  pthread_mutex_unlock(&sh->mu);
+  if (!ok)
+    TERN_DEBUG("connection refused: an address is over its limit", "peer=%s open=%u", c->peer, open);
+  return ok;
 }
 
 /* Forgets addresses with nothing open whose bucket has refilled, a few per tick. */
 static void sweep_ips(tern_net *n, int64_t now) {
   const tern_net_options *o = &n->opts;
+  tern_net_shared *sh = n->sh;
   const char *k;
   size_t kl;
   void *v;
-  for (int i = 0; i < 256 && tern_map_next(&n->ips, &n->ips_it, &k, &kl, &v); i++) {
+  pthread_mutex_lock(&sh->mu);
+  for (int i = 0; i < 256 && tern_map_next(&sh->ips, &sh->ips_it, &k, &kl, &v); i++) {
     ip_ent *e = v;
     double refill = o->conn_rate > 0 ? (double)(now - e->b.at) * o->conn_rate / 1000.0 : 1e300;
     if (e->open == 0 && e->b.tokens + refill >= o->conn_rate_burst) {
-      tern_map_del(&n->ips, k, kl);
+      tern_map_del(&sh->ips, k, kl);
       tern_free(e);
     }
   }
+  pthread_mutex_unlock(&sh->mu);
 }
 
 static bool free_ip(const char *k, size_t kl, void *v, void *arg) {
@@ -683,7 +712,23 @@ static bool free_ip(const char *k, size_t kl, void *v, void *arg) {
 }
 
 void tern_net_limited(const tern_net *n, uint64_t out[TERN_NET_LIMIT__COUNT]) {
-  memcpy(out, n->limited, sizeof n->limited);
+  pthread_mutex_lock(&n->sh->mu);
+  memcpy(out, n->sh->limited, sizeof n->sh->limited);
+  pthread_mutex_unlock(&n->sh->mu);
+}
+
+tern_net_shared *tern_net_shared_new(void) {
+  tern_net_shared *sh = TERN_NEW(tern_net_shared);
+  pthread_mutex_init(&sh->mu, NULL);
+  return sh;
+}
+
+void tern_net_shared_free(tern_net_shared *sh) {
+  if (!sh) return;
+  tern_map_each(&sh->ips, free_ip, NULL);
+  tern_map_free(&sh->ips);
+  pthread_mutex_destroy(&sh->mu);
+  tern_free(sh);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -713,7 +758,7 @@ static void on_connection(uv_stream_t *server, int status) {
   if (n->conns) n->conns->prev = c;
   n->conns = c;
   n->nconns++;
-  if ((int64_t)n->nconns > n->opts.max_connections) {
+  if (atomic_fetch_add(&n->sh->nconns, 1) + 1 > n->opts.max_connections) {
     TERN_WARN("connection limit reached", "limit=%lld", (long long)n->opts.max_connections);
     conn_close(c);
     return;
@@ -828,18 +873,51 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
   n->loop = loop;
   n->opts = *opts;
   n->h = *h;
-  uv_tcp_init(loop, &n->listener);
+  n->sh = opts->shared;
+  if (!n->sh) {
+    n->sh = tern_net_shared_new();
+    n->own_sh = true;
+  }
+  /* With reuseport, the socket exists before the bind (uv_tcp_init_ex) so that SO_REUSEPORT
+   * can be set on it: libuv 1.44 has no flag for it. The kernel then spreads new connections
+   * over every listener bound to the port. */
+  int rc = 0;
+  if (opts->reuseport && !n->sh->bound) {
+    /* SO_REUSEPORT would let the first listener join another process's listeners on a port
+     * already taken (the same user's): a plain bind first says whether the port is free, and
+     * picks it for port 0. It never listens, so it leaves nothing behind. */
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0) rc = -errno;
+    else if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) rc = -errno;
+    if (fd >= 0) close(fd);
+    if (rc < 0) {
+      snprintf(err, errlen, "cannot listen on %s: %s", opts->listen, uv_strerror(rc));
+      if (n->own_sh) tern_net_shared_free(n->sh);
+      tern_free(n);
+      return rc;
+    }
+  }
+  if (rc == 0) rc = uv_tcp_init_ex(loop, &n->listener, ss.ss_family);
   n->listener.data = n;
-  int rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0 && opts->reuseport) {
+    uv_os_fd_t fd;
+    int one = 1;
+    rc = uv_fileno((uv_handle_t *)&n->listener, &fd);
+    if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) rc = -errno;
+  }
+  if (rc == 0) rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
   if (rc < 0) {
     snprintf(err, errlen, "cannot listen on %s: %s", opts->listen, uv_strerror(rc));
     uv_close((uv_handle_t *)&n->listener, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
+    if (n->own_sh) tern_net_shared_free(n->sh);
     tern_free(n);
     return rc;
   }
   n->listening = true;
+  n->sh->bound = true;
   struct sockaddr_storage bound;
   int bl = sizeof bound;
   uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &bl);
@@ -866,8 +944,10 @@ int tern_net_start(uv_loop_t *loop, const tern_net_options *opts, const tern_net
 }
 
 const char *tern_net_addr(const tern_net *n) { return n->addr; }
-size_t tern_net_connections(const tern_net *n) { return n->nconns; }
-size_t tern_net_ws_connections(const tern_net *n) { return n->nws; }
+/* Relaxed atomic loads: the counts have one writer, the net's loop, and /metrics on another
+ * worker reads them (a recent value is all it needs). */
+size_t tern_net_connections(const tern_net *n) { return __atomic_load_n(&n->nconns, __ATOMIC_RELAXED); }
+size_t tern_net_ws_connections(const tern_net *n) { return __atomic_load_n(&n->nws, __ATOMIC_RELAXED); }
 void tern_net_stream_stats(const tern_net *n, tern_stream_stats *out) { tern_stream_loop_stats(n->sl, out); }
 
 void tern_net_stop_listening(tern_net *n) {
@@ -900,7 +980,6 @@ void tern_net_free(tern_net *n) {
   if (!uv_is_closing((uv_handle_t *)&n->sweep)) uv_close((uv_handle_t *)&n->sweep, NULL);
   tern_stream_loop_free(n->sl); /* goes once its handles and streams have closed, below */
   uv_run(n->loop, UV_RUN_NOWAIT);
-  tern_map_each(&n->ips, free_ip, NULL);
-  tern_map_free(&n->ips);
+  if (n->own_sh) tern_net_shared_free(n->sh);
   tern_free(n);
 }

@@ -5,7 +5,8 @@
  * which requests may upgrade, the close codes of the two timeouts and the body of every error
  * answer, the net layer's own refusals (400, 408, 413, 431, ...) included.
  *
- * Threads: everything here runs on the loop thread.
+ * Threads: everything here runs on the loop thread. A process may run one tern_net per worker
+ * loop, each with its own connections; they share only a tern_net_shared.
  *
  * Lifetimes. A tern_conn lives from accept until it is closed and nobody holds a reference.
  * Handlers that answer later (after a store commit or a password hash) take a reference with
@@ -31,6 +32,15 @@
 #include "net/stream.h"
 
 typedef struct tern_net tern_net;
+
+/* What the listeners of one process share, so that the per-address limits and
+ * http.max_connections hold for the process whichever worker's listener accepts: the table of
+ * client addresses (open connections, the bucket of new ones), the connection count and the
+ * limit counters, under a mutex. Made by the composition root, given to every tern_net_start,
+ * freed after every net that uses it. Any thread. */
+typedef struct tern_net_shared tern_net_shared;
+tern_net_shared *tern_net_shared_new(void);
+void tern_net_shared_free(tern_net_shared *sh);
 
 typedef struct tern_net_handlers {
   /* A request's head is complete: return the largest body accepted for it (bytes). A body
@@ -80,6 +90,10 @@ typedef struct tern_net_options {
   double conn_rate;          /* new connections per second, sustained */
   double conn_rate_burst;    /* and in a burst */
   const tern_cidr_list *trusted_proxies; /* not owned; NULL: none */
+  /* Several listeners (one per worker loop) on one port: SO_REUSEPORT on each, set before the
+   * bind. The first binds listen (port 0 picks one); the others bind the address it got. */
+  bool reuseport;
+  tern_net_shared *shared;   /* not owned; NULL: this net keeps its own */
 } tern_net_options;
 
 /* The limits the net layer enforces itself, for tern_limited_total. */
@@ -105,6 +119,7 @@ bool tern_net_idle(const tern_net *n);
 /* Frees the listener; call after the loop has closed every handle. */
 void tern_net_free(tern_net *n);
 
+/* The counts may be read from another worker's thread (/metrics). */
 size_t tern_net_connections(const tern_net *n);   /* open TCP connections */
 size_t tern_net_ws_connections(const tern_net *n);/* open WebSocket connections */
 /* The connections' stream counters (reads, flushes, writes; see net/stream.h). */
@@ -143,6 +158,9 @@ void tern_http_stream_abort(tern_http_stream *s);
 /* Refuses the request being received on c (e.g. an upload that timed out in its sink) with an
  * error answer (as tern_http_error), and closes the connection after it. A no-op once a handler holds the request. */
 void tern_conn_http_refuse(tern_conn *c, int status, const char *code, const char *message);
+/* The same with extra header lines ("Retry-After: 5\r\n", or NULL). */
+void tern_conn_http_refuse_headers(tern_conn *c, int status, const char *headers, const char *code,
+                                   const char *message);
 
 /* ---- connections ---- */
 void tern_conn_ref(tern_conn *c);

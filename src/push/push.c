@@ -573,15 +573,30 @@ void tern_push_device_online(tern_push *p, const char *device_id) {
 
 const char *tern_push_vapid_public_key(const tern_push *p) { return p->vapid_public_b64; }
 
-void tern_push_metrics_render(const tern_push *p, tern_buf *b) {
+void tern_push_metrics_render(const tern_push *p, tern_buf *b) { tern_push_metrics_render_sum(&p, 1, b); }
+
+/* Relaxed atomic loads: each instance's counters have one writer, its loop, and the scrape may
+ * run on another worker's. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+void tern_push_metrics_render_sum(const tern_push *const *ps, size_t n, tern_buf *b) {
   for (int i = 0; i < TERN_PUSH_NPROVIDERS; i++) {
-    const tern_push_pv *pv = &p->pv[i];
-    if (!pv->ops) continue;
+    uint64_t results[TERN_PUSH_NRESULTS] = {0}, retries = 0;
+    bool on = false;
+    for (size_t k = 0; k < n; k++) {
+      if (!ps[k]) continue;
+      const tern_push_pv *pv = &ps[k]->pv[i];
+      if (!pv->ops) continue;
+      on = true;
+      for (int r = 0; r < TERN_PUSH_NRESULTS; r++) results[r] += LOAD(pv->results[r]);
+      retries += LOAD(pv->retries);
+    }
+    if (!on) continue;
     for (int r = 0; r < TERN_PUSH_NRESULTS; r++)
       tern_buf_printf(b, "tern_push_total{provider=\"%s\",result=\"%s\"} %llu\n", PROVIDER_NAMES[i],
-                      RESULT_NAMES[r], (unsigned long long)pv->results[r]);
+                      RESULT_NAMES[r], (unsigned long long)results[r]);
     tern_buf_printf(b, "tern_push_total{provider=\"%s\",result=\"retry\"} %llu\n", PROVIDER_NAMES[i],
-                    (unsigned long long)pv->retries);
+                    (unsigned long long)retries);
   }
 }
 

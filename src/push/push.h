@@ -137,6 +137,9 @@ const char *tern_push_vapid_public_key(const tern_push *p);
  * and every result ("ok", "invalid_token", "failed", "dropped", and "retry": attempts that were
  * scheduled for another try). No HELP/TYPE lines: the caller prints them. */
 void tern_push_metrics_render(const tern_push *p, tern_buf *b);
+/* The same for several instances (one per worker), their counters added up; NULLs are
+ * skipped. Any thread: the counters are read with relaxed atomic loads. */
+void tern_push_metrics_render_sum(const tern_push *const *ps, size_t n, tern_buf *b);
 
 /* Point-in-time figures, for tests, benchmarks and gauges. */
 typedef struct tern_push_stats {

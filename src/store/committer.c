@@ -99,7 +99,9 @@ struct tern_store_port {
   opq done;                /* completed ops (commit thread → loop) */
   tern_store_event_copy *ev_head, *ev_tail; /* events copied here from other threads */
   int64_t inflight;        /* handed over and not yet in done */
+  bool calls_closed;       /* closed: calls posted now are dropped (tern_store_port_call) */
   tern_port_follow follows; /* loop: the follower and the bus callback */
+  tern_store_port *next_closed; /* the store's closed_ports */
 };
 
 tern_store *tern_store_port_store(const tern_store_port *p) { return p->s; }
@@ -325,12 +327,48 @@ static void on_async(uv_async_t *h) {
   if (run_completions(p, DONE_PER_WAKEUP, EVENTS_PER_WAKEUP)) uv_async_send(h);
 }
 
-static void on_port_closed(uv_handle_t *h) {
-  tern_store_port *p = h->data;
-  if (--p->open_handles > 0) return;
+/* Drops what is still queued for a closed port: calls learn they will not run. */
+static void drop_events(tern_store_port *p) {
+  pthread_mutex_lock(&p->mu);
+  tern_store_event_copy *ev = p->ev_head;
+  p->ev_head = p->ev_tail = NULL;
+  pthread_mutex_unlock(&p->mu);
+  while (ev) {
+    tern_store_event_copy *next = ev->next;
+    if (ev->kind == TERN_EVC_CALL) {
+      ev->call(ev->call_arg, false);
+      tern_free(ev);
+    } else {
+      ev->kind = TERN_EVC_ENVELOPE; /* no watch of a closed port remains: only frees it */
+      tern_store_run_event_copy(p->s, p, ev);
+    }
+    ev = next;
+  }
+}
+
+static void port_free(tern_store_port *p) {
+  drop_events(p);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   tern_free(p);
+}
+
+static void on_port_closed(uv_handle_t *h) {
+  tern_store_port *p = h->data;
+  if (--p->open_handles > 0) return;
+  tern_store *s = p->s;
+  pthread_mutex_lock(&s->ports_mu);
+  p->next_closed = s->closed_ports;
+  s->closed_ports = p;
+  pthread_mutex_unlock(&s->ports_mu);
+}
+
+void tern_store_free_closed_ports(tern_store *s) {
+  while (s->closed_ports) {
+    tern_store_port *p = s->closed_ports;
+    s->closed_ports = p->next_closed;
+    port_free(p);
+  }
 }
 
 int tern_store_port_new(tern_store *s, uv_loop_t *loop, tern_store_port **out, char *err, size_t errlen) {
@@ -367,6 +405,11 @@ int tern_store_port_new(tern_store *s, uv_loop_t *loop, tern_store_port **out, c
   return 0;
 }
 
+void tern_store_port_hand_over_first(tern_store_port *p) {
+  uv_prepare_stop(&p->hand);
+  uv_prepare_start(&p->hand, on_hand);
+}
+
 void tern_store_submit(tern_store_port *p, tern_store_op *op) {
   if (p->closing) {
     /* After close nothing may submit (store.h); an op that still arrives is dropped rather
@@ -382,6 +425,22 @@ void tern_store_submit(tern_store_port *p, tern_store_op *op) {
 }
 
 int64_t tern_store_port_pending(const tern_store_port *p) { return p->pending; }
+
+void tern_store_port_call(tern_store_port *p, tern_store_call_fn fn, void *arg) {
+  tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
+  ev->kind = TERN_EVC_CALL;
+  ev->call = fn;
+  ev->call_arg = arg;
+  pthread_mutex_lock(&p->mu);
+  bool closed = p->calls_closed;
+  pthread_mutex_unlock(&p->mu);
+  if (closed) {
+    tern_free(ev);
+    fn(arg, false);
+    return;
+  }
+  tern_store_port_post_event(p, ev);
+}
 
 void tern_store_port_post_event(tern_store_port *p, tern_store_event_copy *ev) {
   ev->next = NULL;
@@ -406,10 +465,14 @@ void tern_store_port_close(tern_store_port *p) {
     }
   }
   pthread_mutex_unlock(&s->ports_mu);
+  tern_store_drop_watches(s, p);
   /* Shutdown only: wait for the commit thread to finish this port's ops, so their completions
    * run now and nothing of this port is left in the store when it closes. */
   pthread_mutex_lock(&p->mu);
   while (p->inflight > 0) pthread_cond_wait(&p->cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_lock(&p->mu);
+  p->calls_closed = true; /* what callbacks below post to it is dropped */
   pthread_mutex_unlock(&p->mu);
   while (run_completions(p, SIZE_MAX, SIZE_MAX)) {
   }

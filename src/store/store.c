@@ -413,6 +413,7 @@ static bool free_watch_cb(const char *k, size_t kl, void *v, void *arg) {
 void tern_store_close(tern_store *s) {
   if (!s) return;
   tern_committer_stop(s->cm);
+  tern_store_free_closed_ports(s);
   tern_sem_free(s->sem);
   s->be.vt->close(s->be.self);
   tern_map_each(&s->watches, free_watch_cb, NULL);
@@ -450,6 +451,38 @@ void tern_store_unwatch(tern_store_port *p, const char *inbox, void *watcher) {
   tern_free(w);
 }
 
+typedef struct port_watches {
+  tern_store_port *port; /* whose watches */
+  char **keys;           /* their inboxes */
+  size_t n, cap;
+} port_watches;
+
+static bool find_port_watch(const char *k, size_t kl, void *v, void *arg) {
+  port_watches *pw = arg;
+  if (((store_watch *)v)->port != pw->port) return true;
+  if (pw->n == pw->cap) {
+    pw->cap = pw->cap ? pw->cap * 2 : 16;
+    pw->keys = tern_realloc(pw->keys, pw->cap * sizeof *pw->keys);
+  }
+  pw->keys[pw->n++] = tern_strndup(k, kl);
+  return true;
+}
+
+/* A closing port's watches go with it, so that another loop's commit never posts an event to a
+ * port that is gone (the sessions usually unwatched already; a worker that stops while others
+ * run must not leave one behind). */
+void tern_store_drop_watches(tern_store *s, tern_store_port *p) {
+  port_watches pw = {.port = p};
+  pthread_mutex_lock(&s->watch_mu);
+  tern_map_each(&s->watches, find_port_watch, &pw);
+  for (size_t i = 0; i < pw.n; i++) {
+    tern_free(tern_map_dels(&s->watches, pw.keys[i]));
+    tern_free(pw.keys[i]);
+  }
+  pthread_mutex_unlock(&s->watch_mu);
+  tern_free(pw.keys);
+}
+
 bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget) {
   if (op->type != TERN_OP_APPEND || op->status != TERN_STORE_OK) return true;
   tern_op_append *ap = tern_op_as_append(op);
@@ -464,8 +497,10 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
     pthread_mutex_lock(&s->watch_mu);
     store_watch *w = tern_map_gets(&s->watches, t->inbox);
     store_watch copy = w ? *w : (store_watch){0};
-    pthread_mutex_unlock(&s->watch_mu);
-    if (!w) continue;
+    if (!w) {
+      pthread_mutex_unlock(&s->watch_mu);
+      continue;
+    }
     (*budget)--;
     const tern_buf *v = &ap->values[t->value];
     tern_store_env e = {.inbox = t->inbox, .seq = t->seq, .value = (const uint8_t *)v->data, .len = v->len};
@@ -476,9 +511,12 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
     if (copy.port == p) {
       /* The watcher may unwatch (or watch another inbox) from inside its callback; the copy
        * taken under the lock keeps this call safe, and the next target looks up afresh. */
+      pthread_mutex_unlock(&s->watch_mu);
       copy.cb(copy.watcher, &e);
       continue;
     }
+    /* Another loop's watcher (another worker): its port's queue, posted under the lock, so
+     * that a port closing meanwhile (tern_store_drop_watches) is never posted to. */
     tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
     ev->inbox = tern_strdup(t->inbox);
     ev->seq = t->seq;
@@ -488,6 +526,7 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
       tern_buf_append(&ev->body, e.body, e.body_len);
     }
     tern_store_port_post_event(copy.port, ev);
+    pthread_mutex_unlock(&s->watch_mu);
   }
   op->dispatched = ap->ntargets;
   return true;
@@ -502,8 +541,8 @@ static void remote_envelope(void *arg, const char *inbox, size_t n, uint64_t seq
   pthread_mutex_lock(&s->watch_mu);
   store_watch *w = tern_map_gets(&s->watches, name);
   tern_store_port *port = w ? w->port : NULL;
-  pthread_mutex_unlock(&s->watch_mu);
   if (!port) {
+    pthread_mutex_unlock(&s->watch_mu);
     tern_free(name);
     return;
   }
@@ -514,7 +553,8 @@ static void remote_envelope(void *arg, const char *inbox, size_t n, uint64_t seq
   c->inbox = name;
   c->seq = seq;
   if (!shared) tern_buf_append(&c->value, v, len);
-  tern_store_port_post_event(port, c);
+  tern_store_port_post_event(port, c); /* under the lock: see tern_store_dispatch */
+  pthread_mutex_unlock(&s->watch_mu);
 }
 
 static void event_copy_free(tern_store_event_copy *ev) {
@@ -552,6 +592,9 @@ void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_eve
       break;
     case TERN_EVC_BUS:
       if (f->bus) f->bus(f->bus_arg, (const uint8_t *)ev->value.data, ev->value.len);
+      break;
+    case TERN_EVC_CALL:
+      ev->call(ev->call_arg, true);
       break;
   }
   event_copy_free(ev);

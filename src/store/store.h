@@ -429,6 +429,13 @@ void tern_store_close(tern_store *s);
  * the commit thread together at the end of the iteration (one wake-up, not one per op);
  * their completions and the delivery events of inboxes watched through it run on this loop. */
 int tern_store_port_new(tern_store *s, uv_loop_t *loop, tern_store_port **out, char *err, size_t errlen);
+/* Puts the port's end-of-iteration hand-over ahead of every other prepare handle of its loop
+ * started so far (libuv runs them last started first). Call it once the loop's other parts
+ * exist: then the ops of an iteration reach the commit thread before that iteration's writes
+ * (the net layer's flush pass) reach the clients, so a client that saw the answer to a later
+ * frame knows its earlier frames' ops are queued ahead of anything another worker submits
+ * after that. */
+void tern_store_port_hand_over_first(tern_store_port *p);
 /* Submits op (the port's loop thread only). */
 void tern_store_submit(tern_store_port *p, tern_store_op *op);
 /* Ops submitted through the port and not yet completed. */
@@ -471,6 +478,14 @@ void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg);
  * every other node: at most once, unordered between writers, lost when a node is down.
  * p's loop thread; never blocks. */
 void tern_store_bus_publish(tern_store_port *p, const void *msg, size_t len);
+/* The port as its loop's mailbox, for the workers of one process: fn(arg, true) runs on p's loop,
+ * in order with everything else posted to p (delivery events, changes, bus messages: one queue,
+ * drained whole per wake-up, since uv_async_send coalesces). Posted to a port that is closing,
+ * or still queued when it has closed, fn(arg, false) runs instead, on the poster's thread or at
+ * the close, so that arg can be freed. Any thread. */
+typedef void (*tern_store_call_fn)(void *arg, bool run);
+void tern_store_port_call(tern_store_port *p, tern_store_call_fn fn, void *arg);
+
 /* The store's health for /healthz (PROTOCOL.md 12): whether it can store and with what
  * redundancy. Any thread, never blocking (a shared backend reports what its poller saw last);
  * the embedded backend is always OK. reason gets why, "" when OK. */

@@ -37,6 +37,9 @@ struct tern_store {
   pthread_mutex_t ports_mu;
   tern_store_port **ports;
   size_t nports, ports_cap;
+  /* Closed ports, freed with the store: another worker may still hold a pointer to one and
+   * post a call to it (tern_store_port_call drops it then), so its memory outlives its loop. */
+  tern_store_port *closed_ports;
   atomic_int nports_open;      /* nports, readable without the lock */
 };
 
@@ -103,7 +106,7 @@ bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, s
 /* Something for a port's loop that another thread made: a delivery event for a watcher on
  * another loop (the op that made it is freed on its own loop, so the bytes travel with it), a
  * directory change for the port's follower, or a bus message. */
-typedef enum { TERN_EVC_ENVELOPE = 0, TERN_EVC_CHANGE, TERN_EVC_BUS } tern_store_event_kind;
+typedef enum { TERN_EVC_ENVELOPE = 0, TERN_EVC_CHANGE, TERN_EVC_BUS, TERN_EVC_CALL } tern_store_event_kind;
 typedef struct tern_store_event_copy tern_store_event_copy;
 struct tern_store_event_copy {
   tern_store_event_copy *next; /* the port's queue */
@@ -115,6 +118,8 @@ struct tern_store_event_copy {
   uint64_t seq;
   tern_buf value, body;        /* value: ENVELOPE's record, CHANGE's record, BUS's message */
   bool has_body;
+  tern_store_call_fn call;     /* CALL: runs on the port's loop */
+  void *call_arg;
 };
 /* What a port's loop follows (tern_store_follow, tern_store_bus_follow). */
 typedef struct tern_port_follow {
@@ -131,6 +136,10 @@ void tern_store_post_changes(tern_store *s, const tern_store_change *c, size_t n
 void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev);
 /* committer.c: queues a copied event for p (any thread) and wakes p's loop. */
 void tern_store_port_post_event(tern_store_port *p, tern_store_event_copy *ev);
+/* store.c: removes every watch made through p (its close). */
+void tern_store_drop_watches(tern_store *s, tern_store_port *p);
+/* committer.c: frees the closed ports (tern_store_close, after every port closed). */
+void tern_store_free_closed_ports(tern_store *s);
 /* committer.c: the store a port belongs to. */
 tern_store *tern_store_port_store(const tern_store_port *p);
 /* Frees a submitted op after its completion (pools per thread). */

@@ -5,6 +5,8 @@
 //
 // srv.port/url/wsUrl are updated in place by restart(), so tests may keep the object.
 //
+// With TERN_TEST_WORKERS=N, every ternd runs N worker loops (--workers N; default 1).
+//
 // With TERN_TEST_CLUSTER=N (N >= 2) in the environment, startServer starts N ternd nodes on
 // the NATS backend instead (one 3-server NATS cluster per test process, a namespace of their
 // own per startServer), behind a TCP proxy that hands each new connection to the next node:
@@ -65,7 +67,8 @@ function spawnTernd(srv, startTimeoutMs) {
   if (!existsSync(TERND)) {
     throw new Error(`ternd binary not found at ${TERND} (build it, or set TERND)`);
   }
-  const argv = ['--listen', '127.0.0.1:0', '--data-dir', srv.dataDir, ...srv.baseArgs, ...srv.args];
+  const argv = ['--listen', '127.0.0.1:0', '--data-dir', srv.dataDir, '--workers', String(WORKERS), ...srv.baseArgs,
+    ...srv.args];
   const env = srv.env ? { ...process.env, ...srv.env } : process.env;
   const proc = spawn(TERND, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
   srv.proc = proc;
@@ -114,6 +117,13 @@ function spawnTernd(srv, startTimeoutMs) {
     });
   });
 }
+
+/**
+ * Worker loops per ternd (--workers): TERN_TEST_WORKERS, else 1, so that the suite runs the
+ * same on any machine (the setting's default is one per core). Tests that set --workers
+ * themselves win: their flags come later.
+ */
+export const WORKERS = Number(process.env.TERN_TEST_WORKERS || 0) >= 1 ? Number(process.env.TERN_TEST_WORKERS) : 1;
 
 /** Nodes per test server (0: a single ternd on RocksDB). */
 export const CLUSTER_NODES = Number(process.env.TERN_TEST_CLUSTER || 0) >= 2 ? Number(process.env.TERN_TEST_CLUSTER) : 0;

@@ -1742,6 +1742,66 @@ TEST(events_cross_ports) {
   close_store(s);
 }
 
+/* The port as a worker's mailbox: calls run on its loop, in the order posted and behind the
+ * events posted before them; once it has closed they are dropped (run false), and its watches
+ * went with it, so a later commit to the inbox it watched raises nothing anywhere. */
+typedef struct call_log {
+  int n;
+  char e[8][16];
+} call_log;
+typedef struct call_arg {
+  call_log *log;
+  char name[8];
+} call_arg;
+static call_arg *call_new(call_log *l, const char *name) {
+  call_arg *c = calloc(1, sizeof *c);
+  c->log = l;
+  snprintf(c->name, sizeof c->name, "%s", name);
+  return c;
+}
+static void on_call(void *arg, bool run) {
+  call_arg *c = arg;
+  if (c->log->n < 8) snprintf(c->log->e[c->log->n], sizeof c->log->e[0], "%s%s", run ? "" : "x:", c->name);
+  c->log->n++;
+  free(c);
+}
+
+TEST(port_calls) {
+  use_dir("calls");
+  tstore *s = open_store();
+  uv_loop_t loop2;
+  uv_loop_init(&loop2);
+  char err[128];
+  tern_store_port *p2 = NULL;
+  CHECK_EQ_INT(tern_store_port_new(s->st, &loop2, &p2, err, sizeof err), 0);
+  watcher w = {0};
+  tern_store_watch(p2, "X", on_event, &w);
+  call_log log = {0};
+  tern_store_port_call(p2, on_call, call_new(&log, "a"));
+  append1(s, &R[0], "X", "between");
+  wait_all(); /* the event is in p2's queue now, behind "a" */
+  tern_store_port_call(p2, on_call, call_new(&log, "b"));
+  CHECK_EQ_INT(log.n, 0); /* nothing runs before p2's loop does */
+  for (int i = 0; i < 100 && log.n < 2; i++) {
+    uv_run(&loop2, UV_RUN_NOWAIT);
+    if (log.n < 2) usleep(1000);
+  }
+  CHECK_EQ_INT(log.n, 2);
+  CHECK_EQ_STR(log.e[0], "a");
+  CHECK_EQ_STR(log.e[1], "b");
+  CHECK_EQ_INT(w.n, 1);
+  tern_store_port_close(p2); /* with its watch still there */
+  uv_run(&loop2, UV_RUN_DEFAULT);
+  tern_store_port_call(p2, on_call, call_new(&log, "c")); /* closed: dropped at once */
+  CHECK_EQ_INT(log.n, 3);
+  CHECK_EQ_STR(log.e[2], "x:c");
+  append1(s, &R[1], "X", "after close");
+  wait_all();
+  CHECK_EQ_INT(w.n, 1);
+  uv_loop_close(&loop2);
+  close_store(s);
+}
+
 /* ---- shared state: the change feed, catch-up, the bus, creates and compare-and-set ---- */
 
 /* What a follower saw, in order: "u:alice", "d:d1:alice", "d-:d1", "k:group/g=v", "k-:group/g". */
@@ -2314,6 +2374,7 @@ static natsrv *cur_natsrv; /* the servers of the NATS pass running */
 
 static void run_suite(void) {
   RUN(envelope_roundtrip);
+  RUN_RDB(port_calls);
   RUN(op_free_owns_everything);
   RUN(append_assigns_seqs);
   RUN(drain_order_paging);
