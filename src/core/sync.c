@@ -70,44 +70,29 @@ static void park_device(tern_sync *s, const tern_device_rec *r) {
   s->nparked++;
 }
 
-/* Parked records older than the tombstone time belong to users that never came. */
-static void prune_parked(tern_sync *s, int64_t now) {
-  const char *k;
-  size_t kl;
-  void *v;
-  tern_map_iter it = {0};
-  char **old = NULL;
-  size_t n = 0, cap = 0;
-  while (tern_map_next(&s->early_devices, &it, &k, &kl, &v)) {
-    const parked_device *p = v;
-    if (now - p->at < TOMBSTONE_MS) continue; /* the newest is first */
-    if (n == cap) {
-      cap = cap ? cap * 2 : 16;
-      old = tern_realloc(old, cap * sizeof *old);
-    }
-    old[n++] = tern_strndup(k, kl);
-  }
-  for (size_t i = 0; i < n; i++) {
-    parked_device *p = tern_map_gets(&s->early_devices, old[i]);
-    for (parked_device *q = p; q; q = q->next) s->nparked--;
-    tern_map_dels(&s->early_devices, old[i]);
-    parked_free(p);
-    tern_free(old[i]);
-  }
-  tern_free(old);
+/* Forgets what waits for user (it never came, or it was deleted). */
+static void drop_parked(tern_sync *s, const char *user) {
+  parked_device *p = tern_map_gets(&s->early_devices, user);
+  if (!p) return;
+  for (parked_device *q = p; q; q = q->next) s->nparked--;
+  tern_map_dels(&s->early_devices, user);
+  parked_free(p);
 }
 
-static void prune_map(tern_map *m, int64_t now);
+static void prune_map(tern_sync *s, tern_map *m, int64_t now);
 
 static void prune(tern_sync *s, int64_t now) {
   if (now < s->next_prune) return;
   s->next_prune = now + TOMBSTONE_MS;
-  prune_map(&s->gone, now);
-  prune_map(&s->early_keys, now);
-  prune_parked(s, now);
+  prune_map(s, &s->gone, now);
+  prune_map(s, &s->early_keys, now);
+  prune_map(s, &s->early_devices, now); /* parked records of users that never came */
 }
 
-static void prune_map(tern_map *m, int64_t now) {
+/* Entries older than the tombstone time: values are the ms they came (intptr_t), or, in
+ * early_devices, parked lists (newest first). */
+static void prune_map(tern_sync *s, tern_map *m, int64_t now) {
+  bool parked = m == &s->early_devices;
   const char *k;
   size_t kl;
   void *v;
@@ -115,7 +100,8 @@ static void prune_map(tern_map *m, int64_t now) {
   char **old = NULL;
   size_t n = 0, cap = 0;
   while (tern_map_next(m, &it, &k, &kl, &v)) {
-    if (now - (int64_t)(intptr_t)v < TOMBSTONE_MS) continue;
+    int64_t at = parked ? ((const parked_device *)v)->at : (int64_t)(intptr_t)v;
+    if (now - at < TOMBSTONE_MS) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 16;
       old = tern_realloc(old, cap * sizeof *old);
@@ -123,7 +109,8 @@ static void prune_map(tern_map *m, int64_t now) {
     old[n++] = tern_strndup(k, kl);
   }
   for (size_t i = 0; i < n; i++) {
-    tern_map_dels(m, old[i]);
+    if (parked) drop_parked(s, old[i]);
+    else tern_map_dels(m, old[i]);
     tern_free(old[i]);
   }
   tern_free(old);
@@ -139,12 +126,7 @@ static void on_user(const tern_user_rec *r, void *arg) {
     TERN_INFO("account deleted elsewhere", "user=%s", r->user);
     if (u && !u->pending) tern_accounts_forget_user(a, u, r->deleted);
     else tern_accounts_hold(a, r->user, r->deleted);
-    parked_device *p = tern_map_gets(&s->early_devices, r->user);
-    if (p) {
-      for (parked_device *q = p; q; q = q->next) s->nparked--;
-      tern_map_dels(&s->early_devices, r->user);
-      parked_free(p);
-    }
+    drop_parked(s, r->user);
     return;
   }
   if (u && u->pending) {
