@@ -905,6 +905,19 @@ static void on_open_call(void *arg, bool run) {
   post(s->app, on_open_answer, o);
 }
 
+/* A download's context: who asks for which file, on this worker. */
+static serve_ctx *serve_new(tern_app *a, tern_http_req *req, const tern_device *d, const char *id, bool thumb) {
+  serve_ctx *s = TERN_NEW(serve_ctx);
+  s->app = a;
+  s->req = req;
+  s->fd = -1;
+  s->thumb = thumb;
+  memcpy(s->id, id, sizeof s->id);
+  snprintf(s->user, sizeof s->user, "%s", d->user->name);
+  snprintf(s->device, sizeof s->device, "%s", d->id);
+  return s;
+}
+
 static void serve(tern_app *a, tern_http_req *req) {
   char id[TERN_MEDIA_ID_LEN + 1];
   bool thumb;
@@ -915,14 +928,7 @@ static void serve(tern_app *a, tern_http_req *req) {
   }
   const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
   if (d && is_remote(a)) {
-    serve_ctx *s = TERN_NEW(serve_ctx);
-    s->app = a;
-    s->req = req;
-    s->fd = -1;
-    s->thumb = thumb;
-    memcpy(s->id, id, sizeof s->id);
-    snprintf(s->user, sizeof s->user, "%s", d->user->name);
-    snprintf(s->device, sizeof s->device, "%s", d->id);
+    serve_ctx *s = serve_new(a, req, d, id, thumb);
     hop_open *o = TERN_NEW(hop_open);
     o->home = home_of(a);
     o->s = s;
@@ -943,14 +949,7 @@ static void serve(tern_app *a, tern_http_req *req) {
     tern_buf_free(&h);
     return;
   }
-  serve_ctx *s = TERN_NEW(serve_ctx);
-  s->app = a;
-  s->req = req;
-  s->fd = -1;
-  s->thumb = thumb;
-  memcpy(s->id, id, sizeof s->id);
-  snprintf(s->user, sizeof s->user, "%s", d->user->name);
-  snprintf(s->device, sizeof s->device, "%s", d->id);
+  serve_ctx *s = serve_new(a, req, d, id, thumb);
   if (tern_media_open_file(a->media, r, thumb, on_open, s) != 0) {
     tern_free(s);
     tern_http_error(req, 503, "unavailable", "the media store is not available");
