@@ -149,11 +149,18 @@ export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, st
   const nats = given || await sharedNats;
   const ns = `t${process.pid}x${++clusters}`;
   const nodes = [];
-  for (let i = 0; i < n; i++) {
-    nodes.push(await startNode({
-      args: [...args, '--store-backend', 'nats', '--nats-urls', nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
-      env, baseArgs, startTimeoutMs,
-    }));
+  try {
+    for (let i = 0; i < n; i++) {
+      const o = {
+        args: [...args, '--store-backend', 'nats', '--nats-urls', nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
+        env, baseArgs, startTimeoutMs,
+      };
+      // a loaded machine can time out the first stream creations (JetStream's 2 s): once more
+      nodes.push(await startNode(o).catch(() => startNode(o)));
+    }
+  } catch (e) {
+    await Promise.all(nodes.map((x) => x.close())); // a live node would keep the test process alive
+    throw e;
   }
   const srv = await proxyTo(nodes);
   Object.assign(srv, { nats, namespace: ns, cluster: true });
