@@ -45,16 +45,13 @@ async function loadThrough(srv, prefix, onSent) {
   }
   const conns = new Set();
   let stopped = false;
+  // a connection through the proxy, or null after a short pause (its node just died)
+  const tryOnline = (acct) => online(srv, acct).catch(() => new Promise((r) => setTimeout(() => r(null), 100)));
   // receivers stay online, reconnecting when their node dies
   const keepReceiving = async (rec) => {
     while (!stopped) {
-      let c;
-      try {
-        c = await online(srv, rec.acct);
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
+      const c = await tryOnline(rec.acct);
+      if (!c) continue;
       conns.add(c);
       rec.msgs.push(...c.initial.filter((e) => e.type === 'msg'));
       attachReceiver(c, rec);
@@ -69,13 +66,8 @@ async function loadThrough(srv, prefix, onSent) {
   await Promise.all(senders.map(async (st, k) => {
     for (let round = 0; st.sent.size < PER_SENDER; round++) {
       assert.ok(round < 50, `${st.name}: still ${PER_SENDER - st.sent.size} unsent after 50 reconnects`);
-      let c;
-      try {
-        c = await online(srv, st.acct);
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
+      const c = await tryOnline(st.acct);
+      if (!c) continue;
       conns.add(c);
       attachReceiver(c, st);
       const before = st.errors.length;
