@@ -51,7 +51,15 @@ typedef struct tern_group {
   uint64_t confirmed_rev;         /* the newest known stored */
   uint8_t stored_hash[32];        /* BLAKE2b of the record the next change is based on */
   bool stored;                    /* there is such a record */
+  /* ms: the newest message time or join time given out on this node. Message times and join
+   * times never share a millisecond, so "received" (message time >= since) is exact even for
+   * a send and an add within one ms (tern_group_stamp). In memory only. */
+  int64_t clock_ms;
 } tern_group;
+
+/* The time for a message accepted to g now: never before a member's join time (so every
+ * member at acceptance may mark it read), and remembered so a later join comes after it. */
+int64_t tern_group_stamp(tern_group *g);
 
 /* The table of groups (app->groups). */
 typedef struct tern_groups tern_groups;

@@ -163,7 +163,7 @@ static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_u
 /* The send's context. Its members are the other members at acceptance; for an encrypted send
  * only those with a device in the list (devs), since a member without keys gets nothing and
  * is neither reached nor skipped. */
-static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame *f, const tern_group *grp,
+static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame *f, tern_group *grp,
                                   uint64_t received_ns, tern_device *const *devs) {
   tern_user *from = s->dev->user;
   group_send *g = TERN_NEW(group_send);
@@ -173,7 +173,7 @@ static group_send *group_send_new(tern_app *a, tern_session *s, const tern_frame
   snprintf(g->group_id, sizeof g->group_id, "%s", grp->id);
   snprintf(g->group_name, sizeof g->group_name, "%s", grp->name);
   g->from = from;
-  g->ts = tern_now_ms();
+  g->ts = tern_group_stamp(grp);
   g->received_ns = received_ns;
   g->silent = f->silent || tern_router_is_action(f); /* §15: actions make no push */
   tern_msgid_make(&a->msgid_key, &a->ids, g->ts, from->name, TERN_MSGID_TO_GROUP, grp->id, g->msg_id);

@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "core/accounts.h"
 #include "core/app.h"
+#include "core/groups.h"
 #include "core/router.h"
 #include "core/session.h"
 #include "t.h"
@@ -296,6 +297,33 @@ TEST(fanout_and_delivered_once) {
   disconnect(fl2);
 }
 
+/* A send and an add in one millisecond: the message time is before the join (the new member
+ * did not get it and may not mark it read), and the next message's is not. Many rounds, so
+ * most fall within one ms. */
+TEST(group_join_and_message_times_never_tie) {
+  new_device("nora");
+  tern_user *nora = tern_dir_user(app->dir, "nora");
+  tern_store_op *op;
+  tern_group *grp = tern_group_create(app, nora, "ticks", "", NULL, 0, &op);
+  tern_app_submit(app, op);
+  settle();
+  char name[16];
+  for (int i = 0; i < 50; i++) {
+    snprintf(name, sizeof name, "tick%d", i);
+    tern_user *u = tern_dir_add_user(app->dir, name);
+    u->pwhash = tern_strdup("x");
+    int64_t before = tern_group_stamp(grp);
+    op = tern_group_add(app, grp, nora, &u, 1);
+    const tern_member *m = tern_group_member(grp, u);
+    CHECK(m != NULL);
+    if (!m) break;
+    CHECK(before < m->since);
+    CHECK(tern_group_stamp(grp) >= m->since);
+    tern_app_submit(app, op);
+    settle();
+  }
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
 
 int main(void) {
@@ -321,6 +349,7 @@ int main(void) {
   RUN(presence_and_typing);
   RUN(drain_is_paced);
   RUN(fanout_and_delivered_once);
+  RUN(group_join_and_message_times_never_tie);
   tern_app_close(app);
   uv_run(&loop, UV_RUN_NOWAIT);
   tern_store_close(store);
