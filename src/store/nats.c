@@ -74,6 +74,7 @@ enum {
   VAL_VERSION = 1,
   REC_VERSION = 1,
   WAIT_MS = 2000,        /* every JetStream request and async publish: a lost ack is a timeout */
+  OPEN_RETRY_MS = 30000, /* how long the open waits for JetStream to be ready (open_retry) */
   WINDOW = 1024,         /* our own window of async publishes in flight (layout §8) */
   MAX_PENDING = 4 * WINDOW, /* nats.c's, above ours, so js_PublishMsgAsync never stalls */
   DUP_WINDOW_S = 120,    /* JetStream duplicate window of NS_IN and NS_COMMIT */
@@ -2440,6 +2441,19 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static natsStatus lib_status = NATS_OK;
 static void lib_open(void) { lib_status = nats_Open(-1); }
 
+/* At open, a cluster that has just started (or lost a server) may have no JetStream meta
+ * leader for a few seconds: stream and bucket creation then time out or answer "temporarily
+ * unavailable". Such errors are waited out for OPEN_RETRY_MS (a CI run timed out at 2 s on a
+ * loaded machine); any other error fails the open at once. The caller is the start-up. */
+static bool open_retry(natsStatus s, jsErrCode code, int64_t deadline, const char *what) {
+  bool transient = s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || code == JSClusterNotAvailErr ||
+                   code == JSClusterNoPeersErr;
+  if (!transient || tern_now_ms() >= deadline) return false;
+  TERN_WARN("nats not ready, retrying", "what=%s err=%s", what, natsStatus_GetText(s));
+  nats_Sleep(250);
+  return true;
+}
+
 static int add_stream(nbe *be, const char *name, const char *subj, int64_t max_per_subj, char *err, size_t errlen) {
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
@@ -2451,11 +2465,16 @@ static int add_stream(nbe *be, const char *name, const char *subj, int64_t max_p
   cfg.AllowDirect = true;
   cfg.Duplicates = (int64_t)DUP_WINDOW_S * 1000000000LL;
   if (max_per_subj > 0) cfg.MaxMsgsPerSubject = max_per_subj;
-  jsStreamInfo *si = NULL;
   jsErrCode code = 0;
-  natsStatus s = js_AddStream(&si, be->js, &cfg, NULL, &code);
-  if (s != NATS_OK && code == JSStreamNameExistErr) s = NATS_OK;
-  jsStreamInfo_Destroy(si);
+  natsStatus s;
+  int64_t deadline = tern_now_ms() + OPEN_RETRY_MS;
+  do {
+    jsStreamInfo *si = NULL;
+    code = 0;
+    s = js_AddStream(&si, be->js, &cfg, NULL, &code);
+    if (s != NATS_OK && code == JSStreamNameExistErr) s = NATS_OK;
+    jsStreamInfo_Destroy(si);
+  } while (s != NATS_OK && open_retry(s, code, deadline, name));
   if (s != NATS_OK) {
     const char *last = nats_GetLastError(NULL);
     snprintf(err, errlen, "nats: cannot create stream %s: %s%s%s", name, natsStatus_GetText(s), last ? ": " : "", last ? last : "");
@@ -2559,8 +2578,11 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
     kc.Replicas = be->replicas;
     kc.StorageType = js_FileStorage;
     if (opts->ttl_ms[bk] > 0) kc.TTL = opts->ttl_ms[bk] * 1000000LL; /* nanoseconds (layout pitfall 6) */
-    s = js_CreateKeyValue(&be->kv[bk], be->js, &kc);
-    if (s != NATS_OK) s = js_KeyValue(&be->kv[bk], be->js, nm); /* exists (perhaps with another TTL) */
+    int64_t deadline = tern_now_ms() + OPEN_RETRY_MS;
+    do {
+      s = js_CreateKeyValue(&be->kv[bk], be->js, &kc);
+      if (s != NATS_OK) s = js_KeyValue(&be->kv[bk], be->js, nm); /* exists (perhaps with another TTL) */
+    } while (s != NATS_OK && open_retry(s, 0, deadline, nm));
     if (s != NATS_OK) {
       snprintf(err, errlen, "nats: cannot create bucket %s: %s", nm, natsStatus_GetText(s));
       r = st_errno(s, 0) == -ENOTCONN ? -ENOTCONN : -EIO;
