@@ -3,11 +3,11 @@
 // app when one is clicked, and keeps a copy of the app shell so a reload works offline
 // (history itself is in IndexedDB). The shell is fetched network-first, so an update on the
 // server is seen on the next load.
-const CACHE = 'tern-shell-v4';
+const CACHE = 'tern-shell-v5';
 const SHELL = ['./', 'index.html', 'app.css', 'icon.svg', 'manifest.webmanifest', 'js/main.js', 'js/app.js', 'js/login.js', 'js/client.js',
   'js/conn.js', 'js/db.js', 'js/api.js', 'js/util.js', 'js/media.js', 'js/notify.js', 'js/groups.js', 'js/groupui.js',
   'js/e2e.js', 'js/secure.js', 'js/safety.js', 'js/settings.js', 'js/drafts.js', 'js/actions.js', 'js/actionsui.js',
-  'js/richtext.js', 'js/search.js', 'js/profiles.js', 'js/sound.js', 'vendor/vendor.js'];
+  'js/richtext.js', 'js/search.js', 'js/profiles.js', 'js/sound.js', 'js/mentionpick.js', 'vendor/vendor.js'];
 
 self.addEventListener('install', (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).catch(() => {}).then(() => self.skipWaiting()));

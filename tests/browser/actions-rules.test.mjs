@@ -71,3 +71,18 @@ test('mentions name members only, once each', () => {
   assert.deepEqual(mentionsIn('thanks @bob.', ['bob']), ['bob']);
   assert.deepEqual(mentionsIn('no one here', ['bob']), []);
 });
+
+test('the @mention picker completes the word before the caret, by username or display name', async () => {
+  const { mentionAt, mentionChoices } = await import('../../web/js/mentionpick.js');
+  assert.deepEqual(mentionAt('hi @bo', 6), { start: 3, query: 'bo' });
+  assert.deepEqual(mentionAt('@', 1), { start: 0, query: '' });
+  assert.equal(mentionAt('mail@bo', 7), null, 'inside a word: an address, not a mention');
+  assert.equal(mentionAt('hi @bob there', 13), null, 'the caret is past the word');
+  assert.deepEqual(mentionAt('hi @bob there', 7), { start: 3, query: 'bob' });
+  const names = { bob: 'Bob', carol: 'Zoe', dave: 'dave' };
+  const nameOf = (u) => names[u] || u;
+  assert.deepEqual(mentionChoices(['dave', 'carol', 'bob'], '', nameOf), ['bob', 'carol', 'dave'], 'sorted');
+  assert.deepEqual(mentionChoices(['dave', 'carol', 'bob'], 'z', nameOf), ['carol'], 'by display name');
+  assert.deepEqual(mentionChoices(['dave', 'carol', 'bob'], 'ca', nameOf), ['carol'], 'by username');
+  assert.equal(mentionChoices(Array.from({ length: 20 }, (_, i) => `user${i}`), 'u', nameOf).length, 8, 'at most 8');
+});

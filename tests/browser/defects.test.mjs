@@ -139,7 +139,8 @@ test('5. the newest message stays in view; "jump to latest" and the unread marke
     const peer = await apiUser(env.server.url, uniq('chatty'));
     const ws = await wsClient(env.server.url, peer.token);
     for (let i = 1; i <= 30; i++) await ws.send({ to: u.user, body: `message ${i} of many` });
-    await u.page.waitForSelector(`#chat-list button[data-peer="${peer.user}"] .badge`);
+    // all 30 in before the chat opens (the badge shows at the first; a loaded machine is slow)
+    await u.page.waitForFunction((p) => document.querySelector(`#chat-list button[data-peer="${p}"] .badge`)?.textContent === '30', peer.user);
     await openChat(u.page, peer.user);
     // the marker says how many are new, and stands before the first of them
     const marker = u.page.locator('#messages .unread-marker');

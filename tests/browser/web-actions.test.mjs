@@ -312,6 +312,35 @@ test('a group: its description in Group info, and @mentions sent as mentions', a
   assert.equal(await mention.textContent(), '@bob');
 });
 
+test('the @mention picker: type @, pick a member with the keyboard or a tap', async () => {
+  const { page: alice } = u.alice;
+  // alice has the Book club open (the test before)
+  await alice.fill('#composer-text', '');
+  await alice.type('#composer-text', 'ask @');
+  await alice.waitForSelector('#mention-list:not([hidden])');
+  const opts = async () => alice.$$eval('#mention-list .mention-opt', (els) => els.map((e) => e.dataset.user));
+  assert.deepEqual(await opts(), ['bob', 'carol'], 'the other members, not alice herself');
+  await alice.type('#composer-text', 'c');
+  await until('only carol', async () => JSON.stringify(await opts()) === '["carol"]');
+  await alice.press('#composer-text', 'Enter'); // picks, does not send
+  assert.equal(await alice.inputValue('#composer-text'), 'ask @carol ');
+  assert.ok(await alice.isHidden('#mention-list'));
+  await alice.type('#composer-text', 'and @');
+  await alice.waitForSelector('#mention-list:not([hidden])');
+  await alice.press('#composer-text', 'Escape'); // closes the list, keeps the chat open
+  assert.ok(await alice.isHidden('#mention-list'));
+  assert.ok(await alice.isVisible('#composer-text'), 'Escape closed the list only');
+  await alice.type('#composer-text', 'b');
+  await alice.waitForSelector('#mention-list:not([hidden])');
+  await screenshot(alice, 'actions-mention-picker-desktop.png');
+  await alice.locator('#mention-list .mention-opt[data-user="bob"]').dispatchEvent('pointerdown');
+  assert.equal(await alice.inputValue('#composer-text'), 'ask @carol and @bob ');
+  await alice.type('#composer-text', 'to the café');
+  await alice.press('#composer-text', 'Enter'); // the list is closed: this sends
+  const m = await carol.ws.next((f) => f.type === 'msg' && f.group_id === group.group_id && /to the café/.test(f.body || ''), 'the picked mentions at carol');
+  assert.deepEqual([...m.mentions].sort(), ['bob', 'carol']);
+});
+
 test('a new message plays the sound (WebAudio), not for a muted chat', async () => {
   const { page: bob } = u.bob;
   // counts the notes the page starts (sound.js makes two per message)
@@ -357,6 +386,29 @@ test('a new message plays the sound (WebAudio), not for a muted chat', async () 
   assert.equal(await bob.evaluate(() => window.__notes), 0, 'muted group: silence');
   await send(alice, '@bob you do!');
   await until('the mention rings', async () => (await bob.evaluate(() => window.__notes)) >= 2);
+});
+
+test('the message sound can be turned off in Settings, in this browser only', async () => {
+  const { page: bob } = u.bob;
+  const { page: alice } = u.alice;
+  if (await bob.isVisible('#back')) await bob.click('#back');
+  await bob.click('#settings');
+  await bob.waitForSelector('#settings-dialog[open]');
+  assert.ok(await bob.isChecked('#sound-on'), 'on by default');
+  await bob.click('#sound-on');
+  await bob.click('#settings-close');
+  await bob.evaluate(() => { window.__notes = 0; });
+  await send(alice, '@bob and again');
+  await until('at bob', async () => /and again/.test(await bob.textContent(`#chat-list button[data-peer="g:${group.group_id}"]`)));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await bob.evaluate(() => window.__notes), 0, 'sound off: silence, even for a mention');
+  await bob.reload(); // kept across a reload
+  await bob.waitForSelector('#me-name');
+  await bob.click('#settings');
+  await bob.waitForSelector('#settings-dialog[open]');
+  assert.equal(await bob.isChecked('#sound-on'), false);
+  await bob.click('#sound-on'); // back on for what follows
+  await bob.click('#settings-close');
 });
 
 test('the screenshots of a conversation with every action (the README picture)', async () => {

@@ -16,6 +16,7 @@ import { richText } from './richtext.js';
 import { searchUi } from './search.js';
 import { Profiles, profileAvatar, profileEditor } from './profiles.js';
 import { ping } from './sound.js';
+import { mentionPicker } from './mentionpick.js';
 
 const PAGE = 200; // messages shown per conversation, more on request
 const MAX_BODY_BYTES = 65536;
@@ -805,6 +806,15 @@ export function renderApp(root, client, { onLogout }) {
     textIn.style.height = 'auto';
     textIn.style.height = `${Math.min(textIn.scrollHeight, 160)}px`;
   }
+  // @mentions in a group: the picker's keys come before the box's own (Enter sends)
+  const mentionUi = mentionPicker(textIn, {
+    members: () => {
+      const g = active && isGroupPeer(active) && client.group(groupIdOf(active));
+      return g ? g.members.map((x) => x.user).filter((u) => u !== me) : null;
+    },
+    nameOf: (u) => profiles.name(u),
+  });
+  composer.append(mentionUi.list);
   textIn.addEventListener('input', () => {
     autosize();
     // (while a message is being edited, the box holds its text, not the draft: kept aside)

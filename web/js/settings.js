@@ -5,6 +5,7 @@
 import { el, lastSeenText } from './util.js';
 import * as api from './api.js';
 import { avatar, USER_RE } from './groupui.js';
+import { soundEnabled, setSoundEnabled } from './sound.js';
 
 const PASSWORD_MIN = 8;
 const PASSWORD_MAX = 1024; // bytes, as the server counts
@@ -142,6 +143,16 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
     el('p', { class: 'hint', id: 'rr-hint' }, 'When off, people do not see blue ticks for your reads in 1:1 chats, and you do not see theirs. Groups always send read receipts.'),
     privError, privStatus);
 
+  // notifications: the sound is this browser's own choice (a mute is the server's, per chat)
+  const soundBox = el('input', { type: 'checkbox', id: 'sound-on', 'aria-describedby': 'sound-hint' });
+  soundBox.checked = soundEnabled();
+  soundBox.addEventListener('change', () => setSoundEnabled(soundBox.checked));
+  const notifications = el('section', { class: 'st-section', 'aria-labelledby': 'st-notifications' },
+    el('h3', { id: 'st-notifications' }, 'Notifications'),
+    el('div', { class: 'st-row' },
+      el('label', { for: 'sound-on' }, 'Message sound'), soundBox),
+    el('p', { class: 'hint', id: 'sound-hint' }, 'A short sound when a message arrives in this browser. Muted chats stay silent either way, except when you are mentioned.'));
+
   // blocked contacts
   const blockedList = el('ul', { class: 'st-list', id: 'blocked-list', 'aria-label': 'Blocked contacts' });
   const blockedEmpty = el('p', { class: 'hint', id: 'blocked-empty' }, 'No blocked contacts.');
@@ -195,7 +206,7 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
 
   const body = el('div', { class: 'sheet-body' },
     meSection || el('div', { class: 'st-me' }, avatar(me, 'big'), el('p', { class: 'gi-name', id: 'settings-user' }, me)),
-    privacy, blocked, devices, password, danger);
+    privacy, notifications, blocked, devices, password, danger);
   const dialog = el('dialog', { class: 'dialog sheet settings', id: 'settings-dialog', 'aria-labelledby': 'st-title' },
     el('header', { class: 'sheet-head' }, close, el('h2', { id: 'st-title' }, 'Settings')), body);
 
@@ -210,6 +221,7 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
   function open() {
     back = document.activeElement;
     for (const e of [privError, privStatus, blockError, devError, pwError, pwStatus, delError]) e.textContent = '';
+    soundBox.checked = soundEnabled();
     pwForm.reset();
     delForm.reset();
     blockIn.value = '';

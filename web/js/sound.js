@@ -5,7 +5,25 @@ const NOTES = [[880, 0], [1318.5, 0.11]]; // A5 then E6, seconds from the start
 const LENGTH = 0.16; // each note's length, s
 const VOLUME = 0.12;
 
+const OFF_KEY = 'tern.sound.off'; // this browser's choice (Settings → Notifications), kept across restarts
+
 let ctx = null;
+
+/** Whether new messages make the sound in this browser (on unless turned off). */
+export function soundEnabled() {
+  try {
+    return localStorage.getItem(OFF_KEY) !== '1';
+  } catch {
+    return true;
+  }
+}
+
+export function setSoundEnabled(on) {
+  try {
+    if (on) localStorage.removeItem(OFF_KEY);
+    else localStorage.setItem(OFF_KEY, '1');
+  } catch { /* storage refused: the choice lasts as long as the page */ }
+}
 
 function unlock() {
   if (ctx || !(window.AudioContext || window.webkitAudioContext)) return;
@@ -18,9 +36,9 @@ function unlock() {
 addEventListener('pointerdown', unlock, { capture: true, passive: true });
 addEventListener('keydown', unlock, { capture: true });
 
-/** Plays the sound (never throws; silent until the page was interacted with). */
+/** Plays the sound (never throws; silent until the page was interacted with, and when turned off). */
 export function ping() {
-  if (!ctx) return false;
+  if (!ctx || !soundEnabled()) return false;
   try {
     if (ctx.state === 'suspended') ctx.resume();
     const t0 = ctx.currentTime + 0.01;
