@@ -263,8 +263,23 @@ test('a group of three: encrypted to every device of the others', { skip }, asyn
   await until('bob reads carol', async () => (await bubbles(ctx.bob.page)).some((b) => b.text === 'sealed reply'), 20000);
   assert.ok(ctx.carol.sent.filter((x) => x.type === 'send').every((x) => x.e2e && !x.body));
   await alice.waitForSelector('#conv-lock:not([hidden])');
+  // each member is verified from Group info, with the number of a 1:1 chat with them
+  await alice.click('#conv-lock'); // a group's lock opens Group info
+  await alice.waitForSelector('#group-info[open]');
+  assert.equal(await alice.locator('#gi-members li[data-user="alice"] .gi-verify').count(), 0, 'not yourself');
+  await alice.click('#gi-members li[data-user="bob"] .gi-verify');
+  await alice.waitForSelector('#safety-dialog[open]');
+  const inGroup = await until('safety number in the group', async () => {
+    const e = await alice.textContent('#safety-dialog .form-error');
+    if (e) throw new Error(e);
+    return alice.getAttribute('#safety-number', 'data-number');
+  }, 20000);
+  await alice.click('#safety-close');
+  await alice.keyboard.press('Escape');
+  await alice.waitForSelector('#group-info', { state: 'hidden' });
   await alice.locator('#chat-list button[data-peer="bob"]').click();
   await alice.waitForFunction(() => document.querySelector('#conv-title')?.textContent === 'bob');
+  assert.equal(await safetyIn(alice), inGroup, "bob's number in the group is the 1:1 chat's");
   for (const n of ['alice', 'bob', 'carol']) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
 });
 

@@ -152,7 +152,7 @@ export function renderApp(root, client, { onLogout }) {
 
   const confirm = confirmDialog();
   const newGroup = newGroupDialog(client, { onCreated: (peer) => openChat(peer) });
-  const groupInfo = groupInfoDialog(client, { confirm, toast });
+  const groupInfo = groupInfoDialog(client, { confirm, toast, onVerify: (user) => safety.open(user) });
   const msgInfo = messageInfoDialog(client);
   const safety = safetyDialog(client);
 

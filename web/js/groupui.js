@@ -205,7 +205,9 @@ export function newGroupDialog(client, { onCreated }) {
 }
 
 /** Group info: what the group is and who is in it; admins change it, everyone may leave. */
-export function groupInfoDialog(client, { confirm, toast }) {
+/** onVerify(user): opens the safety number of a member (end-to-end encryption, PROTOCOL 11):
+ *  a group is pairwise-encrypted, so each member is verified as in a 1:1 chat. */
+export function groupInfoDialog(client, { confirm, toast, onVerify = null }) {
   const me = client.user;
   const close = el('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Close' }, icon('close'));
   const nameH = el('h3', { class: 'gi-name', id: 'gi-name' });
@@ -266,6 +268,12 @@ export function groupInfoDialog(client, { confirm, toast }) {
       avatar(m.user),
       el('span', { class: 'gi-who' }, el('span', { class: 'gi-user' }, you ? 'You' : m.user),
         m.role === 'admin' ? el('span', { class: 'admin-badge' }, 'Group admin') : null));
+    const actions = [];
+    if (!you && onVerify && client.secure) {
+      const verify = el('button', { type: 'button', class: 'link gi-verify', 'aria-label': `Verify the safety number of ${m.user}` }, 'Verify safety number');
+      verify.addEventListener('click', () => onVerify(m.user));
+      actions.push(verify);
+    }
     if (admin && !you) {
       const promote = el('button', { type: 'button', class: 'link gi-role' }, m.role === 'admin' ? 'Dismiss as admin' : 'Make group admin');
       promote.addEventListener('click', () => act(promote, m.role === 'admin' ? `Dismissing ${m.user} as admin` : `Making ${m.user} an admin`,
@@ -275,8 +283,9 @@ export function groupInfoDialog(client, { confirm, toast }) {
         if (!(await confirm.ask(`Remove ${m.user}?`, `${m.user} will be removed from “${g.name}” and get no more of its messages.`, 'Remove'))) return;
         act(remove, `Removing ${m.user}`, () => client.removeMember(gid, m.user));
       });
-      li.append(el('span', { class: 'gi-actions' }, promote, remove));
+      actions.push(promote, remove);
     }
+    if (actions.length) li.append(el('span', { class: 'gi-actions' }, ...actions));
     return li;
   }
 
