@@ -1834,6 +1834,33 @@ static int claims_undo(nbe *be, gplan *p) {
   return rc;
 }
 
+/* The group's new shared bodies, before its claims. Another node may drain an inbox between
+ * this group's claims (the envelopes are visible from then on) and its KV writes, and an
+ * envelope it reads there must find its body: otherwise a group message reached the other
+ * node's devices without its text (tern-bench groups on 2 nodes: "corrupt", body absent). A
+ * body is keyed by its message id, unique, so writing it early conflicts with nobody; a group
+ * that fails after this leaves it to the bucket's TTL (inbox.ttl), and the commit record
+ * still names it, so a replay writes it again, harmlessly. */
+static int bodies_first(nbe *be, gplan *p) {
+  slots_reset(be);
+  size_t kept = 0, early = 0;
+  for (size_t i = 0; i < p->nplain; i++) {
+    gkv *g = p->plain[i];
+    if (g->b == TERN_BUCKET_BODIES && g->w == 1) {
+      pub_kv(be, g, false);
+      early++;
+    } else {
+      p->plain[kept++] = g;
+    }
+  }
+  p->nplain = kept;
+  if (!early) return 0;
+  slots_wait(be, 0);
+  int rc = 0;
+  for (size_t i = 0; i < be->nslots && !rc; i++) rc = slot_rc(be, (long)i, "body write");
+  return rc;
+}
+
 static int uparts_run(nbe *be, gplan *p) {
   slots_reset(be);
   int rc = 0;
@@ -1908,6 +1935,10 @@ static int n_commit(void *self, char *err, size_t errlen) {
   bool need_rec = p.nwrites > 1;
   uint64_t rec_seq = 0, mark_seq = 0;
   if (need_rec && (rc = record_put(be, &be->rec, false, 0, &rec_seq)) < 0) goto done;
+  if ((rc = bodies_first(be, &p)) < 0) {
+    if (record_del(be, rec_seq) < 0) be->replay_due = true;
+    goto done;
+  }
   rc = claims_run(be, &p);
   if (rc < 0) {
     int r = claims_undo(be, &p);

@@ -2,12 +2,13 @@
 // still waiting in an inbox is replaced, in place and under its seq, by the delete; devices that
 // already had it get the delete as a new envelope; the grants of its media end; a second delete
 // is not_found; and the refusals come in §15's order. Each describe runs once on RocksDB and
-// once on NATS JetStream (one local nats-server, one ternd).
+// once on NATS JetStream (one local nats-server, one ternd), or, in the cluster suite, once
+// on its 2 nodes.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, FAST_LIMITS, CLUSTER_NODES, sleep } from './lib/server.mjs';
 import { startNats } from './lib/nats.mjs';
-import { newUser, newDevice, request, metric } from './lib/api.mjs';
+import { newUser, newDevice, request, metric, metricSum } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 import { makePng, upload, getMedia } from './lib/media.mjs';
 
@@ -20,7 +21,7 @@ async function answer(c, frame) {
 async function gauge(srv, name, want) {
   let v;
   for (let i = 0; i < 100; i++) {
-    v = await metric(srv, name);
+    v = await count(srv, name);
     if (v === want) return v;
     await sleep(50);
   }
@@ -28,7 +29,15 @@ async function gauge(srv, name, want) {
   return v;
 }
 
-const backends = CLUSTER_NODES ? [] : ['rocksdb', 'nats'];
+// In a cluster (TERN_TEST_CLUSTER) the describes run once, on its nodes.
+const backends = CLUSTER_NODES ? ['cluster'] : ['rocksdb', 'nats'];
+
+/**
+ * A gauge's value for the whole service: on NATS, tern_inbox_envelopes is the inbox stream's
+ * count, the same on every node; the shared bodies are counted by each node that stores or
+ * releases one (PROTOCOL.md 12: sum them).
+ */
+const count = (srv, name) => (srv.cluster && name === 'tern_shared_bodies' ? metricSum(srv, name) : metric(srv, name));
 
 for (const backend of backends) {
   describe(`delete for everyone (${backend})`, () => {
@@ -47,7 +56,7 @@ for (const backend of backends) {
     test('a delete reaching an offline device first takes its original\'s place: the original is never received', async () => {
       const [a, b] = await Promise.all([newUser(srv, 'oa'), newUser(srv, 'ob')]);
       const a2 = await newDevice(srv, a, 'a-phone'); // a's other device, offline too
-      const base = await metric(srv, 'tern_inbox_envelopes');
+      const base = await count(srv, 'tern_inbox_envelopes');
       const ca = await online(srv, a);
       const m0 = await answer(ca, { type: 'send', id: 'm0', to: b.user, body: 'keep me' });
       const m1 = await answer(ca, { type: 'send', id: 'm1', to: b.user, body: 'secret oops' });
@@ -135,7 +144,7 @@ for (const backend of backends) {
       await closeAll(ca, cb);
     });
 
-    test('a deleted message\'s media can no longer be read by its recipient', async () => {
+    test('a deleted message\'s media can no longer be read by its recipient', { skip: CLUSTER_NODES ? 'cluster gap (issue 12): media bytes and records stay on the node that took the upload' : false }, async () => {
       const [a, b] = await Promise.all([newUser(srv, 'ma'), newUser(srv, 'mb')]);
       const [ca, cb] = await Promise.all([online(srv, a), online(srv, b)]);
       const up = await upload(srv, a.token, makePng(8, 8), 'image/png');
@@ -158,7 +167,7 @@ for (const backend of backends) {
       const g = (await request(srv, 'POST', '/v1/groups', { token: a.token, body: { name: 'G', members: [b.user, c.user] } })).body;
       await ca.next((f) => f.type === 'group');
       await cb.next((f) => f.type === 'group');
-      const bodies = await metric(srv, 'tern_shared_bodies');
+      const bodies = await count(srv, 'tern_shared_bodies');
       const gm = await answer(cb, { type: 'send', id: 'g1', group_id: g.group_id, body: 'group oops' });
       assert.equal(gm.type, 'sent');
       const got = await ca.next((f) => f.msg_id === gm.msg_id);

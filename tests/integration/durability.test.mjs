@@ -91,9 +91,11 @@ describe('SIGTERM shutdown', () => {
     const alice = await newUser(srv, 'term');
     const bob = await newUser(srv, 'term');
     const carol = await newUser(srv, 'idle');
-    const cb = await online(srv, bob);
-    const cc = await online(srv, carol);
-    const ca = await online(srv, alice);
+    // In a cluster, the three connect to the node that is stopped; bob comes back on any node.
+    const node = srv.nodes ? srv.nodes[0] : srv;
+    const cb = await online(node, bob);
+    const cc = await online(node, carol);
+    const ca = await online(node, alice);
     const bobMsgs = [];
     cb.tap = (f) => { if (f.type === 'msg') { bobMsgs.push(f); return true; } return false; };
     const answers = [];
@@ -101,15 +103,15 @@ describe('SIGTERM shutdown', () => {
     ca.tap = (f) => {
       if (f.type !== 'sent' && f.type !== 'error') return false;
       answers.push(f);
-      if (answers.length === 100 && !signalled) { signalled = true; srv.proc.kill('SIGTERM'); }
+      if (answers.length === 100 && !signalled) { signalled = true; node.proc.kill('SIGTERM'); }
       return true;
     };
     const N = 20000;
     for (let i = 0; i < N; i++) ca.send({ type: 'send', id: `t${i}`, to: bob.user, body: `term ${i}` });
-    const exit = await within(srv.exited, 15000, 'timeout');
+    const exit = await within(node.exited, 15000, 'timeout');
     assert.notEqual(exit, 'timeout', 'ternd did not exit within 15 s of SIGTERM');
     assert.ok(signalled, `the server answered only ${answers.length} sends before it was signalled`);
-    assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}\n${srv.stderr().slice(-2000)}`);
+    assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}\n${node.stderr().slice(-2000)}`);
     for (const [c, who] of [[ca, 'sender'], [cb, 'receiver'], [cc, 'idle client']]) {
       const info = await c.closed;
       assert.equal(info.code, 1001, `${who} closed with ${info.code}, not 1001`);
@@ -122,7 +124,7 @@ describe('SIGTERM shutdown', () => {
     ids.forEach((id, k) => assert.equal(id, `t${k}`, `answer ${k} is for ${id}`));
     console.log(`# ${answers.length} of ${N} sends answered before the shutdown`);
 
-    await srv.restart();
+    await node.restart();
     const cb2 = await online(srv, bob);
     const delivered = new Map();
     for (const m of [...bobMsgs, ...cb2.initial]) delivered.set(m.msg_id, m);

@@ -1,7 +1,7 @@
 // PROTOCOL.md section 6: presence, last seen, typing.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep, FAST_LIMITS } from './lib/server.mjs';
+import { startServer, sleep, waitFor, FAST_LIMITS } from './lib/server.mjs';
 import { newUser, newDevice, getUser, uniqueName, request } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 
@@ -197,7 +197,12 @@ describe('last seen across restarts', () => {
     const cb = await online(srv, bob);
     await cb.roundTrip();
     await cb.close();
-    const before = (await getUser(srv, w.token, bob.user)).body;
+    // in a cluster the asker's request may reach the other node a moment before bob's close
+    // does (the bus): wait for that, not for a time
+    const before = await waitFor(async () => {
+      const b = (await getUser(srv, w.token, bob.user)).body;
+      return b.online === false && b;
+    }, { message: 'bob offline to the asker' });
     assert.equal(typeof before.last_seen, 'number', JSON.stringify(before));
     const cc = await online(srv, carol);
     await cc.roundTrip();

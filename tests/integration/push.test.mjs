@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { startServer, sleep, FAST_LIMITS } from './lib/server.mjs';
-import { newUser, request, metricValue, metricsText } from './lib/api.mjs';
+import { newUser, request, metricSum } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 
 const SECRET = 'an operator secret of some length';
@@ -64,7 +64,8 @@ describe('push (webhook provider, end to end)', () => {
     assert.equal(mine[0].body.from, alice.user);
     assert.ok(mine[0].signed, 'X-Tern-Signature is the HMAC of the body');
     assert.ok(!JSON.stringify(mine[0].body).includes('secret text'), 'no message text without push.previews');
-    assert.ok((await metricValue(await metricsText(srv), 'tern_push_total{provider="webhook",result="ok"}')) >= 1);
+    // per node in a cluster: the push went out from whichever node held bob's window
+    assert.ok((await metricSum(srv, 'tern_push_total{provider="webhook",result="ok"}')) >= 1);
     await closeAll(ca);
   });
 

@@ -3,7 +3,7 @@
 // SIGHUP reloading the certificate without dropping connections (a bad pair keeps the old).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync, copyFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
@@ -82,6 +82,20 @@ test('HTTPS: TLS 1.3 by default, ALPN http/1.1, the certificate verifies', async
   assert.equal(r.cert, 'one');
 });
 
+/**
+ * openssl s_client with stdin at EOF; resolves {status, stdout}. Not spawnSync: in a cluster
+ * the TCP proxy in front of the nodes runs in this process and must keep running meanwhile.
+ */
+function sClient(args, timeoutMs = 10000) {
+  return new Promise((resolve) => {
+    const p = spawn('openssl', ['s_client', ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let stdout = '';
+    p.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout }); });
+  });
+}
+
 test('TLS 1.2 with an intermediate cipher works; weak ciphers and old versions are refused', async () => {
   const r = await req('GET', '/healthz', { tlsOpts: { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' } });
   assert.equal(r.status, 200);
@@ -91,8 +105,7 @@ test('TLS 1.2 with an intermediate cipher works; weak ciphers and old versions a
   await assert.rejects(req('GET', '/healthz', { tlsOpts: { maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA256:AES128-SHA' } }));
   // TLS 1.0 and 1.1, offered by a client that permits them (security level 0).
   for (const v of ['-tls1', '-tls1_1']) {
-    const s = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${srv.port}`, v, '-cipher', 'DEFAULT@SECLEVEL=0'],
-      { input: '', timeout: 10000, encoding: 'utf8' });
+    const s = await sClient(['-connect', `127.0.0.1:${srv.port}`, v, '-cipher', 'DEFAULT@SECLEVEL=0']);
     assert.notEqual(s.status, 0, `${v} must fail:\n${s.stdout}`);
     assert.match(s.stdout, /Cipher is \(NONE\)/);
   }
@@ -194,7 +207,8 @@ test('SIGHUP reloads the certificate; open connections stay; a bad pair keeps th
   const live = await wss(a.token, 'h');
   copyFileSync(f('xtwo.pem'), f('live.pem'));
   copyFileSync(f('xtwo.key'), f('live.key'));
-  srv.proc.kill('SIGHUP');
+  const hup = () => { for (const n of srv.nodes || [srv]) n.proc.kill('SIGHUP'); }; // every node of a cluster
+  hup();
   let cn;
   for (let i = 0; i < 50 && cn !== 'xtwo'; i++) {
     await new Promise((r) => setTimeout(r, 100));
@@ -206,7 +220,7 @@ test('SIGHUP reloads the certificate; open connections stay; a bad pair keeps th
   await live.next({ type: 'pong' });
   // a key that does not match: logged, the old pair stays
   copyFileSync(f('one.key'), f('live.key'));
-  srv.proc.kill('SIGHUP');
+  hup();
   await new Promise((r) => setTimeout(r, 300));
   assert.match(srv.stderr(), /tls reload failed/);
   assert.equal((await req('GET', '/healthz')).cert, 'xtwo');

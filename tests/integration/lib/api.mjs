@@ -97,6 +97,19 @@ function normLabels(key) {
   return key.slice(0, i) + '{' + labels.join(',') + '}';
 }
 
+/**
+ * A sample summed over every node of a cluster (PROTOCOL.md 12: gauges, and counters too, are
+ * per node), or the one server's value; undefined if no node has it.
+ */
+export async function metricSum(srv, sample) {
+  let sum;
+  for (const n of srv.nodes || [srv]) {
+    const v = metricValue(await metricsText(n), sample);
+    if (v !== undefined) sum = (sum ?? 0) + v;
+  }
+  return sum;
+}
+
 /** Current value of a metric sample (number), throws if absent. */
 export async function metric(srv, sample) {
   const t = await metricsText(srv);
