@@ -113,6 +113,9 @@ const FRAMES = {
       [(f) => ({ type: 'send', id: 'f8', to: f.carol.user, delete: { of: f.carolToMallory } }), 'forbidden'],
       [(f) => ({ type: 'send', id: 'f9', to: f.alice.user,
         e2e: [{ device_id: f.alice.device_id, type: 'message', body: b64(crypto.randomBytes(32)) }], media_ref: f.blob }), 'no_such_media'],
+      // alice's device passed off as carol's: the list must match carol's devices exactly
+      [(f) => ({ type: 'send', id: 'f10', to: f.carol.user,
+        e2e: [{ device_id: f.alice.device_id, type: 'message', body: b64(crypto.randomBytes(32)) }] }), 'devices_changed'],
     ],
   },
   ack: { frame: () => ({ type: 'ack', seq: 1 }), foreign: [[() => ({ type: 'ack', seq: 1e9 }), null]] },
@@ -328,6 +331,19 @@ describe('authorization matrix', () => {
     assert.deepEqual(await victimState(srv, f), before, 'mallory changed something of alice\'s');
     // and alice's second device, which mallory tried to delete, still works
     assert.equal((await request(srv, 'GET', '/v1/me', { token: f.alice2.token })).status, 200);
+  });
+
+  test('HTTP: a member who is not an admin gets 403 forbidden for the admin-only group endpoints, and the group is unchanged', async () => {
+    const before = await victimState(srv, f);
+    const tries = [
+      ['PATCH', `/v1/groups/${f.group}`, { name: 'renamed by carol' }],
+      ['POST', `/v1/groups/${f.group}/members`, { users: [f.mallory.user] }],
+      ['DELETE', `/v1/groups/${f.group}/members/${f.alice.user}`],
+      ['PUT', `/v1/groups/${f.group}/admins/${f.carol.user}`],
+      ['DELETE', `/v1/groups/${f.group}/admins/${f.alice.user}`],
+    ];
+    for (const [m, p, body] of tries) assertAnswer(await request(srv, m, p, { token: f.carol.token, body }), [403, 'forbidden'], `${m} ${p} as carol`);
+    assert.deepEqual(await victimState(srv, f), before);
   });
 
   test('WebSocket: every frame type before auth, and auth with a malformed or revoked token, is unauthorized and closed 4001', async () => {
