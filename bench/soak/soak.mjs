@@ -303,8 +303,15 @@ async function killer() {
     await restartTernd();
     stats.restartMs.push(Date.now() - t);
     log(`kill -9 #${stats.kills}, restarted in ${Date.now() - t} ms`);
+    // a slow start: what ternd said while starting (its log's timestamps tell where the time went)
+    if (Date.now() - t > SLOW_START_MS) {
+      const life = srv.stderr().split('----- restart -----').pop();
+      for (const line of life.split('\n').filter(Boolean).slice(0, 12)) log(`  ternd: ${line.slice(0, 220)}`);
+    }
   }
 }
+
+const SLOW_START_MS = 3000;
 
 async function restartTernd() {
   for (let tries = 1; ; tries++) {
@@ -356,12 +363,15 @@ function rssOf(pid) {
   } catch { return null; }
 }
 let natsProc = null;
+const lifeStart = new Map(); // ternd pid → first time it was sampled
+const STEADY_MS = 5000; // samples this soon after a (re)start are the process loading, not its size
 function sampleRss() {
   const t = Date.now() - T0;
   const p = srv.proc;
   if (p && p.exitCode === null && p.signalCode === null) {
     const v = rssOf(p.pid);
-    if (v) rss.ternd.push([t, v]);
+    if (!lifeStart.has(p.pid)) lifeStart.set(p.pid, t);
+    if (v) rss.ternd.push([t, v, t - lifeStart.get(p.pid) >= STEADY_MS]);
   }
   if (natsProc) { const v = rssOf(natsProc.pid); if (v) rss.nats.push([t, v]); }
 }
@@ -369,8 +379,8 @@ const mib = (kib) => (kib / 1024).toFixed(1);
 function minMax(samples, from = 0) {
   let lo = Infinity;
   let hi = 0;
-  for (const [t, v] of samples) if (t >= from) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-  return samples.length ? `${mib(lo)}–${mib(hi)} MiB` : 'n/a';
+  for (const [t, v, steady = true] of samples) if (t >= from && steady) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  return hi ? `${mib(lo)}–${mib(hi)} MiB` : 'n/a';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,7 +520,7 @@ async function main() {
     `kill -9              ${stats.kills} (restart ${rMs.length ? `${Math.min(...rMs)}–${Math.max(...rMs)} ms` : 'n/a'})`,
     `connections          ${stats.connects} (${stats.drops} dropped by the clients, ${stats.stalls} stalls, ` +
       `${stats.connectFails} failed connects; close codes ${[...stats.closes].map(([c, n]) => `${c}×${n}`).join(' ')})`,
-    `ternd RSS            ${minMax(rss.ternd, rssFrom)} over the load (every process life; samples every 1 s)`,
+    `ternd RSS            ${minMax(rss.ternd, rssFrom)} over the load (every process life from ${STEADY_MS / 1000} s after its start; samples every 1 s)`,
   ];
   if (natsProc) summary.push(`nats-server RSS      ${minMax(rss.nats, rssFrom)}`);
   // RSS over time: one figure per tenth of the run (the last sample at or before each point)
@@ -518,7 +528,7 @@ async function main() {
   for (let j = 0; j <= 10; j++) {
     const at = rssFrom + (elapsed * 1000 * j) / 10;
     let v = null;
-    for (const [t, x] of rss.ternd) { if (t <= at) v = x; else break; }
+    for (const [t, x, steady] of rss.ternd) { if (t > at) break; if (steady) v = x; }
     if (v) points.push(`${Math.round((at - rssFrom) / 1000)}s:${mib(v)}`);
   }
   summary.push(`ternd RSS over time  ${points.join(' ')} (MiB)`);
