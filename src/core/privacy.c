@@ -238,7 +238,7 @@ static void blocks_list(tern_http_req *req, const tern_user *me) {
 static void block_change(tern_app *a, tern_http_req *req, tern_user *me, const char *raw, bool add) {
   char name[TERN_USERNAME_MAX + 1];
   if (!tern_username_normalize(raw, strlen(raw), name)) {
-    tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+    tern_http_error(req, 404, "not_found", "there is no user by that name");
     return;
   }
   tern_user *other = tern_dir_user(a->dir, name);
@@ -254,7 +254,7 @@ static void block_change(tern_app *a, tern_http_req *req, tern_user *me, const c
   }
   if (add) {
     if (!other || other->pending) {
-      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "not_found", "there is no user by that name");
       return;
     }
     if (other == me) {
@@ -352,12 +352,12 @@ static void mute_change(tern_app *a, tern_http_req *req, tern_user *me, char kin
   char name[TERN_GROUP_ID_MAX + TERN_USERNAME_MAX + 1];
   if (kind == 'u') {
     if (!tern_username_normalize(raw, strlen(raw), name)) {
-      tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+      tern_http_error(req, 404, "not_found", "there is no user by that name");
       return;
     }
     tern_user *u = tern_dir_user(a->dir, name);
     if (put && (!u || u->pending)) {
-      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "no_such_user", "there is no user by that name");
+      if (!tern_api_catch_up(a, req)) tern_http_error(req, 404, "not_found", "there is no user by that name");
       return;
     }
   } else {

@@ -41,7 +41,7 @@ describe('tern CLI: settings', () => {
     assert.match(r.stderr, /blocked/);
     r = await tern(['block', 'nobody-at-all', ...server], { home: a.home });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /no_such_user/);
+    assert.match(r.stderr, /not_found/);
     r = await tern(['unblock', b.user, ...server], { home: a.home });
     assert.equal(r.code, 0, r.stderr);
     assert.match((await tern(['blocks', ...server], { home: a.home })).stdout, /nobody blocked/);

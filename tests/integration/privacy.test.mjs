@@ -98,7 +98,7 @@ describe('privacy', () => {
     const u = await newUser(srv, 'br');
     const r = await block(srv, u, 'no-such-user-here');
     assert.equal(r.status, 404);
-    assert.equal(r.body.error.code, 'no_such_user');
+    assert.equal(r.body.error.code, 'not_found');
     assert.equal((await block(srv, u, u.user)).status, 400);
     assert.equal((await unblock(srv, u, 'anyone')).status, 204);
     assert.equal((await request(srv, 'POST', '/v1/blocks', { token: u.token })).status, 405);

@@ -309,7 +309,11 @@ export function settingsUi(client, { confirm, toast, onLogout, composer, onChang
       await blocks.block(u);
       blockIn.value = '';
     } catch (err) {
-      if (!sessionGone(client, err)) blockError.textContent = errorText(err, `Could not block ${u}`);
+      // PUT /v1/blocks/{user} names the user in its URL: an unknown one is 404 not_found
+      if (!sessionGone(client, err)) {
+        blockError.textContent = err.code === 'not_found' ? `Could not block ${u}: there is no user with that name.`
+          : errorText(err, `Could not block ${u}`);
+      }
     }
     blockGo.disabled = false;
     blockIn.focus();
