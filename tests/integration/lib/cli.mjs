@@ -30,7 +30,7 @@ export function tern(args, { home, input, env = {}, timeoutMs = 30000 } = {}) {
     proc.on('error', (err) => { clearTimeout(timer); reject(err); });
     proc.on('close', (code, signal) => {
       clearTimeout(timer);
-      try { assertNoSanitizerReport(proc.pid, 'tern'); } catch (err) { reject(err); return; }
+      try { assertNoSanitizerReport(proc.pid, 'tern', stderr); } catch (err) { reject(err); return; }
       resolve({ code, signal, stdout, stderr });
     });
     if (input !== undefined) proc.stdin.end(input);
@@ -51,7 +51,7 @@ export function ternLive(args, { home, timeoutMs = 30000 } = {}) {
   out.done = new Promise((resolve, reject) => {
     proc.on('close', (code, signal) => {
       clearTimeout(timer);
-      try { assertNoSanitizerReport(proc.pid, 'tern'); } catch (err) { reject(err); return; }
+      try { assertNoSanitizerReport(proc.pid, 'tern', out.stderr); } catch (err) { reject(err); return; }
       resolve({ code, signal });
     });
   });

@@ -252,7 +252,7 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
         await this.exited;
         throw new Error(`ternd did not exit within ${timeoutMs} ms of SIGTERM\nstderr:\n${this.stderr()}`);
       }
-      assertNoSanitizerReport(this.proc.pid, 'ternd');
+      assertNoSanitizerReport(this.proc.pid, 'ternd', this._log);
       return res.code;
     },
     /** kill -9 and wait for the process to be gone. */
@@ -298,6 +298,7 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
         }
       }
       for (const pid of this.pids) assertNoSanitizerReport(pid, 'ternd');
+      assertNoSanitizerReport(null, 'ternd', this._log);
     },
   };
   live.add(srv);
@@ -355,7 +356,7 @@ export function runTernd(argv, { env, timeoutMs = 10000 } = {}) {
     proc.on('error', (e) => { clearTimeout(timer); reject(e); });
     proc.on('close', (code, signal) => {
       clearTimeout(timer);
-      try { assertNoSanitizerReport(proc.pid, 'ternd'); } catch (e) { reject(e); return; }
+      try { assertNoSanitizerReport(proc.pid, 'ternd', stderr); } catch (e) { reject(e); return; }
       resolve({ code, signal, stdout, stderr, timedOut });
     });
   });
