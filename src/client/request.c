@@ -202,7 +202,10 @@ void tern_client_response_fail(tern_client_response *r, int err, const char *wha
     snprintf(r->message, sizeof r->message, "%s: the server's answer is not valid HTTP", what);
   } else {
     set_str(r->code, sizeof r->code, "network");
-    snprintf(r->message, sizeof r->message, "%s: %s", what, uv_strerror(err));
+    /* uv_strerror_r: err may be ours (TERN_TLS_ERR_UNTRUSTED), and uv_strerror allocates, and
+     * never frees, the text of a code libuv does not know */
+    char why[128];
+    snprintf(r->message, sizeof r->message, "%s: %s", what, uv_strerror_r(err, why, sizeof why));
   }
 }
 

@@ -102,6 +102,9 @@ static void worker_unwind(worker *w) {
 static void worker_main(void *arg) {
   worker *w = arg;
   uv_run(&w->loop, UV_RUN_DEFAULT);
+  /* the ops this thread pooled would be lost with it; the main thread's own pool is freed
+   * once unwind has finished its last ops */
+  if (w->index != 0) tern_store_op_pools_free();
 }
 
 static void unwind(parts *p) {
@@ -318,6 +321,7 @@ out:
     rc = 2;
   }
   unwind(&p);
+  tern_store_op_pools_free();
   if (!failed) TERN_INFO("stopped", "%s", "");
   return rc;
 }

@@ -228,8 +228,10 @@ static void do_list(tern_app *a, tern_http_req *req, tern_device *me) {
   size_t n;
   tern_group *const *mine = tern_groups_of(a, me->user, &n);
   tern_group **sorted = tern_malloc((n ? n : 1) * sizeof *sorted);
-  memcpy(sorted, mine, n * sizeof *sorted);
-  qsort(sorted, n, sizeof *sorted, cmp_id);
+  if (n) { /* a user in no group has no array: memcpy and qsort may not be given NULL */
+    memcpy(sorted, mine, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_id);
+  }
   size_t start = 0;
   if (after[0])
     while (start < n && strcmp(sorted[start]->id, after) <= 0) start++;

@@ -508,8 +508,9 @@ static int tls_init(tern_stream *s, const void *config, char *err, size_t errlen
     return -ENOMEM;
   }
   BIO_set_data(bio, t);
-  SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio takes one reference each */
-  BIO_up_ref(bio);
+  /* one BIO both ways: SSL_set_bio then takes the one reference (SSL_set_bio(3)); an extra
+   * reference here would keep every connection's BIO after SSL_free */
+  SSL_set_bio(t->ssl, bio, bio);
   if (c->tls->server) {
     SSL_set_accept_state(t->ssl);
   } else {

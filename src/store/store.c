@@ -307,6 +307,24 @@ static void op_destroy(tern_store_op *op) {
   pools[pool].len++;
 }
 
+void tern_store_op_pools_free(void) {
+  for (int pool = 0; pool < POOL__COUNT; pool++) {
+    while (pools[pool].free) {
+      tern_store_op *op = pools[pool].free;
+      pools[pool].free = op->next;
+      if (pool == POOL_APPEND) { /* the arrays op_destroy kept for the next user */
+        tern_op_append *a = tern_op_as_append(op);
+        for (size_t i = 0; i < a->values_cap; i++) tern_buf_free(&a->values[i]);
+        tern_free(a->values);
+        tern_free(a->targets);
+        tern_free(a->tokens);
+      }
+      tern_free(op);
+    }
+    pools[pool].len = 0;
+  }
+}
+
 void tern_store_op_free(tern_store_op *op) {
   if (op) op_destroy(op);
 }

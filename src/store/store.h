@@ -391,6 +391,9 @@ void tern_op_record_set_user(tern_op_record *op, const tern_user_rec *rec);
 void tern_op_record_set_device(tern_op_record *op, const tern_device_rec *rec);
 /* Frees an op never submitted (the store frees submitted ones). */
 void tern_store_op_free(tern_store_op *op);
+/* Frees the calling thread's pool of finished ops (ops are pooled per thread): a thread that
+ * made ops calls it before it ends, or the pool is lost with the thread. */
+void tern_store_op_pools_free(void);
 
 /* ---- the store ----------------------------------------------------------------------------- */
 typedef struct tern_store_options {

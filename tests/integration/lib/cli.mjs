@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from './server.mjs';
+import { assertNoSanitizerReport } from './sanitizer.mjs';
 
 export const TERN = process.env.TERN_CLI || path.join(REPO_ROOT, 'build', 'tern');
 export const PASSWORD = 'correct horse battery';
@@ -27,7 +28,11 @@ export function tern(args, { home, input, env = {}, timeoutMs = 30000 } = {}) {
     proc.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
     proc.on('error', (err) => { clearTimeout(timer); reject(err); });
-    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      try { assertNoSanitizerReport(proc.pid, 'tern', stderr); } catch (err) { reject(err); return; }
+      resolve({ code, signal, stdout, stderr });
+    });
     if (input !== undefined) proc.stdin.end(input);
     else proc.stdin.end();
   });
@@ -43,8 +48,12 @@ export function ternLive(args, { home, timeoutMs = 30000 } = {}) {
   proc.stdout.setEncoding('utf8').on('data', (d) => { out.stdout += d; });
   proc.stderr.setEncoding('utf8').on('data', (d) => { out.stderr += d; });
   const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-  out.done = new Promise((resolve) => {
-    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal }); });
+  out.done = new Promise((resolve, reject) => {
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      try { assertNoSanitizerReport(proc.pid, 'tern', out.stderr); } catch (err) { reject(err); return; }
+      resolve({ code, signal });
+    });
   });
   return out;
 }

@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNats } from './nats.mjs';
+import { assertNoSanitizerReport, SANITIZER_LOGS } from './sanitizer.mjs';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const TERND = process.env.TERND || path.join(REPO_ROOT, 'build', 'ternd');
@@ -72,6 +73,7 @@ function spawnTernd(srv, startTimeoutMs) {
   const env = srv.env ? { ...process.env, ...srv.env } : process.env;
   const proc = spawn(TERND, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
   srv.proc = proc;
+  if (proc.pid) srv.pids.push(proc.pid);
   srv.exited = new Promise((resolve) => {
     proc.on('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -227,6 +229,7 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
     dataDir: dataDir || makeTempDir(),
     port: 0, host: '127.0.0.1', url: '', wsUrl: '',
     proc: null,
+    pids: [], // every ternd this server ran (restarts included), for their sanitizer reports
     exited: null,
     _log: '',
     closed: false,
@@ -249,6 +252,7 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
         await this.exited;
         throw new Error(`ternd did not exit within ${timeoutMs} ms of SIGTERM\nstderr:\n${this.stderr()}`);
       }
+      assertNoSanitizerReport(this.proc.pid, 'ternd', this._log);
       return res.code;
     },
     /** kill -9 and wait for the process to be gone. */
@@ -280,8 +284,9 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
         if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
           this.proc.kill('SIGTERM');
           let timer;
+          // a sanitized ternd checks its heap for leaks on the way out
           const r = await Promise.race([this.exited,
-            new Promise((resolve) => { timer = setTimeout(() => resolve(null), 5000); })]);
+            new Promise((resolve) => { timer = setTimeout(() => resolve(null), SANITIZER_LOGS ? 20000 : 5000); })]);
           clearTimeout(timer);
           if (r === null) { this.proc.kill('SIGKILL'); await this.exited; }
         }
@@ -292,6 +297,8 @@ async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startT
           tempDirs.delete(this.dataDir);
         }
       }
+      for (const pid of this.pids) assertNoSanitizerReport(pid, 'ternd');
+      assertNoSanitizerReport(null, 'ternd', this._log);
     },
   };
   live.add(srv);
@@ -347,6 +354,10 @@ export function runTernd(argv, { env, timeoutMs = 10000 } = {}) {
     proc.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
     proc.on('error', (e) => { clearTimeout(timer); reject(e); });
-    proc.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr, timedOut }); });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      try { assertNoSanitizerReport(proc.pid, 'ternd', stderr); } catch (e) { reject(e); return; }
+      resolve({ code, signal, stdout, stderr, timedOut });
+    });
   });
 }

@@ -16,6 +16,7 @@
 #include "core/app.h"
 #include "core/cluster.h"
 #include "core/groups.h"
+#include "core/router.h"
 #include "core/session.h"
 #include "fakeep.h"
 #include "t.h"
@@ -252,7 +253,12 @@ TEST(register_race) {
 }
 
 static int change_status[2] = {-1, -1};
-static void on_change(tern_store_op *op) { change_status[(intptr_t)op->arg] = op->status; }
+/* as groupapi.c's own callbacks do: the op's device targets hold references */
+static void on_change(tern_store_op *op) {
+  change_status[(intptr_t)op->arg] = op->status;
+  tern_router_release_targets(tern_op_as_append(op));
+}
+static void on_created(tern_store_op *op) { tern_router_release_targets(tern_op_as_append(op)); }
 
 /* Two changes of one group made at once on two writers: one is stored, the other answers
  * CONFLICT, and both end with the stored one. */
@@ -266,6 +272,7 @@ TEST(group_changes_compare_and_set) {
   tern_group *grp = tern_group_create(A.app, gina, "crew", "", NULL, 0, &op);
   char id[TERN_GROUP_ID_MAX + 1];
   snprintf(id, sizeof id, "%s", grp->id);
+  op->done = on_created;
   tern_app_submit(A.app, op);
   settle();
   tern_group *gb = tern_groups_get(B.app->groups, id);
@@ -404,7 +411,8 @@ int main(void) {
   snprintf(dir, sizeof dir, "/tmp/tern-test-cluster-XXXXXX");
   if (!mkdtemp(dir)) return 1;
   tern_config_defaults(&cfg);
-  cfg.auth_hash_cost = "test";
+  tern_free(cfg.auth_hash_cost); /* the config owns its strings (tern_config_free) */
+  cfg.auth_hash_cost = tern_strdup("test");
   cfg.allow_insecure_test = true;
   cfg.cluster_node_timeout_ms = 1500;
   char err[256], sdir[128];
@@ -435,5 +443,6 @@ int main(void) {
   uv_run(&A.loop, UV_RUN_NOWAIT);
   uv_run(&B.loop, UV_RUN_NOWAIT);
   nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tern_config_free(&cfg);
   DONE();
 }

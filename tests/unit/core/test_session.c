@@ -332,7 +332,8 @@ int main(void) {
   if (!mkdtemp(dir)) return 1;
   uv_loop_init(&loop);
   tern_config_defaults(&cfg);
-  cfg.auth_hash_cost = "test";
+  tern_free(cfg.auth_hash_cost); /* the config owns its strings (tern_config_free) */
+  cfg.auth_hash_cost = tern_strdup("test");
   cfg.allow_insecure_test = true;
   char err[256], sdir[128];
   snprintf(sdir, sizeof sdir, "%s/store", dir);
@@ -356,5 +357,6 @@ int main(void) {
   tern_app_free(app);
   uv_run(&loop, UV_RUN_NOWAIT);
   nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tern_config_free(&cfg);
   DONE();
 }
