@@ -104,18 +104,27 @@ export async function sendImage(page, { width, height, colour, caption, name = '
   return title;
 }
 
+/**
+ * The open conversation's header names peer: as its text, or, once a display name replaced the
+ * username there (PROTOCOL.md 15 profiles), as its title.
+ */
+const isTitled = (p) => {
+  const t = document.querySelector('#conv-title');
+  return !!t && (t.textContent === p || t.title === p);
+};
+
 /** Starts a conversation with peer from the chat list's + and waits for its header. */
 export async function newChat(page, peer) {
   await page.click('#new-chat');
   await page.fill('#new-chat-user', peer);
   await page.click('#new-chat-go');
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
+  await page.waitForFunction(isTitled, peer);
 }
 
 /** Opens the existing conversation with peer from the chat list. */
 export async function openChat(page, peer) {
   await page.click(`#chat-list button[data-peer="${peer}"]`);
-  await page.waitForFunction((p) => document.querySelector('#conv-title')?.textContent === p, peer);
+  await page.waitForFunction(isTitled, peer);
 }
 
 /** A user made over HTTP (no browser): {user, token}, for the other side of a conversation. */
