@@ -125,7 +125,9 @@ typedef struct tern_backend_vt {
    * write, or a negative errno with a reason in err (the group then had no effect, and
    * rollback follows). -EAGAIN (a shared backend found another writer ahead of it on one of
    * the group's inboxes) makes the committer roll back and apply the group again, a few
-   * times, before it fails it. -ENOTCONN (from commit or any primitive: the backend cannot
+   * times, before it fails it. -EMSGSIZE (the group is more than the backend can make
+   * durable at once, e.g. a NATS commit record over max_payload; nothing was written) makes
+   * the committer run the group as two halves, in order; a group of one op fails. -ENOTCONN (from commit or any primitive: the backend cannot
    * reach enough of its servers to store anything) completes the group's ops with
    * TERN_STORE_UNAVAILABLE instead of ERROR. */
   int (*commit)(void *be, char *err, size_t errlen);

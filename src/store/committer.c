@@ -134,10 +134,11 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
     uint64_t t0 = tern_mono_ns();
     int r = be->vt->commit(be->self, why, sizeof why);
     ns = tern_mono_ns() - t0;
-    if (r == -EAGAIN && n > 1 && attempt >= 1) {
+    if (n > 1 && ((r == -EAGAIN && attempt >= 1) || r == -EMSGSIZE)) {
       /* Lost twice: a big group shares claims with every busy writer and keeps losing as a
        * whole. Halves, in order, each retried on its own, share fewer and make progress;
-       * the order of completions stays the order of submission. */
+       * the order of completions stays the order of submission. Too big for the backend to
+       * write at once (-EMSGSIZE): halves too. */
       be->vt->rollback(be->self);
       for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
       run_group(cm, ops, n / 2);

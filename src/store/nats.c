@@ -1526,6 +1526,9 @@ static int inbox_upart(nbe *be, const upart_inbox *u) {
   return r;
 }
 
+/* Bytes of a commit record's message besides the record: its subject and headers. */
+enum { REC_HEADROOM = 4096 };
+
 /* Publishes the commit record; *seq its stream seq. */
 static int record_put(nbe *be, const tern_buf *rec, bool claimed_mark, uint64_t rec_seq, uint64_t *seq) {
   tern_buf subj = {0};
@@ -1934,6 +1937,15 @@ static int n_commit(void *self, char *err, size_t errlen) {
   /* One write alone needs no record: it is atomic by itself. */
   bool need_rec = p.nwrites > 1;
   uint64_t rec_seq = 0, mark_seq = 0;
+  /* The record is one JetStream message, so at most the server's max_payload (1 MiB by
+   * default; the headroom is its subject and headers). Nothing is written yet: the committer
+   * splits a group that is too big (backend.h, -EMSGSIZE). */
+  int64_t max = natsConnection_GetMaxPayload(be->nc);
+  if (need_rec && max > 0 && (int64_t)be->rec.len + REC_HEADROOM > max) {
+    snprintf(be->why, sizeof be->why, "commit record of %zu bytes over max_payload %" PRId64, be->rec.len, max);
+    rc = -EMSGSIZE;
+    goto done;
+  }
   if (need_rec && (rc = record_put(be, &be->rec, false, 0, &rec_seq)) < 0) goto done;
   if ((rc = bodies_first(be, &p)) < 0) {
     if (record_del(be, rec_seq) < 0) be->replay_due = true;

@@ -1206,6 +1206,51 @@ TEST(many_appends_group_commit) {
   close_store(s);
 }
 
+/* A group bigger than the backend can make durable at once (on NATS: a commit record, which
+ * carries the group's plain KV writes, over the server's 1 MiB max_payload) is committed in
+ * halves: every op stored. */
+typedef struct big_seen {
+  int n;       /* records of the test loaded */
+  int bad_len; /* of those, values of the wrong length */
+} big_seen;
+
+static void load_big(const char *k, size_t kl, const uint8_t *v, size_t vl, void *arg) {
+  (void)v;
+  big_seen *b = arg;
+  if (kl < 10 || memcmp(k, "media/big-", 10) != 0) return;
+  b->n++;
+  if (vl != 40000) b->bad_len++;
+}
+
+TEST(big_group_in_halves) {
+  use_dir("big");
+  tern_store_options o = default_opts();
+  o.group_max = 1024;
+  tstore *s = open_with(&o);
+  enum { N = 48, VAL = 40000 }; /* 1.9 MB of values in one group */
+  char *val = tern_malloc(VAL);
+  memset(val, 'v', VAL);
+  for (int i = 0; i < N; i++) {
+    tern_op_kv *op = new_kv_op(TERN_OP_KV_PUT, &R[i]);
+    char key[32];
+    snprintf(key, sizeof key, "media/big-%02d", i);
+    tern_store_set_str(&op->key, key);
+    tern_buf_append(&op->value, val, VAL);
+    submit(s, op);
+  }
+  wait_all();
+  tern_free(val);
+  for (int i = 0; i < N; i++) CHECK_EQ_INT(R[i].status, TERN_STORE_OK);
+  close_store(s);
+  s = open_store();
+  big_seen seen = {0};
+  tern_store_load_cbs cbs = {.kv = load_big, .arg = &seen};
+  CHECK_EQ_INT(load(s, &cbs), 0);
+  CHECK_EQ_INT(seen.n, N);
+  CHECK_EQ_INT(seen.bad_len, 0);
+  close_store(s);
+}
+
 TEST(commit_error) {
   use_dir("error");
   int st = run_child("error-child");
@@ -2398,6 +2443,7 @@ static void run_suite(void) {
   RUN(sweep_is_bounded);
   RUN(durable_after_kill);
   if (!is_nats() || getenv("TERN_TEST_STORE_NATS_LONG")) RUN(many_appends_group_commit); /* NATS: bench/ */
+  RUN(big_group_in_halves);
   RUN_RDB(commit_error);
   RUN_RDB(open_errors);
   RUN(kv_records);
