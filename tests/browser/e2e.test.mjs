@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serverAndBrowser, screenshot, until, BUILD, REPO } from './lib/harness.mjs';
@@ -15,7 +15,7 @@ import { PASSWORD, openPage, register, send, sendImage, bubbles, newChat, openCh
 
 const TERN = process.env.TERN_CLI || join(BUILD, 'tern');
 const VENDOR = join(REPO, 'web', 'vendor', 'vendor.js');
-const env = serverAndBrowser();
+const env = serverAndBrowser(['--log-level', 'debug']); // the black-box check reads its log
 const ctx = {};
 const cliHome = mkdtempSync(join(tmpdir(), 'tern-web-e2e-cli-'));
 process.on('exit', () => rmSync(cliHome, { recursive: true, force: true }));
@@ -86,6 +86,16 @@ test('two browsers: an encrypted conversation with the lock, nothing readable on
   await alice.waitForSelector('#conv-lock:not([hidden])');
   assert.ok(ctx.bob.sent.filter((f) => f.type === 'send').every((f) => f.e2e && !f.body));
   for (const n of Object.keys(ctx)) assert.deepEqual(ctx[n].errors, [], `${n}: no script errors or CSP violations`);
+  // black box (issue 13): the texts are nowhere on the server, neither in the store's files nor
+  // in its debug log (integration/cli_e2e has the control: a plain text is found there)
+  const filesUnder = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    (e.isDirectory() ? filesUnder(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []));
+  const files = filesUnder(env.server.dataDir);
+  assert.ok(files.length > 0, 'the data dir was read');
+  for (const text of ['a secret for bob', 'got it, alice']) {
+    assert.deepEqual(files.filter((f) => readFileSync(f).includes(text)), [], `"${text}" in the data dir`);
+    assert.ok(!env.server.log().includes(text), `"${text}" in the debug log`);
+  }
 });
 
 test('an encrypted image: an octet-stream blob on the server, shown decrypted', { skip }, async () => {

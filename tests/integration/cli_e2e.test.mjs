@@ -6,9 +6,9 @@
 // Skips, saying so, when the server has no key directory (404 on /v1/keys).
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, statSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, FAST_LIMITS } from './lib/server.mjs';
+import { startServer, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { request, register as apiRegister } from './lib/api.mjs';
 import { TERN, PASSWORD, tern, ternLive, until, uniq, tempHomes } from './lib/cli.mjs';
 
@@ -30,7 +30,7 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
   }
 
   before(async () => {
-    srv = await startServer({ args: [...FAST_LIMITS, '--limits-key-fetch-rate', '100000/s', '--limits-key-fetch-burst', '100000'] });
+    srv = await startServer({ args: [...FAST_LIMITS, '--log-level', 'debug', '--limits-key-fetch-rate', '100000/s', '--limits-key-fetch-burst', '100000'] });
     server = ['--server', srv.url];
     const probe = await apiRegister(srv, uniq('probe'));
     noDirectory = (await request(srv, 'GET', '/v1/keys', { token: probe.body.token })).status === 404 &&
@@ -251,6 +251,33 @@ describe('tern CLI end-to-end encryption', { skip: !existsSync(TERN) && `tern no
     const r = await tern(['send', users.alice, 'topping up', ...server], { home: users.bobHome });
     assert.equal(r.code, 0, r.stderr);
     assert.ok((await own()).body.one_time_prekeys >= 100);
+  });
+
+  test('black box: a text sent encrypted is nowhere on the server (data dir, debug log), one sent plain is', async (t) => {
+    if (skip(t)) return;
+    const [dave, erin] = [uniq('dave'), uniq('erin')];
+    const daveHome = await account(dave);
+    const erinHome = await account(erin); // keys published; erin stays offline
+    const plain = `PLAINMARK${uniq('p')}`, secret = `E2EMARK${uniq('s')}`;
+    let r = await tern(['send', erin, `plain ${plain}`, '--plain', ...server], { home: daveHome });
+    assert.equal(r.code, 0, r.stderr);
+    r = await tern(['send', erin, `hello ${secret}`, '--e2e', ...server], { home: daveHome });
+    assert.equal(r.code, 0, r.stderr);
+    const filesUnder = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+      (e.isDirectory() ? filesUnder(path.join(dir, e.name)) : e.isFile() ? [path.join(dir, e.name)] : []));
+    const inDataDir = (m) => filesUnder(srv.dataDir).filter((f) => readFileSync(f).includes(m));
+    // both wait in erin's inbox now; the store's files hold the plain one (the control) only
+    if (!CLUSTER_NODES) { // in a cluster the store is NATS's, not a data dir of ours
+      assert.ok(inDataDir(plain).length > 0, 'the plain text is in the data dir while it waits');
+      assert.deepEqual(inDataDir(secret), [], 'the encrypted text is in the data dir');
+    }
+    assert.ok(!srv.stderr().includes(secret), 'the encrypted text is in the debug log');
+    const got = await tern(['listen', '--count', '2', '--timeout', '20s', ...server], { home: erinHome });
+    assert.equal(got.code, 0, got.stderr);
+    assert.match(got.stdout, new RegExp(`🔒 hello ${secret}`));
+    assert.match(got.stdout, new RegExp(`plain ${plain}`));
+    if (!CLUSTER_NODES) assert.deepEqual(inDataDir(secret), []);
+    assert.ok(!srv.stderr().includes(secret), 'the encrypted text is in the debug log');
   });
 
   test('logout removes the state; the server deletes the keys', async (t) => {

@@ -50,6 +50,7 @@ export async function startServer(extraArgs = []) {
   return {
     port,
     url: `http://127.0.0.1:${port}`,
+    dataDir: join(dir, 'data'),
     log: () => log,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
