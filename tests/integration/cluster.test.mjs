@@ -183,9 +183,11 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
       timeoutMs: 20000, intervalMs: 200, message: '/healthz degraded with one NATS server of three gone',
     });
     await srv.nats.restart(2);
-    await waitFor(async () => (await healthz(srv.nodes[0])).body?.status === 'ok', {
-      timeoutMs: 30000, intervalMs: 200, message: '/healthz ok again once the server is back',
-    });
+    for (const node of srv.nodes) {
+      await waitFor(async () => (await healthz(node)).body?.status === 'ok', {
+        timeoutMs: 30000, intervalMs: 200, message: '/healthz ok again on every node once the server is back',
+      });
+    }
   });
 
   test('kill -9 of every node and NATS server, then a restart: inboxes intact', { timeout: 180000 }, () => withLogs(srv, async () => {
@@ -197,7 +199,9 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
       const ids = [];
       for (let i = 0; i < 20; i++) {
         c.send({ type: 'send', id: `r${i}`, to: b.user, body: `kept ${i}` });
-        ids.push((await c.next('sent')).msg_id);
+        // 15 s: the first commits after a NATS server rejoined can wait for its streams to
+        // catch up (a 5 s wait timed out once on a loaded CI machine)
+        ids.push((await c.next('sent', 15000)).msg_id);
       }
       want.set(b.user, ids);
       await c.close();
