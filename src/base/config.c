@@ -171,6 +171,9 @@ static const setting g_settings[] = {
     {"media.thumb_size", T_INT, OFF(media_thumb_size), "320", 16, 4096, "thumbnail size on the longer side (px)"},
     {"media.upload_timeout", T_DUR, OFF(media_upload_timeout_ms), "60s", 10, BIG,
      "an upload that sends no bytes for this long fails and its temp file is removed"},
+    {"media.min_upload_rate", T_SIZE, OFF(media_min_upload_rate), "1KiB", 0, 1ll << 40,
+     "bytes a second an upload must average, counted once it is media.upload_timeout old (time the server "
+     "held it paused left out); slower fails with 408 (0: no minimum)"},
     {"media.quota_bytes_per_hour", T_SIZE, OFF(media_quota_bytes_per_hour), "256MiB", 1, 1ll << 50,
      "upload bytes per user per hour (429 with Retry-After past it)"},
     {"media.sweep_batch", T_INT, OFF(media_sweep_batch), "200", 1, 1e6, "expired media removed per sweep step"},

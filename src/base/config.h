@@ -124,6 +124,7 @@ typedef struct tern_config {
   int64_t media_max_pixels;         /* width x height, likewise */
   int64_t media_thumb_size;         /* thumbnail px on the longer side */
   int64_t media_upload_timeout_ms;  /* an upload that sends nothing this long fails */
+  int64_t media_min_upload_rate;    /* bytes/s an upload must average past its first upload_timeout (0: off) */
   int64_t media_quota_bytes_per_hour; /* upload bytes per user per hour (429 past it) */
   int64_t media_sweep_batch;        /* records removed per sweep step */
   int64_t media_sweep_interval_ms;  /* how often expired media are swept */

@@ -65,6 +65,7 @@ void tern_media_options_from_config(tern_media_options *o, const tern_config *cf
   o->max_pixels = cfg->media_max_pixels;
   o->thumb_size = cfg->media_thumb_size;
   o->upload_timeout_ms = cfg->media_upload_timeout_ms;
+  o->min_upload_rate = cfg->media_min_upload_rate;
   o->quota_bytes_per_hour = cfg->media_quota_bytes_per_hour;
   o->sweep_batch = cfg->media_sweep_batch;
   o->sweep_interval_ms = cfg->media_sweep_interval_ms;

@@ -209,6 +209,7 @@ typedef struct tern_media_options {
   int64_t max_pixels;            /* media.max_pixels: width x height */
   int64_t thumb_size;            /* media.thumb_size: px on the longer side */
   int64_t upload_timeout_ms;     /* media.upload_timeout: an upload silent this long fails */
+  int64_t min_upload_rate;       /* media.min_upload_rate: bytes/s to average past upload_timeout (0: off) */
   int64_t quota_bytes_per_hour;  /* media.quota_bytes_per_hour, per user */
   int64_t sweep_batch;           /* media.sweep_batch: records removed per sweep step */
   int64_t sweep_interval_ms;     /* media.sweep_interval: the sweeper's period */

@@ -52,6 +52,9 @@ struct tern_media_upload {
   tern_buf writing;                /* owned by the write job in flight */
   int64_t total;                   /* bytes received */
   uint64_t last_activity;          /* uv_now of the last byte, for upload_timeout */
+  uint64_t started;                /* uv_now at the start, for min_upload_rate */
+  uint64_t paused_at;              /* uv_now when the server paused the reader (while paused) */
+  uint64_t paused_ms;              /* time the server held the reader paused, finished pauses */
   EVP_MD_CTX *sha;                 /* incremental SHA-256 (only touched by the job in flight) */
   tern_media_probe probe;          /* header sniffing */
   tern_media_content *content;     /* pinned content, from FINISHING on */
@@ -147,8 +150,19 @@ static void on_idle_tick(uv_timer_t *t) {
     nx = up->next; /* fail_async never frees synchronously, but stay safe if it ever did */
     bool waiting_for_client = !up->detached && !up->finishing && !up->paused &&
                               (up->state == U_OPENING || up->state == U_OPEN);
-    if (waiting_for_client && now - up->last_activity >= (uint64_t)m->opt.upload_timeout_ms) {
+    if (!waiting_for_client) continue;
+    if (now - up->last_activity >= (uint64_t)m->opt.upload_timeout_ms) {
       TERN_INFO("media upload timed out", "user=%s bytes=%lld", tern_log_quote(up->user), (long long)up->total);
+      fail_async(up, TERN_MEDIA_ERR_TIMEOUT);
+      continue;
+    }
+    /* A trickle (a byte now and then) never trips the idle timer; its average rate does. The
+     * client's time only: pauses the server imposed (threadpool backpressure) do not count. */
+    uint64_t age = now - up->started - up->paused_ms;
+    if (m->opt.min_upload_rate > 0 && age >= (uint64_t)m->opt.upload_timeout_ms &&
+        (double)up->total * 1000.0 < (double)m->opt.min_upload_rate * (double)age) {
+      TERN_INFO("media upload too slow", "user=%s bytes=%lld ms=%llu min_rate=%lld", tern_log_quote(up->user),
+                (long long)up->total, (unsigned long long)age, (long long)m->opt.min_upload_rate);
       fail_async(up, TERN_MEDIA_ERR_TIMEOUT);
     }
   }
@@ -230,7 +244,7 @@ int tern_media_upload_start(tern_media *m, const char *user, const char *content
     abort();
   }
   tern_media_probe_init(&up->probe);
-  up->last_activity = uv_now(m->loop);
+  up->last_activity = up->started = uv_now(m->loop);
   up->fs.data = up;
   up->work.data = up;
   int rc = uv_fs_open(m->loop, &up->fs, up->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600, on_open);
@@ -360,6 +374,7 @@ static void write_after(uv_work_t *w, int status) {
   if (up->paused && !up->detached && up->pending.len < HIGH_WATER) {
     up->paused = false;
     up->last_activity = uv_now(up->m->loop);
+    up->paused_ms += up->last_activity - up->paused_at;
     /* Last thing we do: the caller may write, finish or abort from here. */
     if (up->cbs.resume) up->cbs.resume(up, up->cbs.arg);
   }
@@ -387,7 +402,10 @@ int tern_media_upload_write(tern_media_upload *up, const void *data, size_t n) {
   up->last_activity = uv_now(m->loop);
   tern_buf_append(&up->pending, data, n);
   step(up);
-  if (up->pending.len >= HIGH_WATER) up->paused = true;
+  if (up->pending.len >= HIGH_WATER && !up->paused) {
+    up->paused = true;
+    up->paused_at = uv_now(m->loop);
+  }
   return up->paused ? TERN_MEDIA_PAUSE : TERN_MEDIA_CONTINUE;
 }
 

@@ -421,6 +421,30 @@ describe('media', () => {
   });
 });
 
+describe('media: media.min_upload_rate', () => {
+  let srv;
+  before(async () => { srv = await startServer({ args: [...FAST_LIMITS, '--media-upload-timeout', '1s', '--media-min-upload-rate', '50KiB'] }); });
+  after(async () => { await srv?.close(); });
+
+  test('a trickle under the minimum average rate is cut with 408 once upload_timeout old; a normal upload is not', async () => {
+    const alice = await newUser(srv, 'trk');
+    const img = makePng(300, 300, { fill: 'noise' });
+    const head = `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${img.length}\r\n\r\n`;
+    // 1,000 bytes every 100 ms (10 KB/s): never idle for media.upload_timeout, but slow
+    const parts = [];
+    for (let i = 0; i < 60; i++) parts.push(img.subarray(i * 1000, (i + 1) * 1000));
+    const started = Date.now();
+    const r = await rawUpload(srv, head, parts, { gapMs: 100, timeoutMs: 15000 });
+    const took = Date.now() - started;
+    assert.equal(r.status, 408, r.text);
+    assert.match(r.text, /"request_timeout"/);
+    assert.ok(took >= 900 && took < 5000, `cut at ${took} ms: after media.upload_timeout, well before the last byte`);
+    await waitFor(() => mediaFiles(srv.dataDir, 'tmp').length === 0, { message: 'the temp file to go' });
+    const ok = await upload(srv, alice.token, img, 'image/png');
+    assert.equal(ok.status, 201, ok.text);
+  });
+});
+
 describe('media: slow uploads and timeouts', () => {
   let srv;
   // http.request_timeout shorter than media.upload_timeout: an upload is timed by the latter
