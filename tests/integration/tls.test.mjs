@@ -122,6 +122,21 @@ test('plain HTTP on the TLS port gets a 400 saying so', async () => {
   assert.match(text, /^HTTP\/1\.1 400 /);
   assert.match(text, /"code":"bad_request"/);
   assert.match(text, /https:\/\/ or wss:\/\//);
+  // the same request a byte at a time (the first read holds only "G")
+  const split = await new Promise((resolve, reject) => {
+    const sock = net.connect(srv.port, '127.0.0.1', async () => {
+      for (const ch of 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n') {
+        if (sock.destroyed) break;
+        sock.write(ch);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    });
+    let got = '';
+    sock.on('data', (d) => { got += d; });
+    sock.on('close', () => resolve(got));
+    sock.on('error', () => resolve(got));
+  });
+  assert.match(split, /^HTTP\/1\.1 400 /, JSON.stringify(split.slice(0, 80)));
   // garbage that is neither TLS nor HTTP is just closed; the server goes on
   await new Promise((resolve) => {
     const sock = net.connect(srv.port, '127.0.0.1', () => sock.write(Buffer.alloc(600, 0x16)));
