@@ -12,7 +12,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { newUser, register, request, uniqueName, getUser } from './lib/api.mjs';
-import { online, closeAll } from './lib/client.mjs';
+import { online, closeAll, ticksRound } from './lib/client.mjs';
 import { sender, receiver, attachReceiver, runSender, distinct, checkDelivered } from './lib/load.mjs';
 
 const PAIRS = 3;
@@ -129,17 +129,7 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
     await waitFor(async () => (await getUser(direct(srv.nodes[0]), alice.token, bob.user)).body.online === true, {
       timeoutMs: 5000, message: 'bob online as seen from node 1',
     });
-    ca.send({ type: 'send', id: 'x1', to: bob.user, body: 'across nodes' });
-    const sent = await ca.next('sent');
-    const m = await cb.next('msg');
-    assert.equal(m.msg_id, sent.msg_id);
-    assert.equal(m.body, 'across nodes');
-    cb.ack(m.seq);
-    const d = await ca.next((f) => f.type === 'receipt' && f.status === 'delivered');
-    assert.deepEqual(d.msg_ids, [sent.msg_id]);
-    cb.send({ type: 'read', peer: alice.user, msg_ids: [sent.msg_id] });
-    const r = await ca.next((f) => f.type === 'receipt' && f.status === 'read');
-    assert.deepEqual(r.msg_ids, [sent.msg_id]);
+    await ticksRound(ca, cb, { to: bob.user, from: alice.user, id: 'x1', body: 'across nodes' });
     await closeAll(ca, cb);
   });
 

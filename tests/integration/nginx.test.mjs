@@ -19,7 +19,7 @@ import path from 'node:path';
 import { startCluster, waitFor, makeTempDir, FAST_LIMITS, REPO_ROOT } from './lib/server.mjs';
 import { startNats, freePort } from './lib/nats.mjs';
 import { newUser, request, metricsText, metricValue } from './lib/api.mjs';
-import { online, closeAll } from './lib/client.mjs';
+import { online, closeAll, ticksRound } from './lib/client.mjs';
 
 const NGINX = [process.env.NGINX, '/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => p && existsSync(p));
 const DOC = path.join(REPO_ROOT, 'docs', 'operations.md');
@@ -189,24 +189,8 @@ describe('nginx in front of 3 ternd nodes (the config of docs/operations.md)', {
       await cb.close(); // least_conn spreads them; this is only in case of a tie
     }
     assert.notEqual(cb.node, ca.node, 'bob landed on alice\'s node every time');
-    ca.send({ type: 'send', id: 'h1', to: bob.user, body: 'hello through nginx' });
-    const sent = await ca.next({ type: 'sent', id: 'h1' });
-    const m = await cb.next('msg');
-    assert.equal(m.msg_id, sent.msg_id);
-    assert.equal(m.body, 'hello through nginx');
-    cb.ack(m.seq);
-    const d = await ca.next((f) => f.type === 'receipt' && f.status === 'delivered');
-    assert.deepEqual(d.msg_ids, [sent.msg_id]);
-    cb.send({ type: 'read', peer: alice.user, msg_ids: [sent.msg_id] });
-    const r = await ca.next((f) => f.type === 'receipt' && f.status === 'read');
-    assert.deepEqual(r.msg_ids, [sent.msg_id]);
-    cb.send({ type: 'send', id: 'h2', to: alice.user, body: 'and back' });
-    const sent2 = await cb.next({ type: 'sent', id: 'h2' });
-    const m2 = await ca.next('msg');
-    assert.equal(m2.msg_id, sent2.msg_id);
-    ca.ack(m2.seq);
-    const d2 = await cb.next((f) => f.type === 'receipt' && f.status === 'delivered');
-    assert.deepEqual(d2.msg_ids, [sent2.msg_id]);
+    await ticksRound(ca, cb, { to: bob.user, from: alice.user, id: 'h1', body: 'hello through nginx' });
+    await ticksRound(cb, ca, { to: alice.user, from: bob.user, id: 'h2', body: 'and back' });
   });
 
   test('kill -9 of a node: its client reconnects through nginx and loses nothing; new connections go to live nodes', async () => {

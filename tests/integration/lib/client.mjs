@@ -253,6 +253,25 @@ export async function onlineAfterAck(srv, account, ok) {
   return c;
 }
 
+/**
+ * One message's whole round from sender to recipient (two online clients, maybe on other
+ * nodes): send → `sent`, the `msg` with its body, the recipient's ack → a delivered receipt,
+ * its read → a read receipt, each naming the msg_id. Returns the `sent` frame.
+ */
+export async function ticksRound(sender, recipient, { to, from, id, body }) {
+  sender.send({ type: 'send', id, to, body });
+  const sent = await sender.next({ type: 'sent', id });
+  const m = await recipient.next((f) => f.type === 'msg' && f.msg_id === sent.msg_id);
+  if (m.body !== body) throw new Error(`${recipient.name}: body ${JSON.stringify(m.body)}, not ${JSON.stringify(body)}`);
+  recipient.ack(m.seq);
+  const d = await sender.next((f) => f.type === 'receipt' && f.status === 'delivered');
+  if (JSON.stringify(d.msg_ids) !== JSON.stringify([sent.msg_id])) throw new Error(`delivered names ${JSON.stringify(d.msg_ids)}`);
+  recipient.send({ type: 'read', peer: from, msg_ids: [sent.msg_id] });
+  const r = await sender.next((f) => f.type === 'receipt' && f.status === 'read');
+  if (JSON.stringify(r.msg_ids) !== JSON.stringify([sent.msg_id])) throw new Error(`read names ${JSON.stringify(r.msg_ids)}`);
+  return sent;
+}
+
 /** Closes every client given (ignores those already closed). */
 export async function closeAll(...clients) {
   await Promise.all(clients.flat().filter(Boolean).map((c) => c.close().catch(() => {})));
