@@ -193,6 +193,7 @@ typedef struct nbe {
   char why[256];
   bool replay_due;   /* a commit left its record: replay before the next */
   unsigned contended; /* lost races in a row (claims_run goes serial; n_commit backs off) */
+  uint64_t consumers_off_until; /* mono ns: long reads walk by direct gets until then */
   tern_buf sbuf, sbuf2, rec;
   /* inbox_next */
   char **walk;
@@ -822,7 +823,10 @@ static bool rd_app(uint64_t seq, const uint8_t *v, size_t len, void *a) {
   return true;
 }
 
-enum { CONSUMER_MIN = 16 };
+enum {
+  CONSUMER_MIN = 16,          /* entries in a range read through an ordered consumer */
+  CONSUMER_BACKOFF_MS = 10000 /* after a consumer could not start: direct gets for this long */
+};
 
 static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, uint64_t from, uint64_t to,
                          uint64_t floor, tern_env_visit fn, void *arg, bool *stopped) {
@@ -836,8 +840,14 @@ static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, 
   jsErrCode code = 0;
   natsStatus s = js_SubscribeSync(&sub, be->js, subj, NULL, &so, &code);
   if (s != NATS_OK) {
-    fail(be, "ordered consumer", s, code);
-    return st_errno(s, code);
+    /* A consumer is made through JetStream's meta leader, which is away for seconds after a
+     * server of the cluster returns, while the stream's own leader still answers direct gets:
+     * the caller walks by those (nothing was visited), and so do the next reads for a while,
+     * instead of each holding the commit thread for a timeout. */
+    TERN_WARN("nats: an ordered consumer did not start; direct gets for a while", "err=%s (js %d)",
+              natsStatus_GetText(s), (int)code);
+    be->consumers_off_until = tern_mono_ns() + (uint64_t)CONSUMER_BACKOFF_MS * 1000000u;
+    return 1;
   }
   int rc = 0;
   bool got = false;
@@ -846,13 +856,16 @@ static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, 
     s = natsSubscription_NextMsg(&m, sub, WAIT_MS);
     if (s == NATS_TIMEOUT && !got) {
       /* Nothing at all from start on: the entries were purged meanwhile, if the consumer says
-       * none are pending; else the servers are slow, and that is a failure. */
+       * none are pending; else the consumer is not serving yet (as above): direct gets. */
       jsConsumerInfo *ci = NULL;
-      if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, NULL) == NATS_OK && ci) {
-        bool empty = ci->NumPending == 0 && ci->Delivered.Stream == 0;
-        jsConsumerInfo_Destroy(ci);
-        if (empty) break;
-      }
+      bool answered = natsSubscription_GetConsumerInfo(&ci, sub, NULL, NULL) == NATS_OK && ci;
+      bool empty = answered && ci->NumPending == 0 && ci->Delivered.Stream == 0;
+      if (ci) jsConsumerInfo_Destroy(ci);
+      if (empty) break;
+      TERN_WARN("nats: an ordered consumer delivered nothing; direct gets for a while", "answered=%d", answered);
+      be->consumers_off_until = tern_mono_ns() + (uint64_t)CONSUMER_BACKOFF_MS * 1000000u;
+      rc = 1;
+      break;
     }
     if (s != NATS_OK) {
       fail(be, "ordered consumer next", s, 0);
@@ -907,11 +920,14 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   char *subj = tern_strdup(subj_in(be, &be->sbuf2, ib->name, ib->nlen));
   int rc = 0;
   /* A long range: one ordered consumer (a round trip to create it, then the entries stream)
-   * rather than a direct get per entry. */
-  if (to - from >= CONSUMER_MIN && to != from) {
+   * rather than a direct get per entry; 1 from it: it did not start, walk by direct gets. */
+  if (to - from >= CONSUMER_MIN && to != from && tern_mono_ns() >= be->consumers_off_until) {
     rc = consumer_walk(be, ib, subj, s, from, to, floor, fn, arg, stopped);
-    tern_free(subj);
-    return rc;
+    if (rc != 1) {
+      tern_free(subj);
+      return rc;
+    }
+    rc = 0;
   }
   while (s <= ib->last_sseq) {
     natsMsg *m = NULL;
