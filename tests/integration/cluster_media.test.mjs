@@ -1,0 +1,131 @@
+// Media across the nodes of a cluster (issue 12, PROTOCOL.md 7 and 12): 3 ternd nodes on a
+// 3-server NATS JetStream cluster (R3). The record lives in the store's KV, the bytes as chunks
+// in the namespace's MEDIA stream (docs/cluster-layout.md 10):
+//   - upload on one node, fetch on another (bytes, headers, thumbnail, Range, 304), with the
+//     same grant checks as on one node;
+//   - kill -9 of the node that took the upload: another node still serves the bytes;
+//   - a grant ended by a delete for everyone is refused on every node, and the media's chunks
+//     leave JetStream;
+//   - the last recipient device's fetch deletes the media on every node.
+// It makes its own cluster; the cluster-label run of the suite (TERN_TEST_CLUSTER) skips it.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
+import { newUser } from './lib/api.mjs';
+import { online, closeAll } from './lib/client.mjs';
+import { makePng, sha256, upload, getMedia } from './lib/media.mjs';
+
+async function answer(c, frame) {
+  c.send(frame);
+  return c.next((f) => (f.type === 'sent' || f.type === 'error') && f.id === frame.id);
+}
+
+/** Messages stored in the namespace's MEDIA stream, from a NATS server's monitor. */
+async function mediaChunks(srv) {
+  for (const s of srv.nats.servers) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${s.httpPort}/jsz?accounts=true&streams=true`);
+      const j = await r.json();
+      for (const a of j.account_details || [])
+        for (const st of a.stream_detail || []) if (st.name === `${srv.namespace}_MEDIA`) return st.state.messages;
+    } catch { /* that server is down: ask the next */ }
+  }
+  return -1;
+}
+
+describe('cluster media', { skip: CLUSTER_NODES ? 'makes its own cluster' : false }, () => {
+  let srv;
+  let n1, n2, n3;
+  before(async () => {
+    srv = await startCluster(3, { args: FAST_LIMITS });
+    [n1, n2, n3] = srv.nodes;
+  });
+  after(async () => { await srv?.close(); });
+
+  test('upload on one node, fetch on the others, with the grant checks of one node', async () => {
+    const [a, b, c] = await Promise.all([newUser(n1, 'ua'), newUser(n1, 'ub'), newUser(n1, 'uc')]);
+    const png = makePng(600, 600, { fill: 'noise', level: 0 }); // ~1 MiB: 5 chunks
+    const t0 = Date.now();
+    const up = await upload(n1, a.token, png, 'image/png');
+    const ms = Date.now() - t0;
+    assert.equal(up.status, 201, up.body.toString());
+    console.log(`# upload of ${png.length} bytes → 201 on a 3-node R3 cluster: ${ms} ms`);
+    const id = up.json.media_id;
+    assert.equal(up.json.sha256, sha256(png));
+    // not sent yet: nobody but the owner reads it, on any node
+    for (const n of [n1, n2, n3]) assert.equal((await getMedia(n, b.token, id)).status, 404);
+    assert.equal((await getMedia(n3, a.token, id)).status, 200, 'the owner reads it on another node');
+    const ca = await online(n1, a);
+    const cb = await online(n2, b);
+    const m = await answer(ca, { type: 'send', id: 'm1', to: b.user, media: { media_id: id } });
+    assert.equal(m.type, 'sent', JSON.stringify(m));
+    const env = await cb.next((f) => f.msg_id === m.msg_id);
+    assert.equal(env.media.media_id, id);
+    // the recipient on node 2 (its files are fetched from JetStream), a thumbnail and ranges
+    const th = await getMedia(n2, b.token, id, { thumb: true });
+    assert.equal(th.status, 200);
+    assert.equal(th.headers['content-type'], 'image/jpeg');
+    const r = await getMedia(n2, b.token, id, { headers: { range: 'bytes=300000-600000' } });
+    assert.equal(r.status, 206);
+    assert.equal(r.headers['content-range'], `bytes 300000-600000/${png.length}`);
+    assert.ok(r.body.equals(png.subarray(300000, 600001)));
+    const inm = await getMedia(n3, b.token, id, { headers: { 'if-none-match': `"${sha256(png)}"` } });
+    assert.equal(inm.status, 304);
+    // someone never granted: refused everywhere
+    for (const n of [n1, n2, n3]) assert.equal((await getMedia(n, c.token, id)).status, 404);
+    // the recipient's device fetches the original on node 3: that is the last pending fetch,
+    // so the media goes everywhere, and so do its chunks
+    const got = await getMedia(n3, b.token, id);
+    assert.equal(got.status, 200);
+    assert.equal(got.headers['content-type'], 'image/png');
+    assert.equal(sha256(got.body), sha256(png));
+    await waitFor(async () => (await getMedia(n1, a.token, id)).status === 404, { timeoutMs: 5000, message: 'deleted on node 1' });
+    for (const n of [n2, n3]) await waitFor(async () => (await getMedia(n, a.token, id)).status === 404, { message: 'deleted' });
+    await waitFor(async () => (await mediaChunks(srv)) === 0, { timeoutMs: 5000, message: 'chunks purged' });
+    await closeAll(ca, cb);
+  });
+
+  test('a grant ended by a delete for everyone is refused on every node, and the chunks go', async () => {
+    const [a, b] = await Promise.all([newUser(n2, 'da'), newUser(n2, 'db')]);
+    const png = makePng(64, 64);
+    const up = await upload(n2, a.token, png, 'image/png');
+    assert.equal(up.status, 201, up.body.toString());
+    const id = up.json.media_id;
+    assert.ok((await mediaChunks(srv)) >= 2, 'original and thumbnail in JetStream');
+    const ca = await online(n2, a);
+    const cb = await online(n3, b);
+    const m = await answer(ca, { type: 'send', id: 'm1', to: b.user, media: { media_id: id } });
+    assert.equal(m.type, 'sent');
+    await cb.next((f) => f.msg_id === m.msg_id);
+    for (const n of [n1, n3]) assert.equal((await getMedia(n, b.token, id, { thumb: true })).status, 200);
+    assert.equal((await answer(ca, { type: 'send', id: 'd1', to: b.user, delete: { of: m.msg_id } })).type, 'sent');
+    await cb.next((f) => f.type === 'msg' && f.delete);
+    for (const n of [n1, n2, n3]) {
+      await waitFor(async () => (await getMedia(n, b.token, id)).status === 404, { message: 'refused after the delete' });
+      assert.equal((await getMedia(n, b.token, id, { thumb: true })).status, 404);
+    }
+    await waitFor(async () => (await mediaChunks(srv)) === 0, { timeoutMs: 5000, message: 'chunks purged' });
+    await closeAll(ca, cb);
+  });
+
+  test('kill -9 of the node that took the upload: another node serves the bytes', async () => {
+    const [a, b] = await Promise.all([newUser(n1, 'ka'), newUser(n1, 'kb')]);
+    const png = makePng(700, 500, { fill: 'noise', level: 0 });
+    const up = await upload(n1, a.token, png, 'image/png');
+    assert.equal(up.status, 201, up.body.toString());
+    const id = up.json.media_id;
+    const ca = await online(n1, a);
+    const m = await answer(ca, { type: 'send', id: 'm1', to: b.user, media: { media_id: id } });
+    assert.equal(m.type, 'sent');
+    await closeAll(ca);
+    await n1.kill9();
+    const cb = await online(n2, b);
+    const env = cb.initial.find((f) => f.msg_id === m.msg_id) || await cb.next((f) => f.msg_id === m.msg_id);
+    assert.equal(env.media.media_id, id);
+    assert.equal((await getMedia(n3, b.token, id, { thumb: true })).status, 200, 'the thumbnail on node 3');
+    const got = await getMedia(n2, b.token, id);
+    assert.equal(got.status, 200);
+    assert.equal(sha256(got.body), sha256(png), 'the bytes, whole, from JetStream');
+    await closeAll(cb);
+  });
+});
