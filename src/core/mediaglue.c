@@ -1079,24 +1079,7 @@ static serve_ctx *serve_new(tern_app *a, tern_http_req *req, const tern_device *
   return s;
 }
 
-static void serve_(tern_app *a, tern_http_req *req, bool caught_up);
-
-/* Cluster mode: a media the reader may not read here (yet) may be one whose record or grant
- * another node stored a moment ago: catch up with the feed and look once more. */
-typedef struct again_ctx {
-  tern_app *a;
-  tern_http_req *req;
-} again_ctx;
-
-static void on_serve_caught_up(tern_store_op *op) {
-  again_ctx *g = op->arg;
-  serve_(g->a, g->req, true);
-  tern_free(g);
-}
-
-static void serve(tern_app *a, tern_http_req *req) { serve_(a, req, false); }
-
-static void serve_(tern_app *a, tern_http_req *req, bool caught_up) {
+static void serve(tern_app *a, tern_http_req *req) {
   char id[TERN_MEDIA_ID_LEN + 1];
   bool thumb;
   if (tern_media_parse_path(req->path, strlen(req->path), id, &thumb) != 0) return not_found(req);
@@ -1116,13 +1099,9 @@ static void serve_(tern_app *a, tern_http_req *req, bool caught_up) {
   }
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
   if (!r || !(tern_media_can_read(r, d->user->name) || tern_profile_avatar_readable(a, r, d->user))) {
-    if (d && a->media_blobs && !caught_up) {
-      again_ctx *g = TERN_NEW(again_ctx);
-      g->a = a;
-      g->req = req;
-      tern_app_submit(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_serve_caught_up, g)->op);
-      return;
-    }
+    /* cluster mode: the record, its grant or the token may come from another node a moment
+     * ago: catch up with the feed and look once more */
+    if (req->authorization && tern_api_catch_up(a, req)) return;
     return not_found(req);
   }
   if (thumb && r->type == TERN_MEDIA_OCTET) return not_found(req); /* an opaque blob has no thumbnail */

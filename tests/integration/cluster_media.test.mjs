@@ -128,4 +128,28 @@ describe('cluster media', { skip: CLUSTER_NODES ? 'makes its own cluster' : fals
     assert.equal(sha256(got.body), sha256(png), 'the bytes, whole, from JetStream');
     await closeAll(cb);
   });
+
+  test('measurements (printed, not asserted): upload → 201, first read on another node, cached read', async () => {
+    const [a, b] = await Promise.all([newUser(n2, 'ma'), newUser(n2, 'mb')]);
+    const ca = await online(n2, a);
+    const up = [], first = [], cached = [];
+    for (let i = 0; i < 5; i++) {
+      const png = makePng(600, 600, { fill: 'noise', level: 0 }); // 1.03 MiB, new bytes each time
+      let t = process.hrtime.bigint();
+      const u = await upload(n2, a.token, png, 'image/png');
+      up.push(Number(process.hrtime.bigint() - t) / 1e6);
+      assert.equal(u.status, 201);
+      assert.equal((await answer(ca, { type: 'send', id: `s${i}`, to: b.user, media: { media_id: u.json.media_id } })).type, 'sent');
+      t = process.hrtime.bigint();
+      assert.equal((await getMedia(n3, b.token, u.json.media_id, { headers: { range: 'bytes=0-' } })).status, 206);
+      first.push(Number(process.hrtime.bigint() - t) / 1e6);
+      t = process.hrtime.bigint();
+      assert.equal((await getMedia(n3, b.token, u.json.media_id, { headers: { range: 'bytes=0-' } })).status, 206);
+      cached.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+    const med = (v) => [...v].sort((x, y) => x - y)[v.length >> 1].toFixed(1);
+    console.log(`# 1 MiB PNG, 3 nodes, R3: upload → 201 median ${med(up)} ms (${up.map((x) => x.toFixed(0)).join(' ')}); ` +
+      `first read on another node (fetch from JetStream) ${med(first)} ms; cached read ${med(cached)} ms`);
+    await closeAll(ca);
+  });
 });
