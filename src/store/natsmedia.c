@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,7 +16,11 @@
 #include "base/log.h"
 #include "base/util.h"
 
-enum { WAIT_MS = 5000, OPEN_RETRY_MS = 30000 };
+enum {
+  WAIT_MS = 5000,
+  OPEN_RETRY_MS = 30000,
+  WINDOW = 8, /* chunks published before the first ack is awaited: 2 MiB in flight */
+};
 
 struct tern_natsmedia {
   natsConnection *nc; /* our own connection: the store's commit thread keeps its own busy */
@@ -23,7 +29,22 @@ struct tern_natsmedia {
   char stream[160];   /* <NS>_MEDIA */
   int replicas;
   uint8_t *buf;       /* one chunk */
+  pthread_mutex_t mu; /* guards the two below: nats.c's ack thread sets them */
+  natsStatus pub_err; /* first failed publish of the put in progress */
+  jsErrCode pub_code;
 };
+
+/* nats.c's thread: an async publish failed (no ack, a stream error). */
+static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure) {
+  (void)js;
+  tern_natsmedia *nm = closure;
+  pthread_mutex_lock(&nm->mu);
+  if (nm->pub_err == NATS_OK) {
+    nm->pub_err = pae->Err != NATS_OK ? pae->Err : NATS_ERR;
+    nm->pub_code = pae->ErrCode;
+  }
+  pthread_mutex_unlock(&nm->mu);
+}
 
 static int st_errno(natsStatus s, jsErrCode code) {
   if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return -ENOENT;
@@ -48,6 +69,7 @@ void tern_natsmedia_close(tern_natsmedia *nm) {
     natsConnection_Close(nm->nc);
     natsConnection_Destroy(nm->nc);
   }
+  pthread_mutex_destroy(&nm->mu);
   tern_free(nm->ns);
   tern_free(nm->buf);
   tern_free(nm);
@@ -60,6 +82,7 @@ int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_nat
   if (!urls || !*urls) urls = "nats://127.0.0.1:4222";
   if (!ns || !*ns) ns = "tern";
   tern_natsmedia *nm = TERN_NEW(tern_natsmedia);
+  pthread_mutex_init(&nm->mu, NULL);
   nm->ns = tern_strdup(ns);
   for (char *p = nm->ns; *p; p++)
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-')) *p = '_';
@@ -88,6 +111,10 @@ int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_nat
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = WAIT_MS;
+  jo.PublishAsync.MaxPending = WINDOW;
+  jo.PublishAsync.StallWait = WAIT_MS; /* a full window waits for acks, as long as a sync publish would */
+  jo.PublishAsync.ErrHandler = on_pub_err;
+  jo.PublishAsync.ErrHandlerClosure = nm;
   if ((s = natsConnection_JetStream(&nm->js, nm->nc, &jo)) != NATS_OK) {
     snprintf(err, errlen, "nats media: JetStream: %s", natsStatus_GetText(s));
     tern_natsmedia_close(nm);
@@ -139,15 +166,34 @@ static ssize_t read_full(int fd, uint8_t *p, size_t n) {
   return (ssize_t)got;
 }
 
+/* The ids are media ids ([a-z2-7]); anything else must never become part of a subject. */
+static bool id_ok(const char *id) {
+  if (!id || !*id || strlen(id) > 64) return false;
+  for (const char *p = id; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) return false;
+  return true;
+}
+
+/* Chunks are published asynchronously, WINDOW at most in flight (nats.c stalls the next
+ * publish until an ack frees a slot), and the put returns once every ack arrived. */
 int tern_natsmedia_put_file(tern_natsmedia *nm, const char *id, char part, const char *path, char *err,
                             size_t errlen) {
+  if (!id_ok(id)) {
+    snprintf(err, errlen, "nats media: bad media id");
+    return -EINVAL;
+  }
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, errlen, "nats media: cannot open %s: %s", path, strerror(errno));
     return -EIO;
   }
+  pthread_mutex_lock(&nm->mu);
+  nm->pub_err = NATS_OK;
+  nm->pub_code = 0;
+  pthread_mutex_unlock(&nm->mu);
   int rc = 0;
   char subj[240];
+  natsStatus s = NATS_OK;
   for (long n = 0;; n++) {
     ssize_t got = read_full(fd, nm->buf, TERN_NATSMEDIA_CHUNK);
     if (got < 0) {
@@ -160,22 +206,37 @@ int tern_natsmedia_put_file(tern_natsmedia *nm, const char *id, char part, const
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.ExpectStream = nm->stream;
-    jsPubAck *pa = NULL;
-    jsErrCode code = 0;
-    natsStatus s = js_Publish(&pa, nm->js, subj, nm->buf, (int)got, &po, &code);
-    jsPubAck_Destroy(pa);
-    if (s != NATS_OK) {
-      rc = fail(err, errlen, "publish", s, code);
+    if ((s = js_PublishAsync(nm->js, subj, nm->buf, (int)got, &po)) != NATS_OK) { /* copies the bytes */
+      rc = fail(err, errlen, "publish", s, 0);
       break;
     }
     if (got < TERN_NATSMEDIA_CHUNK) break;
   }
   close(fd);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = WAIT_MS;
+  s = js_PublishAsyncComplete(nm->js, &po);
+  if (s != NATS_OK) {
+    /* acks that never came: forget those messages, so that the next put starts clean */
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, nm->js) == NATS_OK) natsMsgList_Destroy(&pending);
+    if (rc == 0) rc = fail(err, errlen, "publish (acks)", s, 0);
+  }
+  pthread_mutex_lock(&nm->mu);
+  natsStatus pe = nm->pub_err;
+  jsErrCode pc = nm->pub_code;
+  pthread_mutex_unlock(&nm->mu);
+  if (rc == 0 && pe != NATS_OK) rc = fail(err, errlen, "publish", pe, pc);
   return rc;
 }
 
 int tern_natsmedia_get_file(tern_natsmedia *nm, const char *id, char part, int64_t size, const char *path,
                             char *err, size_t errlen) {
+  if (!id_ok(id)) {
+    snprintf(err, errlen, "nats media: bad media id");
+    return -EINVAL;
+  }
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     snprintf(err, errlen, "nats media: cannot create %s: %s", path, strerror(errno));
@@ -224,6 +285,10 @@ int tern_natsmedia_get_file(tern_natsmedia *nm, const char *id, char part, int64
 }
 
 int tern_natsmedia_purge(tern_natsmedia *nm, const char *id, char *err, size_t errlen) {
+  if (!id_ok(id)) {
+    snprintf(err, errlen, "nats media: bad media id");
+    return -EINVAL;
+  }
   char subj[240];
   snprintf(subj, sizeof subj, "%s.media.%s.>", nm->ns, id);
   jsOptions o;
