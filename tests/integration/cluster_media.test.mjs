@@ -3,13 +3,16 @@
 // in the namespace's MEDIA stream (docs/cluster-layout.md 10):
 //   - upload on one node, fetch on another (bytes, headers, thumbnail, Range, 304), with the
 //     same grant checks as on one node;
-//   - kill -9 of the node that took the upload: another node still serves the bytes;
+//   - kill -9 of the node that took the upload: another node still serves the bytes, and the
+//     node restarted without its media files keeps its records and serves them again;
 //   - a grant ended by a delete for everyone is refused on every node, and the media's chunks
 //     leave JetStream;
 //   - the last recipient device's fetch deletes the media on every node.
 // It makes its own cluster; the cluster-label run of the suite (TERN_TEST_CLUSTER) skips it.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
 import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { newUser } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
@@ -108,7 +111,7 @@ describe('cluster media', { skip: CLUSTER_NODES ? 'makes its own cluster' : fals
     await closeAll(ca, cb);
   });
 
-  test('kill -9 of the node that took the upload: another node serves the bytes', async () => {
+  test('kill -9 of the node that took the upload: another node serves the bytes; restarted without its files, it serves them again', async () => {
     const [a, b] = await Promise.all([newUser(n1, 'ka'), newUser(n1, 'kb')]);
     const png = makePng(700, 500, { fill: 'noise', level: 0 });
     const up = await upload(n1, a.token, png, 'image/png');
@@ -123,6 +126,13 @@ describe('cluster media', { skip: CLUSTER_NODES ? 'makes its own cluster' : fals
     const env = cb.initial.find((f) => f.msg_id === m.msg_id) || await cb.next((f) => f.msg_id === m.msg_id);
     assert.equal(env.media.media_id, id);
     assert.equal((await getMedia(n3, b.token, id, { thumb: true })).status, 200, 'the thumbnail on node 3');
+    // the node comes back without its media files (a lost disk): its records are kept (from
+    // the store) and its reads fetch the bytes again
+    rmSync(path.join(n1.dataDir, 'media', 'objects'), { recursive: true, force: true });
+    await n1.restart();
+    await waitFor(() => /restart -----[^]*media recovered" records=[1-9]\d* dropped=0/.test(n1.stderr()), { message: 'records kept' });
+    const th = await getMedia(n1, b.token, id, { thumb: true });
+    assert.equal(th.status, 200, 'the thumbnail on the restarted node');
     const got = await getMedia(n2, b.token, id);
     assert.equal(got.status, 200);
     assert.equal(sha256(got.body), sha256(png), 'the bytes, whole, from JetStream');
