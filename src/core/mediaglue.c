@@ -160,23 +160,39 @@ typedef struct fetch_ctx {
   bool thumb;
   tern_media_open_cb cb;
   void *arg;
+  struct fetch_ctx *waiters; /* the fetch running: reads of the same content waiting on it */
+  struct fetch_ctx *next;    /* in a waiters list */
 } fetch_ctx;
 
-static void on_blob_fetched(int err, const char *why, void *arg) {
-  fetch_ctx *fc = arg;
+/* After the fetch (or without one): open the file of fc's record again, or answer its error. */
+static void open_fetched(fetch_ctx *fc, int err) {
   tern_app *a = fc->a;
-  if (a->media) tern_media_cache_end(a->media, fc->hex, err == 0);
   const tern_media_rec *r = a->media ? tern_media_get(a->media, fc->id) : NULL;
-  int rc = TERN_MEDIA_ERR_NOT_FOUND;
-  if (err < 0) {
-    TERN_WARN("media bytes not fetched", "media_id=%s err=%s", fc->id, tern_log_quote(why));
-    rc = err == -ENOENT ? TERN_MEDIA_ERR_NOT_FOUND : TERN_MEDIA_ERR_BUSY;
-  } else if (r && (rc = tern_media_open_file(a->media, r, fc->thumb, fc->cb, fc->arg)) == 0) {
+  int rc = err;
+  if (!rc && !r) rc = TERN_MEDIA_ERR_NOT_FOUND; /* deleted while its bytes came */
+  if (!rc && (rc = tern_media_open_file(a->media, r, fc->thumb, fc->cb, fc->arg)) == 0) {
     tern_free(fc);
     return;
   }
   fc->cb(rc, NULL, fc->arg);
   tern_free(fc);
+}
+
+static void on_blob_fetched(int err, const char *why, void *arg) {
+  fetch_ctx *fc = arg;
+  tern_app *a = fc->a;
+  tern_map_del(&a->media_fetching, fc->hex, 64);
+  if (a->media) tern_media_cache_end(a->media, fc->hex, err == 0);
+  int rc = 0;
+  if (err < 0) {
+    TERN_WARN("media bytes not fetched", "media_id=%s err=%s", fc->id, tern_log_quote(why));
+    rc = err == -ENOENT ? TERN_MEDIA_ERR_NOT_FOUND : TERN_MEDIA_ERR_BUSY;
+  }
+  for (fetch_ctx *w = fc->waiters, *nx; w; w = nx) {
+    nx = w->next;
+    open_fetched(w, rc);
+  }
+  open_fetched(fc, rc);
 }
 
 static void on_first_open(int err, const tern_media_file *f, void *arg) {
@@ -189,12 +205,19 @@ static void on_first_open(int err, const tern_media_file *f, void *arg) {
     tern_free(fc);
     return;
   }
+  fetch_ctx *running = tern_map_get(&a->media_fetching, r->sha256_hex, 64);
+  if (running) { /* the same bytes are on their way already: read them when they are here */
+    fc->next = running->waiters;
+    running->waiters = fc;
+    return;
+  }
   if (tern_media_cache_begin(a->media, r, orig, thumb) != 0) {
     fc->cb(TERN_MEDIA_ERR_BUSY, NULL, fc->arg);
     tern_free(fc);
     return;
   }
   memcpy(fc->hex, r->sha256_hex, sizeof fc->hex);
+  tern_map_put(&a->media_fetching, fc->hex, 64, fc);
   tern_blobs_get(a->media_blobs, r->id, r->size, orig, r->thumb_size, thumb[0] ? thumb : NULL, on_blob_fetched, fc);
 }
 
@@ -283,6 +306,8 @@ static bool free_rec(const char *k, size_t kl, void *v, void *arg) {
 void tern_mediaglue_free(tern_app *a) {
   tern_map_each(&a->media_replica, free_rec, NULL);
   tern_map_free(&a->media_replica);
+  tern_map_free(&a->media_fetching); /* a fetch still running at close is never answered: its
+                                        connections close with the server */
 }
 
 const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {
