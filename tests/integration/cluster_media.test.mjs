@@ -88,7 +88,7 @@ describe('cluster media', { skip: CLUSTER_NODES ? 'makes its own cluster' : fals
     await closeAll(ca, cb);
   });
 
-  test('reads of one media at once on a node without its files: one fetch, every answer right', async () => {
+  test('reads of one media at once on a node without its files: every answer right', async () => {
     const [a, b] = await Promise.all([newUser(n1, 'pa'), newUser(n1, 'pb')]);
     const png = makePng(640, 480, { fill: 'noise', level: 0 });
     const up = await upload(n1, a.token, png, 'image/png');
