@@ -278,7 +278,7 @@ void tern_mediaglue_apply_record(tern_app *a, const char *key, size_t klen, cons
   if (!is_remote(a)) {
     /* The media worker writes its records itself; what the feed brings it is another node's
      * (cluster mode): merged into the store, or deleted there too. */
-    if (!a->media) return;
+    if (!a->media || !a->media_blobs) return;
     if (!v) {
       char idz[TERN_MEDIA_ID_LEN + 1];
       memcpy(idz, id, TERN_MEDIA_ID_LEN);
