@@ -306,8 +306,7 @@ static bool free_rec(const char *k, size_t kl, void *v, void *arg) {
 void tern_mediaglue_free(tern_app *a) {
   tern_map_each(&a->media_replica, free_rec, NULL);
   tern_map_free(&a->media_replica);
-  tern_map_free(&a->media_fetching); /* a fetch still running at close is never answered: its
-                                        connections close with the server */
+  tern_map_free(&a->media_fetching); /* empty: closing the blobs answered every fetch */
 }
 
 const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {

@@ -185,15 +185,19 @@ void tern_blobs_close(tern_blobs *b) {
   pthread_mutex_lock(&b->mu);
   job *todo = b->todo, *done = b->done;
   b->todo = b->todo_tail = b->done = b->done_tail = NULL;
-  if (b->running) b->running->cb = NULL;
+  /* The running job is answered now too (its callback's memory is the caller's, which frees
+   * it then): the worker touches only the job's own copies, and frees it when it is done. */
   job *running = b->running;
+  tern_blobs_cb rcb = running ? running->cb : NULL;
+  void *rarg = running ? running->arg : NULL;
+  if (running) running->cb = NULL;
   pthread_mutex_unlock(&b->mu);
+  if (rcb) rcb(-ECANCELED, "the server is shutting down", rarg);
   /* Answer on the loop, outside the lock: a callback may submit more (which close refuses). */
   for (job *l = done; l; l = l->next)
     if (l->cb) l->cb(l->err, l->why, l->arg);
   for (job *l = todo; l; l = l->next)
     if (l->cb) l->cb(-ECANCELED, "the server is shutting down", l->arg);
-  (void)running; /* its cb was cleared: the worker frees it */
   for (job *l = done, *nx; l; l = nx) {
     nx = l->next;
     job_free(l);

@@ -36,8 +36,9 @@ typedef void (*tern_blobs_cb)(int err, const char *why, void *arg);
  * files left there by an earlier run are removed by the worker before its first job. */
 int tern_blobs_open(uv_loop_t *loop, const tern_blob_backend *be, const char *fetch_dir, tern_blobs **out,
                     char *err, size_t errlen);
-/* Callbacks of jobs not yet done run now with -ECANCELED; the worker ends after the job it is
- * in, and frees everything. Loop thread. */
+/* Callbacks of jobs not yet done run now with -ECANCELED, the running job's too (its work may
+ * still finish afterwards: a fetch may leave its files, which the next start's recovery
+ * removes); the worker ends after the job it is in, and frees everything. Loop thread. */
 void tern_blobs_close(tern_blobs *b);
 
 /* Stores the original (orig) and, when thumb is not NULL, the thumbnail of media id. */
