@@ -611,6 +611,7 @@ TEST(test_record_merge) {
   CHECK_EQ_INT(local->nfetched, 2);
   /* a record revoked down to nobody and sent_at 0 from the other side keeps sent_at here
    * (a media once sent stays under media.ttl), and the grants go */
+  for (uint32_t i = 0; i < remote->ngrants; i++) tern_free(remote->grants[i]);
   remote->ngrants = 0;
   remote->sent_at = 0;
   remote->avatar = true;
