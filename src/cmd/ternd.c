@@ -154,7 +154,13 @@ static int worker_new(parts *p, worker *w, const char **failed, char *err, size_
     tern_media_options mo;
     tern_media_options_from_config(&mo, cfg);
     mo.persist = tern_mediaglue_persist(w->app);
+    bool cluster = strcmp(cfg->store_backend, "nats") == 0;
+    mo.remote_bytes = cluster; /* the bytes live in JetStream too (issue 12) */
     if ((rc = tern_media_open(&w->loop, &mo, &w->app->media, err, errlen)) < 0) {
+      *failed = "cannot open the media store";
+      return rc;
+    }
+    if (cluster && (rc = tern_mediaglue_open_blobs(w->app, err, errlen)) < 0) {
       *failed = "cannot open the media store";
       return rc;
     }

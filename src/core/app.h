@@ -90,6 +90,9 @@ struct tern_app {
   struct tern_web *web;         /* the static web client (may serve nothing) */
   struct tern_push *push;       /* push providers (those configured) */
   struct tern_media *media;     /* the media store; NULL once closed */
+  struct tern_blobs *media_blobs; /* cluster mode, media worker: the bytes in JetStream (media/blobs.h) */
+  tern_map media_fetching;      /* cluster mode, media worker: sha256 hex → the fetch of that content
+                                   running (mediaglue.c's fetch_ctx), with the reads waiting on it */
   tern_mediaglue_upload *media_uploads; /* uploads in progress (mediaglue.c's list) */
   tern_map media_replica;       /* not the media worker: media id → its record, from the feed */
   tern_idgen ids;               /* msg ids */

@@ -34,8 +34,10 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/api.h"
+#include "media/blobs.h"
 #include "media/media.h"
 #include "net/server.h"
+#include "store/natsmedia.h"
 
 /* One read at a time, asked for when less than 64 KiB waits to be written. Measured with curl
  * on a 5 MiB file: 32 KiB chunks ~940 MiB/s, 64 KiB ~980 MiB/s, 128 KiB ~1350 MiB/s; 64 KiB
@@ -75,7 +77,162 @@ static void persist_put(const tern_media_rec *rec, void *arg) {
   tern_buf_free(&b);
 }
 
-static void persist_del(const char *id, void *arg) { kv_op_id(arg, TERN_OP_KV_DEL, id, NULL); }
+static void persist_del(const char *id, void *arg) {
+  tern_app *a = arg;
+  kv_op_id(a, TERN_OP_KV_DEL, id, NULL);
+  /* cluster mode: the chunks go with the record (a failed purge is logged; the chunks of a
+   * record nobody has any more are never read again) */
+  if (a->media_blobs) tern_blobs_purge(a->media_blobs, id, NULL, NULL);
+}
+
+/* ---- cluster mode: the bytes in JetStream ---------------------------------------------------- */
+
+static int nm_put(void *self, const char *id, char part, const char *path, char *err, size_t errlen) {
+  return tern_natsmedia_put_file(self, id, part, path, err, errlen);
+}
+static int nm_get(void *self, const char *id, char part, int64_t size, const char *path, char *err, size_t errlen) {
+  return tern_natsmedia_get_file(self, id, part, size, path, err, errlen);
+}
+static int nm_purge(void *self, const char *id, char *err, size_t errlen) {
+  return tern_natsmedia_purge(self, id, err, errlen);
+}
+static void nm_close(void *self) { tern_natsmedia_close(self); }
+
+int tern_mediaglue_open_blobs(tern_app *a, char *err, size_t errlen) {
+  const tern_config *cfg = a->cfg;
+  tern_natsmedia *nm;
+  int rc = tern_natsmedia_open(cfg->nats_urls, cfg->nats_namespace, (int)cfg->nats_replicas, &nm, err, errlen);
+  if (rc < 0) return rc;
+  tern_blob_backend be = {.put = nm_put, .get = nm_get, .purge = nm_purge, .close = nm_close, .self = nm};
+  char dir[TERN_MEDIA_PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/media/fetch", cfg->data_dir);
+  if ((rc = tern_blobs_open(a->loop, &be, dir, &a->media_blobs, err, errlen)) < 0) tern_natsmedia_close(nm);
+  return rc;
+}
+
+/* An upload's durability: in cluster mode its bytes go to JetStream first, then the SYNC
+ * after its record's KV_PUT; done gets the SYNC (or, when the bytes could not be stored, an
+ * op that failed: the record is deleted again). */
+typedef struct put_ctx {
+  tern_app *a;
+  char id[TERN_MEDIA_ID_LEN + 1];
+  tern_store_done_cb done;
+  void *arg;
+} put_ctx;
+
+static void on_blob_put(int err, const char *why, void *arg) {
+  put_ctx *p = arg;
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_SYNC, p->done, p->arg);
+  if (err == 0) {
+    tern_app_submit(p->a, &op->op);
+  } else {
+    TERN_ERROR("media bytes not stored in the cluster", "media_id=%s err=%s", p->id, tern_log_quote(why));
+    if (p->a->media) tern_media_delete(p->a->media, p->id);
+    op->op.status = err == -ENOTCONN || err == -ECANCELED ? TERN_STORE_UNAVAILABLE : TERN_STORE_ERROR;
+    snprintf(op->op.err, sizeof op->op.err, "%s", why);
+    p->done(&op->op);
+    tern_store_op_free(&op->op);
+  }
+  tern_free(p);
+}
+
+static void make_durable(tern_app *a, const tern_media_rec *r, tern_store_done_cb done, void *arg) {
+  if (!a->media_blobs) {
+    tern_app_submit(a, &tern_op_inbox_new(TERN_OP_SYNC, done, arg)->op);
+    return;
+  }
+  put_ctx *p = TERN_NEW(put_ctx);
+  p->a = a;
+  memcpy(p->id, r->id, sizeof p->id);
+  p->done = done;
+  p->arg = arg;
+  char orig[TERN_MEDIA_PATH_MAX], thumb[TERN_MEDIA_PATH_MAX];
+  tern_media_file_paths(a->media, r, orig, thumb);
+  tern_blobs_put(a->media_blobs, r->id, orig, thumb[0] ? thumb : NULL, on_blob_put, p);
+}
+
+/* A read: open the file; in cluster mode a media whose files are not on this node is fetched
+ * from JetStream into its objects directory first (a cache that goes with the record). */
+typedef struct fetch_ctx {
+  tern_app *a;
+  char id[TERN_MEDIA_ID_LEN + 1];
+  char hex[65];
+  bool thumb;
+  tern_media_open_cb cb;
+  void *arg;
+  struct fetch_ctx *waiters; /* the fetch running: reads of the same content waiting on it */
+  struct fetch_ctx *next;    /* in a waiters list */
+} fetch_ctx;
+
+/* After the fetch (or without one): open the file of fc's record again, or answer its error. */
+static void open_fetched(fetch_ctx *fc, int err) {
+  tern_app *a = fc->a;
+  const tern_media_rec *r = a->media ? tern_media_get(a->media, fc->id) : NULL;
+  int rc = err;
+  if (!rc && !r) rc = TERN_MEDIA_ERR_NOT_FOUND; /* deleted while its bytes came */
+  if (!rc && (rc = tern_media_open_file(a->media, r, fc->thumb, fc->cb, fc->arg)) == 0) {
+    tern_free(fc);
+    return;
+  }
+  fc->cb(rc, NULL, fc->arg);
+  tern_free(fc);
+}
+
+static void on_blob_fetched(int err, const char *why, void *arg) {
+  fetch_ctx *fc = arg;
+  tern_app *a = fc->a;
+  tern_map_del(&a->media_fetching, fc->hex, 64);
+  if (a->media) tern_media_cache_end(a->media, fc->hex, err == 0);
+  int rc = 0;
+  if (err < 0) {
+    TERN_WARN("media bytes not fetched", "media_id=%s err=%s", fc->id, tern_log_quote(why));
+    rc = err == -ENOENT ? TERN_MEDIA_ERR_NOT_FOUND : TERN_MEDIA_ERR_BUSY;
+  }
+  for (fetch_ctx *w = fc->waiters, *nx; w; w = nx) {
+    nx = w->next;
+    open_fetched(w, rc);
+  }
+  open_fetched(fc, rc);
+}
+
+static void on_first_open(int err, const tern_media_file *f, void *arg) {
+  fetch_ctx *fc = arg;
+  tern_app *a = fc->a;
+  const tern_media_rec *r = err == TERN_MEDIA_ERR_NOT_FOUND && a->media && a->media_blobs ? tern_media_get(a->media, fc->id) : NULL;
+  char orig[TERN_MEDIA_PATH_MAX], thumb[TERN_MEDIA_PATH_MAX];
+  if (!r) {
+    fc->cb(err, f, fc->arg);
+    tern_free(fc);
+    return;
+  }
+  fetch_ctx *running = tern_map_get(&a->media_fetching, r->sha256_hex, 64);
+  if (running) { /* the same bytes are on their way already: read them when they are here */
+    fc->next = running->waiters;
+    running->waiters = fc;
+    return;
+  }
+  if (tern_media_cache_begin(a->media, r, orig, thumb) != 0) {
+    fc->cb(TERN_MEDIA_ERR_BUSY, NULL, fc->arg);
+    tern_free(fc);
+    return;
+  }
+  memcpy(fc->hex, r->sha256_hex, sizeof fc->hex);
+  tern_map_put(&a->media_fetching, fc->hex, 64, fc);
+  tern_blobs_get(a->media_blobs, r->id, r->size, orig, r->thumb_size, thumb[0] ? thumb : NULL, on_blob_fetched, fc);
+}
+
+static int open_media(tern_app *a, const tern_media_rec *r, bool thumb, tern_media_open_cb cb, void *arg) {
+  if (!a->media_blobs) return tern_media_open_file(a->media, r, thumb, cb, arg);
+  fetch_ctx *fc = TERN_NEW(fetch_ctx);
+  fc->a = a;
+  memcpy(fc->id, r->id, sizeof fc->id);
+  fc->thumb = thumb;
+  fc->cb = cb;
+  fc->arg = arg;
+  int rc = tern_media_open_file(a->media, r, thumb, on_first_open, fc);
+  if (rc != 0) tern_free(fc);
+  return rc;
+}
 
 tern_media_persist tern_mediaglue_persist(tern_app *a) {
   return (tern_media_persist){.put = persist_put, .del = persist_del, .arg = a};
@@ -115,10 +272,23 @@ static void post(tern_app *to, tern_store_call_fn fn, void *arg) {
 }
 
 void tern_mediaglue_apply_record(tern_app *a, const char *key, size_t klen, const uint8_t *v, size_t vlen) {
-  if (!is_remote(a)) return; /* the media worker has the store itself */
   const char *id = key + sizeof KV_PREFIX - 1;
   size_t idl = klen - (sizeof KV_PREFIX - 1);
   if (!tern_media_id_valid(id, idl)) return;
+  if (!is_remote(a)) {
+    /* The media worker writes its records itself; what the feed brings it is another node's
+     * (cluster mode): merged into the store, or deleted there too. */
+    if (!a->media || !a->media_blobs) return;
+    if (!v) {
+      char idz[TERN_MEDIA_ID_LEN + 1];
+      memcpy(idz, id, TERN_MEDIA_ID_LEN);
+      idz[TERN_MEDIA_ID_LEN] = '\0';
+      (void)tern_media_forget(a->media, idz);
+    } else if (tern_media_apply_remote(a->media, v, vlen) != 0) {
+      TERN_WARN("media record from another node refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
+    }
+    return;
+  }
   tern_media_rec *r = NULL;
   if (v && tern_media_rec_decode(v, vlen, &r) != 0) {
     TERN_WARN("media record refused", "key=%.*s bytes=%zu", (int)klen, key, vlen);
@@ -136,6 +306,7 @@ static bool free_rec(const char *k, size_t kl, void *v, void *arg) {
 void tern_mediaglue_free(tern_app *a) {
   tern_map_each(&a->media_replica, free_rec, NULL);
   tern_map_free(&a->media_replica);
+  tern_map_free(&a->media_fetching); /* empty: closing the blobs answered every fetch */
 }
 
 const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {
@@ -326,9 +497,10 @@ static void home_synced(tern_store_op *op) {
   if (op->status != TERN_STORE_OK) {
     TERN_ERROR("media upload not durable", "user=%s err=%s", m->h->user, tern_log_quote(op->err));
     m->kind = HOP_FAIL;
-    m->status = 500;
-    m->code = "internal";
-    m->message = "the media record could not be stored";
+    bool unavail = op->status == TERN_STORE_UNAVAILABLE;
+    m->status = unavail ? 503 : 500;
+    m->code = unavail ? "unavailable" : "internal";
+    m->message = unavail ? "the media could not be stored now" : "the media record could not be stored";
   }
   to_origin(m);
 }
@@ -350,7 +522,7 @@ static void home_upload_done(tern_media_upload *up, const tern_media_result *res
   home_done(h);
   /* the record's KV_PUT went through this worker's port: its SYNC makes it durable (and the
    * change feed has posted it to the other workers' replicas before the SYNC completes) */
-  tern_app_submit(h->home, &tern_op_inbox_new(TERN_OP_SYNC, home_synced, m)->op);
+  make_durable(h->home, r, home_synced, m);
 }
 
 static void on_at_home(void *arg, bool run) {
@@ -529,6 +701,9 @@ static void on_synced(tern_store_op *op) {
   tern_mediaglue_upload *u = op->arg;
   if (op->status == TERN_STORE_OK) {
     tern_http_json(u->req, 201, &u->json);
+  } else if (op->status == TERN_STORE_UNAVAILABLE) {
+    TERN_ERROR("media upload not durable", "user=%s err=%s", u->user, tern_log_quote(op->err));
+    tern_http_error(u->req, 503, "unavailable", "the media could not be stored now");
   } else {
     TERN_ERROR("media upload not durable", "user=%s err=%s", u->user, tern_log_quote(op->err));
     tern_http_error(u->req, 500, "internal", "the media record could not be stored");
@@ -565,7 +740,7 @@ static void on_upload_done(tern_media_upload *up, const tern_media_result *res, 
   tern_media_rec_json(r, &u->json);
   /* The record's KV_PUT was submitted when the record was made (persist.put); store ops
    * complete in order, so once this SYNC completes the record is durable: only then 201. */
-  tern_app_submit(a, &tern_op_inbox_new(TERN_OP_SYNC, on_synced, u)->op);
+  make_durable(a, r, on_synced, u);
 }
 
 static int64_t refuse_head(tern_http_req *req, int status, const char *code, const char *message) {
@@ -799,6 +974,7 @@ static void on_open(int err, const tern_media_file *f, void *arg) {
   s->req = NULL;
   if (err) {
     if (err == TERN_MEDIA_ERR_NOT_FOUND) tern_http_error(req, 404, "not_found", "no such media");
+    else if (err == TERN_MEDIA_ERR_BUSY) tern_http_error(req, 503, "unavailable", "the media store is not available");
     else tern_http_error(req, 500, "internal", "the media file could not be opened");
     tern_free(s);
     return;
@@ -847,6 +1023,7 @@ typedef struct hop_open {
   char *inm;               /* If-None-Match, or NULL */
   int err;                 /* out: 0 or a TERN_MEDIA_ERR_* */
   bool not_modified;       /* out: 304 */
+  bool caught_up;          /* cluster mode: looked again after a catch-up */
   tern_media_file f;       /* out, when err is 0 and not 304 */
 } hop_open;
 
@@ -880,6 +1057,9 @@ static void home_opened(int err, const tern_media_file *f, void *arg) {
   post(o->s->app, on_open_answer, o);
 }
 
+static void on_open_call(void *arg, bool run);
+static void on_open_caught_up(tern_store_op *op) { on_open_call(op->arg, true); }
+
 static void on_open_call(void *arg, bool run) {
   hop_open *o = arg;
   serve_ctx *s = o->s;
@@ -890,6 +1070,11 @@ static void on_open_call(void *arg, bool run) {
     /* the media worker's directory answers for the reader (avatars: PROTOCOL.md 15) */
     const tern_user *reader = tern_dir_user(o->home->dir, s->user);
     bool readable = r && (tern_media_can_read(r, s->user) || tern_profile_avatar_readable(o->home, r, reader));
+    if (!readable && o->home->media_blobs && !o->caught_up) {
+      o->caught_up = true; /* cluster mode: as serve_ */
+      tern_app_submit(o->home, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_open_caught_up, o)->op);
+      return;
+    }
     if (!readable || (s->thumb && r->type == TERN_MEDIA_OCTET)) {
       o->err = TERN_MEDIA_ERR_NOT_FOUND;
     } else {
@@ -897,7 +1082,7 @@ static void on_open_call(void *arg, bool run) {
       if (o->inm && tern_media_etag_match(o->inm, strlen(o->inm), o->f.etag)) {
         o->err = 0;
         o->not_modified = true;
-      } else if (tern_media_open_file(m, r, s->thumb, home_opened, o) == 0) {
+      } else if (open_media(o->home, r, s->thumb, home_opened, o) == 0) {
         return; /* home_opened answers */
       }
     }
@@ -937,8 +1122,12 @@ static void serve(tern_app *a, tern_http_req *req) {
     return;
   }
   const tern_media_rec *r = d && a->media ? tern_media_get(a->media, id) : NULL;
-  if (!r || !(tern_media_can_read(r, d->user->name) || tern_profile_avatar_readable(a, r, d->user)))
+  if (!r || !(tern_media_can_read(r, d->user->name) || tern_profile_avatar_readable(a, r, d->user))) {
+    /* cluster mode: the record, its grant or the token may come from another node a moment
+     * ago: catch up with the feed and look once more */
+    if (req->authorization && tern_api_catch_up(a, req)) return;
     return not_found(req);
+  }
   if (thumb && r->type == TERN_MEDIA_OCTET) return not_found(req); /* an opaque blob has no thumbnail */
   char etag[72];
   tern_media_etag(r->sha256_hex, thumb, etag);
@@ -950,7 +1139,7 @@ static void serve(tern_app *a, tern_http_req *req) {
     return;
   }
   serve_ctx *s = serve_new(a, req, d, id, thumb);
-  if (tern_media_open_file(a->media, r, thumb, on_open, s) != 0) {
+  if (open_media(a, r, thumb, on_open, s) != 0) {
     tern_free(s);
     tern_http_error(req, 503, "unavailable", "the media store is not available");
   }
@@ -999,6 +1188,9 @@ void tern_mediaglue_close(tern_app *a) {
       upload_free(u);
     }
   }
+  /* uploads waiting for their chunks are answered 503 now, fetches too */
+  tern_blobs_close(a->media_blobs);
+  a->media_blobs = NULL;
   tern_media_close(a->media);
   a->media = NULL;
 }

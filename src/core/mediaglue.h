@@ -20,6 +20,11 @@ tern_media_persist tern_mediaglue_persist(tern_app *a);
 bool tern_mediaglue_is_kv(const char *key, size_t klen);
 /* Deletes a stored KV record (one tern_media_load_record refused). */
 void tern_mediaglue_drop_kv(tern_app *a, const char *key, size_t klen);
+/* Cluster mode (store backend nats), the media worker, after tern_media_open: media bytes
+ * are also stored in JetStream (store/natsmedia.h through media/blobs.h), an upload is
+ * answered 201 once its chunks are stored, a read of a media whose files are not on this node
+ * fetches them first, and a delete purges them. 0 or a negative errno with a reason. */
+int tern_mediaglue_open_blobs(tern_app *a, char *err, size_t errlen);
 /* The limit callback for POST /v1/media: authenticates, starts the upload from the head (or
  * sets the request's refuse_* fields) and installs the body sink; returns media.max_bytes. */
 int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req);

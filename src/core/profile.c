@@ -165,8 +165,14 @@ void tern_profile_patch(tern_app *a, tern_http_req *req) {
   if (!bad && av && cJSON_IsString(av)) {
     rec = tern_mediaglue_get(a, av->valuestring);
     /* The same answer for an unknown id and another user's upload: existence is not revealed. */
-    if (!rec || strcmp(rec->owner, u->name) != 0 || !rec->avatar)
+    if (!rec || strcmp(rec->owner, u->name) != 0 || !rec->avatar) {
+      /* cluster mode: uploaded (and marked an avatar) on another node a moment ago? */
+      if (tern_api_catch_up(a, req)) {
+        tern_wire_doc_free(&doc);
+        return;
+      }
       bad = "avatar must be the media_id of an image you uploaded with POST /v1/media?purpose=avatar";
+    }
   }
   if (bad) {
     tern_wire_doc_free(&doc);

@@ -250,8 +250,9 @@ const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, tern_frame
   const char *id = f->media_id ? f->media_id : f->media_ref; /* plaintext media, or an encrypted attachment */
   const tern_media_rec *mrec = tern_mediaglue_get(a, id);
   if (!mrec || !tern_media_can_read(mrec, s->dev->user->name)) {
-    /* another worker's replica may lag the media worker's record by a moment */
-    if (!tern_app_media_worker(a) && tern_session_catch_up(s, f, received_ns)) return NULL;
+    /* another worker's replica may lag the media worker's record by a moment, and in
+     * cluster mode the media worker's may lag another node's upload or grant */
+    if ((!tern_app_media_worker(a) || a->media_blobs) && tern_session_catch_up(s, f, received_ns)) return NULL;
     tern_session_error(s, f->id, "no_such_media", "no media with that id is available to you", NULL);
     return NULL;
   }

@@ -524,6 +524,72 @@ int tern_media_revoke(tern_media *m, const char *id, const char *const *users, s
   return 0;
 }
 
+int tern_media_apply_remote(tern_media *m, const uint8_t *bytes, size_t len) {
+  if (m->closing) return TERN_MEDIA_ERR_BUSY;
+  tern_media_rec *in;
+  if (tern_media_rec_decode(bytes, len, &in) != 0) return TERN_MEDIA_ERR_INVALID;
+  if (strlen(in->owner) > 255) {
+    tern_media_rec_free(in);
+    return TERN_MEDIA_ERR_INVALID;
+  }
+  tern_media_rec *r = get_mut(m, in->id);
+  if (!r) {
+    /* new here: its content is known by hash; its files come on the first read */
+    tern_media_content *c = media_content_get(m, in->sha256_hex, true);
+    if (c->refs == 0 && c->pins == 0 && !c->present) {
+      c->type = in->type;
+      c->width = in->width;
+      c->height = in->height;
+      c->size = in->size;
+      c->thumb_size = in->thumb_size;
+    }
+    rec_insert(m, in, c);
+    return 0;
+  }
+  bool ahead = tern_media_rec_merge(r, in);
+  tern_media_rec_free(in);
+  heap_up(m, r->heap_index); /* sent_at and the avatar state may have moved its deadline */
+  heap_down(m, r->heap_index);
+  if (r->pending_devices > 0 && r->nfetched >= r->pending_devices) {
+    rec_delete(m, r, true); /* fetches counted on two nodes at once completed the count */
+    return 0;
+  }
+  if (ahead) persist_put(m, r);
+  return 0;
+}
+
+int tern_media_forget(tern_media *m, const char *id) {
+  tern_media_rec *r = get_mut(m, id);
+  if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  rec_delete(m, r, false);
+  return 0;
+}
+
+void tern_media_file_paths(const tern_media *m, const tern_media_rec *rec, char *orig, char *thumb) {
+  media_obj_path(m, rec->sha256_hex, false, orig);
+  if (rec->type == TERN_MEDIA_OCTET) thumb[0] = '\0';
+  else media_obj_path(m, rec->sha256_hex, true, thumb);
+}
+
+int tern_media_cache_begin(tern_media *m, const tern_media_rec *rec, char *orig, char *thumb) {
+  tern_media_content *c = rec ? rec->content : NULL;
+  if (!c || m->closing || c->unlinking) return TERN_MEDIA_ERR_BUSY;
+  c->pins++;
+  tern_media_file_paths(m, rec, orig, thumb);
+  return 0;
+}
+
+void tern_media_cache_end(tern_media *m, const char *sha256_hex, bool ok) {
+  tern_media_content *c = media_content_get(m, sha256_hex, false);
+  if (!c) return;
+  if (c->pins) c->pins--;
+  if (ok) {
+    c->present = c->seen_orig = c->seen_thumb = true;
+    media_bytes_count(m, c);
+  }
+  media_content_release(m, c); /* the record went while the files came: they go too */
+}
+
 int tern_media_delete(tern_media *m, const char *id) {
   tern_media_rec *r = get_mut(m, id);
   if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
@@ -855,14 +921,28 @@ static void recover_after(uv_work_t *w, int status) {
     i += strlen(id) + 1;
     tern_media_rec *r = get_mut(m, id);
     if (!r) continue;
+    if (m->opt.remote_bytes) {
+      /* cluster mode: the bytes are in the blob store; this node fetches them when read */
+      tern_media_content *c = r->content;
+      c->seen_orig = c->seen_thumb = false;
+      c->present = false;
+      if (c->counted) {
+        m->bytes -= c->size + c->thumb_size;
+        c->counted = false;
+      }
+      continue;
+    }
     TERN_WARN("media record without its files dropped", "media_id=%s sha256=%s", r->id, r->sha256_hex);
     rec_delete(m, r, true);
     j->st.records_dropped++;
   }
-  tern_buf_free(&d.ids);
   j->st.records_kept = m->recs.count;
   /* The survivors' files are on disk: later uploads of the same bytes may skip decoding. */
-  for (size_t i = 0; i < m->nheap; i++) m->heap[i]->content->present = true;
+  for (size_t i = 0; i < m->nheap; i++) {
+    tern_media_content *c = m->heap[i]->content;
+    if (c->present || c->seen_orig) c->present = true; /* else (cluster mode) not on this node */
+  }
+  tern_buf_free(&d.ids);
   m->recovering = false;
   m->recovered = true;
   TERN_INFO("media recovered", "records=%llu dropped=%llu orphans=%llu tmp=%llu bytes=%lld",

@@ -182,6 +182,14 @@ void tern_media_rec_encode(const tern_media_rec *r, tern_buf *out);
  * returns 0 or TERN_MEDIA_ERR_INVALID for anything malformed, with *out untouched. */
 int tern_media_rec_decode(const uint8_t *p, size_t n, tern_media_rec **out);
 void tern_media_rec_free(tern_media_rec *r);
+/* Cluster mode: merges into local (this node's copy) the record another node stored (remote,
+ * decoded from the change feed). The other node's write is the later one for everything it
+ * decides (grants and their revocation, pending_devices, sent_at, the avatar state), so those
+ * are taken from remote; fetched devices only ever grow, so they are the union (a fetch counted
+ * here that the other node had not seen yet is kept). Both must have the same id; local's
+ * private fields are untouched. Returns true when local now holds something remote lacks (the
+ * caller stores local again so that the store converges). Pure: any thread. */
+bool tern_media_rec_merge(tern_media_rec *local, const tern_media_rec *remote);
 /* Appends {"media_id","mime","size","sha256","width","height"} as JSON: the 201 body and the
  * `media` object of a msg envelope. */
 void tern_media_rec_json(const tern_media_rec *r, tern_buf *out);
@@ -216,6 +224,10 @@ typedef struct tern_media_options {
   int64_t decode_jobs;           /* media.decode_jobs: images decoded at once */
   int64_t avatar_grace_ms;       /* media.avatar_grace: an avatar no longer set lives this long */
   tern_media_persist persist;    /* may be all NULL (tests) */
+  bool remote_bytes;             /* cluster mode: the bytes also live in a shared blob store
+                                    (media/blobs.h), so recovery keeps a record whose files are
+                                    missing here (they are fetched on its first read,
+                                    tern_media_cache_begin) instead of dropping it */
   int64_t (*now_ms)(void);       /* clock; NULL = tern_now_ms (tests inject a fake one) */
 } tern_media_options;
 
@@ -324,6 +336,27 @@ int tern_media_revoke(tern_media *m, const char *id, const char *const *users, s
  * avatar_grace from now). Both persist; TERN_MEDIA_ERR_NOT_FOUND for an unknown id. */
 int tern_media_mark_avatar(tern_media *m, const char *id);
 int tern_media_set_avatar(tern_media *m, const char *id, bool on);
+/* Cluster mode: a record another node stored (from the change feed): inserted, or merged into
+ * the one held (tern_media_rec_merge; merged state that differs from remote is persisted
+ * again, and a fetch count that the merge completes deletes the media). The files of a new
+ * record are not here until tern_media_cache_begin/end fetched them. Returns 0 or
+ * TERN_MEDIA_ERR_INVALID / TERN_MEDIA_ERR_BUSY (closing). */
+int tern_media_apply_remote(tern_media *m, const uint8_t *bytes, size_t len);
+/* Cluster mode: another node deleted the record: it goes here too, without persisting (its
+ * files here, a cache, go with the last record of their content). 0 or NOT_FOUND. */
+int tern_media_forget(tern_media *m, const char *id);
+/* Cluster mode: rec's files are not on this node (tern_media_open_file answered NOT_FOUND).
+ * Pins its content so that no unlink runs while the caller fetches the files into orig and
+ * thumb (paths filled, TERN_MEDIA_PATH_MAX bytes each; thumb is "" for a type without a
+ * thumbnail). 0, or TERN_MEDIA_ERR_BUSY while an unlink of that content is in flight. Each 0
+ * is followed by exactly one tern_media_cache_end with rec's sha256_hex: ok tells whether both
+ * files are now in place. */
+#define TERN_MEDIA_PATH_MAX 4096
+int tern_media_cache_begin(tern_media *m, const tern_media_rec *rec, char *orig, char *thumb);
+void tern_media_cache_end(tern_media *m, const char *sha256_hex, bool ok);
+/* The paths of rec's original and thumbnail on this node (the files an upload made), for
+ * storing them in the blob store; thumb is "" for a type without a thumbnail. */
+void tern_media_file_paths(const tern_media *m, const tern_media_rec *rec, char *orig, char *thumb);
 /* Deletes a record now (its files go with the last record of their content). */
 int tern_media_delete(tern_media *m, const char *id);
 /* Deletes every upload of owner that was never sent (an account deletion); returns how many.

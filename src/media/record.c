@@ -182,3 +182,40 @@ void tern_media_rec_json(const tern_media_rec *r, tern_buf *out) {
   tern_buf_printf(out, "{\"media_id\":\"%s\",\"mime\":\"%s\",\"size\":%lld,\"sha256\":\"%s\",\"width\":%u,\"height\":%u}",
                   r->id, tern_media_type_mime(r->type), (long long)r->size, r->sha256_hex, r->width, r->height);
 }
+
+static bool has(char *const *v, uint32_t n, const char *s) {
+  for (uint32_t i = 0; i < n; i++)
+    if (strcmp(v[i], s) == 0) return true;
+  return false;
+}
+
+static void free_list(char **v, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) tern_free(v[i]);
+  tern_free(v);
+}
+
+bool tern_media_rec_merge(tern_media_rec *local, const tern_media_rec *remote) {
+  /* fetched: remote's, then the ones only this node counted */
+  char **f = tern_calloc((size_t)remote->nfetched + local->nfetched + 1, sizeof *f);
+  uint32_t nf = 0;
+  bool ahead = false;
+  for (uint32_t i = 0; i < remote->nfetched; i++) f[nf++] = tern_strdup(remote->fetched[i]);
+  for (uint32_t i = 0; i < local->nfetched; i++) {
+    if (has(remote->fetched, remote->nfetched, local->fetched[i])) continue;
+    f[nf++] = tern_strdup(local->fetched[i]);
+    ahead = true;
+  }
+  free_list(local->fetched, local->nfetched);
+  local->fetched = f;
+  local->nfetched = nf;
+  /* grants: the later write's, revocations included */
+  free_list(local->grants, local->ngrants);
+  local->grants = tern_calloc((size_t)remote->ngrants + 1, sizeof *local->grants);
+  for (uint32_t i = 0; i < remote->ngrants; i++) local->grants[i] = tern_strdup(remote->grants[i]);
+  local->ngrants = remote->ngrants;
+  local->pending_devices = remote->pending_devices;
+  if (remote->sent_at) local->sent_at = remote->sent_at;
+  local->avatar = remote->avatar;
+  local->avatar_off = remote->avatar_off;
+  return ahead;
+}

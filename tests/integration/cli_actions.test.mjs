@@ -104,7 +104,7 @@ describe('tern CLI: replies, reactions, edits, deletes, profiles', { skip: !exis
     });
   }
 
-  test('profile: set a name and an avatar, show yours and theirs, watchers see the change (listen USER, chat)', { skip: CLUSTER_NODES ? 'cluster gap (issue 12): media bytes and records stay on the node that took the upload' : false }, async () => {
+  test('profile: set a name and an avatar, show yours and theirs, watchers see the change (listen USER, chat)', async () => {
     const img = path.join(homes.make(), 'me.png');
     writeFileSync(img, makePng(12, 12));
     let r = await as(aliceHome, ['profile', '--name', 'Alice A.', '--avatar', img]);

@@ -339,7 +339,7 @@ describe('groups: messages', () => {
     await closeAll(ca, cb);
   });
 
-  test('media sent to a group may be read by every member', { skip: CLUSTER_NODES ? 'cluster gap (issue 12): media bytes and records stay on the node that took the upload' : false }, async () => {
+  test('media sent to a group may be read by every member', async () => {
     const [a, b, c, x] = await Promise.all([newUser(srv, 'md'), newUser(srv, 'md'), newUser(srv, 'md'), newUser(srv, 'md')]);
     const g = await makeGroup(srv, a, [b, c]);
     const up = await upload(srv, a.token, samples().jpeg.bytes, 'image/jpeg');

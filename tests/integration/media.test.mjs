@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, FAST_LIMITS, waitFor, sleep } from './lib/server.mjs';
+import { startServer, FAST_LIMITS, waitFor, sleep, CLUSTER_NODES } from './lib/server.mjs';
 import { request, newUser, newDevice, metric } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 import {
@@ -360,13 +360,18 @@ describe('media', () => {
     const bob = await newUser(srv, 'lt_b', 'phone');
     const bob2 = await newDevice(srv, bob, 'laptop');
     const img = makePng(120, 90, { fill: 'noise' }); // unique bytes: no other test shares the object
-    const before = await metric(srv, 'tern_media_bytes');
+    // in a cluster (TERN_TEST_CLUSTER) the gauge and the files are per node: only the
+    // lifetime is checked there, through the answers
+    const local = !CLUSTER_NODES;
+    const before = local ? await metric(srv, 'tern_media_bytes') : 0;
     const up = await upload(srv, alice.token, img, 'image/png');
     const id = up.json.media_id;
     const sha = up.json.sha256;
-    assert.deepEqual(objectFilesOf(srv.dataDir, sha), [sha, `${sha}.thumb.jpg`]);
-    const grown = await metric(srv, 'tern_media_bytes');
-    assert.ok(grown > before + img.length, `tern_media_bytes ${before} → ${grown}`);
+    if (local) {
+      assert.deepEqual(objectFilesOf(srv.dataDir, sha), [sha, `${sha}.thumb.jpg`]);
+      const grown = await metric(srv, 'tern_media_bytes');
+      assert.ok(grown > before + img.length, `tern_media_bytes ${before} → ${grown}`);
+    }
 
     const ca = await online(srv, alice);
     try { assert.equal((await sendMedia(ca, 'l1', bob.user, id, 'two devices')).type, 'sent'); } finally { await closeAll(ca); }
@@ -380,11 +385,13 @@ describe('media', () => {
     assert.equal((await getMedia(srv, bob2.token, id, { headers: { 'if-none-match': `"${sha}"` } })).status, 304);
     assert.equal((await httpBytes(srv, 'HEAD', `/v1/media/${id}`, { token: bob2.token })).status, 200);
     await sleep(100);
-    assert.deepEqual(objectFilesOf(srv.dataDir, sha), [sha, `${sha}.thumb.jpg`], 'still on disk: bob2 has not fetched');
+    if (local) assert.deepEqual(objectFilesOf(srv.dataDir, sha), [sha, `${sha}.thumb.jpg`], 'still on disk: bob2 has not fetched');
+    else assert.equal((await getMedia(srv, alice.token, id)).status, 200, 'still there: bob2 has not fetched');
     await full(bob2.token);
-    await waitFor(() => objectFilesOf(srv.dataDir, sha).length === 0, { message: 'the object files to go' });
+    if (local) await waitFor(() => objectFilesOf(srv.dataDir, sha).length === 0, { message: 'the object files to go' });
+    await waitFor(async () => (await getMedia(srv, alice.token, id)).status === 404, { message: 'deleted' });
     assertError(await getMedia(srv, alice.token, id), 404, 'not_found');
-    await waitFor(async () => (await metric(srv, 'tern_media_bytes')) <= before, { message: 'tern_media_bytes back down' });
+    if (local) await waitFor(async () => (await metric(srv, 'tern_media_bytes')) <= before, { message: 'tern_media_bytes back down' });
   });
 
   test('a message to a user with no device: the first device to log in may fetch it', async () => {
@@ -405,7 +412,7 @@ describe('media', () => {
     await waitFor(() => objectFilesOf(srv.dataDir, up.json.sha256).length === 0, { message: 'deleted after the one fetch' });
   });
 
-  test('identical bytes are stored once; the files go with the last record', async () => {
+  test('identical bytes are stored once; the files go with the last record', { skip: CLUSTER_NODES ? 'files and the gauge are per node (PROTOCOL.md 12)' : false }, async () => {
     const alice = await newUser(srv, 'dd_a');
     const img = makePng(70, 50, { fill: 'noise' });
     const [u1, u2] = await Promise.all([upload(srv, alice.token, img, 'image/png'), upload(srv, alice.token, img, 'image/png')]);
@@ -415,7 +422,7 @@ describe('media', () => {
     assert.deepEqual(objectFilesOf(srv.dataDir, u1.json.sha256), [u1.json.sha256, `${u1.json.sha256}.thumb.jpg`]);
   });
 
-  test('tern_media_bytes equals the bytes under media/objects', async () => {
+  test('tern_media_bytes equals the bytes under media/objects', { skip: CLUSTER_NODES ? 'files and the gauge are per node (PROTOCOL.md 12)' : false }, async () => {
     await waitFor(async () => (await metric(srv, 'tern_media_bytes')) === objectBytes(srv.dataDir),
       { message: 'tern_media_bytes == du media/objects' });
   });
@@ -451,7 +458,7 @@ describe('media: slow uploads and timeouts', () => {
   before(async () => { srv = await startServer({ args: [...FAST_LIMITS, '--media-upload-timeout', '700ms', '--http-request-timeout', '300ms'] }); });
   after(async () => { await srv?.close(); });
 
-  test('an upload that stops sending times out: 408, closed, temp file removed', async () => {
+  test('an upload that stops sending times out: 408, closed, temp file removed', { skip: CLUSTER_NODES ? 'the temp file is on the node that took the upload' : false }, async () => {
     const alice = await newUser(srv, 'slow');
     const img = makePng(300, 300, { fill: 'noise' });
     const head = `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${img.length}\r\n\r\n`;
@@ -517,7 +524,7 @@ describe('media: TTL sweep, quota', () => {
     }
   });
 
-  test('quota: past media.quota_bytes_per_hour → 429 rate_limited with Retry-After', async () => {
+  test('quota: past media.quota_bytes_per_hour → 429 rate_limited with Retry-After', { skip: CLUSTER_NODES ? 'the quota is counted per node (PROTOCOL.md 12)' : false }, async () => {
     const srv = await startServer({ args: [...FAST_LIMITS, '--media-quota-bytes-per-hour', '100KiB'] });
     try {
       const alice = await newUser(srv, 'q_a');
@@ -538,7 +545,7 @@ describe('media: TTL sweep, quota', () => {
 });
 
 describe('media: restart', () => {
-  test('kill -9 during uploads, restart: 201\'d media still there, no orphans, no temp files, no dangling records', async () => {
+  test('kill -9 during uploads, restart: 201\'d media still there, no orphans, no temp files, no dangling records', { skip: CLUSTER_NODES ? 'checks one node\'s disk (cluster_media.test.mjs kills a node)' : false }, async () => {
     const srv = await startServer({ args: [...FAST_LIMITS] });
     try {
       const alice = await newUser(srv, 'rs_a');

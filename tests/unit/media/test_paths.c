@@ -576,6 +576,57 @@ TEST(test_options_from_config) {
   CHECK_EQ_INT(status, 408);
 }
 
+/* Cluster mode (tern_media_rec_merge): another node's record wins for grants (a revocation
+ * there removes one here), pending_devices, sent_at and the avatar state; fetched devices are
+ * the union, and a fetch only this node counted makes the merge report that it is ahead. */
+TEST(test_record_merge) {
+  tern_media_rec *local = sample_rec(); /* grants bob, carol.x; fetched dev-0123456789; pending 3 */
+  tern_media_rec *remote = sample_rec();
+  /* remote: carol.x revoked, dave granted (2 more devices), another device fetched */
+  tern_free(remote->grants[1]);
+  remote->grants[1] = tern_strdup("dave");
+  remote->pending_devices = 5;
+  tern_free(remote->fetched[0]);
+  remote->fetched[0] = tern_strdup("dev-remote");
+  remote->sent_at = 1700000009000;
+  CHECK(tern_media_rec_merge(local, remote)); /* dev-0123456789 was only counted here */
+  CHECK_EQ_INT(local->ngrants, 2);
+  CHECK(local->ngrants == 2 && !strcmp(local->grants[0], "bob") && !strcmp(local->grants[1], "dave"));
+  CHECK(!tern_media_can_read(local, "carol.x"));
+  CHECK(tern_media_can_read(local, "dave") && tern_media_can_read(local, "alice"));
+  CHECK_EQ_INT(local->pending_devices, 5);
+  CHECK_EQ_INT(local->sent_at, 1700000009000);
+  CHECK_EQ_INT(local->nfetched, 2);
+  CHECK(local->nfetched == 2 && !strcmp(local->fetched[0], "dev-remote") && !strcmp(local->fetched[1], "dev-0123456789"));
+  /* merging the same record again: nothing new here, so not ahead, and nothing doubles */
+  tern_free(remote->fetched[0]);
+  remote->nfetched = 0;
+  remote->fetched[0] = NULL;
+  tern_media_rec *again = sample_rec();
+  tern_buf b = {0};
+  tern_media_rec_encode(local, &b);
+  tern_media_rec_free(again);
+  CHECK_EQ_INT(tern_media_rec_decode((const uint8_t *)b.data, b.len, &again), 0);
+  CHECK(!tern_media_rec_merge(local, again));
+  CHECK_EQ_INT(local->nfetched, 2);
+  /* a record revoked down to nobody and sent_at 0 from the other side keeps sent_at here
+   * (a media once sent stays under media.ttl), and the grants go */
+  for (uint32_t i = 0; i < remote->ngrants; i++) tern_free(remote->grants[i]);
+  remote->ngrants = 0;
+  remote->sent_at = 0;
+  remote->avatar = true;
+  remote->avatar_off = 42;
+  tern_media_rec_merge(local, remote);
+  CHECK_EQ_INT(local->ngrants, 0);
+  CHECK(!tern_media_can_read(local, "bob"));
+  CHECK_EQ_INT(local->sent_at, 1700000009000);
+  CHECK(local->avatar && local->avatar_off == 42);
+  tern_buf_free(&b);
+  tern_media_rec_free(again);
+  tern_media_rec_free(local);
+  tern_media_rec_free(remote);
+}
+
 int main(void) {
   RUN(test_sniff_types);
   RUN(test_sniff_partial_and_bad);
@@ -586,6 +637,7 @@ int main(void) {
   RUN(test_etag);
   RUN(test_record_codec);
   RUN(test_record_octet);
+  RUN(test_record_merge);
   RUN(test_options_from_config);
   DONE();
 }
