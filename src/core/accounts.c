@@ -360,6 +360,11 @@ static void after_verify(uv_work_t *w, int status) {
 }
 
 void tern_accounts_login(tern_app *a, tern_http_req *req) {
+  /* On a shared store a login first catches up with the feed, then runs again: the password,
+   * the devices and the account itself may have changed on another node a moment ago, and an
+   * old password must not log in there, nor a device past devices.max_per_user (PROTOCOL.md
+   * 12: as on one node). Nothing is counted or parsed before. */
+  if (req->reruns == 0 && tern_api_catch_up(a, req)) return;
   tern_ip ip;
   bool have_ip;
   if (!auth_admit(a, req, &ip, &have_ip)) return;
@@ -379,15 +384,11 @@ void tern_accounts_login(tern_app *a, tern_http_req *req) {
     tern_api_retry_later(req, 429, "rate_limited", "too many failed logins for this username; try again later", retry);
     return;
   }
-  tern_user *u = tern_dir_user(a->dir, user);
-  if ((!u || u->pending) && tern_api_catch_up(a, req)) { /* registered on another node a moment ago? */
-    tern_wire_doc_free(&doc);
-    return;
-  }
   if (!hash_admit(a, req)) {
     tern_wire_doc_free(&doc);
     return;
   }
+  tern_user *u = tern_dir_user(a->dir, user);
   pending *p = pending_new(a, req);
   snprintf(p->user, sizeof p->user, "%s", user);
   snprintf(p->tried, sizeof p->tried, "%s", user);
