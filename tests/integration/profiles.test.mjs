@@ -5,7 +5,7 @@
 // profiles survive a restart.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, FAST_LIMITS, CLUSTER_NODES, sleep } from './lib/server.mjs';
+import { startServer, FAST_LIMITS, CLUSTER_NODES, sleep, waitFor } from './lib/server.mjs';
 import { newUser, request, getUser, me } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 import { makePng, upload, getMedia, httpBytes } from './lib/media.mjs';
@@ -82,6 +82,10 @@ describe('profiles', () => {
     assert.equal((await patchMe(srv, a, { avatar: first })).status, 200);
     const second = (await uploadAvatar(srv, a, makePng(20, 20))).json.media_id;
     assert.equal((await patchMe(srv, a, { avatar: second })).status, 200);
+    // in a cluster the other node learns the revoked avatar from the feed a moment later
+    for (const node of srv.cluster ? srv.nodes : []) {
+      await waitFor(async () => (await getMedia(node, b.token, first)).status === 404, { message: 'the old avatar refused on every node' });
+    }
     assert.equal((await getMedia(srv, b.token, first)).status, 404, 'no longer the avatar: others cannot read it');
     assert.equal((await getMedia(srv, a.token, first)).status, 200, 'its owner still can, for the grace');
     await sleep(1600);
