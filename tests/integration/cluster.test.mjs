@@ -84,14 +84,19 @@ async function loadThrough(srv, prefix, onSent) {
       conns.delete(c);
     }
   }));
-  await waitFor(() => receivers.every((r) => distinct(r) >= PER_SENDER), {
-    timeoutMs: 60000, intervalMs: 100, message: 'receivers to get every message',
-  }).catch((e) => {
-    throw new Error(`${e.message}: ${receivers.map((r) => `${r.name}=${distinct(r)}`).join(' ')}`);
-  });
-  stopped = true;
-  await closeAll([...conns]);
-  await Promise.allSettled(receiving);
+  try {
+    await waitFor(() => receivers.every((r) => distinct(r) >= PER_SENDER), {
+      timeoutMs: 60000, intervalMs: 100, message: 'receivers to get every message',
+    }).catch((e) => {
+      throw new Error(`${e.message}: ${receivers.map((r) => `${r.name}=${distinct(r)}`).join(' ')}`);
+    });
+  } finally {
+    // the receivers stop reconnecting, pass or fail (a failure left them looping, and the file
+    // then ran into ctest's timeout)
+    stopped = true;
+    await closeAll([...conns]);
+    await Promise.allSettled(receiving);
+  }
   return { senders, receivers, retried };
 }
 
