@@ -314,6 +314,9 @@ test('alice removes carol: "You were removed", and nothing more reaches her', as
   await send(alice, 'Carol is out of the group');
   await until('bob gets it', async () => has(bob, 'in alice: Carol is out of the group'));
   await until('dave gets it', async () => has(dave, 'in alice: Carol is out of the group'));
+  // Message info lists the recipients of alice's `sent`, which may come after bob's and
+  // dave's copies on a loaded machine (CI saw an empty list once)
+  await until('alice has sent', async () => !['queued', null].includes(await statusOf(alice, 'Carol is out of the group')));
   const info = await messageInfo(alice, 'Carol is out of the group');
   const all = Object.values(info).flat().map((r) => r.user).sort();
   assert.deepEqual(all, ['bob', 'dave'], 'the message was for bob and dave only');

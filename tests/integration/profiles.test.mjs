@@ -65,6 +65,10 @@ describe('profiles', () => {
     assert.equal((await getMedia(srv, b.token, id)).status, 200, 'fetching does not use it up');
     assert.equal((await getMedia(srv, undefined, id)).status, 404, 'not without a token');
     assert.equal((await request(srv, 'PUT', `/v1/blocks/${c.user}`, { token: a.token })).status, 204);
+    // in a cluster the other node learns the block from the feed a moment later
+    for (const node of srv.cluster ? srv.nodes : []) {
+      await waitFor(async () => (await getUser(node, c.token, a.user)).body?.display_name === null, { message: 'the block on every node' });
+    }
     const seen = (await getUser(srv, c.token, a.user)).body;
     assert.deepEqual([seen.display_name, seen.avatar], [null, null], 'c, blocked by a, sees no profile');
     assert.equal((await getMedia(srv, c.token, id)).status, 404, 'nor the avatar');
