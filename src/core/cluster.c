@@ -432,6 +432,11 @@ static void on_tick(uv_timer_t *t) {
               (long long)(now - dead[i]->heard), dead[i]->devices.count);
     peer_free(c, dead[i], dead[i]->heard);
   }
+  /* A node killed between a commit and its envelope events leaves entries that no live
+   * session here was told of, and a sender's resend of them is answered from de-dup without
+   * a new event: every live session reads its inbox once more (one walk of the directory per
+   * death, rare). */
+  if (n) tern_session_recheck_all(c->a);
 }
 
 tern_cluster *tern_cluster_new(tern_app *a) {

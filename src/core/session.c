@@ -136,6 +136,18 @@ void tern_session_pace(tern_app *a) {
   }
 }
 
+static bool recheck_device(tern_device *d, void *arg) {
+  (void)arg;
+  tern_session *s = d->session;
+  if (s && s->state == SESS_LIVE && s->ep) {
+    s->state = SESS_DRAIN;
+    drain_step(s);
+  }
+  return true;
+}
+
+void tern_session_recheck_all(tern_app *a) { tern_dir_each_device(a->dir, recheck_device, NULL); }
+
 void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, size_t len, const uint8_t *body,
                           size_t body_len) {
   if (s->state != SESS_LIVE || !s->ep) return; /* a drain in progress will read it */

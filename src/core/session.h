@@ -81,6 +81,9 @@ void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, siz
                           size_t body_len);
 /* Continues drains that waited for outbound space. */
 void tern_session_pace(tern_app *a);
+/* Every live session of this app reads its inbox again from its last seq, as on a gap: a node
+ * that died may have committed envelopes whose events it never published (cluster.c). */
+void tern_session_recheck_all(tern_app *a);
 /* Answers through the endpoint (no-ops once gone). */
 void tern_session_error(tern_session *s, const char *id, const char *code, const char *message, const char *user);
 void tern_session_close(tern_session *s, tern_close_reason why);
