@@ -73,8 +73,14 @@ export async function newUser(srv, prefix = 'u', device = 'dev1') {
  */
 async function knownEverywhere(srv, token) {
   for (const node of (srv.cluster && srv.nodes) || []) { // (a front such as nginx has no nodes)
-    // a node a test killed and has not restarted is skipped: it learns the rest when it starts
-    const m = await me(node, token).catch((e) => (/ECONNREFUSED/.test(e.message) ? null : Promise.reject(e)));
+    // a node a test killed and has not restarted is skipped: it learns the rest when it starts;
+    // one whose feed lags (a NATS server just rejoined) gets up to 30 s
+    let m;
+    for (const end = Date.now() + 30000; ;) {
+      m = await me(node, token).catch((e) => (/ECONNREFUSED/.test(e.message) ? null : Promise.reject(e)));
+      if (!m || m.status === 200 || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
     if (m && m.status !== 200) throw new Error(`GET /v1/me on a node → ${m.status} ${m.text}`);
   }
 }
