@@ -125,7 +125,12 @@ describe('SIGTERM shutdown', () => {
     console.log(`# ${answers.length} of ${N} sends answered before the shutdown`);
 
     await node.restart();
-    const cb2 = await online(srv, bob);
+    // Up to 20,000 stored messages: on a cluster a drain batch whose ordered consumer does
+    // not start waits for it (up to 4 s, then direct gets); what is checked is that nothing
+    // is lost, so the drain gets 30 s (CI once saw 5 s pass at 929 ms into it).
+    const t0 = Date.now();
+    const cb2 = await online(srv, bob, { syncMs: 30000 });
+    console.log(`# ${cb2.initial.length} messages drained after the restart in ${Date.now() - t0} ms`);
     const delivered = new Map();
     for (const m of [...bobMsgs, ...cb2.initial]) delivered.set(m.msg_id, m);
     const sentIds = new Map(answers.filter((a) => a.type === 'sent').map((a) => [a.msg_id, a.id]));

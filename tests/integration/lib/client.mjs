@@ -178,8 +178,19 @@ export class Client {
     const deadline = Date.now() + timeoutMs;
     const envelopes = [];
     const others = [];
+    const t0 = Date.now();
+    let last = t0;
     for (;;) {
-      const f = await this.next(() => true, Math.max(1, deadline - Date.now()));
+      let f;
+      try {
+        f = await this.next(() => true, Math.max(1, deadline - Date.now()));
+      } catch (e) {
+        // how far the drain got tells a slow drain from a stalled one
+        e.message += ` (untilSynced: ${envelopes.length} envelopes and ${others.length} other frames, ` +
+          `the last ${last - t0} ms after the start)`;
+        throw e;
+      }
+      last = Date.now();
       if (f.type === 'synced') { this.synced = f; return { envelopes, others, synced: f }; }
       if (f.type === 'msg' || f.type === 'receipt' || f.type === 'group' || f.type === 'decrypt_error') envelopes.push(f);
       else others.push(f);
@@ -229,10 +240,10 @@ export function connect(url, { name, wsOptions = {}, timeoutMs = DEFAULT_TIMEOUT
  * Connects, authenticates and reads the initial drain. Returns the client with .ready,
  * .synced and .initial (the drained envelopes).
  */
-export async function online(srv, account, { name, wsOptions } = {}) {
+export async function online(srv, account, { name, wsOptions, syncMs } = {}) {
   const c = await connect(srv, { name: name || account.user, wsOptions });
   await c.auth(account.token);
-  const { envelopes } = await c.untilSynced();
+  const { envelopes } = await c.untilSynced(syncMs);
   c.initial = envelopes;
   return c;
 }
