@@ -69,6 +69,7 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "store/backend.h"
+#include "store/natsconn.h"
 
 enum {
   VAL_VERSION = 1,
@@ -2497,13 +2498,6 @@ static const tern_backend_vt nats_vt = {
     .health = n_health,
 };
 
-/* nats.c's library state (its timer, GC and callback threads, the global delivery pool) is
- * process-wide by design of the library; it is opened once, on first use, and stays for the
- * process (nats_Close would tear it down under other stores of the same process). */
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-static natsStatus lib_status = NATS_OK;
-static void lib_open(void) { lib_status = nats_Open(-1); }
-
 /* At open, a cluster that has just started (or lost a server) may have no JetStream meta
  * leader for a few seconds: stream and bucket creation then time out or answer "temporarily
  * unavailable". Such errors are waited out for OPEN_RETRY_MS (a CI run timed out at 2 s on a
@@ -2547,12 +2541,6 @@ static int add_stream(nbe *be, const char *name, const char *subj, int64_t max_p
 }
 
 int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, char *err, size_t errlen) {
-  pthread_once(&lib_once, lib_open);
-  if (lib_status != NATS_OK) {
-    snprintf(err, errlen, "nats: cannot initialise nats.c: %s", natsStatus_GetText(lib_status));
-    return -EIO;
-  }
-  const char *urls = opts->nats_urls && *opts->nats_urls ? opts->nats_urls : "nats://127.0.0.1:4222";
   nbe *be = TERN_NEW(nbe);
   be->opts = *opts;
   /* Test hook of tests/unit/store (a crash between the steps of a commit); read once. */
@@ -2569,8 +2557,7 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   enc_token(&b, ns, strlen(ns));
   be->ns = tern_strndup(b.data, b.len);
   tern_buf_reset(&b);
-  for (const char *p = ns; *p; p++) tern_buf_putc(&b, tok_keep((unsigned char)*p) ? *p : '_');
-  be->NS = tern_strndup(b.data, b.len);
+  be->NS = tern_natsconn_stream_prefix(ns);
   const char *node = opts->node && *opts->node ? opts->node : "local";
   be->node = tern_strndup(node, TERN_MIN(strlen(node), 200));
   tern_buf_reset(&b);
@@ -2585,44 +2572,26 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   snprintf(be->s_mk, sizeof be->s_mk, "%s_MK", be->NS);
   snprintf(be->s_commit, sizeof be->s_commit, "%s_COMMIT", be->NS);
 
-  /* servers: nats.c 3.4.1's SetURL takes one URL, so split the list for SetServers */
-  char *copy = tern_strdup(urls), *save = NULL;
-  const char *list[32];
   int n = 0;
-  for (char *t = strtok_r(copy, ",", &save); t && n < 32; t = strtok_r(NULL, ",", &save))
-    if (*t) list[n++] = t;
-  be->replicas = opts->nats_replicas > 0 ? opts->nats_replicas : n >= 3 ? 3 : 1;
-  natsOptions *no = NULL;
-  natsStatus s = natsOptions_Create(&no);
-  if (s == NATS_OK) s = natsOptions_SetServers(no, list, n);
-  if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(no, true); /* no thread per subscription */
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, 200);
-  if (s == NATS_OK) s = natsOptions_SetTimeout(no, WAIT_MS);
-  if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(no, 1000000);
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(no, false, NULL, NULL);
-  if (s == NATS_OK) s = natsConnection_Connect(&be->nc, no);
-  natsOptions_Destroy(no);
-  tern_free(copy);
-  if (s != NATS_OK) {
-    snprintf(err, errlen, "nats: cannot connect to %s: %s", urls, natsStatus_GetText(s));
+  int r = tern_natsconn_open(opts->nats_urls, WAIT_MS, &be->nc, &n, err, errlen);
+  if (r < 0) {
     n_close(be);
-    return -ENOTCONN;
+    return r;
   }
+  be->replicas = opts->nats_replicas > 0 ? opts->nats_replicas : n >= 3 ? 3 : 1;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = WAIT_MS;
   jo.PublishAsync.MaxPending = MAX_PENDING;
   jo.PublishAsync.AckHandler = on_ack;
   jo.PublishAsync.AckHandlerClosure = be;
-  s = natsConnection_JetStream(&be->js, be->nc, &jo);
+  natsStatus s = natsConnection_JetStream(&be->js, be->nc, &jo);
   if (s != NATS_OK) {
     snprintf(err, errlen, "nats: JetStream: %s", natsStatus_GetText(s));
     n_close(be);
     return -EIO;
   }
   char subj[160];
-  int r;
   snprintf(subj, sizeof subj, "%s.in.>", be->ns);
   if ((r = add_stream(be, be->s_in, subj, 0, err, errlen)) < 0) goto fail_r;
   snprintf(subj, sizeof subj, "%s.mk.>", be->ns);

@@ -15,6 +15,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "store/natsconn.h"
 
 enum {
   WAIT_MS = 5000,
@@ -77,37 +78,20 @@ void tern_natsmedia_close(tern_natsmedia *nm) {
 
 int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_natsmedia **out, char *err,
                         size_t errlen) {
-  /* nats.c's library state is opened by its first call (natsOptions_Create) and shared with
-   * the store backend's connection. */
-  if (!urls || !*urls) urls = "nats://127.0.0.1:4222";
   if (!ns || !*ns) ns = "tern";
   tern_natsmedia *nm = TERN_NEW(tern_natsmedia);
   pthread_mutex_init(&nm->mu, NULL);
-  nm->ns = tern_strdup(ns);
-  for (char *p = nm->ns; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-')) *p = '_';
+  nm->ns = tern_natsconn_stream_prefix(ns);
   snprintf(nm->stream, sizeof nm->stream, "%s_MEDIA", nm->ns);
   nm->buf = tern_malloc(TERN_NATSMEDIA_CHUNK);
-  char *copy = tern_strdup(urls), *save = NULL;
-  const char *list[32];
   int n = 0;
-  for (char *t = strtok_r(copy, ",", &save); t && n < 32; t = strtok_r(NULL, ",", &save))
-    if (*t) list[n++] = t;
-  nm->replicas = replicas > 0 ? replicas : n >= 3 ? 3 : 1;
-  natsOptions *no = NULL;
-  natsStatus s = natsOptions_Create(&no);
-  if (s == NATS_OK) s = natsOptions_SetServers(no, list, n);
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, 200);
-  if (s == NATS_OK) s = natsOptions_SetTimeout(no, WAIT_MS);
-  if (s == NATS_OK) s = natsConnection_Connect(&nm->nc, no);
-  natsOptions_Destroy(no);
-  tern_free(copy);
-  if (s != NATS_OK) {
-    snprintf(err, errlen, "nats media: cannot connect to %s: %s", urls, natsStatus_GetText(s));
+  int r = tern_natsconn_open(urls, WAIT_MS, &nm->nc, &n, err, errlen);
+  if (r < 0) {
     tern_natsmedia_close(nm);
-    return -ENOTCONN;
+    return r;
   }
+  nm->replicas = replicas > 0 ? replicas : n >= 3 ? 3 : 1;
+  natsStatus s;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = WAIT_MS;
@@ -142,7 +126,7 @@ int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_nat
     nats_Sleep(250); /* a cluster that just started has no meta leader for a few seconds */
   }
   if (s != NATS_OK) {
-    int r = fail(err, errlen, "cannot create the media stream", s, code);
+    r = fail(err, errlen, "cannot create the media stream", s, code);
     tern_natsmedia_close(nm);
     return r;
   }
