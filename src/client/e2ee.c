@@ -258,6 +258,24 @@ static double jnum(const cJSON *o, const char *name, double dflt) {
   return cJSON_IsNumber(s) ? s->valuedouble : dflt;
 }
 
+/* An integer field in [min, max] (dflt when absent). False for anything else: a number read
+ * from a peer or a file is converted only once it is known to fit (a cast of 1e93 or -3.5 to
+ * an integer type is undefined behaviour; the fuzzer sent both). */
+static bool jint(const cJSON *o, const char *name, int64_t min, int64_t max, int64_t dflt, int64_t *out) {
+  const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, name);
+  if (!s) {
+    *out = dflt;
+    return true;
+  }
+  if (!cJSON_IsNumber(s)) return false;
+  double v = s->valuedouble;
+  if (!(v >= (double)min && v <= (double)max) || v != (double)(int64_t)v) return false;
+  *out = (int64_t)v;
+  return true;
+}
+
+enum { JINT_MAX = 9007199254740992LL }; /* 2^53: every integer up to it is exact in a double */
+
 static int load(tern_e2e *e, char *err, size_t errcap) {
   char path[4200];
   tern_e2e_state_path(e->dir, path, sizeof path);
@@ -284,9 +302,13 @@ static int load(tern_e2e *e, char *err, size_t errcap) {
   if (!cJSON_IsObject(root) || jnum(root, "v", 0) != STATE_VERSION) goto bad;
   snprintf(e->user, sizeof e->user, "%s", jstr(root, "user") ? jstr(root, "user") : "");
   snprintf(e->device_id, sizeof e->device_id, "%s", jstr(root, "device_id") ? jstr(root, "device_id") : "");
-  e->registration_id = (uint32_t)jnum(root, "registration_id", 0);
-  e->next_prekey_id = (uint32_t)jnum(root, "next_prekey_id", 1);
-  e->signed_prekey_id = (uint32_t)jnum(root, "signed_prekey_id", 0);
+  int64_t reg_id, next_id, spk_id;
+  if (!jint(root, "registration_id", 0, UINT32_MAX, 0, &reg_id) || !jint(root, "next_prekey_id", 0, UINT32_MAX, 1, &next_id) ||
+      !jint(root, "signed_prekey_id", 0, UINT32_MAX, 0, &spk_id))
+    goto bad;
+  e->registration_id = (uint32_t)reg_id;
+  e->next_prekey_id = (uint32_t)next_id;
+  e->signed_prekey_id = (uint32_t)spk_id;
   if (cJSON_GetObjectItemCaseSensitive(root, "identity")) {
     uint8_t *p;
     size_t n;
@@ -304,7 +326,7 @@ static int load(tern_e2e *e, char *err, size_t errcap) {
     if (jstr(o, "u")) it->user = tern_strdup(jstr(o, "u"));
     if (jstr(o, "s")) it->str = tern_strdup(jstr(o, "s"));
     if (jstr(o, "m")) it->mime = tern_strdup(jstr(o, "m"));
-    it->num = (int64_t)jnum(o, "n", 0);
+    if (!jint(o, "n", -JINT_MAX, JINT_MAX, 0, &it->num)) goto bad;
     it->flag = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "f"));
     if (cJSON_GetObjectItemCaseSensitive(o, "d") && decode_b64_field(o, "d", &it->data, &it->len) < 0) goto bad;
   }
@@ -762,10 +784,20 @@ static int process_bundle_impl(tern_e2e *e, const char *user, const cJSON *dev, 
       seterr(err, errcap, "a one-time prekey of %s (device %s) is malformed", user, device_id);
       goto out;
     }
-    otk_id = (uint32_t)jnum(otk, "key_id", 0);
+    int64_t id;
+    if (!jint(otk, "key_id", 0, UINT32_MAX, 0, &id)) {
+      seterr(err, errcap, "a one-time prekey of %s (device %s) has a key_id that is not a 32-bit id", user, device_id);
+      goto out;
+    }
+    otk_id = (uint32_t)id;
+  }
+  int64_t spk_id;
+  if (!jint(spk, "key_id", 0, UINT32_MAX, 0, &spk_id)) {
+    seterr(err, errcap, "the signed prekey of %s (device %s) has a key_id that is not a 32-bit id", user, device_id);
+    goto out;
   }
   int32_t num = addr_num(e, user, device_id, true);
-  if (session_pre_key_bundle_create(&bundle, (uint32_t)reg, num, otk_id, opub, (uint32_t)jnum(spk, "key_id", 0), spub,
+  if (session_pre_key_bundle_create(&bundle, (uint32_t)reg, num, otk_id, opub, (uint32_t)spk_id, spub,
                                     (uint8_t *)sig.data, sig.len, ik) < 0) {
     seterr(err, errcap, "cannot read the key bundle of %s (device %s)", user, device_id);
     goto out;
@@ -1111,8 +1143,10 @@ int tern_e2e_inner_decode(const void *p, size_t n, tern_e2e_inner *out) {
     tern_e2e_media *md = &out->media;
     tern_buf k = {0}, iv = {0};
     const char *ks = jstr(m, "key"), *ivs = jstr(m, "iv"), *id = jstr(m, "media_id");
+    int64_t size, width, height;
     if (!id || !ks || !ivs || tern_e2e_b64_decode(ks, strlen(ks), &k) < 0 || k.len != 32 ||
-        tern_e2e_b64_decode(ivs, strlen(ivs), &iv) < 0 || iv.len != 12) {
+        tern_e2e_b64_decode(ivs, strlen(ivs), &iv) < 0 || iv.len != 12 || !jint(m, "size", -1, JINT_MAX, -1, &size) ||
+        !jint(m, "width", -1, JINT_MAX, -1, &width) || !jint(m, "height", -1, JINT_MAX, -1, &height)) {
       rc = -EBADMSG;
     } else {
       out->has_media = true;
@@ -1121,9 +1155,9 @@ int tern_e2e_inner_decode(const void *p, size_t n, tern_e2e_inner *out) {
       memcpy(md->iv, iv.data, 12);
       snprintf(md->sha256, sizeof md->sha256, "%s", jstr(m, "sha256") ? jstr(m, "sha256") : "");
       snprintf(md->mime, sizeof md->mime, "%s", jstr(m, "mime") ? jstr(m, "mime") : "application/octet-stream");
-      md->size = (int64_t)jnum(m, "size", -1);
-      md->width = (int64_t)jnum(m, "width", -1);
-      md->height = (int64_t)jnum(m, "height", -1);
+      md->size = size;
+      md->width = width;
+      md->height = height;
       md->thumb = dup_str(m, "thumb");
     }
     tern_buf_free(&k);

@@ -497,6 +497,21 @@ TEST(keys_body_shape) {
   char err[256] = "";
   CHECK_EQ_INT(tern_e2e_process_bundle(bob.e, "alice", bb, NULL, err, sizeof err), -EBADMSG);
   cJSON_Delete(bb);
+  /* A key_id that is no 32-bit id (the fuzzer's 1e93 and a negative one; converting them was
+   * undefined behaviour, which the sanitized pass would report) is refused as malformed. */
+  const double bad_ids[] = {1e93, -15807200.0, 4294967296.0, 2.5};
+  for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+    for (int which = 0; which < 2; which++) {
+      bb = bundle_of(&a);
+      cJSON *key = cJSON_GetObjectItem(bb, which ? "signed_prekey" : "one_time_prekey");
+      CHECK(cJSON_IsObject(key));
+      cJSON_SetNumberValue(cJSON_GetObjectItem(key, "key_id"), bad_ids[i]);
+      err[0] = '\0';
+      CHECK_EQ_INT(tern_e2e_process_bundle(bob.e, "alice", bb, NULL, err, sizeof err), -EBADMSG);
+      CHECK(strstr(err, "key_id") != NULL);
+      cJSON_Delete(bb);
+    }
+  }
   dev_free(&a);
   dev_free(&bob);
 }
