@@ -363,10 +363,19 @@ static int load_file(tern_config *cfg, const char *path, char *err, size_t errle
     snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
     return -EINVAL;
   }
-  char line[4096];
+  /* getline, not fgets into a fixed buffer: a long line (a path) was cut in two and its
+   * rest read as a line of its own, and a NUL byte silently ended a line */
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
   int lineno = 0, rc = 0;
-  while (fgets(line, sizeof line, f)) {
+  while ((len = getline(&line, &cap, f)) >= 0) {
     lineno++;
+    if (memchr(line, '\0', (size_t)len)) {
+      snprintf(err, errlen, "%s:%d: a NUL byte in the line", path, lineno);
+      rc = -EINVAL;
+      break;
+    }
     char *hash = strchr(line, '#');
     if (hash) *hash = '\0';
     char *s = trim(line);
@@ -394,6 +403,7 @@ static int load_file(tern_config *cfg, const char *path, char *err, size_t errle
     }
     if ((rc = apply(cfg, st, val, origin, err, errlen)) < 0) break;
   }
+  free(line); /* getline's own allocation */
   fclose(f);
   return rc;
 }

@@ -132,6 +132,45 @@ TEST(config_precedence) {
   unlink(path);
 }
 
+/* Writes text (len bytes) to a new temp file, loads it as --config and returns the rc. */
+static int load_text(const char *text, size_t len, tern_config *c, char *err, size_t errlen) {
+  char path[] = "/tmp/tern-cfg-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK(write(fd, text, len) == (ssize_t)len);
+  close(fd);
+  char *argv[] = {"ternd", "--config", path, NULL};
+  bool help;
+  tern_config_defaults(c);
+  int rc = tern_config_load(c, 3, argv, &help, err, errlen);
+  unlink(path);
+  return rc;
+}
+
+TEST(config_file_lines) {
+  tern_config c;
+  char err[256];
+  /* a value longer than any fixed line buffer stays one value (it was cut at 4,095 bytes and
+   * its rest read as a line of its own) */
+  size_t n = 6000;
+  char *text = malloc(n + 64);
+  int k = snprintf(text, n + 64, "data_dir = /tmp/");
+  memset(text + k, 'd', n);
+  memcpy(text + k + n, "\ninbox.max_envelopes = 9\n", 25);
+  int rc = load_text(text, (size_t)k + n + 25, &c, err, sizeof err);
+  if (rc) fprintf(stderr, "  %s\n", err);
+  CHECK_EQ_INT(rc, 0);
+  CHECK_EQ_INT(strlen(c.data_dir), 5 + n);
+  CHECK_EQ_INT(c.inbox_max_envelopes, 9);
+  tern_config_free(&c);
+  free(text);
+  /* a NUL byte is an error naming the line, not the end of the line */
+  const char nul[] = "inbox.max_envelopes = 9\nlisten = 127.0.0.1:9\0junk\n";
+  CHECK(load_text(nul, sizeof nul - 1, &c, err, sizeof err) < 0);
+  CHECK(strstr(err, ":2: a NUL byte") != NULL);
+  tern_config_free(&c);
+}
+
 static void cidr_lists(void) {
   tern_cidr_list l;
   char err[160];
@@ -170,6 +209,7 @@ int main(void) {
   RUN(utf8);
   RUN(units);
   RUN(config_precedence);
+  RUN(config_file_lines);
   RUN(cidr_lists);
   DONE();
 }
