@@ -274,7 +274,7 @@ static bool jint(const cJSON *o, const char *name, int64_t min, int64_t max, int
   return true;
 }
 
-enum { JINT_MAX = 9007199254740992LL }; /* 2^53: every integer up to it is exact in a double */
+#define JINT_MAX ((int64_t)1 << 53) /* every integer up to 2^53 is exact in a double */
 
 static int load(tern_e2e *e, char *err, size_t errcap) {
   char path[4200];

@@ -2578,7 +2578,7 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
     n_close(be);
     return r;
   }
-  be->replicas = opts->nats_replicas > 0 ? opts->nats_replicas : n >= 3 ? 3 : 1;
+  be->replicas = tern_natsconn_replicas(opts->nats_replicas, n);
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = WAIT_MS;

@@ -52,6 +52,8 @@ int tern_natsconn_open(const char *urls, int timeout_ms, natsConnection **out, i
   return 0;
 }
 
+int tern_natsconn_replicas(int asked, int nservers) { return asked > 0 ? asked : nservers >= 3 ? 3 : 1; }
+
 static bool keep(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }

@@ -22,6 +22,9 @@
 int tern_natsconn_open(const char *urls, int timeout_ms, natsConnection **out, int *nservers, char *err,
                        size_t errlen);
 
+/* The replica count of a stream: asked when > 0, else 3 on a list of 3 or more servers, else 1. */
+int tern_natsconn_replicas(int asked, int nservers);
+
 /* A namespace as a stream-name prefix: bytes outside [A-Za-z0-9_-] become '_'. The caller
  * frees it (tern_free). */
 char *tern_natsconn_stream_prefix(const char *ns);

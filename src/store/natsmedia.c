@@ -90,7 +90,7 @@ int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_nat
     tern_natsmedia_close(nm);
     return r;
   }
-  nm->replicas = replicas > 0 ? replicas : n >= 3 ? 3 : 1;
+  nm->replicas = tern_natsconn_replicas(replicas, n);
   natsStatus s;
   jsOptions jo;
   jsOptions_Init(&jo);
