@@ -150,14 +150,15 @@ static void add_target(tern_op_append *op, group_send *g, size_t *cap, tern_devi
 }
 
 /* The fan-out rate (reach recipient devices) and what every send passes; false after answering. */
-static bool devs_admit(tern_app *a, tern_session *s, const tern_frame *f, tern_user *from, size_t reach) {
-  if (!tern_limits_user_take(a->limits, TERN_UL_FANOUT, from->name, a->cfg->limits_fanout_rate,
+static bool devs_admit(tern_app *a, tern_session *s, tern_frame *f, tern_user *from, size_t reach,
+                       uint64_t received_ns) {
+  if (!f->prepared && !tern_limits_user_take(a->limits, TERN_UL_FANOUT, from->name, a->cfg->limits_fanout_rate,
                              (double)a->cfg->limits_fanout_burst, (double)reach, NULL)) {
     tern_limits_count(a->limits, TERN_LIMIT_FANOUT_RATE);
     tern_session_error(s, f->id, "rate_limited", "your group messages reach too many devices too fast; slow down", NULL);
     return false;
   }
-  return tern_router_admit(a, s, f);
+  return tern_router_admit(a, s, f, received_ns);
 }
 
 /* The send's context. Its members are the other members at acceptance; for an encrypted send
@@ -288,7 +289,7 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
     reach = 0;
     for (size_t i = 0; i < f->ne2e; i++) reach += devs[i]->user != from;
   }
-  if (!devs_admit(a, s, f, from, reach)) {
+  if (!devs_admit(a, s, f, from, reach, received_ns)) {
     tern_free(devs);
     return;
   }

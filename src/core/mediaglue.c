@@ -317,8 +317,17 @@ const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {
 
 /* A call the media worker makes on its store, with nothing to answer. */
 typedef enum { CALL_GRANT, CALL_FETCHED, CALL_UNSENT, CALL_REVOKE, CALL_AVATAR } call_kind;
+/* A revoke's caller, told once the change is durable (tern_mediaglue_revoke_durable). */
+typedef struct revoke_wait {
+  tern_app *from;                     /* the asking worker */
+  bool remote;                        /* from is not the media worker: post back to it */
+  tern_store_call_fn done;
+  void *arg;
+} revoke_wait;
+
 typedef struct hop_call {
   tern_app *home;                     /* the media worker */
+  revoke_wait *wait;                  /* REVOKE: its caller waits, or NULL */
   call_kind kind;
   uint32_t n;                         /* GRANT: recipient devices; AVATAR: on */
   char **users;                       /* REVOKE: the conversation's users (owned) */
@@ -327,6 +336,18 @@ typedef struct hop_call {
   char user[TERN_USERNAME_MAX + 1];   /* GRANT: to; FETCHED: by; UNSENT: the owner */
   char device[TERN_DEVICE_ID_LEN + 1];/* FETCHED */
 } hop_call;
+
+static void on_revoke_synced(tern_store_op *op) {
+  revoke_wait *w = op->arg;
+  /* a SYNC that failed (the store unavailable) leaves the delete to fail the same way */
+  if (w->remote) post(w->from, w->done, w->arg);
+  else w->done(w->arg, true);
+  tern_free(w);
+}
+
+static void revoke_synced_then(tern_app *home, revoke_wait *w) {
+  tern_app_submit(home, &tern_op_inbox_new(TERN_OP_SYNC, on_revoke_synced, w)->op);
+}
 
 static void on_call(void *arg, bool run) {
   hop_call *c = arg;
@@ -342,6 +363,12 @@ static void on_call(void *arg, bool run) {
       case CALL_REVOKE: (void)tern_media_revoke(m, c->id, (const char *const *)c->users, c->nusers); break;
       case CALL_AVATAR: (void)tern_media_set_avatar(m, c->id, c->n != 0); break;
     }
+  }
+  if (c->wait && run) {
+    revoke_synced_then(c->home, c->wait);
+  } else if (c->wait) {
+    post(c->wait->from, c->wait->done, c->wait->arg); /* the media worker closed: go on */
+    tern_free(c->wait);
   }
   for (size_t i = 0; i < c->nusers; i++) tern_free(c->users[i]);
   tern_free(c->users);
@@ -367,12 +394,14 @@ void tern_mediaglue_grant(tern_app *a, const char *id, const char *to_user, uint
   call_home(a, CALL_GRANT, id, to_user, NULL, recipient_devices);
 }
 
-void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users, size_t nusers) {
+static void revoke_on_home(tern_app *a, const char *id, const char *const *users, size_t nusers, revoke_wait *w) {
   if (!is_remote(a)) {
     if (a->media) (void)tern_media_revoke(a->media, id, users, nusers);
+    if (w) revoke_synced_then(a, w);
     return;
   }
   hop_call *c = TERN_NEW(hop_call);
+  c->wait = w;
   c->home = home_of(a);
   c->kind = CALL_REVOKE;
   snprintf(c->id, sizeof c->id, "%s", id);
@@ -380,6 +409,20 @@ void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users
   for (size_t i = 0; i < nusers; i++) c->users[i] = tern_strdup(users[i]);
   c->nusers = nusers;
   post(c->home, on_call, c);
+}
+
+void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users, size_t nusers) {
+  revoke_on_home(a, id, users, nusers, NULL);
+}
+
+void tern_mediaglue_revoke_durable(tern_app *a, const char *id, const char *const *users, size_t nusers,
+                                   tern_store_call_fn done, void *arg) {
+  revoke_wait *w = TERN_NEW(revoke_wait);
+  w->from = a;
+  w->remote = is_remote(a);
+  w->done = done;
+  w->arg = arg;
+  revoke_on_home(a, id, users, nusers, w);
 }
 
 void tern_mediaglue_set_avatar(tern_app *a, const char *id, bool on) {

@@ -48,6 +48,11 @@ void tern_mediaglue_grant(tern_app *a, const char *id, const char *to_user, uint
 void tern_mediaglue_delete_unsent(tern_app *a, const char *owner);
 /* A deleted message's media: the conversation's users' grants end (PROTOCOL.md 15). */
 void tern_mediaglue_revoke(tern_app *a, const char *id, const char *const *users, size_t nusers);
+/* The same, then done(arg, true) on this worker's loop once the record's change is durable (a
+ * SYNC after it on the media worker's store), whether or not it could be written; done(arg,
+ * false), on any thread, when this worker's loop closed first (free arg, touch nothing else). */
+void tern_mediaglue_revoke_durable(tern_app *a, const char *id, const char *const *users, size_t nusers,
+                                   tern_store_call_fn done, void *arg);
 /* id became its owner's avatar (on) or stopped being it. */
 void tern_mediaglue_set_avatar(tern_app *a, const char *id, bool on);
 

@@ -259,13 +259,68 @@ const tern_media_rec *tern_router_media(tern_app *a, tern_session *s, tern_frame
   return mrec;
 }
 
-bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f) {
+/* A delete runs in two steps (PROTOCOL.md 15: the grants of its media end). A probe reads the
+ * message's locator for its media, whose grants for the conversation's other users end, and
+ * only once that change is durable is the delete stored: whoever sees the delete, on any
+ * worker or node, can no longer read the media (revoked after the delete's commit, a reader on
+ * another node could still be let in by the record's old copy there). The frame, and the
+ * session's frames after it, wait meanwhile. */
+typedef struct revoke_ctx {
+  tern_session *s; /* referenced */
+  char **users;    /* the grants that end (owned) */
+  size_t nusers;
+} revoke_ctx;
+
+static void on_revoked(void *arg, bool run) {
+  revoke_ctx *c = arg;
+  if (run) {
+    tern_session_release(c->s); /* the delete runs now */
+    tern_session_unref(c->s);
+  }
+  for (size_t i = 0; i < c->nusers; i++) tern_free(c->users[i]);
+  tern_free(c->users);
+  tern_free(c);
+}
+
+static void on_media_probed(tern_store_op *op) {
+  revoke_ctx *c = op->arg;
+  const char *media = tern_op_as_append(op)->replaced_media;
+  /* anything else (no media, already deleted, the store unavailable) the delete answers */
+  if (op->status == TERN_STORE_OK && media)
+    tern_mediaglue_revoke_durable(c->s->app, media, (const char *const *)c->users, c->nusers, on_revoked, c);
+  else on_revoked(c, true);
+}
+
+static void revoke_first(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
+  revoke_ctx *c = TERN_NEW(revoke_ctx);
+  c->s = s;
+  tern_user *me = s->dev->user;
+  tern_group *grp = f->group_id ? tern_groups_get(a->groups, f->group_id) : NULL;
+  tern_user *to = f->group_id || !f->to ? NULL : tern_dir_user(a->dir, f->to);
+  c->users = tern_calloc((grp ? grp->nmembers : 1) + 1, sizeof *c->users);
+  for (size_t i = 0; grp && i < grp->nmembers; i++)
+    if (grp->members[i].user != me) c->users[c->nusers++] = tern_strdup(grp->members[i].user->name);
+  if (to) c->users[c->nusers++] = tern_strdup(to->name);
+  tern_op_append *op = tern_op_append_new(on_media_probed, c);
+  tern_store_set_str(&op->check_of, f->delete_of);
+  op->of_probe = true;
+  f->prepared = true;
+  tern_session_hold(s, f, received_ns);
+  tern_session_ref(s);
+  tern_app_submit(a, &op->op);
+}
+
+bool tern_router_admit(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns) {
   if (a->cfg->e2e_required && !f->e2e && !f->delete_of) {
     /* PROTOCOL.md 11: only ciphertext is relayed (a delete stays outside, so it passes) */
     tern_session_error(s, f->id, "e2e_required", "this server relays only end-to-end encrypted messages", NULL);
     return false;
   }
-  if (!action_ok(a, s, f)) return false;
+  if (!f->prepared && !action_ok(a, s, f)) return false;
+  if (f->delete_of && !f->prepared) {
+    revoke_first(a, s, f, received_ns);
+    return false;
+  }
   if (!rate_ok(a, s->dev->user)) {
     tern_limits_count(a->limits, TERN_LIMIT_SEND_RATE);
     tern_session_error(s, f->id, "rate_limited", "you are sending too fast; slow down", NULL);
@@ -351,7 +406,7 @@ void tern_router_send(tern_app *a, tern_session *s, tern_frame *f, uint64_t rece
   }
   const tern_media_rec *mrec = NULL;
   if ((f->media_id || f->media_ref) && !(mrec = tern_router_media(a, s, f, received_ns))) return;
-  if (!tern_router_admit(a, s, f)) return;
+  if (!tern_router_admit(a, s, f, received_ns)) return;
   tern_device **devs = NULL;
   if (f->e2e) {
     devs = tern_malloc(f->ne2e * sizeof *devs);

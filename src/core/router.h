@@ -61,8 +61,9 @@ void tern_router_deleted_media(tern_app *a, const tern_op_append *op, const char
 /* Answers send id: the store cannot be written right now (nothing was stored). */
 void tern_router_unavailable(tern_session *s, const char *id);
 /* Checks what every send must pass (the per-user send rate; content this server handles);
- * false after answering. */
-bool tern_router_admit(tern_app *a, tern_session *s, const tern_frame *f);
+ * false after answering. False too when f waits for a step of its own (a delete's media
+ * revoke): the session holds f, which runs again with f->prepared set. */
+bool tern_router_admit(tern_app *a, tern_session *s, tern_frame *f, uint64_t received_ns);
 /* The ciphertext fields of one device's record of an encrypted send (type, body, media_ref). */
 void tern_router_put_e2e(tern_buf *rec, const tern_frame_e2e *e, const char *media_ref);
 /* The media fields of a message record. */

@@ -307,24 +307,42 @@ static void hold(tern_session *s, tern_frame *f, uint64_t received_ns) {
   memset(f, 0, sizeof *f);
 }
 
-static void on_caught_up(tern_store_op *op) {
-  tern_session *s = op->arg;
-  s->catching_up = false;
-  /* Every held frame runs now, in the order it came, and a miss among them is final: the
-   * directory has seen everything committed before the first of them missed. */
-  s->replaying = true;
+static bool holding(const tern_session *s) { return s->catching_up || s->paused; }
+
+/* Runs every held frame, in the order it came, until one of them holds the rest again.
+ * final: a directory miss among them is final (the directory has caught up). */
+static void run_held(tern_session *s, bool final) {
+  s->replaying = final;
   size_t n = s->nheld;
   tern_held_frame *h = s->held;
   s->held = NULL;
   s->nheld = s->held_cap = 0;
   for (size_t i = 0; i < n; i++) {
-    if (s->ep && !s->catching_up) dispatch(s, &h[i].f, h[i].received_ns);
-    else if (s->ep) hold(s, &h[i].f, h[i].received_ns); /* only if a frame started another catch-up */
+    if (s->ep && !holding(s)) dispatch(s, &h[i].f, h[i].received_ns);
+    else if (s->ep) hold(s, &h[i].f, h[i].received_ns); /* a frame among them holds the rest again */
     tern_frame_free(&h[i].f);
   }
   tern_free(h);
   s->replaying = false;
+}
+
+static void on_caught_up(tern_store_op *op) {
+  tern_session *s = op->arg;
+  s->catching_up = false;
+  /* a miss among the held frames is final: the directory has seen everything committed
+   * before the first of them missed */
+  run_held(s, true);
   tern_session_unref(s);
+}
+
+void tern_session_hold(tern_session *s, tern_frame *f, uint64_t received_ns) {
+  hold(s, f, received_ns);
+  s->paused = true;
+}
+
+void tern_session_release(tern_session *s) {
+  s->paused = false;
+  if (!s->catching_up) run_held(s, false);
 }
 
 bool tern_session_catch_up(tern_session *s, tern_frame *f, uint64_t received_ns) {
@@ -340,8 +358,8 @@ bool tern_session_catch_up(tern_session *s, tern_frame *f, uint64_t received_ns)
 }
 
 void tern_session_request(tern_session *s, tern_frame *f, uint64_t received_ns) {
-  if (s->catching_up) {
-    /* frames keep their order behind one that waits for the directory */
+  if (holding(s)) {
+    /* frames keep their order behind one that waits (for the directory, or its own step) */
     if (s->nheld >= HELD_MAX) {
       tern_session_error(s, f->id, "rate_limited", "too many requests while the server looks up a name; send again",
                          NULL);

@@ -58,6 +58,7 @@ struct tern_session {
   tern_held_frame *held;           /* frames held while the directory catches up, in order */
   size_t nheld, held_cap;
   bool catching_up;                /* a CATCH_UP is out for this session */
+  bool paused;                     /* a frame waits for a step of its own (tern_session_hold) */
   bool replaying;                  /* running the held frames: a miss now is final */
 };
 
@@ -94,6 +95,12 @@ void tern_session_close(tern_session *s, tern_close_reason why);
  * after it, in order: returns true, and the caller stops. Returns false when the miss is
  * final (a single writer, or the frame already ran after a catch-up): answer it. */
 bool tern_session_catch_up(tern_session *s, tern_frame *f, uint64_t received_ns);
+/* f must wait for a step the caller runs (a delete's media revoke): it is held (its strings
+ * taken over), the frames that come after it wait behind it, and tern_session_release runs
+ * them all, in order, f first (set a mark in f, before holding it, to know it again). One
+ * such step at a time: call it only from a frame being dispatched. */
+void tern_session_hold(tern_session *s, tern_frame *f, uint64_t received_ns);
+void tern_session_release(tern_session *s);
 /* Detaches the session from its device (logout, expiry): it stops watching the inbox. */
 void tern_session_detach(tern_session *s);
 /* The session's client was last heard from at (ms). */

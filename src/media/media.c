@@ -506,11 +506,13 @@ int tern_media_set_avatar(tern_media *m, const char *id, bool on) {
 int tern_media_revoke(tern_media *m, const char *id, const char *const *users, size_t nusers) {
   tern_media_rec *r = get_mut(m, id);
   if (!r) return TERN_MEDIA_ERR_NOT_FOUND;
+  bool changed = false;
   for (size_t k = 0; k < nusers; k++) {
     for (uint32_t i = 0; i < r->ngrants; i++) {
       if (strcmp(r->grants[i], users[k]) != 0) continue;
       tern_free(r->grants[i]);
       r->grants[i] = r->grants[--r->ngrants];
+      changed = true;
       break;
     }
   }
@@ -520,7 +522,7 @@ int tern_media_revoke(tern_media *m, const char *id, const char *const *users, s
     rec_delete(m, r, true);
     return 1;
   }
-  persist_put(m, r);
+  if (changed) persist_put(m, r); /* else revoked before: a delete revokes first, then once stored */
   return 0;
 }
 

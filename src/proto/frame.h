@@ -125,6 +125,8 @@ typedef struct tern_frame {
                            when reaction_to is */
   char *edit_of;        /* SEND: edit.of, or NULL */
   char *delete_of;      /* SEND: delete.of, or NULL */
+  bool prepared;        /* not parsed: the core ran a step this frame waited for (a delete's
+                           media revoke, core/router.c) and the frame runs now */
   char **mentions;      /* SEND to a group: valid lower-cased usernames, duplicates removed, or
                            NULL when absent or empty */
   size_t nmentions;

@@ -370,14 +370,16 @@ static int delete_in_place(tern_sem *sem, tern_op_append *op, int64_t now) {
   return r < 0 ? failed(sem, &op->op, "locator", r) : 0;
 }
 
-/* check_of: NOT_FOUND when that message's locator says it was deleted. */
+/* check_of: NOT_FOUND when that message's locator says it was deleted; with of_probe, its
+ * media in replaced_media. */
 static int check_deleted(tern_sem *sem, tern_op_append *op) {
   int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_MSGS, op->check_of, strlen(op->check_of), &sem->loc, NULL);
   if (r < 0) return failed(sem, &op->op, "locator", r);
   tern_locator loc;
-  if (r == 1 && tern_locator_decode((const uint8_t *)sem->loc.data, sem->loc.len, &loc) == 0 &&
-      (loc.flags & TERN_LOCATOR_DELETED))
-    op->op.status = TERN_STORE_NOT_FOUND;
+  if (r != 1 || tern_locator_decode((const uint8_t *)sem->loc.data, sem->loc.len, &loc) != 0) return 0;
+  if (loc.flags & TERN_LOCATOR_DELETED) op->op.status = TERN_STORE_NOT_FOUND;
+  else if (op->of_probe && loc.media_len && !op->replaced_media)
+    op->replaced_media = tern_strndup(loc.media, loc.media_len); /* what a delete of it would revoke */
   return 0;
 }
 

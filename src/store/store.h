@@ -244,7 +244,8 @@ typedef struct tern_op_append {
   char *replace_group;
   /* check_of: refuse with NOT_FOUND when that message was deleted (an edit of it; PROTOCOL.md
    * 15 checks "already deleted" before "another user's message"). With of_probe, only that
-   * check: OK with nothing written (the caller then refuses the send for its own reason). */
+   * check: OK with nothing written (the caller then refuses the send for its own reason, or
+   * revokes the media a delete will take away: replaced_media names the message's). */
   char *check_of;
   bool of_probe;
   /* out */
@@ -252,7 +253,8 @@ typedef struct tern_op_append {
   int64_t dup_ts;
   size_t nskipped;      /* targets skipped (TERN_CAP_SKIP) */
   size_t nreplaced;     /* replace_of: envelopes overwritten in place */
-  char *replaced_media; /* replace_of: the deleted message's media id, or NULL */
+  char *replaced_media; /* replace_of: the deleted message's media id, or NULL (of_probe: the
+                           checked message's) */
 } tern_op_append;
 
 typedef struct tern_store_item {
