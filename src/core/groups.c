@@ -163,12 +163,14 @@ static void record_key(const tern_group *g, char *out, size_t cap) { snprintf(ou
 
 /* ---- ids ---- */
 
+/* Never one that starts with '-': command lines would read it as an option (`tern group
+ * info -jX...` did, in CI). */
 static void new_id(tern_app *a, char out[TERN_GROUP_ID_MAX + 1]) {
   do {
     uint8_t raw[16];
     tern_random(raw, sizeof raw);
     sodium_bin2base64(out, TERN_GROUP_ID_MAX + 1, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  } while (tern_groups_get(a->groups, out));
+  } while (out[0] == '-' || tern_groups_get(a->groups, out));
 }
 
 /* ---- events ---- */
