@@ -233,6 +233,12 @@ static void method_not_allowed(tern_http_req *req) {
   tern_http_error(req, 405, "method_not_allowed", "that method is not allowed on this path");
 }
 
+/* The caller's devices, privacy settings, blocks, mutes and groups. */
+static bool reads_own_state(const char *p) {
+  return !strcmp(p, "/v1/me") || !strcmp(p, "/v1/privacy") || !strcmp(p, "/v1/blocks") || !strcmp(p, "/v1/mutes") ||
+         (!strncmp(p, "/v1/groups", 10) && (p[10] == '\0' || p[10] == '/'));
+}
+
 void tern_api_route(tern_app *a, tern_http_req *req) {
   const char *p = req->path;
   if (req->sink) { /* a streamed upload: its body went to the media sink, which answers */
@@ -243,6 +249,11 @@ void tern_api_route(tern_app *a, tern_http_req *req) {
     tern_http_error(req, 503, "unavailable", "the server is shutting down");
     return;
   }
+  /* A read of the caller's own account state on a shared store first catches up with the
+   * feed, so that a change made through another node (or worker) a moment before shows: read
+   * your writes, as on one node (PROTOCOL.md 12). `tern privacy last-seen nobody` set it on one
+   * node and read the old value back from the other (CI). */
+  if (is(req, "GET") && req->reruns == 0 && reads_own_state(p) && tern_api_catch_up(a, req)) return;
   if (!strcmp(p, "/healthz")) {
     if (!is(req, "GET") && !is(req, "HEAD")) return method_not_allowed(req);
     /* PROTOCOL.md 12: ok and degraded are 200 (the node serves), unavailable is 503. The
