@@ -300,6 +300,47 @@ TEST(fanout_and_delivered_once) {
 /* A send and an add in one millisecond: the message time is before the join (the new member
  * did not get it and may not mark it read), and the next message's is not. Many rounds, so
  * most fall within one ms. */
+/* A delete waits for a store probe first (its media's grants end before it is stored,
+ * core/router.c): the frames sent right behind it wait behind it and run after it, in order. */
+TEST(delete_keeps_frame_order) {
+  account e1 = new_device("erin"), f1 = new_device("frank");
+  fake *fe = connect_ep(), *ff = connect_ep();
+  auth(fe, e1.token);
+  auth(ff, f1.token);
+  send_to(fe, "frank", "m1", "first");
+  CHECK_LOG(ff, "msg 1 erin>frank first");
+  tern_frame del = {.type = TERN_FRAME_SEND, .id = tern_strdup("d1"), .to = tern_strdup("frank"),
+                    .to_raw = tern_strdup("frank"), .delete_of = tern_strdup(ff->msg_id)};
+  tern_session_request(fe->s, &del, tern_mono_ns());
+  tern_frame_free(&del);
+  CHECK(find(fe, "sent d1", 0) < 0); /* held while its probe runs */
+  tern_frame m2 = {.type = TERN_FRAME_SEND, .id = tern_strdup("m2"), .to = tern_strdup("frank"),
+                   .to_raw = tern_strdup("frank"), .body = tern_strdup("second"), .body_len = 6};
+  tern_session_request(fe->s, &m2, tern_mono_ns());
+  tern_frame_free(&m2);
+  settle();
+  int d = find(fe, "sent d1", 0), s2 = find(fe, "sent m2", 0);
+  CHECK(d >= 0);
+  CHECK(s2 > d);
+  int fd = find(ff, "msg 2 erin>frank ", 0), f2 = find(ff, "msg 3 erin>frank second", 0);
+  CHECK(fd >= 0); /* the delete, as a new envelope for the live device */
+  CHECK(f2 > fd);
+  /* a second delete of it: not_found, and the session goes on */
+  send_to(fe, "frank", "m3", "third");
+  char m3[64];
+  snprintf(m3, sizeof m3, "%s", ff->msg_id);
+  tern_frame again = {.type = TERN_FRAME_SEND, .id = tern_strdup("d2"), .to = tern_strdup("frank"),
+                      .to_raw = tern_strdup("frank"), .delete_of = tern_strdup(m3)};
+  request(fe, &again);
+  CHECK_LOG(fe, "sent d2");
+  tern_frame twice = {.type = TERN_FRAME_SEND, .id = tern_strdup("d3"), .to = tern_strdup("frank"),
+                      .to_raw = tern_strdup("frank"), .delete_of = tern_strdup(m3)};
+  request(fe, &twice);
+  CHECK_LOG(fe, "error d3 not_found");
+  disconnect(fe);
+  disconnect(ff);
+}
+
 TEST(group_join_and_message_times_never_tie) {
   new_device("nora");
   tern_user *nora = tern_dir_user(app->dir, "nora");
@@ -351,6 +392,7 @@ int main(void) {
   RUN(drain_is_paced);
   RUN(fanout_and_delivered_once);
   RUN(group_join_and_message_times_never_tie);
+  RUN(delete_keeps_frame_order);
   tern_app_close(app);
   uv_run(&loop, UV_RUN_NOWAIT);
   tern_store_close(store);
