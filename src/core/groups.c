@@ -113,7 +113,7 @@ static void put_s16(tern_buf *b, const char *s) {
   tern_buf_append(b, s, n);
 }
 
-static void encode(const tern_group *g, tern_buf *b) {
+void tern_group_encode(const tern_group *g, tern_buf *b) {
   tern_buf_reset(b);
   tern_buf_putc(b, REC_VERSION);
   tern_buf_put_be(b, g->rev, 8);
@@ -153,6 +153,29 @@ static char *get_s16(rd *r, size_t max) {
   char *s = tern_strndup((const char *)r->p, n);
   r->p += n;
   return s;
+}
+
+/* A string the API would have taken: valid UTF-8 without NUL (a record from another node, or
+ * one corrupted on disk, must not hand clients bytes a JSON answer cannot carry). */
+static char *get_text16(rd *r, size_t max) {
+  const uint8_t *start = r->p;
+  char *s = get_s16(r, max);
+  if (s && (strlen(s) != (size_t)(r->p - start) - 2 || !tern_utf8_valid(s, strlen(s)))) {
+    tern_free(s);
+    r->bad = true;
+    return NULL;
+  }
+  return s;
+}
+
+static bool id_valid(const char *id, size_t n) {
+  if (n == 0 || n > TERN_GROUP_ID_MAX) return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = id[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
 }
 
 bool tern_groups_is_kv(const char *key, size_t klen) {
@@ -220,7 +243,7 @@ static tern_op_append *change_op(tern_app *a, tern_group *grp, bool deleted) {
   memcpy(op->record_hash, grp->stored_hash, 32);
   grp->rev++;
   if (deleted) op->record_delete = true;
-  else encode(grp, &op->record);
+  else tern_group_encode(grp, &op->record);
   return op;
 }
 
@@ -338,7 +361,7 @@ tern_store_op *tern_group_remove(tern_app *a, tern_group *grp, tern_user *by, te
     next->admin = true;
     tern_user *p[1] = {next->user};
     tern_group_change pc = {.event = "promoted", .by = who, .users = p, .nusers = 1};
-    encode(grp, &op->record);
+    tern_group_encode(grp, &op->record);
     tern_group_event_targets(a, op, grp, &pc);
   }
   seal(grp, op);
@@ -370,14 +393,14 @@ static tern_group *decode(tern_app *a, const char *key, size_t klen, const uint8
   size_t idl = klen - (sizeof KV_PREFIX - 1);
   rd r = {.p = v, .end = v + len};
   uint64_t ver = get_be(&r, 1);
-  if (idl == 0 || idl > TERN_GROUP_ID_MAX || (ver != REC_VERSION && ver != REC_V1)) return NULL;
+  if (klen < sizeof KV_PREFIX - 1 || !id_valid(id, idl) || (ver != REC_VERSION && ver != REC_V1)) return NULL;
   tern_group *g = TERN_NEW(tern_group);
   memcpy(g->id, id, idl);
   g->rev = ver == REC_V1 ? 0 : get_be(&r, 8);
   g->created_at = (int64_t)get_be(&r, 8);
-  char *by = get_s16(&r, TERN_USERNAME_MAX);
-  g->name = get_s16(&r, TERN_GROUP_NAME_MAX);
-  g->description = get_s16(&r, TERN_GROUP_DESC_MAX);
+  char *by = get_text16(&r, TERN_USERNAME_MAX);
+  g->name = get_text16(&r, TERN_GROUP_NAME_MAX);
+  g->description = get_text16(&r, TERN_GROUP_DESC_MAX);
   if (by) snprintf(g->created_by, sizeof g->created_by, "%s", by);
   tern_free(by);
   uint64_t n = get_be(&r, 4);
@@ -392,7 +415,7 @@ static tern_group *decode(tern_app *a, const char *key, size_t klen, const uint8
     else if (!u && name && !r.bad) (*missing)++;
     tern_free(name);
   }
-  if (r.bad || !g->name || !g->description) {
+  if (r.bad || r.p != r.end || !g->name || !*g->name || !g->description) {
     group_unlink(g);
     group_free(g);
     return NULL;

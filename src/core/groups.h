@@ -71,6 +71,11 @@ size_t tern_groups_count(const tern_groups *g);
  * whose accounts are gone are left out). 0, or -EINVAL for a record that does not read. */
 bool tern_groups_is_kv(const char *key, size_t klen);
 int tern_groups_load_record(tern_app *a, const uint8_t *v, size_t len, const char *key, size_t klen);
+/* The group's stored record (what load_record reads back; its key is "group/<id>"). A record
+ * is refused whole when anything in it is off: an id outside [A-Za-z0-9_-]{1,64}, a name,
+ * description or creator that is not UTF-8 without NUL or too long, an empty name, or bytes
+ * after the last member. */
+void tern_group_encode(const tern_group *g, tern_buf *b);
 
 /* A group record another writer stored (v NULL: deleted): replaces the group here when it is
  * newer than what this loop knows stored. */
