@@ -28,7 +28,6 @@
 
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 1024
-#define LABEL_MAX 64
 
 /* A request waiting for the threadpool or the store. */
 typedef struct pending {
@@ -162,7 +161,7 @@ static bool read_credentials(tern_http_req *req, cJSON *j, bool login, char user
     return false;
   }
   *label = cJSON_IsString(dv) ? dv->valuestring : "";
-  if (strlen(*label) > LABEL_MAX) {
+  if (strlen(*label) > TERN_DEVICE_LABEL_MAX) {
     tern_http_error(req, 400, "bad_request", "the device label is longer than 64 characters");
     return false;
   }

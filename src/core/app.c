@@ -280,6 +280,10 @@ void tern_app_join(tern_app *a, tern_app_group *g) {
 
 static void load_user(const tern_user_rec *r, void *arg) {
   tern_app *a = arg;
+  if (!tern_dir_user_rec_ok(r)) {
+    TERN_WARN("user record refused", "user=%s", tern_log_quote(r->user));
+    return;
+  }
   if (r->deleted) { /* a deleted account's tombstone: only its name is held */
     tern_accounts_hold(a, r->user, r->deleted);
     return;
@@ -292,6 +296,10 @@ static void load_user(const tern_user_rec *r, void *arg) {
 
 static void load_device(const tern_device_rec *r, void *arg) {
   tern_app *a = arg;
+  if (!tern_dir_device_rec_ok(r)) {
+    TERN_WARN("device record refused", "device=%s", tern_log_quote(r->device_id));
+    return;
+  }
   tern_user *u = tern_dir_user(a->dir, r->user);
   if (!u) {
     TERN_WARN("device without user ignored", "device=%s user=%s", r->device_id, r->user);

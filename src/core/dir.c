@@ -252,3 +252,23 @@ tern_device *tern_dir_load_device(tern_dir *d, tern_user *u, const char *id, con
 }
 
 void tern_dir_remove_device(tern_dir *d, tern_device *dev) { d->ops->remove_device(d->self, dev); }
+
+static bool username_ok(const char *name) {
+  char norm[TERN_USERNAME_MAX + 1];
+  return name && tern_username_normalize(name, strlen(name), norm) && !strcmp(norm, name);
+}
+
+bool tern_dir_user_rec_ok(const tern_user_rec *r) {
+  if (!username_ok(r->user)) return false;
+  for (const char *c = r->pwhash ? r->pwhash : ""; *c; c++)
+    if (*c < 0x21 || *c > 0x7e) return false;
+  return true;
+}
+
+bool tern_dir_device_rec_ok(const tern_device_rec *r) {
+  if (!r->device_id || strlen(r->device_id) != TERN_DEVICE_ID_LEN || !username_ok(r->user) || !r->label) return false;
+  for (const char *c = r->device_id; *c; c++)
+    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return false;
+  size_t ll = strlen(r->label);
+  return ll <= TERN_DEVICE_LABEL_MAX && tern_utf8_valid(r->label, ll);
+}

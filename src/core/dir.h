@@ -24,8 +24,10 @@
 
 #include "base/util.h"
 #include "proto/frame.h"
+#include "store/store.h"
 
 #define TERN_DEVICE_ID_LEN 24 /* hex chars of 96 random bits */
+#define TERN_DEVICE_LABEL_MAX 64 /* bytes of UTF-8 */
 
 typedef struct tern_user tern_user;
 typedef struct tern_device tern_device;
@@ -129,5 +131,12 @@ void tern_dir_remove_device(tern_dir *d, tern_device *dev);
 void tern_dir_device_ref(tern_device *dev);
 void tern_dir_device_unref(tern_device *dev);
 void tern_token_hash(const char *token, size_t len, uint8_t out[32]);
+/* A user or device record from the store (the load, or another writer through the feed) that
+ * this server could have written: a valid lower-cased username, a password hash of printable
+ * ASCII (empty for a held name), a device id of TERN_DEVICE_ID_LEN lower-case hex digits and
+ * a label of at most TERN_DEVICE_LABEL_MAX bytes of UTF-8. Anything else came from a corrupted
+ * disk or a foreign writer, and is left out (false). */
+bool tern_dir_user_rec_ok(const tern_user_rec *r);
+bool tern_dir_device_rec_ok(const tern_device_rec *r);
 
 #endif

@@ -121,6 +121,10 @@ static void on_device(const tern_device_rec *r, void *arg);
 static void on_user(const tern_user_rec *r, void *arg) {
   tern_sync *s = arg;
   tern_app *a = s->a;
+  if (!tern_dir_user_rec_ok(r)) {
+    TERN_WARN("user record from another writer refused", "user=%s", tern_log_quote(r->user));
+    return;
+  }
   tern_user *u = tern_dir_user(a->dir, r->user);
   if (r->deleted) { /* deleted elsewhere: everything of it leaves this directory too */
     TERN_INFO("account deleted elsewhere", "user=%s", r->user);
@@ -166,6 +170,10 @@ static void on_user(const tern_user_rec *r, void *arg) {
 static void on_device(const tern_device_rec *r, void *arg) {
   tern_sync *s = arg;
   tern_app *a = s->a;
+  if (!tern_dir_device_rec_ok(r)) {
+    TERN_WARN("device record from another writer refused", "device=%s", tern_log_quote(r->device_id));
+    return;
+  }
   if (tern_map_gets(&s->gone, r->device_id)) return; /* a late record of a deleted device */
   tern_device *d = tern_dir_device(a->dir, r->device_id);
   if (d) {

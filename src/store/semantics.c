@@ -993,9 +993,14 @@ typedef struct load_ctx {
   const tern_store_load_cbs *cbs;
 } load_ctx;
 
+/* A string field of a directory record holds no NUL byte: cut at one, it would read as
+ * another string (its C copy is all the consumers see). */
+static bool nul_free(const void *p, size_t n) { return !memchr(p, 0, n); }
+
 static bool load_user(const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t ts, void *arg) {
   load_ctx *c = arg;
-  if (vl < 19 || v[0] != REC_VERSION || 19 + tern_get_be16(v + 17) > vl) {
+  if (vl < 19 || v[0] != REC_VERSION || 19 + tern_get_be16(v + 17) > vl || !nul_free(k, kl) ||
+      !nul_free(v + 19, tern_get_be16(v + 17))) {
     TERN_WARN("store: bad user record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
     return true;
   }
@@ -1022,6 +1027,7 @@ static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, i
     ll = tern_get_be16(v + 51 + ul);
     ok = 53 + ul + ll <= vl;
   }
+  ok = ok && nul_free(k, kl) && nul_free(v + 51, ul) && nul_free(v + 53 + ul, ll);
   if (!ok) {
     TERN_WARN("store: bad device record", "key=%.*s", (int)TERN_MIN(kl, 64), k);
     return true;
@@ -1029,7 +1035,8 @@ static bool load_device(const char *k, size_t kl, const uint8_t *v, size_t vl, i
   char *id = tern_strndup(k, kl), *user = tern_strndup((const char *)v + 51, ul);
   char *label = tern_strndup((const char *)v + 53 + ul, ll), *push = NULL;
   size_t at = 53 + ul + ll;
-  if (at + 2 <= vl && tern_get_be16(v + at) > 0 && at + 2 + tern_get_be16(v + at) <= vl)
+  if (at + 2 <= vl && tern_get_be16(v + at) > 0 && at + 2 + tern_get_be16(v + at) <= vl &&
+      nul_free(v + at + 2, tern_get_be16(v + at)))
     push = tern_strndup((const char *)v + at + 2, tern_get_be16(v + at));
   tern_device_rec rec = {.device_id = id, .user = user, .label = label, .push = push,
                          .created = (int64_t)tern_get_be64(v + 1), .last_seen = (int64_t)tern_get_be64(v + 9)};
