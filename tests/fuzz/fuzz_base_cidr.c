@@ -8,14 +8,7 @@
 
 #include "base/alloc.h"
 #include "base/cidr.h"
-
-#define REQUIRE(cond)                                                            \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "fuzz_base_cidr: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                   \
-    }                                                                            \
-  } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *s = tern_strndup((const char *)data, size); /* settings are C strings */

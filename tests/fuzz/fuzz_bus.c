@@ -9,14 +9,7 @@
 
 #include "base/buf.h"
 #include "core/cluster.h"
-
-#define REQUIRE(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_bus: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#include "fuzz.h"
 
 static void check_str(const char *s, const uint8_t *data, size_t size) {
   if (!s) return;

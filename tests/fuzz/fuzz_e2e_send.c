@@ -15,14 +15,7 @@
 #include "proto/event.h"
 #include "proto/frame.h"
 #include "store/envelope.h"
-
-#define REQUIRE(cond)                                                            \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "fuzz_e2e_send: %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
-      abort();                                                                   \
-    }                                                                            \
-  } while (0)
+#include "fuzz.h"
 
 static bool str_is(const cJSON *v, const char *s, size_t n) {
   return cJSON_IsString(v) && strlen(v->valuestring) == n && memcmp(v->valuestring, s, n) == 0;

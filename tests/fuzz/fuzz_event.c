@@ -15,15 +15,7 @@
 #include "base/util.h"
 #include "proto/event.h"
 #include "proto/wire.h"
-
-/* abort() so libFuzzer records a crash with the input that caused it. */
-#define REQUIRE(cond)                                                          \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "fuzz_event: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
+#include "fuzz.h"
 
 static void check_str(tern_str s) {
   if (!s.p) return;

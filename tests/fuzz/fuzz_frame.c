@@ -14,18 +14,10 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "proto/frame.h"
+#include "fuzz.h"
 
 /* The v1 envelope writers are deprecated; the server still uses them, so they are still fuzzed. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-
-/* abort() so libFuzzer records a crash with the input that caused it. */
-#define REQUIRE(cond)                                                          \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "fuzz_frame: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 static bool printable(const char *s, size_t min, size_t max) {
   size_t n = strlen(s);

@@ -17,14 +17,7 @@
 #include "base/util.h"
 #include "core/dir.h"
 #include "core/groups.h"
-
-#define REQUIRE(cond)                                                              \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      fprintf(stderr, "fuzz_group_record: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                     \
-    }                                                                              \
-  } while (0)
+#include "fuzz.h"
 
 static const char *const names[] = {"alice", "bob", "carol", "dave.x"};
 enum { NUSERS = sizeof names / sizeof names[0] };

@@ -12,14 +12,7 @@
 #include "base/buf.h"
 #include "core/keyapi.h"
 #include "store/store.h"
-
-#define REQUIRE(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_keys: %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#include "fuzz.h"
 
 static void put_b64(tern_buf *b, const uint8_t *p, size_t n) {
   char tmp[sodium_base64_ENCODED_LEN(TERN_KEY_SIG_LEN, sodium_base64_VARIANT_ORIGINAL)];

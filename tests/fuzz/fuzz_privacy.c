@@ -12,14 +12,7 @@
 #include "base/buf.h"
 #include "core/msgid.h"
 #include "core/privacy.h"
-
-#define REQUIRE(cond)                                                          \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "fuzz_privacy: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tern_privacy *p = tern_privacy_decode(data, size);

@@ -55,14 +55,7 @@
 #include "base/buf.h"
 #include "net/stream.h"
 #include "net/tls.h"
-
-#define REQUIRE(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_tls: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#include "fuzz.h"
 
 /* ---- start-up: the loop, the stream context and the server context ----------------------- */
 

@@ -24,14 +24,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "net/ws.h"
-
-#define REQUIRE(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_ws: %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#include "fuzz.h"
 
 static const uint8_t KEY[4] = {0xa5, 0x3c, 0x0f, 0x71};
 
