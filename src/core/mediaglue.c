@@ -312,7 +312,11 @@ void tern_mediaglue_free(tern_app *a) {
 const tern_media_rec *tern_mediaglue_get(tern_app *a, const char *id) {
   if (!id) return NULL;
   if (!is_remote(a)) return a->media ? tern_media_get(a->media, id) : NULL;
-  return tern_map_get(&a->media_replica, id, strlen(id));
+  const tern_media_rec *r = tern_map_get(&a->media_replica, id, strlen(id));
+  const tern_config *c = a->cfg; /* past its deadline it is gone here too (tern_media_get) */
+  if (r && tern_media_rec_deadline(r, c->media_ttl_ms, c->media_unsent_ttl_ms, c->media_avatar_grace_ms) <= tern_now_ms())
+    return NULL;
+  return r;
 }
 
 /* A call the media worker makes on its store, with nothing to answer. */

@@ -194,11 +194,16 @@ void tern_media_close(tern_media *m) {
 
 /* ---- expiry heap (min-heap on each record's deadline) --------------------------------------- */
 
-static int64_t deadline(const tern_media *m, const tern_media_rec *r) {
-  if (r->avatar) return r->avatar_off ? r->avatar_off + m->opt.avatar_grace_ms : INT64_MAX;
-  int64_t ttl = m->opt.ttl_ms;
-  if (r->sent_at == 0 && m->opt.unsent_ttl_ms < ttl) ttl = m->opt.unsent_ttl_ms;
+int64_t tern_media_rec_deadline(const tern_media_rec *r, int64_t ttl_ms, int64_t unsent_ttl_ms,
+                                int64_t avatar_grace_ms) {
+  if (r->avatar) return r->avatar_off ? r->avatar_off + avatar_grace_ms : INT64_MAX;
+  int64_t ttl = ttl_ms;
+  if (r->sent_at == 0 && unsent_ttl_ms < ttl) ttl = unsent_ttl_ms;
   return r->created + ttl;
+}
+
+static int64_t deadline(const tern_media *m, const tern_media_rec *r) {
+  return tern_media_rec_deadline(r, m->opt.ttl_ms, m->opt.unsent_ttl_ms, m->opt.avatar_grace_ms);
 }
 
 static void heap_set(tern_media *m, size_t i, tern_media_rec *r) {
@@ -420,12 +425,18 @@ int tern_media_load_record(tern_media *m, const uint8_t *bytes, size_t len) {
   return 0;
 }
 
-const tern_media_rec *tern_media_get(tern_media *m, const char *id) {
+/* Expired or not (the sweep, grants and revocations, the feed's merge). */
+static tern_media_rec *get_mut(tern_media *m, const char *id) {
   if (!id || !tern_media_id_valid(id, strlen(id))) return NULL;
   return tern_map_get(&m->recs, id, TERN_MEDIA_ID_LEN);
 }
 
-static tern_media_rec *get_mut(tern_media *m, const char *id) { return (tern_media_rec *)tern_media_get(m, id); }
+const tern_media_rec *tern_media_get(tern_media *m, const char *id) {
+  const tern_media_rec *r = get_mut(m, id);
+  /* the sweep runs every media.sweep_interval, and in a cluster each node sweeps its own
+   * copy: a reader must not see the record live on one node and gone on another */
+  return r && deadline(m, r) > media_now(m) ? r : NULL;
+}
 
 static bool in_list(char **v, uint32_t n, const char *s) {
   for (uint32_t i = 0; i < n; i++)

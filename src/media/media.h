@@ -312,8 +312,13 @@ void tern_media_upload_abort(tern_media_upload *up);
 const char *tern_media_upload_state(const tern_media_upload *up);
 
 /* ---- lookups, access and lifetime ----------------------------------------------------------- */
-/* The record for id, or NULL (unknown or malformed id). */
+/* The record for id, or NULL (unknown or malformed id, or past its deadline: expired media is
+ * gone for readers at once, on every worker and node, whether or not a sweep removed it yet). */
 const tern_media_rec *tern_media_get(tern_media *m, const char *id);
+/* When r expires (ms): media.ttl after its upload, media.unsent_ttl while it was never sent,
+ * an avatar's grace after it stopped being one (INT64_MAX while it is one). */
+int64_t tern_media_rec_deadline(const tern_media_rec *r, int64_t ttl_ms, int64_t unsent_ttl_ms,
+                                int64_t avatar_grace_ms);
 /* The uploader or a granted user may read. */
 bool tern_media_can_read(const tern_media_rec *r, const char *user);
 /* A message carrying the media was sent to to_user, whose devices number recipient_devices (for
