@@ -635,58 +635,54 @@ static uint64_t ss_find(const ginbox *ib, uint64_t seq) {
 
 /* Loads an inbox's state from the servers into the group. */
 static int inbox_load(nbe *be, ginbox *ib) {
-  const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
-  /* The first entry first: the next one on the subject from stream seq 1. None means the
-   * subject is empty, and only the marker is left to read: two round trips for an empty inbox
-   * (most of those a connection's first drain loads), not three. */
   natsMsg *m = NULL;
-  uint64_t fss = 0;
-  int r = lnext(be, be->s_in, 1, sin, &m, &fss);
+  const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
+  int r = lget(be, be->s_in, sin, &m);
+  uint64_t walked_sseq = 0; /* the last entry's stream seq, when found by walking */
   if (r < 0) return r;
+  if (r == 0) {
+    /* nats-server 2.9.10 answers "no message" to a last-by-subject get once the subject's last
+     * message was deleted (as claims_undo does), though earlier ones remain: read "empty" as a
+     * hint only, and walk to the true last entry when one exists. Rare: only after an undo. */
+    uint64_t ss = 0, from = 1;
+    natsMsg *n = NULL;
+    while ((r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
+      if (m) natsMsg_Destroy(m);
+      m = n;
+      n = NULL;
+      walked_sseq = ss;
+      from = ss + 1;
+    }
+    if (r < 0) {
+      if (m) natsMsg_Destroy(m);
+      return r;
+    }
+    r = m ? 1 : 0;
+    ib->last_lost = r == 1;
+  }
   ib->loaded = true;
   if (r == 1) {
-    ib->first = hdr_u64(m, "Tern-Seq", NULL);
-    ib->first_sseq = fss;
-    ss_note(ib, ib->first, ib->first_sseq);
-    natsMsg_Destroy(m);
-    m = NULL;
-    r = lget(be, be->s_in, sin, &m);
-    if (r < 0) return r;
-    uint64_t last_sseq = r == 1 ? natsMsg_GetSequence(m) : 0;
-    if (r == 0) {
-      /* nats-server 2.9.10 answers "no message" to a last-by-subject get once the subject's
-       * last message was deleted, though earlier ones remain: walk from the first entry to the
-       * true last one. Rare: only after an undo. */
-      uint64_t ss = 0, from = fss;
-      natsMsg *n = NULL;
-      while ((r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
-        if (m) natsMsg_Destroy(m);
-        m = n;
-        n = NULL;
-        last_sseq = ss;
-        from = ss + 1;
-      }
-      if (r < 0) {
-        if (m) natsMsg_Destroy(m);
-        return r;
-      }
-      if (!m) { /* purged meanwhile, between the two reads */
-        ib->first = 0;
-        ib->first_sseq = 0;
-        goto empty;
-      }
-      ib->last_lost = true;
-    }
     uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
     ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
-    ib->last_sseq = last_sseq;
+    ib->last_sseq = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
     ss_note(ib, last, ib->last_sseq);
     natsMsg_Destroy(m);
     ib->exists = true;
     ib->next = ib->base_next = last + 1;
+    /* The first entry: the next one on the subject from stream seq 1. */
+    uint64_t fss = 0;
+    r = lnext(be, be->s_in, 1, sin, &m, &fss);
+    if (r < 0) return r;
+    if (r == 1) {
+      ib->first = hdr_u64(m, "Tern-Seq", NULL);
+      ib->first_sseq = fss;
+      ss_note(ib, ib->first, ib->first_sseq);
+      natsMsg_Destroy(m);
+    } else {
+      ib->first = ib->next; /* purged meanwhile */
+    }
     return 0;
   }
-empty:;
   /* Empty subject: the marker says where the seqs stand. */
   const char *smk = subj_mk(be, &be->sbuf, ib->name, ib->nlen);
   r = lget(be, be->s_mk, smk, &m);
