@@ -20,7 +20,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -110,19 +109,7 @@ tern_port_follow *tern_store_port_follows(tern_store_port *p) { return &p->follo
 
 /* ---- the commit thread --------------------------------------------------------------------- */
 
-enum { COMMIT_RETRIES = 12 }; /* a backend's -EAGAIN (another writer won a race) re-runs the group */
-
-/* Before a group that lost a race runs again: a random pause of up to 0.5 ms << attempt (at
- * most 32 ms), so that two writers of one inbox stop meeting at the same moment. Without it
- * a node's single appends lost 8 times in a row to another node's stream of them (CI,
- * test_store's nats_two_writers_append). The commit thread may wait; no loop does. */
-static void backoff(int attempt) {
-  uint32_t r;
-  tern_random(&r, sizeof r);
-  uint32_t cap_us = 500u << (attempt < 6 ? attempt : 6);
-  struct timespec t = {0, (long)(r % cap_us) * 1000L};
-  nanosleep(&t, NULL);
-}
+enum { COMMIT_RETRIES = 8 }; /* a backend's -EAGAIN (another writer won a race) re-runs the group */
 
 static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
   tern_store *s = cm->s;
@@ -154,7 +141,6 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
        * write at once (-EMSGSIZE): halves too. */
       be->vt->rollback(be->self);
       for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
-      if (r == -EAGAIN) backoff(attempt);
       run_group(cm, ops, n / 2);
       run_group(cm, ops + n / 2, n - n / 2);
       return;
@@ -164,7 +150,6 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
        * inboxes first: nothing of the group was kept; apply it again on the new state. */
       be->vt->rollback(be->self);
       for (size_t i = 0; i < n; i++) tern_sem_fail(ops[i], "retry");
-      backoff(attempt);
       continue;
     }
     if (r < 0) {
