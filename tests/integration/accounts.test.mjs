@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startServer, sleep, waitFor, within } from './lib/server.mjs';
 import {
-  request, register, login, logout, me, uniqueName, newUser, newDevice, metric, PASSWORD,
+  request, register, login, logout, me, uniqueName, newUser, newDevice, goneEverywhere, metric, PASSWORD,
 } from './lib/api.mjs';
 import { connect, online, closeAll } from './lib/client.mjs';
 
@@ -268,6 +268,7 @@ describe('accounts', () => {
     const alice = await newUser(srv, 'nodsend');
     const bob = await newUser(srv, 'nodrecv');
     assert.equal((await logout(srv, bob.token)).status, 204);
+    await goneEverywhere(srv, bob.token); // in a cluster: before alice's node sends to bob
     const ca = await online(srv, alice);
     for (let i = 0; i < 2; i++) {
       ca.send({ type: 'send', id: `w${i}`, to: bob.user, body: `waiting ${i}` });

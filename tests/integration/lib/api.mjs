@@ -85,6 +85,23 @@ async function knownEverywhere(srv, token) {
   }
 }
 
+/**
+ * In a cluster, the reverse: every node has learned that token's device is gone (a GET /v1/me
+ * catches up first, so one 401 per node is enough). A send through a node that has not yet
+ * learned a logout still goes to the old device's inbox (docs/cluster-layout.md, known gaps).
+ */
+export async function goneEverywhere(srv, token) {
+  for (const node of (srv.cluster && srv.nodes) || []) {
+    let m;
+    for (const end = Date.now() + 30000; ;) {
+      m = await me(node, token).catch((e) => (/ECONNREFUSED/.test(e.message) ? null : Promise.reject(e)));
+      if (!m || m.status === 401 || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    if (m && m.status !== 401) throw new Error(`GET /v1/me on a node after the logout → ${m.status} ${m.text}`);
+  }
+}
+
 /** Logs in one more device of an existing user; returns { user, device_id, token }. */
 export async function newDevice(srv, user, device = 'dev') {
   const r = await login(srv, user.user ?? user, PASSWORD, device);

@@ -2590,10 +2590,17 @@ TEST(nats_two_writers_append) {
         seen[q] = true;
       }
     }
+  if (ok != 2 * N) /* which writer lost, and why (CI saw one node lose all its appends) */
+    for (int i = 0; i < N; i++)
+      for (int w = 0; w < 2; w++) {
+        res *r = w ? &R2[i] : &R[i];
+        if (r->status != TERN_STORE_OK) fprintf(stderr, "  %s append %d: status %d: %s\n", w ? "b" : "a", i, r->status, r->err);
+      }
   CHECK_EQ_INT(ok, 2 * N);
   CHECK_EQ_INT(dup, 0);
   submit_drain(a, &R[N], "shared", 0, 0);
   wait_all();
+  if (R[N].nitems != 2 * N) fprintf(stderr, "  drain: status %d: %s\n", R[N].status, R[N].err);
   CHECK_EQ_INT(R[N].nitems, 2 * N);
   /* In seq order. A group that lost a race and was undone may leave a gap where its claims
    * were (docs/cluster-layout.md §10): seqs are unique and increasing, not always dense. */
