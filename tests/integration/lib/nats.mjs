@@ -7,7 +7,7 @@
 //   await nats.restart(1);
 //   await nats.close();
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,8 +56,27 @@ function launch(c, i) {
   proc.on('error', (err) => { s.error = err; });
 }
 
-/** Starts `servers` (1 or 3) nats-servers with JetStream; resolves once each answers. */
-export async function startNats({ servers = 3, timeoutMs = 30000 } = {}) {
+/**
+ * Starts `servers` (1 or 3) nats-servers with JetStream; resolves once each answers. A cluster
+ * not ready in timeoutMs is stopped and started once more on fresh ports (CI once saw a
+ * 3-server cluster's JetStream never come up: a port taken between its pick and its bind,
+ * or a meta leader election that stalled), with what its logs said.
+ */
+export async function startNats(opts = {}) {
+  try {
+    return await startNatsOnce(opts);
+  } catch (e) {
+    if (!e.nats) throw e;
+    const tail = e.nats.servers.map((s, i) => {
+      try { return `n${i + 1}: ${readFileSync(s.log, 'utf8').split('\n').slice(-4).join(' | ')}`; } catch { return `n${i + 1}: no log`; }
+    }).join('\n');
+    console.error(`# ${e.message}; starting the NATS cluster again\n${tail}`);
+    await e.nats.close();
+    return startNatsOnce(opts);
+  }
+}
+
+async function startNatsOnce({ servers = 3, timeoutMs = 30000 } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tern-nats-'));
   const c = { dir, servers: [], urls: '' };
   live.add(c);
@@ -81,7 +100,7 @@ export async function startNats({ servers = 3, timeoutMs = 30000 } = {}) {
     writeFileSync(s.conf, lines.join('\n') + '\n');
   });
   c.servers.forEach((_, i) => launch(c, i));
-  await Promise.all(c.servers.map((s) => jetstreamReady(s.httpPort, timeoutMs)));
+  const ready = Promise.all(c.servers.map((s) => jetstreamReady(s.httpPort, timeoutMs)));
   Object.assign(c, {
     /** kill -9 of server i. */
     async kill(i) {
@@ -104,5 +123,11 @@ export async function startNats({ servers = 3, timeoutMs = 30000 } = {}) {
       rmSync(dir, { recursive: true, force: true });
     },
   });
+  try {
+    await ready;
+  } catch (e) {
+    e.nats = c;
+    throw e;
+  }
   return c;
 }
