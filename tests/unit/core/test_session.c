@@ -391,8 +391,8 @@ int main(void) {
   RUN(presence_and_typing);
   RUN(drain_is_paced);
   RUN(fanout_and_delivered_once);
-  RUN(group_join_and_message_times_never_tie);
   RUN(delete_keeps_frame_order);
+  RUN(group_join_and_message_times_never_tie);
   tern_app_close(app);
   uv_run(&loop, UV_RUN_NOWAIT);
   tern_store_close(store);
