@@ -634,6 +634,29 @@ static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
   return true;
 }
 
+/* Remembers an envelope already in the move's target, by its digest. */
+static bool move_seen_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
+  (void)seq;
+  uint8_t h[16];
+  crypto_generichash(h, sizeof h, v, len, NULL, 0);
+  tern_map_put(arg, (const char *)h, sizeof h, (void *)1);
+  return true;
+}
+
+static bool move_seen(const tern_map *seen, const uint8_t *v, size_t len) {
+  if (!seen->count) return false;
+  uint8_t h[16];
+  crypto_generichash(h, sizeof h, v, len, NULL, 0);
+  return tern_map_get(seen, (const char *)h, sizeof h) != NULL;
+}
+
+/* On a shared store two nodes move the same user inbox: the one that logged the device in,
+ * and every other one when its feed shows the user's first device (sync.c), to catch what its
+ * own senders put there meanwhile. The second mover can read the source before the first
+ * one's purge lands and the target after its appends, and would append those envelopes again
+ * (CI delivered one twice). So an envelope already in the target is not appended again: the
+ * target is read before the source, so whatever the source still holds that another mover
+ * moved is in that read, or that mover's appends collide with ours and the group runs again. */
 static int do_move(tern_sem *sem, tern_op_inbox *op) {
   if (!op->inbox || !op->inbox2) {
     snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
@@ -646,6 +669,17 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
   int r = BE(sem)->inbox_get(SELF(sem), op->inbox, sl, &in);
   if (r == -ENOENT) return 0;
   if (r < 0) return failed(sem, &op->op, "move", r);
+  if (in.first_seq >= in.next_seq) return 0;
+  tern_map seen = {0};
+  tern_inbox_info tin;
+  r = BE(sem)->inbox_get(SELF(sem), op->inbox2, dl, &tin);
+  if (r == -ENOENT) r = 0;
+  else if (r >= 0 && tin.first_seq < tin.next_seq)
+    r = BE(sem)->read(SELF(sem), op->inbox2, dl, tin.first_seq, tin.next_seq - 1, move_seen_visit, &seen);
+  if (r < 0) {
+    tern_map_free(&seen);
+    return failed(sem, &op->op, "move target read", r);
+  }
   tern_buf vals = {0};
   /* In chunks, so a large user inbox never sits in memory twice at once. */
   while (in.first_seq < in.next_seq && r >= 0) {
@@ -659,10 +693,12 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
     for (size_t off = 0; off + 8 <= vals.len && r >= 0;) {
       size_t n = (size_t)tern_get_be64(vals.data + off);
       off += 8;
-      uint64_t seq;
-      r = BE(sem)->append(SELF(sem), op->inbox2, dl, (const uint8_t *)vals.data + off, n, &seq);
-      if (r < 0) r = failed(sem, &op->op, "move append", r);
+      const uint8_t *v = (const uint8_t *)vals.data + off;
       off += n;
+      if (move_seen(&seen, v, n)) continue;
+      uint64_t seq;
+      r = BE(sem)->append(SELF(sem), op->inbox2, dl, v, n, &seq);
+      if (r < 0) r = failed(sem, &op->op, "move append", r);
     }
     if (r >= 0) {
       r = BE(sem)->purge(SELF(sem), op->inbox, sl, to);
@@ -671,6 +707,7 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
     in.first_seq = to + 1;
   }
   tern_buf_free(&vals);
+  tern_map_free(&seen);
   if (r < 0) return r;
   /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its
    * counter is fine. */

@@ -2608,6 +2608,54 @@ TEST(nats_two_writers_append) {
   close_two(a, b);
 }
 
+/* Two nodes move one user inbox into its first device at once (the node that logged it in,
+ * and the other one when its feed shows the device): each envelope lands in the device once
+ * (CI delivered one twice), in order, and the user inbox ends empty. */
+TEST(nats_two_writers_move) {
+  use_dir("race_move");
+  tstore *a = open_store();
+  tstore *b = open_second();
+  if (!a || !b) return;
+  enum { ROUNDS = 8, NW = 5 };
+  int dups = 0;
+  for (int round = 0; round < ROUNDS; round++) {
+    char user[16], dev[16], body[16];
+    snprintf(user, sizeof user, "@mv%d", round);
+    snprintf(dev, sizeof dev, "mvdev%d", round);
+    for (int i = 0; i < NW; i++) {
+      snprintf(body, sizeof body, "w%d", i);
+      append1(a, &R[i], user, body);
+    }
+    wait_all();
+    for (int w = 0; w < 2; w++) {
+      tern_op_inbox *op = new_inbox_op(TERN_OP_MOVE_INBOX, w ? &R2[0] : &R[NW]);
+      tern_store_set_str(&op->inbox, user);
+      tern_store_set_str(&op->inbox2, dev);
+      submit(w ? b : a, op);
+    }
+    wait_all();
+    CHECK_EQ_INT(R[NW].status, TERN_STORE_OK);
+    CHECK_EQ_INT(R2[0].status, TERN_STORE_OK);
+    submit_drain(a, &R[NW + 1], dev, 0, 0);
+    submit_drain(a, &R[NW + 2], user, 0, 0);
+    wait_all();
+    if (R[NW + 1].nitems != NW) {
+      dups++;
+      fprintf(stderr, "  round %d: %zu envelopes in the device:", round, R[NW + 1].nitems);
+      for (size_t i = 0; i < R[NW + 1].nitems; i++) fprintf(stderr, " %s", R[NW + 1].item_tail[i]);
+      fprintf(stderr, "\n");
+    }
+    CHECK_EQ_INT(R[NW + 1].nitems, NW);
+    for (size_t i = 0; i < R[NW + 1].nitems && i < NW; i++) {
+      snprintf(body, sizeof body, "w%zu", i);
+      CHECK_EQ_STR(R[NW + 1].item_tail[i], body);
+    }
+    CHECK_EQ_INT(R[NW + 2].nitems, 0);
+  }
+  CHECK_EQ_INT(dups, 0);
+  close_two(a, b);
+}
+
 /* Two nodes create one user at once: one wins, the other is told it exists. */
 TEST(nats_two_writers_create) {
   use_dir("race_create");
@@ -2772,6 +2820,7 @@ static void run_nats_suite(natsrv *ns) {
   int oe = order_errors;
   RUN(nats_two_writers_append);
   RUN(nats_two_writers_create);
+  RUN(nats_two_writers_move);
   RUN(nats_two_writers_cas);
   order_errors = oe;
   RUN(nats_crash_mid_group);
