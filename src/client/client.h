@@ -199,7 +199,7 @@ int tern_client_parse_user_status(const tern_client_response *r, tern_client_use
 
 /* ---- groups (PROTOCOL.md 10): the /v1/groups API ---------------------------------- */
 
-#define TERN_CLIENT_GROUP_ID_MAX 64 /* group ids are 1-64 chars of [A-Za-z0-9_-] */
+#define TERN_CLIENT_GROUP_ID_MAX TERN_GROUP_ID_MAX /* group ids are 1-64 chars of [A-Za-z0-9_-] */
 
 /* True when s is a syntactically valid group id. */
 bool tern_client_group_id_valid(const char *s);

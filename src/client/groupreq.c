@@ -10,6 +10,7 @@
 
 #include "base/alloc.h"
 #include "client/client_int.h"
+#include "proto/wire.h"
 
 /* A page size for the full list: the server caps it at groups.page_max (500 by default)
  * anyway, and fewer round trips matter more to a client than a smaller answer. */
@@ -18,17 +19,7 @@
  * "next" keeps moving forward for ever still ends the list. */
 #define LIST_MAX_PAGES 100000
 
-bool tern_client_group_id_valid(const char *s) {
-  if (!s) return false;
-  size_t n = 0;
-  for (; s[n]; n++) {
-    char ch = s[n];
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-              ch == '-';
-    if (!ok || n >= TERN_CLIENT_GROUP_ID_MAX) return false;
-  }
-  return n > 0;
-}
+bool tern_client_group_id_valid(const char *s) { return s && tern_wire_group_id(s, strnlen(s, TERN_CLIENT_GROUP_ID_MAX + 1)); }
 
 /* ---- requests ---- */
 

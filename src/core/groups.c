@@ -11,6 +11,7 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "core/router.h"
+#include "proto/wire.h"
 
 #define KV_PREFIX "group/"
 enum { REC_V1 = 1, REC_VERSION = 2 };
@@ -166,16 +167,6 @@ static char *get_text16(rd *r, size_t max) {
     return NULL;
   }
   return s;
-}
-
-static bool id_valid(const char *id, size_t n) {
-  if (n == 0 || n > TERN_GROUP_ID_MAX) return false;
-  for (size_t i = 0; i < n; i++) {
-    char c = id[i];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-      return false;
-  }
-  return true;
 }
 
 bool tern_groups_is_kv(const char *key, size_t klen) {
@@ -393,7 +384,7 @@ static tern_group *decode(tern_app *a, const char *key, size_t klen, const uint8
   size_t idl = klen - (sizeof KV_PREFIX - 1);
   rd r = {.p = v, .end = v + len};
   uint64_t ver = get_be(&r, 1);
-  if (klen < sizeof KV_PREFIX - 1 || !id_valid(id, idl) || (ver != REC_VERSION && ver != REC_V1)) return NULL;
+  if (klen < sizeof KV_PREFIX - 1 || !tern_wire_group_id(id, idl) || (ver != REC_VERSION && ver != REC_V1)) return NULL;
   tern_group *g = TERN_NEW(tern_group);
   memcpy(g->id, id, idl);
   g->rev = ver == REC_V1 ? 0 : get_be(&r, 8);

@@ -56,7 +56,10 @@ void tern_router_put_actions(tern_buf *rec, const tern_frame *f);
 void tern_router_prepare_delete(tern_app *a, tern_op_append *op, const tern_frame *f, const char *media_id,
                                 const char *group_id, const char *sender);
 /* After a delete's APPEND: the deleted message's media lose the grants of users (the
- * conversation's other side, or the group's members). */
+ * conversation's other side, or the group's members). The grants were already revoked before
+ * the delete was stored (revoke_first) when its probe could read the store; this covers a
+ * probe that could not while the delete then could. A revoke that changes nothing writes
+ * nothing. */
 void tern_router_deleted_media(tern_app *a, const tern_op_append *op, const char *const *users, size_t nusers);
 /* Answers send id: the store cannot be written right now (nothing was stored). */
 void tern_router_unavailable(tern_session *s, const char *id);

@@ -46,6 +46,7 @@
 /* The server → client writers moved to proto/event.h; callers that include this header for
  * them (src/core) keep working. */
 #include "proto/event.h"
+#include "proto/wire.h" /* TERN_GROUP_ID_MAX */
 
 #define TERN_USERNAME_MIN 3
 #define TERN_USERNAME_MAX 32
@@ -56,7 +57,6 @@
 #define TERN_DEVICE_ID_MAX 64  /* device ids in e2e and decrypt_error (the server's are 24) */
 #define TERN_WATCH_MAX 10000   /* users in one watch/unwatch frame; more is too_large */
 #define TERN_TOKEN_MAX 512
-#define TERN_GROUP_ID_MAX 64   /* group ids: 1-64 chars of [A-Za-z0-9_-] */
 #define TERN_EMOJI_MAX 32      /* bytes of UTF-8 in a reaction */
 #define TERN_MENTIONS_MAX 1024 /* usernames in mentions (groups.max_members); more is too_large */
 /* Defaults of the decoder's settings (tern_frame_limits). */

@@ -159,10 +159,8 @@ bool tern_wire_ascii_id(const char *s, size_t n, size_t max) {
   return true;
 }
 
-#define GROUP_ID_MAX 64
-
 bool tern_wire_group_id(const char *s, size_t n) {
-  if (!s || n == 0 || n > GROUP_ID_MAX) return false;
+  if (!s || n == 0 || n > TERN_GROUP_ID_MAX) return false;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))

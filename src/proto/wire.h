@@ -65,7 +65,8 @@ bool tern_wire_int(const struct cJSON *item, double min, double max, int64_t *ou
 
 /* 1..max bytes of printable ASCII (0x20-0x7E): client ids, msg_ids, media ids, device ids. */
 bool tern_wire_ascii_id(const char *s, size_t n, size_t max);
-/* 1-64 chars of [A-Za-z0-9_-] (PROTOCOL.md 10). */
+#define TERN_GROUP_ID_MAX 64 /* group ids: 1-64 chars of [A-Za-z0-9_-] (PROTOCOL.md 10) */
+/* A group id: the server's frames and records and the client library all check it here. */
 bool tern_wire_group_id(const char *s, size_t n);
 /* Standard base64 (RFC 4648 section 4: A-Z a-z 0-9 + /), padded with '=' to a multiple of
  * 4 bytes, at least 4; padding only at the end. */
