@@ -84,9 +84,11 @@ static void on_drain_done(tern_store_op *op) {
         write_envelope(s, it->seq, &v, it->body.len ? (const uint8_t *)it->body.data : NULL, it->body.len);
       }
       if (s->ep) {
-        if (d->more || d->nitems) {
+        if (d->more || d->nitems || s->event_in_drain) {
           /* read again until a read returns nothing new: envelopes committed while we
-           * drained are then included, and later ones come live */
+           * drained are then included, and later ones come live. An event that came while
+           * the read was out may name an envelope the read did not see yet (another node's:
+           * its entry and its event reach this node by different paths), so one more read. */
           drain_step(s);
         } else {
           s->ep_ops->synced(s->ep, s->sent_seq);
@@ -115,6 +117,7 @@ static void drain_step(tern_session *s) {
     return;
   }
   s->drain_inflight = true;
+  s->event_in_drain = false; /* what was announced before this read is in it */
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_drain_done, s);
   tern_store_set_str(&op->inbox, s->dev->id);
   op->seq = s->sent_seq;
@@ -150,8 +153,11 @@ void tern_session_recheck_all(tern_app *a) { tern_dir_each_device(a->dir, rechec
 
 void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, size_t len, const uint8_t *body,
                           size_t body_len) {
-  if (s->state != SESS_LIVE || !s->ep) return; /* a drain in progress will read it */
-  if (seq <= s->sent_seq) return;
+  if (!s->ep || seq <= s->sent_seq) return;
+  if (s->state != SESS_LIVE) { /* a drain in progress reads it, or the one after it does */
+    s->event_in_drain = true;
+    return;
+  }
   if (seq != s->sent_seq + 1 || !rec) {
     /* (no record: another node's envelope announced without it, see store.c remote_envelope) */
     /* a gap: something in between was not written live; read it from the store in order */

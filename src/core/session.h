@@ -48,6 +48,7 @@ struct tern_session {
   uint8_t state;                   /* tern_session_state */
   bool drain_inflight;             /* a DRAIN op is out */
   bool drain_waiting;              /* paused until the client reads what was sent */
+  bool event_in_drain;             /* an envelope event came while a drain read was out */
   bool watching_inbox;             /* the device's inbox is watched */
   tern_user **watching;            /* users this session watches */
   size_t nwatching, watching_cap;
