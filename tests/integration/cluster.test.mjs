@@ -155,14 +155,21 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
     let killing = null;
     // st.sent keeps every answer, those before the kill included: a resend answered with
     // another msg_id is a conflict, and each one must be delivered with its msg_id
-    const load = await loadThrough(srv, 'kn', (total) => {
-      if (total >= KILL_AFTER && !killing) killing = victim.kill9();
-    });
-    assert.ok(killing, 'the node was killed part-way');
-    await killing;
-    checkLoad(load);
-    // the others still serve, the dead node is replaced by a restart
-    await victim.restart();
+    try {
+      const load = await loadThrough(srv, 'kn', (total) => {
+        if (total >= KILL_AFTER && !killing) killing = victim.kill9();
+      });
+      assert.ok(killing, 'the node was killed part-way');
+      await killing;
+      checkLoad(load);
+    } finally {
+      // the others still serve, the dead node is replaced by a restart (also after a
+      // failure: the next tests send through every node)
+      if (killing) {
+        await killing;
+        await victim.restart();
+      }
+    }
     assert.equal((await healthz(victim)).status, 200);
   });
 
