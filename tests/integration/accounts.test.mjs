@@ -264,6 +264,34 @@ describe('accounts', () => {
     await closeAll(ca, cb);
   });
 
+  // In a cluster the sends go through the node that did not serve the logout and learns of
+  // it a moment later: what it stored meanwhile for the deleted device goes on to the next one.
+  test('sends right after the last device logs out reach the next device, in order', async () => {
+    const nodes = (srv.cluster && srv.nodes) || [srv, srv];
+    const alice = await newUser(srv, 'lgsend');
+    const bob = await newUser(srv, 'lgrecv');
+    const ca = await online(nodes[1], alice);
+    assert.equal((await logout(nodes[0], bob.token)).status, 204);
+    const N = 6;
+    for (let i = 0; i < N; i++) ca.send({ type: 'send', id: `l${i}`, to: bob.user, body: `after ${i}` });
+    for (let i = 0; i < N; i++) {
+      const ans = await ca.next((f) => f.id === `l${i}`);
+      assert.equal(ans.type, 'sent', JSON.stringify(ans));
+    }
+    await goneEverywhere(srv, bob.token);
+    const next = await newDevice(nodes[0], bob, 'next');
+    const c = await online(nodes[0], next);
+    const got = c.initial.filter((f) => f.type === 'msg').map((f) => f.body);
+    // a node that moved its leftovers after this login hands them on when it learns of it
+    while (got.length < N) {
+      const f = await c.next((e) => e.type === 'msg', 10000).catch(() => null);
+      if (!f) break;
+      got.push(f.body);
+    }
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => `after ${i}`));
+    await closeAll(ca, c);
+  });
+
   test('a user with no device keeps messages for the first device that logs in', async () => {
     const alice = await newUser(srv, 'nodsend');
     const bob = await newUser(srv, 'nodrecv');
