@@ -128,8 +128,18 @@ static void on_user(const tern_user_rec *r, void *arg) {
   tern_user *u = tern_dir_user(a->dir, r->user);
   if (r->deleted) { /* deleted elsewhere: everything of it leaves this directory too */
     TERN_INFO("account deleted elsewhere", "user=%s", r->user);
-    if (u && !u->pending) tern_accounts_forget_user(a, u, r->deleted);
-    else tern_accounts_hold(a, r->user, r->deleted);
+    if (u && !u->pending) {
+      tern_accounts_forget_user(a, u, r->deleted);
+      /* after any move of this node's leftovers into it (on_device_gone): the name can be
+       * taken again once its hold ends, and the next owner's first device must not get them */
+      char inbox[TERN_USERNAME_MAX + 2];
+      snprintf(inbox, sizeof inbox, "@%s", r->user);
+      tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
+      tern_store_set_str(&op->inbox, inbox);
+      tern_app_submit(a, &op->op);
+    } else {
+      tern_accounts_hold(a, r->user, r->deleted);
+    }
     drop_parked(s, r->user);
     return;
   }
