@@ -846,11 +846,11 @@ static int64_t remote_start(tern_app *a, tern_http_req *req, const tern_device *
   return a->cfg->media_max_bytes;
 }
 
-int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
-  if (a->stopping || (!a->media && !is_remote(a)))
-    return refuse_head(req, 503, "unavailable", "the server is shutting down");
-  const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
-  if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+static int64_t wait_for_token(tern_app *a, tern_http_req *req);
+static void upload_complete(tern_app *a, tern_http_req *req);
+
+/* Starts the upload of an authenticated head; a refusal is in req's refuse fields (0). */
+static int64_t start_upload(tern_app *a, tern_http_req *req, const tern_device *d) {
   const char *ct = req->content_type ? req->content_type : "";
   int purpose = upload_purpose(req->query);
   if (purpose < 0) return refuse_head(req, 400, "bad_request", "purpose must be avatar, or left out");
@@ -887,6 +887,121 @@ int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
   a->media_uploads = u;
   req->sink = &media_sink;
   req->sink_ctx = u;
+  return a->cfg->media_max_bytes;
+}
+
+int64_t tern_mediaglue_body_limit(tern_app *a, tern_http_req *req) {
+  if (a->stopping || (!a->media && !is_remote(a)))
+    return refuse_head(req, 503, "unavailable", "the server is shutting down");
+  const tern_device *d = tern_dir_by_bearer(a->dir, req->authorization);
+  if (!d && req->authorization && req->conn && tern_store_port_shared(a->port)) return wait_for_token(a, req);
+  if (!d) return refuse_head(req, 401, "unauthorized", "a valid Authorization: Bearer token is required");
+  return start_upload(a, req, d);
+}
+
+/* ---- an upload whose token this node has not learned yet ------------------------------------ */
+/* A device registered on another node a moment ago: every other request catches up with the
+ * feed and runs again (api.c), so an upload does too. Its head is taken, reading pauses after
+ * the first piece of body (kept here), and once the feed is caught up the upload starts as if
+ * its head had just come, or is refused 401. */
+
+typedef struct token_wait {
+  tern_app *app;
+  tern_http_req *req;  /* the request: the net layer's until the body is complete, then ours */
+  tern_conn *conn;     /* referenced */
+  tern_buf early;      /* body bytes that came meanwhile */
+  bool complete;       /* the whole body came: the request is ours to answer */
+  bool gone;           /* the net layer dropped the request while the catch-up was out */
+} token_wait;
+
+static void wait_free(token_wait *w) {
+  tern_conn_unref(w->conn);
+  tern_buf_free(&w->early);
+  tern_free(w);
+}
+
+static int wait_data(tern_http_req *req, const char *p, size_t n) {
+  token_wait *w = req->sink_ctx;
+  tern_buf_append(&w->early, p, n);
+  return 1; /* reading pauses until the catch-up is done */
+}
+
+static void wait_abort(tern_http_req *req) {
+  token_wait *w = req->sink_ctx;
+  req->sink_ctx = NULL;
+  if (w) w->gone = true; /* the catch-up frees it */
+}
+
+static const tern_http_sink wait_sink = {wait_data, wait_abort};
+
+/* Refuses w's request: answered when it is ours, else the net layer answers and closes. */
+static void wait_refuse(token_wait *w, int status, const char *headers, const char *code, const char *message) {
+  if (w->complete) {
+    tern_buf b = {0};
+    const char *ct = tern_api_error_body(&b, status, code, message);
+    tern_http_respond(w->req, status, headers, ct, b.data, b.len);
+    tern_buf_free(&b);
+  } else {
+    tern_conn_http_refuse_headers(w->conn, status, headers, code, message);
+  }
+}
+
+static void on_token_caught_up(tern_store_op *op) {
+  token_wait *w = op->arg;
+  tern_app *a = w->app;
+  tern_http_req *req = w->req;
+  if (w->gone) { /* the net layer freed the request */
+    wait_free(w);
+    return;
+  }
+  if (!tern_conn_is_open(w->conn)) {
+    if (w->complete) tern_http_respond(req, 503, NULL, NULL, NULL, 0); /* only frees it */
+    else req->sink_ctx = NULL; /* the net layer drops it later */
+    wait_free(w);
+    return;
+  }
+  req->sink = NULL;
+  req->sink_ctx = NULL;
+  const tern_device *d = op->status == TERN_STORE_OK ? tern_dir_by_bearer(a->dir, req->authorization) : NULL;
+  if (a->stopping || !d) {
+    if (a->stopping) wait_refuse(w, 503, NULL, "unavailable", "the server is shutting down");
+    else if (op->status != TERN_STORE_OK) wait_refuse(w, 503, NULL, "unavailable", "the server cannot look that up right now; try again");
+    else wait_refuse(w, 401, NULL, "unauthorized", "a valid Authorization: Bearer token is required");
+    wait_free(w);
+    return;
+  }
+  req->refuse_status = 0;
+  req->refuse_headers[0] = '\0';
+  if (!start_upload(a, req, d)) {
+    wait_refuse(w, req->refuse_status, req->refuse_headers[0] ? req->refuse_headers : NULL, req->refuse_code,
+                req->refuse_message);
+    wait_free(w);
+    return;
+  }
+  /* the body so far goes to the upload as if it came now */
+  int rc = w->early.len ? media_sink.data(req, w->early.data, w->early.len) : 0;
+  if (rc < 0) {
+    int status = req->refuse_status;
+    const char *code = req->refuse_code, *message = req->refuse_message;
+    if (w->complete) media_sink.abort(req); /* the upload goes (else the net layer's drop does it) */
+    wait_refuse(w, status, NULL, code, message);
+  } else if (w->complete) {
+    upload_complete(a, req);
+  } else if (rc == 0) {
+    tern_conn_resume_read(w->conn); /* else the upload's back-pressure resumes it */
+  }
+  wait_free(w);
+}
+
+static int64_t wait_for_token(tern_app *a, tern_http_req *req) {
+  token_wait *w = TERN_NEW(token_wait);
+  w->app = a;
+  w->req = req;
+  w->conn = req->conn;
+  tern_conn_ref(w->conn);
+  req->sink = &wait_sink;
+  req->sink_ctx = w;
+  tern_app_submit(a, &tern_op_inbox_new(TERN_OP_CATCH_UP, on_token_caught_up, w)->op);
   return a->cfg->media_max_bytes;
 }
 
@@ -1197,6 +1312,11 @@ static void serve(tern_app *a, tern_http_req *req) {
 bool tern_mediaglue_route(tern_app *a, tern_http_req *req) {
   if (req->sink == &media_sink) {
     upload_complete(a, req);
+    return true;
+  }
+  if (req->sink == &wait_sink) { /* complete before its token was looked up again: it waits */
+    token_wait *w = req->sink_ctx;
+    w->complete = true;
     return true;
   }
   const char *p = req->path;

@@ -249,6 +249,32 @@ describe('media', () => {
     await waitFor(() => mediaFiles(srv.dataDir, 'tmp').length === 0, { message: 'an empty media/tmp' });
   });
 
+  // In a cluster: registered through one node, uploading at once through the other, which
+  // learns the token from the feed a moment later (the head waits for it, the body with it).
+  test('an upload with a token made a moment ago (on another node) is taken; a bad one is still 401', async () => {
+    const nodes = (srv.cluster && srv.nodes) || [srv, srv];
+    for (let i = 0; i < 4; i++) {
+      const u = await newUser(nodes[0], 'upnew');
+      const r = await upload(nodes[1], u.token, makePng(8, 8, { fill: 'noise' }), 'image/png');
+      assert.equal(r.status, 201, `upload ${i}: ${r.status} ${r.body.toString()}`);
+    }
+    // the head alone first, then the body in pieces: it waits, and goes on
+    const img = makePng(300, 200, { fill: 'noise' });
+    const u = await newUser(nodes[0], 'upraw');
+    const parts = [];
+    for (let i = 0; i < img.length; i += 20000) parts.push(img.subarray(i, i + 20000));
+    const r = await rawUpload(nodes[1], `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n` +
+      `Authorization: Bearer ${u.token}\r\nContent-Length: ${img.length}\r\nConnection: close\r\n\r\n`, parts, { gapMs: 5 });
+    assert.equal(r.status, 201, r.text.slice(0, 300));
+    assert.equal(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)).sha256, sha256(img));
+    // a token nobody has: 401 once the node has looked again, with the body sent or not
+    assertError(await upload(nodes[1], 'no-such-token-at-all', img, 'image/png'), 401, 'unauthorized');
+    const h = await rawUpload(nodes[1], `POST /v1/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n` +
+      'Authorization: Bearer no-such-token\r\nContent-Length: 1000\r\n\r\n', [], { timeoutMs: 5000 });
+    assert.equal(h.status, 401, h.text);
+    assert.equal((await request(nodes[1], 'GET', '/healthz')).status, 200);
+  });
+
   test('a chunked upload within the limit works', async () => {
     const alice = await newUser(srv, 'chunk');
     const img = makePng(400, 300, { fill: 'noise' });
