@@ -67,23 +67,31 @@ tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req) {
   return d;
 }
 
-cJSON *tern_api_json_body(tern_http_req *req, tern_wire_doc *doc) {
+cJSON *tern_api_json_parse(const char *body, size_t len, tern_wire_doc *doc, const char **why) {
   memset(doc, 0, sizeof *doc);
   char msg[96];
   /* The protocol's own parse: one object, no raw NUL, malformed escapes refused (cJSON alone
    * reads "\u12G4" as U+0000). A string holding U+0000 is refused whole: cut at its NUL it
    * could be taken for another ("abc\u0000def" registering as "abc"). */
-  if (!req->body.len || !tern_utf8_valid(req->body.data, req->body.len) ||
-      tern_wire_parse(req->body.data, req->body.len, (size_t)-1, doc, msg, sizeof msg) < 0) {
-    tern_http_error(req, 400, "bad_request", "the body must be a JSON object");
+  if (!len || !tern_utf8_valid(body, len) || tern_wire_parse(body, len, (size_t)-1, doc, msg, sizeof msg) < 0) {
+    memset(doc, 0, sizeof *doc);
+    *why = "the body must be a JSON object";
     return NULL;
   }
   if (doc->nul_escapes) {
     tern_wire_doc_free(doc);
-    tern_http_error(req, 400, "bad_request", "strings may not contain U+0000");
+    memset(doc, 0, sizeof *doc);
+    *why = "strings may not contain U+0000";
     return NULL;
   }
   return doc->root;
+}
+
+cJSON *tern_api_json_body(tern_http_req *req, tern_wire_doc *doc) {
+  const char *why;
+  cJSON *j = tern_api_json_parse(req->body.data, req->body.len, doc, &why);
+  if (!j) tern_http_error(req, 400, "bad_request", why);
+  return j;
 }
 
 /* A request waiting for a store op. */

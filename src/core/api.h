@@ -28,6 +28,9 @@ tern_device *tern_api_authenticate(tern_app *a, tern_http_req *req);
 /* The body as a JSON object (owned by doc: free it with tern_wire_doc_free), or NULL after
  * answering 400 (doc then needs no free). */
 cJSON *tern_api_json_body(tern_http_req *req, tern_wire_doc *doc);
+/* Its check alone: the object (as above), or NULL with the 400's sentence (static) in *why.
+ * Pure: any thread (the parsers that fuzz targets drive use it). */
+cJSON *tern_api_json_parse(const char *body, size_t len, tern_wire_doc *doc, const char **why);
 /* Submits op and answers req once it completes: 204 when it is durable, 500 internal with
  * fail_message otherwise. (The op's done and arg are taken over.) */
 void tern_api_submit_then_204(tern_app *a, tern_http_req *req, tern_store_op *op, const char *fail_message);

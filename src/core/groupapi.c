@@ -32,55 +32,100 @@ static void method_not_allowed(tern_http_req *req) {
 }
 static bool is(const tern_http_req *req, const char *m) { return strcmp(req->method, m) == 0; }
 
-/* A UTF-8 string field of at most max bytes (min 1 when required); NULL when absent. Sets *bad
- * (after answering 400) when it is there but not such a string. */
-static const char *text_field(tern_http_req *req, cJSON *j, const char *name, size_t min, size_t max, bool *bad) {
+/* ---- bodies: their shape, without the directory ---- */
+
+/* A string field of min..max bytes into *out (NULL when absent or null); false with a
+ * sentence when it is there but not such a string. */
+static bool text_field(cJSON *j, const char *name, size_t min, size_t max, const char **out, char *msg, size_t msglen) {
+  *out = NULL;
   cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
-  if (!v || cJSON_IsNull(v)) return NULL;
+  if (!v || cJSON_IsNull(v)) return true;
   size_t n = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
   if (!cJSON_IsString(v) || n < min || n > max) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a string of %zu to %zu bytes", name, min, max);
-    tern_http_error(req, 400, "bad_request", msg);
-    *bad = true;
-    return NULL;
+    snprintf(msg, msglen, "%s must be a string of %zu to %zu bytes", name, min, max);
+    return false;
   }
-  return v->valuestring;
+  *out = v->valuestring;
+  return true;
 }
 
-/* Reads a list of usernames (field `name`), dropping duplicates and `skip`. Answers and returns
- * false when it is not a list of strings, names an unknown user (404 no_such_user with user),
- * or is longer than max (413). */
-static bool user_list(tern_app *a, tern_http_req *req, cJSON *j, const char *name, tern_user *skip, size_t max,
-                      tern_user ***out, size_t *n) {
-  *out = NULL;
-  *n = 0;
+/* A list of strings (field name) into r->users; 0, or 400/413 with a sentence. */
+static int name_list(cJSON *j, const char *name, bool required, size_t max, tern_group_req *r, char *msg,
+                     size_t msglen) {
   cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, name);
-  if (!arr || cJSON_IsNull(arr)) return true;
+  if (!required && (!arr || cJSON_IsNull(arr))) return 0;
   if (!cJSON_IsArray(arr)) {
-    char msg[64];
-    snprintf(msg, sizeof msg, "%s must be a list of usernames", name);
-    tern_http_error(req, 400, "bad_request", msg);
-    return false;
+    snprintf(msg, msglen, "%s must be a list of usernames", name);
+    return 400;
   }
   size_t count = (size_t)cJSON_GetArraySize(arr);
-  if (count > max + 1 + 1000) { /* far past any limit: refuse before looking at each */
-    tern_http_error(req, 413, "too_large", "the group would have more than groups.max_members members");
-    return false;
+  if (count > max + 1 + 1000) { /* far past any limit: refused before looking at each */
+    snprintf(msg, msglen, "the group would have more than groups.max_members members");
+    return 413;
   }
-  tern_user **list = tern_calloc(count ? count : 1, sizeof *list);
-  size_t k = 0;
+  r->users = tern_calloc(count ? count : 1, sizeof *r->users);
   const cJSON *it;
   cJSON_ArrayForEach(it, arr) {
-    char norm[TERN_USERNAME_MAX + 1];
     if (!cJSON_IsString(it)) {
-      tern_free(list);
-      char msg[64];
-      snprintf(msg, sizeof msg, "%s must be a list of usernames", name);
-      tern_http_error(req, 400, "bad_request", msg);
-      return false;
+      snprintf(msg, msglen, "%s must be a list of usernames", name);
+      return 400;
     }
-    const char *raw = it->valuestring;
+    r->users[r->nusers++] = it->valuestring;
+  }
+  return 0;
+}
+
+int tern_group_req_parse(const char *body, size_t len, tern_group_req_kind kind, size_t max_users, tern_group_req *out,
+                         char *msg, size_t msglen) {
+  memset(out, 0, sizeof *out);
+  const char *why;
+  cJSON *j = tern_api_json_parse(body, len, &out->doc, &why);
+  if (!j) {
+    snprintf(msg, msglen, "%s", why);
+    return 400;
+  }
+  if (kind == TERN_GROUP_REQ_ADD) return name_list(j, "users", true, max_users, out, msg, msglen);
+  if (!text_field(j, "name", 1, TERN_GROUP_NAME_MAX, &out->name, msg, msglen) ||
+      !text_field(j, "description", 0, TERN_GROUP_DESC_MAX, &out->description, msg, msglen))
+    return 400;
+  if (kind == TERN_GROUP_REQ_PATCH) {
+    if (out->name || out->description) return 0;
+    snprintf(msg, msglen, "give a name or a description");
+    return 400;
+  }
+  if (!out->name) {
+    snprintf(msg, msglen, "name must be a string of 1 to %d bytes", TERN_GROUP_NAME_MAX);
+    return 400;
+  }
+  return name_list(j, "members", false, max_users, out, msg, msglen);
+}
+
+void tern_group_req_free(tern_group_req *r) {
+  tern_free(r->users);
+  tern_wire_doc_free(&r->doc);
+  memset(r, 0, sizeof *r);
+}
+
+/* Parses req's body; false after answering its refusal. */
+static bool parse_body(tern_app *a, tern_http_req *req, tern_group_req_kind kind, tern_group_req *r) {
+  char msg[128];
+  int st = tern_group_req_parse(req->body.data, req->body.len, kind, (size_t)a->cfg->groups_max_members, r, msg,
+                                sizeof msg);
+  if (!st) return true;
+  tern_http_error(req, st, st == 413 ? "too_large" : "bad_request", msg);
+  tern_group_req_free(r);
+  return false;
+}
+
+/* The users r names, duplicates and skip dropped. Answers and returns false when one is
+ * unknown (404 no_such_user with user), after a catch-up first when the store is shared. */
+static bool resolve_users(tern_app *a, tern_http_req *req, const tern_group_req *r, tern_user *skip,
+                          tern_user ***out, size_t *n) {
+  tern_user **list = tern_calloc(r->nusers ? r->nusers : 1, sizeof *list);
+  size_t k = 0;
+  for (size_t i = 0; i < r->nusers; i++) {
+    char norm[TERN_USERNAME_MAX + 1];
+    const char *raw = r->users[i];
     tern_user *u = NULL;
     if (tern_username_normalize(raw, strlen(raw), norm)) u = tern_dir_user(a->dir, norm);
     if (!u || u->pending) {
@@ -94,7 +139,7 @@ static bool user_list(tern_app *a, tern_http_req *req, cJSON *j, const char *nam
     }
     if (u == skip) continue;
     bool dup = false;
-    for (size_t i = 0; i < k && !dup; i++) dup = list[i] == u;
+    for (size_t m = 0; m < k && !dup; m++) dup = list[m] == u;
     if (!dup) list[k++] = u;
   }
   *out = list;
@@ -162,31 +207,23 @@ static void answer_change(tern_app *a, tern_http_req *req, tern_store_op *op, in
 }
 
 static void do_create(tern_app *a, tern_http_req *req, tern_device *me) {
-  tern_wire_doc doc;
-  cJSON *j = tern_api_json_body(req, &doc);
-  if (!j) return;
-  bool bad = false;
-  const char *name = text_field(req, j, "name", 1, TERN_GROUP_NAME_MAX, &bad);
-  const char *desc = bad ? NULL : text_field(req, j, "description", 0, TERN_GROUP_DESC_MAX, &bad);
-  if (!bad && !name) {
-    tern_http_error(req, 400, "bad_request", "name must be a string of 1 to 100 bytes");
-    bad = true;
-  }
+  tern_group_req r;
+  if (!parse_body(a, req, TERN_GROUP_REQ_CREATE, &r)) return;
   tern_user **users = NULL;
   size_t n = 0;
   tern_user *creator = me->user;
   size_t max = (size_t)a->cfg->groups_max_members;
-  if (!bad && user_list(a, req, j, "members", creator, max, &users, &n)) {
+  if (resolve_users(a, req, &r, creator, &users, &n)) {
     if (n + 1 > max) {
       tern_http_error(req, 413, "too_large", "the group would have more than groups.max_members members");
     } else if (under_group_cap(a, req, &creator, 1) && under_group_cap(a, req, users, n)) {
       tern_store_op *op;
-      tern_group *grp = tern_group_create(a, creator, name, desc, users, n, &op);
+      tern_group *grp = tern_group_create(a, creator, r.name, r.description, users, n, &op);
       answer_change(a, req, op, 201, grp);
     }
   }
   tern_free(users);
-  tern_wire_doc_free(&doc);
+  tern_group_req_free(&r);
 }
 
 static int cmp_id(const void *x, const void *y) {
@@ -260,30 +297,19 @@ static void do_list(tern_app *a, tern_http_req *req, tern_device *me) {
 }
 
 static void do_patch(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *me) {
-  tern_wire_doc doc;
-  cJSON *j = tern_api_json_body(req, &doc);
-  if (!j) return;
-  bool bad = false;
-  const char *name = text_field(req, j, "name", 1, TERN_GROUP_NAME_MAX, &bad);
-  const char *desc = bad ? NULL : text_field(req, j, "description", 0, TERN_GROUP_DESC_MAX, &bad);
-  if (!bad && !name && !desc) {
-    tern_http_error(req, 400, "bad_request", "give a name or a description");
-    bad = true;
-  }
-  if (!bad) answer_change(a, req, tern_group_rename(a, grp, me, name, desc), 200, grp);
-  tern_wire_doc_free(&doc);
+  tern_group_req r;
+  if (!parse_body(a, req, TERN_GROUP_REQ_PATCH, &r)) return;
+  answer_change(a, req, tern_group_rename(a, grp, me, r.name, r.description), 200, grp);
+  tern_group_req_free(&r);
 }
 
 static void do_add(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *me) {
-  tern_wire_doc doc;
-  cJSON *j = tern_api_json_body(req, &doc);
-  if (!j) return;
+  tern_group_req r;
+  if (!parse_body(a, req, TERN_GROUP_REQ_ADD, &r)) return;
   tern_user **users = NULL;
   size_t n = 0;
   size_t max = (size_t)a->cfg->groups_max_members;
-  if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "users"))) {
-    tern_http_error(req, 400, "bad_request", "users must be a list of usernames");
-  } else if (user_list(a, req, j, "users", NULL, max, &users, &n)) {
+  if (resolve_users(a, req, &r, NULL, &users, &n)) {
     /* users already in the group are ignored */
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
@@ -295,7 +321,7 @@ static void do_add(tern_app *a, tern_http_req *req, tern_group *grp, tern_user *
     }
   }
   tern_free(users);
-  tern_wire_doc_free(&doc);
+  tern_group_req_free(&r);
 }
 
 static tern_user *path_user(tern_app *a, const char *raw) {
