@@ -172,11 +172,6 @@ static int do_catch_up(tern_sem *sem, tern_store_op *op) {
 }
 
 
-
-
-
-
-
 /* ---- shared bodies ---------------------------------------------------------------------------- */
 
 /* Drops one reference to a shared body; the last one deletes it. */
