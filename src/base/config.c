@@ -119,6 +119,8 @@ static const setting g_settings[] = {
      "prefix of every stream, bucket and subject, so several clusters share one NATS"},
     {"nats.node", T_STR, OFF(nats_node), "", 0, 0,
      "this node's id, unique among the nodes of one namespace (empty: the host name)"},
+    {"nats.test_feed_delay", T_DUR, OFF(nats_test_feed_delay_ms), "0s", 0, 4000,
+     "tests only (needs allow_insecure_test_settings): other nodes' directory changes apply this late here"},
     {"store.max_open_files", T_INT, OFF(store_max_open_files), "512", 16, 100000, "RocksDB file descriptor cap"},
     {"store.group_max", T_INT, OFF(store_group_max), "4096", 1, 1e7, "operations per group commit"},
     {"store.cache", T_SIZE, OFF(store_cache_bytes), "64MiB", 0, 1ll << 40,

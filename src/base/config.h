@@ -90,6 +90,7 @@ typedef struct tern_config {
   int64_t nats_replicas;     /* 0: 3 with >= 3 URLs, else 1 */
   char *nats_namespace;      /* prefix of streams, buckets, subjects */
   char *nats_node;           /* this node's id (empty: host name) */
+  int64_t nats_test_feed_delay_ms; /* tests only, with allow_insecure_test */
   /* push (src/push, PROTOCOL.md section 8) */
   int64_t push_coalesce_ms;        /* one notification per device per window */
   bool push_previews;              /* message text in notifications */

@@ -226,6 +226,11 @@ static int worker_listen(parts *p, worker *w, const char **failed, char *err, si
 static int run(const tern_config *cfg) {
   char err[512];
   parts p = {.cfg = cfg};
+  if (cfg->nats_test_feed_delay_ms > 0 && !cfg->allow_insecure_test) {
+    TERN_ERROR("bad settings", "err=%s", tern_log_quote("nats.test_feed_delay is only for test suites; it needs "
+                                                        "--allow-insecure-test-settings"));
+    return 2;
+  }
   int rc = mkdir_p(cfg->data_dir);
   if (rc < 0) {
     TERN_ERROR("cannot create the data dir", "dir=%s err=%s", tern_log_quote(cfg->data_dir), tern_log_quote(strerror(-rc)));
@@ -263,6 +268,7 @@ static int run(const tern_config *cfg) {
       .nats_urls = cfg->nats_urls,
       .nats_replicas = (int)cfg->nats_replicas,
       .nats_namespace = cfg->nats_namespace,
+      .nats_test_feed_delay_ms = cfg->nats_test_feed_delay_ms,
   };
   const char *failed = NULL;
   p.n = worker_count(cfg);

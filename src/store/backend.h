@@ -183,6 +183,7 @@ typedef struct tern_backend_options {
   const char *nats_urls;
   int nats_replicas;
   const char *nats_namespace;
+  int64_t nats_test_feed_delay_ms; /* tests only: other nodes' directory changes apply this late */
 } tern_backend_options;
 
 /* Opens the embedded RocksDB backend in opts->dir (created if missing; its parent must exist).

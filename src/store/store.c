@@ -382,6 +382,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
       .nats_urls = opts->nats_urls,
       .nats_replicas = opts->nats_replicas,
       .nats_namespace = opts->nats_namespace,
+      .nats_test_feed_delay_ms = opts->nats_test_feed_delay_ms,
   };
   bo.ttl_ms[TERN_BUCKET_DEDUP] = opts->dedup_ttl_ms;
   bo.ttl_ms[TERN_BUCKET_TOKENS] = opts->inbox_ttl_ms;

@@ -415,6 +415,8 @@ typedef struct tern_store_options {
   const char *nats_urls;      /* comma list of NATS server URLs */
   int nats_replicas;          /* replicas of streams and buckets (<= 0: 3 with >= 3 URLs, else 1) */
   const char *nats_namespace; /* prefix of every stream, bucket and subject (NULL: "tern") */
+  int64_t nats_test_feed_delay_ms; /* tests only (nats.test_feed_delay): other nodes' directory
+                                      changes reach this node this many ms after they were made */
 } tern_store_options;
 
 /* Opens the store with the backend named in opts and starts its commit thread. Returns 0, or

@@ -67,9 +67,10 @@ export async function newUser(srv, prefix = 'u', device = 'dev1') {
 
 /**
  * In a cluster, every node learns a new device from the change feed a moment after it is
- * stored. Most requests with a token a node does not know yet catch up and run again, but an
- * upload's head is answered at once (401; docs/cluster-layout.md, known gaps): a GET /v1/me
- * on each node makes each one catch up before the test goes on.
+ * stored. Requests with a token a node does not know yet catch up and run again (uploads
+ * too); a GET /v1/me on each node makes each one catch up before the test goes on, so that
+ * tests start from a state every node has (media's "a token made a moment ago" test
+ * registers without it, on purpose).
  */
 async function knownEverywhere(srv, token) {
   for (const node of (srv.cluster && srv.nodes) || []) { // (a front such as nginx has no nodes)
