@@ -1143,8 +1143,13 @@ int tern_e2e_inner_decode(const void *p, size_t n, tern_e2e_inner *out) {
     tern_e2e_media *md = &out->media;
     tern_buf k = {0}, iv = {0};
     const char *ks = jstr(m, "key"), *ivs = jstr(m, "iv"), *id = jstr(m, "media_id");
+    const char *sha = jstr(m, "sha256"), *mime = jstr(m, "mime");
     int64_t size, width, height;
-    if (!id || !ks || !ivs || tern_e2e_b64_decode(ks, strlen(ks), &k) < 0 || k.len != 32 ||
+    /* A field longer than its place is refused, not cut: a cut could end inside a UTF-8
+     * character, and the media would not be what the sender described. */
+    bool fits = id && strlen(id) < sizeof md->media_id && (!sha || strlen(sha) < sizeof md->sha256) &&
+                (!mime || strlen(mime) < sizeof md->mime);
+    if (!fits || !ks || !ivs || tern_e2e_b64_decode(ks, strlen(ks), &k) < 0 || k.len != 32 ||
         tern_e2e_b64_decode(ivs, strlen(ivs), &iv) < 0 || iv.len != 12 || !jint(m, "size", -1, JINT_MAX, -1, &size) ||
         !jint(m, "width", -1, JINT_MAX, -1, &width) || !jint(m, "height", -1, JINT_MAX, -1, &height)) {
       rc = -EBADMSG;
@@ -1153,8 +1158,8 @@ int tern_e2e_inner_decode(const void *p, size_t n, tern_e2e_inner *out) {
       snprintf(md->media_id, sizeof md->media_id, "%s", id);
       memcpy(md->key, k.data, 32);
       memcpy(md->iv, iv.data, 12);
-      snprintf(md->sha256, sizeof md->sha256, "%s", jstr(m, "sha256") ? jstr(m, "sha256") : "");
-      snprintf(md->mime, sizeof md->mime, "%s", jstr(m, "mime") ? jstr(m, "mime") : "application/octet-stream");
+      snprintf(md->sha256, sizeof md->sha256, "%s", sha ? sha : "");
+      snprintf(md->mime, sizeof md->mime, "%s", mime ? mime : "application/octet-stream");
       md->size = size;
       md->width = width;
       md->height = height;

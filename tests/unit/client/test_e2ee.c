@@ -651,6 +651,22 @@ TEST(inner_format) {
   CHECK_EQ_STR(out.media.thumb, "/9j/");
   tern_e2e_inner_free(&out);
   tern_buf_free(&b);
+  /* a media field longer than its place is refused, not cut (a cut could end inside a UTF-8
+   * character: fuzz_client_e2e found a mime whose copy no longer decoded) */
+  {
+    tern_buf big = {0};
+    tern_buf_puts(&big, "{\"v\":1,\"media\":{\"media_id\":\"m\",\"key\":\"");
+    tern_buf_puts(&big, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\",\"iv\":\"AAAAAAAAAAAAAAAA\",\"mime\":\"image/");
+    size_t head = big.len;
+    tern_buf_puts(&big, "png\"}}"); /* the same with a short mime decodes */
+    CHECK_EQ_INT(tern_e2e_inner_decode(big.data, big.len, &out), 0);
+    tern_e2e_inner_free(&out);
+    big.len = head;
+    for (int i = 0; i < 30; i++) tern_buf_puts(&big, "é");
+    tern_buf_puts(&big, "\"}}");
+    CHECK_EQ_INT(tern_e2e_inner_decode(big.data, big.len, &out), -EBADMSG);
+    tern_buf_free(&big);
+  }
   tern_e2e_inner r = {.reaction_to = "m-1", .reaction_emoji = "👍", .edit_of = NULL};
   tern_e2e_inner_encode(&r, &b);
   CHECK_EQ_INT(tern_e2e_inner_decode(b.data, b.len, &out), 0);
