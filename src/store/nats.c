@@ -2511,7 +2511,11 @@ static bool open_retry(natsStatus s, jsErrCode code, int64_t deadline, const cha
   bool transient = s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || code == JSClusterNotAvailErr ||
                    code == JSClusterNoPeersErr;
   if (!transient || tern_now_ms() >= deadline) return false;
-  TERN_WARN("nats not ready, retrying", "what=%s err=%s", what, natsStatus_GetText(s));
+  /* The server's own words (its JetStream error code and text) say which of the waits this
+   * is: no meta leader, no stream leader, or a peer it counts as offline. */
+  const char *last = nats_GetLastError(NULL);
+  TERN_WARN("nats not ready, retrying", "what=%s err=%s code=%d detail=%s", what, natsStatus_GetText(s), (int)code,
+            tern_log_quote(last ? last : ""));
   nats_Sleep(250);
   return true;
 }

@@ -114,6 +114,35 @@ async function startNatsOnce({ servers = 3, timeoutMs = 30000 } = {}) {
       launch(c, i);
       await jetstreamReady(c.servers[i].httpPort, timeoutMs);
     },
+    /**
+     * Waits until every running server's /healthz answers 200 (a meta leader known, its
+     * streams current). Resolves false if that took longer than timeoutMs.
+     */
+    async healthy(timeoutMs = 60000) {
+      const up = c.servers.filter((s) => s.proc && s.proc.exitCode === null && !s.proc.signalCode);
+      return Promise.all(up.map((s) => jetstreamReady(s.httpPort, timeoutMs))).then(() => true, () => false);
+    },
+    /**
+     * What each server is doing, for a failure message: alive or how it exited, its meta
+     * leader as its monitor port tells it, and the last lines of its log.
+     */
+    async describe(lines = 8) {
+      const out = [];
+      for (const [i, s] of c.servers.entries()) {
+        const p = s.proc;
+        const state = !p ? 'not started' : p.exitCode !== null ? `exited ${p.exitCode}` : p.signalCode ? `killed by ${p.signalCode}` : 'running';
+        let meta = '';
+        try {
+          const r = await fetch(`http://127.0.0.1:${s.httpPort}/jsz`, { signal: AbortSignal.timeout(2000) });
+          const j = await r.json();
+          meta = ` meta leader ${j.meta_cluster?.leader ?? 'none'}, ${j.streams ?? '?'} streams, ${j.messages ?? '?'} messages`;
+        } catch (e) { meta = ` (monitor port: ${e.message})`; }
+        let tail = '';
+        try { tail = readFileSync(s.log, 'utf8').split('\n').slice(-lines - 1).join('\n'); } catch { tail = '(no log)'; }
+        out.push(`----- nats-server n${i + 1}: ${state}${meta} -----\n${tail}`);
+      }
+      return out.join('\n');
+    },
     /** Stops every server and removes the temp dir. */
     async close() {
       for (const s of c.servers) { try { s.proc?.kill('SIGTERM'); } catch { /* gone */ } }

@@ -80,12 +80,15 @@ function spawnTernd(srv, startTimeoutMs) {
   let buf = '';
   let resolved = false;
   return new Promise((resolve, reject) => {
+    // a node of a cluster says what its NATS servers said too (startCluster's explain)
+    const fail = (msg) => Promise.resolve(srv.explain ? srv.explain().catch((e) => `(no NATS state: ${e.message})`) : '')
+      .then((extra) => reject(new Error(extra ? `${msg}\n${extra}` : msg)));
     const timer = setTimeout(() => {
       if (resolved) return;
       resolved = true;
       try { proc.kill('SIGKILL'); } catch { /* gone */ }
-      reject(new Error(`ternd did not log msg="listening" within ${startTimeoutMs} ms\n` +
-        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`));
+      fail(`ternd did not log msg="listening" within ${startTimeoutMs} ms\n` +
+        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`);
     }, startTimeoutMs);
     proc.on('error', (err) => {
       if (resolved) return;
@@ -114,8 +117,8 @@ function spawnTernd(srv, startTimeoutMs) {
       if (resolved) return;
       resolved = true;
       clearTimeout(timer);
-      reject(new Error(`ternd exited (code ${code}, signal ${signal}) before listening\n` +
-        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`));
+      fail(`ternd exited (code ${code}, signal ${signal}) before listening\n` +
+        `command: ${TERND} ${argv.join(' ')}\nstderr:\n${srv.stderr()}`);
     });
   });
 }
@@ -155,7 +158,7 @@ export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, st
     for (let i = 0; i < n; i++) {
       const o = {
         args: [...args, '--store-backend', 'nats', '--nats-urls', nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
-        env, baseArgs, startTimeoutMs,
+        env, baseArgs, startTimeoutMs, explain: () => nats.describe(),
       };
       // a loaded machine can time out the first stream creations (JetStream's 2 s): once more
       nodes.push(await startNode(o).catch(() => startNode(o)));
@@ -211,7 +214,16 @@ export async function proxyTo(nodes) {
     stderr() { return nodes.map((x, i) => `----- node ${i + 1} -----\n${x.stderr()}`).join('\n'); },
     async stop(timeoutMs) { const codes = await all((x) => x.stop(timeoutMs)); return codes.find((c) => c !== 0) ?? codes[0]; },
     async kill9() { await all((x) => x.kill9()); },
-    async restart(o) { for (const x of nodes) await x.restart(o); return srv; },
+    async restart(o) {
+      // After heavy load a NATS cluster can take a while to be healthy again (a CI run saw
+      // JetStream answer "temporarily unavailable" for over 30 s after a kill -9 under 20,000
+      // sends): the nodes start once it is, or after 60 s, when their own wait begins.
+      if (srv.nats && !(await srv.nats.healthy(60000))) {
+        console.error(`# the NATS cluster was not healthy 60 s after the nodes stopped\n${await srv.nats.describe()}`);
+      }
+      for (const x of nodes) await x.restart(o);
+      return srv;
+    },
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => proxy.close(resolve));
@@ -221,8 +233,9 @@ export async function proxyTo(nodes) {
   return srv;
 }
 
-async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startTimeoutMs = 15000 } = {}) {
+async function startNode({ args = [], dataDir, env, baseArgs = BASE_ARGS, startTimeoutMs = 15000, explain } = {}) {
   const srv = {
+    explain,
     args: [...args],
     baseArgs: [...baseArgs],
     env,
