@@ -348,8 +348,8 @@ static void after_verify(uv_work_t *w, int status) {
      * queued before any send can target the device, so their seqs come first. */
     tern_app_submit(a, tern_accounts_device_op(d, NULL, NULL));
     tern_op_inbox *op = tern_op_inbox_new(TERN_OP_MOVE_INBOX, on_login_stored, p);
-    char inbox[TERN_USERNAME_MAX + 2];
-    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_user_inbox(inbox, u->name);
     tern_store_set_str(&op->inbox, inbox);
     tern_store_set_str(&op->inbox2, d->id);
     tern_app_submit(a, &op->op);
@@ -691,8 +691,8 @@ static void delete_account(tern_app *a, delete_ctx *c, tern_user *u) {
   tern_store_set_str(&pk->key, key);
   tern_app_submit(a, &pk->op);
   while (u->devices) tern_app_submit(a, tern_accounts_delete_device(a, u->devices)); /* inbox, keys: the cascade */
-  char inbox[TERN_USERNAME_MAX + 2];
-  snprintf(inbox, sizeof inbox, "@%s", u->name);
+  char inbox[TERN_USER_INBOX_LEN];
+  tern_user_inbox(inbox, u->name);
   tern_op_inbox *ui = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
   tern_store_set_str(&ui->inbox, inbox);
   tern_app_submit(a, &ui->op);

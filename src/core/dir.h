@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/util.h"
 #include "proto/frame.h"
@@ -113,6 +114,15 @@ static inline size_t tern_dir_ndevices(tern_dir *d) { return d->ops->ndevices(d-
 static inline void tern_dir_each_user(tern_dir *d, tern_dir_user_fn fn, void *arg) { d->ops->each_user(d->self, fn, arg); }
 static inline void tern_dir_each_device(tern_dir *d, tern_dir_device_fn fn, void *arg) {
   d->ops->each_device(d->self, fn, arg);
+}
+
+/* The inbox where messages to a user wait while it has no device (PROTOCOL.md 5): "@" and
+ * the username (a device id is hex, so the two never meet). The one place the name is made:
+ * buf holds TERN_USER_INBOX_LEN bytes; returns buf. */
+#define TERN_USER_INBOX_LEN (TERN_USERNAME_MAX + 2)
+static inline const char *tern_user_inbox(char *buf, const char *username) {
+  snprintf(buf, TERN_USER_INBOX_LEN, "@%s", username);
+  return buf;
 }
 
 tern_user *tern_dir_add_user(tern_dir *d, const char *name);

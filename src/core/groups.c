@@ -192,8 +192,8 @@ static void new_id(tern_app *a, char out[TERN_GROUP_ID_MAX + 1]) {
 /* Every device of u, or its user-level inbox when it has none, gets value vi. */
 static void user_targets(tern_op_append *op, tern_user *u, size_t vi) {
   if (!u->devices) {
-    char inbox[TERN_USERNAME_MAX + 2];
-    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_user_inbox(inbox, u->name);
     tern_op_append_target(op, inbox, vi, TERN_CAP_NONE, NULL);
     return;
   }

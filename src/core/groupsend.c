@@ -332,8 +332,8 @@ void tern_groupsend(tern_app *a, tern_session *s, tern_frame *f, uint64_t receiv
   for (size_t m = 0; m < g->nmembers; m++) {
     tern_user *u = g->members[m];
     if (!u->devices) {
-      char inbox[TERN_USERNAME_MAX + 2];
-      snprintf(inbox, sizeof inbox, "@%s", u->name);
+      char inbox[TERN_USER_INBOX_LEN];
+      tern_user_inbox(inbox, u->name);
       add_target(op, g, &cap, NULL, inbox, v_sole, mode, (int32_t)m);
       continue;
     }

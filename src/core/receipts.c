@@ -51,8 +51,8 @@ static void make_receipt(tern_app *a, bool read, tern_user *sender, const char *
   if (to_sender && !sender->devices && read) {
     /* A read waits in a sender's user-level inbox for their next device; a delivered receipt
      * for a sender with no device has nobody to tell (docs/protocol.md). */
-    char inbox[TERN_USERNAME_MAX + 2];
-    snprintf(inbox, sizeof inbox, "@%s", sender->name);
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_user_inbox(inbox, sender->name);
     tern_op_append_target(op, inbox, vi, TERN_CAP_NONE, NULL);
   } else if (to_sender) {
     devices_of(op, sender, sender == reader ? reader_dev : NULL, vi);

@@ -46,8 +46,8 @@ void tern_router_fanout(tern_op_append *op, tern_user *from_user, tern_device *f
     if (to->devices) {
       for (tern_device *d = to->devices; d; d = d->next_in_user) add_device_target(op, d, v_recipient, cap);
     } else {
-      char inbox[TERN_USERNAME_MAX + 2];
-      snprintf(inbox, sizeof inbox, "@%s", to->name);
+      char inbox[TERN_USER_INBOX_LEN];
+      tern_user_inbox(inbox, to->name);
       tern_op_append_target(op, inbox, v_recipient, cap, NULL);
     }
   }

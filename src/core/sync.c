@@ -132,8 +132,8 @@ static void on_user(const tern_user_rec *r, void *arg) {
       tern_accounts_forget_user(a, u, r->deleted);
       /* after any move of this node's leftovers into it (on_device_gone): the name can be
        * taken again once its hold ends, and the next owner's first device must not get them */
-      char inbox[TERN_USERNAME_MAX + 2];
-      snprintf(inbox, sizeof inbox, "@%s", r->user);
+      char inbox[TERN_USER_INBOX_LEN];
+      tern_user_inbox(inbox, r->user);
       tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
       tern_store_set_str(&op->inbox, inbox);
       tern_app_submit(a, &op->op);
@@ -210,8 +210,8 @@ static void on_device(const tern_device_rec *r, void *arg) {
      * inbox; the node that logged the device in moved only what was there then. Moving again
      * is harmless (an empty inbox moves nothing) and comes after those appends here. */
     tern_op_inbox *op = tern_op_inbox_new(TERN_OP_MOVE_INBOX, NULL, NULL);
-    char inbox[TERN_USERNAME_MAX + 2];
-    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_user_inbox(inbox, u->name);
     tern_store_set_str(&op->inbox, inbox);
     tern_store_set_str(&op->inbox2, d->id);
     tern_app_submit(a, &op->op);
@@ -239,8 +239,8 @@ static void on_device_gone(const char *id, void *arg) {
   tern_op_inbox *op = tern_op_inbox_new(live && !u->ndevices ? TERN_OP_MOVE_INBOX : TERN_OP_DEL_DEVICE, NULL, NULL);
   tern_store_set_str(&op->inbox, id);
   if (op->op.type == TERN_OP_MOVE_INBOX) {
-    char inbox[TERN_USERNAME_MAX + 2];
-    snprintf(inbox, sizeof inbox, "@%s", u->name);
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_user_inbox(inbox, u->name);
     tern_store_set_str(&op->inbox2, inbox);
   }
   tern_app_submit(a, &op->op);

@@ -2257,21 +2257,21 @@ static void *watch_main(void *arg) {
     const char *k = kvEntry_Key(e);
     dec_key(&kb, k, strlen(k));
     bool ok = kvEntry_Operation(e) == kvOp_Put && unwrap((const uint8_t *)kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &u);
-    bool initial = false;
     pthread_mutex_lock(&be->wmu);
-    initial = !be->winit[w->b];
+    bool initial = !be->winit[w->b];
     pthread_mutex_unlock(&be->wmu);
+    /* The initial values are what load() read; only later changes by other nodes are raised. */
+    bool remote = ok && !initial && !own_node(be, &u);
     /* Tests of what a node does before it learns a change (nats.test_feed_delay): the change
      * applies that long after it was made, so the lag does not grow with a burst. */
-    if (ok && !initial && !own_node(be, &u) && be->opts.nats_test_feed_delay_ms > 0) {
+    if (remote && be->opts.nats_test_feed_delay_ms > 0) {
       int64_t due_ms = kvEntry_Created(e) / 1000000 + be->opts.nats_test_feed_delay_ms;
       struct timespec now;
       clock_gettime(CLOCK_REALTIME, &now);
       int64_t wait_ms = due_ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
       if (wait_ms > 0) usleep((useconds_t)TERN_MIN(wait_ms, 10000) * 1000);
     }
-    /* The initial values are what load() read; only later changes by other nodes are raised. */
-    if (ok && !initial && !own_node(be, &u) && be->opts.on_change)
+    if (remote && be->opts.on_change)
       be->opts.on_change(be->opts.shared_arg, (tern_bucket)w->b, kb.data ? kb.data : "", kb.len, u.live ? u.v : NULL,
                          u.live ? u.n : 0);
     kvEntry_Destroy(e);

@@ -630,18 +630,24 @@ static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
 }
 
 /* Remembers an envelope already in the move's target, by its digest. */
+/* An envelope's key in a move's map of what its target holds: 16 bytes of BLAKE2b. */
+#define ENV_DIGEST_LEN 16
+static void env_digest(uint8_t h[ENV_DIGEST_LEN], const uint8_t *v, size_t len) {
+  crypto_generichash(h, ENV_DIGEST_LEN, v, len, NULL, 0);
+}
+
 static bool move_seen_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
   (void)seq;
-  uint8_t h[16];
-  crypto_generichash(h, sizeof h, v, len, NULL, 0);
+  uint8_t h[ENV_DIGEST_LEN];
+  env_digest(h, v, len);
   tern_map_put(arg, (const char *)h, sizeof h, (void *)1);
   return true;
 }
 
 static bool move_seen(const tern_map *seen, const uint8_t *v, size_t len) {
   if (!seen->count) return false;
-  uint8_t h[16];
-  crypto_generichash(h, sizeof h, v, len, NULL, 0);
+  uint8_t h[ENV_DIGEST_LEN];
+  env_digest(h, v, len);
   return tern_map_get(seen, (const char *)h, sizeof h) != NULL;
 }
 
