@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { startServer, startCluster, FAST_LIMITS, sleep } from '../../tests/integration/lib/server.mjs';
 import { startNats } from '../../tests/integration/lib/nats.mjs';
-import { newUser, metric } from '../../tests/integration/lib/api.mjs';
+import { newUser, metric, metricsText, metricValue } from '../../tests/integration/lib/api.mjs';
 import { connect } from '../../tests/integration/lib/client.mjs';
 
 const OPTIONS = {
@@ -391,6 +391,18 @@ async function inboxEnvelopes() {
   try { return await metric(srv, 'tern_inbox_envelopes'); } catch { return NaN; }
 }
 
+// Where ternd's memory is, as its /metrics says (RocksDB: memtables, block cache, envelope
+// cache; a NATS node shows none), for the progress lines and the summary: "" if unknown.
+async function storeMemory() {
+  try {
+    const t = await metricsText(srv.nodes ? srv.nodes[0] : srv);
+    const part = (p) => metricValue(t, `tern_store_memory_bytes{part="${p}"}`);
+    if (part('memtables') === undefined) return '';
+    return `memtables ${mib(part('memtables') / 1024)}, block cache ${mib(part('block_cache') / 1024)}, ` +
+      `envelope cache ${mib(part('envelope_cache') / 1024)} MiB`;
+  } catch { return ''; }
+}
+
 async function waitUntil(fn, ms, what) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -464,9 +476,10 @@ async function main() {
     const d = sum(pairs, (p) => p.nDelivered);
     const now = Date.now();
     const cur = rss.ternd.length ? rss.ternd[rss.ternd.length - 1][1] : 0;
+    const mem = await storeMemory();
     log(`sent ${sum(pairs, (p) => p.nAnswered)}, delivered ${d} (${Math.round((d - lastD) / ((now - lastT) / 1000))} msg/s), ` +
       `unanswered ${sum(pairs, (p) => p.unanswered.size)}, kills ${stats.kills}, drops ${stats.drops}, stalls ${stats.stalls}, ` +
-      `reconnects ${stats.connects - actors.length}, ternd RSS ${mib(cur)} MiB, problems ${problems.length}`);
+      `reconnects ${stats.connects - actors.length}, ternd RSS ${mib(cur)} MiB${mem ? ` (store: ${mem})` : ''}, problems ${problems.length}`);
     lastD = d;
     lastT = now;
   }
@@ -494,6 +507,7 @@ async function main() {
   const errors = new Map();
   for (const p of pairs) for (const [code, n] of p.errors) errors.set(code, (errors.get(code) || 0) + n);
 
+  const memEnd = await storeMemory();
   clearInterval(rssTimer);
   clearInterval(pacer);
   finished = true;
@@ -522,6 +536,7 @@ async function main() {
       `${stats.connectFails} failed connects; close codes ${[...stats.closes].map(([c, n]) => `${c}×${n}`).join(' ')})`,
     `ternd RSS            ${minMax(rss.ternd, rssFrom)} over the load (every process life from ${STEADY_MS / 1000} s after its start; samples every 1 s)`,
   ];
+  if (memEnd) summary.push(`ternd store memory   ${memEnd} at the end of the load (its /metrics)`);
   if (natsProc) summary.push(`nats-server RSS      ${minMax(rss.nats, rssFrom)}`);
   // RSS over time: one figure per tenth of the run (the last sample at or before each point)
   const points = [];

@@ -4,7 +4,9 @@
 #include "core/groups.h"
 #include "core/limits.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/util.h"
 
@@ -33,6 +35,18 @@ static void gauge(tern_buf *b, const char *name, const char *help, int64_t v) {
   tern_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s ", name, help, name, name);
   tern_buf_put_i64(b, v);
   tern_buf_putc(b, '\n');
+}
+
+/* The process's resident set from /proc/self/statm (procfs: answered from memory, never
+ * from a disk), or -1. */
+static int64_t resident_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  long long size = 0, res = -1;
+  if (fscanf(f, "%lld %lld", &size, &res) != 2) res = -1;
+  fclose(f);
+  long page = sysconf(_SC_PAGESIZE);
+  return res < 0 || page <= 0 ? -1 : (int64_t)res * page;
 }
 
 static void histogram(tern_buf *b, const char *name, const char *help, const double *bounds, size_t nb,
@@ -118,6 +132,17 @@ void tern_metrics_render(tern_app *a, tern_buf *b) {
           m->envelopes_delivered);
   gauge(b, "tern_inbox_envelopes", "Envelopes stored right now, waiting for an ack.",
         tern_store_inbox_total(a->store));
+  tern_store_memory sm;
+  if (tern_store_memory_read(a->store, &sm)) {
+    tern_buf_puts(b, "# HELP tern_store_memory_bytes Memory the store holds, by part (sampled about once a second "
+                     "while it commits).\n# TYPE tern_store_memory_bytes gauge\n");
+    tern_buf_printf(b, "tern_store_memory_bytes{part=\"memtables\"} %lld\n", (long long)sm.memtables);
+    tern_buf_printf(b, "tern_store_memory_bytes{part=\"block_cache\"} %lld\n", (long long)sm.block_cache);
+    tern_buf_printf(b, "tern_store_memory_bytes{part=\"table_readers\"} %lld\n", (long long)sm.table_readers);
+    tern_buf_printf(b, "tern_store_memory_bytes{part=\"envelope_cache\"} %lld\n", (long long)sm.envelope_cache);
+  }
+  int64_t rss = resident_bytes();
+  if (rss >= 0) gauge(b, "process_resident_memory_bytes", "Resident memory of the ternd process.", rss);
   tern_buf_puts(b, "# HELP tern_receipts_total Receipts made, by status.\n# TYPE tern_receipts_total counter\n");
   tern_buf_printf(b, "tern_receipts_total{status=\"delivered\"} %llu\n", (unsigned long long)m->receipts_delivered);
   tern_buf_printf(b, "tern_receipts_total{status=\"read\"} %llu\n", (unsigned long long)m->receipts_read);

@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "store/store.h"
 
 /* The KV buckets the semantics use. A backend maps each to its own namespace. */
 typedef enum {
@@ -144,6 +145,10 @@ typedef struct tern_backend_vt {
   const char *(*why)(void *be);
   /* Envelopes stored right now, all inboxes; any thread. */
   int64_t (*total)(void *be);
+  /* Any thread, never blocking: the memory the backend holds, by part, as last sampled (an
+   * embedded backend samples at most once a second on the commit thread, so a reader never
+   * waits for its locks). NULL: not measured (a shared backend's memory is its servers'). */
+  void (*memory)(void *be, tern_store_memory *out);
   /* After the committer stopped: flush and free. */
   void (*close)(void *be);
 

@@ -119,6 +119,9 @@ typedef struct rdb {
   rocksdb_writeoptions_t *wsync; /* sync=true: the one fsync per group */
   rocksdb_readoptions_t *ropts;  /* plain reads */
   atomic_int_fast64_t total;     /* envelopes stored, all inboxes (any thread reads) */
+  /* The last memory sample (r_memory; any thread reads, the commit thread writes). */
+  atomic_int_fast64_t mem_memtables, mem_block_cache, mem_table_readers, mem_envelope_cache;
+  int64_t mem_sampled_ms;        /* commit thread: when the sample was taken */
   /* Everything below belongs to the commit thread (and to open/close, before/after it runs). */
   rocksdb_writebatch_t *wb;    /* the group's batch, filled from the stage at the commit */
   tern_buf stage;              /* the group's keys and values, in write order */
@@ -1040,7 +1043,32 @@ static void r_rollback(void *be) {
   memset(&st->walk, 0, sizeof st->walk);
 }
 
-static void r_after_commit(void *be) { cache_evict(be); }
+/* RocksDB's figures take its locks (the DB mutex, the cache's shards), so they are read here,
+ * on the commit thread, at most once a second, and /metrics reads the atomics. */
+static void mem_sample(rdb *st) {
+  uint64_t v = 0;
+  if (rocksdb_property_int(st->db, "rocksdb.cur-size-all-mem-tables", &v) == 0) atomic_store(&st->mem_memtables, (int64_t)v);
+  v = 0;
+  if (rocksdb_property_int(st->db, "rocksdb.estimate-table-readers-mem", &v) == 0)
+    atomic_store(&st->mem_table_readers, (int64_t)v);
+  atomic_store(&st->mem_block_cache, (int64_t)rocksdb_cache_get_usage(st->cache));
+  atomic_store(&st->mem_envelope_cache, (int64_t)st->cacct.bytes);
+  st->mem_sampled_ms = tern_now_ms();
+}
+
+static void r_after_commit(void *be) {
+  rdb *st = be;
+  cache_evict(st);
+  if (tern_now_ms() - st->mem_sampled_ms >= 1000) mem_sample(st);
+}
+
+static void r_memory(void *be, tern_store_memory *out) {
+  rdb *st = be;
+  out->memtables = atomic_load(&st->mem_memtables);
+  out->block_cache = atomic_load(&st->mem_block_cache);
+  out->table_readers = atomic_load(&st->mem_table_readers);
+  out->envelope_cache = atomic_load(&st->mem_envelope_cache);
+}
 
 /* ---- outside groups ------------------------------------------------------------------------ */
 
@@ -1132,6 +1160,7 @@ static const tern_backend_vt rdb_vt = {
     .load = r_load,
     .why = r_why,
     .total = r_total,
+    .memory = r_memory,
     .close = r_close,
 };
 
@@ -1187,6 +1216,7 @@ int tern_backend_open_rocksdb(const tern_backend_options *opts, tern_backend *ou
     rdb_destroy(st);
     return -EIO;
   }
+  mem_sample(st);
   out->vt = &rdb_vt;
   out->self = st;
   TERN_DEBUG("rocksdb opened", "dir=%s inboxes=%zu envelopes=%lld max_open_files=%d", tern_log_quote(st->dir),

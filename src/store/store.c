@@ -422,6 +422,12 @@ tern_store_health_state tern_store_health(tern_store *s, char *reason, size_t n)
   return h == 2 ? TERN_HEALTH_UNAVAILABLE : h == 1 ? TERN_HEALTH_DEGRADED : TERN_HEALTH_OK;
 }
 int64_t tern_store_inbox_total(tern_store *s) { return s->be.vt->total(s->be.self); }
+bool tern_store_memory_read(tern_store *s, tern_store_memory *out) {
+  *out = (tern_store_memory){0};
+  if (!s->be.vt->memory) return false;
+  s->be.vt->memory(s->be.self, out);
+  return true;
+}
 int64_t tern_store_shared_bodies(tern_store *s) { return (int64_t)atomic_load(&s->bodies); }
 
 static bool free_watch_cb(const char *k, size_t kl, void *v, void *arg) {

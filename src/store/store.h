@@ -428,6 +428,16 @@ int tern_store_load(tern_store *s, const tern_store_load_cbs *cbs, char *err, si
 const char *tern_store_backend_name(const tern_store *s);
 /* Envelopes stored right now, all inboxes (tern_inbox_envelopes); any thread. */
 int64_t tern_store_inbox_total(tern_store *s);
+/* Bytes of memory the store's backend holds, by part (tern_store_memory_bytes; 0: none). */
+typedef struct tern_store_memory {
+  int64_t memtables;      /* writes not flushed to tables yet (RocksDB: every memtable) */
+  int64_t block_cache;    /* table blocks cached for reads */
+  int64_t table_readers;  /* open tables' indexes and filters */
+  int64_t envelope_cache; /* envelopes kept for acks and drains (store.cache_bytes) */
+} tern_store_memory;
+/* Any thread, never blocking: the last sample (about once a second while the store commits).
+ * false when the backend does not measure it (NATS: the memory is the servers'). */
+bool tern_store_memory_read(tern_store *s, tern_store_memory *out);
 /* Stops the commit thread after it finished every op submitted so far, and frees the store.
  * Every port must have been closed first. */
 void tern_store_close(tern_store *s);

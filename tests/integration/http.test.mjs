@@ -135,6 +135,42 @@ describe('http', () => {
     assert.ok(now <= conns - 2, `tern_connections ${conns} → ${now} after two WebSockets closed`);
   });
 
+  test('/metrics says where the memory is: the process resident set, and on RocksDB its parts', async () => {
+    const node = srv.nodes ? srv.nodes[0] : srv; // per node: one process's figures
+    const text = async () => (await request(node, 'GET', '/metrics')).text;
+    const before = metricValue(await text(), 'tern_store_memory_bytes{part="memtables"}');
+    const alice = await newUser(srv, 'mem');
+    const bob = await newUser(srv, 'mem');
+    const ca = await online(srv, alice);
+    ca.send({ type: 'send', id: 'mm1', to: bob.user, body: 'x'.repeat(2000) });
+    await ca.next('sent');
+    await closeAll(ca);
+    let t = await text();
+    assert.match(t, /^# TYPE process_resident_memory_bytes gauge$/m);
+    const rss = metricValue(t, 'process_resident_memory_bytes');
+    assert.ok(rss > 2 ** 20 && rss < 2 ** 40, `process_resident_memory_bytes ${rss}`);
+    if (srv.nodes) {
+      assert.doesNotMatch(t, /tern_store_memory_bytes/, 'a NATS node has no store memory of its own to show');
+      return;
+    }
+    assert.match(t, /^# TYPE tern_store_memory_bytes gauge$/m);
+    // sampled on the commit thread at most once a second: the send above is in a memtable
+    // once a commit a second later has taken a new sample
+    let mem = 0;
+    for (let i = 0; i < 40 && mem < before + 2000; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const c = await online(srv, bob); // its login and drain commit
+      await closeAll(c);
+      t = await text();
+      mem = metricValue(t, 'tern_store_memory_bytes{part="memtables"}');
+    }
+    console.log(`# memtables ${before} → ${mem} bytes`);
+    assert.ok(mem >= before + 2000, `tern_store_memory_bytes{part="memtables"} ${before} → ${mem} after a 2,000-byte message`);
+    for (const part of ['block_cache', 'table_readers', 'envelope_cache']) {
+      assert.ok(metricValue(t, `tern_store_memory_bytes{part="${part}"}`) >= 0, part);
+    }
+  });
+
   test('error bodies are {"error":{"code","message"}} with 400/401/404/405/413', async () => {
     assertErrorShape(await rawRequest(srv, { method: 'POST', path: '/v1/register', headers: { 'content-type': 'application/json' }, body: '{"username":' }), 400, 'bad_request');
     assertErrorShape(await rawRequest(srv, { path: '/v1/me', headers: { authorization: 'Bearer nope' } }), 401, 'unauthorized');
