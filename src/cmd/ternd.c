@@ -345,7 +345,8 @@ int main(int argc, char **argv) {
    * unmapped, never taken from the heap. glibc's default raises its mmap threshold after the
    * first such free, and from then on flushed memtables stayed in the heap: a 4-minute soak
    * without kills grew RSS 159 → 234 MiB while its memtables held 6–57 MiB. With the
-   * threshold fixed, RSS follows the memtables back down (docs/benchmarks.md, "Memory"). */
+   * threshold fixed, RSS follows the memtables back down (docs/benchmarks.md, "Memory
+   * under load"). */
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
   /* Everything ternd creates (RocksDB's files, media, temporary uploads) is its own: files
    * 0600, directories 0700, whatever the libraries ask for. */

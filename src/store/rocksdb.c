@@ -1047,7 +1047,8 @@ static void r_rollback(void *be) {
  * on the commit thread, at most once a second, and /metrics reads the atomics. */
 static void mem_sample(rdb *st) {
   uint64_t v = 0;
-  if (rocksdb_property_int(st->db, "rocksdb.cur-size-all-mem-tables", &v) == 0) atomic_store(&st->mem_memtables, (int64_t)v);
+  if (rocksdb_property_int(st->db, "rocksdb.cur-size-all-mem-tables", &v) == 0)
+    atomic_store(&st->mem_memtables, (int64_t)v);
   v = 0;
   if (rocksdb_property_int(st->db, "rocksdb.estimate-table-readers-mem", &v) == 0)
     atomic_store(&st->mem_table_readers, (int64_t)v);

@@ -629,13 +629,13 @@ static bool move_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
   return true;
 }
 
-/* Remembers an envelope already in the move's target, by its digest. */
 /* An envelope's key in a move's map of what its target holds: 16 bytes of BLAKE2b. */
 #define ENV_DIGEST_LEN 16
 static void env_digest(uint8_t h[ENV_DIGEST_LEN], const uint8_t *v, size_t len) {
   crypto_generichash(h, ENV_DIGEST_LEN, v, len, NULL, 0);
 }
 
+/* Remembers an envelope already in the move's target, by its digest. */
 static bool move_seen_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
   (void)seq;
   uint8_t h[ENV_DIGEST_LEN];
