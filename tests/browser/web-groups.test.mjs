@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { serverAndBrowser, screenshot, until } from './lib/harness.mjs';
-import { openPage, register, login, send, sendByKeys, sendImage, statusOf, focus } from './lib/ui.mjs';
+import { openPage, register, login, send, sendByKeys, sendImage, statusOf, focus, apiCall } from './lib/ui.mjs';
 
 const ctx = {}; // name -> {context, page, dialogs, errors}
 let peer = ''; // the group's chat id, "g:<group_id>"
@@ -436,6 +436,11 @@ test('a new login of alice lists her groups, and their messages reach it', async
   await login(alice2, 'alice');
   const names = () => alice2.$$eval('#chat-list .chat-name', (els) => els.map((e) => e.textContent).sort());
   await until('both groups listed', async () => JSON.stringify(await names()) === JSON.stringify(['Climbing', 'Trip 2']));
+  // The new device publishes its keys after its socket is ready; a message sent before that is
+  // not for it (PROTOCOL 11: devices without keys get nothing), so dave writes once it has them.
+  // CI saw the groups listed first, and the message never reached alice2.
+  const token = await alice2.evaluate(() => JSON.parse(localStorage.getItem('tern.session')).token);
+  await until('her keys published', async () => (await apiCall(env.server.url, token, 'GET', '/v1/keys').catch(() => null)) !== null);
   const dave = page('dave');
   await focus(dave);
   await send(dave, 'Thursday at 7 then');
