@@ -73,8 +73,13 @@ void tern_app_net_handlers(tern_app *a, tern_net_handlers *h) {
 
 static void on_pace(uv_timer_t *t) { tern_session_pace(t->data); }
 
-void tern_app_pace_soon(tern_app *a) {
-  if (!uv_is_active((uv_handle_t *)&a->pace_timer)) uv_timer_start(&a->pace_timer, on_pace, 5, 0);
+void tern_app_pace_soon(tern_app *a) { tern_app_pace_after(a, 5); }
+
+void tern_app_pace_after(tern_app *a, uint64_t ms) {
+  uv_timer_t *t = &a->pace_timer;
+  /* one timer for every waiting session: it fires at the earliest time any of them asked for */
+  if (uv_is_active((uv_handle_t *)t) && uv_timer_get_due_in(t) <= ms) return;
+  uv_timer_start(t, on_pace, ms, 0);
 }
 
 static bool persist_one(tern_user *u, void *arg) {

@@ -147,6 +147,8 @@ void tern_app_free(tern_app *a);
 void tern_app_submit(tern_app *a, tern_store_op *op);
 /* Runs tern_session_pace soon (drains waiting for the client to read). */
 void tern_app_pace_soon(tern_app *a);
+/* The same, in ms at the latest (a drain retrying after the store was unavailable). */
+void tern_app_pace_after(tern_app *a, uint64_t ms);
 /* Persists a user's (and optionally a device's) last seen. */
 void tern_app_persist_last_seen(tern_app *a, tern_user *u, tern_device *d);
 

@@ -17,6 +17,7 @@
 
 enum {
   TICK_MS = 500,          /* liveness checks */
+  RELINK_AGAIN_MS = 2000, /* after a relink, live sessions read once more this much later */
   SNAPSHOT_CHUNK = 400,   /* entries per snapshot message (about 30 KB) */
   STR_MAX = 255,
 };
@@ -48,6 +49,7 @@ struct tern_cluster {
   uv_timer_t timer;
   bool timer_open;
   int64_t last_beat;      /* ms */
+  int64_t recheck_at;     /* ms: live sessions read their inboxes again then (0: not due) */
   tern_buf out;           /* message being built */
 };
 
@@ -300,6 +302,14 @@ static void deliver_typing(tern_cluster *c, const tern_bus_msg *m) {
 
 static void send_snapshot(tern_cluster *c);
 
+/* Every live session reads its inbox now, and once more a moment later: after a reconnect the
+ * servers spread this node's interest over their routes, and an event published elsewhere in
+ * between is lost too. A read finds what the session has not been sent, or nothing. */
+static void read_again(tern_cluster *c) {
+  tern_session_recheck_all(c->a);
+  c->recheck_at = tern_now_ms() + RELINK_AGAIN_MS;
+}
+
 static void on_bus(void *arg, const uint8_t *msg, size_t len) {
   tern_cluster *c = arg;
   tern_bus_msg m;
@@ -324,7 +334,8 @@ static void on_bus(void *arg, const uint8_t *msg, size_t len) {
   peer *p = peer_of(c, &m, now);
   switch (m.type) {
     case TERN_BUS_HEARTBEAT:
-      if (m.flags & 1) send_snapshot(c); /* a newcomer asks who is connected */
+      if (m.flags & TERN_BUS_HELLO) send_snapshot(c); /* a newcomer asks who is connected */
+      if (m.flags & TERN_BUS_RELINKED) read_again(c);
       break;
     case TERN_BUS_ONLINE: remote_online(c, p, m.user, m.device, m.ms, true); break;
     case TERN_BUS_OFFLINE: remote_offline(c, p, m.device, m.ms); break;
@@ -372,8 +383,8 @@ static void send_snapshot(tern_cluster *c) {
   tern_free(s);
 }
 
-static void heartbeat(tern_cluster *c, bool hello) {
-  tern_bus_msg m = mine(c, TERN_BUS_HEARTBEAT, hello ? 1 : 0);
+static void heartbeat(tern_cluster *c, uint8_t flags) {
+  tern_bus_msg m = mine(c, TERN_BUS_HEARTBEAT, flags);
   tern_bus_encode(&m, &c->out);
   publish(c);
   c->last_beat = tern_now_ms();
@@ -416,7 +427,7 @@ void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, con
 static void on_tick(uv_timer_t *t) {
   tern_cluster *c = t->data;
   int64_t now = tern_now_ms(), timeout = c->a->cfg->cluster_node_timeout_ms;
-  if (now - c->last_beat >= timeout / 3) heartbeat(c, false);
+  if (now - c->last_beat >= timeout / 3) heartbeat(c, 0);
   const char *k;
   size_t kl;
   void *v;
@@ -437,6 +448,22 @@ static void on_tick(uv_timer_t *t) {
    * a new event: every live session reads its inbox once more (one walk of the directory per
    * death, rare). */
   if (n) tern_session_recheck_all(c->a);
+  if (c->recheck_at && now >= c->recheck_at) {
+    c->recheck_at = 0;
+    tern_session_recheck_all(c->a);
+  }
+}
+
+/* This node's link to the store's servers was cut and is back: envelope events and bus
+ * messages of that moment are gone, both those sent to this node and those it had handed to
+ * a server that died. Its live sessions read their inboxes, and the others are told to do the
+ * same (RELINKED) and to say again who is connected to them (HELLO: an OFFLINE or ONLINE may
+ * be among what was lost). */
+static void on_relink(void *arg) {
+  tern_cluster *c = arg;
+  TERN_INFO("cluster: the store's link is back; live sessions read their inboxes again", "writer=%s", c->writer);
+  read_again(c);
+  heartbeat(c, TERN_BUS_HELLO | TERN_BUS_RELINKED);
 }
 
 tern_cluster *tern_cluster_new(tern_app *a) {
@@ -454,7 +481,8 @@ void tern_cluster_start(tern_cluster *c) {
   c->shared = tern_store_port_shared(c->a->port);
   if (!c->shared) return;
   tern_store_bus_follow(c->a->port, on_bus, c);
-  heartbeat(c, true); /* hello: the others answer with who is connected to them */
+  tern_store_relink_follow(c->a->port, on_relink, c);
+  heartbeat(c, TERN_BUS_HELLO); /* the others answer with who is connected to them */
   uv_timer_start(&c->timer, on_tick, TICK_MS, TICK_MS);
 }
 

@@ -44,13 +44,18 @@ void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, con
 
 /* ---- the bus message codec (exposed for its fuzz target) ---- */
 typedef enum {
-  TERN_BUS_HEARTBEAT = 'H', /* flags: 1 = hello (answer with a snapshot) */
+  TERN_BUS_HEARTBEAT = 'H', /* flags: TERN_BUS_HELLO, TERN_BUS_RELINKED */
   TERN_BUS_BYE = 'B',
   TERN_BUS_ONLINE = 'O',    /* user, device, ms: since */
   TERN_BUS_OFFLINE = 'F',   /* user, device, ms: last seen */
   TERN_BUS_SNAPSHOT = 'S',  /* entries: (user, device, since) */
   TERN_BUS_TYPING = 'T',    /* user: from; to: user or group; flags: 1 = composing, 2 = to a group */
 } tern_bus_type;
+
+/* A heartbeat's flags: HELLO asks the others for a snapshot of who is connected to them;
+ * RELINKED says the sender's link to the store's servers was cut, so events it published
+ * then may be lost: the others' live sessions read their inboxes again. */
+enum { TERN_BUS_HELLO = 1, TERN_BUS_RELINKED = 2 };
 
 /* Wire form: [1 type][str writer][8 boot][1 flags] then per type [str user][str device or to]
  * [8 ms], or for a snapshot [2 count]([str user][str device][8 ms])*. A str is [1 len][len

@@ -62,15 +62,43 @@ static void write_envelope(tern_session *s, uint64_t seq, const tern_env_view *v
 
 static void drain_step(tern_session *s);
 
+/* A read the store could not answer now (a NATS cluster moving a stream's leader takes a few
+ * seconds; a reconnect to it rechecks every live session at once, session_recheck_all): the
+ * client keeps its connection, and the read goes again after 100 ms, doubling to 2 s, for
+ * about a minute in all; then the connection is closed as on any other store error. */
+enum { DRAIN_RETRIES = 32, DRAIN_RETRY_FIRST_MS = 100, DRAIN_RETRY_MAX_MS = 2000 };
+
+static void wait_in_list(tern_session *s) {
+  s->drain_waiting = true;
+  tern_session_ref(s);
+  s->wait_next = s->app->waiting;
+  s->app->waiting = s;
+}
+
+static void drain_retry_later(tern_session *s, const char *why) {
+  uint64_t ms = DRAIN_RETRY_FIRST_MS;
+  for (unsigned i = 0; i < s->drain_fails && ms < DRAIN_RETRY_MAX_MS; i++) ms *= 2;
+  if (ms > DRAIN_RETRY_MAX_MS) ms = DRAIN_RETRY_MAX_MS;
+  if (s->drain_fails++ == 0)
+    TERN_WARN("drain: the store is unavailable, reading again", "device=%s err=%s", s->dev ? s->dev->id : "-",
+              tern_log_quote(why));
+  s->drain_retry_at = uv_now(s->app->loop) + ms;
+  if (!s->drain_waiting) wait_in_list(s);
+  tern_app_pace_after(s->app, ms);
+}
+
 static void on_drain_done(tern_store_op *op) {
   tern_session *s = op->arg;
   tern_op_inbox *d = tern_op_as_inbox(op);
   s->drain_inflight = false;
   if (s->state == SESS_DRAIN && s->ep) {
-    if (op->status != TERN_STORE_OK) {
+    if (op->status == TERN_STORE_UNAVAILABLE && s->drain_fails < DRAIN_RETRIES) {
+      drain_retry_later(s, op->err);
+    } else if (op->status != TERN_STORE_OK) {
       TERN_ERROR("drain failed", "device=%s err=%s", s->dev ? s->dev->id : "-", tern_log_quote(op->err));
       tern_session_close(s, TERN_CLOSE_INTERNAL);
     } else {
+      s->drain_fails = 0;
       for (size_t i = 0; i < d->nitems && s->ep; i++) {
         tern_store_item *it = &d->items[i];
         tern_env_view v;
@@ -108,10 +136,7 @@ static void drain_step(tern_session *s) {
   size_t half = (size_t)a->cfg->ws_max_outbound / 2, queued = s->ep_ops->backlog(s->ep);
   if (queued > half / 2) {
     if (!s->drain_waiting) {
-      s->drain_waiting = true;
-      tern_session_ref(s);
-      s->wait_next = a->waiting;
-      a->waiting = s;
+      wait_in_list(s);
       tern_app_pace_soon(a);
     }
     return;
@@ -134,6 +159,15 @@ void tern_session_pace(tern_app *a) {
     list = s->wait_next;
     s->wait_next = NULL;
     s->drain_waiting = false;
+    uint64_t now = uv_now(a->loop);
+    if (s->state == SESS_DRAIN && s->ep && s->drain_retry_at > now) { /* not yet: stays listed */
+      s->wait_next = a->waiting;
+      a->waiting = s;
+      s->drain_waiting = true;
+      tern_app_pace_after(a, s->drain_retry_at - now);
+      continue;
+    }
+    s->drain_retry_at = 0;
     if (s->state == SESS_DRAIN && s->ep) drain_step(s);
     tern_session_unref(s);
   }
@@ -142,9 +176,12 @@ void tern_session_pace(tern_app *a) {
 static bool recheck_device(tern_device *d, void *arg) {
   (void)arg;
   tern_session *s = d->session;
-  if (s && s->state == SESS_LIVE && s->ep) {
+  if (!s || !s->ep) return true;
+  if (s->state == SESS_LIVE) {
     s->state = SESS_DRAIN;
     drain_step(s);
+  } else if (s->state == SESS_DRAIN) {
+    s->event_in_drain = true; /* the read out now may be older than what is missed: once more */
   }
   return true;
 }

@@ -8,7 +8,9 @@
  * read returns nothing new, then answers synced and goes live; events during the drain are
  * ignored (the next read includes them, since reads see committed data and completions run in
  * order). A gap in live seqs sends it back to draining. The drain is paced: it waits while
- * more than a quarter of ws.max_outbound is queued to the client.
+ * more than a quarter of ws.max_outbound is queued to the client. A read the store answers
+ * `unavailable` (a shared backend moving its leaders, or without a quorum) is tried again
+ * with a growing pause, for about a minute, before the connection is closed (1011).
  *
  * Ownership. A session is owned by its endpoint until tern_session_gone, and by the store ops
  * that point at it (refs) until they complete. Threads: its worker's loop only.
@@ -49,6 +51,8 @@ struct tern_session {
   bool drain_inflight;             /* a DRAIN op is out */
   bool drain_waiting;              /* paused until the client reads what was sent */
   bool event_in_drain;             /* an envelope event came while a drain read was out */
+  uint8_t drain_fails;             /* drain reads in a row the store answered unavailable */
+  uint64_t drain_retry_at;         /* loop ms: a drain waiting after unavailable reads again then */
   bool watching_inbox;             /* the device's inbox is watched */
   tern_user **watching;            /* users this session watches */
   size_t nwatching, watching_cap;
@@ -83,8 +87,10 @@ void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, siz
                           size_t body_len);
 /* Continues drains that waited for outbound space. */
 void tern_session_pace(tern_app *a);
-/* Every live session of this app reads its inbox again from its last seq, as on a gap: a node
- * that died may have committed envelopes whose events it never published (cluster.c). */
+/* Every live session of this app reads its inbox again from its last seq, as on a gap, and a
+ * draining one reads once more before it is synced: a node that died may have committed
+ * envelopes whose events it never published, and a reconnect to the store's servers loses
+ * the events of its moment (cluster.c). */
 void tern_session_recheck_all(tern_app *a);
 /* Answers through the endpoint (no-ops once gone). */
 void tern_session_error(tern_session *s, const char *id, const char *code, const char *message, const char *user);

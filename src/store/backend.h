@@ -182,6 +182,10 @@ typedef struct tern_backend_options {
   /* Shared backends: an envelope another node appended (after its commit), for the inbox's
    * watcher; at most once, may be lost (a watcher that sees a gap drains). */
   void (*on_envelope)(void *arg, const char *inbox, size_t n, uint64_t seq, const uint8_t *v, size_t len);
+  /* Shared backends: the link to the servers was cut and is back (a reconnect), so envelope
+   * events and bus messages of that time may be lost, here and at the other nodes. Called on a
+   * library thread; must not block. */
+  void (*on_relink)(void *arg);
   void *shared_arg;
   /* Shared backends: this writer's node id, and the NATS settings (nats.c). */
   const char *node;

@@ -165,6 +165,7 @@ typedef struct nbe {
   char *node_enc;
   int replicas;
   natsConnection *nc;
+  tern_natsconn_link link; /* its reconnects: events of that time may be lost (on_relinked) */
   jsCtx *js;
   kvStore *kv[TERN_BUCKET__COUNT];
   char *kvname[TERN_BUCKET__COUNT]; /* bucket (stream KV_<name>) */
@@ -1932,6 +1933,14 @@ static void on_event_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg
   natsMsg_Destroy(msg);
 }
 
+/* Envelope events and bus messages are core NATS: what other nodes published while this
+ * connection was away, and what this node had published into a server that then died, is
+ * lost. The owner reads its inboxes again (options.on_relink). */
+static void on_relinked(void *arg) {
+  nbe *be = arg;
+  if (!atomic_load(&be->stop) && be->opts.on_relink) be->opts.on_relink(be->opts.shared_arg);
+}
+
 static int record_del(nbe *be, uint64_t seq) { return seq ? del_msg(be, be->s_commit, seq) : 0; }
 
 static int replay(nbe *be);
@@ -2450,11 +2459,8 @@ static void n_close(void *self) {
     tern_free(be->kvname[b]);
   }
   if (be->js) jsCtx_Destroy(be->js);
-  if (be->nc) {
-    natsConnection_FlushTimeout(be->nc, 1000);
-    natsConnection_Close(be->nc);
-    natsConnection_Destroy(be->nc);
-  }
+  if (be->nc) natsConnection_FlushTimeout(be->nc, 1000);
+  tern_natsconn_close(&be->nc, &be->link);
   group_clear(be);
   tern_map_free(&be->burned);
   tern_free(be->pdels);
@@ -2582,7 +2588,10 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   snprintf(be->s_commit, sizeof be->s_commit, "%s_COMMIT", be->NS);
 
   int n = 0;
-  int r = tern_natsconn_open(opts->nats_urls, WAIT_MS, &be->nc, &n, err, errlen);
+  be->link.what = "store";
+  be->link.back = on_relinked;
+  be->link.arg = be;
+  int r = tern_natsconn_open(opts->nats_urls, WAIT_MS, &be->link, &be->nc, &n, err, errlen);
   if (r < 0) {
     n_close(be);
     return r;

@@ -6,8 +6,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
 
 enum { MAX_URLS = 32 };
 
@@ -15,9 +17,58 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static natsStatus lib_status = NATS_OK;
 static void lib_open(void) { lib_status = nats_Open(-1); }
 
-int tern_natsconn_open(const char *urls, int timeout_ms, natsConnection **out, int *nservers, char *err,
-                       size_t errlen) {
+static void on_disconnected(natsConnection *nc, void *closure) {
+  tern_natsconn_link *l = closure;
+  if (natsConnection_IsClosed(nc)) return; /* nats.c says disconnected at a close too */
+  TERN_WARN("nats: connection lost, reconnecting", "conn=%s", l->what);
+}
+
+/* After a reconnect nats.c has sent this connection's subscriptions again; what was published
+ * to them meanwhile is gone (core NATS keeps nothing), which the owner hears through back. */
+static void on_reconnected(natsConnection *nc, void *closure) {
+  tern_natsconn_link *l = closure;
+  char url[256] = "";
+  natsConnection_GetConnectedUrl(nc, url, sizeof url);
+  TERN_INFO("nats: reconnected", "conn=%s server=%s", l->what, tern_log_quote(url));
+  if (l->back) l->back(l->arg);
+}
+
+static void on_closed(natsConnection *nc, void *closure) {
+  tern_natsconn_link *l = closure;
+  (void)nc;
+  pthread_mutex_lock(&l->mu);
+  l->closed = true;
+  pthread_cond_broadcast(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+void tern_natsconn_close(natsConnection **nc, tern_natsconn_link *link) {
+  if (*nc) {
+    natsConnection_Close(*nc);
+    pthread_mutex_lock(&link->mu);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += 2;
+    while (!link->closed && pthread_cond_timedwait(&link->cv, &link->mu, &t) == 0) {
+    }
+    pthread_mutex_unlock(&link->mu);
+    natsConnection_Destroy(*nc);
+    *nc = NULL;
+  }
+  if (link->inited) {
+    pthread_mutex_destroy(&link->mu);
+    pthread_cond_destroy(&link->cv);
+    link->inited = false;
+  }
+}
+
+int tern_natsconn_open(const char *urls, int timeout_ms, tern_natsconn_link *link, natsConnection **out,
+                       int *nservers, char *err, size_t errlen) {
   *out = NULL;
+  pthread_mutex_init(&link->mu, NULL);
+  pthread_cond_init(&link->cv, NULL);
+  link->closed = false;
+  link->inited = true;
   pthread_once(&lib_once, lib_open);
   if (lib_status != NATS_OK) {
     snprintf(err, errlen, "nats: cannot initialise nats.c: %s", natsStatus_GetText(lib_status));
@@ -41,6 +92,9 @@ int tern_natsconn_open(const char *urls, int timeout_ms, natsConnection **out, i
   /* a subscriber that falls behind (a node's feed after a pause) is not cut off at 64k */
   if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(no, 1000000);
   if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(no, false, NULL, NULL);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(no, on_disconnected, link);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(no, on_reconnected, link);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(no, on_closed, link);
   if (s == NATS_OK) s = natsConnection_Connect(out, no);
   natsOptions_Destroy(no);
   tern_free(copy);

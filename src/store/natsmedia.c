@@ -25,6 +25,7 @@ enum {
 
 struct tern_natsmedia {
   natsConnection *nc; /* our own connection: the store's commit thread keeps its own busy */
+  tern_natsconn_link link;
   jsCtx *js;
   char *ns;           /* subject prefix (namespace, bytes outside [A-Za-z0-9_-] as '_') */
   char stream[160];   /* <NS>_MEDIA */
@@ -66,10 +67,7 @@ static int fail(char *err, size_t errlen, const char *what, natsStatus s, jsErrC
 void tern_natsmedia_close(tern_natsmedia *nm) {
   if (!nm) return;
   if (nm->js) jsCtx_Destroy(nm->js);
-  if (nm->nc) {
-    natsConnection_Close(nm->nc);
-    natsConnection_Destroy(nm->nc);
-  }
+  tern_natsconn_close(&nm->nc, &nm->link);
   pthread_mutex_destroy(&nm->mu);
   tern_free(nm->ns);
   tern_free(nm->buf);
@@ -85,7 +83,8 @@ int tern_natsmedia_open(const char *urls, const char *ns, int replicas, tern_nat
   snprintf(nm->stream, sizeof nm->stream, "%s_MEDIA", nm->ns);
   nm->buf = tern_malloc(TERN_NATSMEDIA_CHUNK);
   int n = 0;
-  int r = tern_natsconn_open(urls, WAIT_MS, &nm->nc, &n, err, errlen);
+  nm->link.what = "media"; /* a chunk's publish or read fails and is tried again: nothing to redo */
+  int r = tern_natsconn_open(urls, WAIT_MS, &nm->link, &nm->nc, &n, err, errlen);
   if (r < 0) {
     tern_natsmedia_close(nm);
     return r;

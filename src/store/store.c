@@ -335,6 +335,7 @@ void tern_store_op_release(tern_store_op *op) { op_destroy(op); }
 
 static void remote_change(void *arg, tern_bucket b, const char *key, size_t klen, const uint8_t *v, size_t vlen);
 static void remote_bus(void *arg, const uint8_t *msg, size_t len);
+static void remote_relink(void *arg);
 static void remote_envelope(void *arg, const char *inbox, size_t n, uint64_t seq, const uint8_t *v, size_t len);
 
 static void store_free(tern_store *s) {
@@ -377,6 +378,7 @@ int tern_store_open(const tern_store_options *opts, tern_store **out, char *err,
       .on_change = remote_change,
       .on_bus = remote_bus,
       .on_envelope = remote_envelope,
+      .on_relink = remote_relink,
       .shared_arg = s,
       .node = s->node,
       .nats_urls = opts->nats_urls,
@@ -591,7 +593,8 @@ static void event_copy_free(tern_store_event_copy *ev) {
 
 static void run_envelope_copy(tern_store *s, tern_store_port *p, tern_store_event_copy *ev) {
   pthread_mutex_lock(&s->watch_mu);
-  store_watch *w = tern_map_gets(&s->watches, ev->inbox);
+  /* (no inbox: a bus message or a relink that a closing port drops through here) */
+  store_watch *w = ev->inbox ? tern_map_gets(&s->watches, ev->inbox) : NULL;
   store_watch copy = w ? *w : (store_watch){0};
   pthread_mutex_unlock(&s->watch_mu);
   if (w && copy.port == p) {
@@ -621,6 +624,9 @@ void tern_store_run_event_copy(tern_store *s, tern_store_port *p, tern_store_eve
     case TERN_EVC_CALL:
       ev->call(ev->call_arg, true);
       break;
+    case TERN_EVC_RELINK:
+      if (f->relink) f->relink(f->relink_arg);
+      break;
   }
   event_copy_free(ev);
 }
@@ -644,6 +650,12 @@ void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg) 
   tern_port_follow *f = tern_store_port_follows(p);
   f->bus = cb;
   f->bus_arg = arg;
+}
+
+void tern_store_relink_follow(tern_store_port *p, void (*cb)(void *arg), void *arg) {
+  tern_port_follow *f = tern_store_port_follows(p);
+  f->relink = cb;
+  f->relink_arg = arg;
 }
 
 static tern_store_event_copy *change_copy(uint8_t bucket, const char *key, size_t klen, const void *v, size_t vlen,
@@ -691,6 +703,18 @@ static void remote_bus(void *arg, const uint8_t *msg, size_t len) {
   tern_store *s = arg;
   pthread_mutex_lock(&s->ports_mu);
   for (size_t i = 0; i < s->nports; i++) tern_store_port_post_event(s->ports[i], bus_copy(msg, len));
+  pthread_mutex_unlock(&s->ports_mu);
+}
+
+/* The backend's link to its servers is back after a cut (a shared backend's thread). */
+static void remote_relink(void *arg) {
+  tern_store *s = arg;
+  pthread_mutex_lock(&s->ports_mu);
+  for (size_t i = 0; i < s->nports; i++) {
+    tern_store_event_copy *ev = TERN_NEW(tern_store_event_copy);
+    ev->kind = TERN_EVC_RELINK;
+    tern_store_port_post_event(s->ports[i], ev);
+  }
   pthread_mutex_unlock(&s->ports_mu);
 }
 

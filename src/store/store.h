@@ -491,6 +491,11 @@ void tern_store_follow(tern_store_port *p, const tern_store_load_cbs *cbs);
 /* Messages published on the bus by other writers arrive at cb on p's loop. */
 typedef void (*tern_store_bus_cb)(void *arg, const uint8_t *msg, size_t len);
 void tern_store_bus_follow(tern_store_port *p, tern_store_bus_cb cb, void *arg);
+/* Delivery events and bus messages are at most once with a shared backend, and a cut in its
+ * link to the servers (a NATS reconnect) loses those of that moment, here and at the other
+ * nodes: cb(arg) runs on p's loop once the link is back, for the loop to read its watched
+ * inboxes again and tell the other writers to. Set before the loop runs. */
+void tern_store_relink_follow(tern_store_port *p, void (*cb)(void *arg), void *arg);
 /* Publishes msg (copied) to every other port of this process and, with a shared backend, to
  * every other node: at most once, unordered between writers, lost when a node is down.
  * p's loop thread; never blocks. */

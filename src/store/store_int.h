@@ -105,8 +105,8 @@ void tern_store_commit_record(tern_store *s, uint64_t ns);
 bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget);
 /* Something for a port's loop that another thread made: a delivery event for a watcher on
  * another loop (the op that made it is freed on its own loop, so the bytes travel with it), a
- * directory change for the port's follower, or a bus message. */
-typedef enum { TERN_EVC_ENVELOPE = 0, TERN_EVC_CHANGE, TERN_EVC_BUS, TERN_EVC_CALL } tern_store_event_kind;
+ * directory change for the port's follower, a bus message, or word of a reconnect. */
+typedef enum { TERN_EVC_ENVELOPE = 0, TERN_EVC_CHANGE, TERN_EVC_BUS, TERN_EVC_CALL, TERN_EVC_RELINK } tern_store_event_kind;
 typedef struct tern_store_event_copy tern_store_event_copy;
 struct tern_store_event_copy {
   tern_store_event_copy *next; /* the port's queue */
@@ -121,12 +121,14 @@ struct tern_store_event_copy {
   tern_store_call_fn call;     /* CALL: runs on the port's loop */
   void *call_arg;
 };
-/* What a port's loop follows (tern_store_follow, tern_store_bus_follow). */
+/* What a port's loop follows (tern_store_follow, tern_store_bus_follow, tern_store_relink_follow). */
 typedef struct tern_port_follow {
   tern_store_load_cbs feed;
   bool following;
   tern_store_bus_cb bus;
   void *bus_arg;
+  void (*relink)(void *arg);
+  void *relink_arg;
 } tern_port_follow;
 tern_port_follow *tern_store_port_follows(tern_store_port *p);
 /* Posts a copy of each change to every port but its origin (commit thread, after commit). */
