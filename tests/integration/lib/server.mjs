@@ -147,9 +147,10 @@ let clusters = 0;
 
 /**
  * n ternd nodes on one NATS namespace, behind a round-robin TCP proxy. opts.nats: a NATS
- * cluster of the caller's (startNats) instead of the process's shared one.
+ * cluster of the caller's (startNats) instead of the process's shared one; opts.urlsFor(i):
+ * node i's --nats-urls instead of every server's (a node behind a test's own proxy).
  */
-export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, startTimeoutMs = 30000, nats: given } = {}) {
+export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, startTimeoutMs = 30000, nats: given, urlsFor } = {}) {
   if (!given && !sharedNats) sharedNats = startNats({ servers: 3 });
   const nats = given || await sharedNats;
   const ns = `t${process.pid}x${++clusters}`;
@@ -157,7 +158,7 @@ export async function startCluster(n, { args = [], env, baseArgs = BASE_ARGS, st
   try {
     for (let i = 0; i < n; i++) {
       const o = {
-        args: [...args, '--store-backend', 'nats', '--nats-urls', nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
+        args: [...args, '--store-backend', 'nats', '--nats-urls', urlsFor ? urlsFor(i) : nats.urls, '--nats-namespace', ns, '--nats-node', `n${i + 1}`],
         env, baseArgs, startTimeoutMs, explain: () => nats.describe(),
       };
       // a loaded machine can time out the first stream creations (JetStream's 2 s): once more
