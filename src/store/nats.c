@@ -81,6 +81,7 @@ enum {
   DUP_WINDOW_S = 120,    /* JetStream duplicate window of NS_IN and NS_COMMIT */
   KEY_MAX = 1024,
   SERIAL_CLAIMS_MAX = 8, /* claims_run: a contended group up to this size claims one at a time */
+  CLAIM_RETRIES = 8,     /* claims_retry: rounds for claims a leaderless stream did not store */
 };
 
 /* Directory buckets are watched for on_change. */
@@ -1730,6 +1731,52 @@ static int claim_cmp(const void *x, const void *y) {
  * one that wins their first shared claim goes on and the other stops there, as locks taken in
  * one order cannot deadlock. The uncontended path stays pipelined, and so do big groups (a
  * round trip per claim would cost more than the random pause of a pipelined retry). */
+/* Publishes claim i of the plan into a new slot. */
+static void claim_publish(nbe *be, gplan *p, size_t i) {
+  claim *c = &p->claims[i];
+  if (c->kind == 'A') {
+    ginbox *ib = c->ib;
+    size_t idx = (size_t)(c->seq - ib->base_next);
+    size_t off = 0;
+    for (size_t j = 0; j < idx; j++) off += 4 + tern_get_be32(ib->apps.data + off);
+    size_t len = tern_get_be32(ib->apps.data + off);
+    bool first = i == 0 || p->claims[i - 1].kind != 'A' || p->claims[i - 1].ib != ib;
+    c->slot = pub_append(be, ib, c->seq, (const uint8_t *)ib->apps.data + off + 4, len, first);
+  } else {
+    c->slot = pub_kv(be, c->g, true);
+  }
+}
+
+/* The server said the claim was not stored because its stream had no leader (a NATS server
+ * lost, an election under way): no responders, or JetStream's "not available" answers. A
+ * timeout is not among them: that claim may be stored. */
+static bool claim_unstored(nbe *be, const claim *c) {
+  if (c->slot < 0) return false;
+  slot s = slot_get(be, c->slot);
+  return s.state == 2 && (s.err == NATS_NO_RESPONDERS || s.code == JSClusterNotAvailErr ||
+                          s.code == JSStreamOfflineErr || s.code == JSNotEnabledErr);
+}
+
+/* Publishes again the claims a leaderless stream did not store, after 100 ms doubling to 1 s,
+ * for about 5 s. Undoing the group instead is not harmless: its other claims are stored and
+ * readable (another node's drain may deliver them before the undo), and the client's resend
+ * of the same id, whose de-dup key went with the undo, is stored again under a new msg_id.
+ * That delivered ~157 messages of 1,500 twice when integration/cluster killed a NATS server
+ * under load in CI (KV claims answered "no responders" while the inbox appends landed). The
+ * commit thread waits meanwhile; the groups behind would find no leader either. */
+static void claims_retry(nbe *be, gplan *p) {
+  for (unsigned round = 0; round < CLAIM_RETRIES; round++) {
+    size_t n = 0;
+    for (size_t i = 0; i < p->nclaims; i++) n += claim_unstored(be, &p->claims[i]);
+    if (!n) return;
+    if (round == 0) TERN_WARN("nats: claims found no stream leader, publishing them again", "claims=%zu", n);
+    nats_Sleep(TERN_MIN(100 << round, 1000));
+    for (size_t i = 0; i < p->nclaims; i++)
+      if (claim_unstored(be, &p->claims[i])) claim_publish(be, p, i);
+    slots_wait(be, 0);
+  }
+}
+
 static int claims_run(nbe *be, gplan *p) {
   slots_reset(be);
   bool serial = be->contended > 0 && p->nclaims <= SERIAL_CLAIMS_MAX;
@@ -1737,25 +1784,17 @@ static int claims_run(nbe *be, gplan *p) {
   for (size_t i = 0; i < p->nclaims; i++) p->claims[i].slot = -4; /* not published */
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
-    if (c->kind == 'A') {
-      ginbox *ib = c->ib;
-      size_t idx = (size_t)(c->seq - ib->base_next);
-      size_t off = 0;
-      for (size_t j = 0; j < idx; j++) off += 4 + tern_get_be32(ib->apps.data + off);
-      size_t len = tern_get_be32(ib->apps.data + off);
-      bool first = i == 0 || p->claims[i - 1].kind != 'A' || p->claims[i - 1].ib != ib;
-      c->slot = pub_append(be, ib, c->seq, (const uint8_t *)ib->apps.data + off + 4, len, first);
-    } else {
-      c->slot = pub_kv(be, c->g, true);
-    }
+    claim_publish(be, p, i);
     if (serial) {
       slots_wait(be, 0);
+      claims_retry(be, p);
       if (c->slot < 0) break;
       slot s = slot_get(be, c->slot);
       if (s.state != 1 || s.dup) break;
     }
   }
   slots_wait(be, 0);
+  if (!serial) claims_retry(be, p);
   int rc = 0;
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
@@ -2000,7 +2039,21 @@ static int n_commit(void *self, char *err, size_t errlen) {
       goto done;
     }
     if (be->crash_at == 2 && need_rec) raise(SIGKILL);
-    if ((rc = uparts_run(be, &p)) < 0) {
+    rc = uparts_run(be, &p);
+    /* The group is claimed: its replay would roll it forward, so failing it now only makes
+     * the client send again what is stored, and its de-dup key, one of these writes, is
+     * not there yet to answer the resend: stored twice (integration/cluster, a NATS server
+     * killed under load: KV writes answered "no responders" for a moment). The writes are
+     * idempotent, so they go again while their streams elect a leader, as claims do. */
+    for (unsigned round = 0; rc == -ENOTCONN && round < CLAIM_RETRIES; round++) {
+      if (round == 0) TERN_WARN("nats: a claimed group's writes found no stream leader, writing them again", "why=%s",
+                                tern_log_quote(be->why));
+      nats_Sleep(TERN_MIN(100 << round, 1000));
+      be->failed = false;
+      be->why[0] = 0;
+      rc = uparts_run(be, &p);
+    }
+    if (rc < 0) {
       be->replay_due = true;
       goto done;
     }
