@@ -10,6 +10,15 @@ import { newUser, request, getUser, me } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 import { makePng, upload, getMedia, httpBytes } from './lib/media.mjs';
 
+/** In a cluster, waits until every node shows ok(the user's profile as `token` reads it):
+ * another node learns a profile change from the feed a moment later (another user's state is
+ * not read-your-writes, docs/protocol.md's cluster notes). On one node it must hold at once. */
+async function onEveryNode(srv, token, user, ok, what) {
+  for (const node of srv.cluster ? srv.nodes : []) {
+    await waitFor(async () => ok((await getUser(node, token, user)).body ?? {}), { message: `${what} on every node` });
+  }
+}
+
 const patchMe = (srv, who, body) => request(srv, 'PATCH', '/v1/me', { token: who.token, body });
 const uploadAvatar = (srv, who, bytes = makePng(16, 16), mime = 'image/png') =>
   httpBytes(srv, 'POST', '/v1/media?purpose=avatar', { token: who.token, body: bytes, headers: { 'content-type': mime } });
@@ -33,6 +42,7 @@ describe('profiles', () => {
     assert.equal(r.body.display_name, 'Alice Ä.');
     assert.equal(r.body.avatar, null);
     assert.equal((await me(srv, a.token)).body.display_name, 'Alice Ä.');
+    await onEveryNode(srv, b.token, a.user, (u) => u.display_name === 'Alice Ä.', 'the name');
     const u = (await getUser(srv, b.token, a.user)).body;
     assert.deepEqual([u.user, u.display_name, u.avatar], [a.user, 'Alice Ä.', null]);
     for (const body of [{ display_name: 'x'.repeat(65) }, { display_name: 7 }, {}, { avatar: 12 }, { avatar: 'nosuchmediaid' }]) {
@@ -57,6 +67,7 @@ describe('profiles', () => {
     const r = await patchMe(srv, a, { avatar: id, display_name: 'A' });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.body.avatar, id);
+    await onEveryNode(srv, b.token, a.user, (u) => u.avatar === id, 'the avatar');
     assert.equal((await getUser(srv, b.token, a.user)).body.avatar, id);
     const got = await getMedia(srv, b.token, id);
     assert.equal(got.status, 200, 'any signed-in user reads it');
@@ -65,10 +76,7 @@ describe('profiles', () => {
     assert.equal((await getMedia(srv, b.token, id)).status, 200, 'fetching does not use it up');
     assert.equal((await getMedia(srv, undefined, id)).status, 404, 'not without a token');
     assert.equal((await request(srv, 'PUT', `/v1/blocks/${c.user}`, { token: a.token })).status, 204);
-    // in a cluster the other node learns the block from the feed a moment later
-    for (const node of srv.cluster ? srv.nodes : []) {
-      await waitFor(async () => (await getUser(node, c.token, a.user)).body?.display_name === null, { message: 'the block on every node' });
-    }
+    await onEveryNode(srv, c.token, a.user, (u) => u.display_name === null, 'the block');
     const seen = (await getUser(srv, c.token, a.user)).body;
     assert.deepEqual([seen.display_name, seen.avatar], [null, null], 'c, blocked by a, sees no profile');
     assert.equal((await getMedia(srv, c.token, id)).status, 404, 'nor the avatar');
