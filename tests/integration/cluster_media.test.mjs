@@ -20,9 +20,12 @@ import { newUser } from './lib/api.mjs';
 import { online, closeAll } from './lib/client.mjs';
 import { makePng, sha256, upload, getMedia } from './lib/media.mjs';
 
+/** Sends frame and waits for its answer: up to 20 s, since with a NATS server lost a send
+ * waits while JetStream elects the streams' new leaders (the store publishes a claim that
+ * found no leader again for about 5 s, and each JetStream request may take its 2 s). */
 async function answer(c, frame) {
   c.send(frame);
-  return c.next((f) => (f.type === 'sent' || f.type === 'error') && f.id === frame.id);
+  return c.next((f) => (f.type === 'sent' || f.type === 'error') && f.id === frame.id, 20000);
 }
 
 /** Messages stored in the namespace's MEDIA stream, from a NATS server's monitor. */
