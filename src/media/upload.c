@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <vips/vips.h>
+#include <vips/vector.h> /* vips_vector_set_enabled: not in vips.h */
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -97,6 +98,11 @@ static void vips_once(void) {
   vips_cache_set_max(0);
   vips_cache_set_max_mem(0);
   vips_cache_set_max_files(0);
+  /* No run-time compiled vector code (liborc): its code memory is shared by the decode
+   * threads, and freeing a program on one while another compiled crashed ternd (SEGV in
+   * orc_code_free under vips_vector_free, a sanitized CI run with 100 uploads in flight).
+   * libvips then runs the same operations in plain C. */
+  vips_vector_set_enabled(FALSE);
   g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
                     vips_log_handler, NULL);
 }
