@@ -87,6 +87,22 @@ static void drain_retry_later(tern_session *s, const char *why) {
   tern_app_pace_after(s->app, ms);
 }
 
+/* A read that stopped before an envelope another node is still committing (its group may yet
+ * lose a race and be undone; store/backend.h read_settled): that group is done in
+ * milliseconds, so the read goes again after 5 ms, doubling to 500 ms. Not a failure: the
+ * store ends the wait itself for a group whose node died (UNSETTLED_MAX_MS in nats.c). */
+enum { UNSETTLED_FIRST_MS = 5, UNSETTLED_MAX_MS = 500 };
+
+static void drain_unsettled_later(tern_session *s) {
+  uint64_t ms = UNSETTLED_FIRST_MS;
+  for (unsigned i = 0; i < s->drain_unsettled && ms < UNSETTLED_MAX_MS; i++) ms *= 2;
+  if (ms > UNSETTLED_MAX_MS) ms = UNSETTLED_MAX_MS;
+  if (s->drain_unsettled < UINT8_MAX) s->drain_unsettled++;
+  s->drain_retry_at = uv_now(s->app->loop) + ms;
+  if (!s->drain_waiting) wait_in_list(s);
+  tern_app_pace_after(s->app, ms);
+}
+
 static void on_drain_done(tern_store_op *op) {
   tern_session *s = op->arg;
   tern_op_inbox *d = tern_op_as_inbox(op);
@@ -111,8 +127,11 @@ static void on_drain_done(tern_store_op *op) {
         }
         write_envelope(s, it->seq, &v, it->body.len ? (const uint8_t *)it->body.data : NULL, it->body.len);
       }
+      if (!d->unsettled) s->drain_unsettled = 0;
       if (s->ep) {
-        if (d->more || d->nitems || s->event_in_drain) {
+        if (d->unsettled && !d->nitems && !s->event_in_drain) {
+          drain_unsettled_later(s);
+        } else if (d->more || d->nitems || s->event_in_drain) {
           /* read again until a read returns nothing new: envelopes committed while we
            * drained are then included, and later ones come live. An event that came while
            * the read was out may name an envelope the read did not see yet (another node's:

@@ -52,6 +52,8 @@ struct tern_session {
   bool drain_waiting;              /* paused until the client reads what was sent */
   bool event_in_drain;             /* an envelope event came while a drain read was out */
   uint8_t drain_fails;             /* drain reads in a row the store answered unavailable */
+  uint8_t drain_unsettled;         /* drain reads in a row that stopped before another node's
+                                      group was done (cluster mode) */
   uint64_t drain_retry_at;         /* loop ms: a drain waiting after unavailable reads again then */
   bool watching_inbox;             /* the device's inbox is watched */
   tern_user **watching;            /* users this session watches */

@@ -86,6 +86,11 @@ typedef struct tern_backend_vt {
   int (*append)(void *be, const char *name, size_t n, const uint8_t *v, size_t len, uint64_t *seq);
   /* Visits the stored envelopes with seq in [from, to], in seq order (missing seqs skipped). */
   int (*read)(void *be, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn, void *arg);
+  /* As read, for a delivery (a drain): stops before an envelope whose group another writer is
+   * still committing, and returns 1 then. A shared backend's group is not atomic to readers
+   * (an entry is readable from its claim on, and a lost race undoes it), and what a drain
+   * delivers must be what stays. NULL: read is always settled (one writer). */
+  int (*read_settled)(void *be, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn, void *arg);
   /* Overwrites the stored envelope at seq (first_seq <= seq < next_seq, stored) with v, in
    * place: same seq, the old bytes gone at the commit (a delete for everyone, PROTOCOL.md 15).
    * -ENOENT when no envelope is stored there. NULL: the backend cannot, and the semantics

@@ -197,6 +197,15 @@ typedef struct nbe {
   bool replay_due;   /* a commit left its record: replay before the next */
   unsigned contended; /* lost races in a row (claims_run goes serial; n_commit backs off) */
   uint64_t consumers_off_until; /* mono ns: long reads walk by direct gets until then */
+  /* the reader rule (entry_settled) */
+  uint64_t rec_cur;  /* the commit record of the group being claimed (0: none): its appends name it */
+  bool settle;       /* a read_settled is walking */
+  bool unsettled;    /* it stopped before an entry whose commit record is still there */
+  uint64_t gone[64]; /* commit records seen deleted, newest at gone_pos - 1 */
+  unsigned gone_pos;
+  uint64_t done_recs[16]; /* records of groups that finished but could not be deleted: a replay */
+  size_t ndone;           /* only deletes them (unmarked, it would roll them back) */
+  int64_t unsettled_warned; /* ms: the last "entry older than UNSETTLED_MAX_MS" warning */
   tern_buf sbuf, sbuf2, rec;
   /* inbox_next */
   char **walk;
@@ -552,6 +561,57 @@ static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, na
   return rc;
 }
 
+/* Is the message at stream seq `seq` there, asked of the stream's leader? 1, 0, or a negative
+ * errno. */
+static int lhas(nbe *be, const char *stream, uint64_t seq) {
+  natsMsg *m = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_GetMsg(&m, be->js, stream, seq, NULL, &code);
+  if (m) natsMsg_Destroy(m);
+  if (s == NATS_OK) return 1;
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return 0;
+  fail(be, "get", s, code);
+  return st_errno(s, code);
+}
+
+/* The reader rule. A group's appends are readable from their claims on, but the group may
+ * still lose a race and be undone (claims_undo), or its node may die before it is done; a
+ * drain on another node that delivered such an entry delivered it twice when the group ran
+ * again (tern-bench --peers random on 2 nodes: up to ~70 messages and ~40 receipts twice).
+ * So an entry whose group has a commit record names it (Tern-Rec "<record seq>:<ms>"), and a
+ * delivery read stops before an entry whose record is still there: the group is not done.
+ * The record is deleted last, after an undo has deleted the entry, so an entry still there
+ * after its record is gone stays. A record seen gone is remembered (entries read later are
+ * settled without asking); an entry older than UNSETTLED_MAX_MS is delivered as it is (its
+ * node died mid-commit and has not replayed its records: delivering it late beats never).
+ * 1 deliver, 0 skip (undone meanwhile), 2 stop, or a negative errno. */
+enum { UNSETTLED_MAX_MS = 30000 };
+
+static int entry_settled(nbe *be, natsMsg *m, uint64_t sseq) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, "Tern-Rec", &v) != NATS_OK || !v) return 1;
+  char *end = NULL;
+  uint64_t rec = strtoull(v, &end, 10);
+  int64_t at = end && *end == ':' ? strtoll(end + 1, NULL, 10) : 0;
+  if (!rec) return 1;
+  for (unsigned i = 0; i < sizeof be->gone / sizeof be->gone[0]; i++)
+    if (be->gone[i] == rec) return 1;
+  int64_t now = tern_now_ms();
+  if (at && now - at > UNSETTLED_MAX_MS) {
+    if (now - be->unsettled_warned > 10000) {
+      be->unsettled_warned = now;
+      TERN_WARN("nats: an inbox entry's commit record is still there; delivering the entry", "record=%" PRIu64
+                " age_ms=%" PRId64, rec, now - at);
+    }
+    return 1;
+  }
+  int r = lhas(be, be->s_commit, rec);
+  if (r < 0) return r;
+  if (r == 1) return 2;
+  be->gone[be->gone_pos++ % (sizeof be->gone / sizeof be->gone[0])] = rec;
+  return lhas(be, be->s_in, sseq); /* undone between the read and the record's delete: 0 */
+}
+
 static int del_msg(nbe *be, const char *stream, uint64_t seq) {
   jsErrCode code = 0;
   natsStatus s = js_DeleteMsg(be->js, stream, seq, NULL, &code);
@@ -831,6 +891,21 @@ enum {
   CONSUMER_BACKOFF_MS = 10000 /* after a consumer could not start: direct gets for this long */
 };
 
+/* Hands one stored entry (stream seq ss) to fn, under the reader rule when a read_settled
+ * walks: 0 go on, 1 stop (fn said so, or the entry is not settled), or a negative errno. */
+static int visit_entry(nbe *be, natsMsg *m, uint64_t seq, uint64_t ss, tern_env_visit fn, void *arg) {
+  if (be->settle) {
+    int st = entry_settled(be, m, ss);
+    if (st < 0) return st;
+    if (st == 0) return 0;
+    if (st == 2) {
+      be->unsettled = true;
+      return 1;
+    }
+  }
+  return fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg) ? 0 : 1;
+}
+
 static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, uint64_t from, uint64_t to,
                          uint64_t floor, tern_env_visit fn, void *arg, bool *stopped) {
   jsSubOptions so;
@@ -889,10 +964,11 @@ static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, 
       natsMsg_Destroy(m);
       break;
     }
-    if (seq >= from && seq > floor && fn && !is_void(m) &&
-        !fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
+    int v = seq >= from && seq > floor && fn && !is_void(m) ? visit_entry(be, m, seq, ss, fn, arg) : 0;
+    if (v != 0) {
       natsMsg_Destroy(m);
-      *stopped = true;
+      if (v < 0) rc = v;
+      else *stopped = true;
       break;
     }
     natsMsg_Destroy(m);
@@ -947,12 +1023,12 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
       natsMsg_Destroy(m);
       break;
     }
-    if (seq >= from && seq > floor && fn && !is_void(m)) {
-      if (!fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg)) {
-        natsMsg_Destroy(m);
-        *stopped = true;
-        break;
-      }
+    int v = seq >= from && seq > floor && fn && !is_void(m) ? visit_entry(be, m, seq, ss, fn, arg) : 0;
+    if (v != 0) {
+      natsMsg_Destroy(m);
+      if (v < 0) rc = v;
+      else *stopped = true;
+      break;
     }
     natsMsg_Destroy(m);
     s = ss + 1;
@@ -996,6 +1072,20 @@ static int n_read(void *self, const char *name, size_t n, uint64_t from, uint64_
   rd_arg ra = {from, to, floor, fn, arg, false};
   apps_each(ib, rd_app, &ra);
   return 0;
+}
+
+/* A delivery's read (backend.h read_settled): 1 when it stopped before an entry whose group
+ * is not done (entry_settled). The group's own staged appends are its own: settled. */
+static int n_read_settled(void *self, const char *name, size_t n, uint64_t from, uint64_t to, tern_env_visit fn,
+                          void *arg) {
+  nbe *be = self;
+  be->settle = true;
+  be->unsettled = false;
+  int r = n_read(self, name, n, from, to, fn, arg);
+  be->settle = false;
+  if (r == 0 && be->unsettled) r = 1;
+  be->unsettled = false;
+  return r;
 }
 
 /* A delete for everyone's original (backend.h): its stream entry is deleted at the commit,
@@ -1411,6 +1501,11 @@ static long pub_append(nbe *be, ginbox *ib, uint64_t seq, const uint8_t *v, size
   hdr_set_u64(m, "Tern-Seq", seq);
   hdr_set_u64(m, "Tern-Epoch", ib->epoch);
   hdr_set_u64(m, "Tern-Gid", be->gid);
+  if (be->rec_cur) { /* readers on other nodes wait while this record stands (entry_settled) */
+    char rb[48];
+    snprintf(rb, sizeof rb, "%" PRIu64 ":%" PRId64, be->rec_cur, tern_now_ms());
+    natsMsgHeader_Set(m, "Tern-Rec", rb);
+  }
   jsPubOptions o;
   jsPubOptions_Init(&o);
   claim_id(be, &be->sbuf2, ib, seq);
@@ -2031,7 +2126,9 @@ static int n_commit(void *self, char *err, size_t errlen) {
     if (record_del(be, rec_seq) < 0) be->replay_due = true;
     goto done;
   }
+  be->rec_cur = rec_seq;
   rc = claims_run(be, &p);
+  be->rec_cur = 0;
   if (rc < 0) {
     int r = claims_undo(be, &p);
     if (r == 0) r = record_del(be, rec_seq);
@@ -2078,11 +2175,16 @@ static int n_commit(void *self, char *err, size_t errlen) {
     be->failed = false; /* the group is stored; only an original stays beside its delete */
     TERN_WARN("nats: a deleted message's original could not be removed", "why=%s", tern_log_quote(be->why));
   }
-  events_publish(be, &p);
   if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
-    be->replay_due = true; /* done, but the record stays: a replay rolls it forward again */
-    rc = 0;
+    /* Done, but the record stays, and readers wait while it does (entry_settled): the next
+     * commit's replay deletes it. Replayed as a record it would be rolled back if it has no
+     * mark (a group of claims only), taking away what the client was told is stored. */
+    be->replay_due = true;
+    if (be->ndone < sizeof be->done_recs / sizeof be->done_recs[0]) be->done_recs[be->ndone++] = rec_seq;
   }
+  /* After the record's delete: an event that makes another node drain (a shared body is
+   * announced without the envelope) would otherwise find the group not done, and wait. */
+  events_publish(be, &p);
   rc = 1;
 done:
   plan_free(&p);
@@ -2254,7 +2356,12 @@ static int replay(nbe *be) {
     s = ss + 1;
   }
   for (size_t i = 0; i < np; i++) {
-    if (rc == 0) {
+    bool done = false;
+    for (size_t j = 0; j < be->ndone; j++) done |= be->done_recs[j] == ps[i].seq;
+    if (rc == 0 && done) {
+      if (ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
+      if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
+    } else if (rc == 0) {
       TERN_INFO("nats: replaying a commit record", "seq=%" PRIu64 " claimed=%d", ps[i].seq, ps[i].mark != 0);
       rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0);
       if (rc == 0 && ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
@@ -2264,8 +2371,12 @@ static int replay(nbe *be) {
   }
   tern_free(ps);
   tern_buf_free(&subj);
-  if (rc == 0) be->replay_due = false;
-  else be->replay_due = true;
+  if (rc == 0) {
+    be->replay_due = false;
+    be->ndone = 0;
+  } else {
+    be->replay_due = true;
+  }
   return rc;
 }
 
@@ -2557,6 +2668,7 @@ static const tern_backend_vt nats_vt = {
     .inbox_get = n_inbox_get,
     .append = n_append,
     .read = n_read,
+    .read_settled = n_read_settled,
     .erase = n_erase,
     .purge = n_purge,
     .forget = n_forget,

@@ -596,6 +596,7 @@ static bool drain_visit(uint64_t seq, const uint8_t *v, size_t len, void *arg) {
 
 static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   op->more = false;
+  op->unsettled = false;
   if (!op->inbox) return 0;
   size_t nl = strlen(op->inbox);
   tern_inbox_info in;
@@ -605,8 +606,10 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   uint64_t from = TERN_MAX(op->seq, in.first_seq - 1) + 1, to = in.next_seq - 1;
   if (from > to || in.first_seq == in.next_seq) return 0;
   drain_ctx c = {.op = op, .max = op->max_bytes ? op->max_bytes : DRAIN_DEFAULT_BYTES, .last = from - 1};
-  r = BE(sem)->read(SELF(sem), op->inbox, nl, from, to, drain_visit, &c);
+  r = BE(sem)->read_settled ? BE(sem)->read_settled(SELF(sem), op->inbox, nl, from, to, drain_visit, &c)
+                            : BE(sem)->read(SELF(sem), op->inbox, nl, from, to, drain_visit, &c);
   if (r < 0) return failed(sem, &op->op, "drain read", r);
+  op->unsettled = r == 1;
   op->more = c.last < to;
   /* Shared bodies travel beside their records. */
   for (size_t i = 0; i < op->nitems; i++) {

@@ -282,6 +282,8 @@ typedef struct tern_op_inbox {
   /* out */
   tern_store_item *items; size_t nitems, items_cap; /* DRAIN */
   bool more;            /* DRAIN: envelopes remain past the last item */
+  bool unsettled;       /* DRAIN: it stopped before an envelope another node is still committing
+                           (cluster mode): read again shortly */
   tern_store_delivered *delivered; size_t ndelivered, delivered_cap; /* ACK, in seq order */
   uint64_t expired;     /* SWEEP */
 } tern_op_inbox;
