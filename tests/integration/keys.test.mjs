@@ -213,9 +213,13 @@ describe('E2E: the key directory and encrypted sends', () => {
     });
     const given = ids.filter((x) => x !== null);
     if (CLUSTER_NODES) {
-      // On two nodes a claim that lost its race can burn a key: CI once saw 2 of 6 handed
-      // out (a known defect, docs/cluster-layout.md). Never the same key twice still holds.
-      assert.ok(given.length >= 1 && given.length <= 6, `keys handed out: ${ids}`);
+      // On two nodes a claim can find a key that another node's claim holds for a moment (a
+      // claim that may still lose its race and be undone): it answers without that key, and
+      // the key stays for a later claim. No key is used up without being handed out (before,
+      // 1 of 6 was handed out and none left, in 1 run of 10).
+      const left = (await ownKeys(srv, bob)).body.one_time_prekeys;
+      assert.ok(given.length >= 1, `keys handed out: ${ids}`);
+      assert.equal(given.length + left, 6, `handed out ${given.length} (${ids}), ${left} left`);
     } else {
       assert.equal(given.length, 6, `six keys handed out: ${ids}`);
     }
