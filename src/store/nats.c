@@ -891,9 +891,16 @@ enum {
   CONSUMER_BACKOFF_MS = 10000 /* after a consumer could not start: direct gets for this long */
 };
 
+/* A walk's range and visitor. */
+typedef struct walk_to {
+  uint64_t from, to, floor;
+  tern_env_visit fn;
+  void *arg;
+} walk_to;
+
 /* Hands one stored entry (stream seq ss) to fn, under the reader rule when a read_settled
  * walks: 0 go on, 1 stop (fn said so, or the entry is not settled), or a negative errno. */
-static int visit_entry(nbe *be, natsMsg *m, uint64_t seq, uint64_t ss, tern_env_visit fn, void *arg) {
+static int visit_entry(nbe *be, natsMsg *m, uint64_t seq, uint64_t ss, const walk_to *w) {
   if (be->settle) {
     int st = entry_settled(be, m, ss);
     if (st < 0) return st;
@@ -903,11 +910,29 @@ static int visit_entry(nbe *be, natsMsg *m, uint64_t seq, uint64_t ss, tern_env_
       return 1;
     }
   }
-  return fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), arg) ? 0 : 1;
+  return w->fn(seq, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), w->arg) ? 0 : 1;
 }
 
-static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, uint64_t from, uint64_t to,
-                         uint64_t floor, tern_env_visit fn, void *arg, bool *stopped) {
+/* One entry read by a walk (stream seq ss), destroyed here; *seq its Tern-Seq. 0 go on, 1 the
+ * walk is past its range, 2 stopped (*stopped), or a negative errno. */
+static int walk_entry(nbe *be, ginbox *ib, natsMsg *m, uint64_t ss, const walk_to *w, uint64_t *seq, bool *stopped) {
+  *seq = hdr_u64(m, "Tern-Seq", NULL);
+  if (ss) ss_note(ib, *seq, ss);
+  int v = 0;
+  if (ss > ib->last_sseq || *seq > w->to) {
+    v = 1;
+  } else if (*seq >= w->from && *seq > w->floor && w->fn && !is_void(m)) {
+    v = visit_entry(be, m, *seq, ss, w);
+    if (v == 1) {
+      *stopped = true;
+      v = 2;
+    }
+  }
+  natsMsg_Destroy(m);
+  return v;
+}
+
+static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, const walk_to *w, bool *stopped) {
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = be->s_in;
@@ -958,23 +983,15 @@ static int consumer_walk(nbe *be, ginbox *ib, const char *subj, uint64_t start, 
       pending = md->NumPending;
       jsMsgMetaData_Destroy(md);
     }
-    uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
-    if (ss) ss_note(ib, seq, ss);
-    if (ss > ib->last_sseq || seq > to) {
-      natsMsg_Destroy(m);
-      break;
-    }
-    int v = seq >= from && seq > floor && fn && !is_void(m) ? visit_entry(be, m, seq, ss, fn, arg) : 0;
+    uint64_t seq;
+    int v = walk_entry(be, ib, m, ss, w, &seq, stopped);
     if (v != 0) {
-      natsMsg_Destroy(m);
       if (v < 0) rc = v;
-      else *stopped = true;
       break;
     }
-    natsMsg_Destroy(m);
     /* The subject has no entry after this one: the group's last_sseq may name one deleted
      * since (an undone claim, layout pitfall 17), and waiting for it would only time out. */
-    if (ss >= ib->last_sseq || seq == to || pending == 0) break;
+    if (ss >= ib->last_sseq || seq == w->to || pending == 0) break;
   }
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
@@ -998,10 +1015,11 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   }
   char *subj = tern_strdup(subj_in(be, &be->sbuf2, ib->name, ib->nlen));
   int rc = 0;
+  walk_to w = {from, to, floor, fn, arg};
   /* A long range: one ordered consumer (a round trip to create it, then the entries stream)
    * rather than a direct get per entry; 1 from it: it did not start, walk by direct gets. */
   if (to - from >= CONSUMER_MIN && to != from && tern_mono_ns() >= be->consumers_off_until) {
-    rc = consumer_walk(be, ib, subj, s, from, to, floor, fn, arg, stopped);
+    rc = consumer_walk(be, ib, subj, s, &w, stopped);
     if (rc != 1) {
       tern_free(subj);
       return rc;
@@ -1017,20 +1035,12 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
       break;
     }
     if (r == 0) break;
-    uint64_t seq = hdr_u64(m, "Tern-Seq", NULL);
-    ss_note(ib, seq, ss);
-    if (ss > ib->last_sseq || seq > to) {
-      natsMsg_Destroy(m);
-      break;
-    }
-    int v = seq >= from && seq > floor && fn && !is_void(m) ? visit_entry(be, m, seq, ss, fn, arg) : 0;
+    uint64_t seq;
+    int v = walk_entry(be, ib, m, ss, &w, &seq, stopped);
     if (v != 0) {
-      natsMsg_Destroy(m);
       if (v < 0) rc = v;
-      else *stopped = true;
       break;
     }
-    natsMsg_Destroy(m);
     s = ss + 1;
   }
   tern_free(subj);
