@@ -142,6 +142,10 @@ typedef struct tern_backend_vt {
   /* Called after a successful commit with nothing in flight: housekeeping that must not run
    * inside a group (cache eviction). May be NULL. */
   void (*after_commit)(void *be);
+  /* Called on the commit thread when no op is queued, outside any group: work a failed step
+   * left (NATS: a commit record to replay). Returns the ms after which to call it again if
+   * still idle, 0 for not until the next group. May be NULL. */
+  uint64_t (*idle)(void *be);
 
   /* ---- outside groups ---- */
   /* Start-up, before the committer runs: visits every record of a bucket. */

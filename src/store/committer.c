@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -195,10 +196,32 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
 
 static void *commit_thread(void *arg) {
   tern_committer *cm = arg;
-  if (cm->s->be.vt->thread_start) cm->s->be.vt->thread_start(cm->s->be.self);
+  tern_backend *be = &cm->s->be;
+  if (be->vt->thread_start) be->vt->thread_start(be->self);
+  /* ms to wait for ops before the backend's idle hook (0: until ops come): 50 ms after each
+   * group, then what the hook asks for */
+  uint64_t idle_ms = 0;
   for (;;) {
     pthread_mutex_lock(&cm->mu);
-    while (!cm->pending.len && !cm->stopping) pthread_cond_wait(&cm->cv, &cm->mu);
+    while (!cm->pending.len && !cm->stopping) {
+      if (!idle_ms) {
+        pthread_cond_wait(&cm->cv, &cm->mu);
+        continue;
+      }
+      struct timespec at;
+      clock_gettime(CLOCK_REALTIME, &at);
+      at.tv_sec += (time_t)(idle_ms / 1000);
+      at.tv_nsec += (long)(idle_ms % 1000) * 1000000L;
+      if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+      }
+      if (pthread_cond_timedwait(&cm->cv, &cm->mu, &at) == ETIMEDOUT && !cm->pending.len && !cm->stopping) {
+        pthread_mutex_unlock(&cm->mu);
+        idle_ms = be->vt->idle(be->self);
+        pthread_mutex_lock(&cm->mu);
+      }
+    }
     if (!cm->pending.len) { /* stopping, and everything handed over is done */
       pthread_mutex_unlock(&cm->mu);
       break;
@@ -211,6 +234,7 @@ static void *commit_thread(void *arg) {
     for (size_t i = 0; i < n; i++) cm->group[i] = opq_pop(&cm->pending);
     pthread_mutex_unlock(&cm->mu);
     run_group(cm, cm->group, n);
+    idle_ms = be->vt->idle ? 50 : 0;
   }
   return NULL;
 }
