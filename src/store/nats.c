@@ -597,7 +597,7 @@ static int entry_settled(nbe *be, natsMsg *m, uint64_t sseq) {
   uint64_t rec = strtoull(v, &end, 10);
   int64_t at = end && *end == ':' ? strtoll(end + 1, NULL, 10) : 0;
   if (!rec) return 1;
-  for (unsigned i = 0; i < sizeof be->gone / sizeof be->gone[0]; i++)
+  for (size_t i = 0; i < TERN_ARRAY_LEN(be->gone); i++)
     if (be->gone[i] == rec) return 1;
   int64_t now = tern_now_ms();
   if (at && now - at > UNSETTLED_MAX_MS) {
@@ -611,7 +611,7 @@ static int entry_settled(nbe *be, natsMsg *m, uint64_t sseq) {
   int r = lhas(be, be->s_commit, rec);
   if (r < 0) return r;
   if (r == 1) return 2;
-  be->gone[be->gone_pos++ % (sizeof be->gone / sizeof be->gone[0])] = rec;
+  be->gone[be->gone_pos++ % TERN_ARRAY_LEN(be->gone)] = rec;
   return lhas(be, be->s_in, sseq); /* undone between the read and the record's delete: 0 */
 }
 
@@ -2192,11 +2192,11 @@ static int n_commit(void *self, char *err, size_t errlen) {
     TERN_WARN("nats: a deleted message's original could not be removed", "why=%s", tern_log_quote(be->why));
   }
   if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
-    /* Done, but the record stays, and readers wait while it does (entry_settled): the next
-     * commit's replay deletes it. Replayed as a record it would be rolled back if it has no
+    /* Done, but the record stays, and readers wait while it does (entry_settled): a replay
+     * deletes it (n_idle's, or the next commit's). Replayed as a record it would be rolled back if it has no
      * mark (a group of claims only), taking away what the client was told is stored. */
     be->replay_due = true;
-    if (be->ndone < sizeof be->done_recs / sizeof be->done_recs[0]) be->done_recs[be->ndone++] = rec_seq;
+    if (be->ndone < TERN_ARRAY_LEN(be->done_recs)) be->done_recs[be->ndone++] = rec_seq;
   }
   /* After the record's delete: an event that makes another node drain (a shared body is
    * announced without the envelope) would otherwise find the group not done, and wait. */
@@ -2388,14 +2388,13 @@ static int replay(nbe *be) {
     s = ss + 1;
   }
   for (size_t i = 0; i < np; i++) {
-    bool done = false;
+    bool done = false; /* its group finished: only the record is left to delete */
     for (size_t j = 0; j < be->ndone; j++) done |= be->done_recs[j] == ps[i].seq;
-    if (rc == 0 && done) {
-      if (ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
-      if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
-    } else if (rc == 0) {
-      TERN_INFO("nats: replaying a commit record", "seq=%" PRIu64 " claimed=%d", ps[i].seq, ps[i].mark != 0);
-      rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0);
+    if (rc == 0) {
+      if (!done) {
+        TERN_INFO("nats: replaying a commit record", "seq=%" PRIu64 " claimed=%d", ps[i].seq, ps[i].mark != 0);
+        rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0);
+      }
       if (rc == 0 && ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
       if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
     }
