@@ -278,8 +278,13 @@ static void on_ack_done(tern_store_op *op) {
   tern_app *a = c->app;
   tern_session *s = c->s;
   tern_user *by = c->by;
-  if (op->status != TERN_STORE_OK) TERN_ERROR("ack failed", "err=%s", tern_log_quote(op->err));
-  else if (ack->ndelivered) delivered_receipts(a, by, ack);
+  if (ack->receipts) tern_router_release_targets(ack->receipts);
+  if (op->status != TERN_STORE_OK) {
+    TERN_ERROR("ack failed", "err=%s", tern_log_quote(op->err));
+  } else {
+    a->metrics.receipts_delivered += ack->nreceipts;
+    if (ack->ndelivered) delivered_receipts(a, by, ack);
+  }
   /* reads that arrived behind this ack go out now, so a sender sees delivered before read */
   if (--s->acks_inflight == 0 && s->nreads) {
     size_t n = s->nreads;
@@ -291,6 +296,21 @@ static void on_ack_done(tern_store_op *op) {
   }
   tern_session_unref(s);
   tern_free(c);
+}
+
+/* The senders this session wrote 1:1 envelopes from, with their devices, for the ack to make
+ * their delivered receipts in its own store step (store.h, ACK receipts). A sender with no
+ * device is named too: the store then drops their receipt, as make_receipt does. */
+static void ack_receipts_of(tern_op_inbox *op, const tern_session *s) {
+  if (!s->nsenders) return;
+  op->receipts = tern_op_append_new(NULL, NULL);
+  op->receipt_from = tern_malloc(s->nsenders * sizeof *op->receipt_from);
+  for (uint8_t k = 0; k < s->nsenders; k++) {
+    tern_user *u = s->senders[k];
+    op->receipt_from[op->nreceipt_from++] = tern_strdup(u->name);
+    size_t vi = tern_op_append_value(op->receipts, NULL, 0);
+    devices_of(op->receipts, u, NULL, vi);
+  }
 }
 
 void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
@@ -307,6 +327,9 @@ void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
   tern_store_set_str(&op->inbox, s->dev->id);
   tern_store_set_str(&op->user, c->by->name);
   op->seq = seq;
+  ack_receipts_of(op, s);
+  /* an ack of everything sent was told every sender; one short of it keeps them for the next */
+  if (seq == s->sent_seq) s->nsenders = 0;
   tern_app_submit(a, &op->op);
 }
 

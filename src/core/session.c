@@ -52,9 +52,24 @@ void tern_session_close(tern_session *s, tern_close_reason why) {
 
 int64_t tern_session_last_rx(const tern_session *s) { return s->ep ? s->ep_ops->last_rx(s->ep) : 0; }
 
+/* Remembers who sent a 1:1 envelope that asks for a delivered receipt (tern_session.senders). */
+static void note_sender(tern_session *s, const tern_env_view *v) {
+  if (!(v->flags & TERN_ENV_F_RECEIPT) || tern_env_has(v, TERN_EF_GROUP_ID) || !tern_env_has(v, TERN_EF_MSG_ID)) return;
+  tern_str from = v->f[TERN_EF_FROM];
+  for (uint8_t i = 0; i < s->nsenders; i++)
+    if (strlen(s->senders[i]->name) == from.n && !memcmp(s->senders[i]->name, from.p, from.n)) return;
+  if (s->nsenders == TERN_ARRAY_LEN(s->senders) || !from.n || from.n > TERN_USERNAME_MAX) return;
+  char name[TERN_USERNAME_MAX + 1];
+  memcpy(name, from.p, from.n);
+  name[from.n] = '\0';
+  tern_user *u = tern_dir_user(s->app->dir, name);
+  if (u && (!s->dev || u != s->dev->user)) s->senders[s->nsenders++] = u;
+}
+
 /* Writes one envelope and advances the connection's seq. */
 static void write_envelope(tern_session *s, uint64_t seq, const tern_env_view *v, const uint8_t *body, size_t blen) {
   tern_out_env e = {.seq = seq, .v = v, .body = body, .body_len = blen};
+  note_sender(s, v);
   s->ep_ops->envelope(s->ep, &e);
   s->sent_seq = seq;
   s->app->metrics.envelopes_delivered++;

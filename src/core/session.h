@@ -60,6 +60,11 @@ struct tern_session {
   size_t nwatching, watching_cap;
   tern_session *wait_next;         /* app's list of sessions waiting for outbound space */
   uint32_t acks_inflight;          /* ACK ops out for this session */
+  /* Senders of the 1:1 envelopes with receipts written since an ack last covered everything
+   * sent (the first 8; the ack reports the others, whose receipts are made after it): the ack makes
+   * their delivered receipts in its own store step (receipts.c). Users are never freed. */
+  tern_user *senders[8];
+  uint8_t nsenders;
   tern_frame *reads;               /* read frames held until the acks before them made their receipts */
   size_t nreads, reads_cap;
   tern_held_frame *held;           /* frames held while the directory catches up, in order */

@@ -520,6 +520,53 @@ static void add_delivered(tern_op_inbox *op, const head_env *h, const char *from
   d->group_id = h->group_id ? tern_strdup(h->group_id) : NULL;
 }
 
+/* The delivered receipts an ACK makes itself (store.h, receipts): one per named sender of
+ * the 1:1 messages it delivered, their ids in seq order, appended in the ack's own step; what
+ * it made a receipt of leaves delivered[]. The record is the one core/receipts.c makes. */
+static int ack_receipts(tern_sem *sem, tern_op_inbox *op) {
+  tern_op_append *rc = op->receipts;
+  int64_t ts = tern_now_ms();
+  for (size_t k = 0; k < op->nreceipt_from && k < rc->nvalues; k++) {
+    const char *from = op->receipt_from[k];
+    tern_buf *v = &rc->values[k];
+    size_t n = 0;
+    for (size_t i = 0; i < op->ndelivered; i++) {
+      const tern_store_delivered *d = &op->delivered[i];
+      if (d->group_id || strcmp(d->from, from) != 0) continue;
+      if (!n++) {
+        tern_env_begin(v, TERN_ENV_RECEIPT, 0, ts);
+        tern_env_put_str(v, TERN_EF_STATUS, "delivered");
+        tern_env_put_str(v, TERN_EF_FROM, from);
+        tern_env_put_str(v, TERN_EF_BY, op->user);
+      }
+      tern_env_put_str(v, TERN_EF_MSG_IDS, d->msg_id);
+    }
+    if (!n) continue;
+    bool appended = false;
+    for (size_t t = 0; t < rc->ntargets; t++) {
+      tern_store_target *tg = &rc->targets[t];
+      if (tg->value != k || !tg->inbox) continue;
+      int r = BE(sem)->append(SELF(sem), tg->inbox, strlen(tg->inbox), (const uint8_t *)v->data, v->len, &tg->seq);
+      if (r < 0) return failed(sem, &op->op, "ack receipt", r);
+      appended = true;
+    }
+    if (appended) op->nreceipts++;
+    /* made (or nobody to tell: a sender without devices): out of delivered[] */
+    size_t w = 0;
+    for (size_t i = 0; i < op->ndelivered; i++) {
+      tern_store_delivered *d = &op->delivered[i];
+      if (!d->group_id && strcmp(d->from, from) == 0) {
+        tern_free(d->msg_id);
+        tern_free(d->from);
+        continue;
+      }
+      op->delivered[w++] = *d;
+    }
+    op->ndelivered = w;
+  }
+  return 0;
+}
+
 static int do_ack(tern_sem *sem, tern_op_inbox *op) {
   if (!op->inbox) return 0;
   size_t nl = strlen(op->inbox);
@@ -563,6 +610,7 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
   }
   if (r >= 0) r = release_bodies(sem, &op->op, &l);
   head_list_free(&l);
+  if (r >= 0 && op->receipts && op->user && op->ndelivered) r = ack_receipts(sem, op);
   if (r < 0) return r;
   r = BE(sem)->purge(SELF(sem), op->inbox, nl, to);
   return r < 0 ? failed(sem, &op->op, "ack purge", r) : 0;
@@ -1017,6 +1065,11 @@ void tern_sem_fail(tern_store_op *op, const char *why) {
       }
       b->ndelivered = 0;
       b->expired = 0;
+      b->nreceipts = 0;
+      if (b->receipts) {
+        for (size_t i = 0; i < b->receipts->ntargets; i++) b->receipts->targets[i].seq = 0;
+        for (size_t i = 0; i < b->receipts->nvalues; i++) tern_buf_reset(&b->receipts->values[i]);
+      }
       break;
     }
     case TERN_OP_KEYS_PUT:

@@ -272,6 +272,9 @@ static void op_destroy(tern_store_op *op) {
         tern_free(b->delivered[i].group_id);
       }
       tern_free(b->delivered);
+      if (b->receipts) op_destroy(&b->receipts->op);
+      for (size_t i = 0; i < b->nreceipt_from; i++) tern_free(b->receipt_from[i]);
+      tern_free(b->receipt_from);
       if (!keep) {
         tern_free(b);
         return;
@@ -511,9 +514,12 @@ void tern_store_drop_watches(tern_store *s, tern_store_port *p) {
 }
 
 bool tern_store_dispatch(tern_store *s, tern_store_port *p, tern_store_op *op, size_t *budget) {
-  if (op->type != TERN_OP_APPEND || op->status != TERN_STORE_OK) return true;
-  tern_op_append *ap = tern_op_as_append(op);
-  if (!s->watches.count) return true;
+  if (op->status != TERN_STORE_OK) return true;
+  /* what the op appended: an APPEND's targets, or the receipts an ACK made */
+  tern_op_append *ap = op->type == TERN_OP_APPEND ? tern_op_as_append(op)
+                       : op->type == TERN_OP_ACK  ? tern_op_as_inbox(op)->receipts
+                                                  : NULL;
+  if (!ap || !s->watches.count) return true;
   for (size_t i = op->dispatched; i < ap->ntargets; i++) {
     if (*budget == 0) {
       op->dispatched = i;

@@ -109,7 +109,9 @@ typedef enum {
                             stored; acking again is harmless), user; out: delivered[]: the
                             copies with TERN_ENV_F_RECEIPT that this ack delivered: SOLE ones,
                             and those whose token it consumed ("<msg_id>", or for a group
-                            message "<msg_id>/<user>"), so each is reported once */
+                            message "<msg_id>/<user>"), so each is reported once.
+                            With receipts (below), the delivered receipts of 1:1 messages are
+                            made in the ack's own durable step, and left out of delivered[] */
   TERN_OP_DRAIN,         /* tern_op_inbox: inbox, seq (read envelopes after it), max_bytes
                             (0 = 1 MiB); out: items[] in seq order (at least one if any, until
                             their values would pass max_bytes), more */
@@ -285,6 +287,17 @@ typedef struct tern_op_inbox {
   bool unsettled;       /* DRAIN: it stopped before an envelope another node is still committing
                            (cluster mode): read again shortly */
   tern_store_delivered *delivered; size_t ndelivered, delivered_cap; /* ACK, in seq order */
+  /* ACK, in and out: the delivered receipts this ack makes itself, so that a receipt is
+   * durable exactly when the ack is (a receipt made after the ack completed was lost to a
+   * crash between the two) and one store operation does both. receipt_from[k] is a sender
+   * (the caller's guess of who sent what it acks: more is harmless), and the targets of
+   * receipts whose value is k are that sender's devices. The store fills values[k] with the
+   * receipt of the 1:1 messages from receipt_from[k] this ack delivered and appends it to
+   * those targets (seq 0 when there was none: nothing appended), and leaves them out of
+   * delivered[]; group messages and senders not named stay in delivered[]. Owned by the op. */
+  tern_op_append *receipts;
+  char **receipt_from; size_t nreceipt_from;
+  size_t nreceipts;     /* out: receipts made (values appended) */
   uint64_t expired;     /* SWEEP */
 } tern_op_inbox;
 

@@ -288,6 +288,43 @@ static void submit_ack_as(tstore *s, res *r, const char *inbox, uint64_t seq, co
 
 static void submit_ack(tstore *s, res *r, const char *inbox, uint64_t seq) { submit_ack_as(s, r, inbox, seq, NULL); }
 
+/* An ACK as user that makes its 1:1 delivered receipts itself (store.h): senders[k]'s devices
+ * are the NULL-ended list devs[k]. */
+static tern_op_inbox *ack_with_receipts(res *r, const char *inbox, uint64_t seq, const char *user,
+                                        const char *const *senders, const char *const devs[][4], size_t n) {
+  tern_op_inbox *op = r ? new_inbox_op(TERN_OP_ACK, r) : tern_op_inbox_new(TERN_OP_ACK, NULL, NULL);
+  tern_store_set_str(&op->inbox, inbox);
+  tern_store_set_str(&op->user, user);
+  op->seq = seq;
+  op->receipts = tern_op_append_new(NULL, NULL);
+  op->receipt_from = tern_malloc(n * sizeof *op->receipt_from);
+  for (size_t k = 0; k < n; k++) {
+    op->receipt_from[op->nreceipt_from++] = tern_strdup(senders[k]);
+    size_t vi = tern_op_append_value(op->receipts, NULL, 0);
+    for (size_t d = 0; d < 4 && devs[k][d]; d++) tern_op_append_target(op->receipts, devs[k][d], vi, TERN_CAP_NONE, NULL);
+  }
+  return op;
+}
+
+/* The receipt an item is: "delivered from by: id id ..." (empty when it is not one). */
+static bool receipt_id(tern_str s, void *arg) {
+  tern_buf *b = arg;
+  tern_buf_putc(b, ' ');
+  tern_buf_append(b, s.p, s.n);
+  return true;
+}
+static void receipt_text(const tern_buf *value, char *out, size_t cap) {
+  tern_env_view v;
+  out[0] = 0;
+  if (tern_env_unpack((const uint8_t *)value->data, value->len, &v) < 0 || v.kind != TERN_ENV_RECEIPT) return;
+  tern_buf b = {0};
+  tern_buf_printf(&b, "%.*s %.*s %.*s:", (int)v.f[TERN_EF_STATUS].n, v.f[TERN_EF_STATUS].p, (int)v.f[TERN_EF_FROM].n,
+                  v.f[TERN_EF_FROM].p, (int)v.f[TERN_EF_BY].n, v.f[TERN_EF_BY].p);
+  tern_env_each(&v, TERN_EF_MSG_IDS, receipt_id, &b);
+  snprintf(out, cap, "%.*s", (int)b.len, b.data);
+  tern_buf_free(&b);
+}
+
 static void submit_drain(tstore *s, res *r, const char *inbox, uint64_t seq, size_t max_bytes) {
   tern_op_inbox *op = new_inbox_op(TERN_OP_DRAIN, r);
   tern_store_set_str(&op->inbox, inbox);
@@ -1050,7 +1087,14 @@ static int kill_child(const char *data_dir) {
                           NULL);
     submit(s, op);
   }
-  /* completions come in order: once the last one is done, all 101 are durable */
+  /* a 1:1 message acked with its delivered receipt made by the ack (one step) */
+  append_args m = {.inboxes = {"K3"}, .flags = TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE, .msg_id = "km"};
+  submit_append(s, &R[1], &m, "acked");
+  wait_all();
+  const char *senders[] = {"alice"};
+  const char *devs[][4] = {{"KA", NULL}};
+  submit(s, ack_with_receipts(NULL, "K3", 1, "bob", senders, devs, 1));
+  /* completions come in order: once the last one is done, all before it are durable */
   append1(s, &R[0], "K1", "last");
   wait_all();
   raise(SIGKILL);
@@ -1115,13 +1159,17 @@ TEST(durable_after_kill) {
   int st = run_child("kill-child");
   CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
   tstore *s = open_store();
-  CHECK_EQ_INT(total(s), 101);
+  CHECK_EQ_INT(total(s), 102);
   submit_drain(s, &R[0], "K1", 0, 0);
   submit_drain(s, &R[1], "K2", 0, 0);
+  submit_drain(s, &R[2], "K3", 0, 0);
+  submit_drain(s, &R[3], "KA", 0, 0);
   wait_all();
   CHECK_EQ_INT(R[0].nitems, 51);
   CHECK_EQ_INT(R[1].nitems, 50);
   CHECK_EQ_STR(R[0].item_tail[50], "last");
+  CHECK_EQ_INT(R[2].nitems, 0); /* acked */
+  CHECK_EQ_INT(R[3].nitems, 1); /* and its receipt kept */
   close_store(s);
 }
 
@@ -1783,6 +1831,96 @@ TEST(watch_raises_events) {
   CHECK_EQ_STR(a.body[2], "shared");
   CHECK_EQ_STR(a.inbox[2], "G1");
   tern_store_unwatch(s->p, "G1", &a);
+  close_store(s);
+}
+
+/* An ack that makes its delivered receipts itself: one per named sender of the 1:1 messages it
+ * delivered, to that sender's devices, raised as events, in the ack's own step; group messages,
+ * senders it was not told of, and senders whose messages it did not ack stay in delivered. */
+static char rcpt_seen[2][96];
+static void on_rcpt_drain(tern_store_op *op) {
+  tern_op_inbox *b = tern_op_as_inbox(op);
+  res *r = op->arg;
+  on_done(op);
+  receipt_text(b->nitems ? &b->items[0].value : &(tern_buf){0}, rcpt_seen[r == &R[7]], sizeof rcpt_seen[0]);
+}
+
+static void on_rcpt_done(tern_store_op *op) {
+  tern_op_inbox *b = tern_op_as_inbox(op);
+  res *r = op->arg;
+  on_done(op);
+  r->nseq = b->nreceipts;
+  for (size_t i = 0; i < b->receipts->ntargets && i < 8; i++) r->seqs[i] = b->receipts->targets[i].seq;
+}
+
+TEST(ack_makes_receipts) {
+  use_dir("ackrcpt");
+  tstore *s = open_store();
+  watcher w = {0};
+  tern_store_watch(s->p, "alice1", on_event, &w);
+  uint8_t f = TERN_ENV_F_RECEIPT | TERN_ENV_F_SOLE;
+  append_args m1 = {.inboxes = {"bob1"}, .flags = f, .msg_id = "m1", .token_from = NULL};
+  submit_append(s, &R[0], &m1, "from alice"); /* from "alice": add_msg_value's default */
+  tern_op_append *op = new_append(&R[1]);
+  tern_op_append_target(op, "bob1", add_msg_value(op, f, 0, "m2", "carol", NULL, NULL, "from carol"), TERN_CAP_NONE, NULL);
+  submit(s, op);
+  append_args m3 = {.inboxes = {"bob1"}, .flags = f, .msg_id = "m3"};
+  submit_append(s, &R[2], &m3, "alice again");
+  op = new_append(&R[3]);
+  tern_op_append_target(op, "bob1", add_msg_value(op, f, 0, "g1", "alice", "grp", NULL, "in a group"), TERN_CAP_NONE, NULL);
+  submit(s, op);
+  append_args m5 = {.inboxes = {"bob1"}, .flags = f, .msg_id = "m5"};
+  submit_append(s, &R[4], &m5, "not acked yet");
+  wait_all();
+  /* alice has two devices, dave none; carol is not named */
+  const char *senders[] = {"alice", "dave"};
+  const char *devs[][4] = {{"alice1", "alice2", NULL}, {NULL}};
+  tern_op_inbox *ack = ack_with_receipts(&R[5], "bob1", 4, "bob", senders, devs, 2);
+  ack->op.done = on_rcpt_done;
+  submit(s, ack);
+  wait_all();
+  CHECK_EQ_INT(R[5].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[5].nseq, 1);   /* one receipt made */
+  CHECK(R[5].seqs[0] == 1 && R[5].seqs[1] == 1); /* alice1 and alice2 */
+  CHECK_EQ_INT(R[5].ndeliv, 2); /* carol's, and the group's */
+  CHECK_EQ_STR(R[5].deliv[0], "m2");
+  CHECK_EQ_STR(R[5].deliv_from[0], "carol");
+  CHECK_EQ_STR(R[5].deliv[1], "g1");
+  CHECK_EQ_STR(R[5].deliv_group[1], "grp");
+  CHECK_EQ_INT(w.n, 1); /* the event of alice1's receipt */
+  CHECK_EQ_STR(w.inbox[0], "alice1");
+  for (int i = 0; i < 2; i++) {
+    tern_op_inbox *d = new_inbox_op(TERN_OP_DRAIN, &R[6 + i]);
+    tern_store_set_str(&d->inbox, i ? "alice2" : "alice1");
+    d->op.done = on_rcpt_drain;
+    submit(s, d);
+  }
+  wait_all();
+  CHECK_EQ_INT(R[6].nitems, 1);
+  CHECK_EQ_INT(R[7].nitems, 1);
+  CHECK_EQ_STR(rcpt_seen[0], "delivered alice bob: m1 m3");
+  CHECK_EQ_STR(rcpt_seen[1], "delivered alice bob: m1 m3");
+  /* the acked inbox keeps only m5 */
+  submit_drain(s, &R[8], "bob1", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[8].nitems, 1);
+  CHECK_EQ_STR(R[8].item_tail[0], "not acked yet");
+  /* an ack that delivers nothing from a named sender makes nothing */
+  const char *only_alice[] = {"alice"};
+  const char *alice_devs[][4] = {{"alice1", NULL}};
+  op = new_append(&R[9]);
+  tern_op_append_target(op, "bob1", add_msg_value(op, f, 0, "m6", "carol", NULL, NULL, "carol again"), TERN_CAP_NONE, NULL);
+  submit(s, op);
+  wait_all();
+  ack = ack_with_receipts(&R[10], "bob1", 100, "bob", only_alice, alice_devs, 1);
+  ack->op.done = on_rcpt_done;
+  submit(s, ack);
+  wait_all();
+  CHECK_EQ_INT(R[10].nseq, 1); /* m5 is alice's */
+  CHECK_EQ_INT(R[10].ndeliv, 1);
+  CHECK_EQ_STR(R[10].deliv[0], "m6");
+  CHECK_EQ_INT(w.n, 2);
+  tern_store_unwatch(s->p, "alice1", &w);
   close_store(s);
 }
 
@@ -2505,6 +2643,7 @@ static void run_suite(void) {
   RUN(delivery_token_once);
   RUN(sole_copy_delivers);
   RUN(no_receipt_without_flag);
+  RUN(ack_makes_receipts);
   RUN(move_inbox);
   RUN_RDB(cache_part_evicted);
   RUN(load_records);
