@@ -663,8 +663,9 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   /* Shared bodies travel beside their records. On a shared backend an entry can be read
    * before its group has written the body (the body is one of the group's last writes, and
    * the reader rule lets an entry through once its commit record is old: nats.c
-   * UNSETTLED_MAX_MS); delivered then, it went out without its body and never again (2 nodes
-   * under load: one group message "corrupt" and lost in tern-bench). So a young entry whose
+   * UNSETTLED_MAX_MS); delivered then, it went out without its body and never again (the
+   * likely cause, not confirmed, of one group message tern-bench saw "corrupt" and lost on 2
+   * nodes under load). So a young entry whose
    * body is not there ends the read before it, as an unsettled entry does; one older than
    * BODY_WAIT_MS goes without (the body is gone for good). */
   int64_t now = tern_now_ms();
