@@ -40,7 +40,6 @@ enum {
   SWEEP_BUDGET = 10000,          /* records a SWEEP examines at most */
   MOVE_CHUNK = 1024,             /* envelopes read per step of a move */
   DRAIN_DEFAULT_BYTES = 1 << 20, /* max_bytes == 0 */
-  BODY_WAIT_MS = 60000,          /* do_drain: how long a shared body may be late (by the envelope's ts) */
   SWEEP_PHASES = 5,              /* envelopes, client ids, tokens, bodies, message locators */
 };
 
@@ -197,13 +196,13 @@ static int body_release(tern_sem *sem, tern_store_op *op, tern_str id) {
   return r < 0 ? failed(sem, op, "body", r) : 0;
 }
 
-/* Copies the body an envelope refers to into out: 1, or 0 (out empty) when it is not there. */
+/* Copies the body an envelope refers to into out (empty when it is gone). */
 static int body_get(tern_sem *sem, tern_store_op *op, tern_str id, tern_buf *out) {
   int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_BODIES, id.p, id.n, &sem->val, NULL);
   if (r < 0) return failed(sem, op, "body", r);
   tern_buf_reset(out);
   if (r == 1 && sem->val.len >= 4) tern_buf_append(out, sem->val.data + 4, sem->val.len - 4);
-  return r == 1;
+  return 0;
 }
 
 /* ---- envelopes of an inbox head, collected ---------------------------------------------------- */
@@ -660,15 +659,7 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   if (r < 0) return failed(sem, &op->op, "drain read", r);
   op->unsettled = r == 1;
   op->more = c.last < to;
-  /* Shared bodies travel beside their records. On a shared backend an entry can be read
-   * before its group has written the body (the body is one of the group's last writes, and
-   * the reader rule lets an entry through once its commit record is old: nats.c
-   * UNSETTLED_MAX_MS); delivered then, it went out without its body and never again (the
-   * likely cause, not confirmed, of one group message tern-bench saw "corrupt" and lost on 2
-   * nodes under load). So a young entry whose
-   * body is not there ends the read before it, as an unsettled entry does; one older than
-   * BODY_WAIT_MS goes without (the body is gone for good). */
-  int64_t now = tern_now_ms();
+  /* Shared bodies travel beside their records. */
   for (size_t i = 0; i < op->nitems; i++) {
     tern_env_view ev;
     tern_store_item *it = &op->items[i];
@@ -676,16 +667,6 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
     if (!ev.f[TERN_EF_BODY_REF].p) continue;
     r = body_get(sem, &op->op, ev.f[TERN_EF_BODY_REF], &it->body);
     if (r < 0) return r;
-    if (r == 0 && BE(sem)->read_settled && ev.ts > now - BODY_WAIT_MS) {
-      for (size_t j = i; j < op->nitems; j++) {
-        tern_buf_free(&op->items[j].value);
-        tern_buf_free(&op->items[j].body);
-      }
-      op->nitems = i;
-      op->more = true;
-      op->unsettled = true;
-      break;
-    }
   }
   return 0;
 }

@@ -1472,43 +1472,6 @@ TEST(sole_copy_delivers) {
   close_store(s);
 }
 
-/* An entry whose shared body is not there (yet): on a shared backend a young one ends the
- * drain as unsettled (its group may still be writing the body), an old one goes without; on
- * RocksDB a group is one batch, so it goes at once. */
-TEST(drain_waits_for_a_late_body) {
-  use_dir("latebody");
-  tstore *s = open_store();
-  tern_op_append *op = new_append(&R[0]);
-  tern_op_append_target(op, "L1", add_msg_value(op, 0, 0, "a1", "alice", NULL, NULL, "first"), TERN_CAP_NONE, NULL);
-  submit(s, op);
-  op = new_append(&R[1]); /* refers to a body no op wrote */
-  tern_op_append_target(op, "L1", add_msg_value(op, 0, 0, "g1", "alice", "grp", "nobody", NULL), TERN_CAP_NONE, NULL);
-  submit(s, op);
-  op = new_append(&R[2]);
-  tern_op_append_target(op, "L2", add_msg_value(op, 0, tern_now_ms() - 120000, "g2", "alice", "grp", "nobody", NULL),
-                        TERN_CAP_NONE, NULL);
-  submit(s, op);
-  wait_all();
-  submit_drain(s, &R[3], "L1", 0, 0);
-  submit_drain(s, &R[4], "L1", 1, 0);
-  submit_drain(s, &R[5], "L2", 0, 0);
-  wait_all();
-  if (is_nats()) {
-    CHECK_EQ_INT(R[3].nitems, 1); /* the entry before it */
-    CHECK_EQ_STR(R[3].item_tail[0], "first");
-    CHECK(R[3].more && R[3].unsettled);
-    CHECK_EQ_INT(R[4].nitems, 0);
-    CHECK(R[4].unsettled);
-  } else {
-    CHECK_EQ_INT(R[3].nitems, 2);
-    CHECK(!R[3].unsettled);
-  }
-  CHECK_EQ_INT(R[5].nitems, 1); /* two minutes old: without its body */
-  CHECK_EQ_STR(R[5].item_tail[0], "");
-  CHECK(!R[5].unsettled);
-  close_store(s);
-}
-
 /* Appends after an inbox's meta was written leave only their envelope keys; a reopen must still
  * continue after the highest seq, also once the head has been acked and after a kill. */
 TEST(seq_after_appends_without_meta) {
@@ -2681,7 +2644,6 @@ static void run_suite(void) {
   RUN(sole_copy_delivers);
   RUN(no_receipt_without_flag);
   RUN(ack_makes_receipts);
-  RUN(drain_waits_for_a_late_body);
   RUN(move_inbox);
   RUN_RDB(cache_part_evicted);
   RUN(load_records);
