@@ -15,7 +15,8 @@
  * Layout (ns = nats.namespace, NS its stream-name form; <enc x> = x with every byte outside
  * [A-Za-z0-9_-] written =XX, so a name is one subject token):
  *   stream NS_IN      "<ns>.in.<enc inbox>"     the envelopes; headers Tern-Seq (the inbox seq),
- *                                               Tern-Epoch, Tern-Gid (the group that wrote it);
+ *                                               Tern-Epoch, Tern-Gid (the group that wrote it),
+ *                                               on a void Tern-Void and Tern-Was (claims_undo);
  *                                               Nats-Msg-Id "<ns>:<enc inbox>#<seq>@<epoch>"
  *   stream NS_MK      "<ns>.mk.<enc inbox>"     one marker per subject (max_msgs_per_subject 1):
  *                                               [8 last seq][8 epoch], written when an inbox
@@ -704,6 +705,7 @@ static int inbox_load(nbe *be, ginbox *ib) {
   const char *sin = subj_in(be, &be->sbuf, ib->name, ib->nlen);
   int r = lget(be, be->s_in, sin, &m);
   uint64_t walked_sseq = 0; /* the last entry's stream seq, when found by walking */
+  uint64_t walked_high = 0; /* and the highest seq the walk saw (see the void below) */
   if (r < 0) return r;
   if (r == 0) {
     /* nats-server 2.9.10 answers "no message" to a last-by-subject get once the subject's last
@@ -712,6 +714,8 @@ static int inbox_load(nbe *be, ginbox *ib) {
     uint64_t ss = 0, from = 1;
     natsMsg *n = NULL;
     while ((r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
+      uint64_t q = hdr_u64(n, "Tern-Seq", NULL);
+      if (q > walked_high) walked_high = q;
       if (m) natsMsg_Destroy(m);
       m = n;
       n = NULL;
@@ -731,9 +735,32 @@ static int inbox_load(nbe *be, ginbox *ib) {
     ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
     ib->last_sseq = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
     ss_note(ib, last, ib->last_sseq);
+    /* The highest seq is not always the last entry's: a void (claims_undo) is stored after
+     * the entries other writers claimed while its group ran, with the lower seq of the entry
+     * it replaces. Taken for the highest, it made this node claim a seq already stored, lose,
+     * reload the same and lose again until its retries ran out (test_store
+     * nats_two_writers_append: one writer failed all its appends), and its reads stop short
+     * of those entries. The entries after the one the void replaced (Tern-Was, its stream
+     * seq: a few, those of that race) are walked for the highest seq. */
+    uint64_t high = TERN_MAX(last, walked_high);
+    if (is_void(m) && !walked_sseq) {
+      uint64_t from = hdr_u64(m, "Tern-Was", NULL), ss = 0;
+      if (!from) from = 1; /* a void from before Tern-Was: the whole subject */
+      natsMsg *n = NULL;
+      while (from < ib->last_sseq && (r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
+        uint64_t q = hdr_u64(n, "Tern-Seq", NULL);
+        if (q > high) high = q;
+        natsMsg_Destroy(n);
+        from = ss + 1;
+      }
+      if (r < 0) {
+        natsMsg_Destroy(m);
+        return r;
+      }
+    }
     natsMsg_Destroy(m);
     ib->exists = true;
-    ib->next = ib->base_next = last + 1;
+    ib->next = ib->base_next = high + 1;
     /* The first entry: the next one on the subject from stream seq 1. */
     uint64_t fss = 0;
     r = lnext(be, be->s_in, 1, sin, &m, &fss);
@@ -1959,7 +1986,9 @@ static int claims_run(nbe *be, gplan *p) {
  * writers of a busy inbox chase it: each won the freed seq of one inbox and lost another's,
  * undid, and met again at the same claim ids, until a group's retries ran out (2 nodes, 150
  * msg/s). Seqs may so have gaps, as they may anyway (docs/cluster-layout.md §10); readers skip
- * voids, and acks purge them with the rest. */
+ * voids, and acks purge them with the rest. A void lands after the entries other writers
+ * stored meanwhile, so it names the stream seq of the entry it replaces (Tern-Was), from
+ * where inbox_load looks for the inbox's highest seq. */
 static int claims_undo(nbe *be, gplan *p) {
   int rc = 0;
   /* what was won, read before the slots are reused: the entry's stream seq, or 0 for a key */
@@ -1988,6 +2017,7 @@ static int claims_undo(nbe *be, gplan *p) {
     hdr_set_u64(m, "Tern-Epoch", ib->epoch);
     hdr_set_u64(m, "Tern-Gid", be->gid);
     natsMsgHeader_Set(m, "Tern-Void", "1");
+    hdr_set_u64(m, "Tern-Was", won_sseq[i]); /* where the higher seqs stored before it start (inbox_load) */
     jsPubOptions o;
     jsPubOptions_Init(&o);
     claim_id(be, &be->sbuf2, ib, c->seq);

@@ -19,6 +19,9 @@
 #include "store/store.h"
 #include "t.h"
 #include "natsrv.h"
+#include "store/natsconn.h"
+
+#include <nats/nats.h>
 
 /* ---- harness -------------------------------------------------------------------------------
  * The suite is written against the store's interface (store.h), which runs the semantics over a
@@ -2749,6 +2752,61 @@ TEST(nats_two_writers_append) {
   close_two(a, b);
 }
 
+/* A void (an undone append's seq, claims_undo) is stored after the entries other writers
+ * claimed meanwhile, with a lower seq: the highest seq of the inbox is then not its last
+ * entry's. Made here by hand, as a lost race leaves it: entries 1, 2, 3, then 2 deleted and
+ * its void stored after 3. A node that took the void's seq for the highest claimed 3 again,
+ * lost to the stored 3, reloaded the same and failed the append after its retries, and its
+ * reads stopped before 3 (seen as nats_two_writers_append's writer losing every append). */
+TEST(nats_void_after_higher_seqs) {
+  use_dir("voidlast");
+  tstore *a = open_store();
+  if (!a) return;
+  for (int i = 0; i < 3; i++) append1(a, &R[i], "VX", i == 0 ? "one" : i == 1 ? "two" : "three");
+  wait_all();
+  CHECK_EQ_INT(R[2].seqs[0], 3);
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  CHECK_EQ_INT(natsConnection_ConnectTo(&nc, nats_urls), NATS_OK);
+  CHECK_EQ_INT(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+  char *pre = tern_natsconn_stream_prefix(nats_ns);
+  char stream[128], subj[160];
+  snprintf(stream, sizeof stream, "%s_IN", pre);
+  snprintf(subj, sizeof subj, "%s.in.VX", nats_ns);
+  tern_free(pre);
+  /* the stream holds the three entries alone, at stream seqs 1..3 */
+  jsErrCode code = 0;
+  CHECK_EQ_INT(js_DeleteMsg(js, stream, 2, NULL, &code), NATS_OK);
+  natsMsg *m = NULL;
+  CHECK_EQ_INT(natsMsg_Create(&m, subj, NULL, NULL, 0), NATS_OK);
+  natsMsgHeader_Set(m, "Tern-Seq", "2");
+  natsMsgHeader_Set(m, "Tern-Epoch", "0");
+  natsMsgHeader_Set(m, "Tern-Gid", "1");
+  natsMsgHeader_Set(m, "Tern-Void", "1");
+  natsMsgHeader_Set(m, "Tern-Was", "2");
+  jsPubAck *pa = NULL;
+  CHECK_EQ_INT(js_PublishMsg(&pa, js, m, NULL, &code), NATS_OK);
+  if (pa) CHECK_EQ_INT(pa->Sequence, 4);
+  jsPubAck_Destroy(pa);
+  natsMsg_Destroy(m);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  /* another node, which knows nothing of the inbox yet */
+  tstore *b = open_second();
+  if (!b) return;
+  append1(b, &R2[0], "VX", "four");
+  submit_drain(b, &R2[1], "VX", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R2[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R2[0].seqs[0], 4);
+  CHECK_EQ_INT(R2[1].nitems, 3);
+  CHECK_EQ_INT(R2[1].item_seq[0], 1);
+  CHECK_EQ_INT(R2[1].item_seq[1], 3);
+  CHECK_EQ_INT(R2[1].item_seq[2], 4);
+  CHECK_EQ_STR(R2[1].item_tail[2], "four");
+  close_two(a, b);
+}
+
 /* Two nodes move one user inbox into its first device at once (the node that logged it in,
  * and the other one when its feed shows the device): each envelope lands in the device once
  * (CI delivered one twice), in order, and the user inbox ends empty. */
@@ -2974,6 +3032,7 @@ static void run_nats_suite(natsrv *ns) {
   /* two stores complete in their own orders, not in the order of submission across both */
   int oe = order_errors;
   RUN(nats_two_writers_append);
+  RUN(nats_void_after_higher_seqs);
   RUN(nats_two_writers_create);
   RUN(nats_two_writers_move);
   RUN(nats_two_writers_cas);
