@@ -1170,7 +1170,11 @@ static int n_purge(void *self, const char *name, size_t n, uint64_t upto) {
   if (upto >= ib->next) upto = ib->next - 1;
   /* The stream seq bound among stored entries, learned now (the reads of the group usually
    * know it already). */
-  if (upto < ib->base_next && ib->last_sseq) {
+  if (upto + 1 == ib->base_next && ib->last_sseq) {
+    /* every stored entry: up to the subject's last message, which may be a void with a lower
+     * seq stored after them (inbox_load), so that nothing of the inbox is left behind */
+    ib->purge_sseq = ib->last_sseq;
+  } else if (upto < ib->base_next && ib->last_sseq) {
     uint64_t target = upto;
     uint64_t ss = ss_find(ib, target);
     if (!ss) {

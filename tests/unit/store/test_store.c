@@ -2804,6 +2804,16 @@ TEST(nats_void_after_higher_seqs) {
   CHECK_EQ_INT(R2[1].item_seq[1], 3);
   CHECK_EQ_INT(R2[1].item_seq[2], 4);
   CHECK_EQ_STR(R2[1].item_tail[2], "four");
+  /* acked to its end, the inbox goes, the void with it, and its seqs go on (every group
+   * loads the inbox from the servers again) */
+  submit_ack(b, &R2[2], "VX", 4);
+  wait_all();
+  append1(a, &R2[3], "VX", "five");
+  submit_drain(a, &R2[4], "VX", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R2[3].seqs[0], 5);
+  CHECK_EQ_INT(R2[4].nitems, 1);
+  CHECK_EQ_INT(R2[4].item_seq[0], 5);
   close_two(a, b);
 }
 
