@@ -734,7 +734,7 @@ static int inbox_load(nbe *be, ginbox *ib) {
     uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
     ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
     ib->last_sseq = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
-    ss_note(ib, last, ib->last_sseq);
+    if (!is_void(m)) ss_note(ib, last, ib->last_sseq);
     /* The highest seq is not always the last entry's: a void (claims_undo) is stored after
      * the entries other writers claimed while its group ran, with the lower seq of the entry
      * it replaces. Taken for the highest, it made this node claim a seq already stored, lose,
@@ -768,7 +768,7 @@ static int inbox_load(nbe *be, ginbox *ib) {
     if (r == 1) {
       ib->first = hdr_u64(m, "Tern-Seq", NULL);
       ib->first_sseq = fss;
-      ss_note(ib, ib->first, ib->first_sseq);
+      if (!is_void(m)) ss_note(ib, ib->first, ib->first_sseq);
       natsMsg_Destroy(m);
     } else {
       ib->first = ib->next; /* purged meanwhile */
@@ -947,7 +947,7 @@ static int visit_entry(nbe *be, natsMsg *m, uint64_t seq, uint64_t ss, const wal
  * walk is past its range, 2 stopped (*stopped), or a negative errno. */
 static int walk_entry(nbe *be, ginbox *ib, natsMsg *m, uint64_t ss, const walk_to *w, uint64_t *seq, bool *stopped) {
   *seq = hdr_u64(m, "Tern-Seq", NULL);
-  if (ss) ss_note(ib, *seq, ss);
+  if (ss && !is_void(m)) ss_note(ib, *seq, ss); /* a void's place is no purge bound (n_purge) */
   int v = 0;
   if (ss > ib->last_sseq || *seq > w->to) {
     v = 1;
@@ -1182,6 +1182,13 @@ static int n_purge(void *self, const char *name, size_t n, uint64_t upto) {
       r = stored_walk(be, ib, target, target, 0, NULL, NULL, &stopped);
       if (r < 0) return r;
       ss = ss_find(ib, target);
+    }
+    if (!ss) {
+      /* no entry has that seq (a void's, or a gap's): the bound is the highest entry below
+       * it, since entries stand in seq order (voids aside) */
+      uint64_t best = 0;
+      for (size_t i = 0; i < ib->nss; i++)
+        if (ib->ss_seq[i] <= target && ib->ss_seq[i] >= best) best = ib->ss_seq[i], ss = ib->ss_sseq[i];
     }
     if (ss > ib->purge_sseq) ib->purge_sseq = ss;
   } else if (upto >= ib->base_next && ib->last_sseq) {

@@ -2812,6 +2812,15 @@ TEST(nats_void_after_higher_seqs) {
   CHECK_EQ_INT(R2[1].item_seq[1], 3);
   CHECK_EQ_INT(R2[1].item_seq[2], 4);
   CHECK_EQ_STR(R2[1].item_tail[2], "four");
+  /* an ack up to the void's seq (nothing was sent under it, but acks are cumulative) takes
+   * entry 1, and only it: no entry has seq 2, and the purge found no bound for it (it purged
+   * nothing); nor is the void's place in the stream, after 3, a bound */
+  submit_ack(b, &R2[5], "VX", 2);
+  wait_all(); /* the drain in a group of its own: it reads what the servers hold */
+  submit_drain(b, &R2[6], "VX", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R2[6].nitems, 2);
+  CHECK_EQ_INT(R2[6].item_seq[0], 3);
   /* acked to its end, the inbox goes, the void with it, and its seqs go on (every group
    * loads the inbox from the servers again) */
   submit_ack(b, &R2[2], "VX", 4);
