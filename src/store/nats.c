@@ -196,6 +196,7 @@ typedef struct nbe {
   bool failed;
   char why[256];
   bool replay_due;   /* a commit left its record: replay before the next */
+  int64_t idle_warned_ms; /* n_idle: when a failed replay was last logged */
   unsigned contended; /* lost races in a row (claims_run goes serial; n_commit backs off) */
   uint64_t consumers_off_until; /* mono ns: long reads walk by direct gets until then */
   /* the reader rule (entry_settled) */
@@ -2264,6 +2265,13 @@ static uint64_t n_idle(void *self) {
   nbe *be = self;
   if (!be->replay_due) return 0;
   if (replay(be) < 0) {
+    /* retried every 200 ms: said at the first failure and then every 30 s, so that a record
+     * left standing (other nodes' drains wait for it, up to UNSETTLED_MAX_MS) shows in the log */
+    int64_t now = tern_now_ms();
+    if (now - be->idle_warned_ms >= 30000) {
+      be->idle_warned_ms = now;
+      TERN_WARN("nats: a left commit record could not be replayed, trying again", "why=%s", tern_log_quote(be->why));
+    }
     be->failed = false;
     be->why[0] = 0;
   }
