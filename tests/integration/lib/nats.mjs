@@ -32,15 +32,27 @@ export function freePort() {
   });
 }
 
-async function jetstreamReady(httpPort, timeoutMs) {
+/**
+ * Resolves once server s answers ready. Its monitor port must be its own: a port picked free
+ * can be taken by another process before the server binds it, and then the server exits
+ * ("address already in use") while another test's nats-server answers 200 on that port (CI:
+ * ternd then never found its third JetStream peer). So a server that exited fails at once,
+ * and /varz must name s's own client port.
+ */
+async function jetstreamReady(s, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    const p = s.proc;
+    if (p && (p.exitCode !== null || p.signalCode)) {
+      throw new Error(`nats-server (port ${s.port}) exited (${p.exitCode ?? p.signalCode}) while starting`);
+    }
     try {
+      const v = await (await fetch(`http://127.0.0.1:${s.httpPort}/varz`, { signal: AbortSignal.timeout(2000) })).json();
       // 200 once JetStream is up and, in a cluster, has its meta leader and current streams
-      const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
-      if (r.ok) return;
+      const r = v.port === s.port ? await fetch(`http://127.0.0.1:${s.httpPort}/healthz`, { signal: AbortSignal.timeout(2000) }) : null;
+      if (r && r.ok) return;
     } catch { /* not listening yet */ }
-    if (Date.now() > deadline) throw new Error(`nats-server (monitor port ${httpPort}) not ready within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`nats-server (monitor port ${s.httpPort}) not ready within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -100,7 +112,7 @@ async function startNatsOnce({ servers = 3, timeoutMs = 30000 } = {}) {
     writeFileSync(s.conf, lines.join('\n') + '\n');
   });
   c.servers.forEach((_, i) => launch(c, i));
-  const ready = Promise.all(c.servers.map((s) => jetstreamReady(s.httpPort, timeoutMs)));
+  const ready = Promise.all(c.servers.map((s) => jetstreamReady(s, timeoutMs)));
   Object.assign(c, {
     /** kill -9 of server i. */
     async kill(i) {
@@ -112,7 +124,7 @@ async function startNatsOnce({ servers = 3, timeoutMs = 30000 } = {}) {
     /** Starts server i again (same ports and store dir). */
     async restart(i) {
       launch(c, i);
-      await jetstreamReady(c.servers[i].httpPort, timeoutMs);
+      await jetstreamReady(c.servers[i], timeoutMs);
     },
     /**
      * Waits until every running server's /healthz answers 200 (a meta leader known, its
@@ -120,7 +132,7 @@ async function startNatsOnce({ servers = 3, timeoutMs = 30000 } = {}) {
      */
     async healthy(timeoutMs = 60000) {
       const up = c.servers.filter((s) => s.proc && s.proc.exitCode === null && !s.proc.signalCode);
-      return Promise.all(up.map((s) => jetstreamReady(s.httpPort, timeoutMs))).then(() => true, () => false);
+      return Promise.all(up.map((s) => jetstreamReady(s, timeoutMs))).then(() => true, () => false);
     },
     /**
      * What each server is doing, for a failure message: alive or how it exited, its meta
