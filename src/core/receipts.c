@@ -39,11 +39,7 @@ static void make_receipt(tern_app *a, bool read, tern_user *sender, const char *
                          size_t n, bool to_sender) {
   int64_t ts = tern_now_ms();
   tern_buf *rec = &a->record;
-  tern_env_begin(rec, TERN_ENV_RECEIPT, 0, ts);
-  tern_env_put_str(rec, TERN_EF_STATUS, read ? "read" : "delivered");
-  tern_env_put_str(rec, TERN_EF_FROM, sender->name);
-  tern_env_put_str(rec, TERN_EF_GROUP_ID, group_id);
-  if (group_id) tern_env_put(rec, TERN_EF_BY_LIST, NULL, 0);
+  tern_env_receipt_begin(rec, read, sender->name, group_id, ts);
   for (size_t i = 0; i < nby; i++) tern_env_put_str(rec, TERN_EF_BY, by[i]->name);
   for (size_t i = 0; i < n; i++) tern_env_put_str(rec, TERN_EF_MSG_IDS, ids[i]);
   tern_op_append *op = tern_op_append_new(on_receipt_done, a);

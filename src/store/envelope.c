@@ -130,6 +130,14 @@ void tern_env_begin(tern_buf *out, uint8_t kind, uint8_t flags, int64_t ts) {
   tern_buf_append(out, h, sizeof h);
 }
 
+void tern_env_receipt_begin(tern_buf *out, bool read, const char *from, const char *group_id, int64_t ts) {
+  tern_env_begin(out, TERN_ENV_RECEIPT, 0, ts);
+  tern_env_put_str(out, TERN_EF_STATUS, read ? "read" : "delivered");
+  tern_env_put_str(out, TERN_EF_FROM, from);
+  tern_env_put_str(out, TERN_EF_GROUP_ID, group_id);
+  if (group_id) tern_env_put(out, TERN_EF_BY_LIST, NULL, 0);
+}
+
 void tern_env_put(tern_buf *out, tern_env_field tag, const void *p, size_t n) {
   tern_buf_putc(out, (char)tag);
   put_varint(out, n);

@@ -110,6 +110,11 @@ void tern_env_begin(tern_buf *out, uint8_t kind, uint8_t flags, int64_t ts);
 void tern_env_put(tern_buf *out, tern_env_field tag, const void *p, size_t n);
 void tern_env_put_str(tern_buf *out, tern_env_field tag, const char *s); /* NULL: nothing */
 void tern_env_put_uint(tern_buf *out, tern_env_field tag, uint64_t v);
+/* Starts a receipt record: its status, the messages' sender and, for a group, the group and
+ * an empty TERN_EF_BY_LIST (so that a group receipt with one reader still reads as a list).
+ * The caller adds TERN_EF_BY and TERN_EF_MSG_IDS. The one place receipts are written from:
+ * core/receipts.c, and the receipts an ACK makes in store/semantics.c. */
+void tern_env_receipt_begin(tern_buf *out, bool read, const char *from, const char *group_id, int64_t ts);
 /* Sets the flags byte of a record being built (or built). */
 void tern_env_set_flags(tern_buf *out, uint8_t flags);
 

@@ -522,25 +522,31 @@ static void add_delivered(tern_op_inbox *op, const head_env *h, const char *from
 
 /* The delivered receipts an ACK makes itself (store.h, receipts): one per named sender of
  * the 1:1 messages it delivered, their ids in seq order, appended in the ack's own step; what
- * it made a receipt of leaves delivered[]. The record is the one core/receipts.c makes. */
+ * it made a receipt of leaves delivered[]. */
 static int ack_receipts(tern_sem *sem, tern_op_inbox *op) {
   tern_op_append *rc = op->receipts;
   int64_t ts = tern_now_ms();
   for (size_t k = 0; k < op->nreceipt_from && k < rc->nvalues; k++) {
     const char *from = op->receipt_from[k];
     tern_buf *v = &rc->values[k];
-    size_t n = 0;
+    /* that sender's 1:1 ids go into the receipt (made, or nobody to tell: a sender without
+     * devices) and out of delivered[]; the rest stay, in order */
+    size_t n = 0, w = 0;
     for (size_t i = 0; i < op->ndelivered; i++) {
-      const tern_store_delivered *d = &op->delivered[i];
-      if (d->group_id || strcmp(d->from, from) != 0) continue;
+      tern_store_delivered *d = &op->delivered[i];
+      if (d->group_id || strcmp(d->from, from) != 0) {
+        op->delivered[w++] = *d;
+        continue;
+      }
       if (!n++) {
-        tern_env_begin(v, TERN_ENV_RECEIPT, 0, ts);
-        tern_env_put_str(v, TERN_EF_STATUS, "delivered");
-        tern_env_put_str(v, TERN_EF_FROM, from);
+        tern_env_receipt_begin(v, false, from, NULL, ts);
         tern_env_put_str(v, TERN_EF_BY, op->user);
       }
       tern_env_put_str(v, TERN_EF_MSG_IDS, d->msg_id);
+      tern_free(d->msg_id);
+      tern_free(d->from);
     }
+    op->ndelivered = w;
     if (!n) continue;
     bool appended = false;
     for (size_t t = 0; t < rc->ntargets; t++) {
@@ -551,18 +557,6 @@ static int ack_receipts(tern_sem *sem, tern_op_inbox *op) {
       appended = true;
     }
     if (appended) op->nreceipts++;
-    /* made (or nobody to tell: a sender without devices): out of delivered[] */
-    size_t w = 0;
-    for (size_t i = 0; i < op->ndelivered; i++) {
-      tern_store_delivered *d = &op->delivered[i];
-      if (!d->group_id && strcmp(d->from, from) == 0) {
-        tern_free(d->msg_id);
-        tern_free(d->from);
-        continue;
-      }
-      op->delivered[w++] = *d;
-    }
-    op->ndelivered = w;
   }
   return 0;
 }
