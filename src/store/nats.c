@@ -700,6 +700,14 @@ static uint64_t ss_find(const ginbox *ib, uint64_t seq) {
   return 0;
 }
 
+/* The stream seq of the closest known entry at or below seq, or 0. */
+static uint64_t ss_below(const ginbox *ib, uint64_t seq) {
+  uint64_t best = 0, bs = 0;
+  for (size_t i = 0; i < ib->nss; i++)
+    if (ib->ss_seq[i] <= seq && ib->ss_seq[i] >= best) best = ib->ss_seq[i], bs = ib->ss_sseq[i];
+  return bs;
+}
+
 /* Loads an inbox's state from the servers into the group. */
 static int inbox_load(nbe *be, ginbox *ib) {
   natsMsg *m = NULL;
@@ -1038,10 +1046,7 @@ static int stored_walk(nbe *be, ginbox *ib, uint64_t from, uint64_t to, uint64_t
   uint64_t s = 1;
   if (ib->first_sseq && from <= ib->first) s = ib->first_sseq;
   else {
-    /* the closest known entry at or below from */
-    uint64_t best = 0, bs = 0;
-    for (size_t i = 0; i < ib->nss; i++)
-      if (ib->ss_seq[i] <= from && ib->ss_seq[i] >= best) best = ib->ss_seq[i], bs = ib->ss_sseq[i];
+    uint64_t bs = ss_below(ib, from); /* the closest known entry at or below from */
     if (bs) s = bs;
   }
   char *subj = tern_strdup(subj_in(be, &be->sbuf2, ib->name, ib->nlen));
@@ -1184,13 +1189,9 @@ static int n_purge(void *self, const char *name, size_t n, uint64_t upto) {
       if (r < 0) return r;
       ss = ss_find(ib, target);
     }
-    if (!ss) {
-      /* no entry has that seq (a void's, or a gap's): the bound is the highest entry below
-       * it, since entries stand in seq order (voids aside) */
-      uint64_t best = 0;
-      for (size_t i = 0; i < ib->nss; i++)
-        if (ib->ss_seq[i] <= target && ib->ss_seq[i] >= best) best = ib->ss_seq[i], ss = ib->ss_sseq[i];
-    }
+    /* no entry has that seq (a void's, or a gap's): the bound is the highest entry below it,
+     * since entries stand in seq order (voids aside) */
+    if (!ss) ss = ss_below(ib, target);
     if (ss > ib->purge_sseq) ib->purge_sseq = ss;
   } else if (upto >= ib->base_next && ib->last_sseq) {
     ib->purge_sseq = ib->last_sseq;
