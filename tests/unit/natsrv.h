@@ -27,10 +27,10 @@ typedef struct natsrv {
   char urls[256];  /* "nats://127.0.0.1:P1,..." */
 } natsrv;
 
-/* A free loopback TCP port (bound to 0 and released; a race with other programs is unlikely). */
-static int natsrv_free_port(void) {
+/* Binds a loopback TCP socket to port (0: the kernel picks) and releases it: the port, or -1. */
+static int natsrv_bind_port(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t l = sizeof a;
   if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
     if (fd >= 0) close(fd);
@@ -38,6 +38,27 @@ static int natsrv_free_port(void) {
   }
   close(fd);
   return ntohs(a.sin_port);
+}
+
+/* A free loopback TCP port, from below the kernel's ephemeral range when there is room: a
+ * port picked by a bind to 0 is an ephemeral one, which any outgoing connection of a test
+ * running meanwhile may take before nats-server binds it (tests/integration/lib/nats.mjs
+ * freePort says more). */
+static int natsrv_free_port(void) {
+  int low = 0;
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f) {
+    if (fscanf(f, "%d", &low) != 1) low = 0;
+    fclose(f);
+  }
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)t.tv_nsec;
+  for (int i = 0; low - 1 - 10000 > 1000 && i < 50; i++) {
+    int port = 10000 + (int)(rand_r(&seed) % (unsigned)(low - 10000));
+    if (natsrv_bind_port(port) == port) return port;
+  }
+  return natsrv_bind_port(0);
 }
 
 static bool natsrv_port_open(int port) {

@@ -20,8 +20,37 @@ process.on('exit', () => {
   }
 });
 
-/** A port nothing listens on right now (the kernel's pick for port 0). */
-export function freePort() {
+/*
+ * Listening ports come from below the kernel's ephemeral range (ip_local_port_range). A port
+ * the kernel picked for a bind to port 0 is an ephemeral one, and the outgoing connections of
+ * every test running meanwhile (ternd to NATS, the clients, the routes) take theirs from the
+ * same range: one of them could take it before nats-server bound it, and the server exited
+ * ("address already in use"; ctest -L cluster -j2 saw it fail three test files at once).
+ * Below the range only another listener can clash, which the bind check and startNats's one
+ * retry cover.
+ */
+function ephemeralLow() {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
+  } catch { return 0; }
+}
+const PORT_LOW = 10000;
+
+function bindable(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A port nothing listens on right now, outside the ephemeral range when there is room. */
+export async function freePort() {
+  const high = ephemeralLow() - 1;
+  for (let i = 0; high - PORT_LOW > 1000 && i < 50; i++) {
+    const port = PORT_LOW + Math.floor(Math.random() * (high - PORT_LOW + 1));
+    if (await bindable(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
