@@ -72,6 +72,14 @@ typedef struct tern_inbox_info {
 typedef bool (*tern_env_visit)(uint64_t seq, const uint8_t *v, size_t len, void *arg);
 typedef bool (*tern_kv_visit)(const char *key, size_t klen, const uint8_t *v, size_t vlen, int64_t ts, void *arg);
 
+/* A record a group's ops will read, named before they run (prefetch): an inbox (bucket < 0)
+ * or a KV key. Pointers are the ops'. */
+typedef struct tern_prefetch_key {
+  int bucket;      /* a tern_bucket, or -1 for an inbox */
+  const char *key; /* the inbox name or the key */
+  size_t klen;
+} tern_prefetch_key;
+
 typedef struct tern_backend_vt {
   const char *name;
   /* Called once on the commit thread before its first group (thread-local set-up). May be NULL. */
@@ -170,6 +178,11 @@ typedef struct tern_backend_vt {
   /* Any thread, never blocking: 0 ok, 1 degraded, 2 unavailable, with a reason (PROTOCOL.md
    * 12, /healthz). NULL: always ok. */
   int (*health)(void *be, char *reason, size_t n);
+  /* Commit thread, inside a group, after begin and before its ops run: the inboxes and keys
+   * they will read (semantics.c tern_sem_prefetch), so that a backend whose reads are round
+   * trips can load them all at once rather than one by one as the ops ask. Only a hint: it
+   * fails nothing, and what it did not load the ops read as usual. NULL: reads are local. */
+  void (*prefetch)(void *be, const tern_prefetch_key *keys, size_t n);
 } tern_backend_vt;
 
 typedef struct tern_backend {

@@ -121,6 +121,7 @@ static void run_group(tern_committer *cm, tern_store_op **ops, size_t n) {
   for (int attempt = 0;; attempt++) {
     be->vt->begin(be->self);
     tern_sem_begin(s->sem);
+    tern_sem_prefetch(s->sem, ops, n);
     failed = 0;
     for (size_t i = 0; i < n && !failed; i++) {
       ops[i]->status = TERN_STORE_OK;

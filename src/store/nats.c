@@ -101,6 +101,7 @@ static const char *const bucket_names[TERN_BUCKET__COUNT] = {
 /* An inbox as this group sees it. */
 typedef struct ginbox {
   bool loaded;        /* read from the servers in this group */
+  bool asked;         /* named to n_prefetch in this group (loaded by it, or left to inbox_of) */
   bool exists;        /* appended to and not forgotten */
   uint64_t first, next; /* the group's view, its own writes included */
   uint64_t base_next; /* next seq on the servers when loaded */
@@ -131,6 +132,7 @@ typedef struct gkv {
   tern_buf old;       /* the stored bytes then (wrapped; for a rollback) */
   bool old_live;      /* old held a live value */
   int w;              /* 0 none, 1 put, 2 delete */
+  int pf;             /* n_prefetch loaded old and rev, not yet read: 1 an entry, 2 none */
   int64_t ts;
   tern_buf val;       /* the value written */
   size_t klen;
@@ -209,6 +211,11 @@ typedef struct nbe {
   size_t ndone;           /* only deletes them (unmarked, it would roll them back) */
   int64_t unsettled_warned; /* ms: the last "entry older than UNSETTLED_MAX_MS" warning */
   tern_buf sbuf, sbuf2, rec;
+  /* n_prefetch: the replies' subscription, "<pf_prefix>.>" (a sync one: no delivery thread) */
+  natsSubscription *pf_sub;
+  char pf_prefix[64];
+  uint64_t pf_round;
+  tern_buf pf_req;
   /* inbox_next */
   char **walk;
   size_t nwalk, walk_pos;
@@ -499,28 +506,13 @@ static int lget(nbe *be, const char *stream, const char *subj, natsMsg **out) {
   return st_errno(s, code);
 }
 
-/* The first message of subj at or after stream seq `seq`, from the stream's leader
- * ($JS.API.STREAM.MSG.GET with next_by_subj, which nats.c 3.4.1's js_GetMsg cannot send:
- * layout pitfall 14). *out is a message with the stored data and headers, *sseq its stream
- * seq. 1, 0 when there is none, or a negative errno. */
-static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, natsMsg **out, uint64_t *sseq) {
+/* A $JS.API.STREAM.MSG.GET reply: 1 with *out (a message with the stored data and headers,
+ * named subj) and *sseq its stream seq, 0 for "no message", -ENOTCONN when the stream has no
+ * leader (503), or -EIO for a reply it cannot read. Fails nothing: the caller decides. */
+static int msg_get_reply(natsMsg *resp, const char *subj, natsMsg **out, uint64_t *sseq) {
   *out = NULL;
   *sseq = 0;
-  char api[200];
-  snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
-  tern_buf req = {0};
-  tern_buf_printf(&req, "{\"seq\":%" PRIu64 ",\"next_by_subj\":", seq);
-  tern_buf_put_json_str(&req, subj, strlen(subj));
-  tern_buf_putc(&req, '}');
-  natsMsg *resp = NULL;
-  natsStatus s = natsConnection_Request(&resp, be->nc, api, req.data, (int)req.len, WAIT_MS);
-  tern_buf_free(&req);
-  if (s != NATS_OK) {
-    fail(be, "get next", s, 0);
-    return st_errno(s, 0);
-  }
   cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(resp), (size_t)natsMsg_GetDataLength(resp));
-  natsMsg_Destroy(resp);
   int rc = -EIO;
   cJSON *e = j ? cJSON_GetObjectItem(j, "error") : NULL;
   cJSON *m = j ? cJSON_GetObjectItem(j, "message") : NULL;
@@ -528,7 +520,6 @@ static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, na
     cJSON *code = cJSON_GetObjectItem(e, "code");
     if (cJSON_IsNumber(code) && code->valueint == 404) rc = 0;
     else if (cJSON_IsNumber(code) && code->valueint == 503) rc = -ENOTCONN;
-    if (rc) failf(be, "get next: error from the server");
   } else if (m) {
     cJSON *sq = cJSON_GetObjectItem(m, "seq"), *hd = cJSON_GetObjectItem(m, "hdrs"), *dt = cJSON_GetObjectItem(m, "data");
     const char *d64 = cJSON_IsString(dt) ? dt->valuestring : "";
@@ -551,15 +542,46 @@ static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, na
         natsMsgHeader_Set(*out, line, c);
       }
       rc = 1;
-    } else {
-      failf(be, "get next: a bad message");
     }
     tern_free(data);
     tern_free(hdr);
-  } else {
-    failf(be, "get next: a bad reply");
   }
   cJSON_Delete(j);
+  return rc;
+}
+
+/* A $JS.API.STREAM.MSG.GET request: the last message of subj (seq 0), or the first of subj at
+ * or after stream seq `seq` (next_by_subj, which nats.c 3.4.1's js_GetMsg cannot send: layout
+ * pitfall 14). Answered by the stream's leader. */
+static void msg_get_request(tern_buf *req, uint64_t seq, const char *subj) {
+  tern_buf_reset(req);
+  if (seq) tern_buf_printf(req, "{\"seq\":%" PRIu64 ",\"next_by_subj\":", seq);
+  else tern_buf_puts(req, "{\"last_by_subj\":");
+  tern_buf_put_json_str(req, subj, strlen(subj));
+  tern_buf_putc(req, '}');
+}
+
+/* The first message of subj at or after stream seq `seq`, from the stream's leader. *out is a
+ * message with the stored data and headers, *sseq its stream seq. 1, 0 when there is none, or
+ * a negative errno. */
+static int lnext(nbe *be, const char *stream, uint64_t seq, const char *subj, natsMsg **out, uint64_t *sseq) {
+  *out = NULL;
+  *sseq = 0;
+  char api[200];
+  snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
+  tern_buf req = {0};
+  msg_get_request(&req, seq, subj);
+  natsMsg *resp = NULL;
+  natsStatus s = natsConnection_Request(&resp, be->nc, api, req.data, (int)req.len, WAIT_MS);
+  tern_buf_free(&req);
+  if (s != NATS_OK) {
+    fail(be, "get next", s, 0);
+    return st_errno(s, 0);
+  }
+  int rc = msg_get_reply(resp, subj, out, sseq);
+  natsMsg_Destroy(resp);
+  if (rc == -ENOTCONN) failf(be, "get next: error from the server");
+  else if (rc < 0) failf(be, "get next: a bad reply");
   return rc;
 }
 
@@ -708,6 +730,52 @@ static uint64_t ss_below(const ginbox *ib, uint64_t seq) {
   return bs;
 }
 
+/* An inbox's state from its subject's last entry m (stream seq lss) and the highest seq among
+ * its entries (high), then its first entry (fr 1: fm at stream seq fss; 0: none, purged
+ * meanwhile). The messages stay the caller's. */
+static void load_last(ginbox *ib, natsMsg *m, uint64_t lss, uint64_t high) {
+  uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
+  ib->loaded = true;
+  ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
+  ib->last_sseq = lss;
+  if (!is_void(m)) ss_note(ib, last, lss);
+  ib->exists = true;
+  ib->next = ib->base_next = TERN_MAX(last, high) + 1;
+}
+
+static void load_first(ginbox *ib, int fr, natsMsg *fm, uint64_t fss) {
+  if (fr == 1) {
+    ib->first = hdr_u64(fm, "Tern-Seq", NULL);
+    ib->first_sseq = fss;
+    if (!is_void(fm)) ss_note(ib, ib->first, fss);
+  } else {
+    ib->first = ib->next; /* purged meanwhile */
+  }
+}
+
+/* An empty subject: its marker (mr 1: mm at stream seq mss; 0: none) says where the seqs
+ * stand. */
+static void load_marker(ginbox *ib, int mr, natsMsg *mm, uint64_t mss) {
+  ib->loaded = true;
+  ib->last_sseq = 0;
+  if (mr != 1) {
+    ib->exists = false;
+    ib->epoch = 0;
+    ib->first = ib->next = ib->base_next = 1;
+    return;
+  }
+  const void *d = natsMsg_GetData(mm);
+  uint64_t last = 0, epoch = 0;
+  if (natsMsg_GetDataLength(mm) >= 16) {
+    last = tern_get_be64(d);
+    epoch = tern_get_be64((const uint8_t *)d + 8);
+  }
+  if (last == 0) epoch = mss; /* forgotten: a new epoch */
+  ib->epoch = epoch;
+  ib->exists = last != 0;
+  ib->first = ib->next = ib->base_next = last + 1;
+}
+
 /* Loads an inbox's state from the servers into the group. */
 static int inbox_load(nbe *be, ginbox *ib) {
   natsMsg *m = NULL;
@@ -738,12 +806,8 @@ static int inbox_load(nbe *be, ginbox *ib) {
     r = m ? 1 : 0;
     ib->last_lost = r == 1;
   }
-  ib->loaded = true;
   if (r == 1) {
-    uint64_t last = hdr_u64(m, "Tern-Seq", NULL);
-    ib->epoch = hdr_u64(m, "Tern-Epoch", NULL);
-    ib->last_sseq = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
-    if (!is_void(m)) ss_note(ib, last, ib->last_sseq);
+    uint64_t lss = walked_sseq ? walked_sseq : natsMsg_GetSequence(m);
     /* The highest seq is not always the last entry's: a void (claims_undo) is stored after
      * the entries other writers claimed while its group ran, with the lower seq of the entry
      * it replaces. Taken for the highest, it made this node claim a seq already stored, lose,
@@ -751,12 +815,12 @@ static int inbox_load(nbe *be, ginbox *ib) {
      * nats_two_writers_append: one writer failed all its appends), and its reads stop short
      * of those entries. The entries after the one the void replaced (Tern-Was, its stream
      * seq: a few, those of that race) are walked for the highest seq. */
-    uint64_t high = TERN_MAX(last, walked_high);
+    uint64_t high = walked_high;
     if (is_void(m) && !walked_sseq) {
       uint64_t from = hdr_u64(m, "Tern-Was", NULL), ss = 0;
       if (!from) from = 1; /* a void from before Tern-Was: the whole subject */
       natsMsg *n = NULL;
-      while (from < ib->last_sseq && (r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
+      while (from < lss && (r = lnext(be, be->s_in, from, sin, &n, &ss)) == 1) {
         uint64_t q = hdr_u64(n, "Tern-Seq", NULL);
         if (q > high) high = q;
         natsMsg_Destroy(n);
@@ -767,49 +831,26 @@ static int inbox_load(nbe *be, ginbox *ib) {
         return r;
       }
     }
+    load_last(ib, m, lss, high);
     natsMsg_Destroy(m);
-    ib->exists = true;
-    ib->next = ib->base_next = high + 1;
     /* The first entry: the next one on the subject from stream seq 1. */
     uint64_t fss = 0;
     r = lnext(be, be->s_in, 1, sin, &m, &fss);
     if (r < 0) return r;
-    if (r == 1) {
-      ib->first = hdr_u64(m, "Tern-Seq", NULL);
-      ib->first_sseq = fss;
-      if (!is_void(m)) ss_note(ib, ib->first, ib->first_sseq);
-      natsMsg_Destroy(m);
-    } else {
-      ib->first = ib->next; /* purged meanwhile */
-    }
+    load_first(ib, r, m, fss);
+    if (m) natsMsg_Destroy(m);
     return 0;
   }
-  /* Empty subject: the marker says where the seqs stand. */
   const char *smk = subj_mk(be, &be->sbuf, ib->name, ib->nlen);
   r = lget(be, be->s_mk, smk, &m);
   if (r < 0) return r;
-  ib->last_sseq = 0;
-  if (r == 0) {
-    ib->exists = false;
-    ib->epoch = 0;
-    ib->first = ib->next = ib->base_next = 1;
-    return 0;
-  }
-  const void *d = natsMsg_GetData(m);
-  uint64_t last = 0, epoch = 0;
-  if (natsMsg_GetDataLength(m) >= 16) {
-    last = tern_get_be64(d);
-    epoch = tern_get_be64((const uint8_t *)d + 8);
-  }
-  if (last == 0) epoch = natsMsg_GetSequence(m); /* forgotten: a new epoch */
-  natsMsg_Destroy(m);
-  ib->epoch = epoch;
-  ib->exists = last != 0;
-  ib->first = ib->next = ib->base_next = last + 1;
+  load_marker(ib, r, m, m ? natsMsg_GetSequence(m) : 0);
+  if (m) natsMsg_Destroy(m);
   return 0;
 }
 
-static int inbox_of(nbe *be, const char *name, size_t n, ginbox **out) {
+/* The group's entry for an inbox, made (not loaded) when it has none. */
+static ginbox *ginbox_get(nbe *be, const char *name, size_t n) {
   ginbox *ib = tern_map_get(&be->inboxes, name, n);
   if (!ib) {
     ib = tern_calloc(1, sizeof *ib + n + 1);
@@ -817,6 +858,11 @@ static int inbox_of(nbe *be, const char *name, size_t n, ginbox **out) {
     ib->nlen = n;
     tern_map_put(&be->inboxes, name, n, ib);
   }
+  return ib;
+}
+
+static int inbox_of(nbe *be, const char *name, size_t n, ginbox **out) {
+  ginbox *ib = ginbox_get(be, name, n);
   *out = ib;
   if (!ib->loaded) return inbox_load(be, ib);
   return 0;
@@ -1288,22 +1334,36 @@ static bool prefix_deleted(nbe *be, int b, const char *key, size_t klen) {
   return false;
 }
 
+/* A KV stream message as the key's stored bytes: none for a DEL/PURGE marker (KV-Operation;
+ * max_age leaves none). */
+static void kv_bytes(natsMsg *m, tern_buf *out) {
+  const char *op = NULL;
+  tern_buf_reset(out);
+  if (natsMsgHeader_Get(m, "KV-Operation", &op) != NATS_OK)
+    tern_buf_append(out, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+}
+
 /* Reads a key's last entry: 1 with its stored bytes in out and *rev, 0 when it has none. */
 static int kv_fetch(nbe *be, int b, const char *key, size_t klen, tern_buf *out, uint64_t *rev) {
   natsMsg *m = NULL;
   char stream[160];
   snprintf(stream, sizeof stream, "KV_%s", be->kvname[b]);
-  const char *subj = subj_kv(be, &be->sbuf, b, key, klen);
-  int r = lget(be, stream, subj, &m);
+  int r = lget(be, stream, subj_kv(be, &be->sbuf, b, key, klen), &m);
   *rev = 0;
   if (r <= 0) return r;
   *rev = natsMsg_GetSequence(m);
-  const char *op = NULL;
-  bool marker = natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK; /* DEL/PURGE (max_age leaves none) */
-  tern_buf_reset(out);
-  if (!marker) tern_buf_append(out, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+  kv_bytes(m, out);
   natsMsg_Destroy(m);
   return 1;
+}
+
+/* g->old and g->rev hold what the servers have for the key (r 1: an entry; 0: none): the
+ * group has read it, and a write of it is conditional on rev (plan_build). */
+static void gkv_read(gkv *g, int r) {
+  unwrapped u;
+  g->read = true;
+  g->old_live = r == 1 && unwrap((const uint8_t *)g->old.data, g->old.len, &u) && u.live;
+  if (!g->old_live) tern_buf_reset(&g->old);
 }
 
 static int n_kv_get(void *self, tern_bucket b, const char *key, size_t klen, tern_buf *out, int64_t *ts) {
@@ -1317,13 +1377,12 @@ static int n_kv_get(void *self, tern_bucket b, const char *key, size_t klen, ter
     return 1;
   }
   if (g->w == 2 || (!g->read && prefix_deleted(be, b, key, klen))) return 0;
-  if (!g->read) {
+  if (!g->read && g->pf > 0) {
+    gkv_read(g, g->pf); /* loaded by n_prefetch: 1 an entry, 2 none */
+  } else if (!g->read) {
     int r = kv_fetch(be, b, key, klen, &g->old, &g->rev);
     if (r < 0) return r;
-    g->read = true;
-    unwrapped u;
-    g->old_live = r == 1 && unwrap((const uint8_t *)g->old.data, g->old.len, &u) && u.live;
-    if (!g->old_live) tern_buf_reset(&g->old);
+    gkv_read(g, r);
   }
   if (!g->old_live) return 0;
   unwrapped u;
@@ -1332,6 +1391,172 @@ static int n_kv_get(void *self, tern_bucket b, const char *key, size_t klen, ter
   tern_buf_append(out, u.v, u.n);
   if (ts) *ts = u.ts;
   return 1;
+}
+
+/* ---- backend: pipelined loads (backend.h prefetch) ----------------------------------------
+ * Loading an inbox takes two or three leader reads (last entry, first entry, and the marker
+ * when the subject is empty), a KV key one; on the commit thread, one after another, they held
+ * a group of N connects (one drain each) or a group message to N members for 2-3 N round
+ * trips. Named before the ops run, they go out at once, PF_CHUNK requests in flight, and their
+ * replies fill the group's state as inbox_load and n_kv_get would. Anything unusual (an error,
+ * a missing reply, a void as the last entry, "no last message" while a first one exists) is
+ * left unloaded, and the op's own read loads it the slow way. */
+
+enum { PF_CHUNK = 256 }; /* requests in flight at once */
+
+typedef struct pfreq {
+  ginbox *ib;    /* an inbox: what 0 its last entry, 1 its first, 2 its marker */
+  gkv *g;        /* or a KV key's last entry */
+  int what;
+  natsMsg *resp; /* the reply, once it came */
+} pfreq;
+
+/* The stream and subject a request reads (the subject in be->sbuf), and the seq to read from
+ * (0: the subject's last message). */
+static const char *pf_target(nbe *be, const pfreq *q, char *stream, size_t cap, uint64_t *seq) {
+  *seq = 0;
+  if (q->g) {
+    snprintf(stream, cap, "KV_%s", be->kvname[q->g->b]);
+    return subj_kv(be, &be->sbuf, q->g->b, q->g->key, q->g->klen);
+  }
+  if (q->what == 2) {
+    snprintf(stream, cap, "%s", be->s_mk);
+    return subj_mk(be, &be->sbuf, q->ib->name, q->ib->nlen);
+  }
+  snprintf(stream, cap, "%s", be->s_in);
+  *seq = q->what == 1;
+  return subj_in(be, &be->sbuf, q->ib->name, q->ib->nlen);
+}
+
+/* Sends q[0..n) at once and waits (up to WAIT_MS) for their replies; a reply names its round
+ * and index, so that one that comes after its round gave up is dropped. */
+static void pf_send(nbe *be, pfreq *q, size_t n) {
+  if (!be->pf_sub) {
+    natsInbox *in = NULL;
+    if (natsInbox_Create(&in) != NATS_OK) return;
+    snprintf(be->pf_prefix, sizeof be->pf_prefix, "%s", (const char *)in);
+    natsInbox_Destroy(in);
+    char all[sizeof be->pf_prefix + 3];
+    snprintf(all, sizeof all, "%s.>", be->pf_prefix);
+    if (natsConnection_SubscribeSync(&be->pf_sub, be->nc, all) != NATS_OK) {
+      be->pf_sub = NULL;
+      return;
+    }
+  }
+  uint64_t round = ++be->pf_round;
+  size_t sent = 0;
+  for (; sent < n; sent++) {
+    char stream[160], api[200], reply[sizeof be->pf_prefix + 48];
+    uint64_t seq;
+    const char *subj = pf_target(be, &q[sent], stream, sizeof stream, &seq);
+    msg_get_request(&be->pf_req, seq, subj);
+    snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
+    snprintf(reply, sizeof reply, "%s.%" PRIu64 ".%zu", be->pf_prefix, round, sent);
+    if (natsConnection_PublishRequest(be->nc, api, reply, be->pf_req.data, (int)be->pf_req.len) != NATS_OK) break;
+  }
+  size_t pl = strlen(be->pf_prefix), got = 0;
+  int64_t deadline = tern_now_ms() + WAIT_MS;
+  while (got < sent) {
+    int64_t left = deadline - tern_now_ms();
+    natsMsg *m = NULL;
+    if (left <= 0 || natsSubscription_NextMsg(&m, be->pf_sub, left) != NATS_OK) break;
+    const char *rs = natsMsg_GetSubject(m);
+    char *end = NULL;
+    bool ok = strncmp(rs, be->pf_prefix, pl) == 0 && rs[pl] == '.' && strtoull(rs + pl + 1, &end, 10) == round &&
+              *end == '.';
+    unsigned long long i = ok ? strtoull(end + 1, &end, 10) : 0;
+    if (!ok || *end || i >= sent || q[i].resp) {
+      natsMsg_Destroy(m);
+      continue;
+    }
+    q[i].resp = m;
+    got++;
+  }
+}
+
+/* A reply as msg_get_reply reads it (a negative errno also when none came). */
+static int pf_reply(nbe *be, pfreq *q, natsMsg **m, uint64_t *sseq) {
+  *m = NULL;
+  *sseq = 0;
+  if (!q->resp) return -ETIMEDOUT;
+  char stream[160];
+  uint64_t seq;
+  return msg_get_reply(q->resp, pf_target(be, q, stream, sizeof stream, &seq), m, sseq);
+}
+
+/* One round: q holds KV reads and inbox pairs (last, first); the markers of inboxes found
+ * empty go out as a second round. */
+static void pf_round(nbe *be, pfreq *q, size_t n) {
+  pf_send(be, q, n);
+  pfreq *mk = tern_calloc(n + 1, sizeof *mk);
+  size_t nmk = 0;
+  for (size_t i = 0; i < n; i++) {
+    natsMsg *m = NULL, *f = NULL;
+    uint64_t ss = 0, fss = 0;
+    int r = pf_reply(be, &q[i], &m, &ss);
+    if (q[i].g) {
+      gkv *g = q[i].g;
+      g->pf = 0;
+      if (r >= 0) {
+        tern_buf_reset(&g->old);
+        if (r == 1) kv_bytes(m, &g->old);
+        g->rev = ss;
+        g->pf = r == 1 ? 1 : 2;
+      }
+    } else {
+      ginbox *ib = q[i].ib;
+      int fr = pf_reply(be, &q[++i], &f, &fss);
+      if (r == 1 && fr >= 0 && !is_void(m)) {
+        load_last(ib, m, ss, 0);
+        load_first(ib, fr, f, fss);
+      } else if (r == 0 && fr == 0) {
+        mk[nmk++] = (pfreq){.ib = ib, .what = 2};
+      }
+    }
+    if (m) natsMsg_Destroy(m);
+    if (f) natsMsg_Destroy(f);
+  }
+  if (nmk) pf_send(be, mk, nmk);
+  for (size_t i = 0; i < nmk; i++) {
+    natsMsg *m = NULL;
+    uint64_t ss = 0;
+    int r = pf_reply(be, &mk[i], &m, &ss);
+    if (r >= 0) load_marker(mk[i].ib, r, m, ss);
+    if (m) natsMsg_Destroy(m);
+  }
+  for (size_t i = 0; i < n; i++)
+    if (q[i].resp) natsMsg_Destroy(q[i].resp);
+  for (size_t i = 0; i < nmk; i++)
+    if (mk[i].resp) natsMsg_Destroy(mk[i].resp);
+  tern_free(mk);
+}
+
+static void n_prefetch(void *self, const tern_prefetch_key *keys, size_t n) {
+  nbe *be = self;
+  pfreq *q = tern_calloc(PF_CHUNK + 2, sizeof *q);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const tern_prefetch_key *x = &keys[i];
+    if (x->bucket < 0) {
+      ginbox *ib = ginbox_get(be, x->key, x->klen);
+      if (ib->loaded || ib->asked) continue;
+      ib->asked = true;
+      q[k++] = (pfreq){.ib = ib, .what = 0};
+      q[k++] = (pfreq){.ib = ib, .what = 1};
+    } else if (x->bucket < TERN_BUCKET__COUNT) {
+      gkv *g = gkv_of(be, x->bucket, x->key, x->klen, true);
+      if (!g || g->read || g->w || g->pf || prefix_deleted(be, g->b, g->key, g->klen)) continue;
+      g->pf = -1; /* asked: pf_round sets what came */
+      q[k++] = (pfreq){.g = g};
+    }
+    if (k >= PF_CHUNK) {
+      pf_round(be, q, k);
+      memset(q, 0, k * sizeof *q);
+      k = 0;
+    }
+  }
+  if (k) pf_round(be, q, k);
+  tern_free(q);
 }
 
 static int n_kv_put(void *self, tern_bucket b, const char *key, size_t klen, const void *v, size_t vlen, int64_t ts) {
@@ -2709,6 +2934,10 @@ static void n_close(void *self) {
     natsSubscription_Unsubscribe(be->bus_sub);
     natsSubscription_Destroy(be->bus_sub);
   }
+  if (be->pf_sub) {
+    natsSubscription_Unsubscribe(be->pf_sub);
+    natsSubscription_Destroy(be->pf_sub);
+  }
   if (be->ev_sub) {
     natsSubscription_Unsubscribe(be->ev_sub);
     natsSubscription_Destroy(be->ev_sub);
@@ -2729,6 +2958,7 @@ static void n_close(void *self) {
   tern_free(be->walk);
   tern_buf_free(&be->sbuf);
   tern_buf_free(&be->sbuf2);
+  tern_buf_free(&be->pf_req);
   tern_buf_free(&be->rec);
   pthread_mutex_destroy(&be->mu);
   pthread_cond_destroy(&be->cv);
@@ -2767,6 +2997,7 @@ static const tern_backend_vt nats_vt = {
     .total = n_total,
     .close = n_close,
     .catch_up = n_catch_up,
+    .prefetch = n_prefetch,
     .bus_publish = n_bus_publish,
     .health = n_health,
 };

@@ -58,6 +58,8 @@ struct tern_sem {
   tern_store_change *changes;
   size_t nchanges, changes_cap;
   bool caught_up;      /* this group already waited for the backend's feed */
+  tern_prefetch_key *pf; /* tern_sem_prefetch's list (pointers into the ops) */
+  size_t npf, pf_cap;
 };
 
 tern_sem *tern_sem_new(tern_store *s) {
@@ -78,6 +80,7 @@ void tern_sem_free(tern_sem *sem) {
     tern_buf_free(&sem->changes[i].value);
   }
   tern_free(sem->changes);
+  tern_free(sem->pf);
   tern_buf_free(&sem->key);
   tern_buf_free(&sem->val);
   tern_buf_free(&sem->name);
@@ -1016,6 +1019,52 @@ int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
   snprintf(op->err, sizeof op->err, "unknown op type %d", (int)op->type);
   op->status = TERN_STORE_ERROR;
   return 0;
+}
+
+/* ---- prefetch: what a group's ops will read --------------------------------------------------- */
+
+static void pf_add(tern_sem *sem, int bucket, const char *key) {
+  if (!key) return;
+  if (sem->npf == sem->pf_cap) {
+    sem->pf_cap = sem->pf_cap ? 2 * sem->pf_cap : 64;
+    sem->pf = tern_realloc(sem->pf, sem->pf_cap * sizeof *sem->pf);
+  }
+  sem->pf[sem->npf++] = (tern_prefetch_key){bucket, key, strlen(key)};
+}
+
+static void pf_append(tern_sem *sem, const tern_op_append *op) {
+  pf_add(sem, TERN_BUCKET_DEDUP, op->dedup_key);
+  if (op->dedup_probe) return;
+  pf_add(sem, TERN_BUCKET_MSGS, op->check_of);
+  if (op->record_check) pf_add(sem, TERN_BUCKET_RECORDS, op->record_key);
+  for (size_t i = 0; i < op->ntargets; i++) pf_add(sem, -1, op->targets[i].inbox);
+}
+
+/* Names the inboxes and keys the ops will read first (backend.h prefetch): the appends'
+ * targets and look-ups, and the inboxes acked, drained and moved. A key read only after
+ * another read (a token of an envelope the ack finds) is left to the op. */
+void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
+  if (!BE(sem)->prefetch) return;
+  sem->npf = 0;
+  for (size_t i = 0; i < n; i++) {
+    tern_store_op *op = ops[i];
+    switch (op->type) {
+      case TERN_OP_APPEND: pf_append(sem, tern_op_as_append(op)); break;
+      case TERN_OP_ACK: {
+        tern_op_inbox *ib = tern_op_as_inbox(op);
+        pf_add(sem, -1, ib->inbox);
+        if (ib->receipts) pf_append(sem, ib->receipts);
+        break;
+      }
+      case TERN_OP_DRAIN: pf_add(sem, -1, tern_op_as_inbox(op)->inbox); break;
+      case TERN_OP_MOVE_INBOX:
+        pf_add(sem, -1, tern_op_as_inbox(op)->inbox);
+        pf_add(sem, -1, tern_op_as_inbox(op)->inbox2);
+        break;
+      default: break;
+    }
+  }
+  if (sem->npf) BE(sem)->prefetch(SELF(sem), sem->pf, sem->npf);
 }
 
 void tern_sem_fail(tern_store_op *op, const char *why) {

@@ -60,6 +60,9 @@ void tern_sem_free(tern_sem *sem);
 int tern_sem_apply(tern_sem *sem, tern_store_op *op);
 /* Before each attempt at a group: forgets the changes and the catch-up of an earlier attempt. */
 void tern_sem_begin(tern_sem *sem);
+/* Inside a group, before its ops: names what they will read to the backend (backend.h
+ * prefetch), which may load it all at once. */
+void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n);
 /* After a successful commit: the directory changes the group made (owned by sem, valid until
  * the next tern_sem_begin). Collected only while the store has more than one port. */
 const tern_store_change *tern_sem_changes(tern_sem *sem, size_t *n);
