@@ -703,37 +703,32 @@ static bool move_seen(const tern_map *seen, const uint8_t *v, size_t len) {
  * (CI delivered one twice). So an envelope already in the target is not appended again: the
  * target is read before the source, so whatever the source still holds that another mover
  * moved is in that read, or that mover's appends collide with ours and the group runs again. */
-static int do_move(tern_sem *sem, tern_op_inbox *op) {
-  if (!op->inbox || !op->inbox2) {
-    snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
-    op->op.status = TERN_STORE_ERROR;
-    return 0;
-  }
-  if (strcmp(op->inbox, op->inbox2) == 0) return 0;
-  size_t sl = strlen(op->inbox), dl = strlen(op->inbox2);
+static int move_inbox(tern_sem *sem, tern_store_op *op, const char *from, const char *into) {
+  if (strcmp(from, into) == 0) return 0;
+  size_t sl = strlen(from), dl = strlen(into);
   tern_inbox_info in;
-  int r = BE(sem)->inbox_get(SELF(sem), op->inbox, sl, &in);
+  int r = BE(sem)->inbox_get(SELF(sem), from, sl, &in);
   if (r == -ENOENT) return 0;
-  if (r < 0) return failed(sem, &op->op, "move", r);
+  if (r < 0) return failed(sem, op, "move", r);
   if (in.first_seq >= in.next_seq) return 0;
   tern_map seen = {0};
   tern_inbox_info tin;
-  r = BE(sem)->inbox_get(SELF(sem), op->inbox2, dl, &tin);
+  r = BE(sem)->inbox_get(SELF(sem), into, dl, &tin);
   if (r == -ENOENT) r = 0;
   else if (r >= 0 && tin.first_seq < tin.next_seq)
-    r = BE(sem)->read(SELF(sem), op->inbox2, dl, tin.first_seq, tin.next_seq - 1, move_seen_visit, &seen);
+    r = BE(sem)->read(SELF(sem), into, dl, tin.first_seq, tin.next_seq - 1, move_seen_visit, &seen);
   if (r < 0) {
     tern_map_free(&seen);
-    return failed(sem, &op->op, "move target read", r);
+    return failed(sem, op, "move target read", r);
   }
   tern_buf vals = {0};
   /* In chunks, so a large user inbox never sits in memory twice at once. */
   while (in.first_seq < in.next_seq && r >= 0) {
     uint64_t to = TERN_MIN(in.first_seq + MOVE_CHUNK - 1, in.next_seq - 1);
     tern_buf_reset(&vals);
-    r = BE(sem)->read(SELF(sem), op->inbox, sl, in.first_seq, to, move_visit, &vals);
+    r = BE(sem)->read(SELF(sem), from, sl, in.first_seq, to, move_visit, &vals);
     if (r < 0) {
-      r = failed(sem, &op->op, "move read", r);
+      r = failed(sem, op, "move read", r);
       break;
     }
     for (size_t off = 0; off + 8 <= vals.len && r >= 0;) {
@@ -743,12 +738,12 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
       off += n;
       if (move_seen(&seen, v, n)) continue;
       uint64_t seq;
-      r = BE(sem)->append(SELF(sem), op->inbox2, dl, v, n, &seq);
-      if (r < 0) r = failed(sem, &op->op, "move append", r);
+      r = BE(sem)->append(SELF(sem), into, dl, v, n, &seq);
+      if (r < 0) r = failed(sem, op, "move append", r);
     }
     if (r >= 0) {
-      r = BE(sem)->purge(SELF(sem), op->inbox, sl, to);
-      if (r < 0) r = failed(sem, &op->op, "move purge", r);
+      r = BE(sem)->purge(SELF(sem), from, sl, to);
+      if (r < 0) r = failed(sem, op, "move purge", r);
     }
     in.first_seq = to + 1;
   }
@@ -757,8 +752,18 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
   if (r < 0) return r;
   /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its
    * counter is fine. */
-  r = BE(sem)->forget(SELF(sem), op->inbox, sl);
-  return r < 0 ? failed(sem, &op->op, "move forget", r) : 0;
+  r = BE(sem)->forget(SELF(sem), from, sl);
+  return r < 0 ? failed(sem, op, "move forget", r) : 0;
+}
+
+/* MOVE_INBOX: inbox into inbox2 (move_inbox: the same move for other ops). */
+static int do_move(tern_sem *sem, tern_op_inbox *op) {
+  if (!op->inbox || !op->inbox2) {
+    snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  return move_inbox(sem, &op->op, op->inbox, op->inbox2);
 }
 
 /* ---- directory records ------------------------------------------------------------------------- */
