@@ -421,6 +421,17 @@ void tern_accounts_forget_device(tern_app *a, tern_device *d) {
   tern_dir_remove_device(a->dir, d);
 }
 
+tern_store_op *tern_accounts_leftovers_op(tern_app *a, tern_user *u, const char *id) {
+  bool live = tern_dir_user(a->dir, u->name) == u && !u->pending;
+  tern_op_inbox *op = tern_op_inbox_new(live && !u->ndevices ? TERN_OP_MOVE_INBOX : TERN_OP_DEL_DEVICE, NULL, NULL);
+  tern_store_set_str(&op->inbox, id);
+  if (op->op.type == TERN_OP_MOVE_INBOX) {
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_store_set_str(&op->inbox2, tern_user_inbox(inbox, u->name));
+  }
+  return &op->op;
+}
+
 tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d) {
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DEL_DEVICE, NULL, NULL);
   tern_store_set_str(&op->inbox, d->id);
