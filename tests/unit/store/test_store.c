@@ -422,6 +422,9 @@ TEST(op_free_owns_everything) {
   tern_op_record_set_device(rec, &d);
   CHECK(rec->user.user != u.user);
   CHECK_EQ_STR(rec->device.label, "laptop");
+  for (int i = 0; i < 5; i++) tern_op_record_add_known(rec, "d0"); /* past the first capacity */
+  tern_store_set_str(&rec->move_from, "@alice");
+  CHECK_EQ_INT(rec->nknown, 5);
   tern_store_op_free(&rec->op);
   tern_op_append *ap = tern_op_append_new(NULL, NULL);
   tern_store_set_str(&ap->dedup_key, "d1/c");
