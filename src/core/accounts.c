@@ -210,6 +210,30 @@ tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, 
   return &op->op;
 }
 
+/* The PUT_DEVICE of d, a new device (a registration's first, a login's). devices.max_per_user
+ * is checked in the store, in the op's group, against the user's device index (store.h): a
+ * directory learns another node's logins only through the feed, so two logins racing for the
+ * last slot on two nodes both saw room in theirs (issue 12); the index's conditional write
+ * lets one of them through. known[] seeds the index of a user who has none yet. A first device
+ * (first) takes the user-level inbox along in the same op, so that a refused one leaves those
+ * messages for the next device, and an accepted one gets them before any send can target it. */
+static tern_store_op *new_device_op(tern_app *a, tern_device *d, bool first, tern_store_done_cb done, void *arg) {
+  tern_op_record *op = tern_op_as_record(tern_accounts_device_op(d, done, arg));
+  op->create = true;
+  op->max_devices = (uint32_t)a->cfg->devices_max_per_user;
+  for (tern_device *o = d->user->devices; o; o = o->next_in_user)
+    if (o != d) tern_op_record_add_known(op, o->id);
+  if (first) {
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_store_set_str(&op->move_from, tern_user_inbox(inbox, d->user->name));
+  }
+  return &op->op;
+}
+
+static void answer_too_many_devices(tern_http_req *req) {
+  tern_http_error(req, 403, "too_many_devices", "this user has reached devices.max_per_user; log out a device first");
+}
+
 static void on_register_stored(tern_store_op *op) {
   pending *p = op->arg;
   if (op->status != TERN_STORE_OK) {
@@ -239,7 +263,7 @@ static void on_user_created(tern_store_op *op) {
     u->pending = false;
     tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
     snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
-    tern_app_submit(a, tern_accounts_device_op(d, on_register_stored, p));
+    tern_app_submit(a, new_device_op(a, d, false, on_register_stored, p));
     return;
   }
   /* Taken elsewhere: the winner's record reached this loop already (sync.c then made the
@@ -313,7 +337,19 @@ static void verify_work(uv_work_t *w) {
 
 static void on_login_stored(tern_store_op *op) {
   pending *p = op->arg;
-  if (op->status != TERN_STORE_OK) {
+  if (op->status == TERN_STORE_FULL) {
+    /* Another node's login took the last slot first: the device was never stored. It leaves
+     * this directory, and what sends from here put in its inbox meanwhile goes where they
+     * would go now (the winners' devices may not have reached this directory yet). */
+    tern_device *d = tern_dir_device(p->app->dir, p->device_id);
+    if (d && !d->removed) {
+      tern_user *u = d->user;
+      tern_accounts_forget_device(p->app, d);
+      tern_app_submit(p->app, tern_accounts_leftovers_op(p->app, u, p->device_id));
+    }
+    answer_too_many_devices(p->req);
+    TERN_INFO("login refused: too many devices", "user=%s", p->user);
+  } else if (op->status != TERN_STORE_OK) {
     tern_api_store_error(p->req, op, "the device could not be stored");
   } else {
     tern_buf b = {0};
@@ -335,27 +371,19 @@ static void after_verify(uv_work_t *w, int status) {
     pending_free(p);
     return;
   }
+  /* The directory's count refuses at once what it already knows is too many; the store's
+   * index (new_device_op) has the last word, for what this directory has not learned yet. */
   if (u->ndevices >= a->cfg->devices_max_per_user) {
-    tern_http_error(p->req, 403, "too_many_devices", "this user has reached devices.max_per_user; log out a device first");
+    answer_too_many_devices(p->req);
     pending_free(p);
     return;
   }
+  /* Messages that waited in the user-level inbox go to a first device, in its PUT_DEVICE: that
+   * op is queued before any send can target the device, so their seqs come first. */
   bool first = u->ndevices == 0;
   tern_device *d = tern_dir_add_device(a->dir, u, p->label, p->token);
   snprintf(p->device_id, sizeof p->device_id, "%s", d->id);
-  if (first) {
-    /* Messages that waited in the user-level inbox go to this first device. The move is
-     * queued before any send can target the device, so their seqs come first. */
-    tern_app_submit(a, tern_accounts_device_op(d, NULL, NULL));
-    tern_op_inbox *op = tern_op_inbox_new(TERN_OP_MOVE_INBOX, on_login_stored, p);
-    char inbox[TERN_USER_INBOX_LEN];
-    tern_user_inbox(inbox, u->name);
-    tern_store_set_str(&op->inbox, inbox);
-    tern_store_set_str(&op->inbox2, d->id);
-    tern_app_submit(a, &op->op);
-  } else {
-    tern_app_submit(a, tern_accounts_device_op(d, on_login_stored, p));
-  }
+  tern_app_submit(a, new_device_op(a, d, first, on_login_stored, p));
 }
 
 void tern_accounts_login(tern_app *a, tern_http_req *req) {
@@ -419,6 +447,17 @@ void tern_accounts_forget_device(tern_app *a, tern_device *d) {
     tern_session_unref(s);
   }
   tern_dir_remove_device(a->dir, d);
+}
+
+tern_store_op *tern_accounts_leftovers_op(tern_app *a, tern_user *u, const char *id) {
+  bool live = tern_dir_user(a->dir, u->name) == u && !u->pending;
+  tern_op_inbox *op = tern_op_inbox_new(live && !u->ndevices ? TERN_OP_MOVE_INBOX : TERN_OP_DEL_DEVICE, NULL, NULL);
+  tern_store_set_str(&op->inbox, id);
+  if (op->op.type == TERN_OP_MOVE_INBOX) {
+    char inbox[TERN_USER_INBOX_LEN];
+    tern_store_set_str(&op->inbox2, tern_user_inbox(inbox, u->name));
+  }
+  return &op->op;
 }
 
 tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d) {

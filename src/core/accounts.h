@@ -21,7 +21,16 @@ tern_store_op *tern_accounts_delete_device(tern_app *a, tern_device *d);
 /* The in-memory half of that, for a device another node deleted: closes its session (4002),
  * cancels its notification window and drops it from the directory. */
 void tern_accounts_forget_device(tern_app *a, tern_device *d);
-/* A PUT_DEVICE op carrying d's record as the directory holds it (label, push registration). */
+/* The op for the inbox of a device of u that left this directory without this node emptying
+ * it (another node deleted it, or the store refused it as one too many), id its id: what
+ * this node's sends put there meanwhile moves to the user-level inbox when u has no device
+ * left here, for the next device, as a send from here would go now (a move skips what another
+ * node moved already); otherwise u's other devices got their own copies, and it is deleted
+ * with its references. An account deleted meanwhile keeps nothing. For the caller to submit. */
+tern_store_op *tern_accounts_leftovers_op(tern_app *a, tern_user *u, const char *id);
+/* A PUT_DEVICE op carrying d's record as the directory holds it (label, push registration):
+ * a re-put of a stored device, which devices.max_per_user does not count again (a new
+ * device's PUT is made in accounts.c, with the limit). */
 tern_store_op *tern_accounts_device_op(tern_device *d, tern_store_done_cb done, void *arg);
 
 /* POST /v1/me/password {"old","new"} (PROTOCOL.md 14): 204; other devices stay logged in. */

@@ -231,19 +231,8 @@ static void on_device_gone(const char *id, void *arg) {
   tern_accounts_forget_device(a, d);
   /* Until now this node's sends still went to the device: what they committed after the
    * deleting node emptied its inbox waits there for nobody (every earlier group of this
-   * node commits before this op). With no device left it goes to the user-level inbox, for
-   * the next device, as a send from here would go now (a move skips what another node moved
-   * already); otherwise the user's other devices got their own copies, and the leftovers
-   * are deleted with their references. An account deleted meanwhile keeps nothing. */
-  bool live = tern_dir_user(a->dir, u->name) == u && !u->pending;
-  tern_op_inbox *op = tern_op_inbox_new(live && !u->ndevices ? TERN_OP_MOVE_INBOX : TERN_OP_DEL_DEVICE, NULL, NULL);
-  tern_store_set_str(&op->inbox, id);
-  if (op->op.type == TERN_OP_MOVE_INBOX) {
-    char inbox[TERN_USER_INBOX_LEN];
-    tern_user_inbox(inbox, u->name);
-    tern_store_set_str(&op->inbox2, inbox);
-  }
-  tern_app_submit(a, &op->op);
+   * node commits before this op). */
+  tern_app_submit(a, tern_accounts_leftovers_op(a, u, id));
 }
 
 static void on_user_gone(const char *user, void *arg) {

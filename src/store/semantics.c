@@ -16,7 +16,10 @@
  *               envelope referencing it (TERN_EF_BODY_REF) holds one ref, released when it is
  *               acked, expired, or its device is deleted
  *   moves       the user-level inbox "@user" moves into the first device that logs in
- *   cascade     deleting a device deletes its record, inbox, counters, client ids and E2E keys
+ *   cascade     deleting a device deletes its record, inbox, counters, client ids and E2E keys,
+ *               and takes it out of its user's device index
+ *   devices     RECORDS "devices/<user>": the ids of the user's devices, read and written back
+ *               by every new device's PUT, so devices.max_per_user holds across nodes
  *   deletes     MSGS bucket: msg_id → where its envelopes wait (store/locator.h), so that a
  *               delete for everyone overwrites them in place, under their seqs
  *   sweep       budgeted expiry: envelopes by their ts from each inbox's head, then the TTL
@@ -54,6 +57,7 @@ struct tern_sem {
   tern_buf key, val;   /* scratch */
   tern_buf name;       /* scratch: an inbox name */
   tern_buf loc;        /* scratch: a message locator */
+  tern_buf idx;        /* scratch: a user's device index */
   /* the group's directory writes, for the other writers' followers (store_int.h) */
   tern_store_change *changes;
   size_t nchanges, changes_cap;
@@ -85,6 +89,7 @@ void tern_sem_free(tern_sem *sem) {
   tern_buf_free(&sem->val);
   tern_buf_free(&sem->name);
   tern_buf_free(&sem->loc);
+  tern_buf_free(&sem->idx);
   tern_free(sem);
 }
 
@@ -706,37 +711,32 @@ static bool move_seen(const tern_map *seen, const uint8_t *v, size_t len) {
  * (CI delivered one twice). So an envelope already in the target is not appended again: the
  * target is read before the source, so whatever the source still holds that another mover
  * moved is in that read, or that mover's appends collide with ours and the group runs again. */
-static int do_move(tern_sem *sem, tern_op_inbox *op) {
-  if (!op->inbox || !op->inbox2) {
-    snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
-    op->op.status = TERN_STORE_ERROR;
-    return 0;
-  }
-  if (strcmp(op->inbox, op->inbox2) == 0) return 0;
-  size_t sl = strlen(op->inbox), dl = strlen(op->inbox2);
+static int move_inbox(tern_sem *sem, tern_store_op *op, const char *from, const char *into) {
+  if (strcmp(from, into) == 0) return 0;
+  size_t sl = strlen(from), dl = strlen(into);
   tern_inbox_info in;
-  int r = BE(sem)->inbox_get(SELF(sem), op->inbox, sl, &in);
+  int r = BE(sem)->inbox_get(SELF(sem), from, sl, &in);
   if (r == -ENOENT) return 0;
-  if (r < 0) return failed(sem, &op->op, "move", r);
+  if (r < 0) return failed(sem, op, "move", r);
   if (in.first_seq >= in.next_seq) return 0;
   tern_map seen = {0};
   tern_inbox_info tin;
-  r = BE(sem)->inbox_get(SELF(sem), op->inbox2, dl, &tin);
+  r = BE(sem)->inbox_get(SELF(sem), into, dl, &tin);
   if (r == -ENOENT) r = 0;
   else if (r >= 0 && tin.first_seq < tin.next_seq)
-    r = BE(sem)->read(SELF(sem), op->inbox2, dl, tin.first_seq, tin.next_seq - 1, move_seen_visit, &seen);
+    r = BE(sem)->read(SELF(sem), into, dl, tin.first_seq, tin.next_seq - 1, move_seen_visit, &seen);
   if (r < 0) {
     tern_map_free(&seen);
-    return failed(sem, &op->op, "move target read", r);
+    return failed(sem, op, "move target read", r);
   }
   tern_buf vals = {0};
   /* In chunks, so a large user inbox never sits in memory twice at once. */
   while (in.first_seq < in.next_seq && r >= 0) {
     uint64_t to = TERN_MIN(in.first_seq + MOVE_CHUNK - 1, in.next_seq - 1);
     tern_buf_reset(&vals);
-    r = BE(sem)->read(SELF(sem), op->inbox, sl, in.first_seq, to, move_visit, &vals);
+    r = BE(sem)->read(SELF(sem), from, sl, in.first_seq, to, move_visit, &vals);
     if (r < 0) {
-      r = failed(sem, &op->op, "move read", r);
+      r = failed(sem, op, "move read", r);
       break;
     }
     for (size_t off = 0; off + 8 <= vals.len && r >= 0;) {
@@ -746,12 +746,12 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
       off += n;
       if (move_seen(&seen, v, n)) continue;
       uint64_t seq;
-      r = BE(sem)->append(SELF(sem), op->inbox2, dl, v, n, &seq);
-      if (r < 0) r = failed(sem, &op->op, "move append", r);
+      r = BE(sem)->append(SELF(sem), into, dl, v, n, &seq);
+      if (r < 0) r = failed(sem, op, "move append", r);
     }
     if (r >= 0) {
-      r = BE(sem)->purge(SELF(sem), op->inbox, sl, to);
-      if (r < 0) r = failed(sem, &op->op, "move purge", r);
+      r = BE(sem)->purge(SELF(sem), from, sl, to);
+      if (r < 0) r = failed(sem, op, "move purge", r);
     }
     in.first_seq = to + 1;
   }
@@ -760,14 +760,183 @@ static int do_move(tern_sem *sem, tern_op_inbox *op) {
   if (r < 0) return r;
   /* The user-level inbox is empty now; its seqs never reach a client, so forgetting its
    * counter is fine. */
-  r = BE(sem)->forget(SELF(sem), op->inbox, sl);
-  return r < 0 ? failed(sem, &op->op, "move forget", r) : 0;
+  r = BE(sem)->forget(SELF(sem), from, sl);
+  return r < 0 ? failed(sem, op, "move forget", r) : 0;
+}
+
+/* MOVE_INBOX: inbox into inbox2 (a PUT_DEVICE of a first device moves in its own op). */
+static int do_move(tern_sem *sem, tern_op_inbox *op) {
+  if (!op->inbox || !op->inbox2) {
+    snprintf(op->op.err, sizeof op->op.err, "move: inbox and inbox2 required");
+    op->op.status = TERN_STORE_ERROR;
+    return 0;
+  }
+  return move_inbox(sem, &op->op, op->inbox, op->inbox2);
 }
 
 /* ---- directory records ------------------------------------------------------------------------- */
 /* "u/<user>" → [1 ver][8 created][8 last_seen][2 n][pwhash][8 deleted, only in a tombstone]
  * "d/<id>"   → [1 ver][8 created][8 last_seen][32 token hash][2 n][user][2 n][label][2 n][push]
  * (the push registration came later: records without it end after the label) */
+
+/* ---- the device index ---------------------------------------------------------------------------
+ * "devices/<user>" (RECORDS) → [1 ver] then, per device, [1 n][id][8 ms it was added]: the
+ * ids of the user's stored devices. A directory's count of a user's devices is not enough
+ * for devices.max_per_user on a shared store: another node's login reaches it only through
+ * the feed, so two logins racing for the last slot on two nodes both saw room (issue 12).
+ * The index is read with kv_get and written back in the new device's group, so on a shared
+ * backend the write is conditional on it: the loser's group runs again on the winner's index
+ * and is refused there. One record per user rather than a count: a DEL_DEVICE takes exactly
+ * its own id out, and an id already listed (a PUT of the same new device again) takes no
+ * second slot.
+ *
+ * A user with no index (devices stored before it existed) gets one seeded from the op's
+ * known[], the submitter's directory (a login catches up with the feed first): as exact as
+ * the directory was before, and exact from then on.
+ *
+ * An id whose device record is gone (left by a node that did not keep the index yet, in a
+ * rolling upgrade) would hold a slot for good, so one is dropped when the limit is reached,
+ * but only INDEX_STALE_MS after it was added: on NATS another node's group is readable from
+ * its claims on, and its index claim comes before its device records, which are plain puts
+ * published after every claim won; a young id without a record may be one of those (dropping
+ * it let a fourth login of three through in the cluster test). */
+enum { INDEX_VERSION = 1, INDEX_ENTRY_TS = 8 };
+#define INDEX_STALE_MS (10 * 60 * 1000LL)
+
+static void index_key(tern_sem *sem, const char *user) {
+  tern_buf_reset(&sem->key);
+  tern_buf_puts(&sem->key, TERN_DEVICES_RECORD_PREFIX);
+  tern_buf_puts(&sem->key, user);
+}
+
+/* The bytes of the entry at `at`. */
+static size_t index_entry_len(const tern_buf *b, size_t at) { return 1 + (uint8_t)b->data[at] + INDEX_ENTRY_TS; }
+
+/* Whether b is a well-formed index. */
+static bool index_valid(const tern_buf *b) {
+  if (b->len < 1 || (uint8_t)b->data[0] != INDEX_VERSION) return false;
+  for (size_t at = 1; at < b->len; at += index_entry_len(b, at))
+    if (b->data[at] == 0 || at + index_entry_len(b, at) > b->len) return false;
+  return true;
+}
+
+/* The offset of id's entry in a valid index, or 0 when it is not listed. */
+static size_t index_find(const tern_buf *b, const char *id, size_t idl) {
+  for (size_t at = 1; at < b->len; at += index_entry_len(b, at))
+    if ((uint8_t)b->data[at] == idl && memcmp(b->data + at + 1, id, idl) == 0) return at;
+  return 0;
+}
+
+static size_t index_count(const tern_buf *b) {
+  size_t n = 0;
+  for (size_t at = 1; at < b->len; at += index_entry_len(b, at)) n++;
+  return n;
+}
+
+static void index_add(tern_buf *b, const char *id, size_t idl, int64_t now) {
+  if (idl == 0 || idl > 255 || index_find(b, id, idl)) return;
+  tern_buf_putc(b, (char)idl);
+  tern_buf_append(b, id, idl);
+  tern_buf_put_be64(b, (uint64_t)now);
+}
+
+/* Takes the entry at (from index_find) out. */
+static void index_cut(tern_buf *b, size_t at) {
+  size_t n = index_entry_len(b, at);
+  memmove(b->data + at, b->data + at + n, b->len - at - n);
+  b->len -= n;
+}
+
+/* Reads user's index into sem->idx: 1 when stored (and valid), 0 when there is none. */
+static int index_read(tern_sem *sem, tern_store_op *op, const char *user) {
+  index_key(sem, user);
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_RECORDS, sem->key.data, sem->key.len, &sem->idx, NULL);
+  if (r < 0) return failed(sem, op, "device index", r);
+  if (r == 1 && !index_valid(&sem->idx)) {
+    TERN_WARN("store: bad device index, seeding it again", "user=%s bytes=%zu", user, sem->idx.len);
+    r = 0;
+  }
+  return r;
+}
+
+static int index_write(tern_sem *sem, tern_store_op *op, const char *user) {
+  index_key(sem, user);
+  int r = dir_put(sem, op, TERN_BUCKET_RECORDS, sem->key.data, sem->key.len, sem->idx.data, sem->idx.len);
+  return r < 0 ? failed(sem, op, "device index", r) : 0;
+}
+
+/* Drops the ids of sem->idx that were added before cutoff and whose device record is gone. */
+static int index_prune(tern_sem *sem, tern_store_op *op, int64_t cutoff) {
+  for (size_t at = 1; at < sem->idx.len;) {
+    size_t n = (uint8_t)sem->idx.data[at];
+    int64_t added = (int64_t)tern_get_be64((const uint8_t *)sem->idx.data + at + 1 + n);
+    int r = 1;
+    if (added < cutoff) {
+      r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_DEVICES, sem->idx.data + at + 1, n, &sem->val, NULL);
+      if (r < 0) return failed(sem, op, "device index", r);
+    }
+    if (r == 0) index_cut(&sem->idx, at);
+    else at += index_entry_len(&sem->idx, at);
+  }
+  return 0;
+}
+
+/* PUT_DEVICE with create: admits the device into its user's index, or answers FULL. */
+static int index_admit(tern_sem *sem, tern_op_record *op) {
+  const tern_device_rec *d = &op->device;
+  size_t idl = strlen(d->device_id);
+  int64_t now = tern_now_ms();
+  int r = index_read(sem, &op->op, d->user);
+  if (r < 0) return r;
+  bool stored = r == 1;
+  if (!stored) {
+    tern_buf_reset(&sem->idx);
+    tern_buf_putc(&sem->idx, INDEX_VERSION);
+    for (size_t i = 0; i < op->nknown; i++)
+      if (op->known[i] && strcmp(op->known[i], d->device_id) != 0)
+        index_add(&sem->idx, op->known[i], strlen(op->known[i]), now);
+  } else if (index_find(&sem->idx, d->device_id, idl)) {
+    return 0; /* listed already: the same new device again takes no second slot */
+  }
+  if (op->max_devices && index_count(&sem->idx) >= op->max_devices) {
+    r = index_prune(sem, &op->op, now - INDEX_STALE_MS);
+    if (r < 0) return r;
+    if (index_count(&sem->idx) >= op->max_devices) {
+      snprintf(op->op.err, sizeof op->op.err, "put_device: the user has %u devices (devices.max_per_user)",
+               op->max_devices);
+      op->op.status = TERN_STORE_FULL;
+      /* The index is written back as read (or as seeded: its ids are young, never pruned):
+       * on a shared backend what this group read may be another node's claim that its race
+       * undoes, and only a write makes the refusal conditional on the index (the group then
+       * runs again on what stayed). The device is not stored, and no stale id is dropped for
+       * a refusal. */
+      if (stored && (r = index_read(sem, &op->op, d->user)) < 0) return r;
+      return index_write(sem, &op->op, d->user);
+    }
+  }
+  index_add(&sem->idx, d->device_id, idl, now);
+  return index_write(sem, &op->op, d->user);
+}
+
+/* DEL_DEVICE: takes the device (whose record is in rec, read before anything else here) out
+ * of its user's index. */
+static int index_forget(tern_sem *sem, tern_store_op *op, const char *id, size_t idl, const tern_buf *rec) {
+  /* the user: [1 ver][8 created][8 last_seen][32 token hash][2 n][user] (below) */
+  if (rec->len < 51 || (uint8_t)rec->data[0] != REC_VERSION) return 0;
+  size_t ul = tern_get_be16((const uint8_t *)rec->data + 49);
+  if (ul == 0 || 51 + ul > rec->len) return 0;
+  char *user = tern_strndup(rec->data + 51, ul);
+  int r = index_read(sem, op, user);
+  size_t at = r == 1 ? index_find(&sem->idx, id, idl) : 0;
+  /* An index left empty stays: it says the user has no device, where none would be seeded
+   * from a directory again. DEL_USER removes it with the user. */
+  if (at) {
+    index_cut(&sem->idx, at);
+    r = index_write(sem, op, user);
+  }
+  tern_free(user);
+  return r < 0 ? r : 0;
+}
 
 static int do_put_user(tern_sem *sem, tern_op_record *op) {
   const tern_user_rec *u = &op->user;
@@ -805,7 +974,17 @@ static int do_del_user(tern_sem *sem, tern_op_record *op) {
     return 0;
   }
   int r = dir_del(sem, &op->op, TERN_BUCKET_USERS, op->user.user, strlen(op->user.user));
-  return r < 0 ? failed(sem, &op->op, "del_user", r) : 0;
+  if (r < 0) return failed(sem, &op->op, "del_user", r);
+  /* The user's device index goes too, when it is empty (its devices were deleted with the
+   * account). Read first, so that on a shared store a device a new owner of the name logged
+   * in meanwhile makes this group run again and find the index in use. */
+  r = index_read(sem, &op->op, op->user.user);
+  if (r == 1 && index_count(&sem->idx) == 0) {
+    index_key(sem, op->user.user);
+    r = dir_del(sem, &op->op, TERN_BUCKET_RECORDS, sem->key.data, sem->key.len);
+    if (r < 0) return failed(sem, &op->op, "del_user", r);
+  }
+  return r < 0 ? r : 0;
 }
 
 static int do_put_device(tern_sem *sem, tern_op_record *op) {
@@ -815,6 +994,10 @@ static int do_put_device(tern_sem *sem, tern_op_record *op) {
     snprintf(op->op.err, sizeof op->op.err, "put_device: device_id and user required, fields at most 65535 bytes");
     op->op.status = TERN_STORE_ERROR;
     return 0;
+  }
+  if (op->create) {
+    int r = index_admit(sem, op);
+    if (r < 0 || op->op.status != TERN_STORE_OK) return r;
   }
   tern_buf_reset(&sem->val);
   tern_buf_putc(&sem->val, REC_VERSION);
@@ -828,7 +1011,10 @@ static int do_put_device(tern_sem *sem, tern_op_record *op) {
   tern_buf_put_be16(&sem->val, pl);
   tern_buf_append(&sem->val, d->push, pl);
   int r = dir_put(sem, &op->op, TERN_BUCKET_DEVICES, d->device_id, strlen(d->device_id), sem->val.data, sem->val.len);
-  return r < 0 ? failed(sem, &op->op, "put_device", r) : 0;
+  if (r < 0) return failed(sem, &op->op, "put_device", r);
+  /* A first device takes the user-level inbox in its own op: accepted, it gets those messages
+   * before any send can target it; refused, they wait for the next device. */
+  return op->create && op->move_from ? move_inbox(sem, &op->op, op->move_from, d->device_id) : 0;
 }
 
 /* Both records keep last_seen at bytes 9..16, so it is patched in place. */
@@ -860,7 +1046,12 @@ static int do_del_device(tern_sem *sem, tern_op_inbox *op) {
     return 0;
   }
   size_t idl = strlen(id);
-  int r = dir_del(sem, &op->op, TERN_BUCKET_DEVICES, id, idl);
+  /* The record names the device's user, whose index loses it (none for a user-level inbox, or
+   * a device deleted already: another node's delete, which its own group took out). */
+  int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_DEVICES, id, idl, &sem->val, NULL);
+  if (r < 0) return failed(sem, &op->op, "del_device", r);
+  if (r == 1 && (r = index_forget(sem, &op->op, id, idl, &sem->val)) < 0) return r;
+  r = dir_del(sem, &op->op, TERN_BUCKET_DEVICES, id, idl);
   if (r < 0) return failed(sem, &op->op, "del_device", r);
   tern_inbox_info in;
   r = BE(sem)->inbox_get(SELF(sem), id, idl, &in);

@@ -155,6 +155,14 @@ void tern_op_record_set_device(tern_op_record *op, const tern_device_rec *rec) {
   op->device.push = rec->push ? tern_strdup(rec->push) : NULL;
 }
 
+void tern_op_record_add_known(tern_op_record *op, const char *device_id) {
+  if (op->nknown == op->known_cap) {
+    op->known_cap = op->known_cap ? op->known_cap * 2 : 4;
+    op->known = tern_realloc(op->known, op->known_cap * sizeof *op->known);
+  }
+  op->known[op->nknown++] = tern_strdup(device_id);
+}
+
 /* ---- key ops: rare (a device publishes or fetches keys now and then), so never pooled ---- */
 
 tern_op_keys *tern_op_keys_new(tern_store_op_type type, tern_store_done_cb done, void *arg) {
@@ -286,6 +294,9 @@ static void op_destroy(tern_store_op *op) {
       tern_op_record *r = tern_op_as_record(op);
       free_user_rec(&r->user);
       free_device_rec(&r->device);
+      for (size_t i = 0; i < r->nknown; i++) tern_free(r->known[i]);
+      tern_free(r->known);
+      tern_free(r->move_from);
       if (!keep) {
         tern_free(r);
         return;

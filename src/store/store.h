@@ -96,7 +96,9 @@ typedef enum {
   TERN_OP_PUT_USER,      /* tern_op_record; with create set, a user of that name already
                             stored answers DUPLICATE and nothing is written (a registration
                             race between two loops or nodes has one winner) */
-  TERN_OP_PUT_DEVICE,    /* tern_op_record */
+  TERN_OP_PUT_DEVICE,    /* tern_op_record; with create set, a new device (a login or a
+                            registration), counted against max_devices in the user's device
+                            index (below): past it, FULL and the device is not stored */
   TERN_OP_SET_LAST_SEEN, /* tern_op_record: user.user + user.last_seen and/or device.device_id +
                             device.last_seen (each optional, at least one) */
   TERN_OP_DEL_DEVICE,    /* tern_op_inbox: inbox = the device id; deletes the device record,
@@ -145,7 +147,8 @@ typedef enum {
   TERN_STORE_OK = 0,
   TERN_STORE_DUPLICATE, /* APPEND: the dedup key was seen before: dup_msg_id/dup_ts answer it;
                            PUT_USER with create: the user exists */
-  TERN_STORE_FULL,      /* APPEND: a target with TERN_CAP_REFUSE is at inbox.max_envelopes */
+  TERN_STORE_FULL,      /* APPEND: a target with TERN_CAP_REFUSE is at inbox.max_envelopes;
+                           PUT_DEVICE with create: the user has max_devices devices */
   TERN_STORE_ERROR,     /* I/O error; err holds the reason; the op had no effect */
   TERN_STORE_CONFLICT,  /* APPEND with record_check: the stored record is not the one the op
                            was based on (another writer changed it); the op had no effect */
@@ -304,10 +307,30 @@ typedef struct tern_op_inbox {
 /* PUT_USER, PUT_DEVICE, SET_LAST_SEEN */
 typedef struct tern_op_record {
   tern_store_op op;     /* head */
-  bool create;          /* PUT_USER: only if no user of that name is stored */
+  bool create;          /* PUT_USER: only if no user of that name is stored; PUT_DEVICE: a new
+                           device, checked against max_devices and added to the user's index */
   tern_user_rec user;   /* strings owned by the op */
   tern_device_rec device;
+  /* PUT_DEVICE with create. The limit holds in the store, not in a directory: the user's
+   * device index (TERN_DEVICES_RECORD_PREFIX) is read and written back in the op's group, so
+   * of two logins racing on two nodes for the last slot one commits and the other is applied
+   * again on the new index and answers FULL. */
+  uint32_t max_devices; /* devices.max_per_user (0: no limit, the device is only indexed) */
+  /* The user's other devices as the submitter's directory knows them: they seed the index of
+   * a user who has none yet (devices logged in before the index existed). Owned by the op. */
+  char **known; size_t nknown, known_cap;
+  /* The user-level inbox ("@user") to move into the device in the same op once it is accepted
+   * (a first device: a refused one must not take the user's waiting messages), or NULL. */
+  char *move_from;
 } tern_op_record;
+
+/* Adds a device id (copied) to a PUT_DEVICE's known[]. */
+void tern_op_record_add_known(tern_op_record *op, const char *device_id);
+
+/* The RECORDS key prefix of a user's device index, "devices/<user>" → the ids of the user's
+ * stored devices, kept by PUT_DEVICE with create, DEL_DEVICE and DEL_USER (semantics.c). Every
+ * writer's feed carries it; the directory does not use it (it counts its own devices). */
+#define TERN_DEVICES_RECORD_PREFIX "devices/"
 
 /* ---- E2E keys ---- */
 #define TERN_KEY_PUB_LEN 33        /* a Curve25519 public key: type byte 0x05 + 32 bytes */

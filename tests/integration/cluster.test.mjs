@@ -2,6 +2,7 @@
 // NATS JetStream cluster (R3), clients spread over the nodes by a round-robin proxy.
 //   - clients on different nodes talk: messages, receipts, presence;
 //   - a register race on two nodes: one name, one winner;
+//   - a login race on two nodes for the last slots of devices.max_per_user: exactly that many;
 //   - kill -9 of a ternd node under load: its clients reconnect to the others, and every
 //     message answered `sent` is delivered once (after de-dup by msg_id), in order;
 //   - kill -9 of one NATS server under load: /healthz says degraded, the same holds;
@@ -11,8 +12,9 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
-import { newUser, register, request, uniqueName, getUser } from './lib/api.mjs';
+import { newUser, register, request, uniqueName, getUser, login, logout, me, goneEverywhere, PASSWORD } from './lib/api.mjs';
 import { online, closeAll, ticksRound } from './lib/client.mjs';
+import { startNats } from './lib/nats.mjs';
 import { sender, receiver, attachReceiver, runSender, distinct, checkDelivered } from './lib/load.mjs';
 
 const PAIRS = 3;
@@ -219,4 +221,55 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
       await c.close();
     }
   }));
+});
+
+// devices.max_per_user across nodes (issue 12): each node's directory learns the other's
+// logins only through the feed, so logins racing on two nodes all found room there and the
+// user got more devices than the limit. The store settles it now (the user's device index,
+// written conditionally in the login's group): exactly MAX of the racing logins get 200.
+describe('cluster: a login race for devices.max_per_user on 2 nodes', { skip: CLUSTER_NODES ? 'the plain suite runs it' : false }, () => {
+  const MAX = 3;
+  const PER_NODE = 4; // 8 logins at once for 3 slots
+  let srv;
+  let nats;
+  // its own NATS (one server: the race is the same), since the suite above closes the shared one
+  before(async () => {
+    nats = await startNats({ servers: 1 });
+    srv = await startCluster(2, { nats, args: [...FAST_LIMITS, '--devices-max-per-user', String(MAX)] });
+  });
+  after(async () => { await srv?.close(); await nats?.close(); });
+
+  test('logins racing on two nodes: exactly max get 200, the rest 403 too_many_devices, max devices listed', async () => {
+    await withLogs(srv, async () => {
+      for (let round = 0; round < 3; round++) {
+        // a user with no device left: every racing login is a first device on its node (the
+        // user-level inbox moves with it)
+        const u = await newUser(direct(srv.nodes[0]), 'dlim');
+        assert.equal((await logout(direct(srv.nodes[0]), u.token)).status, 204);
+        await goneEverywhere(srv, u.token);
+        const tries = [];
+        for (let i = 0; i < PER_NODE; i++)
+          for (const node of srv.nodes) tries.push(login(direct(node), u.user, PASSWORD, `d${tries.length}`));
+        const answers = await Promise.all(tries);
+        const ok = answers.filter((r) => r.status === 200);
+        const refused = answers.filter((r) => r.status === 403 && r.body?.error?.code === 'too_many_devices');
+        const codes = answers.map((r) => r.status).join(' ');
+        assert.equal(ok.length, MAX, `round ${round}: ${codes}`);
+        assert.equal(refused.length, answers.length - MAX, `round ${round}: ${codes}`);
+        // every node lists the winners, and only them (a refused login left no device)
+        const winners = ok.map((r) => r.body.device_id).sort();
+        for (const node of srv.nodes) {
+          let listed;
+          await waitFor(async () => {
+            const m = await me(direct(node), ok[0].body.token);
+            listed = m.status === 200 ? m.body.devices.map((d) => d.device_id).sort() : null;
+            return JSON.stringify(listed) === JSON.stringify(winners);
+          }, { timeoutMs: 10000, intervalMs: 100, message: `round ${round}: devices on ${node.url}: ${JSON.stringify(listed)} vs ${JSON.stringify(winners)}` });
+        }
+        // full in the store too: one more login on either node is refused
+        const more = await login(direct(srv.nodes[round % 2]), u.user, PASSWORD, 'one more');
+        assert.equal(more.status, 403, more.text);
+      }
+    });
+  });
 });

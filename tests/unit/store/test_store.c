@@ -422,6 +422,9 @@ TEST(op_free_owns_everything) {
   tern_op_record_set_device(rec, &d);
   CHECK(rec->user.user != u.user);
   CHECK_EQ_STR(rec->device.label, "laptop");
+  for (int i = 0; i < 5; i++) tern_op_record_add_known(rec, "d0"); /* past the first capacity */
+  tern_store_set_str(&rec->move_from, "@alice");
+  CHECK_EQ_INT(rec->nknown, 5);
   tern_store_op_free(&rec->op);
   tern_op_append *ap = tern_op_append_new(NULL, NULL);
   tern_store_set_str(&ap->dedup_key, "d1/c");
@@ -2621,6 +2624,114 @@ static void nats_wait_ready(void) {
   fprintf(stderr, "  nats never became ready\n");
 }
 
+/* A new device's PUT (create): counted against max_devices in the user's device index. */
+static void put_new_device(tstore *s, res *r, const char *id, const char *user, uint32_t max, const char *known) {
+  tern_op_record *op = new_record_op(TERN_OP_PUT_DEVICE, r);
+  tern_device_rec d = {.device_id = id, .user = user, .label = "", .created = 5};
+  tern_op_record_set_device(op, &d);
+  op->create = true;
+  op->max_devices = max;
+  for (const char *k = known; k && *k;) { /* "a,b,c" */
+    const char *e = strchr(k, ',');
+    char one[32];
+    snprintf(one, sizeof one, "%.*s", (int)(e ? (size_t)(e - k) : strlen(k)), k);
+    tern_op_record_add_known(op, one);
+    k = e ? e + 1 : k + strlen(k);
+  }
+  submit(s, op);
+}
+
+/* devices.max_per_user held by the store (issue 12): the (max+1)th new device is refused
+ * FULL, a deleted device frees its slot, a re-put of a stored device is not counted, the
+ * index survives a reopen, a user without one is seeded from known[], an id whose device is
+ * gone is dropped when it would hold the last slot (once it is old enough not to be another
+ * node's commit under way), and DEL_USER takes an empty index away. */
+TEST(device_limit) {
+  use_dir("devlimit");
+  tstore *s = open_store();
+  put_new_device(s, &R[0], "a1", "alice", 2, NULL);
+  put_new_device(s, &R[1], "a2", "alice", 2, "a1");
+  put_new_device(s, &R[2], "a3", "alice", 2, "a1,a2");
+  put_device(s, &R[3], "a1", "alice", "relabelled"); /* a re-put (push token, label): no slot */
+  put_new_device(s, &R[4], "a2", "alice", 2, "a1");  /* the same new device again: no second slot */
+  put_new_device(s, &R[5], "b1", "bob", 2, NULL);    /* another user's slots are its own */
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[1].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[2].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[4].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[5].status, TERN_STORE_OK);
+  put_new_device(s, &R[6], "a4", "alice", 2, "a1,a2");
+  submit_del_device(s, &R[7], "a2");
+  put_new_device(s, &R[8], "a5", "alice", 2, "a1"); /* the freed slot */
+  put_new_device(s, &R[9], "a6", "alice", 2, "a1,a5");
+  wait_all();
+  CHECK_EQ_INT(R[6].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[7].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[8].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[9].status, TERN_STORE_FULL);
+  close_store(s);
+
+  s = open_store(); /* durable: still full; a refused device left no record */
+  loaded l = {0};
+  tern_store_load_cbs cbs = {.device = load_device, .arg = &l};
+  CHECK_EQ_INT(load(s, &cbs), 0);
+  CHECK_EQ_INT(l.ndevices, 3); /* a1, a5, b1 */
+  put_new_device(s, &R[10], "a7", "alice", 2, NULL);
+  submit_del_device(s, &R[11], "a1");
+  put_new_device(s, &R[12], "a8", "alice", 2, NULL);
+  /* carol's devices were stored before the index existed: her first new device's known[]
+   * seeds it, so she is full at once */
+  put_device(s, &R[13], "c1", "carol", "");
+  put_device(s, &R[14], "c2", "carol", "");
+  put_new_device(s, &R[15], "c3", "carol", 2, "c1,c2");
+  put_new_device(s, &R[16], "c3", "carol", 3, "c1,c2");
+  put_new_device(s, &R[17], "c4", "carol", 3, NULL);
+  /* dave's seed names a device with no record: a young one holds its slot (it may be another
+   * node's, committing); erin's index lists one added long ago: that one is dropped at the limit */
+  put_new_device(s, &R[18], "e1", "dave", 2, "ghost");
+  put_new_device(s, &R[19], "e2", "dave", 2, NULL);
+  static const char old_ghost[] = {1, 5, 'g', 'h', 'o', 's', 't', 0, 0, 0, 0, 0, 0, 0, 1}; /* added at 1 ms */
+  tern_op_kv *kv_old = new_kv_op(TERN_OP_KV_PUT, &R[20]);
+  tern_store_set_str(&kv_old->key, "devices/erin");
+  tern_buf_append(&kv_old->value, old_ghost, sizeof old_ghost);
+  submit(s, kv_old);
+  put_new_device(s, &R[23], "f1", "erin", 1, NULL);
+  put_new_device(s, &R[24], "f2", "erin", 1, NULL);
+  wait_all();
+  CHECK_EQ_INT(R[10].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[11].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[12].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[15].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[16].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[17].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[18].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[19].status, TERN_STORE_FULL);
+  CHECK_EQ_INT(R[20].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[23].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[24].status, TERN_STORE_FULL);
+  /* bob's account goes: his device, then his user; the empty index goes with the user */
+  submit_del_device(s, &R[21], "b1");
+  tern_op_record *du = new_record_op(TERN_OP_DEL_USER, &R[22]);
+  tern_user_rec bob = {.user = "bob"};
+  tern_op_record_set_user(du, &bob);
+  submit(s, du);
+  wait_all();
+  CHECK_EQ_INT(R[21].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[22].status, TERN_STORE_OK);
+  close_store(s);
+  s = open_store();
+  tern_buf kv = {0};
+  tern_store_load_cbs kcbs = {.kv = load_kv_all, .arg = &kv};
+  CHECK_EQ_INT(load(s, &kcbs), 0);
+  tern_buf_putc(&kv, 0); /* non-empty, so cstr has data */
+  CHECK(strstr(tern_buf_cstr(&kv), "devices/alice=") != NULL);
+  CHECK(strstr(tern_buf_cstr(&kv), "devices/bob=") == NULL);
+  tern_buf_free(&kv);
+  close_store(s);
+}
+
 static void run_nats_suite(natsrv *ns);
 static natsrv *cur_natsrv; /* the servers of the NATS pass running */
 
@@ -2674,6 +2785,7 @@ static void run_suite(void) {
   RUN(keys_put_refusals);
   RUN(keys_claim_once);
   RUN(keys_cascade_on_device_delete);
+  RUN(device_limit);
   RUN(events_cross_ports);
   RUN(events_spread_over_turns);
 }
@@ -2910,6 +3022,35 @@ TEST(nats_two_writers_create) {
   close_two(a, b);
 }
 
+/* Two nodes log in new devices of one user at once, both knowing the same other devices
+ * (their directories lag): the index's conditional write lets exactly max through (issue 12;
+ * without it both nodes' checks saw room). */
+TEST(nats_two_writers_devices) {
+  use_dir("race_devices");
+  tstore *a = open_store();
+  tstore *b = open_second();
+  if (!a || !b) return;
+  enum { ROUNDS = 6, PER = 3, MAX = 3 };
+  for (int round = 0; round < ROUNDS; round++) {
+    char user[16], id[16];
+    snprintf(user, sizeof user, "dv%d", round);
+    for (int i = 0; i < PER; i++)
+      for (int w = 0; w < 2; w++) {
+        snprintf(id, sizeof id, "r%dw%di%d", round, w, i);
+        put_new_device(w ? b : a, w ? &R2[i] : &R[i], id, user, MAX, NULL);
+      }
+    wait_all();
+    int ok = 0, full = 0;
+    for (int i = 0; i < PER; i++) {
+      ok += (R[i].status == TERN_STORE_OK) + (R2[i].status == TERN_STORE_OK);
+      full += (R[i].status == TERN_STORE_FULL) + (R2[i].status == TERN_STORE_FULL);
+    }
+    CHECK_EQ_INT(ok, MAX);
+    CHECK_EQ_INT(full, 2 * PER - MAX);
+  }
+  close_two(a, b);
+}
+
 /* A compare-and-set record written by both nodes from the same base: one wins, the other
  * conflicts (the backend's -EAGAIN re-ran its group on the new state). */
 TEST(nats_two_writers_cas) {
@@ -3061,6 +3202,7 @@ static void run_nats_suite(natsrv *ns) {
   RUN(nats_two_writers_append);
   RUN(nats_void_after_higher_seqs);
   RUN(nats_two_writers_create);
+  RUN(nats_two_writers_devices);
   RUN(nats_two_writers_move);
   RUN(nats_two_writers_cas);
   order_errors = oe;
