@@ -62,8 +62,10 @@ struct tern_sem {
   tern_store_change *changes;
   size_t nchanges, changes_cap;
   bool caught_up;      /* this group already waited for the backend's feed */
-  tern_prefetch_key *pf; /* tern_sem_prefetch's list (pointers into the ops) */
+  tern_prefetch_key *pf; /* what to prefetch (pointers into the ops, or into pfkeys) */
   size_t npf, pf_cap;
+  tern_buf pfkeys;     /* keys built for a prefetch, back to back */
+  size_t *pfoff;       /* where each of them starts, by pf[] index (SIZE_MAX: not built) */
 };
 
 tern_sem *tern_sem_new(tern_store *s) {
@@ -85,6 +87,8 @@ void tern_sem_free(tern_sem *sem) {
   }
   tern_free(sem->changes);
   tern_free(sem->pf);
+  tern_free(sem->pfoff);
+  tern_buf_free(&sem->pfkeys);
   tern_buf_free(&sem->key);
   tern_buf_free(&sem->val);
   tern_buf_free(&sem->name);
@@ -106,6 +110,43 @@ static int failed(tern_sem *sem, tern_store_op *op, const char *what, int r) {
 }
 
 static int64_t now_or_clock(int64_t now) { return now ? now : tern_now_ms(); }
+
+/* ---- prefetch lists (backend.h prefetch; tern_sem_prefetch below) ---------------------------- */
+
+static void pf_add_n(tern_sem *sem, int bucket, const char *key, size_t n, size_t off) {
+  if (sem->npf == sem->pf_cap) {
+    sem->pf_cap = sem->pf_cap ? 2 * sem->pf_cap : 64;
+    sem->pf = tern_realloc(sem->pf, sem->pf_cap * sizeof *sem->pf);
+    sem->pfoff = tern_realloc(sem->pfoff, sem->pf_cap * sizeof *sem->pfoff);
+  }
+  sem->pfoff[sem->npf] = off;
+  sem->pf[sem->npf++] = (tern_prefetch_key){bucket, key, n};
+}
+
+static void pf_add(tern_sem *sem, int bucket, const char *key) {
+  if (key) pf_add_n(sem, bucket, key, strlen(key), SIZE_MAX);
+}
+
+/* A key made of a, and "/b" when b is given, copied into pfkeys (which may move until
+ * pf_run points at it). */
+static void pf_add_built(tern_sem *sem, int bucket, const char *a, const char *b) {
+  size_t off = sem->pfkeys.len;
+  tern_buf_puts(&sem->pfkeys, a);
+  if (b) {
+    tern_buf_putc(&sem->pfkeys, '/');
+    tern_buf_puts(&sem->pfkeys, b);
+  }
+  pf_add_n(sem, bucket, NULL, sem->pfkeys.len - off, off);
+}
+
+static void pf_run(tern_sem *sem) {
+  for (size_t i = 0; i < sem->npf; i++)
+    if (sem->pfoff[i] != SIZE_MAX) sem->pf[i].key = sem->pfkeys.data + sem->pfoff[i];
+  if (sem->npf) BE(sem)->prefetch(SELF(sem), sem->pf, sem->npf);
+  sem->npf = 0;
+  tern_buf_reset(&sem->pfkeys);
+}
+
 
 /* ---- directory writes, noted for the change feed ------------------------------------------------ */
 
@@ -585,6 +626,16 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
     head_list_free(&l);
     return failed(sem, &op->op, "ack read", r);
   }
+  if (BE(sem)->prefetch) {
+    /* the tokens and shared bodies read below, at once (backend.h prefetch) */
+    for (size_t i = 0; i < l.n; i++) {
+      const head_env *h = &l.v[i];
+      if ((h->flags & TERN_ENV_F_RECEIPT) && h->msg_id && !(h->flags & TERN_ENV_F_SOLE))
+        pf_add_built(sem, TERN_BUCKET_TOKENS, h->msg_id, h->group_id ? op->user : NULL);
+      pf_add(sem, TERN_BUCKET_BODIES, h->body_ref);
+    }
+    pf_run(sem);
+  }
   for (size_t i = 0; i < l.n && r >= 0; i++) {
     const head_env *h = &l.v[i];
     if (!(h->flags & TERN_ENV_F_RECEIPT) || !h->msg_id) continue;
@@ -661,7 +712,14 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   if (r < 0) return failed(sem, &op->op, "drain read", r);
   op->unsettled = r == 1;
   op->more = c.last < to;
-  /* Shared bodies travel beside their records. */
+  /* Shared bodies travel beside their records (read at once where reads are round trips). */
+  for (size_t i = 0; i < op->nitems && BE(sem)->prefetch; i++) {
+    tern_env_view ev;
+    tern_store_item *it = &op->items[i];
+    if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) == 0 && ev.f[TERN_EF_BODY_REF].p)
+      pf_add_n(sem, TERN_BUCKET_BODIES, ev.f[TERN_EF_BODY_REF].p, ev.f[TERN_EF_BODY_REF].n, SIZE_MAX);
+  }
+  if (BE(sem)->prefetch) pf_run(sem);
   for (size_t i = 0; i < op->nitems; i++) {
     tern_env_view ev;
     tern_store_item *it = &op->items[i];
@@ -1214,15 +1272,6 @@ int tern_sem_apply(tern_sem *sem, tern_store_op *op) {
 
 /* ---- prefetch: what a group's ops will read --------------------------------------------------- */
 
-static void pf_add(tern_sem *sem, int bucket, const char *key) {
-  if (!key) return;
-  if (sem->npf == sem->pf_cap) {
-    sem->pf_cap = sem->pf_cap ? 2 * sem->pf_cap : 64;
-    sem->pf = tern_realloc(sem->pf, sem->pf_cap * sizeof *sem->pf);
-  }
-  sem->pf[sem->npf++] = (tern_prefetch_key){bucket, key, strlen(key)};
-}
-
 static void pf_append(tern_sem *sem, const tern_op_append *op) {
   pf_add(sem, TERN_BUCKET_DEDUP, op->dedup_key);
   if (op->dedup_probe) return;
@@ -1236,7 +1285,6 @@ static void pf_append(tern_sem *sem, const tern_op_append *op) {
  * another read (a token of an envelope the ack finds) is left to the op. */
 void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
   if (!BE(sem)->prefetch) return;
-  sem->npf = 0;
   for (size_t i = 0; i < n; i++) {
     tern_store_op *op = ops[i];
     switch (op->type) {
@@ -1255,7 +1303,7 @@ void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
       default: break;
     }
   }
-  if (sem->npf) BE(sem)->prefetch(SELF(sem), sem->pf, sem->npf);
+  pf_run(sem);
 }
 
 void tern_sem_fail(tern_store_op *op, const char *why) {
