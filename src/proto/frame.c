@@ -431,7 +431,7 @@ int tern_frame_decode_ex(const char *json, size_t len, const tern_frame_limits *
   memset(out, 0, sizeof *out);
   error_reset(err);
   tern_wire_doc doc;
-  int rc = tern_wire_parse(json, len, TERN_WIRE_FRAME_MAX, &doc, err->message, sizeof err->message);
+  int rc = tern_wire_parse_flat(json, len, TERN_WIRE_FRAME_MAX, &doc, err->message, sizeof err->message);
   if (rc) {
     err->code = rc == -E2BIG ? TERN_TOO_LARGE : TERN_BAD_REQUEST;
     return -EINVAL;

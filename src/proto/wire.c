@@ -19,8 +19,10 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -88,12 +90,169 @@ static char *replace_nul_escapes(const char *s, size_t n, size_t *out_len) {
   return d;
 }
 
+/* ---- flat objects without cJSON's allocations ------------------------------------------------
+ * Most client frames are small flat objects: one level of string, number, true, false and null
+ * members (send with a body, ack, typing, ping, auth). cJSON builds such a tree with an
+ * allocation for each node and each string, about half of a frame's decode
+ * (bench/ab/instructions-per-message). flat_parse builds the same tree in one allocation
+ * (the nodes, then a copy of the input whose strings are unescaped in place). It accepts a
+ * subset of what cJSON accepts, makes exactly the tree cJSON makes of it, and answers "not
+ * mine" for the rest, which then goes through cJSON as before: a nested object or array, a
+ * \u escape, a byte between tokens that cJSON skips and JSON does not allow, a number outside
+ * JSON's grammar or longer than cJSON reads one, more than FLAT_MEMBERS members. So it never
+ * makes an error of its own. fuzz_frame parses every input both ways and requires the same
+ * tree. */
+enum { FLAT_MEMBERS = 16, FLAT_NUM_MAX = 63 /* cJSON reads a number from at most 63 bytes */ };
+
+/* The string at t[*i] ('"'), unescaped in place and NUL-terminated at *out. */
+static bool flat_str(char *t, size_t n, size_t *i, char **out) {
+  size_t r = *i + 1, w = r;
+  *out = t + w;
+  while (r < n) {
+    char c = t[r];
+    if (c == '"') {
+      t[w] = '\0'; /* w <= r: never past what is still to read */
+      *i = r + 1;
+      return true;
+    }
+    if (c != '\\') {
+      t[w++] = c;
+      r++;
+      continue;
+    }
+    if (r + 1 >= n) return false;
+    switch (t[r + 1]) {
+      case '"': c = '"'; break;
+      case '\\': c = '\\'; break;
+      case '/': c = '/'; break;
+      case 'b': c = '\b'; break;
+      case 'f': c = '\f'; break;
+      case 'n': c = '\n'; break;
+      case 'r': c = '\r'; break;
+      case 't': c = '\t'; break;
+      default: return false; /* \u, or an escape cJSON refuses: cJSON's business */
+    }
+    t[w++] = c;
+    r += 2;
+  }
+  return false;
+}
+
+static bool digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A number in JSON's grammar at t[*i], valued as cJSON values it (strtod of the same bytes). */
+static bool flat_num(const char *t, size_t n, size_t *i, double *out) {
+  size_t s = *i, j = s;
+  if (j < n && t[j] == '-') j++;
+  if (j < n && t[j] == '0') {
+    j++;
+  } else if (j < n && t[j] >= '1' && t[j] <= '9') {
+    while (j < n && digit(t[j])) j++;
+  } else {
+    return false;
+  }
+  if (j < n && t[j] == '.') {
+    if (++j >= n || !digit(t[j])) return false;
+    while (j < n && digit(t[j])) j++;
+  }
+  if (j < n && (t[j] == 'e' || t[j] == 'E')) {
+    if (++j < n && (t[j] == '+' || t[j] == '-')) j++;
+    if (j >= n || !digit(t[j])) return false;
+    while (j < n && digit(t[j])) j++;
+  }
+  if (j - s > FLAT_NUM_MAX) return false;
+  char b[FLAT_NUM_MAX + 1], *end = NULL;
+  memcpy(b, t + s, j - s);
+  b[j - s] = '\0';
+  *out = strtod(b, &end);
+  if (end != b + (j - s)) return false;
+  *i = j;
+  return true;
+}
+
+/* One member value at t[*i] into it. */
+static bool flat_value(char *t, size_t n, size_t *i, cJSON *it) {
+  if (*i >= n) return false;
+  char c = t[*i];
+  if (c == '"') {
+    it->type = cJSON_String;
+    return flat_str(t, n, i, &it->valuestring);
+  }
+  if (c == '-' || digit(c)) {
+    double v;
+    if (!flat_num(t, n, i, &v)) return false;
+    it->type = cJSON_Number;
+    it->valuedouble = v;
+    it->valueint = v >= INT_MAX ? INT_MAX : v <= (double)INT_MIN ? INT_MIN : (int)v; /* as cJSON */
+    return true;
+  }
+  static const struct { const char *lit; size_t n; int type; int valueint; } lits[] = {
+      {"true", 4, cJSON_True, 1}, {"false", 5, cJSON_False, 0}, {"null", 4, cJSON_NULL, 0}};
+  for (size_t k = 0; k < TERN_ARRAY_LEN(lits); k++) {
+    if (n - *i >= lits[k].n && memcmp(t + *i, lits[k].lit, lits[k].n) == 0) {
+      it->type = lits[k].type;
+      it->valueint = lits[k].valueint;
+      *i += lits[k].n;
+      return true;
+    }
+  }
+  return false; /* an object, an array, or not JSON */
+}
+
+/* The object json[start..len) (json[start] is '{'), or NULL when it is not one of flat_parse's;
+ * *end gets the offset after its '}'. The tree and its strings are one allocation, the root's. */
+static cJSON *flat_parse(const char *json, size_t start, size_t len, size_t *end) {
+  size_t hdr = (1 + FLAT_MEMBERS) * sizeof(cJSON);
+  cJSON *nodes = tern_malloc(hdr + len + 1);
+  char *t = (char *)nodes + hdr;
+  memcpy(t, json, len);
+  t[len] = '\0';
+  memset(nodes, 0, sizeof *nodes);
+  cJSON *root = nodes, *last = NULL;
+  root->type = cJSON_Object;
+  size_t i = skip_ws(t, start + 1, len), k = 0;
+  if (i < len && t[i] == '}') {
+    *end = i + 1;
+    return root;
+  }
+  for (;;) {
+    if (k == FLAT_MEMBERS || i >= len || t[i] != '"') break;
+    cJSON *it = &nodes[1 + k++];
+    memset(it, 0, sizeof *it);
+    if (!flat_str(t, len, &i, &it->string)) break;
+    i = skip_ws(t, i, len);
+    if (i >= len || t[i] != ':') break;
+    i = skip_ws(t, i + 1, len);
+    if (!flat_value(t, len, &i, it)) break;
+    if (last) {
+      last->next = it;
+      it->prev = last;
+    } else {
+      root->child = it;
+    }
+    last = it;
+    root->child->prev = last; /* cJSON keeps the last member in the first one's prev */
+    i = skip_ws(t, i, len);
+    if (i < len && t[i] == ',') {
+      i = skip_ws(t, i + 1, len);
+      continue;
+    }
+    if (i < len && t[i] == '}') {
+      *end = i + 1;
+      return root;
+    }
+    break;
+  }
+  tern_free(nodes);
+  return NULL;
+}
+
 static int parse_fail(char *msg, size_t cap, int rc, const char *what) {
   snprintf(msg, cap, "%s", what);
   return rc;
 }
 
-int tern_wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap) {
+static int wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap, bool flat_ok) {
   memset(doc, 0, sizeof *doc);
   if (len > max) {
     snprintf(msg, cap, "frame is larger than %zu bytes", max);
@@ -107,6 +266,16 @@ int tern_wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc
   size_t srclen = len;
   if (!scan_escapes(json, len, &doc->nul_escapes)) return parse_fail(msg, cap, -EINVAL, "frame is not valid JSON");
   if (doc->nul_escapes) src = doc->copy = replace_nul_escapes(json, len, &srclen);
+  if (flat_ok && !doc->nul_escapes) {
+    size_t fend = 0;
+    cJSON *flat = flat_parse(json, start, len, &fend);
+    if (flat && skip_ws(json, fend, len) == len) {
+      doc->root = flat;
+      doc->flat = true;
+      return 0;
+    }
+    tern_free(flat); /* trailing bytes: cJSON's path says so, as before */
+  }
 
   /* Not require_null_terminated: with an explicit length cJSON would then demand a NUL inside
    * it. We check for trailing bytes ourselves, which is the same rule. The end pointer comes
@@ -130,8 +299,17 @@ int tern_wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc
   return 0;
 }
 
+int tern_wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap) {
+  return wire_parse(json, len, max, doc, msg, cap, false);
+}
+
+int tern_wire_parse_flat(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap) {
+  return wire_parse(json, len, max, doc, msg, cap, true);
+}
+
 void tern_wire_doc_free(tern_wire_doc *doc) {
-  cJSON_Delete(doc->root);
+  if (doc->flat) tern_free(doc->root); /* flat_parse's one allocation */
+  else cJSON_Delete(doc->root);
   tern_free(doc->copy);
   memset(doc, 0, sizeof *doc);
 }

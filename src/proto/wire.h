@@ -44,6 +44,7 @@ typedef struct tern_wire_doc {
   struct cJSON *root; /* the object, owned */
   char *copy;         /* the input with NUL escapes replaced, or NULL when it had none */
   bool nul_escapes;   /* see above */
+  bool flat;          /* root was made by tern_wire_parse_flat's own parse (one allocation) */
 } tern_wire_doc;
 
 /* Parses exactly one JSON object, optionally surrounded by JSON whitespace, from json[0..len)
@@ -51,6 +52,10 @@ typedef struct tern_wire_doc {
  * but an object, and anything after it (-EINVAL); msg gets a sentence ("frame is not valid
  * JSON"). On success the caller frees doc with tern_wire_doc_free. */
 int tern_wire_parse(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap);
+/* The same parse, the same answers and the same tree, made without cJSON's allocation per
+ * node and string when the object is flat (string, number, true, false and null members; see
+ * wire.c). The tree is read-only: nothing may be added to, detached from or changed in it. */
+int tern_wire_parse_flat(const char *json, size_t len, size_t max, tern_wire_doc *doc, char *msg, size_t cap);
 void tern_wire_doc_free(tern_wire_doc *doc);
 
 /* The member key of obj (case-sensitive; with duplicate keys the first counts), or NULL. */

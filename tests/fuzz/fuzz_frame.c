@@ -14,6 +14,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "proto/frame.h"
+#include "proto/wire.h"
 #include "fuzz.h"
 
 /* The v1 envelope writers are deprecated; the server still uses them, so they are still fuzzed. */
@@ -197,9 +198,40 @@ static void check_v11(const tern_frame *f, const tern_frame_limits *lim) {
   tern_buf_free(&enc);
 }
 
+/* The flat parse (wire.c) gives the answer cJSON's parse gives, and the same tree: every
+ * member's key, type, value and valueint, in order, and the same text when printed. */
+static void check_flat(const char *json, size_t size) {
+  tern_wire_doc a, b;
+  char ma[160], mb[160];
+  int ra = tern_wire_parse(json, size, TERN_WIRE_FRAME_MAX, &a, ma, sizeof ma);
+  int rb = tern_wire_parse_flat(json, size, TERN_WIRE_FRAME_MAX, &b, mb, sizeof mb);
+  REQUIRE(ra == rb);
+  if (ra) {
+    REQUIRE(strcmp(ma, mb) == 0);
+    return;
+  }
+  REQUIRE(a.nul_escapes == b.nul_escapes);
+  const cJSON *x = a.root->child, *y = b.root->child;
+  for (; x && y; x = x->next, y = y->next) {
+    REQUIRE(strcmp(x->string, y->string) == 0);
+    REQUIRE(x->type == y->type && x->valueint == y->valueint);
+    if (cJSON_IsString(x)) REQUIRE(strcmp(x->valuestring, y->valuestring) == 0);
+    if (cJSON_IsNumber(x)) REQUIRE(memcmp(&x->valuedouble, &y->valuedouble, sizeof x->valuedouble) == 0);
+  }
+  REQUIRE(!x && !y);
+  if (b.root->child) REQUIRE(b.root->child->prev && !b.root->child->prev->next); /* the last member, as cJSON keeps it */
+  char *pa = cJSON_PrintUnformatted(a.root), *pb = cJSON_PrintUnformatted(b.root);
+  REQUIRE(pa && pb && strcmp(pa, pb) == 0);
+  cJSON_free(pa);
+  cJSON_free(pb);
+  tern_wire_doc_free(&a);
+  tern_wire_doc_free(&b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* A private copy with no NUL after it, so ASan sees any read past size. */
   char *json = tern_memdup(data, size);
+  check_flat(json, size);
   tern_frame f;
   tern_frame_error err;
   tern_buf out = {0};

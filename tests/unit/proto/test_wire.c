@@ -1,7 +1,8 @@
 /* Unit tests for src/proto/wire.c: the strict parse (what it refuses, the NUL-escape and
  * malformed-escape handling), the value rules, the writers, tern_proto_init (idempotent,
- * thread-safe, cJSON allocating through base/alloc.h), and decoding on two threads at once
- * with answers that do not depend on cJSON's global error pointer. */
+ * thread-safe, cJSON allocating through base/alloc.h), decoding on two threads at once
+ * with answers that do not depend on cJSON's global error pointer, and the flat parse
+ * (tern_wire_parse_flat) giving cJSON's answer and tree. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
@@ -49,6 +50,61 @@ TEST(parse_rules) {
   /* A zeroed doc frees as empty. */
   tern_wire_doc z = {0};
   tern_wire_doc_free(&z);
+}
+
+/* The flat parse answers as cJSON's does, with the same tree printed, for the inputs it takes
+ * (flat) and for those it leaves to cJSON; tests/fuzz/fuzz_frame.c checks it on any input. */
+TEST(flat_parse_matches_cjson) {
+  static const struct {
+    const char *in;
+    bool flat; /* made by the flat parse itself */
+  } cases[] = {
+      {"{\"type\":\"send\",\"id\":\"c1\",\"to\":\"bob\",\"body\":\"hi\"}", true},
+      {" {\"type\":\"ack\",\"seq\":5} \n", true},
+      {"{}", true},
+      {"{ }", true},
+      {"{\"a\":\"q\\\"b\\\\s\\/n\\n\\t\\r\\b\\f\"}", true},
+      {"{\"a\":-0,\"b\":1.5e3,\"c\":2E-2,\"d\":1e400,\"e\":3000000000,\"f\":-3000000000}", true},
+      {"{\"a\":true,\"b\":false,\"c\":null,\"a\":1}", true},
+      {"{\"\":\"\",\"k\":\"\xC3\xA9\x01\"}", true}, /* raw bytes in strings: cJSON takes them too */
+      {"{\"a\":{\"b\":1}}", false},                     /* nested: cJSON's */
+      {"{\"a\":[1,2]}", false},
+      {"{\"a\":\"\\u00e9\"}", false},                   /* \u: cJSON's */
+      {"{\"a\":01}", false},                              /* not JSON; cJSON's answer stands */
+      {"{\"a\":+1}", false},
+      {"{\"a\":1.}", false},
+      {"{\"a\":.5}", false},
+      {"{\"a\":1}x", false},
+      {"{\"a\":1,}", false},
+      {"{\"a\" \x01: 1}", false},                          /* a control byte cJSON skips */
+      {"{\"a\":\"x}", false},
+      {"{\"a\":tru}", false},
+      {"{\"a\":nullx}", false},
+      {"{\"1\":1,\"2\":2,\"3\":3,\"4\":4,\"5\":5,\"6\":6,\"7\":7,\"8\":8,\"9\":9,\"10\":10,\"11\":11,"
+       "\"12\":12,\"13\":13,\"14\":14,\"15\":15,\"16\":16,\"17\":17}", false}, /* more than 16 members */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *in = cases[i].in;
+    tern_wire_doc a, b;
+    char ma[160], mb[160];
+    int ra = tern_wire_parse(in, strlen(in), 1000, &a, ma, sizeof ma);
+    int rb = tern_wire_parse_flat(in, strlen(in), 1000, &b, mb, sizeof mb);
+    bool ok = ra == rb && (ra ? strcmp(ma, mb) == 0 : b.flat == cases[i].flat);
+    if (ok && ra == 0) {
+      char *pa = cJSON_PrintUnformatted(a.root), *pb = cJSON_PrintUnformatted(b.root);
+      ok = pa && pb && strcmp(pa, pb) == 0;
+      cJSON_free(pa);
+      cJSON_free(pb);
+      for (const cJSON *x = a.root->child, *y = b.root->child; ok && (x || y); x = x->next, y = y->next)
+        ok = x && y && x->type == y->type && x->valueint == y->valueint && strcmp(x->string, y->string) == 0;
+    }
+    if (!ok) {
+      fprintf(stderr, "  FAIL: %s: %d/%d flat=%d\n", in, ra, rb, ra == 0 && rb == 0 ? b.flat : -1);
+      t_failed_checks++;
+    }
+    if (ra == 0) tern_wire_doc_free(&a);
+    if (rb == 0) tern_wire_doc_free(&b);
+  }
 }
 
 TEST(values) {
@@ -158,6 +214,7 @@ TEST(two_threads_decode) {
 int main(void) {
   tern_proto_init();
   RUN(parse_rules);
+  RUN(flat_parse_matches_cjson);
   RUN(values);
   RUN(writers);
   RUN(init_is_idempotent_and_hooks_cjson);
