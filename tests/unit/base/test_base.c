@@ -43,6 +43,50 @@ TEST(json_escaping) {
   tern_buf_free(&b);
 }
 
+/* The writer against a byte-at-a-time one, for strings of every length up to 40 around each
+ * byte that needs escaping and bytes that do not (0x7F, 0x80, 0xFF), at every offset. */
+static void json_ref(tern_buf *b, const unsigned char *s, size_t n) {
+  tern_buf_putc(b, '"');
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    if (c == '"') tern_buf_puts(b, "\\\"");
+    else if (c == '\\') tern_buf_puts(b, "\\\\");
+    else if (c == '\n') tern_buf_puts(b, "\\n");
+    else if (c == '\r') tern_buf_puts(b, "\\r");
+    else if (c == '\t') tern_buf_puts(b, "\\t");
+    else if (c == '\b') tern_buf_puts(b, "\\b");
+    else if (c == '\f') tern_buf_puts(b, "\\f");
+    else if (c < 0x20) tern_buf_printf(b, "\\u%04x", c);
+    else tern_buf_putc(b, (char)c);
+  }
+  tern_buf_putc(b, '"');
+}
+
+TEST(json_escaping_words) {
+  static const unsigned char special[] = {0x00, 0x01, 0x1f, 0x20, '"', '\\', '\n', 0x7f, 0x80, 0xa2, 0xff, 'a'};
+  tern_buf got = {0}, want = {0};
+  unsigned char s[40];
+  for (size_t n = 0; n <= sizeof s; n++) {
+    for (size_t k = 0; k < sizeof special; k++) {
+      for (size_t at = 0; at < (n ? n : 1); at++) {
+        for (size_t i = 0; i < n; i++) s[i] = (unsigned char)('a' + i % 26);
+        if (n) s[at] = special[k];
+        if (n > 9 && at + 7 < n) s[at + 7] = special[(k + 5) % sizeof special]; /* a second one in the word after */
+        tern_buf_reset(&got);
+        tern_buf_reset(&want);
+        tern_buf_put_json_str(&got, (const char *)s, n);
+        json_ref(&want, s, n);
+        if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0) {
+          fprintf(stderr, "  FAIL: n=%zu at=%zu byte=%02x\n", n, at, special[k]);
+          t_failed_checks++;
+        }
+      }
+    }
+  }
+  tern_buf_free(&got);
+  tern_buf_free(&want);
+}
+
 TEST(map_put_get_del) {
   tern_map m = {0};
   char key[16];
@@ -205,6 +249,7 @@ static void cidr_lists(void) {
 int main(void) {
   RUN(buf_basics);
   RUN(json_escaping);
+  RUN(json_escaping_words);
   RUN(map_put_get_del);
   RUN(utf8);
   RUN(units);
