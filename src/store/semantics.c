@@ -127,13 +127,13 @@ static void pf_add(tern_sem *sem, int bucket, const char *key) {
   if (key) pf_add_n(sem, bucket, key, strlen(key), SIZE_MAX);
 }
 
-/* A key made of a, and "/b" when b is given, copied into pfkeys (which may move until
+/* A key made of a, and sep then b when b is given, copied into pfkeys (which may move until
  * pf_run points at it). */
-static void pf_add_built(tern_sem *sem, int bucket, const char *a, const char *b) {
+static void pf_add_built(tern_sem *sem, int bucket, const char *a, const char *sep, const char *b) {
   size_t off = sem->pfkeys.len;
   tern_buf_puts(&sem->pfkeys, a);
   if (b) {
-    tern_buf_putc(&sem->pfkeys, '/');
+    tern_buf_puts(&sem->pfkeys, sep);
     tern_buf_puts(&sem->pfkeys, b);
   }
   pf_add_n(sem, bucket, NULL, sem->pfkeys.len - off, off);
@@ -631,7 +631,7 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
     for (size_t i = 0; i < l.n; i++) {
       const head_env *h = &l.v[i];
       if ((h->flags & TERN_ENV_F_RECEIPT) && h->msg_id && !(h->flags & TERN_ENV_F_SOLE))
-        pf_add_built(sem, TERN_BUCKET_TOKENS, h->msg_id, h->group_id ? op->user : NULL);
+        pf_add_built(sem, TERN_BUCKET_TOKENS, h->msg_id, "/", h->group_id ? op->user : NULL);
       pf_add(sem, TERN_BUCKET_BODIES, h->body_ref);
     }
     pf_run(sem);
@@ -1281,7 +1281,8 @@ static void pf_append(tern_sem *sem, const tern_op_append *op) {
 }
 
 /* Names the inboxes and keys the ops will read first (backend.h prefetch): the appends'
- * targets and look-ups, and the inboxes acked, drained and moved. A key read only after
+ * targets and look-ups, the inboxes acked, drained and moved, a new user's name and a new
+ * device's index. A key read only after
  * another read (a token of an envelope the ack finds) is left to the op. */
 void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
   if (!BE(sem)->prefetch) return;
@@ -1296,6 +1297,22 @@ void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
         break;
       }
       case TERN_OP_DRAIN: pf_add(sem, -1, tern_op_as_inbox(op)->inbox); break;
+      case TERN_OP_PUT_USER: {
+        const tern_op_record *rec = tern_op_as_record(op);
+        if (rec->create) pf_add(sem, TERN_BUCKET_USERS, rec->user.user);
+        break;
+      }
+      case TERN_OP_PUT_DEVICE: {
+        /* a new device: its user's device index, and the inboxes a first device's move reads */
+        const tern_op_record *rec = tern_op_as_record(op);
+        if (!rec->create || !rec->device.user) break;
+        pf_add_built(sem, TERN_BUCKET_RECORDS, TERN_DEVICES_RECORD_PREFIX, "", rec->device.user);
+        if (rec->move_from) {
+          pf_add(sem, -1, rec->move_from);
+          pf_add(sem, -1, rec->device.device_id);
+        }
+        break;
+      }
       case TERN_OP_MOVE_INBOX:
         pf_add(sem, -1, tern_op_as_inbox(op)->inbox);
         pf_add(sem, -1, tern_op_as_inbox(op)->inbox2);
