@@ -209,7 +209,10 @@ typedef struct nbe {
   unsigned gone_pos;
   uint64_t done_recs[16]; /* records of groups that finished but could not be deleted: a replay */
   size_t ndone;           /* only deletes them (unmarked, it would roll them back) */
-  int64_t unsettled_warned; /* ms: the last "entry older than UNSETTLED_MAX_MS" warning */
+  int64_t unsettled_warned; /* ms: the last "entry older than unsettled_ms" warning */
+  int64_t unsettled_ms;      /* a record older than this is another node's to roll (foreign_run) */
+  uint64_t foreign[8];       /* records entry_settled found abandoned, replayed by foreign_run */
+  size_t nforeign;
   tern_buf sbuf, sbuf2, rec;
   /* n_prefetch: the replies' subscription, "<pf_prefix>.>" (a sync one: no delivery thread) */
   natsSubscription *pf_sub;
@@ -221,6 +224,7 @@ typedef struct nbe {
   size_t nwalk, walk_pos;
   bool walk_loaded;
   int crash_at;      /* test hook: SIGKILL at a commit step (1 after claims, 2 after the mark) */
+  int mark_pause_ms; /* test hook: the next mark waits this long after its claims (once) */
   /* health (/healthz): the poller thread's last finding, and the commits' */
   pthread_t health_th;
   bool health_started;
@@ -606,13 +610,21 @@ static int lhas(nbe *be, const char *stream, uint64_t seq) {
  * delivery read stops before an entry whose record is still there: the group is not done.
  * The record is deleted last, after an undo has deleted the entry, so an entry still there
  * after its record is gone stays. A record seen gone is remembered (entries read later are
- * settled without asking); an entry older than UNSETTLED_MAX_MS is delivered as it is (its
- * node died mid-commit and has not replayed its records: delivering it late beats never).
- * 10 s is past a group's longest honest wait (the claims' retry while a stream elects a
- * leader, about 5 s), and short of what clients wait for a message; tern-bench on 2 nodes
- * saw a record stay for over 30 s about once in 12 runs, cause not found yet.
+ * settled without asking).
+ * An entry whose record is older than unsettled_ms (10 s: past a group's longest honest wait,
+ * the claims' retry while a stream elects a leader, about 5 s) belongs to a group whose node
+ * died mid-commit or cannot finish it: this node rolls that record back or forward itself
+ * (foreign_run, before its next group), and the read after that finds the entry gone or
+ * settled. Before, such an entry was delivered as it was, and the client's resend of an
+ * unmarked group through another node was delivered too: twice, under two msg_ids. Only if
+ * that replay keeps failing is the entry delivered as it is, at 6 × unsettled_ms (late beats
+ * never, and a warning says so).
  * 1 deliver, 0 skip (undone meanwhile), 2 stop, or a negative errno. */
-enum { UNSETTLED_MAX_MS = 10000 };
+static void foreign_queue(nbe *be, uint64_t rec) {
+  for (size_t i = 0; i < be->nforeign; i++)
+    if (be->foreign[i] == rec) return;
+  if (be->nforeign < TERN_ARRAY_LEN(be->foreign)) be->foreign[be->nforeign++] = rec;
+}
 
 static int entry_settled(nbe *be, natsMsg *m, uint64_t sseq) {
   const char *v = NULL;
@@ -623,18 +635,21 @@ static int entry_settled(nbe *be, natsMsg *m, uint64_t sseq) {
   if (!rec) return 1;
   for (size_t i = 0; i < TERN_ARRAY_LEN(be->gone); i++)
     if (be->gone[i] == rec) return 1;
-  int64_t now = tern_now_ms();
-  if (at && now - at > UNSETTLED_MAX_MS) {
-    if (now - be->unsettled_warned > 10000) {
-      be->unsettled_warned = now;
-      TERN_WARN("nats: an inbox entry's commit record is still there; delivering the entry", "record=%" PRIu64
-                " age_ms=%" PRId64 " replay_due=%d", rec, now - at, be->replay_due);
+  int64_t age = at ? tern_now_ms() - at : 0;
+  if (age > 6 * be->unsettled_ms) {
+    if (tern_now_ms() - be->unsettled_warned > 10000) {
+      be->unsettled_warned = tern_now_ms();
+      TERN_WARN("nats: an inbox entry's commit record could not be rolled back or forward; delivering the entry",
+                "record=%" PRIu64 " age_ms=%" PRId64 " replay_due=%d", rec, age, be->replay_due);
     }
     return 1;
   }
   int r = lhas(be, be->s_commit, rec);
   if (r < 0) return r;
-  if (r == 1) return 2;
+  if (r == 1) {
+    if (age > be->unsettled_ms) foreign_queue(be, rec);
+    return 2;
+  }
   be->gone[be->gone_pos++ % TERN_ARRAY_LEN(be->gone)] = rec;
   return lhas(be, be->s_in, sseq); /* undone between the read and the record's delete: 0 */
 }
@@ -908,8 +923,11 @@ static void group_clear(nbe *be) {
 
 /* ---- backend: inboxes ---------------------------------------------------------------------- */
 
+static void foreign_run(nbe *be);
+
 static void n_begin(void *self) {
   nbe *be = self;
+  if (be->nforeign) foreign_run(be);
   group_clear(be);
   be->gid = be->gid_base + ++be->gid_next;
 }
@@ -1921,28 +1939,48 @@ static int inbox_upart(nbe *be, const upart_inbox *u) {
 /* Bytes of a commit record's message besides the record: its subject and headers. */
 enum { REC_HEADROOM = 4096 };
 
-/* Publishes the commit record; *seq its stream seq. */
-static int record_put(nbe *be, const tern_buf *rec, bool claimed_mark, uint64_t rec_seq, uint64_t *seq) {
-  tern_buf subj = {0};
-  tern_buf_printf(&subj, "%s.commit.%s", be->ns, be->node_enc);
-  natsMsg *m = msg_new(tern_buf_cstr(&subj), claimed_mark ? "" : rec->data, claimed_mark ? 0 : rec->len);
-  tern_buf_free(&subj);
+/* Publishes a message on a node's commit subject: a record (hdr NULL), or a mark naming the
+ * record at `of` (hdr "Tern-Claimed" or "Tern-Abort"), which must follow it directly on that
+ * subject (expected last subject seq). *seq its stream seq; -EAGAIN when something else came
+ * after the record first. */
+static int commit_pub(nbe *be, const char *subj, const tern_buf *rec, const char *hdr, uint64_t of, uint64_t *seq) {
+  natsMsg *m = msg_new(subj, hdr ? "" : rec->data, hdr ? 0 : rec->len);
   if (!m) return -ENOMEM;
-  if (claimed_mark) hdr_set_u64(m, "Tern-Claimed", rec_seq);
   jsPubOptions o;
   jsPubOptions_Init(&o);
   o.MaxWait = WAIT_MS;
+  if (hdr) {
+    hdr_set_u64(m, hdr, of);
+    o.ExpectLastSubjectSeq = of;
+  }
   jsPubAck *pa = NULL;
   jsErrCode code = 0;
   natsStatus s = js_PublishMsg(&pa, be->js, m, &o, &code);
   natsMsg_Destroy(m);
   if (s != NATS_OK) {
+    if (hdr && (code == JSStreamWrongLastSequenceErr || code == 10071)) {
+      snprintf(be->why, sizeof be->why, "%s of commit record %" PRIu64 ": it is not the last on %s", hdr, of, subj);
+      return -EAGAIN;
+    }
     fail(be, "commit record", s, code);
     return st_errno(s, code);
   }
   *seq = pa->Sequence;
   jsPubAck_Destroy(pa);
   return 0;
+}
+
+/* Publishes this node's commit record, or its "claimed" mark (claimed_mark: every claim of
+ * the record at rec_seq won); *seq its stream seq. Another node that finds the record old
+ * and unmarked rolls it back, fencing it first with a Tern-Abort under the same condition as
+ * the mark (foreign_one), so only one of the two is ever stored: -ECANCELED, the abort was
+ * first and the group must be undone and run again. */
+static int record_put(nbe *be, const tern_buf *rec, bool claimed_mark, uint64_t rec_seq, uint64_t *seq) {
+  tern_buf subj = {0};
+  tern_buf_printf(&subj, "%s.commit.%s", be->ns, be->node_enc);
+  int rc = commit_pub(be, tern_buf_cstr(&subj), rec, claimed_mark ? "Tern-Claimed" : NULL, rec_seq, seq);
+  tern_buf_free(&subj);
+  return rc == -EAGAIN ? -ECANCELED : rc;
 }
 
 /* Builds the record and the unconditional inbox part of the group. */
@@ -2429,12 +2467,33 @@ static int n_commit(void *self, char *err, size_t errlen) {
   }
   be->contended = 0;
   if (be->crash_at == 1 && need_rec) raise(SIGKILL);
-  if (p.nplain || p.nups || be->npdels) {
-    if (need_rec && p.nclaims && (rc = record_put(be, &be->rec, true, rec_seq, &mark_seq)) < 0) {
+  /* Every group with a record and claims is marked before anybody is told it is stored, a
+   * group of claims only too: an unmarked record is one another node may roll back once it
+   * is old (foreign_one), and the mark is what fences that off. */
+  if (need_rec && p.nclaims) {
+    if (be->mark_pause_ms) {
+      nats_Sleep(be->mark_pause_ms);
+      be->mark_pause_ms = 0;
+    }
+    rc = record_put(be, &be->rec, true, rec_seq, &mark_seq);
+    if (rc == -ECANCELED) {
+      /* Another node took this group for abandoned and is rolling it back: undo the claims
+       * too (both undos are idempotent) and run the group again under a new record. */
+      TERN_WARN("nats: another node rolled back this commit group; running it again", "record=%" PRIu64, rec_seq);
+      be->failed = false;
+      int r = claims_undo(be, &p);
+      if (r == 0) r = record_del(be, rec_seq);
+      if (r < 0) be->replay_due = true;
+      rc = -EAGAIN;
+      goto done;
+    }
+    if (rc < 0) {
       be->replay_due = true;
       goto done;
     }
-    if (be->crash_at == 2 && need_rec) raise(SIGKILL);
+  }
+  if (be->crash_at == 2 && need_rec) raise(SIGKILL);
+  if (p.nplain || p.nups || be->npdels) {
     rc = uparts_run(be, &p);
     /* The group is claimed: its replay would roll it forward, so failing it now only makes
      * the client send again what is stored, and its de-dup key, one of these writes, is
@@ -2489,10 +2548,11 @@ static void n_rollback(void *self) {
  * drains wait for that record to go (entry_settled). Again in 200 ms while it stays due. */
 static uint64_t n_idle(void *self) {
   nbe *be = self;
+  if (be->nforeign) foreign_run(be);
   if (!be->replay_due) return 0;
   if (replay(be) < 0) {
     /* retried every 200 ms: said at the first failure and then every 30 s, so that a record
-     * left standing (other nodes' drains wait for it, up to UNSETTLED_MAX_MS) shows in the log */
+     * left standing (other nodes' drains wait for it, then roll it themselves) shows in the log */
     int64_t now = tern_now_ms();
     if (now - be->idle_warned_ms >= 30000) {
       be->idle_warned_ms = now;
@@ -2528,8 +2588,9 @@ static uint64_t find_own_entry(nbe *be, const char *name, size_t n, uint64_t las
   return found;
 }
 
-/* Rolls one record forward (claimed) or back. */
-static int replay_one(nbe *be, const uint8_t *d, size_t n, bool claimed) {
+/* Rolls one record of `node` forward (claimed) or back. */
+static int replay_one(nbe *be, const uint8_t *d, size_t n, bool claimed, const char *node) {
+  size_t nodelen = strlen(node);
   rd r = {d, d + n, false};
   if (rd_be(&r, 1) != REC_VERSION) return 0; /* not ours to read: drop it */
   uint64_t gid = rd_be(&r, 8);
@@ -2563,7 +2624,8 @@ static int replay_one(nbe *be, const uint8_t *d, size_t n, bool claimed) {
       uint64_t rev;
       int g = kv_fetch(be, b, key, kl, &cur, &rev);
       unwrapped u;
-      if (g == 1 && unwrap((const uint8_t *)cur.data, cur.len, &u) && u.gid == gid && own_node(be, &u)) {
+      if (g == 1 && unwrap((const uint8_t *)cur.data, cur.len, &u) && u.gid == gid && u.nodelen == nodelen &&
+          memcmp(u.node, node, nodelen) == 0) {
         tern_buf ob = {0};
         tern_buf_append(&ob, old, ol);
         pub_raw_kv(be, b, key, kl, &ob, !old_live);
@@ -2626,7 +2688,7 @@ static int replay(nbe *be) {
   int rc = 0;
   /* records first (with whether each was marked claimed), then act */
   typedef struct pend {
-    uint64_t seq, mark;
+    uint64_t seq, mark, abort; /* abort: another node's Tern-Abort (foreign_one), rolled back */
     natsMsg *m;
   } pend;
   pend *ps = NULL;
@@ -2643,11 +2705,12 @@ static int replay(nbe *be) {
       break;
     }
     if (r == 0) break;
-    bool ok;
+    bool ok, aborted = false;
     uint64_t claimed = hdr_u64(m, "Tern-Claimed", &ok);
-    if (ok) {
+    if (!ok) claimed = hdr_u64(m, "Tern-Abort", &aborted);
+    if (ok || aborted) {
       for (size_t i = 0; i < np; i++)
-        if (ps[i].seq == claimed) ps[i].mark = ss;
+        if (ps[i].seq == claimed) *(aborted ? &ps[i].abort : &ps[i].mark) = ss;
       natsMsg_Destroy(m);
       /* a mark whose record is gone: just delete it */
       bool found = false;
@@ -2658,7 +2721,7 @@ static int replay(nbe *be) {
         cap = cap ? cap * 2 : 8;
         ps = tern_realloc(ps, cap * sizeof *ps);
       }
-      ps[np++] = (pend){ss, 0, m};
+      ps[np++] = (pend){ss, 0, 0, m};
     }
     s = ss + 1;
   }
@@ -2668,9 +2731,11 @@ static int replay(nbe *be) {
     if (rc == 0) {
       if (!done) {
         TERN_INFO("nats: replaying a commit record", "seq=%" PRIu64 " claimed=%d", ps[i].seq, ps[i].mark != 0);
-        rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0);
+        rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0,
+                        be->node);
       }
       if (rc == 0 && ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
+      if (rc == 0 && ps[i].abort) rc = del_msg(be, be->s_commit, ps[i].abort);
       if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
     }
     natsMsg_Destroy(ps[i].m);
@@ -2684,6 +2749,110 @@ static int replay(nbe *be) {
     be->replay_due = true;
   }
   return rc;
+}
+
+/* The record a mark on a commit subject names (*claimed: Tern-Claimed, else Tern-Abort), or 0
+ * with *any false for a record. */
+static uint64_t mark_of(natsMsg *m, bool *claimed, bool *any) {
+  uint64_t of = hdr_u64(m, "Tern-Claimed", claimed);
+  if (*claimed) {
+    *any = true;
+    return of;
+  }
+  of = hdr_u64(m, "Tern-Abort", any);
+  return *any ? of : 0;
+}
+
+/* Another node's record that entry_settled found older than unsettled_ms: its node died
+ * mid-commit, or cannot finish (cut off from the servers). What follows the record on its
+ * node's subject decides the direction: its "claimed" mark, forward; its Tern-Abort (an
+ * earlier roll back cut short), back; a later record, back (that node moved on, and a mark
+ * must follow its record directly, so this one can no longer be marked); nothing, and this
+ * node publishes a Tern-Abort under the mark's own condition. If the owner is alive and
+ * marks first, the abort is refused and the mark read; if the abort is first, the owner's
+ * mark is refused and it undoes and re-runs its group (n_commit). Either way one direction.
+ * Then the record (and its mark) is deleted. 0 when done or already gone, or a negative
+ * errno (tried again at the next read that meets the entry). */
+static int foreign_one(nbe *be, uint64_t rec) {
+  natsMsg *m = NULL;
+  jsErrCode code = 0;
+  natsStatus s = js_GetMsg(&m, be->js, be->s_commit, rec, NULL, &code);
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return 0;
+  if (s != NATS_OK) {
+    fail(be, "get a commit record", s, code);
+    return st_errno(s, code);
+  }
+  tern_buf pre = {0}, node = {0};
+  tern_buf_printf(&pre, "%s.commit.", be->ns);
+  const char *subj = natsMsg_GetSubject(m);
+  int rc = 0;
+  bool claimed, ismark;
+  mark_of(m, &claimed, &ismark);
+  if (strncmp(subj, pre.data, pre.len) != 0 || ismark) {
+    rc = -EINVAL; /* Tern-Rec named something that is not a record */
+    failf(be, "an inbox entry names a commit record that is not one");
+    goto out;
+  }
+  dec_token(&node, subj + pre.len, strlen(subj) - pre.len);
+  const char *nd = tern_buf_cstr(&node);
+  if (!strcmp(nd, be->node)) { /* ours: the own replay knows which of our groups finished */
+    be->replay_due = true;
+    goto out;
+  }
+  bool forward = false;
+  uint64_t mark = 0;
+  for (int tries = 0;; tries++) {
+    natsMsg *nx = NULL;
+    uint64_t ss = 0;
+    int r = lnext(be, be->s_commit, rec + 1, subj, &nx, &ss);
+    if (r < 0) {
+      rc = r;
+      goto out;
+    }
+    if (r == 1) {
+      if (mark_of(nx, &claimed, &ismark) == rec && ismark) {
+        forward = claimed;
+        mark = ss;
+      }
+      natsMsg_Destroy(nx);
+      break;
+    }
+    tern_buf none = {0};
+    r = commit_pub(be, subj, &none, "Tern-Abort", rec, &mark);
+    if (r == 0) break;
+    if (r != -EAGAIN || tries >= 3) {
+      rc = r;
+      goto out;
+    }
+    be->failed = false; /* something came after the record meanwhile: read it */
+  }
+  TERN_WARN(forward ? "nats: rolling forward a commit record another node left" : "nats: rolling back a commit record another node left",
+            "node=%s record=%" PRIu64, tern_log_quote(nd), rec);
+  rc = replay_one(be, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), forward, nd);
+  if (rc == 0 && mark) rc = del_msg(be, be->s_commit, mark);
+  if (rc == 0) rc = del_msg(be, be->s_commit, rec);
+out:
+  natsMsg_Destroy(m);
+  tern_buf_free(&pre);
+  tern_buf_free(&node);
+  return rc;
+}
+
+/* The records entry_settled queued, replayed outside any group (n_begin, n_idle). A failed
+ * one is dropped from the queue: the next read that meets its entry queues it again. */
+static void foreign_run(nbe *be) {
+  size_t n = be->nforeign;
+  uint64_t recs[TERN_ARRAY_LEN(be->foreign)];
+  memcpy(recs, be->foreign, n * sizeof *recs);
+  be->nforeign = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (foreign_one(be, recs[i]) < 0) {
+      TERN_WARN("nats: another node's commit record could not be replayed", "record=%" PRIu64 " why=%s", recs[i],
+                tern_log_quote(be->why));
+      be->failed = false;
+      be->why[0] = 0;
+    }
+  }
 }
 
 /* ---- outside groups -------------------------------------------------------------------------- */
@@ -3054,6 +3223,10 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   /* Test hook of tests/unit/store (a crash between the steps of a commit); read once. */
   const char *crash = getenv("TERN_TEST_NATS_CRASH");
   be->crash_at = crash ? atoi(crash) : 0;
+  const char *pause = getenv("TERN_TEST_NATS_MARK_PAUSE_MS");
+  be->mark_pause_ms = pause ? atoi(pause) : 0;
+  const char *unsettled = getenv("TERN_TEST_NATS_UNSETTLED_MS");
+  be->unsettled_ms = unsettled && atoi(unsettled) > 0 ? atoi(unsettled) : 10000;
   pthread_mutex_init(&be->mu, NULL);
   pthread_cond_init(&be->cv, NULL);
   pthread_mutex_init(&be->wmu, NULL);

@@ -3093,14 +3093,23 @@ static int crash_child(const char *data_dir) {
   return 4; /* not reached */
 }
 
-/* kill -9 inside a commit, then reopen: the group is all there or not at all. Before the
- * reopen, another node's drain delivers none of it: the record is still there, so the group
- * is not done (entry_settled; without the rule it delivered the entry of a group that the
- * replay then rolled back, and the client's resend was delivered a second time). */
+static void wait_one(res *r) {
+  while (!r->done) uv_run(&loop, UV_RUN_ONCE);
+}
+
+/* kill -9 inside a commit: the group is all there or not at all. Right after the kill,
+ * another node's drain delivers none of it: the record is still there, so the group is not
+ * done (entry_settled; without the rule it delivered the entry of a group that the replay
+ * then rolled back, and the client's resend was delivered a second time). Then either the
+ * node restarts and replays its record (own), or it stays dead and the other node, once the
+ * record is older than unsettled_ms, rolls it back or forward itself (foreign_one): before,
+ * it then delivered the entry as it was, rolled back or not. */
 TEST(nats_crash_mid_group) {
-  for (int step = 1; step <= 2; step++) {
+  for (int run = 0; run < 4; run++) {
+    int step = 1 + run % 2;     /* 1: killed after the claims (undone); 2: after the mark (finished) */
+    bool foreign = run >= 2;
     char name[32];
-    snprintf(name, sizeof name, "crash%d", step);
+    snprintf(name, sizeof name, "crash%d%s", step, foreign ? "f" : "");
     use_dir(name);
     char v[8];
     snprintf(v, sizeof v, "%d", step);
@@ -3108,21 +3117,42 @@ TEST(nats_crash_mid_group) {
     int st = run_child("crash-child");
     unsetenv("TERN_TEST_NATS_CRASH");
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    if (foreign) setenv("TERN_TEST_NATS_UNSETTLED_MS", "1500", 1);
     tstore *o = open_second();
+    unsetenv("TERN_TEST_NATS_UNSETTLED_MS");
     if (!o) return;
     submit_drain(o, &R[3], "c2", 0, 0);
     wait_all();
     CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
     CHECK_EQ_INT(R[3].nitems, 0);
     CHECK(R[3].unsettled);
-    tstore *s = open_store(); /* replays the record */
-    if (!s) return;
-    int64_t want = step == 1 ? 0 : 3; /* after the claims only: undone; after the mark: finished */
-    CHECK_EQ_INT(total(s), want);
-    submit_drain(o, &R[3], "c2", 0, 0); /* the record is gone: settled either way */
-    wait_all();
-    CHECK_EQ_INT(R[3].nitems, (size_t)(step == 1 ? 0 : 1));
-    CHECK(!R[3].unsettled);
+    int64_t want = step == 1 ? 0 : 3;
+    tstore *s = NULL;
+    if (foreign) {
+      natsrv_sleep_ms(1600);
+      /* the first read queues the record, the next group rolls it (a failure is retried) */
+      for (int i = 0; i < 20; i++) {
+        submit_drain(o, &R[3], "c2", 0, 0);
+        wait_all();
+        if (!R[3].unsettled) break;
+        natsrv_sleep_ms(100);
+      }
+      CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
+      CHECK(!R[3].unsettled);
+      CHECK_EQ_INT(R[3].nitems, (size_t)(step == 1 ? 0 : 1));
+      CHECK_EQ_INT(total(o), want);
+      s = open_store(); /* the dead node comes back: nothing of its own is left to replay */
+      if (!s) return;
+      CHECK_EQ_INT(total(s), want);
+    } else {
+      s = open_store(); /* replays the record */
+      if (!s) return;
+      CHECK_EQ_INT(total(s), want);
+      submit_drain(o, &R[3], "c2", 0, 0); /* the record is gone: settled either way */
+      wait_all();
+      CHECK_EQ_INT(R[3].nitems, (size_t)(step == 1 ? 0 : 1));
+      CHECK(!R[3].unsettled);
+    }
     append_args a = {.inboxes = {"c1", "c2", "c3"}, .msg_id = "cm2", .dedup = "al/c1", .token_from = "alice"};
     submit_append(s, &R[1], &a, "again");
     wait_all();
@@ -3135,6 +3165,58 @@ TEST(nats_crash_mid_group) {
     }
     close_two(s, o);
   }
+}
+
+/* A live node slow to mark its group, and another node that takes the group for abandoned:
+ * the other node's Tern-Abort and the owner's mark are conditional on the same thing (nothing
+ * after the record on the owner's subject), so one is refused. Here the abort is first: the
+ * other node rolls the group back, and the owner's mark is refused, so it undoes its claims
+ * and runs the group again. The message is stored once, and the de-dup key names it. Without
+ * the fence (an unconditional mark) the owner answers OK for entries the roll back deleted. */
+TEST(nats_abort_fences_mark) {
+  use_dir("fence");
+  setenv("TERN_TEST_NATS_UNSETTLED_MS", "300", 1);
+  setenv("TERN_TEST_NATS_MARK_PAUSE_MS", "1500", 1);
+  tstore *a = open_store();
+  unsetenv("TERN_TEST_NATS_MARK_PAUSE_MS");
+  tstore *b = open_second();
+  unsetenv("TERN_TEST_NATS_UNSETTLED_MS");
+  if (!a || !b) return;
+  append_args args = {.inboxes = {"f1", "f2", "f3"}, .flags = TERN_ENV_F_RECEIPT, .msg_id = "fm", .dedup = "al/f1", .token_from = "alice"};
+  submit_append(a, &R[0], &args, "fenced");
+  /* the port hands ops over from the loop: run it while a's claims are stored and it waits
+   * before its mark */
+  for (int i = 0; i < 70; i++) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    natsrv_sleep_ms(10);
+  }
+  CHECK_EQ_INT(total(b), 3);
+  int rounds = 0;
+  for (; rounds < 20; rounds++) {
+    submit_drain(b, &R[3], "f2", 0, 0);
+    wait_one(&R[3]);
+    if (!R[3].unsettled) break;
+    natsrv_sleep_ms(50);
+  }
+  CHECK(!R[3].unsettled);
+  CHECK_EQ_INT(R[3].nitems, 0); /* rolled back by b while a still waited */
+  CHECK(!R[0].done);            /* the fence was tested while a had not marked yet */
+  wait_all();
+  CHECK_EQ_INT(R[0].status, TERN_STORE_OK); /* a's group ran again */
+  const char *in[] = {"f1", "f2", "f3"};    /* once each (the undo's voids are not items) */
+  for (int i = 0; i < 3; i++) {
+    submit_drain(b, &R[3], in[i], 0, 0);
+    wait_all();
+    CHECK(!R[3].unsettled);
+    CHECK_EQ_INT(R[3].nitems, 1);
+    CHECK_EQ_STR(R[3].item_tail[0], "fenced");
+  }
+  append_args again = {.inboxes = {"f1", "f2", "f3"}, .msg_id = "fm2", .dedup = "al/f1", .token_from = "alice"};
+  submit_append(b, &R[1], &again, "resend");
+  wait_all();
+  CHECK_EQ_INT(R[1].status, TERN_STORE_DUPLICATE);
+  CHECK_EQ_STR(R[1].dup, "fm");
+  close_two(a, b);
 }
 
 /* Polls the store's health until it is want or ms pass; returns the last. */
@@ -3205,6 +3287,7 @@ static void run_nats_suite(natsrv *ns) {
   RUN(nats_two_writers_devices);
   RUN(nats_two_writers_move);
   RUN(nats_two_writers_cas);
+  RUN(nats_abort_fences_mark);
   order_errors = oe;
   RUN(nats_crash_mid_group);
   RUN(nats_server_failures);
