@@ -2518,7 +2518,10 @@ static int n_commit(void *self, char *err, size_t errlen) {
     be->failed = false; /* the group is stored; only an original stays beside its delete */
     TERN_WARN("nats: a deleted message's original could not be removed", "why=%s", tern_log_quote(be->why));
   }
-  if ((rc = record_del(be, mark_seq)) < 0 || (rc = record_del(be, rec_seq)) < 0) {
+  /* The record before its mark: a record left without its mark (a kill between the two
+   * deletes) would be rolled back, by this node's replay or another's (foreign_one), though
+   * its group is done; a mark left without its record is only deleted. */
+  if ((rc = record_del(be, rec_seq)) < 0 || (rc = record_del(be, mark_seq)) < 0) {
     /* Done, but the record stays, and readers wait while it does (entry_settled): a replay
      * deletes it (n_idle's, or the next commit's). Replayed as a record it would be rolled back if it has no
      * mark (a group of claims only), taking away what the client was told is stored. */
@@ -2734,9 +2737,9 @@ static int replay(nbe *be) {
         rc = replay_one(be, (const uint8_t *)natsMsg_GetData(ps[i].m), (size_t)natsMsg_GetDataLength(ps[i].m), ps[i].mark != 0,
                         be->node);
       }
+      if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq); /* the record first (n_commit) */
       if (rc == 0 && ps[i].mark) rc = del_msg(be, be->s_commit, ps[i].mark);
       if (rc == 0 && ps[i].abort) rc = del_msg(be, be->s_commit, ps[i].abort);
-      if (rc == 0) rc = del_msg(be, be->s_commit, ps[i].seq);
     }
     natsMsg_Destroy(ps[i].m);
   }
@@ -2820,17 +2823,27 @@ static int foreign_one(nbe *be, uint64_t rec) {
     tern_buf none = {0};
     r = commit_pub(be, subj, &none, "Tern-Abort", rec, &mark);
     if (r == 0) break;
-    if (r != -EAGAIN || tries >= 3) {
+    if (r != -EAGAIN) {
       rc = r;
       goto out;
     }
-    be->failed = false; /* something came after the record meanwhile: read it */
+    be->failed = false;
+    if (tries >= 1) {
+      /* Refused again with nothing after the record: the subject's last message was
+       * deleted (nats-server 2.9 keeps a deleted last seq as the subject's last), so the
+       * owner's mark, conditional on the record being last, is refused as well: nobody can
+       * mark it any more. (Its own mark, deleted, would mean a finished group; the record
+       * is deleted before its mark, so that is not this case.) */
+      mark = 0;
+      break;
+    }
+    /* something came after the record meanwhile: read it */
   }
   TERN_WARN(forward ? "nats: rolling forward a commit record another node left" : "nats: rolling back a commit record another node left",
             "node=%s record=%" PRIu64, tern_log_quote(nd), rec);
   rc = replay_one(be, (const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), forward, nd);
+  if (rc == 0) rc = del_msg(be, be->s_commit, rec); /* the record first (n_commit) */
   if (rc == 0 && mark) rc = del_msg(be, be->s_commit, mark);
-  if (rc == 0) rc = del_msg(be, be->s_commit, rec);
 out:
   natsMsg_Destroy(m);
   tern_buf_free(&pre);
