@@ -420,6 +420,7 @@ void tern_app_start(tern_app *a) {
   uv_signal_start(&a->sigterm, on_signal, SIGTERM);
   uv_signal_start(&a->sigint, on_signal, SIGINT);
   tern_cluster_start(a->cluster);
+  tern_receipts_start(a);
   if (a->push) tern_push_set_result_cb(a->push, tern_pushglue_result, a);
   /* Records the media store refused at load go; then disk and records are made to agree
    * (uploads may already run meanwhile), and the sweeper starts once they do. */

@@ -79,14 +79,23 @@ typedef struct pending_receipt {
   char (*by)[TERN_USERNAME_MAX + 1];
   size_t nby, by_cap;
   int64_t due;                  /* ms: when it goes out */
+  uint64_t part_min;            /* the lowest seq of its parts in the queue (0: none, a read) */
   struct pending_receipt *next; /* the app's queue, in arrival order */
 } pending_receipt;
 
+/* Delivered parts are durable before they wait: the ack that makes them appends them to this
+ * worker's queue inbox in its own store step (store.h, parts_inbox), the queue is acked up to
+ * what the merged receipts already stored cover, and a start reads what is left. A read
+ * receipt's part is not queued: a read is not acked to its client either, and 1:1 reads have
+ * the same (shorter) window. */
 typedef struct receipt_merge {
   tern_map byk;                 /* key → pending_receipt */
   pending_receipt *head, *tail; /* arrival order */
   uv_timer_t timer;             /* fires at the head's due time */
   bool timer_on;
+  char parts[256];              /* the queue: "~rq/<store node>/<worker>" */
+  uint64_t parts_max;           /* the highest part seq merged */
+  uint64_t parts_acked;         /* the queue is acked (or being acked) up to here */
 } receipt_merge;
 
 static void pending_free(pending_receipt *p) {
@@ -113,6 +122,26 @@ static void emit(tern_app *a, pending_receipt *p) {
 
 static void arm(tern_app *a);
 
+static void on_parts_acked(tern_store_op *op) {
+  if (op->status != TERN_STORE_OK) TERN_ERROR("receipt parts not acked", "err=%s", tern_log_quote(op->err));
+}
+
+/* Acks the queue up to below the lowest part still waiting: the merged receipts of the parts
+ * below it were submitted before this ack, and the store commits a port's operations in
+ * order, so the queue never lets go of a part whose receipt is not stored. */
+static void parts_release(tern_app *a) {
+  receipt_merge *m = a->receipt_merge;
+  uint64_t upto = m->parts_max;
+  for (pending_receipt *p = m->head; p; p = p->next)
+    if (p->part_min && p->part_min - 1 < upto) upto = p->part_min - 1;
+  if (upto <= m->parts_acked) return;
+  m->parts_acked = upto;
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_ACK, on_parts_acked, NULL);
+  tern_store_set_str(&op->inbox, m->parts);
+  op->seq = upto;
+  tern_app_submit(a, &op->op);
+}
+
 static void on_merge_timer(uv_timer_t *t) {
   tern_app *a = t->data;
   receipt_merge *m = a->receipt_merge;
@@ -126,6 +155,7 @@ static void on_merge_timer(uv_timer_t *t) {
     emit(a, p);
     pending_free(p);
   }
+  parts_release(a);
   arm(a);
 }
 
@@ -142,13 +172,15 @@ static receipt_merge *merge_of(tern_app *a) {
     receipt_merge *m = TERN_NEW(receipt_merge);
     uv_timer_init(a->loop, &m->timer);
     m->timer.data = a;
+    snprintf(m->parts, sizeof m->parts, "~rq/%s/%u", tern_store_node_id(a->store), a->worker);
     a->receipt_merge = m;
   }
   return a->receipt_merge;
 }
 
+/* part: the seq of the part in the queue (0: not queued). */
 static void merge_part(tern_app *a, bool read, tern_user *sender, const char *group_id, tern_user *by,
-                       const char *const *ids, size_t n) {
+                       const char *const *ids, size_t n, uint64_t part) {
   if (a->cfg->receipts_merge_window_ms <= 0) {
     make_receipt(a, read, sender, group_id, &by, 1, NULL, NULL, ids, n, true);
     return;
@@ -175,12 +207,15 @@ static void merge_part(tern_app *a, bool read, tern_user *sender, const char *gr
     for (size_t i = 0; i < n; i++) p->ids[i] = tern_strdup(ids[i]);
     p->nids = n;
     p->due = tern_now_ms() + a->cfg->receipts_merge_window_ms;
+    p->part_min = part;
     tern_map_put(&m->byk, p->key, key.len, p);
     if (m->tail) m->tail->next = p;
     else m->head = p;
     m->tail = p;
   }
   tern_buf_free(&key);
+  if (part && (!p->part_min || part < p->part_min)) p->part_min = part;
+  if (part > m->parts_max) m->parts_max = part;
   for (size_t i = 0; i < p->nby; i++)
     if (!strcmp(p->by[i], by->name)) return; /* already in it */
   if (p->nby == p->by_cap) {
@@ -202,6 +237,98 @@ void tern_receipts_flush(tern_app *a) {
     pending_free(p);
   }
   m->tail = NULL;
+  parts_release(a);
+}
+
+/* ---- the queue of delivered parts, read again at start ---- */
+
+typedef struct part_ids {
+  const char **v;
+  size_t n, cap;
+} part_ids;
+
+static bool collect_str(tern_str s, void *arg) {
+  part_ids *l = arg;
+  if (l->n == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 8;
+    l->v = tern_realloc(l->v, l->cap * sizeof *l->v);
+  }
+  l->v[l->n++] = tern_strndup(s.p, s.n);
+  return true;
+}
+
+static void part_ids_free(part_ids *l) {
+  for (size_t i = 0; i < l->n; i++) tern_free((char *)l->v[i]);
+  tern_free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+/* One stored part back into the merge, with its own seq (a sender or member gone meanwhile is
+ * left out; its seq is still covered by the next ack of the queue). */
+static void requeue_part(tern_app *a, const tern_store_item *it) {
+  tern_env_view ev;
+  if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0 || !ev.f[TERN_EF_FROM].p ||
+      !ev.f[TERN_EF_GROUP_ID].p || ev.f[TERN_EF_GROUP_ID].n > TERN_GROUP_ID_MAX)
+    return;
+  char from[TERN_USERNAME_MAX + 1], group[TERN_GROUP_ID_MAX + 1];
+  snprintf(from, sizeof from, "%.*s", (int)ev.f[TERN_EF_FROM].n, ev.f[TERN_EF_FROM].p);
+  snprintf(group, sizeof group, "%.*s", (int)ev.f[TERN_EF_GROUP_ID].n, ev.f[TERN_EF_GROUP_ID].p);
+  tern_user *sender = tern_dir_user(a->dir, from);
+  part_ids by = {0}, ids = {0};
+  tern_env_each(&ev, TERN_EF_BY, collect_str, &by);
+  tern_env_each(&ev, TERN_EF_MSG_IDS, collect_str, &ids);
+  for (size_t i = 0; sender && ids.n && i < by.n; i++) {
+    tern_user *u = tern_dir_user(a->dir, by.v[i]);
+    if (u && u != sender) merge_part(a, false, sender, group, u, ids.v, ids.n, it->seq);
+  }
+  part_ids_free(&by);
+  part_ids_free(&ids);
+}
+
+static void read_parts(tern_app *a, uint64_t after);
+
+static void on_parts_read(tern_store_op *op) {
+  tern_app *a = op->arg;
+  tern_op_inbox *d = tern_op_as_inbox(op);
+  if (op->status != TERN_STORE_OK) {
+    TERN_ERROR("receipt parts could not be read; those receipts stay queued until the next start", "err=%s",
+               tern_log_quote(op->err));
+    return;
+  }
+  receipt_merge *m = merge_of(a);
+  uint64_t last = 0;
+  for (size_t i = 0; i < d->nitems; i++) {
+    requeue_part(a, &d->items[i]);
+    last = d->items[i].seq;
+    if (last > m->parts_max) m->parts_max = last;
+  }
+  if (d->nitems) TERN_INFO("group receipts from before the restart queued again", "parts=%zu", d->nitems);
+  if ((d->more || d->unsettled) && last) {
+    read_parts(a, last);
+    return;
+  }
+  /* They waited their window before the restart: out now (with whatever merged into them
+   * since; the queue stays in due order). */
+  int64_t now = tern_now_ms();
+  for (pending_receipt *p = m->head; p; p = p->next)
+    if (p->due > now) p->due = now;
+  if (m->timer_on) {
+    uv_timer_stop(&m->timer);
+    m->timer_on = false;
+  }
+  parts_release(a); /* what was read but merged into nothing */
+  arm(a);
+}
+
+static void read_parts(tern_app *a, uint64_t after) {
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_parts_read, a);
+  tern_store_set_str(&op->inbox, merge_of(a)->parts);
+  op->seq = after;
+  tern_app_submit(a, &op->op);
+}
+
+void tern_receipts_start(tern_app *a) {
+  if (a->cfg->receipts_merge_window_ms > 0) read_parts(a, 0);
 }
 
 static void on_merge_closed(uv_handle_t *h) { tern_free(TERN_CONTAINER_OF(h, receipt_merge, timer)); }
@@ -245,7 +372,12 @@ static int cmp_sender(const void *x, const void *y) {
   return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
 }
 
+/* A group run's part is somewhere in [parts_first, parts_last] of its ack: each pending
+ * receipt keeps parts_first as its lowest (the queue is acked below it only), and the queue's
+ * high mark is parts_last. */
 static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *op) {
+  if (op->parts_last && a->receipt_merge && op->parts_last > a->receipt_merge->parts_max)
+    a->receipt_merge->parts_max = op->parts_last;
   size_t n = op->ndelivered;
   by_sender *v = tern_malloc(n * sizeof *v);
   for (size_t i = 0; i < n; i++) {
@@ -259,7 +391,7 @@ static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *
     while (j < n && !strcmp(v[j].from, v[i].from) && !strcmp(v[j].group, v[i].group)) ids[k++] = v[j++].msg_id;
     tern_user *sender = tern_dir_user(a->dir, v[i].from);
     if (sender && sender != by) {
-      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k);
+      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k, op->parts_first);
       else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
     }
     i = j;
@@ -324,8 +456,12 @@ void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
   tern_store_set_str(&op->user, c->by->name);
   op->seq = seq;
   ack_receipts_of(op, s);
+  if (s->group_receipts && a->cfg->receipts_merge_window_ms > 0) tern_store_set_str(&op->parts_inbox, merge_of(a)->parts);
   /* an ack of everything sent was told every sender; one short of it keeps them for the next */
-  if (seq == s->sent_seq) s->nsenders = 0;
+  if (seq == s->sent_seq) {
+    s->nsenders = 0;
+    s->group_receipts = false;
+  }
   tern_app_submit(a, &op->op);
 }
 
@@ -389,7 +525,7 @@ static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame 
   }
   /* The sender's devices get the merged receipt; the reader's other devices, which only clear
    * their unread counters, get theirs at once. */
-  if (peer != reader) merge_part(a, true, peer, grp->id, reader, ids, f->nids);
+  if (peer != reader) merge_part(a, true, peer, grp->id, reader, ids, f->nids, 0);
   make_receipt(a, true, peer, grp->id, &reader, 1, reader, s->dev, ids, f->nids, false);
 }
 

@@ -18,6 +18,9 @@
 
 void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq);
 void tern_receipts_read(tern_app *a, tern_session *s, tern_frame *f);
+/* Reads the delivered parts a crash left in this worker's queue back into the merge (once,
+ * at start). */
+void tern_receipts_start(tern_app *a);
 /* Sends every merged receipt still waiting (its window timer, and shutdown). */
 void tern_receipts_flush(tern_app *a);
 void tern_receipts_free(tern_app *a);

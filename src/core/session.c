@@ -52,9 +52,14 @@ void tern_session_close(tern_session *s, tern_close_reason why) {
 
 int64_t tern_session_last_rx(const tern_session *s) { return s->ep ? s->ep_ops->last_rx(s->ep) : 0; }
 
-/* Remembers who sent a 1:1 envelope that asks for a delivered receipt (tern_session.senders). */
+/* Remembers who sent a 1:1 envelope that asks for a delivered receipt (tern_session.senders),
+ * and whether a group one asked for one. */
 static void note_sender(tern_session *s, const tern_env_view *v) {
-  if (!(v->flags & TERN_ENV_F_RECEIPT) || tern_env_has(v, TERN_EF_GROUP_ID) || !tern_env_has(v, TERN_EF_MSG_ID)) return;
+  if (!(v->flags & TERN_ENV_F_RECEIPT) || !tern_env_has(v, TERN_EF_MSG_ID)) return;
+  if (tern_env_has(v, TERN_EF_GROUP_ID)) {
+    s->group_receipts = true;
+    return;
+  }
   tern_str from = v->f[TERN_EF_FROM];
   for (uint8_t i = 0; i < s->nsenders; i++)
     if (strlen(s->senders[i]->name) == from.n && !memcmp(s->senders[i]->name, from.p, from.n)) return;

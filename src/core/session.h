@@ -65,6 +65,8 @@ struct tern_session {
    * their delivered receipts in its own store step (receipts.c). Users are never freed. */
   tern_user *senders[8];
   uint8_t nsenders;
+  bool group_receipts;             /* and a group envelope with receipts was among them: the ack
+                                      queues its delivered parts (store.h parts_inbox) */
   tern_frame *reads;               /* read frames held until the acks before them made their receipts */
   size_t nreads, reads_cap;
   tern_held_frame *held;           /* frames held while the directory catches up, in order */

@@ -610,6 +610,38 @@ static int ack_receipts(tern_sem *sem, tern_op_inbox *op) {
   return 0;
 }
 
+/* The group messages' delivered receipt parts (store.h, parts_inbox): one per run of
+ * delivered[] with the same group and sender (delivered[] is in seq order, and a group's
+ * messages to one member mostly come in runs), appended to the submitter's queue in the ack's
+ * own step. delivered[] is left as it is: the submitter merges from it. */
+static int ack_parts(tern_sem *sem, tern_op_inbox *op) {
+  int64_t ts = tern_now_ms();
+  size_t pl = strlen(op->parts_inbox);
+  tern_buf v = {0};
+  int r = 0;
+  for (size_t i = 0; i < op->ndelivered && r >= 0;) {
+    const tern_store_delivered *d = &op->delivered[i];
+    if (!d->group_id) {
+      i++;
+      continue;
+    }
+    tern_env_receipt_begin(&v, false, d->from, d->group_id, ts);
+    tern_env_put_str(&v, TERN_EF_BY, op->user);
+    size_t j = i;
+    for (; j < op->ndelivered; j++) {
+      const tern_store_delivered *e = &op->delivered[j];
+      if (!e->group_id || strcmp(e->group_id, d->group_id) || strcmp(e->from, d->from)) break;
+      tern_env_put_str(&v, TERN_EF_MSG_IDS, e->msg_id);
+    }
+    r = BE(sem)->append(SELF(sem), op->parts_inbox, pl, (const uint8_t *)v.data, v.len, &op->parts_last);
+    if (r < 0) r = failed(sem, &op->op, "ack receipt part", r);
+    else if (!op->parts_first) op->parts_first = op->parts_last;
+    i = j;
+  }
+  tern_buf_free(&v);
+  return r;
+}
+
 static int do_ack(tern_sem *sem, tern_op_inbox *op) {
   if (!op->inbox) return 0;
   size_t nl = strlen(op->inbox);
@@ -664,6 +696,7 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
   if (r >= 0) r = release_bodies(sem, &op->op, &l);
   head_list_free(&l);
   if (r >= 0 && op->receipts && op->user && op->ndelivered) r = ack_receipts(sem, op);
+  if (r >= 0 && op->parts_inbox && op->user && op->ndelivered) r = ack_parts(sem, op);
   if (r < 0) return r;
   r = BE(sem)->purge(SELF(sem), op->inbox, nl, to);
   return r < 0 ? failed(sem, &op->op, "ack purge", r) : 0;
@@ -1294,6 +1327,7 @@ void tern_sem_prefetch(tern_sem *sem, tern_store_op *const *ops, size_t n) {
         tern_op_inbox *ib = tern_op_as_inbox(op);
         pf_add(sem, -1, ib->inbox);
         if (ib->receipts) pf_append(sem, ib->receipts);
+        if (ib->parts_inbox) pf_add(sem, -1, ib->parts_inbox);
         break;
       }
       case TERN_OP_DRAIN: pf_add(sem, -1, tern_op_as_inbox(op)->inbox); break;
@@ -1365,6 +1399,7 @@ void tern_sem_fail(tern_store_op *op, const char *why) {
       b->ndelivered = 0;
       b->expired = 0;
       b->nreceipts = 0;
+      b->parts_first = b->parts_last = 0;
       if (b->receipts) {
         for (size_t i = 0; i < b->receipts->ntargets; i++) b->receipts->targets[i].seq = 0;
         for (size_t i = 0; i < b->receipts->nvalues; i++) tern_buf_reset(&b->receipts->values[i]);

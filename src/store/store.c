@@ -269,6 +269,7 @@ static void op_destroy(tern_store_op *op) {
       tern_free(b->inbox);
       tern_free(b->inbox2);
       tern_free(b->user);
+      tern_free(b->parts_inbox);
       for (size_t i = 0; i < b->nitems; i++) {
         tern_buf_free(&b->items[i].value);
         tern_buf_free(&b->items[i].body);

@@ -301,6 +301,15 @@ typedef struct tern_op_inbox {
   tern_op_append *receipts;
   char **receipt_from; size_t nreceipt_from;
   size_t nreceipts;     /* out: receipts made (values appended) */
+  /* ACK, in and out: the group messages' delivered receipts wait for receipts.merge_window
+   * before they go out merged (core/receipts.c). So that a kill -9 in that window loses none,
+   * the ack appends them, one part per (group, sender) with `by` the acking user, to the
+   * inbox parts_inbox (the submitter's queue of parts) in its own step; parts_first and
+   * parts_last are the first and last seqs it appended (0: none). The submitter acks the
+   * queue once the merged receipts are stored, and reads it again at start. NULL: no parts.
+   * Owned by the op. */
+  char *parts_inbox;
+  uint64_t parts_first, parts_last;
   uint64_t expired;     /* SWEEP */
 } tern_op_inbox;
 

@@ -374,6 +374,12 @@ describe('groups: messages', () => {
         cl.ack(m.seq);
       }
       await waitFor(async () => (await metric(own, 'tern_shared_bodies')) === 0, { message: 'shared body released' });
+      // the sender's delivered receipts (merged over the window) come before its ack covers them
+      const by = new Set();
+      await waitFor(async () => {
+        for (const r of ca.take((f) => f.type === 'receipt' && f.status === 'delivered')) for (const u of r.by) by.add(u);
+        return by.size === others.length;
+      }, { message: 'delivered by every member' });
       for (const cl of [ca, ...clients]) { cl.ack(1000); await cl.roundTrip(); }
       await waitFor(async () => (await metric(own, 'tern_inbox_envelopes')) === 0, { message: 'inboxes empty' });
       assert.equal(await metric(own, 'tern_group_messages_total'), 1);
@@ -404,6 +410,55 @@ describe('groups: durability and limits', () => {
         await cl.close();
       }
       assert.equal((await api.get(srv, a.token, g.group_id)).status, 200); // the group itself survived
+    } finally { await srv.close(); }
+  });
+
+  test('kill -9 inside receipts.merge_window: the group delivered receipts still reach the sender, once', async () => {
+    // a long window, so that the kill surely falls inside it
+    const srv = await startServer({ args: [...FAST_LIMITS, '--receipts-merge-window', '20s'] });
+    try {
+      const [a, b, c] = await Promise.all([newUser(srv, 'kr'), newUser(srv, 'kr'), newUser(srv, 'kr')]);
+      const g = await makeGroup(srv, a, [b, c]);
+      const [ca, cb, cc] = await Promise.all([a, b, c].map((x) => online(srv, x)));
+      const ids = [];
+      for (let i = 0; i < 3; i++) {
+        ca.send({ type: 'send', id: `r${i}`, group_id: g.group_id, body: `n${i}` });
+        ids.push((await ca.next({ type: 'sent', id: `r${i}` })).msg_id);
+      }
+      await ca.close();
+      for (const cl of [cb, cc]) {
+        let last = 0;
+        for (let i = 0; i < 3; i++) last = (await cl.next('msg')).seq;
+        cl.ack(last);
+        await cl.roundTrip();
+      }
+      await sleep(500); // the acks' store step (they answer nothing)
+      await srv.kill9();
+      await srv.restart();
+      const ca2 = await online(srv, a);
+      const by = new Map(); // member → the ids delivered
+      const take = (frames) => {
+        for (const r of frames.filter((f) => f.type === 'receipt' && f.status === 'delivered')) {
+          assert.equal(r.group_id, g.group_id);
+          for (const u of r.by) {
+            const got = by.get(u) ?? [];
+            for (const id of r.msg_ids) { assert.ok(!got.includes(id), `${u} delivered ${id} twice`); got.push(id); }
+            by.set(u, got);
+          }
+        }
+      };
+      take(ca2.initial);
+      await waitFor(async () => {
+        take(ca2.take(() => true));
+        return [b.user, c.user].every((u) => (by.get(u) ?? []).length === ids.length);
+      }, { timeoutMs: 10000, message: 'delivered receipts of both members after the restart' });
+      for (const u of [b.user, c.user]) assert.deepEqual([...by.get(u)].sort(), [...ids].sort());
+      assert.deepEqual(await ca2.quiet((f) => f.type === 'receipt', 500), []); // and no second copy
+      // the queue of parts is acked: nothing is left to send again at the next start
+      ca2.ack(1000);
+      await ca2.roundTrip();
+      await waitFor(async () => (await metric(srv, 'tern_inbox_envelopes')) === 0, { message: 'the parts queue acked' });
+      await closeAll(ca2, cb, cc);
     } finally { await srv.close(); }
   });
 

@@ -76,6 +76,9 @@ typedef struct res {
   char deliv_from[16][64];
   char deliv_group[16][64];
   uint64_t expired; /* SWEEP */
+  uint64_t parts_first, parts_last; /* ACK with parts_inbox */
+  uint8_t item0[256]; /* DRAIN: the first item's value */
+  size_t item0_len;
   uint64_t commit_ns;
 } res;
 
@@ -119,6 +122,12 @@ static void on_done(tern_store_op *op) {
     r->item_len[i] = b->items[i].value.len;
     item_body(&b->items[i], r->item_tail[i], sizeof r->item_tail[i]);
   }
+  if (b->nitems && b->items[0].value.len <= sizeof r->item0) {
+    memcpy(r->item0, b->items[0].value.data, b->items[0].value.len);
+    r->item0_len = b->items[0].value.len;
+  }
+  r->parts_first = b->parts_first;
+  r->parts_last = b->parts_last;
   r->more = b->more;
   r->unsettled = b->unsettled;
   r->ndeliv = b->ndelivered;
@@ -1612,6 +1621,51 @@ static void submit_group(tstore *s, res *r, const char *const *inboxes, int n, c
   submit(s, op);
 }
 
+static bool count_str(tern_str v, void *arg) {
+  (void)v;
+  (*(int *)arg)++;
+  return true;
+}
+
+/* An ACK with parts_inbox (store.h) queues one delivered part per (group, sender) run in its
+ * own step; 1:1 messages make none; the part survives a reopen. */
+TEST(ack_queues_group_parts) {
+  use_dir("parts");
+  tstore *s = open_store();
+  const char *bob[] = {"bob1"};
+  const char *t1[] = {"gp1/bob"}, *t2[] = {"gp2/bob"};
+  submit_group(s, &R[0], bob, 1, "gp1", "one", t1, 1, TERN_CAP_NONE);
+  submit_group(s, &R[1], bob, 1, "gp2", "two", t2, 1, TERN_CAP_NONE);
+  append_args one = {.inboxes = {"bob1"}, .flags = TERN_ENV_F_RECEIPT, .msg_id = "p11", .token_from = "alice"};
+  submit_append(s, &R[2], &one, "a 1:1");
+  wait_all();
+  tern_op_inbox *op = new_inbox_op(TERN_OP_ACK, &R[3]);
+  tern_store_set_str(&op->inbox, "bob1");
+  tern_store_set_str(&op->user, "bob");
+  tern_store_set_str(&op->parts_inbox, "~rq/t/0");
+  op->seq = 3;
+  submit(s, op);
+  wait_all();
+  CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
+  CHECK_EQ_INT(R[3].ndeliv, 3);
+  CHECK(R[3].parts_first >= 1);
+  CHECK_EQ_INT(R[3].parts_last, R[3].parts_first); /* one run: one part */
+  close_store(s);
+  s = open_store();
+  submit_drain(s, &R[4], "~rq/t/0", 0, 0);
+  wait_all();
+  CHECK_EQ_INT(R[4].nitems, 1);
+  tern_env_view ev;
+  CHECK_EQ_INT(tern_env_unpack(R[4].item0, R[4].item0_len, &ev), 0);
+  CHECK(tern_env_has(&ev, TERN_EF_GROUP_ID) && ev.f[TERN_EF_GROUP_ID].n == 2 && !memcmp(ev.f[TERN_EF_GROUP_ID].p, "g1", 2));
+  CHECK(ev.f[TERN_EF_FROM].n == 5 && !memcmp(ev.f[TERN_EF_FROM].p, "alice", 5));
+  CHECK(ev.f[TERN_EF_BY].n == 3 && !memcmp(ev.f[TERN_EF_BY].p, "bob", 3));
+  int nids = 0;
+  tern_env_each(&ev, TERN_EF_MSG_IDS, count_str, &nids);
+  CHECK_EQ_INT(nids, 2);
+  close_store(s);
+}
+
 TEST(shared_body_once) {
   use_dir("bodies");
   tstore *s = open_store();
@@ -2773,6 +2827,7 @@ static void run_suite(void) {
   RUN(kv_records);
   RUN(batch_keeps_write_order);
   RUN(shared_body_once);
+  RUN(ack_queues_group_parts);
   RUN(group_skips_full_inboxes);
   RUN(delete_replaces_in_place);
   RUN(watch_raises_events);
