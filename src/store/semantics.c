@@ -66,7 +66,15 @@ struct tern_sem {
   size_t npf, pf_cap;
   tern_buf pfkeys;     /* keys built for a prefetch, back to back */
   size_t *pfoff;       /* where each of them starts, by pf[] index (SIZE_MAX: not built) */
+  struct drain_ref *drefs; /* do_drain: the items' shared-body references */
+  size_t drefs_cap;
 };
+
+/* A drained item's shared body: its index in the op's items and the reference in its value. */
+typedef struct drain_ref {
+  size_t item;
+  tern_str ref;
+} drain_ref;
 
 tern_sem *tern_sem_new(tern_store *s) {
   tern_sem *sem = TERN_NEW(tern_sem);
@@ -88,6 +96,7 @@ void tern_sem_free(tern_sem *sem) {
   tern_free(sem->changes);
   tern_free(sem->pf);
   tern_free(sem->pfoff);
+  tern_free(sem->drefs);
   tern_buf_free(&sem->pfkeys);
   tern_buf_free(&sem->key);
   tern_buf_free(&sem->val);
@@ -642,6 +651,21 @@ static int ack_parts(tern_sem *sem, tern_op_inbox *op) {
   return r;
 }
 
+/* Does acking h consume a delivery token? A sole copy (SOLE) is delivered by its one ack. */
+static bool has_token(const head_env *h) {
+  return (h->flags & TERN_ENV_F_RECEIPT) && h->msg_id && !(h->flags & TERN_ENV_F_SOLE);
+}
+
+/* Appends to k the key of h's delivery token when user acks it: a group copy's token is the
+ * member's, so each member is delivered once, by its first acking device. */
+static void token_key(tern_buf *k, const head_env *h, const char *user) {
+  tern_buf_puts(k, h->msg_id);
+  if (h->group_id && user) {
+    tern_buf_putc(k, '/');
+    tern_buf_puts(k, user);
+  }
+}
+
 static int do_ack(tern_sem *sem, tern_op_inbox *op) {
   if (!op->inbox) return 0;
   size_t nl = strlen(op->inbox);
@@ -662,8 +686,11 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
     /* the tokens and shared bodies read below, at once (backend.h prefetch) */
     for (size_t i = 0; i < l.n; i++) {
       const head_env *h = &l.v[i];
-      if ((h->flags & TERN_ENV_F_RECEIPT) && h->msg_id && !(h->flags & TERN_ENV_F_SOLE))
-        pf_add_built(sem, TERN_BUCKET_TOKENS, h->msg_id, "/", h->group_id ? op->user : NULL);
+      if (has_token(h)) {
+        size_t off = sem->pfkeys.len;
+        token_key(&sem->pfkeys, h, op->user);
+        pf_add_n(sem, TERN_BUCKET_TOKENS, NULL, sem->pfkeys.len - off, off);
+      }
       pf_add(sem, TERN_BUCKET_BODIES, h->body_ref);
     }
     pf_run(sem);
@@ -675,14 +702,8 @@ static int do_ack(tern_sem *sem, tern_op_inbox *op) {
       add_delivered(op, h, h->from ? h->from : "", h->from ? strlen(h->from) : 0);
       continue;
     }
-    /* A group copy's token is the member's: each member is delivered once, by its first
-     * acking device. */
     tern_buf_reset(&sem->key);
-    tern_buf_puts(&sem->key, h->msg_id);
-    if (h->group_id && op->user) {
-      tern_buf_putc(&sem->key, '/');
-      tern_buf_puts(&sem->key, op->user);
-    }
+    token_key(&sem->key, h, op->user);
     r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_TOKENS, sem->key.data, sem->key.len, &sem->val, NULL);
     if (r < 0) {
       r = failed(sem, &op->op, "token", r);
@@ -745,20 +766,24 @@ static int do_drain(tern_sem *sem, tern_op_inbox *op) {
   if (r < 0) return failed(sem, &op->op, "drain read", r);
   op->unsettled = r == 1;
   op->more = c.last < to;
-  /* Shared bodies travel beside their records (read at once where reads are round trips). */
-  for (size_t i = 0; i < op->nitems && BE(sem)->prefetch; i++) {
-    tern_env_view ev;
-    tern_store_item *it = &op->items[i];
-    if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) == 0 && ev.f[TERN_EF_BODY_REF].p)
-      pf_add_n(sem, TERN_BUCKET_BODIES, ev.f[TERN_EF_BODY_REF].p, ev.f[TERN_EF_BODY_REF].n, SIZE_MAX);
-  }
-  if (BE(sem)->prefetch) pf_run(sem);
+  /* Shared bodies travel beside their records: each item's reference, found in one pass (it
+   * points into the item's value), then all of them read at once where reads are round trips
+   * (backend.h prefetch), then fetched. */
+  size_t nrefs = 0;
   for (size_t i = 0; i < op->nitems; i++) {
     tern_env_view ev;
     tern_store_item *it = &op->items[i];
-    if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0) continue;
-    if (!ev.f[TERN_EF_BODY_REF].p) continue;
-    r = body_get(sem, &op->op, ev.f[TERN_EF_BODY_REF], &it->body);
+    if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0 || !ev.f[TERN_EF_BODY_REF].p) continue;
+    if (nrefs == sem->drefs_cap) {
+      sem->drefs_cap = sem->drefs_cap ? 2 * sem->drefs_cap : 16;
+      sem->drefs = tern_realloc(sem->drefs, sem->drefs_cap * sizeof *sem->drefs);
+    }
+    sem->drefs[nrefs++] = (drain_ref){i, ev.f[TERN_EF_BODY_REF]};
+    if (BE(sem)->prefetch) pf_add_n(sem, TERN_BUCKET_BODIES, ev.f[TERN_EF_BODY_REF].p, ev.f[TERN_EF_BODY_REF].n, SIZE_MAX);
+  }
+  if (BE(sem)->prefetch) pf_run(sem);
+  for (size_t k = 0; k < nrefs; k++) {
+    r = body_get(sem, &op->op, sem->drefs[k].ref, &op->items[sem->drefs[k].item].body);
     if (r < 0) return r;
   }
   return 0;
