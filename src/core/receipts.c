@@ -96,6 +96,9 @@ typedef struct receipt_merge {
   char parts[256];              /* the queue: "~rq/<store node>/<worker>" */
   uint64_t parts_max;           /* the highest part seq merged */
   uint64_t parts_acked;         /* the queue is acked (or being acked) up to here */
+  int64_t released_at;          /* ms: the last ack of the queue */
+  bool recovering;              /* the queue is being read back (tern_receipts_start) */
+  int read_fails;               /* reads of it that failed */
 } receipt_merge;
 
 static void pending_free(pending_receipt *p) {
@@ -128,13 +131,27 @@ static void on_parts_acked(tern_store_op *op) {
 
 /* Acks the queue up to below the lowest part still waiting: the merged receipts of the parts
  * below it were submitted before this ack, and the store commits a port's operations in
- * order, so the queue never lets go of a part whose receipt is not stored. */
-static void parts_release(tern_app *a) {
+ * order, so the queue never lets go of a part whose receipt is not stored.
+ * The lowest is the first delivered receipt in the list: receipts are queued as their first
+ * part arrives, and parts arrive in seq order (acks complete in the order they were
+ * submitted). Only parts read back at start come out of order, and none is let go while
+ * those are read (recovering). At most every PARTS_RELEASE_MS, besides the flush: the timer
+ * fires for every receipt that falls due, and one ack per fire cost a store operation each. */
+enum { PARTS_RELEASE_MS = 100 };
+
+static void parts_release(tern_app *a, bool now) {
   receipt_merge *m = a->receipt_merge;
+  if (m->recovering) return;
+  int64_t t = tern_now_ms();
+  if (!now && t - m->released_at < PARTS_RELEASE_MS) return;
   uint64_t upto = m->parts_max;
-  for (pending_receipt *p = m->head; p; p = p->next)
-    if (p->part_min && p->part_min - 1 < upto) upto = p->part_min - 1;
+  for (pending_receipt *p = m->head; p; p = p->next) {
+    if (!p->part_min) continue; /* a read: not queued */
+    if (p->part_min - 1 < upto) upto = p->part_min - 1;
+    break;
+  }
   if (upto <= m->parts_acked) return;
+  m->released_at = t;
   m->parts_acked = upto;
   tern_op_inbox *op = tern_op_inbox_new(TERN_OP_ACK, on_parts_acked, NULL);
   tern_store_set_str(&op->inbox, m->parts);
@@ -155,7 +172,7 @@ static void on_merge_timer(uv_timer_t *t) {
     emit(a, p);
     pending_free(p);
   }
-  parts_release(a);
+  parts_release(a, false);
   arm(a);
 }
 
@@ -237,7 +254,42 @@ void tern_receipts_flush(tern_app *a) {
     pending_free(p);
   }
   m->tail = NULL;
-  parts_release(a);
+  parts_release(a, true);
+}
+
+/* The delivered list sorted by (group, sender, position): each run is one receipt, its ids in
+ * seq order, and grouping a large ack costs n log n, not the n² of comparing every pair. */
+typedef struct by_sender {
+  const char *group;  /* "" for 1:1 */
+  const char *from;   /* the message's sender */
+  const char *msg_id;
+  size_t idx;         /* position in the ack's (seq-ordered) list */
+} by_sender;
+
+static int cmp_sender(const void *x, const void *y) {
+  const by_sender *a = x, *b = y;
+  int c = strcmp(a->group, b->group);
+  if (!c) c = strcmp(a->from, b->from);
+  return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+/* The receipts of what `by` was delivered, v[0..n) (sorted here): one per sender for 1:1
+ * messages, at once; one part per (group, sender) for group messages, merged (part: the seq
+ * of the queued part that holds them, 0 for none). */
+static void merge_runs(tern_app *a, tern_user *by, by_sender *v, size_t n, uint64_t part) {
+  if (n > 1) qsort(v, n, sizeof *v, cmp_sender);
+  const char **ids = tern_malloc(n * sizeof *ids);
+  for (size_t i = 0; i < n;) {
+    size_t j = i, k = 0;
+    while (j < n && !strcmp(v[j].from, v[i].from) && !strcmp(v[j].group, v[i].group)) ids[k++] = v[j++].msg_id;
+    tern_user *sender = tern_dir_user(a->dir, v[i].from);
+    if (sender && sender != by) {
+      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k, part);
+      else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
+    }
+    i = j;
+  }
+  tern_free(ids);
 }
 
 /* ---- the queue of delivered parts, read again at start ---- */
@@ -263,26 +315,32 @@ static void part_ids_free(part_ids *l) {
   memset(l, 0, sizeof *l);
 }
 
-/* One stored part back into the merge, with its own seq (a sender or member gone meanwhile is
- * left out; its seq is still covered by the next ack of the queue). */
+/* One stored part (one ack's: store.h, parts_inbox) back into the merge, with its own seq. A
+ * sender or member gone meanwhile is left out; its seq is still covered by the next ack of
+ * the queue. */
 static void requeue_part(tern_app *a, const tern_store_item *it) {
   tern_env_view ev;
-  if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0 || !ev.f[TERN_EF_FROM].p ||
-      !ev.f[TERN_EF_GROUP_ID].p || ev.f[TERN_EF_GROUP_ID].n > TERN_GROUP_ID_MAX)
+  if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0 || !ev.f[TERN_EF_BY].p ||
+      ev.f[TERN_EF_BY].n > TERN_USERNAME_MAX)
     return;
-  char from[TERN_USERNAME_MAX + 1], group[TERN_GROUP_ID_MAX + 1];
-  snprintf(from, sizeof from, "%.*s", (int)ev.f[TERN_EF_FROM].n, ev.f[TERN_EF_FROM].p);
-  snprintf(group, sizeof group, "%.*s", (int)ev.f[TERN_EF_GROUP_ID].n, ev.f[TERN_EF_GROUP_ID].p);
-  tern_user *sender = tern_dir_user(a->dir, from);
-  part_ids by = {0}, ids = {0};
-  tern_env_each(&ev, TERN_EF_BY, collect_str, &by);
-  tern_env_each(&ev, TERN_EF_MSG_IDS, collect_str, &ids);
-  for (size_t i = 0; sender && ids.n && i < by.n; i++) {
-    tern_user *u = tern_dir_user(a->dir, by.v[i]);
-    if (u && u != sender) merge_part(a, false, sender, group, u, ids.v, ids.n, it->seq);
+  char name[TERN_USERNAME_MAX + 1];
+  snprintf(name, sizeof name, "%.*s", (int)ev.f[TERN_EF_BY].n, ev.f[TERN_EF_BY].p);
+  tern_user *by = tern_dir_user(a->dir, name);
+  part_ids e = {0};
+  tern_env_each(&ev, TERN_EF_MSG_IDS, collect_str, &e);
+  /* each entry is "<group>\n<sender>\n<msg_id>": split in place */
+  by_sender *v = tern_malloc((e.n + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; i < e.n; i++) {
+    char *g = (char *)e.v[i], *f = strchr(g, '\n'), *id = f ? strchr(f + 1, '\n') : NULL;
+    if (!id || f == g || id == f + 1 || !id[1]) continue;
+    *f = *id = '\0';
+    v[n] = (by_sender){g, f + 1, id + 1, n};
+    n++;
   }
-  part_ids_free(&by);
-  part_ids_free(&ids);
+  if (by) merge_runs(a, by, v, n, it->seq);
+  tern_free(v);
+  part_ids_free(&e);
 }
 
 static void read_parts(tern_app *a, uint64_t after);
@@ -290,12 +348,19 @@ static void read_parts(tern_app *a, uint64_t after);
 static void on_parts_read(tern_store_op *op) {
   tern_app *a = op->arg;
   tern_op_inbox *d = tern_op_as_inbox(op);
+  receipt_merge *m = merge_of(a);
   if (op->status != TERN_STORE_OK) {
-    TERN_ERROR("receipt parts could not be read; those receipts stay queued until the next start", "err=%s",
-               tern_log_quote(op->err));
+    /* read again from where it stopped, a few times: once the queue is acked past them, the
+     * parts not read are gone */
+    if (++m->read_fails <= 3) {
+      TERN_WARN("receipt parts could not be read, reading again", "err=%s", tern_log_quote(op->err));
+      read_parts(a, d->seq);
+    } else {
+      TERN_ERROR("receipt parts could not be read; their receipts are lost", "err=%s", tern_log_quote(op->err));
+      m->recovering = false;
+    }
     return;
   }
-  receipt_merge *m = merge_of(a);
   uint64_t last = 0;
   for (size_t i = 0; i < d->nitems; i++) {
     requeue_part(a, &d->items[i]);
@@ -316,7 +381,8 @@ static void on_parts_read(tern_store_op *op) {
     uv_timer_stop(&m->timer);
     m->timer_on = false;
   }
-  parts_release(a); /* what was read but merged into nothing */
+  m->recovering = false;
+  parts_release(a, true); /* what was read but merged into nothing */
   arm(a);
 }
 
@@ -328,7 +394,9 @@ static void read_parts(tern_app *a, uint64_t after) {
 }
 
 void tern_receipts_start(tern_app *a) {
-  if (a->cfg->receipts_merge_window_ms > 0) read_parts(a, 0);
+  if (a->cfg->receipts_merge_window_ms <= 0) return;
+  merge_of(a)->recovering = true;
+  read_parts(a, 0);
 }
 
 static void on_merge_closed(uv_handle_t *h) { tern_free(TERN_CONTAINER_OF(h, receipt_merge, timer)); }
@@ -356,25 +424,8 @@ typedef struct ack_ctx {
 
 static void do_read(tern_app *a, tern_session *s, tern_user *reader, tern_frame *f);
 
-/* The delivered list sorted by (group, sender, position): each run is one receipt, its ids in
- * seq order, and grouping a large ack costs n log n, not the n² of comparing every pair. */
-typedef struct by_sender {
-  const char *group;  /* "" for 1:1 */
-  const char *from;   /* the message's sender */
-  const char *msg_id;
-  size_t idx;         /* position in the ack's (seq-ordered) list */
-} by_sender;
-
-static int cmp_sender(const void *x, const void *y) {
-  const by_sender *a = x, *b = y;
-  int c = strcmp(a->group, b->group);
-  if (!c) c = strcmp(a->from, b->from);
-  return c ? c : (a->idx > b->idx) - (a->idx < b->idx);
-}
-
-/* A group run's part is somewhere in [parts_first, parts_last] of its ack: each pending
- * receipt keeps parts_first as its lowest (the queue is acked below it only), and the queue's
- * high mark is parts_last. */
+/* The queue's high mark moves to the ack's last part; its group runs wait, each keeping the
+ * ack's part (parts_first, store.h) as its lowest. */
 static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *op) {
   if (op->parts_last && a->receipt_merge && op->parts_last > a->receipt_merge->parts_max)
     a->receipt_merge->parts_max = op->parts_last;
@@ -384,19 +435,7 @@ static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *
     const tern_store_delivered *d = &op->delivered[i];
     v[i] = (by_sender){d->group_id ? d->group_id : "", d->from, d->msg_id, i};
   }
-  if (n > 1) qsort(v, n, sizeof *v, cmp_sender);
-  const char **ids = tern_malloc(n * sizeof *ids);
-  for (size_t i = 0; i < n;) {
-    size_t j = i, k = 0;
-    while (j < n && !strcmp(v[j].from, v[i].from) && !strcmp(v[j].group, v[i].group)) ids[k++] = v[j++].msg_id;
-    tern_user *sender = tern_dir_user(a->dir, v[i].from);
-    if (sender && sender != by) {
-      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k, op->parts_first);
-      else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
-    }
-    i = j;
-  }
-  tern_free(ids);
+  merge_runs(a, by, v, n, op->parts_first);
   tern_free(v);
 }
 

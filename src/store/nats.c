@@ -2802,7 +2802,7 @@ static int foreign_one(nbe *be, uint64_t rec) {
     be->replay_due = true;
     goto out;
   }
-  bool forward = false;
+  bool forward = false, fenced = false;
   uint64_t mark = 0;
   for (int tries = 0;; tries++) {
     natsMsg *nx = NULL;
@@ -2822,7 +2822,10 @@ static int foreign_one(nbe *be, uint64_t rec) {
     }
     tern_buf none = {0};
     r = commit_pub(be, subj, &none, "Tern-Abort", rec, &mark);
-    if (r == 0) break;
+    if (r == 0) {
+      fenced = true;
+      break;
+    }
     if (r != -EAGAIN) {
       rc = r;
       goto out;
@@ -2838,6 +2841,18 @@ static int foreign_one(nbe *be, uint64_t rec) {
       break;
     }
     /* something came after the record meanwhile: read it */
+  }
+  if (!fenced) {
+    /* Is the record still there, now that what follows it is known? Its owner deletes a
+     * finished group's record before its mark and before its next record, so a record gone
+     * now may have been a finished group (its mark, or the next record, seen after it):
+     * rolling that back would take a stored message away. One still there was not finished
+     * when that was published, and can no longer be marked. */
+    int h = lhas(be, be->s_commit, rec);
+    if (h <= 0) {
+      rc = h;
+      goto out;
+    }
   }
   TERN_WARN(forward ? "nats: rolling forward a commit record another node left" : "nats: rolling back a commit record another node left",
             "node=%s record=%" PRIu64, tern_log_quote(nd), rec);

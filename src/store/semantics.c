@@ -619,35 +619,31 @@ static int ack_receipts(tern_sem *sem, tern_op_inbox *op) {
   return 0;
 }
 
-/* The group messages' delivered receipt parts (store.h, parts_inbox): one per run of
- * delivered[] with the same group and sender (delivered[] is in seq order, and a group's
- * messages to one member mostly come in runs), appended to the submitter's queue in the ack's
- * own step. delivered[] is left as it is: the submitter merges from it. */
+/* The group messages' delivered receipt part (store.h, parts_inbox): one per ack, whatever
+ * the groups and senders of what it delivered, so that it costs one write. delivered[] is
+ * left as it is: the submitter merges from it. */
 static int ack_parts(tern_sem *sem, tern_op_inbox *op) {
-  int64_t ts = tern_now_ms();
-  size_t pl = strlen(op->parts_inbox);
-  tern_buf v = {0};
-  int r = 0;
-  for (size_t i = 0; i < op->ndelivered && r >= 0;) {
+  tern_buf v = {0}, e = {0};
+  size_t n = 0;
+  for (size_t i = 0; i < op->ndelivered; i++) {
     const tern_store_delivered *d = &op->delivered[i];
-    if (!d->group_id) {
-      i++;
-      continue;
+    if (!d->group_id) continue;
+    if (!n++) {
+      tern_env_receipt_begin(&v, false, op->user, NULL, tern_now_ms());
+      tern_env_put_str(&v, TERN_EF_BY, op->user);
     }
-    tern_env_receipt_begin(&v, false, d->from, d->group_id, ts);
-    tern_env_put_str(&v, TERN_EF_BY, op->user);
-    size_t j = i;
-    for (; j < op->ndelivered; j++) {
-      const tern_store_delivered *e = &op->delivered[j];
-      if (!e->group_id || strcmp(e->group_id, d->group_id) || strcmp(e->from, d->from)) break;
-      tern_env_put_str(&v, TERN_EF_MSG_IDS, e->msg_id);
-    }
-    r = BE(sem)->append(SELF(sem), op->parts_inbox, pl, (const uint8_t *)v.data, v.len, &op->parts_last);
+    tern_buf_reset(&e);
+    tern_buf_printf(&e, "%s\n%s\n%s", d->group_id, d->from, d->msg_id);
+    tern_env_put_str(&v, TERN_EF_MSG_IDS, tern_buf_cstr(&e));
+  }
+  int r = 0;
+  if (n) {
+    r = BE(sem)->append(SELF(sem), op->parts_inbox, strlen(op->parts_inbox), (const uint8_t *)v.data, v.len, &op->parts_last);
     if (r < 0) r = failed(sem, &op->op, "ack receipt part", r);
-    else if (!op->parts_first) op->parts_first = op->parts_last;
-    i = j;
+    else op->parts_first = op->parts_last;
   }
   tern_buf_free(&v);
+  tern_buf_free(&e);
   return r;
 }
 

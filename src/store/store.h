@@ -303,11 +303,12 @@ typedef struct tern_op_inbox {
   size_t nreceipts;     /* out: receipts made (values appended) */
   /* ACK, in and out: the group messages' delivered receipts wait for receipts.merge_window
    * before they go out merged (core/receipts.c). So that a kill -9 in that window loses none,
-   * the ack appends them, one part per (group, sender) with `by` the acking user, to the
-   * inbox parts_inbox (the submitter's queue of parts) in its own step; parts_first and
-   * parts_last are the first and last seqs it appended (0: none). The submitter acks the
-   * queue once the merged receipts are stored, and reads it again at start. NULL: no parts.
-   * Owned by the op. */
+   * the ack appends them as one part to the inbox parts_inbox (the submitter's queue) in its
+   * own step: a receipt envelope whose `by` is the acking user and each of whose msg_ids is
+   * "<group>\n<sender>\n<msg_id>" (none of the three can hold a newline). parts_first and
+   * parts_last are the first and last seqs it appended (0: none; one part, so equal). The
+   * submitter acks the queue once the merged receipts are stored, and reads it again at
+   * start. NULL: no parts. Owned by the op. */
   char *parts_inbox;
   uint64_t parts_first, parts_last;
   uint64_t expired;     /* SWEEP */
