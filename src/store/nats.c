@@ -2866,8 +2866,10 @@ out:
   return rc;
 }
 
-/* The records entry_settled queued, replayed outside any group (n_begin, n_idle). A failed
- * one is dropped from the queue: the next read that meets its entry queues it again. */
+/* The records entry_settled queued, replayed outside any group (n_begin, n_idle). The first
+ * failure ends the run and drops the rest: the servers are likely not answering (no quorum),
+ * every call of each record would wait out its timeout on the one commit thread, which every
+ * group and a shutdown wait behind, and the next read that meets an entry queues it again. */
 static void foreign_run(nbe *be) {
   size_t n = be->nforeign;
   uint64_t recs[TERN_ARRAY_LEN(be->foreign)];
@@ -2875,10 +2877,11 @@ static void foreign_run(nbe *be) {
   be->nforeign = 0;
   for (size_t i = 0; i < n; i++) {
     if (foreign_one(be, recs[i]) < 0) {
-      TERN_WARN("nats: another node's commit record could not be replayed", "record=%" PRIu64 " why=%s", recs[i],
-                tern_log_quote(be->why));
+      TERN_WARN("nats: another node's commit record could not be replayed", "record=%" PRIu64 " left=%zu why=%s",
+                recs[i], n - i - 1, tern_log_quote(be->why));
       be->failed = false;
       be->why[0] = 0;
+      break;
     }
   }
 }
