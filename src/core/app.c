@@ -444,6 +444,7 @@ void tern_app_close(tern_app *a) {
   tern_receipts_free(a);
   tern_store_port_close(a->port);
   a->port = NULL;
+  tern_session_unwait_all(a); /* after the port's last completions, which may still list some */
 }
 
 static bool free_held(const char *k, size_t kl, void *v, void *arg) {

@@ -273,10 +273,10 @@ typedef struct revoke_ctx {
 
 static void on_revoked(void *arg, bool run) {
   revoke_ctx *c = arg;
-  if (run) {
-    tern_session_release(c->s); /* the delete runs now */
-    tern_session_unref(c->s);
-  }
+  /* not run: the asking worker's loop has closed (shutdown); its frames stay held, and go
+   * with the session */
+  if (run) tern_session_release(c->s); /* the delete runs now */
+  tern_session_unref(c->s);
   for (size_t i = 0; i < c->nusers; i++) tern_free(c->users[i]);
   tern_free(c->users);
   tern_free(c);

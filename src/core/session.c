@@ -212,6 +212,18 @@ void tern_session_pace(tern_app *a) {
   }
 }
 
+void tern_session_unwait_all(tern_app *a) {
+  tern_session *list = a->waiting;
+  a->waiting = NULL;
+  while (list) {
+    tern_session *s = list;
+    list = s->wait_next;
+    s->wait_next = NULL;
+    s->drain_waiting = false;
+    tern_session_unref(s);
+  }
+}
+
 static bool recheck_device(tern_device *d, void *arg) {
   (void)arg;
   tern_session *s = d->session;

@@ -96,6 +96,9 @@ void tern_session_deliver(tern_session *s, uint64_t seq, const uint8_t *rec, siz
                           size_t body_len);
 /* Continues drains that waited for outbound space. */
 void tern_session_pace(tern_app *a);
+/* Shutdown: the waiting list lets go of its sessions (their drains will not run again: the
+ * pace timer is closed, and a retry after an unavailable store may be seconds away). */
+void tern_session_unwait_all(tern_app *a);
 /* Every live session of this app reads its inbox again from its last seq, as on a gap, and a
  * draining one reads once more before it is synced: a node that died may have committed
  * envelopes whose events it never published, and a reconnect to the store's servers loses
