@@ -27,7 +27,7 @@ typedef struct setting {
 
 static const setting g_settings[] = {
     {"listen", T_STR, OFF(listen), "127.0.0.1:8080", 0, 0, "HOST:PORT to serve HTTP and WebSocket on"},
-    {"workers", T_INT, OFF(workers), "0", 0, 256,
+    {"workers", T_INT, OFF(workers), "0", 0, TERN_WORKERS_MAX,
      "event loops, one thread each, sharing the listen port (SO_REUSEPORT); 0: one per core"},
     {"data_dir", T_STR, OFF(data_dir), "./data", 0, 0, "directory for the store (created if missing)"},
     {"log_level", T_STR, OFF(log_level), "info", 0, 0, "debug|info|warn|error"},

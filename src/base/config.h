@@ -8,6 +8,8 @@
 #ifndef TERN_BASE_CONFIG_H
 #define TERN_BASE_CONFIG_H
 
+enum { TERN_WORKERS_MAX = 256 }; /* the workers setting's bound (receipts.c reads queues up to it) */
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +29,8 @@ typedef struct tern_config {
   char *tls_cert;                  /* "" = plain TCP (PROTOCOL.md 13) */
   char *tls_key;
   bool allow_insecure_test;  /* --allow-insecure-test-settings */
-  int64_t workers;           /* event loops, one thread each (0: one per core) */
+  int64_t workers;           /* event loops, one thread each (0: one per core), at most
+                                TERN_WORKERS_MAX */
   /* websocket */
   int64_t ws_ping_interval_ms;
   int64_t ws_idle_timeout_ms;

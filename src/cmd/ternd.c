@@ -131,7 +131,7 @@ static void unwind(parts *p) {
 static unsigned worker_count(const tern_config *cfg) {
   if (cfg->workers > 0) return (unsigned)cfg->workers;
   int n = (int)uv_available_parallelism();
-  return n > 0 ? (unsigned)n : 1;
+  return n <= 0 ? 1 : n > TERN_WORKERS_MAX ? TERN_WORKERS_MAX : (unsigned)n;
 }
 
 /* Makes worker i up to its listener; worker 0 also the media store. */

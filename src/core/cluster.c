@@ -13,6 +13,7 @@
 #include "core/groups.h"
 #include "core/presence.h"
 #include "core/pushglue.h"
+#include "core/receipts.h"
 #include "core/session.h"
 
 enum {
@@ -424,6 +425,17 @@ void tern_cluster_typing(tern_app *a, const tern_user *from, const char *to, con
 
 /* ---- liveness ------------------------------------------------------------------------------------ */
 
+/* True when no live peer's writer name sorts before this loop's. */
+static bool lowest_live(tern_cluster *c) {
+  const char *k;
+  size_t kl;
+  void *v;
+  tern_map_iter it = {0};
+  while (tern_map_next(&c->peers, &it, &k, &kl, &v))
+    if (strcmp(((peer *)v)->writer, c->writer) < 0) return false;
+  return true;
+}
+
 static void on_tick(uv_timer_t *t) {
   tern_cluster *c = t->data;
   int64_t now = tern_now_ms(), timeout = c->a->cfg->cluster_node_timeout_ms;
@@ -438,11 +450,18 @@ static void on_tick(uv_timer_t *t) {
     peer *p = v;
     if (now - p->heard > timeout) dead[n++] = p;
   }
+  char gone[TERN_ARRAY_LEN(dead)][sizeof c->writer];
   for (size_t i = 0; i < n; i++) {
     TERN_WARN("cluster peer timed out: its users go offline", "writer=%s silent_ms=%lld devices=%zu", dead[i]->writer,
               (long long)(now - dead[i]->heard), dead[i]->devices.count);
+    snprintf(gone[i], sizeof gone[i], "%s", dead[i]->writer);
     peer_free(c, dead[i], dead[i]->heard);
   }
+  /* Its queue of delivered group receipt parts (receipts.c) may never be read by it again:
+   * the live writer first by name sends them. Two writers that disagree on who is live both
+   * do, which sends a receipt twice, never none; a writer that comes back reads what is left. */
+  if (n && lowest_live(c))
+    for (size_t i = 0; i < n; i++) tern_receipts_adopt(c->a, gone[i]);
   /* A node killed between a commit and its envelope events leaves entries that no live
    * session here was told of, and a sender's resend of them is answered from de-dup without
    * a new event: every live session reads its inbox once more (one walk of the directory per

@@ -275,8 +275,9 @@ static int cmp_sender(const void *x, const void *y) {
 
 /* The receipts of what `by` was delivered, v[0..n) (sorted here): one per sender for 1:1
  * messages, at once; one part per (group, sender) for group messages, merged (part: the seq
- * of the queued part that holds them, 0 for none). */
-static void merge_runs(tern_app *a, tern_user *by, by_sender *v, size_t n, uint64_t part) {
+ * of the queued part that holds them, 0 for none), or at once too when `now` (an adopted
+ * queue's part, whose window passed long ago). */
+static void merge_runs(tern_app *a, tern_user *by, by_sender *v, size_t n, uint64_t part, bool now) {
   if (n > 1) qsort(v, n, sizeof *v, cmp_sender);
   const char **ids = tern_malloc(n * sizeof *ids);
   for (size_t i = 0; i < n;) {
@@ -284,7 +285,8 @@ static void merge_runs(tern_app *a, tern_user *by, by_sender *v, size_t n, uint6
     while (j < n && !strcmp(v[j].from, v[i].from) && !strcmp(v[j].group, v[i].group)) ids[k++] = v[j++].msg_id;
     tern_user *sender = tern_dir_user(a->dir, v[i].from);
     if (sender && sender != by) {
-      if (*v[i].group) merge_part(a, false, sender, v[i].group, by, ids, k, part);
+      if (*v[i].group && !now) merge_part(a, false, sender, v[i].group, by, ids, k, part);
+      else if (*v[i].group) make_receipt(a, false, sender, v[i].group, &by, 1, NULL, NULL, ids, k, true);
       else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
     }
     i = j;
@@ -318,7 +320,7 @@ static void part_ids_free(part_ids *l) {
 /* One stored part (one ack's: store.h, parts_inbox) back into the merge, with its own seq. A
  * sender or member gone meanwhile is left out; its seq is still covered by the next ack of
  * the queue. */
-static void requeue_part(tern_app *a, const tern_store_item *it) {
+static void requeue_part(tern_app *a, const tern_store_item *it, bool now) {
   tern_env_view ev;
   if (tern_env_unpack((const uint8_t *)it->value.data, it->value.len, &ev) != 0 || !ev.f[TERN_EF_BY].p ||
       ev.f[TERN_EF_BY].n > TERN_USERNAME_MAX)
@@ -338,7 +340,7 @@ static void requeue_part(tern_app *a, const tern_store_item *it) {
     v[n] = (by_sender){g, f + 1, id + 1, n};
     n++;
   }
-  if (by) merge_runs(a, by, v, n, it->seq);
+  if (by) merge_runs(a, by, v, n, it->seq, now);
   tern_free(v);
   part_ids_free(&e);
 }
@@ -363,7 +365,7 @@ static void on_parts_read(tern_store_op *op) {
   }
   uint64_t last = 0;
   for (size_t i = 0; i < d->nitems; i++) {
-    requeue_part(a, &d->items[i]);
+    requeue_part(a, &d->items[i], false);
     last = d->items[i].seq;
     if (last > m->parts_max) m->parts_max = last;
   }
@@ -393,10 +395,85 @@ static void read_parts(tern_app *a, uint64_t after) {
   tern_app_submit(a, &op->op);
 }
 
+/* ---- queues nobody reads any more ----
+ * A worker's queue is read back by the same worker at its next start. Two cases leave one
+ * unread: a start with fewer workers (the queues of the workers it no longer has), and a node
+ * that never comes back (cluster mode). Such a queue is adopted: read to its end, each part
+ * sent at once as receipts of its own (not merged: its window passed long ago), then acked up
+ * to its last part. The ack is submitted after those receipts, so it commits after them or
+ * with them, as parts_release relies on too. A queue that turns out empty costs one read. */
+typedef struct adopted {
+  tern_app *a;
+  char inbox[256];
+  int fails;
+  size_t parts;
+} adopted;
+
+static void adopt_read(adopted *q, uint64_t after);
+
+static void on_adopt_read(tern_store_op *op) {
+  adopted *q = op->arg;
+  tern_app *a = q->a;
+  tern_op_inbox *d = tern_op_as_inbox(op);
+  if (op->status != TERN_STORE_OK) {
+    if (++q->fails <= 3 && !a->stopping) {
+      TERN_WARN("an adopted receipt queue could not be read, reading again", "queue=%s err=%s", q->inbox,
+                tern_log_quote(op->err));
+      adopt_read(q, d->seq);
+    } else {
+      TERN_ERROR("an adopted receipt queue could not be read; its receipts wait for its own worker", "queue=%s err=%s",
+                 q->inbox, tern_log_quote(op->err));
+      tern_free(q);
+    }
+    return;
+  }
+  uint64_t last = 0;
+  for (size_t i = 0; i < d->nitems; i++) {
+    requeue_part(a, &d->items[i], true);
+    last = d->items[i].seq;
+  }
+  if (last) {
+    q->parts += d->nitems;
+    tern_op_inbox *ack = tern_op_inbox_new(TERN_OP_ACK, on_parts_acked, NULL);
+    tern_store_set_str(&ack->inbox, q->inbox);
+    ack->seq = last;
+    tern_app_submit(a, &ack->op);
+  }
+  if ((d->more || d->unsettled) && last) {
+    adopt_read(q, last);
+    return;
+  }
+  if (q->parts) TERN_INFO("group receipts of a queue no worker reads sent", "queue=%s parts=%zu", q->inbox, q->parts);
+  tern_free(q);
+}
+
+static void adopt_read(adopted *q, uint64_t after) {
+  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_adopt_read, q);
+  tern_store_set_str(&op->inbox, q->inbox);
+  op->seq = after;
+  tern_app_submit(q->a, &op->op);
+}
+
+void tern_receipts_adopt(tern_app *a, const char *writer) {
+  adopted *q = TERN_NEW(adopted);
+  q->a = a;
+  snprintf(q->inbox, sizeof q->inbox, "~rq/%s", writer);
+  adopt_read(q, 0);
+}
+
 void tern_receipts_start(tern_app *a) {
   if (a->cfg->receipts_merge_window_ms <= 0) return;
   merge_of(a)->recovering = true;
   read_parts(a, 0);
+  /* the queues of the workers an earlier start had and this one has not, taken by worker 0
+   * (empty ones cost a read each, once) */
+  unsigned have = a->group ? a->group->napps : 1;
+  if (a->worker != 0) return;
+  for (unsigned w = have; w < TERN_WORKERS_MAX; w++) {
+    char writer[160];
+    snprintf(writer, sizeof writer, "%s/%u", tern_store_node_id(a->store), w);
+    tern_receipts_adopt(a, writer);
+  }
 }
 
 static void on_merge_closed(uv_handle_t *h) { tern_free(TERN_CONTAINER_OF(h, receipt_merge, timer)); }
@@ -435,7 +512,7 @@ static void delivered_receipts(tern_app *a, tern_user *by, const tern_op_inbox *
     const tern_store_delivered *d = &op->delivered[i];
     v[i] = (by_sender){d->group_id ? d->group_id : "", d->from, d->msg_id, i};
   }
-  merge_runs(a, by, v, n, op->parts_first);
+  merge_runs(a, by, v, n, op->parts_first, false);
   tern_free(v);
 }
 

@@ -21,6 +21,9 @@ void tern_receipts_read(tern_app *a, tern_session *s, tern_frame *f);
 /* Reads the delivered parts a crash left in this worker's queue back into the merge (once,
  * at start). */
 void tern_receipts_start(tern_app *a);
+/* Sends the delivered parts left in the queue of writer ("<node>/<worker>") that no worker
+ * reads any more (a node gone for good, a worker a restart no longer has), and acks them. */
+void tern_receipts_adopt(tern_app *a, const char *writer);
 /* Sends every merged receipt still waiting (its window timer, and shutdown). */
 void tern_receipts_flush(tern_app *a);
 void tern_receipts_free(tern_app *a);

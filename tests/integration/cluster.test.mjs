@@ -273,3 +273,56 @@ describe('cluster: a login race for devices.max_per_user on 2 nodes', { skip: CL
     });
   });
 });
+
+// A node that never comes back leaves the delivered group receipt parts its acks queued
+// (~rq/<node>/<worker>, docs/architecture.md step 6) with nobody to read them: the live
+// writer first by name adopts the queue once the node times out, and sends them.
+describe('cluster: a node gone for good inside receipts.merge_window', { skip: CLUSTER_NODES ? 'the plain suite runs it' : false }, () => {
+  let srv;
+  let nats;
+  before(async () => {
+    nats = await startNats({ servers: 1 });
+    srv = await startCluster(2, { nats, args: [...FAST_LIMITS, '--receipts-merge-window', '30s', '--cluster-node-timeout', '2s'] });
+  });
+  after(async () => { await srv?.close(); await nats?.close(); });
+
+  test('its queued group delivered receipts reach the sender through the other node, once', async () => {
+    await withLogs(srv, async () => {
+      const [n1, n2] = srv.nodes.map(direct);
+      const [a, b, c] = await Promise.all([newUser(n2, 'gq'), newUser(n1, 'gq'), newUser(n1, 'gq')]);
+      const r = await request(n2, 'POST', '/v1/groups', { token: a.token, body: { name: 'gone', members: [b.user, c.user] } });
+      assert.equal(r.status, 201, r.text);
+      const g = r.body;
+      const ca = await online(n2, a);
+      const [cb, cc] = await Promise.all([online(n1, b), online(n1, c)]);
+      const ids = [];
+      for (let i = 0; i < 2; i++) {
+        ca.send({ type: 'send', id: `q${i}`, group_id: g.group_id, body: `q${i}` });
+        ids.push((await ca.next({ type: 'sent', id: `q${i}` })).msg_id);
+      }
+      for (const cl of [cb, cc]) {
+        let last = 0;
+        for (let i = 0; i < 2; i++) last = (await cl.next((f) => f.type === 'msg' && f.group_id === g.group_id)).seq;
+        cl.ack(last);
+        await cl.roundTrip();
+      }
+      await new Promise((res) => setTimeout(res, 500)); // the acks' store step (they answer nothing)
+      await srv.nodes[0].kill9(); // and it stays down
+      const by = new Map();
+      await waitFor(async () => {
+        for (const x of ca.take((f) => f.type === 'receipt' && f.status === 'delivered')) {
+          assert.equal(x.group_id, g.group_id);
+          for (const u of x.by) {
+            const got = by.get(u) ?? [];
+            for (const id of x.msg_ids) { assert.ok(!got.includes(id), `${u} delivered ${id} twice`); got.push(id); }
+            by.set(u, got);
+          }
+        }
+        return [b.user, c.user].every((u) => (by.get(u) ?? []).length === ids.length);
+      }, { timeoutMs: 20000, intervalMs: 100, message: `delivered receipts of the gone node's members: ${JSON.stringify([...by])}` });
+      for (const u of [b.user, c.user]) assert.deepEqual([...by.get(u)].sort(), [...ids].sort());
+      assert.ok(n2.stderr().includes('group receipts of a queue no worker reads sent'), 'node 2 adopted the queue');
+      await closeAll(ca, cb, cc);
+    });
+  });
+});
