@@ -80,9 +80,9 @@ static void add_member(tern_group *g, tern_user *u, bool admin, int64_t since) {
     g->members = tern_realloc(g->members, g->members_cap * sizeof *g->members);
   }
   g->members[g->nmembers++] = (tern_member){.user = u, .admin = admin, .since = since};
-  /* a join stored by another node (whose clock may run ahead) still precedes what this node
-   * accepts next */
-  if (g->clock_ms < since) g->clock_ms = since;
+  /* a join stored by another worker or node (whose clock may run ahead) still precedes what
+   * this one accepts next */
+  if (g->join_clock < since) g->join_clock = since;
   user_join(u, g);
 }
 
@@ -302,15 +302,17 @@ tern_store_op *tern_group_rename(tern_app *a, tern_group *grp, tern_user *by, co
 
 int64_t tern_group_stamp(tern_group *g) {
   int64_t now = tern_now_ms();
-  if (now < g->clock_ms) now = g->clock_ms;
-  return g->clock_ms = now;
+  if (now <= g->join_clock) now = g->join_clock + 1;
+  if (now > g->msg_clock) g->msg_clock = now;
+  return now;
 }
 
 tern_store_op *tern_group_add(tern_app *a, tern_group *grp, tern_user *by, tern_user **users, size_t n) {
   if (!n) return NULL;
-  /* after every message already accepted: one given out this ms was not sent to them */
+  /* not before any message already accepted here: one given out at this very ms was not sent
+   * to them, and its time is not after their `since` */
   int64_t now = tern_now_ms();
-  if (now <= grp->clock_ms) now = grp->clock_ms + 1;
+  if (now < grp->msg_clock) now = grp->msg_clock;
   for (size_t i = 0; i < n; i++) add_member(grp, users[i], false, now);
   tern_group_change c = {.event = "added", .by = by, .users = users, .nusers = n};
   tern_op_append *op = change_op(a, grp, false);

@@ -51,14 +51,18 @@ typedef struct tern_group {
   uint64_t confirmed_rev;         /* the newest known stored */
   uint8_t stored_hash[32];        /* BLAKE2b of the record the next change is based on */
   bool stored;                    /* there is such a record */
-  /* ms: the newest message time or join time given out on this node. Message times and join
-   * times never share a millisecond, so "received" (message time >= since) is exact even for
-   * a send and an add within one ms (tern_group_stamp). In memory only. */
-  int64_t clock_ms;
+  /* ms: the newest message time given out on this worker, and the newest join time it knows
+   * of (its own and those stored by other workers and nodes). A member received a message when
+   * the message's time is after their `since` (strictly): a message is stamped after every
+   * join it knows, and a join is never before a message given out here. So a send and an add
+   * in one ms are told apart on one worker, and on two workers the send at T that the add at
+   * T did not see counts as not received (when it was ">=", it counted as received, and the
+   * new member could mark it read). In memory only. */
+  int64_t msg_clock, join_clock;
 } tern_group;
 
-/* The time for a message accepted to g now: never before a member's join time (so every
- * member at acceptance may mark it read), and remembered so a later join comes after it. */
+/* The time for a message accepted to g now: after every join time it knows (so every member
+ * at acceptance may mark it read), and remembered so a later join is not before it. */
 int64_t tern_group_stamp(tern_group *g);
 
 /* The table of groups (app->groups). */

@@ -584,7 +584,8 @@ void tern_receipts_ack(tern_app *a, tern_session *s, uint64_t seq) {
 /* ---- reads ---- */
 
 /* Keeps the ids of messages that reader received from peer: 1:1 (grp NULL) or in grp after the
- * reader joined it (core/msgid.h). The others are dropped. Returns how many are left. */
+ * reader joined it, strictly (core/msgid.h; groups.h says why). The others are dropped.
+ * Returns how many are left. */
 static size_t keep_received(tern_app *a, tern_frame *f, const tern_user *peer, const tern_user *reader,
                             const tern_group *grp) {
   int64_t now = tern_now_ms();
@@ -595,7 +596,7 @@ static size_t keep_received(tern_app *a, tern_frame *f, const tern_user *peer, c
     int64_t ts = 0;
     bool ok = grp ? tern_msgid_check(&a->msgid_key, f->ids[i], peer->name, TERN_MSGID_TO_GROUP, grp->id, now,
                                      legacy_until, &ts) &&
-                        ts >= m->since
+                        ts > m->since
                   : tern_msgid_check(&a->msgid_key, f->ids[i], peer->name, TERN_MSGID_TO_USER, reader->name, now,
                                      legacy_until, &ts);
     if (ok) f->ids[n++] = f->ids[i];
