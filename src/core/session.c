@@ -190,14 +190,21 @@ static void drain_step(tern_session *s) {
   tern_app_submit(a, &op->op);
 }
 
+/* The next session off a list taken from app->waiting; the list's reference to it passes to
+ * the caller. NULL at the end. */
+static tern_session *unlist(tern_session **list) {
+  tern_session *s = *list;
+  if (!s) return NULL;
+  *list = s->wait_next;
+  s->wait_next = NULL;
+  s->drain_waiting = false;
+  return s;
+}
+
 void tern_session_pace(tern_app *a) {
-  tern_session *list = a->waiting;
+  tern_session *list = a->waiting, *s;
   a->waiting = NULL;
-  while (list) {
-    tern_session *s = list;
-    list = s->wait_next;
-    s->wait_next = NULL;
-    s->drain_waiting = false;
+  while ((s = unlist(&list))) {
     uint64_t now = uv_now(a->loop);
     if (s->state == SESS_DRAIN && s->ep && s->drain_retry_at > now) { /* not yet: stays listed */
       s->wait_next = a->waiting;
@@ -213,15 +220,9 @@ void tern_session_pace(tern_app *a) {
 }
 
 void tern_session_unwait_all(tern_app *a) {
-  tern_session *list = a->waiting;
+  tern_session *list = a->waiting, *s;
   a->waiting = NULL;
-  while (list) {
-    tern_session *s = list;
-    list = s->wait_next;
-    s->wait_next = NULL;
-    s->drain_waiting = false;
-    tern_session_unref(s);
-  }
+  while ((s = unlist(&list))) tern_session_unref(s);
 }
 
 static bool recheck_device(tern_device *d, void *arg) {
