@@ -439,7 +439,9 @@ static void on_adopt_read(tern_store_op *op) {
     ack->seq = last;
     tern_app_submit(a, &ack->op);
   }
-  if ((d->more || d->unsettled) && last) {
+  /* not while stopping: a read submitted as the port closes would be dropped, q with it (the
+   * rest waits for the next start, or for the writer itself) */
+  if ((d->more || d->unsettled) && last && !a->stopping) {
     adopt_read(q, last);
     return;
   }
