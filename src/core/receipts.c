@@ -129,6 +129,16 @@ static void on_parts_acked(tern_store_op *op) {
   if (op->status != TERN_STORE_OK) TERN_ERROR("receipt parts not acked", "err=%s", tern_log_quote(op->err));
 }
 
+/* A read of a queue of parts from after `seq` (TERN_OP_DRAIN, done(arg)), or its ack up to
+ * `seq` (TERN_OP_ACK): this worker's own queue and an adopted one alike. */
+static void queue_op(tern_app *a, tern_store_op_type type, const char *queue, uint64_t seq, tern_store_done_cb done,
+                     void *arg) {
+  tern_op_inbox *op = tern_op_inbox_new(type, type == TERN_OP_ACK ? on_parts_acked : done, arg);
+  tern_store_set_str(&op->inbox, queue);
+  op->seq = seq;
+  tern_app_submit(a, &op->op);
+}
+
 /* Acks the queue up to below the lowest part still waiting: the merged receipts of the parts
  * below it were submitted before this ack, and the store commits a port's operations in
  * order, so the queue never lets go of a part whose receipt is not stored.
@@ -153,10 +163,7 @@ static void parts_release(tern_app *a, bool now) {
   if (upto <= m->parts_acked) return;
   m->released_at = t;
   m->parts_acked = upto;
-  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_ACK, on_parts_acked, NULL);
-  tern_store_set_str(&op->inbox, m->parts);
-  op->seq = upto;
-  tern_app_submit(a, &op->op);
+  queue_op(a, TERN_OP_ACK, m->parts, upto, NULL, NULL);
 }
 
 static void on_merge_timer(uv_timer_t *t) {
@@ -286,8 +293,7 @@ static void merge_runs(tern_app *a, tern_user *by, by_sender *v, size_t n, uint6
     tern_user *sender = tern_dir_user(a->dir, v[i].from);
     if (sender && sender != by) {
       if (*v[i].group && !now) merge_part(a, false, sender, v[i].group, by, ids, k, part);
-      else if (*v[i].group) make_receipt(a, false, sender, v[i].group, &by, 1, NULL, NULL, ids, k, true);
-      else make_receipt(a, false, sender, NULL, &by, 1, NULL, NULL, ids, k, true);
+      else make_receipt(a, false, sender, *v[i].group ? v[i].group : NULL, &by, 1, NULL, NULL, ids, k, true);
     }
     i = j;
   }
@@ -389,10 +395,7 @@ static void on_parts_read(tern_store_op *op) {
 }
 
 static void read_parts(tern_app *a, uint64_t after) {
-  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_parts_read, a);
-  tern_store_set_str(&op->inbox, merge_of(a)->parts);
-  op->seq = after;
-  tern_app_submit(a, &op->op);
+  queue_op(a, TERN_OP_DRAIN, merge_of(a)->parts, after, on_parts_read, a);
 }
 
 /* ---- queues nobody reads any more ----
@@ -434,10 +437,7 @@ static void on_adopt_read(tern_store_op *op) {
   }
   if (last) {
     q->parts += d->nitems;
-    tern_op_inbox *ack = tern_op_inbox_new(TERN_OP_ACK, on_parts_acked, NULL);
-    tern_store_set_str(&ack->inbox, q->inbox);
-    ack->seq = last;
-    tern_app_submit(a, &ack->op);
+    queue_op(a, TERN_OP_ACK, q->inbox, last, NULL, NULL);
   }
   /* not while stopping: a read submitted as the port closes would be dropped, q with it (the
    * rest waits for the next start, or for the writer itself) */
@@ -450,10 +450,7 @@ static void on_adopt_read(tern_store_op *op) {
 }
 
 static void adopt_read(adopted *q, uint64_t after) {
-  tern_op_inbox *op = tern_op_inbox_new(TERN_OP_DRAIN, on_adopt_read, q);
-  tern_store_set_str(&op->inbox, q->inbox);
-  op->seq = after;
-  tern_app_submit(q->a, &op->op);
+  queue_op(q->a, TERN_OP_DRAIN, q->inbox, after, on_adopt_read, q);
 }
 
 void tern_receipts_adopt(tern_app *a, const char *writer) {
@@ -469,9 +466,8 @@ void tern_receipts_start(tern_app *a) {
   read_parts(a, 0);
   /* the queues of the workers an earlier start had and this one has not, taken by worker 0
    * (empty ones cost a read each, once) */
-  unsigned have = a->group ? a->group->napps : 1;
   if (a->worker != 0) return;
-  for (unsigned w = have; w < TERN_WORKERS_MAX; w++) {
+  for (unsigned w = a->group ? a->group->napps : 1; w < TERN_WORKERS_MAX; w++) {
     char writer[160];
     snprintf(writer, sizeof writer, "%s/%u", tern_store_node_id(a->store), w);
     tern_receipts_adopt(a, writer);
