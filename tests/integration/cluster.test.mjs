@@ -13,7 +13,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { newUser, register, request, uniqueName, getUser, login, logout, me, goneEverywhere, PASSWORD } from './lib/api.mjs';
-import { online, closeAll, ticksRound } from './lib/client.mjs';
+import { online, closeAll, ticksRound, tallyDelivered } from './lib/client.mjs';
 import { startNats } from './lib/nats.mjs';
 import { sender, receiver, attachReceiver, runSender, distinct, checkDelivered } from './lib/load.mjs';
 
@@ -310,14 +310,7 @@ describe('cluster: a node gone for good inside receipts.merge_window', { skip: C
       await srv.nodes[0].kill9(); // and it stays down
       const by = new Map();
       await waitFor(async () => {
-        for (const x of ca.take((f) => f.type === 'receipt' && f.status === 'delivered')) {
-          assert.equal(x.group_id, g.group_id);
-          for (const u of x.by) {
-            const got = by.get(u) ?? [];
-            for (const id of x.msg_ids) { assert.ok(!got.includes(id), `${u} delivered ${id} twice`); got.push(id); }
-            by.set(u, got);
-          }
-        }
+        tallyDelivered(by, ca.take((f) => f.type === 'receipt' && f.status === 'delivered'), g.group_id);
         return [b.user, c.user].every((u) => (by.get(u) ?? []).length === ids.length);
       }, { timeoutMs: 20000, intervalMs: 100, message: `delivered receipts of the gone node's members: ${JSON.stringify([...by])}` });
       for (const u of [b.user, c.user]) assert.deepEqual([...by.get(u)].sort(), [...ids].sort());

@@ -4,7 +4,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, waitFor, sleep, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { newUser, newDevice, request, metric, uniqueName } from './lib/api.mjs';
-import { online, closeAll } from './lib/client.mjs';
+import { online, closeAll, tallyDelivered } from './lib/client.mjs';
 import { upload, getMedia, samples } from './lib/media.mjs';
 
 const MERGE = ['--receipts-merge-window', '200ms'];
@@ -441,19 +441,9 @@ describe('groups: durability and limits', () => {
       await srv.restart({ extraArgs: restartArgs });
       const ca2 = await online(srv, a);
       const by = new Map(); // member → the ids delivered
-      const take = (frames) => {
-        for (const r of frames.filter((f) => f.type === 'receipt' && f.status === 'delivered')) {
-          assert.equal(r.group_id, g.group_id);
-          for (const u of r.by) {
-            const got = by.get(u) ?? [];
-            for (const id of r.msg_ids) { assert.ok(!got.includes(id), `${u} delivered ${id} twice`); got.push(id); }
-            by.set(u, got);
-          }
-        }
-      };
-      take(ca2.initial);
+      tallyDelivered(by, ca2.initial, g.group_id);
       await waitFor(async () => {
-        take(ca2.take(() => true));
+        tallyDelivered(by, ca2.take(() => true), g.group_id);
         return others.every((u) => (by.get(u.user) ?? []).length === ids.length);
       }, { timeoutMs: 10000, message: 'delivered receipts of every member after the restart' })
         .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify([...by])}\n${srv.stderr().slice(-3000)}`); });

@@ -289,3 +289,22 @@ export async function ticksRound(sender, recipient, { to, from, id, body }) {
 export async function closeAll(...clients) {
   await Promise.all(clients.flat().filter(Boolean).map((c) => c.close().catch(() => {})));
 }
+
+/**
+ * Adds the group `delivered` receipts among frames to by (member → the msg_ids delivered):
+ * each must name groupId, and no member may be delivered one id twice (it throws).
+ */
+export function tallyDelivered(by, frames, groupId) {
+  for (const r of frames.filter((f) => f.type === 'receipt' && f.status === 'delivered')) {
+    if (r.group_id !== groupId) throw new Error(`a delivered receipt of group ${r.group_id}, not ${groupId}`);
+    for (const u of r.by) {
+      const got = by.get(u) ?? [];
+      for (const id of r.msg_ids) {
+        if (got.includes(id)) throw new Error(`${u} delivered ${id} twice`);
+        got.push(id);
+      }
+      by.set(u, got);
+    }
+  }
+  return by;
+}
