@@ -225,6 +225,7 @@ typedef struct nbe {
   bool walk_loaded;
   int crash_at;      /* test hook: SIGKILL at a commit step (1 after claims, 2 after the mark) */
   int mark_pause_ms; /* test hook: the next mark waits this long after its claims (once) */
+  int lose_ack;      /* test hook: the next group's claim of this number (from 1) reads as timed out */
   /* health (/healthz): the poller thread's last finding, and the commits' */
   pthread_t health_th;
   bool health_started;
@@ -1987,6 +1988,7 @@ static int record_put(nbe *be, const tern_buf *rec, bool claimed_mark, uint64_t 
 typedef struct gplan {
   claim *claims;
   size_t nclaims, cap;
+  bool unknown;   /* a claim failed without an answer (a timeout): it may be stored (claims_run) */
   upart_inbox *ups;
   size_t nups;
   gkv **plain; /* unconditional KV writes */
@@ -2221,6 +2223,17 @@ static int claims_run(nbe *be, gplan *p) {
   }
   slots_wait(be, 0);
   if (!serial) claims_retry(be, p);
+  if (be->lose_ack > 0 && (size_t)be->lose_ack <= p->nclaims) { /* test hook: an ack lost */
+    long i = p->claims[be->lose_ack - 1].slot;
+    be->lose_ack = 0;
+    if (i >= 0) {
+      pthread_mutex_lock(&be->mu);
+      be->slots[i].state = 2;
+      be->slots[i].err = NATS_TIMEOUT;
+      be->slots[i].code = 0;
+      pthread_mutex_unlock(&be->mu);
+    }
+  }
   int rc = 0;
   for (size_t i = 0; i < p->nclaims; i++) {
     claim *c = &p->claims[i];
@@ -2244,6 +2257,10 @@ static int claims_run(nbe *be, gplan *p) {
       c->slot = -2;
     } else {
       fail(be, c->kind == 'A' ? "append" : "kv write", s.err, s.code);
+      /* No answer (a timeout, the connection lost) is not a refusal: the servers may have
+       * stored it, or store it yet (a new stream leader commits what its predecessor had
+       * replicated). A JetStream error code, or no responders, is a refusal. */
+      if (s.code == 0 && s.err != NATS_NO_RESPONDERS) p->unknown = true;
       int r = st_errno(s.err, s.code);
       if (!rc || rc == -EAGAIN) rc = r;
       c->slot = -3;
@@ -2413,6 +2430,25 @@ static int record_del(nbe *be, uint64_t seq) { return seq ? del_msg(be, be->s_co
 
 static int replay(nbe *be);
 
+/* The replay of a group whose claims may be stored unanswered, before the client hears of
+ * the failure: its answer makes it send again, maybe through another node, whose group reads
+ * the de-dup key the claims may have stored. Found there, the key answers the resend as a
+ * duplicate of a message the replay then takes back: sent, never delivered (integration/
+ * cluster, a NATS server killed under load: 25 messages of 1,500). Retried while the stream
+ * elects a leader, as claims are (about 5 s); after that the record stays for n_idle's
+ * replay, and a resend meanwhile may still meet the key. The group's own error is kept. */
+static void replay_before_answer(nbe *be) {
+  char why[sizeof be->why];
+  memcpy(why, be->why, sizeof why);
+  for (unsigned round = 0; round < CLAIM_RETRIES; round++) {
+    be->failed = false;
+    if (replay(be) == 0) break;
+    nats_Sleep(TERN_MIN(100 << round, 1000));
+  }
+  be->failed = true;
+  memcpy(be->why, why, sizeof why);
+}
+
 static int n_commit(void *self, char *err, size_t errlen) {
   nbe *be = self;
   int rc = 0;
@@ -2453,8 +2489,14 @@ static int n_commit(void *self, char *err, size_t errlen) {
   be->rec_cur = 0;
   if (rc < 0) {
     int r = claims_undo(be, &p);
-    if (r == 0) r = record_del(be, rec_seq);
-    if (r < 0) be->replay_due = true;
+    /* A claim that may be stored unanswered is not among those undone: deleting the record
+     * now would make it a settled entry, delivered, while the client is told to send again,
+     * and its resend is stored under a new msg_id (integration/cluster, a NATS server killed
+     * under load: one message delivered twice). The record stays for the replay, which
+     * finds what carries this group's gid and rolls it back; readers wait for it meanwhile. */
+    if (r == 0 && !p.unknown) r = record_del(be, rec_seq);
+    if (r < 0 || p.unknown) be->replay_due = true;
+    if (p.unknown) replay_before_answer(be);
     if (rc == -EAGAIN) {
       /* Two writers that lost to each other would otherwise re-read and retry in step: a
        * random pause, growing with the losses in a row, lets one go first. */
@@ -3256,6 +3298,8 @@ int tern_backend_open_nats(const tern_backend_options *opts, tern_backend *out, 
   be->crash_at = crash ? atoi(crash) : 0;
   const char *pause = getenv("TERN_TEST_NATS_MARK_PAUSE_MS");
   be->mark_pause_ms = pause ? atoi(pause) : 0;
+  const char *lose = getenv("TERN_TEST_NATS_LOSE_ACK");
+  be->lose_ack = lose ? atoi(lose) : 0;
   const char *unsettled = getenv("TERN_TEST_NATS_UNSETTLED_MS");
   be->unsettled_ms = unsettled && atoi(unsettled) > 0 ? atoi(unsettled) : 10000;
   pthread_mutex_init(&be->mu, NULL);

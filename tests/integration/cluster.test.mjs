@@ -11,6 +11,7 @@
 // skips it, since it makes its own cluster either way.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { startCluster, waitFor, FAST_LIMITS, CLUSTER_NODES } from './lib/server.mjs';
 import { newUser, register, request, uniqueName, getUser, login, logout, me, goneEverywhere, PASSWORD } from './lib/api.mjs';
 import { online, closeAll, ticksRound, tallyDelivered } from './lib/client.mjs';
@@ -90,7 +91,7 @@ async function loadThrough(srv, prefix, onSent) {
     await waitFor(() => receivers.every((r) => distinct(r) >= PER_SENDER), {
       timeoutMs: 60000, intervalMs: 100, message: 'receivers to get every message',
     }).catch((e) => {
-      throw new Error(`${e.message}: ${receivers.map((r) => `${r.name}=${distinct(r)}`).join(' ')}`);
+      throw new Error(`${e.message}: ${receivers.map((r) => `${r.name}=${distinct(r)}${missingOf(r)}`).join(' ')}`);
     });
   } finally {
     // the receivers stop reconnecting, pass or fail (a failure left them looping, and the file
@@ -100,6 +101,20 @@ async function loadThrough(srv, prefix, onSent) {
     await Promise.allSettled(receiving);
   }
   return { senders, receivers, retried };
+}
+
+/** The client ids a receiver lacks, as ranges (" missing 12-36,40"), for a failure's message. */
+function missingOf(rec) {
+  const have = new Set(rec.msgs.map((m) => Number(m.body.split(':')[1])));
+  const runs = [];
+  for (let i = 0; i < PER_SENDER; i++) {
+    if (have.has(i)) continue;
+    let j = i;
+    while (j + 1 < PER_SENDER && !have.has(j + 1)) j++;
+    runs.push(i === j ? `${i}` : `${i}-${j}`);
+    i = j;
+  }
+  return runs.length ? ` missing ${runs.slice(0, 8).join(',')}` : '';
 }
 
 /** The load's checks: every `sent` delivered once with its msg_id, in order (a resent id is a
@@ -117,6 +132,10 @@ async function withLogs(srv, fn) {
   try {
     await fn();
   } catch (e) {
+    // TERN_TEST_LOGS=<dir> keeps every node's whole log too (a failure hunt's loop)
+    if (process.env.TERN_TEST_LOGS) {
+      srv.nodes.forEach((n, i) => writeFileSync(`${process.env.TERN_TEST_LOGS}/node${i + 1}.log`, n.stderr()));
+    }
     e.message += `\n${srv.nodes.map((n, i) => `----- node ${i + 1} -----\n${n.stderr().slice(-3000)}`).join('\n')}`;
     throw e;
   }
@@ -175,7 +194,7 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
     assert.equal((await healthz(victim)).status, 200);
   });
 
-  test('kill -9 of one NATS server under load: /healthz degraded, every sent message delivered once, in order', { timeout: 300000 }, async () => {
+  test('kill -9 of one NATS server under load: /healthz degraded, every sent message delivered once, in order', { timeout: 300000 }, () => withLogs(srv, async () => {
     let killing = null;
     const load = await loadThrough(srv, 'kq', (total) => {
       if (total >= KILL_AFTER && !killing) killing = srv.nats.kill(2);
@@ -192,7 +211,7 @@ describe('cluster: 3 ternd nodes on a 3-server NATS cluster', { skip: CLUSTER_NO
         timeoutMs: 30000, intervalMs: 200, message: '/healthz ok again on every node once the server is back',
       });
     }
-  });
+  }));
 
   test('kill -9 of every node and NATS server, then a restart: inboxes intact', { timeout: 180000 }, () => withLogs(srv, async () => {
     const pairs = [];
