@@ -121,7 +121,11 @@ typedef struct tern_backend_vt {
   int (*inbox_next)(void *be, tern_buf *out);
 
   /* ---- KV ---- */
-  /* 1 with the value in out (and its write time in *ts when ts is not NULL), 0 when absent. */
+  /* 1 with the value in out (and its write time in *ts when ts is not NULL), 0 when absent.
+   * A shared backend may answer -EINPROGRESS for a de-dup key (TERN_BUCKET_DEDUP) written by
+   * another group that is not done and may yet be undone: the op that asked fails alone as
+   * unavailable (the client sends again), rather than being answered as that group's
+   * duplicate. */
   int (*kv_get)(void *be, tern_bucket b, const char *key, size_t klen, tern_buf *out, int64_t *ts);
   /* Writes a record; ts is its write time (what a TTL counts from). */
   int (*kv_put)(void *be, tern_bucket b, const char *key, size_t klen, const void *v, size_t vlen, int64_t ts);

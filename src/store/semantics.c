@@ -462,6 +462,11 @@ static int do_append(tern_sem *sem, tern_op_append *op) {
   if (op->dedup_key) {
     int64_t ts = 0;
     int r = BE(sem)->kv_get(SELF(sem), TERN_BUCKET_DEDUP, op->dedup_key, strlen(op->dedup_key), &sem->val, &ts);
+    if (r == -EINPROGRESS) { /* the first send's group is not done: this one alone, not now */
+      snprintf(op->op.err, sizeof op->op.err, "dedup: the first send of this id is still being stored");
+      op->op.status = TERN_STORE_UNAVAILABLE;
+      return 0;
+    }
     if (r < 0) return failed(sem, &op->op, "dedup", r);
     if (r == 1) {
       op->op.status = TERN_STORE_DUPLICATE;

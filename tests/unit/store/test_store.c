@@ -3155,7 +3155,8 @@ static void wait_one(res *r) {
 /* kill -9 inside a commit: the group is all there or not at all. Right after the kill,
  * another node's drain delivers none of it: the record is still there, so the group is not
  * done (entry_settled; without the rule it delivered the entry of a group that the replay
- * then rolled back, and the client's resend was delivered a second time). Then either the
+ * then rolled back, and the client's resend was delivered a second time); and a resend of the
+ * same id there is answered unavailable (n_kv_get's rule for de-dup keys). Then either the
  * node restarts and replays its record (own), or it stays dead and the other node, once the
  * record is older than unsettled_ms, rolls it back or forward itself (foreign_one): before,
  * it then delivered the entry as it was, rolled back or not. */
@@ -3181,6 +3182,13 @@ TEST(nats_crash_mid_group) {
     CHECK_EQ_INT(R[3].status, TERN_STORE_OK);
     CHECK_EQ_INT(R[3].nitems, 0);
     CHECK(R[3].unsettled);
+    /* the client's resend meanwhile, through the other node: not answered as a duplicate of a
+     * group that may yet be rolled back (step 1 is: it would be sent and never delivered),
+     * but "not now" (without the rule: DUPLICATE of "cm") */
+    append_args early = {.inboxes = {"c1", "c2", "c3"}, .msg_id = "cm1", .dedup = "al/c1", .token_from = "alice"};
+    submit_append(o, &R[1], &early, "early");
+    wait_all();
+    CHECK_EQ_INT(R[1].status, TERN_STORE_UNAVAILABLE);
     int64_t want = step == 1 ? 0 : 3;
     tstore *s = NULL;
     if (foreign) {
@@ -3282,18 +3290,22 @@ TEST(nats_abort_fences_mark) {
  * deleted, the timed-out entry stood as settled and was delivered, and the resend, its de-dup
  * key undone, was delivered too under a new msg_id (integration/cluster in a loop: 1 in 7). */
 TEST(nats_lost_ack_rolled_back) {
+  use_dir("lostack"); /* one namespace: an R3 one takes seconds to make */
   for (int k = 1; k <= 3; k++) {
-    char name[32], lose[8];
-    snprintf(name, sizeof name, "lostack%d", k);
-    use_dir(name);
+    char lose[8], i1[8], i2[8], dd[16], m1[8], m2[8];
     snprintf(lose, sizeof lose, "%d", k);
+    snprintf(m1, sizeof m1, "lm%d", k);
+    snprintf(m2, sizeof m2, "lr%d", k);
+    snprintf(i1, sizeof i1, "l1-%d", k);
+    snprintf(i2, sizeof i2, "l2-%d", k);
+    snprintf(dd, sizeof dd, "al/l%d", k);
     setenv("TERN_TEST_NATS_LOSE_ACK", lose, 1);
     tstore *a = open_store();
     unsetenv("TERN_TEST_NATS_LOSE_ACK");
     tstore *b = open_second();
     if (!a || !b) return;
     ndone = nsubmitted = 0;
-    append_args args = {.inboxes = {"l1", "l2"}, .msg_id = "lm", .dedup = "al/l1", .token_from = "alice"};
+    append_args args = {.inboxes = {i1, i2}, .msg_id = m1, .dedup = dd, .token_from = "alice"};
     submit_append(a, &R[0], &args, "first");
     wait_all();
     CHECK(R[0].status != TERN_STORE_OK);
@@ -3301,7 +3313,7 @@ TEST(nats_lost_ack_rolled_back) {
     for (int i = 0; i < 2; i++) {
       int rounds = 0;
       for (; rounds < 40; rounds++) {
-        submit_drain(b, &R[3], i ? "l2" : "l1", 0, 0);
+        submit_drain(b, &R[3], i ? i2 : i1, 0, 0);
         wait_all();
         CHECK_EQ_INT(R[3].nitems, 0);
         if (!R[3].unsettled) break;
@@ -3309,12 +3321,12 @@ TEST(nats_lost_ack_rolled_back) {
       }
       CHECK(!R[3].unsettled);
     }
-    append_args again = {.inboxes = {"l1", "l2"}, .msg_id = "lm2", .dedup = "al/l1", .token_from = "alice"};
+    append_args again = {.inboxes = {i1, i2}, .msg_id = m2, .dedup = dd, .token_from = "alice"};
     submit_append(b, &R[1], &again, "again");
     wait_all();
     CHECK_EQ_INT(R[1].status, TERN_STORE_OK);
     for (int i = 0; i < 2; i++) {
-      submit_drain(a, &R[3], i ? "l2" : "l1", 0, 0);
+      submit_drain(a, &R[3], i ? i2 : i1, 0, 0);
       wait_all();
       CHECK(!R[3].unsettled);
       CHECK_EQ_INT(R[3].nitems, 1);
