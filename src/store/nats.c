@@ -2473,15 +2473,17 @@ static int replay(nbe *be);
  * the de-dup key the claims may have stored. Found there, the key answers the resend as a
  * duplicate of a message the replay then takes back: sent, never delivered (integration/
  * cluster, a NATS server killed under load: 25 messages of 1,500). Retried while the stream
- * elects a leader, as claims are (about 5 s); after that the record stays for n_idle's
+ * elects a leader, as claims are (for 5 s); after that the record stays for n_idle's
  * replay, and a resend meanwhile may still meet the key. The group's own error is kept. */
 static void replay_before_answer(nbe *be) {
   char why[sizeof be->why];
   memcpy(why, be->why, sizeof why);
-  for (unsigned round = 0; round < CLAIM_RETRIES; round++) {
+  /* bounded in time, not rounds: under no quorum each round's reads wait out their 2 s */
+  int64_t end = tern_now_ms() + 5000;
+  for (unsigned round = 0; !atomic_load(&be->stop); round++) {
     be->failed = false;
-    if (replay(be) == 0) break;
-    nats_Sleep(TERN_MIN(100 << round, 1000));
+    if (replay(be) == 0 || tern_now_ms() >= end) break;
+    nats_Sleep(TERN_MIN(100 << TERN_MIN(round, 4u), 1000));
   }
   be->failed = true;
   memcpy(be->why, why, sizeof why);

@@ -67,6 +67,7 @@ async function loadThrough(srv, prefix, onSent) {
   const all = Array.from({ length: PER_SENDER }, (_, i) => i);
   const retried = senders.map(() => new Set());
   await Promise.all(senders.map(async (st, k) => {
+    let pause = 100;
     for (let round = 0; st.sent.size < PER_SENDER; round++) {
       assert.ok(round < 50, `${st.name}: still ${PER_SENDER - st.sent.size} unsent after 50 reconnects`);
       const c = await tryOnline(st.acct);
@@ -81,8 +82,12 @@ async function loadThrough(srv, prefix, onSent) {
         assert.equal(e.code, 'unavailable', `${st.name}: error ${JSON.stringify(e)}`);
         retried[k].add(Number(e.id.slice(3)));
       }
+      // as a client backs off: a resend can be answered unavailable for as long as another
+      // node takes to roll back what a killed node left half committed (10 s)
+      const refused = st.errors.length > before;
       st.errors.length = before;
-      if (c.isOpen && st.sent.size < PER_SENDER) await new Promise((r) => setTimeout(r, 200));
+      pause = refused ? Math.min(pause * 2, 1000) : 200;
+      if (c.isOpen && st.sent.size < PER_SENDER) await new Promise((r) => setTimeout(r, pause));
       await c.close();
       conns.delete(c);
     }
