@@ -3,9 +3,9 @@
 // --plain (what they check is the plaintext path); cli_e2e.test.mjs covers encryption.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, statSync, readFileSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
+import { existsSync, statSync, readFileSync, mkdirSync, copyFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, REPO_ROOT } from './lib/server.mjs';
+import { startServer, REPO_ROOT, waitFor } from './lib/server.mjs';
 import { jpegSize } from './lib/media.mjs';
 import { TERN, PASSWORD, tern, ternLive, until, uniq, tempHomes } from './lib/cli.mjs';
 
@@ -202,7 +202,13 @@ describe('tern CLI', { skip: !existsSync(TERN) && `tern not built at ${TERN}` },
     assert.equal(r.code, 0, r.stderr);
     assert.ok(readFileSync(path.join(dir, 'full.jpg')).equals(readFileSync(jpg)));
     // bob's only device has fetched it: the server deleted it; no file, no temp file left
-    r = await tern(['fetch', jpgId, '-o', path.join(dir, 'again.jpg'), ...server], { home: bobHome });
+    // (the delete follows the fetch, and in a cluster it reaches the other nodes a moment
+    // later, as media.test.mjs waits for it too)
+    await waitFor(async () => {
+      r = await tern(['fetch', jpgId, '-o', path.join(dir, 'again.jpg'), ...server], { home: bobHome });
+      if (r.code === 0) rmSync(path.join(dir, 'again.jpg'), { force: true });
+      return r.code !== 0;
+    }, { timeoutMs: 5000, intervalMs: 100, message: 'the fetched media deleted' });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^tern: fetch: no media /);
     assert.deepEqual(readdirSync(dir).sort(), ['full.jpg', 'thumb.jpg']);
