@@ -649,7 +649,7 @@ static int rec_done(nbe *be, uint64_t rec, int64_t at) {
   if (age > 6 * be->unsettled_ms) {
     if (tern_now_ms() - be->unsettled_warned > 10000) {
       be->unsettled_warned = tern_now_ms();
-      TERN_WARN("nats: an inbox entry's commit record could not be rolled back or forward; delivering the entry",
+      TERN_WARN("nats: a commit record an entry or de-dup key names could not be rolled back or forward; taking it as done",
                 "record=%" PRIu64 " age_ms=%" PRId64 " replay_due=%d", rec, age, be->replay_due);
     }
     return 1;
@@ -1825,13 +1825,14 @@ static natsMsg *msg_new(const char *subj, const void *d, size_t n) {
   return m;
 }
 
-/* Publishes one staged append as a claim. */
 /* Names the group's commit record on a claim (Tern-Rec, the reader rule). */
 static void rec_header(nbe *be, natsMsg *m) {
   char rb[48];
   snprintf(rb, sizeof rb, "%" PRIu64 ":%" PRId64, be->rec_cur, tern_now_ms());
   natsMsgHeader_Set(m, "Tern-Rec", rb);
 }
+
+/* Publishes one staged append as a claim. */
 
 static long pub_append(nbe *be, ginbox *ib, uint64_t seq, const uint8_t *v, size_t len, bool first) {
   natsMsg *m = msg_new(subj_in(be, &be->sbuf, ib->name, ib->nlen), v, len);
